@@ -1,0 +1,105 @@
+"""fanout's data plane: the Rust engine that moves every media packet.
+
+The one door between the planes. Python decides (which viewer watches what,
+with which keys, from which address); the engine moves bytes: it receives RTP
+from the mountpoints' source ports, rewrites each packet for each viewer
+(SSRC, sequence number, timestamp, payload type), SRTP-protects it and sends it
+from the shared WebRTC UDP socket. Python never sees an RTP packet from a source.
+
+SRTP profile names are the RFC names: "AEAD_AES_128_GCM" and
+"AES_CM_128_HMAC_SHA1_80". A master key is key || salt as exported by
+DTLS-SRTP (16 + 12 bytes for GCM, 16 + 14 bytes for CM).
+"""
+
+from typing import Literal, TypedDict
+
+SrtpProfile = Literal["AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80"]
+MediaKind = Literal["audio", "video", "data"]
+
+class SourceStream(TypedDict):
+    """One RTP input of a mountpoint: a UDP port the engine binds and reads."""
+
+    index: int  # the stream's position in the mountpoint (its mindex)
+    kind: MediaKind
+    codec: str  # lower case: "vp8", "vp9", "h264", "opus", ...; the engine finds keyframes of vp8 and h264
+    clock_rate: int  # RTP clock rate, e.g. 90000 for video, 48000 for opus
+    host: str  # the address to bind, e.g. "0.0.0.0" or "127.0.0.1"
+    port: int  # 0 lets the kernel pick
+
+class ViewerStream(TypedDict):
+    """What one viewer receives of one source stream."""
+
+    index: int  # the SourceStream.index it takes its packets from
+    ssrc: int  # the SSRC this viewer sees (announced in its SDP)
+    payload_type: int  # the payload type this viewer sees
+
+class StreamStats(TypedDict):
+    index: int
+    port: int
+    packets: int
+    bytes: int
+    malformed: int  # datagrams that were not RTP, dropped and counted
+    last_packet_age_ms: int | None  # None until the first packet arrives
+
+class MountpointStats(TypedDict):
+    packets: int
+    bytes: int
+    malformed: int
+    viewers: int
+    streams: list[StreamStats]
+
+class ViewerStats(TypedDict):
+    packets: int  # RTP packets sent
+    bytes: int  # SRTP bytes sent
+    rtcp_packets: int  # RTCP (sender reports, ...) sent
+    dropped: int  # packets not sent (socket buffer full, send error)
+    send_errors: int
+    paused: bool
+
+class Engine:
+    """The data plane. One per server process.
+
+    ``webrtc_socket_fd`` is the UDP socket that serves every viewer (ICE-lite on
+    one port); the engine duplicates it and sends media from the duplicate,
+    while the control plane keeps reading STUN, DTLS and SRTCP from the original.
+    """
+
+    def __init__(self, webrtc_socket_fd: int) -> None: ...
+    def add_mountpoint(self, mountpoint_id: int, streams: list[SourceStream]) -> list[int]:
+        """Bind the source ports and start receiving; returns the bound port of each stream.
+
+        Raises OSError (with errno) if a port cannot be bound, ValueError on a bad
+        argument (duplicate id, unknown kind); nothing is left half-made."""
+    def remove_mountpoint(self, mountpoint_id: int) -> None:
+        """Close the source ports; the mountpoint's viewers are removed too."""
+    def add_viewer(
+        self,
+        viewer_id: int,
+        mountpoint_id: int,
+        address: tuple[str, int],
+        srtp_profile: SrtpProfile,
+        local_master_key: bytes,
+        remote_master_key: bytes,
+        streams: list[ViewerStream],
+    ) -> None:
+        """Start sending the mountpoint's streams to a viewer whose DTLS-SRTP is up.
+
+        ``local_master_key`` protects what the engine sends; ``remote_master_key``
+        unprotects the SRTCP the viewer sends. Video starts at the next keyframe
+        (vp8, h264). Raises KeyError for an unknown mountpoint, ValueError for a
+        duplicate viewer id, a bad key length or an unknown profile."""
+    def remove_viewer(self, viewer_id: int) -> None:
+        """Stop sending and free the viewer's state. Unknown ids are ignored."""
+    def set_viewer_address(self, viewer_id: int, address: tuple[str, int]) -> None:
+        """The viewer's ICE-nominated address changed."""
+    def set_viewer_paused(self, viewer_id: int, paused: bool) -> None:
+        """Pause or resume sending; resuming video waits for a keyframe."""
+    def unprotect_rtcp(self, viewer_id: int, packet: bytes) -> bytes:
+        """SRTCP from a viewer to plain RTCP. Raises ValueError if it fails
+        authentication or is malformed, KeyError for an unknown viewer."""
+    def send_rtcp(self, viewer_id: int, packet: bytes) -> None:
+        """Protect plain (compound) RTCP with the viewer's SRTCP context and send it."""
+    def viewer_stats(self, viewer_id: int) -> ViewerStats: ...
+    def mountpoint_stats(self, mountpoint_id: int) -> MountpointStats: ...
+    def close(self) -> None:
+        """Stop the engine's threads and close every socket it opened. Idempotent."""
