@@ -1,0 +1,1 @@
+"""Janus plugins: what a handle is for."""

@@ -1,0 +1,5 @@
+"""The Streaming plugin (``janus.plugin.streaming``)."""
+
+from fanout.plugins.streaming.plugin import StreamingPlugin
+
+__all__ = ["StreamingPlugin"]

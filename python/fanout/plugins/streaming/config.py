@@ -1,0 +1,226 @@
+"""Mountpoint definitions from janus.plugin.streaming.jcfg (or a ``create`` request).
+
+Accepts Janus's two forms: the multistream ``media`` list and the legacy flat
+keys (``audioport``, ``videopt``, ...). Keys fanout does not support are
+returned by name so the caller can report them; bad values raise
+:class:`MountpointConfigError` naming the mountpoint and the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fanout.plugins.streaming.codecs import KNOWN_CODECS, CodecInfo, codec_from_rtpmap
+
+
+class MountpointConfigError(ValueError):
+    """A mountpoint definition fanout cannot use."""
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """One RTP input of a mountpoint (one m-line for its viewers)."""
+
+    mindex: int
+    kind: str  # "audio" | "video"
+    mid: str
+    label: str
+    msid: str | None
+    host: str  # address to bind
+    port: int  # 0 = any free port
+    payload_type: int
+    codec: CodecInfo
+    fmtp: str | None
+
+    @property
+    def rtpmap(self) -> str:
+        return self.codec.rtpmap
+
+
+@dataclass(frozen=True)
+class MountpointConfig:
+    id: int
+    name: str
+    description: str
+    metadata: str | None
+    is_private: bool
+    secret: str | None
+    pin: str | None
+    streams: tuple[StreamConfig, ...]
+    testsource: bool = False  # fanout: fed by the built-in test source
+
+
+MOUNTPOINT_KEYS = {"type", "id", "name", "description", "metadata", "is_private", "secret", "pin", "media", "testsource"}
+LEGACY_STREAM_KEYS = {
+    kind: {kind, f"{kind}port", f"{kind}pt", f"{kind}codec", f"{kind}rtpmap", f"{kind}fmtp", f"{kind}iface"}
+    for kind in ("audio", "video")
+}
+MEDIA_KEYS = {"type", "mid", "label", "msid", "port", "pt", "codec", "rtpmap", "fmtp", "iface"}
+DEFAULT_MIDS = {"audio": "a", "video": "v"}
+
+
+def parse_mountpoint(name: str, group: Mapping[str, Any]) -> tuple[MountpointConfig, list[str]]:
+    """A mountpoint from its configuration group; also the keys fanout does not support."""
+    where = f"mountpoint '{name}'"
+    reader = _Reader(where, group)
+    kind = reader.string("type")
+    if kind is None:
+        raise MountpointConfigError(f"{where}: missing 'type'")
+    if kind != "rtp":
+        raise MountpointConfigError(f"{where}: type '{kind}' is not supported by fanout (only 'rtp')")
+    mountpoint_id = reader.integer("id")
+    if mountpoint_id is None:
+        raise MountpointConfigError(f"{where}: missing 'id'")
+    if mountpoint_id <= 0:
+        raise MountpointConfigError(f"{where}: 'id' must be a positive integer")
+    unsupported: list[str] = []
+    media = group.get("media")
+    if media is not None:
+        if not isinstance(media, (list, tuple)) or not media:
+            raise MountpointConfigError(f"{where}: 'media' must be a non-empty list of streams")
+        streams = [_parse_media_entry(where, index, entry, unsupported) for index, entry in enumerate(media)]
+        legacy_keys = set().union(*LEGACY_STREAM_KEYS.values())
+        unsupported.extend(key for key in group if key in legacy_keys)
+    else:
+        streams = []
+        for stream_kind in ("audio", "video"):
+            if reader.boolean(stream_kind, default=False):
+                streams.append(_parse_legacy_stream(where, len(streams), stream_kind, reader))
+        if not streams:
+            raise MountpointConfigError(f"{where}: no streams (set audio/video = true or a 'media' list)")
+    mids = [stream.mid for stream in streams]
+    duplicates = sorted({mid for mid in mids if mids.count(mid) > 1})
+    if duplicates:
+        raise MountpointConfigError(f"{where}: duplicate mid {duplicates[0]!r}")
+    known = MOUNTPOINT_KEYS | set().union(*LEGACY_STREAM_KEYS.values())
+    unsupported.extend(key for key in group if key not in known)
+    config = MountpointConfig(
+        id=mountpoint_id,
+        name=reader.string("name") or name,
+        description=reader.string("description") or name,
+        metadata=reader.string("metadata"),
+        is_private=reader.boolean("is_private", default=False),
+        secret=reader.string("secret"),
+        pin=reader.string("pin"),
+        streams=tuple(streams),
+        testsource=reader.boolean("testsource", default=False),
+    )
+    return config, [f"{name}.{key}" for key in unsupported]
+
+
+def _parse_media_entry(where: str, index: int, entry: Any, unsupported: list[str]) -> StreamConfig:
+    if not isinstance(entry, Mapping):
+        raise MountpointConfigError(f"{where}: media[{index}] must be a group of settings")
+    reader = _Reader(f"{where}: media[{index}]", entry)
+    kind = reader.string("type")
+    if kind not in ("audio", "video"):
+        raise MountpointConfigError(
+            f"{where}: media[{index}]: type must be 'audio' or 'video'" + (f", not '{kind}'" if kind else "")
+        )
+    mid = reader.string("mid")
+    if not mid:
+        raise MountpointConfigError(f"{where}: media[{index}]: missing 'mid'")
+    unsupported.extend(f"media[{index}].{key}" for key in entry if key not in MEDIA_KEYS)
+    return _stream(
+        reader,
+        mindex=index,
+        kind=kind,
+        mid=mid,
+        label=reader.string("label") or mid,
+        msid=reader.string("msid"),
+        keys={"port": "port", "pt": "pt", "codec": "codec", "rtpmap": "rtpmap", "fmtp": "fmtp", "iface": "iface"},
+    )
+
+
+def _parse_legacy_stream(where: str, mindex: int, kind: str, reader: _Reader) -> StreamConfig:
+    return _stream(
+        reader,
+        mindex=mindex,
+        kind=kind,
+        mid=DEFAULT_MIDS[kind],
+        label=kind,
+        msid=None,
+        keys={key: f"{kind}{key}" for key in ("port", "pt", "codec", "rtpmap", "fmtp", "iface")},
+    )
+
+
+def _stream(
+    reader: _Reader, *, mindex: int, kind: str, mid: str, label: str, msid: str | None, keys: dict[str, str]
+) -> StreamConfig:
+    where = reader.where
+    port = reader.integer(keys["port"])
+    if port is None:
+        raise MountpointConfigError(f"{where}: missing '{keys['port']}'")
+    if not 0 <= port <= 65535:
+        raise MountpointConfigError(f"{where}: '{keys['port']}' must be a port number (0 picks a free one)")
+    payload_type = reader.integer(keys["pt"])
+    if payload_type is None:
+        raise MountpointConfigError(f"{where}: missing '{keys['pt']}'")
+    if not 0 <= payload_type <= 127:
+        raise MountpointConfigError(f"{where}: '{keys['pt']}' must be an RTP payload type (0-127)")
+    codec_name = reader.string(keys["codec"])
+    rtpmap = reader.string(keys["rtpmap"])
+    codec: CodecInfo | None
+    if codec_name is not None:
+        codec = KNOWN_CODECS.get(codec_name.lower())
+        if codec is None:
+            raise MountpointConfigError(f"{where}: unknown codec '{codec_name}'")
+    elif rtpmap is not None:
+        codec = codec_from_rtpmap(rtpmap)
+        if codec is None:
+            raise MountpointConfigError(f"{where}: unknown codec in rtpmap '{rtpmap}'")
+    else:
+        raise MountpointConfigError(f"{where}: missing '{keys['codec']}'")
+    if codec.kind != kind:
+        raise MountpointConfigError(f"{where}: codec '{codec.name}' is not a {kind} codec")
+    fmtp = reader.string(keys["fmtp"])
+    return StreamConfig(
+        mindex=mindex,
+        kind=kind,
+        mid=mid,
+        label=label,
+        msid=msid,
+        host=reader.string(keys["iface"]) or "0.0.0.0",
+        port=port,
+        payload_type=payload_type,
+        codec=codec,
+        fmtp=fmtp if fmtp is not None else codec.default_fmtp,
+    )
+
+
+class _Reader:
+    """Typed access to one group's values, with errors that name the key."""
+
+    def __init__(self, where: str, group: Mapping[str, Any]) -> None:
+        self.where = where
+        self.group = group
+
+    def string(self, key: str) -> str | None:
+        value = self.group.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise MountpointConfigError(f"{self.where}: '{key}' must be a string")
+        return value
+
+    def integer(self, key: str) -> int | None:
+        value = self.group.get(key)
+        if value is None:
+            return None
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise MountpointConfigError(f"{self.where}: '{key}' must be an integer")
+        return value
+
+    def boolean(self, key: str, *, default: bool) -> bool:
+        value = self.group.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "false", "no"):
+            return value.lower() in ("true", "yes")
+        raise MountpointConfigError(f"{self.where}: '{key}' must be true or false")

@@ -1,0 +1,288 @@
+"""The Streaming plugin: viewers watch live RTP mountpoints over WebRTC.
+
+Speaks the request/response/event API of Janus's Streaming plugin
+(``janus.plugin.streaming``) so janus.js and other Janus clients work
+unchanged. The plugin decides; the engine moves the media: on ``setup_media``
+a viewer is handed to the engine with its keys, and from then on no packet
+of it passes through Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fanout._engine import Engine
+from fanout.core.plugin import Jsep, LocalOffer, Plugin, PluginAck, PluginHandle, PluginResult, PluginSuccess
+from fanout.plugins.streaming.config import MountpointConfig
+from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
+from fanout.plugins.streaming.mountpoint import Mountpoint
+from fanout.plugins.streaming.viewer import Viewer, ViewerState
+from fanout.webrtc.rtcp import GenericNack, PictureLossIndication, ReceiverReport, RtcpPacket
+
+logger = logging.getLogger(__name__)
+
+Errors = StreamingErrorCode
+AsyncRequest = Callable[[Viewer, str, dict[str, Any], Jsep | None], None]
+
+
+def status_event(status: str) -> dict[str, Any]:
+    return {"streaming": "event", "result": {"status": status}}
+
+
+class StreamingPlugin(Plugin):
+    package = "janus.plugin.streaming"
+    name = "JANUS Streaming plugin"
+    description = "fanout's Streaming plugin: WebRTC viewers watch live RTP mountpoints."
+    author = "fanout"
+    version = 10
+    version_string = "0.0.10"
+
+    def __init__(self, engine: Engine, mountpoints: list[MountpointConfig]) -> None:
+        self.engine = engine
+        self.mountpoint_configs = mountpoints
+        self.mountpoints: dict[int, Mountpoint] = {}
+        self.viewers: dict[int, Viewer] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sync_requests: dict[str, Callable[[Viewer, dict[str, Any]], dict[str, Any]]] = {
+            "list": self._list,
+            "info": self._info,
+        }
+        self._async_requests: dict[str, AsyncRequest] = {
+            "watch": self._watch,
+            "start": self._start,
+            "pause": self._pause,
+            "stop": self._stop,
+        }
+
+    async def start(self) -> None:
+        for config in self.mountpoint_configs:
+            self.add_mountpoint(config)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for mountpoint in list(self.mountpoints.values()):
+            self.remove_mountpoint(mountpoint.id)
+
+    def add_mountpoint(self, config: MountpointConfig) -> Mountpoint:
+        """Open a mountpoint: its source ports are bound when this returns (OSError if not)."""
+        if config.id in self.mountpoints:
+            raise ValueError(f"mountpoint {config.id} already exists")
+        mountpoint = Mountpoint.open(self.engine, config)
+        self.mountpoints[config.id] = mountpoint
+        logger.info(
+            "mountpoint %d (%s) listening on %s",
+            config.id,
+            config.name,
+            ", ".join(f"{s.kind} {s.codec.name} port {p}" for s, p in zip(config.streams, mountpoint.ports)),
+        )
+        return mountpoint
+
+    def remove_mountpoint(self, mountpoint_id: int) -> None:
+        mountpoint = self.mountpoints.pop(mountpoint_id)
+        for handle_id in list(mountpoint.viewers):
+            viewer = self.viewers.get(handle_id)
+            if viewer is not None:
+                viewer.handle.push_event(None, status_event("stopped"))
+                viewer.handle.close_pc()
+                viewer.leave()
+        mountpoint.close(self.engine)
+
+    # --- the core's calls -------------------------------------------------
+
+    def create_session(self, handle: PluginHandle) -> None:
+        self.viewers[handle.id] = Viewer(handle)
+
+    async def handle_message(
+        self, handle: PluginHandle, transaction: str, body: dict[str, Any], jsep: Jsep | None
+    ) -> PluginResult:
+        viewer = self.viewers[handle.id]
+        try:
+            request = body.get("request")
+            if request is None:
+                raise StreamingError(Errors.MISSING_ELEMENT, "Missing mandatory element (request)")
+            if not isinstance(request, str):
+                raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (request should be a string)")
+            request = request.lower()
+            if request in self._sync_requests:
+                return PluginSuccess(self._sync_requests[request](viewer, body))
+            if request not in self._async_requests:
+                raise StreamingError(Errors.INVALID_REQUEST, f"Unknown request '{request}'")
+        except StreamingError as error:
+            return PluginSuccess(error.to_data())
+        self._spawn(self._run_async(self._async_requests[request], viewer, transaction, body, jsep))
+        return PluginAck()
+
+    def setup_media(self, handle: PluginHandle) -> None:
+        viewer = self.viewers.get(handle.id)
+        keys = handle.media_keys
+        if viewer is None or viewer.mountpoint is None or keys is None or viewer.in_engine:
+            return
+        tracks = [track for track in viewer.tracks if track.send]
+        self.engine.add_viewer(
+            handle.id,
+            viewer.mountpoint.id,
+            keys.address,
+            keys.srtp_profile,  # type: ignore[arg-type]
+            keys.local_master_key,
+            keys.remote_master_key,
+            [track.engine_stream() for track in tracks],
+        )
+        viewer.in_engine = True
+        paused = viewer.state is ViewerState.PAUSED
+        if paused:
+            self.engine.set_viewer_paused(handle.id, True)
+        else:
+            viewer.state = ViewerState.STARTED
+        logger.info("viewer %d watching mountpoint %d (%s)", handle.id, viewer.mountpoint.id, keys.srtp_profile)
+        handle.push_event(None, status_event("started"))
+
+    def incoming_rtcp(self, handle: PluginHandle, packets: list[RtcpPacket]) -> None:
+        viewer = self.viewers.get(handle.id)
+        if viewer is None:
+            return
+        for packet in packets:
+            kind = {GenericNack: "nack", PictureLossIndication: "pli", ReceiverReport: "rr"}.get(type(packet), "other")
+            viewer.rtcp_counts[kind] = viewer.rtcp_counts.get(kind, 0) + 1
+
+    def hangup_media(self, handle: PluginHandle) -> None:
+        viewer = self.viewers.get(handle.id)
+        if viewer is None:
+            return
+        had_mountpoint = viewer.mountpoint is not None
+        self._remove_from_engine(viewer)
+        viewer.leave()
+        if had_mountpoint:
+            handle.push_event(None, status_event("stopped"))
+
+    def destroy_session(self, handle: PluginHandle) -> None:
+        viewer = self.viewers.pop(handle.id, None)
+        if viewer is not None:
+            self._remove_from_engine(viewer)
+            viewer.leave()
+
+    def query_session(self, handle: PluginHandle) -> dict[str, Any]:
+        viewer = self.viewers.get(handle.id)
+        if viewer is None:
+            return {}
+        info: dict[str, Any] = {"state": viewer.state.value}
+        if viewer.mountpoint is not None:
+            info["mountpoint"] = viewer.mountpoint.id
+            info["mids"] = [track.stream.mid for track in viewer.tracks]
+        if viewer.in_engine:
+            info["engine"] = dict(self.engine.viewer_stats(handle.id))
+        info["rtcp_received"] = dict(viewer.rtcp_counts)
+        return info
+
+    # --- synchronous requests ----------------------------------------------
+
+    def _list(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        entries = [
+            mountpoint.list_entry(self.engine)
+            for mountpoint in self.mountpoints.values()
+            if not mountpoint.config.is_private
+        ]
+        return {"streaming": "list", "list": entries}
+
+    def _info(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        mountpoint = self._mountpoint_from(body)
+        with_secret = mountpoint.config.secret is None or body.get("secret") == mountpoint.config.secret
+        return {"streaming": "info", "info": mountpoint.info(self.engine, with_secret=with_secret)}
+
+    # --- asynchronous requests ---------------------------------------------
+
+    async def _run_async(
+        self, request: AsyncRequest, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None
+    ) -> None:
+        try:
+            request(viewer, transaction, body, jsep)
+        except StreamingError as error:
+            viewer.handle.push_event(transaction, error.to_data())
+        except Exception:
+            logger.exception("streaming request failed for handle %d", viewer.handle.id)
+            viewer.handle.push_event(
+                transaction, StreamingError(Errors.UNKNOWN_ERROR, "Internal error").to_data()
+            )
+
+    def _watch(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
+        mountpoint = self._mountpoint_from(body)
+        pin = body.get("pin")
+        if pin is not None and not isinstance(pin, str):
+            raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (pin should be a string)")
+        mids = body.get("media")
+        if mids is not None and (not isinstance(mids, list) or not all(isinstance(m, str) for m in mids)):
+            raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (media should be an array)")
+        if viewer.mountpoint is not None:
+            raise StreamingError(Errors.INVALID_STATE, f"Already watching mountpoint {viewer.mountpoint.id}")
+        if mountpoint.config.pin is not None and pin != mountpoint.config.pin:
+            raise StreamingError(Errors.UNAUTHORIZED, "Unauthorized (wrong pin)")
+        if not mountpoint.enabled:
+            raise StreamingError(Errors.UNAUTHORIZED, f"Mountpoint {mountpoint.id} is not enabled")
+        if mids:
+            unknown = [mid for mid in mids if mountpoint.stream(mid) is None]
+            if len(unknown) == len(mids):
+                raise StreamingError(Errors.INVALID_ELEMENT, "No valid mid in the media list")
+        viewer.watch(mountpoint, mids)
+        offer = LocalOffer(media=[track.offer_media() for track in viewer.tracks])
+        viewer.handle.push_event(transaction, status_event("preparing"), offer)
+
+    def _start(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
+        if viewer.mountpoint is None:
+            raise StreamingError(Errors.NO_SUCH_MOUNTPOINT, "Can't start: no mountpoint set")
+        if jsep is not None:
+            if jsep.type != "answer":
+                raise StreamingError(Errors.INVALID_STATE, "Can't start: expected an SDP answer")
+            accepted = {media.mid for media in jsep.description.media if media.port != 0}
+            for track in viewer.tracks:
+                track.send = track.stream.mid in accepted
+            if not any(track.send for track in viewer.tracks):
+                raise StreamingError(Errors.INVALID_SDP, "The answer rejected every stream")
+            if viewer.state is ViewerState.OFFERED:
+                viewer.state = ViewerState.STARTING
+        elif viewer.state is ViewerState.OFFERED:
+            raise StreamingError(Errors.INVALID_STATE, "Can't start: the offer was not answered (start needs a JSEP answer)")
+        elif viewer.state is ViewerState.PAUSED:
+            viewer.state = ViewerState.STARTED if viewer.in_engine else ViewerState.STARTING
+            if viewer.in_engine:
+                self.engine.set_viewer_paused(viewer.handle.id, False)
+        viewer.handle.push_event(transaction, status_event("starting"))
+
+    def _pause(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
+        if viewer.mountpoint is not None:
+            viewer.state = ViewerState.PAUSED
+            if viewer.in_engine:
+                self.engine.set_viewer_paused(viewer.handle.id, True)
+        viewer.handle.push_event(transaction, status_event("pausing"))
+
+    def _stop(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
+        viewer.handle.push_event(transaction, status_event("stopping"))
+        if viewer.mountpoint is not None:
+            viewer.handle.close_pc()
+            self._remove_from_engine(viewer)
+            viewer.leave()
+
+    # --- helpers --------------------------------------------------------------
+
+    def _mountpoint_from(self, body: dict[str, Any]) -> Mountpoint:
+        if "id" not in body:
+            raise StreamingError(Errors.MISSING_ELEMENT, "Missing mandatory element (id)")
+        mountpoint_id = body["id"]
+        if isinstance(mountpoint_id, bool) or not isinstance(mountpoint_id, int) or mountpoint_id <= 0:
+            raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (id should be a positive integer)")
+        mountpoint = self.mountpoints.get(mountpoint_id)
+        if mountpoint is None:
+            raise StreamingError(Errors.NO_SUCH_MOUNTPOINT, f"No such mountpoint/stream {mountpoint_id}")
+        return mountpoint
+
+    def _remove_from_engine(self, viewer: Viewer) -> None:
+        if viewer.in_engine:
+            self.engine.remove_viewer(viewer.handle.id)
+            viewer.in_engine = False
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,77 @@
+"""One handle's subscription to a mountpoint."""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from dataclasses import dataclass, field
+
+from fanout._engine import ViewerStream
+from fanout.core.plugin import PluginHandle
+from fanout.plugins.streaming.codecs import VIDEO_RTCP_FEEDBACK
+from fanout.plugins.streaming.config import StreamConfig
+from fanout.plugins.streaming.mountpoint import Mountpoint
+from fanout.webrtc.sdp import Codec, OfferMedia
+
+
+class ViewerState(enum.Enum):
+    IDLE = "idle"  # attached, watching nothing
+    OFFERED = "offered"  # watch answered with an offer; waiting for start + answer
+    STARTING = "starting"  # answer taken; waiting for the PeerConnection
+    STARTED = "started"  # media flowing
+    PAUSED = "paused"
+
+
+@dataclass
+class ViewerTrack:
+    """What this viewer receives of one mountpoint stream."""
+
+    stream: StreamConfig
+    ssrc: int = field(default_factory=lambda: secrets.randbits(32) or 1)
+    send: bool = True
+
+    def offer_media(self) -> OfferMedia:
+        stream = self.stream
+        codec = Codec(
+            payload_type=stream.payload_type,
+            name=stream.codec.rtpmap_name,
+            clock_rate=stream.codec.clock_rate,
+            channels=stream.codec.channels,
+            fmtp=stream.fmtp,
+            rtcp_feedback=VIDEO_RTCP_FEEDBACK if stream.kind == "video" else (),
+        )
+        return OfferMedia(
+            mid=stream.mid,
+            kind=stream.kind,
+            codec=codec,
+            ssrc=self.ssrc,
+            stream_id="fanout",
+            track_id=stream.msid or f"fanout{stream.mid}",
+        )
+
+    def engine_stream(self) -> ViewerStream:
+        return {"index": self.stream.mindex, "ssrc": self.ssrc, "payload_type": self.stream.payload_type}
+
+
+@dataclass
+class Viewer:
+    handle: PluginHandle
+    state: ViewerState = ViewerState.IDLE
+    mountpoint: Mountpoint | None = None
+    tracks: list[ViewerTrack] = field(default_factory=list)
+    in_engine: bool = False
+    rtcp_counts: dict[str, int] = field(default_factory=dict)
+
+    def watch(self, mountpoint: Mountpoint, mids: list[str] | None) -> None:
+        self.mountpoint = mountpoint
+        streams = mountpoint.config.streams
+        self.tracks = [ViewerTrack(stream) for stream in streams if not mids or stream.mid in mids]
+        self.state = ViewerState.OFFERED
+        mountpoint.viewers.add(self.handle.id)
+
+    def leave(self) -> None:
+        if self.mountpoint is not None:
+            self.mountpoint.viewers.discard(self.handle.id)
+        self.mountpoint = None
+        self.tracks = []
+        self.state = ViewerState.IDLE
