@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fanout._engine import Engine, SourceStream
 from fanout.plugins.streaming.config import MountpointConfig, StreamConfig
+
+if TYPE_CHECKING:
+    from fanout._engine import Engine, SourceStream
 
 
 class Mountpoint:

@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fanout._engine import Engine
 from fanout.core.plugin import Jsep, LocalOffer, Plugin, PluginAck, PluginHandle, PluginResult, PluginSuccess
 from fanout.plugins.streaming.config import MountpointConfig
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 from fanout.plugins.streaming.mountpoint import Mountpoint
 from fanout.plugins.streaming.viewer import Viewer, ViewerState
 from fanout.webrtc.rtcp import GenericNack, PictureLossIndication, ReceiverReport, RtcpPacket
+
+if TYPE_CHECKING:
+    from fanout._engine import Engine
 
 logger = logging.getLogger(__name__)
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import enum
 import secrets
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from fanout._engine import ViewerStream
 from fanout.core.plugin import PluginHandle
 from fanout.plugins.streaming.codecs import VIDEO_RTCP_FEEDBACK
 from fanout.plugins.streaming.config import StreamConfig
 from fanout.plugins.streaming.mountpoint import Mountpoint
 from fanout.webrtc.sdp import Codec, OfferMedia
+
+if TYPE_CHECKING:
+    from fanout._engine import ViewerStream
 
 
 class ViewerState(enum.Enum):

@@ -1,0 +1,102 @@
+from typing import Any
+
+import pytest
+
+from fanout.plugins.streaming.config import MountpointConfigError, parse_mountpoint
+
+
+def legacy(**overrides: Any) -> dict[str, Any]:
+    group: dict[str, Any] = {
+        "type": "rtp",
+        "id": 1,
+        "description": "Opus/VP8 live stream coming from external source",
+        "audio": True,
+        "audioport": 5002,
+        "audiopt": 111,
+        "audiocodec": "opus",
+        "video": True,
+        "videoport": 5004,
+        "videopt": 100,
+        "videocodec": "vp8",
+        "secret": "adminpwd",
+    }
+    group.update(overrides)
+    return group
+
+
+def test_legacy_keys_make_audio_then_video_with_janus_mids() -> None:
+    config, unsupported = parse_mountpoint("rtp-sample", legacy())
+    assert unsupported == []
+    assert config.id == 1
+    assert config.name == "rtp-sample"
+    assert config.secret == "adminpwd"
+    audio, video = config.streams
+    assert (audio.mindex, audio.kind, audio.mid, audio.label, audio.port, audio.payload_type) == (
+        0, "audio", "a", "audio", 5002, 111,
+    )
+    assert audio.rtpmap == "opus/48000/2"
+    assert (video.mindex, video.kind, video.mid, video.port, video.payload_type) == (1, "video", "v", 5004, 100)
+    assert video.rtpmap == "VP8/90000"
+
+
+def test_multistream_media_list() -> None:
+    group = {
+        "type": "rtp",
+        "id": 123,
+        "media": [
+            {"type": "audio", "mid": "a", "label": "Audio stream", "port": 5102, "pt": 111, "codec": "opus"},
+            {"type": "video", "mid": "v1", "port": 5104, "pt": 100, "codec": "vp8"},
+            {"type": "video", "mid": "v2", "port": 5106, "pt": 100, "rtpmap": "VP8/90000"},
+        ],
+    }
+    config, unsupported = parse_mountpoint("multistream-test", group)
+    assert unsupported == []
+    assert [(s.mid, s.label, s.port) for s in config.streams] == [
+        ("a", "Audio stream", 5102),
+        ("v1", "v1", 5104),
+        ("v2", "v2", 5106),
+    ]
+
+
+def test_h264_gets_a_browser_compatible_fmtp_by_default() -> None:
+    config, _ = parse_mountpoint("h264", legacy(videocodec="h264"))
+    assert config.streams[1].fmtp is not None
+    assert "packetization-mode=1" in config.streams[1].fmtp
+
+
+def test_unsupported_keys_are_reported_by_name() -> None:
+    _, unsupported = parse_mountpoint("rtp-sample", legacy(videobufferkf=True, threads=2))
+    assert unsupported == ["rtp-sample.videobufferkf", "rtp-sample.threads"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"type": None}, "mountpoint 'm': missing 'type'"),
+        ({"type": "rtsp"}, "mountpoint 'm': type 'rtsp' is not supported by fanout (only 'rtp')"),
+        ({"id": None}, "mountpoint 'm': missing 'id'"),
+        ({"id": -3}, "mountpoint 'm': 'id' must be a positive integer"),
+        ({"id": "one"}, "mountpoint 'm': 'id' must be an integer"),
+        ({"audio": False, "video": False}, "mountpoint 'm': no streams (set audio/video = true or a 'media' list)"),
+        ({"videoport": None}, "mountpoint 'm': missing 'videoport'"),
+        ({"videoport": 70000}, "mountpoint 'm': 'videoport' must be a port number (0 picks a free one)"),
+        ({"videopt": 200}, "mountpoint 'm': 'videopt' must be an RTP payload type (0-127)"),
+        ({"videocodec": "mpeg2"}, "mountpoint 'm': unknown codec 'mpeg2'"),
+        ({"videocodec": "opus"}, "mountpoint 'm': codec 'opus' is not a video codec"),
+        ({"videocodec": None}, "mountpoint 'm': missing 'videocodec'"),
+        ({"is_private": "maybe"}, "mountpoint 'm': 'is_private' must be true or false"),
+    ],
+)
+def test_bad_definitions_are_refused_with_the_key(overrides: dict[str, Any], message: str) -> None:
+    group = {key: value for key, value in legacy(**overrides).items() if value is not None}
+    with pytest.raises(MountpointConfigError) as error:
+        parse_mountpoint("m", group)
+    assert str(error.value) == message
+
+
+def test_media_entries_need_a_type_and_a_unique_mid() -> None:
+    with pytest.raises(MountpointConfigError, match=r"media\[0\]: type must be 'audio' or 'video', not 'data'"):
+        parse_mountpoint("m", {"type": "rtp", "id": 1, "media": [{"type": "data", "mid": "d", "port": 1}]})
+    with pytest.raises(MountpointConfigError, match="duplicate mid 'v'"):
+        stream = {"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "vp8"}
+        parse_mountpoint("m", {"type": "rtp", "id": 1, "media": [stream, dict(stream)]})
