@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import aioice.ice
+import pytest
+
+from tests.support.janus_client import JanusHttpClient
+from tests.support.server import DEMO_MOUNTPOINT, FanoutProcess, ServerAddresses, write_config
+
+
+@pytest.fixture
+def loopback_only_ice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aioice leaves 127.0.0.1 out of its host candidates; make it gather only that."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+
+@pytest.fixture
+def demo_server(tmp_path: Path) -> Iterator[tuple[ServerAddresses, FanoutProcess]]:
+    """fanout with mountpoint 1 fed by the built-in test source."""
+    addresses = write_config(tmp_path / "config", DEMO_MOUNTPOINT)
+    with FanoutProcess(tmp_path / "config") as server:
+        yield addresses, server
+
+
+@pytest.fixture
+async def janus_http(demo_server: tuple[ServerAddresses, FanoutProcess]) -> AsyncIterator[JanusHttpClient]:
+    addresses, _ = demo_server
+    async with aiohttp.ClientSession() as http:
+        client = JanusHttpClient(http, addresses.janus_url)
+        await client.create()
+        yield client
+        await client.close()

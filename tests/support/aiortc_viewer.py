@@ -1,0 +1,86 @@
+"""A real WebRTC viewer made with aiortc: watches a mountpoint and decodes what it gets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from tests.support.janus_client import JanusHttpClient
+
+
+@dataclass
+class DecodedMedia:
+    video_frames: int = 0
+    video_sizes: set[tuple[int, int]] = field(default_factory=set)
+    audio_frames: int = 0
+    audio_sample_rates: set[int] = field(default_factory=set)
+
+
+class AiortcViewer:
+    """One handle watching one mountpoint through a real aiortc PeerConnection."""
+
+    def __init__(self, client: JanusHttpClient) -> None:
+        self.client = client
+        self.handle_id = 0
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.media = DecodedMedia()
+        self.events: list[dict[str, Any]] = []
+        self._consumers: list[asyncio.Task[None]] = []
+        self.pc.on("track", self._on_track)
+
+    async def watch(self, mountpoint_id: int) -> dict[str, Any]:
+        """watch -> offer -> answer -> start; returns the ``started`` event."""
+        self.handle_id = await self.client.attach()
+        ack = await self.client.message(self.handle_id, {"request": "watch", "id": mountpoint_id})
+        assert ack["janus"] == "ack", ack
+        preparing = await self.plugin_event()
+        assert preparing["plugindata"]["data"]["result"]["status"] == "preparing", preparing
+        offer = preparing["jsep"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type=offer["type"]))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        answer = {"type": "answer", "sdp": self.pc.localDescription.sdp}
+        ack = await self.client.message(self.handle_id, {"request": "start"}, jsep=answer)
+        assert ack["janus"] == "ack", ack
+        starting = await self.plugin_event()
+        assert starting["plugindata"]["data"]["result"]["status"] == "starting", starting
+        await self.client.event(lambda e: e.get("janus") == "webrtcup" and e.get("sender") == self.handle_id)
+        started = await self.plugin_event()
+        assert started["plugindata"]["data"]["result"]["status"] == "started", started
+        return started
+
+    async def plugin_event(self, timeout: float = 20.0) -> dict[str, Any]:
+        event = await self.client.plugin_event(self.handle_id, timeout=timeout)
+        self.events.append(event)
+        return event
+
+    async def wait_for_frames(self, video: int, audio: int, timeout: float = 20.0) -> DecodedMedia:
+        async def enough() -> None:
+            while self.media.video_frames < video or self.media.audio_frames < audio:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(enough(), timeout)
+        return self.media
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self._consumers.append(asyncio.get_running_loop().create_task(self._consume(track)))
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                if track.kind == "video":
+                    self.media.video_frames += 1
+                    self.media.video_sizes.add((frame.width, frame.height))
+                else:
+                    self.media.audio_frames += 1
+                    self.media.audio_sample_rates.add(frame.sample_rate)
+
+    async def close(self) -> None:
+        for consumer in self._consumers:
+            consumer.cancel()
+        await self.pc.close()

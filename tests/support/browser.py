@@ -1,0 +1,44 @@
+"""Debian's headless Chromium, driven by Playwright, inside a loopback-only namespace."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from playwright.sync_api import Browser, sync_playwright
+
+from tests.support.netns import NetworkNamespace
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@contextmanager
+def chromium_in(namespace: NetworkNamespace, workdir: Path) -> Iterator[Browser]:
+    """A headless Chromium whose network is ``namespace``'s (Playwright talks to it over a pipe)."""
+    launcher = workdir / "chromium-in-namespace"
+    launcher.write_text(f'#!/bin/sh\nexec {" ".join(namespace.command(CHROMIUM))} "$@"\n')
+    launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(launcher),
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            env={**os.environ, "HOME": str(workdir)},
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -1,0 +1,50 @@
+"""Private network namespaces whose only interface is loopback.
+
+A browser in such a namespace has exactly one ICE candidate pair,
+127.0.0.1 <-> 127.0.0.1, as ../shared/REAL_CLIENTS.md explains.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class NetworkNamespace:
+    name: str
+
+    def command(self, *argv: str) -> list[str]:
+        """``argv`` run inside this namespace."""
+        return ["ip", "netns", "exec", self.name, *argv]
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test makes a network namespace and must run as root (as CI does)")
+
+
+@contextmanager
+def loopback_namespace() -> Iterator[NetworkNamespace]:
+    require_root()
+    name = f"fanout-test-{os.getpid()}-{next(_counter)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield NetworkNamespace(name)
+    finally:
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), 9)
+            except ProcessLookupError:
+                pass
+        subprocess.run(["ip", "netns", "del", name], check=False)
