@@ -1,0 +1,170 @@
+"""The one UDP socket that serves every WebRTC peer (the only I/O in fanout.webrtc).
+
+A STUN binding request goes to the peer whose local ufrag starts its USERNAME
+("<local_ufrag>:<remote_ufrag>"); every other datagram goes to the peer that
+owns its source address (an address that passed that peer's authenticated
+check). After each input the peer's datagrams are sent, its events delivered,
+and its timer re-armed with ``loop.call_at`` (peers run on ``loop.time()``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+
+from fanout.webrtc.dtls import DtlsCertificate
+from fanout.webrtc.peer import PeerClosed, PeerEvent, WebRtcPeer
+from fanout.webrtc.sdp import Candidate
+from fanout.webrtc.stun import StunError, StunMessage
+
+logger = logging.getLogger(__name__)
+
+HOST_TYPE_PREFERENCE = 126
+EventHandler = Callable[[WebRtcPeer, PeerEvent], None]
+
+
+def host_candidate(index: int, ip: str, port: int) -> Candidate:
+    """The host candidate for the ``index``-th advertised address (RFC 8445 section 5.1.2.1 priority)."""
+    local_preference = 65535 - index
+    priority = (HOST_TYPE_PREFERENCE << 24) + (local_preference << 8) + 256 - 1
+    return Candidate(str(index + 1), 1, "udp", priority, ip, port, "host")
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: WebRtcEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.endpoint.datagram_received(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug("WebRTC socket error: %s", exc)
+
+
+class WebRtcEndpoint:
+    """A UDP socket, its certificate and the peers it serves."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        certificate: DtlsCertificate,
+        advertised_ips: list[str],
+    ) -> None:
+        self.certificate = certificate
+        self.port: int = sock.getsockname()[1]
+        self.advertised_ips = advertised_ips
+        self.dropped_unknown = 0
+        self.dropped_malformed = 0
+        self._loop = loop
+        self._socket = sock
+        self._transport: asyncio.DatagramTransport | None = None
+        self._peers_by_ufrag: dict[str, WebRtcPeer] = {}
+        self._peers_by_address: dict[tuple[str, int], WebRtcPeer] = {}
+        self._handlers: dict[WebRtcPeer, EventHandler] = {}
+        self._timers: dict[WebRtcPeer, asyncio.TimerHandle] = {}
+
+    @classmethod
+    async def open(cls, bind_host: str, port: int, advertised_ips: list[str]) -> WebRtcEndpoint:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((bind_host, port))
+        except OSError:
+            sock.close()
+            raise
+        endpoint = cls(loop, sock, DtlsCertificate.generate(), advertised_ips or [bind_host])
+        endpoint._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(endpoint), sock=sock)
+        logger.info("WebRTC endpoint on %s:%d, advertising %s", bind_host, endpoint.port, endpoint.advertised_ips)
+        return endpoint
+
+    @property
+    def peers(self) -> list[WebRtcPeer]:
+        return list(self._handlers)
+
+    def fileno(self) -> int:
+        return self._socket.fileno()
+
+    def candidates(self) -> list[Candidate]:
+        return [host_candidate(index, ip, self.port) for index, ip in enumerate(self.advertised_ips)]
+
+    def add_peer(self, peer: WebRtcPeer, on_event: EventHandler) -> None:
+        self._peers_by_ufrag[peer.local_ufrag] = peer
+        self._handlers[peer] = on_event
+        self._process(peer)
+
+    def remove_peer(self, peer: WebRtcPeer) -> None:
+        if peer not in self._handlers:
+            return
+        peer.close()
+        self._send(peer)
+        del self._handlers[peer]
+        self._peers_by_ufrag.pop(peer.local_ufrag, None)
+        for address in [a for a, p in self._peers_by_address.items() if p is peer]:
+            del self._peers_by_address[address]
+        timer = self._timers.pop(peer, None)
+        if timer is not None:
+            timer.cancel()
+
+    def close(self) -> None:
+        for peer in self.peers:
+            self.remove_peer(peer)
+        if self._transport is not None:
+            self._transport.close()
+
+    def datagram_received(self, data: bytes, address: tuple[str, int]) -> None:
+        peer = self._peers_by_address.get(address)
+        if data and data[0] < 4:
+            try:
+                message = StunMessage.parse(data)
+                username = message.username
+            except StunError as error:
+                logger.debug("malformed STUN from %s: %s", address, error)
+                self.dropped_malformed += 1
+                return
+            if username is not None:
+                peer = self._peers_by_ufrag.get(username.split(":", 1)[0])
+        if peer is None:
+            self.dropped_unknown += 1
+            return
+        peer.receive(data, address, self._loop.time())
+        if address in peer.valid_addresses:
+            self._peers_by_address[address] = peer
+        self._process(peer)
+
+    def _on_timer(self, peer: WebRtcPeer) -> None:
+        self._timers.pop(peer, None)
+        if peer in self._handlers:
+            peer.handle_timeout(self._loop.time())
+            self._process(peer)
+
+    def _send(self, peer: WebRtcPeer) -> None:
+        assert self._transport is not None
+        for data, address in peer.drain_transmits():
+            self._transport.sendto(data, address)
+
+    def _process(self, peer: WebRtcPeer) -> None:
+        self._send(peer)
+        handler = self._handlers[peer]
+        closed = False
+        for event in peer.drain_events():
+            closed = closed or isinstance(event, PeerClosed)
+            try:
+                handler(peer, event)
+            except Exception:
+                logger.exception("WebRTC event handler failed on %s", event)
+        if closed:
+            self.remove_peer(peer)
+            return
+        if peer not in self._handlers:
+            return
+        timer = self._timers.pop(peer, None)
+        if timer is not None:
+            timer.cancel()
+        deadline = peer.next_timeout()
+        if deadline is not None:
+            self._timers[peer] = self._loop.call_at(deadline, self._on_timer, peer)

@@ -1,0 +1,302 @@
+"""One viewer's WebRTC transport, sans-IO: the ICE-lite agent and DTLS-SRTP composed.
+
+Datagrams are told apart by their first byte (RFC 7983): 0..3 STUN, 20..63
+DTLS, 128..191 RTP/RTCP. STUN binding requests are answered at once (even
+before the remote description is known); DTLS and SRTCP are taken only from
+addresses that passed an authenticated check. DTLS starts when the remote
+description is set: we are the server when the peer's setup is "active"
+(browsers), the client when it is "passive" (a client starts once ICE is
+connected). DTLS that arrives before the remote description is kept and
+replayed.
+
+After every input the owner sends :meth:`WebRtcPeer.drain_transmits`, handles
+:meth:`WebRtcPeer.drain_events` and arms a timer for
+:meth:`WebRtcPeer.next_timeout`. ``now`` is the owner's monotonic clock (the
+endpoint uses the event loop's ``time()``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fanout.webrtc.dtls import (
+    DtlsCertificate,
+    DtlsClosedEvent,
+    DtlsConnectedEvent,
+    DtlsTransport,
+)
+from fanout.webrtc.ice import Address, IceFailed, IceLiteAgent, Nominated
+from fanout.webrtc.sdp import Candidate, RemoteDescription
+from fanout.webrtc.stun import StunError, StunMessage
+
+logger = logging.getLogger(__name__)
+
+DTLS_HANDSHAKE_TIMEOUT = 30.0
+EARLY_DTLS_LIMIT = 16
+
+
+@dataclass(frozen=True)
+class IceConnected:
+    address: tuple[str, int]
+
+
+@dataclass(frozen=True)
+class AddressChanged:
+    """The peer nominated another address; media goes there from now on."""
+
+    address: tuple[str, int]
+
+
+@dataclass(frozen=True)
+class DtlsConnected:
+    srtp_profile: str  # "AEAD_AES_128_GCM" | "AES_CM_128_HMAC_SHA1_80"
+    local_master_key: bytes  # key || salt we protect with
+    remote_master_key: bytes  # key || salt the peer protects with
+    address: tuple[str, int]
+
+
+@dataclass(frozen=True)
+class RtcpReceived:
+    packet: bytes  # SRTCP exactly as received
+
+
+@dataclass(frozen=True)
+class PeerClosed:
+    reason: str  # "ICE failed", "consent expired", "DTLS closed", "DTLS alert", "DTLS handshake failed", ...
+
+
+PeerEvent = IceConnected | AddressChanged | DtlsConnected | RtcpReceived | PeerClosed
+
+
+def is_rtcp(data: bytes) -> bool:
+    """RTP/RTCP by the first byte (RFC 7983) and an RTCP packet type (RFC 5761)."""
+    return len(data) >= 2 and 128 <= data[0] <= 191 and 192 <= data[1] <= 223
+
+
+class WebRtcPeer:
+    """One viewer's ICE-lite + DTLS-SRTP transport."""
+
+    def __init__(self, certificate: DtlsCertificate, now: float) -> None:
+        self.certificate = certificate
+        self._ice = IceLiteAgent(now)
+        self.local_ufrag = self._ice.local_ufrag
+        self.local_pwd = self._ice.local_pwd
+        self.remote_description: RemoteDescription | None = None
+        self.remote_candidates: list[Candidate] = []
+        self.remote_end_of_candidates = False
+        self.dtls_state = "new"
+        self.srtp_profile: str | None = None
+        self.ignored_rtp = 0
+        self.dropped_datagrams = 0
+        self._dtls: DtlsTransport | None = None
+        self._dtls_address: Address | None = None
+        self._dtls_deadline: float | None = None
+        self._early_dtls: list[tuple[bytes, Address]] = []
+        self._closed = False
+        self._now = now
+        self._transmits: list[tuple[bytes, Address]] = []
+        self._events: list[PeerEvent] = []
+
+    # Read-only state.
+
+    @property
+    def ice_state(self) -> str:
+        return self._ice.state
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return self._ice.nominated
+
+    @property
+    def valid_addresses(self) -> frozenset[tuple[str, int]]:
+        """Addresses that sent an authenticated binding request."""
+        return frozenset(self._ice.valid_addresses)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # Inputs.
+
+    def set_remote_description(self, description: RemoteDescription) -> None:
+        """Take the peer's ICE credentials, fingerprints and DTLS role; raises ValueError."""
+        if description.setup not in ("active", "passive"):
+            raise ValueError(f"the peer's setup must be active or passive, not {description.setup!r}")
+        if not description.fingerprints:
+            raise ValueError("no fingerprint")
+        previous = self.remote_description
+        if previous is not None and (
+            previous.fingerprints != description.fingerprints or previous.setup != description.setup
+        ):
+            raise ValueError("the DTLS fingerprints or setup role changed")
+        self.remote_description = description
+        self._ice.set_remote_credentials(description.ice_ufrag, description.ice_pwd)
+        for candidate in description.candidates:
+            self.add_remote_candidate(candidate)
+        if description.end_of_candidates:
+            self.add_remote_candidate(None)
+        if previous is None and not self._closed:
+            self._dtls = DtlsTransport(
+                self.certificate,
+                is_server=description.setup == "active",
+                remote_fingerprints=description.fingerprints,
+            )
+            early, self._early_dtls = self._early_dtls, []
+            for data, address in early:
+                self._receive_dtls(data, address)
+            self._maybe_start_dtls()
+
+    def add_remote_candidate(self, candidate: Candidate | None) -> None:
+        """Record a trickled candidate (a lite agent sends no checks); None ends the list."""
+        if candidate is None:
+            self.remote_end_of_candidates = True
+        elif candidate not in self.remote_candidates:
+            self.remote_candidates.append(candidate)
+
+    def receive(self, data: bytes, address: tuple[str, int], now: float) -> None:
+        if self._closed or not data:
+            return
+        self._now = now
+        first = data[0]
+        if first < 4:
+            self._receive_stun(data, address, now)
+        elif 20 <= first <= 63:
+            if address not in self._ice.valid_addresses:
+                self.dropped_datagrams += 1
+            elif self._dtls is None:
+                if len(self._early_dtls) < EARLY_DTLS_LIMIT:
+                    self._early_dtls.append((data, address))
+            else:
+                self._receive_dtls(data, address)
+        elif 128 <= first <= 191:
+            if not is_rtcp(data):
+                self.ignored_rtp += 1
+            elif address != self._ice.nominated or self.dtls_state != "connected":
+                self.dropped_datagrams += 1
+            else:
+                self._events.append(RtcpReceived(data))
+        else:
+            self.dropped_datagrams += 1
+
+    def handle_timeout(self, now: float) -> None:
+        if self._closed:
+            return
+        self._now = now
+        self._handle_ice_events(self._ice.handle_timeout(now))
+        if self._closed:
+            return
+        if self._dtls_deadline is not None and now >= self._dtls_deadline and self.dtls_state != "connected":
+            self._close_with("DTLS handshake failed")
+            return
+        if self._dtls is not None:
+            self._dtls.handle_timeout(now)
+            self._after_dtls()
+
+    def next_timeout(self) -> float | None:
+        if self._closed:
+            return None
+        deadlines = [self._ice.next_timeout()]
+        if self.dtls_state != "connected":
+            deadlines.append(self._dtls_deadline)
+        if self._dtls is not None:
+            deadlines.append(self._dtls.next_timeout())
+        present = [deadline for deadline in deadlines if deadline is not None]
+        return min(present) if present else None
+
+    def close(self) -> None:
+        """Close locally: a DTLS close_notify is queued; no PeerClosed event."""
+        if self._closed:
+            return
+        if self._dtls is not None:
+            self._dtls.close()
+            self._send_dtls()
+        self._closed = True
+        self._ice.close()
+        if self.dtls_state not in ("failed", "closed"):
+            self.dtls_state = "closed"
+
+    # Outputs.
+
+    def drain_transmits(self) -> list[tuple[bytes, tuple[str, int]]]:
+        transmits, self._transmits = self._transmits, []
+        return transmits
+
+    def drain_events(self) -> list[PeerEvent]:
+        events, self._events = self._events, []
+        return events
+
+    # Internals.
+
+    def _receive_stun(self, data: bytes, address: Address, now: float) -> None:
+        try:
+            message = StunMessage.parse(data)
+        except StunError as error:
+            logger.debug("bad STUN from %s: %s", address, error)
+            self.dropped_datagrams += 1
+            return
+        response, events = self._ice.receive(message, address, now)
+        if response is not None:
+            self._transmits.append((response, address))
+        self._handle_ice_events(events)
+
+    def _handle_ice_events(self, events: list[Nominated | IceFailed]) -> None:
+        for event in events:
+            if isinstance(event, IceFailed):
+                self._close_with(event.reason, ice_state="failed")
+                return
+            if self._dtls_deadline is None:
+                self._dtls_deadline = self._now + DTLS_HANDSHAKE_TIMEOUT
+                self._events.append(IceConnected(event.address))
+            else:
+                self._events.append(AddressChanged(event.address))
+            self._maybe_start_dtls()
+
+    def _maybe_start_dtls(self) -> None:
+        dtls = self._dtls
+        if dtls is None or dtls.state != "new" or not (dtls.is_server or self._ice.nominated is not None):
+            return
+        dtls.start(self._now)
+        self.dtls_state = "connecting"
+        self._after_dtls()
+
+    def _receive_dtls(self, data: bytes, address: Address) -> None:
+        assert self._dtls is not None
+        self._dtls_address = address
+        self._dtls.receive(data, self._now)
+        self._after_dtls()
+
+    def _after_dtls(self) -> None:
+        assert self._dtls is not None
+        self._send_dtls()
+        for event in self._dtls.drain_events():
+            if isinstance(event, DtlsConnectedEvent):
+                self.dtls_state = "connected"
+                self.srtp_profile = event.keys.profile
+                address = self._ice.nominated or self._dtls_address
+                assert address is not None
+                self._events.append(
+                    DtlsConnected(event.keys.profile, event.keys.local_master_key, event.keys.remote_master_key, address)
+                )
+            elif isinstance(event, DtlsClosedEvent):
+                self._close_with(event.reason, dtls_state=self._dtls.state)
+                return
+
+    def _send_dtls(self) -> None:
+        assert self._dtls is not None
+        address = self._ice.nominated or self._dtls_address
+        for datagram in self._dtls.drain_datagrams():
+            if address is not None:
+                self._transmits.append((datagram, address))
+
+    def _close_with(self, reason: str, *, ice_state: str = "closed", dtls_state: str = "closed") -> None:
+        logger.info("peer %s closed: %s", self.local_ufrag, reason)
+        if self._dtls is not None and self._dtls.state in ("connecting", "connected"):
+            self._dtls.close()
+            self._send_dtls()
+        self._closed = True
+        self._ice.close()
+        self._ice.state = ice_state
+        if self.dtls_state not in ("failed", "closed"):
+            self.dtls_state = dtls_state
+        self._events.append(PeerClosed(reason))
