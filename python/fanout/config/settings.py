@@ -1,0 +1,270 @@
+"""Typed settings: what fanout takes from janus.jcfg and the transports' files.
+
+Keys are Janus's own (same names, same meaning, same defaults where fanout
+has the feature). fanout's own keys live in a ``fanout`` group of janus.jcfg:
+``webrtc_port`` (the one UDP port serving every WebRTC viewer) and
+``webrtc_interface`` (the address it binds).
+
+A setting that switches on something fanout lacks (``https = true``,
+``admin_http = true``, ...) is reported as unsupported; the keys that only
+configure such a feature while it is off (``admin_port`` with
+``admin_http = false``) are moot and not reported.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fanout.config.jcfg import ConfigError, Group, Location
+from fanout.config.network import address_of_interface, detect_advertised_ips, is_ip_address
+
+DEFAULT_SESSION_TIMEOUT = 60
+DEFAULT_RECLAIM_SESSION_TIMEOUT = 0
+DEFAULT_CANDIDATES_TIMEOUT = 45
+DEFAULT_SERVER_NAME = "fanout"
+DEFAULT_WEBRTC_PORT = 10000
+DEFAULT_HTTP_PORT = 8088
+DEFAULT_WS_PORT = 8188
+JSON_FORMATS = ("indented", "plain", "compact")
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """janus.transport.http.jcfg"""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_HTTP_PORT
+    base_path: str = "/janus"
+    json: str = "indented"
+    allow_origin: str | None = None  # None: "*"
+    enforce_cors: bool = False
+
+
+@dataclass(frozen=True)
+class WebSocketSettings:
+    """janus.transport.websockets.jcfg"""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_WS_PORT
+    json: str = "indented"
+    allow_origin: str | None = None
+    enforce_cors: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything fanout's core and transports take from the configuration."""
+
+    server_name: str = DEFAULT_SERVER_NAME
+    session_timeout: int = DEFAULT_SESSION_TIMEOUT  # seconds, 0 = never
+    reclaim_session_timeout: int = DEFAULT_RECLAIM_SESSION_TIMEOUT
+    candidates_timeout: int = DEFAULT_CANDIDATES_TIMEOUT
+    api_secret: str | None = None
+    interface: str | None = None  # general.interface: the address for SDP
+    nat_1_1_mapping: tuple[str, ...] = ()
+    rtp_port_range: tuple[int, int] | None = None
+    webrtc_port: int = DEFAULT_WEBRTC_PORT
+    webrtc_interface: str = "0.0.0.0"
+    advertised_ips: tuple[str, ...] = ("127.0.0.1",)  # the addresses in our ICE candidates
+    http: HttpSettings = field(default_factory=HttpSettings)
+    websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
+
+
+def read_settings(
+    janus: Group,
+    http: Group | None,
+    websockets: Group | None,
+    *,
+    detect_ips: Callable[[], list[str]] = detect_advertised_ips,
+) -> tuple[Settings, list[str]]:
+    """Settings from the parsed files; also the settings that ask for features fanout lacks,
+    as ``"<file>: <key> = <value> is not supported by fanout"`` lines."""
+    refused: list[str] = []
+    general = _group(janus, "general")
+    nat = _group(janus, "nat")
+    media = _group(janus, "media")
+    own = _group(janus, "fanout")
+
+    session_timeout = _non_negative(general, "session_timeout", DEFAULT_SESSION_TIMEOUT)
+    reclaim = _non_negative(general, "reclaim_session_timeout", DEFAULT_RECLAIM_SESSION_TIMEOUT)
+    candidates_timeout = _non_negative(general, "candidates_timeout", DEFAULT_CANDIDATES_TIMEOUT)
+    if candidates_timeout == 0:
+        candidates_timeout = DEFAULT_CANDIDATES_TIMEOUT  # as Janus: 0 is invalid and ignored
+    interface = _get_str(general, "interface")
+    nat_mapping = tuple(part.strip() for part in (_get_str(nat, "nat_1_1_mapping") or "").split(",") if part.strip())
+    for address in nat_mapping:
+        if not is_ip_address(address):
+            raise _error(nat, "nat_1_1_mapping", f"'{address}' is not an IP address")
+    interface_ip = _resolve_address(general, "interface") if interface else None
+    if nat_mapping:
+        advertised = nat_mapping
+    elif interface_ip:
+        advertised = (interface_ip,)
+    else:
+        advertised = tuple(detect_ips())
+
+    settings = Settings(
+        server_name=_get_str(general, "server_name") or DEFAULT_SERVER_NAME,
+        session_timeout=session_timeout,
+        reclaim_session_timeout=reclaim,
+        candidates_timeout=candidates_timeout,
+        api_secret=_get_str(general, "api_secret") or None,
+        interface=interface,
+        nat_1_1_mapping=nat_mapping,
+        rtp_port_range=_port_range(media, "rtp_port_range"),
+        webrtc_port=_port(own, "webrtc_port", DEFAULT_WEBRTC_PORT, allow_zero=True),
+        webrtc_interface=_bind_host(own, "webrtc_interface", None, "0.0.0.0"),
+        advertised_ips=advertised,
+        http=_http_settings(http, refused),
+        websocket=_websocket_settings(websockets, refused),
+    )
+    return settings, refused
+
+
+def _http_settings(root: Group | None, refused: list[str]) -> HttpSettings:
+    if root is None:
+        return HttpSettings()
+    general = _group(root, "general")
+    admin = _group(root, "admin")
+    cors = _group(root, "cors")
+    https = _get_bool(general, "https", False)
+    _refuse_feature(root, general, "https", https, ("secure_port", "secure_interface", "secure_ip"), refused)
+    if not https:
+        _moot(_group(root, "certificates"), ("cert_pem", "cert_key", "cert_pwd", "ciphers"))
+    admin_on = _get_bool(admin, "admin_http", False)
+    admin_https = _get_bool(admin, "admin_https", False)
+    admin_keys = ("admin_base_path", "admin_port", "admin_interface", "admin_ip", "admin_acl",
+                  "admin_secure_port", "admin_secure_interface", "admin_secure_ip")
+    _refuse_feature(root, admin, "admin_http", admin_on, admin_keys, refused)
+    _refuse_feature(root, admin, "admin_https", admin_https, (), refused)
+    base_path = _get_str(general, "base_path") or "/janus"
+    if not base_path.startswith("/"):
+        raise _error(general, "base_path", "must start with '/'")
+    return HttpSettings(
+        enabled=_get_bool(general, "http", True),
+        host=_bind_host(general, "ip", "interface", "0.0.0.0"),
+        port=_port(general, "port", DEFAULT_HTTP_PORT),
+        base_path=base_path.rstrip("/") or "/",
+        json=_json_format(general),
+        allow_origin=_get_str(cors, "allow_origin"),
+        enforce_cors=_get_bool(cors, "enforce_cors", False),
+    )
+
+
+def _websocket_settings(root: Group | None, refused: list[str]) -> WebSocketSettings:
+    if root is None:
+        return WebSocketSettings()
+    general = _group(root, "general")
+    admin = _group(root, "admin")
+    cors = _group(root, "cors")
+    wss = _get_bool(general, "wss", False)
+    _refuse_feature(root, general, "wss", wss, ("wss_port", "wss_interface", "wss_ip"), refused)
+    if not wss:
+        _moot(_group(root, "certificates"), ("cert_pem", "cert_key", "cert_pwd", "ciphers"))
+    admin_ws = _get_bool(admin, "admin_ws", False)
+    admin_wss = _get_bool(admin, "admin_wss", False)
+    _refuse_feature(root, admin, "admin_ws", admin_ws, ("admin_ws_port", "admin_ws_interface", "admin_ws_ip", "admin_ws_acl"), refused)
+    _refuse_feature(root, admin, "admin_wss", admin_wss, ("admin_wss_port", "admin_wss_interface", "admin_wss_ip"), refused)
+    return WebSocketSettings(
+        enabled=_get_bool(general, "ws", True),
+        host=_bind_host(general, "ws_ip", "ws_interface", "0.0.0.0"),
+        port=_port(general, "ws_port", DEFAULT_WS_PORT),
+        json=_json_format(general),
+        allow_origin=_get_str(cors, "allow_origin"),
+        enforce_cors=_get_bool(cors, "enforce_cors", False),
+    )
+
+
+# Helpers: a missing group reads as an empty one.
+
+def _group(root: Group, name: str) -> Group:
+    group = root.get_group(name)
+    return group if group is not None else Group(name, Location(root.file, 0))
+
+
+def _get_str(group: Group, key: str) -> str | None:
+    return group.get_str(key)
+
+
+def _get_bool(group: Group, key: str, default: bool) -> bool:
+    value = group.get_bool(key, default)
+    assert value is not None
+    return value
+
+
+def _error(group: Group, key: str, message: str) -> ConfigError:
+    return ConfigError(f"{group.location_of(key)}: {group.key_path(key)} {message}")
+
+
+def _non_negative(group: Group, key: str, default: int) -> int:
+    value = group.get_int(key, default)
+    assert value is not None
+    if value < 0:
+        raise _error(group, key, "must not be negative")
+    return value
+
+
+def _port(group: Group, key: str, default: int, *, allow_zero: bool = False) -> int:
+    value = group.get_int(key, default)
+    assert value is not None
+    if not (0 if allow_zero else 1) <= value <= 65535:
+        raise _error(group, key, f"must be a port number, not {value}")
+    return value
+
+
+def _port_range(group: Group, key: str) -> tuple[int, int] | None:
+    text = group.get_str(key)
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
+    if match is None:
+        raise _error(group, key, f"must be a range like \"20000-40000\", not \"{text}\"")
+    low, high = int(match.group(1)), int(match.group(2))
+    if low > high:
+        low, high = high, low  # as Janus
+    if not 1 <= low <= high <= 65535:
+        raise _error(group, key, f"must be a range of port numbers, not \"{text}\"")
+    return low, high
+
+
+def _resolve_address(group: Group, key: str) -> str:
+    """An IP address as written, or the address of the interface it names."""
+    value = group.get_str(key)
+    assert value is not None
+    if is_ip_address(value):
+        return value
+    address = address_of_interface(value)
+    if address is None:
+        raise _error(group, key, f"'{value}' is neither an IP address nor an interface with an IPv4 address")
+    return address
+
+
+def _bind_host(group: Group, ip_key: str, interface_key: str | None, default: str) -> str:
+    if group.get_str(ip_key):
+        return _resolve_address(group, ip_key)
+    if interface_key is not None and group.get_str(interface_key):
+        return _resolve_address(group, interface_key)
+    return default
+
+
+def _json_format(group: Group) -> str:
+    value = (group.get_str("json") or "indented").lower()
+    if value not in JSON_FORMATS:
+        raise _error(group, "json", f"must be one of {', '.join(JSON_FORMATS)}, not \"{value}\"")
+    return value
+
+
+def _refuse_feature(root: Group, group: Group, key: str, enabled: bool, related: tuple[str, ...], refused: list[str]) -> None:
+    if enabled:
+        refused.append(f"{root.file}: {group.key_path(key)} = true is not supported by fanout and is ignored")
+    else:
+        _moot(group, related)
+
+
+def _moot(group: Group, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        group.mark_read(key)

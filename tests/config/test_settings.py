@@ -1,0 +1,165 @@
+from pathlib import Path
+
+import pytest
+
+from fanout.config import network
+from fanout.config.jcfg import ConfigError, parse
+from fanout.config.network import InterfaceAddress, detect_advertised_ips
+from fanout.config.settings import HttpSettings, Settings, WebSocketSettings, read_settings
+
+
+def settings_of(janus: str, http: str | None = None, websockets: str | None = None) -> tuple[Settings, list[str]]:
+    return read_settings(
+        parse(janus, "janus.jcfg"),
+        parse(http, "janus.transport.http.jcfg") if http is not None else None,
+        parse(websockets, "janus.transport.websockets.jcfg") if websockets is not None else None,
+        detect_ips=lambda: ["192.0.2.7"],
+    )
+
+
+def test_empty_files_give_the_defaults() -> None:
+    settings, refused = settings_of("", "", "")
+    assert settings == Settings(advertised_ips=("192.0.2.7",))
+    assert settings.session_timeout == 60
+    assert settings.webrtc_port == 10000
+    assert settings.webrtc_interface == "0.0.0.0"
+    assert settings.http == HttpSettings(enabled=True, host="0.0.0.0", port=8088, base_path="/janus")
+    assert settings.websocket == WebSocketSettings(enabled=True, host="0.0.0.0", port=8188)
+    assert refused == []
+
+
+def test_core_settings() -> None:
+    settings, _ = settings_of(
+        """
+        general: { server_name = "edge-1"; session_timeout = 0; reclaim_session_timeout = 5;
+                   candidates_timeout = 0; api_secret = "janusrocks" }
+        media: { rtp_port_range = "40000-20000" }
+        fanout: { webrtc_port = 0; webrtc_interface = "127.0.0.1" }
+        """
+    )
+    assert settings.server_name == "edge-1"
+    assert settings.session_timeout == 0
+    assert settings.reclaim_session_timeout == 5
+    assert settings.candidates_timeout == 45  # 0 is invalid and ignored, as in Janus
+    assert settings.api_secret == "janusrocks"
+    assert settings.rtp_port_range == (20000, 40000)
+    assert settings.webrtc_port == 0
+    assert settings.webrtc_interface == "127.0.0.1"
+
+
+def test_advertised_address_prefers_nat_mapping_then_interface_then_detection() -> None:
+    both = 'general: { interface = "10.0.0.5" }\nnat: { nat_1_1_mapping = "198.51.100.1, 198.51.100.2" }'
+    assert settings_of(both)[0].advertised_ips == ("198.51.100.1", "198.51.100.2")
+    assert settings_of('general: { interface = "10.0.0.5" }')[0].advertised_ips == ("10.0.0.5",)
+    assert settings_of('general: { interface = "lo" }')[0].advertised_ips == ("127.0.0.1",)
+    assert settings_of("")[0].advertised_ips == ("192.0.2.7",)
+
+
+def test_detection_skips_loopback_and_down_interfaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        network,
+        "interface_addresses",
+        lambda: [
+            InterfaceAddress("lo", "127.0.0.1", up=True, loopback=True),
+            InterfaceAddress("eth0", "192.0.2.2", up=True, loopback=False),
+            InterfaceAddress("eth1", "198.51.100.9", up=False, loopback=False),
+            InterfaceAddress("eth2", "203.0.113.4", up=True, loopback=False),
+        ],
+    )
+    assert detect_advertised_ips() == ["192.0.2.2", "203.0.113.4"]
+
+
+def test_detection_on_a_loopback_only_host_gives_127_0_0_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(network, "interface_addresses", lambda: [InterfaceAddress("lo", "127.0.0.1", True, True)])
+    assert detect_advertised_ips() == ["127.0.0.1"]
+
+
+def test_this_host_has_a_loopback_interface() -> None:
+    assert InterfaceAddress("lo", "127.0.0.1", up=True, loopback=True) in network.interface_addresses()
+
+
+def test_http_settings() -> None:
+    settings, refused = settings_of(
+        "",
+        """
+        general: { json = "compact"; base_path = "/api/janus/"; http = true; port = 18088; ip = "127.0.0.1"; https = false }
+        admin: { admin_base_path = "/admin"; admin_http = false; admin_port = 7088; admin_https = false }
+        cors: { allow_origin = "http://foo.example"; enforce_cors = true }
+        certificates: { cert_pem = "/x.pem"; cert_key = "/x.key" }
+        """,
+    )
+    assert settings.http == HttpSettings(
+        enabled=True,
+        host="127.0.0.1",
+        port=18088,
+        base_path="/api/janus",
+        json="compact",
+        allow_origin="http://foo.example",
+        enforce_cors=True,
+    )
+    assert refused == []
+
+
+def test_http_binds_to_a_named_interface() -> None:
+    settings, _ = settings_of("", 'general: { interface = "lo" }')
+    assert settings.http.host == "127.0.0.1"
+
+
+def test_websocket_settings() -> None:
+    settings, refused = settings_of(
+        "",
+        None,
+        """
+        general: { json = "plain"; ws = false; ws_port = 18188; ws_interface = "lo"; wss = false }
+        admin: { admin_ws = false; admin_ws_port = 7188; admin_wss = false }
+        certificates: { cert_pem = "/x.pem" }
+        """,
+    )
+    assert settings.websocket == WebSocketSettings(enabled=False, host="127.0.0.1", port=18188, json="plain")
+    assert refused == []
+
+
+def test_features_fanout_lacks_are_refused_by_name() -> None:
+    _, refused = settings_of(
+        "",
+        "general: { https = true; secure_port = 8089 }\nadmin: { admin_http = true }",
+        'general: { wss = true }\nadmin: { admin_ws = "yes" }',
+    )
+    assert refused == [
+        "janus.transport.http.jcfg: general.https = true is not supported by fanout and is ignored",
+        "janus.transport.http.jcfg: admin.admin_http = true is not supported by fanout and is ignored",
+        "janus.transport.websockets.jcfg: general.wss = true is not supported by fanout and is ignored",
+        "janus.transport.websockets.jcfg: admin.admin_ws = true is not supported by fanout and is ignored",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("janus", "http", "message"),
+    [
+        ("general: {\n session_timeout = -1\n}", "", "janus.jcfg:2: general.session_timeout must not be negative"),
+        ('general: { session_timeout = "soon" }', "", 'janus.jcfg:1: general.session_timeout must be an integer, not "soon"'),
+        ("fanout: { webrtc_port = 70000 }", "", "janus.jcfg:1: fanout.webrtc_port must be a port number, not 70000"),
+        ('media: { rtp_port_range = "20000" }', "", 'janus.jcfg:1: media.rtp_port_range must be a range like "20000-40000", not "20000"'),
+        ('media: { rtp_port_range = "0-10" }', "", 'janus.jcfg:1: media.rtp_port_range must be a range of port numbers, not "0-10"'),
+        ('nat: { nat_1_1_mapping = "my.host" }', "", "janus.jcfg:1: nat.nat_1_1_mapping 'my.host' is not an IP address"),
+        ('general: { interface = "nosuch0" }', "", "janus.jcfg:1: general.interface 'nosuch0' is neither an IP address nor an interface with an IPv4 address"),
+        ("", "general: { port = 0 }", "janus.transport.http.jcfg:1: general.port must be a port number, not 0"),
+        ("", 'general: { base_path = "janus" }', "janus.transport.http.jcfg:1: general.base_path must start with '/'"),
+        ("", 'general: { json = "pretty" }', 'janus.transport.http.jcfg:1: general.json must be one of indented, plain, compact, not "pretty"'),
+        ("", "general: { http = 3 }", "janus.transport.http.jcfg:1: general.http must be true or false, not 3"),
+        ("", "cors = 1", "janus.transport.http.jcfg:1: cors must be a group { ... }, not 1"),
+    ],
+)
+def test_bad_values_name_file_line_and_key(janus: str, http: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        settings_of(janus, http)
+    assert str(error.value) == message
+
+
+def test_the_embedded_default_files_have_no_unread_keys() -> None:
+    folder = Path(__file__).parents[2] / "python" / "fanout" / "config" / "default"
+    janus = parse((folder / "janus.jcfg").read_text(), "janus.jcfg")
+    http = parse((folder / "janus.transport.http.jcfg").read_text(), "janus.transport.http.jcfg")
+    websockets = parse((folder / "janus.transport.websockets.jcfg").read_text(), "janus.transport.websockets.jcfg")
+    read_settings(janus, http, websockets, detect_ips=lambda: ["127.0.0.1"])
+    assert janus.unread() == http.unread() == websockets.unread() == []
