@@ -102,8 +102,8 @@ class DtlsCertificate:
             context.set_max_proto_version(DTLS1_2_VERSION)
             context.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_QUERY_MTU)
             context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify_peer_certificate)
-            context.use_certificate(crypto.X509.from_cryptography(self.certificate))
-            context.use_privatekey(crypto.PKey.from_cryptography_key(self.key))
+            context.use_certificate(self.certificate)
+            context.use_privatekey(self.key)
             context.set_tlsext_use_srtp(b":".join(profile.openssl_name for profile in profiles))
             self._contexts[profiles] = context
         return context
@@ -245,8 +245,8 @@ class DtlsTransport:
         self._flush(now)
 
     def _handshake_done(self) -> None:
-        peer_certificate = self._connection.get_peer_certificate()
-        if peer_certificate is None or not self.certificate_matches(peer_certificate.to_cryptography()):
+        peer_certificate = self._connection.get_peer_certificate(as_cryptography=True)
+        if peer_certificate is None or not self.certificate_matches(peer_certificate):
             self._fail("fingerprint mismatch")
             return
         selected = self._connection.get_selected_srtp_profile()
