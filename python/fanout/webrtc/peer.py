@@ -142,10 +142,10 @@ class WebRtcPeer:
                 is_server=description.setup == "active",
                 remote_fingerprints=description.fingerprints,
             )
+            self._maybe_start_dtls()
             early, self._early_dtls = self._early_dtls, []
             for data, address in early:
                 self._receive_dtls(data, address)
-            self._maybe_start_dtls()
 
     def add_remote_candidate(self, candidate: Candidate | None) -> None:
         """Record a trickled candidate (a lite agent sends no checks); None ends the list."""
@@ -183,11 +183,11 @@ class WebRtcPeer:
         if self._closed:
             return
         self._now = now
-        self._handle_ice_events(self._ice.handle_timeout(now))
-        if self._closed:
-            return
         if self._dtls_deadline is not None and now >= self._dtls_deadline and self.dtls_state != "connected":
             self._close_with("DTLS handshake failed")
+            return
+        self._handle_ice_events(self._ice.handle_timeout(now))
+        if self._closed:
             return
         if self._dtls is not None:
             self._dtls.handle_timeout(now)

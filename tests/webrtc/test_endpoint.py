@@ -1,0 +1,245 @@
+"""WebRtcEndpoint on 127.0.0.1 against a real peer: aiortc's ORTC objects (aioice + pyOpenSSL DTLS)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aioice.ice
+import pylibsrtp
+import pytest
+from aiortc import (
+    RTCCertificate,
+    RTCDtlsFingerprint,
+    RTCDtlsParameters,
+    RTCDtlsTransport,
+    RTCIceGatherer,
+    RTCIceParameters,
+    RTCIceTransport,
+)
+from aiortc.sdp import candidate_from_sdp
+
+from fanout.webrtc.endpoint import WebRtcEndpoint, host_candidate
+from fanout.webrtc.peer import DtlsConnected, IceConnected, PeerEvent, RtcpReceived, WebRtcPeer
+from fanout.webrtc.rtcp import PictureLossIndication, ReceiverReport, parse_compound
+from fanout.webrtc.sdp import Candidate, RemoteDescription
+from fanout.webrtc.stun import StunMessage
+
+GCM_128 = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM
+
+
+@pytest.fixture
+def loopback_only_ice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aioice leaves 127.0.0.1 out of its host candidates; make it gather only that."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+
+@pytest.fixture
+async def endpoint() -> AsyncIterator[WebRtcEndpoint]:
+    endpoint = await WebRtcEndpoint.open("127.0.0.1", 0, ["127.0.0.1"])
+    yield endpoint
+    endpoint.close()
+
+
+@dataclass
+class Recorder:
+    events: list[PeerEvent] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __call__(self, peer: WebRtcPeer, event: PeerEvent) -> None:
+        self.events.append(event)
+        self.changed.set()
+
+    async def wait_for(self, kind: type, count: int = 1) -> list[PeerEvent]:
+        async def enough() -> list[PeerEvent]:
+            while len(found := [e for e in self.events if isinstance(e, kind)]) < count:
+                self.changed.clear()
+                await self.changed.wait()
+            return found
+
+        return await asyncio.wait_for(enough(), 10.0)
+
+
+@dataclass
+class AiortcClient:
+    """aiortc as a browser would be: full ICE agent (controlling), DTLS client (setup active)."""
+
+    ice: RTCIceTransport
+    dtls: RTCDtlsTransport
+
+    @classmethod
+    async def create(cls) -> AiortcClient:
+        gatherer = RTCIceGatherer(iceServers=[])
+        await gatherer.gather()
+        ice = RTCIceTransport(gatherer)
+        ice._connection.ice_controlling = True  # as RTCPeerConnection does facing an ice-lite offer
+        dtls = RTCDtlsTransport(ice, [RTCCertificate.generateCertificate()])
+        dtls._set_role("client")
+        return cls(ice, dtls)
+
+    def description(self) -> RemoteDescription:
+        ice = self.ice.iceGatherer.getLocalParameters()
+        return RemoteDescription(
+            ice_ufrag=ice.usernameFragment,
+            ice_pwd=ice.password,
+            fingerprints=[(f.algorithm, f.value) for f in self.dtls.getLocalParameters().fingerprints],
+            setup="active",
+            media=[],
+            candidates=[Candidate.parse(f"candidate:{c.foundation} {c.component} {c.protocol} {c.priority} {c.ip} {c.port} typ {c.type}") for c in self.ice.iceGatherer.getLocalCandidates()],
+            end_of_candidates=True,
+            ice_lite=False,
+        )
+
+    async def connect(self, peer: WebRtcPeer, endpoint: WebRtcEndpoint) -> None:
+        for candidate in endpoint.candidates():
+            await self.ice.addRemoteCandidate(candidate_from_sdp(str(candidate).removeprefix("candidate:")))
+        await self.ice.addRemoteCandidate(None)
+        await self.ice.start(RTCIceParameters(usernameFragment=peer.local_ufrag, password=peer.local_pwd, iceLite=True))
+        fingerprint = endpoint.certificate.fingerprint("sha-256")
+        await self.dtls.start(RTCDtlsParameters(fingerprints=[RTCDtlsFingerprint("sha-256", fingerprint)], role="server"))
+
+    async def close(self) -> None:
+        await self.dtls.stop()
+        await self.ice.stop()
+
+
+async def connect(endpoint: WebRtcEndpoint) -> tuple[WebRtcPeer, Recorder, AiortcClient, DtlsConnected]:
+    client = await AiortcClient.create()
+    peer = WebRtcPeer(endpoint.certificate, asyncio.get_running_loop().time())
+    recorder = Recorder()
+    endpoint.add_peer(peer, recorder)
+    peer.set_remote_description(client.description())
+    await asyncio.wait_for(client.connect(peer, endpoint), 10.0)
+    [connected] = await recorder.wait_for(DtlsConnected)
+    assert isinstance(connected, DtlsConnected)
+    return peer, recorder, client, connected
+
+
+def srtcp_session(master_key: bytes, inbound: bool) -> pylibsrtp.Session:
+    ssrc_type = pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
+    return pylibsrtp.Session(pylibsrtp.Policy(key=master_key, ssrc_type=ssrc_type, srtp_profile=GCM_128))
+
+
+def test_host_candidates() -> None:
+    assert str(host_candidate(0, "127.0.0.1", 10000)) == "candidate:1 1 udp 2130706431 127.0.0.1 10000 typ host"
+    assert host_candidate(1, "192.0.2.7", 10000).priority == 2130706175
+
+
+async def test_candidates_and_port(endpoint: WebRtcEndpoint) -> None:
+    assert endpoint.port != 0
+    assert endpoint.candidates() == [Candidate("1", 1, "udp", 2130706431, "127.0.0.1", endpoint.port, "host")]
+    assert socket.socket(fileno=os.dup(endpoint.fileno())).getsockname() == ("127.0.0.1", endpoint.port)
+
+
+async def test_aiortc_connects_and_srtp_keys_match(loopback_only_ice: None, endpoint: WebRtcEndpoint) -> None:
+    peer, recorder, client, connected = await connect(endpoint)
+    try:
+        assert isinstance(recorder.events[0], IceConnected)
+        assert connected.srtp_profile == "AEAD_AES_128_GCM"
+        assert connected.address == peer.address == recorder.events[0].address
+        assert (peer.ice_state, peer.dtls_state) == ("connected", "connected")
+        assert client.dtls.state == "connected"
+
+        # aiortc protects RTCP with its key: it unprotects with remote_master_key.
+        report = bytes(ReceiverReport(0x12345678))
+        await client.dtls._send_rtp(report)
+        [received] = await recorder.wait_for(RtcpReceived)
+        assert isinstance(received, RtcpReceived) and received.packet != report
+        plain = srtcp_session(connected.remote_master_key, inbound=True).unprotect_rtcp(received.packet)
+        assert plain == report
+        assert parse_compound(plain) == [ReceiverReport(0x12345678)]
+
+        # We protect with local_master_key and send from the endpoint's socket: aiortc unprotects it.
+        unprotected: list[bytes] = []
+
+        async def handle_rtcp_data(data: bytes) -> None:
+            unprotected.append(data)
+
+        client.dtls._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]
+        pli = bytes(PictureLossIndication(0xABCDEF, 0x12345678))
+        sender = socket.socket(fileno=os.dup(endpoint.fileno()))
+        try:
+            sender.sendto(srtcp_session(connected.local_master_key, inbound=False).protect_rtcp(pli), connected.address)
+        finally:
+            sender.detach()
+        for _ in range(100):
+            if unprotected:
+                break
+            await asyncio.sleep(0.02)
+        assert unprotected == [pli]
+    finally:
+        await client.close()
+
+
+async def test_garbage_is_dropped_and_counted(loopback_only_ice: None, endpoint: WebRtcEndpoint) -> None:
+    peer, recorder, client, _ = await connect(endpoint)
+    try:
+        stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        stranger.bind(("127.0.0.1", 0))
+        try:
+            target = ("127.0.0.1", endpoint.port)
+            stranger.sendto(b"\x16\xfe\xfd" + bytes(40), target)  # DTLS-looking, unknown address
+            stranger.sendto(b"\x80\xc9" + bytes(6), target)  # RTCP-looking, unknown address
+            stranger.sendto(b"\x00\x01\x00\x08" + bytes(8), target)  # STUN-looking, malformed
+            stranger.sendto(b"\x00\x01\x00\x00\x21\x12\xa4\x42" + bytes(12), target)  # STUN, no USERNAME
+        finally:
+            stranger.close()
+        # From the connected client's own address: garbage in every RFC 7983 range.
+        protocol = client.ice._connection._protocols[0]
+        for garbage in (b"\x17\xfe\xfd" + bytes(30), b"\x45nonsense", b"\x01" + bytes(3), b"\x80\x60" + bytes(12)):
+            protocol.transport.sendto(garbage, ("127.0.0.1", endpoint.port))
+        await client.dtls._send_rtp(bytes(ReceiverReport(1)))
+        await recorder.wait_for(RtcpReceived)
+        assert endpoint.dropped_unknown == 3
+        assert endpoint.dropped_malformed == 2
+        assert peer.ignored_rtp == 1
+        assert peer.dropped_datagrams == 1
+        assert (peer.ice_state, peer.dtls_state) == ("connected", "connected")
+        assert client.dtls.state == "connected"
+    finally:
+        await client.close()
+
+
+async def test_remove_peer_sends_close_notify(loopback_only_ice: None, endpoint: WebRtcEndpoint) -> None:
+    peer, recorder, client, _ = await connect(endpoint)
+    try:
+        endpoint.remove_peer(peer)
+        endpoint.remove_peer(peer)
+        for _ in range(100):
+            if client.dtls.state == "closed":
+                break
+            await asyncio.sleep(0.02)
+        assert client.dtls.state == "closed"
+        assert peer.closed and endpoint.peers == []
+        assert [type(e) for e in recorder.events] == [IceConnected, DtlsConnected]
+    finally:
+        await client.close()
+
+
+async def test_first_aioice_check_is_well_formed(loopback_only_ice: None, endpoint: WebRtcEndpoint) -> None:
+    """What aioice sends first is the request stored in data/stun_request_aioice.bin (same shape)."""
+    seen: list[bytes] = []
+    receive = endpoint.datagram_received
+
+    def spy(data: bytes, address: tuple[str, int]) -> None:
+        seen.append(data)
+        receive(data, address)
+
+    endpoint.datagram_received = spy  # type: ignore[method-assign]
+    peer, _, client, _ = await connect(endpoint)
+    try:
+        first = StunMessage.parse(seen[0])
+        assert first.username == f"{peer.local_ufrag}:{client.ice.iceGatherer.getLocalParameters().usernameFragment}"
+        assert first.verify_integrity(peer.local_pwd.encode()) and first.verify_fingerprint()
+        assert first.ice_controlling is not None and not first.use_candidate
+        assert any(StunMessage.parse(d).use_candidate for d in seen if d[0] < 4)
+        if os.environ.get("FANOUT_CAPTURE"):
+            from tests.webrtc.test_stun import DATA
+
+            (DATA / "stun_request_aioice.bin").write_bytes(seen[0])
+            (DATA / "stun_request_aioice.pwd").write_text(peer.local_pwd + "\n")
+    finally:
+        await client.close()

@@ -1,0 +1,276 @@
+import pytest
+
+from fanout.webrtc.dtls import DtlsCertificate, DtlsClosedEvent, DtlsTransport
+from fanout.webrtc.peer import (
+    AddressChanged,
+    DtlsConnected,
+    IceConnected,
+    PeerClosed,
+    RtcpReceived,
+    WebRtcPeer,
+)
+from fanout.webrtc.rtcp import PictureLossIndication
+from fanout.webrtc.sdp import Candidate, RemoteDescription
+from fanout.webrtc.stun import (
+    BINDING_REQUEST,
+    BINDING_SUCCESS,
+    ICE_CONTROLLING,
+    PRIORITY,
+    USE_CANDIDATE,
+    USERNAME,
+    StunMessage,
+)
+
+SERVER_CERTIFICATE = DtlsCertificate.generate()
+BROWSER_CERTIFICATE = DtlsCertificate.generate()
+BROWSER = ("127.0.0.1", 50000)
+STRANGER = ("127.0.0.1", 60000)
+CANDIDATE = Candidate("1", 1, "udp", 2113937151, "127.0.0.1", 50000, "host")
+
+
+def description(setup: str = "active", fingerprint: str | None = None, candidates: bool = False) -> RemoteDescription:
+    return RemoteDescription(
+        ice_ufrag="brws",
+        ice_pwd="browser-password-0123456789",
+        fingerprints=[("sha-256", fingerprint or BROWSER_CERTIFICATE.fingerprint())],
+        setup=setup,
+        media=[],
+        candidates=[CANDIDATE] if candidates else [],
+        end_of_candidates=candidates,
+        ice_lite=False,
+    )
+
+
+def check(peer: WebRtcPeer, *, nominate: bool = True, transaction: int = 1) -> bytes:
+    message = (
+        StunMessage(BINDING_REQUEST, transaction.to_bytes(12, "big"))
+        .with_attribute(USERNAME, f"{peer.local_ufrag}:brws".encode())
+        .with_attribute(PRIORITY, (1853824767).to_bytes(4, "big"))
+        .with_attribute(ICE_CONTROLLING, (42).to_bytes(8, "big"))
+    )
+    if nominate:
+        message = message.with_attribute(USE_CANDIDATE, b"")
+    return bytes(message.with_integrity(peer.local_pwd.encode()).with_fingerprint())
+
+
+class Browser:
+    """The far side: our own DtlsTransport as the DTLS client, wired to a peer in memory."""
+
+    def __init__(self, peer: WebRtcPeer, is_server: bool = False) -> None:
+        self.peer = peer
+        self.dtls = DtlsTransport(
+            BROWSER_CERTIFICATE,
+            is_server=is_server,
+            remote_fingerprints=[("sha-256", SERVER_CERTIFICATE.fingerprint())],
+        )
+        self.received: list[bytes] = []
+
+    def exchange(self, now: float, address: tuple[str, int] = BROWSER) -> None:
+        for _ in range(10):
+            sent = self.dtls.drain_datagrams()
+            for datagram in sent:
+                self.peer.receive(datagram, address, now)
+            transmits = self.peer.drain_transmits()
+            for data, destination in transmits:
+                assert destination == address
+                self.received.append(data)
+                if 20 <= data[0] <= 63:
+                    self.dtls.receive(data, now)
+            if not sent and not transmits:
+                return
+
+
+def connected_peer() -> tuple[WebRtcPeer, Browser, DtlsConnected]:
+    peer = WebRtcPeer(SERVER_CERTIFICATE, now=0.0)
+    peer.receive(check(peer), BROWSER, now=1.0)
+    peer.set_remote_description(description())
+    browser = Browser(peer)
+    browser.dtls.start(1.0)
+    browser.exchange(1.0)
+    events = peer.drain_events()
+    assert events[0] == IceConnected(BROWSER)
+    assert isinstance(events[1], DtlsConnected)
+    return peer, browser, events[1]
+
+
+def test_binding_request_is_answered_before_the_remote_description() -> None:
+    peer = WebRtcPeer(SERVER_CERTIFICATE, now=0.0)
+    assert len(peer.local_ufrag) >= 4 and len(peer.local_pwd) >= 22
+    peer.receive(check(peer, nominate=False), BROWSER, now=1.0)
+    [(response, address)] = peer.drain_transmits()
+    assert address == BROWSER
+    message = StunMessage.parse(response)
+    assert message.message_type == BINDING_SUCCESS
+    assert message.xor_mapped_address == BROWSER
+    assert message.verify_integrity(peer.local_pwd.encode())
+    assert peer.drain_events() == []
+    assert peer.ice_state == "checking" and peer.address is None
+
+
+def test_connects_as_dtls_server_and_reports_the_keys() -> None:
+    peer, browser, connected = connected_peer()
+    assert browser.dtls.keys is not None
+    assert connected == DtlsConnected(
+        srtp_profile="AEAD_AES_128_GCM",
+        local_master_key=browser.dtls.keys.remote_master_key,
+        remote_master_key=browser.dtls.keys.local_master_key,
+        address=BROWSER,
+    )
+    assert (peer.ice_state, peer.dtls_state, peer.address, peer.srtp_profile) == (
+        "connected",
+        "connected",
+        BROWSER,
+        "AEAD_AES_128_GCM",
+    )
+    assert peer.next_timeout() == 1.0 + 30.0  # consent
+
+
+def test_rtcp_is_delivered_and_rtp_is_ignored() -> None:
+    peer, _, _ = connected_peer()
+    rtcp = bytes(PictureLossIndication(1, 2)) + bytes(10)  # SRTCP: trailer bytes follow
+    peer.receive(rtcp, BROWSER, now=2.0)
+    peer.receive(b"\x80\x60" + bytes(20), BROWSER, now=2.0)  # RTP, payload type 96
+    peer.receive(rtcp, STRANGER, now=2.0)
+    peer.receive(b"\x40garbage", BROWSER, now=2.0)
+    assert peer.drain_events() == [RtcpReceived(rtcp)]
+    assert peer.ignored_rtp == 1
+    assert peer.dropped_datagrams == 2
+
+
+def test_dtls_from_an_unchecked_address_is_dropped() -> None:
+    peer = WebRtcPeer(SERVER_CERTIFICATE, now=0.0)
+    peer.set_remote_description(description())
+    browser = Browser(peer)
+    browser.dtls.start(0.0)
+    browser.exchange(0.5, address=STRANGER)
+    assert peer.drain_transmits() == []
+    assert peer.dropped_datagrams == 1
+    assert peer.dtls_state == "connecting"
+
+
+def test_dtls_before_the_remote_description_is_replayed() -> None:
+    peer = WebRtcPeer(SERVER_CERTIFICATE, now=0.0)
+    peer.receive(check(peer), BROWSER, now=1.0)
+    peer.drain_transmits()
+    browser = Browser(peer)
+    browser.dtls.start(1.0)
+    browser.exchange(1.0)  # the ClientHello waits: no answer yet
+    assert peer.dtls_state == "new"
+    peer.set_remote_description(description(candidates=True))
+    assert peer.remote_candidates == [CANDIDATE] and peer.remote_end_of_candidates
+    browser.exchange(1.5)
+    assert peer.dtls_state == "connected"
+    assert [type(e) for e in peer.drain_events()] == [IceConnected, DtlsConnected]
+
+
+def test_connects_as_dtls_client_once_nominated() -> None:
+    peer = WebRtcPeer(SERVER_CERTIFICATE, now=0.0)
+    peer.set_remote_description(description(setup="passive"))
+    assert peer.drain_transmits() == []
+    assert peer.dtls_state == "new"
+    browser = Browser(peer, is_server=True)
+    browser.dtls.start(0.0)
+    peer.receive(check(peer), BROWSER, now=1.0)
+    transmits = peer.drain_transmits()
+    assert [t[0][0] for t in transmits] == [0x01, 0x16]  # STUN response, then the ClientHello
+    for data, _ in transmits[1:]:
+        browser.dtls.receive(data, 1.0)
+    browser.exchange(1.0)
+    assert peer.dtls_state == "connected"
+    events = peer.drain_events()
+    assert isinstance(events[1], DtlsConnected) and browser.dtls.keys is not None
+    assert events[1].local_master_key == browser.dtls.keys.remote_master_key
+
+
+def test_fingerprint_mismatch_closes_the_peer() -> None:
+    peer = WebRtcPeer(SERVER_CERTIFICATE, now=0.0)
+    peer.receive(check(peer), BROWSER, now=1.0)
+    peer.set_remote_description(description(fingerprint=SERVER_CERTIFICATE.fingerprint()))
+    browser = Browser(peer)
+    browser.dtls.start(1.0)
+    browser.exchange(1.0)
+    assert peer.drain_events() == [IceConnected(BROWSER), PeerClosed("fingerprint mismatch")]
+    assert (peer.ice_state, peer.dtls_state) == ("closed", "failed")
+    assert browser.dtls.drain_events() == [DtlsClosedEvent("DTLS handshake failed")]  # it got our alert
+    assert peer.next_timeout() is None
+
+
+def test_ice_timeout() -> None:
+    peer = WebRtcPeer(SERVER_CERTIFICATE, now=100.0)
+    peer.set_remote_description(description())
+    peer.receive(check(peer, nominate=False), BROWSER, now=101.0)
+    assert len(peer.drain_transmits()) == 1
+    assert peer.next_timeout() == 130.0
+    peer.handle_timeout(129.0)
+    assert peer.drain_events() == []
+    peer.handle_timeout(130.0)
+    assert peer.drain_events() == [PeerClosed("ICE failed")]
+    assert peer.ice_state == "failed"
+    assert peer.next_timeout() is None
+    peer.receive(check(peer), BROWSER, now=131.0)
+    assert peer.drain_transmits() == [] and peer.drain_events() == []
+
+
+def test_consent_expiry() -> None:
+    peer, browser, _ = connected_peer()
+    peer.receive(check(peer, nominate=False, transaction=2), BROWSER, now=20.0)
+    peer.handle_timeout(49.0)
+    assert peer.drain_events() == []
+    assert peer.next_timeout() == 50.0
+    peer.handle_timeout(50.0)
+    assert peer.drain_events() == [PeerClosed("consent expired")]
+    assert (peer.ice_state, peer.dtls_state) == ("failed", "closed")
+    [(close_notify, address)] = [t for t in peer.drain_transmits() if t[0][0] == 0x15]
+    assert address == BROWSER
+    browser.dtls.drain_events()
+    browser.dtls.receive(close_notify, 50.0)
+    assert browser.dtls.drain_events() == [DtlsClosedEvent("DTLS closed")]
+
+
+def test_dtls_handshake_timeout() -> None:
+    peer = WebRtcPeer(SERVER_CERTIFICATE, now=0.0)
+    peer.set_remote_description(description())
+    peer.receive(check(peer), BROWSER, now=1.0)
+    assert peer.next_timeout() == 31.0
+    peer.handle_timeout(31.0)
+    assert peer.drain_events() == [IceConnected(BROWSER), PeerClosed("DTLS handshake failed")]
+
+
+def test_address_change() -> None:
+    peer, _, _ = connected_peer()
+    peer.receive(check(peer, transaction=3), STRANGER, now=5.0)
+    assert peer.drain_events() == [AddressChanged(STRANGER)]
+    assert peer.address == STRANGER
+
+
+def test_local_close_sends_close_notify_without_an_event() -> None:
+    peer, browser, _ = connected_peer()
+    browser.dtls.drain_events()
+    peer.close()
+    assert peer.drain_events() == []
+    assert (peer.ice_state, peer.dtls_state, peer.next_timeout()) == ("closed", "closed", None)
+    for data, _ in peer.drain_transmits():
+        browser.dtls.receive(data, 2.0)
+    assert browser.dtls.drain_events() == [DtlsClosedEvent("DTLS closed")]
+
+
+def test_remote_close_notify() -> None:
+    peer, browser, _ = connected_peer()
+    browser.dtls.close()
+    browser.exchange(2.0)
+    assert peer.drain_events() == [PeerClosed("DTLS closed")]
+    assert peer.dtls_state == "closed"
+
+
+def test_remote_description_rules() -> None:
+    peer = WebRtcPeer(SERVER_CERTIFICATE, now=0.0)
+    with pytest.raises(ValueError, match="setup must be active or passive, not 'actpass'"):
+        peer.set_remote_description(description(setup="actpass"))
+    peer.set_remote_description(description())
+    peer.set_remote_description(description())  # the same again: no change
+    with pytest.raises(ValueError, match="fingerprints or setup role changed"):
+        peer.set_remote_description(description(fingerprint=SERVER_CERTIFICATE.fingerprint()))
+    peer.add_remote_candidate(CANDIDATE)
+    peer.add_remote_candidate(CANDIDATE)
+    peer.add_remote_candidate(None)
+    assert peer.remote_candidates == [CANDIDATE] and peer.remote_end_of_candidates
