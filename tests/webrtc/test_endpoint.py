@@ -7,6 +7,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aioice.ice
 import pylibsrtp
@@ -21,12 +22,22 @@ from aiortc import (
     RTCIceTransport,
 )
 from aiortc.sdp import candidate_from_sdp
+from playwright.async_api import async_playwright
 
 from fanout.webrtc.endpoint import WebRtcEndpoint, host_candidate
-from fanout.webrtc.peer import DtlsConnected, IceConnected, PeerEvent, RtcpReceived, WebRtcPeer
-from fanout.webrtc.rtcp import PictureLossIndication, ReceiverReport, parse_compound
-from fanout.webrtc.sdp import Candidate, RemoteDescription
+from fanout.webrtc.peer import DtlsConnected, IceConnected, PeerClosed, PeerEvent, RtcpReceived, WebRtcPeer
+from fanout.webrtc.rtcp import GenericNack, PictureLossIndication, ReceiverReport, parse_compound
+from fanout.webrtc.sdp import (
+    Candidate,
+    Codec,
+    OfferMedia,
+    RemoteDescription,
+    TransportDescription,
+    build_offer,
+    parse_description,
+)
 from fanout.webrtc.stun import StunMessage
+from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS
 
 GCM_128 = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM
 
@@ -61,6 +72,9 @@ class Recorder:
             return found
 
         return await asyncio.wait_for(enough(), 10.0)
+
+    def rtcp(self) -> list[PeerEvent]:
+        return [e for e in self.events if isinstance(e, RtcpReceived)]
 
 
 @dataclass
@@ -243,3 +257,80 @@ async def test_first_aioice_check_is_well_formed(loopback_only_ice: None, endpoi
             (DATA / "stun_request_aioice.pwd").write_text(peer.local_pwd + "\n")
     finally:
         await client.close()
+
+
+CHROMIUM_PAGE = """
+async (offer) => {
+  const pc = new RTCPeerConnection({iceServers: []});
+  window.pc = pc;
+  await pc.setRemoteDescription({type: "offer", sdp: offer});
+  const answer = await pc.createAnswer();
+  await pc.setLocalDescription(answer);
+  return answer.sdp;
+}
+"""
+CHROMIUM_STATS = """
+pc.getStats().then((report) => {
+  const found = {};
+  report.forEach((stats) => { if (stats.type === "inbound-rtp" || stats.type === "transport") found[stats.type] = stats; });
+  return found;
+})
+"""
+
+
+def vp8_rtp(sequence: int) -> bytes:
+    """A VP8 inter-frame packet (no keyframe: the browser asks for one) for SSRC 2222."""
+    header = bytes((0x80, 0xE0)) + sequence.to_bytes(2, "big") + (sequence * 3000).to_bytes(4, "big")
+    return header + (2222).to_bytes(4, "big") + b"\x10\x01" + bytes(100)
+
+
+async def test_chromium_connects(endpoint: WebRtcEndpoint, tmp_path: Path) -> None:
+    """Debian's Chromium (BoringSSL DTLS, libwebrtc ICE) against the endpoint, no namespace needed."""
+    loop = asyncio.get_running_loop()
+    peer = WebRtcPeer(endpoint.certificate, loop.time())
+    recorder = Recorder()
+    endpoint.add_peer(peer, recorder)
+    video = OfferMedia("v", "video", Codec(96, "VP8", 90000, rtcp_feedback=("nack", "nack pli", "ccm fir", "goog-remb")), ssrc=2222)
+    transport = TransportDescription(
+        peer.local_ufrag, peer.local_pwd, ("sha-256", endpoint.certificate.fingerprint()), "actpass", endpoint.candidates()
+    )
+    offer = build_offer([video], transport, session_id=1, session_version=1)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS, env={"HOME": str(tmp_path)}
+        )
+        try:
+            page = await browser.new_page()
+            peer.set_remote_description(parse_description(await page.evaluate(CHROMIUM_PAGE, offer)))
+            [connected] = await recorder.wait_for(DtlsConnected)
+            assert isinstance(connected, DtlsConnected)
+            assert [type(e) for e in recorder.events] == [IceConnected, DtlsConnected]
+            assert connected.srtp_profile == "AEAD_AES_128_GCM"
+
+            protect = srtcp_session(connected.local_master_key, inbound=False)
+            sender = socket.socket(fileno=os.dup(endpoint.fileno()))
+            try:
+                for sequence in range(1, 31):
+                    if sequence != 10:
+                        sender.sendto(protect.protect(vp8_rtp(sequence)), connected.address)
+            finally:
+                sender.detach()
+
+            unprotect = srtcp_session(connected.remote_master_key, inbound=True)
+            feedback: set[type] = set()
+            while not {GenericNack, PictureLossIndication} <= feedback:
+                received = await recorder.wait_for(RtcpReceived, count=len(recorder.rtcp()) + 1)
+                for event in received[len(received) - 1 :]:
+                    assert isinstance(event, RtcpReceived)
+                    feedback |= {type(p) for p in parse_compound(unprotect.unprotect_rtcp(event.packet))}
+            stats = await page.evaluate(CHROMIUM_STATS)
+            assert stats["transport"]["dtlsState"] == "connected"
+            assert stats["transport"]["srtpCipher"] == "SRTP_AEAD_AES_128_GCM"
+            assert stats["inbound-rtp"]["packetsReceived"] == 29
+
+            await page.evaluate("pc.close()")
+            [closed] = await recorder.wait_for(PeerClosed)
+            assert closed == PeerClosed("DTLS closed")
+            assert endpoint.peers == []
+        finally:
+            await browser.close()

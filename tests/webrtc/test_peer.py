@@ -163,6 +163,24 @@ def test_dtls_before_the_remote_description_is_replayed() -> None:
     assert [type(e) for e in peer.drain_events()] == [IceConnected, DtlsConnected]
 
 
+def test_dtls_before_nomination_adopts_the_address() -> None:
+    """Chromium's order: a check without USE-CANDIDATE, the whole handshake, then the nomination."""
+    peer = WebRtcPeer(SERVER_CERTIFICATE, now=0.0)
+    peer.set_remote_description(description())
+    peer.receive(check(peer, nominate=False), BROWSER, now=1.0)
+    peer.drain_transmits()
+    browser = Browser(peer)
+    browser.dtls.start(1.0)
+    browser.exchange(1.0)
+    events = peer.drain_events()
+    assert [type(e) for e in events] == [IceConnected, DtlsConnected]
+    assert events[0] == IceConnected(BROWSER)
+    assert peer.address == BROWSER and peer.ice_state == "connected"
+    peer.receive(check(peer, transaction=2), BROWSER, now=2.0)
+    assert peer.drain_events() == []
+    assert peer.next_timeout() == 32.0
+
+
 def test_connects_as_dtls_client_once_nominated() -> None:
     peer = WebRtcPeer(SERVER_CERTIFICATE, now=0.0)
     peer.set_remote_description(description(setup="passive"))

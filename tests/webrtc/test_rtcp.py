@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from fanout.webrtc.rtcp import (
@@ -16,6 +18,8 @@ from fanout.webrtc.rtcp import (
     UnknownRtcp,
     parse_compound,
 )
+
+DATA = Path(__file__).parent / "data"
 
 BLOCK = bytes.fromhex("12345678" "05fffffe" "0001ffff" "00000020" "aabbccdd" "00010000")
 REPORT = ReceptionReport(
@@ -128,3 +132,24 @@ def test_garbage() -> None:
         SenderReport.parse(RR)
     with pytest.raises(RtcpError, match="PLI: feedback message type 4, expected 1"):
         PictureLossIndication.parse(FIR)
+
+
+def test_chromium_receiver_report_and_nack() -> None:
+    """Chromium 156 (recvonly video, SSRC 2222), a reduced-size compound: RR then NACK, no SDES."""
+    data = (DATA / "rtcp_chromium_rr_nack.bin").read_bytes()
+    packets = parse_compound(data)
+    assert packets == [
+        ReceiverReport(1, [ReceptionReport(2222, 36, 1, 26, 1043, 0, 0)]),
+        GenericNack(1, 2222, [20]),
+    ]
+    assert b"".join(bytes(p) for p in packets) == data
+
+
+def test_chromium_receiver_report_and_pli() -> None:
+    data = (DATA / "rtcp_chromium_rr_pli.bin").read_bytes()
+    packets = parse_compound(data)
+    assert packets == [
+        ReceiverReport(1, [ReceptionReport(2222, 0, 1, 39, 1111, 0, 0)]),
+        PictureLossIndication(1, 2222),
+    ]
+    assert b"".join(bytes(p) for p in packets) == data

@@ -127,6 +127,19 @@ class IceLiteAgent:
             return 400, "Bad Request"
         return None
 
+    def adopt(self, address: Address, now: float) -> list[IceEvent]:
+        """Take ``address`` as nominated when the peer uses it before nominating anything.
+
+        Chromium starts DTLS on a pair that passed its check and sends USE-CANDIDATE
+        later; the address must already be valid (it sent an authenticated check).
+        """
+        if self.nominated is not None or address not in self.valid_addresses or self.state in ("failed", "closed"):
+            return []
+        self.nominated = address
+        self.state = "connected"
+        self._last_consent = now
+        return [Nominated(address)]
+
     def handle_timeout(self, now: float) -> list[IceEvent]:
         deadline = self.next_timeout()
         if deadline is None or now < deadline:

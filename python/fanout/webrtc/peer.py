@@ -7,7 +7,9 @@ addresses that passed an authenticated check. DTLS starts when the remote
 description is set: we are the server when the peer's setup is "active"
 (browsers), the client when it is "passive" (a client starts once ICE is
 connected). DTLS that arrives before the remote description is kept and
-replayed.
+replayed. Chromium starts DTLS on a checked pair before it sends USE-CANDIDATE:
+a handshake that completes first makes its address the nominated one, so
+IceConnected always comes before DtlsConnected.
 
 After every input the owner sends :meth:`WebRtcPeer.drain_transmits`, handles
 :meth:`WebRtcPeer.drain_events` and arms a timer for
@@ -271,6 +273,8 @@ class WebRtcPeer:
         self._send_dtls()
         for event in self._dtls.drain_events():
             if isinstance(event, DtlsConnectedEvent):
+                if self._ice.nominated is None and self._dtls_address is not None:
+                    self._handle_ice_events(self._ice.adopt(self._dtls_address, self._now))
                 self.dtls_state = "connected"
                 self.srtp_profile = event.keys.profile
                 address = self._ice.nominated or self._dtls_address
