@@ -81,7 +81,12 @@ def test_ours_against_ours_derive_matching_keys() -> None:
 @pytest.mark.parametrize(
     ("server_profiles", "client_profiles", "expected", "length"),
     [
-        ((AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80), (AES_CM_128_HMAC_SHA1_80, AEAD_AES_128_GCM), "AEAD_AES_128_GCM", 28),
+        (
+            (AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80),
+            (AES_CM_128_HMAC_SHA1_80, AEAD_AES_128_GCM),
+            "AEAD_AES_128_GCM",
+            28,
+        ),
         ((AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80), (AES_CM_128_HMAC_SHA1_80,), "AES_CM_128_HMAC_SHA1_80", 30),
         ((AES_CM_128_HMAC_SHA1_80,), (AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80), "AES_CM_128_HMAC_SHA1_80", 30),
     ],

@@ -39,6 +39,7 @@ from fanout.webrtc.sdp import (
 from fanout.webrtc.stun import StunMessage
 from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS
 
+DATA = Path(__file__).parent / "data"
 GCM_128 = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM
 
 
@@ -97,12 +98,17 @@ class AiortcClient:
     def description(self) -> RemoteDescription:
         ice = self.ice.iceGatherer.getLocalParameters()
         return RemoteDescription(
-            ice_ufrag=ice.usernameFragment,
-            ice_pwd=ice.password,
+            ice_ufrag=str(ice.usernameFragment),
+            ice_pwd=str(ice.password),
             fingerprints=[(f.algorithm, f.value) for f in self.dtls.getLocalParameters().fingerprints],
             setup="active",
             media=[],
-            candidates=[Candidate.parse(f"candidate:{c.foundation} {c.component} {c.protocol} {c.priority} {c.ip} {c.port} typ {c.type}") for c in self.ice.iceGatherer.getLocalCandidates()],
+            candidates=[
+                Candidate.parse(
+                    f"candidate:{c.foundation} {c.component} {c.protocol} {c.priority} {c.ip} {c.port} typ {c.type}"
+                )
+                for c in self.ice.iceGatherer.getLocalCandidates()
+            ],
             end_of_candidates=True,
             ice_lite=False,
         )
@@ -113,7 +119,9 @@ class AiortcClient:
         await self.ice.addRemoteCandidate(None)
         await self.ice.start(RTCIceParameters(usernameFragment=peer.local_ufrag, password=peer.local_pwd, iceLite=True))
         fingerprint = endpoint.certificate.fingerprint("sha-256")
-        await self.dtls.start(RTCDtlsParameters(fingerprints=[RTCDtlsFingerprint("sha-256", fingerprint)], role="server"))
+        await self.dtls.start(
+            RTCDtlsParameters(fingerprints=[RTCDtlsFingerprint("sha-256", fingerprint)], role="server")
+        )
 
     async def close(self) -> None:
         await self.dtls.stop()
@@ -251,8 +259,6 @@ async def test_first_aioice_check_is_well_formed(loopback_only_ice: None, endpoi
         assert first.ice_controlling is not None and not first.use_candidate
         assert any(StunMessage.parse(d).use_candidate for d in seen if d[0] < 4)
         if os.environ.get("FANOUT_CAPTURE"):
-            from tests.webrtc.test_stun import DATA
-
             (DATA / "stun_request_aioice.bin").write_bytes(seen[0])
             (DATA / "stun_request_aioice.pwd").write_text(peer.local_pwd + "\n")
     finally:
@@ -272,7 +278,9 @@ async (offer) => {
 CHROMIUM_STATS = """
 pc.getStats().then((report) => {
   const found = {};
-  report.forEach((stats) => { if (stats.type === "inbound-rtp" || stats.type === "transport") found[stats.type] = stats; });
+  report.forEach((stats) => {
+    if (stats.type === "inbound-rtp" || stats.type === "transport") found[stats.type] = stats;
+  });
   return found;
 })
 """
@@ -290,9 +298,15 @@ async def test_chromium_connects(endpoint: WebRtcEndpoint, tmp_path: Path) -> No
     peer = WebRtcPeer(endpoint.certificate, loop.time())
     recorder = Recorder()
     endpoint.add_peer(peer, recorder)
-    video = OfferMedia("v", "video", Codec(96, "VP8", 90000, rtcp_feedback=("nack", "nack pli", "ccm fir", "goog-remb")), ssrc=2222)
+    video = OfferMedia(
+        "v", "video", Codec(96, "VP8", 90000, rtcp_feedback=("nack", "nack pli", "ccm fir", "goog-remb")), ssrc=2222
+    )
     transport = TransportDescription(
-        peer.local_ufrag, peer.local_pwd, ("sha-256", endpoint.certificate.fingerprint()), "actpass", endpoint.candidates()
+        peer.local_ufrag,
+        peer.local_pwd,
+        ("sha-256", endpoint.certificate.fingerprint()),
+        "actpass",
+        endpoint.candidates(),
     )
     offer = build_offer([video], transport, session_id=1, session_version=1)
     async with async_playwright() as playwright:

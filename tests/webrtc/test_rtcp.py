@@ -21,7 +21,7 @@ from fanout.webrtc.rtcp import (
 
 DATA = Path(__file__).parent / "data"
 
-BLOCK = bytes.fromhex("12345678" "05fffffe" "0001ffff" "00000020" "aabbccdd" "00010000")
+BLOCK = bytes.fromhex("1234567805fffffe0001ffff00000020aabbccdd00010000")
 REPORT = ReceptionReport(
     ssrc=0x12345678,
     fraction_lost=5,
@@ -31,20 +31,20 @@ REPORT = ReceptionReport(
     last_sr=0xAABBCCDD,
     delay_since_last_sr=65536,
 )
-SR = bytes.fromhex("81c8000c" "11111111" "e1a2b3c4d5e6f708" "00015f90" "0000000a" "00000fa0") + BLOCK
-SR_EMPTY = bytes.fromhex("80c80006" "11111111" "e1a2b3c4d5e6f708" "00015f90" "0000000a" "00000fa0")
-RR = bytes.fromhex("81c90007" "22222222") + BLOCK
-RR_EMPTY = bytes.fromhex("80c90001" "22222222")
-SDES = bytes.fromhex("81ca0006" "11111111" "0110" "6162636465666768696a6b6c6d6e6f70" "0000")
-SDES_ALIGNED = bytes.fromhex("81ca0003" "11111111" "0102" "6869" "00000000")
-BYE = bytes.fromhex("81cb0001" "11111111")
-BYE_REASON = bytes.fromhex("81cb0002" "11111111" "03627965")
-NACK = bytes.fromhex("81cd0004" "00000001" "11111111" "00640005" "ffff0001")
-PLI = bytes.fromhex("81ce0002" "00000001" "11111111")
-FIR = bytes.fromhex("84ce0004" "00000001" "00000000" "11111111" "07000000")
-REMB = bytes.fromhex("8fce0005" "00000001" "00000000" "52454d42" "01" "0bd090" "11111111")
-APP = bytes.fromhex("80cc0002" "11111111" "74657374")
-TRANSPORT_CC = bytes.fromhex("8fcd0004" "00000001" "11111111" "00010002" "00000100")
+SR = bytes.fromhex("81c8000c11111111e1a2b3c4d5e6f70800015f900000000a00000fa0") + BLOCK
+SR_EMPTY = bytes.fromhex("80c8000611111111e1a2b3c4d5e6f70800015f900000000a00000fa0")
+RR = bytes.fromhex("81c9000722222222") + BLOCK
+RR_EMPTY = bytes.fromhex("80c9000122222222")
+SDES = bytes.fromhex("81ca00061111111101106162636465666768696a6b6c6d6e6f700000")
+SDES_ALIGNED = bytes.fromhex("81ca0003111111110102686900000000")
+BYE = bytes.fromhex("81cb000111111111")
+BYE_REASON = bytes.fromhex("81cb00021111111103627965")
+NACK = bytes.fromhex("81cd0004000000011111111100640005ffff0001")
+PLI = bytes.fromhex("81ce00020000000111111111")
+FIR = bytes.fromhex("84ce000400000001000000001111111107000000")
+REMB = bytes.fromhex("8fce0005000000010000000052454d42010bd09011111111")
+APP = bytes.fromhex("80cc00021111111174657374")
+TRANSPORT_CC = bytes.fromhex("8fcd000400000001111111110001000200000100")
 
 EXPECTED: list[tuple[bytes, RtcpPacket]] = [
     (SR, SenderReport(0x11111111, 0xE1A2B3C4D5E6F708, 90000, 10, 4000, [REPORT])),
@@ -60,7 +60,7 @@ EXPECTED: list[tuple[bytes, RtcpPacket]] = [
     (FIR, FullIntraRequest(1, 0, [(0x11111111, 7)])),
     (REMB, Remb(1, 1_000_000, [0x11111111])),
     (APP, UnknownRtcp(204, 0, bytes.fromhex("1111111174657374"))),
-    (TRANSPORT_CC, UnknownRtcp(205, 15, bytes.fromhex("000000011111111100010002" "00000100"))),
+    (TRANSPORT_CC, UnknownRtcp(205, 15, bytes.fromhex("00000001111111110001000200000100"))),
 ]
 
 
@@ -79,13 +79,13 @@ def test_compound() -> None:
 
 
 def test_padding_is_removed() -> None:
-    padded = bytes.fromhex("a0c90002" "22222222" "00000004")
+    padded = bytes.fromhex("a0c900022222222200000004")
     assert parse_compound(padded) == [ReceiverReport(0x22222222)]
 
 
 def test_nack_packs_runs_into_bitmasks() -> None:
     nack = GenericNack(1, 2, [10, 11, 26, 27, 50])
-    assert bytes(nack)[12:] == bytes.fromhex("000a8001" "001b0000" "00320000")
+    assert bytes(nack)[12:] == bytes.fromhex("000a8001001b000000320000")
     assert GenericNack.parse(bytes(nack)).lost == [10, 11, 26, 27, 50]
 
 
@@ -99,23 +99,26 @@ def test_remb_large_bitrate() -> None:
     [
         (b"", "empty RTCP packet"),
         (b"\x81\xc9\x00", "packet 1: 3 bytes left, too short for a header"),
-        (bytes.fromhex("41c90001" "22222222"), "packet 1: RTCP version 1, expected 2"),
-        (bytes.fromhex("80600001" "22222222"), "packet 1: packet type 96 is not RTCP"),
+        (bytes.fromhex("41c9000122222222"), "packet 1: RTCP version 1, expected 2"),
+        (bytes.fromhex("8060000122222222"), "packet 1: packet type 96 is not RTCP"),
         (RR[:-4], "packet 1: length field says 32 bytes, 28 left"),
         (RR_EMPTY + RR[:10], "packet 2: length field says 32 bytes, 10 left"),
         (bytes.fromhex("82c90007") + RR[4:], "packet 1: RR: 24 bytes is too short for 2 report blocks"),
-        (bytes.fromhex("80c80001" "11111111"), "packet 1: SR: 4 bytes is too short for sender info"),
+        (bytes.fromhex("80c8000111111111"), "packet 1: SR: 4 bytes is too short for sender info"),
         (bytes.fromhex("80c90000"), "packet 1: RR: no SSRC"),
-        (bytes.fromhex("a1c90001" "22222200"), "packet 1: RR: bad padding"),
-        (bytes.fromhex("81ca0002" "11111111" "01056869"), "packet 1: SDES: item 1 truncated"),
-        (bytes.fromhex("82ca0003" "11111111" "01026869" "00000000")[:-4], "packet 1: length field says 16 bytes, 12 left"),
-        (bytes.fromhex("82ca0003" "11111111" "01026869" "00000000"), "packet 1: SDES: chunk 2 truncated"),
-        (bytes.fromhex("82cb0001" "11111111"), "packet 1: BYE: 4 bytes is too short for 2 SSRCs"),
-        (bytes.fromhex("81cb0002" "11111111" "09627965"), "packet 1: BYE: reason truncated"),
-        (bytes.fromhex("81cd0002" "00000001" "11111111"), "packet 1: NACK: no FCI"),
-        (bytes.fromhex("81cd0001" "00000001"), "packet 1: NACK: 4 bytes is too short for the SSRCs"),
-        (bytes.fromhex("81ce0003" "00000001" "11111111" "00000000"), "packet 1: PLI: 4 unexpected bytes of FCI"),
-        (bytes.fromhex("84ce0003" "00000001" "00000000" "11111111"), "packet 1: FIR: FCI of 4 bytes is not a list of 8-byte entries"),
+        (bytes.fromhex("a1c9000122222200"), "packet 1: RR: bad padding"),
+        (bytes.fromhex("81ca00021111111101056869"), "packet 1: SDES: item 1 truncated"),
+        (bytes.fromhex("82ca0003111111110102686900000000")[:-4], "packet 1: length field says 16 bytes, 12 left"),
+        (bytes.fromhex("82ca0003111111110102686900000000"), "packet 1: SDES: chunk 2 truncated"),
+        (bytes.fromhex("82cb000111111111"), "packet 1: BYE: 4 bytes is too short for 2 SSRCs"),
+        (bytes.fromhex("81cb00021111111109627965"), "packet 1: BYE: reason truncated"),
+        (bytes.fromhex("81cd00020000000111111111"), "packet 1: NACK: no FCI"),
+        (bytes.fromhex("81cd000100000001"), "packet 1: NACK: 4 bytes is too short for the SSRCs"),
+        (bytes.fromhex("81ce0003000000011111111100000000"), "packet 1: PLI: 4 unexpected bytes of FCI"),
+        (
+            bytes.fromhex("84ce0003000000010000000011111111"),
+            "packet 1: FIR: FCI of 4 bytes is not a list of 8-byte entries",
+        ),
         (REMB[:-8] + b"\x02" + REMB[-7:], "packet 1: REMB: FCI of 12 bytes for 2 SSRCs"),
     ],
 )

@@ -116,7 +116,10 @@ def test_candidate() -> None:
         ("candidate:1 1 udp 5 127.0.0.1 9", "bad candidate 'candidate:1 1 udp 5 127.0.0.1 9'"),
         ("candidate:1 1 udp 5 127.0.0.1 9 host x", "bad candidate 'candidate:1 1 udp 5 127.0.0.1 9 host x'"),
         ("candidate:1 x udp 5 127.0.0.1 9 typ host", "bad candidate 'candidate:1 x udp 5 127.0.0.1 9 typ host': "),
-        ("candidate:1 1 udp 5 127.0.0.1 70000 typ host", "bad candidate 'candidate:1 1 udp 5 127.0.0.1 70000 typ host': port 70000"),
+        (
+            "candidate:1 1 udp 5 127.0.0.1 70000 typ host",
+            "bad candidate 'candidate:1 1 udp 5 127.0.0.1 70000 typ host': port 70000",
+        ),
     ],
 )
 def test_bad_candidate(text: str, reason: str) -> None:
@@ -128,9 +131,7 @@ def test_bad_candidate(text: str, reason: str) -> None:
 def test_chromium_answer() -> None:
     """Chromium 156 answering sample_offer(), as janus.js sends it: no candidates (they are trickled)."""
     description = parse_description((DATA / "answer_chromium.sdp").read_text())
-    fingerprint = (
-        "E0:ED:3B:3A:82:00:EB:C9:94:94:BB:72:71:9C:02:85:EC:8E:B7:EE:65:B7:8F:BB:B9:D2:7E:86:92:B8:66:ED"
-    )
+    fingerprint = "E0:ED:3B:3A:82:00:EB:C9:94:94:BB:72:71:9C:02:85:EC:8E:B7:EE:65:B7:8F:BB:B9:D2:7E:86:92:B8:66:ED"
     assert description == RemoteDescription(
         ice_ufrag="VDIG",
         ice_pwd="gbM+iw0QTUAgPwZzr3AxIr79",
@@ -164,7 +165,11 @@ def test_chromium_answer_after_gathering() -> None:
 def test_aiortc_answer() -> None:
     """aiortc 1.16: candidates and end-of-candidates inside the answer, three fingerprints, no ccm fir."""
     description = parse_description((DATA / "answer_aiortc.sdp").read_text())
-    assert (description.ice_ufrag, description.ice_pwd, description.setup) == ("iLP5", "3q03k6nkOS1471O62pmbRc", "active")
+    assert (description.ice_ufrag, description.ice_pwd, description.setup) == (
+        "iLP5",
+        "3q03k6nkOS1471O62pmbRc",
+        "active",
+    )
     assert [algorithm for algorithm, _ in description.fingerprints] == ["sha-256", "sha-384", "sha-512"]
     assert description.fingerprints[0][1].startswith("2F:A7:8B:86")
     assert [(c.ip, c.port) for c in description.candidates] == [("192.0.2.2", 34407), ("fd00::2", 47386)]
@@ -214,10 +219,20 @@ a=mid:1
 
 def test_session_level_transport_and_wildcard_feedback() -> None:
     description = parse_description(SESSION_LEVEL)
-    assert (description.ice_ufrag, description.ice_pwd, description.setup) == ("sess", "session-level-password", "passive")
+    assert (description.ice_ufrag, description.ice_pwd, description.setup) == (
+        "sess",
+        "session-level-password",
+        "passive",
+    )
     assert description.fingerprints == [("sha-256", "AA:BB")]
     assert description.media == [
-        RemoteMedia(None, "video", 9, "inactive", [Codec(96, "VP8", 90000, rtcp_feedback=("nack",)), Codec(0, "PCMU", 8000, rtcp_feedback=("nack",))]),
+        RemoteMedia(
+            None,
+            "video",
+            9,
+            "inactive",
+            [Codec(96, "VP8", 90000, rtcp_feedback=("nack",)), Codec(0, "PCMU", 8000, rtcp_feedback=("nack",))],
+        ),
         RemoteMedia("1", "audio", 0, "sendrecv", [Codec(0, "PCMU", 8000)]),
     ]
     assert description.candidates[0].ip == "abcd-1234.local"

@@ -76,7 +76,7 @@ class DtlsCertificate:
     def generate(cls) -> DtlsCertificate:
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "fanout")])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         certificate = (
             x509.CertificateBuilder()
             .subject_name(name)
@@ -109,7 +109,9 @@ class DtlsCertificate:
         return context
 
 
-def _verify_peer_certificate(connection: SSL.Connection, certificate: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+def _verify_peer_certificate(
+    connection: SSL.Connection, certificate: crypto.X509, errno: int, depth: int, ok: int
+) -> bool:
     """Accept the peer's self-signed certificate only if it matches an SDP fingerprint."""
     transport = connection.get_app_data()
     if depth != 0 or not isinstance(transport, DtlsTransport):

@@ -280,7 +280,9 @@ class WebRtcPeer:
                 address = self._ice.nominated or self._dtls_address
                 assert address is not None
                 self._events.append(
-                    DtlsConnected(event.keys.profile, event.keys.local_master_key, event.keys.remote_master_key, address)
+                    DtlsConnected(
+                        event.keys.profile, event.keys.local_master_key, event.keys.remote_master_key, address
+                    )
                 )
             elif isinstance(event, DtlsClosedEvent):
                 self._close_with(event.reason, dtls_state=self._dtls.state)

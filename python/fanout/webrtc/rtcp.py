@@ -99,7 +99,9 @@ def _parse_reports(data: bytes, count: int, name: str) -> tuple[list[ReceptionRe
     end = count * ReceptionReport.LENGTH
     if len(data) < end:
         raise RtcpError(f"{name}: {len(data)} bytes is too short for {count} report blocks")
-    reports = [ReceptionReport.parse(data[i : i + ReceptionReport.LENGTH]) for i in range(0, end, ReceptionReport.LENGTH)]
+    reports = [
+        ReceptionReport.parse(data[i : i + ReceptionReport.LENGTH]) for i in range(0, end, ReceptionReport.LENGTH)
+    ]
     return reports, data[end:]
 
 
@@ -422,9 +424,7 @@ def parse_compound(data: bytes) -> list[RtcpPacket]:
             raise RtcpError(f"packet {len(packets) + 1}: packet type {data[offset + 1]} is not RTCP")
         length = 4 + 4 * int.from_bytes(data[offset + 2 : offset + 4], "big")
         if offset + length > len(data):
-            raise RtcpError(
-                f"packet {len(packets) + 1}: length field says {length} bytes, {len(data) - offset} left"
-            )
+            raise RtcpError(f"packet {len(packets) + 1}: length field says {length} bytes, {len(data) - offset} left")
         try:
             packets.append(parse_packet(data[offset : offset + length]))
         except RtcpError as error:

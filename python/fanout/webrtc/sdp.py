@@ -18,7 +18,11 @@ logger = logging.getLogger(__name__)
 
 SETUP_ROLES = ("active", "passive", "actpass")
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
-STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int, int | None]] = {0: ("PCMU", 8000, None), 8: ("PCMA", 8000, None), 9: ("G722", 8000, None)}
+STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int, int | None]] = {
+    0: ("PCMU", 8000, None),
+    8: ("PCMA", 8000, None),
+    9: ("G722", 8000, None),
+}
 _FINGERPRINT = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})+$")
 
 
