@@ -156,6 +156,19 @@ async def test_candidates_and_port(endpoint: WebRtcEndpoint) -> None:
     assert socket.socket(fileno=os.dup(endpoint.fileno())).getsockname() == ("127.0.0.1", endpoint.port)
 
 
+async def test_unspecified_bind_address_needs_advertised_addresses() -> None:
+    with pytest.raises(ValueError, match="bound to 0.0.0.0: name the addresses to advertise"):
+        await WebRtcEndpoint.open("0.0.0.0", 0, [])
+    endpoint = await WebRtcEndpoint.open("0.0.0.0", 0, ["127.0.0.1", "192.0.2.7"])
+    try:
+        assert [(c.ip, c.port) for c in endpoint.candidates()] == [
+            ("127.0.0.1", endpoint.port),
+            ("192.0.2.7", endpoint.port),
+        ]
+    finally:
+        endpoint.close()
+
+
 async def test_aiortc_connects_and_srtp_keys_match(loopback_only_ice: None, endpoint: WebRtcEndpoint) -> None:
     peer, recorder, client, connected = await connect(endpoint)
     try:

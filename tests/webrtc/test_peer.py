@@ -181,6 +181,16 @@ def test_dtls_before_nomination_adopts_the_address() -> None:
     assert peer.next_timeout() == 32.0
 
 
+def test_a_client_offer_with_actpass_makes_us_the_dtls_server() -> None:
+    peer = WebRtcPeer(SERVER_CERTIFICATE, now=0.0)
+    peer.receive(check(peer), BROWSER, now=1.0)
+    peer.set_remote_description(description(setup="actpass"))
+    browser = Browser(peer)
+    browser.dtls.start(1.0)
+    browser.exchange(1.0)
+    assert peer.dtls_state == "connected"
+
+
 def test_connects_as_dtls_client_once_nominated() -> None:
     peer = WebRtcPeer(SERVER_CERTIFICATE, now=0.0)
     peer.set_remote_description(description(setup="passive"))
@@ -282,8 +292,8 @@ def test_remote_close_notify() -> None:
 
 def test_remote_description_rules() -> None:
     peer = WebRtcPeer(SERVER_CERTIFICATE, now=0.0)
-    with pytest.raises(ValueError, match="setup must be active or passive, not 'actpass'"):
-        peer.set_remote_description(description(setup="actpass"))
+    with pytest.raises(ValueError, match="unsupported setup role 'holdconn'"):
+        peer.set_remote_description(description(setup="holdconn"))
     peer.set_remote_description(description())
     peer.set_remote_description(description())  # the same again: no change
     with pytest.raises(ValueError, match="fingerprints or setup role changed"):

@@ -84,7 +84,7 @@ class DtlsCertificate:
             .public_key(key.public_key())
             .serial_number(secrets.randbits(63) + 1)
             .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
+            .not_valid_after(now + datetime.timedelta(days=365))
             .sign(key, hashes.SHA256())
         )
         return cls(key, certificate)

@@ -10,6 +10,7 @@ and its timer re-armed with ``loop.call_at`` (peers run on ``loop.time()``).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 from collections.abc import Callable
@@ -68,6 +69,8 @@ class WebRtcEndpoint:
 
     @classmethod
     async def open(cls, bind_host: str, port: int, advertised_ips: list[str]) -> WebRtcEndpoint:
+        if not advertised_ips and ipaddress.ip_address(bind_host).is_unspecified:
+            raise ValueError(f"bound to {bind_host}: name the addresses to advertise")
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)

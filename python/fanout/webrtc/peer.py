@@ -5,8 +5,8 @@ DTLS, 128..191 RTP/RTCP. STUN binding requests are answered at once (even
 before the remote description is known); DTLS and SRTCP are taken only from
 addresses that passed an authenticated check. DTLS starts when the remote
 description is set: we are the server when the peer's setup is "active"
-(browsers), the client when it is "passive" (a client starts once ICE is
-connected). DTLS that arrives before the remote description is kept and
+(browsers) or "actpass", the client when it is "passive" (a client starts once
+ICE is connected). DTLS that arrives before the remote description is kept and
 replayed. Chromium starts DTLS on a checked pair before it sends USE-CANDIDATE:
 a handshake that completes first makes its address the nominated one, so
 IceConnected always comes before DtlsConnected.
@@ -122,9 +122,14 @@ class WebRtcPeer:
     # Inputs.
 
     def set_remote_description(self, description: RemoteDescription) -> None:
-        """Take the peer's ICE credentials, fingerprints and DTLS role; raises ValueError."""
-        if description.setup not in ("active", "passive"):
-            raise ValueError(f"the peer's setup must be active or passive, not {description.setup!r}")
+        """Take the peer's ICE credentials, fingerprints and DTLS role; raises ValueError.
+
+        setup "active" (an answer from a browser) or "actpass" (a client's offer, as in
+        WHEP: the server's answer then says "passive") makes us the DTLS server;
+        "passive" makes us the client.
+        """
+        if description.setup not in ("active", "passive", "actpass"):
+            raise ValueError(f"unsupported setup role {description.setup!r}")
         if not description.fingerprints:
             raise ValueError("no fingerprint")
         previous = self.remote_description
@@ -141,7 +146,7 @@ class WebRtcPeer:
         if previous is None and not self._closed:
             self._dtls = DtlsTransport(
                 self.certificate,
-                is_server=description.setup == "active",
+                is_server=description.setup != "passive",
                 remote_fingerprints=description.fingerprints,
             )
             self._maybe_start_dtls()
