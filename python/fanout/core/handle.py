@@ -1,0 +1,303 @@
+"""A handle: a client's attachment to a plugin, and the WebRTC transport it owns.
+
+The plugin describes the media it offers; the handle creates the WebRTC
+transport (a :class:`~fanout.webrtc.peer.WebRtcPeer` on the shared endpoint),
+renders the SDP offer, takes the client's answer and trickled candidates, and
+turns the peer's events into Janus events (``webrtcup``, ``hangup``) and
+plugin calls (``setup_media``, ``incoming_rtcp``, ``hangup_media``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fanout.core import events
+from fanout.core.errors import JanusError, JanusErrorCode
+from fanout.core.plugin import Jsep, LocalOffer, Plugin, WebRtcMediaKeys
+from fanout.webrtc import rtcp, sdp
+from fanout.webrtc.peer import (
+    AddressChanged,
+    DtlsConnected,
+    IceConnected,
+    PeerClosed,
+    PeerEvent,
+    RtcpReceived,
+    WebRtcPeer,
+)
+
+if TYPE_CHECKING:
+    from fanout._engine import Engine
+    from fanout.core.session import Session
+    from fanout.webrtc.endpoint import WebRtcEndpoint
+
+logger = logging.getLogger(__name__)
+
+Errors = JanusErrorCode
+HANGUP_JANUS_API = "Janus API"
+HANGUP_CLOSE_PC = "Close PC"
+SDP_SESSION_ID_LIMIT = 2**62
+
+
+class Handle:
+    """One plugin handle of a session (the core side of :class:`fanout.core.plugin.PluginHandle`)."""
+
+    def __init__(
+        self,
+        handle_id: int,
+        session: Session,
+        plugin: Plugin,
+        opaque_id: str | None,
+        *,
+        endpoint: WebRtcEndpoint,
+        engine: Engine,
+        clock: Callable[[], float],
+    ) -> None:
+        self._id = handle_id
+        self.session = session
+        self.plugin = plugin
+        self._opaque_id = opaque_id
+        self.endpoint = endpoint
+        self.engine = engine
+        self.clock = clock
+        self.peer: WebRtcPeer | None = None
+        self.webrtc_started = False  # an offer was ever made: detaching then sends "detached"
+        self.offer_pending = False  # an offer went out and its answer has not come back
+        self.detached = False
+        self.rtcp_dropped = 0
+        self._media_keys: WebRtcMediaKeys | None = None
+        self._remote_description: sdp.RemoteDescription | None = None
+        self._early_trickles: list[dict[str, Any]] = []
+        self._sdp_session_id = 0
+        self._sdp_version = 0
+
+    # -- PluginHandle
+    @property
+    def id(self) -> int:
+        return self._id
+
+    @property
+    def session_id(self) -> int:
+        return self.session.id
+
+    @property
+    def opaque_id(self) -> str | None:
+        return self._opaque_id
+
+    @property
+    def media_keys(self) -> WebRtcMediaKeys | None:
+        return self._media_keys
+
+    @property
+    def remote_description(self) -> sdp.RemoteDescription | None:
+        return self._remote_description
+
+    def push_event(self, transaction: str | None, data: dict[str, Any], jsep: LocalOffer | None = None) -> None:
+        if self.detached:
+            logger.warning("handle %d: %s pushed an event after detach; dropped", self.id, self.plugin.package)
+            return
+        rendered = {"type": "offer", "sdp": self._make_offer(jsep)} if jsep is not None else None
+        self.session.send_event(
+            events.plugin_event(self.session.id, self.id, self.plugin.package, data, transaction=transaction, jsep=rendered)
+        )
+
+    def close_pc(self) -> None:
+        self.hangup(HANGUP_CLOSE_PC, notify=True)
+
+    # -- the offer
+    def _make_offer(self, offer: LocalOffer) -> str:
+        now = self.clock()
+        if self.peer is None or offer.ice_restart:
+            if self.peer is not None:
+                self._drop_peer()
+            self.peer = WebRtcPeer(self.endpoint.certificate, now)
+            self.endpoint.add_peer(self.peer, self.on_peer_event)
+            self._sdp_session_id = secrets.randbelow(SDP_SESSION_ID_LIMIT) + 1
+            self._sdp_version = 1
+        else:
+            self._sdp_version += 1
+        self.webrtc_started = True
+        self.offer_pending = True
+        transport = sdp.TransportDescription(
+            ice_ufrag=self.peer.local_ufrag,
+            ice_pwd=self.peer.local_pwd,
+            fingerprint=("sha-256", self.endpoint.certificate.fingerprint()),
+            setup="actpass",
+            candidates=self.endpoint.candidates(),
+        )
+        return sdp.build_offer(offer.media, transport, session_id=self._sdp_session_id, session_version=self._sdp_version)
+
+    # -- the client's JSEP
+    def take_jsep(self, jsep: Any) -> Jsep:
+        """Check a ``message``'s ``jsep`` as Janus does; an answer goes to the peer. Raises JanusError."""
+        if not isinstance(jsep, dict):
+            raise JanusError(Errors.INVALID_JSON_OBJECT, "Invalid jsep object")
+        kind = _jsep_field(jsep, "type", str, "a string")
+        trickle = jsep.get("trickle", True)
+        if not isinstance(trickle, bool):
+            raise JanusError(Errors.INVALID_ELEMENT_TYPE, "JSEP error: invalid element type (trickle should be a boolean)")
+        text = _jsep_field(jsep, "sdp", str, "a string")
+        kind_lower = kind.lower()
+        if kind_lower not in ("offer", "answer"):
+            raise JanusError(Errors.JSEP_UNKNOWN_TYPE, f"JSEP error: unknown message type '{kind}'")
+        if kind_lower == "answer" and self.peer is None:
+            raise JanusError(Errors.UNEXPECTED_ANSWER, "Unexpected ANSWER (did we offer?)")
+        try:
+            description = sdp.parse_description(text)
+        except sdp.SdpError as error:
+            raise JanusError(Errors.JSEP_INVALID_SDP, str(error)) from error
+        if kind_lower == "answer":
+            assert self.peer is not None
+            try:
+                self.peer.set_remote_description(description)
+            except ValueError as error:
+                raise JanusError(Errors.JSEP_INVALID_SDP, str(error)) from error
+            self.offer_pending = False
+            self._remote_description = description
+            early, self._early_trickles = self._early_trickles, []
+            for trickle_request in early:
+                try:
+                    self._apply_trickle(trickle_request)
+                except JanusError as error:
+                    logger.info("handle %d: early trickle dropped: %s", self.id, error.reason)
+        return Jsep(type=kind_lower, sdp=text, description=description, trickle=trickle)
+
+    # -- trickle
+    def trickle(self, request: dict[str, Any]) -> None:
+        """A ``trickle`` request: kept until the answer arrives, then checked as Janus does."""
+        if request.get("candidate") is None and request.get("candidates") is None:
+            raise JanusError(Errors.MISSING_MANDATORY_ELEMENT, "Missing mandatory element (candidate|candidates)")
+        if self._remote_description is None:
+            self._early_trickles.append(request)
+            return
+        self._apply_trickle(request)
+
+    def _apply_trickle(self, request: dict[str, Any]) -> None:
+        candidates = request.get("candidates")
+        if candidates is not None:
+            if not isinstance(candidates, list):
+                raise JanusError(Errors.INVALID_ELEMENT_TYPE, "candidates is not an array")
+            for candidate in candidates:
+                try:
+                    self._add_candidate(candidate)
+                except JanusError as error:
+                    logger.info("handle %d: trickled candidate ignored: %s", self.id, error.reason)
+            return
+        self._add_candidate(request.get("candidate"))
+
+    def _add_candidate(self, candidate: Any) -> None:
+        if not isinstance(candidate, dict):
+            logger.info("handle %d: trickled candidate is not an object; ignored", self.id)
+            return
+        if candidate.get("completed") is True:
+            self._give_peer_candidate(None)
+            return
+        if candidate.get("sdpMid") is None and candidate.get("sdpMLineIndex") is None:
+            raise JanusError(
+                Errors.MISSING_MANDATORY_ELEMENT, "Trickle error: missing mandatory element (sdpMid or sdpMLineIndex)"
+            )
+        text = candidate.get("candidate")
+        if not isinstance(text, str):
+            raise JanusError(Errors.MISSING_MANDATORY_ELEMENT, "Trickle error: missing mandatory element (candidate)")
+        if text == "":
+            self._give_peer_candidate(None)
+            return
+        try:
+            parsed = sdp.Candidate.parse(text)
+        except sdp.SdpError as error:
+            logger.info("handle %d: unusable trickled candidate: %s", self.id, error)
+            return
+        self._give_peer_candidate(parsed)
+
+    def _give_peer_candidate(self, candidate: sdp.Candidate | None) -> None:
+        if self.peer is not None:
+            self.peer.add_remote_candidate(candidate)
+
+    # -- the peer's events
+    def on_peer_event(self, peer: WebRtcPeer, event: PeerEvent) -> None:
+        if peer is not self.peer:
+            return
+        if isinstance(event, DtlsConnected):
+            self._media_keys = WebRtcMediaKeys(
+                address=event.address,
+                srtp_profile=event.srtp_profile,
+                local_master_key=event.local_master_key,
+                remote_master_key=event.remote_master_key,
+            )
+            logger.info("handle %d: WebRTC up (%s, %s)", self.id, event.address, event.srtp_profile)
+            self.session.send_event(events.webrtcup(self.session.id, self.id))
+            self._call_plugin("setup_media", self.plugin.setup_media, self)
+        elif isinstance(event, RtcpReceived):
+            self._receive_rtcp(event.packet)
+        elif isinstance(event, AddressChanged):
+            if self._media_keys is not None:
+                self._media_keys = dataclasses.replace(self._media_keys, address=event.address)
+            try:
+                self.engine.set_viewer_address(self.id, event.address)
+            except KeyError:
+                pass
+        elif isinstance(event, PeerClosed):
+            logger.info("handle %d: PeerConnection closed: %s", self.id, event.reason)
+            self.hangup(event.reason, notify=True)
+        elif isinstance(event, IceConnected):
+            logger.debug("handle %d: ICE connected from %s", self.id, event.address)
+
+    def _receive_rtcp(self, packet: bytes) -> None:
+        try:
+            plain = self.engine.unprotect_rtcp(self.id, packet)
+            packets = rtcp.parse_compound(plain)
+        except (KeyError, ValueError) as error:  # rtcp.RtcpError is a ValueError
+            self.rtcp_dropped += 1
+            logger.debug("handle %d: RTCP dropped: %s", self.id, error)
+            return
+        self._call_plugin("incoming_rtcp", self.plugin.incoming_rtcp, self, packets)
+
+    # -- ending
+    def hangup(self, reason: str, *, notify: bool) -> bool:
+        """Free the WebRTC transport; the plugin hears ``hangup_media``, the client (if ``notify``)
+        a ``hangup`` event. False if there was none."""
+        if self.peer is None:
+            return False
+        self._drop_peer()
+        self._early_trickles = []
+        self._remote_description = None
+        self.offer_pending = False
+        self._call_plugin("hangup_media", self.plugin.hangup_media, self)
+        if notify and not self.detached:
+            self.session.send_event(events.hangup(self.session.id, self.id, reason))
+        return True
+
+    def _drop_peer(self) -> None:
+        peer, self.peer = self.peer, None
+        if peer is not None:
+            self.endpoint.remove_peer(peer)
+        self._media_keys = None
+
+    def detach(self, *, notify: bool) -> None:
+        """The handle goes: hang up silently, tell the client (``detached``, if it ever had
+        WebRTC and ``notify``), and let the plugin free its state."""
+        if self.detached:
+            return
+        self.hangup("Detach", notify=False)
+        self.detached = True
+        if notify and self.webrtc_started:
+            self.session.send_event(events.detached(self.session.id, self.id))
+        self._call_plugin("destroy_session", self.plugin.destroy_session, self)
+
+    def _call_plugin(self, name: str, method: Callable[..., Any], *args: Any) -> None:
+        try:
+            method(*args)
+        except Exception:
+            logger.exception("handle %d: %s.%s failed", self.id, self.plugin.package, name)
+
+
+def _jsep_field(jsep: dict[str, Any], key: str, kind: type, described: str) -> Any:
+    if jsep.get(key) is None:
+        raise JanusError(Errors.MISSING_MANDATORY_ELEMENT, f"JSEP error: missing mandatory element ({key})")
+    value = jsep[key]
+    if not isinstance(value, kind):
+        raise JanusError(Errors.INVALID_ELEMENT_TYPE, f"JSEP error: invalid element type ({key} should be {described})")
+    return value

@@ -1,0 +1,249 @@
+"""The Janus API over HTTP: REST requests and long poll, as Janus's HTTP transport serves them.
+
+``POST <base>`` (create, info, ping), ``POST <base>/<session>``,
+``POST <base>/<session>/<handle>``; ``GET <base>/info``; ``GET <base>/<session>``
+waits up to 30 s for events (``?maxev=N``: up to N, as an array when N > 1),
+else answers ``keepalive``. Every response carries Janus's CORS headers;
+``OPTIONS`` answers preflights. The application also serves the routes the
+host gives it (``extra_routes``, e.g. a demo page).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import string
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+
+from fanout.config.settings import HttpSettings
+from fanout.core import events, jansson
+from fanout.core.errors import JanusErrorCode
+from fanout.core.gateway import Gateway, TransportInfo
+from fanout.transports.encoding import dumps
+
+logger = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+LONG_POLL_TIMEOUT = 30.0
+CORS_MAX_AGE = "86400"
+UINT64 = 2**64
+INFO = TransportInfo(
+    package="janus.transport.http",
+    name="fanout REST (HTTP) transport",
+    author="fanout",
+    description="The Janus API over HTTP: REST requests and long poll, with CORS.",
+    version=2,
+    version_string="0.0.2",
+)
+_LEADING_NUMBER = re.compile(r"\s*([+-]?)(\d*)")
+
+
+class _SessionEvents:
+    """The events waiting for one session's long poll."""
+
+    def __init__(self) -> None:
+        self.queue: deque[Message] = deque()
+        self.arrived = asyncio.Event()
+        self.over = False
+
+    def put(self, message: Message) -> None:
+        self.queue.append(message)
+        self.arrived.set()
+
+    def take(self, limit: int) -> list[Message]:
+        taken = [self.queue.popleft() for _ in range(min(limit, len(self.queue)))]
+        if not self.queue:
+            self.arrived.clear()
+        return taken
+
+
+class LongPollQueues:
+    """The HTTP transport's :class:`~fanout.core.session.Connection`: one event queue per session."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[int, _SessionEvents] = {}
+
+    def send_event(self, session_id: int, message: Message) -> None:
+        queue = self.sessions.get(session_id)
+        if queue is not None:
+            queue.put(message)
+
+    def session_created(self, session_id: int) -> None:
+        self.sessions.setdefault(session_id, _SessionEvents())
+
+    def session_over(self, session_id: int, *, timeout: bool, claimed: bool) -> None:
+        queue = self.sessions.pop(session_id, None)
+        if queue is not None:
+            queue.over = True
+            queue.arrived.set()
+
+
+class HttpTransport:
+    """The HTTP transport: an aiohttp application on the configured address and port."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        settings: HttpSettings,
+        extra_routes: Iterable[web.RouteDef] = (),
+        *,
+        long_poll_timeout: float = LONG_POLL_TIMEOUT,
+    ) -> None:
+        self.gateway = gateway
+        self.settings = settings
+        self.long_poll_timeout = long_poll_timeout
+        self.connection = LongPollQueues()
+        self.port: int | None = None
+        self.app = web.Application(middlewares=[self._cors_middleware])
+        self.app.add_routes(list(extra_routes))
+        base = settings.base_path.rstrip("/")
+        self.base = base
+        self.app.router.add_route("*", base or "/", self._janus)
+        self.app.router.add_route("*", base + "/{tail:.*}", self._janus)
+        if base:
+            self.app.router.add_route("*", "/{tail:.*}", self._not_found)
+        self._runner: web.AppRunner | None = None
+        gateway.register_transport(INFO)
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets  # type: ignore[attr-defined]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        logger.info("HTTP transport on %s:%d, Janus API at %s", self.settings.host, self.port, self.settings.base_path)
+
+    async def stop(self) -> None:
+        for queue in self.connection.sessions.values():
+            queue.over = True
+            queue.arrived.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- CORS, on every response
+    @web.middleware
+    async def _cors_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        allow_origin = self.settings.allow_origin
+        if allow_origin and self.settings.enforce_cors and request.headers.get("Origin") != allow_origin:
+            response: web.StreamResponse = web.Response(status=403)
+        else:
+            try:
+                response = await handler(request)
+            except web.HTTPException as error:
+                response = web.Response(status=error.status, headers=error.headers)
+        response.headers["Access-Control-Allow-Origin"] = allow_origin or "*"
+        if allow_origin:
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+            response.headers["Vary"] = "Origin"
+        response.headers["Access-Control-Max-Age"] = CORS_MAX_AGE
+        return response
+
+    async def _not_found(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "OPTIONS":
+            return self._preflight(request)
+        return web.Response(status=404)
+
+    def _preflight(self, request: web.Request) -> web.Response:
+        response = web.Response(status=200)
+        method = request.headers.get("Access-Control-Request-Method")
+        if method:
+            response.headers["Access-Control-Allow-Methods"] = method
+        headers = request.headers.get("Access-Control-Request-Headers")
+        if headers:
+            response.headers["Access-Control-Allow-Headers"] = headers
+        return response
+
+    def _json(self, message: Any) -> web.Response:
+        return web.Response(text=dumps(message, self.settings.json), content_type="application/json")
+
+    # -- the Janus API
+    async def _janus(self, request: web.Request) -> web.StreamResponse:
+        tail = request.match_info.get("tail", "")
+        segments = [segment for segment in tail.split("/")] if tail else []
+        if segments and segments[-1] == "":
+            segments.pop()
+        if request.method == "OPTIONS":
+            return self._preflight(request)
+        if len(segments) > 2:
+            return web.Response(status=404)
+        if request.method == "GET":
+            return await self._get(request, segments)
+        if request.method == "POST":
+            return await self._post(request, segments)
+        return self._json(events.error(JanusErrorCode.TRANSPORT_SPECIFIC, f"Unsupported method {request.method}"))
+
+    async def _post(self, request: web.Request, segments: list[str]) -> web.Response:
+        body = await request.read()
+        try:
+            message = jansson.loads(body)
+        except jansson.JsonError as error:
+            return self._json(events.error(JanusErrorCode.INVALID_JSON, f"JSON error: on line {error.line}: {error.text}"))
+        if not isinstance(message, dict):
+            return self._json(events.error(JanusErrorCode.INVALID_JSON_OBJECT, "JSON error: not an object"))
+        for index, key, name in ((0, "session_id", "session"), (1, "handle_id", "handle")):
+            if len(segments) <= index:
+                break
+            path_id = _path_id(segments[index])
+            if path_id == 0:
+                break
+            given = message.get(key)
+            if isinstance(given, int) and not isinstance(given, bool) and given != path_id:
+                return self._json(
+                    events.error(JanusErrorCode.INVALID_REQUEST_PATH, f"Conflicting {name} ID (payload and path)")
+                )
+            message[key] = path_id
+        response = await self.gateway.handle_request(message, self.connection)
+        return self._json(response)
+
+    async def _get(self, request: web.Request, segments: list[str]) -> web.StreamResponse:
+        if segments == ["info"]:
+            return self._json(self.gateway.server_info(_random_transaction()))
+        if len(segments) == 2:
+            raise web.HTTPFound(f"{self.base}/{segments[0]}")
+        if len(segments) != 1:
+            return web.Response(status=404)
+        if not self.gateway.check_secret(request.query.get("apisecret")):
+            return web.Response(status=403)
+        session_id = _path_id(segments[0])
+        if session_id == 0 or self.gateway.session_for_poll(session_id) is None:
+            return web.Response(status=404)
+        maxev = _atoi(request.query.get("maxev", "1"))
+        queue = self.connection.sessions.get(session_id) or _SessionEvents()  # a session of another transport: keepalives only
+        if not queue.queue and not queue.over:
+            try:
+                await asyncio.wait_for(queue.arrived.wait(), self.long_poll_timeout)
+            except asyncio.TimeoutError:
+                pass
+        taken = queue.take(max(maxev, 1)) or [events.keepalive()]
+        return self._json(taken if maxev > 1 else taken[0])
+
+
+def _path_id(segment: str) -> int:
+    """A path segment read as Janus reads it (C ``strtoull``), as the signed 64-bit JSON value."""
+    match = _LEADING_NUMBER.match(segment)
+    assert match is not None
+    if not match.group(2):
+        return 0
+    value = min(int(match.group(2)), UINT64 - 1)
+    if match.group(1) == "-":
+        value = (-value) % UINT64
+    return value - UINT64 if value >= 2**63 else value
+
+
+def _atoi(text: str) -> int:
+    match = re.match(r"\s*([+-]?\d+)", text)
+    return int(match.group(1)) if match else 0
+
+
+def _random_transaction() -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(11))

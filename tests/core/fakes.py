@@ -1,0 +1,145 @@
+"""Stand-ins for the core's neighbours: a small plugin, the engine, the WebRTC endpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fanout.core.plugin import Jsep, LocalOffer, Plugin, PluginAck, PluginError, PluginHandle, PluginResult, PluginSuccess
+from fanout.webrtc.dtls import DtlsCertificate
+from fanout.webrtc.endpoint import EventHandler, host_candidate
+from fanout.webrtc.peer import WebRtcPeer
+from fanout.webrtc.rtcp import RtcpPacket
+from fanout.webrtc.sdp import Candidate, Codec, OfferMedia
+
+_CERTIFICATE: DtlsCertificate | None = None
+
+
+def certificate() -> DtlsCertificate:
+    global _CERTIFICATE
+    if _CERTIFICATE is None:
+        _CERTIFICATE = DtlsCertificate.generate()
+    return _CERTIFICATE
+
+
+OFFER = LocalOffer(
+    media=[
+        OfferMedia(mid="a", kind="audio", codec=Codec(111, "opus", 48000, 2), ssrc=1111),
+        OfferMedia(mid="v", kind="video", codec=Codec(96, "VP8", 90000, rtcp_feedback=("nack", "nack pli")), ssrc=2222),
+    ]
+)
+
+
+def status(name: str) -> dict[str, Any]:
+    return {"streaming": "event", "result": {"status": name}}
+
+
+class EchoStreamingPlugin(Plugin):
+    """A Streaming-like plugin: list (sync), watch (offer), start (takes the answer), stop (close_pc).
+    Named janus.plugin.streaming so recordings of Janus's Streaming plugin compare."""
+
+    package = "janus.plugin.streaming"
+    name = "Test streaming plugin"
+    description = "A stand-in for the Streaming plugin"
+    author = "fanout tests"
+    version = 9
+    version_string = "0.0.9"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.messages: list[tuple[int, str, dict[str, Any], Jsep | None]] = []
+        self.rtcp: list[tuple[int, list[RtcpPacket]]] = []
+        self.handles: dict[int, PluginHandle] = {}
+        self.fail_create = False
+
+    def create_session(self, handle: PluginHandle) -> None:
+        if self.fail_create:
+            raise RuntimeError("no room")
+        self.calls.append(("create_session", handle.id))
+        self.handles[handle.id] = handle
+
+    async def handle_message(
+        self, handle: PluginHandle, transaction: str, body: dict[str, Any], jsep: Jsep | None
+    ) -> PluginResult:
+        self.messages.append((handle.id, transaction, body, jsep))
+        request = body.get("request")
+        if request is None:
+            return PluginSuccess({"streaming": "event", "error_code": 453, "error": "Missing mandatory element (request)"})
+        if request == "list":
+            return PluginSuccess({"streaming": "list", "list": []})
+        if request == "watch":
+            handle.push_event(transaction, status("preparing"), OFFER)
+            return PluginAck()
+        if request == "start":
+            handle.push_event(transaction, status("starting"))
+            return PluginAck()
+        if request == "stop":
+            handle.push_event(transaction, status("stopping"))
+            handle.close_pc()
+            return PluginAck()
+        if request == "refuse":
+            return PluginError("refused")
+        if request == "crash":
+            raise RuntimeError("plugin bug")
+        return PluginSuccess({"streaming": "event", "error_code": 452, "error": f"Unknown request '{request}'"})
+
+    def setup_media(self, handle: PluginHandle) -> None:
+        self.calls.append(("setup_media", handle.id))
+        handle.push_event(None, status("started"))
+
+    def incoming_rtcp(self, handle: PluginHandle, packets: list[RtcpPacket]) -> None:
+        self.rtcp.append((handle.id, packets))
+
+    def hangup_media(self, handle: PluginHandle) -> None:
+        self.calls.append(("hangup_media", handle.id))
+
+    def destroy_session(self, handle: PluginHandle) -> None:
+        self.calls.append(("destroy_session", handle.id))
+        self.handles.pop(handle.id, None)
+
+
+@dataclass
+class FakeEndpoint:
+    """The WebRtcEndpoint's interface without a socket: peers are kept, nothing is sent."""
+
+    certificate: DtlsCertificate = field(default_factory=certificate)
+    port: int = 10000
+    advertised_ips: list[str] = field(default_factory=lambda: ["192.0.2.2"])
+    peers: dict[WebRtcPeer, EventHandler] = field(default_factory=dict)
+    removed: list[WebRtcPeer] = field(default_factory=list)
+
+    def candidates(self) -> list[Candidate]:
+        return [host_candidate(index, ip, self.port) for index, ip in enumerate(self.advertised_ips)]
+
+    def add_peer(self, peer: WebRtcPeer, on_event: EventHandler) -> None:
+        self.peers[peer] = on_event
+
+    def remove_peer(self, peer: WebRtcPeer) -> None:
+        if self.peers.pop(peer, None) is not None:
+            peer.close()
+            self.removed.append(peer)
+
+    def fileno(self) -> int:
+        return -1
+
+
+class FakeEngine:
+    """The engine calls the core makes, recorded; RTCP 'unprotect' is the identity
+    (or raises, for packets the test marks as bad)."""
+
+    def __init__(self) -> None:
+        self.addresses: list[tuple[int, tuple[str, int]]] = []
+        self.viewers: set[int] = set()
+        self.bad_rtcp: set[bytes] = set()
+
+    def set_viewer_address(self, viewer_id: int, address: tuple[str, int]) -> None:
+        if viewer_id not in self.viewers:
+            raise KeyError(viewer_id)
+        self.addresses.append((viewer_id, address))
+
+    def unprotect_rtcp(self, viewer_id: int, packet: bytes) -> bytes:
+        if viewer_id not in self.viewers:
+            raise KeyError(viewer_id)
+        if packet in self.bad_rtcp:
+            raise ValueError("authentication failed")
+        return packet
