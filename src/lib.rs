@@ -1,6 +1,21 @@
+//! fanout's data plane: RTP in from the mountpoints' sources, a rewrite and
+//! SRTP protection per viewer, batched sends to the viewers.
+
+pub mod batch;
+pub mod codec;
+pub mod engine;
+mod python;
+pub mod receiver;
+pub mod rtcp;
+pub mod rtp;
+pub mod srtp;
+pub mod viewer;
+pub mod worker;
+
 use pyo3::prelude::*;
 
 #[pymodule]
-fn _engine(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+fn _engine(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<python::Engine>()?;
     Ok(())
 }

@@ -1,0 +1,177 @@
+//! Finding the first packet of a keyframe in an RTP payload, so a new or
+//! resumed viewer starts video where a decoder can start.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    Vp8,
+    Vp9,
+    H264,
+    /// Audio, or video whose keyframes the engine cannot see: starts at once.
+    Other,
+}
+
+impl Codec {
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "vp8" => Self::Vp8,
+            "vp9" => Self::Vp9,
+            "h264" => Self::H264,
+            _ => Self::Other,
+        }
+    }
+
+    pub fn finds_keyframes(self) -> bool {
+        self != Self::Other
+    }
+
+    /// Whether `payload` is the first packet of a keyframe.
+    pub fn is_keyframe_start(self, payload: &[u8]) -> bool {
+        match self {
+            Self::Vp8 => vp8_keyframe_start(payload),
+            Self::Vp9 => vp9_keyframe_start(payload),
+            Self::H264 => h264_keyframe_start(payload),
+            Self::Other => false,
+        }
+    }
+}
+
+/// RFC 7741 section 4.2: the payload descriptor's S bit and partition index 0
+/// mark the start of a frame; then the VP8 frame header's P bit (RFC 6386
+/// section 9.1) is 0 for a keyframe.
+fn vp8_keyframe_start(payload: &[u8]) -> bool {
+    let Some(&first) = payload.first() else { return false };
+    let start_of_partition = first & 0x10 != 0;
+    let partition_index = first & 0x07;
+    if !start_of_partition || partition_index != 0 {
+        return false;
+    }
+    let mut offset = 1;
+    if first & 0x80 != 0 {
+        let Some(&extension) = payload.get(1) else { return false };
+        offset = 2;
+        if extension & 0x80 != 0 {
+            let Some(&picture_id) = payload.get(offset) else { return false };
+            offset += if picture_id & 0x80 != 0 { 2 } else { 1 };
+        }
+        if extension & 0x40 != 0 {
+            offset += 1; // TL0PICIDX
+        }
+        if extension & 0x30 != 0 {
+            offset += 1; // TID | Y | KEYIDX
+        }
+    }
+    payload.get(offset).is_some_and(|header| header & 0x01 == 0)
+}
+
+/// The VP9 payload descriptor (RFC 9628 section 4.2): P = 0 (not inter-picture
+/// predicted) and B = 1 (start of a frame), in the base spatial layer.
+fn vp9_keyframe_start(payload: &[u8]) -> bool {
+    let Some(&first) = payload.first() else { return false };
+    let inter_predicted = first & 0x40 != 0;
+    let begins_frame = first & 0x08 != 0;
+    if inter_predicted || !begins_frame {
+        return false;
+    }
+    if first & 0x20 != 0 {
+        let mut offset = 1;
+        if first & 0x80 != 0 {
+            let Some(&picture_id) = payload.get(offset) else { return false };
+            offset += if picture_id & 0x80 != 0 { 2 } else { 1 };
+        }
+        let Some(&layer) = payload.get(offset) else { return false };
+        let spatial_id = (layer >> 1) & 0x07;
+        return spatial_id == 0;
+    }
+    true
+}
+
+const H264_IDR: u8 = 5;
+const H264_SPS: u8 = 7;
+const H264_STAP_A: u8 = 24;
+const H264_FU_A: u8 = 28;
+
+/// RFC 6184: a single IDR or SPS NAL unit, a STAP-A aggregating one, or the
+/// first fragment (FU-A with S set) of an IDR.
+fn h264_keyframe_start(payload: &[u8]) -> bool {
+    let Some(&first) = payload.first() else { return false };
+    match first & 0x1f {
+        H264_IDR | H264_SPS => true,
+        H264_STAP_A => {
+            let mut offset = 1;
+            while let Some(size) = payload.get(offset..offset + 2) {
+                let size = usize::from(u16::from_be_bytes([size[0], size[1]]));
+                let Some(&nal) = payload.get(offset + 2) else { return false };
+                if size == 0 {
+                    return false;
+                }
+                if matches!(nal & 0x1f, H264_IDR | H264_SPS) {
+                    return true;
+                }
+                offset += 2 + size;
+            }
+            false
+        }
+        H264_FU_A => payload
+            .get(1)
+            .is_some_and(|fu_header| fu_header & 0x80 != 0 && matches!(fu_header & 0x1f, H264_IDR | H264_SPS)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vp8_keyframes() {
+        let vp8 = Codec::Vp8;
+        assert!(vp8.is_keyframe_start(&[0x10, 0x9c]), "S, partition 0, P = 0");
+        assert!(!vp8.is_keyframe_start(&[0x10, 0x9d | 0x01]), "interframe");
+        assert!(!vp8.is_keyframe_start(&[0x00, 0x9c]), "not the start of the frame");
+        assert!(!vp8.is_keyframe_start(&[0x11, 0x9c]), "partition 1");
+        // X, I with a 15-bit picture id, L, T: four more bytes before the VP8 header.
+        assert!(vp8.is_keyframe_start(&[0x90, 0xe0, 0x81, 0x23, 0x05, 0x40, 0x50]));
+        assert!(!vp8.is_keyframe_start(&[0x90, 0xe0, 0x81, 0x23, 0x05, 0x40, 0x51]));
+        // X, I with a 7-bit picture id.
+        assert!(vp8.is_keyframe_start(&[0x90, 0x80, 0x12, 0x00]));
+        assert!(!vp8.is_keyframe_start(&[0x90, 0x80, 0x12]), "cut before the frame header");
+        assert!(!vp8.is_keyframe_start(&[]));
+    }
+
+    #[test]
+    fn vp9_keyframes() {
+        let vp9 = Codec::Vp9;
+        assert!(vp9.is_keyframe_start(&[0x08]), "B, not P");
+        assert!(!vp9.is_keyframe_start(&[0x48]), "inter predicted");
+        assert!(!vp9.is_keyframe_start(&[0x00]), "not the beginning of a frame");
+        assert!(vp9.is_keyframe_start(&[0xa8, 0x81, 0x02, 0x00, 0x00]), "I (15 bit), L, SID 0");
+        assert!(!vp9.is_keyframe_start(&[0xa8, 0x81, 0x02, 0x02, 0x00]), "SID 1");
+    }
+
+    #[test]
+    fn h264_keyframes() {
+        let h264 = Codec::H264;
+        assert!(h264.is_keyframe_start(&[0x67, 0x42]), "SPS");
+        assert!(h264.is_keyframe_start(&[0x65, 0x88]), "IDR");
+        assert!(!h264.is_keyframe_start(&[0x41, 0x9a]), "non-IDR slice");
+        assert!(!h264.is_keyframe_start(&[0x68, 0xce]), "PPS alone");
+        // STAP-A: SPS (2 bytes) then PPS (2 bytes).
+        assert!(h264.is_keyframe_start(&[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]));
+        // STAP-A: PPS then IDR.
+        assert!(h264.is_keyframe_start(&[0x78, 0, 2, 0x68, 0xce, 0, 2, 0x65, 0x88]));
+        assert!(!h264.is_keyframe_start(&[0x78, 0, 2, 0x68, 0xce, 0, 2, 0x41, 0x9a]));
+        assert!(!h264.is_keyframe_start(&[0x78, 0, 0, 0x65]), "empty aggregation unit");
+        // FU-A: start of an IDR, middle of an IDR, start of a non-IDR slice.
+        assert!(h264.is_keyframe_start(&[0x7c, 0x85, 0x88]));
+        assert!(!h264.is_keyframe_start(&[0x7c, 0x05, 0x88]));
+        assert!(!h264.is_keyframe_start(&[0x7c, 0x81, 0x9a]));
+        assert!(!h264.is_keyframe_start(&[0x7c]));
+    }
+
+    #[test]
+    fn other_codecs_never_wait() {
+        assert!(!Codec::from_name("opus").finds_keyframes());
+        assert!(!Codec::from_name("av1").finds_keyframes());
+        assert!(Codec::from_name("h264").finds_keyframes());
+    }
+}

@@ -1,0 +1,500 @@
+//! The engine handle: the control plane's side of the data plane. It validates
+//! every call at once (so a bad call fails where it is made), keeps what the
+//! control plane may read without stopping the worker (counters, the inbound
+//! SRTCP contexts), and passes the rest to the worker thread as commands over
+//! a channel, with an eventfd to wake it.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A viewer's first sender report goes out about this long after it is added.
+const FIRST_REPORT_DELAY: Duration = Duration::from_secs(1);
+
+use crate::batch::SLOT_SIZE;
+use crate::codec::Codec;
+use crate::receiver::{bind_source, monotonic_ns, MediaKind, SourceStream, StreamCounters};
+use crate::rtcp::is_rtcp;
+use crate::srtp::{Profile, SrtcpInbound, SrtpSession};
+use crate::viewer::{RawAddress, StreamStart, Viewer, ViewerCounters, ViewerStream};
+use crate::worker::{Command, Worker, WAKE_KEY};
+
+#[derive(Debug)]
+pub enum EngineError {
+    Closed,
+    UnknownMountpoint(u64),
+    UnknownViewer(u64),
+    Invalid(String),
+    Os(io::Error),
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Closed => f.write_str("the engine is closed"),
+            Self::UnknownMountpoint(id) => write!(f, "no mountpoint {id}"),
+            Self::UnknownViewer(id) => write!(f, "no viewer {id}"),
+            Self::Invalid(message) => f.write_str(message),
+            Self::Os(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+impl From<io::Error> for EngineError {
+    fn from(error: io::Error) -> Self {
+        Self::Os(error)
+    }
+}
+
+fn invalid(message: impl Into<String>) -> EngineError {
+    EngineError::Invalid(message.into())
+}
+
+/// One RTP input of a mountpoint, as the control plane describes it.
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    pub index: i64,
+    pub kind: String,
+    pub codec: String,
+    pub clock_rate: i64,
+    pub host: String,
+    pub port: i64,
+}
+
+/// What a viewer receives of one source stream.
+#[derive(Clone, Debug)]
+pub struct ViewerStreamConfig {
+    pub index: i64,
+    pub ssrc: i64,
+    pub payload_type: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamStats {
+    pub index: u32,
+    pub port: u16,
+    pub packets: u64,
+    pub bytes: u64,
+    pub malformed: u64,
+    pub last_packet_age_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountpointStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub malformed: u64,
+    pub viewers: usize,
+    pub streams: Vec<StreamStats>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewerStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub rtcp_packets: u64,
+    pub dropped: u64,
+    pub send_errors: u64,
+    pub paused: bool,
+}
+
+struct StreamRecord {
+    index: u32,
+    port: u16,
+    clock_rate: u32,
+    starts_at_keyframes: bool,
+    counters: Arc<StreamCounters>,
+}
+
+struct MountpointRecord {
+    streams: Vec<StreamRecord>,
+    viewers: HashSet<u64>,
+}
+
+struct ViewerRecord {
+    mountpoint_id: u64,
+    counters: Arc<ViewerCounters>,
+    srtcp: Arc<Mutex<SrtcpInbound>>,
+}
+
+struct Running {
+    commands: Sender<Command>,
+    worker: JoinHandle<()>,
+    mountpoints: HashMap<u64, MountpointRecord>,
+    viewers: HashMap<u64, ViewerRecord>,
+    next_source_key: u64,
+}
+
+pub struct Engine {
+    state: Mutex<Option<Running>>,
+    epoll: Arc<OwnedFd>,
+    wake: Arc<OwnedFd>,
+    socket_family: libc::c_int,
+}
+
+fn cvt(result: libc::c_int) -> io::Result<libc::c_int> {
+    if result < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(result)
+    }
+}
+
+/// Duplicates the control plane's UDP socket and finds its address family.
+fn duplicate_udp_socket(fd: RawFd) -> Result<(OwnedFd, libc::c_int), EngineError> {
+    // SAFETY: fcntl on any integer is defined; it fails with EBADF if `fd` is not open.
+    let duplicate = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: `duplicate` is a new descriptor that nothing else owns.
+    let duplicate = unsafe { OwnedFd::from_raw_fd(duplicate) };
+    let mut socket_type: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `socket_type` and `len` are live and sized for SO_TYPE.
+    cvt(unsafe {
+        libc::getsockopt(
+            duplicate.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut socket_type as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    if socket_type != libc::SOCK_DGRAM {
+        return Err(invalid("the WebRTC socket must be a UDP socket"));
+    }
+    // SAFETY: sockaddr_storage is plain old data and large enough for any address.
+    let mut address: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `address` and `len` are live and describe the storage's size.
+    cvt(unsafe {
+        libc::getsockname(duplicate.as_raw_fd(), (&mut address as *mut libc::sockaddr_storage).cast(), &mut len)
+    })?;
+    let family = libc::c_int::from(address.ss_family);
+    if family != libc::AF_INET && family != libc::AF_INET6 {
+        return Err(invalid("the WebRTC socket must be an IPv4 or IPv6 socket"));
+    }
+    Ok((duplicate, family))
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    let mut filled = 0;
+    while filled < N {
+        // SAFETY: writes at most N - filled bytes into `bytes[filled..]`.
+        let result = unsafe { libc::getrandom(bytes[filled..].as_mut_ptr().cast(), N - filled, 0) };
+        if result > 0 {
+            filled += result as usize;
+        }
+    }
+    bytes
+}
+
+fn in_range<T: TryFrom<i64>>(value: i64, what: &str, low: i64, high: i64) -> Result<T, EngineError> {
+    if value < low || value > high {
+        return Err(invalid(format!("{what} must be in {low}..={high}, got {value}")));
+    }
+    T::try_from(value).map_err(|_| invalid(format!("{what} out of range")))
+}
+
+/// Resolves a viewer's (host, port) to an address the WebRTC socket can send to.
+fn viewer_address(host: &str, port: i64, family: libc::c_int) -> Result<RawAddress, EngineError> {
+    let port: u16 = in_range(port, "port", 1, 65535)?;
+    let address = match host.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) => (host, port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addresses| addresses.next())
+            .ok_or_else(|| invalid(format!("cannot resolve viewer host {host:?}")))?,
+    };
+    RawAddress::from_socket_addr(address, family)
+        .ok_or_else(|| invalid(format!("the WebRTC socket cannot send to {address}")))
+}
+
+impl Engine {
+    /// Starts the engine thread; media goes out from a duplicate of `webrtc_socket_fd`.
+    pub fn new(webrtc_socket_fd: RawFd) -> Result<Self, EngineError> {
+        let (socket, socket_family) = duplicate_udp_socket(webrtc_socket_fd)?;
+        // SAFETY: plain system calls; the results are checked and owned at once.
+        let epoll = unsafe { OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
+        // SAFETY: as above.
+        let wake =
+            unsafe { OwnedFd::from_raw_fd(cvt(libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?) };
+        register(epoll.as_raw_fd(), wake.as_raw_fd(), WAKE_KEY)?;
+        let (epoll, wake) = (Arc::new(epoll), Arc::new(wake));
+        let (commands, receiver) = mpsc::channel();
+        let (worker_epoll, worker_wake) = (epoll.clone(), wake.clone());
+        let worker = std::thread::Builder::new()
+            .name("fanout-engine".into())
+            .spawn(move || Worker::new(worker_epoll, worker_wake, receiver, socket).run())?;
+        let running = Running {
+            commands,
+            worker,
+            mountpoints: HashMap::new(),
+            viewers: HashMap::new(),
+            next_source_key: 0,
+        };
+        Ok(Self { state: Mutex::new(Some(running)), epoll, wake, socket_family })
+    }
+
+    fn running(&self) -> Result<MutexGuard<'_, Option<Running>>, EngineError> {
+        let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.is_none() {
+            return Err(EngineError::Closed);
+        }
+        Ok(state)
+    }
+
+    fn send(&self, running: &Running, command: Command) -> Result<(), EngineError> {
+        running.commands.send(command).map_err(|_| EngineError::Closed)?;
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from `one` to the eventfd.
+        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        Ok(())
+    }
+
+    pub fn add_mountpoint(&self, id: u64, streams: &[SourceConfig]) -> Result<Vec<u16>, EngineError> {
+        let mut state = self.running()?;
+        let running = state.as_mut().expect("checked by running()");
+        if running.mountpoints.contains_key(&id) {
+            return Err(invalid(format!("mountpoint {id} already exists")));
+        }
+        let mut indexes = HashSet::new();
+        let mut checked = Vec::with_capacity(streams.len());
+        for stream in streams {
+            let index: u32 = in_range(stream.index, "stream index", 0, i64::from(u32::MAX))?;
+            if !indexes.insert(index) {
+                return Err(invalid(format!("stream index {index} appears twice")));
+            }
+            let kind = MediaKind::from_name(&stream.kind)
+                .ok_or_else(|| invalid(format!("unknown media kind {:?}", stream.kind)))?;
+            let clock_rate: u32 = in_range(stream.clock_rate, "clock rate", 1, i64::from(u32::MAX))?;
+            let port: u16 = in_range(stream.port, "port", 0, 65535)?;
+            checked.push((index, kind, Codec::from_name(&stream.codec.to_ascii_lowercase()), clock_rate, port));
+        }
+        // Bind every port first: on any failure the sockets bound so far close on return.
+        let mut sockets = Vec::with_capacity(streams.len());
+        for (stream, (_, _, _, _, port)) in streams.iter().zip(&checked) {
+            sockets.push(bind_source(&stream.host, *port)?);
+        }
+        let mut records = Vec::with_capacity(streams.len());
+        let mut sources = Vec::with_capacity(streams.len());
+        for (socket, (index, kind, codec, clock_rate, _)) in sockets.into_iter().zip(checked) {
+            let counters = Arc::new(StreamCounters::default());
+            let source = SourceStream::new(kind, codec, socket, counters.clone());
+            let port = source.local_addr()?.port();
+            let starts_at_keyframes = kind == MediaKind::Video && codec.finds_keyframes();
+            records.push(StreamRecord { index, port, clock_rate, starts_at_keyframes, counters });
+            sources.push(source);
+        }
+        let first_key = running.next_source_key;
+        for (offset, source) in sources.iter().enumerate() {
+            register(self.epoll.as_raw_fd(), source.fd(), first_key + offset as u64)?;
+        }
+        running.next_source_key += sources.len() as u64;
+        let keyed = (first_key..).zip(sources).collect();
+        self.send(running, Command::AddMountpoint { id, streams: keyed })?;
+        let ports = records.iter().map(|record| record.port).collect();
+        running.mountpoints.insert(id, MountpointRecord { streams: records, viewers: HashSet::new() });
+        Ok(ports)
+    }
+
+    /// Closes the mountpoint's sockets (before returning) and removes its viewers.
+    /// Unknown ids are ignored.
+    pub fn remove_mountpoint(&self, id: u64) -> Result<(), EngineError> {
+        let mut state = self.running()?;
+        let running = state.as_mut().expect("checked by running()");
+        let Some(record) = running.mountpoints.remove(&id) else { return Ok(()) };
+        for viewer in &record.viewers {
+            running.viewers.remove(viewer);
+        }
+        let (done, closed) = mpsc::sync_channel(1);
+        self.send(running, Command::RemoveMountpoint { id, done })?;
+        let _ = closed.recv();
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_viewer(
+        &self,
+        viewer_id: u64,
+        mountpoint_id: u64,
+        address: (&str, i64),
+        srtp_profile: &str,
+        local_master_key: &[u8],
+        remote_master_key: &[u8],
+        streams: &[ViewerStreamConfig],
+    ) -> Result<(), EngineError> {
+        let mut state = self.running()?;
+        let running = state.as_mut().expect("checked by running()");
+        let mountpoint =
+            running.mountpoints.get(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
+        if running.viewers.contains_key(&viewer_id) {
+            return Err(invalid(format!("viewer {viewer_id} already exists")));
+        }
+        let profile =
+            Profile::from_name(srtp_profile).ok_or_else(|| invalid(format!("unknown SRTP profile {srtp_profile:?}")))?;
+        let local = SrtpSession::new(profile, local_master_key).map_err(|e| invalid(format!("local key: {e}")))?;
+        let remote = SrtpSession::new(profile, remote_master_key).map_err(|e| invalid(format!("remote key: {e}")))?;
+        let address = viewer_address(address.0, address.1, self.socket_family)?;
+        let mut viewer_streams = Vec::with_capacity(streams.len());
+        let mut indexes = HashSet::new();
+        for stream in streams {
+            let index: u32 = in_range(stream.index, "stream index", 0, i64::from(u32::MAX))?;
+            let position = mountpoint
+                .streams
+                .iter()
+                .position(|record| record.index == index)
+                .ok_or_else(|| invalid(format!("mountpoint {mountpoint_id} has no stream {index}")))?;
+            if !indexes.insert(index) {
+                return Err(invalid(format!("stream index {index} appears twice")));
+            }
+            let ssrc: u32 = in_range(stream.ssrc, "ssrc", 0, i64::from(u32::MAX))?;
+            let payload_type: u8 = in_range(stream.payload_type, "payload type", 0, 127)?;
+            let record = &mountpoint.streams[position];
+            let [a, b, c, d, e, f] = random_bytes::<6>();
+            let start = StreamStart { sequence: u16::from_be_bytes([a, b]), timestamp: u32::from_be_bytes([c, d, e, f]) };
+            viewer_streams.push(ViewerStream::new(
+                position,
+                ssrc,
+                payload_type,
+                record.clock_rate,
+                record.starts_at_keyframes,
+                start,
+            ));
+        }
+        let counters = Arc::new(ViewerCounters::default());
+        let viewer = Box::new(Viewer::new(viewer_id, address, viewer_streams, local, Instant::now() + FIRST_REPORT_DELAY));
+        self.send(running, Command::AddViewer { mountpoint_id, viewer, counters: counters.clone() })?;
+        running.mountpoints.get_mut(&mountpoint_id).expect("looked up above").viewers.insert(viewer_id);
+        let srtcp = Arc::new(Mutex::new(SrtcpInbound::new(remote)));
+        running.viewers.insert(viewer_id, ViewerRecord { mountpoint_id, counters, srtcp });
+        Ok(())
+    }
+
+    /// Unknown ids are ignored.
+    pub fn remove_viewer(&self, viewer_id: u64) -> Result<(), EngineError> {
+        let mut state = self.running()?;
+        let running = state.as_mut().expect("checked by running()");
+        let Some(record) = running.viewers.remove(&viewer_id) else { return Ok(()) };
+        if let Some(mountpoint) = running.mountpoints.get_mut(&record.mountpoint_id) {
+            mountpoint.viewers.remove(&viewer_id);
+        }
+        self.send(running, Command::RemoveViewer { id: viewer_id })
+    }
+
+    pub fn set_viewer_address(&self, viewer_id: u64, address: (&str, i64)) -> Result<(), EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        if !running.viewers.contains_key(&viewer_id) {
+            return Err(EngineError::UnknownViewer(viewer_id));
+        }
+        let address = viewer_address(address.0, address.1, self.socket_family)?;
+        self.send(running, Command::SetViewerAddress { id: viewer_id, address })
+    }
+
+    pub fn set_viewer_paused(&self, viewer_id: u64, paused: bool) -> Result<(), EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
+        record.counters.paused.store(paused, Ordering::Relaxed);
+        self.send(running, Command::SetViewerPaused { id: viewer_id, paused })
+    }
+
+    pub fn unprotect_rtcp(&self, viewer_id: u64, packet: &[u8]) -> Result<Vec<u8>, EngineError> {
+        let srtcp = {
+            let state = self.running()?;
+            let running = state.as_ref().expect("checked by running()");
+            running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?.srtcp.clone()
+        };
+        let mut srtcp = srtcp.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        srtcp.unprotect(packet).map_err(|error| invalid(format!("SRTCP from viewer {viewer_id}: {error}")))
+    }
+
+    pub fn send_rtcp(&self, viewer_id: u64, packet: &[u8]) -> Result<(), EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        if !running.viewers.contains_key(&viewer_id) {
+            return Err(EngineError::UnknownViewer(viewer_id));
+        }
+        if !is_rtcp(packet) {
+            return Err(invalid("not an RTCP (compound) packet"));
+        }
+        if packet.len() > SLOT_SIZE - 64 {
+            return Err(invalid(format!("RTCP packet of {} bytes is too large", packet.len())));
+        }
+        self.send(running, Command::SendRtcp { id: viewer_id, packet: packet.to_vec() })
+    }
+
+    pub fn viewer_stats(&self, viewer_id: u64) -> Result<ViewerStats, EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        let counters = &running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?.counters;
+        Ok(ViewerStats {
+            packets: counters.packets.load(Ordering::Relaxed),
+            bytes: counters.bytes.load(Ordering::Relaxed),
+            rtcp_packets: counters.rtcp_packets.load(Ordering::Relaxed),
+            dropped: counters.dropped.load(Ordering::Relaxed),
+            send_errors: counters.send_errors.load(Ordering::Relaxed),
+            paused: counters.paused.load(Ordering::Relaxed),
+        })
+    }
+
+    pub fn mountpoint_stats(&self, mountpoint_id: u64) -> Result<MountpointStats, EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        let record = running.mountpoints.get(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
+        let now = monotonic_ns(Instant::now());
+        let streams: Vec<StreamStats> = record
+            .streams
+            .iter()
+            .map(|stream| {
+                let last = stream.counters.last_packet_ns.load(Ordering::Relaxed);
+                StreamStats {
+                    index: stream.index,
+                    port: stream.port,
+                    packets: stream.counters.packets.load(Ordering::Relaxed),
+                    bytes: stream.counters.bytes.load(Ordering::Relaxed),
+                    malformed: stream.counters.malformed.load(Ordering::Relaxed),
+                    last_packet_age_ms: (last != 0).then(|| now.saturating_sub(last) / 1_000_000),
+                }
+            })
+            .collect();
+        Ok(MountpointStats {
+            packets: streams.iter().map(|stream| stream.packets).sum(),
+            bytes: streams.iter().map(|stream| stream.bytes).sum(),
+            malformed: streams.iter().map(|stream| stream.malformed).sum(),
+            viewers: record.viewers.len(),
+            streams,
+        })
+    }
+
+    /// Stops the worker and closes every socket the engine opened. Idempotent.
+    pub fn close(&self) {
+        let running = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(running) = running {
+            let _ = self.send(&running, Command::Stop);
+            let _ = running.worker.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn register(epoll: RawFd, fd: RawFd, key: u64) -> io::Result<()> {
+    let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: key };
+    // SAFETY: `event` is live for the call; epoll copies it.
+    cvt(unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) }).map(|_| ())
+}

@@ -1,0 +1,299 @@
+//! Source sockets: bound non-blocking UDP sockets with large receive buffers,
+//! read with recvmmsg in batches, each datagram validated as RTP and counted.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use crate::batch::SLOT_SIZE;
+use crate::codec::Codec;
+use crate::rtp::RtpHeader;
+
+/// Datagrams read per recvmmsg call.
+pub const RECEIVE_BATCH: usize = 32;
+/// The largest RTP packet forwarded: the rest of a send slot is for the SRTP trailer.
+pub const MAX_RTP_LEN: usize = SLOT_SIZE - 64;
+const RECEIVE_BUFFER_BYTES: libc::c_int = 4 << 20;
+/// A sequence number jump this large (either way) means the source restarted.
+const RESTART_SEQUENCE_JUMP: i16 = 3000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaKind {
+    Audio,
+    Video,
+    Data,
+}
+
+impl MediaKind {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "audio" => Some(Self::Audio),
+            "video" => Some(Self::Video),
+            "data" => Some(Self::Data),
+            _ => None,
+        }
+    }
+}
+
+/// Nanoseconds on the engine's monotonic clock, never 0.
+pub fn monotonic_ns(now: Instant) -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    now.saturating_duration_since(epoch).as_nanos() as u64 + 1
+}
+
+/// What Python reads about a source stream while the engine runs.
+#[derive(Default)]
+pub struct StreamCounters {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    pub malformed: AtomicU64,
+    /// [`monotonic_ns`] of the last packet; 0 until the first.
+    pub last_packet_ns: AtomicU64,
+}
+
+/// A source packet that passed validation, with what every viewer needs of it.
+#[derive(Clone, Copy, Debug)]
+pub struct ReceivedPacket {
+    pub header: RtpHeader,
+    pub keyframe_start: bool,
+    /// Changes when the source restarts (new SSRC or a jump in sequence numbers).
+    pub epoch: u32,
+}
+
+/// Binds a source socket: non-blocking, with a large receive buffer.
+pub fn bind_source(host: &str, port: u16) -> io::Result<UdpSocket> {
+    let address = (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no address for {host}")))?;
+    let socket = UdpSocket::bind(address)?;
+    socket.set_nonblocking(true)?;
+    set_receive_buffer(socket.as_raw_fd(), RECEIVE_BUFFER_BYTES);
+    Ok(socket)
+}
+
+/// Asks for `bytes` of receive buffer: past the kernel's rmem_max when
+/// privileged (SO_RCVBUFFORCE), else as much as rmem_max allows.
+fn set_receive_buffer(fd: RawFd, bytes: libc::c_int) {
+    let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: `bytes` is a live c_int and `size` its size.
+        let result =
+            unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, option, (&bytes as *const libc::c_int).cast(), size) };
+        if result == 0 {
+            return;
+        }
+    }
+}
+
+/// One RTP input of a mountpoint.
+pub struct SourceStream {
+    pub kind: MediaKind,
+    pub codec: Codec,
+    socket: UdpSocket,
+    pub counters: Arc<StreamCounters>,
+    last: Option<(u32, u16)>,
+    epoch: u32,
+}
+
+impl SourceStream {
+    pub fn new(kind: MediaKind, codec: Codec, socket: UdpSocket, counters: Arc<StreamCounters>) -> Self {
+        Self { kind, codec, socket, counters, last: None, epoch: 0 }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Validates the `count` datagrams of `batch`, counts them, and fills
+    /// `packets` with the RTP ones (None for the rest). Data streams are
+    /// counted but not forwarded.
+    pub fn accept(&mut self, batch: &ReceiveBatch, count: usize, now: Instant, packets: &mut [Option<ReceivedPacket>]) {
+        let mut good = 0;
+        let mut bytes = 0;
+        let mut malformed = 0;
+        for (i, slot) in packets.iter_mut().enumerate().take(count) {
+            let (datagram, truncated) = batch.datagram(i);
+            *slot = None;
+            if self.kind == MediaKind::Data {
+                good += 1;
+                bytes += datagram.len() as u64;
+                continue;
+            }
+            let header = (!truncated && datagram.len() <= MAX_RTP_LEN).then(|| RtpHeader::parse(datagram)).flatten();
+            let Some(header) = header else {
+                malformed += 1;
+                continue;
+            };
+            good += 1;
+            bytes += datagram.len() as u64;
+            if self.restarted(&header) {
+                self.epoch = self.epoch.wrapping_add(1);
+            }
+            self.last = Some((header.ssrc, header.sequence));
+            let payload = &datagram[header.payload_start..header.payload_end];
+            let keyframe_start = self.kind == MediaKind::Video && self.codec.is_keyframe_start(payload);
+            *slot = Some(ReceivedPacket { header, keyframe_start, epoch: self.epoch });
+        }
+        let counters = &self.counters;
+        counters.packets.fetch_add(good, Ordering::Relaxed);
+        counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+        counters.malformed.fetch_add(malformed, Ordering::Relaxed);
+        if good > 0 {
+            counters.last_packet_ns.store(monotonic_ns(now), Ordering::Relaxed);
+        }
+    }
+
+    fn restarted(&self, header: &RtpHeader) -> bool {
+        match self.last {
+            None => false,
+            Some((ssrc, _)) if ssrc != header.ssrc => true,
+            Some((_, sequence)) => {
+                let jump = header.sequence.wrapping_sub(sequence) as i16;
+                !(-RESTART_SEQUENCE_JUMP..=RESTART_SEQUENCE_JUMP).contains(&jump)
+            }
+        }
+    }
+}
+
+/// Buffers and headers for one recvmmsg call, allocated once.
+pub struct ReceiveBatch {
+    buffers: Box<[[u8; SLOT_SIZE]]>,
+    iovecs: Box<[libc::iovec]>,
+    headers: Box<[libc::mmsghdr]>,
+}
+
+impl Default for ReceiveBatch {
+    fn default() -> Self {
+        let empty_iovec = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        // SAFETY: mmsghdr is plain old data (pointers and integers); all zeros is a valid value.
+        let empty_header: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        Self {
+            buffers: vec![[0u8; SLOT_SIZE]; RECEIVE_BATCH].into_boxed_slice(),
+            iovecs: vec![empty_iovec; RECEIVE_BATCH].into_boxed_slice(),
+            headers: vec![empty_header; RECEIVE_BATCH].into_boxed_slice(),
+        }
+    }
+}
+
+impl ReceiveBatch {
+    /// Reads up to [`RECEIVE_BATCH`] datagrams without blocking; returns how many.
+    pub fn receive(&mut self, fd: RawFd) -> io::Result<usize> {
+        for i in 0..RECEIVE_BATCH {
+            self.iovecs[i] = libc::iovec { iov_base: self.buffers[i].as_mut_ptr().cast(), iov_len: SLOT_SIZE };
+            let header = &mut self.headers[i];
+            header.msg_hdr.msg_name = std::ptr::null_mut();
+            header.msg_hdr.msg_namelen = 0;
+            header.msg_hdr.msg_iov = &mut self.iovecs[i];
+            header.msg_hdr.msg_iovlen = 1;
+            header.msg_hdr.msg_control = std::ptr::null_mut();
+            header.msg_hdr.msg_controllen = 0;
+            header.msg_hdr.msg_flags = 0;
+            header.msg_len = 0;
+        }
+        // SAFETY: every header points at this batch's own iovec and buffer of
+        // SLOT_SIZE bytes, which live and stay in place until the call returns.
+        let result = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.headers.as_mut_ptr(),
+                RECEIVE_BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if result < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(result as usize)
+    }
+
+    /// Datagram `i` of the last receive, and whether it was cut to fit.
+    pub fn datagram(&self, i: usize) -> (&[u8], bool) {
+        let header = &self.headers[i];
+        let len = (header.msg_len as usize).min(SLOT_SIZE);
+        (&self.buffers[i][..len], header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rtp(sequence: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+        let mut packet = vec![0x80, 96];
+        packet.extend_from_slice(&sequence.to_be_bytes());
+        packet.extend_from_slice(&[0, 0, 0, 0]);
+        packet.extend_from_slice(&ssrc.to_be_bytes());
+        packet.extend_from_slice(payload);
+        packet
+    }
+
+    fn receive_all(stream: &mut SourceStream, batch: &mut ReceiveBatch) -> Vec<Option<ReceivedPacket>> {
+        let mut count = 0;
+        for _ in 0..100 {
+            count = batch.receive(stream.fd()).unwrap_or(0);
+            if count > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut packets = vec![None; RECEIVE_BATCH];
+        stream.accept(batch, count, Instant::now(), &mut packets);
+        packets.truncate(count);
+        packets
+    }
+
+    #[test]
+    fn receives_validates_and_counts() {
+        let socket = bind_source("127.0.0.1", 0).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let counters = Arc::new(StreamCounters::default());
+        let mut stream = SourceStream::new(MediaKind::Video, Codec::Vp8, socket, counters.clone());
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(&rtp(1, 7, &[0x10, 0x00]), ("127.0.0.1", port)).unwrap();
+        sender.send_to(b"not rtp at all", ("127.0.0.1", port)).unwrap();
+        sender.send_to(&rtp(2, 7, &[0x00, 0x01]), ("127.0.0.1", port)).unwrap();
+        sender.send_to(&rtp(9000, 7, &[0x00, 0x01]), ("127.0.0.1", port)).unwrap();
+        sender.send_to(&vec![0x80; MAX_RTP_LEN + 1], ("127.0.0.1", port)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut batch = ReceiveBatch::default();
+        let packets = receive_all(&mut stream, &mut batch);
+        assert_eq!(packets.len(), 5);
+        let first = packets[0].unwrap();
+        assert!(first.keyframe_start);
+        assert_eq!(first.header.sequence, 1);
+        assert!(packets[1].is_none());
+        assert!(!packets[2].unwrap().keyframe_start);
+        assert_eq!(packets[2].unwrap().epoch, first.epoch);
+        assert_ne!(packets[3].unwrap().epoch, first.epoch, "a jump of 8998 is a restart");
+        assert!(packets[4].is_none(), "too large");
+        assert_eq!(counters.packets.load(Ordering::Relaxed), 3);
+        assert_eq!(counters.malformed.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.bytes.load(Ordering::Relaxed), 3 * 14);
+        assert_ne!(counters.last_packet_ns.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_new_ssrc_is_a_restart() {
+        let socket = bind_source("127.0.0.1", 0).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let mut stream = SourceStream::new(MediaKind::Audio, Codec::Other, socket, Arc::default());
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(&rtp(1, 7, b"a"), ("127.0.0.1", port)).unwrap();
+        sender.send_to(&rtp(2, 8, b"b"), ("127.0.0.1", port)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let packets = receive_all(&mut stream, &mut ReceiveBatch::default());
+        assert_eq!(packets.len(), 2);
+        assert_ne!(packets[0].unwrap().epoch, packets[1].unwrap().epoch);
+        assert!(!packets[0].unwrap().keyframe_start, "audio");
+    }
+}

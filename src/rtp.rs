@@ -1,0 +1,146 @@
+//! The RTP fixed header (RFC 3550 section 5.1): validation and field access.
+
+pub const FIXED_HEADER_LEN: usize = 12;
+
+/// A datagram that passed validation as RTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtpHeader {
+    pub marker: bool,
+    pub payload_type: u8,
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+    /// Fixed header plus CSRC list, without the header extension.
+    pub csrc_end: usize,
+    /// Where the payload starts: after the CSRC list and the header extension.
+    pub payload_start: usize,
+    /// Where the payload ends: the packet length less any padding.
+    pub payload_end: usize,
+}
+
+impl RtpHeader {
+    /// Validates `packet` as RTP: version 2, CSRC list, header extension and
+    /// padding inside the packet. RTCP sent to an RTP port (payload types
+    /// 72..=76 with the marker bit, RFC 5761 section 4) is refused.
+    pub fn parse(packet: &[u8]) -> Option<Self> {
+        if packet.len() < FIXED_HEADER_LEN || packet[0] >> 6 != 2 {
+            return None;
+        }
+        let has_padding = packet[0] & 0x20 != 0;
+        let has_extension = packet[0] & 0x10 != 0;
+        let csrc_count = usize::from(packet[0] & 0x0f);
+        let marker = packet[1] & 0x80 != 0;
+        let payload_type = packet[1] & 0x7f;
+        if (72..=76).contains(&payload_type) && marker {
+            return None;
+        }
+        let csrc_end = FIXED_HEADER_LEN + 4 * csrc_count;
+        let mut payload_start = csrc_end;
+        if has_extension {
+            let words = usize::from(read_u16(packet.get(csrc_end + 2..csrc_end + 4)?));
+            payload_start = csrc_end + 4 + 4 * words;
+        }
+        if payload_start > packet.len() {
+            return None;
+        }
+        let mut payload_end = packet.len();
+        if has_padding {
+            let padding = usize::from(packet[packet.len() - 1]);
+            if padding == 0 || payload_start + padding > packet.len() {
+                return None;
+            }
+            payload_end -= padding;
+        }
+        Some(Self {
+            marker,
+            payload_type,
+            sequence: read_u16(&packet[2..4]),
+            timestamp: read_u32(&packet[4..8]),
+            ssrc: read_u32(&packet[8..12]),
+            csrc_end,
+            payload_start,
+            payload_end,
+        })
+    }
+}
+
+/// The length of an RTP header with its CSRC list and extension, if it fits in `packet`.
+pub fn header_len(packet: &[u8]) -> Option<usize> {
+    if packet.len() < FIXED_HEADER_LEN {
+        return None;
+    }
+    let csrc_end = FIXED_HEADER_LEN + 4 * usize::from(packet[0] & 0x0f);
+    let end = if packet[0] & 0x10 != 0 {
+        let words = usize::from(read_u16(packet.get(csrc_end + 2..csrc_end + 4)?));
+        csrc_end + 4 + 4 * words
+    } else {
+        csrc_end
+    };
+    (end <= packet.len()).then_some(end)
+}
+
+pub fn read_u16(bytes: &[u8]) -> u16 {
+    u16::from_be_bytes([bytes[0], bytes[1]])
+}
+
+pub fn read_u32(bytes: &[u8]) -> u32 {
+    u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(first: u8, second: u8, rest: &[u8]) -> Vec<u8> {
+        let mut p = vec![first, second, 0x12, 0x34, 0, 0, 0x0b, 0xb8, 0xde, 0xad, 0xbe, 0xef];
+        p.extend_from_slice(rest);
+        p
+    }
+
+    #[test]
+    fn parses_a_plain_packet() {
+        let header = RtpHeader::parse(&packet(0x80, 0xe0, b"abc")).unwrap();
+        assert_eq!(
+            header,
+            RtpHeader {
+                marker: true,
+                payload_type: 96,
+                sequence: 0x1234,
+                timestamp: 3000,
+                ssrc: 0xdead_beef,
+                csrc_end: 12,
+                payload_start: 12,
+                payload_end: 15,
+            }
+        );
+    }
+
+    #[test]
+    fn finds_payload_after_csrcs_and_extension() {
+        let mut rest = vec![0, 0, 0, 1]; // one CSRC
+        rest.extend_from_slice(&[0xbe, 0xde, 0, 1, 0x10, 0xff, 0, 0]); // one-word extension
+        rest.extend_from_slice(b"xy");
+        let header = RtpHeader::parse(&packet(0x91, 0x60, &rest)).unwrap();
+        assert_eq!((header.csrc_end, header.payload_start, header.payload_end), (16, 24, 26));
+        assert_eq!(header_len(&packet(0x91, 0x60, &rest)), Some(24));
+    }
+
+    #[test]
+    fn removes_padding_from_the_payload() {
+        let header = RtpHeader::parse(&packet(0xa0, 0x60, &[1, 2, 0, 2])).unwrap();
+        assert_eq!(header.payload_end, 14);
+    }
+
+    #[test]
+    fn refuses_what_is_not_rtp() {
+        assert_eq!(RtpHeader::parse(&[0x80; 11]), None, "too short");
+        assert_eq!(RtpHeader::parse(&packet(0x40, 0x60, b"abc")), None, "version 1");
+        assert_eq!(RtpHeader::parse(&packet(0x82, 0x60, b"abcd")), None, "CSRCs past the end");
+        assert_eq!(RtpHeader::parse(&packet(0x90, 0x60, &[0xbe, 0xde])), None, "cut extension header");
+        assert_eq!(RtpHeader::parse(&packet(0x90, 0x60, &[0xbe, 0xde, 0, 2, 0, 0, 0, 0])), None, "extension past the end");
+        assert_eq!(RtpHeader::parse(&packet(0xa0, 0x60, &[1, 2, 0, 0])), None, "zero padding");
+        assert_eq!(RtpHeader::parse(&packet(0xa0, 0x60, &[1, 9])), None, "padding past the payload");
+        assert_eq!(RtpHeader::parse(&packet(0x80, 0xc8, b"abcd")), None, "RTCP sender report");
+        assert_eq!(header_len(&packet(0x8f, 0x60, b"")), None);
+    }
+}

@@ -1,0 +1,427 @@
+//! One viewer: where it is, what it receives of each source stream and how
+//! each packet is rewritten for it, its SRTP keys and its counters.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::receiver::ReceivedPacket;
+use crate::rtcp::SenderInfo;
+use crate::srtp::{SrtpError, SrtpSession};
+
+/// A socket address in the kernel's form, ready for sendmmsg.
+#[derive(Clone, Copy)]
+pub struct RawAddress {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl RawAddress {
+    // SAFETY: sockaddr_storage is plain old data; all zeros is AF_UNSPEC.
+    pub const UNSPECIFIED: Self = Self { storage: unsafe { std::mem::zeroed() }, len: 0 };
+
+    /// `address` as the socket family `family` (AF_INET or AF_INET6) takes it:
+    /// IPv4 addresses go to an IPv6 socket as IPv4-mapped addresses.
+    pub fn from_socket_addr(address: SocketAddr, family: libc::c_int) -> Option<Self> {
+        let mut raw = Self::UNSPECIFIED;
+        match (family, address.ip()) {
+            (libc::AF_INET, IpAddr::V4(ip)) => raw.write_v4(ip.octets(), address.port()),
+            (libc::AF_INET, IpAddr::V6(ip)) => raw.write_v4(ip.to_ipv4_mapped()?.octets(), address.port()),
+            (libc::AF_INET6, IpAddr::V4(ip)) => raw.write_v6(ip.to_ipv6_mapped().octets(), address.port()),
+            (libc::AF_INET6, IpAddr::V6(ip)) => raw.write_v6(ip.octets(), address.port()),
+            _ => return None,
+        }
+        Some(raw)
+    }
+
+    fn write_v4(&mut self, octets: [u8; 4], port: u16) {
+        let address = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(octets) },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sockaddr_storage is larger than and aligned for every sockaddr type.
+        unsafe { std::ptr::write((&mut self.storage as *mut libc::sockaddr_storage).cast(), address) };
+        self.len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    }
+
+    fn write_v6(&mut self, octets: [u8; 16], port: u16) {
+        let address = libc::sockaddr_in6 {
+            sin6_family: libc::AF_INET6 as libc::sa_family_t,
+            sin6_port: port.to_be(),
+            sin6_flowinfo: 0,
+            sin6_addr: libc::in6_addr { s6_addr: octets },
+            sin6_scope_id: 0,
+        };
+        // SAFETY: sockaddr_storage is larger than and aligned for every sockaddr type.
+        unsafe { std::ptr::write((&mut self.storage as *mut libc::sockaddr_storage).cast(), address) };
+        self.len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    }
+
+    pub fn as_mut_ptr(&mut self) -> *mut libc::c_void {
+        (&mut self.storage as *mut libc::sockaddr_storage).cast()
+    }
+
+    pub fn len(&self) -> libc::socklen_t {
+        self.len
+    }
+}
+
+/// What Python reads about a viewer while the engine runs.
+#[derive(Default)]
+pub struct ViewerCounters {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    pub rtcp_packets: AtomicU64,
+    pub dropped: AtomicU64,
+    pub send_errors: AtomicU64,
+    pub paused: AtomicBool,
+}
+
+impl ViewerCounters {
+    pub fn add(counter: &AtomicU64, amount: u64) {
+        counter.fetch_add(amount, Ordering::Relaxed);
+    }
+}
+
+/// The first sequence number and timestamp a viewer stream sends.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamStart {
+    pub sequence: u16,
+    pub timestamp: u32,
+}
+
+/// What a viewer receives of one source stream, and where its numbering stands.
+///
+/// The viewer's sequence number is the source's plus an offset, and its
+/// timestamp likewise; the offsets are chosen again (the stream is
+/// "anchored") at its first packet, after a pause and when the source
+/// restarts, so that the viewer's sequence goes on at the next number and its
+/// timestamp advances by the wall-clock time that passed.
+pub struct ViewerStream {
+    /// The source stream's position in its mountpoint.
+    pub source: usize,
+    ssrc: u32,
+    payload_type: u8,
+    clock_rate: u32,
+    starts_at_keyframes: bool,
+    waiting_for_keyframe: bool,
+    anchor_needed: bool,
+    source_epoch: u32,
+    sequence_offset: u16,
+    timestamp_offset: u32,
+    start: StreamStart,
+    /// Highest extended sequence number sent (rollover counter << 16 | sequence).
+    highest: Option<u64>,
+    highest_timestamp: u32,
+    last_sent_at: Instant,
+    packets: u32,
+    octets: u32,
+}
+
+/// Where a rewritten packet stands in the viewer's SRTP stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rewritten {
+    pub len: usize,
+    pub rollover_counter: u32,
+}
+
+impl ViewerStream {
+    pub fn new(
+        source: usize,
+        ssrc: u32,
+        payload_type: u8,
+        clock_rate: u32,
+        starts_at_keyframes: bool,
+        start: StreamStart,
+    ) -> Self {
+        Self {
+            source,
+            ssrc,
+            payload_type,
+            clock_rate,
+            starts_at_keyframes,
+            waiting_for_keyframe: starts_at_keyframes,
+            anchor_needed: true,
+            source_epoch: 0,
+            sequence_offset: 0,
+            timestamp_offset: 0,
+            start,
+            highest: None,
+            highest_timestamp: 0,
+            last_sent_at: Instant::now(),
+            packets: 0,
+            octets: 0,
+        }
+    }
+
+    /// Starts again after a pause: video waits for the next keyframe.
+    pub fn restart(&mut self) {
+        self.waiting_for_keyframe = self.starts_at_keyframes;
+        self.anchor_needed = true;
+    }
+
+    /// Writes `packet` as this viewer receives it into `out` (SSRC, sequence
+    /// number, timestamp and payload type rewritten; header extension
+    /// removed), or returns None if the viewer does not take it (yet).
+    pub fn rewrite(
+        &mut self,
+        packet: &[u8],
+        received: &ReceivedPacket,
+        now: Instant,
+        out: &mut [u8],
+    ) -> Option<Rewritten> {
+        let header = &received.header;
+        if self.waiting_for_keyframe {
+            if !received.keyframe_start {
+                return None;
+            }
+            self.waiting_for_keyframe = false;
+            self.anchor_needed = true;
+        }
+        if self.anchor_needed || received.epoch != self.source_epoch {
+            self.anchor(received, now);
+        }
+        let sequence = header.sequence.wrapping_add(self.sequence_offset);
+        let timestamp = header.timestamp.wrapping_add(self.timestamp_offset);
+        let extended = match self.highest {
+            None => u64::from(sequence),
+            Some(highest) => {
+                let delta = i64::from(sequence.wrapping_sub(highest as u16) as i16);
+                highest.checked_add_signed(delta)?
+            }
+        };
+        if self.highest.is_none_or(|highest| extended > highest) {
+            self.highest = Some(extended);
+            self.highest_timestamp = timestamp;
+            self.last_sent_at = now;
+        }
+
+        let csrcs = &packet[12..header.csrc_end];
+        let payload = &packet[header.payload_start..];
+        let len = header.csrc_end + payload.len();
+        out[0] = packet[0] & !0x10; // the source's header extension is not the viewer's
+        out[1] = (packet[1] & 0x80) | self.payload_type;
+        out[2..4].copy_from_slice(&sequence.to_be_bytes());
+        out[4..8].copy_from_slice(&timestamp.to_be_bytes());
+        out[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        out[12..header.csrc_end].copy_from_slice(csrcs);
+        out[header.csrc_end..len].copy_from_slice(payload);
+
+        self.packets = self.packets.wrapping_add(1);
+        self.octets = self.octets.wrapping_add((header.payload_end - header.payload_start) as u32);
+        Some(Rewritten { len, rollover_counter: (extended >> 16) as u32 })
+    }
+
+    fn anchor(&mut self, received: &ReceivedPacket, now: Instant) {
+        let (sequence, timestamp) = match self.highest {
+            None => (self.start.sequence, self.start.timestamp),
+            Some(highest) => {
+                let elapsed = ticks(now.saturating_duration_since(self.last_sent_at), self.clock_rate);
+                ((highest as u16).wrapping_add(1), self.highest_timestamp.wrapping_add(elapsed.max(1)))
+            }
+        };
+        self.sequence_offset = sequence.wrapping_sub(received.header.sequence);
+        self.timestamp_offset = timestamp.wrapping_sub(received.header.timestamp);
+        self.source_epoch = received.epoch;
+        self.anchor_needed = false;
+    }
+
+    /// What a sender report says about this stream now, once it has sent.
+    pub fn sender_info(&self, now: Instant, ntp_time: u64) -> Option<SenderInfo> {
+        self.highest?;
+        let elapsed = ticks(now.saturating_duration_since(self.last_sent_at), self.clock_rate);
+        Some(SenderInfo {
+            ssrc: self.ssrc,
+            ntp_time,
+            rtp_timestamp: self.highest_timestamp.wrapping_add(elapsed),
+            packets: self.packets,
+            octets: self.octets,
+        })
+    }
+}
+
+fn ticks(elapsed: Duration, clock_rate: u32) -> u32 {
+    (elapsed.as_micros() * u128::from(clock_rate) / 1_000_000) as u32
+}
+
+/// A viewer as the engine's worker holds it.
+pub struct Viewer {
+    pub id: u64,
+    pub address: RawAddress,
+    paused: bool,
+    pub streams: Vec<ViewerStream>,
+    srtp: SrtpSession,
+    srtcp_index: u32,
+    pub next_report_at: Instant,
+}
+
+impl Viewer {
+    pub fn new(
+        id: u64,
+        address: RawAddress,
+        streams: Vec<ViewerStream>,
+        srtp: SrtpSession,
+        first_report_at: Instant,
+    ) -> Self {
+        Self { id, address, paused: false, streams, srtp, srtcp_index: 0, next_report_at: first_report_at }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    pub fn set_paused(&mut self, paused: bool) {
+        if self.paused && !paused {
+            self.streams.iter_mut().for_each(ViewerStream::restart);
+        }
+        self.paused = paused;
+    }
+
+    /// Rewrites and protects a packet of the source stream at `source` for
+    /// this viewer into `out`; returns the SRTP length, or None if the viewer
+    /// does not take it.
+    pub fn write_rtp(
+        &mut self,
+        source: usize,
+        packet: &[u8],
+        received: &ReceivedPacket,
+        now: Instant,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let stream = self.streams.iter_mut().find(|stream| stream.source == source)?;
+        let rewritten = stream.rewrite(packet, received, now, out)?;
+        self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()
+    }
+
+    /// Protects RTCP with the next SRTCP index.
+    pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        let index = self.srtcp_index;
+        self.srtcp_index = (self.srtcp_index + 1) & 0x7fff_ffff;
+        self.srtp.protect_rtcp(buf, len, index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtp::RtpHeader;
+
+    fn source_packet(sequence: u16, timestamp: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+        let mut packet = vec![0x80, 0x80 | 111];
+        packet.extend_from_slice(&sequence.to_be_bytes());
+        packet.extend_from_slice(&timestamp.to_be_bytes());
+        packet.extend_from_slice(&ssrc.to_be_bytes());
+        packet.extend_from_slice(payload);
+        packet
+    }
+
+    fn received(packet: &[u8], keyframe_start: bool, epoch: u32) -> ReceivedPacket {
+        ReceivedPacket { header: RtpHeader::parse(packet).unwrap(), keyframe_start, epoch }
+    }
+
+    struct Sent {
+        sequence: u16,
+        timestamp: u32,
+        rollover_counter: u32,
+    }
+
+    fn send(stream: &mut ViewerStream, packet: &[u8], keyframe: bool, epoch: u32, now: Instant) -> Option<Sent> {
+        let mut out = [0u8; 256];
+        let rewritten = stream.rewrite(packet, &received(packet, keyframe, epoch), now, &mut out)?;
+        let header = RtpHeader::parse(&out[..rewritten.len]).unwrap();
+        assert_eq!(header.ssrc, 0xabcd);
+        assert_eq!(header.payload_type, 100);
+        assert!(header.marker);
+        assert_eq!(&out[12..rewritten.len], &packet[12..]);
+        Some(Sent { sequence: header.sequence, timestamp: header.timestamp, rollover_counter: rewritten.rollover_counter })
+    }
+
+    fn stream(starts_at_keyframes: bool, start_sequence: u16) -> ViewerStream {
+        let start = StreamStart { sequence: start_sequence, timestamp: 5_000 };
+        ViewerStream::new(0, 0xabcd, 100, 90_000, starts_at_keyframes, start)
+    }
+
+    #[test]
+    fn rewrites_from_the_viewers_start_values() {
+        let now = Instant::now();
+        let mut stream = stream(false, 1000);
+        let first = send(&mut stream, &source_packet(40, 90_000, 1, b"one"), false, 0, now).unwrap();
+        assert_eq!((first.sequence, first.timestamp), (1000, 5_000));
+        let second = send(&mut stream, &source_packet(41, 93_000, 1, b"two"), false, 0, now).unwrap();
+        assert_eq!((second.sequence, second.timestamp), (1001, 8_000));
+        let late = send(&mut stream, &source_packet(39, 87_000, 1, b"old"), false, 0, now).unwrap();
+        assert_eq!((late.sequence, late.timestamp), (999, 2_000));
+    }
+
+    #[test]
+    fn stays_continuous_across_a_source_restart() {
+        let now = Instant::now();
+        let mut stream = stream(false, 1000);
+        send(&mut stream, &source_packet(40, 90_000, 1, b"a"), false, 0, now).unwrap();
+        let later = now + Duration::from_millis(100);
+        let restarted = send(&mut stream, &source_packet(7, 12, 2, b"b"), false, 1, later).unwrap();
+        assert_eq!((restarted.sequence, restarted.timestamp), (1001, 5_000 + 9_000));
+        let next = send(&mut stream, &source_packet(8, 3012, 2, b"c"), false, 1, later).unwrap();
+        assert_eq!((next.sequence, next.timestamp), (1002, 5_000 + 12_000));
+    }
+
+    #[test]
+    fn waits_for_a_keyframe_then_continues_after_a_pause() {
+        let now = Instant::now();
+        let mut stream = stream(true, 10);
+        assert!(send(&mut stream, &source_packet(1, 0, 1, b"delta"), false, 0, now).is_none());
+        assert_eq!(send(&mut stream, &source_packet(2, 0, 1, b"key"), true, 0, now).unwrap().sequence, 10);
+        assert_eq!(send(&mut stream, &source_packet(3, 0, 1, b"delta"), false, 0, now).unwrap().sequence, 11);
+        stream.restart();
+        assert!(send(&mut stream, &source_packet(50, 0, 1, b"delta"), false, 0, now).is_none());
+        assert_eq!(send(&mut stream, &source_packet(60, 0, 1, b"key"), true, 0, now).unwrap().sequence, 12);
+        assert_eq!(send(&mut stream, &source_packet(61, 0, 1, b"delta"), false, 0, now).unwrap().sequence, 13);
+    }
+
+    #[test]
+    fn counts_rollovers_of_the_viewers_sequence() {
+        let now = Instant::now();
+        let mut stream = stream(false, 0xfffe);
+        let rocs: Vec<(u16, u32)> = (100..104)
+            .map(|sequence| send(&mut stream, &source_packet(sequence, 0, 1, b"x"), false, 0, now).unwrap())
+            .map(|sent| (sent.sequence, sent.rollover_counter))
+            .collect();
+        assert_eq!(rocs, [(0xfffe, 0), (0xffff, 0), (0, 1), (1, 1)]);
+        let late = send(&mut stream, &source_packet(101, 0, 1, b"x"), false, 0, now).unwrap();
+        assert_eq!((late.sequence, late.rollover_counter), (0xffff, 0));
+    }
+
+    #[test]
+    fn removes_the_source_header_extension() {
+        let mut packet = source_packet(1, 2, 3, &[0xbe, 0xde, 0, 1, 0x10, 0xaa, 0, 0]);
+        packet[0] |= 0x10;
+        packet.extend_from_slice(b"payload");
+        let mut stream = stream(false, 7);
+        let mut out = [0u8; 256];
+        let rewritten = stream.rewrite(&packet, &received(&packet, false, 0), Instant::now(), &mut out).unwrap();
+        assert_eq!(rewritten.len, 12 + 7);
+        assert_eq!(out[0], 0x80);
+        assert_eq!(&out[12..19], b"payload");
+    }
+
+    #[test]
+    fn sender_info_extrapolates_the_timestamp() {
+        let now = Instant::now();
+        let mut stream = stream(false, 1);
+        assert!(stream.sender_info(now, 0).is_none());
+        send(&mut stream, &source_packet(1, 0, 1, b"12345"), false, 0, now).unwrap();
+        let info = stream.sender_info(now + Duration::from_millis(500), 77).unwrap();
+        assert_eq!(info, SenderInfo { ssrc: 0xabcd, ntp_time: 77, rtp_timestamp: 5_000 + 45_000, packets: 1, octets: 5 });
+    }
+
+    #[test]
+    fn maps_addresses_to_the_sockets_family() {
+        let v4: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let v6: SocketAddr = "[::1]:5000".parse().unwrap();
+        assert_eq!(RawAddress::from_socket_addr(v4, libc::AF_INET).unwrap().len(), 16);
+        assert_eq!(RawAddress::from_socket_addr(v4, libc::AF_INET6).unwrap().len(), 28);
+        assert!(RawAddress::from_socket_addr(v6, libc::AF_INET).is_none());
+    }
+}
