@@ -90,7 +90,7 @@ impl SendBatch {
             self.iovecs[i] = libc::iovec { iov_base: self.buffers[i].as_mut_ptr().cast(), iov_len: self.lengths[i] };
             let header = &mut self.headers[i].msg_hdr;
             header.msg_name = self.addresses[i].as_mut_ptr();
-            header.msg_namelen = self.addresses[i].len();
+            header.msg_namelen = self.addresses[i].socklen();
             header.msg_iov = &mut self.iovecs[i];
             header.msg_iovlen = 1;
             header.msg_control = std::ptr::null_mut();

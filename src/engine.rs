@@ -207,16 +207,17 @@ fn in_range<T: TryFrom<i64>>(value: i64, what: &str, low: i64, high: i64) -> Res
 /// Resolves a viewer's (host, port) to an address the WebRTC socket can send to.
 fn viewer_address(host: &str, port: i64, family: libc::c_int) -> Result<RawAddress, EngineError> {
     let port: u16 = in_range(port, "port", 1, 65535)?;
-    let address = match host.parse::<IpAddr>() {
-        Ok(ip) => SocketAddr::new(ip, port),
+    let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => (host, port)
             .to_socket_addrs()
-            .ok()
-            .and_then(|mut addresses| addresses.next())
-            .ok_or_else(|| invalid(format!("cannot resolve viewer host {host:?}")))?,
+            .map_err(|_| invalid(format!("cannot resolve viewer host {host:?}")))?
+            .collect(),
     };
-    RawAddress::from_socket_addr(address, family)
-        .ok_or_else(|| invalid(format!("the WebRTC socket cannot send to {address}")))
+    addresses
+        .iter()
+        .find_map(|address| RawAddress::from_socket_addr(*address, family))
+        .ok_or_else(|| invalid(format!("the WebRTC socket cannot send to {host}")))
 }
 
 impl Engine {

@@ -121,7 +121,7 @@ fn derive(master_key: &[u8; KEY_LEN], master_salt: &[u8], label: u8, out: &mut [
 /// The keys of one direction of RTP or of RTCP, with their schedules.
 enum Transform {
     AesCm { aes: Aes128Enc, salt: [u8; CM_SALT_LEN], mac: HmacSha1 },
-    AesGcm { aead: Box<Aes128Gcm>, salt: [u8; GCM_SALT_LEN] },
+    AesGcm { aead: Aes128Gcm, salt: [u8; GCM_SALT_LEN] },
 }
 
 impl Transform {
@@ -154,7 +154,7 @@ impl Transform {
     }
 
     fn aes_gcm(key: &[u8; KEY_LEN], salt: [u8; GCM_SALT_LEN]) -> Self {
-        Self::AesGcm { aead: Box::new(Aes128Gcm::new(key.into())), salt }
+        Self::AesGcm { aead: Aes128Gcm::new(key.into()), salt }
     }
 }
 

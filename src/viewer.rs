@@ -63,7 +63,7 @@ impl RawAddress {
         (&mut self.storage as *mut libc::sockaddr_storage).cast()
     }
 
-    pub fn len(&self) -> libc::socklen_t {
+    pub fn socklen(&self) -> libc::socklen_t {
         self.len
     }
 }
@@ -420,8 +420,8 @@ mod tests {
     fn maps_addresses_to_the_sockets_family() {
         let v4: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let v6: SocketAddr = "[::1]:5000".parse().unwrap();
-        assert_eq!(RawAddress::from_socket_addr(v4, libc::AF_INET).unwrap().len(), 16);
-        assert_eq!(RawAddress::from_socket_addr(v4, libc::AF_INET6).unwrap().len(), 28);
+        assert_eq!(RawAddress::from_socket_addr(v4, libc::AF_INET).unwrap().socklen(), 16);
+        assert_eq!(RawAddress::from_socket_addr(v4, libc::AF_INET6).unwrap().socklen(), 28);
         assert!(RawAddress::from_socket_addr(v6, libc::AF_INET).is_none());
     }
 }

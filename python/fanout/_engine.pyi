@@ -62,16 +62,24 @@ class Engine:
     ``webrtc_socket_fd`` is the UDP socket that serves every viewer (ICE-lite on
     one port); the engine duplicates it and sends media from the duplicate,
     while the control plane keeps reading STUN, DTLS and SRTCP from the original.
+
+    After close() every method but close() raises RuntimeError.
     """
 
-    def __init__(self, webrtc_socket_fd: int) -> None: ...
+    def __init__(self, webrtc_socket_fd: int) -> None:
+        """Raises OSError (EBADF) for a descriptor that is not open, ValueError
+        for one that is not an IPv4/IPv6 UDP socket."""
     def add_mountpoint(self, mountpoint_id: int, streams: list[SourceStream]) -> list[int]:
         """Bind the source ports and start receiving; returns the bound port of each stream.
 
         Raises OSError (with errno) if a port cannot be bound, ValueError on a bad
-        argument (duplicate id, unknown kind); nothing is left half-made."""
+        argument (duplicate id, unknown kind, duplicate stream index, clock_rate
+        or port out of range); nothing is left half-made. Packets of "data"
+        streams are counted but not forwarded to viewers."""
     def remove_mountpoint(self, mountpoint_id: int) -> None:
-        """Close the source ports; the mountpoint's viewers are removed too."""
+        """Close the source ports (closed when this returns, so the ports can be
+        bound again at once); the mountpoint's viewers are removed too. Unknown
+        ids are ignored."""
     def add_viewer(
         self,
         viewer_id: int,
@@ -86,20 +94,29 @@ class Engine:
 
         ``local_master_key`` protects what the engine sends; ``remote_master_key``
         unprotects the SRTCP the viewer sends. Video starts at the next keyframe
-        (vp8, h264). Raises KeyError for an unknown mountpoint, ValueError for a
-        duplicate viewer id, a bad key length or an unknown profile."""
+        (vp8, vp9, h264; other video codecs start at once). Each stream's sequence
+        number and timestamp start at random values and stay continuous across
+        pauses and source restarts; sender reports go out about once a second.
+        Raises KeyError for an unknown mountpoint, ValueError for a duplicate
+        viewer id, a bad key length, an unknown profile, a stream index the
+        mountpoint lacks, an ssrc or payload type out of range, or an address
+        the WebRTC socket cannot send to."""
     def remove_viewer(self, viewer_id: int) -> None:
         """Stop sending and free the viewer's state. Unknown ids are ignored."""
     def set_viewer_address(self, viewer_id: int, address: tuple[str, int]) -> None:
-        """The viewer's ICE-nominated address changed."""
+        """The viewer's ICE-nominated address changed. KeyError for an unknown viewer."""
     def set_viewer_paused(self, viewer_id: int, paused: bool) -> None:
-        """Pause or resume sending; resuming video waits for a keyframe."""
+        """Pause or resume sending; resuming video waits for a keyframe.
+        KeyError for an unknown viewer."""
     def unprotect_rtcp(self, viewer_id: int, packet: bytes) -> bytes:
         """SRTCP from a viewer to plain RTCP. Raises ValueError if it fails
-        authentication or is malformed, KeyError for an unknown viewer."""
+        authentication, is a replay or is malformed, KeyError for an unknown viewer."""
     def send_rtcp(self, viewer_id: int, packet: bytes) -> None:
-        """Protect plain (compound) RTCP with the viewer's SRTCP context and send it."""
-    def viewer_stats(self, viewer_id: int) -> ViewerStats: ...
-    def mountpoint_stats(self, mountpoint_id: int) -> MountpointStats: ...
+        """Protect plain (compound) RTCP with the viewer's SRTCP context and send it.
+        ValueError if ``packet`` is not RTCP, KeyError for an unknown viewer."""
+    def viewer_stats(self, viewer_id: int) -> ViewerStats:
+        """KeyError for an unknown viewer."""
+    def mountpoint_stats(self, mountpoint_id: int) -> MountpointStats:
+        """KeyError for an unknown mountpoint."""
     def close(self) -> None:
         """Stop the engine's threads and close every socket it opened. Idempotent."""
