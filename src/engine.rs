@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 
 /// A viewer's first sender report goes out about this long after it is added.
 const FIRST_REPORT_DELAY: Duration = Duration::from_secs(1);
+/// The WebRTC socket's send buffer (shared with the control plane's descriptor).
+const SEND_BUFFER_BYTES: libc::c_int = 4 << 20;
 
 use crate::batch::SLOT_SIZE;
 use crate::codec::Codec;
-use crate::receiver::{bind_source, monotonic_ns, MediaKind, SourceStream, StreamCounters};
+use crate::receiver::{bind_source, monotonic_ns, set_send_buffer, MediaKind, SourceStream, StreamCounters};
 use crate::rtcp::is_rtcp;
 use crate::srtp::{Profile, SrtcpInbound, SrtpSession};
 use crate::viewer::{RawAddress, StreamStart, Viewer, ViewerCounters, ViewerStream};
@@ -224,6 +226,7 @@ impl Engine {
     /// Starts the engine thread; media goes out from a duplicate of `webrtc_socket_fd`.
     pub fn new(webrtc_socket_fd: RawFd) -> Result<Self, EngineError> {
         let (socket, socket_family) = duplicate_udp_socket(webrtc_socket_fd)?;
+        set_send_buffer(socket.as_raw_fd(), SEND_BUFFER_BYTES);
         // SAFETY: plain system calls; the results are checked and owned at once.
         let epoll = unsafe { OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
         // SAFETY: as above.

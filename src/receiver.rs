@@ -79,8 +79,17 @@ pub fn bind_source(host: &str, port: u16) -> io::Result<UdpSocket> {
 /// Asks for `bytes` of receive buffer: past the kernel's rmem_max when
 /// privileged (SO_RCVBUFFORCE), else as much as rmem_max allows.
 fn set_receive_buffer(fd: RawFd, bytes: libc::c_int) {
+    set_buffer(fd, bytes, [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF]);
+}
+
+/// The same for the send buffer (SO_SNDBUFFORCE, SO_SNDBUF).
+pub fn set_send_buffer(fd: RawFd, bytes: libc::c_int) {
+    set_buffer(fd, bytes, [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF]);
+}
+
+fn set_buffer(fd: RawFd, bytes: libc::c_int, options: [libc::c_int; 2]) {
     let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+    for option in options {
         // SAFETY: `bytes` is a live c_int and `size` its size.
         let result =
             unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, option, (&bytes as *const libc::c_int).cast(), size) };

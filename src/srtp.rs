@@ -13,8 +13,9 @@ use std::fmt;
 
 use aes::cipher::{InnerIvInit, KeyInit, KeyIvInit, StreamCipher};
 use aes::Aes128Enc;
-use aes_gcm::aead::AeadInPlace;
+use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Aes128Gcm, Nonce, Tag};
+use hmac::digest::KeyInit as MacKeyInit;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
@@ -149,7 +150,7 @@ impl Transform {
         Self::AesCm {
             aes: Aes128Enc::new(key.into()),
             salt,
-            mac: <HmacSha1 as Mac>::new_from_slice(auth_key).expect("HMAC takes any key length"),
+            mac: <HmacSha1 as MacKeyInit>::new_from_slice(auth_key).expect("HMAC takes any key length"),
         }
     }
 
@@ -248,7 +249,7 @@ impl SrtpSession {
                 let (header, rest) = buf.split_at_mut(header_len);
                 let (payload, trailer) = rest.split_at_mut(len - header_len);
                 let tag = aead
-                    .encrypt_in_place_detached(Nonce::from_slice(&iv), header, payload)
+                    .encrypt_inout_detached(&Nonce::from(iv), header, payload.into())
                     .map_err(|_| SrtpError::Malformed)?;
                 trailer[..GCM_TAG_LEN].copy_from_slice(&tag);
             }
@@ -279,8 +280,8 @@ impl SrtpSession {
                 let iv = gcm_rtp_iv(salt, ssrc, roc, sequence);
                 let (header, rest) = buf.split_at_mut(header_len);
                 let (payload, trailer) = rest.split_at_mut(rtp_len - header_len);
-                let tag = Tag::clone_from_slice(&trailer[..GCM_TAG_LEN]);
-                aead.decrypt_in_place_detached(Nonce::from_slice(&iv), header, payload, &tag)
+                let tag = Tag::try_from(&trailer[..GCM_TAG_LEN]).expect("16 bytes");
+                aead.decrypt_inout_detached(&Nonce::from(iv), header, payload.into(), &tag)
                     .map_err(|_| SrtpError::Authentication)?;
             }
         }
@@ -315,7 +316,7 @@ impl SrtpSession {
                 aad[..RTCP_HEADER_LEN].copy_from_slice(&buf[..RTCP_HEADER_LEN]);
                 aad[RTCP_HEADER_LEN..].copy_from_slice(&e_and_index);
                 let tag = aead
-                    .encrypt_in_place_detached(Nonce::from_slice(&iv), &aad, &mut buf[RTCP_HEADER_LEN..len])
+                    .encrypt_inout_detached(&Nonce::from(iv), &aad, (&mut buf[RTCP_HEADER_LEN..len]).into())
                     .map_err(|_| SrtpError::Malformed)?;
                 buf[len..len + GCM_TAG_LEN].copy_from_slice(&tag);
                 buf[len + GCM_TAG_LEN..out_len].copy_from_slice(&e_and_index);
@@ -352,18 +353,18 @@ impl SrtpSession {
                 let e_and_index = u32::from_be_bytes(e_and_index_bytes);
                 let index = e_and_index & !SRTCP_ENCRYPTED;
                 let iv = gcm_rtcp_iv(salt, ssrc, index);
-                let tag = Tag::clone_from_slice(&buf[rtcp_len..rtcp_len + GCM_TAG_LEN]);
-                let nonce = Nonce::from_slice(&iv);
+                let tag = Tag::try_from(&buf[rtcp_len..rtcp_len + GCM_TAG_LEN]).expect("16 bytes");
+                let nonce = &Nonce::from(iv);
                 if e_and_index & SRTCP_ENCRYPTED != 0 {
                     let mut aad = [0u8; RTCP_HEADER_LEN + SRTCP_INDEX_LEN];
                     aad[..RTCP_HEADER_LEN].copy_from_slice(&buf[..RTCP_HEADER_LEN]);
                     aad[RTCP_HEADER_LEN..].copy_from_slice(&e_and_index_bytes);
-                    aead.decrypt_in_place_detached(nonce, &aad, &mut buf[RTCP_HEADER_LEN..rtcp_len], &tag)
+                    aead.decrypt_inout_detached(nonce, &aad, (&mut buf[RTCP_HEADER_LEN..rtcp_len]).into(), &tag)
                 } else {
                     // Authenticated only: the whole packet and the index are associated data.
                     let mut aad = buf[..rtcp_len].to_vec();
                     aad.extend_from_slice(&e_and_index_bytes);
-                    aead.decrypt_in_place_detached(nonce, &aad, &mut [], &tag)
+                    aead.decrypt_inout_detached(nonce, &aad, (&mut [][..]).into(), &tag)
                 }
                 .map_err(|_| SrtpError::Authentication)?;
                 Ok((rtcp_len, index))
