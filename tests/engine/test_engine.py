@@ -20,7 +20,7 @@ from pylibsrtp import Policy, Session
 from fanout._engine import Engine
 
 if TYPE_CHECKING:
-    from fanout._engine import SrtpProfile, ViewerStream
+    from fanout._engine import MediaKind, SourceStream, SrtpProfile, ViewerStream
 
 GCM: SrtpProfile = "AEAD_AES_128_GCM"
 CM: SrtpProfile = "AES_CM_128_HMAC_SHA1_80"
@@ -64,6 +64,11 @@ class RtpPacket:
         first, second, sequence, timestamp, ssrc = struct.unpack("!BBHII", data[:12])
         assert first == 0x80, "the engine sends version 2, no padding, no extension, no CSRC"
         return cls(bool(second & 0x80), second & 0x7F, sequence, timestamp, ssrc, data[12:])
+
+
+def source_stream(kind: MediaKind = "audio", codec: str = "opus", clock_rate: int = 48000, port: int = 0,
+                  index: int = 0) -> SourceStream:
+    return {"index": index, "kind": kind, "codec": codec, "clock_rate": clock_rate, "host": "127.0.0.1", "port": port}
 
 
 def udp_socket(host: str = "127.0.0.1") -> socket.socket:
@@ -133,11 +138,9 @@ class Rig:
     webrtc: socket.socket
     source: socket.socket
 
-    def mountpoint(self, mountpoint_id: int, kind: str = "audio", codec: str = "opus", clock_rate: int = 48000) -> int:
-        ports = self.engine.add_mountpoint(mountpoint_id, [
-            {"index": 0, "kind": kind, "codec": codec, "clock_rate": clock_rate, "host": "127.0.0.1", "port": 0}
-        ])  # type: ignore[list-item]
-        return ports[0]
+    def mountpoint(self, mountpoint_id: int, kind: MediaKind = "audio", codec: str = "opus",
+                   clock_rate: int = 48000) -> int:
+        return self.engine.add_mountpoint(mountpoint_id, [source_stream(kind, codec, clock_rate)])[0]
 
     def viewer(self, viewer_id: int, mountpoint_id: int, profile: SrtpProfile = GCM, ssrc: int = 0x11223344,
                payload_type: int = 111) -> ViewerSocket:
@@ -395,24 +398,21 @@ def test_bad_mountpoints_are_refused_whole(rig: Rig) -> None:
     with pytest.raises(ValueError, match="already exists"):
         rig.mountpoint(1)
     with pytest.raises(ValueError, match="kind"):
-        rig.mountpoint(2, kind="subtitles")
+        rig.mountpoint(2, kind="subtitles")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="clock rate"):
         rig.mountpoint(2, clock_rate=0)
     taken = udp_socket()
     taken_port = taken.getsockname()[1]
-    streams = [
-        {"index": 0, "kind": "audio", "codec": "opus", "clock_rate": 48000, "host": "127.0.0.1", "port": 0},
-        {"index": 1, "kind": "video", "codec": "vp8", "clock_rate": 90000, "host": "127.0.0.1", "port": taken_port},
-    ]
+    streams = [source_stream(), source_stream("video", "vp8", 90000, port=taken_port, index=1)]
     with pytest.raises(OSError) as raised:
-        rig.engine.add_mountpoint(2, streams)  # type: ignore[arg-type]
+        rig.engine.add_mountpoint(2, streams)
     assert raised.value.errno == errno.EADDRINUSE
     with pytest.raises(KeyError):
         rig.engine.mountpoint_stats(2)
     with pytest.raises(ValueError, match="twice"):
-        rig.engine.add_mountpoint(2, [streams[0], streams[0]])  # type: ignore[list-item]
+        rig.engine.add_mountpoint(2, [streams[0], streams[0]])
     taken.close()
-    assert rig.engine.add_mountpoint(2, streams)[1] == taken_port  # type: ignore[arg-type]
+    assert rig.engine.add_mountpoint(2, streams)[1] == taken_port
 
 
 def test_bad_viewers_are_refused(rig: Rig) -> None:
@@ -465,8 +465,7 @@ def test_remove_mountpoint_frees_its_port_and_viewers(rig: Rig) -> None:
         rig.engine.viewer_stats(7)
     with pytest.raises(KeyError):
         rig.engine.mountpoint_stats(1)
-    streams = [{"index": 0, "kind": "audio", "codec": "opus", "clock_rate": 48000, "host": "127.0.0.1", "port": port}]
-    assert rig.engine.add_mountpoint(1, streams) == [port]  # type: ignore[arg-type]
+    assert rig.engine.add_mountpoint(1, [source_stream(port=port)]) == [port]
     viewer = rig.viewer(7, 1)
     rig.send(port, rtp(1, 0, b"again"))
     assert [p.payload for p in viewer.wait_rtp(1)] == [b"again"]
@@ -475,8 +474,7 @@ def test_remove_mountpoint_frees_its_port_and_viewers(rig: Rig) -> None:
 def test_close_is_idempotent_and_final() -> None:
     webrtc = udp_socket()
     engine = Engine(webrtc.fileno())
-    port = engine.add_mountpoint(1, [
-        {"index": 0, "kind": "audio", "codec": "opus", "clock_rate": 48000, "host": "127.0.0.1", "port": 0}])[0]
+    port = engine.add_mountpoint(1, [source_stream()])[0]
     engine.close()
     engine.close()
     with pytest.raises(RuntimeError, match="closed"):
@@ -488,3 +486,18 @@ def test_close_is_idempotent_and_final() -> None:
     webrtc.sendto(b"ping", webrtc.getsockname())
     assert webrtc.recv(16) == b"ping"
     webrtc.close()
+
+
+def test_data_streams_are_counted_but_not_forwarded(rig: Rig) -> None:
+    audio_port, data_port = rig.engine.add_mountpoint(1, [source_stream(), source_stream("data", "text", 1000, index=1)])
+    streams: list[ViewerStream] = [{"index": 0, "ssrc": 1, "payload_type": 111},
+                                   {"index": 1, "ssrc": 2, "payload_type": 112}]
+    viewer = ViewerSocket(rig.engine, 7, 1, GCM, streams)
+    rig.send(data_port, b"plain text, not RTP")
+    wait_until(lambda: rig.engine.mountpoint_stats(1)["streams"][1]["packets"] == 1)
+    rig.send(audio_port, rtp(1, 0, b"audio"))
+
+    assert [p.payload for p in viewer.wait_rtp(1)] == [b"audio"]
+    viewer.drain()
+    assert len(viewer.rtp) == 1
+    assert rig.engine.mountpoint_stats(1)["malformed"] == 0
