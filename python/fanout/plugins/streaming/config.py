@@ -224,3 +224,29 @@ class _Reader:
         if isinstance(value, str) and value.lower() in ("true", "yes", "false", "no"):
             return value.lower() in ("true", "yes")
         raise MountpointConfigError(f"{self.where}: '{key}' must be true or false")
+
+
+def mountpoints_from_file(root: Mapping[str, Any], file_name: str = "janus.plugin.streaming.jcfg") -> list[MountpointConfig]:
+    """Every mountpoint of a parsed janus.plugin.streaming.jcfg (its ``general`` group aside).
+
+    Errors name the file and line of the mountpoint (ConfigError)."""
+    from fanout.config.jcfg import ConfigError
+
+    mountpoints: list[MountpointConfig] = []
+    seen: dict[int, str] = {}
+    for name in list(root):
+        if name == "general":
+            continue
+        group = root[name]
+        location = getattr(root, "location_of", lambda _: file_name)(name)
+        if not isinstance(group, Mapping):
+            raise ConfigError(f"{location}: '{name}' must be a group describing a mountpoint")
+        try:
+            config, _ = parse_mountpoint(name, group)
+        except MountpointConfigError as error:
+            raise ConfigError(f"{location}: {error}") from None
+        if config.id in seen:
+            raise ConfigError(f"{location}: mountpoint '{name}' has the id {config.id} of '{seen[config.id]}'")
+        seen[config.id] = name
+        mountpoints.append(config)
+    return mountpoints
