@@ -1,0 +1,218 @@
+// fanout demo page: watch a mountpoint with the real janus.js (Streaming plugin API).
+//
+// Query parameters: mountpoint=<id> watches at once; transport=http|ws picks the
+// Janus API transport; ws_port=<port> overrides the WebSocket port.
+// window.fanoutDemo exposes the state to people and to tests: state ("connecting",
+// "ready", "watching", "playing", "stopped", "error"), firstFrameMs (from the watch
+// request to the first decoded frame), stats() (figures from getStats) and hangup().
+"use strict";
+
+const params = new URLSearchParams(location.search);
+const config = window.fanoutDemoConfig || { janusPath: "/janus", websocketPort: null };
+const elements = {
+  mountpoints: document.getElementById("mountpoints"),
+  transport: document.getElementById("transport"),
+  watch: document.getElementById("watch"),
+  stop: document.getElementById("stop"),
+  status: document.getElementById("status"),
+  video: document.getElementById("video"),
+  figures: document.getElementById("figures"),
+};
+
+const demo = {
+  state: "connecting",
+  error: null,
+  mountpoints: [],
+  firstFrameMs: null,
+  stats: readStats,
+  hangup: hangup,
+};
+window.fanoutDemo = demo;
+
+let janus = null;
+let streaming = null;
+let watchStartedAt = null;
+let remoteStream = null;
+
+function setState(state, detail) {
+  demo.state = state;
+  elements.status.textContent = detail ? `${state}: ${detail}` : state;
+  elements.watch.disabled = !(state === "ready" || state === "stopped");
+  elements.stop.disabled = !(state === "watching" || state === "playing");
+}
+
+function fail(message) {
+  demo.error = String(message);
+  setState("error", demo.error);
+}
+
+function serverUrl(transport) {
+  if (transport === "ws") {
+    const port = params.get("ws_port") || config.websocketPort;
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    return `${scheme}://${location.hostname}:${port}/`;
+  }
+  return `${location.protocol}//${location.host}${config.janusPath}`;
+}
+
+function connect(transport) {
+  Janus.init({
+    debug: params.has("debug") ? "all" : false,
+    callback: () => {
+      janus = new Janus({
+        server: serverUrl(transport),
+        iceServers: [],
+        success: attachStreaming,
+        error: fail,
+        destroyed: () => setState("stopped", "session destroyed"),
+      });
+    },
+  });
+}
+
+function attachStreaming() {
+  janus.attach({
+    plugin: "janus.plugin.streaming",
+    opaqueId: "fanout-demo-" + Janus.randomString(8),
+    success: (handle) => {
+      streaming = handle;
+      listMountpoints();
+    },
+    error: fail,
+    onmessage: onMessage,
+    onremotetrack: onRemoteTrack,
+    oncleanup: () => {
+      remoteStream = null;
+      elements.video.srcObject = null;
+    },
+  });
+}
+
+function listMountpoints() {
+  streaming.send({
+    message: { request: "list" },
+    success: (result) => {
+      demo.mountpoints = (result && result.list) || [];
+      elements.mountpoints.replaceChildren(
+        ...demo.mountpoints.map((mountpoint) => {
+          const option = document.createElement("option");
+          option.value = mountpoint.id;
+          option.textContent = `${mountpoint.id}: ${mountpoint.description}`;
+          return option;
+        })
+      );
+      setState("ready");
+      const wanted = params.get("mountpoint");
+      if (wanted) {
+        elements.mountpoints.value = wanted;
+        watch(Number(wanted));
+      }
+    },
+    error: fail,
+  });
+}
+
+function watch(mountpointId) {
+  watchStartedAt = performance.now();
+  demo.firstFrameMs = null;
+  setState("watching", `mountpoint ${mountpointId}`);
+  streaming.send({ message: { request: "watch", id: mountpointId }, error: fail });
+}
+
+function onMessage(message, jsep) {
+  if (message.error) {
+    fail(`${message.error_code}: ${message.error}`);
+    return;
+  }
+  const status = message.result && message.result.status;
+  if (status === "stopped") {
+    setState("stopped");
+    streaming.hangup();
+  }
+  if (jsep) {
+    streaming.createAnswer({
+      jsep: jsep,
+      success: (answer) => streaming.send({ message: { request: "start" }, jsep: answer }),
+      error: fail,
+    });
+  }
+}
+
+function onRemoteTrack(track, mid, added) {
+  if (!remoteStream) {
+    remoteStream = new MediaStream();
+    elements.video.srcObject = remoteStream;
+  }
+  if (added) {
+    remoteStream.addTrack(track);
+    if (track.kind === "video") waitForFirstFrame();
+  } else {
+    remoteStream.removeTrack(track);
+  }
+}
+
+function waitForFirstFrame() {
+  const onFrame = () => {
+    if (demo.firstFrameMs === null && watchStartedAt !== null) {
+      demo.firstFrameMs = Math.round(performance.now() - watchStartedAt);
+    }
+    setState("playing", `first frame after ${demo.firstFrameMs} ms`);
+  };
+  if ("requestVideoFrameCallback" in elements.video) {
+    elements.video.requestVideoFrameCallback(onFrame);
+  } else {
+    elements.video.addEventListener("loadeddata", onFrame, { once: true });
+  }
+  elements.video.play().catch(() => {});
+}
+
+async function readStats() {
+  const figures = {
+    framesDecoded: 0, frameWidth: 0, frameHeight: 0, framesPerSecond: 0,
+    videoPacketsReceived: 0, audioPacketsReceived: 0, packetsLost: 0, jitterMs: 0,
+  };
+  const pc = streaming && streaming.webrtcStuff && streaming.webrtcStuff.pc;
+  if (!pc) return figures;
+  const report = await pc.getStats();
+  report.forEach((entry) => {
+    if (entry.type !== "inbound-rtp") return;
+    figures.packetsLost += entry.packetsLost || 0;
+    if (entry.kind === "video") {
+      figures.framesDecoded = entry.framesDecoded || 0;
+      figures.frameWidth = entry.frameWidth || 0;
+      figures.frameHeight = entry.frameHeight || 0;
+      figures.framesPerSecond = entry.framesPerSecond || 0;
+      figures.videoPacketsReceived = entry.packetsReceived || 0;
+      figures.jitterMs = Math.round((entry.jitter || 0) * 1000);
+    } else if (entry.kind === "audio") {
+      figures.audioPacketsReceived = entry.packetsReceived || 0;
+    }
+  });
+  return figures;
+}
+
+function hangup() {
+  if (streaming) streaming.send({ message: { request: "stop" } });
+}
+
+async function showFigures() {
+  if (demo.state === "playing") {
+    const figures = await readStats();
+    elements.figures.textContent =
+      `${figures.frameWidth}x${figures.frameHeight} at ${figures.framesPerSecond || 0} fps, ` +
+      `${figures.framesDecoded} frames decoded, ${figures.packetsLost} packets lost, ` +
+      `jitter ${figures.jitterMs} ms`;
+  }
+}
+
+elements.watch.addEventListener("click", () => watch(Number(elements.mountpoints.value)));
+elements.stop.addEventListener("click", hangup);
+elements.transport.addEventListener("change", () => {
+  const next = new URLSearchParams(location.search);
+  next.set("transport", elements.transport.value);
+  next.delete("mountpoint");
+  location.search = next.toString();
+});
+elements.transport.value = params.get("transport") === "ws" ? "ws" : "http";
+setInterval(showFigures, 1000);
+connect(elements.transport.value);

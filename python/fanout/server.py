@@ -1,0 +1,153 @@
+"""``fanout serve``: everything wired together and run until a signal.
+
+Loads the configuration, opens the WebRTC endpoint and the engine on its
+socket, opens the Streaming plugin's mountpoints, starts the built-in test
+source for mountpoints that ask for it, then the Janus API transports with
+the demo page. Prints ``fanout: ready`` once every port is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import NoReturn
+
+from fanout._engine import Engine
+from fanout.config.jcfg import ConfigError
+from fanout.config.loader import Config, load_config
+from fanout.core.gateway import Gateway
+from fanout.demo.routes import demo_routes
+from fanout.plugins.streaming.config import MountpointConfig, mountpoints_from_file
+from fanout.plugins.streaming.plugin import StreamingPlugin
+
+from fanout.transports.http import HttpTransport
+from fanout.transports.websocket import WebSocketTransport
+from fanout.webrtc.endpoint import WebRtcEndpoint
+
+logger = logging.getLogger("fanout")
+
+READY_LINE = "fanout: ready"
+STREAMING_PACKAGE = "janus.plugin.streaming"
+TEST_SOURCE_STOP_TIMEOUT = 5.0
+
+
+class StartupError(Exception):
+    """fanout cannot start; the message says why and what to change."""
+
+
+async def serve(config_folder: Path | None) -> None:
+    """Run fanout with ``config_folder`` (None: the embedded default) until SIGINT or SIGTERM."""
+    try:
+        config = load_config(config_folder)
+        mountpoints = _mountpoints(config)
+    except ConfigError as error:
+        _exit_with(f"fanout: configuration error: {error}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop.set)
+    try:
+        async with _running(config, mountpoints) as ready_message:
+            config.report_unsupported(logger)
+            print(f"{READY_LINE}: {ready_message}", flush=True)
+            await stop.wait()
+            logger.info("stopping")
+    except StartupError as error:
+        _exit_with(f"fanout: cannot start: {error}")
+
+
+def _mountpoints(config: Config) -> list[MountpointConfig]:
+    root = config.plugin_file(STREAMING_PACKAGE)
+    return [] if root is None else mountpoints_from_file(root)
+
+
+@contextlib.asynccontextmanager
+async def _running(config: Config, mountpoints: list[MountpointConfig]) -> AsyncIterator[str]:
+    settings = config.settings
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            endpoint = await WebRtcEndpoint.open(
+                settings.webrtc_interface, settings.webrtc_port, list(settings.advertised_ips)
+            )
+        except OSError as error:
+            raise StartupError(
+                f"the WebRTC port {settings.webrtc_interface}:{settings.webrtc_port} cannot be bound ({error}); "
+                "change fanout.webrtc_port in janus.jcfg"
+            ) from None
+        stack.callback(endpoint.close)
+        engine = Engine(endpoint.fileno())
+        stack.callback(engine.close)
+
+        plugin = StreamingPlugin(engine, mountpoints)
+        gateway = Gateway(settings, engine, endpoint, [plugin])
+        try:
+            await gateway.start()
+        except OSError as error:
+            raise StartupError(
+                f"a mountpoint's RTP port cannot be bound ({error}); change it in janus.plugin.streaming.jcfg"
+            ) from None
+        stack.push_async_callback(gateway.stop)
+
+        for mountpoint in mountpoints:
+            if mountpoint.testsource:
+                stack.enter_context(_test_source(plugin, mountpoint))
+
+        websocket_port: int | None = None
+        if settings.websocket.enabled:
+            websocket = WebSocketTransport(gateway, settings.websocket)
+            await _start_transport("WebSocket", websocket.start, settings.websocket.host, settings.websocket.port)
+            stack.push_async_callback(websocket.stop)
+            websocket_port = websocket.port
+        page = "no demo page (the HTTP transport is off)"
+        if settings.http.enabled:
+            http = HttpTransport(gateway, settings.http, demo_routes(settings.http.base_path, websocket_port))
+            await _start_transport("HTTP", http.start, settings.http.host, settings.http.port)
+            stack.push_async_callback(http.stop)
+            page = f"demo page at http://{_browsable(settings.http.host)}:{http.port}/"
+        yield f"{page}, WebRTC on UDP {endpoint.port}, {len(mountpoints)} mountpoint(s)"
+
+
+async def _start_transport(name: str, start: Callable[[], Awaitable[None]], host: str, port: int) -> None:
+    try:
+        await start()
+    except OSError as error:
+        raise StartupError(f"the {name} transport cannot listen on {host}:{port} ({error})") from None
+
+
+@contextlib.contextmanager
+def _test_source(plugin: StreamingPlugin, mountpoint: MountpointConfig) -> Iterator[None]:
+    """The built-in test source, in its own process, sending to the mountpoint's ports."""
+    ports = dict(zip((stream.kind for stream in mountpoint.streams), plugin.mountpoints[mountpoint.id].ports))
+    hosts = {stream.host for stream in mountpoint.streams}
+    host = "127.0.0.1" if hosts <= {"0.0.0.0", "127.0.0.1", ""} else hosts.pop()
+    from fanout.sources.testsource import testsource_command
+
+    command = testsource_command(host, video_port=ports.get("video", 0), audio_port=ports.get("audio", 0))
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+    logger.info("test source (pid %d) feeds mountpoint %d", process.pid, mountpoint.id)
+    try:
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(TEST_SOURCE_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _browsable(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "localhost"
+    return host
+
+
+def _exit_with(message: str) -> NoReturn:
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(1)
