@@ -25,7 +25,7 @@ from fanout.core.gateway import Gateway
 from fanout.demo.routes import demo_routes
 from fanout.plugins.streaming.config import MountpointConfig, mountpoints_from_file
 from fanout.plugins.streaming.plugin import StreamingPlugin
-
+from fanout.sources.testsource import testsource_command
 from fanout.transports.http import HttpTransport
 from fanout.transports.websocket import WebSocketTransport
 from fanout.webrtc.endpoint import WebRtcEndpoint
@@ -126,8 +126,6 @@ def _test_source(plugin: StreamingPlugin, mountpoint: MountpointConfig) -> Itera
     ports = dict(zip((stream.kind for stream in mountpoint.streams), plugin.mountpoints[mountpoint.id].ports))
     hosts = {stream.host for stream in mountpoint.streams}
     host = "127.0.0.1" if hosts <= {"0.0.0.0", "127.0.0.1", ""} else hosts.pop()
-    from fanout.sources.testsource import testsource_command
-
     command = testsource_command(host, video_port=ports.get("video", 0), audio_port=ports.get("audio", 0))
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
     logger.info("test source (pid %d) feeds mountpoint %d", process.pid, mountpoint.id)

@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from fanout.sources.testsource import testsource_command
+from fanout.sources import testsource
 from tests.support.aiortc_viewer import AiortcViewer
 from tests.support.janus_client import JanusHttpClient
 from tests.support.ports import free_ports
@@ -44,7 +44,7 @@ def server(tmp_path: Path, rtp_ports: tuple[int, int]) -> Iterator[ServerAddress
     """fanout with the demo mountpoint (1) and an RTP mountpoint (2) fed by a test source."""
     audio_port, video_port = rtp_ports
     addresses = write_config(tmp_path / "config", DEMO_MOUNTPOINT + rtp_mountpoint(2, audio_port, video_port))
-    source = subprocess.Popen(testsource_command("127.0.0.1", video_port=video_port, audio_port=audio_port))
+    source = subprocess.Popen(testsource.testsource_command("127.0.0.1", video_port=video_port, audio_port=audio_port))
     try:
         with FanoutProcess(tmp_path / "config") as process:
             yield addresses
@@ -108,7 +108,7 @@ async def test_malformed_requests_get_janus_errors_and_viewers_keep_watching(
     handle = viewers[0].handle_id
 
     assert await raw_post(janus, "", b'{"janus": "create", "transaction": "t"') == error(
-        454, "JSON error: on line 1: unexpected token near end of file"
+        454, "JSON error: on line 1: '}' expected near end of file"
     )
     assert await raw_post(janus, "", b"[1, 2]") == error(455, "JSON error: not an object")
     assert await raw_post(janus, "", b'{"janus": "create"}') == error(456, "Missing mandatory element (transaction)")

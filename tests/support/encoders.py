@@ -24,8 +24,12 @@ def ffmpeg_vp8_opus(host: str, audio_port: int, video_port: int) -> list[str]:
 
 
 @contextmanager
-def running(command: list[str], namespace: NetworkNamespace | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(namespace.command(*command) if namespace else command, stdin=subprocess.DEVNULL)
+def running(
+    command: list[str], namespace: NetworkNamespace | None = None, *, stdout: int | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(
+        namespace.command(*command) if namespace else command, stdin=subprocess.DEVNULL, stdout=stdout
+    )
     try:
         yield process
     finally:

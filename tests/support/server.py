@@ -107,10 +107,12 @@ cors: {{
 
 
 class FanoutProcess:
-    """``fanout serve --config <folder>``, optionally inside a network namespace."""
+    """``fanout serve --config <folder>`` (the embedded default if None), optionally inside a network namespace."""
 
-    def __init__(self, config_folder: Path, namespace: NetworkNamespace | None = None) -> None:
-        command = [sys.executable, "-m", "fanout", "serve", "--config", str(config_folder)]
+    def __init__(self, config_folder: Path | None, namespace: NetworkNamespace | None = None) -> None:
+        command = [sys.executable, "-m", "fanout", "serve"]
+        if config_folder is not None:
+            command += ["--config", str(config_folder)]
         self.command = namespace.command(*command) if namespace else command
         self.lines: list[str] = []
         self._ready = threading.Event()
