@@ -137,7 +137,8 @@ class H264Depacketizer:
 
     An access unit is the packets of one timestamp up to the marker bit. One
     with a gap in sequence numbers, a broken fragment or a malformed payload is
-    dropped and counted, and so is the next if the gap may have hit it.
+    dropped and counted, and so is the next unless the gap can only have been
+    the previous one's last packet.
     """
 
     def __init__(self) -> None:
@@ -150,16 +151,19 @@ class H264Depacketizer:
         self._broken = False
 
     def push(self, packet: RtpPacket) -> H264AccessUnit | None:
-        gap = self._next_sequence_number is not None and packet.sequence_number != self._next_sequence_number
+        lost = 0
+        if self._next_sequence_number is not None:
+            lost = (packet.sequence_number - self._next_sequence_number) & 0xFFFF
         self._next_sequence_number = (packet.sequence_number + 1) & 0xFFFF
         if self._ended or packet.timestamp != self._timestamp:
+            lost_only_the_previous_marker = not self._ended and lost == 1
             if not self._ended:
                 self.access_units_dropped += 1
             self._nal_units, self._fragment = [], None
             self._timestamp = packet.timestamp
             self._ended = False
-            self._broken = gap
-        elif gap:
+            self._broken = lost > 0 and not lost_only_the_previous_marker
+        elif lost:
             self._broken = True
         if not self._broken:
             try:

@@ -38,7 +38,8 @@ def rgb_to_yuv(rgb: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
             [112.0, -93.786, -18.214],
         ]
     )
-    return rgb / 255.0 @ matrix.T + np.array([16.0, 128.0, 128.0])
+    yuv: npt.NDArray[np.float64] = rgb / 255.0 @ matrix.T + np.array([16.0, 128.0, 128.0])
+    return yuv
 
 
 def clock_text(wall_time: float) -> str:
@@ -81,8 +82,8 @@ class TestPattern:
         return yuv[:, :, 0].copy(), chroma[:, :, 1].copy(), chroma[:, :, 2].copy()
 
     def _measure_box(self) -> tuple[tuple[int, int], int]:
-        clock = self._clock_font.getbbox("00:00:00.000")
-        counter = self._counter_font.getbbox("frame 0000000")
+        clock = [round(edge) for edge in self._clock_font.getbbox("00:00:00.000")]
+        counter = [round(edge) for edge in self._counter_font.getbbox("frame 0000000")]
         margin = self.height // 30 + 2
         box_width = min(self.width, max(clock[2], counter[2]) + 2 * margin) & ~1
         counter_offset = margin + clock[3] + margin // 2
