@@ -2,6 +2,7 @@
 
 import os
 import selectors
+import shlex
 import signal
 import socket
 import subprocess
@@ -249,3 +250,26 @@ def test_bad_arguments_are_refused(arguments: list[str], capsys: pytest.CaptureF
         testsource.parse_arguments(arguments)
     assert exit.value.code == 2
     assert capsys.readouterr().out == ""
+
+
+def test_exits_when_its_parent_goes_away() -> None:
+    command = shlex.join(testsource.testsource_command("127.0.0.1", 9, 0))
+    parent = subprocess.Popen(["sh", "-c", f"{command} & echo $!; sleep 1"], stdout=subprocess.PIPE)
+    assert parent.stdout is not None
+    pid = int(parent.stdout.readline())
+    assert parent.wait(5) == 0
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and is_running(pid):
+        time.sleep(0.05)
+    running = is_running(pid)
+    if running:
+        os.kill(pid, signal.SIGKILL)
+    assert not running, "the test source outlived its parent by 3 s"
+
+
+def is_running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -131,7 +131,8 @@ class TestSource:
     def stop(self) -> None:
         self.stopping = True
 
-    def run(self, exit_with_parent: bool = False) -> None:
+    def run(self, parent: int | None = None) -> None:
+        """Send until :meth:`stop`, or until the process's parent is no longer ``parent`` if given."""
         start = time.monotonic()
         wall_start = time.time()
         schedules = []
@@ -139,7 +140,6 @@ class TestSource:
             schedules.append(Schedule(FrameClock(start, self.video.frame_period), self.video.packets, self.video_port))
         if self.audio:
             schedules.append(Schedule(FrameClock(start, self.audio.frame_period), self.audio.packets, self.audio_port))
-        parent = os.getppid()
         next_parent_check = start + PARENT_CHECK_INTERVAL
         while not self.stopping:
             now = time.monotonic()
@@ -147,7 +147,7 @@ class TestSource:
                 while (frame_number := schedule.clock.take(now)) is not None:
                     wall_time = wall_start + schedule.clock.media_time(frame_number)
                     self.destination.send(schedule.packets(frame_number, wall_time), schedule.port)
-            if exit_with_parent and now >= next_parent_check:
+            if parent is not None and now >= next_parent_check:
                 next_parent_check = now + PARENT_CHECK_INTERVAL
                 if os.getppid() != parent:
                     break
@@ -196,6 +196,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    parent = os.getppid()
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr, format="testsource: %(message)s")
     arguments = parse_arguments(argv)
     options = TestSourceOptions(
@@ -207,14 +208,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         audio_pt=arguments.audio_pt,
         bitrate=arguments.bitrate,
     )
-    source = TestSource(arguments.host, arguments.video_port, arguments.audio_port, options)
+    try:
+        source = TestSource(arguments.host, arguments.video_port, arguments.audio_port, options)
+    except OSError as error:
+        logger.error("cannot send to %s: %s", arguments.host, error)
+        sys.exit(1)
 
     def stop(signal_number: int, frame: FrameType | None) -> None:
         source.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    source.run(exit_with_parent=arguments.exit_with_parent)
+    source.run(parent if arguments.exit_with_parent else None)
 
 
 if __name__ == "__main__":
