@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fanout.core.plugin import Jsep, LocalOffer, Plugin, PluginAck, PluginError, PluginHandle, PluginResult, PluginSuccess
+from fanout.core.plugin import (
+    Jsep,
+    LocalOffer,
+    Plugin,
+    PluginAck,
+    PluginError,
+    PluginHandle,
+    PluginResult,
+    PluginSuccess,
+)
 from fanout.webrtc.dtls import DtlsCertificate
 from fanout.webrtc.endpoint import EventHandler, host_candidate
 from fanout.webrtc.peer import WebRtcPeer

@@ -69,11 +69,13 @@ class Gateway:
         plugins: Iterable[Plugin] = (),
         *,
         clock: Callable[[], float] = time.monotonic,
+        timeout_check_interval: float = TIMEOUT_CHECK_INTERVAL,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.endpoint = endpoint
         self.clock = clock
+        self.timeout_check_interval = timeout_check_interval
         self.plugins: dict[str, Plugin] = {}
         self.transports: dict[str, TransportInfo] = {}
         self.sessions: dict[int, Session] = {}
@@ -142,8 +144,8 @@ class Gateway:
                 return events.pong(transaction)
             if name == "info":
                 return self.server_info(transaction)
-            self._check_secret(request)
             if name == "create":
+                self._check_secret(request)
                 return self._create(request, transaction, connection)
             raise JanusError(Errors.INVALID_REQUEST_PATH, f"Unhandled request '{janus}' at this path")
         if session_id == 0:
@@ -200,8 +202,8 @@ class Gateway:
         return self.settings.api_secret is None or apisecret == self.settings.api_secret
 
     def _create(self, request: dict[str, Any], transaction: str, connection: Connection | None) -> Message:
-        wanted = request.get("id")
-        if wanted is not None and (not isinstance(wanted, int) or isinstance(wanted, bool) or wanted < 0):
+        wanted = request.get("id", 0)
+        if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted < 0:
             raise JanusError(Errors.INVALID_ELEMENT_TYPE, "Invalid element type (id should be a positive integer)", anonymous=True)
         if wanted:
             if wanted in self.sessions:
@@ -219,7 +221,7 @@ class Gateway:
     def _attach(self, session: Session, request: dict[str, Any], transaction: str) -> Message:
         package = _mandatory(request, "plugin", str, "a string")
         opaque_id = request.get("opaque_id")
-        if opaque_id is not None and not isinstance(opaque_id, str):
+        if "opaque_id" in request and not isinstance(opaque_id, str):
             raise JanusError(Errors.INVALID_ELEMENT_TYPE, "Invalid element type (opaque_id should be a string)")
         plugin = self.plugins.get(package)
         if plugin is None:
@@ -256,7 +258,7 @@ class Gateway:
 
     async def _message(self, handle: Handle, request: dict[str, Any], transaction: str) -> Message:
         body = _mandatory(request, "body", dict, "an object")
-        jsep = handle.take_jsep(request["jsep"]) if request.get("jsep") is not None else None
+        jsep = handle.take_jsep(request["jsep"]) if "jsep" in request else None
         try:
             result = await handle.plugin.handle_message(handle, transaction, body, jsep)
         except Exception as error:
@@ -324,7 +326,7 @@ class Gateway:
 
     async def _watch_timeouts(self) -> None:
         while True:
-            await asyncio.sleep(TIMEOUT_CHECK_INTERVAL)
+            await asyncio.sleep(self.timeout_check_interval)
             try:
                 self.check_timeouts()
             except Exception:

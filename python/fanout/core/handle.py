@@ -39,7 +39,9 @@ logger = logging.getLogger(__name__)
 Errors = JanusErrorCode
 HANGUP_JANUS_API = "Janus API"
 HANGUP_CLOSE_PC = "Close PC"
+HANGUP_DETACH = "Detach"
 SDP_SESSION_ID_LIMIT = 2**62
+SDP_PROCESSING_ERROR = "Error processing SDP"
 
 
 class Handle:
@@ -64,7 +66,6 @@ class Handle:
         self.engine = engine
         self.clock = clock
         self.peer: WebRtcPeer | None = None
-        self.webrtc_started = False  # an offer was ever made: detaching then sends "detached"
         self.offer_pending = False  # an offer went out and its answer has not come back
         self.detached = False
         self.rtcp_dropped = 0
@@ -119,7 +120,6 @@ class Handle:
             self._sdp_version = 1
         else:
             self._sdp_version += 1
-        self.webrtc_started = True
         self.offer_pending = True
         transport = sdp.TransportDescription(
             ice_ufrag=self.peer.local_ufrag,
@@ -136,25 +136,24 @@ class Handle:
         if not isinstance(jsep, dict):
             raise JanusError(Errors.INVALID_JSON_OBJECT, "Invalid jsep object")
         kind = _jsep_field(jsep, "type", str, "a string")
+        text = _jsep_field(jsep, "sdp", str, "a string")
         trickle = jsep.get("trickle", True)
         if not isinstance(trickle, bool):
             raise JanusError(Errors.INVALID_ELEMENT_TYPE, "JSEP error: invalid element type (trickle should be a boolean)")
-        text = _jsep_field(jsep, "sdp", str, "a string")
         kind_lower = kind.lower()
         if kind_lower not in ("offer", "answer"):
             raise JanusError(Errors.JSEP_UNKNOWN_TYPE, f"JSEP error: unknown message type '{kind}'")
+        _check_sdp_syntax(text)
         if kind_lower == "answer" and self.peer is None:
             raise JanusError(Errors.UNEXPECTED_ANSWER, "Unexpected ANSWER (did we offer?)")
-        try:
-            description = sdp.parse_description(text)
-        except sdp.SdpError as error:
-            raise JanusError(Errors.JSEP_INVALID_SDP, str(error)) from error
+        description = self._process_sdp(text)
         if kind_lower == "answer":
             assert self.peer is not None
             try:
                 self.peer.set_remote_description(description)
             except ValueError as error:
-                raise JanusError(Errors.JSEP_INVALID_SDP, str(error)) from error
+                logger.info("handle %d: answer refused: %s", self.id, error)
+                raise JanusError(Errors.JSEP_INVALID_SDP, SDP_PROCESSING_ERROR) from error
             self.offer_pending = False
             self._remote_description = description
             early, self._early_trickles = self._early_trickles, []
@@ -165,19 +164,34 @@ class Handle:
                     logger.info("handle %d: early trickle dropped: %s", self.id, error.reason)
         return Jsep(type=kind_lower, sdp=text, description=description, trickle=trickle)
 
+    def _process_sdp(self, text: str) -> sdp.RemoteDescription:
+        """The client's SDP parsed for its transport; Janus's codes when it lacks one."""
+        attributes = {line.split(":", 1)[0] for line in _sdp_lines(text) if line.startswith("a=")}
+        if not {"a=ice-ufrag", "a=ice-pwd"} <= attributes:
+            raise JanusError(Errors.JSEP_INVALID_SDP, SDP_PROCESSING_ERROR)
+        if "a=fingerprint" not in attributes:
+            raise JanusError(Errors.UNEXPECTED_ANSWER, SDP_PROCESSING_ERROR)  # sic: Janus's code for this
+        try:
+            return sdp.parse_description(text)
+        except sdp.SdpError as error:
+            logger.info("handle %d: SDP refused: %s", self.id, error)
+            raise JanusError(Errors.JSEP_INVALID_SDP, SDP_PROCESSING_ERROR) from error
+
     # -- trickle
     def trickle(self, request: dict[str, Any]) -> None:
         """A ``trickle`` request: kept until the answer arrives, then checked as Janus does."""
-        if request.get("candidate") is None and request.get("candidates") is None:
+        if "candidate" not in request and "candidates" not in request:
             raise JanusError(Errors.MISSING_MANDATORY_ELEMENT, "Missing mandatory element (candidate|candidates)")
+        if "candidate" in request and "candidates" in request:
+            raise JanusError(Errors.INVALID_JSON, "Can't have both candidate and candidates")
         if self._remote_description is None:
             self._early_trickles.append(request)
             return
         self._apply_trickle(request)
 
     def _apply_trickle(self, request: dict[str, Any]) -> None:
-        candidates = request.get("candidates")
-        if candidates is not None:
+        if "candidates" in request:
+            candidates = request["candidates"]
             if not isinstance(candidates, list):
                 raise JanusError(Errors.INVALID_ELEMENT_TYPE, "candidates is not an array")
             for candidate in candidates:
@@ -192,16 +206,25 @@ class Handle:
         if not isinstance(candidate, dict):
             logger.info("handle %d: trickled candidate is not an object; ignored", self.id)
             return
-        if candidate.get("completed") is True:
-            self._give_peer_candidate(None)
+        if "completed" in candidate:
+            if candidate["completed"] is True:
+                self._give_peer_candidate(None)
             return
-        if candidate.get("sdpMid") is None and candidate.get("sdpMLineIndex") is None:
+        if "sdpMid" not in candidate and "sdpMLineIndex" not in candidate:
             raise JanusError(
                 Errors.MISSING_MANDATORY_ELEMENT, "Trickle error: missing mandatory element (sdpMid or sdpMLineIndex)"
             )
-        text = candidate.get("candidate")
-        if not isinstance(text, str):
+        if "sdpMid" in candidate and not isinstance(candidate["sdpMid"], str):
+            raise JanusError(Errors.INVALID_ELEMENT_TYPE, "Trickle error: invalid element type (sdpMid should be a string)")
+        if "sdpMLineIndex" in candidate and not _is_index(candidate["sdpMLineIndex"]):
+            raise JanusError(
+                Errors.INVALID_ELEMENT_TYPE, "Trickle error: invalid element type (sdpMLineIndex should be a positive integer)"
+            )
+        if "candidate" not in candidate:
             raise JanusError(Errors.MISSING_MANDATORY_ELEMENT, "Trickle error: missing mandatory element (candidate)")
+        text = candidate["candidate"]
+        if not isinstance(text, str):
+            raise JanusError(Errors.INVALID_ELEMENT_TYPE, "Trickle error: invalid element type (candidate should be a string)")
         if text == "":
             self._give_peer_candidate(None)
             return
@@ -277,13 +300,13 @@ class Handle:
         self._media_keys = None
 
     def detach(self, *, notify: bool) -> None:
-        """The handle goes: hang up silently, tell the client (``detached``, if it ever had
-        WebRTC and ``notify``), and let the plugin free its state."""
+        """The handle goes: its WebRTC transport hangs up silently, the client gets ``detached``
+        (if ``notify``: a ``detach`` request, not a session's end), and the plugin frees its state."""
         if self.detached:
             return
-        self.hangup("Detach", notify=False)
+        self.hangup(HANGUP_DETACH, notify=False)
         self.detached = True
-        if notify and self.webrtc_started:
+        if notify:
             self.session.send_event(events.detached(self.session.id, self.id))
         self._call_plugin("destroy_session", self.plugin.destroy_session, self)
 
@@ -294,8 +317,35 @@ class Handle:
             logger.exception("handle %d: %s.%s failed", self.id, self.plugin.package, name)
 
 
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _sdp_lines(text: str) -> list[str]:
+    return [line.rstrip("\r") for line in text.split("\n") if line.rstrip("\r")]
+
+
+def _check_sdp_syntax(text: str) -> None:
+    """Janus's first look at a client's SDP, before it checks that an answer was expected:
+    the lines' form and the mandatory ones, with Janus's texts."""
+    if not text.startswith("v="):
+        raise JanusError(Errors.JSEP_INVALID_SDP, "Invalid SDP (doesn't start with v=)")
+    kinds = set()
+    for line in _sdp_lines(text):
+        if line[1:2] != "=":
+            raise JanusError(Errors.JSEP_INVALID_SDP, f"Invalid line (2nd char is not '='): {line}")
+        if line[0] == "m":
+            fields = line[2:].split()
+            if len(fields) < 3 or not fields[1].split("/")[0].isdigit():
+                raise JanusError(Errors.JSEP_INVALID_SDP, f"Invalid m= line: {line}")
+        kinds.add(line[0])
+    if not {"o", "s", "m"} <= kinds:
+        raise JanusError(Errors.JSEP_INVALID_SDP, "Missing mandatory lines (o=, s= or m=)")
+
+
 def _jsep_field(jsep: dict[str, Any], key: str, kind: type, described: str) -> Any:
-    if jsep.get(key) is None:
+    """A field of a ``jsep`` object, as Janus checks it: absent is missing, null is of the wrong type."""
+    if key not in jsep:
         raise JanusError(Errors.MISSING_MANDATORY_ELEMENT, f"JSEP error: missing mandatory element ({key})")
     value = jsep[key]
     if not isinstance(value, kind):

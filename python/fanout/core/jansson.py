@@ -52,7 +52,8 @@ def loads_sequence(data: bytes | str) -> list[Any]:
     jansson with ``JSON_DISABLE_EOF_CHECK`` applied until the input is used up). The first error
     raises, with the line and column counted from where that value started."""
     raw = data.encode() if isinstance(data, str) else data
-    value = _fast(raw)
+    trailing_space = bool(raw) and raw[-1] in WHITESPACE  # jansson then looks for one more value
+    value = None if trailing_space else _fast(raw)
     if value is not None:
         return [value]
     values: list[Any] = []
@@ -351,10 +352,10 @@ class _Parser:
             while _is_digit(char):
                 char = self._get_save()
         self._unget_unsave(char)
-        value = float(self.saved)
-        if math.isinf(value):
+        real = float(self.saved)
+        if math.isinf(real):
             raise self.fail("real number overflow")
-        self.token, self.value = REAL, value
+        self.token, self.value = REAL, real
 
     # -- parser
     def document(self, *, eof_check: bool) -> tuple[Any, int]:
@@ -369,6 +370,49 @@ class _Parser:
         return value, self.stream.position
 
     def _value(self) -> Any:
+        """The value that starts at the current token. Nested arrays and objects are kept on a
+        stack of their own (not Python's: jansson nests 2048 deep)."""
+        open_containers: list[tuple[dict[str, Any] | list[Any], str]] = []  # with the key being filled
+        while True:
+            token = self.token
+            if token in ("{", "["):
+                self.depth += 1
+                if self.depth > MAX_DEPTH:
+                    raise self.fail("maximum parsing depth reached")
+                self.scan()
+                if token == "{" and self.token != "}":
+                    open_containers.append(({}, self._key()))
+                    continue
+                if token == "[" and self.token != "]":
+                    open_containers.append(([], ""))
+                    continue
+                self.depth -= 1
+                value: Any = {} if token == "{" else []
+            else:
+                value = self._scalar()
+            while True:  # the value is whole: into its container; close the containers it completes
+                if not open_containers:
+                    return value
+                container, key = open_containers[-1]
+                if isinstance(container, dict):
+                    container[key] = value
+                else:
+                    container.append(value)
+                self.scan()
+                if self.token == ",":
+                    self.scan()
+                    if isinstance(container, dict):
+                        open_containers[-1] = (container, self._key())
+                    break
+                if isinstance(container, dict) and self.token != "}":
+                    raise self.fail("'}' expected")
+                if isinstance(container, list) and self.token != "]":
+                    raise self.fail("']' expected")
+                open_containers.pop()
+                self.depth -= 1
+                value = container
+
+    def _scalar(self) -> Any:
         token = self.token
         if token == STRING:
             if "\0" in self.value:
@@ -378,55 +422,22 @@ class _Parser:
             return self.value
         if token in (TRUE, FALSE, NULL):
             return {TRUE: True, FALSE: False, NULL: None}[token]
-        if token in ("{", "["):
-            self.depth += 1
-            if self.depth > MAX_DEPTH:
-                raise self.fail("maximum parsing depth reached")
-            value = self._object() if token == "{" else self._array()
-            self.depth -= 1
-            return value
         if token == INVALID:
             raise self.fail("invalid token")
         raise self.fail("unexpected token")
 
-    def _object(self) -> dict[str, Any]:
-        result: dict[str, Any] = {}
+    def _key(self) -> str:
+        """An object's key and its colon; leaves the scanner on the value's first token."""
+        if self.token != STRING:
+            raise self.fail("string or '}' expected")
+        key: str = self.value
+        if "\0" in key:
+            raise self.fail("NUL byte in object key not supported")
         self.scan()
-        if self.token == "}":
-            return result
-        while True:
-            if self.token != STRING:
-                raise self.fail("string or '}' expected")
-            key = self.value
-            if "\0" in key:
-                raise self.fail("NUL byte in object key not supported")
-            self.scan()
-            if self.token != ":":
-                raise self.fail("':' expected")
-            self.scan()
-            result[key] = self._value()
-            self.scan()
-            if self.token != ",":
-                break
-            self.scan()
-        if self.token != "}":
-            raise self.fail("'}' expected")
-        return result
-
-    def _array(self) -> list[Any]:
-        result: list[Any] = []
+        if self.token != ":":
+            raise self.fail("':' expected")
         self.scan()
-        if self.token == "]":
-            return result
-        while True:
-            result.append(self._value())
-            self.scan()
-            if self.token != ",":
-                break
-            self.scan()
-        if self.token != "]":
-            raise self.fail("']' expected")
-        return result
+        return key
 
 
 def _is_digit(char: int) -> bool:

@@ -134,7 +134,7 @@ class HttpTransport:
     async def _cors_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         allow_origin = self.settings.allow_origin
         if allow_origin and self.settings.enforce_cors and request.headers.get("Origin") != allow_origin:
-            response: web.StreamResponse = web.Response(status=403)
+            response: web.StreamResponse = self._preflight(request, status=403) if request.method == "OPTIONS" else web.Response(status=403)
         else:
             try:
                 response = await handler(request)
@@ -152,8 +152,8 @@ class HttpTransport:
             return self._preflight(request)
         return web.Response(status=404)
 
-    def _preflight(self, request: web.Request) -> web.Response:
-        response = web.Response(status=200)
+    def _preflight(self, request: web.Request, status: int = 200) -> web.Response:
+        response = web.Response(status=status)
         method = request.headers.get("Access-Control-Request-Method")
         if method:
             response.headers["Access-Control-Allow-Methods"] = method
@@ -163,7 +163,7 @@ class HttpTransport:
         return response
 
     def _json(self, message: Any) -> web.Response:
-        return web.Response(text=dumps(message, self.settings.json), content_type="application/json")
+        return web.Response(body=dumps(message, self.settings.json).encode(), headers={"Content-Type": "application/json"})
 
     # -- the Janus API
     async def _janus(self, request: web.Request) -> web.StreamResponse:
@@ -193,8 +193,8 @@ class HttpTransport:
             if len(segments) <= index:
                 break
             path_id = _path_id(segments[index])
-            if path_id == 0:
-                break
+            if path_id == 0:  # as in Janus: a segment that reads as 0 is no id
+                continue
             given = message.get(key)
             if isinstance(given, int) and not isinstance(given, bool) and given != path_id:
                 return self._json(
@@ -208,7 +208,7 @@ class HttpTransport:
         if segments == ["info"]:
             return self._json(self.gateway.server_info(_random_transaction()))
         if len(segments) == 2:
-            raise web.HTTPFound(f"{self.base}/{segments[0]}")
+            return web.Response(status=302, headers={"Location": f"{self.base}/{segments[0]}"})
         if len(segments) != 1:
             return web.Response(status=404)
         if not self.gateway.check_secret(request.query.get("apisecret")):
@@ -218,11 +218,15 @@ class HttpTransport:
             return web.Response(status=404)
         maxev = _atoi(request.query.get("maxev", "1"))
         queue = self.connection.sessions.get(session_id) or _SessionEvents()  # a session of another transport: keepalives only
-        if not queue.queue and not queue.over:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.long_poll_timeout
+        while not queue.queue and not queue.over and loop.time() < deadline:
             try:
-                await asyncio.wait_for(queue.arrived.wait(), self.long_poll_timeout)
-            except asyncio.TimeoutError:
-                pass
+                await asyncio.wait_for(queue.arrived.wait(), deadline - loop.time())
+            except TimeoutError:
+                break
+            if request.transport is None or request.transport.is_closing():
+                return web.Response(status=204)  # the client gave up on this poll: its events wait for the next
         taken = queue.take(max(maxev, 1)) or [events.keepalive()]
         return self._json(taken if maxev > 1 else taken[0])
 
