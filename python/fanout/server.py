@@ -23,7 +23,12 @@ from fanout.config.jcfg import ConfigError
 from fanout.config.loader import Config, load_config
 from fanout.core.gateway import Gateway
 from fanout.demo.routes import demo_routes
-from fanout.plugins.streaming.config import MountpointConfig, mountpoints_from_file
+from fanout.plugins.streaming.config import (
+    MountpointConfig,
+    StreamingSettings,
+    mountpoints_from_file,
+    streaming_settings_from_file,
+)
 from fanout.plugins.streaming.plugin import StreamingPlugin
 from fanout.sources.testsource import testsource_command
 from fanout.transports.http import HttpTransport
@@ -45,7 +50,9 @@ async def serve(config_folder: Path | None) -> None:
     """Run fanout with ``config_folder`` (None: the embedded default) until SIGINT or SIGTERM."""
     try:
         config = load_config(config_folder)
-        mountpoints = _mountpoints(config)
+        streaming_root = config.plugin_file(STREAMING_PACKAGE)
+        mountpoints = [] if streaming_root is None else mountpoints_from_file(streaming_root)
+        streaming_settings = StreamingSettings() if streaming_root is None else streaming_settings_from_file(streaming_root)
     except ConfigError as error:
         _exit_with(f"fanout: configuration error: {error}")
     stop = asyncio.Event()
@@ -53,7 +60,7 @@ async def serve(config_folder: Path | None) -> None:
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stop.set)
     try:
-        async with _running(config, mountpoints) as ready_message:
+        async with _running(config, mountpoints, streaming_settings) as ready_message:
             config.report_unsupported(logger)
             print(f"{READY_LINE}: {ready_message}", flush=True)
             await stop.wait()
@@ -62,13 +69,10 @@ async def serve(config_folder: Path | None) -> None:
         _exit_with(f"fanout: cannot start: {error}")
 
 
-def _mountpoints(config: Config) -> list[MountpointConfig]:
-    root = config.plugin_file(STREAMING_PACKAGE)
-    return [] if root is None else mountpoints_from_file(root)
-
-
 @contextlib.asynccontextmanager
-async def _running(config: Config, mountpoints: list[MountpointConfig]) -> AsyncIterator[str]:
+async def _running(
+    config: Config, mountpoints: list[MountpointConfig], streaming_settings: StreamingSettings
+) -> AsyncIterator[str]:
     settings = config.settings
     async with contextlib.AsyncExitStack() as stack:
         try:
@@ -84,7 +88,7 @@ async def _running(config: Config, mountpoints: list[MountpointConfig]) -> Async
         engine = Engine(endpoint.fileno())
         stack.callback(engine.close)
 
-        plugin = StreamingPlugin(engine, mountpoints)
+        plugin = StreamingPlugin(engine, mountpoints, streaming_settings)
         gateway = Gateway(settings, engine, endpoint, [plugin])
         try:
             await gateway.start()

@@ -52,6 +52,13 @@ class MountpointConfig:
     testsource: bool = False  # fanout: fed by the built-in test source
 
 
+@dataclass(frozen=True)
+class StreamingSettings:
+    """The ``general`` group of janus.plugin.streaming.jcfg."""
+
+    admin_key: str | None = None  # needed to create mountpoints and to list private ones
+
+
 MOUNTPOINT_KEYS = {"type", "id", "name", "description", "metadata", "is_private", "secret", "pin", "media", "testsource"}
 LEGACY_STREAM_KEYS = {
     kind: {kind, f"{kind}port", f"{kind}pt", f"{kind}codec", f"{kind}rtpmap", f"{kind}fmtp", f"{kind}iface"}
@@ -128,7 +135,7 @@ def _parse_media_entry(where: str, index: int, entry: Any, unsupported: list[str
         mindex=index,
         kind=kind,
         mid=mid,
-        label=reader.string("label") or mid,
+        label=reader.string("label") or kind,
         msid=reader.string("msid"),
         keys={"port": "port", "pt": "pt", "codec": "codec", "rtpmap": "rtpmap", "fmtp": "fmtp", "iface": "iface"},
     )
@@ -224,6 +231,20 @@ class _Reader:
         if isinstance(value, str) and value.lower() in ("true", "yes", "false", "no"):
             return value.lower() in ("true", "yes")
         raise MountpointConfigError(f"{self.where}: '{key}' must be true or false")
+
+
+def streaming_settings_from_file(root: Mapping[str, Any]) -> StreamingSettings:
+    """The ``general`` group of a parsed janus.plugin.streaming.jcfg."""
+    general = root.get("general")
+    if not isinstance(general, Mapping):
+        return StreamingSettings()
+    admin_key = general.get("admin_key")
+    if admin_key is not None and not isinstance(admin_key, str):
+        from fanout.config.jcfg import ConfigError
+
+        location = getattr(general, "location_of", lambda _: "general")("admin_key")
+        raise ConfigError(f"{location}: 'admin_key' must be a string")
+    return StreamingSettings(admin_key=admin_key)
 
 
 def mountpoints_from_file(root: Mapping[str, Any], file_name: str = "janus.plugin.streaming.jcfg") -> list[MountpointConfig]:

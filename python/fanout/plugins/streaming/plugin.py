@@ -15,7 +15,8 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from fanout.core.plugin import Jsep, LocalOffer, Plugin, PluginAck, PluginHandle, PluginResult, PluginSuccess
-from fanout.plugins.streaming.config import MountpointConfig
+from fanout.plugins.streaming import management
+from fanout.plugins.streaming.config import MountpointConfig, StreamingSettings
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 from fanout.plugins.streaming.mountpoint import Mountpoint
 from fanout.plugins.streaming.viewer import Viewer, ViewerState
@@ -42,8 +43,11 @@ class StreamingPlugin(Plugin):
     version = 10
     version_string = "0.0.10"
 
-    def __init__(self, engine: Engine, mountpoints: list[MountpointConfig]) -> None:
+    def __init__(
+        self, engine: Engine, mountpoints: list[MountpointConfig], settings: StreamingSettings | None = None
+    ) -> None:
         self.engine = engine
+        self.settings = settings or StreamingSettings()
         self.mountpoint_configs = mountpoints
         self.mountpoints: dict[int, Mountpoint] = {}
         self.viewers: dict[int, Viewer] = {}
@@ -51,6 +55,12 @@ class StreamingPlugin(Plugin):
         self._sync_requests: dict[str, Callable[[Viewer, dict[str, Any]], dict[str, Any]]] = {
             "list": self._list,
             "info": self._info,
+            "create": self._create,
+            "edit": self._edit,
+            "destroy": self._destroy,
+            "enable": self._enable,
+            "disable": self._disable,
+            "kick_all": self._kick_all,
         }
         self._async_requests: dict[str, AsyncRequest] = {
             "watch": self._watch,
@@ -85,13 +95,18 @@ class StreamingPlugin(Plugin):
 
     def remove_mountpoint(self, mountpoint_id: int) -> None:
         mountpoint = self.mountpoints.pop(mountpoint_id)
+        self._kick_viewers(mountpoint)
+        mountpoint.close(self.engine)
+
+    def _kick_viewers(self, mountpoint: Mountpoint) -> None:
+        """Every viewer of ``mountpoint`` is told ``stopped`` and its PeerConnection closed."""
         for handle_id in list(mountpoint.viewers):
             viewer = self.viewers.get(handle_id)
             if viewer is not None:
+                self._remove_from_engine(viewer)
+                viewer.leave()
                 viewer.handle.push_event(None, status_event("stopped"))
                 viewer.handle.close_pc()
-                viewer.leave()
-        mountpoint.close(self.engine)
 
     # --- the core's calls -------------------------------------------------
 
@@ -134,11 +149,10 @@ class StreamingPlugin(Plugin):
             [track.engine_stream() for track in tracks],
         )
         viewer.in_engine = True
-        paused = viewer.state is ViewerState.PAUSED
-        if paused:
-            self.engine.set_viewer_paused(handle.id, True)
-        else:
+        if viewer.state is not ViewerState.PAUSED:
             viewer.state = ViewerState.STARTED
+        if viewer.state is ViewerState.PAUSED or not viewer.mountpoint.enabled:
+            self.engine.set_viewer_paused(handle.id, True)
         logger.info("viewer %d watching mountpoint %d (%s)", handle.id, viewer.mountpoint.id, keys.srtp_profile)
         handle.push_event(None, status_event("started"))
 
@@ -182,10 +196,12 @@ class StreamingPlugin(Plugin):
     # --- synchronous requests ----------------------------------------------
 
     def _list(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        admin_key = self.settings.admin_key
+        with_private = admin_key is not None and body.get("admin_key") == admin_key
         entries = [
             mountpoint.list_entry(self.engine)
             for mountpoint in self.mountpoints.values()
-            if not mountpoint.config.is_private
+            if with_private or not mountpoint.config.is_private
         ]
         return {"streaming": "list", "list": entries}
 
@@ -193,6 +209,54 @@ class StreamingPlugin(Plugin):
         mountpoint = self._mountpoint_from(body)
         with_secret = mountpoint.config.secret is None or body.get("secret") == mountpoint.config.secret
         return {"streaming": "info", "info": mountpoint.info(self.engine, with_secret=with_secret)}
+
+    def _create(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        management.check_admin_key(body, self.settings.admin_key)
+        permanent = management.permanent_flag(body)
+        config = management.mountpoint_from_create(body, self.mountpoints.keys())
+        if permanent:
+            raise StreamingError(Errors.CANT_CREATE, "Can't add a permanent stream: fanout does not save mountpoints yet")
+        try:
+            mountpoint = self.add_mountpoint(config)
+        except OSError as error:
+            raise StreamingError(Errors.CANT_CREATE, f"Can't add 'rtp' stream: {error}") from None
+        return management.created_reply(config, mountpoint.ports, permanent=permanent, legacy="media" not in body)
+
+    def _edit(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        mountpoint = self._mountpoint_from(body, missing_reason="No such mountpoint ({id})")
+        management.check_secret(body, mountpoint.config)
+        permanent = management.permanent_flag(body)
+        mountpoint.config = management.edited_mountpoint(mountpoint.config, body)
+        return {"streaming": "edited", "id": mountpoint.id, "permanent": permanent}
+
+    def _destroy(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        mountpoint = self._mountpoint_from(body)
+        management.check_secret(body, mountpoint.config)
+        self.remove_mountpoint(mountpoint.id)
+        return {"streaming": "destroyed", "destroyed": mountpoint.id}
+
+    def _enable(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        return self._set_enabled(body, enabled=True)
+
+    def _disable(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        return self._set_enabled(body, enabled=False)
+
+    def _set_enabled(self, body: dict[str, Any], *, enabled: bool) -> dict[str, Any]:
+        """A disabled mountpoint keeps its viewers but sends them nothing, and takes no new ones."""
+        mountpoint = self._mountpoint_from(body)
+        management.check_secret(body, mountpoint.config)
+        mountpoint.enabled = enabled
+        for handle_id in mountpoint.viewers:
+            watcher = self.viewers.get(handle_id)
+            if watcher is not None and watcher.in_engine:
+                self.engine.set_viewer_paused(handle_id, not enabled or watcher.state is ViewerState.PAUSED)
+        return {"streaming": "ok"}
+
+    def _kick_all(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        mountpoint = self._mountpoint_from(body)
+        management.check_secret(body, mountpoint.config)
+        self._kick_viewers(mountpoint)
+        return {"streaming": "kicked_all"}
 
     # --- asynchronous requests ---------------------------------------------
 
@@ -249,7 +313,7 @@ class StreamingPlugin(Plugin):
         elif viewer.state is ViewerState.PAUSED:
             viewer.state = ViewerState.STARTED if viewer.in_engine else ViewerState.STARTING
             if viewer.in_engine:
-                self.engine.set_viewer_paused(viewer.handle.id, False)
+                self.engine.set_viewer_paused(viewer.handle.id, not viewer.mountpoint.enabled)
         viewer.handle.push_event(transaction, status_event("starting"))
 
     def _pause(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
@@ -268,7 +332,7 @@ class StreamingPlugin(Plugin):
 
     # --- helpers --------------------------------------------------------------
 
-    def _mountpoint_from(self, body: dict[str, Any]) -> Mountpoint:
+    def _mountpoint_from(self, body: dict[str, Any], missing_reason: str = "No such mountpoint/stream {id}") -> Mountpoint:
         if "id" not in body:
             raise StreamingError(Errors.MISSING_ELEMENT, "Missing mandatory element (id)")
         mountpoint_id = body["id"]
@@ -276,7 +340,7 @@ class StreamingPlugin(Plugin):
             raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (id should be a positive integer)")
         mountpoint = self.mountpoints.get(mountpoint_id)
         if mountpoint is None:
-            raise StreamingError(Errors.NO_SUCH_MOUNTPOINT, f"No such mountpoint/stream {mountpoint_id}")
+            raise StreamingError(Errors.NO_SUCH_MOUNTPOINT, missing_reason.format(id=mountpoint_id))
         return mountpoint
 
     def _remove_from_engine(self, viewer: Viewer) -> None:

@@ -1,0 +1,154 @@
+"""Mountpoint management requests: reading ``create`` and ``edit`` bodies, checking
+secrets and the admin key, and shaping the replies, as Janus's Streaming plugin does.
+
+Sans-IO: these functions take request bodies and mountpoint definitions and
+return new definitions or reply bodies; the plugin opens and closes the
+mountpoints themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Collection
+from typing import Any
+
+from fanout.plugins.streaming.config import MountpointConfig, MountpointConfigError, parse_mountpoint
+from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
+
+Errors = StreamingErrorCode
+ID_LIMIT = 2**53  # ids stay exact as JavaScript numbers
+SUPPORTED_TYPES = ("rtp",)
+KNOWN_TYPES = ("rtp", "live", "ondemand", "rtsp")
+CREATE_ONLY_KEYS = {"request", "admin_key", "permanent"}
+STRING_FIELDS = ("name", "description", "metadata", "secret", "pin")
+EDIT_FIELDS = {
+    "new_description": "description",
+    "new_metadata": "metadata",
+    "new_secret": "secret",
+    "new_pin": "pin",
+}
+
+
+def check_admin_key(body: dict[str, Any], admin_key: str | None) -> None:
+    """Refuse a request that needs the plugin's ``admin_key`` if it lacks the right one."""
+    if admin_key is None:
+        return
+    given = body.get("admin_key")
+    if given is None:
+        raise StreamingError(Errors.MISSING_ELEMENT, "Missing mandatory element (admin_key)")
+    if not isinstance(given, str):
+        raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (admin_key should be a string)")
+    if not secrets.compare_digest(given, admin_key):
+        raise StreamingError(Errors.UNAUTHORIZED, "Unauthorized (wrong admin_key)")
+
+
+def check_secret(body: dict[str, Any], mountpoint: MountpointConfig) -> None:
+    """Refuse a request on a mountpoint with a ``secret`` unless the body has it."""
+    if mountpoint.secret is None:
+        return
+    given = body.get("secret")
+    if given is None:
+        raise StreamingError(Errors.MISSING_ELEMENT, "Missing mandatory element (secret)")
+    if not isinstance(given, str):
+        raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (secret should be a string)")
+    if not secrets.compare_digest(given, mountpoint.secret):
+        raise StreamingError(Errors.UNAUTHORIZED, "Unauthorized (wrong secret)")
+
+
+def permanent_flag(body: dict[str, Any]) -> bool:
+    value = body.get("permanent", False)
+    if not isinstance(value, bool):
+        raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (permanent should be a boolean)")
+    return value
+
+
+def mountpoint_from_create(body: dict[str, Any], taken_ids: Collection[int]) -> MountpointConfig:
+    """The mountpoint a ``create`` request describes (its id picked if it has none)."""
+    kind = body.get("type")
+    if kind is None:
+        raise StreamingError(Errors.MISSING_ELEMENT, "Missing mandatory element (type)")
+    if not isinstance(kind, str):
+        raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (type should be a string)")
+    if kind not in KNOWN_TYPES:
+        raise StreamingError(Errors.INVALID_ELEMENT, f"Unknown stream type '{kind}'...\n")
+    if kind not in SUPPORTED_TYPES:
+        raise StreamingError(Errors.CANT_CREATE, f"Can't add '{kind}' stream: fanout serves 'rtp' mountpoints only")
+    mountpoint_id = body.get("id")
+    if mountpoint_id is None:
+        mountpoint_id = _free_id(taken_ids)
+    elif isinstance(mountpoint_id, bool) or not isinstance(mountpoint_id, int) or mountpoint_id <= 0:
+        raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (id should be a positive integer)")
+    elif mountpoint_id in taken_ids:
+        raise StreamingError(Errors.CANT_CREATE, "A stream with the provided ID already exists")
+    for field in STRING_FIELDS:
+        if field in body and not isinstance(body[field], str):
+            raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({field} should be a string)")
+    if "is_private" in body and not isinstance(body["is_private"], bool):
+        raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (is_private should be a boolean)")
+    media = body.get("media")
+    if media is not None and not isinstance(media, list):
+        raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (media should be an array)")
+    if media is None and not (body.get("audio") or body.get("video")):
+        raise StreamingError(Errors.CANT_CREATE, "Can't add 'rtp' stream, no audio or video have to be streamed...")
+    definition = {key: value for key, value in body.items() if key not in CREATE_ONLY_KEYS} | {"id": mountpoint_id}
+    name = body.get("name") or f"mp-{mountpoint_id}"
+    try:
+        config, _ = parse_mountpoint(name, definition)
+    except MountpointConfigError as error:
+        raise StreamingError(Errors.CANT_CREATE, f"Can't add 'rtp' stream: {_without_prefix(str(error))}") from None
+    return config
+
+
+def created_reply(config: MountpointConfig, ports: list[int], *, permanent: bool, legacy: bool) -> dict[str, Any]:
+    """The ``created`` reply; a mountpoint made with the legacy flat keys is described with them."""
+    stream: dict[str, Any] = {
+        "id": config.id,
+        "type": "live",
+        "description": config.description,
+        "is_private": config.is_private,
+    }
+    if legacy:
+        for stream_config, port in zip(config.streams, ports, strict=True):
+            stream[f"{stream_config.kind}_port"] = port
+    else:
+        stream["ports"] = [
+            {"type": stream_config.kind, "mid": stream_config.mid}
+            | ({"msid": stream_config.msid} if stream_config.msid else {})
+            | {"port": port}
+            for stream_config, port in zip(config.streams, ports, strict=True)
+        ]
+    reply: dict[str, Any] = {"streaming": "created", "created": config.name, "permanent": permanent, "stream": stream}
+    if legacy:
+        reply["warning"] = "deprecated_api"
+    return reply
+
+
+def edited_mountpoint(config: MountpointConfig, body: dict[str, Any]) -> MountpointConfig:
+    """``config`` with what an ``edit`` request changes (description, metadata, secret, pin, is_private)."""
+    changes: dict[str, Any] = {}
+    for request_field, config_field in EDIT_FIELDS.items():
+        if request_field in body:
+            value = body[request_field]
+            if not isinstance(value, str):
+                raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({request_field} should be a string)")
+            clears = config_field != "description" and value == ""
+            changes[config_field] = None if clears else value
+    if "new_is_private" in body:
+        if not isinstance(body["new_is_private"], bool):
+            raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (new_is_private should be a boolean)")
+        changes["is_private"] = body["new_is_private"]
+    return dataclasses.replace(config, **changes)
+
+
+def _free_id(taken_ids: Collection[int]) -> int:
+    while True:
+        candidate = secrets.randbelow(ID_LIMIT - 1) + 1
+        if candidate not in taken_ids:
+            return candidate
+
+
+def _without_prefix(message: str) -> str:
+    """``mountpoint 'x': media[0]: missing 'pt'`` -> ``media[0]: missing 'pt'``."""
+    head, separator, rest = message.partition(": ")
+    return rest if separator and head.startswith("mountpoint ") else message

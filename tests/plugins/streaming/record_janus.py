@@ -1,0 +1,87 @@
+"""Record the real Janus Streaming plugin's replies to management_cases.py.
+
+Runs Debian's Janus 1.1.2 (`janus -F <folder>`) with only the Streaming plugin
+and the HTTP transport on 127.0.0.1:18095, twice: without and with an
+``admin_key``. Writes tests/plugins/streaming/data/janus_management.json.
+
+    .venv/bin/python -m tests.plugins.streaming.record_janus
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.plugins.streaming.management_cases import ADMIN_CASES, ADMIN_KEY, CASES, STREAMING_CONFIG, run_case
+
+DATA = Path(__file__).parent / "data"
+HTTP_PORT = 18095
+AUDIO_PORT, VIDEO_PORT = 35012, 35014
+LIBRARIES = Path("/usr/lib/x86_64-linux-gnu/janus")
+
+
+def make_folder(folder: Path, admin_key: str | None) -> None:
+    for name in ("janus.jcfg", "janus.transport.http.jcfg"):
+        shutil.copy(f"/etc/janus/{name}", folder / name)
+    general = f'\tadmin_key = "{admin_key}"' if admin_key else ""
+    (folder / "janus.plugin.streaming.jcfg").write_text(
+        STREAMING_CONFIG % {"general": general, "audio_port": AUDIO_PORT, "video_port": VIDEO_PORT}
+    )
+    plugins = ",".join(p.name for p in sorted((LIBRARIES / "plugins").glob("*.so")) if p.name != "libjanus_streaming.so")
+    transports = ",".join(p.name for p in sorted((LIBRARIES / "transports").glob("*.so")) if p.name != "libjanus_http.so")
+    core = (folder / "janus.jcfg").read_text()
+    core = core.replace('configs_folder = "/etc/janus"', f'configs_folder = "{folder}"')
+    core = core.replace('#disable = "libjanus_voicemail.so,libjanus_recordplay.so"', f'disable = "{plugins}"')
+    core = core.replace('#disable = "libjanus_rabbitmq.so"', f'disable = "{transports}"')
+    core = core.replace('#disable = "libjanus_jsonlog.so"', 'disable = "libjanus_jsonlog.so"')
+    (folder / "janus.jcfg").write_text(core)
+    http = (folder / "janus.transport.http.jcfg").read_text()
+    http = http.replace("port = 8088", f"port = {HTTP_PORT}")
+    http = re.sub(r'^\t#ip = "[^"]*"', '\tip = "127.0.0.1"', http, flags=re.M)
+    (folder / "janus.transport.http.jcfg").write_text(http)
+
+
+async def record(admin_key: str | None, cases: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        make_folder(folder, admin_key)
+        janus = subprocess.Popen(["janus", "-F", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", HTTP_PORT), timeout=0.5).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("janus did not start") from None
+                    time.sleep(0.1)
+            async with aiohttp.ClientSession() as http:
+                url = f"http://127.0.0.1:{HTTP_PORT}/janus"
+                return {case: await run_case(http, url, bodies) for case, bodies in cases.items()}
+        finally:
+            janus.terminate()
+            janus.wait(10)
+
+
+async def main() -> None:
+    recordings = {"plain": await record(None, CASES), "admin_key": await record(ADMIN_KEY, ADMIN_CASES)}
+    version = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "janus"], capture_output=True, text=True).stdout
+    DATA.mkdir(exist_ok=True)
+    path = DATA / "janus_management.json"
+    path.write_text(json.dumps({"janus": version.strip(), "recordings": recordings}, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
