@@ -83,6 +83,20 @@ CASES: dict[str, list[Message]] = {
         {"request": "destroy", "id": 101, "secret": "wrong"},
         {"request": "destroy", "id": 101, "secret": "s"},
     ],
+    "create_multistream_default_labels": [
+        {
+            "request": "create",
+            "type": "rtp",
+            "id": 140,
+            "media": [
+                {"type": "audio", "mid": "a", "port": 0, "pt": 111, "codec": "opus"},
+                {"type": "video", "mid": "v1", "port": 0, "pt": 96, "codec": "vp8"},
+                {"type": "video", "mid": "v2", "port": 0, "pt": 97, "codec": "vp8", "label": "second"},
+            ],
+        },
+        {"request": "info", "id": 140},
+        {"request": "destroy", "id": 140},
+    ],
     "create_without_id": [
         video_only(None, name="no-id"),
     ],

@@ -51,10 +51,11 @@ def test_multistream_media_list() -> None:
     }
     config, unsupported = parse_mountpoint("multistream-test", group)
     assert unsupported == []
+    # as Janus: a stream without a label is labelled with its type
     assert [(s.mid, s.label, s.port) for s in config.streams] == [
         ("a", "Audio stream", 5102),
-        ("v1", "v1", 5104),
-        ("v2", "v2", 5106),
+        ("v1", "video", 5104),
+        ("v2", "video", 5106),
     ]
 
 
