@@ -55,7 +55,9 @@ async def record(admin_key: str | None, cases: dict[str, list[dict[str, Any]]]) 
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         make_folder(folder, admin_key)
-        janus = subprocess.Popen(["janus", "-F", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        janus = subprocess.Popen(
+            ["janus", "-F", str(folder)], cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
         try:
             deadline = time.monotonic() + 15
             while True:
