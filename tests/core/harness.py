@@ -74,10 +74,18 @@ class Core:
     plugin: EchoStreamingPlugin = field(default_factory=EchoStreamingPlugin)
     endpoint: FakeEndpoint = field(default_factory=FakeEndpoint)
     engine: FakeEngine = field(default_factory=FakeEngine)
+    timeout_check_interval: float = 1.0  # how often the started Gateway's watchdog looks
     gateway: Gateway = field(init=False)
 
     def __post_init__(self) -> None:
-        self.gateway = Gateway(self.settings, self.engine, self.endpoint, [self.plugin], clock=self.clock)  # type: ignore[arg-type]
+        self.gateway = Gateway(
+            self.settings,
+            self.engine,  # type: ignore[arg-type]
+            self.endpoint,  # type: ignore[arg-type]
+            [self.plugin],
+            clock=self.clock,
+            timeout_check_interval=self.timeout_check_interval,
+        )
 
     async def request(self, connection: Connection | None = None, **fields: Any) -> Message:
         return await self.gateway.handle_request(fields, connection)

@@ -75,7 +75,7 @@ async def session_timeout(ws_url: str, wait: float) -> list[Message]:
         return received + [{"after": mask(after, variables)}]
 
 
-async def closed_websocket(http: aiohttp.ClientSession, base_url: str, ws_url: str) -> list[Message]:
+async def closed_websocket(http: aiohttp.ClientSession, base_url: str, ws_url: str, settle: float = 1.0) -> list[Message]:
     """Sessions of a WebSocket that closed (one of them claimed by another socket first)."""
     async with websocket(ws_url) as keeper:
         async with websocket(ws_url) as socket:
@@ -86,7 +86,7 @@ async def closed_websocket(http: aiohttp.ClientSession, base_url: str, ws_url: s
             variables = {"session1": ids[0], "session2": ids[1]}
             await keeper.send_str(json.dumps({"janus": "claim", "transaction": "cl", "session_id": ids[1]}))
             claimed = json.loads((await keeper.receive(timeout=5)).data)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(settle)
         results = [{"claim": mask(claimed, variables)}]
         for session_id in ids:
             reply = await _post(http, f"{base_url}/{session_id}", {"janus": "keepalive", "transaction": "k"})

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from fanout.config.settings import Settings
 from fanout.core import events
-from fanout.core.gateway import Gateway
 from fanout.core.plugin import PluginAck
 from fanout.webrtc.peer import DtlsConnected, PeerClosed
 
@@ -149,8 +148,7 @@ async def test_no_timeout_when_session_timeout_is_zero() -> None:
 
 
 async def test_the_watchdog_times_sessions_out() -> None:
-    core = Core()
-    core.gateway = Gateway(core.settings, core.engine, core.endpoint, [], clock=core.clock, timeout_check_interval=0.01)  # type: ignore[arg-type]
+    core = Core(timeout_check_interval=0.01)
     await core.gateway.start()
     try:
         sink = EventSink()
