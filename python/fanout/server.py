@@ -52,7 +52,12 @@ async def serve(config_folder: Path | None) -> None:
         config = load_config(config_folder)
         streaming_root = config.plugin_file(STREAMING_PACKAGE)
         mountpoints = [] if streaming_root is None else mountpoints_from_file(streaming_root)
-        streaming_settings = StreamingSettings() if streaming_root is None else streaming_settings_from_file(streaming_root)
+        streaming_file = None if config.embedded else config.folder / f"{STREAMING_PACKAGE}.jcfg"
+        streaming_settings = (
+            StreamingSettings(config_file=streaming_file)
+            if streaming_root is None
+            else streaming_settings_from_file(streaming_root, streaming_file)
+        )
     except ConfigError as error:
         _exit_with(f"fanout: configuration error: {error}")
     stop = asyncio.Event()

@@ -1,10 +1,13 @@
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from fanout.config.jcfg import ConfigError, ConfigList, Group, load, parse
+from fanout.config.jcfg import ConfigError, ConfigList, Group, dumps, load, parse
 
 DATA = Path(__file__).parent / "data"
 JANUS_CONFIGS = sorted(Path("/etc/janus").glob("*.jcfg"))
@@ -275,3 +278,28 @@ def test_typed_getters_reject_wrong_types_with_file_and_line(getter: str, text: 
     with pytest.raises(ConfigError) as error:
         getattr(group, getter)(key)
     assert str(error.value) == message
+
+
+# -- writing: dumps() is read back by parse() as the same values
+
+_names = st.from_regex(r"[A-Za-z][-A-Za-z0-9_]{0,8}", fullmatch=True)
+_scalars = st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=20))
+_groups = st.recursive(
+    st.dictionaries(_names, _scalars, max_size=4),
+    lambda children: st.dictionaries(_names, st.one_of(_scalars, children, st.lists(children, min_size=1, max_size=3)), max_size=4),
+    max_leaves=12,
+)
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, Mapping):
+        return {key: _plain(value[key]) for key in value}
+    if isinstance(value, list):
+        return [_plain(element) for element in value]
+    return value
+
+
+@settings(max_examples=200, deadline=None)
+@given(_groups)
+def test_dumps_is_read_back_as_the_same_values(values: dict[str, object]) -> None:
+    assert _plain(parse(dumps(values))) == values

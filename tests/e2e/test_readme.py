@@ -61,8 +61,16 @@ async def test_the_default_serves_the_demo_page_and_the_test_source(
         async with janus.http.get(f"http://127.0.0.1:8088{path}") as response:
             assert response.status == 200, path
             assert expected in await response.text()
-    listed = await janus.message(await janus.attach(), {"request": "list"})
+    handle = await janus.attach()
+    listed = await janus.message(handle, {"request": "list"})
     assert [entry["id"] for entry in listed["plugindata"]["data"]["list"]] == [1, 2, 3]
+    saved = {"request": "create", "type": "rtp", "permanent": True, "audio": True, "audioport": 0, "audiopt": 111, "audiocodec": "opus"}
+    assert (await janus.message(handle, saved))["plugindata"]["data"] == {
+        "streaming": "event",
+        "error_code": 456,
+        "error": "Can't save the stream: fanout runs its embedded default configuration; "
+        "start it with --config DIR to save mountpoints",
+    }
 
     viewer = AiortcViewer(janus)
     try:

@@ -539,3 +539,62 @@ def load(path: Path | str) -> Group:
 
 def text_line_of(path: Path, offset: int) -> int:
     return path.read_bytes()[:offset].count(b"\n") + 1
+
+
+_VALID_NAME = re.compile(r"[A-Za-z*][-A-Za-z0-9_*]*\Z")
+
+
+def is_setting_name(name: str) -> bool:
+    """Whether ``name`` can name a setting or group in a libconfig file."""
+    return _VALID_NAME.match(name) is not None
+
+
+def dumps(settings: Mapping[str, object]) -> str:
+    """libconfig text for ``settings`` (nested mappings become groups, lists become lists);
+    what :func:`parse` reads back as the same values."""
+    lines: list[str] = []
+    _dump_settings(settings, lines, indent=0)
+    return "\n".join(lines) + "\n"
+
+
+def _dump_settings(settings: Mapping[str, object], lines: list[str], indent: int) -> None:
+    pad = "\t" * indent
+    for name, value in settings.items():
+        if not is_setting_name(name):
+            raise ValueError(f"'{name}' cannot name a setting in a .jcfg file")
+        if isinstance(value, Mapping):
+            lines.append(f"{pad}{name}: {{")
+            _dump_settings(value, lines, indent + 1)
+            lines.append(f"{pad}}}")
+        elif isinstance(value, list):
+            lines.append(f"{pad}{name} = (")
+            for position, element in enumerate(value):
+                comma = "," if position < len(value) - 1 else ""
+                if isinstance(element, Mapping):
+                    lines.append(f"{pad}\t{{")
+                    _dump_settings(element, lines, indent + 2)
+                    lines.append(f"{pad}\t}}{comma}")
+                else:
+                    lines.append(f"{pad}\t{_scalar_text(element)}{comma}")
+            lines.append(f"{pad})")
+        else:
+            lines.append(f"{pad}{name} = {_scalar_text(value)}")
+
+
+def _scalar_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + "".join(_escaped(char) for char in value) + '"'
+    raise ValueError(f"{value!r} cannot be written to a .jcfg file")
+
+
+_ESCAPES_OF = {char: "\\" + escape for escape, char in _STRING_ESCAPES.items()}
+
+
+def _escaped(char: str) -> str:
+    if char in _ESCAPES_OF:
+        return _ESCAPES_OF[char]
+    return f"\\x{ord(char):02x}" if ord(char) < 0x20 else char

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fanout.plugins.streaming.codecs import KNOWN_CODECS, CodecInfo, codec_from_rtpmap
@@ -57,6 +58,7 @@ class StreamingSettings:
     """The ``general`` group of janus.plugin.streaming.jcfg."""
 
     admin_key: str | None = None  # needed to create mountpoints and to list private ones
+    config_file: Path | None = None  # where "permanent" mountpoints are saved; None: nowhere
 
 
 MOUNTPOINT_KEYS = {"type", "id", "name", "description", "metadata", "is_private", "secret", "pin", "media", "testsource"}
@@ -233,18 +235,18 @@ class _Reader:
         raise MountpointConfigError(f"{self.where}: '{key}' must be true or false")
 
 
-def streaming_settings_from_file(root: Mapping[str, Any]) -> StreamingSettings:
-    """The ``general`` group of a parsed janus.plugin.streaming.jcfg."""
+def streaming_settings_from_file(root: Mapping[str, Any], config_file: Path | None = None) -> StreamingSettings:
+    """The ``general`` group of a parsed janus.plugin.streaming.jcfg (saved to ``config_file``)."""
     general = root.get("general")
     if not isinstance(general, Mapping):
-        return StreamingSettings()
+        return StreamingSettings(config_file=config_file)
     admin_key = general.get("admin_key")
     if admin_key is not None and not isinstance(admin_key, str):
         from fanout.config.jcfg import ConfigError
 
         location = getattr(general, "location_of", lambda _: "general")("admin_key")
         raise ConfigError(f"{location}: 'admin_key' must be a string")
-    return StreamingSettings(admin_key=admin_key)
+    return StreamingSettings(admin_key=admin_key, config_file=config_file)
 
 
 def mountpoints_from_file(root: Mapping[str, Any], file_name: str = "janus.plugin.streaming.jcfg") -> list[MountpointConfig]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fanout.core.plugin import Jsep, LocalOffer, Plugin, PluginAck, PluginHandle, PluginResult, PluginSuccess
-from fanout.plugins.streaming import management
+from fanout.plugins.streaming import management, persistence
 from fanout.plugins.streaming.config import MountpointConfig, StreamingSettings
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 from fanout.plugins.streaming.mountpoint import Mountpoint
@@ -214,26 +215,48 @@ class StreamingPlugin(Plugin):
         management.check_admin_key(body, self.settings.admin_key)
         permanent = management.permanent_flag(body)
         config = management.mountpoint_from_create(body, self.mountpoints.keys())
-        if permanent:
-            raise StreamingError(Errors.CANT_CREATE, "Can't add a permanent stream: fanout does not save mountpoints yet")
         try:
             mountpoint = self.add_mountpoint(config)
         except OSError as error:
             raise StreamingError(Errors.CANT_CREATE, f"Can't add 'rtp' stream: {error}") from None
+        if permanent:
+            try:
+                persistence.save_mountpoint(self._config_file(), config)
+            except persistence.PersistenceError as error:
+                self.remove_mountpoint(config.id)
+                raise StreamingError(Errors.CANT_CREATE, f"Can't save the stream: {error}") from None
         return management.created_reply(config, mountpoint.ports, permanent=permanent, legacy="media" not in body)
 
     def _edit(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
         mountpoint = self._mountpoint_from(body, missing_reason="No such mountpoint ({id})")
         management.check_secret(body, mountpoint.config)
         permanent = management.permanent_flag(body)
-        mountpoint.config = management.edited_mountpoint(mountpoint.config, body)
+        edited = management.edited_mountpoint(mountpoint.config, body)
+        if permanent:
+            try:
+                persistence.save_mountpoint(self._config_file(), edited)
+            except persistence.PersistenceError as error:
+                raise StreamingError(Errors.UNKNOWN_ERROR, f"Can't save the stream: {error}") from None
+        mountpoint.config = edited
         return {"streaming": "edited", "id": mountpoint.id, "permanent": permanent}
 
     def _destroy(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
         mountpoint = self._mountpoint_from(body)
         management.check_secret(body, mountpoint.config)
+        if management.permanent_flag(body):
+            try:
+                persistence.forget_mountpoint(self._config_file(), mountpoint.id)
+            except persistence.PersistenceError as error:
+                raise StreamingError(Errors.UNKNOWN_ERROR, f"Can't save the change: {error}") from None
         self.remove_mountpoint(mountpoint.id)
         return {"streaming": "destroyed", "destroyed": mountpoint.id}
+
+    def _config_file(self) -> Path:
+        if self.settings.config_file is None:
+            raise persistence.PersistenceError(
+                "fanout runs its embedded default configuration; start it with --config DIR to save mountpoints"
+            )
+        return self.settings.config_file
 
     def _enable(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
         return self._set_enabled(body, enabled=True)

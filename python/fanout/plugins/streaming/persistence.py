@@ -1,0 +1,101 @@
+"""Saving mountpoints back to janus.plugin.streaming.jcfg (``"permanent": true``).
+
+As Janus does, the file is read, the mountpoint's group is added, replaced or
+removed, and the whole file is written again (comments are not kept). The
+file is replaced atomically, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fanout.config.jcfg import ConfigError, Group, dumps, is_setting_name, load
+from fanout.plugins.streaming.config import MountpointConfig
+
+HEADER = "# Written by fanout when a mountpoint was created, edited or destroyed with \"permanent\": true.\n\n"
+
+
+class PersistenceError(Exception):
+    """The mountpoint cannot be saved; the message says why."""
+
+
+def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
+    """The mountpoint as its .jcfg group (the multistream ``media`` form)."""
+    settings: dict[str, Any] = {"type": "rtp", "id": config.id, "description": config.description}
+    for key in ("metadata", "secret", "pin"):
+        value = getattr(config, key)
+        if value is not None:
+            settings[key] = value
+    if config.is_private:
+        settings["is_private"] = True
+    if config.testsource:
+        settings["testsource"] = True
+    media = []
+    for stream in config.streams:
+        entry: dict[str, Any] = {"type": stream.kind, "mid": stream.mid, "label": stream.label}
+        if stream.msid:
+            entry["msid"] = stream.msid
+        entry |= {"port": stream.port, "pt": stream.payload_type, "codec": stream.codec.name}
+        if stream.fmtp is not None and stream.fmtp != stream.codec.default_fmtp:
+            entry["fmtp"] = stream.fmtp
+        if stream.host not in ("0.0.0.0", ""):
+            entry["iface"] = stream.host
+        media.append(entry)
+    settings["media"] = media
+    return settings
+
+
+def save_mountpoint(path: Path, config: MountpointConfig) -> None:
+    """Add ``config`` to the file, or replace the group of the same name or id."""
+    if not is_setting_name(config.name):
+        raise PersistenceError(f"the name '{config.name}' cannot name a group in {path.name}")
+    settings = _read(path)
+    for name in [name for name, group in settings.items() if name == config.name or _id_of(group) == config.id]:
+        del settings[name]
+    settings[config.name] = mountpoint_settings(config)
+    _write(path, settings)
+
+
+def forget_mountpoint(path: Path, mountpoint_id: int) -> bool:
+    """Remove the mountpoint with this id from the file; whether it was there."""
+    settings = _read(path)
+    names = [name for name, group in settings.items() if name != "general" and _id_of(group) == mountpoint_id]
+    for name in names:
+        del settings[name]
+    if names:
+        _write(path, settings)
+    return bool(names)
+
+
+def _id_of(group: Any) -> Any:
+    return group.get("id") if isinstance(group, Mapping) else None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {"general": {}}
+    try:
+        return _plain(load(path))  # type: ignore[no-any-return]
+    except ConfigError as error:
+        raise PersistenceError(str(error)) from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Group):
+        return {key: _plain(value[key]) for key in value}
+    if isinstance(value, list):
+        return [_plain(element) for element in value]
+    return value
+
+
+def _write(path: Path, settings: dict[str, Any]) -> None:
+    temporary = path.with_name(f".{path.name}.saving")
+    try:
+        temporary.write_text(HEADER + dumps(settings))
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise PersistenceError(f"cannot write {path}: {error.strerror or error}") from None

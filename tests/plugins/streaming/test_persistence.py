@@ -1,0 +1,95 @@
+"""``"permanent": true``: mountpoints saved to janus.plugin.streaming.jcfg survive a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+
+from fanout.config.jcfg import load, parse
+from fanout.config.loader import DEFAULT_FOLDER
+from fanout.plugins.streaming.config import mountpoints_from_file, parse_mountpoint
+from fanout.plugins.streaming.persistence import forget_mountpoint, save_mountpoint
+from tests.support.janus_client import JanusHttpClient
+from tests.support.server import FanoutProcess, rtp_mountpoint, write_config
+
+CREATE = {
+    "request": "create",
+    "type": "rtp",
+    "id": 42,
+    "name": "saved",
+    "description": "saved \"quoted\" mountpoint",
+    "secret": "s",
+    "permanent": True,
+    "media": [
+        {"type": "audio", "mid": "a", "port": 0, "pt": 111, "codec": "opus"},
+        {"type": "video", "mid": "v", "label": "camera", "port": 0, "pt": 96, "codec": "h264"},
+    ],
+}
+
+
+def test_saved_mountpoints_read_back_the_same(tmp_path: Path) -> None:
+    configs = mountpoints_from_file(load(DEFAULT_FOLDER / "janus.plugin.streaming.jcfg"))
+    path = tmp_path / "janus.plugin.streaming.jcfg"
+    for config in configs:
+        save_mountpoint(path, config)
+    assert mountpoints_from_file(load(path)) == configs
+
+    assert forget_mountpoint(path, configs[0].id)
+    assert not forget_mountpoint(path, configs[0].id)
+    assert mountpoints_from_file(load(path)) == configs[1:]
+
+
+def test_saving_replaces_the_mountpoint_of_the_same_id(tmp_path: Path) -> None:
+    path = tmp_path / "janus.plugin.streaming.jcfg"
+    group = parse('type = "rtp"\nid = 3\naudio = true\naudioport = 0\naudiopt = 111\naudiocodec = "opus"\n')
+    config, _ = parse_mountpoint("first-name", group)
+    save_mountpoint(path, config)
+    renamed, _ = parse_mountpoint("second-name", group)
+    save_mountpoint(path, renamed)
+    [saved] = mountpoints_from_file(load(path))
+    assert saved.name == "second-name"
+
+
+async def test_created_edited_and_destroyed_permanently_through_the_api(tmp_path: Path) -> None:
+    folder = tmp_path / "config"
+    addresses = write_config(folder, rtp_mountpoint(2, 0, 0))
+    streaming_file = folder / "janus.plugin.streaming.jcfg"
+
+    async def session() -> tuple[aiohttp.ClientSession, JanusHttpClient, int]:
+        http = aiohttp.ClientSession()
+        client = JanusHttpClient(http, addresses.janus_url)
+        await client.create()
+        return http, client, await client.attach()
+
+    with FanoutProcess(folder):
+        http, janus, handle = await session()
+        try:
+            created = (await janus.message(handle, CREATE))["plugindata"]["data"]
+            assert created["created"] == "saved" and created["permanent"] is True
+            edited = await janus.message(
+                handle, {"request": "edit", "id": 42, "secret": "s", "new_description": "edited", "permanent": True}
+            )
+            assert edited["plugindata"]["data"] == {"streaming": "edited", "id": 42, "permanent": True}
+        finally:
+            await janus.close()
+            await http.close()
+    assert "saved: {" in streaming_file.read_text()
+
+    with FanoutProcess(folder):
+        http, janus, handle = await session()
+        try:
+            info = (await janus.message(handle, {"request": "info", "id": 42, "secret": "s"}))["plugindata"]["data"]
+            assert info["info"]["description"] == "edited"
+            assert [(m["mid"], m["label"], m["codec"]) for m in info["info"]["media"]] == [
+                ("a", "audio", "opus"),
+                ("v", "camera", "h264"),
+            ]
+            destroyed = await janus.message(handle, {"request": "destroy", "id": 42, "secret": "s", "permanent": True})
+            assert destroyed["plugindata"]["data"] == {"streaming": "destroyed", "destroyed": 42}
+        finally:
+            await janus.close()
+            await http.close()
+    assert "saved" not in streaming_file.read_text()
+    assert [config.id for config in mountpoints_from_file(load(streaming_file))] == [2]
+
