@@ -116,12 +116,17 @@ class FakeEndpoint:
     advertised_ips: list[str] = field(default_factory=lambda: ["192.0.2.2"])
     peers: dict[WebRtcPeer, EventHandler] = field(default_factory=dict)
     removed: list[WebRtcPeer] = field(default_factory=list)
+    restarted: list[WebRtcPeer] = field(default_factory=list)
 
     def candidates(self) -> list[Candidate]:
         return [host_candidate(index, ip, self.port) for index, ip in enumerate(self.advertised_ips)]
 
     def add_peer(self, peer: WebRtcPeer, on_event: EventHandler) -> None:
         self.peers[peer] = on_event
+
+    def restart_ice(self, peer: WebRtcPeer) -> None:
+        peer.restart_ice()  # type: ignore[attr-defined,unused-ignore]
+        self.restarted.append(peer)
 
     def remove_peer(self, peer: WebRtcPeer) -> None:
         if self.peers.pop(peer, None) is not None:
