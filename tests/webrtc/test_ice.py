@@ -133,3 +133,20 @@ def test_random_credentials() -> None:
     first, second = IceLiteAgent(now=0.0), IceLiteAgent(now=0.0)
     assert len(first.local_ufrag) >= 4 and len(first.local_pwd) >= 22
     assert first.local_ufrag != second.local_ufrag and first.local_pwd != second.local_pwd
+
+
+def test_ice_restart_takes_new_credentials_and_keeps_the_nominated_address() -> None:
+    ice = agent()
+    ice.receive(check(nominate=True), BROWSER, now=101.0)
+    ice.restart()
+    assert (ice.local_ufrag, ice.local_pwd) != ("srvU", "server-password-0123456789")
+    assert ice.nominated == BROWSER and ice.state == "connected"
+
+    old, _ = ice.receive(check(nominate=True), BROWSER, now=102.0)
+    assert old is not None and StunMessage.parse(old).message_type == BINDING_ERROR
+
+    new_check = check(username=f"{ice.local_ufrag}:brws", pwd=ice.local_pwd, nominate=True)
+    response, events = ice.receive(new_check, OTHER, now=120.0)
+    assert response is not None and StunMessage.parse(response).message_type == BINDING_SUCCESS
+    assert events == [Nominated(OTHER)]
+    assert ice.handle_timeout(120.0 + CONSENT_TIMEOUT - 1) == []  # consent refreshed by the new check

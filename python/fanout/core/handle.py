@@ -111,9 +111,10 @@ class Handle:
     # -- the offer
     def _make_offer(self, offer: LocalOffer) -> str:
         now = self.clock()
-        if self.peer is None or offer.ice_restart:
-            if self.peer is not None:
-                self._drop_peer()
+        if self.peer is not None and offer.ice_restart:
+            self.endpoint.restart_ice(self.peer)
+            self._sdp_version += 1
+        elif self.peer is None:
             self.peer = WebRtcPeer(self.endpoint.certificate, now)
             self.endpoint.add_peer(self.peer, self.on_peer_event)
             self._sdp_session_id = secrets.randbelow(SDP_SESSION_ID_LIMIT) + 1

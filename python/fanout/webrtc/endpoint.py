@@ -100,6 +100,13 @@ class WebRtcEndpoint:
         self._handlers[peer] = on_event
         self._process(peer)
 
+    def restart_ice(self, peer: WebRtcPeer) -> None:
+        """Give ``peer`` new ICE credentials (see :meth:`WebRtcPeer.restart_ice`) and route
+        checks made with them to it."""
+        self._peers_by_ufrag.pop(peer.local_ufrag, None)
+        peer.restart_ice()
+        self._peers_by_ufrag[peer.local_ufrag] = peer
+
     def remove_peer(self, peer: WebRtcPeer) -> None:
         if peer not in self._handlers:
             return

@@ -72,6 +72,15 @@ class IceLiteAgent:
         self._created = now
         self._last_consent = now
 
+    def restart(self) -> None:
+        """New local credentials (an ICE restart, RFC 8445 section 9): checks must use them from
+        now on. The nominated address keeps media and consent until the peer nominates anew."""
+        self.local_ufrag = random_ice_string(8)
+        self.local_pwd = random_ice_string(24)
+        self.remote_ufrag = None
+        self.remote_pwd = None
+        self.valid_addresses = {self.nominated} if self.nominated is not None else set()
+
     def set_remote_credentials(self, ufrag: str, pwd: str) -> None:
         self.remote_ufrag = ufrag
         self.remote_pwd = pwd

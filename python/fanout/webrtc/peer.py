@@ -154,6 +154,19 @@ class WebRtcPeer:
             for data, address in early:
                 self._receive_dtls(data, address)
 
+    def restart_ice(self) -> None:
+        """Start an ICE restart: new local ICE credentials (for the next offer), same DTLS.
+
+        The peer's next answer brings its new credentials; media keeps flowing to the
+        nominated address until the peer nominates another."""
+        if self._closed:
+            return
+        self._ice.restart()
+        self.local_ufrag = self._ice.local_ufrag
+        self.local_pwd = self._ice.local_pwd
+        self.remote_candidates = []
+        self.remote_end_of_candidates = False
+
     def add_remote_candidate(self, candidate: Candidate | None) -> None:
         """Record a trickled candidate (a lite agent sends no checks); None ends the list."""
         if candidate is None:

@@ -24,8 +24,11 @@ const demo = {
   error: null,
   mountpoints: [],
   firstFrameMs: null,
+  offeredIceUfrags: [],
   stats: readStats,
+  selectedPair: readSelectedPair,
   hangup: hangup,
+  restartIce: restartIce,
 };
 window.fanoutDemo = demo;
 
@@ -33,6 +36,7 @@ let janus = null;
 let streaming = null;
 let watchStartedAt = null;
 let remoteStream = null;
+let watchedMountpoint = null;
 
 function setState(state, detail) {
   demo.state = state;
@@ -113,6 +117,7 @@ function listMountpoints() {
 }
 
 function watch(mountpointId) {
+  watchedMountpoint = mountpointId;
   watchStartedAt = performance.now();
   demo.firstFrameMs = null;
   setState("watching", `mountpoint ${mountpointId}`);
@@ -130,6 +135,8 @@ function onMessage(message, jsep) {
     streaming.hangup();
   }
   if (jsep) {
+    const ufrag = /a=ice-ufrag:(\S+)/.exec(jsep.sdp);
+    if (ufrag) demo.offeredIceUfrags.push(ufrag[1]);
     streaming.createAnswer({
       jsep: jsep,
       success: (answer) => streaming.send({ message: { request: "start" }, jsep: answer }),
@@ -189,6 +196,31 @@ async function readStats() {
     }
   });
   return figures;
+}
+
+// The selected ICE candidate pair as getStats reports it (id, state, requests and responses).
+async function readSelectedPair() {
+  const pc = streaming && streaming.webrtcStuff && streaming.webrtcStuff.pc;
+  if (!pc) return null;
+  const report = await pc.getStats();
+  let selected = null;
+  report.forEach((entry) => {
+    if (entry.type === "transport" && entry.selectedCandidatePairId) {
+      const pair = report.get(entry.selectedCandidatePairId);
+      selected = {
+        id: pair.id, state: pair.state, requestsSent: pair.requestsSent,
+        responsesReceived: pair.responsesReceived, iceState: entry.iceState,
+      };
+    }
+  });
+  return selected;
+}
+
+// ICE restart, as the Streaming plugin offers it: watch again with restart: true.
+function restartIce() {
+  if (streaming && watchedMountpoint !== null) {
+    streaming.send({ message: { request: "watch", id: watchedMountpoint, restart: true } });
+  }
 }
 
 function hangup() {

@@ -297,6 +297,12 @@ class StreamingPlugin(Plugin):
             )
 
     def _watch(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
+        restart = body.get("restart", False)
+        if not isinstance(restart, bool):
+            raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (restart should be a boolean)")
+        if restart and viewer.mountpoint is not None:
+            self._restart_ice(viewer, transaction)
+            return
         mountpoint = self._mountpoint_from(body)
         pin = body.get("pin")
         if pin is not None and not isinstance(pin, str):
@@ -317,6 +323,11 @@ class StreamingPlugin(Plugin):
         viewer.watch(mountpoint, mids)
         offer = LocalOffer(media=[track.offer_media() for track in viewer.tracks])
         viewer.handle.push_event(transaction, status_event("preparing"), offer)
+
+    def _restart_ice(self, viewer: Viewer, transaction: str) -> None:
+        """``watch`` with ``restart``: a new offer with new ICE credentials, same DTLS and media."""
+        offer = LocalOffer(media=[track.offer_media() for track in viewer.tracks], ice_restart=True)
+        viewer.handle.push_event(transaction, status_event("updating"), offer)
 
     def _start(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
         if viewer.mountpoint is None:
