@@ -11,8 +11,8 @@ use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use _engine::batch::{DatagramKind, SendBatch, SlotTag, SLOT_SIZE};
-use _engine::engine::{Engine, SourceConfig, ViewerStreamConfig};
+use _engine::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag, SLOT_SIZE};
+use _engine::engine::{Engine, EngineOptions, SourceConfig, ViewerStreamConfig};
 use _engine::receiver::ReceivedPacket;
 use _engine::rtp::RtpHeader;
 use _engine::srtp::{Profile, SrtpSession};
@@ -80,18 +80,26 @@ fn kernel_send() {
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap(); // never read: the kernel drops at its queue
     let address = RawAddress::from_socket_addr(sink.local_addr().unwrap(), libc::AF_INET).unwrap();
     let packet = rtp_packet(1);
-    let mut batch = SendBatch::new(128);
-    let rounds = 2_000;
-    let start = Instant::now();
-    let mut sent = 0u64;
-    for _ in 0..rounds {
-        while !batch.is_full() {
-            batch.next_buffer()[..PACKET].copy_from_slice(&packet);
-            batch.commit(PACKET, &address, SlotTag { viewer: 0, kind: DatagramKind::Rtp });
+    for (mode, run) in [(SendMode::Sendmmsg, 1), (SendMode::Gso, 40)] {
+        let mut batch = SendBatch::new(mode);
+        let rounds = 2_000;
+        let start = Instant::now();
+        let mut sent = 0u64;
+        for _ in 0..rounds {
+            let mut viewer = 0;
+            while batch.has_room() {
+                batch.next_buffer()[..PACKET].copy_from_slice(&packet);
+                batch.commit(PACKET, &address, SlotTag { viewer: viewer / run, kind: DatagramKind::Rtp }, true);
+                viewer += 1;
+            }
+            batch.flush(sender.as_raw_fd(), |_, outcome| {
+                if let Outcome::Sent { packets, .. } = outcome {
+                    sent += u64::from(packets)
+                }
+            });
         }
-        batch.flush(sender.as_raw_fd(), |_, _| sent += 1);
+        report(&format!("kernel {mode:?}, runs of {run} (loopback)"), sent, start.elapsed());
     }
-    report("kernel sendmmsg, 128 per call (loopback)", sent, start.elapsed());
 
     let start = Instant::now();
     let count = 100_000u64;
@@ -105,7 +113,7 @@ fn kernel_send() {
 fn engine_thread_cpu() -> Duration {
     for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() == "fanout-engine" {
+        if comm.trim() == "fanout-worker-0" {
             let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
             let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
             let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
@@ -119,7 +127,7 @@ fn engine_thread_cpu() -> Duration {
 
 fn whole_engine(profile: Profile, viewers: usize) {
     let webrtc = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let engine = Engine::new(webrtc.as_raw_fd()).unwrap();
+    let engine = Engine::new(webrtc.as_raw_fd(), EngineOptions { cores: Some(vec![0]), ..EngineOptions::default() }).unwrap();
     let source = SourceConfig {
         index: 0,
         kind: "audio".into(),

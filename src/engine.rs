@@ -1,8 +1,10 @@
 //! The engine handle: the control plane's side of the data plane. It validates
 //! every call at once (so a bad call fails where it is made), keeps what the
-//! control plane may read without stopping the worker (counters, the inbound
-//! SRTCP contexts), and passes the rest to the worker thread as commands over
-//! a channel, with an eventfd to wake it.
+//! control plane may read without stopping the threads (counters, the inbound
+//! SRTCP contexts), and passes the rest as commands over channels, with an
+//! eventfd to wake each thread: to the receiver (mountpoints and which worker
+//! wants which) and to the workers (viewers). Each viewer belongs to one
+//! worker, the one with the fewest viewers when it joins.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -20,13 +22,36 @@ const FIRST_REPORT_DELAY: Duration = Duration::from_secs(1);
 /// The WebRTC socket's send buffer (shared with the control plane's descriptor).
 const SEND_BUFFER_BYTES: libc::c_int = 4 << 20;
 
-use crate::batch::SLOT_SIZE;
+use crate::batch::{SendMode, SLOT_SIZE};
 use crate::codec::Codec;
-use crate::receiver::{bind_source, monotonic_ns, set_send_buffer, MediaKind, SourceStream, StreamCounters};
-use crate::rtcp::is_rtcp;
+use crate::receiver::{
+    bind_source, monotonic_ns, set_send_buffer, MediaKind, Receiver, ReceiverCommand, SourceStream, StreamCounters,
+    WorkerDoor, WAKE_KEY,
+};
+use crate::ring;
+use crate::rtcp::{for_each_nack, is_rtcp};
 use crate::srtp::{Profile, SrtcpInbound, SrtpSession};
 use crate::viewer::{RawAddress, StreamStart, Viewer, ViewerCounters, ViewerStream};
-use crate::worker::{Command, Worker, WAKE_KEY};
+use crate::worker::{allowed_cores, Command, SendCounters, Worker, WorkerConfig, WorkerLoad};
+
+/// Source packets waiting for one worker; past this the worker is overloaded and loses packets.
+const RING_PACKETS: usize = 8192;
+
+/// How the engine runs: which cores, pinned or not, and how it sends.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// One worker per core listed; None: one per core the process may use.
+    pub cores: Option<Vec<usize>>,
+    /// Pin each worker to its core.
+    pub pin: bool,
+    pub send_mode: SendMode,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { cores: None, pin: true, send_mode: SendMode::Gso }
+    }
+}
 
 #[derive(Debug)]
 pub enum EngineError {
@@ -87,6 +112,7 @@ pub struct StreamStats {
     pub packets: u64,
     pub bytes: u64,
     pub malformed: u64,
+    pub overruns: u64,
     pub last_packet_age_ms: Option<u64>,
 }
 
@@ -97,6 +123,30 @@ pub struct MountpointStats {
     pub malformed: u64,
     pub viewers: usize,
     pub streams: Vec<StreamStats>,
+    pub sent: SentStats,
+}
+
+/// What the workers sent to a mountpoint's viewers, summed over workers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SentStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub retransmissions: u64,
+    pub dropped: u64,
+    pub send_errors: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub index: usize,
+    pub core: Option<usize>,
+    pub viewers: usize,
+    pub busy_ns: u64,
+    pub passes: u64,
+    pub source_packets: u64,
+    pub messages: u64,
+    pub flushes: u64,
+    pub overruns: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,9 +154,13 @@ pub struct ViewerStats {
     pub packets: u64,
     pub bytes: u64,
     pub rtcp_packets: u64,
+    pub retransmissions: u64,
+    pub nacked: u64,
+    pub gso_refused: u64,
     pub dropped: u64,
     pub send_errors: u64,
     pub paused: bool,
+    pub worker: usize,
 }
 
 struct StreamRecord {
@@ -120,17 +174,33 @@ struct StreamRecord {
 struct MountpointRecord {
     streams: Vec<StreamRecord>,
     viewers: HashSet<u64>,
+    /// Viewers per worker: the receiver sends packets to the workers with any.
+    per_worker: Vec<usize>,
+    /// One per worker.
+    sent: Vec<Arc<SendCounters>>,
 }
 
 struct ViewerRecord {
     mountpoint_id: u64,
+    worker: usize,
+    ssrcs: Vec<u32>,
     counters: Arc<ViewerCounters>,
     srtcp: Arc<Mutex<SrtcpInbound>>,
 }
 
-struct Running {
+struct WorkerHandle {
     commands: Sender<Command>,
-    worker: JoinHandle<()>,
+    wake: Arc<OwnedFd>,
+    thread: JoinHandle<()>,
+    load: Arc<WorkerLoad>,
+    core: Option<usize>,
+    viewers: usize,
+}
+
+struct Running {
+    receiver_commands: Sender<ReceiverCommand>,
+    receiver: JoinHandle<()>,
+    workers: Vec<WorkerHandle>,
     mountpoints: HashMap<u64, MountpointRecord>,
     viewers: HashMap<u64, ViewerRecord>,
     next_source_key: u64,
@@ -141,6 +211,36 @@ pub struct Engine {
     epoll: Arc<OwnedFd>,
     wake: Arc<OwnedFd>,
     socket_family: libc::c_int,
+}
+
+fn new_eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: a plain system call; the result is checked and owned at once.
+    Ok(unsafe { OwnedFd::from_raw_fd(cvt(libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?) })
+}
+
+fn wake(fd: &OwnedFd) {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: writes 8 bytes from `one` to the eventfd.
+    unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+}
+
+/// The cores to run workers on, checked.
+fn choose_cores(options: &EngineOptions) -> Result<Vec<usize>, EngineError> {
+    let allowed = allowed_cores();
+    let Some(cores) = &options.cores else { return Ok(allowed) };
+    if cores.is_empty() {
+        return Err(invalid("cores must list at least one core"));
+    }
+    let mut seen = HashSet::new();
+    for &core in cores {
+        if !seen.insert(core) {
+            return Err(invalid(format!("core {core} appears twice")));
+        }
+        if options.pin && !allowed.contains(&core) {
+            return Err(invalid(format!("core {core} is not one this process may run on ({allowed:?})")));
+        }
+    }
+    Ok(cores.clone())
 }
 
 fn cvt(result: libc::c_int) -> io::Result<libc::c_int> {
@@ -223,30 +323,43 @@ fn viewer_address(host: &str, port: i64, family: libc::c_int) -> Result<RawAddre
 }
 
 impl Engine {
-    /// Starts the engine thread; media goes out from a duplicate of `webrtc_socket_fd`.
-    pub fn new(webrtc_socket_fd: RawFd) -> Result<Self, EngineError> {
+    /// Starts the receiver and the workers; media goes out from a duplicate of `webrtc_socket_fd`.
+    pub fn new(webrtc_socket_fd: RawFd, options: EngineOptions) -> Result<Self, EngineError> {
         let (socket, socket_family) = duplicate_udp_socket(webrtc_socket_fd)?;
+        let cores = choose_cores(&options)?;
         set_send_buffer(socket.as_raw_fd(), SEND_BUFFER_BYTES);
-        // SAFETY: plain system calls; the results are checked and owned at once.
+        let socket = Arc::new(socket);
+        // SAFETY: a plain system call; the result is checked and owned at once.
         let epoll = unsafe { OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
-        // SAFETY: as above.
-        let wake =
-            unsafe { OwnedFd::from_raw_fd(cvt(libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?) };
-        register(epoll.as_raw_fd(), wake.as_raw_fd(), WAKE_KEY)?;
-        let (epoll, wake) = (Arc::new(epoll), Arc::new(wake));
-        let (commands, receiver) = mpsc::channel();
-        let (worker_epoll, worker_wake) = (epoll.clone(), wake.clone());
-        let worker = std::thread::Builder::new()
-            .name("fanout-engine".into())
-            .spawn(move || Worker::new(worker_epoll, worker_wake, receiver, socket).run())?;
+        let wake_fd = new_eventfd()?;
+        register(epoll.as_raw_fd(), wake_fd.as_raw_fd(), WAKE_KEY)?;
+        let (epoll, wake_fd) = (Arc::new(epoll), Arc::new(wake_fd));
+        let mut workers = Vec::with_capacity(cores.len());
+        let mut doors = Vec::with_capacity(cores.len());
+        for (index, &core) in cores.iter().enumerate() {
+            let (producer, consumer) = ring::channel(RING_PACKETS);
+            let (commands, receiver) = mpsc::channel();
+            let worker_wake = Arc::new(new_eventfd()?);
+            let load = Arc::new(WorkerLoad::default());
+            let core = options.pin.then_some(core);
+            let config = WorkerConfig { index, core, mode: options.send_mode };
+            let worker = Worker::new(config, worker_wake.clone(), receiver, consumer, socket.clone(), load.clone());
+            let thread = std::thread::Builder::new().name(format!("fanout-worker-{index}")).spawn(move || worker.run())?;
+            doors.push(WorkerDoor { deliveries: producer, wake: worker_wake.clone(), load: load.clone() });
+            workers.push(WorkerHandle { commands, wake: worker_wake, thread, load, core, viewers: 0 });
+        }
+        let (receiver_commands, commands) = mpsc::channel();
+        let receiver = Receiver::new(epoll.clone(), wake_fd.clone(), commands, doors);
+        let receiver = std::thread::Builder::new().name("fanout-receiver".into()).spawn(move || receiver.run())?;
         let running = Running {
-            commands,
-            worker,
+            receiver_commands,
+            receiver,
+            workers,
             mountpoints: HashMap::new(),
             viewers: HashMap::new(),
             next_source_key: 0,
         };
-        Ok(Self { state: Mutex::new(Some(running)), epoll, wake, socket_family })
+        Ok(Self { state: Mutex::new(Some(running)), epoll, wake: wake_fd, socket_family })
     }
 
     fn running(&self) -> Result<MutexGuard<'_, Option<Running>>, EngineError> {
@@ -257,11 +370,16 @@ impl Engine {
         Ok(state)
     }
 
-    fn send(&self, running: &Running, command: Command) -> Result<(), EngineError> {
-        running.commands.send(command).map_err(|_| EngineError::Closed)?;
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writes 8 bytes from `one` to the eventfd.
-        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    fn to_receiver(&self, running: &Running, command: ReceiverCommand) -> Result<(), EngineError> {
+        running.receiver_commands.send(command).map_err(|_| EngineError::Closed)?;
+        wake(&self.wake);
+        Ok(())
+    }
+
+    fn to_worker(running: &Running, worker: usize, command: Command) -> Result<(), EngineError> {
+        let handle = &running.workers[worker];
+        handle.commands.send(command).map_err(|_| EngineError::Closed)?;
+        wake(&handle.wake);
         Ok(())
     }
 
@@ -305,9 +423,16 @@ impl Engine {
         }
         running.next_source_key += sources.len() as u64;
         let keyed = (first_key..).zip(sources).collect();
-        self.send(running, Command::AddMountpoint { id, streams: keyed })?;
+        self.to_receiver(running, ReceiverCommand::AddMountpoint { id, streams: keyed })?;
         let ports = records.iter().map(|record| record.port).collect();
-        running.mountpoints.insert(id, MountpointRecord { streams: records, viewers: HashSet::new() });
+        let workers = running.workers.len();
+        let record = MountpointRecord {
+            streams: records,
+            viewers: HashSet::new(),
+            per_worker: vec![0; workers],
+            sent: (0..workers).map(|_| Arc::default()).collect(),
+        };
+        running.mountpoints.insert(id, record);
         Ok(ports)
     }
 
@@ -318,11 +443,18 @@ impl Engine {
         let running = state.as_mut().expect("checked by running()");
         let Some(record) = running.mountpoints.remove(&id) else { return Ok(()) };
         for viewer in &record.viewers {
-            running.viewers.remove(viewer);
+            if let Some(viewer) = running.viewers.remove(viewer) {
+                running.workers[viewer.worker].viewers -= 1;
+            }
         }
         let (done, closed) = mpsc::sync_channel(1);
-        self.send(running, Command::RemoveMountpoint { id, done })?;
+        self.to_receiver(running, ReceiverCommand::RemoveMountpoint { id, done })?;
         let _ = closed.recv();
+        for (worker, &viewers) in record.per_worker.iter().enumerate() {
+            if viewers > 0 {
+                Self::to_worker(running, worker, Command::RemoveMountpoint { id })?;
+            }
+        }
         Ok(())
     }
 
@@ -350,6 +482,7 @@ impl Engine {
         let remote = SrtpSession::new(profile, remote_master_key).map_err(|e| invalid(format!("remote key: {e}")))?;
         let address = viewer_address(address.0, address.1, self.socket_family)?;
         let mut viewer_streams = Vec::with_capacity(streams.len());
+        let mut ssrcs = Vec::with_capacity(streams.len());
         let mut indexes = HashSet::new();
         for stream in streams {
             let index: u32 = in_range(stream.index, "stream index", 0, i64::from(u32::MAX))?;
@@ -362,6 +495,7 @@ impl Engine {
                 return Err(invalid(format!("stream index {index} appears twice")));
             }
             let ssrc: u32 = in_range(stream.ssrc, "ssrc", 0, i64::from(u32::MAX))?;
+            ssrcs.push(ssrc);
             let payload_type: u8 = in_range(stream.payload_type, "payload type", 0, 127)?;
             let record = &mountpoint.streams[position];
             let [a, b, c, d, e, f] = random_bytes::<6>();
@@ -377,10 +511,24 @@ impl Engine {
         }
         let counters = Arc::new(ViewerCounters::default());
         let viewer = Box::new(Viewer::new(viewer_id, address, viewer_streams, local, Instant::now() + FIRST_REPORT_DELAY));
-        self.send(running, Command::AddViewer { mountpoint_id, viewer, counters: counters.clone() })?;
-        running.mountpoints.get_mut(&mountpoint_id).expect("looked up above").viewers.insert(viewer_id);
+        let worker = (0..running.workers.len()).min_by_key(|&w| running.workers[w].viewers).expect("one worker at least");
+        let command = Command::AddViewer {
+            mountpoint_id,
+            streams: mountpoint.streams.len(),
+            viewer,
+            counters: counters.clone(),
+            totals: mountpoint.sent[worker].clone(),
+        };
+        Self::to_worker(running, worker, command)?;
+        let mountpoint = running.mountpoints.get_mut(&mountpoint_id).expect("looked up above");
+        mountpoint.viewers.insert(viewer_id);
+        mountpoint.per_worker[worker] += 1;
+        if mountpoint.per_worker[worker] == 1 {
+            self.to_receiver(running, ReceiverCommand::Subscribe { mountpoint: mountpoint_id, worker })?;
+        }
+        running.workers[worker].viewers += 1;
         let srtcp = Arc::new(Mutex::new(SrtcpInbound::new(remote)));
-        running.viewers.insert(viewer_id, ViewerRecord { mountpoint_id, counters, srtcp });
+        running.viewers.insert(viewer_id, ViewerRecord { mountpoint_id, worker, ssrcs, counters, srtcp });
         Ok(())
     }
 
@@ -389,20 +537,26 @@ impl Engine {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
         let Some(record) = running.viewers.remove(&viewer_id) else { return Ok(()) };
+        let worker = record.worker;
+        running.workers[worker].viewers -= 1;
+        Self::to_worker(running, worker, Command::RemoveViewer { id: viewer_id })?;
         if let Some(mountpoint) = running.mountpoints.get_mut(&record.mountpoint_id) {
             mountpoint.viewers.remove(&viewer_id);
+            mountpoint.per_worker[worker] -= 1;
+            if mountpoint.per_worker[worker] == 0 {
+                let command = ReceiverCommand::Unsubscribe { mountpoint: record.mountpoint_id, worker };
+                self.to_receiver(running, command)?;
+            }
         }
-        self.send(running, Command::RemoveViewer { id: viewer_id })
+        Ok(())
     }
 
     pub fn set_viewer_address(&self, viewer_id: u64, address: (&str, i64)) -> Result<(), EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
-        if !running.viewers.contains_key(&viewer_id) {
-            return Err(EngineError::UnknownViewer(viewer_id));
-        }
+        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
         let address = viewer_address(address.0, address.1, self.socket_family)?;
-        self.send(running, Command::SetViewerAddress { id: viewer_id, address })
+        Self::to_worker(running, record.worker, Command::SetViewerAddress { id: viewer_id, address })
     }
 
     pub fn set_viewer_paused(&self, viewer_id: u64, paused: bool) -> Result<(), EngineError> {
@@ -410,45 +564,69 @@ impl Engine {
         let running = state.as_ref().expect("checked by running()");
         let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
         record.counters.paused.store(paused, Ordering::Relaxed);
-        self.send(running, Command::SetViewerPaused { id: viewer_id, paused })
+        Self::to_worker(running, record.worker, Command::SetViewerPaused { id: viewer_id, paused })
     }
 
+    /// Unprotects SRTCP from a viewer. Generic NACKs in it about the viewer's
+    /// streams are answered at once: the viewer's worker resends each packet
+    /// still in its history, as the viewer first received it.
     pub fn unprotect_rtcp(&self, viewer_id: u64, packet: &[u8]) -> Result<Vec<u8>, EngineError> {
-        let srtcp = {
+        let (srtcp, ssrcs) = {
             let state = self.running()?;
             let running = state.as_ref().expect("checked by running()");
-            running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?.srtcp.clone()
+            let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
+            (record.srtcp.clone(), record.ssrcs.clone())
         };
-        let mut srtcp = srtcp.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        srtcp.unprotect(packet).map_err(|error| invalid(format!("SRTCP from viewer {viewer_id}: {error}")))
+        let plain = {
+            let mut srtcp = srtcp.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            srtcp.unprotect(packet).map_err(|error| invalid(format!("SRTCP from viewer {viewer_id}: {error}")))?
+        };
+        let mut lost = Vec::new();
+        for_each_nack(&plain, |ssrc, sequence| {
+            if ssrcs.contains(&ssrc) {
+                lost.push((ssrc, sequence));
+            }
+        });
+        if !lost.is_empty() {
+            let state = self.running()?;
+            let running = state.as_ref().expect("checked by running()");
+            if let Some(record) = running.viewers.get(&viewer_id) {
+                record.counters.nacked.fetch_add(lost.len() as u64, Ordering::Relaxed);
+                Self::to_worker(running, record.worker, Command::Retransmit { id: viewer_id, lost })?;
+            }
+        }
+        Ok(plain)
     }
 
     pub fn send_rtcp(&self, viewer_id: u64, packet: &[u8]) -> Result<(), EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
-        if !running.viewers.contains_key(&viewer_id) {
-            return Err(EngineError::UnknownViewer(viewer_id));
-        }
+        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
         if !is_rtcp(packet) {
             return Err(invalid("not an RTCP (compound) packet"));
         }
         if packet.len() > SLOT_SIZE - 64 {
             return Err(invalid(format!("RTCP packet of {} bytes is too large", packet.len())));
         }
-        self.send(running, Command::SendRtcp { id: viewer_id, packet: packet.to_vec() })
+        Self::to_worker(running, record.worker, Command::SendRtcp { id: viewer_id, packet: packet.to_vec() })
     }
 
     pub fn viewer_stats(&self, viewer_id: u64) -> Result<ViewerStats, EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
-        let counters = &running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?.counters;
+        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
+        let counters = &record.counters;
         Ok(ViewerStats {
             packets: counters.packets.load(Ordering::Relaxed),
             bytes: counters.bytes.load(Ordering::Relaxed),
             rtcp_packets: counters.rtcp_packets.load(Ordering::Relaxed),
+            retransmissions: counters.retransmissions.load(Ordering::Relaxed),
+            nacked: counters.nacked.load(Ordering::Relaxed),
+            gso_refused: counters.gso_refused.load(Ordering::Relaxed),
             dropped: counters.dropped.load(Ordering::Relaxed),
             send_errors: counters.send_errors.load(Ordering::Relaxed),
             paused: counters.paused.load(Ordering::Relaxed),
+            worker: record.worker,
         })
     }
 
@@ -468,6 +646,7 @@ impl Engine {
                     packets: stream.counters.packets.load(Ordering::Relaxed),
                     bytes: stream.counters.bytes.load(Ordering::Relaxed),
                     malformed: stream.counters.malformed.load(Ordering::Relaxed),
+                    overruns: stream.counters.overruns.load(Ordering::Relaxed),
                     last_packet_age_ms: (last != 0).then(|| now.saturating_sub(last) / 1_000_000),
                 }
             })
@@ -478,15 +657,52 @@ impl Engine {
             malformed: streams.iter().map(|stream| stream.malformed).sum(),
             viewers: record.viewers.len(),
             streams,
+            sent: record.sent.iter().fold(SentStats::default(), |sum, sent| SentStats {
+                packets: sum.packets + sent.packets.load(Ordering::Relaxed),
+                bytes: sum.bytes + sent.bytes.load(Ordering::Relaxed),
+                retransmissions: sum.retransmissions + sent.retransmissions.load(Ordering::Relaxed),
+                dropped: sum.dropped + sent.dropped.load(Ordering::Relaxed),
+                send_errors: sum.send_errors + sent.send_errors.load(Ordering::Relaxed),
+            }),
         })
     }
 
-    /// Stops the worker and closes every socket the engine opened. Idempotent.
+    pub fn worker_stats(&self) -> Result<Vec<WorkerStats>, EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        Ok(running
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(index, worker)| {
+                let load = &worker.load;
+                WorkerStats {
+                    index,
+                    core: worker.core,
+                    viewers: worker.viewers,
+                    busy_ns: load.busy_ns.load(Ordering::Relaxed),
+                    passes: load.passes.load(Ordering::Relaxed),
+                    source_packets: load.source_packets.load(Ordering::Relaxed),
+                    messages: load.messages.load(Ordering::Relaxed),
+                    flushes: load.flushes.load(Ordering::Relaxed),
+                    overruns: load.overruns.load(Ordering::Relaxed),
+                }
+            })
+            .collect())
+    }
+
+    /// Stops the receiver and the workers and closes every socket the engine opened. Idempotent.
     pub fn close(&self) {
         let running = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         if let Some(running) = running {
-            let _ = self.send(&running, Command::Stop);
-            let _ = running.worker.join();
+            let _ = self.to_receiver(&running, ReceiverCommand::Stop);
+            for worker in 0..running.workers.len() {
+                let _ = Self::to_worker(&running, worker, Command::Stop);
+            }
+            let _ = running.receiver.join();
+            for worker in running.workers {
+                let _ = worker.thread.join();
+            }
         }
     }
 }

@@ -2,10 +2,13 @@
 //! SRTP protection per viewer, batched sends to the viewers.
 
 pub mod batch;
+pub mod bench;
 pub mod codec;
 pub mod engine;
+pub mod packet;
 mod python;
 pub mod receiver;
+pub mod ring;
 pub mod rtcp;
 pub mod rtp;
 pub mod srtp;
@@ -17,5 +20,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _engine(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<python::Engine>()?;
+    module.add_function(wrap_pyfunction!(python::bench_protect, module)?)?;
+    module.add_function(wrap_pyfunction!(python::bench_send, module)?)?;
     Ok(())
 }

@@ -4,7 +4,16 @@ use pyo3::exceptions::{PyKeyError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use crate::engine::{self, EngineError, MountpointStats, SourceConfig, ViewerStats, ViewerStreamConfig};
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use crate::batch::SendMode;
+use crate::bench;
+use crate::engine::{
+    self, EngineError, EngineOptions, MountpointStats, SourceConfig, ViewerStats, ViewerStreamConfig, WorkerStats,
+};
+use crate::srtp::Profile;
+use crate::viewer::RawAddress;
 
 impl From<EngineError> for PyErr {
     fn from(error: EngineError) -> Self {
@@ -50,8 +59,10 @@ pub struct Engine {
 #[pymethods]
 impl Engine {
     #[new]
-    fn new(webrtc_socket_fd: i32) -> PyResult<Self> {
-        Ok(Self { inner: engine::Engine::new(webrtc_socket_fd)? })
+    #[pyo3(signature = (webrtc_socket_fd, *, cores=None, pin=true, send_mode="gso"))]
+    fn new(webrtc_socket_fd: i32, cores: Option<Vec<usize>>, pin: bool, send_mode: &str) -> PyResult<Self> {
+        let send_mode = parse_send_mode(send_mode)?;
+        Ok(Self { inner: engine::Engine::new(webrtc_socket_fd, EngineOptions { cores, pin, send_mode })? })
     }
 
     fn add_mountpoint(&self, mountpoint_id: u64, streams: Vec<SourceStream>) -> PyResult<Vec<u16>> {
@@ -121,20 +132,34 @@ impl Engine {
     }
 
     fn viewer_stats<'py>(&self, py: Python<'py>, viewer_id: u64) -> PyResult<Bound<'py, PyDict>> {
-        let ViewerStats { packets, bytes, rtcp_packets, dropped, send_errors, paused } =
-            self.inner.viewer_stats(viewer_id)?;
+        let ViewerStats {
+            packets,
+            bytes,
+            rtcp_packets,
+            retransmissions,
+            nacked,
+            gso_refused,
+            dropped,
+            send_errors,
+            paused,
+            worker,
+        } = self.inner.viewer_stats(viewer_id)?;
         let stats = PyDict::new(py);
         stats.set_item("packets", packets)?;
         stats.set_item("bytes", bytes)?;
         stats.set_item("rtcp_packets", rtcp_packets)?;
+        stats.set_item("retransmissions", retransmissions)?;
+        stats.set_item("nacked", nacked)?;
+        stats.set_item("gso_refused", gso_refused)?;
         stats.set_item("dropped", dropped)?;
         stats.set_item("send_errors", send_errors)?;
         stats.set_item("paused", paused)?;
+        stats.set_item("worker", worker)?;
         Ok(stats)
     }
 
     fn mountpoint_stats<'py>(&self, py: Python<'py>, mountpoint_id: u64) -> PyResult<Bound<'py, PyDict>> {
-        let MountpointStats { packets, bytes, malformed, viewers, streams } =
+        let MountpointStats { packets, bytes, malformed, viewers, streams, sent } =
             self.inner.mountpoint_stats(mountpoint_id)?;
         let stream_list = PyList::empty(py);
         for stream in streams {
@@ -144,6 +169,7 @@ impl Engine {
             entry.set_item("packets", stream.packets)?;
             entry.set_item("bytes", stream.bytes)?;
             entry.set_item("malformed", stream.malformed)?;
+            entry.set_item("overruns", stream.overruns)?;
             entry.set_item("last_packet_age_ms", stream.last_packet_age_ms)?;
             stream_list.append(entry)?;
         }
@@ -153,10 +179,89 @@ impl Engine {
         stats.set_item("malformed", malformed)?;
         stats.set_item("viewers", viewers)?;
         stats.set_item("streams", stream_list)?;
+        stats.set_item("sent_packets", sent.packets)?;
+        stats.set_item("sent_bytes", sent.bytes)?;
+        stats.set_item("retransmissions", sent.retransmissions)?;
+        stats.set_item("dropped", sent.dropped)?;
+        stats.set_item("send_errors", sent.send_errors)?;
         Ok(stats)
+    }
+
+    fn worker_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for worker in self.inner.worker_stats()? {
+            let WorkerStats { index, core, viewers, busy_ns, passes, source_packets, messages, flushes, overruns } =
+                worker;
+            let entry = PyDict::new(py);
+            entry.set_item("index", index)?;
+            entry.set_item("core", core)?;
+            entry.set_item("viewers", viewers)?;
+            entry.set_item("busy_ns", busy_ns)?;
+            entry.set_item("passes", passes)?;
+            entry.set_item("source_packets", source_packets)?;
+            entry.set_item("messages", messages)?;
+            entry.set_item("flushes", flushes)?;
+            entry.set_item("overruns", overruns)?;
+            list.append(entry)?;
+        }
+        Ok(list)
     }
 
     fn close(&self, py: Python<'_>) {
         py.detach(|| self.inner.close());
     }
+}
+
+fn parse_send_mode(name: &str) -> PyResult<SendMode> {
+    SendMode::from_name(name)
+        .ok_or_else(|| PyValueError::new_err(format!("send_mode must be \"gso\", \"sendmmsg\" or \"sendto\", got {name:?}")))
+}
+
+/// Crypto only: copy + SRTP-protect `count` RTP packets of `rtp_size` bytes; ns per packet.
+#[pyfunction]
+pub fn bench_protect(py: Python<'_>, srtp_profile: &str, rtp_size: usize, count: u64) -> PyResult<f64> {
+    let profile = Profile::from_name(srtp_profile)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown SRTP profile {srtp_profile:?}")))?;
+    if !(12..=1900).contains(&rtp_size) || count == 0 {
+        return Err(PyValueError::new_err("rtp_size must be in 12..=1900 and count positive"));
+    }
+    Ok(py.detach(|| bench::protect_cost(profile, rtp_size, count)))
+}
+
+/// Kernel only: the engine's sends of ready-made datagrams (see bench.rs).
+#[pyfunction]
+#[pyo3(signature = (socket_fd, addresses, *, send_mode, run_length, datagram_size, seconds, core=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn bench_send<'py>(
+    py: Python<'py>,
+    socket_fd: RawFd,
+    addresses: Vec<(String, u16)>,
+    send_mode: &str,
+    run_length: usize,
+    datagram_size: usize,
+    seconds: f64,
+    core: Option<usize>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let mode = parse_send_mode(send_mode)?;
+    let addresses = addresses
+        .iter()
+        .map(|(host, port)| {
+            let ip: std::net::IpAddr =
+                host.parse().map_err(|_| PyValueError::new_err(format!("not an IP address: {host:?}")))?;
+            RawAddress::from_socket_addr(std::net::SocketAddr::new(ip, *port), libc::AF_INET)
+                .ok_or_else(|| PyValueError::new_err("IPv4 addresses only"))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    if addresses.is_empty() || run_length == 0 || !(12..=2000).contains(&datagram_size) || seconds.is_nan() || seconds <= 0.0 {
+        return Err(PyValueError::new_err("bad bench_send arguments"));
+    }
+    let duration = Duration::from_secs_f64(seconds);
+    let cost = py.detach(|| bench::send_cost(socket_fd, addresses, mode, run_length, datagram_size, duration, core));
+    let result = PyDict::new(py);
+    result.set_item("packets", cost.packets)?;
+    result.set_item("bytes", cost.bytes)?;
+    result.set_item("failed", cost.failed)?;
+    result.set_item("cpu_ns", cost.cpu_ns)?;
+    result.set_item("wall_ns", cost.wall_ns)?;
+    Ok(result)
 }

@@ -1,16 +1,27 @@
 //! Source sockets: bound non-blocking UDP sockets with large receive buffers,
 //! read with recvmmsg in batches, each datagram validated as RTP and counted.
+//!
+//! The [`Receiver`] thread waits (epoll) on every mountpoint's source sockets,
+//! copies each RTP packet once into a shared [`Packet`] from the stream's
+//! pool and hands it, through a lock-free ring each, to the workers that have
+//! viewers of the mountpoint; then wakes those workers (one eventfd write per
+//! worker per wake-up, not per packet).
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver as CommandReceiver, SyncSender, TryRecvError};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::batch::SLOT_SIZE;
 use crate::codec::Codec;
+use crate::packet::PacketPool;
+use crate::ring::Producer;
 use crate::rtp::RtpHeader;
+use crate::worker::{Delivery, WorkerLoad};
 
 /// Datagrams read per recvmmsg call.
 pub const RECEIVE_BATCH: usize = 32;
@@ -51,6 +62,8 @@ pub struct StreamCounters {
     pub packets: AtomicU64,
     pub bytes: AtomicU64,
     pub malformed: AtomicU64,
+    /// Packets some worker could not take (its ring was full: it is overloaded).
+    pub overruns: AtomicU64,
     /// [`monotonic_ns`] of the last packet; 0 until the first.
     pub last_packet_ns: AtomicU64,
 }
@@ -180,6 +193,10 @@ pub struct ReceiveBatch {
     headers: Box<[libc::mmsghdr]>,
 }
 
+// SAFETY: the raw pointers in iovecs and headers point into the batch's own
+// boxes and are rewritten before every use.
+unsafe impl Send for ReceiveBatch {}
+
 impl Default for ReceiveBatch {
     fn default() -> Self {
         let empty_iovec = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
@@ -230,6 +247,188 @@ impl ReceiveBatch {
         let header = &self.headers[i];
         let len = (header.msg_len as usize).min(SLOT_SIZE);
         (&self.buffers[i][..len], header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0)
+    }
+}
+
+/// The epoll key of the receiver's command eventfd; source sockets use keys counted from 0.
+pub const WAKE_KEY: u64 = u64::MAX;
+const EPOLL_EVENTS: usize = 64;
+/// Receive batches taken from one socket per wake-up, so one busy source cannot starve the others.
+const BATCHES_PER_WAKE: usize = 4;
+/// Packets a stream's pool keeps for reuse: the workers' histories plus their rings.
+const POOL_PACKETS: usize = 8192;
+
+pub enum ReceiverCommand {
+    AddMountpoint { id: u64, streams: Vec<(u64, SourceStream)> },
+    /// Closes the mountpoint's sockets, then answers.
+    RemoveMountpoint { id: u64, done: SyncSender<()> },
+    /// Worker `worker` has viewers of the mountpoint (or no longer has).
+    Subscribe { mountpoint: u64, worker: usize },
+    Unsubscribe { mountpoint: u64, worker: usize },
+    Stop,
+}
+
+/// The receiver's way to one worker.
+pub struct WorkerDoor {
+    pub deliveries: Producer<Delivery>,
+    pub wake: Arc<OwnedFd>,
+    pub load: Arc<WorkerLoad>,
+}
+
+struct ReceiverMountpoint {
+    streams: Vec<SourceStream>,
+    pools: Vec<PacketPool>,
+    keys: Vec<u64>,
+    subscribers: Vec<usize>,
+}
+
+pub struct Receiver {
+    epoll: Arc<OwnedFd>,
+    wake: Arc<OwnedFd>,
+    commands: CommandReceiver<ReceiverCommand>,
+    workers: Vec<WorkerDoor>,
+    woken: Vec<bool>,
+    mountpoints: HashMap<u64, ReceiverMountpoint>,
+    sources: HashMap<u64, (u64, usize)>,
+    receive: ReceiveBatch,
+    received: Vec<Option<ReceivedPacket>>,
+}
+
+impl Receiver {
+    pub fn new(
+        epoll: Arc<OwnedFd>,
+        wake: Arc<OwnedFd>,
+        commands: CommandReceiver<ReceiverCommand>,
+        workers: Vec<WorkerDoor>,
+    ) -> Self {
+        let woken = vec![false; workers.len()];
+        Self {
+            epoll,
+            wake,
+            commands,
+            workers,
+            woken,
+            mountpoints: HashMap::new(),
+            sources: HashMap::new(),
+            receive: ReceiveBatch::default(),
+            received: vec![None; RECEIVE_BATCH],
+        }
+    }
+
+    pub fn run(mut self) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EPOLL_EVENTS];
+        loop {
+            // SAFETY: `events` is a live array of EPOLL_EVENTS entries.
+            let count = unsafe {
+                libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), EPOLL_EVENTS as libc::c_int, -1)
+            };
+            let events = &events[..count.max(0) as usize];
+            // Commands first, so packets that arrive after a call see its effect.
+            if events.iter().any(|event| event.u64 == WAKE_KEY) && !self.run_commands() {
+                return;
+            }
+            for event in events {
+                if event.u64 != WAKE_KEY {
+                    self.receive_from(event.u64);
+                }
+            }
+            self.wake_workers();
+        }
+    }
+
+    fn run_commands(&mut self) -> bool {
+        let mut counter = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into `counter`; the eventfd is non-blocking.
+        unsafe { libc::read(self.wake.as_raw_fd(), counter.as_mut_ptr().cast(), counter.len()) };
+        loop {
+            match self.commands.try_recv() {
+                Ok(ReceiverCommand::Stop) | Err(TryRecvError::Disconnected) => return false,
+                Ok(command) => self.run_command(command),
+                Err(TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    fn run_command(&mut self, command: ReceiverCommand) {
+        match command {
+            ReceiverCommand::AddMountpoint { id, streams } => {
+                let (keys, streams): (Vec<u64>, Vec<SourceStream>) = streams.into_iter().unzip();
+                for (position, key) in keys.iter().enumerate() {
+                    self.sources.insert(*key, (id, position));
+                }
+                let pools = streams.iter().map(|_| PacketPool::new(POOL_PACKETS)).collect();
+                self.mountpoints.insert(id, ReceiverMountpoint { streams, pools, keys, subscribers: Vec::new() });
+            }
+            ReceiverCommand::RemoveMountpoint { id, done } => {
+                if let Some(mountpoint) = self.mountpoints.remove(&id) {
+                    for key in &mountpoint.keys {
+                        self.sources.remove(key);
+                    }
+                }
+                // The mountpoint and its sockets are closed by now.
+                let _ = done.send(());
+            }
+            ReceiverCommand::Subscribe { mountpoint, worker } => {
+                if let Some(mountpoint) = self.mountpoints.get_mut(&mountpoint) {
+                    if !mountpoint.subscribers.contains(&worker) {
+                        mountpoint.subscribers.push(worker);
+                    }
+                }
+            }
+            ReceiverCommand::Unsubscribe { mountpoint, worker } => {
+                if let Some(mountpoint) = self.mountpoints.get_mut(&mountpoint) {
+                    mountpoint.subscribers.retain(|&subscriber| subscriber != worker);
+                }
+            }
+            ReceiverCommand::Stop => {}
+        }
+    }
+
+    /// Reads a few batches from one source socket and hands every RTP packet to the subscribed workers.
+    fn receive_from(&mut self, key: u64) {
+        let Some(&(id, position)) = self.sources.get(&key) else { return };
+        let Some(mountpoint) = self.mountpoints.get_mut(&id) else { return };
+        let stream = &mut mountpoint.streams[position];
+        let pool = &mut mountpoint.pools[position];
+        for _ in 0..BATCHES_PER_WAKE {
+            let count = match self.receive.receive(stream.fd()) {
+                Ok(count) if count > 0 => count,
+                _ => break,
+            };
+            stream.accept(&self.receive, count, Instant::now(), &mut self.received);
+            if !mountpoint.subscribers.is_empty() {
+                for (i, received) in self.received[..count].iter().enumerate() {
+                    let Some(meta) = received else { continue };
+                    let mut packet = pool.take();
+                    let (datagram, _) = self.receive.datagram(i);
+                    Arc::get_mut(&mut packet).expect("a pool packet is held by nobody else").fill(datagram, *meta);
+                    for &worker in &mountpoint.subscribers {
+                        let door = &mut self.workers[worker];
+                        let delivery = Delivery { mountpoint: id, stream: position, packet: packet.clone() };
+                        if door.deliveries.push(delivery).is_ok() {
+                            self.woken[worker] = true;
+                        } else {
+                            door.load.overruns.fetch_add(1, Ordering::Relaxed);
+                            stream.counters.overruns.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    pool.recycle(packet);
+                }
+            }
+            if count < RECEIVE_BATCH {
+                break;
+            }
+        }
+    }
+
+    fn wake_workers(&mut self) {
+        let one = 1u64.to_ne_bytes();
+        for (door, woken) in self.workers.iter().zip(self.woken.iter_mut()) {
+            if std::mem::take(woken) {
+                // SAFETY: writes 8 bytes from `one` to the worker's eventfd.
+                unsafe { libc::write(door.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+            }
+        }
     }
 }
 

@@ -68,9 +68,55 @@ pub fn is_rtcp(packet: &[u8]) -> bool {
     offset == packet.len() && !packet.is_empty()
 }
 
+const TRANSPORT_FEEDBACK: u8 = 205;
+const GENERIC_NACK: u8 = 1;
+
+/// The Generic NACKs (RFC 4585 section 6.2.1) in a compound RTCP packet:
+/// calls `lost(media_ssrc, sequence)` for every packet they report lost, in
+/// order. A pure function of the bytes; it stops at the first malformed length.
+pub fn for_each_nack(packet: &[u8], mut lost: impl FnMut(u32, u16)) {
+    let mut offset = 0;
+    while let Some(header) = packet.get(offset..offset + 4) {
+        let len = 4 * (usize::from(u16::from_be_bytes([header[2], header[3]])) + 1);
+        let Some(body) = packet.get(offset..offset + len) else { return };
+        if header[0] >> 6 == 2 && header[1] == TRANSPORT_FEEDBACK && header[0] & 0x1f == GENERIC_NACK && len >= 12 {
+            let media_ssrc = u32::from_be_bytes([body[8], body[9], body[10], body[11]]);
+            for fci in body[12..].chunks_exact(4) {
+                let first = u16::from_be_bytes([fci[0], fci[1]]);
+                let bitmask = u16::from_be_bytes([fci[2], fci[3]]);
+                lost(media_ssrc, first);
+                for bit in 0..16 {
+                    if bitmask & (1 << bit) != 0 {
+                        lost(media_ssrc, first.wrapping_add(bit + 1));
+                    }
+                }
+            }
+        }
+        offset += len;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_generic_nacks_in_a_compound_packet() {
+        let receiver_report = [0x80, 201, 0, 1, 0, 0, 0, 9];
+        // NACK from SSRC 9 about media SSRC 0x11223344: 0xfffe + bits 0 and 2 (0xffff, 0x0001); then 7.
+        let nack = [
+            0x81, 205, 0, 4, 0, 0, 0, 9, 0x11, 0x22, 0x33, 0x44, 0xff, 0xfe, 0b0000_0000, 0b0000_0101, 0, 7, 0, 0,
+        ];
+        let pli = [0x81, 206, 0, 2, 0, 0, 0, 9, 0x11, 0x22, 0x33, 0x44];
+        let compound: Vec<u8> = [&receiver_report[..], &nack, &pli].concat();
+        let mut lost = Vec::new();
+        for_each_nack(&compound, |ssrc, sequence| lost.push((ssrc, sequence)));
+        assert_eq!(lost, [(0x11223344, 0xfffe), (0x11223344, 0xffff), (0x11223344, 1), (0x11223344, 7)]);
+        let mut cut = Vec::new();
+        for_each_nack(&compound[..compound.len() - 13], |ssrc, sequence| cut.push((ssrc, sequence)));
+        assert!(cut.is_empty(), "the NACK's length runs past the end");
+        for_each_nack(&[], |_, _| panic!("nothing to find"));
+    }
 
     #[test]
     fn writes_sr_and_sdes_cname() {

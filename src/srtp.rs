@@ -120,9 +120,13 @@ fn derive(master_key: &[u8; KEY_LEN], master_salt: &[u8], label: u8, out: &mut [
 }
 
 /// The keys of one direction of RTP or of RTCP, with their schedules.
+#[allow(clippy::large_enum_variant)] // one per viewer direction, never moved on the hot path
 enum Transform {
     AesCm { aes: Aes128Enc, salt: [u8; CM_SALT_LEN], mac: HmacSha1 },
-    AesGcm { aead: Aes128Gcm, salt: [u8; GCM_SALT_LEN] },
+    /// `seal` (ring: stitched AES-NI/VAES + carry-less multiply) protects, about 2x
+    /// faster than RustCrypto here; `aead` (RustCrypto) unprotects the control
+    /// plane's few SRTCP packets, where it also handles authentication-only SRTCP.
+    AesGcm { aead: Aes128Gcm, seal: ring::aead::LessSafeKey, salt: [u8; GCM_SALT_LEN] },
 }
 
 impl Transform {
@@ -155,7 +159,8 @@ impl Transform {
     }
 
     fn aes_gcm(key: &[u8; KEY_LEN], salt: [u8; GCM_SALT_LEN]) -> Self {
-        Self::AesGcm { aead: Aes128Gcm::new(key.into()), salt }
+        let seal = ring::aead::UnboundKey::new(&ring::aead::AES_128_GCM, key).expect("a 16-byte AES-128 key");
+        Self::AesGcm { aead: Aes128Gcm::new(key.into()), seal: ring::aead::LessSafeKey::new(seal), salt }
     }
 }
 
@@ -244,14 +249,18 @@ impl SrtpSession {
                 let tag = mac.finalize().into_bytes();
                 buf[len..out_len].copy_from_slice(&tag[..HMAC_SHA1_80_TAG_LEN]);
             }
-            Transform::AesGcm { aead, salt } => {
+            Transform::AesGcm { seal, salt, .. } => {
                 let iv = gcm_rtp_iv(salt, ssrc, roc, sequence);
                 let (header, rest) = buf.split_at_mut(header_len);
                 let (payload, trailer) = rest.split_at_mut(len - header_len);
-                let tag = aead
-                    .encrypt_inout_detached(&Nonce::from(iv), header, payload.into())
+                let tag = seal
+                    .seal_in_place_separate_tag(
+                        ring::aead::Nonce::assume_unique_for_key(iv),
+                        ring::aead::Aad::from(&*header),
+                        payload,
+                    )
                     .map_err(|_| SrtpError::Malformed)?;
-                trailer[..GCM_TAG_LEN].copy_from_slice(&tag);
+                trailer[..GCM_TAG_LEN].copy_from_slice(tag.as_ref());
             }
         }
         Ok(out_len)
@@ -276,7 +285,7 @@ impl SrtpSession {
                 let index = (u64::from(roc) << 16) | u64::from(sequence);
                 apply_aes_cm(aes, &aes_cm_iv(salt, ssrc, index), &mut buf[header_len..rtp_len]);
             }
-            Transform::AesGcm { aead, salt } => {
+            Transform::AesGcm { aead, salt, .. } => {
                 let iv = gcm_rtp_iv(salt, ssrc, roc, sequence);
                 let (header, rest) = buf.split_at_mut(header_len);
                 let (payload, trailer) = rest.split_at_mut(rtp_len - header_len);
@@ -310,15 +319,19 @@ impl SrtpSession {
                 let tag = mac.finalize().into_bytes();
                 buf[len + SRTCP_INDEX_LEN..out_len].copy_from_slice(&tag[..HMAC_SHA1_80_TAG_LEN]);
             }
-            Transform::AesGcm { aead, salt } => {
+            Transform::AesGcm { seal, salt, .. } => {
                 let iv = gcm_rtcp_iv(salt, ssrc, index & !SRTCP_ENCRYPTED);
                 let mut aad = [0u8; RTCP_HEADER_LEN + SRTCP_INDEX_LEN];
                 aad[..RTCP_HEADER_LEN].copy_from_slice(&buf[..RTCP_HEADER_LEN]);
                 aad[RTCP_HEADER_LEN..].copy_from_slice(&e_and_index);
-                let tag = aead
-                    .encrypt_inout_detached(&Nonce::from(iv), &aad, (&mut buf[RTCP_HEADER_LEN..len]).into())
+                let tag = seal
+                    .seal_in_place_separate_tag(
+                        ring::aead::Nonce::assume_unique_for_key(iv),
+                        ring::aead::Aad::from(aad),
+                        &mut buf[RTCP_HEADER_LEN..len],
+                    )
                     .map_err(|_| SrtpError::Malformed)?;
-                buf[len..len + GCM_TAG_LEN].copy_from_slice(&tag);
+                buf[len..len + GCM_TAG_LEN].copy_from_slice(tag.as_ref());
                 buf[len + GCM_TAG_LEN..out_len].copy_from_slice(&e_and_index);
             }
         }
@@ -347,7 +360,7 @@ impl SrtpSession {
                 }
                 Ok((rtcp_len, index))
             }
-            Transform::AesGcm { aead, salt } => {
+            Transform::AesGcm { aead, salt, .. } => {
                 let e_and_index_bytes: [u8; SRTCP_INDEX_LEN] =
                     buf[len - SRTCP_INDEX_LEN..len].try_into().expect("four bytes");
                 let e_and_index = u32::from_be_bytes(e_and_index_bytes);

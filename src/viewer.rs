@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::receiver::ReceivedPacket;
+use crate::rtp::RtpHeader;
 use crate::rtcp::SenderInfo;
 use crate::srtp::{SrtpError, SrtpSession};
 
@@ -74,6 +75,12 @@ pub struct ViewerCounters {
     pub packets: AtomicU64,
     pub bytes: AtomicU64,
     pub rtcp_packets: AtomicU64,
+    /// RTP packets sent again after a NACK.
+    pub retransmissions: AtomicU64,
+    /// Sequence numbers the viewer's NACKs asked for.
+    pub nacked: AtomicU64,
+    /// Times the kernel refused a GSO send to this viewer (it then gets single datagrams).
+    pub gso_refused: AtomicU64,
     pub dropped: AtomicU64,
     pub send_errors: AtomicU64,
     pub paused: AtomicBool,
@@ -114,6 +121,9 @@ pub struct ViewerStream {
     start: StreamStart,
     /// Highest extended sequence number sent (rollover counter << 16 | sequence).
     highest: Option<u64>,
+    /// The extended sequence number of the first packet of the current anchoring:
+    /// older packets were numbered with other offsets and cannot be resent.
+    anchored_from: u64,
     highest_timestamp: u32,
     last_sent_at: Instant,
     packets: u32,
@@ -149,6 +159,7 @@ impl ViewerStream {
             timestamp_offset: 0,
             start,
             highest: None,
+            anchored_from: 0,
             highest_timestamp: 0,
             last_sent_at: Instant::now(),
             packets: 0,
@@ -180,24 +191,39 @@ impl ViewerStream {
             self.waiting_for_keyframe = false;
             self.anchor_needed = true;
         }
-        if self.anchor_needed || received.epoch != self.source_epoch {
+        let anchored = self.anchor_needed || received.epoch != self.source_epoch;
+        if anchored {
             self.anchor(received, now);
         }
         let sequence = header.sequence.wrapping_add(self.sequence_offset);
         let timestamp = header.timestamp.wrapping_add(self.timestamp_offset);
-        let extended = match self.highest {
-            None => u64::from(sequence),
-            Some(highest) => {
-                let delta = i64::from(sequence.wrapping_sub(highest as u16) as i16);
-                highest.checked_add_signed(delta)?
-            }
-        };
+        let extended = self.extend(sequence)?;
+        if anchored {
+            self.anchored_from = extended;
+        }
         if self.highest.is_none_or(|highest| extended > highest) {
             self.highest = Some(extended);
             self.highest_timestamp = timestamp;
             self.last_sent_at = now;
         }
+        let len = self.write(packet, header, sequence, timestamp, out);
+        self.packets = self.packets.wrapping_add(1);
+        self.octets = self.octets.wrapping_add((header.payload_end - header.payload_start) as u32);
+        Some(Rewritten { len, rollover_counter: (extended >> 16) as u32 })
+    }
 
+    /// The extended sequence number of the viewer's `sequence`, near the highest sent.
+    fn extend(&self, sequence: u16) -> Option<u64> {
+        match self.highest {
+            None => Some(u64::from(sequence)),
+            Some(highest) => {
+                let delta = i64::from(sequence.wrapping_sub(highest as u16) as i16);
+                highest.checked_add_signed(delta)
+            }
+        }
+    }
+
+    fn write(&self, packet: &[u8], header: &RtpHeader, sequence: u16, timestamp: u32, out: &mut [u8]) -> usize {
         let csrcs = &packet[12..header.csrc_end];
         let payload = &packet[header.payload_start..];
         let len = header.csrc_end + payload.len();
@@ -208,10 +234,37 @@ impl ViewerStream {
         out[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
         out[12..header.csrc_end].copy_from_slice(csrcs);
         out[header.csrc_end..len].copy_from_slice(payload);
+        len
+    }
 
-        self.packets = self.packets.wrapping_add(1);
-        self.octets = self.octets.wrapping_add((header.payload_end - header.payload_start) as u32);
+    /// The source packet (sequence number, epoch) that the viewer received as
+    /// `sequence`, if it was sent under the current numbering.
+    pub fn source_of(&self, sequence: u16) -> Option<(u16, u32)> {
+        if self.anchor_needed || self.waiting_for_keyframe {
+            return None;
+        }
+        let extended = self.extend(sequence)?;
+        let sent = self.highest.is_some_and(|highest| extended <= highest) && extended >= self.anchored_from;
+        sent.then(|| (sequence.wrapping_sub(self.sequence_offset), self.source_epoch))
+    }
+
+    /// Writes `packet` again as the viewer first received it (a retransmission),
+    /// changing no state; None if it was not sent under the current numbering.
+    pub fn rewrite_again(&self, packet: &[u8], received: &ReceivedPacket, out: &mut [u8]) -> Option<Rewritten> {
+        let header = &received.header;
+        let sequence = header.sequence.wrapping_add(self.sequence_offset);
+        let (source_sequence, epoch) = self.source_of(sequence)?;
+        if source_sequence != header.sequence || epoch != received.epoch {
+            return None;
+        }
+        let extended = self.extend(sequence)?;
+        let timestamp = header.timestamp.wrapping_add(self.timestamp_offset);
+        let len = self.write(packet, header, sequence, timestamp, out);
         Some(Rewritten { len, rollover_counter: (extended >> 16) as u32 })
+    }
+
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
     }
 
     fn anchor(&mut self, received: &ReceivedPacket, now: Instant) {
@@ -249,6 +302,8 @@ fn ticks(elapsed: Duration, clock_rate: u32) -> u32 {
 /// A viewer as the engine's worker holds it.
 pub struct Viewer {
     pub id: u64,
+    /// The worker's index of this viewer's counters, for the send batch's tags.
+    pub slot: u32,
     pub address: RawAddress,
     paused: bool,
     pub streams: Vec<ViewerStream>,
@@ -265,7 +320,7 @@ impl Viewer {
         srtp: SrtpSession,
         first_report_at: Instant,
     ) -> Self {
-        Self { id, address, paused: false, streams, srtp, srtcp_index: 0, next_report_at: first_report_at }
+        Self { id, slot: 0, address, paused: false, streams, srtp, srtcp_index: 0, next_report_at: first_report_at }
     }
 
     pub fn is_paused(&self) -> bool {
@@ -295,6 +350,13 @@ impl Viewer {
         self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()
     }
 
+    /// Writes the source packet `packet` again, protected, as this viewer's
+    /// stream `stream` first received it; the SRTP length, or None.
+    pub fn write_retransmission(&self, stream: usize, packet: &[u8], received: &ReceivedPacket, out: &mut [u8]) -> Option<usize> {
+        let rewritten = self.streams[stream].rewrite_again(packet, received, out)?;
+        self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()
+    }
+
     /// Protects RTCP with the next SRTCP index.
     pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
         let index = self.srtcp_index;
@@ -306,7 +368,6 @@ impl Viewer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rtp::RtpHeader;
 
     fn source_packet(sequence: u16, timestamp: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
         let mut packet = vec![0x80, 0x80 | 111];

@@ -1,313 +1,461 @@
-//! The fan-out loop: one thread that waits (epoll) on the source sockets and
-//! the command eventfd and, for each batch of source packets, rewrites and
-//! protects every packet for every viewer of the mountpoint into one send
-//! batch, flushed with sendmmsg. No queue and no event loop lie between
-//! receiving a packet and sending it to the viewers ("direct transmission").
+//! A worker: one thread, pinned to one core, that owns a share of the
+//! viewers. It takes the shared source packets the receiver hands it (a
+//! lock-free ring, an eventfd to wake it) and, for each of its viewers,
+//! rewrites and protects each packet straight into one send batch, flushed
+//! with sendmmsg and UDP GSO. No queue per viewer and no event loop lie
+//! between the receiver and the viewers ("direct transmission").
 //!
-//! A worker owns its mountpoints' sockets and viewers. Several workers, each
-//! pinned to a core and owning a share of the viewers, would each run this
-//! loop over shared source packets; today the engine runs one.
+//! Batching is natural: each pass takes everything the ring holds (at most
+//! [`MAX_PASS_PACKETS`]), so under load the batches grow and when idle a
+//! packet goes out at once; no timer waits for more.
 //!
-//! Invariant: the send batch is empty between two steps of the loop (every
-//! step that fills it flushes it before returning), so a slot's viewer index
-//! always refers to the mountpoint being worked on.
+//! Invariant: the send batch is empty between passes and commands (every
+//! step that fills it flushes it before returning), so a tag's viewer slot
+//! always refers to a live viewer.
 
 use std::collections::HashMap;
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::batch::{DatagramKind, Outcome, SendBatch, SlotTag};
-use crate::receiver::{ReceiveBatch, ReceivedPacket, SourceStream, RECEIVE_BATCH};
+use crate::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag};
+use crate::packet::{History, Packet};
+use crate::ring::Consumer;
 use crate::rtcp::{ntp_time, write_sender_report};
 use crate::viewer::{RawAddress, Viewer, ViewerCounters};
 
-/// The epoll key of the command eventfd; source sockets use keys counted from 0.
-pub const WAKE_KEY: u64 = u64::MAX;
-const SEND_BATCH: usize = 128;
-const EPOLL_EVENTS: usize = 64;
-/// Receive batches taken from one socket per wake-up, so one busy source cannot starve the others.
-const BATCHES_PER_WAKE: usize = 4;
+/// Source packets taken from the ring in one pass.
+pub const MAX_PASS_PACKETS: usize = 512;
+/// Sequence numbers of each source stream kept for retransmission.
+pub const HISTORY_PACKETS: usize = 1024;
 const REPORT_TICK: Duration = Duration::from_millis(100);
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A source packet for a worker's viewers of one mountpoint.
+pub struct Delivery {
+    pub mountpoint: u64,
+    /// The source stream's position in its mountpoint.
+    pub stream: usize,
+    pub packet: Arc<Packet>,
+}
+
 pub enum Command {
-    AddMountpoint { id: u64, streams: Vec<(u64, SourceStream)> },
-    RemoveMountpoint { id: u64, done: SyncSender<()> },
-    AddViewer { mountpoint_id: u64, viewer: Box<Viewer>, counters: Arc<ViewerCounters> },
+    /// `streams` is the number of the mountpoint's source streams.
+    AddViewer { mountpoint_id: u64, streams: usize, viewer: Box<Viewer>, counters: Arc<ViewerCounters>, totals: Arc<SendCounters> },
     RemoveViewer { id: u64 },
+    RemoveMountpoint { id: u64 },
     SetViewerAddress { id: u64, address: RawAddress },
     SetViewerPaused { id: u64, paused: bool },
     SendRtcp { id: u64, packet: Vec<u8> },
+    /// Resend what the viewer reported lost: (media SSRC, sequence number) pairs.
+    Retransmit { id: u64, lost: Vec<(u32, u16)> },
     Stop,
+}
+
+/// One worker's sends for one mountpoint (the engine sums them over workers).
+#[derive(Default)]
+pub struct SendCounters {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    pub retransmissions: AtomicU64,
+    pub dropped: AtomicU64,
+    pub send_errors: AtomicU64,
+}
+
+/// How busy a worker is, for metrics.
+#[derive(Default)]
+pub struct WorkerLoad {
+    /// Time spent working (not waiting), in nanoseconds.
+    pub busy_ns: AtomicU64,
+    pub passes: AtomicU64,
+    pub source_packets: AtomicU64,
+    /// Messages handed to the kernel (a GSO message carries many datagrams).
+    pub messages: AtomicU64,
+    /// sendmmsg (or, in sendto mode, per-datagram) flushes.
+    pub flushes: AtomicU64,
+    /// Source packets lost because this worker's ring was full.
+    pub overruns: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, amount: u64) {
+    counter.fetch_add(amount, Ordering::Relaxed);
+}
+
+struct ViewerSlot {
+    counters: Arc<ViewerCounters>,
+    totals: Arc<SendCounters>,
+    /// Whether this viewer's runs may be merged (false once the kernel refused).
+    gso: bool,
 }
 
 struct Mountpoint {
     id: u64,
-    streams: Vec<SourceStream>,
-    source_keys: Vec<u64>,
+    histories: Vec<History>,
     viewers: Vec<Viewer>,
-    /// `counters[i]` belongs to `viewers[i]`, apart so a flush can count while viewers are borrowed.
-    counters: Vec<Arc<ViewerCounters>>,
 }
 
-impl Mountpoint {
-    fn viewer_position(&self, id: u64) -> Option<usize> {
-        self.viewers.iter().position(|viewer| viewer.id == id)
-    }
+pub struct WorkerConfig {
+    pub index: usize,
+    pub core: Option<usize>,
+    pub mode: SendMode,
 }
 
 pub struct Worker {
-    epoll: Arc<OwnedFd>,
+    config: WorkerConfig,
     wake: Arc<OwnedFd>,
     commands: Receiver<Command>,
-    socket: OwnedFd,
-    mountpoints: Vec<Option<Mountpoint>>,
-    mountpoint_slots: HashMap<u64, usize>,
-    sources: HashMap<u64, (usize, usize)>,
-    viewer_slots: HashMap<u64, usize>,
-    receive: ReceiveBatch,
-    received: Vec<Option<ReceivedPacket>>,
+    deliveries: Consumer<Delivery>,
+    socket: Arc<OwnedFd>,
+    mountpoints: Vec<Mountpoint>,
+    viewer_mountpoints: HashMap<u64, u64>,
+    slots: Vec<Option<ViewerSlot>>,
+    free_slots: Vec<u32>,
+    pass: Vec<Delivery>,
     send: SendBatch,
+    load: Arc<WorkerLoad>,
     next_reports_at: Instant,
 }
 
+/// Pins the calling thread to `core`.
+pub fn pin_to_core(core: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain old data; CPU_SET checks nothing but stays in
+    // bounds for core < CPU_SETSIZE, checked first; sched_setaffinity(0) is this thread.
+    unsafe {
+        if core >= libc::CPU_SETSIZE as usize {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The cores this process may run on.
+pub fn allowed_cores() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain old data; sched_getaffinity fills it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return vec![0];
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&core| libc::CPU_ISSET(core, &set)).collect()
+    }
+}
+
 impl Worker {
-    pub fn new(epoll: Arc<OwnedFd>, wake: Arc<OwnedFd>, commands: Receiver<Command>, socket: OwnedFd) -> Self {
+    pub fn new(
+        config: WorkerConfig,
+        wake: Arc<OwnedFd>,
+        commands: Receiver<Command>,
+        deliveries: Consumer<Delivery>,
+        socket: Arc<OwnedFd>,
+        load: Arc<WorkerLoad>,
+    ) -> Self {
+        let send = SendBatch::new(config.mode);
         Self {
-            epoll,
+            config,
             wake,
             commands,
+            deliveries,
             socket,
             mountpoints: Vec::new(),
-            mountpoint_slots: HashMap::new(),
-            sources: HashMap::new(),
-            viewer_slots: HashMap::new(),
-            receive: ReceiveBatch::default(),
-            received: vec![None; RECEIVE_BATCH],
-            send: SendBatch::new(SEND_BATCH),
+            viewer_mountpoints: HashMap::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            pass: Vec::with_capacity(MAX_PASS_PACKETS),
+            send,
+            load,
             next_reports_at: Instant::now() + REPORT_TICK,
         }
     }
 
     pub fn run(mut self) {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EPOLL_EVENTS];
+        if let Some(core) = self.config.core {
+            // Pinning is best effort: a core taken away by cgroups leaves the thread free.
+            let _ = pin_to_core(core);
+        }
         loop {
-            let wait = self.next_reports_at.saturating_duration_since(Instant::now());
-            let timeout = wait.as_millis() as libc::c_int + 1;
-            // SAFETY: `events` is a live array of EPOLL_EVENTS entries.
-            let count = unsafe {
-                libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), EPOLL_EVENTS as libc::c_int, timeout)
-            };
-            let events = &events[..count.max(0) as usize];
-            // Commands first, so packets that arrive after a call see its effect.
-            if events.iter().any(|event| event.u64 == WAKE_KEY) && !self.run_commands() {
-                return;
-            }
-            for event in events {
-                let key = event.u64;
-                if key != WAKE_KEY {
-                    self.receive_from(key);
+            if self.deliveries.is_empty() {
+                let wait = self.next_reports_at.saturating_duration_since(Instant::now());
+                let mut poll_fd = libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd for the duration of the call.
+                let ready = unsafe { libc::poll(&mut poll_fd, 1, wait.as_millis() as libc::c_int + 1) };
+                if ready > 0 {
+                    let mut counter = [0u8; 8];
+                    // SAFETY: reads at most 8 bytes into `counter`; the eventfd is non-blocking.
+                    unsafe { libc::read(self.wake.as_raw_fd(), counter.as_mut_ptr().cast(), counter.len()) };
                 }
             }
-            let now = Instant::now();
-            if now >= self.next_reports_at {
-                self.send_reports(now);
-                self.next_reports_at = now + REPORT_TICK;
+            let started = Instant::now();
+            if !self.run_commands() {
+                return;
             }
-        }
-    }
-
-    /// Reads a few batches from one source socket and fans each out.
-    fn receive_from(&mut self, key: u64) {
-        let Some(&(slot, position)) = self.sources.get(&key) else { return };
-        let Some(mountpoint) = self.mountpoints[slot].as_mut() else { return };
-        let fd = self.socket.as_raw_fd();
-        for _ in 0..BATCHES_PER_WAKE {
-            let count = match self.receive.receive(mountpoint.streams[position].fd()) {
-                Ok(count) if count > 0 => count,
-                _ => break,
-            };
-            let now = Instant::now();
-            mountpoint.streams[position].accept(&self.receive, count, now, &mut self.received);
-            fan_out(mountpoint, position, &self.receive, &self.received[..count], &mut self.send, fd, now);
-            if count < RECEIVE_BATCH {
-                break;
+            self.run_pass(started);
+            if started >= self.next_reports_at {
+                self.send_reports(started);
+                self.next_reports_at = started + REPORT_TICK;
             }
+            add(&self.load.busy_ns, started.elapsed().as_nanos() as u64);
         }
     }
 
     /// Runs every queued command; false once the engine stops.
     fn run_commands(&mut self) -> bool {
-        let mut counter = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into `counter`; the eventfd is non-blocking.
-        unsafe { libc::read(self.wake.as_raw_fd(), counter.as_mut_ptr().cast(), counter.len()) };
         loop {
             match self.commands.try_recv() {
-                Ok(Command::Stop) | Err(std::sync::mpsc::TryRecvError::Disconnected) => return false,
+                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return false,
                 Ok(command) => self.run_command(command),
-                Err(std::sync::mpsc::TryRecvError::Empty) => return true,
+                Err(TryRecvError::Empty) => return true,
             }
         }
     }
 
     fn run_command(&mut self, command: Command) {
         match command {
-            Command::AddMountpoint { id, streams } => {
-                let slot = self.mountpoints.iter().position(Option::is_none).unwrap_or_else(|| {
-                    self.mountpoints.push(None);
-                    self.mountpoints.len() - 1
+            Command::AddViewer { mountpoint_id, streams, mut viewer, counters, totals } => {
+                let slot = self.free_slots.pop().unwrap_or_else(|| {
+                    self.slots.push(None);
+                    (self.slots.len() - 1) as u32
                 });
-                let (source_keys, streams): (Vec<u64>, Vec<SourceStream>) = streams.into_iter().unzip();
-                for (position, key) in source_keys.iter().enumerate() {
-                    self.sources.insert(*key, (slot, position));
-                }
-                self.mountpoints[slot] =
-                    Some(Mountpoint { id, streams, source_keys, viewers: Vec::new(), counters: Vec::new() });
-                self.mountpoint_slots.insert(id, slot);
-            }
-            Command::RemoveMountpoint { id, done } => {
-                if let Some(slot) = self.mountpoint_slots.remove(&id) {
-                    if let Some(mountpoint) = self.mountpoints[slot].take() {
-                        for key in &mountpoint.source_keys {
-                            self.sources.remove(key);
-                        }
-                        for viewer in &mountpoint.viewers {
-                            self.viewer_slots.remove(&viewer.id);
-                        }
-                        debug_assert_eq!(mountpoint.id, id);
+                self.slots[slot as usize] = Some(ViewerSlot { counters, totals, gso: true });
+                viewer.slot = slot;
+                self.viewer_mountpoints.insert(viewer.id, mountpoint_id);
+                let position = match self.mountpoints.iter().position(|m| m.id == mountpoint_id) {
+                    Some(position) => position,
+                    None => {
+                        let histories = (0..streams).map(|_| History::new(HISTORY_PACKETS)).collect();
+                        self.mountpoints.push(Mountpoint { id: mountpoint_id, histories, viewers: Vec::new() });
+                        self.mountpoints.len() - 1
                     }
-                }
-                // The mountpoint and its sockets are closed by now.
-                let _ = done.send(());
+                };
+                self.mountpoints[position].viewers.push(*viewer);
             }
-            Command::AddViewer { mountpoint_id, viewer, counters } => {
-                let Some(&slot) = self.mountpoint_slots.get(&mountpoint_id) else { return };
-                let Some(mountpoint) = self.mountpoints[slot].as_mut() else { return };
-                self.viewer_slots.insert(viewer.id, slot);
-                mountpoint.viewers.push(*viewer);
-                mountpoint.counters.push(counters);
-            }
-            Command::RemoveViewer { id } => {
-                let Some(slot) = self.viewer_slots.remove(&id) else { return };
-                let Some(mountpoint) = self.mountpoints[slot].as_mut() else { return };
-                if let Some(position) = mountpoint.viewer_position(id) {
-                    mountpoint.viewers.swap_remove(position);
-                    mountpoint.counters.swap_remove(position);
+            Command::RemoveViewer { id } => self.remove_viewer(id),
+            Command::RemoveMountpoint { id } => {
+                let ids: Vec<u64> = self
+                    .mountpoints
+                    .iter()
+                    .filter(|m| m.id == id)
+                    .flat_map(|m| m.viewers.iter().map(|v| v.id))
+                    .collect();
+                for viewer in ids {
+                    self.remove_viewer(viewer);
                 }
             }
             Command::SetViewerAddress { id, address } => {
-                if let Some((viewer, _)) = self.viewer(id) {
+                if let Some(viewer) = self.viewer(id) {
                     viewer.address = address;
                 }
             }
             Command::SetViewerPaused { id, paused } => {
-                if let Some((viewer, _)) = self.viewer(id) {
+                if let Some(viewer) = self.viewer(id) {
                     viewer.set_paused(paused);
                 }
             }
             Command::SendRtcp { id, packet } => self.send_rtcp(id, &packet),
+            Command::Retransmit { id, lost } => self.retransmit(id, &lost),
             Command::Stop => {}
         }
     }
 
-    fn viewer(&mut self, id: u64) -> Option<(&mut Viewer, usize)> {
-        let slot = *self.viewer_slots.get(&id)?;
-        let mountpoint = self.mountpoints[slot].as_mut()?;
-        let position = mountpoint.viewer_position(id)?;
-        Some((&mut mountpoint.viewers[position], slot))
+    fn remove_viewer(&mut self, id: u64) {
+        let Some(mountpoint_id) = self.viewer_mountpoints.remove(&id) else { return };
+        let Some(position) = self.mountpoints.iter().position(|m| m.id == mountpoint_id) else { return };
+        let mountpoint = &mut self.mountpoints[position];
+        if let Some(index) = mountpoint.viewers.iter().position(|viewer| viewer.id == id) {
+            let viewer = mountpoint.viewers.swap_remove(index);
+            self.slots[viewer.slot as usize] = None;
+            self.free_slots.push(viewer.slot);
+        }
+        if mountpoint.viewers.is_empty() {
+            // Its history goes too; the receiver stops sending once told.
+            self.mountpoints.swap_remove(position);
+        }
+    }
+
+    fn viewer(&mut self, id: u64) -> Option<&mut Viewer> {
+        let mountpoint_id = *self.viewer_mountpoints.get(&id)?;
+        let mountpoint = self.mountpoints.iter_mut().find(|m| m.id == mountpoint_id)?;
+        mountpoint.viewers.iter_mut().find(|viewer| viewer.id == id)
+    }
+
+    /// Takes what the ring holds and sends it to every viewer.
+    fn run_pass(&mut self, now: Instant) {
+        while self.pass.len() < MAX_PASS_PACKETS {
+            match self.deliveries.pop() {
+                Some(delivery) => self.pass.push(delivery),
+                None => break,
+            }
+        }
+        if self.pass.is_empty() {
+            return;
+        }
+        add(&self.load.passes, 1);
+        add(&self.load.source_packets, self.pass.len() as u64);
+        let Self { pass, mountpoints, send, slots, socket, load, .. } = self;
+        let fd = socket.as_raw_fd();
+        let mut start = 0;
+        while start < pass.len() {
+            let id = pass[start].mountpoint;
+            let end = start + pass[start..].iter().take_while(|delivery| delivery.mountpoint == id).count();
+            if let Some(mountpoint) = mountpoints.iter_mut().find(|m| m.id == id) {
+                for delivery in &pass[start..end] {
+                    if let Some(history) = mountpoint.histories.get_mut(delivery.stream) {
+                        history.store(&delivery.packet);
+                    }
+                }
+                fan_out(mountpoint, &pass[start..end], send, slots, load, fd, now);
+            }
+            start = end;
+        }
+        flush(send, fd, slots, load);
+        pass.clear();
     }
 
     fn send_rtcp(&mut self, id: u64, packet: &[u8]) {
         let fd = self.socket.as_raw_fd();
-        let Some(slot) = self.viewer_slots.get(&id).copied() else { return };
-        let Some(mountpoint) = self.mountpoints[slot].as_mut() else { return };
-        let Some(position) = mountpoint.viewer_position(id) else { return };
-        let viewer = &mut mountpoint.viewers[position];
-        let buffer = self.send.next_buffer();
+        let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else { return };
+        let Self { mountpoints, send, slots, load, .. } = self;
+        let Some(mountpoint) = mountpoints.iter_mut().find(|m| m.id == mountpoint_id) else { return };
+        let Some(viewer) = mountpoint.viewers.iter_mut().find(|viewer| viewer.id == id) else { return };
+        let buffer = send.next_buffer();
         buffer[..packet.len()].copy_from_slice(packet);
         if let Ok(len) = viewer.protect_rtcp(buffer, packet.len()) {
-            self.send.commit(len, &viewer.address, SlotTag { viewer: position, kind: DatagramKind::Rtcp });
+            send.commit(len, &viewer.address, SlotTag { viewer: viewer.slot, kind: DatagramKind::Rtcp }, false);
         }
-        flush(&mut self.send, fd, &mountpoint.counters);
+        flush(send, fd, slots, load);
+    }
+
+    /// Resends each reported packet still in the history, as the viewer first got it.
+    fn retransmit(&mut self, id: u64, lost: &[(u32, u16)]) {
+        let fd = self.socket.as_raw_fd();
+        let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else { return };
+        let Self { mountpoints, send, slots, load, .. } = self;
+        let Some(mountpoint) = mountpoints.iter_mut().find(|m| m.id == mountpoint_id) else { return };
+        let Some(viewer) = mountpoint.viewers.iter().find(|viewer| viewer.id == id) else { return };
+        if viewer.is_paused() {
+            return;
+        }
+        let merge = slots[viewer.slot as usize].as_ref().is_some_and(|slot| slot.gso);
+        for &(ssrc, sequence) in lost {
+            let Some(stream) = viewer.streams.iter().position(|stream| stream.ssrc() == ssrc) else { continue };
+            let Some((source_sequence, epoch)) = viewer.streams[stream].source_of(sequence) else { continue };
+            let source = viewer.streams[stream].source;
+            let Some(packet) = mountpoint.histories.get(source).and_then(|h| h.find(source_sequence, epoch)) else {
+                continue;
+            };
+            if !send.has_room() {
+                flush(send, fd, slots, load);
+            }
+            if let Some(len) = viewer.write_retransmission(stream, packet.bytes(), &packet.meta, send.next_buffer()) {
+                let tag = SlotTag { viewer: viewer.slot, kind: DatagramKind::Retransmission };
+                send.commit(len, &viewer.address, tag, merge);
+            }
+        }
+        flush(send, fd, slots, load);
     }
 
     /// Sends a sender report for each stream of each viewer whose report is due.
     fn send_reports(&mut self, now: Instant) {
         let fd = self.socket.as_raw_fd();
         let ntp = ntp_time(SystemTime::now());
-        for mountpoint in self.mountpoints.iter_mut().flatten() {
-            let Mountpoint { viewers, counters, .. } = mountpoint;
-            for (position, viewer) in viewers.iter_mut().enumerate() {
+        let Self { mountpoints, send, slots, load, .. } = self;
+        for mountpoint in mountpoints.iter_mut() {
+            for viewer in mountpoint.viewers.iter_mut() {
                 if viewer.is_paused() || now < viewer.next_report_at {
                     continue;
                 }
                 viewer.next_report_at = now + REPORT_INTERVAL;
                 for stream in 0..viewer.streams.len() {
                     let Some(info) = viewer.streams[stream].sender_info(now, ntp) else { continue };
-                    if self.send.is_full() {
-                        flush(&mut self.send, fd, counters);
+                    if !send.has_room() {
+                        flush(send, fd, slots, load);
                     }
-                    let buffer = self.send.next_buffer();
+                    let buffer = send.next_buffer();
                     let len = write_sender_report(buffer, &info);
                     if let Ok(len) = viewer.protect_rtcp(buffer, len) {
-                        self.send.commit(len, &viewer.address, SlotTag { viewer: position, kind: DatagramKind::Rtcp });
+                        let tag = SlotTag { viewer: viewer.slot, kind: DatagramKind::Rtcp };
+                        send.commit(len, &viewer.address, tag, false);
                     }
                 }
             }
-            flush(&mut self.send, fd, counters);
         }
+        flush(send, fd, slots, load);
     }
 }
 
-/// Rewrites and protects each received packet for each viewer of the
-/// mountpoint that takes the stream at `position`, viewer by viewer, and
-/// sends them in batches.
+/// Rewrites and protects each delivered packet for each viewer of the
+/// mountpoint that takes its stream, viewer by viewer, into the send batch,
+/// so each viewer's packets lie together (runs for GSO) and in order.
 fn fan_out(
     mountpoint: &mut Mountpoint,
-    position: usize,
-    batch: &ReceiveBatch,
-    packets: &[Option<ReceivedPacket>],
+    deliveries: &[Delivery],
     send: &mut SendBatch,
+    slots: &mut [Option<ViewerSlot>],
+    load: &WorkerLoad,
     fd: RawFd,
     now: Instant,
 ) {
-    let Mountpoint { viewers, counters, .. } = mountpoint;
-    for (viewer_position, viewer) in viewers.iter_mut().enumerate() {
-        if viewer.is_paused() || !viewer.streams.iter().any(|stream| stream.source == position) {
+    for viewer in mountpoint.viewers.iter_mut() {
+        if viewer.is_paused() {
             continue;
         }
-        for (i, received) in packets.iter().enumerate() {
-            let Some(received) = received else { continue };
-            if send.is_full() {
-                flush(send, fd, counters);
+        let merge = slots[viewer.slot as usize].as_ref().is_some_and(|slot| slot.gso);
+        let tag = SlotTag { viewer: viewer.slot, kind: DatagramKind::Rtp };
+        for delivery in deliveries {
+            if !send.has_room() {
+                flush(send, fd, slots, load);
             }
-            let (datagram, _) = batch.datagram(i);
-            if let Some(len) = viewer.write_rtp(position, datagram, received, now, send.next_buffer()) {
-                send.commit(len, &viewer.address, SlotTag { viewer: viewer_position, kind: DatagramKind::Rtp });
+            let packet = &delivery.packet;
+            if let Some(len) = viewer.write_rtp(delivery.stream, packet.bytes(), &packet.meta, now, send.next_buffer()) {
+                send.commit(len, &viewer.address, tag, merge);
             }
         }
     }
-    flush(send, fd, counters);
 }
 
-fn flush(send: &mut SendBatch, fd: RawFd, counters: &[Arc<ViewerCounters>]) {
+fn flush(send: &mut SendBatch, fd: RawFd, slots: &mut [Option<ViewerSlot>], load: &WorkerLoad) {
     if send.is_empty() {
         return;
     }
+    add(&load.flushes, 1);
+    add(&load.messages, send.len() as u64);
     send.flush(fd, |tag, outcome| {
-        let counters = &counters[tag.viewer];
+        let Some(slot) = slots[tag.viewer as usize].as_mut() else { return };
+        let (counters, totals) = (&slot.counters, &slot.totals);
         match (outcome, tag.kind) {
-            (Outcome::Sent { bytes }, DatagramKind::Rtp) => {
-                ViewerCounters::add(&counters.packets, 1);
-                ViewerCounters::add(&counters.bytes, bytes as u64);
+            (Outcome::Sent { packets, bytes }, DatagramKind::Rtp) => {
+                add(&counters.packets, u64::from(packets));
+                add(&counters.bytes, bytes as u64);
+                add(&totals.packets, u64::from(packets));
+                add(&totals.bytes, bytes as u64);
             }
-            (Outcome::Sent { .. }, DatagramKind::Rtcp) => ViewerCounters::add(&counters.rtcp_packets, 1),
-            (Outcome::Dropped, _) => ViewerCounters::add(&counters.dropped, 1),
-            (Outcome::Failed, _) => {
-                ViewerCounters::add(&counters.dropped, 1);
-                ViewerCounters::add(&counters.send_errors, 1);
+            (Outcome::Sent { packets, bytes }, DatagramKind::Retransmission) => {
+                add(&counters.retransmissions, u64::from(packets));
+                add(&counters.bytes, bytes as u64);
+                add(&totals.retransmissions, u64::from(packets));
+                add(&totals.bytes, bytes as u64);
+            }
+            (Outcome::Sent { packets, .. }, DatagramKind::Rtcp) => add(&counters.rtcp_packets, u64::from(packets)),
+            (Outcome::Dropped { packets }, _) => {
+                add(&counters.dropped, u64::from(packets));
+                add(&totals.dropped, u64::from(packets));
+            }
+            (Outcome::Failed { packets }, _) => {
+                add(&counters.dropped, u64::from(packets));
+                add(&counters.send_errors, u64::from(packets));
+                add(&totals.dropped, u64::from(packets));
+                add(&totals.send_errors, u64::from(packets));
+            }
+            (Outcome::GsoRefused, _) => {
+                slot.gso = false;
+                add(&counters.gso_refused, 1);
             }
         }
     });

@@ -183,15 +183,17 @@ def test_a_viewer_receives_rewritten_srtp(rig: Rig, profile: SrtpProfile) -> Non
     stats = rig.engine.viewer_stats(7)
     overhead = 16 if profile == GCM else 10
     assert stats == {"packets": 5, "bytes": sum(12 + len(p) + overhead for p in payloads),
-                     "rtcp_packets": stats["rtcp_packets"], "dropped": 0, "send_errors": 0, "paused": False}
+                     "rtcp_packets": stats["rtcp_packets"], "retransmissions": 0, "nacked": 0, "gso_refused": 0,
+                     "dropped": 0, "send_errors": 0, "paused": False, "worker": stats["worker"]}
 
 
 def test_mountpoint_stats_count_packets_and_garbage(rig: Rig) -> None:
     port = rig.mountpoint(1)
     assert rig.engine.mountpoint_stats(1) == {
         "packets": 0, "bytes": 0, "malformed": 0, "viewers": 0,
-        "streams": [{"index": 0, "port": port, "packets": 0, "bytes": 0, "malformed": 0,
+        "streams": [{"index": 0, "port": port, "packets": 0, "bytes": 0, "malformed": 0, "overruns": 0,
                      "last_packet_age_ms": None}],
+        "sent_packets": 0, "sent_bytes": 0, "retransmissions": 0, "dropped": 0, "send_errors": 0,
     }
     viewer = rig.viewer(7, 1)
     good = [rtp(10, 0, b"first"), rtp(11, 960, b"second")]
