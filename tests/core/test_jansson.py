@@ -8,6 +8,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from fanout.core import jansson
 
 from tests.core.harness import recording
@@ -110,3 +112,22 @@ def test_error_position() -> None:
         jansson.loads('{\n  "a": tru\n}')
     assert (error.value.line, error.value.column, error.value.position) == (2, 10, 12)
     assert str(error.value) == "invalid token near 'tru'"
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=jansson.INT64_MIN, max_value=jansson.INT64_MAX)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0")),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5).filter(lambda key: "\0" not in key), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(JSON_VALUES, max_size=4) | st.dictionaries(st.text(max_size=5).filter(lambda key: "\0" not in key), JSON_VALUES, max_size=4), st.booleans())
+def test_slow_path_reads_as_the_standard_library(value: Any, ascii_only: bool) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    assert jansson._Parser(text.encode()).document(eof_check=True)[0] == json.loads(text)
+    assert jansson.loads(text) == json.loads(text)
