@@ -125,7 +125,7 @@ class FakeEndpoint:
         self.peers[peer] = on_event
 
     def restart_ice(self, peer: WebRtcPeer) -> None:
-        peer.restart_ice()  # type: ignore[attr-defined,unused-ignore]
+        peer.restart_ice()
         self.restarted.append(peer)
 
     def remove_peer(self, peer: WebRtcPeer) -> None:

@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 from fanout.core.handle import Handle
+from fanout.core.plugin import LocalOffer
 from fanout.webrtc.peer import AddressChanged, DtlsConnected, RtcpReceived
 from fanout.webrtc.rtcp import ReceiverReport
 
@@ -80,6 +81,22 @@ async def test_offer_again_keeps_the_peer() -> None:
     (again,) = (event["jsep"]["sdp"] for event in sink.drain())
     assert origin(again) == (origin(first)[0], 2)  # the version counts offers
     assert core.endpoint.removed == []
+
+
+async def test_ice_restart_keeps_the_peer_with_new_credentials() -> None:
+    core = Core()
+    sink = EventSink()
+    handle, first = await offered(core, sink)
+    peer = handle.peer
+    assert peer is not None
+    ufrag = peer.local_ufrag
+    handle.push_event(None, status("restart"), LocalOffer(OFFER.media, ice_restart=True))
+    assert handle.peer is peer and peer.local_ufrag != ufrag
+    assert core.endpoint.restarted == [peer] and core.endpoint.removed == []
+    await asyncio.sleep(0)
+    (restart,) = (event["jsep"]["sdp"] for event in sink.drain())
+    assert f"a=ice-ufrag:{peer.local_ufrag}" in restart
+    assert origin(restart) == (origin(first)[0], 2)
 
 
 async def test_answer_goes_to_the_peer_and_the_plugin() -> None:

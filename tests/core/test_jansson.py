@@ -119,7 +119,7 @@ JSON_VALUES = st.recursive(
     | st.booleans()
     | st.integers(min_value=jansson.INT64_MIN, max_value=jansson.INT64_MAX)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0")),
+    | st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0")),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5).filter(lambda key: "\0" not in key), children, max_size=4),
     max_leaves=20,
 )
