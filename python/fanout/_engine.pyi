@@ -11,10 +11,11 @@ SRTP profile names are the RFC names: "AEAD_AES_128_GCM" and
 DTLS-SRTP (16 + 12 bytes for GCM, 16 + 14 bytes for CM).
 """
 
-from typing import Literal, TypedDict
+from typing import Literal, TypeAlias, TypedDict
 
-SrtpProfile = Literal["AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80"]
-MediaKind = Literal["audio", "video", "data"]
+SrtpProfile: TypeAlias = Literal["AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80"]
+SendMode: TypeAlias = Literal["gso", "sendmmsg", "sendto"]
+MediaKind: TypeAlias = Literal["audio", "video", "data"]
 
 class SourceStream(TypedDict):
     """One RTP input of a mountpoint: a UDP port the engine binds and reads."""
@@ -39,22 +40,52 @@ class StreamStats(TypedDict):
     packets: int
     bytes: int
     malformed: int  # datagrams that were not RTP, dropped and counted
+    overruns: int  # packets a worker could not take (its ring was full: the worker is overloaded)
     last_packet_age_ms: int | None  # None until the first packet arrives
 
 class MountpointStats(TypedDict):
-    packets: int
+    packets: int  # received from the sources
     bytes: int
     malformed: int
     viewers: int
     streams: list[StreamStats]
+    sent_packets: int  # RTP packets sent to all its viewers (summed over workers)
+    sent_bytes: int  # SRTP bytes sent, retransmissions included
+    retransmissions: int
+    dropped: int
+    send_errors: int
 
 class ViewerStats(TypedDict):
-    packets: int  # RTP packets sent
-    bytes: int  # SRTP bytes sent
+    packets: int  # RTP packets sent (retransmissions apart)
+    bytes: int  # SRTP bytes sent, retransmissions included
     rtcp_packets: int  # RTCP (sender reports, ...) sent
+    retransmissions: int  # RTP packets sent again after a NACK
+    nacked: int  # sequence numbers the viewer's NACKs asked for
+    gso_refused: int  # GSO sends the kernel refused (the viewer then gets single datagrams)
     dropped: int  # packets not sent (socket buffer full, send error)
     send_errors: int
     paused: bool
+    worker: int  # the index of the worker that serves it
+
+class WorkerStats(TypedDict):
+    """One worker's load; counters only grow."""
+
+    index: int
+    core: int | None  # the core it is pinned to, None if not pinned
+    viewers: int
+    busy_ns: int  # time spent working rather than waiting
+    passes: int  # wake-ups that found packets
+    source_packets: int  # source packets taken (each fans out to its viewers)
+    messages: int  # messages handed to the kernel (one GSO message carries many datagrams)
+    flushes: int  # sendmmsg calls (sendto mode: batches of single sends)
+    overruns: int  # source packets lost because its ring was full
+
+class SendCost(TypedDict):
+    packets: int
+    bytes: int
+    failed: int
+    cpu_ns: int  # CPU time of the sending thread
+    wall_ns: int
 
 class Engine:
     """The data plane. One per server process.
@@ -63,12 +94,32 @@ class Engine:
     one port); the engine duplicates it and sends media from the duplicate,
     while the control plane keeps reading STUN, DTLS and SRTCP from the original.
 
+    Threads: one receiver (reads every source socket, copies each RTP packet
+    once into a shared buffer) and one worker per core in ``cores`` (default:
+    every core the process may run on), pinned to it unless ``pin`` is False.
+    Each viewer belongs to the worker with the fewest viewers when it is
+    added; the worker rewrites, protects and sends its viewers' packets itself.
+
+    ``send_mode`` is for tests and benchmarks: "gso" (default: sendmmsg, runs
+    of equal-size packets to one viewer merged by UDP GSO, falling back to
+    single datagrams where the kernel refuses GSO), "sendmmsg" (one datagram
+    per message) or "sendto" (one system call per datagram).
+
     After close() every method but close() raises RuntimeError.
     """
 
-    def __init__(self, webrtc_socket_fd: int) -> None:
+    def __init__(
+        self,
+        webrtc_socket_fd: int,
+        *,
+        cores: list[int] | None = None,
+        pin: bool = True,
+        send_mode: SendMode = "gso",
+    ) -> None:
         """Raises OSError (EBADF) for a descriptor that is not open, ValueError
-        for one that is not an IPv4/IPv6 UDP socket."""
+        for one that is not an IPv4/IPv6 UDP socket, for an empty ``cores``, a
+        core listed twice or (when pinning) one the process may not run on, and
+        for an unknown ``send_mode``."""
     def add_mountpoint(self, mountpoint_id: int, streams: list[SourceStream]) -> list[int]:
         """Bind the source ports and start receiving; returns the bound port of each stream.
 
@@ -110,7 +161,13 @@ class Engine:
         KeyError for an unknown viewer."""
     def unprotect_rtcp(self, viewer_id: int, packet: bytes) -> bytes:
         """SRTCP from a viewer to plain RTCP. Raises ValueError if it fails
-        authentication, is a replay or is malformed, KeyError for an unknown viewer."""
+        authentication, is a replay or is malformed, KeyError for an unknown viewer.
+
+        Generic NACKs (RFC 4585) in it about the viewer's SSRCs are answered by
+        the engine at once: each packet still in the stream's history (the last
+        1024 sequence numbers) is sent again as the viewer first received it
+        (same sequence number, re-protected; no RFC 4588 rtx). The plain RTCP is
+        still returned, for the control plane to count or act on (PLI, REMB)."""
     def send_rtcp(self, viewer_id: int, packet: bytes) -> None:
         """Protect plain (compound) RTCP with the viewer's SRTCP context and send it.
         ValueError if ``packet`` is not RTCP, KeyError for an unknown viewer."""
@@ -118,5 +175,25 @@ class Engine:
         """KeyError for an unknown viewer."""
     def mountpoint_stats(self, mountpoint_id: int) -> MountpointStats:
         """KeyError for an unknown mountpoint."""
+    def worker_stats(self) -> list[WorkerStats]:
+        """One entry per worker, cheap to read (atomic counters)."""
     def close(self) -> None:
         """Stop the engine's threads and close every socket it opened. Idempotent."""
+
+def bench_protect(srtp_profile: SrtpProfile, rtp_size: int, count: int) -> float:
+    """Benchmarks only, "crypto only": copy and SRTP-protect ``count`` RTP packets
+    of ``rtp_size`` bytes as a worker does; CPU nanoseconds per packet."""
+
+def bench_send(
+    socket_fd: int,
+    addresses: list[tuple[str, int]],
+    *,
+    send_mode: SendMode,
+    run_length: int,
+    datagram_size: int,
+    seconds: float,
+    core: int | None = None,
+) -> SendCost:
+    """Benchmarks only, "kernel only": for ``seconds``, send ready-made datagrams
+    from ``socket_fd`` through the engine's send batch, to each IPv4 address in
+    turn a run of ``run_length``, on a thread pinned to ``core`` if given."""
