@@ -60,6 +60,7 @@ class EchoStreamingPlugin(Plugin):
         self.rtcp: list[tuple[int, list[RtcpPacket]]] = []
         self.handles: dict[int, PluginHandle] = {}
         self.fail_create = False
+        self.tell_stopped = False  # push "stopped" when the PeerConnection or the handle goes
 
     def create_session(self, handle: PluginHandle) -> None:
         if self.fail_create:
@@ -101,10 +102,14 @@ class EchoStreamingPlugin(Plugin):
 
     def hangup_media(self, handle: PluginHandle) -> None:
         self.calls.append(("hangup_media", handle.id))
+        if self.tell_stopped:
+            handle.push_event(None, status("stopped"))
 
     def destroy_session(self, handle: PluginHandle) -> None:
         self.calls.append(("destroy_session", handle.id))
         self.handles.pop(handle.id, None)
+        if self.tell_stopped:
+            handle.push_event(None, status("stopped"))
 
 
 @dataclass

@@ -337,6 +337,25 @@ async def test_destroy_detaches_silently() -> None:
     assert core.gateway.sessions == {} and core.gateway.handles == {}
 
 
+async def test_plugin_events_while_handles_go_are_not_sent() -> None:
+    """In Janus a plugin's events stop when its handle is detached or its session destroyed
+    (recorded: ``detached`` alone; nothing on destroy), whatever the plugin pushes then."""
+    core = Core()
+    core.plugin.tell_stopped = True
+    sink = EventSink()
+    session_id = await core.session(sink)
+    for request in ({"janus": "detach"}, {"janus": "hangup"}):
+        handle = await core.handle(session_id, sink)
+        await core.request(sink, janus="message", transaction="w", session_id=session_id, handle_id=handle.id, body={"request": "watch"})
+        await core.request(sink, transaction="r", session_id=session_id, handle_id=handle.id, **request)
+        await asyncio.sleep(0)
+        received = [event["janus"] for event in sink.drain()]
+        assert received == (["event", "detached"] if request["janus"] == "detach" else ["event", "event", "hangup"])
+    await core.request(sink, janus="destroy", transaction="x", session_id=session_id)
+    await asyncio.sleep(0)
+    assert sink.drain() == []
+
+
 async def test_stop_destroys_everything() -> None:
     core = Core()
     await core.gateway.start()

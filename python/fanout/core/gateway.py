@@ -280,15 +280,16 @@ class Gateway:
 
     # -- sessions ending
     def destroy_session(self, session: Session, *, timeout: bool = False) -> None:
-        """End a session: its handles hang up and detach silently, as in Janus."""
+        """End a session: what is queued goes out, then its handles hang up and detach silently
+        (events their plugins push meanwhile are dropped), as in Janus."""
         if session.destroyed:
             return
+        session.flush()
+        session.destroyed = True
         for handle in list(session.handles.values()):
             handle.detach(notify=False)
             self.handles.pop(handle.id, None)
         session.handles.clear()
-        session.flush()
-        session.destroyed = True
         self.sessions.pop(session.id, None)
         if session.connection is not None:
             session.connection.session_over(session.id, timeout=timeout, claimed=False)

@@ -97,8 +97,8 @@ class Handle:
         return self._remote_description
 
     def push_event(self, transaction: str | None, data: dict[str, Any], jsep: LocalOffer | None = None) -> None:
-        if self.detached:
-            logger.warning("handle %d: %s pushed an event after detach; dropped", self.id, self.plugin.package)
+        if self.detached:  # as in Janus: a plugin's events while (or after) its handle goes are not sent
+            logger.debug("handle %d: %s pushed an event after detach; dropped", self.id, self.plugin.package)
             return
         rendered = {"type": "offer", "sdp": self._make_offer(jsep)} if jsep is not None else None
         self.session.send_event(
@@ -302,11 +302,12 @@ class Handle:
 
     def detach(self, *, notify: bool) -> None:
         """The handle goes: its WebRTC transport hangs up silently, the client gets ``detached``
-        (if ``notify``: a ``detach`` request, not a session's end), and the plugin frees its state."""
+        (if ``notify``: a ``detach`` request, not a session's end), and the plugin frees its state;
+        what the plugin pushes meanwhile is not sent."""
         if self.detached:
             return
-        self.hangup(HANGUP_DETACH, notify=False)
         self.detached = True
+        self.hangup(HANGUP_DETACH, notify=False)
         if notify:
             self.session.send_event(events.detached(self.session.id, self.id))
         self._call_plugin("destroy_session", self.plugin.destroy_session, self)
