@@ -1,7 +1,8 @@
 """The real janus.js in a real Chromium watches fanout, over HTTP and over WebSocket.
 
 Browser, server and encoder share a network namespace whose only interface is
-loopback, so the only ICE candidate pair is 127.0.0.1 <-> 127.0.0.1.
+loopback, so the only ICE candidate pair is 127.0.0.1 <-> 127.0.0.1. fanout is not
+told what to advertise: it finds 127.0.0.1 itself, as on a host with only ``lo``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ WATCH_SECONDS = 5
 
 def test_janus_js_decodes_both_mountpoints_over_both_transports(tmp_path: Path) -> None:
     config = tmp_path / "config"
-    addresses = write_config(config, DEMO_MOUNTPOINT + rtp_mountpoint(2, AUDIO_PORT, VIDEO_PORT))
+    addresses = write_config(config, DEMO_MOUNTPOINT + rtp_mountpoint(2, AUDIO_PORT, VIDEO_PORT), nat_1_1_mapping=None)
     with (
         loopback_namespace() as namespace,
         FanoutProcess(config, namespace) as server,
@@ -43,6 +44,7 @@ def test_janus_js_decodes_both_mountpoints_over_both_transports(tmp_path: Path) 
         first_page.wait_for_timeout(WATCH_SECONDS * 1000)
         stats: dict[Any, Any] = {key: page.evaluate("window.fanoutDemo.stats()") for key, page in pages.items()}
         assert errors == [], errors
+        assert "advertising ['127.0.0.1']" in server.output
         for key, figures in stats.items():
             assert figures["frameWidth"] == 640, (key, figures, server.output)
             assert figures["frameHeight"] == 360, (key, figures)

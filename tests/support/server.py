@@ -67,18 +67,20 @@ class ServerAddresses:
         return f"http://127.0.0.1:{self.http_port}/"
 
 
-def write_config(folder: Path, mountpoints: str, *, session_timeout: int = 60) -> ServerAddresses:
-    """A Janus-style configuration folder for a fanout on loopback, on free ports."""
+def write_config(
+    folder: Path, mountpoints: str, *, session_timeout: int = 60, nat_1_1_mapping: str | None = "127.0.0.1"
+) -> ServerAddresses:
+    """A Janus-style configuration folder for a fanout on loopback, on free ports.
+
+    ``nat_1_1_mapping`` None leaves fanout to detect the addresses to advertise."""
     http_port, ws_port, webrtc_port = free_ports(3)
     folder.mkdir(parents=True, exist_ok=True)
+    nat = f'nat: {{\n\tnat_1_1_mapping = "{nat_1_1_mapping}"\n}}\n' if nat_1_1_mapping else ""
     (folder / "janus.jcfg").write_text(
         f"""general: {{
 	session_timeout = {session_timeout}
 }}
-nat: {{
-	nat_1_1_mapping = "127.0.0.1"
-}}
-fanout: {{
+{nat}fanout: {{
 	webrtc_port = {webrtc_port}
 	webrtc_interface = "127.0.0.1"
 }}
