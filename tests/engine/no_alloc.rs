@@ -1,0 +1,109 @@
+//! The steady state allocates nothing per packet: a counting global allocator
+//! around the whole engine (receiver and worker threads), a warm-up, then
+//! thousands of source packets fanned out to many viewers with GSO and SRTP
+//! while the count must not move. Run by `cargo test --release`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use _engine::batch::SendMode;
+use _engine::engine::{Engine, EngineOptions, SourceConfig, ViewerStreamConfig};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator, only counting.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const VIEWERS: usize = 20;
+
+fn sent(engine: &Engine) -> u64 {
+    (0..VIEWERS as u64).map(|v| engine.viewer_stats(v).map(|s| s.packets + s.dropped).unwrap_or(0)).sum()
+}
+
+/// Sends `count` 1200-byte packets in bursts (frames of `burst`), then waits until every viewer got them.
+fn feed(engine: &Engine, sender: &UdpSocket, to: SocketAddr, packets: &mut [Vec<u8>], first: u16, count: u16, burst: u16) {
+    let target = sent(engine) + u64::from(count) * VIEWERS as u64;
+    for i in 0..count {
+        let packet = &mut packets[usize::from(i) % packets.len()];
+        packet[2..4].copy_from_slice(&first.wrapping_add(i).to_be_bytes());
+        sender.send_to(packet, to).unwrap();
+        if i % burst == burst - 1 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sent(engine) < target && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(sent(engine), target, "every packet reached every viewer");
+}
+
+#[test]
+fn the_steady_state_allocates_nothing() {
+    let webrtc = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let options = EngineOptions { cores: Some(vec![0]), pin: false, send_mode: SendMode::Gso };
+    let engine = Engine::new(webrtc.as_raw_fd(), options).unwrap();
+    let source = SourceConfig {
+        index: 0,
+        kind: "audio".into(),
+        codec: "opus".into(),
+        clock_rate: 48_000,
+        host: "127.0.0.1".into(),
+        port: 0,
+    };
+    let port = engine.add_mountpoint(1, &[source]).unwrap()[0];
+    let sinks: Vec<UdpSocket> = (0..VIEWERS).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    for (i, sink) in sinks.iter().enumerate() {
+        let address = sink.local_addr().unwrap();
+        let profile = if i % 2 == 0 { "AEAD_AES_128_GCM" } else { "AES_CM_128_HMAC_SHA1_80" };
+        let key = vec![i as u8; if i % 2 == 0 { 28 } else { 30 }];
+        let stream = ViewerStreamConfig { index: 0, ssrc: i as i64 + 1, payload_type: 111 };
+        engine.add_viewer(i as u64, 1, ("127.0.0.1", i64::from(address.port())), profile, &key, &key, &[stream]).unwrap();
+    }
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut packets: Vec<Vec<u8>> = (0..4)
+        .map(|_| {
+            let mut packet = vec![0x80, 111, 0, 0, 0, 0, 0x03, 0xc0, 0xde, 0xad, 0xbe, 0xef];
+            packet.resize(1200, 0x5a);
+            packet
+        })
+        .collect();
+    // Warm up: the packet pool grows to its high-water mark (the workers' history
+    // plus the packets in flight; bursts of 800 leave many in flight), the
+    // batches and maps reach their size.
+    let start = ALLOCATIONS.load(Ordering::SeqCst);
+    feed(&engine, &sender, to, &mut packets, 0, 6000, 800);
+    let warm_up = ALLOCATIONS.load(Ordering::SeqCst) - start;
+    assert!(warm_up >= 1024, "the engine's threads are counted: the pool grew by {warm_up}");
+
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    feed(&engine, &sender, to, &mut packets, 6000, 6000, 40);
+    let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
+
+    assert_eq!(allocations, 0, "allocations while fanning 6000 packets out to {VIEWERS} viewers");
+    engine.close();
+}
