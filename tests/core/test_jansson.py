@@ -8,9 +8,9 @@ import re
 from typing import Any
 
 import pytest
+from fanout.core import jansson
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from fanout.core import jansson
 
 from tests.core.harness import recording
 from tests.core.janus_scenarios import BAD_JSON_BODIES, WEBSOCKET_BODIES

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from fanout.config.settings import Settings
+from fanout.config.settings import Settings, WebSocketSettings
 
 from tests.core import lifetime_cases
 from tests.core.harness import recording
@@ -137,3 +137,18 @@ async def test_binary_frames_are_read_as_text(servers: Servers) -> None:
     async with websocket(servers.ws_url) as socket:
         await socket.send_bytes(b'{"janus":"ping","transaction":"p"}')
         assert await receive(socket) == {"janus": "pong", "transaction": "p"}
+
+
+@pytest.mark.parametrize(
+    ("style", "text"),
+    [
+        ("indented", '{\n   "janus": "pong",\n   "transaction": "p"\n}'),
+        ("plain", '{"janus": "pong", "transaction": "p"}'),
+        ("compact", '{"janus":"pong","transaction":"p"}'),
+    ],
+)
+async def test_json_style(style: str, text: str) -> None:
+    async with running(Settings(websocket=WebSocketSettings(json=style))) as servers:
+        async with websocket(servers.ws_url) as socket:
+            await socket.send_str('{"janus":"ping","transaction":"p"}')
+            assert (await socket.receive(timeout=2)).data == text
