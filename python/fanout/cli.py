@@ -21,6 +21,14 @@ def main(argv: list[str] | None = None) -> None:
         "janus.plugin.streaming.jcfg); without it, fanout's embedded default",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    bench = commands.add_parser("bench", help="measure fanout")
+    benches = bench.add_subparsers(dest="bench", required=True)
+    benches.add_parser("load", help="ramp real WebRTC viewers against fanout and/or Janus (see its --help)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["bench", "load"]:  # its own parser, imported only when asked for
+        from fanout.bench.load import main as load_main
+
+        sys.exit(load_main(argv[2:]))
     args = parser.parse_args(argv)
 
     logging.basicConfig(

@@ -1,0 +1,66 @@
+"""The viewer's SDP answer to a Streaming offer: recvonly, BUNDLE, rtcp-mux, setup:active."""
+
+from __future__ import annotations
+
+import secrets
+
+from fanout.bench.load.ice import HOST_PRIORITY
+from fanout.webrtc.sdp import RemoteDescription
+
+
+def build_answer(
+    offer: RemoteDescription,
+    *,
+    ice_ufrag: str,
+    ice_pwd: str,
+    fingerprint: str,
+    host: str,
+    port: int,
+) -> str:
+    """Accept every audio and video m-line with its first codec; reject the rest (port 0)."""
+    accepted = [
+        m
+        for m in offer.media
+        if m.kind in ("audio", "video") and m.codecs and m.port != 0
+    ]
+    lines = [
+        "v=0",
+        f"o=- {secrets.randbits(62)} 2 IN IP4 {host}",
+        "s=-",
+        "t=0 0",
+        "a=group:BUNDLE " + " ".join(m.mid or "" for m in accepted),
+        "a=msid-semantic: WMS",
+    ]
+    for media in offer.media:
+        if media not in accepted:
+            lines += [
+                f"m={media.kind} 0 UDP/TLS/RTP/SAVPF 0",
+                f"c=IN IP4 {host}",
+                "a=inactive",
+            ]
+            if media.mid is not None:
+                lines.append(f"a=mid:{media.mid}")
+            continue
+        codec = media.codecs[0]
+        lines += [
+            f"m={media.kind} {port} UDP/TLS/RTP/SAVPF {codec.payload_type}",
+            f"c=IN IP4 {host}",
+            f"a=ice-ufrag:{ice_ufrag}",
+            f"a=ice-pwd:{ice_pwd}",
+            f"a=fingerprint:sha-256 {fingerprint}",
+            "a=setup:active",
+            f"a=mid:{media.mid}",
+            "a=recvonly",
+            "a=rtcp-mux",
+        ]
+        rtpmap = f"a=rtpmap:{codec.payload_type} {codec.name}/{codec.clock_rate}"
+        if codec.channels is not None:
+            rtpmap += f"/{codec.channels}"
+        lines.append(rtpmap)
+        if codec.fmtp:
+            lines.append(f"a=fmtp:{codec.payload_type} {codec.fmtp}")
+        lines += [
+            f"a=candidate:1 1 udp {HOST_PRIORITY} {host} {port} typ host",
+            "a=end-of-candidates",
+        ]
+    return "\r\n".join(lines) + "\r\n"

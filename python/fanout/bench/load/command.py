@@ -1,0 +1,305 @@
+"""``fanout bench load``: the command line, and one run of every server x rate x SRTP profile asked for.
+
+The whole run happens inside a private network namespace (root needed): the
+server under test pinned to ``--server-cpu`` with taskset, the source and the
+viewers on ``--load-cpu``. For each combination the server is started from a
+generated configuration, the source starts, and :class:`RampRunner` ramps
+viewers until the loss threshold; then everything stops before the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fanout.bench.load.netns import bench_namespace
+from fanout.bench.load.ramp import Ramp, RampPlan, RampRunner
+from fanout.bench.load.report import capacity_table, plot, ratios, write_json
+from fanout.bench.load.servers import (
+    AUDIO_PORT,
+    VIDEO_PORT,
+    FanoutServer,
+    JanusServer,
+    Server,
+    raise_own_nofile,
+)
+from fanout.bench.load.source import RtpSource, SourceShape
+
+RATES = {"2M": 2.0e6, "9.6M": 9.6e6}
+PROFILES = {"gcm": "AEAD_AES_128_GCM", "cm": "AES_CM_128_HMAC_SHA1_80"}
+
+
+def _choices(allowed: dict[str, Any]) -> Any:
+    def parse(text: str) -> list[str]:
+        values = [value.strip() for value in text.split(",") if value.strip()]
+        for value in values:
+            if value not in allowed:
+                raise argparse.ArgumentTypeError(
+                    f"{value!r}: choose from {', '.join(allowed)}"
+                )
+        return values
+
+    return parse
+
+
+def build_parser(
+    parser: argparse.ArgumentParser | None = None,
+) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="fanout bench load")
+    parser.description = (
+        "Ramp real WebRTC viewers (Janus API, ICE, DTLS-SRTP) up against fanout and/or Debian's Janus, "
+        "each pinned to one core, to find how many viewers it holds at the loss threshold."
+    )
+    parser.add_argument(
+        "--server", choices=["fanout", "janus", "both"], default="fanout"
+    )
+    parser.add_argument(
+        "--rate",
+        type=_choices(RATES),
+        default=["9.6M"],
+        help="video bit rate(s): 2M, 9.6M or 2M,9.6M",
+    )
+    parser.add_argument(
+        "--srtp",
+        type=_choices(PROFILES),
+        default=["gcm"],
+        help="SRTP profile(s): gcm, cm or gcm,cm",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=["http", "ws"],
+        default="ws",
+        help="Janus API transport of the viewers",
+    )
+    parser.add_argument(
+        "--start", type=int, default=20, help="viewers in the first step"
+    )
+    parser.add_argument(
+        "--factor",
+        type=float,
+        default=1.25,
+        help="each step has this many times the viewers",
+    )
+    parser.add_argument(
+        "--min-step",
+        type=int,
+        default=10,
+        help="at least this many more viewers per step",
+    )
+    parser.add_argument("--max-viewers", type=int, default=4000)
+    parser.add_argument(
+        "--join-rate", type=float, default=40.0, help="viewers joining per second"
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=4,
+        help="viewers that decrypt everything and measure latency",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=3.0,
+        help="seconds after the joins before measuring",
+    )
+    parser.add_argument(
+        "--window", type=float, default=5.0, help="seconds measured per step"
+    )
+    parser.add_argument(
+        "--loss",
+        type=float,
+        default=0.01,
+        help="the loss a step may have and still hold",
+    )
+    parser.add_argument(
+        "--keepalive",
+        type=float,
+        default=25.0,
+        help="seconds between a session's keepalives",
+    )
+    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--load-cpu", type=int, default=1)
+    parser.add_argument(
+        "--janus-event-loops",
+        type=int,
+        default=1,
+        help="Janus's event_loops (0: a thread per handle)",
+    )
+    parser.add_argument(
+        "--fanout-option",
+        action="append",
+        default=[],
+        metavar="'KEY = VALUE'",
+        help="a line for fanout's `fanout` group",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="results path without extension (default bench/results/load-<date>)",
+    )
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep the servers' folders and logs"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(args)
+
+
+def _git_commit() -> str:
+    result = subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parent,
+    )
+    commit = result.stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parent,
+    ).stdout.strip()
+    return commit + ("+dirty" if commit and dirty else "")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def run(args: argparse.Namespace) -> int:
+    servers = ["fanout", "janus"] if args.server == "both" else [args.server]
+    now = datetime.datetime.now(datetime.UTC)
+    output: Path = args.output or Path("bench/results") / f"load-{now:%Y-%m-%d-%H%M}"
+    plan = RampPlan(
+        start=args.start,
+        factor=args.factor,
+        min_step=args.min_step,
+        max_viewers=args.max_viewers,
+        join_rate=args.join_rate,
+        samples=args.samples,
+        settle=args.settle,
+        window=args.window,
+        loss_threshold=args.loss,
+        transport=args.transport,
+        keepalive=args.keepalive,
+    )
+    results: dict[str, Any] = {
+        "meta": {
+            "date": now.isoformat(timespec="seconds"),
+            "commit": _git_commit(),
+            "command": "fanout bench load "
+            + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "load"] else []),
+            "cpu_model": _cpu_model(),
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "server_cpu": args.server_cpu,
+            "load_cpu": args.load_cpu,
+            "janus_event_loops": args.janus_event_loops,
+            "fanout_options": args.fanout_option,
+            "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+            "accounting": "cheap viewers: /proc/net/udp drops + queued datagrams, minus the sample viewers' "
+            "mean non-RTP datagrams; sample viewers: decrypted RTP",
+        },
+        "plan": asdict(plan),
+        "ramps": [],
+    }
+    work = Path(tempfile.mkdtemp(prefix="fanout-bench-load-"))
+    with bench_namespace():
+        raise_own_nofile()
+        os.sched_setaffinity(0, {args.load_cpu})
+        for rate in args.rate:
+            for srtp in args.srtp:
+                for name in servers:
+                    server: Server
+                    folder = work / f"{name}-{rate}-{srtp}"
+                    if name == "fanout":
+                        server = FanoutServer(
+                            folder, args.server_cpu, args.fanout_option
+                        )
+                    else:
+                        server = JanusServer(
+                            folder, args.server_cpu, args.janus_event_loops
+                        )
+                    ramp = Ramp(
+                        server=name, rate=rate, srtp=srtp, transport=args.transport
+                    )
+                    ramp.server_version = server.version()
+                    _run_one(
+                        server, ramp, plan, RATES[rate], PROFILES[srtp], args.load_cpu
+                    )
+                    results["ramps"].append(ramp.to_json())
+                    write_json(results, output.with_suffix(".json"))
+    results["ratios"] = ratios(results)
+    write_json(results, output.with_suffix(".json"))
+    plot(results, output.with_suffix(".png"))
+    print(capacity_table(results))
+    print(
+        f"\nresults: {output.with_suffix('.json')}  plot: {output.with_suffix('.png')}"
+    )
+    if not args.keep_logs:
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+    else:
+        print(f"server folders and logs: {work}")
+    return 0
+
+
+def _run_one(
+    server: Server,
+    ramp: Ramp,
+    plan: RampPlan,
+    bitrate: float,
+    profile: str,
+    load_cpu: int,
+) -> None:
+    label = f"{ramp.server} {ramp.rate} {ramp.srtp}"
+    print(
+        f"[{label}] starting {ramp.server} on cpu {server.cpu}",
+        file=sys.stderr,
+        flush=True,
+    )
+    server.start()
+    source = RtpSource(
+        SourceShape(bitrate),
+        ("127.0.0.1", VIDEO_PORT),
+        ("127.0.0.1", AUDIO_PORT),
+        cpu=load_cpu,
+    )
+    source.start()
+    try:
+        runner = RampRunner(server, source, plan, srtp_profile=profile, label=label)
+        asyncio.run(runner.run(ramp))
+    except Exception as error:  # noqa: BLE001 - a ramp that breaks is reported; the others still run
+        print(
+            f"[{label}] failed: {type(error).__name__}: {error}\n{server.log_tail(20)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        ramp.capacity_limited_by = f"error: {type(error).__name__}: {error}"
+    finally:
+        source.stop()
+        server.stop()
+    print(
+        f"[{label}] holds {ramp.capacity} viewers ({ramp.capacity_limited_by})",
+        file=sys.stderr,
+        flush=True,
+    )

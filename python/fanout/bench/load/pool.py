@@ -1,0 +1,283 @@
+"""A crowd of viewers in one process: joining at a steady rate, consent, keepalives, counts.
+
+:class:`ViewerPool` runs in the bench's main process for the cheap viewers;
+:class:`SamplePool` runs a pool of sample (decrypting) viewers in a child
+process, so that their reading and latency stamps are not held up by the
+main process's handshakes; it answers the main process over a pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import aiohttp
+from fanout.bench.load.kernel import udp_sockets
+from fanout.bench.load.signaling import HttpJanus, JanusApi, WebSocketJanus
+from fanout.bench.load.viewer import JoinError, Viewer
+from fanout.webrtc.dtls import DtlsCertificate
+
+logger = logging.getLogger(__name__)
+
+CONSENT_INTERVAL = 5.0
+KEEPALIVE_INTERVAL = 25.0
+TICK = 0.1
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    url: str  # http://host:port/janus or ws://host:port/
+    mountpoint: int
+    host: str  # the viewers' address
+    srtp_profile: str
+    sample: bool = False
+    concurrency: int = 16
+    keepalive: float = KEEPALIVE_INTERVAL
+
+
+@dataclass
+class JoinReport:
+    joined: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    ttf_packet: list[float] = field(
+        default_factory=list
+    )  # seconds from watch to the first media packet
+    ttf_frame: list[float] = field(
+        default_factory=list
+    )  # sample viewers: to the first whole keyframe
+
+
+class ViewerPool:
+    def __init__(self, config: PoolConfig) -> None:
+        self.config = config
+        self.viewers: list[Viewer] = []
+        self.certificate = DtlsCertificate.generate()
+        self._http: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=256, force_close=False)
+        self._http = aiohttp.ClientSession(connector=connector)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._consent()),
+            loop.create_task(self._keepalive()),
+        ]
+
+    def _api(self) -> JanusApi:
+        assert self._http is not None
+        if self.config.url.startswith("ws"):
+            return WebSocketJanus(self._http, self.config.url)
+        return HttpJanus(self._http, self.config.url)
+
+    async def add(self, count: int, rate: float) -> JoinReport:
+        """Join ``count`` viewers, starting ``rate`` a second at most, ``concurrency`` at a time."""
+        report = JoinReport()
+        semaphore = asyncio.Semaphore(self.config.concurrency)
+
+        async def join_one() -> None:
+            async with semaphore:
+                viewer = Viewer(
+                    self._api(),
+                    mountpoint=self.config.mountpoint,
+                    host=self.config.host,
+                    certificate=self.certificate,
+                    srtp_profile=self.config.srtp_profile,
+                    sample=self.config.sample,
+                )
+                try:
+                    times = await viewer.join()
+                except JoinError as error:
+                    report.failed += 1
+                    if len(report.errors) < 5:
+                        report.errors.append(str(error))
+                    self._spawn(viewer.api.close())
+                    return
+                now = time.monotonic()
+                viewer.next_consent = now + random.uniform(0, CONSENT_INTERVAL)
+                viewer.next_keepalive = now + random.uniform(0, self.config.keepalive)
+                self.viewers.append(viewer)
+                report.joined += 1
+                report.ttf_packet.append(times.first_packet)
+                if times.first_frame is not None:
+                    report.ttf_frame.append(times.first_frame)
+
+        tasks = []
+        start = time.monotonic()
+        for index in range(count):
+            delay = start + index / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.get_running_loop().create_task(join_one()))
+        await asyncio.gather(*tasks)
+        if self.config.sample:
+            await self._wait_first_frames(report)
+        return report
+
+    async def _wait_first_frames(self, report: JoinReport) -> None:
+        deadline = time.monotonic() + 5
+        fresh = [v for v in self.viewers if v.times.first_frame is None]
+        while fresh and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            fresh = [v for v in fresh if v.times.first_frame is None]
+        report.ttf_frame = [
+            v.times.first_frame for v in self.viewers if v.times.first_frame is not None
+        ]
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _consent(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            now = time.monotonic()
+            for viewer in self.viewers:
+                if viewer.next_consent <= now:
+                    viewer.send_consent()
+                    viewer.next_consent = now + CONSENT_INTERVAL
+
+    async def _keepalive(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for viewer in self.viewers:
+                if viewer.next_keepalive <= now:
+                    viewer.next_keepalive = now + self.config.keepalive
+                    self._spawn(self._keepalive_one(viewer))
+
+    async def _keepalive_one(self, viewer: Viewer) -> None:
+        with contextlib.suppress(Exception):
+            await viewer.api.keepalive()
+
+    def delivered(self) -> dict[int, int]:
+        """Per cheap viewer (by index): every datagram the kernel delivered to its socket so far."""
+        sockets = udp_sockets()
+        counts: dict[int, int] = {}
+        for index, viewer in enumerate(self.viewers):
+            drained = viewer.drain()
+            _, drops = sockets.get(viewer.inode, (0, 0))
+            counts[index] = drops + drained
+        return counts
+
+    def meter_windows(self) -> list[dict[str, Any]]:
+        windows = []
+        for viewer in self.viewers:
+            if viewer.meter is None:
+                continue
+            window = viewer.meter.window()
+            item = asdict(window)
+            latencies = item.pop("latencies_ms")
+            item["latency_ms"] = latencies
+            windows.append(item)
+        return windows
+
+    async def close(self, graceful: bool = True) -> None:
+        """Close every viewer; ``graceful`` destroys their sessions too (else the server is about to stop)."""
+        for task in self._tasks:
+            task.cancel()
+        for viewer in self.viewers:
+            viewer.close()
+        closing = [viewer.api.close() for viewer in self.viewers] if graceful else []
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 10)
+        for task in list(self._background):
+            task.cancel()
+        self.viewers.clear()
+        if self._http is not None:
+            await self._http.close()
+
+
+# The sample pool, in a child process.
+
+
+def _sample_main(connection: Connection, config: PoolConfig) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        os.nice(-5)
+    except OSError:
+        pass
+    asyncio.run(_sample_serve(connection, config))
+
+
+async def _sample_serve(connection: Connection, config: PoolConfig) -> None:
+    pool = ViewerPool(config)
+    await pool.start()
+    loop = asyncio.get_running_loop()
+    requests: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    loop.add_reader(connection.fileno(), lambda: requests.put_nowait(connection.recv()))
+    try:
+        while True:
+            command, argument = await requests.get()
+            if command == "add":
+                report = await pool.add(*argument)
+                connection.send(asdict(report))
+            elif command == "windows":
+                connection.send(pool.meter_windows())
+            elif command == "stop":
+                break
+    finally:
+        loop.remove_reader(connection.fileno())
+        await pool.close()
+        connection.send("stopped")
+
+
+class SamplePool:
+    """A :class:`ViewerPool` of sample viewers in a child process."""
+
+    def __init__(self, config: PoolConfig) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(
+            target=_sample_main, args=(child, config), daemon=True
+        )
+        self._process.start()
+        self._lock = asyncio.Lock()
+
+    async def _ask(self, command: str, argument: Any = None) -> Any:
+        async with self._lock:
+            self._connection.send((command, argument))
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, self._connection.recv)
+
+    async def add(self, count: int, rate: float) -> JoinReport:
+        return JoinReport(**await self._ask("add", (count, rate)))
+
+    async def windows(self) -> list[dict[str, Any]]:
+        return await self._ask("windows")  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._ask("stop"), 20)
+        self._process.join(5)
+        if self._process.is_alive():
+            self._process.kill()
+
+
+def summarize_latency(latencies: list[float]) -> dict[str, float | None]:
+    if not latencies:
+        return {"p50": None, "p90": None, "p99": None, "max": None}
+    ordered = sorted(latencies)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {
+        "p50": at(0.5),
+        "p90": at(0.9),
+        "p99": at(0.99),
+        "max": ordered[-1],
+        "mean": statistics.fmean(ordered),
+    }

@@ -1,0 +1,272 @@
+"""Ramping viewers up against one server until delivery falls below the loss threshold.
+
+Each step joins viewers at a steady rate, lets the server settle, then
+measures a window: what the source sent, what each cheap viewer's socket was
+delivered (kernel counters), what the sample viewers decrypted, and the
+server's CPU time. A step *holds* when the aggregate RTP loss over every
+viewer is at most the threshold and at most that share of the step's joins
+failed; a step that fails is measured once more before the ramp stops (a
+neighbour's burst on a shared core should not end a run). The capacity is
+the largest step held.
+
+Kernel-counted delivery includes the few datagrams a viewer gets beside RTP
+(RTCP sender reports, STUN); the sample viewers count those exactly, and
+their mean per viewer is taken off every cheap viewer's count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fanout.bench.load.kernel import core_times, process_cpu_seconds, softnet_dropped
+from fanout.bench.load.pool import (
+    JoinReport,
+    PoolConfig,
+    SamplePool,
+    ViewerPool,
+    summarize_latency,
+)
+from fanout.bench.load.servers import MOUNTPOINT, Server
+from fanout.bench.load.source import RtpSource
+
+
+@dataclass(frozen=True)
+class RampPlan:
+    start: int = 20
+    factor: float = 1.25
+    min_step: int = 10
+    max_viewers: int = 4000
+    join_rate: float = 40.0
+    samples: int = 4
+    settle: float = 3.0
+    window: float = 5.0
+    loss_threshold: float = 0.01
+    transport: str = "http"
+    keepalive: float = 25.0
+
+    def targets(self) -> list[int]:
+        targets = [max(self.start, self.samples + 1)]
+        while targets[-1] < self.max_viewers:
+            following = max(
+                targets[-1] + self.min_step, math.ceil(targets[-1] * self.factor)
+            )
+            targets.append(min(following, self.max_viewers))
+        return targets
+
+
+@dataclass
+class Step:
+    viewers: int
+    joined: int = 0
+    join_failures: int = 0
+    join_errors: list[str] = field(default_factory=list)
+    window_s: float = 0.0
+    source_pps: float = 0.0
+    delivered_pps: float = 0.0
+    delivered_gbps: float = 0.0
+    loss: float = 0.0
+    sample_loss: float = 0.0
+    worst_viewer_loss: float = 0.0
+    server_cpu: float = 0.0  # cores, the server process (all its threads)
+    core_softirq: float = 0.0  # cores, irq + softirq on the server's core
+    core_busy: float = 0.0  # cores, everything on the server's core
+    cpu_per_gbps: float | None = None
+    latency_ms: dict[str, float | None] = field(default_factory=dict)
+    jitter_ms: float | None = None
+    ttf_video_packet_s: dict[str, float | None] = field(default_factory=dict)
+    ttf_frame_s: list[float] = field(default_factory=list)
+    other_per_viewer: float = 0.0
+    softnet_drops: int = 0
+    held: bool = False
+    remeasured: bool = False
+
+
+@dataclass
+class Ramp:
+    server: str
+    rate: str
+    srtp: str
+    transport: str
+    steps: list[Step] = field(default_factory=list)
+    capacity: int = 0
+    capacity_limited_by: str = ""  # "loss", "max_viewers", "joins"
+    server_version: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "max": None}
+    ordered = sorted(values)
+    return {
+        "p50": ordered[len(ordered) // 2],
+        "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+        "max": ordered[-1],
+    }
+
+
+class RampRunner:
+    def __init__(
+        self,
+        server: Server,
+        source: RtpSource,
+        plan: RampPlan,
+        *,
+        srtp_profile: str,
+        label: str,
+    ) -> None:
+        self.server = server
+        self.source = source
+        self.plan = plan
+        self.label = label
+        url = server.url(plan.transport)
+        self.config = PoolConfig(
+            url=url,
+            mountpoint=MOUNTPOINT,
+            host=server.viewer_host,
+            srtp_profile=srtp_profile,
+            keepalive=plan.keepalive,
+        )
+
+    def progress(self, text: str) -> None:
+        print(f"[{self.label}] {text}", file=sys.stderr, flush=True)
+
+    async def run(self, ramp: Ramp) -> Ramp:
+        cheap = ViewerPool(self.config)
+        await cheap.start()
+        samples = SamplePool(PoolConfig(**{**asdict(self.config), "sample": True}))
+        try:
+            report = await samples.add(self.plan.samples, self.plan.join_rate)
+            if report.joined < self.plan.samples:
+                raise RuntimeError(f"sample viewers could not join: {report.errors}")
+            sample_frames = report.ttf_frame
+            for target in self.plan.targets():
+                current = self.plan.samples + len(cheap.viewers)
+                join = (
+                    await cheap.add(target - current, self.plan.join_rate)
+                    if target > current
+                    else JoinReport()
+                )
+                step = Step(viewers=self.plan.samples + len(cheap.viewers))
+                step.joined, step.join_failures, step.join_errors = (
+                    join.joined,
+                    join.failed,
+                    join.errors,
+                )
+                step.ttf_video_packet_s = _percentiles(join.ttf_packet)
+                step.ttf_frame_s = sample_frames
+                await asyncio.sleep(self.plan.settle)
+                await self._measure(step, cheap, samples)
+                if not self._holds(step):
+                    step.remeasured = True
+                    await self._measure(step, cheap, samples)
+                step.held = self._holds(step)
+                ramp.steps.append(step)
+                self._report(step)
+                if step.held:
+                    ramp.capacity = step.viewers
+                    ramp.capacity_limited_by = "max_viewers"
+                else:
+                    ramp.capacity_limited_by = (
+                        "loss" if step.loss > self.plan.loss_threshold else "joins"
+                    )
+                    break
+        finally:
+            await samples.close()
+            await cheap.close(graceful=False)
+        return ramp
+
+    def _holds(self, step: Step) -> bool:
+        failed_joins = step.join_failures > self.plan.loss_threshold * max(
+            1, step.joined + step.join_failures
+        )
+        return step.loss <= self.plan.loss_threshold and not failed_joins
+
+    async def _measure(
+        self, step: Step, cheap: ViewerPool, samples: SamplePool
+    ) -> None:
+        pid, cpu = self.server.pid, self.server.cpu
+        await samples.windows()
+        sent0 = self.source.sent()
+        delivered0 = cheap.delivered()
+        start = time.monotonic()
+        cpu0, core0, softnet0 = (
+            process_cpu_seconds(pid),
+            core_times(cpu),
+            softnet_dropped(),
+        )
+        await asyncio.sleep(self.plan.window)
+        windows = await samples.windows()
+        sent1 = self.source.sent()
+        delivered1 = cheap.delivered()
+        elapsed = time.monotonic() - start
+        cpu1, core1, softnet1 = (
+            process_cpu_seconds(pid),
+            core_times(cpu),
+            softnet_dropped(),
+        )
+
+        sent = (sent1["video_packets"] - sent0["video_packets"]) + (
+            sent1["audio_packets"] - sent0["audio_packets"]
+        )
+        other = (
+            statistics.fmean(w["other_datagrams"] for w in windows) if windows else 0.0
+        )
+        rtp_cheap = [
+            max(0.0, delivered1.get(i, 0) - delivered0.get(i, 0) - other)
+            for i in delivered0
+        ]
+        rtp_samples = [float(w["rtp_packets"]) for w in windows]
+        every = rtp_cheap + rtp_samples
+        viewers = len(every)
+        delivered = sum(every)
+        srtp_bytes = sum(w["srtp_bytes"] for w in windows)
+        sample_packets = sum(w["rtp_packets"] for w in windows)
+        mean_size = srtp_bytes / sample_packets if sample_packets else 0.0
+        step.window_s = elapsed
+        step.source_pps = sent / elapsed
+        step.delivered_pps = delivered / elapsed
+        step.delivered_gbps = delivered * mean_size * 8 / elapsed / 1e9
+        step.loss = (
+            max(0.0, 1 - delivered / (viewers * sent)) if viewers and sent else 1.0
+        )
+        expected = sum(w["expected"] for w in windows)
+        step.sample_loss = (
+            sum(w["lost"] for w in windows) / expected if expected else 1.0
+        )
+        step.worst_viewer_loss = (
+            max((max(0.0, 1 - d / sent) for d in every), default=0.0) if sent else 1.0
+        )
+        step.server_cpu = (cpu1 - cpu0) / elapsed
+        step.core_softirq = (core1.softirq - core0.softirq) / elapsed
+        step.core_busy = (core1.busy - core0.busy) / elapsed
+        total_cpu = step.server_cpu + step.core_softirq
+        step.cpu_per_gbps = (
+            total_cpu / step.delivered_gbps if step.delivered_gbps > 0 else None
+        )
+        latencies = [value for w in windows for value in w["latency_ms"]]
+        step.latency_ms = summarize_latency(latencies)
+        step.jitter_ms = (
+            statistics.fmean(w["jitter_ms"] for w in windows) if windows else None
+        )
+        step.other_per_viewer = other
+        step.softnet_drops = softnet1 - softnet0
+
+    def _report(self, step: Step) -> None:
+        latency = step.latency_ms
+        p99 = f"{latency['p99']:.1f}" if latency.get("p99") is not None else "-"
+        self.progress(
+            f"{step.viewers:5d} viewers (+{step.joined}, {step.join_failures} failed) "
+            f"{step.delivered_gbps:6.2f} Gbit/s {step.delivered_pps / 1e3:7.1f} kpkt/s "
+            f"cpu {step.server_cpu:4.2f}+{step.core_softirq:4.2f} "
+            f"loss {100 * step.loss:6.2f}% (sample {100 * step.sample_loss:.2f}%) p99 {p99} ms "
+            f"{'holds' if step.held else 'FAILS'}{' (measured twice)' if step.remeasured else ''}"
+        )

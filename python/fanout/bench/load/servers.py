@@ -1,0 +1,275 @@
+"""The servers under test, started from generated configuration and pinned to one core.
+
+:class:`FanoutServer` writes a Janus-style folder for ``fanout serve``;
+:class:`JanusServer` copies /etc/janus, writes its own janus.jcfg and
+transport and streaming files (only the streaming plugin and the HTTP and
+WebSocket transports load; logging at warnings), and runs ``janus -F``. Both
+serve one mountpoint (id 1: Opus on :data:`AUDIO_PORT`, VP8 on
+:data:`VIDEO_PORT`) on the same ports inside the bench's namespace, under
+``taskset -c <cpu>`` with a file-descriptor limit large enough for thousands
+of viewers.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Self
+
+from fanout.bench.load.netns import DUMMY_INTERFACE, JANUS_ADDRESS
+
+HTTP_PORT = 8088
+WS_PORT = 8188
+WEBRTC_PORT = 10000
+AUDIO_PORT = 5002
+VIDEO_PORT = 5004
+MOUNTPOINT = 1
+
+MOUNTPOINT_CONFIG = f"""
+bench: {{
+	type = "rtp"
+	id = {MOUNTPOINT}
+	description = "fanout bench load"
+	media = (
+		{{ type = "audio", mid = "a", port = {AUDIO_PORT}, pt = 111, codec = "opus" }},
+		{{ type = "video", mid = "v", port = {VIDEO_PORT}, pt = 96, codec = "vp8" }}
+	)
+}}
+"""
+
+
+def raise_own_nofile() -> None:
+    """Room for a socket and a connection per viewer in the bench process."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Server:
+    name = "server"
+    viewer_host = "127.0.0.1"
+
+    def __init__(self, folder: Path, cpu: int) -> None:
+        self.folder = folder
+        self.cpu = cpu
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = folder / "server.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def url(self, transport: str) -> str:
+        if transport == "ws":
+            return f"ws://127.0.0.1:{WS_PORT}/"
+        return f"http://127.0.0.1:{HTTP_PORT}/janus"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def write_config(self) -> None:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 60.0) -> Self:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.write_config()
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # as many as the hard limit allows
+        log = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the child's life
+        self.process = subprocess.Popen(
+            ["prlimit", f"--nofile={nofile}", "taskset", "-c", str(self.cpu), *self.command()],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"{self.name} did not start; its log:\n" + self.log_tail()
+                )
+            time.sleep(0.2)
+        return self
+
+    def _ready(self) -> bool:
+        for port in (HTTP_PORT, WS_PORT):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) != 0:
+                    return False
+        return True
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(
+                self.log_path.read_text(errors="replace").splitlines()[-lines:]
+            )
+        except OSError:
+            return ""
+
+    def version(self) -> str:
+        return ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class FanoutServer(Server):
+    name = "fanout"
+
+    def __init__(self, folder: Path, cpu: int, extra: list[str] | None = None) -> None:
+        super().__init__(folder, cpu)
+        self.extra = extra or []
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "fanout",
+            "serve",
+            "--config",
+            str(self.folder),
+            "--log-level",
+            "warning",
+        ]
+
+    def write_config(self) -> None:
+        own = "\n".join(f"\t{line}" for line in self.extra)
+        (self.folder / "janus.jcfg").write_text(
+            f"""general: {{
+	session_timeout = 60
+}}
+nat: {{
+	nat_1_1_mapping = "127.0.0.1"
+}}
+fanout: {{
+	webrtc_port = {WEBRTC_PORT}
+	webrtc_interface = "127.0.0.1"
+{own}
+}}
+"""
+        )
+        (self.folder / "janus.transport.http.jcfg").write_text(
+            f'general: {{\n\thttp = true\n\tport = {HTTP_PORT}\n\tbase_path = "/janus"\n}}\n'
+        )
+        (self.folder / "janus.transport.websockets.jcfg").write_text(
+            f"general: {{\n\tws = true\n\tws_port = {WS_PORT}\n}}\n"
+        )
+        (self.folder / "janus.plugin.streaming.jcfg").write_text(
+            "general: {\n}\n" + MOUNTPOINT_CONFIG
+        )
+
+    def _ready(self) -> bool:
+        try:
+            return "fanout: ready" in self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+
+
+class JanusServer(Server):
+    name = "janus"
+    viewer_host = JANUS_ADDRESS
+    PLUGINS_KEPT = ("libjanus_streaming.so",)
+    TRANSPORTS_KEPT = ("libjanus_http.so", "libjanus_websockets.so")
+    LIB = Path("/usr/lib/x86_64-linux-gnu/janus")
+
+    def __init__(self, folder: Path, cpu: int, event_loops: int = 1) -> None:
+        super().__init__(folder, cpu)
+        self.event_loops = event_loops
+
+    def command(self) -> list[str]:
+        return ["janus", "-F", str(self.folder), "-C", str(self.folder / "janus.jcfg")]
+
+    def _disabled(self, kind: str, kept: tuple[str, ...]) -> str:
+        names = sorted(
+            p.name for p in (self.LIB / kind).glob("*.so") if p.name not in kept
+        )
+        return ",".join(names)
+
+    def write_config(self) -> None:
+        for path in Path("/etc/janus").glob("*.jcfg"):
+            shutil.copy(path, self.folder / path.name)
+        loops = f"\tevent_loops = {self.event_loops}\n" if self.event_loops else ""
+        (self.folder / "janus.jcfg").write_text(
+            f"""general: {{
+	configs_folder = "{self.folder}"
+	plugins_folder = "{self.LIB}/plugins"
+	transports_folder = "{self.LIB}/transports"
+	events_folder = "{self.LIB}/events"
+	loggers_folder = "{self.LIB}/loggers"
+	debug_level = 3
+	session_timeout = 60
+{loops}}}
+certificates: {{
+}}
+media: {{
+}}
+nat: {{
+	nice_debug = false
+	ice_enforce_list = "{DUMMY_INTERFACE}"
+}}
+plugins: {{
+	disable = "{self._disabled("plugins", self.PLUGINS_KEPT)}"
+}}
+transports: {{
+	disable = "{self._disabled("transports", self.TRANSPORTS_KEPT)}"
+}}
+loggers: {{
+	disable = "{self._disabled("loggers", ())}"
+}}
+events: {{
+	broadcast = false
+	disable = "{self._disabled("events", ())}"
+}}
+"""
+        )
+        (self.folder / "janus.transport.http.jcfg").write_text(
+            f"""general: {{
+	json = "compact"
+	base_path = "/janus"
+	http = true
+	port = {HTTP_PORT}
+	ip = "127.0.0.1"
+	https = false
+}}
+admin: {{
+	admin_http = false
+}}
+"""
+        )
+        (self.folder / "janus.transport.websockets.jcfg").write_text(
+            f"""general: {{
+	json = "compact"
+	ws = true
+	ws_port = {WS_PORT}
+	ws_ip = "127.0.0.1"
+	wss = false
+}}
+admin: {{
+	admin_ws = false
+}}
+"""
+        )
+        (self.folder / "janus.plugin.streaming.jcfg").write_text(
+            "general: {\n}\n" + MOUNTPOINT_CONFIG
+        )
+
+    def version(self) -> str:
+        result = subprocess.run(
+            ["janus", "--version"], capture_output=True, text=True, check=False
+        )
+        return (
+            (result.stdout or result.stderr).strip().splitlines()[-1]
+            if (result.stdout or result.stderr)
+            else ""
+        )

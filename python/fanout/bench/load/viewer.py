@@ -1,0 +1,329 @@
+"""One bench viewer: a real WebRTC client of the Janus Streaming API.
+
+It creates a session, attaches the streaming plugin, watches a mountpoint,
+answers the offer, completes ICE (controlling against ICE-lite, controlled
+against full ICE) and the DTLS-SRTP handshake as the client (setup:active),
+and waits for the first video packet (servers start video at a keyframe).
+Then:
+
+- a *cheap* viewer stops reading: its socket's receive buffer is shrunk and
+  the kernel drops (and counts, in /proc/net/udp) every datagram that arrives;
+  what it was sent is the drop counter plus what :meth:`Viewer.drain` finds
+  queued. It keeps sending consent checks (RFC 7675) so an ICE-lite server
+  keeps sending;
+- a *sample* viewer reads and decrypts everything (:class:`MediaMeter`).
+
+Both keep the Janus session alive (see :mod:`fanout.bench.load.pool`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from fanout.bench.load.answer import build_answer
+from fanout.bench.load.ice import Address, IceClient
+from fanout.bench.load.media import MediaMeter
+from fanout.bench.load.signaling import JanusApi, JanusError
+from fanout.webrtc.dtls import (
+    SRTP_PROFILES,
+    DtlsCertificate,
+    DtlsClosedEvent,
+    DtlsConnectedEvent,
+    DtlsTransport,
+    SrtpKeys,
+)
+from fanout.webrtc.sdp import SdpError, parse_description
+
+logger = logging.getLogger(__name__)
+
+SRTP_CHOICES = {profile.name: profile for profile in SRTP_PROFILES}
+MIN_RCVBUF = 1  # the kernel rounds it up to its minimum (a couple of packets)
+CHECK_INTERVAL = 0.05
+SO_RCVBUFFORCE = 33
+SAMPLE_RCVBUF = 4 << 20
+STEP_TIMEOUT = 20.0
+VIDEO_SIZE = 600  # an SRTP datagram this large is video (audio packets are ~150 bytes)
+
+
+class JoinError(RuntimeError):
+    """A viewer could not get to media; the message says at which step."""
+
+
+@dataclass
+class JoinTimes:
+    """Seconds from the watch request."""
+
+    offer: float = 0.0
+    ice: float = 0.0
+    dtls: float = 0.0
+    first_packet: float = 0.0  # the first video packet: video starts at a keyframe
+    first_frame: float | None = None  # sample viewers only
+
+
+class Viewer:
+    def __init__(
+        self,
+        api: JanusApi,
+        *,
+        mountpoint: int,
+        host: str,
+        certificate: DtlsCertificate,
+        srtp_profile: str,
+        sample: bool,
+    ) -> None:
+        self.api = api
+        self.mountpoint = mountpoint
+        self.host = host
+        self.certificate = certificate
+        self.profile = SRTP_CHOICES[srtp_profile]
+        self.sample = sample
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        if (
+            sample
+        ):  # room for a second of 9.6 Mbit/s should the load core stall the reader
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, SAMPLE_RCVBUF)
+            except OSError:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SAMPLE_RCVBUF)
+        self.sock.bind((host, 0))
+        self.port = self.sock.getsockname()[1]
+        self.inode = os.fstat(self.sock.fileno()).st_ino
+        self.ice: IceClient | None = None
+        self.dtls: DtlsTransport | None = None
+        self.remote: Address | None = None
+        self.meter: MediaMeter | None = None
+        self.keys: SrtpKeys | None = None
+        self.times = JoinTimes()
+        self.state = "new"
+        self.drained = 0
+        self.next_consent = 0.0
+        self.next_keepalive = 0.0
+        self._loop = asyncio.get_running_loop()
+        self._reading = False
+        self._nominated: asyncio.Future[Address] = self._loop.create_future()
+        self._connected: asyncio.Future[None] = self._loop.create_future()
+        self._first_packet: asyncio.Future[None] = self._loop.create_future()
+        self._dtls_timer: asyncio.TimerHandle | None = None
+        self._watch_ns = 0
+
+    # Joining.
+
+    async def join(self) -> JoinTimes:
+        try:
+            return await self._join()
+        except (
+            TimeoutError,
+            JoinError,
+            JanusError,
+            SdpError,
+            OSError,
+            KeyError,
+            ValueError,
+        ) as error:
+            self.state = "failed"
+            self.close()
+            raise JoinError(
+                f"{self.state_step}: {type(error).__name__}: {error}"
+            ) from error
+
+    state_step = "session"
+
+    async def _join(self) -> JoinTimes:
+        self.state_step = "session"
+        await self.api.create()
+        handle = await self.api.attach()
+        self.state_step = "watch"
+        start = time.monotonic()
+        self._watch_ns = time.monotonic_ns()
+        reply = await self.api.message(
+            handle, {"request": "watch", "id": self.mountpoint}
+        )
+        offer_text = (reply.get("jsep") or {}).get("sdp")
+        while offer_text is None:
+            event = await self.api.next_event(handle, STEP_TIMEOUT)
+            data = event.get("plugindata", {}).get("data", {})
+            if "error" in data:
+                raise JanusError(f"watch: {data['error']}")
+            offer_text = (event.get("jsep") or {}).get("sdp")
+        self.times.offer = time.monotonic() - start
+        offer = parse_description(offer_text)
+        self.ice = ice = IceClient(controlling=offer.ice_lite)
+        ice.set_remote(offer.ice_ufrag, offer.ice_pwd)
+        candidates = [
+            (c.ip, c.port)
+            for c in offer.candidates
+            if c.transport.lower() == "udp" and c.component == 1 and ":" not in c.ip
+        ]
+        if not candidates:
+            raise JoinError("offer: no IPv4 UDP candidate")
+        self.dtls = DtlsTransport(
+            self.certificate,
+            is_server=False,
+            remote_fingerprints=offer.fingerprints,
+            profiles=(self.profile,),
+        )
+        self._start_reading()
+        answer = build_answer(
+            offer,
+            ice_ufrag=ice.local_ufrag,
+            ice_pwd=ice.local_pwd,
+            fingerprint=self.certificate.fingerprint("sha-256"),
+            host=self.host,
+            port=self.port,
+        )
+        self.state_step = "start"
+        await self.api.message(
+            handle, {"request": "start"}, {"type": "answer", "sdp": answer}
+        )
+        await self.api.trickle_completed(handle)
+        self.state_step = "ice"
+        checks = self._loop.create_task(self._send_checks(candidates))
+        try:
+            self.remote = await asyncio.wait_for(
+                asyncio.shield(self._nominated), STEP_TIMEOUT
+            )
+        finally:
+            checks.cancel()
+        self.times.ice = time.monotonic() - start
+        self.state_step = "dtls"
+        self.dtls.start(self._loop.time())
+        self._flush_dtls()
+        await asyncio.wait_for(asyncio.shield(self._connected), STEP_TIMEOUT)
+        self.times.dtls = time.monotonic() - start
+        self.state_step = "media"
+        await asyncio.wait_for(asyncio.shield(self._first_packet), STEP_TIMEOUT)
+        self.times.first_packet = time.monotonic() - start
+        self.api.stop_events()
+        if not self.sample:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, MIN_RCVBUF)
+            self._stop_reading()
+        self.state = "up"
+        return self.times
+
+    async def _send_checks(self, candidates: list[Address]) -> None:
+        assert self.ice is not None
+        while True:
+            for address in candidates:
+                self._send(self.ice.check_request(address), address)
+            await asyncio.sleep(CHECK_INTERVAL)
+
+    # I/O.
+
+    def _send(self, data: bytes, address: Address) -> None:
+        try:
+            self.sock.sendto(data, address)
+        except (BlockingIOError, OSError):
+            pass
+
+    def _start_reading(self) -> None:
+        if not self._reading:
+            self._loop.add_reader(self.sock.fileno(), self._readable)
+            self._reading = True
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._loop.remove_reader(self.sock.fileno())
+            self._reading = False
+
+    def _readable(self) -> None:
+        for _ in range(256):
+            try:
+                data, address = self.sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            self._datagram(data, address, time.monotonic_ns())
+
+    def _datagram(self, data: bytes, address: Address, now_ns: int) -> None:
+        if not data:
+            return
+        first = data[0]
+        if 128 <= first <= 191:
+            if len(data) > 1 and 192 <= data[1] <= 223:
+                if self.meter is not None:
+                    self.meter.other()
+                return
+            if len(data) >= VIDEO_SIZE and not self._first_packet.done():
+                self._first_packet.set_result(None)
+            if self.meter is not None:
+                self.meter.rtp(data, now_ns)
+                if (
+                    self.times.first_frame is None
+                    and self.meter.first_frame_ns is not None
+                ):
+                    self.times.first_frame = (
+                        self.meter.first_frame_ns - self._watch_ns
+                    ) / 1e9
+            return
+        if self.meter is not None:
+            self.meter.other()
+        if first < 4 and self.ice is not None:
+            result = self.ice.receive(data, address)
+            if result.response is not None:
+                self._send(result.response, address)
+            if result.nominated is not None and not self._nominated.done():
+                self._nominated.set_result(result.nominated)
+        elif 20 <= first <= 63 and self.dtls is not None and self.remote is not None:
+            self.dtls.receive(data, self._loop.time())
+            self._flush_dtls()
+
+    def _flush_dtls(self) -> None:
+        assert self.dtls is not None and self.remote is not None
+        for datagram in self.dtls.drain_datagrams():
+            self._send(datagram, self.remote)
+        for event in self.dtls.drain_events():
+            if isinstance(event, DtlsConnectedEvent) and not self._connected.done():
+                self.keys = event.keys
+                if self.sample:
+                    self.meter = MediaMeter(
+                        event.keys.profile, event.keys.remote_master_key
+                    )
+                self._connected.set_result(None)
+            elif isinstance(event, DtlsClosedEvent) and not self._connected.done():
+                self._connected.set_exception(JoinError(f"DTLS: {event.reason}"))
+        if self._dtls_timer is not None:
+            self._dtls_timer.cancel()
+            self._dtls_timer = None
+        deadline = self.dtls.next_timeout()
+        if deadline is not None:
+            self._dtls_timer = self._loop.call_at(deadline, self._dtls_timeout)
+
+    def _dtls_timeout(self) -> None:
+        self._dtls_timer = None
+        if self.dtls is not None and self.remote is not None:
+            self.dtls.handle_timeout(self._loop.time())
+            self._flush_dtls()
+
+    # Once up.
+
+    def send_consent(self) -> None:
+        if self.ice is not None and self.remote is not None:
+            self._send(self.ice.consent_request(), self.remote)
+
+    def drain(self) -> int:
+        """Read what the kernel queued (a cheap viewer holds a couple of datagrams at most); returns the total so far."""
+        while True:
+            try:
+                self.sock.recv(2048)
+            except (BlockingIOError, InterruptedError):
+                return self.drained
+            except OSError:
+                return self.drained
+            self.drained += 1
+
+    def close(self) -> None:
+        self._stop_reading()
+        if self._dtls_timer is not None:
+            self._dtls_timer.cancel()
+        for future in (self._nominated, self._connected, self._first_packet):
+            if not future.done():
+                future.cancel()
+        self.sock.close()
+        self.state = "closed"
