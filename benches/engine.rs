@@ -127,7 +127,8 @@ fn engine_thread_cpu() -> Duration {
 
 fn whole_engine(profile: Profile, viewers: usize) {
     let webrtc = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let engine = Engine::new(webrtc.as_raw_fd(), EngineOptions { cores: Some(vec![0]), ..EngineOptions::default() }).unwrap();
+    let engine =
+        Engine::new(webrtc.as_raw_fd(), EngineOptions { cores: Some(vec![0]), ..EngineOptions::default() }).unwrap();
     let source = SourceConfig {
         index: 0,
         kind: "audio".into(),
@@ -147,7 +148,15 @@ fn whole_engine(profile: Profile, viewers: usize) {
         let address = sink.local_addr().unwrap();
         let stream = ViewerStreamConfig { index: 0, ssrc: i as i64 + 1, payload_type: 111 };
         engine
-            .add_viewer(i as u64, 1, (&address.ip().to_string(), i64::from(address.port())), name, &key, &key, &[stream])
+            .add_viewer(
+                i as u64,
+                1,
+                (&address.ip().to_string(), i64::from(address.port())),
+                name,
+                &key,
+                &key,
+                &[stream],
+            )
             .unwrap();
     }
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -161,9 +170,8 @@ fn whole_engine(profile: Profile, viewers: usize) {
             std::thread::sleep(Duration::from_micros(40 * viewers as u64));
         }
     }
-    let counted = || {
-        (0..viewers as u64).map(|v| engine.viewer_stats(v).unwrap()).map(|s| s.packets + s.dropped).sum::<u64>()
-    };
+    let counted =
+        || (0..viewers as u64).map(|v| engine.viewer_stats(v).unwrap()).map(|s| s.packets + s.dropped).sum::<u64>();
     let deadline = Instant::now() + Duration::from_secs(20);
     while counted() < engine.mountpoint_stats(1).unwrap().packets * viewers as u64 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));

@@ -69,11 +69,18 @@ pub struct SlotTag {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Sent { packets: u32, bytes: usize },
+    Sent {
+        packets: u32,
+        bytes: usize,
+    },
     /// The socket buffer stayed full.
-    Dropped { packets: u32 },
+    Dropped {
+        packets: u32,
+    },
     /// The kernel refused these datagrams (unreachable address, ...).
-    Failed { packets: u32 },
+    Failed {
+        packets: u32,
+    },
     /// The kernel refused this viewer's GSO message (EIO, EINVAL); its
     /// datagrams went one by one (their outcomes follow). Send it no more GSO.
     GsoRefused,
@@ -187,7 +194,14 @@ impl SendBatch {
         }
         let index = self.messages.len();
         self.addresses[index] = *address;
-        self.messages.push(Message { start, len, segment: len, segments: 1, open: tag.kind != DatagramKind::Rtcp, tag });
+        self.messages.push(Message {
+            start,
+            len,
+            segment: len,
+            segments: 1,
+            open: tag.kind != DatagramKind::Rtcp,
+            tag,
+        });
     }
 
     /// Sends every message in the batch and reports each one's outcome.
@@ -231,13 +245,19 @@ impl SendBatch {
             let result = match self.mode {
                 // SAFETY: headers[sent] was filled above and points into this batch's
                 // own arena, iovecs, addresses and controls, untouched until it returns.
-                SendMode::Sendto => match unsafe { libc::sendmsg(fd, &self.headers[sent].msg_hdr, libc::MSG_DONTWAIT) } {
+                SendMode::Sendto => match unsafe { libc::sendmsg(fd, &self.headers[sent].msg_hdr, libc::MSG_DONTWAIT) }
+                {
                     n if n >= 0 => 1,
                     _ => -1,
                 },
                 // SAFETY: as above for headers[sent..count]; count - sent <= 1024.
                 _ => unsafe {
-                    libc::sendmmsg(fd, self.headers[sent..].as_mut_ptr(), (count - sent) as libc::c_uint, libc::MSG_DONTWAIT)
+                    libc::sendmmsg(
+                        fd,
+                        self.headers[sent..].as_mut_ptr(),
+                        (count - sent) as libc::c_uint,
+                        libc::MSG_DONTWAIT,
+                    )
                 },
             };
             if result > 0 {
@@ -419,7 +439,13 @@ mod tests {
         let one: libc::c_int = 1;
         // SAFETY: `one` is a live c_int.
         let set = unsafe {
-            libc::setsockopt(sender.as_raw_fd(), libc::SOL_SOCKET, libc::SO_NO_CHECK, (&one as *const libc::c_int).cast(), 4)
+            libc::setsockopt(
+                sender.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&one as *const libc::c_int).cast(),
+                4,
+            )
         };
         assert_eq!(set, 0);
         let (receiver, address) = receiver();

@@ -344,7 +344,8 @@ impl Engine {
             let core = options.pin.then_some(core);
             let config = WorkerConfig { index, core, mode: options.send_mode };
             let worker = Worker::new(config, worker_wake.clone(), receiver, consumer, socket.clone(), load.clone());
-            let thread = std::thread::Builder::new().name(format!("fanout-worker-{index}")).spawn(move || worker.run())?;
+            let thread =
+                std::thread::Builder::new().name(format!("fanout-worker-{index}")).spawn(move || worker.run())?;
             doors.push(WorkerDoor { deliveries: producer, wake: worker_wake.clone(), load: load.clone() });
             workers.push(WorkerHandle { commands, wake: worker_wake, thread, load, core, viewers: 0 });
         }
@@ -476,8 +477,8 @@ impl Engine {
         if running.viewers.contains_key(&viewer_id) {
             return Err(invalid(format!("viewer {viewer_id} already exists")));
         }
-        let profile =
-            Profile::from_name(srtp_profile).ok_or_else(|| invalid(format!("unknown SRTP profile {srtp_profile:?}")))?;
+        let profile = Profile::from_name(srtp_profile)
+            .ok_or_else(|| invalid(format!("unknown SRTP profile {srtp_profile:?}")))?;
         let local = SrtpSession::new(profile, local_master_key).map_err(|e| invalid(format!("local key: {e}")))?;
         let remote = SrtpSession::new(profile, remote_master_key).map_err(|e| invalid(format!("remote key: {e}")))?;
         let address = viewer_address(address.0, address.1, self.socket_family)?;
@@ -499,7 +500,8 @@ impl Engine {
             let payload_type: u8 = in_range(stream.payload_type, "payload type", 0, 127)?;
             let record = &mountpoint.streams[position];
             let [a, b, c, d, e, f] = random_bytes::<6>();
-            let start = StreamStart { sequence: u16::from_be_bytes([a, b]), timestamp: u32::from_be_bytes([c, d, e, f]) };
+            let start =
+                StreamStart { sequence: u16::from_be_bytes([a, b]), timestamp: u32::from_be_bytes([c, d, e, f]) };
             viewer_streams.push(ViewerStream::new(
                 position,
                 ssrc,
@@ -510,8 +512,10 @@ impl Engine {
             ));
         }
         let counters = Arc::new(ViewerCounters::default());
-        let viewer = Box::new(Viewer::new(viewer_id, address, viewer_streams, local, Instant::now() + FIRST_REPORT_DELAY));
-        let worker = (0..running.workers.len()).min_by_key(|&w| running.workers[w].viewers).expect("one worker at least");
+        let viewer =
+            Box::new(Viewer::new(viewer_id, address, viewer_streams, local, Instant::now() + FIRST_REPORT_DELAY));
+        let worker =
+            (0..running.workers.len()).min_by_key(|&w| running.workers[w].viewers).expect("one worker at least");
         let command = Command::AddViewer {
             mountpoint_id,
             streams: mountpoint.streams.len(),

@@ -213,8 +213,9 @@ impl Engine {
 }
 
 fn parse_send_mode(name: &str) -> PyResult<SendMode> {
-    SendMode::from_name(name)
-        .ok_or_else(|| PyValueError::new_err(format!("send_mode must be \"gso\", \"sendmmsg\" or \"sendto\", got {name:?}")))
+    SendMode::from_name(name).ok_or_else(|| {
+        PyValueError::new_err(format!("send_mode must be \"gso\", \"sendmmsg\" or \"sendto\", got {name:?}"))
+    })
 }
 
 /// Crypto only: copy + SRTP-protect `count` RTP packets of `rtp_size` bytes; ns per packet.
@@ -252,7 +253,12 @@ pub fn bench_send<'py>(
                 .ok_or_else(|| PyValueError::new_err("IPv4 addresses only"))
         })
         .collect::<PyResult<Vec<_>>>()?;
-    if addresses.is_empty() || run_length == 0 || !(12..=2000).contains(&datagram_size) || seconds.is_nan() || seconds <= 0.0 {
+    if addresses.is_empty()
+        || run_length == 0
+        || !(12..=2000).contains(&datagram_size)
+        || seconds.is_nan()
+        || seconds <= 0.0
+    {
         return Err(PyValueError::new_err("bad bench_send arguments"));
     }
     let duration = Duration::from_secs_f64(seconds);

@@ -7,10 +7,10 @@
 //! viewers of the mountpoint; then wakes those workers (one eventfd write per
 //! worker per wake-up, not per packet).
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver as CommandReceiver, SyncSender, TryRecvError};
 use std::sync::{Arc, OnceLock};
@@ -259,12 +259,24 @@ const BATCHES_PER_WAKE: usize = 4;
 const POOL_PACKETS: usize = 8192;
 
 pub enum ReceiverCommand {
-    AddMountpoint { id: u64, streams: Vec<(u64, SourceStream)> },
+    AddMountpoint {
+        id: u64,
+        streams: Vec<(u64, SourceStream)>,
+    },
     /// Closes the mountpoint's sockets, then answers.
-    RemoveMountpoint { id: u64, done: SyncSender<()> },
+    RemoveMountpoint {
+        id: u64,
+        done: SyncSender<()>,
+    },
     /// Worker `worker` has viewers of the mountpoint (or no longer has).
-    Subscribe { mountpoint: u64, worker: usize },
-    Unsubscribe { mountpoint: u64, worker: usize },
+    Subscribe {
+        mountpoint: u64,
+        worker: usize,
+    },
+    Unsubscribe {
+        mountpoint: u64,
+        worker: usize,
+    },
     Stop,
 }
 

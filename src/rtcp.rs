@@ -104,9 +104,8 @@ mod tests {
     fn finds_generic_nacks_in_a_compound_packet() {
         let receiver_report = [0x80, 201, 0, 1, 0, 0, 0, 9];
         // NACK from SSRC 9 about media SSRC 0x11223344: 0xfffe + bits 0 and 2 (0xffff, 0x0001); then 7.
-        let nack = [
-            0x81, 205, 0, 4, 0, 0, 0, 9, 0x11, 0x22, 0x33, 0x44, 0xff, 0xfe, 0b0000_0000, 0b0000_0101, 0, 7, 0, 0,
-        ];
+        let nack =
+            [0x81, 205, 0, 4, 0, 0, 0, 9, 0x11, 0x22, 0x33, 0x44, 0xff, 0xfe, 0b0000_0000, 0b0000_0101, 0, 7, 0, 0];
         let pli = [0x81, 206, 0, 2, 0, 0, 0, 9, 0x11, 0x22, 0x33, 0x44];
         let compound: Vec<u8> = [&receiver_report[..], &nack, &pli].concat();
         let mut lost = Vec::new();

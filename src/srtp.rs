@@ -122,11 +122,19 @@ fn derive(master_key: &[u8; KEY_LEN], master_salt: &[u8], label: u8, out: &mut [
 /// The keys of one direction of RTP or of RTCP, with their schedules.
 #[allow(clippy::large_enum_variant)] // one per viewer direction, never moved on the hot path
 enum Transform {
-    AesCm { aes: Aes128Enc, salt: [u8; CM_SALT_LEN], mac: HmacSha1 },
+    AesCm {
+        aes: Aes128Enc,
+        salt: [u8; CM_SALT_LEN],
+        mac: HmacSha1,
+    },
     /// `seal` (ring: stitched AES-NI/VAES + carry-less multiply) protects, about 2x
     /// faster than RustCrypto here; `aead` (RustCrypto) unprotects the control
     /// plane's few SRTCP packets, where it also handles authentication-only SRTCP.
-    AesGcm { aead: Aes128Gcm, seal: ring::aead::LessSafeKey, salt: [u8; GCM_SALT_LEN] },
+    AesGcm {
+        aead: Aes128Gcm,
+        seal: ring::aead::LessSafeKey,
+        salt: [u8; GCM_SALT_LEN],
+    },
 }
 
 impl Transform {
@@ -498,10 +506,7 @@ mod tests {
 
     fn hex(text: &str) -> Vec<u8> {
         let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
-        digits
-            .chunks(2)
-            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-            .collect()
+        digits.chunks(2).map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap()).collect()
     }
 
     fn session_with_keys(rtp: Transform, rtcp: Transform, profile: Profile) -> SrtpSession {
@@ -541,10 +546,8 @@ mod tests {
         let mut packet = [0u8; 12 + 48 + 10];
         packet[0] = 0x80;
         assert_eq!(session.protect_rtp(&mut packet, 60, 0), Ok(70));
-        let keystream = hex(
-            "E03EAD0935C95E80E166B16DD92B4EB4 D23513162B02D0F72A43A2FE4A5F97AB
-             41E95B3BB0A2E8DD477901E4FCA894C0",
-        );
+        let keystream = hex("E03EAD0935C95E80E166B16DD92B4EB4 D23513162B02D0F72A43A2FE4A5F97AB
+             41E95B3BB0A2E8DD477901E4FCA894C0");
         assert_eq!(packet[12..60].to_vec(), keystream);
     }
 
@@ -585,8 +588,10 @@ mod tests {
     #[test]
     fn rfc7714_16_1_srtp_gcm() {
         let session = rfc7714_session();
-        assert_eq!(gcm_rtp_iv(&hex("517569642070726f2071756f").try_into().unwrap(), 0x5501a0b2, 0, 0xf17b).to_vec(),
-                   hex("51753c6580c2726f20718414"));
+        assert_eq!(
+            gcm_rtp_iv(&hex("517569642070726f2071756f").try_into().unwrap(), 0x5501a0b2, 0, 0xf17b).to_vec(),
+            hex("51753c6580c2726f20718414")
+        );
         let plain = hex(RFC7714_RTP);
         let mut buf = [0u8; 128];
         buf[..plain.len()].copy_from_slice(&plain);

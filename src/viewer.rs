@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::receiver::ReceivedPacket;
-use crate::rtp::RtpHeader;
 use crate::rtcp::SenderInfo;
+use crate::rtp::RtpHeader;
 use crate::srtp::{SrtpError, SrtpSession};
 
 /// A socket address in the kernel's form, ready for sendmmsg.
@@ -352,7 +352,13 @@ impl Viewer {
 
     /// Writes the source packet `packet` again, protected, as this viewer's
     /// stream `stream` first received it; the SRTP length, or None.
-    pub fn write_retransmission(&self, stream: usize, packet: &[u8], received: &ReceivedPacket, out: &mut [u8]) -> Option<usize> {
+    pub fn write_retransmission(
+        &self,
+        stream: usize,
+        packet: &[u8],
+        received: &ReceivedPacket,
+        out: &mut [u8],
+    ) -> Option<usize> {
         let rewritten = self.streams[stream].rewrite_again(packet, received, out)?;
         self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()
     }
@@ -396,7 +402,11 @@ mod tests {
         assert_eq!(header.payload_type, 100);
         assert!(header.marker);
         assert_eq!(&out[12..rewritten.len], &packet[12..]);
-        Some(Sent { sequence: header.sequence, timestamp: header.timestamp, rollover_counter: rewritten.rollover_counter })
+        Some(Sent {
+            sequence: header.sequence,
+            timestamp: header.timestamp,
+            rollover_counter: rewritten.rollover_counter,
+        })
     }
 
     fn stream(starts_at_keyframes: bool, start_sequence: u16) -> ViewerStream {
@@ -474,7 +484,10 @@ mod tests {
         assert!(stream.sender_info(now, 0).is_none());
         send(&mut stream, &source_packet(1, 0, 1, b"12345"), false, 0, now).unwrap();
         let info = stream.sender_info(now + Duration::from_millis(500), 77).unwrap();
-        assert_eq!(info, SenderInfo { ssrc: 0xabcd, ntp_time: 77, rtp_timestamp: 5_000 + 45_000, packets: 1, octets: 5 });
+        assert_eq!(
+            info,
+            SenderInfo { ssrc: 0xabcd, ntp_time: 77, rtp_timestamp: 5_000 + 45_000, packets: 1, octets: 5 }
+        );
     }
 
     #[test]

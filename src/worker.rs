@@ -44,14 +44,36 @@ pub struct Delivery {
 
 pub enum Command {
     /// `streams` is the number of the mountpoint's source streams.
-    AddViewer { mountpoint_id: u64, streams: usize, viewer: Box<Viewer>, counters: Arc<ViewerCounters>, totals: Arc<SendCounters> },
-    RemoveViewer { id: u64 },
-    RemoveMountpoint { id: u64 },
-    SetViewerAddress { id: u64, address: RawAddress },
-    SetViewerPaused { id: u64, paused: bool },
-    SendRtcp { id: u64, packet: Vec<u8> },
+    AddViewer {
+        mountpoint_id: u64,
+        streams: usize,
+        viewer: Box<Viewer>,
+        counters: Arc<ViewerCounters>,
+        totals: Arc<SendCounters>,
+    },
+    RemoveViewer {
+        id: u64,
+    },
+    RemoveMountpoint {
+        id: u64,
+    },
+    SetViewerAddress {
+        id: u64,
+        address: RawAddress,
+    },
+    SetViewerPaused {
+        id: u64,
+        paused: bool,
+    },
+    SendRtcp {
+        id: u64,
+        packet: Vec<u8>,
+    },
     /// Resend what the viewer reported lost: (media SSRC, sequence number) pairs.
-    Retransmit { id: u64, lost: Vec<(u32, u16)> },
+    Retransmit {
+        id: u64,
+        lost: Vec<(u32, u16)>,
+    },
     Stop,
 }
 
@@ -413,7 +435,8 @@ fn fan_out(
                 flush(send, fd, slots, load);
             }
             let packet = &delivery.packet;
-            if let Some(len) = viewer.write_rtp(delivery.stream, packet.bytes(), &packet.meta, now, send.next_buffer()) {
+            if let Some(len) = viewer.write_rtp(delivery.stream, packet.bytes(), &packet.meta, now, send.next_buffer())
+            {
                 send.commit(len, &viewer.address, tag, merge);
             }
         }

@@ -24,11 +24,16 @@ def main(argv: list[str] | None = None) -> None:
     bench = commands.add_parser("bench", help="measure fanout")
     benches = bench.add_subparsers(dest="bench", required=True)
     benches.add_parser("load", help="ramp real WebRTC viewers against fanout and/or Janus (see its --help)")
+    benches.add_parser("engine", help="the data plane's throughput on this machine (see its --help)")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:2] == ["bench", "load"]:  # its own parser, imported only when asked for
         from fanout.bench.load import main as load_main
 
         sys.exit(load_main(argv[2:]))
+    if argv[:2] == ["bench", "engine"]:
+        from fanout.bench.engine import main as engine_main
+
+        sys.exit(engine_main(argv[2:]))
     args = parser.parse_args(argv)
 
     logging.basicConfig(

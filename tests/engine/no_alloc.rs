@@ -44,7 +44,15 @@ fn sent(engine: &Engine) -> u64 {
 }
 
 /// Sends `count` 1200-byte packets in bursts (frames of `burst`), then waits until every viewer got them.
-fn feed(engine: &Engine, sender: &UdpSocket, to: SocketAddr, packets: &mut [Vec<u8>], first: u16, count: u16, burst: u16) {
+fn feed(
+    engine: &Engine,
+    sender: &UdpSocket,
+    to: SocketAddr,
+    packets: &mut [Vec<u8>],
+    first: u16,
+    count: u16,
+    burst: u16,
+) {
     let target = sent(engine) + u64::from(count) * VIEWERS as u64;
     for i in 0..count {
         let packet = &mut packets[usize::from(i) % packets.len()];
@@ -81,7 +89,9 @@ fn the_steady_state_allocates_nothing() {
         let profile = if i % 2 == 0 { "AEAD_AES_128_GCM" } else { "AES_CM_128_HMAC_SHA1_80" };
         let key = vec![i as u8; if i % 2 == 0 { 28 } else { 30 }];
         let stream = ViewerStreamConfig { index: 0, ssrc: i as i64 + 1, payload_type: 111 };
-        engine.add_viewer(i as u64, 1, ("127.0.0.1", i64::from(address.port())), profile, &key, &key, &[stream]).unwrap();
+        engine
+            .add_viewer(i as u64, 1, ("127.0.0.1", i64::from(address.port())), profile, &key, &key, &[stream])
+            .unwrap();
     }
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     let to: SocketAddr = ([127, 0, 0, 1], port).into();

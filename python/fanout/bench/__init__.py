@@ -1,0 +1,1 @@
+"""Benchmarks run as commands (``fanout bench ...``), never part of the test suite."""
