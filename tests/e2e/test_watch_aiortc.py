@@ -44,3 +44,24 @@ async def test_two_viewers_and_one_leaving_does_not_disturb_the_other(janus_http
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_client_that_offers_gets_an_answer_and_decodes(janus_http: JanusHttpClient) -> None:
+    viewer = AiortcViewer(janus_http)
+    try:
+        await viewer.watch_with_offer(1)
+        media = await viewer.wait_for_frames(video=45, audio=50)
+        assert media.video_sizes == {(640, 360)}
+        assert media.audio_sample_rates == {48000}
+    finally:
+        await viewer.close()
+
+
+async def test_an_offer_of_video_only_gets_video_only(janus_http: JanusHttpClient) -> None:
+    viewer = AiortcViewer(janus_http)
+    try:
+        await viewer.watch_with_offer(1, kinds=("video",))
+        media = await viewer.wait_for_frames(video=30, audio=0)
+        assert media.audio_frames == 0
+    finally:
+        await viewer.close()

@@ -53,6 +53,25 @@ class AiortcViewer:
         assert started["plugindata"]["data"]["result"]["status"] == "started", started
         return started
 
+    async def watch_with_offer(self, mountpoint_id: int, kinds: tuple[str, ...] = ("audio", "video")) -> dict[str, Any]:
+        """The client offers (as WHEP players do): watch + offer -> answer; returns ``started``."""
+        for kind in kinds:
+            self.pc.addTransceiver(kind, direction="recvonly")
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer = {"type": "offer", "sdp": self.pc.localDescription.sdp}
+        self.handle_id = await self.client.attach()
+        ack = await self.client.message(self.handle_id, {"request": "watch", "id": mountpoint_id}, jsep=offer)
+        assert ack["janus"] == "ack", ack
+        preparing = await self.plugin_event()
+        assert preparing["plugindata"]["data"].get("result") == {"status": "preparing"}, preparing
+        answer = preparing["jsep"]
+        assert answer["type"] == "answer", answer
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        await self.client.event(lambda e: e.get("janus") == "webrtcup" and e.get("sender") == self.handle_id)
+        started = await self.plugin_event()
+        assert started["plugindata"]["data"]["result"]["status"] == "started", started
+        return started
+
     async def plugin_event(self, timeout: float = 20.0) -> dict[str, Any]:
         event = await self.client.plugin_event(self.handle_id, timeout=timeout)
         self.events.append(event)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fanout.core import events
 from fanout.core.errors import JanusError, JanusErrorCode
-from fanout.core.plugin import Jsep, LocalOffer, Plugin, WebRtcMediaKeys
+from fanout.core.plugin import Jsep, LocalAnswer, LocalDescription, LocalOffer, Plugin, WebRtcMediaKeys
 from fanout.webrtc import rtcp, sdp
 from fanout.webrtc.peer import (
     AddressChanged,
@@ -96,11 +96,17 @@ class Handle:
     def remote_description(self) -> sdp.RemoteDescription | None:
         return self._remote_description
 
-    def push_event(self, transaction: str | None, data: dict[str, Any], jsep: LocalOffer | None = None) -> None:
+    def push_event(
+        self, transaction: str | None, data: dict[str, Any], jsep: LocalDescription | None = None
+    ) -> None:
         if self.detached:  # as in Janus: a plugin's events while (or after) its handle goes are not sent
             logger.debug("handle %d: %s pushed an event after detach; dropped", self.id, self.plugin.package)
             return
-        rendered = {"type": "offer", "sdp": self._make_offer(jsep)} if jsep is not None else None
+        rendered: dict[str, str] | None = None
+        if isinstance(jsep, LocalOffer):
+            rendered = {"type": "offer", "sdp": self._make_offer(jsep)}
+        elif isinstance(jsep, LocalAnswer):
+            rendered = {"type": "answer", "sdp": self._make_answer(jsep)}
         self.session.send_event(
             events.plugin_event(self.session.id, self.id, self.plugin.package, data, transaction=transaction, jsep=rendered)
         )
@@ -110,26 +116,49 @@ class Handle:
 
     # -- the offer
     def _make_offer(self, offer: LocalOffer) -> str:
-        now = self.clock()
         if self.peer is not None and offer.ice_restart:
             self.endpoint.restart_ice(self.peer)
-            self._sdp_version += 1
-        elif self.peer is None:
-            self.peer = WebRtcPeer(self.endpoint.certificate, now)
+        peer = self._ensure_peer()
+        self.offer_pending = True
+        return sdp.build_offer(
+            offer.media,
+            self._transport(peer, "actpass"),
+            session_id=self._sdp_session_id,
+            session_version=self._next_sdp_version(),
+        )
+
+    def _make_answer(self, answer: LocalAnswer) -> str:
+        if self.peer is None or self._remote_description is None:
+            raise RuntimeError(f"handle {self.id}: an answer without the client's offer")
+        setup = "active" if self._remote_description.setup == "passive" else "passive"
+        return sdp.build_answer(
+            self._remote_description,
+            answer.media,
+            self._transport(self.peer, setup),
+            session_id=self._sdp_session_id,
+            session_version=self._next_sdp_version(),
+        )
+
+    def _ensure_peer(self) -> WebRtcPeer:
+        if self.peer is None:
+            self.peer = WebRtcPeer(self.endpoint.certificate, self.clock())
             self.endpoint.add_peer(self.peer, self.on_peer_event)
             self._sdp_session_id = secrets.randbelow(SDP_SESSION_ID_LIMIT) + 1
-            self._sdp_version = 1
-        else:
-            self._sdp_version += 1
-        self.offer_pending = True
-        transport = sdp.TransportDescription(
-            ice_ufrag=self.peer.local_ufrag,
-            ice_pwd=self.peer.local_pwd,
+            self._sdp_version = 0
+        return self.peer
+
+    def _next_sdp_version(self) -> int:
+        self._sdp_version += 1
+        return self._sdp_version
+
+    def _transport(self, peer: WebRtcPeer, setup: str) -> sdp.TransportDescription:
+        return sdp.TransportDescription(
+            ice_ufrag=peer.local_ufrag,
+            ice_pwd=peer.local_pwd,
             fingerprint=("sha-256", self.endpoint.certificate.fingerprint()),
-            setup="actpass",
+            setup=setup,
             candidates=self.endpoint.candidates(),
         )
-        return sdp.build_offer(offer.media, transport, session_id=self._sdp_session_id, session_version=self._sdp_version)
 
     # -- the client's JSEP
     def take_jsep(self, jsep: Any) -> Jsep:
@@ -148,21 +177,20 @@ class Handle:
         if kind_lower == "answer" and self.peer is None:
             raise JanusError(Errors.UNEXPECTED_ANSWER, "Unexpected ANSWER (did we offer?)")
         description = self._process_sdp(text)
-        if kind_lower == "answer":
-            assert self.peer is not None
+        peer = self._ensure_peer()  # an offer from the client makes the peer, an answer finds ours
+        try:
+            peer.set_remote_description(description)
+        except ValueError as error:
+            logger.info("handle %d: %s refused: %s", self.id, kind_lower, error)
+            raise JanusError(Errors.JSEP_INVALID_SDP, SDP_PROCESSING_ERROR) from error
+        self.offer_pending = False
+        self._remote_description = description
+        early, self._early_trickles = self._early_trickles, []
+        for trickle_request in early:
             try:
-                self.peer.set_remote_description(description)
-            except ValueError as error:
-                logger.info("handle %d: answer refused: %s", self.id, error)
-                raise JanusError(Errors.JSEP_INVALID_SDP, SDP_PROCESSING_ERROR) from error
-            self.offer_pending = False
-            self._remote_description = description
-            early, self._early_trickles = self._early_trickles, []
-            for trickle_request in early:
-                try:
-                    self._apply_trickle(trickle_request)
-                except JanusError as error:
-                    logger.info("handle %d: early trickle dropped: %s", self.id, error.reason)
+                self._apply_trickle(trickle_request)
+            except JanusError as error:
+                logger.info("handle %d: early trickle dropped: %s", self.id, error.reason)
         return Jsep(type=kind_lower, sdp=text, description=description, trickle=trickle)
 
     def _process_sdp(self, text: str) -> sdp.RemoteDescription:

@@ -7,9 +7,10 @@ a viewer watches). The core calls a plugin through :class:`Plugin`; a plugin
 talks back through the :class:`PluginHandle` it was given.
 
 SDP is split as in Janus: a plugin describes the media it offers
-(:class:`LocalOffer`), and the core adds the transport (ICE credentials,
-candidates, DTLS fingerprint) when it renders the SDP. The client's answer is
-parsed by the core before the plugin sees it (:class:`Jsep`).
+(:class:`LocalOffer`) or answers with (:class:`LocalAnswer`), and the core adds
+the transport (ICE credentials, candidates, DTLS fingerprint) when it renders
+the SDP. The client's offer or answer is parsed by the core, and its transport
+taken, before the plugin sees it (:class:`Jsep`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,17 @@ class LocalOffer:
 
     media: list[OfferMedia]
     ice_restart: bool = False
+
+
+@dataclass(frozen=True)
+class LocalAnswer:
+    """A plugin's answer to the client's offer: for each offered m-line, in order, the
+    media the plugin sends on it, or None to reject that m-line."""
+
+    media: list[OfferMedia | None]
+
+
+LocalDescription = LocalOffer | LocalAnswer
 
 
 @dataclass(frozen=True)
@@ -98,10 +110,10 @@ class PluginHandle(Protocol):
         """The client's last SDP (answer or offer), parsed."""
 
     def push_event(
-        self, transaction: str | None, data: dict[str, Any], jsep: LocalOffer | None = None
+        self, transaction: str | None, data: dict[str, Any], jsep: LocalDescription | None = None
     ) -> None:
         """Send ``{"janus": "event", "plugindata": {"plugin": ..., "data": data}}``,
-        with a ``jsep`` offer rendered by the core when one is given."""
+        with a ``jsep`` offer or answer rendered by the core when one is given."""
 
     def close_pc(self) -> None:
         """Hang up the handle's PeerConnection: the core frees the WebRTC transport,

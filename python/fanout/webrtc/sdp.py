@@ -128,20 +128,58 @@ def build_offer(
     """The unified-plan offer for ``media`` over one BUNDLE transport."""
     if not media:
         raise ValueError("an offer needs at least one m-line")
-    mids = " ".join(m.mid for m in media)
+    lines = _session_lines([m.mid for m in media], transport, session_id, session_version)
+    for item in media:
+        lines += _offer_media_lines(item, transport)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def build_answer(
+    offer: RemoteDescription,
+    media: list[OfferMedia | None],
+    transport: TransportDescription,
+    *,
+    session_id: int,
+    session_version: int,
+) -> str:
+    """The answer to a client's ``offer``: for each offered m-line, in order, the media sent on
+    it or None to reject it (port 0). ``transport.setup`` is "passive" or "active"."""
+    if len(media) != len(offer.media):
+        raise ValueError(f"the offer has {len(offer.media)} m-lines, the answer {len(media)}")
+    accepted = [item for item in media if item is not None]
+    if not accepted:
+        raise ValueError("an answer that rejects every m-line")
+    lines = _session_lines([item.mid for item in accepted], transport, session_id, session_version)
+    for offered, item in zip(offer.media, media, strict=True):
+        lines += _offer_media_lines(item, transport) if item is not None else _rejected_media_lines(offered)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _session_lines(bundled_mids: list[str], transport: TransportDescription, session_id: int, version: int) -> list[str]:
     lines = [
         "v=0",
-        f"o=- {session_id} {session_version} IN IP4 0.0.0.0",
+        f"o=- {session_id} {version} IN IP4 0.0.0.0",
         "s=fanout",
         "t=0 0",
-        f"a=group:BUNDLE {mids}",
+        f"a=group:BUNDLE {' '.join(bundled_mids)}",
     ]
     if transport.ice_lite:
         lines.append("a=ice-lite")
     lines.append("a=msid-semantic: WMS *")
-    for item in media:
-        lines += _offer_media_lines(item, transport)
-    return "\r\n".join(lines) + "\r\n"
+    return lines
+
+
+def _rejected_media_lines(offered: RemoteMedia) -> list[str]:
+    if offered.kind == "application":
+        lines = ["m=application 0 UDP/DTLS/SCTP webrtc-datachannel"]
+    else:
+        format_ = str(offered.codecs[0].payload_type) if offered.codecs else "0"
+        lines = [f"m={offered.kind} 0 UDP/TLS/RTP/SAVPF {format_}"]
+    lines.append("c=IN IP4 0.0.0.0")
+    if offered.mid is not None:
+        lines.append(f"a=mid:{offered.mid}")
+    lines.append("a=inactive")
+    return lines
 
 
 def _offer_media_lines(media: OfferMedia, transport: TransportDescription) -> list[str]:

@@ -15,11 +15,12 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fanout.core.plugin import Jsep, LocalOffer, Plugin, PluginAck, PluginHandle, PluginResult, PluginSuccess
+from fanout.core.plugin import Jsep, LocalAnswer, LocalOffer, Plugin, PluginAck, PluginHandle, PluginResult, PluginSuccess
 from fanout.plugins.streaming import management, persistence
 from fanout.plugins.streaming.config import MountpointConfig, StreamingSettings
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 from fanout.plugins.streaming.mountpoint import Mountpoint
+from fanout.plugins.streaming.offer_matching import match_offer
 from fanout.plugins.streaming.viewer import Viewer, ViewerState
 from fanout.webrtc.rtcp import GenericNack, PictureLossIndication, ReceiverReport, RtcpPacket
 
@@ -188,7 +189,7 @@ class StreamingPlugin(Plugin):
         info: dict[str, Any] = {"state": viewer.state.value}
         if viewer.mountpoint is not None:
             info["mountpoint"] = viewer.mountpoint.id
-            info["mids"] = [track.stream.mid for track in viewer.tracks]
+            info["mids"] = [track.mid for track in viewer.tracks]
         if viewer.in_engine:
             info["engine"] = dict(self.engine.viewer_stats(handle.id))
         info["rtcp_received"] = dict(viewer.rtcp_counts)
@@ -303,19 +304,13 @@ class StreamingPlugin(Plugin):
         if restart and viewer.mountpoint is not None:
             self._restart_ice(viewer, transaction)
             return
-        mountpoint = self._mountpoint_from(body)
-        pin = body.get("pin")
-        if pin is not None and not isinstance(pin, str):
-            raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (pin should be a string)")
+        if jsep is not None:
+            self._answer_offer(viewer, transaction, body, jsep)
+            return
+        mountpoint = self._watchable_mountpoint(viewer, body)
         mids = body.get("media")
         if mids is not None and (not isinstance(mids, list) or not all(isinstance(m, str) for m in mids)):
             raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (media should be an array)")
-        if viewer.mountpoint is not None:
-            raise StreamingError(Errors.INVALID_STATE, f"Already watching mountpoint {viewer.mountpoint.id}")
-        if mountpoint.config.pin is not None and pin != mountpoint.config.pin:
-            raise StreamingError(Errors.UNAUTHORIZED, "Unauthorized (wrong pin)")
-        if not mountpoint.enabled:
-            raise StreamingError(Errors.UNAUTHORIZED, f"Mountpoint {mountpoint.id} is not enabled")
         if mids:
             unknown = [mid for mid in mids if mountpoint.stream(mid) is None]
             if len(unknown) == len(mids):
@@ -324,10 +319,37 @@ class StreamingPlugin(Plugin):
         offer = LocalOffer(media=[track.offer_media() for track in viewer.tracks])
         viewer.handle.push_event(transaction, status_event("preparing"), offer)
 
+    def _answer_offer(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep) -> None:
+        """``watch`` with the client's offer: fanout answers with the mountpoint's streams on the
+        offered m-lines; media starts when the PeerConnection is up (no ``start`` needed)."""
+        mountpoint = self._watchable_mountpoint(viewer, body)
+        if jsep.type != "offer":
+            raise StreamingError(Errors.INVALID_SDP, "watch takes an SDP offer (or none, and fanout offers)")
+        tracks = match_offer(jsep.description, mountpoint.config.streams)
+        if not any(tracks):
+            raise StreamingError(Errors.INVALID_SDP, "The offer can receive none of the mountpoint's streams")
+        viewer.answer(mountpoint, [track for track in tracks if track is not None])
+        answer = LocalAnswer([track.offer_media() if track is not None else None for track in tracks])
+        viewer.handle.push_event(transaction, status_event("preparing"), answer)
+
     def _restart_ice(self, viewer: Viewer, transaction: str) -> None:
         """``watch`` with ``restart``: a new offer with new ICE credentials, same DTLS and media."""
         offer = LocalOffer(media=[track.offer_media() for track in viewer.tracks], ice_restart=True)
         viewer.handle.push_event(transaction, status_event("updating"), offer)
+
+    def _watchable_mountpoint(self, viewer: Viewer, body: dict[str, Any]) -> Mountpoint:
+        """The mountpoint a ``watch`` names, if this viewer may watch it now."""
+        mountpoint = self._mountpoint_from(body)
+        pin = body.get("pin")
+        if pin is not None and not isinstance(pin, str):
+            raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (pin should be a string)")
+        if viewer.mountpoint is not None:
+            raise StreamingError(Errors.INVALID_STATE, f"Already watching mountpoint {viewer.mountpoint.id}")
+        if mountpoint.config.pin is not None and pin != mountpoint.config.pin:
+            raise StreamingError(Errors.UNAUTHORIZED, "Unauthorized (wrong pin)")
+        if not mountpoint.enabled:
+            raise StreamingError(Errors.UNAUTHORIZED, f"Mountpoint {mountpoint.id} is not enabled")
+        return mountpoint
 
     def _start(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
         if viewer.mountpoint is None:
@@ -337,7 +359,7 @@ class StreamingPlugin(Plugin):
                 raise StreamingError(Errors.INVALID_STATE, "Can't start: expected an SDP answer")
             accepted = {media.mid for media in jsep.description.media if media.port != 0}
             for track in viewer.tracks:
-                track.send = track.stream.mid in accepted
+                track.send = track.mid in accepted
             if not any(track.send for track in viewer.tracks):
                 raise StreamingError(Errors.INVALID_SDP, "The answer rejected every stream")
             if viewer.state is ViewerState.OFFERED:

@@ -27,24 +27,33 @@ class ViewerState(enum.Enum):
 
 @dataclass
 class ViewerTrack:
-    """What this viewer receives of one mountpoint stream."""
+    """What this viewer receives of one mountpoint stream, on which m-line and payload type
+    (the mountpoint's own when fanout offers; the client's when it offered)."""
 
     stream: StreamConfig
+    mid: str
+    payload_type: int
+    rtcp_feedback: tuple[str, ...]
     ssrc: int = field(default_factory=lambda: secrets.randbits(32) or 1)
     send: bool = True
+
+    @classmethod
+    def offered(cls, stream: StreamConfig) -> ViewerTrack:
+        feedback = VIDEO_RTCP_FEEDBACK if stream.kind == "video" else ()
+        return cls(stream, mid=stream.mid, payload_type=stream.payload_type, rtcp_feedback=feedback)
 
     def offer_media(self) -> OfferMedia:
         stream = self.stream
         codec = Codec(
-            payload_type=stream.payload_type,
+            payload_type=self.payload_type,
             name=stream.codec.rtpmap_name,
             clock_rate=stream.codec.clock_rate,
             channels=stream.codec.channels,
             fmtp=stream.fmtp,
-            rtcp_feedback=VIDEO_RTCP_FEEDBACK if stream.kind == "video" else (),
+            rtcp_feedback=self.rtcp_feedback,
         )
         return OfferMedia(
-            mid=stream.mid,
+            mid=self.mid,
             kind=stream.kind,
             codec=codec,
             ssrc=self.ssrc,
@@ -53,7 +62,7 @@ class ViewerTrack:
         )
 
     def engine_stream(self) -> ViewerStream:
-        return {"index": self.stream.mindex, "ssrc": self.ssrc, "payload_type": self.stream.payload_type}
+        return {"index": self.stream.mindex, "ssrc": self.ssrc, "payload_type": self.payload_type}
 
 
 @dataclass
@@ -68,8 +77,15 @@ class Viewer:
     def watch(self, mountpoint: Mountpoint, mids: list[str] | None) -> None:
         self.mountpoint = mountpoint
         streams = mountpoint.config.streams
-        self.tracks = [ViewerTrack(stream) for stream in streams if not mids or stream.mid in mids]
+        self.tracks = [ViewerTrack.offered(stream) for stream in streams if not mids or stream.mid in mids]
         self.state = ViewerState.OFFERED
+        mountpoint.viewers.add(self.handle.id)
+
+    def answer(self, mountpoint: Mountpoint, tracks: list[ViewerTrack]) -> None:
+        """Watch ``mountpoint`` on the m-lines of the client's offer (``tracks`` matched to them)."""
+        self.mountpoint = mountpoint
+        self.tracks = tracks
+        self.state = ViewerState.STARTING
         mountpoint.viewers.add(self.handle.id)
 
     def leave(self) -> None:

@@ -1,0 +1,67 @@
+"""Matching a client's SDP offer to a mountpoint's streams (``watch`` with a JSEP offer,
+as WHEP players do): each offered m-line that can receive gets the first unused
+stream of its kind whose codec it offers, on the client's payload type."""
+
+from __future__ import annotations
+
+from fanout.plugins.streaming.config import StreamConfig
+from fanout.plugins.streaming.viewer import ViewerTrack
+from fanout.webrtc.sdp import Codec, RemoteDescription, RemoteMedia
+
+RECEIVING_DIRECTIONS = ("recvonly", "sendrecv")
+SUPPORTED_FEEDBACK = ("nack", "nack pli", "ccm fir")
+
+
+def match_offer(offer: RemoteDescription, streams: tuple[StreamConfig, ...]) -> list[ViewerTrack | None]:
+    """For each m-line of ``offer``, in order, the track sent on it, or None if it is rejected."""
+    unused = list(streams)
+    tracks: list[ViewerTrack | None] = []
+    for media in offer.media:
+        track = _track_for(media, unused)
+        if track is not None:
+            unused.remove(track.stream)
+        tracks.append(track)
+    return tracks
+
+
+def _track_for(media: RemoteMedia, streams: list[StreamConfig]) -> ViewerTrack | None:
+    if media.port == 0 or media.mid is None or media.direction not in RECEIVING_DIRECTIONS:
+        return None
+    for stream in streams:
+        if stream.kind != media.kind:
+            continue
+        codec = _offered_codec(media, stream)
+        if codec is not None:
+            feedback = tuple(fb for fb in codec.rtcp_feedback if fb in SUPPORTED_FEEDBACK)
+            return ViewerTrack(stream, mid=media.mid, payload_type=codec.payload_type, rtcp_feedback=feedback)
+    return None
+
+
+def _offered_codec(media: RemoteMedia, stream: StreamConfig) -> Codec | None:
+    """The client's payload type for the stream's codec; for H.264, one with the stream's
+    packetization mode and profile if offered, else any H.264 in packetization mode 1."""
+    candidates = [
+        codec
+        for codec in media.codecs
+        if codec.name.lower() == stream.codec.rtpmap_name.lower() and codec.clock_rate == stream.codec.clock_rate
+    ]
+    if stream.codec.name != "h264":
+        return candidates[0] if candidates else None
+    wanted = _fmtp_parameters(stream.fmtp)
+    mode_1 = [codec for codec in candidates if _fmtp_parameters(codec.fmtp).get("packetization-mode") == "1"]
+    same_profile = [
+        codec
+        for codec in mode_1
+        if _fmtp_parameters(codec.fmtp).get("profile-level-id", "")[:4].lower()
+        == wanted.get("profile-level-id", "42e0")[:4].lower()
+    ]
+    return (same_profile or mode_1 or [None])[0]
+
+
+def _fmtp_parameters(fmtp: str | None) -> dict[str, str]:
+    parameters = {}
+    for part in (fmtp or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name:
+            parameters[name.lower()] = value.strip()
+    return parameters
