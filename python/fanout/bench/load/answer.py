@@ -18,11 +18,7 @@ def build_answer(
     port: int,
 ) -> str:
     """Accept every audio and video m-line with its first codec; reject the rest (port 0)."""
-    accepted = [
-        m
-        for m in offer.media
-        if m.kind in ("audio", "video") and m.codecs and m.port != 0
-    ]
+    accepted = [m for m in offer.media if m.kind in ("audio", "video") and m.codecs and m.port != 0]
     lines = [
         "v=0",
         f"o=- {secrets.randbits(62)} 2 IN IP4 {host}",

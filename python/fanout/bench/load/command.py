@@ -43,9 +43,7 @@ def _choices(allowed: dict[str, Any]) -> Any:
         values = [value.strip() for value in text.split(",") if value.strip()]
         for value in values:
             if value not in allowed:
-                raise argparse.ArgumentTypeError(
-                    f"{value!r}: choose from {', '.join(allowed)}"
-                )
+                raise argparse.ArgumentTypeError(f"{value!r}: choose from {', '.join(allowed)}")
         return values
 
     return parse
@@ -59,9 +57,7 @@ def build_parser(
         "Ramp real WebRTC viewers (Janus API, ICE, DTLS-SRTP) up against fanout and/or Debian's Janus, "
         "each pinned to one core, to find how many viewers it holds at the loss threshold."
     )
-    parser.add_argument(
-        "--server", choices=["fanout", "janus", "both"], default="fanout"
-    )
+    parser.add_argument("--server", choices=["fanout", "janus", "both"], default="fanout")
     parser.add_argument(
         "--rate",
         type=_choices(RATES),
@@ -80,9 +76,7 @@ def build_parser(
         default="ws",
         help="Janus API transport of the viewers",
     )
-    parser.add_argument(
-        "--start", type=int, default=20, help="viewers in the first step"
-    )
+    parser.add_argument("--start", type=int, default=20, help="viewers in the first step")
     parser.add_argument(
         "--factor",
         type=float,
@@ -96,9 +90,7 @@ def build_parser(
         help="at least this many more viewers per step",
     )
     parser.add_argument("--max-viewers", type=int, default=4000)
-    parser.add_argument(
-        "--join-rate", type=float, default=40.0, help="viewers joining per second"
-    )
+    parser.add_argument("--join-rate", type=float, default=40.0, help="viewers joining per second")
     parser.add_argument(
         "--samples",
         type=int,
@@ -111,9 +103,7 @@ def build_parser(
         default=3.0,
         help="seconds after the joins before measuring",
     )
-    parser.add_argument(
-        "--window", type=float, default=5.0, help="seconds measured per step"
-    )
+    parser.add_argument("--window", type=float, default=5.0, help="seconds measured per step")
     parser.add_argument(
         "--loss",
         type=float,
@@ -146,9 +136,7 @@ def build_parser(
         type=Path,
         help="results path without extension (default bench/results/load-<date>)",
     )
-    parser.add_argument(
-        "--keep-logs", action="store_true", help="keep the servers' folders and logs"
-    )
+    parser.add_argument("--keep-logs", action="store_true", help="keep the servers' folders and logs")
     return parser
 
 
@@ -207,8 +195,7 @@ def run(args: argparse.Namespace) -> int:
         "meta": {
             "date": now.isoformat(timespec="seconds"),
             "commit": _git_commit(),
-            "command": "fanout bench load "
-            + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "load"] else []),
+            "command": "fanout bench load " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "load"] else []),
             "cpu_model": _cpu_model(),
             "cpus": os.cpu_count(),
             "kernel": platform.release(),
@@ -233,29 +220,19 @@ def run(args: argparse.Namespace) -> int:
                     server: Server
                     folder = work / f"{name}-{rate}-{srtp}"
                     if name == "fanout":
-                        server = FanoutServer(
-                            folder, args.server_cpu, args.fanout_option
-                        )
+                        server = FanoutServer(folder, args.server_cpu, args.fanout_option)
                     else:
-                        server = JanusServer(
-                            folder, args.server_cpu, args.janus_event_loops
-                        )
-                    ramp = Ramp(
-                        server=name, rate=rate, srtp=srtp, transport=args.transport
-                    )
+                        server = JanusServer(folder, args.server_cpu, args.janus_event_loops)
+                    ramp = Ramp(server=name, rate=rate, srtp=srtp, transport=args.transport)
                     ramp.server_version = server.version()
-                    _run_one(
-                        server, ramp, plan, RATES[rate], PROFILES[srtp], args.load_cpu
-                    )
+                    _run_one(server, ramp, plan, RATES[rate], PROFILES[srtp], args.load_cpu)
                     results["ramps"].append(ramp.to_json())
                     write_json(results, output.with_suffix(".json"))
     results["ratios"] = ratios(results)
     write_json(results, output.with_suffix(".json"))
     plot(results, output.with_suffix(".png"))
     print(capacity_table(results))
-    print(
-        f"\nresults: {output.with_suffix('.json')}  plot: {output.with_suffix('.png')}"
-    )
+    print(f"\nresults: {output.with_suffix('.json')}  plot: {output.with_suffix('.png')}")
     if not args.keep_logs:
         subprocess.run(["rm", "-rf", str(work)], check=False)
     else:

@@ -84,9 +84,7 @@ class IceClient:
         message = message.with_attribute(role, self.tie_breaker.to_bytes(8, "big"))
         if nominate:
             message = message.with_attribute(USE_CANDIDATE, b"")
-        return bytes(
-            message.with_integrity(self.remote_pwd.encode()).with_fingerprint()
-        )
+        return bytes(message.with_integrity(self.remote_pwd.encode()).with_fingerprint())
 
     def receive(self, data: bytes, address: Address) -> IceResult:
         try:
@@ -97,9 +95,7 @@ class IceClient:
             return self._answer(message, address)
         if message.message_type == BINDING_SUCCESS:
             sent_to = self._sent.pop(message.transaction_id, None)
-            if sent_to is None or not message.verify_integrity(
-                self.remote_pwd.encode()
-            ):
+            if sent_to is None or not message.verify_integrity(self.remote_pwd.encode()):
                 return IceResult()
             if self.controlling and self.nominated is None:
                 self.nominated = sent_to
@@ -113,15 +109,11 @@ class IceClient:
             username = message.username or ""
         except StunError:
             return IceResult()
-        if username.split(":", 1)[
-            0
-        ] != self.local_ufrag or not message.verify_integrity(self.local_pwd.encode()):
+        if username.split(":", 1)[0] != self.local_ufrag or not message.verify_integrity(self.local_pwd.encode()):
             return IceResult()
         response = bytes(
             StunMessage(BINDING_SUCCESS, message.transaction_id)
-            .with_attribute(
-                XOR_MAPPED_ADDRESS, encode_xor_address(address, message.transaction_id)
-            )
+            .with_attribute(XOR_MAPPED_ADDRESS, encode_xor_address(address, message.transaction_id))
             .with_integrity(self.local_pwd.encode())
             .with_fingerprint()
         )

@@ -41,9 +41,7 @@ class CoreTimes:
     """Seconds a core spent, from /proc/stat."""
 
     busy: float
-    softirq: (
-        float  # irq + softirq: on loopback, receiving is charged to the sending core
-    )
+    softirq: float  # irq + softirq: on loopback, receiving is charged to the sending core
     idle: float
 
 

@@ -15,6 +15,7 @@ import struct
 from dataclasses import dataclass, field
 
 import pylibsrtp
+
 from fanout.bench.load.source import AUDIO_PT, Stamp
 
 _PROFILES = {
@@ -107,9 +108,7 @@ class MediaMeter:
         payload_type = packet[1] & 0x7F
         offset = rtp_payload_offset(packet)
         stamp = Stamp.find(packet[offset:])
-        audio = payload_type == AUDIO_PT or (
-            stamp is not None and stamp.count == 1 and len(packet) < 400
-        )
+        audio = payload_type == AUDIO_PT or (stamp is not None and stamp.count == 1 and len(packet) < 400)
         if audio:
             window.audio_packets += 1
         else:

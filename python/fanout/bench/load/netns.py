@@ -27,9 +27,7 @@ def _run(*argv: str) -> None:
 def bench_namespace() -> Iterator[str]:
     """Create the namespace, move this process into it, and delete it on exit."""
     if os.geteuid() != 0:
-        raise PermissionError(
-            "fanout bench load makes a network namespace and must run as root"
-        )
+        raise PermissionError("fanout bench load makes a network namespace and must run as root")
     name = f"fanout-load-{os.getpid()}"
     _run("ip", "netns", "add", name)
     original = os.open("/proc/self/ns/net", os.O_RDONLY)

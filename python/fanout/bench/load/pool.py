@@ -21,6 +21,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import aiohttp
+
 from fanout.bench.load.kernel import udp_sockets
 from fanout.bench.load.signaling import HttpJanus, JanusApi, WebSocketJanus
 from fanout.bench.load.viewer import JoinError, Viewer
@@ -49,12 +50,8 @@ class JoinReport:
     joined: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
-    ttf_packet: list[float] = field(
-        default_factory=list
-    )  # seconds from watch to the first media packet
-    ttf_frame: list[float] = field(
-        default_factory=list
-    )  # sample viewers: to the first whole keyframe
+    ttf_packet: list[float] = field(default_factory=list)  # seconds from watch to the first media packet
+    ttf_frame: list[float] = field(default_factory=list)  # sample viewers: to the first whole keyframe
 
 
 class ViewerPool:
@@ -131,9 +128,7 @@ class ViewerPool:
         while fresh and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
             fresh = [v for v in fresh if v.times.first_frame is None]
-        report.ttf_frame = [
-            v.times.first_frame for v in self.viewers if v.times.first_frame is not None
-        ]
+        report.ttf_frame = [v.times.first_frame for v in self.viewers if v.times.first_frame is not None]
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -162,14 +157,17 @@ class ViewerPool:
         with contextlib.suppress(Exception):
             await viewer.api.keepalive()
 
-    def delivered(self) -> dict[int, int]:
-        """Per cheap viewer (by index): every datagram the kernel delivered to its socket so far."""
+    def delivered(self) -> dict[int, tuple[int, int]]:
+        """Per cheap viewer (by index): (RTP, other datagrams) the kernel delivered to its socket so far.
+
+        RTP is the socket's drop count (its filter drops every RTP datagram);
+        the others (RTCP, STUN) are read and counted here."""
         sockets = udp_sockets()
-        counts: dict[int, int] = {}
+        counts: dict[int, tuple[int, int]] = {}
         for index, viewer in enumerate(self.viewers):
             drained = viewer.drain()
             _, drops = sockets.get(viewer.inode, (0, 0))
-            counts[index] = drops + drained
+            counts[index] = (drops, drained)
         return counts
 
     def meter_windows(self) -> list[dict[str, Any]]:
@@ -240,9 +238,7 @@ class SamplePool:
     def __init__(self, config: PoolConfig) -> None:
         context = multiprocessing.get_context("spawn")
         self._connection, child = context.Pipe()
-        self._process = context.Process(
-            target=_sample_main, args=(child, config), daemon=True
-        )
+        self._process = context.Process(target=_sample_main, args=(child, config), daemon=True)
         self._process.start()
         self._lock = asyncio.Lock()
 

@@ -9,9 +9,9 @@ failed; a step that fails is measured once more before the ramp stops (a
 neighbour's burst on a shared core should not end a run). The capacity is
 the largest step held.
 
-Kernel-counted delivery includes the few datagrams a viewer gets beside RTP
-(RTCP sender reports, STUN); the sample viewers count those exactly, and
-their mean per viewer is taken off every cheap viewer's count.
+A cheap viewer's RTP is counted by the kernel alone (its socket filter drops
+every RTP datagram and the socket's drop counter counts them); the sample
+viewers count what they decrypt.
 """
 
 from __future__ import annotations
@@ -53,9 +53,7 @@ class RampPlan:
     def targets(self) -> list[int]:
         targets = [max(self.start, self.samples + 1)]
         while targets[-1] < self.max_viewers:
-            following = max(
-                targets[-1] + self.min_step, math.ceil(targets[-1] * self.factor)
-            )
+            following = max(targets[-1] + self.min_step, math.ceil(targets[-1] * self.factor))
             targets.append(min(following, self.max_viewers))
         return targets
 
@@ -150,11 +148,7 @@ class RampRunner:
             sample_frames = report.ttf_frame
             for target in self.plan.targets():
                 current = self.plan.samples + len(cheap.viewers)
-                join = (
-                    await cheap.add(target - current, self.plan.join_rate)
-                    if target > current
-                    else JoinReport()
-                )
+                join = await cheap.add(target - current, self.plan.join_rate) if target > current else JoinReport()
                 step = Step(viewers=self.plan.samples + len(cheap.viewers))
                 step.joined, step.join_failures, step.join_errors = (
                     join.joined,
@@ -175,9 +169,7 @@ class RampRunner:
                     ramp.capacity = step.viewers
                     ramp.capacity_limited_by = "max_viewers"
                 else:
-                    ramp.capacity_limited_by = (
-                        "loss" if step.loss > self.plan.loss_threshold else "joins"
-                    )
+                    ramp.capacity_limited_by = "loss" if step.loss > self.plan.loss_threshold else "joins"
                     break
         finally:
             await samples.close()
@@ -185,14 +177,10 @@ class RampRunner:
         return ramp
 
     def _holds(self, step: Step) -> bool:
-        failed_joins = step.join_failures > self.plan.loss_threshold * max(
-            1, step.joined + step.join_failures
-        )
+        failed_joins = step.join_failures > self.plan.loss_threshold * max(1, step.joined + step.join_failures)
         return step.loss <= self.plan.loss_threshold and not failed_joins
 
-    async def _measure(
-        self, step: Step, cheap: ViewerPool, samples: SamplePool
-    ) -> None:
+    async def _measure(self, step: Step, cheap: ViewerPool, samples: SamplePool) -> None:
         pid, cpu = self.server.pid, self.server.cpu
         await samples.windows()
         sent0 = self.source.sent()
@@ -214,16 +202,11 @@ class RampRunner:
             softnet_dropped(),
         )
 
-        sent = (sent1["video_packets"] - sent0["video_packets"]) + (
-            sent1["audio_packets"] - sent0["audio_packets"]
-        )
-        other = (
-            statistics.fmean(w["other_datagrams"] for w in windows) if windows else 0.0
-        )
-        rtp_cheap = [
-            max(0.0, delivered1.get(i, 0) - delivered0.get(i, 0) - other)
-            for i in delivered0
-        ]
+        sent = (sent1["video_packets"] - sent0["video_packets"]) + (sent1["audio_packets"] - sent0["audio_packets"])
+        rtp_cheap = [float(delivered1[i][0] - delivered0[i][0]) for i in delivered0]
+        others = [delivered1[i][1] - delivered0[i][1] for i in delivered0]
+        others += [w["other_datagrams"] for w in windows]
+        other = statistics.fmean(others) if others else 0.0
         rtp_samples = [float(w["rtp_packets"]) for w in windows]
         every = rtp_cheap + rtp_samples
         viewers = len(every)
@@ -235,28 +218,18 @@ class RampRunner:
         step.source_pps = sent / elapsed
         step.delivered_pps = delivered / elapsed
         step.delivered_gbps = delivered * mean_size * 8 / elapsed / 1e9
-        step.loss = (
-            max(0.0, 1 - delivered / (viewers * sent)) if viewers and sent else 1.0
-        )
+        step.loss = max(0.0, 1 - delivered / (viewers * sent)) if viewers and sent else 1.0
         expected = sum(w["expected"] for w in windows)
-        step.sample_loss = (
-            sum(w["lost"] for w in windows) / expected if expected else 1.0
-        )
-        step.worst_viewer_loss = (
-            max((max(0.0, 1 - d / sent) for d in every), default=0.0) if sent else 1.0
-        )
+        step.sample_loss = sum(w["lost"] for w in windows) / expected if expected else 1.0
+        step.worst_viewer_loss = max((max(0.0, 1 - d / sent) for d in every), default=0.0) if sent else 1.0
         step.server_cpu = (cpu1 - cpu0) / elapsed
         step.core_softirq = (core1.softirq - core0.softirq) / elapsed
         step.core_busy = (core1.busy - core0.busy) / elapsed
         total_cpu = step.server_cpu + step.core_softirq
-        step.cpu_per_gbps = (
-            total_cpu / step.delivered_gbps if step.delivered_gbps > 0 else None
-        )
+        step.cpu_per_gbps = total_cpu / step.delivered_gbps if step.delivered_gbps > 0 else None
         latencies = [value for w in windows for value in w["latency_ms"]]
         step.latency_ms = summarize_latency(latencies)
-        step.jitter_ms = (
-            statistics.fmean(w["jitter_ms"] for w in windows) if windows else None
-        )
+        step.jitter_ms = statistics.fmean(w["jitter_ms"] for w in windows) if windows else None
         step.other_per_viewer = other
         step.softnet_drops = softnet1 - softnet0
 

@@ -9,9 +9,7 @@ from typing import Any
 
 def capacity_table(results: dict[str, Any]) -> str:
     """Capacity per server and stream, with fanout's ratio to Janus where both ran."""
-    rows = [
-        "server  rate   srtp  transport  viewers held  Gbit/s  kpkt/s  cpu/Gbit/s  p99 ms  limited by"
-    ]
+    rows = ["server  rate   srtp  transport  viewers held  Gbit/s  kpkt/s  cpu/Gbit/s  p99 ms  limited by"]
     capacities: dict[tuple[str, str], dict[str, int]] = {}
     for ramp in results["ramps"]:
         held = [s for s in ramp["steps"] if s["held"]]
@@ -19,21 +17,13 @@ def capacity_table(results: dict[str, Any]) -> str:
         gbps = f"{best['delivered_gbps']:.2f}" if best else "-"
         kpps = f"{best['delivered_pps'] / 1e3:.1f}" if best else "-"
         per = f"{best['cpu_per_gbps']:.3f}" if best and best["cpu_per_gbps"] else "-"
-        p99 = (
-            f"{best['latency_ms']['p99']:.1f}"
-            if best and best["latency_ms"].get("p99") is not None
-            else "-"
-        )
-        held_text = f"{ramp['capacity']}" + (
-            "+" if ramp["capacity_limited_by"] == "max_viewers" else ""
-        )
+        p99 = f"{best['latency_ms']['p99']:.1f}" if best and best["latency_ms"].get("p99") is not None else "-"
+        held_text = f"{ramp['capacity']}" + ("+" if ramp["capacity_limited_by"] == "max_viewers" else "")
         rows.append(
             f"{ramp['server']:7s} {ramp['rate']:6s} {ramp['srtp']:5s} {ramp['transport']:10s} {held_text:>12s}"
             f"  {gbps:>6s}  {kpps:>6s}  {per:>10s}  {p99:>6s}  {ramp['capacity_limited_by']}"
         )
-        capacities.setdefault((ramp["rate"], ramp["srtp"]), {})[ramp["server"]] = ramp[
-            "capacity"
-        ]
+        capacities.setdefault((ramp["rate"], ramp["srtp"]), {})[ramp["server"]] = ramp["capacity"]
     ratios = []
     for (rate, srtp), by_server in capacities.items():
         if "fanout" in by_server and by_server.get("janus"):
@@ -45,9 +35,7 @@ def capacity_table(results: dict[str, Any]) -> str:
 def ratios(results: dict[str, Any]) -> dict[str, float]:
     capacities: dict[str, dict[str, int]] = {}
     for ramp in results["ramps"]:
-        capacities.setdefault(f"{ramp['rate']} {ramp['srtp']}", {})[ramp["server"]] = (
-            ramp["capacity"]
-        )
+        capacities.setdefault(f"{ramp['rate']} {ramp['srtp']}", {})[ramp["server"]] = ramp["capacity"]
     return {
         key: by_server["fanout"] / by_server["janus"]
         for key, by_server in capacities.items()

@@ -89,9 +89,7 @@ class Server:
         while not self._ready():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(
-                    f"{self.name} did not start; its log:\n" + self.log_tail()
-                )
+                raise RuntimeError(f"{self.name} did not start; its log:\n" + self.log_tail())
             time.sleep(0.2)
         return self
 
@@ -104,9 +102,7 @@ class Server:
 
     def log_tail(self, lines: int = 40) -> str:
         try:
-            return "\n".join(
-                self.log_path.read_text(errors="replace").splitlines()[-lines:]
-            )
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
 
@@ -165,9 +161,7 @@ fanout: {{
         (self.folder / "janus.transport.websockets.jcfg").write_text(
             f"general: {{\n\tws = true\n\tws_port = {WS_PORT}\n}}\n"
         )
-        (self.folder / "janus.plugin.streaming.jcfg").write_text(
-            "general: {\n}\n" + MOUNTPOINT_CONFIG
-        )
+        (self.folder / "janus.plugin.streaming.jcfg").write_text("general: {\n}\n" + MOUNTPOINT_CONFIG)
 
     def _ready(self) -> bool:
         try:
@@ -191,9 +185,7 @@ class JanusServer(Server):
         return ["janus", "-F", str(self.folder), "-C", str(self.folder / "janus.jcfg")]
 
     def _disabled(self, kind: str, kept: tuple[str, ...]) -> str:
-        names = sorted(
-            p.name for p in (self.LIB / kind).glob("*.so") if p.name not in kept
-        )
+        names = sorted(p.name for p in (self.LIB / kind).glob("*.so") if p.name not in kept)
         return ",".join(names)
 
     def write_config(self) -> None:
@@ -260,16 +252,8 @@ admin: {{
 }}
 """
         )
-        (self.folder / "janus.plugin.streaming.jcfg").write_text(
-            "general: {\n}\n" + MOUNTPOINT_CONFIG
-        )
+        (self.folder / "janus.plugin.streaming.jcfg").write_text("general: {\n}\n" + MOUNTPOINT_CONFIG)
 
     def version(self) -> str:
-        result = subprocess.run(
-            ["janus", "--version"], capture_output=True, text=True, check=False
-        )
-        return (
-            (result.stdout or result.stderr).strip().splitlines()[-1]
-            if (result.stdout or result.stderr)
-            else ""
-        )
+        result = subprocess.run(["janus", "--version"], capture_output=True, text=True, check=False)
+        return (result.stdout or result.stderr).strip().splitlines()[-1] if (result.stdout or result.stderr) else ""

@@ -63,26 +63,18 @@ class JanusApi:
         raise NotImplementedError
 
     async def attach(self, plugin: str = "janus.plugin.streaming") -> int:
-        reply = _check(
-            await self.request({"janus": "attach", "plugin": plugin}), ("success",)
-        )
+        reply = _check(await self.request({"janus": "attach", "plugin": plugin}), ("success",))
         return int(reply["data"]["id"])
 
-    async def message(
-        self, handle_id: int, body: Message, jsep: Message | None = None
-    ) -> Message:
+    async def message(self, handle_id: int, body: Message, jsep: Message | None = None) -> Message:
         request: Message = {"janus": "message", "body": body}
         if jsep is not None:
             request["jsep"] = jsep
-        return _check(
-            await self.request(request, handle_id), ("ack", "success", "event")
-        )
+        return _check(await self.request(request, handle_id), ("ack", "success", "event"))
 
     async def trickle_completed(self, handle_id: int) -> None:
         _check(
-            await self.request(
-                {"janus": "trickle", "candidate": {"completed": True}}, handle_id
-            ),
+            await self.request({"janus": "trickle", "candidate": {"completed": True}}, handle_id),
             ("ack",),
         )
 
@@ -90,18 +82,14 @@ class JanusApi:
         _check(await self.request({"janus": "keepalive"}), ("ack",))
 
     async def destroy(self) -> None:
-        with contextlib.suppress(
-            JanusError, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError
-        ):
+        with contextlib.suppress(JanusError, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
             await self.request({"janus": "destroy"})
 
 
 class HttpJanus(JanusApi):
     """A session over the REST API; events by long poll until :meth:`stop_events`."""
 
-    def __init__(
-        self, http: aiohttp.ClientSession, url: str, timeout: float = 30.0
-    ) -> None:
+    def __init__(self, http: aiohttp.ClientSession, url: str, timeout: float = 30.0) -> None:
         self.http = http
         self.url = url.rstrip("/")
         self.timeout = aiohttp.ClientTimeout(total=timeout)
@@ -110,9 +98,7 @@ class HttpJanus(JanusApi):
 
     async def _post(self, path: str, body: Message) -> Message:
         body = {**body, "transaction": _transaction()}
-        async with self.http.post(
-            self.url + path, json=body, timeout=self.timeout
-        ) as response:
+        async with self.http.post(self.url + path, json=body, timeout=self.timeout) as response:
             return await response.json(content_type=None)  # type: ignore[no-any-return]
 
     async def create(self) -> int:
@@ -122,9 +108,7 @@ class HttpJanus(JanusApi):
         return self.session_id
 
     async def request(self, body: Message, handle_id: int | None = None) -> Message:
-        path = f"/{self.session_id}" + (
-            f"/{handle_id}" if handle_id is not None else ""
-        )
+        path = f"/{self.session_id}" + (f"/{handle_id}" if handle_id is not None else "")
         return await self._post(path, body)
 
     async def next_event(self, handle_id: int, timeout: float) -> Message:
@@ -163,9 +147,7 @@ class HttpJanus(JanusApi):
 class WebSocketJanus(JanusApi):
     """A session on its own WebSocket connection (``janus-protocol``)."""
 
-    def __init__(
-        self, http: aiohttp.ClientSession, url: str, timeout: float = 30.0
-    ) -> None:
+    def __init__(self, http: aiohttp.ClientSession, url: str, timeout: float = 30.0) -> None:
         self.http = http
         self.url = url
         self.timeout = timeout
@@ -176,9 +158,7 @@ class WebSocketJanus(JanusApi):
         self._keep_events = True
 
     async def create(self) -> int:
-        self._ws = await self.http.ws_connect(
-            self.url, protocols=("janus-protocol",), heartbeat=None, max_msg_size=0
-        )
+        self._ws = await self.http.ws_connect(self.url, protocols=("janus-protocol",), heartbeat=None, max_msg_size=0)
         self._reader = asyncio.get_running_loop().create_task(self._read())
         reply = _check(await self._send({"janus": "create"}), ("success",))
         self.session_id = int(reply["data"]["id"])
@@ -216,23 +196,13 @@ class WebSocketJanus(JanusApi):
             except json.JSONDecodeError:
                 continue
             future = self._pending.pop(message.get("transaction", ""), None)
-            if (
-                future is not None
-                and not future.done()
-                and message.get("janus") != "event"
-            ):
+            if future is not None and not future.done() and message.get("janus") != "event":
                 future.set_result(message)
                 continue
-            if (
-                future is not None and not future.done()
-            ):  # an event that answers the request at once
+            if future is not None and not future.done():  # an event that answers the request at once
                 future.set_result(message)
             sender = message.get("sender")
-            if (
-                self._keep_events
-                and isinstance(sender, int)
-                and message.get("janus") == "event"
-            ):
+            if self._keep_events and isinstance(sender, int) and message.get("janus") == "event":
                 self._events.setdefault(sender, asyncio.Queue()).put_nowait(message)
         for future in self._pending.values():
             if not future.done():

@@ -41,9 +41,7 @@ KEYFRAME_FACTOR = 3
 
 STAMP_MAGIC = b"FoLd"
 STAMP_OFFSET = 16  # in the RTP payload, past the VP8 descriptor and frame header
-_STAMP = struct.Struct(
-    "!4sQIHH"
-)  # magic, send time ns, frame, index in frame, packets in frame
+_STAMP = struct.Struct("!4sQIHH")  # magic, send time ns, frame, index in frame, packets in frame
 STAMP_SIZE = _STAMP.size
 
 # Shared counters: video packets, video bytes, audio packets, audio bytes, frames, keyframes.
@@ -89,9 +87,7 @@ class SourceShape:
         return sum(self.frame_packets()) + round(1 / AUDIO_INTERVAL)
 
 
-def rtp_header(
-    payload_type: int, marker: bool, sequence: int, timestamp: int, ssrc: int
-) -> bytes:
+def rtp_header(payload_type: int, marker: bool, sequence: int, timestamp: int, ssrc: int) -> bytes:
     return struct.pack(
         "!BBHII",
         0x80,
@@ -132,9 +128,7 @@ class RtpSource:
         context = multiprocessing.get_context("fork")
         self._counters = context.Array("q", 6, lock=False)
         self._stop = context.Event()
-        self._process = context.Process(
-            target=self._run, name="fanout-bench-source", daemon=True
-        )
+        self._process = context.Process(target=self._run, name="fanout-bench-source", daemon=True)
 
     def start(self) -> RtpSource:
         self._process.start()
@@ -219,9 +213,7 @@ class RtpSource:
             keyframe = index_in_second == 0
             timestamp = video_ts0 + frame * (VIDEO_CLOCK // self.shape.fps)
             for index in range(count):
-                payload = (
-                    (first_key if keyframe else first_inter) if index == 0 else rest
-                )
+                payload = (first_key if keyframe else first_inter) if index == 0 else rest
                 _STAMP.pack_into(
                     payload,
                     STAMP_OFFSET,
@@ -231,9 +223,7 @@ class RtpSource:
                     index,
                     count,
                 )
-                header = rtp_header(
-                    VIDEO_PT, index == count - 1, video_seq, timestamp, video_ssrc
-                )
+                header = rtp_header(VIDEO_PT, index == count - 1, video_seq, timestamp, video_ssrc)
                 try:
                     sock.sendto(header + payload, self.video)
                 except OSError:
