@@ -170,10 +170,10 @@ class StreamingPlugin(Plugin):
         viewer = self.viewers.get(handle.id)
         if viewer is None:
             return
-        had_mountpoint = viewer.mountpoint is not None
+        media_was_flowing = viewer.in_engine  # as Janus: no "stopped" for a PeerConnection that never came up
         self._remove_from_engine(viewer)
         viewer.leave()
-        if had_mountpoint:
+        if media_was_flowing:
             handle.push_event(None, status_event("stopped"))
 
     def destroy_session(self, handle: PluginHandle) -> None:
