@@ -51,12 +51,16 @@ async def serve(config_folder: Path | None) -> None:
     try:
         config = load_config(config_folder)
         streaming_root = config.plugin_file(STREAMING_PACKAGE)
-        mountpoints = [] if streaming_root is None else mountpoints_from_file(streaming_root)
         streaming_file = None if config.embedded else config.folder / f"{STREAMING_PACKAGE}.jcfg"
         streaming_settings = (
             StreamingSettings(config_file=streaming_file)
             if streaming_root is None
             else streaming_settings_from_file(streaming_root, streaming_file)
+        )
+        mountpoints = (
+            []
+            if streaming_root is None
+            else mountpoints_from_file(streaming_root, string_ids=streaming_settings.string_ids)
         )
     except ConfigError as error:
         _exit_with(f"fanout: configuration error: {error}")

@@ -23,7 +23,7 @@ STREAMING_CONFIG = """general: {
 }
 configured: {
 	type = "rtp"
-	id = 1
+	id = %(configured_id)s
 	description = "configured mountpoint"
 	secret = "s3cret"
 	audio = true
@@ -144,6 +144,25 @@ UNRECORDED_CASES: dict[str, list[Message]] = {
         {"request": "info", "id": 130, "secret": "d"},
         {"request": "enable", "id": 999, "secret": "d"},
         {"request": "destroy", "id": 130, "secret": "d"},
+    ],
+}
+
+# With string_ids = true in the plugin's general group; the configured mountpoint is "one".
+STRING_ID_CASES: dict[str, list[Message]] = {
+    "string_ids": [
+        {"request": "list"},
+        {"request": "info", "id": "one", "secret": "s3cret"},
+        {"request": "info", "id": 1},
+        {"request": "info", "id": ""},
+        {"request": "info", "id": "nope"},
+        {"request": "create", "type": "rtp", "id": "cam-1", "description": "camera", "media": [{"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "vp8"}]},
+        {"request": "create", "type": "rtp", "id": 7, "media": [{"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "vp8"}]},
+        {"request": "create", "type": "rtp", "id": "cam-1", "media": [{"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "vp8"}]},
+        {"request": "info", "id": "cam-1"},
+        {"request": "edit", "id": "cam-1", "new_description": "renamed"},
+        {"request": "destroy", "id": "cam-1"},
+        {"request": "create", "type": "rtp", "name": "anonymous", "media": [{"type": "audio", "mid": "a", "port": 0, "pt": 111, "codec": "opus"}]},
+        {"request": "watch", "id": 1},
     ],
 }
 

@@ -22,7 +22,14 @@ from typing import Any
 
 import aiohttp
 
-from tests.plugins.streaming.management_cases import ADMIN_CASES, ADMIN_KEY, CASES, STREAMING_CONFIG, run_case
+from tests.plugins.streaming.management_cases import (
+    ADMIN_CASES,
+    ADMIN_KEY,
+    CASES,
+    STREAMING_CONFIG,
+    STRING_ID_CASES,
+    run_case,
+)
 
 DATA = Path(__file__).parent / "data"
 HTTP_PORT = 18095
@@ -30,12 +37,12 @@ AUDIO_PORT, VIDEO_PORT = 35012, 35014
 LIBRARIES = Path("/usr/lib/x86_64-linux-gnu/janus")
 
 
-def make_folder(folder: Path, admin_key: str | None) -> None:
+def make_folder(folder: Path, general: str, configured_id: str) -> None:
     for name in ("janus.jcfg", "janus.transport.http.jcfg"):
         shutil.copy(f"/etc/janus/{name}", folder / name)
-    general = f'\tadmin_key = "{admin_key}"' if admin_key else ""
     (folder / "janus.plugin.streaming.jcfg").write_text(
-        STREAMING_CONFIG % {"general": general, "audio_port": AUDIO_PORT, "video_port": VIDEO_PORT}
+        STREAMING_CONFIG
+        % {"general": general, "configured_id": configured_id, "audio_port": AUDIO_PORT, "video_port": VIDEO_PORT}
     )
     plugins = ",".join(p.name for p in sorted((LIBRARIES / "plugins").glob("*.so")) if p.name != "libjanus_streaming.so")
     transports = ",".join(p.name for p in sorted((LIBRARIES / "transports").glob("*.so")) if p.name != "libjanus_http.so")
@@ -51,10 +58,10 @@ def make_folder(folder: Path, admin_key: str | None) -> None:
     (folder / "janus.transport.http.jcfg").write_text(http)
 
 
-async def record(admin_key: str | None, cases: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+async def record(general: str, cases: dict[str, list[dict[str, Any]]], configured_id: str = "1") -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        make_folder(folder, admin_key)
+        make_folder(folder, general, configured_id)
         janus = subprocess.Popen(
             ["janus", "-F", str(folder)], cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
@@ -77,7 +84,11 @@ async def record(admin_key: str | None, cases: dict[str, list[dict[str, Any]]]) 
 
 
 async def main() -> None:
-    recordings = {"plain": await record(None, CASES), "admin_key": await record(ADMIN_KEY, ADMIN_CASES)}
+    recordings = {
+        "plain": await record("", CASES),
+        "admin_key": await record(f'\tadmin_key = "{ADMIN_KEY}"', ADMIN_CASES),
+        "string_ids": await record("\tstring_ids = true", STRING_ID_CASES, configured_id='"one"'),
+    }
     version = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "janus"], capture_output=True, text=True).stdout
     DATA.mkdir(exist_ok=True)
     path = DATA / "janus_management.json"

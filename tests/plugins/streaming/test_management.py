@@ -16,6 +16,7 @@ from tests.plugins.streaming.management_cases import (
     ADMIN_KEY,
     CASES,
     STREAMING_CONFIG,
+    STRING_ID_CASES,
     run_case,
 )
 from tests.support.ports import free_ports
@@ -41,14 +42,16 @@ def by_id(reply: Any) -> Any:
     return reply
 
 
-@pytest.fixture(scope="module", params=["plain", "admin_key"])
+@pytest.fixture(scope="module", params=["plain", "admin_key", "string_ids"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, ServerAddresses]]:
     folder = tmp_path_factory.mktemp("config")
     addresses = write_config(folder, "")
     audio_port, video_port = free_ports(2)
-    general = f'\tadmin_key = "{ADMIN_KEY}"' if request.param == "admin_key" else ""
+    general = {"plain": "", "admin_key": f'\tadmin_key = "{ADMIN_KEY}"', "string_ids": "\tstring_ids = true"}[request.param]
+    configured_id = '"one"' if request.param == "string_ids" else "1"
     (folder / "janus.plugin.streaming.jcfg").write_text(
-        STREAMING_CONFIG % {"general": general, "audio_port": audio_port, "video_port": video_port}
+        STREAMING_CONFIG
+        % {"general": general, "configured_id": configured_id, "audio_port": audio_port, "video_port": video_port}
     )
     with FanoutProcess(folder):
         yield request.param, addresses
@@ -62,7 +65,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def test_management_requests_answer_as_janus(server: tuple[str, ServerAddresses], http: aiohttp.ClientSession) -> None:
     variant, addresses = server
-    cases = CASES if variant == "plain" else ADMIN_CASES
+    cases = {"plain": CASES, "admin_key": ADMIN_CASES, "string_ids": STRING_ID_CASES}[variant]
     for case, bodies in cases.items():
         replies = await run_case(http, addresses.janus_url, bodies)
         for step, (body, reply, recorded) in enumerate(zip(bodies, replies, RECORDINGS[variant][case], strict=True)):

@@ -40,9 +40,12 @@ class StreamConfig:
         return self.codec.rtpmap
 
 
+MountpointId = int | str  # a string when the plugin runs with string_ids
+
+
 @dataclass(frozen=True)
 class MountpointConfig:
-    id: int
+    id: MountpointId
     name: str
     description: str
     metadata: str | None
@@ -58,6 +61,7 @@ class StreamingSettings:
     """The ``general`` group of janus.plugin.streaming.jcfg."""
 
     admin_key: str | None = None  # needed to create mountpoints and to list private ones
+    string_ids: bool = False  # mountpoint ids are strings, not numbers
     config_file: Path | None = None  # where "permanent" mountpoints are saved; None: nowhere
 
 
@@ -70,7 +74,9 @@ MEDIA_KEYS = {"type", "mid", "label", "msid", "port", "pt", "codec", "rtpmap", "
 DEFAULT_MIDS = {"audio": "a", "video": "v"}
 
 
-def parse_mountpoint(name: str, group: Mapping[str, Any]) -> tuple[MountpointConfig, list[str]]:
+def parse_mountpoint(
+    name: str, group: Mapping[str, Any], *, string_ids: bool = False
+) -> tuple[MountpointConfig, list[str]]:
     """A mountpoint from its configuration group; also the keys fanout does not support."""
     where = f"mountpoint '{name}'"
     reader = _Reader(where, group)
@@ -79,11 +85,17 @@ def parse_mountpoint(name: str, group: Mapping[str, Any]) -> tuple[MountpointCon
         raise MountpointConfigError(f"{where}: missing 'type'")
     if kind != "rtp":
         raise MountpointConfigError(f"{where}: type '{kind}' is not supported by fanout (only 'rtp')")
-    mountpoint_id = reader.integer("id")
+    mountpoint_id: MountpointId | None
+    if string_ids:
+        mountpoint_id = reader.string("id")
+        if mountpoint_id == "":
+            raise MountpointConfigError(f"{where}: 'id' must not be empty")
+    else:
+        mountpoint_id = reader.integer("id")
+        if mountpoint_id is not None and mountpoint_id <= 0:
+            raise MountpointConfigError(f"{where}: 'id' must be a positive integer")
     if mountpoint_id is None:
         raise MountpointConfigError(f"{where}: missing 'id'")
-    if mountpoint_id <= 0:
-        raise MountpointConfigError(f"{where}: 'id' must be a positive integer")
     unsupported: list[str] = []
     media = group.get("media")
     if media is not None:
@@ -240,23 +252,30 @@ def streaming_settings_from_file(root: Mapping[str, Any], config_file: Path | No
     general = root.get("general")
     if not isinstance(general, Mapping):
         return StreamingSettings(config_file=config_file)
+    from fanout.config.jcfg import ConfigError
+
+    def where(key: str) -> object:
+        return getattr(general, "location_of", lambda _: "general")(key)
+
     admin_key = general.get("admin_key")
     if admin_key is not None and not isinstance(admin_key, str):
-        from fanout.config.jcfg import ConfigError
+        raise ConfigError(f"{where('admin_key')}: 'admin_key' must be a string")
+    string_ids = general.get("string_ids", False)
+    if not isinstance(string_ids, bool):
+        raise ConfigError(f"{where('string_ids')}: 'string_ids' must be true or false")
+    return StreamingSettings(admin_key=admin_key, string_ids=string_ids, config_file=config_file)
 
-        location = getattr(general, "location_of", lambda _: "general")("admin_key")
-        raise ConfigError(f"{location}: 'admin_key' must be a string")
-    return StreamingSettings(admin_key=admin_key, config_file=config_file)
 
-
-def mountpoints_from_file(root: Mapping[str, Any], file_name: str = "janus.plugin.streaming.jcfg") -> list[MountpointConfig]:
+def mountpoints_from_file(
+    root: Mapping[str, Any], file_name: str = "janus.plugin.streaming.jcfg", *, string_ids: bool = False
+) -> list[MountpointConfig]:
     """Every mountpoint of a parsed janus.plugin.streaming.jcfg (its ``general`` group aside).
 
     Errors name the file and line of the mountpoint (ConfigError)."""
     from fanout.config.jcfg import ConfigError
 
     mountpoints: list[MountpointConfig] = []
-    seen: dict[int, str] = {}
+    seen: dict[MountpointId, str] = {}
     for name in list(root):
         if name == "general":
             continue
@@ -265,7 +284,7 @@ def mountpoints_from_file(root: Mapping[str, Any], file_name: str = "janus.plugi
         if not isinstance(group, Mapping):
             raise ConfigError(f"{location}: '{name}' must be a group describing a mountpoint")
         try:
-            config, _ = parse_mountpoint(name, group)
+            config, _ = parse_mountpoint(name, group, string_ids=string_ids)
         except MountpointConfigError as error:
             raise ConfigError(f"{location}: {error}") from None
         if config.id in seen:

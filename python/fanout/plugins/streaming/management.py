@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import uuid
 from collections.abc import Collection
 from typing import Any
 
-from fanout.plugins.streaming.config import MountpointConfig, MountpointConfigError, parse_mountpoint
+from fanout.plugins.streaming.config import MountpointConfig, MountpointConfigError, MountpointId, parse_mountpoint
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 
 Errors = StreamingErrorCode
@@ -63,7 +64,9 @@ def permanent_flag(body: dict[str, Any]) -> bool:
     return value
 
 
-def mountpoint_from_create(body: dict[str, Any], taken_ids: Collection[int]) -> MountpointConfig:
+def mountpoint_from_create(
+    body: dict[str, Any], taken_ids: Collection[MountpointId], *, string_ids: bool = False
+) -> MountpointConfig:
     """The mountpoint a ``create`` request describes (its id picked if it has none)."""
     kind = body.get("type")
     if kind is None:
@@ -76,10 +79,10 @@ def mountpoint_from_create(body: dict[str, Any], taken_ids: Collection[int]) -> 
         raise StreamingError(Errors.CANT_CREATE, f"Can't add '{kind}' stream: fanout serves 'rtp' mountpoints only")
     mountpoint_id = body.get("id")
     if mountpoint_id is None:
-        mountpoint_id = _free_id(taken_ids)
-    elif isinstance(mountpoint_id, bool) or not isinstance(mountpoint_id, int) or mountpoint_id <= 0:
-        raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (id should be a positive integer)")
-    elif mountpoint_id in taken_ids:
+        mountpoint_id = _free_id(taken_ids, string_ids=string_ids)
+    else:
+        mountpoint_id = checked_id(mountpoint_id, string_ids=string_ids)
+    if mountpoint_id in taken_ids and "id" in body:
         raise StreamingError(Errors.CANT_CREATE, "A stream with the provided ID already exists")
     for field in STRING_FIELDS:
         if field in body and not isinstance(body[field], str):
@@ -94,7 +97,7 @@ def mountpoint_from_create(body: dict[str, Any], taken_ids: Collection[int]) -> 
     definition = {key: value for key, value in body.items() if key not in CREATE_ONLY_KEYS} | {"id": mountpoint_id}
     name = body.get("name") or f"mp-{mountpoint_id}"
     try:
-        config, _ = parse_mountpoint(name, definition)
+        config, _ = parse_mountpoint(name, definition, string_ids=string_ids)
     except MountpointConfigError as error:
         raise StreamingError(Errors.CANT_CREATE, f"Can't add 'rtp' stream: {_without_prefix(str(error))}") from None
     return config
@@ -141,9 +144,20 @@ def edited_mountpoint(config: MountpointConfig, body: dict[str, Any]) -> Mountpo
     return dataclasses.replace(config, **changes)
 
 
-def _free_id(taken_ids: Collection[int]) -> int:
+def checked_id(value: Any, *, string_ids: bool) -> MountpointId:
+    """A mountpoint id as a request gives it, refused with Janus's error if of the wrong type."""
+    if string_ids:
+        if not isinstance(value, str):
+            raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (id should be a string)")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (id should be a positive integer)")
+    return value
+
+
+def _free_id(taken_ids: Collection[MountpointId], *, string_ids: bool) -> MountpointId:
     while True:
-        candidate = secrets.randbelow(ID_LIMIT - 1) + 1
+        candidate: MountpointId = str(uuid.uuid4()) if string_ids else secrets.randbelow(ID_LIMIT - 1) + 1
         if candidate not in taken_ids:
             return candidate
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from fanout.plugins.streaming.config import MountpointConfig, StreamConfig
+from fanout.plugins.streaming.config import MountpointConfig, MountpointId, StreamConfig
 
 if TYPE_CHECKING:
     from fanout._engine import Engine, SourceStream
@@ -14,24 +14,25 @@ if TYPE_CHECKING:
 class Mountpoint:
     """An ``rtp`` mountpoint whose source ports the engine reads."""
 
-    def __init__(self, config: MountpointConfig, ports: list[int], created_at: float) -> None:
+    def __init__(self, config: MountpointConfig, engine_id: int, ports: list[int], created_at: float) -> None:
         self.config = config
+        self.engine_id = engine_id  # the engine's number for it (ids may be strings)
         self.ports = ports
         self.created_at = created_at
         self.enabled = True
         self.viewers: set[int] = set()  # handle ids
 
     @classmethod
-    def open(cls, engine: Engine, config: MountpointConfig) -> Mountpoint:
+    def open(cls, engine: Engine, config: MountpointConfig, engine_id: int) -> Mountpoint:
         """Bind the mountpoint's source ports in the engine (OSError if one is taken)."""
-        ports = engine.add_mountpoint(config.id, [source_stream(stream) for stream in config.streams])
-        return cls(config, ports, time.monotonic())
+        ports = engine.add_mountpoint(engine_id, [source_stream(stream) for stream in config.streams])
+        return cls(config, engine_id, ports, time.monotonic())
 
     def close(self, engine: Engine) -> None:
-        engine.remove_mountpoint(self.config.id)
+        engine.remove_mountpoint(self.engine_id)
 
     @property
-    def id(self) -> int:
+    def id(self) -> MountpointId:
         return self.config.id
 
     def stream(self, mid: str) -> StreamConfig | None:
@@ -40,7 +41,7 @@ class Mountpoint:
     def ages_ms(self, engine: Engine) -> list[int]:
         """Per stream, milliseconds since its last packet (since creation if none came yet)."""
         since_creation = int((time.monotonic() - self.created_at) * 1000)
-        stats = engine.mountpoint_stats(self.id)["streams"]
+        stats = engine.mountpoint_stats(self.engine_id)["streams"]
         return [
             since_creation if stream["last_packet_age_ms"] is None else stream["last_packet_age_ms"]
             for stream in stats

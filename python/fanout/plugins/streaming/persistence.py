@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fanout.config.jcfg import ConfigError, Group, dumps, is_setting_name, load
-from fanout.plugins.streaming.config import MountpointConfig
+from fanout.plugins.streaming.config import MountpointConfig, MountpointId
 
 HEADER = "# Written by fanout when a mountpoint was created, edited or destroyed with \"permanent\": true.\n\n"
 
@@ -59,7 +59,7 @@ def save_mountpoint(path: Path, config: MountpointConfig) -> None:
     _write(path, settings)
 
 
-def forget_mountpoint(path: Path, mountpoint_id: int) -> bool:
+def forget_mountpoint(path: Path, mountpoint_id: MountpointId) -> bool:
     """Remove the mountpoint with this id from the file; whether it was there."""
     settings = _read(path)
     names = [name for name, group in settings.items() if name != "general" and _id_of(group) == mountpoint_id]

@@ -10,6 +10,7 @@ of it passes through Python.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from fanout.core.plugin import Jsep, LocalAnswer, LocalOffer, Plugin, PluginAck, PluginHandle, PluginResult, PluginSuccess
 from fanout.plugins.streaming import management, persistence
-from fanout.plugins.streaming.config import MountpointConfig, StreamingSettings
+from fanout.plugins.streaming.config import MountpointConfig, MountpointId, StreamingSettings
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 from fanout.plugins.streaming.mountpoint import Mountpoint
 from fanout.plugins.streaming.offer_matching import match_offer
@@ -51,7 +52,8 @@ class StreamingPlugin(Plugin):
         self.engine = engine
         self.settings = settings or StreamingSettings()
         self.mountpoint_configs = mountpoints
-        self.mountpoints: dict[int, Mountpoint] = {}
+        self.mountpoints: dict[MountpointId, Mountpoint] = {}
+        self._engine_ids = itertools.count(1)
         self.viewers: dict[int, Viewer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sync_requests: dict[str, Callable[[Viewer, dict[str, Any]], dict[str, Any]]] = {
@@ -85,17 +87,17 @@ class StreamingPlugin(Plugin):
         """Open a mountpoint: its source ports are bound when this returns (OSError if not)."""
         if config.id in self.mountpoints:
             raise ValueError(f"mountpoint {config.id} already exists")
-        mountpoint = Mountpoint.open(self.engine, config)
+        mountpoint = Mountpoint.open(self.engine, config, next(self._engine_ids))
         self.mountpoints[config.id] = mountpoint
         logger.info(
-            "mountpoint %d (%s) listening on %s",
+            "mountpoint %s (%s) listening on %s",
             config.id,
             config.name,
             ", ".join(f"{s.kind} {s.codec.name} port {p}" for s, p in zip(config.streams, mountpoint.ports)),
         )
         return mountpoint
 
-    def remove_mountpoint(self, mountpoint_id: int) -> None:
+    def remove_mountpoint(self, mountpoint_id: MountpointId) -> None:
         mountpoint = self.mountpoints.pop(mountpoint_id)
         self._kick_viewers(mountpoint)
         mountpoint.close(self.engine)
@@ -143,7 +145,7 @@ class StreamingPlugin(Plugin):
         tracks = [track for track in viewer.tracks if track.send]
         self.engine.add_viewer(
             handle.id,
-            viewer.mountpoint.id,
+            viewer.mountpoint.engine_id,
             keys.address,
             keys.srtp_profile,  # type: ignore[arg-type]
             keys.local_master_key,
@@ -155,7 +157,7 @@ class StreamingPlugin(Plugin):
             viewer.state = ViewerState.STARTED
         if viewer.state is ViewerState.PAUSED or not viewer.mountpoint.enabled:
             self.engine.set_viewer_paused(handle.id, True)
-        logger.info("viewer %d watching mountpoint %d (%s)", handle.id, viewer.mountpoint.id, keys.srtp_profile)
+        logger.info("viewer %d watching mountpoint %s (%s)", handle.id, viewer.mountpoint.id, keys.srtp_profile)
         handle.push_event(None, status_event("started"))
 
     def incoming_rtcp(self, handle: PluginHandle, packets: list[RtcpPacket]) -> None:
@@ -215,7 +217,7 @@ class StreamingPlugin(Plugin):
     def _create(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
         management.check_admin_key(body, self.settings.admin_key)
         permanent = management.permanent_flag(body)
-        config = management.mountpoint_from_create(body, self.mountpoints.keys())
+        config = management.mountpoint_from_create(body, self.mountpoints.keys(), string_ids=self.settings.string_ids)
         try:
             mountpoint = self.add_mountpoint(config)
         except OSError as error:
@@ -391,9 +393,7 @@ class StreamingPlugin(Plugin):
     def _mountpoint_from(self, body: dict[str, Any], missing_reason: str = "No such mountpoint/stream {id}") -> Mountpoint:
         if "id" not in body:
             raise StreamingError(Errors.MISSING_ELEMENT, "Missing mandatory element (id)")
-        mountpoint_id = body["id"]
-        if isinstance(mountpoint_id, bool) or not isinstance(mountpoint_id, int) or mountpoint_id <= 0:
-            raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (id should be a positive integer)")
+        mountpoint_id = management.checked_id(body["id"], string_ids=self.settings.string_ids)
         mountpoint = self.mountpoints.get(mountpoint_id)
         if mountpoint is None:
             raise StreamingError(Errors.NO_SUCH_MOUNTPOINT, missing_reason.format(id=mountpoint_id))
