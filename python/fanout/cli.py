@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
@@ -20,7 +19,11 @@ def main(argv: list[str] | None = None) -> None:
         help="a Janus-style configuration folder (janus.jcfg, janus.transport.*.jcfg, "
         "janus.plugin.streaming.jcfg); without it, fanout's embedded default",
     )
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="overrides general.debug_level of janus.jcfg (the Admin API's set_log_level changes it at run time)",
+    )
     bench = commands.add_parser("bench", help="measure fanout")
     benches = bench.add_subparsers(dest="bench", required=True)
     benches.add_parser("load", help="ramp real WebRTC viewers against fanout and/or Janus (see its --help)")
@@ -36,11 +39,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(engine_main(argv[2:]))
     args = parser.parse_args(argv)
 
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stdout,
-    )
+    from fanout.admin.logs import LOGS, PYTHON_NAMES
+
+    LOGS.configure(PYTHON_NAMES[args.log_level or "info"])
+    LOGS.explicit = args.log_level is not None
     if args.command == "serve":
         from fanout.server import serve
 

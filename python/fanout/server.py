@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from fanout._engine import Engine
+from fanout.admin.serving import configure_logs, event_bus_for, start_operations
 from fanout.config.jcfg import ConfigError
 from fanout.config.loader import Config, load_config
 from fanout.core.gateway import Gateway
@@ -83,6 +84,7 @@ async def _running(
     config: Config, mountpoints: list[MountpointConfig], streaming_settings: StreamingSettings
 ) -> AsyncIterator[str]:
     settings = config.settings
+    configure_logs(settings)
     async with contextlib.AsyncExitStack() as stack:
         try:
             endpoint = await WebRtcEndpoint.open(
@@ -98,7 +100,11 @@ async def _running(
         stack.callback(engine.close)
 
         plugin = StreamingPlugin(engine, mountpoints, streaming_settings)
-        gateway = Gateway(settings, engine, endpoint, [plugin])
+        try:
+            event_bus = event_bus_for(config)
+        except ConfigError as error:
+            raise StartupError(f"configuration error: {error}") from None
+        gateway = Gateway(settings, engine, endpoint, [plugin], event_bus=event_bus)
         try:
             await gateway.start()
         except OSError as error:
@@ -112,18 +118,22 @@ async def _running(
                 stack.enter_context(_test_source(plugin, mountpoint))
 
         websocket_port: int | None = None
-        if settings.websocket.enabled:
+        if settings.websocket.enabled or settings.websocket.wss:
             websocket = WebSocketTransport(gateway, settings.websocket)
             await _start_transport("WebSocket", websocket.start, settings.websocket.host, settings.websocket.port)
             stack.push_async_callback(websocket.stop)
             websocket_port = websocket.port
         page = "no demo page (the HTTP transport is off)"
-        if settings.http.enabled:
+        if settings.http.enabled or settings.http.https:
             http = HttpTransport(gateway, settings.http, demo_routes(settings.http.base_path, websocket_port))
             await _start_transport("HTTP", http.start, settings.http.host, settings.http.port)
             stack.push_async_callback(http.stop)
             page = f"demo page at http://{_browsable(settings.http.host)}:{http.port}/"
-        yield f"{page}, WebRTC on UDP {endpoint.port}, {len(mountpoints)} mountpoint(s)"
+        try:
+            operations = await start_operations(stack, config, gateway)
+        except OSError as error:
+            raise StartupError(f"an Admin API or metrics port cannot be bound ({error})") from None
+        yield ", ".join([f"{page}, WebRTC on UDP {endpoint.port}, {len(mountpoints)} mountpoint(s)", *operations])
 
 
 async def _start_transport(name: str, start: Callable[[], Awaitable[None]], host: str, port: int) -> None:

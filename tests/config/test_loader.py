@@ -72,14 +72,12 @@ def test_janus_own_configuration_folder_is_reported_key_by_key(tmp_path: Path, c
     assert config.plugin_file("janus.plugin.streaming") is not None
     with caplog.at_level(logging.WARNING):
         lines = config.report_unsupported()
-    assert lines[:11] == [
+    assert lines[:9] == [
         "janus.jcfg: general.configs_folder is not supported by fanout and is ignored",
         "janus.jcfg: general.plugins_folder is not supported by fanout and is ignored",
         "janus.jcfg: general.transports_folder is not supported by fanout and is ignored",
         "janus.jcfg: general.events_folder is not supported by fanout and is ignored",
         "janus.jcfg: general.loggers_folder is not supported by fanout and is ignored",
-        "janus.jcfg: general.debug_level is not supported by fanout and is ignored",
-        "janus.jcfg: general.admin_secret is not supported by fanout and is ignored",
         "janus.jcfg: general.protected_folders is not supported by fanout and is ignored",
         "janus.jcfg: nat.nice_debug is not supported by fanout and is ignored",
         "janus.jcfg: nat.ice_ignore_list is not supported by fanout and is ignored",

@@ -5,7 +5,7 @@ import pytest
 from fanout.config import network
 from fanout.config.jcfg import ConfigError, parse
 from fanout.config.network import InterfaceAddress, detect_advertised_ips
-from fanout.config.settings import HttpSettings, Settings, WebSocketSettings, read_settings
+from fanout.config.settings import HttpSettings, Settings, TlsFiles, WebSocketSettings, read_settings
 
 
 def settings_of(janus: str, http: str | None = None, websockets: str | None = None) -> tuple[Settings, list[str]]:
@@ -119,18 +119,29 @@ def test_websocket_settings() -> None:
     assert refused == []
 
 
-def test_features_fanout_lacks_are_refused_by_name() -> None:
-    _, refused = settings_of(
-        "",
-        "general: { https = true; secure_port = 8089 }\nadmin: { admin_http = true }",
-        'general: { wss = true }\nadmin: { admin_ws = "yes" }',
+def test_admin_tls_and_acl_settings(tmp_path: Path) -> None:
+    pem, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    pem.write_text("x")
+    key.write_text("x")
+    certificates = f'certificates: {{ cert_pem = "{pem}"; cert_key = "{key}" }}'
+    settings, refused = settings_of(
+        'general: { admin_secret = "a"; token_auth = true; debug_level = 5 }',
+        "general: { https = true; secure_port = 8089; acl = \"127.,10.\" }\n"
+        'admin: { admin_http = true; admin_port = 7000; admin_base_path = "/adm/"; admin_acl = "127." }\n' + certificates,
+        'general: { wss = true; wss_port = 8990 }\nadmin: { admin_ws = "yes"; admin_ws_port = 7001 }\n' + certificates,
     )
-    assert refused == [
-        "janus.transport.http.jcfg: general.https = true is not supported by fanout and is ignored",
-        "janus.transport.http.jcfg: admin.admin_http = true is not supported by fanout and is ignored",
-        "janus.transport.websockets.jcfg: general.wss = true is not supported by fanout and is ignored",
-        "janus.transport.websockets.jcfg: admin.admin_ws = true is not supported by fanout and is ignored",
-    ]
+    assert refused == []
+    assert (settings.admin_secret, settings.token_auth, settings.debug_level) == ("a", True, 5)
+    http = settings.http
+    assert (http.https, http.secure_port, http.acl, http.tls) == (True, 8089, ("127.", "10."), TlsFiles(str(pem), str(key)))
+    assert (http.admin_http, http.admin_port, http.admin_base_path, http.admin_acl) == (True, 7000, "/adm", ("127.",))
+    ws = settings.websocket
+    assert (ws.wss, ws.wss_port, ws.admin_ws, ws.admin_port) == (True, 8990, True, 7001)
+
+
+def test_https_needs_its_certificate_files() -> None:
+    with pytest.raises(ConfigError, match="cert_pem names no readable file"):
+        settings_of("", 'general: { https = true }\ncertificates: { cert_pem = "/nonexistent.pem"; cert_key = "/nonexistent.key" }', "")
 
 
 @pytest.mark.parametrize(

@@ -3,16 +3,18 @@
 Keys are Janus's own (same names, same meaning, same defaults where fanout
 has the feature). fanout's own keys live in a ``fanout`` group of janus.jcfg:
 ``webrtc_port`` (the one UDP port serving every WebRTC viewer) and
-``webrtc_interface`` (the address it binds).
+``webrtc_interface`` (the address it binds), ``metrics_port`` and
+``metrics_interface`` (the Prometheus endpoint, off unless a port is set),
+``log_format`` ("text" or "json").
 
-A setting that switches on something fanout lacks (``https = true``,
-``admin_http = true``, ...) is reported as unsupported; the keys that only
-configure such a feature while it is off (``admin_port`` with
-``admin_http = false``) are moot and not reported.
+The keys that only configure a feature while it is off (``admin_port`` with
+``admin_http = false``, the certificates without https/wss) are moot and not
+reported.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,12 +29,31 @@ DEFAULT_SERVER_NAME = "fanout"
 DEFAULT_WEBRTC_PORT = 10000
 DEFAULT_HTTP_PORT = 8088
 DEFAULT_WS_PORT = 8188
+DEFAULT_HTTPS_PORT = 8089
+DEFAULT_ADMIN_PORT = 7088
+DEFAULT_ADMIN_HTTPS_PORT = 7889
+DEFAULT_WSS_PORT = 8989
+DEFAULT_ADMIN_WS_PORT = 7188
+DEFAULT_ADMIN_WSS_PORT = 7989
+DEFAULT_DEBUG_LEVEL = 4
+DEFAULT_STATS_PERIOD = 5
+LOG_FORMATS = ("text", "json")
 JSON_FORMATS = ("indented", "plain", "compact")
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """A transport file's ``certificates`` group: PEM certificate (chain) and key files."""
+
+    cert_pem: str
+    cert_key: str
+    cert_pwd: str | None = None
+    ciphers: str | None = None
+
+
+@dataclass(frozen=True)
 class HttpSettings:
-    """janus.transport.http.jcfg"""
+    """janus.transport.http.jcfg: the Janus API (plain and https) and the Admin API (admin_*)."""
 
     enabled: bool = True
     host: str = "0.0.0.0"
@@ -41,6 +62,19 @@ class HttpSettings:
     json: str = "indented"
     allow_origin: str | None = None  # None: "*"
     enforce_cors: bool = False
+    acl: tuple[str, ...] = ()  # address prefixes allowed ("127.,192.168.0."); empty: everyone
+    https: bool = False
+    secure_host: str = "0.0.0.0"
+    secure_port: int = DEFAULT_HTTPS_PORT
+    tls: TlsFiles | None = None
+    admin_http: bool = False
+    admin_host: str = "0.0.0.0"
+    admin_port: int = DEFAULT_ADMIN_PORT
+    admin_base_path: str = "/admin"
+    admin_https: bool = False
+    admin_secure_host: str = "0.0.0.0"
+    admin_secure_port: int = DEFAULT_ADMIN_HTTPS_PORT
+    admin_acl: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,6 +87,18 @@ class WebSocketSettings:
     json: str = "indented"
     allow_origin: str | None = None
     enforce_cors: bool = False
+    acl: tuple[str, ...] = ()  # ws_acl
+    wss: bool = False
+    wss_host: str = "0.0.0.0"
+    wss_port: int = DEFAULT_WSS_PORT
+    tls: TlsFiles | None = None
+    admin_ws: bool = False
+    admin_host: str = "0.0.0.0"
+    admin_port: int = DEFAULT_ADMIN_WS_PORT
+    admin_wss: bool = False
+    admin_wss_host: str = "0.0.0.0"
+    admin_wss_port: int = DEFAULT_ADMIN_WSS_PORT
+    admin_acl: tuple[str, ...] = ()  # admin_ws_acl
 
 
 @dataclass(frozen=True)
@@ -64,6 +110,15 @@ class Settings:
     reclaim_session_timeout: int = DEFAULT_RECLAIM_SESSION_TIMEOUT
     candidates_timeout: int = DEFAULT_CANDIDATES_TIMEOUT
     api_secret: str | None = None
+    token_auth: bool = False  # stored tokens (added with the Admin API) authorize Janus API requests
+    admin_secret: str | None = None
+    debug_level: int = DEFAULT_DEBUG_LEVEL  # Janus's 0 (none) .. 7 (everything)
+    log_format: str = "text"
+    broadcast: bool = False  # events.broadcast: event handlers on
+    stats_period: int = DEFAULT_STATS_PERIOD  # seconds between media stats events, 0 = none
+    disabled_event_handlers: tuple[str, ...] = ()  # events.disable
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None  # fanout.metrics_port: the Prometheus endpoint, None = off
     interface: str | None = None  # general.interface: the address for SDP
     nat_1_1_mapping: tuple[str, ...] = ()
     rtp_port_range: tuple[int, int] | None = None
@@ -88,6 +143,7 @@ def read_settings(
     nat = _group(janus, "nat")
     media = _group(janus, "media")
     own = _group(janus, "fanout")
+    events = _group(janus, "events")
 
     session_timeout = _non_negative(general, "session_timeout", DEFAULT_SESSION_TIMEOUT)
     reclaim = _non_negative(general, "reclaim_session_timeout", DEFAULT_RECLAIM_SESSION_TIMEOUT)
@@ -113,6 +169,15 @@ def read_settings(
         reclaim_session_timeout=reclaim,
         candidates_timeout=candidates_timeout,
         api_secret=_get_str(general, "api_secret") or None,
+        token_auth=_get_bool(general, "token_auth", False),
+        admin_secret=_get_str(general, "admin_secret") or None,
+        debug_level=_debug_level(general),
+        log_format=_choice(own, "log_format", LOG_FORMATS, "text"),
+        broadcast=_get_bool(events, "broadcast", False),
+        stats_period=_non_negative(events, "stats_period", DEFAULT_STATS_PERIOD),
+        disabled_event_handlers=_list(events, "disable"),
+        metrics_host=_bind_host(own, "metrics_interface", None, "127.0.0.1"),
+        metrics_port=_port(own, "metrics_port", 0, allow_zero=True) if own.get_int("metrics_port") is not None else None,
         interface=interface,
         nat_1_1_mapping=nat_mapping,
         rtp_port_range=_port_range(media, "rtp_port_range"),
@@ -132,18 +197,22 @@ def _http_settings(root: Group | None, refused: list[str]) -> HttpSettings:
     admin = _group(root, "admin")
     cors = _group(root, "cors")
     https = _get_bool(general, "https", False)
-    _refuse_feature(root, general, "https", https, ("secure_port", "secure_interface", "secure_ip"), refused)
-    if not https:
-        _moot(_group(root, "certificates"), ("cert_pem", "cert_key", "cert_pwd", "ciphers"))
     admin_on = _get_bool(admin, "admin_http", False)
     admin_https = _get_bool(admin, "admin_https", False)
-    admin_keys = ("admin_base_path", "admin_port", "admin_interface", "admin_ip", "admin_acl",
-                  "admin_secure_port", "admin_secure_interface", "admin_secure_ip")
-    _refuse_feature(root, admin, "admin_http", admin_on, admin_keys, refused)
-    _refuse_feature(root, admin, "admin_https", admin_https, (), refused)
+    if not https:
+        _moot(general, ("secure_port", "secure_interface", "secure_ip"))
+    if not admin_on and not admin_https:
+        _moot(admin, ("admin_base_path", "admin_acl"))
+    if not admin_on:
+        _moot(admin, ("admin_port", "admin_interface", "admin_ip"))
+    if not admin_https:
+        _moot(admin, ("admin_secure_port", "admin_secure_interface", "admin_secure_ip"))
     base_path = _get_str(general, "base_path") or "/janus"
     if not base_path.startswith("/"):
         raise _error(general, "base_path", "must start with '/'")
+    admin_base_path = _get_str(admin, "admin_base_path") or "/admin"
+    if not admin_base_path.startswith("/"):
+        raise _error(admin, "admin_base_path", "must start with '/'")
     return HttpSettings(
         enabled=_get_bool(general, "http", True),
         host=_bind_host(general, "ip", "interface", "0.0.0.0"),
@@ -152,6 +221,19 @@ def _http_settings(root: Group | None, refused: list[str]) -> HttpSettings:
         json=_json_format(general),
         allow_origin=_get_str(cors, "allow_origin"),
         enforce_cors=_get_bool(cors, "enforce_cors", False),
+        acl=_list(general, "acl"),
+        https=https,
+        secure_host=_bind_host(general, "secure_ip", "secure_interface", "0.0.0.0"),
+        secure_port=_port(general, "secure_port", DEFAULT_HTTPS_PORT),
+        tls=_tls_files(root, https or admin_https),
+        admin_http=admin_on,
+        admin_host=_bind_host(admin, "admin_ip", "admin_interface", "0.0.0.0"),
+        admin_port=_port(admin, "admin_port", DEFAULT_ADMIN_PORT),
+        admin_base_path=admin_base_path.rstrip("/") or "/",
+        admin_https=admin_https,
+        admin_secure_host=_bind_host(admin, "admin_secure_ip", "admin_secure_interface", "0.0.0.0"),
+        admin_secure_port=_port(admin, "admin_secure_port", DEFAULT_ADMIN_HTTPS_PORT),
+        admin_acl=_list(admin, "admin_acl"),
     )
 
 
@@ -162,13 +244,16 @@ def _websocket_settings(root: Group | None, refused: list[str]) -> WebSocketSett
     admin = _group(root, "admin")
     cors = _group(root, "cors")
     wss = _get_bool(general, "wss", False)
-    _refuse_feature(root, general, "wss", wss, ("wss_port", "wss_interface", "wss_ip"), refused)
-    if not wss:
-        _moot(_group(root, "certificates"), ("cert_pem", "cert_key", "cert_pwd", "ciphers"))
     admin_ws = _get_bool(admin, "admin_ws", False)
     admin_wss = _get_bool(admin, "admin_wss", False)
-    _refuse_feature(root, admin, "admin_ws", admin_ws, ("admin_ws_port", "admin_ws_interface", "admin_ws_ip", "admin_ws_acl"), refused)
-    _refuse_feature(root, admin, "admin_wss", admin_wss, ("admin_wss_port", "admin_wss_interface", "admin_wss_ip"), refused)
+    if not wss:
+        _moot(general, ("wss_port", "wss_interface", "wss_ip"))
+    if not admin_ws:
+        _moot(admin, ("admin_ws_port", "admin_ws_interface", "admin_ws_ip"))
+    if not admin_wss:
+        _moot(admin, ("admin_wss_port", "admin_wss_interface", "admin_wss_ip"))
+    if not admin_ws and not admin_wss:
+        _moot(admin, ("admin_ws_acl",))
     return WebSocketSettings(
         enabled=_get_bool(general, "ws", True),
         host=_bind_host(general, "ws_ip", "ws_interface", "0.0.0.0"),
@@ -176,7 +261,36 @@ def _websocket_settings(root: Group | None, refused: list[str]) -> WebSocketSett
         json=_json_format(general),
         allow_origin=_get_str(cors, "allow_origin"),
         enforce_cors=_get_bool(cors, "enforce_cors", False),
+        acl=_list(general, "ws_acl"),
+        wss=wss,
+        wss_host=_bind_host(general, "wss_ip", "wss_interface", "0.0.0.0"),
+        wss_port=_port(general, "wss_port", DEFAULT_WSS_PORT),
+        tls=_tls_files(root, wss or admin_wss),
+        admin_ws=admin_ws,
+        admin_host=_bind_host(admin, "admin_ws_ip", "admin_ws_interface", "0.0.0.0"),
+        admin_port=_port(admin, "admin_ws_port", DEFAULT_ADMIN_WS_PORT),
+        admin_wss=admin_wss,
+        admin_wss_host=_bind_host(admin, "admin_wss_ip", "admin_wss_interface", "0.0.0.0"),
+        admin_wss_port=_port(admin, "admin_wss_port", DEFAULT_ADMIN_WSS_PORT),
+        admin_acl=_list(admin, "admin_ws_acl"),
     )
+
+
+def _tls_files(root: Group, needed: bool) -> TlsFiles | None:
+    """The ``certificates`` group, when https/wss is on (its files must exist)."""
+    certificates = _group(root, "certificates")
+    keys = ("cert_pem", "cert_key", "cert_pwd", "ciphers")
+    if not needed:
+        _moot(certificates, keys)
+        return None
+    pem = _get_str(certificates, "cert_pem")
+    key = _get_str(certificates, "cert_key")
+    if not pem or not key:
+        raise ConfigError(f"{root.file}: certificates.cert_pem and certificates.cert_key are needed for https/wss")
+    for name, path in (("cert_pem", pem), ("cert_key", key)):
+        if not os.path.isfile(path):
+            raise _error(certificates, name, f"names no readable file: {path}")
+    return TlsFiles(pem, key, _get_str(certificates, "cert_pwd") or None, _get_str(certificates, "ciphers") or None)
 
 
 # Helpers: a missing group reads as an empty one.
@@ -251,18 +365,31 @@ def _bind_host(group: Group, ip_key: str, interface_key: str | None, default: st
     return default
 
 
+def _list(group: Group, key: str) -> tuple[str, ...]:
+    """A comma separated list ("127.,192.168.0.")."""
+    return tuple(part.strip() for part in (_get_str(group, key) or "").split(",") if part.strip())
+
+
+def _choice(group: Group, key: str, choices: tuple[str, ...], default: str) -> str:
+    value = (_get_str(group, key) or default).lower()
+    if value not in choices:
+        raise _error(group, key, f"must be one of {', '.join(choices)}, not \"{value}\"")
+    return value
+
+
+def _debug_level(group: Group) -> int:
+    value = group.get_int("debug_level", DEFAULT_DEBUG_LEVEL)
+    assert value is not None
+    if not 0 <= value <= 7:
+        raise _error(group, "debug_level", f"must be between 0 and 7, not {value}")
+    return value
+
+
 def _json_format(group: Group) -> str:
     value = (group.get_str("json") or "indented").lower()
     if value not in JSON_FORMATS:
         raise _error(group, "json", f"must be one of {', '.join(JSON_FORMATS)}, not \"{value}\"")
     return value
-
-
-def _refuse_feature(root: Group, group: Group, key: str, enabled: bool, related: tuple[str, ...], refused: list[str]) -> None:
-    if enabled:
-        refused.append(f"{root.file}: {group.key_path(key)} = true is not supported by fanout and is ignored")
-    else:
-        _moot(group, related)
 
 
 def _moot(group: Group, keys: tuple[str, ...]) -> None:

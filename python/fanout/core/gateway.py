@@ -7,11 +7,18 @@ every field as Janus 1.x does and answers with Janus's error codes and
 reason texts. Sessions time out after ``session_timeout`` seconds without a
 request; a session whose WebSocket closed goes at once, or after
 ``reclaim_session_timeout`` seconds if that is set.
+
+Authentication is Janus's: ``api_secret`` (``apisecret`` in each request)
+and/or stored tokens (``token_auth``: ``token`` in each request, tokens kept
+in :attr:`Gateway.tokens` by the Admin API); either one lets a request in.
+The core reports what happens to the event handlers (:attr:`Gateway.event_bus`)
+and to its listeners (the metrics).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import platform
 import secrets
@@ -19,14 +26,17 @@ import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from fanout.admin.tokens import TokenStore
 from fanout.config.settings import Settings
 from fanout.core import events
 from fanout.core.errors import JanusError, JanusErrorCode
 from fanout.core.handle import HANGUP_JANUS_API, Handle
 from fanout.core.plugin import Plugin, PluginAck, PluginError, PluginSuccess
-from fanout.core.session import Connection, Session
+from fanout.core.session import Connection, Session, transport_of
+from fanout.events.bus import EventBus
+from fanout.events.types import CoreSubtype, EventType, MediaSubtype, WebRtcSubtype
 
 if TYPE_CHECKING:
     from fanout._engine import Engine
@@ -44,6 +54,15 @@ JANUS_API_VERSION = 1102  # the Janus release whose API fanout speaks
 JANUS_API_VERSION_STRING = "1.1.2"
 HANDLE_REQUESTS = {"message", "trickle", "detach", "hangup"}
 _MISSING = object()
+
+
+class GatewayListener(Protocol):
+    """Hears what the metrics count: PeerConnections coming up and going."""
+
+    def webrtc_up(self, handle: Handle, join_seconds: float | None) -> None:
+        """WebRTC is up (ICE + DTLS); ``join_seconds`` since the request that began it."""
+
+    def webrtc_hangup(self, handle: Handle, reason: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -70,8 +89,16 @@ class Gateway:
         *,
         clock: Callable[[], float] = time.monotonic,
         timeout_check_interval: float = TIMEOUT_CHECK_INTERVAL,
+        event_bus: EventBus | None = None,
     ) -> None:
         self.settings = settings
+        self.tokens = TokenStore()
+        self.accepting_new_sessions = True
+        self.event_bus = event_bus or EventBus(settings.server_name)
+        self.listeners: list[GatewayListener] = []
+        self.handle_created: dict[int, float] = {}
+        self.sdps: dict[int, dict[str, str]] = {}  # the last local and remote SDP of each handle (handle_info)
+        self._join_started: dict[int, float] = {}
         self.engine = engine
         self.endpoint = endpoint
         self.clock = clock
@@ -98,6 +125,7 @@ class Gateway:
         for plugin in self.plugins.values():
             await plugin.start()
         self._watchdog = asyncio.get_running_loop().create_task(self._watch_timeouts())
+        self.event_bus.emit(EventType.CORE, {"status": "started", "info": self.server_info("")}, subtype=CoreSubtype.SERVER_STARTUP)
 
     async def stop(self) -> None:
         """Destroy every session, stop the watchdog and the plugins."""
@@ -110,6 +138,7 @@ class Gateway:
             self._watchdog = None
         for session in list(self.sessions.values()):
             self.destroy_session(session)
+        self.event_bus.emit(EventType.CORE, {"status": "shutdown"}, subtype=CoreSubtype.SERVER_SHUTDOWN)
         for plugin in self.plugins.values():
             try:
                 await plugin.stop()
@@ -146,6 +175,8 @@ class Gateway:
                 return self.server_info(transaction)
             if name == "create":
                 self._check_secret(request)
+                if not self.accepting_new_sessions:
+                    raise JanusError(Errors.NOT_ACCEPTING_SESSIONS)
                 return self._create(request, transaction, connection)
             raise JanusError(Errors.INVALID_REQUEST_PATH, f"Unhandled request '{janus}' at this path")
         if session_id == 0:
@@ -193,13 +224,18 @@ class Gateway:
         raise JanusError(Errors.UNKNOWN_REQUEST, f"Unknown request '{janus}'")
 
     def _check_secret(self, request: dict[str, Any]) -> None:
-        secret = self.settings.api_secret
-        if secret is not None and request.get("apisecret") != secret:
+        if not self.check_secret(request.get("apisecret"), request.get("token")):
             raise JanusError(Errors.UNAUTHORIZED)
 
-    def check_secret(self, apisecret: str | None) -> bool:
-        """Whether a request carrying ``apisecret`` may use the API (for the HTTP long poll)."""
-        return self.settings.api_secret is None or apisecret == self.settings.api_secret
+    def check_secret(self, apisecret: Any, token: Any = None) -> bool:
+        """Whether a request carrying ``apisecret`` and ``token`` may use the API: with neither
+        ``api_secret`` nor ``token_auth`` set anyone may; else the secret or a stored token must match."""
+        secret = self.settings.api_secret
+        if secret is None and not self.settings.token_auth:
+            return True
+        if secret is not None and apisecret == secret:
+            return True
+        return self.settings.token_auth and token in self.tokens
 
     def _create(self, request: dict[str, Any], transaction: str, connection: Connection | None) -> Message:
         wanted = request.get("id", 0)
@@ -211,11 +247,14 @@ class Gateway:
             session_id = wanted
         else:
             session_id = self._new_id(self.sessions)
-        session = Session(session_id, connection, self.clock())
+        token = request.get("token") if self.settings.token_auth and request.get("token") in self.tokens else None
+        session = Session(session_id, connection, self.clock(), observer=self._observe, token=token)
         self.sessions[session_id] = session
         if connection is not None:
             connection.session_created(session_id)
         logger.info("session %d created", session_id)
+        transport = {"transport": transport_of(connection) or "", "id": f"{id(connection):x}"}
+        self.event_bus.emit(EventType.SESSION, {"name": "created", "transport": transport}, session_id=session_id)
         return events.success(transaction, data={"id": session_id})
 
     def _attach(self, session: Session, request: dict[str, Any], transaction: str) -> Message:
@@ -226,6 +265,9 @@ class Gateway:
         plugin = self.plugins.get(package)
         if plugin is None:
             raise JanusError(Errors.PLUGIN_NOT_FOUND, f"No such plugin '{package}'")
+        token = request.get("token")
+        if self.settings.token_auth and token in self.tokens and not self.tokens.allowed(token, package):
+            raise JanusError(Errors.UNAUTHORIZED_PLUGIN, f"Provided token can't access plugin '{package}'")
         handle = Handle(
             self._new_id(self.handles),
             session,
@@ -242,7 +284,12 @@ class Gateway:
             raise JanusError(Errors.PLUGIN_ATTACH, f"Couldn't attach to plugin '{package}': {error}") from error
         session.handles[handle.id] = handle
         self.handles[handle.id] = handle
+        self.handle_created[handle.id] = self.clock()
         logger.info("session %d: handle %d attached to %s", session.id, handle.id, package)
+        attached: dict[str, Any] = {"name": "attached", "plugin": package}
+        if opaque_id is not None:
+            attached["opaque_id"] = opaque_id
+        self.event_bus.emit(EventType.HANDLE, attached, session_id=session.id, handle_id=handle.id, opaque_id=opaque_id)
         return events.success(transaction, session_id=session.id, data={"id": handle.id})
 
     def _claim(self, session: Session, transaction: str, connection: Connection | None) -> Message:
@@ -258,7 +305,12 @@ class Gateway:
 
     async def _message(self, handle: Handle, request: dict[str, Any], transaction: str) -> Message:
         body = _mandatory(request, "body", dict, "an object")
+        if handle.peer is None:
+            self._join_started.setdefault(handle.id, self.clock())
         jsep = handle.take_jsep(request["jsep"]) if "jsep" in request else None
+        if jsep is not None:
+            self.sdps.setdefault(handle.id, {})["remote"] = jsep.sdp
+            self._emit_for(handle, EventType.JSEP, {"owner": "remote", "jsep": {"type": jsep.type, "sdp": jsep.sdp}})
         try:
             result = await handle.plugin.handle_message(handle, transaction, body, jsep)
         except Exception as error:
@@ -275,8 +327,68 @@ class Gateway:
     def _detach(self, handle: Handle) -> None:
         handle.detach(notify=True)
         handle.session.handles.pop(handle.id, None)
-        self.handles.pop(handle.id, None)
+        self._forget_handle(handle)
         logger.info("session %d: handle %d detached", handle.session.id, handle.id)
+
+    def detach_handle(self, handle: Handle) -> None:
+        """Detach a handle as its client's ``detach`` does (the Admin API's ``detach_handle``)."""
+        self._detach(handle)
+
+    def _forget_handle(self, handle: Handle) -> None:
+        self.handles.pop(handle.id, None)
+        self.handle_created.pop(handle.id, None)
+        self._join_started.pop(handle.id, None)
+        self.sdps.pop(handle.id, None)
+        self._emit_for(handle, EventType.HANDLE, {"name": "detached", "plugin": handle.plugin.package})
+
+    # -- what happens, for the event handlers and the metrics
+    def _emit_for(self, handle: Handle, event_type: int, event: dict[str, Any], subtype: int | None = None) -> None:
+        self.event_bus.emit(
+            event_type, event, subtype=subtype, session_id=handle.session.id, handle_id=handle.id, opaque_id=handle.opaque_id
+        )
+
+    def _observe(self, session: Session, message: Message) -> None:
+        """An event on its way to a client: tell the event handlers and the listeners."""
+        handle = self.handles.get(message.get("sender", 0))
+        if handle is None:
+            return
+        kind = message.get("janus")
+        if kind == "event":
+            plugindata = message.get("plugindata", {})
+            self._emit_for(handle, EventType.PLUGIN, {"plugin": plugindata.get("plugin"), "data": plugindata.get("data")})
+            jsep = message.get("jsep")
+            if isinstance(jsep, dict):
+                self.sdps.setdefault(handle.id, {})["local"] = str(jsep.get("sdp", ""))
+                self._emit_for(handle, EventType.JSEP, {"owner": "local", "jsep": jsep})
+        elif kind == "webrtcup":
+            self._webrtc_up(handle)
+        elif kind == "hangup":
+            reason = str(message.get("reason", ""))
+            self._join_started.pop(handle.id, None)
+            self._emit_for(handle, EventType.WEBRTC, {"connection": "hangup", "reason": reason}, WebRtcSubtype.PC_STATE)
+            for listener in self.listeners:
+                listener.webrtc_hangup(handle, reason)
+        elif kind == "media":
+            media = {"mid": message.get("mid"), "media": message.get("type"), "receiving": message.get("receiving")}
+            self._emit_for(handle, EventType.MEDIA, media, MediaSubtype.STATE)
+
+    def _webrtc_up(self, handle: Handle) -> None:
+        peer = handle.peer
+        component = {"stream_id": 1, "component_id": 1}
+        self._emit_for(handle, EventType.WEBRTC, {"ice": "connected", **component}, WebRtcSubtype.ICE_STATE)
+        if peer is not None and peer.address is not None:
+            pair = selected_pair(self.endpoint, peer.address)
+            self._emit_for(handle, EventType.WEBRTC, {"selected-pair": pair, **component}, WebRtcSubtype.SELECTED_PAIR)
+        self._emit_for(handle, EventType.WEBRTC, {"dtls": "connected", **component, "retransmissions": 0}, WebRtcSubtype.DTLS_STATE)
+        self._emit_for(handle, EventType.WEBRTC, {"connection": "webrtcup"}, WebRtcSubtype.PC_STATE)
+        started = self._join_started.pop(handle.id, None)
+        join_seconds = None if started is None else max(0.0, self.clock() - started)
+        for listener in self.listeners:
+            listener.webrtc_up(handle, join_seconds)
+
+    # -- what the Admin API changes
+    def set_session_timeout(self, seconds: int) -> None:
+        self.settings = dataclasses.replace(self.settings, session_timeout=seconds)
 
     # -- sessions ending
     def destroy_session(self, session: Session, *, timeout: bool = False) -> None:
@@ -288,12 +400,15 @@ class Gateway:
         session.destroyed = True
         for handle in list(session.handles.values()):
             handle.detach(notify=False)
-            self.handles.pop(handle.id, None)
+            self._forget_handle(handle)
         session.handles.clear()
         self.sessions.pop(session.id, None)
         if session.connection is not None:
             session.connection.session_over(session.id, timeout=timeout, claimed=False)
         logger.info("session %d %s", session.id, "timed out" if timeout else "destroyed")
+        if timeout:
+            self.event_bus.emit(EventType.SESSION, {"name": "timeout"}, session_id=session.id)
+        self.event_bus.emit(EventType.SESSION, {"name": "destroyed"}, session_id=session.id)
 
     def connection_closed(self, connection: Connection) -> None:
         """A transport's connection went away (a WebSocket closed): its sessions are destroyed,
@@ -362,7 +477,7 @@ class Gateway:
             "log-to-stdout": True,
             "log-to-file": False,
             "data_channels": False,
-            "accepting-new-sessions": True,
+            "accepting-new-sessions": self.accepting_new_sessions,
             "session-timeout": settings.session_timeout,
             "reclaim-session-timeout": settings.reclaim_session_timeout,
             "candidates-timeout": settings.candidates_timeout,
@@ -381,8 +496,8 @@ class Gateway:
             "dtls-mtu": 1200,
             "static-event-loops": 0,
             "api_secret": settings.api_secret is not None,
-            "auth_token": False,
-            "event_handlers": False,
+            "auth_token": settings.token_auth,
+            "event_handlers": self.event_bus.enabled,
             "opaqueid_in_api": False,
             "dependencies": {
                 "python": platform.python_version(),
@@ -398,7 +513,16 @@ class Gateway:
                 }
                 for info in self.transports.values()
             },
-            "events": {},
+            "events": {
+                handler.package: {
+                    "name": getattr(handler, "name", handler.package),
+                    "author": "fanout",
+                    "description": getattr(handler, "description", ""),
+                    "version_string": "0.0.1",
+                    "version": 1,
+                }
+                for handler in self.event_bus.handlers
+            },
             "loggers": {},
             "plugins": {
                 plugin.package: {
@@ -411,6 +535,12 @@ class Gateway:
                 for plugin in self.plugins.values()
             },
         }
+
+
+def selected_pair(endpoint: WebRtcEndpoint, remote: tuple[str, int]) -> str:
+    """Janus's text for an ICE pair: ``local:port [host,udp] <-> remote:port [prflx,udp]``."""
+    local = endpoint.advertised_ips[0] if endpoint.advertised_ips else "0.0.0.0"
+    return f"{local}:{endpoint.port} [host,udp] <-> {remote[0]}:{remote[1]} [prflx,udp]"
 
 
 def _mandatory(request: dict[str, Any], key: str, kind: type, described: str, *, anonymous: bool = False) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -30,19 +31,38 @@ class Connection(Protocol):
         """The session is gone (destroyed, timed out) or was claimed by another connection."""
 
 
+def transport_of(connection: Connection | None) -> str | None:
+    """The package of the transport a connection belongs to (``janus.transport.http``), if it says."""
+    return getattr(connection, "transport_package", None)
+
+
 class Session:
     """A client's session: its handles, its last activity and its connection.
 
     Events are queued and sent on the next turn of the event loop, in order,
     so that a request's response always goes out before the events its
-    handling caused (as a Janus client expects the ``ack`` first)."""
+    handling caused (as a Janus client expects the ``ack`` first).
 
-    def __init__(self, session_id: int, connection: Connection | None, now: float) -> None:
+    ``observer`` sees every event as it is queued (the core reports them to the
+    event handlers and the metrics); ``token`` is the stored token that made it."""
+
+    def __init__(
+        self,
+        session_id: int,
+        connection: Connection | None,
+        now: float,
+        *,
+        observer: Callable[[Session, Message], None] | None = None,
+        token: str | None = None,
+    ) -> None:
         self.id = session_id
         self.connection = connection
         self.handles: dict[int, Handle] = {}
+        self.created = now
         self.last_activity = now
         self.destroyed = False
+        self.observer = observer
+        self.token = token
         self._outbox: list[Message] = []
         self._flush_scheduled = False
 
@@ -57,6 +77,11 @@ class Session:
         if self.destroyed:
             logger.debug("session %d: dropping an event after the session ended: %s", self.id, message.get("janus"))
             return
+        if self.observer is not None:
+            try:
+                self.observer(self, message)
+            except Exception:
+                logger.exception("session %d: event observer failed", self.id)
         self._outbox.append(message)
         if self._flush_scheduled:
             return

@@ -5,7 +5,9 @@
 waits up to 30 s for events (``?maxev=N``: up to N, as an array when N > 1),
 else answers ``keepalive``. Every response carries Janus's CORS headers;
 ``OPTIONS`` answers preflights. The application also serves the routes the
-host gives it (``extra_routes``, e.g. a demo page).
+host gives it (``extra_routes``, e.g. a demo page). It listens on ``port``
+(``http = true``) and, with TLS, on ``secure_port`` (``https = true``); a
+client outside the ``acl`` prefixes gets 403.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fanout.core import events, jansson
 from fanout.core.errors import JanusErrorCode
 from fanout.core.gateway import Gateway, TransportInfo
 from fanout.transports.encoding import dumps
+from fanout.transports.listeners import Listener, acl_allows, open_sites
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,8 @@ class _SessionEvents:
 class LongPollQueues:
     """The HTTP transport's :class:`~fanout.core.session.Connection`: one event queue per session."""
 
+    transport_package = "janus.transport.http"
+
     def __init__(self) -> None:
         self.sessions: dict[int, _SessionEvents] = {}
 
@@ -94,32 +99,46 @@ class HttpTransport:
         extra_routes: Iterable[web.RouteDef] = (),
         *,
         long_poll_timeout: float = LONG_POLL_TIMEOUT,
+        base_path: str | None = None,
+        listeners: list[Listener] | None = None,
+        acl: tuple[str, ...] | None = None,
+        info: TransportInfo | None = INFO,
     ) -> None:
         self.gateway = gateway
         self.settings = settings
         self.long_poll_timeout = long_poll_timeout
         self.connection = LongPollQueues()
-        self.port: int | None = None
+        self.listeners = listeners if listeners is not None else janus_listeners(settings)
+        self.acl = settings.acl if acl is None else acl
+        self.port: int | None = None  # the first plain listener's
+        self.secure_port: int | None = None  # the first TLS listener's
         self.app = web.Application(middlewares=[self._cors_middleware])
         self.app.add_routes(list(extra_routes))
-        base = settings.base_path.rstrip("/")
+        base = (settings.base_path if base_path is None else base_path).rstrip("/")
         self.base = base
         self.app.router.add_route("*", base or "/", self._janus)
         self.app.router.add_route("*", base + "/{tail:.*}", self._janus)
         if base:
             self.app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._runner: web.AppRunner | None = None
-        gateway.register_transport(INFO)
+        if info is not None:
+            gateway.register_transport(info)
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        logger.info("HTTP transport on %s:%d, Janus API at %s", self.settings.host, self.port, self.settings.base_path)
+        try:
+            ports = await open_sites(self._runner, self.listeners)
+        except BaseException:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
+        for listener, port in zip(self.listeners, ports):
+            if listener.tls is None and self.port is None:
+                self.port = port
+            elif listener.tls is not None and self.secure_port is None:
+                self.secure_port = port
+            logger.info("%s on %s://%s:%d%s", type(self).__name__, listener.scheme, listener.host, port, self.base or "/")
 
     async def stop(self) -> None:
         for queue in self.connection.sessions.values():
@@ -133,8 +152,11 @@ class HttpTransport:
     @web.middleware
     async def _cors_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         allow_origin = self.settings.allow_origin
-        if allow_origin and self.settings.enforce_cors and request.headers.get("Origin") != allow_origin:
-            response: web.StreamResponse = self._preflight(request, status=403) if request.method == "OPTIONS" else web.Response(status=403)
+        if not acl_allows(self.acl, request.remote):
+            logger.info("HTTP request from %s refused by the ACL", request.remote)
+            response: web.StreamResponse = web.Response(status=403)
+        elif allow_origin and self.settings.enforce_cors and request.headers.get("Origin") != allow_origin:
+            response = self._preflight(request, status=403) if request.method == "OPTIONS" else web.Response(status=403)
         else:
             try:
                 response = await handler(request)
@@ -201,8 +223,11 @@ class HttpTransport:
                     events.error(JanusErrorCode.INVALID_REQUEST_PATH, f"Conflicting {name} ID (payload and path)")
                 )
             message[key] = path_id
-        response = await self.gateway.handle_request(message, self.connection)
-        return self._json(response)
+        return self._json(await self._handle(message))
+
+    async def _handle(self, message: Message) -> Message:
+        """One request of the API this application serves."""
+        return await self.gateway.handle_request(message, self.connection)
 
     async def _get(self, request: web.Request, segments: list[str]) -> web.StreamResponse:
         if segments == ["info"]:
@@ -211,7 +236,7 @@ class HttpTransport:
             return web.Response(status=302, headers={"Location": f"{self.base}/{segments[0]}"})
         if len(segments) != 1:
             return web.Response(status=404)
-        if not self.gateway.check_secret(request.query.get("apisecret")):
+        if not self.gateway.check_secret(request.query.get("apisecret"), request.query.get("token")):
             return web.Response(status=403)
         session_id = _path_id(segments[0])
         if session_id == 0 or self.gateway.session_for_poll(session_id) is None:
@@ -229,6 +254,16 @@ class HttpTransport:
                 return web.Response(status=204)  # the client gave up on this poll: its events wait for the next
         taken = queue.take(max(maxev, 1)) or [events.keepalive()]
         return self._json(taken if maxev > 1 else taken[0])
+
+
+def janus_listeners(settings: HttpSettings) -> list[Listener]:
+    """The Janus API's: ``port`` if ``http``, ``secure_port`` if ``https``."""
+    listeners = []
+    if settings.enabled:
+        listeners.append(Listener(settings.host, settings.port))
+    if settings.https and settings.tls is not None:
+        listeners.append(Listener(settings.secure_host, settings.secure_port, settings.tls))
+    return listeners
 
 
 def _path_id(segment: str) -> int:

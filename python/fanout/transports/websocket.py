@@ -4,6 +4,8 @@ Each text message holds one or more requests (JSON values one after the
 other); responses and the events of the socket's sessions are pushed as they
 happen, in order. When the socket closes its sessions are destroyed, or kept
 for ``reclaim_session_timeout`` seconds (to be ``claim``-ed) if that is set.
+It listens on ``ws_port`` (``ws = true``) and, with TLS, on ``wss_port``
+(``wss = true``); a client outside the ``ws_acl`` prefixes gets 403.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fanout.core import events, jansson
 from fanout.core.errors import JanusErrorCode
 from fanout.core.gateway import Gateway, TransportInfo
 from fanout.transports.encoding import dumps
+from fanout.transports.listeners import Listener, acl_allows, open_sites
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ INFO = TransportInfo(
 
 class WebSocketConnection:
     """One client socket: the :class:`~fanout.core.session.Connection` of the sessions made on it."""
+
+    transport_package = "janus.transport.websockets"
 
     def __init__(self, socket: web.WebSocketResponse, style: str) -> None:
         self.socket = socket
@@ -77,25 +82,46 @@ class WebSocketConnection:
 class WebSocketTransport:
     """The WebSocket transport: an aiohttp application on its own address and port."""
 
-    def __init__(self, gateway: Gateway, settings: WebSocketSettings) -> None:
+    subprotocol = SUBPROTOCOL
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        settings: WebSocketSettings,
+        *,
+        listeners: list[Listener] | None = None,
+        acl: tuple[str, ...] | None = None,
+        info: TransportInfo | None = INFO,
+    ) -> None:
         self.gateway = gateway
         self.settings = settings
-        self.port: int | None = None
+        self.listeners = listeners if listeners is not None else janus_listeners(settings)
+        self.acl = settings.acl if acl is None else acl
+        self.port: int | None = None  # the first plain listener's
+        self.secure_port: int | None = None  # the first TLS listener's
         self.connections: set[WebSocketConnection] = set()
         self.app = web.Application()
         self.app.router.add_route("GET", "/{tail:.*}", self._accept)
         self._runner: web.AppRunner | None = None
-        gateway.register_transport(INFO)
+        if info is not None:
+            gateway.register_transport(info)
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        logger.info("WebSocket transport on %s:%d", self.settings.host, self.port)
+        try:
+            ports = await open_sites(self._runner, self.listeners)
+        except BaseException:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
+        for listener, port in zip(self.listeners, ports):
+            if listener.tls is None and self.port is None:
+                self.port = port
+            elif listener.tls is not None and self.secure_port is None:
+                self.secure_port = port
+            scheme = "wss" if listener.tls is not None else "ws"
+            logger.info("%s on %s://%s:%d/", type(self).__name__, scheme, listener.host, port)
 
     async def stop(self) -> None:
         for connection in list(self.connections):
@@ -106,12 +132,15 @@ class WebSocketTransport:
 
     async def _accept(self, request: web.Request) -> web.StreamResponse:
         allow_origin = self.settings.allow_origin
+        if not acl_allows(self.acl, request.remote):
+            logger.info("WebSocket from %s refused by the ACL", request.remote)
+            return web.Response(status=403, text="address not allowed\n")
         if allow_origin and self.settings.enforce_cors and request.headers.get("Origin") != allow_origin:
             return web.Response(status=403, text="origin not allowed\n")
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
-        if SUBPROTOCOL not in offered:
-            return web.Response(status=400, text=f"the {SUBPROTOCOL} subprotocol is required\n")
-        socket = web.WebSocketResponse(protocols=(SUBPROTOCOL,), heartbeat=None, max_msg_size=0)
+        if self.subprotocol not in offered:
+            return web.Response(status=400, text=f"the {self.subprotocol} subprotocol is required\n")
+        socket = web.WebSocketResponse(protocols=(self.subprotocol,), heartbeat=None, max_msg_size=0)
         socket.headers["Access-Control-Allow-Origin"] = allow_origin or "*"
         await socket.prepare(request)
         connection = WebSocketConnection(socket, self.settings.json)
@@ -138,4 +167,18 @@ class WebSocketTransport:
             connection.send(events.error(JanusErrorCode.INVALID_JSON, reason))
             return
         for request in requests:
-            connection.send(await self.gateway.handle_request(request, connection))
+            connection.send(await self._handle(request, connection))
+
+    async def _handle(self, request: Any, connection: WebSocketConnection) -> Message:
+        """One request of the API this socket serves."""
+        return await self.gateway.handle_request(request, connection)
+
+
+def janus_listeners(settings: WebSocketSettings) -> list[Listener]:
+    """The Janus API's: ``ws_port`` if ``ws``, ``wss_port`` if ``wss``."""
+    listeners = []
+    if settings.enabled:
+        listeners.append(Listener(settings.host, settings.port))
+    if settings.wss and settings.tls is not None:
+        listeners.append(Listener(settings.wss_host, settings.wss_port, settings.tls))
+    return listeners

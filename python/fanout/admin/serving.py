@@ -1,0 +1,67 @@
+"""The operator's side of ``fanout serve``: logs, event handlers, the Admin API's transports, metrics.
+
+server.py calls :func:`configure_logs` and :func:`event_bus_for` before it
+makes the Gateway, and :func:`start_operations` once the Janus API
+transports run; everything started here is stopped by the exit stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from fanout.admin.api import AdminApi
+from fanout.admin.logs import LOGS
+from fanout.config.loader import Config
+from fanout.config.settings import Settings
+from fanout.core.gateway import Gateway
+from fanout.events.bus import EventBus
+from fanout.events.config import event_bus_from_config
+from fanout.events.stats import MediaStats
+from fanout.metrics.collector import make_registry
+from fanout.metrics.endpoint import MetricsEndpoint
+from fanout.transports.admin import AdminHttpTransport, AdminWebSocketTransport
+
+logger = logging.getLogger(__name__)
+
+
+def configure_logs(settings: Settings) -> None:
+    """``general.debug_level`` (unless ``--log-level`` was given) and ``fanout.log_format``."""
+    level = LOGS.janus_level if LOGS.explicit else settings.debug_level
+    LOGS.configure(level, settings.log_format)
+
+
+def event_bus_for(config: Config) -> EventBus:
+    return event_bus_from_config(config)
+
+
+async def start_operations(stack: contextlib.AsyncExitStack, config: Config, gateway: Gateway) -> list[str]:
+    """Event handlers, media stats, Admin API transports and the metrics endpoint; what runs, in words.
+    Raises OSError when a port cannot be bound."""
+    settings = config.settings
+    said: list[str] = []
+    await gateway.event_bus.start()
+    stack.push_async_callback(gateway.event_bus.stop)
+    if gateway.event_bus.handlers:
+        said.append(f"{len(gateway.event_bus.handlers)} event handler(s)")
+    stats = MediaStats(gateway, settings.stats_period)
+    stats.start()
+    stack.push_async_callback(stats.stop)
+    admin = AdminApi(gateway, bytes_lastsec=lambda: stats.bytes_lastsec)
+    http = AdminHttpTransport(admin, settings.http)
+    if http.listeners:
+        await http.start()
+        stack.push_async_callback(http.stop)
+        said.append(f"Admin API on HTTP port {http.port or http.secure_port}")
+    websocket = AdminWebSocketTransport(admin, settings.websocket)
+    if websocket.listeners:
+        await websocket.start()
+        stack.push_async_callback(websocket.stop)
+        said.append(f"Admin API on WebSocket port {websocket.port or websocket.secure_port}")
+    registry, _ = make_registry(gateway)
+    if settings.metrics_port is not None:
+        endpoint = MetricsEndpoint(registry, settings.metrics_host, settings.metrics_port)
+        await endpoint.start()
+        stack.push_async_callback(endpoint.stop)
+        said.append(f"metrics at http://{settings.metrics_host}:{endpoint.port}/metrics")
+    return said

@@ -1,0 +1,164 @@
+"""fanout's Prometheus metrics: read from the core, the Streaming plugin and the engine at each scrape.
+
+Per mountpoint (label ``mountpoint``, the mountpoint's id as text): viewers,
+delivered packets and bits, source packets, drops, retransmissions, send
+errors. Per engine worker (label ``worker``): viewers, busy seconds, source
+packets, overruns. The core: sessions, handles, PeerConnections that came up
+(the join latency histogram: from the request that began a PeerConnection to
+WebRTC up), hangups by reason, DTLS handshake failures. The event handlers:
+events sent, dropped (queue full) and failed (retries exhausted). Engine keys
+are read defensively: a key the engine does not report is left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from fanout.core.gateway import Gateway
+    from fanout.core.handle import Handle
+
+JOIN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+DTLS_FAILURES = ("DTLS handshake failed", "DTLS alert")
+
+MOUNTPOINT_COUNTERS = (
+    # engine key, metric, help, scale
+    ("sent_packets", "fanout_delivered_packets", "RTP packets sent to the mountpoint's viewers (retransmissions included)", 1),
+    ("sent_bytes", "fanout_delivered_bits", "SRTP bits sent to the mountpoint's viewers", 8),
+    ("packets", "fanout_source_packets", "RTP packets received from the mountpoint's sources", 1),
+    ("malformed", "fanout_source_malformed", "datagrams from the sources that were not RTP", 1),
+    ("dropped", "fanout_dropped_packets", "packets not sent to viewers (socket buffer full, send error)", 1),
+    ("retransmissions", "fanout_retransmissions", "packets sent again after a NACK", 1),
+    ("send_errors", "fanout_send_errors", "send system calls that failed", 1),
+)
+WORKER_COUNTERS = (
+    ("busy_ns", "fanout_worker_busy_seconds", "time the worker spent working rather than waiting", 1e-9),
+    ("source_packets", "fanout_worker_source_packets", "source packets the worker fanned out", 1),
+    ("messages", "fanout_worker_messages", "messages the worker handed to the kernel", 1),
+    ("overruns", "fanout_worker_overruns", "source packets lost because the worker's ring was full", 1),
+)
+
+
+class CoreMetrics:
+    """The counters the core feeds as things happen (a :class:`~fanout.core.gateway.GatewayListener`)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.join_latency = Histogram(
+            "fanout_join_latency_seconds",
+            "from the request that began a PeerConnection to WebRTC up (ICE and DTLS done)",
+            buckets=JOIN_BUCKETS,
+            registry=registry,
+        )
+        self.webrtc_ups = Counter("fanout_webrtc_up", "PeerConnections that came up", registry=registry)
+        self.hangups = Counter("fanout_hangups", "PeerConnections that ended, by reason", ["reason"], registry=registry)
+        self.dtls_failures = Counter(
+            "fanout_dtls_handshake_failures", "PeerConnections whose DTLS handshake failed or was refused", registry=registry
+        )
+
+    def webrtc_up(self, handle: Handle, join_seconds: float | None) -> None:
+        self.webrtc_ups.inc()
+        if join_seconds is not None:
+            self.join_latency.observe(join_seconds)
+
+    def webrtc_hangup(self, handle: Handle, reason: str) -> None:
+        self.hangups.labels(reason=reason or "unknown").inc()
+        if reason.startswith(DTLS_FAILURES):
+            self.dtls_failures.inc()
+
+
+class StateCollector(Collector):
+    """What is read at each scrape: the core's sessions, the plugin's mountpoints, the engine."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def collect(self) -> Iterator[Metric]:
+        gateway = self.gateway
+        yield _gauge("fanout_sessions", "Janus API sessions", len(gateway.sessions))
+        yield _gauge("fanout_handles", "plugin handles", len(gateway.handles))
+        peers = sum(1 for handle in gateway.handles.values() if handle.media_keys is not None)
+        yield _gauge("fanout_peerconnections", "handles whose PeerConnection is up", peers)
+        yield _gauge("fanout_accepting_new_sessions", "1 if new sessions are accepted", int(gateway.accepting_new_sessions))
+        yield from self._mountpoints()
+        yield from self._workers()
+        yield from self._event_handlers()
+
+    def _mountpoints(self) -> Iterable[Metric]:
+        viewers = GaugeMetricFamily("fanout_viewers", "viewers the engine serves, per mountpoint", labels=["mountpoint"])
+        counters = {
+            key: CounterMetricFamily(name, text, labels=["mountpoint"]) for key, name, text, _ in MOUNTPOINT_COUNTERS
+        }
+        scales = {key: scale for key, _, _, scale in MOUNTPOINT_COUNTERS}
+        for mountpoint_id, engine_id in self._mountpoint_ids():
+            try:
+                stats: dict[str, Any] = dict(self.gateway.engine.mountpoint_stats(engine_id))
+            except (KeyError, RuntimeError):
+                continue
+            label = [str(mountpoint_id)]
+            viewers.add_metric(label, stats.get("viewers", 0))
+            for key, family in counters.items():
+                if key in stats:
+                    family.add_metric(label, stats[key] * scales[key])
+        yield viewers
+        yield from counters.values()
+
+    def _mountpoint_ids(self) -> list[tuple[Any, int]]:
+        ids = []
+        for plugin in self.gateway.plugins.values():
+            for mountpoint_id, mountpoint in getattr(plugin, "mountpoints", {}).items():
+                ids.append((mountpoint_id, getattr(mountpoint, "engine_id", mountpoint_id)))
+        return ids
+
+    def _workers(self) -> Iterable[Metric]:
+        try:
+            workers = list(self.gateway.engine.worker_stats())
+        except (AttributeError, RuntimeError):
+            return
+        viewers = GaugeMetricFamily("fanout_worker_viewers", "viewers each engine worker serves", labels=["worker"])
+        counters = {key: CounterMetricFamily(name, text, labels=["worker"]) for key, name, text, _ in WORKER_COUNTERS}
+        scales = {key: scale for key, _, _, scale in WORKER_COUNTERS}
+        for worker in workers:
+            stats: dict[str, Any] = dict(worker)
+            label = [str(stats.get("index", len(viewers.samples)))]
+            viewers.add_metric(label, stats.get("viewers", 0))
+            for key, family in counters.items():
+                if key in stats:
+                    family.add_metric(label, stats[key] * scales[key])
+        yield viewers
+        yield from counters.values()
+
+    def _event_handlers(self) -> Iterable[Metric]:
+        families = {
+            key: CounterMetricFamily(f"fanout_events_{key}", text, labels=["handler"])
+            for key, text in (
+                ("sent", "events delivered to the event handler's backend"),
+                ("dropped", "events dropped because the handler's queue was full"),
+                ("failed", "events given up after the retries"),
+            )
+        }
+        queued = GaugeMetricFamily("fanout_events_queued", "events waiting in the handler's queue", labels=["handler"])
+        for handler in self.gateway.event_bus.handlers:
+            stats = handler.stats()
+            for key, family in families.items():
+                family.add_metric([handler.package], stats.get(key, 0))
+            queued.add_metric([handler.package], stats.get("queued", 0))
+        yield from families.values()
+        yield queued
+
+
+def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, text, value=value)
+
+
+def make_registry(gateway: Gateway) -> tuple[CollectorRegistry, CoreMetrics]:
+    """A registry with fanout's metrics; the CoreMetrics listens to the gateway."""
+    registry = CollectorRegistry(auto_describe=False)
+    core = CoreMetrics(registry)
+    registry.register(StateCollector(gateway))
+    gateway.listeners.append(core)
+    return registry, core
