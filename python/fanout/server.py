@@ -105,6 +105,7 @@ async def _running(
         except ConfigError as error:
             raise StartupError(f"configuration error: {error}") from None
         gateway = Gateway(settings, engine, endpoint, [plugin], event_bus=event_bus)
+        stack.push_async_callback(event_bus.stop)
         try:
             await gateway.start()
         except OSError as error:

@@ -40,8 +40,7 @@ async def start_operations(stack: contextlib.AsyncExitStack, config: Config, gat
     Raises OSError when a port cannot be bound."""
     settings = config.settings
     said: list[str] = []
-    await gateway.event_bus.start()
-    stack.push_async_callback(gateway.event_bus.stop)
+    await gateway.event_bus.start()  # server.py stops it after the Gateway (which says "shutdown")
     if gateway.event_bus.handlers:
         said.append(f"{len(gateway.event_bus.handlers)} event handler(s)")
     stats = MediaStats(gateway, settings.stats_period)

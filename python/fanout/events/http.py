@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 MAX_GROUP = 100
 REQUEST_TIMEOUT = 5.0
+STOP_FLUSH = 2.0  # seconds a stopping handler keeps delivering what is queued
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class HttpEventHandler:
         self.mask = backend.mask
         self.queue = EventQueue(backend.queue_size)
         self._task: asyncio.Task[None] | None = None
+        self._busy = False  # a batch is on its way
         self._http: aiohttp.ClientSession | None = None
 
     def offer(self, event: Event) -> bool:
@@ -66,6 +68,11 @@ class HttpEventHandler:
         logger.info("event handler: POSTing events to %s", self.backend.url)
 
     async def stop(self) -> None:
+        """Deliver what is queued (for at most STOP_FLUSH seconds), then stop."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_FLUSH
+        while self._task is not None and not self._task.done() and (self.queue.qsize() or self._busy) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
         if self._task is not None:
             self._task.cancel()
             try:
@@ -80,12 +87,14 @@ class HttpEventHandler:
     async def _run(self) -> None:
         while True:
             batch = await self.queue.take(MAX_GROUP if self.backend.grouping else 1)
+            self._busy = True
             body = dumps(batch if self.backend.grouping else batch[0], self.backend.json).encode()
             if await self._post(body):
                 self.queue.sent += len(batch)
             else:
                 self.queue.failed += len(batch)
                 logger.warning("event handler: %d event(s) lost: %s does not take them", len(batch), self.backend.url)
+            self._busy = False
 
     async def _post(self, body: bytes) -> bool:
         assert self._http is not None

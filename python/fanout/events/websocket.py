@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from fanout.events.http import MAX_GROUP
+from fanout.events.http import MAX_GROUP, STOP_FLUSH
 from fanout.events.queue import DEFAULT_QUEUE_SIZE, Event, EventQueue
 from fanout.transports.encoding import dumps
 
@@ -44,6 +44,7 @@ class WebSocketEventHandler:
         self.mask = backend.mask
         self.queue = EventQueue(backend.queue_size)
         self._task: asyncio.Task[None] | None = None
+        self._busy = False  # a batch is on its way
 
     def offer(self, event: Event) -> bool:
         return self.queue.offer(event)
@@ -56,6 +57,11 @@ class WebSocketEventHandler:
         logger.info("event handler: sending events to %s", self.backend.url)
 
     async def stop(self) -> None:
+        """Deliver what is queued (for at most STOP_FLUSH seconds), then stop."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_FLUSH
+        while self._task is not None and not self._task.done() and (self.queue.qsize() or self._busy) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
         if self._task is not None:
             self._task.cancel()
             try:
@@ -75,12 +81,15 @@ class WebSocketEventHandler:
                         wait = RECONNECT_FIRST
                         while True:
                             batch = await self.queue.take(MAX_GROUP if self.backend.grouping else 1)
+                            self._busy = True
                             payload = batch if self.backend.grouping else batch[0]
                             await socket.send_str(dumps(payload, self.backend.json))
                             self.queue.sent += len(batch)
                             batch = []
+                            self._busy = False
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ConnectionError) as error:
                     self.queue.failed += len(batch)
+                    self._busy = False
                     logger.debug("event handler: WebSocket to %s: %s", self.backend.url, error)
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, RECONNECT_MAX)

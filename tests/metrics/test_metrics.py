@@ -1,0 +1,87 @@
+"""The Prometheus endpoint of a real ``fanout serve`` while a real aiortc viewer watches:
+parsed with prometheus-client's own text-format parser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import aioice.ice
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fanout.metrics.collector import make_registry
+from tests.core.harness import Core
+from tests.support.aiortc_viewer import AiortcViewer
+from tests.support.janus_client import JanusHttpClient
+from tests.support.ports import free_ports
+from tests.support.server import DEMO_MOUNTPOINT, FanoutProcess, write_config
+
+
+@pytest.fixture
+def loopback_only_ice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.mark.usefixtures("loopback_only_ice")
+async def test_metrics_show_a_watching_viewer(tmp_path: Path) -> None:
+    folder = tmp_path / "config"
+    (metrics_port,) = free_ports(1)
+    addresses = write_config(folder, DEMO_MOUNTPOINT)
+    path = folder / "janus.jcfg"
+    path.write_text(path.read_text().replace("fanout: {\n", f"fanout: {{\n\tmetrics_port = {metrics_port}\n", 1))
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with FanoutProcess(folder):
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url) as response:
+                assert response.headers["Content-Type"].startswith("text/plain; version=")
+                before = samples(await response.text())
+            client = JanusHttpClient(http, addresses.janus_url)
+            await client.create()
+            viewer = AiortcViewer(client)
+            try:
+                await viewer.watch(1)
+                await viewer.wait_for_frames(video=30, audio=30)
+                async with http.get(url) as response:
+                    during = samples(await response.text())
+            finally:
+                await viewer.close()
+                await client.close()
+    mountpoint = (("mountpoint", "1"),)
+    assert before[("fanout_viewers", mountpoint)] == 0
+    assert during[("fanout_viewers", mountpoint)] == 1
+    assert during[("fanout_delivered_packets_total", mountpoint)] > 0
+    assert during[("fanout_delivered_bits_total", mountpoint)] > 8 * 1000
+    assert during[("fanout_source_packets_total", mountpoint)] > 0
+    assert during[("fanout_dropped_packets_total", mountpoint)] == 0
+    assert ("fanout_retransmissions_total", mountpoint) in during
+    assert ("fanout_send_errors_total", mountpoint) in during
+    assert during[("fanout_sessions", ())] == 1
+    assert during[("fanout_peerconnections", ())] == 1
+    assert during[("fanout_join_latency_seconds_count", ())] == 1
+    assert during[("fanout_webrtc_up_total", ())] == 1
+    assert during[("fanout_dtls_handshake_failures_total", ())] == 0
+    assert sum(value for (name, _), value in during.items() if name == "fanout_worker_viewers") == 1
+    assert any(name == "fanout_worker_busy_seconds_total" for name, _ in during)
+
+
+async def test_dtls_failures_and_hangups_are_counted_by_reason() -> None:
+    core = Core()
+    registry, metrics = make_registry(core.gateway)
+    session = await core.session()
+    handle = await core.handle(session)
+    metrics.webrtc_hangup(handle, "DTLS handshake failed")
+    metrics.webrtc_hangup(handle, "Close PC")
+    text = samples(generate_latest(registry).decode())
+    assert text[("fanout_dtls_handshake_failures_total", ())] == 1
+    assert text[("fanout_hangups_total", (("reason", "Close PC"),))] == 1
+    assert text[("fanout_handles", ())] == 1
