@@ -39,10 +39,11 @@ def admin_config(
     token_auth: bool = False,
     janus_extra: str = "",
     http_admin_extra: str = "",
+    mountpoints: str | None = None,
 ) -> AdminAddresses:
-    """write_config's fanout (mountpoint 1: Opus + VP8 on free ports) plus the Admin API on free ports."""
+    """write_config's fanout (default: mountpoint 1, Opus + VP8 on free ports) plus the Admin API on free ports."""
     audio, video, admin_port, admin_ws_port = free_ports(4)
-    server = write_config(folder, rtp_mountpoint(1, audio, video))
+    server = write_config(folder, mountpoints if mountpoints is not None else rtp_mountpoint(1, audio, video))
     general = ""
     if admin_secret is not None:
         general += f'\tadmin_secret = "{admin_secret}"\n'

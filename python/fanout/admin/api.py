@@ -84,6 +84,7 @@ class AdminApi:
 
     async def _dispatch(self, request: Message, name: str, janus: str, transaction: str, session_id: int) -> Message:
         raw_handle = request.get("handle_id")
+        logger.debug("admin request %s (session %s, handle %s)", name, session_id or "-", raw_handle or "-")
         if session_id == 0 and raw_handle is None:
             if name == "ping":
                 return events.pong(transaction)
