@@ -35,6 +35,7 @@ from fanout.sources.testsource import testsource_command
 from fanout.transports.http import HttpTransport
 from fanout.transports.websocket import WebSocketTransport
 from fanout.webrtc.endpoint import WebRtcEndpoint
+from fanout.whep.routes import WhepService
 
 logger = logging.getLogger("fanout")
 
@@ -126,7 +127,10 @@ async def _running(
             websocket_port = websocket.port
         page = "no demo page (the HTTP transport is off)"
         if settings.http.enabled or settings.http.https:
-            http = HttpTransport(gateway, settings.http, demo_routes(settings.http.base_path, websocket_port))
+            whep = WhepService(gateway, string_ids=streaming_settings.string_ids)
+            stack.push_async_callback(whep.stop)
+            routes = demo_routes(settings.http.base_path, websocket_port) + whep.routes()
+            http = HttpTransport(gateway, settings.http, routes)
             await _start_transport("HTTP", http.start, settings.http.host, settings.http.port)
             stack.push_async_callback(http.stop)
             page = f"demo page at http://{_browsable(settings.http.host)}:{http.port}/"
