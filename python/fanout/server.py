@@ -97,7 +97,11 @@ async def _running(
                 "change fanout.webrtc_port in janus.jcfg"
             ) from None
         stack.callback(endpoint.close)
-        engine = Engine(endpoint.fileno())
+        engine = Engine(
+            endpoint.fileno(),
+            cores=list(settings.engine_cores) if settings.engine_cores is not None else None,
+            pin=settings.engine_pin,
+        )
         stack.callback(engine.close)
 
         plugin = StreamingPlugin(engine, mountpoints, streaming_settings)

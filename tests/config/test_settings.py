@@ -174,3 +174,13 @@ def test_the_embedded_default_files_have_no_unread_keys() -> None:
     websockets = parse((folder / "janus.transport.websockets.jcfg").read_text(), "janus.transport.websockets.jcfg")
     read_settings(janus, http, websockets, detect_ips=lambda: ["127.0.0.1"])
     assert janus.unread() == http.unread() == websockets.unread() == []
+
+
+def test_engine_cores_and_pinning() -> None:
+    settings = settings_of('fanout: { engine_cores = "0"; engine_pin = false }')[0]
+    assert (settings.engine_cores, settings.engine_pin) == ((0,), False)
+    assert settings_of("")[0].engine_cores is None and settings_of("")[0].engine_pin is True
+    with pytest.raises(ConfigError, match="engine_cores must list CPU numbers"):
+        settings_of('fanout: { engine_cores = "zero" }')
+    with pytest.raises(ConfigError, match="names CPU 4096"):
+        settings_of('fanout: { engine_cores = "0,4096" }')

@@ -5,7 +5,9 @@ has the feature). fanout's own keys live in a ``fanout`` group of janus.jcfg:
 ``webrtc_port`` (the one UDP port serving every WebRTC viewer) and
 ``webrtc_interface`` (the address it binds), ``metrics_port`` and
 ``metrics_interface`` (the Prometheus endpoint, off unless a port is set),
-``log_format`` ("text" or "json").
+``log_format`` ("text" or "json"), ``engine_cores`` (the cores the engine's
+workers run on, e.g. "0,1"; default: one worker per core) and ``engine_pin``
+(pin each worker to its core, default true).
 
 The keys that only configure a feature while it is off (``admin_port`` with
 ``admin_http = false``, the certificates without https/wss) are moot and not
@@ -124,6 +126,8 @@ class Settings:
     rtp_port_range: tuple[int, int] | None = None
     webrtc_port: int = DEFAULT_WEBRTC_PORT
     webrtc_interface: str = "0.0.0.0"
+    engine_cores: tuple[int, ...] | None = None  # None: one engine worker per core
+    engine_pin: bool = True
     advertised_ips: tuple[str, ...] = ("127.0.0.1",)  # the addresses in our ICE candidates
     http: HttpSettings = field(default_factory=HttpSettings)
     websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
@@ -183,6 +187,8 @@ def read_settings(
         rtp_port_range=_port_range(media, "rtp_port_range"),
         webrtc_port=_port(own, "webrtc_port", DEFAULT_WEBRTC_PORT, allow_zero=True),
         webrtc_interface=_bind_host(own, "webrtc_interface", None, "0.0.0.0"),
+        engine_cores=_cores(own, "engine_cores"),
+        engine_pin=_get_bool(own, "engine_pin", True),
         advertised_ips=advertised,
         http=_http_settings(http, refused),
         websocket=_websocket_settings(websockets, refused),
@@ -328,6 +334,25 @@ def _port(group: Group, key: str, default: int, *, allow_zero: bool = False) -> 
     if not (0 if allow_zero else 1) <= value <= 65535:
         raise _error(group, key, f"must be a port number, not {value}")
     return value
+
+
+def _cores(group: Group, key: str) -> tuple[int, ...] | None:
+    """A list of CPU numbers, "0,2" or "0-3" or a mix; None when unset."""
+    text = group.get_str(key)
+    if text is None:
+        return None
+    cores: list[int] = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if match is None:
+            raise _error(group, key, f'must list CPU numbers like "0,1" or "0-3", not "{text}"')
+        first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+        cores.extend(core for core in range(min(first, last), max(first, last) + 1) if core not in cores)
+    available = os.sched_getaffinity(0)
+    missing = [core for core in cores if core not in available]
+    if missing:
+        raise _error(group, key, f"names CPU {missing[0]}, which fanout may not run on (it may use {sorted(available)})")
+    return tuple(cores)
 
 
 def _port_range(group: Group, key: str) -> tuple[int, int] | None:
