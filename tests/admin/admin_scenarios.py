@@ -18,7 +18,13 @@ from typing import Any
 
 import aiohttp
 
-from tests.core.janus_scenarios import ApiClient, HttpApiClient, WebSocketApiClient, _target, mask
+from tests.core.janus_scenarios import (
+    ApiClient,
+    HttpApiClient,
+    WebSocketApiClient,
+    _target,
+    mask,
+)
 
 Message = dict[str, Any]
 STREAMING = "janus.plugin.streaming"

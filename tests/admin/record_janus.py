@@ -19,8 +19,21 @@ from typing import Any
 
 import aiohttp
 
-from tests.admin.admin_scenarios import ADMIN_SECRET, API_SECRET, SCENARIOS, clients, run_admin_scenario
-from tests.admin.janus_config import ADMIN_PORT, ADMIN_WS_PORT, HTTP_PORT, WS_PORT, Janus, make_config
+from tests.admin.admin_scenarios import (
+    ADMIN_SECRET,
+    API_SECRET,
+    SCENARIOS,
+    clients,
+    run_admin_scenario,
+)
+from tests.admin.janus_config import (
+    ADMIN_PORT,
+    ADMIN_WS_PORT,
+    HTTP_PORT,
+    WS_PORT,
+    Janus,
+    make_config,
+)
 
 DATA = Path(__file__).parent / "data"
 CONFIGS: dict[str, dict[str, Any]] = {

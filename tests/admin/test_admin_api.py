@@ -12,7 +12,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.admin.admin_scenarios import ADMIN_SECRET, API_SECRET, SCENARIOS, clients, run_admin_scenario
+from tests.admin.admin_scenarios import (
+    ADMIN_SECRET,
+    API_SECRET,
+    SCENARIOS,
+    clients,
+    run_admin_scenario,
+)
 from tests.admin.conftest import AdminAddresses, admin_config
 from tests.support.server import FanoutProcess
 

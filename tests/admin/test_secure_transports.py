@@ -15,19 +15,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
 from fanout.admin.api import AdminApi
 from fanout.config.settings import HttpSettings, Settings, TlsFiles, WebSocketSettings
 from fanout.transports.admin import AdminHttpTransport, AdminWebSocketTransport
 from fanout.transports.http import HttpTransport
 from fanout.transports.websocket import WebSocketTransport
+
 from tests.core.harness import Core
 
 
 def self_signed(folder: Path) -> TlsFiles:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)

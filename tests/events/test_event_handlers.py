@@ -11,9 +11,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from fanout.events.types import EventType, MediaSubtype, WebRtcSubtype
 from prometheus_client.parser import text_string_to_metric_families
 
-from fanout.events.types import EventType, MediaSubtype, WebRtcSubtype
 from tests.events.conftest import Collector, events_config
 from tests.support.aiortc_viewer import AiortcViewer
 from tests.support.janus_client import JanusHttpClient

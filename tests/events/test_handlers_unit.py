@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from aiohttp import WSMsgType, web
-
 from fanout.admin.logs import LogControl
 from fanout.events.bus import EventBus
 from fanout.events.http import HttpBackend, HttpEventHandler

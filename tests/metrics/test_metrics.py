@@ -8,10 +8,10 @@ from pathlib import Path
 import aiohttp
 import aioice.ice
 import pytest
+from fanout.metrics.collector import make_registry
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fanout.metrics.collector import make_registry
 from tests.core.harness import Core
 from tests.support.aiortc_viewer import AiortcViewer
 from tests.support.janus_client import JanusHttpClient

@@ -22,7 +22,13 @@ from fanout.admin.logs import LOGS, LogControl
 from fanout.core import events
 from fanout.core.errors import JanusError, JanusErrorCode
 from fanout.core.handle import HANGUP_JANUS_API
-from fanout.core.plugin import Jsep, LocalDescription, PluginAck, PluginError, PluginSuccess
+from fanout.core.plugin import (
+    Jsep,
+    LocalDescription,
+    PluginAck,
+    PluginError,
+    PluginSuccess,
+)
 
 if TYPE_CHECKING:
     from fanout.core.gateway import Gateway

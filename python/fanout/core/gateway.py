@@ -266,7 +266,7 @@ class Gateway:
         if plugin is None:
             raise JanusError(Errors.PLUGIN_NOT_FOUND, f"No such plugin '{package}'")
         token = request.get("token")
-        if self.settings.token_auth and token in self.tokens and not self.tokens.allowed(token, package):
+        if self.settings.token_auth and isinstance(token, str) and token in self.tokens and not self.tokens.allowed(token, package):
             raise JanusError(Errors.UNAUTHORIZED_PLUGIN, f"Provided token can't access plugin '{package}'")
         handle = Handle(
             self._new_id(self.handles),

@@ -109,6 +109,6 @@ class HttpEventHandler:
                     if 200 <= response.status < 300:
                         return True
                     logger.debug("event handler: %s answered %d", self.backend.url, response.status)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+            except (TimeoutError, aiohttp.ClientError, OSError) as error:
                 logger.debug("event handler: POST to %s failed: %s", self.backend.url, error)
         return False

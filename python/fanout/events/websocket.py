@@ -87,7 +87,7 @@ class WebSocketEventHandler:
                             self.queue.sent += len(batch)
                             batch = []
                             self._busy = False
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ConnectionError) as error:
+                except (TimeoutError, aiohttp.ClientError, OSError, ConnectionError) as error:
                     self.queue.failed += len(batch)
                     self._busy = False
                     logger.debug("event handler: WebSocket to %s: %s", self.backend.url, error)
