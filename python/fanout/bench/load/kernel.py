@@ -28,6 +28,41 @@ def udp_sockets() -> dict[int, tuple[int, int]]:
     return sockets
 
 
+def udp_drops(inodes: set[int], attempts: int = 10) -> dict[int, int]:
+    """Drops of the UDP sockets with these inodes.
+
+    /proc/net/udp walks the one hash table every namespace shares, resuming by
+    position after each page of text: sockets that other namespaces open and
+    close meanwhile make a read skip some of ours. Reads are repeated until
+    every socket was seen (a drop counter only grows, so reads a few
+    milliseconds apart combine); sockets never seen are left out.
+    """
+    found: dict[int, int] = {}
+    for _ in range(attempts):
+        for inode, (_, drops) in udp_sockets().items():
+            if inode in inodes and inode not in found:
+                found[inode] = drops
+        if len(found) == len(inodes):
+            break
+    return found
+
+
+def udp_port_drops(ports: set[int]) -> int:
+    """Drops of every UDP socket (IPv4 and IPv6) bound to one of ``ports``: a server's RTP inputs."""
+    total = 0
+    for path in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(path) as lines:
+                next(lines)
+                for line in lines:
+                    fields = line.split()
+                    if len(fields) >= 13 and int(fields[1].rsplit(":", 1)[1], 16) in ports:
+                        total += int(fields[12])
+        except FileNotFoundError:
+            continue
+    return total
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system time of every thread of ``pid`` so far."""
     with open(f"/proc/{pid}/stat") as stat:

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from fanout.bench.load.kernel import udp_sockets
+from fanout.bench.load.kernel import udp_drops
 from fanout.bench.load.signaling import HttpJanus, JanusApi, WebSocketJanus
 from fanout.bench.load.viewer import JoinError, Viewer
 from fanout.webrtc.dtls import DtlsCertificate
@@ -64,7 +64,7 @@ class ViewerPool:
         self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=256, force_close=False)
+        connector = aiohttp.TCPConnector(limit=0)  # a WebSocket holds its connection: no pool limit
         self._http = aiohttp.ClientSession(connector=connector)
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -161,13 +161,14 @@ class ViewerPool:
         """Per cheap viewer (by index): (RTP, other datagrams) the kernel delivered to its socket so far.
 
         RTP is the socket's drop count (its filter drops every RTP datagram);
-        the others (RTCP, STUN) are read and counted here."""
-        sockets = udp_sockets()
+        the others (RTCP, STUN) are read and counted here. A viewer whose socket
+        the kernel's listing skipped is left out."""
+        drops = udp_drops({viewer.inode for viewer in self.viewers})
         counts: dict[int, tuple[int, int]] = {}
         for index, viewer in enumerate(self.viewers):
             drained = viewer.drain()
-            _, drops = sockets.get(viewer.inode, (0, 0))
-            counts[index] = (drops, drained)
+            if viewer.inode in drops:
+                counts[index] = (drops[viewer.inode], drained)
         return counts
 
     def meter_windows(self) -> list[dict[str, Any]]:

@@ -24,7 +24,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fanout.bench.load.kernel import core_times, process_cpu_seconds, softnet_dropped
+from fanout.bench.load.kernel import (
+    core_times,
+    process_cpu_seconds,
+    softnet_dropped,
+    udp_port_drops,
+)
 from fanout.bench.load.pool import (
     JoinReport,
     PoolConfig,
@@ -32,7 +37,7 @@ from fanout.bench.load.pool import (
     ViewerPool,
     summarize_latency,
 )
-from fanout.bench.load.servers import MOUNTPOINT, Server
+from fanout.bench.load.servers import AUDIO_PORT, MOUNTPOINT, VIDEO_PORT, Server
 from fanout.bench.load.source import RtpSource
 
 
@@ -81,6 +86,8 @@ class Step:
     ttf_frame_s: list[float] = field(default_factory=list)
     other_per_viewer: float = 0.0
     softnet_drops: int = 0
+    viewers_counted: int = 0  # viewers whose counters were read at both ends of the window
+    server_input_drops: int = 0  # source RTP the server's input sockets dropped (receive buffer full)
     held: bool = False
     remeasured: bool = False
 
@@ -186,30 +193,24 @@ class RampRunner:
         sent0 = self.source.sent()
         delivered0 = cheap.delivered()
         start = time.monotonic()
-        cpu0, core0, softnet0 = (
-            process_cpu_seconds(pid),
-            core_times(cpu),
-            softnet_dropped(),
-        )
+        cpu0, core0, softnet0 = process_cpu_seconds(pid), core_times(cpu), softnet_dropped()
+        input0 = udp_port_drops({AUDIO_PORT, VIDEO_PORT})
         await asyncio.sleep(self.plan.window)
         windows = await samples.windows()
         sent1 = self.source.sent()
         delivered1 = cheap.delivered()
         elapsed = time.monotonic() - start
-        cpu1, core1, softnet1 = (
-            process_cpu_seconds(pid),
-            core_times(cpu),
-            softnet_dropped(),
-        )
+        cpu1, core1, softnet1 = process_cpu_seconds(pid), core_times(cpu), softnet_dropped()
+        step.server_input_drops = udp_port_drops({AUDIO_PORT, VIDEO_PORT}) - input0
 
         sent = (sent1["video_packets"] - sent0["video_packets"]) + (sent1["audio_packets"] - sent0["audio_packets"])
-        rtp_cheap = [float(delivered1[i][0] - delivered0[i][0]) for i in delivered0]
-        others = [delivered1[i][1] - delivered0[i][1] for i in delivered0]
+        counted = [i for i in delivered0 if i in delivered1]
+        rtp_cheap = [float(delivered1[i][0] - delivered0[i][0]) for i in counted]
+        others = [delivered1[i][1] - delivered0[i][1] for i in counted]
         others += [w["other_datagrams"] for w in windows]
         other = statistics.fmean(others) if others else 0.0
         rtp_samples = [float(w["rtp_packets"]) for w in windows]
         every = rtp_cheap + rtp_samples
-        viewers = len(every)
         delivered = sum(every)
         srtp_bytes = sum(w["srtp_bytes"] for w in windows)
         sample_packets = sum(w["rtp_packets"] for w in windows)
@@ -218,10 +219,15 @@ class RampRunner:
         step.source_pps = sent / elapsed
         step.delivered_pps = delivered / elapsed
         step.delivered_gbps = delivered * mean_size * 8 / elapsed / 1e9
-        step.loss = max(0.0, 1 - delivered / (viewers * sent)) if viewers and sent else 1.0
+        # Cheap viewers against what the source sent; sample viewers against their own sequence numbers.
         expected = sum(w["expected"] for w in windows)
-        step.sample_loss = sum(w["lost"] for w in windows) / expected if expected else 1.0
-        step.worst_viewer_loss = max((max(0.0, 1 - d / sent) for d in every), default=0.0) if sent else 1.0
+        lost = sum(w["lost"] for w in windows)
+        cheap_lost = sum(max(0.0, sent - count) for count in rtp_cheap)
+        total_expected = len(rtp_cheap) * sent + expected
+        step.loss = (cheap_lost + lost) / total_expected if total_expected else 1.0
+        step.sample_loss = lost / expected if expected else 1.0
+        step.worst_viewer_loss = max((max(0.0, 1 - count / sent) for count in rtp_cheap), default=0.0) if sent else 1.0
+        step.viewers_counted = len(rtp_cheap) + len(windows)
         step.server_cpu = (cpu1 - cpu0) / elapsed
         step.core_softirq = (core1.softirq - core0.softirq) / elapsed
         step.core_busy = (core1.busy - core0.busy) / elapsed
