@@ -57,6 +57,15 @@ async def test_handle_info_of_a_watching_viewer_and_log_level(tmp_path: Path) ->
                 assert info["plugin_specific"]["mountpoint"] == 1
                 assert info["sdps"]["local"].startswith("v=0") and info["sdps"]["remote"].startswith("v=0")
 
+                for _ in range(50):  # the viewer's receiver reports answer our sender reports
+                    video_rtcp = webrtc["media"]["v"]["rtcp"]["main"]
+                    if "rtt" in video_rtcp:
+                        break
+                    await asyncio.sleep(0.2)
+                    webrtc = (await admin(http, url, "handle_info", f"/{session_id}/{viewer.handle_id}"))["info"]["webrtc"]
+                assert 0 <= video_rtcp["rtt"] < 1000, video_rtcp
+                assert video_rtcp["lost-by-remote"] == 0 and video_rtcp["jitter-remote"] >= 0, video_rtcp
+
                 assert (await admin(http, url, "set_log_level", level=7))["level"] == 7
                 assert (await admin(http, url, "get_status"))["status"]["log_level"] == 7
                 hangup = await admin(http, url, "hangup_webrtc", f"/{session_id}/{viewer.handle_id}")

@@ -123,6 +123,7 @@ def _webrtc(gateway: Gateway, handle: Handle, bytes_lastsec: int) -> dict[str, A
     engine_stats = _engine_stats(gateway, handle)
     plugin_specific = _safe_query(handle)
     rtcp_in = plugin_specific.get("rtcp_received", {}) if isinstance(plugin_specific, dict) else {}
+    reception = plugin_specific.get("reception", {}) if isinstance(plugin_specific, dict) else {}
     media: dict[str, Any] = {}
     accepted = {m.mid: bool(m.port) for m in handle.remote_description.media} if handle.remote_description else {}
     for index, (kind, mid, ssrc) in enumerate(local_media(gateway.sdps.get(handle.id, {}).get("local", ""))):
@@ -131,7 +132,7 @@ def _webrtc(gateway: Gateway, handle: Handle, bytes_lastsec: int) -> dict[str, A
         if ssrc is not None:
             entry["ssrc"] = {"ssrc": ssrc}
         entry["direction"] = {"send": accepted.get(mid, True), "recv": False}
-        entry["rtcp"] = {"main": {"base": CLOCK_RATES.get(kind, 90000)}}
+        entry["rtcp"] = {"main": {"base": CLOCK_RATES.get(kind, 90000)} | _reception(reception.get(mid))}
         media[mid] = entry
     out: dict[str, Any] = {
         "packets": engine_stats.get("packets", 0),
@@ -154,6 +155,16 @@ def _webrtc(gateway: Gateway, handle: Handle, bytes_lastsec: int) -> dict[str, A
         # the engine counts per viewer (all its media together): fanout's totals beside Janus's per-media blocks
         "stats": {"in": stats_in, "out": out},
     }
+
+
+def _reception(report: Any) -> dict[str, Any]:
+    """Janus's per-media RTCP figures from the viewer's latest receiver report about it."""
+    if not isinstance(report, dict):
+        return {}
+    figures = {"lost-by-remote": report.get("lost", 0), "jitter-remote": report.get("jitter_ms", 0)}
+    if report.get("rtt_ms") is not None:
+        figures["rtt"] = round(report["rtt_ms"])
+    return figures
 
 
 def local_media(sdp: str) -> list[tuple[str, str | None, int | None]]:

@@ -167,6 +167,9 @@ class StreamingPlugin(Plugin):
         for packet in packets:
             kind = {GenericNack: "nack", PictureLossIndication: "pli", ReceiverReport: "rr"}.get(type(packet), "other")
             viewer.rtcp_counts[kind] = viewer.rtcp_counts.get(kind, 0) + 1
+            if isinstance(packet, ReceiverReport):
+                for report in packet.reports:
+                    viewer.take_report(report)
 
     def hangup_media(self, handle: PluginHandle) -> None:
         viewer = self.viewers.get(handle.id)
@@ -195,6 +198,7 @@ class StreamingPlugin(Plugin):
         if viewer.in_engine:
             info["engine"] = dict(self.engine.viewer_stats(handle.id))
         info["rtcp_received"] = dict(viewer.rtcp_counts)
+        info["reception"] = {mid: reception.as_dict() for mid, reception in viewer.reception.items()}
         return info
 
     # --- synchronous requests ----------------------------------------------

@@ -11,6 +11,8 @@ from fanout.core.plugin import PluginHandle
 from fanout.plugins.streaming.codecs import VIDEO_RTCP_FEEDBACK
 from fanout.plugins.streaming.config import StreamConfig
 from fanout.plugins.streaming.mountpoint import Mountpoint
+from fanout.plugins.streaming.reception import Reception
+from fanout.webrtc.rtcp import ReceptionReport
 from fanout.webrtc.sdp import Codec, OfferMedia
 
 if TYPE_CHECKING:
@@ -73,6 +75,15 @@ class Viewer:
     tracks: list[ViewerTrack] = field(default_factory=list)
     in_engine: bool = False
     rtcp_counts: dict[str, int] = field(default_factory=dict)
+    reception: dict[str, Reception] = field(default_factory=dict)  # by mid
+
+    def take_report(self, report: ReceptionReport) -> None:
+        """A receiver report block about one of the tracks this viewer gets."""
+        track = next((track for track in self.tracks if track.ssrc == report.ssrc), None)
+        if track is None:
+            return
+        reception = self.reception.setdefault(track.mid, Reception(track.stream.codec.clock_rate))
+        reception.update(report)
 
     def watch(self, mountpoint: Mountpoint, mids: list[str] | None) -> None:
         self.mountpoint = mountpoint
@@ -93,4 +104,5 @@ class Viewer:
             self.mountpoint.viewers.discard(self.handle.id)
         self.mountpoint = None
         self.tracks = []
+        self.reception = {}
         self.state = ViewerState.IDLE
