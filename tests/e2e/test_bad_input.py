@@ -21,8 +21,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-
 from fanout.sources import testsource
+
 from tests.support.aiortc_viewer import AiortcViewer
 from tests.support.janus_client import JanusHttpClient
 from tests.support.ports import free_ports

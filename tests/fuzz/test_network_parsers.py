@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from fanout.config.jcfg import ConfigError, parse
 from fanout.config.loader import DEFAULT_FOLDER
 from fanout.core import jansson
 from fanout.webrtc import rtcp, sdp
 from fanout.webrtc.stun import StunError, StunMessage
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from tests.webrtc.test_peer import BROWSER, connected_peer
 
 WEBRTC_DATA = Path(__file__).parents[1] / "webrtc" / "data"

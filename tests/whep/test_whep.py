@@ -11,6 +11,7 @@ import aiohttp
 import aioice.ice
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
 
 from tests.support.aiortc_viewer import DecodedMedia
 from tests.support.browser import chromium_in
@@ -75,7 +76,7 @@ class WhepPlayer:
                     self.media.video_sizes.add((frame.width, frame.height))
                 else:
                     self.media.audio_frames += 1
-        except Exception:
+        except MediaStreamError:
             return
 
     async def frames(self, video: int, audio: int) -> None:

@@ -132,7 +132,7 @@ class WhepResource:
 
         try:
             return await asyncio.wait_for(wait(), ANSWER_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise WhepError(503, "no answer from the Streaming plugin") from None
 
     async def _keep_alive(self) -> None:

@@ -54,7 +54,7 @@ def make_folder(folder: Path, general: str, configured_id: str) -> None:
     (folder / "janus.jcfg").write_text(core)
     http = (folder / "janus.transport.http.jcfg").read_text()
     http = http.replace("port = 8088", f"port = {HTTP_PORT}")
-    http = re.sub(r'^\t#ip = "[^"]*"', '\tip = "127.0.0.1"', http, flags=re.M)
+    http = re.sub(r'^\t#ip = "[^"]*"', '\tip = "127.0.0.1"', http, flags=re.MULTILINE)
     (folder / "janus.transport.http.jcfg").write_text(http)
 
 

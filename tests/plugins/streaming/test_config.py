@@ -1,7 +1,6 @@
 from typing import Any
 
 import pytest
-
 from fanout.plugins.streaming.config import MountpointConfigError, parse_mountpoint
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
-
 from fanout.config.jcfg import load, parse
 from fanout.config.loader import DEFAULT_FOLDER
 from fanout.plugins.streaming.config import mountpoints_from_file, parse_mountpoint
 from fanout.plugins.streaming.persistence import forget_mountpoint, save_mountpoint
+
 from tests.support.janus_client import JanusHttpClient
 from tests.support.server import FanoutProcess, rtp_mountpoint, write_config
 

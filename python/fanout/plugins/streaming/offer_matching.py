@@ -55,7 +55,8 @@ def _offered_codec(media: RemoteMedia, stream: StreamConfig) -> Codec | None:
         if _fmtp_parameters(codec.fmtp).get("profile-level-id", "")[:4].lower()
         == wanted.get("profile-level-id", "42e0")[:4].lower()
     ]
-    return (same_profile or mode_1 or [None])[0]
+    preferred = same_profile or mode_1
+    return preferred[0] if preferred else None
 
 
 def _fmtp_parameters(fmtp: str | None) -> dict[str, str]:

@@ -16,7 +16,16 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fanout.core.plugin import Jsep, LocalAnswer, LocalOffer, Plugin, PluginAck, PluginHandle, PluginResult, PluginSuccess
+from fanout.core.plugin import (
+    Jsep,
+    LocalAnswer,
+    LocalOffer,
+    Plugin,
+    PluginAck,
+    PluginHandle,
+    PluginResult,
+    PluginSuccess,
+)
 from fanout.plugins.streaming import management, persistence
 from fanout.plugins.streaming.config import MountpointConfig, MountpointId, StreamingSettings
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
