@@ -26,7 +26,7 @@ from fanout.core.plugin import (
     PluginResult,
     PluginSuccess,
 )
-from fanout.plugins.streaming import management, persistence
+from fanout.plugins.streaming import management, persistence, subscription
 from fanout.plugins.streaming.config import MountpointConfig, MountpointId, StreamingSettings
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 from fanout.plugins.streaming.mountpoint import Mountpoint
@@ -79,6 +79,8 @@ class StreamingPlugin(Plugin):
             "watch": self._watch,
             "start": self._start,
             "pause": self._pause,
+            "configure": self._configure,
+            "switch": self._switch,
             "stop": self._stop,
         }
 
@@ -162,6 +164,9 @@ class StreamingPlugin(Plugin):
             [track.engine_stream() for track in tracks],
         )
         viewer.in_engine = True
+        for track in tracks:
+            if track.paused:
+                self.engine.set_viewer_stream_paused(handle.id, track.stream.mindex, True)
         if viewer.state is not ViewerState.PAUSED:
             viewer.state = ViewerState.STARTED
         if viewer.state is ViewerState.PAUSED or not viewer.mountpoint.enabled:
@@ -352,13 +357,13 @@ class StreamingPlugin(Plugin):
         offer = LocalOffer(media=[track.offer_media() for track in viewer.tracks], ice_restart=True)
         viewer.handle.push_event(transaction, status_event("updating"), offer)
 
-    def _watchable_mountpoint(self, viewer: Viewer, body: dict[str, Any]) -> Mountpoint:
-        """The mountpoint a ``watch`` names, if this viewer may watch it now."""
+    def _watchable_mountpoint(self, viewer: Viewer, body: dict[str, Any], *, switching: bool = False) -> Mountpoint:
+        """The mountpoint a ``watch`` (or ``switch``) names, if this viewer may watch it now."""
         mountpoint = self._mountpoint_from(body)
         pin = body.get("pin")
         if pin is not None and not isinstance(pin, str):
             raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (pin should be a string)")
-        if viewer.mountpoint is not None:
+        if viewer.mountpoint is not None and not switching:
             raise StreamingError(Errors.INVALID_STATE, f"Already watching mountpoint {viewer.mountpoint.id}")
         if mountpoint.config.pin is not None and pin != mountpoint.config.pin:
             raise StreamingError(Errors.UNAUTHORIZED, "Unauthorized (wrong pin)")
@@ -393,6 +398,40 @@ class StreamingPlugin(Plugin):
             if viewer.in_engine:
                 self.engine.set_viewer_paused(viewer.handle.id, True)
         viewer.handle.push_event(transaction, status_event("pausing"))
+
+    def _configure(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
+        """Which of its streams the viewer gets: ``streams: [{mid, send}]``, or the legacy
+        ``audio``/``video`` booleans. A video stream sent again starts at a keyframe."""
+        if viewer.mountpoint is None:
+            raise StreamingError(Errors.INVALID_STATE, "Can't configure: not watching anything")
+        wanted = subscription.send_choices(body, viewer.tracks)
+        for track, send in wanted:
+            track.paused = not send
+            if viewer.in_engine and track.send:
+                self.engine.set_viewer_stream_paused(viewer.handle.id, track.stream.mindex, not send)
+        viewer.handle.push_event(transaction, {"streaming": "event", "result": {"event": "configured"}})
+
+    def _switch(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
+        """Move the viewer to another mountpoint on the same PeerConnection: each of its tracks
+        takes the new mountpoint's stream of the same kind and codec; SSRC, sequence numbers,
+        timestamps and payload types stay the viewer's."""
+        if viewer.mountpoint is None:
+            raise StreamingError(Errors.INVALID_STATE, "Can't switch: not watching anything")
+        target = self._watchable_mountpoint(viewer, body, switching=True)
+        if target is viewer.mountpoint:
+            viewer.handle.push_event(transaction, {"streaming": "event", "result": {"switched": "ok", "id": target.id}})
+            return
+        tracks = subscription.switched_tracks(viewer.tracks, target)
+        if viewer.in_engine:
+            self.engine.switch_viewer(
+                viewer.handle.id, target.engine_id, [track.engine_stream() for track in tracks if track.send]
+            )
+        viewer.mountpoint.viewers.discard(viewer.handle.id)
+        viewer.mountpoint = target
+        viewer.tracks = tracks
+        target.viewers.add(viewer.handle.id)
+        logger.info("viewer %d switched to mountpoint %s", viewer.handle.id, target.id)
+        viewer.handle.push_event(transaction, {"streaming": "event", "result": {"switched": "ok", "id": target.id}})
 
     def _stop(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
         viewer.handle.push_event(transaction, status_event("stopping"))

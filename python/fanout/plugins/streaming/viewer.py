@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import secrets
 from dataclasses import dataclass, field
@@ -37,7 +38,8 @@ class ViewerTrack:
     payload_type: int
     rtcp_feedback: tuple[str, ...]
     ssrc: int = field(default_factory=lambda: secrets.randbits(32) or 1)
-    send: bool = True
+    send: bool = True  # the client's answer accepted this m-line
+    paused: bool = False  # the client asked not to get it for now (configure "send": false)
 
     @classmethod
     def offered(cls, stream: StreamConfig) -> ViewerTrack:
@@ -62,6 +64,10 @@ class ViewerTrack:
             stream_id="fanout",
             track_id=stream.msid or f"fanout{stream.mid}",
         )
+
+    def switched_to(self, stream: StreamConfig) -> ViewerTrack:
+        """This track fed by another mountpoint's ``stream``: same m-line, SSRC and payload type."""
+        return dataclasses.replace(self, stream=stream)
 
     def engine_stream(self) -> ViewerStream:
         return {"index": self.stream.mindex, "ssrc": self.ssrc, "payload_type": self.payload_type}

@@ -1,0 +1,65 @@
+"""What a watching viewer gets, changed while it watches: ``configure`` (which streams are
+sent) and ``switch`` (another mountpoint on the same PeerConnection). Sans-IO: these read
+requests and tracks; the plugin tells the engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
+from fanout.plugins.streaming.mountpoint import Mountpoint
+from fanout.plugins.streaming.viewer import ViewerTrack
+
+Errors = StreamingErrorCode
+
+
+def send_choices(body: dict[str, Any], tracks: list[ViewerTrack]) -> list[tuple[ViewerTrack, bool]]:
+    """What a ``configure`` request asks to send: ``streams: [{"mid", "send"}]`` or the legacy
+    ``audio``/``video`` booleans, as (track, send) pairs."""
+    choices: list[tuple[ViewerTrack, bool]] = []
+    streams = body.get("streams")
+    if streams is not None:
+        if not isinstance(streams, list):
+            raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (streams should be an array)")
+        for entry in streams:
+            if not isinstance(entry, dict):
+                raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (streams should be an array of objects)")
+            mid = entry.get("mid")
+            if not isinstance(mid, str):
+                raise StreamingError(Errors.MISSING_ELEMENT, "Missing mandatory element (mid)")
+            track = next((track for track in tracks if track.mid == mid), None)
+            if track is None:
+                raise StreamingError(Errors.INVALID_ELEMENT, f"No such mid '{mid}' in this subscription")
+            send = entry.get("send")
+            if send is not None:
+                if not isinstance(send, bool):
+                    raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (send should be a boolean)")
+                choices.append((track, send))
+        return choices
+    for kind in ("audio", "video"):
+        send = body.get(kind)
+        if send is None:
+            continue
+        if not isinstance(send, bool):
+            raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({kind} should be a boolean)")
+        choices += [(track, send) for track in tracks if track.stream.kind == kind]
+    return choices
+
+
+def switched_tracks(tracks: list[ViewerTrack], target: Mountpoint) -> list[ViewerTrack]:
+    """The viewer's tracks fed by ``target``'s streams: each takes the first unused stream of
+    its kind and codec. Raises if ``target`` cannot feed one of them (no renegotiation)."""
+    unused = list(target.config.streams)
+    switched = []
+    for track in tracks:
+        stream = next(
+            (s for s in unused if s.kind == track.stream.kind and s.codec.name == track.stream.codec.name), None
+        )
+        if stream is None:
+            raise StreamingError(
+                Errors.CANT_SWITCH,
+                f"Can't switch: mountpoint {target.id} has no {track.stream.codec.name} stream for mid '{track.mid}'",
+            )
+        unused.remove(stream)
+        switched.append(track.switched_to(stream))
+    return switched
