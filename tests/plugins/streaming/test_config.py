@@ -100,3 +100,21 @@ def test_media_entries_need_a_type_and_a_unique_mid() -> None:
     with pytest.raises(MountpointConfigError, match="duplicate mid 'v'"):
         stream = {"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "vp8"}
         parse_mountpoint("m", {"type": "rtp", "id": 1, "media": [stream, dict(stream)]})
+
+
+def test_rtcp_ports_in_both_forms() -> None:
+    legacy, _ = parse_mountpoint(
+        "legacy",
+        {"type": "rtp", "id": 5, "video": True, "videoport": 5004, "videortcpport": 5005, "videopt": 96, "videocodec": "vp8"},
+    )
+    assert legacy.streams[0].rtcp_port == 5005
+    media, _ = parse_mountpoint(
+        "media",
+        {"type": "rtp", "id": 6, "media": [{"type": "video", "mid": "v", "port": 0, "rtcpport": 0, "pt": 96, "codec": "vp8"}]},
+    )
+    assert media.streams[0].rtcp_port == 0
+    with pytest.raises(MountpointConfigError, match="'rtcpport' must be a port number"):
+        parse_mountpoint(
+            "bad",
+            {"type": "rtp", "id": 7, "media": [{"type": "video", "mid": "v", "port": 0, "rtcpport": 70000, "pt": 96, "codec": "vp8"}]},
+        )

@@ -31,6 +31,7 @@ class StreamConfig:
     msid: str | None
     host: str  # address to bind
     port: int  # 0 = any free port
+    rtcp_port: int | None  # the source's RTCP (PLI/FIR go there); None = none, 0 = any free port
     payload_type: int
     codec: CodecInfo
     fmtp: str | None
@@ -67,10 +68,10 @@ class StreamingSettings:
 
 MOUNTPOINT_KEYS = {"type", "id", "name", "description", "metadata", "is_private", "secret", "pin", "media", "testsource"}
 LEGACY_STREAM_KEYS = {
-    kind: {kind, f"{kind}port", f"{kind}pt", f"{kind}codec", f"{kind}rtpmap", f"{kind}fmtp", f"{kind}iface"}
+    kind: {kind, f"{kind}port", f"{kind}rtcpport", f"{kind}pt", f"{kind}codec", f"{kind}rtpmap", f"{kind}fmtp", f"{kind}iface"}
     for kind in ("audio", "video")
 }
-MEDIA_KEYS = {"type", "mid", "label", "msid", "port", "pt", "codec", "rtpmap", "fmtp", "iface"}
+MEDIA_KEYS = {"type", "mid", "label", "msid", "port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface"}
 DEFAULT_MIDS = {"audio": "a", "video": "v"}
 
 
@@ -151,7 +152,7 @@ def _parse_media_entry(where: str, index: int, entry: Any, unsupported: list[str
         mid=mid,
         label=reader.string("label") or kind,
         msid=reader.string("msid"),
-        keys={"port": "port", "pt": "pt", "codec": "codec", "rtpmap": "rtpmap", "fmtp": "fmtp", "iface": "iface"},
+        keys={key: key for key in ("port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface")},
     )
 
 
@@ -163,7 +164,7 @@ def _parse_legacy_stream(where: str, mindex: int, kind: str, reader: _Reader) ->
         mid=DEFAULT_MIDS[kind],
         label=kind,
         msid=None,
-        keys={key: f"{kind}{key}" for key in ("port", "pt", "codec", "rtpmap", "fmtp", "iface")},
+        keys={key: f"{kind}{key}" for key in ("port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface")},
     )
 
 
@@ -176,6 +177,9 @@ def _stream(
         raise MountpointConfigError(f"{where}: missing '{keys['port']}'")
     if not 0 <= port <= 65535:
         raise MountpointConfigError(f"{where}: '{keys['port']}' must be a port number (0 picks a free one)")
+    rtcp_port = reader.integer(keys["rtcpport"])
+    if rtcp_port is not None and not 0 <= rtcp_port <= 65535:
+        raise MountpointConfigError(f"{where}: '{keys['rtcpport']}' must be a port number (0 picks a free one)")
     payload_type = reader.integer(keys["pt"])
     if payload_type is None:
         raise MountpointConfigError(f"{where}: missing '{keys['pt']}'")
@@ -205,6 +209,7 @@ def _stream(
         msid=msid,
         host=reader.string(keys["iface"]) or "0.0.0.0",
         port=port,
+        rtcp_port=rtcp_port,
         payload_type=payload_type,
         codec=codec,
         fmtp=fmtp if fmtp is not None else codec.default_fmtp,

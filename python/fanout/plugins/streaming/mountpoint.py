@@ -108,4 +108,5 @@ def source_stream(stream: StreamConfig) -> SourceStream:
         "clock_rate": stream.codec.clock_rate,
         "host": stream.host,
         "port": stream.port,
+        "rtcp_port": stream.rtcp_port,
     }

@@ -38,7 +38,10 @@ def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
         entry: dict[str, Any] = {"type": stream.kind, "mid": stream.mid, "label": stream.label}
         if stream.msid:
             entry["msid"] = stream.msid
-        entry |= {"port": stream.port, "pt": stream.payload_type, "codec": stream.codec.name}
+        entry["port"] = stream.port
+        if stream.rtcp_port is not None:
+            entry["rtcpport"] = stream.rtcp_port
+        entry |= {"pt": stream.payload_type, "codec": stream.codec.name}
         if stream.fmtp is not None and stream.fmtp != stream.codec.default_fmtp:
             entry["fmtp"] = stream.fmtp
         if stream.host not in ("0.0.0.0", ""):
