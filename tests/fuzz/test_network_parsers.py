@@ -2,7 +2,7 @@
 
 Each parser is fed random input and mutations of real input (captured Chromium
 RTCP, STUN from aioice, Chromium's and aiortc's SDP answers, Janus API
-requests, fanout's own configuration): it must return a value or raise its own
+requests, WHEP trickle fragments, fanout's own configuration): it must return a value or raise its own
 documented error, never anything else. A connected WebRTC peer fed arbitrary
 datagrams from anywhere must never raise and must stay connected.
 """
@@ -17,6 +17,7 @@ from fanout.config.loader import DEFAULT_FOLDER
 from fanout.core import jansson
 from fanout.webrtc import rtcp, sdp
 from fanout.webrtc.stun import StunError, StunMessage
+from fanout.whep.sdpfrag import SdpFragError, parse_sdpfrag
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -95,6 +96,15 @@ def test_janus_json_parser_raises_only_json_errors(data: bytes) -> None:
     try:
         jansson.loads_sequence(data)
     except jansson.JsonError:
+        pass
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=300), text_mutations(SDP_ANSWERS)))
+def test_whep_trickle_fragment_parser_raises_only_its_errors(text: str) -> None:
+    try:
+        parse_sdpfrag(text)
+    except SdpFragError:
         pass
 
 
