@@ -263,7 +263,7 @@ def _run_one(
     )
     source.start()
     try:
-        runner = RampRunner(server, source, plan, srtp_profile=profile, label=label)
+        runner = RampRunner(server, source, plan, srtp_profile=profile, label=label, load_cpu=load_cpu)
         asyncio.run(runner.run(ramp))
     except Exception as error:  # noqa: BLE001 - a ramp that breaks is reported; the others still run
         print(

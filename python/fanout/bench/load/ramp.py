@@ -79,6 +79,7 @@ class Step:
     server_cpu: float = 0.0  # cores, the server process (all its threads)
     core_softirq: float = 0.0  # cores, irq + softirq on the server's core
     core_busy: float = 0.0  # cores, everything on the server's core
+    load_core_busy: float = 0.0  # cores, everything on the load's core (viewers, source, and any neighbour)
     cpu_per_gbps: float | None = None
     latency_ms: dict[str, float | None] = field(default_factory=dict)
     jitter_ms: float | None = None
@@ -127,7 +128,9 @@ class RampRunner:
         *,
         srtp_profile: str,
         label: str,
+        load_cpu: int,
     ) -> None:
+        self.load_cpu = load_cpu
         self.server = server
         self.source = source
         self.plan = plan
@@ -194,6 +197,7 @@ class RampRunner:
         delivered0 = cheap.delivered()
         start = time.monotonic()
         cpu0, core0, softnet0 = process_cpu_seconds(pid), core_times(cpu), softnet_dropped()
+        load0 = core_times(self.load_cpu)
         input0 = udp_port_drops({AUDIO_PORT, VIDEO_PORT})
         await asyncio.sleep(self.plan.window)
         windows = await samples.windows()
@@ -201,6 +205,7 @@ class RampRunner:
         delivered1 = cheap.delivered()
         elapsed = time.monotonic() - start
         cpu1, core1, softnet1 = process_cpu_seconds(pid), core_times(cpu), softnet_dropped()
+        step.load_core_busy = (core_times(self.load_cpu).busy - load0.busy) / elapsed
         step.server_input_drops = udp_port_drops({AUDIO_PORT, VIDEO_PORT}) - input0
 
         sent = (sent1["video_packets"] - sent0["video_packets"]) + (sent1["audio_packets"] - sent0["audio_packets"])
@@ -245,7 +250,7 @@ class RampRunner:
         self.progress(
             f"{step.viewers:5d} viewers (+{step.joined}, {step.join_failures} failed) "
             f"{step.delivered_gbps:6.2f} Gbit/s {step.delivered_pps / 1e3:7.1f} kpkt/s "
-            f"cpu {step.server_cpu:4.2f}+{step.core_softirq:4.2f} "
+            f"cpu {step.server_cpu:4.2f}+{step.core_softirq:4.2f} (load core {step.load_core_busy:4.2f}) "
             f"loss {100 * step.loss:6.2f}% (sample {100 * step.sample_loss:.2f}%) p99 {p99} ms "
             f"{'holds' if step.held else 'FAILS'}{' (measured twice)' if step.remeasured else ''}"
         )
