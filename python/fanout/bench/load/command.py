@@ -164,6 +164,21 @@ def _git_commit() -> str:
     return commit + ("+dirty" if commit and dirty else "")
 
 
+def _engine_build() -> dict[str, str]:
+    """Which engine binary fanout runs: its file, hash and build time (the source tree may be ahead of it)."""
+    import hashlib
+
+    import fanout._engine as engine
+
+    path = Path(engine.__file__ or "")
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return {"path": str(path)}
+    built = datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.UTC)
+    return {"path": str(path), "sha256": hashlib.sha256(data).hexdigest(), "built": built.isoformat(timespec="seconds")}
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -196,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
             "date": now.isoformat(timespec="seconds"),
             "commit": _git_commit(),
             "command": "fanout bench load " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "load"] else []),
+            "engine": _engine_build(),
             "cpu_model": _cpu_model(),
             "cpus": os.cpu_count(),
             "kernel": platform.release(),
