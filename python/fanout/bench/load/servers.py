@@ -6,8 +6,8 @@ transport and streaming files (only the streaming plugin and the HTTP and
 WebSocket transports load; logging at warnings), and runs ``janus -F``. Both
 serve one mountpoint (id 1: Opus on :data:`AUDIO_PORT`, VP8 on
 :data:`VIDEO_PORT`) on the same ports inside the bench's namespace, under
-``taskset -c <cpu>`` with a file-descriptor limit large enough for thousands
-of viewers.
+``taskset -c <cpu>`` (and ``nice``, on a machine whose cores others use
+too) with a file-descriptor limit large enough for thousands of viewers.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ class Server:
     name = "server"
     viewer_host = "127.0.0.1"
 
+    nice = 0  # set by the bench: a share of a core used by others too, as close to the whole as it gets
+
     def __init__(self, folder: Path, cpu: int) -> None:
         self.folder = folder
         self.cpu = cpu
@@ -81,7 +83,17 @@ class Server:
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # as many as the hard limit allows
         log = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the child's life
         self.process = subprocess.Popen(
-            ["prlimit", f"--nofile={nofile}", "taskset", "-c", str(self.cpu), *self.command()],
+            [
+                "prlimit",
+                f"--nofile={nofile}",
+                "nice",
+                "-n",
+                str(self.nice),
+                "taskset",
+                "-c",
+                str(self.cpu),
+                *self.command(),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
