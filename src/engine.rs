@@ -24,15 +24,17 @@ const SEND_BUFFER_BYTES: libc::c_int = 4 << 20;
 
 use crate::batch::{SendMode, SLOT_SIZE};
 use crate::codec::Codec;
+use crate::packet::GopCache;
 use crate::receiver::{
     bind_source, monotonic_ns, set_send_buffer, MediaKind, Receiver, ReceiverCommand, SourceStream, StreamCounters,
     WorkerDoor, WAKE_KEY,
 };
 use crate::ring;
 use crate::rtcp::{for_each_nack, is_rtcp};
+use crate::source_rtcp::{for_each_keyframe_request, KeyframeReason, SourceRtcp};
 use crate::srtp::{Profile, SrtcpInbound, SrtpSession};
 use crate::viewer::{RawAddress, StreamStart, Viewer, ViewerCounters, ViewerStream};
-use crate::worker::{allowed_cores, Command, SendCounters, Worker, WorkerConfig, WorkerLoad};
+use crate::worker::{allowed_cores, Caches, Command, SendCounters, Worker, WorkerConfig, WorkerLoad};
 
 /// Source packets waiting for one worker; past this the worker is overloaded and loses packets.
 const RING_PACKETS: usize = 8192;
@@ -95,6 +97,8 @@ pub struct SourceConfig {
     pub clock_rate: i64,
     pub host: String,
     pub port: i64,
+    /// The stream's RTCP port: None for none, 0 lets the kernel pick.
+    pub rtcp_port: Option<i64>,
 }
 
 /// What a viewer receives of one source stream.
@@ -114,6 +118,24 @@ pub struct StreamStats {
     pub malformed: u64,
     pub overruns: u64,
     pub last_packet_age_ms: Option<u64>,
+    pub rtcp_port: Option<u16>,
+    /// RTCP packets received from the source on the RTCP port.
+    pub rtcp_packets: u64,
+    pub plis_forwarded: u64,
+    pub keyframe_requests: u64,
+    /// The latest sender report from the source: (NTP time, RTP timestamp, age in ms).
+    pub sender_report: Option<(u64, u32, u64)>,
+    /// The keyframe cache: whether it holds a keyframe, its packets and bytes,
+    /// and how many groups of pictures outgrew it. None for streams without a cache.
+    pub cache: Option<CacheStats>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheStats {
+    pub keyframe: bool,
+    pub packets: usize,
+    pub bytes: usize,
+    pub overflows: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,6 +191,21 @@ struct StreamRecord {
     clock_rate: u32,
     starts_at_keyframes: bool,
     counters: Arc<StreamCounters>,
+    cache: Option<Arc<Mutex<GopCache>>>,
+    rtcp: Option<Arc<SourceRtcp>>,
+}
+
+impl StreamRecord {
+    /// Asks the source for a keyframe if the cache holds none (rate limited).
+    fn request_keyframe_if_uncached(&self) {
+        let (Some(cache), Some(rtcp)) = (&self.cache, &self.rtcp) else {
+            return;
+        };
+        let cached = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).has_keyframe();
+        if !cached {
+            rtcp.request_keyframe(KeyframeReason::Start, Instant::now());
+        }
+    }
 }
 
 struct MountpointRecord {
@@ -180,10 +217,18 @@ struct MountpointRecord {
     sent: Vec<Arc<SendCounters>>,
 }
 
+impl MountpointRecord {
+    fn caches(&self) -> Caches {
+        self.streams.iter().map(|stream| stream.cache.clone()).collect()
+    }
+}
+
 struct ViewerRecord {
     mountpoint_id: u64,
     worker: usize,
     ssrcs: Vec<u32>,
+    /// The source stream index each of its streams takes.
+    indexes: Vec<u32>,
     counters: Arc<ViewerCounters>,
     srtcp: Arc<Mutex<SrtcpInbound>>,
 }
@@ -227,7 +272,9 @@ fn wake(fd: &OwnedFd) {
 /// The cores to run workers on, checked.
 fn choose_cores(options: &EngineOptions) -> Result<Vec<usize>, EngineError> {
     let allowed = allowed_cores();
-    let Some(cores) = &options.cores else { return Ok(allowed) };
+    let Some(cores) = &options.cores else {
+        return Ok(allowed);
+    };
     if cores.is_empty() {
         return Err(invalid("cores must list at least one core"));
     }
@@ -401,30 +448,46 @@ impl Engine {
                 .ok_or_else(|| invalid(format!("unknown media kind {:?}", stream.kind)))?;
             let clock_rate: u32 = in_range(stream.clock_rate, "clock rate", 1, i64::from(u32::MAX))?;
             let port: u16 = in_range(stream.port, "port", 0, 65535)?;
-            checked.push((index, kind, Codec::from_name(&stream.codec.to_ascii_lowercase()), clock_rate, port));
+            let rtcp_port: Option<u16> =
+                stream.rtcp_port.map(|rtcp_port| in_range(rtcp_port, "rtcp_port", 0, 65535)).transpose()?;
+            let codec = Codec::from_name(&stream.codec.to_ascii_lowercase());
+            checked.push((index, kind, codec, clock_rate, port, rtcp_port));
         }
         // Bind every port first: on any failure the sockets bound so far close on return.
         let mut sockets = Vec::with_capacity(streams.len());
-        for (stream, (_, _, _, _, port)) in streams.iter().zip(&checked) {
-            sockets.push(bind_source(&stream.host, *port)?);
+        for (stream, (_, _, _, _, port, rtcp_port)) in streams.iter().zip(&checked) {
+            let rtcp = rtcp_port.map(|rtcp_port| bind_source(&stream.host, rtcp_port)).transpose()?;
+            sockets.push((bind_source(&stream.host, *port)?, rtcp));
         }
         let mut records = Vec::with_capacity(streams.len());
         let mut sources = Vec::with_capacity(streams.len());
-        for (socket, (index, kind, codec, clock_rate, _)) in sockets.into_iter().zip(checked) {
+        for ((socket, rtcp), (index, kind, codec, clock_rate, _, _)) in sockets.into_iter().zip(checked) {
             let counters = Arc::new(StreamCounters::default());
-            let source = SourceStream::new(kind, codec, socket, counters.clone());
+            let mut source = SourceStream::new(kind, codec, socket, counters.clone());
             let port = source.local_addr()?.port();
             let starts_at_keyframes = kind == MediaKind::Video && codec.finds_keyframes();
-            records.push(StreamRecord { index, port, clock_rate, starts_at_keyframes, counters });
+            source.cache = starts_at_keyframes.then(|| Arc::new(Mutex::new(GopCache::new())));
+            source.rtcp = rtcp.map(|socket| Arc::new(SourceRtcp::new(socket)));
+            let (cache, rtcp) = (source.cache.clone(), source.rtcp.clone());
+            records.push(StreamRecord { index, port, clock_rate, starts_at_keyframes, counters, cache, rtcp });
             sources.push(source);
         }
         let first_key = running.next_source_key;
-        for (offset, source) in sources.iter().enumerate() {
-            register(self.epoll.as_raw_fd(), source.fd(), first_key + offset as u64)?;
+        let mut rtcp_keys = Vec::new();
+        let mut key = first_key;
+        for (position, source) in sources.iter().enumerate() {
+            register(self.epoll.as_raw_fd(), source.fd(), key)?;
+            key += 1;
+            if let Some(rtcp) = &source.rtcp {
+                register(self.epoll.as_raw_fd(), rtcp.fd(), key)?;
+                rtcp_keys.push((key, position));
+                key += 1;
+            }
         }
-        running.next_source_key += sources.len() as u64;
-        let keyed = (first_key..).zip(sources).collect();
-        self.to_receiver(running, ReceiverCommand::AddMountpoint { id, streams: keyed })?;
+        running.next_source_key = key;
+        let mut keys = (first_key..).filter(|key| !rtcp_keys.iter().any(|(rtcp_key, _)| rtcp_key == key));
+        let keyed = sources.into_iter().map(|source| (keys.next().expect("unbounded"), source)).collect();
+        self.to_receiver(running, ReceiverCommand::AddMountpoint { id, streams: keyed, rtcp_keys })?;
         let ports = records.iter().map(|record| record.port).collect();
         let workers = running.workers.len();
         let record = MountpointRecord {
@@ -442,7 +505,9 @@ impl Engine {
     pub fn remove_mountpoint(&self, id: u64) -> Result<(), EngineError> {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
-        let Some(record) = running.mountpoints.remove(&id) else { return Ok(()) };
+        let Some(record) = running.mountpoints.remove(&id) else {
+            return Ok(());
+        };
         for viewer in &record.viewers {
             if let Some(viewer) = running.viewers.remove(viewer) {
                 running.workers[viewer.worker].viewers -= 1;
@@ -482,57 +547,137 @@ impl Engine {
         let local = SrtpSession::new(profile, local_master_key).map_err(|e| invalid(format!("local key: {e}")))?;
         let remote = SrtpSession::new(profile, remote_master_key).map_err(|e| invalid(format!("remote key: {e}")))?;
         let address = viewer_address(address.0, address.1, self.socket_family)?;
-        let mut viewer_streams = Vec::with_capacity(streams.len());
-        let mut ssrcs = Vec::with_capacity(streams.len());
-        let mut indexes = HashSet::new();
-        for stream in streams {
-            let index: u32 = in_range(stream.index, "stream index", 0, i64::from(u32::MAX))?;
-            let position = mountpoint
-                .streams
-                .iter()
-                .position(|record| record.index == index)
-                .ok_or_else(|| invalid(format!("mountpoint {mountpoint_id} has no stream {index}")))?;
-            if !indexes.insert(index) {
-                return Err(invalid(format!("stream index {index} appears twice")));
-            }
-            let ssrc: u32 = in_range(stream.ssrc, "ssrc", 0, i64::from(u32::MAX))?;
-            ssrcs.push(ssrc);
-            let payload_type: u8 = in_range(stream.payload_type, "payload type", 0, 127)?;
-            let record = &mountpoint.streams[position];
-            let [a, b, c, d, e, f] = random_bytes::<6>();
-            let start =
-                StreamStart { sequence: u16::from_be_bytes([a, b]), timestamp: u32::from_be_bytes([c, d, e, f]) };
-            viewer_streams.push(ViewerStream::new(
-                position,
-                ssrc,
-                payload_type,
-                record.clock_rate,
-                record.starts_at_keyframes,
-                start,
-            ));
-        }
+        let (viewer_streams, ssrcs, indexes) = viewer_streams(mountpoint_id, mountpoint, streams)?;
         let counters = Arc::new(ViewerCounters::default());
         let viewer =
             Box::new(Viewer::new(viewer_id, address, viewer_streams, local, Instant::now() + FIRST_REPORT_DELAY));
         let worker =
             (0..running.workers.len()).min_by_key(|&w| running.workers[w].viewers).expect("one worker at least");
+        // Packets flow to the worker before it copies the keyframe cache, so
+        // none falls between the cache and the live stream.
+        self.subscribe(running, mountpoint_id, worker)?;
+        let mountpoint = running.mountpoints.get(&mountpoint_id).expect("looked up above");
         let command = Command::AddViewer {
             mountpoint_id,
             streams: mountpoint.streams.len(),
+            caches: mountpoint.caches(),
             viewer,
             counters: counters.clone(),
             totals: mountpoint.sent[worker].clone(),
         };
         Self::to_worker(running, worker, command)?;
+        for &index in &indexes {
+            if let Some(record) = mountpoint.streams.iter().find(|record| record.index == index) {
+                record.request_keyframe_if_uncached();
+            }
+        }
         let mountpoint = running.mountpoints.get_mut(&mountpoint_id).expect("looked up above");
         mountpoint.viewers.insert(viewer_id);
-        mountpoint.per_worker[worker] += 1;
-        if mountpoint.per_worker[worker] == 1 {
-            self.to_receiver(running, ReceiverCommand::Subscribe { mountpoint: mountpoint_id, worker })?;
-        }
         running.workers[worker].viewers += 1;
         let srtcp = Arc::new(Mutex::new(SrtcpInbound::new(remote)));
-        running.viewers.insert(viewer_id, ViewerRecord { mountpoint_id, worker, ssrcs, counters, srtcp });
+        let record = ViewerRecord { mountpoint_id, worker, ssrcs, indexes, counters, srtcp };
+        running.viewers.insert(viewer_id, record);
+        Ok(())
+    }
+
+    /// Counts one more viewer of the mountpoint on `worker`; for its first,
+    /// the receiver starts sending it packets (and has, when this returns).
+    fn subscribe(&self, running: &mut Running, mountpoint_id: u64, worker: usize) -> Result<(), EngineError> {
+        let mountpoint =
+            running.mountpoints.get_mut(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
+        mountpoint.per_worker[worker] += 1;
+        if mountpoint.per_worker[worker] == 1 {
+            let (done, subscribed) = mpsc::sync_channel(1);
+            let command = ReceiverCommand::Subscribe { mountpoint: mountpoint_id, worker, done: Some(done) };
+            self.to_receiver(running, command)?;
+            let _ = subscribed.recv();
+        }
+        Ok(())
+    }
+
+    /// Counts one viewer less of the mountpoint on `worker`; after its last, the receiver stops.
+    fn unsubscribe(&self, running: &mut Running, mountpoint_id: u64, worker: usize) -> Result<(), EngineError> {
+        let Some(mountpoint) = running.mountpoints.get_mut(&mountpoint_id) else {
+            return Ok(());
+        };
+        mountpoint.per_worker[worker] -= 1;
+        if mountpoint.per_worker[worker] == 0 {
+            self.to_receiver(running, ReceiverCommand::Unsubscribe { mountpoint: mountpoint_id, worker })?;
+        }
+        Ok(())
+    }
+
+    /// Moves a viewer to another mountpoint without renegotiation: its
+    /// streams become `streams` (payload types rewritten to theirs); a stream
+    /// whose SSRC the viewer already had goes on with that stream's sequence
+    /// numbers and timestamps (as across a source restart), video from the
+    /// new mountpoint's keyframe cache. Its keys, address and counters stay.
+    pub fn switch_viewer(
+        &self,
+        viewer_id: u64,
+        mountpoint_id: u64,
+        streams: &[ViewerStreamConfig],
+    ) -> Result<(), EngineError> {
+        let mut state = self.running()?;
+        let running = state.as_mut().expect("checked by running()");
+        let mountpoint =
+            running.mountpoints.get(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
+        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
+        let (old_mountpoint, worker) = (record.mountpoint_id, record.worker);
+        let (viewer_streams, ssrcs, indexes) = viewer_streams(mountpoint_id, mountpoint, streams)?;
+        if old_mountpoint != mountpoint_id {
+            self.subscribe(running, mountpoint_id, worker)?;
+        }
+        let mountpoint = running.mountpoints.get(&mountpoint_id).expect("looked up above");
+        let command = Command::SwitchViewer {
+            id: viewer_id,
+            mountpoint_id,
+            streams: mountpoint.streams.len(),
+            caches: mountpoint.caches(),
+            viewer_streams,
+            totals: mountpoint.sent[worker].clone(),
+        };
+        Self::to_worker(running, worker, command)?;
+        for &index in &indexes {
+            if let Some(record) = mountpoint.streams.iter().find(|record| record.index == index) {
+                record.request_keyframe_if_uncached();
+            }
+        }
+        if old_mountpoint != mountpoint_id {
+            if let Some(old) = running.mountpoints.get_mut(&old_mountpoint) {
+                old.viewers.remove(&viewer_id);
+            }
+            self.unsubscribe(running, old_mountpoint, worker)?;
+            running.mountpoints.get_mut(&mountpoint_id).expect("looked up above").viewers.insert(viewer_id);
+        }
+        let record = running.viewers.get_mut(&viewer_id).expect("looked up above");
+        record.mountpoint_id = mountpoint_id;
+        record.ssrcs = ssrcs;
+        record.indexes = indexes;
+        Ok(())
+    }
+
+    /// The per-stream send switch: stops or resumes sending the viewer's
+    /// stream that takes source stream `index`. Resumed video starts from the
+    /// keyframe cache (or the next keyframe); numbering stays continuous.
+    pub fn set_viewer_stream_paused(&self, viewer_id: u64, index: i64, paused: bool) -> Result<(), EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
+        let index: u32 = in_range(index, "stream index", 0, i64::from(u32::MAX))?;
+        let stream = record
+            .indexes
+            .iter()
+            .position(|&taken| taken == index)
+            .ok_or_else(|| invalid(format!("viewer {viewer_id} has no stream {index}")))?;
+        Self::to_worker(running, record.worker, Command::SetStreamPaused { id: viewer_id, stream, paused })?;
+        if !paused {
+            if let Some(mountpoint) = running.mountpoints.get(&record.mountpoint_id) {
+                if let Some(source) = mountpoint.streams.iter().find(|source| source.index == index) {
+                    source.request_keyframe_if_uncached();
+                }
+            }
+        }
         Ok(())
     }
 
@@ -540,19 +685,16 @@ impl Engine {
     pub fn remove_viewer(&self, viewer_id: u64) -> Result<(), EngineError> {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
-        let Some(record) = running.viewers.remove(&viewer_id) else { return Ok(()) };
+        let Some(record) = running.viewers.remove(&viewer_id) else {
+            return Ok(());
+        };
         let worker = record.worker;
         running.workers[worker].viewers -= 1;
         Self::to_worker(running, worker, Command::RemoveViewer { id: viewer_id })?;
         if let Some(mountpoint) = running.mountpoints.get_mut(&record.mountpoint_id) {
             mountpoint.viewers.remove(&viewer_id);
-            mountpoint.per_worker[worker] -= 1;
-            if mountpoint.per_worker[worker] == 0 {
-                let command = ReceiverCommand::Unsubscribe { mountpoint: record.mountpoint_id, worker };
-                self.to_receiver(running, command)?;
-            }
         }
-        Ok(())
+        self.unsubscribe(running, record.mountpoint_id, worker)
     }
 
     pub fn set_viewer_address(&self, viewer_id: u64, address: (&str, i64)) -> Result<(), EngineError> {
@@ -568,12 +710,22 @@ impl Engine {
         let running = state.as_ref().expect("checked by running()");
         let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
         record.counters.paused.store(paused, Ordering::Relaxed);
-        Self::to_worker(running, record.worker, Command::SetViewerPaused { id: viewer_id, paused })
+        Self::to_worker(running, record.worker, Command::SetViewerPaused { id: viewer_id, paused })?;
+        if !paused {
+            if let Some(mountpoint) = running.mountpoints.get(&record.mountpoint_id) {
+                for source in mountpoint.streams.iter().filter(|source| record.indexes.contains(&source.index)) {
+                    source.request_keyframe_if_uncached();
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Unprotects SRTCP from a viewer. Generic NACKs in it about the viewer's
     /// streams are answered at once: the viewer's worker resends each packet
-    /// still in its history, as the viewer first received it.
+    /// still in its history, as the viewer first received it. PLIs and FIRs
+    /// about its streams go on to the source's RTCP port, if it has one
+    /// (at most one per stream per second).
     pub fn unprotect_rtcp(&self, viewer_id: u64, packet: &[u8]) -> Result<Vec<u8>, EngineError> {
         let (srtcp, ssrcs) = {
             let state = self.running()?;
@@ -585,6 +737,26 @@ impl Engine {
             let mut srtcp = srtcp.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             srtcp.unprotect(packet).map_err(|error| invalid(format!("SRTCP from viewer {viewer_id}: {error}")))?
         };
+        let mut asked = Vec::new();
+        for_each_keyframe_request(&plain, |ssrc| {
+            if let Some(stream) = ssrcs.iter().position(|&own| own == ssrc) {
+                asked.push(stream);
+            }
+        });
+        if !asked.is_empty() {
+            let state = self.running()?;
+            let running = state.as_ref().expect("checked by running()");
+            if let Some(record) = running.viewers.get(&viewer_id) {
+                let mountpoint = running.mountpoints.get(&record.mountpoint_id);
+                for stream in asked {
+                    let index = record.indexes.get(stream);
+                    let source = mountpoint.and_then(|m| m.streams.iter().find(|s| Some(&s.index) == index));
+                    if let Some(rtcp) = source.and_then(|source| source.rtcp.as_ref()) {
+                        rtcp.request_keyframe(KeyframeReason::Viewer, Instant::now());
+                    }
+                }
+            }
+        }
         let mut lost = Vec::new();
         for_each_nack(&plain, |ssrc, sequence| {
             if ssrcs.contains(&ssrc) {
@@ -644,7 +816,30 @@ impl Engine {
             .iter()
             .map(|stream| {
                 let last = stream.counters.last_packet_ns.load(Ordering::Relaxed);
+                let rtcp = stream.rtcp.as_ref();
+                let load = |counter: Option<&std::sync::atomic::AtomicU64>| {
+                    counter.map_or(0, |counter| counter.load(Ordering::Relaxed))
+                };
+                let cache = stream.cache.as_ref().map(|cache| {
+                    let cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    CacheStats {
+                        keyframe: cache.has_keyframe(),
+                        packets: cache.packets().len(),
+                        bytes: cache.bytes(),
+                        overflows: cache.overflows,
+                    }
+                });
+                let now_instant = Instant::now();
                 StreamStats {
+                    rtcp_port: rtcp.and_then(|rtcp| rtcp.local_port().ok()),
+                    rtcp_packets: load(rtcp.map(|rtcp| &rtcp.packets)),
+                    plis_forwarded: load(rtcp.map(|rtcp| &rtcp.plis_forwarded)),
+                    keyframe_requests: load(rtcp.map(|rtcp| &rtcp.keyframe_requests)),
+                    sender_report: rtcp.and_then(|rtcp| rtcp.sender_report()).map(|report| {
+                        let age = now_instant.saturating_duration_since(report.received_at).as_millis() as u64;
+                        (report.ntp_time, report.rtp_timestamp, age)
+                    }),
+                    cache,
                     index: stream.index,
                     port: stream.port,
                     packets: stream.counters.packets.load(Ordering::Relaxed),
@@ -715,6 +910,50 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// A viewer's streams, their SSRCs and the source stream index each takes.
+type CheckedStreams = (Vec<ViewerStream>, Vec<u32>, Vec<u32>);
+
+/// Checks a viewer's stream list against the mountpoint and makes its streams.
+fn viewer_streams(
+    mountpoint_id: u64,
+    mountpoint: &MountpointRecord,
+    streams: &[ViewerStreamConfig],
+) -> Result<CheckedStreams, EngineError> {
+    let mut viewer_streams = Vec::with_capacity(streams.len());
+    let mut ssrcs = Vec::with_capacity(streams.len());
+    let mut indexes = Vec::with_capacity(streams.len());
+    for stream in streams {
+        let index: u32 = in_range(stream.index, "stream index", 0, i64::from(u32::MAX))?;
+        let position = mountpoint
+            .streams
+            .iter()
+            .position(|record| record.index == index)
+            .ok_or_else(|| invalid(format!("mountpoint {mountpoint_id} has no stream {index}")))?;
+        if indexes.contains(&index) {
+            return Err(invalid(format!("stream index {index} appears twice")));
+        }
+        let ssrc: u32 = in_range(stream.ssrc, "ssrc", 0, i64::from(u32::MAX))?;
+        if ssrcs.contains(&ssrc) {
+            return Err(invalid(format!("ssrc {ssrc} appears twice")));
+        }
+        let payload_type: u8 = in_range(stream.payload_type, "payload type", 0, 127)?;
+        let record = &mountpoint.streams[position];
+        let [a, b, c, d, e, f] = random_bytes::<6>();
+        let start = StreamStart { sequence: u16::from_be_bytes([a, b]), timestamp: u32::from_be_bytes([c, d, e, f]) };
+        viewer_streams.push(ViewerStream::new(
+            position,
+            ssrc,
+            payload_type,
+            record.clock_rate,
+            record.starts_at_keyframes,
+            start,
+        ));
+        ssrcs.push(ssrc);
+        indexes.push(index);
+    }
+    Ok((viewer_streams, ssrcs, indexes))
 }
 
 fn register(epoll: RawFd, fd: RawFd, key: u64) -> io::Result<()> {

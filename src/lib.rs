@@ -11,6 +11,7 @@ pub mod receiver;
 pub mod ring;
 pub mod rtcp;
 pub mod rtp;
+pub mod source_rtcp;
 pub mod srtp;
 pub mod viewer;
 pub mod worker;

@@ -3,6 +3,8 @@
 //! viewers of its mountpoint holds while it fans it out and keeps a while in
 //! its [`History`] for retransmission. A [`PacketPool`] per source stream
 //! recycles packets nobody holds any more, so the steady state allocates none.
+//! A [`GopCache`] per video stream holds the packets since its latest
+//! keyframe, so that a viewer can start from it at once.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -104,6 +106,86 @@ impl History {
     }
 }
 
+/// The most a keyframe cache holds: past any of these its group of pictures
+/// is let go, and viewers wait for the next keyframe (as without a cache).
+pub const CACHE_MAX_PACKETS: usize = 8192;
+pub const CACHE_MAX_BYTES: usize = 8 << 20;
+pub const CACHE_MAX_AGE_NS: u64 = 5_000_000_000;
+
+/// A video stream's packets since its latest keyframe, in arrival order: the
+/// first is the first packet of the keyframe. Filled by the receiver, copied
+/// (the shared packets, not their bytes) by a worker when a viewer starts.
+pub struct GopCache {
+    packets: Vec<Arc<Packet>>,
+    bytes: usize,
+    /// (epoch, RTP timestamp) of the cached keyframe.
+    keyframe: Option<(u32, u32)>,
+    started_ns: u64,
+    /// Groups of pictures let go because they grew past the bounds.
+    pub overflows: u64,
+}
+
+impl Default for GopCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GopCache {
+    pub fn new() -> Self {
+        Self { packets: Vec::with_capacity(CACHE_MAX_PACKETS), bytes: 0, keyframe: None, started_ns: 0, overflows: 0 }
+    }
+
+    /// Adds a packet that arrived at `now_ns`: a keyframe's first packet starts
+    /// the cache again (the SPS, PPS and IDR of one H.264 access unit share a
+    /// timestamp, so they stay together); without a keyframe nothing is kept.
+    pub fn offer(&mut self, packet: &Arc<Packet>, now_ns: u64) {
+        let meta = &packet.meta;
+        let access_unit = (meta.epoch, meta.header.timestamp);
+        if meta.keyframe_start && self.keyframe != Some(access_unit) {
+            self.clear();
+            self.keyframe = Some(access_unit);
+            self.started_ns = now_ns;
+        }
+        let Some((epoch, _)) = self.keyframe else { return };
+        if epoch != meta.epoch {
+            self.clear();
+            return;
+        }
+        let len = packet.bytes().len();
+        if self.packets.len() >= CACHE_MAX_PACKETS
+            || self.bytes + len > CACHE_MAX_BYTES
+            || now_ns.saturating_sub(self.started_ns) > CACHE_MAX_AGE_NS
+        {
+            self.clear();
+            self.overflows += 1;
+            return;
+        }
+        self.packets.push(packet.clone());
+        self.bytes += len;
+    }
+
+    fn clear(&mut self) {
+        self.packets.clear();
+        self.bytes = 0;
+        self.keyframe = None;
+    }
+
+    /// The packets from the keyframe on; empty without a keyframe.
+    pub fn packets(&self) -> &[Arc<Packet>] {
+        &self.packets
+    }
+
+    pub fn has_keyframe(&self) -> bool {
+        !self.packets.is_empty()
+    }
+
+    /// RTP bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +214,72 @@ mod tests {
         assert_eq!(history.find(99, 3).unwrap().bytes()[12], 0xaa);
         assert!(history.find(99, 4).is_none(), "another epoch");
         assert!(history.find(95, 3).is_none(), "overwritten");
+    }
+
+    fn video(pool: &mut PacketPool, sequence: u16, timestamp: u32, keyframe_start: bool, epoch: u32) -> Arc<Packet> {
+        sized(pool, sequence, timestamp, keyframe_start, epoch, 1000)
+    }
+
+    fn sized(
+        pool: &mut PacketPool,
+        sequence: u16,
+        timestamp: u32,
+        keyframe_start: bool,
+        epoch: u32,
+        size: usize,
+    ) -> Arc<Packet> {
+        let mut packet = pool.take();
+        let mut datagram = vec![0x80, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        datagram[2..4].copy_from_slice(&sequence.to_be_bytes());
+        datagram[4..8].copy_from_slice(&timestamp.to_be_bytes());
+        datagram.resize(size, 0xaa);
+        let header = RtpHeader::parse(&datagram).unwrap();
+        Arc::get_mut(&mut packet).unwrap().fill(&datagram, ReceivedPacket { header, keyframe_start, epoch });
+        packet
+    }
+
+    #[test]
+    fn the_cache_holds_the_packets_since_the_latest_keyframe() {
+        let mut pool = PacketPool::new(64);
+        let mut cache = GopCache::new();
+        cache.offer(&video(&mut pool, 1, 0, false, 0), 0);
+        assert!(!cache.has_keyframe(), "nothing before the first keyframe");
+        cache.offer(&video(&mut pool, 2, 3000, true, 0), 1);
+        cache.offer(&video(&mut pool, 3, 3000, true, 0), 2); // the IDR after an SPS: same access unit
+        cache.offer(&video(&mut pool, 4, 6000, false, 0), 3);
+        let sequences: Vec<u16> = cache.packets().iter().map(|p| p.meta.header.sequence).collect();
+        assert_eq!(sequences, [2, 3, 4]);
+        assert_eq!(cache.bytes(), 3000);
+        cache.offer(&video(&mut pool, 5, 9000, true, 0), 4);
+        assert_eq!(cache.packets().len(), 1, "a new keyframe starts again");
+        cache.offer(&video(&mut pool, 1, 0, false, 1), 5);
+        assert!(!cache.has_keyframe(), "a source restart lets the old picture go");
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let mut pool = PacketPool::new(64);
+        let mut cache = GopCache::new();
+        cache.offer(&video(&mut pool, 1, 0, true, 0), 0);
+        cache.offer(&video(&mut pool, 2, 3000, false, 0), CACHE_MAX_AGE_NS + 1);
+        assert!(!cache.has_keyframe(), "older than the bound");
+        assert_eq!(cache.overflows, 1);
+        cache.offer(&video(&mut pool, 3, 6000, false, 0), CACHE_MAX_AGE_NS + 2);
+        assert!(!cache.has_keyframe(), "waits for the next keyframe");
+        cache.offer(&video(&mut pool, 4, 9000, true, 0), 0);
+        let mut sequence = 5;
+        while cache.has_keyframe() {
+            cache.offer(&video(&mut pool, sequence, 9000, false, 0), 0);
+            sequence += 1;
+        }
+        assert_eq!(usize::from(sequence - 4), CACHE_MAX_PACKETS + 1, "8192 packets");
+        cache.offer(&sized(&mut pool, 1, 0, true, 0, 1900), 0);
+        let mut sequence = 2;
+        while cache.has_keyframe() {
+            cache.offer(&sized(&mut pool, sequence, 0, false, 0, 1900), 0);
+            sequence += 1;
+        }
+        assert_eq!(usize::from(sequence - 1), CACHE_MAX_BYTES / 1900 + 1, "8 MB of 1900-byte packets");
     }
 
     #[test]

@@ -39,6 +39,8 @@ struct SourceStream {
     clock_rate: i64,
     host: String,
     port: i64,
+    #[pyo3(default)]
+    rtcp_port: Option<i64>,
 }
 
 /// The ViewerStream TypedDict.
@@ -75,6 +77,7 @@ impl Engine {
                 clock_rate: s.clock_rate,
                 host: s.host,
                 port: s.port,
+                rtcp_port: s.rtcp_port,
             })
             .collect();
         Ok(self.inner.add_mountpoint(mountpoint_id, &streams)?)
@@ -87,6 +90,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn add_viewer(
         &self,
+        py: Python<'_>,
         viewer_id: u64,
         mountpoint_id: u64,
         address: (String, i64),
@@ -95,19 +99,18 @@ impl Engine {
         remote_master_key: &[u8],
         streams: Vec<ViewerStream>,
     ) -> PyResult<()> {
-        let streams: Vec<ViewerStreamConfig> = streams
-            .into_iter()
-            .map(|s| ViewerStreamConfig { index: s.index, ssrc: s.ssrc, payload_type: s.payload_type })
-            .collect();
-        Ok(self.inner.add_viewer(
-            viewer_id,
-            mountpoint_id,
-            (&address.0, address.1),
-            srtp_profile,
-            local_master_key,
-            remote_master_key,
-            &streams,
-        )?)
+        let streams = viewer_stream_configs(streams);
+        Ok(py.detach(|| {
+            self.inner.add_viewer(
+                viewer_id,
+                mountpoint_id,
+                (&address.0, address.1),
+                srtp_profile,
+                local_master_key,
+                remote_master_key,
+                &streams,
+            )
+        })?)
     }
 
     fn remove_viewer(&self, viewer_id: u64) -> PyResult<()> {
@@ -120,6 +123,21 @@ impl Engine {
 
     fn set_viewer_paused(&self, viewer_id: u64, paused: bool) -> PyResult<()> {
         Ok(self.inner.set_viewer_paused(viewer_id, paused)?)
+    }
+
+    fn set_viewer_stream_paused(&self, viewer_id: u64, index: i64, paused: bool) -> PyResult<()> {
+        Ok(self.inner.set_viewer_stream_paused(viewer_id, index, paused)?)
+    }
+
+    fn switch_viewer(
+        &self,
+        py: Python<'_>,
+        viewer_id: u64,
+        mountpoint_id: u64,
+        streams: Vec<ViewerStream>,
+    ) -> PyResult<()> {
+        let streams = viewer_stream_configs(streams);
+        Ok(py.detach(|| self.inner.switch_viewer(viewer_id, mountpoint_id, &streams))?)
     }
 
     fn unprotect_rtcp<'py>(&self, py: Python<'py>, viewer_id: u64, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
@@ -171,6 +189,33 @@ impl Engine {
             entry.set_item("malformed", stream.malformed)?;
             entry.set_item("overruns", stream.overruns)?;
             entry.set_item("last_packet_age_ms", stream.last_packet_age_ms)?;
+            entry.set_item("rtcp_port", stream.rtcp_port)?;
+            entry.set_item("rtcp_packets", stream.rtcp_packets)?;
+            entry.set_item("plis_forwarded", stream.plis_forwarded)?;
+            entry.set_item("keyframe_requests", stream.keyframe_requests)?;
+            let sender_report = match stream.sender_report {
+                Some((ntp_time, rtp_timestamp, age_ms)) => {
+                    let report = PyDict::new(py);
+                    report.set_item("ntp_time", ntp_time)?;
+                    report.set_item("rtp_timestamp", rtp_timestamp)?;
+                    report.set_item("age_ms", age_ms)?;
+                    Some(report)
+                }
+                None => None,
+            };
+            entry.set_item("sender_report", sender_report)?;
+            let cache = match stream.cache {
+                Some(cache) => {
+                    let entry = PyDict::new(py);
+                    entry.set_item("keyframe", cache.keyframe)?;
+                    entry.set_item("packets", cache.packets)?;
+                    entry.set_item("bytes", cache.bytes)?;
+                    entry.set_item("overflows", cache.overflows)?;
+                    Some(entry)
+                }
+                None => None,
+            };
+            entry.set_item("keyframe_cache", cache)?;
             stream_list.append(entry)?;
         }
         let stats = PyDict::new(py);
@@ -210,6 +255,13 @@ impl Engine {
     fn close(&self, py: Python<'_>) {
         py.detach(|| self.inner.close());
     }
+}
+
+fn viewer_stream_configs(streams: Vec<ViewerStream>) -> Vec<ViewerStreamConfig> {
+    streams
+        .into_iter()
+        .map(|s| ViewerStreamConfig { index: s.index, ssrc: s.ssrc, payload_type: s.payload_type })
+        .collect()
 }
 
 fn parse_send_mode(name: &str) -> PyResult<SendMode> {

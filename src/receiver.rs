@@ -13,14 +13,15 @@ use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver as CommandReceiver, SyncSender, TryRecvError};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use crate::batch::SLOT_SIZE;
 use crate::codec::Codec;
-use crate::packet::PacketPool;
+use crate::packet::{GopCache, PacketPool};
 use crate::ring::Producer;
 use crate::rtp::RtpHeader;
+use crate::source_rtcp::SourceRtcp;
 use crate::worker::{Delivery, WorkerLoad};
 
 /// Datagrams read per recvmmsg call.
@@ -120,11 +121,15 @@ pub struct SourceStream {
     pub counters: Arc<StreamCounters>,
     last: Option<(u32, u16)>,
     epoch: u32,
+    /// Video whose keyframes the engine finds: the packets since the latest one.
+    pub cache: Option<Arc<Mutex<GopCache>>>,
+    /// The stream's RTCP port, if it has one.
+    pub rtcp: Option<Arc<SourceRtcp>>,
 }
 
 impl SourceStream {
     pub fn new(kind: MediaKind, codec: Codec, socket: UdpSocket, counters: Arc<StreamCounters>) -> Self {
-        Self { kind, codec, socket, counters, last: None, epoch: 0 }
+        Self { kind, codec, socket, counters, last: None, epoch: 0, cache: None, rtcp: None }
     }
 
     pub fn fd(&self) -> RawFd {
@@ -191,6 +196,7 @@ pub struct ReceiveBatch {
     buffers: Box<[[u8; SLOT_SIZE]]>,
     iovecs: Box<[libc::iovec]>,
     headers: Box<[libc::mmsghdr]>,
+    names: Box<[libc::sockaddr_storage]>,
 }
 
 // SAFETY: the raw pointers in iovecs and headers point into the batch's own
@@ -206,6 +212,8 @@ impl Default for ReceiveBatch {
             buffers: vec![[0u8; SLOT_SIZE]; RECEIVE_BATCH].into_boxed_slice(),
             iovecs: vec![empty_iovec; RECEIVE_BATCH].into_boxed_slice(),
             headers: vec![empty_header; RECEIVE_BATCH].into_boxed_slice(),
+            // SAFETY: sockaddr_storage is plain old data; all zeros is AF_UNSPEC.
+            names: vec![unsafe { std::mem::zeroed() }; RECEIVE_BATCH].into_boxed_slice(),
         }
     }
 }
@@ -216,8 +224,8 @@ impl ReceiveBatch {
         for i in 0..RECEIVE_BATCH {
             self.iovecs[i] = libc::iovec { iov_base: self.buffers[i].as_mut_ptr().cast(), iov_len: SLOT_SIZE };
             let header = &mut self.headers[i];
-            header.msg_hdr.msg_name = std::ptr::null_mut();
-            header.msg_hdr.msg_namelen = 0;
+            header.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+            header.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             header.msg_hdr.msg_iov = &mut self.iovecs[i];
             header.msg_hdr.msg_iovlen = 1;
             header.msg_hdr.msg_control = std::ptr::null_mut();
@@ -242,6 +250,11 @@ impl ReceiveBatch {
         Ok(result as usize)
     }
 
+    /// Where datagram `i` of the last receive came from.
+    pub fn source(&self, i: usize) -> Option<SocketAddr> {
+        socket_addr(&self.names[i], self.headers[i].msg_hdr.msg_namelen)
+    }
+
     /// Datagram `i` of the last receive, and whether it was cut to fit.
     pub fn datagram(&self, i: usize) -> (&[u8], bool) {
         let header = &self.headers[i];
@@ -250,28 +263,53 @@ impl ReceiveBatch {
     }
 }
 
+/// A kernel socket address as a [`SocketAddr`] (IPv4 or IPv6).
+pub fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in, and it is large and aligned enough.
+            let address = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(address.sin_addr.s_addr));
+            Some(SocketAddr::new(ip.into(), u16::from_be(address.sin_port)))
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above for sockaddr_in6.
+            let address = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(address.sin6_addr.s6_addr);
+            Some(SocketAddr::new(ip.into(), u16::from_be(address.sin6_port)))
+        }
+        _ => None,
+    }
+}
+
 /// The epoll key of the receiver's command eventfd; source sockets use keys counted from 0.
 pub const WAKE_KEY: u64 = u64::MAX;
 const EPOLL_EVENTS: usize = 64;
 /// Receive batches taken from one socket per wake-up, so one busy source cannot starve the others.
 const BATCHES_PER_WAKE: usize = 4;
-/// Packets a stream's pool keeps for reuse: the workers' histories plus their rings.
-const POOL_PACKETS: usize = 8192;
+/// Packets a stream's pool keeps for reuse: the keyframe cache, the workers'
+/// histories and their rings.
+const POOL_PACKETS: usize = 16384;
 
 pub enum ReceiverCommand {
+    /// Each stream with its epoll key, and the keys of the RTCP ports (key, stream position).
     AddMountpoint {
         id: u64,
         streams: Vec<(u64, SourceStream)>,
+        rtcp_keys: Vec<(u64, usize)>,
     },
     /// Closes the mountpoint's sockets, then answers.
     RemoveMountpoint {
         id: u64,
         done: SyncSender<()>,
     },
-    /// Worker `worker` has viewers of the mountpoint (or no longer has).
+    /// Worker `worker` has viewers of the mountpoint (or no longer has);
+    /// `done` answers once packets go to it.
     Subscribe {
         mountpoint: u64,
         worker: usize,
+        done: Option<SyncSender<()>>,
     },
     Unsubscribe {
         mountpoint: u64,
@@ -291,6 +329,7 @@ struct ReceiverMountpoint {
     streams: Vec<SourceStream>,
     pools: Vec<PacketPool>,
     keys: Vec<u64>,
+    rtcp_keys: Vec<u64>,
     subscribers: Vec<usize>,
 }
 
@@ -302,6 +341,7 @@ pub struct Receiver {
     woken: Vec<bool>,
     mountpoints: HashMap<u64, ReceiverMountpoint>,
     sources: HashMap<u64, (u64, usize)>,
+    rtcp_sources: HashMap<u64, (u64, usize)>,
     receive: ReceiveBatch,
     received: Vec<Option<ReceivedPacket>>,
 }
@@ -322,6 +362,7 @@ impl Receiver {
             woken,
             mountpoints: HashMap::new(),
             sources: HashMap::new(),
+            rtcp_sources: HashMap::new(),
             receive: ReceiveBatch::default(),
             received: vec![None; RECEIVE_BATCH],
         }
@@ -340,8 +381,16 @@ impl Receiver {
                 return;
             }
             for event in events {
-                if event.u64 != WAKE_KEY {
-                    self.receive_from(event.u64);
+                let key = event.u64;
+                if key == WAKE_KEY {
+                    continue;
+                }
+                if let Some(&(id, position)) = self.rtcp_sources.get(&key) {
+                    if let Some(rtcp) = self.mountpoints.get(&id).and_then(|m| m.streams[position].rtcp.as_ref()) {
+                        rtcp.receive(Instant::now());
+                    }
+                } else {
+                    self.receive_from(key);
                 }
             }
             self.wake_workers();
@@ -363,28 +412,39 @@ impl Receiver {
 
     fn run_command(&mut self, command: ReceiverCommand) {
         match command {
-            ReceiverCommand::AddMountpoint { id, streams } => {
+            ReceiverCommand::AddMountpoint { id, streams, rtcp_keys } => {
                 let (keys, streams): (Vec<u64>, Vec<SourceStream>) = streams.into_iter().unzip();
                 for (position, key) in keys.iter().enumerate() {
                     self.sources.insert(*key, (id, position));
                 }
+                for &(key, position) in &rtcp_keys {
+                    self.rtcp_sources.insert(key, (id, position));
+                }
+                let rtcp_keys = rtcp_keys.into_iter().map(|(key, _)| key).collect();
                 let pools = streams.iter().map(|_| PacketPool::new(POOL_PACKETS)).collect();
-                self.mountpoints.insert(id, ReceiverMountpoint { streams, pools, keys, subscribers: Vec::new() });
+                let mountpoint = ReceiverMountpoint { streams, pools, keys, rtcp_keys, subscribers: Vec::new() };
+                self.mountpoints.insert(id, mountpoint);
             }
             ReceiverCommand::RemoveMountpoint { id, done } => {
                 if let Some(mountpoint) = self.mountpoints.remove(&id) {
                     for key in &mountpoint.keys {
                         self.sources.remove(key);
                     }
+                    for key in &mountpoint.rtcp_keys {
+                        self.rtcp_sources.remove(key);
+                    }
                 }
                 // The mountpoint and its sockets are closed by now.
                 let _ = done.send(());
             }
-            ReceiverCommand::Subscribe { mountpoint, worker } => {
+            ReceiverCommand::Subscribe { mountpoint, worker, done } => {
                 if let Some(mountpoint) = self.mountpoints.get_mut(&mountpoint) {
                     if !mountpoint.subscribers.contains(&worker) {
                         mountpoint.subscribers.push(worker);
                     }
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
                 }
             }
             ReceiverCommand::Unsubscribe { mountpoint, worker } => {
@@ -398,8 +458,12 @@ impl Receiver {
 
     /// Reads a few batches from one source socket and hands every RTP packet to the subscribed workers.
     fn receive_from(&mut self, key: u64) {
-        let Some(&(id, position)) = self.sources.get(&key) else { return };
-        let Some(mountpoint) = self.mountpoints.get_mut(&id) else { return };
+        let Some(&(id, position)) = self.sources.get(&key) else {
+            return;
+        };
+        let Some(mountpoint) = self.mountpoints.get_mut(&id) else {
+            return;
+        };
         let stream = &mut mountpoint.streams[position];
         let pool = &mut mountpoint.pools[position];
         for _ in 0..BATCHES_PER_WAKE {
@@ -407,13 +471,26 @@ impl Receiver {
                 Ok(count) if count > 0 => count,
                 _ => break,
             };
-            stream.accept(&self.receive, count, Instant::now(), &mut self.received);
-            if !mountpoint.subscribers.is_empty() {
+            let now = Instant::now();
+            stream.accept(&self.receive, count, now, &mut self.received);
+            if let Some(rtcp) = &stream.rtcp {
+                if let Some(last) = self.received[..count].iter().rposition(Option::is_some) {
+                    let ssrc = self.received[last].expect("found").header.ssrc;
+                    rtcp.rtp_seen(self.receive.source(last), ssrc);
+                }
+            }
+            if !mountpoint.subscribers.is_empty() || stream.cache.is_some() {
+                let now_ns = monotonic_ns(now);
                 for (i, received) in self.received[..count].iter().enumerate() {
                     let Some(meta) = received else { continue };
                     let mut packet = pool.take();
                     let (datagram, _) = self.receive.datagram(i);
                     Arc::get_mut(&mut packet).expect("a pool packet is held by nobody else").fill(datagram, *meta);
+                    // Cached before any worker sees it: a worker that copies the
+                    // cache then finds every later packet in its ring.
+                    if let Some(cache) = &stream.cache {
+                        cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).offer(&packet, now_ns);
+                    }
                     for &worker in &mountpoint.subscribers {
                         let door = &mut self.workers[worker];
                         let delivery = Delivery { mountpoint: id, stream: position, packet: packet.clone() };

@@ -59,7 +59,9 @@ pub fn write_sender_report(buf: &mut [u8], info: &SenderInfo) -> usize {
 pub fn is_rtcp(packet: &[u8]) -> bool {
     let mut offset = 0;
     while offset < packet.len() {
-        let Some(header) = packet.get(offset..offset + 4) else { return false };
+        let Some(header) = packet.get(offset..offset + 4) else {
+            return false;
+        };
         if header[0] >> 6 != 2 || !(192..=223).contains(&header[1]) {
             return false;
         }
@@ -78,7 +80,9 @@ pub fn for_each_nack(packet: &[u8], mut lost: impl FnMut(u32, u16)) {
     let mut offset = 0;
     while let Some(header) = packet.get(offset..offset + 4) {
         let len = 4 * (usize::from(u16::from_be_bytes([header[2], header[3]])) + 1);
-        let Some(body) = packet.get(offset..offset + len) else { return };
+        let Some(body) = packet.get(offset..offset + len) else {
+            return;
+        };
         if header[0] >> 6 == 2 && header[1] == TRANSPORT_FEEDBACK && header[0] & 0x1f == GENERIC_NACK && len >= 12 {
             let media_ssrc = u32::from_be_bytes([body[8], body[9], body[10], body[11]]);
             for fci in body[12..].chunks_exact(4) {
@@ -91,6 +95,27 @@ pub fn for_each_nack(packet: &[u8], mut lost: impl FnMut(u32, u16)) {
                     }
                 }
             }
+        }
+        offset += len;
+    }
+}
+
+const PAYLOAD_FEEDBACK: u8 = 206;
+pub const PSFB_PLI: u8 = 1;
+pub const PSFB_FIR: u8 = 4;
+
+/// The payload-specific feedback messages (RFC 4585 section 6.3) in a
+/// compound RTCP packet: calls `feedback(format, media_ssrc, fci)` for each.
+pub fn for_each_psfb(packet: &[u8], mut feedback: impl FnMut(u8, u32, &[u8])) {
+    let mut offset = 0;
+    while let Some(header) = packet.get(offset..offset + 4) {
+        let len = 4 * (usize::from(u16::from_be_bytes([header[2], header[3]])) + 1);
+        let Some(body) = packet.get(offset..offset + len) else {
+            return;
+        };
+        if header[0] >> 6 == 2 && header[1] == PAYLOAD_FEEDBACK && len >= 12 {
+            let media_ssrc = u32::from_be_bytes([body[8], body[9], body[10], body[11]]);
+            feedback(header[0] & 0x1f, media_ssrc, &body[12..]);
         }
         offset += len;
     }

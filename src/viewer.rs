@@ -3,7 +3,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::packet::{GopCache, History, Packet};
 
 use crate::receiver::ReceivedPacket;
 use crate::rtcp::SenderInfo;
@@ -99,6 +102,42 @@ pub struct StreamStart {
     pub timestamp: u32,
 }
 
+/// How fast a burst from the keyframe cache goes to one viewer, after a first
+/// [`BURST_CREDIT_BYTES`] at once: fast enough to catch up with a 10 Mbit/s
+/// stream soon, slow enough for a receiver's socket buffer (Chromium reads
+/// its WebRTC socket continuously; its buffer is about 200 KB here).
+pub const BURST_BYTES_PER_SECOND: u64 = 8_000_000;
+pub const BURST_CREDIT_BYTES: i64 = 64 * 1024;
+/// The most the cached pictures' timestamps are compressed: 100 keeps frames
+/// at up to 100 fps at distinct timestamps.
+const MAX_COMPRESSION: u32 = 100;
+
+/// How a burst's cached packets map onto the viewer's timeline: the latest
+/// cached picture is "now" (the timeline goes on from it at the source's
+/// pace), and the older ones are moved closer to it by `factor`, so that the
+/// burst's timestamps span about the time it takes to send it. A jitter
+/// buffer then sees pictures that arrive about when their timestamps say
+/// and renders them at once, instead of playing the group of pictures at its
+/// original pace seconds behind.
+#[derive(Clone, Copy, Debug)]
+struct Compression {
+    /// The viewer's extended sequence number of the last cached packet.
+    last_extended: u64,
+    source_last: u32,
+    viewer_last: u32,
+    factor: u32,
+}
+
+/// A burst in progress: the cached packets, then the packets the worker got
+/// since (from its history), until it reaches the live edge.
+struct Burst {
+    packets: Vec<Arc<Packet>>,
+    position: usize,
+    epoch: u32,
+    /// The next source sequence number to take from the history.
+    catch_up: u16,
+}
+
 /// What a viewer receives of one source stream, and where its numbering stands.
 ///
 /// The viewer's sequence number is the source's plus an offset, and its
@@ -106,6 +145,10 @@ pub struct StreamStart {
 /// "anchored") at its first packet, after a pause and when the source
 /// restarts, so that the viewer's sequence goes on at the next number and its
 /// timestamp advances by the wall-clock time that passed.
+///
+/// Video that starts at keyframes starts (new viewer, resume, switch) with a
+/// burst from the keyframe cache when it holds one ([`ViewerStream::start_from`]);
+/// live packets wait until the burst has caught up.
 pub struct ViewerStream {
     /// The source stream's position in its mountpoint.
     pub source: usize,
@@ -128,6 +171,14 @@ pub struct ViewerStream {
     last_sent_at: Instant,
     packets: u32,
     octets: u32,
+    /// The per-stream send switch.
+    paused: bool,
+    burst: Option<Burst>,
+    /// Reused for each burst, so a burst allocates only the first time.
+    burst_buffer: Vec<Arc<Packet>>,
+    compression: Option<Compression>,
+    /// After a burst: live packets before this (epoch, source sequence) were sent in it.
+    skip_before: Option<(u32, u16)>,
 }
 
 /// Where a rewritten packet stands in the viewer's SRTP stream.
@@ -164,6 +215,11 @@ impl ViewerStream {
             last_sent_at: Instant::now(),
             packets: 0,
             octets: 0,
+            paused: false,
+            burst: None,
+            burst_buffer: Vec::new(),
+            compression: None,
+            skip_before: None,
         }
     }
 
@@ -171,6 +227,127 @@ impl ViewerStream {
     pub fn restart(&mut self) {
         self.waiting_for_keyframe = self.starts_at_keyframes;
         self.anchor_needed = true;
+        self.end_burst();
+        self.skip_before = None;
+    }
+
+    /// Takes over the numbering of `old` (the same SSRC before a switch), so
+    /// the viewer's sequence numbers and timestamps go on from where they were.
+    pub fn continue_from(&mut self, old: &ViewerStream) {
+        self.start = old.start;
+        self.highest = old.highest;
+        self.highest_timestamp = old.highest_timestamp;
+        self.last_sent_at = old.last_sent_at;
+        self.packets = old.packets;
+        self.octets = old.octets;
+        self.paused = old.paused;
+        self.restart();
+    }
+
+    pub fn starts_at_keyframes(&self) -> bool {
+        self.starts_at_keyframes
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    pub fn set_paused(&mut self, paused: bool) {
+        if self.paused && !paused {
+            self.restart();
+        }
+        self.paused = paused;
+    }
+
+    pub fn is_bursting(&self) -> bool {
+        self.burst.is_some()
+    }
+
+    /// Starts video from the keyframe cache: returns false (the stream waits
+    /// for the next live keyframe) if the cache holds none. Called by the
+    /// worker that owns the viewer, between passes, so that every packet
+    /// newer than the cache's reaches it later through its ring.
+    pub fn start_from(&mut self, cache: &GopCache, now: Instant) -> bool {
+        let packets = cache.packets();
+        let (Some(first), Some(last)) = (packets.first(), packets.last()) else {
+            self.restart();
+            return false;
+        };
+        let (first, last) = (first.meta, last.meta);
+        let (sequence, timestamp) = self.next_position(now);
+        self.sequence_offset = sequence.wrapping_sub(first.header.sequence);
+        self.timestamp_offset = timestamp.wrapping_sub(last.header.timestamp);
+        self.source_epoch = first.epoch;
+        self.anchor_needed = false;
+        self.waiting_for_keyframe = false;
+        self.skip_before = None;
+        let first_extended = self.extend(sequence).unwrap_or(u64::from(sequence));
+        self.anchored_from = first_extended;
+        let span = (last.header.timestamp.wrapping_sub(first.header.timestamp) as i32).max(0) as u64;
+        let credit = BURST_CREDIT_BYTES as u64;
+        let burst_ticks =
+            (cache.bytes() as u64).saturating_sub(credit) * u64::from(self.clock_rate) / BURST_BYTES_PER_SECOND;
+        let factor = (span / burst_ticks.max(1)).clamp(1, u64::from(MAX_COMPRESSION)) as u32;
+        self.compression = Some(Compression {
+            last_extended: first_extended + u64::from(last.header.sequence.wrapping_sub(first.header.sequence)),
+            source_last: last.header.timestamp,
+            viewer_last: timestamp,
+            factor,
+        });
+        let mut buffer = std::mem::take(&mut self.burst_buffer);
+        buffer.clear();
+        buffer.extend(packets.iter().cloned());
+        self.burst = Some(Burst {
+            packets: buffer,
+            position: 0,
+            epoch: first.epoch,
+            catch_up: last.header.sequence.wrapping_add(1),
+        });
+        true
+    }
+
+    /// The next packet of the burst: from the cache, then from `history` (what
+    /// the worker got since), None once it reached `latest` (the newest source
+    /// packet the worker got: epoch, sequence number). Live packets follow.
+    pub fn next_burst_packet(&mut self, history: &History, latest: Option<(u32, u16)>) -> Option<Arc<Packet>> {
+        let burst = self.burst.as_mut()?;
+        if let Some(packet) = burst.packets.get(burst.position) {
+            burst.position += 1;
+            return Some(packet.clone());
+        }
+        let mut next = burst.catch_up;
+        loop {
+            if let Some(packet) = history.find(next, burst.epoch) {
+                burst.catch_up = next.wrapping_add(1);
+                return Some(packet.clone());
+            }
+            let behind =
+                latest.is_some_and(|(epoch, sequence)| epoch == burst.epoch && sequence.wrapping_sub(next) as i16 >= 0);
+            if !behind {
+                self.skip_before = Some((burst.epoch, next));
+                self.end_burst();
+                return None;
+            }
+            next = next.wrapping_add(1); // lost before it reached the worker
+        }
+    }
+
+    fn end_burst(&mut self) {
+        if let Some(mut burst) = self.burst.take() {
+            burst.packets.clear();
+            self.burst_buffer = burst.packets;
+        }
+    }
+
+    /// Writes a packet of the burst as this viewer receives it.
+    pub fn rewrite_burst(
+        &mut self,
+        packet: &[u8],
+        received: &ReceivedPacket,
+        now: Instant,
+        out: &mut [u8],
+    ) -> Option<Rewritten> {
+        self.emit(packet, received, now, out)
     }
 
     /// Writes `packet` as this viewer receives it into `out` (SSRC, sequence
@@ -184,6 +361,15 @@ impl ViewerStream {
         out: &mut [u8],
     ) -> Option<Rewritten> {
         let header = &received.header;
+        if self.paused || self.burst.is_some() {
+            return None;
+        }
+        if let Some((epoch, next)) = self.skip_before {
+            if epoch == received.epoch && (header.sequence.wrapping_sub(next) as i16) < 0 {
+                return None;
+            }
+            self.skip_before = None;
+        }
         if self.waiting_for_keyframe {
             if !received.keyframe_start {
                 return None;
@@ -194,13 +380,18 @@ impl ViewerStream {
         let anchored = self.anchor_needed || received.epoch != self.source_epoch;
         if anchored {
             self.anchor(received, now);
+            let sequence = header.sequence.wrapping_add(self.sequence_offset);
+            self.anchored_from = self.extend(sequence)?;
         }
+        self.emit(packet, received, now, out)
+    }
+
+    /// Rewrites with the current offsets and counts what was sent.
+    fn emit(&mut self, packet: &[u8], received: &ReceivedPacket, now: Instant, out: &mut [u8]) -> Option<Rewritten> {
+        let header = &received.header;
         let sequence = header.sequence.wrapping_add(self.sequence_offset);
-        let timestamp = header.timestamp.wrapping_add(self.timestamp_offset);
         let extended = self.extend(sequence)?;
-        if anchored {
-            self.anchored_from = extended;
-        }
+        let timestamp = self.viewer_timestamp(header.timestamp, extended);
         if self.highest.is_none_or(|highest| extended > highest) {
             self.highest = Some(extended);
             self.highest_timestamp = timestamp;
@@ -210,6 +401,19 @@ impl ViewerStream {
         self.packets = self.packets.wrapping_add(1);
         self.octets = self.octets.wrapping_add((header.payload_end - header.payload_start) as u32);
         Some(Rewritten { len, rollover_counter: (extended >> 16) as u32 })
+    }
+
+    /// The viewer's timestamp for a source timestamp sent as `extended`.
+    fn viewer_timestamp(&self, timestamp: u32, extended: u64) -> u32 {
+        if let Some(compression) = self.compression {
+            if extended >= self.anchored_from && extended <= compression.last_extended {
+                let behind = compression.source_last.wrapping_sub(timestamp) as i32;
+                if behind > 0 {
+                    return compression.viewer_last.wrapping_sub((behind as u32).div_ceil(compression.factor));
+                }
+            }
+        }
+        timestamp.wrapping_add(self.timestamp_offset)
     }
 
     /// The extended sequence number of the viewer's `sequence`, near the highest sent.
@@ -240,7 +444,7 @@ impl ViewerStream {
     /// The source packet (sequence number, epoch) that the viewer received as
     /// `sequence`, if it was sent under the current numbering.
     pub fn source_of(&self, sequence: u16) -> Option<(u16, u32)> {
-        if self.anchor_needed || self.waiting_for_keyframe {
+        if self.anchor_needed || self.waiting_for_keyframe || self.paused {
             return None;
         }
         let extended = self.extend(sequence)?;
@@ -258,7 +462,7 @@ impl ViewerStream {
             return None;
         }
         let extended = self.extend(sequence)?;
-        let timestamp = header.timestamp.wrapping_add(self.timestamp_offset);
+        let timestamp = self.viewer_timestamp(header.timestamp, extended);
         let len = self.write(packet, header, sequence, timestamp, out);
         Some(Rewritten { len, rollover_counter: (extended >> 16) as u32 })
     }
@@ -267,23 +471,32 @@ impl ViewerStream {
         self.ssrc
     }
 
-    fn anchor(&mut self, received: &ReceivedPacket, now: Instant) {
-        let (sequence, timestamp) = match self.highest {
+    /// The viewer's next sequence number and its timestamp for `now`.
+    fn next_position(&self, now: Instant) -> (u16, u32) {
+        match self.highest {
             None => (self.start.sequence, self.start.timestamp),
             Some(highest) => {
                 let elapsed = ticks(now.saturating_duration_since(self.last_sent_at), self.clock_rate);
                 ((highest as u16).wrapping_add(1), self.highest_timestamp.wrapping_add(elapsed.max(1)))
             }
-        };
+        }
+    }
+
+    fn anchor(&mut self, received: &ReceivedPacket, now: Instant) {
+        let (sequence, timestamp) = self.next_position(now);
         self.sequence_offset = sequence.wrapping_sub(received.header.sequence);
         self.timestamp_offset = timestamp.wrapping_sub(received.header.timestamp);
         self.source_epoch = received.epoch;
         self.anchor_needed = false;
+        self.compression = None;
     }
 
     /// What a sender report says about this stream now, once it has sent.
     pub fn sender_info(&self, now: Instant, ntp_time: u64) -> Option<SenderInfo> {
         self.highest?;
+        if self.paused {
+            return None;
+        }
         let elapsed = ticks(now.saturating_duration_since(self.last_sent_at), self.clock_rate);
         Some(SenderInfo {
             ssrc: self.ssrc,
@@ -310,6 +523,9 @@ pub struct Viewer {
     srtp: SrtpSession,
     srtcp_index: u32,
     pub next_report_at: Instant,
+    /// Bytes of bursts this viewer may be sent now (a token bucket).
+    burst_credit: i64,
+    credit_at: Instant,
 }
 
 impl Viewer {
@@ -320,7 +536,69 @@ impl Viewer {
         srtp: SrtpSession,
         first_report_at: Instant,
     ) -> Self {
-        Self { id, slot: 0, address, paused: false, streams, srtp, srtcp_index: 0, next_report_at: first_report_at }
+        Self {
+            id,
+            slot: 0,
+            address,
+            paused: false,
+            streams,
+            srtp,
+            srtcp_index: 0,
+            next_report_at: first_report_at,
+            burst_credit: BURST_CREDIT_BYTES,
+            credit_at: Instant::now(),
+        }
+    }
+
+    /// Whether a stream is sending a burst (and the viewer is not paused).
+    pub fn is_bursting(&self) -> bool {
+        !self.paused && self.streams.iter().any(ViewerStream::is_bursting)
+    }
+
+    /// A burst starts with the full credit.
+    pub fn reset_burst_credit(&mut self, now: Instant) {
+        self.burst_credit = BURST_CREDIT_BYTES;
+        self.credit_at = now;
+    }
+
+    /// Adds the credit earned since the last call; whether any is left to spend.
+    pub fn refill_burst_credit(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.credit_at);
+        let earned = (elapsed.as_nanos() * u128::from(BURST_BYTES_PER_SECOND) / 1_000_000_000) as i64;
+        if earned > 0 {
+            self.burst_credit = (self.burst_credit + earned).min(BURST_CREDIT_BYTES);
+            self.credit_at = now;
+        }
+        self.burst_credit > 0
+    }
+
+    /// The next packet of any stream's burst: (stream position, packet).
+    /// `histories` and `latest` are the worker's, by source stream.
+    pub fn next_burst_packet(
+        &mut self,
+        histories: &[History],
+        latest: &[Option<(u32, u16)>],
+    ) -> Option<(usize, Arc<Packet>)> {
+        for (position, stream) in self.streams.iter_mut().enumerate() {
+            if !stream.is_bursting() {
+                continue;
+            }
+            let (Some(history), Some(&latest)) = (histories.get(stream.source), latest.get(stream.source)) else {
+                continue;
+            };
+            if let Some(packet) = stream.next_burst_packet(history, latest) {
+                return Some((position, packet));
+            }
+        }
+        None
+    }
+
+    /// Rewrites and protects a burst packet for stream `stream`, spending credit.
+    pub fn write_burst(&mut self, stream: usize, packet: &Packet, now: Instant, out: &mut [u8]) -> Option<usize> {
+        let rewritten = self.streams[stream].rewrite_burst(packet.bytes(), &packet.meta, now, out)?;
+        let len = self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()?;
+        self.burst_credit -= len as i64;
+        Some(len)
     }
 
     pub fn is_paused(&self) -> bool {

@@ -18,14 +18,14 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag};
-use crate::packet::{History, Packet};
+use crate::packet::{GopCache, History, Packet};
 use crate::ring::Consumer;
 use crate::rtcp::{ntp_time, write_sender_report};
-use crate::viewer::{RawAddress, Viewer, ViewerCounters};
+use crate::viewer::{RawAddress, Viewer, ViewerCounters, ViewerStream};
 
 /// Source packets taken from the ring in one pass.
 pub const MAX_PASS_PACKETS: usize = 512;
@@ -33,6 +33,11 @@ pub const MAX_PASS_PACKETS: usize = 512;
 pub const HISTORY_PACKETS: usize = 1024;
 const REPORT_TICK: Duration = Duration::from_millis(100);
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// While a viewer receives a burst from a keyframe cache, the worker wakes this often to send more.
+const BURST_TICK: Duration = Duration::from_millis(1);
+
+/// A mountpoint's keyframe caches, by source stream (None: no cache).
+pub type Caches = Vec<Option<Arc<Mutex<GopCache>>>>;
 
 /// A source packet for a worker's viewers of one mountpoint.
 pub struct Delivery {
@@ -47,9 +52,26 @@ pub enum Command {
     AddViewer {
         mountpoint_id: u64,
         streams: usize,
+        caches: Caches,
         viewer: Box<Viewer>,
         counters: Arc<ViewerCounters>,
         totals: Arc<SendCounters>,
+    },
+    /// Moves a viewer to another mountpoint with new streams; streams with an
+    /// SSRC the viewer had go on with its numbering.
+    SwitchViewer {
+        id: u64,
+        mountpoint_id: u64,
+        streams: usize,
+        caches: Caches,
+        viewer_streams: Vec<ViewerStream>,
+        totals: Arc<SendCounters>,
+    },
+    /// The send switch of the viewer's stream at `stream` (its position in the viewer's streams).
+    SetStreamPaused {
+        id: u64,
+        stream: usize,
+        paused: bool,
     },
     RemoveViewer {
         id: u64,
@@ -116,7 +138,39 @@ struct ViewerSlot {
 struct Mountpoint {
     id: u64,
     histories: Vec<History>,
+    /// The newest packet this worker got of each source stream: (epoch, sequence number).
+    latest: Vec<Option<(u32, u16)>>,
+    caches: Caches,
     viewers: Vec<Viewer>,
+}
+
+impl Mountpoint {
+    fn new(id: u64, streams: usize, caches: Caches) -> Self {
+        let histories = (0..streams).map(|_| History::new(HISTORY_PACKETS)).collect();
+        Self { id, histories, latest: vec![None; streams], caches, viewers: Vec::new() }
+    }
+}
+
+/// Starts the viewer's video streams (all, or the one at `only`) from their
+/// keyframe caches; a stream whose cache holds no keyframe waits for the next one.
+fn start_from_caches(viewer: &mut Viewer, caches: &Caches, only: Option<usize>, now: Instant) -> bool {
+    if viewer.is_paused() {
+        return false;
+    }
+    let mut started = false;
+    for (position, stream) in viewer.streams.iter_mut().enumerate() {
+        if only.is_some_and(|only| only != position) || !stream.starts_at_keyframes() || stream.is_paused() {
+            continue;
+        }
+        if let Some(Some(cache)) = caches.get(stream.source) {
+            let cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            started |= stream.start_from(&cache, now);
+        }
+    }
+    if started {
+        viewer.reset_burst_credit(now);
+    }
+    started
 }
 
 pub struct WorkerConfig {
@@ -139,6 +193,8 @@ pub struct Worker {
     send: SendBatch,
     load: Arc<WorkerLoad>,
     next_reports_at: Instant,
+    /// Some viewer is receiving a burst from a keyframe cache.
+    bursts_pending: bool,
 }
 
 /// Pins the calling thread to `core`.
@@ -194,6 +250,7 @@ impl Worker {
             send,
             load,
             next_reports_at: Instant::now() + REPORT_TICK,
+            bursts_pending: false,
         }
     }
 
@@ -204,7 +261,10 @@ impl Worker {
         }
         loop {
             if self.deliveries.is_empty() {
-                let wait = self.next_reports_at.saturating_duration_since(Instant::now());
+                let mut wait = self.next_reports_at.saturating_duration_since(Instant::now());
+                if self.bursts_pending {
+                    wait = wait.min(BURST_TICK);
+                }
                 let mut poll_fd = libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 };
                 // SAFETY: one valid pollfd for the duration of the call.
                 let ready = unsafe { libc::poll(&mut poll_fd, 1, wait.as_millis() as libc::c_int + 1) };
@@ -219,6 +279,9 @@ impl Worker {
                 return;
             }
             self.run_pass(started);
+            if self.bursts_pending {
+                self.run_bursts(Instant::now());
+            }
             if started >= self.next_reports_at {
                 self.send_reports(started);
                 self.next_reports_at = started + REPORT_TICK;
@@ -240,7 +303,7 @@ impl Worker {
 
     fn run_command(&mut self, command: Command) {
         match command {
-            Command::AddViewer { mountpoint_id, streams, mut viewer, counters, totals } => {
+            Command::AddViewer { mountpoint_id, streams, caches, mut viewer, counters, totals } => {
                 let slot = self.free_slots.pop().unwrap_or_else(|| {
                     self.slots.push(None);
                     (self.slots.len() - 1) as u32
@@ -248,15 +311,32 @@ impl Worker {
                 self.slots[slot as usize] = Some(ViewerSlot { counters, totals, gso: true });
                 viewer.slot = slot;
                 self.viewer_mountpoints.insert(viewer.id, mountpoint_id);
-                let position = match self.mountpoints.iter().position(|m| m.id == mountpoint_id) {
-                    Some(position) => position,
-                    None => {
-                        let histories = (0..streams).map(|_| History::new(HISTORY_PACKETS)).collect();
-                        self.mountpoints.push(Mountpoint { id: mountpoint_id, histories, viewers: Vec::new() });
-                        self.mountpoints.len() - 1
-                    }
+                let position = self.mountpoint_position(mountpoint_id, streams, caches);
+                let mountpoint = &mut self.mountpoints[position];
+                self.bursts_pending |= start_from_caches(&mut viewer, &mountpoint.caches, None, Instant::now());
+                mountpoint.viewers.push(*viewer);
+            }
+            Command::SwitchViewer { id, mountpoint_id, streams, caches, viewer_streams, totals } => {
+                self.switch_viewer(id, mountpoint_id, streams, caches, viewer_streams, totals);
+            }
+            Command::SetStreamPaused { id, stream, paused } => {
+                let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else {
+                    return;
                 };
-                self.mountpoints[position].viewers.push(*viewer);
+                let Some(mountpoint) = self.mountpoints.iter_mut().find(|m| m.id == mountpoint_id) else {
+                    return;
+                };
+                let Some(viewer) = mountpoint.viewers.iter_mut().find(|viewer| viewer.id == id) else {
+                    return;
+                };
+                let Some(viewer_stream) = viewer.streams.get_mut(stream) else {
+                    return;
+                };
+                let resumed = viewer_stream.is_paused() && !paused;
+                viewer_stream.set_paused(paused);
+                if resumed {
+                    self.bursts_pending |= start_from_caches(viewer, &mountpoint.caches, Some(stream), Instant::now());
+                }
             }
             Command::RemoveViewer { id } => self.remove_viewer(id),
             Command::RemoveMountpoint { id } => {
@@ -276,8 +356,19 @@ impl Worker {
                 }
             }
             Command::SetViewerPaused { id, paused } => {
-                if let Some(viewer) = self.viewer(id) {
-                    viewer.set_paused(paused);
+                let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else {
+                    return;
+                };
+                let Some(mountpoint) = self.mountpoints.iter_mut().find(|m| m.id == mountpoint_id) else {
+                    return;
+                };
+                let Some(viewer) = mountpoint.viewers.iter_mut().find(|viewer| viewer.id == id) else {
+                    return;
+                };
+                let resumed = viewer.is_paused() && !paused;
+                viewer.set_paused(paused);
+                if resumed {
+                    self.bursts_pending |= start_from_caches(viewer, &mountpoint.caches, None, Instant::now());
                 }
             }
             Command::SendRtcp { id, packet } => self.send_rtcp(id, &packet),
@@ -286,9 +377,63 @@ impl Worker {
         }
     }
 
+    /// The position of the mountpoint in this worker's list, added if new.
+    fn mountpoint_position(&mut self, id: u64, streams: usize, caches: Caches) -> usize {
+        match self.mountpoints.iter().position(|m| m.id == id) {
+            Some(position) => position,
+            None => {
+                self.mountpoints.push(Mountpoint::new(id, streams, caches));
+                self.mountpoints.len() - 1
+            }
+        }
+    }
+
+    /// Takes the viewer out of its mountpoint (dropping the mountpoint with its last viewer).
+    fn take_viewer(&mut self, id: u64) -> Option<Viewer> {
+        let mountpoint_id = self.viewer_mountpoints.remove(&id)?;
+        let position = self.mountpoints.iter().position(|m| m.id == mountpoint_id)?;
+        let mountpoint = &mut self.mountpoints[position];
+        let viewer =
+            mountpoint.viewers.iter().position(|viewer| viewer.id == id).map(|i| mountpoint.viewers.swap_remove(i));
+        if mountpoint.viewers.is_empty() {
+            self.mountpoints.swap_remove(position);
+        }
+        viewer
+    }
+
+    fn switch_viewer(
+        &mut self,
+        id: u64,
+        mountpoint_id: u64,
+        streams: usize,
+        caches: Caches,
+        mut viewer_streams: Vec<ViewerStream>,
+        totals: Arc<SendCounters>,
+    ) {
+        let Some(mut viewer) = self.take_viewer(id) else { return };
+        for stream in viewer_streams.iter_mut() {
+            if let Some(old) = viewer.streams.iter().find(|old| old.ssrc() == stream.ssrc()) {
+                stream.continue_from(old);
+            }
+        }
+        viewer.streams = viewer_streams;
+        if let Some(slot) = self.slots[viewer.slot as usize].as_mut() {
+            slot.totals = totals;
+        }
+        self.viewer_mountpoints.insert(id, mountpoint_id);
+        let position = self.mountpoint_position(mountpoint_id, streams, caches);
+        let mountpoint = &mut self.mountpoints[position];
+        self.bursts_pending |= start_from_caches(&mut viewer, &mountpoint.caches, None, Instant::now());
+        mountpoint.viewers.push(viewer);
+    }
+
     fn remove_viewer(&mut self, id: u64) {
-        let Some(mountpoint_id) = self.viewer_mountpoints.remove(&id) else { return };
-        let Some(position) = self.mountpoints.iter().position(|m| m.id == mountpoint_id) else { return };
+        let Some(mountpoint_id) = self.viewer_mountpoints.remove(&id) else {
+            return;
+        };
+        let Some(position) = self.mountpoints.iter().position(|m| m.id == mountpoint_id) else {
+            return;
+        };
         let mountpoint = &mut self.mountpoints[position];
         if let Some(index) = mountpoint.viewers.iter().position(|viewer| viewer.id == id) {
             let viewer = mountpoint.viewers.swap_remove(index);
@@ -330,6 +475,14 @@ impl Worker {
                 for delivery in &pass[start..end] {
                     if let Some(history) = mountpoint.histories.get_mut(delivery.stream) {
                         history.store(&delivery.packet);
+                        let meta = &delivery.packet.meta;
+                        let latest = &mut mountpoint.latest[delivery.stream];
+                        let newer = latest.is_none_or(|(epoch, sequence)| {
+                            epoch != meta.epoch || meta.header.sequence.wrapping_sub(sequence) as i16 > 0
+                        });
+                        if newer {
+                            *latest = Some((meta.epoch, meta.header.sequence));
+                        }
                     }
                 }
                 fan_out(mountpoint, &pass[start..end], send, slots, load, fd, now);
@@ -340,12 +493,49 @@ impl Worker {
         pass.clear();
     }
 
+    /// Sends each bursting viewer as much of its burst as its credit allows.
+    fn run_bursts(&mut self, now: Instant) {
+        let fd = self.socket.as_raw_fd();
+        let Self { mountpoints, send, slots, load, .. } = self;
+        let mut pending = false;
+        for mountpoint in mountpoints.iter_mut() {
+            let Mountpoint { histories, latest, viewers, .. } = mountpoint;
+            for viewer in viewers.iter_mut() {
+                if !viewer.is_bursting() {
+                    continue;
+                }
+                let merge = slots[viewer.slot as usize].as_ref().is_some_and(|slot| slot.gso);
+                let tag = SlotTag { viewer: viewer.slot, kind: DatagramKind::Rtp };
+                while viewer.refill_burst_credit(now) {
+                    let Some((stream, packet)) = viewer.next_burst_packet(histories, latest) else {
+                        break;
+                    };
+                    if !send.has_room() {
+                        flush(send, fd, slots, load);
+                    }
+                    if let Some(len) = viewer.write_burst(stream, &packet, now, send.next_buffer()) {
+                        send.commit(len, &viewer.address, tag, merge);
+                    }
+                }
+                pending |= viewer.is_bursting();
+            }
+        }
+        flush(send, fd, slots, load);
+        self.bursts_pending = pending;
+    }
+
     fn send_rtcp(&mut self, id: u64, packet: &[u8]) {
         let fd = self.socket.as_raw_fd();
-        let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else { return };
+        let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else {
+            return;
+        };
         let Self { mountpoints, send, slots, load, .. } = self;
-        let Some(mountpoint) = mountpoints.iter_mut().find(|m| m.id == mountpoint_id) else { return };
-        let Some(viewer) = mountpoint.viewers.iter_mut().find(|viewer| viewer.id == id) else { return };
+        let Some(mountpoint) = mountpoints.iter_mut().find(|m| m.id == mountpoint_id) else {
+            return;
+        };
+        let Some(viewer) = mountpoint.viewers.iter_mut().find(|viewer| viewer.id == id) else {
+            return;
+        };
         let buffer = send.next_buffer();
         buffer[..packet.len()].copy_from_slice(packet);
         if let Ok(len) = viewer.protect_rtcp(buffer, packet.len()) {
@@ -357,17 +547,27 @@ impl Worker {
     /// Resends each reported packet still in the history, as the viewer first got it.
     fn retransmit(&mut self, id: u64, lost: &[(u32, u16)]) {
         let fd = self.socket.as_raw_fd();
-        let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else { return };
+        let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else {
+            return;
+        };
         let Self { mountpoints, send, slots, load, .. } = self;
-        let Some(mountpoint) = mountpoints.iter_mut().find(|m| m.id == mountpoint_id) else { return };
-        let Some(viewer) = mountpoint.viewers.iter().find(|viewer| viewer.id == id) else { return };
+        let Some(mountpoint) = mountpoints.iter_mut().find(|m| m.id == mountpoint_id) else {
+            return;
+        };
+        let Some(viewer) = mountpoint.viewers.iter().find(|viewer| viewer.id == id) else {
+            return;
+        };
         if viewer.is_paused() {
             return;
         }
         let merge = slots[viewer.slot as usize].as_ref().is_some_and(|slot| slot.gso);
         for &(ssrc, sequence) in lost {
-            let Some(stream) = viewer.streams.iter().position(|stream| stream.ssrc() == ssrc) else { continue };
-            let Some((source_sequence, epoch)) = viewer.streams[stream].source_of(sequence) else { continue };
+            let Some(stream) = viewer.streams.iter().position(|stream| stream.ssrc() == ssrc) else {
+                continue;
+            };
+            let Some((source_sequence, epoch)) = viewer.streams[stream].source_of(sequence) else {
+                continue;
+            };
             let source = viewer.streams[stream].source;
             let Some(packet) = mountpoint.histories.get(source).and_then(|h| h.find(source_sequence, epoch)) else {
                 continue;
@@ -395,7 +595,9 @@ impl Worker {
                 }
                 viewer.next_report_at = now + REPORT_INTERVAL;
                 for stream in 0..viewer.streams.len() {
-                    let Some(info) = viewer.streams[stream].sender_info(now, ntp) else { continue };
+                    let Some(info) = viewer.streams[stream].sender_info(now, ntp) else {
+                        continue;
+                    };
                     if !send.has_room() {
                         flush(send, fd, slots, load);
                     }
@@ -450,7 +652,9 @@ fn flush(send: &mut SendBatch, fd: RawFd, slots: &mut [Option<ViewerSlot>], load
     add(&load.flushes, 1);
     add(&load.messages, send.len() as u64);
     send.flush(fd, |tag, outcome| {
-        let Some(slot) = slots[tag.viewer as usize].as_mut() else { return };
+        let Some(slot) = slots[tag.viewer as usize].as_mut() else {
+            return;
+        };
         let (counters, totals) = (&slot.counters, &slot.totals);
         match (outcome, tag.kind) {
             (Outcome::Sent { packets, bytes }, DatagramKind::Rtp) => {

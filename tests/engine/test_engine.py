@@ -192,7 +192,8 @@ def test_mountpoint_stats_count_packets_and_garbage(rig: Rig) -> None:
     assert rig.engine.mountpoint_stats(1) == {
         "packets": 0, "bytes": 0, "malformed": 0, "viewers": 0,
         "streams": [{"index": 0, "port": port, "packets": 0, "bytes": 0, "malformed": 0, "overruns": 0,
-                     "last_packet_age_ms": None}],
+                     "last_packet_age_ms": None, "rtcp_port": None, "rtcp_packets": 0, "plis_forwarded": 0,
+                     "keyframe_requests": 0, "sender_report": None, "keyframe_cache": None}],
         "sent_packets": 0, "sent_bytes": 0, "retransmissions": 0, "dropped": 0, "send_errors": 0,
     }
     viewer = rig.viewer(7, 1)
@@ -222,7 +223,9 @@ def test_video_starts_at_a_vp8_keyframe(rig: Rig) -> None:
 
     assert [p.payload for p in packets] == [VP8_KEYFRAME, VP8_CONTINUATION, VP8_DELTA]
     assert [p.sequence - packets[0].sequence & 0xFFFF for p in packets] == [0, 1, 2]
-    assert packets[2].timestamp - packets[0].timestamp == 3000
+    # 3000 if the viewer started live; less if the packets reached the keyframe
+    # cache before the viewer's worker took it (a burst: see test_keyframe_cache.py).
+    assert 0 < packets[2].timestamp - packets[0].timestamp <= 3000
 
 
 def test_video_starts_at_an_h264_idr(rig: Rig) -> None:
@@ -258,19 +261,20 @@ def test_pause_then_resume_continues_the_sequence(rig: Rig) -> None:
     assert rig.engine.viewer_stats(7)["paused"] is False
 
 
-def test_resumed_video_waits_for_a_keyframe(rig: Rig) -> None:
+def test_resumed_video_starts_again_from_the_cached_keyframe(rig: Rig) -> None:
     port = rig.mountpoint(1, "video", "vp8", 90000)
     viewer = rig.viewer(7, 1, payload_type=96)
     rig.send(port, rtp(1, 0, VP8_KEYFRAME, marker=True))
     viewer.wait_rtp(1)
     rig.engine.set_viewer_paused(7, True)
     rig.engine.set_viewer_paused(7, False)
+    viewer.wait_rtp(2)
     rig.send(port, rtp(2, 3000, VP8_DELTA, marker=True), rtp(3, 6000, VP8_KEYFRAME, marker=True))
 
-    packets = viewer.wait_rtp(2)
+    packets = viewer.wait_rtp(4)
 
-    assert [p.payload for p in packets] == [VP8_KEYFRAME, VP8_KEYFRAME]
-    assert packets[1].sequence == packets[0].sequence + 1 & 0xFFFF
+    assert [p.payload for p in packets] == [VP8_KEYFRAME, VP8_KEYFRAME, VP8_DELTA, VP8_KEYFRAME]
+    assert [p.sequence - packets[0].sequence & 0xFFFF for p in packets] == [0, 1, 2, 3]
 
 
 def test_a_source_restart_keeps_the_viewers_stream_continuous(rig: Rig) -> None:

@@ -1,0 +1,251 @@
+//! A source stream's RTCP port (the mountpoint's `rtcpport`): the engine binds
+//! it beside the RTP port, the receiver reads what the source sends there
+//! (sender reports, kept for later use), and keyframe requests (PLI) go from
+//! it to the source, at most one per [`KEYFRAME_REQUEST_INTERVAL`].
+//!
+//! Where a request goes: the address the source's RTCP came from on this
+//! port; before any came, the address its RTP came from with the port plus
+//! one (RFC 3550 section 11's convention); before either, nowhere.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::rtcp::{for_each_psfb, PSFB_PLI};
+
+/// At most one keyframe request per stream this often.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+/// The SSRC the engine's requests come from ("fano").
+pub const REQUEST_SSRC: u32 = 0x6661_6e6f;
+
+/// The latest sender report from the source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceSenderReport {
+    pub ssrc: u32,
+    pub ntp_time: u64,
+    pub rtp_timestamp: u32,
+    pub received_at: Instant,
+}
+
+/// Why a keyframe request was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyframeReason {
+    /// A viewer sent a PLI or FIR.
+    Viewer,
+    /// A viewer started and the cache has no keyframe.
+    Start,
+}
+
+pub struct SourceRtcp {
+    socket: UdpSocket,
+    rtcp_from: Mutex<Option<SocketAddr>>,
+    rtp_from: Mutex<Option<SocketAddr>>,
+    media_ssrc: AtomicU32,
+    last_request: Mutex<Option<Instant>>,
+    sender_report: Mutex<Option<SourceSenderReport>>,
+    /// RTCP packets received from the source.
+    pub packets: AtomicU64,
+    pub plis_forwarded: AtomicU64,
+    pub keyframe_requests: AtomicU64,
+    /// Requests not sent: too soon after the last one, or nowhere to send.
+    pub requests_suppressed: AtomicU64,
+}
+
+impl SourceRtcp {
+    pub fn new(socket: UdpSocket) -> Self {
+        Self {
+            socket,
+            rtcp_from: Mutex::new(None),
+            rtp_from: Mutex::new(None),
+            media_ssrc: AtomicU32::new(0),
+            last_request: Mutex::new(None),
+            sender_report: Mutex::new(None),
+            packets: AtomicU64::new(0),
+            plis_forwarded: AtomicU64::new(0),
+            keyframe_requests: AtomicU64::new(0),
+            requests_suppressed: AtomicU64::new(0),
+        }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    pub fn local_port(&self) -> io::Result<u16> {
+        Ok(self.socket.local_addr()?.port())
+    }
+
+    /// The receiver saw RTP with `ssrc` from `from`.
+    pub fn rtp_seen(&self, from: Option<SocketAddr>, ssrc: u32) {
+        self.media_ssrc.store(ssrc, Ordering::Relaxed);
+        if let Some(from) = from {
+            let mut rtp_from = lock(&self.rtp_from);
+            if *rtp_from != Some(from) {
+                *rtp_from = Some(from);
+            }
+        }
+    }
+
+    /// Reads everything waiting on the port (the receiver calls it when readable).
+    pub fn receive(&self, now: Instant) {
+        let mut buf = [0u8; 1500];
+        while let Ok((len, from)) = self.socket.recv_from(&mut buf) {
+            self.packets.fetch_add(1, Ordering::Relaxed);
+            {
+                let mut rtcp_from = lock(&self.rtcp_from);
+                if *rtcp_from != Some(from) {
+                    *rtcp_from = Some(from);
+                }
+            }
+            if let Some(report) = parse_sender_report(&buf[..len], now) {
+                *lock(&self.sender_report) = Some(report);
+            }
+        }
+    }
+
+    pub fn sender_report(&self) -> Option<SourceSenderReport> {
+        *lock(&self.sender_report)
+    }
+
+    /// Where requests go now.
+    pub fn destination(&self) -> Option<SocketAddr> {
+        if let Some(from) = *lock(&self.rtcp_from) {
+            return Some(from);
+        }
+        let mut rtp = (*lock(&self.rtp_from))?;
+        rtp.set_port(rtp.port().checked_add(1)?);
+        Some(rtp)
+    }
+
+    /// Sends RR + PLI to the source unless one went less than the interval
+    /// ago; true if sent.
+    pub fn request_keyframe(&self, reason: KeyframeReason, now: Instant) -> bool {
+        let Some(destination) = self.destination() else {
+            self.requests_suppressed.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        {
+            let mut last = lock(&self.last_request);
+            if last.is_some_and(|last| now.saturating_duration_since(last) < KEYFRAME_REQUEST_INTERVAL) {
+                self.requests_suppressed.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            *last = Some(now);
+        }
+        let packet = keyframe_request(self.media_ssrc.load(Ordering::Relaxed));
+        if self.socket.send_to(&packet, destination).is_err() {
+            return false;
+        }
+        let counter = match reason {
+            KeyframeReason::Viewer => &self.plis_forwarded,
+            KeyframeReason::Start => &self.keyframe_requests,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// An empty receiver report then a PLI (RFC 4585 section 6.3.1) about `media_ssrc`.
+pub fn keyframe_request(media_ssrc: u32) -> [u8; 20] {
+    let mut packet = [0u8; 20];
+    packet[..4].copy_from_slice(&[0x80, 201, 0, 1]);
+    packet[4..8].copy_from_slice(&REQUEST_SSRC.to_be_bytes());
+    packet[8..12].copy_from_slice(&[0x80 | PSFB_PLI, 206, 0, 2]);
+    packet[12..16].copy_from_slice(&REQUEST_SSRC.to_be_bytes());
+    packet[16..20].copy_from_slice(&media_ssrc.to_be_bytes());
+    packet
+}
+
+/// The first sender report in a compound RTCP packet.
+fn parse_sender_report(packet: &[u8], now: Instant) -> Option<SourceSenderReport> {
+    let mut offset = 0;
+    while let Some(header) = packet.get(offset..offset + 4) {
+        let len = 4 * (usize::from(u16::from_be_bytes([header[2], header[3]])) + 1);
+        let body = packet.get(offset..offset + len)?;
+        if header[0] >> 6 != 2 {
+            return None;
+        }
+        if header[1] == 200 && len >= 28 {
+            let word = |at: usize| u32::from_be_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
+            return Some(SourceSenderReport {
+                ssrc: word(4),
+                ntp_time: (u64::from(word(8)) << 32) | u64::from(word(12)),
+                rtp_timestamp: word(16),
+                received_at: now,
+            });
+        }
+        offset += len;
+    }
+    None
+}
+
+/// Whether a viewer's plain RTCP asks for a keyframe of one of `ssrcs`
+/// (PLI or FIR); calls `asked(ssrc)` for each such request.
+pub fn for_each_keyframe_request(packet: &[u8], mut asked: impl FnMut(u32)) {
+    for_each_psfb(packet, |format, media_ssrc, fci| match format {
+        PSFB_PLI => asked(media_ssrc),
+        crate::rtcp::PSFB_FIR => {
+            // RFC 5104 section 4.3.1: the SSRC is in each FCI entry (media SSRC is 0).
+            for entry in fci.chunks_exact(8) {
+                asked(u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]));
+            }
+        }
+        _ => {}
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_sender_report_in_a_compound_packet() {
+        let now = Instant::now();
+        let mut sr = vec![0x80, 200, 0, 6, 0, 0, 0, 7];
+        sr.extend_from_slice(&[0xe0, 0, 0, 1, 0x80, 0, 0, 0, 0, 1, 0x5f, 0x90, 0, 0, 0, 3, 0, 0, 0, 9]);
+        let report = parse_sender_report(&sr, now).unwrap();
+        assert_eq!(report.ssrc, 7);
+        assert_eq!(report.ntp_time, 0xe000_0001_8000_0000);
+        assert_eq!(report.rtp_timestamp, 90_000);
+        assert!(parse_sender_report(&[0x80, 201, 0, 1, 0, 0, 0, 1], now).is_none());
+    }
+
+    #[test]
+    fn finds_plis_and_firs() {
+        let pli = [0x81, 206, 0, 2, 0, 0, 0, 9, 0x11, 0x22, 0x33, 0x44];
+        let fir = [0x84, 206, 0, 4, 0, 0, 0, 9, 0, 0, 0, 0, 0x55, 0x66, 0x77, 0x88, 1, 0, 0, 0];
+        let remb = [0x8f, 206, 0, 2, 0, 0, 0, 9, 0, 0, 0, 0];
+        let mut asked = Vec::new();
+        for_each_keyframe_request(&[&pli[..], &fir, &remb].concat(), |ssrc| asked.push(ssrc));
+        assert_eq!(asked, [0x11223344, 0x55667788]);
+    }
+
+    #[test]
+    fn requests_are_rate_limited_and_go_to_rtp_port_plus_one() {
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rtcp = SourceRtcp::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let now = Instant::now();
+        assert!(!rtcp.request_keyframe(KeyframeReason::Start, now), "nowhere to send yet");
+        let source = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut rtp_from = port.local_addr().unwrap();
+        rtp_from.set_port(rtp_from.port() - 1);
+        rtcp.rtp_seen(Some(rtp_from), 0xabcd);
+        assert_eq!(rtcp.destination(), Some(port.local_addr().unwrap()));
+        assert!(rtcp.request_keyframe(KeyframeReason::Viewer, now));
+        assert!(!rtcp.request_keyframe(KeyframeReason::Viewer, now + Duration::from_millis(500)));
+        assert!(rtcp.request_keyframe(KeyframeReason::Viewer, now + Duration::from_millis(1001)));
+        let mut buf = [0u8; 64];
+        let len = port.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..len], &keyframe_request(0xabcd));
+        assert_eq!(rtcp.plis_forwarded.load(Ordering::Relaxed), 2);
+        assert_eq!(rtcp.requests_suppressed.load(Ordering::Relaxed), 2);
+        drop(source);
+    }
+}
