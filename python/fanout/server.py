@@ -52,18 +52,7 @@ async def serve(config_folder: Path | None) -> None:
     """Run fanout with ``config_folder`` (None: the embedded default) until SIGINT or SIGTERM."""
     try:
         config = load_config(config_folder)
-        streaming_root = config.plugin_file(STREAMING_PACKAGE)
-        streaming_file = None if config.embedded else config.folder / f"{STREAMING_PACKAGE}.jcfg"
-        streaming_settings = (
-            StreamingSettings(config_file=streaming_file)
-            if streaming_root is None
-            else streaming_settings_from_file(streaming_root, streaming_file)
-        )
-        mountpoints = (
-            []
-            if streaming_root is None
-            else mountpoints_from_file(streaming_root, string_ids=streaming_settings.string_ids)
-        )
+        streaming_settings, mountpoints = _streaming_configuration(config)
     except ConfigError as error:
         _exit_with(f"fanout: configuration error: {error}")
     stop = asyncio.Event()
@@ -78,6 +67,18 @@ async def serve(config_folder: Path | None) -> None:
             logger.info("stopping")
     except StartupError as error:
         _exit_with(f"fanout: cannot start: {error}")
+
+
+def _streaming_configuration(config: Config) -> tuple[StreamingSettings, list[MountpointConfig]]:
+    """The Streaming plugin's settings and mountpoints (janus.plugin.streaming.jcfg, if any).
+    Mountpoints created with ``permanent`` are saved to that file, unless fanout runs its
+    embedded default."""
+    root = config.plugin_file(STREAMING_PACKAGE)
+    file = None if config.embedded else config.folder / f"{STREAMING_PACKAGE}.jcfg"
+    if root is None:
+        return StreamingSettings(config_file=file), []
+    settings = streaming_settings_from_file(root, file)
+    return settings, mountpoints_from_file(root, string_ids=settings.string_ids)
 
 
 @contextlib.asynccontextmanager
@@ -160,7 +161,7 @@ def _test_source(plugin: StreamingPlugin, mountpoint: MountpointConfig) -> Itera
     host = "127.0.0.1" if hosts <= {"0.0.0.0", "127.0.0.1", ""} else hosts.pop()
     command = testsource_command(host, video_port=ports.get("video", 0), audio_port=ports.get("audio", 0))
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
-    logger.info("test source (pid %d) feeds mountpoint %d", process.pid, mountpoint.id)
+    logger.info("test source (pid %d) feeds mountpoint %s", process.pid, mountpoint.id)
     try:
         yield
     finally:
