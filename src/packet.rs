@@ -94,6 +94,11 @@ impl History {
         Self { slots: vec![None; size].into_boxed_slice() }
     }
 
+    /// How many sequence numbers it keeps.
+    pub fn size(&self) -> usize {
+        self.slots.len()
+    }
+
     pub fn store(&mut self, packet: &Arc<Packet>) {
         let slot = usize::from(packet.meta.header.sequence) & (self.slots.len() - 1);
         self.slots[slot] = Some(packet.clone());

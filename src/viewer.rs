@@ -321,11 +321,18 @@ impl ViewerStream {
                 burst.catch_up = next.wrapping_add(1);
                 return Some(packet.clone());
             }
-            let behind =
-                latest.is_some_and(|(epoch, sequence)| epoch == burst.epoch && sequence.wrapping_sub(next) as i16 >= 0);
-            if !behind {
+            let behind = latest.and_then(|(epoch, sequence)| {
+                (epoch == burst.epoch).then(|| sequence.wrapping_sub(next) as i16).filter(|&behind| behind >= 0)
+            });
+            let Some(behind) = behind else {
                 self.skip_before = Some((burst.epoch, next));
                 self.end_burst();
+                return None;
+            };
+            if behind as usize >= history.size() {
+                // The live stream ran further ahead than the history keeps:
+                // the burst cannot catch up, so wait for the next keyframe.
+                self.restart();
                 return None;
             }
             next = next.wrapping_add(1); // lost before it reached the worker

@@ -11,7 +11,7 @@ SRTP profile names are the RFC names: "AEAD_AES_128_GCM" and
 DTLS-SRTP (16 + 12 bytes for GCM, 16 + 14 bytes for CM).
 """
 
-from typing import Literal, TypeAlias, TypedDict
+from typing import Literal, NotRequired, TypeAlias, TypedDict
 
 SrtpProfile: TypeAlias = Literal["AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80"]
 SendMode: TypeAlias = Literal["gso", "sendmmsg", "sendto"]
@@ -26,6 +26,12 @@ class SourceStream(TypedDict):
     clock_rate: int  # RTP clock rate, e.g. 90000 for video, 48000 for opus
     host: str  # the address to bind, e.g. "0.0.0.0" or "127.0.0.1"
     port: int  # 0 lets the kernel pick
+    # The stream's RTCP port (Janus's rtcpport), bound on ``host``: None or absent
+    # for none, 0 lets the kernel pick (see MountpointStats' rtcp_port). The engine
+    # reads the source's RTCP there (sender reports) and sends keyframe requests
+    # (RR + PLI) from it: to the address the source's RTCP came from, else to the
+    # source's RTP address with its port + 1, else nowhere; at most one per second.
+    rtcp_port: NotRequired[int | None]
 
 class ViewerStream(TypedDict):
     """What one viewer receives of one source stream."""
@@ -33,6 +39,19 @@ class ViewerStream(TypedDict):
     index: int  # the SourceStream.index it takes its packets from
     ssrc: int  # the SSRC this viewer sees (announced in its SDP)
     payload_type: int  # the payload type this viewer sees
+
+class SenderReport(TypedDict):
+    ntp_time: int  # 64-bit NTP timestamp from the source's latest sender report
+    rtp_timestamp: int
+    age_ms: int  # since it arrived
+
+class KeyframeCache(TypedDict):
+    """A video stream's packets since its latest keyframe (vp8, vp9, h264)."""
+
+    keyframe: bool  # it holds one: a viewer starting now starts at once
+    packets: int
+    bytes: int
+    overflows: int  # groups of pictures let go for growing past 8 MB, 8192 packets or 5 s
 
 class StreamStats(TypedDict):
     index: int
@@ -42,6 +61,12 @@ class StreamStats(TypedDict):
     malformed: int  # datagrams that were not RTP, dropped and counted
     overruns: int  # packets a worker could not take (its ring was full: the worker is overloaded)
     last_packet_age_ms: int | None  # None until the first packet arrives
+    rtcp_port: int | None  # the bound RTCP port, None without one
+    rtcp_packets: int  # RTCP packets received from the source
+    plis_forwarded: int  # viewers' PLI/FIR sent on to the source as PLI (rate limited)
+    keyframe_requests: int  # PLIs the engine sent because a viewer started with no keyframe cached
+    sender_report: SenderReport | None  # the source's latest, None before one
+    keyframe_cache: KeyframeCache | None  # None for streams without one (audio, data, other codecs)
 
 class MountpointStats(TypedDict):
     packets: int  # received from the sources
@@ -144,10 +169,23 @@ class Engine:
         """Start sending the mountpoint's streams to a viewer whose DTLS-SRTP is up.
 
         ``local_master_key`` protects what the engine sends; ``remote_master_key``
-        unprotects the SRTCP the viewer sends. Video starts at the next keyframe
-        (vp8, vp9, h264; other video codecs start at once). Each stream's sequence
-        number and timestamp start at random values and stay continuous across
-        pauses and source restarts; sender reports go out about once a second.
+        unprotects the SRTCP the viewer sends. Each stream's sequence number and
+        timestamp start at random values and stay continuous across pauses,
+        switches and source restarts; sender reports go out about once a second.
+
+        Instant start: video (vp8, vp9, h264; other video codecs start at once)
+        starts with a burst of the stream's keyframe cache (every packet since the
+        latest keyframe, in order, sequence numbers contiguous with what follows),
+        paced at 8 MB/s after a first 64 KiB, then the packets that arrived
+        meanwhile, then live. The cached pictures' timestamps are moved closer to
+        the newest one (which maps to "now" on the viewer's timeline) so that they
+        span about the burst's duration and a jitter buffer renders them at once
+        rather than seconds behind; live packets keep the source's spacing. With
+        no keyframe cached (or a burst that cannot catch up with the live
+        stream), video waits for the next keyframe, and the source is asked for
+        one if the stream has an RTCP port. Audio starts live.
+        Waits until the receiver sends the mountpoint's packets to the viewer's
+        worker (releases the GIL; microseconds).
         Raises KeyError for an unknown mountpoint, ValueError for a duplicate
         viewer id, a bad key length, an unknown profile, a stream index the
         mountpoint lacks, an ssrc or payload type out of range, or an address
@@ -157,8 +195,29 @@ class Engine:
     def set_viewer_address(self, viewer_id: int, address: tuple[str, int]) -> None:
         """The viewer's ICE-nominated address changed. KeyError for an unknown viewer."""
     def set_viewer_paused(self, viewer_id: int, paused: bool) -> None:
-        """Pause or resume sending; resuming video waits for a keyframe.
-        KeyError for an unknown viewer."""
+        """Pause or resume sending; resumed video starts from the keyframe cache
+        (as add_viewer). KeyError for an unknown viewer."""
+    def set_viewer_stream_paused(self, viewer_id: int, index: int, paused: bool) -> None:
+        """The per-stream send switch (``configure`` with ``streams: [{mid, send}]``):
+        stop or resume sending the viewer's stream that takes SourceStream
+        ``index``. Sequence numbers and timestamps stay continuous (a resumed
+        stream goes on at the next sequence number, its timestamp advanced by
+        the time paused); resumed video starts from the keyframe cache. No
+        sender reports for a paused stream. Independent of set_viewer_paused
+        (a viewer pause stops every stream; its resume leaves paused streams
+        paused). KeyError for an unknown viewer, ValueError if the viewer has no
+        stream ``index``."""
+    def switch_viewer(self, viewer_id: int, mountpoint_id: int, streams: list[ViewerStream]) -> None:
+        """Move a viewer to another mountpoint without renegotiation (``switch``):
+        its streams become ``streams`` (indexes of the new mountpoint, payload
+        types rewritten to the given ones). A stream whose ``ssrc`` the viewer
+        had goes on with that stream's numbering: same SSRC, the next sequence
+        number, the timestamp advanced by the wall-clock time since its last
+        packet (as across a source restart); its send switch carries over.
+        Video starts from the new mountpoint's keyframe cache. Keys, address,
+        worker and viewer counters stay; the mountpoints' counters move.
+        KeyError for an unknown viewer or mountpoint, ValueError for a bad
+        stream list (as add_viewer); on error nothing changes."""
     def unprotect_rtcp(self, viewer_id: int, packet: bytes) -> bytes:
         """SRTCP from a viewer to plain RTCP. Raises ValueError if it fails
         authentication, is a replay or is malformed, KeyError for an unknown viewer.
@@ -166,8 +225,10 @@ class Engine:
         Generic NACKs (RFC 4585) in it about the viewer's SSRCs are answered by
         the engine at once: each packet still in the stream's history (the last
         1024 sequence numbers) is sent again as the viewer first received it
-        (same sequence number, re-protected; no RFC 4588 rtx). The plain RTCP is
-        still returned, for the control plane to count or act on (PLI, REMB)."""
+        (same sequence number, re-protected; no RFC 4588 rtx). PLIs and FIRs
+        about its SSRCs go on to the source stream's RTCP port as a PLI, if it has
+        one (at most one per stream per second; counted as plis_forwarded). The
+        plain RTCP is still returned, for the control plane to count or act on (REMB)."""
     def send_rtcp(self, viewer_id: int, packet: bytes) -> None:
         """Protect plain (compound) RTCP with the viewer's SRTCP context and send it.
         ValueError if ``packet`` is not RTCP, KeyError for an unknown viewer."""

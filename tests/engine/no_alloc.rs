@@ -101,6 +101,9 @@ fn the_steady_state_allocates_nothing() {
             .add_viewer(i as u64, 1, ("127.0.0.1", i64::from(address.port())), profile, &key, &key, &[stream])
             .unwrap();
     }
+    // Let the worker take its viewers before the first packet, so they start
+    // live (not with a paced burst from the keyframe cache).
+    std::thread::sleep(Duration::from_millis(200));
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     let to: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut packets: Vec<Vec<u8>> = (0..4)
