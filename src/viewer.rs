@@ -274,7 +274,19 @@ impl ViewerStream {
             return false;
         };
         let (first, last) = (first.meta, last.meta);
-        let (sequence, timestamp) = self.next_position(now);
+        let span = (last.header.timestamp.wrapping_sub(first.header.timestamp) as i32).max(0) as u32;
+        let credit = BURST_CREDIT_BYTES as u64;
+        let burst_ticks =
+            (cache.bytes() as u64).saturating_sub(credit) * u64::from(self.clock_rate) / BURST_BYTES_PER_SECOND;
+        let factor = (u64::from(span) / burst_ticks.max(1)).clamp(1, u64::from(MAX_COMPRESSION)) as u32;
+        let (sequence, mut timestamp) = self.next_position(now);
+        if self.highest.is_some() {
+            // After a pause or a switch the keyframe must still come after what was sent.
+            let earliest = self.highest_timestamp.wrapping_add(span.div_ceil(factor) + 1);
+            if (earliest.wrapping_sub(timestamp) as i32) > 0 {
+                timestamp = earliest;
+            }
+        }
         self.sequence_offset = sequence.wrapping_sub(first.header.sequence);
         self.timestamp_offset = timestamp.wrapping_sub(last.header.timestamp);
         self.source_epoch = first.epoch;
@@ -283,11 +295,6 @@ impl ViewerStream {
         self.skip_before = None;
         let first_extended = self.extend(sequence).unwrap_or(u64::from(sequence));
         self.anchored_from = first_extended;
-        let span = (last.header.timestamp.wrapping_sub(first.header.timestamp) as i32).max(0) as u64;
-        let credit = BURST_CREDIT_BYTES as u64;
-        let burst_ticks =
-            (cache.bytes() as u64).saturating_sub(credit) * u64::from(self.clock_rate) / BURST_BYTES_PER_SECOND;
-        let factor = (span / burst_ticks.max(1)).clamp(1, u64::from(MAX_COMPRESSION)) as u32;
         self.compression = Some(Compression {
             last_extended: first_extended + u64::from(last.header.sequence.wrapping_sub(first.header.sequence)),
             source_last: last.header.timestamp,
