@@ -466,7 +466,8 @@ impl Engine {
             let mut source = SourceStream::new(kind, codec, socket, counters.clone());
             let port = source.local_addr()?.port();
             let starts_at_keyframes = kind == MediaKind::Video && codec.finds_keyframes();
-            source.cache = starts_at_keyframes.then(|| Arc::new(Mutex::new(GopCache::new())));
+            let cached = starts_at_keyframes && !keyframe_cache_disabled();
+            source.cache = cached.then(|| Arc::new(Mutex::new(GopCache::new())));
             source.rtcp = rtcp.map(|socket| Arc::new(SourceRtcp::new(socket)));
             let (cache, rtcp) = (source.cache.clone(), source.rtcp.clone());
             records.push(StreamRecord { index, port, clock_rate, starts_at_keyframes, counters, cache, rtcp });
@@ -954,6 +955,12 @@ fn viewer_streams(
         indexes.push(index);
     }
     Ok((viewer_streams, ssrcs, indexes))
+}
+
+/// FANOUT_KEYFRAME_CACHE=0 in the environment turns the keyframe cache off
+/// (video then waits for the next keyframe): for measuring what it brings.
+fn keyframe_cache_disabled() -> bool {
+    std::env::var_os("FANOUT_KEYFRAME_CACHE").is_some_and(|value| value == "0")
 }
 
 fn register(epoll: RawFd, fd: RawFd, key: u64) -> io::Result<()> {

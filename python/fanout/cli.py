@@ -28,11 +28,16 @@ def main(argv: list[str] | None = None) -> None:
     benches = bench.add_subparsers(dest="bench", required=True)
     benches.add_parser("load", help="ramp real WebRTC viewers against fanout and/or Janus (see its --help)")
     benches.add_parser("engine", help="the data plane's throughput on this machine (see its --help)")
+    benches.add_parser("first-frame", help="time to first frame in Chromium with janus.js (see its --help)")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:2] == ["bench", "load"]:  # its own parser, imported only when asked for
         from fanout.bench.load import main as load_main
 
         sys.exit(load_main(argv[2:]))
+    if argv[:2] == ["bench", "first-frame"]:
+        from fanout.bench.first_frame import main as first_frame_main
+
+        sys.exit(first_frame_main(argv[2:]))
     if argv[:2] == ["bench", "engine"]:
         from fanout.bench.engine import main as engine_main
 

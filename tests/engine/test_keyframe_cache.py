@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
-
 from fanout._engine import Engine
 
 from .test_engine import (
@@ -172,7 +171,8 @@ def test_the_cache_lets_go_of_a_gop_past_its_bounds(rig: Rig) -> None:
     packets = gop(0, 0, 8192)  # 8193 packets: one more than the cache keeps
     for start in range(0, len(packets), 256):
         rig.send(port, *packets[start:start + 256])
-        wait_until(lambda: rig.engine.mountpoint_stats(1)["packets"] >= min(start + 256, len(packets)))
+        received = min(start + 256, len(packets))
+        wait_until(lambda received=received: rig.engine.mountpoint_stats(1)["packets"] >= received)  # type: ignore[misc]
 
     cache = rig.engine.mountpoint_stats(1)["streams"][0]["keyframe_cache"]
 
@@ -188,7 +188,11 @@ def test_per_stream_pause_and_resume(rig: Rig) -> None:
     rig.engine.set_viewer_stream_paused(7, 0, True)
     rig.send(video_port, rtp(12, 3000, VP8_DELTA, marker=True))
     rig.send(audio_port, rtp(1, 0, b"audio", ssrc=AUDIO_SSRC))
-    wait_until(lambda: (viewer.drain(), any(p.ssrc == AUDIO_SSRC for p in viewer.rtp))[1])
+    def audio_arrived() -> bool:
+        viewer.drain()
+        return any(p.ssrc == AUDIO_SSRC for p in viewer.rtp)
+
+    wait_until(audio_arrived)
     assert len(video_of(viewer)) == 2, "video paused, audio not"
     assert rig.engine.viewer_stats(7)["paused"] is False
 
@@ -267,7 +271,7 @@ def source_pair() -> Source:
 
 def keyframe_requests(sock: socket.socket) -> list[int]:
     """The media SSRCs of the PLIs waiting on ``sock`` (each after an empty RR)."""
-    asked = []
+    asked: list[int] = []
     while True:
         try:
             data = sock.recv(1500, socket.MSG_DONTWAIT)

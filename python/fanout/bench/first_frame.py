@@ -1,0 +1,246 @@
+"""fanout bench first-frame: time to first decoded frame in real Chromium with janus.js.
+
+    fanout bench first-frame --joins 20 --intervals 1,4
+
+For each keyframe interval it runs, in a private loopback-only network
+namespace (root needed), ``fanout serve`` with one rtp mountpoint fed by the
+built-in test source (VP8 + Opus, that keyframe interval), and headless
+Chromium opening fanout's demo page, which watches the mountpoint with the
+real janus.js and reports ``window.fanoutDemo.firstFrameMs``: from the
+``watch`` request to the first video frame presented (requestVideoFrameCallback).
+Each join is a fresh page (a new Janus session and PeerConnection), at a
+pseudo-random phase of the source's GOP. It prints p50/p95 per interval and
+writes a PNG. ``--no-cache`` runs the server with FANOUT_KEYFRAME_CACHE=0
+(video then waits for the source's next keyframe), for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import random
+import signal
+import stat
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fanout.sources.testsource import testsource_command
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# Inside a private namespace every port is free.
+HTTP_PORT, WS_PORT, WEBRTC_PORT, AUDIO_PORT, VIDEO_PORT = 18088, 18188, 18300, 15002, 15004
+READY_LINE = "fanout: ready"
+FIRST_FRAME_TIMEOUT_MS = 20_000
+_namespaces = itertools.count()
+
+
+@dataclass(frozen=True)
+class Joins:
+    keyframe_interval: float
+    cache: bool
+    first_frame_ms: list[float]
+    # The last viewer's getStats() 3 s after its first frame (framesDecoded, packetsLost, ...).
+    playback: dict[str, float]
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.first_frame_ms, 50)
+
+    @property
+    def p95(self) -> float:
+        return percentile(self.first_frame_ms, 95)
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))
+    return ordered[int(rank) - 1]
+
+
+@contextmanager
+def _namespace() -> Iterator[str]:
+    if os.geteuid() != 0:
+        raise SystemExit("fanout bench first-frame makes a network namespace: run it as root")
+    name = f"fanout-ff-{os.getpid()}-{next(_namespaces)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, check=False).stdout
+        for pid in pids.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def _write_config(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "janus.jcfg").write_text(
+        'general: {\n\tsession_timeout = 60\n}\nnat: {\n\tnat_1_1_mapping = "127.0.0.1"\n}\n'
+        f'fanout: {{\n\twebrtc_port = {WEBRTC_PORT}\n\twebrtc_interface = "127.0.0.1"\n}}\n'
+    )
+    (folder / "janus.transport.http.jcfg").write_text(
+        f'general: {{\n\thttp = true\n\tport = {HTTP_PORT}\n\tbase_path = "/janus"\n}}\n'
+    )
+    (folder / "janus.transport.websockets.jcfg").write_text(f"general: {{\n\tws = true\n\tws_port = {WS_PORT}\n}}\n")
+    (folder / "janus.plugin.streaming.jcfg").write_text(
+        "general: {\n}\n"
+        "first-frame: {\n"
+        '\ttype = "rtp"\n\tid = 1\n\tdescription = "first frame bench"\n'
+        f'\taudio = true\n\taudioport = {AUDIO_PORT}\n\taudiopt = 111\n\taudiocodec = "opus"\n'
+        f'\tvideo = true\n\tvideoport = {VIDEO_PORT}\n\tvideopt = 96\n\tvideocodec = "vp8"\n'
+        "}\n"
+    )
+
+
+class _Server:
+    """``fanout serve`` in the namespace, its output kept."""
+
+    def __init__(self, namespace: str, config: Path, cache: bool) -> None:
+        env = {**os.environ, "FANOUT_KEYFRAME_CACHE": "1" if cache else "0"}
+        command = ["ip", "netns", "exec", namespace, sys.executable, "-m", "fanout", "serve", "--config", str(config)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self.ready.wait(60):
+            self.stop()
+            raise RuntimeError("fanout did not start:\n" + "".join(self.lines))
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if READY_LINE in line:
+                self.ready.set()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def run_joins(keyframe_interval: float, joins: int, workdir: Path, *, cache: bool = True, seed: int = 1) -> Joins:
+    """``joins`` viewers, one after another, each a fresh page; their times to first frame in ms."""
+    from playwright.sync_api import sync_playwright
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "config"
+    _write_config(config)
+    phases = random.Random(seed)
+    times: list[float] = []
+    playback: dict[str, float] = {}
+    with _namespace() as namespace:
+        server = _Server(namespace, config, cache)
+        source_command = testsource_command(
+            "127.0.0.1", VIDEO_PORT, AUDIO_PORT, keyframe_interval=keyframe_interval, exit_with_parent=False
+        )
+        source = subprocess.Popen(["ip", "netns", "exec", namespace, *source_command])
+        launcher = workdir / "chromium-in-namespace"
+        launcher.write_text(f'#!/bin/sh\nexec ip netns exec {namespace} {CHROMIUM} "$@"\n')
+        launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
+        try:
+            time.sleep(keyframe_interval + 0.5)  # the cache holds a keyframe from now on
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(
+                    executable_path=str(launcher), headless=True, args=CHROMIUM_FLAGS,
+                    env={**os.environ, "HOME": str(workdir)},
+                )  # fmt: skip
+                try:
+                    for join in range(joins):
+                        page = browser.new_page()
+                        page.goto(f"http://127.0.0.1:{HTTP_PORT}/?mountpoint=1&transport=http")
+                        page.wait_for_function(
+                            "window.fanoutDemo && window.fanoutDemo.firstFrameMs !== null",
+                            timeout=FIRST_FRAME_TIMEOUT_MS,
+                        )
+                        times.append(float(page.evaluate("window.fanoutDemo.firstFrameMs")))
+                        if join == joins - 1:
+                            page.wait_for_timeout(3000)
+                            playback = dict(page.evaluate("window.fanoutDemo.stats()"))
+                        page.close()
+                        time.sleep(phases.uniform(0.2, 0.2 + keyframe_interval))
+                finally:
+                    browser.close()
+        finally:
+            source.send_signal(signal.SIGTERM)
+            try:
+                source.wait(10)
+            except subprocess.TimeoutExpired:
+                source.kill()
+            server.stop()
+    return Joins(keyframe_interval, cache, times, playback)
+
+
+def plot(results: list[Joins], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    labels = [f"{r.keyframe_interval:g} s GOP\n{'cache' if r.cache else 'no cache'}" for r in results]
+    axes.boxplot([r.first_frame_ms for r in results], tick_labels=labels, whis=(5, 95))
+    for position, result in enumerate(results, start=1):
+        axes.scatter([position] * len(result.first_frame_ms), result.first_frame_ms, s=10, alpha=0.5)
+    axes.axhline(300, linestyle="--", color="grey", label="target p95 300 ms")
+    axes.set_ylabel("watch -> first frame (ms)")
+    axes.set_title("fanout: time to first frame, Chromium + janus.js (whiskers p5-p95)")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fanout bench first-frame", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--joins", type=int, default=20, help="viewers per keyframe interval (default 20)")
+    parser.add_argument("--intervals", default="1,4", help="keyframe intervals in seconds (default 1,4)")
+    parser.add_argument("--no-cache", action="store_true", help="also measure with the keyframe cache off")
+    parser.add_argument("--png", type=Path, default=Path("fanout-bench-first-frame.png"))
+    args = parser.parse_args(argv)
+    intervals = [float(value) for value in args.intervals.split(",")]
+    results: list[Joins] = []
+    with tempfile.TemporaryDirectory(prefix="fanout-first-frame-") as workdir:
+        for interval in intervals:
+            for cache in [True, False] if args.no_cache else [True]:
+                result = run_joins(interval, args.joins, Path(workdir) / f"{interval:g}-{cache}", cache=cache)
+                results.append(result)
+                print(f"keyframe interval {interval:g} s, cache {'on' if cache else 'off'}: "
+                      f"p50 {result.p50:.0f} ms, p95 {result.p95:.0f} ms", flush=True)
+    print()
+    print("| keyframe interval | keyframe cache | joins | p50 ms | p95 ms | max ms |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for result in results:
+        print(f"| {result.keyframe_interval:g} s | {'on' if result.cache else 'off'} | {len(result.first_frame_ms)} "
+              f"| {result.p50:.0f} | {result.p95:.0f} | {max(result.first_frame_ms):.0f} |")
+    print(f"\nmean of all joins: {statistics.fmean(t for r in results for t in r.first_frame_ms):.0f} ms")
+    plot(results, args.png)
+    print(f"wrote {args.png}")
+    return 0
