@@ -554,10 +554,6 @@ impl Engine {
             Box::new(Viewer::new(viewer_id, address, viewer_streams, local, Instant::now() + FIRST_REPORT_DELAY));
         let worker =
             (0..running.workers.len()).min_by_key(|&w| running.workers[w].viewers).expect("one worker at least");
-        // Packets flow to the worker before it copies the keyframe cache, so
-        // none falls between the cache and the live stream.
-        self.subscribe(running, mountpoint_id, worker)?;
-        let mountpoint = running.mountpoints.get(&mountpoint_id).expect("looked up above");
         let command = Command::AddViewer {
             mountpoint_id,
             streams: mountpoint.streams.len(),
@@ -567,6 +563,12 @@ impl Engine {
             totals: mountpoint.sent[worker].clone(),
         };
         Self::to_worker(running, worker, command)?;
+        // The worker holds the viewer's video until the mountpoint's packets
+        // flow to it, then copies the keyframe cache: no packet falls between
+        // the cache and the live stream, and none reaches it before the viewer.
+        self.subscribe(running, mountpoint_id, worker)?;
+        Self::to_worker(running, worker, Command::StartViewer { id: viewer_id })?;
+        let mountpoint = running.mountpoints.get(&mountpoint_id).expect("looked up above");
         for &index in &indexes {
             if let Some(record) = mountpoint.streams.iter().find(|record| record.index == index) {
                 record.request_keyframe_if_uncached();
@@ -626,10 +628,6 @@ impl Engine {
         let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
         let (old_mountpoint, worker) = (record.mountpoint_id, record.worker);
         let (viewer_streams, ssrcs, indexes) = viewer_streams(mountpoint_id, mountpoint, streams)?;
-        if old_mountpoint != mountpoint_id {
-            self.subscribe(running, mountpoint_id, worker)?;
-        }
-        let mountpoint = running.mountpoints.get(&mountpoint_id).expect("looked up above");
         let command = Command::SwitchViewer {
             id: viewer_id,
             mountpoint_id,
@@ -639,6 +637,11 @@ impl Engine {
             totals: mountpoint.sent[worker].clone(),
         };
         Self::to_worker(running, worker, command)?;
+        if old_mountpoint != mountpoint_id {
+            self.subscribe(running, mountpoint_id, worker)?;
+        }
+        Self::to_worker(running, worker, Command::StartViewer { id: viewer_id })?;
+        let mountpoint = running.mountpoints.get(&mountpoint_id).expect("looked up above");
         for &index in &indexes {
             if let Some(record) = mountpoint.streams.iter().find(|record| record.index == index) {
                 record.request_keyframe_if_uncached();

@@ -179,6 +179,8 @@ pub struct ViewerStream {
     compression: Option<Compression>,
     /// After a burst: live packets before this (epoch, source sequence) were sent in it.
     skip_before: Option<(u32, u16)>,
+    /// Held until the worker starts it from the cache (the mountpoint's packets flow to it by then).
+    held: bool,
 }
 
 /// Where a rewritten packet stands in the viewer's SRTP stream.
@@ -220,7 +222,17 @@ impl ViewerStream {
             burst_buffer: Vec::new(),
             compression: None,
             skip_before: None,
+            held: false,
         }
+    }
+
+    /// Takes no live packets until [`ViewerStream::start_from`] or a restart.
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held
     }
 
     /// Starts again after a pause: video waits for the next keyframe.
@@ -229,6 +241,7 @@ impl ViewerStream {
         self.anchor_needed = true;
         self.end_burst();
         self.skip_before = None;
+        self.held = false;
     }
 
     /// Takes over the numbering of `old` (the same SSRC before a switch), so
@@ -293,6 +306,7 @@ impl ViewerStream {
         self.anchor_needed = false;
         self.waiting_for_keyframe = false;
         self.skip_before = None;
+        self.held = false;
         let first_extended = self.extend(sequence).unwrap_or(u64::from(sequence));
         self.anchored_from = first_extended;
         self.compression = Some(Compression {
@@ -375,7 +389,7 @@ impl ViewerStream {
         out: &mut [u8],
     ) -> Option<Rewritten> {
         let header = &received.header;
-        if self.paused || self.burst.is_some() {
+        if self.paused || self.held || self.burst.is_some() {
             return None;
         }
         if let Some((epoch, next)) = self.skip_before {

@@ -67,6 +67,11 @@ pub enum Command {
         viewer_streams: Vec<ViewerStream>,
         totals: Arc<SendCounters>,
     },
+    /// The mountpoint's packets flow to this worker now: start the viewer's
+    /// held video streams from the keyframe caches.
+    StartViewer {
+        id: u64,
+    },
     /// The send switch of the viewer's stream at `stream` (its position in the viewer's streams).
     SetStreamPaused {
         id: u64,
@@ -151,9 +156,24 @@ impl Mountpoint {
     }
 }
 
+/// Holds the viewer's video streams that have a keyframe cache until StartViewer.
+fn hold_video(viewer: &mut Viewer, caches: &Caches) {
+    for stream in viewer.streams.iter_mut() {
+        if stream.starts_at_keyframes() && !stream.is_paused() && caches.get(stream.source).is_some_and(Option::is_some)
+        {
+            stream.hold();
+        }
+    }
+}
+
 /// Starts the viewer's video streams (all, or the one at `only`) from their
 /// keyframe caches; a stream whose cache holds no keyframe waits for the next one.
 fn start_from_caches(viewer: &mut Viewer, caches: &Caches, only: Option<usize>, now: Instant) -> bool {
+    if viewer.is_paused() {
+        // Started when resumed.
+        viewer.streams.iter_mut().filter(|stream| stream.is_held()).for_each(ViewerStream::restart);
+        return false;
+    }
     if viewer.is_paused() {
         return false;
     }
@@ -313,11 +333,17 @@ impl Worker {
                 self.viewer_mountpoints.insert(viewer.id, mountpoint_id);
                 let position = self.mountpoint_position(mountpoint_id, streams, caches);
                 let mountpoint = &mut self.mountpoints[position];
-                self.bursts_pending |= start_from_caches(&mut viewer, &mountpoint.caches, None, Instant::now());
+                hold_video(&mut viewer, &mountpoint.caches);
                 mountpoint.viewers.push(*viewer);
             }
             Command::SwitchViewer { id, mountpoint_id, streams, caches, viewer_streams, totals } => {
                 self.switch_viewer(id, mountpoint_id, streams, caches, viewer_streams, totals);
+            }
+            Command::StartViewer { id } => {
+                let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else { return };
+                let Some(mountpoint) = self.mountpoints.iter_mut().find(|m| m.id == mountpoint_id) else { return };
+                let Some(viewer) = mountpoint.viewers.iter_mut().find(|viewer| viewer.id == id) else { return };
+                self.bursts_pending |= start_from_caches(viewer, &mountpoint.caches, None, Instant::now());
             }
             Command::SetStreamPaused { id, stream, paused } => {
                 let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else {
@@ -423,7 +449,7 @@ impl Worker {
         self.viewer_mountpoints.insert(id, mountpoint_id);
         let position = self.mountpoint_position(mountpoint_id, streams, caches);
         let mountpoint = &mut self.mountpoints[position];
-        self.bursts_pending |= start_from_caches(&mut viewer, &mountpoint.caches, None, Instant::now());
+        hold_video(&mut viewer, &mountpoint.caches);
         mountpoint.viewers.push(viewer);
     }
 

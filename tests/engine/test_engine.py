@@ -251,6 +251,8 @@ def test_pause_then_resume_continues_the_sequence(rig: Rig) -> None:
     assert rig.engine.viewer_stats(7)["paused"] is True
     rig.send(port, rtp(3, 1920, b"paused"), rtp(4, 2880, b"paused"))
     wait_until(lambda: rig.engine.mountpoint_stats(1)["packets"] == 4)
+    # The worker has taken them (while paused) before it is told to resume.
+    wait_until(lambda: sum(worker["source_packets"] for worker in rig.engine.worker_stats()) == 4)
     rig.engine.set_viewer_paused(7, False)
     rig.send(port, rtp(5, 3840, b"c"), rtp(6, 4800, b"d"))
 
