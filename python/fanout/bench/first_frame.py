@@ -50,6 +50,7 @@ CHROMIUM_FLAGS = [
 HTTP_PORT, WS_PORT, WEBRTC_PORT, AUDIO_PORT, VIDEO_PORT = 18088, 18188, 18300, 15002, 15004
 READY_LINE = "fanout: ready"
 FIRST_FRAME_TIMEOUT_MS = 20_000
+PHASES = ("offer", "answered", "ice", "webrtcup", "track", "frame")
 _namespaces = itertools.count()
 
 
@@ -60,6 +61,8 @@ class Joins:
     first_frame_ms: list[float]
     # The last viewer's getStats() 3 s after its first frame (framesDecoded, packetsLost, ...).
     playback: dict[str, float]
+    # Per join, when each phase ended (ms from the watch request): offer, answered, ice, webrtcup, track, frame.
+    phases: list[dict[str, float]]
 
     @property
     def p50(self) -> float:
@@ -156,6 +159,7 @@ def run_joins(keyframe_interval: float, joins: int, workdir: Path, *, cache: boo
     _write_config(config)
     phases = random.Random(seed)
     times: list[float] = []
+    phases_of_joins: list[dict[str, float]] = []
     playback: dict[str, float] = {}
     with _namespace() as namespace:
         server = _Server(namespace, config, cache)
@@ -182,6 +186,7 @@ def run_joins(keyframe_interval: float, joins: int, workdir: Path, *, cache: boo
                             timeout=FIRST_FRAME_TIMEOUT_MS,
                         )
                         times.append(float(page.evaluate("window.fanoutDemo.firstFrameMs")))
+                        phases_of_joins.append(dict(page.evaluate("window.fanoutDemo.timings")))
                         if join == joins - 1:
                             page.wait_for_timeout(3000)
                             playback = dict(page.evaluate("window.fanoutDemo.stats()"))
@@ -196,7 +201,7 @@ def run_joins(keyframe_interval: float, joins: int, workdir: Path, *, cache: boo
             except subprocess.TimeoutExpired:
                 source.kill()
             server.stop()
-    return Joins(keyframe_interval, cache, times, playback)
+    return Joins(keyframe_interval, cache, times, playback, phases_of_joins)
 
 
 def plot(results: list[Joins], path: Path) -> None:
@@ -241,6 +246,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {result.keyframe_interval:g} s | {'on' if result.cache else 'off'} | {len(result.first_frame_ms)} "
               f"| {result.p50:.0f} | {result.p95:.0f} | {max(result.first_frame_ms):.0f} |")
     print(f"\nmean of all joins: {statistics.fmean(t for r in results for t in r.first_frame_ms):.0f} ms")
+    print("\nwhere the time goes (ms from the watch request, p50 / p95 over the joins):")
+    for result in results:
+        columns = []
+        for phase in PHASES:
+            ends = sorted(join[phase] for join in result.phases if phase in join)
+            if ends:
+                columns.append(f"{phase} {percentile(ends, 50):.0f}/{percentile(ends, 95):.0f}")
+        print(f"  {result.keyframe_interval:g} s, cache {'on' if result.cache else 'off'}: " + ", ".join(columns))
     plot(results, args.png)
     print(f"wrote {args.png}")
     return 0

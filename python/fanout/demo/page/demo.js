@@ -24,6 +24,7 @@ const demo = {
   error: null,
   mountpoints: [],
   firstFrameMs: null,
+  timings: {},  // ms from the watch request: offer, answered, ice, webrtcup, track, frame
   offeredIceUfrags: [],
   stats: readStats,
   selectedPair: readSelectedPair,
@@ -85,6 +86,8 @@ function attachStreaming() {
     error: fail,
     onmessage: onMessage,
     onremotetrack: onRemoteTrack,
+    iceState: (state) => (state === "connected" || state === "completed") && mark("ice"),
+    webrtcState: (up) => up && mark("webrtcup"),
     oncleanup: () => {
       remoteStream = null;
       elements.video.srcObject = null;
@@ -116,10 +119,17 @@ function listMountpoints() {
   });
 }
 
+function mark(phase) {
+  if (watchStartedAt !== null && !(phase in demo.timings)) {
+    demo.timings[phase] = Math.round(performance.now() - watchStartedAt);
+  }
+}
+
 function watch(mountpointId) {
   watchedMountpoint = mountpointId;
   watchStartedAt = performance.now();
   demo.firstFrameMs = null;
+  demo.timings = {};
   setState("watching", `mountpoint ${mountpointId}`);
   streaming.send({ message: { request: "watch", id: mountpointId }, error: fail });
 }
@@ -135,11 +145,15 @@ function onMessage(message, jsep) {
     streaming.hangup();
   }
   if (jsep) {
+    mark("offer");
     const ufrag = /a=ice-ufrag:(\S+)/.exec(jsep.sdp);
     if (ufrag) demo.offeredIceUfrags.push(ufrag[1]);
     streaming.createAnswer({
       jsep: jsep,
-      success: (answer) => streaming.send({ message: { request: "start" }, jsep: answer }),
+      success: (answer) => {
+        mark("answered");
+        streaming.send({ message: { request: "start" }, jsep: answer });
+      },
       error: fail,
     });
   }
@@ -152,7 +166,10 @@ function onRemoteTrack(track, mid, added) {
   }
   if (added) {
     remoteStream.addTrack(track);
-    if (track.kind === "video") waitForFirstFrame();
+    if (track.kind === "video") {
+      mark("track");
+      waitForFirstFrame();
+    }
   } else {
     remoteStream.removeTrack(track);
   }
@@ -162,6 +179,7 @@ function waitForFirstFrame() {
   const onFrame = () => {
     if (demo.firstFrameMs === null && watchStartedAt !== null) {
       demo.firstFrameMs = Math.round(performance.now() - watchStartedAt);
+      mark("frame");
     }
     setState("playing", `first frame after ${demo.firstFrameMs} ms`);
   };
