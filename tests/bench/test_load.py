@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fanout.bench.load import main as load_main
 from fanout.bench.load.netns import bench_namespace
 from fanout.bench.load.pool import PoolConfig, SamplePool, ViewerPool
 from fanout.bench.load.servers import AUDIO_PORT, MOUNTPOINT, VIDEO_PORT, FanoutServer
@@ -116,3 +117,8 @@ def test_the_command_ramps_against_fanout_and_writes_results_and_plot(
     assert [step["viewers"] for step in ramp["steps"]][:1] == [6]  # a busy machine may end the ramp there
     assert all(step["delivered_pps"] > 0 and step["server_cpu"] >= 0 for step in ramp["steps"])
     assert "viewers held" in result.stdout
+
+    # --replot recomputes the derived figures and draws the plot again, running nothing.
+    output.with_suffix(".png").unlink()
+    assert load_main(["--replot", str(output.with_suffix(".json"))]) == 0
+    assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

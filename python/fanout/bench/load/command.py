@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fanout.bench.load.netns import bench_namespace
-from fanout.bench.load.ramp import Ramp, RampPlan, RampRunner
+from fanout.bench.load.ramp import Ramp, RampPlan, RampRunner, cpu_per_gbps
 from fanout.bench.load.report import capacity_table, plot, ratios, write_json
 from fanout.bench.load.servers import (
     AUDIO_PORT,
@@ -143,13 +144,33 @@ def build_parser(
         type=Path,
         help="results path without extension (default bench/results/load-<date>)",
     )
+    parser.add_argument(
+        "--replot",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: recompute the derived figures of a results file, rewrite it and its plot, print the table",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' folders and logs")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.replot is not None:
+        return replot(args.replot)
     return run(args)
+
+
+def replot(path: Path) -> int:
+    results = json.loads(path.read_text())
+    for ramp in results["ramps"]:
+        for step in ramp["steps"]:
+            step["cpu_per_gbps"] = cpu_per_gbps(step["server_cpu"], step["delivered_gbps"])
+    results["ratios"] = ratios(results)
+    write_json(results, path)
+    plot(results, path.with_suffix(".png"))
+    print(capacity_table(results))
+    return 0
 
 
 def _git_commit() -> str:
@@ -228,8 +249,8 @@ def run(args: argparse.Namespace) -> int:
             "janus_event_loops": args.janus_event_loops,
             "fanout_options": args.fanout_option,
             "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
-            "accounting": "cheap viewers: /proc/net/udp drops + queued datagrams, minus the sample viewers' "
-            "mean non-RTP datagrams; sample viewers: decrypted RTP",
+            "accounting": "cheap viewers: RTP dropped by their socket filter, counted by the kernel "
+            "(/proc/net/udp drops); sample viewers: decrypted RTP",
         },
         "plan": asdict(plan),
         "ramps": [],
@@ -252,6 +273,8 @@ def run(args: argparse.Namespace) -> int:
                     server.nice = args.server_nice
                     ramp = Ramp(server=name, rate=rate, srtp=srtp, transport=args.transport)
                     ramp.server_version = server.version()
+                    if name == "fanout":  # the binary at this server's start: others may rebuild it between ramps
+                        ramp.engine = _engine_build()
                     _run_one(server, ramp, plan, RATES[rate], PROFILES[srtp], args.load_cpu)
                     results["ramps"].append(ramp.to_json())
                     write_json(results, output.with_suffix(".json"))

@@ -76,8 +76,8 @@ class Step:
     loss: float = 0.0
     sample_loss: float = 0.0
     worst_viewer_loss: float = 0.0
-    server_cpu: float = 0.0  # cores, the server process (all its threads)
-    core_softirq: float = 0.0  # cores, irq + softirq on the server's core
+    server_cpu: float = 0.0  # cores, the server process (all its threads), with the softirq work done in its context
+    core_softirq: float = 0.0  # cores, irq + softirq on the server's core (tick-sampled: overlaps server_cpu)
     core_busy: float = 0.0  # cores, everything on the server's core
     load_core_busy: float = 0.0  # cores, everything on the load's core (viewers, source, and any neighbour)
     cpu_per_gbps: float | None = None
@@ -103,6 +103,7 @@ class Ramp:
     capacity: int = 0
     capacity_limited_by: str = ""  # "loss", "max_viewers", "joins"
     server_version: str = ""
+    engine: dict[str, str] = field(default_factory=dict)  # fanout: the engine binary this ramp ran
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,6 +118,18 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
         "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
         "max": ordered[-1],
     }
+
+
+def cpu_per_gbps(server_cpu: float, gbps: float) -> float | None:
+    """CPU seconds of the server per Gbit delivered.
+
+    The server process's time alone: this kernel samples irq and softirq time
+    by tick and also charges it to the task it interrupted, so the softirq work
+    of loopback delivery done in the server's context is already in it (adding
+    the core's softirq column would count it twice: the two summed exceed one
+    core at saturation).
+    """
+    return server_cpu / gbps if gbps > 0 else None
 
 
 class RampRunner:
@@ -236,8 +249,7 @@ class RampRunner:
         step.server_cpu = (cpu1 - cpu0) / elapsed
         step.core_softirq = (core1.softirq - core0.softirq) / elapsed
         step.core_busy = (core1.busy - core0.busy) / elapsed
-        total_cpu = step.server_cpu + step.core_softirq
-        step.cpu_per_gbps = total_cpu / step.delivered_gbps if step.delivered_gbps > 0 else None
+        step.cpu_per_gbps = cpu_per_gbps(step.server_cpu, step.delivered_gbps)
         latencies = [value for w in windows for value in w["latency_ms"]]
         step.latency_ms = summarize_latency(latencies)
         step.jitter_ms = statistics.fmean(w["jitter_ms"] for w in windows) if windows else None
@@ -250,7 +262,7 @@ class RampRunner:
         self.progress(
             f"{step.viewers:5d} viewers (+{step.joined}, {step.join_failures} failed) "
             f"{step.delivered_gbps:6.2f} Gbit/s {step.delivered_pps / 1e3:7.1f} kpkt/s "
-            f"cpu {step.server_cpu:4.2f}+{step.core_softirq:4.2f} (load core {step.load_core_busy:4.2f}) "
+            f"cpu {step.server_cpu:4.2f} (softirq {step.core_softirq:4.2f}, load core {step.load_core_busy:4.2f}) "
             f"loss {100 * step.loss:6.2f}% (sample {100 * step.sample_loss:.2f}%) p99 {p99} ms "
             f"{'holds' if step.held else 'FAILS'}{' (measured twice)' if step.remeasured else ''}"
         )

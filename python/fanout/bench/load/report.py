@@ -60,7 +60,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     titles = [
         "delivered Gbit/s (SRTP)",
         "delivered packets/s (thousands)",
-        "server core: process + softirq (cores)",
+        "server process CPU (cores; softirq done in its context included)",
         "CPU seconds per Gbit delivered",
         "RTP loss % (all viewers)",
         "latency p50 / p99 ms (sample viewers)",
@@ -91,7 +91,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         )
         panels[2].plot(
             x,
-            [s["server_cpu"] + s["core_softirq"] for s in steps],
+            [s["server_cpu"] for s in steps],
             style,
             marker="o",
             markersize=3,
