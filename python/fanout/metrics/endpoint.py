@@ -8,7 +8,7 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from fanout.transports.listeners import Listener, open_sites
+from fanout.transports.listeners import Listener, serve
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +23,8 @@ class MetricsEndpoint:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        (self.port,) = await open_sites(self._runner, [self.listener])
+        serving = await serve(self.app, [self.listener])
+        self._runner, self.port = serving.runner, serving.port
         logger.info("Prometheus metrics at http://%s:%d/metrics", self.listener.host, self.port)
 
     async def stop(self) -> None:

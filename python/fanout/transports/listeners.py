@@ -37,6 +37,30 @@ def ssl_context(tls: TlsFiles) -> ssl.SSLContext:
     return context
 
 
+@dataclass
+class Serving:
+    """An application listening: its runner, and the port each listener got."""
+
+    runner: web.AppRunner
+    ports: list[int]
+    port: int | None  # the first plain listener's
+    secure_port: int | None  # the first TLS listener's
+
+
+async def serve(app: web.Application, listeners: list[Listener]) -> Serving:
+    """Run ``app`` on every listener (nothing is left open if one fails)."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        ports = await open_sites(runner, listeners)
+    except BaseException:
+        await runner.cleanup()
+        raise
+    plain = [port for listener, port in zip(listeners, ports) if listener.tls is None]
+    secure = [port for listener, port in zip(listeners, ports) if listener.tls is not None]
+    return Serving(runner, ports, plain[0] if plain else None, secure[0] if secure else None)
+
+
 async def open_sites(runner: web.AppRunner, listeners: list[Listener]) -> list[int]:
     """Start one site per listener on a set-up runner; the bound port of each, in order."""
     ports: list[int] = []

@@ -21,7 +21,7 @@ from fanout.core import events, jansson
 from fanout.core.errors import JanusErrorCode
 from fanout.core.gateway import Gateway, TransportInfo
 from fanout.transports.encoding import dumps
-from fanout.transports.listeners import Listener, acl_allows, open_sites
+from fanout.transports.listeners import Listener, acl_allows, serve
 
 logger = logging.getLogger(__name__)
 
@@ -107,19 +107,9 @@ class WebSocketTransport:
             gateway.register_transport(info)
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        try:
-            ports = await open_sites(self._runner, self.listeners)
-        except BaseException:
-            await self._runner.cleanup()
-            self._runner = None
-            raise
-        for listener, port in zip(self.listeners, ports):
-            if listener.tls is None and self.port is None:
-                self.port = port
-            elif listener.tls is not None and self.secure_port is None:
-                self.secure_port = port
+        serving = await serve(self.app, self.listeners)
+        self._runner, self.port, self.secure_port = serving.runner, serving.port, serving.secure_port
+        for listener, port in zip(self.listeners, serving.ports):
             scheme = "wss" if listener.tls is not None else "ws"
             logger.info("%s on %s://%s:%d/", type(self).__name__, scheme, listener.host, port)
 
