@@ -33,19 +33,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from fanout.bench.chromium import CHROMIUM, CHROMIUM_FLAGS
 from fanout.sources.testsource import testsource_command
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Inside a private namespace every port is free.
 HTTP_PORT, WS_PORT, WEBRTC_PORT, AUDIO_PORT, VIDEO_PORT = 18088, 18188, 18300, 15002, 15004
 READY_LINE = "fanout: ready"
