@@ -147,13 +147,29 @@ struct Mountpoint {
     latest: Vec<Option<(u32, u16)>>,
     caches: Caches,
     viewers: Vec<Viewer>,
+    /// Which viewer the next fan-out starts with: it moves on every pass, so that
+    /// when the socket cannot take a whole batch the drops fall on different viewers.
+    first_viewer: usize,
 }
 
 impl Mountpoint {
     fn new(id: u64, streams: usize, caches: Caches) -> Self {
         let histories = (0..streams).map(|_| History::new(HISTORY_PACKETS)).collect();
-        Self { id, histories, latest: vec![None; streams], caches, viewers: Vec::new() }
+        Self { id, histories, latest: vec![None; streams], caches, viewers: Vec::new(), first_viewer: 0 }
     }
+
+    /// The viewers in this pass's order: a rotation of the list, one further each pass.
+    fn viewers_in_turn(&mut self) -> impl Iterator<Item = &mut Viewer> {
+        in_turn(&mut self.viewers, &mut self.first_viewer)
+    }
+}
+
+/// `items` from `*first` round to the one before it; `*first` moves on by one.
+fn in_turn<'a, T>(items: &'a mut [T], first: &mut usize) -> impl Iterator<Item = &'a mut T> {
+    let start = if items.is_empty() { 0 } else { *first % items.len() };
+    *first = start + 1;
+    let (before, from_start) = items.split_at_mut(start);
+    from_start.iter_mut().chain(before.iter_mut())
 }
 
 /// Holds the viewer's video streams that have a keyframe cache until StartViewer.
@@ -642,7 +658,8 @@ impl Worker {
 
 /// Rewrites and protects each delivered packet for each viewer of the
 /// mountpoint that takes its stream, viewer by viewer, into the send batch,
-/// so each viewer's packets lie together (runs for GSO) and in order.
+/// so each viewer's packets lie together (runs for GSO) and in order. Each
+/// pass starts with the next viewer (see `Mountpoint::viewers_in_turn`).
 fn fan_out(
     mountpoint: &mut Mountpoint,
     deliveries: &[Delivery],
@@ -652,7 +669,7 @@ fn fan_out(
     fd: RawFd,
     now: Instant,
 ) {
-    for viewer in mountpoint.viewers.iter_mut() {
+    for viewer in mountpoint.viewers_in_turn() {
         if viewer.is_paused() {
             continue;
         }
@@ -712,4 +729,17 @@ fn flush(send: &mut SendBatch, fd: RawFd, slots: &mut [Option<ViewerSlot>], load
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_pass_starts_with_the_next_viewer() {
+        let mut viewers = [1, 2, 3];
+        let mut first = 0;
+        let orders: Vec<Vec<i32>> =
+            (0..4).map(|_| super::in_turn(&mut viewers, &mut first).map(|v| *v).collect()).collect();
+        assert_eq!(orders, [[1, 2, 3], [2, 3, 1], [3, 1, 2], [1, 2, 3]]);
+        assert_eq!(super::in_turn(&mut [0u8; 0], &mut first).count(), 0);
+    }
 }
