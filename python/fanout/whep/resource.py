@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 Message = dict[str, Any]
 STREAMING = "janus.plugin.streaming"
 ANSWER_TIMEOUT = 10.0
-KEEPALIVE_INTERVAL = 15.0
+KEEPALIVE_INTERVAL = 15.0  # at most; a third of the session timeout if that is shorter
 
 
 class WhepError(Exception):
@@ -136,8 +136,10 @@ class WhepResource:
             raise WhepError(503, "no answer from the Streaming plugin") from None
 
     async def _keep_alive(self) -> None:
+        timeout = self.gateway.settings.session_timeout
+        interval = min(KEEPALIVE_INTERVAL, timeout / 3) if timeout > 0 else KEEPALIVE_INTERVAL
         while True:
-            await asyncio.sleep(KEEPALIVE_INTERVAL)
+            await asyncio.sleep(interval)
             with contextlib.suppress(WhepError):
                 await self._request({"janus": "keepalive", "session_id": self.session_id})
 
