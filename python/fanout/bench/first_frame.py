@@ -12,6 +12,12 @@ Each join is a fresh page (a new Janus session and PeerConnection), at a
 pseudo-random phase of the source's GOP. It prints p50/p95 per interval and
 writes a PNG. ``--no-cache`` runs the server with FANOUT_KEYFRAME_CACHE=0
 (video then waits for the source's next keyframe), for comparison.
+
+``--server janus`` (or ``both``) runs the same joins against Janus (Debian's
+janus, started as ``fanout bench load`` starts it: :class:`JanusServer` in a
+namespace whose veth interface carries 127.0.0.2, since Janus skips loopback
+for ICE). The same demo page, served by a small aiohttp server in the bench,
+talks to Janus's HTTP API through its ``janus=`` query parameter.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fanout.bench.chromium import CHROMIUM, CHROMIUM_FLAGS
+from fanout.bench.load import servers as janus_servers
+from fanout.bench.load.netns import bench_namespace
 from fanout.sources.testsource import testsource_command
 
 # Inside a private namespace every port is free.
@@ -53,6 +61,13 @@ class Joins:
     playback: dict[str, float]
     # Per join, when each phase ended (ms from the watch request): offer, answered, ice, webrtcup, track, frame.
     phases: list[dict[str, float]]
+    server: str = "fanout"
+
+    @property
+    def label(self) -> str:
+        if self.server == "janus":
+            return "janus"
+        return f"fanout, cache {'on' if self.cache else 'off'}"
 
     @property
     def p50(self) -> float:
@@ -140,21 +155,92 @@ class _Server:
                 self.process.wait()
 
 
-def run_joins(keyframe_interval: float, joins: int, workdir: Path, *, cache: bool = True, seed: int = 1) -> Joins:
+class _PageServer:
+    """The demo page (as fanout serves it) from a small aiohttp server in a thread, for Janus runs."""
+
+    def __init__(self, port: int) -> None:
+        import asyncio
+
+        from aiohttp import web
+
+        from fanout.demo.routes import demo_routes
+
+        self.loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.add_routes(demo_routes("/janus", None))
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", port).start())
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@contextmanager
+def _fanout_setup(workdir: Path, cache: bool) -> Iterator[tuple[str, str, int, int]]:
+    """fanout in its namespace: (namespace, page URL, video port, audio port)."""
+    config = workdir / "config"
+    _write_config(config)
+    with _namespace() as namespace:
+        server = _Server(namespace, config, cache)
+        try:
+            yield namespace, f"http://127.0.0.1:{HTTP_PORT}/?mountpoint=1&transport=http", VIDEO_PORT, AUDIO_PORT
+        finally:
+            server.stop()
+
+
+@contextmanager
+def _janus_setup(workdir: Path) -> Iterator[tuple[str, str, int, int]]:
+    """Janus in the load bench's namespace (veth with 127.0.0.2): (namespace, page URL, video port, audio port)."""
+    if os.geteuid() != 0:
+        raise SystemExit("fanout bench first-frame makes a network namespace: run it as root")
+    with bench_namespace() as namespace:  # this thread (and what it starts) is inside from here
+        cpu = max(os.sched_getaffinity(0))
+        server = janus_servers.JanusServer(workdir / "janus", cpu).start()
+        pages = _PageServer(HTTP_PORT)
+        try:
+            api = server.url("http")
+            yield (
+                namespace,
+                f"http://127.0.0.1:{HTTP_PORT}/?mountpoint={janus_servers.MOUNTPOINT}&transport=http&janus={api}",
+                janus_servers.VIDEO_PORT,
+                janus_servers.AUDIO_PORT,
+            )
+        finally:
+            pages.stop()
+            server.stop()
+            pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, check=False).stdout
+            for pid in pids.split():
+                if int(pid) == os.getpid():  # this process is inside too
+                    continue
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def run_joins(
+    keyframe_interval: float, joins: int, workdir: Path, *, cache: bool = True, seed: int = 1, server: str = "fanout"
+) -> Joins:
     """``joins`` viewers, one after another, each a fresh page; their times to first frame in ms."""
     from playwright.sync_api import sync_playwright
 
     workdir.mkdir(parents=True, exist_ok=True)
-    config = workdir / "config"
-    _write_config(config)
     phases = random.Random(seed)
     times: list[float] = []
     phases_of_joins: list[dict[str, float]] = []
     playback: dict[str, float] = {}
-    with _namespace() as namespace:
-        server = _Server(namespace, config, cache)
+    setup = _janus_setup(workdir) if server == "janus" else _fanout_setup(workdir, cache)
+    with setup as (namespace, page_url, video_port, audio_port):
         source_command = testsource_command(
-            "127.0.0.1", VIDEO_PORT, AUDIO_PORT, keyframe_interval=keyframe_interval, exit_with_parent=False
+            "127.0.0.1", video_port, audio_port, keyframe_interval=keyframe_interval, exit_with_parent=False
         )
         source = subprocess.Popen(["ip", "netns", "exec", namespace, *source_command])
         launcher = workdir / "chromium-in-namespace"
@@ -170,7 +256,7 @@ def run_joins(keyframe_interval: float, joins: int, workdir: Path, *, cache: boo
                 try:
                     for join in range(joins):
                         page = browser.new_page()
-                        page.goto(f"http://127.0.0.1:{HTTP_PORT}/?mountpoint=1&transport=http")
+                        page.goto(page_url)
                         page.wait_for_function(
                             "window.fanoutDemo && window.fanoutDemo.firstFrameMs !== null",
                             timeout=FIRST_FRAME_TIMEOUT_MS,
@@ -190,8 +276,7 @@ def run_joins(keyframe_interval: float, joins: int, workdir: Path, *, cache: boo
                 source.wait(10)
             except subprocess.TimeoutExpired:
                 source.kill()
-            server.stop()
-    return Joins(keyframe_interval, cache, times, playback, phases_of_joins)
+    return Joins(keyframe_interval, cache, times, playback, phases_of_joins, server)
 
 
 def plot(results: list[Joins], path: Path) -> None:
@@ -201,13 +286,13 @@ def plot(results: list[Joins], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(8, 4.5))
-    labels = [f"{r.keyframe_interval:g} s GOP\n{'cache' if r.cache else 'no cache'}" for r in results]
+    labels = [f"{r.keyframe_interval:g} s GOP\n{r.label}" for r in results]
     axes.boxplot([r.first_frame_ms for r in results], tick_labels=labels, whis=(5, 95))
     for position, result in enumerate(results, start=1):
         axes.scatter([position] * len(result.first_frame_ms), result.first_frame_ms, s=10, alpha=0.5)
     axes.axhline(300, linestyle="--", color="grey", label="target p95 300 ms")
     axes.set_ylabel("watch -> first frame (ms)")
-    axes.set_title("fanout: time to first frame, Chromium + janus.js (whiskers p5-p95)")
+    axes.set_title("time to first frame, Chromium + janus.js (whiskers p5-p95)")
     axes.legend()
     figure.tight_layout()
     figure.savefig(path)
@@ -218,22 +303,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--joins", type=int, default=20, help="viewers per keyframe interval (default 20)")
     parser.add_argument("--intervals", default="1,4", help="keyframe intervals in seconds (default 1,4)")
     parser.add_argument("--no-cache", action="store_true", help="also measure with the keyframe cache off")
+    parser.add_argument(
+        "--server", choices=("fanout", "janus", "both"), default="fanout", help="server(s) to measure (default fanout)"
+    )
     parser.add_argument("--png", type=Path, default=Path("fanout-bench-first-frame.png"))
     args = parser.parse_args(argv)
     intervals = [float(value) for value in args.intervals.split(",")]
     results: list[Joins] = []
     with tempfile.TemporaryDirectory(prefix="fanout-first-frame-") as workdir:
         for interval in intervals:
-            for cache in [True, False] if args.no_cache else [True]:
-                result = run_joins(interval, args.joins, Path(workdir) / f"{interval:g}-{cache}", cache=cache)
+            runs: list[tuple[str, bool]] = []
+            if args.server in ("fanout", "both"):
+                runs += [("fanout", cache) for cache in ([True, False] if args.no_cache else [True])]
+            if args.server in ("janus", "both"):
+                runs.append(("janus", True))
+            for server, cache in runs:
+                folder = Path(workdir) / f"{server}-{interval:g}-{cache}"
+                result = run_joins(interval, args.joins, folder, cache=cache, server=server)
                 results.append(result)
-                print(f"keyframe interval {interval:g} s, cache {'on' if cache else 'off'}: "
+                print(f"keyframe interval {interval:g} s, {result.label}: "
                       f"p50 {result.p50:.0f} ms, p95 {result.p95:.0f} ms", flush=True)
     print()
-    print("| keyframe interval | keyframe cache | joins | p50 ms | p95 ms | max ms |")
-    print("|---:|---|---:|---:|---:|---:|")
+    print("| server | keyframe interval | keyframe cache | joins | p50 ms | p95 ms | max ms |")
+    print("|---|---:|---|---:|---:|---:|---:|")
     for result in results:
-        print(f"| {result.keyframe_interval:g} s | {'on' if result.cache else 'off'} | {len(result.first_frame_ms)} "
+        cache = "n/a" if result.server == "janus" else ("on" if result.cache else "off")
+        print(f"| {result.server} | {result.keyframe_interval:g} s | {cache} | {len(result.first_frame_ms)} "
               f"| {result.p50:.0f} | {result.p95:.0f} | {max(result.first_frame_ms):.0f} |")
     print(f"\nmean of all joins: {statistics.fmean(t for r in results for t in r.first_frame_ms):.0f} ms")
     print("\nwhere the time goes (ms from the watch request, p50 / p95 over the joins):")
@@ -243,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             ends = sorted(join[phase] for join in result.phases if phase in join)
             if ends:
                 columns.append(f"{phase} {percentile(ends, 50):.0f}/{percentile(ends, 95):.0f}")
-        print(f"  {result.keyframe_interval:g} s, cache {'on' if result.cache else 'off'}: " + ", ".join(columns))
+        print(f"  {result.keyframe_interval:g} s, {result.label}: " + ", ".join(columns))
     plot(results, args.png)
     print(f"wrote {args.png}")
     return 0

@@ -1,7 +1,8 @@
 // fanout demo page: watch a mountpoint with the real janus.js (Streaming plugin API).
 //
 // Query parameters: mountpoint=<id> watches at once; transport=http|ws picks the
-// Janus API transport; ws_port=<port> overrides the WebSocket port.
+// Janus API transport; ws_port=<port> overrides the WebSocket port; janus=<url> (for
+// transport=http) talks to another Janus HTTP API, e.g. janus=http://127.0.0.1:8088/janus.
 // window.fanoutDemo exposes the state to people and to tests: state ("connecting",
 // "ready", "watching", "playing", "stopped", "error"), firstFrameMs (from the watch
 // request to the first decoded frame), stats() (figures from getStats) and hangup().
@@ -57,7 +58,7 @@ function serverUrl(transport) {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     return `${scheme}://${location.hostname}:${port}/`;
   }
-  return `${location.protocol}//${location.host}${config.janusPath}`;
+  return params.get("janus") || `${location.protocol}//${location.host}${config.janusPath}`;
 }
 
 function connect(transport) {
