@@ -131,6 +131,7 @@ fn whole_engine(profile: Profile, viewers: usize) {
         Engine::new(webrtc.as_raw_fd(), EngineOptions { cores: Some(vec![0]), ..EngineOptions::default() }).unwrap();
     let source = SourceConfig {
         rtcp_port: None,
+        interface: None,
         index: 0,
         kind: "audio".into(),
         codec: "opus".into(),

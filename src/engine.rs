@@ -26,7 +26,7 @@ use crate::batch::{SendMode, SLOT_SIZE};
 use crate::codec::Codec;
 use crate::packet::GopCache;
 use crate::receiver::{
-    bind_source, monotonic_ns, set_send_buffer, MediaKind, Receiver, ReceiverCommand, SourceStream, StreamCounters,
+    bind_source_on, monotonic_ns, set_send_buffer, MediaKind, Receiver, ReceiverCommand, SourceStream, StreamCounters,
     WorkerDoor, WAKE_KEY,
 };
 use crate::ring;
@@ -99,6 +99,8 @@ pub struct SourceConfig {
     pub port: i64,
     /// The stream's RTCP port: None for none, 0 lets the kernel pick.
     pub rtcp_port: Option<i64>,
+    /// When `host` is a multicast group: the address of the interface to join it on.
+    pub interface: Option<String>,
 }
 
 /// What a viewer receives of one source stream.
@@ -456,8 +458,9 @@ impl Engine {
         // Bind every port first: on any failure the sockets bound so far close on return.
         let mut sockets = Vec::with_capacity(streams.len());
         for (stream, (_, _, _, _, port, rtcp_port)) in streams.iter().zip(&checked) {
-            let rtcp = rtcp_port.map(|rtcp_port| bind_source(&stream.host, rtcp_port)).transpose()?;
-            sockets.push((bind_source(&stream.host, *port)?, rtcp));
+            let interface = stream.interface.as_deref();
+            let rtcp = rtcp_port.map(|rtcp_port| bind_source_on(&stream.host, rtcp_port, interface)).transpose()?;
+            sockets.push((bind_source_on(&stream.host, *port, interface)?, rtcp));
         }
         let mut records = Vec::with_capacity(streams.len());
         let mut sources = Vec::with_capacity(streams.len());

@@ -41,6 +41,8 @@ struct SourceStream {
     port: i64,
     #[pyo3(default)]
     rtcp_port: Option<i64>,
+    #[pyo3(default)]
+    interface: Option<String>,
 }
 
 /// The ViewerStream TypedDict.
@@ -78,6 +80,7 @@ impl Engine {
                 host: s.host,
                 port: s.port,
                 rtcp_port: s.rtcp_port,
+                interface: s.interface,
             })
             .collect();
         Ok(self.inner.add_mountpoint(mountpoint_id, &streams)?)

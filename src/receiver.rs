@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver as CommandReceiver, SyncSender, TryRecvError};
@@ -80,11 +80,31 @@ pub struct ReceivedPacket {
 
 /// Binds a source socket: non-blocking, with a large receive buffer.
 pub fn bind_source(host: &str, port: u16) -> io::Result<UdpSocket> {
+    bind_source_on(host, port, None)
+}
+
+/// Binds a source socket to `host`:`port`. When `host` is a multicast group the
+/// socket joins it, on the interface whose address is `interface` (IPv4), or on
+/// the one the kernel's routes choose.
+pub fn bind_source_on(host: &str, port: u16, interface: Option<&str>) -> io::Result<UdpSocket> {
     let address = (host, port)
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no address for {host}")))?;
     let socket = UdpSocket::bind(address)?;
+    match address.ip() {
+        IpAddr::V4(group) if group.is_multicast() => {
+            let on = match interface {
+                Some(text) => text.parse::<Ipv4Addr>().map_err(|_| {
+                    io::Error::new(io::ErrorKind::InvalidInput, format!("interface {text} is not an IPv4 address"))
+                })?,
+                None => Ipv4Addr::UNSPECIFIED,
+            };
+            socket.join_multicast_v4(&group, &on)?;
+        }
+        IpAddr::V6(group) if group.is_multicast() => socket.join_multicast_v6(&group, 0)?,
+        _ => {}
+    }
     socket.set_nonblocking(true)?;
     set_receive_buffer(socket.as_raw_fd(), RECEIVE_BUFFER_BYTES);
     Ok(socket)

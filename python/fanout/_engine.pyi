@@ -32,6 +32,9 @@ class SourceStream(TypedDict):
     # (RR + PLI) from it: to the address the source's RTCP came from, else to the
     # source's RTP address with its port + 1, else nowhere; at most one per second.
     rtcp_port: NotRequired[int | None]
+    # When host is a multicast group: the IPv4 address of the interface to join
+    # it on (None: the one the routes choose). Both ports join the group.
+    interface: NotRequired[str | None]
 
 class ViewerStream(TypedDict):
     """What one viewer receives of one source stream."""

@@ -89,6 +89,7 @@ fn the_steady_state_allocates_nothing() {
         host: "127.0.0.1".into(),
         port: 0,
         rtcp_port: Some(0),
+        interface: None,
     };
     let port = engine.add_mountpoint(1, &[source]).unwrap()[0];
     let sinks: Vec<UdpSocket> = (0..VIEWERS).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();

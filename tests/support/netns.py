@@ -33,12 +33,16 @@ def require_root() -> None:
 
 
 @contextmanager
-def loopback_namespace() -> Iterator[NetworkNamespace]:
+def loopback_namespace(*, multicast: bool = False) -> Iterator[NetworkNamespace]:
+    """A namespace with only ``lo``; with ``multicast``, lo carries multicast (224.0.0.0/4)."""
     require_root()
     name = f"fanout-test-{os.getpid()}-{next(_counter)}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        if multicast:
+            subprocess.run(["ip", "-n", name, "link", "set", "lo", "multicast", "on"], check=True)
+            subprocess.run(["ip", "-n", name, "route", "add", "224.0.0.0/4", "dev", "lo"], check=True)
         yield NetworkNamespace(name)
     finally:
         pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()

@@ -118,3 +118,15 @@ def test_rtcp_ports_in_both_forms() -> None:
             "bad",
             {"type": "rtp", "id": 7, "media": [{"type": "video", "mid": "v", "port": 0, "rtcpport": 70000, "pt": 96, "codec": "vp8"}]},
         )
+
+
+def test_multicast_groups_and_interfaces() -> None:
+    entry = {"type": "video", "mid": "v", "port": 5004, "pt": 96, "codec": "vp8"}
+    joined, _ = parse_mountpoint("m", {"type": "rtp", "id": 8, "media": [entry | {"mcast": "239.1.2.3", "iface": "lo"}]})
+    assert (joined.streams[0].host, joined.streams[0].multicast_interface) == ("239.1.2.3", "127.0.0.1")
+    bound, _ = parse_mountpoint("m", {"type": "rtp", "id": 9, "media": [entry | {"iface": "127.0.0.1"}]})
+    assert (bound.streams[0].host, bound.streams[0].multicast_interface) == ("127.0.0.1", None)
+    with pytest.raises(MountpointConfigError, match="'mcast' must be a multicast address"):
+        parse_mountpoint("m", {"type": "rtp", "id": 10, "media": [entry | {"mcast": "10.0.0.1"}]})
+    with pytest.raises(MountpointConfigError, match="'iface' names no interface"):
+        parse_mountpoint("m", {"type": "rtp", "id": 11, "media": [entry | {"iface": "no-such-interface0"}]})

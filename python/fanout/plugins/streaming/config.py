@@ -8,11 +8,13 @@ returned by name so the caller can report them; bad values raise
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fanout.config.network import address_of_interface, is_ip_address
 from fanout.plugins.streaming.codecs import KNOWN_CODECS, CodecInfo, codec_from_rtpmap
 
 
@@ -32,6 +34,7 @@ class StreamConfig:
     host: str  # address to bind
     port: int  # 0 = any free port
     rtcp_port: int | None  # the source's RTCP (PLI/FIR go there); None = none, 0 = any free port
+    multicast_interface: str | None  # host is a multicast group: the address of the interface to join it on
     payload_type: int
     codec: CodecInfo
     fmtp: str | None
@@ -68,10 +71,10 @@ class StreamingSettings:
 
 MOUNTPOINT_KEYS = {"type", "id", "name", "description", "metadata", "is_private", "secret", "pin", "media", "testsource"}
 LEGACY_STREAM_KEYS = {
-    kind: {kind, f"{kind}port", f"{kind}rtcpport", f"{kind}pt", f"{kind}codec", f"{kind}rtpmap", f"{kind}fmtp", f"{kind}iface"}
+    kind: {kind, *(f"{kind}{key}" for key in ("port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface", "mcast"))}
     for kind in ("audio", "video")
 }
-MEDIA_KEYS = {"type", "mid", "label", "msid", "port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface"}
+MEDIA_KEYS = {"type", "mid", "label", "msid", "port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface", "mcast"}
 DEFAULT_MIDS = {"audio": "a", "video": "v"}
 
 
@@ -152,7 +155,7 @@ def _parse_media_entry(where: str, index: int, entry: Any, unsupported: list[str
         mid=mid,
         label=reader.string("label") or kind,
         msid=reader.string("msid"),
-        keys={key: key for key in ("port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface")},
+        keys={key: key for key in ("port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface", "mcast")},
     )
 
 
@@ -164,7 +167,7 @@ def _parse_legacy_stream(where: str, mindex: int, kind: str, reader: _Reader) ->
         mid=DEFAULT_MIDS[kind],
         label=kind,
         msid=None,
-        keys={key: f"{kind}{key}" for key in ("port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface")},
+        keys={key: f"{kind}{key}" for key in ("port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface", "mcast")},
     )
 
 
@@ -201,19 +204,34 @@ def _stream(
     if codec.kind != kind:
         raise MountpointConfigError(f"{where}: codec '{codec.name}' is not a {kind} codec")
     fmtp = reader.string(keys["fmtp"])
+    interface = _interface_address(where, keys["iface"], reader.string(keys["iface"]))
+    group = reader.string(keys["mcast"])
+    if group is not None and not (is_ip_address(group) and ipaddress.ip_address(group).is_multicast):
+        raise MountpointConfigError(f"{where}: '{keys['mcast']}' must be a multicast address, not '{group}'")
     return StreamConfig(
         mindex=mindex,
         kind=kind,
         mid=mid,
         label=label,
         msid=msid,
-        host=reader.string(keys["iface"]) or "0.0.0.0",
+        host=group or interface or "0.0.0.0",
+        multicast_interface=interface if group else None,
         port=port,
         rtcp_port=rtcp_port,
         payload_type=payload_type,
         codec=codec,
         fmtp=fmtp if fmtp is not None else codec.default_fmtp,
     )
+
+
+def _interface_address(where: str, key: str, interface: str | None) -> str | None:
+    """``iface`` as Janus takes it: an address, or the name of an interface (its IPv4 address)."""
+    if interface is None or is_ip_address(interface):
+        return interface
+    address = address_of_interface(interface)
+    if address is None:
+        raise MountpointConfigError(f"{where}: '{key}' names no interface with an IPv4 address: '{interface}'")
+    return address
 
 
 class _Reader:

@@ -109,4 +109,5 @@ def source_stream(stream: StreamConfig) -> SourceStream:
         "host": stream.host,
         "port": stream.port,
         "rtcp_port": stream.rtcp_port,
+        "interface": stream.multicast_interface,
     }

@@ -7,6 +7,7 @@ file is replaced atomically, so a crash never leaves half a file.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,7 +45,11 @@ def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
         entry |= {"pt": stream.payload_type, "codec": stream.codec.name}
         if stream.fmtp is not None and stream.fmtp != stream.codec.default_fmtp:
             entry["fmtp"] = stream.fmtp
-        if stream.host not in ("0.0.0.0", ""):
+        if stream.multicast_interface is not None:
+            entry |= {"mcast": stream.host, "iface": stream.multicast_interface}
+        elif ipaddress.ip_address(stream.host).is_multicast:
+            entry["mcast"] = stream.host
+        elif stream.host not in ("0.0.0.0", ""):
             entry["iface"] = stream.host
         media.append(entry)
     settings["media"] = media
