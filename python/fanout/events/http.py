@@ -18,14 +18,14 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from fanout.events.queue import DEFAULT_QUEUE_SIZE, Event, EventQueue
+from fanout.events.handler import QueuedEventHandler
+from fanout.events.queue import DEFAULT_QUEUE_SIZE
 from fanout.transports.encoding import dumps
 
 logger = logging.getLogger(__name__)
 
 MAX_GROUP = 100
 REQUEST_TIMEOUT = 5.0
-STOP_FLUSH = 2.0  # seconds a stopping handler keeps delivering what is queued
 
 
 @dataclass(frozen=True)
@@ -42,44 +42,25 @@ class HttpBackend:
     timeout: float = REQUEST_TIMEOUT
 
 
-class HttpEventHandler:
+class HttpEventHandler(QueuedEventHandler):
     package = "janus.eventhandler.sampleevh"
     name = "fanout HTTP event handler"
     description = "Events POSTed as JSON to a backend (as Janus's sample event handler)."
 
     def __init__(self, backend: HttpBackend) -> None:
+        super().__init__(backend.queue_size)
         self.backend = backend
         self.mask = backend.mask
-        self.queue = EventQueue(backend.queue_size)
-        self._task: asyncio.Task[None] | None = None
-        self._busy = False  # a batch is on its way
         self._http: aiohttp.ClientSession | None = None
-
-    def offer(self, event: Event) -> bool:
-        return self.queue.offer(event)
-
-    def stats(self) -> dict[str, int]:
-        return self.queue.stats()
 
     async def start(self) -> None:
         auth = aiohttp.BasicAuth(self.backend.user, self.backend.password or "") if self.backend.user else None
         self._http = aiohttp.ClientSession(auth=auth, timeout=aiohttp.ClientTimeout(total=self.backend.timeout))
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        await super().start()
         logger.info("event handler: POSTing events to %s", self.backend.url)
 
     async def stop(self) -> None:
-        """Deliver what is queued (for at most STOP_FLUSH seconds), then stop."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STOP_FLUSH
-        while self._task is not None and not self._task.done() and (self.queue.qsize() or self._busy) and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await super().stop()
         if self._http is not None:
             await self._http.close()
             self._http = None

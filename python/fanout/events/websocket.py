@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from fanout.events.http import MAX_GROUP, STOP_FLUSH
-from fanout.events.queue import DEFAULT_QUEUE_SIZE, Event, EventQueue
+from fanout.events.handler import QueuedEventHandler
+from fanout.events.http import MAX_GROUP
+from fanout.events.queue import DEFAULT_QUEUE_SIZE, Event
 from fanout.transports.encoding import dumps
 
 logger = logging.getLogger(__name__)
@@ -34,41 +35,19 @@ class WebSocketBackend:
     queue_size: int = DEFAULT_QUEUE_SIZE
 
 
-class WebSocketEventHandler:
+class WebSocketEventHandler(QueuedEventHandler):
     package = "janus.eventhandler.wsevh"
     name = "fanout WebSocket event handler"
     description = "Events sent over a WebSocket to a backend (as Janus's WebSockets event handler)."
 
     def __init__(self, backend: WebSocketBackend) -> None:
+        super().__init__(backend.queue_size)
         self.backend = backend
         self.mask = backend.mask
-        self.queue = EventQueue(backend.queue_size)
-        self._task: asyncio.Task[None] | None = None
-        self._busy = False  # a batch is on its way
-
-    def offer(self, event: Event) -> bool:
-        return self.queue.offer(event)
-
-    def stats(self) -> dict[str, int]:
-        return self.queue.stats()
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        await super().start()
         logger.info("event handler: sending events to %s", self.backend.url)
-
-    async def stop(self) -> None:
-        """Deliver what is queued (for at most STOP_FLUSH seconds), then stop."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STOP_FLUSH
-        while self._task is not None and not self._task.done() and (self.queue.qsize() or self._busy) and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
 
     async def _run(self) -> None:
         protocols = (self.backend.subprotocol,) if self.backend.subprotocol else ()
