@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use _engine::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag, SLOT_SIZE};
 use _engine::engine::{Engine, EngineOptions, SourceConfig, ViewerStreamConfig};
+use _engine::ingest::IngestOptions;
 use _engine::receiver::ReceivedPacket;
 use _engine::rtp::RtpHeader;
 use _engine::srtp::{Profile, SrtpSession};
@@ -132,6 +133,7 @@ fn whole_engine(profile: Profile, viewers: usize) {
     let source = SourceConfig {
         rtcp_port: None,
         interface: None,
+        ingest: IngestOptions::default(),
         index: 0,
         kind: "audio".into(),
         codec: "opus".into(),

@@ -39,7 +39,9 @@ impl Codec {
 /// mark the start of a frame; then the VP8 frame header's P bit (RFC 6386
 /// section 9.1) is 0 for a keyframe.
 fn vp8_keyframe_start(payload: &[u8]) -> bool {
-    let Some(&first) = payload.first() else { return false };
+    let Some(&first) = payload.first() else {
+        return false;
+    };
     let start_of_partition = first & 0x10 != 0;
     let partition_index = first & 0x07;
     if !start_of_partition || partition_index != 0 {
@@ -47,10 +49,14 @@ fn vp8_keyframe_start(payload: &[u8]) -> bool {
     }
     let mut offset = 1;
     if first & 0x80 != 0 {
-        let Some(&extension) = payload.get(1) else { return false };
+        let Some(&extension) = payload.get(1) else {
+            return false;
+        };
         offset = 2;
         if extension & 0x80 != 0 {
-            let Some(&picture_id) = payload.get(offset) else { return false };
+            let Some(&picture_id) = payload.get(offset) else {
+                return false;
+            };
             offset += if picture_id & 0x80 != 0 { 2 } else { 1 };
         }
         if extension & 0x40 != 0 {
@@ -66,7 +72,9 @@ fn vp8_keyframe_start(payload: &[u8]) -> bool {
 /// The VP9 payload descriptor (RFC 9628 section 4.2): P = 0 (not inter-picture
 /// predicted) and B = 1 (start of a frame), in the base spatial layer.
 fn vp9_keyframe_start(payload: &[u8]) -> bool {
-    let Some(&first) = payload.first() else { return false };
+    let Some(&first) = payload.first() else {
+        return false;
+    };
     let inter_predicted = first & 0x40 != 0;
     let begins_frame = first & 0x08 != 0;
     if inter_predicted || !begins_frame {
@@ -75,10 +83,14 @@ fn vp9_keyframe_start(payload: &[u8]) -> bool {
     if first & 0x20 != 0 {
         let mut offset = 1;
         if first & 0x80 != 0 {
-            let Some(&picture_id) = payload.get(offset) else { return false };
+            let Some(&picture_id) = payload.get(offset) else {
+                return false;
+            };
             offset += if picture_id & 0x80 != 0 { 2 } else { 1 };
         }
-        let Some(&layer) = payload.get(offset) else { return false };
+        let Some(&layer) = payload.get(offset) else {
+            return false;
+        };
         let spatial_id = (layer >> 1) & 0x07;
         return spatial_id == 0;
     }
@@ -87,34 +99,47 @@ fn vp9_keyframe_start(payload: &[u8]) -> bool {
 
 const H264_IDR: u8 = 5;
 const H264_SPS: u8 = 7;
-const H264_STAP_A: u8 = 24;
+pub const H264_STAP_A: u8 = 24;
 const H264_FU_A: u8 = 28;
 
 /// RFC 6184: a single IDR or SPS NAL unit, a STAP-A aggregating one, or the
 /// first fragment (FU-A with S set) of an IDR.
 fn h264_keyframe_start(payload: &[u8]) -> bool {
-    let Some(&first) = payload.first() else { return false };
+    h264_starts_nal_unit(payload, |nal_type| matches!(nal_type, H264_IDR | H264_SPS))
+}
+
+/// Whether the H.264 payload carries a sequence parameter set (alone, in a
+/// STAP-A, or as the first fragment of one).
+pub fn h264_carries_sps(payload: &[u8]) -> bool {
+    h264_starts_nal_unit(payload, |nal_type| nal_type == H264_SPS)
+}
+
+/// Whether the payload holds, or starts (FU-A with S set), a NAL unit whose
+/// type `wanted` accepts.
+fn h264_starts_nal_unit(payload: &[u8], wanted: impl Fn(u8) -> bool) -> bool {
+    let Some(&first) = payload.first() else {
+        return false;
+    };
     match first & 0x1f {
-        H264_IDR | H264_SPS => true,
         H264_STAP_A => {
             let mut offset = 1;
             while let Some(size) = payload.get(offset..offset + 2) {
                 let size = usize::from(u16::from_be_bytes([size[0], size[1]]));
-                let Some(&nal) = payload.get(offset + 2) else { return false };
+                let Some(&nal) = payload.get(offset + 2) else {
+                    return false;
+                };
                 if size == 0 {
                     return false;
                 }
-                if matches!(nal & 0x1f, H264_IDR | H264_SPS) {
+                if wanted(nal & 0x1f) {
                     return true;
                 }
                 offset += 2 + size;
             }
             false
         }
-        H264_FU_A => payload
-            .get(1)
-            .is_some_and(|fu_header| fu_header & 0x80 != 0 && matches!(fu_header & 0x1f, H264_IDR | H264_SPS)),
-        _ => false,
+        H264_FU_A => payload.get(1).is_some_and(|fu_header| fu_header & 0x80 != 0 && wanted(fu_header & 0x1f)),
+        nal_type => wanted(nal_type),
     }
 }
 

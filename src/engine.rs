@@ -24,6 +24,7 @@ const SEND_BUFFER_BYTES: libc::c_int = 4 << 20;
 
 use crate::batch::{SendMode, SLOT_SIZE};
 use crate::codec::Codec;
+use crate::ingest::IngestOptions;
 use crate::packet::GopCache;
 use crate::receiver::{
     bind_source_on, monotonic_ns, set_send_buffer, MediaKind, Receiver, ReceiverCommand, SourceStream, StreamCounters,
@@ -101,6 +102,8 @@ pub struct SourceConfig {
     pub rtcp_port: Option<i64>,
     /// When `host` is a multicast group: the address of the interface to join it on.
     pub interface: Option<String>,
+    /// What the receiver does to each datagram: SRTP, SSRC lock, parameter sets, skew.
+    pub ingest: IngestOptions,
 }
 
 /// What a viewer receives of one source stream.
@@ -130,6 +133,17 @@ pub struct StreamStats {
     /// The keyframe cache: whether it holds a keyframe, its packets and bytes,
     /// and how many groups of pictures outgrew it. None for streams without a cache.
     pub cache: Option<CacheStats>,
+    pub ingest: IngestStats,
+}
+
+/// What the stream's ingest did (see [`crate::ingest`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestStats {
+    pub undecryptable: u64,
+    pub collisions: u64,
+    pub parameter_sets_inserted: u64,
+    pub skew_dropped: u64,
+    pub skew_ms: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -464,9 +478,14 @@ impl Engine {
         }
         let mut records = Vec::with_capacity(streams.len());
         let mut sources = Vec::with_capacity(streams.len());
-        for ((socket, rtcp), (index, kind, codec, clock_rate, _, _)) in sockets.into_iter().zip(checked) {
+        for (((socket, rtcp), (index, kind, codec, clock_rate, _, _)), stream) in
+            sockets.into_iter().zip(checked).zip(streams)
+        {
             let counters = Arc::new(StreamCounters::default());
             let mut source = SourceStream::new(kind, codec, socket, counters.clone());
+            source
+                .set_ingest(&stream.ingest, clock_rate)
+                .map_err(|message| invalid(format!("stream {index}: {message}")))?;
             let port = source.local_addr()?.port();
             let starts_at_keyframes = kind == MediaKind::Video && codec.finds_keyframes();
             let cached = starts_at_keyframes && !keyframe_cache_disabled();
@@ -547,6 +566,7 @@ impl Engine {
             return Err(invalid(format!("viewer {viewer_id} already exists")));
         }
         let profile = Profile::from_name(srtp_profile)
+            .filter(|&profile| profile != Profile::AesCm128HmacSha1_32)
             .ok_or_else(|| invalid(format!("unknown SRTP profile {srtp_profile:?}")))?;
         let local = SrtpSession::new(profile, local_master_key).map_err(|e| invalid(format!("local key: {e}")))?;
         let remote = SrtpSession::new(profile, remote_master_key).map_err(|e| invalid(format!("remote key: {e}")))?;
@@ -847,6 +867,13 @@ impl Engine {
                         (report.ntp_time, report.rtp_timestamp, age)
                     }),
                     cache,
+                    ingest: IngestStats {
+                        undecryptable: stream.counters.undecryptable.load(Ordering::Relaxed),
+                        collisions: stream.counters.collisions.load(Ordering::Relaxed),
+                        parameter_sets_inserted: stream.counters.parameter_sets_inserted.load(Ordering::Relaxed),
+                        skew_dropped: stream.counters.skew_dropped.load(Ordering::Relaxed),
+                        skew_ms: stream.counters.skew_ms.load(Ordering::Relaxed),
+                    },
                     index: stream.index,
                     port: stream.port,
                     packets: stream.counters.packets.load(Ordering::Relaxed),

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod bench;
 pub mod codec;
 pub mod engine;
+pub mod ingest;
 pub mod packet;
 mod python;
 pub mod receiver;

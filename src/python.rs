@@ -12,6 +12,7 @@ use crate::bench;
 use crate::engine::{
     self, EngineError, EngineOptions, MountpointStats, SourceConfig, ViewerStats, ViewerStreamConfig, WorkerStats,
 };
+use crate::ingest::IngestOptions;
 use crate::srtp::Profile;
 use crate::viewer::RawAddress;
 
@@ -43,6 +44,38 @@ struct SourceStream {
     rtcp_port: Option<i64>,
     #[pyo3(default)]
     interface: Option<String>,
+    #[pyo3(default)]
+    srtp_profile: Option<String>,
+    #[pyo3(default)]
+    srtp_master_key: Option<Vec<u8>>,
+    #[pyo3(default)]
+    collision_ms: i64,
+    #[pyo3(default)]
+    h264_parameter_sets: Vec<Vec<u8>>,
+    #[pyo3(default)]
+    skew_compensation: bool,
+}
+
+impl SourceStream {
+    fn ingest_options(&self) -> PyResult<IngestOptions> {
+        let srtp = match (&self.srtp_profile, &self.srtp_master_key) {
+            (None, None) => None,
+            (Some(name), Some(key)) => {
+                let profile = Profile::from_name(name)
+                    .ok_or_else(|| PyValueError::new_err(format!("unknown SRTP profile {name:?}")))?;
+                Some((profile, key.clone()))
+            }
+            _ => return Err(PyValueError::new_err("srtp_profile and srtp_master_key go together")),
+        };
+        let collision_ms = u32::try_from(self.collision_ms)
+            .map_err(|_| PyValueError::new_err(format!("collision_ms out of range: {}", self.collision_ms)))?;
+        Ok(IngestOptions {
+            srtp,
+            collision_ms,
+            h264_parameter_sets: self.h264_parameter_sets.clone(),
+            skew_compensation: self.skew_compensation,
+        })
+    }
 }
 
 /// The ViewerStream TypedDict.
@@ -70,19 +103,22 @@ impl Engine {
     }
 
     fn add_mountpoint(&self, mountpoint_id: u64, streams: Vec<SourceStream>) -> PyResult<Vec<u16>> {
-        let streams: Vec<SourceConfig> = streams
+        let streams = streams
             .into_iter()
-            .map(|s| SourceConfig {
-                index: s.index,
-                kind: s.kind,
-                codec: s.codec,
-                clock_rate: s.clock_rate,
-                host: s.host,
-                port: s.port,
-                rtcp_port: s.rtcp_port,
-                interface: s.interface,
+            .map(|s| {
+                Ok(SourceConfig {
+                    ingest: s.ingest_options()?,
+                    index: s.index,
+                    kind: s.kind,
+                    codec: s.codec,
+                    clock_rate: s.clock_rate,
+                    host: s.host,
+                    port: s.port,
+                    rtcp_port: s.rtcp_port,
+                    interface: s.interface,
+                })
             })
-            .collect();
+            .collect::<PyResult<Vec<SourceConfig>>>()?;
         Ok(self.inner.add_mountpoint(mountpoint_id, &streams)?)
     }
 
@@ -196,6 +232,11 @@ impl Engine {
             entry.set_item("rtcp_packets", stream.rtcp_packets)?;
             entry.set_item("plis_forwarded", stream.plis_forwarded)?;
             entry.set_item("keyframe_requests", stream.keyframe_requests)?;
+            entry.set_item("undecryptable", stream.ingest.undecryptable)?;
+            entry.set_item("collisions", stream.ingest.collisions)?;
+            entry.set_item("parameter_sets_inserted", stream.ingest.parameter_sets_inserted)?;
+            entry.set_item("skew_dropped", stream.ingest.skew_dropped)?;
+            entry.set_item("skew_ms", stream.ingest.skew_ms)?;
             let sender_report = match stream.sender_report {
                 Some((ntp_time, rtp_timestamp, age_ms)) => {
                     let report = PyDict::new(py);

@@ -11,13 +11,14 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver as CommandReceiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use crate::batch::SLOT_SIZE;
 use crate::codec::Codec;
+use crate::ingest::{Ingest, IngestOptions, Verdict};
 use crate::packet::{GopCache, PacketPool};
 use crate::ring::Producer;
 use crate::rtp::RtpHeader;
@@ -67,6 +68,16 @@ pub struct StreamCounters {
     pub overruns: AtomicU64,
     /// [`monotonic_ns`] of the last packet; 0 until the first.
     pub last_packet_ns: AtomicU64,
+    /// SRTP packets that failed authentication or replay checks (sources with SRTP keys).
+    pub undecryptable: AtomicU64,
+    /// Packets dropped because another SSRC holds the stream (the collision time).
+    pub collisions: AtomicU64,
+    /// Packets of H.264 parameter sets put before keyframes that lacked them.
+    pub parameter_sets_inserted: AtomicU64,
+    /// Audio packets dropped to bring a fast source clock back in line.
+    pub skew_dropped: AtomicU64,
+    /// How far skew compensation has moved the timestamps, in milliseconds (negative: back).
+    pub skew_ms: AtomicI64,
 }
 
 /// A source packet that passed validation, with what every viewer needs of it.
@@ -145,11 +156,36 @@ pub struct SourceStream {
     pub cache: Option<Arc<Mutex<GopCache>>>,
     /// The stream's RTCP port, if it has one.
     pub rtcp: Option<Arc<SourceRtcp>>,
+    /// Decryption, the SSRC lock, parameter sets, skew compensation.
+    pub ingest: Ingest,
+    clock_rate: u32,
+    /// Per datagram of the last batch: H.264 parameter sets go before it.
+    parameter_sets_first: [bool; RECEIVE_BATCH],
 }
 
 impl SourceStream {
     pub fn new(kind: MediaKind, codec: Codec, socket: UdpSocket, counters: Arc<StreamCounters>) -> Self {
-        Self { kind, codec, socket, counters, last: None, epoch: 0, cache: None, rtcp: None }
+        let ingest = Ingest::new(&IngestOptions::default(), kind, 1).expect("the default options are valid");
+        Self {
+            kind,
+            codec,
+            socket,
+            counters,
+            last: None,
+            epoch: 0,
+            cache: None,
+            rtcp: None,
+            ingest,
+            clock_rate: 1,
+            parameter_sets_first: [false; RECEIVE_BATCH],
+        }
+    }
+
+    /// Sets what the stream does to each datagram before forwarding it.
+    pub fn set_ingest(&mut self, options: &IngestOptions, clock_rate: u32) -> Result<(), String> {
+        self.ingest = Ingest::new(options, self.kind, clock_rate)?;
+        self.clock_rate = clock_rate;
+        Ok(())
     }
 
     pub fn fd(&self) -> RawFd {
@@ -160,34 +196,66 @@ impl SourceStream {
         self.socket.local_addr()
     }
 
-    /// Validates the `count` datagrams of `batch`, counts them, and fills
-    /// `packets` with the RTP ones (None for the rest). Data streams are
-    /// counted but not forwarded.
-    pub fn accept(&mut self, batch: &ReceiveBatch, count: usize, now: Instant, packets: &mut [Option<ReceivedPacket>]) {
+    /// Validates the `count` datagrams of `batch` (decrypting and renumbering
+    /// them in place as the stream's [`Ingest`] asks), counts them, and fills
+    /// `packets` with the ones to forward (None for the rest). Data streams
+    /// are counted but not forwarded.
+    pub fn accept(
+        &mut self,
+        batch: &mut ReceiveBatch,
+        count: usize,
+        now: Instant,
+        packets: &mut [Option<ReceivedPacket>],
+    ) {
+        let now_ns = monotonic_ns(now);
         let mut good = 0;
         let mut bytes = 0;
         let mut malformed = 0;
         for (i, slot) in packets.iter_mut().enumerate().take(count) {
-            let (datagram, truncated) = batch.datagram(i);
             *slot = None;
+            self.parameter_sets_first[i] = false;
+            let (received_len, truncated) = batch.received_len(i);
             if self.kind == MediaKind::Data {
                 good += 1;
-                bytes += datagram.len() as u64;
+                bytes += received_len as u64;
                 continue;
             }
-            let header = (!truncated && datagram.len() <= MAX_RTP_LEN).then(|| RtpHeader::parse(datagram)).flatten();
-            let Some(header) = header else {
+            if truncated || received_len > MAX_RTP_LEN {
+                malformed += 1;
+                continue;
+            }
+            let Ok(len) = self.ingest.decrypt(batch.buffer_mut(i), received_len) else {
+                self.counters.undecryptable.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            batch.set_len(i, len);
+            let datagram = batch.buffer_mut(i);
+            let Some(mut header) = RtpHeader::parse(&datagram[..len]) else {
                 malformed += 1;
                 continue;
             };
             good += 1;
-            bytes += datagram.len() as u64;
-            if self.restarted(&header) {
+            bytes += len as u64;
+            let payload = &datagram[header.payload_start..header.payload_end];
+            let keyframe_start = self.kind == MediaKind::Video && self.codec.is_keyframe_start(payload);
+            let restarted = self.restarted(&header);
+            match self.ingest.admit(&header, payload, keyframe_start, restarted, now_ns) {
+                Verdict::Collision => {
+                    self.counters.collisions.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Verdict::SkewDropped => {
+                    self.counters.skew_dropped.fetch_add(1, Ordering::Relaxed);
+                    self.last = Some((header.ssrc, header.sequence));
+                    continue;
+                }
+                Verdict::Forward { parameter_sets_first } => self.parameter_sets_first[i] = parameter_sets_first,
+            }
+            if restarted {
                 self.epoch = self.epoch.wrapping_add(1);
             }
             self.last = Some((header.ssrc, header.sequence));
-            let payload = &datagram[header.payload_start..header.payload_end];
-            let keyframe_start = self.kind == MediaKind::Video && self.codec.is_keyframe_start(payload);
+            self.ingest.renumber(&mut datagram[..len], &mut header);
             *slot = Some(ReceivedPacket { header, keyframe_start, epoch: self.epoch });
         }
         let counters = &self.counters;
@@ -195,8 +263,15 @@ impl SourceStream {
         counters.bytes.fetch_add(bytes, Ordering::Relaxed);
         counters.malformed.fetch_add(malformed, Ordering::Relaxed);
         if good > 0 {
-            counters.last_packet_ns.store(monotonic_ns(now), Ordering::Relaxed);
+            counters.last_packet_ns.store(now_ns, Ordering::Relaxed);
         }
+        let skew_ms = self.ingest.skew_ticks * 1000 / i64::from(self.clock_rate.max(1));
+        counters.skew_ms.store(skew_ms, Ordering::Relaxed);
+    }
+
+    /// Whether H.264 parameter sets go before datagram `i` of the last batch.
+    pub fn parameter_sets_first(&self, i: usize) -> bool {
+        self.parameter_sets_first[i]
     }
 
     fn restarted(&self, header: &RtpHeader) -> bool {
@@ -277,9 +352,24 @@ impl ReceiveBatch {
 
     /// Datagram `i` of the last receive, and whether it was cut to fit.
     pub fn datagram(&self, i: usize) -> (&[u8], bool) {
+        let (len, truncated) = self.received_len(i);
+        (&self.buffers[i][..len], truncated)
+    }
+
+    /// The length of datagram `i`, and whether it was cut to fit.
+    pub fn received_len(&self, i: usize) -> (usize, bool) {
         let header = &self.headers[i];
-        let len = (header.msg_len as usize).min(SLOT_SIZE);
-        (&self.buffers[i][..len], header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0)
+        ((header.msg_len as usize).min(SLOT_SIZE), header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0)
+    }
+
+    /// The whole buffer of datagram `i`, for changes in place.
+    pub fn buffer_mut(&mut self, i: usize) -> &mut [u8] {
+        &mut self.buffers[i]
+    }
+
+    /// Datagram `i` is now `len` bytes long (after a change in place).
+    pub fn set_len(&mut self, i: usize, len: usize) {
+        self.headers[i].msg_len = len.min(SLOT_SIZE) as libc::c_uint;
     }
 }
 
@@ -364,6 +454,8 @@ pub struct Receiver {
     rtcp_sources: HashMap<u64, (u64, usize)>,
     receive: ReceiveBatch,
     received: Vec<Option<ReceivedPacket>>,
+    /// Where a packet of H.264 parameter sets is written before it is handed out.
+    parameter_sets: Box<[u8; MAX_RTP_LEN]>,
 }
 
 impl Receiver {
@@ -385,6 +477,7 @@ impl Receiver {
             rtcp_sources: HashMap::new(),
             receive: ReceiveBatch::default(),
             received: vec![None; RECEIVE_BATCH],
+            parameter_sets: Box::new([0; MAX_RTP_LEN]),
         }
     }
 
@@ -492,7 +585,7 @@ impl Receiver {
                 _ => break,
             };
             let now = Instant::now();
-            stream.accept(&self.receive, count, now, &mut self.received);
+            stream.accept(&mut self.receive, count, now, &mut self.received);
             if let Some(rtcp) = &stream.rtcp {
                 if let Some(last) = self.received[..count].iter().rposition(Option::is_some) {
                     let ssrc = self.received[last].expect("found").header.ssrc;
@@ -501,11 +594,9 @@ impl Receiver {
             }
             if !mountpoint.subscribers.is_empty() || stream.cache.is_some() {
                 let now_ns = monotonic_ns(now);
-                for (i, received) in self.received[..count].iter().enumerate() {
-                    let Some(meta) = received else { continue };
+                let mut hand_out = |datagram: &[u8], meta: ReceivedPacket| {
                     let mut packet = pool.take();
-                    let (datagram, _) = self.receive.datagram(i);
-                    Arc::get_mut(&mut packet).expect("a pool packet is held by nobody else").fill(datagram, *meta);
+                    Arc::get_mut(&mut packet).expect("a pool packet is held by nobody else").fill(datagram, meta);
                     // Cached before any worker sees it: a worker that copies the
                     // cache then finds every later packet in its ring.
                     if let Some(cache) = &stream.cache {
@@ -522,6 +613,16 @@ impl Receiver {
                         }
                     }
                     pool.recycle(packet);
+                };
+                for (i, received) in self.received[..count].iter().enumerate() {
+                    let Some(meta) = received else { continue };
+                    if stream.parameter_sets_first(i) {
+                        let len = stream.ingest.write_parameter_sets(&meta.header, &mut self.parameter_sets[..]);
+                        let header = RtpHeader::parse(&self.parameter_sets[..len]).expect("a valid RTP packet");
+                        hand_out(&self.parameter_sets[..len], ReceivedPacket { header, ..*meta });
+                        stream.counters.parameter_sets_inserted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    hand_out(self.receive.datagram(i).0, *meta);
                 }
             }
             if count < RECEIVE_BATCH {

@@ -29,6 +29,7 @@ const CM_SALT_LEN: usize = 14;
 const GCM_SALT_LEN: usize = 12;
 const HMAC_SHA1_KEY_LEN: usize = 20;
 const HMAC_SHA1_80_TAG_LEN: usize = 10;
+const HMAC_SHA1_32_TAG_LEN: usize = 4;
 const GCM_TAG_LEN: usize = 16;
 const SRTCP_INDEX_LEN: usize = 4;
 const SRTCP_ENCRYPTED: u32 = 0x8000_0000;
@@ -44,6 +45,10 @@ const LABEL_RTCP_SALT: u8 = 5;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Profile {
     AesCm128HmacSha1_80,
+    /// As _80 but with a 32-bit RTP tag (SRTCP keeps the 80-bit one, RFC 4568
+    /// section 6.2.1). Only for sources (SDES keys, Janus's `srtpsuite = 32`):
+    /// fanout's DTLS-SRTP never offers it.
+    AesCm128HmacSha1_32,
     AeadAes128Gcm,
 }
 
@@ -51,6 +56,7 @@ impl Profile {
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "AES_CM_128_HMAC_SHA1_80" => Some(Self::AesCm128HmacSha1_80),
+            "AES_CM_128_HMAC_SHA1_32" => Some(Self::AesCm128HmacSha1_32),
             "AEAD_AES_128_GCM" => Some(Self::AeadAes128Gcm),
             _ => None,
         }
@@ -58,7 +64,7 @@ impl Profile {
 
     pub const fn salt_len(self) -> usize {
         match self {
-            Self::AesCm128HmacSha1_80 => CM_SALT_LEN,
+            Self::AesCm128HmacSha1_80 | Self::AesCm128HmacSha1_32 => CM_SALT_LEN,
             Self::AeadAes128Gcm => GCM_SALT_LEN,
         }
     }
@@ -72,13 +78,17 @@ impl Profile {
     pub const fn rtp_overhead(self) -> usize {
         match self {
             Self::AesCm128HmacSha1_80 => HMAC_SHA1_80_TAG_LEN,
+            Self::AesCm128HmacSha1_32 => HMAC_SHA1_32_TAG_LEN,
             Self::AeadAes128Gcm => GCM_TAG_LEN,
         }
     }
 
     /// Bytes SRTCP adds to an RTCP packet.
     pub const fn rtcp_overhead(self) -> usize {
-        SRTCP_INDEX_LEN + self.rtp_overhead()
+        match self {
+            Self::AesCm128HmacSha1_80 | Self::AesCm128HmacSha1_32 => SRTCP_INDEX_LEN + HMAC_SHA1_80_TAG_LEN,
+            Self::AeadAes128Gcm => SRTCP_INDEX_LEN + GCM_TAG_LEN,
+        }
     }
 }
 
@@ -143,7 +153,7 @@ impl Transform {
         let mut session_key = [0u8; KEY_LEN];
         derive(key, salt, encryption, &mut session_key);
         match profile {
-            Profile::AesCm128HmacSha1_80 => {
+            Profile::AesCm128HmacSha1_80 | Profile::AesCm128HmacSha1_32 => {
                 let mut session_salt = [0u8; CM_SALT_LEN];
                 let mut auth_key = [0u8; HMAC_SHA1_KEY_LEN];
                 derive(key, salt, salting, &mut session_salt);
@@ -255,7 +265,7 @@ impl SrtpSession {
                 mac.update(&buf[..len]);
                 mac.update(&roc.to_be_bytes());
                 let tag = mac.finalize().into_bytes();
-                buf[len..out_len].copy_from_slice(&tag[..HMAC_SHA1_80_TAG_LEN]);
+                buf[len..out_len].copy_from_slice(&tag[..out_len - len]);
             }
             Transform::AesGcm { seal, salt, .. } => {
                 let iv = gcm_rtp_iv(salt, ssrc, roc, sequence);

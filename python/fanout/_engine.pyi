@@ -14,6 +14,9 @@ DTLS-SRTP (16 + 12 bytes for GCM, 16 + 14 bytes for CM).
 from typing import Literal, NotRequired, TypeAlias, TypedDict
 
 SrtpProfile: TypeAlias = Literal["AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80"]
+# What a source may use besides (keys given out of band, as SDES does): the
+# 32-bit tag suite is for sources only, viewers' DTLS-SRTP never offers it.
+SourceSrtpProfile: TypeAlias = SrtpProfile | Literal["AES_CM_128_HMAC_SHA1_32"]
 SendMode: TypeAlias = Literal["gso", "sendmmsg", "sendto"]
 MediaKind: TypeAlias = Literal["audio", "video", "data"]
 
@@ -35,6 +38,26 @@ class SourceStream(TypedDict):
     # When host is a multicast group: the IPv4 address of the interface to join
     # it on (None: the one the routes choose). Both ports join the group.
     interface: NotRequired[str | None]
+    # What the receiver does to each datagram before forwarding it:
+    # An SRTP source (Janus's srtpsuite/srtpcrypto): both or neither; the key is
+    # key || salt (30 bytes for the AES_CM suites, 28 for GCM). Packets that
+    # fail authentication or replay checks are dropped and counted (undecryptable).
+    srtp_profile: NotRequired[SourceSrtpProfile | None]
+    srtp_master_key: NotRequired[bytes | None]
+    # Janus's collision: while the SSRC that holds the stream sent a packet in
+    # the last collision_ms, packets with another SSRC are dropped and counted
+    # (collisions); 0 (default): a new SSRC takes over at once (a source restart).
+    collision_ms: NotRequired[int]
+    # Janus's h264sps: H.264 parameter set NAL units (SPS, then PPS), sent as one
+    # STAP-A packet before each keyframe that arrives without an SPS; the
+    # packets after it are renumbered, so viewers see no gap.
+    h264_parameter_sets: NotRequired[list[bytes]]
+    # Janus's skew: follow the source's RTP clock against the server's and
+    # correct a drift past 20 ms (audio: drop a packet, renumbering the rest)
+    # or 40 ms (video: frames brought closer, at most half a frame interval
+    # each, or moved later in one step), so that viewers' jitter buffers do
+    # not drift over hours. Counted as skew_dropped and skew_ms.
+    skew_compensation: NotRequired[bool]
 
 class ViewerStream(TypedDict):
     """What one viewer receives of one source stream."""
@@ -70,6 +93,11 @@ class StreamStats(TypedDict):
     keyframe_requests: int  # PLIs the engine sent because a viewer started with no keyframe cached
     sender_report: SenderReport | None  # the source's latest, None before one
     keyframe_cache: KeyframeCache | None  # None for streams without one (audio, data, other codecs)
+    undecryptable: int  # SRTP packets that failed authentication or replay checks, dropped
+    collisions: int  # packets with another SSRC than the one holding the stream, dropped
+    parameter_sets_inserted: int  # H.264 parameter set packets put before keyframes
+    skew_dropped: int  # audio packets dropped to pull a fast source clock back
+    skew_ms: int  # how far skew compensation has moved the timestamps (negative: back)
 
 class MountpointStats(TypedDict):
     packets: int  # received from the sources
@@ -153,7 +181,9 @@ class Engine:
 
         Raises OSError (with errno) if a port cannot be bound, ValueError on a bad
         argument (duplicate id, unknown kind, duplicate stream index, clock_rate
-        or port out of range); nothing is left half-made. Packets of "data"
+        or port out of range, an SRTP key of the wrong length or a profile
+        without a key, empty parameter sets or ones over 1000 bytes); nothing
+        is left half-made. Packets of "data"
         streams are counted but not forwarded to viewers."""
     def remove_mountpoint(self, mountpoint_id: int) -> None:
         """Close the source ports (closed when this returns, so the ports can be

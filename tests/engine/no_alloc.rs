@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use _engine::batch::SendMode;
 use _engine::engine::{Engine, EngineOptions, SourceConfig, ViewerStreamConfig};
+use _engine::ingest::IngestOptions;
 
 struct Counting;
 
@@ -90,6 +91,7 @@ fn the_steady_state_allocates_nothing() {
         port: 0,
         rtcp_port: Some(0),
         interface: None,
+        ingest: IngestOptions::default(),
     };
     let port = engine.add_mountpoint(1, &[source]).unwrap()[0];
     let sinks: Vec<UdpSocket> = (0..VIEWERS).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
