@@ -9,7 +9,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -150,17 +150,6 @@ class Rig:
     def send(self, port: int, *packets: bytes) -> None:
         for packet in packets:
             self.source.sendto(packet, ("127.0.0.1", port))
-
-
-@pytest.fixture
-def rig() -> Iterator[Rig]:
-    webrtc = udp_socket()
-    source = udp_socket()
-    engine = Engine(webrtc.fileno())
-    yield Rig(engine, webrtc, source)
-    engine.close()
-    webrtc.close()
-    source.close()
 
 
 @pytest.mark.parametrize("profile", [GCM, CM])

@@ -5,6 +5,7 @@ the viewers receive."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from typing import TYPE_CHECKING
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 from pylibsrtp import Policy, Session
 
-from tests.engine.test_engine import Rig, rig, rtp, wait_until  # noqa: F401 (rig is a fixture)
+from tests.engine.test_engine import Rig, rtp, wait_until
 
 if TYPE_CHECKING:
     from fanout._engine import SourceSrtpProfile, SourceStream
@@ -119,8 +120,8 @@ def test_a_fast_audio_clock_is_pulled_back_in_line(rig: Rig) -> None:
     stats = rig.engine.mountpoint_stats(1)["streams"][0]
     packets = viewer.wait_rtp(count - stats["skew_dropped"])
     assert len(packets) == count - stats["skew_dropped"]
-    assert {(b.sequence - a.sequence) & 0xFFFF for a, b in zip(packets, packets[1:])} == {1}
-    assert {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in zip(packets, packets[1:])} == {1056}
+    assert {(b.sequence - a.sequence) & 0xFFFF for a, b in itertools.pairwise(packets)} == {1}
+    assert {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in itertools.pairwise(packets)} == {1056}
     # Uncorrected, the timestamps would run 10% (250 ms) ahead; corrected, within about a window's drift.
     media_seconds = ((packets[-1].timestamp - packets[0].timestamp) & 0xFFFFFFFF) / 48000
     assert abs(media_seconds - elapsed) < 0.12, (media_seconds, elapsed)

@@ -65,6 +65,9 @@ async def test_metrics_show_a_watching_viewer(tmp_path: Path) -> None:
     assert during[("fanout_dropped_packets_total", mountpoint)] == 0
     assert ("fanout_retransmissions_total", mountpoint) in during
     assert ("fanout_send_errors_total", mountpoint) in during
+    for ingest_counter in ("source_undecryptable", "source_collisions", "h264_parameter_sets_inserted",
+                           "skew_dropped_packets"):  # fmt: skip
+        assert during[(f"fanout_{ingest_counter}_total", mountpoint)] == 0
     assert during[("fanout_sessions", ())] == 1
     assert during[("fanout_peerconnections", ())] == 1
     assert during[("fanout_join_latency_seconds_count", ())] == 1

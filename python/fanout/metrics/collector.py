@@ -2,7 +2,8 @@
 
 Per mountpoint (label ``mountpoint``, the mountpoint's id as text): viewers,
 delivered packets and bits, source packets, drops, retransmissions, send
-errors. Per engine worker (label ``worker``): viewers, busy seconds, source
+errors, and what the sources' ingest dropped or added (undecryptable SRTP,
+SSRC collisions, H.264 parameter sets, skew drops). Per engine worker (label ``worker``): viewers, busy seconds, source
 packets, overruns. The core: sessions, handles, PeerConnections that came up
 (the join latency histogram: from the request that began a PeerConnection to
 WebRTC up), hangups by reason, DTLS handshake failures. The event handlers:
@@ -35,6 +36,13 @@ MOUNTPOINT_COUNTERS = (
     ("dropped", "fanout_dropped_packets", "packets not sent to viewers (socket buffer full, send error)", 1),
     ("retransmissions", "fanout_retransmissions", "packets sent again after a NACK", 1),
     ("send_errors", "fanout_send_errors", "send system calls that failed", 1),
+)
+SOURCE_STREAM_COUNTERS = (
+    # summed over the mountpoint's streams
+    ("undecryptable", "fanout_source_undecryptable", "SRTP packets from the sources that failed authentication or replay checks"),
+    ("collisions", "fanout_source_collisions", "source packets dropped because another SSRC holds the stream"),
+    ("parameter_sets_inserted", "fanout_h264_parameter_sets_inserted", "H.264 SPS/PPS packets put before keyframes that lacked them"),
+    ("skew_dropped", "fanout_skew_dropped_packets", "audio packets dropped to pull a fast source clock back in line"),
 )
 WORKER_COUNTERS = (
     ("busy_ns", "fanout_worker_busy_seconds", "time the worker spent working rather than waiting", 1e-9),
@@ -94,6 +102,9 @@ class StateCollector(Collector):
             key: CounterMetricFamily(name, text, labels=["mountpoint"]) for key, name, text, _ in MOUNTPOINT_COUNTERS
         }
         scales = {key: scale for key, _, _, scale in MOUNTPOINT_COUNTERS}
+        stream_counters = {
+            key: CounterMetricFamily(name, text, labels=["mountpoint"]) for key, name, text in SOURCE_STREAM_COUNTERS
+        }
         for mountpoint_id, engine_id in self._mountpoint_ids():
             try:
                 stats: dict[str, Any] = dict(self.gateway.engine.mountpoint_stats(engine_id))
@@ -104,8 +115,12 @@ class StateCollector(Collector):
             for key, family in counters.items():
                 if key in stats:
                     family.add_metric(label, stats[key] * scales[key])
+            streams = stats.get("streams", [])
+            for key, family in stream_counters.items():
+                family.add_metric(label, sum(stream.get(key, 0) for stream in streams))
         yield viewers
         yield from counters.values()
+        yield from stream_counters.values()
 
     def _mountpoint_ids(self) -> list[tuple[Any, int]]:
         ids = []

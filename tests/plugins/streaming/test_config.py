@@ -130,3 +130,51 @@ def test_multicast_groups_and_interfaces() -> None:
         parse_mountpoint("m", {"type": "rtp", "id": 10, "media": [entry | {"mcast": "10.0.0.1"}]})
     with pytest.raises(MountpointConfigError, match="'iface' names no interface"):
         parse_mountpoint("m", {"type": "rtp", "id": 11, "media": [entry | {"iface": "no-such-interface0"}]})
+
+
+SPROP_PARAMETER_SETS = "Z0IAKeKQCgDLYC3AQEBpB4kRUA==,aM48gA=="  # an SPS and a PPS, as a camera's SDP gives them
+
+
+def test_source_options_in_the_legacy_form() -> None:
+    config, unsupported = parse_mountpoint(
+        "m",
+        legacy(videocodec="h264", collision=2000, srtpsuite=32, srtpcrypto="WbTBosdVUZqEb6Htqhn+m3z7wUh4RJVR8nE15GbN",
+               audioskew=True, h264sps=SPROP_PARAMETER_SETS),
+    )  # fmt: skip
+    assert unsupported == []
+    assert config.collision_ms == 2000
+    assert config.srtp is not None
+    assert (config.srtp.profile, len(config.srtp.master_key)) == ("AES_CM_128_HMAC_SHA1_32", 30)
+    audio, video = config.streams
+    assert (audio.skew, video.skew) == (True, False)
+    assert (audio.h264sps, video.h264sps) == (None, SPROP_PARAMETER_SETS)
+
+
+def test_source_options_in_media_entries() -> None:
+    entry = {"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "h264", "skew": True,
+             "h264sps": SPROP_PARAMETER_SETS}  # fmt: skip
+    config, unsupported = parse_mountpoint("m", {"type": "rtp", "id": 1, "media": [entry]})
+    assert unsupported == []
+    assert (config.streams[0].skew, config.streams[0].h264sps) == (True, SPROP_PARAMETER_SETS)
+    assert (config.collision_ms, config.srtp) == (0, None)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"collision": -1}, "'collision' must be a time in milliseconds (0 disables it)"),
+        ({"srtpsuite": 64, "srtpcrypto": "WbTBosdVUZqEb6Htqhn+m3z7wUh4RJVR8nE15GbN"}, "'srtpsuite' must be 32 or 80"),
+        ({"srtpsuite": 80}, "'srtpsuite' needs 'srtpcrypto' (the base64 master key and salt)"),
+        ({"srtpcrypto": "WbTBosdVUZqEb6Htqhn+m3z7wUh4RJVR8nE15GbN"}, "'srtpsuite' must be 32 or 80"),
+        ({"srtpsuite": 80, "srtpcrypto": "c2hvcnQ="}, "'srtpcrypto' must be the base64 of a 30-byte master key"),
+        ({"srtpsuite": 80, "srtpcrypto": "not base64!"}, "'srtpcrypto' must be the base64 of a 30-byte master key"),
+        ({"h264sps": SPROP_PARAMETER_SETS}, "'h264sps' is for H.264 streams, not vp8"),
+        ({"videocodec": "h264", "h264sps": "aM48gA=="}, "'h264sps' must be a sprop-parameter-sets value"),
+        ({"videocodec": "h264", "h264sps": "Z0IAKe==,,"}, "'h264sps' must be a sprop-parameter-sets value"),
+        ({"videoskew": "sometimes"}, "'videoskew' must be true or false"),
+    ],
+)
+def test_bad_source_options_are_refused_with_the_key(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(MountpointConfigError) as error:
+        parse_mountpoint("m", legacy(**overrides))
+    assert message in str(error.value)

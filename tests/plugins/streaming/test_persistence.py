@@ -93,3 +93,15 @@ async def test_created_edited_and_destroyed_permanently_through_the_api(tmp_path
     assert "saved" not in streaming_file.read_text()
     assert [config.id for config in mountpoints_from_file(load(streaming_file))] == [2]
 
+
+
+def test_source_options_are_saved(tmp_path: Path) -> None:
+    group = parse(
+        'type = "rtp"\nid = 4\ncollision = 500\nsrtpsuite = 80\nsrtpcrypto = "WbTBosdVUZqEb6Htqhn+m3z7wUh4RJVR8nE15GbN"\n'
+        'media = ({type = "video", mid = "v", port = 0, pt = 96, codec = "h264", skew = true,'
+        ' h264sps = "Z0IAKeKQCgDLYC3AQEBpB4kRUA==,aM48gA=="})\n'
+    )
+    config, _ = parse_mountpoint("options", group)
+    path = tmp_path / "janus.plugin.streaming.jcfg"
+    save_mountpoint(path, config)
+    assert mountpoints_from_file(load(path)) == [config]

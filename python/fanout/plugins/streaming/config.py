@@ -8,14 +8,19 @@ returned by name so the caller can report them; bad values raise
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fanout.config.network import address_of_interface, is_ip_address
 from fanout.plugins.streaming.codecs import KNOWN_CODECS, CodecInfo, codec_from_rtpmap
+
+if TYPE_CHECKING:
+    from fanout._engine import SourceSrtpProfile
 
 
 class MountpointConfigError(ValueError):
@@ -38,6 +43,8 @@ class StreamConfig:
     payload_type: int
     codec: CodecInfo
     fmtp: str | None
+    skew: bool = False  # compensate the source clock's drift against the server's
+    h264sps: str | None = None  # sprop-parameter-sets sent in band before keyframes that lack them
 
     @property
     def rtpmap(self) -> str:
@@ -58,6 +65,27 @@ class MountpointConfig:
     pin: str | None
     streams: tuple[StreamConfig, ...]
     testsource: bool = False  # fanout: fed by the built-in test source
+    collision_ms: int = 0  # how long an SSRC must be silent before another takes its streams; 0: at once
+    srtp: SourceSrtp | None = None  # the sources send SRTP with these keys
+
+
+SRTP_SUITES: dict[int, SourceSrtpProfile] = {32: "AES_CM_128_HMAC_SHA1_32", 80: "AES_CM_128_HMAC_SHA1_80"}
+
+
+@dataclass(frozen=True)
+class SourceSrtp:
+    """Janus's ``srtpsuite`` and ``srtpcrypto``: keys for sources that send SRTP."""
+
+    suite: int  # 32 or 80: the length of the authentication tag
+    crypto: str  # base64 of the 30-byte master key and salt, as SDES writes it
+
+    @property
+    def profile(self) -> SourceSrtpProfile:
+        return SRTP_SUITES[self.suite]
+
+    @property
+    def master_key(self) -> bytes:
+        return base64.b64decode(self.crypto)
 
 
 @dataclass(frozen=True)
@@ -69,12 +97,17 @@ class StreamingSettings:
     config_file: Path | None = None  # where "permanent" mountpoints are saved; None: nowhere
 
 
-MOUNTPOINT_KEYS = {"type", "id", "name", "description", "metadata", "is_private", "secret", "pin", "media", "testsource"}
+MOUNTPOINT_KEYS = {
+    "type", "id", "name", "description", "metadata", "is_private", "secret", "pin", "media", "testsource",
+    "collision", "srtpsuite", "srtpcrypto",
+}  # fmt: skip
+STREAM_KEYS = ("port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface", "mcast", "skew", "h264sps")
 LEGACY_STREAM_KEYS = {
-    kind: {kind, *(f"{kind}{key}" for key in ("port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface", "mcast"))}
+    # The legacy form has no per-stream h264sps: a top-level "h264sps" is the video stream's.
+    kind: {kind, *(f"{kind}{key}" for key in STREAM_KEYS if key != "h264sps")} | ({"h264sps"} if kind == "video" else set())
     for kind in ("audio", "video")
 }
-MEDIA_KEYS = {"type", "mid", "label", "msid", "port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface", "mcast"}
+MEDIA_KEYS = {"type", "mid", "label", "msid", *STREAM_KEYS}
 DEFAULT_MIDS = {"audio": "a", "video": "v"}
 
 
@@ -131,8 +164,37 @@ def parse_mountpoint(
         pin=reader.string("pin"),
         streams=tuple(streams),
         testsource=reader.boolean("testsource", default=False),
+        collision_ms=_collision_ms(reader),
+        srtp=_source_srtp(reader),
     )
     return config, [f"{name}.{key}" for key in unsupported]
+
+
+def _collision_ms(reader: _Reader) -> int:
+    collision = reader.integer("collision") or 0
+    if collision < 0:
+        raise MountpointConfigError(f"{reader.where}: 'collision' must be a time in milliseconds (0 disables it)")
+    return collision
+
+
+def _source_srtp(reader: _Reader) -> SourceSrtp | None:
+    suite = reader.integer("srtpsuite")
+    crypto = reader.string("srtpcrypto")
+    if suite is None and crypto is None:
+        return None
+    if suite not in SRTP_SUITES:
+        raise MountpointConfigError(f"{reader.where}: 'srtpsuite' must be 32 or 80")
+    if crypto is None:
+        raise MountpointConfigError(f"{reader.where}: 'srtpsuite' needs 'srtpcrypto' (the base64 master key and salt)")
+    try:
+        key = base64.b64decode(crypto, validate=True)
+    except binascii.Error:
+        key = b""
+    if len(key) != 30:
+        raise MountpointConfigError(
+            f"{reader.where}: 'srtpcrypto' must be the base64 of a 30-byte master key and salt, as SDES writes it"
+        )
+    return SourceSrtp(suite, crypto)
 
 
 def _parse_media_entry(where: str, index: int, entry: Any, unsupported: list[str]) -> StreamConfig:
@@ -155,7 +217,7 @@ def _parse_media_entry(where: str, index: int, entry: Any, unsupported: list[str
         mid=mid,
         label=reader.string("label") or kind,
         msid=reader.string("msid"),
-        keys={key: key for key in ("port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface", "mcast")},
+        keys={key: key for key in STREAM_KEYS},
     )
 
 
@@ -167,7 +229,7 @@ def _parse_legacy_stream(where: str, mindex: int, kind: str, reader: _Reader) ->
         mid=DEFAULT_MIDS[kind],
         label=kind,
         msid=None,
-        keys={key: f"{kind}{key}" for key in ("port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface", "mcast")},
+        keys={key: key if key == "h264sps" else f"{kind}{key}" for key in STREAM_KEYS},
     )
 
 
@@ -208,6 +270,11 @@ def _stream(
     group = reader.string(keys["mcast"])
     if group is not None and not (is_ip_address(group) and ipaddress.ip_address(group).is_multicast):
         raise MountpointConfigError(f"{where}: '{keys['mcast']}' must be a multicast address, not '{group}'")
+    h264sps = reader.string(keys["h264sps"]) if kind == "video" else None
+    if h264sps is not None:
+        if codec.name != "h264":
+            raise MountpointConfigError(f"{where}: '{keys['h264sps']}' is for H.264 streams, not {codec.name}")
+        h264_parameter_sets(where, h264sps)
     return StreamConfig(
         mindex=mindex,
         kind=kind,
@@ -221,7 +288,24 @@ def _stream(
         payload_type=payload_type,
         codec=codec,
         fmtp=fmtp if fmtp is not None else codec.default_fmtp,
+        skew=reader.boolean(keys["skew"], default=False),
+        h264sps=h264sps,
     )
+
+
+def h264_parameter_sets(where: str, sprop_parameter_sets: str) -> list[bytes]:
+    """The NAL units of an RFC 6184 sprop-parameter-sets value (comma-separated base64), SPS first."""
+    try:
+        units = [base64.b64decode(unit.strip(), validate=True) for unit in sprop_parameter_sets.split(",")]
+    except binascii.Error:
+        units = []
+    if not units or any(not unit for unit in units) or units[0][0] & 0x1F != 7:
+        raise MountpointConfigError(
+            f"{where}: 'h264sps' must be a sprop-parameter-sets value: the base64 SPS, then the PPS, comma-separated"
+        )
+    if sum(2 + len(unit) for unit in units) > 999:
+        raise MountpointConfigError(f"{where}: 'h264sps' is longer than the 1000 bytes one packet may carry")
+    return units
 
 
 def _interface_address(where: str, key: str, interface: str | None) -> str | None:

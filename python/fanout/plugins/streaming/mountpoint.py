@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from fanout.plugins.streaming.config import MountpointConfig, MountpointId, StreamConfig
+from fanout.plugins.streaming.config import MountpointConfig, MountpointId, StreamConfig, h264_parameter_sets
 
 if TYPE_CHECKING:
     from fanout._engine import Engine, SourceStream
@@ -25,7 +25,7 @@ class Mountpoint:
     @classmethod
     def open(cls, engine: Engine, config: MountpointConfig, engine_id: int) -> Mountpoint:
         """Bind the mountpoint's source ports in the engine (OSError if one is taken)."""
-        ports = engine.add_mountpoint(engine_id, [source_stream(stream) for stream in config.streams])
+        ports = engine.add_mountpoint(engine_id, [source_stream(stream, config) for stream in config.streams])
         return cls(config, engine_id, ports, time.monotonic())
 
     def close(self, engine: Engine) -> None:
@@ -100,7 +100,8 @@ class Mountpoint:
         return info
 
 
-def source_stream(stream: StreamConfig) -> SourceStream:
+def source_stream(stream: StreamConfig, mountpoint: MountpointConfig) -> SourceStream:
+    srtp = mountpoint.srtp
     return {
         "index": stream.mindex,
         "kind": "audio" if stream.kind == "audio" else "video",
@@ -110,4 +111,9 @@ def source_stream(stream: StreamConfig) -> SourceStream:
         "port": stream.port,
         "rtcp_port": stream.rtcp_port,
         "interface": stream.multicast_interface,
+        "srtp_profile": srtp.profile if srtp else None,
+        "srtp_master_key": srtp.master_key if srtp else None,
+        "collision_ms": mountpoint.collision_ms,
+        "h264_parameter_sets": h264_parameter_sets(stream.mid, stream.h264sps) if stream.h264sps else [],
+        "skew_compensation": stream.skew,
     }

@@ -34,6 +34,10 @@ def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
         settings["is_private"] = True
     if config.testsource:
         settings["testsource"] = True
+    if config.collision_ms:
+        settings["collision"] = config.collision_ms
+    if config.srtp is not None:
+        settings |= {"srtpsuite": config.srtp.suite, "srtpcrypto": config.srtp.crypto}
     media = []
     for stream in config.streams:
         entry: dict[str, Any] = {"type": stream.kind, "mid": stream.mid, "label": stream.label}
@@ -51,6 +55,10 @@ def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
             entry["mcast"] = stream.host
         elif stream.host not in ("0.0.0.0", ""):
             entry["iface"] = stream.host
+        if stream.skew:
+            entry["skew"] = True
+        if stream.h264sps is not None:
+            entry["h264sps"] = stream.h264sps
         media.append(entry)
     settings["media"] = media
     return settings
