@@ -137,7 +137,11 @@ mod tests {
         assert_eq!(RtpHeader::parse(&packet(0x40, 0x60, b"abc")), None, "version 1");
         assert_eq!(RtpHeader::parse(&packet(0x82, 0x60, b"abcd")), None, "CSRCs past the end");
         assert_eq!(RtpHeader::parse(&packet(0x90, 0x60, &[0xbe, 0xde])), None, "cut extension header");
-        assert_eq!(RtpHeader::parse(&packet(0x90, 0x60, &[0xbe, 0xde, 0, 2, 0, 0, 0, 0])), None, "extension past the end");
+        assert_eq!(
+            RtpHeader::parse(&packet(0x90, 0x60, &[0xbe, 0xde, 0, 2, 0, 0, 0, 0])),
+            None,
+            "extension past the end"
+        );
         assert_eq!(RtpHeader::parse(&packet(0xa0, 0x60, &[1, 2, 0, 0])), None, "zero padding");
         assert_eq!(RtpHeader::parse(&packet(0xa0, 0x60, &[1, 9])), None, "padding past the payload");
         assert_eq!(RtpHeader::parse(&packet(0x80, 0xc8, b"abcd")), None, "RTCP sender report");
