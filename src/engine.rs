@@ -128,6 +128,8 @@ pub struct StreamStats {
     pub rtcp_packets: u64,
     pub plis_forwarded: u64,
     pub keyframe_requests: u64,
+    /// Bitrate estimates (REMB) sent to the source.
+    pub rembs_sent: u64,
     /// The latest sender report from the source: (NTP time, RTP timestamp, age in ms).
     pub sender_report: Option<(u64, u32, u64)>,
     /// The keyframe cache: whether it holds a keyframe, its packets and bytes,
@@ -814,6 +816,22 @@ impl Engine {
         Self::to_worker(running, record.worker, Command::SendRtcp { id: viewer_id, packet: packet.to_vec() })
     }
 
+    /// Sends a bitrate estimate (REMB) to a source stream through its RTCP
+    /// port; false if the source has not shown where to send yet. ValueError
+    /// for a stream without an RTCP port.
+    pub fn send_source_remb(&self, mountpoint_id: u64, index: i64, bitrate: u64) -> Result<bool, EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        let record = running.mountpoints.get(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
+        let stream = record
+            .streams
+            .iter()
+            .find(|stream| i64::from(stream.index) == index)
+            .ok_or_else(|| invalid(format!("mountpoint {mountpoint_id} has no stream {index}")))?;
+        let rtcp = stream.rtcp.as_ref().ok_or_else(|| invalid(format!("stream {index} has no RTCP port")))?;
+        Ok(rtcp.send_remb(bitrate))
+    }
+
     pub fn viewer_stats(&self, viewer_id: u64) -> Result<ViewerStats, EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
@@ -862,6 +880,7 @@ impl Engine {
                     rtcp_packets: load(rtcp.map(|rtcp| &rtcp.packets)),
                     plis_forwarded: load(rtcp.map(|rtcp| &rtcp.plis_forwarded)),
                     keyframe_requests: load(rtcp.map(|rtcp| &rtcp.keyframe_requests)),
+                    rembs_sent: load(rtcp.map(|rtcp| &rtcp.rembs_sent)),
                     sender_report: rtcp.and_then(|rtcp| rtcp.sender_report()).map(|report| {
                         let age = now_instant.saturating_duration_since(report.received_at).as_millis() as u64;
                         (report.ntp_time, report.rtp_timestamp, age)

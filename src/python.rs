@@ -188,6 +188,10 @@ impl Engine {
         Ok(self.inner.send_rtcp(viewer_id, packet)?)
     }
 
+    fn send_source_remb(&self, mountpoint_id: u64, index: i64, bitrate: u64) -> PyResult<bool> {
+        Ok(self.inner.send_source_remb(mountpoint_id, index, bitrate)?)
+    }
+
     fn viewer_stats<'py>(&self, py: Python<'py>, viewer_id: u64) -> PyResult<Bound<'py, PyDict>> {
         let ViewerStats {
             packets,
@@ -232,6 +236,7 @@ impl Engine {
             entry.set_item("rtcp_packets", stream.rtcp_packets)?;
             entry.set_item("plis_forwarded", stream.plis_forwarded)?;
             entry.set_item("keyframe_requests", stream.keyframe_requests)?;
+            entry.set_item("rembs_sent", stream.rembs_sent)?;
             entry.set_item("undecryptable", stream.ingest.undecryptable)?;
             entry.set_item("collisions", stream.ingest.collisions)?;
             entry.set_item("parameter_sets_inserted", stream.ingest.parameter_sets_inserted)?;

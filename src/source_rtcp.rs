@@ -1,7 +1,8 @@
 //! A source stream's RTCP port (the mountpoint's `rtcpport`): the engine binds
 //! it beside the RTP port, the receiver reads what the source sends there
 //! (sender reports, kept for later use), and keyframe requests (PLI) go from
-//! it to the source, at most one per [`KEYFRAME_REQUEST_INTERVAL`].
+//! it to the source, at most one per [`KEYFRAME_REQUEST_INTERVAL`]; so do the
+//! bitrate estimates (REMB) the control plane aggregates from the viewers.
 //!
 //! Where a request goes: the address the source's RTCP came from on this
 //! port; before any came, the address its RTP came from with the port plus
@@ -50,6 +51,7 @@ pub struct SourceRtcp {
     pub packets: AtomicU64,
     pub plis_forwarded: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    pub rembs_sent: AtomicU64,
     /// Requests not sent: too soon after the last one, or nowhere to send.
     pub requests_suppressed: AtomicU64,
 }
@@ -66,6 +68,7 @@ impl SourceRtcp {
             packets: AtomicU64::new(0),
             plis_forwarded: AtomicU64::new(0),
             keyframe_requests: AtomicU64::new(0),
+            rembs_sent: AtomicU64::new(0),
             requests_suppressed: AtomicU64::new(0),
         }
     }
@@ -148,6 +151,39 @@ impl SourceRtcp {
     }
 }
 
+impl SourceRtcp {
+    /// Sends RR + REMB (draft-alvestrand-rmcat-remb) with `bitrate` (bits per
+    /// second) about the source's SSRC; false if there is nowhere to send it yet.
+    pub fn send_remb(&self, bitrate: u64) -> bool {
+        let Some(destination) = self.destination() else { return false };
+        let packet = remb(self.media_ssrc.load(Ordering::Relaxed), bitrate);
+        if self.socket.send_to(&packet, destination).is_err() {
+            return false;
+        }
+        self.rembs_sent.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}
+
+/// An empty receiver report then a REMB about `media_ssrc`: the bitrate as an
+/// 18-bit mantissa and a 6-bit exponent, rounded down.
+pub fn remb(media_ssrc: u32, bitrate: u64) -> [u8; 32] {
+    let exponent = (64 - bitrate.leading_zeros()).saturating_sub(18);
+    let mantissa = (bitrate >> exponent) as u32;
+    let mut packet = [0u8; 32];
+    packet[..4].copy_from_slice(&[0x80, 201, 0, 1]);
+    packet[4..8].copy_from_slice(&REQUEST_SSRC.to_be_bytes());
+    packet[8..12].copy_from_slice(&[0x80 | PSFB_REMB, 206, 0, 5]);
+    packet[12..16].copy_from_slice(&REQUEST_SSRC.to_be_bytes());
+    packet[20..24].copy_from_slice(b"REMB");
+    packet[24..28].copy_from_slice(&((1 << 24) | (exponent << 18) | mantissa).to_be_bytes());
+    packet[28..32].copy_from_slice(&media_ssrc.to_be_bytes());
+    packet
+}
+
+/// The PSFB format of application layer feedback, which REMB is.
+const PSFB_REMB: u8 = 15;
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -204,6 +240,20 @@ pub fn for_each_keyframe_request(packet: &[u8], mut asked: impl FnMut(u32)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remb_carries_the_bitrate_in_mantissa_and_exponent() {
+        let packet = remb(0xdead_beef, 2_500_000);
+        assert_eq!(&packet[8..12], &[0x8f, 206, 0, 5]);
+        assert_eq!(&packet[20..24], b"REMB");
+        let word = u32::from_be_bytes(packet[24..28].try_into().unwrap());
+        assert_eq!(word >> 24, 1, "one SSRC");
+        let (exponent, mantissa) = ((word >> 18) & 0x3f, word & 0x3ffff);
+        assert_eq!(u64::from(mantissa) << exponent, 2_500_000 >> 4 << 4);
+        assert_eq!(&packet[28..32], &0xdead_beef_u32.to_be_bytes());
+        let small = u32::from_be_bytes(remb(1, 1000)[24..28].try_into().unwrap());
+        assert_eq!(small & 0xffffff, 1000, "exponent 0");
+    }
 
     #[test]
     fn parses_a_sender_report_in_a_compound_packet() {

@@ -91,6 +91,7 @@ class StreamStats(TypedDict):
     rtcp_packets: int  # RTCP packets received from the source
     plis_forwarded: int  # viewers' PLI/FIR sent on to the source as PLI (rate limited)
     keyframe_requests: int  # PLIs the engine sent because a viewer started with no keyframe cached
+    rembs_sent: int  # bitrate estimates sent to the source (send_source_remb)
     sender_report: SenderReport | None  # the source's latest, None before one
     keyframe_cache: KeyframeCache | None  # None for streams without one (audio, data, other codecs)
     undecryptable: int  # SRTP packets that failed authentication or replay checks, dropped
@@ -265,6 +266,13 @@ class Engine:
     def send_rtcp(self, viewer_id: int, packet: bytes) -> None:
         """Protect plain (compound) RTCP with the viewer's SRTCP context and send it.
         ValueError if ``packet`` is not RTCP, KeyError for an unknown viewer."""
+    def send_source_remb(self, mountpoint_id: int, index: int, bitrate: int) -> bool:
+        """Send a bitrate estimate (RR + REMB, ``bitrate`` in bits per second)
+        about the source's SSRC to stream ``index``'s source through its RTCP
+        port, where keyframe requests go. False if the source has not shown
+        where to send yet (no RTP or RTCP from it). KeyError for an unknown
+        mountpoint, ValueError for a stream it lacks or one without an RTCP port,
+        OverflowError for a negative bitrate."""
     def viewer_stats(self, viewer_id: int) -> ViewerStats:
         """KeyError for an unknown viewer."""
     def mountpoint_stats(self, mountpoint_id: int) -> MountpointStats:

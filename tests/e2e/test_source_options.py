@@ -71,12 +71,9 @@ async def test_an_srtp_source_is_decrypted_with_the_mountpoints_keys(janus_http:
 def sprop_parameter_sets(tmp_path: Path) -> str:
     """The sprop-parameter-sets ffmpeg announces for H264_OUT_OF_BAND (the same for every run)."""
     sdp = tmp_path / "h264.sdp"
-    subprocess.run(
-        [*FFMPEG, *TEST_PATTERN, "-frames:v", "1", *H264_OUT_OF_BAND, "-f", "rtp", "-payload_type", "96",
-         "-sdp_file", str(sdp), "rtp://127.0.0.1:9"],  # fmt: skip
-        check=True,
-        timeout=30,
-    )
+    one_frame = [*FFMPEG, *TEST_PATTERN, "-frames:v", "1", *H264_OUT_OF_BAND, "-f", "rtp", "-payload_type", "96",
+                 "-sdp_file", str(sdp), "rtp://127.0.0.1:9"]  # fmt: skip
+    subprocess.run(one_frame, check=True, timeout=30)
     found = re.search(r"sprop-parameter-sets=([^;\s]+)", sdp.read_text())
     assert found, sdp.read_text()
     return found.group(1)

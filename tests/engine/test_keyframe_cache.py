@@ -324,6 +324,30 @@ def test_plis_go_to_the_rtp_source_port_plus_one_then_to_where_rtcp_came_from(ri
     source.close()
 
 
+def test_bitrate_estimates_go_to_the_source_like_keyframe_requests(rig: Rig) -> None:
+    source = source_pair()
+    port = rig.engine.add_mountpoint(1, [video(rtcp_port=0), audio()])[0]
+    assert rig.engine.send_source_remb(1, 0, 1_500_000) is False, "the source has not shown where it is"
+    source.rtp.sendto(rtp(1, 0, VP8_KEYFRAME, marker=True), ("127.0.0.1", port))
+    rig.cached(1, 1)
+
+    assert rig.engine.send_source_remb(1, 0, 1_500_000) is True
+    packet = source.rtcp.recv(1500)
+    assert packet[:2] == bytes([0x80, 201]), "an empty receiver report first"
+    assert packet[8:10] == bytes([0x80 | 15, 206]) and packet[20:24] == b"REMB"
+    count, exponent, mantissa = packet[24], packet[25] >> 2, int.from_bytes(packet[25:28], "big") & 0x3FFFF
+    assert (count, mantissa << exponent) == (1, 1_500_000 >> exponent << exponent)
+    assert struct.unpack("!I", packet[28:32])[0] == 0xDEADBEEF, "about the source's own SSRC"
+    assert rig.engine.mountpoint_stats(1)["streams"][0]["rembs_sent"] == 1
+    with pytest.raises(ValueError, match="no RTCP port"):
+        rig.engine.send_source_remb(1, 1, 1000)
+    with pytest.raises(ValueError, match="no stream 5"):
+        rig.engine.send_source_remb(1, 5, 1000)
+    with pytest.raises(KeyError):
+        rig.engine.send_source_remb(2, 0, 1000)
+    source.close()
+
+
 def test_a_viewer_starting_without_a_cached_keyframe_asks_the_source_for_one(rig: Rig) -> None:
     source = source_pair()
     port = rig.engine.add_mountpoint(1, [video(rtcp_port=0)])[0]

@@ -327,8 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| server | keyframe interval | keyframe cache | joins | p50 ms | p95 ms | max ms |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for result in results:
-        cache = "n/a" if result.server == "janus" else ("on" if result.cache else "off")
-        print(f"| {result.server} | {result.keyframe_interval:g} s | {cache} | {len(result.first_frame_ms)} "
+        cache_label = "n/a" if result.server == "janus" else ("on" if result.cache else "off")
+        print(f"| {result.server} | {result.keyframe_interval:g} s | {cache_label} | {len(result.first_frame_ms)} "
               f"| {result.p50:.0f} | {result.p95:.0f} | {max(result.first_frame_ms):.0f} |")
     print(f"\nmean of all joins: {statistics.fmean(t for r in results for t in r.first_frame_ms):.0f} ms")
     print("\nwhere the time goes (ms from the watch request, p50 / p95 over the joins):")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,12 +28,13 @@ from fanout.core.plugin import (
     PluginSuccess,
 )
 from fanout.plugins.streaming import management, persistence, subscription
+from fanout.plugins.streaming.bitrate_feedback import FORWARD_INTERVAL_SECONDS, lowest_fresh_estimate
 from fanout.plugins.streaming.config import MountpointConfig, MountpointId, StreamingSettings
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 from fanout.plugins.streaming.mountpoint import Mountpoint
 from fanout.plugins.streaming.offer_matching import match_offer
 from fanout.plugins.streaming.viewer import Viewer, ViewerState
-from fanout.webrtc.rtcp import GenericNack, PictureLossIndication, ReceiverReport, RtcpPacket
+from fanout.webrtc.rtcp import GenericNack, PictureLossIndication, ReceiverReport, Remb, RtcpPacket
 
 if TYPE_CHECKING:
     from fanout._engine import Engine
@@ -87,6 +89,26 @@ class StreamingPlugin(Plugin):
     async def start(self) -> None:
         for config in self.mountpoint_configs:
             self.add_mountpoint(config)
+        self._spawn(self._forward_bitrate_estimates())
+
+    async def _forward_bitrate_estimates(self) -> None:
+        """Once a second: each video source with an RTCP port gets its viewers' lowest estimate."""
+        while True:
+            await asyncio.sleep(FORWARD_INTERVAL_SECONDS)
+            now = time.monotonic()
+            for mountpoint in list(self.mountpoints.values()):
+                for stream in mountpoint.config.streams:
+                    if stream.kind != "video" or stream.rtcp_port is None:
+                        continue
+                    viewers = [self.viewers.get(handle_id) for handle_id in mountpoint.viewers]
+                    estimates = (viewer.bitrate_estimate(mountpoint, stream.mindex) for viewer in viewers if viewer)
+                    lowest = lowest_fresh_estimate(estimates, now)
+                    if lowest is None:
+                        continue
+                    try:
+                        self.engine.send_source_remb(mountpoint.engine_id, stream.mindex, lowest)
+                    except (KeyError, ValueError, RuntimeError) as error:  # gone meanwhile, or the engine closed
+                        logger.debug("no REMB to mountpoint %s's source: %s", mountpoint.id, error)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -179,11 +201,14 @@ class StreamingPlugin(Plugin):
         if viewer is None:
             return
         for packet in packets:
-            kind = {GenericNack: "nack", PictureLossIndication: "pli", ReceiverReport: "rr"}.get(type(packet), "other")
+            kinds = {GenericNack: "nack", PictureLossIndication: "pli", ReceiverReport: "rr", Remb: "remb"}
+            kind = kinds.get(type(packet), "other")
             viewer.rtcp_counts[kind] = viewer.rtcp_counts.get(kind, 0) + 1
             if isinstance(packet, ReceiverReport):
                 for report in packet.reports:
                     viewer.take_report(report)
+            elif isinstance(packet, Remb):
+                viewer.take_bitrate_estimate(packet.ssrcs, packet.bitrate, time.monotonic())
 
     def hangup_media(self, handle: PluginHandle) -> None:
         viewer = self.viewers.get(handle.id)

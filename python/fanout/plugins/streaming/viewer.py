@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fanout.core.plugin import PluginHandle
+from fanout.plugins.streaming.bitrate_feedback import BitrateEstimate
 from fanout.plugins.streaming.codecs import VIDEO_RTCP_FEEDBACK
 from fanout.plugins.streaming.config import StreamConfig
 from fanout.plugins.streaming.mountpoint import Mountpoint
@@ -82,6 +83,20 @@ class Viewer:
     in_engine: bool = False
     rtcp_counts: dict[str, int] = field(default_factory=dict)
     reception: dict[str, Reception] = field(default_factory=dict)  # by mid
+    bitrate_estimates: dict[str, BitrateEstimate] = field(default_factory=dict)  # by mid: the latest REMB
+
+    def take_bitrate_estimate(self, ssrcs: list[int], bitrate: int, now: float) -> None:
+        """A REMB about some of this viewer's tracks."""
+        for track in self.tracks:
+            if track.ssrc in ssrcs:
+                self.bitrate_estimates[track.mid] = BitrateEstimate(bitrate, now)
+
+    def bitrate_estimate(self, mountpoint: Mountpoint, mindex: int) -> BitrateEstimate | None:
+        """The latest estimate about the track fed by ``mountpoint``'s stream ``mindex``."""
+        if self.mountpoint is not mountpoint:
+            return None
+        track = next((track for track in self.tracks if track.stream.mindex == mindex), None)
+        return None if track is None else self.bitrate_estimates.get(track.mid)
 
     def take_report(self, report: ReceptionReport) -> None:
         """A receiver report block about one of the tracks this viewer gets."""
@@ -111,4 +126,5 @@ class Viewer:
         self.mountpoint = None
         self.tracks = []
         self.reception = {}
+        self.bitrate_estimates = {}
         self.state = ViewerState.IDLE
