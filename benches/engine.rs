@@ -147,6 +147,7 @@ fn whole_engine(profile: Profile, viewers: usize) {
     let name = match profile {
         Profile::AeadAes128Gcm => "AEAD_AES_128_GCM",
         Profile::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
+        Profile::AesCm128HmacSha1_32 => "AES_CM_128_HMAC_SHA1_32",
     };
     for (i, sink) in sinks.iter().enumerate() {
         let address = sink.local_addr().unwrap();

@@ -26,13 +26,13 @@ def serve(config: Path) -> subprocess.CompletedProcess[str]:
 
 def test_unsupported_keys_are_named_at_start(tmp_path: Path) -> None:
     config = tmp_path / "config"
-    write_config(config, rtp_mountpoint(2, 0, 0).replace('type = "rtp"', 'type = "rtp"\n\tcollision = 2000'))
+    write_config(config, rtp_mountpoint(2, 0, 0).replace('type = "rtp"', 'type = "rtp"\n\tthreads = 4'))
     with (config / "janus.jcfg").open("a") as janus:
         janus.write("media: {\n\tdtls_mtu = 1200\n}\n")
     with FanoutProcess(config) as server:
         pass
     assert "janus.jcfg: media.dtls_mtu is not supported by fanout and is ignored" in server.output
-    assert "janus.plugin.streaming.jcfg: rtp-2.collision is not supported by fanout and is ignored" in server.output
+    assert "janus.plugin.streaming.jcfg: rtp-2.threads is not supported by fanout and is ignored" in server.output
 
 
 def test_a_broken_file_stops_fanout_with_its_name_and_line(tmp_path: Path) -> None:
