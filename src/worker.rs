@@ -24,8 +24,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag};
 use crate::packet::{GopCache, History, Packet};
 use crate::ring::Consumer;
-use crate::rtp::PlayoutDelay;
 use crate::rtcp::{ntp_time, write_sender_report};
+use crate::rtp::PlayoutDelay;
 use crate::viewer::{RawAddress, Viewer, ViewerCounters, ViewerStream};
 
 /// Source packets taken from the ring in one pass.
