@@ -2,7 +2,9 @@
 max_delay) as a real aiortc viewer receives it: after decryption, the video packets carry
 the delay ``configure`` asked for, then the next one, then none; audio never does. aiortc
 1.16 does not negotiate the extension by itself (its answer drops it, and then nothing is
-sent); to receive it, the test adds it to aiortc's supported header extensions."""
+sent); to receive it, the test adds it to aiortc's supported header extensions. Then the
+real janus.js in Chromium: the browser's jitter buffer holds each frame about as long as
+``configure`` asked."""
 
 from __future__ import annotations
 
@@ -19,12 +21,15 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 
 from tests.support.aiortc_viewer import AiortcViewer
+from tests.support.browser import chromium_in
 from tests.support.janus_client import JanusHttpClient
+from tests.support.netns import loopback_namespace
 from tests.support.server import DEMO_MOUNTPOINT, FanoutProcess, write_config
 
 pytestmark = pytest.mark.usefixtures("loopback_only_ice")
 
 PLAYOUT_DELAY_URI = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
+DELAYED_DEMO = DEMO_MOUNTPOINT.replace("testsource = true", "testsource = true\n\tplayoutdelay_ext = true")
 
 
 @dataclass
@@ -100,8 +105,7 @@ def aiortc_takes_playout_delay(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def server_url(tmp_path: Path) -> Iterator[str]:
     """Mountpoint 1: the test source, with ``playoutdelay_ext = true``."""
-    mountpoint = DEMO_MOUNTPOINT.replace("testsource = true", "testsource = true\n\tplayoutdelay_ext = true")
-    addresses = write_config(tmp_path / "config", mountpoint)
+    addresses = write_config(tmp_path / "config", DELAYED_DEMO)
     with FanoutProcess(tmp_path / "config"):
         yield addresses.janus_url
 
@@ -184,3 +188,45 @@ async def test_a_viewer_whose_answer_drops_the_extension_gets_none(
     await viewer.wait_for_frames(video=frames + 15, audio=0)
     assert len(received.packets) > count
     assert all(not elements for _, elements in received.packets), "no header extension at all"
+
+
+# The demo page's janus.js handle is the page's global ``streaming``.
+JITTER_BUFFER = """async () => {
+  let video = null;
+  (await streaming.webrtcStuff.pc.getStats()).forEach((entry) => {
+    if (entry.type === "inbound-rtp" && entry.kind === "video") video = entry;
+  });
+  return [video.jitterBufferDelay, video.jitterBufferEmittedCount];
+}"""
+
+
+def seconds_per_frame_in_jitter_buffer(page: Any, seconds: float) -> float:
+    """How long Chromium held each frame it emitted in the next ``seconds`` (getStats:
+    jitterBufferDelay over jitterBufferEmittedCount)."""
+    delay_before, emitted_before = page.evaluate(JITTER_BUFFER)
+    page.wait_for_timeout(seconds * 1000)
+    delay, emitted = page.evaluate(JITTER_BUFFER)
+    assert emitted - emitted_before >= 10 * seconds, "the video plays"
+    return float((delay - delay_before) / (emitted - emitted_before))
+
+
+def test_chromium_holds_frames_for_the_configured_delay(tmp_path: Path) -> None:
+    """About 10 ms a frame as it comes; about 1 s once configure asks for 1 s (min_delay =
+    max_delay = 100 units of 10 ms). The thresholds leave wide room for a busy machine."""
+    config = tmp_path / "config"
+    addresses = write_config(config, DELAYED_DEMO, nat_1_1_mapping=None)
+    with (
+        loopback_namespace() as namespace,
+        FanoutProcess(config, namespace),
+        chromium_in(namespace, tmp_path) as browser,
+    ):
+        page = browser.new_page()
+        page.goto(f"{addresses.page_url}?mountpoint=1&transport=http")
+        page.wait_for_function("window.fanoutDemo && window.fanoutDemo.state === 'playing'", timeout=30_000)
+        assert PLAYOUT_DELAY_URI in page.evaluate("streaming.webrtcStuff.pc.localDescription.sdp"), "Chromium took it"
+        page.wait_for_timeout(1000)
+        assert seconds_per_frame_in_jitter_buffer(page, 3) < 0.3
+
+        page.evaluate("streaming.send({message: {request: 'configure', min_delay: 100, max_delay: 100}})")
+        page.wait_for_timeout(2000)  # the buffer fills up to the new delay
+        assert 0.7 < seconds_per_frame_in_jitter_buffer(page, 3) < 2.0
