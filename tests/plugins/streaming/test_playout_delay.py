@@ -1,15 +1,25 @@
 """configure's min_delay and max_delay (Janus's units: 10 ms): how they are read and what a
-viewer's tracks then carry. The packets themselves: tests/e2e/test_playout_delay.py."""
+viewer's tracks then carry; the offers and replies over the API beside the real Janus's. The
+packets themselves: tests/e2e/test_playout_delay.py."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from fanout.plugins.streaming.config import parse_mountpoint
 from fanout.plugins.streaming.errors import StreamingError
 from fanout.plugins.streaming.subscription import playout_delay_choices, send_choices
 from fanout.plugins.streaming.viewer import ViewerTrack
+
+from tests.plugins.streaming import playout_delay_cases
+from tests.support.janus_client import JanusHttpClient
+from tests.support.server import FanoutProcess, write_config
+
+RECORDING = json.loads((Path(__file__).parent / "data" / "janus_playout_delay.json").read_text())["recording"]
 
 MOUNTPOINT, _ = parse_mountpoint(
     "m",
@@ -86,3 +96,27 @@ def test_bad_values_are_refused_and_change_nothing(body: dict[str, Any], reason:
         configure(viewer, body | {"min_delay": body.get("min_delay", 30)})
     assert error.value.to_data() == {"streaming": "event", "error_code": 454, "error": reason}
     assert [track.playout_delay_ms() for track in viewer] == [None, (100, 200), (100, 200)]
+
+
+async def test_offers_and_configure_replies_as_janus(tmp_path: Path) -> None:
+    """The same playout-delay a=extmap lines as Janus 1.1.2 (id 12, video only, with the
+    mountpoint-level key in either form), the same ``configured`` replies; but where Janus
+    takes any JSON as a delay (a non-integer counts as 0), fanout refuses it."""
+    addresses = write_config(tmp_path / "config", "")
+    with FanoutProcess(tmp_path / "config"):
+        async with aiohttp.ClientSession() as http:
+            client = JanusHttpClient(http, addresses.janus_url)
+            await client.create()
+            recording = await playout_delay_cases.run(client)
+            await client.close()
+    assert recording["offers"] == RECORDING["offers"]
+    refused = {
+        len(playout_delay_cases.CONFIGURES) - 4 + i: {
+            "streaming": "event",
+            "error_code": 454,
+            "error": f"Invalid element type ({key} should be an integer)",
+        }
+        for i, key in enumerate(["min_delay", "max_delay", "min_delay", "min_delay"])
+    }
+    expected = [refused.get(step, reply) for step, reply in enumerate(RECORDING["configure"])]
+    assert recording["configure"] == expected

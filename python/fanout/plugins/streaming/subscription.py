@@ -69,6 +69,8 @@ def playout_delay_choices(
 
 
 def _delay(body: dict[str, Any], key: str) -> int | None:
+    """An integer or nothing. Janus 1.1.2 takes any JSON here and a non-integer counts as 0
+    (it replies ``configured``); fanout refuses it, as Janus refuses mistyped elements elsewhere."""
     value = body.get(key)
     if value is None:
         return None
