@@ -7,12 +7,11 @@ one-byte-header id (1-14) gets it in the answer."""
 from __future__ import annotations
 
 from fanout.plugins.streaming.config import StreamConfig
-from fanout.plugins.streaming.viewer import ViewerTrack
+from fanout.plugins.streaming.viewer import ONE_BYTE_EXTENSION_IDS, ViewerTrack
 from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, Codec, RemoteDescription, RemoteMedia
 
 RECEIVING_DIRECTIONS = ("recvonly", "sendrecv")
 SUPPORTED_FEEDBACK = ("nack", "nack pli", "ccm fir")
-ONE_BYTE_IDS = range(1, 15)  # the engine writes RFC 8285 one-byte header extensions
 
 
 def match_offer(
@@ -39,7 +38,7 @@ def _track_for(media: RemoteMedia, streams: list[StreamConfig], playoutdelay_ext
         if codec is not None:
             feedback = tuple(fb for fb in codec.rtcp_feedback if fb in SUPPORTED_FEEDBACK)
             extension_id = media.header_extension_id(PLAYOUT_DELAY_URI)
-            takes_delay = playoutdelay_ext and media.kind == "video" and extension_id in ONE_BYTE_IDS
+            takes_delay = playoutdelay_ext and media.kind == "video" and extension_id in ONE_BYTE_EXTENSION_IDS
             return ViewerTrack(
                 stream,
                 mid=media.mid,

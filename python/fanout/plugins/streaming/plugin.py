@@ -33,7 +33,7 @@ from fanout.plugins.streaming.config import MountpointConfig, MountpointId, Stre
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 from fanout.plugins.streaming.mountpoint import Mountpoint
 from fanout.plugins.streaming.offer_matching import match_offer
-from fanout.plugins.streaming.viewer import Viewer, ViewerState, ViewerTrack
+from fanout.plugins.streaming.viewer import ONE_BYTE_EXTENSION_IDS, Viewer, ViewerState, ViewerTrack
 from fanout.webrtc.rtcp import GenericNack, PictureLossIndication, ReceiverReport, Remb, RtcpPacket
 from fanout.webrtc.sdp import PLAYOUT_DELAY_URI
 
@@ -412,7 +412,7 @@ class StreamingPlugin(Plugin):
                 if track.send and track.playout_delay_extension_id is not None:
                     # Sent only if the answer kept it, with the answer's id.
                     extension_id = accepted[track.mid].header_extension_id(PLAYOUT_DELAY_URI)
-                    track.playout_delay_extension_id = extension_id if extension_id in range(1, 15) else None
+                    track.playout_delay_extension_id = extension_id if extension_id in ONE_BYTE_EXTENSION_IDS else None
             if not any(track.send for track in viewer.tracks):
                 raise StreamingError(Errors.INVALID_SDP, "The answer rejected every stream")
             if viewer.state is ViewerState.OFFERED:
@@ -447,8 +447,9 @@ class StreamingPlugin(Plugin):
                 self.engine.set_viewer_stream_paused(viewer.handle.id, track.stream.mindex, not send)
         for track, min_delay, max_delay in delays:
             track.configure_playout_delay(min_delay, max_delay)
-        for track in {id(track): track for track, _, _ in delays}.values():
-            self._send_playout_delay(viewer, track)
+        for track in viewer.tracks:
+            if any(track is delayed for delayed, _, _ in delays):
+                self._send_playout_delay(viewer, track)
         viewer.handle.push_event(transaction, {"streaming": "event", "result": {"event": "configured"}})
 
     def _switch(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:

@@ -20,8 +20,10 @@ from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, Codec, OfferMedia
 if TYPE_CHECKING:
     from fanout._engine import ViewerStream
 
-# The a=extmap id fanout offers the playout-delay extension with (Janus's).
+# The a=extmap id fanout offers the playout-delay extension with (Janus's), and the ids it
+# can send it with: the engine writes RFC 8285 one-byte headers.
 PLAYOUT_DELAY_EXTENSION_ID = 12
+ONE_BYTE_EXTENSION_IDS = range(1, 15)
 # The most the extension carries: 12 bits of 10 ms units.
 MAX_PLAYOUT_DELAY = 4095
 
