@@ -32,6 +32,7 @@ use crate::receiver::{
 };
 use crate::ring;
 use crate::rtcp::{for_each_nack, is_rtcp};
+use crate::rtp::PlayoutDelay;
 use crate::source_rtcp::{for_each_keyframe_request, KeyframeReason, SourceRtcp};
 use crate::srtp::{Profile, SrtcpInbound, SrtpSession};
 use crate::viewer::{RawAddress, StreamStart, Viewer, ViewerCounters, ViewerStream};
@@ -708,6 +709,41 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The playout-delay header extension on every packet of the viewer's
+    /// stream that takes source stream `index`: `delay_ms` is (min, max) in
+    /// milliseconds, None to stop adding it. ValueError-like errors for an
+    /// extension id outside 1..=14, a delay past 40950 ms or min above max.
+    pub fn set_viewer_playout_delay(
+        &self,
+        viewer_id: u64,
+        index: i64,
+        extension_id: i64,
+        delay_ms: Option<(i64, i64)>,
+    ) -> Result<(), EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
+        let index: u32 = in_range(index, "stream index", 0, i64::from(u32::MAX))?;
+        let stream = record
+            .indexes
+            .iter()
+            .position(|&taken| taken == index)
+            .ok_or_else(|| invalid(format!("viewer {viewer_id} has no stream {index}")))?;
+        let extension_id: u8 = in_range(extension_id, "playout-delay extension id", 1, 14)?;
+        let delay = match delay_ms {
+            None => None,
+            Some((min_ms, max_ms)) => {
+                let min_ms: u32 = in_range(min_ms, "minimum playout delay", 0, 40_950)?;
+                let max_ms: u32 = in_range(max_ms, "maximum playout delay", 0, 40_950)?;
+                let delay = PlayoutDelay::from_millis(extension_id, min_ms, max_ms).ok_or_else(|| {
+                    invalid(format!("minimum playout delay {min_ms} ms above the maximum {max_ms} ms"))
+                })?;
+                Some(delay)
+            }
+        };
+        Self::to_worker(running, record.worker, Command::SetPlayoutDelay { id: viewer_id, stream, delay })
     }
 
     /// Unknown ids are ignored.

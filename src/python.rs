@@ -168,6 +168,23 @@ impl Engine {
         Ok(self.inner.set_viewer_stream_paused(viewer_id, index, paused)?)
     }
 
+    #[pyo3(signature = (viewer_id, index, extension_id, min_ms, max_ms))]
+    fn set_viewer_playout_delay(
+        &self,
+        viewer_id: u64,
+        index: i64,
+        extension_id: i64,
+        min_ms: Option<i64>,
+        max_ms: Option<i64>,
+    ) -> PyResult<()> {
+        let delay_ms = match (min_ms, max_ms) {
+            (None, None) => None,
+            (Some(min_ms), Some(max_ms)) => Some((min_ms, max_ms)),
+            _ => return Err(PyValueError::new_err("min_ms and max_ms are both None or both set")),
+        };
+        Ok(self.inner.set_viewer_playout_delay(viewer_id, index, extension_id, delay_ms)?)
+    }
+
     fn switch_viewer(
         &self,
         py: Python<'_>,

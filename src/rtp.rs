@@ -79,6 +79,50 @@ pub fn header_len(packet: &[u8]) -> Option<usize> {
     (end <= packet.len()).then_some(end)
 }
 
+/// The playout-delay RTP header extension
+/// (<http://www.webrtc.org/experiments/rtp-hdrext/playout-delay>): the
+/// minimum and maximum delay a receiver's jitter buffer should target, each a
+/// 12-bit count of 10 ms units (0 to 40.95 s). A sender adds it to the
+/// packets of a video stream; the receiver applies the latest it got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlayoutDelay {
+    /// The id negotiated for the extension (a=extmap), 1 to 14 (a one-byte header, RFC 8285).
+    pub extension_id: u8,
+    /// In 10 ms units, at most [`PlayoutDelay::MAX_UNITS`].
+    pub min: u16,
+    pub max: u16,
+}
+
+impl PlayoutDelay {
+    pub const MAX_UNITS: u16 = 0x0fff;
+    /// What the extension adds to a packet: the RFC 8285 one-byte-header
+    /// block header (0xBEDE, length 1 word) and one 3-byte element, no padding.
+    pub const HEADER_EXTENSION_LEN: usize = 8;
+
+    /// A delay of `min_ms` to `max_ms` milliseconds (rounded down to 10 ms units); None
+    /// if an id is not a one-byte-header id, a delay exceeds 40950 ms or `min_ms > max_ms`.
+    pub fn from_millis(extension_id: u8, min_ms: u32, max_ms: u32) -> Option<Self> {
+        let (min, max) = (min_ms / 10, max_ms / 10);
+        let fits = (1..=14).contains(&extension_id) && max <= u32::from(Self::MAX_UNITS) && min <= max;
+        fits.then_some(Self { extension_id, min: min as u16, max: max as u16 })
+    }
+
+    /// Writes the whole header extension (block header and element) into `out[..8]`.
+    pub fn write_header_extension(&self, out: &mut [u8]) {
+        let (min, max) = (self.min & Self::MAX_UNITS, self.max & Self::MAX_UNITS);
+        out[..Self::HEADER_EXTENSION_LEN].copy_from_slice(&[
+            0xbe,
+            0xde,
+            0,
+            1,
+            (self.extension_id << 4) | 2, // id, then length - 1: three bytes of data
+            (min >> 4) as u8,
+            ((min << 4) as u8) | (max >> 8) as u8,
+            max as u8,
+        ]);
+    }
+}
+
 pub fn read_u16(bytes: &[u8]) -> u16 {
     u16::from_be_bytes([bytes[0], bytes[1]])
 }
@@ -146,5 +190,28 @@ mod tests {
         assert_eq!(RtpHeader::parse(&packet(0xa0, 0x60, &[1, 9])), None, "padding past the payload");
         assert_eq!(RtpHeader::parse(&packet(0x80, 0xc8, b"abcd")), None, "RTCP sender report");
         assert_eq!(header_len(&packet(0x8f, 0x60, b"")), None);
+    }
+
+    #[test]
+    fn writes_the_playout_delay_extension() {
+        let delay = PlayoutDelay::from_millis(12, 1000, 40950).unwrap();
+        assert_eq!((delay.min, delay.max), (100, 4095));
+        let mut out = [0u8; 8];
+        delay.write_header_extension(&mut out);
+        // min 100 = 0x064, max 4095 = 0xfff: 0x06 0x4f 0xff
+        assert_eq!(out, [0xbe, 0xde, 0x00, 0x01, 0xc2, 0x06, 0x4f, 0xff]);
+        PlayoutDelay::from_millis(1, 0, 0).unwrap().write_header_extension(&mut out);
+        assert_eq!(out, [0xbe, 0xde, 0x00, 0x01, 0x12, 0, 0, 0]);
+        PlayoutDelay::from_millis(14, 10, 2005).unwrap().write_header_extension(&mut out);
+        assert_eq!(out, [0xbe, 0xde, 0x00, 0x01, 0xe2, 0x00, 0x10, 0xc8]);
+    }
+
+    #[test]
+    fn refuses_playout_delays_the_extension_cannot_carry() {
+        assert_eq!(PlayoutDelay::from_millis(0, 0, 10), None, "id 0 is padding");
+        assert_eq!(PlayoutDelay::from_millis(15, 0, 10), None, "id 15 is reserved");
+        assert_eq!(PlayoutDelay::from_millis(3, 0, 40960), None, "past 12 bits");
+        assert_eq!(PlayoutDelay::from_millis(3, 200, 100), None, "min above max");
+        assert!(PlayoutDelay::from_millis(3, 105, 109).is_some(), "the same 10 ms unit");
     }
 }

@@ -10,7 +10,7 @@ use crate::packet::{GopCache, History, Packet};
 
 use crate::receiver::ReceivedPacket;
 use crate::rtcp::SenderInfo;
-use crate::rtp::RtpHeader;
+use crate::rtp::{PlayoutDelay, RtpHeader};
 use crate::srtp::{SrtpError, SrtpSession};
 
 /// A socket address in the kernel's form, ready for sendmmsg.
@@ -181,6 +181,8 @@ pub struct ViewerStream {
     skip_before: Option<(u32, u16)>,
     /// Held until the worker starts it from the cache (the mountpoint's packets flow to it by then).
     held: bool,
+    /// When set, every packet sent carries it as its only header extension.
+    playout_delay: Option<PlayoutDelay>,
 }
 
 /// Where a rewritten packet stands in the viewer's SRTP stream.
@@ -223,6 +225,7 @@ impl ViewerStream {
             compression: None,
             skip_before: None,
             held: false,
+            playout_delay: None,
         }
     }
 
@@ -254,6 +257,7 @@ impl ViewerStream {
         self.packets = old.packets;
         self.octets = old.octets;
         self.paused = old.paused;
+        self.playout_delay = old.playout_delay;
         self.restart();
     }
 
@@ -274,6 +278,12 @@ impl ViewerStream {
 
     pub fn is_bursting(&self) -> bool {
         self.burst.is_some()
+    }
+
+    /// From the next packet on (retransmissions and bursts included), every
+    /// packet carries `delay` as its header extension; None: none.
+    pub fn set_playout_delay(&mut self, delay: Option<PlayoutDelay>) {
+        self.playout_delay = delay;
     }
 
     /// Starts video from the keyframe cache: returns false (the stream waits
@@ -379,8 +389,9 @@ impl ViewerStream {
     }
 
     /// Writes `packet` as this viewer receives it into `out` (SSRC, sequence
-    /// number, timestamp and payload type rewritten; header extension
-    /// removed), or returns None if the viewer does not take it (yet).
+    /// number, timestamp and payload type rewritten; the source's header
+    /// extension removed, the playout delay's added if set), or returns None
+    /// if the viewer does not take it (yet).
     pub fn rewrite(
         &mut self,
         packet: &[u8],
@@ -455,17 +466,27 @@ impl ViewerStream {
         }
     }
 
+    /// The viewer's packet: the source's fixed header rewritten, its CSRCs,
+    /// the playout-delay extension if set, then the payload with any padding
+    /// (the padding bit kept). The source's own header extension is dropped:
+    /// its ids were negotiated with the source, not with this viewer.
     fn write(&self, packet: &[u8], header: &RtpHeader, sequence: u16, timestamp: u32, out: &mut [u8]) -> usize {
         let csrcs = &packet[12..header.csrc_end];
         let payload = &packet[header.payload_start..];
-        let len = header.csrc_end + payload.len();
-        out[0] = packet[0] & !0x10; // the source's header extension is not the viewer's
+        out[0] = packet[0] & !0x10;
         out[1] = (packet[1] & 0x80) | self.payload_type;
         out[2..4].copy_from_slice(&sequence.to_be_bytes());
         out[4..8].copy_from_slice(&timestamp.to_be_bytes());
         out[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
         out[12..header.csrc_end].copy_from_slice(csrcs);
-        out[header.csrc_end..len].copy_from_slice(payload);
+        let mut payload_start = header.csrc_end;
+        if let Some(delay) = &self.playout_delay {
+            out[0] |= 0x10;
+            delay.write_header_extension(&mut out[payload_start..]);
+            payload_start += PlayoutDelay::HEADER_EXTENSION_LEN;
+        }
+        let len = payload_start + payload.len();
+        out[payload_start..len].copy_from_slice(payload);
         len
     }
 
@@ -781,6 +802,92 @@ mod tests {
         assert_eq!(rewritten.len, 12 + 7);
         assert_eq!(out[0], 0x80);
         assert_eq!(&out[12..19], b"payload");
+    }
+
+    fn rewrite(stream: &mut ViewerStream, packet: &[u8]) -> Vec<u8> {
+        let mut out = [0u8; 256];
+        let rewritten = stream.rewrite(packet, &received(packet, false, 0), Instant::now(), &mut out).unwrap();
+        out[..rewritten.len].to_vec()
+    }
+
+    const DELAY: PlayoutDelay = PlayoutDelay { extension_id: 5, min: 100, max: 200 };
+    /// DELAY as a header extension: 0xBEDE, one word; id 5, three bytes: 0x064, 0x0c8.
+    const DELAY_EXTENSION: [u8; 8] = [0xbe, 0xde, 0, 1, 0x52, 0x06, 0x40, 0xc8];
+
+    #[test]
+    fn adds_the_playout_delay_extension() {
+        let mut stream = stream(false, 7);
+        stream.set_playout_delay(Some(DELAY));
+        let out = rewrite(&mut stream, &source_packet(1, 2, 3, b"payload"));
+        let mut expected = vec![0x90, 0x80 | 100, 0, 7, 0, 0, 0x13, 0x88, 0, 0, 0xab, 0xcd];
+        expected.extend_from_slice(&DELAY_EXTENSION);
+        expected.extend_from_slice(b"payload");
+        assert_eq!(out, expected);
+        let header = RtpHeader::parse(&out).unwrap();
+        assert_eq!((header.csrc_end, header.payload_start, header.payload_end), (12, 20, 27));
+
+        stream.set_playout_delay(None);
+        let out = rewrite(&mut stream, &source_packet(2, 2, 3, b"payload"));
+        assert_eq!(out[0], 0x80);
+        assert_eq!(&out[12..], b"payload");
+    }
+
+    #[test]
+    fn puts_the_playout_delay_after_the_csrcs_and_keeps_the_padding() {
+        // Two CSRCs, padding bit, three bytes of padding.
+        let mut packet = source_packet(1, 2, 3, &[0, 0, 0, 0x11, 0, 0, 0, 0x22]);
+        packet[0] |= 0x20 | 2;
+        packet.extend_from_slice(b"data\0\0\x03");
+        let mut stream = stream(false, 7);
+        stream.set_playout_delay(Some(DELAY));
+        let out = rewrite(&mut stream, &packet);
+        assert_eq!(out[0], 0x80 | 0x20 | 0x10 | 2);
+        assert_eq!(&out[12..20], &[0, 0, 0, 0x11, 0, 0, 0, 0x22]);
+        assert_eq!(&out[20..28], &DELAY_EXTENSION);
+        assert_eq!(&out[28..], b"data\0\0\x03");
+        let header = RtpHeader::parse(&out).unwrap();
+        assert_eq!((header.csrc_end, header.payload_start, header.payload_end), (20, 28, 32));
+    }
+
+    #[test]
+    fn replaces_the_source_header_extension_with_the_playout_delay() {
+        // The source's two-word extension (an abs-send-time the viewer never negotiated).
+        let mut packet = source_packet(1, 2, 3, &[0xbe, 0xde, 0, 2, 0x32, 1, 2, 3, 0x40, 9, 0, 0]);
+        packet[0] |= 0x10;
+        packet.extend_from_slice(b"payload");
+        let mut stream = stream(false, 7);
+        stream.set_playout_delay(Some(DELAY));
+        let out = rewrite(&mut stream, &packet);
+        assert_eq!(out.len(), 12 + 8 + 7);
+        assert_eq!(out[0], 0x90);
+        assert_eq!(&out[12..20], &DELAY_EXTENSION);
+        assert_eq!(&out[20..], b"payload");
+    }
+
+    #[test]
+    fn retransmissions_and_bursts_carry_the_playout_delay() {
+        let now = Instant::now();
+        let mut stream = stream(false, 7);
+        stream.set_playout_delay(Some(DELAY));
+        let packet = source_packet(1, 2, 3, b"payload");
+        let first = rewrite(&mut stream, &packet);
+        let mut out = [0u8; 256];
+        let again = stream.rewrite_again(&packet, &received(&packet, false, 0), &mut out).unwrap();
+        assert_eq!(&out[..again.len], &first[..], "a retransmission is the packet as first sent");
+        let next = source_packet(2, 2, 3, b"burst");
+        let burst = stream.rewrite_burst(&next, &received(&next, false, 0), now, &mut out).unwrap();
+        assert_eq!(&out[12..20], &DELAY_EXTENSION);
+        assert_eq!(&out[20..burst.len], b"burst");
+    }
+
+    #[test]
+    fn a_switch_keeps_the_playout_delay() {
+        let mut old = stream(false, 7);
+        old.set_playout_delay(Some(DELAY));
+        let mut new = stream(false, 7);
+        new.continue_from(&old);
+        let out = rewrite(&mut new, &source_packet(1, 2, 3, b"x"));
+        assert_eq!(&out[12..20], &DELAY_EXTENSION);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag};
 use crate::packet::{GopCache, History, Packet};
 use crate::ring::Consumer;
 use crate::rtcp::{ntp_time, write_sender_report};
+use crate::rtp::PlayoutDelay;
 use crate::viewer::{RawAddress, Viewer, ViewerCounters, ViewerStream};
 
 /// Source packets taken from the ring in one pass.
@@ -77,6 +78,12 @@ pub enum Command {
         id: u64,
         stream: usize,
         paused: bool,
+    },
+    /// The playout delay the viewer's stream at `stream` carries (None: no extension).
+    SetPlayoutDelay {
+        id: u64,
+        stream: usize,
+        delay: Option<PlayoutDelay>,
     },
     RemoveViewer {
         id: u64,
@@ -378,6 +385,11 @@ impl Worker {
                 viewer_stream.set_paused(paused);
                 if resumed {
                     self.bursts_pending |= start_from_caches(viewer, &mountpoint.caches, Some(stream), Instant::now());
+                }
+            }
+            Command::SetPlayoutDelay { id, stream, delay } => {
+                if let Some(viewer_stream) = self.viewer(id).and_then(|viewer| viewer.streams.get_mut(stream)) {
+                    viewer_stream.set_playout_delay(delay);
                 }
             }
             Command::RemoveViewer { id } => self.remove_viewer(id),

@@ -241,6 +241,20 @@ class Engine:
         (a viewer pause stops every stream; its resume leaves paused streams
         paused). KeyError for an unknown viewer, ValueError if the viewer has no
         stream ``index``."""
+    def set_viewer_playout_delay(
+        self, viewer_id: int, index: int, extension_id: int, min_ms: int | None, max_ms: int | None
+    ) -> None:
+        """The playout-delay RTP header extension
+        (http://www.webrtc.org/experiments/rtp-hdrext/playout-delay) on the viewer's
+        stream that takes SourceStream ``index``: from the next packet on, every packet
+        of it (retransmissions and keyframe-cache bursts too) carries, as its only
+        header extension (RFC 8285 one-byte header, id ``extension_id`` as the
+        viewer's SDP negotiated it), ``min_ms`` and ``max_ms`` rounded down to 10 ms
+        units. Both None: no extension. The source's own header extensions never
+        reach viewers (their ids are the source's). Kept across switch_viewer for a
+        stream that keeps its SSRC. KeyError for an unknown viewer; ValueError if the
+        viewer has no stream ``index``, for an id outside 1..14, a delay outside
+        0..40950 ms, ``min_ms`` above ``max_ms``, or only one of them None."""
     def switch_viewer(self, viewer_id: int, mountpoint_id: int, streams: list[ViewerStream]) -> None:
         """Move a viewer to another mountpoint without renegotiation (``switch``):
         its streams become ``streams`` (indexes of the new mountpoint, payload

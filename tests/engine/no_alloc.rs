@@ -4,7 +4,8 @@
 //! while the count must not move. The source is VP8 video with a keyframe
 //! every 100 packets, so the keyframe cache fills and starts again throughout;
 //! a second run adds the ingest: an H.264 source over SRTP whose keyframes
-//! lack parameter sets, with the SSRC lock and skew compensation on.
+//! lack parameter sets, with the SSRC lock and skew compensation on. In both,
+//! every third viewer gets the playout-delay header extension on each packet.
 //! Run by `cargo test --release`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -123,6 +124,9 @@ fn assert_steady_state_allocates_nothing(source: Source) {
         engine
             .add_viewer(i as u64, 1, ("127.0.0.1", i64::from(address.port())), profile, &key, &key, &[stream])
             .unwrap();
+        if i % 3 == 0 {
+            engine.set_viewer_playout_delay(i as u64, 0, 3, Some((100, 1000))).unwrap();
+        }
     }
     // Let the worker take its viewers before the first packet, so they start
     // live (not with a paced burst from the keyframe cache).

@@ -6,6 +6,7 @@ import pytest
 from fanout.webrtc.sdp import (
     Candidate,
     Codec,
+    PLAYOUT_DELAY_URI,
     OfferMedia,
     RemoteDescription,
     RemoteMedia,
@@ -282,3 +283,37 @@ def test_no_media() -> None:
         parse_description(SESSION_LEVEL.split("m=video")[0])
     with pytest.raises(SdpError, match="not SDP"):
         parse_description("")
+
+
+def test_offer_with_the_playout_delay_extension() -> None:
+    vp8 = Codec(96, "VP8", 90000)
+    media = [OfferMedia("v", "video", vp8, ssrc=7, header_extensions=((12, PLAYOUT_DELAY_URI),))]
+    lines = build_offer(media, TRANSPORT, session_id=1, session_version=2).split("\r\n")
+    assert lines[lines.index("a=rtcp-mux") + 1] == "a=extmap:12 http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
+    plain = build_offer([OfferMedia("v", "video", vp8, ssrc=7)], TRANSPORT, session_id=1, session_version=2)
+    assert "extmap" not in plain
+
+
+def test_chromium_keeps_the_playout_delay_extension() -> None:
+    """Chromium 156 answering sample_offer() with a=extmap:12 playout-delay on the video m-line."""
+    audio, video = parse_description((DATA / "answer_chromium_playout_delay.sdp").read_text()).media
+    assert audio.header_extensions == ()
+    assert video.header_extensions == ((12, PLAYOUT_DELAY_URI),)
+    assert video.header_extension_id(PLAYOUT_DELAY_URI) == 12
+
+
+def test_aiortc_answers_without_the_playout_delay_extension() -> None:
+    audio, video = parse_description((DATA / "answer_aiortc.sdp").read_text()).media
+    assert video.header_extension_id(PLAYOUT_DELAY_URI) is None
+
+
+def test_extmap_lines_with_a_direction_or_unreadable() -> None:
+    text = SESSION_LEVEL.replace(
+        "a=mid:1\n", "a=mid:1\na=extmap:3/recvonly urn:3gpp:video-orientation\na=extmap:x bad\na=extmap:4\n"
+    )
+    assert parse_description(text).media[1].header_extensions == ((3, "urn:3gpp:video-orientation"),)
+
+
+def test_session_level_header_extensions_apply_to_every_m_line() -> None:
+    text = SESSION_LEVEL.replace("t=0 0\n", "t=0 0\na=extmap:5 " + PLAYOUT_DELAY_URI + "\n")
+    assert [media.header_extension_id(PLAYOUT_DELAY_URI) for media in parse_description(text).media] == [5, 5]

@@ -24,6 +24,9 @@ STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int, int | None]] = {
     9: ("G722", 8000, None),
 }
 _FINGERPRINT = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})+$")
+# The playout-delay RTP header extension: the sender tells the receiver's jitter buffer
+# which delay to target (a minimum and a maximum, in 10 ms units).
+PLAYOUT_DELAY_URI = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
 
 
 class SdpError(ValueError):
@@ -108,6 +111,8 @@ class OfferMedia:
     track_id: str = ""  # "" means "fanout-<mid>"
     cname: str = "fanout"
     direction: str = "sendonly"
+    # RTP header extensions sent on this m-line: (id, URI) pairs, written as a=extmap.
+    header_extensions: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,7 @@ def _offer_media_lines(media: OfferMedia, transport: TransportDescription) -> li
         assert codec is not None
         track_id = media.track_id or f"fanout-{media.mid}"
         lines += [f"a={media.direction}", "a=rtcp-mux"]
+        lines += [f"a=extmap:{number} {uri}" for number, uri in media.header_extensions]
         rtpmap = f"a=rtpmap:{codec.payload_type} {codec.name}/{codec.clock_rate}"
         if codec.channels is not None:
             rtpmap += f"/{codec.channels}"
@@ -233,6 +239,12 @@ class RemoteMedia:
     port: int  # 0 = rejected
     direction: str
     codecs: list[Codec]
+    # The RTP header extensions it negotiates (a=extmap, session level included): (id, URI).
+    header_extensions: tuple[tuple[int, str], ...] = ()
+
+    def header_extension_id(self, uri: str) -> int | None:
+        """The id this m-line gives the header extension ``uri``, None if it has none."""
+        return next((number for number, name in self.header_extensions if name == uri), None)
 
 
 @dataclass(frozen=True)
@@ -269,6 +281,7 @@ class _Section:
     rtpmap: dict[int, tuple[str, int, int | None]] = field(default_factory=dict)
     fmtp: dict[int, str] = field(default_factory=dict)
     rtcp_feedback: dict[str, list[str]] = field(default_factory=dict)
+    header_extensions: list[tuple[int, str]] = field(default_factory=list)
 
     def where(self) -> str:
         return f"m-line {self.number}: " if self.number else ""
@@ -342,9 +355,20 @@ def _parse_attribute(section: _Section, value: str) -> None:
     elif name == "fmtp":
         payload_type, parameters = _payload_type(argument, where)
         section.fmtp[payload_type] = parameters
+    elif name == "extmap":
+        _parse_extmap(section, argument)
     elif name == "rtcp-fb":
         target, _, feedback = argument.partition(" ")
         section.rtcp_feedback.setdefault(target, []).append(feedback.strip())
+
+
+def _parse_extmap(section: _Section, argument: str) -> None:
+    """``a=extmap:<id>[/<direction>] <URI> [<attributes>]`` (RFC 8285 section 8). A line
+    fanout cannot read only leaves that extension unnegotiated."""
+    fields = argument.split()
+    number = fields[0].partition("/")[0] if fields else ""
+    if len(fields) >= 2 and number.isdigit() and 1 <= int(number) <= 255:
+        section.header_extensions.append((int(number), fields[1]))
 
 
 def _payload_type(argument: str, where: str) -> tuple[int, str]:
@@ -416,4 +440,5 @@ def _remote_media(section: _Section, session: _Section) -> RemoteMedia:
         port=section.port,
         direction=section.direction or session.direction or "sendrecv",
         codecs=codecs,
+        header_extensions=tuple(session.header_extensions + section.header_extensions),
     )

@@ -74,6 +74,14 @@ CASES: dict[str, list[Message]] = {
         {"request": "info", "id": 100},
         {"request": "list"},
     ],
+    "create_with_playoutdelay_ext": [
+        video_only(108, playoutdelay_ext=True),
+        LEGACY | {"id": 109, "is_private": False, "playoutdelay_ext": True},
+        {"request": "info", "id": 108},
+        video_only(110, playoutdelay_ext="yes"),
+        {"request": "destroy", "id": 108},
+        {"request": "destroy", "id": 109, "secret": "s"},
+    ],
     "create_legacy_private_with_secret": [
         LEGACY,
         {"request": "list"},

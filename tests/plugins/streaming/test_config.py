@@ -178,3 +178,21 @@ def test_bad_source_options_are_refused_with_the_key(overrides: dict[str, Any], 
     with pytest.raises(MountpointConfigError) as error:
         parse_mountpoint("m", legacy(**overrides))
     assert message in str(error.value)
+
+
+def test_playoutdelay_ext_is_a_mountpoint_key_in_both_forms() -> None:
+    assert not parse_mountpoint("m", legacy())[0].playoutdelay_ext
+    config, unsupported = parse_mountpoint("m", legacy(playoutdelay_ext=True))
+    assert unsupported == []
+    assert config.playoutdelay_ext
+    media_form = {
+        "type": "rtp",
+        "id": 2,
+        "playoutdelay_ext": "true",  # as a .jcfg may write it
+        "media": [{"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "vp8"}],
+    }
+    config, unsupported = parse_mountpoint("m", media_form)
+    assert unsupported == []
+    assert config.playoutdelay_ext
+    with pytest.raises(MountpointConfigError, match="'playoutdelay_ext' must be true or false"):
+        parse_mountpoint("m", legacy(playoutdelay_ext=3))

@@ -66,3 +66,23 @@ def test_a_stream_is_sent_on_one_line_only() -> None:
     first, second = match_offer(parse_description(offer(audio("x"), audio("y"))), MOUNTPOINT.streams)
     assert first is not None and first.stream.kind == "audio"
     assert second is None
+
+
+PLAYOUT_DELAY = "a=extmap:7 http://www.webrtc.org/experiments/rtp-hdrext/playout-delay\r\n"
+
+
+def test_a_client_offering_the_playout_delay_gets_it_when_the_mountpoint_enables_it() -> None:
+    description = parse_description(offer(video("0") + PLAYOUT_DELAY, audio("1") + PLAYOUT_DELAY))
+    video_track, audio_track = match_offer(description, MOUNTPOINT.streams, playoutdelay_ext=True)
+    assert video_track is not None and video_track.playout_delay_extension_id == 7
+    assert video_track.offer_media().header_extensions == ((7, "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"),)
+    assert audio_track is not None and audio_track.playout_delay_extension_id is None  # video only, as Janus
+    video_track, _ = match_offer(description, MOUNTPOINT.streams)
+    assert video_track is not None and video_track.playout_delay_extension_id is None
+    assert video_track.offer_media().header_extensions == ()
+
+
+def test_a_two_byte_header_id_is_not_taken() -> None:
+    description = parse_description(offer(video("0") + PLAYOUT_DELAY.replace(":7 ", ":20 ")))
+    (video_track,) = match_offer(description, MOUNTPOINT.streams, playoutdelay_ext=True)
+    assert video_track is not None and video_track.playout_delay_extension_id is None

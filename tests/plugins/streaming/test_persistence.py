@@ -104,4 +104,14 @@ def test_source_options_are_saved(tmp_path: Path) -> None:
     config, _ = parse_mountpoint("options", group)
     path = tmp_path / "janus.plugin.streaming.jcfg"
     save_mountpoint(path, config)
+
+
+def test_playoutdelay_ext_is_saved(tmp_path: Path) -> None:
+    path = tmp_path / "janus.plugin.streaming.jcfg"
+    group = parse(
+        'type = "rtp"\nid = 4\nplayoutdelay_ext = true\nvideo = true\nvideoport = 0\nvideopt = 96\nvideocodec = "vp8"\n'
+    )
+    config, _ = parse_mountpoint("delayed", group)
+    save_mountpoint(path, config)
+    assert "playoutdelay_ext = true" in path.read_text()
     assert mountpoints_from_file(load(path)) == [config]

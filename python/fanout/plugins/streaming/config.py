@@ -67,6 +67,9 @@ class MountpointConfig:
     testsource: bool = False  # fanout: fed by the built-in test source
     collision_ms: int = 0  # how long an SSRC must be silent before another takes its streams; 0: at once
     srtp: SourceSrtp | None = None  # the sources send SRTP with these keys
+    # Janus's playoutdelay_ext: video m-lines offer the playout-delay RTP header extension,
+    # so that viewers can ask for a playout delay (configure min_delay/max_delay).
+    playoutdelay_ext: bool = False
 
 
 SRTP_SUITES: dict[int, SourceSrtpProfile] = {32: "AES_CM_128_HMAC_SHA1_32", 80: "AES_CM_128_HMAC_SHA1_80"}
@@ -99,7 +102,7 @@ class StreamingSettings:
 
 MOUNTPOINT_KEYS = {
     "type", "id", "name", "description", "metadata", "is_private", "secret", "pin", "media", "testsource",
-    "collision", "srtpsuite", "srtpcrypto",
+    "collision", "srtpsuite", "srtpcrypto", "playoutdelay_ext",
 }  # fmt: skip
 STREAM_KEYS = ("port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface", "mcast", "skew", "h264sps")
 LEGACY_STREAM_KEYS = {
@@ -166,6 +169,7 @@ def parse_mountpoint(
         testsource=reader.boolean("testsource", default=False),
         collision_ms=_collision_ms(reader),
         srtp=_source_srtp(reader),
+        playoutdelay_ext=reader.boolean("playoutdelay_ext", default=False),
     )
     return config, [f"{name}.{key}" for key in unsupported]
 

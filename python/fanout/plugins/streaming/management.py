@@ -87,8 +87,9 @@ def mountpoint_from_create(
     for field in STRING_FIELDS:
         if field in body and not isinstance(body[field], str):
             raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({field} should be a string)")
-    if "is_private" in body and not isinstance(body["is_private"], bool):
-        raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (is_private should be a boolean)")
+    for field in ("is_private", "playoutdelay_ext"):
+        if field in body and not isinstance(body[field], bool):
+            raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({field} should be a boolean)")
     media = body.get("media")
     if media is not None and not isinstance(media, list):
         raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (media should be an array)")

@@ -1,30 +1,34 @@
 """Matching a client's SDP offer to a mountpoint's streams (``watch`` with a JSEP offer,
 as WHEP players do): each offered m-line that can receive gets the first unused
-stream of its kind whose codec it offers, on the client's payload type."""
+stream of its kind whose codec it offers, on the client's payload type. With
+``playoutdelay_ext``, a video m-line that offers the playout-delay extension with a
+one-byte-header id (1-14) gets it in the answer."""
 
 from __future__ import annotations
 
 from fanout.plugins.streaming.config import StreamConfig
-from fanout.plugins.streaming.viewer import ViewerTrack
-from fanout.webrtc.sdp import Codec, RemoteDescription, RemoteMedia
+from fanout.plugins.streaming.viewer import ONE_BYTE_EXTENSION_IDS, ViewerTrack
+from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, Codec, RemoteDescription, RemoteMedia
 
 RECEIVING_DIRECTIONS = ("recvonly", "sendrecv")
 SUPPORTED_FEEDBACK = ("nack", "nack pli", "ccm fir")
 
 
-def match_offer(offer: RemoteDescription, streams: tuple[StreamConfig, ...]) -> list[ViewerTrack | None]:
+def match_offer(
+    offer: RemoteDescription, streams: tuple[StreamConfig, ...], *, playoutdelay_ext: bool = False
+) -> list[ViewerTrack | None]:
     """For each m-line of ``offer``, in order, the track sent on it, or None if it is rejected."""
     unused = list(streams)
     tracks: list[ViewerTrack | None] = []
     for media in offer.media:
-        track = _track_for(media, unused)
+        track = _track_for(media, unused, playoutdelay_ext)
         if track is not None:
             unused.remove(track.stream)
         tracks.append(track)
     return tracks
 
 
-def _track_for(media: RemoteMedia, streams: list[StreamConfig]) -> ViewerTrack | None:
+def _track_for(media: RemoteMedia, streams: list[StreamConfig], playoutdelay_ext: bool) -> ViewerTrack | None:
     if media.port == 0 or media.mid is None or media.direction not in RECEIVING_DIRECTIONS:
         return None
     for stream in streams:
@@ -33,7 +37,15 @@ def _track_for(media: RemoteMedia, streams: list[StreamConfig]) -> ViewerTrack |
         codec = _offered_codec(media, stream)
         if codec is not None:
             feedback = tuple(fb for fb in codec.rtcp_feedback if fb in SUPPORTED_FEEDBACK)
-            return ViewerTrack(stream, mid=media.mid, payload_type=codec.payload_type, rtcp_feedback=feedback)
+            extension_id = media.header_extension_id(PLAYOUT_DELAY_URI)
+            takes_delay = playoutdelay_ext and media.kind == "video" and extension_id in ONE_BYTE_EXTENSION_IDS
+            return ViewerTrack(
+                stream,
+                mid=media.mid,
+                payload_type=codec.payload_type,
+                rtcp_feedback=feedback,
+                playout_delay_extension_id=extension_id if takes_delay else None,
+            )
     return None
 
 

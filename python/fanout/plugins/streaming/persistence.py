@@ -38,6 +38,8 @@ def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
         settings["collision"] = config.collision_ms
     if config.srtp is not None:
         settings |= {"srtpsuite": config.srtp.suite, "srtpcrypto": config.srtp.crypto}
+    if config.playoutdelay_ext:
+        settings["playoutdelay_ext"] = True
     media = []
     for stream in config.streams:
         entry: dict[str, Any] = {"type": stream.kind, "mid": stream.mid, "label": stream.label}

@@ -33,8 +33,9 @@ from fanout.plugins.streaming.config import MountpointConfig, MountpointId, Stre
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 from fanout.plugins.streaming.mountpoint import Mountpoint
 from fanout.plugins.streaming.offer_matching import match_offer
-from fanout.plugins.streaming.viewer import Viewer, ViewerState
+from fanout.plugins.streaming.viewer import ONE_BYTE_EXTENSION_IDS, Viewer, ViewerState, ViewerTrack
 from fanout.webrtc.rtcp import GenericNack, PictureLossIndication, ReceiverReport, Remb, RtcpPacket
+from fanout.webrtc.sdp import PLAYOUT_DELAY_URI
 
 if TYPE_CHECKING:
     from fanout._engine import Engine
@@ -189,6 +190,7 @@ class StreamingPlugin(Plugin):
         for track in tracks:
             if track.paused:
                 self.engine.set_viewer_stream_paused(handle.id, track.stream.mindex, True)
+            self._send_playout_delay(viewer, track)
         if viewer.state is not ViewerState.PAUSED:
             viewer.state = ViewerState.STARTED
         if viewer.state is ViewerState.PAUSED or not viewer.mountpoint.enabled:
@@ -370,7 +372,9 @@ class StreamingPlugin(Plugin):
         mountpoint = self._watchable_mountpoint(viewer, body)
         if jsep.type != "offer":
             raise StreamingError(Errors.INVALID_SDP, "watch takes an SDP offer (or none, and fanout offers)")
-        tracks = match_offer(jsep.description, mountpoint.config.streams)
+        tracks = match_offer(
+            jsep.description, mountpoint.config.streams, playoutdelay_ext=mountpoint.config.playoutdelay_ext
+        )
         if not any(tracks):
             raise StreamingError(Errors.INVALID_SDP, "The offer can receive none of the mountpoint's streams")
         viewer.answer(mountpoint, [track for track in tracks if track is not None])
@@ -402,9 +406,13 @@ class StreamingPlugin(Plugin):
         if jsep is not None:
             if jsep.type != "answer":
                 raise StreamingError(Errors.INVALID_STATE, "Can't start: expected an SDP answer")
-            accepted = {media.mid for media in jsep.description.media if media.port != 0}
+            accepted = {media.mid: media for media in jsep.description.media if media.port != 0}
             for track in viewer.tracks:
                 track.send = track.mid in accepted
+                if track.send and track.playout_delay_extension_id is not None:
+                    # Sent only if the answer kept it, with the answer's id.
+                    extension_id = accepted[track.mid].header_extension_id(PLAYOUT_DELAY_URI)
+                    track.playout_delay_extension_id = extension_id if extension_id in ONE_BYTE_EXTENSION_IDS else None
             if not any(track.send for track in viewer.tracks):
                 raise StreamingError(Errors.INVALID_SDP, "The answer rejected every stream")
             if viewer.state is ViewerState.OFFERED:
@@ -426,14 +434,22 @@ class StreamingPlugin(Plugin):
 
     def _configure(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
         """Which of its streams the viewer gets: ``streams: [{mid, send}]``, or the legacy
-        ``audio``/``video`` booleans. A video stream sent again starts at a keyframe."""
+        ``audio``/``video`` booleans. A video stream sent again starts at a keyframe.
+        ``min_delay``/``max_delay`` (top level: every video stream; or per mid in ``streams``)
+        set the playout delay its video packets carry, where the extension was negotiated."""
         if viewer.mountpoint is None:
             raise StreamingError(Errors.INVALID_STATE, "Can't configure: not watching anything")
         wanted = subscription.send_choices(body, viewer.tracks)
+        delays = subscription.playout_delay_choices(body, viewer.tracks)
         for track, send in wanted:
             track.paused = not send
             if viewer.in_engine and track.send:
                 self.engine.set_viewer_stream_paused(viewer.handle.id, track.stream.mindex, not send)
+        for track, min_delay, max_delay in delays:
+            track.configure_playout_delay(min_delay, max_delay)
+        for track in viewer.tracks:
+            if any(track is delayed for delayed, _, _ in delays):
+                self._send_playout_delay(viewer, track)
         viewer.handle.push_event(transaction, {"streaming": "event", "result": {"event": "configured"}})
 
     def _switch(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
@@ -475,6 +491,17 @@ class StreamingPlugin(Plugin):
         if mountpoint is None:
             raise StreamingError(Errors.NO_SUCH_MOUNTPOINT, missing_reason.format(id=mountpoint_id))
         return mountpoint
+
+    def _send_playout_delay(self, viewer: Viewer, track: ViewerTrack) -> None:
+        """Tell the engine the playout delay of a track it sends (nothing to say without the
+        extension)."""
+        if not viewer.in_engine or not track.send or track.playout_delay_extension_id is None:
+            return
+        delay = track.playout_delay_ms()
+        minimum, maximum = delay if delay is not None else (None, None)
+        self.engine.set_viewer_playout_delay(
+            viewer.handle.id, track.stream.mindex, track.playout_delay_extension_id, minimum, maximum
+        )
 
     def _remove_from_engine(self, viewer: Viewer) -> None:
         if viewer.in_engine:

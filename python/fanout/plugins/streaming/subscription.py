@@ -1,5 +1,5 @@
 """What a watching viewer gets, changed while it watches: ``configure`` (which streams are
-sent) and ``switch`` (another mountpoint on the same PeerConnection). Sans-IO: these read
+sent, with which playout delay) and ``switch`` (another mountpoint on the same PeerConnection). Sans-IO: these read
 requests and tracks; the plugin tells the engine."""
 
 from __future__ import annotations
@@ -44,6 +44,39 @@ def send_choices(body: dict[str, Any], tracks: list[ViewerTrack]) -> list[tuple[
             raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({kind} should be a boolean)")
         choices += [(track, send) for track in tracks if track.stream.kind == kind]
     return choices
+
+
+def playout_delay_choices(
+    body: dict[str, Any], tracks: list[ViewerTrack]
+) -> list[tuple[ViewerTrack, int | None, int | None]]:
+    """What a ``configure`` request asks of the playout delay, as (track, min_delay,
+    max_delay) in Janus's 10 ms units (None: not given): top-level ``min_delay``/``max_delay``
+    for every video track, then those of ``streams: [{"mid", ...}]`` entries for theirs.
+    Audio has no playout delay: entries for audio mids are ignored, as Janus does.
+    Validates everything before anything changes."""
+    choices: list[tuple[ViewerTrack, int | None, int | None]] = []
+    minimum, maximum = _delay(body, "min_delay"), _delay(body, "max_delay")
+    if minimum is not None or maximum is not None:
+        choices += [(track, minimum, maximum) for track in tracks if track.stream.kind == "video"]
+    streams = body.get("streams")
+    if isinstance(streams, list):  # send_choices checked the entries and their mids
+        for entry in streams:
+            minimum, maximum = _delay(entry, "min_delay"), _delay(entry, "max_delay")
+            track = next((track for track in tracks if track.mid == entry.get("mid")), None)
+            if track is not None and track.stream.kind == "video" and (minimum is not None or maximum is not None):
+                choices.append((track, minimum, maximum))
+    return choices
+
+
+def _delay(body: dict[str, Any], key: str) -> int | None:
+    """An integer or nothing. Janus 1.1.2 takes any JSON here and a non-integer counts as 0
+    (it replies ``configured``); fanout refuses it, as Janus refuses mistyped elements elsewhere."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({key} should be an integer)")
+    return value
 
 
 def switched_tracks(tracks: list[ViewerTrack], target: Mountpoint) -> list[ViewerTrack]:

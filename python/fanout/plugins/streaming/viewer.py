@@ -15,10 +15,17 @@ from fanout.plugins.streaming.config import StreamConfig
 from fanout.plugins.streaming.mountpoint import Mountpoint
 from fanout.plugins.streaming.reception import Reception
 from fanout.webrtc.rtcp import ReceptionReport
-from fanout.webrtc.sdp import Codec, OfferMedia
+from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, Codec, OfferMedia
 
 if TYPE_CHECKING:
     from fanout._engine import ViewerStream
+
+# The a=extmap id fanout offers the playout-delay extension with (Janus's), and the ids it
+# can send it with: the engine writes RFC 8285 one-byte headers.
+PLAYOUT_DELAY_EXTENSION_ID = 12
+ONE_BYTE_EXTENSION_IDS = range(1, 15)
+# The most the extension carries: 12 bits of 10 ms units.
+MAX_PLAYOUT_DELAY = 4095
 
 
 class ViewerState(enum.Enum):
@@ -41,11 +48,24 @@ class ViewerTrack:
     ssrc: int = field(default_factory=lambda: secrets.randbits(32) or 1)
     send: bool = True  # the client's answer accepted this m-line
     paused: bool = False  # the client asked not to get it for now (configure "send": false)
+    # The playout-delay header extension's id on this m-line; None when not negotiated.
+    playout_delay_extension_id: int | None = None
+    # What configure asked (Janus's min_delay/max_delay: 10 ms units; -1: not set). The
+    # extension goes out once both are set.
+    min_delay: int = -1
+    max_delay: int = -1
 
     @classmethod
-    def offered(cls, stream: StreamConfig) -> ViewerTrack:
+    def offered(cls, stream: StreamConfig, *, playoutdelay_ext: bool = False) -> ViewerTrack:
         feedback = VIDEO_RTCP_FEEDBACK if stream.kind == "video" else ()
-        return cls(stream, mid=stream.mid, payload_type=stream.payload_type, rtcp_feedback=feedback)
+        extension_id = PLAYOUT_DELAY_EXTENSION_ID if playoutdelay_ext and stream.kind == "video" else None
+        return cls(
+            stream,
+            mid=stream.mid,
+            payload_type=stream.payload_type,
+            rtcp_feedback=feedback,
+            playout_delay_extension_id=extension_id,
+        )
 
     def offer_media(self) -> OfferMedia:
         stream = self.stream
@@ -64,7 +84,36 @@ class ViewerTrack:
             ssrc=self.ssrc,
             stream_id="fanout",
             track_id=stream.msid or f"fanout{stream.mid}",
+            header_extensions=(
+                ((self.playout_delay_extension_id, PLAYOUT_DELAY_URI),)
+                if self.playout_delay_extension_id is not None
+                else ()
+            ),
         )
+
+    def configure_playout_delay(self, min_delay: int | None, max_delay: int | None) -> None:
+        """Take ``configure``'s min_delay and/or max_delay (10 ms units) as Janus does: a
+        negative value unsets both; a new minimum above the maximum raises the maximum, a
+        new maximum below the minimum lowers the minimum; values past 4095 count as 4095."""
+        if min_delay is not None:
+            if min_delay < 0:
+                self.min_delay = self.max_delay = -1
+            else:
+                self.min_delay = min(min_delay, MAX_PLAYOUT_DELAY)
+                self.max_delay = max(self.max_delay, self.min_delay)
+        if max_delay is not None:
+            if max_delay < 0:
+                self.min_delay = self.max_delay = -1
+            else:
+                self.max_delay = min(max_delay, MAX_PLAYOUT_DELAY)
+                self.min_delay = min(self.min_delay, self.max_delay)
+
+    def playout_delay_ms(self) -> tuple[int, int] | None:
+        """The (minimum, maximum) delay in milliseconds the viewer's packets carry, or None
+        (no extension: not negotiated, or not both set)."""
+        if self.playout_delay_extension_id is None or self.min_delay < 0 or self.max_delay < 0:
+            return None
+        return self.min_delay * 10, self.max_delay * 10
 
     def switched_to(self, stream: StreamConfig) -> ViewerTrack:
         """This track fed by another mountpoint's ``stream``: same m-line, SSRC and payload type."""
@@ -109,7 +158,12 @@ class Viewer:
     def watch(self, mountpoint: Mountpoint, mids: list[str] | None) -> None:
         self.mountpoint = mountpoint
         streams = mountpoint.config.streams
-        self.tracks = [ViewerTrack.offered(stream) for stream in streams if not mids or stream.mid in mids]
+        playoutdelay_ext = mountpoint.config.playoutdelay_ext
+        self.tracks = [
+            ViewerTrack.offered(stream, playoutdelay_ext=playoutdelay_ext)
+            for stream in streams
+            if not mids or stream.mid in mids
+        ]
         self.state = ViewerState.OFFERED
         mountpoint.viewers.add(self.handle.id)
 
