@@ -21,6 +21,7 @@ from fanout.core.plugin import Jsep, LocalAnswer, LocalDescription, LocalOffer, 
 from fanout.webrtc import rtcp, sdp
 from fanout.webrtc.peer import (
     AddressChanged,
+    DataChannelsReady,
     DtlsConnected,
     IceConnected,
     PeerClosed,
@@ -113,6 +114,15 @@ class Handle:
 
     def close_pc(self) -> None:
         self.hangup(HANGUP_CLOSE_PC, notify=True)
+
+    def send_data(self, data: bytes, *, binary: bool) -> bool:
+        peer = self.peer
+        if peer is None:
+            return False
+        sent = peer.send_data(data, binary=binary)
+        if sent:
+            self.endpoint.flush(peer)
+        return sent
 
     # -- the offer
     def _make_offer(self, offer: LocalOffer) -> str:
@@ -294,6 +304,9 @@ class Handle:
         elif isinstance(event, PeerClosed):
             logger.info("handle %d: PeerConnection closed: %s", self.id, event.reason)
             self.hangup(event.reason, notify=True)
+        elif isinstance(event, DataChannelsReady):
+            logger.debug("handle %d: data channels ready", self.id)
+            self._call_plugin("data_ready", self.plugin.data_ready, self)
         elif isinstance(event, IceConnected):
             logger.debug("handle %d: ICE connected from %s", self.id, event.address)
 

@@ -119,6 +119,10 @@ class PluginHandle(Protocol):
         """Hang up the handle's PeerConnection: the core frees the WebRTC transport,
         tells the client (``hangup``) and calls ``Plugin.hangup_media``."""
 
+    def send_data(self, data: bytes, *, binary: bool) -> bool:
+        """Send one data channel message (as text or binary) on the handle's PeerConnection;
+        False if it was dropped (no data channel yet, or the client reads too slowly)."""
+
 
 class Plugin(abc.ABC):
     """A Janus plugin. The core makes one instance per server."""
@@ -152,6 +156,9 @@ class Plugin(abc.ABC):
 
     def incoming_rtcp(self, handle: PluginHandle, packets: list[RtcpPacket]) -> None:
         """RTCP the client sent (already unprotected and parsed)."""
+
+    def data_ready(self, handle: PluginHandle) -> None:
+        """The handle's data channels can carry messages now (``PluginHandle.send_data``)."""
 
     @abc.abstractmethod
     def hangup_media(self, handle: PluginHandle) -> None:

@@ -8,7 +8,9 @@ datagrams out (:meth:`DtlsTransport.drain_datagrams`), events out
 :meth:`DtlsTransport.handle_timeout`. The peer's self-signed certificate is
 accepted by the verify callback only when its digest matches one of the
 fingerprints from the peer's SDP. On success the SRTP master keys are exported
-(RFC 5764 section 4.2).
+(RFC 5764 section 4.2). Once connected, application data (SCTP for data
+channels, RFC 8261) goes both ways: :meth:`DtlsTransport.send` protects it,
+and what the peer sends comes out as :class:`DtlsDataEvent`.
 
 OpenSSL keeps its own retransmission clock: :meth:`DtlsTransport.next_timeout`
 is ``now`` plus what OpenSSL says is left, and a timeout handled early is a
@@ -138,7 +140,12 @@ class DtlsClosedEvent:
     reason: str  # "DTLS closed" (close_notify), "DTLS alert", "DTLS handshake failed", "fingerprint mismatch"
 
 
-DtlsEvent = DtlsConnectedEvent | DtlsClosedEvent
+@dataclass(frozen=True)
+class DtlsDataEvent:
+    data: bytes  # one application data record's plaintext (an SCTP packet)
+
+
+DtlsEvent = DtlsConnectedEvent | DtlsClosedEvent | DtlsDataEvent
 
 
 class DtlsTransport:
@@ -159,7 +166,7 @@ class DtlsTransport:
         self.remote_fingerprints = [(algorithm.lower(), value.upper()) for algorithm, value in remote_fingerprints]
         self.state = "new"
         self.keys: SrtpKeys | None = None
-        self.application_data_dropped = 0
+        self.application_data_received = 0
         self.mtu = mtu
         self._profiles = profiles
         self._fingerprint_mismatch = False
@@ -197,6 +204,17 @@ class DtlsTransport:
         if self.state == "connected":
             self._read_application_data()
         self._flush(now)
+
+    def send(self, data: bytes) -> None:
+        """Protect ``data`` as one application data record (connected only; otherwise dropped)."""
+        if self.state != "connected":
+            return
+        try:
+            self._connection.send(data)
+        except SSL.Error as error:
+            logger.info("DTLS send failed: %s", error)
+            self._fail("DTLS alert")
+        self._flush(None)
 
     def handle_timeout(self, now: float) -> None:
         if self._deadline is None or now < self._deadline or self.state != "connecting":
@@ -264,8 +282,9 @@ class DtlsTransport:
     def _read_application_data(self) -> None:
         while True:
             try:
-                self._connection.recv(2048)
-                self.application_data_dropped += 1
+                data = self._connection.recv(65536)
+                self.application_data_received += 1
+                self._events.append(DtlsDataEvent(data))
             except SSL.WantReadError:
                 return
             except SSL.ZeroReturnError:

@@ -120,6 +120,12 @@ class WebRtcEndpoint:
         if timer is not None:
             timer.cancel()
 
+    def flush(self, peer: WebRtcPeer) -> None:
+        """Send what ``peer`` queued outside an input (e.g. :meth:`WebRtcPeer.send_data`), deliver
+        its events and re-arm its timer."""
+        if peer in self._handlers:
+            self._process(peer)
+
     def close(self) -> None:
         for peer in self.peers:
             self.remove_peer(peer)

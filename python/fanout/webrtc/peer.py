@@ -11,6 +11,16 @@ replayed. Chromium starts DTLS on a checked pair before it sends USE-CANDIDATE:
 a handshake that completes first makes its address the nominated one, so
 IceConnected always comes before DtlsConnected.
 
+Data channels (RFC 8831): once DTLS is up, and the remote description has an
+accepted m=application section (or the peer sends SCTP anyway), an SCTP
+association (:mod:`fanout.webrtc.sctp`) runs over DTLS application data, with
+DCEP (:mod:`fanout.webrtc.datachannel`) on top. The peer (browsers, aiortc)
+sends INIT when we are the DTLS server; as the DTLS client we send it.
+:meth:`WebRtcPeer.send_data` sends one message on the channel with the given
+label, opening it first if neither side has; a message that would push the
+association's unacknowledged bytes past ``DATA_SEND_BUFFER_LIMIT`` is dropped
+and counted, so a slow viewer costs bounded memory and never holds others up.
+
 After every input the owner sends :meth:`WebRtcPeer.drain_transmits`, handles
 :meth:`WebRtcPeer.drain_events` and arms a timer for
 :meth:`WebRtcPeer.next_timeout`. ``now`` is the owner's monotonic clock (the
@@ -22,12 +32,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from fanout.webrtc.datachannel import DEFAULT_LABEL, ChannelMessage, ChannelOpened, DataChannels
 from fanout.webrtc.dtls import (
     DtlsCertificate,
     DtlsClosedEvent,
     DtlsConnectedEvent,
+    DtlsDataEvent,
     DtlsTransport,
 )
+from fanout.webrtc.sctp import AssociationClosed, AssociationEstablished, SctpAssociation, SctpError
 from fanout.webrtc.ice import Address, IceFailed, IceLiteAgent, Nominated
 from fanout.webrtc.sdp import Candidate, RemoteDescription
 from fanout.webrtc.stun import StunError, StunMessage
@@ -36,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 DTLS_HANDSHAKE_TIMEOUT = 30.0
 EARLY_DTLS_LIMIT = 16
+DATA_SEND_BUFFER_LIMIT = 1024 * 1024  # unacknowledged data channel bytes per peer before messages are dropped
 
 
 @dataclass(frozen=True)
@@ -68,7 +82,34 @@ class PeerClosed:
     reason: str  # "ICE failed", "consent expired", "DTLS closed", "DTLS alert", "DTLS handshake failed", ...
 
 
-PeerEvent = IceConnected | AddressChanged | DtlsConnected | RtcpReceived | PeerClosed
+@dataclass(frozen=True)
+class DataChannelsReady:
+    """The SCTP association is up: :meth:`WebRtcPeer.send_data` can send."""
+
+
+@dataclass(frozen=True)
+class DataChannelOpened:
+    label: str
+    stream_id: int
+    opened_by_peer: bool
+
+
+@dataclass(frozen=True)
+class DataChannelMessage:
+    label: str
+    data: str | bytes
+
+
+PeerEvent = (
+    IceConnected
+    | AddressChanged
+    | DtlsConnected
+    | RtcpReceived
+    | PeerClosed
+    | DataChannelsReady
+    | DataChannelOpened
+    | DataChannelMessage
+)
 
 
 def is_rtcp(data: bytes) -> bool:
@@ -91,6 +132,11 @@ class WebRtcPeer:
         self.srtp_profile: str | None = None
         self.ignored_rtp = 0
         self.dropped_datagrams = 0
+        self.data_messages_sent = 0
+        self.data_messages_dropped = 0  # no association yet, or the send buffer was full
+        self.sctp_malformed = 0
+        self.sctp: SctpAssociation | None = None
+        self.data_channels: DataChannels | None = None
         self._dtls: DtlsTransport | None = None
         self._dtls_address: Address | None = None
         self._dtls_deadline: float | None = None
@@ -212,6 +258,34 @@ class WebRtcPeer:
         if self._dtls is not None:
             self._dtls.handle_timeout(now)
             self._after_dtls()
+        if self.sctp is not None and not self._closed:
+            self.sctp.handle_timeout(now)
+            self._after_sctp()
+
+    def send_data(self, data: bytes, *, binary: bool, label: str = DEFAULT_LABEL) -> bool:
+        """Send one data channel message on the channel ``label`` (opened if neither side has
+        one); False if it was dropped: no association yet, or the send buffer is full."""
+        sctp, channels = self.sctp, self.data_channels
+        if self._closed or sctp is None or channels is None or not sctp.established:
+            self.data_messages_dropped += 1
+            return False
+        if sctp.buffered_amount + len(data) > DATA_SEND_BUFFER_LIMIT:
+            self.data_messages_dropped += 1
+            return False
+        try:
+            channel = channels.channel(label) or channels.open(label, self._now)
+            channels.send_payload(channel, data, binary=binary, now=self._now)
+        except SctpError as error:
+            logger.info("peer %s: data channel message dropped: %s", self.local_ufrag, error)
+            self.data_messages_dropped += 1
+            return False
+        self.data_messages_sent += 1
+        self._after_sctp()
+        return True
+
+    @property
+    def data_buffered_amount(self) -> int:
+        return self.sctp.buffered_amount if self.sctp is not None else 0
 
     def next_timeout(self) -> float | None:
         if self._closed:
@@ -221,6 +295,8 @@ class WebRtcPeer:
             deadlines.append(self._dtls_deadline)
         if self._dtls is not None:
             deadlines.append(self._dtls.next_timeout())
+        if self.sctp is not None:
+            deadlines.append(self.sctp.next_timeout())
         present = [deadline for deadline in deadlines if deadline is not None]
         return min(present) if present else None
 
@@ -229,6 +305,9 @@ class WebRtcPeer:
         if self._closed:
             return
         if self._dtls is not None:
+            if self.sctp is not None:
+                self.sctp.abort()
+                self._send_sctp()
             self._dtls.close()
             self._send_dtls()
         self._closed = True
@@ -302,9 +381,69 @@ class WebRtcPeer:
                         event.keys.profile, event.keys.local_master_key, event.keys.remote_master_key, address
                     )
                 )
+                if self._wants_data_channels():
+                    self._start_sctp()
+            elif isinstance(event, DtlsDataEvent):
+                self._receive_sctp(event.data)
             elif isinstance(event, DtlsClosedEvent):
                 self._close_with(event.reason, dtls_state=self._dtls.state)
                 return
+
+    # Data channels.
+
+    def _wants_data_channels(self) -> bool:
+        description = self.remote_description
+        return description is not None and any(
+            media.kind == "application" and media.port != 0 for media in description.media
+        )
+
+    def _start_sctp(self) -> None:
+        if self.sctp is not None or self._dtls is None:
+            return
+        self.sctp = SctpAssociation()
+        self.data_channels = DataChannels(self.sctp, is_dtls_client=not self._dtls.is_server)
+        if not self._dtls.is_server:
+            self.sctp.start(self._now)  # as the DTLS client we open; a DTLS client peer sends INIT itself
+        self._after_sctp()
+
+    def _receive_sctp(self, data: bytes) -> None:
+        if self.sctp is None:
+            self._start_sctp()
+        assert self.sctp is not None
+        try:
+            self.sctp.receive(data, self._now)
+        except SctpError as error:
+            self.sctp_malformed += 1
+            logger.debug("peer %s: SCTP packet dropped: %s", self.local_ufrag, error)
+        self._after_sctp()
+
+    def _after_sctp(self) -> None:
+        sctp, channels = self.sctp, self.data_channels
+        assert sctp is not None and channels is not None
+        self._send_sctp()
+        for event in sctp.drain_events():
+            if isinstance(event, AssociationEstablished):
+                self._events.append(DataChannelsReady())
+            elif isinstance(event, AssociationClosed):
+                logger.info("peer %s: SCTP association closed: %s", self.local_ufrag, event.reason)
+            else:
+                channels.receive(event, self._now)
+        self._send_sctp()
+        for channel_event in channels.drain_events():
+            if isinstance(channel_event, ChannelOpened):
+                channel = channel_event.channel
+                self._events.append(DataChannelOpened(channel.label, channel.stream_id, channel.opened_by_peer))
+            elif isinstance(channel_event, ChannelMessage):
+                self._events.append(DataChannelMessage(channel_event.label, channel_event.data))
+
+    def _send_sctp(self) -> None:
+        if self.sctp is None or self._dtls is None:
+            return
+        packets = self.sctp.drain_packets()
+        for packet in packets:
+            self._dtls.send(packet)
+        if packets:
+            self._send_dtls()
 
     def _send_dtls(self) -> None:
         assert self._dtls is not None
