@@ -88,6 +88,7 @@ def test_offer_without_candidates_and_with_a_data_channel() -> None:
         "a=setup:actpass",
         "a=mid:1",
         "a=sctp-port:5000",
+        "a=max-message-size:262144",
         "a=end-of-candidates",
         "",
     ]

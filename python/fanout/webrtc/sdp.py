@@ -207,7 +207,7 @@ def _offer_media_lines(media: OfferMedia, transport: TransportDescription) -> li
         f"a=mid:{media.mid}",
     ]
     if media.kind == "application":
-        lines.append("a=sctp-port:5000")
+        lines += ["a=sctp-port:5000", "a=max-message-size:262144"]
     else:
         assert codec is not None
         track_id = media.track_id or f"fanout-{media.mid}"

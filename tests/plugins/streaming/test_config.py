@@ -77,7 +77,7 @@ def test_unsupported_keys_are_reported_by_name() -> None:
         ({"id": None}, "mountpoint 'm': missing 'id'"),
         ({"id": -3}, "mountpoint 'm': 'id' must be a positive integer"),
         ({"id": "one"}, "mountpoint 'm': 'id' must be an integer"),
-        ({"audio": False, "video": False}, "mountpoint 'm': no streams (set audio/video = true or a 'media' list)"),
+        ({"audio": False, "video": False}, "mountpoint 'm': no streams (set audio/video/data = true or a 'media' list)"),
         ({"videoport": None}, "mountpoint 'm': missing 'videoport'"),
         ({"videoport": 70000}, "mountpoint 'm': 'videoport' must be a port number (0 picks a free one)"),
         ({"videopt": 200}, "mountpoint 'm': 'videopt' must be an RTP payload type (0-127)"),
@@ -95,8 +95,8 @@ def test_bad_definitions_are_refused_with_the_key(overrides: dict[str, Any], mes
 
 
 def test_media_entries_need_a_type_and_a_unique_mid() -> None:
-    with pytest.raises(MountpointConfigError, match=r"media\[0\]: type must be 'audio' or 'video', not 'data'"):
-        parse_mountpoint("m", {"type": "rtp", "id": 1, "media": [{"type": "data", "mid": "d", "port": 1}]})
+    with pytest.raises(MountpointConfigError, match=r"media\[0\]: type must be 'audio', 'video' or 'data', not 'dada'"):
+        parse_mountpoint("m", {"type": "rtp", "id": 1, "media": [{"type": "dada", "mid": "d", "port": 1}]})
     with pytest.raises(MountpointConfigError, match="duplicate mid 'v'"):
         stream = {"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "vp8"}
         parse_mountpoint("m", {"type": "rtp", "id": 1, "media": [stream, dict(stream)]})

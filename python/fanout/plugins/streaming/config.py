@@ -1,7 +1,10 @@
 """Mountpoint definitions from janus.plugin.streaming.jcfg (or a ``create`` request).
 
 Accepts Janus's two forms: the multistream ``media`` list and the legacy flat
-keys (``audioport``, ``videopt``, ...). Keys fanout does not support are
+keys (``audioport``, ``videopt``, ...). A data stream is ``data = true`` with
+``dataport``, ``dataiface``, ``datatype`` (text|binary) and ``databuffermsg``,
+or a ``media`` entry of type "data" with ``port``, ``iface``, ``datatype`` and
+``buffermsg``; a mountpoint has at most one. Keys fanout does not support are
 returned by name so the caller can report them; bad values raise
 :class:`MountpointConfigError` naming the mountpoint and the key.
 """
@@ -51,6 +54,24 @@ class StreamConfig:
         return self.codec.rtpmap
 
 
+@dataclass(frozen=True)
+class DataStreamConfig:
+    """A mountpoint's data stream: UDP datagrams on ``port``, each relayed to every viewer as
+    one data channel message (the m=application line of its offer)."""
+
+    mindex: int
+    mid: str
+    label: str
+    host: str  # address to bind
+    port: int  # 0 = any free port
+    binary: bool  # datatype "binary" (else "text")
+    buffer_message: bool  # keep the latest message and send it at once to each new viewer
+
+    @property
+    def datatype(self) -> str:
+        return "binary" if self.binary else "text"
+
+
 MountpointId = int | str  # a string when the plugin runs with string_ids
 
 
@@ -63,13 +84,14 @@ class MountpointConfig:
     is_private: bool
     secret: str | None
     pin: str | None
-    streams: tuple[StreamConfig, ...]
+    streams: tuple[StreamConfig, ...]  # the RTP streams (audio, video), which the engine receives
     testsource: bool = False  # fanout: fed by the built-in test source
     collision_ms: int = 0  # how long an SSRC must be silent before another takes its streams; 0: at once
     srtp: SourceSrtp | None = None  # the sources send SRTP with these keys
     # Janus's playoutdelay_ext: video m-lines offer the playout-delay RTP header extension,
     # so that viewers can ask for a playout delay (configure min_delay/max_delay).
     playoutdelay_ext: bool = False
+    data: DataStreamConfig | None = None  # the data stream, which the control plane receives
 
 
 SRTP_SUITES: dict[int, SourceSrtpProfile] = {32: "AES_CM_128_HMAC_SHA1_32", 80: "AES_CM_128_HMAC_SHA1_80"}
@@ -110,8 +132,10 @@ LEGACY_STREAM_KEYS = {
     kind: {kind, *(f"{kind}{key}" for key in STREAM_KEYS if key != "h264sps")} | ({"h264sps"} if kind == "video" else set())
     for kind in ("audio", "video")
 }
+LEGACY_DATA_KEYS = {"data", "dataport", "dataiface", "datatype", "databuffermsg"}
 MEDIA_KEYS = {"type", "mid", "label", "msid", *STREAM_KEYS}
-DEFAULT_MIDS = {"audio": "a", "video": "v"}
+DATA_MEDIA_KEYS = {"type", "mid", "label", "port", "iface", "datatype", "buffermsg"}
+DEFAULT_MIDS = {"audio": "a", "video": "v", "data": "d"}
 
 
 def parse_mountpoint(
@@ -138,24 +162,34 @@ def parse_mountpoint(
         raise MountpointConfigError(f"{where}: missing 'id'")
     unsupported: list[str] = []
     media = group.get("media")
+    data: DataStreamConfig | None = None
     if media is not None:
         if not isinstance(media, (list, tuple)) or not media:
             raise MountpointConfigError(f"{where}: 'media' must be a non-empty list of streams")
-        streams = [_parse_media_entry(where, index, entry, unsupported) for index, entry in enumerate(media)]
-        legacy_keys = set().union(*LEGACY_STREAM_KEYS.values())
+        streams = []
+        for index, entry in enumerate(media):
+            if isinstance(entry, Mapping) and entry.get("type") == "data":
+                if data is not None:
+                    raise MountpointConfigError(f"{where}: media[{index}]: a mountpoint has at most one data stream")
+                data = _parse_data_entry(where, index, entry, unsupported)
+            else:
+                streams.append(_parse_media_entry(where, index, entry, unsupported))
+        legacy_keys = set().union(*LEGACY_STREAM_KEYS.values(), LEGACY_DATA_KEYS)
         unsupported.extend(key for key in group if key in legacy_keys)
     else:
         streams = []
         for stream_kind in ("audio", "video"):
             if reader.boolean(stream_kind, default=False):
                 streams.append(_parse_legacy_stream(where, len(streams), stream_kind, reader))
-        if not streams:
-            raise MountpointConfigError(f"{where}: no streams (set audio/video = true or a 'media' list)")
-    mids = [stream.mid for stream in streams]
+        if reader.boolean("data", default=False):
+            data = _parse_legacy_data(len(streams), reader)
+        if not streams and data is None:
+            raise MountpointConfigError(f"{where}: no streams (set audio/video/data = true or a 'media' list)")
+    mids = [stream.mid for stream in streams] + ([data.mid] if data is not None else [])
     duplicates = sorted({mid for mid in mids if mids.count(mid) > 1})
     if duplicates:
         raise MountpointConfigError(f"{where}: duplicate mid {duplicates[0]!r}")
-    known = MOUNTPOINT_KEYS | set().union(*LEGACY_STREAM_KEYS.values())
+    known = MOUNTPOINT_KEYS | set().union(*LEGACY_STREAM_KEYS.values(), LEGACY_DATA_KEYS)
     unsupported.extend(key for key in group if key not in known)
     config = MountpointConfig(
         id=mountpoint_id,
@@ -170,6 +204,7 @@ def parse_mountpoint(
         collision_ms=_collision_ms(reader),
         srtp=_source_srtp(reader),
         playoutdelay_ext=reader.boolean("playoutdelay_ext", default=False),
+        data=data,
     )
     return config, [f"{name}.{key}" for key in unsupported]
 
@@ -201,6 +236,53 @@ def _source_srtp(reader: _Reader) -> SourceSrtp | None:
     return SourceSrtp(suite, crypto)
 
 
+def _parse_data_entry(where: str, index: int, entry: Mapping[str, Any], unsupported: list[str]) -> DataStreamConfig:
+    reader = _Reader(f"{where}: media[{index}]", entry)
+    mid = reader.string("mid")
+    if not mid:
+        raise MountpointConfigError(f"{where}: media[{index}]: missing 'mid'")
+    unsupported.extend(f"media[{index}].{key}" for key in entry if key not in DATA_MEDIA_KEYS)
+    return _data_stream(
+        reader,
+        mindex=index,
+        mid=mid,
+        label=reader.string("label") or "data",
+        keys={"port": "port", "iface": "iface", "datatype": "datatype", "buffermsg": "buffermsg"},
+    )
+
+
+def _parse_legacy_data(mindex: int, reader: _Reader) -> DataStreamConfig:
+    return _data_stream(
+        reader,
+        mindex=mindex,
+        mid=DEFAULT_MIDS["data"],
+        label="data",
+        keys={"port": "dataport", "iface": "dataiface", "datatype": "datatype", "buffermsg": "databuffermsg"},
+    )
+
+
+def _data_stream(reader: _Reader, *, mindex: int, mid: str, label: str, keys: dict[str, str]) -> DataStreamConfig:
+    where = reader.where
+    port = reader.integer(keys["port"])
+    if port is None:
+        raise MountpointConfigError(f"{where}: missing '{keys['port']}'")
+    if not 0 <= port <= 65535:
+        raise MountpointConfigError(f"{where}: '{keys['port']}' must be a port number (0 picks a free one)")
+    datatype = reader.string(keys["datatype"]) or "text"
+    if datatype not in ("text", "binary"):
+        raise MountpointConfigError(f"{where}: '{keys['datatype']}' must be 'text' or 'binary', not '{datatype}'")
+    interface = _interface_address(where, keys["iface"], reader.string(keys["iface"]))
+    return DataStreamConfig(
+        mindex=mindex,
+        mid=mid,
+        label=label,
+        host=interface or "0.0.0.0",
+        port=port,
+        binary=datatype == "binary",
+        buffer_message=reader.boolean(keys["buffermsg"], default=False),
+    )
+
+
 def _parse_media_entry(where: str, index: int, entry: Any, unsupported: list[str]) -> StreamConfig:
     if not isinstance(entry, Mapping):
         raise MountpointConfigError(f"{where}: media[{index}] must be a group of settings")
@@ -208,7 +290,7 @@ def _parse_media_entry(where: str, index: int, entry: Any, unsupported: list[str
     kind = reader.string("type")
     if kind not in ("audio", "video"):
         raise MountpointConfigError(
-            f"{where}: media[{index}]: type must be 'audio' or 'video'" + (f", not '{kind}'" if kind else "")
+            f"{where}: media[{index}]: type must be 'audio', 'video' or 'data'" + (f", not '{kind}'" if kind else "")
         )
     mid = reader.string("mid")
     if not mid:

@@ -93,8 +93,8 @@ def mountpoint_from_create(
     media = body.get("media")
     if media is not None and not isinstance(media, list):
         raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (media should be an array)")
-    if media is None and not (body.get("audio") or body.get("video")):
-        raise StreamingError(Errors.CANT_CREATE, "Can't add 'rtp' stream, no audio or video have to be streamed...")
+    if media is None and not (body.get("audio") or body.get("video") or body.get("data")):
+        raise StreamingError(Errors.CANT_CREATE, "Can't add 'rtp' stream, no audio, video or data have to be streamed...")
     definition = {key: value for key, value in body.items() if key not in CREATE_ONLY_KEYS} | {"id": mountpoint_id}
     name = body.get("name") or f"mp-{mountpoint_id}"
     try:
@@ -104,7 +104,9 @@ def mountpoint_from_create(
     return config
 
 
-def created_reply(config: MountpointConfig, ports: list[int], *, permanent: bool, legacy: bool) -> dict[str, Any]:
+def created_reply(
+    config: MountpointConfig, ports: list[int], *, permanent: bool, legacy: bool, data_port: int | None = None
+) -> dict[str, Any]:
     """The ``created`` reply; a mountpoint made with the legacy flat keys is described with them."""
     stream: dict[str, Any] = {
         "id": config.id,
@@ -115,13 +117,18 @@ def created_reply(config: MountpointConfig, ports: list[int], *, permanent: bool
     if legacy:
         for stream_config, port in zip(config.streams, ports, strict=True):
             stream[f"{stream_config.kind}_port"] = port
+        if config.data is not None:
+            stream["data_port"] = data_port
     else:
-        stream["ports"] = [
-            {"type": stream_config.kind, "mid": stream_config.mid}
-            | ({"msid": stream_config.msid} if stream_config.msid else {})
-            | {"port": port}
+        entries = [
+            (stream_config.mindex, {"type": stream_config.kind, "mid": stream_config.mid}
+             | ({"msid": stream_config.msid} if stream_config.msid else {})
+             | {"port": port})
             for stream_config, port in zip(config.streams, ports, strict=True)
         ]
+        if config.data is not None:
+            entries.append((config.data.mindex, {"type": "data", "mid": config.data.mid, "port": data_port}))
+        stream["ports"] = [entry for _, entry in sorted(entries, key=lambda pair: pair[0])]
     reply: dict[str, Any] = {"streaming": "created", "created": config.name, "permanent": permanent, "stream": stream}
     if legacy:
         reply["warning"] = "deprecated_api"

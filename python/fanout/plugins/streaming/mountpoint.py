@@ -1,11 +1,13 @@
-"""A live mountpoint: its definition, the ports the engine bound, its viewers."""
+"""A live mountpoint: its definition, the ports the engine bound, its data port, its viewers."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fanout.plugins.streaming.config import MountpointConfig, MountpointId, StreamConfig, h264_parameter_sets
+from fanout.plugins.streaming.data_source import DataSource
 
 if TYPE_CHECKING:
     from fanout._engine import Engine, SourceStream
@@ -21,15 +23,39 @@ class Mountpoint:
         self.created_at = created_at
         self.enabled = True
         self.viewers: set[int] = set()  # handle ids
+        self.data_source: DataSource | None = None
+        self.latest_data_message: bytes | None = None  # kept for new viewers when the data stream buffers
 
     @classmethod
-    def open(cls, engine: Engine, config: MountpointConfig, engine_id: int) -> Mountpoint:
-        """Bind the mountpoint's source ports in the engine (OSError if one is taken)."""
+    def open(
+        cls, engine: Engine, config: MountpointConfig, engine_id: int, on_data: Callable[[bytes], None]
+    ) -> Mountpoint:
+        """Bind the mountpoint's source ports in the engine, and its data port here (OSError if
+        one is taken; nothing stays bound then). ``on_data`` gets each data port datagram."""
         ports = engine.add_mountpoint(engine_id, [source_stream(stream, config) for stream in config.streams])
-        return cls(config, engine_id, ports, time.monotonic())
+        mountpoint = cls(config, engine_id, ports, time.monotonic())
+        if config.data is not None:
+            try:
+                mountpoint.data_source = DataSource(config.data, on_data)
+            except OSError:
+                engine.remove_mountpoint(engine_id)
+                raise
+        return mountpoint
 
     def close(self, engine: Engine) -> None:
         engine.remove_mountpoint(self.engine_id)
+        if self.data_source is not None:
+            self.data_source.close()
+
+    @property
+    def data_port(self) -> int | None:
+        return self.data_source.port if self.data_source is not None else None
+
+    def data_age_ms(self) -> int:
+        """Milliseconds since the data port's last message (since creation if none came yet)."""
+        source = self.data_source
+        last = source.last_message_at if source is not None and source.last_message_at is not None else self.created_at
+        return int((time.monotonic() - last) * 1000)
 
     @property
     def id(self) -> MountpointId:
@@ -53,11 +79,15 @@ class Mountpoint:
         if self.config.metadata is not None:
             entry["metadata"] = self.config.metadata
         entry["enabled"] = self.enabled
-        entry["media"] = [
-            {"mid": stream.mid, "type": stream.kind, "label": stream.label, "age_ms": age}
-            | ({"msid": stream.msid} if stream.msid else {})
+        media = [
+            (stream.mindex, {"mid": stream.mid, "type": stream.kind, "label": stream.label, "age_ms": age}
+             | ({"msid": stream.msid} if stream.msid else {}))
             for stream, age in zip(self.config.streams, self.ages_ms(engine), strict=True)
         ]
+        data = self.config.data
+        if data is not None:
+            media.append((data.mindex, {"mid": data.mid, "type": "data", "label": data.label, "age_ms": self.data_age_ms()}))
+        entry["media"] = [item for _, item in sorted(media, key=lambda pair: pair[0])]
         return entry
 
     def info(self, engine: Engine, *, with_secret: bool) -> dict[str, Any]:
@@ -96,7 +126,14 @@ class Mountpoint:
                 entry["port"] = port
             entry["age_ms"] = age
             media.append(entry)
-        info["media"] = media
+        data = self.config.data
+        if data is not None:
+            data_entry: dict[str, Any] = {"mindex": data.mindex, "type": "data", "mid": data.mid, "label": data.label}
+            if with_secret:
+                data_entry["port"] = self.data_port
+            data_entry["age_ms"] = self.data_age_ms()
+            media.append(data_entry)
+        info["media"] = sorted(media, key=lambda entry: entry["mindex"])
         return info
 
 

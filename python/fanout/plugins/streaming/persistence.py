@@ -62,6 +62,15 @@ def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
         if stream.h264sps is not None:
             entry["h264sps"] = stream.h264sps
         media.append(entry)
+    data = config.data
+    if data is not None:
+        data_entry: dict[str, Any] = {"type": "data", "mid": data.mid, "label": data.label, "port": data.port}
+        if data.host not in ("0.0.0.0", ""):
+            data_entry["iface"] = data.host
+        data_entry["datatype"] = data.datatype
+        if data.buffer_message:
+            data_entry["buffermsg"] = True
+        media.insert(min(data.mindex, len(media)), data_entry)
     settings["media"] = media
     return settings
 

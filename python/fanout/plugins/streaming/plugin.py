@@ -4,7 +4,9 @@ Speaks the request/response/event API of Janus's Streaming plugin
 (``janus.plugin.streaming``) so janus.js and other Janus clients work
 unchanged. The plugin decides; the engine moves the media: on ``setup_media``
 a viewer is handed to the engine with its keys, and from then on no packet
-of it passes through Python.
+of it passes through Python. Data streams are the exception: their few
+datagrams are read here and sent to each viewer over its data channel
+(``PluginHandle.send_data``).
 """
 
 from __future__ import annotations
@@ -121,14 +123,14 @@ class StreamingPlugin(Plugin):
         """Open a mountpoint: its source ports are bound when this returns (OSError if not)."""
         if config.id in self.mountpoints:
             raise ValueError(f"mountpoint {config.id} already exists")
-        mountpoint = Mountpoint.open(self.engine, config, next(self._engine_ids))
-        self.mountpoints[config.id] = mountpoint
-        logger.info(
-            "mountpoint %s (%s) listening on %s",
-            config.id,
-            config.name,
-            ", ".join(f"{s.kind} {s.codec.name} port {p}" for s, p in zip(config.streams, mountpoint.ports)),
+        mountpoint = Mountpoint.open(
+            self.engine, config, next(self._engine_ids), lambda data: self._relay_data(config.id, data)
         )
+        self.mountpoints[config.id] = mountpoint
+        inputs = [f"{s.kind} {s.codec.name} port {p}" for s, p in zip(config.streams, mountpoint.ports)]
+        if config.data is not None:
+            inputs.append(f"data ({config.data.datatype}) port {mountpoint.data_port}")
+        logger.info("mountpoint %s (%s) listening on %s", config.id, config.name, ", ".join(inputs))
         return mountpoint
 
     def remove_mountpoint(self, mountpoint_id: MountpointId) -> None:
@@ -212,6 +214,48 @@ class StreamingPlugin(Plugin):
             elif isinstance(packet, Remb):
                 viewer.take_bitrate_estimate(packet.ssrcs, packet.bitrate, time.monotonic())
 
+    def data_ready(self, handle: PluginHandle) -> None:
+        """The viewer's data channel can carry messages: a buffering data stream sends it the
+        latest message at once."""
+        viewer = self.viewers.get(handle.id)
+        if viewer is None or viewer.mountpoint is None or not self._gets_data(viewer, viewer.mountpoint):
+            return
+        data = viewer.mountpoint.config.data
+        latest = viewer.mountpoint.latest_data_message
+        if data is not None and data.buffer_message and latest is not None:
+            self._send_data(viewer, latest, binary=data.binary)
+
+    def _relay_data(self, mountpoint_id: MountpointId, data: bytes) -> None:
+        """One datagram from a mountpoint's data port: a message to each of its viewers."""
+        mountpoint = self.mountpoints.get(mountpoint_id)
+        stream = mountpoint.config.data if mountpoint is not None else None
+        if mountpoint is None or stream is None:
+            return
+        if stream.buffer_message:
+            mountpoint.latest_data_message = data
+        for handle_id in list(mountpoint.viewers):
+            viewer = self.viewers.get(handle_id)
+            if viewer is not None and self._gets_data(viewer, mountpoint):
+                self._send_data(viewer, data, binary=stream.binary)
+
+    @staticmethod
+    def _gets_data(viewer: Viewer, mountpoint: Mountpoint) -> bool:
+        return (
+            viewer.data is not None
+            and viewer.data_accepted
+            and mountpoint.config.data is not None
+            and viewer.in_engine
+            and viewer.state is ViewerState.STARTED
+            and mountpoint.enabled
+        )
+
+    @staticmethod
+    def _send_data(viewer: Viewer, data: bytes, *, binary: bool) -> None:
+        if viewer.handle.send_data(data, binary=binary):
+            viewer.data_sent += 1
+        else:
+            viewer.data_dropped += 1
+
     def hangup_media(self, handle: PluginHandle) -> None:
         viewer = self.viewers.get(handle.id)
         if viewer is None:
@@ -240,6 +284,8 @@ class StreamingPlugin(Plugin):
             info["engine"] = dict(self.engine.viewer_stats(handle.id))
         info["rtcp_received"] = dict(viewer.rtcp_counts)
         info["reception"] = {mid: reception.as_dict() for mid, reception in viewer.reception.items()}
+        if viewer.data is not None:
+            info["data"] = {"mid": viewer.data.mid, "messages_sent": viewer.data_sent, "messages_dropped": viewer.data_dropped}
         return info
 
     # --- synchronous requests ----------------------------------------------
@@ -273,7 +319,9 @@ class StreamingPlugin(Plugin):
             except persistence.PersistenceError as error:
                 self.remove_mountpoint(config.id)
                 raise StreamingError(Errors.CANT_CREATE, f"Can't save the stream: {error}") from None
-        return management.created_reply(config, mountpoint.ports, permanent=permanent, legacy="media" not in body)
+        return management.created_reply(
+            config, mountpoint.ports, permanent=permanent, legacy="media" not in body, data_port=mountpoint.data_port
+        )
 
     def _edit(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
         mountpoint = self._mountpoint_from(body, missing_reason="No such mountpoint ({id})")
@@ -359,11 +407,12 @@ class StreamingPlugin(Plugin):
         if mids is not None and (not isinstance(mids, list) or not all(isinstance(m, str) for m in mids)):
             raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (media should be an array)")
         if mids:
-            unknown = [mid for mid in mids if mountpoint.stream(mid) is None]
+            data_mid = mountpoint.config.data.mid if mountpoint.config.data is not None else None
+            unknown = [mid for mid in mids if mountpoint.stream(mid) is None and mid != data_mid]
             if len(unknown) == len(mids):
                 raise StreamingError(Errors.INVALID_ELEMENT, "No valid mid in the media list")
         viewer.watch(mountpoint, mids)
-        offer = LocalOffer(media=[track.offer_media() for track in viewer.tracks])
+        offer = LocalOffer(media=viewer.offer_media())
         viewer.handle.push_event(transaction, status_event("preparing"), offer)
 
     def _answer_offer(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep) -> None:
@@ -383,7 +432,7 @@ class StreamingPlugin(Plugin):
 
     def _restart_ice(self, viewer: Viewer, transaction: str) -> None:
         """``watch`` with ``restart``: a new offer with new ICE credentials, same DTLS and media."""
-        offer = LocalOffer(media=[track.offer_media() for track in viewer.tracks], ice_restart=True)
+        offer = LocalOffer(media=viewer.offer_media(), ice_restart=True)
         viewer.handle.push_event(transaction, status_event("updating"), offer)
 
     def _watchable_mountpoint(self, viewer: Viewer, body: dict[str, Any], *, switching: bool = False) -> Mountpoint:
@@ -413,7 +462,8 @@ class StreamingPlugin(Plugin):
                     # Sent only if the answer kept it, with the answer's id.
                     extension_id = accepted[track.mid].header_extension_id(PLAYOUT_DELAY_URI)
                     track.playout_delay_extension_id = extension_id if extension_id in ONE_BYTE_EXTENSION_IDS else None
-            if not any(track.send for track in viewer.tracks):
+            viewer.data_accepted = viewer.data is not None and viewer.data.mid in accepted
+            if not any(track.send for track in viewer.tracks) and not viewer.data_accepted:
                 raise StreamingError(Errors.INVALID_SDP, "The answer rejected every stream")
             if viewer.state is ViewerState.OFFERED:
                 viewer.state = ViewerState.STARTING
@@ -469,7 +519,7 @@ class StreamingPlugin(Plugin):
             )
         viewer.mountpoint.viewers.discard(viewer.handle.id)
         viewer.mountpoint = target
-        viewer.tracks = tracks
+        viewer.tracks = tracks  # a data m-line stays, and carries the new mountpoint's data, if it has any
         target.viewers.add(viewer.handle.id)
         logger.info("viewer %d switched to mountpoint %s", viewer.handle.id, target.id)
         viewer.handle.push_event(transaction, {"streaming": "event", "result": {"switched": "ok", "id": target.id}})

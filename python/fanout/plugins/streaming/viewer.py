@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from fanout.core.plugin import PluginHandle
 from fanout.plugins.streaming.bitrate_feedback import BitrateEstimate
 from fanout.plugins.streaming.codecs import VIDEO_RTCP_FEEDBACK
-from fanout.plugins.streaming.config import StreamConfig
+from fanout.plugins.streaming.config import DataStreamConfig, StreamConfig
 from fanout.plugins.streaming.mountpoint import Mountpoint
 from fanout.plugins.streaming.reception import Reception
 from fanout.webrtc.rtcp import ReceptionReport
@@ -133,6 +133,10 @@ class Viewer:
     rtcp_counts: dict[str, int] = field(default_factory=dict)
     reception: dict[str, Reception] = field(default_factory=dict)  # by mid
     bitrate_estimates: dict[str, BitrateEstimate] = field(default_factory=dict)  # by mid: the latest REMB
+    data: DataStreamConfig | None = None  # the mountpoint's data stream, when offered to this viewer
+    data_accepted: bool = False  # the client's answer accepted the data m-line
+    data_sent: int = 0
+    data_dropped: int = 0  # no data channel yet, or the viewer read too slowly
 
     def take_bitrate_estimate(self, ssrcs: list[int], bitrate: int, now: float) -> None:
         """A REMB about some of this viewer's tracks."""
@@ -146,6 +150,13 @@ class Viewer:
             return None
         track = next((track for track in self.tracks if track.stream.mindex == mindex), None)
         return None if track is None else self.bitrate_estimates.get(track.mid)
+
+    def offer_media(self) -> list[OfferMedia]:
+        """The m-lines of this viewer's offer, in the mountpoint's order (data as m=application)."""
+        media = [(track.stream.mindex, track.offer_media()) for track in self.tracks]
+        if self.data is not None:
+            media.append((self.data.mindex, OfferMedia(mid=self.data.mid, kind="application", codec=None, ssrc=0)))
+        return [item for _, item in sorted(media, key=lambda pair: pair[0])]
 
     def take_report(self, report: ReceptionReport) -> None:
         """A receiver report block about one of the tracks this viewer gets."""
@@ -164,6 +175,9 @@ class Viewer:
             for stream in streams
             if not mids or stream.mid in mids
         ]
+        data = mountpoint.config.data
+        self.data = data if data is not None and (not mids or data.mid in mids) else None
+        self.data_accepted = False
         self.state = ViewerState.OFFERED
         mountpoint.viewers.add(self.handle.id)
 
@@ -181,4 +195,6 @@ class Viewer:
         self.tracks = []
         self.reception = {}
         self.bitrate_estimates = {}
+        self.data = None
+        self.data_accepted = False
         self.state = ViewerState.IDLE
