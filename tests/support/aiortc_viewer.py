@@ -7,7 +7,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from tests.support.janus_client import JanusHttpClient
@@ -32,6 +32,9 @@ class AiortcViewer:
         self.events: list[dict[str, Any]] = []
         self._consumers: list[asyncio.Task[None]] = []
         self.pc.on("track", self._on_track)
+        self.data_channels: list[RTCDataChannel] = []
+        self.data_messages: list[str | bytes] = []  # in arrival order, from every channel
+        self.pc.on("datachannel", self._on_datachannel)
 
     async def watch(self, mountpoint_id: int) -> dict[str, Any]:
         """watch -> offer -> answer -> start; returns the ``started`` event."""
@@ -84,6 +87,18 @@ class AiortcViewer:
 
         await asyncio.wait_for(enough(), timeout)
         return self.media
+
+    async def wait_for_data(self, count: int, timeout: float = 20.0) -> list[str | bytes]:
+        async def enough() -> None:
+            while len(self.data_messages) < count:
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(enough(), timeout)
+        return self.data_messages
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        self.data_channels.append(channel)
+        channel.on("message", self.data_messages.append)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         self._consumers.append(asyncio.get_running_loop().create_task(self._consume(track)))
