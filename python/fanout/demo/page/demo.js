@@ -5,7 +5,9 @@
 // transport=http) talks to another Janus HTTP API, e.g. janus=http://127.0.0.1:8088/janus.
 // window.fanoutDemo exposes the state to people and to tests: state ("connecting",
 // "ready", "watching", "playing", "stopped", "error"), firstFrameMs (from the watch
-// request to the first decoded frame), stats() (figures from getStats) and hangup().
+// request to the first decoded frame), stats() (figures from getStats), hangup(), and the
+// data channel: dataChannels (labels of open channels) and dataMessages (what janus.js's
+// ondata delivered, in order; binary messages as "hex:<bytes in hex>").
 "use strict";
 
 const params = new URLSearchParams(location.search);
@@ -18,6 +20,7 @@ const elements = {
   status: document.getElementById("status"),
   video: document.getElementById("video"),
   figures: document.getElementById("figures"),
+  data: document.getElementById("data"),
 };
 
 const demo = {
@@ -27,6 +30,8 @@ const demo = {
   firstFrameMs: null,
   timings: {},  // ms from the watch request: offer, answered, ice, webrtcup, track, frame
   offeredIceUfrags: [],
+  dataChannels: [],
+  dataMessages: [],
   stats: readStats,
   selectedPair: readSelectedPair,
   hangup: hangup,
@@ -89,6 +94,8 @@ function attachStreaming() {
     onremotetrack: onRemoteTrack,
     iceState: (state) => (state === "connected" || state === "completed") && mark("ice"),
     webrtcState: (up) => up && mark("webrtcup"),
+    ondataopen: (label) => demo.dataChannels.push(label),
+    ondata: onData,
     oncleanup: () => {
       remoteStream = null;
       elements.video.srcObject = null;
@@ -149,8 +156,11 @@ function onMessage(message, jsep) {
     mark("offer");
     const ufrag = /a=ice-ufrag:(\S+)/.exec(jsep.sdp);
     if (ufrag) demo.offeredIceUfrags.push(ufrag[1]);
+    // As Janus's own streaming demo: ask for a data channel when the offer has one.
+    const tracks = jsep.sdp.includes("m=application") ? { tracks: [{ type: "data" }] } : {};
     streaming.createAnswer({
       jsep: jsep,
+      ...tracks,
       success: (answer) => {
         mark("answered");
         streaming.send({ message: { request: "start" }, jsep: answer });
@@ -158,6 +168,14 @@ function onMessage(message, jsep) {
       error: fail,
     });
   }
+}
+
+function onData(data) {
+  const message = typeof data === "string"
+    ? data
+    : "hex:" + Array.from(new Uint8Array(data), (byte) => byte.toString(16).padStart(2, "0")).join("");
+  demo.dataMessages.push(message);
+  if (elements.data) elements.data.textContent = message;
 }
 
 function onRemoteTrack(track, mid, added) {
