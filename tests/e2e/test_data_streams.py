@@ -163,3 +163,36 @@ async def test_a_viewer_that_vanishes_does_not_disturb_the_others(
         with contextlib.suppress(Exception):
             await leaving.close()
         await staying.close()
+
+
+async def test_create_over_the_api_in_both_forms(janus: JanusHttpClient) -> None:
+    legacy_port, media_port = free_ports(2)
+    handle = await janus.attach()
+    legacy = await janus.message(
+        handle,
+        {"request": "create", "type": "rtp", "id": 30, "data": True, "dataport": legacy_port, "datatype": "binary"},
+    )
+    assert legacy["plugindata"]["data"]["stream"]["data_port"] == legacy_port, legacy
+    created = await janus.message(
+        handle,
+        {
+            "request": "create",
+            "type": "rtp",
+            "id": 31,
+            "media": [{"type": "data", "mid": "d", "port": media_port, "datatype": "text", "buffermsg": True}],
+        },
+    )
+    assert created["plugindata"]["data"]["stream"]["ports"] == [{"type": "data", "mid": "d", "port": media_port}]
+    refused = await janus.message(
+        handle, {"request": "create", "type": "rtp", "id": 32, "data": True, "dataport": 0, "datatype": "xml"}
+    )
+    assert refused["plugindata"]["data"]["error"] == "Can't add 'rtp' stream: 'datatype' must be 'text' or 'binary', not 'xml'"
+
+    viewer = AiortcViewer(janus)
+    try:
+        await viewer.watch(30)
+        await wait_for_data_channel(viewer)
+        send_datagrams(legacy_port, [b"\x01\x02", b"\x03"])
+        assert await viewer.wait_for_data(2) == [b"\x01\x02", b"\x03"]
+    finally:
+        await viewer.close()

@@ -1,8 +1,13 @@
+import dataclasses
+
 import pytest
 
-from fanout.webrtc.dtls import DtlsCertificate, DtlsClosedEvent, DtlsTransport
+from fanout.webrtc.datachannel import ChannelMessage, ChannelOpened, DataChannels
+from fanout.webrtc.dtls import DtlsCertificate, DtlsClosedEvent, DtlsDataEvent, DtlsTransport
 from fanout.webrtc.peer import (
+    DATA_SEND_BUFFER_LIMIT,
     AddressChanged,
+    DataChannelsReady,
     DtlsConnected,
     IceConnected,
     PeerClosed,
@@ -10,7 +15,8 @@ from fanout.webrtc.peer import (
     WebRtcPeer,
 )
 from fanout.webrtc.rtcp import PictureLossIndication
-from fanout.webrtc.sdp import Candidate, RemoteDescription
+from fanout.webrtc.sctp import MessageReceived, SctpAssociation
+from fanout.webrtc.sdp import Candidate, RemoteDescription, RemoteMedia
 from fanout.webrtc.stun import (
     BINDING_REQUEST,
     BINDING_SUCCESS,
@@ -302,3 +308,75 @@ def test_remote_description_rules() -> None:
     peer.add_remote_candidate(CANDIDATE)
     peer.add_remote_candidate(None)
     assert peer.remote_candidates == [CANDIDATE] and peer.remote_end_of_candidates
+
+
+# --- data channels ---------------------------------------------------------------------------
+
+
+def data_channel_peer() -> tuple[WebRtcPeer, Browser, SctpAssociation, DataChannels]:
+    """A connected peer whose remote description has an m=application, and a browser whose
+    SCTP association (ours, active) runs over its DTLS."""
+    peer = WebRtcPeer(SERVER_CERTIFICATE, now=0.0)
+    peer.receive(check(peer), BROWSER, now=1.0)
+    peer.set_remote_description(
+        dataclasses.replace(description(), media=[RemoteMedia("d", "application", 9, "sendrecv", [])])
+    )
+    browser = Browser(peer)
+    browser.dtls.start(1.0)
+    browser.exchange(1.0)
+    association = SctpAssociation()
+    channels = DataChannels(association, is_dtls_client=True)
+    association.start(1.0)
+    pump_sctp(peer, browser, association, channels)
+    assert association.established
+    assert DataChannelsReady() in peer.drain_events()
+    return peer, browser, association, channels
+
+
+def pump_sctp(
+    peer: WebRtcPeer, browser: Browser, association: SctpAssociation, channels: DataChannels, *, deliver: bool = True
+) -> None:
+    for _ in range(20):
+        for packet in association.drain_packets():
+            browser.dtls.send(packet)
+        browser.exchange(1.0)
+        moved = False
+        for event in browser.dtls.drain_events():
+            if isinstance(event, DtlsDataEvent) and deliver:
+                association.receive(event.data, 1.0)
+                moved = True
+        for sctp_event in association.drain_events():
+            if isinstance(sctp_event, MessageReceived):
+                channels.receive(sctp_event, 1.0)
+        if not moved:
+            return
+
+
+def test_data_channel_messages_reach_the_browser() -> None:
+    peer, browser, association, channels = data_channel_peer()
+    assert peer.send_data(b"caption 1", binary=False)
+    assert peer.send_data(b"\x00\xff", binary=True)
+    pump_sctp(peer, browser, association, channels)
+    [opened, *messages] = channels.drain_events()
+    assert isinstance(opened, ChannelOpened) and opened.channel.label == "JanusDataChannel"
+    assert messages == [
+        ChannelMessage(1, "JanusDataChannel", "caption 1"),
+        ChannelMessage(1, "JanusDataChannel", b"\x00\xff"),
+    ]
+    assert peer.data_messages_sent == 2
+
+
+def test_data_is_dropped_before_the_association_and_past_the_buffer_limit() -> None:
+    peer, _, _ = connected_peer()
+    assert not peer.send_data(b"too early", binary=False)
+    assert peer.data_messages_dropped == 1
+
+    peer, browser, association, channels = data_channel_peer()
+    message = bytes(10_000)
+    sent = 0
+    while peer.send_data(message, binary=True):  # the browser never acknowledges: a stalled viewer
+        sent += 1
+        assert sent < 1000
+    assert sent * len(message) <= DATA_SEND_BUFFER_LIMIT
+    assert peer.data_buffered_amount <= DATA_SEND_BUFFER_LIMIT
+    assert peer.data_messages_dropped == 1

@@ -24,6 +24,7 @@ from fanout.webrtc.sctp import (
 )
 from tests.webrtc.sctp_pair import Drop, Pair, established, messages
 
+
 def chunk_types(packet: bytes) -> list[int]:
     return [chunk.type for chunk in Packet.parse(packet).chunks]
 

@@ -196,3 +196,70 @@ def test_playoutdelay_ext_is_a_mountpoint_key_in_both_forms() -> None:
     assert config.playoutdelay_ext
     with pytest.raises(MountpointConfigError, match="'playoutdelay_ext' must be true or false"):
         parse_mountpoint("m", legacy(playoutdelay_ext=3))
+
+
+def test_legacy_data_keys_add_a_data_stream_after_audio_and_video() -> None:
+    config, unsupported = parse_mountpoint(
+        "data-example", legacy(data=True, dataport=5008, datatype="binary", databuffermsg=True, dataiface="127.0.0.1")
+    )
+    assert unsupported == []
+    assert config.data is not None
+    assert (config.data.mindex, config.data.mid, config.data.port, config.data.host) == (2, "d", 5008, "127.0.0.1")
+    assert (config.data.datatype, config.data.buffer_message) == ("binary", True)
+
+
+def test_a_data_only_mountpoint_as_in_janus_sample() -> None:
+    group = {"type": "rtp", "id": 15, "audio": False, "video": False, "data": True, "dataport": 5008, "datatype": "text"}
+    config, unsupported = parse_mountpoint("data-example", group)
+    assert unsupported == [] and config.streams == ()
+    assert config.data is not None
+    assert (config.data.mindex, config.data.datatype, config.data.buffer_message) == (0, "text", False)
+
+
+def test_a_data_entry_in_the_media_list_keeps_its_place() -> None:
+    group = {
+        "type": "rtp",
+        "id": 1,
+        "media": [
+            {"type": "data", "mid": "subtitles", "label": "Subtitles", "port": 0, "buffermsg": True},
+            {"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "vp8"},
+        ],
+    }
+    config, unsupported = parse_mountpoint("m", group)
+    assert unsupported == []
+    assert config.data is not None
+    assert (config.data.mindex, config.data.mid, config.data.label) == (0, "subtitles", "Subtitles")
+    assert (config.data.datatype, config.data.buffer_message) == ("text", True)
+    assert config.streams[0].mindex == 1
+
+
+@pytest.mark.parametrize(
+    ("group", "message"),
+    [
+        (legacy(data=True), "mountpoint 'm': missing 'dataport'"),
+        (legacy(data=True, dataport=70000), "mountpoint 'm': 'dataport' must be a port number (0 picks a free one)"),
+        (legacy(data=True, dataport=1, datatype="json"), "mountpoint 'm': 'datatype' must be 'text' or 'binary', not 'json'"),
+        (legacy(data=True, dataport=1, databuffermsg="often"), "mountpoint 'm': 'databuffermsg' must be true or false"),
+        (legacy(data="yes please"), "mountpoint 'm': 'data' must be true or false"),
+        (
+            {"type": "rtp", "id": 1, "media": [{"type": "data", "mid": "d", "port": 1, "datatype": 3}]},
+            "mountpoint 'm': media[0]: 'datatype' must be a string",
+        ),
+        (
+            {"type": "rtp", "id": 1, "media": [{"type": "data", "mid": "d", "port": 1, "buffermsg": "no!"}]},
+            "mountpoint 'm': media[0]: 'buffermsg' must be true or false",
+        ),
+        (
+            {"type": "rtp", "id": 1, "media": [{"type": "data", "port": 1}]},
+            "mountpoint 'm': media[0]: missing 'mid'",
+        ),
+        (
+            {"type": "rtp", "id": 1, "media": [{"type": "data", "mid": "d", "port": 1}, {"type": "data", "mid": "e", "port": 2}]},
+            "mountpoint 'm': media[1]: a mountpoint has at most one data stream",
+        ),
+    ],
+)
+def test_bad_data_streams_are_refused_with_the_key(group: dict[str, Any], message: str) -> None:
+    with pytest.raises(MountpointConfigError) as error:
+        parse_mountpoint("m", group)
+    assert str(error.value) == message

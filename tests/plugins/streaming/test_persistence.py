@@ -40,6 +40,23 @@ def test_saved_mountpoints_read_back_the_same(tmp_path: Path) -> None:
     assert mountpoints_from_file(load(path)) == configs[1:]
 
 
+def test_data_streams_are_saved_in_both_forms(tmp_path: Path) -> None:
+    path = tmp_path / "janus.plugin.streaming.jcfg"
+    legacy_group = parse('type = "rtp"\nid = 15\ndata = true\ndataport = 5008\ndatatype = "binary"\ndatabuffermsg = true\n')
+    legacy, _ = parse_mountpoint("data-only", legacy_group)
+    media_group = parse(
+        'type = "rtp"\nid = 16\nmedia = (\n'
+        '{ type = "data", mid = "d", label = "subtitles", port = 0, iface = "127.0.0.1" },\n'
+        '{ type = "video", mid = "v", port = 0, pt = 96, codec = "vp8" }\n)\n'
+    )
+    multistream, _ = parse_mountpoint("subtitled", media_group)
+    save_mountpoint(path, legacy)
+    save_mountpoint(path, multistream)
+    assert mountpoints_from_file(load(path)) == [legacy, multistream]
+    text = path.read_text()
+    assert 'datatype = "binary"' in text and "buffermsg = true" in text
+
+
 def test_saving_replaces_the_mountpoint_of_the_same_id(tmp_path: Path) -> None:
     path = tmp_path / "janus.plugin.streaming.jcfg"
     group = parse('type = "rtp"\nid = 3\naudio = true\naudioport = 0\naudiopt = 111\naudiocodec = "opus"\n')
