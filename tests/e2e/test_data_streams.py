@@ -147,6 +147,7 @@ async def test_a_viewer_that_vanishes_does_not_disturb_the_others(
         await staying.wait_for_data(1)
         # Vanish without a word: its sockets close, no DTLS close_notify, no SCTP ABORT. The server
         # keeps sending to it (retransmitting, its buffer filling) until ICE consent expires.
+        assert leaving.pc.sctp is not None
         connection = leaving.pc.sctp.transport.transport._connection
         for protocol in connection._protocols:
             protocol.transport.close()

@@ -900,15 +900,15 @@ class SctpAssociation:
                 continue
             for offset in range(start, end + 1):
                 tsn = (cumulative + offset) % TSN_MODULUS
-                sent = self._sent.get(tsn)
-                if sent is None:
+                gap_acked = self._sent.get(tsn)
+                if gap_acked is None:
                     continue
-                if not sent.gap_acked:
-                    sent.gap_acked = True
-                    sent.needs_retransmit = False
-                    newly_acked += sent.size
-                    if not sent.retransmitted:
-                        rtt_sample = now - sent.sent_at
+                if not gap_acked.gap_acked:
+                    gap_acked.gap_acked = True
+                    gap_acked.needs_retransmit = False
+                    newly_acked += gap_acked.size
+                    if not gap_acked.retransmitted:
+                        rtt_sample = now - gap_acked.sent_at
                 highest_gap_acked = tsn
         if rtt_sample is not None:
             self._update_rto(rtt_sample)

@@ -120,7 +120,7 @@ def created_reply(
         if config.data is not None:
             stream["data_port"] = data_port
     else:
-        entries = [
+        entries: list[tuple[int, dict[str, Any]]] = [
             (stream_config.mindex, {"type": stream_config.kind, "mid": stream_config.mid}
              | ({"msid": stream_config.msid} if stream_config.msid else {})
              | {"port": port})
