@@ -197,3 +197,18 @@ async def test_create_over_the_api_in_both_forms(janus: JanusHttpClient) -> None
         assert await viewer.wait_for_data(2) == [b"\x01\x02", b"\x03"]
     finally:
         await viewer.close()
+
+
+async def test_a_client_that_offers_a_data_channel_gets_the_data(
+    janus: JanusHttpClient, data_server: tuple[ServerAddresses, int, int]
+) -> None:
+    _, text_port, _ = data_server
+    viewer = AiortcViewer(janus)
+    try:
+        await viewer.watch_with_offer(15, kinds=(), data_channel="chat")
+        await wait_for_data_channel(viewer)
+        send_datagrams(text_port, [b"one", b"two"])
+        assert await viewer.wait_for_data(2) == ["one", "two"]
+        assert sorted(channel.label for channel in viewer.data_channels) == ["JanusDataChannel", "chat"]
+    finally:
+        await viewer.close()

@@ -56,10 +56,15 @@ class AiortcViewer:
         assert started["plugindata"]["data"]["result"]["status"] == "started", started
         return started
 
-    async def watch_with_offer(self, mountpoint_id: int, kinds: tuple[str, ...] = ("audio", "video")) -> dict[str, Any]:
-        """The client offers (as WHEP players do): watch + offer -> answer; returns ``started``."""
+    async def watch_with_offer(
+        self, mountpoint_id: int, kinds: tuple[str, ...] = ("audio", "video"), *, data_channel: str | None = None
+    ) -> dict[str, Any]:
+        """The client offers (as WHEP players do): watch + offer -> answer; returns ``started``.
+        With ``data_channel``, the client opens a channel of that label (and offers m=application)."""
         for kind in kinds:
             self.pc.addTransceiver(kind, direction="recvonly")
+        if data_channel is not None:
+            self.data_channels.append(self.pc.createDataChannel(data_channel))
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = {"type": "offer", "sdp": self.pc.localDescription.sdp}
         self.handle_id = await self.client.attach()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fanout.config.jcfg import parse
 from fanout.plugins.streaming.config import parse_mountpoint
-from fanout.plugins.streaming.offer_matching import match_offer
+from fanout.plugins.streaming.offer_matching import data_mline, match_offer
 from fanout.webrtc.sdp import parse_description
 
 MOUNTPOINT, _ = parse_mountpoint(
@@ -86,3 +86,10 @@ def test_a_two_byte_header_id_is_not_taken() -> None:
     description = parse_description(offer(video("0") + PLAYOUT_DELAY.replace(":7 ", ":20 ")))
     (video_track,) = match_offer(description, MOUNTPOINT.streams, playoutdelay_ext=True)
     assert video_track is not None and video_track.playout_delay_extension_id is None
+
+
+def test_the_first_usable_application_line_carries_the_data_stream() -> None:
+    assert data_mline(parse_description(offer(video("0"), audio("1"), data("2")))) == 2
+    assert data_mline(parse_description(offer(video("0"), audio("1")))) is None
+    rejected = data("9").replace("m=application 9 ", "m=application 0 ")
+    assert data_mline(parse_description(offer(rejected, data("3")))) == 1

@@ -28,6 +28,18 @@ def match_offer(
     return tracks
 
 
+def data_mline(offer: RemoteDescription) -> int | None:
+    """The index of the offer's first usable m=application (data channels), if any."""
+    return next(
+        (
+            index
+            for index, media in enumerate(offer.media)
+            if media.kind == "application" and media.port != 0 and media.mid is not None
+        ),
+        None,
+    )
+
+
 def _track_for(media: RemoteMedia, streams: list[StreamConfig], playoutdelay_ext: bool) -> ViewerTrack | None:
     if media.port == 0 or media.mid is None or media.direction not in RECEIVING_DIRECTIONS:
         return None

@@ -34,10 +34,10 @@ from fanout.plugins.streaming.bitrate_feedback import FORWARD_INTERVAL_SECONDS, 
 from fanout.plugins.streaming.config import MountpointConfig, MountpointId, StreamingSettings
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 from fanout.plugins.streaming.mountpoint import Mountpoint
-from fanout.plugins.streaming.offer_matching import match_offer
+from fanout.plugins.streaming.offer_matching import data_mline, match_offer
 from fanout.plugins.streaming.viewer import ONE_BYTE_EXTENSION_IDS, Viewer, ViewerState, ViewerTrack
 from fanout.webrtc.rtcp import GenericNack, PictureLossIndication, ReceiverReport, Remb, RtcpPacket
-from fanout.webrtc.sdp import PLAYOUT_DELAY_URI
+from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, OfferMedia
 
 if TYPE_CHECKING:
     from fanout._engine import Engine
@@ -285,7 +285,7 @@ class StreamingPlugin(Plugin):
         info["rtcp_received"] = dict(viewer.rtcp_counts)
         info["reception"] = {mid: reception.as_dict() for mid, reception in viewer.reception.items()}
         if viewer.data is not None:
-            info["data"] = {"mid": viewer.data.mid, "messages_sent": viewer.data_sent, "messages_dropped": viewer.data_dropped}
+            info["data"] = {"mid": viewer.data_mid, "messages_sent": viewer.data_sent, "messages_dropped": viewer.data_dropped}
         return info
 
     # --- synchronous requests ----------------------------------------------
@@ -424,10 +424,15 @@ class StreamingPlugin(Plugin):
         tracks = match_offer(
             jsep.description, mountpoint.config.streams, playoutdelay_ext=mountpoint.config.playoutdelay_ext
         )
-        if not any(tracks):
+        data_index = data_mline(jsep.description) if mountpoint.config.data is not None else None
+        if not any(tracks) and data_index is None:
             raise StreamingError(Errors.INVALID_SDP, "The offer can receive none of the mountpoint's streams")
-        viewer.answer(mountpoint, [track for track in tracks if track is not None])
-        answer = LocalAnswer([track.offer_media() if track is not None else None for track in tracks])
+        data_mid = jsep.description.media[data_index].mid if data_index is not None else None
+        viewer.answer(mountpoint, [track for track in tracks if track is not None], data_mid)
+        answer_media: list[OfferMedia | None] = [track.offer_media() if track is not None else None for track in tracks]
+        if data_index is not None and data_mid is not None:
+            answer_media[data_index] = OfferMedia(mid=data_mid, kind="application", codec=None, ssrc=0)
+        answer = LocalAnswer(answer_media)
         viewer.handle.push_event(transaction, status_event("preparing"), answer)
 
     def _restart_ice(self, viewer: Viewer, transaction: str) -> None:

@@ -133,8 +133,9 @@ class Viewer:
     rtcp_counts: dict[str, int] = field(default_factory=dict)
     reception: dict[str, Reception] = field(default_factory=dict)  # by mid
     bitrate_estimates: dict[str, BitrateEstimate] = field(default_factory=dict)  # by mid: the latest REMB
-    data: DataStreamConfig | None = None  # the mountpoint's data stream, when offered to this viewer
-    data_accepted: bool = False  # the client's answer accepted the data m-line
+    data: DataStreamConfig | None = None  # the mountpoint's data stream, when negotiated with this viewer
+    data_mid: str | None = None  # the mid of the viewer's m=application (the client's when it offered)
+    data_accepted: bool = False  # the client accepted (or offered) the data m-line
     data_sent: int = 0
     data_dropped: int = 0  # no data channel yet, or the viewer read too slowly
 
@@ -154,8 +155,8 @@ class Viewer:
     def offer_media(self) -> list[OfferMedia]:
         """The m-lines of this viewer's offer, in the mountpoint's order (data as m=application)."""
         media = [(track.stream.mindex, track.offer_media()) for track in self.tracks]
-        if self.data is not None:
-            media.append((self.data.mindex, OfferMedia(mid=self.data.mid, kind="application", codec=None, ssrc=0)))
+        if self.data is not None and self.data_mid is not None:
+            media.append((self.data.mindex, OfferMedia(mid=self.data_mid, kind="application", codec=None, ssrc=0)))
         return [item for _, item in sorted(media, key=lambda pair: pair[0])]
 
     def take_report(self, report: ReceptionReport) -> None:
@@ -177,14 +178,19 @@ class Viewer:
         ]
         data = mountpoint.config.data
         self.data = data if data is not None and (not mids or data.mid in mids) else None
+        self.data_mid = self.data.mid if self.data is not None else None
         self.data_accepted = False
         self.state = ViewerState.OFFERED
         mountpoint.viewers.add(self.handle.id)
 
-    def answer(self, mountpoint: Mountpoint, tracks: list[ViewerTrack]) -> None:
-        """Watch ``mountpoint`` on the m-lines of the client's offer (``tracks`` matched to them)."""
+    def answer(self, mountpoint: Mountpoint, tracks: list[ViewerTrack], data_mid: str | None = None) -> None:
+        """Watch ``mountpoint`` on the m-lines of the client's offer (``tracks`` matched to them,
+        and its data stream on the offered m=application ``data_mid``, if any)."""
         self.mountpoint = mountpoint
         self.tracks = tracks
+        self.data = mountpoint.config.data if data_mid is not None else None
+        self.data_mid = data_mid if self.data is not None else None
+        self.data_accepted = self.data is not None
         self.state = ViewerState.STARTING
         mountpoint.viewers.add(self.handle.id)
 
@@ -196,5 +202,6 @@ class Viewer:
         self.reception = {}
         self.bitrate_estimates = {}
         self.data = None
+        self.data_mid = None
         self.data_accepted = False
         self.state = ViewerState.IDLE
