@@ -15,7 +15,8 @@ from pathlib import Path
 from fanout.config.jcfg import ConfigError, parse
 from fanout.config.loader import DEFAULT_FOLDER
 from fanout.core import jansson
-from fanout.webrtc import rtcp, sdp
+from fanout.webrtc import rtcp, sctp, sdp
+from fanout.webrtc.datachannel import DataChannelOpenMessage, DcepError
 from fanout.webrtc.stun import StunError, StunMessage
 from fanout.whep.sdpfrag import SdpFragError, parse_sdpfrag
 from hypothesis import HealthCheck, given, settings
@@ -32,6 +33,10 @@ SDP_ANSWERS = [(WEBRTC_DATA / name).read_text() for name in ("answer_chromium.sd
 JANUS_REQUESTS = [
     json.dumps({"janus": "message", "transaction": "t", "body": {"request": "watch", "id": 1}}),
     json.dumps({"janus": "trickle", "transaction": "t", "candidate": {"sdpMid": "v", "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host"}}),
+]
+SCTP_PACKETS = [
+    (WEBRTC_DATA / name).read_bytes()
+    for name in ("sctp_init_chromium.bin", "sctp_dcep_open_chromium.bin", "sctp_sack_chromium.bin")
 ]
 CONFIG_TEXTS = [(DEFAULT_FOLDER / name).read_text() for name in ("janus.jcfg", "janus.plugin.streaming.jcfg")]
 
@@ -75,6 +80,37 @@ def test_rtcp_parser_raises_only_rtcp_errors(data: bytes) -> None:
         rtcp.parse_compound(data)
     except rtcp.RtcpError:
         pass
+
+
+def with_checksum(data: bytes) -> bytes:
+    """``data`` with a correct SCTP checksum, so that mutations reach the chunk parsers."""
+    if len(data) < 12:
+        return data
+    return data[:8] + sctp.crc32c(data[:8] + bytes(4) + data[12:]).to_bytes(4, "little") + data[12:]
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=300), mutations(SCTP_PACKETS), mutations(SCTP_PACKETS).map(with_checksum)))
+def test_sctp_parsers_raise_only_sctp_errors(data: bytes) -> None:
+    try:
+        packet = sctp.Packet.parse(data)
+    except sctp.SctpPacketError:
+        return
+    for chunk in packet.chunks:
+        try:
+            if chunk.type == sctp.DATA:
+                payload = sctp.DataChunk.parse(chunk.flags, chunk.body).payload
+                try:
+                    DataChannelOpenMessage.parse(payload)
+                except DcepError:
+                    pass
+            elif chunk.type in (sctp.INIT, sctp.INIT_ACK):
+                sctp.InitChunk.parse(chunk.body)
+            elif chunk.type == sctp.SACK:
+                sctp.SackChunk.parse(chunk.body)
+        except sctp.SctpPacketError:
+            pass
+    sctp.SctpAssociation().receive(data, 0.0)  # a fresh association takes any parsed packet
 
 
 @FUZZ

@@ -354,8 +354,8 @@ def pump_sctp(
 
 def test_data_channel_messages_reach_the_browser() -> None:
     peer, browser, association, channels = data_channel_peer()
-    assert peer.send_data(b"caption 1", binary=False)
-    assert peer.send_data(b"\x00\xff", binary=True)
+    assert peer.send_data(b"caption 1", 1.0, binary=False)
+    assert peer.send_data(b"\x00\xff", 1.0, binary=True)
     pump_sctp(peer, browser, association, channels)
     [opened, *messages] = channels.drain_events()
     assert isinstance(opened, ChannelOpened) and opened.channel.label == "JanusDataChannel"
@@ -368,15 +368,23 @@ def test_data_channel_messages_reach_the_browser() -> None:
 
 def test_data_is_dropped_before_the_association_and_past_the_buffer_limit() -> None:
     peer, _, _ = connected_peer()
-    assert not peer.send_data(b"too early", binary=False)
+    assert not peer.send_data(b"too early", 1.0, binary=False)
     assert peer.data_messages_dropped == 1
 
     peer, browser, association, channels = data_channel_peer()
     message = bytes(10_000)
     sent = 0
-    while peer.send_data(message, binary=True):  # the browser never acknowledges: a stalled viewer
+    while peer.send_data(message, 1.0, binary=True):  # the browser never acknowledges: a stalled viewer
         sent += 1
         assert sent < 1000
     assert sent * len(message) <= DATA_SEND_BUFFER_LIMIT
     assert peer.data_buffered_amount <= DATA_SEND_BUFFER_LIMIT
     assert peer.data_messages_dropped == 1
+
+
+def test_a_message_long_after_the_last_input_is_timed_from_now() -> None:
+    peer, browser, association, channels = data_channel_peer()
+    assert peer.send_data(b"much later", 100.0, binary=False)
+    assert peer.sctp is not None
+    deadline = peer.sctp.next_timeout()
+    assert deadline is not None and deadline > 100.0  # not retransmitted at once

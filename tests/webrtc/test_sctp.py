@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 import google_crc32c
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +23,10 @@ from fanout.webrtc.sctp import (
     SctpUsageError,
     crc32c,
 )
+from fanout.webrtc.datachannel import PPID_DCEP, DataChannelOpenMessage
 from tests.webrtc.sctp_pair import Drop, Pair, established, messages
+
+DATA = Path(__file__).parent / "data"
 
 
 def chunk_types(packet: bytes) -> list[int]:
@@ -72,6 +76,44 @@ def test_sack_round_trips() -> None:
     sack = SackChunk(1000, 65536, ((2, 3), (5, 5)), (999,))
     chunk = sack.chunk()
     assert SackChunk.parse(chunk.body) == sack
+
+
+def test_captured_chromium_packets_round_trip() -> None:
+    """Chromium 156 (janus.js asking for a data channel): its INIT, the DATA carrying its
+    DATA_CHANNEL_OPEN, and a SACK reporting a duplicate TSN; as fanout decrypted them."""
+    for name in ("sctp_init_chromium.bin", "sctp_dcep_open_chromium.bin", "sctp_sack_chromium.bin"):
+        data = (DATA / name).read_bytes()
+        assert bytes(Packet.parse(data)) == data, name
+
+
+def test_chromium_init_is_answered_with_a_cookie() -> None:
+    packet = Packet.parse((DATA / "sctp_init_chromium.bin").read_bytes())
+    assert (packet.source_port, packet.destination_port, packet.verification_tag) == (5000, 5000, 0)
+    [chunk] = packet.chunks
+    init = sctp.InitChunk.parse(chunk.body)
+    assert (init.outbound_streams, init.inbound_streams) == (65535, 65535)
+    association = SctpAssociation()
+    association.receive(bytes(packet), 0.0)
+    [reply] = association.drain_packets()
+    answer = Packet.parse(reply)
+    assert answer.verification_tag == init.initiate_tag
+    [init_ack] = answer.chunks
+    assert init_ack.type == sctp.INIT_ACK
+    parameters = dict(sctp.InitChunk.parse(init_ack.body).parameters)
+    assert sctp.PARAM_STATE_COOKIE in parameters and sctp.PARAM_FORWARD_TSN_SUPPORTED in parameters
+
+
+def test_chromium_data_channel_open() -> None:
+    [chunk] = Packet.parse((DATA / "sctp_dcep_open_chromium.bin").read_bytes()).chunks
+    data = DataChunk.parse(chunk.flags, chunk.body)
+    assert (data.stream_id, data.ppid, data.flags) == (0, PPID_DCEP, sctp.FLAG_BEGIN | sctp.FLAG_END)
+    assert DataChannelOpenMessage.parse(data.payload) == DataChannelOpenMessage(label="JanusDataChannel")  # priority "normal"
+
+
+def test_chromium_sack_reports_a_duplicate() -> None:
+    [chunk] = Packet.parse((DATA / "sctp_sack_chromium.bin").read_bytes()).chunks
+    sack = SackChunk.parse(chunk.body)
+    assert sack.gaps == () and sack.duplicates == (sack.cumulative_tsn,)
 
 
 # --- setup -----------------------------------------------------------------------------

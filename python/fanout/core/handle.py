@@ -119,7 +119,7 @@ class Handle:
         peer = self.peer
         if peer is None:
             return False
-        sent = peer.send_data(data, binary=binary)
+        sent = peer.send_data(data, self.clock(), binary=binary)
         if sent:
             self.endpoint.flush(peer)
         return sent

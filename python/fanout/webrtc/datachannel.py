@@ -33,6 +33,7 @@ DATA_CHANNEL_ACK = 0x02
 DATA_CHANNEL_OPEN = 0x03
 CHANNEL_RELIABLE = 0x00  # ordered, reliable
 CHANNEL_RELIABLE_UNORDERED = 0x80
+PRIORITY_NORMAL = 256  # RFC 8831 section 6.4, as browsers send it
 
 DEFAULT_LABEL = "JanusDataChannel"  # what Janus and janus.js name the channel they open
 
@@ -46,7 +47,7 @@ class DataChannelOpenMessage:
     """DATA_CHANNEL_OPEN (RFC 8832 section 5.1)."""
 
     channel_type: int = CHANNEL_RELIABLE
-    priority: int = 0
+    priority: int = PRIORITY_NORMAL
     reliability: int = 0
     label: str = ""
     protocol: str = ""

@@ -262,9 +262,11 @@ class WebRtcPeer:
             self.sctp.handle_timeout(now)
             self._after_sctp()
 
-    def send_data(self, data: bytes, *, binary: bool, label: str = DEFAULT_LABEL) -> bool:
+    def send_data(self, data: bytes, now: float, *, binary: bool, label: str = DEFAULT_LABEL) -> bool:
         """Send one data channel message on the channel ``label`` (opened if neither side has
         one); False if it was dropped: no association yet, or the send buffer is full."""
+        if not self._closed:
+            self._now = now
         sctp, channels = self.sctp, self.data_channels
         if self._closed or sctp is None or channels is None or not sctp.established:
             self.data_messages_dropped += 1
