@@ -152,9 +152,9 @@ async def test_a_viewer_that_vanishes_does_not_disturb_the_others(
         for protocol in connection._protocols:
             protocol.transport.close()
         burst = [f"{i:04d}".encode() * 250 for i in range(1500)]  # 1.5 MB: past what a viewer may have unacknowledged
-        for start in range(0, len(burst), 30):  # 500 KB/s for 3 s
+        for start in range(0, len(burst), 30):  # 250 KB/s for 6 s
             send_datagrams(text_port, burst[start : start + 30])
-            await asyncio.sleep(0.06)
+            await asyncio.sleep(0.12)
         try:
             received = await staying.wait_for_data(1 + len(burst), timeout=30)
         finally:
