@@ -89,6 +89,7 @@ def test_janus_js_gets_data_channel_messages_with_and_without_media(tmp_path: Pa
             pages[mountpoint].wait_for_function(
                 f"window.fanoutDemo.dataMessages.length >= {len(messages[port])}", timeout=20_000
             )
+        before: Any = pages[3].evaluate("window.fanoutDemo.stats()")
         pages[3].wait_for_timeout(WATCH_SECONDS * 1000)
         received = {mountpoint: page.evaluate("window.fanoutDemo.dataMessages") for mountpoint, page in pages.items()}
         channels = {mountpoint: page.evaluate("window.fanoutDemo.dataChannels") for mountpoint, page in pages.items()}
@@ -99,6 +100,7 @@ def test_janus_js_gets_data_channel_messages_with_and_without_media(tmp_path: Pa
         assert received[3] == messages[AV_DATA_PORT]
         assert channels == {15: ["JanusDataChannel"], 3: ["JanusDataChannel"]}
         assert figures["frameWidth"] == 640, figures
-        assert figures["framesDecoded"] >= 20 * WATCH_SECONDS, figures
+        # 30 fps sent; at least 10 fps decoded while watching, with slack for a loaded machine
+        assert figures["framesDecoded"] - before["framesDecoded"] >= 10 * WATCH_SECONDS, (before, figures)
         assert figures["packetsLost"] == 0, figures
         assert figures["audioPacketsReceived"] > 0, figures
