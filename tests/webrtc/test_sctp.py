@@ -325,8 +325,11 @@ def fuzz_packet(pair: Pair, chunks: list[tuple[int, int, bytes]]) -> bytes:
 
 
 def check_still_works(pair: Pair) -> None:
-    assert pair.server.state in sctp.STATES
-    assert pair.server.buffered_amount >= 0 and pair.server.flight_size >= 0
+    server = pair.server
+    assert server.state in sctp.STATES
+    queued = sum(len(chunk.payload) for chunk in server._send_queue)
+    assert server.buffered_amount == queued + sum(sent.size for sent in server._sent.values())
+    assert server.flight_size >= 0
     pair.server.next_timeout()
 
 

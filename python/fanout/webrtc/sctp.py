@@ -435,6 +435,7 @@ class SctpAssociation:
         self._local_initial_tsn = 0
         # Sending.
         self._send_queue: deque[DataChunk] = deque()
+        self._buffered = 0  # payload bytes queued or in flight
         self._sent: dict[int, _SentChunk] = {}  # by TSN, in TSN order
         self._outbound_ssn: dict[int, int] = {}
         self._last_cumulative_ack = 0  # the peer's cumulative TSN ack (TSN before our first when none)
@@ -478,9 +479,7 @@ class SctpAssociation:
     @property
     def buffered_amount(self) -> int:
         """Payload bytes handed to :meth:`send` and not yet acknowledged by the peer."""
-        return sum(len(chunk.payload) for chunk in self._send_queue) + sum(
-            sent.size for sent in self._sent.values()
-        )
+        return self._buffered
 
     @property
     def flight_size(self) -> int:
@@ -544,6 +543,7 @@ class SctpAssociation:
         else:
             ssn = 0
         pieces = [payload[i : i + self.max_payload] for i in range(0, len(payload), self.max_payload)]
+        self._buffered += len(payload)
         for index, piece in enumerate(pieces):
             flags = (0 if ordered else FLAG_UNORDERED) | (FLAG_BEGIN if index == 0 else 0)
             flags |= FLAG_END if index == len(pieces) - 1 else 0
@@ -889,6 +889,7 @@ class SctpAssociation:
             if tsn_after(tsn, cumulative):
                 break
             sent = self._sent.pop(tsn)
+            self._buffered -= sent.size
             if not sent.gap_acked:
                 newly_acked += sent.size
             if not sent.retransmitted:
@@ -1106,6 +1107,7 @@ class SctpAssociation:
         self._t1 = self._t2 = self._t3 = None
         self._send_queue.clear()
         self._sent.clear()
+        self._buffered = 0
         self._fragments.clear()
         self._ordered_waiting.clear()
         self._buffered_inbound = 0
