@@ -758,9 +758,6 @@ class SctpAssociation:
             self._duplicates.append(tsn)
             self.counters.duplicate_tsns += 1
             return
-        if not chunk.payload or chunk.stream_id >= max(self.inbound_streams, 1):
-            self.counters.dropped_chunks += 1
-            return
         if (tsn - self._cumulative_tsn) % TSN_MODULUS > 2 * RECEIVE_WINDOW // 16 or (
             self._buffered_inbound + len(chunk.payload) > RECEIVE_WINDOW
         ):
@@ -770,6 +767,9 @@ class SctpAssociation:
         while (self._cumulative_tsn + 1) % TSN_MODULUS in self._received_above:
             self._cumulative_tsn = (self._cumulative_tsn + 1) % TSN_MODULUS
             self._received_above.discard(self._cumulative_tsn)
+        if not chunk.payload or chunk.stream_id >= self.inbound_streams:
+            self.counters.dropped_chunks += 1  # acknowledged (so never sent again), but not delivered
+            return
         self._fragments[tsn] = chunk
         self._buffered_inbound += len(chunk.payload)
         self._reassemble(chunk)
