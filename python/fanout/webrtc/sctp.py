@@ -168,25 +168,34 @@ def ssn_after(a: int, b: int) -> bool:
     return 0 < (a - b) % SSN_MODULUS < 2**15
 
 
-def _crc32c_table() -> list[int]:
-    table = []
+def _crc32c_tables() -> tuple[list[int], list[int]]:
+    """The byte-at-a-time table of the reflected Castagnoli polynomial, and one that takes two
+    bytes (a little-endian 16-bit word) at a time: half the Python-level steps."""
+    by_byte = []
     for byte in range(256):
         crc = byte
         for _ in range(8):
             crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
+        by_byte.append(crc)
+    by_word = []
+    for word in range(65536):
+        crc = by_byte[word & 0xFF] ^ (word >> 8)
+        by_word.append(by_byte[crc & 0xFF] ^ (crc >> 8))
+    return by_byte, by_word
 
 
-_CRC32C_TABLE = _crc32c_table()
+_CRC32C_BY_BYTE, _CRC32C_BY_WORD = _crc32c_tables()
 
 
 def crc32c(data: bytes) -> int:
     """CRC32c (Castagnoli), as SCTP's checksum (RFC 9260 appendix A)."""
     crc = 0xFFFFFFFF
-    table = _CRC32C_TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    by_word = _CRC32C_BY_WORD
+    words = len(data) // 2
+    for word in struct.unpack_from(f"<{words}H", data):
+        crc = by_word[(crc ^ word) & 0xFFFF] ^ (crc >> 16)
+    if len(data) % 2:
+        crc = _CRC32C_BY_BYTE[(crc ^ data[-1]) & 0xFF] ^ (crc >> 8)
     return crc ^ 0xFFFFFFFF
 
 
