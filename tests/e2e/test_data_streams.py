@@ -212,3 +212,27 @@ async def test_a_client_that_offers_a_data_channel_gets_the_data(
         assert sorted(channel.label for channel in viewer.data_channels) == ["JanusDataChannel", "chat"]
     finally:
         await viewer.close()
+
+
+async def test_configure_turns_the_data_stream_off_and_on(
+    janus: JanusHttpClient, data_server: tuple[ServerAddresses, int, int]
+) -> None:
+    _, text_port, _ = data_server
+    viewer = AiortcViewer(janus)
+    try:
+        await viewer.watch(15)
+        await wait_for_data_channel(viewer)
+        for body, message in (
+            ({"request": "configure", "streams": [{"mid": "d", "send": False}]}, b"not for you"),
+            ({"request": "configure", "streams": [{"mid": "d", "send": True}]}, b"for you again"),
+            ({"request": "configure", "data": False}, b"legacy off"),
+            ({"request": "configure", "data": True}, b"legacy on"),
+        ):
+            await janus.message(viewer.handle_id, body)
+            configured = await viewer.plugin_event()
+            assert configured["plugindata"]["data"]["result"] == {"event": "configured"}, configured
+            send_datagrams(text_port, [message])
+            await asyncio.sleep(0.3)
+        assert viewer.data_messages == ["for you again", "legacy on"]
+    finally:
+        await viewer.close()

@@ -243,6 +243,7 @@ class StreamingPlugin(Plugin):
         return (
             viewer.data is not None
             and viewer.data_accepted
+            and not viewer.data_paused
             and mountpoint.config.data is not None
             and viewer.in_engine
             and viewer.state is ViewerState.STARTED
@@ -489,13 +490,16 @@ class StreamingPlugin(Plugin):
 
     def _configure(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
         """Which of its streams the viewer gets: ``streams: [{mid, send}]``, or the legacy
-        ``audio``/``video`` booleans. A video stream sent again starts at a keyframe.
+        ``audio``/``video``/``data`` booleans. A video stream sent again starts at a keyframe.
         ``min_delay``/``max_delay`` (top level: every video stream; or per mid in ``streams``)
         set the playout delay its video packets carry, where the extension was negotiated."""
         if viewer.mountpoint is None:
             raise StreamingError(Errors.INVALID_STATE, "Can't configure: not watching anything")
+        body, send_data = subscription.data_choice(body, viewer.data_mid)
         wanted = subscription.send_choices(body, viewer.tracks)
         delays = subscription.playout_delay_choices(body, viewer.tracks)
+        if send_data is not None:
+            viewer.data_paused = not send_data
         for track, send in wanted:
             track.paused = not send
             if viewer.in_engine and track.send:

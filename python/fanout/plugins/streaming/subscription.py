@@ -79,6 +79,29 @@ def _delay(body: dict[str, Any], key: str) -> int | None:
     return value
 
 
+def data_choice(body: dict[str, Any], data_mid: str | None) -> tuple[dict[str, Any], bool | None]:
+    """The ``configure`` body without what it says about the data stream, and what it says:
+    a ``streams`` entry for the data m-line's mid, or the legacy ``data`` boolean (None: nothing)."""
+    send: bool | None = None
+    streams = body.get("streams")
+    if isinstance(streams, list) and data_mid is not None:
+        kept = []
+        for entry in streams:
+            if isinstance(entry, dict) and entry.get("mid") == data_mid:
+                value = entry.get("send")
+                if value is not None and not isinstance(value, bool):
+                    raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (send should be a boolean)")
+                send = value if value is not None else send
+            else:
+                kept.append(entry)
+        body = body | {"streams": kept}
+    elif streams is None and "data" in body:
+        if not isinstance(body["data"], bool):
+            raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (data should be a boolean)")
+        send = body["data"] if data_mid is not None else None
+    return body, send
+
+
 def switched_tracks(tracks: list[ViewerTrack], target: Mountpoint) -> list[ViewerTrack]:
     """The viewer's tracks fed by ``target``'s streams: each takes the first unused stream of
     its kind and codec. Raises if ``target`` cannot feed one of them (no renegotiation)."""

@@ -136,6 +136,7 @@ class Viewer:
     data: DataStreamConfig | None = None  # the mountpoint's data stream, when negotiated with this viewer
     data_mid: str | None = None  # the mid of the viewer's m=application (the client's when it offered)
     data_accepted: bool = False  # the client accepted (or offered) the data m-line
+    data_paused: bool = False  # the client asked not to get data for now (configure)
     data_sent: int = 0
     data_dropped: int = 0  # no data channel yet, or the viewer read too slowly
 
@@ -180,6 +181,7 @@ class Viewer:
         self.data = data if data is not None and (not mids or data.mid in mids) else None
         self.data_mid = self.data.mid if self.data is not None else None
         self.data_accepted = False
+        self.data_paused = False
         self.state = ViewerState.OFFERED
         mountpoint.viewers.add(self.handle.id)
 
@@ -191,6 +193,7 @@ class Viewer:
         self.data = mountpoint.config.data if data_mid is not None else None
         self.data_mid = data_mid if self.data is not None else None
         self.data_accepted = self.data is not None
+        self.data_paused = False
         self.state = ViewerState.STARTING
         mountpoint.viewers.add(self.handle.id)
 
@@ -204,4 +207,5 @@ class Viewer:
         self.data = None
         self.data_mid = None
         self.data_accepted = False
+        self.data_paused = False
         self.state = ViewerState.IDLE
