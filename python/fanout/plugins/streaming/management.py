@@ -94,7 +94,7 @@ def mountpoint_from_create(
     if media is not None and not isinstance(media, list):
         raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (media should be an array)")
     if media is None and not (body.get("audio") or body.get("video") or body.get("data")):
-        raise StreamingError(Errors.CANT_CREATE, "Can't add 'rtp' stream, no audio, video or data have to be streamed...")
+        raise StreamingError(Errors.CANT_CREATE, "Can't add 'rtp' stream, no audio or video have to be streamed...")
     definition = {key: value for key, value in body.items() if key not in CREATE_ONLY_KEYS} | {"id": mountpoint_id}
     name = body.get("name") or f"mp-{mountpoint_id}"
     try:
