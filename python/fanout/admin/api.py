@@ -308,6 +308,9 @@ class _AdminHandle:
     def close_pc(self) -> None:
         pass
 
+    def send_data(self, data: bytes, *, binary: bool) -> bool:
+        return False  # no PeerConnection, so no data channel
+
     def take_jsep(self, jsep: Any) -> Jsep:
         raise JanusError(Errors.INVALID_JSON_OBJECT, "Invalid jsep object")
 
