@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -238,10 +238,7 @@ def _source_srtp(reader: _Reader) -> SourceSrtp | None:
 
 def _parse_data_entry(where: str, index: int, entry: Mapping[str, Any], unsupported: list[str]) -> DataStreamConfig:
     reader = _Reader(f"{where}: media[{index}]", entry)
-    mid = reader.string("mid")
-    if not mid:
-        raise MountpointConfigError(f"{where}: media[{index}]: missing 'mid'")
-    unsupported.extend(f"media[{index}].{key}" for key in entry if key not in DATA_MEDIA_KEYS)
+    mid = _media_mid(reader, index, entry, DATA_MEDIA_KEYS, unsupported)
     return _data_stream(
         reader,
         mindex=index,
@@ -283,6 +280,17 @@ def _data_stream(reader: _Reader, *, mindex: int, mid: str, label: str, keys: di
     )
 
 
+def _media_mid(
+    reader: _Reader, index: int, entry: Mapping[str, Any], known: Collection[str], unsupported: list[str]
+) -> str:
+    """A ``media`` entry's mid (it must have one); its keys outside ``known`` go to ``unsupported``."""
+    mid = reader.string("mid")
+    if not mid:
+        raise MountpointConfigError(f"{reader.where}: missing 'mid'")
+    unsupported.extend(f"media[{index}].{key}" for key in entry if key not in known)
+    return mid
+
+
 def _parse_media_entry(where: str, index: int, entry: Any, unsupported: list[str]) -> StreamConfig:
     if not isinstance(entry, Mapping):
         raise MountpointConfigError(f"{where}: media[{index}] must be a group of settings")
@@ -292,10 +300,7 @@ def _parse_media_entry(where: str, index: int, entry: Any, unsupported: list[str
         raise MountpointConfigError(
             f"{where}: media[{index}]: type must be 'audio', 'video' or 'data'" + (f", not '{kind}'" if kind else "")
         )
-    mid = reader.string("mid")
-    if not mid:
-        raise MountpointConfigError(f"{where}: media[{index}]: missing 'mid'")
-    unsupported.extend(f"media[{index}].{key}" for key in entry if key not in MEDIA_KEYS)
+    mid = _media_mid(reader, index, entry, MEDIA_KEYS, unsupported)
     return _stream(
         reader,
         mindex=index,
