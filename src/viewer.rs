@@ -149,6 +149,10 @@ struct Burst {
 /// them renumbered so the viewer sees no gap.
 #[derive(Clone, Copy, Debug, Default)]
 struct Vp8Rewrite {
+    /// The sequence offset when the stream was last anchored, and the ones
+    /// temporal layer drops brought since, so NACKs find their source packets.
+    anchor_offset: u16,
+    renumberings: Renumberings,
     /// The highest temporal layer sent; None: all.
     temporal_cap: Option<u8>,
     /// A new cap, taken at the next frame of the base layer (which every layer may follow).
@@ -160,6 +164,51 @@ struct Vp8Rewrite {
     last_tl0: Option<u8>,
     /// After a move: the next picture follows the last one sent.
     follow_on: bool,
+}
+
+/// How many renumberings by temporal layer drops NACKs can see past: with
+/// the base layer alone out of three at 30 fps, about four seconds.
+const RENUMBERINGS: usize = 32;
+
+/// The sequence offsets temporal layer drops brought, each with the viewer's
+/// extended sequence number from which it applied: a ring, newest last.
+#[derive(Clone, Copy, Debug)]
+struct Renumberings {
+    entries: [(u64, u16); RENUMBERINGS],
+    next: usize,
+    len: usize,
+}
+
+impl Default for Renumberings {
+    fn default() -> Self {
+        Self { entries: [(0, 0); RENUMBERINGS], next: 0, len: 0 }
+    }
+}
+
+impl Renumberings {
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Notes `offset` from `from` on; once full, forgets the oldest and
+    /// returns where the mapping now starts.
+    fn push(&mut self, from: u64, offset: u16) -> Option<u64> {
+        self.entries[self.next] = (from, offset);
+        self.next = (self.next + 1) % RENUMBERINGS;
+        if self.len < RENUMBERINGS {
+            self.len += 1;
+            return None;
+        }
+        Some(self.entries[self.next].0)
+    }
+
+    /// The offset in force at `extended`; None before every renumbering.
+    fn offset_at(&self, extended: u64) -> Option<u16> {
+        (1..=self.len)
+            .map(|back| self.entries[(self.next + RENUMBERINGS - back) % RENUMBERINGS])
+            .find(|&(from, _)| from <= extended)
+            .map(|(_, offset)| offset)
+    }
 }
 
 /// What a viewer receives of one source stream, and where its numbering stands.
@@ -179,9 +228,9 @@ pub struct ViewerStream {
     /// Simulcast: the source stream this one moves to at that stream's next keyframe.
     next_source: Option<usize>,
     /// VP8 streams that were moved or capped (see [`Vp8Rewrite`]); None: payloads untouched.
-    vp8: Option<Vp8Rewrite>,
+    vp8: Option<Box<Vp8Rewrite>>,
     /// Temporal layer drops renumbered the stream: the next packet sent
-    /// starts the range a NACK can be answered from.
+    /// notes the new offset (see [`Renumberings`]).
     renumbered: bool,
     ssrc: u32,
     payload_type: u8,
@@ -274,7 +323,16 @@ impl ViewerStream {
 
     /// Reads and rewrites the VP8 payload descriptor from now on (see [`Vp8Rewrite`]).
     pub fn rewrite_vp8(&mut self) {
-        self.vp8.get_or_insert_with(Vp8Rewrite::default);
+        let anchor_offset = self.sequence_offset;
+        self.vp8.get_or_insert_with(|| Box::new(Vp8Rewrite { anchor_offset, ..Vp8Rewrite::default() }));
+    }
+
+    /// The stream's numbering was chosen again: no renumbering applies to it yet.
+    fn anchored(&mut self) {
+        if let Some(vp8) = self.vp8.as_mut() {
+            vp8.anchor_offset = self.sequence_offset;
+            vp8.renumberings.clear();
+        }
     }
 
     /// Sends only VP8 temporal layers up to `cap` (None: all), from the next
@@ -405,6 +463,7 @@ impl ViewerStream {
         }
         self.sequence_offset = sequence.wrapping_sub(first.header.sequence);
         self.timestamp_offset = timestamp.wrapping_sub(last.header.timestamp);
+        self.anchored();
         self.source_epoch = first.epoch;
         self.anchor_needed = false;
         self.waiting_for_keyframe = false;
@@ -558,9 +617,12 @@ impl ViewerStream {
         let extended = self.extend(sequence)?;
         let timestamp = self.viewer_timestamp(header.timestamp, extended);
         if self.renumbered {
-            // Older packets were sent under other offsets: NACKs for them go unanswered.
             self.renumbered = false;
-            self.anchored_from = self.anchored_from.max(extended);
+            let offset = self.sequence_offset;
+            if let Some(forgotten) = self.vp8.as_mut().and_then(|vp8| vp8.renumberings.push(extended, offset)) {
+                // NACKs from before the oldest renumbering noted go unanswered.
+                self.anchored_from = self.anchored_from.max(forgotten);
+            }
         }
         if self.highest.is_none_or(|highest| extended > highest) {
             self.highest = Some(extended);
@@ -665,14 +727,24 @@ impl ViewerStream {
         }
         let extended = self.extend(sequence)?;
         let sent = self.highest.is_some_and(|highest| extended <= highest) && extended >= self.anchored_from;
-        sent.then(|| (sequence.wrapping_sub(self.sequence_offset), self.source_epoch))
+        let offset = match &self.vp8 {
+            Some(vp8) => vp8.renumberings.offset_at(extended).unwrap_or(vp8.anchor_offset),
+            None => self.sequence_offset,
+        };
+        sent.then(|| (sequence.wrapping_sub(offset), self.source_epoch))
     }
 
-    /// Writes `packet` again as the viewer first received it (a retransmission),
-    /// changing no state; None if it was not sent under the current numbering.
-    pub fn rewrite_again(&self, packet: &[u8], received: &ReceivedPacket, out: &mut [u8]) -> Option<Rewritten> {
+    /// Writes `packet` again as the viewer first received it as `sequence` (a
+    /// retransmission), changing no state; None if it was not sent under the
+    /// current numbering.
+    pub fn rewrite_again(
+        &self,
+        sequence: u16,
+        packet: &[u8],
+        received: &ReceivedPacket,
+        out: &mut [u8],
+    ) -> Option<Rewritten> {
         let header = &received.header;
-        let sequence = header.sequence.wrapping_add(self.sequence_offset);
         let (source_sequence, epoch) = self.source_of(sequence)?;
         if source_sequence != header.sequence || epoch != received.epoch {
             return None;
@@ -702,6 +774,7 @@ impl ViewerStream {
         let (sequence, timestamp) = self.next_position(now);
         self.sequence_offset = sequence.wrapping_sub(received.header.sequence);
         self.timestamp_offset = timestamp.wrapping_sub(received.header.timestamp);
+        self.anchored();
         self.source_epoch = received.epoch;
         self.anchor_needed = false;
         self.compression = None;
@@ -884,11 +957,12 @@ impl Viewer {
     pub fn write_retransmission(
         &self,
         stream: usize,
+        sequence: u16,
         packet: &[u8],
         received: &ReceivedPacket,
         out: &mut [u8],
     ) -> Option<usize> {
-        let rewritten = self.streams[stream].rewrite_again(packet, received, out)?;
+        let rewritten = self.streams[stream].rewrite_again(sequence, packet, received, out)?;
         self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()
     }
 
@@ -1226,9 +1300,11 @@ mod tests {
             })
             .collect();
         assert_eq!(more, [54, 55, 56]);
-        // NACKs reach only what was sent since the last renumbering.
-        assert_eq!(viewer.streams[0].source_of(53), None);
-        assert_eq!(viewer.streams[0].source_of(55), Some((212, 0)));
+        // NACKs find the source packets across the renumberings.
+        let sources: Vec<Option<u16>> =
+            (50..=56).map(|sequence| viewer.streams[0].source_of(sequence).map(|(source, _)| source)).collect();
+        assert_eq!(sources, [Some(200), Some(201), Some(205), Some(209), Some(211), Some(212), Some(213)]);
+        assert_eq!(viewer.streams[0].source_of(57), None, "not sent yet");
     }
 
     #[test]

@@ -667,7 +667,9 @@ impl Worker {
             if !send.has_room() {
                 flush(send, fd, slots, load);
             }
-            if let Some(len) = viewer.write_retransmission(stream, packet.bytes(), &packet.meta, send.next_buffer()) {
+            if let Some(len) =
+                viewer.write_retransmission(stream, sequence, packet.bytes(), &packet.meta, send.next_buffer())
+            {
                 let tag = SlotTag { viewer: viewer.slot, kind: DatagramKind::Retransmission };
                 send.commit(len, &viewer.address, tag, merge);
             }

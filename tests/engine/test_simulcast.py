@@ -12,11 +12,13 @@ from tests.engine.test_engine import (
     VP8_DELTA,
     VP8_KEYFRAME,
     Rig,
+    RtpPacket,
     ViewerSocket,
     rtp,
     source_stream,
     wait_until,
 )
+from tests.engine.test_workers import nack, receive_raw
 
 LOW, HIGH = 0, 1 << 16  # the source indexes of substream 0 and 1, as the Streaming plugin numbers them
 
@@ -25,6 +27,13 @@ def vp8(picture_id: int, *, keyframe: bool, tl0: int = 0, temporal_layer: int = 
     """A one-packet VP8 frame: X, I (15-bit picture id), L, T, then the frame header's P bit."""
     return bytes([0x90, 0xE0, 0x80 | picture_id >> 8, picture_id & 0xFF, tl0, temporal_layer << 6,
                   0x00 if keyframe else 0x01])
+
+
+def set_temporal_layer(rig: Rig, layer: int) -> None:
+    """Caps viewer 7's stream 0 and gives its worker time to take the command (it goes
+    through a channel, and packets sent at once could overtake it)."""
+    rig.engine.set_viewer_stream_temporal_layer(7, 0, layer)
+    time.sleep(0.05)
 
 
 def simulcast(rig: Rig) -> tuple[int, int, ViewerSocket]:
@@ -99,7 +108,7 @@ def test_bad_moves_are_refused(rig: Rig) -> None:
 def test_temporal_layers_above_the_cap_are_left_out_without_gaps(rig: Rig) -> None:
     port = rig.engine.add_mountpoint(1, [source_stream("video", "vp8", 90000)])[0]
     viewer = ViewerSocket(rig.engine, 7, 1, "AEAD_AES_128_GCM", [{"index": 0, "ssrc": 0x1234, "payload_type": 96}])
-    rig.engine.set_viewer_stream_temporal_layer(7, 0, 0)
+    set_temporal_layer(rig, 0)
     layers = [0, 2, 1, 2, 0, 2, 1, 2, 0]
     for i, layer in enumerate(layers):
         payload = vp8(300 + i, keyframe=i == 0, tl0=i // 4, temporal_layer=layer)
@@ -112,3 +121,25 @@ def test_temporal_layers_above_the_cap_are_left_out_without_gaps(rig: Rig) -> No
     assert [p.sequence for p in viewer.rtp] == [first, (first + 1) & 0xFFFF, (first + 2) & 0xFFFF]
     assert [p.timestamp - packets[0].timestamp for p in viewer.rtp] == [0, 12000, 24000]
 
+
+
+def test_nacks_are_answered_across_temporal_layer_drops(rig: Rig) -> None:
+    port = rig.engine.add_mountpoint(1, [source_stream("video", "vp8", 90000)])[0]
+    viewer = ViewerSocket(rig.engine, 7, 1, "AEAD_AES_128_GCM", [{"index": 0, "ssrc": 0x1234, "payload_type": 96}])
+    set_temporal_layer(rig, 1)
+    layers = [0, 2, 1, 2, 0, 2, 1, 2, 0]  # layers 0 and 1 are sent: source packets 0, 2, 4, 6, 8
+    for i, layer in enumerate(layers):
+        payload = vp8(300 + i, keyframe=i == 0, tl0=i // 4, temporal_layer=layer)
+        rig.send(port, rtp(40 + i, 3000 * i, payload, ssrc=1, marker=True))
+    datagrams = receive_raw(viewer, 5)
+    lost = {1, 3}  # the viewer never saw these: libsrtp has not either
+    received = [RtpPacket.parse(viewer.inbound.unprotect(d)) for i, d in enumerate(datagrams) if i not in lost]
+    first = received[0].sequence
+    assert [p.sequence - first for p in received] == [0, 2, 4]
+
+    report = nack(0xABC, 0x1234, [first + 1, first + 3])
+    rig.engine.unprotect_rtcp(7, viewer.outbound.protect_rtcp(report))
+
+    resent = [RtpPacket.parse(viewer.inbound.unprotect(data)) for data in receive_raw(viewer, 2)]
+    assert [p.sequence - first for p in resent] == [1, 3], "resent under the numbers first sent"
+    assert [int.from_bytes(p.payload[2:4], "big") & 0x7FFF for p in resent] == [302, 306], "the right pictures"
