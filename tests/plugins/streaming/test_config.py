@@ -287,15 +287,13 @@ def test_simulcast_in_media_entries() -> None:
     config, unsupported = parse_mountpoint("simulcast", group)
     assert unsupported == []
     simulcast, plain = config.streams
-    assert (simulcast.substream_ports, simulcast.substreams) == ((5106,), 2)
+    assert (simulcast.substream_ports, simulcast.substreams) == ((5106, 0), 3), "as Janus: port3 is any free port"
     assert (plain.simulcast, plain.substream_ports) == (False, ()), "port2 without simulcast means nothing"
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"videosimulcast": True}, "'videosimulcast' needs 'videoport2'"),
-        ({"videosimulcast": True, "videoport3": 5008}, "'videosimulcast' needs 'videoport2'"),
         ({"videosimulcast": True, "videoport2": 70000}, "'videoport2' must be a port number"),
         ({"videosimulcast": True, "videoport2": 5006, "videocodec": "vp9"}, "keyframes fanout finds"),
         ({"videosimulcast": "maybe", "videoport2": 5006}, "'videosimulcast' must be true or false"),
@@ -304,6 +302,11 @@ def test_simulcast_in_media_entries() -> None:
 def test_bad_simulcast_definitions_are_refused_with_the_key(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(MountpointConfigError, match=message):
         parse_mountpoint("simulcast", legacy(**overrides))
+
+
+def test_simulcast_without_substream_ports_takes_free_ones_as_janus() -> None:
+    config, _ = parse_mountpoint("simulcast", legacy(videosimulcast=True))
+    assert config.streams[1].substream_ports == (0, 0)
 
 
 def test_audio_has_no_simulcast_keys() -> None:

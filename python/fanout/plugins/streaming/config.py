@@ -49,8 +49,8 @@ class StreamConfig:
     skew: bool = False  # compensate the source clock's drift against the server's
     h264sps: str | None = None  # sprop-parameter-sets sent in band before keyframes that lack them
     # Simulcast (Janus's simulcast/videosimulcast): the ports of substreams 1 and 2
-    # (port2, port3; 0 picks a free one). Substream 0, the lowest quality, comes in on
-    # ``port``. Empty: not simulcast.
+    # (port2, port3; 0 or left out picks a free one). Substream 0, the lowest quality,
+    # comes in on ``port``. Empty: not simulcast.
     substream_ports: tuple[int, ...] = ()
 
     @property
@@ -402,12 +402,11 @@ def _stream(
 
 
 def _substream_ports(reader: _Reader, keys: dict[str, str], kind: str, codec: CodecInfo) -> tuple[int, ...]:
-    """The ports of substreams 1 and 2 of a simulcast stream; () if it is not one."""
+    """The ports of substreams 1 and 2 of a simulcast stream; () if it is not one. As Janus, a
+    simulcast stream always has three substreams; a port left out is any free one (0)."""
     where = reader.where
     simulcast_key = keys["simulcast"]
-    if kind != "video":
-        return ()
-    if not reader.boolean(simulcast_key, default=False):
+    if kind != "video" or not reader.boolean(simulcast_key, default=False):
         return ()
     if codec.name not in SIMULCAST_CODECS:
         raise MountpointConfigError(
@@ -416,14 +415,10 @@ def _substream_ports(reader: _Reader, keys: dict[str, str], kind: str, codec: Co
         )
     ports = []
     for key in (keys["port2"], keys["port3"]):
-        port = reader.integer(key)
-        if port is None:
-            break
+        port = reader.integer(key) or 0
         if not 0 <= port <= 65535:
             raise MountpointConfigError(f"{where}: '{key}' must be a port number (0 picks a free one)")
         ports.append(port)
-    if not ports:
-        raise MountpointConfigError(f"{where}: '{simulcast_key}' needs '{keys['port2']}' (and '{keys['port3']}') too")
     return tuple(ports)
 
 

@@ -150,7 +150,7 @@ class Mountpoint:
             if stream.fmtp:
                 entry["fmtp"] = stream.fmtp
             if stream.simulcast:
-                entry["simulcast"] = True
+                entry["videosimulcast"] = True  # as Janus 1.1.2 names it in both forms
             if with_secret:
                 entry["port"] = port
                 for number, substream_port in enumerate(self.substream_ports.get(stream.mid, [])[1:], start=2):

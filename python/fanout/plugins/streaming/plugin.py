@@ -335,7 +335,12 @@ class StreamingPlugin(Plugin):
                 self.remove_mountpoint(config.id)
                 raise StreamingError(Errors.CANT_CREATE, f"Can't save the stream: {error}") from None
         return management.created_reply(
-            config, mountpoint.ports, permanent=permanent, legacy="media" not in body, data_port=mountpoint.data_port
+            config,
+            mountpoint.ports,
+            permanent=permanent,
+            legacy="media" not in body,
+            data_port=mountpoint.data_port,
+            substream_ports=mountpoint.substream_ports,
         )
 
     def _edit(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
