@@ -95,7 +95,7 @@ async def sizes_after(viewer: AiortcViewer, frames: int) -> set[tuple[int, int]]
 async def test_a_viewer_gets_the_substream_it_configures(janus: JanusHttpClient) -> None:
     reply = await janus.message(await janus.attach(), {"request": "info", "id": 4, "secret": "adminpwd"})
     (video,) = reply["plugindata"]["data"]["info"]["media"]
-    assert video["simulcast"] is True
+    assert video["videosimulcast"] is True
     assert {"port", "port2", "port3"} <= video.keys()
 
     viewer = AiortcViewer(janus)
