@@ -594,6 +594,9 @@ class StreamingPlugin(Plugin):
         target.viewers.add(viewer.handle.id)
         logger.info("viewer %d switched to mountpoint %s", viewer.handle.id, target.id)
         viewer.handle.push_event(transaction, {"streaming": "event", "result": {"switched": "ok", "id": target.id}})
+        for track in tracks:
+            if viewer.in_engine and track.send and track.substream is not None:
+                viewer.handle.push_event(None, layer_event(track.mid, substream=track.substream))
 
     def _stop(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
         viewer.handle.push_event(transaction, status_event("stopping"))
