@@ -1148,7 +1148,8 @@ mod tests {
         let packet = source_packet(1, 2, 3, b"payload");
         let first = rewrite(&mut stream, &packet);
         let mut out = [0u8; 256];
-        let again = stream.rewrite_again(&packet, &received(&packet, false, 0), &mut out).unwrap();
+        let sequence = u16::from_be_bytes([first[2], first[3]]);
+        let again = stream.rewrite_again(sequence, &packet, &received(&packet, false, 0), &mut out).unwrap();
         assert_eq!(&out[..again.len], &first[..], "a retransmission is the packet as first sent");
         let next = source_packet(2, 2, 3, b"burst");
         let burst = stream.rewrite_burst(&next, &received(&next, false, 0), now, &mut out).unwrap();
