@@ -279,8 +279,9 @@ class Engine:
         payload descriptor's TID (RFC 7741) is at most ``layer`` (None: every
         layer), from the next frame of the base layer on; the packets sent are
         renumbered so the viewer sees no gap (packets that arrive out of order
-        are not; NACKs reach back only to the last packet left out). Packets
-        without a TID count as layer 0. KeyError for an unknown viewer,
+        are not); NACKs find their packets across the last 32 renumberings.
+        Packets without a TID count as layer 0. The cap stays across
+        set_viewer_stream_source. KeyError for an unknown viewer,
         ValueError if the viewer has no stream ``index``, it is not VP8, or
         ``layer`` is outside 0..=3."""
     def switch_viewer(self, viewer_id: int, mountpoint_id: int, streams: list[ViewerStream]) -> None:
