@@ -920,9 +920,17 @@ impl Viewer {
         self.paused
     }
 
+    /// A resumed viewer starts again at keyframes: a stream whose move to
+    /// another source waited (the viewer was paused meanwhile) moves now.
     pub fn set_paused(&mut self, paused: bool) {
         if self.paused && !paused {
-            self.streams.iter_mut().for_each(ViewerStream::restart);
+            for stream in self.streams.iter_mut() {
+                if stream.next_source.is_some() {
+                    stream.take_next_source();
+                    ViewerCounters::add(&self.counters.source_switches, 1);
+                }
+                stream.restart();
+            }
         }
         self.paused = paused;
     }
@@ -1250,6 +1258,18 @@ mod tests {
         let (sequence, timestamp, payload) = through(&mut viewer, 1, &high(5002, 22, false), false, later).unwrap();
         assert_eq!((sequence, timestamp), (104, 5_000 + 2 * 3000 + 3600 + 3000));
         assert_eq!(Vp8Descriptor::parse(&payload).unwrap().read_picture_id(&payload), Some(504));
+    }
+
+    #[test]
+    fn a_viewer_resumed_after_a_pause_takes_the_waiting_move_at_once() {
+        let now = Instant::now();
+        let mut viewer = viewer_of(stream(false, 1));
+        through(&mut viewer, 0, &source_packet(1, 0, 1, b"x"), false, now).unwrap();
+        viewer.set_paused(true);
+        assert!(!viewer.streams[0].move_to(1), "the stream itself is not paused: the move waits");
+        viewer.set_paused(false);
+        assert_eq!((viewer.streams[0].source, viewer.streams[0].next_source()), (1, None));
+        assert_eq!(viewer.counters.source_switches.load(Ordering::Relaxed), 1);
     }
 
     #[test]

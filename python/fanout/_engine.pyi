@@ -265,7 +265,8 @@ class Engine:
         it has one, is asked for one); the old source goes on until then, and
         ViewerStats' source_switches counts the move when it happens. A stream
         that sent nothing yet, or is paused, moves at once (started video then
-        starts from the new source's keyframe cache, as add_viewer). Sequence
+        starts from the new source's keyframe cache, as add_viewer); a viewer
+        paused with set_viewer_paused takes a waiting move when resumed. Sequence
         numbers and timestamps stay continuous (the timestamp advanced by the
         time since the last packet); for VP8 the picture IDs and TL0PICIDX of
         the new source are renumbered to follow the last ones sent. Moving
