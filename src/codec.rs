@@ -69,6 +69,82 @@ fn vp8_keyframe_start(payload: &[u8]) -> bool {
     payload.get(offset).is_some_and(|header| header & 0x01 == 0)
 }
 
+/// Where the fields of a VP8 payload descriptor (RFC 7741 section 4.2) lie,
+/// for a viewer that drops temporal layers or renumbers pictures after a
+/// switch between simulcast encodings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Vp8Descriptor {
+    /// S set and partition index 0: the packet starts a frame.
+    pub starts_frame: bool,
+    /// The picture ID's offset in the payload, and whether it has 15 bits (M set) rather than 7.
+    pub picture_id: Option<(usize, bool)>,
+    /// TL0PICIDX's offset in the payload.
+    pub tl0_picture_index: Option<usize>,
+    /// The temporal layer (TID); 0 when the descriptor has none.
+    pub temporal_layer: u8,
+}
+
+impl Vp8Descriptor {
+    /// None if the payload is too short for the descriptor it announces.
+    pub fn parse(payload: &[u8]) -> Option<Self> {
+        let first = *payload.first()?;
+        let mut descriptor = Self { starts_frame: first & 0x10 != 0 && first & 0x07 == 0, ..Self::default() };
+        if first & 0x80 == 0 {
+            return Some(descriptor);
+        }
+        let extension = *payload.get(1)?;
+        let mut offset = 2;
+        if extension & 0x80 != 0 {
+            let long = *payload.get(offset)? & 0x80 != 0;
+            if long {
+                payload.get(offset + 1)?;
+            }
+            descriptor.picture_id = Some((offset, long));
+            offset += if long { 2 } else { 1 };
+        }
+        if extension & 0x40 != 0 {
+            payload.get(offset)?;
+            descriptor.tl0_picture_index = Some(offset);
+            offset += 1;
+        }
+        if extension & 0x20 != 0 {
+            descriptor.temporal_layer = *payload.get(offset)? >> 6;
+        }
+        Some(descriptor)
+    }
+
+    /// The picture ID (7 or 15 bits) at `payload`, as parsed.
+    pub fn read_picture_id(&self, payload: &[u8]) -> Option<u16> {
+        let (offset, long) = self.picture_id?;
+        Some(if long {
+            u16::from_be_bytes([payload[offset] & 0x7f, payload[offset + 1]])
+        } else {
+            u16::from(payload[offset] & 0x7f)
+        })
+    }
+
+    /// Writes `picture_id` (masked to the field's width) into `payload`, as parsed.
+    pub fn write_picture_id(&self, payload: &mut [u8], picture_id: u16) {
+        if let Some((offset, long)) = self.picture_id {
+            if long {
+                let [high, low] = (picture_id & 0x7fff).to_be_bytes();
+                payload[offset] = 0x80 | high;
+                payload[offset + 1] = low;
+            } else {
+                payload[offset] = (picture_id & 0x7f) as u8;
+            }
+        }
+    }
+
+    /// The mask of the picture ID's width: 0x7fff or 0x7f.
+    pub fn picture_id_mask(&self) -> u16 {
+        match self.picture_id {
+            Some((_, false)) => 0x7f,
+            _ => 0x7fff,
+        }
+    }
+}
+
 /// The VP9 payload descriptor (RFC 9628 section 4.2): P = 0 (not inter-picture
 /// predicted) and B = 1 (start of a frame), in the base spatial layer.
 fn vp9_keyframe_start(payload: &[u8]) -> bool {
@@ -161,6 +237,29 @@ mod tests {
         assert!(vp8.is_keyframe_start(&[0x90, 0x80, 0x12, 0x00]));
         assert!(!vp8.is_keyframe_start(&[0x90, 0x80, 0x12]), "cut before the frame header");
         assert!(!vp8.is_keyframe_start(&[]));
+    }
+
+    #[test]
+    fn vp8_descriptor_fields() {
+        // X; I with a 15-bit picture id 0x0123; L (TL0PICIDX 5); T (TID 2, Y).
+        let payload = [0x90, 0xe0, 0x81, 0x23, 0x05, 0xa0, 0x50];
+        let descriptor = Vp8Descriptor::parse(&payload).unwrap();
+        assert!(descriptor.starts_frame);
+        assert_eq!(descriptor.picture_id, Some((2, true)));
+        assert_eq!(descriptor.read_picture_id(&payload), Some(0x0123));
+        assert_eq!(descriptor.tl0_picture_index, Some(4));
+        assert_eq!(descriptor.temporal_layer, 2);
+        let mut written = payload;
+        descriptor.write_picture_id(&mut written, 0x8000 | 0x7abc);
+        assert_eq!(descriptor.read_picture_id(&written), Some(0x7abc));
+        // No extension: nothing but the start bit.
+        let plain = Vp8Descriptor::parse(&[0x00, 0x9c]).unwrap();
+        assert_eq!((plain.starts_frame, plain.picture_id, plain.temporal_layer), (false, None, 0));
+        // X; I with a 7-bit picture id; K only (no TID): layer 0.
+        let short = Vp8Descriptor::parse(&[0x90, 0x90, 0x7f, 0x00]).unwrap();
+        assert_eq!((short.picture_id, short.picture_id_mask(), short.temporal_layer), (Some((2, false)), 0x7f, 0));
+        assert!(Vp8Descriptor::parse(&[0x90, 0xe0, 0x81]).is_none(), "cut inside the picture id");
+        assert!(Vp8Descriptor::parse(&[]).is_none());
     }
 
     #[test]

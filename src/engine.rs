@@ -202,11 +202,14 @@ pub struct ViewerStats {
     pub send_errors: u64,
     pub paused: bool,
     pub worker: usize,
+    pub source_switches: u64,
 }
 
 struct StreamRecord {
     index: u32,
     port: u16,
+    kind: MediaKind,
+    codec: Codec,
     clock_rate: u32,
     starts_at_keyframes: bool,
     counters: Arc<StreamCounters>,
@@ -495,7 +498,17 @@ impl Engine {
             source.cache = cached.then(|| Arc::new(Mutex::new(GopCache::new())));
             source.rtcp = rtcp.map(|socket| Arc::new(SourceRtcp::new(socket)));
             let (cache, rtcp) = (source.cache.clone(), source.rtcp.clone());
-            records.push(StreamRecord { index, port, clock_rate, starts_at_keyframes, counters, cache, rtcp });
+            records.push(StreamRecord {
+                index,
+                port,
+                kind,
+                codec,
+                clock_rate,
+                starts_at_keyframes,
+                counters,
+                cache,
+                rtcp,
+            });
             sources.push(source);
         }
         let first_key = running.next_source_key;
@@ -576,8 +589,9 @@ impl Engine {
         let address = viewer_address(address.0, address.1, self.socket_family)?;
         let (viewer_streams, ssrcs, indexes) = viewer_streams(mountpoint_id, mountpoint, streams)?;
         let counters = Arc::new(ViewerCounters::default());
-        let viewer =
+        let mut viewer =
             Box::new(Viewer::new(viewer_id, address, viewer_streams, local, Instant::now() + FIRST_REPORT_DELAY));
+        viewer.set_counters(counters.clone());
         let worker =
             (0..running.workers.len()).min_by_key(|&w| running.workers[w].viewers).expect("one worker at least");
         let command = Command::AddViewer {
@@ -746,6 +760,72 @@ impl Engine {
         Self::to_worker(running, record.worker, Command::SetPlayoutDelay { id: viewer_id, stream, delay })
     }
 
+    /// Simulcast: moves the viewer's stream that takes source stream `index`
+    /// to source stream `source_index` of the same mountpoint (another
+    /// encoding of the same video), at that source's next keyframe; the
+    /// stream is known by `source_index` from now on. The source is asked for
+    /// a keyframe if it has an RTCP port. Numbering stays continuous (VP8
+    /// picture IDs too).
+    pub fn set_viewer_stream_source(&self, viewer_id: u64, index: i64, source_index: i64) -> Result<(), EngineError> {
+        let mut state = self.running()?;
+        let running = state.as_mut().expect("checked by running()");
+        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
+        let index: u32 = in_range(index, "stream index", 0, i64::from(u32::MAX))?;
+        let source_index: u32 = in_range(source_index, "source index", 0, i64::from(u32::MAX))?;
+        let stream = record
+            .indexes
+            .iter()
+            .position(|&taken| taken == index)
+            .ok_or_else(|| invalid(format!("viewer {viewer_id} has no stream {index}")))?;
+        if source_index != index && record.indexes.contains(&source_index) {
+            return Err(invalid(format!("viewer {viewer_id} already takes stream {source_index}")));
+        }
+        let mountpoint = running.mountpoints.get(&record.mountpoint_id).ok_or(EngineError::Closed)?;
+        let find = |wanted: u32| mountpoint.streams.iter().position(|source| source.index == wanted);
+        let current = find(index).ok_or_else(|| invalid(format!("no stream {index}")))?;
+        let source = find(source_index)
+            .ok_or_else(|| invalid(format!("mountpoint {} has no stream {source_index}", record.mountpoint_id)))?;
+        let (from, to) = (&mountpoint.streams[current], &mountpoint.streams[source]);
+        if from.kind != to.kind || from.codec != to.codec || from.clock_rate != to.clock_rate {
+            return Err(invalid(format!("stream {source_index} is not the same kind and codec as stream {index}")));
+        }
+        let vp8 = to.codec == Codec::Vp8;
+        Self::to_worker(running, record.worker, Command::SetStreamSource { id: viewer_id, stream, source, vp8 })?;
+        if let Some(rtcp) = &to.rtcp {
+            rtcp.request_keyframe(KeyframeReason::Start, Instant::now());
+        }
+        let record = running.viewers.get_mut(&viewer_id).expect("looked up above");
+        record.indexes[stream] = source_index;
+        Ok(())
+    }
+
+    /// VP8: the viewer's stream that takes source stream `index` gets only
+    /// temporal layers up to `layer` (None: all), from the next frame of the
+    /// base layer; the packets sent are renumbered so the viewer sees no gap.
+    pub fn set_viewer_stream_temporal_layer(
+        &self,
+        viewer_id: u64,
+        index: i64,
+        layer: Option<i64>,
+    ) -> Result<(), EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
+        let index: u32 = in_range(index, "stream index", 0, i64::from(u32::MAX))?;
+        let cap: Option<u8> = layer.map(|layer| in_range(layer, "temporal layer", 0, 3)).transpose()?;
+        let stream = record
+            .indexes
+            .iter()
+            .position(|&taken| taken == index)
+            .ok_or_else(|| invalid(format!("viewer {viewer_id} has no stream {index}")))?;
+        let mountpoint = running.mountpoints.get(&record.mountpoint_id).ok_or(EngineError::Closed)?;
+        let codec = mountpoint.streams.iter().find(|source| source.index == index).map(|source| source.codec);
+        if codec != Some(Codec::Vp8) {
+            return Err(invalid(format!("stream {index} is not VP8: temporal layers are for VP8 streams")));
+        }
+        Self::to_worker(running, record.worker, Command::SetStreamTemporalCap { id: viewer_id, stream, cap })
+    }
+
     /// Unknown ids are ignored.
     pub fn remove_viewer(&self, viewer_id: u64) -> Result<(), EngineError> {
         let mut state = self.running()?;
@@ -884,6 +964,7 @@ impl Engine {
             send_errors: counters.send_errors.load(Ordering::Relaxed),
             paused: counters.paused.load(Ordering::Relaxed),
             worker: record.worker,
+            source_switches: counters.source_switches.load(Ordering::Relaxed),
         })
     }
 

@@ -185,6 +185,15 @@ impl Engine {
         Ok(self.inner.set_viewer_playout_delay(viewer_id, index, extension_id, delay_ms)?)
     }
 
+    fn set_viewer_stream_source(&self, viewer_id: u64, index: i64, source_index: i64) -> PyResult<()> {
+        Ok(self.inner.set_viewer_stream_source(viewer_id, index, source_index)?)
+    }
+
+    #[pyo3(signature = (viewer_id, index, layer))]
+    fn set_viewer_stream_temporal_layer(&self, viewer_id: u64, index: i64, layer: Option<i64>) -> PyResult<()> {
+        Ok(self.inner.set_viewer_stream_temporal_layer(viewer_id, index, layer)?)
+    }
+
     fn switch_viewer(
         &self,
         py: Python<'_>,
@@ -221,6 +230,7 @@ impl Engine {
             send_errors,
             paused,
             worker,
+            source_switches,
         } = self.inner.viewer_stats(viewer_id)?;
         let stats = PyDict::new(py);
         stats.set_item("packets", packets)?;
@@ -233,6 +243,7 @@ impl Engine {
         stats.set_item("send_errors", send_errors)?;
         stats.set_item("paused", paused)?;
         stats.set_item("worker", worker)?;
+        stats.set_item("source_switches", source_switches)?;
         Ok(stats)
     }
 

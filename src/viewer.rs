@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::codec::Vp8Descriptor;
 use crate::packet::{GopCache, History, Packet};
 
 use crate::receiver::ReceivedPacket;
@@ -87,6 +88,8 @@ pub struct ViewerCounters {
     pub dropped: AtomicU64,
     pub send_errors: AtomicU64,
     pub paused: AtomicBool,
+    /// Streams moved to another source stream (at its keyframe) as asked.
+    pub source_switches: AtomicU64,
 }
 
 impl ViewerCounters {
@@ -138,6 +141,76 @@ struct Burst {
     catch_up: u16,
 }
 
+/// What a VP8 viewer stream does to each packet's payload descriptor once it
+/// was moved between simulcast encodings or given a temporal layer cap: the
+/// encodings number their pictures independently, so after a move the
+/// picture IDs and TL0PICIDX go on from the last ones the viewer got; and
+/// frames of temporal layers above the cap are left out, the packets after
+/// them renumbered so the viewer sees no gap.
+#[derive(Clone, Copy, Debug, Default)]
+struct Vp8Rewrite {
+    /// The sequence offset when the stream was last anchored, and the ones
+    /// temporal layer drops brought since, so NACKs find their source packets.
+    anchor_offset: u16,
+    renumberings: Renumberings,
+    /// The highest temporal layer sent; None: all.
+    temporal_cap: Option<u8>,
+    /// A new cap, taken at the next frame of the base layer (which every layer may follow).
+    next_temporal_cap: Option<Option<u8>>,
+    picture_id_offset: u16,
+    tl0_offset: u8,
+    /// The last picture ID and TL0PICIDX the viewer got (rewritten).
+    last_picture_id: Option<u16>,
+    last_tl0: Option<u8>,
+    /// After a move: the next picture follows the last one sent.
+    follow_on: bool,
+}
+
+/// How many renumberings by temporal layer drops NACKs can see past: with
+/// the base layer alone out of three at 30 fps, about four seconds.
+const RENUMBERINGS: usize = 32;
+
+/// The sequence offsets temporal layer drops brought, each with the viewer's
+/// extended sequence number from which it applied: a ring, newest last.
+#[derive(Clone, Copy, Debug)]
+struct Renumberings {
+    entries: [(u64, u16); RENUMBERINGS],
+    next: usize,
+    len: usize,
+}
+
+impl Default for Renumberings {
+    fn default() -> Self {
+        Self { entries: [(0, 0); RENUMBERINGS], next: 0, len: 0 }
+    }
+}
+
+impl Renumberings {
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Notes `offset` from `from` on; once full, forgets the oldest and
+    /// returns where the mapping now starts.
+    fn push(&mut self, from: u64, offset: u16) -> Option<u64> {
+        self.entries[self.next] = (from, offset);
+        self.next = (self.next + 1) % RENUMBERINGS;
+        if self.len < RENUMBERINGS {
+            self.len += 1;
+            return None;
+        }
+        Some(self.entries[self.next].0)
+    }
+
+    /// The offset in force at `extended`; None before every renumbering.
+    fn offset_at(&self, extended: u64) -> Option<u16> {
+        (1..=self.len)
+            .map(|back| self.entries[(self.next + RENUMBERINGS - back) % RENUMBERINGS])
+            .find(|&(from, _)| from <= extended)
+            .map(|(_, offset)| offset)
+    }
+}
+
 /// What a viewer receives of one source stream, and where its numbering stands.
 ///
 /// The viewer's sequence number is the source's plus an offset, and its
@@ -152,6 +225,13 @@ struct Burst {
 pub struct ViewerStream {
     /// The source stream's position in its mountpoint.
     pub source: usize,
+    /// Simulcast: the source stream this one moves to at that stream's next keyframe.
+    next_source: Option<usize>,
+    /// VP8 streams that were moved or capped (see [`Vp8Rewrite`]); None: payloads untouched.
+    vp8: Option<Box<Vp8Rewrite>>,
+    /// Temporal layer drops renumbered the stream: the next packet sent
+    /// notes the new offset (see [`Renumberings`]).
+    renumbered: bool,
     ssrc: u32,
     payload_type: u8,
     clock_rate: u32,
@@ -203,6 +283,9 @@ impl ViewerStream {
     ) -> Self {
         Self {
             source,
+            next_source: None,
+            vp8: None,
+            renumbered: false,
             ssrc,
             payload_type,
             clock_rate,
@@ -236,6 +319,74 @@ impl ViewerStream {
 
     pub fn is_held(&self) -> bool {
         self.held
+    }
+
+    /// Reads and rewrites the VP8 payload descriptor from now on (see [`Vp8Rewrite`]).
+    pub fn rewrite_vp8(&mut self) {
+        let anchor_offset = self.sequence_offset;
+        self.vp8.get_or_insert_with(|| Box::new(Vp8Rewrite { anchor_offset, ..Vp8Rewrite::default() }));
+    }
+
+    /// The stream's numbering was chosen again: no renumbering applies to it yet.
+    fn anchored(&mut self) {
+        if let Some(vp8) = self.vp8.as_mut() {
+            vp8.anchor_offset = self.sequence_offset;
+            vp8.renumberings.clear();
+        }
+    }
+
+    /// Sends only VP8 temporal layers up to `cap` (None: all), from the next
+    /// frame of the base layer on. Needs [`ViewerStream::rewrite_vp8`] first.
+    pub fn set_temporal_cap(&mut self, cap: Option<u8>) {
+        if let Some(vp8) = self.vp8.as_mut() {
+            vp8.next_temporal_cap = Some(cap);
+        }
+    }
+
+    /// The source stream this one is moving to, if a move waits for its keyframe.
+    pub fn next_source(&self) -> Option<usize> {
+        self.next_source
+    }
+
+    /// Moves the stream to the source stream at `source` at once if it sent
+    /// nothing yet or is paused (true; a started stream then waits for the
+    /// keyframe again), else at that source's next keyframe, the current
+    /// source going on until then (false). Moving back to the current source
+    /// cancels a waiting move.
+    pub fn move_to(&mut self, source: usize) -> bool {
+        if source == self.source {
+            self.next_source = None;
+            return false;
+        }
+        if self.highest.is_some() && !self.paused {
+            self.next_source = Some(source);
+            return false;
+        }
+        self.source = source;
+        self.next_source = None;
+        if !self.held {
+            self.restart();
+        }
+        self.follow_on();
+        true
+    }
+
+    /// The keyframe of the waiting move's source arrived: take it from now on.
+    fn take_next_source(&mut self) {
+        if let Some(source) = self.next_source.take() {
+            self.source = source;
+            self.waiting_for_keyframe = false;
+            self.anchor_needed = true;
+            self.end_burst();
+            self.skip_before = None;
+            self.follow_on();
+        }
+    }
+
+    fn follow_on(&mut self) {
+        if let Some(vp8) = self.vp8.as_mut() {
+            vp8.follow_on = true;
+        }
     }
 
     /// Starts again after a pause: video waits for the next keyframe.
@@ -312,6 +463,7 @@ impl ViewerStream {
         }
         self.sequence_offset = sequence.wrapping_sub(first.header.sequence);
         self.timestamp_offset = timestamp.wrapping_sub(last.header.timestamp);
+        self.anchored();
         self.source_epoch = first.epoch;
         self.anchor_needed = false;
         self.waiting_for_keyframe = false;
@@ -422,7 +574,40 @@ impl ViewerStream {
             let sequence = header.sequence.wrapping_add(self.sequence_offset);
             self.anchored_from = self.extend(sequence)?;
         }
+        if self.vp8.is_some() && self.above_temporal_cap(packet, header) {
+            return None;
+        }
         self.emit(packet, received, now, out)
+    }
+
+    /// Whether a VP8 packet belongs to a temporal layer above the cap; if so
+    /// the packets after it are renumbered one lower, so the viewer's
+    /// sequence has no gap (packets arriving out of order are not renumbered).
+    fn above_temporal_cap(&mut self, packet: &[u8], header: &RtpHeader) -> bool {
+        let Some(vp8) = self.vp8.as_mut() else {
+            return false;
+        };
+        let Some(descriptor) = Vp8Descriptor::parse(&packet[header.payload_start..header.payload_end]) else {
+            return false;
+        };
+        if descriptor.starts_frame && descriptor.temporal_layer == 0 {
+            if let Some(cap) = vp8.next_temporal_cap.take() {
+                vp8.temporal_cap = cap;
+            }
+        }
+        if vp8.temporal_cap.is_none_or(|cap| descriptor.temporal_layer <= cap) {
+            return false;
+        }
+        let sequence = header.sequence.wrapping_add(self.sequence_offset);
+        let newest = match (self.extend(sequence), self.highest) {
+            (Some(extended), Some(highest)) => extended > highest,
+            _ => true,
+        };
+        if newest {
+            self.sequence_offset = self.sequence_offset.wrapping_sub(1);
+            self.renumbered = true;
+        }
+        true
     }
 
     /// Rewrites with the current offsets and counts what was sent.
@@ -431,10 +616,21 @@ impl ViewerStream {
         let sequence = header.sequence.wrapping_add(self.sequence_offset);
         let extended = self.extend(sequence)?;
         let timestamp = self.viewer_timestamp(header.timestamp, extended);
+        if self.renumbered {
+            self.renumbered = false;
+            let offset = self.sequence_offset;
+            if let Some(forgotten) = self.vp8.as_mut().and_then(|vp8| vp8.renumberings.push(extended, offset)) {
+                // NACKs from before the oldest renumbering noted go unanswered.
+                self.anchored_from = self.anchored_from.max(forgotten);
+            }
+        }
         if self.highest.is_none_or(|highest| extended > highest) {
             self.highest = Some(extended);
             self.highest_timestamp = timestamp;
             self.last_sent_at = now;
+        }
+        if self.vp8.is_some() {
+            self.follow_pictures(&packet[header.payload_start..header.payload_end]);
         }
         let len = self.write(packet, header, sequence, timestamp, out);
         self.packets = self.packets.wrapping_add(1);
@@ -487,7 +683,40 @@ impl ViewerStream {
         }
         let len = payload_start + payload.len();
         out[payload_start..len].copy_from_slice(payload);
+        if let Some(vp8) = &self.vp8 {
+            if vp8.picture_id_offset != 0 || vp8.tl0_offset != 0 {
+                renumber_pictures(vp8, &mut out[payload_start..len]);
+            }
+        }
         len
+    }
+
+    /// After a move, sets the picture offsets so the new source's pictures
+    /// follow the last one sent; notes the last picture sent.
+    fn follow_pictures(&mut self, payload: &[u8]) {
+        let Some(vp8) = self.vp8.as_mut() else {
+            return;
+        };
+        let Some(descriptor) = Vp8Descriptor::parse(payload) else {
+            return;
+        };
+        let picture_id = descriptor.read_picture_id(payload);
+        let tl0 = descriptor.tl0_picture_index.map(|offset| payload[offset]);
+        if vp8.follow_on {
+            vp8.follow_on = false;
+            if let (Some(last), Some(picture_id)) = (vp8.last_picture_id, picture_id) {
+                vp8.picture_id_offset = last.wrapping_add(1).wrapping_sub(picture_id) & descriptor.picture_id_mask();
+            }
+            if let (Some(last), Some(tl0)) = (vp8.last_tl0, tl0) {
+                vp8.tl0_offset = last.wrapping_add(1).wrapping_sub(tl0);
+            }
+        }
+        if let Some(picture_id) = picture_id {
+            vp8.last_picture_id = Some(picture_id.wrapping_add(vp8.picture_id_offset) & descriptor.picture_id_mask());
+        }
+        if let Some(tl0) = tl0 {
+            vp8.last_tl0 = Some(tl0.wrapping_add(vp8.tl0_offset));
+        }
     }
 
     /// The source packet (sequence number, epoch) that the viewer received as
@@ -498,14 +727,24 @@ impl ViewerStream {
         }
         let extended = self.extend(sequence)?;
         let sent = self.highest.is_some_and(|highest| extended <= highest) && extended >= self.anchored_from;
-        sent.then(|| (sequence.wrapping_sub(self.sequence_offset), self.source_epoch))
+        let offset = match &self.vp8 {
+            Some(vp8) => vp8.renumberings.offset_at(extended).unwrap_or(vp8.anchor_offset),
+            None => self.sequence_offset,
+        };
+        sent.then(|| (sequence.wrapping_sub(offset), self.source_epoch))
     }
 
-    /// Writes `packet` again as the viewer first received it (a retransmission),
-    /// changing no state; None if it was not sent under the current numbering.
-    pub fn rewrite_again(&self, packet: &[u8], received: &ReceivedPacket, out: &mut [u8]) -> Option<Rewritten> {
+    /// Writes `packet` again as the viewer first received it as `sequence` (a
+    /// retransmission), changing no state; None if it was not sent under the
+    /// current numbering.
+    pub fn rewrite_again(
+        &self,
+        sequence: u16,
+        packet: &[u8],
+        received: &ReceivedPacket,
+        out: &mut [u8],
+    ) -> Option<Rewritten> {
         let header = &received.header;
-        let sequence = header.sequence.wrapping_add(self.sequence_offset);
         let (source_sequence, epoch) = self.source_of(sequence)?;
         if source_sequence != header.sequence || epoch != received.epoch {
             return None;
@@ -535,6 +774,7 @@ impl ViewerStream {
         let (sequence, timestamp) = self.next_position(now);
         self.sequence_offset = sequence.wrapping_sub(received.header.sequence);
         self.timestamp_offset = timestamp.wrapping_sub(received.header.timestamp);
+        self.anchored();
         self.source_epoch = received.epoch;
         self.anchor_needed = false;
         self.compression = None;
@@ -557,6 +797,19 @@ impl ViewerStream {
     }
 }
 
+/// Adds the offsets to the picture ID and TL0PICIDX of a VP8 payload (in place).
+fn renumber_pictures(vp8: &Vp8Rewrite, payload: &mut [u8]) {
+    let Some(descriptor) = Vp8Descriptor::parse(payload) else {
+        return;
+    };
+    if let Some(picture_id) = descriptor.read_picture_id(payload) {
+        descriptor.write_picture_id(payload, picture_id.wrapping_add(vp8.picture_id_offset));
+    }
+    if let Some(offset) = descriptor.tl0_picture_index {
+        payload[offset] = payload[offset].wrapping_add(vp8.tl0_offset);
+    }
+}
+
 fn ticks(elapsed: Duration, clock_rate: u32) -> u32 {
     (elapsed.as_micros() * u128::from(clock_rate) / 1_000_000) as u32
 }
@@ -575,6 +828,8 @@ pub struct Viewer {
     /// Bytes of bursts this viewer may be sent now (a token bucket).
     burst_credit: i64,
     credit_at: Instant,
+    /// Shared with the engine handle (source switches are counted here).
+    counters: Arc<ViewerCounters>,
 }
 
 impl Viewer {
@@ -596,7 +851,18 @@ impl Viewer {
             next_report_at: first_report_at,
             burst_credit: BURST_CREDIT_BYTES,
             credit_at: Instant::now(),
+            counters: Arc::default(),
         }
+    }
+
+    /// The counters the engine handle reads.
+    pub fn set_counters(&mut self, counters: Arc<ViewerCounters>) {
+        self.counters = counters;
+    }
+
+    /// Counts a stream's move to another source stream.
+    pub fn count_source_switch(&self) {
+        ViewerCounters::add(&self.counters.source_switches, 1);
     }
 
     /// Whether a stream is sending a burst (and the viewer is not paused).
@@ -654,9 +920,17 @@ impl Viewer {
         self.paused
     }
 
+    /// A resumed viewer starts again at keyframes: a stream whose move to
+    /// another source waited (the viewer was paused meanwhile) moves now.
     pub fn set_paused(&mut self, paused: bool) {
         if self.paused && !paused {
-            self.streams.iter_mut().for_each(ViewerStream::restart);
+            for stream in self.streams.iter_mut() {
+                if stream.next_source.is_some() {
+                    stream.take_next_source();
+                    ViewerCounters::add(&self.counters.source_switches, 1);
+                }
+                stream.restart();
+            }
         }
         self.paused = paused;
     }
@@ -672,7 +946,16 @@ impl Viewer {
         now: Instant,
         out: &mut [u8],
     ) -> Option<usize> {
-        let stream = self.streams.iter_mut().find(|stream| stream.source == source)?;
+        let stream =
+            self.streams.iter_mut().find(|stream| stream.source == source || stream.next_source == Some(source))?;
+        if stream.source != source {
+            // A simulcast move waits for this source's keyframe; the current source goes on until then.
+            if !received.keyframe_start || stream.paused || stream.held {
+                return None;
+            }
+            stream.take_next_source();
+            ViewerCounters::add(&self.counters.source_switches, 1);
+        }
         let rewritten = stream.rewrite(packet, received, now, out)?;
         self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()
     }
@@ -682,11 +965,12 @@ impl Viewer {
     pub fn write_retransmission(
         &self,
         stream: usize,
+        sequence: u16,
         packet: &[u8],
         received: &ReceivedPacket,
         out: &mut [u8],
     ) -> Option<usize> {
-        let rewritten = self.streams[stream].rewrite_again(packet, received, out)?;
+        let rewritten = self.streams[stream].rewrite_again(sequence, packet, received, out)?;
         self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()
     }
 
@@ -872,7 +1156,8 @@ mod tests {
         let packet = source_packet(1, 2, 3, b"payload");
         let first = rewrite(&mut stream, &packet);
         let mut out = [0u8; 256];
-        let again = stream.rewrite_again(&packet, &received(&packet, false, 0), &mut out).unwrap();
+        let sequence = u16::from_be_bytes([first[2], first[3]]);
+        let again = stream.rewrite_again(sequence, &packet, &received(&packet, false, 0), &mut out).unwrap();
         assert_eq!(&out[..again.len], &first[..], "a retransmission is the packet as first sent");
         let next = source_packet(2, 2, 3, b"burst");
         let burst = stream.rewrite_burst(&next, &received(&next, false, 0), now, &mut out).unwrap();
@@ -901,6 +1186,146 @@ mod tests {
             info,
             SenderInfo { ssrc: 0xabcd, ntp_time: 77, rtp_timestamp: 5_000 + 45_000, packets: 1, octets: 5 }
         );
+    }
+
+    /// A VP8 payload: X, I (15-bit picture id), L, T; the S bit when the packet starts a frame.
+    fn vp8_payload(starts_frame: bool, picture_id: u16, tl0: u8, temporal_layer: u8, keyframe: bool) -> Vec<u8> {
+        let [high, low] = picture_id.to_be_bytes();
+        let first = 0x80 | if starts_frame { 0x10 } else { 0 };
+        vec![first, 0xe0, 0x80 | high, low, tl0, temporal_layer << 6, if keyframe { 0x00 } else { 0x01 }]
+    }
+
+    /// Sends a packet of the source at `source` through the viewer's streams as
+    /// `Viewer::write_rtp` does, without SRTP: (sequence, timestamp, payload).
+    fn through(
+        viewer: &mut Viewer,
+        source: usize,
+        packet: &[u8],
+        keyframe: bool,
+        now: Instant,
+    ) -> Option<(u16, u32, Vec<u8>)> {
+        let stream = viewer.streams.iter_mut().find(|s| s.source == source || s.next_source == Some(source))?;
+        if stream.source != source {
+            if !keyframe {
+                return None;
+            }
+            stream.take_next_source();
+        }
+        let mut out = [0u8; 256];
+        let len = stream.rewrite(packet, &received(packet, keyframe, 0), now, &mut out)?.len;
+        let header = RtpHeader::parse(&out[..len]).unwrap();
+        Some((header.sequence, header.timestamp, out[12..len].to_vec()))
+    }
+
+    fn viewer_of(stream: ViewerStream) -> Viewer {
+        let session = SrtpSession::new(crate::srtp::Profile::AeadAes128Gcm, &[7u8; 28]).unwrap();
+        Viewer::new(1, RawAddress::UNSPECIFIED, vec![stream], session, Instant::now())
+    }
+
+    #[test]
+    fn moves_to_another_encoding_at_its_keyframe_with_continuous_numbering() {
+        let now = Instant::now();
+        let mut viewer = viewer_of(stream(true, 100));
+        let low = |sequence, picture_id, keyframe| {
+            source_packet(sequence, u32::from(sequence) * 3000, 1, &vp8_payload(true, picture_id, 9, 0, keyframe))
+        };
+        let high = |sequence: u16, picture_id, keyframe| {
+            source_packet(
+                sequence,
+                777 + u32::from(sequence) * 3000,
+                2,
+                &vp8_payload(true, picture_id, 200, 0, keyframe),
+            )
+        };
+        assert_eq!(through(&mut viewer, 0, &low(10, 500, true), true, now).unwrap().0, 100);
+        assert_eq!(through(&mut viewer, 0, &low(11, 501, false), false, now).unwrap().0, 101);
+        assert!(!viewer.streams[0].move_to(1), "a started stream waits for the keyframe");
+        assert_eq!(viewer.streams[0].next_source(), Some(1));
+        viewer.streams[0].rewrite_vp8();
+        // The new encoding's delta frames are not taken; the old one goes on.
+        assert!(through(&mut viewer, 1, &high(5000, 20, false), false, now).is_none());
+        let (sequence, _, payload) = through(&mut viewer, 0, &low(12, 502, false), false, now).unwrap();
+        assert_eq!((sequence, &payload[2..4]), (102, &[0x81, 0xf6][..]), "picture 502 untouched");
+        let later = now + Duration::from_millis(40);
+        let (sequence, timestamp, payload) = through(&mut viewer, 1, &high(5001, 21, true), true, later).unwrap();
+        assert_eq!(sequence, 103, "the keyframe of the new encoding follows on");
+        assert_eq!(timestamp, 5_000 + 2 * 3000 + 3600, "advanced by the 40 ms that passed");
+        let descriptor = Vp8Descriptor::parse(&payload).unwrap();
+        assert_eq!(descriptor.read_picture_id(&payload), Some(503), "picture ids follow on");
+        assert_eq!(payload[4], 10, "TL0PICIDX follows on");
+        assert_eq!(viewer.streams[0].source, 1);
+        assert!(through(&mut viewer, 0, &low(13, 503, false), false, later).is_none(), "the old encoding stops");
+        let (sequence, timestamp, payload) = through(&mut viewer, 1, &high(5002, 22, false), false, later).unwrap();
+        assert_eq!((sequence, timestamp), (104, 5_000 + 2 * 3000 + 3600 + 3000));
+        assert_eq!(Vp8Descriptor::parse(&payload).unwrap().read_picture_id(&payload), Some(504));
+    }
+
+    #[test]
+    fn a_viewer_resumed_after_a_pause_takes_the_waiting_move_at_once() {
+        let now = Instant::now();
+        let mut viewer = viewer_of(stream(false, 1));
+        through(&mut viewer, 0, &source_packet(1, 0, 1, b"x"), false, now).unwrap();
+        viewer.set_paused(true);
+        assert!(!viewer.streams[0].move_to(1), "the stream itself is not paused: the move waits");
+        viewer.set_paused(false);
+        assert_eq!((viewer.streams[0].source, viewer.streams[0].next_source()), (1, None));
+        assert_eq!(viewer.counters.source_switches.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_stream_that_sent_nothing_moves_at_once() {
+        let mut stream = stream(true, 1);
+        assert!(stream.move_to(2));
+        assert_eq!((stream.source, stream.next_source()), (2, None));
+        assert!(!stream.move_to(2), "already there");
+    }
+
+    #[test]
+    fn moving_back_cancels_a_waiting_move() {
+        let now = Instant::now();
+        let mut stream = stream(false, 1);
+        send(&mut stream, &source_packet(1, 0, 1, b"x"), false, 0, now).unwrap();
+        assert!(!stream.move_to(1));
+        assert_eq!(stream.next_source(), Some(1));
+        assert!(!stream.move_to(0));
+        assert_eq!(stream.next_source(), None);
+    }
+
+    #[test]
+    fn leaves_out_temporal_layers_above_the_cap_without_gaps() {
+        let now = Instant::now();
+        let mut viewer = viewer_of(stream(false, 50));
+        viewer.streams[0].rewrite_vp8();
+        viewer.streams[0].set_temporal_cap(Some(0));
+        // Layers 0, 2, 1, 2 repeating, one packet per frame; the cap takes effect at the first base-layer frame.
+        let layers = [2u8, 0, 2, 1, 2, 0, 2, 1, 2, 0];
+        let sent: Vec<(u16, u8)> = layers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &layer)| {
+                let payload = vp8_payload(true, 100 + i as u16, 0, layer, false);
+                let packet = source_packet(200 + i as u16, 3000 * i as u32, 1, &payload);
+                through(&mut viewer, 0, &packet, false, now).map(|(sequence, _, payload)| (sequence, payload[5] >> 6))
+            })
+            .collect();
+        assert_eq!(sent, [(50, 2), (51, 0), (52, 0), (53, 0)]);
+        // Raised again: every layer from the next base-layer frame on.
+        viewer.streams[0].set_temporal_cap(None);
+        let more: Vec<u16> = [2u8, 0, 2, 1]
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &layer)| {
+                let payload = vp8_payload(true, 110 + i as u16, 0, layer, false);
+                let packet = source_packet(210 + i as u16, 0, 1, &payload);
+                through(&mut viewer, 0, &packet, false, now).map(|(sequence, _, _)| sequence)
+            })
+            .collect();
+        assert_eq!(more, [54, 55, 56]);
+        // NACKs find the source packets across the renumberings.
+        let sources: Vec<Option<u16>> =
+            (50..=56).map(|sequence| viewer.streams[0].source_of(sequence).map(|(source, _)| source)).collect();
+        assert_eq!(sources, [Some(200), Some(201), Some(205), Some(209), Some(211), Some(212), Some(213)]);
+        assert_eq!(viewer.streams[0].source_of(57), None, "not sent yet");
     }
 
     #[test]

@@ -85,6 +85,21 @@ pub enum Command {
         stream: usize,
         delay: Option<PlayoutDelay>,
     },
+    /// Simulcast: moves the viewer's stream at `stream` to the source stream at
+    /// `source` (positions), at that source's next keyframe; `vp8`: its
+    /// pictures are renumbered to follow on.
+    SetStreamSource {
+        id: u64,
+        stream: usize,
+        source: usize,
+        vp8: bool,
+    },
+    /// VP8: the highest temporal layer the viewer's stream at `stream` gets (None: all).
+    SetStreamTemporalCap {
+        id: u64,
+        stream: usize,
+        cap: Option<u8>,
+    },
     RemoveViewer {
         id: u64,
     },
@@ -392,6 +407,29 @@ impl Worker {
                     viewer_stream.set_playout_delay(delay);
                 }
             }
+            Command::SetStreamSource { id, stream, source, vp8 } => {
+                let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else { return };
+                let Some(mountpoint) = self.mountpoints.iter_mut().find(|m| m.id == mountpoint_id) else { return };
+                let Some(viewer) = mountpoint.viewers.iter_mut().find(|viewer| viewer.id == id) else { return };
+                let Some(viewer_stream) = viewer.streams.get_mut(stream) else { return };
+                if vp8 {
+                    viewer_stream.rewrite_vp8();
+                }
+                let (moved, held) = (viewer_stream.move_to(source), viewer_stream.is_held());
+                if moved {
+                    viewer.count_source_switch();
+                    if !held {
+                        self.bursts_pending |=
+                            start_from_caches(viewer, &mountpoint.caches, Some(stream), Instant::now());
+                    }
+                }
+            }
+            Command::SetStreamTemporalCap { id, stream, cap } => {
+                if let Some(viewer_stream) = self.viewer(id).and_then(|viewer| viewer.streams.get_mut(stream)) {
+                    viewer_stream.rewrite_vp8();
+                    viewer_stream.set_temporal_cap(cap);
+                }
+            }
             Command::RemoveViewer { id } => self.remove_viewer(id),
             Command::RemoveMountpoint { id } => {
                 let ids: Vec<u64> = self
@@ -629,7 +667,9 @@ impl Worker {
             if !send.has_room() {
                 flush(send, fd, slots, load);
             }
-            if let Some(len) = viewer.write_retransmission(stream, packet.bytes(), &packet.meta, send.next_buffer()) {
+            if let Some(len) =
+                viewer.write_retransmission(stream, sequence, packet.bytes(), &packet.meta, send.next_buffer())
+            {
                 let tag = SlotTag { viewer: viewer.slot, kind: DatagramKind::Retransmission };
                 send.commit(len, &viewer.address, tag, merge);
             }

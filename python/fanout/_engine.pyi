@@ -123,6 +123,7 @@ class ViewerStats(TypedDict):
     send_errors: int
     paused: bool
     worker: int  # the index of the worker that serves it
+    source_switches: int  # streams moved to another source stream (set_viewer_stream_source), once moved
 
 class WorkerStats(TypedDict):
     """One worker's load; counters only grow."""
@@ -255,6 +256,35 @@ class Engine:
         stream that keeps its SSRC. KeyError for an unknown viewer; ValueError if the
         viewer has no stream ``index``, for an id outside 1..14, a delay outside
         0..40950 ms, ``min_ms`` above ``max_ms``, or only one of them None."""
+    def set_viewer_stream_source(self, viewer_id: int, index: int, source_index: int) -> None:
+        """Simulcast (``configure`` with ``substream``): move the viewer's stream
+        that takes SourceStream ``index`` to SourceStream ``source_index`` of the
+        same mountpoint (another encoding of the same video: same kind, codec
+        and clock rate); from now on the stream is known by ``source_index``.
+        The move happens at the new source's next keyframe (its RTCP port, if
+        it has one, is asked for one); the old source goes on until then, and
+        ViewerStats' source_switches counts the move when it happens. A stream
+        that sent nothing yet, or is paused, moves at once (started video then
+        starts from the new source's keyframe cache, as add_viewer); a viewer
+        paused with set_viewer_paused takes a waiting move when resumed. Sequence
+        numbers and timestamps stay continuous (the timestamp advanced by the
+        time since the last packet); for VP8 the picture IDs and TL0PICIDX of
+        the new source are renumbered to follow the last ones sent. Moving
+        back to the current source before the move happened cancels it.
+        KeyError for an unknown viewer, ValueError if the viewer has no stream
+        ``index``, already takes ``source_index`` with another stream, or the
+        mountpoint has no such stream of the same kind and codec."""
+    def set_viewer_stream_temporal_layer(self, viewer_id: int, index: int, layer: int | None) -> None:
+        """VP8 temporal layers (``configure`` with ``temporal``): the viewer's
+        stream that takes SourceStream ``index`` gets only the packets whose
+        payload descriptor's TID (RFC 7741) is at most ``layer`` (None: every
+        layer), from the next frame of the base layer on; the packets sent are
+        renumbered so the viewer sees no gap (packets that arrive out of order
+        are not); NACKs find their packets across the last 32 renumberings.
+        Packets without a TID count as layer 0. The cap stays across
+        set_viewer_stream_source. KeyError for an unknown viewer,
+        ValueError if the viewer has no stream ``index``, it is not VP8, or
+        ``layer`` is outside 0..=3."""
     def switch_viewer(self, viewer_id: int, mountpoint_id: int, streams: list[ViewerStream]) -> None:
         """Move a viewer to another mountpoint without renegotiation (``switch``):
         its streams become ``streams`` (indexes of the new mountpoint, payload

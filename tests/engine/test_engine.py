@@ -173,7 +173,8 @@ def test_a_viewer_receives_rewritten_srtp(rig: Rig, profile: SrtpProfile) -> Non
     overhead = 16 if profile == GCM else 10
     assert stats == {"packets": 5, "bytes": sum(12 + len(p) + overhead for p in payloads),
                      "rtcp_packets": stats["rtcp_packets"], "retransmissions": 0, "nacked": 0, "gso_refused": 0,
-                     "dropped": 0, "send_errors": 0, "paused": False, "worker": stats["worker"]}
+                     "dropped": 0, "send_errors": 0, "paused": False, "worker": stats["worker"],
+                     "source_switches": 0}
 
 
 def test_mountpoint_stats_count_packets_and_garbage(rig: Rig) -> None:

@@ -139,6 +139,32 @@ CASES: dict[str, list[Message]] = {
     ],
 }
 
+# Simulcast mountpoints (recorded apart, in janus_simulcast.json): both forms, with and
+# without the substreams' ports; Janus binds three substreams either way.
+SIMULCAST_CASES: dict[str, list[Message]] = {
+    "create_simulcast": [
+        video_only(150, secret="s", media=[
+            {"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "vp8", "simulcast": True, "port2": 0, "port3": 0}
+        ]),
+        {"request": "info", "id": 150},
+        {"request": "info", "id": 150, "secret": "s"},
+        {"request": "list"},
+        {"request": "destroy", "id": 150, "secret": "s"},
+        {"request": "create", "type": "rtp", "id": 151, "video": True, "videoport": 0, "videopt": 96,
+         "videocodec": "vp8", "videosimulcast": True, "videoport2": 0, "videoport3": 0},
+        {"request": "info", "id": 151},
+        {"request": "destroy", "id": 151},
+        video_only(152, media=[{"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "vp8", "simulcast": True}]),
+        {"request": "info", "id": 152},
+        {"request": "destroy", "id": 152},
+        video_only(154, media=[
+            {"type": "audio", "mid": "a", "port": 0, "pt": 111, "codec": "opus", "simulcast": True, "port2": 0}
+        ]),
+        {"request": "info", "id": 154},
+        {"request": "destroy", "id": 154},
+    ],
+}
+
 # Janus 1.1.2 crashes on "disable" with the right secret, so these are checked against
 # Janus's documentation in test_management.py instead of a recording.
 UNRECORDED_CASES: dict[str, list[Message]] = {
@@ -186,6 +212,12 @@ ADMIN_CASES: dict[str, list[Message]] = {
 }
 
 
+PORT_KEYS = {
+    "port", "rtcp_port", "audio_port", "video_port", "port2", "port3", "port_2", "port_3", "video_port_2",
+    "video_port_3",
+}  # fmt: skip
+
+
 def mask(reply: Any, created_id_unknown: bool = False) -> Any:
     """Replace what servers may pick differently."""
     text = json.dumps(reply)
@@ -198,7 +230,7 @@ def mask(reply: Any, created_id_unknown: bool = False) -> Any:
             return [walk(item) for item in node]
         if key == "age_ms":
             return "{age}"
-        if key in ("port", "rtcp_port", "audio_port", "video_port") and isinstance(node, int) and node >= 10000:
+        if key in PORT_KEYS and isinstance(node, int) and node >= 10000:
             return "{port}"
         return node
 

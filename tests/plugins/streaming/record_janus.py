@@ -2,9 +2,10 @@
 
 Runs Debian's Janus 1.1.2 (`janus -F <folder>`) with only the Streaming plugin
 and the HTTP transport on 127.0.0.1:18095, twice: without and with an
-``admin_key``. Writes tests/plugins/streaming/data/janus_management.json.
+``admin_key``. Writes tests/plugins/streaming/data/janus_management.json; with
+``simulcast``, records SIMULCAST_CASES into janus_simulcast.json instead.
 
-    .venv/bin/python -m tests.plugins.streaming.record_janus
+    .venv/bin/python -m tests.plugins.streaming.record_janus [simulcast]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ from tests.plugins.streaming.management_cases import (
     ADMIN_CASES,
     ADMIN_KEY,
     CASES,
+    SIMULCAST_CASES,
     STREAMING_CONFIG,
     STRING_ID_CASES,
     run_case,
@@ -83,18 +86,28 @@ async def record(general: str, cases: dict[str, list[dict[str, Any]]], configure
             janus.wait(10)
 
 
-async def main() -> None:
+def janus_version() -> str:
+    return subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "janus"], capture_output=True, text=True).stdout.strip()
+
+
+def write(name: str, recordings: dict[str, Any]) -> None:
+    DATA.mkdir(exist_ok=True)
+    path = DATA / name
+    path.write_text(json.dumps({"janus": janus_version(), "recordings": recordings}, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+async def main(arguments: list[str]) -> None:
+    if arguments == ["simulcast"]:
+        write("janus_simulcast.json", {"plain": await record("", SIMULCAST_CASES)})
+        return
     recordings = {
         "plain": await record("", CASES),
         "admin_key": await record(f'\tadmin_key = "{ADMIN_KEY}"', ADMIN_CASES),
         "string_ids": await record("\tstring_ids = true", STRING_ID_CASES, configured_id='"one"'),
     }
-    version = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "janus"], capture_output=True, text=True).stdout
-    DATA.mkdir(exist_ok=True)
-    path = DATA / "janus_management.json"
-    path.write_text(json.dumps({"janus": version.strip(), "recordings": recordings}, indent=1) + "\n")
-    print(f"wrote {path}")
+    write("janus_management.json", recordings)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1:]))

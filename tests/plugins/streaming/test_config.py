@@ -263,3 +263,52 @@ def test_bad_data_streams_are_refused_with_the_key(group: dict[str, Any], messag
     with pytest.raises(MountpointConfigError) as error:
         parse_mountpoint("m", group)
     assert str(error.value) == message
+
+
+def test_simulcast_in_the_legacy_form() -> None:
+    config, unsupported = parse_mountpoint(
+        "simulcast", legacy(videosimulcast=True, videoport2=5006, videoport3="5008")
+    )
+    assert unsupported == []
+    audio, video = config.streams
+    assert (audio.simulcast, audio.substreams) == (False, 1)
+    assert (video.simulcast, video.port, video.substream_ports, video.substreams) == (True, 5004, (5006, 5008), 3)
+
+
+def test_simulcast_in_media_entries() -> None:
+    group = {
+        "type": "rtp",
+        "id": 5,
+        "media": [
+            {"type": "video", "mid": "v", "port": 5104, "pt": 100, "codec": "vp8", "simulcast": True, "port2": 5106},
+            {"type": "video", "mid": "w", "port": 5110, "pt": 100, "codec": "vp8", "port2": 5112},
+        ],
+    }
+    config, unsupported = parse_mountpoint("simulcast", group)
+    assert unsupported == []
+    simulcast, plain = config.streams
+    assert (simulcast.substream_ports, simulcast.substreams) == ((5106, 0), 3), "as Janus: port3 is any free port"
+    assert (plain.simulcast, plain.substream_ports) == (False, ()), "port2 without simulcast means nothing"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"videosimulcast": True, "videoport2": 70000}, "'videoport2' must be a port number"),
+        ({"videosimulcast": True, "videoport2": 5006, "videocodec": "vp9"}, "keyframes fanout finds"),
+        ({"videosimulcast": "maybe", "videoport2": 5006}, "'videosimulcast' must be true or false"),
+    ],
+)
+def test_bad_simulcast_definitions_are_refused_with_the_key(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(MountpointConfigError, match=message):
+        parse_mountpoint("simulcast", legacy(**overrides))
+
+
+def test_simulcast_without_substream_ports_takes_free_ones_as_janus() -> None:
+    config, _ = parse_mountpoint("simulcast", legacy(videosimulcast=True))
+    assert config.streams[1].substream_ports == (0, 0)
+
+
+def test_audio_has_no_simulcast_keys() -> None:
+    _, unsupported = parse_mountpoint("simulcast", legacy(audiosimulcast=True, audioport2=5010))
+    assert unsupported == ["simulcast.audiosimulcast", "simulcast.audioport2"]

@@ -15,6 +15,7 @@ from tests.plugins.streaming.management_cases import (
     ADMIN_CASES,
     ADMIN_KEY,
     CASES,
+    SIMULCAST_CASES,
     STREAMING_CONFIG,
     STRING_ID_CASES,
     run_case,
@@ -23,6 +24,7 @@ from tests.support.ports import free_ports
 from tests.support.server import FanoutProcess, ServerAddresses, write_config
 
 RECORDINGS = json.loads((Path(__file__).parent / "data" / "janus_management.json").read_text())["recordings"]
+SIMULCAST_RECORDINGS = json.loads((Path(__file__).parent / "data" / "janus_simulcast.json").read_text())["recordings"]
 
 # Where fanout answers differently on purpose: (case, step) -> fanout's reply.
 DELIBERATE_DIFFERENCES: dict[tuple[str, int], Any] = {
@@ -74,6 +76,21 @@ async def test_management_requests_answer_as_janus(server: tuple[str, ServerAddr
                 expected = expected | {"list": [e for e in expected["list"] if _compared(e)]}
                 reply = reply | {"list": [e for e in reply["list"] if _compared(e)]}
             assert by_id(reply) == by_id(expected), (case, step, body)
+
+
+async def test_simulcast_mountpoints_answer_as_janus(
+    server: tuple[str, ServerAddresses], http: aiohttp.ClientSession
+) -> None:
+    variant, addresses = server
+    if variant != "plain":
+        pytest.skip("recorded with the plain configuration only")
+    for case, bodies in SIMULCAST_CASES.items():
+        replies = await run_case(http, addresses.janus_url, bodies)
+        for step, (body, reply, recorded) in enumerate(zip(bodies, replies, SIMULCAST_RECORDINGS[variant][case], strict=True)):
+            if body.get("request") == "list":  # leave out what other cases left behind
+                recorded = recorded | {"list": [e for e in recorded["list"] if _compared(e)]}
+                reply = reply | {"list": [e for e in reply["list"] if _compared(e)]}
+            assert by_id(reply) == by_id(recorded), (case, step, body)
 
 
 def _compared(entry: dict[str, Any]) -> bool:

@@ -132,3 +132,14 @@ def test_playoutdelay_ext_is_saved(tmp_path: Path) -> None:
     save_mountpoint(path, config)
     assert "playoutdelay_ext = true" in path.read_text()
     assert mountpoints_from_file(load(path)) == [config]
+
+
+def test_simulcast_is_saved(tmp_path: Path) -> None:
+    path = tmp_path / "janus.plugin.streaming.jcfg"
+    group = parse(
+        'type = "rtp"\nid = 4\nvideo = true\nvideoport = 5004\nvideopt = 96\nvideocodec = "vp8"\n'
+        "videosimulcast = true\nvideoport2 = 5006\nvideoport3 = 5008\n"
+    )
+    config, _ = parse_mountpoint("simulcast", group)
+    save_mountpoint(path, config)
+    assert mountpoints_from_file(load(path)) == [config]

@@ -48,10 +48,23 @@ class StreamConfig:
     fmtp: str | None
     skew: bool = False  # compensate the source clock's drift against the server's
     h264sps: str | None = None  # sprop-parameter-sets sent in band before keyframes that lack them
+    # Simulcast (Janus's simulcast/videosimulcast): the ports of substreams 1 and 2
+    # (port2, port3; 0 or left out picks a free one). Substream 0, the lowest quality,
+    # comes in on ``port``. Empty: not simulcast.
+    substream_ports: tuple[int, ...] = ()
 
     @property
     def rtpmap(self) -> str:
         return self.codec.rtpmap
+
+    @property
+    def simulcast(self) -> bool:
+        return bool(self.substream_ports)
+
+    @property
+    def substreams(self) -> int:
+        """How many encodings the source sends (1 without simulcast)."""
+        return 1 + len(self.substream_ports)
 
 
 @dataclass(frozen=True)
@@ -126,13 +139,20 @@ MOUNTPOINT_KEYS = {
     "type", "id", "name", "description", "metadata", "is_private", "secret", "pin", "media", "testsource",
     "collision", "srtpsuite", "srtpcrypto", "playoutdelay_ext",
 }  # fmt: skip
-STREAM_KEYS = ("port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface", "mcast", "skew", "h264sps")
+STREAM_KEYS = (
+    "port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface", "mcast", "skew", "h264sps", "simulcast", "port2",
+    "port3",
+)  # fmt: skip
+VIDEO_ONLY_KEYS = {"h264sps", "simulcast", "port2", "port3"}
 LEGACY_STREAM_KEYS = {
     # The legacy form has no per-stream h264sps: a top-level "h264sps" is the video stream's.
-    kind: {kind, *(f"{kind}{key}" for key in STREAM_KEYS if key != "h264sps")} | ({"h264sps"} if kind == "video" else set())
+    kind: {kind, *(f"{kind}{key}" for key in STREAM_KEYS if key != "h264sps" and (kind == "video" or key not in VIDEO_ONLY_KEYS))}
+    | ({"h264sps"} if kind == "video" else set())
     for kind in ("audio", "video")
 }
 LEGACY_DATA_KEYS = {"data", "dataport", "dataiface", "datatype", "databuffermsg"}
+# Codecs whose keyframes the engine finds, so a viewer can move between encodings.
+SIMULCAST_CODECS = ("vp8", "h264")
 MEDIA_KEYS = {"type", "mid", "label", "msid", *STREAM_KEYS}
 DATA_MEDIA_KEYS = {"type", "mid", "label", "port", "iface", "datatype", "buffermsg"}
 DEFAULT_MIDS = {"audio": "a", "video": "v", "data": "d"}
@@ -361,6 +381,7 @@ def _stream(
     group = reader.string(keys["mcast"])
     if group is not None and not (is_ip_address(group) and ipaddress.ip_address(group).is_multicast):
         raise MountpointConfigError(f"{where}: '{keys['mcast']}' must be a multicast address, not '{group}'")
+    substream_ports = _substream_ports(reader, keys, kind, codec)
     h264sps = reader.string(keys["h264sps"]) if kind == "video" else None
     if h264sps is not None:
         if codec.name != "h264":
@@ -381,7 +402,29 @@ def _stream(
         fmtp=fmtp if fmtp is not None else codec.default_fmtp,
         skew=reader.boolean(keys["skew"], default=False),
         h264sps=h264sps,
+        substream_ports=substream_ports,
     )
+
+
+def _substream_ports(reader: _Reader, keys: dict[str, str], kind: str, codec: CodecInfo) -> tuple[int, ...]:
+    """The ports of substreams 1 and 2 of a simulcast stream; () if it is not one. As Janus, a
+    simulcast stream always has three substreams; a port left out is any free one (0)."""
+    where = reader.where
+    simulcast_key = keys["simulcast"]
+    if kind != "video" or not reader.boolean(simulcast_key, default=False):
+        return ()
+    if codec.name not in SIMULCAST_CODECS:
+        raise MountpointConfigError(
+            f"{where}: '{simulcast_key}' needs a codec whose keyframes fanout finds ({', '.join(SIMULCAST_CODECS)}), "
+            f"not {codec.name}"
+        )
+    ports = []
+    for key in (keys["port2"], keys["port3"]):
+        port = reader.integer(key) or 0
+        if not 0 <= port <= 65535:
+            raise MountpointConfigError(f"{where}: '{key}' must be a port number (0 picks a free one)")
+        ports.append(port)
+    return tuple(ports)
 
 
 def h264_parameter_sets(where: str, sprop_parameter_sets: str) -> list[bytes]:

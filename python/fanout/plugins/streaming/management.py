@@ -105,25 +105,39 @@ def mountpoint_from_create(
 
 
 def created_reply(
-    config: MountpointConfig, ports: list[int], *, permanent: bool, legacy: bool, data_port: int | None = None
+    config: MountpointConfig,
+    ports: list[int],
+    *,
+    permanent: bool,
+    legacy: bool,
+    data_port: int | None = None,
+    substream_ports: dict[str, list[int]] | None = None,
 ) -> dict[str, Any]:
-    """The ``created`` reply; a mountpoint made with the legacy flat keys is described with them."""
+    """The ``created`` reply; a mountpoint made with the legacy flat keys is described with them.
+    ``substream_ports``: the bound ports of each simulcast stream's substreams, by mid."""
     stream: dict[str, Any] = {
         "id": config.id,
         "type": "live",
         "description": config.description,
         "is_private": config.is_private,
     }
+    substream_ports = substream_ports or {}
     if legacy:
         for stream_config, port in zip(config.streams, ports, strict=True):
             stream[f"{stream_config.kind}_port"] = port
+            for number, substream_port in enumerate(substream_ports.get(stream_config.mid, [])[1:], start=2):
+                stream[f"{stream_config.kind}_port_{number}"] = substream_port
         if config.data is not None:
             stream["data_port"] = data_port
     else:
         entries: list[tuple[int, dict[str, Any]]] = [
             (stream_config.mindex, {"type": stream_config.kind, "mid": stream_config.mid}
              | ({"msid": stream_config.msid} if stream_config.msid else {})
-             | {"port": port})
+             | {"port": port}
+             | {
+                 f"port_{number}": substream_port
+                 for number, substream_port in enumerate(substream_ports.get(stream_config.mid, [])[1:], start=2)
+             })
             for stream_config, port in zip(config.streams, ports, strict=True)
         ]
         if config.data is not None:

@@ -13,13 +13,31 @@ if TYPE_CHECKING:
     from fanout._engine import Engine, SourceStream
 
 
+# The engine index of substream k of the stream at mindex m is m + k * SUBSTREAM_INDEX_STRIDE:
+# substream 0 keeps the stream's mindex, so mountpoints without simulcast look as before.
+SUBSTREAM_INDEX_STRIDE = 1 << 16
+
+
+def source_index(stream: StreamConfig, substream: int | None) -> int:
+    """The engine's SourceStream index of one encoding of ``stream`` (None: not simulcast)."""
+    return stream.mindex + (substream or 0) * SUBSTREAM_INDEX_STRIDE
+
+
 class Mountpoint:
     """An ``rtp`` mountpoint whose source ports the engine reads."""
 
-    def __init__(self, config: MountpointConfig, engine_id: int, ports: list[int], created_at: float) -> None:
+    def __init__(
+        self,
+        config: MountpointConfig,
+        engine_id: int,
+        ports: list[int],
+        created_at: float,
+        substream_ports: dict[str, list[int]] | None = None,
+    ) -> None:
         self.config = config
         self.engine_id = engine_id  # the engine's number for it (ids may be strings)
-        self.ports = ports
+        self.ports = ports  # per stream (a simulcast stream: its substream 0)
+        self.substream_ports = substream_ports or {}  # simulcast streams by mid: the bound port of each substream
         self.created_at = created_at
         self.enabled = True
         self.viewers: set[int] = set()  # handle ids
@@ -30,10 +48,18 @@ class Mountpoint:
     def open(
         cls, engine: Engine, config: MountpointConfig, engine_id: int, on_data: Callable[[bytes], None]
     ) -> Mountpoint:
-        """Bind the mountpoint's source ports in the engine, and its data port here (OSError if
-        one is taken; nothing stays bound then). ``on_data`` gets each data port datagram."""
-        ports = engine.add_mountpoint(engine_id, [source_stream(stream, config) for stream in config.streams])
-        mountpoint = cls(config, engine_id, ports, time.monotonic())
+        """Bind the mountpoint's source ports in the engine (a simulcast stream's substreams
+        1 and 2 after every stream's first), and its data port here (OSError if one is taken;
+        nothing stays bound then). ``on_data`` gets each data port datagram."""
+        sources = [source_stream(stream, config) for stream in config.streams]
+        extra = [(stream, substream) for stream in config.streams for substream in range(1, stream.substreams)]
+        sources += [substream_source(stream, config, substream) for stream, substream in extra]
+        bound = engine.add_mountpoint(engine_id, sources)
+        ports = bound[: len(config.streams)]
+        substream_ports = {stream.mid: [port] for stream, port in zip(config.streams, ports) if stream.simulcast}
+        for (stream, _), port in zip(extra, bound[len(config.streams) :]):
+            substream_ports[stream.mid].append(port)
+        mountpoint = cls(config, engine_id, ports, time.monotonic(), substream_ports)
         if config.data is not None:
             try:
                 mountpoint.data_source = DataSource(config.data, on_data)
@@ -67,11 +93,12 @@ class Mountpoint:
     def ages_ms(self, engine: Engine) -> list[int]:
         """Per stream, milliseconds since its last packet (since creation if none came yet)."""
         since_creation = int((time.monotonic() - self.created_at) * 1000)
-        stats = engine.mountpoint_stats(self.engine_id)["streams"]
-        return [
-            since_creation if stream["last_packet_age_ms"] is None else stream["last_packet_age_ms"]
-            for stream in stats
-        ]
+        ages: dict[int, int] = {}  # by mindex: a simulcast stream's age is its freshest substream's
+        for stream in engine.mountpoint_stats(self.engine_id)["streams"]:
+            age = since_creation if stream["last_packet_age_ms"] is None else stream["last_packet_age_ms"]
+            mindex = stream["index"] % SUBSTREAM_INDEX_STRIDE
+            ages[mindex] = min(age, ages.get(mindex, age))
+        return [ages[stream.mindex] for stream in self.config.streams]
 
     def list_entry(self, engine: Engine) -> dict[str, Any]:
         """The mountpoint as the ``list`` request shows it."""
@@ -122,8 +149,12 @@ class Mountpoint:
             entry |= {"pt": stream.payload_type, "codec": stream.codec.name, "rtpmap": stream.rtpmap}
             if stream.fmtp:
                 entry["fmtp"] = stream.fmtp
+            if stream.simulcast:
+                entry["videosimulcast"] = True  # as Janus 1.1.2 names it in both forms
             if with_secret:
                 entry["port"] = port
+                for number, substream_port in enumerate(self.substream_ports.get(stream.mid, [])[1:], start=2):
+                    entry[f"port{number}"] = substream_port
             entry["age_ms"] = age
             media.append(entry)
         data = self.config.data
@@ -154,3 +185,12 @@ def source_stream(stream: StreamConfig, mountpoint: MountpointConfig) -> SourceS
         "h264_parameter_sets": h264_parameter_sets(stream.mid, stream.h264sps) if stream.h264sps else [],
         "skew_compensation": stream.skew,
     }
+
+
+def substream_source(stream: StreamConfig, mountpoint: MountpointConfig, substream: int) -> SourceStream:
+    """Substream 1 or 2 of a simulcast stream: its own port (no RTCP port: Janus has one per stream)."""
+    source = source_stream(stream, mountpoint)
+    source["index"] = source_index(stream, substream)
+    source["port"] = stream.substream_ports[substream - 1]
+    source["rtcp_port"] = None
+    return source

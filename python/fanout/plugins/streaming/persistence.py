@@ -61,6 +61,9 @@ def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
             entry["skew"] = True
         if stream.h264sps is not None:
             entry["h264sps"] = stream.h264sps
+        if stream.simulcast:
+            entry["simulcast"] = True
+            entry |= {f"port{number}": port for number, port in enumerate(stream.substream_ports, start=2)}
         media.append(entry)
     data = config.data
     if data is not None:

@@ -52,6 +52,15 @@ def status_event(status: str) -> dict[str, Any]:
     return {"streaming": "event", "result": {"status": status}}
 
 
+def layer_event(mid: str, **layer: int) -> dict[str, Any]:
+    """A simulcast viewer's stream now gets another substream or temporal layer."""
+    return {"streaming": "event", "result": {"mid": mid, **layer}}
+
+
+# How often a moved simulcast stream is checked for having reached its new substream's keyframe.
+SUBSTREAM_POLL_SECONDS = 0.05
+
+
 class StreamingPlugin(Plugin):
     package = "janus.plugin.streaming"
     name = "JANUS Streaming plugin"
@@ -191,7 +200,9 @@ class StreamingPlugin(Plugin):
         viewer.in_engine = True
         for track in tracks:
             if track.paused:
-                self.engine.set_viewer_stream_paused(handle.id, track.stream.mindex, True)
+                self.engine.set_viewer_stream_paused(handle.id, track.source_index, True)
+            if track.temporal is not None and track.stream.codec.name == "vp8":
+                self.engine.set_viewer_stream_temporal_layer(handle.id, track.source_index, track.temporal)
             self._send_playout_delay(viewer, track)
         if viewer.state is not ViewerState.PAUSED:
             viewer.state = ViewerState.STARTED
@@ -199,6 +210,9 @@ class StreamingPlugin(Plugin):
             self.engine.set_viewer_paused(handle.id, True)
         logger.info("viewer %d watching mountpoint %s (%s)", handle.id, viewer.mountpoint.id, keys.srtp_profile)
         handle.push_event(None, status_event("started"))
+        for track in tracks:
+            if track.substream is not None:
+                handle.push_event(None, layer_event(track.mid, substream=track.substream))
 
     def incoming_rtcp(self, handle: PluginHandle, packets: list[RtcpPacket]) -> None:
         viewer = self.viewers.get(handle.id)
@@ -321,7 +335,12 @@ class StreamingPlugin(Plugin):
                 self.remove_mountpoint(config.id)
                 raise StreamingError(Errors.CANT_CREATE, f"Can't save the stream: {error}") from None
         return management.created_reply(
-            config, mountpoint.ports, permanent=permanent, legacy="media" not in body, data_port=mountpoint.data_port
+            config,
+            mountpoint.ports,
+            permanent=permanent,
+            legacy="media" not in body,
+            data_port=mountpoint.data_port,
+            substream_ports=mountpoint.substream_ports,
         )
 
     def _edit(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
@@ -500,16 +519,59 @@ class StreamingPlugin(Plugin):
         delays = subscription.playout_delay_choices(body, viewer.tracks)
         if send_data is not None:
             viewer.data_paused = not send_data
+        layers = subscription.layer_choices(body, viewer.tracks)
         for track, send in wanted:
             track.paused = not send
             if viewer.in_engine and track.send:
-                self.engine.set_viewer_stream_paused(viewer.handle.id, track.stream.mindex, not send)
+                self.engine.set_viewer_stream_paused(viewer.handle.id, track.source_index, not send)
         for track, min_delay, max_delay in delays:
             track.configure_playout_delay(min_delay, max_delay)
         for track in viewer.tracks:
             if any(track is delayed for delayed, _, _ in delays):
                 self._send_playout_delay(viewer, track)
         viewer.handle.push_event(transaction, {"streaming": "event", "result": {"event": "configured"}})
+        for track, layer in layers:
+            if "temporal" in layer:
+                self._set_temporal_layer(viewer, track, layer["temporal"])
+            if "substream" in layer:
+                self._set_substream(viewer, track, layer["substream"])
+
+    def _set_substream(self, viewer: Viewer, track: ViewerTrack, substream: int) -> None:
+        """Move a simulcast track to another encoding; the ``substream`` event follows when
+        the engine made the move (at that encoding's next keyframe)."""
+        substream = min(substream, track.stream.substreams - 1)
+        if substream == track.substream:
+            return
+        previous = track.source_index
+        track.substream = substream
+        if not (viewer.in_engine and track.send):
+            return
+        moves = self.engine.viewer_stats(viewer.handle.id)["source_switches"]
+        self.engine.set_viewer_stream_source(viewer.handle.id, previous, track.source_index)
+        if track.temporal is not None and track.stream.codec.name == "vp8":
+            self.engine.set_viewer_stream_temporal_layer(viewer.handle.id, track.source_index, track.temporal)
+        self._spawn(self._announce_substream(viewer, track, moves))
+
+    async def _announce_substream(self, viewer: Viewer, track: ViewerTrack, moves: int) -> None:
+        """Waits until the engine moved the track (another configure may come first), then
+        tells the client the substream it gets now."""
+        handle_id = viewer.handle.id
+        while viewer.in_engine and track in viewer.tracks:
+            if self.engine.viewer_stats(handle_id)["source_switches"] > moves:
+                if track.substream is not None:
+                    viewer.handle.push_event(None, layer_event(track.mid, substream=track.substream))
+                return
+            await asyncio.sleep(SUBSTREAM_POLL_SECONDS)
+
+    def _set_temporal_layer(self, viewer: Viewer, track: ViewerTrack, temporal: int) -> None:
+        """VP8: the highest temporal layer the track gets (2, the top Janus knows: all)."""
+        temporal = min(temporal, 2)
+        if track.stream.codec.name != "vp8" or temporal == track.temporal:
+            return
+        track.temporal = temporal
+        if viewer.in_engine and track.send:
+            self.engine.set_viewer_stream_temporal_layer(viewer.handle.id, track.source_index, temporal)
+        viewer.handle.push_event(None, layer_event(track.mid, temporal=temporal))
 
     def _switch(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
         """Move the viewer to another mountpoint on the same PeerConnection: each of its tracks
@@ -532,6 +594,9 @@ class StreamingPlugin(Plugin):
         target.viewers.add(viewer.handle.id)
         logger.info("viewer %d switched to mountpoint %s", viewer.handle.id, target.id)
         viewer.handle.push_event(transaction, {"streaming": "event", "result": {"switched": "ok", "id": target.id}})
+        for track in tracks:
+            if viewer.in_engine and track.send and track.substream is not None:
+                viewer.handle.push_event(None, layer_event(track.mid, substream=track.substream))
 
     def _stop(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
         viewer.handle.push_event(transaction, status_event("stopping"))
@@ -559,7 +624,7 @@ class StreamingPlugin(Plugin):
         delay = track.playout_delay_ms()
         minimum, maximum = delay if delay is not None else (None, None)
         self.engine.set_viewer_playout_delay(
-            viewer.handle.id, track.stream.mindex, track.playout_delay_extension_id, minimum, maximum
+            viewer.handle.id, track.source_index, track.playout_delay_extension_id, minimum, maximum
         )
 
     def _remove_from_engine(self, viewer: Viewer) -> None:

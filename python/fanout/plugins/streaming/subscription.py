@@ -119,3 +119,37 @@ def switched_tracks(tracks: list[ViewerTrack], target: Mountpoint) -> list[Viewe
         unused.remove(stream)
         switched.append(track.switched_to(stream))
     return switched
+
+
+LAYER_KEYS = ("substream", "temporal", "fallback")
+
+
+def layer_choices(body: dict[str, Any], tracks: list[ViewerTrack]) -> list[tuple[ViewerTrack, dict[str, int]]]:
+    """Which simulcast substream and temporal layer a ``configure`` request asks for, per
+    track: ``substream``/``temporal``/``fallback`` at the top level (for ``mid``, or every
+    simulcast track without one) or in ``streams: [{"mid", ...}]`` entries. Tracks that are
+    not simulcast are left out, as Janus ignores the keys for them."""
+    requests: list[tuple[list[ViewerTrack], dict[str, Any]]] = []
+    mid = body.get("mid")
+    if mid is not None and not isinstance(mid, str):
+        raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (mid should be a string)")
+    top = [track for track in tracks if mid is None or track.mid == mid]
+    requests.append((top, body))
+    streams = body.get("streams")
+    if isinstance(streams, list):
+        for entry in streams:
+            if isinstance(entry, dict):
+                requests.append(([track for track in tracks if track.mid == entry.get("mid")], entry))
+    choices: list[tuple[ViewerTrack, dict[str, int]]] = []
+    for chosen, request in requests:
+        layers: dict[str, int] = {}
+        for key in LAYER_KEYS:
+            value = request.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({key} should be a positive integer)")
+            layers[key] = value
+        if layers:
+            choices += [(track, layers) for track in chosen if track.stream.simulcast]
+    return choices

@@ -12,7 +12,7 @@ from fanout.core.plugin import PluginHandle
 from fanout.plugins.streaming.bitrate_feedback import BitrateEstimate
 from fanout.plugins.streaming.codecs import VIDEO_RTCP_FEEDBACK
 from fanout.plugins.streaming.config import DataStreamConfig, StreamConfig
-from fanout.plugins.streaming.mountpoint import Mountpoint
+from fanout.plugins.streaming.mountpoint import Mountpoint, source_index
 from fanout.plugins.streaming.reception import Reception
 from fanout.webrtc.rtcp import ReceptionReport
 from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, Codec, OfferMedia
@@ -54,6 +54,19 @@ class ViewerTrack:
     # extension goes out once both are set.
     min_delay: int = -1
     max_delay: int = -1
+    # Simulcast streams: the substream (encoding) the viewer gets or is moving to, the
+    # highest by default, as Janus; None for other streams.
+    substream: int | None = None
+    temporal: int | None = None  # VP8: the highest temporal layer it gets (configure "temporal"); None: all
+
+    def __post_init__(self) -> None:
+        if self.substream is None and self.stream.simulcast:
+            self.substream = self.stream.substreams - 1
+
+    @property
+    def source_index(self) -> int:
+        """The engine's index of the source stream this track takes."""
+        return source_index(self.stream, self.substream)
 
     @classmethod
     def offered(cls, stream: StreamConfig, *, playoutdelay_ext: bool = False) -> ViewerTrack:
@@ -117,10 +130,10 @@ class ViewerTrack:
 
     def switched_to(self, stream: StreamConfig) -> ViewerTrack:
         """This track fed by another mountpoint's ``stream``: same m-line, SSRC and payload type."""
-        return dataclasses.replace(self, stream=stream)
+        return dataclasses.replace(self, stream=stream, substream=None, temporal=None)
 
     def engine_stream(self) -> ViewerStream:
-        return {"index": self.stream.mindex, "ssrc": self.ssrc, "payload_type": self.payload_type}
+        return {"index": self.source_index, "ssrc": self.ssrc, "payload_type": self.payload_type}
 
 
 @dataclass

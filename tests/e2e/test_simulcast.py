@@ -1,0 +1,123 @@
+"""A simulcast mountpoint with a real source and a real viewer: three VP8 encodings of one
+test pattern (320x180, 640x360, 1280x720) come in on three ports; an aiortc viewer decodes
+the highest by default, ``configure`` with ``substream`` changes the size it decodes, and
+it loses nothing on the way."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from fanout.sources import testsource
+from tests.support.aiortc_viewer import AiortcViewer
+from tests.support.janus_client import JanusHttpClient
+from tests.support.ports import free_ports
+from tests.support.server import FanoutProcess, ServerAddresses, write_config
+
+pytestmark = pytest.mark.usefixtures("loopback_only_ice")
+
+SIZES = [(320, 180), (640, 360), (1280, 720)]  # substreams 0, 1, 2
+BITRATES = [150_000, 300_000, 600_000]
+
+
+def simulcast_mountpoint(ports: list[int]) -> str:
+    return f"""
+simulcast: {{
+	type = "rtp"
+	id = 4
+	description = "three encodings"
+	secret = "adminpwd"
+	video = true
+	videoport = {ports[0]}
+	videoport2 = {ports[1]}
+	videoport3 = {ports[2]}
+	videosimulcast = true
+	videopt = 96
+	videocodec = "vp8"
+}}
+"""
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerAddresses]:
+    ports = free_ports(3)
+    addresses = write_config(tmp_path / "config", simulcast_mountpoint(ports))
+    sources = [
+        subprocess.Popen(
+            testsource.testsource_command(
+                "127.0.0.1", video_port=port, audio_port=0, width=width, height=height, fps=15,
+                keyframe_interval=1.0, bitrate=bitrate,
+            )
+        )
+        for port, (width, height), bitrate in zip(ports, SIZES, BITRATES, strict=True)
+    ]  # fmt: skip
+    try:
+        with FanoutProcess(tmp_path / "config"):
+            yield addresses
+    finally:
+        for source in sources:
+            source.terminate()
+            source.wait(5)
+
+
+@pytest.fixture
+async def janus(server: ServerAddresses) -> AsyncIterator[JanusHttpClient]:
+    async with aiohttp.ClientSession() as http:
+        client = JanusHttpClient(http, server.janus_url)
+        await client.create()
+        yield client
+        await client.close()
+
+
+async def event_data(viewer: AiortcViewer) -> dict[str, Any]:
+    return (await viewer.plugin_event())["plugindata"]["data"]  # type: ignore[no-any-return]
+
+
+async def packets_lost(viewer: AiortcViewer) -> int:
+    stats = await viewer.pc.getReceivers()[0].getStats()
+    inbound = [report for report in stats.values() if report.type == "inbound-rtp"]
+    assert inbound, stats
+    return sum(report.packetsLost for report in inbound)
+
+
+async def sizes_after(viewer: AiortcViewer, frames: int) -> set[tuple[int, int]]:
+    viewer.media.video_sizes.clear()
+    await viewer.wait_for_frames(video=viewer.media.video_frames + frames, audio=0, timeout=15)
+    return set(viewer.media.video_sizes)
+
+
+async def test_a_viewer_gets_the_substream_it_configures(janus: JanusHttpClient) -> None:
+    reply = await janus.message(await janus.attach(), {"request": "info", "id": 4, "secret": "adminpwd"})
+    (video,) = reply["plugindata"]["data"]["info"]["media"]
+    assert video["videosimulcast"] is True
+    assert {"port", "port2", "port3"} <= video.keys()
+
+    viewer = AiortcViewer(janus)
+    try:
+        await viewer.watch(4)
+        assert await event_data(viewer) == {"streaming": "event", "result": {"mid": "v", "substream": 2}}
+        assert await sizes_after(viewer, 10) == {SIZES[2]}, "the highest substream by default, as Janus"
+
+        ack = await viewer.client.message(viewer.handle_id, {"request": "configure", "mid": "v", "substream": 0})
+        assert ack["janus"] == "ack", ack
+        assert await event_data(viewer) == {"streaming": "event", "result": {"event": "configured"}}
+        assert await event_data(viewer) == {"streaming": "event", "result": {"mid": "v", "substream": 0}}
+        await viewer.wait_for_frames(video=viewer.media.video_frames + 5, audio=0, timeout=10)
+        assert await sizes_after(viewer, 15) == {SIZES[0]}
+
+        body = {"request": "configure", "streams": [{"mid": "v", "substream": 1}]}
+        assert (await viewer.client.message(viewer.handle_id, body))["janus"] == "ack"
+        assert (await event_data(viewer))["result"] == {"event": "configured"}
+        assert (await event_data(viewer))["result"] == {"mid": "v", "substream": 1}
+        await viewer.wait_for_frames(video=viewer.media.video_frames + 5, audio=0, timeout=10)
+        assert await sizes_after(viewer, 15) == {SIZES[1]}
+
+        assert await packets_lost(viewer) == 0
+    finally:
+        await viewer.close()

@@ -1,0 +1,56 @@
+"""configure's simulcast keys, read without a server: which track gets which substream
+and temporal layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fanout.plugins.streaming.config import parse_mountpoint
+from fanout.plugins.streaming.errors import StreamingError
+from fanout.plugins.streaming.subscription import layer_choices
+from fanout.plugins.streaming.viewer import ViewerTrack
+
+
+def tracks() -> list[ViewerTrack]:
+    group = {
+        "type": "rtp",
+        "id": 1,
+        "media": [
+            {"type": "audio", "mid": "a", "port": 0, "pt": 111, "codec": "opus"},
+            {"type": "video", "mid": "v1", "port": 0, "pt": 96, "codec": "vp8", "simulcast": True},
+            {"type": "video", "mid": "v2", "port": 0, "pt": 96, "codec": "vp8", "simulcast": True},
+            {"type": "video", "mid": "v3", "port": 0, "pt": 96, "codec": "vp8"},
+        ],
+    }
+    config, _ = parse_mountpoint("m", group)
+    return [ViewerTrack.offered(stream) for stream in config.streams]
+
+
+def chosen(body: dict[str, Any]) -> list[tuple[str, dict[str, int]]]:
+    return [(track.mid, layers) for track, layers in layer_choices(body, tracks())]
+
+
+def test_a_simulcast_track_starts_on_the_highest_substream_as_janus() -> None:
+    audio, first, _, plain = tracks()
+    assert (audio.substream, first.substream, plain.substream) == (None, 2, None)
+    assert (first.source_index, plain.source_index) == (1 + 2 * 65536, 3)
+
+
+def test_top_level_keys_go_to_the_mid_named_or_every_simulcast_track() -> None:
+    assert chosen({"substream": 0}) == [("v1", {"substream": 0}), ("v2", {"substream": 0})]
+    assert chosen({"mid": "v2", "substream": 1, "temporal": 0}) == [("v2", {"substream": 1, "temporal": 0})]
+    assert chosen({"mid": "v3", "substream": 1}) == [], "not simulcast: ignored, as Janus"
+    assert chosen({"video": False}) == []
+
+
+def test_streams_entries_choose_per_mid() -> None:
+    body = {"streams": [{"mid": "v1", "substream": 0}, {"mid": "v2", "temporal": 1, "fallback": 500}, {"mid": "a"}]}
+    assert chosen(body) == [("v1", {"substream": 0}), ("v2", {"temporal": 1, "fallback": 500})]
+
+
+@pytest.mark.parametrize("body", [{"substream": "1"}, {"temporal": -1}, {"substream": True}, {"mid": 3, "substream": 0}])
+def test_bad_values_are_refused(body: dict[str, Any]) -> None:
+    with pytest.raises(StreamingError) as error:
+        layer_choices(body, tracks())
+    assert error.value.code == 454
