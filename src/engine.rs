@@ -255,6 +255,19 @@ struct ViewerRecord {
     srtcp: Arc<Mutex<SrtcpInbound>>,
 }
 
+impl ViewerRecord {
+    /// Source stream `index` (checked) and the position of the viewer's stream that takes it.
+    fn stream_taking(&self, viewer_id: u64, index: i64) -> Result<(u32, usize), EngineError> {
+        let index: u32 = in_range(index, "stream index", 0, i64::from(u32::MAX))?;
+        let position = self
+            .indexes
+            .iter()
+            .position(|&taken| taken == index)
+            .ok_or_else(|| invalid(format!("viewer {viewer_id} has no stream {index}")))?;
+        Ok((index, position))
+    }
+}
+
 struct WorkerHandle {
     commands: Sender<Command>,
     wake: Arc<OwnedFd>,
@@ -708,12 +721,7 @@ impl Engine {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
         let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let index: u32 = in_range(index, "stream index", 0, i64::from(u32::MAX))?;
-        let stream = record
-            .indexes
-            .iter()
-            .position(|&taken| taken == index)
-            .ok_or_else(|| invalid(format!("viewer {viewer_id} has no stream {index}")))?;
+        let (index, stream) = record.stream_taking(viewer_id, index)?;
         Self::to_worker(running, record.worker, Command::SetStreamPaused { id: viewer_id, stream, paused })?;
         if !paused {
             if let Some(mountpoint) = running.mountpoints.get(&record.mountpoint_id) {
@@ -739,12 +747,7 @@ impl Engine {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
         let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let index: u32 = in_range(index, "stream index", 0, i64::from(u32::MAX))?;
-        let stream = record
-            .indexes
-            .iter()
-            .position(|&taken| taken == index)
-            .ok_or_else(|| invalid(format!("viewer {viewer_id} has no stream {index}")))?;
+        let (_, stream) = record.stream_taking(viewer_id, index)?;
         let extension_id: u8 = in_range(extension_id, "playout-delay extension id", 1, 14)?;
         let delay = match delay_ms {
             None => None,
@@ -770,13 +773,8 @@ impl Engine {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
         let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let index: u32 = in_range(index, "stream index", 0, i64::from(u32::MAX))?;
         let source_index: u32 = in_range(source_index, "source index", 0, i64::from(u32::MAX))?;
-        let stream = record
-            .indexes
-            .iter()
-            .position(|&taken| taken == index)
-            .ok_or_else(|| invalid(format!("viewer {viewer_id} has no stream {index}")))?;
+        let (index, stream) = record.stream_taking(viewer_id, index)?;
         if source_index != index && record.indexes.contains(&source_index) {
             return Err(invalid(format!("viewer {viewer_id} already takes stream {source_index}")));
         }
@@ -811,13 +809,8 @@ impl Engine {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
         let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let index: u32 = in_range(index, "stream index", 0, i64::from(u32::MAX))?;
         let cap: Option<u8> = layer.map(|layer| in_range(layer, "temporal layer", 0, 3)).transpose()?;
-        let stream = record
-            .indexes
-            .iter()
-            .position(|&taken| taken == index)
-            .ok_or_else(|| invalid(format!("viewer {viewer_id} has no stream {index}")))?;
+        let (index, stream) = record.stream_taking(viewer_id, index)?;
         let mountpoint = running.mountpoints.get(&record.mountpoint_id).ok_or(EngineError::Closed)?;
         let codec = mountpoint.streams.iter().find(|source| source.index == index).map(|source| source.codec);
         if codec != Some(Codec::Vp8) {

@@ -280,11 +280,7 @@ def _parse_legacy_data(mindex: int, reader: _Reader) -> DataStreamConfig:
 
 def _data_stream(reader: _Reader, *, mindex: int, mid: str, label: str, keys: dict[str, str]) -> DataStreamConfig:
     where = reader.where
-    port = reader.integer(keys["port"])
-    if port is None:
-        raise MountpointConfigError(f"{where}: missing '{keys['port']}'")
-    if not 0 <= port <= 65535:
-        raise MountpointConfigError(f"{where}: '{keys['port']}' must be a port number (0 picks a free one)")
+    port = reader.required_port(keys["port"])
     datatype = reader.string(keys["datatype"]) or "text"
     if datatype not in ("text", "binary"):
         raise MountpointConfigError(f"{where}: '{keys['datatype']}' must be 'text' or 'binary', not '{datatype}'")
@@ -348,14 +344,8 @@ def _stream(
     reader: _Reader, *, mindex: int, kind: str, mid: str, label: str, msid: str | None, keys: dict[str, str]
 ) -> StreamConfig:
     where = reader.where
-    port = reader.integer(keys["port"])
-    if port is None:
-        raise MountpointConfigError(f"{where}: missing '{keys['port']}'")
-    if not 0 <= port <= 65535:
-        raise MountpointConfigError(f"{where}: '{keys['port']}' must be a port number (0 picks a free one)")
-    rtcp_port = reader.integer(keys["rtcpport"])
-    if rtcp_port is not None and not 0 <= rtcp_port <= 65535:
-        raise MountpointConfigError(f"{where}: '{keys['rtcpport']}' must be a port number (0 picks a free one)")
+    port = reader.required_port(keys["port"])
+    rtcp_port = reader.port(keys["rtcpport"])
     payload_type = reader.integer(keys["pt"])
     if payload_type is None:
         raise MountpointConfigError(f"{where}: missing '{keys['pt']}'")
@@ -420,10 +410,7 @@ def _substream_ports(reader: _Reader, keys: dict[str, str], kind: str, codec: Co
         )
     ports = []
     for key in (keys["port2"], keys["port3"]):
-        port = reader.integer(key) or 0
-        if not 0 <= port <= 65535:
-            raise MountpointConfigError(f"{where}: '{key}' must be a port number (0 picks a free one)")
-        ports.append(port)
+        ports.append(reader.port(key) or 0)
     return tuple(ports)
 
 
@@ -466,6 +453,19 @@ class _Reader:
         if not isinstance(value, str):
             raise MountpointConfigError(f"{self.where}: '{key}' must be a string")
         return value
+
+    def port(self, key: str) -> int | None:
+        """A UDP port number; 0 lets the kernel pick a free one."""
+        port = self.integer(key)
+        if port is not None and not 0 <= port <= 65535:
+            raise MountpointConfigError(f"{self.where}: '{key}' must be a port number (0 picks a free one)")
+        return port
+
+    def required_port(self, key: str) -> int:
+        port = self.port(key)
+        if port is None:
+            raise MountpointConfigError(f"{self.where}: missing '{key}'")
+        return port
 
     def integer(self, key: str) -> int | None:
         value = self.group.get(key)
