@@ -212,9 +212,6 @@ fn start_from_caches(viewer: &mut Viewer, caches: &Caches, only: Option<usize>, 
         viewer.streams.iter_mut().filter(|stream| stream.is_held()).for_each(ViewerStream::restart);
         return false;
     }
-    if viewer.is_paused() {
-        return false;
-    }
     let mut started = false;
     for (position, stream) in viewer.streams.iter_mut().enumerate() {
         if only.is_some_and(|only| only != position) || !stream.starts_at_keyframes() || stream.is_paused() {
