@@ -105,6 +105,38 @@ class MountpointConfig:
     # so that viewers can ask for a playout delay (configure min_delay/max_delay).
     playoutdelay_ext: bool = False
     data: DataStreamConfig | None = None  # the data stream, which the control plane receives
+    # type "rtsp": fanout pulls the stream from an RTSP server. ``streams`` is empty until
+    # the server's DESCRIBE says what its tracks are (see rtsp_source.streams_from_tracks).
+    rtsp: RtspSettings | None = None
+
+
+@dataclass(frozen=True)
+class RtspTrackChoice:
+    """Janus's audio/video of an rtsp mountpoint: take the server's first track of
+    ``kind``, with what the viewers are offered optionally overridden."""
+
+    kind: str  # "audio" | "video"
+    payload_type: int | None = None  # audiopt/videopt
+    codec: CodecInfo | None = None  # audiocodec/videocodec (or audiortpmap/videortpmap)
+    fmtp: str | None = None  # audiofmtp/videofmtp
+
+
+@dataclass(frozen=True)
+class RtspSettings:
+    """An ``rtsp`` mountpoint's source, with Janus's keys and defaults (times in seconds)."""
+
+    url: str
+    username: str | None = None  # rtsp_user
+    password: str | None = None  # rtsp_pwd
+    quirk: bool = False  # rtsp_quirk: DESCRIBE the path only after a 404
+    interface: str | None = None  # rtspiface: the address the media ports bind
+    failcheck: bool = True  # rtsp_failcheck: a server that cannot be described fails the creation
+    reconnect_delay: int = 5  # rtsp_reconnect_delay: no media this long means the server is gone; retry as often
+    session_timeout: int = 0  # rtsp_session_timeout: caps the keep-alive interval at half of it (0: the server's)
+    timeout: int = 10  # rtsp_timeout: each request's answer
+    connect_timeout: int = 5  # rtsp_conn_timeout: the TCP connection
+    tracks: tuple[RtspTrackChoice, ...] = ()  # audio first, then video, as Janus
+    interface_name: str | None = None  # rtspiface as written (saved back as such)
 
 
 SRTP_SUITES: dict[int, SourceSrtpProfile] = {32: "AES_CM_128_HMAC_SHA1_32", 80: "AES_CM_128_HMAC_SHA1_80"}
@@ -167,19 +199,11 @@ def parse_mountpoint(
     kind = reader.string("type")
     if kind is None:
         raise MountpointConfigError(f"{where}: missing 'type'")
+    if kind == "rtsp":
+        return _parse_rtsp_mountpoint(name, group, reader, string_ids=string_ids)
     if kind != "rtp":
-        raise MountpointConfigError(f"{where}: type '{kind}' is not supported by fanout (only 'rtp')")
-    mountpoint_id: MountpointId | None
-    if string_ids:
-        mountpoint_id = reader.string("id")
-        if mountpoint_id == "":
-            raise MountpointConfigError(f"{where}: 'id' must not be empty")
-    else:
-        mountpoint_id = reader.integer("id")
-        if mountpoint_id is not None and mountpoint_id <= 0:
-            raise MountpointConfigError(f"{where}: 'id' must be a positive integer")
-    if mountpoint_id is None:
-        raise MountpointConfigError(f"{where}: missing 'id'")
+        raise MountpointConfigError(f"{where}: type '{kind}' is not supported by fanout (only 'rtp' and 'rtsp')")
+    mountpoint_id = _mountpoint_id(reader, string_ids=string_ids)
     unsupported: list[str] = []
     media = group.get("media")
     data: DataStreamConfig | None = None
@@ -227,6 +251,102 @@ def parse_mountpoint(
         data=data,
     )
     return config, [f"{name}.{key}" for key in unsupported]
+
+
+def _mountpoint_id(reader: _Reader, *, string_ids: bool) -> MountpointId:
+    where = reader.where
+    mountpoint_id: MountpointId | None
+    if string_ids:
+        mountpoint_id = reader.string("id")
+        if mountpoint_id == "":
+            raise MountpointConfigError(f"{where}: 'id' must not be empty")
+    else:
+        mountpoint_id = reader.integer("id")
+        if mountpoint_id is not None and mountpoint_id <= 0:
+            raise MountpointConfigError(f"{where}: 'id' must be a positive integer")
+    if mountpoint_id is None:
+        raise MountpointConfigError(f"{where}: missing 'id'")
+    return mountpoint_id
+
+
+RTSP_KEYS = {
+    "type", "id", "name", "description", "metadata", "is_private", "secret", "pin", "url", "rtsp_user", "rtsp_pwd",
+    "rtsp_quirk", "rtspiface", "rtsp_failcheck", "rtsp_check", "rtsp_reconnect_delay", "rtsp_session_timeout",
+    "rtsp_timeout", "rtsp_conn_timeout", "audio", "video", "audiopt", "audiocodec", "audiortpmap", "audiofmtp",
+    "videopt", "videocodec", "videortpmap", "videofmtp", "videobufferkf",
+}  # fmt: skip
+
+
+def _parse_rtsp_mountpoint(
+    name: str, group: Mapping[str, Any], reader: _Reader, *, string_ids: bool
+) -> tuple[MountpointConfig, list[str]]:
+    """A ``type = "rtsp"`` mountpoint: Janus's legacy audio/video keys and its rtsp_* keys.
+    (``videobufferkf`` is accepted and needs nothing: fanout always keeps the latest keyframe.)"""
+    where = reader.where
+    mountpoint_id = _mountpoint_id(reader, string_ids=string_ids)
+    url = reader.string("url")
+    if not url:
+        raise MountpointConfigError(f"{where}: missing 'url'")
+    if not url.lower().startswith("rtsp://"):
+        raise MountpointConfigError(f"{where}: 'url' must be an rtsp:// URL, not '{url}'")
+    tracks = []
+    for kind in ("audio", "video"):
+        if not reader.boolean(kind, default=False):
+            continue
+        payload_type = reader.integer(f"{kind}pt")
+        if payload_type is not None and not 0 <= payload_type <= 127:
+            raise MountpointConfigError(f"{where}: '{kind}pt' must be an RTP payload type (0-127)")
+        codec_name = reader.string(f"{kind}codec")
+        rtpmap = reader.string(f"{kind}rtpmap")
+        codec = None
+        if codec_name is not None:
+            codec = KNOWN_CODECS.get(codec_name.lower())
+            if codec is None:
+                raise MountpointConfigError(f"{where}: unknown codec '{codec_name}'")
+        elif rtpmap is not None:
+            codec = codec_from_rtpmap(rtpmap)
+            if codec is None:
+                raise MountpointConfigError(f"{where}: unknown codec in rtpmap '{rtpmap}'")
+        if codec is not None and codec.kind != kind:
+            raise MountpointConfigError(f"{where}: codec '{codec.name}' is not a {kind} codec")
+        tracks.append(RtspTrackChoice(kind, payload_type, codec, reader.string(f"{kind}fmtp")))
+    if not tracks:
+        raise MountpointConfigError(f"{where}: no audio or video have to be streamed (set audio and/or video = true)")
+    interface_name = reader.string("rtspiface")
+    failcheck = reader.boolean("rtsp_failcheck", default=reader.boolean("rtsp_check", default=True))
+    seconds = {}
+    for key, default in (("rtsp_reconnect_delay", 5), ("rtsp_session_timeout", 0), ("rtsp_timeout", 10),
+                         ("rtsp_conn_timeout", 5)):  # fmt: skip
+        value = reader.integer(key)
+        if value is not None and value < 0:
+            raise MountpointConfigError(f"{where}: '{key}' can't be smaller than zero")
+        seconds[key] = default if value is None else value
+    settings = RtspSettings(
+        url=url,
+        username=reader.string("rtsp_user"),
+        password=reader.string("rtsp_pwd"),
+        quirk=reader.boolean("rtsp_quirk", default=False),
+        interface=_interface_address(where, "rtspiface", interface_name),
+        failcheck=failcheck,
+        reconnect_delay=seconds["rtsp_reconnect_delay"],
+        session_timeout=seconds["rtsp_session_timeout"],
+        timeout=seconds["rtsp_timeout"],
+        connect_timeout=seconds["rtsp_conn_timeout"],
+        tracks=tuple(tracks),
+        interface_name=interface_name,
+    )
+    config = MountpointConfig(
+        id=mountpoint_id,
+        name=reader.string("name") or name,
+        description=reader.string("description") or name,
+        metadata=reader.string("metadata"),
+        is_private=reader.boolean("is_private", default=False),
+        secret=reader.string("secret"),
+        pin=reader.string("pin"),
+        streams=(),
+        rtsp=settings,
+    )
+    return config, [f"{name}.{key}" for key in group if key not in RTSP_KEYS]
 
 
 def _collision_ms(reader: _Reader) -> int:

@@ -19,7 +19,7 @@ from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 
 Errors = StreamingErrorCode
 ID_LIMIT = 2**53  # ids stay exact as JavaScript numbers
-SUPPORTED_TYPES = ("rtp",)
+SUPPORTED_TYPES = ("rtp", "rtsp")
 KNOWN_TYPES = ("rtp", "live", "ondemand", "rtsp")
 CREATE_ONLY_KEYS = {"request", "admin_key", "permanent"}
 STRING_FIELDS = ("name", "description", "metadata", "secret", "pin")
@@ -76,7 +76,7 @@ def mountpoint_from_create(
     if kind not in KNOWN_TYPES:
         raise StreamingError(Errors.INVALID_ELEMENT, f"Unknown stream type '{kind}'...\n")
     if kind not in SUPPORTED_TYPES:
-        raise StreamingError(Errors.CANT_CREATE, f"Can't add '{kind}' stream: fanout serves 'rtp' mountpoints only")
+        raise StreamingError(Errors.CANT_CREATE, f"Can't add '{kind}' stream: fanout serves 'rtp' and 'rtsp' mountpoints only")
     mountpoint_id = body.get("id")
     if mountpoint_id is None:
         mountpoint_id = _free_id(taken_ids, string_ids=string_ids)
@@ -90,18 +90,45 @@ def mountpoint_from_create(
     for field in ("is_private", "playoutdelay_ext"):
         if field in body and not isinstance(body[field], bool):
             raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({field} should be a boolean)")
-    media = body.get("media")
+    if kind == "rtsp":
+        _check_rtsp_fields(body)
+    media = body.get("media") if kind == "rtp" else None
     if media is not None and not isinstance(media, list):
         raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (media should be an array)")
-    if media is None and not (body.get("audio") or body.get("video") or body.get("data")):
+    if kind == "rtsp" and not (body.get("audio") or body.get("video")):
+        raise StreamingError(Errors.CANT_CREATE, "Can't add 'rtsp' stream, no audio or video have to be streamed...")
+    if kind == "rtp" and media is None and not (body.get("audio") or body.get("video") or body.get("data")):
         raise StreamingError(Errors.CANT_CREATE, "Can't add 'rtp' stream, no audio or video have to be streamed...")
     definition = {key: value for key, value in body.items() if key not in CREATE_ONLY_KEYS} | {"id": mountpoint_id}
     name = body.get("name") or f"mp-{mountpoint_id}"
     try:
         config, _ = parse_mountpoint(name, definition, string_ids=string_ids)
     except MountpointConfigError as error:
-        raise StreamingError(Errors.CANT_CREATE, f"Can't add 'rtp' stream: {_without_prefix(str(error))}") from None
+        raise StreamingError(Errors.CANT_CREATE, f"Can't add '{kind}' stream: {_without_prefix(str(error))}") from None
     return config
+
+
+RTSP_FIELD_TYPES: dict[str, tuple[type, str]] = {
+    **{key: (str, "a string") for key in ("url", "rtsp_user", "rtsp_pwd", "rtspiface", "audiocodec", "audiortpmap",
+                                          "audiofmtp", "videocodec", "videortpmap", "videofmtp")},
+    **{key: (bool, "a boolean") for key in ("audio", "video", "rtsp_quirk", "rtsp_failcheck", "rtsp_check",
+                                            "videobufferkf")},
+    **{key: (int, "an integer") for key in ("audiopt", "videopt", "rtsp_reconnect_delay", "rtsp_session_timeout",
+                                            "rtsp_timeout", "rtsp_conn_timeout")},
+}  # fmt: skip
+
+
+def _check_rtsp_fields(body: dict[str, Any]) -> None:
+    """An rtsp ``create``'s own fields, checked as Janus checks them: ``url`` is mandatory."""
+    if "url" not in body:
+        raise StreamingError(Errors.MISSING_ELEMENT, "Missing mandatory element (url)")
+    for field, (kind, name) in RTSP_FIELD_TYPES.items():
+        value = body.get(field)
+        if value is None:
+            continue
+        wrong = isinstance(value, bool) != (kind is bool) or not isinstance(value, kind)
+        if wrong:
+            raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({field} should be {name})")
 
 
 def created_reply(
@@ -122,7 +149,9 @@ def created_reply(
         "is_private": config.is_private,
     }
     substream_ports = substream_ports or {}
-    if legacy:
+    if config.rtsp is not None:
+        pass  # as Janus: the ports are the server's business, not the creator's
+    elif legacy:
         for stream_config, port in zip(config.streams, ports, strict=True):
             stream[f"{stream_config.kind}_port"] = port
             for number, substream_port in enumerate(substream_ports.get(stream_config.mid, [])[1:], start=2):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fanout.config.jcfg import ConfigError, Group, dumps, is_setting_name, load
-from fanout.plugins.streaming.config import MountpointConfig, MountpointId
+from fanout.plugins.streaming.config import MountpointConfig, MountpointId, RtspSettings
 
 HEADER = "# Written by fanout when a mountpoint was created, edited or destroyed with \"permanent\": true.\n\n"
 
@@ -24,14 +24,17 @@ class PersistenceError(Exception):
 
 
 def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
-    """The mountpoint as its .jcfg group (the multistream ``media`` form)."""
-    settings: dict[str, Any] = {"type": "rtp", "id": config.id, "description": config.description}
+    """The mountpoint as its .jcfg group (the multistream ``media`` form; an rtsp
+    mountpoint in Janus's legacy keys, the only ones it has)."""
+    settings: dict[str, Any] = {"type": "rtsp" if config.rtsp else "rtp", "id": config.id, "description": config.description}
     for key in ("metadata", "secret", "pin"):
         value = getattr(config, key)
         if value is not None:
             settings[key] = value
     if config.is_private:
         settings["is_private"] = True
+    if config.rtsp is not None:
+        return settings | rtsp_settings(config.rtsp)
     if config.testsource:
         settings["testsource"] = True
     if config.collision_ms:
@@ -75,6 +78,38 @@ def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
             data_entry["buffermsg"] = True
         media.insert(min(data.mindex, len(media)), data_entry)
     settings["media"] = media
+    return settings
+
+
+def rtsp_settings(rtsp: RtspSettings) -> dict[str, Any]:
+    """An rtsp mountpoint's source as Janus's keys; defaults left out."""
+    settings: dict[str, Any] = {"url": rtsp.url}
+    if rtsp.username is not None:
+        settings["rtsp_user"] = rtsp.username
+    if rtsp.password is not None:
+        settings["rtsp_pwd"] = rtsp.password
+    if rtsp.quirk:
+        settings["rtsp_quirk"] = True
+    if rtsp.interface_name is not None:
+        settings["rtspiface"] = rtsp.interface_name
+    if not rtsp.failcheck:
+        settings["rtsp_failcheck"] = False
+    for key, value, default in (
+        ("rtsp_reconnect_delay", rtsp.reconnect_delay, 5),
+        ("rtsp_session_timeout", rtsp.session_timeout, 0),
+        ("rtsp_timeout", rtsp.timeout, 10),
+        ("rtsp_conn_timeout", rtsp.connect_timeout, 5),
+    ):
+        if value != default:
+            settings[key] = value
+    for choice in rtsp.tracks:
+        settings[choice.kind] = True
+        if choice.payload_type is not None:
+            settings[f"{choice.kind}pt"] = choice.payload_type
+        if choice.codec is not None:
+            settings[f"{choice.kind}codec"] = choice.codec.name
+        if choice.fmtp is not None:
+            settings[f"{choice.kind}fmtp"] = choice.fmtp
     return settings
 
 

@@ -29,12 +29,13 @@ from fanout.core.plugin import (
     PluginResult,
     PluginSuccess,
 )
-from fanout.plugins.streaming import management, persistence, subscription
+from fanout.plugins.streaming import management, persistence, rtsp_source, subscription
 from fanout.plugins.streaming.bitrate_feedback import FORWARD_INTERVAL_SECONDS, lowest_fresh_estimate
-from fanout.plugins.streaming.config import MountpointConfig, MountpointId, StreamingSettings
+from fanout.plugins.streaming.config import MountpointConfig, MountpointConfigError, MountpointId, StreamingSettings
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 from fanout.plugins.streaming.mountpoint import Mountpoint
 from fanout.plugins.streaming.offer_matching import data_mline, match_offer
+from fanout.plugins.streaming.rtsp_source import RtspPull
 from fanout.plugins.streaming.viewer import ONE_BYTE_EXTENSION_IDS, Viewer, ViewerState, ViewerTrack
 from fanout.webrtc.rtcp import GenericNack, PictureLossIndication, ReceiverReport, Remb, RtcpPacket
 from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, OfferMedia
@@ -79,6 +80,7 @@ class StreamingPlugin(Plugin):
         self._engine_ids = itertools.count(1)
         self.viewers: dict[int, Viewer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._rtsp_pulls: dict[MountpointId, asyncio.Task[None]] = {}  # rtsp mountpoints' sources
         self._sync_requests: dict[str, Callable[[Viewer, dict[str, Any]], dict[str, Any]]] = {
             "list": self._list,
             "info": self._info,
@@ -100,7 +102,13 @@ class StreamingPlugin(Plugin):
 
     async def start(self) -> None:
         for config in self.mountpoint_configs:
-            self.add_mountpoint(config)
+            if config.rtsp is None:
+                self.add_mountpoint(config)
+                continue
+            try:
+                await self.open_rtsp_mountpoint(config)
+            except (*rtsp_source.PULL_ERRORS, MountpointConfigError) as error:
+                logger.error("mountpoint %s (%s): cannot describe %s: %s", config.id, config.name, config.rtsp.url, error)
         self._spawn(self._forward_bitrate_estimates())
 
     async def _forward_bitrate_estimates(self) -> None:
@@ -125,8 +133,11 @@ class StreamingPlugin(Plugin):
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        pulls = list(self._rtsp_pulls.values())
         for mountpoint in list(self.mountpoints.values()):
             self.remove_mountpoint(mountpoint.id)
+        if pulls:  # their TEARDOWNs
+            await asyncio.wait(pulls, timeout=2)
 
     def add_mountpoint(self, config: MountpointConfig) -> Mountpoint:
         """Open a mountpoint: its source ports are bound when this returns (OSError if not)."""
@@ -142,7 +153,29 @@ class StreamingPlugin(Plugin):
         logger.info("mountpoint %s (%s) listening on %s", config.id, config.name, ", ".join(inputs))
         return mountpoint
 
+    async def open_rtsp_mountpoint(self, config: MountpointConfig) -> Mountpoint:
+        """An rtsp mountpoint: DESCRIBE its server, bind the streams its tracks need, and
+        keep pulling (SETUP, PLAY, reconnections) from a task. Raises RtspError, OSError
+        or TimeoutError if the server cannot be described, MountpointConfigError if it
+        offers no track the mountpoint can take."""
+        assert config.rtsp is not None
+        connection = rtsp_source.connect(config.rtsp)
+        try:
+            config = rtsp_source.described_config(config, await connection.describe())
+            if config.id in self.mountpoints:
+                raise StreamingError(Errors.CANT_CREATE, "A stream with the provided ID already exists")
+            mountpoint = self.add_mountpoint(config)
+        except BaseException:
+            await connection.close()
+            raise
+        pull = RtspPull(self.engine, mountpoint, connection)
+        self._rtsp_pulls[config.id] = asyncio.get_running_loop().create_task(pull.run())
+        return mountpoint
+
     def remove_mountpoint(self, mountpoint_id: MountpointId) -> None:
+        pull = self._rtsp_pulls.pop(mountpoint_id, None)
+        if pull is not None:
+            pull.cancel()  # it tears the RTSP session down
         mountpoint = self.mountpoints.pop(mountpoint_id)
         self._kick_viewers(mountpoint)
         mountpoint.close(self.engine)
@@ -173,6 +206,8 @@ class StreamingPlugin(Plugin):
             if not isinstance(request, str):
                 raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (request should be a string)")
             request = request.lower()
+            if request == "create" and body.get("type") == "rtsp":
+                return PluginSuccess(await self._create_rtsp(body))
             if request in self._sync_requests:
                 return PluginSuccess(self._sync_requests[request](viewer, body))
             if request not in self._async_requests:
@@ -342,6 +377,25 @@ class StreamingPlugin(Plugin):
             data_port=mountpoint.data_port,
             substream_ports=mountpoint.substream_ports,
         )
+
+    async def _create_rtsp(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``create`` with ``type: "rtsp"``: answered once the server described its stream."""
+        management.check_admin_key(body, self.settings.admin_key)
+        permanent = management.permanent_flag(body)
+        config = management.mountpoint_from_create(body, self.mountpoints.keys(), string_ids=self.settings.string_ids)
+        assert config.rtsp is not None
+        try:
+            mountpoint = await self.open_rtsp_mountpoint(config)
+        except (*rtsp_source.PULL_ERRORS, MountpointConfigError) as error:
+            logger.warning("cannot create rtsp mountpoint %s from %s: %s", config.id, config.rtsp.url, error)
+            raise StreamingError(Errors.CANT_CREATE, "Error creating 'RTSP' stream") from None
+        if permanent:
+            try:
+                persistence.save_mountpoint(self._config_file(), mountpoint.config)
+            except persistence.PersistenceError as error:
+                self.remove_mountpoint(config.id)
+                raise StreamingError(Errors.CANT_CREATE, f"Can't save the stream: {error}") from None
+        return management.created_reply(mountpoint.config, mountpoint.ports, permanent=permanent, legacy=False)
 
     def _edit(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
         mountpoint = self._mountpoint_from(body, missing_reason="No such mountpoint ({id})")

@@ -1,0 +1,193 @@
+"""``rtsp`` mountpoints: fanout pulls the stream from an RTSP server (a camera, a media server).
+
+The server's DESCRIBE says which tracks it has; :func:`streams_from_tracks` turns
+the ones the mountpoint takes (its first audio and first video track, as Janus)
+into the mountpoint's streams, whose ports the engine binds. :class:`RtspPull`
+then SETUPs each track with ``client_port=<RTP port>-<RTCP port>`` so the server
+sends RTP straight to the engine (and its sender reports to the RTCP port, from
+which the engine sends keyframe requests back), PLAYs, keeps the session alive,
+and starts again after ``rtsp_reconnect_delay`` when the server goes away or its
+media stops. Viewers stay connected meanwhile: the engine's numbering goes on
+across the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from fanout.plugins.streaming.codecs import codec_from_rtpmap
+from fanout.plugins.streaming.config import (
+    DEFAULT_MIDS,
+    MountpointConfig,
+    MountpointConfigError,
+    RtspSettings,
+    StreamConfig,
+    h264_parameter_sets,
+)
+from fanout.sources.rtsp.auth import Credentials
+from fanout.sources.rtsp.client import State, TransportRequest
+from fanout.sources.rtsp.connection import RtspConnection
+from fanout.sources.rtsp.description import Track, split_credentials
+from fanout.sources.rtsp.messages import RtspError
+
+if TYPE_CHECKING:
+    from fanout._engine import Engine
+    from fanout.plugins.streaming.mountpoint import Mountpoint
+
+logger = logging.getLogger(__name__)
+
+PULL_ERRORS = (RtspError, OSError, TimeoutError)
+
+
+def connect(settings: RtspSettings) -> RtspConnection:
+    """A connection (not yet open) to the mountpoint's server, with its credentials and timeouts."""
+    url, url_user, url_password = split_credentials(settings.url)
+    username = settings.username if settings.username is not None else url_user
+    password = settings.password if settings.password is not None else url_password
+    credentials = Credentials(username, password or "") if username is not None else None
+    return RtspConnection(
+        url,
+        credentials=credentials,
+        quirk=settings.quirk,
+        timeout=settings.timeout or 10,
+        connect_timeout=settings.connect_timeout or 5,
+        session_timeout=settings.session_timeout,
+    )
+
+
+def streams_from_tracks(config: MountpointConfig, tracks: tuple[Track, ...]) -> tuple[StreamConfig, ...]:
+    """The mountpoint's streams for the server's ``tracks``: for each kind it takes, the
+    first track of that kind in a codec fanout relays. MountpointConfigError if none."""
+    settings = config.rtsp
+    assert settings is not None
+    streams = []
+    for choice in settings.tracks:
+        offered = [track for track in tracks if track.kind == choice.kind]
+        usable = [(track, choice.codec or codec_from_rtpmap(track.rtpmap)) for track in offered]
+        usable = [(track, codec) for track, codec in usable if codec is not None and codec.kind == choice.kind]
+        if not usable:
+            listed = ", ".join(track.rtpmap for track in offered) or "none"
+            raise MountpointConfigError(
+                f"the RTSP server offers no {choice.kind} track fanout can relay (it offers: {listed})"
+            )
+        track, codec = usable[0]
+        assert codec is not None
+        h264sps = None
+        sprop = track.fmtp_parameter("sprop-parameter-sets") if codec.name == "h264" else None
+        if sprop:
+            try:
+                h264_parameter_sets(config.name, sprop)
+                h264sps = sprop
+            except MountpointConfigError:
+                logger.warning("mountpoint %s: ignoring the server's unusable sprop-parameter-sets %r", config.id, sprop)
+        streams.append(
+            StreamConfig(
+                mindex=len(streams),
+                kind=choice.kind,
+                mid=DEFAULT_MIDS[choice.kind],
+                label=choice.kind,
+                msid=None,
+                host=settings.interface or "0.0.0.0",
+                port=0,
+                rtcp_port=0,
+                multicast_interface=None,
+                payload_type=choice.payload_type if choice.payload_type is not None else track.payload_type,
+                codec=codec,
+                fmtp=choice.fmtp if choice.fmtp is not None else (track.fmtp or codec.default_fmtp),
+                h264sps=h264sps,
+            )
+        )
+    return tuple(streams)
+
+
+def described_config(config: MountpointConfig, tracks: tuple[Track, ...]) -> MountpointConfig:
+    return dataclasses.replace(config, streams=streams_from_tracks(config, tracks))
+
+
+class RtspPull:
+    """Keeps one rtsp mountpoint fed: SETUP + PLAY to the engine's ports, keep-alives,
+    and a new session after ``rtsp_reconnect_delay`` whenever the last one ends."""
+
+    def __init__(self, engine: Engine, mountpoint: Mountpoint, connection: RtspConnection | None) -> None:
+        settings = mountpoint.config.rtsp
+        assert settings is not None
+        self.engine = engine
+        self.mountpoint = mountpoint
+        self.settings = settings
+        self._connection = connection  # already described (create), or None: connect first
+        self.sessions = 0  # sessions played so far
+        self._playing_since = 0.0
+
+    async def run(self) -> None:
+        delay = max(self.settings.reconnect_delay, 1)
+        try:
+            while True:
+                connection, self._connection = self._connection, None
+                try:
+                    await self._play_once(connection)
+                except PULL_ERRORS as error:
+                    logger.warning(
+                        "mountpoint %s: RTSP source %s: %s; trying again in %d s",
+                        self.mountpoint.id, self.settings.url, error or type(error).__name__, delay,
+                    )
+                await asyncio.sleep(delay)
+        finally:
+            connection = self._connection
+            if connection is not None:
+                await connection.close()
+
+    async def _play_once(self, connection: RtspConnection | None) -> None:
+        if connection is None:
+            connection = connect(self.settings)
+        self._connection = connection
+        try:
+            if connection.client.state is State.IDLE:
+                self._check_tracks(await connection.describe())
+            await connection.play(self._transports(connection))
+            self.sessions += 1
+            self._playing_since = time.monotonic()
+            logger.info("mountpoint %s: playing %s", self.mountpoint.id, self.settings.url)
+            await connection.maintain(self._stalled)
+        finally:
+            self._connection = None
+            await connection.close()
+
+    def _check_tracks(self, tracks: tuple[Track, ...]) -> None:
+        """A server that came back must still offer the tracks the mountpoint takes."""
+        streams_from_tracks(dataclasses.replace(self.mountpoint.config, streams=()), tracks)
+
+    def _transports(self, connection: RtspConnection) -> list[TransportRequest]:
+        tracks = connection.client.tracks
+        stats = {stream["index"]: stream for stream in self.engine.mountpoint_stats(self.mountpoint.engine_id)["streams"]}
+        transports = []
+        for stream, port in zip(self.mountpoint.config.streams, self.mountpoint.ports, strict=True):
+            track = next(track for track in tracks if track.kind == stream.kind and self._relayable(track, stream))
+            rtcp_port = stats[stream.mindex]["rtcp_port"]
+            assert rtcp_port is not None
+            transports.append(TransportRequest(track, port, rtcp_port))
+        return transports
+
+    def _relayable(self, track: Track, stream: StreamConfig) -> bool:
+        choice = next(choice for choice in self.settings.tracks if choice.kind == stream.kind)
+        codec = choice.codec or codec_from_rtpmap(track.rtpmap)
+        return codec is not None and codec.name == stream.codec.name
+
+    def _stalled(self) -> bool:
+        """No packet on any stream for rtsp_reconnect_delay (counted from PLAY)."""
+        limit_ms = max(self.settings.reconnect_delay, 1) * 1000
+        since_play_ms = int((time.monotonic() - self._playing_since) * 1000)
+        if since_play_ms < limit_ms:
+            return False
+        streams = self.engine.mountpoint_stats(self.mountpoint.engine_id)["streams"]
+        ages = [since_play_ms if s["last_packet_age_ms"] is None else min(s["last_packet_age_ms"], since_play_ms) for s in streams]
+        return bool(ages) and min(ages) >= limit_ms
+
+    async def stop(self, task: asyncio.Task[None]) -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

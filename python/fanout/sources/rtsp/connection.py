@@ -1,0 +1,137 @@
+"""The asyncio side of the RTSP client: one TCP control connection carrying an
+:class:`~fanout.sources.rtsp.client.RtspClient`'s bytes, with Janus's timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from fanout.sources.rtsp.auth import Credentials
+from fanout.sources.rtsp.client import Described, Event, Playing, RtspClient, TransportRequest
+from fanout.sources.rtsp.description import Track
+from fanout.sources.rtsp.messages import RtspError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PORT = 554
+TEARDOWN_TIMEOUT = 1.0  # seconds a TEARDOWN may take when the mountpoint goes
+
+
+class MediaStalled(RtspError):
+    """The session is up but no media arrived for too long."""
+
+
+class RtspConnection:
+    """OPTIONS + DESCRIBE with :meth:`describe`, SETUP + PLAY with :meth:`play`, then
+    :meth:`maintain` keeps the session alive until it ends; :meth:`close` tears it down.
+
+    ``timeout`` bounds each request (Janus's rtsp_timeout), ``connect_timeout`` the TCP
+    connect (rtsp_conn_timeout). Failures raise RtspError, OSError or TimeoutError."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        credentials: Credentials | None = None,
+        quirk: bool = False,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        session_timeout: float = 0.0,
+    ) -> None:
+        self.client = RtspClient(url, credentials=credentials, quirk=quirk)
+        self.url = url
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.session_timeout = session_timeout  # Janus's rtsp_session_timeout: caps the keep-alive interval if > 0
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    @property
+    def local_address(self) -> str | None:
+        """The address this side of the control connection has: where the server will send media."""
+        if self._writer is None:
+            return None
+        return str(self._writer.get_extra_info("sockname")[0])
+
+    async def describe(self) -> tuple[Track, ...]:
+        parts = urlsplit(self.url)
+        host, port = parts.hostname or "", parts.port or DEFAULT_PORT
+        self._reader, self._writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port), self.connect_timeout
+        )
+        self.client.start()
+        described = await self._until(Described)
+        assert isinstance(described, Described)
+        return described.tracks
+
+    async def play(self, transports: list[TransportRequest]) -> Playing:
+        self.client.setup(transports)
+        playing = await self._until(Playing)
+        assert isinstance(playing, Playing)
+        return playing
+
+    async def maintain(self, stalled: Callable[[], bool], check_every: float = 0.5) -> None:
+        """Keep-alives within the session timeout until the server closes the connection
+        (RtspError), answers badly, or ``stalled()`` says media stopped (MediaStalled)."""
+        assert self._reader is not None
+        interval = self.client.keepalive_interval
+        if self.session_timeout > 0:
+            interval = min(interval, self.session_timeout / 2)
+        loop = asyncio.get_running_loop()
+        next_keepalive = loop.time() + interval
+        while True:
+            try:
+                data = await asyncio.wait_for(self._reader.read(65536), check_every)
+            except TimeoutError:
+                data = None
+            if data == b"":
+                raise RtspError("the server closed the RTSP connection")
+            if data:
+                self.client.receive_data(data)
+            if stalled():
+                raise MediaStalled("no media from the RTSP server")
+            if loop.time() >= next_keepalive:
+                self.client.keepalive()
+                await self._flush()
+                next_keepalive = loop.time() + interval
+
+    async def close(self) -> None:
+        """TEARDOWN (if a session was set up; waiting briefly for its answer), then close."""
+        writer = self._writer
+        if writer is None:
+            return
+        self._writer = None
+        with contextlib.suppress(OSError, RtspError, TimeoutError, RuntimeError):
+            self.client.teardown()
+            data = self.client.data_to_send()
+            if data and not writer.is_closing():
+                writer.write(data)
+                await asyncio.wait_for(writer.drain(), TEARDOWN_TIMEOUT)
+                if self._reader is not None:
+                    await asyncio.wait_for(self._reader.read(4096), TEARDOWN_TIMEOUT)
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), TEARDOWN_TIMEOUT)
+
+    async def _flush(self) -> None:
+        assert self._writer is not None
+        data = self.client.data_to_send()
+        if data:
+            self._writer.write(data)
+            await self._writer.drain()
+
+    async def _until(self, wanted: type) -> Event:
+        """Send what the client queued and feed it the server's bytes until it gives ``wanted``."""
+        assert self._reader is not None
+        while True:
+            await self._flush()
+            data = await asyncio.wait_for(self._reader.read(65536), self.timeout)
+            if not data:
+                raise RtspError(f"the server closed the RTSP connection ({self.client.state.value})")
+            for event in self.client.receive_data(data):
+                if isinstance(event, wanted):
+                    await self._flush()
+                    return event

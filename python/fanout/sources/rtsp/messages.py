@@ -1,0 +1,151 @@
+"""RTSP 1.0 messages (RFC 2326 section 6 and 7): requests out, responses in.
+
+Responses are parsed strictly: a status line ``RTSP/1.0 <3 digits> <reason>``,
+``Name: value`` header lines, a body of exactly ``Content-Length`` bytes, a
+``CSeq``. Anything else raises :class:`RtspProtocolError` with the reason, so a
+misbehaving server is named rather than guessed at. Interleaved binary frames
+(``$``, RFC 2326 section 10.12), which a server may send on the control
+connection, are skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_HEADER_BYTES = 64 * 1024
+MAX_BODY_BYTES = 1024 * 1024
+_STATUS_LINE = re.compile(r"^RTSP/1\.0 ([1-5][0-9][0-9])(?: (.*))?$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+class RtspError(Exception):
+    """The RTSP exchange failed; the message says how."""
+
+
+class RtspProtocolError(RtspError):
+    """The server sent something that is not a well-formed RTSP 1.0 response."""
+
+
+@dataclass(frozen=True, slots=True)
+class RtspRequest:
+    method: str
+    url: str
+    cseq: int
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def __bytes__(self) -> bytes:
+        lines = [f"{self.method} {self.url} RTSP/1.0", f"CSeq: {self.cseq}"]
+        lines += [f"{name}: {value}" for name, value in self.headers]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@dataclass(frozen=True, slots=True)
+class RtspResponse:
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        """The first header of this name (case-insensitive), None if absent."""
+        lowered = name.lower()
+        return next((value for key, value in self.headers if key.lower() == lowered), None)
+
+    def all_headers(self, name: str) -> list[str]:
+        lowered = name.lower()
+        return [value for key, value in self.headers if key.lower() == lowered]
+
+    @property
+    def cseq(self) -> int:
+        value = self.header("CSeq")
+        if value is None or not value.strip().isdigit():
+            raise RtspProtocolError(f"response without a valid CSeq ({value!r})")
+        return int(value)
+
+    @classmethod
+    def parse(cls, data: bytes) -> RtspResponse:
+        """One complete response (head and body); RtspProtocolError if malformed or incomplete."""
+        parser = ResponseParser()
+        responses = parser.feed(data)
+        if len(responses) != 1 or parser.pending:
+            raise RtspProtocolError("not exactly one complete response")
+        return responses[0]
+
+
+class ResponseParser:
+    """Bytes from the control connection in, complete responses out (incremental)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that do not make a whole message yet."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[RtspResponse]:
+        self._buffer += data
+        responses: list[RtspResponse] = []
+        while self._buffer:
+            if self._buffer[0] == 0x24:  # "$": an interleaved frame, 4-byte header
+                if len(self._buffer) < 4:
+                    break
+                size = 4 + int.from_bytes(self._buffer[2:4], "big")
+                if len(self._buffer) < size:
+                    break
+                del self._buffer[:size]
+                continue
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > MAX_HEADER_BYTES:
+                    raise RtspProtocolError(f"response head longer than {MAX_HEADER_BYTES} bytes")
+                if not b"RTSP/1.0 ".startswith(bytes(self._buffer[:9])):
+                    raise RtspProtocolError(f"not an RTSP/1.0 response: {bytes(self._buffer[:40])!r}")
+                break
+            status, reason, headers = _parse_head(bytes(self._buffer[:end]))
+            length_value = next((value for key, value in headers if key.lower() == "content-length"), "0")
+            if not length_value.isdigit():
+                raise RtspProtocolError(f"invalid Content-Length {length_value!r}")
+            length = int(length_value)
+            if length > MAX_BODY_BYTES:
+                raise RtspProtocolError(f"body of {length} bytes is over the {MAX_BODY_BYTES} bytes allowed")
+            start = end + 4
+            if len(self._buffer) < start + length:
+                break
+            body = bytes(self._buffer[start : start + length])
+            del self._buffer[: start + length]
+            response = RtspResponse(status, reason, headers, body)
+            response.cseq  # noqa: B018 - checks it is there
+            responses.append(response)
+        return responses
+
+
+def _parse_head(head: bytes) -> tuple[int, str, tuple[tuple[str, str], ...]]:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RtspProtocolError("response head is not UTF-8") from None
+    lines = text.split("\r\n")
+    matched = _STATUS_LINE.match(lines[0])
+    if matched is None:
+        raise RtspProtocolError(f"invalid status line {lines[0][:80]!r}")
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not _HEADER_NAME.match(name):
+            raise RtspProtocolError(f"invalid header line {line[:80]!r}")
+        if "\r" in value or "\n" in value:
+            raise RtspProtocolError(f"invalid header line {line[:80]!r}")
+        headers.append((name, value.strip()))
+    return int(matched.group(1)), matched.group(2) or "", tuple(headers)
+
+
+def header_parameters(value: str) -> tuple[str, dict[str, str]]:
+    """``Session: 1234;timeout=60`` -> ("1234", {"timeout": "60"})."""
+    first, *rest = value.split(";")
+    parameters: dict[str, str] = {}
+    for item in rest:
+        key, _, item_value = item.partition("=")
+        parameters[key.strip().lower()] = item_value.strip()
+    return first.strip(), parameters
