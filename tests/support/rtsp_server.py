@@ -1,76 +1,57 @@
-"""A real RTSP server for the tests: GStreamer's gst-rtsp-server through Python GI.
-
-Run it with the system Python (``/usr/bin/python3``, which has ``python3-gi`` and
-``gir1.2-gst-rtsp-server-1.0``), not the virtualenv's::
-
-    /usr/bin/python3 tests/support/rtsp_server.py --port 8554 --codec vp8 [--user U --password P [--digest]]
-
-It serves a live 320x240 test pattern at ``rtsp://127.0.0.1:<port>/stream``:
-VP8, or H.264 with ``config-interval=0`` so that its SPS and PPS travel only in
-the SDP's sprop-parameter-sets (as many cameras do). Prints ``rtsp-server: ready``
-once it listens; SIGTERM stops it.
-"""
+"""Start GStreamer's RTSP server (tests/support/gst_rtsp_server.py) for a test."""
 
 from __future__ import annotations
 
-import argparse
-import signal
-import sys
+import subprocess
+import time
+from pathlib import Path
 
-import gi
+from tests.support.ports import free_ports
 
-gi.require_version("Gst", "1.0")
-gi.require_version("GstRtsp", "1.0")
-gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
-
-PATTERN = "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1"
-PIPELINES = {
-    "vp8": f"( {PATTERN} ! vp8enc deadline=1 keyframe-max-dist=30 target-bitrate=500000 ! rtpvp8pay name=pay0 pt=96 mtu=1200 )",
-    "h264": f"( {PATTERN} ! x264enc tune=zerolatency speed-preset=ultrafast bitrate=500 key-int-max=30 "
-    "! video/x-h264,profile=constrained-baseline ! rtph264pay name=pay0 pt=96 mtu=1200 config-interval=0 )",
-}
+SCRIPT = Path(__file__).with_name("gst_rtsp_server.py")
+SYSTEM_PYTHON = "/usr/bin/python3"  # it has python3-gi; the virtualenv does not
+READY_LINE = "rtsp-server: ready"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--codec", choices=sorted(PIPELINES), default="vp8")
-    parser.add_argument("--user")
-    parser.add_argument("--password")
-    parser.add_argument("--digest", action="store_true", help="Digest authentication rather than Basic")
-    args = parser.parse_args()
+class RtspServerProcess:
+    """A live test pattern at ``url``; stop() and start() again to restart it on the same port."""
 
-    Gst.init(None)
-    server = GstRtspServer.RTSPServer()
-    server.set_address("127.0.0.1")
-    server.set_service(str(args.port))
-    factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(PIPELINES[args.codec])
-    factory.set_shared(True)
-    factory.set_protocols(GstRtsp.RTSPLowerTrans.UDP)
-    if args.user:
-        auth = GstRtspServer.RTSPAuth()
-        token = GstRtspServer.RTSPToken.new(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, str, "user")
-        if args.digest:
-            auth.set_supported_methods(GstRtspServer.RTSPAuthMethod.DIGEST)
-            auth.add_digest(args.user, args.password, token)
-        else:
-            auth.add_basic(GstRtspServer.RTSPAuth.make_basic(args.user, args.password), token)
-        server.set_auth(auth)
-        permissions = GstRtspServer.RTSPPermissions()
-        permissions.add_role_empty("user")
-        permissions.add_permission_for_role("user", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS, True)
-        permissions.add_permission_for_role("user", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True)
-        factory.set_permissions(permissions)
-    server.get_mount_points().add_factory("/stream", factory)
-    if server.attach(None) == 0:
-        sys.exit(f"rtsp-server: cannot listen on port {args.port}")
-    loop = GLib.MainLoop()
-    GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, loop.quit)
-    print("rtsp-server: ready", flush=True)
-    loop.run()
+    def __init__(
+        self, codec: str = "vp8", *, user: str | None = None, password: str | None = None, digest: bool = False
+    ) -> None:
+        (self.port,) = free_ports(1)
+        self.command = [SYSTEM_PYTHON, str(SCRIPT), "--port", str(self.port), "--codec", codec]
+        if user is not None:
+            self.command += ["--user", user, "--password", password or ""] + (["--digest"] if digest else [])
+        self.process: subprocess.Popen[str] | None = None
 
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/stream"
 
-if __name__ == "__main__":
-    main()
+    def start(self, timeout: float = 20.0) -> RtspServerProcess:
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = self.process.stdout.readline()
+        if READY_LINE not in line or time.monotonic() > deadline:
+            self.stop()
+            raise RuntimeError(f"the RTSP server did not start: {line!r}")
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> RtspServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

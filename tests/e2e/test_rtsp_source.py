@@ -1,0 +1,98 @@
+"""rtsp mountpoints against a real RTSP server (GStreamer's gst-rtsp-server): fanout
+DESCRIBEs, SETUPs and PLAYs, the server sends RTP straight to the engine, and a real
+aiortc viewer decodes it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from tests.support.aiortc_viewer import AiortcViewer
+from tests.support.janus_client import JanusHttpClient
+from tests.support.rtsp_server import RtspServerProcess
+
+pytestmark = pytest.mark.usefixtures("loopback_only_ice")
+
+
+async def create_rtsp(janus: JanusHttpClient, body: dict[str, Any]) -> dict[str, Any]:
+    handle = await janus.attach()
+    reply = await janus.message(handle, {"request": "create", "type": "rtsp", "video": True} | body)
+    assert reply["janus"] == "success", reply
+    return reply["plugindata"]["data"]  # type: ignore[no-any-return]
+
+
+async def frames_in(viewer: AiortcViewer, seconds: float) -> int:
+    before = viewer.media.video_frames
+    await asyncio.sleep(seconds)
+    return viewer.media.video_frames - before
+
+
+async def test_a_vp8_camera_is_pulled_and_decoded(janus_http: JanusHttpClient) -> None:
+    with RtspServerProcess("vp8") as camera:
+        created = await create_rtsp(janus_http, {"id": 31, "url": camera.url})
+        assert created["streaming"] == "created", created
+        assert created["stream"] == {"id": 31, "type": "live", "description": "mp-31", "is_private": False}
+        handle = await janus_http.attach()
+        info = (await janus_http.message(handle, {"request": "info", "id": 31}))["plugindata"]["data"]["info"]
+        assert info["type"] == "live"
+        assert [(m["type"], m["codec"]) for m in info["media"]] == [("video", "vp8")]
+        viewer = AiortcViewer(janus_http)
+        try:
+            await viewer.watch(31)
+            media = await viewer.wait_for_frames(video=30, audio=0)
+            assert media.video_sizes == {(320, 240)}
+        finally:
+            await viewer.close()
+
+
+async def test_h264_with_parameter_sets_only_in_the_sdp_behind_digest_authentication(
+    janus_http: JanusHttpClient,
+) -> None:
+    with RtspServerProcess("h264", user="viewer", password="s3cret", digest=True) as camera:
+        refused = await create_rtsp(janus_http, {"id": 32, "url": camera.url, "rtsp_user": "viewer", "rtsp_pwd": "wrong"})
+        assert (refused["error_code"], refused["error"]) == (456, "Error creating 'RTSP' stream")
+        created = await create_rtsp(janus_http, {"id": 33, "url": camera.url, "rtsp_user": "viewer", "rtsp_pwd": "s3cret"})
+        assert created["streaming"] == "created", created
+        viewer = AiortcViewer(janus_http)
+        try:
+            await viewer.watch(33)
+            media = await viewer.wait_for_frames(video=30, audio=0)
+            assert media.video_sizes == {(320, 240)}
+        finally:
+            await viewer.close()
+
+
+async def test_basic_authentication(janus_http: JanusHttpClient) -> None:
+    with RtspServerProcess("vp8", user="viewer", password="s3cret") as camera:
+        url_with_credentials = camera.url.replace("rtsp://", "rtsp://viewer:s3cret@")
+        created = await create_rtsp(janus_http, {"id": 34, "url": url_with_credentials})
+        assert created["streaming"] == "created", created
+
+
+async def test_viewers_get_frames_again_after_the_server_restarts(janus_http: JanusHttpClient) -> None:
+    camera = RtspServerProcess("vp8").start()
+    viewer = AiortcViewer(janus_http)
+    try:
+        created = await create_rtsp(janus_http, {"id": 35, "url": camera.url, "rtsp_reconnect_delay": 1})
+        assert created["streaming"] == "created", created
+        await viewer.watch(35)
+        await viewer.wait_for_frames(video=20, audio=0)
+        camera.stop()
+        await asyncio.sleep(1.0)
+        assert await frames_in(viewer, 0.5) == 0
+        camera.start()
+        await viewer.wait_for_frames(video=viewer.media.video_frames + 30, audio=0, timeout=15)
+        assert viewer.media.video_sizes == {(320, 240)}
+    finally:
+        await viewer.close()
+        camera.stop()
+
+
+async def test_a_server_that_cannot_be_reached_fails_the_creation(janus_http: JanusHttpClient) -> None:
+    dead = RtspServerProcess("vp8")  # a free port nobody listens on
+    failed = await create_rtsp(janus_http, {"id": 36, "url": dead.url})
+    assert (failed["error_code"], failed["error"]) == (456, "Error creating 'RTSP' stream")
+    missing_url = await create_rtsp(janus_http, {"id": 37})
+    assert (missing_url["error_code"], missing_url["error"]) == (453, "Missing mandatory element (url)")
