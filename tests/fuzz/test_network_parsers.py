@@ -15,6 +15,10 @@ from pathlib import Path
 from fanout.config.jcfg import ConfigError, parse
 from fanout.config.loader import DEFAULT_FOLDER
 from fanout.core import jansson
+from fanout.sources.rtsp.auth import Challenge
+from fanout.sources.rtsp.client import RtspClient
+from fanout.sources.rtsp.description import parse_tracks
+from fanout.sources.rtsp.messages import ResponseParser, RtspError
 from fanout.webrtc import rtcp, sctp, sdp
 from fanout.webrtc.datachannel import DataChannelOpenMessage, DcepError
 from fanout.webrtc.stun import StunError, StunMessage
@@ -38,6 +42,8 @@ SCTP_PACKETS = [
     (WEBRTC_DATA / name).read_bytes()
     for name in ("sctp_init_chromium.bin", "sctp_dcep_open_chromium.bin", "sctp_sack_chromium.bin")
 ]
+RTSP_DATA = Path(__file__).parents[1] / "sources" / "rtsp" / "data"
+RTSP_RESPONSES = [path.read_bytes() for path in sorted(RTSP_DATA.glob("gstreamer_*.txt"))]
 CONFIG_TEXTS = [(DEFAULT_FOLDER / name).read_text() for name in ("janus.jcfg", "janus.plugin.streaming.jcfg")]
 
 
@@ -151,6 +157,26 @@ def test_configuration_parser_raises_only_config_errors(text: str) -> None:
         parse(text, "fuzz.jcfg")
     except ConfigError as error:
         assert str(error).startswith("fuzz.jcfg")
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=300), mutations(RTSP_RESPONSES), mutations([b"".join(RTSP_RESPONSES)])))
+def test_rtsp_response_parser_raises_only_rtsp_errors(data: bytes) -> None:
+    """What an RTSP server sends: the parser, the SDP of a DESCRIBE, a challenge, and a client
+    in the middle of a session all raise RtspError or nothing."""
+    try:
+        for response in ResponseParser().feed(data):
+            parse_tracks(response.body.decode("utf-8", errors="replace"), "rtsp://cam/")
+            for value in response.all_headers("WWW-Authenticate"):
+                Challenge.parse(value)
+    except RtspError:
+        pass
+    client = RtspClient("rtsp://cam/live")
+    client.start()
+    try:
+        client.receive_data(data)
+    except RtspError:
+        pass
 
 
 @settings(max_examples=150, deadline=None)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from fanout.sources.rtsp.messages import RtspError
 
-_PARAMETER = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*,?')
+_PARAMETER = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s"]*)\s*,?')
 
 
 class RtspAuthError(RtspError):
@@ -41,6 +41,8 @@ class Challenge:
         if not scheme:
             raise RtspAuthError("empty WWW-Authenticate header")
         parameters: dict[str, str] = {}
+        if scheme.lower() not in ("basic", "digest"):
+            return cls(scheme.lower())  # a scheme fanout does not answer: its parameters do not matter
         position = 0
         rest = rest.strip()
         while position < len(rest):

@@ -29,6 +29,7 @@ from fanout.sources.rtsp.messages import (
     RtspRequest,
     RtspResponse,
     header_parameters,
+    is_number,
 )
 
 USER_AGENT = "fanout"
@@ -238,7 +239,7 @@ class RtspClient:
         self.session = session
         timeout = parameters.get("timeout")
         if timeout is not None:
-            if not timeout.isdigit() or int(timeout) == 0:
+            if not is_number(timeout) or int(timeout) == 0:
                 raise RtspProtocolError(f"invalid session timeout in {value!r}")
             self.session_timeout = int(timeout)
         transport = response.header("Transport")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from fanout.sources.rtsp.messages import RtspError, RtspResponse
+from fanout.sources.rtsp.messages import RtspError, RtspResponse, is_number
 
 # Static payload types a camera may announce without a=rtpmap (RFC 3551).
 STATIC_PAYLOAD_TYPES = {0: ("PCMU", 8000, 1), 8: ("PCMA", 8000, 1), 9: ("G722", 8000, 1)}
@@ -70,9 +70,9 @@ def parse_tracks(sdp: str, base: str) -> list[Track]:
         kind, value = line[0], line[2:]
         if kind == "m":
             parts = value.split()
-            if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+            if len(parts) < 4 or not is_number(parts[1].split("/")[0]):
                 raise RtspDescriptionError(f"SDP line {number}: invalid m-line {value[:60]!r}")
-            formats = [int(fmt) for fmt in parts[3:] if fmt.isdigit() and int(fmt) < 128]
+            formats = [int(fmt) for fmt in parts[3:] if is_number(fmt) and int(fmt) < 128]
             sections.append({"kind": parts[0], "formats": formats, "rtpmap": {}, "fmtp": {}, "control": None})
         elif kind == "a":
             name, _, argument = value.partition(":")
@@ -84,7 +84,7 @@ def parse_tracks(sdp: str, base: str) -> list[Track]:
                     target["control"] = argument.strip()
             elif name in ("rtpmap", "fmtp") and target is not None:
                 payload_type, _, rest = argument.partition(" ")
-                if payload_type.isdigit():
+                if is_number(payload_type):
                     target[name][int(payload_type)] = rest.strip()  # type: ignore[index]
     if not sections:
         raise RtspDescriptionError("the SDP describes no media (no m-line)")
@@ -119,7 +119,7 @@ def parse_tracks(sdp: str, base: str) -> list[Track]:
 
 def _parse_rtpmap(value: str) -> tuple[str, int, int | None]:
     parts = value.split("/")
-    if len(parts) < 2 or not parts[0] or not parts[1].isdigit() or (len(parts) > 2 and not parts[2].isdigit()):
+    if len(parts) < 2 or not parts[0] or not is_number(parts[1]) or (len(parts) > 2 and not is_number(parts[2])):
         raise RtspDescriptionError(f"invalid a=rtpmap {value[:60]!r}")
     return parts[0], int(parts[1]), int(parts[2]) if len(parts) > 2 else None
 

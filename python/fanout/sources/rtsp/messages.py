@@ -19,6 +19,11 @@ _STATUS_LINE = re.compile(r"^RTSP/1\.0 ([1-5][0-9][0-9])(?: (.*))?$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
+def is_number(text: str) -> bool:
+    """ASCII digits only, and not absurdly many (str.isdigit also takes "²" and "٣")."""
+    return 0 < len(text) <= 10 and text.isascii() and text.isdigit()
+
+
 class RtspError(Exception):
     """The RTSP exchange failed; the message says how."""
 
@@ -59,7 +64,7 @@ class RtspResponse:
     @property
     def cseq(self) -> int:
         value = self.header("CSeq")
-        if value is None or not value.strip().isdigit():
+        if value is None or not is_number(value.strip()):
             raise RtspProtocolError(f"response without a valid CSeq ({value!r})")
         return int(value)
 
@@ -105,7 +110,7 @@ class ResponseParser:
                 break
             status, reason, headers = _parse_head(bytes(self._buffer[:end]))
             length_value = next((value for key, value in headers if key.lower() == "content-length"), "0")
-            if not length_value.isdigit():
+            if not is_number(length_value):
                 raise RtspProtocolError(f"invalid Content-Length {length_value!r}")
             length = int(length_value)
             if length > MAX_BODY_BYTES:
