@@ -96,3 +96,19 @@ async def test_a_server_that_cannot_be_reached_fails_the_creation(janus_http: Ja
     assert (failed["error_code"], failed["error"]) == (456, "Error creating 'RTSP' stream")
     missing_url = await create_rtsp(janus_http, {"id": 37})
     assert (missing_url["error_code"], missing_url["error"]) == (453, "Missing mandatory element (url)")
+
+
+async def test_without_failcheck_a_mountpoint_waits_for_its_server(janus_http: JanusHttpClient) -> None:
+    camera = RtspServerProcess("vp8")
+    viewer = AiortcViewer(janus_http)
+    try:
+        body = {"id": 38, "url": camera.url, "rtsp_failcheck": False, "videocodec": "vp8", "rtsp_reconnect_delay": 1}
+        created = await create_rtsp(janus_http, body)
+        assert created["streaming"] == "created", created
+        await viewer.watch(38)
+        camera.start()
+        media = await viewer.wait_for_frames(video=30, audio=0, timeout=15)
+        assert media.video_sizes == {(320, 240)}
+    finally:
+        await viewer.close()
+        camera.stop()

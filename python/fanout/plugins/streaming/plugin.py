@@ -12,6 +12,7 @@ datagrams are read here and sent to each viewer over its data channel
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import time
@@ -37,6 +38,7 @@ from fanout.plugins.streaming.mountpoint import Mountpoint
 from fanout.plugins.streaming.offer_matching import data_mline, match_offer
 from fanout.plugins.streaming.rtsp_source import RtspPull
 from fanout.plugins.streaming.viewer import ONE_BYTE_EXTENSION_IDS, Viewer, ViewerState, ViewerTrack
+from fanout.sources.rtsp.connection import RtspConnection
 from fanout.webrtc.rtcp import GenericNack, PictureLossIndication, ReceiverReport, Remb, RtcpPacket
 from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, OfferMedia
 
@@ -159,14 +161,24 @@ class StreamingPlugin(Plugin):
         or TimeoutError if the server cannot be described, MountpointConfigError if it
         offers no track the mountpoint can take."""
         assert config.rtsp is not None
-        connection = rtsp_source.connect(config.rtsp)
+        connection: RtspConnection | None = rtsp_source.connect(config.rtsp)
         try:
-            config = rtsp_source.described_config(config, await connection.describe())
+            assert connection is not None
+            try:
+                config = rtsp_source.described_config(config, await connection.describe())
+            except rtsp_source.PULL_ERRORS as error:
+                if config.rtsp.failcheck:
+                    raise
+                logger.warning("mountpoint %s: cannot describe %s now (%s); will try again", config.id, config.rtsp.url, error)
+                await connection.close()
+                connection = None  # the pull connects again
+                config = dataclasses.replace(config, streams=rtsp_source.streams_from_choices(config))
             if config.id in self.mountpoints:
                 raise StreamingError(Errors.CANT_CREATE, "A stream with the provided ID already exists")
             mountpoint = self.add_mountpoint(config)
         except BaseException:
-            await connection.close()
+            if connection is not None:
+                await connection.close()
             raise
         pull = RtspPull(self.engine, mountpoint, connection)
         self._rtsp_pulls[config.id] = asyncio.get_running_loop().create_task(pull.run())

@@ -20,7 +20,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from fanout.plugins.streaming.codecs import codec_from_rtpmap
+from fanout.plugins.streaming.codecs import CodecInfo, codec_from_rtpmap
 from fanout.plugins.streaming.config import (
     DEFAULT_MIDS,
     MountpointConfig,
@@ -60,6 +60,55 @@ def connect(settings: RtspSettings) -> RtspConnection:
     )
 
 
+# Payload types offered to viewers for a stream whose server could not be described yet.
+UNDESCRIBED_PAYLOAD_TYPES = {"audio": 111, "video": 96}
+
+
+def streams_from_choices(config: MountpointConfig) -> tuple[StreamConfig, ...]:
+    """``rtsp_failcheck = false`` and a server that cannot be described now: the streams
+    its audio/video overrides name (``videocodec``, ``videopt``...), so that the mountpoint
+    exists and waits for the server. MountpointConfigError if a kind has no codec given."""
+    settings = config.rtsp
+    assert settings is not None
+    streams = []
+    for choice in settings.tracks:
+        if choice.codec is None:
+            raise MountpointConfigError(
+                f"the RTSP server cannot be described now, and '{choice.kind}codec' does not say what it will send"
+            )
+        streams.append(
+            _stream(
+                config, len(streams), choice.kind, choice.codec,
+                choice.payload_type if choice.payload_type is not None else UNDESCRIBED_PAYLOAD_TYPES[choice.kind],
+                choice.fmtp if choice.fmtp is not None else choice.codec.default_fmtp, None,
+            )
+        )  # fmt: skip
+    return tuple(streams)
+
+
+def _stream(
+    config: MountpointConfig, mindex: int, kind: str, codec: CodecInfo, payload_type: int, fmtp: str | None,
+    h264sps: str | None,
+) -> StreamConfig:
+    settings = config.rtsp
+    assert settings is not None
+    return StreamConfig(
+        mindex=mindex,
+        kind=kind,
+        mid=DEFAULT_MIDS[kind],
+        label=kind,
+        msid=None,
+        host=settings.interface or "0.0.0.0",
+        port=0,
+        rtcp_port=0,  # where the server's sender reports come, and keyframe requests leave from
+        multicast_interface=None,
+        payload_type=payload_type,
+        codec=codec,
+        fmtp=fmtp,
+        h264sps=h264sps,
+    )
+
+
 def streams_from_tracks(config: MountpointConfig, tracks: tuple[Track, ...]) -> tuple[StreamConfig, ...]:
     """The mountpoint's streams for the server's ``tracks``: for each kind it takes, the
     first track of that kind in a codec fanout relays. MountpointConfigError if none."""
@@ -85,23 +134,9 @@ def streams_from_tracks(config: MountpointConfig, tracks: tuple[Track, ...]) -> 
                 h264sps = sprop
             except MountpointConfigError:
                 logger.warning("mountpoint %s: ignoring the server's unusable sprop-parameter-sets %r", config.id, sprop)
-        streams.append(
-            StreamConfig(
-                mindex=len(streams),
-                kind=choice.kind,
-                mid=DEFAULT_MIDS[choice.kind],
-                label=choice.kind,
-                msid=None,
-                host=settings.interface or "0.0.0.0",
-                port=0,
-                rtcp_port=0,
-                multicast_interface=None,
-                payload_type=choice.payload_type if choice.payload_type is not None else track.payload_type,
-                codec=codec,
-                fmtp=choice.fmtp if choice.fmtp is not None else (track.fmtp or codec.default_fmtp),
-                h264sps=h264sps,
-            )
-        )
+        payload_type = choice.payload_type if choice.payload_type is not None else track.payload_type
+        fmtp = choice.fmtp if choice.fmtp is not None else (track.fmtp or codec.default_fmtp)
+        streams.append(_stream(config, len(streams), choice.kind, codec, payload_type, fmtp, h264sps))
     return tuple(streams)
 
 
