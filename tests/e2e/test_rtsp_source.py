@@ -5,13 +5,16 @@ aiortc viewer decodes it."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.support.aiortc_viewer import AiortcViewer
 from tests.support.janus_client import JanusHttpClient
 from tests.support.rtsp_server import RtspServerProcess
+from tests.support.server import FanoutProcess, write_config
 
 pytestmark = pytest.mark.usefixtures("loopback_only_ice")
 
@@ -112,3 +115,25 @@ async def test_without_failcheck_a_mountpoint_waits_for_its_server(janus_http: J
     finally:
         await viewer.close()
         camera.stop()
+
+
+async def test_a_configured_rtsp_mountpoint_is_pulled_at_start_and_a_created_one_saved(tmp_path: Path) -> None:
+    with RtspServerProcess("vp8") as camera:
+        configured = f'camera: {{\n\ttype = "rtsp"\n\tid = 40\n\tvideo = true\n\turl = "{camera.url}"\n}}\n'
+        addresses = write_config(tmp_path / "config", configured)
+        with FanoutProcess(tmp_path / "config"):
+            async with aiohttp.ClientSession() as http:
+                janus = JanusHttpClient(http, addresses.janus_url)
+                await janus.create()
+                viewer = AiortcViewer(janus)
+                try:
+                    await viewer.watch(40)
+                    media = await viewer.wait_for_frames(video=30, audio=0)
+                    assert media.video_sizes == {(320, 240)}
+                    saved = await create_rtsp(janus, {"id": 41, "name": "saved", "url": camera.url, "permanent": True})
+                    assert saved["permanent"] is True, saved
+                finally:
+                    await viewer.close()
+                    await janus.close()
+        text = (tmp_path / "config" / "janus.plugin.streaming.jcfg").read_text()
+        assert "saved: {" in text and 'type = "rtsp"' in text and camera.url in text
