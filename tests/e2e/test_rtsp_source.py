@@ -5,6 +5,7 @@ aiortc viewer decodes it."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from tests.support.aiortc_viewer import AiortcViewer
 from tests.support.janus_client import JanusHttpClient
 from tests.support.rtsp_server import RtspServerProcess
-from tests.support.server import FanoutProcess, write_config
+from tests.support.server import FanoutProcess, ServerAddresses, write_config
 
 pytestmark = pytest.mark.usefixtures("loopback_only_ice")
 
@@ -89,6 +90,30 @@ async def test_viewers_get_frames_again_after_the_server_restarts(janus_http: Ja
         await viewer.wait_for_frames(video=viewer.media.video_frames + 30, audio=0, timeout=15)
         assert viewer.media.video_sizes == {(320, 240)}
     finally:
+        await viewer.close()
+        camera.stop()
+
+
+async def test_media_that_stops_while_the_connection_stays_open_makes_fanout_start_again(
+    janus_http: JanusHttpClient, demo_server: tuple[ServerAddresses, FanoutProcess]
+) -> None:
+    camera = RtspServerProcess("vp8").start()
+    viewer = AiortcViewer(janus_http)
+    try:
+        body = {"id": 39, "url": camera.url, "rtsp_reconnect_delay": 1, "rtsp_timeout": 1}
+        assert (await create_rtsp(janus_http, body))["streaming"] == "created"
+        await viewer.watch(39)
+        await viewer.wait_for_frames(video=20, audio=0)
+        assert camera.process is not None
+        camera.process.send_signal(signal.SIGSTOP)  # frozen: its connection stays open, its media stops
+        await asyncio.sleep(3.0)
+        camera.process.send_signal(signal.SIGCONT)
+        await viewer.wait_for_frames(video=viewer.media.video_frames + 30, audio=0, timeout=15)
+        _, server = demo_server
+        assert "mountpoint 39: RTSP source" in server.output and "no media from the RTSP server" in server.output
+    finally:
+        if camera.process is not None:
+            camera.process.send_signal(signal.SIGCONT)
         await viewer.close()
         camera.stop()
 

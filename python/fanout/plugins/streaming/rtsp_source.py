@@ -14,7 +14,6 @@ across the restart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -221,8 +220,3 @@ class RtspPull:
         streams = self.engine.mountpoint_stats(self.mountpoint.engine_id)["streams"]
         ages = [since_play_ms if s["last_packet_age_ms"] is None else min(s["last_packet_age_ms"], since_play_ms) for s in streams]
         return bool(ages) and min(ages) >= limit_ms
-
-    async def stop(self, task: asyncio.Task[None]) -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -13,8 +12,6 @@ from fanout.sources.rtsp.auth import Credentials
 from fanout.sources.rtsp.client import Described, Event, Playing, RtspClient, TransportRequest
 from fanout.sources.rtsp.description import Track
 from fanout.sources.rtsp.messages import RtspError
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 554
 TEARDOWN_TIMEOUT = 1.0  # seconds a TEARDOWN may take when the mountpoint goes
@@ -48,13 +45,6 @@ class RtspConnection:
         self.session_timeout = session_timeout  # Janus's rtsp_session_timeout: caps the keep-alive interval if > 0
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-
-    @property
-    def local_address(self) -> str | None:
-        """The address this side of the control connection has: where the server will send media."""
-        if self._writer is None:
-            return None
-        return str(self._writer.get_extra_info("sockname")[0])
 
     async def describe(self) -> tuple[Track, ...]:
         parts = urlsplit(self.url)

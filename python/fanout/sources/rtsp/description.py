@@ -4,7 +4,7 @@ appendix C), and the URLs their SETUP requests go to."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 from fanout.sources.rtsp.messages import RtspError, RtspResponse, is_number
 
@@ -134,8 +134,6 @@ def split_credentials(url: str) -> tuple[str, str | None, str | None]:
         return url, None, None
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     netloc = host + (f":{parts.port}" if parts.port else "")
-    from urllib.parse import unquote
-
     password = unquote(parts.password) if parts.password is not None else None
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), unquote(parts.username), password
 
