@@ -40,7 +40,7 @@ async def test_a_vp8_camera_is_pulled_and_decoded(janus_http: JanusHttpClient) -
         assert created["stream"] == {"id": 31, "type": "live", "description": "mp-31", "is_private": False}
         handle = await janus_http.attach()
         info = (await janus_http.message(handle, {"request": "info", "id": 31}))["plugindata"]["data"]["info"]
-        assert info["type"] == "live"
+        assert (info["type"], info["rtsp"], info["url"]) == ("live", True, camera.url)
         assert [(m["type"], m["codec"]) for m in info["media"]] == [("video", "vp8")]
         viewer = AiortcViewer(janus_http)
         try:
@@ -68,11 +68,16 @@ async def test_h264_with_parameter_sets_only_in_the_sdp_behind_digest_authentica
             await viewer.close()
 
 
-async def test_basic_authentication(janus_http: JanusHttpClient) -> None:
+async def test_basic_authentication_with_credentials_in_the_url(janus_http: JanusHttpClient) -> None:
     with RtspServerProcess("vp8", user="viewer", password="s3cret") as camera:
         url_with_credentials = camera.url.replace("rtsp://", "rtsp://viewer:s3cret@")
-        created = await create_rtsp(janus_http, {"id": 34, "url": url_with_credentials})
+        created = await create_rtsp(janus_http, {"id": 34, "url": url_with_credentials, "secret": "admin"})
         assert created["streaming"] == "created", created
+        handle = await janus_http.attach()
+        public = (await janus_http.message(handle, {"request": "info", "id": 34}))["plugindata"]["data"]["info"]
+        assert public["rtsp"] is True and "url" not in public, "credentials stay with the secret's holders"
+        private = await janus_http.message(handle, {"request": "info", "id": 34, "secret": "admin"})
+        assert private["plugindata"]["data"]["info"]["url"] == url_with_credentials
 
 
 async def test_viewers_get_frames_again_after_the_server_restarts(janus_http: JanusHttpClient) -> None:

@@ -24,7 +24,7 @@ def source_index(stream: StreamConfig, substream: int | None) -> int:
 
 
 class Mountpoint:
-    """An ``rtp`` mountpoint whose source ports the engine reads."""
+    """An ``rtp`` or ``rtsp`` mountpoint whose source ports the engine reads."""
 
     def __init__(
         self,
@@ -165,6 +165,17 @@ class Mountpoint:
             data_entry["age_ms"] = self.data_age_ms()
             media.append(data_entry)
         info["media"] = sorted(media, key=lambda entry: entry["mindex"])
+        rtsp = self.config.rtsp
+        if rtsp is not None:  # as Janus: the source's URL and credentials only with the secret
+            info["rtsp"] = True
+            if with_secret:
+                info["url"] = rtsp.url
+                if rtsp.username is not None:
+                    info["rtsp_user"] = rtsp.username
+                if rtsp.password is not None:
+                    info["rtsp_pwd"] = rtsp.password
+                if rtsp.quirk:
+                    info["rtsp_quirk"] = True
         return info
 
 
