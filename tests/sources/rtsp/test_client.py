@@ -102,6 +102,32 @@ def test_the_session_timeout_sets_the_keepalive_interval_and_options_keeps_alive
     assert sent(client)[0] == "OPTIONS"
     client.receive_data(answer(405, 5))  # a refused keep-alive does no harm
     assert client.state is State.PLAYING
+    client.keepalive()
+    sent(client)
+    with pytest.raises(RtspRequestError, match="454"):  # Session Not Found: the session is gone
+        client.receive_data(answer(454, 6))
+
+
+def test_get_parameter_refused_as_a_keepalive_gives_way_to_options() -> None:
+    client, described = described_client()
+    client.setup([TransportRequest(described.tracks[0], 40000, 40001)])
+    sent(client)
+    client.receive_data(captured("setup"))
+    sent(client)
+    client.receive_data(captured("play"))
+    client.keepalive()
+    assert sent(client)[0] == "GET_PARAMETER"
+    client.receive_data(answer(501, 6))
+    client.keepalive()
+    assert sent(client)[0] == "OPTIONS"
+
+
+def test_a_server_that_refuses_options_is_described_all_the_same() -> None:
+    client = RtspClient("rtsp://cam/live")
+    client.start()
+    sent(client)
+    client.receive_data(answer(404, 1))
+    assert sent(client)[:2] == ("DESCRIBE", "rtsp://cam/live")
 
 
 def test_a_server_that_wants_credentials_when_none_are_set() -> None:

@@ -34,6 +34,9 @@ from fanout.sources.rtsp.messages import (
 
 USER_AGENT = "fanout"
 DEFAULT_SESSION_TIMEOUT = 60  # seconds, RFC 2326 section 12.37
+# Answers to a keep-alive that mean "not this method", not "no session": 405 Method Not
+# Allowed, 451 Parameter Not Understood, 501 Not Implemented.
+KEEPALIVE_REFUSALS = (405, 451, 501)
 
 
 class RtspRequestError(RtspError):
@@ -180,10 +183,12 @@ class RtspClient:
             self._describe_url = path_only(self.url)
             self._send("DESCRIBE", self._describe_url, ("Accept", "application/sdp"))
             return None
-        if not 200 <= response.status < 300:
-            # A keep-alive with OPTIONS or GET_PARAMETER the server refuses does no harm.
-            if self.state is State.PLAYING and response.status in (405, 451, 454, 501):
-                return None
+        refused = not 200 <= response.status < 300
+        if refused and self.state is State.PLAYING and response.status in KEEPALIVE_REFUSALS:
+            # A server that does not take this keep-alive method: the other one next time.
+            self.server_methods.discard(request.method)
+            return None
+        if refused and self.state is not State.OPTIONS:  # OPTIONS only tells what the server takes
             raise RtspRequestError(request.method, request.url, response.status, response.reason)
         self._authenticated_retry = False
         if self.state is State.OPTIONS:
