@@ -8,7 +8,7 @@ Run it with the system Python (``/usr/bin/python3``, which has ``python3-gi`` an
 It serves a live 320x240 test pattern at ``rtsp://127.0.0.1:<port>/stream``:
 VP8, or H.264 with ``config-interval=0`` so that its SPS and PPS travel only in
 the SDP's sprop-parameter-sets (as many cameras do). Prints ``rtsp-server: ready``
-once it listens; SIGTERM stops it.
+once it listens, ``rtsp-server: teardown`` for each TEARDOWN; SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -64,6 +64,11 @@ def main() -> None:
         permissions.add_permission_for_role("user", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True)
         factory.set_permissions(permissions)
     server.get_mount_points().add_factory("/stream", factory)
+
+    def client_connected(_server: object, client: GstRtspServer.RTSPClient) -> None:
+        client.connect("teardown-request", lambda *_: print("rtsp-server: teardown", flush=True))
+
+    server.connect("client-connected", client_connected)
     if server.attach(None) == 0:
         sys.exit(f"rtsp-server: cannot listen on port {args.port}")
     loop = GLib.MainLoop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import subprocess
 import time
 from pathlib import Path
@@ -38,6 +39,21 @@ class RtspServerProcess:
             self.stop()
             raise RuntimeError(f"the RTSP server did not start: {line!r}")
         return self
+
+    def wait_for_line(self, text: str, timeout: float = 5.0) -> None:
+        """Waits until the server prints a line containing ``text`` (TimeoutError if it does not)."""
+        assert self.process is not None and self.process.stdout is not None
+        stdout = self.process.stdout
+        ready, _, _ = select.select([stdout], [], [], timeout)
+        deadline = time.monotonic() + timeout
+        while ready and time.monotonic() < deadline:
+            line = stdout.readline()
+            if text in line:
+                return
+            if not line:
+                break
+            ready, _, _ = select.select([stdout], [], [], max(0.0, deadline - time.monotonic()))
+        raise TimeoutError(f"the RTSP server did not say {text!r}")
 
     def stop(self) -> None:
         if self.process is None:
