@@ -33,20 +33,21 @@ async def frames_in(viewer: AiortcViewer, seconds: float) -> int:
     return viewer.media.video_frames - before
 
 
-async def test_a_vp8_camera_is_pulled_and_decoded(janus_http: JanusHttpClient) -> None:
-    with RtspServerProcess("vp8") as camera:
-        created = await create_rtsp(janus_http, {"id": 31, "url": camera.url})
+async def test_a_vp8_and_opus_camera_is_pulled_and_decoded(janus_http: JanusHttpClient) -> None:
+    with RtspServerProcess("vp8", audio=True) as camera:
+        created = await create_rtsp(janus_http, {"id": 31, "url": camera.url, "audio": True})
         assert created["streaming"] == "created", created
         assert created["stream"] == {"id": 31, "type": "live", "description": "mp-31", "is_private": False}
         handle = await janus_http.attach()
         info = (await janus_http.message(handle, {"request": "info", "id": 31}))["plugindata"]["data"]["info"]
         assert (info["type"], info["rtsp"], info["url"]) == ("live", True, camera.url)
-        assert [(m["type"], m["codec"]) for m in info["media"]] == [("video", "vp8")]
+        assert [(m["type"], m["codec"]) for m in info["media"]] == [("audio", "opus"), ("video", "vp8")]
         viewer = AiortcViewer(janus_http)
         try:
             await viewer.watch(31)
-            media = await viewer.wait_for_frames(video=30, audio=0)
+            media = await viewer.wait_for_frames(video=30, audio=30)
             assert media.video_sizes == {(320, 240)}
+            assert media.audio_sample_rates == {48000}
         finally:
             await viewer.close()
 

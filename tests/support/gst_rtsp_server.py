@@ -3,10 +3,10 @@
 Run it with the system Python (``/usr/bin/python3``, which has ``python3-gi`` and
 ``gir1.2-gst-rtsp-server-1.0``), not the virtualenv's::
 
-    /usr/bin/python3 tests/support/gst_rtsp_server.py --port 8554 --codec vp8 [--user U --password P [--digest]]
+    /usr/bin/python3 tests/support/gst_rtsp_server.py --port 8554 --codec vp8 [--audio] [--user U --password P [--digest]]
 
-It serves a live 320x240 test pattern at ``rtsp://127.0.0.1:<port>/stream``:
-VP8, or H.264 with ``config-interval=0`` so that its SPS and PPS travel only in
+It serves a live 320x240 test pattern at ``rtsp://127.0.0.1:<port>/stream``
+(and with ``--audio`` an Opus tone after it): VP8, or H.264 with ``config-interval=0`` so that its SPS and PPS travel only in
 the SDP's sprop-parameter-sets (as many cameras do). Prints ``rtsp-server: ready``
 once it listens, ``rtsp-server: teardown`` for each TEARDOWN; SIGTERM stops it.
 """
@@ -25,17 +25,19 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 PATTERN = "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1"
-PIPELINES = {
-    "vp8": f"( {PATTERN} ! vp8enc deadline=1 keyframe-max-dist=30 target-bitrate=500000 ! rtpvp8pay name=pay0 pt=96 mtu=1200 )",
-    "h264": f"( {PATTERN} ! x264enc tune=zerolatency speed-preset=ultrafast bitrate=500 key-int-max=30 "
-    "! video/x-h264,profile=constrained-baseline ! rtph264pay name=pay0 pt=96 mtu=1200 config-interval=0 )",
+VIDEO = {
+    "vp8": f"{PATTERN} ! vp8enc deadline=1 keyframe-max-dist=30 target-bitrate=500000 ! rtpvp8pay name=pay0 pt=96 mtu=1200",
+    "h264": f"{PATTERN} ! x264enc tune=zerolatency speed-preset=ultrafast bitrate=500 key-int-max=30 "
+    "! video/x-h264,profile=constrained-baseline ! rtph264pay name=pay0 pt=96 mtu=1200 config-interval=0",
 }
+AUDIO = "audiotestsrc is-live=true ! audioconvert ! audioresample ! opusenc ! rtpopuspay name=pay1 pt=111"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--codec", choices=sorted(PIPELINES), default="vp8")
+    parser.add_argument("--codec", choices=sorted(VIDEO), default="vp8")
+    parser.add_argument("--audio", action="store_true", help="an Opus tone as a second track")
     parser.add_argument("--user")
     parser.add_argument("--password")
     parser.add_argument("--digest", action="store_true", help="Digest authentication rather than Basic")
@@ -46,7 +48,7 @@ def main() -> None:
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(PIPELINES[args.codec])
+    factory.set_launch(f"( {VIDEO[args.codec]} {AUDIO if args.audio else ''} )")
     factory.set_shared(True)
     factory.set_protocols(GstRtsp.RTSPLowerTrans.UDP)
     if args.user:

@@ -18,10 +18,18 @@ class RtspServerProcess:
     """A live test pattern at ``url``; stop() and start() again to restart it on the same port."""
 
     def __init__(
-        self, codec: str = "vp8", *, user: str | None = None, password: str | None = None, digest: bool = False
+        self,
+        codec: str = "vp8",
+        *,
+        audio: bool = False,
+        user: str | None = None,
+        password: str | None = None,
+        digest: bool = False,
     ) -> None:
         (self.port,) = free_ports(1)
         self.command = [SYSTEM_PYTHON, str(SCRIPT), "--port", str(self.port), "--codec", codec]
+        if audio:
+            self.command.append("--audio")
         if user is not None:
             self.command += ["--user", user, "--password", password or ""] + (["--digest"] if digest else [])
         self.process: subprocess.Popen[str] | None = None
