@@ -154,7 +154,6 @@ class RtspPull:
         self.mountpoint = mountpoint
         self.settings = settings
         self._connection = connection  # already described (create), or None: connect first
-        self.sessions = 0  # sessions played so far
         self._playing_since = 0.0
 
     async def run(self) -> None:
@@ -164,11 +163,13 @@ class RtspPull:
                 connection, self._connection = self._connection, None
                 try:
                     await self._play_once(connection)
-                except PULL_ERRORS as error:
+                except (*PULL_ERRORS, MountpointConfigError) as error:
                     logger.warning(
                         "mountpoint %s: RTSP source %s: %s; trying again in %d s",
                         self.mountpoint.id, self.settings.url, error or type(error).__name__, delay,
                     )
+                except Exception:  # a bug: say so, and keep the mountpoint fed all the same
+                    logger.exception("mountpoint %s: RTSP source %s failed", self.mountpoint.id, self.settings.url)
                 await asyncio.sleep(delay)
         finally:
             connection = self._connection
@@ -181,9 +182,8 @@ class RtspPull:
         self._connection = connection
         try:
             if connection.client.state is State.IDLE:
-                self._check_tracks(await connection.describe())
+                await connection.describe()
             await connection.play(self._transports(connection))
-            self.sessions += 1
             self._playing_since = time.monotonic()
             logger.info("mountpoint %s: playing %s", self.mountpoint.id, self.settings.url)
             await connection.maintain(self._stalled)
@@ -191,16 +191,17 @@ class RtspPull:
             self._connection = None
             await connection.close()
 
-    def _check_tracks(self, tracks: tuple[Track, ...]) -> None:
-        """A server that came back must still offer the tracks the mountpoint takes."""
-        streams_from_tracks(dataclasses.replace(self.mountpoint.config, streams=()), tracks)
-
     def _transports(self, connection: RtspConnection) -> list[TransportRequest]:
+        """Each stream's track (a server that came back must still offer it in the stream's
+        codec) with the engine's RTP and RTCP ports of the stream."""
         tracks = connection.client.tracks
         stats = {stream["index"]: stream for stream in self.engine.mountpoint_stats(self.mountpoint.engine_id)["streams"]}
         transports = []
         for stream, port in zip(self.mountpoint.config.streams, self.mountpoint.ports, strict=True):
-            track = next(track for track in tracks if track.kind == stream.kind and self._relayable(track, stream))
+            track = next((track for track in tracks if track.kind == stream.kind and self._relayable(track, stream)), None)
+            if track is None:
+                offered = ", ".join(track.rtpmap for track in tracks if track.kind == stream.kind) or "none"
+                raise RtspError(f"the server no longer offers {stream.kind} in {stream.codec.name} (it offers: {offered})")
             rtcp_port = stats[stream.mindex]["rtcp_port"]
             assert rtcp_port is not None
             transports.append(TransportRequest(track, port, rtcp_port))
