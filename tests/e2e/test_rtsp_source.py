@@ -150,7 +150,8 @@ async def test_without_failcheck_a_mountpoint_waits_for_its_server(janus_http: J
 
 async def test_a_configured_rtsp_mountpoint_is_pulled_at_start_and_a_created_one_saved(tmp_path: Path) -> None:
     with RtspServerProcess("vp8") as camera:
-        configured = f'camera: {{\n\ttype = "rtsp"\n\tid = 40\n\tvideo = true\n\turl = "{camera.url}"\n}}\n'
+        # rtspiface "lo": the media ports and the control connection on the loopback interface's address
+        configured = f'camera: {{\n\ttype = "rtsp"\n\tid = 40\n\tvideo = true\n\turl = "{camera.url}"\n\trtspiface = "lo"\n}}\n'
         addresses = write_config(tmp_path / "config", configured)
         with FanoutProcess(tmp_path / "config"):
             async with aiohttp.ClientSession() as http:

@@ -56,6 +56,7 @@ def connect(settings: RtspSettings) -> RtspConnection:
         timeout=settings.timeout or 10,
         connect_timeout=settings.connect_timeout or 5,
         session_timeout=settings.session_timeout,
+        local_address=settings.interface,
     )
 
 

@@ -37,12 +37,16 @@ class RtspConnection:
         timeout: float = 10.0,
         connect_timeout: float = 5.0,
         session_timeout: float = 0.0,
+        local_address: str | None = None,
     ) -> None:
         self.client = RtspClient(url, credentials=credentials, quirk=quirk)
         self.url = url
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.session_timeout = session_timeout  # Janus's rtsp_session_timeout: caps the keep-alive interval if > 0
+        # The address to connect from (rtspiface): a server sends the media to the address
+        # the control connection comes from, so it must be the one the media ports are bound on.
+        self.local_address = local_address
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -50,7 +54,8 @@ class RtspConnection:
         parts = urlsplit(self.url)
         host, port = parts.hostname or "", parts.port or DEFAULT_PORT
         self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port), self.connect_timeout
+            asyncio.open_connection(host, port, local_addr=(self.local_address, 0) if self.local_address else None),
+            self.connect_timeout,
         )
         self.client.start()
         described = await self._until(Described)
