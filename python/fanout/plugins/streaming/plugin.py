@@ -162,18 +162,21 @@ class StreamingPlugin(Plugin):
         offers no track the mountpoint can take."""
         assert config.rtsp is not None
         connection: RtspConnection | None = rtsp_source.connect(config.rtsp)
+        assert connection is not None
         try:
-            assert connection is not None
-            try:
-                config = rtsp_source.described_config(config, await connection.describe())
-            except rtsp_source.PULL_ERRORS as error:
-                if config.rtsp.failcheck:
-                    raise
-                logger.warning("mountpoint %s: cannot describe %s now (%s); will try again", config.id, config.rtsp.url, error)
-                await connection.close()
-                connection = None  # the pull connects again
-                config = dataclasses.replace(config, streams=rtsp_source.streams_from_choices(config))
-            if config.id in self.mountpoints:
+            config = rtsp_source.described_config(config, await connection.describe())
+        except rtsp_source.PULL_ERRORS as error:
+            await connection.close()
+            if config.rtsp.failcheck:
+                raise
+            logger.warning("mountpoint %s: cannot describe %s now (%s); will try again", config.id, config.rtsp.url, error)
+            connection = None  # the pull connects when the server is there
+            config = dataclasses.replace(config, streams=rtsp_source.streams_from_choices(config))
+        except BaseException:
+            await connection.close()
+            raise
+        try:
+            if config.id in self.mountpoints:  # created by another request while this one waited
                 raise StreamingError(Errors.CANT_CREATE, "A stream with the provided ID already exists")
             mountpoint = self.add_mountpoint(config)
         except BaseException:
