@@ -160,16 +160,17 @@ class StreamingPlugin(Plugin):
         keep pulling (SETUP, PLAY, reconnections) from a task. Raises RtspError, OSError
         or TimeoutError if the server cannot be described, MountpointConfigError if it
         offers no track the mountpoint can take."""
-        assert config.rtsp is not None
-        connection: RtspConnection | None = rtsp_source.connect(config.rtsp)
+        settings = config.rtsp
+        assert settings is not None
+        connection: RtspConnection | None = rtsp_source.connect(settings)
         assert connection is not None
         try:
             config = rtsp_source.described_config(config, await connection.describe())
         except rtsp_source.PULL_ERRORS as error:
             await connection.close()
-            if config.rtsp.failcheck:
+            if settings.failcheck:
                 raise
-            logger.warning("mountpoint %s: cannot describe %s now (%s); will try again", config.id, config.rtsp.url, error)
+            logger.warning("mountpoint %s: cannot describe %s now (%s); will try again", config.id, settings.url, error)
             connection = None  # the pull connects when the server is there
             config = dataclasses.replace(config, streams=rtsp_source.streams_from_choices(config))
         except BaseException:

@@ -70,7 +70,7 @@ def streams_from_choices(config: MountpointConfig) -> tuple[StreamConfig, ...]:
     exists and waits for the server. MountpointConfigError if a kind has no codec given."""
     settings = config.rtsp
     assert settings is not None
-    streams = []
+    streams: list[StreamConfig] = []
     for choice in settings.tracks:
         if choice.codec is None:
             raise MountpointConfigError(
@@ -114,7 +114,7 @@ def streams_from_tracks(config: MountpointConfig, tracks: tuple[Track, ...]) -> 
     first track of that kind in a codec fanout relays. MountpointConfigError if none."""
     settings = config.rtsp
     assert settings is not None
-    streams = []
+    streams: list[StreamConfig] = []
     for choice in settings.tracks:
         offered = [track for track in tracks if track.kind == choice.kind]
         usable = [(track, choice.codec or codec_from_rtpmap(track.rtpmap)) for track in offered]

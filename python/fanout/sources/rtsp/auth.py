@@ -104,4 +104,4 @@ def digest_authorization(
 
 
 def _md5(text: str) -> str:
-    return hashlib.md5(text.encode()).hexdigest()  # noqa: S324 - Digest authentication is MD5
+    return hashlib.md5(text.encode()).hexdigest()  # Digest authentication is MD5 (RFC 2617)

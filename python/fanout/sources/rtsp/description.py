@@ -3,7 +3,7 @@ appendix C), and the URLs their SETUP requests go to."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 from fanout.sources.rtsp.messages import RtspError, RtspResponse, is_number
@@ -60,7 +60,7 @@ def resolve_control(base: str, control: str | None) -> str:
 def parse_tracks(sdp: str, base: str) -> list[Track]:
     """Every m-line of ``sdp`` as a Track; RtspDescriptionError if it has none or is malformed."""
     session_control: str | None = None
-    sections: list[dict[str, object]] = []
+    sections: list[_MediaSection] = []
     for number, raw in enumerate(sdp.replace("\r\n", "\n").split("\n"), start=1):
         line = raw.strip()
         if not line:
@@ -73,7 +73,7 @@ def parse_tracks(sdp: str, base: str) -> list[Track]:
             if len(parts) < 4 or not is_number(parts[1].split("/")[0]):
                 raise RtspDescriptionError(f"SDP line {number}: invalid m-line {value[:60]!r}")
             formats = [int(fmt) for fmt in parts[3:] if is_number(fmt) and int(fmt) < 128]
-            sections.append({"kind": parts[0], "formats": formats, "rtpmap": {}, "fmtp": {}, "control": None})
+            sections.append(_MediaSection(parts[0], formats))
         elif kind == "a":
             name, _, argument = value.partition(":")
             target = sections[-1] if sections else None
@@ -81,40 +81,48 @@ def parse_tracks(sdp: str, base: str) -> list[Track]:
                 if target is None:
                     session_control = argument.strip()
                 else:
-                    target["control"] = argument.strip()
+                    target.control = argument.strip()
             elif name in ("rtpmap", "fmtp") and target is not None:
-                payload_type, _, rest = argument.partition(" ")
-                if is_number(payload_type):
-                    target[name][int(payload_type)] = rest.strip()  # type: ignore[index]
+                format_number, _, rest = argument.partition(" ")
+                if is_number(format_number):
+                    (target.rtpmap if name == "rtpmap" else target.fmtp)[int(format_number)] = rest.strip()
     if not sections:
         raise RtspDescriptionError("the SDP describes no media (no m-line)")
     presentation = resolve_control(base, session_control)
     tracks = []
     for section in sections:
-        formats: list[int] = section["formats"]  # type: ignore[assignment]
-        if not formats:
+        if not section.formats:
             continue
-        payload_type = formats[0]
-        rtpmap: dict[int, str] = section["rtpmap"]  # type: ignore[assignment]
-        fmtp: dict[int, str] = section["fmtp"]  # type: ignore[assignment]
-        if payload_type in rtpmap:
-            encoding, clock_rate, channels = _parse_rtpmap(rtpmap[payload_type])
+        payload_type = section.formats[0]
+        if payload_type in section.rtpmap:
+            encoding, clock_rate, channels = _parse_rtpmap(section.rtpmap[payload_type])
         elif payload_type in STATIC_PAYLOAD_TYPES:
             encoding, clock_rate, channels = STATIC_PAYLOAD_TYPES[payload_type]
         else:
             raise RtspDescriptionError(f"payload type {payload_type} has no a=rtpmap")
         tracks.append(
             Track(
-                kind=str(section["kind"]),
+                kind=section.kind,
                 payload_type=payload_type,
                 encoding=encoding,
                 clock_rate=clock_rate,
                 channels=channels,
-                fmtp=fmtp.get(payload_type),
-                control_url=resolve_control(presentation, section["control"]),  # type: ignore[arg-type]
+                fmtp=section.fmtp.get(payload_type),
+                control_url=resolve_control(presentation, section.control),
             )
         )
     return tracks
+
+
+@dataclass
+class _MediaSection:
+    """One m-line of the SDP and the attributes that follow it."""
+
+    kind: str
+    formats: list[int]
+    rtpmap: dict[int, str] = field(default_factory=dict)
+    fmtp: dict[int, str] = field(default_factory=dict)
+    control: str | None = None
 
 
 def _parse_rtpmap(value: str) -> tuple[str, int, int | None]:
