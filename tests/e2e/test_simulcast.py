@@ -1,5 +1,5 @@
 """A simulcast mountpoint with a real source and a real viewer: three VP8 encodings of one
-test pattern (320x180, 640x360, 1280x720) come in on three ports; an aiortc viewer decodes
+test pattern (320x180, 480x272, 640x360) come in on three ports; an aiortc viewer decodes
 the highest by default, ``configure`` with ``substream`` changes the size it decodes, and
 it loses nothing on the way."""
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,8 @@ from tests.support.server import FanoutProcess, ServerAddresses, write_config
 
 pytestmark = pytest.mark.usefixtures("loopback_only_ice")
 
-SIZES = [(320, 180), (640, 360), (1280, 720)]  # substreams 0, 1, 2
-BITRATES = [150_000, 300_000, 600_000]
+SIZES = [(320, 180), (480, 272), (640, 360)]  # substreams 0, 1, 2
+BITRATES = [150_000, 250_000, 400_000]
 
 
 def simulcast_mountpoint(ports: list[int]) -> str:
@@ -44,26 +45,45 @@ simulcast: {{
 """
 
 
+@dataclass
+class SimulcastSources:
+    """The three encoders feeding the mountpoint, one per substream."""
+
+    ports: list[int]
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, substream: int) -> None:
+        (width, height), bitrate = SIZES[substream], BITRATES[substream]
+        command = testsource.testsource_command(
+            "127.0.0.1", video_port=self.ports[substream], audio_port=0, width=width, height=height, fps=15,
+            keyframe_interval=1.0, bitrate=bitrate,
+        )  # fmt: skip
+        self.processes[substream] = subprocess.Popen(command)
+
+    def stop(self, substream: int) -> None:
+        self.processes[substream].terminate()
+        self.processes[substream].wait(5)
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerAddresses]:
-    ports = free_ports(3)
-    addresses = write_config(tmp_path / "config", simulcast_mountpoint(ports))
-    sources = [
-        subprocess.Popen(
-            testsource.testsource_command(
-                "127.0.0.1", video_port=port, audio_port=0, width=width, height=height, fps=15,
-                keyframe_interval=1.0, bitrate=bitrate,
-            )
-        )
-        for port, (width, height), bitrate in zip(ports, SIZES, BITRATES, strict=True)
-    ]  # fmt: skip
+def sources() -> Iterator[SimulcastSources]:
+    sources = SimulcastSources(free_ports(3))
+    sources.processes = [None] * 3  # type: ignore[list-item]
+    for substream in range(3):
+        sources.start(substream)
     try:
-        with FanoutProcess(tmp_path / "config"):
-            yield addresses
+        yield sources
     finally:
-        for source in sources:
-            source.terminate()
-            source.wait(5)
+        for process in sources.processes:
+            process.terminate()
+            process.wait(5)
+
+
+@pytest.fixture
+def server(tmp_path: Path, sources: SimulcastSources) -> Iterator[ServerAddresses]:
+    addresses = write_config(tmp_path / "config", simulcast_mountpoint(sources.ports))
+    with FanoutProcess(tmp_path / "config"):
+        yield addresses
 
 
 @pytest.fixture
@@ -119,5 +139,29 @@ async def test_a_viewer_gets_the_substream_it_configures(janus: JanusHttpClient)
         assert await sizes_after(viewer, 15) == {SIZES[1]}
 
         assert await packets_lost(viewer) == 0
+    finally:
+        await viewer.close()
+
+
+async def test_a_silent_substream_falls_back_to_the_one_below_and_comes_back(
+    janus: JanusHttpClient, sources: SimulcastSources
+) -> None:
+    """Janus's ``fallback``: the requested substream silent for longer than it (250 ms
+    by default) gives way to the highest one below that still sends, until it sends again."""
+    viewer = AiortcViewer(janus)
+    try:
+        await viewer.watch(4)
+        assert (await event_data(viewer))["result"] == {"mid": "v", "substream": 2}
+        assert await sizes_after(viewer, 10) == {SIZES[2]}
+
+        sources.stop(2)
+        assert (await event_data(viewer))["result"] == {"mid": "v", "substream": 1}
+        await viewer.wait_for_frames(video=viewer.media.video_frames + 5, audio=0, timeout=10)
+        assert await sizes_after(viewer, 10) == {SIZES[1]}
+
+        sources.start(2)
+        assert (await event_data(viewer))["result"] == {"mid": "v", "substream": 2}
+        await viewer.wait_for_frames(video=viewer.media.video_frames + 5, audio=0, timeout=10)
+        assert await sizes_after(viewer, 10) == {SIZES[2]}
     finally:
         await viewer.close()

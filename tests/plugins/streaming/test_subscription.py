@@ -54,3 +54,18 @@ def test_bad_values_are_refused(body: dict[str, Any]) -> None:
     with pytest.raises(StreamingError) as error:
         layer_choices(body, tracks())
     assert error.value.code == 454
+
+
+def test_a_silent_requested_substream_gives_way_to_the_highest_one_below_that_sends() -> None:
+    _, track, _, _ = tracks()  # mindex 1: substream k is source index 1 + k * 65536
+    index = [1 + substream * 65536 for substream in range(3)]
+    assert track.requested_substream == 2 and track.fallback_us == 250_000, "Janus's defaults"
+    assert track.substream_to_take({index[0]: 20, index[1]: 20, index[2]: 20}) == 2
+    assert track.substream_to_take({index[0]: 20, index[1]: 20, index[2]: 300}) == 1
+    assert track.substream_to_take({index[0]: 20, index[1]: None, index[2]: 300}) == 0, "None: nothing came yet"
+    track.substream = 1
+    assert track.substream_to_take({index[0]: 900, index[1]: 900, index[2]: 900}) == 1, "all silent: stay"
+    track.fallback_us = 1_000_000
+    assert track.substream_to_take({index[0]: 20, index[1]: 20, index[2]: 900}) == 2
+    track.requested_substream = 0
+    assert track.substream_to_take({index[0]: 20, index[1]: 20, index[2]: 20}) == 0, "never above what was asked"

@@ -100,6 +100,10 @@ class Mountpoint:
             ages[mindex] = min(age, ages.get(mindex, age))
         return [ages[stream.mindex] for stream in self.config.streams]
 
+    def source_ages_ms(self, engine: Engine) -> dict[int, int | None]:
+        """Each engine source stream's (substreams included) time since its last packet; None before one."""
+        return {stream["index"]: stream["last_packet_age_ms"] for stream in engine.mountpoint_stats(self.engine_id)["streams"]}
+
     def list_entry(self, engine: Engine) -> dict[str, Any]:
         """The mountpoint as the ``list`` request shows it."""
         entry: dict[str, Any] = {"id": self.id, "type": "live", "description": self.config.description}

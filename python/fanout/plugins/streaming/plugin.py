@@ -60,6 +60,8 @@ def layer_event(mid: str, **layer: int) -> dict[str, Any]:
     return {"streaming": "event", "result": {"mid": mid, **layer}}
 
 
+# How often simulcast tracks are checked for a requested substream gone silent (fallback).
+SIMULCAST_CHECK_SECONDS = 0.1
 # How often a moved simulcast stream is checked for having reached its new substream's keyframe.
 SUBSTREAM_POLL_SECONDS = 0.05
 
@@ -112,6 +114,7 @@ class StreamingPlugin(Plugin):
             except (*rtsp_source.PULL_ERRORS, MountpointConfigError) as error:
                 logger.error("mountpoint %s (%s): cannot describe %s: %s", config.id, config.name, config.rtsp.url, error)
         self._spawn(self._forward_bitrate_estimates())
+        self._spawn(self._follow_simulcast_sources())
 
     async def _forward_bitrate_estimates(self) -> None:
         """Once a second: each video source with an RTCP port gets its viewers' lowest estimate."""
@@ -601,14 +604,41 @@ class StreamingPlugin(Plugin):
                 self._send_playout_delay(viewer, track)
         viewer.handle.push_event(transaction, {"streaming": "event", "result": {"event": "configured"}})
         for track, layer in layers:
+            if "fallback" in layer:
+                track.fallback_us = layer["fallback"]
             if "temporal" in layer:
                 self._set_temporal_layer(viewer, track, layer["temporal"])
             if "substream" in layer:
-                self._set_substream(viewer, track, layer["substream"])
+                track.requested_substream = min(layer["substream"], track.stream.substreams - 1)
+                if viewer.mountpoint is not None:
+                    ages = viewer.mountpoint.source_ages_ms(self.engine)
+                    self._set_substream(viewer, track, track.substream_to_take(ages))
 
-    def _set_substream(self, viewer: Viewer, track: ViewerTrack, substream: int) -> None:
+    async def _follow_simulcast_sources(self) -> None:
+        """Every tick: a simulcast track whose requested substream went silent falls back
+        to the highest one below that still sends, and returns when it sends again."""
+        while True:
+            await asyncio.sleep(SIMULCAST_CHECK_SECONDS)
+            for mountpoint in list(self.mountpoints.values()):
+                if not mountpoint.viewers or not any(stream.simulcast for stream in mountpoint.config.streams):
+                    continue
+                try:
+                    ages = mountpoint.source_ages_ms(self.engine)
+                except (KeyError, RuntimeError):
+                    continue
+                for handle_id in list(mountpoint.viewers):
+                    viewer = self.viewers.get(handle_id)
+                    if viewer is None or not viewer.in_engine:
+                        continue
+                    for track in viewer.tracks:
+                        if track.stream.simulcast:
+                            self._set_substream(viewer, track, track.substream_to_take(ages))
+
+    def _set_substream(self, viewer: Viewer, track: ViewerTrack, substream: int | None) -> None:
         """Move a simulcast track to another encoding; the ``substream`` event follows when
         the engine made the move (at that encoding's next keyframe)."""
+        if substream is None:
+            return
         substream = min(substream, track.stream.substreams - 1)
         if substream == track.substream:
             return

@@ -17,6 +17,8 @@ from fanout.plugins.streaming.reception import Reception
 from fanout.webrtc.rtcp import ReceptionReport
 from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, Codec, OfferMedia
 
+DEFAULT_FALLBACK_US = 250_000  # as Janus: a substream silent this long is left for the one below
+
 if TYPE_CHECKING:
     from fanout._engine import ViewerStream
 
@@ -58,10 +60,29 @@ class ViewerTrack:
     # highest by default, as Janus; None for other streams.
     substream: int | None = None
     temporal: int | None = None  # VP8: the highest temporal layer it gets (configure "temporal"); None: all
+    # The substream configure asked for: ``substream`` falls back below it while it has
+    # been silent for longer than ``fallback_us`` (Janus's configure "fallback"), and
+    # comes back to it when it sends again.
+    requested_substream: int | None = None
+    fallback_us: int = DEFAULT_FALLBACK_US
 
     def __post_init__(self) -> None:
         if self.substream is None and self.stream.simulcast:
             self.substream = self.stream.substreams - 1
+        if self.requested_substream is None:
+            self.requested_substream = self.substream
+
+    def substream_to_take(self, ages_ms: dict[int, int | None]) -> int | None:
+        """The substream this track should get now: the requested one or, while it is
+        silent, the highest below it that is not (``ages_ms``: each source index's time
+        since its last packet). The current one if every candidate is silent."""
+        if self.requested_substream is None:
+            return self.substream
+        for substream in range(self.requested_substream, -1, -1):
+            age = ages_ms.get(source_index(self.stream, substream))
+            if age is not None and age * 1000 <= self.fallback_us:
+                return substream
+        return self.substream
 
     @property
     def source_index(self) -> int:
@@ -130,7 +151,7 @@ class ViewerTrack:
 
     def switched_to(self, stream: StreamConfig) -> ViewerTrack:
         """This track fed by another mountpoint's ``stream``: same m-line, SSRC and payload type."""
-        return dataclasses.replace(self, stream=stream, substream=None, temporal=None)
+        return dataclasses.replace(self, stream=stream, substream=None, temporal=None, requested_substream=None)
 
     def engine_stream(self) -> ViewerStream:
         return {"index": self.source_index, "ssrc": self.ssrc, "payload_type": self.payload_type}
