@@ -293,22 +293,8 @@ def _parse_rtsp_mountpoint(
     for kind in ("audio", "video"):
         if not reader.boolean(kind, default=False):
             continue
-        payload_type = reader.integer(f"{kind}pt")
-        if payload_type is not None and not 0 <= payload_type <= 127:
-            raise MountpointConfigError(f"{where}: '{kind}pt' must be an RTP payload type (0-127)")
-        codec_name = reader.string(f"{kind}codec")
-        rtpmap = reader.string(f"{kind}rtpmap")
-        codec = None
-        if codec_name is not None:
-            codec = KNOWN_CODECS.get(codec_name.lower())
-            if codec is None:
-                raise MountpointConfigError(f"{where}: unknown codec '{codec_name}'")
-        elif rtpmap is not None:
-            codec = codec_from_rtpmap(rtpmap)
-            if codec is None:
-                raise MountpointConfigError(f"{where}: unknown codec in rtpmap '{rtpmap}'")
-        if codec is not None and codec.kind != kind:
-            raise MountpointConfigError(f"{where}: codec '{codec.name}' is not a {kind} codec")
+        payload_type = reader.payload_type(f"{kind}pt")
+        codec = _named_codec(reader, kind, f"{kind}codec", f"{kind}rtpmap")
         tracks.append(RtspTrackChoice(kind, payload_type, codec, reader.string(f"{kind}fmtp")))
     if not tracks:
         raise MountpointConfigError(f"{where}: no audio or video have to be streamed (set audio and/or video = true)")
@@ -460,32 +446,36 @@ def _parse_legacy_stream(where: str, mindex: int, kind: str, reader: _Reader) ->
     )
 
 
+def _named_codec(reader: _Reader, kind: str, codec_key: str, rtpmap_key: str) -> CodecInfo | None:
+    """The codec a stream names, by name or else by rtpmap; None if it names none."""
+    codec_name = reader.string(codec_key)
+    rtpmap = reader.string(rtpmap_key)
+    codec = None
+    if codec_name is not None:
+        codec = KNOWN_CODECS.get(codec_name.lower())
+        if codec is None:
+            raise MountpointConfigError(f"{reader.where}: unknown codec '{codec_name}'")
+    elif rtpmap is not None:
+        codec = codec_from_rtpmap(rtpmap)
+        if codec is None:
+            raise MountpointConfigError(f"{reader.where}: unknown codec in rtpmap '{rtpmap}'")
+    if codec is not None and codec.kind != kind:
+        raise MountpointConfigError(f"{reader.where}: codec '{codec.name}' is not a {kind} codec")
+    return codec
+
+
 def _stream(
     reader: _Reader, *, mindex: int, kind: str, mid: str, label: str, msid: str | None, keys: dict[str, str]
 ) -> StreamConfig:
     where = reader.where
     port = reader.required_port(keys["port"])
     rtcp_port = reader.port(keys["rtcpport"])
-    payload_type = reader.integer(keys["pt"])
+    payload_type = reader.payload_type(keys["pt"])
     if payload_type is None:
         raise MountpointConfigError(f"{where}: missing '{keys['pt']}'")
-    if not 0 <= payload_type <= 127:
-        raise MountpointConfigError(f"{where}: '{keys['pt']}' must be an RTP payload type (0-127)")
-    codec_name = reader.string(keys["codec"])
-    rtpmap = reader.string(keys["rtpmap"])
-    codec: CodecInfo | None
-    if codec_name is not None:
-        codec = KNOWN_CODECS.get(codec_name.lower())
-        if codec is None:
-            raise MountpointConfigError(f"{where}: unknown codec '{codec_name}'")
-    elif rtpmap is not None:
-        codec = codec_from_rtpmap(rtpmap)
-        if codec is None:
-            raise MountpointConfigError(f"{where}: unknown codec in rtpmap '{rtpmap}'")
-    else:
+    codec = _named_codec(reader, kind, keys["codec"], keys["rtpmap"])
+    if codec is None:
         raise MountpointConfigError(f"{where}: missing '{keys['codec']}'")
-    if codec.kind != kind:
-        raise MountpointConfigError(f"{where}: codec '{codec.name}' is not a {kind} codec")
     fmtp = reader.string(keys["fmtp"])
     interface = _interface_address(where, keys["iface"], reader.string(keys["iface"]))
     group = reader.string(keys["mcast"])
@@ -580,6 +570,12 @@ class _Reader:
         if port is not None and not 0 <= port <= 65535:
             raise MountpointConfigError(f"{self.where}: '{key}' must be a port number (0 picks a free one)")
         return port
+
+    def payload_type(self, key: str) -> int | None:
+        payload_type = self.integer(key)
+        if payload_type is not None and not 0 <= payload_type <= 127:
+            raise MountpointConfigError(f"{self.where}: '{key}' must be an RTP payload type (0-127)")
+        return payload_type
 
     def required_port(self, key: str) -> int:
         port = self.port(key)
