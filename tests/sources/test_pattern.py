@@ -61,7 +61,7 @@ def test_clock_text() -> None:
     assert clock_text(wall) == "07:08:09.045"
 
 
-@pytest.mark.parametrize("size", [(1280, 720), (320, 180), (64, 64)])
+@pytest.mark.parametrize("size", [(1280, 720), (320, 180), (160, 90), (480, 270), (64, 64)])
 def test_other_sizes(size: tuple[int, int]) -> None:
     width, height = size
     assert TestPattern(width, height).render(12345, 0.0).shape == (height * 3 // 2, width)

@@ -94,9 +94,13 @@ class TestPattern:
         """Frame ``frame_number`` captioned with ``wall_time``; the array is reused by the next call."""
         width, height = self.width, self.height
         shift = frame_number * self.pixels_per_frame % width
+        # yuv420p: the Y plane, then U and V of a quarter of its size each, back to back
+        # (the chroma planes do not fall on whole rows of the array when height % 4 == 2).
         y = self._frame[:height]
-        u = self._frame[height : height * 5 // 4].reshape(height // 2, width // 2)
-        v = self._frame[height * 5 // 4 :].reshape(height // 2, width // 2)
+        chroma = self._frame.reshape(-1)[width * height :]
+        quarter = (width // 2) * (height // 2)
+        u = chroma[:quarter].reshape(height // 2, width // 2)
+        v = chroma[quarter:].reshape(height // 2, width // 2)
         y[:] = self._background_y[:, shift : shift + width]
         u[:] = self._background_u[:, shift // 2 : shift // 2 + width // 2]
         v[:] = self._background_v[:, shift // 2 : shift // 2 + width // 2]
