@@ -3,11 +3,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiohttp
 import aioice.ice
 import pytest
 
-from tests.support.janus_client import JanusHttpClient
+from tests.support.janus_client import JanusHttpClient, janus_session
 from tests.support.server import DEMO_MOUNTPOINT, FanoutProcess, ServerAddresses, write_config
 
 
@@ -28,8 +27,12 @@ def demo_server(tmp_path: Path) -> Iterator[tuple[ServerAddresses, FanoutProcess
 @pytest.fixture
 async def janus_http(demo_server: tuple[ServerAddresses, FanoutProcess]) -> AsyncIterator[JanusHttpClient]:
     addresses, _ = demo_server
-    async with aiohttp.ClientSession() as http:
-        client = JanusHttpClient(http, addresses.janus_url)
-        await client.create()
+    async with janus_session(addresses.janus_url) as client:
         yield client
-        await client.close()
+
+
+@pytest.fixture
+async def janus(server: ServerAddresses) -> AsyncIterator[JanusHttpClient]:
+    """A Janus API session on the ``server`` fixture of the test's module."""
+    async with janus_session(server.janus_url) as client:
+        yield client

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from fanout.sources import testsource
@@ -52,15 +51,6 @@ def server(tmp_path: Path, rtp_ports: tuple[int, int]) -> Iterator[ServerAddress
     finally:
         source.terminate()
         source.wait(5)
-
-
-@pytest.fixture
-async def janus(server: ServerAddresses) -> AsyncIterator[JanusHttpClient]:
-    async with aiohttp.ClientSession() as http:
-        client = JanusHttpClient(http, server.janus_url)
-        await client.create()
-        yield client
-        await client.close()
 
 
 @pytest.fixture

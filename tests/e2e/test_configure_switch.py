@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from fanout.sources import testsource
@@ -45,15 +44,6 @@ def server(tmp_path: Path) -> Iterator[ServerAddresses]:
     finally:
         source.terminate()
         source.wait(5)
-
-
-@pytest.fixture
-async def janus(server: ServerAddresses) -> AsyncIterator[JanusHttpClient]:
-    async with aiohttp.ClientSession() as http:
-        client = JanusHttpClient(http, server.janus_url)
-        await client.create()
-        yield client
-        await client.close()
 
 
 async def request(viewer: AiortcViewer, body: dict[str, Any]) -> dict[str, Any]:

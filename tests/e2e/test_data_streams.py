@@ -9,11 +9,10 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from tests.support.aiortc_viewer import AiortcViewer
-from tests.support.janus_client import JanusHttpClient
+from tests.support.janus_client import JanusHttpClient, janus_session
 from tests.support.ports import free_ports
 from tests.support.server import FanoutProcess, ServerAddresses, write_config
 
@@ -53,11 +52,8 @@ def data_server(tmp_path: Path) -> Iterator[tuple[ServerAddresses, int, int]]:
 
 @pytest.fixture
 async def janus(data_server: tuple[ServerAddresses, int, int]) -> AsyncIterator[JanusHttpClient]:
-    async with aiohttp.ClientSession() as http:
-        client = JanusHttpClient(http, data_server[0].janus_url)
-        await client.create()
+    async with janus_session(data_server[0].janus_url) as client:
         yield client
-        await client.close()
 
 
 def send_datagrams(port: int, payloads: list[bytes]) -> None:

@@ -11,12 +11,11 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from tests.support.aiortc_viewer import AiortcViewer
 from tests.support.encoders import running
-from tests.support.janus_client import JanusHttpClient
+from tests.support.janus_client import JanusHttpClient, janus_session
 from tests.support.server import FanoutProcess
 
 README = Path(__file__).parents[2] / "README.md"
@@ -46,11 +45,8 @@ def default_server() -> Iterator[FanoutProcess]:
 
 @pytest.fixture
 async def janus(default_server: FanoutProcess) -> AsyncIterator[JanusHttpClient]:
-    async with aiohttp.ClientSession() as http:
-        client = JanusHttpClient(http, "http://127.0.0.1:8088/janus")
-        await client.create()
+    async with janus_session("http://127.0.0.1:8088/janus") as client:
         yield client
-        await client.close()
 
 
 async def test_the_default_serves_the_demo_page_and_the_test_source(

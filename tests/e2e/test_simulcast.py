@@ -5,14 +5,12 @@ it loses nothing on the way."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from fanout.sources import testsource
@@ -84,15 +82,6 @@ def server(tmp_path: Path, sources: SimulcastSources) -> Iterator[ServerAddresse
     addresses = write_config(tmp_path / "config", simulcast_mountpoint(sources.ports))
     with FanoutProcess(tmp_path / "config"):
         yield addresses
-
-
-@pytest.fixture
-async def janus(server: ServerAddresses) -> AsyncIterator[JanusHttpClient]:
-    async with aiohttp.ClientSession() as http:
-        client = JanusHttpClient(http, server.janus_url)
-        await client.create()
-        yield client
-        await client.close()
 
 
 async def event_data(viewer: AiortcViewer) -> dict[str, Any]:

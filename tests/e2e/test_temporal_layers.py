@@ -13,11 +13,10 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import av
 import numpy as np
 import pytest
@@ -117,15 +116,6 @@ layered: {{
     addresses = write_config(tmp_path / "config", mountpoint)
     with FanoutProcess(tmp_path / "config"), LayeredSource(ports[2]):
         yield addresses
-
-
-@pytest.fixture
-async def janus(server: ServerAddresses) -> AsyncIterator[JanusHttpClient]:
-    async with aiohttp.ClientSession() as http:
-        client = JanusHttpClient(http, server.janus_url)
-        await client.create()
-        yield client
-        await client.close()
 
 
 async def configure(viewer: AiortcViewer, body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -86,3 +87,15 @@ class JanusHttpClient:
                 await self.post(f"/{self.session_id}", {"janus": "destroy"})
             except aiohttp.ClientError:
                 pass
+
+
+@asynccontextmanager
+async def janus_session(url: str) -> AsyncIterator[JanusHttpClient]:
+    """A Janus API session over HTTP at ``url`` (e.g. http://127.0.0.1:8088/janus), destroyed on exit."""
+    async with aiohttp.ClientSession() as http:
+        client = JanusHttpClient(http, url)
+        await client.create()
+        try:
+            yield client
+        finally:
+            await client.close()

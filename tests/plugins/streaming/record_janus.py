@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +63,9 @@ def make_folder(folder: Path, general: str, configured_id: str) -> None:
     (folder / "janus.transport.http.jcfg").write_text(http)
 
 
-async def record(general: str, cases: dict[str, list[dict[str, Any]]], configured_id: str = "1") -> dict[str, Any]:
+@contextmanager
+def running_janus(general: str = "", configured_id: str = "1") -> Iterator[str]:
+    """Debian's Janus in a temporary configuration folder; yields its HTTP API URL once it answers."""
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         make_folder(folder, general, configured_id)
@@ -78,12 +82,16 @@ async def record(general: str, cases: dict[str, list[dict[str, Any]]], configure
                     if time.monotonic() > deadline:
                         raise RuntimeError("janus did not start") from None
                     time.sleep(0.1)
-            async with aiohttp.ClientSession() as http:
-                url = f"http://127.0.0.1:{HTTP_PORT}/janus"
-                return {case: await run_case(http, url, bodies) for case, bodies in cases.items()}
+            yield f"http://127.0.0.1:{HTTP_PORT}/janus"
         finally:
             janus.terminate()
             janus.wait(10)
+
+
+async def record(general: str, cases: dict[str, list[dict[str, Any]]], configured_id: str = "1") -> dict[str, Any]:
+    with running_janus(general, configured_id) as url:
+        async with aiohttp.ClientSession() as http:
+            return {case: await run_case(http, url, bodies) for case, bodies in cases.items()}
 
 
 def janus_version() -> str:
