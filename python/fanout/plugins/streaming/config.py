@@ -236,13 +236,7 @@ def parse_mountpoint(
     known = MOUNTPOINT_KEYS | set().union(*LEGACY_STREAM_KEYS.values(), LEGACY_DATA_KEYS)
     unsupported.extend(key for key in group if key not in known)
     config = MountpointConfig(
-        id=mountpoint_id,
-        name=reader.string("name") or name,
-        description=reader.string("description") or name,
-        metadata=reader.string("metadata"),
-        is_private=reader.boolean("is_private", default=False),
-        secret=reader.string("secret"),
-        pin=reader.string("pin"),
+        **_described(reader, name, mountpoint_id),
         streams=tuple(streams),
         testsource=reader.boolean("testsource", default=False),
         collision_ms=_collision_ms(reader),
@@ -251,6 +245,19 @@ def parse_mountpoint(
         data=data,
     )
     return config, [f"{name}.{key}" for key in unsupported]
+
+
+def _described(reader: _Reader, name: str, mountpoint_id: MountpointId) -> dict[str, Any]:
+    """What every mountpoint has, whatever feeds it: id, name, description, metadata, privacy, secrets."""
+    return {
+        "id": mountpoint_id,
+        "name": reader.string("name") or name,
+        "description": reader.string("description") or name,
+        "metadata": reader.string("metadata"),
+        "is_private": reader.boolean("is_private", default=False),
+        "secret": reader.string("secret"),
+        "pin": reader.string("pin"),
+    }
 
 
 def _mountpoint_id(reader: _Reader, *, string_ids: bool) -> MountpointId:
@@ -322,13 +329,7 @@ def _parse_rtsp_mountpoint(
         interface_name=interface_name,
     )
     config = MountpointConfig(
-        id=mountpoint_id,
-        name=reader.string("name") or name,
-        description=reader.string("description") or name,
-        metadata=reader.string("metadata"),
-        is_private=reader.boolean("is_private", default=False),
-        secret=reader.string("secret"),
-        pin=reader.string("pin"),
+        **_described(reader, name, mountpoint_id),
         streams=(),
         rtsp=settings,
     )
