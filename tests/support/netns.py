@@ -1,7 +1,8 @@
 """Private network namespaces whose only interface is loopback.
 
 A browser in such a namespace has exactly one ICE candidate pair,
-127.0.0.1 <-> 127.0.0.1, as ../shared/REAL_CLIENTS.md explains.
+127.0.0.1 <-> 127.0.0.1: the machine's other addresses are not there to pair
+(ARCHITECTURE.md, "Tests and real clients").
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """Debian's Chromium as the benchmarks (and the tests) drive it over loopback: the flags
-WebRTC needs there (see ../shared/REAL_CLIENTS.md)."""
+WebRTC needs there. Without --allow-loopback-in-peer-connection and
+--disable-features=WebRtcHideLocalIpsWithMdns the PeerConnection stays "new" over
+loopback; the others keep a fresh headless browser quiet and let muted video autoplay."""
 
 from __future__ import annotations
 

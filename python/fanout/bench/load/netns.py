@@ -2,7 +2,7 @@
 
 Inside it nothing else shares loopback, every port is free, and Janus (which
 skips loopback interfaces when it gathers candidates) finds a veth interface
-carrying 127.0.0.2 (../shared/REAL_CLIENTS.md). The bench process moves itself
+carrying 127.0.0.2. The bench process moves itself
 in with setns(2) before it starts any thread; its children inherit it.
 """
 
