@@ -12,7 +12,8 @@ Authentication is Janus's: ``api_secret`` (``apisecret`` in each request)
 and/or stored tokens (``token_auth``: ``token`` in each request, tokens kept
 in :attr:`Gateway.tokens` by the Admin API); either one lets a request in.
 The core reports what happens to the event handlers (:attr:`Gateway.event_bus`)
-and to its listeners (the metrics).
+and to its listeners (the metrics), as its handles tell it
+(:mod:`fanout.core.notifications`).
 """
 
 from __future__ import annotations
@@ -346,9 +347,10 @@ class Gateway:
         match notification:
             case PluginEventSent(data=data):
                 self._emit_for(handle, EventType.PLUGIN, {"plugin": handle.plugin.package, "data": data})
-            case JsepSent(jsep=jsep) | JsepReceived(jsep=jsep):
-                owner = "local" if isinstance(notification, JsepSent) else "remote"
-                self._emit_for(handle, EventType.JSEP, {"owner": owner, "jsep": {"type": jsep.type, "sdp": jsep.sdp}})
+            case JsepSent(jsep=jsep):
+                self._emit_for(handle, EventType.JSEP, {"owner": "local", "jsep": {"type": jsep.type, "sdp": jsep.sdp}})
+            case JsepReceived(jsep=jsep):
+                self._emit_for(handle, EventType.JSEP, {"owner": "remote", "jsep": {"type": jsep.type, "sdp": jsep.sdp}})
             case WebRtcUp(join_started=join_started):
                 self._webrtc_up(handle, join_started)
             case HungUp(reason=reason):

@@ -85,7 +85,7 @@ class Handle:
         self.local_jsep: Jsep | None = None
         self.remote_jsep: Jsep | None = None
         self._media_keys: WebRtcMediaKeys | None = None
-        self._remote_description: sdp.RemoteDescription | None = None
+        self._remote_description: sdp.SessionDescription | None = None
         self._early_trickles: list[dict[str, Any]] = []
         self._sdp_session_id = 0
         self._sdp_version = 0
@@ -108,7 +108,7 @@ class Handle:
         return self._media_keys
 
     @property
-    def remote_description(self) -> sdp.RemoteDescription | None:
+    def remote_description(self) -> sdp.SessionDescription | None:
         return self._remote_description
 
     def push_event(
@@ -230,7 +230,7 @@ class Handle:
         self.session.notify(JsepReceived(self, self.remote_jsep))
         return self.remote_jsep
 
-    def _process_sdp(self, text: str) -> sdp.RemoteDescription:
+    def _process_sdp(self, text: str) -> sdp.SessionDescription:
         """The client's SDP parsed for its transport; Janus's codes when it lacks one."""
         attributes = {line.split(":", 1)[0] for line in _sdp_lines(text) if line.startswith("a=")}
         if not {"a=ice-ufrag", "a=ice-pwd"} <= attributes:
