@@ -12,6 +12,7 @@ from fanout.webrtc.sdp import (
     RemoteMedia,
     SdpError,
     TransportDescription,
+    build_answer,
     build_offer,
     parse_description,
 )
@@ -182,6 +183,54 @@ def test_aiortc_answer() -> None:
     ]
     assert description.media[0].codecs == [Codec(111, "opus", 48000, 2)]
     assert description.media[1].codecs == [Codec(96, "VP8", 90000, rtcp_feedback=("nack", "nack pli", "goog-remb"))]
+
+
+def test_ssrcs_of_each_m_line() -> None:
+    """aiortc announces an SSRC on each m-line of its answer; Chromium's answer has none."""
+    aiortc = parse_description((DATA / "answer_aiortc.sdp").read_text())
+    assert [m.ssrcs for m in aiortc.media] == [(4251122264,), (4091306657,)]
+    chromium = parse_description((DATA / "answer_chromium.sdp").read_text())
+    assert [m.ssrcs for m in chromium.media] == [(), ()]
+
+
+def test_unreadable_ssrc_lines_are_skipped() -> None:
+    lines = "a=ssrc:12 cname:x\na=ssrc:12 msid:s t\na=ssrc:x cname:x\na=ssrc:4294967296 cname:x\na=ssrc:34\n"
+    media = parse_description(SESSION_LEVEL.replace("a=mid:1\n", "a=mid:1\n" + lines)).media
+    assert [m.ssrcs for m in media] == [(), (12, 34)]
+
+
+def test_offer_read_back() -> None:
+    """What build_offer writes, parse_description reads back as it was built."""
+    description = parse_description(sample_offer())
+    assert (description.ice_ufrag, description.ice_pwd, description.setup) == ("fNoU", "fanoutIcePasswordOf24ch", "actpass")
+    assert description.fingerprints == [("sha-256", SAMPLE_FINGERPRINT)]
+    assert description.ice_lite and description.end_of_candidates
+    assert description.candidates == [Candidate("1", 1, "udp", 2130706431, "127.0.0.1", 10000, "host")]
+    assert description.media == [
+        RemoteMedia("a", "audio", 10000, "sendonly", [OPUS], ssrcs=(1111,)),
+        RemoteMedia(
+            "v",
+            "video",
+            10000,
+            "sendonly",
+            [Codec(96, "VP8", 90000, rtcp_feedback=("nack", "nack pli", "ccm fir", "goog-remb"))],
+            ssrcs=(2222,),
+        ),
+    ]
+
+
+def test_answer_read_back_with_a_rejected_m_line() -> None:
+    """An answer to Chromium's captured SDP that sends video and rejects audio."""
+    offer = parse_description((DATA / "answer_chromium_playout_delay.sdp").read_text())
+    video = OfferMedia("v", "video", Codec(96, "VP8", 90000), ssrc=9, header_extensions=((12, PLAYOUT_DELAY_URI),))
+    transport = TransportDescription("fNoU", "fanoutIcePasswordOf24ch", ("sha-256", SAMPLE_FINGERPRINT), "passive", [])
+    answer = parse_description(build_answer(offer, [None, video], transport, session_id=1, session_version=3))
+    assert answer.setup == "passive"
+    assert [(m.mid, m.kind, m.port, m.direction, m.ssrcs) for m in answer.media] == [
+        ("a", "audio", 0, "inactive", ()),
+        ("v", "video", 9, "sendonly", (9,)),
+    ]
+    assert answer.media[1].header_extensions == ((12, PLAYOUT_DELAY_URI),)
 
 
 def test_chromium_accepts_the_offer_live() -> None:

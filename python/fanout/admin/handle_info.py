@@ -42,7 +42,7 @@ def handle_info(gateway: Gateway, handle: Handle, bytes_lastsec: dict[int, int] 
     if session.token is not None:
         info["token"] = session.token
     info["loop-running"] = True
-    info["created"] = _usec(gateway.handle_created.get(handle.id, now))
+    info["created"] = _usec(handle.created)
     info["current_time"] = _usec(now)
     info["plugin"] = handle.plugin.package
     try:
@@ -51,17 +51,17 @@ def handle_info(gateway: Gateway, handle: Handle, bytes_lastsec: dict[int, int] 
         info["plugin_specific"] = {"error": str(error)}
     peer = handle.peer
     remote = handle.remote_description
-    sdps = gateway.sdps.get(handle.id, {})
+    sent = handle.local_jsep
     connected = peer is not None and peer.dtls_state == "connected"
     info["flags"] = {
-        "got-offer": "local" in sdps,
+        "got-offer": sent is not None,
         "got-answer": remote is not None,
         "negotiated": remote is not None and not handle.offer_pending,
         "processing-offer": handle.offer_pending,
         "starting": peer is not None and not connected,
         "ice-restart": False,
         "ready": connected,
-        "stopped": peer is None and "local" in sdps,
+        "stopped": peer is None and sent is not None,
         "alert": False,
         "trickle": True,
         "all-trickles": peer is not None and peer.remote_end_of_candidates,
@@ -78,9 +78,8 @@ def handle_info(gateway: Gateway, handle: Handle, bytes_lastsec: dict[int, int] 
     if peer is not None:
         info["ice-mode"] = "lite"
         info["ice-role"] = "controlled"
-    info["sdps"] = {key: sdps[key] for key in ("local", "remote") if key in sdps}
-    if sdps:
-        info["sdps"] = {"profile": "UDP/TLS/RTP/SAVPF", **info["sdps"]}
+    sdps = {owner: jsep.sdp for owner, jsep in (("local", sent), ("remote", handle.remote_jsep)) if jsep is not None}
+    info["sdps"] = {"profile": "UDP/TLS/RTP/SAVPF", **sdps} if sdps else {}
     info["queued-packets"] = 0
     if peer is not None:
         info["webrtc"] = _webrtc(gateway, handle, (bytes_lastsec or {}).get(handle.id, 0))
@@ -126,11 +125,13 @@ def _webrtc(gateway: Gateway, handle: Handle, bytes_lastsec: int) -> dict[str, A
     reception = plugin_specific.get("reception", {}) if isinstance(plugin_specific, dict) else {}
     media: dict[str, Any] = {}
     accepted = {m.mid: bool(m.port) for m in handle.remote_description.media} if handle.remote_description else {}
-    for index, (kind, mid, ssrc) in enumerate(local_media(gateway.sdps.get(handle.id, {}).get("local", ""))):
-        mid = mid if mid is not None else str(index)
+    local_media = handle.local_jsep.description.media if handle.local_jsep is not None else []
+    for index, described in enumerate(local_media):
+        kind = described.kind
+        mid = described.mid if described.mid is not None else str(index)
         entry: dict[str, Any] = {"type": kind, "mindex": index, "mid": mid, "do_nacks": kind == "video"}
-        if ssrc is not None:
-            entry["ssrc"] = {"ssrc": ssrc}
+        if described.ssrcs:
+            entry["ssrc"] = {"ssrc": described.ssrcs[0]}
         entry["direction"] = {"send": accepted.get(mid, True), "recv": False}
         entry["rtcp"] = {"main": {"base": CLOCK_RATES.get(kind, 90000)} | _reception(reception.get(mid))}
         media[mid] = entry
@@ -165,20 +166,6 @@ def _reception(report: Any) -> dict[str, Any]:
     if report.get("rtt_ms") is not None:
         figures["rtt"] = round(report["rtt_ms"])
     return figures
-
-
-def local_media(sdp: str) -> list[tuple[str, str | None, int | None]]:
-    """(kind, mid, ssrc) of each m-line of our SDP."""
-    found: list[list[Any]] = []
-    for line in sdp.splitlines():
-        if line.startswith("m="):
-            found.append([line[2:].split(" ", 1)[0], None, None])
-        elif found and line.startswith("a=mid:"):
-            found[-1][1] = line[6:].strip()
-        elif found and line.startswith("a=ssrc:") and found[-1][2] is None:
-            number = line[7:].split(" ", 1)[0]
-            found[-1][2] = int(number) if number.isdigit() else None
-    return [(kind, mid, ssrc) for kind, mid, ssrc in found]
 
 
 def _engine_stats(gateway: Gateway, handle: Handle) -> dict[str, Any]:

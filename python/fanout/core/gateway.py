@@ -12,7 +12,8 @@ Authentication is Janus's: ``api_secret`` (``apisecret`` in each request)
 and/or stored tokens (``token_auth``: ``token`` in each request, tokens kept
 in :attr:`Gateway.tokens` by the Admin API); either one lets a request in.
 The core reports what happens to the event handlers (:attr:`Gateway.event_bus`)
-and to its listeners (the metrics).
+and to its listeners (the metrics), as its handles tell it
+(:mod:`fanout.core.notifications`).
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ from fanout.config.settings import Settings
 from fanout.core import events
 from fanout.core.errors import JanusError, JanusErrorCode
 from fanout.core.handle import HANGUP_JANUS_API, Handle
+from fanout.core.notifications import HungUp, JsepReceived, JsepSent, Notification, PluginEventSent, WebRtcUp
 from fanout.core.plugin import Plugin, PluginAck, PluginError, PluginSuccess
 from fanout.core.session import Connection, Session, transport_of
 from fanout.events.bus import EventBus
-from fanout.events.types import CoreSubtype, EventType, MediaSubtype, WebRtcSubtype
+from fanout.events.types import CoreSubtype, EventType, WebRtcSubtype
 
 if TYPE_CHECKING:
     from fanout._engine import Engine
@@ -96,9 +98,6 @@ class Gateway:
         self.accepting_new_sessions = True
         self.event_bus = event_bus or EventBus(settings.server_name)
         self.listeners: list[GatewayListener] = []
-        self.handle_created: dict[int, float] = {}
-        self.sdps: dict[int, dict[str, str]] = {}  # the last local and remote SDP of each handle (handle_info)
-        self._join_started: dict[int, float] = {}
         self.engine = engine
         self.endpoint = endpoint
         self.clock = clock
@@ -276,6 +275,7 @@ class Gateway:
             endpoint=self.endpoint,
             engine=self.engine,
             clock=self._peer_clock,
+            created=self.clock(),
         )
         try:
             plugin.create_session(handle)
@@ -284,7 +284,6 @@ class Gateway:
             raise JanusError(Errors.PLUGIN_ATTACH, f"Couldn't attach to plugin '{package}': {error}") from error
         session.handles[handle.id] = handle
         self.handles[handle.id] = handle
-        self.handle_created[handle.id] = self.clock()
         logger.info("session %d: handle %d attached to %s", session.id, handle.id, package)
         attached: dict[str, Any] = {"name": "attached", "plugin": package}
         if opaque_id is not None:
@@ -305,12 +304,8 @@ class Gateway:
 
     async def _message(self, handle: Handle, request: dict[str, Any], transaction: str) -> Message:
         body = _mandatory(request, "body", dict, "an object")
-        if handle.peer is None:
-            self._join_started.setdefault(handle.id, self.clock())
+        handle.note_join_request(self.clock())
         jsep = handle.take_jsep(request["jsep"]) if "jsep" in request else None
-        if jsep is not None:
-            self.sdps.setdefault(handle.id, {})["remote"] = jsep.sdp
-            self._emit_for(handle, EventType.JSEP, {"owner": "remote", "jsep": {"type": jsep.type, "sdp": jsep.sdp}})
         try:
             result = await handle.plugin.handle_message(handle, transaction, body, jsep)
         except Exception as error:
@@ -336,9 +331,6 @@ class Gateway:
 
     def _forget_handle(self, handle: Handle) -> None:
         self.handles.pop(handle.id, None)
-        self.handle_created.pop(handle.id, None)
-        self._join_started.pop(handle.id, None)
-        self.sdps.pop(handle.id, None)
         self._emit_for(handle, EventType.HANDLE, {"name": "detached", "plugin": handle.plugin.package})
 
     # -- what happens, for the event handlers and the metrics
@@ -347,32 +339,26 @@ class Gateway:
             event_type, event, subtype=subtype, session_id=handle.session.id, handle_id=handle.id, opaque_id=handle.opaque_id
         )
 
-    def _observe(self, session: Session, message: Message) -> None:
-        """An event on its way to a client: tell the event handlers and the listeners."""
-        handle = self.handles.get(message.get("sender", 0))
-        if handle is None:
+    def _observe(self, notification: Notification) -> None:
+        """What happened to a handle: tell the event handlers and the listeners."""
+        handle = notification.handle
+        if self.handles.get(handle.id) is not handle:  # attaching (the plugin's create_session) or detached
             return
-        kind = message.get("janus")
-        if kind == "event":
-            plugindata = message.get("plugindata", {})
-            self._emit_for(handle, EventType.PLUGIN, {"plugin": plugindata.get("plugin"), "data": plugindata.get("data")})
-            jsep = message.get("jsep")
-            if isinstance(jsep, dict):
-                self.sdps.setdefault(handle.id, {})["local"] = str(jsep.get("sdp", ""))
-                self._emit_for(handle, EventType.JSEP, {"owner": "local", "jsep": jsep})
-        elif kind == "webrtcup":
-            self._webrtc_up(handle)
-        elif kind == "hangup":
-            reason = str(message.get("reason", ""))
-            self._join_started.pop(handle.id, None)
-            self._emit_for(handle, EventType.WEBRTC, {"connection": "hangup", "reason": reason}, WebRtcSubtype.PC_STATE)
-            for listener in self.listeners:
-                listener.webrtc_hangup(handle, reason)
-        elif kind == "media":
-            media = {"mid": message.get("mid"), "media": message.get("type"), "receiving": message.get("receiving")}
-            self._emit_for(handle, EventType.MEDIA, media, MediaSubtype.STATE)
+        match notification:
+            case PluginEventSent(data=data):
+                self._emit_for(handle, EventType.PLUGIN, {"plugin": handle.plugin.package, "data": data})
+            case JsepSent(jsep=jsep):
+                self._emit_for(handle, EventType.JSEP, {"owner": "local", "jsep": {"type": jsep.type, "sdp": jsep.sdp}})
+            case JsepReceived(jsep=jsep):
+                self._emit_for(handle, EventType.JSEP, {"owner": "remote", "jsep": {"type": jsep.type, "sdp": jsep.sdp}})
+            case WebRtcUp(join_started=join_started):
+                self._webrtc_up(handle, join_started)
+            case HungUp(reason=reason):
+                self._emit_for(handle, EventType.WEBRTC, {"connection": "hangup", "reason": reason}, WebRtcSubtype.PC_STATE)
+                for listener in self.listeners:
+                    listener.webrtc_hangup(handle, reason)
 
-    def _webrtc_up(self, handle: Handle) -> None:
+    def _webrtc_up(self, handle: Handle, join_started: float | None) -> None:
         peer = handle.peer
         component = {"stream_id": 1, "component_id": 1}
         self._emit_for(handle, EventType.WEBRTC, {"ice": "connected", **component}, WebRtcSubtype.ICE_STATE)
@@ -381,8 +367,7 @@ class Gateway:
             self._emit_for(handle, EventType.WEBRTC, {"selected-pair": pair, **component}, WebRtcSubtype.SELECTED_PAIR)
         self._emit_for(handle, EventType.WEBRTC, {"dtls": "connected", **component, "retransmissions": 0}, WebRtcSubtype.DTLS_STATE)
         self._emit_for(handle, EventType.WEBRTC, {"connection": "webrtcup"}, WebRtcSubtype.PC_STATE)
-        started = self._join_started.pop(handle.id, None)
-        join_seconds = None if started is None else max(0.0, self.clock() - started)
+        join_seconds = None if join_started is None else max(0.0, self.clock() - join_started)
         for listener in self.listeners:
             listener.webrtc_up(handle, join_seconds)
 

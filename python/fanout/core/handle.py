@@ -5,6 +5,11 @@ transport (a :class:`~fanout.webrtc.peer.WebRtcPeer` on the shared endpoint),
 renders the SDP offer, takes the client's answer and trickled candidates, and
 turns the peer's events into Janus events (``webrtcup``, ``hangup``) and
 plugin calls (``setup_media``, ``incoming_rtcp``, ``hangup_media``).
+
+The handle owns what is known about it: when it was made, the last SDP each
+side sent (text and parsed, :attr:`Handle.local_jsep` and
+:attr:`Handle.remote_jsep`), and it tells its session's observer what happens
+to it (:mod:`fanout.core.notifications`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from fanout.core import events
 from fanout.core.errors import JanusError, JanusErrorCode
+from fanout.core.notifications import HungUp, JsepReceived, JsepSent, PluginEventSent, WebRtcUp
 from fanout.core.plugin import Jsep, LocalAnswer, LocalDescription, LocalOffer, Plugin, WebRtcMediaKeys
 from fanout.webrtc import rtcp, sdp
 from fanout.webrtc.peer import (
@@ -58,7 +64,9 @@ class Handle:
         endpoint: WebRtcEndpoint,
         engine: Engine,
         clock: Callable[[], float],
+        created: float,
     ) -> None:
+        """``clock`` is the WebRTC peers' clock; ``created`` is on the gateway's."""
         self._id = handle_id
         self.session = session
         self.plugin = plugin
@@ -70,8 +78,14 @@ class Handle:
         self.offer_pending = False  # an offer went out and its answer has not come back
         self.detached = False
         self.rtcp_dropped = 0
+        self.created = created
+        # when (on the gateway's clock) the request that began the coming PeerConnection came
+        self.join_started: float | None = None
+        # the last SDP each side sent, kept after a hangup (the Admin API's handle_info shows them)
+        self.local_jsep: Jsep | None = None
+        self.remote_jsep: Jsep | None = None
         self._media_keys: WebRtcMediaKeys | None = None
-        self._remote_description: sdp.RemoteDescription | None = None
+        self._remote_description: sdp.SessionDescription | None = None
         self._early_trickles: list[dict[str, Any]] = []
         self._sdp_session_id = 0
         self._sdp_version = 0
@@ -94,7 +108,7 @@ class Handle:
         return self._media_keys
 
     @property
-    def remote_description(self) -> sdp.RemoteDescription | None:
+    def remote_description(self) -> sdp.SessionDescription | None:
         return self._remote_description
 
     def push_event(
@@ -103,14 +117,25 @@ class Handle:
         if self.detached:  # as in Janus: a plugin's events while (or after) its handle goes are not sent
             logger.debug("handle %d: %s pushed an event after detach; dropped", self.id, self.plugin.package)
             return
-        rendered: dict[str, str] | None = None
+        sent: Jsep | None = None
         if isinstance(jsep, LocalOffer):
-            rendered = {"type": "offer", "sdp": self._make_offer(jsep)}
+            sent = _outgoing_jsep("offer", self._make_offer(jsep))
         elif isinstance(jsep, LocalAnswer):
-            rendered = {"type": "answer", "sdp": self._make_answer(jsep)}
+            sent = _outgoing_jsep("answer", self._make_answer(jsep))
+        rendered = None if sent is None else {"type": sent.type, "sdp": sent.sdp}
         self.session.send_event(
             events.plugin_event(self.session.id, self.id, self.plugin.package, data, transaction=transaction, jsep=rendered)
         )
+        self.session.notify(PluginEventSent(self, data))
+        if sent is not None:
+            self.local_jsep = sent
+            self.session.notify(JsepSent(self, sent))
+
+    def note_join_request(self, now: float) -> None:
+        """A request came while the handle has no PeerConnection: the join that the metrics
+        time to ``webrtcup`` starts ``now`` (gateway clock), unless an earlier request began it."""
+        if self.peer is None and self.join_started is None:
+            self.join_started = now
 
     def close_pc(self) -> None:
         self.hangup(HANGUP_CLOSE_PC, notify=True)
@@ -201,9 +226,11 @@ class Handle:
                 self._apply_trickle(trickle_request)
             except JanusError as error:
                 logger.info("handle %d: early trickle dropped: %s", self.id, error.reason)
-        return Jsep(type=kind_lower, sdp=text, description=description, trickle=trickle)
+        self.remote_jsep = Jsep(type=kind_lower, sdp=text, description=description, trickle=trickle)
+        self.session.notify(JsepReceived(self, self.remote_jsep))
+        return self.remote_jsep
 
-    def _process_sdp(self, text: str) -> sdp.RemoteDescription:
+    def _process_sdp(self, text: str) -> sdp.SessionDescription:
         """The client's SDP parsed for its transport; Janus's codes when it lacks one."""
         attributes = {line.split(":", 1)[0] for line in _sdp_lines(text) if line.startswith("a=")}
         if not {"a=ice-ufrag", "a=ice-pwd"} <= attributes:
@@ -291,6 +318,8 @@ class Handle:
             )
             logger.info("handle %d: WebRTC up (%s, %s)", self.id, event.address, event.srtp_profile)
             self.session.send_event(events.webrtcup(self.session.id, self.id))
+            join_started, self.join_started = self.join_started, None
+            self.session.notify(WebRtcUp(self, join_started))
             self._call_plugin("setup_media", self.plugin.setup_media, self)
         elif isinstance(event, RtcpReceived):
             self._receive_rtcp(event.packet)
@@ -330,9 +359,11 @@ class Handle:
         self._early_trickles = []
         self._remote_description = None
         self.offer_pending = False
+        self.join_started = None
         self._call_plugin("hangup_media", self.plugin.hangup_media, self)
         if notify and not self.detached:
             self.session.send_event(events.hangup(self.session.id, self.id, reason))
+            self.session.notify(HungUp(self, reason))
         return True
 
     def _drop_peer(self) -> None:
@@ -358,6 +389,11 @@ class Handle:
             method(*args)
         except Exception:
             logger.exception("handle %d: %s.%s failed", self.id, self.plugin.package, name)
+
+
+def _outgoing_jsep(kind: str, text: str) -> Jsep:
+    """The core's own offer or answer, read back into the one SDP model."""
+    return Jsep(type=kind, sdp=text, description=sdp.parse_description(text))
 
 
 def _is_index(value: Any) -> bool:

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Jsep:
-    """A JSEP object sent by the client, already parsed and checked by the core."""
+    """A JSEP object, parsed: the client's, checked by the core before its plugin sees it,
+    or the core's own offer or answer as it went to the client."""
 
     type: str  # "offer" or "answer"
     sdp: str

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from fanout.core.handle import Handle
+    from fanout.core.notifications import Notification
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +44,9 @@ class Session:
     so that a request's response always goes out before the events its
     handling caused (as a Janus client expects the ``ack`` first).
 
-    ``observer`` sees every event as it is queued (the core reports them to the
-    event handlers and the metrics); ``token`` is the stored token that made it."""
+    ``observer`` hears what happens to the session's handles (:meth:`notify`; the
+    core reports it to the event handlers and the metrics); ``token`` is the
+    stored token that made it."""
 
     def __init__(
         self,
@@ -52,7 +54,7 @@ class Session:
         connection: Connection | None,
         now: float,
         *,
-        observer: Callable[[Session, Message], None] | None = None,
+        observer: Callable[[Notification], None] | None = None,
         token: str | None = None,
     ) -> None:
         self.id = session_id
@@ -77,11 +79,6 @@ class Session:
         if self.destroyed:
             logger.debug("session %d: dropping an event after the session ended: %s", self.id, message.get("janus"))
             return
-        if self.observer is not None:
-            try:
-                self.observer(self, message)
-            except Exception:
-                logger.exception("session %d: event observer failed", self.id)
         self._outbox.append(message)
         if self._flush_scheduled:
             return
@@ -92,6 +89,16 @@ class Session:
             return
         self._flush_scheduled = True
         loop.call_soon(self.flush)
+
+    def notify(self, notification: Notification) -> None:
+        """Tell the observer what happened to one of the session's handles; nothing once the
+        session has ended, as its client hears nothing then either."""
+        if self.destroyed or self.observer is None:
+            return
+        try:
+            self.observer(notification)
+        except Exception:
+            logger.exception("session %d: observer failed on %s", self.id, type(notification).__name__)
 
     def flush(self) -> None:
         """Send every queued event now."""

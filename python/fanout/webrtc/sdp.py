@@ -2,9 +2,10 @@
 
 :func:`build_offer` writes the server's unified-plan offer: ICE-lite, one
 BUNDLE group, rtcp-mux, sendonly m-lines with a=ssrc, and the server's host
-candidates. :func:`parse_description` reads a client's answer as Chromium,
-Firefox, janus.js and aiortc write it, and raises :class:`SdpError` with the
-reason when it is unusable.
+candidates. :func:`parse_description` reads SDP into a :class:`SessionDescription`:
+a client's answer or offer as Chromium, Firefox, janus.js and aiortc write it,
+or the server's own read back (what the Admin API's ``handle_info`` shows); it
+raises :class:`SdpError` with the reason when it is unusable.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def build_offer(
 
 
 def build_answer(
-    offer: RemoteDescription,
+    offer: SessionDescription,
     media: list[OfferMedia | None],
     transport: TransportDescription,
     *,
@@ -174,7 +175,7 @@ def _session_lines(bundled_mids: list[str], transport: TransportDescription, ses
     return lines
 
 
-def _rejected_media_lines(offered: RemoteMedia) -> list[str]:
+def _rejected_media_lines(offered: MediaDescription) -> list[str]:
     if offered.kind == "application":
         lines = ["m=application 0 UDP/DTLS/SCTP webrtc-datachannel"]
     else:
@@ -231,8 +232,8 @@ def _offer_media_lines(media: OfferMedia, transport: TransportDescription) -> li
 
 
 @dataclass(frozen=True)
-class RemoteMedia:
-    """One m-line of a client's description."""
+class MediaDescription:
+    """One m-line of a session description."""
 
     mid: str | None
     kind: str
@@ -241,6 +242,8 @@ class RemoteMedia:
     codecs: list[Codec]
     # The RTP header extensions it negotiates (a=extmap, session level included): (id, URI).
     header_extensions: tuple[tuple[int, str], ...] = ()
+    # The SSRCs its a=ssrc lines announce (RFC 5576), in the order they first appear.
+    ssrcs: tuple[int, ...] = ()
 
     def header_extension_id(self, uri: str) -> int | None:
         """The id this m-line gives the header extension ``uri``, None if it has none."""
@@ -248,17 +251,22 @@ class RemoteMedia:
 
 
 @dataclass(frozen=True)
-class RemoteDescription:
-    """A client's SDP (usually the answer), parsed."""
+class SessionDescription:
+    """An SDP, parsed: a client's (its answer or offer) or the server's own read back."""
 
     ice_ufrag: str
     ice_pwd: str
     fingerprints: list[tuple[str, str]]
     setup: str
-    media: list[RemoteMedia]
+    media: list[MediaDescription]
     candidates: list[Candidate]
     end_of_candidates: bool
     ice_lite: bool
+
+
+# The names the code reading a client's SDP has always used.
+RemoteDescription = SessionDescription
+RemoteMedia = MediaDescription
 
 
 @dataclass
@@ -282,13 +290,14 @@ class _Section:
     fmtp: dict[int, str] = field(default_factory=dict)
     rtcp_feedback: dict[str, list[str]] = field(default_factory=dict)
     header_extensions: list[tuple[int, str]] = field(default_factory=list)
+    ssrcs: list[int] = field(default_factory=list)
 
     def where(self) -> str:
         return f"m-line {self.number}: " if self.number else ""
 
 
-def parse_description(text: str) -> RemoteDescription:
-    """Parse a client's SDP; raises SdpError with the reason."""
+def parse_description(text: str) -> SessionDescription:
+    """Parse SDP (a client's, or the server's own); raises SdpError with the reason."""
     lines = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
     if not lines or lines[0].strip() != "v=0":
         raise SdpError("not SDP: the first line is not v=0")
@@ -360,6 +369,17 @@ def _parse_attribute(section: _Section, value: str) -> None:
     elif name == "rtcp-fb":
         target, _, feedback = argument.partition(" ")
         section.rtcp_feedback.setdefault(target, []).append(feedback.strip())
+    elif name == "ssrc":
+        _parse_ssrc(section, argument)
+
+
+def _parse_ssrc(section: _Section, argument: str) -> None:
+    """``a=ssrc:<ssrc-id> <attribute>[:<value>]`` (RFC 5576 section 4.1). A line fanout
+    cannot read only leaves that SSRC unannounced, as a client's odd line never made
+    its answer unusable."""
+    number = argument.partition(" ")[0]
+    if number.isdigit() and int(number) < 2**32 and int(number) not in section.ssrcs:
+        section.ssrcs.append(int(number))
 
 
 def _parse_extmap(section: _Section, argument: str) -> None:
@@ -378,7 +398,7 @@ def _payload_type(argument: str, where: str) -> tuple[int, str]:
     return int(number), rest.strip()
 
 
-def _describe(session: _Section, sections: list[_Section]) -> RemoteDescription:
+def _describe(session: _Section, sections: list[_Section]) -> SessionDescription:
     accepted = [s for s in sections if s.port != 0] or sections
     transport = accepted[0]
     ice_ufrag = transport.ice_ufrag or session.ice_ufrag
@@ -398,12 +418,12 @@ def _describe(session: _Section, sections: list[_Section]) -> RemoteDescription:
         candidates += [c for c in section.candidates if c not in candidates]
     for candidate in candidates:
         _check_candidate_address(candidate)
-    return RemoteDescription(
+    return SessionDescription(
         ice_ufrag=ice_ufrag,
         ice_pwd=ice_pwd,
         fingerprints=fingerprints,
         setup=setup,
-        media=[_remote_media(section, session) for section in sections],
+        media=[_media(section, session) for section in sections],
         candidates=candidates,
         end_of_candidates=any(s.end_of_candidates for s in (session, *sections)),
         ice_lite=session.ice_lite,
@@ -419,7 +439,7 @@ def _check_candidate_address(candidate: Candidate) -> None:
         raise SdpError(f"bad candidate address {candidate.ip!r}") from error
 
 
-def _remote_media(section: _Section, session: _Section) -> RemoteMedia:
+def _media(section: _Section, session: _Section) -> MediaDescription:
     codecs: list[Codec] = []
     if section.kind in ("audio", "video"):
         for text in section.formats:
@@ -434,11 +454,12 @@ def _remote_media(section: _Section, session: _Section) -> RemoteMedia:
             codecs.append(
                 Codec(payload_type, name, clock_rate, channels, section.fmtp.get(payload_type), tuple(feedback))
             )
-    return RemoteMedia(
+    return MediaDescription(
         mid=section.mid,
         kind=section.kind,
         port=section.port,
         direction=section.direction or session.direction or "sendrecv",
         codecs=codecs,
         header_extensions=tuple(session.header_extensions + section.header_extensions),
+        ssrcs=tuple(section.ssrcs),
     )
