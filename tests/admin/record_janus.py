@@ -40,6 +40,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "tokens": {"admin_secret": ADMIN_SECRET, "token_auth": True},
     "secrets": {"admin_secret": ADMIN_SECRET, "api_secret": API_SECRET},
     "open": {"admin_secret": None},
+    "log_file": {"admin_secret": None, "log_file": True},
 }
 
 

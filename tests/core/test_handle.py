@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from fanout.admin.handle_info import handle_info
+from fanout.config.settings import Settings
 from fanout.core.handle import Handle
 from fanout.core.plugin import LocalOffer
 from fanout.webrtc.peer import AddressChanged, DtlsConnected, RtcpReceived
@@ -125,6 +127,42 @@ async def test_early_candidates_wait_for_the_answer() -> None:
     await answer(core, handle, offer)
     assert [str(candidate) for candidate in handle.peer.remote_candidates] == [CANDIDATE, OTHER_CANDIDATE]
     assert handle.peer.remote_end_of_candidates
+
+
+async def test_early_candidates_wait_candidates_timeout_at_most() -> None:
+    """Janus's ``candidates_timeout``: how long trickled candidates wait for their SDP before they
+    are dropped; handle_info counts them (``pending-trickles``) meanwhile, as Janus's does."""
+    core = Core(settings=Settings(candidates_timeout=1))
+    handle, offer = await offered(core)
+    await trickle(core, handle, candidate={"candidate": CANDIDATE, "sdpMid": "a"})
+    assert handle_info(core.gateway, handle)["pending-trickles"] == 1
+    deadline = asyncio.get_running_loop().time() + 10
+    while "pending-trickles" in handle_info(core.gateway, handle):
+        assert asyncio.get_running_loop().time() < deadline, "the candidate outlived candidates_timeout"
+        await asyncio.sleep(0.05)
+    await trickle(core, handle, candidate={"candidate": OTHER_CANDIDATE, "sdpMid": "a"})
+    await answer(core, handle, offer)
+    assert handle.peer is not None
+    assert [str(candidate) for candidate in handle.peer.remote_candidates] == [OTHER_CANDIDATE]
+    assert "pending-trickles" not in handle_info(core.gateway, handle)
+
+
+async def test_handle_info_follows_the_peer() -> None:
+    """``agent-created`` (after the flags, as in Janus) and the ``ice-restart`` flag: from the
+    restarting offer to its answer."""
+    core = Core()
+    handle, offer = await offered(core)
+    info = handle_info(core.gateway, handle)
+    assert handle.peer is not None and info["agent-created"] == int(handle.peer.created * 1_000_000)
+    assert list(info)[list(info).index("flags") + 1] == "agent-created"
+    assert info["flags"]["ice-restart"] is False
+    await answer(core, handle, offer)
+    handle.push_event(None, status("restart"), LocalOffer(OFFER.media, ice_restart=True))
+    assert handle_info(core.gateway, handle)["flags"]["ice-restart"] is True
+    await answer(core, handle, offer)
+    info = handle_info(core.gateway, handle)
+    assert info["flags"]["ice-restart"] is False
+    assert (info["webrtc"]["dtls"]["retransmissions"], info["webrtc"]["dtls"]["sctp-association"]) == (0, False)
 
 
 async def test_candidates_after_the_answer() -> None:

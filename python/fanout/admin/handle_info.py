@@ -59,7 +59,7 @@ def handle_info(gateway: Gateway, handle: Handle, bytes_lastsec: dict[int, int] 
         "negotiated": remote is not None and not handle.offer_pending,
         "processing-offer": handle.offer_pending,
         "starting": peer is not None and not connected,
-        "ice-restart": False,
+        "ice-restart": peer is not None and peer.ice_restarting,
         "ready": connected,
         "stopped": peer is None and "local" in sdps,
         "alert": False,
@@ -67,7 +67,7 @@ def handle_info(gateway: Gateway, handle: Handle, bytes_lastsec: dict[int, int] 
         "all-trickles": peer is not None and peer.remote_end_of_candidates,
         "resend-trickles": False,
         "trickle-synced": False,
-        "data-channels": False,
+        "data-channels": remote is not None and any(m.kind == "application" and m.port for m in remote.media),
         "has-audio": remote is not None and any(m.kind == "audio" and m.port for m in remote.media),
         "has-video": remote is not None and any(m.kind == "video" and m.port for m in remote.media),
         "new-datachan-sdp": False,
@@ -76,11 +76,14 @@ def handle_info(gateway: Gateway, handle: Handle, bytes_lastsec: dict[int, int] 
         "e2ee": False,
     }
     if peer is not None:
+        info["agent-created"] = _usec(peer.created)
         info["ice-mode"] = "lite"
         info["ice-role"] = "controlled"
     info["sdps"] = {key: sdps[key] for key in ("local", "remote") if key in sdps}
     if sdps:
         info["sdps"] = {"profile": "UDP/TLS/RTP/SAVPF", **info["sdps"]}
+    if handle.pending_trickles:
+        info["pending-trickles"] = handle.pending_trickles
     info["queued-packets"] = 0
     if peer is not None:
         info["webrtc"] = _webrtc(gateway, handle, (bytes_lastsec or {}).get(handle.id, 0))
@@ -113,11 +116,11 @@ def _webrtc(gateway: Gateway, handle: Handle, bytes_lastsec: int) -> dict[str, A
         {
             "dtls-role": {"active": "passive", "actpass": "passive", "passive": "active"}.get(setup or "", "actpass"),
             "dtls-state": peer.dtls_state,
-            "retransmissions": 0,
+            "retransmissions": peer.dtls_retransmissions,
             "valid": peer.dtls_state == "connected",
             "srtp-profile": SRTP_PROFILE_NAMES.get(peer.srtp_profile or "", "none"),
             "ready": peer.dtls_state == "connected",
-            "sctp-association": False,
+            "sctp-association": peer.sctp_established,
         }
     )
     engine_stats = _engine_stats(gateway, handle)

@@ -115,6 +115,9 @@ class Settings:
     token_auth: bool = False  # stored tokens (added with the Admin API) authorize Janus API requests
     admin_secret: str | None = None
     debug_level: int = DEFAULT_DEBUG_LEVEL  # Janus's 0 (none) .. 7 (everything)
+    log_to_stdout: bool = True
+    log_to_file: str | None = None  # a path: log lines are appended to that file too
+    debug_timestamps: bool = True  # fanout's lines carry a timestamp unless this is set false
     log_format: str = "text"
     broadcast: bool = False  # events.broadcast: event handlers on
     stats_period: int = DEFAULT_STATS_PERIOD  # seconds between media stats events, 0 = none
@@ -176,6 +179,9 @@ def read_settings(
         token_auth=_get_bool(general, "token_auth", False),
         admin_secret=_get_str(general, "admin_secret") or None,
         debug_level=_debug_level(general),
+        log_to_stdout=_get_bool(general, "log_to_stdout", True),
+        log_to_file=_get_str(general, "log_to_file") or None,
+        debug_timestamps=_get_bool(general, "debug_timestamps", True),
         log_format=_choice(own, "log_format", LOG_FORMATS, "text"),
         broadcast=_get_bool(events, "broadcast", False),
         stats_period=_non_negative(events, "stats_period", DEFAULT_STATS_PERIOD),

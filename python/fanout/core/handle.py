@@ -9,12 +9,14 @@ plugin calls (``setup_media``, ``incoming_rtcp``, ``hangup_media``).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from fanout.config.settings import DEFAULT_CANDIDATES_TIMEOUT
 from fanout.core import events
 from fanout.core.errors import JanusError, JanusErrorCode
 from fanout.core.plugin import Jsep, LocalAnswer, LocalDescription, LocalOffer, Plugin, WebRtcMediaKeys
@@ -58,6 +60,7 @@ class Handle:
         endpoint: WebRtcEndpoint,
         engine: Engine,
         clock: Callable[[], float],
+        candidates_timeout: float = DEFAULT_CANDIDATES_TIMEOUT,
     ) -> None:
         self._id = handle_id
         self.session = session
@@ -72,7 +75,9 @@ class Handle:
         self.rtcp_dropped = 0
         self._media_keys: WebRtcMediaKeys | None = None
         self._remote_description: sdp.RemoteDescription | None = None
-        self._early_trickles: list[dict[str, Any]] = []
+        self._early_trickles: list[tuple[float, dict[str, Any]]] = []  # (when it came, the request)
+        self._early_trickles_expiry: asyncio.TimerHandle | None = None
+        self.candidates_timeout = candidates_timeout  # seconds early trickles wait for the SDP
         self._sdp_session_id = 0
         self._sdp_version = 0
 
@@ -195,8 +200,7 @@ class Handle:
             raise JanusError(Errors.JSEP_INVALID_SDP, SDP_PROCESSING_ERROR) from error
         self.offer_pending = False
         self._remote_description = description
-        early, self._early_trickles = self._early_trickles, []
-        for trickle_request in early:
+        for trickle_request in self._take_early_trickles():
             try:
                 self._apply_trickle(trickle_request)
             except JanusError as error:
@@ -224,9 +228,44 @@ class Handle:
         if "candidate" in request and "candidates" in request:
             raise JanusError(Errors.INVALID_JSON, "Can't have both candidate and candidates")
         if self._remote_description is None:
-            self._early_trickles.append(request)
+            self._early_trickles.append((self.clock(), request))
+            if self._early_trickles_expiry is None:
+                self._early_trickles_expiry = asyncio.get_running_loop().call_later(
+                    self.candidates_timeout, self._drop_stale_trickles
+                )
             return
         self._apply_trickle(request)
+
+    @property
+    def pending_trickles(self) -> int:
+        """Trickled candidates waiting for the SDP they belong to (dropped after ``candidates_timeout``)."""
+        return len(self._early_trickles)
+
+    def _take_early_trickles(self) -> list[dict[str, Any]]:
+        """The trickles that waited for the SDP, but those that waited too long; none wait now."""
+        self._drop_stale_trickles()
+        if self._early_trickles_expiry is not None:
+            self._early_trickles_expiry.cancel()
+            self._early_trickles_expiry = None
+        early, self._early_trickles = self._early_trickles, []
+        return [request for _, request in early]
+
+    def _drop_stale_trickles(self) -> None:
+        """Drop the trickles that waited ``candidates_timeout`` for their SDP; look again when the next one would."""
+        if self._early_trickles_expiry is not None:
+            self._early_trickles_expiry.cancel()
+            self._early_trickles_expiry = None
+        now = self.clock()
+        fresh = [(at, request) for at, request in self._early_trickles if now - at < self.candidates_timeout]
+        if len(fresh) < len(self._early_trickles):
+            logger.info(
+                "handle %d: %d trickled candidate(s) dropped: no SDP came within candidates_timeout (%g s)",
+                self.id, len(self._early_trickles) - len(fresh), self.candidates_timeout,
+            )
+        self._early_trickles = fresh
+        if fresh:
+            wait = fresh[0][0] + self.candidates_timeout - now
+            self._early_trickles_expiry = asyncio.get_running_loop().call_later(wait, self._drop_stale_trickles)
 
     def _apply_trickle(self, request: dict[str, Any]) -> None:
         if "candidates" in request:
@@ -327,7 +366,7 @@ class Handle:
         if self.peer is None:
             return False
         self._drop_peer()
-        self._early_trickles = []
+        self._take_early_trickles()
         self._remote_description = None
         self.offer_pending = False
         self._call_plugin("hangup_media", self.plugin.hangup_media, self)
@@ -349,6 +388,7 @@ class Handle:
             return
         self.detached = True
         self.hangup(HANGUP_DETACH, notify=False)
+        self._take_early_trickles()
         if notify:
             self.session.send_event(events.detached(self.session.id, self.id))
         self._call_plugin("destroy_session", self.plugin.destroy_session, self)
