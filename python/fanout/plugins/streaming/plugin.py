@@ -36,6 +36,7 @@ from fanout.plugins.streaming.config import MountpointConfig, MountpointConfigEr
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 from fanout.plugins.streaming.mountpoint import Mountpoint
 from fanout.plugins.streaming.offer_matching import data_mline, match_offer
+from fanout.plugins.streaming.port_range import PortRange
 from fanout.plugins.streaming.rtsp_source import RtspPull
 from fanout.plugins.streaming.viewer import ONE_BYTE_EXTENSION_IDS, Viewer, ViewerState, ViewerTrack
 from fanout.sources.rtsp.connection import RtspConnection
@@ -92,6 +93,7 @@ class StreamingPlugin(Plugin):
         self.engine = engine
         self.settings = settings or StreamingSettings()
         self.mountpoint_configs = mountpoints
+        self.port_range = PortRange(*self.settings.rtp_port_range)  # where a port 0 is taken
         self.mountpoints: dict[MountpointId, Mountpoint] = {}
         self._engine_ids = itertools.count(1)
         self.viewers: dict[int, Viewer] = {}
@@ -161,7 +163,7 @@ class StreamingPlugin(Plugin):
         if config.id in self.mountpoints:
             raise ValueError(f"mountpoint {config.id} already exists")
         mountpoint = Mountpoint.open(
-            self.engine, config, next(self._engine_ids), lambda data: self._relay_data(config.id, data)
+            self.engine, config, next(self._engine_ids), lambda data: self._relay_data(config.id, data), self.port_range
         )
         self.mountpoints[config.id] = mountpoint
         inputs = [f"{s.kind} {s.codec.name} port {p}" for s, p in zip(config.streams, mountpoint.ports)]
