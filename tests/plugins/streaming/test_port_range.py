@@ -23,7 +23,7 @@ def two_free_ports() -> int:
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first:
             first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
+            port: int = first.getsockname()[1]
             if port >= 65535:
                 continue
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as second:
