@@ -243,18 +243,20 @@ class Handle:
 
     def _take_early_trickles(self) -> list[dict[str, Any]]:
         """The trickles that waited for the SDP, but those that waited too long; none wait now."""
-        self._drop_stale_trickles()
-        if self._early_trickles_expiry is not None:
-            self._early_trickles_expiry.cancel()
-            self._early_trickles_expiry = None
+        self._cancel_trickle_expiry()
+        self._keep_fresh_trickles()
         early, self._early_trickles = self._early_trickles, []
         return [request for _, request in early]
 
     def _drop_stale_trickles(self) -> None:
         """Drop the trickles that waited ``candidates_timeout`` for their SDP; look again when the next one would."""
-        if self._early_trickles_expiry is not None:
-            self._early_trickles_expiry.cancel()
-            self._early_trickles_expiry = None
+        self._cancel_trickle_expiry()
+        self._keep_fresh_trickles()
+        if self._early_trickles:
+            wait = self._early_trickles[0][0] + self.candidates_timeout - self.clock()
+            self._early_trickles_expiry = asyncio.get_running_loop().call_later(wait, self._drop_stale_trickles)
+
+    def _keep_fresh_trickles(self) -> None:
         now = self.clock()
         fresh = [(at, request) for at, request in self._early_trickles if now - at < self.candidates_timeout]
         if len(fresh) < len(self._early_trickles):
@@ -263,9 +265,11 @@ class Handle:
                 self.id, len(self._early_trickles) - len(fresh), self.candidates_timeout,
             )
         self._early_trickles = fresh
-        if fresh:
-            wait = fresh[0][0] + self.candidates_timeout - now
-            self._early_trickles_expiry = asyncio.get_running_loop().call_later(wait, self._drop_stale_trickles)
+
+    def _cancel_trickle_expiry(self) -> None:
+        if self._early_trickles_expiry is not None:
+            self._early_trickles_expiry.cancel()
+            self._early_trickles_expiry = None
 
     def _apply_trickle(self, request: dict[str, Any]) -> None:
         if "candidates" in request:
