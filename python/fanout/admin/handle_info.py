@@ -100,9 +100,10 @@ def _webrtc(gateway: Gateway, handle: Handle, bytes_lastsec: int) -> dict[str, A
         "stream_id": 1,
         "component_id": 1,
         "state": peer.ice_state,
-        "local-candidates": [str(candidate) for candidate in endpoint.candidates()],
-        "remote-candidates": [str(candidate) for candidate in peer.remote_candidates],
+        "local-candidates": [_janus_candidate(candidate) for candidate in endpoint.candidates()],
     }
+    if peer.remote_candidates:  # as Janus: only when there are some
+        ice["remote-candidates"] = [_janus_candidate(candidate) for candidate in peer.remote_candidates]
     if peer.address is not None:
         ice["selected-pair"] = selected_pair(endpoint, peer.address)
     ice["ready"] = 1 if peer.address is not None else -1
@@ -158,6 +159,11 @@ def _webrtc(gateway: Gateway, handle: Handle, bytes_lastsec: int) -> dict[str, A
         # the engine counts per viewer (all its media together): fanout's totals beside Janus's per-media blocks
         "stats": {"in": stats_in, "out": out},
     }
+
+
+def _janus_candidate(candidate: object) -> str:
+    """A candidate as Janus lists it: its SDP attribute's value without ``candidate:``."""
+    return str(candidate).removeprefix("candidate:")
 
 
 def _reception(report: Any) -> dict[str, Any]:

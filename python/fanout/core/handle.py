@@ -9,7 +9,6 @@ plugin calls (``setup_media``, ``incoming_rtcp``, ``hangup_media``).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import secrets
@@ -76,7 +75,6 @@ class Handle:
         self._media_keys: WebRtcMediaKeys | None = None
         self._remote_description: sdp.RemoteDescription | None = None
         self._early_trickles: list[tuple[float, dict[str, Any]]] = []  # (when it came, the request)
-        self._early_trickles_expiry: asyncio.TimerHandle | None = None
         self.candidates_timeout = candidates_timeout  # seconds early trickles wait for the SDP
         self._sdp_session_id = 0
         self._sdp_version = 0
@@ -229,47 +227,26 @@ class Handle:
             raise JanusError(Errors.INVALID_JSON, "Can't have both candidate and candidates")
         if self._remote_description is None:
             self._early_trickles.append((self.clock(), request))
-            if self._early_trickles_expiry is None:
-                self._early_trickles_expiry = asyncio.get_running_loop().call_later(
-                    self.candidates_timeout, self._drop_stale_trickles
-                )
             return
         self._apply_trickle(request)
 
     @property
     def pending_trickles(self) -> int:
-        """Trickled candidates waiting for the SDP they belong to (dropped after ``candidates_timeout``)."""
+        """Trickled candidates waiting for the SDP they belong to (those older than ``candidates_timeout`` included)."""
         return len(self._early_trickles)
 
     def _take_early_trickles(self) -> list[dict[str, Any]]:
-        """The trickles that waited for the SDP, but those that waited too long; none wait now."""
-        self._cancel_trickle_expiry()
-        self._keep_fresh_trickles()
-        early, self._early_trickles = self._early_trickles, []
-        return [request for _, request in early]
-
-    def _drop_stale_trickles(self) -> None:
-        """Drop the trickles that waited ``candidates_timeout`` for their SDP; look again when the next one would."""
-        self._cancel_trickle_expiry()
-        self._keep_fresh_trickles()
-        if self._early_trickles:
-            wait = self._early_trickles[0][0] + self.candidates_timeout - self.clock()
-            self._early_trickles_expiry = asyncio.get_running_loop().call_later(wait, self._drop_stale_trickles)
-
-    def _keep_fresh_trickles(self) -> None:
+        """The trickles that waited for the SDP, but those that waited ``candidates_timeout`` or
+        longer: as Janus, those are dropped (when the SDP comes, not before); none wait now."""
         now = self.clock()
-        fresh = [(at, request) for at, request in self._early_trickles if now - at < self.candidates_timeout]
-        if len(fresh) < len(self._early_trickles):
+        early, self._early_trickles = self._early_trickles, []
+        fresh = [request for at, request in early if now - at < self.candidates_timeout]
+        if len(fresh) < len(early):
             logger.info(
-                "handle %d: %d trickled candidate(s) dropped: no SDP came within candidates_timeout (%g s)",
-                self.id, len(self._early_trickles) - len(fresh), self.candidates_timeout,
+                "handle %d: %d trickled candidate(s) dropped: they waited more than candidates_timeout (%g s) for the SDP",
+                self.id, len(early) - len(fresh), self.candidates_timeout,
             )
-        self._early_trickles = fresh
-
-    def _cancel_trickle_expiry(self) -> None:
-        if self._early_trickles_expiry is not None:
-            self._early_trickles_expiry.cancel()
-            self._early_trickles_expiry = None
+        return fresh
 
     def _apply_trickle(self, request: dict[str, Any]) -> None:
         if "candidates" in request:
@@ -370,7 +347,7 @@ class Handle:
         if self.peer is None:
             return False
         self._drop_peer()
-        self._take_early_trickles()
+        self._early_trickles = []
         self._remote_description = None
         self.offer_pending = False
         self._call_plugin("hangup_media", self.plugin.hangup_media, self)
@@ -392,7 +369,6 @@ class Handle:
             return
         self.detached = True
         self.hangup(HANGUP_DETACH, notify=False)
-        self._take_early_trickles()
         if notify:
             self.session.send_event(events.detached(self.session.id, self.id))
         self._call_plugin("destroy_session", self.plugin.destroy_session, self)
