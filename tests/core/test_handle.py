@@ -169,6 +169,17 @@ async def test_handle_info_follows_the_peer() -> None:
     assert (info["webrtc"]["dtls"]["retransmissions"], info["webrtc"]["dtls"]["sctp-association"]) == (0, False)
 
 
+async def test_an_answer_with_data_channels_sets_the_flag() -> None:
+    core = Core()
+    handle, offer = await offered(core)
+    application = "\r\n".join(
+        ["m=application 9 UDP/DTLS/SCTP webrtc-datachannel", "c=IN IP4 0.0.0.0", "a=mid:d", "a=sctp-port:5000", ""]
+    )
+    await answer(core, handle, offer.replace("a=group:BUNDLE a v", "a=group:BUNDLE a v d") + application)
+    assert handle.remote_description is not None and handle.remote_description.media[-1].kind == "application"
+    assert handle_info(core.gateway, handle)["flags"]["data-channels"] is True
+
+
 async def test_candidates_after_the_answer() -> None:
     core = Core()
     handle, offer = await offered(core)
