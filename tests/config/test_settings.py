@@ -47,6 +47,15 @@ def test_core_settings() -> None:
     assert settings.webrtc_interface == "127.0.0.1"
 
 
+def test_the_core_rtp_port_range_is_reported_as_unused() -> None:
+    """Janus's media.rtp_port_range bounds its WebRTC ports; fanout has one (webrtc_port)."""
+    _, refused = settings_of('media: { rtp_port_range = "20000-40000" }')
+    assert refused == [
+        'janus.jcfg: media.rtp_port_range = "20000-40000" is not used by fanout: every viewer is served on '
+        "fanout.webrtc_port (mountpoints' port = 0 take janus.plugin.streaming.jcfg's rtp_port_range)"
+    ]
+
+
 def test_log_settings() -> None:
     """Janus's log keys; fanout's lines carry timestamps unless debug_timestamps = false."""
     default, _ = settings_of("")

@@ -170,6 +170,13 @@ def read_settings(
     else:
         advertised = tuple(detect_ips())
 
+    rtp_port_range = _port_range(media, "rtp_port_range")
+    if rtp_port_range is not None:  # Janus's range for its WebRTC (ICE) ports
+        refused.append(
+            f'janus.jcfg: media.rtp_port_range = "{media.get_str("rtp_port_range")}" is not used by fanout: every viewer '
+            "is served on fanout.webrtc_port (mountpoints' port = 0 take janus.plugin.streaming.jcfg's rtp_port_range)"
+        )
+
     settings = Settings(
         server_name=_get_str(general, "server_name") or DEFAULT_SERVER_NAME,
         session_timeout=session_timeout,
@@ -190,7 +197,7 @@ def read_settings(
         metrics_port=_port(own, "metrics_port", 0, allow_zero=True) if own.get_int("metrics_port") is not None else None,
         interface=interface,
         nat_1_1_mapping=nat_mapping,
-        rtp_port_range=_port_range(media, "rtp_port_range"),
+        rtp_port_range=rtp_port_range,
         webrtc_port=_port(own, "webrtc_port", DEFAULT_WEBRTC_PORT, allow_zero=True),
         webrtc_interface=_bind_host(own, "webrtc_interface", None, "0.0.0.0"),
         engine_cores=_cores(own, "engine_cores"),
