@@ -86,7 +86,10 @@ async def _running(
     config: Config, mountpoints: list[MountpointConfig], streaming_settings: StreamingSettings
 ) -> AsyncIterator[str]:
     settings = config.settings
-    configure_logs(settings)
+    try:
+        configure_logs(settings)
+    except OSError as error:
+        raise StartupError(f"the log file {settings.log_to_file} cannot be opened ({error}); set general.log_to_file to a writable path") from error
     async with contextlib.AsyncExitStack() as stack:
         try:
             endpoint = await WebRtcEndpoint.open(

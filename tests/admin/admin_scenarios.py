@@ -149,9 +149,25 @@ OPEN: list[dict[str, Any]] = [
     admin("get_status", secret=None),
     admin("list_sessions", secret=None),
     admin("list_tokens", secret=None),
+    janus(tokened("create", None), save={"session": "data.id"}),
+    janus(tokened("attach", None, plugin=STREAMING), at="session", save={"handle": "data.id"}),
+    # a request without transaction or janus: the error carries the session it was for
+    {"api": "admin", "at": "session", "request": {"janus": "list_handles"}},
+    {"api": "admin", "at": "handle", "request": {"transaction": "nj"}},
+    {"api": "admin", "at": "session=123", "request": {"janus": "list_handles"}},
+    # a candidate trickled before any SDP waits (candidates_timeout) and handle_info counts it
+    janus(tokened("trickle", None, candidate={"candidate": "candidate:1 1 udp 2122260223 192.0.2.9 50000 typ host", "sdpMid": "a"}), at="handle"),
+    admin("handle_info", at="handle", secret=None, shape=True),
+    admin("destroy_session", at="session", secret=None),
 ]
 
-SCENARIOS = {"tokens": TOKENS, "secrets": SECRETS, "open": OPEN}
+# Without admin_secret, logging to a file (log_to_file), not to stdout, with timestamps.
+LOG_FILE: list[dict[str, Any]] = [
+    admin("get_status", secret=None),
+    admin("info", secret=None, shape=True),
+]
+
+SCENARIOS = {"tokens": TOKENS, "secrets": SECRETS, "open": OPEN, "log_file": LOG_FILE}
 
 
 class AdminHttpClient:

@@ -40,8 +40,10 @@ def admin_config(
     janus_extra: str = "",
     http_admin_extra: str = "",
     mountpoints: str | None = None,
+    log_file: bool = False,
 ) -> AdminAddresses:
-    """write_config's fanout (default: mountpoint 1, Opus + VP8 on free ports) plus the Admin API on free ports."""
+    """write_config's fanout (default: mountpoint 1, Opus + VP8 on free ports) plus the Admin API on free ports;
+    ``log_file``: logs go to <folder>/fanout.log (with timestamps), not to stdout."""
     audio, video, admin_port, admin_ws_port = free_ports(4)
     server = write_config(folder, mountpoints if mountpoints is not None else rtp_mountpoint(1, audio, video))
     general = ""
@@ -51,6 +53,8 @@ def admin_config(
         general += f'\tapi_secret = "{api_secret}"\n'
     if token_auth:
         general += "\ttoken_auth = true\n"
+    if log_file:
+        general += f'\tlog_to_file = "{folder}/fanout.log"\n\tlog_to_stdout = false\n\tdebug_timestamps = true\n'
     add_general(folder, general)
     if janus_extra:
         with (folder / "janus.jcfg").open("a") as janus:

@@ -53,7 +53,16 @@ def _set(text: str, key: str, value: str) -> str:
     return replaced
 
 
-def make_config(folder: Path, *, admin_secret: str | None, api_secret: str | None = None, token_auth: bool = False) -> None:
+def make_config(
+    folder: Path,
+    *,
+    admin_secret: str | None,
+    api_secret: str | None = None,
+    token_auth: bool = False,
+    log_file: bool = False,
+    candidates_timeout: int | None = None,
+) -> None:
+    """``log_file``: log to <folder>/janus.log (with timestamps), not to stdout."""
     folder.mkdir(parents=True)
     for name in ("janus.jcfg", "janus.transport.http.jcfg", "janus.transport.websockets.jcfg"):
         shutil.copy(f"/etc/janus/{name}", folder / name)
@@ -71,6 +80,12 @@ def make_config(folder: Path, *, admin_secret: str | None, api_secret: str | Non
         core = core.replace('#api_secret = "janusrocks"', f'api_secret = "{api_secret}"')
     if token_auth:
         core = core.replace("#token_auth = true", "token_auth = true")
+    if candidates_timeout is not None:
+        core = _set(core, "candidates_timeout", str(candidates_timeout))
+    if log_file:
+        core = _set(core, "log_to_file", f'"{folder}/janus.log"')
+        core = _set(core, "log_to_stdout", "false")
+        core = _set(core, "debug_timestamps", "true")
     (folder / "janus.jcfg").write_text(core)
     http = (folder / "janus.transport.http.jcfg").read_text()
     http = _set(http, "port", str(HTTP_PORT))

@@ -5,7 +5,10 @@
 Runs ``janus -F <folder>`` (a copy of /etc/janus, see janus_config.py) once per
 scenario's configuration, in a temporary working folder, with the Admin API on
 its own HTTP and WebSocket ports; each scenario runs over HTTP and over
-WebSocket. Writes tests/admin/data/janus_admin.json.
+WebSocket. Writes tests/admin/data/janus_admin.json; with ``trickles``, trickle_cases.py's
+cases (``candidates_timeout = 1``) into tests/admin/data/janus_trickles.json instead.
+
+    .venv/bin/python -m tests.admin.record_janus trickles
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ from tests.admin.admin_scenarios import (
     clients,
     run_admin_scenario,
 )
+from tests.admin import trickle_cases
 from tests.admin.janus_config import (
     ADMIN_PORT,
     ADMIN_WS_PORT,
@@ -34,12 +39,14 @@ from tests.admin.janus_config import (
     Janus,
     make_config,
 )
+from tests.admin.trickle_cases import run_trickle_case
 
 DATA = Path(__file__).parent / "data"
 CONFIGS: dict[str, dict[str, Any]] = {
     "tokens": {"admin_secret": ADMIN_SECRET, "token_auth": True},
     "secrets": {"admin_secret": ADMIN_SECRET, "api_secret": API_SECRET},
     "open": {"admin_secret": None},
+    "log_file": {"admin_secret": None, "log_file": True},
 }
 
 
@@ -58,8 +65,24 @@ async def record(name: str) -> dict[str, Any]:
     return results
 
 
+async def record_trickles() -> dict[str, Any]:
+    janus_url, admin_url = f"http://127.0.0.1:{HTTP_PORT}/janus", f"http://127.0.0.1:{ADMIN_PORT}/admin"
+    async with aiohttp.ClientSession() as http:
+        return {name: await run_trickle_case(http, janus_url, admin_url, waits) for name, waits in trickle_cases.CASES.items()}
+
+
 def main() -> None:
     version = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "janus"], capture_output=True, text=True).stdout.strip()
+    if sys.argv[1:] == ["trickles"]:
+        with tempfile.TemporaryDirectory() as temporary:
+            folder = Path(temporary) / "trickles"
+            make_config(folder, admin_secret=None, candidates_timeout=trickle_cases.CANDIDATES_TIMEOUT)
+            with Janus(folder):
+                recorded = asyncio.run(record_trickles())
+        path = DATA / "janus_trickles.json"
+        path.write_text(json.dumps({"janus": version, "recordings": recorded}, indent=1) + "\n")
+        print(f"wrote {path}")
+        return
     recordings: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as temporary:
         for name, options in CONFIGS.items():

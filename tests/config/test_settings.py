@@ -47,6 +47,23 @@ def test_core_settings() -> None:
     assert settings.webrtc_interface == "127.0.0.1"
 
 
+def test_the_core_rtp_port_range_is_reported_as_unused() -> None:
+    """Janus's media.rtp_port_range bounds its WebRTC ports; fanout has one (webrtc_port)."""
+    _, refused = settings_of('media: { rtp_port_range = "20000-40000" }')
+    assert refused == [
+        'janus.jcfg: media.rtp_port_range = "20000-40000" is not used by fanout: every viewer is served on '
+        "fanout.webrtc_port (mountpoints' port = 0 take janus.plugin.streaming.jcfg's rtp_port_range)"
+    ]
+
+
+def test_log_settings() -> None:
+    """Janus's log keys; fanout's lines carry timestamps unless debug_timestamps = false."""
+    default, _ = settings_of("")
+    assert (default.log_to_stdout, default.log_to_file, default.debug_timestamps) == (True, None, True)
+    settings, _ = settings_of('general: { log_to_stdout = false; log_to_file = "/var/log/fanout.log"; debug_timestamps = false }')
+    assert (settings.log_to_stdout, settings.log_to_file, settings.debug_timestamps) == (False, "/var/log/fanout.log", False)
+
+
 def test_advertised_address_prefers_nat_mapping_then_interface_then_detection() -> None:
     both = 'general: { interface = "10.0.0.5" }\nnat: { nat_1_1_mapping = "198.51.100.1, 198.51.100.2" }'
     assert settings_of(both)[0].advertised_ips == ("198.51.100.1", "198.51.100.2")

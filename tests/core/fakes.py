@@ -156,6 +156,9 @@ class FakeEngine:
             raise KeyError(viewer_id)
         self.addresses.append((viewer_id, address))
 
+    def viewer_stats(self, viewer_id: int) -> dict[str, int]:
+        raise KeyError(viewer_id)  # the plugin never gave the stand-in engine a viewer
+
     def unprotect_rtcp(self, viewer_id: int, packet: bytes) -> bytes:
         if viewer_id not in self.viewers:
             raise KeyError(viewer_id)

@@ -138,6 +138,17 @@ API_SCENARIOS: dict[str, list[dict[str, Any]]] = {
         step("root", {"janus": "ping", "transaction": "s7", "handle_id": 5}),
         step("root", {"janus": "ping", "transaction": "s8", "session_id": 5}),
     ],
+    "missing_fields_at_a_session": [
+        create(),
+        attach(),
+        step("session", {"janus": "keepalive"}),
+        step("session", {"transaction": "nj"}),
+        step("handle", {"janus": "keepalive"}),
+        step("handle", {"transaction": "nj2"}),
+        step("session=123", {"janus": "keepalive"}),
+        step("session", {"janus": 5, "transaction": "t5"}),
+        step("session", {"janus": "destroy", "transaction": "x"}),
+    ],
     "create_with_id": [
         step("root", {"janus": "create", "transaction": "c1", "id": "{fixed}"}, save={"session": "data.id"}),
         step("root", {"janus": "create", "transaction": "c2", "id": "{fixed}"}),

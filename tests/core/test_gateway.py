@@ -47,14 +47,14 @@ SAME_AS_JANUS = (
     "janus", "version", "version_string", "commit-hash", "log-to-stdout", "log-to-file", "accepting-new-sessions",
     "session-timeout", "reclaim-session-timeout", "candidates-timeout", "ipv6", "ice-tcp", "ice-keepalive-conncheck",
     "full-trickle", "min-nack-queue", "nack-optimizations", "twcc-period", "dtls-mtu", "static-event-loops",
-    "api_secret", "auth_token", "event_handlers", "opaqueid_in_api", "events", "loggers",
+    "api_secret", "auth_token", "event_handlers", "opaqueid_in_api", "events", "loggers", "data_channels",
 )
 
 
 def test_info_has_janus_fields_in_janus_order() -> None:
     """Every field of Janus's server_info, in its order. Deliberately fanout's own: name, author,
-    compile-time, server-name, local-ip (configuration), data_channels (none), ice-lite and
-    ice-nomination (fanout is ICE-lite), mdns-enabled, dependencies, the transports' and plugins' texts."""
+    compile-time, server-name, local-ip (configuration), ice-lite and ice-nomination (fanout is
+    ICE-lite), mdns-enabled, dependencies, the transports' and plugins' texts."""
     janus = recording("janus_http_raw")["post_info"]["json"]
     core = Core()
     from fanout.transports.http import INFO as HTTP_INFO
@@ -71,7 +71,17 @@ def test_info_has_janus_fields_in_janus_order() -> None:
     for listed in (*info["transports"].values(), *info["plugins"].values()):
         assert list(listed) == ["name", "author", "description", "version_string", "version"]
     assert info["ice-lite"] is True
-    assert info["data_channels"] is False
+
+
+def test_info_names_the_log_file_as_janus() -> None:
+    """Janus 1.1.2 with ``log_to_file`` and ``log_to_stdout = false`` says so, and adds ``log-path``
+    after ``log-to-file`` (recorded by tests/admin/record_janus.py, config log_file)."""
+    settings = Settings(log_to_stdout=False, log_to_file="/var/log/fanout.log")
+    info = Core(settings=settings).gateway.server_info("i")
+    keys = list(info)
+    assert keys[keys.index("log-to-stdout") : keys.index("data_channels")] == ["log-to-stdout", "log-to-file", "log-path"]
+    assert (info["log-to-stdout"], info["log-to-file"], info["log-path"]) == (False, True, "/var/log/fanout.log")
+    assert "log-path" not in Core().gateway.server_info("i")
 
 
 async def test_info_and_ping_at_root() -> None:

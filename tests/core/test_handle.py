@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from fanout.admin.handle_info import handle_info
+from fanout.config.settings import Settings
 from fanout.core.handle import Handle
 from fanout.core.plugin import LocalOffer
 from fanout.webrtc.peer import AddressChanged, DtlsConnected, RtcpReceived
@@ -125,6 +127,57 @@ async def test_early_candidates_wait_for_the_answer() -> None:
     await answer(core, handle, offer)
     assert [str(candidate) for candidate in handle.peer.remote_candidates] == [CANDIDATE, OTHER_CANDIDATE]
     assert handle.peer.remote_end_of_candidates
+
+
+async def test_early_candidates_older_than_candidates_timeout_are_dropped() -> None:
+    """Janus's ``candidates_timeout``: a trickled candidate that waited that long for its SDP is
+    dropped when the SDP comes; handle_info counts every waiting one (``pending-trickles``)
+    until then, as Janus's does (tests/admin/test_candidates_timeout.py compares with Janus)."""
+    core = Core(settings=Settings(candidates_timeout=2))
+    sink = EventSink()
+    handle = await core.handle(await core.session(sink), sink)
+    handle.clock = core.clock  # the candidates wait on the fake clock
+    await trickle(core, handle, candidate={"candidate": CANDIDATE, "sdpMid": "a"})
+    core.clock.advance(2)
+    await trickle(core, handle, candidate={"candidate": OTHER_CANDIDATE, "sdpMid": "a"})
+    assert handle_info(core.gateway, handle)["pending-trickles"] == 2
+    await core.request(sink, janus="message", transaction="w", session_id=handle.session.id, handle_id=handle.id, body={"request": "watch"})
+    await asyncio.sleep(0)
+    offer = [event for event in sink.drain() if "jsep" in event][-1]["jsep"]["sdp"]
+    core.clock.advance(1.9)
+    await answer(core, handle, offer)
+    assert handle.peer is not None
+    assert [str(candidate) for candidate in handle.peer.remote_candidates] == [OTHER_CANDIDATE]
+    assert "pending-trickles" not in handle_info(core.gateway, handle)
+
+
+async def test_handle_info_follows_the_peer() -> None:
+    """``agent-created`` (after the flags, as in Janus) and the ``ice-restart`` flag: from the
+    restarting offer to its answer."""
+    core = Core()
+    handle, offer = await offered(core)
+    info = handle_info(core.gateway, handle)
+    assert handle.peer is not None and info["agent-created"] == int(handle.peer.created * 1_000_000)
+    assert list(info)[list(info).index("flags") + 1] == "agent-created"
+    assert info["flags"]["ice-restart"] is False
+    await answer(core, handle, offer)
+    handle.push_event(None, status("restart"), LocalOffer(OFFER.media, ice_restart=True))
+    assert handle_info(core.gateway, handle)["flags"]["ice-restart"] is True
+    await answer(core, handle, offer)
+    info = handle_info(core.gateway, handle)
+    assert info["flags"]["ice-restart"] is False
+    assert (info["webrtc"]["dtls"]["retransmissions"], info["webrtc"]["dtls"]["sctp-association"]) == (0, False)
+
+
+async def test_an_answer_with_data_channels_sets_the_flag() -> None:
+    core = Core()
+    handle, offer = await offered(core)
+    application = "\r\n".join(
+        ["m=application 9 UDP/DTLS/SCTP webrtc-datachannel", "c=IN IP4 0.0.0.0", "a=mid:d", "a=sctp-port:5000", ""]
+    )
+    await answer(core, handle, offer.replace("a=group:BUNDLE a v", "a=group:BUNDLE a v d") + application)
+    assert handle.remote_description is not None and handle.remote_description.media[-1].kind == "application"
+    assert handle_info(core.gateway, handle)["flags"]["data-channels"] is True
 
 
 async def test_candidates_after_the_answer() -> None:

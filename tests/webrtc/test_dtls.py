@@ -208,9 +208,11 @@ def test_retransmission_of_a_lost_flight() -> None:
     deadline = server.next_timeout()
     assert deadline is not None and deadline > 10.0
     time.sleep(deadline - 10.0 + 0.05)
+    assert server.retransmissions == 0
     server.handle_timeout(deadline + 0.05)
     assert server.drain_datagrams() != []
     assert server.next_timeout() is not None
+    assert server.retransmissions == 1  # handle_info's DTLS "retransmissions"
 
 
 def test_pack_records_keeps_records_whole() -> None:

@@ -327,8 +327,9 @@ def data_channel_peer() -> tuple[WebRtcPeer, Browser, SctpAssociation, DataChann
     association = SctpAssociation()
     channels = DataChannels(association, is_dtls_client=True)
     association.start(1.0)
+    assert not peer.sctp_established
     pump_sctp(peer, browser, association, channels)
-    assert association.established
+    assert association.established and peer.sctp_established  # handle_info's "sctp-association"
     assert DataChannelsReady() in peer.drain_events()
     return peer, browser, association, channels
 

@@ -74,13 +74,13 @@ class AdminApi:
 
     async def handle_request(self, message: Any) -> Message:
         request: Message = message if isinstance(message, dict) else {}
+        raw_session = request.get("session_id")
+        session_id = raw_session if isinstance(raw_session, int) and not isinstance(raw_session, bool) else 0
         try:
             transaction = _mandatory(request, "transaction", str, "a string", anonymous=True)
             janus = _mandatory(request, "janus", str, "a string", anonymous=True)
-        except JanusError as error:
-            return events.error(error.code, error.reason)
-        raw_session = request.get("session_id")
-        session_id = raw_session if isinstance(raw_session, int) and not isinstance(raw_session, bool) else 0
+        except JanusError as error:  # as Janus: no transaction to echo, but the session it was for
+            return events.error(error.code, error.reason, session_id=session_id)
         try:
             return await self._dispatch(request, janus.lower(), janus, transaction, session_id)
         except JanusError as error:
@@ -149,7 +149,7 @@ class AdminApi:
             "reclaim_session_timeout": settings.reclaim_session_timeout,
             "candidates_timeout": settings.candidates_timeout,
             "log_level": self.logs.janus_level,
-            "log_timestamps": True,
+            "log_timestamps": self.logs.timestamps,
             "log_colors": False,
             "locking_debug": False,
             "refcount_debug": False,

@@ -59,7 +59,7 @@ def handle_info(gateway: Gateway, handle: Handle, bytes_lastsec: dict[int, int] 
         "negotiated": remote is not None and not handle.offer_pending,
         "processing-offer": handle.offer_pending,
         "starting": peer is not None and not connected,
-        "ice-restart": False,
+        "ice-restart": peer is not None and peer.ice_restarting,
         "ready": connected,
         "stopped": peer is None and sent is not None,
         "alert": False,
@@ -67,7 +67,7 @@ def handle_info(gateway: Gateway, handle: Handle, bytes_lastsec: dict[int, int] 
         "all-trickles": peer is not None and peer.remote_end_of_candidates,
         "resend-trickles": False,
         "trickle-synced": False,
-        "data-channels": False,
+        "data-channels": remote is not None and any(m.kind == "application" and m.port for m in remote.media),
         "has-audio": remote is not None and any(m.kind == "audio" and m.port for m in remote.media),
         "has-video": remote is not None and any(m.kind == "video" and m.port for m in remote.media),
         "new-datachan-sdp": False,
@@ -76,10 +76,13 @@ def handle_info(gateway: Gateway, handle: Handle, bytes_lastsec: dict[int, int] 
         "e2ee": False,
     }
     if peer is not None:
+        info["agent-created"] = _usec(peer.created)
         info["ice-mode"] = "lite"
         info["ice-role"] = "controlled"
     sdps = {owner: jsep.sdp for owner, jsep in (("local", sent), ("remote", handle.remote_jsep)) if jsep is not None}
     info["sdps"] = {"profile": "UDP/TLS/RTP/SAVPF", **sdps} if sdps else {}
+    if handle.pending_trickles:
+        info["pending-trickles"] = handle.pending_trickles
     info["queued-packets"] = 0
     if peer is not None:
         info["webrtc"] = _webrtc(gateway, handle, (bytes_lastsec or {}).get(handle.id, 0))
@@ -96,9 +99,10 @@ def _webrtc(gateway: Gateway, handle: Handle, bytes_lastsec: int) -> dict[str, A
         "stream_id": 1,
         "component_id": 1,
         "state": peer.ice_state,
-        "local-candidates": [str(candidate) for candidate in endpoint.candidates()],
-        "remote-candidates": [str(candidate) for candidate in peer.remote_candidates],
+        "local-candidates": [_janus_candidate(candidate) for candidate in endpoint.candidates()],
     }
+    if peer.remote_candidates:  # as Janus: only when there are some
+        ice["remote-candidates"] = [_janus_candidate(candidate) for candidate in peer.remote_candidates]
     if peer.address is not None:
         ice["selected-pair"] = selected_pair(endpoint, peer.address)
     ice["ready"] = 1 if peer.address is not None else -1
@@ -112,11 +116,11 @@ def _webrtc(gateway: Gateway, handle: Handle, bytes_lastsec: int) -> dict[str, A
         {
             "dtls-role": {"active": "passive", "actpass": "passive", "passive": "active"}.get(setup or "", "actpass"),
             "dtls-state": peer.dtls_state,
-            "retransmissions": 0,
+            "retransmissions": peer.dtls_retransmissions,
             "valid": peer.dtls_state == "connected",
             "srtp-profile": SRTP_PROFILE_NAMES.get(peer.srtp_profile or "", "none"),
             "ready": peer.dtls_state == "connected",
-            "sctp-association": False,
+            "sctp-association": peer.sctp_established,
         }
     )
     engine_stats = _engine_stats(gateway, handle)
@@ -156,6 +160,11 @@ def _webrtc(gateway: Gateway, handle: Handle, bytes_lastsec: int) -> dict[str, A
         # the engine counts per viewer (all its media together): fanout's totals beside Janus's per-media blocks
         "stats": {"in": stats_in, "out": out},
     }
+
+
+def _janus_candidate(candidate: object) -> str:
+    """A candidate as Janus lists it: its SDP attribute's value without ``candidate:``."""
+    return str(candidate).removeprefix("candidate:")
 
 
 def _reception(report: Any) -> dict[str, Any]:

@@ -28,6 +28,7 @@ JANUS_TO_PYTHON = {
 }
 PYTHON_NAMES = {"debug": 7, "info": 4, "warning": 3, "error": 2, "critical": 1}
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TEXT_FORMAT_WITHOUT_TIME = "%(levelname)s %(name)s: %(message)s"
 _STANDARD_ATTRIBUTES = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
@@ -55,15 +56,38 @@ class LogControl:
     def __init__(self, janus_level: int = 4) -> None:
         self.janus_level = janus_level
         self.explicit = False  # the command line chose the level: the configuration does not change it
+        self.to_stdout = True
+        self.path: str | None = None  # the log file, if there is one
+        self.timestamps = True
 
-    def configure(self, janus_level: int, log_format: str = "text", stream: TextIO | None = None) -> None:
-        """Install one handler on the root logger (text or JSON lines) at ``janus_level``."""
-        handler = logging.StreamHandler(stream or sys.stdout)
-        handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    def configure(
+        self,
+        janus_level: int,
+        log_format: str = "text",
+        stream: TextIO | None = None,
+        *,
+        to_stdout: bool = True,
+        path: str | None = None,
+        timestamps: bool = True,
+    ) -> None:
+        """Install the root logger's handlers at ``janus_level``: text or JSON lines to ``stream``
+        (stdout) unless ``to_stdout`` is false, and appended to the file ``path`` if given (OSError
+        if it cannot be opened). Text lines start with a timestamp if ``timestamps``."""
+        formatter = JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT if timestamps else TEXT_FORMAT_WITHOUT_TIME)
+        handlers: list[logging.Handler] = []
+        if path is not None:
+            handlers.append(logging.FileHandler(path, encoding="utf-8"))
+        if to_stdout:
+            handlers.append(logging.StreamHandler(stream or sys.stdout))
         root = logging.getLogger()
         for previous in list(root.handlers):
             root.removeHandler(previous)
-        root.addHandler(handler)
+            if isinstance(previous, logging.FileHandler):
+                previous.close()
+        for handler in handlers:
+            handler.setFormatter(formatter)
+            root.addHandler(handler)
+        self.to_stdout, self.path, self.timestamps = to_stdout, path, timestamps
         self.set_level(janus_level)
 
     def set_level(self, janus_level: int) -> None:

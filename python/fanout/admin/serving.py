@@ -26,9 +26,16 @@ logger = logging.getLogger(__name__)
 
 
 def configure_logs(settings: Settings) -> None:
-    """``general.debug_level`` (unless ``--log-level`` was given) and ``fanout.log_format``."""
+    """``general.debug_level`` (unless ``--log-level`` was given), ``log_to_stdout``, ``log_to_file``,
+    ``debug_timestamps`` and ``fanout.log_format``. OSError if the log file cannot be opened."""
     level = LOGS.janus_level if LOGS.explicit else settings.debug_level
-    LOGS.configure(level, settings.log_format)
+    LOGS.configure(
+        level,
+        settings.log_format,
+        to_stdout=settings.log_to_stdout,
+        path=settings.log_to_file,
+        timestamps=settings.debug_timestamps,
+    )
 
 
 def event_bus_for(config: Config) -> EventBus:

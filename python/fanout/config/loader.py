@@ -49,7 +49,7 @@ class Config:
 
     def unsupported(self) -> list[str]:
         """One line per setting fanout ignores, e.g.
-        ``janus.jcfg: general.debug_timestamps is not supported by fanout and is ignored``."""
+        ``janus.jcfg: general.debug_colors is not supported by fanout and is ignored``."""
         lines = list(self.refused)
         for name, root in self.files.items():
             lines.extend(f"{name}: {key} is not supported by fanout and is ignored" for key in root.unread())

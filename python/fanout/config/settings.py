@@ -115,6 +115,9 @@ class Settings:
     token_auth: bool = False  # stored tokens (added with the Admin API) authorize Janus API requests
     admin_secret: str | None = None
     debug_level: int = DEFAULT_DEBUG_LEVEL  # Janus's 0 (none) .. 7 (everything)
+    log_to_stdout: bool = True
+    log_to_file: str | None = None  # a path: log lines are appended to that file too
+    debug_timestamps: bool = True  # fanout's lines carry a timestamp unless this is set false
     log_format: str = "text"
     broadcast: bool = False  # events.broadcast: event handlers on
     stats_period: int = DEFAULT_STATS_PERIOD  # seconds between media stats events, 0 = none
@@ -167,6 +170,13 @@ def read_settings(
     else:
         advertised = tuple(detect_ips())
 
+    rtp_port_range = _port_range(media, "rtp_port_range")
+    if rtp_port_range is not None:  # Janus's range for its WebRTC (ICE) ports
+        refused.append(
+            f'janus.jcfg: media.rtp_port_range = "{media.get_str("rtp_port_range")}" is not used by fanout: every viewer '
+            "is served on fanout.webrtc_port (mountpoints' port = 0 take janus.plugin.streaming.jcfg's rtp_port_range)"
+        )
+
     settings = Settings(
         server_name=_get_str(general, "server_name") or DEFAULT_SERVER_NAME,
         session_timeout=session_timeout,
@@ -176,6 +186,9 @@ def read_settings(
         token_auth=_get_bool(general, "token_auth", False),
         admin_secret=_get_str(general, "admin_secret") or None,
         debug_level=_debug_level(general),
+        log_to_stdout=_get_bool(general, "log_to_stdout", True),
+        log_to_file=_get_str(general, "log_to_file") or None,
+        debug_timestamps=_get_bool(general, "debug_timestamps", True),
         log_format=_choice(own, "log_format", LOG_FORMATS, "text"),
         broadcast=_get_bool(events, "broadcast", False),
         stats_period=_non_negative(events, "stats_period", DEFAULT_STATS_PERIOD),
@@ -184,7 +197,7 @@ def read_settings(
         metrics_port=_port(own, "metrics_port", 0, allow_zero=True) if own.get_int("metrics_port") is not None else None,
         interface=interface,
         nat_1_1_mapping=nat_mapping,
-        rtp_port_range=_port_range(media, "rtp_port_range"),
+        rtp_port_range=rtp_port_range,
         webrtc_port=_port(own, "webrtc_port", DEFAULT_WEBRTC_PORT, allow_zero=True),
         webrtc_interface=_bind_host(own, "webrtc_interface", None, "0.0.0.0"),
         engine_cores=_cores(own, "engine_cores"),

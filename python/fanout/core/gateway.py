@@ -148,13 +148,13 @@ class Gateway:
     async def handle_request(self, message: Any, connection: Connection | None) -> Message:
         """One request of the Janus API; returns the response (``success``, ``ack``, ``error``, ...)."""
         request: dict[str, Any] = message if isinstance(message, dict) else {}
+        raw_session = request.get("session_id")
+        session_id = raw_session if isinstance(raw_session, int) and not isinstance(raw_session, bool) else 0
         try:
             transaction = _mandatory(request, "transaction", str, "a string", anonymous=True)
             janus = _mandatory(request, "janus", str, "a string", anonymous=True)
-        except JanusError as error:
-            return events.error(error.code, error.reason)
-        raw_session = request.get("session_id")
-        session_id = raw_session if isinstance(raw_session, int) and not isinstance(raw_session, bool) else 0
+        except JanusError as error:  # as Janus: no transaction to echo, but the session it was for
+            return events.error(error.code, error.reason, session_id=session_id)
         try:
             return await self._dispatch(request, janus, transaction, session_id, connection)
         except JanusError as error:
@@ -276,6 +276,7 @@ class Gateway:
             engine=self.engine,
             clock=self._peer_clock,
             created=self.clock(),
+            candidates_timeout=self.settings.candidates_timeout,
         )
         try:
             plugin.create_session(handle)
@@ -365,7 +366,7 @@ class Gateway:
         if peer is not None and peer.address is not None:
             pair = selected_pair(self.endpoint, peer.address)
             self._emit_for(handle, EventType.WEBRTC, {"selected-pair": pair, **component}, WebRtcSubtype.SELECTED_PAIR)
-        self._emit_for(handle, EventType.WEBRTC, {"dtls": "connected", **component, "retransmissions": 0}, WebRtcSubtype.DTLS_STATE)
+        self._emit_for(handle, EventType.WEBRTC, {"dtls": "connected", **component, "retransmissions": peer.dtls_retransmissions if peer else 0}, WebRtcSubtype.DTLS_STATE)
         self._emit_for(handle, EventType.WEBRTC, {"connection": "webrtcup"}, WebRtcSubtype.PC_STATE)
         join_seconds = None if join_started is None else max(0.0, self.clock() - join_started)
         for listener in self.listeners:
@@ -459,9 +460,10 @@ class Gateway:
             "author": "fanout",
             "commit-hash": "not-a-git-repo",
             "compile-time": time.strftime("%a %b %d %H:%M:%S UTC %Y", self.started_at),
-            "log-to-stdout": True,
-            "log-to-file": False,
-            "data_channels": False,
+            "log-to-stdout": settings.log_to_stdout,
+            "log-to-file": settings.log_to_file is not None,
+            **({"log-path": settings.log_to_file} if settings.log_to_file is not None else {}),
+            "data_channels": True,  # data streams reach viewers over data channels
             "accepting-new-sessions": self.accepting_new_sessions,
             "session-timeout": settings.session_timeout,
             "reclaim-session-timeout": settings.reclaim_session_timeout,

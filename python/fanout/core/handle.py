@@ -20,6 +20,7 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from fanout.config.settings import DEFAULT_CANDIDATES_TIMEOUT
 from fanout.core import events
 from fanout.core.errors import JanusError, JanusErrorCode
 from fanout.core.notifications import HungUp, JsepReceived, JsepSent, PluginEventSent, WebRtcUp
@@ -65,6 +66,7 @@ class Handle:
         engine: Engine,
         clock: Callable[[], float],
         created: float,
+        candidates_timeout: float = DEFAULT_CANDIDATES_TIMEOUT,
     ) -> None:
         """``clock`` is the WebRTC peers' clock; ``created`` is on the gateway's."""
         self._id = handle_id
@@ -86,7 +88,8 @@ class Handle:
         self.remote_jsep: Jsep | None = None
         self._media_keys: WebRtcMediaKeys | None = None
         self._remote_description: sdp.SessionDescription | None = None
-        self._early_trickles: list[dict[str, Any]] = []
+        self._early_trickles: list[tuple[float, dict[str, Any]]] = []  # (when it came, the request)
+        self.candidates_timeout = candidates_timeout  # seconds early trickles wait for the SDP
         self._sdp_session_id = 0
         self._sdp_version = 0
 
@@ -220,8 +223,7 @@ class Handle:
             raise JanusError(Errors.JSEP_INVALID_SDP, SDP_PROCESSING_ERROR) from error
         self.offer_pending = False
         self._remote_description = description
-        early, self._early_trickles = self._early_trickles, []
-        for trickle_request in early:
+        for trickle_request in self._take_early_trickles():
             try:
                 self._apply_trickle(trickle_request)
             except JanusError as error:
@@ -251,9 +253,27 @@ class Handle:
         if "candidate" in request and "candidates" in request:
             raise JanusError(Errors.INVALID_JSON, "Can't have both candidate and candidates")
         if self._remote_description is None:
-            self._early_trickles.append(request)
+            self._early_trickles.append((self.clock(), request))
             return
         self._apply_trickle(request)
+
+    @property
+    def pending_trickles(self) -> int:
+        """Trickled candidates waiting for the SDP they belong to (those older than ``candidates_timeout`` included)."""
+        return len(self._early_trickles)
+
+    def _take_early_trickles(self) -> list[dict[str, Any]]:
+        """The trickles that waited for the SDP, but those that waited ``candidates_timeout`` or
+        longer: as Janus, those are dropped (when the SDP comes, not before); none wait now."""
+        now = self.clock()
+        early, self._early_trickles = self._early_trickles, []
+        fresh = [request for at, request in early if now - at < self.candidates_timeout]
+        if len(fresh) < len(early):
+            logger.info(
+                "handle %d: %d trickled candidate(s) dropped: they waited more than candidates_timeout (%g s) for the SDP",
+                self.id, len(early) - len(fresh), self.candidates_timeout,
+            )
+        return fresh
 
     def _apply_trickle(self, request: dict[str, Any]) -> None:
         if "candidates" in request:

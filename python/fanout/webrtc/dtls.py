@@ -167,6 +167,7 @@ class DtlsTransport:
         self.state = "new"
         self.keys: SrtpKeys | None = None
         self.application_data_received = 0
+        self.retransmissions = 0  # handshake flights sent again (their answer was late)
         self.mtu = mtu
         self._profiles = profiles
         self._fingerprint_mismatch = False
@@ -220,7 +221,8 @@ class DtlsTransport:
         if self._deadline is None or now < self._deadline or self.state != "connecting":
             return
         try:
-            self._connection.DTLSv1_handle_timeout()
+            if self._connection.DTLSv1_handle_timeout():
+                self.retransmissions += 1
         except SSL.Error as error:
             logger.info("DTLS retransmission gave up: %s", error)
             self._fail("DTLS handshake failed")

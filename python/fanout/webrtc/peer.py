@@ -122,6 +122,8 @@ class WebRtcPeer:
 
     def __init__(self, certificate: DtlsCertificate, now: float) -> None:
         self.certificate = certificate
+        self.created = now
+        self.ice_restarting = False  # new local credentials went out; the peer's answer has not come
         self._ice = IceLiteAgent(now)
         self.local_ufrag = self._ice.local_ufrag
         self.local_pwd = self._ice.local_pwd
@@ -165,6 +167,16 @@ class WebRtcPeer:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def dtls_retransmissions(self) -> int:
+        """DTLS handshake flights sent again."""
+        return self._dtls.retransmissions if self._dtls is not None else 0
+
+    @property
+    def sctp_established(self) -> bool:
+        """The SCTP association (data channels) is up."""
+        return self.sctp is not None and self.sctp.established
+
     # Inputs.
 
     def set_remote_description(self, description: RemoteDescription) -> None:
@@ -184,6 +196,7 @@ class WebRtcPeer:
         ):
             raise ValueError("the DTLS fingerprints or setup role changed")
         self.remote_description = description
+        self.ice_restarting = False
         self._ice.set_remote_credentials(description.ice_ufrag, description.ice_pwd)
         for candidate in description.candidates:
             self.add_remote_candidate(candidate)
@@ -208,6 +221,7 @@ class WebRtcPeer:
         if self._closed:
             return
         self._ice.restart()
+        self.ice_restarting = True
         self.local_ufrag = self._ice.local_ufrag
         self.local_pwd = self._ice.local_pwd
         self.remote_candidates = []

@@ -3,9 +3,10 @@
 Runs Debian's Janus 1.1.2 (`janus -F <folder>`) with only the Streaming plugin
 and the HTTP transport on 127.0.0.1:18095, twice: without and with an
 ``admin_key``. Writes tests/plugins/streaming/data/janus_management.json; with
-``simulcast``, records SIMULCAST_CASES into janus_simulcast.json instead.
+``simulcast``, records SIMULCAST_CASES into janus_simulcast.json instead; with ``watch``,
+watch_cases.py's WATCH_CASES into janus_watch.json.
 
-    .venv/bin/python -m tests.plugins.streaming.record_janus [simulcast]
+    .venv/bin/python -m tests.plugins.streaming.record_janus [simulcast|watch]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from tests.plugins.streaming.management_cases import (
     STRING_ID_CASES,
     run_case,
 )
+from tests.plugins.streaming.watch_cases import WATCH_CASES, run_watch_case
 
 DATA = Path(__file__).parent / "data"
 HTTP_PORT = 18095
@@ -108,6 +110,11 @@ def write(name: str, recordings: dict[str, Any]) -> None:
 async def main(arguments: list[str]) -> None:
     if arguments == ["simulcast"]:
         write("janus_simulcast.json", {"plain": await record("", SIMULCAST_CASES)})
+        return
+    if arguments == ["watch"]:
+        with running_janus() as url:
+            async with aiohttp.ClientSession() as http:
+                write("janus_watch.json", {"plain": {case: await run_watch_case(http, url, bodies) for case, bodies in WATCH_CASES.items()}})
         return
     recordings = {
         "plain": await record("", CASES),

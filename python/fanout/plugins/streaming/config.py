@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from fanout.config.network import address_of_interface, is_ip_address
 from fanout.plugins.streaming.codecs import KNOWN_CODECS, CodecInfo, codec_from_rtpmap
+from fanout.plugins.streaming.port_range import DEFAULT_RTP_PORT_RANGE
 
 if TYPE_CHECKING:
     from fanout._engine import SourceSrtpProfile
@@ -165,6 +167,7 @@ class StreamingSettings:
     admin_key: str | None = None  # needed to create mountpoints and to list private ones
     string_ids: bool = False  # mountpoint ids are strings, not numbers
     config_file: Path | None = None  # where "permanent" mountpoints are saved; None: nowhere
+    rtp_port_range: tuple[int, int] = DEFAULT_RTP_PORT_RANGE  # where a port 0 is taken
 
 
 MOUNTPOINT_KEYS = {
@@ -621,7 +624,15 @@ def streaming_settings_from_file(root: Mapping[str, Any], config_file: Path | No
     string_ids = general.get("string_ids", False)
     if not isinstance(string_ids, bool):
         raise ConfigError(f"{where('string_ids')}: 'string_ids' must be true or false")
-    return StreamingSettings(admin_key=admin_key, string_ids=string_ids, config_file=config_file)
+    port_range = DEFAULT_RTP_PORT_RANGE
+    text = general.get("rtp_port_range")
+    if text is not None:
+        match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text) if isinstance(text, str) else None
+        low, high = sorted((int(match.group(1)), int(match.group(2)))) if match else (0, 0)  # as Janus: either order
+        if not 1 <= low <= high <= 65535:
+            raise ConfigError(f"{where('rtp_port_range')}: 'rtp_port_range' must be a range of port numbers like \"20000-40000\", not {text!r}")
+        port_range = (low, high)
+    return StreamingSettings(admin_key=admin_key, string_ids=string_ids, config_file=config_file, rtp_port_range=port_range)
 
 
 def mountpoints_from_file(

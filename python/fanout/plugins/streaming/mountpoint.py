@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fanout.plugins.streaming.config import MountpointConfig, MountpointId, StreamConfig, h264_parameter_sets
 from fanout.plugins.streaming.data_source import DataSource
+from fanout.plugins.streaming.port_range import PortRange
 
 if TYPE_CHECKING:
     from fanout._engine import Engine, SourceStream
@@ -46,23 +48,38 @@ class Mountpoint:
 
     @classmethod
     def open(
-        cls, engine: Engine, config: MountpointConfig, engine_id: int, on_data: Callable[[bytes], None]
+        cls,
+        engine: Engine,
+        config: MountpointConfig,
+        engine_id: int,
+        on_data: Callable[[bytes], None],
+        port_range: PortRange | None = None,
     ) -> Mountpoint:
         """Bind the mountpoint's source ports in the engine (a simulcast stream's substreams
         1 and 2 after every stream's first), and its data port here (OSError if one is taken;
-        nothing stays bound then). ``on_data`` gets each data port datagram."""
+        nothing stays bound then). A port 0 is a free one of ``port_range`` (else the kernel's
+        pick). ``on_data`` gets each data port datagram."""
         sources = [source_stream(stream, config) for stream in config.streams]
         extra = [(stream, substream) for stream in config.streams for substream in range(1, stream.substreams)]
         sources += [substream_source(stream, config, substream) for stream, substream in extra]
+        data = config.data
+        if port_range is not None:
+            for source in sources:
+                if source["port"] == 0:
+                    source["port"] = port_range.pick(source["host"])
+                if source.get("rtcp_port") == 0:
+                    source["rtcp_port"] = port_range.pick(source["host"])
+            if data is not None and data.port == 0:
+                data = dataclasses.replace(data, port=port_range.pick(data.host))
         bound = engine.add_mountpoint(engine_id, sources)
         ports = bound[: len(config.streams)]
         substream_ports = {stream.mid: [port] for stream, port in zip(config.streams, ports) if stream.simulcast}
         for (stream, _), port in zip(extra, bound[len(config.streams) :]):
             substream_ports[stream.mid].append(port)
         mountpoint = cls(config, engine_id, ports, time.monotonic(), substream_ports)
-        if config.data is not None:
+        if data is not None:
             try:
-                mountpoint.data_source = DataSource(config.data, on_data)
+                mountpoint.data_source = DataSource(data, on_data)
             except OSError:
                 engine.remove_mountpoint(engine_id)
                 raise

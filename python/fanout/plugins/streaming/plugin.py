@@ -36,6 +36,7 @@ from fanout.plugins.streaming.config import MountpointConfig, MountpointConfigEr
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 from fanout.plugins.streaming.mountpoint import Mountpoint
 from fanout.plugins.streaming.offer_matching import data_mline, match_offer
+from fanout.plugins.streaming.port_range import PortRange
 from fanout.plugins.streaming.rtsp_source import RtspPull
 from fanout.plugins.streaming.viewer import ONE_BYTE_EXTENSION_IDS, Viewer, ViewerState, ViewerTrack
 from fanout.sources.rtsp.connection import RtspConnection
@@ -49,6 +50,18 @@ logger = logging.getLogger(__name__)
 
 Errors = StreamingErrorCode
 AsyncRequest = Callable[[Viewer, str, dict[str, Any], Jsep | None], None]
+
+
+def _kinds_left_out(body: dict[str, Any]) -> frozenset[str]:
+    """``watch``'s ``offer_audio``, ``offer_video`` and ``offer_data``: false leaves that kind out of the offer."""
+    left_out = set()
+    for kind in ("audio", "video", "data"):
+        offered = body.get(f"offer_{kind}", True)
+        if not isinstance(offered, bool):
+            raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type (offer_{kind} should be a boolean)")
+        if not offered:
+            left_out.add(kind)
+    return frozenset(left_out)
 
 
 def status_event(status: str) -> dict[str, Any]:
@@ -80,6 +93,7 @@ class StreamingPlugin(Plugin):
         self.engine = engine
         self.settings = settings or StreamingSettings()
         self.mountpoint_configs = mountpoints
+        self.port_range = PortRange(*self.settings.rtp_port_range)  # where a port 0 is taken
         self.mountpoints: dict[MountpointId, Mountpoint] = {}
         self._engine_ids = itertools.count(1)
         self.viewers: dict[int, Viewer] = {}
@@ -149,7 +163,7 @@ class StreamingPlugin(Plugin):
         if config.id in self.mountpoints:
             raise ValueError(f"mountpoint {config.id} already exists")
         mountpoint = Mountpoint.open(
-            self.engine, config, next(self._engine_ids), lambda data: self._relay_data(config.id, data)
+            self.engine, config, next(self._engine_ids), lambda data: self._relay_data(config.id, data), self.port_range
         )
         self.mountpoints[config.id] = mountpoint
         inputs = [f"{s.kind} {s.codec.name} port {p}" for s, p in zip(config.streams, mountpoint.ports)]
@@ -495,6 +509,7 @@ class StreamingPlugin(Plugin):
         if jsep is not None:
             self._answer_offer(viewer, transaction, body, jsep)
             return
+        left_out = _kinds_left_out(body)
         mountpoint = self._watchable_mountpoint(viewer, body)
         mids = body.get("media")
         if mids is not None and (not isinstance(mids, list) or not all(isinstance(m, str) for m in mids)):
@@ -504,7 +519,10 @@ class StreamingPlugin(Plugin):
             unknown = [mid for mid in mids if mountpoint.stream(mid) is None and mid != data_mid]
             if len(unknown) == len(mids):
                 raise StreamingError(Errors.INVALID_ELEMENT, "No valid mid in the media list")
-        viewer.watch(mountpoint, mids)
+        viewer.watch(mountpoint, mids, left_out)
+        if not viewer.tracks and viewer.data is None:
+            viewer.leave()
+            raise StreamingError(Errors.INVALID_REQUEST, "Can't offer an SDP with no audio, video or data for this mountpoint")
         offer = LocalOffer(media=viewer.offer_media())
         viewer.handle.push_event(transaction, status_event("preparing"), offer)
 
@@ -548,6 +566,8 @@ class StreamingPlugin(Plugin):
         return mountpoint
 
     def _start(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
+        """Take the client's answer, or resume a paused viewer. Without a JSEP while the offer
+        waits for its answer, Janus answers ``starting`` too; media flows once an answer came."""
         if viewer.mountpoint is None:
             raise StreamingError(Errors.NO_SUCH_MOUNTPOINT, "Can't start: no mountpoint set")
         if jsep is not None:
@@ -565,8 +585,6 @@ class StreamingPlugin(Plugin):
                 raise StreamingError(Errors.INVALID_SDP, "The answer rejected every stream")
             if viewer.state is ViewerState.OFFERED:
                 viewer.state = ViewerState.STARTING
-        elif viewer.state is ViewerState.OFFERED:
-            raise StreamingError(Errors.INVALID_STATE, "Can't start: the offer was not answered (start needs a JSEP answer)")
         elif viewer.state is ViewerState.PAUSED:
             viewer.state = ViewerState.STARTED if viewer.in_engine else ViewerState.STARTING
             if viewer.in_engine:

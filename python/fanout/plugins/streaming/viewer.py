@@ -202,17 +202,20 @@ class Viewer:
         reception = self.reception.setdefault(track.mid, Reception(track.stream.codec.clock_rate))
         reception.update(report)
 
-    def watch(self, mountpoint: Mountpoint, mids: list[str] | None) -> None:
+    def watch(self, mountpoint: Mountpoint, mids: list[str] | None, left_out: frozenset[str] = frozenset()) -> None:
+        """Offered ``mountpoint``'s streams (those ``mids`` names, if any), but none of the kinds
+        (``audio``, ``video``, ``data``) in ``left_out``."""
         self.mountpoint = mountpoint
         streams = mountpoint.config.streams
         playoutdelay_ext = mountpoint.config.playoutdelay_ext
         self.tracks = [
             ViewerTrack.offered(stream, playoutdelay_ext=playoutdelay_ext)
             for stream in streams
-            if not mids or stream.mid in mids
+            if (not mids or stream.mid in mids) and stream.kind not in left_out
         ]
         data = mountpoint.config.data
-        self.data = data if data is not None and (not mids or data.mid in mids) else None
+        wanted = data is not None and (not mids or data.mid in mids) and "data" not in left_out
+        self.data = data if wanted else None
         self.data_mid = self.data.mid if self.data is not None else None
         self.data_accepted = False
         self.data_paused = False
