@@ -22,21 +22,21 @@ const FIRST_REPORT_DELAY: Duration = Duration::from_secs(1);
 /// The WebRTC socket's send buffer (shared with the control plane's descriptor).
 const SEND_BUFFER_BYTES: libc::c_int = 4 << 20;
 
-use crate::batch::{SendMode, SLOT_SIZE};
-use crate::codec::Codec;
-use crate::ingest::IngestOptions;
-use crate::packet::GopCache;
-use crate::receiver::{
+use crate::egress::batch::{SendMode, SLOT_SIZE};
+use crate::egress::viewer::{RawAddress, StreamStart, Viewer, ViewerCounters, ViewerStream};
+use crate::egress::worker::{allowed_cores, Caches, Command, SendCounters, Worker, WorkerConfig, WorkerLoad};
+use crate::ingest::receiver::{
     bind_source_on, monotonic_ns, set_send_buffer, MediaKind, Receiver, ReceiverCommand, SourceStream, StreamCounters,
     WorkerDoor, WAKE_KEY,
 };
+use crate::ingest::source_rtcp::{for_each_keyframe_request, KeyframeReason, SourceRtcp};
+use crate::ingest::IngestOptions;
+use crate::media::packet::GopCache;
 use crate::ring;
-use crate::rtcp::{for_each_nack, is_rtcp};
-use crate::rtp::PlayoutDelay;
-use crate::source_rtcp::{for_each_keyframe_request, KeyframeReason, SourceRtcp};
-use crate::srtp::{Profile, SrtcpInbound, SrtpSession};
-use crate::viewer::{RawAddress, StreamStart, Viewer, ViewerCounters, ViewerStream};
-use crate::worker::{allowed_cores, Caches, Command, SendCounters, Worker, WorkerConfig, WorkerLoad};
+use crate::wire::codec::Codec;
+use crate::wire::rtcp::{for_each_nack, is_rtcp};
+use crate::wire::rtp::PlayoutDelay;
+use crate::wire::srtp::{Profile, SrtcpInbound, SrtpSession};
 
 /// Source packets waiting for one worker; past this the worker is overloaded and loses packets.
 const RING_PACKETS: usize = 8192;

@@ -1,21 +1,14 @@
 //! fanout's data plane: RTP in from the mountpoints' sources, a rewrite and
 //! SRTP protection per viewer, batched sends to the viewers.
 
-pub mod batch;
 pub mod bench;
-pub mod codec;
+pub mod egress;
 pub mod engine;
 pub mod ingest;
-pub mod packet;
+pub mod media;
 mod python;
-pub mod receiver;
 pub mod ring;
-pub mod rtcp;
-pub mod rtp;
-pub mod source_rtcp;
-pub mod srtp;
-pub mod viewer;
-pub mod worker;
+pub mod wire;
 
 use pyo3::prelude::*;
 

@@ -21,12 +21,12 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag};
-use crate::packet::{GopCache, History, Packet};
+use crate::egress::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag};
+use crate::egress::viewer::{RawAddress, Viewer, ViewerCounters, ViewerStream};
+use crate::media::packet::{GopCache, History, Packet};
 use crate::ring::Consumer;
-use crate::rtcp::{ntp_time, write_sender_report};
-use crate::rtp::PlayoutDelay;
-use crate::viewer::{RawAddress, Viewer, ViewerCounters, ViewerStream};
+use crate::wire::rtcp::{ntp_time, write_sender_report};
+use crate::wire::rtp::PlayoutDelay;
 
 /// Source packets taken from the ring in one pass.
 pub const MAX_PASS_PACKETS: usize = 512;

@@ -9,8 +9,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::receiver::{ReceivedPacket, MAX_RTP_LEN};
-use crate::rtp::RtpHeader;
+use crate::ingest::receiver::{ReceivedPacket, MAX_RTP_LEN};
+use crate::wire::rtp::RtpHeader;
 
 /// A source RTP packet and what the receiver found in it.
 pub struct Packet {

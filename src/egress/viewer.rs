@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::codec::Vp8Descriptor;
-use crate::packet::{GopCache, History, Packet};
+use crate::media::packet::{GopCache, History, Packet};
+use crate::wire::codec::Vp8Descriptor;
 
-use crate::receiver::ReceivedPacket;
-use crate::rtcp::SenderInfo;
-use crate::rtp::{PlayoutDelay, RtpHeader};
-use crate::srtp::{SrtpError, SrtpSession};
+use crate::ingest::receiver::ReceivedPacket;
+use crate::wire::rtcp::SenderInfo;
+use crate::wire::rtp::{PlayoutDelay, RtpHeader};
+use crate::wire::srtp::{SrtpError, SrtpSession};
 
 /// A socket address in the kernel's form, ready for sendmmsg.
 #[derive(Clone, Copy)]
@@ -1218,7 +1218,7 @@ mod tests {
     }
 
     fn viewer_of(stream: ViewerStream) -> Viewer {
-        let session = SrtpSession::new(crate::srtp::Profile::AeadAes128Gcm, &[7u8; 28]).unwrap();
+        let session = SrtpSession::new(crate::wire::srtp::Profile::AeadAes128Gcm, &[7u8; 28]).unwrap();
         Viewer::new(1, RawAddress::UNSPECIFIED, vec![stream], session, Instant::now())
     }
 

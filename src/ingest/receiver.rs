@@ -16,14 +16,14 @@ use std::sync::mpsc::{Receiver as CommandReceiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use crate::batch::SLOT_SIZE;
-use crate::codec::Codec;
+use crate::egress::batch::SLOT_SIZE;
+use crate::egress::worker::{Delivery, WorkerLoad};
+use crate::ingest::source_rtcp::SourceRtcp;
 use crate::ingest::{Ingest, IngestOptions, Verdict};
-use crate::packet::{GopCache, PacketPool};
+use crate::media::packet::{GopCache, PacketPool};
 use crate::ring::Producer;
-use crate::rtp::RtpHeader;
-use crate::source_rtcp::SourceRtcp;
-use crate::worker::{Delivery, WorkerLoad};
+use crate::wire::codec::Codec;
+use crate::wire::rtp::RtpHeader;
 
 /// Datagrams read per recvmmsg call.
 pub const RECEIVE_BATCH: usize = 32;
