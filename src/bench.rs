@@ -8,8 +8,7 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use crate::egress::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag, SLOT_SIZE};
-use crate::egress::viewer::RawAddress;
-use crate::egress::worker::pin_to_core;
+use crate::sys::{pin_to_core, RawAddress};
 use crate::wire::srtp::{Profile, SrtpSession};
 
 /// Nanoseconds of CPU this thread has used.

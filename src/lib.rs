@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod media;
 mod python;
 pub mod ring;
+pub mod sys;
 pub mod wire;
 
 use pyo3::prelude::*;

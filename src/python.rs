@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use crate::bench;
 use crate::egress::batch::SendMode;
-use crate::egress::viewer::RawAddress;
 use crate::engine::{
     self, EngineError, EngineOptions, MountpointStats, SourceConfig, ViewerStats, ViewerStreamConfig, WorkerStats,
 };
 use crate::ingest::IngestOptions;
+use crate::sys::RawAddress;
 use crate::wire::srtp::Profile;
 
 impl From<EngineError> for PyErr {

@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use crate::egress::viewer::RawAddress;
+use crate::sys::RawAddress;
 
 /// Room for the largest RTP packet the engine forwards plus its SRTP trailer.
 pub const SLOT_SIZE: usize = 2048;
