@@ -7,7 +7,8 @@ use std::hint::black_box;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use crate::egress::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag, SLOT_SIZE};
+use crate::egress::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag};
+use crate::media::packet::SLOT_SIZE;
 use crate::sys::{pin_to_core, RawAddress};
 use crate::wire::srtp::{Profile, SrtpSession};
 

@@ -22,15 +22,14 @@ const FIRST_REPORT_DELAY: Duration = Duration::from_secs(1);
 /// The WebRTC socket's send buffer (shared with the control plane's descriptor).
 const SEND_BUFFER_BYTES: libc::c_int = 4 << 20;
 
-use crate::egress::batch::{SendMode, SLOT_SIZE};
+use crate::egress::batch::SendMode;
 use crate::egress::viewer::{StreamStart, Viewer, ViewerCounters, ViewerStream};
 use crate::egress::worker::{Caches, Command, SendCounters, Worker, WorkerConfig, WorkerLoad};
-use crate::ingest::receiver::{
-    MediaKind, Receiver, ReceiverCommand, SourceStream, StreamCounters, WorkerDoor, WAKE_KEY,
-};
+use crate::ingest::receiver::{Receiver, ReceiverCommand, SourceStream, StreamCounters, WorkerDoor, WAKE_KEY};
 use crate::ingest::source_rtcp::{for_each_keyframe_request, KeyframeReason, SourceRtcp};
 use crate::ingest::IngestOptions;
-use crate::media::packet::GopCache;
+use crate::media::packet::{GopCache, SLOT_SIZE};
+use crate::media::MediaKind;
 use crate::ring;
 use crate::sys::{
     allowed_cores, bind_source_on, cvt, monotonic_ns, new_eventfd, random_bytes, register, set_send_buffer, wake,

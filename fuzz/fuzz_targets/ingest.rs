@@ -3,9 +3,9 @@
 //! packet it forwards or adds is valid RTP.
 #![no_main]
 
-use _engine::wire::codec::Codec;
 use _engine::ingest::{Ingest, IngestOptions, Verdict};
-use _engine::ingest::receiver::MediaKind;
+use _engine::media::MediaKind;
+use _engine::wire::codec::Codec;
 use _engine::wire::rtp::RtpHeader;
 use _engine::wire::srtp::{Profile, SrtpSession};
 use libfuzzer_sys::fuzz_target;

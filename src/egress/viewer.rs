@@ -5,11 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::media::packet::{GopCache, History, Packet};
+use crate::media::packet::{GopCache, History, Packet, ReceivedPacket};
 use crate::sys::RawAddress;
 use crate::wire::codec::Vp8Descriptor;
 
-use crate::ingest::receiver::ReceivedPacket;
 use crate::wire::rtcp::SenderInfo;
 use crate::wire::rtp::{PlayoutDelay, RtpHeader};
 use crate::wire::srtp::{SrtpError, SrtpSession};

@@ -25,7 +25,7 @@
 pub mod receiver;
 pub mod source_rtcp;
 
-use crate::ingest::receiver::MediaKind;
+use crate::media::MediaKind;
 use crate::wire::codec::{h264_carries_sps, H264_STAP_A};
 use crate::wire::rtp::{RtpHeader, FIXED_HEADER_LEN};
 use crate::wire::srtp::{Profile, SrtpError, SrtpInbound, SrtpSession};

@@ -16,11 +16,11 @@ use std::sync::mpsc::{Receiver as CommandReceiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::egress::batch::SLOT_SIZE;
 use crate::egress::worker::{Delivery, WorkerLoad};
 use crate::ingest::source_rtcp::SourceRtcp;
 use crate::ingest::{Ingest, IngestOptions, Verdict};
-use crate::media::packet::{GopCache, PacketPool};
+use crate::media::packet::{GopCache, PacketPool, ReceivedPacket, MAX_RTP_LEN, SLOT_SIZE};
+use crate::media::MediaKind;
 use crate::ring::Producer;
 use crate::sys::{monotonic_ns, socket_addr};
 use crate::wire::codec::Codec;
@@ -28,28 +28,8 @@ use crate::wire::rtp::RtpHeader;
 
 /// Datagrams read per recvmmsg call.
 pub const RECEIVE_BATCH: usize = 32;
-/// The largest RTP packet forwarded: the rest of a send slot is for the SRTP trailer.
-pub const MAX_RTP_LEN: usize = SLOT_SIZE - 64;
 /// A sequence number jump this large (either way) means the source restarted.
 const RESTART_SEQUENCE_JUMP: i16 = 3000;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MediaKind {
-    Audio,
-    Video,
-    Data,
-}
-
-impl MediaKind {
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "audio" => Some(Self::Audio),
-            "video" => Some(Self::Video),
-            "data" => Some(Self::Data),
-            _ => None,
-        }
-    }
-}
 
 /// What Python reads about a source stream while the engine runs.
 #[derive(Default)]
@@ -71,15 +51,6 @@ pub struct StreamCounters {
     pub skew_dropped: AtomicU64,
     /// How far skew compensation has moved the timestamps, in milliseconds (negative: back).
     pub skew_ms: AtomicI64,
-}
-
-/// A source packet that passed validation, with what every viewer needs of it.
-#[derive(Clone, Copy, Debug)]
-pub struct ReceivedPacket {
-    pub header: RtpHeader,
-    pub keyframe_start: bool,
-    /// Changes when the source restarts (new SSRC or a jump in sequence numbers).
-    pub epoch: u32,
 }
 
 /// One RTP input of a mountpoint.
