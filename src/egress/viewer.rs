@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use crate::media::packet::{GopCache, History, Packet, ReceivedPacket};
 use crate::sys::RawAddress;
 use crate::wire::codec::Vp8Descriptor;
-
 use crate::wire::rtcp::SenderInfo;
 use crate::wire::rtp::{PlayoutDelay, RtpHeader};
 use crate::wire::srtp::{SrtpError, SrtpSession};
