@@ -11,13 +11,14 @@ use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use _engine::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag, SLOT_SIZE};
+use _engine::egress::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag};
+use _engine::egress::viewer::{StreamStart, Viewer, ViewerStream};
 use _engine::engine::{Engine, EngineOptions, SourceConfig, ViewerStreamConfig};
 use _engine::ingest::IngestOptions;
-use _engine::receiver::ReceivedPacket;
-use _engine::rtp::RtpHeader;
-use _engine::srtp::{Profile, SrtpSession};
-use _engine::viewer::{RawAddress, StreamStart, Viewer, ViewerStream};
+use _engine::media::packet::{ReceivedPacket, SLOT_SIZE};
+use _engine::sys::RawAddress;
+use _engine::wire::rtp::RtpHeader;
+use _engine::wire::srtp::{Profile, SrtpSession};
 
 const PAYLOAD: usize = 1188;
 const PACKET: usize = 12 + PAYLOAD;

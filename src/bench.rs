@@ -7,10 +7,10 @@ use std::hint::black_box;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use crate::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag, SLOT_SIZE};
-use crate::srtp::{Profile, SrtpSession};
-use crate::viewer::RawAddress;
-use crate::worker::pin_to_core;
+use crate::egress::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag};
+use crate::media::packet::SLOT_SIZE;
+use crate::sys::{pin_to_core, RawAddress};
+use crate::wire::srtp::{Profile, SrtpSession};
 
 /// Nanoseconds of CPU this thread has used.
 pub fn thread_cpu_ns() -> u64 {

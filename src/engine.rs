@@ -22,21 +22,23 @@ const FIRST_REPORT_DELAY: Duration = Duration::from_secs(1);
 /// The WebRTC socket's send buffer (shared with the control plane's descriptor).
 const SEND_BUFFER_BYTES: libc::c_int = 4 << 20;
 
-use crate::batch::{SendMode, SLOT_SIZE};
-use crate::codec::Codec;
+use crate::egress::batch::SendMode;
+use crate::egress::viewer::{StreamStart, Viewer, ViewerCounters, ViewerStream};
+use crate::egress::worker::{Caches, Command, SendCounters, Worker, WorkerConfig, WorkerLoad};
+use crate::ingest::receiver::{Receiver, ReceiverCommand, SourceStream, StreamCounters, WorkerDoor, WAKE_KEY};
+use crate::ingest::source_rtcp::{for_each_keyframe_request, KeyframeReason, SourceRtcp};
 use crate::ingest::IngestOptions;
-use crate::packet::GopCache;
-use crate::receiver::{
-    bind_source_on, monotonic_ns, set_send_buffer, MediaKind, Receiver, ReceiverCommand, SourceStream, StreamCounters,
-    WorkerDoor, WAKE_KEY,
-};
+use crate::media::packet::{GopCache, SLOT_SIZE};
+use crate::media::MediaKind;
 use crate::ring;
-use crate::rtcp::{for_each_nack, is_rtcp};
-use crate::rtp::PlayoutDelay;
-use crate::source_rtcp::{for_each_keyframe_request, KeyframeReason, SourceRtcp};
-use crate::srtp::{Profile, SrtcpInbound, SrtpSession};
-use crate::viewer::{RawAddress, StreamStart, Viewer, ViewerCounters, ViewerStream};
-use crate::worker::{allowed_cores, Caches, Command, SendCounters, Worker, WorkerConfig, WorkerLoad};
+use crate::sys::{
+    allowed_cores, bind_source_on, cvt, monotonic_ns, new_eventfd, random_bytes, register, set_send_buffer, wake,
+    RawAddress,
+};
+use crate::wire::codec::Codec;
+use crate::wire::rtcp::{for_each_nack, is_rtcp};
+use crate::wire::rtp::PlayoutDelay;
+use crate::wire::srtp::{Profile, SrtcpInbound, SrtpSession};
 
 /// Source packets waiting for one worker; past this the worker is overloaded and loses packets.
 const RING_PACKETS: usize = 8192;
@@ -293,17 +295,6 @@ pub struct Engine {
     socket_family: libc::c_int,
 }
 
-fn new_eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: a plain system call; the result is checked and owned at once.
-    Ok(unsafe { OwnedFd::from_raw_fd(cvt(libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?) })
-}
-
-fn wake(fd: &OwnedFd) {
-    let one = 1u64.to_ne_bytes();
-    // SAFETY: writes 8 bytes from `one` to the eventfd.
-    unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
-}
-
 /// The cores to run workers on, checked.
 fn choose_cores(options: &EngineOptions) -> Result<Vec<usize>, EngineError> {
     let allowed = allowed_cores();
@@ -323,14 +314,6 @@ fn choose_cores(options: &EngineOptions) -> Result<Vec<usize>, EngineError> {
         }
     }
     Ok(cores.clone())
-}
-
-fn cvt(result: libc::c_int) -> io::Result<libc::c_int> {
-    if result < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(result)
-    }
 }
 
 /// Duplicates the control plane's UDP socket and finds its address family.
@@ -366,19 +349,6 @@ fn duplicate_udp_socket(fd: RawFd) -> Result<(OwnedFd, libc::c_int), EngineError
         return Err(invalid("the WebRTC socket must be an IPv4 or IPv6 socket"));
     }
     Ok((duplicate, family))
-}
-
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    let mut filled = 0;
-    while filled < N {
-        // SAFETY: writes at most N - filled bytes into `bytes[filled..]`.
-        let result = unsafe { libc::getrandom(bytes[filled..].as_mut_ptr().cast(), N - filled, 0) };
-        if result > 0 {
-            filled += result as usize;
-        }
-    }
-    bytes
 }
 
 fn in_range<T: TryFrom<i64>>(value: i64, what: &str, low: i64, high: i64) -> Result<T, EngineError> {
@@ -1123,10 +1093,4 @@ fn viewer_streams(
 /// (video then waits for the next keyframe): for measuring what it brings.
 fn keyframe_cache_disabled() -> bool {
     std::env::var_os("FANOUT_KEYFRAME_CACHE").is_some_and(|value| value == "0")
-}
-
-fn register(epoll: RawFd, fd: RawFd, key: u64) -> io::Result<()> {
-    let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: key };
-    // SAFETY: `event` is live for the call; epoll copies it.
-    cvt(unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) }).map(|_| ())
 }

@@ -1,21 +1,34 @@
 //! fanout's data plane: RTP in from the mountpoints' sources, a rewrite and
 //! SRTP protection per viewer, batched sends to the viewers.
+//!
+//! The modules form layers: a module uses modules of its own layer or of
+//! lower ones, never of a higher one, and no modules use each other in a
+//! cycle. `tests/engine/layers.rs` checks both against this table (a new
+//! top-level module needs a row here).
+//!
+//! | layer | modules | what they hold | may use |
+//! |---|---|---|---|
+//! | 6 | `python` | the PyO3 door: conversions from Python, the `Engine` class | 0–5 |
+//! | 5 | `engine`, `bench` | the engine handle that owns the threads; the machine's limits for `fanout bench` | 0–4 |
+//! | 4 | `ingest` | source sockets and the receiver thread, each stream's ingest stage, source RTCP | 0–3 |
+//! | 3 | `egress` | each viewer's rewrite and SRTP, the worker threads, batched sends | 0–2 |
+//! | 2 | `media` | shared source packets, their pool, histories, keyframe caches; `MediaKind` | 0–1 |
+//! | 1 | `wire` | byte formats and crypto: RTP, RTCP, SRTP, codec payloads | 0 |
+//! | 0 | `sys`, `ring` | OS helpers (sockets, eventfd, epoll, affinity, clock); the lock-free ring | std, libc |
+//!
+//! Ingest sits above egress because the receiver hands packets to the
+//! workers' rings (`egress::worker::Delivery`) and counts their overruns.
+//! The crate root only declares the modules and the Python module.
 
-pub mod batch;
 pub mod bench;
-pub mod codec;
+pub mod egress;
 pub mod engine;
 pub mod ingest;
-pub mod packet;
+pub mod media;
 mod python;
-pub mod receiver;
 pub mod ring;
-pub mod rtcp;
-pub mod rtp;
-pub mod source_rtcp;
-pub mod srtp;
-pub mod viewer;
-pub mod worker;
+pub mod sys;
+pub mod wire;
 
 use pyo3::prelude::*;
 

@@ -7,14 +7,14 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use crate::batch::SendMode;
 use crate::bench;
+use crate::egress::batch::SendMode;
 use crate::engine::{
     self, EngineError, EngineOptions, MountpointStats, SourceConfig, ViewerStats, ViewerStreamConfig, WorkerStats,
 };
 use crate::ingest::IngestOptions;
-use crate::srtp::Profile;
-use crate::viewer::RawAddress;
+use crate::sys::RawAddress;
+use crate::wire::srtp::Profile;
 
 impl From<EngineError> for PyErr {
     fn from(error: EngineError) -> Self {

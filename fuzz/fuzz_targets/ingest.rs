@@ -3,11 +3,11 @@
 //! packet it forwards or adds is valid RTP.
 #![no_main]
 
-use _engine::codec::Codec;
 use _engine::ingest::{Ingest, IngestOptions, Verdict};
-use _engine::receiver::MediaKind;
-use _engine::rtp::RtpHeader;
-use _engine::srtp::{Profile, SrtpSession};
+use _engine::media::MediaKind;
+use _engine::wire::codec::Codec;
+use _engine::wire::rtp::RtpHeader;
+use _engine::wire::srtp::{Profile, SrtpSession};
 use libfuzzer_sys::fuzz_target;
 
 const KEY: [u8; 30] = [3; 30];

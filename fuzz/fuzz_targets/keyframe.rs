@@ -3,7 +3,7 @@
 //! panic, and a picture ID written is the one read back.
 #![no_main]
 
-use _engine::codec::{h264_carries_sps, Codec, Vp8Descriptor};
+use _engine::wire::codec::{h264_carries_sps, Codec, Vp8Descriptor};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! report only what lies inside the packet.
 #![no_main]
 
-use _engine::rtcp::{for_each_nack, for_each_psfb, is_rtcp};
+use _engine::wire::rtcp::{for_each_nack, for_each_psfb, is_rtcp};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

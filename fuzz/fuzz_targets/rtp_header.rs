@@ -2,7 +2,7 @@
 //! accepts describes ranges inside the datagram.
 #![no_main]
 
-use _engine::rtp::{header_len, RtpHeader};
+use _engine::wire::rtp::{header_len, RtpHeader};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

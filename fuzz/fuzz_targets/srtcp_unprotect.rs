@@ -2,7 +2,7 @@
 //! never panics, and forged packets are refused.
 #![no_main]
 
-use _engine::srtp::{Profile, SrtcpInbound, SrtpSession};
+use _engine::wire::srtp::{Profile, SrtcpInbound, SrtpSession};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use _engine::batch::SendMode;
+use _engine::egress::batch::SendMode;
 use _engine::engine::{Engine, EngineOptions, SourceConfig, ViewerStreamConfig};
 use _engine::ingest::IngestOptions;
-use _engine::srtp::{Profile, SrtpSession};
+use _engine::wire::srtp::{Profile, SrtpSession};
 
 struct Counting;
 

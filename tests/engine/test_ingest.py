@@ -1,5 +1,5 @@
 """What the engine does to a source's datagrams before forwarding them
-(src/ingest.rs): SRTP sources, the SSRC lock, H.264 parameter sets, clock
+(src/ingest/mod.rs): SRTP sources, the SSRC lock, H.264 parameter sets, clock
 skew. Real sockets; libsrtp (pylibsrtp) encrypts the sources and decrypts what
 the viewers receive."""
 

@@ -6,7 +6,7 @@ keyframe every second (``keyframe_factor`` times the size of an interframe),
 bytes. The VP8 payload descriptor (RFC 7741) marks the first packet of each
 frame (S = 1, partition 0) and the VP8 frame header's P bit tells keyframes
 from interframes, so servers that wait for a keyframe (fanout's
-src/codec.rs, Janus) let a new viewer in at the next keyframe. Audio is one
+src/wire/codec.rs, Janus) let a new viewer in at the next keyframe. Audio is one
 Opus-sized packet every 20 ms.
 
 Every payload carries a :class:`Stamp` at :data:`STAMP_OFFSET`: the send time

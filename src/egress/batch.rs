@@ -12,10 +12,9 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use crate::viewer::RawAddress;
+use crate::media::packet::SLOT_SIZE;
+use crate::sys::RawAddress;
 
-/// Room for the largest RTP packet the engine forwards plus its SRTP trailer.
-pub const SLOT_SIZE: usize = 2048;
 /// The kernel's UDP_MAX_SEGMENTS.
 pub const MAX_GSO_SEGMENTS: u32 = 64;
 /// The largest UDP payload of one GSO message (an IPv4 datagram's limit).

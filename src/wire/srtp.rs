@@ -19,7 +19,7 @@ use hmac::digest::KeyInit as MacKeyInit;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
-use crate::rtp;
+use crate::wire::rtp;
 
 type Aes128Ctr = ctr::Ctr128BE<Aes128Enc>;
 type HmacSha1 = Hmac<Sha1>;

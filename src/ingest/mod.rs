@@ -1,3 +1,7 @@
+//! From a source's socket to shared packets: the receiver thread that reads
+//! every source socket and hands packets to the workers ([`receiver`]), each
+//! source stream's RTCP port ([`source_rtcp`]) and, here, the ingest stage.
+//!
 //! What a source stream does to each datagram before it becomes a shared
 //! packet, as the mountpoint's options ask (Janus's names in brackets):
 //!
@@ -18,10 +22,13 @@
 //! timestamp are moved by the stream's running shifts. Sans-IO: each method
 //! takes the time it runs at.
 
-use crate::codec::{h264_carries_sps, H264_STAP_A};
-use crate::receiver::MediaKind;
-use crate::rtp::{RtpHeader, FIXED_HEADER_LEN};
-use crate::srtp::{Profile, SrtpError, SrtpInbound, SrtpSession};
+pub mod receiver;
+pub mod source_rtcp;
+
+use crate::media::MediaKind;
+use crate::wire::codec::{h264_carries_sps, H264_STAP_A};
+use crate::wire::rtp::{RtpHeader, FIXED_HEADER_LEN};
+use crate::wire::srtp::{Profile, SrtpError, SrtpInbound, SrtpSession};
 
 /// The options of one source stream; the default changes nothing.
 #[derive(Clone, Debug, Default)]

@@ -9,8 +9,21 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::receiver::{ReceivedPacket, MAX_RTP_LEN};
-use crate::rtp::RtpHeader;
+use crate::wire::rtp::RtpHeader;
+
+/// Room for the largest RTP packet the engine forwards plus its SRTP trailer.
+pub const SLOT_SIZE: usize = 2048;
+/// The largest RTP packet forwarded: the rest of a send slot is for the SRTP trailer.
+pub const MAX_RTP_LEN: usize = SLOT_SIZE - 64;
+
+/// A source packet that passed validation, with what every viewer needs of it.
+#[derive(Clone, Copy, Debug)]
+pub struct ReceivedPacket {
+    pub header: RtpHeader,
+    pub keyframe_start: bool,
+    /// Changes when the source restarts (new SSRC or a jump in sequence numbers).
+    pub epoch: u32,
+}
 
 /// A source RTP packet and what the receiver found in it.
 pub struct Packet {

@@ -9,54 +9,27 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver as CommandReceiver, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::batch::SLOT_SIZE;
-use crate::codec::Codec;
+use crate::egress::worker::{Delivery, WorkerLoad};
+use crate::ingest::source_rtcp::SourceRtcp;
 use crate::ingest::{Ingest, IngestOptions, Verdict};
-use crate::packet::{GopCache, PacketPool};
+use crate::media::packet::{GopCache, PacketPool, ReceivedPacket, MAX_RTP_LEN, SLOT_SIZE};
+use crate::media::MediaKind;
 use crate::ring::Producer;
-use crate::rtp::RtpHeader;
-use crate::source_rtcp::SourceRtcp;
-use crate::worker::{Delivery, WorkerLoad};
+use crate::sys::{monotonic_ns, socket_addr};
+use crate::wire::codec::Codec;
+use crate::wire::rtp::RtpHeader;
 
 /// Datagrams read per recvmmsg call.
 pub const RECEIVE_BATCH: usize = 32;
-/// The largest RTP packet forwarded: the rest of a send slot is for the SRTP trailer.
-pub const MAX_RTP_LEN: usize = SLOT_SIZE - 64;
-const RECEIVE_BUFFER_BYTES: libc::c_int = 4 << 20;
 /// A sequence number jump this large (either way) means the source restarted.
 const RESTART_SEQUENCE_JUMP: i16 = 3000;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MediaKind {
-    Audio,
-    Video,
-    Data,
-}
-
-impl MediaKind {
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "audio" => Some(Self::Audio),
-            "video" => Some(Self::Video),
-            "data" => Some(Self::Data),
-            _ => None,
-        }
-    }
-}
-
-/// Nanoseconds on the engine's monotonic clock, never 0.
-pub fn monotonic_ns(now: Instant) -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    now.saturating_duration_since(epoch).as_nanos() as u64 + 1
-}
 
 /// What Python reads about a source stream while the engine runs.
 #[derive(Default)]
@@ -78,70 +51,6 @@ pub struct StreamCounters {
     pub skew_dropped: AtomicU64,
     /// How far skew compensation has moved the timestamps, in milliseconds (negative: back).
     pub skew_ms: AtomicI64,
-}
-
-/// A source packet that passed validation, with what every viewer needs of it.
-#[derive(Clone, Copy, Debug)]
-pub struct ReceivedPacket {
-    pub header: RtpHeader,
-    pub keyframe_start: bool,
-    /// Changes when the source restarts (new SSRC or a jump in sequence numbers).
-    pub epoch: u32,
-}
-
-/// Binds a source socket: non-blocking, with a large receive buffer.
-pub fn bind_source(host: &str, port: u16) -> io::Result<UdpSocket> {
-    bind_source_on(host, port, None)
-}
-
-/// Binds a source socket to `host`:`port`. When `host` is a multicast group the
-/// socket joins it, on the interface whose address is `interface` (IPv4), or on
-/// the one the kernel's routes choose.
-pub fn bind_source_on(host: &str, port: u16, interface: Option<&str>) -> io::Result<UdpSocket> {
-    let address = (host, port)
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no address for {host}")))?;
-    let socket = UdpSocket::bind(address)?;
-    match address.ip() {
-        IpAddr::V4(group) if group.is_multicast() => {
-            let on = match interface {
-                Some(text) => text.parse::<Ipv4Addr>().map_err(|_| {
-                    io::Error::new(io::ErrorKind::InvalidInput, format!("interface {text} is not an IPv4 address"))
-                })?,
-                None => Ipv4Addr::UNSPECIFIED,
-            };
-            socket.join_multicast_v4(&group, &on)?;
-        }
-        IpAddr::V6(group) if group.is_multicast() => socket.join_multicast_v6(&group, 0)?,
-        _ => {}
-    }
-    socket.set_nonblocking(true)?;
-    set_receive_buffer(socket.as_raw_fd(), RECEIVE_BUFFER_BYTES);
-    Ok(socket)
-}
-
-/// Asks for `bytes` of receive buffer: past the kernel's rmem_max when
-/// privileged (SO_RCVBUFFORCE), else as much as rmem_max allows.
-fn set_receive_buffer(fd: RawFd, bytes: libc::c_int) {
-    set_buffer(fd, bytes, [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF]);
-}
-
-/// The same for the send buffer (SO_SNDBUFFORCE, SO_SNDBUF).
-pub fn set_send_buffer(fd: RawFd, bytes: libc::c_int) {
-    set_buffer(fd, bytes, [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF]);
-}
-
-fn set_buffer(fd: RawFd, bytes: libc::c_int, options: [libc::c_int; 2]) {
-    let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    for option in options {
-        // SAFETY: `bytes` is a live c_int and `size` its size.
-        let result =
-            unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, option, (&bytes as *const libc::c_int).cast(), size) };
-        if result == 0 {
-            return;
-        }
-    }
 }
 
 /// One RTP input of a mountpoint.
@@ -370,26 +279,6 @@ impl ReceiveBatch {
     /// Datagram `i` is now `len` bytes long (after a change in place).
     pub fn set_len(&mut self, i: usize, len: usize) {
         self.headers[i].msg_len = len.min(SLOT_SIZE) as libc::c_uint;
-    }
-}
-
-/// A kernel socket address as a [`SocketAddr`] (IPv4 or IPv6).
-pub fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
-    let len = len as usize;
-    match libc::c_int::from(storage.ss_family) {
-        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family says the storage holds a sockaddr_in, and it is large and aligned enough.
-            let address = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = std::net::Ipv4Addr::from(u32::from_be(address.sin_addr.s_addr));
-            Some(SocketAddr::new(ip.into(), u16::from_be(address.sin_port)))
-        }
-        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: as above for sockaddr_in6.
-            let address = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = std::net::Ipv6Addr::from(address.sin6_addr.s6_addr);
-            Some(SocketAddr::new(ip.into(), u16::from_be(address.sin6_port)))
-        }
-        _ => None,
     }
 }
 
@@ -645,6 +534,7 @@ impl Receiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::bind_source;
 
     fn rtp(sequence: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
         let mut packet = vec![0x80, 96];

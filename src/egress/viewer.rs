@@ -1,77 +1,16 @@
 //! One viewer: where it is, what it receives of each source stream and how
 //! each packet is rewritten for it, its SRTP keys and its counters.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::codec::Vp8Descriptor;
-use crate::packet::{GopCache, History, Packet};
-
-use crate::receiver::ReceivedPacket;
-use crate::rtcp::SenderInfo;
-use crate::rtp::{PlayoutDelay, RtpHeader};
-use crate::srtp::{SrtpError, SrtpSession};
-
-/// A socket address in the kernel's form, ready for sendmmsg.
-#[derive(Clone, Copy)]
-pub struct RawAddress {
-    storage: libc::sockaddr_storage,
-    len: libc::socklen_t,
-}
-
-impl RawAddress {
-    // SAFETY: sockaddr_storage is plain old data; all zeros is AF_UNSPEC.
-    pub const UNSPECIFIED: Self = Self { storage: unsafe { std::mem::zeroed() }, len: 0 };
-
-    /// `address` as the socket family `family` (AF_INET or AF_INET6) takes it:
-    /// IPv4 addresses go to an IPv6 socket as IPv4-mapped addresses.
-    pub fn from_socket_addr(address: SocketAddr, family: libc::c_int) -> Option<Self> {
-        let mut raw = Self::UNSPECIFIED;
-        match (family, address.ip()) {
-            (libc::AF_INET, IpAddr::V4(ip)) => raw.write_v4(ip.octets(), address.port()),
-            (libc::AF_INET, IpAddr::V6(ip)) => raw.write_v4(ip.to_ipv4_mapped()?.octets(), address.port()),
-            (libc::AF_INET6, IpAddr::V4(ip)) => raw.write_v6(ip.to_ipv6_mapped().octets(), address.port()),
-            (libc::AF_INET6, IpAddr::V6(ip)) => raw.write_v6(ip.octets(), address.port()),
-            _ => return None,
-        }
-        Some(raw)
-    }
-
-    fn write_v4(&mut self, octets: [u8; 4], port: u16) {
-        let address = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(octets) },
-            sin_zero: [0; 8],
-        };
-        // SAFETY: sockaddr_storage is larger than and aligned for every sockaddr type.
-        unsafe { std::ptr::write((&mut self.storage as *mut libc::sockaddr_storage).cast(), address) };
-        self.len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    }
-
-    fn write_v6(&mut self, octets: [u8; 16], port: u16) {
-        let address = libc::sockaddr_in6 {
-            sin6_family: libc::AF_INET6 as libc::sa_family_t,
-            sin6_port: port.to_be(),
-            sin6_flowinfo: 0,
-            sin6_addr: libc::in6_addr { s6_addr: octets },
-            sin6_scope_id: 0,
-        };
-        // SAFETY: sockaddr_storage is larger than and aligned for every sockaddr type.
-        unsafe { std::ptr::write((&mut self.storage as *mut libc::sockaddr_storage).cast(), address) };
-        self.len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-    }
-
-    pub fn as_mut_ptr(&mut self) -> *mut libc::c_void {
-        (&mut self.storage as *mut libc::sockaddr_storage).cast()
-    }
-
-    pub fn socklen(&self) -> libc::socklen_t {
-        self.len
-    }
-}
+use crate::media::packet::{GopCache, History, Packet, ReceivedPacket};
+use crate::sys::RawAddress;
+use crate::wire::codec::Vp8Descriptor;
+use crate::wire::rtcp::SenderInfo;
+use crate::wire::rtp::{PlayoutDelay, RtpHeader};
+use crate::wire::srtp::{SrtpError, SrtpSession};
 
 /// What Python reads about a viewer while the engine runs.
 #[derive(Default)]
@@ -1218,7 +1157,7 @@ mod tests {
     }
 
     fn viewer_of(stream: ViewerStream) -> Viewer {
-        let session = SrtpSession::new(crate::srtp::Profile::AeadAes128Gcm, &[7u8; 28]).unwrap();
+        let session = SrtpSession::new(crate::wire::srtp::Profile::AeadAes128Gcm, &[7u8; 28]).unwrap();
         Viewer::new(1, RawAddress::UNSPECIFIED, vec![stream], session, Instant::now())
     }
 
@@ -1326,14 +1265,5 @@ mod tests {
             (50..=56).map(|sequence| viewer.streams[0].source_of(sequence).map(|(source, _)| source)).collect();
         assert_eq!(sources, [Some(200), Some(201), Some(205), Some(209), Some(211), Some(212), Some(213)]);
         assert_eq!(viewer.streams[0].source_of(57), None, "not sent yet");
-    }
-
-    #[test]
-    fn maps_addresses_to_the_sockets_family() {
-        let v4: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let v6: SocketAddr = "[::1]:5000".parse().unwrap();
-        assert_eq!(RawAddress::from_socket_addr(v4, libc::AF_INET).unwrap().socklen(), 16);
-        assert_eq!(RawAddress::from_socket_addr(v4, libc::AF_INET6).unwrap().socklen(), 28);
-        assert!(RawAddress::from_socket_addr(v6, libc::AF_INET).is_none());
     }
 }

@@ -14,19 +14,19 @@
 //! always refers to a live viewer.
 
 use std::collections::HashMap;
-use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag};
-use crate::packet::{GopCache, History, Packet};
+use crate::egress::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag};
+use crate::egress::viewer::{Viewer, ViewerCounters, ViewerStream};
+use crate::media::packet::{GopCache, History, Packet};
 use crate::ring::Consumer;
-use crate::rtcp::{ntp_time, write_sender_report};
-use crate::rtp::PlayoutDelay;
-use crate::viewer::{RawAddress, Viewer, ViewerCounters, ViewerStream};
+use crate::sys::{pin_to_core, RawAddress};
+use crate::wire::rtcp::{ntp_time, write_sender_report};
+use crate::wire::rtp::PlayoutDelay;
 
 /// Source packets taken from the ring in one pass.
 pub const MAX_PASS_PACKETS: usize = 512;
@@ -250,35 +250,6 @@ pub struct Worker {
     next_reports_at: Instant,
     /// Some viewer is receiving a burst from a keyframe cache.
     bursts_pending: bool,
-}
-
-/// Pins the calling thread to `core`.
-pub fn pin_to_core(core: usize) -> io::Result<()> {
-    // SAFETY: cpu_set_t is plain old data; CPU_SET checks nothing but stays in
-    // bounds for core < CPU_SETSIZE, checked first; sched_setaffinity(0) is this thread.
-    unsafe {
-        if core >= libc::CPU_SETSIZE as usize {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// The cores this process may run on.
-pub fn allowed_cores() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain old data; sched_getaffinity fills it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return vec![0];
-        }
-        (0..libc::CPU_SETSIZE as usize).filter(|&core| libc::CPU_ISSET(core, &set)).collect()
-    }
 }
 
 impl Worker {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::rtcp::{for_each_psfb, PSFB_PLI};
+use crate::wire::rtcp::{for_each_psfb, PSFB_PLI};
 
 /// At most one keyframe request per stream this often.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
@@ -227,7 +227,7 @@ fn parse_sender_report(packet: &[u8], now: Instant) -> Option<SourceSenderReport
 pub fn for_each_keyframe_request(packet: &[u8], mut asked: impl FnMut(u32)) {
     for_each_psfb(packet, |format, media_ssrc, fci| match format {
         PSFB_PLI => asked(media_ssrc),
-        crate::rtcp::PSFB_FIR => {
+        crate::wire::rtcp::PSFB_FIR => {
             // RFC 5104 section 4.3.1: the SSRC is in each FCI entry (media SSRC is 0).
             for entry in fci.chunks_exact(8) {
                 asked(u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]));
