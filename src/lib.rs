@@ -2,12 +2,15 @@
 //! SRTP protection per viewer, batched sends to the viewers.
 
 pub mod batch;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod codec;
 pub mod engine;
 pub mod ingest;
 pub mod packet;
 mod python;
+#[cfg(feature = "bench")]
+mod python_bench;
 pub mod receiver;
 pub mod ring;
 pub mod rtcp;
@@ -22,7 +25,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _engine(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<python::Engine>()?;
-    module.add_function(wrap_pyfunction!(python::bench_protect, module)?)?;
-    module.add_function(wrap_pyfunction!(python::bench_send, module)?)?;
+    #[cfg(feature = "bench")]
+    python_bench::register(module)?;
     Ok(())
 }
