@@ -8,7 +8,7 @@
 //!
 //! | layer | modules | what they hold | may use |
 //! |---|---|---|---|
-//! | 6 | `python` | the PyO3 door: conversions from Python, the `Engine` class | 0–5 |
+//! | 6 | `python`, `python_bench` | the PyO3 door: conversions from Python, the `Engine` class; the benchmarks' functions (feature `bench`) | 0–5 |
 //! | 5 | `engine`, `bench` | the engine handle that owns the threads; the machine's limits for `fanout bench` | 0–4 |
 //! | 4 | `ingest` | source sockets and the receiver thread, each stream's ingest stage, source RTCP | 0–3 |
 //! | 3 | `egress` | each viewer's rewrite and SRTP, the worker threads, batched sends | 0–2 |
@@ -20,12 +20,15 @@
 //! workers' rings (`egress::worker::Delivery`) and counts their overruns.
 //! The crate root only declares the modules and the Python module.
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod egress;
 pub mod engine;
 pub mod ingest;
 pub mod media;
 mod python;
+#[cfg(feature = "bench")]
+mod python_bench;
 pub mod ring;
 pub mod sys;
 pub mod wire;
@@ -35,7 +38,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _engine(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<python::Engine>()?;
-    module.add_function(wrap_pyfunction!(python::bench_protect, module)?)?;
-    module.add_function(wrap_pyfunction!(python::bench_send, module)?)?;
+    #[cfg(feature = "bench")]
+    python_bench::register(module)?;
     Ok(())
 }

@@ -4,16 +4,11 @@ use pyo3::exceptions::{PyKeyError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use std::os::fd::RawFd;
-use std::time::Duration;
-
-use crate::bench;
 use crate::egress::batch::SendMode;
 use crate::engine::{
     self, EngineError, EngineOptions, MountpointStats, SourceConfig, ViewerStats, ViewerStreamConfig, WorkerStats,
 };
 use crate::ingest::IngestOptions;
-use crate::sys::RawAddress;
 use crate::wire::srtp::Profile;
 
 impl From<EngineError> for PyErr {
@@ -345,58 +340,4 @@ fn parse_send_mode(name: &str) -> PyResult<SendMode> {
     SendMode::from_name(name).ok_or_else(|| {
         PyValueError::new_err(format!("send_mode must be \"gso\", \"sendmmsg\" or \"sendto\", got {name:?}"))
     })
-}
-
-/// Crypto only: copy + SRTP-protect `count` RTP packets of `rtp_size` bytes; ns per packet.
-#[pyfunction]
-pub fn bench_protect(py: Python<'_>, srtp_profile: &str, rtp_size: usize, count: u64) -> PyResult<f64> {
-    let profile = Profile::from_name(srtp_profile)
-        .ok_or_else(|| PyValueError::new_err(format!("unknown SRTP profile {srtp_profile:?}")))?;
-    if !(12..=1900).contains(&rtp_size) || count == 0 {
-        return Err(PyValueError::new_err("rtp_size must be in 12..=1900 and count positive"));
-    }
-    Ok(py.detach(|| bench::protect_cost(profile, rtp_size, count)))
-}
-
-/// Kernel only: the engine's sends of ready-made datagrams (see bench.rs).
-#[pyfunction]
-#[pyo3(signature = (socket_fd, addresses, *, send_mode, run_length, datagram_size, seconds, core=None))]
-#[allow(clippy::too_many_arguments)]
-pub fn bench_send<'py>(
-    py: Python<'py>,
-    socket_fd: RawFd,
-    addresses: Vec<(String, u16)>,
-    send_mode: &str,
-    run_length: usize,
-    datagram_size: usize,
-    seconds: f64,
-    core: Option<usize>,
-) -> PyResult<Bound<'py, PyDict>> {
-    let mode = parse_send_mode(send_mode)?;
-    let addresses = addresses
-        .iter()
-        .map(|(host, port)| {
-            let ip: std::net::IpAddr =
-                host.parse().map_err(|_| PyValueError::new_err(format!("not an IP address: {host:?}")))?;
-            RawAddress::from_socket_addr(std::net::SocketAddr::new(ip, *port), libc::AF_INET)
-                .ok_or_else(|| PyValueError::new_err("IPv4 addresses only"))
-        })
-        .collect::<PyResult<Vec<_>>>()?;
-    if addresses.is_empty()
-        || run_length == 0
-        || !(12..=2000).contains(&datagram_size)
-        || seconds.is_nan()
-        || seconds <= 0.0
-    {
-        return Err(PyValueError::new_err("bad bench_send arguments"));
-    }
-    let duration = Duration::from_secs_f64(seconds);
-    let cost = py.detach(|| bench::send_cost(socket_fd, addresses, mode, run_length, datagram_size, duration, core));
-    let result = PyDict::new(py);
-    result.set_item("packets", cost.packets)?;
-    result.set_item("bytes", cost.bytes)?;
-    result.set_item("failed", cost.failed)?;
-    result.set_item("cpu_ns", cost.cpu_ns)?;
-    result.set_item("wall_ns", cost.wall_ns)?;
-    Ok(result)
 }

@@ -326,6 +326,8 @@ class Engine:
     def close(self) -> None:
         """Stop the engine's threads and close every socket it opened. Idempotent."""
 
+# bench_protect and bench_send exist only in an engine built with the cargo feature "bench"
+# (scripts/setup's development install; src/python_bench.rs), for `fanout bench engine`.
 def bench_protect(srtp_profile: SrtpProfile, rtp_size: int, count: int) -> float:
     """Benchmarks only, "crypto only": copy and SRTP-protect ``count`` RTP packets
     of ``rtp_size`` bytes as a worker does; CPU nanoseconds per packet."""

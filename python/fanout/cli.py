@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import sys
 from pathlib import Path
 
-# fanout bench <name>: each benchmark parses its own options and is imported only when asked for.
-BENCHMARKS = {
-    "engine": ("fanout.bench.engine", "the data plane's throughput on this machine"),
-    "load": ("fanout.bench.load", "ramp real WebRTC viewers against fanout and/or Janus"),
-    "first-frame": ("fanout.bench.first_frame", "time to first frame in Chromium with janus.js"),
-}
+BENCH_MISSING = (
+    "fanout bench: the benchmarks are not installed (they are not part of a production install); "
+    "in a clone of the repository, ./scripts/setup installs them (or: pip install -e bench/)"
+)
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) >= 2 and argv[0] == "bench" and argv[1] in BENCHMARKS:
-        module, _ = BENCHMARKS[argv[1]]
-        sys.exit(importlib.import_module(module).main(argv[2:]))
+    if argv[:1] == ["bench"]:
+        sys.exit(bench(argv[1:]))
     args = _parser().parse_args(argv)
 
     from fanout.admin.logs import LOGS, PYTHON_NAMES
@@ -33,6 +29,18 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(args.config))
     except KeyboardInterrupt:
         pass
+
+
+def bench(argv: list[str]) -> int:
+    """``fanout bench ...``: runs the benchmarks of the fanout-bench distribution (bench/ in the repository)."""
+    try:
+        from fanout_bench.cli import main as bench_main
+    except ModuleNotFoundError as error:
+        if error.name != "fanout_bench":
+            raise
+        print(BENCH_MISSING, file=sys.stderr)
+        return 2
+    return bench_main(argv)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,8 +59,6 @@ def _parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="overrides general.debug_level of janus.jcfg (the Admin API's set_log_level changes it at run time)",
     )
-    bench = commands.add_parser("bench", help="measure fanout")
-    benches = bench.add_subparsers(dest="bench", required=True)
-    for name, (_, summary) in BENCHMARKS.items():
-        benches.add_parser(name, help=f"{summary} (see its --help)")
+    # Reached by `fanout --help` only: main() hands `fanout bench ...` to the benchmarks.
+    commands.add_parser("bench", help="measure fanout: engine, load, first-frame (the benchmarks in bench/)")
     return parser

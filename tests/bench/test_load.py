@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from fanout.bench.load import main as load_main
-from fanout.bench.load.netns import bench_namespace
-from fanout.bench.load.pool import PoolConfig, SamplePool, ViewerPool
-from fanout.bench.load.servers import AUDIO_PORT, MOUNTPOINT, VIDEO_PORT, FanoutServer
-from fanout.bench.load.source import RtpSource, SourceShape
+from fanout_bench.load import main as load_main
+from fanout_bench.load.netns import bench_namespace
+from fanout_bench.load.pool import PoolConfig, SamplePool, ViewerPool
+from fanout_bench.load.servers import AUDIO_PORT, MOUNTPOINT, VIDEO_PORT, FanoutServer
+from fanout_bench.load.source import RtpSource, SourceShape
 
 CHEAP, SAMPLES = 16, 4
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from fanout.bench.first_frame import run_joins
+from fanout_bench.first_frame import run_joins
 
 from tests.support.netns import require_root
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fanout.bench.chromium import CHROMIUM, CHROMIUM_FLAGS
+from fanout_bench.chromium import CHROMIUM, CHROMIUM_FLAGS
 from playwright.sync_api import Browser, sync_playwright
 
 from tests.support.netns import NetworkNamespace

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pylibsrtp
 
-from fanout.bench.load.source import AUDIO_PT, Stamp
+from fanout_bench.load.source import AUDIO_PT, Stamp
 
 _PROFILES = {
     "AEAD_AES_128_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,

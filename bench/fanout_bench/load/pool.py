@@ -22,10 +22,10 @@ from typing import Any
 
 import aiohttp
 
-from fanout.bench.load.kernel import udp_drops
-from fanout.bench.load.signaling import HttpJanus, JanusApi, WebSocketJanus
-from fanout.bench.load.viewer import JoinError, Viewer
 from fanout.webrtc.dtls import DtlsCertificate
+from fanout_bench.load.kernel import udp_drops
+from fanout_bench.load.signaling import HttpJanus, JanusApi, WebSocketJanus
+from fanout_bench.load.viewer import JoinError, Viewer
 
 logger = logging.getLogger(__name__)
 

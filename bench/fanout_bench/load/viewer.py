@@ -13,7 +13,7 @@ Then:
   keeps sending;
 - a *sample* viewer reads and decrypts everything (:class:`MediaMeter`).
 
-Both keep the Janus session alive (see :mod:`fanout.bench.load.pool`).
+Both keep the Janus session alive (see :mod:`fanout_bench.load.pool`).
 """
 
 from __future__ import annotations
@@ -27,10 +27,6 @@ import struct
 import time
 from dataclasses import dataclass
 
-from fanout.bench.load.answer import build_answer
-from fanout.bench.load.ice import Address, IceClient
-from fanout.bench.load.media import MediaMeter
-from fanout.bench.load.signaling import JanusApi, JanusError
 from fanout.webrtc.dtls import (
     SRTP_PROFILES,
     DtlsCertificate,
@@ -40,6 +36,10 @@ from fanout.webrtc.dtls import (
     SrtpKeys,
 )
 from fanout.webrtc.sdp import SdpError, parse_description
+from fanout_bench.load.answer import build_answer
+from fanout_bench.load.ice import Address, IceClient
+from fanout_bench.load.media import MediaMeter
+from fanout_bench.load.signaling import JanusApi, JanusError
 
 logger = logging.getLogger(__name__)
 

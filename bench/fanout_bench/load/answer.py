@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import secrets
 
-from fanout.bench.load.ice import HOST_PRIORITY
 from fanout.webrtc.sdp import RemoteDescription
+from fanout_bench.load.ice import HOST_PRIORITY
 
 
 def build_answer(

@@ -39,10 +39,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fanout.bench.chromium import CHROMIUM, CHROMIUM_FLAGS
-from fanout.bench.load import servers as janus_servers
-from fanout.bench.load.netns import bench_namespace
 from fanout.sources.testsource import testsource_command
+from fanout_bench.chromium import CHROMIUM, CHROMIUM_FLAGS
+from fanout_bench.load import servers as janus_servers
+from fanout_bench.load.netns import bench_namespace
 
 # Inside a private namespace every port is free.
 HTTP_PORT, WS_PORT, WEBRTC_PORT, AUDIO_PORT, VIDEO_PORT = 18088, 18188, 18300, 15002, 15004

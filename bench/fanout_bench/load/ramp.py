@@ -24,21 +24,21 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fanout.bench.load.kernel import (
+from fanout_bench.load.kernel import (
     core_times,
     process_cpu_seconds,
     softnet_dropped,
     udp_port_drops,
 )
-from fanout.bench.load.pool import (
+from fanout_bench.load.pool import (
     JoinReport,
     PoolConfig,
     SamplePool,
     ViewerPool,
     summarize_latency,
 )
-from fanout.bench.load.servers import AUDIO_PORT, MOUNTPOINT, VIDEO_PORT, Server
-from fanout.bench.load.source import RtpSource
+from fanout_bench.load.servers import AUDIO_PORT, MOUNTPOINT, VIDEO_PORT, Server
+from fanout_bench.load.source import RtpSource
 
 
 @dataclass(frozen=True)

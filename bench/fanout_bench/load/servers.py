@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-from fanout.bench.load.netns import DUMMY_INTERFACE, JANUS_ADDRESS
+from fanout_bench.load.netns import DUMMY_INTERFACE, JANUS_ADDRESS
 
 HTTP_PORT = 8088
 WS_PORT = 8188

@@ -23,10 +23,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fanout.bench.load.netns import bench_namespace
-from fanout.bench.load.ramp import Ramp, RampPlan, RampRunner, cpu_per_gbps
-from fanout.bench.load.report import capacity_table, plot, ratios, write_json
-from fanout.bench.load.servers import (
+from fanout_bench.load.netns import bench_namespace
+from fanout_bench.load.ramp import Ramp, RampPlan, RampRunner, cpu_per_gbps
+from fanout_bench.load.report import capacity_table, plot, ratios, write_json
+from fanout_bench.load.servers import (
     AUDIO_PORT,
     VIDEO_PORT,
     FanoutServer,
@@ -34,7 +34,7 @@ from fanout.bench.load.servers import (
     Server,
     raise_own_nofile,
 )
-from fanout.bench.load.source import RtpSource, SourceShape
+from fanout_bench.load.source import RtpSource, SourceShape
 
 RATES = {"2M": 2.0e6, "9.6M": 9.6e6}
 PROFILES = {"gcm": "AEAD_AES_128_GCM", "cm": "AES_CM_128_HMAC_SHA1_80"}

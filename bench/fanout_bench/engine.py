@@ -38,7 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fanout._engine import Engine, bench_protect, bench_send
+from fanout import _engine
+from fanout._engine import Engine
 
 if TYPE_CHECKING:
     from fanout._engine import SendMode, SrtpProfile
@@ -52,6 +53,10 @@ RTP_HEADER = 12
 FPS = 30
 OPUS_PAYLOAD = 160
 NETNS_ENV = "FANOUT_BENCH_NETNS"
+NO_BENCH_FEATURE = (
+    "fanout bench engine: this engine was built without its bench functions (cargo feature \"bench\"); "
+    "./scripts/setup builds it with them, as does MATURIN_PEP517_ARGS='--features bench' pip install -e ."
+)
 
 
 @dataclass
@@ -242,8 +247,8 @@ def measure_kernel(rig: Rig, name: str, send_mode: SendMode, core: int | None, a
     run = max(1, round(args.video_mbps * 1e6 / 8 / FPS / PAYLOAD))
     size = RTP_HEADER + PAYLOAD + SRTP_OVERHEAD[GCM]
     kernel_before = sum(udp_counters())
-    cost = bench_send(rig.webrtc.fileno(), rig.addresses, send_mode=send_mode, run_length=run,
-                      datagram_size=size, seconds=args.seconds, core=core)
+    cost = _engine.bench_send(rig.webrtc.fileno(), rig.addresses, send_mode=send_mode, run_length=run,
+                              datagram_size=size, seconds=args.seconds, core=core)
     delivered = sum(udp_counters()) - kernel_before
     seconds = cost["wall_ns"] / 1e9
     return Result(
@@ -256,7 +261,7 @@ def measure_kernel(rig: Rig, name: str, send_mode: SendMode, core: int | None, a
 
 
 def measure_crypto(name: str, profile: SrtpProfile) -> Result:
-    ns = bench_protect(profile, RTP_HEADER + PAYLOAD, 300_000)
+    ns = _engine.bench_protect(profile, RTP_HEADER + PAYLOAD, 300_000)
     size = RTP_HEADER + PAYLOAD + SRTP_OVERHEAD[profile]
     return Result(name=name, kind="crypto", gbps=size * 8 / ns, pps=1e9 / ns, cpu_cores=1.0, ns_per_packet=ns)
 
@@ -380,7 +385,7 @@ def in_namespace(argv: list[str]) -> int:
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        command = ["ip", "netns", "exec", name, sys.executable, "-m", "fanout.bench.engine", *argv]
+        command = ["ip", "netns", "exec", name, sys.executable, "-m", "fanout_bench.engine", *argv]
         return subprocess.run(command, check=False, env={**os.environ, NETNS_ENV: name}).returncode
     finally:
         subprocess.run(["ip", "netns", "delete", name], check=False)
@@ -404,6 +409,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    if not hasattr(_engine, "bench_send"):
+        progress(NO_BENCH_FEATURE)
+        return 2
     if not args.no_netns and os.environ.get(NETNS_ENV) is None:
         return in_namespace(argv)
     return run(args)

@@ -1,0 +1,29 @@
+"""``fanout bench <name>``: each benchmark parses its own options and is imported only when asked for."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS = {
+    "engine": ("fanout_bench.engine", "the data plane's throughput on this machine"),
+    "load": ("fanout_bench.load", "ramp real WebRTC viewers against fanout and/or Janus"),
+    "first-frame": ("fanout_bench.first_frame", "time to first frame in Chromium with janus.js"),
+}
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] in BENCHMARKS:
+        module, _ = BENCHMARKS[argv[0]]
+        result: int = importlib.import_module(module).main(argv[1:])
+        return result
+    parser().parse_args(argv)  # --help, or a usage error naming the benchmarks
+    return 2
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fanout bench", description="Measure fanout.")
+    benchmarks = parser.add_subparsers(dest="benchmark", required=True)
+    for name, (_, summary) in BENCHMARKS.items():
+        benchmarks.add_parser(name, help=f"{summary} (see its --help)")
+    return parser

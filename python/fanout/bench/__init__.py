@@ -1,1 +1,0 @@
-"""Benchmarks run as commands (``fanout bench ...``), never part of the test suite."""
