@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import os
 import re
 import socket
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from fanout.transports.listeners import RateLimitedLog, limit_resource_error_logs
 
 from tests.support.ports import free_ports
 from tests.support.server import FanoutProcess, ServerAddresses, write_config
@@ -278,3 +280,35 @@ def test_the_webrtc_port_binds_the_general_interface(tmp_path: Path) -> None:
     )
     with FanoutProcess(tmp_path / "config"):
         assert udp_addresses_bound_to(addresses.webrtc_port) == ["127.0.0.1"]
+
+
+def test_a_repeated_warning_is_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    log = RateLimitedLog(interval=10.0, clock=lambda: now[0])
+    for second in range(25):
+        now[0] = float(second)
+        log.warning("emfile", "accept failed")
+    assert [record.getMessage() for record in caplog.records] == [
+        "accept failed",
+        "accept failed (and 9 more times since the last report)",
+        "accept failed (and 9 more times since the last report)",
+    ]
+
+
+async def test_accept_errors_for_lack_of_descriptors_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    others: list[str] = []
+    loop.set_exception_handler(lambda loop, context: others.append(context["message"]))
+    try:
+        limit_resource_error_logs(loop)
+        for _ in range(100):
+            error = OSError(errno.EMFILE, "Too many open files")
+            loop.call_exception_handler({"message": "socket.accept() out of system resource", "exception": error})
+        loop.call_exception_handler({"message": "something else", "exception": ValueError("x")})
+    finally:
+        loop.set_exception_handler(previous)
+    assert [record.getMessage() for record in caplog.records] == [
+        "socket.accept() out of system resource: [Errno 24] Too many open files"
+    ]
+    assert others == ["something else"]

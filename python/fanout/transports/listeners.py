@@ -186,12 +186,12 @@ class _GuardedProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
         peer = transport.get_extra_info("peername")
         self.address = str(peer[0]) if peer else ""
         if not self.guard.admit(self):
             transport.abort()
             return
-        assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.guard.connections[transport] = self
         self._arm(self.guard.limits.header_timeout)

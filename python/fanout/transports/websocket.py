@@ -54,7 +54,7 @@ class WebSocketConnection:
         socket: web.WebSocketResponse,
         style: str,
         *,
-        transport: asyncio.BaseTransport | None = None,
+        transport: asyncio.Transport | None = None,
         max_send_queue: int = DEFAULT_WEBSOCKET_MAX_SEND_QUEUE,
         log: RateLimitedLog | None = None,
     ) -> None:
