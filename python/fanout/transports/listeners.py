@@ -148,7 +148,7 @@ class ConnectionGuard:
         if cap and self.per_address[connection.address] >= cap:
             CONNECTION_COUNTERS.refused_over_address_cap += 1
             self.log.warning(
-                f"cap:{connection.address}",
+                "address_cap",  # one key for every address: an attacker with many addresses floods no log
                 f"connection from {connection.address} refused: it holds {cap} connections (max_connections_per_address)",
             )
             return False
