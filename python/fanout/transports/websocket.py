@@ -66,7 +66,7 @@ class WebSocketConnection:
         self.queued_bytes = 0  # of the messages not yet handed to the socket
         self.dropped = False
         self._log = log or RateLimitedLog()
-        self._outgoing: asyncio.Queue[str | None] = asyncio.Queue()
+        self._outgoing: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()  # text, its size in bytes
         self._writer = asyncio.get_running_loop().create_task(self._write())
 
     def send_event(self, session_id: int, message: Message) -> None:
@@ -87,7 +87,7 @@ class WebSocketConnection:
             self._drop_slow_reader()
             return
         self.queued_bytes += size
-        self._outgoing.put_nowait(text)
+        self._outgoing.put_nowait((text, size))
 
     def _drop_slow_reader(self) -> None:
         """The client reads its replies slower than it asks for them: close its connection."""
@@ -102,10 +102,11 @@ class WebSocketConnection:
 
     async def _write(self) -> None:
         while True:
-            text = await self._outgoing.get()
-            if text is None:
+            queued = await self._outgoing.get()
+            if queued is None:
                 return
-            self.queued_bytes -= len(text.encode())
+            text, size = queued
+            self.queued_bytes -= size
             if self.socket.closed or self.dropped:
                 continue
             try:
@@ -173,8 +174,8 @@ class WebSocketTransport:
             return web.Response(status=400, text=f"the {self.subprotocol} subprotocol is required\n")
         limits = self.settings.limits
         socket = web.WebSocketResponse(
-            protocols=(self.subprotocol,), heartbeat=None, max_msg_size=limits.websocket_max_message
-        )
+            protocols=(self.subprotocol,), heartbeat=None, max_msg_size=limits.websocket_max_message + 1
+        )  # aiohttp refuses a message of max_msg_size bytes
         socket.headers["Access-Control-Allow-Origin"] = allow_origin or "*"
         await socket.prepare(request)
         connection = WebSocketConnection(
