@@ -240,6 +240,15 @@ async def test_a_slowloris_is_closed_after_the_header_timeout(target: Target, ht
     await wait_for_count(http, target, "header_timeouts", before + 1)
 
 
+async def test_a_post_body_that_never_ends_gets_408(target: Target) -> None:
+    """The headers promise a body that never comes in full: 408 after header_timeout, not a request held forever."""
+    reader, writer = await connect(target.addresses.http_port, "127.0.0.8")
+    writer.write(b"POST /janus HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n{")
+    status = await asyncio.wait_for(reader.readline(), DEADLINE)
+    assert status.startswith(b"HTTP/1.1 408"), status
+    writer.close()
+
+
 async def test_many_addresses_exhausting_descriptors_log_no_tracebacks(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     """Idle connections from many addresses, each under the cap, take every descriptor: asyncio's
     accept fails (EMFILE) and says so in one line, not a traceback per retry; once the header
