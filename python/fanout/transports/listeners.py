@@ -149,7 +149,8 @@ class ConnectionGuard:
             CONNECTION_COUNTERS.refused_over_address_cap += 1
             self.log.warning(
                 "address_cap",  # one key for every address: an attacker with many addresses floods no log
-                f"connection from {connection.address} refused: it holds {cap} connections (max_connections_per_address)",
+                f"connection from {connection.address} refused: it holds {cap} connections "
+                "(fanout.max_connections_per_address; raise it if many clients share an address, as behind a proxy)",
             )
             return False
         self.per_address[connection.address] += 1
