@@ -33,6 +33,7 @@ from fanout.plugins.streaming.config import (
 from fanout.plugins.streaming.plugin import StreamingPlugin
 from fanout.sources.testsource import testsource_command
 from fanout.transports.http import HttpTransport
+from fanout.transports.listeners import limit_resource_error_logs
 from fanout.transports.websocket import WebSocketTransport
 from fanout.webrtc.endpoint import WebRtcEndpoint
 from fanout.whep.routes import WhepService
@@ -57,6 +58,7 @@ async def serve(config_folder: Path | None) -> None:
         _exit_with(f"fanout: configuration error: {error}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    limit_resource_error_logs(loop)
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stop.set)
     try:

@@ -5,7 +5,7 @@ import pytest
 from fanout.config import network
 from fanout.config.jcfg import ConfigError, parse
 from fanout.config.network import InterfaceAddress, detect_advertised_ips
-from fanout.config.settings import HttpSettings, Settings, TlsFiles, WebSocketSettings, read_settings
+from fanout.config.settings import ConnectionLimits, HttpSettings, Settings, TlsFiles, WebSocketSettings, read_settings
 
 
 def settings_of(janus: str, http: str | None = None, websockets: str | None = None) -> tuple[Settings, list[str]]:
@@ -70,6 +70,40 @@ def test_advertised_address_prefers_nat_mapping_then_interface_then_detection() 
     assert settings_of('general: { interface = "10.0.0.5" }')[0].advertised_ips == ("10.0.0.5",)
     assert settings_of('general: { interface = "lo" }')[0].advertised_ips == ("127.0.0.1",)
     assert settings_of("")[0].advertised_ips == ("192.0.2.7",)
+
+
+def test_webrtc_port_binds_general_interface_unless_webrtc_interface_is_set() -> None:
+    assert settings_of('general: { interface = "10.0.0.5" }')[0].webrtc_interface == "10.0.0.5"
+    assert settings_of('general: { interface = "lo" }')[0].webrtc_interface == "127.0.0.1"
+    own = 'general: { interface = "10.0.0.5" }\nfanout: { webrtc_interface = "127.0.0.1" }'
+    assert settings_of(own)[0].webrtc_interface == "127.0.0.1"
+
+
+def test_connection_limits_apply_to_every_http_and_websocket_listener() -> None:
+    settings, refused = settings_of(
+        """fanout: { header_timeout = 2.5; idle_timeout = 30; max_connections_per_address = 0;
+                     websocket_max_message = 4096; websocket_max_send_queue = 65536 }""",
+        "",
+        "",
+    )
+    limits = ConnectionLimits(2.5, 30.0, 0, 4096, 65536)
+    assert settings.http.limits == limits and settings.websocket.limits == limits
+    assert refused == []
+    assert settings_of("")[0].http.limits == ConnectionLimits()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("header_timeout", "0", "header_timeout must be a positive number of seconds"),
+        ("idle_timeout", '"soon"', "idle_timeout must be a number"),
+        ("max_connections_per_address", "-1", "max_connections_per_address must not be negative"),
+        ("websocket_max_message", "0", "websocket_max_message must be positive"),
+    ],
+)
+def test_bad_connection_limits_are_refused(key: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        settings_of(f"fanout: {{ {key} = {value} }}")
 
 
 def test_detection_skips_loopback_and_down_interfaces(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,10 @@ has the feature). fanout's own keys live in a ``fanout`` group of janus.jcfg:
 ``metrics_interface`` (the Prometheus endpoint, off unless a port is set),
 ``log_format`` ("text" or "json"), ``engine_cores`` (the cores the engine's
 workers run on, e.g. "0,1"; default: one worker per core) and ``engine_pin``
-(pin each worker to its core, default true).
+(pin each worker to its core, default true). The limits every HTTP and
+WebSocket listener puts on its clients (:class:`ConnectionLimits`) are
+fanout keys too. ``webrtc_interface`` defaults to ``general.interface``'s
+address when that is set, else to every address.
 
 The keys that only configure a feature while it is off (``admin_port`` with
 ``admin_http = false``, the certificates without https/wss) are moot and not
@@ -16,6 +19,7 @@ reported.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Callable
@@ -39,6 +43,11 @@ DEFAULT_ADMIN_WS_PORT = 7188
 DEFAULT_ADMIN_WSS_PORT = 7989
 DEFAULT_DEBUG_LEVEL = 4
 DEFAULT_STATS_PERIOD = 5
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_IDLE_TIMEOUT = 60.0
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 200
+DEFAULT_WEBSOCKET_MAX_MESSAGE = 1024 * 1024
+DEFAULT_WEBSOCKET_MAX_SEND_QUEUE = 4 * 1024 * 1024
 LOG_FORMATS = ("text", "json")
 JSON_FORMATS = ("indented", "plain", "compact")
 
@@ -51,6 +60,17 @@ class TlsFiles:
     cert_key: str
     cert_pwd: str | None = None
     ciphers: str | None = None
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one client may hold of an HTTP or WebSocket listener (janus.jcfg's ``fanout`` group)."""
+
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT  # seconds from accept (or from a request's first byte) to its headers
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds a kept-alive connection may wait for its next request
+    max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS  # 0: no cap
+    websocket_max_message: int = DEFAULT_WEBSOCKET_MAX_MESSAGE  # bytes; a bigger message closes the socket (1009)
+    websocket_max_send_queue: int = DEFAULT_WEBSOCKET_MAX_SEND_QUEUE  # bytes of replies a client has not read
 
 
 @dataclass(frozen=True)
@@ -77,6 +97,7 @@ class HttpSettings:
     admin_secure_host: str = "0.0.0.0"
     admin_secure_port: int = DEFAULT_ADMIN_HTTPS_PORT
     admin_acl: tuple[str, ...] = ()
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 @dataclass(frozen=True)
@@ -101,6 +122,7 @@ class WebSocketSettings:
     admin_wss_host: str = "0.0.0.0"
     admin_wss_port: int = DEFAULT_ADMIN_WSS_PORT
     admin_acl: tuple[str, ...] = ()  # admin_ws_acl
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 @dataclass(frozen=True)
@@ -169,6 +191,7 @@ def read_settings(
         advertised = (interface_ip,)
     else:
         advertised = tuple(detect_ips())
+    limits = _connection_limits(own)
 
     rtp_port_range = _port_range(media, "rtp_port_range")
     if rtp_port_range is not None:  # Janus's range for its WebRTC (ICE) ports
@@ -199,14 +222,24 @@ def read_settings(
         nat_1_1_mapping=nat_mapping,
         rtp_port_range=rtp_port_range,
         webrtc_port=_port(own, "webrtc_port", DEFAULT_WEBRTC_PORT, allow_zero=True),
-        webrtc_interface=_bind_host(own, "webrtc_interface", None, "0.0.0.0"),
+        webrtc_interface=_bind_host(own, "webrtc_interface", None, interface_ip or "0.0.0.0"),
         engine_cores=_cores(own, "engine_cores"),
         engine_pin=_get_bool(own, "engine_pin", True),
         advertised_ips=advertised,
-        http=_http_settings(http, refused),
-        websocket=_websocket_settings(websockets, refused),
+        http=dataclasses.replace(_http_settings(http, refused), limits=limits),
+        websocket=dataclasses.replace(_websocket_settings(websockets, refused), limits=limits),
     )
     return settings, refused
+
+
+def _connection_limits(own: Group) -> ConnectionLimits:
+    return ConnectionLimits(
+        header_timeout=_positive_seconds(own, "header_timeout", DEFAULT_HEADER_TIMEOUT),
+        idle_timeout=_positive_seconds(own, "idle_timeout", DEFAULT_IDLE_TIMEOUT),
+        max_connections_per_address=_non_negative(own, "max_connections_per_address", DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
+        websocket_max_message=_positive(own, "websocket_max_message", DEFAULT_WEBSOCKET_MAX_MESSAGE),
+        websocket_max_send_queue=_positive(own, "websocket_max_send_queue", DEFAULT_WEBSOCKET_MAX_SEND_QUEUE),
+    )
 
 
 def _http_settings(root: Group | None, refused: list[str]) -> HttpSettings:
@@ -338,6 +371,22 @@ def _non_negative(group: Group, key: str, default: int) -> int:
     assert value is not None
     if value < 0:
         raise _error(group, key, "must not be negative")
+    return value
+
+
+def _positive(group: Group, key: str, default: int) -> int:
+    value = group.get_int(key, default)
+    assert value is not None
+    if value <= 0:
+        raise _error(group, key, f"must be positive, not {value}")
+    return value
+
+
+def _positive_seconds(group: Group, key: str, default: float) -> float:
+    value = group.get_float(key, default)
+    assert value is not None
+    if not 0 < value < float("inf"):
+        raise _error(group, key, f"must be a positive number of seconds, not {value}")
     return value
 
 

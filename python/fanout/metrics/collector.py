@@ -7,18 +7,22 @@ SSRC collisions, H.264 parameter sets, skew drops). Per engine worker (label ``w
 packets, overruns. The core: sessions, handles, PeerConnections that came up
 (the join latency histogram: from the request that began a PeerConnection to
 WebRTC up), hangups by reason, DTLS handshake failures. The event handlers:
-events sent, dropped (queue full) and failed (retries exhausted). Engine keys
+events sent, dropped (queue full) and failed (retries exhausted). The Janus and
+Admin APIs' connections closed for a limit (label ``limit``). Engine keys
 are read defensively: a key the engine does not report is left out.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from fanout.transports.listeners import CONNECTION_COUNTERS
 
 if TYPE_CHECKING:
     from fanout.core.gateway import Gateway
@@ -95,6 +99,7 @@ class StateCollector(Collector):
         yield from self._mountpoints()
         yield from self._workers()
         yield from self._event_handlers()
+        yield _connections_closed_by_limits()
 
     def _mountpoints(self) -> Iterable[Metric]:
         viewers = GaugeMetricFamily("fanout_viewers", "viewers the engine serves, per mountpoint", labels=["mountpoint"])
@@ -164,6 +169,17 @@ class StateCollector(Collector):
             queued.add_metric([handler.package], stats.get("queued", 0))
         yield from families.values()
         yield queued
+
+
+def _connections_closed_by_limits() -> CounterMetricFamily:
+    closed = CounterMetricFamily(
+        "fanout_connections_closed_by_limit",
+        "Janus and Admin API connections (HTTP, WebSocket) closed for a limit, by limit",
+        labels=["limit"],
+    )
+    for limit, count in dataclasses.asdict(CONNECTION_COUNTERS).items():
+        closed.add_metric([limit], count)
+    return closed
 
 
 def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:

@@ -125,7 +125,7 @@ class HttpTransport:
             gateway.register_transport(info)
 
     async def start(self) -> None:
-        serving = await serve(self.app, self.listeners)
+        serving = await serve(self.app, self.listeners, self.settings.limits)
         self._runner, self.port, self.secure_port = serving.runner, serving.port, serving.secure_port
         for listener, port in zip(self.listeners, serving.ports):
             logger.info("%s on %s://%s:%d%s", type(self).__name__, listener.scheme, listener.host, port, self.base or "/")
@@ -194,7 +194,10 @@ class HttpTransport:
         return self._json(events.error(JanusErrorCode.TRANSPORT_SPECIFIC, f"Unsupported method {request.method}"))
 
     async def _post(self, request: web.Request, segments: list[str]) -> web.Response:
-        body = await request.read()
+        try:
+            body = await asyncio.wait_for(request.read(), self.settings.limits.header_timeout)
+        except TimeoutError:
+            return web.Response(status=408, text="the request body did not come in time\n")
         try:
             message = jansson.loads(body)
         except jansson.JsonError as error:

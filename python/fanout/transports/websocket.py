@@ -6,6 +6,13 @@ happen, in order. When the socket closes its sessions are destroyed, or kept
 for ``reclaim_session_timeout`` seconds (to be ``claim``-ed) if that is set.
 It listens on ``ws_port`` (``ws = true``) and, with TLS, on ``wss_port``
 (``wss = true``); a client outside the ``ws_acl`` prefixes gets 403.
+
+Before any authentication a client meets the limits of its settings
+(:class:`~fanout.config.settings.ConnectionLimits`): a message longer than
+``websocket_max_message`` closes the socket with 1009 (message too big) as
+soon as its frame header says so, nothing of it buffered; a client that
+leaves more than ``websocket_max_send_queue`` bytes of replies and events
+unread is dropped (its connection closed; its sessions end as on any close).
 """
 
 from __future__ import annotations
@@ -14,14 +21,14 @@ import asyncio
 import logging
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, WebSocketError, web
 
-from fanout.config.settings import WebSocketSettings
+from fanout.config.settings import DEFAULT_WEBSOCKET_MAX_SEND_QUEUE, WebSocketSettings
 from fanout.core import events, jansson
 from fanout.core.errors import JanusErrorCode
 from fanout.core.gateway import Gateway, TransportInfo
 from fanout.transports.encoding import dumps
-from fanout.transports.listeners import Listener, acl_allows, serve
+from fanout.transports.listeners import CONNECTION_COUNTERS, Listener, RateLimitedLog, acl_allows, serve
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +49,24 @@ class WebSocketConnection:
 
     transport_package = "janus.transport.websockets"
 
-    def __init__(self, socket: web.WebSocketResponse, style: str) -> None:
+    def __init__(
+        self,
+        socket: web.WebSocketResponse,
+        style: str,
+        *,
+        transport: asyncio.Transport | None = None,
+        max_send_queue: int = DEFAULT_WEBSOCKET_MAX_SEND_QUEUE,
+        log: RateLimitedLog | None = None,
+    ) -> None:
         self.socket = socket
         self.style = style
         self.sessions: set[int] = set()
-        self._outgoing: asyncio.Queue[Message | None] = asyncio.Queue()
+        self.transport = transport
+        self.max_send_queue = max_send_queue
+        self.queued_bytes = 0  # of the messages not yet handed to the socket
+        self.dropped = False
+        self._log = log or RateLimitedLog()
+        self._outgoing: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()  # text, its size in bytes
         self._writer = asyncio.get_running_loop().create_task(self._write())
 
     def send_event(self, session_id: int, message: Message) -> None:
@@ -59,17 +79,38 @@ class WebSocketConnection:
         self.sessions.discard(session_id)
 
     def send(self, message: Message) -> None:
-        self._outgoing.put_nowait(message)
+        if self.dropped:
+            return
+        text = dumps(message, self.style)
+        size = len(text.encode())
+        if self.queued_bytes + size > self.max_send_queue:
+            self._drop_slow_reader()
+            return
+        self.queued_bytes += size
+        self._outgoing.put_nowait((text, size))
+
+    def _drop_slow_reader(self) -> None:
+        """The client reads its replies slower than it asks for them: close its connection."""
+        self.dropped = True
+        CONNECTION_COUNTERS.websocket_slow_readers += 1
+        self._log.warning(
+            "slow_reader",
+            f"WebSocket client dropped: it left over {self.max_send_queue} bytes of replies unread (websocket_max_send_queue)",
+        )
+        if self.transport is not None:
+            self.transport.abort()  # a close frame would wait behind what it does not read
 
     async def _write(self) -> None:
         while True:
-            message = await self._outgoing.get()
-            if message is None:
+            queued = await self._outgoing.get()
+            if queued is None:
                 return
-            if self.socket.closed:
+            text, size = queued
+            self.queued_bytes -= size
+            if self.socket.closed or self.dropped:
                 continue
             try:
-                await self.socket.send_str(dumps(message, self.style))
+                await self.socket.send_str(text)
             except ConnectionError as error:
                 logger.debug("WebSocket send failed: %s", error)
 
@@ -100,6 +141,7 @@ class WebSocketTransport:
         self.port: int | None = None  # the first plain listener's
         self.secure_port: int | None = None  # the first TLS listener's
         self.connections: set[WebSocketConnection] = set()
+        self.log = RateLimitedLog()
         self.app = web.Application()
         self.app.router.add_route("GET", "/{tail:.*}", self._accept)
         self._runner: web.AppRunner | None = None
@@ -107,7 +149,7 @@ class WebSocketTransport:
             gateway.register_transport(info)
 
     async def start(self) -> None:
-        serving = await serve(self.app, self.listeners)
+        serving = await serve(self.app, self.listeners, self.settings.limits)
         self._runner, self.port, self.secure_port = serving.runner, serving.port, serving.secure_port
         for listener, port in zip(self.listeners, serving.ports):
             scheme = "wss" if listener.tls is not None else "ws"
@@ -130,10 +172,15 @@ class WebSocketTransport:
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
         if self.subprotocol not in offered:
             return web.Response(status=400, text=f"the {self.subprotocol} subprotocol is required\n")
-        socket = web.WebSocketResponse(protocols=(self.subprotocol,), heartbeat=None, max_msg_size=0)
+        limits = self.settings.limits
+        socket = web.WebSocketResponse(
+            protocols=(self.subprotocol,), heartbeat=None, max_msg_size=limits.websocket_max_message + 1
+        )  # aiohttp refuses a message of max_msg_size bytes
         socket.headers["Access-Control-Allow-Origin"] = allow_origin or "*"
         await socket.prepare(request)
-        connection = WebSocketConnection(socket, self.settings.json)
+        connection = WebSocketConnection(
+            socket, self.settings.json, transport=request.transport, max_send_queue=limits.websocket_max_send_queue, log=self.log
+        )
         self.connections.add(connection)
         try:
             async for frame in socket:
@@ -142,12 +189,23 @@ class WebSocketTransport:
                 elif frame.type == WSMsgType.BINARY:
                     await self._receive(connection, frame.data.decode("utf-8", errors="replace"))
                 elif frame.type == WSMsgType.ERROR:
-                    logger.debug("WebSocket error: %s", socket.exception())
+                    self._receive_failed(request, frame.data)
         finally:
             self.connections.discard(connection)
             self.gateway.connection_closed(connection)
             await connection.close()
         return socket
+
+    def _receive_failed(self, request: web.Request, error: BaseException) -> None:
+        if isinstance(error, WebSocketError) and error.code == WSCloseCode.MESSAGE_TOO_BIG:
+            CONNECTION_COUNTERS.websocket_messages_too_big += 1
+            self.log.warning(
+                "too_big",
+                f"WebSocket from {request.remote} closed (1009): a message over {self.settings.limits.websocket_max_message} "
+                "bytes (websocket_max_message)",
+            )
+        else:
+            logger.debug("WebSocket error: %s", error)
 
     async def _receive(self, connection: WebSocketConnection, text: str) -> None:
         try:
