@@ -5,6 +5,7 @@ pub mod batch;
 pub mod bench;
 pub mod codec;
 pub mod engine;
+pub mod events;
 pub mod ingest;
 pub mod packet;
 mod python;
@@ -22,6 +23,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _engine(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<python::Engine>()?;
+    python::add_event_classes(module)?;
     module.add_function(wrap_pyfunction!(python::bench_protect, module)?)?;
     module.add_function(wrap_pyfunction!(python::bench_send, module)?)?;
     Ok(())

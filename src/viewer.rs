@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::codec::Vp8Descriptor;
+use crate::events::{Event, EventQueue};
 use crate::packet::{GopCache, History, Packet};
 
 use crate::receiver::ReceivedPacket;
@@ -372,15 +373,17 @@ impl ViewerStream {
     }
 
     /// The keyframe of the waiting move's source arrived: take it from now on.
-    fn take_next_source(&mut self) {
-        if let Some(source) = self.next_source.take() {
-            self.source = source;
-            self.waiting_for_keyframe = false;
-            self.anchor_needed = true;
-            self.end_burst();
-            self.skip_before = None;
-            self.follow_on();
-        }
+    /// The move made: (the source left, the source taken).
+    fn take_next_source(&mut self) -> Option<(usize, usize)> {
+        let from = self.source;
+        let source = self.next_source.take()?;
+        self.source = source;
+        self.waiting_for_keyframe = false;
+        self.anchor_needed = true;
+        self.end_burst();
+        self.skip_before = None;
+        self.follow_on();
+        Some((from, source))
     }
 
     fn follow_on(&mut self) {
@@ -830,6 +833,19 @@ pub struct Viewer {
     credit_at: Instant,
     /// Shared with the engine handle (source switches are counted here).
     counters: Arc<ViewerCounters>,
+    /// Where moves and starts from the keyframe cache are reported (None: nowhere).
+    events: Option<Arc<EventQueue>>,
+    /// The mountpoint the viewer takes its streams from (its worker keeps it current).
+    pub mountpoint_id: u64,
+}
+
+/// Counts and reports a viewer's stream moving from source stream `from` to `to` (positions).
+fn report_move(viewer: (u64, u64), counters: &ViewerCounters, events: Option<&EventQueue>, from: usize, to: usize) {
+    ViewerCounters::add(&counters.source_switches, 1);
+    if let Some(events) = events {
+        let (peer_id, mountpoint_id) = viewer;
+        events.push(Event::SubstreamMoved { peer_id, mountpoint_id, from, to });
+    }
 }
 
 impl Viewer {
@@ -852,6 +868,21 @@ impl Viewer {
             burst_credit: BURST_CREDIT_BYTES,
             credit_at: Instant::now(),
             counters: Arc::default(),
+            events: None,
+            mountpoint_id: 0,
+        }
+    }
+
+    /// Reports this viewer's moves and starts from the keyframe cache to `events`.
+    pub fn set_events(&mut self, events: Arc<EventQueue>) {
+        self.events = Some(events);
+    }
+
+    /// A stream started from a keyframe cache holding `packets` packets.
+    pub fn report_start_from_cache(&self, position: usize, packets: usize) {
+        if let Some(events) = &self.events {
+            let (peer_id, mountpoint_id) = (self.id, self.mountpoint_id);
+            events.push(Event::KeyframeFromCache { peer_id, mountpoint_id, position, packets });
         }
     }
 
@@ -860,9 +891,9 @@ impl Viewer {
         self.counters = counters;
     }
 
-    /// Counts a stream's move to another source stream.
-    pub fn count_source_switch(&self) {
-        ViewerCounters::add(&self.counters.source_switches, 1);
+    /// Counts and reports a stream's move from source stream `from` to `to` (positions).
+    pub fn count_source_switch(&self, from: usize, to: usize) {
+        report_move((self.id, self.mountpoint_id), &self.counters, self.events.as_deref(), from, to);
     }
 
     /// Whether a stream is sending a burst (and the viewer is not paused).
@@ -925,9 +956,8 @@ impl Viewer {
     pub fn set_paused(&mut self, paused: bool) {
         if self.paused && !paused {
             for stream in self.streams.iter_mut() {
-                if stream.next_source.is_some() {
-                    stream.take_next_source();
-                    ViewerCounters::add(&self.counters.source_switches, 1);
+                if let Some((from, to)) = stream.take_next_source() {
+                    report_move((self.id, self.mountpoint_id), &self.counters, self.events.as_deref(), from, to);
                 }
                 stream.restart();
             }
@@ -953,8 +983,9 @@ impl Viewer {
             if !received.keyframe_start || stream.paused || stream.held {
                 return None;
             }
-            stream.take_next_source();
-            ViewerCounters::add(&self.counters.source_switches, 1);
+            if let Some((from, to)) = stream.take_next_source() {
+                report_move((self.id, self.mountpoint_id), &self.counters, self.events.as_deref(), from, to);
+            }
         }
         let rewritten = stream.rewrite(packet, received, now, out)?;
         self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()
