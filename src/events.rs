@@ -68,11 +68,29 @@ pub enum Event {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EngineEvent {
     /// The viewer's stream that took source stream `index` takes `source_index` now.
-    SubstreamMoved { peer_id: u64, index: u32, source_index: u32 },
-    SourceSilent { mountpoint_id: u64, index: u32, silent_ms: u64 },
-    SourceResumed { mountpoint_id: u64, index: u32 },
-    SendQueueOverflow { peer_id: u64, dropped: u64 },
-    KeyframeFromCache { peer_id: u64, index: u32, packets: usize },
+    SubstreamMoved {
+        peer_id: u64,
+        index: u32,
+        source_index: u32,
+    },
+    SourceSilent {
+        mountpoint_id: u64,
+        index: u32,
+        silent_ms: u64,
+    },
+    SourceResumed {
+        mountpoint_id: u64,
+        index: u32,
+    },
+    SendQueueOverflow {
+        peer_id: u64,
+        dropped: u64,
+    },
+    KeyframeFromCache {
+        peer_id: u64,
+        index: u32,
+        packets: usize,
+    },
 }
 
 impl Event {
@@ -312,10 +330,20 @@ mod tests {
     fn positions_become_indexes_and_events_of_a_gone_mountpoint_are_dropped() {
         let index_of = |mountpoint_id: u64, position: usize| (mountpoint_id == 1).then(|| [5, 65541][position]);
         let moved = Event::SubstreamMoved { peer_id: 9, mountpoint_id: 1, from: 1, to: 0 };
-        assert_eq!(moved.resolve(index_of), Some(EngineEvent::SubstreamMoved { peer_id: 9, index: 65541, source_index: 5 }));
+        assert_eq!(
+            moved.resolve(index_of),
+            Some(EngineEvent::SubstreamMoved { peer_id: 9, index: 65541, source_index: 5 })
+        );
         let silent = Event::SourceSilent { mountpoint_id: 1, position: 1, silent_ms: 300 };
-        assert_eq!(silent.resolve(index_of), Some(EngineEvent::SourceSilent { mountpoint_id: 1, index: 65541, silent_ms: 300 }));
-        assert_eq!(Event::SourceResumed { mountpoint_id: 2, position: 0 }.resolve(index_of), None, "mountpoint 2 is gone");
+        assert_eq!(
+            silent.resolve(index_of),
+            Some(EngineEvent::SourceSilent { mountpoint_id: 1, index: 65541, silent_ms: 300 })
+        );
+        assert_eq!(
+            Event::SourceResumed { mountpoint_id: 2, position: 0 }.resolve(index_of),
+            None,
+            "mountpoint 2 is gone"
+        );
         let overflow = Event::SendQueueOverflow { peer_id: 3, dropped: 7 };
         assert_eq!(overflow.resolve(index_of), Some(EngineEvent::SendQueueOverflow { peer_id: 3, dropped: 7 }));
     }

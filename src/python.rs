@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use crate::batch::SendMode;
 use crate::bench;
-use crate::events::EngineEvent;
 use crate::engine::{
     self, EngineError, EngineOptions, MountpointStats, SourceConfig, ViewerStats, ViewerStreamConfig, WorkerStats,
 };
+use crate::events::EngineEvent;
 use crate::ingest::IngestOptions;
 use crate::srtp::Profile;
 use crate::viewer::RawAddress;

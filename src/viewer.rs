@@ -1292,6 +1292,28 @@ mod tests {
     }
 
     #[test]
+    fn a_move_is_reported_when_it_takes_effect_at_the_keyframe() {
+        let now = Instant::now();
+        let events = Arc::new(EventQueue::new().unwrap());
+        let mut viewer = viewer_of(stream(true, 1));
+        viewer.set_events(events.clone());
+        viewer.mountpoint_id = 4;
+        let mut out = [0u8; 1500];
+        let mut send = |viewer: &mut Viewer, source, sequence, keyframe| {
+            let packet = source_packet(sequence, 0, 1, &vp8_payload(true, 1, 0, 0, keyframe));
+            viewer.write_rtp(source, &packet, &received(&packet, keyframe, 0), now, &mut out)
+        };
+        assert!(send(&mut viewer, 0, 1, true).is_some());
+        assert!(!viewer.streams[0].move_to(1));
+        assert!(send(&mut viewer, 1, 100, false).is_none());
+        assert!(events.drain().is_empty(), "not moved before the keyframe");
+        assert!(send(&mut viewer, 1, 101, true).is_some());
+        assert_eq!(events.drain(), [Event::SubstreamMoved { peer_id: 1, mountpoint_id: 4, from: 0, to: 1 }]);
+        assert!(send(&mut viewer, 1, 102, true).is_some());
+        assert!(events.drain().is_empty(), "one event per move");
+    }
+
+    #[test]
     fn a_viewer_resumed_after_a_pause_takes_the_waiting_move_at_once() {
         let now = Instant::now();
         let mut viewer = viewer_of(stream(false, 1));

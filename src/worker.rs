@@ -399,8 +399,12 @@ impl Worker {
                     self.slots.push(None);
                     (self.slots.len() - 1) as u32
                 });
-                let overflow =
-                    OverflowReport { peer_id: viewer.id, events: self.events.clone(), unreported: 0, reported_at: None };
+                let overflow = OverflowReport {
+                    peer_id: viewer.id,
+                    events: self.events.clone(),
+                    unreported: 0,
+                    reported_at: None,
+                };
                 self.slots[slot as usize] = Some(ViewerSlot { counters, totals, gso: true, overflow });
                 viewer.slot = slot;
                 viewer.mountpoint_id = mountpoint_id;
@@ -825,6 +829,22 @@ fn flush(send: &mut SendBatch, fd: RawFd, slots: &mut [Option<ViewerSlot>], load
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_are_reported_at_once_then_at_most_once_an_interval() {
+        let events = Arc::new(EventQueue::new().unwrap());
+        let mut report = OverflowReport { peer_id: 7, events: events.clone(), unreported: 0, reported_at: None };
+        let start = Instant::now();
+        report.dropped(3, start);
+        assert_eq!(events.drain(), [Event::SendQueueOverflow { peer_id: 7, dropped: 3 }]);
+        report.dropped(2, start + Duration::from_millis(10));
+        report.dropped(4, start + Duration::from_millis(500));
+        assert!(events.drain().is_empty(), "within the interval: counted, not reported");
+        report.dropped(1, start + OVERFLOW_REPORT_INTERVAL);
+        assert_eq!(events.drain(), [Event::SendQueueOverflow { peer_id: 7, dropped: 7 }], "the drops since the last");
+    }
+
     #[test]
     fn each_pass_starts_with_the_next_viewer() {
         let mut viewers = [1, 2, 3];
