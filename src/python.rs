@@ -401,17 +401,29 @@ pub struct KeyframeFromCache {
     packets: usize,
 }
 
-macro_rules! event_repr {
-    ($($class:ident),*) => {$(
+macro_rules! event_methods {
+    ($($class:ident($($field:ident: $type:ty),*)),*) => {$(
         #[pymethods]
         impl $class {
+            /// Made by the engine; made in Python for tests of what handles them.
+            #[new]
+            fn new($($field: $type),*) -> Self {
+                Self { $($field),* }
+            }
+
             fn __repr__(&self) -> String {
                 format!("{self:?}").replace(" {", "(").replace(" }", ")").replace(": ", "=")
             }
         }
     )*};
 }
-event_repr!(SubstreamMoved, SourceSilent, SourceResumed, SendQueueOverflow, KeyframeFromCache);
+event_methods!(
+    SubstreamMoved(peer_id: u64, index: u32, source_index: u32),
+    SourceSilent(mountpoint_id: u64, index: u32, silent_ms: u64),
+    SourceResumed(mountpoint_id: u64, index: u32),
+    SendQueueOverflow(peer_id: u64, dropped: u64),
+    KeyframeFromCache(peer_id: u64, index: u32, packets: usize)
+);
 
 fn event_object(py: Python<'_>, event: EngineEvent) -> PyResult<Py<PyAny>> {
     Ok(match event {

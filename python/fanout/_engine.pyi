@@ -352,6 +352,7 @@ class SubstreamMoved:
     (set_viewer_stream_source: at that stream's keyframe, or at once if it had sent
     nothing or was paused). ``peer_id`` is the viewer id."""
 
+    def __init__(self, peer_id: int, index: int, source_index: int) -> None: ...
     @property
     def peer_id(self) -> int: ...
     @property
@@ -365,6 +366,7 @@ class SourceSilent:
     packet, when the engine noticed. Once per silence; a stream that never sent is
     silent from the start without this event."""
 
+    def __init__(self, mountpoint_id: int, index: int, silent_ms: int) -> None: ...
     @property
     def mountpoint_id(self) -> int: ...
     @property
@@ -375,6 +377,7 @@ class SourceSilent:
 class SourceResumed:
     """Source stream ``index`` sends: its first packet, or the first after a SourceSilent."""
 
+    def __init__(self, mountpoint_id: int, index: int) -> None: ...
     @property
     def mountpoint_id(self) -> int: ...
     @property
@@ -385,6 +388,7 @@ class SendQueueOverflow:
     buffer stayed full. Reported at the first drop, then at most once a second
     with the drops since the last report."""
 
+    def __init__(self, peer_id: int, dropped: int) -> None: ...
     @property
     def peer_id(self) -> int: ...
     @property
@@ -394,6 +398,7 @@ class KeyframeFromCache:
     """The viewer's stream taking source stream ``index`` started from its keyframe
     cache (``packets`` packets), on joining, resuming or switching."""
 
+    def __init__(self, peer_id: int, index: int, packets: int) -> None: ...
     @property
     def peer_id(self) -> int: ...
     @property
