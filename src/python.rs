@@ -412,7 +412,7 @@ macro_rules! event_methods {
             }
 
             fn __repr__(&self) -> String {
-                format!("{self:?}").replace(" {", "(").replace(" }", ")").replace(": ", "=")
+                format!("{self:?}").replacen(" { ", "(", 1).replacen(" }", ")", 1).replace(": ", "=")
             }
         }
     )*};

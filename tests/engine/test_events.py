@@ -86,7 +86,7 @@ def test_the_first_packet_of_a_source_is_reported_as_it_sending(rig: Rig) -> Non
 def test_a_source_that_stops_is_reported_silent_then_resumed(rig: Rig) -> None:
     events = Events(rig.engine)
     stream = source_stream(index=3) | {"silence_ms": 100}
-    (port,) = rig.engine.add_mountpoint(1, [stream])  # type: ignore[list-item]
+    (port,) = rig.engine.add_mountpoint(1, [stream])
     rig.send(port, rtp(1, 0, b"audio"))
     events.wait_for(lambda event: isinstance(event, SourceResumed))
     silent = events.wait_for(lambda event: isinstance(event, SourceSilent))
@@ -116,7 +116,7 @@ def test_bad_silence_thresholds_are_refused(rig: Rig) -> None:
     with pytest.raises(KeyError):
         rig.engine.set_source_silence(2, 0, 100)
     with pytest.raises(ValueError, match="silence_ms must be in"):
-        rig.engine.add_mountpoint(3, [source_stream() | {"silence_ms": -1}])  # type: ignore[list-item]
+        rig.engine.add_mountpoint(3, [source_stream() | {"silence_ms": -1}])
 
 
 def test_a_move_is_reported_when_it_takes_effect_at_the_keyframe(rig: Rig) -> None:
