@@ -5,7 +5,10 @@
 //! copies each RTP packet once into a shared [`Packet`] from the stream's
 //! pool and hands it, through a lock-free ring each, to the workers that have
 //! viewers of the mountpoint; then wakes those workers (one eventfd write per
-//! worker per wake-up, not per packet).
+//! worker per wake-up, not per packet). It also reports source streams that
+//! fall silent or send again ([`crate::events`]): its wait ends at the
+//! earliest silence deadline of the streams that send, so it notices silence
+//! without a packet.
 
 use std::collections::HashMap;
 use std::io;

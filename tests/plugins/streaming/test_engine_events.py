@@ -21,7 +21,7 @@ import pytest
 from fanout._engine import Engine
 from fanout.core.plugin import LocalDescription, WebRtcMediaKeys
 from fanout.plugins.streaming.config import parse_mountpoint
-from fanout.plugins.streaming.mountpoint import Mountpoint
+from fanout.plugins.streaming.mountpoint import Mountpoint, source_index
 from fanout.plugins.streaming.plugin import StreamingPlugin
 from fanout.webrtc.sdp import RemoteDescription
 from tests.support.rtsp_server import RtspServerProcess
@@ -141,6 +141,30 @@ async def test_a_silent_substream_falls_back_and_each_move_is_announced_once_mad
         await handle.wait_for({"mid": stream.mid, "substream": 2}, after=told)
         moves = [event["result"] for event in handle.events if "substream" in event.get("result", {})]
         assert moves == [{"mid": stream.mid, "substream": substream} for substream in (2, 1, 2)], "each move once"
+    finally:
+        sending.cancel()
+        sink.close()
+
+
+async def test_a_substream_that_never_sent_is_left_once_the_fallback_passed_since_joining(running: Running) -> None:
+    plugin = running.plugin
+    mountpoint = simulcast_mountpoint(plugin)
+    (stream,) = mountpoint.config.streams
+    encoders = Encoders(mountpoint.substream_ports[stream.mid], sending=[True, True, False])
+    sending = asyncio.get_running_loop().create_task(encoders.run())
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    try:
+        await until(lambda: not mountpoint.silence.is_silent(source_index(stream, 1)), "no media")
+        keys = WebRtcMediaKeys(sink.getsockname(), "AEAD_AES_128_GCM", os.urandom(28), os.urandom(28))
+        handle = RecordingHandle(12, keys)
+        plugin.create_session(handle)
+        plugin.viewers[handle.id].watch(mountpoint, None)
+        joined = time.monotonic()
+        plugin.setup_media(handle)
+        assert handle.events[-1]["result"] == {"mid": stream.mid, "substream": 2}, "the highest, as Janus"
+        await handle.wait_for({"mid": stream.mid, "substream": 1}, after=len(handle.events))
+        assert time.monotonic() - joined >= 0.25, "not before its fallback (250 ms) passed"
     finally:
         sending.cancel()
         sink.close()

@@ -274,6 +274,7 @@ class StreamingPlugin(Plugin):
             [track.engine_stream() for track in tracks],
         )
         viewer.in_engine = True
+        viewer.watching_since = time.monotonic()
         for track in tracks:
             if track.paused:
                 self.engine.set_viewer_stream_paused(handle.id, track.source_index, True)
@@ -629,7 +630,6 @@ class StreamingPlugin(Plugin):
         for track, layer in layers:
             if "fallback" in layer:
                 track.fallback_us = layer["fallback"]
-                self._hear_silence_within(viewer.mountpoint, track.fallback_us // 1000)
             if "temporal" in layer:
                 self._set_temporal_layer(viewer, track, layer["temporal"])
             if "substream" in layer:
@@ -647,12 +647,14 @@ class StreamingPlugin(Plugin):
     def _source_silent(self, event: SourceSilent) -> None:
         mountpoint = self._mountpoint_of_engine_id(event.mountpoint_id)
         if mountpoint is not None:
+            logger.debug("mountpoint %s: source stream %d silent for %d ms", mountpoint.id, event.index, event.silent_ms)
             mountpoint.silence.silent(event.index, event.silent_ms, time.monotonic())
             self._follow_silence(mountpoint)
 
     def _source_resumed(self, event: SourceResumed) -> None:
         mountpoint = self._mountpoint_of_engine_id(event.mountpoint_id)
         if mountpoint is not None:
+            logger.debug("mountpoint %s: source stream %d sends", mountpoint.id, event.index)
             mountpoint.silence.resumed(event.index)
             self._follow_silence(mountpoint)
 
@@ -668,9 +670,11 @@ class StreamingPlugin(Plugin):
                 viewer.handle.push_event(None, layer_event(track.mid, substream=track.substream))
 
     def _hear_silence_within(self, mountpoint: Mountpoint, fallback_ms: int) -> None:
-        """A viewer's fallback: the engine reports its simulcast substreams silent soon
-        enough for it (the threshold only goes down: a viewer with a longer fallback
-        looks again when its own has passed, see _follow_silence)."""
+        """A viewer's fallback: the engine reports the mountpoint's simulcast substreams
+        silent soon enough for it. The threshold only goes down, to the smallest fallback
+        any viewer asked (at least MIN_SILENCE_MS): a viewer with a longer one looks again
+        when its own has passed (_follow_silence). Deciding per viewer here, not in the
+        engine, keeps the engine's work per stream, not per viewer."""
         threshold = max(fallback_ms, MIN_SILENCE_MS)
         if threshold >= mountpoint.simulcast_silence_ms:
             return
@@ -682,8 +686,10 @@ class StreamingPlugin(Plugin):
     def _follow_silence(self, mountpoint: Mountpoint) -> None:
         """A simulcast track whose requested substream is silent (for longer than its
         fallback) falls back to the highest one below that still sends, and returns when it
-        sends again. A substream silent for less than some track's fallback sets a timer
-        for when it will have been silent that long (nothing is polled)."""
+        sends again. A substream that never sent counts as silent since the viewer started
+        watching (a source starting with the viewer gets its fallback's time). A substream
+        silent for less than some track's fallback sets a timer for when it will have been
+        silent that long: nothing is polled."""
         if not any(stream.simulcast for stream in mountpoint.config.streams):
             return
         mountpoint.close_timers()
@@ -694,13 +700,18 @@ class StreamingPlugin(Plugin):
             viewer = self.viewers.get(handle_id)
             if viewer is None or not viewer.in_engine:
                 continue
+            watching_ms = int((now - viewer.watching_since) * 1000)
+            viewer_ages: dict[int, int | None] = {i: watching_ms if age is None else age for i, age in ages.items()}
             for track in viewer.tracks:
                 if not track.stream.simulcast:
                     continue
-                self._set_substream(viewer, track, track.substream_to_take(ages))
+                self._hear_silence_within(mountpoint, track.fallback_us // 1000)
+                self._set_substream(viewer, track, track.substream_to_take(viewer_ages))
                 for substream in range(track.stream.substreams):
-                    age = ages.get(source_index(track.stream, substream))
-                    if age and age * 1000 <= track.fallback_us:  # silent, not yet for its fallback
+                    index = source_index(track.stream, substream)
+                    age = viewer_ages[index]
+                    if mountpoint.silence.is_silent(index) and age is not None and age * 1000 <= track.fallback_us:
+                        # Silent, not yet for the track's fallback: look again when it will have been.
                         wait = (track.fallback_us - age * 1000) / 1_000_000 + FALLBACK_TIMER_MARGIN_SECONDS
                         next_look = wait if next_look is None else min(next_look, wait)
         if next_look is not None:
@@ -753,6 +764,7 @@ class StreamingPlugin(Plugin):
         viewer.mountpoint = target
         viewer.tracks = tracks  # a data m-line stays, and carries the new mountpoint's data, if it has any
         target.viewers.add(viewer.handle.id)
+        viewer.watching_since = time.monotonic()
         logger.info("viewer %d switched to mountpoint %s", viewer.handle.id, target.id)
         viewer.handle.push_event(transaction, {"streaming": "event", "result": {"switched": "ok", "id": target.id}})
         for track in tracks:
