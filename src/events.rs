@@ -180,6 +180,17 @@ impl EventQueue {
     }
 }
 
+/// What [`SilenceWatch::check`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SilenceCheck {
+    /// The stream sends: look again at `deadline_ns` (its last packet + its threshold).
+    Sending { deadline_ns: u64 },
+    /// It has just been silent for its threshold: `silent_ms` since its last packet (to report).
+    FellSilent { silent_ms: u64 },
+    /// It was silent already (or never sent): nothing to report or to look for.
+    Silent,
+}
+
 /// A source stream's silence: its threshold (shared with the engine handle,
 /// which changes it) and whether the receiver has reported it silent.
 pub struct SilenceWatch {
@@ -207,20 +218,19 @@ impl SilenceWatch {
         std::mem::replace(&mut self.silent, false)
     }
 
-    /// Checks a sending stream whose last packet came at `last_ns` (0: never):
-    /// `Ok(silent_ms)` once it has been silent for its threshold (the caller
-    /// reports it), else `Err(deadline_ns)`, when to look again.
-    pub fn check(&mut self, last_ns: u64, now_ns: u64) -> Result<u64, Option<u64>> {
+    /// Checks the stream at `now_ns`, its last packet having come at `last_ns`
+    /// (0: never; both on the receiver's monotonic clock).
+    pub fn check(&mut self, last_ns: u64, now_ns: u64) -> SilenceCheck {
         if self.silent || last_ns == 0 {
             self.silent = true;
-            return Err(None);
+            return SilenceCheck::Silent;
         }
-        let deadline = last_ns.saturating_add(self.threshold_ns());
-        if now_ns >= deadline {
+        let deadline_ns = last_ns.saturating_add(self.threshold_ns());
+        if now_ns >= deadline_ns {
             self.silent = true;
-            return Ok((now_ns - last_ns) / 1_000_000);
+            return SilenceCheck::FellSilent { silent_ms: (now_ns - last_ns) / 1_000_000 };
         }
-        Err(Some(deadline))
+        SilenceCheck::Sending { deadline_ns }
     }
 }
 
@@ -315,15 +325,17 @@ mod tests {
         let mut watch = SilenceWatch::default();
         watch.threshold_ms.store(250, Ordering::Relaxed);
         let ms = 1_000_000;
-        assert_eq!(watch.check(0, 5 * ms), Err(None), "never sent: silent, nothing to report");
+        assert_eq!(watch.check(0, 5 * ms), SilenceCheck::Silent, "never sent: silent, nothing to report");
         assert!(watch.packet(), "the first packet resumes it");
         assert!(!watch.packet(), "later packets do not");
-        assert_eq!(watch.check(100 * ms, 300 * ms), Err(Some(350 * ms)), "look again at last + threshold");
-        assert_eq!(watch.check(100 * ms, 362 * ms), Ok(262), "silent for 262 ms");
-        assert_eq!(watch.check(100 * ms, 900 * ms), Err(None), "reported once");
+        let look_again = SilenceCheck::Sending { deadline_ns: 350 * ms };
+        assert_eq!(watch.check(100 * ms, 300 * ms), look_again, "at the last packet + the threshold");
+        assert_eq!(watch.check(100 * ms, 362 * ms), SilenceCheck::FellSilent { silent_ms: 262 });
+        assert_eq!(watch.check(100 * ms, 900 * ms), SilenceCheck::Silent, "reported once");
         assert!(watch.packet());
         watch.threshold_ms.store(50, Ordering::Relaxed);
-        assert_eq!(watch.check(1000 * ms, 1060 * ms), Ok(60), "a new threshold applies at once");
+        let fell = SilenceCheck::FellSilent { silent_ms: 60 };
+        assert_eq!(watch.check(1000 * ms, 1060 * ms), fell, "a new threshold applies at once");
     }
 
     #[test]

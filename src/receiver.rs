@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::batch::SLOT_SIZE;
 use crate::codec::Codec;
-use crate::events::{epoll_timeout, Event, EventQueue, SilenceWatch};
+use crate::events::{epoll_timeout, Event, EventQueue, SilenceCheck, SilenceWatch};
 use crate::ingest::{Ingest, IngestOptions, Verdict};
 use crate::packet::{GopCache, PacketPool};
 use crate::ring::Producer;
@@ -541,9 +541,13 @@ impl Receiver {
             for (position, stream) in mountpoint.streams.iter_mut().enumerate() {
                 let last_ns = stream.counters.last_packet_ns.load(Ordering::Relaxed);
                 match stream.silence.check(last_ns, now_ns) {
-                    Ok(silent_ms) => self.events.push(Event::SourceSilent { mountpoint_id: id, position, silent_ms }),
-                    Err(Some(deadline)) => earliest = Some(earliest.map_or(deadline, |e| e.min(deadline))),
-                    Err(None) => {}
+                    SilenceCheck::FellSilent { silent_ms } => {
+                        self.events.push(Event::SourceSilent { mountpoint_id: id, position, silent_ms })
+                    }
+                    SilenceCheck::Sending { deadline_ns } => {
+                        earliest = Some(earliest.map_or(deadline_ns, |e| e.min(deadline_ns)))
+                    }
+                    SilenceCheck::Silent => {}
                 }
             }
         }
