@@ -11,7 +11,7 @@ SRTP profile names are the RFC names: "AEAD_AES_128_GCM" and
 DTLS-SRTP (16 + 12 bytes for GCM, 16 + 14 bytes for CM).
 """
 
-from typing import Literal, NotRequired, TypeAlias, TypedDict
+from typing import Literal, NotRequired, Self, TypeAlias, TypedDict, final
 
 SrtpProfile: TypeAlias = Literal["AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80"]
 # What a source may use besides (keys given out of band, as SDES does): the
@@ -334,7 +334,9 @@ class Engine:
     def event_fd(self) -> int:
         """An eventfd, readable while events wait: the asyncio loop add_reader()s it.
         Valid until the Engine is garbage collected (close() does not close it)."""
-    def drain_events(self) -> list[EngineEvent]:
+    def drain_events(
+        self,
+    ) -> list[SubstreamMoved | SourceSilent | SourceResumed | SendQueueOverflow | KeyframeFromCache]:
         """Every event since the last call, oldest first (the fd is no longer readable
         until the next). Events about a mountpoint removed meanwhile are left out;
         nothing once the engine is closed."""
@@ -347,12 +349,13 @@ class Engine:
 
 # --- events: one frozen class per kind, from Engine.drain_events() ---
 
+@final
 class SubstreamMoved:
     """The viewer's stream that took source stream ``index`` takes ``source_index`` now
     (set_viewer_stream_source: at that stream's keyframe, or at once if it had sent
     nothing or was paused). ``peer_id`` is the viewer id."""
 
-    def __init__(self, peer_id: int, index: int, source_index: int) -> None: ...
+    def __new__(cls, peer_id: int, index: int, source_index: int) -> Self: ...
     @property
     def peer_id(self) -> int: ...
     @property
@@ -360,13 +363,14 @@ class SubstreamMoved:
     @property
     def source_index(self) -> int: ...
 
+@final
 class SourceSilent:
     """Source stream ``index`` of the mountpoint, which sent, has had no packet for
     its silence threshold (SourceStream.silence_ms); ``silent_ms``: since its last
     packet, when the engine noticed. Once per silence; a stream that never sent is
     silent from the start without this event."""
 
-    def __init__(self, mountpoint_id: int, index: int, silent_ms: int) -> None: ...
+    def __new__(cls, mountpoint_id: int, index: int, silent_ms: int) -> Self: ...
     @property
     def mountpoint_id(self) -> int: ...
     @property
@@ -374,39 +378,40 @@ class SourceSilent:
     @property
     def silent_ms(self) -> int: ...
 
+@final
 class SourceResumed:
     """Source stream ``index`` sends: its first packet, or the first after a SourceSilent."""
 
-    def __init__(self, mountpoint_id: int, index: int) -> None: ...
+    def __new__(cls, mountpoint_id: int, index: int) -> Self: ...
     @property
     def mountpoint_id(self) -> int: ...
     @property
     def index(self) -> int: ...
 
+@final
 class SendQueueOverflow:
     """``dropped`` of the viewer's packets were dropped: the WebRTC socket's send
     buffer stayed full. Reported at the first drop, then at most once a second
     with the drops since the last report."""
 
-    def __init__(self, peer_id: int, dropped: int) -> None: ...
+    def __new__(cls, peer_id: int, dropped: int) -> Self: ...
     @property
     def peer_id(self) -> int: ...
     @property
     def dropped(self) -> int: ...
 
+@final
 class KeyframeFromCache:
     """The viewer's stream taking source stream ``index`` started from its keyframe
     cache (``packets`` packets), on joining, resuming or switching."""
 
-    def __init__(self, peer_id: int, index: int, packets: int) -> None: ...
+    def __new__(cls, peer_id: int, index: int, packets: int) -> Self: ...
     @property
     def peer_id(self) -> int: ...
     @property
     def index(self) -> int: ...
     @property
     def packets(self) -> int: ...
-
-EngineEvent: TypeAlias = SubstreamMoved | SourceSilent | SourceResumed | SendQueueOverflow | KeyframeFromCache
 
 def bench_protect(srtp_profile: SrtpProfile, rtp_size: int, count: int) -> float:
     """Benchmarks only, "crypto only": copy and SRTP-protect ``count`` RTP packets

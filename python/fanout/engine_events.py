@@ -13,17 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
 
-from fanout._engine import KeyframeFromCache, SendQueueOverflow
+from fanout._engine import KeyframeFromCache, SendQueueOverflow, SourceResumed, SourceSilent, SubstreamMoved
 
 if TYPE_CHECKING:
-    from fanout._engine import Engine, EngineEvent
+    from fanout._engine import Engine
 
 logger = logging.getLogger(__name__)
 
-Event = TypeVar("Event", bound="EngineEvent")
-Handler = Callable[["EngineEvent"], None]
+# What Engine.drain_events() gives: one class per kind of event.
+EngineEvent: TypeAlias = SubstreamMoved | SourceSilent | SourceResumed | SendQueueOverflow | KeyframeFromCache
+Event = TypeVar("Event", bound=EngineEvent)
+Handler = Callable[[EngineEvent], None]
 
 
 class EngineEvents:

@@ -12,7 +12,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 import pytest
 
@@ -24,12 +23,11 @@ from fanout._engine import (
     SourceSilent,
     SubstreamMoved,
 )
+from fanout.engine_events import EngineEvent
 from tests.engine.test_engine import VP8_DELTA, VP8_KEYFRAME, WAIT_SECONDS, Rig, ViewerSocket, rtp, source_stream
 from tests.engine.test_simulcast import HIGH, LOW, simulcast, vp8
 from tests.support.netns import NetworkNamespace, loopback_namespace
 
-if TYPE_CHECKING:
-    from fanout._engine import EngineEvent
 
 CLONE_NEWNET = 0x40000000
 
