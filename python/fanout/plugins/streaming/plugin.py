@@ -634,7 +634,7 @@ class StreamingPlugin(Plugin):
                 self._set_temporal_layer(viewer, track, layer["temporal"])
             if "substream" in layer:
                 track.requested_substream = min(layer["substream"], track.stream.substreams - 1)
-                ages = viewer.mountpoint.silence.ages_ms(time.monotonic())
+                ages = self._source_ages_ms(viewer.mountpoint, viewer, time.monotonic())
                 self._set_substream(viewer, track, track.substream_to_take(ages))
         if layers:
             self._follow_silence(viewer.mountpoint)
@@ -694,14 +694,12 @@ class StreamingPlugin(Plugin):
             return
         mountpoint.close_timers()
         now = time.monotonic()
-        ages = mountpoint.silence.ages_ms(now)
         next_look: float | None = None
         for handle_id in list(mountpoint.viewers):
             viewer = self.viewers.get(handle_id)
             if viewer is None or not viewer.in_engine:
                 continue
-            watching_ms = int((now - viewer.watching_since) * 1000)
-            viewer_ages: dict[int, int | None] = {i: watching_ms if age is None else age for i, age in ages.items()}
+            viewer_ages = self._source_ages_ms(mountpoint, viewer, now)
             for track in viewer.tracks:
                 if not track.stream.simulcast:
                     continue
@@ -717,6 +715,16 @@ class StreamingPlugin(Plugin):
         if next_look is not None:
             loop = asyncio.get_running_loop()
             mountpoint.fallback_timer = loop.call_later(next_look, self._follow_silence, mountpoint)
+
+    @staticmethod
+    def _source_ages_ms(mountpoint: Mountpoint, viewer: Viewer, now: float) -> dict[int, int | None]:
+        """Each source stream's time since its last packet as ``viewer`` counts it: a stream
+        that never sent, since the viewer started watching (None if it does not yet)."""
+        ages = mountpoint.silence.ages_ms(now)
+        if not viewer.in_engine:
+            return ages
+        watching_ms = int((now - viewer.watching_since) * 1000)
+        return {index: watching_ms if age is None else age for index, age in ages.items()}
 
     def _set_substream(self, viewer: Viewer, track: ViewerTrack, substream: int | None) -> None:
         """Move a simulcast track to another encoding; the ``substream`` event follows when
