@@ -134,6 +134,7 @@ fn whole_engine(profile: Profile, viewers: usize) {
     let source = SourceConfig {
         rtcp_port: None,
         interface: None,
+        silence_ms: None,
         ingest: IngestOptions::default(),
         index: 0,
         kind: "audio".into(),

@@ -11,7 +11,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -25,6 +25,7 @@ const SEND_BUFFER_BYTES: libc::c_int = 4 << 20;
 use crate::egress::batch::SendMode;
 use crate::egress::viewer::{StreamStart, Viewer, ViewerCounters, ViewerStream};
 use crate::egress::worker::{Caches, Command, SendCounters, Worker, WorkerConfig, WorkerLoad};
+use crate::events::{EngineEvent, EventQueue, DEFAULT_SILENCE_MS};
 use crate::ingest::receiver::{Receiver, ReceiverCommand, SourceStream, StreamCounters, WorkerDoor, WAKE_KEY};
 use crate::ingest::source_rtcp::{for_each_keyframe_request, KeyframeReason, SourceRtcp};
 use crate::ingest::IngestOptions;
@@ -107,6 +108,9 @@ pub struct SourceConfig {
     pub interface: Option<String>,
     /// What the receiver does to each datagram: SRTP, SSRC lock, parameter sets, skew.
     pub ingest: IngestOptions,
+    /// After this long without a packet the stream is reported silent (see
+    /// [`crate::events`]); None: [`DEFAULT_SILENCE_MS`].
+    pub silence_ms: Option<i64>,
 }
 
 /// What a viewer receives of one source stream.
@@ -217,6 +221,8 @@ struct StreamRecord {
     counters: Arc<StreamCounters>,
     cache: Option<Arc<Mutex<GopCache>>>,
     rtcp: Option<Arc<SourceRtcp>>,
+    /// The stream's silence threshold in milliseconds, shared with the receiver.
+    silence_ms: Arc<AtomicU64>,
 }
 
 impl StreamRecord {
@@ -290,6 +296,8 @@ struct Running {
 
 pub struct Engine {
     state: Mutex<Option<Running>>,
+    /// What the receiver and the workers report (see [`crate::events`]).
+    events: Arc<EventQueue>,
     epoll: Arc<OwnedFd>,
     wake: Arc<OwnedFd>,
     socket_family: libc::c_int,
@@ -351,6 +359,13 @@ fn duplicate_udp_socket(fd: RawFd) -> Result<(OwnedFd, libc::c_int), EngineError
     Ok((duplicate, family))
 }
 
+/// The longest silence threshold: an hour.
+const MAX_SILENCE_MS: i64 = 3_600_000;
+
+fn checked_silence_ms(silence_ms: i64) -> Result<u64, EngineError> {
+    in_range(silence_ms, "silence_ms", 1, MAX_SILENCE_MS)
+}
+
 fn in_range<T: TryFrom<i64>>(value: i64, what: &str, low: i64, high: i64) -> Result<T, EngineError> {
     if value < low || value > high {
         return Err(invalid(format!("{what} must be in {low}..={high}, got {value}")));
@@ -386,6 +401,7 @@ impl Engine {
         let wake_fd = new_eventfd()?;
         register(epoll.as_raw_fd(), wake_fd.as_raw_fd(), WAKE_KEY)?;
         let (epoll, wake_fd) = (Arc::new(epoll), Arc::new(wake_fd));
+        let events = Arc::new(EventQueue::new()?);
         let mut workers = Vec::with_capacity(cores.len());
         let mut doors = Vec::with_capacity(cores.len());
         for (index, &core) in cores.iter().enumerate() {
@@ -395,14 +411,22 @@ impl Engine {
             let load = Arc::new(WorkerLoad::default());
             let core = options.pin.then_some(core);
             let config = WorkerConfig { index, core, mode: options.send_mode };
-            let worker = Worker::new(config, worker_wake.clone(), receiver, consumer, socket.clone(), load.clone());
+            let worker = Worker::new(
+                config,
+                worker_wake.clone(),
+                receiver,
+                consumer,
+                socket.clone(),
+                load.clone(),
+                events.clone(),
+            );
             let thread =
                 std::thread::Builder::new().name(format!("fanout-worker-{index}")).spawn(move || worker.run())?;
             doors.push(WorkerDoor { deliveries: producer, wake: worker_wake.clone(), load: load.clone() });
             workers.push(WorkerHandle { commands, wake: worker_wake, thread, load, core, viewers: 0 });
         }
         let (receiver_commands, commands) = mpsc::channel();
-        let receiver = Receiver::new(epoll.clone(), wake_fd.clone(), commands, doors);
+        let receiver = Receiver::new(epoll.clone(), wake_fd.clone(), commands, doors, events.clone());
         let receiver = std::thread::Builder::new().name("fanout-receiver".into()).spawn(move || receiver.run())?;
         let running = Running {
             receiver_commands,
@@ -412,8 +436,53 @@ impl Engine {
             viewers: HashMap::new(),
             next_source_key: 0,
         };
-        Ok(Self { state: Mutex::new(Some(running)), epoll, wake: wake_fd, socket_family })
+        Ok(Self { state: Mutex::new(Some(running)), events, epoll, wake: wake_fd, socket_family })
     }
+
+    // --- events (see crate::events) ---
+
+    /// The eventfd that is readable while events wait for [`Engine::drain_events`].
+    pub fn event_fd(&self) -> RawFd {
+        self.events.fd()
+    }
+
+    /// Every event since the last call, oldest first, with stream indexes;
+    /// events about a mountpoint removed meanwhile are left out. Nothing
+    /// once the engine is closed.
+    pub fn drain_events(&self) -> Vec<EngineEvent> {
+        let events = self.events.drain();
+        let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(running) = state.as_ref() else {
+            return Vec::new();
+        };
+        let index_of = |mountpoint_id: u64, position: usize| {
+            let mountpoint = running.mountpoints.get(&mountpoint_id)?;
+            mountpoint.streams.get(position).map(|stream| stream.index)
+        };
+        events.into_iter().filter_map(|event| event.resolve(index_of)).collect()
+    }
+
+    /// Events lost because the control plane left too many waiting.
+    pub fn events_dropped(&self) -> u64 {
+        self.events.dropped()
+    }
+
+    /// A source stream is reported silent after `silence_ms` without a packet
+    /// (from now on; a stream already silent stays so until it sends).
+    pub fn set_source_silence(&self, mountpoint_id: u64, index: i64, silence_ms: i64) -> Result<(), EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        let record = running.mountpoints.get(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
+        let stream = record
+            .streams
+            .iter()
+            .find(|stream| i64::from(stream.index) == index)
+            .ok_or_else(|| invalid(format!("mountpoint {mountpoint_id} has no stream {index}")))?;
+        stream.silence_ms.store(checked_silence_ms(silence_ms)?, Ordering::Relaxed);
+        self.to_receiver(running, ReceiverCommand::SilenceChanged)
+    }
+
+    // --- end of events ---
 
     fn running(&self) -> Result<MutexGuard<'_, Option<Running>>, EngineError> {
         let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -472,6 +541,9 @@ impl Engine {
         {
             let counters = Arc::new(StreamCounters::default());
             let mut source = SourceStream::new(kind, codec, socket, counters.clone());
+            let silence_ms = stream.silence_ms.map_or(Ok(DEFAULT_SILENCE_MS), checked_silence_ms)?;
+            source.silence.threshold_ms.store(silence_ms, Ordering::Relaxed);
+            let silence_ms = source.silence.threshold_ms.clone();
             source
                 .set_ingest(&stream.ingest, clock_rate)
                 .map_err(|message| invalid(format!("stream {index}: {message}")))?;
@@ -491,6 +563,7 @@ impl Engine {
                 counters,
                 cache,
                 rtcp,
+                silence_ms,
             });
             sources.push(source);
         }

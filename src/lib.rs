@@ -14,7 +14,7 @@
 //! | 3 | `egress` | each viewer's rewrite and SRTP, the worker threads, batched sends | 0–2 |
 //! | 2 | `media` | shared source packets, their pool, histories, keyframe caches; `MediaKind` | 0–1 |
 //! | 1 | `wire` | byte formats and crypto: RTP, RTCP, SRTP, codec payloads | 0 |
-//! | 0 | `sys`, `ring` | OS helpers (sockets, eventfd, epoll, affinity, clock); the lock-free ring | std, libc |
+//! | 0 | `sys`, `ring`, `events` | OS helpers (sockets, eventfd, epoll, affinity, clock); the lock-free ring; the engine's event queue and its eventfd | std, libc |
 //!
 //! Ingest sits above egress because the receiver hands packets to the
 //! workers' rings (`egress::worker::Delivery`) and counts their overruns.
@@ -24,6 +24,7 @@
 pub mod bench;
 pub mod egress;
 pub mod engine;
+pub mod events;
 pub mod ingest;
 pub mod media;
 mod python;
@@ -38,6 +39,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _engine(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<python::Engine>()?;
+    python::add_event_classes(module)?;
     #[cfg(feature = "bench")]
     python_bench::register(module)?;
     Ok(())

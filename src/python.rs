@@ -4,10 +4,13 @@ use pyo3::exceptions::{PyKeyError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
+use std::os::fd::RawFd;
+
 use crate::egress::batch::SendMode;
 use crate::engine::{
     self, EngineError, EngineOptions, MountpointStats, SourceConfig, ViewerStats, ViewerStreamConfig, WorkerStats,
 };
+use crate::events::EngineEvent;
 use crate::ingest::IngestOptions;
 use crate::wire::srtp::Profile;
 
@@ -49,6 +52,8 @@ struct SourceStream {
     h264_parameter_sets: Vec<Vec<u8>>,
     #[pyo3(default)]
     skew_compensation: bool,
+    #[pyo3(default)]
+    silence_ms: Option<i64>,
 }
 
 impl SourceStream {
@@ -111,6 +116,7 @@ impl Engine {
                     port: s.port,
                     rtcp_port: s.rtcp_port,
                     interface: s.interface,
+                    silence_ms: s.silence_ms,
                 })
             })
             .collect::<PyResult<Vec<SourceConfig>>>()?;
@@ -327,7 +333,126 @@ impl Engine {
     fn close(&self, py: Python<'_>) {
         py.detach(|| self.inner.close());
     }
+
+    // --- events: the engine tells the control plane (see crate::events) ---
+
+    fn event_fd(&self) -> RawFd {
+        self.inner.event_fd()
+    }
+
+    fn drain_events(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
+        self.inner.drain_events().into_iter().map(|event| event_object(py, event)).collect()
+    }
+
+    fn events_dropped(&self) -> u64 {
+        self.inner.events_dropped()
+    }
+
+    fn set_source_silence(&self, mountpoint_id: u64, index: i64, silence_ms: i64) -> PyResult<()> {
+        Ok(self.inner.set_source_silence(mountpoint_id, index, silence_ms)?)
+    }
 }
+
+// --- events: one frozen class per kind of EngineEvent ---
+
+/// A viewer's stream moved to another source stream (`set_viewer_stream_source`) at its keyframe.
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Debug, PartialEq, Eq)]
+pub struct SubstreamMoved {
+    peer_id: u64,
+    index: u32,
+    source_index: u32,
+}
+
+/// A source stream sent nothing for its silence threshold.
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Debug, PartialEq, Eq)]
+pub struct SourceSilent {
+    mountpoint_id: u64,
+    index: u32,
+    silent_ms: u64,
+}
+
+/// A source stream sends (again, or for the first time).
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Debug, PartialEq, Eq)]
+pub struct SourceResumed {
+    mountpoint_id: u64,
+    index: u32,
+}
+
+/// A viewer's packets were dropped: the WebRTC socket's send buffer was full.
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Debug, PartialEq, Eq)]
+pub struct SendQueueOverflow {
+    peer_id: u64,
+    dropped: u64,
+}
+
+/// A viewer's video stream started from the source stream's keyframe cache.
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Debug, PartialEq, Eq)]
+pub struct KeyframeFromCache {
+    peer_id: u64,
+    index: u32,
+    packets: usize,
+}
+
+macro_rules! event_methods {
+    ($($class:ident($($field:ident: $type:ty),*)),*) => {$(
+        #[pymethods]
+        impl $class {
+            /// Made by the engine; made in Python for tests of what handles them.
+            #[new]
+            fn new($($field: $type),*) -> Self {
+                Self { $($field),* }
+            }
+
+            fn __repr__(&self) -> String {
+                format!("{self:?}").replacen(" { ", "(", 1).replacen(" }", ")", 1).replace(": ", "=")
+            }
+        }
+    )*};
+}
+event_methods!(
+    SubstreamMoved(peer_id: u64, index: u32, source_index: u32),
+    SourceSilent(mountpoint_id: u64, index: u32, silent_ms: u64),
+    SourceResumed(mountpoint_id: u64, index: u32),
+    SendQueueOverflow(peer_id: u64, dropped: u64),
+    KeyframeFromCache(peer_id: u64, index: u32, packets: usize)
+);
+
+fn event_object(py: Python<'_>, event: EngineEvent) -> PyResult<Py<PyAny>> {
+    Ok(match event {
+        EngineEvent::SubstreamMoved { peer_id, index, source_index } => {
+            Py::new(py, SubstreamMoved { peer_id, index, source_index })?.into_any()
+        }
+        EngineEvent::SourceSilent { mountpoint_id, index, silent_ms } => {
+            Py::new(py, SourceSilent { mountpoint_id, index, silent_ms })?.into_any()
+        }
+        EngineEvent::SourceResumed { mountpoint_id, index } => {
+            Py::new(py, SourceResumed { mountpoint_id, index })?.into_any()
+        }
+        EngineEvent::SendQueueOverflow { peer_id, dropped } => {
+            Py::new(py, SendQueueOverflow { peer_id, dropped })?.into_any()
+        }
+        EngineEvent::KeyframeFromCache { peer_id, index, packets } => {
+            Py::new(py, KeyframeFromCache { peer_id, index, packets })?.into_any()
+        }
+    })
+}
+
+/// Adds the event classes to the module.
+pub fn add_event_classes(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<SubstreamMoved>()?;
+    module.add_class::<SourceSilent>()?;
+    module.add_class::<SourceResumed>()?;
+    module.add_class::<SendQueueOverflow>()?;
+    module.add_class::<KeyframeFromCache>()?;
+    Ok(())
+}
+
+// --- end of events ---
 
 fn viewer_stream_configs(streams: Vec<ViewerStream>) -> Vec<ViewerStreamConfig> {
     streams

@@ -10,10 +10,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use crate::egress::batch::SendMode;
 use crate::bench;
-use crate::wire::srtp::Profile;
+use crate::egress::batch::SendMode;
 use crate::sys::RawAddress;
+use crate::wire::srtp::Profile;
 
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(bench_protect, module)?)?;

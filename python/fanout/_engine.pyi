@@ -11,7 +11,7 @@ SRTP profile names are the RFC names: "AEAD_AES_128_GCM" and
 DTLS-SRTP (16 + 12 bytes for GCM, 16 + 14 bytes for CM).
 """
 
-from typing import Literal, NotRequired, TypeAlias, TypedDict
+from typing import Literal, NotRequired, Self, TypeAlias, TypedDict, final
 
 SrtpProfile: TypeAlias = Literal["AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80"]
 # What a source may use besides (keys given out of band, as SDES does): the
@@ -58,6 +58,10 @@ class SourceStream(TypedDict):
     # each, or moved later in one step), so that viewers' jitter buffers do
     # not drift over hours. Counted as skew_dropped and skew_ms.
     skew_compensation: NotRequired[bool]
+    # After this many milliseconds without a packet (1..3600000; default 1000)
+    # the engine reports the stream silent (SourceSilent), and SourceResumed at
+    # its next packet. Changed later with Engine.set_source_silence.
+    silence_ms: NotRequired[int]
 
 class ViewerStream(TypedDict):
     """What one viewer receives of one source stream."""
@@ -325,6 +329,90 @@ class Engine:
         """One entry per worker, cheap to read (atomic counters)."""
     def close(self) -> None:
         """Stop the engine's threads and close every socket it opened. Idempotent."""
+
+    # --- events: the engine tells the control plane (fanout.engine_events watches them) ---
+    def event_fd(self) -> int:
+        """An eventfd, readable while events wait: the asyncio loop add_reader()s it.
+        Valid until the Engine is garbage collected (close() does not close it)."""
+    def drain_events(
+        self,
+    ) -> list[SubstreamMoved | SourceSilent | SourceResumed | SendQueueOverflow | KeyframeFromCache]:
+        """Every event since the last call, oldest first (the fd is no longer readable
+        until the next). Events about a mountpoint removed meanwhile are left out;
+        nothing once the engine is closed."""
+    def events_dropped(self) -> int:
+        """Events lost because 65536 were left waiting (nobody drained them)."""
+    def set_source_silence(self, mountpoint_id: int, index: int, silence_ms: int) -> None:
+        """The stream is reported silent after ``silence_ms`` (1..3600000) without a
+        packet, from now on. KeyError for an unknown mountpoint, ValueError for a
+        stream it lacks or a threshold out of range."""
+
+# --- events: one frozen class per kind, from Engine.drain_events() ---
+
+@final
+class SubstreamMoved:
+    """The viewer's stream that took source stream ``index`` takes ``source_index`` now
+    (set_viewer_stream_source: at that stream's keyframe, or at once if it had sent
+    nothing or was paused). ``peer_id`` is the viewer id."""
+
+    def __new__(cls, peer_id: int, index: int, source_index: int) -> Self: ...
+    @property
+    def peer_id(self) -> int: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def source_index(self) -> int: ...
+
+@final
+class SourceSilent:
+    """Source stream ``index`` of the mountpoint, which sent, has had no packet for
+    its silence threshold (SourceStream.silence_ms); ``silent_ms``: since its last
+    packet, when the engine noticed. Once per silence; a stream that never sent is
+    silent from the start without this event."""
+
+    def __new__(cls, mountpoint_id: int, index: int, silent_ms: int) -> Self: ...
+    @property
+    def mountpoint_id(self) -> int: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def silent_ms(self) -> int: ...
+
+@final
+class SourceResumed:
+    """Source stream ``index`` sends: its first packet, or the first after a SourceSilent."""
+
+    def __new__(cls, mountpoint_id: int, index: int) -> Self: ...
+    @property
+    def mountpoint_id(self) -> int: ...
+    @property
+    def index(self) -> int: ...
+
+@final
+class SendQueueOverflow:
+    """``dropped`` of the viewer's packets were dropped: the WebRTC socket's send
+    buffer stayed full. Reported at the first drop, then at most once a second
+    with the drops since the last report."""
+
+    def __new__(cls, peer_id: int, dropped: int) -> Self: ...
+    @property
+    def peer_id(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+
+@final
+class KeyframeFromCache:
+    """The viewer's stream taking source stream ``index`` started from its keyframe
+    cache (``packets`` packets), on joining, resuming or switching."""
+
+    def __new__(cls, peer_id: int, index: int, packets: int) -> Self: ...
+    @property
+    def peer_id(self) -> int: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def packets(self) -> int: ...
+
 
 # bench_protect and bench_send exist only in an engine built with the cargo feature "bench"
 # (scripts/setup's development install; src/python_bench.rs), for `fanout bench engine`.

@@ -24,6 +24,7 @@ from fanout.config.jcfg import ConfigError
 from fanout.config.loader import Config, load_config
 from fanout.core.gateway import Gateway
 from fanout.demo.routes import demo_routes
+from fanout.engine_events import EngineEvents, log_peer_events
 from fanout.plugins.streaming.config import (
     MountpointConfig,
     StreamingSettings,
@@ -109,8 +110,12 @@ async def _running(
             pin=settings.engine_pin,
         )
         stack.callback(engine.close)
+        engine_events = EngineEvents(engine)
+        log_peer_events(engine_events)
+        engine_events.start()
+        stack.callback(engine_events.stop)  # before the engine closes
 
-        plugin = StreamingPlugin(engine, mountpoints, streaming_settings)
+        plugin = StreamingPlugin(engine, mountpoints, streaming_settings, events=engine_events)
         try:
             event_bus = event_bus_for(config)
         except ConfigError as error:

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::events::{Event, EventQueue};
 use crate::media::packet::{GopCache, History, Packet, ReceivedPacket};
 use crate::sys::RawAddress;
 use crate::wire::codec::Vp8Descriptor;
@@ -311,15 +312,17 @@ impl ViewerStream {
     }
 
     /// The keyframe of the waiting move's source arrived: take it from now on.
-    fn take_next_source(&mut self) {
-        if let Some(source) = self.next_source.take() {
-            self.source = source;
-            self.waiting_for_keyframe = false;
-            self.anchor_needed = true;
-            self.end_burst();
-            self.skip_before = None;
-            self.follow_on();
-        }
+    /// The move made: (the source left, the source taken).
+    fn take_next_source(&mut self) -> Option<(usize, usize)> {
+        let from = self.source;
+        let source = self.next_source.take()?;
+        self.source = source;
+        self.waiting_for_keyframe = false;
+        self.anchor_needed = true;
+        self.end_burst();
+        self.skip_before = None;
+        self.follow_on();
+        Some((from, source))
     }
 
     fn follow_on(&mut self) {
@@ -769,6 +772,19 @@ pub struct Viewer {
     credit_at: Instant,
     /// Shared with the engine handle (source switches are counted here).
     counters: Arc<ViewerCounters>,
+    /// Where moves and starts from the keyframe cache are reported (None: nowhere).
+    events: Option<Arc<EventQueue>>,
+    /// The mountpoint the viewer takes its streams from (its worker keeps it current).
+    pub mountpoint_id: u64,
+}
+
+/// Counts and reports a viewer's stream moving from source stream `from` to `to` (positions).
+fn report_move(viewer: (u64, u64), counters: &ViewerCounters, events: Option<&EventQueue>, from: usize, to: usize) {
+    ViewerCounters::add(&counters.source_switches, 1);
+    if let Some(events) = events {
+        let (peer_id, mountpoint_id) = viewer;
+        events.push(Event::SubstreamMoved { peer_id, mountpoint_id, from, to });
+    }
 }
 
 impl Viewer {
@@ -791,6 +807,21 @@ impl Viewer {
             burst_credit: BURST_CREDIT_BYTES,
             credit_at: Instant::now(),
             counters: Arc::default(),
+            events: None,
+            mountpoint_id: 0,
+        }
+    }
+
+    /// Reports this viewer's moves and starts from the keyframe cache to `events`.
+    pub fn set_events(&mut self, events: Arc<EventQueue>) {
+        self.events = Some(events);
+    }
+
+    /// A stream started from a keyframe cache holding `packets` packets.
+    pub fn report_start_from_cache(&self, position: usize, packets: usize) {
+        if let Some(events) = &self.events {
+            let (peer_id, mountpoint_id) = (self.id, self.mountpoint_id);
+            events.push(Event::KeyframeFromCache { peer_id, mountpoint_id, position, packets });
         }
     }
 
@@ -799,9 +830,9 @@ impl Viewer {
         self.counters = counters;
     }
 
-    /// Counts a stream's move to another source stream.
-    pub fn count_source_switch(&self) {
-        ViewerCounters::add(&self.counters.source_switches, 1);
+    /// Counts and reports a stream's move from source stream `from` to `to` (positions).
+    pub fn count_source_switch(&self, from: usize, to: usize) {
+        report_move((self.id, self.mountpoint_id), &self.counters, self.events.as_deref(), from, to);
     }
 
     /// Whether a stream is sending a burst (and the viewer is not paused).
@@ -864,9 +895,8 @@ impl Viewer {
     pub fn set_paused(&mut self, paused: bool) {
         if self.paused && !paused {
             for stream in self.streams.iter_mut() {
-                if stream.next_source.is_some() {
-                    stream.take_next_source();
-                    ViewerCounters::add(&self.counters.source_switches, 1);
+                if let Some((from, to)) = stream.take_next_source() {
+                    report_move((self.id, self.mountpoint_id), &self.counters, self.events.as_deref(), from, to);
                 }
                 stream.restart();
             }
@@ -892,8 +922,9 @@ impl Viewer {
             if !received.keyframe_start || stream.paused || stream.held {
                 return None;
             }
-            stream.take_next_source();
-            ViewerCounters::add(&self.counters.source_switches, 1);
+            if let Some((from, to)) = stream.take_next_source() {
+                report_move((self.id, self.mountpoint_id), &self.counters, self.events.as_deref(), from, to);
+            }
         }
         let rewritten = stream.rewrite(packet, received, now, out)?;
         self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()
@@ -1197,6 +1228,28 @@ mod tests {
         let (sequence, timestamp, payload) = through(&mut viewer, 1, &high(5002, 22, false), false, later).unwrap();
         assert_eq!((sequence, timestamp), (104, 5_000 + 2 * 3000 + 3600 + 3000));
         assert_eq!(Vp8Descriptor::parse(&payload).unwrap().read_picture_id(&payload), Some(504));
+    }
+
+    #[test]
+    fn a_move_is_reported_when_it_takes_effect_at_the_keyframe() {
+        let now = Instant::now();
+        let events = Arc::new(EventQueue::new().unwrap());
+        let mut viewer = viewer_of(stream(true, 1));
+        viewer.set_events(events.clone());
+        viewer.mountpoint_id = 4;
+        let mut out = [0u8; 1500];
+        let mut send = |viewer: &mut Viewer, source, sequence, keyframe| {
+            let packet = source_packet(sequence, 0, 1, &vp8_payload(true, 1, 0, 0, keyframe));
+            viewer.write_rtp(source, &packet, &received(&packet, keyframe, 0), now, &mut out)
+        };
+        assert!(send(&mut viewer, 0, 1, true).is_some());
+        assert!(!viewer.streams[0].move_to(1));
+        assert!(send(&mut viewer, 1, 100, false).is_none());
+        assert!(events.drain().is_empty(), "not moved before the keyframe");
+        assert!(send(&mut viewer, 1, 101, true).is_some());
+        assert_eq!(events.drain(), [Event::SubstreamMoved { peer_id: 1, mountpoint_id: 4, from: 0, to: 1 }]);
+        assert!(send(&mut viewer, 1, 102, true).is_some());
+        assert!(events.drain().is_empty(), "one event per move");
     }
 
     #[test]

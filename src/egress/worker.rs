@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::egress::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag};
 use crate::egress::viewer::{Viewer, ViewerCounters, ViewerStream};
+use crate::events::{Event, EventQueue, OVERFLOW_REPORT_INTERVAL};
 use crate::media::packet::{GopCache, History, Packet};
 use crate::ring::Consumer;
 use crate::sys::{pin_to_core, RawAddress};
@@ -160,6 +161,29 @@ struct ViewerSlot {
     totals: Arc<SendCounters>,
     /// Whether this viewer's runs may be merged (false once the kernel refused).
     gso: bool,
+    overflow: OverflowReport,
+}
+
+/// A viewer's dropped packets, reported as [`Event::SendQueueOverflow`]: the
+/// first drop at once, then at most once per [`OVERFLOW_REPORT_INTERVAL`],
+/// each report with the drops since the last.
+struct OverflowReport {
+    peer_id: u64,
+    events: Arc<EventQueue>,
+    unreported: u64,
+    reported_at: Option<Instant>,
+}
+
+impl OverflowReport {
+    fn dropped(&mut self, packets: u64, now: Instant) {
+        self.unreported += packets;
+        if self.reported_at.is_some_and(|at| now.saturating_duration_since(at) < OVERFLOW_REPORT_INTERVAL) {
+            return;
+        }
+        self.reported_at = Some(now);
+        let dropped = std::mem::take(&mut self.unreported);
+        self.events.push(Event::SendQueueOverflow { peer_id: self.peer_id, dropped });
+    }
 }
 
 struct Mountpoint {
@@ -213,14 +237,22 @@ fn start_from_caches(viewer: &mut Viewer, caches: &Caches, only: Option<usize>, 
         return false;
     }
     let mut started = false;
+    // A viewer has a few streams: no allocation until one starts from a cache.
+    let mut from_cache = Vec::new();
     for (position, stream) in viewer.streams.iter_mut().enumerate() {
         if only.is_some_and(|only| only != position) || !stream.starts_at_keyframes() || stream.is_paused() {
             continue;
         }
         if let Some(Some(cache)) = caches.get(stream.source) {
             let cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            started |= stream.start_from(&cache, now);
+            if stream.start_from(&cache, now) {
+                started = true;
+                from_cache.push((position, cache.packets().len()));
+            }
         }
+    }
+    for (position, packets) in from_cache {
+        viewer.report_start_from_cache(position, packets);
     }
     if started {
         viewer.reset_burst_credit(now);
@@ -250,6 +282,8 @@ pub struct Worker {
     next_reports_at: Instant,
     /// Some viewer is receiving a burst from a keyframe cache.
     bursts_pending: bool,
+    /// Where the worker reports what its viewers' streams do (see [`crate::events`]).
+    events: Arc<EventQueue>,
 }
 
 impl Worker {
@@ -260,6 +294,7 @@ impl Worker {
         deliveries: Consumer<Delivery>,
         socket: Arc<OwnedFd>,
         load: Arc<WorkerLoad>,
+        events: Arc<EventQueue>,
     ) -> Self {
         let send = SendBatch::new(config.mode);
         Self {
@@ -277,6 +312,7 @@ impl Worker {
             load,
             next_reports_at: Instant::now() + REPORT_TICK,
             bursts_pending: false,
+            events,
         }
     }
 
@@ -334,8 +370,16 @@ impl Worker {
                     self.slots.push(None);
                     (self.slots.len() - 1) as u32
                 });
-                self.slots[slot as usize] = Some(ViewerSlot { counters, totals, gso: true });
+                let overflow = OverflowReport {
+                    peer_id: viewer.id,
+                    events: self.events.clone(),
+                    unreported: 0,
+                    reported_at: None,
+                };
+                self.slots[slot as usize] = Some(ViewerSlot { counters, totals, gso: true, overflow });
                 viewer.slot = slot;
+                viewer.mountpoint_id = mountpoint_id;
+                viewer.set_events(self.events.clone());
                 self.viewer_mountpoints.insert(viewer.id, mountpoint_id);
                 let position = self.mountpoint_position(mountpoint_id, streams, caches);
                 let mountpoint = &mut self.mountpoints[position];
@@ -383,9 +427,10 @@ impl Worker {
                 if vp8 {
                     viewer_stream.rewrite_vp8();
                 }
+                let from = viewer_stream.source;
                 let (moved, held) = (viewer_stream.move_to(source), viewer_stream.is_held());
                 if moved {
-                    viewer.count_source_switch();
+                    viewer.count_source_switch(from, source);
                     if !held {
                         self.bursts_pending |=
                             start_from_caches(viewer, &mountpoint.caches, Some(stream), Instant::now());
@@ -481,6 +526,7 @@ impl Worker {
             slot.totals = totals;
         }
         self.viewer_mountpoints.insert(id, mountpoint_id);
+        viewer.mountpoint_id = mountpoint_id;
         let position = self.mountpoint_position(mountpoint_id, streams, caches);
         let mountpoint = &mut self.mountpoints[position];
         hold_video(&mut viewer, &mountpoint.caches);
@@ -736,6 +782,7 @@ fn flush(send: &mut SendBatch, fd: RawFd, slots: &mut [Option<ViewerSlot>], load
             (Outcome::Dropped { packets }, _) => {
                 add(&counters.dropped, u64::from(packets));
                 add(&totals.dropped, u64::from(packets));
+                slot.overflow.dropped(u64::from(packets), Instant::now());
             }
             (Outcome::Failed { packets }, _) => {
                 add(&counters.dropped, u64::from(packets));
@@ -753,6 +800,22 @@ fn flush(send: &mut SendBatch, fd: RawFd, slots: &mut [Option<ViewerSlot>], load
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_are_reported_at_once_then_at_most_once_an_interval() {
+        let events = Arc::new(EventQueue::new().unwrap());
+        let mut report = OverflowReport { peer_id: 7, events: events.clone(), unreported: 0, reported_at: None };
+        let start = Instant::now();
+        report.dropped(3, start);
+        assert_eq!(events.drain(), [Event::SendQueueOverflow { peer_id: 7, dropped: 3 }]);
+        report.dropped(2, start + Duration::from_millis(10));
+        report.dropped(4, start + Duration::from_millis(500));
+        assert!(events.drain().is_empty(), "within the interval: counted, not reported");
+        report.dropped(1, start + OVERFLOW_REPORT_INTERVAL);
+        assert_eq!(events.drain(), [Event::SendQueueOverflow { peer_id: 7, dropped: 7 }], "the drops since the last");
+    }
+
     #[test]
     fn each_pass_starts_with_the_next_viewer() {
         let mut viewers = [1, 2, 3];

@@ -5,7 +5,10 @@
 //! copies each RTP packet once into a shared [`Packet`] from the stream's
 //! pool and hands it, through a lock-free ring each, to the workers that have
 //! viewers of the mountpoint; then wakes those workers (one eventfd write per
-//! worker per wake-up, not per packet).
+//! worker per wake-up, not per packet). It also reports source streams that
+//! fall silent or send again ([`crate::events`]): its wait ends at the
+//! earliest silence deadline of the streams that send, so it notices silence
+//! without a packet.
 
 use std::collections::HashMap;
 use std::io;
@@ -14,9 +17,10 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver as CommandReceiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::egress::worker::{Delivery, WorkerLoad};
+use crate::events::{epoll_timeout, Event, EventQueue, SilenceCheck, SilenceWatch};
 use crate::ingest::source_rtcp::SourceRtcp;
 use crate::ingest::{Ingest, IngestOptions, Verdict};
 use crate::media::packet::{GopCache, PacketPool, ReceivedPacket, MAX_RTP_LEN, SLOT_SIZE};
@@ -70,6 +74,8 @@ pub struct SourceStream {
     clock_rate: u32,
     /// Per datagram of the last batch: H.264 parameter sets go before it.
     parameter_sets_first: [bool; RECEIVE_BATCH],
+    /// Whether the stream is silent, and after how long (see [`crate::events`]).
+    pub silence: SilenceWatch,
 }
 
 impl SourceStream {
@@ -87,6 +93,7 @@ impl SourceStream {
             ingest,
             clock_rate: 1,
             parameter_sets_first: [false; RECEIVE_BATCH],
+            silence: SilenceWatch::default(),
         }
     }
 
@@ -314,6 +321,8 @@ pub enum ReceiverCommand {
         mountpoint: u64,
         worker: usize,
     },
+    /// A stream's silence threshold changed: look again at every stream's.
+    SilenceChanged,
     Stop,
 }
 
@@ -345,6 +354,10 @@ pub struct Receiver {
     received: Vec<Option<ReceivedPacket>>,
     /// Where a packet of H.264 parameter sets is written before it is handed out.
     parameter_sets: Box<[u8; MAX_RTP_LEN]>,
+    /// Where the receiver reports source streams falling silent and resuming.
+    events: Arc<EventQueue>,
+    /// When to look for silent streams next (None: every stream is silent already).
+    next_silence_check: Option<Instant>,
 }
 
 impl Receiver {
@@ -353,6 +366,7 @@ impl Receiver {
         wake: Arc<OwnedFd>,
         commands: CommandReceiver<ReceiverCommand>,
         workers: Vec<WorkerDoor>,
+        events: Arc<EventQueue>,
     ) -> Self {
         let woken = vec![false; workers.len()];
         Self {
@@ -367,15 +381,19 @@ impl Receiver {
             receive: ReceiveBatch::default(),
             received: vec![None; RECEIVE_BATCH],
             parameter_sets: Box::new([0; MAX_RTP_LEN]),
+            events,
+            next_silence_check: None,
         }
     }
 
     pub fn run(mut self) {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; EPOLL_EVENTS];
         loop {
+            // Wakes without a packet when a sending stream may have fallen silent.
+            let timeout = epoll_timeout(self.next_silence_check, Instant::now());
             // SAFETY: `events` is a live array of EPOLL_EVENTS entries.
             let count = unsafe {
-                libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), EPOLL_EVENTS as libc::c_int, -1)
+                libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), EPOLL_EVENTS as libc::c_int, timeout)
             };
             let events = &events[..count.max(0) as usize];
             // Commands first, so packets that arrive after a call see its effect.
@@ -396,7 +414,38 @@ impl Receiver {
                 }
             }
             self.wake_workers();
+            if self.next_silence_check.is_some_and(|at| Instant::now() >= at) {
+                self.check_silence(Instant::now());
+            }
         }
+    }
+
+    /// Reports each sending stream that had no packet for its threshold; the
+    /// next check is due at the earliest deadline of the streams still sending
+    /// (a scan per threshold at most, not per packet).
+    fn check_silence(&mut self, now: Instant) {
+        let now_ns = monotonic_ns(now);
+        let mut earliest: Option<u64> = None;
+        for (&id, mountpoint) in self.mountpoints.iter_mut() {
+            for (position, stream) in mountpoint.streams.iter_mut().enumerate() {
+                let last_ns = stream.counters.last_packet_ns.load(Ordering::Relaxed);
+                match stream.silence.check(last_ns, now_ns) {
+                    SilenceCheck::FellSilent { silent_ms } => {
+                        self.events.push(Event::SourceSilent { mountpoint_id: id, position, silent_ms })
+                    }
+                    SilenceCheck::Sending { deadline_ns } => {
+                        earliest = Some(earliest.map_or(deadline_ns, |e| e.min(deadline_ns)))
+                    }
+                    SilenceCheck::Silent => {}
+                }
+            }
+        }
+        self.next_silence_check = earliest.map(|deadline| now + Duration::from_nanos(deadline - now_ns));
+    }
+
+    /// Looks for silent streams at `at` or sooner.
+    fn check_silence_by(&mut self, at: Instant) {
+        self.next_silence_check = Some(self.next_silence_check.map_or(at, |next| next.min(at)));
     }
 
     fn run_commands(&mut self) -> bool {
@@ -427,6 +476,7 @@ impl Receiver {
                 let mountpoint = ReceiverMountpoint { streams, pools, keys, rtcp_keys, subscribers: Vec::new() };
                 self.mountpoints.insert(id, mountpoint);
             }
+            ReceiverCommand::SilenceChanged => self.check_silence_by(Instant::now()),
             ReceiverCommand::RemoveMountpoint { id, done } => {
                 if let Some(mountpoint) = self.mountpoints.remove(&id) {
                     for key in &mountpoint.keys {
@@ -475,6 +525,14 @@ impl Receiver {
             };
             let now = Instant::now();
             stream.accept(&mut self.receive, count, now, &mut self.received);
+            if stream.silence.is_silent() && stream.counters.last_packet_ns.load(Ordering::Relaxed) == monotonic_ns(now)
+            {
+                stream.silence.packet();
+                self.events.push(Event::SourceResumed { mountpoint_id: id, position });
+                let threshold = Duration::from_millis(stream.silence.threshold_ms.load(Ordering::Relaxed));
+                let at = now + threshold;
+                self.next_silence_check = Some(self.next_silence_check.map_or(at, |next| next.min(at)));
+            }
             if let Some(rtcp) = &stream.rtcp {
                 if let Some(last) = self.received[..count].iter().rposition(Option::is_some) {
                     let ssrc = self.received[last].expect("found").header.ssrc;

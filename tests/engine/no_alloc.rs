@@ -112,6 +112,7 @@ fn assert_steady_state_allocates_nothing(source: Source) {
         port: 0,
         rtcp_port: Some(0),
         interface: None,
+        silence_ms: None,
         ingest: source.ingest.clone(),
     };
     let port = engine.add_mountpoint(1, &[config]).unwrap()[0];

@@ -10,14 +10,19 @@ from typing import TYPE_CHECKING, Any
 from fanout.plugins.streaming.config import MountpointConfig, MountpointId, StreamConfig, h264_parameter_sets
 from fanout.plugins.streaming.data_source import DataSource
 from fanout.plugins.streaming.port_range import PortRange
+from fanout.plugins.streaming.silence import SourceSilence
 
 if TYPE_CHECKING:
+    import asyncio
+
     from fanout._engine import Engine, SourceStream
 
 
 # The engine index of substream k of the stream at mindex m is m + k * SUBSTREAM_INDEX_STRIDE:
 # substream 0 keeps the stream's mindex, so mountpoints without simulcast look as before.
 SUBSTREAM_INDEX_STRIDE = 1 << 16
+# The silence threshold of simulcast streams at first: Janus's default fallback (250 ms).
+SIMULCAST_SILENCE_MS = 250
 
 
 def source_index(stream: StreamConfig, substream: int | None) -> int:
@@ -45,6 +50,13 @@ class Mountpoint:
         self.viewers: set[int] = set()  # handle ids
         self.data_source: DataSource | None = None
         self.latest_data_message: bytes | None = None  # kept for new viewers when the data stream buffers
+        # The source streams (substreams too) the engine reported silent, from its events.
+        self.silence = SourceSilence(source_indexes(config))
+        # Simulcast: the engine's silence threshold of the substreams (the smallest
+        # fallback any viewer asked, see plugin), and the timer that looks again at a
+        # silent substream when some viewer's fallback will have passed.
+        self.simulcast_silence_ms = SIMULCAST_SILENCE_MS
+        self.fallback_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def open(
@@ -86,6 +98,7 @@ class Mountpoint:
         return mountpoint
 
     def close(self, engine: Engine) -> None:
+        self.close_timers()
         engine.remove_mountpoint(self.engine_id)
         if self.data_source is not None:
             self.data_source.close()
@@ -111,15 +124,16 @@ class Mountpoint:
         """Per stream, milliseconds since its last packet (since creation if none came yet)."""
         since_creation = int((time.monotonic() - self.created_at) * 1000)
         ages: dict[int, int] = {}  # by mindex: a simulcast stream's age is its freshest substream's
-        for stream in engine.mountpoint_stats(self.engine_id)["streams"]:
+        for stream in engine.mountpoint_stats(self.engine_id)["streams"]:  # reported, not decided on
             age = since_creation if stream["last_packet_age_ms"] is None else stream["last_packet_age_ms"]
             mindex = stream["index"] % SUBSTREAM_INDEX_STRIDE
             ages[mindex] = min(age, ages.get(mindex, age))
         return [ages[stream.mindex] for stream in self.config.streams]
 
-    def source_ages_ms(self, engine: Engine) -> dict[int, int | None]:
-        """Each engine source stream's (substreams included) time since its last packet; None before one."""
-        return {stream["index"]: stream["last_packet_age_ms"] for stream in engine.mountpoint_stats(self.engine_id)["streams"]}
+    def close_timers(self) -> None:
+        if self.fallback_timer is not None:
+            self.fallback_timer.cancel()
+            self.fallback_timer = None
 
     def list_entry(self, engine: Engine) -> dict[str, Any]:
         """The mountpoint as the ``list`` request shows it."""
@@ -202,7 +216,7 @@ class Mountpoint:
 
 def source_stream(stream: StreamConfig, mountpoint: MountpointConfig) -> SourceStream:
     srtp = mountpoint.srtp
-    return {
+    source: SourceStream = {
         "index": stream.mindex,
         "kind": "audio" if stream.kind == "audio" else "video",
         "codec": stream.codec.name,
@@ -217,6 +231,25 @@ def source_stream(stream: StreamConfig, mountpoint: MountpointConfig) -> SourceS
         "h264_parameter_sets": h264_parameter_sets(stream.mid, stream.h264sps) if stream.h264sps else [],
         "skew_compensation": stream.skew,
     }
+    threshold = silence_ms(stream, mountpoint)
+    if threshold is not None:
+        source["silence_ms"] = threshold
+    return source
+
+
+def source_indexes(config: MountpointConfig) -> list[int]:
+    """The engine's index of every source stream of the mountpoint, substreams included."""
+    return [source_index(stream, substream) for stream in config.streams for substream in range(stream.substreams)]
+
+
+def silence_ms(stream: StreamConfig, mountpoint: MountpointConfig) -> int | None:
+    """After how long without a packet the engine reports a stream silent: for an RTSP
+    pull, its reconnect delay; for simulcast, the fallback; else the engine's default."""
+    if mountpoint.rtsp is not None:
+        return max(mountpoint.rtsp.reconnect_delay, 1) * 1000
+    if stream.simulcast:
+        return SIMULCAST_SILENCE_MS
+    return None
 
 
 def substream_source(stream: StreamConfig, mountpoint: MountpointConfig, substream: int) -> SourceStream:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fanout._engine import SourceResumed, SourceSilent, SubstreamMoved
 from fanout.core.plugin import (
     Jsep,
     LocalAnswer,
@@ -30,14 +31,16 @@ from fanout.core.plugin import (
     PluginResult,
     PluginSuccess,
 )
+from fanout.engine_events import EngineEvents
 from fanout.plugins.streaming import management, persistence, rtsp_source, subscription
 from fanout.plugins.streaming.bitrate_feedback import FORWARD_INTERVAL_SECONDS, lowest_fresh_estimate
 from fanout.plugins.streaming.config import MountpointConfig, MountpointConfigError, MountpointId, StreamingSettings
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
-from fanout.plugins.streaming.mountpoint import Mountpoint
+from fanout.plugins.streaming.mountpoint import Mountpoint, source_index
 from fanout.plugins.streaming.offer_matching import data_mline, match_offer
 from fanout.plugins.streaming.port_range import PortRange
 from fanout.plugins.streaming.rtsp_source import RtspPull
+from fanout.plugins.streaming.silence import MIN_SILENCE_MS
 from fanout.plugins.streaming.viewer import ONE_BYTE_EXTENSION_IDS, Viewer, ViewerState, ViewerTrack
 from fanout.sources.rtsp.connection import RtspConnection
 from fanout.webrtc.rtcp import GenericNack, PictureLossIndication, ReceiverReport, Remb, RtcpPacket
@@ -73,10 +76,9 @@ def layer_event(mid: str, **layer: int) -> dict[str, Any]:
     return {"streaming": "event", "result": {"mid": mid, **layer}}
 
 
-# How often simulcast tracks are checked for a requested substream gone silent (fallback).
-SIMULCAST_CHECK_SECONDS = 0.1
-# How often a moved simulcast stream is checked for having reached its new substream's keyframe.
-SUBSTREAM_POLL_SECONDS = 0.05
+# A fallback timer fires this much after the fallback has passed, so that the age it
+# reads (whole milliseconds) is past it too.
+FALLBACK_TIMER_MARGIN_SECONDS = 0.002
 
 
 class StreamingPlugin(Plugin):
@@ -88,9 +90,17 @@ class StreamingPlugin(Plugin):
     version_string = "0.0.10"
 
     def __init__(
-        self, engine: Engine, mountpoints: list[MountpointConfig], settings: StreamingSettings | None = None
+        self,
+        engine: Engine,
+        mountpoints: list[MountpointConfig],
+        settings: StreamingSettings | None = None,
+        events: EngineEvents | None = None,
     ) -> None:
         self.engine = engine
+        # The engine's events (sources silent or resumed, substream moves): the server's
+        # dispatcher, or one of the plugin's own, started with it.
+        self._events = events
+        self._own_events: EngineEvents | None = None
         self.settings = settings or StreamingSettings()
         self.mountpoint_configs = mountpoints
         self.port_range = PortRange(*self.settings.rtp_port_range)  # where a port 0 is taken
@@ -119,6 +129,7 @@ class StreamingPlugin(Plugin):
         }
 
     async def start(self) -> None:
+        self._follow_engine_events()
         for config in self.mountpoint_configs:
             if config.rtsp is None:
                 self.add_mountpoint(config)
@@ -128,7 +139,15 @@ class StreamingPlugin(Plugin):
             except (*rtsp_source.PULL_ERRORS, MountpointConfigError) as error:
                 logger.error("mountpoint %s (%s): cannot describe %s: %s", config.id, config.name, config.rtsp.url, error)
         self._spawn(self._forward_bitrate_estimates())
-        self._spawn(self._follow_simulcast_sources())
+
+    def _follow_engine_events(self) -> None:
+        events = self._events
+        if events is None:
+            events = self._own_events = EngineEvents(self.engine)
+            events.start()
+        events.subscribe(SourceSilent, self._source_silent)
+        events.subscribe(SourceResumed, self._source_resumed)
+        events.subscribe(SubstreamMoved, self._substream_moved)
 
     async def _forward_bitrate_estimates(self) -> None:
         """Once a second: each video source with an RTCP port gets its viewers' lowest estimate."""
@@ -157,6 +176,9 @@ class StreamingPlugin(Plugin):
             self.remove_mountpoint(mountpoint.id)
         if pulls:  # their TEARDOWNs
             await asyncio.wait(pulls, timeout=2)
+        if self._own_events is not None:
+            self._own_events.stop()
+            self._own_events = None
 
     def add_mountpoint(self, config: MountpointConfig) -> Mountpoint:
         """Open a mountpoint: its source ports are bound when this returns (OSError if not)."""
@@ -266,6 +288,7 @@ class StreamingPlugin(Plugin):
             [track.engine_stream() for track in tracks],
         )
         viewer.in_engine = True
+        viewer.watching_since = time.monotonic()
         for track in tracks:
             if track.paused:
                 self.engine.set_viewer_stream_paused(handle.id, track.source_index, True)
@@ -281,6 +304,7 @@ class StreamingPlugin(Plugin):
         for track in tracks:
             if track.substream is not None:
                 handle.push_event(None, layer_event(track.mid, substream=track.substream))
+        self._follow_silence(viewer.mountpoint)  # its substream may be silent already
 
     def incoming_rtcp(self, handle: PluginHandle, packets: list[RtcpPacket]) -> None:
         viewer = self.viewers.get(handle.id)
@@ -628,29 +652,97 @@ class StreamingPlugin(Plugin):
                 self._set_temporal_layer(viewer, track, layer["temporal"])
             if "substream" in layer:
                 track.requested_substream = min(layer["substream"], track.stream.substreams - 1)
-                if viewer.mountpoint is not None:
-                    ages = viewer.mountpoint.source_ages_ms(self.engine)
-                    self._set_substream(viewer, track, track.substream_to_take(ages))
+                ages = self._source_ages_ms(viewer.mountpoint, viewer, time.monotonic())
+                self._set_substream(viewer, track, track.substream_to_take(ages))
+        if layers:
+            self._follow_silence(viewer.mountpoint)
 
-    async def _follow_simulcast_sources(self) -> None:
-        """Every tick: a simulcast track whose requested substream went silent falls back
-        to the highest one below that still sends, and returns when it sends again."""
-        while True:
-            await asyncio.sleep(SIMULCAST_CHECK_SECONDS)
-            for mountpoint in list(self.mountpoints.values()):
-                if not mountpoint.viewers or not any(stream.simulcast for stream in mountpoint.config.streams):
+    # --- the engine's events ------------------------------------------------
+
+    def _mountpoint_of_engine_id(self, engine_id: int) -> Mountpoint | None:
+        return next((mountpoint for mountpoint in self.mountpoints.values() if mountpoint.engine_id == engine_id), None)
+
+    def _source_silent(self, event: SourceSilent) -> None:
+        mountpoint = self._mountpoint_of_engine_id(event.mountpoint_id)
+        if mountpoint is not None:
+            logger.debug("mountpoint %s: source stream %d silent for %d ms", mountpoint.id, event.index, event.silent_ms)
+            mountpoint.silence.silent(event.index, event.silent_ms, time.monotonic())
+            self._follow_silence(mountpoint)
+
+    def _source_resumed(self, event: SourceResumed) -> None:
+        mountpoint = self._mountpoint_of_engine_id(event.mountpoint_id)
+        if mountpoint is not None:
+            logger.debug("mountpoint %s: source stream %d sends", mountpoint.id, event.index)
+            mountpoint.silence.resumed(event.index)
+            self._follow_silence(mountpoint)
+
+    def _substream_moved(self, event: SubstreamMoved) -> None:
+        """The engine made a move ``_set_substream`` asked (at the new substream's keyframe):
+        the client learns the substream it gets now. A move another configure overtook
+        is not announced: the track waits for its own."""
+        viewer = self.viewers.get(event.peer_id)
+        if viewer is None or not viewer.in_engine:
+            return
+        for track in viewer.tracks:
+            if track.stream.simulcast and track.source_index == event.source_index and track.substream is not None:
+                viewer.handle.push_event(None, layer_event(track.mid, substream=track.substream))
+
+    def _hear_silence_within(self, mountpoint: Mountpoint, fallback_ms: int) -> None:
+        """A viewer's fallback: the engine reports the mountpoint's simulcast substreams
+        silent soon enough for it. The threshold only goes down, to the smallest fallback
+        any viewer asked (at least MIN_SILENCE_MS): a viewer with a longer one looks again
+        when its own has passed (_follow_silence). Deciding per viewer here, not in the
+        engine, keeps the engine's work per stream, not per viewer."""
+        threshold = max(fallback_ms, MIN_SILENCE_MS)
+        if threshold >= mountpoint.simulcast_silence_ms:
+            return
+        mountpoint.simulcast_silence_ms = threshold
+        for stream in mountpoint.config.streams:
+            for substream in range(stream.substreams if stream.simulcast else 0):
+                self.engine.set_source_silence(mountpoint.engine_id, source_index(stream, substream), threshold)
+
+    def _follow_silence(self, mountpoint: Mountpoint) -> None:
+        """A simulcast track whose requested substream is silent (for longer than its
+        fallback) falls back to the highest one below that still sends, and returns when it
+        sends again. A substream that never sent counts as silent since the viewer started
+        watching (a source starting with the viewer gets its fallback's time). A substream
+        silent for less than some track's fallback sets a timer for when it will have been
+        silent that long: nothing is polled."""
+        if not any(stream.simulcast for stream in mountpoint.config.streams):
+            return
+        mountpoint.close_timers()
+        now = time.monotonic()
+        next_look: float | None = None
+        for handle_id in list(mountpoint.viewers):
+            viewer = self.viewers.get(handle_id)
+            if viewer is None or not viewer.in_engine:
+                continue
+            viewer_ages = self._source_ages_ms(mountpoint, viewer, now)
+            for track in viewer.tracks:
+                if not track.stream.simulcast:
                     continue
-                try:
-                    ages = mountpoint.source_ages_ms(self.engine)
-                except (KeyError, RuntimeError):
-                    continue
-                for handle_id in list(mountpoint.viewers):
-                    viewer = self.viewers.get(handle_id)
-                    if viewer is None or not viewer.in_engine:
-                        continue
-                    for track in viewer.tracks:
-                        if track.stream.simulcast:
-                            self._set_substream(viewer, track, track.substream_to_take(ages))
+                self._hear_silence_within(mountpoint, track.fallback_us // 1000)
+                self._set_substream(viewer, track, track.substream_to_take(viewer_ages))
+                for substream in range(track.stream.substreams):
+                    index = source_index(track.stream, substream)
+                    age = viewer_ages[index]
+                    if mountpoint.silence.is_silent(index) and age is not None and age * 1000 <= track.fallback_us:
+                        # Silent, not yet for the track's fallback: look again when it will have been.
+                        wait = (track.fallback_us - age * 1000) / 1_000_000 + FALLBACK_TIMER_MARGIN_SECONDS
+                        next_look = wait if next_look is None else min(next_look, wait)
+        if next_look is not None:
+            loop = asyncio.get_running_loop()
+            mountpoint.fallback_timer = loop.call_later(next_look, self._follow_silence, mountpoint)
+
+    @staticmethod
+    def _source_ages_ms(mountpoint: Mountpoint, viewer: Viewer, now: float) -> dict[int, int | None]:
+        """Each source stream's time since its last packet as ``viewer`` counts it: a stream
+        that never sent, since the viewer started watching (None if it does not yet)."""
+        ages = mountpoint.silence.ages_ms(now)
+        if not viewer.in_engine:
+            return ages
+        watching_ms = int((now - viewer.watching_since) * 1000)
+        return {index: watching_ms if age is None else age for index, age in ages.items()}
 
     def _set_substream(self, viewer: Viewer, track: ViewerTrack, substream: int | None) -> None:
         """Move a simulcast track to another encoding; the ``substream`` event follows when
@@ -664,22 +756,10 @@ class StreamingPlugin(Plugin):
         track.substream = substream
         if not (viewer.in_engine and track.send):
             return
-        moves = self.engine.viewer_stats(viewer.handle.id)["source_switches"]
         self.engine.set_viewer_stream_source(viewer.handle.id, previous, track.source_index)
         if track.temporal is not None and track.stream.codec.name == "vp8":
             self.engine.set_viewer_stream_temporal_layer(viewer.handle.id, track.source_index, track.temporal)
-        self._spawn(self._announce_substream(viewer, track, moves))
-
-    async def _announce_substream(self, viewer: Viewer, track: ViewerTrack, moves: int) -> None:
-        """Waits until the engine moved the track (another configure may come first), then
-        tells the client the substream it gets now."""
-        handle_id = viewer.handle.id
-        while viewer.in_engine and track in viewer.tracks:
-            if self.engine.viewer_stats(handle_id)["source_switches"] > moves:
-                if track.substream is not None:
-                    viewer.handle.push_event(None, layer_event(track.mid, substream=track.substream))
-                return
-            await asyncio.sleep(SUBSTREAM_POLL_SECONDS)
+        # The substream event follows the engine's SubstreamMoved (_substream_moved).
 
     def _set_temporal_layer(self, viewer: Viewer, track: ViewerTrack, temporal: int) -> None:
         """VP8: the highest temporal layer the track gets (2, the top Janus knows: all)."""
@@ -710,11 +790,13 @@ class StreamingPlugin(Plugin):
         viewer.mountpoint = target
         viewer.tracks = tracks  # a data m-line stays, and carries the new mountpoint's data, if it has any
         target.viewers.add(viewer.handle.id)
+        viewer.watching_since = time.monotonic()
         logger.info("viewer %d switched to mountpoint %s", viewer.handle.id, target.id)
         viewer.handle.push_event(transaction, {"streaming": "event", "result": {"switched": "ok", "id": target.id}})
         for track in tracks:
             if viewer.in_engine and track.send and track.substream is not None:
                 viewer.handle.push_event(None, layer_event(track.mid, substream=track.substream))
+        self._follow_silence(target)
 
     def _stop(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
         viewer.handle.push_event(transaction, status_event("stopping"))

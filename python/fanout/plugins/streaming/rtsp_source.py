@@ -7,7 +7,8 @@ then SETUPs each track with ``client_port=<RTP port>-<RTCP port>`` so the server
 sends RTP straight to the engine (and its sender reports to the RTCP port, from
 which the engine sends keyframe requests back), PLAYs, keeps the session alive,
 and starts again after ``rtsp_reconnect_delay`` when the server goes away or its
-media stops. Viewers stay connected meanwhile: the engine's numbering goes on
+media stops: every stream silent for ``rtsp_reconnect_delay``, as the engine's
+events say (each stream's silence threshold is that delay). Viewers stay connected meanwhile: the engine's numbering goes on
 across the restart.
 """
 
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PULL_ERRORS = (RtspError, OSError, TimeoutError)
+# The check at rtsp_reconnect_delay after PLAY runs this much later, so that the delay has passed.
+STALL_TIMER_MARGIN_SECONDS = 0.01
 
 
 def connect(settings: RtspSettings) -> RtspConnection:
@@ -187,7 +190,21 @@ class RtspPull:
             await connection.play(self._transports(connection))
             self._playing_since = time.monotonic()
             logger.info("mountpoint %s: playing %s", self.mountpoint.id, self.settings.url)
-            await connection.maintain(self._stalled)
+            stalled = asyncio.Event()
+
+            def check() -> None:
+                if self._stalled():
+                    stalled.set()
+
+            silence = self.mountpoint.silence
+            silence.listeners.append(check)
+            # Silent since before PLAY (or never sent): stalled once the delay has passed.
+            timer = asyncio.get_running_loop().call_later(self._stall_limit_s() + STALL_TIMER_MARGIN_SECONDS, check)
+            try:
+                await connection.maintain(stalled)
+            finally:
+                timer.cancel()
+                silence.listeners.remove(check)
         finally:
             self._connection = None
             await connection.close()
@@ -213,12 +230,12 @@ class RtspPull:
         codec = choice.codec or codec_from_rtpmap(track.rtpmap)
         return codec is not None and codec.name == stream.codec.name
 
+    def _stall_limit_s(self) -> int:
+        return max(self.settings.reconnect_delay, 1)
+
     def _stalled(self) -> bool:
-        """No packet on any stream for rtsp_reconnect_delay (counted from PLAY)."""
-        limit_ms = max(self.settings.reconnect_delay, 1) * 1000
-        since_play_ms = int((time.monotonic() - self._playing_since) * 1000)
-        if since_play_ms < limit_ms:
+        """No packet on any stream for rtsp_reconnect_delay (counted from PLAY): the
+        engine reported every stream silent (its threshold is that delay)."""
+        if time.monotonic() - self._playing_since < self._stall_limit_s():
             return False
-        streams = self.engine.mountpoint_stats(self.mountpoint.engine_id)["streams"]
-        ages = [since_play_ms if s["last_packet_age_ms"] is None else min(s["last_packet_age_ms"], since_play_ms) for s in streams]
-        return bool(ages) and min(ages) >= limit_ms
+        return self.mountpoint.silence.all_silent()

@@ -164,6 +164,7 @@ class Viewer:
     mountpoint: Mountpoint | None = None
     tracks: list[ViewerTrack] = field(default_factory=list)
     in_engine: bool = False
+    watching_since: float = 0.0  # time.monotonic() when its media started (or moved to this mountpoint)
     rtcp_counts: dict[str, int] = field(default_factory=dict)
     reception: dict[str, Reception] = field(default_factory=dict)  # by mid
     bitrate_estimates: dict[str, BitrateEstimate] = field(default_factory=dict)  # by mid: the latest REMB

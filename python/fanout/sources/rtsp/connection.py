@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from fanout.sources.rtsp.auth import Credentials
@@ -68,30 +68,39 @@ class RtspConnection:
         assert isinstance(playing, Playing)
         return playing
 
-    async def maintain(self, stalled: Callable[[], bool], check_every: float = 0.5) -> None:
+    async def maintain(self, stalled: asyncio.Event) -> None:
         """Keep-alives within the session timeout until the server closes the connection
-        (RtspError), answers badly, or ``stalled()`` says media stopped (MediaStalled)."""
-        assert self._reader is not None
+        (RtspError), answers badly, or ``stalled`` is set: media stopped (MediaStalled)."""
+        reader = self._reader
+        assert reader is not None
         interval = self.client.keepalive_interval
         if self.session_timeout > 0:
             interval = min(interval, self.session_timeout / 2)
         loop = asyncio.get_running_loop()
         next_keepalive = loop.time() + interval
-        while True:
-            try:
-                data = await asyncio.wait_for(self._reader.read(65536), check_every)
-            except TimeoutError:
-                data = None
-            if data == b"":
-                raise RtspError("the server closed the RTSP connection")
-            if data:
-                self.client.receive_data(data)
-            if stalled():
-                raise MediaStalled("no media from the RTSP server")
-            if loop.time() >= next_keepalive:
-                self.client.keepalive()
-                await self._flush()
-                next_keepalive = loop.time() + interval
+        stall: asyncio.Future[Any] = asyncio.ensure_future(stalled.wait())
+        read: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                if read is None:
+                    read = asyncio.ensure_future(reader.read(65536))
+                timeout = max(next_keepalive - loop.time(), 0.0)
+                await asyncio.wait({read, stall}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if read.done():
+                    data, read = read.result(), None
+                    if data == b"":
+                        raise RtspError("the server closed the RTSP connection")
+                    self.client.receive_data(data)
+                if stall.done():
+                    raise MediaStalled("no media from the RTSP server")
+                if loop.time() >= next_keepalive:
+                    self.client.keepalive()
+                    await self._flush()
+                    next_keepalive = loop.time() + interval
+        finally:
+            stall.cancel()
+            if read is not None:
+                read.cancel()
 
     async def close(self) -> None:
         """TEARDOWN (if a session was set up; waiting briefly for its answer), then close."""

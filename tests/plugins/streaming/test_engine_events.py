@@ -1,0 +1,189 @@
+"""The Streaming plugin acts on the engine's events, in process with a real engine:
+a simulcast viewer falls back when its substream falls silent and returns when it
+sends again, each move announced to the client once the engine made it; an RTSP
+pull whose media stops starts again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from fanout._engine import Engine
+from fanout.core.plugin import LocalDescription, WebRtcMediaKeys
+from fanout.plugins.streaming.config import parse_mountpoint
+from fanout.plugins.streaming.mountpoint import Mountpoint, source_index
+from fanout.plugins.streaming.plugin import StreamingPlugin
+from fanout.webrtc.sdp import RemoteDescription
+from tests.support.rtsp_server import RtspServerProcess
+
+WAIT_SECONDS = 10.0
+FRAME_SECONDS = 0.02
+KEYFRAME_EVERY = 5  # frames
+
+
+@dataclass
+class RecordingHandle:
+    """A handle whose DTLS is up, recording what the plugin tells its client."""
+
+    id: int
+    media_keys: WebRtcMediaKeys | None
+    session_id: int = 1
+    opaque_id: str | None = None
+    remote_description: RemoteDescription | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def push_event(self, transaction: str | None, data: dict[str, Any], jsep: LocalDescription | None = None) -> None:
+        self.events.append(data)
+
+    def close_pc(self) -> None:
+        pass
+
+    def send_data(self, data: bytes, *, binary: bool) -> bool:
+        return False
+
+    async def wait_for(self, result: dict[str, Any], *, after: int) -> None:
+        """Until an event with ``result`` comes after the first ``after`` events."""
+        await until(lambda: any(event.get("result") == result for event in self.events[after:]), f"no event {result}")
+
+
+async def until(condition: Callable[[], bool], failure: str) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        await asyncio.sleep(0.01)
+
+
+def vp8_packet(sequence: int, *, keyframe: bool, ssrc: int) -> bytes:
+    header = struct.pack("!BBHII", 0x80, 0x80 | 96, sequence & 0xFFFF, sequence * 3000, ssrc)
+    return header + bytes([0x10, 0x00 if keyframe else 0x01, 0x02, 0x03])
+
+
+@dataclass
+class Encoders:
+    """Three simulcast encodings, one frame each per tick, keyframes now and then."""
+
+    ports: list[int]
+    sending: list[bool] = field(default_factory=lambda: [True, True, True])
+
+    async def run(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for frame in range(1_000_000):
+                for substream, port in enumerate(self.ports):
+                    if self.sending[substream]:
+                        packet = vp8_packet(frame, keyframe=frame % KEYFRAME_EVERY == 0, ssrc=substream + 1)
+                        sock.sendto(packet, ("127.0.0.1", port))
+                await asyncio.sleep(FRAME_SECONDS)  # the source's frame rate
+        finally:
+            sock.close()
+
+
+@dataclass
+class Running:
+    engine: Engine
+    plugin: StreamingPlugin
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[Running]:
+    webrtc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    webrtc.bind(("127.0.0.1", 0))
+    engine = Engine(webrtc.fileno(), cores=[0], pin=False)
+    plugin = StreamingPlugin(engine, [])
+    await plugin.start()
+    yield Running(engine, plugin)
+    await plugin.stop()
+    engine.close()
+    webrtc.close()
+
+
+def simulcast_mountpoint(plugin: StreamingPlugin) -> Mountpoint:
+    group = {"type": "rtp", "id": 4, "video": True, "videoport": 0, "videopt": 96, "videocodec": "vp8",
+             "videosimulcast": True, "videoport2": 0, "videoport3": 0}  # fmt: skip
+    config, _ = parse_mountpoint("simulcast", group)
+    return plugin.add_mountpoint(config)
+
+
+async def test_a_silent_substream_falls_back_and_each_move_is_announced_once_made(running: Running) -> None:
+    plugin = running.plugin
+    mountpoint = simulcast_mountpoint(plugin)
+    (stream,) = mountpoint.config.streams
+    encoders = Encoders(mountpoint.substream_ports[stream.mid])
+    sending = asyncio.get_running_loop().create_task(encoders.run())
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    try:
+        await until(lambda: not any(mountpoint.silence.is_silent(i) for i in mountpoint.silence.indexes), "no media")
+        keys = WebRtcMediaKeys(sink.getsockname(), "AEAD_AES_128_GCM", os.urandom(28), os.urandom(28))
+        handle = RecordingHandle(11, keys)
+        plugin.create_session(handle)
+        plugin.viewers[handle.id].watch(mountpoint, None)
+        plugin.setup_media(handle)
+        assert handle.events[-1]["result"] == {"mid": stream.mid, "substream": 2}
+
+        told = len(handle.events)
+        encoders.sending[2] = False
+        await handle.wait_for({"mid": stream.mid, "substream": 1}, after=told)
+        assert plugin.viewers[handle.id].tracks[0].substream == 1
+
+        told = len(handle.events)
+        encoders.sending[2] = True
+        await handle.wait_for({"mid": stream.mid, "substream": 2}, after=told)
+        moves = [event["result"] for event in handle.events if "substream" in event.get("result", {})]
+        assert moves == [{"mid": stream.mid, "substream": substream} for substream in (2, 1, 2)], "each move once"
+    finally:
+        sending.cancel()
+        sink.close()
+
+
+async def test_a_substream_that_never_sent_is_left_once_the_fallback_passed_since_joining(running: Running) -> None:
+    plugin = running.plugin
+    mountpoint = simulcast_mountpoint(plugin)
+    (stream,) = mountpoint.config.streams
+    encoders = Encoders(mountpoint.substream_ports[stream.mid], sending=[True, True, False])
+    sending = asyncio.get_running_loop().create_task(encoders.run())
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    try:
+        await until(lambda: not mountpoint.silence.is_silent(source_index(stream, 1)), "no media")
+        keys = WebRtcMediaKeys(sink.getsockname(), "AEAD_AES_128_GCM", os.urandom(28), os.urandom(28))
+        handle = RecordingHandle(12, keys)
+        plugin.create_session(handle)
+        plugin.viewers[handle.id].watch(mountpoint, None)
+        joined = time.monotonic()
+        plugin.setup_media(handle)
+        assert handle.events[-1]["result"] == {"mid": stream.mid, "substream": 2}, "the highest, as Janus"
+        await handle.wait_for({"mid": stream.mid, "substream": 1}, after=len(handle.events))
+        assert time.monotonic() - joined >= 0.25, "not before its fallback (250 ms) passed"
+    finally:
+        sending.cancel()
+        sink.close()
+
+
+async def test_an_rtsp_source_whose_media_stops_is_pulled_again(
+    running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    plugin = running.plugin
+    with RtspServerProcess("vp8") as camera:
+        group = {"type": "rtsp", "id": 8, "video": True, "url": camera.url, "rtsp_reconnect_delay": 1, "rtsp_timeout": 1}
+        config, _ = parse_mountpoint("camera", group)
+        mountpoint = await plugin.open_rtsp_mountpoint(config)
+        await until(lambda: not mountpoint.silence.all_silent(), "no media from the camera")
+        assert camera.process is not None
+        with caplog.at_level(logging.WARNING, logger="fanout.plugins.streaming.rtsp_source"):
+            camera.process.send_signal(signal.SIGSTOP)  # frozen: its connection stays open, its media stops
+            try:
+                await until(lambda: "no media from the RTSP server" in caplog.text, "the stall went unnoticed")
+            finally:
+                camera.process.send_signal(signal.SIGCONT)
+        await until(lambda: not mountpoint.silence.all_silent(), "no media after the new PLAY")
