@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use _engine::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag, SLOT_SIZE};
 use _engine::engine::{Engine, EngineOptions, SourceConfig, ViewerStreamConfig};
 use _engine::ingest::IngestOptions;
-use _engine::receiver::ReceivedPacket;
+use _engine::codec::Codec;
+use _engine::receiver::{MediaKind, ReceivedPacket};
 use _engine::rtp::RtpHeader;
 use _engine::srtp::{Profile, SrtpSession};
 use _engine::viewer::{RawAddress, StreamStart, Viewer, ViewerStream};
@@ -135,8 +136,8 @@ fn whole_engine(profile: Profile, viewers: usize) {
         interface: None,
         ingest: IngestOptions::default(),
         index: 0,
-        kind: "audio".into(),
-        codec: "opus".into(),
+        kind: MediaKind::Audio,
+        codec: Codec::Other,
         clock_rate: 48_000,
         host: "127.0.0.1".into(),
         port: 0,
@@ -144,25 +145,10 @@ fn whole_engine(profile: Profile, viewers: usize) {
     let port = engine.add_mountpoint(1, &[source]).unwrap()[0];
     let sinks: Vec<UdpSocket> = (0..viewers).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
     let key = vec![1u8; profile.master_len()];
-    let name = match profile {
-        Profile::AeadAes128Gcm => "AEAD_AES_128_GCM",
-        Profile::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
-        Profile::AesCm128HmacSha1_32 => "AES_CM_128_HMAC_SHA1_32",
-    };
     for (i, sink) in sinks.iter().enumerate() {
         let address = sink.local_addr().unwrap();
-        let stream = ViewerStreamConfig { index: 0, ssrc: i as i64 + 1, payload_type: 111 };
-        engine
-            .add_viewer(
-                i as u64,
-                1,
-                (&address.ip().to_string(), i64::from(address.port())),
-                name,
-                &key,
-                &key,
-                &[stream],
-            )
-            .unwrap();
+        let stream = ViewerStreamConfig { index: 0, ssrc: i as u32 + 1, payload_type: 111 };
+        engine.add_viewer(i as u64, 1, address, profile, &key, &key, &[stream]).unwrap();
     }
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     let cpu_before = engine_thread_cpu();
@@ -187,7 +173,7 @@ fn whole_engine(profile: Profile, viewers: usize) {
     let received = engine.mountpoint_stats(1).unwrap().packets;
     let ns = cpu.as_nanos() as f64 / sent.max(1) as f64;
     println!(
-        "engine {name} x {viewers:>4} viewers: {received} in, {sent} out in {:.2} s; worker CPU {:.0} ms = {ns:.0} ns per packet out ({:.2} Gbit/s per core)",
+        "engine {profile:?} x {viewers:>4} viewers: {received} in, {sent} out in {:.2} s; worker CPU {:.0} ms = {ns:.0} ns per packet out ({:.2} Gbit/s per core)",
         elapsed.as_secs_f64(),
         cpu.as_secs_f64() * 1e3,
         PACKET as f64 * 8.0 / ns,

@@ -9,9 +9,9 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -35,6 +35,7 @@ use crate::rtcp::{for_each_nack, is_rtcp};
 use crate::rtp::PlayoutDelay;
 use crate::source_rtcp::{for_each_keyframe_request, KeyframeReason, SourceRtcp};
 use crate::srtp::{Profile, SrtcpInbound, SrtpSession};
+use crate::stats::{KeyframeCacheStats, MountpointStats, PeerStats, SenderReportStats, StreamStats, WorkerStats};
 use crate::viewer::{RawAddress, StreamStart, Viewer, ViewerCounters, ViewerStream};
 use crate::worker::{allowed_cores, Caches, Command, SendCounters, Worker, WorkerConfig, WorkerLoad};
 
@@ -93,14 +94,14 @@ fn invalid(message: impl Into<String>) -> EngineError {
 /// One RTP input of a mountpoint, as the control plane describes it.
 #[derive(Clone, Debug)]
 pub struct SourceConfig {
-    pub index: i64,
-    pub kind: String,
-    pub codec: String,
-    pub clock_rate: i64,
+    pub index: u32,
+    pub kind: MediaKind,
+    pub codec: Codec,
+    pub clock_rate: u32,
     pub host: String,
-    pub port: i64,
+    pub port: u16,
     /// The stream's RTCP port: None for none, 0 lets the kernel pick.
-    pub rtcp_port: Option<i64>,
+    pub rtcp_port: Option<u16>,
     /// When `host` is a multicast group: the address of the interface to join it on.
     pub interface: Option<String>,
     /// What the receiver does to each datagram: SRTP, SSRC lock, parameter sets, skew.
@@ -110,99 +111,9 @@ pub struct SourceConfig {
 /// What a viewer receives of one source stream.
 #[derive(Clone, Debug)]
 pub struct ViewerStreamConfig {
-    pub index: i64,
-    pub ssrc: i64,
-    pub payload_type: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StreamStats {
     pub index: u32,
-    pub port: u16,
-    pub packets: u64,
-    pub bytes: u64,
-    pub malformed: u64,
-    pub overruns: u64,
-    pub last_packet_age_ms: Option<u64>,
-    pub rtcp_port: Option<u16>,
-    /// RTCP packets received from the source on the RTCP port.
-    pub rtcp_packets: u64,
-    pub plis_forwarded: u64,
-    pub keyframe_requests: u64,
-    /// Bitrate estimates (REMB) sent to the source.
-    pub rembs_sent: u64,
-    /// The latest sender report from the source: (NTP time, RTP timestamp, age in ms).
-    pub sender_report: Option<(u64, u32, u64)>,
-    /// The keyframe cache: whether it holds a keyframe, its packets and bytes,
-    /// and how many groups of pictures outgrew it. None for streams without a cache.
-    pub cache: Option<CacheStats>,
-    pub ingest: IngestStats,
-}
-
-/// What the stream's ingest did (see [`crate::ingest`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct IngestStats {
-    pub undecryptable: u64,
-    pub collisions: u64,
-    pub parameter_sets_inserted: u64,
-    pub skew_dropped: u64,
-    pub skew_ms: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CacheStats {
-    pub keyframe: bool,
-    pub packets: usize,
-    pub bytes: usize,
-    pub overflows: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MountpointStats {
-    pub packets: u64,
-    pub bytes: u64,
-    pub malformed: u64,
-    pub viewers: usize,
-    pub streams: Vec<StreamStats>,
-    pub sent: SentStats,
-}
-
-/// What the workers sent to a mountpoint's viewers, summed over workers.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SentStats {
-    pub packets: u64,
-    pub bytes: u64,
-    pub retransmissions: u64,
-    pub dropped: u64,
-    pub send_errors: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkerStats {
-    pub index: usize,
-    pub core: Option<usize>,
-    pub viewers: usize,
-    pub busy_ns: u64,
-    pub passes: u64,
-    pub source_packets: u64,
-    pub messages: u64,
-    pub flushes: u64,
-    pub overruns: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ViewerStats {
-    pub packets: u64,
-    pub bytes: u64,
-    pub rtcp_packets: u64,
-    pub retransmissions: u64,
-    pub nacked: u64,
-    pub gso_refused: u64,
-    pub dropped: u64,
-    pub send_errors: u64,
-    pub paused: bool,
-    pub worker: usize,
-    pub source_switches: u64,
+    pub ssrc: u32,
+    pub payload_type: u8,
 }
 
 struct StreamRecord {
@@ -257,8 +168,7 @@ struct ViewerRecord {
 
 impl ViewerRecord {
     /// Source stream `index` (checked) and the position of the viewer's stream that takes it.
-    fn stream_taking(&self, viewer_id: u64, index: i64) -> Result<(u32, usize), EngineError> {
-        let index: u32 = in_range(index, "stream index", 0, i64::from(u32::MAX))?;
+    fn stream_taking(&self, viewer_id: u64, index: u32) -> Result<(u32, usize), EngineError> {
         let position = self
             .indexes
             .iter()
@@ -381,27 +291,19 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
-fn in_range<T: TryFrom<i64>>(value: i64, what: &str, low: i64, high: i64) -> Result<T, EngineError> {
+/// `value` itself if it lies in `low..=high`.
+fn check_range<T: Copy + PartialOrd + fmt::Display>(value: T, what: &str, low: T, high: T) -> Result<T, EngineError> {
     if value < low || value > high {
         return Err(invalid(format!("{what} must be in {low}..={high}, got {value}")));
     }
-    T::try_from(value).map_err(|_| invalid(format!("{what} out of range")))
+    Ok(value)
 }
 
-/// Resolves a viewer's (host, port) to an address the WebRTC socket can send to.
-fn viewer_address(host: &str, port: i64, family: libc::c_int) -> Result<RawAddress, EngineError> {
-    let port: u16 = in_range(port, "port", 1, 65535)?;
-    let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => (host, port)
-            .to_socket_addrs()
-            .map_err(|_| invalid(format!("cannot resolve viewer host {host:?}")))?
-            .collect(),
-    };
-    addresses
-        .iter()
-        .find_map(|address| RawAddress::from_socket_addr(*address, family))
-        .ok_or_else(|| invalid(format!("the WebRTC socket cannot send to {host}")))
+/// A peer's address as the WebRTC socket sends to it.
+fn peer_address(address: SocketAddr, family: libc::c_int) -> Result<RawAddress, EngineError> {
+    check_range(address.port(), "port", 1, u16::MAX)?;
+    RawAddress::from_socket_addr(address, family)
+        .ok_or_else(|| invalid(format!("the WebRTC socket cannot send to {}", address.ip())))
 }
 
 impl Engine {
@@ -445,6 +347,11 @@ impl Engine {
         Ok(Self { state: Mutex::new(Some(running)), epoll, wake: wake_fd, socket_family })
     }
 
+    /// Whether the WebRTC socket (IPv4 or IPv6) can send to `address`.
+    pub fn can_send_to(&self, address: SocketAddr) -> bool {
+        RawAddress::from_socket_addr(address, self.socket_family).is_some()
+    }
+
     fn running(&self) -> Result<MutexGuard<'_, Option<Running>>, EngineError> {
         let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if state.is_none() {
@@ -475,18 +382,12 @@ impl Engine {
         let mut indexes = HashSet::new();
         let mut checked = Vec::with_capacity(streams.len());
         for stream in streams {
-            let index: u32 = in_range(stream.index, "stream index", 0, i64::from(u32::MAX))?;
+            let index = stream.index;
             if !indexes.insert(index) {
                 return Err(invalid(format!("stream index {index} appears twice")));
             }
-            let kind = MediaKind::from_name(&stream.kind)
-                .ok_or_else(|| invalid(format!("unknown media kind {:?}", stream.kind)))?;
-            let clock_rate: u32 = in_range(stream.clock_rate, "clock rate", 1, i64::from(u32::MAX))?;
-            let port: u16 = in_range(stream.port, "port", 0, 65535)?;
-            let rtcp_port: Option<u16> =
-                stream.rtcp_port.map(|rtcp_port| in_range(rtcp_port, "rtcp_port", 0, 65535)).transpose()?;
-            let codec = Codec::from_name(&stream.codec.to_ascii_lowercase());
-            checked.push((index, kind, codec, clock_rate, port, rtcp_port));
+            let clock_rate = check_range(stream.clock_rate, "clock rate", 1, u32::MAX)?;
+            checked.push((index, stream.kind, stream.codec, clock_rate, stream.port, stream.rtcp_port));
         }
         // Bind every port first: on any failure the sockets bound so far close on return.
         let mut sockets = Vec::with_capacity(streams.len());
@@ -581,8 +482,8 @@ impl Engine {
         &self,
         viewer_id: u64,
         mountpoint_id: u64,
-        address: (&str, i64),
-        srtp_profile: &str,
+        address: SocketAddr,
+        profile: Profile,
         local_master_key: &[u8],
         remote_master_key: &[u8],
         streams: &[ViewerStreamConfig],
@@ -594,12 +495,12 @@ impl Engine {
         if running.viewers.contains_key(&viewer_id) {
             return Err(invalid(format!("viewer {viewer_id} already exists")));
         }
-        let profile = Profile::from_name(srtp_profile)
-            .filter(|&profile| profile != Profile::AesCm128HmacSha1_32)
-            .ok_or_else(|| invalid(format!("unknown SRTP profile {srtp_profile:?}")))?;
+        if profile == Profile::AesCm128HmacSha1_32 {
+            return Err(invalid("AES_CM_128_HMAC_SHA1_32 is for sources only"));
+        }
         let local = SrtpSession::new(profile, local_master_key).map_err(|e| invalid(format!("local key: {e}")))?;
         let remote = SrtpSession::new(profile, remote_master_key).map_err(|e| invalid(format!("remote key: {e}")))?;
-        let address = viewer_address(address.0, address.1, self.socket_family)?;
+        let address = peer_address(address, self.socket_family)?;
         let (viewer_streams, ssrcs, indexes) = viewer_streams(mountpoint_id, mountpoint, streams)?;
         let counters = Arc::new(ViewerCounters::default());
         let mut viewer =
@@ -717,7 +618,7 @@ impl Engine {
     /// The per-stream send switch: stops or resumes sending the viewer's
     /// stream that takes source stream `index`. Resumed video starts from the
     /// keyframe cache (or the next keyframe); numbering stays continuous.
-    pub fn set_viewer_stream_paused(&self, viewer_id: u64, index: i64, paused: bool) -> Result<(), EngineError> {
+    pub fn set_viewer_stream_paused(&self, viewer_id: u64, index: u32, paused: bool) -> Result<(), EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
         let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
@@ -740,20 +641,20 @@ impl Engine {
     pub fn set_viewer_playout_delay(
         &self,
         viewer_id: u64,
-        index: i64,
-        extension_id: i64,
-        delay_ms: Option<(i64, i64)>,
+        index: u32,
+        extension_id: u8,
+        delay_ms: Option<(u32, u32)>,
     ) -> Result<(), EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
         let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
         let (_, stream) = record.stream_taking(viewer_id, index)?;
-        let extension_id: u8 = in_range(extension_id, "playout-delay extension id", 1, 14)?;
+        let extension_id = check_range(extension_id, "playout-delay extension id", 1, 14)?;
         let delay = match delay_ms {
             None => None,
             Some((min_ms, max_ms)) => {
-                let min_ms: u32 = in_range(min_ms, "minimum playout delay", 0, 40_950)?;
-                let max_ms: u32 = in_range(max_ms, "maximum playout delay", 0, 40_950)?;
+                let min_ms = check_range(min_ms, "minimum playout delay", 0, 40_950)?;
+                let max_ms = check_range(max_ms, "maximum playout delay", 0, 40_950)?;
                 let delay = PlayoutDelay::from_millis(extension_id, min_ms, max_ms).ok_or_else(|| {
                     invalid(format!("minimum playout delay {min_ms} ms above the maximum {max_ms} ms"))
                 })?;
@@ -769,11 +670,10 @@ impl Engine {
     /// stream is known by `source_index` from now on. The source is asked for
     /// a keyframe if it has an RTCP port. Numbering stays continuous (VP8
     /// picture IDs too).
-    pub fn set_viewer_stream_source(&self, viewer_id: u64, index: i64, source_index: i64) -> Result<(), EngineError> {
+    pub fn set_viewer_stream_source(&self, viewer_id: u64, index: u32, source_index: u32) -> Result<(), EngineError> {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
         let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let source_index: u32 = in_range(source_index, "source index", 0, i64::from(u32::MAX))?;
         let (index, stream) = record.stream_taking(viewer_id, index)?;
         if source_index != index && record.indexes.contains(&source_index) {
             return Err(invalid(format!("viewer {viewer_id} already takes stream {source_index}")));
@@ -803,13 +703,13 @@ impl Engine {
     pub fn set_viewer_stream_temporal_layer(
         &self,
         viewer_id: u64,
-        index: i64,
-        layer: Option<i64>,
+        index: u32,
+        layer: Option<u8>,
     ) -> Result<(), EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
         let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let cap: Option<u8> = layer.map(|layer| in_range(layer, "temporal layer", 0, 3)).transpose()?;
+        let cap = layer.map(|layer| check_range(layer, "temporal layer", 0, 3)).transpose()?;
         let (index, stream) = record.stream_taking(viewer_id, index)?;
         let mountpoint = running.mountpoints.get(&record.mountpoint_id).ok_or(EngineError::Closed)?;
         let codec = mountpoint.streams.iter().find(|source| source.index == index).map(|source| source.codec);
@@ -835,11 +735,11 @@ impl Engine {
         self.unsubscribe(running, record.mountpoint_id, worker)
     }
 
-    pub fn set_viewer_address(&self, viewer_id: u64, address: (&str, i64)) -> Result<(), EngineError> {
+    pub fn set_viewer_address(&self, viewer_id: u64, address: SocketAddr) -> Result<(), EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
         let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let address = viewer_address(address.0, address.1, self.socket_family)?;
+        let address = peer_address(address, self.socket_family)?;
         Self::to_worker(running, record.worker, Command::SetViewerAddress { id: viewer_id, address })
     }
 
@@ -928,25 +828,25 @@ impl Engine {
     /// Sends a bitrate estimate (REMB) to a source stream through its RTCP
     /// port; false if the source has not shown where to send yet. ValueError
     /// for a stream without an RTCP port.
-    pub fn send_source_remb(&self, mountpoint_id: u64, index: i64, bitrate: u64) -> Result<bool, EngineError> {
+    pub fn send_source_remb(&self, mountpoint_id: u64, index: u32, bitrate: u64) -> Result<bool, EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
         let record = running.mountpoints.get(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
         let stream = record
             .streams
             .iter()
-            .find(|stream| i64::from(stream.index) == index)
+            .find(|stream| stream.index == index)
             .ok_or_else(|| invalid(format!("mountpoint {mountpoint_id} has no stream {index}")))?;
         let rtcp = stream.rtcp.as_ref().ok_or_else(|| invalid(format!("stream {index} has no RTCP port")))?;
         Ok(rtcp.send_remb(bitrate))
     }
 
-    pub fn viewer_stats(&self, viewer_id: u64) -> Result<ViewerStats, EngineError> {
+    pub fn viewer_stats(&self, viewer_id: u64) -> Result<PeerStats, EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
         let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
         let counters = &record.counters;
-        Ok(ViewerStats {
+        Ok(PeerStats {
             packets: counters.packets.load(Ordering::Relaxed),
             bytes: counters.bytes.load(Ordering::Relaxed),
             rtcp_packets: counters.rtcp_packets.load(Ordering::Relaxed),
@@ -972,12 +872,12 @@ impl Engine {
             .map(|stream| {
                 let last = stream.counters.last_packet_ns.load(Ordering::Relaxed);
                 let rtcp = stream.rtcp.as_ref();
-                let load = |counter: Option<&std::sync::atomic::AtomicU64>| {
+                let load = |counter: Option<&AtomicU64>| {
                     counter.map_or(0, |counter| counter.load(Ordering::Relaxed))
                 };
                 let cache = stream.cache.as_ref().map(|cache| {
                     let cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                    CacheStats {
+                    KeyframeCacheStats {
                         keyframe: cache.has_keyframe(),
                         packets: cache.packets().len(),
                         bytes: cache.bytes(),
@@ -991,18 +891,17 @@ impl Engine {
                     plis_forwarded: load(rtcp.map(|rtcp| &rtcp.plis_forwarded)),
                     keyframe_requests: load(rtcp.map(|rtcp| &rtcp.keyframe_requests)),
                     rembs_sent: load(rtcp.map(|rtcp| &rtcp.rembs_sent)),
-                    sender_report: rtcp.and_then(|rtcp| rtcp.sender_report()).map(|report| {
-                        let age = now_instant.saturating_duration_since(report.received_at).as_millis() as u64;
-                        (report.ntp_time, report.rtp_timestamp, age)
+                    sender_report: rtcp.and_then(|rtcp| rtcp.sender_report()).map(|report| SenderReportStats {
+                        ntp_time: report.ntp_time,
+                        rtp_timestamp: report.rtp_timestamp,
+                        age_ms: now_instant.saturating_duration_since(report.received_at).as_millis() as u64,
                     }),
-                    cache,
-                    ingest: IngestStats {
-                        undecryptable: stream.counters.undecryptable.load(Ordering::Relaxed),
-                        collisions: stream.counters.collisions.load(Ordering::Relaxed),
-                        parameter_sets_inserted: stream.counters.parameter_sets_inserted.load(Ordering::Relaxed),
-                        skew_dropped: stream.counters.skew_dropped.load(Ordering::Relaxed),
-                        skew_ms: stream.counters.skew_ms.load(Ordering::Relaxed),
-                    },
+                    keyframe_cache: cache,
+                    undecryptable: stream.counters.undecryptable.load(Ordering::Relaxed),
+                    collisions: stream.counters.collisions.load(Ordering::Relaxed),
+                    parameter_sets_inserted: stream.counters.parameter_sets_inserted.load(Ordering::Relaxed),
+                    skew_dropped: stream.counters.skew_dropped.load(Ordering::Relaxed),
+                    skew_ms: stream.counters.skew_ms.load(Ordering::Relaxed),
                     index: stream.index,
                     port: stream.port,
                     packets: stream.counters.packets.load(Ordering::Relaxed),
@@ -1013,19 +912,20 @@ impl Engine {
                 }
             })
             .collect();
+        let sent = |counter: fn(&SendCounters) -> &AtomicU64| -> u64 {
+            record.sent.iter().map(|sent| counter(sent).load(Ordering::Relaxed)).sum()
+        };
         Ok(MountpointStats {
             packets: streams.iter().map(|stream| stream.packets).sum(),
             bytes: streams.iter().map(|stream| stream.bytes).sum(),
             malformed: streams.iter().map(|stream| stream.malformed).sum(),
             viewers: record.viewers.len(),
             streams,
-            sent: record.sent.iter().fold(SentStats::default(), |sum, sent| SentStats {
-                packets: sum.packets + sent.packets.load(Ordering::Relaxed),
-                bytes: sum.bytes + sent.bytes.load(Ordering::Relaxed),
-                retransmissions: sum.retransmissions + sent.retransmissions.load(Ordering::Relaxed),
-                dropped: sum.dropped + sent.dropped.load(Ordering::Relaxed),
-                send_errors: sum.send_errors + sent.send_errors.load(Ordering::Relaxed),
-            }),
+            sent_packets: sent(|sent| &sent.packets),
+            sent_bytes: sent(|sent| &sent.bytes),
+            retransmissions: sent(|sent| &sent.retransmissions),
+            dropped: sent(|sent| &sent.dropped),
+            send_errors: sent(|sent| &sent.send_errors),
         })
     }
 
@@ -1088,7 +988,7 @@ fn viewer_streams(
     let mut ssrcs = Vec::with_capacity(streams.len());
     let mut indexes = Vec::with_capacity(streams.len());
     for stream in streams {
-        let index: u32 = in_range(stream.index, "stream index", 0, i64::from(u32::MAX))?;
+        let index = stream.index;
         let position = mountpoint
             .streams
             .iter()
@@ -1097,11 +997,11 @@ fn viewer_streams(
         if indexes.contains(&index) {
             return Err(invalid(format!("stream index {index} appears twice")));
         }
-        let ssrc: u32 = in_range(stream.ssrc, "ssrc", 0, i64::from(u32::MAX))?;
+        let ssrc = stream.ssrc;
         if ssrcs.contains(&ssrc) {
             return Err(invalid(format!("ssrc {ssrc} appears twice")));
         }
-        let payload_type: u8 = in_range(stream.payload_type, "payload type", 0, 127)?;
+        let payload_type = check_range(stream.payload_type, "payload type", 0, 127)?;
         let record = &mountpoint.streams[position];
         let [a, b, c, d, e, f] = random_bytes::<6>();
         let start = StreamStart { sequence: u16::from_be_bytes([a, b]), timestamp: u32::from_be_bytes([c, d, e, f]) };

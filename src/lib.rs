@@ -14,6 +14,7 @@ pub mod rtcp;
 pub mod rtp;
 pub mod source_rtcp;
 pub mod srtp;
+pub mod stats;
 pub mod viewer;
 pub mod worker;
 
@@ -22,6 +23,12 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _engine(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<python::Engine>()?;
+    module.add_class::<stats::PeerStats>()?;
+    module.add_class::<stats::MountpointStats>()?;
+    module.add_class::<stats::StreamStats>()?;
+    module.add_class::<stats::KeyframeCacheStats>()?;
+    module.add_class::<stats::SenderReportStats>()?;
+    module.add_class::<stats::WorkerStats>()?;
     module.add_function(wrap_pyfunction!(python::bench_protect, module)?)?;
     module.add_function(wrap_pyfunction!(python::bench_send, module)?)?;
     Ok(())

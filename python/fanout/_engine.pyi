@@ -11,7 +11,7 @@ SRTP profile names are the RFC names: "AEAD_AES_128_GCM" and
 DTLS-SRTP (16 + 12 bytes for GCM, 16 + 14 bytes for CM).
 """
 
-from typing import Literal, NotRequired, TypeAlias, TypedDict
+from typing import Literal, NotRequired, TypeAlias, TypedDict, final, type_check_only
 
 SrtpProfile: TypeAlias = Literal["AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80"]
 # What a source may use besides (keys given out of band, as SDES does): the
@@ -20,6 +20,7 @@ SourceSrtpProfile: TypeAlias = SrtpProfile | Literal["AES_CM_128_HMAC_SHA1_32"]
 SendMode: TypeAlias = Literal["gso", "sendmmsg", "sendto"]
 MediaKind: TypeAlias = Literal["audio", "video", "data"]
 
+@type_check_only
 class SourceStream(TypedDict):
     """One RTP input of a mountpoint: a UDP port the engine binds and reads."""
 
@@ -59,6 +60,7 @@ class SourceStream(TypedDict):
     # not drift over hours. Counted as skew_dropped and skew_ms.
     skew_compensation: NotRequired[bool]
 
+@type_check_only
 class ViewerStream(TypedDict):
     """What one viewer receives of one source stream."""
 
@@ -66,78 +68,149 @@ class ViewerStream(TypedDict):
     ssrc: int  # the SSRC this viewer sees (announced in its SDP)
     payload_type: int  # the payload type this viewer sees
 
-class SenderReport(TypedDict):
-    ntp_time: int  # 64-bit NTP timestamp from the source's latest sender report
-    rtp_timestamp: int
-    age_ms: int  # since it arrived
+# The stats classes: frozen, built by the engine, every field a read-only attribute.
 
-class KeyframeCache(TypedDict):
+@final
+class SenderReportStats:
+    """A source's latest sender report."""
+
+    @property
+    def ntp_time(self) -> int: ...  # 64-bit NTP timestamp from the source's latest sender report
+    @property
+    def rtp_timestamp(self) -> int: ...
+    @property
+    def age_ms(self) -> int: ...  # since it arrived
+
+@final
+class KeyframeCacheStats:
     """A video stream's packets since its latest keyframe (vp8, vp9, h264)."""
 
-    keyframe: bool  # it holds one: a viewer starting now starts at once
-    packets: int
-    bytes: int
-    overflows: int  # groups of pictures let go for growing past 8 MB, 8192 packets or 5 s
+    @property
+    def keyframe(self) -> bool: ...  # it holds one: a viewer starting now starts at once
+    @property
+    def packets(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def overflows(self) -> int: ...  # groups of pictures let go for growing past 8 MB, 8192 packets or 5 s
 
-class StreamStats(TypedDict):
-    index: int
-    port: int
-    packets: int
-    bytes: int
-    malformed: int  # datagrams that were not RTP, dropped and counted
-    overruns: int  # packets a worker could not take (its ring was full: the worker is overloaded)
-    last_packet_age_ms: int | None  # None until the first packet arrives
-    rtcp_port: int | None  # the bound RTCP port, None without one
-    rtcp_packets: int  # RTCP packets received from the source
-    plis_forwarded: int  # viewers' PLI/FIR sent on to the source as PLI (rate limited)
-    keyframe_requests: int  # PLIs the engine sent because a viewer started with no keyframe cached
-    rembs_sent: int  # bitrate estimates sent to the source (send_source_remb)
-    sender_report: SenderReport | None  # the source's latest, None before one
-    keyframe_cache: KeyframeCache | None  # None for streams without one (audio, data, other codecs)
-    undecryptable: int  # SRTP packets that failed authentication or replay checks, dropped
-    collisions: int  # packets with another SSRC than the one holding the stream, dropped
-    parameter_sets_inserted: int  # H.264 parameter set packets put before keyframes
-    skew_dropped: int  # audio packets dropped to pull a fast source clock back
-    skew_ms: int  # how far skew compensation has moved the timestamps (negative: back)
+@final
+class StreamStats:
+    """One source stream of a mountpoint."""
 
-class MountpointStats(TypedDict):
-    packets: int  # received from the sources
-    bytes: int
-    malformed: int
-    viewers: int
-    streams: list[StreamStats]
-    sent_packets: int  # RTP packets sent to all its viewers (summed over workers)
-    sent_bytes: int  # SRTP bytes sent, retransmissions included
-    retransmissions: int
-    dropped: int
-    send_errors: int
+    @property
+    def index(self) -> int: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def packets(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def malformed(self) -> int: ...  # datagrams that were not RTP, dropped and counted
+    @property
+    def overruns(self) -> int: ...  # packets a worker could not take (its ring was full: the worker is overloaded)
+    @property
+    def last_packet_age_ms(self) -> int | None: ...  # None until the first packet arrives
+    @property
+    def rtcp_port(self) -> int | None: ...  # the bound RTCP port, None without one
+    @property
+    def rtcp_packets(self) -> int: ...  # RTCP packets received from the source
+    @property
+    def plis_forwarded(self) -> int: ...  # viewers' PLI/FIR sent on to the source as PLI (rate limited)
+    @property
+    def keyframe_requests(self) -> int: ...  # PLIs the engine sent because a viewer started with no keyframe cached
+    @property
+    def rembs_sent(self) -> int: ...  # bitrate estimates sent to the source (send_source_remb)
+    @property
+    def sender_report(self) -> SenderReportStats | None: ...  # the source's latest, None before one
+    @property
+    def keyframe_cache(self) -> KeyframeCacheStats | None: ...  # None for streams without one (audio, data, other codecs)
+    @property
+    def undecryptable(self) -> int: ...  # SRTP packets that failed authentication or replay checks, dropped
+    @property
+    def collisions(self) -> int: ...  # packets with another SSRC than the one holding the stream, dropped
+    @property
+    def parameter_sets_inserted(self) -> int: ...  # H.264 parameter set packets put before keyframes
+    @property
+    def skew_dropped(self) -> int: ...  # audio packets dropped to pull a fast source clock back
+    @property
+    def skew_ms(self) -> int: ...  # how far skew compensation has moved the timestamps (negative: back)
 
-class ViewerStats(TypedDict):
-    packets: int  # RTP packets sent (retransmissions apart)
-    bytes: int  # SRTP bytes sent, retransmissions included
-    rtcp_packets: int  # RTCP (sender reports, ...) sent
-    retransmissions: int  # RTP packets sent again after a NACK
-    nacked: int  # sequence numbers the viewer's NACKs asked for
-    gso_refused: int  # GSO sends the kernel refused (the viewer then gets single datagrams)
-    dropped: int  # packets not sent (socket buffer full, send error)
-    send_errors: int
-    paused: bool
-    worker: int  # the index of the worker that serves it
-    source_switches: int  # streams moved to another source stream (set_viewer_stream_source), once moved
+@final
+class MountpointStats:
+    @property
+    def packets(self) -> int: ...  # received from the sources
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def malformed(self) -> int: ...
+    @property
+    def viewers(self) -> int: ...
+    @property
+    def streams(self) -> list[StreamStats]: ...
+    @property
+    def sent_packets(self) -> int: ...  # RTP packets sent to all its viewers (summed over workers)
+    @property
+    def sent_bytes(self) -> int: ...  # SRTP bytes sent, retransmissions included
+    @property
+    def retransmissions(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def send_errors(self) -> int: ...
 
-class WorkerStats(TypedDict):
+@final
+class PeerStats:
+    """What the engine sent one peer; counters only grow."""
+
+    @property
+    def packets(self) -> int: ...  # RTP packets sent (retransmissions apart)
+    @property
+    def bytes(self) -> int: ...  # SRTP bytes sent, retransmissions included
+    @property
+    def rtcp_packets(self) -> int: ...  # RTCP (sender reports, ...) sent
+    @property
+    def retransmissions(self) -> int: ...  # RTP packets sent again after a NACK
+    @property
+    def nacked(self) -> int: ...  # sequence numbers the viewer's NACKs asked for
+    @property
+    def gso_refused(self) -> int: ...  # GSO sends the kernel refused (the viewer then gets single datagrams)
+    @property
+    def dropped(self) -> int: ...  # packets not sent (socket buffer full, send error)
+    @property
+    def send_errors(self) -> int: ...
+    @property
+    def paused(self) -> bool: ...
+    @property
+    def worker(self) -> int: ...  # the index of the worker that serves it
+    @property
+    def source_switches(self) -> int: ...  # streams moved to another source stream (set_viewer_stream_source), once moved
+
+@final
+class WorkerStats:
     """One worker's load; counters only grow."""
 
-    index: int
-    core: int | None  # the core it is pinned to, None if not pinned
-    viewers: int
-    busy_ns: int  # time spent working rather than waiting
-    passes: int  # wake-ups that found packets
-    source_packets: int  # source packets taken (each fans out to its viewers)
-    messages: int  # messages handed to the kernel (one GSO message carries many datagrams)
-    flushes: int  # sendmmsg calls (sendto mode: batches of single sends)
-    overruns: int  # source packets lost because its ring was full
+    @property
+    def index(self) -> int: ...
+    @property
+    def core(self) -> int | None: ...  # the core it is pinned to, None if not pinned
+    @property
+    def viewers(self) -> int: ...
+    @property
+    def busy_ns(self) -> int: ...  # time spent working rather than waiting
+    @property
+    def passes(self) -> int: ...  # wake-ups that found packets
+    @property
+    def source_packets(self) -> int: ...  # source packets taken (each fans out to its viewers)
+    @property
+    def messages(self) -> int: ...  # messages handed to the kernel (one GSO message carries many datagrams)
+    @property
+    def flushes(self) -> int: ...  # sendmmsg calls (sendto mode: batches of single sends)
+    @property
+    def overruns(self) -> int: ...  # source packets lost because its ring was full
 
+@type_check_only
 class SendCost(TypedDict):
     packets: int
     bytes: int
@@ -145,6 +218,7 @@ class SendCost(TypedDict):
     cpu_ns: int  # CPU time of the sending thread
     wall_ns: int
 
+@final
 class Engine:
     """The data plane. One per server process.
 
@@ -166,14 +240,14 @@ class Engine:
     After close() every method but close() raises RuntimeError.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         webrtc_socket_fd: int,
         *,
         cores: list[int] | None = None,
         pin: bool = True,
         send_mode: SendMode = "gso",
-    ) -> None:
+    ) -> Engine:
         """Raises OSError (EBADF) for a descriptor that is not open, ValueError
         for one that is not an IPv4/IPv6 UDP socket, for an empty ``cores``, a
         core listed twice or (when pinning) one the process may not run on, and
@@ -317,7 +391,7 @@ class Engine:
         where to send yet (no RTP or RTCP from it). KeyError for an unknown
         mountpoint, ValueError for a stream it lacks or one without an RTCP port,
         OverflowError for a negative bitrate."""
-    def viewer_stats(self, viewer_id: int) -> ViewerStats:
+    def viewer_stats(self, viewer_id: int) -> PeerStats:
         """KeyError for an unknown viewer."""
     def mountpoint_stats(self, mountpoint_id: int) -> MountpointStats:
         """KeyError for an unknown mountpoint."""

@@ -16,8 +16,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use _engine::batch::SendMode;
+use _engine::codec::Codec;
 use _engine::engine::{Engine, EngineOptions, SourceConfig, ViewerStreamConfig};
 use _engine::ingest::IngestOptions;
+use _engine::receiver::MediaKind;
 use _engine::srtp::{Profile, SrtpSession};
 
 struct Counting;
@@ -105,8 +107,8 @@ fn assert_steady_state_allocates_nothing(source: Source) {
     let engine = Engine::new(webrtc.as_raw_fd(), options).unwrap();
     let config = SourceConfig {
         index: 0,
-        kind: "video".into(),
-        codec: source.codec.into(),
+        kind: MediaKind::Video,
+        codec: Codec::from_name(source.codec),
         clock_rate: 90_000,
         host: "127.0.0.1".into(),
         port: 0,
@@ -118,12 +120,10 @@ fn assert_steady_state_allocates_nothing(source: Source) {
     let sinks: Vec<UdpSocket> = (0..VIEWERS).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
     for (i, sink) in sinks.iter().enumerate() {
         let address = sink.local_addr().unwrap();
-        let profile = if i % 2 == 0 { "AEAD_AES_128_GCM" } else { "AES_CM_128_HMAC_SHA1_80" };
+        let profile = if i % 2 == 0 { Profile::AeadAes128Gcm } else { Profile::AesCm128HmacSha1_80 };
         let key = vec![i as u8; if i % 2 == 0 { 28 } else { 30 }];
-        let stream = ViewerStreamConfig { index: 0, ssrc: i as i64 + 1, payload_type: 111 };
-        engine
-            .add_viewer(i as u64, 1, ("127.0.0.1", i64::from(address.port())), profile, &key, &key, &[stream])
-            .unwrap();
+        let stream = ViewerStreamConfig { index: 0, ssrc: i as u32 + 1, payload_type: 111 };
+        engine.add_viewer(i as u64, 1, address, profile, &key, &key, &[stream]).unwrap();
         if i % 3 == 0 {
             engine.set_viewer_playout_delay(i as u64, 0, 3, Some((100, 1000))).unwrap();
         }

@@ -44,6 +44,15 @@ def wait_until(condition: Callable[[], bool]) -> None:
         time.sleep(0.005)
 
 
+def attributes(stats: object) -> object:
+    """A stats object's attributes (nested ones too) as a dict, to compare whole."""
+    if isinstance(stats, list):
+        return [attributes(item) for item in stats]
+    if stats is None or isinstance(stats, (int, bool)):
+        return stats
+    return {name: attributes(getattr(stats, name)) for name in dir(stats) if not name.startswith("_")}
+
+
 def rtp(sequence: int, timestamp: int, payload: bytes, *, ssrc: int = SOURCE_SSRC, payload_type: int = 96,
         marker: bool = False) -> bytes:
     second = (0x80 if marker else 0) | payload_type
@@ -168,18 +177,17 @@ def test_a_viewer_receives_rewritten_srtp(rig: Rig, profile: SrtpProfile) -> Non
     first = packets[0]
     assert [p.sequence for p in packets] == [(first.sequence + i) & 0xFFFF for i in range(5)]
     assert [p.timestamp for p in packets] == [(first.timestamp + 960 * i) & 0xFFFFFFFF for i in range(5)]
-    wait_until(lambda: rig.engine.viewer_stats(7)["packets"] == 5)
+    wait_until(lambda: rig.engine.viewer_stats(7).packets == 5)
     stats = rig.engine.viewer_stats(7)
     overhead = 16 if profile == GCM else 10
-    assert stats == {"packets": 5, "bytes": sum(12 + len(p) + overhead for p in payloads),
-                     "rtcp_packets": stats["rtcp_packets"], "retransmissions": 0, "nacked": 0, "gso_refused": 0,
-                     "dropped": 0, "send_errors": 0, "paused": False, "worker": stats["worker"],
-                     "source_switches": 0}
+    assert (stats.packets, stats.bytes) == (5, sum(12 + len(p) + overhead for p in payloads))
+    assert (stats.retransmissions, stats.nacked, stats.gso_refused, stats.dropped, stats.send_errors) == (0, 0, 0, 0, 0)
+    assert (stats.paused, stats.source_switches) == (False, 0)
 
 
 def test_mountpoint_stats_count_packets_and_garbage(rig: Rig) -> None:
     port = rig.mountpoint(1)
-    assert rig.engine.mountpoint_stats(1) == {
+    assert attributes(rig.engine.mountpoint_stats(1)) == {
         "packets": 0, "bytes": 0, "malformed": 0, "viewers": 0,
         "streams": [{"index": 0, "port": port, "packets": 0, "bytes": 0, "malformed": 0, "overruns": 0,
                      "last_packet_age_ms": None, "rtcp_port": None, "rtcp_packets": 0, "plis_forwarded": 0,
@@ -196,10 +204,10 @@ def test_mountpoint_stats_count_packets_and_garbage(rig: Rig) -> None:
     packets = viewer.wait_rtp(2)
 
     assert [p.payload for p in packets] == [b"first", b"second"]
-    wait_until(lambda: rig.engine.mountpoint_stats(1)["malformed"] == len(garbage))
+    wait_until(lambda: rig.engine.mountpoint_stats(1).malformed == len(garbage))
     stats = rig.engine.mountpoint_stats(1)
-    assert (stats["packets"], stats["bytes"], stats["viewers"]) == (2, sum(map(len, good)), 1)
-    age = stats["streams"][0]["last_packet_age_ms"]
+    assert (stats.packets, stats.bytes, stats.viewers) == (2, sum(map(len, good)), 1)
+    age = stats.streams[0].last_packet_age_ms
     assert age is not None and age >= 0
 
 
@@ -239,11 +247,11 @@ def test_pause_then_resume_continues_the_sequence(rig: Rig) -> None:
     before = viewer.wait_rtp(2)[:]
 
     rig.engine.set_viewer_paused(7, True)
-    assert rig.engine.viewer_stats(7)["paused"] is True
+    assert rig.engine.viewer_stats(7).paused is True
     rig.send(port, rtp(3, 1920, b"paused"), rtp(4, 2880, b"paused"))
-    wait_until(lambda: rig.engine.mountpoint_stats(1)["packets"] == 4)
+    wait_until(lambda: rig.engine.mountpoint_stats(1).packets == 4)
     # The worker has taken them (while paused) before it is told to resume.
-    wait_until(lambda: sum(worker["source_packets"] for worker in rig.engine.worker_stats()) == 4)
+    wait_until(lambda: sum(worker.source_packets for worker in rig.engine.worker_stats()) == 4)
     rig.engine.set_viewer_paused(7, False)
     rig.send(port, rtp(5, 3840, b"c"), rtp(6, 4800, b"d"))
 
@@ -251,7 +259,7 @@ def test_pause_then_resume_continues_the_sequence(rig: Rig) -> None:
 
     assert [p.payload for p in packets] == [b"a", b"b", b"c", b"d"]
     assert [p.sequence - before[0].sequence & 0xFFFF for p in packets] == [0, 1, 2, 3]
-    assert rig.engine.viewer_stats(7)["paused"] is False
+    assert rig.engine.viewer_stats(7).paused is False
 
 
 def test_resumed_video_starts_again_from_the_cached_keyframe(rig: Rig) -> None:
@@ -300,7 +308,7 @@ def test_two_viewers_decrypt_only_their_own_and_survive_each_others_removal(rig:
     assert [p.payload for p in bob.wait_rtp(2)] == [b"hello", b"again"]
     alice.drain()
     assert [p.payload for p in alice.rtp] == [b"hello"]
-    assert rig.engine.mountpoint_stats(1)["viewers"] == 1
+    assert rig.engine.mountpoint_stats(1).viewers == 1
     with pytest.raises(KeyError):
         rig.engine.viewer_stats(1)
 
@@ -348,7 +356,7 @@ def test_sender_reports_arrive_and_describe_what_was_sent(rig: Rig) -> None:
     assert (rtp_timestamp - packets[-1].timestamp) & 0xFFFFFFFF < 48000 * 10
     sdes = report[28:]
     assert sdes == struct.pack("!BBHIBB", 0x81, 202, 4, 0x5151, 1, 6) + b"fanout" + bytes(4)
-    wait_until(lambda: rig.engine.viewer_stats(7)["rtcp_packets"] >= 1)
+    wait_until(lambda: rig.engine.viewer_stats(7).rtcp_packets >= 1)
 
 
 def test_unprotect_rtcp_accepts_the_viewers_srtcp_only(rig: Rig) -> None:
@@ -493,10 +501,10 @@ def test_data_streams_are_counted_but_not_forwarded(rig: Rig) -> None:
                                    {"index": 1, "ssrc": 2, "payload_type": 112}]
     viewer = ViewerSocket(rig.engine, 7, 1, GCM, streams)
     rig.send(data_port, b"plain text, not RTP")
-    wait_until(lambda: rig.engine.mountpoint_stats(1)["streams"][1]["packets"] == 1)
+    wait_until(lambda: rig.engine.mountpoint_stats(1).streams[1].packets == 1)
     rig.send(audio_port, rtp(1, 0, b"audio"))
 
     assert [p.payload for p in viewer.wait_rtp(1)] == [b"audio"]
     viewer.drain()
     assert len(viewer.rtp) == 1
-    assert rig.engine.mountpoint_stats(1)["malformed"] == 0
+    assert rig.engine.mountpoint_stats(1).malformed == 0

@@ -53,13 +53,13 @@ def test_a_viewer_moves_to_another_encoding_at_its_next_keyframe(rig: Rig) -> No
     rig.send(high_port, rtp(500, 77000, vp8(9000, keyframe=False), ssrc=2, marker=True))
     rig.send(low_port, rtp(12, 7000, vp8(102, keyframe=False), ssrc=1, marker=True))
     viewer.wait_rtp(3)
-    assert rig.engine.viewer_stats(7)["source_switches"] == 0, "no keyframe of the new encoding yet"
+    assert rig.engine.viewer_stats(7).source_switches == 0, "no keyframe of the new encoding yet"
     time.sleep(0.05)
     rig.send(high_port, rtp(501, 80000, vp8(9001, keyframe=True, tl0=40), ssrc=2, marker=True))
     rig.send(low_port, rtp(13, 10000, vp8(103, keyframe=False), ssrc=1, marker=True))
     rig.send(high_port, rtp(502, 83000, vp8(9002, keyframe=False, tl0=41), ssrc=2, marker=True))
     packets = viewer.wait_rtp(5)
-    wait_until(lambda: rig.engine.viewer_stats(7)["source_switches"] == 1)
+    wait_until(lambda: rig.engine.viewer_stats(7).source_switches == 1)
 
     first = packets[0].sequence
     assert [p.sequence for p in packets] == [(first + i) & 0xFFFF for i in range(5)]
@@ -78,7 +78,7 @@ def test_a_viewer_moves_to_another_encoding_at_its_next_keyframe(rig: Rig) -> No
 def test_a_stream_not_started_moves_at_once(rig: Rig) -> None:
     low_port, high_port, viewer = simulcast(rig)
     rig.engine.set_viewer_stream_source(7, LOW, HIGH)
-    wait_until(lambda: rig.engine.viewer_stats(7)["source_switches"] == 1)
+    wait_until(lambda: rig.engine.viewer_stats(7).source_switches == 1)
     rig.send(low_port, rtp(1, 0, VP8_KEYFRAME, ssrc=1, marker=True))
     rig.send(high_port, rtp(1, 0, VP8_KEYFRAME, ssrc=2, marker=True), rtp(2, 3000, VP8_DELTA, ssrc=2, marker=True))
     packets = viewer.wait_rtp(2)

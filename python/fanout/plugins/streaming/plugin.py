@@ -43,7 +43,7 @@ from fanout.webrtc.rtcp import GenericNack, PictureLossIndication, ReceiverRepor
 from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, OfferMedia
 
 if TYPE_CHECKING:
-    from fanout._engine import Engine
+    from fanout._engine import Engine, PeerStats
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,23 @@ def status_event(status: str) -> dict[str, Any]:
 def layer_event(mid: str, **layer: int) -> dict[str, Any]:
     """A simulcast viewer's stream now gets another substream or temporal layer."""
     return {"streaming": "event", "result": {"mid": mid, **layer}}
+
+
+def _peer_stats_json(stats: PeerStats) -> dict[str, Any]:
+    """The engine's counters of a viewer, as query_session (handle_info's plugin_specific) shows them."""
+    return {
+        "packets": stats.packets,
+        "bytes": stats.bytes,
+        "rtcp_packets": stats.rtcp_packets,
+        "retransmissions": stats.retransmissions,
+        "nacked": stats.nacked,
+        "gso_refused": stats.gso_refused,
+        "dropped": stats.dropped,
+        "send_errors": stats.send_errors,
+        "paused": stats.paused,
+        "worker": stats.worker,
+        "source_switches": stats.source_switches,
+    }
 
 
 # How often simulcast tracks are checked for a requested substream gone silent (fallback).
@@ -350,7 +367,7 @@ class StreamingPlugin(Plugin):
             info["mountpoint"] = viewer.mountpoint.id
             info["mids"] = [track.mid for track in viewer.tracks]
         if viewer.in_engine:
-            info["engine"] = dict(self.engine.viewer_stats(handle.id))
+            info["engine"] = _peer_stats_json(self.engine.viewer_stats(handle.id))
         info["rtcp_received"] = dict(viewer.rtcp_counts)
         info["reception"] = {mid: reception.as_dict() for mid, reception in viewer.reception.items()}
         if viewer.data is not None:
@@ -646,7 +663,7 @@ class StreamingPlugin(Plugin):
         track.substream = substream
         if not (viewer.in_engine and track.send):
             return
-        moves = self.engine.viewer_stats(viewer.handle.id)["source_switches"]
+        moves = self.engine.viewer_stats(viewer.handle.id).source_switches
         self.engine.set_viewer_stream_source(viewer.handle.id, previous, track.source_index)
         if track.temporal is not None and track.stream.codec.name == "vp8":
             self.engine.set_viewer_stream_temporal_layer(viewer.handle.id, track.source_index, track.temporal)
@@ -657,7 +674,7 @@ class StreamingPlugin(Plugin):
         tells the client the substream it gets now."""
         handle_id = viewer.handle.id
         while viewer.in_engine and track in viewer.tracks:
-            if self.engine.viewer_stats(handle_id)["source_switches"] > moves:
+            if self.engine.viewer_stats(handle_id).source_switches > moves:
                 if track.substream is not None:
                     viewer.handle.push_event(None, layer_event(track.mid, substream=track.substream))
                 return

@@ -196,14 +196,14 @@ class RtspPull:
         """Each stream's track (a server that came back must still offer it in the stream's
         codec) with the engine's RTP and RTCP ports of the stream."""
         tracks = connection.client.tracks
-        stats = {stream["index"]: stream for stream in self.engine.mountpoint_stats(self.mountpoint.engine_id)["streams"]}
+        stats = {stream.index: stream for stream in self.engine.mountpoint_stats(self.mountpoint.engine_id).streams}
         transports = []
         for stream, port in zip(self.mountpoint.config.streams, self.mountpoint.ports, strict=True):
             track = next((track for track in tracks if track.kind == stream.kind and self._relayable(track, stream)), None)
             if track is None:
                 offered = ", ".join(track.rtpmap for track in tracks if track.kind == stream.kind) or "none"
                 raise RtspError(f"the server no longer offers {stream.kind} in {stream.codec.name} (it offers: {offered})")
-            rtcp_port = stats[stream.mindex]["rtcp_port"]
+            rtcp_port = stats[stream.mindex].rtcp_port
             assert rtcp_port is not None
             transports.append(TransportRequest(track, port, rtcp_port))
         return transports
@@ -219,6 +219,6 @@ class RtspPull:
         since_play_ms = int((time.monotonic() - self._playing_since) * 1000)
         if since_play_ms < limit_ms:
             return False
-        streams = self.engine.mountpoint_stats(self.mountpoint.engine_id)["streams"]
-        ages = [since_play_ms if s["last_packet_age_ms"] is None else min(s["last_packet_age_ms"], since_play_ms) for s in streams]
+        streams = self.engine.mountpoint_stats(self.mountpoint.engine_id).streams
+        ages = [since_play_ms if s.last_packet_age_ms is None else min(s.last_packet_age_ms, since_play_ms) for s in streams]
         return bool(ages) and min(ages) >= limit_ms
