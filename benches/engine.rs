@@ -12,9 +12,9 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use _engine::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag, SLOT_SIZE};
+use _engine::codec::Codec;
 use _engine::engine::{Engine, EngineOptions, SourceConfig, ViewerStreamConfig};
 use _engine::ingest::IngestOptions;
-use _engine::codec::Codec;
 use _engine::receiver::{MediaKind, ReceivedPacket};
 use _engine::rtp::RtpHeader;
 use _engine::srtp::{Profile, SrtpSession};
@@ -148,7 +148,8 @@ fn whole_engine(profile: Profile, viewers: usize) {
     for (i, sink) in sinks.iter().enumerate() {
         let address = sink.local_addr().unwrap();
         let stream = ViewerStreamConfig { index: 0, ssrc: i as u32 + 1, payload_type: 111 };
-        engine.add_viewer(i as u64, 1, address, profile, &key, &key, &[stream]).unwrap();
+        engine.add_peer(i as u64, address, profile, &key, &key).unwrap();
+        engine.subscribe(i as u64, 1, &[stream]).unwrap();
     }
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     let cpu_before = engine_thread_cpu();
@@ -162,14 +163,14 @@ fn whole_engine(profile: Profile, viewers: usize) {
         }
     }
     let counted =
-        || (0..viewers as u64).map(|v| engine.viewer_stats(v).unwrap()).map(|s| s.packets + s.dropped).sum::<u64>();
+        || (0..viewers as u64).map(|v| engine.peer_stats(v).unwrap()).map(|s| s.packets + s.dropped).sum::<u64>();
     let deadline = Instant::now() + Duration::from_secs(20);
     while counted() < engine.mountpoint_stats(1).unwrap().packets * viewers as u64 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));
     }
     let cpu = engine_thread_cpu() - cpu_before;
     let elapsed = start.elapsed();
-    let sent: u64 = (0..viewers as u64).map(|v| engine.viewer_stats(v).unwrap().packets).sum();
+    let sent: u64 = (0..viewers as u64).map(|v| engine.peer_stats(v).unwrap().packets).sum();
     let received = engine.mountpoint_stats(1).unwrap().packets;
     let ns = cpu.as_nanos() as f64 / sent.max(1) as f64;
     println!(

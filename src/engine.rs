@@ -62,7 +62,7 @@ impl Default for EngineOptions {
 pub enum EngineError {
     Closed,
     UnknownMountpoint(u64),
-    UnknownViewer(u64),
+    UnknownPeer(u64),
     Invalid(String),
     Os(io::Error),
 }
@@ -72,7 +72,7 @@ impl fmt::Display for EngineError {
         match self {
             Self::Closed => f.write_str("the engine is closed"),
             Self::UnknownMountpoint(id) => write!(f, "no mountpoint {id}"),
-            Self::UnknownViewer(id) => write!(f, "no viewer {id}"),
+            Self::UnknownPeer(id) => write!(f, "no peer {id}"),
             Self::Invalid(message) => f.write_str(message),
             Self::Os(error) => error.fmt(f),
         }
@@ -156,24 +156,46 @@ impl MountpointRecord {
     }
 }
 
-struct ViewerRecord {
+/// A peer: one WebRTC PeerConnection's keys, address and SRTCP contexts,
+/// owned by the control plane's core from DTLS up to hangup. It receives
+/// media only while subscribed to a mountpoint.
+struct PeerRecord {
+    address: RawAddress,
+    profile: Profile,
+    /// Protects what is sent to it (each subscription's worker derives its own session from it).
+    local_master_key: Vec<u8>,
+    /// Protects the RTCP the engine handle sends while no worker holds the peer.
+    outbound: SrtpSession,
+    /// Unprotects the SRTCP the peer sends.
+    srtcp: Arc<Mutex<SrtcpInbound>>,
+    counters: Arc<ViewerCounters>,
+    subscription: Option<Subscription>,
+}
+
+/// What a peer receives: a mountpoint's streams, from one worker.
+struct Subscription {
     mountpoint_id: u64,
     worker: usize,
     ssrcs: Vec<u32>,
     /// The source stream index each of its streams takes.
     indexes: Vec<u32>,
-    counters: Arc<ViewerCounters>,
-    srtcp: Arc<Mutex<SrtcpInbound>>,
 }
 
-impl ViewerRecord {
-    /// Source stream `index` (checked) and the position of the viewer's stream that takes it.
-    fn stream_taking(&self, viewer_id: u64, index: u32) -> Result<(u32, usize), EngineError> {
+impl PeerRecord {
+    /// The peer's subscription; ValueError-like if it has none.
+    fn subscription(&self, peer_id: u64) -> Result<&Subscription, EngineError> {
+        self.subscription.as_ref().ok_or_else(|| invalid(format!("peer {peer_id} is not subscribed to a mountpoint")))
+    }
+}
+
+impl Subscription {
+    /// Source stream `index` and the position of the peer's stream that takes it.
+    fn stream_taking(&self, peer_id: u64, index: u32) -> Result<(u32, usize), EngineError> {
         let position = self
             .indexes
             .iter()
             .position(|&taken| taken == index)
-            .ok_or_else(|| invalid(format!("viewer {viewer_id} has no stream {index}")))?;
+            .ok_or_else(|| invalid(format!("peer {peer_id} has no stream {index}")))?;
         Ok((index, position))
     }
 }
@@ -192,7 +214,7 @@ struct Running {
     receiver: JoinHandle<()>,
     workers: Vec<WorkerHandle>,
     mountpoints: HashMap<u64, MountpointRecord>,
-    viewers: HashMap<u64, ViewerRecord>,
+    peers: HashMap<u64, PeerRecord>,
     next_source_key: u64,
 }
 
@@ -200,6 +222,8 @@ pub struct Engine {
     state: Mutex<Option<Running>>,
     epoll: Arc<OwnedFd>,
     wake: Arc<OwnedFd>,
+    /// The engine's duplicate of the WebRTC socket (the workers send from it too).
+    socket: Arc<OwnedFd>,
     socket_family: libc::c_int,
 }
 
@@ -341,10 +365,10 @@ impl Engine {
             receiver,
             workers,
             mountpoints: HashMap::new(),
-            viewers: HashMap::new(),
+            peers: HashMap::new(),
             next_source_key: 0,
         };
-        Ok(Self { state: Mutex::new(Some(running)), epoll, wake: wake_fd, socket_family })
+        Ok(Self { state: Mutex::new(Some(running)), epoll, wake: wake_fd, socket, socket_family })
     }
 
     /// Whether the WebRTC socket (IPv4 or IPv6) can send to `address`.
@@ -453,17 +477,18 @@ impl Engine {
         Ok(ports)
     }
 
-    /// Closes the mountpoint's sockets (before returning) and removes its viewers.
-    /// Unknown ids are ignored.
+    /// Closes the mountpoint's sockets (before returning) and ends its
+    /// peers' subscriptions (the peers stay). Unknown ids are ignored.
     pub fn remove_mountpoint(&self, id: u64) -> Result<(), EngineError> {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
         let Some(record) = running.mountpoints.remove(&id) else {
             return Ok(());
         };
-        for viewer in &record.viewers {
-            if let Some(viewer) = running.viewers.remove(viewer) {
-                running.workers[viewer.worker].viewers -= 1;
+        for peer_id in &record.viewers {
+            let subscription = running.peers.get_mut(peer_id).and_then(|peer| peer.subscription.take());
+            if let Some(subscription) = subscription {
+                running.workers[subscription.worker].viewers -= 1;
             }
         }
         let (done, closed) = mpsc::sync_channel(1);
@@ -477,69 +502,157 @@ impl Engine {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn add_viewer(
+    /// A peer whose DTLS-SRTP is up: `local_master_key` protects what the
+    /// engine sends it, `remote_master_key` unprotects the SRTCP it sends.
+    /// It gets no media until subscribed.
+    pub fn add_peer(
         &self,
-        viewer_id: u64,
-        mountpoint_id: u64,
+        peer_id: u64,
         address: SocketAddr,
         profile: Profile,
         local_master_key: &[u8],
         remote_master_key: &[u8],
+    ) -> Result<(), EngineError> {
+        let mut state = self.running()?;
+        let running = state.as_mut().expect("checked by running()");
+        if running.peers.contains_key(&peer_id) {
+            return Err(invalid(format!("peer {peer_id} already exists")));
+        }
+        if profile == Profile::AesCm128HmacSha1_32 {
+            return Err(invalid("AES_CM_128_HMAC_SHA1_32 is for sources only"));
+        }
+        let outbound = SrtpSession::new(profile, local_master_key).map_err(|e| invalid(format!("local key: {e}")))?;
+        let remote = SrtpSession::new(profile, remote_master_key).map_err(|e| invalid(format!("remote key: {e}")))?;
+        let address = peer_address(address, self.socket_family)?;
+        let record = PeerRecord {
+            address,
+            profile,
+            local_master_key: local_master_key.to_vec(),
+            outbound,
+            srtcp: Arc::new(Mutex::new(SrtcpInbound::new(remote))),
+            counters: Arc::default(),
+            subscription: None,
+        };
+        running.peers.insert(peer_id, record);
+        Ok(())
+    }
+
+    /// The peer goes (its subscription too). Unknown ids are ignored.
+    pub fn remove_peer(&self, peer_id: u64) -> Result<(), EngineError> {
+        let mut state = self.running()?;
+        let running = state.as_mut().expect("checked by running()");
+        self.end_subscription(running, peer_id)?;
+        running.peers.remove(&peer_id);
+        Ok(())
+    }
+
+    /// Subscribes a peer to a mountpoint's `streams`. The first time, its
+    /// worker (the one with the fewest subscribed peers) starts sending them;
+    /// when it is subscribed already, it moves to `mountpoint_id` without
+    /// renegotiation: a stream whose SSRC it already had goes on with that
+    /// stream's sequence numbers and timestamps (as across a source restart),
+    /// video from the new mountpoint's keyframe cache. Keys, address, worker
+    /// and counters stay.
+    pub fn subscribe(
+        &self,
+        peer_id: u64,
+        mountpoint_id: u64,
         streams: &[ViewerStreamConfig],
     ) -> Result<(), EngineError> {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
         let mountpoint =
             running.mountpoints.get(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
-        if running.viewers.contains_key(&viewer_id) {
-            return Err(invalid(format!("viewer {viewer_id} already exists")));
-        }
-        if profile == Profile::AesCm128HmacSha1_32 {
-            return Err(invalid("AES_CM_128_HMAC_SHA1_32 is for sources only"));
-        }
-        let local = SrtpSession::new(profile, local_master_key).map_err(|e| invalid(format!("local key: {e}")))?;
-        let remote = SrtpSession::new(profile, remote_master_key).map_err(|e| invalid(format!("remote key: {e}")))?;
-        let address = peer_address(address, self.socket_family)?;
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
         let (viewer_streams, ssrcs, indexes) = viewer_streams(mountpoint_id, mountpoint, streams)?;
-        let counters = Arc::new(ViewerCounters::default());
-        let mut viewer =
-            Box::new(Viewer::new(viewer_id, address, viewer_streams, local, Instant::now() + FIRST_REPORT_DELAY));
-        viewer.set_counters(counters.clone());
-        let worker =
-            (0..running.workers.len()).min_by_key(|&w| running.workers[w].viewers).expect("one worker at least");
-        let command = Command::AddViewer {
-            mountpoint_id,
-            streams: mountpoint.streams.len(),
-            caches: mountpoint.caches(),
-            viewer,
-            counters: counters.clone(),
-            totals: mountpoint.sent[worker].clone(),
+        let (worker, old_mountpoint) = match &peer.subscription {
+            Some(subscription) => {
+                let worker = subscription.worker;
+                let command = Command::SwitchViewer {
+                    id: peer_id,
+                    mountpoint_id,
+                    streams: mountpoint.streams.len(),
+                    caches: mountpoint.caches(),
+                    viewer_streams,
+                    totals: mountpoint.sent[worker].clone(),
+                };
+                Self::to_worker(running, worker, command)?;
+                (worker, Some(subscription.mountpoint_id))
+            }
+            None => {
+                let local = SrtpSession::new(peer.profile, &peer.local_master_key)
+                    .map_err(|e| invalid(format!("local key: {e}")))?;
+                let first_report_at = Instant::now() + FIRST_REPORT_DELAY;
+                let mut viewer = Box::new(Viewer::new(peer_id, peer.address, viewer_streams, local, first_report_at));
+                viewer.set_counters(peer.counters.clone());
+                if peer.counters.paused.load(Ordering::Relaxed) {
+                    viewer.set_paused(true);
+                }
+                let worker = (0..running.workers.len())
+                    .min_by_key(|&w| running.workers[w].viewers)
+                    .expect("one worker at least");
+                let command = Command::AddViewer {
+                    mountpoint_id,
+                    streams: mountpoint.streams.len(),
+                    caches: mountpoint.caches(),
+                    viewer,
+                    counters: peer.counters.clone(),
+                    totals: mountpoint.sent[worker].clone(),
+                };
+                Self::to_worker(running, worker, command)?;
+                running.workers[worker].viewers += 1;
+                (worker, None)
+            }
         };
-        Self::to_worker(running, worker, command)?;
-        // The worker holds the viewer's video until the mountpoint's packets
+        // The worker holds the peer's video until the mountpoint's packets
         // flow to it, then copies the keyframe cache: no packet falls between
-        // the cache and the live stream, and none reaches it before the viewer.
-        self.subscribe(running, mountpoint_id, worker)?;
-        Self::to_worker(running, worker, Command::StartViewer { id: viewer_id })?;
+        // the cache and the live stream, and none reaches it before the peer.
+        if old_mountpoint != Some(mountpoint_id) {
+            self.count_viewer(running, mountpoint_id, worker)?;
+        }
+        Self::to_worker(running, worker, Command::StartViewer { id: peer_id })?;
         let mountpoint = running.mountpoints.get(&mountpoint_id).expect("looked up above");
         for &index in &indexes {
             if let Some(record) = mountpoint.streams.iter().find(|record| record.index == index) {
                 record.request_keyframe_if_uncached();
             }
         }
-        let mountpoint = running.mountpoints.get_mut(&mountpoint_id).expect("looked up above");
-        mountpoint.viewers.insert(viewer_id);
-        running.workers[worker].viewers += 1;
-        let srtcp = Arc::new(Mutex::new(SrtcpInbound::new(remote)));
-        let record = ViewerRecord { mountpoint_id, worker, ssrcs, indexes, counters, srtcp };
-        running.viewers.insert(viewer_id, record);
+        if let Some(old_mountpoint) = old_mountpoint.filter(|&old| old != mountpoint_id) {
+            if let Some(old) = running.mountpoints.get_mut(&old_mountpoint) {
+                old.viewers.remove(&peer_id);
+            }
+            self.uncount_viewer(running, old_mountpoint, worker)?;
+        }
+        running.mountpoints.get_mut(&mountpoint_id).expect("looked up above").viewers.insert(peer_id);
+        let peer = running.peers.get_mut(&peer_id).expect("looked up above");
+        peer.subscription = Some(Subscription { mountpoint_id, worker, ssrcs, indexes });
         Ok(())
+    }
+
+    /// Stops sending the peer media; the peer stays (it can still send and
+    /// receive RTCP, and subscribe again). Unknown ids are ignored.
+    pub fn unsubscribe(&self, peer_id: u64) -> Result<(), EngineError> {
+        let mut state = self.running()?;
+        let running = state.as_mut().expect("checked by running()");
+        self.end_subscription(running, peer_id)
+    }
+
+    fn end_subscription(&self, running: &mut Running, peer_id: u64) -> Result<(), EngineError> {
+        let Some(subscription) = running.peers.get_mut(&peer_id).and_then(|peer| peer.subscription.take()) else {
+            return Ok(());
+        };
+        let worker = subscription.worker;
+        running.workers[worker].viewers -= 1;
+        Self::to_worker(running, worker, Command::RemoveViewer { id: peer_id })?;
+        if let Some(mountpoint) = running.mountpoints.get_mut(&subscription.mountpoint_id) {
+            mountpoint.viewers.remove(&peer_id);
+        }
+        self.uncount_viewer(running, subscription.mountpoint_id, worker)
     }
 
     /// Counts one more viewer of the mountpoint on `worker`; for its first,
     /// the receiver starts sending it packets (and has, when this returns).
-    fn subscribe(&self, running: &mut Running, mountpoint_id: u64, worker: usize) -> Result<(), EngineError> {
+    fn count_viewer(&self, running: &mut Running, mountpoint_id: u64, worker: usize) -> Result<(), EngineError> {
         let mountpoint =
             running.mountpoints.get_mut(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
         mountpoint.per_worker[worker] += 1;
@@ -553,7 +666,7 @@ impl Engine {
     }
 
     /// Counts one viewer less of the mountpoint on `worker`; after its last, the receiver stops.
-    fn unsubscribe(&self, running: &mut Running, mountpoint_id: u64, worker: usize) -> Result<(), EngineError> {
+    fn uncount_viewer(&self, running: &mut Running, mountpoint_id: u64, worker: usize) -> Result<(), EngineError> {
         let Some(mountpoint) = running.mountpoints.get_mut(&mountpoint_id) else {
             return Ok(());
         };
@@ -564,68 +677,18 @@ impl Engine {
         Ok(())
     }
 
-    /// Moves a viewer to another mountpoint without renegotiation: its
-    /// streams become `streams` (payload types rewritten to theirs); a stream
-    /// whose SSRC the viewer already had goes on with that stream's sequence
-    /// numbers and timestamps (as across a source restart), video from the
-    /// new mountpoint's keyframe cache. Its keys, address and counters stay.
-    pub fn switch_viewer(
-        &self,
-        viewer_id: u64,
-        mountpoint_id: u64,
-        streams: &[ViewerStreamConfig],
-    ) -> Result<(), EngineError> {
-        let mut state = self.running()?;
-        let running = state.as_mut().expect("checked by running()");
-        let mountpoint =
-            running.mountpoints.get(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
-        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let (old_mountpoint, worker) = (record.mountpoint_id, record.worker);
-        let (viewer_streams, ssrcs, indexes) = viewer_streams(mountpoint_id, mountpoint, streams)?;
-        let command = Command::SwitchViewer {
-            id: viewer_id,
-            mountpoint_id,
-            streams: mountpoint.streams.len(),
-            caches: mountpoint.caches(),
-            viewer_streams,
-            totals: mountpoint.sent[worker].clone(),
-        };
-        Self::to_worker(running, worker, command)?;
-        if old_mountpoint != mountpoint_id {
-            self.subscribe(running, mountpoint_id, worker)?;
-        }
-        Self::to_worker(running, worker, Command::StartViewer { id: viewer_id })?;
-        let mountpoint = running.mountpoints.get(&mountpoint_id).expect("looked up above");
-        for &index in &indexes {
-            if let Some(record) = mountpoint.streams.iter().find(|record| record.index == index) {
-                record.request_keyframe_if_uncached();
-            }
-        }
-        if old_mountpoint != mountpoint_id {
-            if let Some(old) = running.mountpoints.get_mut(&old_mountpoint) {
-                old.viewers.remove(&viewer_id);
-            }
-            self.unsubscribe(running, old_mountpoint, worker)?;
-            running.mountpoints.get_mut(&mountpoint_id).expect("looked up above").viewers.insert(viewer_id);
-        }
-        let record = running.viewers.get_mut(&viewer_id).expect("looked up above");
-        record.mountpoint_id = mountpoint_id;
-        record.ssrcs = ssrcs;
-        record.indexes = indexes;
-        Ok(())
-    }
-
-    /// The per-stream send switch: stops or resumes sending the viewer's
+    /// The per-stream send switch: stops or resumes sending the peer's
     /// stream that takes source stream `index`. Resumed video starts from the
     /// keyframe cache (or the next keyframe); numbering stays continuous.
-    pub fn set_viewer_stream_paused(&self, viewer_id: u64, index: u32, paused: bool) -> Result<(), EngineError> {
+    pub fn set_stream_paused(&self, peer_id: u64, index: u32, paused: bool) -> Result<(), EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
-        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let (index, stream) = record.stream_taking(viewer_id, index)?;
-        Self::to_worker(running, record.worker, Command::SetStreamPaused { id: viewer_id, stream, paused })?;
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        let subscription = peer.subscription(peer_id)?;
+        let (index, stream) = subscription.stream_taking(peer_id, index)?;
+        Self::to_worker(running, subscription.worker, Command::SetStreamPaused { id: peer_id, stream, paused })?;
         if !paused {
-            if let Some(mountpoint) = running.mountpoints.get(&record.mountpoint_id) {
+            if let Some(mountpoint) = running.mountpoints.get(&subscription.mountpoint_id) {
                 if let Some(source) = mountpoint.streams.iter().find(|source| source.index == index) {
                     source.request_keyframe_if_uncached();
                 }
@@ -634,21 +697,22 @@ impl Engine {
         Ok(())
     }
 
-    /// The playout-delay header extension on every packet of the viewer's
+    /// The playout-delay header extension on every packet of the peer's
     /// stream that takes source stream `index`: `delay_ms` is (min, max) in
     /// milliseconds, None to stop adding it. ValueError-like errors for an
     /// extension id outside 1..=14, a delay past 40950 ms or min above max.
-    pub fn set_viewer_playout_delay(
+    pub fn set_stream_playout_delay(
         &self,
-        viewer_id: u64,
+        peer_id: u64,
         index: u32,
         extension_id: u8,
         delay_ms: Option<(u32, u32)>,
     ) -> Result<(), EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
-        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let (_, stream) = record.stream_taking(viewer_id, index)?;
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        let subscription = peer.subscription(peer_id)?;
+        let (_, stream) = subscription.stream_taking(peer_id, index)?;
         let extension_id = check_range(extension_id, "playout-delay extension id", 1, 14)?;
         let delay = match delay_ms {
             None => None,
@@ -661,97 +725,88 @@ impl Engine {
                 Some(delay)
             }
         };
-        Self::to_worker(running, record.worker, Command::SetPlayoutDelay { id: viewer_id, stream, delay })
+        Self::to_worker(running, subscription.worker, Command::SetPlayoutDelay { id: peer_id, stream, delay })
     }
 
-    /// Simulcast: moves the viewer's stream that takes source stream `index`
+    /// Simulcast: moves the peer's stream that takes source stream `index`
     /// to source stream `source_index` of the same mountpoint (another
     /// encoding of the same video), at that source's next keyframe; the
     /// stream is known by `source_index` from now on. The source is asked for
     /// a keyframe if it has an RTCP port. Numbering stays continuous (VP8
     /// picture IDs too).
-    pub fn set_viewer_stream_source(&self, viewer_id: u64, index: u32, source_index: u32) -> Result<(), EngineError> {
+    pub fn set_stream_source(&self, peer_id: u64, index: u32, source_index: u32) -> Result<(), EngineError> {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
-        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let (index, stream) = record.stream_taking(viewer_id, index)?;
-        if source_index != index && record.indexes.contains(&source_index) {
-            return Err(invalid(format!("viewer {viewer_id} already takes stream {source_index}")));
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        let subscription = peer.subscription(peer_id)?;
+        let (index, stream) = subscription.stream_taking(peer_id, index)?;
+        if source_index != index && subscription.indexes.contains(&source_index) {
+            return Err(invalid(format!("peer {peer_id} already takes stream {source_index}")));
         }
-        let mountpoint = running.mountpoints.get(&record.mountpoint_id).ok_or(EngineError::Closed)?;
+        let mountpoint_id = subscription.mountpoint_id;
+        let mountpoint = running.mountpoints.get(&mountpoint_id).ok_or(EngineError::Closed)?;
         let find = |wanted: u32| mountpoint.streams.iter().position(|source| source.index == wanted);
         let current = find(index).ok_or_else(|| invalid(format!("no stream {index}")))?;
         let source = find(source_index)
-            .ok_or_else(|| invalid(format!("mountpoint {} has no stream {source_index}", record.mountpoint_id)))?;
+            .ok_or_else(|| invalid(format!("mountpoint {mountpoint_id} has no stream {source_index}")))?;
         let (from, to) = (&mountpoint.streams[current], &mountpoint.streams[source]);
         if from.kind != to.kind || from.codec != to.codec || from.clock_rate != to.clock_rate {
             return Err(invalid(format!("stream {source_index} is not the same kind and codec as stream {index}")));
         }
         let vp8 = to.codec == Codec::Vp8;
-        Self::to_worker(running, record.worker, Command::SetStreamSource { id: viewer_id, stream, source, vp8 })?;
+        Self::to_worker(running, subscription.worker, Command::SetStreamSource { id: peer_id, stream, source, vp8 })?;
         if let Some(rtcp) = &to.rtcp {
             rtcp.request_keyframe(KeyframeReason::Start, Instant::now());
         }
-        let record = running.viewers.get_mut(&viewer_id).expect("looked up above");
-        record.indexes[stream] = source_index;
+        let peer = running.peers.get_mut(&peer_id).expect("looked up above");
+        peer.subscription.as_mut().expect("looked up above").indexes[stream] = source_index;
         Ok(())
     }
 
-    /// VP8: the viewer's stream that takes source stream `index` gets only
+    /// VP8: the peer's stream that takes source stream `index` gets only
     /// temporal layers up to `layer` (None: all), from the next frame of the
-    /// base layer; the packets sent are renumbered so the viewer sees no gap.
-    pub fn set_viewer_stream_temporal_layer(
-        &self,
-        viewer_id: u64,
-        index: u32,
-        layer: Option<u8>,
-    ) -> Result<(), EngineError> {
+    /// base layer; the packets sent are renumbered so the peer sees no gap.
+    pub fn set_stream_temporal_layer(&self, peer_id: u64, index: u32, layer: Option<u8>) -> Result<(), EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
-        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        let subscription = peer.subscription(peer_id)?;
         let cap = layer.map(|layer| check_range(layer, "temporal layer", 0, 3)).transpose()?;
-        let (index, stream) = record.stream_taking(viewer_id, index)?;
-        let mountpoint = running.mountpoints.get(&record.mountpoint_id).ok_or(EngineError::Closed)?;
+        let (index, stream) = subscription.stream_taking(peer_id, index)?;
+        let mountpoint = running.mountpoints.get(&subscription.mountpoint_id).ok_or(EngineError::Closed)?;
         let codec = mountpoint.streams.iter().find(|source| source.index == index).map(|source| source.codec);
         if codec != Some(Codec::Vp8) {
             return Err(invalid(format!("stream {index} is not VP8: temporal layers are for VP8 streams")));
         }
-        Self::to_worker(running, record.worker, Command::SetStreamTemporalCap { id: viewer_id, stream, cap })
+        Self::to_worker(running, subscription.worker, Command::SetStreamTemporalCap { id: peer_id, stream, cap })
     }
 
-    /// Unknown ids are ignored.
-    pub fn remove_viewer(&self, viewer_id: u64) -> Result<(), EngineError> {
+    /// The peer's ICE-nominated address changed.
+    pub fn set_peer_address(&self, peer_id: u64, address: SocketAddr) -> Result<(), EngineError> {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
-        let Some(record) = running.viewers.remove(&viewer_id) else {
+        let address = peer_address(address, self.socket_family)?;
+        let peer = running.peers.get_mut(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        peer.address = address;
+        match peer.subscription.as_ref().map(|subscription| subscription.worker) {
+            Some(worker) => Self::to_worker(running, worker, Command::SetViewerAddress { id: peer_id, address }),
+            None => Ok(()),
+        }
+    }
+
+    /// Pauses or resumes sending media to the peer (kept across subscriptions).
+    pub fn set_paused(&self, peer_id: u64, paused: bool) -> Result<(), EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        peer.counters.paused.store(paused, Ordering::Relaxed);
+        let Some(subscription) = &peer.subscription else {
             return Ok(());
         };
-        let worker = record.worker;
-        running.workers[worker].viewers -= 1;
-        Self::to_worker(running, worker, Command::RemoveViewer { id: viewer_id })?;
-        if let Some(mountpoint) = running.mountpoints.get_mut(&record.mountpoint_id) {
-            mountpoint.viewers.remove(&viewer_id);
-        }
-        self.unsubscribe(running, record.mountpoint_id, worker)
-    }
-
-    pub fn set_viewer_address(&self, viewer_id: u64, address: SocketAddr) -> Result<(), EngineError> {
-        let state = self.running()?;
-        let running = state.as_ref().expect("checked by running()");
-        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let address = peer_address(address, self.socket_family)?;
-        Self::to_worker(running, record.worker, Command::SetViewerAddress { id: viewer_id, address })
-    }
-
-    pub fn set_viewer_paused(&self, viewer_id: u64, paused: bool) -> Result<(), EngineError> {
-        let state = self.running()?;
-        let running = state.as_ref().expect("checked by running()");
-        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        record.counters.paused.store(paused, Ordering::Relaxed);
-        Self::to_worker(running, record.worker, Command::SetViewerPaused { id: viewer_id, paused })?;
+        Self::to_worker(running, subscription.worker, Command::SetViewerPaused { id: peer_id, paused })?;
         if !paused {
-            if let Some(mountpoint) = running.mountpoints.get(&record.mountpoint_id) {
-                for source in mountpoint.streams.iter().filter(|source| record.indexes.contains(&source.index)) {
+            if let Some(mountpoint) = running.mountpoints.get(&subscription.mountpoint_id) {
+                for source in mountpoint.streams.iter().filter(|source| subscription.indexes.contains(&source.index)) {
                     source.request_keyframe_if_uncached();
                 }
             }
@@ -759,21 +814,22 @@ impl Engine {
         Ok(())
     }
 
-    /// Unprotects SRTCP from a viewer. Generic NACKs in it about the viewer's
-    /// streams are answered at once: the viewer's worker resends each packet
-    /// still in its history, as the viewer first received it. PLIs and FIRs
+    /// Unprotects SRTCP from a peer. Generic NACKs in it about the peer's
+    /// streams are answered at once: the peer's worker resends each packet
+    /// still in its history, as the peer first received it. PLIs and FIRs
     /// about its streams go on to the source's RTCP port, if it has one
     /// (at most one per stream per second).
-    pub fn unprotect_rtcp(&self, viewer_id: u64, packet: &[u8]) -> Result<Vec<u8>, EngineError> {
+    pub fn unprotect_rtcp(&self, peer_id: u64, packet: &[u8]) -> Result<Vec<u8>, EngineError> {
         let (srtcp, ssrcs) = {
             let state = self.running()?;
             let running = state.as_ref().expect("checked by running()");
-            let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-            (record.srtcp.clone(), record.ssrcs.clone())
+            let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+            let ssrcs = peer.subscription.as_ref().map(|subscription| subscription.ssrcs.clone()).unwrap_or_default();
+            (peer.srtcp.clone(), ssrcs)
         };
         let plain = {
             let mut srtcp = srtcp.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            srtcp.unprotect(packet).map_err(|error| invalid(format!("SRTCP from viewer {viewer_id}: {error}")))?
+            srtcp.unprotect(packet).map_err(|error| invalid(format!("SRTCP from peer {peer_id}: {error}")))?
         };
         let mut asked = Vec::new();
         for_each_keyframe_request(&plain, |ssrc| {
@@ -784,10 +840,10 @@ impl Engine {
         if !asked.is_empty() {
             let state = self.running()?;
             let running = state.as_ref().expect("checked by running()");
-            if let Some(record) = running.viewers.get(&viewer_id) {
-                let mountpoint = running.mountpoints.get(&record.mountpoint_id);
+            if let Some(subscription) = running.peers.get(&peer_id).and_then(|peer| peer.subscription.as_ref()) {
+                let mountpoint = running.mountpoints.get(&subscription.mountpoint_id);
                 for stream in asked {
-                    let index = record.indexes.get(stream);
+                    let index = subscription.indexes.get(stream);
                     let source = mountpoint.and_then(|m| m.streams.iter().find(|s| Some(&s.index) == index));
                     if let Some(rtcp) = source.and_then(|source| source.rtcp.as_ref()) {
                         rtcp.request_keyframe(KeyframeReason::Viewer, Instant::now());
@@ -804,25 +860,56 @@ impl Engine {
         if !lost.is_empty() {
             let state = self.running()?;
             let running = state.as_ref().expect("checked by running()");
-            if let Some(record) = running.viewers.get(&viewer_id) {
-                record.counters.nacked.fetch_add(lost.len() as u64, Ordering::Relaxed);
-                Self::to_worker(running, record.worker, Command::Retransmit { id: viewer_id, lost })?;
+            if let Some(peer) = running.peers.get(&peer_id) {
+                if let Some(subscription) = &peer.subscription {
+                    peer.counters.nacked.fetch_add(lost.len() as u64, Ordering::Relaxed);
+                    Self::to_worker(running, subscription.worker, Command::Retransmit { id: peer_id, lost })?;
+                }
             }
         }
         Ok(plain)
     }
 
-    pub fn send_rtcp(&self, viewer_id: u64, packet: &[u8]) -> Result<(), EngineError> {
+    /// Protects plain (compound) RTCP with the peer's SRTCP context and sends it:
+    /// through its worker while subscribed, from here otherwise.
+    pub fn send_rtcp(&self, peer_id: u64, packet: &[u8]) -> Result<(), EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
-        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
         if !is_rtcp(packet) {
             return Err(invalid("not an RTCP (compound) packet"));
         }
         if packet.len() > SLOT_SIZE - 64 {
             return Err(invalid(format!("RTCP packet of {} bytes is too large", packet.len())));
         }
-        Self::to_worker(running, record.worker, Command::SendRtcp { id: viewer_id, packet: packet.to_vec() })
+        if let Some(subscription) = &peer.subscription {
+            return Self::to_worker(
+                running,
+                subscription.worker,
+                Command::SendRtcp { id: peer_id, packet: packet.to_vec() },
+            );
+        }
+        let mut buffer = [0u8; SLOT_SIZE];
+        buffer[..packet.len()].copy_from_slice(packet);
+        let len = peer
+            .outbound
+            .protect_rtcp(&mut buffer, packet.len(), peer.counters.next_srtcp_index())
+            .map_err(|error| invalid(format!("SRTCP to peer {peer_id}: {error}")))?;
+        let mut address = peer.address;
+        // SAFETY: `buffer[..len]` and `address` are live for the call.
+        let sent = unsafe {
+            libc::sendto(
+                self.socket.as_raw_fd(),
+                buffer.as_ptr().cast(),
+                len,
+                libc::MSG_DONTWAIT,
+                address.as_mut_ptr().cast(),
+                address.socklen(),
+            )
+        };
+        let counter = if sent < 0 { &peer.counters.send_errors } else { &peer.counters.rtcp_packets };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Sends a bitrate estimate (REMB) to a source stream through its RTCP
@@ -841,11 +928,11 @@ impl Engine {
         Ok(rtcp.send_remb(bitrate))
     }
 
-    pub fn viewer_stats(&self, viewer_id: u64) -> Result<PeerStats, EngineError> {
+    pub fn peer_stats(&self, peer_id: u64) -> Result<PeerStats, EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
-        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let counters = &record.counters;
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        let counters = &peer.counters;
         Ok(PeerStats {
             packets: counters.packets.load(Ordering::Relaxed),
             bytes: counters.bytes.load(Ordering::Relaxed),
@@ -856,7 +943,7 @@ impl Engine {
             dropped: counters.dropped.load(Ordering::Relaxed),
             send_errors: counters.send_errors.load(Ordering::Relaxed),
             paused: counters.paused.load(Ordering::Relaxed),
-            worker: record.worker,
+            worker: peer.subscription.as_ref().map(|subscription| subscription.worker),
             source_switches: counters.source_switches.load(Ordering::Relaxed),
         })
     }
@@ -872,9 +959,7 @@ impl Engine {
             .map(|stream| {
                 let last = stream.counters.last_packet_ns.load(Ordering::Relaxed);
                 let rtcp = stream.rtcp.as_ref();
-                let load = |counter: Option<&AtomicU64>| {
-                    counter.map_or(0, |counter| counter.load(Ordering::Relaxed))
-                };
+                let load = |counter: Option<&AtomicU64>| counter.map_or(0, |counter| counter.load(Ordering::Relaxed));
                 let cache = stream.cache.as_ref().map(|cache| {
                     let cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                     KeyframeCacheStats {

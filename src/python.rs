@@ -22,7 +22,7 @@ impl From<EngineError> for PyErr {
     fn from(error: EngineError) -> Self {
         match error {
             EngineError::Closed => PyRuntimeError::new_err(error.to_string()),
-            EngineError::UnknownMountpoint(id) | EngineError::UnknownViewer(id) => PyKeyError::new_err(id),
+            EngineError::UnknownMountpoint(id) | EngineError::UnknownPeer(id) => PyKeyError::new_err(id),
             EngineError::Invalid(message) => PyValueError::new_err(message),
             EngineError::Os(error) => match error.raw_os_error() {
                 Some(errno) => PyOSError::new_err((errno, error.to_string())),
@@ -185,55 +185,49 @@ impl Engine {
         Ok(py.detach(|| self.inner.remove_mountpoint(mountpoint_id))?)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn add_viewer(
+    fn add_peer(
         &self,
-        py: Python<'_>,
-        viewer_id: u64,
-        mountpoint_id: u64,
+        peer_id: u64,
         address: (String, i64),
         srtp_profile: &str,
         local_master_key: &[u8],
         remote_master_key: &[u8],
-        streams: Vec<ViewerStream>,
     ) -> PyResult<()> {
         let profile = parse_peer_profile(srtp_profile)?;
         let address = parse_address(&self.inner, address)?;
-        let streams = viewer_stream_configs(streams)?;
-        Ok(py.detach(|| {
-            self.inner.add_viewer(
-                viewer_id,
-                mountpoint_id,
-                address,
-                profile,
-                local_master_key,
-                remote_master_key,
-                &streams,
-            )
-        })?)
+        Ok(self.inner.add_peer(peer_id, address, profile, local_master_key, remote_master_key)?)
     }
 
-    fn remove_viewer(&self, viewer_id: u64) -> PyResult<()> {
-        Ok(self.inner.remove_viewer(viewer_id)?)
+    fn remove_peer(&self, peer_id: u64) -> PyResult<()> {
+        Ok(self.inner.remove_peer(peer_id)?)
     }
 
-    fn set_viewer_address(&self, viewer_id: u64, address: (String, i64)) -> PyResult<()> {
+    fn set_peer_address(&self, peer_id: u64, address: (String, i64)) -> PyResult<()> {
         let address = parse_address(&self.inner, address)?;
-        Ok(self.inner.set_viewer_address(viewer_id, address)?)
+        Ok(self.inner.set_peer_address(peer_id, address)?)
     }
 
-    fn set_viewer_paused(&self, viewer_id: u64, paused: bool) -> PyResult<()> {
-        Ok(self.inner.set_viewer_paused(viewer_id, paused)?)
+    fn subscribe(&self, py: Python<'_>, peer_id: u64, mountpoint_id: u64, streams: Vec<ViewerStream>) -> PyResult<()> {
+        let streams = viewer_stream_configs(streams)?;
+        Ok(py.detach(|| self.inner.subscribe(peer_id, mountpoint_id, &streams))?)
     }
 
-    fn set_viewer_stream_paused(&self, viewer_id: u64, index: i64, paused: bool) -> PyResult<()> {
-        Ok(self.inner.set_viewer_stream_paused(viewer_id, int(index, "stream index")?, paused)?)
+    fn unsubscribe(&self, peer_id: u64) -> PyResult<()> {
+        Ok(self.inner.unsubscribe(peer_id)?)
     }
 
-    #[pyo3(signature = (viewer_id, index, extension_id, min_ms, max_ms))]
-    fn set_viewer_playout_delay(
+    fn set_paused(&self, peer_id: u64, paused: bool) -> PyResult<()> {
+        Ok(self.inner.set_paused(peer_id, paused)?)
+    }
+
+    fn set_stream_paused(&self, peer_id: u64, index: i64, paused: bool) -> PyResult<()> {
+        Ok(self.inner.set_stream_paused(peer_id, int(index, "stream index")?, paused)?)
+    }
+
+    #[pyo3(signature = (peer_id, index, extension_id, min_ms, max_ms))]
+    fn set_stream_playout_delay(
         &self,
-        viewer_id: u64,
+        peer_id: u64,
         index: i64,
         extension_id: i64,
         min_ms: Option<i64>,
@@ -247,51 +241,40 @@ impl Engine {
             _ => return Err(PyValueError::new_err("min_ms and max_ms are both None or both set")),
         };
         let (index, extension_id) = (int(index, "stream index")?, int(extension_id, "playout-delay extension id")?);
-        Ok(self.inner.set_viewer_playout_delay(viewer_id, index, extension_id, delay_ms)?)
+        Ok(self.inner.set_stream_playout_delay(peer_id, index, extension_id, delay_ms)?)
     }
 
-    fn set_viewer_stream_source(&self, viewer_id: u64, index: i64, source_index: i64) -> PyResult<()> {
+    fn set_stream_source(&self, peer_id: u64, index: i64, source_index: i64) -> PyResult<()> {
         let (index, source_index) = (int(index, "stream index")?, int(source_index, "source index")?);
-        Ok(self.inner.set_viewer_stream_source(viewer_id, index, source_index)?)
+        Ok(self.inner.set_stream_source(peer_id, index, source_index)?)
     }
 
-    #[pyo3(signature = (viewer_id, index, layer))]
-    fn set_viewer_stream_temporal_layer(&self, viewer_id: u64, index: i64, layer: Option<i64>) -> PyResult<()> {
+    #[pyo3(signature = (peer_id, index, layer))]
+    fn set_stream_temporal_layer(&self, peer_id: u64, index: i64, layer: Option<i64>) -> PyResult<()> {
         let layer = layer.map(|layer| int(layer, "temporal layer")).transpose()?;
-        Ok(self.inner.set_viewer_stream_temporal_layer(viewer_id, int(index, "stream index")?, layer)?)
-    }
-
-    fn switch_viewer(
-        &self,
-        py: Python<'_>,
-        viewer_id: u64,
-        mountpoint_id: u64,
-        streams: Vec<ViewerStream>,
-    ) -> PyResult<()> {
-        let streams = viewer_stream_configs(streams)?;
-        Ok(py.detach(|| self.inner.switch_viewer(viewer_id, mountpoint_id, &streams))?)
+        Ok(self.inner.set_stream_temporal_layer(peer_id, int(index, "stream index")?, layer)?)
     }
 
     fn unprotect_rtcp<'py>(
         &self,
         py: Python<'py>,
-        viewer_id: u64,
+        peer_id: u64,
         packet: &[u8],
     ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
-        let plain = self.inner.unprotect_rtcp(viewer_id, packet)?;
+        let plain = self.inner.unprotect_rtcp(peer_id, packet)?;
         Ok(pyo3::types::PyBytes::new(py, &plain))
     }
 
-    fn send_rtcp(&self, viewer_id: u64, packet: &[u8]) -> PyResult<()> {
-        Ok(self.inner.send_rtcp(viewer_id, packet)?)
+    fn send_rtcp(&self, peer_id: u64, packet: &[u8]) -> PyResult<()> {
+        Ok(self.inner.send_rtcp(peer_id, packet)?)
     }
 
     fn send_source_remb(&self, mountpoint_id: u64, index: i64, bitrate: u64) -> PyResult<bool> {
         Ok(self.inner.send_source_remb(mountpoint_id, int(index, "stream index")?, bitrate)?)
     }
 
-    fn viewer_stats(&self, viewer_id: u64) -> PyResult<PeerStats> {
-        Ok(self.inner.viewer_stats(viewer_id)?)
+    fn peer_stats(&self, peer_id: u64) -> PyResult<PeerStats> {
+        Ok(self.inner.peer_stats(peer_id)?)
     }
 
     fn mountpoint_stats(&self, mountpoint_id: u64) -> PyResult<MountpointStats> {

@@ -25,8 +25,8 @@ pub struct PeerStats {
     pub dropped: u64,
     pub send_errors: u64,
     pub paused: bool,
-    /// The index of the worker that serves it.
-    pub worker: usize,
+    /// The index of the worker that sends it media, None while not subscribed.
+    pub worker: Option<usize>,
     /// Streams moved to another source stream (set_stream_source), once moved.
     pub source_switches: u64,
 }

@@ -146,7 +146,7 @@ class MountpointStats:
     @property
     def malformed(self) -> int: ...
     @property
-    def viewers(self) -> int: ...
+    def viewers(self) -> int: ...  # peers subscribed to it
     @property
     def streams(self) -> list[StreamStats]: ...
     @property
@@ -183,9 +183,9 @@ class PeerStats:
     @property
     def paused(self) -> bool: ...
     @property
-    def worker(self) -> int: ...  # the index of the worker that serves it
+    def worker(self) -> int | None: ...  # the index of the worker that sends it media, None while not subscribed
     @property
-    def source_switches(self) -> int: ...  # streams moved to another source stream (set_viewer_stream_source), once moved
+    def source_switches(self) -> int: ...  # streams moved to another source stream (set_stream_source), once moved
 
 @final
 class WorkerStats:
@@ -196,7 +196,7 @@ class WorkerStats:
     @property
     def core(self) -> int | None: ...  # the core it is pinned to, None if not pinned
     @property
-    def viewers(self) -> int: ...
+    def viewers(self) -> int: ...  # peers subscribed to it
     @property
     def busy_ns(self) -> int: ...  # time spent working rather than waiting
     @property
@@ -229,8 +229,9 @@ class Engine:
     Threads: one receiver (reads every source socket, copies each RTP packet
     once into a shared buffer) and one worker per core in ``cores`` (default:
     every core the process may run on), pinned to it unless ``pin`` is False.
-    Each viewer belongs to the worker with the fewest viewers when it is
-    added; the worker rewrites, protects and sends its viewers' packets itself.
+    Each subscribed peer belongs to the worker with the fewest of them when it
+    first subscribes; the worker rewrites, protects and sends its peers' packets
+    itself.
 
     ``send_mode`` is for tests and benchmarks: "gso" (default: sendmmsg, runs
     of equal-size packets to one viewer merged by UDP GSO, falling back to
@@ -263,24 +264,36 @@ class Engine:
         streams are counted but not forwarded to viewers."""
     def remove_mountpoint(self, mountpoint_id: int) -> None:
         """Close the source ports (closed when this returns, so the ports can be
-        bound again at once); the mountpoint's viewers are removed too. Unknown
+        bound again at once); its peers are unsubscribed (they stay). Unknown
         ids are ignored."""
-    def add_viewer(
+    # Peers: owned by the core, one per WebRTC PeerConnection (id: the handle id),
+    # from DTLS up to hangup. A peer without a subscription gets no media but
+    # takes and sends RTCP.
+    def add_peer(
         self,
-        viewer_id: int,
-        mountpoint_id: int,
+        peer_id: int,
         address: tuple[str, int],
         srtp_profile: SrtpProfile,
         local_master_key: bytes,
         remote_master_key: bytes,
-        streams: list[ViewerStream],
     ) -> None:
-        """Start sending the mountpoint's streams to a viewer whose DTLS-SRTP is up.
+        """A peer whose DTLS-SRTP is up: ``local_master_key`` protects what the
+        engine sends it, ``remote_master_key`` unprotects the SRTCP it sends.
+        ValueError for a duplicate peer id, a bad key length, an unknown profile,
+        or an address the WebRTC socket cannot send to (or port 0)."""
+    def remove_peer(self, peer_id: int) -> None:
+        """The peer goes, its subscription too. Unknown ids are ignored."""
+    def set_peer_address(self, peer_id: int, address: tuple[str, int]) -> None:
+        """The peer's ICE-nominated address changed. KeyError for an unknown peer."""
+    # Subscriptions: owned by the plugin; they need a peer.
+    def subscribe(self, peer_id: int, mountpoint_id: int, streams: list[ViewerStream]) -> None:
+        """Start sending the mountpoint's ``streams`` to the peer, or, if it is
+        subscribed already, move it to ``mountpoint_id`` without renegotiation.
 
-        ``local_master_key`` protects what the engine sends; ``remote_master_key``
-        unprotects the SRTCP the viewer sends. Each stream's sequence number and
-        timestamp start at random values and stay continuous across pauses,
-        switches and source restarts; sender reports go out about once a second.
+        The first subscription puts the peer on the worker with the fewest
+        subscribed peers. Each stream's sequence number and timestamp start at
+        random values and stay continuous across pauses, moves and source
+        restarts; sender reports go out about once a second.
 
         Instant start: video (vp8, vp9, h264; other video codecs start at once)
         starts with a burst of the stream's keyframe cache (every packet since the
@@ -293,97 +306,95 @@ class Engine:
         no keyframe cached (or a burst that cannot catch up with the live
         stream), video waits for the next keyframe, and the source is asked for
         one if the stream has an RTCP port. Audio starts live.
-        Waits until the receiver sends the mountpoint's packets to the viewer's
+        Waits until the receiver sends the mountpoint's packets to the peer's
         worker (releases the GIL; microseconds).
-        Raises KeyError for an unknown mountpoint, ValueError for a duplicate
-        viewer id, a bad key length, an unknown profile, a stream index the
-        mountpoint lacks, an ssrc or payload type out of range, or an address
-        the WebRTC socket cannot send to."""
-    def remove_viewer(self, viewer_id: int) -> None:
-        """Stop sending and free the viewer's state. Unknown ids are ignored."""
-    def set_viewer_address(self, viewer_id: int, address: tuple[str, int]) -> None:
-        """The viewer's ICE-nominated address changed. KeyError for an unknown viewer."""
-    def set_viewer_paused(self, viewer_id: int, paused: bool) -> None:
-        """Pause or resume sending; resumed video starts from the keyframe cache
-        (as add_viewer). KeyError for an unknown viewer."""
-    def set_viewer_stream_paused(self, viewer_id: int, index: int, paused: bool) -> None:
+
+        A move (``switch``): the streams become ``streams`` (indexes of the new
+        mountpoint, payload types rewritten to the given ones). A stream whose
+        ``ssrc`` the peer had goes on with that stream's numbering: same SSRC, the
+        next sequence number, the timestamp advanced by the wall-clock time since
+        its last packet (as across a source restart); its send switch carries
+        over. Video starts from the new mountpoint's keyframe cache. Keys,
+        address, worker and peer counters stay; the mountpoints' counters move.
+
+        KeyError for an unknown peer or mountpoint, ValueError for a stream index
+        the mountpoint lacks (or listed twice), an ssrc or payload type out of
+        range or listed twice; on error nothing changes."""
+    def unsubscribe(self, peer_id: int) -> None:
+        """Stop sending media to the peer; the peer stays (its RTCP goes on, and it
+        may subscribe again). Unknown or unsubscribed peers are ignored."""
+    def set_paused(self, peer_id: int, paused: bool) -> None:
+        """Pause or resume sending (kept across subscriptions); resumed video starts
+        from the keyframe cache (as subscribe). KeyError for an unknown peer."""
+    def set_stream_paused(self, peer_id: int, index: int, paused: bool) -> None:
         """The per-stream send switch (``configure`` with ``streams: [{mid, send}]``):
-        stop or resume sending the viewer's stream that takes SourceStream
+        stop or resume sending the peer's stream that takes SourceStream
         ``index``. Sequence numbers and timestamps stay continuous (a resumed
         stream goes on at the next sequence number, its timestamp advanced by
         the time paused); resumed video starts from the keyframe cache. No
-        sender reports for a paused stream. Independent of set_viewer_paused
-        (a viewer pause stops every stream; its resume leaves paused streams
-        paused). KeyError for an unknown viewer, ValueError if the viewer has no
-        stream ``index``."""
-    def set_viewer_playout_delay(
-        self, viewer_id: int, index: int, extension_id: int, min_ms: int | None, max_ms: int | None
+        sender reports for a paused stream. Independent of set_paused
+        (a peer pause stops every stream; its resume leaves paused streams
+        paused). KeyError for an unknown peer, ValueError if the peer is not
+        subscribed or has no stream ``index``."""
+    def set_stream_playout_delay(
+        self, peer_id: int, index: int, extension_id: int, min_ms: int | None, max_ms: int | None
     ) -> None:
         """The playout-delay RTP header extension
-        (http://www.webrtc.org/experiments/rtp-hdrext/playout-delay) on the viewer's
+        (http://www.webrtc.org/experiments/rtp-hdrext/playout-delay) on the peer's
         stream that takes SourceStream ``index``: from the next packet on, every packet
         of it (retransmissions and keyframe-cache bursts too) carries, as its only
         header extension (RFC 8285 one-byte header, id ``extension_id`` as the
-        viewer's SDP negotiated it), ``min_ms`` and ``max_ms`` rounded down to 10 ms
+        peer's SDP negotiated it), ``min_ms`` and ``max_ms`` rounded down to 10 ms
         units. Both None: no extension. The source's own header extensions never
-        reach viewers (their ids are the source's). Kept across switch_viewer for a
-        stream that keeps its SSRC. KeyError for an unknown viewer; ValueError if the
-        viewer has no stream ``index``, for an id outside 1..14, a delay outside
-        0..40950 ms, ``min_ms`` above ``max_ms``, or only one of them None."""
-    def set_viewer_stream_source(self, viewer_id: int, index: int, source_index: int) -> None:
-        """Simulcast (``configure`` with ``substream``): move the viewer's stream
+        reach peers (their ids are the source's). Kept across a move to another
+        mountpoint for a stream that keeps its SSRC. KeyError for an unknown peer;
+        ValueError if the peer is not subscribed or has no stream ``index``, for an
+        id outside 1..14, a delay outside 0..40950 ms, ``min_ms`` above ``max_ms``,
+        or only one of them None."""
+    def set_stream_source(self, peer_id: int, index: int, source_index: int) -> None:
+        """Simulcast (``configure`` with ``substream``): move the peer's stream
         that takes SourceStream ``index`` to SourceStream ``source_index`` of the
         same mountpoint (another encoding of the same video: same kind, codec
         and clock rate); from now on the stream is known by ``source_index``.
         The move happens at the new source's next keyframe (its RTCP port, if
         it has one, is asked for one); the old source goes on until then, and
-        ViewerStats' source_switches counts the move when it happens. A stream
+        PeerStats' source_switches counts the move when it happens. A stream
         that sent nothing yet, or is paused, moves at once (started video then
-        starts from the new source's keyframe cache, as add_viewer); a viewer
-        paused with set_viewer_paused takes a waiting move when resumed. Sequence
+        starts from the new source's keyframe cache, as subscribe); a peer
+        paused with set_paused takes a waiting move when resumed. Sequence
         numbers and timestamps stay continuous (the timestamp advanced by the
         time since the last packet); for VP8 the picture IDs and TL0PICIDX of
         the new source are renumbered to follow the last ones sent. Moving
         back to the current source before the move happened cancels it.
-        KeyError for an unknown viewer, ValueError if the viewer has no stream
+        KeyError for an unknown peer, ValueError if the peer has no stream
         ``index``, already takes ``source_index`` with another stream, or the
         mountpoint has no such stream of the same kind and codec."""
-    def set_viewer_stream_temporal_layer(self, viewer_id: int, index: int, layer: int | None) -> None:
-        """VP8 temporal layers (``configure`` with ``temporal``): the viewer's
+    def set_stream_temporal_layer(self, peer_id: int, index: int, layer: int | None) -> None:
+        """VP8 temporal layers (``configure`` with ``temporal``): the peer's
         stream that takes SourceStream ``index`` gets only the packets whose
         payload descriptor's TID (RFC 7741) is at most ``layer`` (None: every
         layer), from the next frame of the base layer on; the packets sent are
-        renumbered so the viewer sees no gap (packets that arrive out of order
+        renumbered so the peer sees no gap (packets that arrive out of order
         are not); NACKs find their packets across the last 32 renumberings.
         Packets without a TID count as layer 0. The cap stays across
-        set_viewer_stream_source. KeyError for an unknown viewer,
-        ValueError if the viewer has no stream ``index``, it is not VP8, or
+        set_stream_source. KeyError for an unknown peer,
+        ValueError if the peer has no stream ``index``, it is not VP8, or
         ``layer`` is outside 0..=3."""
-    def switch_viewer(self, viewer_id: int, mountpoint_id: int, streams: list[ViewerStream]) -> None:
-        """Move a viewer to another mountpoint without renegotiation (``switch``):
-        its streams become ``streams`` (indexes of the new mountpoint, payload
-        types rewritten to the given ones). A stream whose ``ssrc`` the viewer
-        had goes on with that stream's numbering: same SSRC, the next sequence
-        number, the timestamp advanced by the wall-clock time since its last
-        packet (as across a source restart); its send switch carries over.
-        Video starts from the new mountpoint's keyframe cache. Keys, address,
-        worker and viewer counters stay; the mountpoints' counters move.
-        KeyError for an unknown viewer or mountpoint, ValueError for a bad
-        stream list (as add_viewer); on error nothing changes."""
-    def unprotect_rtcp(self, viewer_id: int, packet: bytes) -> bytes:
-        """SRTCP from a viewer to plain RTCP. Raises ValueError if it fails
-        authentication, is a replay or is malformed, KeyError for an unknown viewer.
+    def unprotect_rtcp(self, peer_id: int, packet: bytes) -> bytes:
+        """SRTCP from a peer to plain RTCP. Raises ValueError if it fails
+        authentication, is a replay or is malformed, KeyError for an unknown peer.
 
-        Generic NACKs (RFC 4585) in it about the viewer's SSRCs are answered by
+        Generic NACKs (RFC 4585) in it about the peer's SSRCs are answered by
         the engine at once: each packet still in the stream's history (the last
-        1024 sequence numbers) is sent again as the viewer first received it
+        1024 sequence numbers) is sent again as the peer first received it
         (same sequence number, re-protected; no RFC 4588 rtx). PLIs and FIRs
         about its SSRCs go on to the source stream's RTCP port as a PLI, if it has
         one (at most one per stream per second; counted as plis_forwarded). The
         plain RTCP is still returned, for the control plane to count or act on (REMB)."""
-    def send_rtcp(self, viewer_id: int, packet: bytes) -> None:
-        """Protect plain (compound) RTCP with the viewer's SRTCP context and send it.
-        ValueError if ``packet`` is not RTCP, KeyError for an unknown viewer."""
+    def send_rtcp(self, peer_id: int, packet: bytes) -> None:
+        """Protect plain (compound) RTCP with the peer's SRTCP context and send it
+        (subscribed or not). ValueError if ``packet`` is not RTCP, KeyError for an
+        unknown peer."""
     def send_source_remb(self, mountpoint_id: int, index: int, bitrate: int) -> bool:
         """Send a bitrate estimate (RR + REMB, ``bitrate`` in bits per second)
         about the source's SSRC to stream ``index``'s source through its RTCP
@@ -391,8 +402,8 @@ class Engine:
         where to send yet (no RTP or RTCP from it). KeyError for an unknown
         mountpoint, ValueError for a stream it lacks or one without an RTCP port,
         OverflowError for a negative bitrate."""
-    def viewer_stats(self, viewer_id: int) -> PeerStats:
-        """KeyError for an unknown viewer."""
+    def peer_stats(self, peer_id: int) -> PeerStats:
+        """KeyError for an unknown peer."""
     def mountpoint_stats(self, mountpoint_id: int) -> MountpointStats:
         """KeyError for an unknown mountpoint."""
     def worker_stats(self) -> list[WorkerStats]:

@@ -148,17 +148,29 @@ class FakeEngine:
 
     def __init__(self) -> None:
         self.addresses: list[tuple[int, tuple[str, int]]] = []
-        self.viewers: set[int] = set()
+        self.peers: dict[int, str] = {}  # peer id: SRTP profile
+        self.removed_peers: list[int] = []
         self.bad_rtcp: set[bytes] = set()
 
-    def set_viewer_address(self, viewer_id: int, address: tuple[str, int]) -> None:
-        if viewer_id not in self.viewers:
-            raise KeyError(viewer_id)
-        self.addresses.append((viewer_id, address))
+    def add_peer(self, peer_id: int, address: tuple[str, int], srtp_profile: str, local_master_key: bytes,
+                 remote_master_key: bytes) -> None:
+        self.addresses.append((peer_id, address))
+        if peer_id in self.peers:
+            raise ValueError(f"peer {peer_id} already exists")
+        self.peers[peer_id] = srtp_profile
 
-    def unprotect_rtcp(self, viewer_id: int, packet: bytes) -> bytes:
-        if viewer_id not in self.viewers:
-            raise KeyError(viewer_id)
+    def remove_peer(self, peer_id: int) -> None:
+        if self.peers.pop(peer_id, None) is not None:
+            self.removed_peers.append(peer_id)
+
+    def set_peer_address(self, peer_id: int, address: tuple[str, int]) -> None:
+        if peer_id not in self.peers:
+            raise KeyError(peer_id)
+        self.addresses.append((peer_id, address))
+
+    def unprotect_rtcp(self, peer_id: int, packet: bytes) -> bytes:
+        if peer_id not in self.peers:
+            raise KeyError(peer_id)
         if packet in self.bad_rtcp:
             raise ValueError("authentication failed")
         return packet

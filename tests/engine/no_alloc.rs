@@ -53,7 +53,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const SOURCE_SRTP_KEY: [u8; 30] = [9; 30];
 
 fn sent(engine: &Engine) -> u64 {
-    (0..VIEWERS as u64).map(|v| engine.viewer_stats(v).map(|s| s.packets + s.dropped).unwrap_or(0)).sum()
+    (0..VIEWERS as u64).map(|v| engine.peer_stats(v).map(|s| s.packets + s.dropped).unwrap_or(0)).sum()
 }
 
 /// How the source stream is configured and what it sends.
@@ -123,9 +123,10 @@ fn assert_steady_state_allocates_nothing(source: Source) {
         let profile = if i % 2 == 0 { Profile::AeadAes128Gcm } else { Profile::AesCm128HmacSha1_80 };
         let key = vec![i as u8; if i % 2 == 0 { 28 } else { 30 }];
         let stream = ViewerStreamConfig { index: 0, ssrc: i as u32 + 1, payload_type: 111 };
-        engine.add_viewer(i as u64, 1, address, profile, &key, &key, &[stream]).unwrap();
+        engine.add_peer(i as u64, address, profile, &key, &key).unwrap();
+        engine.subscribe(i as u64, 1, &[stream]).unwrap();
         if i % 3 == 0 {
-            engine.set_viewer_playout_delay(i as u64, 0, 3, Some((100, 1000))).unwrap();
+            engine.set_stream_playout_delay(i as u64, 0, 3, Some((100, 1000))).unwrap();
         }
     }
     // Let the worker take its viewers before the first packet, so they start

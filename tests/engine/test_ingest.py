@@ -66,7 +66,7 @@ def test_srtp_source_options_are_checked(rig: Rig) -> None:
         rig.engine.add_mountpoint(1, [stream("video", "h264", 90000, h264_parameter_sets=[SPS, b""])])
     rig.engine.add_mountpoint(1, [stream()])  # nothing was left half-made by the refusals
     with pytest.raises(ValueError, match="unknown SRTP profile"):
-        rig.engine.add_viewer(2, 1, ("127.0.0.1", 9), "AES_CM_128_HMAC_SHA1_32", bytes(30), bytes(30), [])
+        rig.engine.add_peer(2, ("127.0.0.1", 9), "AES_CM_128_HMAC_SHA1_32", bytes(30), bytes(30))  # type: ignore[arg-type]
 
 
 def test_a_second_ssrc_is_dropped_until_the_first_falls_silent(rig: Rig) -> None:

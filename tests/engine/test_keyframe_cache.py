@@ -1,6 +1,6 @@
 """Instant start and what rides on it: the keyframe cache (a viewer added,
 resumed or switched mid-GOP gets the cached pictures first, then live), the
-per-stream send switch, switch_viewer, and the source's RTCP port (keyframe
+per-stream send switch, a move to another mountpoint (subscribe again), and the source's RTCP port (keyframe
 requests). A fake source driven from Python; viewers decrypt with libsrtp.
 No timing assertions."""
 
@@ -189,7 +189,7 @@ def test_per_stream_pause_and_resume(rig: Rig) -> None:
     rig.cached(1, 2)
     viewer = rig.viewer(7, 1, streams(audio=True))
     wait_video(viewer, 2)
-    rig.engine.set_viewer_stream_paused(7, 0, True)
+    rig.engine.set_stream_paused(7, 0, True)
     rig.send(video_port, rtp(12, 3000, VP8_DELTA, marker=True))
     rig.send(audio_port, rtp(1, 0, b"audio", ssrc=AUDIO_SSRC))
     def audio_arrived() -> bool:
@@ -198,9 +198,9 @@ def test_per_stream_pause_and_resume(rig: Rig) -> None:
 
     wait_until(audio_arrived)
     assert len(video_of(viewer)) == 2, "video paused, audio not"
-    assert rig.engine.viewer_stats(7).paused is False
+    assert rig.engine.peer_stats(7).paused is False
 
-    rig.engine.set_viewer_stream_paused(7, 0, False)
+    rig.engine.set_stream_paused(7, 0, False)
     resumed = wait_video(viewer, 5)  # the cached keyframe (2 packets) and delta again
 
     assert [p.payload for p in resumed] == [VP8_KEYFRAME, VP8_CONTINUATION, VP8_KEYFRAME, VP8_CONTINUATION,
@@ -208,9 +208,9 @@ def test_per_stream_pause_and_resume(rig: Rig) -> None:
     assert [p.sequence - resumed[0].sequence & 0xFFFF for p in resumed] == [0, 1, 2, 3, 4]
     assert (resumed[2].timestamp - resumed[1].timestamp) & 0xFFFFFFFF < 2**31, "time goes forward"
     with pytest.raises(ValueError):
-        rig.engine.set_viewer_stream_paused(7, 5, True)
+        rig.engine.set_stream_paused(7, 5, True)
     with pytest.raises(KeyError):
-        rig.engine.set_viewer_stream_paused(8, 0, True)
+        rig.engine.set_stream_paused(8, 0, True)
 
 
 def test_switch_keeps_ssrc_sequence_and_timestamps_and_rewrites_the_payload_type(rig: Rig) -> None:
@@ -223,7 +223,7 @@ def test_switch_keeps_ssrc_sequence_and_timestamps_and_rewrites_the_payload_type
     viewer = rig.viewer(7, 1, streams(video_pt=96))
     before = viewer.wait_rtp(3)[:]
 
-    rig.engine.switch_viewer(7, 2, streams(video_pt=100))
+    rig.engine.subscribe(7, 2, streams(video_pt=100))
     after = viewer.wait_rtp(7)[3:]
     rig.send(port_b, rtp(50004, 9007, VP8_DELTA, marker=True))
     after = viewer.wait_rtp(8)[3:]
@@ -241,9 +241,9 @@ def test_switch_keeps_ssrc_sequence_and_timestamps_and_rewrites_the_payload_type
     rig.send(port_b, rtp(50005, 12007, VP8_DELTA, marker=True))
     assert [p.payload_type for p in viewer.wait_rtp(9)[8:]] == [100], "only the new mountpoint's packets"
     with pytest.raises(KeyError):
-        rig.engine.switch_viewer(7, 3, streams())
+        rig.engine.subscribe(7, 3, streams())
     with pytest.raises(ValueError):
-        rig.engine.switch_viewer(7, 1, [{"index": 4, "ssrc": 1, "payload_type": 96}])
+        rig.engine.subscribe(7, 1, [{"index": 4, "ssrc": 1, "payload_type": 96}])
 
 
 @dataclass

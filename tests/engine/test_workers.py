@@ -72,7 +72,7 @@ def test_viewers_are_spread_over_the_workers_and_each_gets_every_packet(two_work
     workers = two_workers.engine.worker_stats()
     assert [w.viewers for w in workers] == [3, 3]
     assert [w.core for w in workers] == [None, None], "not pinned"
-    assert sorted(two_workers.engine.viewer_stats(i).worker for i in range(6)) == [0, 0, 0, 1, 1, 1]
+    assert sorted(two_workers.engine.peer_stats(i).worker for i in range(6)) == [0, 0, 0, 1, 1, 1]
     payloads = [payload(i) for i in range(200)]
     two_workers.send(*(rtp(i, 960 * i, p) for i, p in enumerate(payloads)))
 
@@ -84,7 +84,7 @@ def test_viewers_are_spread_over_the_workers_and_each_gets_every_packet(two_work
 
     wait_until(lambda: two_workers.engine.mountpoint_stats(1).sent_packets == 6 * 200)
     stats = two_workers.engine.mountpoint_stats(1)
-    assert stats.sent_bytes == sum(two_workers.engine.viewer_stats(i).bytes for i in range(6))
+    assert stats.sent_bytes == sum(two_workers.engine.peer_stats(i).bytes for i in range(6))
     assert (stats.dropped, stats.send_errors, stats.retransmissions) == (0, 0, 0)
     workers = two_workers.engine.worker_stats()
     assert sum(w.source_packets for w in workers) == 2 * 200, "each worker takes each packet once"
@@ -97,11 +97,11 @@ def test_a_worker_without_viewers_stops_receiving_and_can_start_again(two_worker
     two_workers.send(rtp(1, 0, b"both"))
     first.wait_rtp(1)
     second.wait_rtp(1)
-    two_workers.engine.remove_viewer(1)
+    two_workers.engine.remove_peer(1)
     two_workers.send(rtp(2, 960, b"second only"))
     assert [p.payload for p in second.wait_rtp(2)] == [b"both", b"second only"]
     third = two_workers.viewer(3)
-    assert two_workers.engine.viewer_stats(3).worker != two_workers.engine.viewer_stats(2).worker
+    assert two_workers.engine.peer_stats(3).worker != two_workers.engine.peer_stats(2).worker
     two_workers.send(rtp(3, 1920, b"again"))
     assert [p.payload for p in third.wait_rtp(1)] == [b"again"]
     assert [p.payload for p in second.wait_rtp(3)][-1] == b"again"
@@ -121,7 +121,7 @@ def test_every_send_mode_delivers_a_burst_in_order(send_mode: SendMode) -> None:
         for viewer in viewers:
             assert [p.payload for p in viewer.wait_rtp(len(sizes))] == payloads
         wait_until(lambda: fanout.engine.mountpoint_stats(1).sent_packets == 3 * len(sizes))
-        assert fanout.engine.viewer_stats(0).gso_refused == 0
+        assert fanout.engine.peer_stats(0).gso_refused == 0
     finally:
         fanout.close()
 
@@ -181,8 +181,8 @@ def test_nacks_are_answered_with_the_original_packets(two_workers: Fanout, profi
     assert [(p.sequence - first) & 0xFFFF for p in resent] == sorted(lost)
     assert [p.payload for p in resent] == [payloads[i] for i in sorted(lost)]
     assert [p.timestamp - received[0].timestamp for p in resent] == [960 * i for i in sorted(lost)]
-    wait_until(lambda: two_workers.engine.viewer_stats(7).retransmissions == 3)
-    stats = two_workers.engine.viewer_stats(7)
+    wait_until(lambda: two_workers.engine.peer_stats(7).retransmissions == 3)
+    stats = two_workers.engine.peer_stats(7)
     assert (stats.packets, stats.nacked, stats.retransmissions) == (30, 3, 3)
     assert two_workers.engine.mountpoint_stats(1).retransmissions == 3
 
@@ -197,8 +197,8 @@ def test_nacks_for_packets_never_sent_or_forgotten_are_ignored(two_workers: Fano
     viewer.wait_rtcp(1)
     viewer.drain()
     assert len(viewer.rtp) == 5
-    assert two_workers.engine.viewer_stats(7).retransmissions == 0
-    assert two_workers.engine.viewer_stats(7).nacked == 4
+    assert two_workers.engine.peer_stats(7).retransmissions == 0
+    assert two_workers.engine.peer_stats(7).nacked == 4
 
 
 def test_a_socket_that_refuses_gso_falls_back_to_single_datagrams() -> None:
@@ -217,13 +217,13 @@ def test_a_socket_that_refuses_gso_falls_back_to_single_datagrams() -> None:
         fanout.engine.unprotect_rtcp(7, viewer.outbound.protect_rtcp(nack(1, 0x5151, [first + i for i in range(3, 12)])))
         resent = [RtpPacket.parse(viewer.inbound.unprotect(data)) for data in receive_raw(viewer, 9)]
         assert [p.payload for p in resent] == payloads[3:]
-        wait_until(lambda: fanout.engine.viewer_stats(7).gso_refused == 1)
-        stats = fanout.engine.viewer_stats(7)
+        wait_until(lambda: fanout.engine.peer_stats(7).gso_refused == 1)
+        stats = fanout.engine.peer_stats(7)
         assert (stats.dropped, stats.send_errors) == (0, 0)
         # Later runs to this viewer go as single datagrams; nothing is refused again.
         more = [payload(i, 500) for i in range(12, 40)]
         fanout.send(*(rtp(i, 960 * i, p) for i, p in zip(range(12, 40), more)))
         assert [RtpPacket.parse(viewer.inbound.unprotect(d)).payload for d in receive_raw(viewer, 28)] == more
-        assert fanout.engine.viewer_stats(7).gso_refused == 1
+        assert fanout.engine.peer_stats(7).gso_refused == 1
     finally:
         fanout.close()

@@ -179,7 +179,7 @@ def local_media(sdp: str) -> list[tuple[str, str | None, int | None]]:
 
 def _peer_stats(gateway: Gateway, handle: Handle) -> PeerStats | None:
     try:
-        return gateway.engine.viewer_stats(handle.id)
+        return gateway.engine.peer_stats(handle.id)
     except (KeyError, RuntimeError):
         return None
 

@@ -283,6 +283,8 @@ class Handle:
         if peer is not self.peer:
             return
         if isinstance(event, DtlsConnected):
+            if self._media_keys is None:  # the engine's peer lives from the first DTLS up to hangup
+                self._add_engine_peer(event)
             self._media_keys = WebRtcMediaKeys(
                 address=event.address,
                 srtp_profile=event.srtp_profile,
@@ -298,7 +300,7 @@ class Handle:
             if self._media_keys is not None:
                 self._media_keys = dataclasses.replace(self._media_keys, address=event.address)
             try:
-                self.engine.set_viewer_address(self.id, event.address)
+                self.engine.set_peer_address(self.id, event.address)
             except KeyError:
                 pass
         elif isinstance(event, PeerClosed):
@@ -309,6 +311,16 @@ class Handle:
             self._call_plugin("data_ready", self.plugin.data_ready, self)
         elif isinstance(event, IceConnected):
             logger.debug("handle %d: ICE connected from %s", self.id, event.address)
+
+    def _add_engine_peer(self, keys: DtlsConnected) -> None:
+        """The engine learns the peer's keys and address: it can take its RTCP, and the plugin
+        can subscribe it to media."""
+        try:
+            self.engine.add_peer(
+                self.id, keys.address, keys.srtp_profile, keys.local_master_key, keys.remote_master_key  # type: ignore[arg-type]
+            )
+        except (ValueError, RuntimeError) as error:
+            logger.error("handle %d: the engine refused the peer: %s", self.id, error)
 
     def _receive_rtcp(self, packet: bytes) -> None:
         try:
@@ -339,7 +351,15 @@ class Handle:
         peer, self.peer = self.peer, None
         if peer is not None:
             self.endpoint.remove_peer(peer)
+        if self._media_keys is not None:
+            self._remove_engine_peer()
         self._media_keys = None
+
+    def _remove_engine_peer(self) -> None:
+        try:
+            self.engine.remove_peer(self.id)
+        except RuntimeError:  # the engine closed first (shutdown)
+            pass
 
     def detach(self, *, notify: bool) -> None:
         """The handle goes: its WebRTC transport hangs up silently, the client gets ``detached``

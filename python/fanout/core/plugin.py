@@ -102,10 +102,6 @@ class PluginHandle(Protocol):
     def opaque_id(self) -> str | None: ...
 
     @property
-    def media_keys(self) -> WebRtcMediaKeys | None:
-        """Set once the handle's DTLS-SRTP is up, None before and after."""
-
-    @property
     def remote_description(self) -> RemoteDescription | None:
         """The client's last SDP (answer or offer), parsed."""
 

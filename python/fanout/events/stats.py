@@ -61,7 +61,7 @@ class MediaStats:
             if handle.media_keys is None:
                 continue
             try:
-                stats = self.gateway.engine.viewer_stats(handle.id)
+                stats = self.gateway.engine.peer_stats(handle.id)
             except (KeyError, RuntimeError):
                 continue
             sent = stats.bytes

@@ -255,31 +255,23 @@ class StreamingPlugin(Plugin):
 
     def setup_media(self, handle: PluginHandle) -> None:
         viewer = self.viewers.get(handle.id)
-        keys = handle.media_keys
-        if viewer is None or viewer.mountpoint is None or keys is None or viewer.in_engine:
+        if viewer is None or viewer.mountpoint is None or viewer.in_engine:
             return
         tracks = [track for track in viewer.tracks if track.send]
-        self.engine.add_viewer(
-            handle.id,
-            viewer.mountpoint.engine_id,
-            keys.address,
-            keys.srtp_profile,  # type: ignore[arg-type]
-            keys.local_master_key,
-            keys.remote_master_key,
-            [track.engine_stream() for track in tracks],
-        )
+        # The core made the engine peer (keys, address) when DTLS came up; it gets the streams now.
+        self.engine.subscribe(handle.id, viewer.mountpoint.engine_id, [track.engine_stream() for track in tracks])
         viewer.in_engine = True
         for track in tracks:
             if track.paused:
-                self.engine.set_viewer_stream_paused(handle.id, track.source_index, True)
+                self.engine.set_stream_paused(handle.id, track.source_index, True)
             if track.temporal is not None and track.stream.codec.name == "vp8":
-                self.engine.set_viewer_stream_temporal_layer(handle.id, track.source_index, track.temporal)
+                self.engine.set_stream_temporal_layer(handle.id, track.source_index, track.temporal)
             self._send_playout_delay(viewer, track)
         if viewer.state is not ViewerState.PAUSED:
             viewer.state = ViewerState.STARTED
         if viewer.state is ViewerState.PAUSED or not viewer.mountpoint.enabled:
-            self.engine.set_viewer_paused(handle.id, True)
-        logger.info("viewer %d watching mountpoint %s (%s)", handle.id, viewer.mountpoint.id, keys.srtp_profile)
+            self.engine.set_paused(handle.id, True)
+        logger.info("viewer %d watching mountpoint %s", handle.id, viewer.mountpoint.id)
         handle.push_event(None, status_event("started"))
         for track in tracks:
             if track.substream is not None:
@@ -367,7 +359,7 @@ class StreamingPlugin(Plugin):
             info["mountpoint"] = viewer.mountpoint.id
             info["mids"] = [track.mid for track in viewer.tracks]
         if viewer.in_engine:
-            info["engine"] = _peer_stats_json(self.engine.viewer_stats(handle.id))
+            info["engine"] = _peer_stats_json(self.engine.peer_stats(handle.id))
         info["rtcp_received"] = dict(viewer.rtcp_counts)
         info["reception"] = {mid: reception.as_dict() for mid, reception in viewer.reception.items()}
         if viewer.data is not None:
@@ -478,7 +470,7 @@ class StreamingPlugin(Plugin):
         for handle_id in mountpoint.viewers:
             watcher = self.viewers.get(handle_id)
             if watcher is not None and watcher.in_engine:
-                self.engine.set_viewer_paused(handle_id, not enabled or watcher.state is ViewerState.PAUSED)
+                self.engine.set_paused(handle_id, not enabled or watcher.state is ViewerState.PAUSED)
         return {"streaming": "ok"}
 
     def _kick_all(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
@@ -587,14 +579,14 @@ class StreamingPlugin(Plugin):
         elif viewer.state is ViewerState.PAUSED:
             viewer.state = ViewerState.STARTED if viewer.in_engine else ViewerState.STARTING
             if viewer.in_engine:
-                self.engine.set_viewer_paused(viewer.handle.id, not viewer.mountpoint.enabled)
+                self.engine.set_paused(viewer.handle.id, not viewer.mountpoint.enabled)
         viewer.handle.push_event(transaction, status_event("starting"))
 
     def _pause(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
         if viewer.mountpoint is not None:
             viewer.state = ViewerState.PAUSED
             if viewer.in_engine:
-                self.engine.set_viewer_paused(viewer.handle.id, True)
+                self.engine.set_paused(viewer.handle.id, True)
         viewer.handle.push_event(transaction, status_event("pausing"))
 
     def _configure(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
@@ -613,7 +605,7 @@ class StreamingPlugin(Plugin):
         for track, send in wanted:
             track.paused = not send
             if viewer.in_engine and track.send:
-                self.engine.set_viewer_stream_paused(viewer.handle.id, track.source_index, not send)
+                self.engine.set_stream_paused(viewer.handle.id, track.source_index, not send)
         for track, min_delay, max_delay in delays:
             track.configure_playout_delay(min_delay, max_delay)
         for track in viewer.tracks:
@@ -663,10 +655,10 @@ class StreamingPlugin(Plugin):
         track.substream = substream
         if not (viewer.in_engine and track.send):
             return
-        moves = self.engine.viewer_stats(viewer.handle.id).source_switches
-        self.engine.set_viewer_stream_source(viewer.handle.id, previous, track.source_index)
+        moves = self.engine.peer_stats(viewer.handle.id).source_switches
+        self.engine.set_stream_source(viewer.handle.id, previous, track.source_index)
         if track.temporal is not None and track.stream.codec.name == "vp8":
-            self.engine.set_viewer_stream_temporal_layer(viewer.handle.id, track.source_index, track.temporal)
+            self.engine.set_stream_temporal_layer(viewer.handle.id, track.source_index, track.temporal)
         self._spawn(self._announce_substream(viewer, track, moves))
 
     async def _announce_substream(self, viewer: Viewer, track: ViewerTrack, moves: int) -> None:
@@ -674,7 +666,7 @@ class StreamingPlugin(Plugin):
         tells the client the substream it gets now."""
         handle_id = viewer.handle.id
         while viewer.in_engine and track in viewer.tracks:
-            if self.engine.viewer_stats(handle_id).source_switches > moves:
+            if self.engine.peer_stats(handle_id).source_switches > moves:
                 if track.substream is not None:
                     viewer.handle.push_event(None, layer_event(track.mid, substream=track.substream))
                 return
@@ -687,7 +679,7 @@ class StreamingPlugin(Plugin):
             return
         track.temporal = temporal
         if viewer.in_engine and track.send:
-            self.engine.set_viewer_stream_temporal_layer(viewer.handle.id, track.source_index, temporal)
+            self.engine.set_stream_temporal_layer(viewer.handle.id, track.source_index, temporal)
         viewer.handle.push_event(None, layer_event(track.mid, temporal=temporal))
 
     def _switch(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
@@ -702,7 +694,7 @@ class StreamingPlugin(Plugin):
             return
         tracks = subscription.switched_tracks(viewer.tracks, target)
         if viewer.in_engine:
-            self.engine.switch_viewer(
+            self.engine.subscribe(
                 viewer.handle.id, target.engine_id, [track.engine_stream() for track in tracks if track.send]
             )
         viewer.mountpoint.viewers.discard(viewer.handle.id)
@@ -740,13 +732,13 @@ class StreamingPlugin(Plugin):
             return
         delay = track.playout_delay_ms()
         minimum, maximum = delay if delay is not None else (None, None)
-        self.engine.set_viewer_playout_delay(
+        self.engine.set_stream_playout_delay(
             viewer.handle.id, track.source_index, track.playout_delay_extension_id, minimum, maximum
         )
 
     def _remove_from_engine(self, viewer: Viewer) -> None:
         if viewer.in_engine:
-            self.engine.remove_viewer(viewer.handle.id)
+            self.engine.unsubscribe(viewer.handle.id)
             viewer.in_engine = False
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
