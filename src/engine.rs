@@ -31,11 +31,13 @@ use crate::receiver::{
     WorkerDoor, WAKE_KEY,
 };
 use crate::ring;
-use crate::rtcp::{for_each_nack, is_rtcp};
+use crate::rtcp::{for_each_nack, is_rtcp, summarize};
 use crate::rtp::PlayoutDelay;
 use crate::source_rtcp::{for_each_keyframe_request, KeyframeReason, SourceRtcp};
 use crate::srtp::{Profile, SrtcpInbound, SrtpSession};
-use crate::stats::{KeyframeCacheStats, MountpointStats, PeerStats, SenderReportStats, StreamStats, WorkerStats};
+use crate::stats::{
+    KeyframeCacheStats, MountpointStats, PeerStats, RtcpReport, SenderReportStats, StreamStats, WorkerStats,
+};
 use crate::viewer::{RawAddress, StreamStart, Viewer, ViewerCounters, ViewerStream};
 use crate::worker::{allowed_cores, Caches, Command, SendCounters, Worker, WorkerConfig, WorkerLoad};
 
@@ -814,12 +816,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Unprotects SRTCP from a peer. Generic NACKs in it about the peer's
-    /// streams are answered at once: the peer's worker resends each packet
-    /// still in its history, as the peer first received it. PLIs and FIRs
-    /// about its streams go on to the source's RTCP port, if it has one
-    /// (at most one per stream per second).
-    pub fn unprotect_rtcp(&self, peer_id: u64, packet: &[u8]) -> Result<Vec<u8>, EngineError> {
+    /// Takes SRTCP from a peer: unprotects it and acts on it. Generic NACKs
+    /// about the peer's streams are answered at once: its worker resends
+    /// each packet still in its history, as the peer first received it. PLIs
+    /// and FIRs about its streams go on to the source's RTCP port, if it has
+    /// one (at most one per stream per second). The report says what it
+    /// carried (receiver reports, REMB) and what was done.
+    pub fn receive_rtcp(&self, peer_id: u64, packet: &[u8]) -> Result<RtcpReport, EngineError> {
         let (srtcp, ssrcs) = {
             let state = self.running()?;
             let running = state.as_ref().expect("checked by running()");
@@ -830,6 +833,19 @@ impl Engine {
         let plain = {
             let mut srtcp = srtcp.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             srtcp.unprotect(packet).map_err(|error| invalid(format!("SRTCP from peer {peer_id}: {error}")))?
+        };
+        if !is_rtcp(&plain) {
+            return Err(invalid(format!("SRTCP from peer {peer_id}: not an RTCP (compound) packet once unprotected")));
+        }
+        let summary = summarize(&plain);
+        let mut report = RtcpReport {
+            nacks: summary.nacks,
+            retransmitted: 0,
+            plis_forwarded: 0,
+            keyframe_requests: summary.keyframe_requests,
+            receiver_reports: summary.receiver_reports,
+            remb: summary.remb,
+            other: summary.other,
         };
         let mut asked = Vec::new();
         for_each_keyframe_request(&plain, |ssrc| {
@@ -846,7 +862,9 @@ impl Engine {
                     let index = subscription.indexes.get(stream);
                     let source = mountpoint.and_then(|m| m.streams.iter().find(|s| Some(&s.index) == index));
                     if let Some(rtcp) = source.and_then(|source| source.rtcp.as_ref()) {
-                        rtcp.request_keyframe(KeyframeReason::Viewer, Instant::now());
+                        if rtcp.request_keyframe(KeyframeReason::Viewer, Instant::now()) {
+                            report.plis_forwarded += 1;
+                        }
                     }
                 }
             }
@@ -862,12 +880,13 @@ impl Engine {
             let running = state.as_ref().expect("checked by running()");
             if let Some(peer) = running.peers.get(&peer_id) {
                 if let Some(subscription) = &peer.subscription {
+                    report.retransmitted = lost.len() as u64;
                     peer.counters.nacked.fetch_add(lost.len() as u64, Ordering::Relaxed);
                     Self::to_worker(running, subscription.worker, Command::Retransmit { id: peer_id, lost })?;
                 }
             }
         }
-        Ok(plain)
+        Ok(report)
     }
 
     /// Protects plain (compound) RTCP with the peer's SRTCP context and sends it:

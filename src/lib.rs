@@ -29,6 +29,9 @@ fn _engine(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<stats::KeyframeCacheStats>()?;
     module.add_class::<stats::SenderReportStats>()?;
     module.add_class::<stats::WorkerStats>()?;
+    module.add_class::<stats::RtcpReport>()?;
+    module.add_class::<rtcp::ReceptionReport>()?;
+    module.add_class::<rtcp::Remb>()?;
     module.add_function(wrap_pyfunction!(python::bench_protect, module)?)?;
     module.add_function(wrap_pyfunction!(python::bench_send, module)?)?;
     Ok(())

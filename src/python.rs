@@ -15,7 +15,7 @@ use crate::engine::{self, EngineError, EngineOptions, SourceConfig, ViewerStream
 use crate::ingest::IngestOptions;
 use crate::receiver::MediaKind;
 use crate::srtp::Profile;
-use crate::stats::{MountpointStats, PeerStats, WorkerStats};
+use crate::stats::{MountpointStats, PeerStats, RtcpReport, WorkerStats};
 use crate::viewer::RawAddress;
 
 impl From<EngineError> for PyErr {
@@ -255,14 +255,8 @@ impl Engine {
         Ok(self.inner.set_stream_temporal_layer(peer_id, int(index, "stream index")?, layer)?)
     }
 
-    fn unprotect_rtcp<'py>(
-        &self,
-        py: Python<'py>,
-        peer_id: u64,
-        packet: &[u8],
-    ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
-        let plain = self.inner.unprotect_rtcp(peer_id, packet)?;
-        Ok(pyo3::types::PyBytes::new(py, &plain))
+    fn receive_rtcp(&self, peer_id: u64, packet: &[u8]) -> PyResult<RtcpReport> {
+        Ok(self.inner.receive_rtcp(peer_id, packet)?)
     }
 
     fn send_rtcp(&self, peer_id: u64, packet: &[u8]) -> PyResult<()> {

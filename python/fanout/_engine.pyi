@@ -210,6 +210,53 @@ class WorkerStats:
     @property
     def overruns(self) -> int: ...  # source packets lost because its ring was full
 
+@final
+class ReceptionReport:
+    """A report block of a peer's receiver (or sender) report (RFC 3550 section 6.4.1)."""
+
+    @property
+    def ssrc(self) -> int: ...  # the stream it is about
+    @property
+    def fraction_lost(self) -> int: ...  # since the previous report, in 256ths
+    @property
+    def packets_lost(self) -> int: ...  # cumulative, signed
+    @property
+    def highest_sequence(self) -> int: ...  # extended highest sequence number received
+    @property
+    def jitter(self) -> int: ...  # in RTP timestamp units
+    @property
+    def last_sr(self) -> int: ...  # middle 32 bits of the NTP time of the last sender report received
+    @property
+    def delay_since_last_sr(self) -> int: ...  # in 1/65536 s
+
+@final
+class Remb:
+    """A receiver's bitrate estimate (draft-alvestrand-rmcat-remb)."""
+
+    @property
+    def bitrate(self) -> int: ...  # bits per second
+    @property
+    def ssrcs(self) -> list[int]: ...  # the streams it is about
+
+@final
+class RtcpReport:
+    """What the engine saw in one RTCP packet from a peer, and what it did about it."""
+
+    @property
+    def nacks(self) -> int: ...  # sequence numbers its Generic NACKs asked for (about any SSRC)
+    @property
+    def retransmitted(self) -> int: ...  # of those, the ones about its streams, handed to its worker to resend
+    @property
+    def plis_forwarded(self) -> int: ...  # PLIs/FIRs about its streams sent on to a source (rate limited)
+    @property
+    def keyframe_requests(self) -> int: ...  # PLIs and FIRs in it
+    @property
+    def receiver_reports(self) -> list[ReceptionReport]: ...  # report blocks of its RR (and SR)
+    @property
+    def remb(self) -> Remb | None: ...  # its bitrate estimate, if it carried one
+    @property
+    def other(self) -> int: ...  # packets of other types (SDES, BYE, XR, other feedback...)
+
 @type_check_only
 class SendCost(TypedDict):
     packets: int
@@ -380,9 +427,10 @@ class Engine:
         set_stream_source. KeyError for an unknown peer,
         ValueError if the peer has no stream ``index``, it is not VP8, or
         ``layer`` is outside 0..=3."""
-    def unprotect_rtcp(self, peer_id: int, packet: bytes) -> bytes:
-        """SRTCP from a peer to plain RTCP. Raises ValueError if it fails
-        authentication, is a replay or is malformed, KeyError for an unknown peer.
+    def receive_rtcp(self, peer_id: int, packet: bytes) -> RtcpReport:
+        """Take SRTCP from a peer (subscribed or not): unprotect it, act on it and
+        report what it carried. Raises ValueError if it fails authentication, is a
+        replay, or is not RTCP once unprotected; KeyError for an unknown peer.
 
         Generic NACKs (RFC 4585) in it about the peer's SSRCs are answered by
         the engine at once: each packet still in the stream's history (the last
@@ -390,7 +438,7 @@ class Engine:
         (same sequence number, re-protected; no RFC 4588 rtx). PLIs and FIRs
         about its SSRCs go on to the source stream's RTCP port as a PLI, if it has
         one (at most one per stream per second; counted as plis_forwarded). The
-        plain RTCP is still returned, for the control plane to count or act on (REMB)."""
+        control plane never parses a peer's RTCP itself."""
     def send_rtcp(self, peer_id: int, packet: bytes) -> None:
         """Protect plain (compound) RTCP with the peer's SRTCP context and send it
         (subscribed or not). ValueError if ``packet`` is not RTCP, KeyError for an

@@ -11,7 +11,7 @@ from fanout.core.plugin import LocalOffer
 from fanout.webrtc.peer import AddressChanged, DtlsConnected, RtcpReceived
 from fanout.webrtc.rtcp import ReceiverReport
 
-from tests.core.fakes import OFFER, status
+from tests.core.fakes import OFFER, FakeRtcpReport, status
 from tests.core.harness import Core, EventSink
 from tests.core.janus_scenarios import answer_from_offer
 
@@ -177,7 +177,7 @@ async def test_rtcp_reaches_the_plugin() -> None:
     handle.on_peer_event(handle.peer, RtcpReceived(b"\x80\xc9\x00"))  # not RTCP once unprotected
     handle.on_peer_event(handle.peer, RtcpReceived(RECEIVER_REPORT))
     assert handle.rtcp_dropped == 3
-    assert core.plugin.rtcp == [(handle.id, [ReceiverReport(ssrc=1, reports=[], extension=b"")])]
+    assert core.plugin.rtcp == [(handle.id, FakeRtcpReport([ReceiverReport(ssrc=1, reports=[], extension=b"")]))]  # type: ignore[comparison-overlap]
 
 
 async def test_hangup_frees_the_transport() -> None:

@@ -361,30 +361,45 @@ def test_sender_reports_arrive_and_describe_what_was_sent(rig: Rig) -> None:
     wait_until(lambda: rig.engine.peer_stats(7).rtcp_packets >= 1)
 
 
-def test_unprotect_rtcp_accepts_the_viewers_srtcp_only(rig: Rig) -> None:
+def test_receive_rtcp_accepts_the_viewers_srtcp_only_and_reports_what_it_carried(rig: Rig) -> None:
     rig.mountpoint(1)
     viewer = rig.viewer(7, 1, GCM)
-    receiver_report = struct.pack("!BBHI", 0x80, 201, 1, 0x0BADCAFE)
-    protected = viewer.outbound.protect_rtcp(receiver_report)
+    # RR: 10/256 lost, 3 in all (signed 24 bits), highest 0x10064, jitter 5, LSR, DLSR; then SDES and a REMB.
+    receiver_report = struct.pack("!BBHI", 0x81, 201, 7, 0x0BADCAFE) + struct.pack(
+        "!IIIIII", 0x11223344, (10 << 24) | 3, 0x10064, 5, 0xAABBCCDD, 0x10000)
+    sdes = struct.pack("!BBHIBB2x", 0x81, 202, 2, 0x0BADCAFE, 0, 0)
+    remb = struct.pack("!BBHII4sBBH", 0x8F, 206, 5, 0x0BADCAFE, 0, b"REMB", 1, (3 << 2) | 0x1, 0x2345) + struct.pack(
+        "!I", 0x11223344)
+    protected = viewer.outbound.protect_rtcp(receiver_report + sdes + remb)
 
-    assert rig.engine.unprotect_rtcp(7, protected) == receiver_report
+    report = rig.engine.receive_rtcp(7, protected)
+
+    (block,) = report.receiver_reports
+    assert (block.ssrc, block.fraction_lost, block.packets_lost, block.highest_sequence) == (0x11223344, 10, 3, 0x10064)
+    assert (block.jitter, block.last_sr, block.delay_since_last_sr) == (5, 0xAABBCCDD, 0x10000)
+    assert report.remb is not None and (report.remb.bitrate, report.remb.ssrcs) == (0x12345 << 3, [0x11223344])
+    assert (report.nacks, report.retransmitted, report.keyframe_requests, report.plis_forwarded, report.other) == (
+        0, 0, 0, 0, 1), "the SDES"
     with pytest.raises(ValueError, match="replay"):
-        rig.engine.unprotect_rtcp(7, protected)
+        rig.engine.receive_rtcp(7, protected)
     tampered = bytearray(viewer.outbound.protect_rtcp(receiver_report))
     tampered[9] ^= 0x01
     with pytest.raises(ValueError, match="authentication"):
-        rig.engine.unprotect_rtcp(7, bytes(tampered))
+        rig.engine.receive_rtcp(7, bytes(tampered))
     with pytest.raises(ValueError):
-        rig.engine.unprotect_rtcp(7, b"\x80\xc9")
+        rig.engine.receive_rtcp(7, b"\x80\xc9")
+    with pytest.raises(ValueError, match="not an RTCP"):
+        rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(receiver_report + b"\x80\xc9\x00\x05"))
     with pytest.raises(KeyError):
-        rig.engine.unprotect_rtcp(8, protected)
+        rig.engine.receive_rtcp(8, protected)
 
 
-def test_unprotect_rtcp_with_aes_cm(rig: Rig) -> None:
+def test_receive_rtcp_with_aes_cm(rig: Rig) -> None:
     rig.mountpoint(1)
     viewer = rig.viewer(7, 1, CM)
     pli = struct.pack("!BBHII", 0x81, 206, 2, 0x0BADCAFE, 0x11223344)
-    assert rig.engine.unprotect_rtcp(7, viewer.outbound.protect_rtcp(pli)) == pli
+    report = rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(pli))
+    assert (report.keyframe_requests, report.plis_forwarded, report.other) == (1, 0, 0), "no source RTCP port"
 
 
 @pytest.mark.parametrize("profile", [GCM, CM])
@@ -495,7 +510,7 @@ def test_a_peer_without_a_subscription_gets_rtcp_but_no_media(rig: Rig) -> None:
 
     rig.engine.send_rtcp(7, bye)
     assert viewer.wait_rtcp(1) == [bye]
-    assert rig.engine.unprotect_rtcp(7, viewer.outbound.protect_rtcp(receiver_report)) == receiver_report
+    assert rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(receiver_report)).receiver_reports == []
     rig.send(port, rtp(1, 0, b"not for it"))
     wait_until(lambda: rig.engine.mountpoint_stats(1).packets == 1)
     rig.engine.subscribe(7, 1, [{"index": 0, "ssrc": 0x11223344, "payload_type": 111}])

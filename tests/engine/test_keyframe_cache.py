@@ -301,9 +301,10 @@ def test_plis_go_to_the_rtp_source_port_plus_one_then_to_where_rtcp_came_from(ri
     viewer = rig.viewer(7, 1, streams())
     viewer.wait_rtp(1)
 
-    rig.engine.unprotect_rtcp(7, viewer.outbound.protect_rtcp(pli(VIDEO_SSRC)))
-    rig.engine.unprotect_rtcp(7, viewer.outbound.protect_rtcp(pli(VIDEO_SSRC)))  # within a second: not sent
-    rig.engine.unprotect_rtcp(7, viewer.outbound.protect_rtcp(pli(0x999)))  # not the viewer's: ignored
+    reports = [rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(pli(VIDEO_SSRC))),
+               rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(pli(VIDEO_SSRC))),  # within a second: not sent
+               rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(pli(0x999)))]  # not the viewer's: ignored
+    assert [(report.keyframe_requests, report.plis_forwarded) for report in reports] == [(1, 1), (1, 0), (1, 0)]
     wait_until(lambda: rig.engine.mountpoint_stats(1).streams[0].plis_forwarded == 1)
     source.rtcp.settimeout(5)
     source.rtcp.setblocking(True)

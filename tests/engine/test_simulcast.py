@@ -138,7 +138,7 @@ def test_nacks_are_answered_across_temporal_layer_drops(rig: Rig) -> None:
     assert [p.sequence - first for p in received] == [0, 2, 4]
 
     report = nack(0xABC, 0x1234, [first + 1, first + 3])
-    rig.engine.unprotect_rtcp(7, viewer.outbound.protect_rtcp(report))
+    rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(report))
 
     resent = [RtpPacket.parse(viewer.inbound.unprotect(data)) for data in receive_raw(viewer, 2)]
     assert [p.sequence - first for p in resent] == [1, 3], "resent under the numbers first sent"

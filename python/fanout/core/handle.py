@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from fanout.core import events
 from fanout.core.errors import JanusError, JanusErrorCode
 from fanout.core.plugin import Jsep, LocalAnswer, LocalDescription, LocalOffer, Plugin, WebRtcMediaKeys
-from fanout.webrtc import rtcp, sdp
+from fanout.webrtc import sdp
 from fanout.webrtc.peer import (
     AddressChanged,
     DataChannelsReady,
@@ -324,13 +324,12 @@ class Handle:
 
     def _receive_rtcp(self, packet: bytes) -> None:
         try:
-            plain = self.engine.unprotect_rtcp(self.id, packet)
-            packets = rtcp.parse_compound(plain)
-        except (KeyError, ValueError) as error:  # rtcp.RtcpError is a ValueError
+            report = self.engine.receive_rtcp(self.id, packet)  # the engine reads and acts on it
+        except (KeyError, ValueError) as error:
             self.rtcp_dropped += 1
             logger.debug("handle %d: RTCP dropped: %s", self.id, error)
             return
-        self._call_plugin("incoming_rtcp", self.plugin.incoming_rtcp, self, packets)
+        self._call_plugin("incoming_rtcp", self.plugin.incoming_rtcp, self, report)
 
     # -- ending
     def hangup(self, reason: str, *, notify: bool) -> bool:

@@ -39,11 +39,10 @@ from fanout.plugins.streaming.offer_matching import data_mline, match_offer
 from fanout.plugins.streaming.rtsp_source import RtspPull
 from fanout.plugins.streaming.viewer import ONE_BYTE_EXTENSION_IDS, Viewer, ViewerState, ViewerTrack
 from fanout.sources.rtsp.connection import RtspConnection
-from fanout.webrtc.rtcp import GenericNack, PictureLossIndication, ReceiverReport, Remb, RtcpPacket
 from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, OfferMedia
 
 if TYPE_CHECKING:
-    from fanout._engine import Engine, PeerStats
+    from fanout._engine import Engine, PeerStats, RtcpReport
 
 logger = logging.getLogger(__name__)
 
@@ -277,19 +276,26 @@ class StreamingPlugin(Plugin):
             if track.substream is not None:
                 handle.push_event(None, layer_event(track.mid, substream=track.substream))
 
-    def incoming_rtcp(self, handle: PluginHandle, packets: list[RtcpPacket]) -> None:
+    def incoming_rtcp(self, handle: PluginHandle, report: RtcpReport) -> None:
+        """What the engine read in the viewer's RTCP (it answered NACKs and forwarded PLIs
+        itself): counted for handle_info; receiver reports and REMB kept."""
         viewer = self.viewers.get(handle.id)
         if viewer is None:
             return
-        for packet in packets:
-            kinds = {GenericNack: "nack", PictureLossIndication: "pli", ReceiverReport: "rr", Remb: "remb"}
-            kind = kinds.get(type(packet), "other")
-            viewer.rtcp_counts[kind] = viewer.rtcp_counts.get(kind, 0) + 1
-            if isinstance(packet, ReceiverReport):
-                for report in packet.reports:
-                    viewer.take_report(report)
-            elif isinstance(packet, Remb):
-                viewer.take_bitrate_estimate(packet.ssrcs, packet.bitrate, time.monotonic())
+        seen = {
+            "nack": report.nacks,  # sequence numbers asked for
+            "pli": report.keyframe_requests,  # PLIs and FIRs
+            "rr": len(report.receiver_reports),  # report blocks
+            "remb": int(report.remb is not None),
+            "other": report.other,
+        }
+        for kind, count in seen.items():
+            if count:
+                viewer.rtcp_counts[kind] = viewer.rtcp_counts.get(kind, 0) + count
+        for block in report.receiver_reports:
+            viewer.take_report(block)
+        if report.remb is not None:
+            viewer.take_bitrate_estimate(report.remb.ssrcs, report.remb.bitrate, time.monotonic())
 
     def data_ready(self, handle: PluginHandle) -> None:
         """The viewer's data channel can carry messages: a buffering data stream sends it the
