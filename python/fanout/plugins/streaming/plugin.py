@@ -3,10 +3,10 @@
 Speaks the request/response/event API of Janus's Streaming plugin
 (``janus.plugin.streaming``) so janus.js and other Janus clients work
 unchanged. The plugin decides; the engine moves the media: on ``setup_media``
-a viewer is handed to the engine with its keys, and from then on no packet
-of it passes through Python. Data streams are the exception: their few
-datagrams are read here and sent to each viewer over its data channel
-(``PluginHandle.send_data``).
+the viewer's engine peer (the core made it, with its keys) is subscribed to the
+mountpoint, and from then on no packet of it passes through Python. Data
+streams are the exception: their few datagrams are read here and sent to each
+viewer over its data channel (``PluginHandle.send_data``).
 """
 
 from __future__ import annotations
