@@ -3,8 +3,14 @@
 //! control plane may read without stopping the threads (counters, the inbound
 //! SRTCP contexts), and passes the rest as commands over channels, with an
 //! eventfd to wake each thread: to the receiver (mountpoints and which worker
-//! wants which) and to the workers (viewers). Each viewer belongs to one
-//! worker, the one with the fewest viewers when it joins.
+//! wants which) and to the workers (subscribed peers).
+//!
+//! A peer is one WebRTC PeerConnection (keys, address, SRTCP contexts),
+//! added by the control plane's core at DTLS up and removed at hangup; it
+//! takes and sends RTCP from then on. Media flows to it only while it is
+//! subscribed to a mountpoint (the plugin's call): then it belongs to one
+//! worker, the one with the fewest subscribed peers when it subscribed (a move
+//! to another mountpoint keeps it).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
