@@ -16,7 +16,9 @@ use _engine::egress::viewer::{StreamStart, Viewer, ViewerStream};
 use _engine::engine::{Engine, EngineOptions, SourceConfig, ViewerStreamConfig};
 use _engine::ingest::IngestOptions;
 use _engine::media::packet::{ReceivedPacket, SLOT_SIZE};
+use _engine::media::MediaKind;
 use _engine::sys::RawAddress;
+use _engine::wire::codec::Codec;
 use _engine::wire::rtp::RtpHeader;
 use _engine::wire::srtp::{Profile, SrtpSession};
 
@@ -137,8 +139,8 @@ fn whole_engine(profile: Profile, viewers: usize) {
         silence_ms: None,
         ingest: IngestOptions::default(),
         index: 0,
-        kind: "audio".into(),
-        codec: "opus".into(),
+        kind: MediaKind::Audio,
+        codec: Codec::Other,
         clock_rate: 48_000,
         host: "127.0.0.1".into(),
         port: 0,
@@ -146,25 +148,11 @@ fn whole_engine(profile: Profile, viewers: usize) {
     let port = engine.add_mountpoint(1, &[source]).unwrap()[0];
     let sinks: Vec<UdpSocket> = (0..viewers).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
     let key = vec![1u8; profile.master_len()];
-    let name = match profile {
-        Profile::AeadAes128Gcm => "AEAD_AES_128_GCM",
-        Profile::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
-        Profile::AesCm128HmacSha1_32 => "AES_CM_128_HMAC_SHA1_32",
-    };
     for (i, sink) in sinks.iter().enumerate() {
         let address = sink.local_addr().unwrap();
-        let stream = ViewerStreamConfig { index: 0, ssrc: i as i64 + 1, payload_type: 111 };
-        engine
-            .add_viewer(
-                i as u64,
-                1,
-                (&address.ip().to_string(), i64::from(address.port())),
-                name,
-                &key,
-                &key,
-                &[stream],
-            )
-            .unwrap();
+        let stream = ViewerStreamConfig { index: 0, ssrc: i as u32 + 1, payload_type: 111 };
+        engine.add_peer(i as u64, address, profile, &key, &key).unwrap();
+        engine.subscribe(i as u64, 1, &[stream]).unwrap();
     }
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     let cpu_before = engine_thread_cpu();
@@ -178,18 +166,18 @@ fn whole_engine(profile: Profile, viewers: usize) {
         }
     }
     let counted =
-        || (0..viewers as u64).map(|v| engine.viewer_stats(v).unwrap()).map(|s| s.packets + s.dropped).sum::<u64>();
+        || (0..viewers as u64).map(|v| engine.peer_stats(v).unwrap()).map(|s| s.packets + s.dropped).sum::<u64>();
     let deadline = Instant::now() + Duration::from_secs(20);
     while counted() < engine.mountpoint_stats(1).unwrap().packets * viewers as u64 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));
     }
     let cpu = engine_thread_cpu() - cpu_before;
     let elapsed = start.elapsed();
-    let sent: u64 = (0..viewers as u64).map(|v| engine.viewer_stats(v).unwrap().packets).sum();
+    let sent: u64 = (0..viewers as u64).map(|v| engine.peer_stats(v).unwrap().packets).sum();
     let received = engine.mountpoint_stats(1).unwrap().packets;
     let ns = cpu.as_nanos() as f64 / sent.max(1) as f64;
     println!(
-        "engine {name} x {viewers:>4} viewers: {received} in, {sent} out in {:.2} s; worker CPU {:.0} ms = {ns:.0} ns per packet out ({:.2} Gbit/s per core)",
+        "engine {profile:?} x {viewers:>4} viewers: {received} in, {sent} out in {:.2} s; worker CPU {:.0} ms = {ns:.0} ns per packet out ({:.2} Gbit/s per core)",
         elapsed.as_secs_f64(),
         cpu.as_secs_f64() * 1e3,
         PACKET as f64 * 8.0 / ns,

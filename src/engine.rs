@@ -3,13 +3,19 @@
 //! control plane may read without stopping the threads (counters, the inbound
 //! SRTCP contexts), and passes the rest as commands over channels, with an
 //! eventfd to wake each thread: to the receiver (mountpoints and which worker
-//! wants which) and to the workers (viewers). Each viewer belongs to one
-//! worker, the one with the fewest viewers when it joins.
+//! wants which) and to the workers (subscribed peers).
+//!
+//! A peer is one WebRTC PeerConnection (keys, address, SRTCP contexts),
+//! added by the control plane's core at DTLS up and removed at hangup; it
+//! takes and sends RTCP from then on. Media flows to it only while it is
+//! subscribed to a mountpoint (the plugin's call): then it belongs to one
+//! worker, the one with the fewest subscribed peers when it subscribed (a move
+//! to another mountpoint keeps it).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -32,12 +38,15 @@ use crate::ingest::IngestOptions;
 use crate::media::packet::{GopCache, SLOT_SIZE};
 use crate::media::MediaKind;
 use crate::ring;
+use crate::stats::{
+    KeyframeCacheStats, MountpointStats, PeerStats, RtcpReport, SenderReportStats, StreamStats, WorkerStats,
+};
 use crate::sys::{
     allowed_cores, bind_source_on, cvt, monotonic_ns, new_eventfd, random_bytes, register, set_send_buffer, wake,
     RawAddress,
 };
 use crate::wire::codec::Codec;
-use crate::wire::rtcp::{for_each_nack, is_rtcp};
+use crate::wire::rtcp::{for_each_nack, is_rtcp, summarize};
 use crate::wire::rtp::PlayoutDelay;
 use crate::wire::srtp::{Profile, SrtcpInbound, SrtpSession};
 
@@ -64,7 +73,7 @@ impl Default for EngineOptions {
 pub enum EngineError {
     Closed,
     UnknownMountpoint(u64),
-    UnknownViewer(u64),
+    UnknownPeer(u64),
     Invalid(String),
     Os(io::Error),
 }
@@ -74,7 +83,7 @@ impl fmt::Display for EngineError {
         match self {
             Self::Closed => f.write_str("the engine is closed"),
             Self::UnknownMountpoint(id) => write!(f, "no mountpoint {id}"),
-            Self::UnknownViewer(id) => write!(f, "no viewer {id}"),
+            Self::UnknownPeer(id) => write!(f, "no peer {id}"),
             Self::Invalid(message) => f.write_str(message),
             Self::Os(error) => error.fmt(f),
         }
@@ -96,119 +105,29 @@ fn invalid(message: impl Into<String>) -> EngineError {
 /// One RTP input of a mountpoint, as the control plane describes it.
 #[derive(Clone, Debug)]
 pub struct SourceConfig {
-    pub index: i64,
-    pub kind: String,
-    pub codec: String,
-    pub clock_rate: i64,
+    pub index: u32,
+    pub kind: MediaKind,
+    pub codec: Codec,
+    pub clock_rate: u32,
     pub host: String,
-    pub port: i64,
+    pub port: u16,
     /// The stream's RTCP port: None for none, 0 lets the kernel pick.
-    pub rtcp_port: Option<i64>,
+    pub rtcp_port: Option<u16>,
     /// When `host` is a multicast group: the address of the interface to join it on.
     pub interface: Option<String>,
     /// What the receiver does to each datagram: SRTP, SSRC lock, parameter sets, skew.
     pub ingest: IngestOptions,
     /// After this long without a packet the stream is reported silent (see
     /// [`crate::events`]); None: [`DEFAULT_SILENCE_MS`].
-    pub silence_ms: Option<i64>,
+    pub silence_ms: Option<u32>,
 }
 
 /// What a viewer receives of one source stream.
 #[derive(Clone, Debug)]
 pub struct ViewerStreamConfig {
-    pub index: i64,
-    pub ssrc: i64,
-    pub payload_type: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StreamStats {
     pub index: u32,
-    pub port: u16,
-    pub packets: u64,
-    pub bytes: u64,
-    pub malformed: u64,
-    pub overruns: u64,
-    pub last_packet_age_ms: Option<u64>,
-    pub rtcp_port: Option<u16>,
-    /// RTCP packets received from the source on the RTCP port.
-    pub rtcp_packets: u64,
-    pub plis_forwarded: u64,
-    pub keyframe_requests: u64,
-    /// Bitrate estimates (REMB) sent to the source.
-    pub rembs_sent: u64,
-    /// The latest sender report from the source: (NTP time, RTP timestamp, age in ms).
-    pub sender_report: Option<(u64, u32, u64)>,
-    /// The keyframe cache: whether it holds a keyframe, its packets and bytes,
-    /// and how many groups of pictures outgrew it. None for streams without a cache.
-    pub cache: Option<CacheStats>,
-    pub ingest: IngestStats,
-}
-
-/// What the stream's ingest did (see [`crate::ingest`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct IngestStats {
-    pub undecryptable: u64,
-    pub collisions: u64,
-    pub parameter_sets_inserted: u64,
-    pub skew_dropped: u64,
-    pub skew_ms: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CacheStats {
-    pub keyframe: bool,
-    pub packets: usize,
-    pub bytes: usize,
-    pub overflows: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MountpointStats {
-    pub packets: u64,
-    pub bytes: u64,
-    pub malformed: u64,
-    pub viewers: usize,
-    pub streams: Vec<StreamStats>,
-    pub sent: SentStats,
-}
-
-/// What the workers sent to a mountpoint's viewers, summed over workers.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SentStats {
-    pub packets: u64,
-    pub bytes: u64,
-    pub retransmissions: u64,
-    pub dropped: u64,
-    pub send_errors: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkerStats {
-    pub index: usize,
-    pub core: Option<usize>,
-    pub viewers: usize,
-    pub busy_ns: u64,
-    pub passes: u64,
-    pub source_packets: u64,
-    pub messages: u64,
-    pub flushes: u64,
-    pub overruns: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ViewerStats {
-    pub packets: u64,
-    pub bytes: u64,
-    pub rtcp_packets: u64,
-    pub retransmissions: u64,
-    pub nacked: u64,
-    pub gso_refused: u64,
-    pub dropped: u64,
-    pub send_errors: u64,
-    pub paused: bool,
-    pub worker: usize,
-    pub source_switches: u64,
+    pub ssrc: u32,
+    pub payload_type: u8,
 }
 
 struct StreamRecord {
@@ -253,25 +172,46 @@ impl MountpointRecord {
     }
 }
 
-struct ViewerRecord {
+/// A peer: one WebRTC PeerConnection's keys, address and SRTCP contexts,
+/// owned by the control plane's core from DTLS up to hangup. It receives
+/// media only while subscribed to a mountpoint.
+struct PeerRecord {
+    address: RawAddress,
+    profile: Profile,
+    /// Protects what is sent to it (each subscription's worker derives its own session from it).
+    local_master_key: Vec<u8>,
+    /// Protects the RTCP the engine handle sends while no worker holds the peer.
+    outbound: SrtpSession,
+    /// Unprotects the SRTCP the peer sends.
+    srtcp: Arc<Mutex<SrtcpInbound>>,
+    counters: Arc<ViewerCounters>,
+    subscription: Option<Subscription>,
+}
+
+/// What a peer receives: a mountpoint's streams, from one worker.
+struct Subscription {
     mountpoint_id: u64,
     worker: usize,
     ssrcs: Vec<u32>,
     /// The source stream index each of its streams takes.
     indexes: Vec<u32>,
-    counters: Arc<ViewerCounters>,
-    srtcp: Arc<Mutex<SrtcpInbound>>,
 }
 
-impl ViewerRecord {
-    /// Source stream `index` (checked) and the position of the viewer's stream that takes it.
-    fn stream_taking(&self, viewer_id: u64, index: i64) -> Result<(u32, usize), EngineError> {
-        let index: u32 = in_range(index, "stream index", 0, i64::from(u32::MAX))?;
+impl PeerRecord {
+    /// The peer's subscription; ValueError-like if it has none.
+    fn subscription(&self, peer_id: u64) -> Result<&Subscription, EngineError> {
+        self.subscription.as_ref().ok_or_else(|| invalid(format!("peer {peer_id} is not subscribed to a mountpoint")))
+    }
+}
+
+impl Subscription {
+    /// Source stream `index` and the position of the peer's stream that takes it.
+    fn stream_taking(&self, peer_id: u64, index: u32) -> Result<(u32, usize), EngineError> {
         let position = self
             .indexes
             .iter()
             .position(|&taken| taken == index)
-            .ok_or_else(|| invalid(format!("viewer {viewer_id} has no stream {index}")))?;
+            .ok_or_else(|| invalid(format!("peer {peer_id} has no stream {index}")))?;
         Ok((index, position))
     }
 }
@@ -290,7 +230,7 @@ struct Running {
     receiver: JoinHandle<()>,
     workers: Vec<WorkerHandle>,
     mountpoints: HashMap<u64, MountpointRecord>,
-    viewers: HashMap<u64, ViewerRecord>,
+    peers: HashMap<u64, PeerRecord>,
     next_source_key: u64,
 }
 
@@ -300,6 +240,8 @@ pub struct Engine {
     events: Arc<EventQueue>,
     epoll: Arc<OwnedFd>,
     wake: Arc<OwnedFd>,
+    /// The engine's duplicate of the WebRTC socket (the workers send from it too).
+    socket: Arc<OwnedFd>,
     socket_family: libc::c_int,
 }
 
@@ -360,33 +302,25 @@ fn duplicate_udp_socket(fd: RawFd) -> Result<(OwnedFd, libc::c_int), EngineError
 }
 
 /// The longest silence threshold: an hour.
-const MAX_SILENCE_MS: i64 = 3_600_000;
+pub const MAX_SILENCE_MS: u32 = 3_600_000;
 
-fn checked_silence_ms(silence_ms: i64) -> Result<u64, EngineError> {
-    in_range(silence_ms, "silence_ms", 1, MAX_SILENCE_MS)
+fn checked_silence_ms(silence_ms: u32) -> Result<u64, EngineError> {
+    Ok(u64::from(check_range(silence_ms, "silence_ms", 1, MAX_SILENCE_MS)?))
 }
 
-fn in_range<T: TryFrom<i64>>(value: i64, what: &str, low: i64, high: i64) -> Result<T, EngineError> {
+/// `value` itself if it lies in `low..=high`.
+fn check_range<T: Copy + PartialOrd + fmt::Display>(value: T, what: &str, low: T, high: T) -> Result<T, EngineError> {
     if value < low || value > high {
         return Err(invalid(format!("{what} must be in {low}..={high}, got {value}")));
     }
-    T::try_from(value).map_err(|_| invalid(format!("{what} out of range")))
+    Ok(value)
 }
 
-/// Resolves a viewer's (host, port) to an address the WebRTC socket can send to.
-fn viewer_address(host: &str, port: i64, family: libc::c_int) -> Result<RawAddress, EngineError> {
-    let port: u16 = in_range(port, "port", 1, 65535)?;
-    let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => (host, port)
-            .to_socket_addrs()
-            .map_err(|_| invalid(format!("cannot resolve viewer host {host:?}")))?
-            .collect(),
-    };
-    addresses
-        .iter()
-        .find_map(|address| RawAddress::from_socket_addr(*address, family))
-        .ok_or_else(|| invalid(format!("the WebRTC socket cannot send to {host}")))
+/// A peer's address as the WebRTC socket sends to it.
+fn peer_address(address: SocketAddr, family: libc::c_int) -> Result<RawAddress, EngineError> {
+    check_range(address.port(), "port", 1, u16::MAX)?;
+    RawAddress::from_socket_addr(address, family)
+        .ok_or_else(|| invalid(format!("the WebRTC socket cannot send to {}", address.ip())))
 }
 
 impl Engine {
@@ -433,10 +367,15 @@ impl Engine {
             receiver,
             workers,
             mountpoints: HashMap::new(),
-            viewers: HashMap::new(),
+            peers: HashMap::new(),
             next_source_key: 0,
         };
-        Ok(Self { state: Mutex::new(Some(running)), events, epoll, wake: wake_fd, socket_family })
+        Ok(Self { state: Mutex::new(Some(running)), events, epoll, wake: wake_fd, socket, socket_family })
+    }
+
+    /// Whether the WebRTC socket (IPv4 or IPv6) can send to `address`.
+    pub fn can_send_to(&self, address: SocketAddr) -> bool {
+        RawAddress::from_socket_addr(address, self.socket_family).is_some()
     }
 
     // --- events (see crate::events) ---
@@ -469,14 +408,14 @@ impl Engine {
 
     /// A source stream is reported silent after `silence_ms` without a packet
     /// (from now on; a stream already silent stays so until it sends).
-    pub fn set_source_silence(&self, mountpoint_id: u64, index: i64, silence_ms: i64) -> Result<(), EngineError> {
+    pub fn set_source_silence(&self, mountpoint_id: u64, index: u32, silence_ms: u32) -> Result<(), EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
         let record = running.mountpoints.get(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
         let stream = record
             .streams
             .iter()
-            .find(|stream| i64::from(stream.index) == index)
+            .find(|stream| stream.index == index)
             .ok_or_else(|| invalid(format!("mountpoint {mountpoint_id} has no stream {index}")))?;
         stream.silence_ms.store(checked_silence_ms(silence_ms)?, Ordering::Relaxed);
         self.to_receiver(running, ReceiverCommand::SilenceChanged)
@@ -514,18 +453,12 @@ impl Engine {
         let mut indexes = HashSet::new();
         let mut checked = Vec::with_capacity(streams.len());
         for stream in streams {
-            let index: u32 = in_range(stream.index, "stream index", 0, i64::from(u32::MAX))?;
+            let index = stream.index;
             if !indexes.insert(index) {
                 return Err(invalid(format!("stream index {index} appears twice")));
             }
-            let kind = MediaKind::from_name(&stream.kind)
-                .ok_or_else(|| invalid(format!("unknown media kind {:?}", stream.kind)))?;
-            let clock_rate: u32 = in_range(stream.clock_rate, "clock rate", 1, i64::from(u32::MAX))?;
-            let port: u16 = in_range(stream.port, "port", 0, 65535)?;
-            let rtcp_port: Option<u16> =
-                stream.rtcp_port.map(|rtcp_port| in_range(rtcp_port, "rtcp_port", 0, 65535)).transpose()?;
-            let codec = Codec::from_name(&stream.codec.to_ascii_lowercase());
-            checked.push((index, kind, codec, clock_rate, port, rtcp_port));
+            let clock_rate = check_range(stream.clock_rate, "clock rate", 1, u32::MAX)?;
+            checked.push((index, stream.kind, stream.codec, clock_rate, stream.port, stream.rtcp_port));
         }
         // Bind every port first: on any failure the sockets bound so far close on return.
         let mut sockets = Vec::with_capacity(streams.len());
@@ -595,17 +528,18 @@ impl Engine {
         Ok(ports)
     }
 
-    /// Closes the mountpoint's sockets (before returning) and removes its viewers.
-    /// Unknown ids are ignored.
+    /// Closes the mountpoint's sockets (before returning) and ends its
+    /// peers' subscriptions (the peers stay). Unknown ids are ignored.
     pub fn remove_mountpoint(&self, id: u64) -> Result<(), EngineError> {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
         let Some(record) = running.mountpoints.remove(&id) else {
             return Ok(());
         };
-        for viewer in &record.viewers {
-            if let Some(viewer) = running.viewers.remove(viewer) {
-                running.workers[viewer.worker].viewers -= 1;
+        for peer_id in &record.viewers {
+            let subscription = running.peers.get_mut(peer_id).and_then(|peer| peer.subscription.take());
+            if let Some(subscription) = subscription {
+                running.workers[subscription.worker].viewers -= 1;
             }
         }
         let (done, closed) = mpsc::sync_channel(1);
@@ -619,69 +553,157 @@ impl Engine {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn add_viewer(
+    /// A peer whose DTLS-SRTP is up: `local_master_key` protects what the
+    /// engine sends it, `remote_master_key` unprotects the SRTCP it sends.
+    /// It gets no media until subscribed.
+    pub fn add_peer(
         &self,
-        viewer_id: u64,
-        mountpoint_id: u64,
-        address: (&str, i64),
-        srtp_profile: &str,
+        peer_id: u64,
+        address: SocketAddr,
+        profile: Profile,
         local_master_key: &[u8],
         remote_master_key: &[u8],
+    ) -> Result<(), EngineError> {
+        let mut state = self.running()?;
+        let running = state.as_mut().expect("checked by running()");
+        if running.peers.contains_key(&peer_id) {
+            return Err(invalid(format!("peer {peer_id} already exists")));
+        }
+        if profile == Profile::AesCm128HmacSha1_32 {
+            return Err(invalid("AES_CM_128_HMAC_SHA1_32 is for sources only"));
+        }
+        let outbound = SrtpSession::new(profile, local_master_key).map_err(|e| invalid(format!("local key: {e}")))?;
+        let remote = SrtpSession::new(profile, remote_master_key).map_err(|e| invalid(format!("remote key: {e}")))?;
+        let address = peer_address(address, self.socket_family)?;
+        let record = PeerRecord {
+            address,
+            profile,
+            local_master_key: local_master_key.to_vec(),
+            outbound,
+            srtcp: Arc::new(Mutex::new(SrtcpInbound::new(remote))),
+            counters: Arc::default(),
+            subscription: None,
+        };
+        running.peers.insert(peer_id, record);
+        Ok(())
+    }
+
+    /// The peer goes (its subscription too). Unknown ids are ignored.
+    pub fn remove_peer(&self, peer_id: u64) -> Result<(), EngineError> {
+        let mut state = self.running()?;
+        let running = state.as_mut().expect("checked by running()");
+        self.end_subscription(running, peer_id)?;
+        running.peers.remove(&peer_id);
+        Ok(())
+    }
+
+    /// Subscribes a peer to a mountpoint's `streams`. The first time, its
+    /// worker (the one with the fewest subscribed peers) starts sending them;
+    /// when it is subscribed already, it moves to `mountpoint_id` without
+    /// renegotiation: a stream whose SSRC it already had goes on with that
+    /// stream's sequence numbers and timestamps (as across a source restart),
+    /// video from the new mountpoint's keyframe cache. Keys, address, worker
+    /// and counters stay.
+    pub fn subscribe(
+        &self,
+        peer_id: u64,
+        mountpoint_id: u64,
         streams: &[ViewerStreamConfig],
     ) -> Result<(), EngineError> {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
         let mountpoint =
             running.mountpoints.get(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
-        if running.viewers.contains_key(&viewer_id) {
-            return Err(invalid(format!("viewer {viewer_id} already exists")));
-        }
-        let profile = Profile::from_name(srtp_profile)
-            .filter(|&profile| profile != Profile::AesCm128HmacSha1_32)
-            .ok_or_else(|| invalid(format!("unknown SRTP profile {srtp_profile:?}")))?;
-        let local = SrtpSession::new(profile, local_master_key).map_err(|e| invalid(format!("local key: {e}")))?;
-        let remote = SrtpSession::new(profile, remote_master_key).map_err(|e| invalid(format!("remote key: {e}")))?;
-        let address = viewer_address(address.0, address.1, self.socket_family)?;
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
         let (viewer_streams, ssrcs, indexes) = viewer_streams(mountpoint_id, mountpoint, streams)?;
-        let counters = Arc::new(ViewerCounters::default());
-        let mut viewer =
-            Box::new(Viewer::new(viewer_id, address, viewer_streams, local, Instant::now() + FIRST_REPORT_DELAY));
-        viewer.set_counters(counters.clone());
-        let worker =
-            (0..running.workers.len()).min_by_key(|&w| running.workers[w].viewers).expect("one worker at least");
-        let command = Command::AddViewer {
-            mountpoint_id,
-            streams: mountpoint.streams.len(),
-            caches: mountpoint.caches(),
-            viewer,
-            counters: counters.clone(),
-            totals: mountpoint.sent[worker].clone(),
+        let (worker, old_mountpoint) = match &peer.subscription {
+            Some(subscription) => {
+                let worker = subscription.worker;
+                let command = Command::SwitchViewer {
+                    id: peer_id,
+                    mountpoint_id,
+                    streams: mountpoint.streams.len(),
+                    caches: mountpoint.caches(),
+                    viewer_streams,
+                    totals: mountpoint.sent[worker].clone(),
+                };
+                Self::to_worker(running, worker, command)?;
+                (worker, Some(subscription.mountpoint_id))
+            }
+            None => {
+                let local = SrtpSession::new(peer.profile, &peer.local_master_key)
+                    .map_err(|e| invalid(format!("local key: {e}")))?;
+                let first_report_at = Instant::now() + FIRST_REPORT_DELAY;
+                let mut viewer = Box::new(Viewer::new(peer_id, peer.address, viewer_streams, local, first_report_at));
+                viewer.set_counters(peer.counters.clone());
+                if peer.counters.paused.load(Ordering::Relaxed) {
+                    viewer.set_paused(true);
+                }
+                let worker = (0..running.workers.len())
+                    .min_by_key(|&w| running.workers[w].viewers)
+                    .expect("one worker at least");
+                let command = Command::AddViewer {
+                    mountpoint_id,
+                    streams: mountpoint.streams.len(),
+                    caches: mountpoint.caches(),
+                    viewer,
+                    counters: peer.counters.clone(),
+                    totals: mountpoint.sent[worker].clone(),
+                };
+                Self::to_worker(running, worker, command)?;
+                running.workers[worker].viewers += 1;
+                (worker, None)
+            }
         };
-        Self::to_worker(running, worker, command)?;
-        // The worker holds the viewer's video until the mountpoint's packets
+        // The worker holds the peer's video until the mountpoint's packets
         // flow to it, then copies the keyframe cache: no packet falls between
-        // the cache and the live stream, and none reaches it before the viewer.
-        self.subscribe(running, mountpoint_id, worker)?;
-        Self::to_worker(running, worker, Command::StartViewer { id: viewer_id })?;
+        // the cache and the live stream, and none reaches it before the peer.
+        if old_mountpoint != Some(mountpoint_id) {
+            self.count_viewer(running, mountpoint_id, worker)?;
+        }
+        Self::to_worker(running, worker, Command::StartViewer { id: peer_id })?;
         let mountpoint = running.mountpoints.get(&mountpoint_id).expect("looked up above");
         for &index in &indexes {
             if let Some(record) = mountpoint.streams.iter().find(|record| record.index == index) {
                 record.request_keyframe_if_uncached();
             }
         }
-        let mountpoint = running.mountpoints.get_mut(&mountpoint_id).expect("looked up above");
-        mountpoint.viewers.insert(viewer_id);
-        running.workers[worker].viewers += 1;
-        let srtcp = Arc::new(Mutex::new(SrtcpInbound::new(remote)));
-        let record = ViewerRecord { mountpoint_id, worker, ssrcs, indexes, counters, srtcp };
-        running.viewers.insert(viewer_id, record);
+        if let Some(old_mountpoint) = old_mountpoint.filter(|&old| old != mountpoint_id) {
+            if let Some(old) = running.mountpoints.get_mut(&old_mountpoint) {
+                old.viewers.remove(&peer_id);
+            }
+            self.uncount_viewer(running, old_mountpoint, worker)?;
+        }
+        running.mountpoints.get_mut(&mountpoint_id).expect("looked up above").viewers.insert(peer_id);
+        let peer = running.peers.get_mut(&peer_id).expect("looked up above");
+        peer.subscription = Some(Subscription { mountpoint_id, worker, ssrcs, indexes });
         Ok(())
+    }
+
+    /// Stops sending the peer media; the peer stays (it can still send and
+    /// receive RTCP, and subscribe again). Unknown ids are ignored.
+    pub fn unsubscribe(&self, peer_id: u64) -> Result<(), EngineError> {
+        let mut state = self.running()?;
+        let running = state.as_mut().expect("checked by running()");
+        self.end_subscription(running, peer_id)
+    }
+
+    fn end_subscription(&self, running: &mut Running, peer_id: u64) -> Result<(), EngineError> {
+        let Some(subscription) = running.peers.get_mut(&peer_id).and_then(|peer| peer.subscription.take()) else {
+            return Ok(());
+        };
+        let worker = subscription.worker;
+        running.workers[worker].viewers -= 1;
+        Self::to_worker(running, worker, Command::RemoveViewer { id: peer_id })?;
+        if let Some(mountpoint) = running.mountpoints.get_mut(&subscription.mountpoint_id) {
+            mountpoint.viewers.remove(&peer_id);
+        }
+        self.uncount_viewer(running, subscription.mountpoint_id, worker)
     }
 
     /// Counts one more viewer of the mountpoint on `worker`; for its first,
     /// the receiver starts sending it packets (and has, when this returns).
-    fn subscribe(&self, running: &mut Running, mountpoint_id: u64, worker: usize) -> Result<(), EngineError> {
+    fn count_viewer(&self, running: &mut Running, mountpoint_id: u64, worker: usize) -> Result<(), EngineError> {
         let mountpoint =
             running.mountpoints.get_mut(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
         mountpoint.per_worker[worker] += 1;
@@ -695,7 +717,7 @@ impl Engine {
     }
 
     /// Counts one viewer less of the mountpoint on `worker`; after its last, the receiver stops.
-    fn unsubscribe(&self, running: &mut Running, mountpoint_id: u64, worker: usize) -> Result<(), EngineError> {
+    fn uncount_viewer(&self, running: &mut Running, mountpoint_id: u64, worker: usize) -> Result<(), EngineError> {
         let Some(mountpoint) = running.mountpoints.get_mut(&mountpoint_id) else {
             return Ok(());
         };
@@ -706,68 +728,18 @@ impl Engine {
         Ok(())
     }
 
-    /// Moves a viewer to another mountpoint without renegotiation: its
-    /// streams become `streams` (payload types rewritten to theirs); a stream
-    /// whose SSRC the viewer already had goes on with that stream's sequence
-    /// numbers and timestamps (as across a source restart), video from the
-    /// new mountpoint's keyframe cache. Its keys, address and counters stay.
-    pub fn switch_viewer(
-        &self,
-        viewer_id: u64,
-        mountpoint_id: u64,
-        streams: &[ViewerStreamConfig],
-    ) -> Result<(), EngineError> {
-        let mut state = self.running()?;
-        let running = state.as_mut().expect("checked by running()");
-        let mountpoint =
-            running.mountpoints.get(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
-        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let (old_mountpoint, worker) = (record.mountpoint_id, record.worker);
-        let (viewer_streams, ssrcs, indexes) = viewer_streams(mountpoint_id, mountpoint, streams)?;
-        let command = Command::SwitchViewer {
-            id: viewer_id,
-            mountpoint_id,
-            streams: mountpoint.streams.len(),
-            caches: mountpoint.caches(),
-            viewer_streams,
-            totals: mountpoint.sent[worker].clone(),
-        };
-        Self::to_worker(running, worker, command)?;
-        if old_mountpoint != mountpoint_id {
-            self.subscribe(running, mountpoint_id, worker)?;
-        }
-        Self::to_worker(running, worker, Command::StartViewer { id: viewer_id })?;
-        let mountpoint = running.mountpoints.get(&mountpoint_id).expect("looked up above");
-        for &index in &indexes {
-            if let Some(record) = mountpoint.streams.iter().find(|record| record.index == index) {
-                record.request_keyframe_if_uncached();
-            }
-        }
-        if old_mountpoint != mountpoint_id {
-            if let Some(old) = running.mountpoints.get_mut(&old_mountpoint) {
-                old.viewers.remove(&viewer_id);
-            }
-            self.unsubscribe(running, old_mountpoint, worker)?;
-            running.mountpoints.get_mut(&mountpoint_id).expect("looked up above").viewers.insert(viewer_id);
-        }
-        let record = running.viewers.get_mut(&viewer_id).expect("looked up above");
-        record.mountpoint_id = mountpoint_id;
-        record.ssrcs = ssrcs;
-        record.indexes = indexes;
-        Ok(())
-    }
-
-    /// The per-stream send switch: stops or resumes sending the viewer's
+    /// The per-stream send switch: stops or resumes sending the peer's
     /// stream that takes source stream `index`. Resumed video starts from the
     /// keyframe cache (or the next keyframe); numbering stays continuous.
-    pub fn set_viewer_stream_paused(&self, viewer_id: u64, index: i64, paused: bool) -> Result<(), EngineError> {
+    pub fn set_stream_paused(&self, peer_id: u64, index: u32, paused: bool) -> Result<(), EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
-        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let (index, stream) = record.stream_taking(viewer_id, index)?;
-        Self::to_worker(running, record.worker, Command::SetStreamPaused { id: viewer_id, stream, paused })?;
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        let subscription = peer.subscription(peer_id)?;
+        let (index, stream) = subscription.stream_taking(peer_id, index)?;
+        Self::to_worker(running, subscription.worker, Command::SetStreamPaused { id: peer_id, stream, paused })?;
         if !paused {
-            if let Some(mountpoint) = running.mountpoints.get(&record.mountpoint_id) {
+            if let Some(mountpoint) = running.mountpoints.get(&subscription.mountpoint_id) {
                 if let Some(source) = mountpoint.streams.iter().find(|source| source.index == index) {
                     source.request_keyframe_if_uncached();
                 }
@@ -776,125 +748,116 @@ impl Engine {
         Ok(())
     }
 
-    /// The playout-delay header extension on every packet of the viewer's
+    /// The playout-delay header extension on every packet of the peer's
     /// stream that takes source stream `index`: `delay_ms` is (min, max) in
     /// milliseconds, None to stop adding it. ValueError-like errors for an
     /// extension id outside 1..=14, a delay past 40950 ms or min above max.
-    pub fn set_viewer_playout_delay(
+    pub fn set_stream_playout_delay(
         &self,
-        viewer_id: u64,
-        index: i64,
-        extension_id: i64,
-        delay_ms: Option<(i64, i64)>,
+        peer_id: u64,
+        index: u32,
+        extension_id: u8,
+        delay_ms: Option<(u32, u32)>,
     ) -> Result<(), EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
-        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let (_, stream) = record.stream_taking(viewer_id, index)?;
-        let extension_id: u8 = in_range(extension_id, "playout-delay extension id", 1, 14)?;
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        let subscription = peer.subscription(peer_id)?;
+        let (_, stream) = subscription.stream_taking(peer_id, index)?;
+        let extension_id = check_range(extension_id, "playout-delay extension id", 1, 14)?;
         let delay = match delay_ms {
             None => None,
             Some((min_ms, max_ms)) => {
-                let min_ms: u32 = in_range(min_ms, "minimum playout delay", 0, 40_950)?;
-                let max_ms: u32 = in_range(max_ms, "maximum playout delay", 0, 40_950)?;
+                let min_ms = check_range(min_ms, "minimum playout delay", 0, 40_950)?;
+                let max_ms = check_range(max_ms, "maximum playout delay", 0, 40_950)?;
                 let delay = PlayoutDelay::from_millis(extension_id, min_ms, max_ms).ok_or_else(|| {
                     invalid(format!("minimum playout delay {min_ms} ms above the maximum {max_ms} ms"))
                 })?;
                 Some(delay)
             }
         };
-        Self::to_worker(running, record.worker, Command::SetPlayoutDelay { id: viewer_id, stream, delay })
+        Self::to_worker(running, subscription.worker, Command::SetPlayoutDelay { id: peer_id, stream, delay })
     }
 
-    /// Simulcast: moves the viewer's stream that takes source stream `index`
+    /// Simulcast: moves the peer's stream that takes source stream `index`
     /// to source stream `source_index` of the same mountpoint (another
     /// encoding of the same video), at that source's next keyframe; the
     /// stream is known by `source_index` from now on. The source is asked for
     /// a keyframe if it has an RTCP port. Numbering stays continuous (VP8
     /// picture IDs too).
-    pub fn set_viewer_stream_source(&self, viewer_id: u64, index: i64, source_index: i64) -> Result<(), EngineError> {
+    pub fn set_stream_source(&self, peer_id: u64, index: u32, source_index: u32) -> Result<(), EngineError> {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
-        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let source_index: u32 = in_range(source_index, "source index", 0, i64::from(u32::MAX))?;
-        let (index, stream) = record.stream_taking(viewer_id, index)?;
-        if source_index != index && record.indexes.contains(&source_index) {
-            return Err(invalid(format!("viewer {viewer_id} already takes stream {source_index}")));
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        let subscription = peer.subscription(peer_id)?;
+        let (index, stream) = subscription.stream_taking(peer_id, index)?;
+        if source_index != index && subscription.indexes.contains(&source_index) {
+            return Err(invalid(format!("peer {peer_id} already takes stream {source_index}")));
         }
-        let mountpoint = running.mountpoints.get(&record.mountpoint_id).ok_or(EngineError::Closed)?;
+        let mountpoint_id = subscription.mountpoint_id;
+        let mountpoint = running.mountpoints.get(&mountpoint_id).ok_or(EngineError::Closed)?;
         let find = |wanted: u32| mountpoint.streams.iter().position(|source| source.index == wanted);
         let current = find(index).ok_or_else(|| invalid(format!("no stream {index}")))?;
         let source = find(source_index)
-            .ok_or_else(|| invalid(format!("mountpoint {} has no stream {source_index}", record.mountpoint_id)))?;
+            .ok_or_else(|| invalid(format!("mountpoint {mountpoint_id} has no stream {source_index}")))?;
         let (from, to) = (&mountpoint.streams[current], &mountpoint.streams[source]);
         if from.kind != to.kind || from.codec != to.codec || from.clock_rate != to.clock_rate {
             return Err(invalid(format!("stream {source_index} is not the same kind and codec as stream {index}")));
         }
         let vp8 = to.codec == Codec::Vp8;
-        Self::to_worker(running, record.worker, Command::SetStreamSource { id: viewer_id, stream, source, vp8 })?;
+        Self::to_worker(running, subscription.worker, Command::SetStreamSource { id: peer_id, stream, source, vp8 })?;
         if let Some(rtcp) = &to.rtcp {
             rtcp.request_keyframe(KeyframeReason::Start, Instant::now());
         }
-        let record = running.viewers.get_mut(&viewer_id).expect("looked up above");
-        record.indexes[stream] = source_index;
+        let peer = running.peers.get_mut(&peer_id).expect("looked up above");
+        peer.subscription.as_mut().expect("looked up above").indexes[stream] = source_index;
         Ok(())
     }
 
-    /// VP8: the viewer's stream that takes source stream `index` gets only
+    /// VP8: the peer's stream that takes source stream `index` gets only
     /// temporal layers up to `layer` (None: all), from the next frame of the
-    /// base layer; the packets sent are renumbered so the viewer sees no gap.
-    pub fn set_viewer_stream_temporal_layer(
-        &self,
-        viewer_id: u64,
-        index: i64,
-        layer: Option<i64>,
-    ) -> Result<(), EngineError> {
+    /// base layer; the packets sent are renumbered so the peer sees no gap.
+    pub fn set_stream_temporal_layer(&self, peer_id: u64, index: u32, layer: Option<u8>) -> Result<(), EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
-        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let cap: Option<u8> = layer.map(|layer| in_range(layer, "temporal layer", 0, 3)).transpose()?;
-        let (index, stream) = record.stream_taking(viewer_id, index)?;
-        let mountpoint = running.mountpoints.get(&record.mountpoint_id).ok_or(EngineError::Closed)?;
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        let subscription = peer.subscription(peer_id)?;
+        let cap = layer.map(|layer| check_range(layer, "temporal layer", 0, 3)).transpose()?;
+        let (index, stream) = subscription.stream_taking(peer_id, index)?;
+        let mountpoint = running.mountpoints.get(&subscription.mountpoint_id).ok_or(EngineError::Closed)?;
         let codec = mountpoint.streams.iter().find(|source| source.index == index).map(|source| source.codec);
         if codec != Some(Codec::Vp8) {
             return Err(invalid(format!("stream {index} is not VP8: temporal layers are for VP8 streams")));
         }
-        Self::to_worker(running, record.worker, Command::SetStreamTemporalCap { id: viewer_id, stream, cap })
+        Self::to_worker(running, subscription.worker, Command::SetStreamTemporalCap { id: peer_id, stream, cap })
     }
 
-    /// Unknown ids are ignored.
-    pub fn remove_viewer(&self, viewer_id: u64) -> Result<(), EngineError> {
+    /// The peer's ICE-nominated address changed.
+    pub fn set_peer_address(&self, peer_id: u64, address: SocketAddr) -> Result<(), EngineError> {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
-        let Some(record) = running.viewers.remove(&viewer_id) else {
+        let address = peer_address(address, self.socket_family)?;
+        let peer = running.peers.get_mut(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        peer.address = address;
+        match peer.subscription.as_ref().map(|subscription| subscription.worker) {
+            Some(worker) => Self::to_worker(running, worker, Command::SetViewerAddress { id: peer_id, address }),
+            None => Ok(()),
+        }
+    }
+
+    /// Pauses or resumes sending media to the peer (kept across subscriptions).
+    pub fn set_paused(&self, peer_id: u64, paused: bool) -> Result<(), EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        peer.counters.paused.store(paused, Ordering::Relaxed);
+        let Some(subscription) = &peer.subscription else {
             return Ok(());
         };
-        let worker = record.worker;
-        running.workers[worker].viewers -= 1;
-        Self::to_worker(running, worker, Command::RemoveViewer { id: viewer_id })?;
-        if let Some(mountpoint) = running.mountpoints.get_mut(&record.mountpoint_id) {
-            mountpoint.viewers.remove(&viewer_id);
-        }
-        self.unsubscribe(running, record.mountpoint_id, worker)
-    }
-
-    pub fn set_viewer_address(&self, viewer_id: u64, address: (&str, i64)) -> Result<(), EngineError> {
-        let state = self.running()?;
-        let running = state.as_ref().expect("checked by running()");
-        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let address = viewer_address(address.0, address.1, self.socket_family)?;
-        Self::to_worker(running, record.worker, Command::SetViewerAddress { id: viewer_id, address })
-    }
-
-    pub fn set_viewer_paused(&self, viewer_id: u64, paused: bool) -> Result<(), EngineError> {
-        let state = self.running()?;
-        let running = state.as_ref().expect("checked by running()");
-        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        record.counters.paused.store(paused, Ordering::Relaxed);
-        Self::to_worker(running, record.worker, Command::SetViewerPaused { id: viewer_id, paused })?;
+        Self::to_worker(running, subscription.worker, Command::SetViewerPaused { id: peer_id, paused })?;
         if !paused {
-            if let Some(mountpoint) = running.mountpoints.get(&record.mountpoint_id) {
-                for source in mountpoint.streams.iter().filter(|source| record.indexes.contains(&source.index)) {
+            if let Some(mountpoint) = running.mountpoints.get(&subscription.mountpoint_id) {
+                for source in mountpoint.streams.iter().filter(|source| subscription.indexes.contains(&source.index)) {
                     source.request_keyframe_if_uncached();
                 }
             }
@@ -902,21 +865,36 @@ impl Engine {
         Ok(())
     }
 
-    /// Unprotects SRTCP from a viewer. Generic NACKs in it about the viewer's
-    /// streams are answered at once: the viewer's worker resends each packet
-    /// still in its history, as the viewer first received it. PLIs and FIRs
-    /// about its streams go on to the source's RTCP port, if it has one
-    /// (at most one per stream per second).
-    pub fn unprotect_rtcp(&self, viewer_id: u64, packet: &[u8]) -> Result<Vec<u8>, EngineError> {
+    /// Takes SRTCP from a peer: unprotects it and acts on it. Generic NACKs
+    /// about the peer's streams are answered at once: its worker resends
+    /// each packet still in its history, as the peer first received it. PLIs
+    /// and FIRs about its streams go on to the source's RTCP port, if it has
+    /// one (at most one per stream per second). The report says what it
+    /// carried (receiver reports, REMB) and what was done.
+    pub fn receive_rtcp(&self, peer_id: u64, packet: &[u8]) -> Result<RtcpReport, EngineError> {
         let (srtcp, ssrcs) = {
             let state = self.running()?;
             let running = state.as_ref().expect("checked by running()");
-            let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-            (record.srtcp.clone(), record.ssrcs.clone())
+            let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+            let ssrcs = peer.subscription.as_ref().map(|subscription| subscription.ssrcs.clone()).unwrap_or_default();
+            (peer.srtcp.clone(), ssrcs)
         };
         let plain = {
             let mut srtcp = srtcp.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            srtcp.unprotect(packet).map_err(|error| invalid(format!("SRTCP from viewer {viewer_id}: {error}")))?
+            srtcp.unprotect(packet).map_err(|error| invalid(format!("SRTCP from peer {peer_id}: {error}")))?
+        };
+        if !is_rtcp(&plain) {
+            return Err(invalid(format!("SRTCP from peer {peer_id}: not an RTCP (compound) packet once unprotected")));
+        }
+        let summary = summarize(&plain);
+        let mut report = RtcpReport {
+            nacks: summary.nacks,
+            retransmitted: 0,
+            plis_forwarded: 0,
+            keyframe_requests: summary.keyframe_requests,
+            receiver_reports: summary.receiver_reports,
+            remb: summary.remb,
+            other: summary.other,
         };
         let mut asked = Vec::new();
         for_each_keyframe_request(&plain, |ssrc| {
@@ -927,13 +905,15 @@ impl Engine {
         if !asked.is_empty() {
             let state = self.running()?;
             let running = state.as_ref().expect("checked by running()");
-            if let Some(record) = running.viewers.get(&viewer_id) {
-                let mountpoint = running.mountpoints.get(&record.mountpoint_id);
+            if let Some(subscription) = running.peers.get(&peer_id).and_then(|peer| peer.subscription.as_ref()) {
+                let mountpoint = running.mountpoints.get(&subscription.mountpoint_id);
                 for stream in asked {
-                    let index = record.indexes.get(stream);
+                    let index = subscription.indexes.get(stream);
                     let source = mountpoint.and_then(|m| m.streams.iter().find(|s| Some(&s.index) == index));
                     if let Some(rtcp) = source.and_then(|source| source.rtcp.as_ref()) {
-                        rtcp.request_keyframe(KeyframeReason::Viewer, Instant::now());
+                        if rtcp.request_keyframe(KeyframeReason::Viewer, Instant::now()) {
+                            report.plis_forwarded += 1;
+                        }
                     }
                 }
             }
@@ -947,49 +927,81 @@ impl Engine {
         if !lost.is_empty() {
             let state = self.running()?;
             let running = state.as_ref().expect("checked by running()");
-            if let Some(record) = running.viewers.get(&viewer_id) {
-                record.counters.nacked.fetch_add(lost.len() as u64, Ordering::Relaxed);
-                Self::to_worker(running, record.worker, Command::Retransmit { id: viewer_id, lost })?;
+            if let Some(peer) = running.peers.get(&peer_id) {
+                if let Some(subscription) = &peer.subscription {
+                    report.retransmitted = lost.len() as u64;
+                    peer.counters.nacked.fetch_add(lost.len() as u64, Ordering::Relaxed);
+                    Self::to_worker(running, subscription.worker, Command::Retransmit { id: peer_id, lost })?;
+                }
             }
         }
-        Ok(plain)
+        Ok(report)
     }
 
-    pub fn send_rtcp(&self, viewer_id: u64, packet: &[u8]) -> Result<(), EngineError> {
+    /// Protects plain (compound) RTCP with the peer's SRTCP context and sends it:
+    /// through its worker while subscribed, from here otherwise.
+    pub fn send_rtcp(&self, peer_id: u64, packet: &[u8]) -> Result<(), EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
-        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
         if !is_rtcp(packet) {
             return Err(invalid("not an RTCP (compound) packet"));
         }
         if packet.len() > SLOT_SIZE - 64 {
             return Err(invalid(format!("RTCP packet of {} bytes is too large", packet.len())));
         }
-        Self::to_worker(running, record.worker, Command::SendRtcp { id: viewer_id, packet: packet.to_vec() })
+        if let Some(subscription) = &peer.subscription {
+            return Self::to_worker(
+                running,
+                subscription.worker,
+                Command::SendRtcp { id: peer_id, packet: packet.to_vec() },
+            );
+        }
+        let mut buffer = [0u8; SLOT_SIZE];
+        buffer[..packet.len()].copy_from_slice(packet);
+        let len = peer
+            .outbound
+            .protect_rtcp(&mut buffer, packet.len(), peer.counters.next_srtcp_index())
+            .map_err(|error| invalid(format!("SRTCP to peer {peer_id}: {error}")))?;
+        let mut address = peer.address;
+        // SAFETY: `buffer[..len]` and `address` are live for the call.
+        let sent = unsafe {
+            libc::sendto(
+                self.socket.as_raw_fd(),
+                buffer.as_ptr().cast(),
+                len,
+                libc::MSG_DONTWAIT,
+                address.as_mut_ptr().cast(),
+                address.socklen(),
+            )
+        };
+        let counter = if sent < 0 { &peer.counters.send_errors } else { &peer.counters.rtcp_packets };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Sends a bitrate estimate (REMB) to a source stream through its RTCP
     /// port; false if the source has not shown where to send yet. ValueError
     /// for a stream without an RTCP port.
-    pub fn send_source_remb(&self, mountpoint_id: u64, index: i64, bitrate: u64) -> Result<bool, EngineError> {
+    pub fn send_source_remb(&self, mountpoint_id: u64, index: u32, bitrate: u64) -> Result<bool, EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
         let record = running.mountpoints.get(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
         let stream = record
             .streams
             .iter()
-            .find(|stream| i64::from(stream.index) == index)
+            .find(|stream| stream.index == index)
             .ok_or_else(|| invalid(format!("mountpoint {mountpoint_id} has no stream {index}")))?;
         let rtcp = stream.rtcp.as_ref().ok_or_else(|| invalid(format!("stream {index} has no RTCP port")))?;
         Ok(rtcp.send_remb(bitrate))
     }
 
-    pub fn viewer_stats(&self, viewer_id: u64) -> Result<ViewerStats, EngineError> {
+    pub fn peer_stats(&self, peer_id: u64) -> Result<PeerStats, EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
-        let record = running.viewers.get(&viewer_id).ok_or(EngineError::UnknownViewer(viewer_id))?;
-        let counters = &record.counters;
-        Ok(ViewerStats {
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        let counters = &peer.counters;
+        Ok(PeerStats {
             packets: counters.packets.load(Ordering::Relaxed),
             bytes: counters.bytes.load(Ordering::Relaxed),
             rtcp_packets: counters.rtcp_packets.load(Ordering::Relaxed),
@@ -999,7 +1011,7 @@ impl Engine {
             dropped: counters.dropped.load(Ordering::Relaxed),
             send_errors: counters.send_errors.load(Ordering::Relaxed),
             paused: counters.paused.load(Ordering::Relaxed),
-            worker: record.worker,
+            worker: peer.subscription.as_ref().map(|subscription| subscription.worker),
             source_switches: counters.source_switches.load(Ordering::Relaxed),
         })
     }
@@ -1015,12 +1027,10 @@ impl Engine {
             .map(|stream| {
                 let last = stream.counters.last_packet_ns.load(Ordering::Relaxed);
                 let rtcp = stream.rtcp.as_ref();
-                let load = |counter: Option<&std::sync::atomic::AtomicU64>| {
-                    counter.map_or(0, |counter| counter.load(Ordering::Relaxed))
-                };
+                let load = |counter: Option<&AtomicU64>| counter.map_or(0, |counter| counter.load(Ordering::Relaxed));
                 let cache = stream.cache.as_ref().map(|cache| {
                     let cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                    CacheStats {
+                    KeyframeCacheStats {
                         keyframe: cache.has_keyframe(),
                         packets: cache.packets().len(),
                         bytes: cache.bytes(),
@@ -1034,18 +1044,17 @@ impl Engine {
                     plis_forwarded: load(rtcp.map(|rtcp| &rtcp.plis_forwarded)),
                     keyframe_requests: load(rtcp.map(|rtcp| &rtcp.keyframe_requests)),
                     rembs_sent: load(rtcp.map(|rtcp| &rtcp.rembs_sent)),
-                    sender_report: rtcp.and_then(|rtcp| rtcp.sender_report()).map(|report| {
-                        let age = now_instant.saturating_duration_since(report.received_at).as_millis() as u64;
-                        (report.ntp_time, report.rtp_timestamp, age)
+                    sender_report: rtcp.and_then(|rtcp| rtcp.sender_report()).map(|report| SenderReportStats {
+                        ntp_time: report.ntp_time,
+                        rtp_timestamp: report.rtp_timestamp,
+                        age_ms: now_instant.saturating_duration_since(report.received_at).as_millis() as u64,
                     }),
-                    cache,
-                    ingest: IngestStats {
-                        undecryptable: stream.counters.undecryptable.load(Ordering::Relaxed),
-                        collisions: stream.counters.collisions.load(Ordering::Relaxed),
-                        parameter_sets_inserted: stream.counters.parameter_sets_inserted.load(Ordering::Relaxed),
-                        skew_dropped: stream.counters.skew_dropped.load(Ordering::Relaxed),
-                        skew_ms: stream.counters.skew_ms.load(Ordering::Relaxed),
-                    },
+                    keyframe_cache: cache,
+                    undecryptable: stream.counters.undecryptable.load(Ordering::Relaxed),
+                    collisions: stream.counters.collisions.load(Ordering::Relaxed),
+                    parameter_sets_inserted: stream.counters.parameter_sets_inserted.load(Ordering::Relaxed),
+                    skew_dropped: stream.counters.skew_dropped.load(Ordering::Relaxed),
+                    skew_ms: stream.counters.skew_ms.load(Ordering::Relaxed),
                     index: stream.index,
                     port: stream.port,
                     packets: stream.counters.packets.load(Ordering::Relaxed),
@@ -1056,19 +1065,20 @@ impl Engine {
                 }
             })
             .collect();
+        let sent = |counter: fn(&SendCounters) -> &AtomicU64| -> u64 {
+            record.sent.iter().map(|sent| counter(sent).load(Ordering::Relaxed)).sum()
+        };
         Ok(MountpointStats {
             packets: streams.iter().map(|stream| stream.packets).sum(),
             bytes: streams.iter().map(|stream| stream.bytes).sum(),
             malformed: streams.iter().map(|stream| stream.malformed).sum(),
             viewers: record.viewers.len(),
             streams,
-            sent: record.sent.iter().fold(SentStats::default(), |sum, sent| SentStats {
-                packets: sum.packets + sent.packets.load(Ordering::Relaxed),
-                bytes: sum.bytes + sent.bytes.load(Ordering::Relaxed),
-                retransmissions: sum.retransmissions + sent.retransmissions.load(Ordering::Relaxed),
-                dropped: sum.dropped + sent.dropped.load(Ordering::Relaxed),
-                send_errors: sum.send_errors + sent.send_errors.load(Ordering::Relaxed),
-            }),
+            sent_packets: sent(|sent| &sent.packets),
+            sent_bytes: sent(|sent| &sent.bytes),
+            retransmissions: sent(|sent| &sent.retransmissions),
+            dropped: sent(|sent| &sent.dropped),
+            send_errors: sent(|sent| &sent.send_errors),
         })
     }
 
@@ -1131,7 +1141,7 @@ fn viewer_streams(
     let mut ssrcs = Vec::with_capacity(streams.len());
     let mut indexes = Vec::with_capacity(streams.len());
     for stream in streams {
-        let index: u32 = in_range(stream.index, "stream index", 0, i64::from(u32::MAX))?;
+        let index = stream.index;
         let position = mountpoint
             .streams
             .iter()
@@ -1140,11 +1150,11 @@ fn viewer_streams(
         if indexes.contains(&index) {
             return Err(invalid(format!("stream index {index} appears twice")));
         }
-        let ssrc: u32 = in_range(stream.ssrc, "ssrc", 0, i64::from(u32::MAX))?;
+        let ssrc = stream.ssrc;
         if ssrcs.contains(&ssrc) {
             return Err(invalid(format!("ssrc {ssrc} appears twice")));
         }
-        let payload_type: u8 = in_range(stream.payload_type, "payload type", 0, 127)?;
+        let payload_type = check_range(stream.payload_type, "payload type", 0, 127)?;
         let record = &mountpoint.streams[position];
         let [a, b, c, d, e, f] = random_bytes::<6>();
         let start = StreamStart { sequence: u16::from_be_bytes([a, b]), timestamp: u32::from_be_bytes([c, d, e, f]) };

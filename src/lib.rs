@@ -9,7 +9,7 @@
 //! | layer | modules | what they hold | may use |
 //! |---|---|---|---|
 //! | 6 | `python`, `python_bench` | the PyO3 door: conversions from Python, the `Engine` class; the benchmarks' functions (feature `bench`) | 0–5 |
-//! | 5 | `engine`, `bench` | the engine handle that owns the threads; the machine's limits for `fanout bench` | 0–4 |
+//! | 5 | `engine`, `stats`, `bench` | the engine handle that owns the threads; the counters it reports (Python classes); the machine's limits for `fanout bench` | 0–4 |
 //! | 4 | `ingest` | source sockets and the receiver thread, each stream's ingest stage, source RTCP | 0–3 |
 //! | 3 | `egress` | each viewer's rewrite and SRTP, the worker threads, batched sends | 0–2 |
 //! | 2 | `media` | shared source packets, their pool, histories, keyframe caches; `MediaKind` | 0–1 |
@@ -31,6 +31,7 @@ mod python;
 #[cfg(feature = "bench")]
 mod python_bench;
 pub mod ring;
+pub mod stats;
 pub mod sys;
 pub mod wire;
 
@@ -39,6 +40,15 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _engine(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<python::Engine>()?;
+    module.add_class::<stats::PeerStats>()?;
+    module.add_class::<stats::MountpointStats>()?;
+    module.add_class::<stats::StreamStats>()?;
+    module.add_class::<stats::KeyframeCacheStats>()?;
+    module.add_class::<stats::SenderReportStats>()?;
+    module.add_class::<stats::WorkerStats>()?;
+    module.add_class::<stats::RtcpReport>()?;
+    module.add_class::<wire::rtcp::ReceptionReport>()?;
+    module.add_class::<wire::rtcp::Remb>()?;
     python::add_event_classes(module)?;
     #[cfg(feature = "bench")]
     python_bench::register(module)?;

@@ -2,29 +2,91 @@
 
 use pyo3::exceptions::{PyKeyError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
 
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::RawFd;
 
 use crate::egress::batch::SendMode;
-use crate::engine::{
-    self, EngineError, EngineOptions, MountpointStats, SourceConfig, ViewerStats, ViewerStreamConfig, WorkerStats,
-};
+use crate::engine::{self, EngineError, EngineOptions, SourceConfig, ViewerStreamConfig};
 use crate::events::EngineEvent;
 use crate::ingest::IngestOptions;
+use crate::media::MediaKind;
+use crate::stats::{MountpointStats, PeerStats, RtcpReport, WorkerStats};
+use crate::wire::codec::Codec;
 use crate::wire::srtp::Profile;
 
 impl From<EngineError> for PyErr {
     fn from(error: EngineError) -> Self {
         match error {
             EngineError::Closed => PyRuntimeError::new_err(error.to_string()),
-            EngineError::UnknownMountpoint(id) | EngineError::UnknownViewer(id) => PyKeyError::new_err(id),
+            EngineError::UnknownMountpoint(id) | EngineError::UnknownPeer(id) => PyKeyError::new_err(id),
             EngineError::Invalid(message) => PyValueError::new_err(message),
             EngineError::Os(error) => match error.raw_os_error() {
                 Some(errno) => PyOSError::new_err((errno, error.to_string())),
                 None => PyOSError::new_err(error.to_string()),
             },
         }
+    }
+}
+
+/// The range of an integer type, for error messages.
+trait Bounded: TryFrom<i64> {
+    const LOW: i128;
+    const HIGH: i128;
+}
+
+macro_rules! bounded {
+    ($($t:ty),*) => {$(impl Bounded for $t {
+        const LOW: i128 = <$t>::MIN as i128;
+        const HIGH: i128 = <$t>::MAX as i128;
+    })*};
+}
+bounded!(u8, u16, u32);
+
+/// A Python int as a Rust integer; ValueError (not OverflowError) naming `what` when it does not fit.
+fn int<T: Bounded>(value: i64, what: &str) -> PyResult<T> {
+    T::try_from(value)
+        .map_err(|_| PyValueError::new_err(format!("{what} must be in {}..={}, got {value}", T::LOW, T::HIGH)))
+}
+
+/// A silence threshold in 1..=MAX_SILENCE_MS milliseconds.
+fn silence_ms(value: i64) -> PyResult<u32> {
+    match u32::try_from(value) {
+        Ok(ms) if (1..=engine::MAX_SILENCE_MS).contains(&ms) => Ok(ms),
+        _ => Err(PyValueError::new_err(format!("silence_ms must be in 1..={}, got {value}", engine::MAX_SILENCE_MS))),
+    }
+}
+
+fn parse_kind(name: &str) -> PyResult<MediaKind> {
+    MediaKind::from_name(name).ok_or_else(|| PyValueError::new_err(format!("unknown media kind {name:?}")))
+}
+
+fn parse_profile(name: &str) -> PyResult<Profile> {
+    Profile::from_name(name).ok_or_else(|| PyValueError::new_err(format!("unknown SRTP profile {name:?}")))
+}
+
+/// A profile DTLS-SRTP negotiates (the 32-bit tag suite is for sources only).
+fn parse_peer_profile(name: &str) -> PyResult<Profile> {
+    parse_profile(name).and_then(|profile| match profile {
+        Profile::AesCm128HmacSha1_32 => Err(PyValueError::new_err(format!("unknown SRTP profile {name:?}"))),
+        profile => Ok(profile),
+    })
+}
+
+/// A peer's (host, port), resolved to an address the engine's WebRTC socket can send to.
+fn parse_address(engine: &engine::Engine, (host, port): (String, i64)) -> PyResult<SocketAddr> {
+    let port: u16 = int(port, "port")?;
+    let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|_| PyValueError::new_err(format!("cannot resolve viewer host {host:?}")))?
+            .collect(),
+    };
+    match addresses.iter().find(|&&address| engine.can_send_to(address)) {
+        Some(&address) => Ok(address),
+        None if addresses.len() == 1 => Ok(addresses[0]), // the engine says why it cannot
+        None => Err(PyValueError::new_err(format!("the WebRTC socket cannot send to {host}"))),
     }
 }
 
@@ -57,23 +119,30 @@ struct SourceStream {
 }
 
 impl SourceStream {
-    fn ingest_options(&self) -> PyResult<IngestOptions> {
-        let srtp = match (&self.srtp_profile, &self.srtp_master_key) {
+    fn config(self) -> PyResult<SourceConfig> {
+        let srtp = match (&self.srtp_profile, self.srtp_master_key) {
             (None, None) => None,
-            (Some(name), Some(key)) => {
-                let profile = Profile::from_name(name)
-                    .ok_or_else(|| PyValueError::new_err(format!("unknown SRTP profile {name:?}")))?;
-                Some((profile, key.clone()))
-            }
+            (Some(name), Some(key)) => Some((parse_profile(name)?, key)),
             _ => return Err(PyValueError::new_err("srtp_profile and srtp_master_key go together")),
         };
         let collision_ms = u32::try_from(self.collision_ms)
             .map_err(|_| PyValueError::new_err(format!("collision_ms out of range: {}", self.collision_ms)))?;
-        Ok(IngestOptions {
-            srtp,
-            collision_ms,
-            h264_parameter_sets: self.h264_parameter_sets.clone(),
-            skew_compensation: self.skew_compensation,
+        Ok(SourceConfig {
+            index: int(self.index, "stream index")?,
+            kind: parse_kind(&self.kind)?,
+            codec: Codec::from_name(&self.codec.to_ascii_lowercase()),
+            clock_rate: int(self.clock_rate, "clock rate")?,
+            host: self.host,
+            port: int(self.port, "port")?,
+            rtcp_port: self.rtcp_port.map(|port| int(port, "rtcp_port")).transpose()?,
+            interface: self.interface,
+            silence_ms: self.silence_ms.map(silence_ms).transpose()?,
+            ingest: IngestOptions {
+                srtp,
+                collision_ms,
+                h264_parameter_sets: self.h264_parameter_sets,
+                skew_compensation: self.skew_compensation,
+            },
         })
     }
 }
@@ -85,6 +154,19 @@ struct ViewerStream {
     index: i64,
     ssrc: i64,
     payload_type: i64,
+}
+
+fn viewer_stream_configs(streams: Vec<ViewerStream>) -> PyResult<Vec<ViewerStreamConfig>> {
+    streams
+        .into_iter()
+        .map(|s| {
+            Ok(ViewerStreamConfig {
+                index: int(s.index, "stream index")?,
+                ssrc: int(s.ssrc, "ssrc")?,
+                payload_type: int(s.payload_type, "payload type")?,
+            })
+        })
+        .collect()
 }
 
 /// The data plane. One per server process.
@@ -103,23 +185,7 @@ impl Engine {
     }
 
     fn add_mountpoint(&self, mountpoint_id: u64, streams: Vec<SourceStream>) -> PyResult<Vec<u16>> {
-        let streams = streams
-            .into_iter()
-            .map(|s| {
-                Ok(SourceConfig {
-                    ingest: s.ingest_options()?,
-                    index: s.index,
-                    kind: s.kind,
-                    codec: s.codec,
-                    clock_rate: s.clock_rate,
-                    host: s.host,
-                    port: s.port,
-                    rtcp_port: s.rtcp_port,
-                    interface: s.interface,
-                    silence_ms: s.silence_ms,
-                })
-            })
-            .collect::<PyResult<Vec<SourceConfig>>>()?;
+        let streams = streams.into_iter().map(SourceStream::config).collect::<PyResult<Vec<SourceConfig>>>()?;
         Ok(self.inner.add_mountpoint(mountpoint_id, &streams)?)
     }
 
@@ -127,52 +193,49 @@ impl Engine {
         Ok(py.detach(|| self.inner.remove_mountpoint(mountpoint_id))?)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn add_viewer(
+    fn add_peer(
         &self,
-        py: Python<'_>,
-        viewer_id: u64,
-        mountpoint_id: u64,
+        peer_id: u64,
         address: (String, i64),
         srtp_profile: &str,
         local_master_key: &[u8],
         remote_master_key: &[u8],
-        streams: Vec<ViewerStream>,
     ) -> PyResult<()> {
-        let streams = viewer_stream_configs(streams);
-        Ok(py.detach(|| {
-            self.inner.add_viewer(
-                viewer_id,
-                mountpoint_id,
-                (&address.0, address.1),
-                srtp_profile,
-                local_master_key,
-                remote_master_key,
-                &streams,
-            )
-        })?)
+        let profile = parse_peer_profile(srtp_profile)?;
+        let address = parse_address(&self.inner, address)?;
+        Ok(self.inner.add_peer(peer_id, address, profile, local_master_key, remote_master_key)?)
     }
 
-    fn remove_viewer(&self, viewer_id: u64) -> PyResult<()> {
-        Ok(self.inner.remove_viewer(viewer_id)?)
+    fn remove_peer(&self, peer_id: u64) -> PyResult<()> {
+        Ok(self.inner.remove_peer(peer_id)?)
     }
 
-    fn set_viewer_address(&self, viewer_id: u64, address: (String, i64)) -> PyResult<()> {
-        Ok(self.inner.set_viewer_address(viewer_id, (&address.0, address.1))?)
+    fn set_peer_address(&self, peer_id: u64, address: (String, i64)) -> PyResult<()> {
+        let address = parse_address(&self.inner, address)?;
+        Ok(self.inner.set_peer_address(peer_id, address)?)
     }
 
-    fn set_viewer_paused(&self, viewer_id: u64, paused: bool) -> PyResult<()> {
-        Ok(self.inner.set_viewer_paused(viewer_id, paused)?)
+    fn subscribe(&self, py: Python<'_>, peer_id: u64, mountpoint_id: u64, streams: Vec<ViewerStream>) -> PyResult<()> {
+        let streams = viewer_stream_configs(streams)?;
+        Ok(py.detach(|| self.inner.subscribe(peer_id, mountpoint_id, &streams))?)
     }
 
-    fn set_viewer_stream_paused(&self, viewer_id: u64, index: i64, paused: bool) -> PyResult<()> {
-        Ok(self.inner.set_viewer_stream_paused(viewer_id, index, paused)?)
+    fn unsubscribe(&self, peer_id: u64) -> PyResult<()> {
+        Ok(self.inner.unsubscribe(peer_id)?)
     }
 
-    #[pyo3(signature = (viewer_id, index, extension_id, min_ms, max_ms))]
-    fn set_viewer_playout_delay(
+    fn set_paused(&self, peer_id: u64, paused: bool) -> PyResult<()> {
+        Ok(self.inner.set_paused(peer_id, paused)?)
+    }
+
+    fn set_stream_paused(&self, peer_id: u64, index: i64, paused: bool) -> PyResult<()> {
+        Ok(self.inner.set_stream_paused(peer_id, int(index, "stream index")?, paused)?)
+    }
+
+    #[pyo3(signature = (peer_id, index, extension_id, min_ms, max_ms))]
+    fn set_stream_playout_delay(
         &self,
-        viewer_id: u64,
+        peer_id: u64,
         index: i64,
         extension_id: i64,
         min_ms: Option<i64>,
@@ -180,154 +243,48 @@ impl Engine {
     ) -> PyResult<()> {
         let delay_ms = match (min_ms, max_ms) {
             (None, None) => None,
-            (Some(min_ms), Some(max_ms)) => Some((min_ms, max_ms)),
+            (Some(min_ms), Some(max_ms)) => {
+                Some((int(min_ms, "minimum playout delay")?, int(max_ms, "maximum playout delay")?))
+            }
             _ => return Err(PyValueError::new_err("min_ms and max_ms are both None or both set")),
         };
-        Ok(self.inner.set_viewer_playout_delay(viewer_id, index, extension_id, delay_ms)?)
+        let (index, extension_id) = (int(index, "stream index")?, int(extension_id, "playout-delay extension id")?);
+        Ok(self.inner.set_stream_playout_delay(peer_id, index, extension_id, delay_ms)?)
     }
 
-    fn set_viewer_stream_source(&self, viewer_id: u64, index: i64, source_index: i64) -> PyResult<()> {
-        Ok(self.inner.set_viewer_stream_source(viewer_id, index, source_index)?)
+    fn set_stream_source(&self, peer_id: u64, index: i64, source_index: i64) -> PyResult<()> {
+        let (index, source_index) = (int(index, "stream index")?, int(source_index, "source index")?);
+        Ok(self.inner.set_stream_source(peer_id, index, source_index)?)
     }
 
-    #[pyo3(signature = (viewer_id, index, layer))]
-    fn set_viewer_stream_temporal_layer(&self, viewer_id: u64, index: i64, layer: Option<i64>) -> PyResult<()> {
-        Ok(self.inner.set_viewer_stream_temporal_layer(viewer_id, index, layer)?)
+    #[pyo3(signature = (peer_id, index, layer))]
+    fn set_stream_temporal_layer(&self, peer_id: u64, index: i64, layer: Option<i64>) -> PyResult<()> {
+        let layer = layer.map(|layer| int(layer, "temporal layer")).transpose()?;
+        Ok(self.inner.set_stream_temporal_layer(peer_id, int(index, "stream index")?, layer)?)
     }
 
-    fn switch_viewer(
-        &self,
-        py: Python<'_>,
-        viewer_id: u64,
-        mountpoint_id: u64,
-        streams: Vec<ViewerStream>,
-    ) -> PyResult<()> {
-        let streams = viewer_stream_configs(streams);
-        Ok(py.detach(|| self.inner.switch_viewer(viewer_id, mountpoint_id, &streams))?)
+    fn receive_rtcp(&self, peer_id: u64, packet: &[u8]) -> PyResult<RtcpReport> {
+        Ok(self.inner.receive_rtcp(peer_id, packet)?)
     }
 
-    fn unprotect_rtcp<'py>(&self, py: Python<'py>, viewer_id: u64, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        let plain = self.inner.unprotect_rtcp(viewer_id, packet)?;
-        Ok(PyBytes::new(py, &plain))
-    }
-
-    fn send_rtcp(&self, viewer_id: u64, packet: &[u8]) -> PyResult<()> {
-        Ok(self.inner.send_rtcp(viewer_id, packet)?)
+    fn send_rtcp(&self, peer_id: u64, packet: &[u8]) -> PyResult<()> {
+        Ok(self.inner.send_rtcp(peer_id, packet)?)
     }
 
     fn send_source_remb(&self, mountpoint_id: u64, index: i64, bitrate: u64) -> PyResult<bool> {
-        Ok(self.inner.send_source_remb(mountpoint_id, index, bitrate)?)
+        Ok(self.inner.send_source_remb(mountpoint_id, int(index, "stream index")?, bitrate)?)
     }
 
-    fn viewer_stats<'py>(&self, py: Python<'py>, viewer_id: u64) -> PyResult<Bound<'py, PyDict>> {
-        let ViewerStats {
-            packets,
-            bytes,
-            rtcp_packets,
-            retransmissions,
-            nacked,
-            gso_refused,
-            dropped,
-            send_errors,
-            paused,
-            worker,
-            source_switches,
-        } = self.inner.viewer_stats(viewer_id)?;
-        let stats = PyDict::new(py);
-        stats.set_item("packets", packets)?;
-        stats.set_item("bytes", bytes)?;
-        stats.set_item("rtcp_packets", rtcp_packets)?;
-        stats.set_item("retransmissions", retransmissions)?;
-        stats.set_item("nacked", nacked)?;
-        stats.set_item("gso_refused", gso_refused)?;
-        stats.set_item("dropped", dropped)?;
-        stats.set_item("send_errors", send_errors)?;
-        stats.set_item("paused", paused)?;
-        stats.set_item("worker", worker)?;
-        stats.set_item("source_switches", source_switches)?;
-        Ok(stats)
+    fn peer_stats(&self, peer_id: u64) -> PyResult<PeerStats> {
+        Ok(self.inner.peer_stats(peer_id)?)
     }
 
-    fn mountpoint_stats<'py>(&self, py: Python<'py>, mountpoint_id: u64) -> PyResult<Bound<'py, PyDict>> {
-        let MountpointStats { packets, bytes, malformed, viewers, streams, sent } =
-            self.inner.mountpoint_stats(mountpoint_id)?;
-        let stream_list = PyList::empty(py);
-        for stream in streams {
-            let entry = PyDict::new(py);
-            entry.set_item("index", stream.index)?;
-            entry.set_item("port", stream.port)?;
-            entry.set_item("packets", stream.packets)?;
-            entry.set_item("bytes", stream.bytes)?;
-            entry.set_item("malformed", stream.malformed)?;
-            entry.set_item("overruns", stream.overruns)?;
-            entry.set_item("last_packet_age_ms", stream.last_packet_age_ms)?;
-            entry.set_item("rtcp_port", stream.rtcp_port)?;
-            entry.set_item("rtcp_packets", stream.rtcp_packets)?;
-            entry.set_item("plis_forwarded", stream.plis_forwarded)?;
-            entry.set_item("keyframe_requests", stream.keyframe_requests)?;
-            entry.set_item("rembs_sent", stream.rembs_sent)?;
-            entry.set_item("undecryptable", stream.ingest.undecryptable)?;
-            entry.set_item("collisions", stream.ingest.collisions)?;
-            entry.set_item("parameter_sets_inserted", stream.ingest.parameter_sets_inserted)?;
-            entry.set_item("skew_dropped", stream.ingest.skew_dropped)?;
-            entry.set_item("skew_ms", stream.ingest.skew_ms)?;
-            let sender_report = match stream.sender_report {
-                Some((ntp_time, rtp_timestamp, age_ms)) => {
-                    let report = PyDict::new(py);
-                    report.set_item("ntp_time", ntp_time)?;
-                    report.set_item("rtp_timestamp", rtp_timestamp)?;
-                    report.set_item("age_ms", age_ms)?;
-                    Some(report)
-                }
-                None => None,
-            };
-            entry.set_item("sender_report", sender_report)?;
-            let cache = match stream.cache {
-                Some(cache) => {
-                    let entry = PyDict::new(py);
-                    entry.set_item("keyframe", cache.keyframe)?;
-                    entry.set_item("packets", cache.packets)?;
-                    entry.set_item("bytes", cache.bytes)?;
-                    entry.set_item("overflows", cache.overflows)?;
-                    Some(entry)
-                }
-                None => None,
-            };
-            entry.set_item("keyframe_cache", cache)?;
-            stream_list.append(entry)?;
-        }
-        let stats = PyDict::new(py);
-        stats.set_item("packets", packets)?;
-        stats.set_item("bytes", bytes)?;
-        stats.set_item("malformed", malformed)?;
-        stats.set_item("viewers", viewers)?;
-        stats.set_item("streams", stream_list)?;
-        stats.set_item("sent_packets", sent.packets)?;
-        stats.set_item("sent_bytes", sent.bytes)?;
-        stats.set_item("retransmissions", sent.retransmissions)?;
-        stats.set_item("dropped", sent.dropped)?;
-        stats.set_item("send_errors", sent.send_errors)?;
-        Ok(stats)
+    fn mountpoint_stats(&self, mountpoint_id: u64) -> PyResult<MountpointStats> {
+        Ok(self.inner.mountpoint_stats(mountpoint_id)?)
     }
 
-    fn worker_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let list = PyList::empty(py);
-        for worker in self.inner.worker_stats()? {
-            let WorkerStats { index, core, viewers, busy_ns, passes, source_packets, messages, flushes, overruns } =
-                worker;
-            let entry = PyDict::new(py);
-            entry.set_item("index", index)?;
-            entry.set_item("core", core)?;
-            entry.set_item("viewers", viewers)?;
-            entry.set_item("busy_ns", busy_ns)?;
-            entry.set_item("passes", passes)?;
-            entry.set_item("source_packets", source_packets)?;
-            entry.set_item("messages", messages)?;
-            entry.set_item("flushes", flushes)?;
-            entry.set_item("overruns", overruns)?;
-            list.append(entry)?;
-        }
-        Ok(list)
+    fn worker_stats(&self) -> PyResult<Vec<WorkerStats>> {
+        Ok(self.inner.worker_stats()?)
     }
 
     fn close(&self, py: Python<'_>) {
@@ -349,7 +306,7 @@ impl Engine {
     }
 
     fn set_source_silence(&self, mountpoint_id: u64, index: i64, silence_ms: i64) -> PyResult<()> {
-        Ok(self.inner.set_source_silence(mountpoint_id, index, silence_ms)?)
+        Ok(self.inner.set_source_silence(mountpoint_id, int(index, "stream index")?, self::silence_ms(silence_ms)?)?)
     }
 }
 
@@ -453,13 +410,6 @@ pub fn add_event_classes(module: &Bound<'_, PyModule>) -> PyResult<()> {
 }
 
 // --- end of events ---
-
-fn viewer_stream_configs(streams: Vec<ViewerStream>) -> Vec<ViewerStreamConfig> {
-    streams
-        .into_iter()
-        .map(|s| ViewerStreamConfig { index: s.index, ssrc: s.ssrc, payload_type: s.payload_type })
-        .collect()
-}
 
 fn parse_send_mode(name: &str) -> PyResult<SendMode> {
     SendMode::from_name(name).ok_or_else(|| {

@@ -187,7 +187,8 @@ def measure_engine(rig: Rig, name: str, profile: SrtpProfile, send_mode: SendMod
         ])
         key = bytes(range(KEY_LENGTH[profile]))
         for viewer_id, (host, port) in enumerate(rig.addresses):
-            engine.add_viewer(viewer_id, 1, (host, port), profile, key, key, [
+            engine.add_peer(viewer_id, (host, port), profile, key, key)
+            engine.subscribe(viewer_id, 1, [
                 {"index": 0, "ssrc": 0x1000 + viewer_id, "payload_type": 96},
                 {"index": 1, "ssrc": 0x2000 + viewer_id, "payload_type": 111},
             ])
@@ -198,15 +199,15 @@ def measure_engine(rig: Rig, name: str, profile: SrtpProfile, send_mode: SendMod
 
             def snapshot() -> dict[str, float]:
                 stats = engine.mountpoint_stats(1)
-                rtcp = sum(engine.viewer_stats(v)["rtcp_packets"] for v in range(len(rig.addresses)))
+                rtcp = sum(engine.peer_stats(v).rtcp_packets for v in range(len(rig.addresses)))
                 delivered, dropped = udp_counters()
                 return {
                     "time": time.monotonic(), "kernel": delivered + dropped, "cpu": engine_cpu_ns(),
                     "video": source.video_packets, "audio": source.audio_packets, "rtcp": rtcp,
-                    "sent_packets": stats["sent_packets"], "sent_bytes": stats["sent_bytes"],
-                    "busy": sum(w["busy_ns"] for w in engine.worker_stats()),
-                    "messages": sum(w["messages"] for w in engine.worker_stats()),
-                    "overruns": sum(s["overruns"] for s in stats["streams"]),
+                    "sent_packets": stats.sent_packets, "sent_bytes": stats.sent_bytes,
+                    "busy": sum(w.busy_ns for w in engine.worker_stats()),
+                    "messages": sum(w.messages for w in engine.worker_stats()),
+                    "overruns": sum(s.overruns for s in stats.streams),
                 }
 
             before = snapshot()

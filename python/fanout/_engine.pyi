@@ -11,7 +11,7 @@ SRTP profile names are the RFC names: "AEAD_AES_128_GCM" and
 DTLS-SRTP (16 + 12 bytes for GCM, 16 + 14 bytes for CM).
 """
 
-from typing import Literal, NotRequired, Self, TypeAlias, TypedDict, final
+from typing import Literal, NotRequired, Self, TypeAlias, TypedDict, final, type_check_only
 
 SrtpProfile: TypeAlias = Literal["AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80"]
 # What a source may use besides (keys given out of band, as SDES does): the
@@ -20,6 +20,7 @@ SourceSrtpProfile: TypeAlias = SrtpProfile | Literal["AES_CM_128_HMAC_SHA1_32"]
 SendMode: TypeAlias = Literal["gso", "sendmmsg", "sendto"]
 MediaKind: TypeAlias = Literal["audio", "video", "data"]
 
+@type_check_only
 class SourceStream(TypedDict):
     """One RTP input of a mountpoint: a UDP port the engine binds and reads."""
 
@@ -63,6 +64,7 @@ class SourceStream(TypedDict):
     # its next packet. Changed later with Engine.set_source_silence.
     silence_ms: NotRequired[int]
 
+@type_check_only
 class ViewerStream(TypedDict):
     """What one viewer receives of one source stream."""
 
@@ -70,78 +72,196 @@ class ViewerStream(TypedDict):
     ssrc: int  # the SSRC this viewer sees (announced in its SDP)
     payload_type: int  # the payload type this viewer sees
 
-class SenderReport(TypedDict):
-    ntp_time: int  # 64-bit NTP timestamp from the source's latest sender report
-    rtp_timestamp: int
-    age_ms: int  # since it arrived
+# The stats classes: frozen, built by the engine, every field a read-only attribute.
 
-class KeyframeCache(TypedDict):
+@final
+class SenderReportStats:
+    """A source's latest sender report."""
+
+    @property
+    def ntp_time(self) -> int: ...  # 64-bit NTP timestamp from the source's latest sender report
+    @property
+    def rtp_timestamp(self) -> int: ...
+    @property
+    def age_ms(self) -> int: ...  # since it arrived
+
+@final
+class KeyframeCacheStats:
     """A video stream's packets since its latest keyframe (vp8, vp9, h264)."""
 
-    keyframe: bool  # it holds one: a viewer starting now starts at once
-    packets: int
-    bytes: int
-    overflows: int  # groups of pictures let go for growing past 8 MB, 8192 packets or 5 s
+    @property
+    def keyframe(self) -> bool: ...  # it holds one: a viewer starting now starts at once
+    @property
+    def packets(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def overflows(self) -> int: ...  # groups of pictures let go for growing past 8 MB, 8192 packets or 5 s
 
-class StreamStats(TypedDict):
-    index: int
-    port: int
-    packets: int
-    bytes: int
-    malformed: int  # datagrams that were not RTP, dropped and counted
-    overruns: int  # packets a worker could not take (its ring was full: the worker is overloaded)
-    last_packet_age_ms: int | None  # None until the first packet arrives
-    rtcp_port: int | None  # the bound RTCP port, None without one
-    rtcp_packets: int  # RTCP packets received from the source
-    plis_forwarded: int  # viewers' PLI/FIR sent on to the source as PLI (rate limited)
-    keyframe_requests: int  # PLIs the engine sent because a viewer started with no keyframe cached
-    rembs_sent: int  # bitrate estimates sent to the source (send_source_remb)
-    sender_report: SenderReport | None  # the source's latest, None before one
-    keyframe_cache: KeyframeCache | None  # None for streams without one (audio, data, other codecs)
-    undecryptable: int  # SRTP packets that failed authentication or replay checks, dropped
-    collisions: int  # packets with another SSRC than the one holding the stream, dropped
-    parameter_sets_inserted: int  # H.264 parameter set packets put before keyframes
-    skew_dropped: int  # audio packets dropped to pull a fast source clock back
-    skew_ms: int  # how far skew compensation has moved the timestamps (negative: back)
+@final
+class StreamStats:
+    """One source stream of a mountpoint."""
 
-class MountpointStats(TypedDict):
-    packets: int  # received from the sources
-    bytes: int
-    malformed: int
-    viewers: int
-    streams: list[StreamStats]
-    sent_packets: int  # RTP packets sent to all its viewers (summed over workers)
-    sent_bytes: int  # SRTP bytes sent, retransmissions included
-    retransmissions: int
-    dropped: int
-    send_errors: int
+    @property
+    def index(self) -> int: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def packets(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def malformed(self) -> int: ...  # datagrams that were not RTP, dropped and counted
+    @property
+    def overruns(self) -> int: ...  # packets a worker could not take (its ring was full: the worker is overloaded)
+    @property
+    def last_packet_age_ms(self) -> int | None: ...  # None until the first packet arrives
+    @property
+    def rtcp_port(self) -> int | None: ...  # the bound RTCP port, None without one
+    @property
+    def rtcp_packets(self) -> int: ...  # RTCP packets received from the source
+    @property
+    def plis_forwarded(self) -> int: ...  # viewers' PLI/FIR sent on to the source as PLI (rate limited)
+    @property
+    def keyframe_requests(self) -> int: ...  # PLIs the engine sent because a viewer started with no keyframe cached
+    @property
+    def rembs_sent(self) -> int: ...  # bitrate estimates sent to the source (send_source_remb)
+    @property
+    def sender_report(self) -> SenderReportStats | None: ...  # the source's latest, None before one
+    @property
+    def keyframe_cache(self) -> KeyframeCacheStats | None: ...  # None for streams without one (audio, data, other codecs)
+    @property
+    def undecryptable(self) -> int: ...  # SRTP packets that failed authentication or replay checks, dropped
+    @property
+    def collisions(self) -> int: ...  # packets with another SSRC than the one holding the stream, dropped
+    @property
+    def parameter_sets_inserted(self) -> int: ...  # H.264 parameter set packets put before keyframes
+    @property
+    def skew_dropped(self) -> int: ...  # audio packets dropped to pull a fast source clock back
+    @property
+    def skew_ms(self) -> int: ...  # how far skew compensation has moved the timestamps (negative: back)
 
-class ViewerStats(TypedDict):
-    packets: int  # RTP packets sent (retransmissions apart)
-    bytes: int  # SRTP bytes sent, retransmissions included
-    rtcp_packets: int  # RTCP (sender reports, ...) sent
-    retransmissions: int  # RTP packets sent again after a NACK
-    nacked: int  # sequence numbers the viewer's NACKs asked for
-    gso_refused: int  # GSO sends the kernel refused (the viewer then gets single datagrams)
-    dropped: int  # packets not sent (socket buffer full, send error)
-    send_errors: int
-    paused: bool
-    worker: int  # the index of the worker that serves it
-    source_switches: int  # streams moved to another source stream (set_viewer_stream_source), once moved
+@final
+class MountpointStats:
+    @property
+    def packets(self) -> int: ...  # received from the sources
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def malformed(self) -> int: ...
+    @property
+    def viewers(self) -> int: ...  # peers subscribed to it
+    @property
+    def streams(self) -> list[StreamStats]: ...
+    @property
+    def sent_packets(self) -> int: ...  # RTP packets sent to all its viewers (summed over workers)
+    @property
+    def sent_bytes(self) -> int: ...  # SRTP bytes sent, retransmissions included
+    @property
+    def retransmissions(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def send_errors(self) -> int: ...
 
-class WorkerStats(TypedDict):
+@final
+class PeerStats:
+    """What the engine sent one peer; counters only grow."""
+
+    @property
+    def packets(self) -> int: ...  # RTP packets sent (retransmissions apart)
+    @property
+    def bytes(self) -> int: ...  # SRTP bytes sent, retransmissions included
+    @property
+    def rtcp_packets(self) -> int: ...  # RTCP (sender reports, ...) sent
+    @property
+    def retransmissions(self) -> int: ...  # RTP packets sent again after a NACK
+    @property
+    def nacked(self) -> int: ...  # sequence numbers the viewer's NACKs asked for
+    @property
+    def gso_refused(self) -> int: ...  # GSO sends the kernel refused (the viewer then gets single datagrams)
+    @property
+    def dropped(self) -> int: ...  # packets not sent (socket buffer full, send error)
+    @property
+    def send_errors(self) -> int: ...
+    @property
+    def paused(self) -> bool: ...
+    @property
+    def worker(self) -> int | None: ...  # the index of the worker that sends it media, None while not subscribed
+    @property
+    def source_switches(self) -> int: ...  # streams moved to another source stream (set_stream_source), once moved
+
+@final
+class WorkerStats:
     """One worker's load; counters only grow."""
 
-    index: int
-    core: int | None  # the core it is pinned to, None if not pinned
-    viewers: int
-    busy_ns: int  # time spent working rather than waiting
-    passes: int  # wake-ups that found packets
-    source_packets: int  # source packets taken (each fans out to its viewers)
-    messages: int  # messages handed to the kernel (one GSO message carries many datagrams)
-    flushes: int  # sendmmsg calls (sendto mode: batches of single sends)
-    overruns: int  # source packets lost because its ring was full
+    @property
+    def index(self) -> int: ...
+    @property
+    def core(self) -> int | None: ...  # the core it is pinned to, None if not pinned
+    @property
+    def viewers(self) -> int: ...  # peers subscribed to it
+    @property
+    def busy_ns(self) -> int: ...  # time spent working rather than waiting
+    @property
+    def passes(self) -> int: ...  # wake-ups that found packets
+    @property
+    def source_packets(self) -> int: ...  # source packets taken (each fans out to its viewers)
+    @property
+    def messages(self) -> int: ...  # messages handed to the kernel (one GSO message carries many datagrams)
+    @property
+    def flushes(self) -> int: ...  # sendmmsg calls (sendto mode: batches of single sends)
+    @property
+    def overruns(self) -> int: ...  # source packets lost because its ring was full
 
+@final
+class ReceptionReport:
+    """A report block of a peer's receiver (or sender) report (RFC 3550 section 6.4.1)."""
+
+    @property
+    def ssrc(self) -> int: ...  # the stream it is about
+    @property
+    def fraction_lost(self) -> int: ...  # since the previous report, in 256ths
+    @property
+    def packets_lost(self) -> int: ...  # cumulative, signed
+    @property
+    def highest_sequence(self) -> int: ...  # extended highest sequence number received
+    @property
+    def jitter(self) -> int: ...  # in RTP timestamp units
+    @property
+    def last_sr(self) -> int: ...  # middle 32 bits of the NTP time of the last sender report received
+    @property
+    def delay_since_last_sr(self) -> int: ...  # in 1/65536 s
+
+@final
+class Remb:
+    """A receiver's bitrate estimate (draft-alvestrand-rmcat-remb)."""
+
+    @property
+    def bitrate(self) -> int: ...  # bits per second
+    @property
+    def ssrcs(self) -> list[int]: ...  # the streams it is about
+
+@final
+class RtcpReport:
+    """What the engine saw in one RTCP packet from a peer, and what it did about it."""
+
+    @property
+    def nacks(self) -> int: ...  # sequence numbers its Generic NACKs asked for (about any SSRC)
+    @property
+    def retransmitted(self) -> int: ...  # of those, the ones about its streams, handed to its worker to resend
+    @property
+    def plis_forwarded(self) -> int: ...  # PLIs/FIRs about its streams sent on to a source (rate limited)
+    @property
+    def keyframe_requests(self) -> int: ...  # PLIs and FIRs in it
+    @property
+    def receiver_reports(self) -> list[ReceptionReport]: ...  # report blocks of its RR (and SR)
+    @property
+    def remb(self) -> Remb | None: ...  # its bitrate estimate, if it carried one
+    @property
+    def other(self) -> int: ...  # packets of other types (SDES, BYE, XR, other feedback...)
+
+@type_check_only
 class SendCost(TypedDict):
     packets: int
     bytes: int
@@ -149,6 +269,7 @@ class SendCost(TypedDict):
     cpu_ns: int  # CPU time of the sending thread
     wall_ns: int
 
+@final
 class Engine:
     """The data plane. One per server process.
 
@@ -159,8 +280,9 @@ class Engine:
     Threads: one receiver (reads every source socket, copies each RTP packet
     once into a shared buffer) and one worker per core in ``cores`` (default:
     every core the process may run on), pinned to it unless ``pin`` is False.
-    Each viewer belongs to the worker with the fewest viewers when it is
-    added; the worker rewrites, protects and sends its viewers' packets itself.
+    Each subscribed peer belongs to the worker with the fewest of them when it
+    first subscribes; the worker rewrites, protects and sends its peers' packets
+    itself.
 
     ``send_mode`` is for tests and benchmarks: "gso" (default: sendmmsg, runs
     of equal-size packets to one viewer merged by UDP GSO, falling back to
@@ -170,14 +292,14 @@ class Engine:
     After close() every method but close() raises RuntimeError.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         webrtc_socket_fd: int,
         *,
         cores: list[int] | None = None,
         pin: bool = True,
         send_mode: SendMode = "gso",
-    ) -> None:
+    ) -> Engine:
         """Raises OSError (EBADF) for a descriptor that is not open, ValueError
         for one that is not an IPv4/IPv6 UDP socket, for an empty ``cores``, a
         core listed twice or (when pinning) one the process may not run on, and
@@ -193,24 +315,36 @@ class Engine:
         streams are counted but not forwarded to viewers."""
     def remove_mountpoint(self, mountpoint_id: int) -> None:
         """Close the source ports (closed when this returns, so the ports can be
-        bound again at once); the mountpoint's viewers are removed too. Unknown
+        bound again at once); its peers are unsubscribed (they stay). Unknown
         ids are ignored."""
-    def add_viewer(
+    # Peers: owned by the core, one per WebRTC PeerConnection (id: the handle id),
+    # from DTLS up to hangup. A peer without a subscription gets no media but
+    # takes and sends RTCP.
+    def add_peer(
         self,
-        viewer_id: int,
-        mountpoint_id: int,
+        peer_id: int,
         address: tuple[str, int],
         srtp_profile: SrtpProfile,
         local_master_key: bytes,
         remote_master_key: bytes,
-        streams: list[ViewerStream],
     ) -> None:
-        """Start sending the mountpoint's streams to a viewer whose DTLS-SRTP is up.
+        """A peer whose DTLS-SRTP is up: ``local_master_key`` protects what the
+        engine sends it, ``remote_master_key`` unprotects the SRTCP it sends.
+        ValueError for a duplicate peer id, a bad key length, an unknown profile,
+        or an address the WebRTC socket cannot send to (or port 0)."""
+    def remove_peer(self, peer_id: int) -> None:
+        """The peer goes, its subscription too. Unknown ids are ignored."""
+    def set_peer_address(self, peer_id: int, address: tuple[str, int]) -> None:
+        """The peer's ICE-nominated address changed. KeyError for an unknown peer."""
+    # Subscriptions: owned by the plugin; they need a peer.
+    def subscribe(self, peer_id: int, mountpoint_id: int, streams: list[ViewerStream]) -> None:
+        """Start sending the mountpoint's ``streams`` to the peer, or, if it is
+        subscribed already, move it to ``mountpoint_id`` without renegotiation.
 
-        ``local_master_key`` protects what the engine sends; ``remote_master_key``
-        unprotects the SRTCP the viewer sends. Each stream's sequence number and
-        timestamp start at random values and stay continuous across pauses,
-        switches and source restarts; sender reports go out about once a second.
+        The first subscription puts the peer on the worker with the fewest
+        subscribed peers. Each stream's sequence number and timestamp start at
+        random values and stay continuous across pauses, moves and source
+        restarts; sender reports go out about once a second.
 
         Instant start: video (vp8, vp9, h264; other video codecs start at once)
         starts with a burst of the stream's keyframe cache (every packet since the
@@ -223,97 +357,96 @@ class Engine:
         no keyframe cached (or a burst that cannot catch up with the live
         stream), video waits for the next keyframe, and the source is asked for
         one if the stream has an RTCP port. Audio starts live.
-        Waits until the receiver sends the mountpoint's packets to the viewer's
+        Waits until the receiver sends the mountpoint's packets to the peer's
         worker (releases the GIL; microseconds).
-        Raises KeyError for an unknown mountpoint, ValueError for a duplicate
-        viewer id, a bad key length, an unknown profile, a stream index the
-        mountpoint lacks, an ssrc or payload type out of range, or an address
-        the WebRTC socket cannot send to."""
-    def remove_viewer(self, viewer_id: int) -> None:
-        """Stop sending and free the viewer's state. Unknown ids are ignored."""
-    def set_viewer_address(self, viewer_id: int, address: tuple[str, int]) -> None:
-        """The viewer's ICE-nominated address changed. KeyError for an unknown viewer."""
-    def set_viewer_paused(self, viewer_id: int, paused: bool) -> None:
-        """Pause or resume sending; resumed video starts from the keyframe cache
-        (as add_viewer). KeyError for an unknown viewer."""
-    def set_viewer_stream_paused(self, viewer_id: int, index: int, paused: bool) -> None:
+
+        A move (``switch``): the streams become ``streams`` (indexes of the new
+        mountpoint, payload types rewritten to the given ones). A stream whose
+        ``ssrc`` the peer had goes on with that stream's numbering: same SSRC, the
+        next sequence number, the timestamp advanced by the wall-clock time since
+        its last packet (as across a source restart); its send switch carries
+        over. Video starts from the new mountpoint's keyframe cache. Keys,
+        address, worker and peer counters stay; the mountpoints' counters move.
+
+        KeyError for an unknown peer or mountpoint, ValueError for a stream index
+        the mountpoint lacks (or listed twice), an ssrc or payload type out of
+        range or listed twice; on error nothing changes."""
+    def unsubscribe(self, peer_id: int) -> None:
+        """Stop sending media to the peer; the peer stays (its RTCP goes on, and it
+        may subscribe again). Unknown or unsubscribed peers are ignored."""
+    def set_paused(self, peer_id: int, paused: bool) -> None:
+        """Pause or resume sending (kept across subscriptions); resumed video starts
+        from the keyframe cache (as subscribe). KeyError for an unknown peer."""
+    def set_stream_paused(self, peer_id: int, index: int, paused: bool) -> None:
         """The per-stream send switch (``configure`` with ``streams: [{mid, send}]``):
-        stop or resume sending the viewer's stream that takes SourceStream
+        stop or resume sending the peer's stream that takes SourceStream
         ``index``. Sequence numbers and timestamps stay continuous (a resumed
         stream goes on at the next sequence number, its timestamp advanced by
         the time paused); resumed video starts from the keyframe cache. No
-        sender reports for a paused stream. Independent of set_viewer_paused
-        (a viewer pause stops every stream; its resume leaves paused streams
-        paused). KeyError for an unknown viewer, ValueError if the viewer has no
-        stream ``index``."""
-    def set_viewer_playout_delay(
-        self, viewer_id: int, index: int, extension_id: int, min_ms: int | None, max_ms: int | None
+        sender reports for a paused stream. Independent of set_paused
+        (a peer pause stops every stream; its resume leaves paused streams
+        paused). KeyError for an unknown peer, ValueError if the peer is not
+        subscribed or has no stream ``index``."""
+    def set_stream_playout_delay(
+        self, peer_id: int, index: int, extension_id: int, min_ms: int | None, max_ms: int | None
     ) -> None:
         """The playout-delay RTP header extension
-        (http://www.webrtc.org/experiments/rtp-hdrext/playout-delay) on the viewer's
+        (http://www.webrtc.org/experiments/rtp-hdrext/playout-delay) on the peer's
         stream that takes SourceStream ``index``: from the next packet on, every packet
         of it (retransmissions and keyframe-cache bursts too) carries, as its only
         header extension (RFC 8285 one-byte header, id ``extension_id`` as the
-        viewer's SDP negotiated it), ``min_ms`` and ``max_ms`` rounded down to 10 ms
+        peer's SDP negotiated it), ``min_ms`` and ``max_ms`` rounded down to 10 ms
         units. Both None: no extension. The source's own header extensions never
-        reach viewers (their ids are the source's). Kept across switch_viewer for a
-        stream that keeps its SSRC. KeyError for an unknown viewer; ValueError if the
-        viewer has no stream ``index``, for an id outside 1..14, a delay outside
-        0..40950 ms, ``min_ms`` above ``max_ms``, or only one of them None."""
-    def set_viewer_stream_source(self, viewer_id: int, index: int, source_index: int) -> None:
-        """Simulcast (``configure`` with ``substream``): move the viewer's stream
+        reach peers (their ids are the source's). Kept across a move to another
+        mountpoint for a stream that keeps its SSRC. KeyError for an unknown peer;
+        ValueError if the peer is not subscribed or has no stream ``index``, for an
+        id outside 1..14, a delay outside 0..40950 ms, ``min_ms`` above ``max_ms``,
+        or only one of them None."""
+    def set_stream_source(self, peer_id: int, index: int, source_index: int) -> None:
+        """Simulcast (``configure`` with ``substream``): move the peer's stream
         that takes SourceStream ``index`` to SourceStream ``source_index`` of the
         same mountpoint (another encoding of the same video: same kind, codec
         and clock rate); from now on the stream is known by ``source_index``.
         The move happens at the new source's next keyframe (its RTCP port, if
         it has one, is asked for one); the old source goes on until then, and
-        ViewerStats' source_switches counts the move when it happens. A stream
+        PeerStats' source_switches counts the move when it happens. A stream
         that sent nothing yet, or is paused, moves at once (started video then
-        starts from the new source's keyframe cache, as add_viewer); a viewer
-        paused with set_viewer_paused takes a waiting move when resumed. Sequence
+        starts from the new source's keyframe cache, as subscribe); a peer
+        paused with set_paused takes a waiting move when resumed. Sequence
         numbers and timestamps stay continuous (the timestamp advanced by the
         time since the last packet); for VP8 the picture IDs and TL0PICIDX of
         the new source are renumbered to follow the last ones sent. Moving
         back to the current source before the move happened cancels it.
-        KeyError for an unknown viewer, ValueError if the viewer has no stream
+        KeyError for an unknown peer, ValueError if the peer has no stream
         ``index``, already takes ``source_index`` with another stream, or the
         mountpoint has no such stream of the same kind and codec."""
-    def set_viewer_stream_temporal_layer(self, viewer_id: int, index: int, layer: int | None) -> None:
-        """VP8 temporal layers (``configure`` with ``temporal``): the viewer's
+    def set_stream_temporal_layer(self, peer_id: int, index: int, layer: int | None) -> None:
+        """VP8 temporal layers (``configure`` with ``temporal``): the peer's
         stream that takes SourceStream ``index`` gets only the packets whose
         payload descriptor's TID (RFC 7741) is at most ``layer`` (None: every
         layer), from the next frame of the base layer on; the packets sent are
-        renumbered so the viewer sees no gap (packets that arrive out of order
+        renumbered so the peer sees no gap (packets that arrive out of order
         are not); NACKs find their packets across the last 32 renumberings.
         Packets without a TID count as layer 0. The cap stays across
-        set_viewer_stream_source. KeyError for an unknown viewer,
-        ValueError if the viewer has no stream ``index``, it is not VP8, or
+        set_stream_source. KeyError for an unknown peer,
+        ValueError if the peer has no stream ``index``, it is not VP8, or
         ``layer`` is outside 0..=3."""
-    def switch_viewer(self, viewer_id: int, mountpoint_id: int, streams: list[ViewerStream]) -> None:
-        """Move a viewer to another mountpoint without renegotiation (``switch``):
-        its streams become ``streams`` (indexes of the new mountpoint, payload
-        types rewritten to the given ones). A stream whose ``ssrc`` the viewer
-        had goes on with that stream's numbering: same SSRC, the next sequence
-        number, the timestamp advanced by the wall-clock time since its last
-        packet (as across a source restart); its send switch carries over.
-        Video starts from the new mountpoint's keyframe cache. Keys, address,
-        worker and viewer counters stay; the mountpoints' counters move.
-        KeyError for an unknown viewer or mountpoint, ValueError for a bad
-        stream list (as add_viewer); on error nothing changes."""
-    def unprotect_rtcp(self, viewer_id: int, packet: bytes) -> bytes:
-        """SRTCP from a viewer to plain RTCP. Raises ValueError if it fails
-        authentication, is a replay or is malformed, KeyError for an unknown viewer.
+    def receive_rtcp(self, peer_id: int, packet: bytes) -> RtcpReport:
+        """Take SRTCP from a peer (subscribed or not): unprotect it, act on it and
+        report what it carried. Raises ValueError if it fails authentication, is a
+        replay, or is not RTCP once unprotected; KeyError for an unknown peer.
 
-        Generic NACKs (RFC 4585) in it about the viewer's SSRCs are answered by
+        Generic NACKs (RFC 4585) in it about the peer's SSRCs are answered by
         the engine at once: each packet still in the stream's history (the last
-        1024 sequence numbers) is sent again as the viewer first received it
+        1024 sequence numbers) is sent again as the peer first received it
         (same sequence number, re-protected; no RFC 4588 rtx). PLIs and FIRs
         about its SSRCs go on to the source stream's RTCP port as a PLI, if it has
         one (at most one per stream per second; counted as plis_forwarded). The
-        plain RTCP is still returned, for the control plane to count or act on (REMB)."""
-    def send_rtcp(self, viewer_id: int, packet: bytes) -> None:
-        """Protect plain (compound) RTCP with the viewer's SRTCP context and send it.
-        ValueError if ``packet`` is not RTCP, KeyError for an unknown viewer."""
+        control plane never parses a peer's RTCP itself."""
+    def send_rtcp(self, peer_id: int, packet: bytes) -> None:
+        """Protect plain (compound) RTCP with the peer's SRTCP context and send it
+        (subscribed or not). ValueError if ``packet`` is not RTCP, KeyError for an
+        unknown peer."""
     def send_source_remb(self, mountpoint_id: int, index: int, bitrate: int) -> bool:
         """Send a bitrate estimate (RR + REMB, ``bitrate`` in bits per second)
         about the source's SSRC to stream ``index``'s source through its RTCP
@@ -321,8 +454,8 @@ class Engine:
         where to send yet (no RTP or RTCP from it). KeyError for an unknown
         mountpoint, ValueError for a stream it lacks or one without an RTCP port,
         OverflowError for a negative bitrate."""
-    def viewer_stats(self, viewer_id: int) -> ViewerStats:
-        """KeyError for an unknown viewer."""
+    def peer_stats(self, peer_id: int) -> PeerStats:
+        """KeyError for an unknown peer."""
     def mountpoint_stats(self, mountpoint_id: int) -> MountpointStats:
         """KeyError for an unknown mountpoint."""
     def worker_stats(self) -> list[WorkerStats]:
@@ -352,8 +485,8 @@ class Engine:
 @final
 class SubstreamMoved:
     """The viewer's stream that took source stream ``index`` takes ``source_index`` now
-    (set_viewer_stream_source: at that stream's keyframe, or at once if it had sent
-    nothing or was paused). ``peer_id`` is the viewer id."""
+    (set_stream_source: at that stream's keyframe, or at once if it had sent
+    nothing or was paused)."""
 
     def __new__(cls, peer_id: int, index: int, source_index: int) -> Self: ...
     @property

@@ -1,7 +1,7 @@
 //! One viewer: where it is, what it receives of each source stream and how
 //! each packet is rewritten for it, its SRTP keys and its counters.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,9 +30,17 @@ pub struct ViewerCounters {
     pub paused: AtomicBool,
     /// Streams moved to another source stream (at its keyframe) as asked.
     pub source_switches: AtomicU64,
+    /// The next SRTCP index of what is sent to the peer: its worker numbers
+    /// its RTCP while it is subscribed, the engine handle while it is not.
+    pub srtcp_index: AtomicU32,
 }
 
 impl ViewerCounters {
+    /// Takes the next SRTCP index (31 bits, RFC 3711 section 3.4).
+    pub fn next_srtcp_index(&self) -> u32 {
+        self.srtcp_index.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff
+    }
+
     pub fn add(counter: &AtomicU64, amount: u64) {
         counter.fetch_add(amount, Ordering::Relaxed);
     }
@@ -765,7 +773,6 @@ pub struct Viewer {
     paused: bool,
     pub streams: Vec<ViewerStream>,
     srtp: SrtpSession,
-    srtcp_index: u32,
     pub next_report_at: Instant,
     /// Bytes of bursts this viewer may be sent now (a token bucket).
     burst_credit: i64,
@@ -802,7 +809,6 @@ impl Viewer {
             paused: false,
             streams,
             srtp,
-            srtcp_index: 0,
             next_report_at: first_report_at,
             burst_credit: BURST_CREDIT_BYTES,
             credit_at: Instant::now(),
@@ -944,11 +950,9 @@ impl Viewer {
         self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()
     }
 
-    /// Protects RTCP with the next SRTCP index.
+    /// Protects RTCP with the peer's next SRTCP index.
     pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
-        let index = self.srtcp_index;
-        self.srtcp_index = (self.srtcp_index + 1) & 0x7fff_ffff;
-        self.srtp.protect_rtcp(buf, len, index)
+        self.srtp.protect_rtcp(buf, len, self.counters.next_srtcp_index())
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use pyo3::pyclass;
+
 pub const CNAME: &[u8] = b"fanout";
 const SENDER_REPORT: u8 = 200;
 const SOURCE_DESCRIPTION: u8 = 202;
@@ -121,6 +123,121 @@ pub fn for_each_psfb(packet: &[u8], mut feedback: impl FnMut(u8, u32, &[u8])) {
     }
 }
 
+const RECEIVER_REPORT: u8 = 201;
+const PSFB_APPLICATION: u8 = 15;
+const REPORT_BLOCK_LEN: usize = 24;
+
+/// A report block of a sender or receiver report (RFC 3550 section 6.4.1):
+/// how one of the peer's streams reaches it.
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceptionReport {
+    /// The SSRC of the stream it is about.
+    pub ssrc: u32,
+    /// Packets lost since the previous report, in 256ths.
+    pub fraction_lost: u8,
+    /// Cumulative, signed (duplicates can make it negative).
+    pub packets_lost: i32,
+    /// Extended highest sequence number received.
+    pub highest_sequence: u32,
+    /// Interarrival jitter, in RTP timestamp units.
+    pub jitter: u32,
+    /// The middle 32 bits of the NTP time of the last sender report received.
+    pub last_sr: u32,
+    /// Since then, in 1/65536 s.
+    pub delay_since_last_sr: u32,
+}
+
+impl ReceptionReport {
+    fn parse(block: &[u8; REPORT_BLOCK_LEN]) -> Self {
+        let word = |at: usize| u32::from_be_bytes([block[at], block[at + 1], block[at + 2], block[at + 3]]);
+        let lost = word(4) & 0x00ff_ffff;
+        Self {
+            ssrc: word(0),
+            fraction_lost: block[4],
+            packets_lost: ((lost << 8) as i32) >> 8, // sign-extend 24 bits
+            highest_sequence: word(8),
+            jitter: word(12),
+            last_sr: word(16),
+            delay_since_last_sr: word(20),
+        }
+    }
+}
+
+/// A Receiver Estimated Maximum Bitrate (draft-alvestrand-rmcat-remb).
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Remb {
+    /// Bits per second.
+    pub bitrate: u64,
+    /// The streams it is about.
+    pub ssrcs: Vec<u32>,
+}
+
+impl Remb {
+    /// The REMB in a payload-specific feedback message's FCI, if it is one.
+    fn parse(fci: &[u8]) -> Option<Self> {
+        let (header, rest) = (fci.get(..8)?, &fci[8.min(fci.len())..]);
+        if &header[..4] != b"REMB" || rest.len() != 4 * usize::from(header[4]) {
+            return None;
+        }
+        let exponent = header[5] >> 2;
+        let mantissa = u64::from(u32::from_be_bytes([0, header[5] & 0x03, header[6], header[7]]));
+        let ssrcs = rest.chunks_exact(4).map(|ssrc| u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]])).collect();
+        Some(Self { bitrate: mantissa.checked_shl(u32::from(exponent)).unwrap_or(u64::MAX), ssrcs })
+    }
+}
+
+/// What a peer's compound RTCP packet says, as far as the control plane
+/// cares: the parts the engine acts on itself are counted, the rest kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RtcpSummary {
+    /// Sequence numbers the Generic NACKs ask for.
+    pub nacks: u64,
+    /// PLIs and FIRs.
+    pub keyframe_requests: u64,
+    /// The report blocks of its receiver (and sender) reports.
+    pub receiver_reports: Vec<ReceptionReport>,
+    /// The last REMB in it.
+    pub remb: Option<Remb>,
+    /// Packets of any other type (SDES, BYE, XR, other feedback...).
+    pub other: u64,
+}
+
+/// Reads a (well-formed, see [`is_rtcp`]) compound RTCP packet; a pure
+/// function of the bytes that stops at the first malformed length.
+pub fn summarize(packet: &[u8]) -> RtcpSummary {
+    let mut summary = RtcpSummary::default();
+    let mut offset = 0;
+    while let Some(header) = packet.get(offset..offset + 4) {
+        let len = 4 * (usize::from(u16::from_be_bytes([header[2], header[3]])) + 1);
+        let Some(body) = packet.get(offset..offset + len) else {
+            break;
+        };
+        let count = header[0] & 0x1f; // report count, or feedback format
+        match (header[1], count) {
+            (SENDER_REPORT | RECEIVER_REPORT, _) => {
+                let blocks_at = if header[1] == SENDER_REPORT { SENDER_REPORT_LEN } else { 8 };
+                let blocks = body.get(blocks_at..).unwrap_or_default();
+                for block in blocks.chunks_exact(REPORT_BLOCK_LEN).take(usize::from(count)) {
+                    summary.receiver_reports.push(ReceptionReport::parse(block.try_into().expect("24 bytes")));
+                }
+            }
+            (TRANSPORT_FEEDBACK, GENERIC_NACK) => {
+                for_each_nack(body, |_, _| summary.nacks += 1);
+            }
+            (PAYLOAD_FEEDBACK, PSFB_PLI | PSFB_FIR) if len >= 12 => summary.keyframe_requests += 1,
+            (PAYLOAD_FEEDBACK, PSFB_APPLICATION) if len >= 12 => match Remb::parse(&body[12..]) {
+                Some(remb) => summary.remb = Some(remb),
+                None => summary.other += 1,
+            },
+            _ => summary.other += 1,
+        }
+        offset += len;
+    }
+    summary
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +283,38 @@ mod tests {
     fn ntp_time_counts_from_1900() {
         let time = UNIX_EPOCH + Duration::from_millis(1500);
         assert_eq!(ntp_time(time), ((NTP_UNIX_OFFSET_SECONDS + 1) << 32) | 0x8000_0000);
+    }
+
+    #[test]
+    fn summarizes_receiver_reports_remb_and_feedback() {
+        // RR from SSRC 9 with two blocks: one losing 1/4 of 5 packets, one with -2 (duplicates).
+        let mut receiver_report = vec![0x82, 201, 0, 13, 0, 0, 0, 9];
+        receiver_report.extend([0, 0, 0, 1, 64, 0, 0, 5, 0, 1, 0, 7, 0, 0, 0, 30, 0xa, 0xb, 0xc, 0xd, 0, 1, 0, 0]);
+        receiver_report.extend([0, 0, 0, 2, 0, 0xff, 0xff, 0xfe, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        // REMB: 1 SSRC, exponent 2, mantissa 0x30000 (786432 bit/s), about SSRC 1.
+        let remb = [0x8f, 206, 0, 5, 0, 0, 0, 9, 0, 0, 0, 0, b'R', b'E', b'M', b'B', 1, 0x0b, 0, 0, 0, 0, 0, 1];
+        let nack = [0x81, 205, 0, 3, 0, 0, 0, 9, 0, 0, 0, 1, 0, 5, 0b0000_0000, 0b0000_0011];
+        let pli = [0x81, 206, 0, 2, 0, 0, 0, 9, 0, 0, 0, 1];
+        let sdes = [0x81, 202, 0, 2, 0, 0, 0, 9, 0, 0, 0, 0];
+        let compound: Vec<u8> = [&receiver_report[..], &remb, &nack, &pli, &sdes].concat();
+        assert!(is_rtcp(&compound));
+
+        let summary = summarize(&compound);
+
+        let first = ReceptionReport {
+            ssrc: 1,
+            fraction_lost: 64,
+            packets_lost: 5,
+            highest_sequence: 0x1_0007,
+            jitter: 30,
+            last_sr: 0x0a0b_0c0d,
+            delay_since_last_sr: 0x1_0000,
+        };
+        assert_eq!(summary.receiver_reports[0], first);
+        assert_eq!(summary.receiver_reports[1].packets_lost, -2);
+        assert_eq!(summary.remb, Some(Remb { bitrate: 0x30000 << 2, ssrcs: vec![1] }));
+        assert_eq!((summary.nacks, summary.keyframe_requests, summary.other), (3, 1, 1));
+        assert_eq!(summarize(&compound[..compound.len() - 1]).other, 0, "cut: the SDES is not read");
     }
 
     #[test]

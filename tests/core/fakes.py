@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fanout.core.plugin import (
     Jsep,
@@ -18,8 +18,11 @@ from fanout.core.plugin import (
 from fanout.webrtc.dtls import DtlsCertificate
 from fanout.webrtc.endpoint import EventHandler, host_candidate
 from fanout.webrtc.peer import WebRtcPeer
-from fanout.webrtc.rtcp import RtcpPacket
+from fanout.webrtc.rtcp import RtcpPacket, parse_compound
 from fanout.webrtc.sdp import Candidate, Codec, OfferMedia
+
+if TYPE_CHECKING:
+    from fanout._engine import RtcpReport
 
 _CERTIFICATE: DtlsCertificate | None = None
 
@@ -57,7 +60,7 @@ class EchoStreamingPlugin(Plugin):
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
         self.messages: list[tuple[int, str, dict[str, Any], Jsep | None]] = []
-        self.rtcp: list[tuple[int, list[RtcpPacket]]] = []
+        self.rtcp: list[tuple[int, RtcpReport]] = []
         self.handles: dict[int, PluginHandle] = {}
         self.fail_create = False
         self.tell_stopped = False  # push "stopped" when the PeerConnection or the handle goes
@@ -97,8 +100,8 @@ class EchoStreamingPlugin(Plugin):
         self.calls.append(("setup_media", handle.id))
         handle.push_event(None, status("started"))
 
-    def incoming_rtcp(self, handle: PluginHandle, packets: list[RtcpPacket]) -> None:
-        self.rtcp.append((handle.id, packets))
+    def incoming_rtcp(self, handle: PluginHandle, report: RtcpReport) -> None:
+        self.rtcp.append((handle.id, report))
 
     def hangup_media(self, handle: PluginHandle) -> None:
         self.calls.append(("hangup_media", handle.id))
@@ -142,26 +145,45 @@ class FakeEndpoint:
         return -1
 
 
+@dataclass(frozen=True)
+class FakeRtcpReport:
+    """The fake engine's RtcpReport: the plain packets it 'read'."""
+
+    packets: list[RtcpPacket]
+
+
 class FakeEngine:
     """The engine calls the core makes, recorded; RTCP 'unprotect' is the identity
-    (or raises, for packets the test marks as bad)."""
+    (or raises, for packets the test marks as bad), reported as the packets parsed."""
 
     def __init__(self) -> None:
         self.addresses: list[tuple[int, tuple[str, int]]] = []
-        self.viewers: set[int] = set()
+        self.peers: dict[int, str] = {}  # peer id: SRTP profile
+        self.removed_peers: list[int] = []
         self.bad_rtcp: set[bytes] = set()
 
-    def set_viewer_address(self, viewer_id: int, address: tuple[str, int]) -> None:
-        if viewer_id not in self.viewers:
-            raise KeyError(viewer_id)
-        self.addresses.append((viewer_id, address))
+    def add_peer(self, peer_id: int, address: tuple[str, int], srtp_profile: str, local_master_key: bytes,
+                 remote_master_key: bytes) -> None:
+        self.addresses.append((peer_id, address))
+        if peer_id in self.peers:
+            raise ValueError(f"peer {peer_id} already exists")
+        self.peers[peer_id] = srtp_profile
 
-    def viewer_stats(self, viewer_id: int) -> dict[str, int]:
-        raise KeyError(viewer_id)  # the plugin never gave the stand-in engine a viewer
+    def peer_stats(self, peer_id: int) -> object:
+        raise KeyError(peer_id)  # the plugin never subscribed a peer of the stand-in engine
 
-    def unprotect_rtcp(self, viewer_id: int, packet: bytes) -> bytes:
-        if viewer_id not in self.viewers:
-            raise KeyError(viewer_id)
+    def remove_peer(self, peer_id: int) -> None:
+        if self.peers.pop(peer_id, None) is not None:
+            self.removed_peers.append(peer_id)
+
+    def set_peer_address(self, peer_id: int, address: tuple[str, int]) -> None:
+        if peer_id not in self.peers:
+            raise KeyError(peer_id)
+        self.addresses.append((peer_id, address))
+
+    def receive_rtcp(self, peer_id: int, packet: bytes) -> FakeRtcpReport:
+        if peer_id not in self.peers:
+            raise KeyError(peer_id)
         if packet in self.bad_rtcp:
             raise ValueError("authentication failed")
-        return packet
+        return FakeRtcpReport(parse_compound(packet))  # RtcpError (a ValueError) if malformed

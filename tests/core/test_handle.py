@@ -13,7 +13,7 @@ from fanout.core.plugin import LocalOffer
 from fanout.webrtc.peer import AddressChanged, DtlsConnected, RtcpReceived
 from fanout.webrtc.rtcp import ReceiverReport
 
-from tests.core.fakes import OFFER, status
+from tests.core.fakes import OFFER, FakeRtcpReport, status
 from tests.core.harness import Core, EventSink
 from tests.core.janus_scenarios import answer_from_offer
 
@@ -197,7 +197,7 @@ async def test_candidates_after_the_answer() -> None:
     assert peer.remote_end_of_candidates
 
 
-async def test_webrtc_up_gives_the_plugin_its_keys() -> None:
+async def test_webrtc_up_adds_the_engine_peer_before_the_plugin_sets_up_media() -> None:
     core = Core()
     sink = EventSink()
     handle, offer = await offered(core, sink)
@@ -205,13 +205,17 @@ async def test_webrtc_up_gives_the_plugin_its_keys() -> None:
     assert handle.peer is not None
     handle.on_peer_event(handle.peer, KEYS)
     assert handle.media_keys is not None and handle.media_keys.address == ("192.0.2.9", 50000)
+    assert core.engine.peers == {handle.id: KEYS.srtp_profile}
     assert ("setup_media", handle.id) in core.plugin.calls
-    core.engine.viewers.add(handle.id)
     handle.on_peer_event(handle.peer, AddressChanged(("192.0.2.9", 50002)))
     assert handle.media_keys.address == ("192.0.2.9", 50002)
-    assert core.engine.addresses == [(handle.id, ("192.0.2.9", 50002))]
+    assert core.engine.addresses == [(handle.id, ("192.0.2.9", 50000)), (handle.id, ("192.0.2.9", 50002))]
     await asyncio.sleep(0)
     assert [event["janus"] for event in sink.drain()] == ["event", "webrtcup", "event"]  # starting, up, started
+    handle.on_peer_event(handle.peer, KEYS)  # DTLS up again on the same PeerConnection: the same engine peer
+    assert core.engine.peers == {handle.id: KEYS.srtp_profile} and len(core.engine.addresses) == 2
+    handle.hangup("test", notify=False)
+    assert core.engine.peers == {} and core.engine.removed_peers == [handle.id]
 
 
 async def test_rtcp_reaches_the_plugin() -> None:
@@ -220,13 +224,13 @@ async def test_rtcp_reaches_the_plugin() -> None:
     await answer(core, handle, offer)
     assert handle.peer is not None
     handle.on_peer_event(handle.peer, RtcpReceived(RECEIVER_REPORT))  # not a viewer of the engine yet
-    core.engine.viewers.add(handle.id)
+    core.engine.peers[handle.id] = "AEAD_AES_128_GCM"
     core.engine.bad_rtcp.add(b"bad")
     handle.on_peer_event(handle.peer, RtcpReceived(b"bad"))
     handle.on_peer_event(handle.peer, RtcpReceived(b"\x80\xc9\x00"))  # not RTCP once unprotected
     handle.on_peer_event(handle.peer, RtcpReceived(RECEIVER_REPORT))
     assert handle.rtcp_dropped == 3
-    assert core.plugin.rtcp == [(handle.id, [ReceiverReport(ssrc=1, reports=[], extension=b"")])]
+    assert core.plugin.rtcp == [(handle.id, FakeRtcpReport([ReceiverReport(ssrc=1, reports=[], extension=b"")]))]  # type: ignore[comparison-overlap]
 
 
 async def test_hangup_frees_the_transport() -> None:

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use _engine::egress::batch::SendMode;
 use _engine::engine::{Engine, EngineOptions, SourceConfig, ViewerStreamConfig};
 use _engine::ingest::IngestOptions;
+use _engine::media::MediaKind;
+use _engine::wire::codec::Codec;
 use _engine::wire::srtp::{Profile, SrtpSession};
 
 struct Counting;
@@ -51,7 +53,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const SOURCE_SRTP_KEY: [u8; 30] = [9; 30];
 
 fn sent(engine: &Engine) -> u64 {
-    (0..VIEWERS as u64).map(|v| engine.viewer_stats(v).map(|s| s.packets + s.dropped).unwrap_or(0)).sum()
+    (0..VIEWERS as u64).map(|v| engine.peer_stats(v).map(|s| s.packets + s.dropped).unwrap_or(0)).sum()
 }
 
 /// How the source stream is configured and what it sends.
@@ -105,8 +107,8 @@ fn assert_steady_state_allocates_nothing(source: Source) {
     let engine = Engine::new(webrtc.as_raw_fd(), options).unwrap();
     let config = SourceConfig {
         index: 0,
-        kind: "video".into(),
-        codec: source.codec.into(),
+        kind: MediaKind::Video,
+        codec: Codec::from_name(source.codec),
         clock_rate: 90_000,
         host: "127.0.0.1".into(),
         port: 0,
@@ -119,14 +121,13 @@ fn assert_steady_state_allocates_nothing(source: Source) {
     let sinks: Vec<UdpSocket> = (0..VIEWERS).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
     for (i, sink) in sinks.iter().enumerate() {
         let address = sink.local_addr().unwrap();
-        let profile = if i % 2 == 0 { "AEAD_AES_128_GCM" } else { "AES_CM_128_HMAC_SHA1_80" };
+        let profile = if i % 2 == 0 { Profile::AeadAes128Gcm } else { Profile::AesCm128HmacSha1_80 };
         let key = vec![i as u8; if i % 2 == 0 { 28 } else { 30 }];
-        let stream = ViewerStreamConfig { index: 0, ssrc: i as i64 + 1, payload_type: 111 };
-        engine
-            .add_viewer(i as u64, 1, ("127.0.0.1", i64::from(address.port())), profile, &key, &key, &[stream])
-            .unwrap();
+        let stream = ViewerStreamConfig { index: 0, ssrc: i as u32 + 1, payload_type: 111 };
+        engine.add_peer(i as u64, address, profile, &key, &key).unwrap();
+        engine.subscribe(i as u64, 1, &[stream]).unwrap();
         if i % 3 == 0 {
-            engine.set_viewer_playout_delay(i as u64, 0, 3, Some((100, 1000))).unwrap();
+            engine.set_stream_playout_delay(i as u64, 0, 3, Some((100, 1000))).unwrap();
         }
     }
     // Let the worker take its viewers before the first packet, so they start

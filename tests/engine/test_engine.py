@@ -44,6 +44,15 @@ def wait_until(condition: Callable[[], bool]) -> None:
         time.sleep(0.005)
 
 
+def attributes(stats: object) -> object:
+    """A stats object's attributes (nested ones too) as a dict, to compare whole."""
+    if isinstance(stats, list):
+        return [attributes(item) for item in stats]
+    if stats is None or isinstance(stats, (int, bool)):
+        return stats
+    return {name: attributes(getattr(stats, name)) for name in dir(stats) if not name.startswith("_")}
+
+
 def rtp(sequence: int, timestamp: int, payload: bytes, *, ssrc: int = SOURCE_SSRC, payload_type: int = 96,
         marker: bool = False) -> bytes:
     second = (0x80 if marker else 0) | payload_type
@@ -78,17 +87,19 @@ def udp_socket(host: str = "127.0.0.1") -> socket.socket:
 
 
 class ViewerSocket:
-    """A viewer's UDP socket and its libsrtp sessions."""
+    """A viewer's UDP socket and its libsrtp sessions: an engine peer, subscribed to
+    ``mountpoint_id`` unless that is None."""
 
-    def __init__(self, engine: Engine, viewer_id: int, mountpoint_id: int, profile: SrtpProfile,
+    def __init__(self, engine: Engine, viewer_id: int, mountpoint_id: int | None, profile: SrtpProfile,
                  streams: list[ViewerStream]) -> None:
         libsrtp_profile, key_length = LIBSRTP_PROFILES[profile]
         self.viewer_id = viewer_id
         self.sock = udp_socket()
         self.engine_key = os.urandom(key_length)
         self.viewer_key = os.urandom(key_length)
-        engine.add_viewer(viewer_id, mountpoint_id, self.sock.getsockname(), profile, self.engine_key,
-                          self.viewer_key, streams)
+        engine.add_peer(viewer_id, self.sock.getsockname(), profile, self.engine_key, self.viewer_key)
+        if mountpoint_id is not None:
+            engine.subscribe(viewer_id, mountpoint_id, streams)
         self.inbound = Session(Policy(key=self.engine_key, ssrc_type=Policy.SSRC_ANY_INBOUND,
                                       srtp_profile=libsrtp_profile))
         self.outbound = Session(Policy(key=self.viewer_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND,
@@ -168,18 +179,17 @@ def test_a_viewer_receives_rewritten_srtp(rig: Rig, profile: SrtpProfile) -> Non
     first = packets[0]
     assert [p.sequence for p in packets] == [(first.sequence + i) & 0xFFFF for i in range(5)]
     assert [p.timestamp for p in packets] == [(first.timestamp + 960 * i) & 0xFFFFFFFF for i in range(5)]
-    wait_until(lambda: rig.engine.viewer_stats(7)["packets"] == 5)
-    stats = rig.engine.viewer_stats(7)
+    wait_until(lambda: rig.engine.peer_stats(7).packets == 5)
+    stats = rig.engine.peer_stats(7)
     overhead = 16 if profile == GCM else 10
-    assert stats == {"packets": 5, "bytes": sum(12 + len(p) + overhead for p in payloads),
-                     "rtcp_packets": stats["rtcp_packets"], "retransmissions": 0, "nacked": 0, "gso_refused": 0,
-                     "dropped": 0, "send_errors": 0, "paused": False, "worker": stats["worker"],
-                     "source_switches": 0}
+    assert (stats.packets, stats.bytes) == (5, sum(12 + len(p) + overhead for p in payloads))
+    assert (stats.retransmissions, stats.nacked, stats.gso_refused, stats.dropped, stats.send_errors) == (0, 0, 0, 0, 0)
+    assert (stats.paused, stats.source_switches) == (False, 0)
 
 
 def test_mountpoint_stats_count_packets_and_garbage(rig: Rig) -> None:
     port = rig.mountpoint(1)
-    assert rig.engine.mountpoint_stats(1) == {
+    assert attributes(rig.engine.mountpoint_stats(1)) == {
         "packets": 0, "bytes": 0, "malformed": 0, "viewers": 0,
         "streams": [{"index": 0, "port": port, "packets": 0, "bytes": 0, "malformed": 0, "overruns": 0,
                      "last_packet_age_ms": None, "rtcp_port": None, "rtcp_packets": 0, "plis_forwarded": 0,
@@ -196,10 +206,10 @@ def test_mountpoint_stats_count_packets_and_garbage(rig: Rig) -> None:
     packets = viewer.wait_rtp(2)
 
     assert [p.payload for p in packets] == [b"first", b"second"]
-    wait_until(lambda: rig.engine.mountpoint_stats(1)["malformed"] == len(garbage))
+    wait_until(lambda: rig.engine.mountpoint_stats(1).malformed == len(garbage))
     stats = rig.engine.mountpoint_stats(1)
-    assert (stats["packets"], stats["bytes"], stats["viewers"]) == (2, sum(map(len, good)), 1)
-    age = stats["streams"][0]["last_packet_age_ms"]
+    assert (stats.packets, stats.bytes, stats.viewers) == (2, sum(map(len, good)), 1)
+    age = stats.streams[0].last_packet_age_ms
     assert age is not None and age >= 0
 
 
@@ -238,20 +248,20 @@ def test_pause_then_resume_continues_the_sequence(rig: Rig) -> None:
     rig.send(port, rtp(1, 0, b"a"), rtp(2, 960, b"b"))
     before = viewer.wait_rtp(2)[:]
 
-    rig.engine.set_viewer_paused(7, True)
-    assert rig.engine.viewer_stats(7)["paused"] is True
+    rig.engine.set_paused(7, True)
+    assert rig.engine.peer_stats(7).paused is True
     rig.send(port, rtp(3, 1920, b"paused"), rtp(4, 2880, b"paused"))
-    wait_until(lambda: rig.engine.mountpoint_stats(1)["packets"] == 4)
+    wait_until(lambda: rig.engine.mountpoint_stats(1).packets == 4)
     # The worker has taken them (while paused) before it is told to resume.
-    wait_until(lambda: sum(worker["source_packets"] for worker in rig.engine.worker_stats()) == 4)
-    rig.engine.set_viewer_paused(7, False)
+    wait_until(lambda: sum(worker.source_packets for worker in rig.engine.worker_stats()) == 4)
+    rig.engine.set_paused(7, False)
     rig.send(port, rtp(5, 3840, b"c"), rtp(6, 4800, b"d"))
 
     packets = viewer.wait_rtp(4)
 
     assert [p.payload for p in packets] == [b"a", b"b", b"c", b"d"]
     assert [p.sequence - before[0].sequence & 0xFFFF for p in packets] == [0, 1, 2, 3]
-    assert rig.engine.viewer_stats(7)["paused"] is False
+    assert rig.engine.peer_stats(7).paused is False
 
 
 def test_resumed_video_starts_again_from_the_cached_keyframe(rig: Rig) -> None:
@@ -259,8 +269,8 @@ def test_resumed_video_starts_again_from_the_cached_keyframe(rig: Rig) -> None:
     viewer = rig.viewer(7, 1, payload_type=96)
     rig.send(port, rtp(1, 0, VP8_KEYFRAME, marker=True))
     viewer.wait_rtp(1)
-    rig.engine.set_viewer_paused(7, True)
-    rig.engine.set_viewer_paused(7, False)
+    rig.engine.set_paused(7, True)
+    rig.engine.set_paused(7, False)
     viewer.wait_rtp(2)
     rig.send(port, rtp(2, 3000, VP8_DELTA, marker=True), rtp(3, 6000, VP8_KEYFRAME, marker=True))
 
@@ -294,15 +304,15 @@ def test_two_viewers_decrypt_only_their_own_and_survive_each_others_removal(rig:
     assert [p.payload for p in bob.wait_rtp(1)] == [b"hello"]
     assert (alice.rtp[0].ssrc, bob.rtp[0].ssrc) == (0xA11CE, 0xB0B)
 
-    rig.engine.remove_viewer(1)
+    rig.engine.remove_peer(1)
     rig.send(port, rtp(2, 960, b"again"))
 
     assert [p.payload for p in bob.wait_rtp(2)] == [b"hello", b"again"]
     alice.drain()
     assert [p.payload for p in alice.rtp] == [b"hello"]
-    assert rig.engine.mountpoint_stats(1)["viewers"] == 1
+    assert rig.engine.mountpoint_stats(1).viewers == 1
     with pytest.raises(KeyError):
-        rig.engine.viewer_stats(1)
+        rig.engine.peer_stats(1)
 
 
 def test_a_viewer_cannot_decrypt_another_viewers_packets(rig: Rig) -> None:
@@ -316,13 +326,13 @@ def test_a_viewer_cannot_decrypt_another_viewers_packets(rig: Rig) -> None:
         alice.inbound.unprotect(bobs_packet)
 
 
-def test_set_viewer_address_moves_the_stream(rig: Rig) -> None:
+def test_set_peer_address_moves_the_stream(rig: Rig) -> None:
     port = rig.mountpoint(1)
     viewer = rig.viewer(7, 1)
     rig.send(port, rtp(1, 0, b"old place"))
     viewer.wait_rtp(1)
     moved = udp_socket()
-    rig.engine.set_viewer_address(7, ("localhost", moved.getsockname()[1]))
+    rig.engine.set_peer_address(7, ("localhost", moved.getsockname()[1]))
     viewer.sock, old = moved, viewer.sock
     rig.send(port, rtp(2, 960, b"new place"))
 
@@ -348,33 +358,48 @@ def test_sender_reports_arrive_and_describe_what_was_sent(rig: Rig) -> None:
     assert (rtp_timestamp - packets[-1].timestamp) & 0xFFFFFFFF < 48000 * 10
     sdes = report[28:]
     assert sdes == struct.pack("!BBHIBB", 0x81, 202, 4, 0x5151, 1, 6) + b"fanout" + bytes(4)
-    wait_until(lambda: rig.engine.viewer_stats(7)["rtcp_packets"] >= 1)
+    wait_until(lambda: rig.engine.peer_stats(7).rtcp_packets >= 1)
 
 
-def test_unprotect_rtcp_accepts_the_viewers_srtcp_only(rig: Rig) -> None:
+def test_receive_rtcp_accepts_the_viewers_srtcp_only_and_reports_what_it_carried(rig: Rig) -> None:
     rig.mountpoint(1)
     viewer = rig.viewer(7, 1, GCM)
-    receiver_report = struct.pack("!BBHI", 0x80, 201, 1, 0x0BADCAFE)
-    protected = viewer.outbound.protect_rtcp(receiver_report)
+    # RR: 10/256 lost, 3 in all (signed 24 bits), highest 0x10064, jitter 5, LSR, DLSR; then SDES and a REMB.
+    receiver_report = struct.pack("!BBHI", 0x81, 201, 7, 0x0BADCAFE) + struct.pack(
+        "!IIIIII", 0x11223344, (10 << 24) | 3, 0x10064, 5, 0xAABBCCDD, 0x10000)
+    sdes = struct.pack("!BBHIBB2x", 0x81, 202, 2, 0x0BADCAFE, 0, 0)
+    remb = struct.pack("!BBHII4sBBH", 0x8F, 206, 5, 0x0BADCAFE, 0, b"REMB", 1, (3 << 2) | 0x1, 0x2345) + struct.pack(
+        "!I", 0x11223344)
+    protected = viewer.outbound.protect_rtcp(receiver_report + sdes + remb)
 
-    assert rig.engine.unprotect_rtcp(7, protected) == receiver_report
+    report = rig.engine.receive_rtcp(7, protected)
+
+    (block,) = report.receiver_reports
+    assert (block.ssrc, block.fraction_lost, block.packets_lost, block.highest_sequence) == (0x11223344, 10, 3, 0x10064)
+    assert (block.jitter, block.last_sr, block.delay_since_last_sr) == (5, 0xAABBCCDD, 0x10000)
+    assert report.remb is not None and (report.remb.bitrate, report.remb.ssrcs) == (0x12345 << 3, [0x11223344])
+    assert (report.nacks, report.retransmitted, report.keyframe_requests, report.plis_forwarded, report.other) == (
+        0, 0, 0, 0, 1), "the SDES"
     with pytest.raises(ValueError, match="replay"):
-        rig.engine.unprotect_rtcp(7, protected)
+        rig.engine.receive_rtcp(7, protected)
     tampered = bytearray(viewer.outbound.protect_rtcp(receiver_report))
     tampered[9] ^= 0x01
     with pytest.raises(ValueError, match="authentication"):
-        rig.engine.unprotect_rtcp(7, bytes(tampered))
+        rig.engine.receive_rtcp(7, bytes(tampered))
     with pytest.raises(ValueError):
-        rig.engine.unprotect_rtcp(7, b"\x80\xc9")
+        rig.engine.receive_rtcp(7, b"\x80\xc9")
+    with pytest.raises(ValueError, match="not an RTCP"):
+        rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(receiver_report + b"\x80\xc9\x00\x05"))
     with pytest.raises(KeyError):
-        rig.engine.unprotect_rtcp(8, protected)
+        rig.engine.receive_rtcp(8, protected)
 
 
-def test_unprotect_rtcp_with_aes_cm(rig: Rig) -> None:
+def test_receive_rtcp_with_aes_cm(rig: Rig) -> None:
     rig.mountpoint(1)
     viewer = rig.viewer(7, 1, CM)
     pli = struct.pack("!BBHII", 0x81, 206, 2, 0x0BADCAFE, 0x11223344)
-    assert rig.engine.unprotect_rtcp(7, viewer.outbound.protect_rtcp(pli)) == pli
+    report = rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(pli))
+    assert (report.keyframe_requests, report.plis_forwarded, report.other) == (1, 0, 0), "no source RTCP port"
 
 
 @pytest.mark.parametrize("profile", [GCM, CM])
@@ -419,32 +444,40 @@ def test_bad_viewers_are_refused(rig: Rig) -> None:
     address = ("127.0.0.1", 9)
     streams: list[ViewerStream] = [{"index": 0, "ssrc": 1, "payload_type": 111}]
     key = bytes(28)
-    with pytest.raises(KeyError):
-        rig.engine.add_viewer(7, 2, address, GCM, key, key, streams)
     with pytest.raises(ValueError, match="profile"):
-        rig.engine.add_viewer(7, 1, address, "NULL_NULL", key, key, streams)  # type: ignore[arg-type]
+        rig.engine.add_peer(7, address, "NULL_NULL", key, key)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="28 bytes"):
-        rig.engine.add_viewer(7, 1, address, GCM, bytes(30), key, streams)
+        rig.engine.add_peer(7, address, GCM, bytes(30), key)
     with pytest.raises(ValueError, match="30 bytes"):
-        rig.engine.add_viewer(7, 1, address, CM, bytes(30), key, streams)
-    with pytest.raises(ValueError, match="no stream 3"):
-        rig.engine.add_viewer(7, 1, address, GCM, key, key, [{"index": 3, "ssrc": 1, "payload_type": 111}])
-    with pytest.raises(ValueError, match="payload type"):
-        rig.engine.add_viewer(7, 1, address, GCM, key, key, [{"index": 0, "ssrc": 1, "payload_type": 128}])
-    with pytest.raises(ValueError, match="ssrc"):
-        rig.engine.add_viewer(7, 1, address, GCM, key, key, [{"index": 0, "ssrc": 1 << 32, "payload_type": 1}])
+        rig.engine.add_peer(7, address, CM, bytes(30), key)
     with pytest.raises(ValueError, match="port"):
-        rig.engine.add_viewer(7, 1, ("127.0.0.1", 0), GCM, key, key, streams)
+        rig.engine.add_peer(7, ("127.0.0.1", 0), GCM, key, key)
+    with pytest.raises(ValueError, match="port"):
+        rig.engine.add_peer(7, ("127.0.0.1", 1 << 16), GCM, key, key)
     with pytest.raises(ValueError, match="cannot send"):
-        rig.engine.add_viewer(7, 1, ("::1", 9), GCM, key, key, streams)
-    rig.engine.add_viewer(7, 1, address, GCM, key, key, streams)
+        rig.engine.add_peer(7, ("::1", 9), GCM, key, key)
+    with pytest.raises(KeyError):
+        rig.engine.subscribe(7, 1, streams)  # no such peer yet
+    rig.engine.add_peer(7, address, GCM, key, key)
     with pytest.raises(ValueError, match="already exists"):
-        rig.engine.add_viewer(7, 1, address, GCM, key, key, streams)
-    for call in (lambda: rig.engine.viewer_stats(8), lambda: rig.engine.set_viewer_paused(8, True),
-                 lambda: rig.engine.set_viewer_address(8, address), lambda: rig.engine.mountpoint_stats(2)):
+        rig.engine.add_peer(7, address, GCM, key, key)
+    with pytest.raises(KeyError):
+        rig.engine.subscribe(7, 2, streams)
+    with pytest.raises(ValueError, match="no stream 3"):
+        rig.engine.subscribe(7, 1, [{"index": 3, "ssrc": 1, "payload_type": 111}])
+    with pytest.raises(ValueError, match="payload type"):
+        rig.engine.subscribe(7, 1, [{"index": 0, "ssrc": 1, "payload_type": 128}])
+    with pytest.raises(ValueError, match="ssrc"):
+        rig.engine.subscribe(7, 1, [{"index": 0, "ssrc": 1 << 32, "payload_type": 1}])
+    with pytest.raises(ValueError, match="not subscribed"):
+        rig.engine.set_stream_paused(7, 0, True)
+    rig.engine.subscribe(7, 1, streams)
+    for call in (lambda: rig.engine.peer_stats(8), lambda: rig.engine.set_paused(8, True),
+                 lambda: rig.engine.set_peer_address(8, address), lambda: rig.engine.mountpoint_stats(2)):
         with pytest.raises(KeyError):
             call()
-    rig.engine.remove_viewer(8)
+    rig.engine.remove_peer(8)
+    rig.engine.unsubscribe(8)
     rig.engine.remove_mountpoint(2)
 
 
@@ -456,18 +489,43 @@ def test_engine_needs_a_udp_socket() -> None:
         Engine(tcp.fileno())
 
 
-def test_remove_mountpoint_frees_its_port_and_viewers(rig: Rig) -> None:
+def test_remove_mountpoint_frees_its_port_and_ends_its_subscriptions(rig: Rig) -> None:
     port = rig.mountpoint(1)
-    rig.viewer(7, 1)
+    viewer = rig.viewer(7, 1)
     rig.engine.remove_mountpoint(1)
-    with pytest.raises(KeyError):
-        rig.engine.viewer_stats(7)
+    assert rig.engine.peer_stats(7).worker is None, "the peer stays, unsubscribed"
     with pytest.raises(KeyError):
         rig.engine.mountpoint_stats(1)
     assert rig.engine.add_mountpoint(1, [source_stream(port=port)]) == [port]
-    viewer = rig.viewer(7, 1)
+    rig.engine.subscribe(7, 1, [{"index": 0, "ssrc": 0x11223344, "payload_type": 111}])
     rig.send(port, rtp(1, 0, b"again"))
     assert [p.payload for p in viewer.wait_rtp(1)] == [b"again"]
+
+
+def test_a_peer_without_a_subscription_gets_rtcp_but_no_media(rig: Rig) -> None:
+    port = rig.mountpoint(1)
+    viewer = ViewerSocket(rig.engine, 7, None, GCM, [])
+    bye = struct.pack("!BBHI", 0x81, 203, 1, 0x11223344)
+    receiver_report = struct.pack("!BBHI", 0x80, 201, 1, 0x0BADCAFE)
+
+    rig.engine.send_rtcp(7, bye)
+    assert viewer.wait_rtcp(1) == [bye]
+    assert rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(receiver_report)).receiver_reports == []
+    rig.send(port, rtp(1, 0, b"not for it"))
+    wait_until(lambda: rig.engine.mountpoint_stats(1).packets == 1)
+    rig.engine.subscribe(7, 1, [{"index": 0, "ssrc": 0x11223344, "payload_type": 111}])
+    rig.send(port, rtp(2, 960, b"now"))
+    assert [p.payload for p in viewer.wait_rtp(1)] == [b"now"]
+    viewer.wait_rtcp(2)  # a sender report from its worker, numbered after the BYE
+    rig.engine.unsubscribe(7)
+    assert rig.engine.mountpoint_stats(1).viewers == 0
+    rig.send(port, rtp(3, 1920, b"gone"))
+    wait_until(lambda: rig.engine.mountpoint_stats(1).packets == 3)
+    rig.engine.send_rtcp(7, bye)  # the SRTCP index goes on: libsrtp's replay check passes
+    assert viewer.wait_rtcp(3)[-1] == bye
+    viewer.drain()
+    assert [p.payload for p in viewer.rtp] == [b"now"]
+    assert rig.engine.peer_stats(7).rtcp_packets >= 3
 
 
 def test_close_is_idempotent_and_final() -> None:
@@ -493,10 +551,10 @@ def test_data_streams_are_counted_but_not_forwarded(rig: Rig) -> None:
                                    {"index": 1, "ssrc": 2, "payload_type": 112}]
     viewer = ViewerSocket(rig.engine, 7, 1, GCM, streams)
     rig.send(data_port, b"plain text, not RTP")
-    wait_until(lambda: rig.engine.mountpoint_stats(1)["streams"][1]["packets"] == 1)
+    wait_until(lambda: rig.engine.mountpoint_stats(1).streams[1].packets == 1)
     rig.send(audio_port, rtp(1, 0, b"audio"))
 
     assert [p.payload for p in viewer.wait_rtp(1)] == [b"audio"]
     viewer.drain()
     assert len(viewer.rtp) == 1
-    assert rig.engine.mountpoint_stats(1)["malformed"] == 0
+    assert rig.engine.mountpoint_stats(1).malformed == 0

@@ -122,7 +122,7 @@ def test_a_move_is_reported_when_it_takes_effect_at_the_keyframe(rig: Rig) -> No
     low_port, high_port, viewer = simulcast(rig)
     rig.send(low_port, rtp(10, 1000, vp8(100, keyframe=True), ssrc=1, marker=True))
     viewer.wait_rtp(1)
-    rig.engine.set_viewer_stream_source(7, LOW, HIGH)
+    rig.engine.set_stream_source(7, LOW, HIGH)
     rig.send(high_port, rtp(500, 77000, vp8(9000, keyframe=False), ssrc=2, marker=True))
     rig.send(low_port, rtp(11, 4000, vp8(101, keyframe=False), ssrc=1, marker=True))
     viewer.wait_rtp(2)
@@ -206,13 +206,14 @@ def test_a_viewer_whose_packets_cannot_be_sent_is_reported(slow_loopback: Networ
         (port,) = engine.add_mountpoint(1, [source_stream()])
         key = bytes(28)
         stream = {"index": 0, "ssrc": 5, "payload_type": 111}
-        engine.add_viewer(4, 1, sink.getsockname(), "AEAD_AES_128_GCM", key, key, [stream])  # type: ignore[list-item]
+        engine.add_peer(4, sink.getsockname(), "AEAD_AES_128_GCM", key, key)
+        engine.subscribe(4, 1, [stream])  # type: ignore[list-item]
         for sequence in range(20):
             source.sendto(rtp(sequence, sequence * 960, bytes(1000)), ("127.0.0.1", port))
         overflow = events.wait_for(lambda event: isinstance(event, SendQueueOverflow))
         assert isinstance(overflow, SendQueueOverflow)
         assert overflow.peer_id == 4 and overflow.dropped >= 1
-        assert engine.viewer_stats(4)["dropped"] >= overflow.dropped
+        assert engine.peer_stats(4).dropped >= overflow.dropped
     finally:
         engine.close()
         for sock in (webrtc, sink, source):

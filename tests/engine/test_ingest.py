@@ -50,9 +50,9 @@ def test_an_srtp_source_is_decrypted_and_forgeries_are_counted(rig: Rig, profile
     packets = viewer.wait_rtp(4)
 
     assert [packet.payload for packet in packets] == payloads
-    wait_until(lambda: rig.engine.mountpoint_stats(1)["streams"][0]["undecryptable"] == 3)
+    wait_until(lambda: rig.engine.mountpoint_stats(1).streams[0].undecryptable == 3)
     stats = rig.engine.mountpoint_stats(1)
-    assert (stats["packets"], stats["malformed"]) == (4, 0), "forged, plain and replayed packets are not counted as received"
+    assert (stats.packets, stats.malformed) == (4, 0), "forged, plain and replayed packets are not counted as received"
 
 
 def test_srtp_source_options_are_checked(rig: Rig) -> None:
@@ -66,7 +66,7 @@ def test_srtp_source_options_are_checked(rig: Rig) -> None:
         rig.engine.add_mountpoint(1, [stream("video", "h264", 90000, h264_parameter_sets=[SPS, b""])])
     rig.engine.add_mountpoint(1, [stream()])  # nothing was left half-made by the refusals
     with pytest.raises(ValueError, match="unknown SRTP profile"):
-        rig.engine.add_viewer(2, 1, ("127.0.0.1", 9), "AES_CM_128_HMAC_SHA1_32", bytes(30), bytes(30), [])
+        rig.engine.add_peer(2, ("127.0.0.1", 9), "AES_CM_128_HMAC_SHA1_32", bytes(30), bytes(30))  # type: ignore[arg-type]
 
 
 def test_a_second_ssrc_is_dropped_until_the_first_falls_silent(rig: Rig) -> None:
@@ -82,7 +82,7 @@ def test_a_second_ssrc_is_dropped_until_the_first_falls_silent(rig: Rig) -> None
 
     assert [packet.payload for packet in packets] == [b"first 1", b"first 2", b"second 3"]
     assert packets[2].sequence == (packets[1].sequence + 1) & 0xFFFF, "the takeover is a source restart"
-    wait_until(lambda: rig.engine.mountpoint_stats(1)["streams"][0]["collisions"] == 3)
+    wait_until(lambda: rig.engine.mountpoint_stats(1).streams[0].collisions == 3)
 
 
 def test_parameter_sets_go_before_keyframes_that_lack_them(rig: Rig) -> None:
@@ -101,7 +101,7 @@ def test_parameter_sets_go_before_keyframes_that_lack_them(rig: Rig) -> None:
     assert [(packet.sequence - packets[0].sequence) & 0xFFFF for packet in packets] == list(range(8))
     assert packets[0].timestamp == packets[1].timestamp
     assert not packets[0].marker
-    assert rig.engine.mountpoint_stats(1)["streams"][0]["parameter_sets_inserted"] == 1
+    assert rig.engine.mountpoint_stats(1).streams[0].parameter_sets_inserted == 1
 
 
 def test_a_fast_audio_clock_is_pulled_back_in_line(rig: Rig) -> None:
@@ -116,13 +116,13 @@ def test_a_fast_audio_clock_is_pulled_back_in_line(rig: Rig) -> None:
         rig.send(port, rtp(i, i * 1056, i.to_bytes(2, "big")))
     elapsed = time.monotonic() - start
 
-    wait_until(lambda: rig.engine.mountpoint_stats(1)["streams"][0]["skew_dropped"] > 0)
-    stats = rig.engine.mountpoint_stats(1)["streams"][0]
-    packets = viewer.wait_rtp(count - stats["skew_dropped"])
-    assert len(packets) == count - stats["skew_dropped"]
+    wait_until(lambda: rig.engine.mountpoint_stats(1).streams[0].skew_dropped > 0)
+    stats = rig.engine.mountpoint_stats(1).streams[0]
+    packets = viewer.wait_rtp(count - stats.skew_dropped)
+    assert len(packets) == count - stats.skew_dropped
     assert {(b.sequence - a.sequence) & 0xFFFF for a, b in itertools.pairwise(packets)} == {1}
     assert {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in itertools.pairwise(packets)} == {1056}
     # Uncorrected, the timestamps would run 10% (250 ms) ahead; corrected, within about a window's drift.
     media_seconds = ((packets[-1].timestamp - packets[0].timestamp) & 0xFFFFFFFF) / 48000
     assert abs(media_seconds - elapsed) < 0.12, (media_seconds, elapsed)
-    assert stats["skew_ms"] < -100
+    assert stats.skew_ms < -100

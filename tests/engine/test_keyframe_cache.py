@@ -1,6 +1,6 @@
 """Instant start and what rides on it: the keyframe cache (a viewer added,
 resumed or switched mid-GOP gets the cached pictures first, then live), the
-per-stream send switch, switch_viewer, and the source's RTCP port (keyframe
+per-stream send switch, a move to another mountpoint (subscribe again), and the source's RTCP port (keyframe
 requests). A fake source driven from Python; viewers decrypt with libsrtp.
 No timing assertions."""
 
@@ -78,8 +78,8 @@ class Rig:
         """Waits until the stream's cache holds ``packets`` packets."""
 
         def holds() -> bool:
-            cache = self.engine.mountpoint_stats(mountpoint_id)["streams"][index]["keyframe_cache"]
-            return cache is not None and cache["packets"] == packets
+            cache = self.engine.mountpoint_stats(mountpoint_id).streams[index].keyframe_cache
+            return cache is not None and cache.packets == packets
 
         wait_until(holds)
 
@@ -132,9 +132,10 @@ def test_a_viewer_added_mid_gop_gets_the_cached_pictures_then_live(rig: Rig) -> 
     assert [now - p.timestamp & 0xFFFFFFFF for p in cached] == [6000 // MAX_COMPRESSION] * 2 + [
         3000 // MAX_COMPRESSION, 0]
     assert [p.timestamp - now & 0xFFFFFFFF for p in packets[4:]] == [3000, 6000]
-    assert rig.engine.mountpoint_stats(1)["streams"][0]["keyframe_cache"] == {
-        "keyframe": True, "packets": 6, "bytes": sum(len(p) for p in gop(2, 3000, 3)) + 2 * (12 + len(VP8_DELTA)),
-        "overflows": 0}
+    cache = rig.engine.mountpoint_stats(1).streams[0].keyframe_cache
+    assert cache is not None
+    assert (cache.keyframe, cache.packets, cache.overflows) == (True, 6, 0)
+    assert cache.bytes == sum(len(p) for p in gop(2, 3000, 3)) + 2 * (12 + len(VP8_DELTA))
 
 
 def test_late_copies_of_cached_packets_are_not_sent_twice(rig: Rig) -> None:
@@ -154,9 +155,9 @@ def test_late_copies_of_cached_packets_are_not_sent_twice(rig: Rig) -> None:
 def test_without_a_cached_keyframe_video_waits_for_the_next(rig: Rig) -> None:
     port = rig.engine.add_mountpoint(1, [video()])[0]
     rig.send(port, rtp(1, 0, VP8_DELTA, marker=True))
-    wait_until(lambda: rig.engine.mountpoint_stats(1)["packets"] == 1)
-    assert rig.engine.mountpoint_stats(1)["streams"][0]["keyframe_cache"] == {
-        "keyframe": False, "packets": 0, "bytes": 0, "overflows": 0}
+    wait_until(lambda: rig.engine.mountpoint_stats(1).packets == 1)
+    cache = rig.engine.mountpoint_stats(1).streams[0].keyframe_cache
+    assert cache is not None and (cache.keyframe, cache.packets, cache.bytes, cache.overflows) == (False, 0, 0, 0)
     viewer = rig.viewer(7, 1, streams())
     rig.send(port, rtp(2, 3000, VP8_DELTA, marker=True), *gop(3, 6000, 2))
 
@@ -175,11 +176,11 @@ def test_the_cache_lets_go_of_a_gop_past_its_bounds(rig: Rig) -> None:
     for start in range(0, len(packets), 256):
         rig.send(port, *packets[start:start + 256])
         received = min(start + 256, len(packets))
-        wait_until(lambda received=received: rig.engine.mountpoint_stats(1)["packets"] >= received)  # type: ignore[misc]
+        wait_until(lambda received=received: rig.engine.mountpoint_stats(1).packets >= received)  # type: ignore[misc]
 
-    cache = rig.engine.mountpoint_stats(1)["streams"][0]["keyframe_cache"]
+    cache = rig.engine.mountpoint_stats(1).streams[0].keyframe_cache
 
-    assert cache == {"keyframe": False, "packets": 0, "bytes": 0, "overflows": 1}
+    assert cache is not None and (cache.keyframe, cache.packets, cache.bytes, cache.overflows) == (False, 0, 0, 1)
 
 
 def test_per_stream_pause_and_resume(rig: Rig) -> None:
@@ -188,7 +189,7 @@ def test_per_stream_pause_and_resume(rig: Rig) -> None:
     rig.cached(1, 2)
     viewer = rig.viewer(7, 1, streams(audio=True))
     wait_video(viewer, 2)
-    rig.engine.set_viewer_stream_paused(7, 0, True)
+    rig.engine.set_stream_paused(7, 0, True)
     rig.send(video_port, rtp(12, 3000, VP8_DELTA, marker=True))
     rig.send(audio_port, rtp(1, 0, b"audio", ssrc=AUDIO_SSRC))
     def audio_arrived() -> bool:
@@ -197,9 +198,9 @@ def test_per_stream_pause_and_resume(rig: Rig) -> None:
 
     wait_until(audio_arrived)
     assert len(video_of(viewer)) == 2, "video paused, audio not"
-    assert rig.engine.viewer_stats(7)["paused"] is False
+    assert rig.engine.peer_stats(7).paused is False
 
-    rig.engine.set_viewer_stream_paused(7, 0, False)
+    rig.engine.set_stream_paused(7, 0, False)
     resumed = wait_video(viewer, 5)  # the cached keyframe (2 packets) and delta again
 
     assert [p.payload for p in resumed] == [VP8_KEYFRAME, VP8_CONTINUATION, VP8_KEYFRAME, VP8_CONTINUATION,
@@ -207,9 +208,9 @@ def test_per_stream_pause_and_resume(rig: Rig) -> None:
     assert [p.sequence - resumed[0].sequence & 0xFFFF for p in resumed] == [0, 1, 2, 3, 4]
     assert (resumed[2].timestamp - resumed[1].timestamp) & 0xFFFFFFFF < 2**31, "time goes forward"
     with pytest.raises(ValueError):
-        rig.engine.set_viewer_stream_paused(7, 5, True)
+        rig.engine.set_stream_paused(7, 5, True)
     with pytest.raises(KeyError):
-        rig.engine.set_viewer_stream_paused(8, 0, True)
+        rig.engine.set_stream_paused(8, 0, True)
 
 
 def test_switch_keeps_ssrc_sequence_and_timestamps_and_rewrites_the_payload_type(rig: Rig) -> None:
@@ -222,7 +223,7 @@ def test_switch_keeps_ssrc_sequence_and_timestamps_and_rewrites_the_payload_type
     viewer = rig.viewer(7, 1, streams(video_pt=96))
     before = viewer.wait_rtp(3)[:]
 
-    rig.engine.switch_viewer(7, 2, streams(video_pt=100))
+    rig.engine.subscribe(7, 2, streams(video_pt=100))
     after = viewer.wait_rtp(7)[3:]
     rig.send(port_b, rtp(50004, 9007, VP8_DELTA, marker=True))
     after = viewer.wait_rtp(8)[3:]
@@ -234,15 +235,15 @@ def test_switch_keeps_ssrc_sequence_and_timestamps_and_rewrites_the_payload_type
     forward = [(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in zip(before + after, (before + after)[1:])]
     assert all(step < 2**31 for step in forward), "timestamps never go back"
     assert after[-1].timestamp - after[-2].timestamp & 0xFFFFFFFF == 3000
-    stats = (rig.engine.mountpoint_stats(1)["viewers"], rig.engine.mountpoint_stats(2)["viewers"])
+    stats = (rig.engine.mountpoint_stats(1).viewers, rig.engine.mountpoint_stats(2).viewers)
     assert stats == (0, 1)
     rig.send(port_a, rtp(1003, 96000, VP8_DELTA, marker=True))
     rig.send(port_b, rtp(50005, 12007, VP8_DELTA, marker=True))
     assert [p.payload_type for p in viewer.wait_rtp(9)[8:]] == [100], "only the new mountpoint's packets"
     with pytest.raises(KeyError):
-        rig.engine.switch_viewer(7, 3, streams())
+        rig.engine.subscribe(7, 3, streams())
     with pytest.raises(ValueError):
-        rig.engine.switch_viewer(7, 1, [{"index": 4, "ssrc": 1, "payload_type": 96}])
+        rig.engine.subscribe(7, 1, [{"index": 4, "ssrc": 1, "payload_type": 96}])
 
 
 @dataclass
@@ -293,17 +294,18 @@ def pli(media_ssrc: int) -> bytes:
 def test_plis_go_to_the_rtp_source_port_plus_one_then_to_where_rtcp_came_from(rig: Rig) -> None:
     source = source_pair()
     port = rig.engine.add_mountpoint(1, [video(rtcp_port=0)])[0]
-    rtcp_port = rig.engine.mountpoint_stats(1)["streams"][0]["rtcp_port"]
+    rtcp_port = rig.engine.mountpoint_stats(1).streams[0].rtcp_port
     assert rtcp_port is not None and rtcp_port != port
     source.rtp.sendto(rtp(1, 0, VP8_KEYFRAME, marker=True), ("127.0.0.1", port))
     rig.cached(1, 1)
     viewer = rig.viewer(7, 1, streams())
     viewer.wait_rtp(1)
 
-    rig.engine.unprotect_rtcp(7, viewer.outbound.protect_rtcp(pli(VIDEO_SSRC)))
-    rig.engine.unprotect_rtcp(7, viewer.outbound.protect_rtcp(pli(VIDEO_SSRC)))  # within a second: not sent
-    rig.engine.unprotect_rtcp(7, viewer.outbound.protect_rtcp(pli(0x999)))  # not the viewer's: ignored
-    wait_until(lambda: rig.engine.mountpoint_stats(1)["streams"][0]["plis_forwarded"] == 1)
+    reports = [rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(pli(VIDEO_SSRC))),
+               rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(pli(VIDEO_SSRC))),  # within a second: not sent
+               rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(pli(0x999)))]  # not the viewer's: ignored
+    assert [(report.keyframe_requests, report.plis_forwarded) for report in reports] == [(1, 1), (1, 0), (1, 0)]
+    wait_until(lambda: rig.engine.mountpoint_stats(1).streams[0].plis_forwarded == 1)
     source.rtcp.settimeout(5)
     source.rtcp.setblocking(True)
     first = source.rtcp.recv(1500)
@@ -314,11 +316,11 @@ def test_plis_go_to_the_rtp_source_port_plus_one_then_to_where_rtcp_came_from(ri
     reporter = udp_socket()
     report = struct.pack("!BBHIIIIII", 0x80, 200, 6, 0xDEADBEEF, 0xE0000001, 0x80000000, 90000, 1, 100)
     reporter.sendto(report, ("127.0.0.1", rtcp_port))
-    wait_until(lambda: rig.engine.mountpoint_stats(1)["streams"][0]["sender_report"] is not None)
-    stream = rig.engine.mountpoint_stats(1)["streams"][0]
-    assert stream["rtcp_packets"] == 1
-    assert stream["sender_report"] is not None
-    assert (stream["sender_report"]["ntp_time"], stream["sender_report"]["rtp_timestamp"]) == (
+    wait_until(lambda: rig.engine.mountpoint_stats(1).streams[0].sender_report is not None)
+    stream = rig.engine.mountpoint_stats(1).streams[0]
+    assert stream.rtcp_packets == 1
+    assert stream.sender_report is not None
+    assert (stream.sender_report.ntp_time, stream.sender_report.rtp_timestamp) == (
         0xE0000001_80000000, 90000)
     reporter.close()
     source.close()
@@ -338,7 +340,7 @@ def test_bitrate_estimates_go_to_the_source_like_keyframe_requests(rig: Rig) -> 
     count, exponent, mantissa = packet[24], packet[25] >> 2, int.from_bytes(packet[25:28], "big") & 0x3FFFF
     assert (count, mantissa << exponent) == (1, 1_500_000 >> exponent << exponent)
     assert struct.unpack("!I", packet[28:32])[0] == 0xDEADBEEF, "about the source's own SSRC"
-    assert rig.engine.mountpoint_stats(1)["streams"][0]["rembs_sent"] == 1
+    assert rig.engine.mountpoint_stats(1).streams[0].rembs_sent == 1
     with pytest.raises(ValueError, match="no RTCP port"):
         rig.engine.send_source_remb(1, 1, 1000)
     with pytest.raises(ValueError, match="no stream 5"):
@@ -352,15 +354,15 @@ def test_a_viewer_starting_without_a_cached_keyframe_asks_the_source_for_one(rig
     source = source_pair()
     port = rig.engine.add_mountpoint(1, [video(rtcp_port=0)])[0]
     source.rtp.sendto(rtp(1, 0, VP8_DELTA, marker=True), ("127.0.0.1", port))
-    wait_until(lambda: rig.engine.mountpoint_stats(1)["packets"] == 1)
+    wait_until(lambda: rig.engine.mountpoint_stats(1).packets == 1)
 
     rig.viewer(7, 1, streams())
     source.rtcp.setblocking(True)
     request = source.rtcp.recv(1500)
 
     assert struct.unpack("!I", request[16:20])[0] == 0xDEADBEEF
-    stats = rig.engine.mountpoint_stats(1)["streams"][0]
-    assert (stats["keyframe_requests"], stats["plis_forwarded"]) == (1, 0)
+    stats = rig.engine.mountpoint_stats(1).streams[0]
+    assert (stats.keyframe_requests, stats.plis_forwarded) == (1, 0)
     rig.viewer(8, 1, streams())  # within a second of the first: not asked again
-    assert rig.engine.mountpoint_stats(1)["streams"][0]["keyframe_requests"] == 1
+    assert rig.engine.mountpoint_stats(1).streams[0].keyframe_requests == 1
     source.close()

@@ -32,7 +32,7 @@ def vp8(picture_id: int, *, keyframe: bool, tl0: int = 0, temporal_layer: int = 
 def set_temporal_layer(rig: Rig, layer: int) -> None:
     """Caps viewer 7's stream 0 and gives its worker time to take the command (it goes
     through a channel, and packets sent at once could overtake it)."""
-    rig.engine.set_viewer_stream_temporal_layer(7, 0, layer)
+    rig.engine.set_stream_temporal_layer(7, 0, layer)
     time.sleep(0.05)
 
 
@@ -49,17 +49,17 @@ def test_a_viewer_moves_to_another_encoding_at_its_next_keyframe(rig: Rig) -> No
     rig.send(low_port, rtp(11, 4000, vp8(101, keyframe=False), ssrc=1, marker=True))
     viewer.wait_rtp(2)
 
-    rig.engine.set_viewer_stream_source(7, LOW, HIGH)
+    rig.engine.set_stream_source(7, LOW, HIGH)
     rig.send(high_port, rtp(500, 77000, vp8(9000, keyframe=False), ssrc=2, marker=True))
     rig.send(low_port, rtp(12, 7000, vp8(102, keyframe=False), ssrc=1, marker=True))
     viewer.wait_rtp(3)
-    assert rig.engine.viewer_stats(7)["source_switches"] == 0, "no keyframe of the new encoding yet"
+    assert rig.engine.peer_stats(7).source_switches == 0, "no keyframe of the new encoding yet"
     time.sleep(0.05)
     rig.send(high_port, rtp(501, 80000, vp8(9001, keyframe=True, tl0=40), ssrc=2, marker=True))
     rig.send(low_port, rtp(13, 10000, vp8(103, keyframe=False), ssrc=1, marker=True))
     rig.send(high_port, rtp(502, 83000, vp8(9002, keyframe=False, tl0=41), ssrc=2, marker=True))
     packets = viewer.wait_rtp(5)
-    wait_until(lambda: rig.engine.viewer_stats(7)["source_switches"] == 1)
+    wait_until(lambda: rig.engine.peer_stats(7).source_switches == 1)
 
     first = packets[0].sequence
     assert [p.sequence for p in packets] == [(first + i) & 0xFFFF for i in range(5)]
@@ -77,8 +77,8 @@ def test_a_viewer_moves_to_another_encoding_at_its_next_keyframe(rig: Rig) -> No
 
 def test_a_stream_not_started_moves_at_once(rig: Rig) -> None:
     low_port, high_port, viewer = simulcast(rig)
-    rig.engine.set_viewer_stream_source(7, LOW, HIGH)
-    wait_until(lambda: rig.engine.viewer_stats(7)["source_switches"] == 1)
+    rig.engine.set_stream_source(7, LOW, HIGH)
+    wait_until(lambda: rig.engine.peer_stats(7).source_switches == 1)
     rig.send(low_port, rtp(1, 0, VP8_KEYFRAME, ssrc=1, marker=True))
     rig.send(high_port, rtp(1, 0, VP8_KEYFRAME, ssrc=2, marker=True), rtp(2, 3000, VP8_DELTA, ssrc=2, marker=True))
     packets = viewer.wait_rtp(2)
@@ -92,17 +92,17 @@ def test_bad_moves_are_refused(rig: Rig) -> None:
     ViewerSocket(rig.engine, 7, 1, "AEAD_AES_128_GCM", [{"index": 0, "ssrc": 1, "payload_type": 96},
                                                         {"index": 2, "ssrc": 2, "payload_type": 111}])
     with pytest.raises(ValueError, match="same kind and codec"):
-        rig.engine.set_viewer_stream_source(7, 0, 1)
+        rig.engine.set_stream_source(7, 0, 1)
     with pytest.raises(ValueError, match="already takes"):
-        rig.engine.set_viewer_stream_source(7, 0, 2)
+        rig.engine.set_stream_source(7, 0, 2)
     with pytest.raises(ValueError, match="no stream 5"):
-        rig.engine.set_viewer_stream_source(7, 5, 0)
+        rig.engine.set_stream_source(7, 5, 0)
     with pytest.raises(KeyError):
-        rig.engine.set_viewer_stream_source(8, 0, 1)
+        rig.engine.set_stream_source(8, 0, 1)
     with pytest.raises(ValueError, match="not VP8"):
-        rig.engine.set_viewer_stream_temporal_layer(7, 2, 0)
+        rig.engine.set_stream_temporal_layer(7, 2, 0)
     with pytest.raises(ValueError, match="temporal layer"):
-        rig.engine.set_viewer_stream_temporal_layer(7, 0, 4)
+        rig.engine.set_stream_temporal_layer(7, 0, 4)
 
 
 def test_temporal_layers_above_the_cap_are_left_out_without_gaps(rig: Rig) -> None:
@@ -138,7 +138,7 @@ def test_nacks_are_answered_across_temporal_layer_drops(rig: Rig) -> None:
     assert [p.sequence - first for p in received] == [0, 2, 4]
 
     report = nack(0xABC, 0x1234, [first + 1, first + 3])
-    rig.engine.unprotect_rtcp(7, viewer.outbound.protect_rtcp(report))
+    rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(report))
 
     resent = [RtpPacket.parse(viewer.inbound.unprotect(data)) for data in receive_raw(viewer, 2)]
     assert [p.sequence - first for p in resent] == [1, 3], "resent under the numbers first sent"

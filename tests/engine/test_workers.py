@@ -70,9 +70,10 @@ def payload(i: int, size: int = 1200) -> bytes:
 def test_viewers_are_spread_over_the_workers_and_each_gets_every_packet(two_workers: Fanout) -> None:
     viewers = [two_workers.viewer(i, GCM if i % 2 else CM, ssrc=0x1000 + i) for i in range(6)]
     workers = two_workers.engine.worker_stats()
-    assert [w["viewers"] for w in workers] == [3, 3]
-    assert [w["core"] for w in workers] == [None, None], "not pinned"
-    assert sorted(two_workers.engine.viewer_stats(i)["worker"] for i in range(6)) == [0, 0, 0, 1, 1, 1]
+    assert [w.viewers for w in workers] == [3, 3]
+    assert [w.core for w in workers] == [None, None], "not pinned"
+    workers_of_peers = [two_workers.engine.peer_stats(i).worker for i in range(6)]
+    assert sorted(w for w in workers_of_peers if w is not None) == [0, 0, 0, 1, 1, 1]
     payloads = [payload(i) for i in range(200)]
     two_workers.send(*(rtp(i, 960 * i, p) for i, p in enumerate(payloads)))
 
@@ -82,14 +83,14 @@ def test_viewers_are_spread_over_the_workers_and_each_gets_every_packet(two_work
         assert {p.ssrc for p in packets} == {0x1000 + i}
         assert [(p.sequence - packets[0].sequence) & 0xFFFF for p in packets] == list(range(200))
 
-    wait_until(lambda: two_workers.engine.mountpoint_stats(1)["sent_packets"] == 6 * 200)
+    wait_until(lambda: two_workers.engine.mountpoint_stats(1).sent_packets == 6 * 200)
     stats = two_workers.engine.mountpoint_stats(1)
-    assert stats["sent_bytes"] == sum(two_workers.engine.viewer_stats(i)["bytes"] for i in range(6))
-    assert (stats["dropped"], stats["send_errors"], stats["retransmissions"]) == (0, 0, 0)
+    assert stats.sent_bytes == sum(two_workers.engine.peer_stats(i).bytes for i in range(6))
+    assert (stats.dropped, stats.send_errors, stats.retransmissions) == (0, 0, 0)
     workers = two_workers.engine.worker_stats()
-    assert sum(w["source_packets"] for w in workers) == 2 * 200, "each worker takes each packet once"
-    assert all(w["busy_ns"] > 0 and w["overruns"] == 0 for w in workers)
-    assert all(0 < w["messages"] <= 3 * 200 for w in workers)
+    assert sum(w.source_packets for w in workers) == 2 * 200, "each worker takes each packet once"
+    assert all(w.busy_ns > 0 and w.overruns == 0 for w in workers)
+    assert all(0 < w.messages <= 3 * 200 for w in workers)
 
 
 def test_a_worker_without_viewers_stops_receiving_and_can_start_again(two_workers: Fanout) -> None:
@@ -97,11 +98,11 @@ def test_a_worker_without_viewers_stops_receiving_and_can_start_again(two_worker
     two_workers.send(rtp(1, 0, b"both"))
     first.wait_rtp(1)
     second.wait_rtp(1)
-    two_workers.engine.remove_viewer(1)
+    two_workers.engine.remove_peer(1)
     two_workers.send(rtp(2, 960, b"second only"))
     assert [p.payload for p in second.wait_rtp(2)] == [b"both", b"second only"]
     third = two_workers.viewer(3)
-    assert two_workers.engine.viewer_stats(3)["worker"] != two_workers.engine.viewer_stats(2)["worker"]
+    assert two_workers.engine.peer_stats(3).worker != two_workers.engine.peer_stats(2).worker
     two_workers.send(rtp(3, 1920, b"again"))
     assert [p.payload for p in third.wait_rtp(1)] == [b"again"]
     assert [p.payload for p in second.wait_rtp(3)][-1] == b"again"
@@ -120,8 +121,8 @@ def test_every_send_mode_delivers_a_burst_in_order(send_mode: SendMode) -> None:
         fanout.send(*(rtp(i, 3000 * (i // 60), p) for i, p in enumerate(payloads)))
         for viewer in viewers:
             assert [p.payload for p in viewer.wait_rtp(len(sizes))] == payloads
-        wait_until(lambda: fanout.engine.mountpoint_stats(1)["sent_packets"] == 3 * len(sizes))
-        assert fanout.engine.viewer_stats(0)["gso_refused"] == 0
+        wait_until(lambda: fanout.engine.mountpoint_stats(1).sent_packets == 3 * len(sizes))
+        assert fanout.engine.peer_stats(0).gso_refused == 0
     finally:
         fanout.close()
 
@@ -137,10 +138,10 @@ def test_cores_pin_and_send_mode_are_checked() -> None:
         with pytest.raises(ValueError, match="send_mode"):
             Engine(webrtc.fileno(), send_mode="carrier pigeon")  # type: ignore[arg-type]
         engine = Engine(webrtc.fileno(), cores=[1000, 1001], pin=False)
-        assert [w["core"] for w in engine.worker_stats()] == [None, None]
+        assert [w.core for w in engine.worker_stats()] == [None, None]
         engine.close()
         engine = Engine(webrtc.fileno(), cores=[0])
-        assert [w["core"] for w in engine.worker_stats()] == [0]
+        assert [w.core for w in engine.worker_stats()] == [0]
         engine.close()
 
 
@@ -174,17 +175,17 @@ def test_nacks_are_answered_with_the_original_packets(two_workers: Fanout, profi
     first = received[0].sequence
     report = nack(0xABC, 0x5151, [first + i for i in sorted(lost)]) + nack(0xABC, 0x999, [first])
 
-    plain = two_workers.engine.unprotect_rtcp(7, viewer.outbound.protect_rtcp(report))
+    seen = two_workers.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(report))
 
-    assert plain == report, "the RTCP still reaches the control plane"
+    assert (seen.nacks, seen.retransmitted, seen.keyframe_requests, seen.other) == (4, 3, 0, 0), "0x999 is not its"
     resent = [RtpPacket.parse(viewer.inbound.unprotect(data)) for data in receive_raw(viewer, 3)]
     assert [(p.sequence - first) & 0xFFFF for p in resent] == sorted(lost)
     assert [p.payload for p in resent] == [payloads[i] for i in sorted(lost)]
     assert [p.timestamp - received[0].timestamp for p in resent] == [960 * i for i in sorted(lost)]
-    wait_until(lambda: two_workers.engine.viewer_stats(7)["retransmissions"] == 3)
-    stats = two_workers.engine.viewer_stats(7)
-    assert (stats["packets"], stats["nacked"], stats["retransmissions"]) == (30, 3, 3)
-    assert two_workers.engine.mountpoint_stats(1)["retransmissions"] == 3
+    wait_until(lambda: two_workers.engine.peer_stats(7).retransmissions == 3)
+    stats = two_workers.engine.peer_stats(7)
+    assert (stats.packets, stats.nacked, stats.retransmissions) == (30, 3, 3)
+    assert two_workers.engine.mountpoint_stats(1).retransmissions == 3
 
 
 def test_nacks_for_packets_never_sent_or_forgotten_are_ignored(two_workers: Fanout) -> None:
@@ -192,13 +193,13 @@ def test_nacks_for_packets_never_sent_or_forgotten_are_ignored(two_workers: Fano
     two_workers.send(*(rtp(i, 960 * i, payload(i, 100)) for i in range(5)))
     first = viewer.wait_rtp(5)[0].sequence
     report = nack(1, 0x5151, [first + 5, first + 6, first - 1, first + 40000])
-    two_workers.engine.unprotect_rtcp(7, viewer.outbound.protect_rtcp(report))
+    two_workers.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(report))
     two_workers.engine.send_rtcp(7, struct.pack("!BBHI", 0x81, 203, 1, 0x5151))  # queued behind the NACK
     viewer.wait_rtcp(1)
     viewer.drain()
     assert len(viewer.rtp) == 5
-    assert two_workers.engine.viewer_stats(7)["retransmissions"] == 0
-    assert two_workers.engine.viewer_stats(7)["nacked"] == 4
+    assert two_workers.engine.peer_stats(7).retransmissions == 0
+    assert two_workers.engine.peer_stats(7).nacked == 4
 
 
 def test_a_socket_that_refuses_gso_falls_back_to_single_datagrams() -> None:
@@ -214,16 +215,16 @@ def test_a_socket_that_refuses_gso_falls_back_to_single_datagrams() -> None:
         for data in datagrams[1:3]:
             viewer.inbound.unprotect(data)
         # A NACK for nine equal-size packets: the worker merges their retransmissions into one GSO message.
-        fanout.engine.unprotect_rtcp(7, viewer.outbound.protect_rtcp(nack(1, 0x5151, [first + i for i in range(3, 12)])))
+        fanout.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(nack(1, 0x5151, [first + i for i in range(3, 12)])))
         resent = [RtpPacket.parse(viewer.inbound.unprotect(data)) for data in receive_raw(viewer, 9)]
         assert [p.payload for p in resent] == payloads[3:]
-        wait_until(lambda: fanout.engine.viewer_stats(7)["gso_refused"] == 1)
-        stats = fanout.engine.viewer_stats(7)
-        assert (stats["dropped"], stats["send_errors"]) == (0, 0)
+        wait_until(lambda: fanout.engine.peer_stats(7).gso_refused == 1)
+        stats = fanout.engine.peer_stats(7)
+        assert (stats.dropped, stats.send_errors) == (0, 0)
         # Later runs to this viewer go as single datagrams; nothing is refused again.
         more = [payload(i, 500) for i in range(12, 40)]
         fanout.send(*(rtp(i, 960 * i, p) for i, p in zip(range(12, 40), more)))
         assert [RtpPacket.parse(viewer.inbound.unprotect(d)).payload for d in receive_raw(viewer, 28)] == more
-        assert fanout.engine.viewer_stats(7)["gso_refused"] == 1
+        assert fanout.engine.peer_stats(7).gso_refused == 1
     finally:
         fanout.close()

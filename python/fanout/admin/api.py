@@ -295,10 +295,6 @@ class _AdminHandle:
         return None
 
     @property
-    def media_keys(self) -> None:
-        return None
-
-    @property
     def remote_description(self) -> None:
         return None
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fanout.core.session import transport_of
 
 if TYPE_CHECKING:
+    from fanout._engine import PeerStats
     from fanout.core.gateway import Gateway
     from fanout.core.handle import Handle
 
@@ -123,7 +124,7 @@ def _webrtc(gateway: Gateway, handle: Handle, bytes_lastsec: int) -> dict[str, A
             "sctp-association": peer.sctp_established,
         }
     )
-    engine_stats = _engine_stats(gateway, handle)
+    engine_stats = _peer_stats(gateway, handle)
     plugin_specific = _safe_query(handle)
     rtcp_in = plugin_specific.get("rtcp_received", {}) if isinstance(plugin_specific, dict) else {}
     reception = plugin_specific.get("reception", {}) if isinstance(plugin_specific, dict) else {}
@@ -140,19 +141,14 @@ def _webrtc(gateway: Gateway, handle: Handle, bytes_lastsec: int) -> dict[str, A
         entry["rtcp"] = {"main": {"base": CLOCK_RATES.get(kind, 90000)} | _reception(reception.get(mid))}
         media[mid] = entry
     out: dict[str, Any] = {
-        "packets": engine_stats.get("packets", 0),
-        "bytes": engine_stats.get("bytes", 0),
+        "packets": engine_stats.packets if engine_stats is not None else 0,
+        "bytes": engine_stats.bytes if engine_stats is not None else 0,
         "bytes_lastsec": bytes_lastsec,
         "nacks": 0,
-        "retransmissions": engine_stats.get("retransmissions", 0),
-        "dropped": engine_stats.get("dropped", 0),
+        "retransmissions": engine_stats.retransmissions if engine_stats is not None else 0,
+        "dropped": engine_stats.dropped if engine_stats is not None else 0,
     }
     stats_in = {"packets": 0, "bytes": 0, "nacks": rtcp_in.get("nack", 0), "plis": rtcp_in.get("pli", 0), "receiver_reports": rtcp_in.get("rr", 0)}
-    per_stream = {stream.get("index"): stream for stream in engine_stats.get("streams", []) if isinstance(stream, dict)}
-    for entry in media.values():
-        stream = per_stream.get(entry["mindex"])
-        if stream is not None:
-            entry["stats"] = {"out": {key: stream.get(key, 0) for key in ("packets", "bytes", "retransmissions", "nacked")}}
     return {
         "ice": ice,
         "dtls": dtls,
@@ -177,11 +173,11 @@ def _reception(report: Any) -> dict[str, Any]:
     return figures
 
 
-def _engine_stats(gateway: Gateway, handle: Handle) -> dict[str, Any]:
+def _peer_stats(gateway: Gateway, handle: Handle) -> PeerStats | None:
     try:
-        return dict(gateway.engine.viewer_stats(handle.id))
+        return gateway.engine.peer_stats(handle.id)
     except (KeyError, RuntimeError):
-        return {}
+        return None
 
 
 def _safe_query(handle: Handle) -> Any:

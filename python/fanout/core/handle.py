@@ -25,7 +25,7 @@ from fanout.core import events
 from fanout.core.errors import JanusError, JanusErrorCode
 from fanout.core.notifications import HungUp, JsepReceived, JsepSent, PluginEventSent, WebRtcUp
 from fanout.core.plugin import Jsep, LocalAnswer, LocalDescription, LocalOffer, Plugin, WebRtcMediaKeys
-from fanout.webrtc import rtcp, sdp
+from fanout.webrtc import sdp
 from fanout.webrtc.peer import (
     AddressChanged,
     DataChannelsReady,
@@ -330,6 +330,8 @@ class Handle:
         if peer is not self.peer:
             return
         if isinstance(event, DtlsConnected):
+            if self._media_keys is None:  # the engine's peer lives from the first DTLS up to hangup
+                self._add_engine_peer(event)
             self._media_keys = WebRtcMediaKeys(
                 address=event.address,
                 srtp_profile=event.srtp_profile,
@@ -347,7 +349,7 @@ class Handle:
             if self._media_keys is not None:
                 self._media_keys = dataclasses.replace(self._media_keys, address=event.address)
             try:
-                self.engine.set_viewer_address(self.id, event.address)
+                self.engine.set_peer_address(self.id, event.address)
             except KeyError:
                 pass
         elif isinstance(event, PeerClosed):
@@ -359,15 +361,24 @@ class Handle:
         elif isinstance(event, IceConnected):
             logger.debug("handle %d: ICE connected from %s", self.id, event.address)
 
+    def _add_engine_peer(self, keys: DtlsConnected) -> None:
+        """The engine learns the peer's keys and address: it can take its RTCP, and the plugin
+        can subscribe it to media."""
+        try:
+            self.engine.add_peer(
+                self.id, keys.address, keys.srtp_profile, keys.local_master_key, keys.remote_master_key  # type: ignore[arg-type]
+            )
+        except (ValueError, RuntimeError) as error:
+            logger.error("handle %d: the engine refused the peer: %s", self.id, error)
+
     def _receive_rtcp(self, packet: bytes) -> None:
         try:
-            plain = self.engine.unprotect_rtcp(self.id, packet)
-            packets = rtcp.parse_compound(plain)
-        except (KeyError, ValueError) as error:  # rtcp.RtcpError is a ValueError
+            report = self.engine.receive_rtcp(self.id, packet)  # the engine reads and acts on it
+        except (KeyError, ValueError) as error:
             self.rtcp_dropped += 1
             logger.debug("handle %d: RTCP dropped: %s", self.id, error)
             return
-        self._call_plugin("incoming_rtcp", self.plugin.incoming_rtcp, self, packets)
+        self._call_plugin("incoming_rtcp", self.plugin.incoming_rtcp, self, report)
 
     # -- ending
     def hangup(self, reason: str, *, notify: bool) -> bool:
@@ -390,7 +401,15 @@ class Handle:
         peer, self.peer = self.peer, None
         if peer is not None:
             self.endpoint.remove_peer(peer)
+        if self._media_keys is not None:
+            self._remove_engine_peer()
         self._media_keys = None
+
+    def _remove_engine_peer(self) -> None:
+        try:
+            self.engine.remove_peer(self.id)
+        except RuntimeError:  # the engine closed first (shutdown)
+            pass
 
     def detach(self, *, notify: bool) -> None:
         """The handle goes: its WebRTC transport hangs up silently, the client gets ``detached``

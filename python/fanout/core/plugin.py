@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from fanout.webrtc.rtcp import RtcpPacket
+    from fanout._engine import RtcpReport
     from fanout.webrtc.sdp import OfferMedia, RemoteDescription
 
 
@@ -103,10 +103,6 @@ class PluginHandle(Protocol):
     def opaque_id(self) -> str | None: ...
 
     @property
-    def media_keys(self) -> WebRtcMediaKeys | None:
-        """Set once the handle's DTLS-SRTP is up, None before and after."""
-
-    @property
     def remote_description(self) -> RemoteDescription | None:
         """The client's last SDP (answer or offer), parsed."""
 
@@ -155,7 +151,7 @@ class Plugin(abc.ABC):
     def setup_media(self, handle: PluginHandle) -> None:
         """The handle's PeerConnection is up (ICE and DTLS-SRTP): start media."""
 
-    def incoming_rtcp(self, handle: PluginHandle, packets: list[RtcpPacket]) -> None:
+    def incoming_rtcp(self, handle: PluginHandle, report: RtcpReport) -> None:
         """RTCP the client sent (already unprotected and parsed)."""
 
     def data_ready(self, handle: PluginHandle) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fanout.events.types import EventType, MediaSubtype
 
 if TYPE_CHECKING:
+    from fanout._engine import PeerStats
     from fanout.core.gateway import Gateway
 
 logger = logging.getLogger(__name__)
@@ -60,10 +61,10 @@ class MediaStats:
             if handle.media_keys is None:
                 continue
             try:
-                stats: dict[str, Any] = dict(self.gateway.engine.viewer_stats(handle.id))
+                stats = self.gateway.engine.peer_stats(handle.id)
             except (KeyError, RuntimeError):
                 continue
-            sent = int(stats.get("bytes", 0))
+            sent = stats.bytes
             seen[handle.id] = sent
             lastsec = max(0, sent - self._previous.get(handle.id, sent))
             self.bytes_lastsec[handle.id] = lastsec
@@ -73,22 +74,22 @@ class MediaStats:
         for gone in set(self.bytes_lastsec) - set(seen):
             del self.bytes_lastsec[gone]
 
-    def _report(self, handle: Any, stats: dict[str, Any], lastsec: int) -> None:
+    def _report(self, handle: Any, stats: PeerStats, lastsec: int) -> None:
         description = handle.remote_description
         mids = [m.mid for m in description.media if m.port] if description is not None else []
         entry = {
             "mid": ",".join(mid for mid in mids if mid),
             "media": "+".join(sorted({m.kind for m in description.media if m.port})) if description is not None else "",
             "packets-received": 0,
-            "packets-sent": int(stats.get("packets", 0)),
+            "packets-sent": stats.packets,
             "bytes-received": 0,
-            "bytes-sent": int(stats.get("bytes", 0)),
+            "bytes-sent": stats.bytes,
             "bytes-received-lastsec": 0,
             "bytes-sent-lastsec": lastsec,
-            "nacks-received": int(stats.get("nacked", 0)),
+            "nacks-received": stats.nacked,
             "nacks-sent": 0,
-            "retransmissions-sent": int(stats.get("retransmissions", 0)),
-            "dropped": int(stats.get("dropped", 0)),
+            "retransmissions-sent": stats.retransmissions,
+            "dropped": stats.dropped,
         }
         self.gateway.event_bus.emit(
             EventType.MEDIA,

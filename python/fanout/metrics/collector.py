@@ -32,7 +32,7 @@ JOIN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 DTLS_FAILURES = ("DTLS handshake failed", "DTLS alert")
 
 MOUNTPOINT_COUNTERS = (
-    # engine key, metric, help, scale
+    # MountpointStats attribute, metric, help, scale
     ("sent_packets", "fanout_delivered_packets", "RTP packets sent to the mountpoint's viewers (retransmissions included)", 1),
     ("sent_bytes", "fanout_delivered_bits", "SRTP bits sent to the mountpoint's viewers", 8),
     ("packets", "fanout_source_packets", "RTP packets received from the mountpoint's sources", 1),
@@ -42,7 +42,7 @@ MOUNTPOINT_COUNTERS = (
     ("send_errors", "fanout_send_errors", "send system calls that failed", 1),
 )
 SOURCE_STREAM_COUNTERS = (
-    # summed over the mountpoint's streams
+    # StreamStats attributes, summed over the mountpoint's streams
     ("undecryptable", "fanout_source_undecryptable", "SRTP packets from the sources that failed authentication or replay checks"),
     ("collisions", "fanout_source_collisions", "source packets dropped because another SSRC holds the stream"),
     ("parameter_sets_inserted", "fanout_h264_parameter_sets_inserted", "H.264 SPS/PPS packets put before keyframes that lacked them"),
@@ -112,17 +112,16 @@ class StateCollector(Collector):
         }
         for mountpoint_id, engine_id in self._mountpoint_ids():
             try:
-                stats: dict[str, Any] = dict(self.gateway.engine.mountpoint_stats(engine_id))
+                stats = self.gateway.engine.mountpoint_stats(engine_id)
             except (KeyError, RuntimeError):
                 continue
             label = [str(mountpoint_id)]
-            viewers.add_metric(label, stats.get("viewers", 0))
+            viewers.add_metric(label, stats.viewers)
             for key, family in counters.items():
-                if key in stats:
-                    family.add_metric(label, stats[key] * scales[key])
-            streams = stats.get("streams", [])
+                family.add_metric(label, getattr(stats, key) * scales[key])
+            streams = stats.streams
             for key, family in stream_counters.items():
-                family.add_metric(label, sum(stream.get(key, 0) for stream in streams))
+                family.add_metric(label, sum(getattr(stream, key) for stream in streams))
         yield viewers
         yield from counters.values()
         yield from stream_counters.values()
@@ -143,12 +142,10 @@ class StateCollector(Collector):
         counters = {key: CounterMetricFamily(name, text, labels=["worker"]) for key, name, text, _ in WORKER_COUNTERS}
         scales = {key: scale for key, _, _, scale in WORKER_COUNTERS}
         for worker in workers:
-            stats: dict[str, Any] = dict(worker)
-            label = [str(stats.get("index", len(viewers.samples)))]
-            viewers.add_metric(label, stats.get("viewers", 0))
+            label = [str(worker.index)]
+            viewers.add_metric(label, worker.viewers)
             for key, family in counters.items():
-                if key in stats:
-                    family.add_metric(label, stats[key] * scales[key])
+                family.add_metric(label, getattr(worker, key) * scales[key])
         yield viewers
         yield from counters.values()
 

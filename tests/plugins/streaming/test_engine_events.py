@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from fanout._engine import Engine
-from fanout.core.plugin import LocalDescription, WebRtcMediaKeys
+from fanout.core.plugin import LocalDescription
 from fanout.plugins.streaming.config import parse_mountpoint
 from fanout.plugins.streaming.mountpoint import Mountpoint, source_index
 from fanout.plugins.streaming.plugin import StreamingPlugin
@@ -36,7 +36,6 @@ class RecordingHandle:
     """A handle whose DTLS is up, recording what the plugin tells its client."""
 
     id: int
-    media_keys: WebRtcMediaKeys | None
     session_id: int = 1
     opaque_id: str | None = None
     remote_description: RemoteDescription | None = None
@@ -124,8 +123,9 @@ async def test_a_silent_substream_falls_back_and_each_move_is_announced_once_mad
     sink.bind(("127.0.0.1", 0))
     try:
         await until(lambda: not any(mountpoint.silence.is_silent(i) for i in mountpoint.silence.indexes), "no media")
-        keys = WebRtcMediaKeys(sink.getsockname(), "AEAD_AES_128_GCM", os.urandom(28), os.urandom(28))
-        handle = RecordingHandle(11, keys)
+        handle = RecordingHandle(11)
+        # what the core does when the viewer's DTLS is up
+        plugin.engine.add_peer(handle.id, sink.getsockname(), "AEAD_AES_128_GCM", os.urandom(28), os.urandom(28))
         plugin.create_session(handle)
         plugin.viewers[handle.id].watch(mountpoint, None)
         plugin.setup_media(handle)
@@ -156,8 +156,9 @@ async def test_a_substream_that_never_sent_is_left_once_the_fallback_passed_sinc
     sink.bind(("127.0.0.1", 0))
     try:
         await until(lambda: not mountpoint.silence.is_silent(source_index(stream, 1)), "no media")
-        keys = WebRtcMediaKeys(sink.getsockname(), "AEAD_AES_128_GCM", os.urandom(28), os.urandom(28))
-        handle = RecordingHandle(12, keys)
+        handle = RecordingHandle(12)
+        # what the core does when the viewer's DTLS is up
+        plugin.engine.add_peer(handle.id, sink.getsockname(), "AEAD_AES_128_GCM", os.urandom(28), os.urandom(28))
         plugin.create_session(handle)
         plugin.viewers[handle.id].watch(mountpoint, None)
         joined = time.monotonic()

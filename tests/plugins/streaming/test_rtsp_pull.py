@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from fanout._engine import Engine
+from fanout._engine import Engine, StreamStats
 from fanout.plugins.streaming.config import parse_mountpoint
 from fanout.plugins.streaming.plugin import StreamingPlugin
 
@@ -25,16 +25,16 @@ async def test_rtp_and_sender_reports_come_to_the_engines_ports_and_destroying_t
             (stream,) = mountpoint.config.streams
             assert (stream.codec.name, stream.rtcp_port) == ("vp8", 0)
 
-            async def stats() -> dict[str, object]:
-                return dict(engine.mountpoint_stats(mountpoint.engine_id)["streams"][0])
+            async def stats() -> StreamStats:
+                return engine.mountpoint_stats(mountpoint.engine_id).streams[0]
 
             for _ in range(100):  # GStreamer's first sender report comes within a few seconds
-                if (await stats())["sender_report"] is not None:
+                if (await stats()).sender_report is not None:
                     break
                 await asyncio.sleep(0.1)
             received = await stats()
-            assert received["packets"] > 0 and received["malformed"] == 0
-            assert received["rtcp_packets"] > 0 and received["sender_report"] is not None
+            assert received.packets > 0 and received.malformed == 0
+            assert received.rtcp_packets > 0 and received.sender_report is not None
             plugin.remove_mountpoint(7)
             await asyncio.get_running_loop().run_in_executor(None, camera.wait_for_line, "rtsp-server: teardown")
     finally:

@@ -124,9 +124,9 @@ class Mountpoint:
         """Per stream, milliseconds since its last packet (since creation if none came yet)."""
         since_creation = int((time.monotonic() - self.created_at) * 1000)
         ages: dict[int, int] = {}  # by mindex: a simulcast stream's age is its freshest substream's
-        for stream in engine.mountpoint_stats(self.engine_id)["streams"]:  # reported, not decided on
-            age = since_creation if stream["last_packet_age_ms"] is None else stream["last_packet_age_ms"]
-            mindex = stream["index"] % SUBSTREAM_INDEX_STRIDE
+        for stream in engine.mountpoint_stats(self.engine_id).streams:  # reported, not decided on
+            age = since_creation if stream.last_packet_age_ms is None else stream.last_packet_age_ms
+            mindex = stream.index % SUBSTREAM_INDEX_STRIDE
             ages[mindex] = min(age, ages.get(mindex, age))
         return [ages[stream.mindex] for stream in self.config.streams]
 

@@ -3,10 +3,10 @@
 Speaks the request/response/event API of Janus's Streaming plugin
 (``janus.plugin.streaming``) so janus.js and other Janus clients work
 unchanged. The plugin decides; the engine moves the media: on ``setup_media``
-a viewer is handed to the engine with its keys, and from then on no packet
-of it passes through Python. Data streams are the exception: their few
-datagrams are read here and sent to each viewer over its data channel
-(``PluginHandle.send_data``).
+the viewer's engine peer (the core made it, with its keys) is subscribed to the
+mountpoint, and from then on no packet of it passes through Python. Data
+streams are the exception: their few datagrams are read here and sent to each
+viewer over its data channel (``PluginHandle.send_data``).
 """
 
 from __future__ import annotations
@@ -43,11 +43,10 @@ from fanout.plugins.streaming.rtsp_source import RtspPull
 from fanout.plugins.streaming.silence import MIN_SILENCE_MS
 from fanout.plugins.streaming.viewer import ONE_BYTE_EXTENSION_IDS, Viewer, ViewerState, ViewerTrack
 from fanout.sources.rtsp.connection import RtspConnection
-from fanout.webrtc.rtcp import GenericNack, PictureLossIndication, ReceiverReport, Remb, RtcpPacket
 from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, OfferMedia
 
 if TYPE_CHECKING:
-    from fanout._engine import Engine
+    from fanout._engine import Engine, PeerStats, RtcpReport
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +73,23 @@ def status_event(status: str) -> dict[str, Any]:
 def layer_event(mid: str, **layer: int) -> dict[str, Any]:
     """A simulcast viewer's stream now gets another substream or temporal layer."""
     return {"streaming": "event", "result": {"mid": mid, **layer}}
+
+
+def _peer_stats_json(stats: PeerStats) -> dict[str, Any]:
+    """The engine's counters of a viewer, as query_session (handle_info's plugin_specific) shows them."""
+    return {
+        "packets": stats.packets,
+        "bytes": stats.bytes,
+        "rtcp_packets": stats.rtcp_packets,
+        "retransmissions": stats.retransmissions,
+        "nacked": stats.nacked,
+        "gso_refused": stats.gso_refused,
+        "dropped": stats.dropped,
+        "send_errors": stats.send_errors,
+        "paused": stats.paused,
+        "worker": stats.worker,
+        "source_switches": stats.source_switches,
+    }
 
 
 # A fallback timer fires this much after the fallback has passed, so that the age it
@@ -274,51 +290,50 @@ class StreamingPlugin(Plugin):
 
     def setup_media(self, handle: PluginHandle) -> None:
         viewer = self.viewers.get(handle.id)
-        keys = handle.media_keys
-        if viewer is None or viewer.mountpoint is None or keys is None or viewer.in_engine:
+        if viewer is None or viewer.mountpoint is None or viewer.in_engine:
             return
         tracks = [track for track in viewer.tracks if track.send]
-        self.engine.add_viewer(
-            handle.id,
-            viewer.mountpoint.engine_id,
-            keys.address,
-            keys.srtp_profile,  # type: ignore[arg-type]
-            keys.local_master_key,
-            keys.remote_master_key,
-            [track.engine_stream() for track in tracks],
-        )
+        # The core made the engine peer (keys, address) when DTLS came up; it gets the streams now.
+        self.engine.subscribe(handle.id, viewer.mountpoint.engine_id, [track.engine_stream() for track in tracks])
         viewer.in_engine = True
         viewer.watching_since = time.monotonic()
         for track in tracks:
             if track.paused:
-                self.engine.set_viewer_stream_paused(handle.id, track.source_index, True)
+                self.engine.set_stream_paused(handle.id, track.source_index, True)
             if track.temporal is not None and track.stream.codec.name == "vp8":
-                self.engine.set_viewer_stream_temporal_layer(handle.id, track.source_index, track.temporal)
+                self.engine.set_stream_temporal_layer(handle.id, track.source_index, track.temporal)
             self._send_playout_delay(viewer, track)
         if viewer.state is not ViewerState.PAUSED:
             viewer.state = ViewerState.STARTED
         if viewer.state is ViewerState.PAUSED or not viewer.mountpoint.enabled:
-            self.engine.set_viewer_paused(handle.id, True)
-        logger.info("viewer %d watching mountpoint %s (%s)", handle.id, viewer.mountpoint.id, keys.srtp_profile)
+            self.engine.set_paused(handle.id, True)
+        logger.info("viewer %d watching mountpoint %s", handle.id, viewer.mountpoint.id)
         handle.push_event(None, status_event("started"))
         for track in tracks:
             if track.substream is not None:
                 handle.push_event(None, layer_event(track.mid, substream=track.substream))
         self._follow_silence(viewer.mountpoint)  # its substream may be silent already
 
-    def incoming_rtcp(self, handle: PluginHandle, packets: list[RtcpPacket]) -> None:
+    def incoming_rtcp(self, handle: PluginHandle, report: RtcpReport) -> None:
+        """What the engine read in the viewer's RTCP (it answered NACKs and forwarded PLIs
+        itself): counted for handle_info; receiver reports and REMB kept."""
         viewer = self.viewers.get(handle.id)
         if viewer is None:
             return
-        for packet in packets:
-            kinds = {GenericNack: "nack", PictureLossIndication: "pli", ReceiverReport: "rr", Remb: "remb"}
-            kind = kinds.get(type(packet), "other")
-            viewer.rtcp_counts[kind] = viewer.rtcp_counts.get(kind, 0) + 1
-            if isinstance(packet, ReceiverReport):
-                for report in packet.reports:
-                    viewer.take_report(report)
-            elif isinstance(packet, Remb):
-                viewer.take_bitrate_estimate(packet.ssrcs, packet.bitrate, time.monotonic())
+        seen = {
+            "nack": report.nacks,  # sequence numbers asked for
+            "pli": report.keyframe_requests,  # PLIs and FIRs
+            "rr": len(report.receiver_reports),  # report blocks
+            "remb": int(report.remb is not None),
+            "other": report.other,
+        }
+        for kind, count in seen.items():
+            if count:
+                viewer.rtcp_counts[kind] = viewer.rtcp_counts.get(kind, 0) + count
+        for block in report.receiver_reports:
+            viewer.take_report(block)
+        if report.remb is not None:
+            viewer.take_bitrate_estimate(report.remb.ssrcs, report.remb.bitrate, time.monotonic())
 
     def data_ready(self, handle: PluginHandle) -> None:
         """The viewer's data channel can carry messages: a buffering data stream sends it the
@@ -388,7 +403,7 @@ class StreamingPlugin(Plugin):
             info["mountpoint"] = viewer.mountpoint.id
             info["mids"] = [track.mid for track in viewer.tracks]
         if viewer.in_engine:
-            info["engine"] = dict(self.engine.viewer_stats(handle.id))
+            info["engine"] = _peer_stats_json(self.engine.peer_stats(handle.id))
         info["rtcp_received"] = dict(viewer.rtcp_counts)
         info["reception"] = {mid: reception.as_dict() for mid, reception in viewer.reception.items()}
         if viewer.data is not None:
@@ -499,7 +514,7 @@ class StreamingPlugin(Plugin):
         for handle_id in mountpoint.viewers:
             watcher = self.viewers.get(handle_id)
             if watcher is not None and watcher.in_engine:
-                self.engine.set_viewer_paused(handle_id, not enabled or watcher.state is ViewerState.PAUSED)
+                self.engine.set_paused(handle_id, not enabled or watcher.state is ViewerState.PAUSED)
         return {"streaming": "ok"}
 
     def _kick_all(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
@@ -612,14 +627,14 @@ class StreamingPlugin(Plugin):
         elif viewer.state is ViewerState.PAUSED:
             viewer.state = ViewerState.STARTED if viewer.in_engine else ViewerState.STARTING
             if viewer.in_engine:
-                self.engine.set_viewer_paused(viewer.handle.id, not viewer.mountpoint.enabled)
+                self.engine.set_paused(viewer.handle.id, not viewer.mountpoint.enabled)
         viewer.handle.push_event(transaction, status_event("starting"))
 
     def _pause(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
         if viewer.mountpoint is not None:
             viewer.state = ViewerState.PAUSED
             if viewer.in_engine:
-                self.engine.set_viewer_paused(viewer.handle.id, True)
+                self.engine.set_paused(viewer.handle.id, True)
         viewer.handle.push_event(transaction, status_event("pausing"))
 
     def _configure(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
@@ -638,7 +653,7 @@ class StreamingPlugin(Plugin):
         for track, send in wanted:
             track.paused = not send
             if viewer.in_engine and track.send:
-                self.engine.set_viewer_stream_paused(viewer.handle.id, track.source_index, not send)
+                self.engine.set_stream_paused(viewer.handle.id, track.source_index, not send)
         for track, min_delay, max_delay in delays:
             track.configure_playout_delay(min_delay, max_delay)
         for track in viewer.tracks:
@@ -756,9 +771,9 @@ class StreamingPlugin(Plugin):
         track.substream = substream
         if not (viewer.in_engine and track.send):
             return
-        self.engine.set_viewer_stream_source(viewer.handle.id, previous, track.source_index)
+        self.engine.set_stream_source(viewer.handle.id, previous, track.source_index)
         if track.temporal is not None and track.stream.codec.name == "vp8":
-            self.engine.set_viewer_stream_temporal_layer(viewer.handle.id, track.source_index, track.temporal)
+            self.engine.set_stream_temporal_layer(viewer.handle.id, track.source_index, track.temporal)
         # The substream event follows the engine's SubstreamMoved (_substream_moved).
 
     def _set_temporal_layer(self, viewer: Viewer, track: ViewerTrack, temporal: int) -> None:
@@ -768,7 +783,7 @@ class StreamingPlugin(Plugin):
             return
         track.temporal = temporal
         if viewer.in_engine and track.send:
-            self.engine.set_viewer_stream_temporal_layer(viewer.handle.id, track.source_index, temporal)
+            self.engine.set_stream_temporal_layer(viewer.handle.id, track.source_index, temporal)
         viewer.handle.push_event(None, layer_event(track.mid, temporal=temporal))
 
     def _switch(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
@@ -783,7 +798,7 @@ class StreamingPlugin(Plugin):
             return
         tracks = subscription.switched_tracks(viewer.tracks, target)
         if viewer.in_engine:
-            self.engine.switch_viewer(
+            self.engine.subscribe(
                 viewer.handle.id, target.engine_id, [track.engine_stream() for track in tracks if track.send]
             )
         viewer.mountpoint.viewers.discard(viewer.handle.id)
@@ -823,13 +838,13 @@ class StreamingPlugin(Plugin):
             return
         delay = track.playout_delay_ms()
         minimum, maximum = delay if delay is not None else (None, None)
-        self.engine.set_viewer_playout_delay(
+        self.engine.set_stream_playout_delay(
             viewer.handle.id, track.source_index, track.playout_delay_extension_id, minimum, maximum
         )
 
     def _remove_from_engine(self, viewer: Viewer) -> None:
         if viewer.in_engine:
-            self.engine.remove_viewer(viewer.handle.id)
+            self.engine.unsubscribe(viewer.handle.id)
             viewer.in_engine = False
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:

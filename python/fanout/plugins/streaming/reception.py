@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-
-from fanout.webrtc.rtcp import ReceptionReport
+from typing import Protocol
 
 NTP_UNIX_OFFSET_SECONDS = 2_208_988_800
 
@@ -13,6 +12,21 @@ NTP_UNIX_OFFSET_SECONDS = 2_208_988_800
 def compact_ntp(unix_time: float) -> int:
     """The middle 32 bits of the NTP timestamp of ``unix_time`` (RFC 3550's LSR/DLSR unit: 1/65536 s)."""
     return int((unix_time + NTP_UNIX_OFFSET_SECONDS) * 65536) & 0xFFFFFFFF
+
+
+class ReportBlock(Protocol):
+    """A receiver report block (the engine's ReceptionReport, or a parsed one)."""
+
+    @property
+    def fraction_lost(self) -> int: ...
+    @property
+    def packets_lost(self) -> int: ...
+    @property
+    def jitter(self) -> int: ...
+    @property
+    def last_sr(self) -> int: ...
+    @property
+    def delay_since_last_sr(self) -> int: ...
 
 
 @dataclass
@@ -26,7 +40,7 @@ class Reception:
     jitter_ms: float = 0.0
     rtt_ms: float | None = None  # None until a report answers one of our sender reports
 
-    def update(self, report: ReceptionReport, now: float | None = None) -> None:
+    def update(self, report: ReportBlock, now: float | None = None) -> None:
         """Take a report block; the round trip from LSR/DLSR (RFC 3550 section 6.4.1)."""
         self.reports += 1
         self.lost = report.packets_lost

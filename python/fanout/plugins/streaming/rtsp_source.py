@@ -213,14 +213,14 @@ class RtspPull:
         """Each stream's track (a server that came back must still offer it in the stream's
         codec) with the engine's RTP and RTCP ports of the stream."""
         tracks = connection.client.tracks
-        stats = {stream["index"]: stream for stream in self.engine.mountpoint_stats(self.mountpoint.engine_id)["streams"]}
+        stats = {stream.index: stream for stream in self.engine.mountpoint_stats(self.mountpoint.engine_id).streams}
         transports = []
         for stream, port in zip(self.mountpoint.config.streams, self.mountpoint.ports, strict=True):
             track = next((track for track in tracks if track.kind == stream.kind and self._relayable(track, stream)), None)
             if track is None:
                 offered = ", ".join(track.rtpmap for track in tracks if track.kind == stream.kind) or "none"
                 raise RtspError(f"the server no longer offers {stream.kind} in {stream.codec.name} (it offers: {offered})")
-            rtcp_port = stats[stream.mindex]["rtcp_port"]
+            rtcp_port = stats[stream.mindex].rtcp_port
             assert rtcp_port is not None
             transports.append(TransportRequest(track, port, rtcp_port))
         return transports

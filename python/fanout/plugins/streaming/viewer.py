@@ -14,13 +14,12 @@ from fanout.plugins.streaming.codecs import VIDEO_RTCP_FEEDBACK
 from fanout.plugins.streaming.config import DataStreamConfig, StreamConfig
 from fanout.plugins.streaming.mountpoint import Mountpoint, source_index
 from fanout.plugins.streaming.reception import Reception
-from fanout.webrtc.rtcp import ReceptionReport
 from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, Codec, OfferMedia
 
 DEFAULT_FALLBACK_US = 250_000  # as Janus: a substream silent this long is left for the one below
 
 if TYPE_CHECKING:
-    from fanout._engine import ViewerStream
+    from fanout._engine import ReceptionReport, ViewerStream
 
 # The a=extmap id fanout offers the playout-delay extension with (Janus's), and the ids it
 # can send it with: the engine writes RFC 8285 one-byte headers.

@@ -1,0 +1,161 @@
+//! What the engine tells about itself: counters read without stopping the
+//! threads. Each struct is also the Python class of the same name (frozen,
+//! every field a read-only attribute), so a counter is declared once here and
+//! typed once in `_engine.pyi`.
+
+use pyo3::pyclass;
+
+use crate::wire::rtcp::{ReceptionReport, Remb};
+
+/// One peer's sends (the counters only grow).
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStats {
+    /// RTP packets sent (retransmissions apart).
+    pub packets: u64,
+    /// SRTP bytes sent, retransmissions included.
+    pub bytes: u64,
+    /// RTCP packets (sender reports, ...) sent.
+    pub rtcp_packets: u64,
+    /// RTP packets sent again after a NACK.
+    pub retransmissions: u64,
+    /// Sequence numbers the peer's NACKs asked for.
+    pub nacked: u64,
+    /// GSO sends the kernel refused (the peer then gets single datagrams).
+    pub gso_refused: u64,
+    /// Packets not sent (socket buffer full, send error).
+    pub dropped: u64,
+    pub send_errors: u64,
+    pub paused: bool,
+    /// The index of the worker that sends it media, None while not subscribed.
+    pub worker: Option<usize>,
+    /// Streams moved to another source stream (set_stream_source), once moved.
+    pub source_switches: u64,
+}
+
+/// The latest sender report from a source.
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SenderReportStats {
+    /// The 64-bit NTP timestamp it carried.
+    pub ntp_time: u64,
+    pub rtp_timestamp: u32,
+    /// Since it arrived.
+    pub age_ms: u64,
+}
+
+/// A video stream's packets since its latest keyframe.
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyframeCacheStats {
+    /// It holds one: a peer starting now starts at once.
+    pub keyframe: bool,
+    pub packets: usize,
+    pub bytes: usize,
+    /// Groups of pictures let go for growing too large.
+    pub overflows: u64,
+}
+
+/// One source stream of a mountpoint.
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamStats {
+    pub index: u32,
+    pub port: u16,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Datagrams that were not RTP, dropped.
+    pub malformed: u64,
+    /// Packets a worker could not take (its ring was full).
+    pub overruns: u64,
+    /// None until the first packet arrives.
+    pub last_packet_age_ms: Option<u64>,
+    /// The bound RTCP port, None without one.
+    pub rtcp_port: Option<u16>,
+    /// RTCP packets received from the source on the RTCP port.
+    pub rtcp_packets: u64,
+    /// Peers' PLI/FIR sent on to the source as PLI (rate limited).
+    pub plis_forwarded: u64,
+    /// PLIs sent because a peer started with no keyframe cached.
+    pub keyframe_requests: u64,
+    /// Bitrate estimates (REMB) sent to the source.
+    pub rembs_sent: u64,
+    /// The source's latest, None before one.
+    pub sender_report: Option<SenderReportStats>,
+    /// None for streams without a cache (audio, data, other codecs).
+    pub keyframe_cache: Option<KeyframeCacheStats>,
+    /// SRTP packets that failed authentication or replay checks, dropped.
+    pub undecryptable: u64,
+    /// Packets with another SSRC than the one holding the stream, dropped.
+    pub collisions: u64,
+    /// H.264 parameter set packets put before keyframes.
+    pub parameter_sets_inserted: u64,
+    /// Audio packets dropped to pull a fast source clock back.
+    pub skew_dropped: u64,
+    /// How far skew compensation has moved the timestamps (negative: back).
+    pub skew_ms: i64,
+}
+
+/// A mountpoint: what its sources sent, and what the workers sent its peers.
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountpointStats {
+    /// Received from the sources.
+    pub packets: u64,
+    pub bytes: u64,
+    pub malformed: u64,
+    /// Peers subscribed to it.
+    pub viewers: usize,
+    pub streams: Vec<StreamStats>,
+    /// RTP packets sent to all its peers (summed over workers).
+    pub sent_packets: u64,
+    /// SRTP bytes sent, retransmissions included.
+    pub sent_bytes: u64,
+    pub retransmissions: u64,
+    pub dropped: u64,
+    pub send_errors: u64,
+}
+
+/// One worker's load; counters only grow.
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub index: usize,
+    /// The core it is pinned to, None if not pinned.
+    pub core: Option<usize>,
+    pub viewers: usize,
+    /// Time spent working rather than waiting.
+    pub busy_ns: u64,
+    /// Wake-ups that found packets.
+    pub passes: u64,
+    /// Source packets taken (each fans out to its peers).
+    pub source_packets: u64,
+    /// Messages handed to the kernel (one GSO message carries many datagrams).
+    pub messages: u64,
+    /// sendmmsg calls (sendto mode: batches of single sends).
+    pub flushes: u64,
+    /// Source packets lost because its ring was full.
+    pub overruns: u64,
+}
+
+/// What the engine saw in a peer's RTCP packet and did about it
+/// ([`crate::engine::Engine::receive_rtcp`]).
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RtcpReport {
+    /// Sequence numbers its Generic NACKs asked for (about any SSRC).
+    pub nacks: u64,
+    /// Of those, the ones about the peer's streams, handed to its worker to
+    /// resend (it resends those still in its history: PeerStats.retransmissions).
+    pub retransmitted: u64,
+    /// PLIs/FIRs about its streams sent on to a source (at most one per stream per second).
+    pub plis_forwarded: u64,
+    /// PLIs and FIRs in it.
+    pub keyframe_requests: u64,
+    /// The report blocks of its receiver (and sender) reports.
+    pub receiver_reports: Vec<ReceptionReport>,
+    /// Its bitrate estimate, if it carried one.
+    pub remb: Option<Remb>,
+    /// Packets of other types (SDES, BYE, XR, other feedback...).
+    pub other: u64,
+}
