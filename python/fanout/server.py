@@ -52,6 +52,7 @@ async def serve(config_folder: Path | None) -> None:
     """Run fanout with ``config_folder`` (None: the embedded default) until SIGINT or SIGTERM."""
     try:
         config = load_config(config_folder)
+        configure_logs(config.settings)  # the mountpoints' checks may log
         streaming_settings, mountpoints = _streaming_configuration(config)
     except ConfigError as error:
         _exit_with(f"fanout: configuration error: {error}")
@@ -75,10 +76,14 @@ def _streaming_configuration(config: Config) -> tuple[StreamingSettings, list[Mo
     embedded default."""
     root = config.plugin_file(STREAMING_PACKAGE)
     file = None if config.embedded else config.folder / f"{STREAMING_PACKAGE}.jcfg"
-    if root is None:
-        return StreamingSettings(config_file=file), []
-    settings = streaming_settings_from_file(root, file)
-    return settings, mountpoints_from_file(root, string_ids=settings.string_ids)
+    settings = StreamingSettings(config_file=file) if root is None else streaming_settings_from_file(root, file)
+    if settings.admin_key is None:
+        logger.warning(
+            "%s: no admin_key: anyone who reaches the Janus API can create mountpoints%s; "
+            "set general.admin_key in %s.jcfg",
+            STREAMING_PACKAGE, " and save them to the file (permanent)" if file is not None else "", STREAMING_PACKAGE,
+        )  # fmt: skip
+    return settings, [] if root is None else mountpoints_from_file(root, string_ids=settings.string_ids)
 
 
 @contextlib.asynccontextmanager
