@@ -3,9 +3,10 @@
 Runs Debian's Janus 1.1.2 (`janus -F <folder>`) with only the Streaming plugin
 and the HTTP transport on 127.0.0.1:18095, twice: without and with an
 ``admin_key``. Writes tests/plugins/streaming/data/janus_management.json; with
-``simulcast``, records SIMULCAST_CASES into janus_simulcast.json instead.
+``simulcast``, records SIMULCAST_CASES into janus_simulcast.json instead, with
+``hostile`` HOSTILE_CASES into janus_hostile.json (as root: one binds port 22).
 
-    .venv/bin/python -m tests.plugins.streaming.record_janus [simulcast]
+    .venv/bin/python -m tests.plugins.streaming.record_janus [simulcast|hostile]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.plugins.streaming.management_cases import (
     ADMIN_CASES,
     ADMIN_KEY,
     CASES,
+    HOSTILE_CASES,
     SIMULCAST_CASES,
     STREAMING_CONFIG,
     STRING_ID_CASES,
@@ -108,6 +110,9 @@ def write(name: str, recordings: dict[str, Any]) -> None:
 async def main(arguments: list[str]) -> None:
     if arguments == ["simulcast"]:
         write("janus_simulcast.json", {"plain": await record("", SIMULCAST_CASES)})
+        return
+    if arguments == ["hostile"]:
+        write("janus_hostile.json", {"plain": await record("", HOSTILE_CASES)})
         return
     recordings = {
         "plain": await record("", CASES),

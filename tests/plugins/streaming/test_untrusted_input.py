@@ -6,6 +6,7 @@ these (it bound port 22 as root); fanout refuses them with the Streaming plugin'
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -21,12 +22,14 @@ from fanout.plugins.streaming.management import edited_mountpoint, mountpoint_fr
 from fanout.plugins.streaming.viewer import ViewerTrack
 from fanout.webrtc.sdp import Candidate, TransportDescription, build_offer, parse_description
 
+from tests.plugins.streaming.management_cases import FOREIGN_CANDIDATE, HOSTILE_CASES, STREAMING_CONFIG, run_case
 from tests.support.janus_client import JanusHttpClient
+from tests.support.ports import free_ports
 from tests.support.server import FanoutProcess, write_config
 
 # What an attacker appends to a value: a line that sends every viewer's ICE to their host.
-FOREIGN_CANDIDATE = "a=candidate:1 1 udp 2130706431 203.0.113.66 9 typ host"
-INJECTED = "v\r\n" + FOREIGN_CANDIDATE
+FOREIGN = "\r\n" + FOREIGN_CANDIDATE
+INJECTED = "v" + FOREIGN
 SERVER_CANDIDATE = Candidate("1", 1, "udp", 2130706431, "127.0.0.1", 10000, "host")
 TRANSPORT = TransportDescription("fNoU", "fanoutIcePasswordOf24ch", ("sha-256", "AB:CD"), "actpass", [SERVER_CANDIDATE])
 
@@ -237,3 +240,42 @@ async def test_privileged_ports_can_be_allowed_in_the_plugin_configuration(tmp_p
             else:  # the kernel refuses, not the plugin
                 assert reply["error_code"] == 456 and "Permission denied" in reply["error"]
             await client.close()
+
+
+JANUS_REPLIES = json.loads((Path(__file__).parent / "data" / "janus_hostile.json").read_text())["recordings"]["plain"]
+CONTROL = "must not contain control characters (CR, LF, ...)"
+# fanout's reply to each step of HOSTILE_CASES["create_hostile"], where Janus 1.1.2 created or edited.
+def quoted(text: str) -> str:
+    """How an error quotes a refused value: its first 40 characters, escaped."""
+    return repr(text[:40]) + ("..." if len(text) > 40 else "")
+
+
+FANOUT_REPLIES = [
+    (456, f"Can't add 'rtp' stream: media[0]: 'mid' {CONTROL}: {quoted('v' + FOREIGN)}"),
+    (456, f"Can't add 'rtp' stream: media[0]: 'fmtp' {CONTROL}: {quoted('x=1' + FOREIGN)}"),
+    (456, f"Can't add 'rtp' stream: media[0]: 'msid' {CONTROL}: {quoted('s t' + FOREIGN)}"),
+    (456, "Can't add 'rtp' stream: media[0]: 'mid' must be 1 to 64 letters, digits or !#$%&'*+-.^_`{|}~ (RFC 8843), "
+          f"not {quoted('m' * 65)}"),
+    (456, f"Can't add 'rtp' stream: 'name' {CONTROL}: {quoted('n' + chr(13) + chr(10) + 'forged log line')}"),
+    (456, "Can't add 'rtp' stream: 'description' is longer than 4096 characters"),
+    (456, "Can't add 'rtp' stream: port 22 is below 1024 (allow_privileged_ports = true in janus.plugin.streaming.jcfg allows it)"),
+    (454, f"Invalid element ('new_secret' {CONTROL}: {quoted('s' + chr(13) + chr(10) + 't')})"),
+]  # fmt: skip
+
+
+async def test_what_janus_takes_from_a_creator_fanout_refuses(tmp_path: Path) -> None:
+    folder = tmp_path / "config"
+    addresses = write_config(folder, "")
+    audio_port, video_port = free_ports(2)
+    (folder / "janus.plugin.streaming.jcfg").write_text(
+        STREAMING_CONFIG % {"general": "", "configured_id": "1", "audio_port": audio_port, "video_port": video_port}
+    )
+    bodies = HOSTILE_CASES["create_hostile"]
+    with FanoutProcess(folder):
+        async with aiohttp.ClientSession() as http:
+            replies = await run_case(http, addresses.janus_url, bodies)
+    for body, reply, janus_reply, (code, reason) in zip(
+        bodies, replies, JANUS_REPLIES["create_hostile"], FANOUT_REPLIES, strict=True
+    ):
+        assert janus_reply["streaming"] in ("created", "edited"), body
+        assert reply == {"streaming": "event", "error_code": code, "error": reason}, body
