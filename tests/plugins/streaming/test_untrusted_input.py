@@ -62,6 +62,7 @@ def create(**fields: Any) -> dict[str, Any]:
         (create(metadata="x" * 4097), "'metadata' is longer than 4096 characters"),
         (create(secret="s" * 257), "'secret' is longer than 256 characters"),
         (create(description="\ud800"), "'description' is not valid Unicode text"),
+        (create(media=[video(mid=f"v{index}") for index in range(65)]), "'media' has more than 64 streams"),
     ],
 )  # fmt: skip
 def test_create_refuses_strings_that_would_become_sdp_lines_or_are_too_long(body: dict[str, Any], reason: str) -> None:

@@ -14,8 +14,8 @@ and (``permanent``) this file: no string has control characters (CR, LF, NUL...)
 ``description`` and ``metadata``, which are free text; ``mid`` is 1 to 64 of SDP's token
 characters (RFC 8843, RFC 4566), ``msid`` one or two such ids (RFC 8830); ids, names,
 labels, secrets, pins, interfaces and RTSP credentials are at most 256 characters, the
-rest (description, metadata, fmtp, url...) at most 4096. A string that breaks these
-rules raises :class:`UnsafeValueError`.
+rest (description, metadata, fmtp, url...) at most 4096; a ``media`` list has at most
+64 streams. What breaks these rules raises :class:`UnsafeValueError`.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class UnsafeValueError(MountpointConfigError):
 SHORT_TEXT_LIMIT = 256  # ids, names, labels, secrets, pins, interfaces, RTSP credentials
 LONG_TEXT_LIMIT = 4096  # description, metadata, fmtp, url and any other string
 MID_LIMIT = 64  # RFC 8843 sets none; RFC 8830's bound on an msid id
+MEDIA_LIMIT = 64  # streams of one mountpoint
 # RFC 4566's token-char: what a mid (RFC 8843) and an msid id (RFC 8830) are made of.
 _TOKEN = r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]"
 _MID = re.compile(f"{_TOKEN}{{1,{MID_LIMIT}}}")
@@ -290,6 +291,8 @@ def parse_mountpoint(
     if media is not None:
         if not isinstance(media, (list, tuple)) or not media:
             raise MountpointConfigError(f"{where}: 'media' must be a non-empty list of streams")
+        if len(media) > MEDIA_LIMIT:  # each binds a port or more
+            raise UnsafeValueError(f"{where}: 'media' has more than {MEDIA_LIMIT} streams")
         streams = []
         for index, entry in enumerate(media):
             if isinstance(entry, Mapping) and entry.get("type") == "data":
