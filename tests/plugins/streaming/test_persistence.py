@@ -101,7 +101,8 @@ def test_nasty_strings_come_back_from_the_file_as_they_went_in(tmp_path: Path) -
 
 def test_what_the_file_cannot_hold_is_never_half_written(tmp_path: Path) -> None:
     path = tmp_path / "janus.plugin.streaming.jcfg"
-    config, _ = parse_mountpoint("kept", parse('type = "rtp"\nid = 3\naudio = true\naudioport = 0\naudiopt = 111\naudiocodec = "opus"\n'))
+    group = parse('type = "rtp"\nid = 3\naudio = true\naudioport = 0\naudiopt = 111\naudiocodec = "opus"\n')
+    config, _ = parse_mountpoint("kept", group)
     save_mountpoint(path, config)
     before = path.read_bytes()
     with pytest.raises(PersistenceError, match="cannot write"):

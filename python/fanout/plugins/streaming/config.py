@@ -59,10 +59,9 @@ _TOKEN = r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]"
 _MID = re.compile(f"{_TOKEN}{{1,{MID_LIMIT}}}")
 _MSID = re.compile(f"{_TOKEN}{{1,64}}(?: {_TOKEN}{{1,64}})?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_SHORT_KEYS = {
-    "id", "name", "label", "secret", "pin", "type", "codec", "iface", "mcast", "datatype", "rtspiface", "rtsp_user",
-    "rtsp_pwd",
-}  # fmt: skip
+_SHORT_KEYS = {"id", "name", "label", "secret", "pin", "type", "datatype", "rtspiface", "rtsp_user", "rtsp_pwd"} | {
+    prefix + key for prefix in ("", "audio", "video", "data") for key in ("iface", "codec", "mcast")
+}
 
 
 def checked_text(where: str, key: str, value: str, *, limit: int = LONG_TEXT_LIMIT, free_text: bool = False) -> str:
@@ -660,9 +659,7 @@ class _Reader:
         name-like key and 4096 for any other."""
         value = self.text(key)
         if value is not None:
-            bare_key = key.removeprefix("audio").removeprefix("video").removeprefix("data")
-            limit = SHORT_TEXT_LIMIT if key in _SHORT_KEYS or bare_key in _SHORT_KEYS else LONG_TEXT_LIMIT
-            checked_text(self.where, key, value, limit=limit)
+            checked_text(self.where, key, value, limit=SHORT_TEXT_LIMIT if key in _SHORT_KEYS else LONG_TEXT_LIMIT)
         return value
 
     def text(self, key: str) -> str | None:

@@ -221,8 +221,9 @@ def edited_mountpoint(config: MountpointConfig, body: dict[str, Any]) -> Mountpo
 def _check_edited_text(field: str, value: str) -> None:
     """The bounds a ``create`` puts on the field, with Janus's invalid-element error."""
     free_text = field in ("new_description", "new_metadata")
+    limit = LONG_TEXT_LIMIT if free_text else SHORT_TEXT_LIMIT
     try:
-        checked_text("edit", field, value, limit=LONG_TEXT_LIMIT if free_text else SHORT_TEXT_LIMIT, free_text=free_text)
+        checked_text("edit", field, value, limit=limit, free_text=free_text)
     except MountpointConfigError as error:
         raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element ({str(error).removeprefix('edit: ')})") from None
 
