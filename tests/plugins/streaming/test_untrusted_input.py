@@ -220,6 +220,20 @@ async def test_a_server_open_to_anyone_says_so_and_refuses_hostile_creates(tmp_p
             }
             refused = await ask({"request": "edit", "id": 1, "new_description": "x" * 500_000})
             assert refused["error_code"] == 454
+
+            # What the strangest accepted create gives a viewer: fanout's lines, and only those.
+            odd = create(id=5, description="two\r\nlines" + FOREIGN, media=[video(mid="!#$%&'*+-.^_`{|}~", msid="s t")])
+            assert (await ask(odd))["streaming"] == "created"
+            viewer = await client.attach()
+            await client.message(viewer, {"request": "watch", "id": 5})
+            offer = (await client.plugin_event(viewer))["jsep"]["sdp"]
+            lines = offer.split("\r\n")
+            assert lines[-1] == "" and not any("\r" in line or "\n" in line for line in lines)
+            [candidate] = [line for line in lines if line.startswith("a=candidate")]
+            assert candidate.endswith(f" 127.0.0.1 {addresses.webrtc_port} typ host")
+            assert [media.mid for media in parse_description(offer).media] == ["!#$%&'*+-.^_`{|}~"]
+            [media] = SessionDescription.parse(offer).media
+            assert (media.rtp.muxId, media.msid, len(media.ice_candidates)) == ("!#$%&'*+-.^_`{|}~", "s t", 1)
             await client.close()
     assert streaming_file.read_text() == HOSTILE_FILE  # nothing was saved
     assert [config.id for config in mountpoints_from_file(load(streaming_file))] == [1]
