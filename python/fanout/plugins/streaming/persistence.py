@@ -2,7 +2,9 @@
 
 As Janus does, the file is read, the mountpoint's group is added, replaced or
 removed, and the whole file is written again (comments are not kept). The
-file is replaced atomically, so a crash never leaves half a file.
+file is replaced atomically, so a crash never leaves half a file. Strings are
+written escaped (quotes, backslashes, control characters) and in UTF-8, as the
+file is read, whatever the locale.
 """
 
 from __future__ import annotations
