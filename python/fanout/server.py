@@ -54,9 +54,13 @@ async def serve(config_folder: Path | None) -> None:
     """Run fanout with ``config_folder`` (None: the embedded default) until SIGINT or SIGTERM."""
     try:
         config = load_config(config_folder)
+        configure_logs(config.settings)  # first: the mountpoints' checks may log
         streaming_settings, mountpoints = _streaming_configuration(config)
     except ConfigError as error:
         _exit_with(f"fanout: configuration error: {error}")
+    except OSError as error:
+        path = config.settings.log_to_file
+        _exit_with(f"fanout: cannot start: the log file {path} cannot be opened ({error}); set general.log_to_file to a writable path")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     limit_resource_error_logs(loop)
@@ -78,10 +82,14 @@ def _streaming_configuration(config: Config) -> tuple[StreamingSettings, list[Mo
     embedded default."""
     root = config.plugin_file(STREAMING_PACKAGE)
     file = None if config.embedded else config.folder / f"{STREAMING_PACKAGE}.jcfg"
-    if root is None:
-        return StreamingSettings(config_file=file), []
-    settings = streaming_settings_from_file(root, file)
-    return settings, mountpoints_from_file(root, string_ids=settings.string_ids)
+    settings = StreamingSettings(config_file=file) if root is None else streaming_settings_from_file(root, file)
+    if settings.admin_key is None:
+        logger.warning(
+            "%s: no admin_key: anyone who reaches the Janus API can create mountpoints%s; "
+            "set general.admin_key in %s.jcfg",
+            STREAMING_PACKAGE, " and save them to the file (permanent)" if file is not None else "", STREAMING_PACKAGE,
+        )  # fmt: skip
+    return settings, [] if root is None else mountpoints_from_file(root, string_ids=settings.string_ids)
 
 
 @contextlib.asynccontextmanager
@@ -89,10 +97,6 @@ async def _running(
     config: Config, mountpoints: list[MountpointConfig], streaming_settings: StreamingSettings
 ) -> AsyncIterator[str]:
     settings = config.settings
-    try:
-        configure_logs(settings)
-    except OSError as error:
-        raise StartupError(f"the log file {settings.log_to_file} cannot be opened ({error}); set general.log_to_file to a writable path") from error
     async with contextlib.AsyncExitStack() as stack:
         try:
             endpoint = await WebRtcEndpoint.open(

@@ -165,6 +165,24 @@ SIMULCAST_CASES: dict[str, list[Message]] = {
     ],
 }
 
+# What a creator should not control (issue 16): Janus 1.1.2 takes every one of these,
+# fanout refuses each (test_untrusted_input.py compares). Recorded into janus_hostile.json.
+FOREIGN_CANDIDATE = "a=candidate:1 1 udp 2130706431 203.0.113.66 9 typ host"
+HOSTILE_CASES: dict[str, list[Message]] = {
+    "create_hostile": [
+        video_only(160, media=[{"type": "video", "mid": "v\r\n" + FOREIGN_CANDIDATE, "port": 0, "pt": 96, "codec": "vp8"}]),
+        video_only(161, media=[{"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "vp8",
+                                "fmtp": "x=1\r\n" + FOREIGN_CANDIDATE}]),
+        video_only(162, media=[{"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "vp8",
+                                "msid": "s t\r\n" + FOREIGN_CANDIDATE}]),
+        video_only(163, media=[{"type": "video", "mid": "m" * 65, "port": 0, "pt": 96, "codec": "vp8"}]),
+        video_only(164, name="n\r\nforged log line"),
+        video_only(165, description="x" * 4097),
+        video_only(166, media=[{"type": "video", "mid": "v", "port": 22, "pt": 96, "codec": "vp8"}]),
+        {"request": "edit", "id": 1, "secret": "s3cret", "new_secret": "s\r\nt"},
+    ],
+}  # fmt: skip
+
 # Janus 1.1.2 crashes on "disable" with the right secret, so these are checked against
 # Janus's documentation in test_management.py instead of a recording.
 UNRECORDED_CASES: dict[str, list[Message]] = {

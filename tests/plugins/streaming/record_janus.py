@@ -4,9 +4,10 @@ Runs Debian's Janus 1.1.2 (`janus -F <folder>`) with only the Streaming plugin
 and the HTTP transport on 127.0.0.1:18095, twice: without and with an
 ``admin_key``. Writes tests/plugins/streaming/data/janus_management.json; with
 ``simulcast``, records SIMULCAST_CASES into janus_simulcast.json instead; with ``watch``,
-watch_cases.py's WATCH_CASES into janus_watch.json.
+watch_cases.py's WATCH_CASES into janus_watch.json; with ``hostile``, HOSTILE_CASES into
+janus_hostile.json (as root: one binds port 22).
 
-    .venv/bin/python -m tests.plugins.streaming.record_janus [simulcast|watch]
+    .venv/bin/python -m tests.plugins.streaming.record_janus [simulcast|watch|hostile]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tests.plugins.streaming.management_cases import (
     ADMIN_CASES,
     ADMIN_KEY,
     CASES,
+    HOSTILE_CASES,
     SIMULCAST_CASES,
     STREAMING_CONFIG,
     STRING_ID_CASES,
@@ -115,6 +117,9 @@ async def main(arguments: list[str]) -> None:
         with running_janus() as url:
             async with aiohttp.ClientSession() as http:
                 write("janus_watch.json", {"plain": {case: await run_watch_case(http, url, bodies) for case, bodies in WATCH_CASES.items()}})
+        return
+    if arguments == ["hostile"]:
+        write("janus_hostile.json", {"plain": await record("", HOSTILE_CASES)})
         return
     recordings = {
         "plain": await record("", CASES),

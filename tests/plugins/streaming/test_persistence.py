@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 from fanout.config.jcfg import load, parse
 from fanout.config.loader import DEFAULT_FOLDER
 from fanout.plugins.streaming.config import mountpoints_from_file, parse_mountpoint
-from fanout.plugins.streaming.persistence import forget_mountpoint, save_mountpoint
+from fanout.plugins.streaming.management import mountpoint_from_create
+from fanout.plugins.streaming.persistence import PersistenceError, forget_mountpoint, save_mountpoint
 
 from tests.support.janus_client import JanusHttpClient
 from tests.support.server import FanoutProcess, rtp_mountpoint, write_config
@@ -66,6 +72,61 @@ def test_saving_replaces_the_mountpoint_of_the_same_id(tmp_path: Path) -> None:
     save_mountpoint(path, renamed)
     [saved] = mountpoints_from_file(load(path))
     assert saved.name == "second-name"
+
+
+# What could end a .jcfg string, start a comment, a group or an include, or be read back
+# as something else: each must come back from the file exactly as it went in.
+NASTY_TEXT = (
+    'a "quoted" \\ backslash \\" \\x41 \\n literal; } { ) ( = : , # comment // comment /* comment */ '
+    '@include "/etc/passwd"\r\nsecond line\ttab \x00 \x01 \x1b[31m \x7f \x85 \u2028 ü ☃ 🎥 \x00'
+)  # fmt: skip
+
+
+def test_nasty_strings_come_back_from_the_file_as_they_went_in(tmp_path: Path) -> None:
+    path = tmp_path / "janus.plugin.streaming.jcfg"
+    media = [
+        {"type": "audio", "mid": "!#$%&'*+-.^_`{|}~", "label": 'l"\\}{;#', "msid": "s~ t*", "port": 0, "pt": 111,
+         "codec": "opus", "fmtp": 'minptime=10;x="}\\;#/* ☃'},
+        {"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "vp8"},
+    ]  # fmt: skip
+    body = {"type": "rtp", "id": 9, "name": "nasty", "media": media}
+    body |= {"description": NASTY_TEXT, "metadata": NASTY_TEXT, "secret": 's"\\}', "pin": "p\\x00"}
+    config = mountpoint_from_create(body, set())
+    save_mountpoint(path, config)
+    assert mountpoints_from_file(load(path)) == [config]
+    save_mountpoint(path, dataclasses.replace(config, description=NASTY_TEXT[::-1]))
+    [saved] = mountpoints_from_file(load(path))
+    assert saved.description == NASTY_TEXT[::-1] and saved.metadata == NASTY_TEXT
+
+
+def test_what_the_file_cannot_hold_is_never_half_written(tmp_path: Path) -> None:
+    path = tmp_path / "janus.plugin.streaming.jcfg"
+    group = parse('type = "rtp"\nid = 3\naudio = true\naudioport = 0\naudiopt = 111\naudiocodec = "opus"\n')
+    config, _ = parse_mountpoint("kept", group)
+    save_mountpoint(path, config)
+    before = path.read_bytes()
+    with pytest.raises(PersistenceError, match="cannot write"):
+        save_mountpoint(path, dataclasses.replace(config, id=4, name="other", description="lone \ud800 surrogate"))
+    assert path.read_bytes() == before
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["janus.plugin.streaming.jcfg"]
+
+
+def test_the_file_is_written_in_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """load() reads UTF-8: a file written in the locale's encoding (ASCII under LC_ALL=C
+    without Python's UTF-8 mode) would not be saved, or not be read back at the next start."""
+    path = tmp_path / "janus.plugin.streaming.jcfg"
+    save = (
+        "import sys; from pathlib import Path; from fanout.config.jcfg import parse; "
+        "from fanout.plugins.streaming.config import parse_mountpoint; "
+        "from fanout.plugins.streaming.persistence import save_mountpoint; "
+        "group = parse('type = \"rtp\"\\nid = 5\\ndescription = \"caf\\\\xc3\\\\xa9\"\\n"
+        "audio = true\\naudioport = 0\\naudiopt = 111\\naudiocodec = \"opus\"\\n'); "
+        "save_mountpoint(Path(sys.argv[1]), parse_mountpoint('cafe', group)[0])"
+    )
+    environment = os.environ | {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    subprocess.run([sys.executable, "-c", save, str(path)], env=environment, check=True)
+    [saved] = mountpoints_from_file(load(path))
+    assert saved.description == "caf\xc3\xa9"
 
 
 async def test_created_edited_and_destroyed_permanently_through_the_api(tmp_path: Path) -> None:

@@ -74,6 +74,16 @@ def test_h264_parameter_sets_from_the_sdp_become_h264sps() -> None:
     assert video.fmtp == fmtp  # viewers are offered what the camera sends
 
 
+def test_a_servers_fmtp_with_control_characters_is_not_offered(caplog: pytest.LogCaptureFixture) -> None:
+    """The camera's SDP is split into lines at LF: a lone CR stays in its fmtp, which
+    every viewer's offer would carry."""
+    config, _ = parse_mountpoint("m", CAMERA)
+    fmtp = "packetization-mode=1\ra=candidate:1 1 udp 2130706431 203.0.113.66 9 typ host"
+    (video,) = streams_from_tracks(config, (track("video", "H264/90000", 96, fmtp),))
+    assert video.fmtp == video.codec.default_fmtp
+    assert "mountpoint 99: 'fmtp' must not contain control characters" in caplog.text
+
+
 def test_overrides_change_what_viewers_are_offered() -> None:
     config, _ = parse_mountpoint("m", CAMERA | {"videopt": 100, "videofmtp": "profile-level-id=42e01f;packetization-mode=1"})
     (video,) = streams_from_tracks(config, (track("video", "H264/90000", 96, "packetization-mode=1"),))

@@ -7,6 +7,15 @@ or a ``media`` entry of type "data" with ``port``, ``iface``, ``datatype`` and
 ``buffermsg``; a mountpoint has at most one. Keys fanout does not support are
 returned by name so the caller can report them; bad values raise
 :class:`MountpointConfigError` naming the mountpoint and the key.
+
+Strings are bounded, because a ``create`` request may come from anyone who reaches
+the Janus API and its strings reach every viewer's SDP offer, the logs, RTSP requests
+and (``permanent``) this file: no string has control characters (CR, LF, NUL...) but
+``description`` and ``metadata``, which are free text; ``mid`` is 1 to 64 of SDP's token
+characters (RFC 8843, RFC 4566), ``msid`` one or two such ids (RFC 8830); ids, names,
+labels, secrets, pins, interfaces and RTSP credentials are at most 256 characters, the
+rest (description, metadata, fmtp, url...) at most 4096; a ``media`` list has at most
+64 streams. What breaks these rules raises :class:`UnsafeValueError`.
 """
 
 from __future__ import annotations
@@ -14,11 +23,13 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import logging
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from fanout.config.network import address_of_interface, is_ip_address
 from fanout.plugins.streaming.codecs import KNOWN_CODECS, CodecInfo, codec_from_rtpmap
@@ -28,8 +39,59 @@ if TYPE_CHECKING:
     from fanout._engine import SourceSrtpProfile
 
 
+logger = logging.getLogger(__name__)
+
+
 class MountpointConfigError(ValueError):
     """A mountpoint definition fanout cannot use."""
+
+
+class UnsafeValueError(MountpointConfigError):
+    """A string fanout will not carry into an SDP offer, a log line, an RTSP request or the
+    .jcfg file: control characters where a line is expected, or too long."""
+
+
+SHORT_TEXT_LIMIT = 256  # ids, names, labels, secrets, pins, interfaces, RTSP credentials
+LONG_TEXT_LIMIT = 4096  # description, metadata, fmtp, url and any other string
+MID_LIMIT = 64  # RFC 8843 sets none; RFC 8830's bound on an msid id
+MEDIA_LIMIT = 64  # streams of one mountpoint
+# RFC 4566's token-char: what a mid (RFC 8843) and an msid id (RFC 8830) are made of.
+_TOKEN = r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]"
+_MID = re.compile(f"{_TOKEN}{{1,{MID_LIMIT}}}")
+_MSID = re.compile(f"{_TOKEN}{{1,64}}(?: {_TOKEN}{{1,64}})?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SHORT_KEYS = {"id", "name", "label", "secret", "pin", "type", "datatype", "rtspiface", "rtsp_user", "rtsp_pwd"} | {
+    prefix + key for prefix in ("", "audio", "video", "data") for key in ("iface", "codec", "mcast")
+}
+
+
+def checked_text(where: str, key: str, value: str, *, limit: int = LONG_TEXT_LIMIT, free_text: bool = False) -> str:
+    """``value`` if it is safe to keep, write and log: at most ``limit`` characters, valid
+    Unicode (no lone surrogate, which no file or reply can encode) and, unless ``free_text``,
+    no control characters. UnsafeValueError names the key otherwise."""
+    if len(value) > limit:
+        raise UnsafeValueError(f"{where}: '{key}' is longer than {limit} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnsafeValueError(f"{where}: '{key}' is not valid Unicode text") from None
+    if not free_text and _CONTROL.search(value):
+        raise UnsafeValueError(f"{where}: '{key}' must not contain control characters (CR, LF, ...): {_shown(value)}")
+    return value
+
+
+def checked_mid(where: str, key: str, mid: str) -> str:
+    if _MID.fullmatch(mid) is None:
+        raise UnsafeValueError(
+            f"{where}: '{key}' must be 1 to {MID_LIMIT} letters, digits or !#$%&'*+-.^_`{{|}}~ (RFC 8843), "
+            f"not {_shown(mid)}"
+        )
+    return mid
+
+
+def _shown(value: str) -> str:
+    """``value`` as an error message may quote it: escaped, and cut if long."""
+    return repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
 
 
 @dataclass(frozen=True)
@@ -168,6 +230,23 @@ class StreamingSettings:
     string_ids: bool = False  # mountpoint ids are strings, not numbers
     config_file: Path | None = None  # where "permanent" mountpoints are saved; None: nowhere
     rtp_port_range: tuple[int, int] = DEFAULT_RTP_PORT_RANGE  # where a port 0 is taken
+    # fanout: ``create`` may bind source ports below 1024 (the file's own mountpoints always may).
+    allow_privileged_ports: bool = False
+
+
+PRIVILEGED_PORTS = range(1, 1024)
+
+
+def privileged_ports(config: MountpointConfig) -> list[int]:
+    """The source ports below 1024 ``config`` binds (0, any free port, is not one)."""
+    ports = []
+    for stream in config.streams:
+        ports += [stream.port, *stream.substream_ports]
+        if stream.rtcp_port is not None:
+            ports.append(stream.rtcp_port)
+    if config.data is not None:
+        ports.append(config.data.port)
+    return sorted({port for port in ports if port in PRIVILEGED_PORTS})
 
 
 MOUNTPOINT_KEYS = {
@@ -197,7 +276,7 @@ def parse_mountpoint(
     name: str, group: Mapping[str, Any], *, string_ids: bool = False
 ) -> tuple[MountpointConfig, list[str]]:
     """A mountpoint from its configuration group; also the keys fanout does not support."""
-    where = f"mountpoint '{name}'"
+    where = f"mountpoint {_shown(name)}"
     reader = _Reader(where, group)
     kind = reader.string("type")
     if kind is None:
@@ -213,6 +292,8 @@ def parse_mountpoint(
     if media is not None:
         if not isinstance(media, (list, tuple)) or not media:
             raise MountpointConfigError(f"{where}: 'media' must be a non-empty list of streams")
+        if len(media) > MEDIA_LIMIT:  # each binds a port or more
+            raise UnsafeValueError(f"{where}: 'media' has more than {MEDIA_LIMIT} streams")
         streams = []
         for index, entry in enumerate(media):
             if isinstance(entry, Mapping) and entry.get("type") == "data":
@@ -252,11 +333,12 @@ def parse_mountpoint(
 
 def _described(reader: _Reader, name: str, mountpoint_id: MountpointId) -> dict[str, Any]:
     """What every mountpoint has, whatever feeds it: id, name, description, metadata, privacy, secrets."""
+    name = reader.string("name") or name
     return {
         "id": mountpoint_id,
-        "name": reader.string("name") or name,
-        "description": reader.string("description") or name,
-        "metadata": reader.string("metadata"),
+        "name": name,
+        "description": reader.text("description") or name,
+        "metadata": reader.text("metadata"),
         "is_private": reader.boolean("is_private", default=False),
         "secret": reader.string("secret"),
         "pin": reader.string("pin"),
@@ -298,7 +380,9 @@ def _parse_rtsp_mountpoint(
     if not url:
         raise MountpointConfigError(f"{where}: missing 'url'")
     if not url.lower().startswith("rtsp://"):
-        raise MountpointConfigError(f"{where}: 'url' must be an rtsp:// URL, not '{url}'")
+        raise MountpointConfigError(f"{where}: 'url' must be an rtsp:// URL, not {_shown(url)}")
+    if any(char.isspace() for char in url) or _CONTROL.search(unquote(url)):
+        raise UnsafeValueError(f"{where}: 'url' must not contain spaces or (even %-encoded) control characters")
     tracks = []
     for kind in ("audio", "video"):
         if not reader.boolean(kind, default=False):
@@ -414,7 +498,7 @@ def _media_mid(
     if not mid:
         raise MountpointConfigError(f"{reader.where}: missing 'mid'")
     unsupported.extend(f"media[{index}].{key}" for key in entry if key not in known)
-    return mid
+    return checked_mid(reader.where, "mid", mid)
 
 
 def _parse_media_entry(where: str, index: int, entry: Any, unsupported: list[str]) -> StreamConfig:
@@ -433,9 +517,21 @@ def _parse_media_entry(where: str, index: int, entry: Any, unsupported: list[str
         kind=kind,
         mid=mid,
         label=reader.string("label") or kind,
-        msid=reader.string("msid"),
+        msid=_msid(reader),
         keys={key: key for key in STREAM_KEYS},
     )
+
+
+def _msid(reader: _Reader) -> str | None:
+    """A media entry's ``msid``: as in Janus, "<stream id> <track id>" (RFC 8830's msid-id
+    and msid-appdata); fanout also takes a lone track id (its stream id is then "fanout")."""
+    msid = reader.string("msid")
+    if msid is not None and _MSID.fullmatch(msid) is None:
+        raise UnsafeValueError(
+            f"{reader.where}: 'msid' must be a stream id and a track id, each 1 to 64 letters, digits or "
+            f"!#$%&'*+-.^_`{{|}}~, with one space between (RFC 8830), not {_shown(msid)}"
+        )
+    return msid
 
 
 def _parse_legacy_stream(where: str, mindex: int, kind: str, reader: _Reader) -> StreamConfig:
@@ -561,12 +657,21 @@ class _Reader:
         self.group = group
 
     def string(self, key: str) -> str | None:
+        """A string of one line: no control characters, at most 256 characters for a
+        name-like key and 4096 for any other."""
+        value = self.text(key)
+        if value is not None:
+            checked_text(self.where, key, value, limit=SHORT_TEXT_LIMIT if key in _SHORT_KEYS else LONG_TEXT_LIMIT)
+        return value
+
+    def text(self, key: str) -> str | None:
+        """Free text (line breaks allowed), at most 4096 characters."""
         value = self.group.get(key)
         if value is None:
             return None
         if not isinstance(value, str):
             raise MountpointConfigError(f"{self.where}: '{key}' must be a string")
-        return value
+        return checked_text(self.where, key, value, free_text=True)
 
     def port(self, key: str) -> int | None:
         """A UDP port number; 0 lets the kernel pick a free one."""
@@ -632,7 +737,16 @@ def streaming_settings_from_file(root: Mapping[str, Any], config_file: Path | No
         if not 1 <= low <= high <= 65535:
             raise ConfigError(f"{where('rtp_port_range')}: 'rtp_port_range' must be a range of port numbers like \"20000-40000\", not {text!r}")
         port_range = (low, high)
-    return StreamingSettings(admin_key=admin_key, string_ids=string_ids, config_file=config_file, rtp_port_range=port_range)
+    allow_privileged_ports = general.get("allow_privileged_ports", False)
+    if not isinstance(allow_privileged_ports, bool):
+        raise ConfigError(f"{where('allow_privileged_ports')}: 'allow_privileged_ports' must be true or false")
+    return StreamingSettings(
+        admin_key=admin_key,
+        string_ids=string_ids,
+        config_file=config_file,
+        rtp_port_range=port_range,
+        allow_privileged_ports=allow_privileged_ports,
+    )
 
 
 def mountpoints_from_file(
@@ -640,7 +754,8 @@ def mountpoints_from_file(
 ) -> list[MountpointConfig]:
     """Every mountpoint of a parsed janus.plugin.streaming.jcfg (its ``general`` group aside).
 
-    Errors name the file and line of the mountpoint (ConfigError)."""
+    Errors name the file and line of the mountpoint (ConfigError); a mountpoint with an
+    unsafe string (UnsafeValueError) is left out with an error in the log."""
     from fanout.config.jcfg import ConfigError
 
     mountpoints: list[MountpointConfig] = []
@@ -654,6 +769,10 @@ def mountpoints_from_file(
             raise ConfigError(f"{location}: '{name}' must be a group describing a mountpoint")
         try:
             config, _ = parse_mountpoint(name, group, string_ids=string_ids)
+        except UnsafeValueError as error:
+            # Most likely saved by an older fanout that took anything: the others still start.
+            logger.error("%s: %s; the mountpoint is skipped", location, error)
+            continue
         except MountpointConfigError as error:
             raise ConfigError(f"{location}: {error}") from None
         if config.id in seen:

@@ -14,7 +14,16 @@ import uuid
 from collections.abc import Collection
 from typing import Any
 
-from fanout.plugins.streaming.config import MountpointConfig, MountpointConfigError, MountpointId, parse_mountpoint
+from fanout.plugins.streaming.config import (
+    LONG_TEXT_LIMIT,
+    SHORT_TEXT_LIMIT,
+    MountpointConfig,
+    MountpointConfigError,
+    MountpointId,
+    checked_text,
+    parse_mountpoint,
+    privileged_ports,
+)
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 
 Errors = StreamingErrorCode
@@ -65,9 +74,15 @@ def permanent_flag(body: dict[str, Any]) -> bool:
 
 
 def mountpoint_from_create(
-    body: dict[str, Any], taken_ids: Collection[MountpointId], *, string_ids: bool = False
+    body: dict[str, Any],
+    taken_ids: Collection[MountpointId],
+    *,
+    string_ids: bool = False,
+    allow_privileged_ports: bool = False,
 ) -> MountpointConfig:
-    """The mountpoint a ``create`` request describes (its id picked if it has none)."""
+    """The mountpoint a ``create`` request describes (its id picked if it has none). Its
+    source ports must not be below 1024 unless ``allow_privileged_ports``: anyone who may
+    create could otherwise take a system service's port (22 when fanout runs as root)."""
     kind = body.get("type")
     if kind is None:
         raise StreamingError(Errors.MISSING_ELEMENT, "Missing mandatory element (type)")
@@ -105,6 +120,13 @@ def mountpoint_from_create(
         config, _ = parse_mountpoint(name, definition, string_ids=string_ids)
     except MountpointConfigError as error:
         raise StreamingError(Errors.CANT_CREATE, f"Can't add '{kind}' stream: {_without_prefix(str(error))}") from None
+    refused_ports = [] if allow_privileged_ports else privileged_ports(config)
+    if refused_ports:
+        raise StreamingError(
+            Errors.CANT_CREATE,
+            f"Can't add '{kind}' stream: port {refused_ports[0]} is below 1024 "
+            "(allow_privileged_ports = true in janus.plugin.streaming.jcfg allows it)",
+        )
     return config
 
 
@@ -186,6 +208,7 @@ def edited_mountpoint(config: MountpointConfig, body: dict[str, Any]) -> Mountpo
             value = body[request_field]
             if not isinstance(value, str):
                 raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({request_field} should be a string)")
+            _check_edited_text(request_field, value)
             clears = config_field != "description" and value == ""
             changes[config_field] = None if clears else value
     if "new_is_private" in body:
@@ -193,6 +216,16 @@ def edited_mountpoint(config: MountpointConfig, body: dict[str, Any]) -> Mountpo
             raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (new_is_private should be a boolean)")
         changes["is_private"] = body["new_is_private"]
     return dataclasses.replace(config, **changes)
+
+
+def _check_edited_text(field: str, value: str) -> None:
+    """The bounds a ``create`` puts on the field, with Janus's invalid-element error."""
+    free_text = field in ("new_description", "new_metadata")
+    limit = LONG_TEXT_LIMIT if free_text else SHORT_TEXT_LIMIT
+    try:
+        checked_text("edit", field, value, limit=limit, free_text=free_text)
+    except MountpointConfigError as error:
+        raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element ({str(error).removeprefix('edit: ')})") from None
 
 
 def checked_id(value: Any, *, string_ids: bool) -> MountpointId:

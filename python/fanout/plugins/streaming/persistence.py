@@ -2,7 +2,9 @@
 
 As Janus does, the file is read, the mountpoint's group is added, replaced or
 removed, and the whole file is written again (comments are not kept). The
-file is replaced atomically, so a crash never leaves half a file.
+file is replaced atomically, so a crash never leaves half a file. Strings are
+written escaped (quotes, backslashes, control characters) and in UTF-8, as the
+file is read, whatever the locale.
 """
 
 from __future__ import annotations
@@ -157,9 +159,14 @@ def _plain(value: Any) -> Any:
 
 
 def _write(path: Path, settings: dict[str, Any]) -> None:
+    try:
+        text = HEADER + dumps(settings)
+        data = text.encode("utf-8")  # as load() reads it, whatever the locale
+    except ValueError as error:  # a value .jcfg cannot hold, or a lone surrogate: never half written
+        raise PersistenceError(f"cannot write {path}: {error}") from None
     temporary = path.with_name(f".{path.name}.saving")
     try:
-        temporary.write_text(HEADER + dumps(settings))
+        temporary.write_bytes(data)
         os.replace(temporary, path)
     except OSError as error:
         temporary.unlink(missing_ok=True)

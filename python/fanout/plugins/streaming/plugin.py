@@ -430,7 +430,12 @@ class StreamingPlugin(Plugin):
     def _create(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
         management.check_admin_key(body, self.settings.admin_key)
         permanent = management.permanent_flag(body)
-        config = management.mountpoint_from_create(body, self.mountpoints.keys(), string_ids=self.settings.string_ids)
+        config = management.mountpoint_from_create(
+            body,
+            self.mountpoints.keys(),
+            string_ids=self.settings.string_ids,
+            allow_privileged_ports=self.settings.allow_privileged_ports,
+        )
         try:
             mountpoint = self.add_mountpoint(config)
         except OSError as error:
@@ -454,7 +459,12 @@ class StreamingPlugin(Plugin):
         """``create`` with ``type: "rtsp"``: answered once the server described its stream."""
         management.check_admin_key(body, self.settings.admin_key)
         permanent = management.permanent_flag(body)
-        config = management.mountpoint_from_create(body, self.mountpoints.keys(), string_ids=self.settings.string_ids)
+        config = management.mountpoint_from_create(
+            body,
+            self.mountpoints.keys(),
+            string_ids=self.settings.string_ids,
+            allow_privileged_ports=self.settings.allow_privileged_ports,
+        )
         assert config.rtsp is not None
         try:
             mountpoint = await self.open_rtsp_mountpoint(config)

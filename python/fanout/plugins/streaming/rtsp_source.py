@@ -27,6 +27,8 @@ from fanout.plugins.streaming.config import (
     MountpointConfigError,
     RtspSettings,
     StreamConfig,
+    UnsafeValueError,
+    checked_text,
     h264_parameter_sets,
 )
 from fanout.sources.rtsp.auth import Credentials
@@ -139,6 +141,11 @@ def streams_from_tracks(config: MountpointConfig, tracks: tuple[Track, ...]) -> 
                 logger.warning("mountpoint %s: ignoring the server's unusable sprop-parameter-sets %r", config.id, sprop)
         payload_type = choice.payload_type if choice.payload_type is not None else track.payload_type
         fmtp = choice.fmtp if choice.fmtp is not None else (track.fmtp or codec.default_fmtp)
+        try:
+            checked_text(f"mountpoint {config.id}", "fmtp", fmtp or "")
+        except UnsafeValueError as error:  # it goes into every viewer's offer
+            logger.warning("%s from the RTSP server; the codec's default is offered instead", error)
+            fmtp = codec.default_fmtp
         streams.append(_stream(config, len(streams), choice.kind, codec, payload_type, fmtp, h264sps))
     return tuple(streams)
 

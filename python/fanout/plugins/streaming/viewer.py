@@ -110,13 +110,14 @@ class ViewerTrack:
             fmtp=stream.fmtp,
             rtcp_feedback=self.rtcp_feedback,
         )
+        stream_id, _, track_id = (stream.msid or "").rpartition(" ")  # Janus's "<stream id> <track id>", or a track id
         return OfferMedia(
             mid=self.mid,
             kind=stream.kind,
             codec=codec,
             ssrc=self.ssrc,
-            stream_id="fanout",
-            track_id=stream.msid or f"fanout{stream.mid}",
+            stream_id=stream_id or "fanout",
+            track_id=track_id or f"fanout{stream.mid}",
             header_extensions=(
                 ((self.playout_delay_extension_id, PLAYOUT_DELAY_URI),)
                 if self.playout_delay_extension_id is not None
