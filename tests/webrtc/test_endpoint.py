@@ -31,7 +31,7 @@ from fanout.webrtc.sdp import (
     Candidate,
     Codec,
     OfferMedia,
-    RemoteDescription,
+    SessionDescription,
     TransportDescription,
     build_offer,
     parse_description,
@@ -95,9 +95,9 @@ class AiortcClient:
         dtls._set_role("client")
         return cls(ice, dtls)
 
-    def description(self) -> RemoteDescription:
+    def description(self) -> SessionDescription:
         ice = self.ice.iceGatherer.getLocalParameters()
-        return RemoteDescription(
+        return SessionDescription(
             ice_ufrag=str(ice.usernameFragment),
             ice_pwd=str(ice.password),
             fingerprints=[(f.algorithm, f.value) for f in self.dtls.getLocalParameters().fingerprints],

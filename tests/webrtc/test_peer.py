@@ -16,7 +16,7 @@ from fanout.webrtc.peer import (
 )
 from fanout.webrtc.rtcp import PictureLossIndication
 from fanout.webrtc.sctp import MessageReceived, SctpAssociation
-from fanout.webrtc.sdp import Candidate, RemoteDescription, RemoteMedia
+from fanout.webrtc.sdp import Candidate, SessionDescription, MediaDescription
 from fanout.webrtc.stun import (
     BINDING_REQUEST,
     BINDING_SUCCESS,
@@ -34,8 +34,8 @@ STRANGER = ("127.0.0.1", 60000)
 CANDIDATE = Candidate("1", 1, "udp", 2113937151, "127.0.0.1", 50000, "host")
 
 
-def description(setup: str = "active", fingerprint: str | None = None, candidates: bool = False) -> RemoteDescription:
-    return RemoteDescription(
+def description(setup: str = "active", fingerprint: str | None = None, candidates: bool = False) -> SessionDescription:
+    return SessionDescription(
         ice_ufrag="brws",
         ice_pwd="browser-password-0123456789",
         fingerprints=[("sha-256", fingerprint or BROWSER_CERTIFICATE.fingerprint())],
@@ -319,7 +319,7 @@ def data_channel_peer() -> tuple[WebRtcPeer, Browser, SctpAssociation, DataChann
     peer = WebRtcPeer(SERVER_CERTIFICATE, now=0.0)
     peer.receive(check(peer), BROWSER, now=1.0)
     peer.set_remote_description(
-        dataclasses.replace(description(), media=[RemoteMedia("d", "application", 9, "sendrecv", [])])
+        dataclasses.replace(description(), media=[MediaDescription("d", "application", 9, "sendrecv", [])])
     )
     browser = Browser(peer)
     browser.dtls.start(1.0)

@@ -8,8 +8,8 @@ from fanout.webrtc.sdp import (
     Codec,
     PLAYOUT_DELAY_URI,
     OfferMedia,
-    RemoteDescription,
-    RemoteMedia,
+    SessionDescription,
+    MediaDescription,
     SdpError,
     TransportDescription,
     build_answer,
@@ -135,14 +135,14 @@ def test_chromium_answer() -> None:
     """Chromium 156 answering sample_offer(), as janus.js sends it: no candidates (they are trickled)."""
     description = parse_description((DATA / "answer_chromium.sdp").read_text())
     fingerprint = "E0:ED:3B:3A:82:00:EB:C9:94:94:BB:72:71:9C:02:85:EC:8E:B7:EE:65:B7:8F:BB:B9:D2:7E:86:92:B8:66:ED"
-    assert description == RemoteDescription(
+    assert description == SessionDescription(
         ice_ufrag="VDIG",
         ice_pwd="gbM+iw0QTUAgPwZzr3AxIr79",
         fingerprints=[("sha-256", fingerprint)],
         setup="active",
         media=[
-            RemoteMedia("a", "audio", 9, "recvonly", [OPUS]),
-            RemoteMedia(
+            MediaDescription("a", "audio", 9, "recvonly", [OPUS]),
+            MediaDescription(
                 "v",
                 "video",
                 9,
@@ -207,8 +207,8 @@ def test_offer_read_back() -> None:
     assert description.ice_lite and description.end_of_candidates
     assert description.candidates == [Candidate("1", 1, "udp", 2130706431, "127.0.0.1", 10000, "host")]
     assert description.media == [
-        RemoteMedia("a", "audio", 10000, "sendonly", [OPUS], ssrcs=(1111,)),
-        RemoteMedia(
+        MediaDescription("a", "audio", 10000, "sendonly", [OPUS], ssrcs=(1111,)),
+        MediaDescription(
             "v",
             "video",
             10000,
@@ -277,14 +277,14 @@ def test_session_level_transport_and_wildcard_feedback() -> None:
     )
     assert description.fingerprints == [("sha-256", "AA:BB")]
     assert description.media == [
-        RemoteMedia(
+        MediaDescription(
             None,
             "video",
             9,
             "inactive",
             [Codec(96, "VP8", 90000, rtcp_feedback=("nack",)), Codec(0, "PCMU", 8000, rtcp_feedback=("nack",))],
         ),
-        RemoteMedia("1", "audio", 0, "sendrecv", [Codec(0, "PCMU", 8000)]),
+        MediaDescription("1", "audio", 0, "sendrecv", [Codec(0, "PCMU", 8000)]),
     ]
     assert description.candidates[0].ip == "abcd-1234.local"
 

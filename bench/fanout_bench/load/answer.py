@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import secrets
 
-from fanout.webrtc.sdp import RemoteDescription
+from fanout.webrtc.sdp import SessionDescription
 from fanout_bench.load.ice import HOST_PRIORITY
 
 
 def build_answer(
-    offer: RemoteDescription,
+    offer: SessionDescription,
     *,
     ice_ufrag: str,
     ice_pwd: str,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from fanout._engine import RtcpReport
-    from fanout.webrtc.sdp import OfferMedia, RemoteDescription
+    from fanout.webrtc.sdp import OfferMedia, SessionDescription
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Jsep:
 
     type: str  # "offer" or "answer"
     sdp: str
-    description: RemoteDescription
+    description: SessionDescription
     trickle: bool = True
 
 
@@ -103,7 +103,7 @@ class PluginHandle(Protocol):
     def opaque_id(self) -> str | None: ...
 
     @property
-    def remote_description(self) -> RemoteDescription | None:
+    def remote_description(self) -> SessionDescription | None:
         """The client's last SDP (answer or offer), parsed."""
 
     def push_event(

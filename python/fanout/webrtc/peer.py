@@ -42,7 +42,7 @@ from fanout.webrtc.dtls import (
 )
 from fanout.webrtc.sctp import AssociationClosed, AssociationEstablished, SctpAssociation, SctpError
 from fanout.webrtc.ice import Address, IceFailed, IceLiteAgent, Nominated
-from fanout.webrtc.sdp import Candidate, RemoteDescription
+from fanout.webrtc.sdp import Candidate, SessionDescription
 from fanout.webrtc.stun import StunError, StunMessage
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class WebRtcPeer:
         self._ice = IceLiteAgent(now)
         self.local_ufrag = self._ice.local_ufrag
         self.local_pwd = self._ice.local_pwd
-        self.remote_description: RemoteDescription | None = None
+        self.remote_description: SessionDescription | None = None
         self.remote_candidates: list[Candidate] = []
         self.remote_end_of_candidates = False
         self.dtls_state = "new"
@@ -179,7 +179,7 @@ class WebRtcPeer:
 
     # Inputs.
 
-    def set_remote_description(self, description: RemoteDescription) -> None:
+    def set_remote_description(self, description: SessionDescription) -> None:
         """Take the peer's ICE credentials, fingerprints and DTLS role; raises ValueError.
 
         setup "active" (an answer from a browser) or "actpass" (a client's offer, as in

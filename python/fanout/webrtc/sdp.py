@@ -264,11 +264,6 @@ class SessionDescription:
     ice_lite: bool
 
 
-# The names the code reading a client's SDP has always used.
-RemoteDescription = SessionDescription
-RemoteMedia = MediaDescription
-
-
 @dataclass
 class _Section:
     """Attributes of the session or of one m-line while parsing."""

@@ -23,7 +23,7 @@ from fanout.core.plugin import LocalDescription
 from fanout.plugins.streaming.config import parse_mountpoint
 from fanout.plugins.streaming.mountpoint import Mountpoint, source_index
 from fanout.plugins.streaming.plugin import StreamingPlugin
-from fanout.webrtc.sdp import RemoteDescription
+from fanout.webrtc.sdp import SessionDescription
 from tests.support.rtsp_server import RtspServerProcess
 
 WAIT_SECONDS = 10.0
@@ -38,7 +38,7 @@ class RecordingHandle:
     id: int
     session_id: int = 1
     opaque_id: str | None = None
-    remote_description: RemoteDescription | None = None
+    remote_description: SessionDescription | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def push_event(self, transaction: str | None, data: dict[str, Any], jsep: LocalDescription | None = None) -> None:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from fanout.plugins.streaming.config import StreamConfig
 from fanout.plugins.streaming.viewer import ONE_BYTE_EXTENSION_IDS, ViewerTrack
-from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, Codec, RemoteDescription, RemoteMedia
+from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, Codec, SessionDescription, MediaDescription
 
 RECEIVING_DIRECTIONS = ("recvonly", "sendrecv")
 SUPPORTED_FEEDBACK = ("nack", "nack pli", "ccm fir")
 
 
 def match_offer(
-    offer: RemoteDescription, streams: tuple[StreamConfig, ...], *, playoutdelay_ext: bool = False
+    offer: SessionDescription, streams: tuple[StreamConfig, ...], *, playoutdelay_ext: bool = False
 ) -> list[ViewerTrack | None]:
     """For each m-line of ``offer``, in order, the track sent on it, or None if it is rejected."""
     unused = list(streams)
@@ -28,7 +28,7 @@ def match_offer(
     return tracks
 
 
-def data_mline(offer: RemoteDescription) -> int | None:
+def data_mline(offer: SessionDescription) -> int | None:
     """The index of the offer's first usable m=application (data channels), if any."""
     return next(
         (
@@ -40,7 +40,7 @@ def data_mline(offer: RemoteDescription) -> int | None:
     )
 
 
-def _track_for(media: RemoteMedia, streams: list[StreamConfig], playoutdelay_ext: bool) -> ViewerTrack | None:
+def _track_for(media: MediaDescription, streams: list[StreamConfig], playoutdelay_ext: bool) -> ViewerTrack | None:
     if media.port == 0 or media.mid is None or media.direction not in RECEIVING_DIRECTIONS:
         return None
     for stream in streams:
@@ -61,7 +61,7 @@ def _track_for(media: RemoteMedia, streams: list[StreamConfig], playoutdelay_ext
     return None
 
 
-def _offered_codec(media: RemoteMedia, stream: StreamConfig) -> Codec | None:
+def _offered_codec(media: MediaDescription, stream: StreamConfig) -> Codec | None:
     """The client's payload type for the stream's codec; for H.264, one with the stream's
     packetization mode and profile if offered, else any H.264 in packetization mode 1."""
     candidates = [
