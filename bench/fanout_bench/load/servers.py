@@ -163,6 +163,7 @@ nat: {{
 fanout: {{
 	webrtc_port = {WEBRTC_PORT}
 	webrtc_interface = "127.0.0.1"
+	max_connections_per_address = 0	# every load client connects from 127.0.0.1
 {own}
 }}
 """
