@@ -172,6 +172,18 @@ impl MountpointRecord {
     }
 }
 
+impl Running {
+    /// Source stream `index` of mountpoint `mountpoint_id`.
+    fn source_stream(&self, mountpoint_id: u64, index: u32) -> Result<&StreamRecord, EngineError> {
+        let record = self.mountpoints.get(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
+        record
+            .streams
+            .iter()
+            .find(|stream| stream.index == index)
+            .ok_or_else(|| invalid(format!("mountpoint {mountpoint_id} has no stream {index}")))
+    }
+}
+
 /// A peer: one WebRTC PeerConnection's keys, address and SRTCP contexts,
 /// owned by the control plane's core from DTLS up to hangup. It receives
 /// media only while subscribed to a mountpoint.
@@ -411,12 +423,7 @@ impl Engine {
     pub fn set_source_silence(&self, mountpoint_id: u64, index: u32, silence_ms: u32) -> Result<(), EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
-        let record = running.mountpoints.get(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
-        let stream = record
-            .streams
-            .iter()
-            .find(|stream| stream.index == index)
-            .ok_or_else(|| invalid(format!("mountpoint {mountpoint_id} has no stream {index}")))?;
+        let stream = running.source_stream(mountpoint_id, index)?;
         stream.silence_ms.store(checked_silence_ms(silence_ms)?, Ordering::Relaxed);
         self.to_receiver(running, ReceiverCommand::SilenceChanged)
     }
@@ -986,12 +993,7 @@ impl Engine {
     pub fn send_source_remb(&self, mountpoint_id: u64, index: u32, bitrate: u64) -> Result<bool, EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
-        let record = running.mountpoints.get(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
-        let stream = record
-            .streams
-            .iter()
-            .find(|stream| stream.index == index)
-            .ok_or_else(|| invalid(format!("mountpoint {mountpoint_id} has no stream {index}")))?;
+        let stream = running.source_stream(mountpoint_id, index)?;
         let rtcp = stream.rtcp.as_ref().ok_or_else(|| invalid(format!("stream {index} has no RTCP port")))?;
         Ok(rtcp.send_remb(bitrate))
     }
