@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiortc.sdp import SessionDescription
-from fanout.config.jcfg import load, parse
-from fanout.plugins.streaming.config import MountpointConfig, mountpoints_from_file
+from fanout.config.jcfg import ConfigError, load, parse
+from fanout.plugins.streaming.config import MountpointConfig, mountpoints_from_file, streaming_settings_from_file
 from fanout.plugins.streaming.errors import StreamingError
 from fanout.plugins.streaming.management import edited_mountpoint, mountpoint_from_create
 from fanout.plugins.streaming.viewer import ViewerTrack
@@ -103,6 +103,13 @@ def test_create_refuses_privileged_source_ports_unless_allowed() -> None:
         mountpoint_from_create(create(media=[video(), data]), set())
     assert mountpoint_from_create(create(media=[video(port=22)]), set(), allow_privileged_ports=True).streams[0].port == 22
     assert mountpoint_from_create(create(media=[video(port=1024)]), set()).streams[0].port == 1024
+
+
+def test_allow_privileged_ports_must_be_true_or_false() -> None:
+    assert not streaming_settings_from_file(parse("general: {}", "s.jcfg")).allow_privileged_ports
+    assert streaming_settings_from_file(parse("general: { allow_privileged_ports = true }", "s.jcfg")).allow_privileged_ports
+    with pytest.raises(ConfigError, match="'allow_privileged_ports' must be true or false"):
+        streaming_settings_from_file(parse('general: { allow_privileged_ports = "yes" }', "s.jcfg"))
 
 
 def test_edit_refuses_the_strings_create_refuses() -> None:
