@@ -156,6 +156,35 @@ class Settings:
     advertised_ips: tuple[str, ...] = ("127.0.0.1",)  # the addresses in our ICE candidates
     http: HttpSettings = field(default_factory=HttpSettings)
     websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
+    cluster: ClusterSettings | None = None  # None: standalone, no Redis
+
+
+DEFAULT_CLUSTER_NAME = "fanout"
+DEFAULT_HEARTBEAT_INTERVAL = 1.0
+DEFAULT_NODE_TTL = 3.0
+DEFAULT_RELAY_LINGER = 10.0
+DEFAULT_MAX_LOAD = 0.8
+MIN_CLUSTER_SECRET_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """janus.jcfg's ``cluster`` group: this node's place in an origin -> edge cluster
+    coordinated through Redis. Present only when ``redis_url`` is set."""
+
+    redis_url: str  # e.g. "redis://127.0.0.1:6379/0"
+    secret: str  # shared by every node: seals the nodes' messages to each other (relay keys among them)
+    node_name: str  # unique in the cluster; default: the host's name
+    relay_address: str  # the IP address this node's relays are sent from and received on
+    public_url: str  # where viewers reach this node's HTTP transport, e.g. "http://10.0.0.2:8088"
+    websocket_url: str | None = None  # where janus.js reaches its WebSocket transport, e.g. "ws://10.0.0.2:8188"
+    cluster_name: str = DEFAULT_CLUSTER_NAME  # the Redis keys' prefix: several clusters may share one Redis
+    accept_viewers: bool = True  # placement may send viewers here (false: an origin that only ingests)
+    max_load: float = DEFAULT_MAX_LOAD  # above this load (0..1) placement sends no new viewer here
+    max_viewers: int = 0  # this node's viewer capacity for the load figure; 0: load from worker CPU alone
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL  # seconds between heartbeats
+    node_ttl: float = DEFAULT_NODE_TTL  # a node silent this long is gone (its Redis keys expire)
+    relay_linger: float = DEFAULT_RELAY_LINGER  # seconds a relay stays after its last viewer leaves
 
 
 def read_settings(
@@ -228,8 +257,61 @@ def read_settings(
         advertised_ips=advertised,
         http=dataclasses.replace(_http_settings(http, refused), limits=limits),
         websocket=dataclasses.replace(_websocket_settings(websockets, refused), limits=limits),
+        cluster=_cluster_settings(_group(janus, "cluster"), advertised, http),
     )
     return settings, refused
+
+
+def _cluster_settings(group: Group, advertised: tuple[str, ...], http: Group | None) -> ClusterSettings | None:
+    redis_url = _get_str(group, "redis_url")
+    if not redis_url:
+        return None
+    if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise _error(group, "redis_url", f"must be a redis://, rediss:// or unix:// URL, not '{redis_url}'")
+    secret = _get_str(group, "secret") or ""
+    if len(secret) < MIN_CLUSTER_SECRET_LENGTH:
+        raise _error(group, "secret", f"must be at least {MIN_CLUSTER_SECRET_LENGTH} characters (it seals the nodes' messages)")
+    node_name = _get_str(group, "node_name") or os.uname().nodename
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", node_name):
+        raise _error(group, "node_name", f"must be 1 to 64 letters, digits, '_', '.' or '-', not '{node_name}'")
+    relay_address = _get_str(group, "relay_address") or (advertised[0] if advertised else "127.0.0.1")
+    if not is_ip_address(relay_address):
+        raise _error(group, "relay_address", f"must be an IP address, not '{relay_address}'")
+    http_general = _group(http, "general") if http is not None else None
+    http_port = http_general.get_int("port", DEFAULT_HTTP_PORT) if http_general is not None else DEFAULT_HTTP_PORT
+    public_url = (_get_str(group, "public_url") or f"http://{_url_host(relay_address)}:{http_port}").rstrip("/")
+    if not public_url.startswith(("http://", "https://")):
+        raise _error(group, "public_url", f"must be an http:// or https:// URL, not '{public_url}'")
+    websocket_url = _get_str(group, "websocket_url") or None
+    if websocket_url is not None and not websocket_url.startswith(("ws://", "wss://")):
+        raise _error(group, "websocket_url", f"must be a ws:// or wss:// URL, not '{websocket_url}'")
+    max_load = group.get_float("max_load", DEFAULT_MAX_LOAD)
+    assert max_load is not None
+    if not 0 < max_load <= 1:
+        raise _error(group, "max_load", f"must be in (0, 1], not {max_load}")
+    heartbeat_interval = _positive_seconds(group, "heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL)
+    node_ttl = _positive_seconds(group, "node_ttl", DEFAULT_NODE_TTL)
+    if node_ttl <= heartbeat_interval:
+        raise _error(group, "node_ttl", f"must be longer than heartbeat_interval ({heartbeat_interval} s)")
+    return ClusterSettings(
+        redis_url=redis_url,
+        secret=secret,
+        node_name=node_name,
+        relay_address=relay_address,
+        public_url=public_url,
+        websocket_url=websocket_url,
+        cluster_name=_get_str(group, "cluster_name") or DEFAULT_CLUSTER_NAME,
+        accept_viewers=_get_bool(group, "accept_viewers", True),
+        max_load=max_load,
+        max_viewers=_non_negative(group, "max_viewers", 0),
+        heartbeat_interval=heartbeat_interval,
+        node_ttl=node_ttl,
+        relay_linger=_positive_seconds(group, "relay_linger", DEFAULT_RELAY_LINGER),
+    )
+
+
+def _url_host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
 
 
 def _connection_limits(own: Group) -> ConnectionLimits:
