@@ -228,6 +228,9 @@ def source_stream(stream: StreamConfig, mountpoint: MountpointConfig) -> SourceS
         "srtp_profile": srtp.profile if srtp else None,
         "srtp_master_key": srtp.master_key if srtp else None,
         "collision_ms": mountpoint.collision_ms,
+        # An RTP source sends the payload type its mountpoint names; an RTSP server the one
+        # its DESCRIBE named, which the mountpoint may show its viewers as another.
+        "payload_types": [stream.payload_type] if mountpoint.rtsp is None else [],
         "h264_parameter_sets": h264_parameter_sets(stream.mid, stream.h264sps) if stream.h264sps else [],
         "skew_compensation": stream.skew,
     }
