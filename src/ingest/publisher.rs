@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::ingest::source_rtcp::{LinkSender, MAX_LINK_RTCP_LEN, REQUEST_SSRC};
 use crate::wire::rtp::{header_extension, RtpHeader};
-use crate::wire::srtp::{SrtcpInbound, SrtpInbound};
+use crate::wire::srtp::{SrtcpInbound, SrtpError, SrtpInbound};
 
 /// Control datagrams (STUN, DTLS) handed to the control plane per second, per link; the rest are dropped.
 pub const CONTROL_PER_SECOND: u32 = 64;
@@ -400,7 +400,7 @@ impl Reception {
         self.expected_prior = expected;
         self.received_prior = self.received;
         let lost_interval = expected_interval.saturating_sub(received_interval);
-        let fraction = if expected_interval == 0 { 0 } else { ((lost_interval << 8) / expected_interval).min(255) };
+        let fraction = (lost_interval << 8).checked_div(expected_interval).unwrap_or(0).min(255);
         let (last_sr, delay) = match self.last_sender_report {
             Some((middle, at_ns)) => {
                 (middle, (u128::from(now_ns.saturating_sub(at_ns)) * 65536 / 1_000_000_000) as u32)
@@ -476,9 +476,16 @@ impl PublisherLink {
     /// stream's position and the RTP length, or None (dropped and counted).
     /// A video stream's gaps are NACKed at once.
     pub fn receive_rtp(&mut self, buffer: &mut [u8], len: usize, now_ns: u64) -> Option<(usize, usize)> {
-        let Ok(len) = self.srtp.unprotect(buffer, len) else {
-            count(&self.counters.undecryptable, 1);
-            return None;
+        let len = match self.srtp.unprotect(buffer, len) {
+            Ok(len) => len,
+            Err(SrtpError::Malformed) => {
+                count(&self.counters.malformed, 1);
+                return None;
+            }
+            Err(_) => {
+                count(&self.counters.undecryptable, 1);
+                return None;
+            }
         };
         let Some(header) = RtpHeader::parse(&buffer[..len]) else {
             count(&self.counters.malformed, 1);
@@ -588,6 +595,10 @@ impl PublisherLink {
             Ok(plain) => {
                 count(&self.counters.rtcp_packets, 1);
                 Some(plain)
+            }
+            Err(SrtpError::Malformed) => {
+                count(&self.counters.malformed, 1);
+                None
             }
             Err(_) => {
                 count(&self.counters.undecryptable, 1);
@@ -709,7 +720,11 @@ mod tests {
         let mut tracker = GapTracker::default();
         assert_eq!(tracker.packet(9, 65534, 0), Arrival::Ahead { missing: 0 });
         assert_eq!(tracker.packet(9, 65535, 0), Arrival::Ahead { missing: 0 });
-        assert_eq!(tracker.packet(9, 2, 10 * MS), Arrival::Ahead { missing: 2 }, "0 and 1 are missing, across the wrap");
+        assert_eq!(
+            tracker.packet(9, 2, 10 * MS),
+            Arrival::Ahead { missing: 2 },
+            "0 and 1 are missing, across the wrap"
+        );
         assert_eq!(tracker.next_due_ns(), Some(10 * MS), "asked for at once");
         assert_eq!(asked(&mut tracker, 10 * MS), [0, 1]);
         assert_eq!(tracker.next_due_ns(), Some(50 * MS));

@@ -369,7 +369,8 @@ def test_garbage_wrong_keys_replays_and_unroutable_packets_are_counted_and_viewe
                               srtp_profile=Policy.SRTP_PROFILE_AEAD_AES_128_GCM))
     first = publisher.outbound.protect(rtp(1, 960, b"opus 1", ssrc=AUDIO_SSRC, payload_type=111))
     publisher.sock.send(first)
-    for garbage in [b"", b"\x80", bytes([0x40]) + bytes(20), bytes([0xFF]) * 30, b"hello, not media at all"]:
+    short_rtp = bytes([0x80, 111, 0, 1])
+    for garbage in [b"", b"\x80", short_rtp, bytes([0x40]) + bytes(20), bytes([0xFF]) * 30, b"hello, not media"]:
         publisher.sock.send(garbage)
     publisher.sock.send(intruder.protect(rtp(2, 1920, b"forged", ssrc=AUDIO_SSRC, payload_type=111)))
     publisher.sock.send(first)  # a replay
@@ -383,7 +384,7 @@ def test_garbage_wrong_keys_replays_and_unroutable_packets_are_counted_and_viewe
     wait_until(lambda: (stats := rig.engine.publisher_stats(1)) is not None and stats.unroutable == 1)
     stats = rig.engine.publisher_stats(1)
     assert stats is not None
-    assert (stats.packets, stats.malformed, stats.undecryptable, stats.unroutable) == (2, 5, 3, 1)
+    assert (stats.packets, stats.malformed, stats.undecryptable, stats.unroutable) == (2, 6, 3, 1)
     assert (stats.control_datagrams, stats.rtcp_packets) == (0, 0)
 
 
@@ -410,6 +411,9 @@ def test_a_publisher_that_comes_back_gives_viewers_continuous_numbering(rig: Rig
     rig.engine.detach_publisher(1)
     assert rig.engine.publisher_stats(1) is None
     refused_by_the_closed_link(second)
+    third = rig.attach(1, routes)
+    rig.engine.remove_mountpoint(1)
+    refused_by_the_closed_link(third)
 
 
 def refused_by_the_closed_link(publisher: Publisher) -> None:
@@ -457,3 +461,21 @@ def test_stun_and_dtls_past_64_a_second_are_dropped(rig: Rig) -> None:
     assert stats is not None and stats.control_datagrams == 64
     events = rig.engine.drain_events()
     assert len(events) == 64 and all(isinstance(event, PublisherDatagram) for event in events)
+
+
+def test_a_viewers_pli_goes_over_the_link(rig: Rig) -> None:
+    rig.engine.add_mountpoint(1, [linked(0)])
+    publisher = rig.attach(1, [{"index": 0, "ssrc": VIDEO_SSRC}])
+    publisher.send(rtp(1, 0, VP8_KEYFRAME, ssrc=VIDEO_SSRC, marker=True))
+    wait_until(lambda: (cache := rig.engine.mountpoint_stats(1).streams[0].keyframe_cache) is not None
+               and cache.keyframe)
+    viewer = rig.viewer(7, 1, [{"index": 0, "ssrc": 0xA, "payload_type": 96}])
+    viewer.wait_rtp(1)
+
+    report = rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(struct.pack("!BBHII", 0x81, 206, 2, 0xA, 0xA)))
+
+    assert report.plis_forwarded == 1
+    pli = publisher.wait_rtcp(lambda packet: bool(feedback(packet, 1)))
+    assert struct.unpack("!I", feedback(pli, 1)[0][8:12])[0] == VIDEO_SSRC
+    stream = rig.engine.mountpoint_stats(1).streams[0]
+    assert (stream.plis_forwarded, stream.keyframe_requests) == (1, 0)
