@@ -140,12 +140,16 @@ impl Router {
         let mid = extension(self.mid_extension).filter(|value| !value.is_empty());
         let rid = extension(self.rid_extension).filter(|value| !value.is_empty());
         let same = |wanted: &Option<Vec<u8>>, got: Option<&[u8]>| wanted.as_deref() == got;
+        // A route's payload types, when it lists any, also filter what its mid or rid
+        // matches: a repair stream (RTX, FEC) carries the same mid with another payload type.
+        let fits = |route: &Route| route.payload_types.is_empty() || route.payload_types.contains(&header.payload_type);
         let by_rid = rid.and_then(|rid| {
-            self.routes
-                .iter()
-                .find(|route| same(&route.rid, Some(rid)) && (route.mid.is_none() || same(&route.mid, mid)))
+            self.routes.iter().find(|route| {
+                same(&route.rid, Some(rid)) && (route.mid.is_none() || same(&route.mid, mid)) && fits(route)
+            })
         });
-        let by_mid = || mid.and_then(|mid| self.routes.iter().find(|r| r.rid.is_none() && same(&r.mid, Some(mid))));
+        let by_mid =
+            || mid.and_then(|mid| self.routes.iter().find(|r| r.rid.is_none() && same(&r.mid, Some(mid)) && fits(r)));
         let by_payload_type =
             || self.routes.iter().find(|r| r.rid.is_none() && r.payload_types.contains(&header.payload_type));
         let position = by_rid.or_else(by_mid).or_else(by_payload_type)?.position;
@@ -673,12 +677,13 @@ mod tests {
         assert_eq!(route_of(&mut router, &rtp(96, 77, &[])), Some(3), "a configured SSRC");
         assert_eq!(route_of(&mut router, &rtp(96, 10, &[0x10, b'1', 0x20, b'l'])), Some(2), "mid + rid");
         assert_eq!(route_of(&mut router, &rtp(96, 11, &[0x10, b'1', 0x20, b'h'])), Some(1));
-        assert_eq!(route_of(&mut router, &rtp(96, 12, &[0x10, b'0'])), Some(0), "mid alone");
+        assert_eq!(route_of(&mut router, &rtp(111, 12, &[0x10, b'0'])), Some(0), "mid alone");
         assert_eq!(route_of(&mut router, &rtp(111, 13, &[])), Some(0), "payload type");
         assert_eq!(route_of(&mut router, &rtp(100, 14, &[])), Some(4));
         assert_eq!(route_of(&mut router, &rtp(96, 15, &[0x10, b'1'])), None, "mid 1 is simulcast: a rid decides");
         assert_eq!(route_of(&mut router, &rtp(96, 16, &[0x10, b'9'])), None);
         assert_eq!(route_of(&mut router, &rtp(96, 16, &[0x50, b'0'])), None, "not the mid's id");
+        assert_eq!(route_of(&mut router, &rtp(112, 17, &[0x10, b'0'])), None, "mid 0 with another payload type: RTX");
         assert_eq!(route_of(&mut router, &rtp(96, 10, &[])), Some(2), "learned: no extension needed any more");
         assert_eq!(route_of(&mut router, &rtp(111, 11, &[])), Some(1), "the SSRC decides before the payload type");
         assert_eq!(router.position_of(13), Some(0));
