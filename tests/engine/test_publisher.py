@@ -485,3 +485,23 @@ def test_a_viewers_pli_goes_over_the_link(rig: Rig) -> None:
     assert struct.unpack("!I", feedback(pli, 1)[0][8:12])[0] == VIDEO_SSRC
     stream = rig.engine.mountpoint_stats(1).streams[0]
     assert (stream.plis_forwarded, stream.keyframe_requests) == (1, 0)
+
+
+def test_a_simulcast_move_asks_the_new_layer_for_a_keyframe_over_the_link(rig: Rig) -> None:
+    rig.engine.add_mountpoint(1, [linked(0), linked(1)])
+    publisher = rig.attach(1, [{"index": 0, "mid": "0", "rid": "h"}, {"index": 1, "mid": "0", "rid": "l"}],
+                           mid_extension_id=MID_EXTENSION, rid_extension_id=RID_EXTENSION)
+    publisher.send(
+        with_extensions(rtp(1, 0, VP8_KEYFRAME, ssrc=6, marker=True), {MID_EXTENSION: b"0", RID_EXTENSION: b"h"}),
+        with_extensions(rtp(1, 0, VP8_KEYFRAME, ssrc=7, marker=True), {MID_EXTENSION: b"0", RID_EXTENSION: b"l"}),
+    )
+    wait_until(lambda: all(stream.keyframe_cache is not None and stream.keyframe_cache.keyframe
+                           for stream in rig.engine.mountpoint_stats(1).streams))
+    viewer = rig.viewer(7, 1, [{"index": 0, "ssrc": 0xA, "payload_type": 96}])
+    viewer.wait_rtp(1)
+
+    rig.engine.set_stream_source(7, 0, 1)
+
+    pli = publisher.wait_rtcp(lambda packet: bool(feedback(packet, 1)))
+    assert struct.unpack("!I", feedback(pli, 1)[0][8:12])[0] == 7, "the low layer's SSRC"
+    assert [stream.keyframe_requests for stream in rig.engine.mountpoint_stats(1).streams] == [0, 1]
