@@ -20,6 +20,8 @@ from typing import NoReturn
 
 from fanout._engine import Engine
 from fanout.admin.serving import configure_logs, event_bus_for, start_operations
+from fanout.cluster.node import ClusterNode
+from fanout.cluster.routes import ClusterRoutes
 from fanout.config.jcfg import ConfigError
 from fanout.config.loader import Config, load_config
 from fanout.core.gateway import Gateway
@@ -138,6 +140,13 @@ async def _running(
             if mountpoint.testsource:
                 stack.enter_context(_test_source(plugin, mountpoint))
 
+        cluster: ClusterNode | None = None
+        if settings.cluster is not None:
+            janus_url = settings.cluster.public_url + settings.http.base_path
+            cluster = ClusterNode(settings.cluster, plugin, engine, janus_url=janus_url, webrtc_port=endpoint.port)
+            await cluster.start()  # Redis down: the node starts alone and joins when it answers
+            stack.push_async_callback(cluster.stop)
+
         websocket_port: int | None = None
         if settings.websocket.enabled or settings.websocket.wss:
             websocket = WebSocketTransport(gateway, settings.websocket)
@@ -146,18 +155,23 @@ async def _running(
             websocket_port = websocket.port
         page = "no demo page (the HTTP transport is off)"
         if settings.http.enabled or settings.http.https:
-            whep = WhepService(gateway, string_ids=streaming_settings.string_ids)
+            cluster_routes = ClusterRoutes(cluster) if cluster is not None else None
+            redirect = cluster_routes.whep_redirect if cluster_routes is not None else None
+            whep = WhepService(gateway, string_ids=streaming_settings.string_ids, redirect=redirect)
             stack.push_async_callback(whep.stop)
-            routes = demo_routes(settings.http.base_path, websocket_port) + whep.routes()
+            routes = demo_routes(settings.http.base_path, websocket_port, clustered=cluster is not None) + whep.routes()
+            if cluster_routes is not None:
+                routes += cluster_routes.routes()
             http = HttpTransport(gateway, settings.http, routes)
             await _start_transport("HTTP", http.start, settings.http.host, settings.http.port)
             stack.push_async_callback(http.stop)
             page = f"demo page at http://{_browsable(settings.http.host)}:{http.port}/"
         try:
-            operations = await start_operations(stack, config, gateway)
+            operations = await start_operations(stack, config, gateway, cluster)
         except OSError as error:
             raise StartupError(f"an Admin API or metrics port cannot be bound ({error})") from None
-        yield ", ".join([f"{page}, WebRTC on UDP {endpoint.port}, {len(mountpoints)} mountpoint(s)", *operations])
+        clustered = [f"node {cluster.name} of cluster {settings.cluster.cluster_name}"] if cluster and settings.cluster else []
+        yield ", ".join([f"{page}, WebRTC on UDP {endpoint.port}, {len(mountpoints)} mountpoint(s)", *operations, *clustered])
 
 
 async def _start_transport(name: str, start: Callable[[], Awaitable[None]], host: str, port: int) -> None:

@@ -2,7 +2,8 @@
 //
 // Query parameters: mountpoint=<id> watches at once; transport=http|ws picks the
 // Janus API transport; ws_port=<port> overrides the WebSocket port; janus=<url> (for
-// transport=http) talks to another Janus HTTP API, e.g. janus=http://127.0.0.1:8088/janus.
+// transport=http) talks to another Janus HTTP API, e.g. janus=http://127.0.0.1:8088/janus. In a
+// cluster, mountpoint=<id> first asks /cluster/placement which node to talk to (demo.placement).
 // window.fanoutDemo exposes the state to people and to tests: state ("connecting",
 // "ready", "watching", "playing", "stopped", "error"), firstFrameMs (from the watch
 // request to the first decoded frame), stats() (figures from getStats), hangup(), and the
@@ -66,17 +67,34 @@ function serverUrl(transport) {
   return params.get("janus") || `${location.protocol}//${location.host}${config.janusPath}`;
 }
 
+// In a cluster, the node that placement chooses for the mountpoint asked for (demo.placement).
+async function placedServerUrl(transport) {
+  const wanted = params.get("mountpoint");
+  if (!config.clustered || !wanted || params.has("janus")) {
+    return serverUrl(transport);
+  }
+  const response = await fetch(`/cluster/placement?mountpoint=${encodeURIComponent(wanted)}`);
+  if (!response.ok) {
+    throw new Error(`placement: ${response.status} ${await response.text()}`);
+  }
+  demo.placement = await response.json();
+  const placed = demo.placement;
+  return transport === "ws" && placed.websocket_url ? placed.websocket_url : placed.janus_url;
+}
+
 function connect(transport) {
   Janus.init({
     debug: params.has("debug") ? "all" : false,
     callback: () => {
-      janus = new Janus({
-        server: serverUrl(transport),
-        iceServers: [],
-        success: attachStreaming,
-        error: fail,
-        destroyed: () => setState("stopped", "session destroyed"),
-      });
+      placedServerUrl(transport).then((server) => {
+        janus = new Janus({
+          server: server,
+          iceServers: [],
+          success: attachStreaming,
+          error: fail,
+          destroyed: () => setState("stopped", "session destroyed"),
+        });
+      }, fail);
     },
   });
 }

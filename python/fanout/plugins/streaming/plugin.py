@@ -16,11 +16,12 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fanout._engine import SourceResumed, SourceSilent, SubstreamMoved
+from fanout.cluster.remote import remote_info, remote_list_entry
 from fanout.core.plugin import (
     Jsep,
     LocalAnswer,
@@ -125,6 +126,9 @@ class StreamingPlugin(Plugin):
         self.viewers: dict[int, Viewer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._rtsp_pulls: dict[MountpointId, asyncio.Task[None]] = {}  # rtsp mountpoints' sources
+        # In a cluster (fanout.cluster sets it): the mountpoints ingested on other nodes,
+        # id -> (description, origin node), which list and info show after the local ones.
+        self.remote_mountpoints: Callable[[], Mapping[MountpointId, tuple[MountpointConfig, str]]] = dict
         self._sync_requests: dict[str, Callable[[Viewer, dict[str, Any]], dict[str, Any]]] = {
             "list": self._list,
             "info": self._info,
@@ -420,10 +424,21 @@ class StreamingPlugin(Plugin):
             for mountpoint in self.mountpoints.values()
             if with_private or not mountpoint.config.is_private
         ]
+        entries += [
+            remote_list_entry(config, origin)
+            for mountpoint_id, (config, origin) in self.remote_mountpoints().items()
+            if mountpoint_id not in self.mountpoints and (with_private or not config.is_private)
+        ]
         return {"streaming": "list", "list": entries}
 
     def _info(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
-        mountpoint = self._mountpoint_from(body)
+        try:
+            mountpoint = self._mountpoint_from(body)
+        except StreamingError:
+            remote = self.remote_mountpoints().get(management.checked_id(body["id"], string_ids=self.settings.string_ids))
+            if remote is None:
+                raise
+            return {"streaming": "info", "info": remote_info(*remote)}
         with_secret = mountpoint.config.secret is None or body.get("secret") == mountpoint.config.secret
         return {"streaming": "info", "info": mountpoint.info(self.engine, with_secret=with_secret)}
 
