@@ -146,7 +146,7 @@ class NodeRecord:
                     worker_busy=_number(load["worker_busy"]),
                     load=_number(load["load"]),
                 ),
-                watched=tuple(_text(mountpoint) for mountpoint in body["watched"]),
+                watched=tuple(_text(mountpoint) for mountpoint in _list(body["watched"])),
             )
         except (KeyError, TypeError) as error:
             raise MalformedRecord(f"a node record without a valid {error}") from None
@@ -197,6 +197,12 @@ class MountpointRecord:
 def _text(value: Any) -> str:
     if not isinstance(value, str) or len(value) > 2048:
         raise TypeError("text")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list) or len(value) > 10_000:
+        raise TypeError("list")
     return value
 
 

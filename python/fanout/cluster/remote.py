@@ -9,10 +9,11 @@ origin over the cluster's relay (piece ``relay``: :class:`RelaySource`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fanout.cluster.records import NodeRecord
-from fanout.plugins.streaming.config import MountpointConfig
+if TYPE_CHECKING:  # plugin.py imports this module: no import of the plugin's package here
+    from fanout.cluster.records import NodeRecord
+    from fanout.plugins.streaming.config import MountpointConfig
 
 
 def remote_list_entry(config: MountpointConfig, origin: str) -> dict[str, Any]:
