@@ -19,6 +19,7 @@ another node than its key (a record copied under another name).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -167,6 +168,10 @@ class MountpointRecord:
 
     @classmethod
     def of(cls, origin: str, config: MountpointConfig) -> MountpointRecord:
+        """An rtsp mountpoint is described by the streams its server's DESCRIBE gave (an rtp entry):
+        the edges need its streams, not its server."""
+        if config.rtsp is not None:
+            config = dataclasses.replace(config, rtsp=None)
         return cls(origin=origin, name=config.name, jcfg=dumps({config.name: mountpoint_settings(config)}))
 
     def to_body(self) -> dict[str, Any]:

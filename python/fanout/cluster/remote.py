@@ -64,12 +64,10 @@ def _media(config: MountpointConfig, *, detailed: bool) -> list[tuple[int, dict[
 
 
 def relay_mountpoint_config(config: MountpointConfig, origin: NodeRecord) -> MountpointConfig:
-    """The local mountpoint that serves ``config`` here, fed by ``origin``'s relay.
+    """The local mountpoint that serves ``config`` here, fed by ``origin``'s relay
+    (fanout.cluster.relay pulls it on the first viewer). What belongs to the origin's
+    sources (SRTP keys, the built-in test source) is left out; a relay carries no data stream."""
+    from fanout.plugins.streaming.config import RelaySource
 
-    The one call into the relay's code (piece ``relay``); ImportError until it is there."""
-    from fanout.cluster.relay import RelaySource  # type: ignore[import-not-found,unused-ignore]
-
-    source = RelaySource(
-        origin_node=origin.name, origin_url=origin.public_url, origin_webrtc_address=origin.webrtc_address
-    )
-    return dataclasses.replace(config, testsource=False, relay=source)  # type: ignore[call-arg,unused-ignore]
+    source = RelaySource(origin_node=origin.name, origin_url=origin.public_url, origin_webrtc_address=origin.webrtc_address)
+    return dataclasses.replace(config, testsource=False, srtp=None, data=None, relay=source)
