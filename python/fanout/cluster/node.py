@@ -82,7 +82,7 @@ class ClusterNode:
         plugin.remote_mountpoints = self.remote_mountpoints
 
     async def start(self) -> None:
-        await self.heartbeat()
+        await self._heartbeat_guarded()
         self._task = asyncio.get_running_loop().create_task(self._beat())
 
     async def stop(self) -> None:
@@ -100,10 +100,13 @@ class ClusterNode:
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval)
-            try:
-                await self.heartbeat()
-            except Exception:  # a bug here must not stop the heartbeats
-                logger.exception("cluster: heartbeat failed")
+            await self._heartbeat_guarded()
+
+    async def _heartbeat_guarded(self) -> None:
+        try:
+            await self.heartbeat()
+        except Exception:  # a bug here must not stop the heartbeats, nor the node
+            logger.exception("cluster: heartbeat failed")
 
     async def heartbeat(self) -> None:
         """Write this node's records, read the cluster's, and follow its mountpoints."""
@@ -157,7 +160,7 @@ class ClusterNode:
         """The mountpoints this node ingests (relay mountpoints are the origin's to describe)."""
         records = {}
         for mountpoint_id, mountpoint in self.plugin.mountpoints.items():
-            if mountpoint_id in self.relays or getattr(mountpoint.config, "relay", None) is not None:
+            if mountpoint_id in self.relays or mountpoint.config.relay is not None:
                 continue
             try:
                 records[str(mountpoint_id)] = MountpointRecord.of(self.name, mountpoint.config)
@@ -219,9 +222,9 @@ class ClusterNode:
             try:
                 relay = relay_mountpoint_config(config, origin)
                 plugin.add_mountpoint(relay)
-            except (ImportError, OSError, ValueError) as error:
-                self._say_once(f"relay {mountpoint_id}", "cluster: mountpoint %s of %s cannot be relayed here: %s",
-                               mountpoint_id, origin_name, error)  # fmt: skip
+            except Exception as error:  # the engine refused it: the node serves on without this relay
+                self._say_once(f"relay {mountpoint_id}", "cluster: mountpoint %s of %s cannot be relayed here: %s: %s",
+                               mountpoint_id, origin_name, type(error).__name__, error)  # fmt: skip
                 continue
             self.relays[mountpoint_id] = self.view.mountpoints[str(mountpoint_id)]
             logger.info("cluster: mountpoint %s of %s is served here through a relay", mountpoint_id, origin_name)
