@@ -14,7 +14,7 @@ from fanout.cluster.records import (
     sign,
     verified_body,
 )
-from fanout.config.jcfg import parse
+from fanout.config.jcfg import Group, parse
 from fanout.plugins.streaming.config import parse_mountpoint
 
 KEY = registry_key("sixteen-chars-ok")
@@ -51,7 +51,9 @@ def test_a_node_record_reads_back_as_written() -> None:
 
 
 def test_a_mountpoint_travels_as_its_jcfg_entry_and_parses_to_the_same_config() -> None:
-    config, _ = parse_mountpoint("town-hall", parse(MOUNTPOINT_JCFG)["town-hall"])
+    group = parse(MOUNTPOINT_JCFG)["town-hall"]
+    assert isinstance(group, Group)
+    config, _ = parse_mountpoint("town-hall", group)
     record = MountpointRecord.of("origin", config)
     read = MountpointRecord.from_body(verified_body(KEY, sign(KEY, record.to_body())))
     assert read == record

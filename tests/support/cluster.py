@@ -153,6 +153,10 @@ class ClusterNodeProcess(FanoutProcess):
         self.ports = ports
         self.name = name
 
+    def start(self, timeout: float = 60.0) -> ClusterNodeProcess:
+        super().start(timeout)
+        return self
+
     def kill(self) -> None:
         """SIGKILL: no goodbye to Redis."""
         assert self.process is not None

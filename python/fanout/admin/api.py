@@ -173,7 +173,7 @@ class AdminApi:
         """fanout's: the cluster's nodes as this node sees them (itself first), with their load."""
         cluster = self.cluster
         if cluster is None:
-            raise JanusError(Errors.UNKNOWN_REQUEST, "This node is not in a cluster (janus.jcfg has no cluster group)")
+            raise JanusError(Errors.UNKNOWN_REQUEST, "This node is not in a cluster (janus.jcfg has no cluster.redis_url)")
         nodes = [node.as_json() | {"self": node.name == cluster.name} for node in cluster.nodes()]
         return {
             "janus": "success",
