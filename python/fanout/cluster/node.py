@@ -78,6 +78,7 @@ class ClusterNode:
         self.refusals: Counter[str] = Counter()  # reason -> count
         self._descriptions: dict[str, MountpointConfig] = {}  # parsed .jcfg entries, by their text
         self._said: set[str] = set()  # one-time log lines already written
+        self._missing_since: dict[MountpointId, float] = {}  # relays whose description is not in the view
         self._task: asyncio.Task[None] | None = None
         plugin.remote_mountpoints = self.remote_mountpoints
 
@@ -198,17 +199,28 @@ class ClusterNode:
         return config
 
     def _follow_mountpoints(self) -> None:
-        """Relay mountpoints made for new descriptions, removed for the ones that expired or changed."""
+        """Relay mountpoints made for new descriptions, removed for the ones that expired."""
         plugin = self.plugin
-        wanted = {mountpoint_id: (config, origin) for mountpoint_id, (config, origin) in self.remote_mountpoints().items()}
+        wanted = self.remote_mountpoints()
+        now = time.monotonic()
         for mountpoint_id, made in list(self.relays.items()):
             description = self.view.mountpoints.get(str(mountpoint_id))
-            if mountpoint_id not in wanted or description != made:
-                logger.info("cluster: mountpoint %s of %s is gone from the cluster; its relay here closes",
-                            mountpoint_id, made.origin)  # fmt: skip
-                del self.relays[mountpoint_id]
-                if mountpoint_id in plugin.mountpoints:
-                    plugin.remove_mountpoint(mountpoint_id)
+            if description == made:
+                self._missing_since.pop(mountpoint_id, None)
+                continue
+            if mountpoint_id in wanted and description is not None and self._update_relay(mountpoint_id, description, *wanted[mountpoint_id]):
+                continue
+            # A missing description must stay away a whole TTL before the viewers are let go:
+            # a Redis that came back empty is filled again by every node within a heartbeat.
+            missing_since = self._missing_since.setdefault(mountpoint_id, now)
+            if description is None and now - missing_since < self.settings.node_ttl:
+                continue
+            logger.info("cluster: mountpoint %s of %s is %s; its relay here closes", mountpoint_id, made.origin,
+                        "gone from the cluster" if description is None else "another stream now")  # fmt: skip
+            del self.relays[mountpoint_id]
+            self._missing_since.pop(mountpoint_id, None)
+            if mountpoint_id in plugin.mountpoints:
+                plugin.remove_mountpoint(mountpoint_id)
         for mountpoint_id, (config, origin_name) in wanted.items():
             if mountpoint_id in self.relays:
                 continue
@@ -220,14 +232,29 @@ class ClusterNode:
             if origin is None:
                 continue
             try:
-                relay = relay_mountpoint_config(config, origin)
-                plugin.add_mountpoint(relay)
+                plugin.add_mountpoint(relay_mountpoint_config(config, origin))
             except Exception as error:  # the engine refused it: the node serves on without this relay
                 self._say_once(f"relay {mountpoint_id}", "cluster: mountpoint %s of %s cannot be relayed here: %s: %s",
                                mountpoint_id, origin_name, type(error).__name__, error)  # fmt: skip
                 continue
             self.relays[mountpoint_id] = self.view.mountpoints[str(mountpoint_id)]
             logger.info("cluster: mountpoint %s of %s is served here through a relay", mountpoint_id, origin_name)
+
+    def _update_relay(
+        self, mountpoint_id: MountpointId, description: MountpointRecord, config: MountpointConfig, origin_name: str
+    ) -> bool:
+        """An edit on the origin (description, metadata, pin) reaches the relay mountpoint in place,
+        viewers kept; False when the streams or the origin changed (the relay must be made anew)."""
+        mountpoint = self.plugin.mountpoints.get(mountpoint_id)
+        origin = self.view.nodes.get(origin_name)
+        if mountpoint is None or origin is None or mountpoint.config.relay is None:
+            return False
+        if origin_name != mountpoint.config.relay.origin_node or config.streams != mountpoint.config.streams:
+            return False
+        mountpoint.config = relay_mountpoint_config(config, origin)
+        self.relays[mountpoint_id] = description
+        self._missing_since.pop(mountpoint_id, None)
+        return True
 
     def knows(self, mountpoint_id: str) -> bool:
         """Whether the mountpoint exists here or anywhere in the cluster."""
