@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.support.netns import NetworkNamespace
 from tests.support.ports import free_ports
 from tests.support.server import FanoutProcess
 
@@ -25,23 +26,31 @@ T = TypeVar("T")
 
 
 class RedisServer:
-    """``redis-server`` on 127.0.0.1:<port>, no persistence; stopped and started again on the same port."""
+    """``redis-server`` on 127.0.0.1:<port>, no persistence; stopped and started again on the same port.
+    In ``namespace``, if given."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, namespace: NetworkNamespace | None = None) -> None:
         self.port = port or free_ports(1)[0]
+        self.namespace = namespace
         self.process: subprocess.Popen[bytes] | None = None
+
+    def _command(self, *argv: str) -> list[str]:
+        return self.namespace.command(*argv) if self.namespace is not None else list(argv)
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        command = self._command("redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(self._answers, timeout=10, what=f"redis-server on port {self.port}")
         return self
 
     def _answers(self) -> bool:
+        if self.namespace is not None:
+            ping = subprocess.run(self._command("redis-cli", "-p", str(self.port), "PING"), capture_output=True, text=True)
+            return ping.stdout.strip() == "PONG"
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as connection:
                 connection.sendall(b"PING\r\n")
@@ -56,11 +65,11 @@ class RedisServer:
         self.process = None
 
     def keys(self) -> list[str]:
-        output = subprocess.run(["redis-cli", "-p", str(self.port), "--raw", "KEYS", "*"], capture_output=True, text=True, check=True)
+        output = subprocess.run(self._command("redis-cli", "-p", str(self.port), "--raw", "KEYS", "*"), capture_output=True, text=True, check=True)
         return sorted(line for line in output.stdout.splitlines() if line)
 
     def set(self, key: str, value: str) -> None:
-        subprocess.run(["redis-cli", "-p", str(self.port), "SET", key, value, "PX", "60000"], capture_output=True, check=True)
+        subprocess.run(self._command("redis-cli", "-p", str(self.port), "SET", key, value, "PX", "60000"), capture_output=True, check=True)
 
 
 @dataclass(frozen=True)
@@ -148,8 +157,8 @@ admin: {{
 
 
 class ClusterNodeProcess(FanoutProcess):
-    def __init__(self, folder: Path, ports: NodePorts, name: str) -> None:
-        super().__init__(folder)
+    def __init__(self, folder: Path, ports: NodePorts, name: str, namespace: NetworkNamespace | None = None) -> None:
+        super().__init__(folder, namespace)
         self.ports = ports
         self.name = name
 
