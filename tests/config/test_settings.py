@@ -235,3 +235,19 @@ def test_engine_cores_and_pinning() -> None:
         settings_of('fanout: { engine_cores = "zero" }')
     with pytest.raises(ConfigError, match="names CPU 4096"):
         settings_of('fanout: { engine_cores = "0,4096" }')
+
+
+def test_a_cluster_group_with_a_secret_and_no_redis_relays_without_a_registry() -> None:
+    settings, _ = settings_of('cluster: { secret = "sixteen or more chars"; node_name = "edge-1"; relay_address = "127.0.0.3" }')
+    assert settings.cluster is not None
+    assert (settings.cluster.redis_url, settings.cluster.node_name, settings.cluster.relay_address) == ("", "edge-1", "127.0.0.3")
+
+
+def test_a_cluster_group_with_neither_redis_nor_a_secret_is_standalone() -> None:
+    settings, _ = settings_of('cluster: { node_name = "edge-1" }')
+    assert settings.cluster is None
+
+
+def test_a_cluster_secret_too_short_is_refused() -> None:
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        settings_of('cluster: { secret = "short" }')
