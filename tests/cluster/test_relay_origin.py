@@ -239,6 +239,6 @@ async def test_a_request_that_does_not_fit_the_mountpoint_is_refused(origin: Ori
     for request, status in cases:
         answer, body = await origin.post("/cluster/relay", edge.sealed(PURPOSE_REQUEST, request.to_body()))
         assert answer == status, body
-    body = edge.request().to_body() | {"origin_key": "short"}
-    assert (await origin.post("/cluster/relay", edge.sealed(PURPOSE_REQUEST, body)))[0] == 400
+    short_key = edge.request().to_body() | {"origin_key": "short"}
+    assert (await origin.post("/cluster/relay", edge.sealed(PURPOSE_REQUEST, short_key)))[0] == 400
     assert origin.relays() == 0

@@ -7,7 +7,7 @@ Heavy: run under ``flock /tmp/fanout-heavy.lock``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
@@ -143,8 +143,8 @@ async def video_packets_lost(viewer: AiortcViewer) -> int:
     return sum(stats.packetsLost for stats in report.values() if stats.type == "inbound-rtp" and stats.kind == "video")
 
 
-def _async(check: object) -> object:
-    async def probe() -> object:
-        return check()  # type: ignore[operator]
+def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        return check()
 
     return probe
