@@ -248,7 +248,13 @@ def test_engine_cores_and_pinning() -> None:
 SECRET = "sixteen-chars-ok"
 
 
-def test_without_a_redis_url_fanout_is_standalone() -> None:
+def test_a_cluster_group_with_a_secret_and_no_redis_relays_without_a_registry() -> None:
+    settings, _ = settings_of('cluster: { secret = "sixteen or more chars"; node_name = "edge-1"; relay_address = "127.0.0.3" }')
+    assert settings.cluster is not None
+    assert (settings.cluster.redis_url, settings.cluster.node_name, settings.cluster.relay_address) == ("", "edge-1", "127.0.0.3")
+
+
+def test_a_cluster_group_with_neither_redis_nor_a_secret_is_standalone() -> None:
     settings, _ = settings_of('cluster: { node_name = "edge-1" }')
     assert settings.cluster is None
 
@@ -320,3 +326,8 @@ def test_bad_cluster_settings_are_refused_with_the_key_named(key: str, value: st
     with pytest.raises(ConfigError, match=message) as error:
         settings_of(f"cluster: {{ {text} }}")
     assert str(error.value).startswith("janus.jcfg:")
+
+
+def test_a_cluster_secret_too_short_is_refused() -> None:
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        settings_of('cluster: { secret = "short" }')

@@ -551,15 +551,14 @@ class RelayEdge:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def post(self, url: str, purpose: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
-        """POST a sealed message; the response read (its body kept). OSError/TimeoutError if it did not arrive."""
+    async def post(self, url: str, purpose: str, body: dict[str, Any]) -> tuple[int, bytes]:
+        """POST a sealed message: the answer's status and body. OSError or TimeoutError if none came."""
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS))
         sealed = self.sealer.seal(purpose, body, self.clock())
         try:
             async with self._http.post(url, data=sealed, headers={"Content-Type": CONTENT_TYPE}) as response:
-                await response.read()
-                return response
+                return response.status, await response.read()
         except aiohttp.ClientError as error:
             raise OSError(str(error) or type(error).__name__) from None
 
@@ -648,7 +647,12 @@ class RelayPull:
                 )
                 try:
                     granted = await self._ask(request)
-                except RelayUnavailable as error:
+                    sock.connect(granted.address)
+                    self.edge.engine.attach_publisher(
+                        self.mountpoint.engine_id, sock.fileno(), SRTP_PROFILE, request.edge_key, request.origin_key,
+                        routes,
+                    )  # fmt: skip
+                except (RelayUnavailable, OSError, KeyError, ValueError, RuntimeError) as error:
                     delay = RETRY_DELAYS_SECONDS[min(failures, len(RETRY_DELAYS_SECONDS) - 1)]
                     log = logger.warning if failures == 0 else logger.debug
                     log("relay of mountpoint %s from %s: %s; asking again every %g s or so",
@@ -656,10 +660,6 @@ class RelayPull:
                     failures += 1
                     await asyncio.sleep(delay)
                     continue
-                sock.connect(granted.address)
-                self.edge.engine.attach_publisher(
-                    self.mountpoint.engine_id, sock.fileno(), SRTP_PROFILE, request.edge_key, request.origin_key, routes
-                )
                 attached = True
                 self.granted = granted
                 self.grants += 1
@@ -684,13 +684,12 @@ class RelayPull:
         self.requests += 1
         url = self.source.origin_url + RELAY_PATH
         try:
-            response = await self.edge.post(url, PURPOSE_REQUEST, request.to_body())
+            status, body = await self.edge.post(url, PURPOSE_REQUEST, request.to_body())
         except (OSError, TimeoutError) as error:
             raise RelayUnavailable(f"{url} unreachable ({error or type(error).__name__})") from None
-        body = await response.read()
-        if response.status != 200:
+        if status != 200:
             reason = body.decode("utf-8", "replace").strip()[:200]
-            raise RelayUnavailable(f"{url} answered {response.status}: {reason}")
+            raise RelayUnavailable(f"{url} answered {status}: {reason}")
         try:
             granted = RelayGranted.parse(self.edge.sealer.open(PURPOSE_GRANTED, body, self.edge.clock()))
         except (SealedRefused, RelayMessageError) as error:
@@ -706,17 +705,17 @@ class RelayPull:
         while True:
             await asyncio.sleep(REFRESH_INTERVAL_SECONDS)
             try:
-                response = await self.edge.post(url, PURPOSE_REFRESH, {"relay_id": granted.relay_id})
+                status, _ = await self.edge.post(url, PURPOSE_REFRESH, {"relay_id": granted.relay_id})
             except (OSError, TimeoutError) as error:
                 logger.debug("relay of mountpoint %s: refresh failed: %s", self.mountpoint.id, error)
                 continue
-            if response.status == 404:
+            if status == 404:
                 logger.warning("relay of mountpoint %s: %s no longer knows the relay (restarted?); asking again",
                                self.mountpoint.id, self.source.origin_node)  # fmt: skip
                 return
-            if response.status != 204:
-                logger.warning("relay of mountpoint %s: refresh answered %d", self.mountpoint.id, response.status)
-                if response.status in (400, 403):
+            if status != 204:
+                logger.warning("relay of mountpoint %s: refresh answered %d", self.mountpoint.id, status)
+                if status in (400, 403):
                     return
 
 
