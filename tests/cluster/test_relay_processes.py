@@ -134,8 +134,9 @@ async def test_an_origin_restarted_under_a_watching_viewer_resumes_without_reneg
                 await viewer.wait_for_frames(video=before + 60, audio=0, timeout=40)
                 assert viewer.pc.connectionState == "connected"
                 assert await relays_of(origin) == 1
-            assert not [event for event in viewer.events if "hangup" in str(event)]
-            assert "asking again" in edge_process.output or "granted again" in edge_process.output
+            # Continuous numbering: the packets the origin did not send while it was down are no gap.
+            assert await video_packets_lost(viewer) < 50
+            assert "asking again" in edge_process.output
 
 
 async def video_packets_lost(viewer: AiortcViewer) -> int:
