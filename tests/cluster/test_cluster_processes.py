@@ -112,6 +112,10 @@ def test_placement_sends_viewers_to_an_edge_and_whep_answers_307_there(cluster: 
     assert placement["websocket_url"] == f"ws://{chosen.ports.address}:{chosen.ports.ws}"
     assert placement["whep_url"] == f"{chosen.ports.public_url}/whep/endpoint/1?placed=1"
     assert placement["local"] is False
+    # a viewer that just lost a node asks placement to leave it out (it stays in the view for a TTL)
+    other = "edge-b" if placement["node"] == "edge-a" else "edge-a"
+    assert cluster.origin.placement(f"1&avoid={placement['node']}")[1]["node"] == other
+    assert cluster.origin.placement("1&avoid=edge-a,edge-b")[0] == 503
     assert cluster.origin.placement("2") == (404, {"error": "no mountpoint 2 in the cluster"})
     assert cluster.origin.placement("")[0] == 400
 
@@ -126,6 +130,7 @@ def test_placement_sends_viewers_to_an_edge_and_whep_answers_307_there(cluster: 
 
     metrics = cluster.origin.metrics()
     assert re.search(rf'fanout_cluster_placements_total{{chosen="{placement["node"]}",node="origin",reason="least_loaded"}} [1-9]', metrics), metrics
+    assert 'fanout_cluster_placement_refusals_total{node="origin",reason="full"} 1.0' in metrics
     assert 'fanout_cluster_nodes{node="origin"} 3.0' in metrics
     assert 'fanout_sessions{node="origin"}' in metrics  # every metric carries the node's name
 

@@ -100,6 +100,8 @@ def write_node_config(
     secret: str = SECRET,
     accept_viewers: bool = True,
     max_load: float = 0.8,
+    heartbeat_interval: float = HEARTBEAT_INTERVAL,
+    node_ttl: float = NODE_TTL,
 ) -> NodePorts:
     http, ws, webrtc, admin, metrics = free_ports(5)
     ports = NodePorts(address, http, ws, webrtc, admin, metrics)
@@ -125,8 +127,8 @@ cluster: {{
 	websocket_url = "ws://{address}:{ws}"
 	accept_viewers = {"true" if accept_viewers else "false"}
 	max_load = {max_load}
-	heartbeat_interval = {HEARTBEAT_INTERVAL}
-	node_ttl = {NODE_TTL}
+	heartbeat_interval = {heartbeat_interval}
+	node_ttl = {node_ttl}
 }}
 """
     )

@@ -268,12 +268,13 @@ class ClusterNode:
         others = [node for name, node in sorted(self.view.nodes.items()) if name != self.name]
         return [self.record, *others]
 
-    def place(self, mountpoint_id: str) -> Placement | None:
-        """The node for a new viewer of ``mountpoint_id`` (counted); None: refused, every node is full."""
+    def place(self, mountpoint_id: str, avoid: frozenset[str] = frozenset()) -> Placement | None:
+        """The node for a new viewer of ``mountpoint_id`` (counted), not one of ``avoid`` (nodes the
+        viewer just lost: they may still be in the view for a TTL); None: refused, every node is full."""
         if not self.health.up:
             placement: Placement | None = Placement(self.record, REGISTRY_DOWN)
         else:
-            placement = place(self.nodes(), mountpoint_id, self.name)
+            placement = place([node for node in self.nodes() if node.name not in avoid], mountpoint_id, self.name)
         if placement is None:
             self.refusals["full"] += 1
         else:

@@ -1,9 +1,10 @@
 """The cluster's HTTP side, served by the HTTP transport next to the Janus API.
 
-``GET /cluster/placement?mountpoint=<id>`` -> 200 and JSON naming the node a
-new viewer should use (its Janus API over HTTP and WebSocket, its WHEP
-endpoint); 400 without a mountpoint, 404 for a mountpoint the cluster does not
-have, 503 when every node is full. WHEP: a ``POST`` to a node that is not the
+``GET /cluster/placement?mountpoint=<id>[&avoid=<node>,...]`` -> 200 and JSON
+naming the node a new viewer should use (its Janus API over HTTP and
+WebSocket, its WHEP endpoint), never one of ``avoid`` (the nodes a viewer just
+lost, still in the view until their TTL runs out); 400 without a mountpoint,
+404 for a mountpoint the cluster does not have, 503 when every node is full. WHEP: a ``POST`` to a node that is not the
 best choice answers 307 to the chosen node's WHEP endpoint (RFC 9725 clients
 follow it); the URL carries ``placed=1`` so that the chosen node serves the
 viewer rather than placing it again.
@@ -36,7 +37,8 @@ class ClusterRoutes:
             return _json(400, {"error": "missing mountpoint (GET /cluster/placement?mountpoint=<id>)"})
         if not self.node.knows(mountpoint):
             return _json(404, {"error": f"no mountpoint {mountpoint} in the cluster"})
-        placement = self.node.place(mountpoint)
+        avoid = frozenset(name for name in request.query.get("avoid", "").split(",") if name)
+        placement = self.node.place(mountpoint, avoid)
         if placement is None:
             return _json(503, {"error": "every node of the cluster is full"}, retry=True)
         return _json(200, placement_json(placement, mountpoint, asked=self.node.name))
