@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.browser import chromium_in
-from tests.support.cluster import ClusterNodeProcess, RedisServer, wait_until, write_node_config
+from tests.support.cluster import (
+    HEARTBEAT_INTERVAL,
+    NODE_TTL,
+    ClusterNodeProcess,
+    RedisServer,
+    wait_until,
+    write_node_config,
+)
 from tests.support.netns import NetworkNamespace, loopback_namespace
 from tests.support.server import DEMO_MOUNTPOINT
 
@@ -28,9 +35,11 @@ def placement_in(namespace: NetworkNamespace, url: str) -> dict[str, Any]:
     return json.loads(reply.stdout) if reply.returncode == 0 else {}  # type: ignore[no-any-return]
 
 
-def failover_seconds(tmp_path: Path, pages: int, **timing: float) -> list[float]:
-    """Seconds from killing the edge that serves ``pages`` demo pages to each page decoding again;
-    ``timing``: heartbeat_interval and node_ttl (the tests' short ones by default)."""
+def failover_seconds(
+    tmp_path: Path, pages: int, *, heartbeat_interval: float = HEARTBEAT_INTERVAL, node_ttl: float = NODE_TTL
+) -> list[float]:
+    """Seconds from killing the edge that serves ``pages`` demo pages to each page decoding again
+    (the tests' short heartbeat and TTL unless given)."""
     with loopback_namespace() as namespace:
         redis = RedisServer(namespace=namespace).start()
         nodes: dict[str, ClusterNodeProcess] = {}
@@ -39,7 +48,7 @@ def failover_seconds(tmp_path: Path, pages: int, **timing: float) -> list[float]
                 origin = name == "origin"
                 ports = write_node_config(tmp_path / name, name=name, address=address, redis_url=redis.url,
                                           mountpoints=DEMO_MOUNTPOINT if origin else "", accept_viewers=not origin,
-                                          **timing)  # fmt: skip
+                                          heartbeat_interval=heartbeat_interval, node_ttl=node_ttl)  # fmt: skip
                 nodes[name] = ClusterNodeProcess(tmp_path / name, ports, name, namespace).start()
             origin_node = nodes["origin"]
             placement_url = f"{origin_node.ports.public_url}/cluster/placement?mountpoint=1"
@@ -61,7 +70,7 @@ def failover_seconds(tmp_path: Path, pages: int, **timing: float) -> list[float]
                 nodes[killed].kill()
                 killed_at = time.monotonic()
                 back: list[float | None] = [None] * pages
-                deadline = killed_at + FAILOVER_DEADLINE + timing.get("node_ttl", 0)
+                deadline = killed_at + FAILOVER_DEADLINE + node_ttl
                 while None in back and time.monotonic() < deadline:
                     for index, page in enumerate(opened):
                         if back[index] is not None:
