@@ -168,3 +168,17 @@ async def test_a_local_mountpoint_with_the_same_id_wins(redis: RedisServer, orig
         assert edge.relays == {}
     finally:
         await edge.stop()
+
+
+async def test_two_processes_with_one_node_name_are_told(redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    first, second = node(redis, "edge", FakePlugin()), node(redis, "edge", FakePlugin())
+    try:
+        await first.heartbeat()
+        await second.heartbeat()  # as a restarted node would: not yet a reason to complain
+        assert "another node" not in caplog.text
+        await first.heartbeat()
+        await second.heartbeat()
+        assert "another node writes its record under this node's name edge" in caplog.text
+    finally:
+        await first.stop()
+        await second.stop()

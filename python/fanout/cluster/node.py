@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -62,6 +63,7 @@ class ClusterNode:
         self.plugin = plugin
         self.engine = engine
         self.janus_url = janus_url
+        self.instance = secrets.token_hex(8)
         host = f"[{settings.relay_address}]" if ":" in settings.relay_address else settings.relay_address
         self.webrtc_address = f"{host}:{webrtc_port}"
         timeout = max(0.2, settings.heartbeat_interval)
@@ -79,6 +81,7 @@ class ClusterNode:
         self._descriptions: dict[str, MountpointConfig] = {}  # parsed .jcfg entries, by their text
         self._said: set[str] = set()  # one-time log lines already written
         self._missing_since: dict[MountpointId, float] = {}  # relays whose description is not in the view
+        self._foreign_records = 0  # heartbeats that replaced a record of this name written by another process
         self._task: asyncio.Task[None] | None = None
         plugin.remote_mountpoints = self.remote_mountpoints
 
@@ -114,15 +117,18 @@ class ClusterNode:
         self.record = self._own_record()
         try:
             async with asyncio.timeout(self.settings.node_ttl):
-                await self.registry.publish(self.record, self._own_mountpoints())
+                replaced = await self.registry.publish(self.record, self._own_mountpoints())
                 view = await self.registry.read()
         except REGISTRY_ERRORS as error:
             self.health.failed(error)
             return
         self.health.succeeded()
         self.health.saw_refused(view.refused)
-        if self.name not in view.nodes:  # another node's record under this name would be refused; never stale
-            logger.debug("cluster: own record not read back")
+        if replaced is not None and replaced != self.instance:
+            self._foreign_records += 1  # once after a restart within node_ttl; again: a second process
+        if self._foreign_records >= 2:
+            self._say_once("duplicate name", "cluster: another node writes its record under this node's name %s; "
+                           "give each node its own cluster.node_name", self.name)  # fmt: skip
         self.view = view
         self._follow_mountpoints()
 
@@ -140,6 +146,7 @@ class ClusterNode:
             accept_viewers=settings.accept_viewers,
             max_load=settings.max_load,
             load=self.meter.update(self._engine_reading()),
+            instance=self.instance,
             watched=tuple(sorted(str(mountpoint_id) for mountpoint_id, mountpoint in self.plugin.mountpoints.items()
                                  if mountpoint.viewers)),  # fmt: skip
         )

@@ -104,6 +104,7 @@ class NodeRecord:
     max_load: float
     load: NodeLoad
     watched: tuple[str, ...] = ()  # ids (as text) of the mountpoints it serves viewers of now
+    instance: str = ""  # random, per process: two processes with one node name are told apart
 
     def to_body(self) -> dict[str, Any]:
         return {
@@ -123,6 +124,7 @@ class NodeRecord:
                 "load": self.load.load,
             },
             "watched": list(self.watched),
+            "instance": self.instance,
         }
 
     @classmethod
@@ -148,6 +150,7 @@ class NodeRecord:
                     load=_number(load["load"]),
                 ),
                 watched=tuple(_text(mountpoint) for mountpoint in _list(body["watched"])),
+                instance=_text(body["instance"]),
             )
         except (KeyError, TypeError) as error:
             raise MalformedRecord(f"a node record without a valid {error}") from None

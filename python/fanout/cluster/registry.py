@@ -102,19 +102,24 @@ class Registry:
     def mountpoint_key(self, origin: str, mountpoint_id: str) -> str:
         return f"{self.prefix}:mountpoint:{origin}:{mountpoint_id}"
 
-    async def publish(self, node: NodeRecord, mountpoints: dict[str, MountpointRecord]) -> None:
+    async def publish(self, node: NodeRecord, mountpoints: dict[str, MountpointRecord]) -> str | None:
         """One heartbeat: the node's record and its mountpoints', with the TTL; mountpoints it
-        no longer has are removed."""
+        no longer has are removed. Returns the instance of the node record it replaced (None:
+        none, or unreadable): another than the node's own means two processes share its name."""
         keys = {self.mountpoint_key(node.name, mountpoint_id): record for mountpoint_id, record in mountpoints.items()}
         pipeline = self.redis.pipeline(transaction=False)
-        pipeline.set(self.node_key(node.name), sign(self.signing_key, node.to_body()), px=self.ttl_ms)
+        pipeline.set(self.node_key(node.name), sign(self.signing_key, node.to_body()), px=self.ttl_ms, get=True)
         for key, record in keys.items():
             pipeline.set(key, sign(self.signing_key, record.to_body()), px=self.ttl_ms)
         gone = self._published_mountpoint_keys - keys.keys()
         if gone:
             pipeline.delete(*gone)
-        await pipeline.execute()
+        replies = await pipeline.execute()
         self._published_mountpoint_keys = set(keys)
+        try:
+            return NodeRecord.from_body(verified_body(self.signing_key, replies[0])).instance if replies[0] else None
+        except RecordError:
+            return None
 
     async def withdraw(self, name: str) -> None:
         """A node that stops leaves at once rather than after its TTL."""
