@@ -55,3 +55,19 @@ def test_on_equal_load_the_node_asked_keeps_the_viewer_then_names_decide() -> No
 def test_load_is_compared_to_each_nodes_own_max_load() -> None:
     big = dataclasses.replace(node("big", 0.85), max_load=0.95)
     assert chosen([node("a", 0.9), big]) == ("big", LEAST_LOADED)
+
+
+def loaded(name: str, load: float, viewers: int, **options: object) -> NodeRecord:
+    record = node(name, load, **options)  # type: ignore[arg-type]
+    return dataclasses.replace(record, load=dataclasses.replace(record.load, viewers=viewers))
+
+
+def test_viewers_placed_since_the_last_heartbeat_count_at_the_nodes_load_per_viewer() -> None:
+    nodes = [loaded("a", 0.2, 100), loaded("b", 0.3, 100)]  # 0.002 per viewer on a
+    assert place(nodes, "1", "x", {"a": 49}).node.name == "a"  # type: ignore[union-attr]  # 0.298
+    assert place(nodes, "1", "x", {"a": 51}).node.name == "b"  # type: ignore[union-attr]  # 0.302
+    assert place(nodes, "1", "x", {"a": 300, "b": 250}) is None  # 0.8 and 1.05: both full
+
+
+def test_a_node_with_no_viewers_yet_has_no_load_per_viewer_to_add() -> None:
+    assert place([loaded("a", 0.0, 0)], "1", "x", {"a": 1000}).node.name == "a"  # type: ignore[union-attr]

@@ -78,6 +78,7 @@ class ClusterNode:
         self.relays: dict[MountpointId, MountpointRecord] = {}  # relay mountpoints made here, by id
         self.placements: Counter[tuple[str, str]] = Counter()  # (chosen node, reason) -> count
         self.refusals: Counter[str] = Counter()  # reason -> count
+        self._placed_since_heartbeat: Counter[str] = Counter()  # node -> viewers sent there since the last read
         self._descriptions: dict[str, MountpointConfig] = {}  # parsed .jcfg entries, by their text
         self._said: set[str] = set()  # one-time log lines already written
         self._missing_since: dict[MountpointId, float] = {}  # relays whose description is not in the view
@@ -130,6 +131,7 @@ class ClusterNode:
             self._say_once("duplicate name", "cluster: another node writes its record under this node's name %s; "
                            "give each node its own cluster.node_name", self.name)  # fmt: skip
         self.view = view
+        self._placed_since_heartbeat.clear()  # the records just read count them
         self._follow_mountpoints()
 
     # --- what this node says ------------------------------------------------
@@ -281,11 +283,13 @@ class ClusterNode:
         if not self.health.up:
             placement: Placement | None = Placement(self.record, REGISTRY_DOWN)
         else:
-            placement = place([node for node in self.nodes() if node.name not in avoid], mountpoint_id, self.name)
+            nodes = [node for node in self.nodes() if node.name not in avoid]
+            placement = place(nodes, mountpoint_id, self.name, self._placed_since_heartbeat)
         if placement is None:
             self.refusals["full"] += 1
         else:
             self.placements[placement.node.name, placement.reason] += 1
+            self._placed_since_heartbeat[placement.node.name] += 1
         return placement
 
     # --- operators -------------------------------------------------------------------
