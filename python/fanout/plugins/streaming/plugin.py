@@ -455,8 +455,10 @@ class StreamingPlugin(Plugin):
     def _info(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
         try:
             mountpoint = self._mountpoint_from(body)
-        except StreamingError:
-            remote = self.remote_mountpoints().get(management.checked_id(body["id"], string_ids=self.settings.string_ids))
+        except StreamingError as error:
+            remote = None
+            if error.code == Errors.NO_SUCH_MOUNTPOINT:  # not here: perhaps elsewhere in the cluster
+                remote = self.remote_mountpoints().get(management.checked_id(body["id"], string_ids=self.settings.string_ids))
             if remote is None:
                 raise
             return {"streaming": "info", "info": remote_info(*remote)}
