@@ -349,7 +349,9 @@ def plot(results: Results, path: Path) -> None:
     joins.set_title("join: direct, through a warm relay, pulling a cold one")
     xs = [level.relays for level in results.relay_levels]
     cpu.plot(xs, [level.origin_cpu_percent for level in results.relay_levels], "o-")
-    cpu.set_xlabel("edges relayed (1 Mbit/s VP8 + Opus each)")
+    rates = [level.mbit_per_relay for level in results.relay_levels if level.relays]
+    each = f", {statistics.mean(rates):.2f} Mbit/s each" if rates else ""
+    cpu.set_xlabel(f"edges relayed (the test source's VP8 + Opus{each})")
     cpu.set_ylabel("origin CPU (% of one core)")
     slope = results.cpu_percent_per_relay
     cpu.set_title("origin CPU per edge" + (f": {slope:.2f} % of a core per relay" if slope is not None else ""))

@@ -26,14 +26,17 @@ class RecordingEngine:
 
     attached: list[dict[str, Any]] = field(default_factory=list)
     detached: list[int] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
 
     def attach_publisher(self, mountpoint_id: int, socket_fd: int, srtp_profile: str, local_master_key: bytes,
                          remote_master_key: bytes, routes: list[dict[str, Any]]) -> None:  # fmt: skip
         self.attached.append({"mountpoint": mountpoint_id, "profile": srtp_profile, "local": local_master_key,
                               "remote": remote_master_key, "routes": routes})  # fmt: skip
+        self.calls.append("attach")
 
     def detach_publisher(self, mountpoint_id: int) -> None:
         self.detached.append(mountpoint_id)
+        self.calls.append("detach")
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -115,8 +118,22 @@ async def test_an_edge_with_another_secret_is_refused_and_attaches_nothing(origi
     mountpoint = edge_mountpoint(origin.url)
     edge.opened(mountpoint)
     mountpoint.add_viewer(1)
-    pull = edge.pulls[mountpoint.id]
-    await until(lambda: pull.requests >= 2)
+    await until(lambda: origin.relay.sealer.refusals["unauthentic"] >= 2)
     assert engine.attached == [] and origin.relays() == 0
-    assert origin.relay.sealer.refusals["unauthentic"] >= 2
+    await edge.stop()
+
+
+async def test_a_viewer_right_after_the_linger_gets_a_new_relay_attached_after_the_old_one_let_go(origin: Origin) -> None:
+    engine = RecordingEngine()
+    edge = relay_edge(engine, linger=0.05)
+    mountpoint = edge_mountpoint(origin.url)
+    edge.opened(mountpoint)
+    mountpoint.add_viewer(1)
+    await until(lambda: len(engine.attached) == 1)
+    pull = edge.pulls[mountpoint.id]
+    mountpoint.remove_viewer(1)
+    await until(lambda: pull.task is None)  # the linger is over: the relay is being torn down
+    mountpoint.add_viewer(2)
+    await until(lambda: len(engine.attached) == 2 and origin.relays() == 1 and origin.relay.counts["torn_down"] == 1)
+    assert engine.calls == ["attach", "detach", "attach"]
     await edge.stop()

@@ -26,8 +26,11 @@ from tests.cluster.nodes import (
     relay_mountpoint,
     write_node,
 )
+from fanout.sources import testsource
 from tests.support.aiortc_viewer import AiortcViewer
+from tests.support.encoders import running as running_process
 from tests.support.janus_client import janus_session
+from tests.support.ports import free_ports
 from tests.support.server import FanoutProcess
 
 RELAYS = 'mountpoint="1"'  # the origin's engine peers of mountpoint 1: its relays (no viewer watches there)
@@ -89,6 +92,10 @@ async def test_viewers_on_the_edge_decode_the_origins_stream_over_one_relay_whic
 
 
 async def test_loss_on_the_relay_link_is_recovered_by_nack_before_the_viewer_sees_it(tmp_path: Path) -> None:
+    """Every 20th video packet from the origin is lost on the way: the edge NACKs it, the origin
+    sends it again, and the watching viewer counts no loss. (From the viewer's start on: a packet
+    still being recovered while the edge bursts its keyframe cache to a joining viewer is not
+    sent to that viewer; the engine's burst leaves late packets out.)"""
     origin = origin_node(tmp_path)
     link = LossyLink(origin.control_url, SECRET, "127.0.0.4", drop_every=20)
     edge = edge_node(tmp_path, link.control_url)
@@ -97,10 +104,16 @@ async def test_loss_on_the_relay_link_is_recovered_by_nack_before_the_viewer_see
         with running(origin), running(edge):
             async with viewer_on(edge) as viewer:
                 await viewer.watch(1)
-                await viewer.wait_for_frames(video=150, audio=30, timeout=40)
-                assert link.counts.dropped_video >= 10, link.counts
+                await viewer.wait_for_frames(video=30, audio=30, timeout=40)
+                lost_at_start, dropped_at_start = await video_packets_lost(viewer), link.counts.dropped_video
                 await eventually(
-                    lambda: video_packets_lost(viewer), lambda lost: lost == 0, what="no video loss at the viewer"
+                    _async(lambda: link.counts.dropped_video - dropped_at_start >= 10), bool, timeout=40,
+                    what="ten more video packets lost on the relay link",
+                )  # fmt: skip
+                frames = viewer.media.video_frames
+                await viewer.wait_for_frames(video=frames + 30, audio=0)
+                await eventually(
+                    lambda: video_packets_lost(viewer), lambda lost: lost <= lost_at_start, what="no new video loss"
                 )
     finally:
         await link.stop()
@@ -149,3 +162,66 @@ def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
         return check()
 
     return probe
+
+
+SIZES = [(320, 180), (480, 272), (640, 360)]  # substreams 0, 1, 2
+
+
+def simulcast_mountpoint(ports: list[int]) -> str:
+    return f"""
+simulcast: {{
+	type = "rtp"
+	id = 1
+	description = "three encodings"
+	media = (
+		{{ type = "video", mid = "v", pt = 96, codec = "vp8", port = {ports[0]}, simulcast = true,
+		   port2 = {ports[1]}, port3 = {ports[2]} }}
+	)
+}}
+"""
+
+
+SIMULCAST_RELAY = """
+simulcast-relay: {{
+	type = "relay"
+	id = 1
+	relay_url = "{url}"
+	media = (
+		{{ type = "video", mid = "v", pt = 96, codec = "vp8", simulcast = true }}
+	)
+}}
+"""
+
+
+async def test_every_simulcast_encoding_crosses_the_relay_and_the_edges_viewer_moves_between_them(
+    tmp_path: Path,
+) -> None:
+    ports = free_ports(3)
+    origin = write_node(tmp_path / "origin", "origin", ORIGIN_IP, simulcast_mountpoint(ports))
+    edge = write_node(tmp_path / "edge", "edge-1", EDGE_IP, SIMULCAST_RELAY.format(url=origin.control_url))
+    encoders = [
+        testsource.testsource_command("127.0.0.1", video_port=port, audio_port=0, width=width, height=height, fps=15,
+                                      keyframe_interval=1.0, bitrate=bitrate)
+        for port, (width, height), bitrate in zip(ports, SIZES, (150_000, 250_000, 400_000), strict=True)
+    ]  # fmt: skip
+    with running(origin), running(edge), running_process(encoders[0]), running_process(encoders[1]), \
+            running_process(encoders[2]):  # fmt: skip
+        async with viewer_on(edge) as viewer:
+            await viewer.watch(1)
+            await viewer.wait_for_frames(video=10, audio=0)
+            await sizes_after(viewer, {SIZES[2]})  # the highest by default
+            ack = await viewer.client.message(viewer.handle_id, {"request": "configure", "mid": "v", "substream": 0})
+            assert ack["janus"] == "ack", ack
+            await sizes_after(viewer, {SIZES[0]})
+            assert await relays_of(origin) == 1
+
+
+async def sizes_after(viewer: AiortcViewer, sizes: set[tuple[int, int]]) -> None:
+    """Wait until the viewer decodes only frames of ``sizes`` (ten in a row)."""
+
+    async def recent_sizes() -> set[tuple[int, int]]:
+        viewer.media.video_sizes.clear()
+        await viewer.wait_for_frames(video=viewer.media.video_frames + 10, audio=0)
+        return set(viewer.media.video_sizes)
+
+    await eventually(recent_sizes, lambda seen: seen == sizes, what=f"frames of {sizes}")

@@ -43,7 +43,7 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -90,6 +90,8 @@ RETRY_DELAYS_SECONDS = (0.25, 0.5, 1.0, 2.0)  # the edge's waits between failed 
 FIRST_RELAY_PEER_ID = 2**53
 MAX_RELAY_STREAMS = 64 * 3  # a mountpoint's streams, each up to three substreams
 LOG_REFUSALS_EVERY_SECONDS = 10.0
+# The edge's relay socket: the origin's keyframe-cache burst arrives before the edge attaches it.
+RELAY_RECEIVE_BUFFER = 4 << 20
 
 
 class RelayMessageError(ValueError):
@@ -574,6 +576,7 @@ class RelayPull:
         self.task: asyncio.Task[None] | None = None
         self.linger_timer: asyncio.TimerHandle | None = None
         self.relay_id: str | None = None  # while pulling
+        self._previous: asyncio.Task[None] | None = None  # the pull before, maybe still letting go
         self.granted: RelayGranted | None = None  # while the origin relays
         self.requests = 0
         self.grants = 0
@@ -589,39 +592,54 @@ class RelayPull:
                 self.linger_timer.cancel()
                 self.linger_timer = None
             if self.task is None:
-                self.task = asyncio.get_running_loop().create_task(self._pull())
+                self.relay_id = f"{self.edge.node_name}/{self.mountpoint.id}/{secrets.token_hex(4)}"
+                self.task = asyncio.get_running_loop().create_task(self._pull(self.relay_id, self._previous))
         elif self.task is not None and self.linger_timer is None:
             self.linger_timer = asyncio.get_running_loop().call_later(self.edge.linger, self._linger_over)
 
     def _linger_over(self) -> None:
         self.linger_timer = None
         logger.info("relay of mountpoint %s: no viewer for %g s; the relay stops", self.mountpoint.id, self.edge.linger)
-        self.edge._spawn(self.stop())
+        ending = self._halt()
+        if ending is not None:
+            self.edge._spawn(ending)
 
     async def stop(self) -> None:
         """Stop pulling (detach, close the socket) and tell the origin."""
+        ending = self._halt()
+        if ending is not None:
+            await ending
+
+    def _halt(self) -> Coroutine[Any, Any, None] | None:
+        """Stop pulling now (a viewer coming next starts a new pull, which waits for this one's
+        end); the coroutine returned tells the origin once the pull has let go of the link."""
         if self.linger_timer is not None:
             self.linger_timer.cancel()
             self.linger_timer = None
         task, self.task = self.task, None
         relay_id, self.relay_id = self.relay_id, None
-        if task is None:
-            return
+        if task is None or relay_id is None:
+            return None
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        if relay_id is not None:
-            try:
-                await self.edge.post(self.source.origin_url + TEARDOWN_PATH, PURPOSE_TEARDOWN, {"relay_id": relay_id})
-            except (OSError, TimeoutError) as error:
-                logger.info("relay of mountpoint %s: the teardown did not reach %s (%s); it expires there",
-                            self.mountpoint.id, self.source.origin_node, error)  # fmt: skip
+        self._previous = task
+        return self._tear_down(task, relay_id)
 
-    async def _pull(self) -> None:
+    async def _tear_down(self, task: asyncio.Task[None], relay_id: str) -> None:
+        await asyncio.gather(task, return_exceptions=True)
+        try:
+            await self.edge.post(self.source.origin_url + TEARDOWN_PATH, PURPOSE_TEARDOWN, {"relay_id": relay_id})
+        except (OSError, TimeoutError) as error:
+            logger.info("relay of mountpoint %s: the teardown did not reach %s (%s); it expires there",
+                        self.mountpoint.id, self.source.origin_node, error)  # fmt: skip
+
+    async def _pull(self, relay_id: str, previous: asyncio.Task[None] | None) -> None:
         """Ask, attach, refresh; ask again whenever the origin forgets or cannot be reached."""
+        if previous is not None:  # the pull before this one detaches first
+            await asyncio.gather(previous, return_exceptions=True)
         sock = socket.socket(socket.AF_INET6 if ":" in self.edge.relay_address else socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RELAY_RECEIVE_BUFFER)  # the origin's first burst waits here
         sock.bind((self.edge.relay_address, 0))
         local: tuple[str, int] = sock.getsockname()[:2]
-        self.relay_id = f"{self.edge.node_name}/{self.mountpoint.id}/{secrets.token_hex(4)}"
         layout = relay_streams(self.mountpoint.config)
         ssrcs = _distinct_ssrcs(len(layout))
         routes: list[PublisherRoute] = [
@@ -636,7 +654,7 @@ class RelayPull:
             while True:
                 key_length = MASTER_KEY_LENGTHS[SRTP_PROFILE]
                 request = RelayRequest(
-                    relay_id=self.relay_id,
+                    relay_id=relay_id,
                     edge=self.edge.node_name,
                     mountpoint=self.origin_mountpoint,
                     address=local,
