@@ -16,6 +16,7 @@ from fanout.cluster.relay import (
 )
 from fanout.plugins.streaming.config import MountpointConfigError, RelaySource, parse_mountpoint
 from fanout.plugins.streaming.mountpoint import source_stream
+from fanout.plugins.streaming.persistence import mountpoint_settings
 
 REQUEST = RelayRequest(
     relay_id="edge-1/7/0a1b2c3d",
@@ -124,3 +125,10 @@ def test_relay_config_keeps_the_origins_layout_without_its_ports() -> None:
     edge = relay_config(origin, source)
     assert edge.relay == source and edge.data is None and not edge.testsource
     assert [(stream.mid, stream.port, stream.rtcp_port, stream.substreams) for stream in edge.streams] == [("v", 0, None, 3)]
+
+
+def test_a_relay_mountpoint_saved_reads_back_the_same() -> None:
+    config, _ = parse_mountpoint("match", RELAY_GROUP)
+    saved = mountpoint_settings(config)
+    assert saved["type"] == "relay" and all("port" not in entry for entry in saved["media"])
+    assert parse_mountpoint("match", saved)[0] == config
