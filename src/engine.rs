@@ -44,8 +44,8 @@ use crate::stats::{
     WorkerStats,
 };
 use crate::sys::{
-    allowed_cores, bind_source_on, cvt, monotonic_ns, new_eventfd, random_bytes, register, set_send_buffer, wake,
-    RawAddress,
+    allowed_cores, bind_source_on, cvt, monotonic_ns, new_eventfd, random_bytes, register, set_receive_buffer,
+    set_send_buffer, wake, RawAddress, RECEIVE_BUFFER_BYTES,
 };
 use crate::wire::codec::Codec;
 use crate::wire::rtcp::{for_each_nack, is_rtcp, summarize};
@@ -1154,6 +1154,8 @@ impl Engine {
         let (srtp, srtcp) =
             (session(&config.remote_master_key, "remote")?, session(&config.remote_master_key, "remote")?);
         let socket = duplicate_connected_udp_socket(socket_fd)?;
+        // As a source port's: a burst of a publisher's video must not overflow it.
+        set_receive_buffer(socket.as_raw_fd(), RECEIVE_BUFFER_BYTES);
         let sender = Arc::new(LinkSender::new(socket, outbound));
         let counters = Arc::new(PublisherCounters::default());
         let router = Router::new(routes, mid_extension, rid_extension);
@@ -1175,6 +1177,13 @@ impl Engine {
         for stream in record.streams.iter().filter(|stream| stream.linked) {
             if let Some(rtcp) = &stream.rtcp {
                 rtcp.set_link(Some(sender.clone()));
+            }
+        }
+        for route in config.routes.iter().filter(|route| route.ssrc.is_some()) {
+            // Keyframe requests before its first packet name the SSRC the route expects.
+            let stream = record.streams.iter().find(|stream| stream.index == route.index);
+            if let (Some(rtcp), Some(ssrc)) = (stream.and_then(|stream| stream.rtcp.as_ref()), route.ssrc) {
+                rtcp.rtp_seen(None, ssrc);
             }
         }
         record.publisher = Some(PublisherRecord { counters });

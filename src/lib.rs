@@ -10,7 +10,7 @@
 //! |---|---|---|---|
 //! | 6 | `python`, `python_bench` | the PyO3 door: conversions from Python, the `Engine` class; the benchmarks' functions (feature `bench`) | 0–5 |
 //! | 5 | `engine`, `stats`, `bench` | the engine handle that owns the threads; the counters it reports (Python classes); the machine's limits for `fanout bench` | 0–4 |
-//! | 4 | `ingest` | source sockets and the receiver thread, each stream's ingest stage, source RTCP | 0–3 |
+//! | 4 | `ingest` | source sockets and the receiver thread, each stream's ingest stage, source RTCP, the publisher link | 0–3 |
 //! | 3 | `egress` | each viewer's rewrite and SRTP, the worker threads, batched sends | 0–2 |
 //! | 2 | `media` | shared source packets, their pool, histories, keyframe caches; `MediaKind` | 0–1 |
 //! | 1 | `wire` | byte formats and crypto: RTP, RTCP, SRTP, codec payloads | 0 |

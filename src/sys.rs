@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 /// The receive buffer each source socket asks for.
-const RECEIVE_BUFFER_BYTES: libc::c_int = 4 << 20;
+pub const RECEIVE_BUFFER_BYTES: libc::c_int = 4 << 20;
 
 /// A socket address in the kernel's form, ready for sendmmsg.
 #[derive(Clone, Copy)]
@@ -124,7 +124,7 @@ pub fn bind_source_on(host: &str, port: u16, interface: Option<&str>) -> io::Res
 
 /// Asks for `bytes` of receive buffer: past the kernel's rmem_max when
 /// privileged (SO_RCVBUFFORCE), else as much as rmem_max allows.
-fn set_receive_buffer(fd: RawFd, bytes: libc::c_int) {
+pub fn set_receive_buffer(fd: RawFd, bytes: libc::c_int) {
     set_buffer(fd, bytes, [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF]);
 }
 

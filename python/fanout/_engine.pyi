@@ -82,7 +82,10 @@ class PublisherRoute(TypedDict):
     A packet goes to the stream of its SSRC if one was routed (or configured)
     already; else of its rid (and mid, if the route has one) header extensions;
     else of its mid, among routes without a rid; else of its payload type, among
-    routes without a rid; else nowhere (unroutable). A match teaches the SSRC."""
+    routes without a rid; else nowhere (unroutable). A match teaches the SSRC.
+    A route's payload_types, when given, also filter its mid and rid matches: a
+    repair stream (RTX, FEC: the same mid, another payload type) is not taken for
+    the media (the engine does not unwrap RTX; answer a publisher without it)."""
 
     index: int  # the mountpoint's stream (one without a port)
     ssrc: NotRequired[int | None]  # packets with this SSRC (a relay knows them up front)

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::ingest::source_rtcp::{LinkSender, MAX_LINK_RTCP_LEN, REQUEST_SSRC};
 use crate::wire::rtp::{header_extension, RtpHeader};
-use crate::wire::srtp::{SrtcpInbound, SrtpInbound};
+use crate::wire::srtp::{SrtcpInbound, SrtpError, SrtpInbound};
 
 /// Control datagrams (STUN, DTLS) handed to the control plane per second, per link; the rest are dropped.
 pub const CONTROL_PER_SECOND: u32 = 64;
@@ -140,12 +140,16 @@ impl Router {
         let mid = extension(self.mid_extension).filter(|value| !value.is_empty());
         let rid = extension(self.rid_extension).filter(|value| !value.is_empty());
         let same = |wanted: &Option<Vec<u8>>, got: Option<&[u8]>| wanted.as_deref() == got;
+        // A route's payload types, when it lists any, also filter what its mid or rid
+        // matches: a repair stream (RTX, FEC) carries the same mid with another payload type.
+        let fits = |route: &Route| route.payload_types.is_empty() || route.payload_types.contains(&header.payload_type);
         let by_rid = rid.and_then(|rid| {
-            self.routes
-                .iter()
-                .find(|route| same(&route.rid, Some(rid)) && (route.mid.is_none() || same(&route.mid, mid)))
+            self.routes.iter().find(|route| {
+                same(&route.rid, Some(rid)) && (route.mid.is_none() || same(&route.mid, mid)) && fits(route)
+            })
         });
-        let by_mid = || mid.and_then(|mid| self.routes.iter().find(|r| r.rid.is_none() && same(&r.mid, Some(mid))));
+        let by_mid =
+            || mid.and_then(|mid| self.routes.iter().find(|r| r.rid.is_none() && same(&r.mid, Some(mid)) && fits(r)));
         let by_payload_type =
             || self.routes.iter().find(|r| r.rid.is_none() && r.payload_types.contains(&header.payload_type));
         let position = by_rid.or_else(by_mid).or_else(by_payload_type)?.position;
@@ -400,7 +404,7 @@ impl Reception {
         self.expected_prior = expected;
         self.received_prior = self.received;
         let lost_interval = expected_interval.saturating_sub(received_interval);
-        let fraction = if expected_interval == 0 { 0 } else { ((lost_interval << 8) / expected_interval).min(255) };
+        let fraction = (lost_interval << 8).checked_div(expected_interval).unwrap_or(0).min(255);
         let (last_sr, delay) = match self.last_sender_report {
             Some((middle, at_ns)) => {
                 (middle, (u128::from(now_ns.saturating_sub(at_ns)) * 65536 / 1_000_000_000) as u32)
@@ -476,9 +480,16 @@ impl PublisherLink {
     /// stream's position and the RTP length, or None (dropped and counted).
     /// A video stream's gaps are NACKed at once.
     pub fn receive_rtp(&mut self, buffer: &mut [u8], len: usize, now_ns: u64) -> Option<(usize, usize)> {
-        let Ok(len) = self.srtp.unprotect(buffer, len) else {
-            count(&self.counters.undecryptable, 1);
-            return None;
+        let len = match self.srtp.unprotect(buffer, len) {
+            Ok(len) => len,
+            Err(SrtpError::Malformed) => {
+                count(&self.counters.malformed, 1);
+                return None;
+            }
+            Err(_) => {
+                count(&self.counters.undecryptable, 1);
+                return None;
+            }
         };
         let Some(header) = RtpHeader::parse(&buffer[..len]) else {
             count(&self.counters.malformed, 1);
@@ -589,6 +600,10 @@ impl PublisherLink {
                 count(&self.counters.rtcp_packets, 1);
                 Some(plain)
             }
+            Err(SrtpError::Malformed) => {
+                count(&self.counters.malformed, 1);
+                None
+            }
             Err(_) => {
                 count(&self.counters.undecryptable, 1);
                 None
@@ -662,12 +677,13 @@ mod tests {
         assert_eq!(route_of(&mut router, &rtp(96, 77, &[])), Some(3), "a configured SSRC");
         assert_eq!(route_of(&mut router, &rtp(96, 10, &[0x10, b'1', 0x20, b'l'])), Some(2), "mid + rid");
         assert_eq!(route_of(&mut router, &rtp(96, 11, &[0x10, b'1', 0x20, b'h'])), Some(1));
-        assert_eq!(route_of(&mut router, &rtp(96, 12, &[0x10, b'0'])), Some(0), "mid alone");
+        assert_eq!(route_of(&mut router, &rtp(111, 12, &[0x10, b'0'])), Some(0), "mid alone");
         assert_eq!(route_of(&mut router, &rtp(111, 13, &[])), Some(0), "payload type");
         assert_eq!(route_of(&mut router, &rtp(100, 14, &[])), Some(4));
         assert_eq!(route_of(&mut router, &rtp(96, 15, &[0x10, b'1'])), None, "mid 1 is simulcast: a rid decides");
         assert_eq!(route_of(&mut router, &rtp(96, 16, &[0x10, b'9'])), None);
         assert_eq!(route_of(&mut router, &rtp(96, 16, &[0x50, b'0'])), None, "not the mid's id");
+        assert_eq!(route_of(&mut router, &rtp(112, 17, &[0x10, b'0'])), None, "mid 0 with another payload type: RTX");
         assert_eq!(route_of(&mut router, &rtp(96, 10, &[])), Some(2), "learned: no extension needed any more");
         assert_eq!(route_of(&mut router, &rtp(111, 11, &[])), Some(1), "the SSRC decides before the payload type");
         assert_eq!(router.position_of(13), Some(0));
@@ -709,7 +725,11 @@ mod tests {
         let mut tracker = GapTracker::default();
         assert_eq!(tracker.packet(9, 65534, 0), Arrival::Ahead { missing: 0 });
         assert_eq!(tracker.packet(9, 65535, 0), Arrival::Ahead { missing: 0 });
-        assert_eq!(tracker.packet(9, 2, 10 * MS), Arrival::Ahead { missing: 2 }, "0 and 1 are missing, across the wrap");
+        assert_eq!(
+            tracker.packet(9, 2, 10 * MS),
+            Arrival::Ahead { missing: 2 },
+            "0 and 1 are missing, across the wrap"
+        );
         assert_eq!(tracker.next_due_ns(), Some(10 * MS), "asked for at once");
         assert_eq!(asked(&mut tracker, 10 * MS), [0, 1]);
         assert_eq!(tracker.next_due_ns(), Some(50 * MS));

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crate::egress::worker::{Delivery, WorkerLoad};
 use crate::events::{epoll_timeout, Event, EventQueue, SilenceCheck, SilenceWatch};
 use crate::ingest::publisher::{classify, LinkDatagram, PublisherLink};
-use crate::ingest::source_rtcp::{parse_sender_report, SourceRtcp};
+use crate::ingest::source_rtcp::{for_each_sender_report, SourceRtcp};
 use crate::ingest::{Ingest, IngestOptions, Verdict};
 use crate::media::packet::{GopCache, Packet, PacketPool, ReceivedPacket, MAX_RTP_LEN, SLOT_SIZE};
 use crate::media::MediaKind;
@@ -764,12 +764,13 @@ impl Receiver {
                     }
                     LinkDatagram::Rtcp => {
                         let Some(plain) = link.receive_rtcp(self.receive.datagram(i).0) else { continue };
-                        let Some(report) = parse_sender_report(&plain, now) else { continue };
-                        link.sender_report(report.ssrc, report.ntp_time, now_ns);
-                        let stream = link.router.position_of(report.ssrc).map(|position| &streams[position]);
-                        if let Some(rtcp) = stream.and_then(|stream| stream.rtcp.as_ref()) {
-                            rtcp.link_sender_report(report);
-                        }
+                        for_each_sender_report(&plain, now, |report| {
+                            link.sender_report(report.ssrc, report.ntp_time, now_ns);
+                            let stream = link.router.position_of(report.ssrc).map(|position| &streams[position]);
+                            if let Some(rtcp) = stream.and_then(|stream| stream.rtcp.as_ref()) {
+                                rtcp.link_sender_report(report);
+                            }
+                        });
                     }
                     LinkDatagram::Control => {
                         if link.control_allowed(now_ns) {

@@ -285,17 +285,27 @@ pub fn keyframe_request(media_ssrc: u32) -> [u8; 20] {
 }
 
 /// The first sender report in a compound RTCP packet.
-pub fn parse_sender_report(packet: &[u8], now: Instant) -> Option<SourceSenderReport> {
+fn parse_sender_report(packet: &[u8], now: Instant) -> Option<SourceSenderReport> {
+    let mut first = None;
+    for_each_sender_report(packet, now, |report| {
+        first.get_or_insert(report);
+    });
+    first
+}
+
+/// Each sender report in a compound RTCP packet (a publisher link's carries one per SSRC,
+/// or several in one); stops at the first malformed length.
+pub fn for_each_sender_report(packet: &[u8], now: Instant, mut report: impl FnMut(SourceSenderReport)) {
     let mut offset = 0;
     while let Some(header) = packet.get(offset..offset + 4) {
         let len = 4 * (usize::from(u16::from_be_bytes([header[2], header[3]])) + 1);
-        let body = packet.get(offset..offset + len)?;
+        let Some(body) = packet.get(offset..offset + len) else { return };
         if header[0] >> 6 != 2 {
-            return None;
+            return;
         }
         if header[1] == 200 && len >= 28 {
             let word = |at: usize| u32::from_be_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
-            return Some(SourceSenderReport {
+            report(SourceSenderReport {
                 ssrc: word(4),
                 ntp_time: (u64::from(word(8)) << 32) | u64::from(word(12)),
                 rtp_timestamp: word(16),
@@ -304,7 +314,6 @@ pub fn parse_sender_report(packet: &[u8], now: Instant) -> Option<SourceSenderRe
         }
         offset += len;
     }
-    None
 }
 
 /// Whether a viewer's plain RTCP asks for a keyframe of one of `ssrcs`

@@ -6,18 +6,25 @@ process tests (test_relay_processes.py) run the real one."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import pytest
+from fanout._engine import Engine
 from fanout.cluster.relay import RelayEdge, relay_config
 from fanout.cluster.sealed import Sealer
-from fanout.plugins.streaming.config import RelaySource, parse_mountpoint
+from fanout.plugins.streaming.config import MountpointConfigError, RelaySource, parse_mountpoint
 from fanout.plugins.streaming.mountpoint import Mountpoint
+from fanout.plugins.streaming.plugin import StreamingPlugin
 
 from tests.cluster.test_relay_origin import MOUNTPOINT, SECRET, Origin, origin  # noqa: F401 (the fixture)
+from tests.cluster.nodes import relay_mountpoint
 from tests.support.ports import free_ports
+from tests.support.server import FanoutProcess, write_config
 
 
 @dataclass
@@ -137,3 +144,27 @@ async def test_a_viewer_right_after_the_linger_gets_a_new_relay_attached_after_t
     await until(lambda: len(engine.attached) == 2 and origin.relays() == 1 and origin.relay.counts["torn_down"] == 1)
     assert engine.calls == ["attach", "detach", "attach"]
     await edge.stop()
+
+
+def test_a_relay_mountpoint_on_a_node_without_the_cluster_secret_is_refused(tmp_path: Path) -> None:
+    """Without janus.jcfg's cluster group the edge has no secret to ask an origin with."""
+    folder = tmp_path / "config"
+    write_config(folder, relay_mountpoint("http://127.0.0.2:8088"))
+    with pytest.raises(RuntimeError) as failed:
+        FanoutProcess(folder).start()
+    assert "relay mountpoint(s) 1 need janus.jcfg's cluster group" in str(failed.value)
+
+
+async def test_creating_a_relay_mountpoint_without_the_cluster_secret_says_why() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as webrtc:
+        webrtc.bind(("127.0.0.1", 0))
+        engine = Engine(webrtc.fileno())
+        try:
+            plugin = StreamingPlugin(engine, [])
+            config, _ = parse_mountpoint("m", MOUNTPOINT)
+            relay = relay_config(config, RelaySource(origin_node="origin", origin_url="http://127.0.0.2:8088"))
+            with pytest.raises(MountpointConfigError, match="cluster group"):
+                plugin.add_mountpoint(relay)
+            assert plugin.mountpoints == {}
+        finally:
+            engine.close()

@@ -16,6 +16,9 @@ from fanout.cluster.relay import (
 )
 from fanout.plugins.streaming.config import MountpointConfigError, RelaySource, parse_mountpoint
 from fanout.plugins.streaming.mountpoint import source_stream
+from fanout.plugins.streaming.persistence import mountpoint_settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 REQUEST = RelayRequest(
     relay_id="edge-1/7/0a1b2c3d",
@@ -124,3 +127,35 @@ def test_relay_config_keeps_the_origins_layout_without_its_ports() -> None:
     edge = relay_config(origin, source)
     assert edge.relay == source and edge.data is None and not edge.testsource
     assert [(stream.mid, stream.port, stream.rtcp_port, stream.substreams) for stream in edge.streams] == [("v", 0, None, 3)]
+
+
+def test_a_relay_mountpoint_saved_reads_back_the_same() -> None:
+    config, _ = parse_mountpoint("match", RELAY_GROUP)
+    saved = mountpoint_settings(config)
+    assert saved["type"] == "relay" and all("port" not in entry for entry in saved["media"])
+    assert parse_mountpoint("match", saved)[0] == config
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(changes=st.dictionaries(st.sampled_from(sorted(REQUEST.to_body())), JSON_VALUES, max_size=3))
+def test_fuzz_a_request_with_any_fields_changed_parses_or_is_refused_with_its_own_error(changes: dict[str, Any]) -> None:
+    try:
+        RelayRequest.parse(REQUEST.to_body() | changes)
+    except RelayMessageError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.dictionaries(st.text(max_size=12), JSON_VALUES, max_size=6))
+def test_fuzz_any_object_as_a_grant_parses_or_is_refused_with_its_own_error(body: dict[str, Any]) -> None:
+    try:
+        RelayGranted.parse(body)
+    except RelayMessageError:
+        pass

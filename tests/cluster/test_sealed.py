@@ -92,7 +92,7 @@ def own_key_seal(plaintext: bytes, purpose: str = "relay-request") -> bytes:
 @pytest.mark.parametrize(
     "plaintext",
     [b"not json", b"\xff\xfe", b"[1, 2]", json.dumps({"sent": NOW}).encode(), json.dumps({"sent": "now", "body": {}}).encode(),
-     json.dumps({"sent": True, "body": {}}).encode(), b'{"sent": NaN, "body": {}}'],
+     json.dumps({"sent": True, "body": {}}).encode(), b'{"sent": NaN, "body": {}}', b"[" * 30_000 + b"]" * 30_000],
 )  # fmt: skip
 def test_a_plaintext_that_is_not_the_envelope_is_malformed_or_stale(plaintext: bytes) -> None:
     refused = refusal(Sealer(SECRET), "relay-request", own_key_seal(plaintext))

@@ -6,6 +6,8 @@
 //! a second run adds the ingest: an H.264 source over SRTP whose keyframes
 //! lack parameter sets, with the SSRC lock and skew compensation on. In both,
 //! every third viewer gets the playout-delay header extension on each packet.
+//! A third run feeds the stream from a publisher link (SRTP on a connected
+//! socket, routed by payload type, receiver reports going back).
 //! Run by `cargo test --release`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -16,7 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use _engine::egress::batch::SendMode;
-use _engine::engine::{Engine, EngineOptions, SourceConfig, ViewerStreamConfig};
+use _engine::engine::{Engine, EngineOptions, PublisherConfig, PublisherRouteConfig, SourceConfig, ViewerStreamConfig};
 use _engine::ingest::IngestOptions;
 use _engine::media::MediaKind;
 use _engine::wire::codec::Codec;
@@ -66,6 +68,8 @@ struct Source {
     /// Each keyframe reaches the viewers with a packet of parameter sets before it.
     parameter_sets_added: bool,
     srtp: Option<SrtpSession>,
+    /// The stream has no port: a publisher link feeds it, protecting with `srtp`.
+    link: Option<PublisherConfig>,
 }
 
 /// Sends `count` 1200-byte packets in bursts (frames of `burst`), then waits until every viewer got them.
@@ -88,7 +92,11 @@ fn feed(engine: &Engine, sender: &UdpSocket, to: SocketAddr, source: &Source, fi
             Some(srtp) => srtp.protect_rtp(&mut packet, 1200, 0).unwrap(),
             None => 1200,
         };
-        sender.send_to(&packet[..len], to).unwrap();
+        if source.link.is_some() {
+            sender.send(&packet[..len]).unwrap();
+        } else {
+            sender.send_to(&packet[..len], to).unwrap();
+        }
         if i % burst == burst - 1 {
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -111,13 +119,20 @@ fn assert_steady_state_allocates_nothing(source: Source) {
         codec: Codec::from_name(source.codec),
         clock_rate: 90_000,
         host: "127.0.0.1".into(),
-        port: Some(0),
-        rtcp_port: Some(0),
+        port: source.link.is_none().then_some(0),
+        rtcp_port: source.link.is_none().then_some(0),
         interface: None,
         silence_ms: None,
         ingest: source.ingest.clone(),
     };
     let port = engine.add_mountpoint(1, &[config]).unwrap()[0];
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    if let Some(link_config) = &source.link {
+        let link = UdpSocket::bind("127.0.0.1:0").unwrap();
+        link.connect(sender.local_addr().unwrap()).unwrap();
+        sender.connect(link.local_addr().unwrap()).unwrap();
+        engine.attach_publisher(1, link.as_raw_fd(), link_config).unwrap();
+    }
     let sinks: Vec<UdpSocket> = (0..VIEWERS).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
     for (i, sink) in sinks.iter().enumerate() {
         let address = sink.local_addr().unwrap();
@@ -133,7 +148,6 @@ fn assert_steady_state_allocates_nothing(source: Source) {
     // Let the worker take its viewers before the first packet, so they start
     // live (not with a paced burst from the keyframe cache).
     std::thread::sleep(Duration::from_millis(200));
-    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     let to: SocketAddr = ([127, 0, 0, 1], port).into();
     // Warm up: the packet pool grows to its high-water mark (the workers' history
     // plus the packets in flight; bursts of 800 leave many in flight), the
@@ -160,6 +174,7 @@ fn the_steady_state_allocates_nothing() {
         continuation: [0x00, 0x01],
         parameter_sets_added: false,
         srtp: None,
+        link: None,
     });
 }
 
@@ -178,5 +193,28 @@ fn the_ingest_allocates_nothing_either() {
         continuation: [0x7c, 0x05],
         parameter_sets_added: true,
         srtp: Some(srtp),
+        link: None,
+    });
+}
+
+#[test]
+fn a_publisher_link_allocates_nothing_either() {
+    let publisher_key = [3u8; 28];
+    let link = PublisherConfig {
+        profile: Profile::AeadAes128Gcm,
+        local_master_key: vec![4; 28],
+        remote_master_key: publisher_key.to_vec(),
+        routes: vec![PublisherRouteConfig { index: 0, payload_types: vec![111], ..PublisherRouteConfig::default() }],
+        mid_extension_id: None,
+        rid_extension_id: None,
+    };
+    assert_steady_state_allocates_nothing(Source {
+        codec: "vp8",
+        ingest: IngestOptions::default(),
+        keyframe_start: [0x10, 0x00],
+        continuation: [0x00, 0x01],
+        parameter_sets_added: false,
+        srtp: Some(SrtpSession::new(Profile::AeadAes128Gcm, &publisher_key).unwrap()),
+        link: Some(link),
     });
 }

@@ -281,8 +281,11 @@ def test_link_fed_streams_refuse_port_options_and_bad_attachments(rig: Rig) -> N
 
 def test_a_gap_in_video_is_nacked_and_the_retransmission_recovered_and_forwarded(rig: Rig) -> None:
     publisher, viewer = video_and_audio(rig)
-    publisher.send(rtp(1, 0, VP8_KEYFRAME, ssrc=VIDEO_SSRC), rtp(2, 0, VP8_CONTINUATION, ssrc=VIDEO_SSRC, marker=True),
-                   rtp(4, 3000, VP8_CONTINUATION + b"4", ssrc=VIDEO_SSRC, marker=True))
+    publisher.send(rtp(1, 0, VP8_KEYFRAME, ssrc=VIDEO_SSRC), rtp(2, 0, VP8_CONTINUATION, ssrc=VIDEO_SSRC, marker=True))
+    # The viewer has started (live, or from the keyframe cache: a start from a cache that
+    # holds 4 and not 3 would leave 3 out, as any packet older than the burst's last).
+    viewer.wait_rtp(2)
+    publisher.send(rtp(4, 3000, VP8_CONTINUATION + b"4", ssrc=VIDEO_SSRC, marker=True))
 
     publisher.wait_rtcp(lambda packet: nacked(packet) == [(VIDEO_SSRC, 3)])
     # Asked again (every 40 ms) while still missing.
@@ -344,10 +347,12 @@ def test_bitrate_estimates_go_over_the_link_while_one_is_attached(rig: Rig) -> N
 
 def test_receiver_reports_go_once_a_second_with_the_publishers_sender_report(rig: Rig) -> None:
     publisher, viewer = video_and_audio(rig)
-    publisher.send(rtp(1, 0, VP8_KEYFRAME, ssrc=VIDEO_SSRC), rtp(3, 3000, VP8_DELTA, ssrc=VIDEO_SSRC, marker=True))
+    publisher.send(rtp(1, 0, VP8_KEYFRAME, ssrc=VIDEO_SSRC), rtp(3, 3000, VP8_DELTA, ssrc=VIDEO_SSRC, marker=True),
+                   rtp(1, 960, b"opus", ssrc=AUDIO_SSRC, payload_type=111))
+    wait_until(lambda: rig.engine.mountpoint_stats(1).packets == 3)
     ntp_time = 0xE000_0001_8000_0000
-    publisher.send_rtcp(sender_report(VIDEO_SSRC, ntp_time, 3000))
-    wait_until(lambda: rig.engine.mountpoint_stats(1).streams[0].sender_report is not None)
+    publisher.send_rtcp(sender_report(VIDEO_SSRC, ntp_time, 3000) + sender_report(AUDIO_SSRC, ntp_time, 960))
+    wait_until(lambda: all(stream.sender_report is not None for stream in rig.engine.mountpoint_stats(1).streams))
 
     def a_report_after_the_sender_report(packet: bytes) -> bool:
         return any(block[0] == VIDEO_SSRC and block[5] != 0 for block in report_blocks(packet))
@@ -358,8 +363,9 @@ def test_receiver_reports_go_once_a_second_with_the_publishers_sender_report(rig
     assert (cumulative_lost, highest, lsr) == (1, 3, ntp_time >> 16 & 0xFFFFFFFF)
     stats = rig.engine.publisher_stats(1)
     assert stats is not None and stats.receiver_reports_sent >= 1 and stats.rtcp_packets == 1
-    source_report = rig.engine.mountpoint_stats(1).streams[0].sender_report
-    assert source_report is not None and (source_report.ntp_time, source_report.rtp_timestamp) == (ntp_time, 3000)
+    reports = [stream.sender_report for stream in rig.engine.mountpoint_stats(1).streams]
+    assert [(report.ntp_time, report.rtp_timestamp) for report in reports if report] == [(ntp_time, 3000),
+                                                                                         (ntp_time, 960)]
     assert viewer.wait_rtp(1)
 
 
@@ -369,7 +375,8 @@ def test_garbage_wrong_keys_replays_and_unroutable_packets_are_counted_and_viewe
                               srtp_profile=Policy.SRTP_PROFILE_AEAD_AES_128_GCM))
     first = publisher.outbound.protect(rtp(1, 960, b"opus 1", ssrc=AUDIO_SSRC, payload_type=111))
     publisher.sock.send(first)
-    for garbage in [b"", b"\x80", bytes([0x40]) + bytes(20), bytes([0xFF]) * 30, b"hello, not media at all"]:
+    short_rtp = bytes([0x80, 111, 0, 1])
+    for garbage in [b"", b"\x80", short_rtp, bytes([0x40]) + bytes(20), bytes([0xFF]) * 30, b"hello, not media"]:
         publisher.sock.send(garbage)
     publisher.sock.send(intruder.protect(rtp(2, 1920, b"forged", ssrc=AUDIO_SSRC, payload_type=111)))
     publisher.sock.send(first)  # a replay
@@ -383,7 +390,7 @@ def test_garbage_wrong_keys_replays_and_unroutable_packets_are_counted_and_viewe
     wait_until(lambda: (stats := rig.engine.publisher_stats(1)) is not None and stats.unroutable == 1)
     stats = rig.engine.publisher_stats(1)
     assert stats is not None
-    assert (stats.packets, stats.malformed, stats.undecryptable, stats.unroutable) == (2, 5, 3, 1)
+    assert (stats.packets, stats.malformed, stats.undecryptable, stats.unroutable) == (2, 6, 3, 1)
     assert (stats.control_datagrams, stats.rtcp_packets) == (0, 0)
 
 
@@ -410,6 +417,9 @@ def test_a_publisher_that_comes_back_gives_viewers_continuous_numbering(rig: Rig
     rig.engine.detach_publisher(1)
     assert rig.engine.publisher_stats(1) is None
     refused_by_the_closed_link(second)
+    third = rig.attach(1, routes)
+    rig.engine.remove_mountpoint(1)
+    refused_by_the_closed_link(third)
 
 
 def refused_by_the_closed_link(publisher: Publisher) -> None:
@@ -457,3 +467,41 @@ def test_stun_and_dtls_past_64_a_second_are_dropped(rig: Rig) -> None:
     assert stats is not None and stats.control_datagrams == 64
     events = rig.engine.drain_events()
     assert len(events) == 64 and all(isinstance(event, PublisherDatagram) for event in events)
+
+
+def test_a_viewers_pli_goes_over_the_link(rig: Rig) -> None:
+    rig.engine.add_mountpoint(1, [linked(0)])
+    publisher = rig.attach(1, [{"index": 0, "ssrc": VIDEO_SSRC}])
+    publisher.send(rtp(1, 0, VP8_KEYFRAME, ssrc=VIDEO_SSRC, marker=True))
+    wait_until(lambda: (cache := rig.engine.mountpoint_stats(1).streams[0].keyframe_cache) is not None
+               and cache.keyframe)
+    viewer = rig.viewer(7, 1, [{"index": 0, "ssrc": 0xA, "payload_type": 96}])
+    viewer.wait_rtp(1)
+
+    report = rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(struct.pack("!BBHII", 0x81, 206, 2, 0xA, 0xA)))
+
+    assert report.plis_forwarded == 1
+    pli = publisher.wait_rtcp(lambda packet: bool(feedback(packet, 1)))
+    assert struct.unpack("!I", feedback(pli, 1)[0][8:12])[0] == VIDEO_SSRC
+    stream = rig.engine.mountpoint_stats(1).streams[0]
+    assert (stream.plis_forwarded, stream.keyframe_requests) == (1, 0)
+
+
+def test_a_simulcast_move_asks_the_new_layer_for_a_keyframe_over_the_link(rig: Rig) -> None:
+    rig.engine.add_mountpoint(1, [linked(0), linked(1)])
+    publisher = rig.attach(1, [{"index": 0, "mid": "0", "rid": "h"}, {"index": 1, "mid": "0", "rid": "l"}],
+                           mid_extension_id=MID_EXTENSION, rid_extension_id=RID_EXTENSION)
+    publisher.send(
+        with_extensions(rtp(1, 0, VP8_KEYFRAME, ssrc=6, marker=True), {MID_EXTENSION: b"0", RID_EXTENSION: b"h"}),
+        with_extensions(rtp(1, 0, VP8_KEYFRAME, ssrc=7, marker=True), {MID_EXTENSION: b"0", RID_EXTENSION: b"l"}),
+    )
+    wait_until(lambda: all(stream.keyframe_cache is not None and stream.keyframe_cache.keyframe
+                           for stream in rig.engine.mountpoint_stats(1).streams))
+    viewer = rig.viewer(7, 1, [{"index": 0, "ssrc": 0xA, "payload_type": 96}])
+    viewer.wait_rtp(1)
+
+    rig.engine.set_stream_source(7, 0, 1)
+
+    pli = publisher.wait_rtcp(lambda packet: bool(feedback(packet, 1)))
+    assert struct.unpack("!I", feedback(pli, 1)[0][8:12])[0] == 7, "the low layer's SSRC"
+    assert [stream.keyframe_requests for stream in rig.engine.mountpoint_stats(1).streams] == [0, 1]

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import dataclasses
 import ipaddress
 import logging
@@ -229,7 +228,7 @@ def _token(body: dict[str, Any], name: str) -> str:
 def _key(body: dict[str, Any], name: str, length: int) -> bytes:
     try:
         key = base64.b64decode(_field(body, name, str), validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a character outside ASCII
         key = b""
     if len(key) != length:
         raise RelayMessageError(f"'{name}' must be the base64 of {length} bytes (master key and salt)")

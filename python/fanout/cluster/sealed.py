@@ -99,7 +99,7 @@ class Sealer:
             ) from None
         try:
             message = json.loads(plaintext)
-        except (UnicodeDecodeError, ValueError):
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested past the parser's depth
             message = None
         if not isinstance(message, dict):
             raise SealedRefused("malformed", 400, "the sealed message holds no JSON object")
