@@ -87,3 +87,25 @@ async def test_a_viewer_on_an_edge_decodes_the_origins_stream_and_whep_follows_t
                 await player.pc.close()
         finally:
             await viewer.close()
+
+
+@pytest.mark.usefixtures("loopback_only_ice")
+async def test_an_origin_restarted_resumes_and_the_edges_viewer_keeps_its_peerconnection(
+    cluster: dict[str, ClusterNodeProcess],
+) -> None:
+    origin, edge_a = cluster["origin"], cluster["edge-a"]
+    async with janus_session(edge_a.ports.janus_url) as client:
+        viewer = AiortcViewer(client)
+        try:
+            await viewer.watch(1)
+            await viewer.wait_for_frames(video=30, audio=30, timeout=30)
+            origin.kill()
+            restarted = ClusterNodeProcess(origin.folder, origin.ports, "origin").start()  # same folder, same ports
+            cluster["origin"] = restarted  # the fixture stops it
+            frames = viewer.media.video_frames
+            await viewer.wait_for_frames(video=frames + 60, audio=0, timeout=30)
+            assert viewer.pc.connectionState == "connected"
+            assert "its relay here closes" not in edge_a.output  # the same description: the relay mountpoint stayed
+            assert edge_a.streaming({"request": "info", "id": 1})["info"]["viewers"] == 1
+        finally:
+            await viewer.close()

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -161,6 +164,7 @@ admin: {{
 class ClusterNodeProcess(FanoutProcess):
     def __init__(self, folder: Path, ports: NodePorts, name: str, namespace: NetworkNamespace | None = None) -> None:
         super().__init__(folder, namespace)
+        self.folder = folder
         self.ports = ports
         self.name = name
 
@@ -169,10 +173,14 @@ class ClusterNodeProcess(FanoutProcess):
         return self
 
     def kill(self) -> None:
-        """SIGKILL: no goodbye to Redis."""
+        """SIGKILL: no goodbye to Redis. Its children (the built-in test source) go too."""
         assert self.process is not None
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
         self.process.kill()
         self.process.wait()
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(child), signal.SIGKILL)
 
     def cluster_nodes(self) -> dict[str, Any]:
         reply = post_json(
