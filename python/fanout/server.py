@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import subprocess
@@ -20,8 +21,13 @@ from typing import NoReturn
 
 from fanout._engine import Engine
 from fanout.admin.serving import configure_logs, event_bus_for, start_operations
+from fanout.cluster.node import ClusterNode
+from fanout.cluster.relay import RelayEdge, RelayOrigin
+from fanout.cluster.routes import ClusterRoutes
+from fanout.cluster.sealed import Sealer
 from fanout.config.jcfg import ConfigError
 from fanout.config.loader import Config, load_config
+from fanout.config.settings import Settings
 from fanout.core.gateway import Gateway
 from fanout.demo.routes import demo_routes
 from fanout.engine_events import EngineEvents, log_peer_events
@@ -120,6 +126,10 @@ async def _running(
         stack.callback(engine_events.stop)  # before the engine closes
 
         plugin = StreamingPlugin(engine, mountpoints, streaming_settings, events=engine_events)
+        relays = _cluster_relays(settings, mountpoints, plugin, endpoint)
+        relay_origin = relays[0] if relays is not None else None
+        if relays is not None:
+            stack.push_async_callback(relays[1].stop)  # after the plugin's stop: the teardowns it began
         try:
             event_bus = event_bus_for(config)
         except ConfigError as error:
@@ -138,6 +148,13 @@ async def _running(
             if mountpoint.testsource:
                 stack.enter_context(_test_source(plugin, mountpoint))
 
+        cluster: ClusterNode | None = None
+        if settings.cluster is not None and settings.cluster.redis_url:
+            janus_url = settings.cluster.public_url + settings.http.base_path
+            cluster = ClusterNode(settings.cluster, plugin, engine, janus_url=janus_url, webrtc_port=endpoint.port)
+            await cluster.start()  # Redis down: the node starts alone and joins when it answers
+            stack.push_async_callback(cluster.stop)
+
         websocket_port: int | None = None
         if settings.websocket.enabled or settings.websocket.wss:
             websocket = WebSocketTransport(gateway, settings.websocket)
@@ -146,18 +163,51 @@ async def _running(
             websocket_port = websocket.port
         page = "no demo page (the HTTP transport is off)"
         if settings.http.enabled or settings.http.https:
-            whep = WhepService(gateway, string_ids=streaming_settings.string_ids)
+            cluster_routes = ClusterRoutes(cluster) if cluster is not None else None
+            redirect = cluster_routes.whep_redirect if cluster_routes is not None else None
+            whep = WhepService(gateway, string_ids=streaming_settings.string_ids, redirect=redirect)
             stack.push_async_callback(whep.stop)
-            routes = demo_routes(settings.http.base_path, websocket_port) + whep.routes()
+            routes = demo_routes(settings.http.base_path, websocket_port, clustered=cluster is not None) + whep.routes()
+            if cluster_routes is not None:
+                routes += cluster_routes.routes()
+            if relay_origin is not None:
+                routes += relay_origin.routes()
+                stack.callback(relay_origin.close)
             http = HttpTransport(gateway, settings.http, routes)
             await _start_transport("HTTP", http.start, settings.http.host, settings.http.port)
             stack.push_async_callback(http.stop)
             page = f"demo page at http://{_browsable(settings.http.host)}:{http.port}/"
         try:
-            operations = await start_operations(stack, config, gateway)
+            operations = await start_operations(stack, config, gateway, cluster)
         except OSError as error:
             raise StartupError(f"an Admin API or metrics port cannot be bound ({error})") from None
-        yield ", ".join([f"{page}, WebRTC on UDP {endpoint.port}, {len(mountpoints)} mountpoint(s)", *operations])
+        clustered = [f"node {cluster.name} of cluster {settings.cluster.cluster_name}"] if cluster and settings.cluster else []
+        yield ", ".join([f"{page}, WebRTC on UDP {endpoint.port}, {len(mountpoints)} mountpoint(s)", *operations, *clustered])
+
+
+def _cluster_relays(
+    settings: Settings, mountpoints: list[MountpointConfig], plugin: StreamingPlugin, endpoint: WebRtcEndpoint
+) -> tuple[RelayOrigin, RelayEdge] | None:
+    """With janus.jcfg's cluster group: this node relays its mountpoints to edges that ask
+    (POST /cluster/relay), and pulls its relay mountpoints from their origins."""
+    cluster = settings.cluster
+    if cluster is None:
+        relayed = [str(config.id) for config in mountpoints if config.relay is not None]
+        if relayed:
+            raise StartupError(
+                f"relay mountpoint(s) {', '.join(relayed)} need janus.jcfg's cluster group with the cluster's secret"
+            )
+        return None
+    sealer = Sealer(cluster.secret)
+    edge = RelayEdge(
+        plugin.engine, sealer, node_name=cluster.node_name, relay_address=cluster.relay_address,
+        linger=cluster.relay_linger,
+    )  # fmt: skip
+    plugin.relay_feeder = edge
+    webrtc_host = settings.webrtc_interface
+    if ipaddress.ip_address(webrtc_host).is_unspecified:
+        webrtc_host = cluster.relay_address
+    return RelayOrigin(plugin, endpoint, sealer, (webrtc_host, endpoint.port)), edge
 
 
 async def _start_transport(name: str, start: Callable[[], Awaitable[None]], host: str, port: int) -> None:

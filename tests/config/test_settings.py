@@ -5,7 +5,15 @@ import pytest
 from fanout.config import network
 from fanout.config.jcfg import ConfigError, parse
 from fanout.config.network import InterfaceAddress, detect_advertised_ips
-from fanout.config.settings import ConnectionLimits, HttpSettings, Settings, TlsFiles, WebSocketSettings, read_settings
+from fanout.config.settings import (
+    ClusterSettings,
+    ConnectionLimits,
+    HttpSettings,
+    Settings,
+    TlsFiles,
+    WebSocketSettings,
+    read_settings,
+)
 
 
 def settings_of(janus: str, http: str | None = None, websockets: str | None = None) -> tuple[Settings, list[str]]:
@@ -235,3 +243,91 @@ def test_engine_cores_and_pinning() -> None:
         settings_of('fanout: { engine_cores = "zero" }')
     with pytest.raises(ConfigError, match="names CPU 4096"):
         settings_of('fanout: { engine_cores = "0,4096" }')
+
+
+SECRET = "sixteen-chars-ok"
+
+
+def test_a_cluster_group_with_a_secret_and_no_redis_relays_without_a_registry() -> None:
+    settings, _ = settings_of('cluster: { secret = "sixteen or more chars"; node_name = "edge-1"; relay_address = "127.0.0.3" }')
+    assert settings.cluster is not None
+    assert (settings.cluster.redis_url, settings.cluster.node_name, settings.cluster.relay_address) == ("", "edge-1", "127.0.0.3")
+
+
+def test_a_cluster_group_with_neither_redis_nor_a_secret_is_standalone() -> None:
+    settings, _ = settings_of('cluster: { node_name = "edge-1" }')
+    assert settings.cluster is None
+
+
+def test_cluster_settings_and_their_defaults() -> None:
+    settings, refused = settings_of(
+        f'cluster: {{ redis_url = "redis://127.0.0.1:6379/0"; secret = "{SECRET}"; node_name = "edge-1" }}',
+        "general: { port = 8090 }",
+    )
+    assert settings.cluster == ClusterSettings(
+        redis_url="redis://127.0.0.1:6379/0",
+        secret=SECRET,
+        node_name="edge-1",
+        relay_address="192.0.2.7",  # the first advertised address
+        public_url="http://192.0.2.7:8090",  # the HTTP transport's port on it
+    )
+    assert (settings.cluster.heartbeat_interval, settings.cluster.node_ttl) == (1.0, 3.0)
+    assert (settings.cluster.max_load, settings.cluster.relay_linger, settings.cluster.accept_viewers) == (0.8, 10.0, True)
+    assert refused == []
+
+
+def test_every_cluster_setting() -> None:
+    settings, _ = settings_of(
+        f"""cluster: {{
+            redis_url = "unix:///run/redis.sock"; secret = "{SECRET}"; node_name = "origin.a-1"
+            relay_address = "10.0.0.2"; public_url = "https://edge.example/"; websocket_url = "wss://edge.example:8989"
+            cluster_name = "town-hall"; accept_viewers = false; max_load = 0.5; max_viewers = 2000
+            heartbeat_interval = 0.5; node_ttl = 2; relay_linger = 30
+        }}"""
+    )
+    assert settings.cluster == ClusterSettings(
+        redis_url="unix:///run/redis.sock",
+        secret=SECRET,
+        node_name="origin.a-1",
+        relay_address="10.0.0.2",
+        public_url="https://edge.example",  # without the trailing slash
+        websocket_url="wss://edge.example:8989",
+        cluster_name="town-hall",
+        accept_viewers=False,
+        max_load=0.5,
+        max_viewers=2000,
+        heartbeat_interval=0.5,
+        node_ttl=2.0,
+        relay_linger=30.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("redis_url", '"http://127.0.0.1:6379"', "redis_url must be a redis://, rediss:// or unix:// URL"),
+        ("secret", '"short"', "secret must be at least 16 characters"),
+        ("node_name", '"edge 1"', "node_name must be 1 to 64 letters"),
+        ("relay_address", '"edge.example"', "relay_address must be an IP address"),
+        ("public_url", '"edge.example:8088"', "public_url must be an http:// or https:// URL"),
+        ("websocket_url", '"http://edge.example"', "websocket_url must be a ws:// or wss:// URL"),
+        ("max_load", "1.5", r"max_load must be in \(0, 1\]"),
+        ("max_load", "0", r"max_load must be in \(0, 1\]"),
+        ("heartbeat_interval", "0", "heartbeat_interval must be a positive number of seconds"),
+        ("node_ttl", "1", r"node_ttl must be longer than heartbeat_interval \(1.0 s\)"),
+        ("relay_linger", "-1", "relay_linger must be a positive number of seconds"),
+        ("max_viewers", "-5", "max_viewers"),
+    ],
+)
+def test_bad_cluster_settings_are_refused_with_the_key_named(key: str, value: str, message: str) -> None:
+    settings = {"redis_url": '"redis://127.0.0.1:6379"', "secret": f'"{SECRET}"', "node_name": '"edge-1"'}
+    settings[key] = value
+    text = "; ".join(f"{name} = {text}" for name, text in settings.items())
+    with pytest.raises(ConfigError, match=message) as error:
+        settings_of(f"cluster: {{ {text} }}")
+    assert str(error.value).startswith("janus.jcfg:")
+
+
+def test_a_cluster_secret_too_short_is_refused() -> None:
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        settings_of('cluster: { secret = "short" }')

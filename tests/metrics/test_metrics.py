@@ -3,13 +3,16 @@ parsed with prometheus-client's own text-format parser."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import aiohttp
 import aioice.ice
 import pytest
 from fanout.metrics.collector import make_registry
 from prometheus_client import generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.core.harness import Core
@@ -17,6 +20,9 @@ from tests.support.aiortc_viewer import AiortcViewer
 from tests.support.janus_client import JanusHttpClient
 from tests.support.ports import free_ports
 from tests.support.server import DEMO_MOUNTPOINT, FanoutProcess, write_config
+
+if TYPE_CHECKING:
+    from fanout.cluster.node import ClusterNode
 
 
 @pytest.fixture
@@ -88,3 +94,30 @@ async def test_dtls_failures_and_hangups_are_counted_by_reason() -> None:
     assert text[("fanout_dtls_handshake_failures_total", ())] == 1
     assert text[("fanout_hangups_total", (("reason", "Close PC"),))] == 1
     assert text[("fanout_handles", ())] == 1
+
+
+class FakeClusterNode:
+    """What make_registry takes of a cluster node: its name and its own metrics."""
+
+    name = "edge-1"
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("fanout_cluster_nodes", "nodes in the cluster view", value=3)
+
+
+async def test_in_a_cluster_every_sample_carries_the_node_name() -> None:
+    core = Core()
+    registry, metrics = make_registry(core.gateway, cast("ClusterNode", FakeClusterNode()))
+    session = await core.session()
+    metrics.webrtc_hangup(await core.handle(session), "Close PC")
+    text = samples(generate_latest(registry).decode())
+    assert text[("fanout_cluster_nodes", (("node", "edge-1"),))] == 3
+    assert text[("fanout_hangups_total", (("node", "edge-1"), ("reason", "Close PC")))] == 1
+    assert text[("fanout_handles", (("node", "edge-1"),))] == 1
+    assert all(("node", "edge-1") in labels for _, labels in text)
+
+
+async def test_a_standalone_node_has_no_node_label_and_no_cluster_metrics() -> None:
+    registry, _ = make_registry(Core().gateway)
+    text = samples(generate_latest(registry).decode())
+    assert not [name for name, labels in text if name.startswith("fanout_cluster") or "node" in dict(labels)]

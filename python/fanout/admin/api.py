@@ -6,7 +6,8 @@ the body) and returns the reply. ``ping`` and ``info`` need no secret; every
 other request needs ``admin_secret`` when it is set (error 403). Root
 requests: ``get_status``, ``list_sessions``, ``accept_new_sessions``,
 ``set_session_timeout``, ``set_log_level``, ``message_plugin`` and the
-tokens; at a session: ``list_handles``, ``destroy_session``; at a handle:
+tokens, and fanout's own ``list_cluster_nodes`` (the cluster's nodes and their
+load; Janus has no cluster); at a session: ``list_handles``, ``destroy_session``; at a handle:
 ``handle_info``, ``detach_handle``, ``hangup_webrtc``.
 """
 
@@ -31,6 +32,7 @@ from fanout.core.plugin import (
 )
 
 if TYPE_CHECKING:
+    from fanout.cluster.node import ClusterNode
     from fanout.core.gateway import Gateway
     from fanout.core.handle import Handle
     from fanout.core.session import Session
@@ -54,8 +56,10 @@ class AdminApi:
         *,
         logs: LogControl = LOGS,
         bytes_lastsec: Callable[[], dict[int, int]] | None = None,
+        cluster: ClusterNode | None = None,
     ) -> None:
         self.gateway = gateway
+        self.cluster = cluster
         self.logs = logs
         self.bytes_lastsec = bytes_lastsec or dict
         self._admin_handles = 0
@@ -70,6 +74,7 @@ class AdminApi:
             "allow_token": self._allow_token,
             "disallow_token": self._disallow_token,
             "remove_token": self._remove_token,
+            "list_cluster_nodes": self._list_cluster_nodes,
         }
 
     async def handle_request(self, message: Any) -> Message:
@@ -163,6 +168,20 @@ class AdminApi:
 
     def _list_sessions(self, request: Message, transaction: str) -> Message:
         return {"janus": "success", "transaction": transaction, "sessions": list(self.gateway.sessions)}
+
+    def _list_cluster_nodes(self, request: Message, transaction: str) -> Message:
+        """fanout's: the cluster's nodes as this node sees them (itself first), with their load."""
+        cluster = self.cluster
+        if cluster is None:
+            raise JanusError(Errors.UNKNOWN_REQUEST, "This node is not in a cluster (janus.jcfg has no cluster.redis_url)")
+        nodes = [node.as_json() | {"self": node.name == cluster.name} for node in cluster.nodes()]
+        return {
+            "janus": "success",
+            "transaction": transaction,
+            "cluster": cluster.settings.cluster_name,
+            "registry_up": bool(cluster.health.up),
+            "nodes": nodes,
+        }
 
     def _accept_new_sessions(self, request: Message, transaction: str) -> Message:
         accept = _mandatory(request, "accept", bool, "a boolean")

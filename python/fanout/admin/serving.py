@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 from fanout.admin.api import AdminApi
 from fanout.admin.logs import LOGS
@@ -21,6 +22,9 @@ from fanout.events.stats import MediaStats
 from fanout.metrics.collector import make_registry
 from fanout.metrics.endpoint import MetricsEndpoint
 from fanout.transports.admin import AdminHttpTransport, AdminWebSocketTransport
+
+if TYPE_CHECKING:
+    from fanout.cluster.node import ClusterNode
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +46,11 @@ def event_bus_for(config: Config) -> EventBus:
     return event_bus_from_config(config)
 
 
-async def start_operations(stack: contextlib.AsyncExitStack, config: Config, gateway: Gateway) -> list[str]:
+async def start_operations(
+    stack: contextlib.AsyncExitStack, config: Config, gateway: Gateway, cluster: ClusterNode | None = None
+) -> list[str]:
     """Event handlers, media stats, Admin API transports and the metrics endpoint; what runs, in words.
+    In a cluster, the Admin API lists its nodes and the metrics carry the node's name.
     Raises OSError when a port cannot be bound."""
     settings = config.settings
     said: list[str] = []
@@ -53,7 +60,7 @@ async def start_operations(stack: contextlib.AsyncExitStack, config: Config, gat
     stats = MediaStats(gateway, settings.stats_period)
     stats.start()
     stack.push_async_callback(stats.stop)
-    admin = AdminApi(gateway, bytes_lastsec=lambda: stats.bytes_lastsec)
+    admin = AdminApi(gateway, bytes_lastsec=lambda: stats.bytes_lastsec, cluster=cluster)
     http = AdminHttpTransport(admin, settings.http)
     if http.listeners:
         await http.start()
@@ -64,7 +71,7 @@ async def start_operations(stack: contextlib.AsyncExitStack, config: Config, gat
         await websocket.start()
         stack.push_async_callback(websocket.stop)
         said.append(f"Admin API on WebSocket port {websocket.port or websocket.secure_port}")
-    registry, _ = make_registry(gateway)
+    registry, _ = make_registry(gateway, cluster)
     if settings.metrics_port is not None:
         endpoint = MetricsEndpoint(registry, settings.metrics_host, settings.metrics_port)
         await endpoint.start()

@@ -170,9 +170,9 @@ MIN_CLUSTER_SECRET_LENGTH = 16
 @dataclass(frozen=True)
 class ClusterSettings:
     """janus.jcfg's ``cluster`` group: this node's place in an origin -> edge cluster
-    coordinated through Redis. Present only when ``redis_url`` is set."""
+    coordinated through Redis. Present only when ``redis_url`` or ``secret`` is set."""
 
-    redis_url: str  # e.g. "redis://127.0.0.1:6379/0"
+    redis_url: str  # e.g. "redis://127.0.0.1:6379/0"; "": no registry (relay mountpoints configured by hand)
     secret: str  # shared by every node: seals the nodes' messages to each other (relay keys among them)
     node_name: str  # unique in the cluster; default: the host's name
     relay_address: str  # the IP address this node's relays are sent from and received on
@@ -263,12 +263,12 @@ def read_settings(
 
 
 def _cluster_settings(group: Group, advertised: tuple[str, ...], http: Group | None) -> ClusterSettings | None:
-    redis_url = _get_str(group, "redis_url")
-    if not redis_url:
-        return None
-    if not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise _error(group, "redis_url", f"must be a redis://, rediss:// or unix:// URL, not '{redis_url}'")
+    redis_url = _get_str(group, "redis_url") or ""
     secret = _get_str(group, "secret") or ""
+    if not redis_url and not secret:
+        return None
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise _error(group, "redis_url", f"must be a redis://, rediss:// or unix:// URL, not '{redis_url}'")
     if len(secret) < MIN_CLUSTER_SECRET_LENGTH:
         raise _error(group, "secret", f"must be at least {MIN_CLUSTER_SECRET_LENGTH} characters (it seals the nodes' messages)")
     node_name = _get_str(group, "node_name") or os.uname().nodename

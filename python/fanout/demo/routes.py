@@ -21,9 +21,10 @@ Handler = Callable[[web.Request], Awaitable[web.Response]]
 MISSING_SCRIPT_HINT = "not installed: run ./scripts/setup (Debian packages libjs-janus-gateway, libjs-webrtc-adapter)"
 
 
-def demo_routes(janus_base_path: str, websocket_port: int | None) -> list[web.RouteDef]:
-    """The demo page's routes for a Janus API at ``janus_base_path`` (and WebSocket port, if any)."""
-    page_config = {"janusPath": janus_base_path, "websocketPort": websocket_port}
+def demo_routes(janus_base_path: str, websocket_port: int | None, *, clustered: bool = False) -> list[web.RouteDef]:
+    """The demo page's routes for a Janus API at ``janus_base_path`` (and WebSocket port, if any);
+    in a cluster, the page asks placement which node serves the mountpoint it watches."""
+    page_config = {"janusPath": janus_base_path, "websocketPort": websocket_port, "clustered": clustered}
     config_script = f"window.fanoutDemoConfig = {json.dumps(page_config)};\n"
 
     async def config_js(_: web.Request) -> web.Response:

@@ -9,7 +9,9 @@ packets, overruns. The core: sessions, handles, PeerConnections that came up
 WebRTC up), hangups by reason, DTLS handshake failures. The event handlers:
 events sent, dropped (queue full) and failed (retries exhausted). The Janus and
 Admin APIs' connections closed for a limit (label ``limit``). Engine keys
-are read defensively: a key the engine does not report is left out.
+are read defensively: a key the engine does not report is left out. In a
+cluster, the cluster's own metrics (registry, placements) are added and every
+sample carries the node's name (label ``node``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from prometheus_client.registry import Collector
 from fanout.transports.listeners import CONNECTION_COUNTERS
 
 if TYPE_CHECKING:
+    from fanout.cluster.node import ClusterNode
     from fanout.core.gateway import Gateway
     from fanout.core.handle import Handle
 
@@ -184,10 +187,25 @@ def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, text, value=value)
 
 
-def make_registry(gateway: Gateway) -> tuple[CollectorRegistry, CoreMetrics]:
+class NodeLabelledRegistry(CollectorRegistry):
+    """A registry whose every sample carries ``node="<name>"`` (a cluster node's metrics)."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(auto_describe=False)
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in super().collect():
+            metric.samples = [sample._replace(labels={**sample.labels, "node": self.node}) for sample in metric.samples]
+            yield metric
+
+
+def make_registry(gateway: Gateway, cluster: ClusterNode | None = None) -> tuple[CollectorRegistry, CoreMetrics]:
     """A registry with fanout's metrics; the CoreMetrics listens to the gateway."""
-    registry = CollectorRegistry(auto_describe=False)
+    registry = CollectorRegistry(auto_describe=False) if cluster is None else NodeLabelledRegistry(cluster.name)
     core = CoreMetrics(registry)
     registry.register(StateCollector(gateway))
+    if cluster is not None:
+        registry.register(cluster)
     gateway.listeners.append(core)
     return registry, core

@@ -66,6 +66,8 @@ class WebRtcEndpoint:
         self._peers_by_address: dict[tuple[str, int], WebRtcPeer] = {}
         self._handlers: dict[WebRtcPeer, EventHandler] = {}
         self._timers: dict[WebRtcPeer, asyncio.TimerHandle] = {}
+        # Datagrams from these addresses go to their receiver, not to a peer (a cluster relay's SRTCP).
+        self._address_routes: dict[tuple[str, int], Callable[[bytes], None]] = {}
 
     @classmethod
     async def open(cls, bind_host: str, port: int, advertised_ips: list[str]) -> WebRtcEndpoint:
@@ -120,6 +122,14 @@ class WebRtcEndpoint:
         if timer is not None:
             timer.cancel()
 
+    def route_address(self, address: tuple[str, int], receiver: Callable[[bytes], None]) -> None:
+        """Every datagram from ``address`` goes to ``receiver`` (no ICE or DTLS: a cluster relay's
+        SRTCP, whose keys came over the cluster's control channel)."""
+        self._address_routes[address] = receiver
+
+    def unroute_address(self, address: tuple[str, int]) -> None:
+        self._address_routes.pop(address, None)
+
     def flush(self, peer: WebRtcPeer) -> None:
         """Send what ``peer`` queued outside an input (e.g. :meth:`WebRtcPeer.send_data`), deliver
         its events and re-arm its timer."""
@@ -133,6 +143,10 @@ class WebRtcEndpoint:
             self._transport.close()
 
     def datagram_received(self, data: bytes, address: tuple[str, int]) -> None:
+        receiver = self._address_routes.get(address)
+        if receiver is not None:
+            receiver(data)
+            return
         peer = self._peers_by_address.get(address)
         if data and data[0] < 4:
             try:

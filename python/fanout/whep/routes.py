@@ -9,6 +9,7 @@ passed to the Janus core as ``apisecret`` and ``token``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -26,14 +27,17 @@ SDPFRAG = "application/trickle-ice-sdpfrag"
 ENDPOINT_PATH = "/whep/endpoint/{mountpoint}"
 RESOURCE_PATH = "/whep/resource/{resource}"
 EXPOSED_HEADERS = "Location, ETag, Accept-Patch"
+# In a cluster: the answer sending a POST to another node (307), or None to serve it here.
+Redirect = Callable[[web.Request, str], "web.Response | None"]
 
 
 class WhepService:
     """The WHEP endpoints of one server and the resources (viewers) they made."""
 
-    def __init__(self, gateway: Gateway, *, string_ids: bool = False) -> None:
+    def __init__(self, gateway: Gateway, *, string_ids: bool = False, redirect: Redirect | None = None) -> None:
         self.gateway = gateway
         self.string_ids = string_ids
+        self.redirect = redirect
         self.resources: dict[str, WhepResource] = {}
 
     def routes(self) -> list[web.RouteDef]:
@@ -56,6 +60,8 @@ class WhepService:
         mountpoint_id: int | str = mountpoint if self.string_ids or not mountpoint.isdigit() else int(mountpoint)
         if isinstance(mountpoint_id, str) and not self.string_ids:
             return _error(404, f"No such mountpoint/stream {mountpoint}")
+        if self.redirect is not None and (elsewhere := self.redirect(request, mountpoint)) is not None:
+            return elsewhere
         resource = WhepResource(self.gateway, _credentials(request), self._forget)
         try:
             answer = await resource.start(mountpoint_id, offer)

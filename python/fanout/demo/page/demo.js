@@ -2,7 +2,9 @@
 //
 // Query parameters: mountpoint=<id> watches at once; transport=http|ws picks the
 // Janus API transport; ws_port=<port> overrides the WebSocket port; janus=<url> (for
-// transport=http) talks to another Janus HTTP API, e.g. janus=http://127.0.0.1:8088/janus.
+// transport=http) talks to another Janus HTTP API, e.g. janus=http://127.0.0.1:8088/janus. In a
+// cluster, mountpoint=<id> first asks /cluster/placement which node to talk to (demo.placement), and asks
+// again when that node fails (demo.reconnects).
 // window.fanoutDemo exposes the state to people and to tests: state ("connecting",
 // "ready", "watching", "playing", "stopped", "error"), firstFrameMs (from the watch
 // request to the first decoded frame), stats() (figures from getStats), hangup(), and the
@@ -55,6 +57,31 @@ function setState(state, detail) {
 function fail(message) {
   demo.error = String(message);
   setState("error", demo.error);
+  reconnectThroughPlacement();
+}
+
+// In a cluster, a node that fails (killed, unreachable) is left: placement again, every
+// RECONNECT_DELAY_MS, and watch on the node it chooses (the dead one leaves placement
+// within its node_ttl). demo.reconnects counts the attempts.
+const RECONNECT_DELAY_MS = 250;
+const MAX_RECONNECTS = 60;
+const AVOID_LOST_NODE_ATTEMPTS = 10;
+let reconnectsInARow = 0;
+
+function reconnectThroughPlacement() {
+  if (!config.clustered || !params.get("mountpoint") || params.has("janus") || reconnectsInARow >= MAX_RECONNECTS) {
+    return;
+  }
+  reconnectsInARow += 1;
+  demo.reconnects = (demo.reconnects || 0) + 1;
+  // Placement leaves the lost node out, for a few attempts: it may stay in the view for a TTL.
+  demo.lostNodes = reconnectsInARow <= AVOID_LOST_NODE_ATTEMPTS && demo.placement && !demo.placement.local
+    ? [demo.placement.node] : [];
+  if (streaming) {
+    streaming.hangup(false);
+    streaming = null;
+  }
+  setTimeout(() => connect(elements.transport.value), RECONNECT_DELAY_MS);
 }
 
 function serverUrl(transport) {
@@ -66,17 +93,35 @@ function serverUrl(transport) {
   return params.get("janus") || `${location.protocol}//${location.host}${config.janusPath}`;
 }
 
+// In a cluster, the node that placement chooses for the mountpoint asked for (demo.placement).
+async function placedServerUrl(transport) {
+  const wanted = params.get("mountpoint");
+  if (!config.clustered || !wanted || params.has("janus")) {
+    return serverUrl(transport);
+  }
+  const lost = demo.lostNodes && demo.lostNodes.length ? `&avoid=${encodeURIComponent(demo.lostNodes.join(","))}` : "";
+  const response = await fetch(`/cluster/placement?mountpoint=${encodeURIComponent(wanted)}${lost}`);
+  if (!response.ok) {
+    throw new Error(`placement: ${response.status} ${await response.text()}`);
+  }
+  demo.placement = await response.json();
+  const placed = demo.placement;
+  return transport === "ws" && placed.websocket_url ? placed.websocket_url : placed.janus_url;
+}
+
 function connect(transport) {
   Janus.init({
     debug: params.has("debug") ? "all" : false,
     callback: () => {
-      janus = new Janus({
-        server: serverUrl(transport),
-        iceServers: [],
-        success: attachStreaming,
-        error: fail,
-        destroyed: () => setState("stopped", "session destroyed"),
-      });
+      placedServerUrl(transport).then((server) => {
+        janus = new Janus({
+          server: server,
+          iceServers: [],
+          success: attachStreaming,
+          error: fail,
+          destroyed: () => setState("stopped", "session destroyed"),
+        });
+      }, fail);
     },
   });
 }
@@ -200,6 +245,7 @@ function waitForFirstFrame() {
       demo.firstFrameMs = Math.round(performance.now() - watchStartedAt);
       mark("frame");
     }
+    reconnectsInARow = 0;
     setState("playing", `first frame after ${demo.firstFrameMs} ms`);
   };
   if ("requestVideoFrameCallback" in elements.video) {

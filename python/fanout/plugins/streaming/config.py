@@ -179,6 +179,25 @@ class MountpointConfig:
     # type "rtsp": fanout pulls the stream from an RTSP server. ``streams`` is empty until
     # the server's DESCRIBE says what its tracks are (see rtsp_source.streams_from_tracks).
     rtsp: RtspSettings | None = None
+    # fanout's cluster: the streams come from this mountpoint on another node (the origin),
+    # over a relay pulled on the first viewer (fanout.cluster.relay); the streams' ports,
+    # RTCP ports, SRTP keys and data stream are the origin's, not bound here.
+    relay: RelaySource | None = None
+
+    @property
+    def fed_by_publisher_link(self) -> bool:
+        """The streams have no ports: their packets come over the engine's publisher link."""
+        return self.relay is not None
+
+
+@dataclass(frozen=True)
+class RelaySource:
+    """Where a relay mountpoint's media comes from (type "relay", or the cluster's registry)."""
+
+    origin_node: str  # the origin's node name (for the logs)
+    origin_url: str  # the origin's HTTP transport, e.g. "http://10.0.0.2:8088": POST /cluster/relay goes there
+    origin_mountpoint: MountpointId | None = None  # the mountpoint's id on the origin; None: the same id as here
+    origin_webrtc_address: str | None = None  # "ip:port" the registry advertises; the origin's reply decides
 
 
 @dataclass(frozen=True)
@@ -290,8 +309,10 @@ def parse_mountpoint(
         raise MountpointConfigError(f"{where}: missing 'type'")
     if kind == "rtsp":
         return _parse_rtsp_mountpoint(name, group, reader, string_ids=string_ids)
+    if kind == "relay":
+        return _parse_relay_mountpoint(name, group, reader, string_ids=string_ids)
     if kind != "rtp":
-        raise MountpointConfigError(f"{where}: type '{kind}' is not supported by fanout (only 'rtp' and 'rtsp')")
+        raise MountpointConfigError(f"{where}: type '{kind}' is not supported by fanout (only 'rtp', 'rtsp' and 'relay')")
     mountpoint_id = _mountpoint_id(reader, string_ids=string_ids)
     unsupported: list[str] = []
     media = group.get("media")
@@ -428,6 +449,59 @@ def _parse_rtsp_mountpoint(
         rtsp=settings,
     )
     return config, [f"{name}.{key}" for key in group if key not in RTSP_KEYS]
+
+
+RELAY_KEYS = {"type", "id", "name", "description", "metadata", "is_private", "secret", "pin", "media", "playoutdelay_ext",
+              "relay_url", "relay_id", "relay_node"}  # fmt: skip
+# What a relay stream's packets do not need: they come from the origin, over the relay.
+RELAY_REFUSED_MEDIA_KEYS = ("port", "rtcpport", "port2", "port3", "iface", "mcast", "skew")
+
+
+def _parse_relay_mountpoint(
+    name: str, group: Mapping[str, Any], reader: _Reader, *, string_ids: bool
+) -> tuple[MountpointConfig, list[str]]:
+    """A ``type = "relay"`` mountpoint (fanout's cluster, configured by hand): ``relay_url`` is
+    the origin's HTTP transport, ``relay_id`` its mountpoint's id (default: this one's), and
+    ``media`` the origin's streams as an rtp mountpoint lists them, without ports."""
+    where = reader.where
+    mountpoint_id = _mountpoint_id(reader, string_ids=string_ids)
+    url = reader.string("relay_url")
+    if not url:
+        raise MountpointConfigError(f"{where}: missing 'relay_url' (the origin's HTTP transport, e.g. http://10.0.0.2:8088)")
+    if not url.startswith(("http://", "https://")) or any(char.isspace() for char in url):
+        raise MountpointConfigError(f"{where}: 'relay_url' must be an http:// or https:// URL, not {_shown(url)}")
+    origin_mountpoint: MountpointId | None = reader.string("relay_id") if string_ids else reader.integer("relay_id")
+    media = group.get("media")
+    if not isinstance(media, (list, tuple)) or not media:
+        raise MountpointConfigError(f"{where}: 'media' must be a non-empty list of the origin's streams")
+    if len(media) > MEDIA_LIMIT:
+        raise UnsafeValueError(f"{where}: 'media' has more than {MEDIA_LIMIT} streams")
+    unsupported: list[str] = []
+    streams = []
+    for index, entry in enumerate(media):
+        if not isinstance(entry, Mapping):
+            raise MountpointConfigError(f"{where}: media[{index}] must be a group of settings")
+        if entry.get("type") == "data":
+            raise MountpointConfigError(f"{where}: media[{index}]: a relay carries audio and video, not data")
+        refused = [key for key in RELAY_REFUSED_MEDIA_KEYS if key in entry]
+        if refused:
+            raise MountpointConfigError(
+                f"{where}: media[{index}]: '{refused[0]}' is the origin's: a relay stream's packets come from the origin"
+            )
+        streams.append(_parse_media_entry(where, index, {**entry, "port": 0}, unsupported))
+    mids = [stream.mid for stream in streams]
+    duplicates = sorted({mid for mid in mids if mids.count(mid) > 1})
+    if duplicates:
+        raise MountpointConfigError(f"{where}: duplicate mid {duplicates[0]!r}")
+    node = reader.string("relay_node")
+    config = MountpointConfig(
+        **_described(reader, name, mountpoint_id),
+        streams=tuple(streams),
+        playoutdelay_ext=reader.boolean("playoutdelay_ext", default=False),
+        relay=RelaySource(origin_node=node or url, origin_url=url.rstrip("/"), origin_mountpoint=origin_mountpoint),
+    )
+    unsupported.extend(key for key in group if key not in RELAY_KEYS)
+    return config, [f"{name}.{key}" for key in unsupported]
 
 
 def _collision_ms(reader: _Reader) -> int:

@@ -57,6 +57,9 @@ class Mountpoint:
         # silent substream when some viewer's fallback will have passed.
         self.simulcast_silence_ms = SIMULCAST_SILENCE_MS
         self.fallback_timer: asyncio.TimerHandle | None = None
+        # Told the number of viewers each time it changes: a relay mountpoint pulls its
+        # origin's media while it has viewers (fanout.cluster.relay).
+        self.on_viewers_changed: Callable[[int], None] | None = None
 
     @classmethod
     def open(
@@ -74,10 +77,10 @@ class Mountpoint:
         sources = [source_stream(stream, config) for stream in config.streams]
         extra = [(stream, substream) for stream in config.streams for substream in range(1, stream.substreams)]
         sources += [substream_source(stream, config, substream) for stream, substream in extra]
-        data = config.data
+        data = None if config.fed_by_publisher_link else config.data
         if port_range is not None:
             for source in sources:
-                if source["port"] == 0:
+                if source.get("port") == 0:
                     source["port"] = port_range.pick(source["host"])
                 if source.get("rtcp_port") == 0:
                     source["rtcp_port"] = port_range.pick(source["host"])
@@ -96,6 +99,20 @@ class Mountpoint:
                 engine.remove_mountpoint(engine_id)
                 raise
         return mountpoint
+
+    def add_viewer(self, handle_id: int) -> None:
+        if handle_id not in self.viewers:
+            self.viewers.add(handle_id)
+            self._viewers_changed()
+
+    def remove_viewer(self, handle_id: int) -> None:
+        if handle_id in self.viewers:
+            self.viewers.discard(handle_id)
+            self._viewers_changed()
+
+    def _viewers_changed(self) -> None:
+        if self.on_viewers_changed is not None:
+            self.on_viewers_changed(len(self.viewers))
 
     def close(self, engine: Engine) -> None:
         self.close_timers()
@@ -221,12 +238,6 @@ def source_stream(stream: StreamConfig, mountpoint: MountpointConfig) -> SourceS
         "kind": "audio" if stream.kind == "audio" else "video",
         "codec": stream.codec.name,
         "clock_rate": stream.codec.clock_rate,
-        "host": stream.host,
-        "port": stream.port,
-        "rtcp_port": stream.rtcp_port,
-        "interface": stream.multicast_interface,
-        "srtp_profile": srtp.profile if srtp else None,
-        "srtp_master_key": srtp.master_key if srtp else None,
         "collision_ms": mountpoint.collision_ms,
         # An RTP source sends the payload type its mountpoint names; an RTSP server the one
         # its DESCRIBE named, which the mountpoint may show its viewers as another.
@@ -234,6 +245,15 @@ def source_stream(stream: StreamConfig, mountpoint: MountpointConfig) -> SourceS
         "h264_parameter_sets": h264_parameter_sets(stream.mid, stream.h264sps) if stream.h264sps else [],
         "skew_compensation": stream.skew,
     }
+    if not mountpoint.fed_by_publisher_link:  # else no socket of its own: the engine's publisher link feeds it
+        source |= {
+            "host": stream.host,
+            "port": stream.port,
+            "rtcp_port": stream.rtcp_port,
+            "interface": stream.multicast_interface,
+            "srtp_profile": srtp.profile if srtp else None,
+            "srtp_master_key": srtp.master_key if srtp else None,
+        }
     threshold = silence_ms(stream, mountpoint)
     if threshold is not None:
         source["silence_ms"] = threshold
@@ -259,6 +279,7 @@ def substream_source(stream: StreamConfig, mountpoint: MountpointConfig, substre
     """Substream 1 or 2 of a simulcast stream: its own port (no RTCP port: Janus has one per stream)."""
     source = source_stream(stream, mountpoint)
     source["index"] = source_index(stream, substream)
-    source["port"] = stream.substream_ports[substream - 1]
-    source["rtcp_port"] = None
+    if not mountpoint.fed_by_publisher_link:
+        source["port"] = stream.substream_ports[substream - 1]
+        source["rtcp_port"] = None
     return source

@@ -28,7 +28,8 @@ class PersistenceError(Exception):
 def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
     """The mountpoint as its .jcfg group (the multistream ``media`` form; an rtsp
     mountpoint in Janus's legacy keys, the only ones it has)."""
-    settings: dict[str, Any] = {"type": "rtsp" if config.rtsp else "rtp", "id": config.id, "description": config.description}
+    kind = "rtsp" if config.rtsp else "relay" if config.relay else "rtp"
+    settings: dict[str, Any] = {"type": kind, "id": config.id, "description": config.description}
     for key in ("metadata", "secret", "pin"):
         value = getattr(config, key)
         if value is not None:
@@ -37,6 +38,8 @@ def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
         settings["is_private"] = True
     if config.rtsp is not None:
         return settings | rtsp_settings(config.rtsp)
+    if config.relay is not None:
+        return settings | relay_settings(config)
     if config.testsource:
         settings["testsource"] = True
     if config.collision_ms != DEFAULT_COLLISION_MS:
@@ -81,6 +84,33 @@ def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
         media.insert(min(data.mindex, len(media)), data_entry)
     settings["media"] = media
     return settings
+
+
+def relay_settings(config: MountpointConfig) -> dict[str, Any]:
+    """A relay mountpoint's origin and its streams' layout (no ports: they are the origin's)."""
+    relay = config.relay
+    assert relay is not None
+    settings: dict[str, Any] = {"relay_url": relay.origin_url}
+    if relay.origin_mountpoint is not None:
+        settings["relay_id"] = relay.origin_mountpoint
+    if relay.origin_node != relay.origin_url:
+        settings["relay_node"] = relay.origin_node
+    if config.playoutdelay_ext:
+        settings["playoutdelay_ext"] = True
+    media = []
+    for stream in config.streams:
+        entry: dict[str, Any] = {"type": stream.kind, "mid": stream.mid, "label": stream.label}
+        if stream.msid:
+            entry["msid"] = stream.msid
+        entry |= {"pt": stream.payload_type, "codec": stream.codec.name}
+        if stream.fmtp is not None and stream.fmtp != stream.codec.default_fmtp:
+            entry["fmtp"] = stream.fmtp
+        if stream.h264sps is not None:
+            entry["h264sps"] = stream.h264sps
+        if stream.simulcast:
+            entry["simulcast"] = True
+        media.append(entry)
+    return settings | {"media": media}
 
 
 def rtsp_settings(rtsp: RtspSettings) -> dict[str, Any]:

@@ -16,11 +16,12 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fanout._engine import SourceResumed, SourceSilent, SubstreamMoved
+from fanout.cluster.remote import remote_info, remote_list_entry
 from fanout.core.plugin import (
     Jsep,
     LocalAnswer,
@@ -92,6 +93,15 @@ def _peer_stats_json(stats: PeerStats) -> dict[str, Any]:
     }
 
 
+class RelayFeeder(Protocol):
+    """Feeds relay mountpoints (``MountpointConfig.relay``) from their origin: told when one
+    opens and when it closes (fanout.cluster.relay.RelayEdge)."""
+
+    def opened(self, mountpoint: Mountpoint) -> None: ...
+
+    def closed(self, mountpoint: Mountpoint) -> None: ...
+
+
 # A fallback timer fires this much after the fallback has passed, so that the age it
 # reads (whole milliseconds) is past it too.
 FALLBACK_TIMER_MARGIN_SECONDS = 0.002
@@ -125,6 +135,10 @@ class StreamingPlugin(Plugin):
         self.viewers: dict[int, Viewer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._rtsp_pulls: dict[MountpointId, asyncio.Task[None]] = {}  # rtsp mountpoints' sources
+        # In a cluster (fanout.cluster sets it): the mountpoints ingested on other nodes,
+        # id -> (description, origin node), which list and info show after the local ones.
+        self.remote_mountpoints: Callable[[], Mapping[MountpointId, tuple[MountpointConfig, str]]] = dict
+        self.relay_feeder: RelayFeeder | None = None  # relay mountpoints' sources; None: none can open
         self._sync_requests: dict[str, Callable[[Viewer, dict[str, Any]], dict[str, Any]]] = {
             "list": self._list,
             "info": self._info,
@@ -200,10 +214,19 @@ class StreamingPlugin(Plugin):
         """Open a mountpoint: its source ports are bound when this returns (OSError if not)."""
         if config.id in self.mountpoints:
             raise ValueError(f"mountpoint {config.id} already exists")
+        if config.relay is not None and self.relay_feeder is None:
+            raise MountpointConfigError(
+                f"mountpoint {config.id}: a relay needs janus.jcfg's cluster group (the cluster secret)"
+            )
         mountpoint = Mountpoint.open(
             self.engine, config, next(self._engine_ids), lambda data: self._relay_data(config.id, data), self.port_range
         )
         self.mountpoints[config.id] = mountpoint
+        if config.relay is not None and self.relay_feeder is not None:
+            self.relay_feeder.opened(mountpoint)
+            logger.info("mountpoint %s (%s) relays %s's mountpoint %s on demand", config.id, config.name,
+                        config.relay.origin_node, config.relay.origin_mountpoint or config.id)  # fmt: skip
+            return mountpoint
         inputs = [f"{s.kind} {s.codec.name} port {p}" for s, p in zip(config.streams, mountpoint.ports)]
         if config.data is not None:
             inputs.append(f"data ({config.data.datatype}) port {mountpoint.data_port}")
@@ -248,6 +271,8 @@ class StreamingPlugin(Plugin):
         if pull is not None:
             pull.cancel()  # it tears the RTSP session down
         mountpoint = self.mountpoints.pop(mountpoint_id)
+        if mountpoint.config.relay is not None and self.relay_feeder is not None:
+            self.relay_feeder.closed(mountpoint)
         self._kick_viewers(mountpoint)
         mountpoint.close(self.engine)
 
@@ -420,10 +445,23 @@ class StreamingPlugin(Plugin):
             for mountpoint in self.mountpoints.values()
             if with_private or not mountpoint.config.is_private
         ]
+        entries += [
+            remote_list_entry(config, origin)
+            for mountpoint_id, (config, origin) in self.remote_mountpoints().items()
+            if mountpoint_id not in self.mountpoints and (with_private or not config.is_private)
+        ]
         return {"streaming": "list", "list": entries}
 
     def _info(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
-        mountpoint = self._mountpoint_from(body)
+        try:
+            mountpoint = self._mountpoint_from(body)
+        except StreamingError as error:
+            remote = None
+            if error.code == Errors.NO_SUCH_MOUNTPOINT:  # not here: perhaps elsewhere in the cluster
+                remote = self.remote_mountpoints().get(management.checked_id(body["id"], string_ids=self.settings.string_ids))
+            if remote is None:
+                raise
+            return {"streaming": "info", "info": remote_info(*remote)}
         with_secret = mountpoint.config.secret is None or body.get("secret") == mountpoint.config.secret
         return {"streaming": "info", "info": mountpoint.info(self.engine, with_secret=with_secret)}
 
@@ -438,7 +476,7 @@ class StreamingPlugin(Plugin):
         )
         try:
             mountpoint = self.add_mountpoint(config)
-        except OSError as error:
+        except (OSError, MountpointConfigError) as error:
             raise StreamingError(Errors.CANT_CREATE, f"Can't add 'rtp' stream: {error}") from None
         if permanent:
             try:
@@ -811,10 +849,10 @@ class StreamingPlugin(Plugin):
             self.engine.subscribe(
                 viewer.handle.id, target.engine_id, [track.engine_stream() for track in tracks if track.send]
             )
-        viewer.mountpoint.viewers.discard(viewer.handle.id)
+        viewer.mountpoint.remove_viewer(viewer.handle.id)
         viewer.mountpoint = target
         viewer.tracks = tracks  # a data m-line stays, and carries the new mountpoint's data, if it has any
-        target.viewers.add(viewer.handle.id)
+        target.add_viewer(viewer.handle.id)
         viewer.watching_since = time.monotonic()
         logger.info("viewer %d switched to mountpoint %s", viewer.handle.id, target.id)
         viewer.handle.push_event(transaction, {"streaming": "event", "result": {"switched": "ok", "id": target.id}})

@@ -221,7 +221,7 @@ class Viewer:
         self.data_accepted = False
         self.data_paused = False
         self.state = ViewerState.OFFERED
-        mountpoint.viewers.add(self.handle.id)
+        mountpoint.add_viewer(self.handle.id)
 
     def answer(self, mountpoint: Mountpoint, tracks: list[ViewerTrack], data_mid: str | None = None) -> None:
         """Watch ``mountpoint`` on the m-lines of the client's offer (``tracks`` matched to them,
@@ -233,11 +233,11 @@ class Viewer:
         self.data_accepted = self.data is not None
         self.data_paused = False
         self.state = ViewerState.STARTING
-        mountpoint.viewers.add(self.handle.id)
+        mountpoint.add_viewer(self.handle.id)
 
     def leave(self) -> None:
         if self.mountpoint is not None:
-            self.mountpoint.viewers.discard(self.handle.id)
+            self.mountpoint.remove_viewer(self.handle.id)
         self.mountpoint = None
         self.tracks = []
         self.reception = {}
