@@ -399,6 +399,8 @@ class RelayOrigin:
             raise _Refusal(409, f"the engine refused the relay's streams: {error}") from None
         relay = _OriginRelay(request.relay_id, request.edge, mountpoint.id, mountpoint.engine_id, peer_id, request.address)
         self.relays[relay.relay_id] = relay
+        if mountpoint.config.relay is not None:  # a tree: this node's own relay is pulled while it relays on
+            mountpoint.add_viewer(peer_id)
         self.endpoint.route_address(relay.address, lambda data: self._receive_rtcp(relay, data))
         self._arm_expiry(relay)
         self.counts["granted"] += 1
@@ -479,6 +481,9 @@ class RelayOrigin:
         if relay.expiry is not None:
             relay.expiry.cancel()
         self.endpoint.unroute_address(relay.address)
+        mountpoint = self.plugin.mountpoints.get(relay.mountpoint_id)
+        if mountpoint is not None and mountpoint.engine_id == relay.engine_id:
+            mountpoint.remove_viewer(relay.peer_id)
         try:
             self.engine.remove_peer(relay.peer_id)
         except RuntimeError:  # the engine closed first (shutdown)
