@@ -1301,6 +1301,7 @@ impl Engine {
                     keyframe_cache: cache,
                     undecryptable: stream.counters.undecryptable.load(Ordering::Relaxed),
                     collisions: stream.counters.collisions.load(Ordering::Relaxed),
+                    wrong_payload_type: stream.counters.wrong_payload_type.load(Ordering::Relaxed),
                     parameter_sets_inserted: stream.counters.parameter_sets_inserted.load(Ordering::Relaxed),
                     skew_dropped: stream.counters.skew_dropped.load(Ordering::Relaxed),
                     skew_ms: stream.counters.skew_ms.load(Ordering::Relaxed),

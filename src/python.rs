@@ -115,6 +115,8 @@ struct SourceStream {
     #[pyo3(default)]
     collision_ms: i64,
     #[pyo3(default)]
+    payload_types: Vec<i64>,
+    #[pyo3(default)]
     h264_parameter_sets: Vec<Vec<u8>>,
     #[pyo3(default)]
     skew_compensation: bool,
@@ -136,6 +138,15 @@ impl SourceStream {
         };
         let collision_ms = u32::try_from(self.collision_ms)
             .map_err(|_| PyValueError::new_err(format!("collision_ms out of range: {}", self.collision_ms)))?;
+        let payload_types = self
+            .payload_types
+            .iter()
+            .map(|&payload_type| {
+                u8::try_from(payload_type).ok().filter(|&pt| pt <= 127).ok_or_else(|| {
+                    PyValueError::new_err(format!("payload type must be in 0..=127, got {payload_type}"))
+                })
+            })
+            .collect::<PyResult<Vec<u8>>>()?;
         Ok(SourceConfig {
             index: int(self.index, "stream index")?,
             kind: parse_kind(&self.kind)?,
@@ -149,6 +160,7 @@ impl SourceStream {
             ingest: IngestOptions {
                 srtp,
                 collision_ms,
+                payload_types,
                 h264_parameter_sets: self.h264_parameter_sets,
                 skew_compensation: self.skew_compensation,
             },

@@ -2,11 +2,39 @@
 //! hands shared source packets to a worker. Push and pop never allocate; the
 //! slots are allocated once. [`channel`] returns the two ends, neither of
 //! which can be cloned, so there is one producer and one consumer by type.
+//!
+//! Model-checked with loom: `tests/engine/ring_loom/` builds this file with `--cfg loom`,
+//! which swaps the atomics, the cell and the Arc below for loom's, and explores
+//! every interleaving of a producer and a consumer (`scripts/test` runs it).
 
-use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+
+#[cfg(loom)]
+use loom::{
+    cell::UnsafeCell,
+    sync::atomic::{AtomicUsize, Ordering},
+    sync::Arc,
+};
+#[cfg(not(loom))]
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    sync::Arc,
+};
+
+/// `std::cell::UnsafeCell` with loom's closure API, so that one body serves both.
+#[cfg(not(loom))]
+struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    fn new(value: T) -> Self {
+        Self(std::cell::UnsafeCell::new(value))
+    }
+
+    fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
 
 /// Keeps the producer's and the consumer's indexes on separate cache lines.
 #[repr(align(128))]
@@ -30,10 +58,11 @@ unsafe impl<T: Send> Send for Ring<T> {}
 
 impl<T> Drop for Ring<T> {
     fn drop(&mut self) {
-        let (mut head, tail) = (*self.head.0.get_mut(), *self.tail.0.get_mut());
+        let (mut head, tail) = (self.head.0.load(Ordering::Acquire), self.tail.0.load(Ordering::Acquire));
         while head != tail {
-            // SAFETY: slots in head..tail hold values pushed and not popped.
-            unsafe { self.slots[head & self.mask].get_mut().assume_init_drop() };
+            // SAFETY: slots in head..tail hold values pushed and not popped, and
+            // `&mut self` means neither end is left to touch them.
+            self.slots[head & self.mask].with_mut(|slot| unsafe { (*slot).assume_init_drop() });
             head = head.wrapping_add(1);
         }
     }
@@ -71,7 +100,7 @@ impl<T> Producer<T> {
         }
         // SAFETY: the slot at tail is free (the consumer is done with it, as head
         // says) and only this producer writes slots.
-        unsafe { (*ring.slots[tail & ring.mask].get()).write(value) };
+        ring.slots[tail & ring.mask].with_mut(|slot| unsafe { (*slot).write(value) });
         ring.tail.0.store(tail.wrapping_add(1), Ordering::Release);
         Ok(())
     }
@@ -87,7 +116,7 @@ impl<T> Consumer<T> {
         }
         // SAFETY: the slot at head was written and published by the producer
         // (tail, Acquire above); only this consumer reads slots.
-        let value = unsafe { (*ring.slots[head & ring.mask].get()).assume_init_read() };
+        let value = ring.slots[head & ring.mask].with_mut(|slot| unsafe { (*slot).assume_init_read() });
         ring.head.0.store(head.wrapping_add(1), Ordering::Release);
         Some(value)
     }
@@ -97,7 +126,7 @@ impl<T> Consumer<T> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

@@ -88,6 +88,8 @@ pub struct StreamStats {
     pub undecryptable: u64,
     /// Packets with another SSRC than the one holding the stream, dropped.
     pub collisions: u64,
+    /// Packets with a payload type the stream does not take, dropped.
+    pub wrong_payload_type: u64,
     /// H.264 parameter set packets put before keyframes.
     pub parameter_sets_inserted: u64,
     /// Audio packets dropped to pull a fast source clock back.

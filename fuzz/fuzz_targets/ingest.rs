@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let options = IngestOptions {
         srtp: srtp.then(|| (Profile::AesCm128HmacSha1_32, KEY.to_vec())),
         collision_ms: u32::from(flags >> 4) * 100,
+        payload_types: if flags & 2 != 0 { vec![96, 97] } else { vec![] },
         h264_parameter_sets: if flags & 2 != 0 { vec![vec![0x67, 0x42], vec![0x68, 0xce]] } else { vec![] },
         skew_compensation: flags & 4 != 0,
     };

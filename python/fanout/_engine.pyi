@@ -52,7 +52,12 @@ class SourceStream(TypedDict):
     # Janus's collision: while the SSRC that holds the stream sent a packet in
     # the last collision_ms, packets with another SSRC are dropped and counted
     # (collisions); 0 (default): a new SSRC takes over at once (a source restart).
+    # (The Streaming plugin sets 500 unless a mountpoint says otherwise.)
     collision_ms: NotRequired[int]
+    # The payload types the source may send (0..127): packets with another are
+    # dropped and counted (wrong_payload_type), e.g. RTCP sent to the RTP port or
+    # packets injected by someone else. Empty or absent: any payload type.
+    payload_types: NotRequired[list[int]]
     # Janus's h264sps: H.264 parameter set NAL units (SPS, then PPS), sent as one
     # STAP-A packet before each keyframe that arrives without an SPS; the
     # packets after it are renumbered, so viewers see no gap.
@@ -155,6 +160,8 @@ class StreamStats:
     def undecryptable(self) -> int: ...  # SRTP packets that failed authentication or replay checks, dropped
     @property
     def collisions(self) -> int: ...  # packets with another SSRC than the one holding the stream, dropped
+    @property
+    def wrong_payload_type(self) -> int: ...  # packets with a payload type the stream does not take, dropped
     @property
     def parameter_sets_inserted(self) -> int: ...  # H.264 parameter set packets put before keyframes
     @property

@@ -207,9 +207,16 @@ async def _start_transport(name: str, start: Callable[[], Awaitable[None]], host
 def _test_source(plugin: StreamingPlugin, mountpoint: MountpointConfig) -> Iterator[None]:
     """The built-in test source, in its own process, sending to the mountpoint's ports."""
     ports = dict(zip((stream.kind for stream in mountpoint.streams), plugin.mountpoints[mountpoint.id].ports))
+    payload_types = {stream.kind: stream.payload_type for stream in mountpoint.streams}
     hosts = {stream.host for stream in mountpoint.streams}
     host = "127.0.0.1" if hosts <= {"0.0.0.0", "127.0.0.1", ""} else hosts.pop()
-    command = testsource_command(host, video_port=ports.get("video", 0), audio_port=ports.get("audio", 0))
+    command = testsource_command(
+        host,
+        video_port=ports.get("video", 0),
+        audio_port=ports.get("audio", 0),
+        video_pt=payload_types.get("video", 96),
+        audio_pt=payload_types.get("audio", 111),
+    )
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
     logger.info("test source (pid %d) feeds mountpoint %s", process.pid, mountpoint.id)
     try:

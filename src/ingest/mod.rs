@@ -6,6 +6,9 @@
 //! packet, as the mountpoint's options ask (Janus's names in brackets):
 //!
 //! - SRTP decryption with keys given out of band (`srtpsuite`, `srtpcrypto`);
+//! - the payload type lock: packets with a payload type the stream was not
+//!   configured with are dropped (RTCP sent to the RTP port, or packets
+//!   injected by someone who is not the source);
 //! - the SSRC lock: while the current source is alive, packets with another
 //!   SSRC are dropped, so that two encoders sent to one port by mistake do not
 //!   interleave (`collision`: how long the current SSRC must be silent before
@@ -38,6 +41,8 @@ pub struct IngestOptions {
     pub srtp: Option<(Profile, Vec<u8>)>,
     /// Milliseconds the current SSRC must be silent before another takes over; 0: any SSRC at once.
     pub collision_ms: u32,
+    /// The payload types the source may send; empty: any.
+    pub payload_types: Vec<u8>,
     /// H.264 parameter set NAL units (SPS, PPS) to send before each keyframe that lacks an SPS.
     pub h264_parameter_sets: Vec<Vec<u8>>,
     pub skew_compensation: bool,
@@ -51,6 +56,8 @@ pub enum Verdict {
     Forward { parameter_sets_first: bool },
     /// Another SSRC holds the stream.
     Collision,
+    /// A payload type the stream does not take.
+    WrongPayloadType,
     /// Dropped to bring a fast source's clock back in line.
     SkewDropped,
 }
@@ -58,6 +65,7 @@ pub enum Verdict {
 pub struct Ingest {
     srtp: Option<SrtpInbound>,
     collision_ns: u64,
+    payload_types: Vec<u8>,
     /// The SSRC that holds the stream, and when its latest packet came.
     holder: Option<(u32, u64)>,
     /// The STAP-A payload carrying the configured parameter sets.
@@ -89,6 +97,7 @@ impl Ingest {
         Ok(Self {
             srtp,
             collision_ns: u64::from(options.collision_ms) * 1_000_000,
+            payload_types: options.payload_types.clone(),
             holder: None,
             parameter_sets,
             sps_timestamp: None,
@@ -118,6 +127,9 @@ impl Ingest {
         restarted: bool,
         now_ns: u64,
     ) -> Verdict {
+        if !self.payload_types.is_empty() && !self.payload_types.contains(&header.payload_type) {
+            return Verdict::WrongPayloadType;
+        }
         if self.collision_ns > 0 {
             match self.holder {
                 Some((ssrc, last_ns)) if ssrc != header.ssrc && now_ns.saturating_sub(last_ns) < self.collision_ns => {
@@ -388,6 +400,20 @@ mod tests {
         assert_eq!(ingest.admit(&header(10, 0, 8), b"", false, true, 1650 * MS), Verdict::Collision);
         assert_eq!(ingest.admit(&header(11, 0, 8), b"", false, true, 1700 * MS), forward(), "7 silent for 500 ms");
         assert_eq!(ingest.admit(&header(3, 0, 7), b"", false, true, 1750 * MS), Verdict::Collision, "8 holds it now");
+    }
+
+    #[test]
+    fn only_the_configured_payload_types_pass() {
+        let options = IngestOptions { payload_types: vec![96], collision_ms: 500, ..IngestOptions::default() };
+        let mut ingest = Ingest::new(&options, MediaKind::Video, 90000).unwrap();
+        let mut rtcp_on_the_rtp_port = header(1, 0, 7);
+        rtcp_on_the_rtp_port.payload_type = 200 & 0x7f;
+        assert_eq!(ingest.admit(&rtcp_on_the_rtp_port, b"", false, false, 1000 * MS), Verdict::WrongPayloadType);
+        assert_eq!(ingest.admit(&header(1, 0, 8), b"", false, false, 1001 * MS), forward());
+        let mut injected = header(2, 0, 8);
+        injected.payload_type = 100;
+        assert_eq!(ingest.admit(&injected, b"", true, false, 1002 * MS), Verdict::WrongPayloadType);
+        assert_eq!(ingest.admit(&header(2, 0, 9), b"", true, true, 1003 * MS), Verdict::Collision, "8 holds it");
     }
 
     #[test]

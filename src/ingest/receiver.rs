@@ -55,6 +55,8 @@ pub struct StreamCounters {
     pub undecryptable: AtomicU64,
     /// Packets dropped because another SSRC holds the stream (the collision time).
     pub collisions: AtomicU64,
+    /// Packets dropped for a payload type the stream does not take.
+    pub wrong_payload_type: AtomicU64,
     /// Packets of H.264 parameter sets put before keyframes that lacked them.
     pub parameter_sets_inserted: AtomicU64,
     /// Audio packets dropped to bring a fast source clock back in line.
@@ -225,6 +227,10 @@ impl SourceStream {
         let parameter_sets_first = match self.ingest.admit(&header, payload, keyframe_start, restarted, now_ns) {
             Verdict::Collision => {
                 self.counters.collisions.fetch_add(1, Ordering::Relaxed);
+                return Accepted::Counted { len };
+            }
+            Verdict::WrongPayloadType => {
+                self.counters.wrong_payload_type.fetch_add(1, Ordering::Relaxed);
                 return Accepted::Counted { len };
             }
             Verdict::SkewDropped => {

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from fanout.sources import testsource
+from fanout.sources.tracks import VideoTrack
 
 from tests.support.aiortc_viewer import AiortcViewer
 from tests.support.janus_client import JanusHttpClient
@@ -205,3 +206,37 @@ async def test_garbage_on_rtp_and_webrtc_ports_is_dropped_and_viewers_keep_watch
                     sender.sendto(datagram, target)
             await asyncio.sleep(0.02)
     await still_decoding(viewers)
+
+
+def injected_video(payload_type: int, frames: int) -> list[bytes]:
+    """A stranger's VP8 (every frame a keyframe, 320x240, its own random SSRC) for a video port."""
+    track = VideoTrack(payload_type, width=320, height=240, fps=30, bitrate=300_000, keyframe_interval=1 / 30)
+    return [packet for frame in range(frames) for packet in track.packets(frame, wall_time=0.0)]
+
+
+async def test_packets_injected_from_another_ssrc_or_payload_type_never_reach_viewers(
+    rtp_ports: tuple[int, int], viewers: list[AiortcViewer]
+) -> None:
+    """Keyframes sent to a mountpoint's port by someone who is not its source: while the source
+    sends, its SSRC holds the stream (fanout's default collision time) and only the configured
+    payload type passes, so the viewers never decode a 320x240 picture."""
+    _, video_port = rtp_ports
+    streams = [injected_video(96, frames=30), injected_video(100, frames=30)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for frame_packets in zip(*(_frames(stream) for stream in streams)):
+            for packets in frame_packets:
+                for packet in packets:
+                    sender.sendto(packet, ("127.0.0.1", video_port))
+            await asyncio.sleep(1 / 30)
+    await still_decoding(viewers)
+    assert viewers[1].media.video_sizes == {(640, 360)}
+
+
+def _frames(packets: list[bytes]) -> list[list[bytes]]:
+    """``packets`` cut into frames at each marker bit."""
+    frames: list[list[bytes]] = [[]]
+    for packet in packets:
+        frames[-1].append(packet)
+        if packet[1] & 0x80:
+            frames.append([])
+    return [frame for frame in frames if frame]

@@ -186,6 +186,7 @@ fn the_ingest_allocates_nothing_either() {
         ingest: IngestOptions {
             srtp: Some((Profile::AesCm128HmacSha1_80, SOURCE_SRTP_KEY.to_vec())),
             collision_ms: 1000,
+            payload_types: vec![111],
             h264_parameter_sets: vec![vec![0x67, 0x42, 0xc0, 0x1f], vec![0x68, 0xce, 0x3c, 0x80]],
             skew_compensation: true,
         },

@@ -194,7 +194,8 @@ def test_mountpoint_stats_count_packets_and_garbage(rig: Rig) -> None:
         "streams": [{"index": 0, "port": port, "packets": 0, "bytes": 0, "malformed": 0, "overruns": 0,
                      "last_packet_age_ms": None, "rtcp_port": None, "rtcp_packets": 0, "plis_forwarded": 0,
                      "keyframe_requests": 0, "rembs_sent": 0, "sender_report": None, "keyframe_cache": None, "undecryptable": 0,
-                     "collisions": 0, "parameter_sets_inserted": 0, "skew_dropped": 0, "skew_ms": 0}],
+                     "collisions": 0, "wrong_payload_type": 0, "parameter_sets_inserted": 0, "skew_dropped": 0,
+                     "skew_ms": 0}],
         "sent_packets": 0, "sent_bytes": 0, "retransmissions": 0, "dropped": 0, "send_errors": 0,
     }
     viewer = rig.viewer(7, 1)

@@ -45,6 +45,7 @@ SOURCE_STREAM_COUNTERS = (
     # StreamStats attributes, summed over the mountpoint's streams
     ("undecryptable", "fanout_source_undecryptable", "SRTP packets from the sources that failed authentication or replay checks"),
     ("collisions", "fanout_source_collisions", "source packets dropped because another SSRC holds the stream"),
+    ("wrong_payload_type", "fanout_source_wrong_payload_type", "source packets dropped for a payload type the stream does not take"),
     ("parameter_sets_inserted", "fanout_h264_parameter_sets_inserted", "H.264 SPS/PPS packets put before keyframes that lacked them"),
     ("skew_dropped", "fanout_skew_dropped_packets", "audio packets dropped to pull a fast source clock back in line"),
 )

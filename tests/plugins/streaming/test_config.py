@@ -1,7 +1,7 @@
 from typing import Any
 
 import pytest
-from fanout.plugins.streaming.config import MountpointConfigError, parse_mountpoint
+from fanout.plugins.streaming.config import DEFAULT_COLLISION_MS, MountpointConfigError, parse_mountpoint
 
 
 def legacy(**overrides: Any) -> dict[str, Any]:
@@ -156,7 +156,15 @@ def test_source_options_in_media_entries() -> None:
     config, unsupported = parse_mountpoint("m", {"type": "rtp", "id": 1, "media": [entry]})
     assert unsupported == []
     assert (config.streams[0].skew, config.streams[0].h264sps) == (True, SPROP_PARAMETER_SETS)
-    assert (config.collision_ms, config.srtp) == (0, None)
+    assert (config.collision_ms, config.srtp) == (DEFAULT_COLLISION_MS, None)
+
+
+def test_streams_are_locked_to_their_ssrc_unless_collision_is_set_to_zero() -> None:
+    """Janus's collision is off unless set; fanout locks by default (a restarted encoder's new
+    SSRC takes over after half a second of silence), and ``collision = 0`` turns it off."""
+    entry = {"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "vp8"}
+    assert parse_mountpoint("m", {"type": "rtp", "id": 1, "media": [entry]})[0].collision_ms == 500
+    assert parse_mountpoint("m", {"type": "rtp", "id": 1, "collision": 0, "media": [entry]})[0].collision_ms == 0
 
 
 @pytest.mark.parametrize(

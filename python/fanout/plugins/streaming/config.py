@@ -149,6 +149,10 @@ class DataStreamConfig:
         return "binary" if self.binary else "text"
 
 
+# Janus's collision is 0 (off) unless set; fanout's default locks each stream to the SSRC
+# sending it, which a restarted encoder (new SSRC) takes over after this much silence.
+DEFAULT_COLLISION_MS = 500
+
 MountpointId = int | str  # a string when the plugin runs with string_ids
 
 
@@ -163,7 +167,10 @@ class MountpointConfig:
     pin: str | None
     streams: tuple[StreamConfig, ...]  # the RTP streams (audio, video), which the engine receives
     testsource: bool = False  # fanout: fed by the built-in test source
-    collision_ms: int = 0  # how long an SSRC must be silent before another takes its streams; 0: at once
+    # How long an SSRC must be silent before another takes its streams (Janus's collision);
+    # 0: at once. fanout locks by default, so that packets injected from another SSRC
+    # never reach viewers while the source sends.
+    collision_ms: int = DEFAULT_COLLISION_MS
     srtp: SourceSrtp | None = None  # the sources send SRTP with these keys
     # Janus's playoutdelay_ext: video m-lines offer the playout-delay RTP header extension,
     # so that viewers can ask for a playout delay (configure min_delay/max_delay).
@@ -498,7 +505,9 @@ def _parse_relay_mountpoint(
 
 
 def _collision_ms(reader: _Reader) -> int:
-    collision = reader.integer("collision") or 0
+    collision = reader.integer("collision")
+    if collision is None:
+        return DEFAULT_COLLISION_MS
     if collision < 0:
         raise MountpointConfigError(f"{reader.where}: 'collision' must be a time in milliseconds (0 disables it)")
     return collision

@@ -239,6 +239,9 @@ def source_stream(stream: StreamConfig, mountpoint: MountpointConfig) -> SourceS
         "codec": stream.codec.name,
         "clock_rate": stream.codec.clock_rate,
         "collision_ms": mountpoint.collision_ms,
+        # An RTP source sends the payload type its mountpoint names; an RTSP server the one
+        # its DESCRIBE named, which the mountpoint may show its viewers as another.
+        "payload_types": [stream.payload_type] if mountpoint.rtsp is None else [],
         "h264_parameter_sets": h264_parameter_sets(stream.mid, stream.h264sps) if stream.h264sps else [],
         "skew_compensation": stream.skew,
     }

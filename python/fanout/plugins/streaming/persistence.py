@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fanout.config.jcfg import ConfigError, Group, dumps, is_setting_name, load
-from fanout.plugins.streaming.config import MountpointConfig, MountpointId, RtspSettings
+from fanout.plugins.streaming.config import DEFAULT_COLLISION_MS, MountpointConfig, MountpointId, RtspSettings
 
 HEADER = "# Written by fanout when a mountpoint was created, edited or destroyed with \"permanent\": true.\n\n"
 
@@ -42,7 +42,7 @@ def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
         return settings | relay_settings(config)
     if config.testsource:
         settings["testsource"] = True
-    if config.collision_ms:
+    if config.collision_ms != DEFAULT_COLLISION_MS:
         settings["collision"] = config.collision_ms
     if config.srtp is not None:
         settings |= {"srtpsuite": config.srtp.suite, "srtpcrypto": config.srtp.crypto}
