@@ -109,9 +109,11 @@ class RelayStream:
     substream: int
     ssrc: int
     codec: str  # the edge's idea of the stream's codec; the origin refuses a mismatch
+    payload_type: int  # the edge's: the origin sends it so (the edge's ingest takes only its own)
 
     def to_body(self) -> dict[str, Any]:
-        return {"mid": self.mid, "substream": self.substream, "ssrc": self.ssrc, "codec": self.codec}
+        return {"mid": self.mid, "substream": self.substream, "ssrc": self.ssrc, "codec": self.codec,
+                "payload_type": self.payload_type}  # fmt: skip
 
     @classmethod
     def parse(cls, body: Any) -> RelayStream:
@@ -122,6 +124,7 @@ class RelayStream:
             substream=_integer(body, "substream", 0, 2),
             ssrc=_integer(body, "ssrc", 1, 2**32 - 1),
             codec=_field(body, "codec", str),
+            payload_type=_integer(body, "payload_type", 0, 127),
         )
 
 
@@ -383,7 +386,7 @@ class RelayOrigin:
             if wanted.substream >= stream.substreams:
                 raise _Refusal(409, f"stream '{wanted.mid}' has no substream {wanted.substream}")
             streams.append(
-                {"index": source_index(stream, wanted.substream), "ssrc": wanted.ssrc, "payload_type": stream.payload_type}
+                {"index": source_index(stream, wanted.substream), "ssrc": wanted.ssrc, "payload_type": wanted.payload_type}
             )
         self._drop(request.relay_id)  # asked again (the edge lost our answer, or reattaches): the new one wins
         peer_id = self._next_peer_id
@@ -650,7 +653,8 @@ class RelayPull:
             {"index": source_index(stream, substream), "ssrc": ssrc} for (stream, substream), ssrc in zip(layout, ssrcs)
         ]
         streams = tuple(
-            RelayStream(stream.mid, substream, ssrc, stream.codec.name) for (stream, substream), ssrc in zip(layout, ssrcs)
+            RelayStream(stream.mid, substream, ssrc, stream.codec.name, stream.payload_type)
+            for (stream, substream), ssrc in zip(layout, ssrcs)
         )
         failures = 0
         attached = False
