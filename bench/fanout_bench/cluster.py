@@ -276,8 +276,8 @@ class EmulatedEdge:
         return RelayRequest(
             relay_id=self.relay_id, edge="bench", mountpoint=MOUNTPOINT, address=self.sock.getsockname(),
             srtp_profile="AEAD_AES_128_GCM", origin_key=os.urandom(28), edge_key=os.urandom(28),
-            streams=(RelayStream("a", 0, secrets.randbits(31) + 1, "opus"),
-                     RelayStream("v", 0, secrets.randbits(31) + 1, "vp8")),
+            streams=(RelayStream("a", 0, secrets.randbits(31) + 1, "opus", 111),
+                     RelayStream("v", 0, secrets.randbits(31) + 1, "vp8", 96)),
         )  # fmt: skip
 
     def close(self) -> None:

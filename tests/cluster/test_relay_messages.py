@@ -28,7 +28,7 @@ REQUEST = RelayRequest(
     srtp_profile="AEAD_AES_128_GCM",
     origin_key=bytes(range(28)),
     edge_key=bytes(range(28, 56)),
-    streams=(RelayStream("a", 0, 1111, "opus"), RelayStream("v", 0, 2222, "vp8"), RelayStream("v", 1, 3333, "vp8")),
+    streams=(RelayStream("a", 0, 1111, "opus", 111), RelayStream("v", 0, 2222, "vp8", 96), RelayStream("v", 1, 3333, "vp8", 96)),
 )
 
 
@@ -63,7 +63,8 @@ def changed(**fields: Any) -> dict[str, Any]:
         (changed(streams=[{"mid": "v", "substream": 0, "ssrc": 0, "codec": "vp8"}]), "'ssrc'"),
         (changed(streams=[{"mid": "v", "substream": 3, "ssrc": 5, "codec": "vp8"}]), "'substream'"),
         (changed(streams=[{"mid": "v", "substream": 0, "ssrc": 5}]), "'codec'"),
-        (changed(streams=[{"mid": "v", "substream": 0, "ssrc": 5, "codec": "vp8"}] * 2), "SSRC"),
+        (changed(streams=[{"mid": "v", "substream": 0, "ssrc": 5, "codec": "vp8", "payload_type": 96}] * 2), "SSRC"),
+        (changed(streams=[{"mid": "v", "substream": 0, "ssrc": 5, "codec": "vp8", "payload_type": 128}]), "'payload_type'"),
         (changed(relay_id=""), "'relay_id'"),
         (changed(relay_id="x\n"), "'relay_id'"),
         (changed(edge=7), "'edge'"),

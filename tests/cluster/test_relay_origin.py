@@ -115,7 +115,7 @@ class Edge:
             origin_key=self.origin_key,
             edge_key=self.edge_key,
             streams=streams
-            or (RelayStream("a", 0, AUDIO, "opus"), RelayStream("v", 0, VIDEO, "vp8"), RelayStream("v", 1, VIDEO_MIDDLE, "vp8")),
+            or (RelayStream("a", 0, AUDIO, "opus", 111), RelayStream("v", 0, VIDEO, "vp8", 100), RelayStream("v", 1, VIDEO_MIDDLE, "vp8", 100)),
         )
 
     def sealed(self, purpose: str, body: dict[str, object]) -> bytes:
@@ -163,7 +163,7 @@ async def test_a_granted_relay_gets_every_substream_with_its_ssrcs_and_its_nack_
     send_video(origin, 1, 200, VP8_KEYFRAME)
     low = await edge.wait_rtp(lambda packet: packet.ssrc == VIDEO)
     await edge.wait_rtp(lambda packet: packet.ssrc == VIDEO_MIDDLE)
-    assert (low.payload_type, low.payload) == (96, VP8_KEYFRAME)
+    assert (low.payload_type, low.payload) == (100, VP8_KEYFRAME), "as the edge asked, whatever the origin's"
     send_video(origin, 0, 101, VP8_DELTA)
     await edge.wait_rtp(lambda packet: packet.ssrc == VIDEO and packet.sequence == (low.sequence + 1) & 0xFFFF)
 
@@ -232,9 +232,9 @@ async def test_a_request_that_does_not_fit_the_mountpoint_is_refused(origin: Ori
     edge = Edge()
     cases = [
         (edge.request(mountpoint=6), 404),
-        (edge.request(streams=(RelayStream("v", 0, VIDEO, "h264"),)), 409),
-        (edge.request(streams=(RelayStream("x", 0, VIDEO, "vp8"),)), 409),
-        (edge.request(streams=(RelayStream("a", 1, AUDIO, "opus"),)), 409),
+        (edge.request(streams=(RelayStream("v", 0, VIDEO, "h264", 96),)), 409),
+        (edge.request(streams=(RelayStream("x", 0, VIDEO, "vp8", 96),)), 409),
+        (edge.request(streams=(RelayStream("a", 1, AUDIO, "opus", 111),)), 409),
     ]
     for request, status in cases:
         answer, body = await origin.post("/cluster/relay", edge.sealed(PURPOSE_REQUEST, request.to_body()))

@@ -225,3 +225,16 @@ async def sizes_after(viewer: AiortcViewer, sizes: set[tuple[int, int]]) -> None
         return set(viewer.media.video_sizes)
 
     await eventually(recent_sizes, lambda seen: seen == sizes, what=f"frames of {sizes}")
+
+
+async def test_an_edge_pulls_from_another_edge_in_a_tree(tmp_path: Path) -> None:
+    """origin -> edge-1 -> edge-2: edge-1's relay mountpoint is the origin of edge-2's."""
+    origin = origin_node(tmp_path)
+    middle = edge_node(tmp_path, origin.control_url)
+    leaf = write_node(tmp_path / "leaf", "edge-2", "127.0.0.6", relay_mountpoint(middle.control_url))
+    with running(origin), running(middle), running(leaf):
+        async with viewer_on(leaf) as viewer:
+            await viewer.watch(1)
+            await viewer.wait_for_frames(video=30, audio=30)
+            assert await relays_of(origin) == 1
+            assert await metric(middle, "fanout_viewers", RELAYS) == 1  # edge-2's relay, no viewer of its own

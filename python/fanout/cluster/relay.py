@@ -109,9 +109,11 @@ class RelayStream:
     substream: int
     ssrc: int
     codec: str  # the edge's idea of the stream's codec; the origin refuses a mismatch
+    payload_type: int  # the edge's: the origin sends it so (the edge's ingest takes only its own)
 
     def to_body(self) -> dict[str, Any]:
-        return {"mid": self.mid, "substream": self.substream, "ssrc": self.ssrc, "codec": self.codec}
+        return {"mid": self.mid, "substream": self.substream, "ssrc": self.ssrc, "codec": self.codec,
+                "payload_type": self.payload_type}  # fmt: skip
 
     @classmethod
     def parse(cls, body: Any) -> RelayStream:
@@ -122,6 +124,7 @@ class RelayStream:
             substream=_integer(body, "substream", 0, 2),
             ssrc=_integer(body, "ssrc", 1, 2**32 - 1),
             codec=_field(body, "codec", str),
+            payload_type=_integer(body, "payload_type", 0, 127),
         )
 
 
@@ -383,7 +386,7 @@ class RelayOrigin:
             if wanted.substream >= stream.substreams:
                 raise _Refusal(409, f"stream '{wanted.mid}' has no substream {wanted.substream}")
             streams.append(
-                {"index": source_index(stream, wanted.substream), "ssrc": wanted.ssrc, "payload_type": stream.payload_type}
+                {"index": source_index(stream, wanted.substream), "ssrc": wanted.ssrc, "payload_type": wanted.payload_type}
             )
         self._drop(request.relay_id)  # asked again (the edge lost our answer, or reattaches): the new one wins
         peer_id = self._next_peer_id
@@ -399,6 +402,8 @@ class RelayOrigin:
             raise _Refusal(409, f"the engine refused the relay's streams: {error}") from None
         relay = _OriginRelay(request.relay_id, request.edge, mountpoint.id, mountpoint.engine_id, peer_id, request.address)
         self.relays[relay.relay_id] = relay
+        if mountpoint.config.relay is not None:  # a tree: this node's own relay is pulled while it relays on
+            mountpoint.add_viewer(peer_id)
         self.endpoint.route_address(relay.address, lambda data: self._receive_rtcp(relay, data))
         self._arm_expiry(relay)
         self.counts["granted"] += 1
@@ -479,6 +484,9 @@ class RelayOrigin:
         if relay.expiry is not None:
             relay.expiry.cancel()
         self.endpoint.unroute_address(relay.address)
+        mountpoint = self.plugin.mountpoints.get(relay.mountpoint_id)
+        if mountpoint is not None and mountpoint.engine_id == relay.engine_id:
+            mountpoint.remove_viewer(relay.peer_id)
         try:
             self.engine.remove_peer(relay.peer_id)
         except RuntimeError:  # the engine closed first (shutdown)
@@ -645,7 +653,8 @@ class RelayPull:
             {"index": source_index(stream, substream), "ssrc": ssrc} for (stream, substream), ssrc in zip(layout, ssrcs)
         ]
         streams = tuple(
-            RelayStream(stream.mid, substream, ssrc, stream.codec.name) for (stream, substream), ssrc in zip(layout, ssrcs)
+            RelayStream(stream.mid, substream, ssrc, stream.codec.name, stream.payload_type)
+            for (stream, substream), ssrc in zip(layout, ssrcs)
         )
         failures = 0
         attached = False

@@ -498,6 +498,7 @@ def _parse_relay_mountpoint(
         **_described(reader, name, mountpoint_id),
         streams=tuple(streams),
         playoutdelay_ext=reader.boolean("playoutdelay_ext", default=False),
+        collision_ms=0,  # the edge chose the SSRCs, and only they are routed: no lock needed
         relay=RelaySource(origin_node=node or url, origin_url=url.rstrip("/"), origin_mountpoint=origin_mountpoint),
     )
     unsupported.extend(key for key in group if key not in RELAY_KEYS)
