@@ -31,7 +31,8 @@ def source_index(stream: StreamConfig, substream: int | None) -> int:
 
 
 class Mountpoint:
-    """An ``rtp`` or ``rtsp`` mountpoint whose source ports the engine reads."""
+    """An ``rtp`` or ``rtsp`` mountpoint whose source ports the engine reads, or a ``whip``
+    one whose streams a WebRTC publisher's link feeds."""
 
     def __init__(
         self,
@@ -57,6 +58,8 @@ class Mountpoint:
         # silent substream when some viewer's fallback will have passed.
         self.simulcast_silence_ms = SIMULCAST_SILENCE_MS
         self.fallback_timer: asyncio.TimerHandle | None = None
+        # A whip mountpoint: a WHIP publisher's link is attached (fanout.whip sets it).
+        self.publisher_live = False
 
     @classmethod
     def open(
@@ -77,7 +80,7 @@ class Mountpoint:
         data = config.data
         if port_range is not None:
             for source in sources:
-                if source["port"] == 0:
+                if source.get("port") == 0:
                     source["port"] = port_range.pick(source["host"])
                 if source.get("rtcp_port") == 0:
                     source["rtcp_port"] = port_range.pick(source["host"])
@@ -141,6 +144,8 @@ class Mountpoint:
         if self.config.metadata is not None:
             entry["metadata"] = self.config.metadata
         entry["enabled"] = self.enabled
+        if self.config.whip is not None:
+            entry["publisher_live"] = self.publisher_live
         media = [
             (stream.mindex, {"mid": stream.mid, "type": stream.kind, "label": stream.label, "age_ms": age}
              | ({"msid": stream.msid} if stream.msid else {}))
@@ -171,6 +176,9 @@ class Mountpoint:
         if with_secret:
             info["viewers"] = len(self.viewers)
         info["type"] = "live"
+        if self.config.whip is not None:  # fanout: fed by a WHIP publisher, live or not
+            info["whip"] = True
+            info["publisher_live"] = self.publisher_live
         media = []
         for stream, port, age in zip(self.config.streams, self.ports, self.ages_ms(engine), strict=True):
             entry: dict[str, Any] = {
@@ -186,7 +194,7 @@ class Mountpoint:
                 entry["fmtp"] = stream.fmtp
             if stream.simulcast:
                 entry["videosimulcast"] = True  # as Janus 1.1.2 names it in both forms
-            if with_secret:
+            if with_secret and self.config.whip is None:
                 entry["port"] = port
                 for number, substream_port in enumerate(self.substream_ports.get(stream.mid, [])[1:], start=2):
                     entry[f"port{number}"] = substream_port
@@ -215,6 +223,8 @@ class Mountpoint:
 
 
 def source_stream(stream: StreamConfig, mountpoint: MountpointConfig) -> SourceStream:
+    if mountpoint.whip is not None:
+        return publisher_fed_source(stream, mountpoint)
     srtp = mountpoint.srtp
     source: SourceStream = {
         "index": stream.mindex,
@@ -227,6 +237,24 @@ def source_stream(stream: StreamConfig, mountpoint: MountpointConfig) -> SourceS
         "interface": stream.multicast_interface,
         "srtp_profile": srtp.profile if srtp else None,
         "srtp_master_key": srtp.master_key if srtp else None,
+        "collision_ms": mountpoint.collision_ms,
+        "h264_parameter_sets": h264_parameter_sets(stream.mid, stream.h264sps) if stream.h264sps else [],
+        "skew_compensation": stream.skew,
+    }
+    threshold = silence_ms(stream, mountpoint)
+    if threshold is not None:
+        source["silence_ms"] = threshold
+    return source
+
+
+def publisher_fed_source(stream: StreamConfig, mountpoint: MountpointConfig) -> SourceStream:
+    """A stream of a whip mountpoint: no socket of its own, its packets come over the
+    publisher's link (engine.attach_publisher)."""
+    source: SourceStream = {
+        "index": stream.mindex,
+        "kind": "audio" if stream.kind == "audio" else "video",
+        "codec": stream.codec.name,
+        "clock_rate": stream.codec.clock_rate,
         "collision_ms": mountpoint.collision_ms,
         "h264_parameter_sets": h264_parameter_sets(stream.mid, stream.h264sps) if stream.h264sps else [],
         "skew_compensation": stream.skew,
@@ -256,6 +284,7 @@ def substream_source(stream: StreamConfig, mountpoint: MountpointConfig, substre
     """Substream 1 or 2 of a simulcast stream: its own port (no RTCP port: Janus has one per stream)."""
     source = source_stream(stream, mountpoint)
     source["index"] = source_index(stream, substream)
-    source["port"] = stream.substream_ports[substream - 1]
-    source["rtcp_port"] = None
+    if mountpoint.whip is None:
+        source["port"] = stream.substream_ports[substream - 1]
+        source["rtcp_port"] = None
     return source
