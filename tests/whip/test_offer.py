@@ -109,3 +109,11 @@ def test_a_recvonly_m_line_is_not_taken() -> None:
     offer = read_offer(text, whip_mountpoint().streams)
 
     assert offer.media[0] is None and offer.media[1] is not None
+
+
+def test_layers_without_the_rid_extension_feed_only_the_highest_substream() -> None:
+    text = (DATA / "obs_simulcast.sdp").read_text().replace("a=extmap:2 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\n", "")
+    video = {"type": "video", "mid": "v", "codec": "h264", "pt": 101, "simulcast": True}
+    offer = read_offer(text, whip_mountpoint(video).streams)
+
+    assert offer.routes()[1:] == [{"index": 1 + 2 * 65536, "mid": "1", "payload_types": [96]}]

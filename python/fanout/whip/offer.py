@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fanout.plugins.streaming.config import StreamConfig
-from fanout.plugins.streaming.mountpoint import source_index
+from fanout.plugins.streaming.mountpoint import SUBSTREAM_INDEX_STRIDE, source_index
 from fanout.plugins.streaming.offer_matching import _offered_codec
 from fanout.webrtc.sdp import Codec, MediaDescription, SdpError, SessionDescription, parse_description
 
@@ -68,9 +68,15 @@ class AcceptedMedia:
         substream = substreams - 1 - position
         return substream if substream >= 0 else None
 
-    def routes(self) -> list[PublisherRoute]:
-        if not self.rids:
-            return [{"index": self.stream.mindex, "mid": self.mid, "payload_types": [self.codec.payload_type]}]
+    def routes(self, *, by_rid: bool = True) -> list[PublisherRoute]:
+        """Which of the link's packets feed which substream. Without the rid extension
+        (``by_rid`` False) the layers cannot be told apart: only the highest is taken."""
+        if not self.rids or not by_rid:
+            index = self.stream.mindex
+            if self.rids:
+                highest = self.substream_of(_highest_first(self.rids)[0])
+                index = source_index(self.stream, highest if self.stream.simulcast else None)
+            return [{"index": index, "mid": self.mid, "payload_types": [self.codec.payload_type]}]
         routes: list[PublisherRoute] = []
         for rid in self.rids:
             substream = self.substream_of(rid)
@@ -93,7 +99,13 @@ class PublisherOffer:
         return [item for item in self.media if item is not None]
 
     def routes(self) -> list[PublisherRoute]:
-        return [route for item in self.accepted for route in item.routes()]
+        by_rid = self.extension_id(RID_URI) is not None
+        return [route for item in self.accepted for route in item.routes(by_rid=by_rid)]
+
+    def video_indexes(self) -> list[int]:
+        """The engine indexes of the video streams the link feeds (REMB goes to them)."""
+        video = {item.stream.mindex for item in self.accepted if item.kind == "video"}
+        return [route["index"] for route in self.routes() if route["index"] % SUBSTREAM_INDEX_STRIDE in video]
 
     def extension_id(self, uri: str) -> int | None:
         """The id the publisher gives ``uri`` (one for the BUNDLE), if the engine can read it."""
