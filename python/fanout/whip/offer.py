@@ -16,6 +16,7 @@ stream that is not simulcast, is answered but its packets are dropped and counte
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -124,11 +125,13 @@ def read_offer(text: str, streams: tuple[StreamConfig, ...]) -> PublisherOffer:
         raise WhipOfferError(400, f"malformed SDP offer: {error}") from None
     if description.setup not in ("actpass", "active"):
         raise WhipOfferError(400, f"the offer's setup must be actpass or active, not {description.setup}")
-    rids_by_mline = _rid_layers(text)
+    rids_by_mline, bundle_only = _rid_layers(text)
     unused = list(streams)
     media: list[AcceptedMedia | None] = []
     for number, offered in enumerate(description.media):
-        item = _accept(offered, unused, rids_by_mline[number] if number < len(rids_by_mline) else ())
+        if offered.port == 0 and bundle_only[number]:  # RFC 8843: port 0 and bundle-only is offered, bundled
+            offered = dataclasses.replace(offered, port=9)
+        item = _accept(offered, unused, rids_by_mline[number])
         if item is not None:
             unused.remove(item.stream)
         media.append(item)
@@ -160,10 +163,12 @@ def _accept(offered: MediaDescription, unused: list[StreamConfig], rids: tuple[s
     return None
 
 
-def _rid_layers(text: str) -> list[tuple[str, ...]]:
+def _rid_layers(text: str) -> tuple[list[tuple[str, ...]], list[bool]]:
     """Per m-line, the rids it sends (RFC 8851 ``a=rid:<id> send``), in its ``a=simulcast:send``
-    order (RFC 8853; every alternative and paused ``~`` layer counted) when it has one."""
+    order (RFC 8853; every alternative and paused ``~`` layer counted) when it has one; and
+    whether it is ``a=bundle-only`` (GStreamer's webrtcbin offers its second m-line so)."""
     layers: list[tuple[str, ...]] = []
+    bundle_only: list[bool] = []
     sending: list[str] = []
     listed: list[str] = []
 
@@ -179,6 +184,9 @@ def _rid_layers(text: str) -> list[tuple[str, ...]]:
                 close_section()
             started = True
             sending, listed = [], []
+            bundle_only.append(False)
+        elif started and line == "a=bundle-only":
+            bundle_only[-1] = True
         elif started and line.startswith("a=rid:"):
             fields = line[len("a=rid:") :].split()
             if len(fields) >= 2 and fields[1] == "send":
@@ -190,7 +198,7 @@ def _rid_layers(text: str) -> list[tuple[str, ...]]:
                     listed += [rid.lstrip("~") for layer in value.split(";") for rid in layer.split(",")]
     if started:
         close_section()
-    return layers
+    return layers, bundle_only
 
 
 def _highest_first(rids: tuple[str, ...]) -> list[str]:

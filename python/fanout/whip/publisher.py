@@ -42,9 +42,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 REMB_INTERVAL = 1.0  # seconds between two REMBs to the publisher
-# A publisher whose link is not up this long after its POST (or whose streams are all
-# silent) no longer holds the mountpoint: another may take it.
+# A publisher whose link is not up this long after its POST no longer holds the
+# mountpoint: another may take it; nor does one whose link has been up this long and
+# whose streams are all silent (the engine reports a stream silent after 1 s).
 CONNECT_GRACE = 10.0
+FIRST_PACKET_GRACE = 2.0
 SDP_SESSION_ID_LIMIT = 2**62
 
 
@@ -105,7 +107,7 @@ class WhipPublisher:
         if not self.attached:
             return now - self.created < CONNECT_GRACE
         assert self.attached_at is not None
-        return now - self.attached_at < CONNECT_GRACE or not self.mountpoint.silence.all_silent()
+        return now - self.attached_at < FIRST_PACKET_GRACE or not self.mountpoint.silence.all_silent()
 
     def trickle(self, fragment: SdpFragment) -> None:
         """Candidates the publisher trickled (an ICE-lite server only notes them)."""
@@ -220,7 +222,10 @@ class WhipPublisher:
             for index in indexes:
                 try:
                     self.engine.send_source_remb(self.mountpoint.engine_id, index, cap)
-                except (KeyError, ValueError, RuntimeError) as error:
+                except KeyError:  # the mountpoint was destroyed
+                    self._fail("the mountpoint was destroyed")
+                    return
+                except (ValueError, RuntimeError) as error:
                     logger.debug("WHIP publisher %s: no REMB: %s", self.id, error)
             await asyncio.sleep(REMB_INTERVAL)
 
