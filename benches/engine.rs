@@ -143,7 +143,7 @@ fn whole_engine(profile: Profile, viewers: usize) {
         codec: Codec::Other,
         clock_rate: 48_000,
         host: "127.0.0.1".into(),
-        port: 0,
+        port: Some(0),
     };
     let port = engine.add_mountpoint(1, &[source]).unwrap()[0];
     let sinks: Vec<UdpSocket> = (0..viewers).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();

@@ -32,14 +32,16 @@ use crate::egress::batch::SendMode;
 use crate::egress::viewer::{StreamStart, Viewer, ViewerCounters, ViewerStream};
 use crate::egress::worker::{Caches, Command, SendCounters, Worker, WorkerConfig, WorkerLoad};
 use crate::events::{EngineEvent, EventQueue, DEFAULT_SILENCE_MS};
+use crate::ingest::publisher::{PublisherCounters, PublisherLink, Route, Router, MAX_ID_LEN};
 use crate::ingest::receiver::{Receiver, ReceiverCommand, SourceStream, StreamCounters, WorkerDoor, WAKE_KEY};
-use crate::ingest::source_rtcp::{for_each_keyframe_request, KeyframeReason, SourceRtcp};
+use crate::ingest::source_rtcp::{for_each_keyframe_request, KeyframeReason, LinkSender, SourceRtcp};
 use crate::ingest::IngestOptions;
 use crate::media::packet::{GopCache, SLOT_SIZE};
 use crate::media::MediaKind;
 use crate::ring;
 use crate::stats::{
-    KeyframeCacheStats, MountpointStats, PeerStats, RtcpReport, SenderReportStats, StreamStats, WorkerStats,
+    KeyframeCacheStats, MountpointStats, PeerStats, PublisherStats, RtcpReport, SenderReportStats, StreamStats,
+    WorkerStats,
 };
 use crate::sys::{
     allowed_cores, bind_source_on, cvt, monotonic_ns, new_eventfd, random_bytes, register, set_send_buffer, wake,
@@ -48,7 +50,7 @@ use crate::sys::{
 use crate::wire::codec::Codec;
 use crate::wire::rtcp::{for_each_nack, is_rtcp, summarize};
 use crate::wire::rtp::PlayoutDelay;
-use crate::wire::srtp::{Profile, SrtcpInbound, SrtpSession};
+use crate::wire::srtp::{Profile, SrtcpInbound, SrtpInbound, SrtpSession};
 
 /// Source packets waiting for one worker; past this the worker is overloaded and loses packets.
 const RING_PACKETS: usize = 8192;
@@ -110,7 +112,9 @@ pub struct SourceConfig {
     pub codec: Codec,
     pub clock_rate: u32,
     pub host: String,
-    pub port: u16,
+    /// The port to bind (0 lets the kernel pick); None: the stream has no
+    /// socket, its packets come from the mountpoint's publisher link.
+    pub port: Option<u16>,
     /// The stream's RTCP port: None for none, 0 lets the kernel pick.
     pub rtcp_port: Option<u16>,
     /// When `host` is a multicast group: the address of the interface to join it on.
@@ -120,6 +124,30 @@ pub struct SourceConfig {
     /// After this long without a packet the stream is reported silent (see
     /// [`crate::events`]); None: [`DEFAULT_SILENCE_MS`].
     pub silence_ms: Option<u32>,
+}
+
+/// Which packets of a publisher link feed one stream (see [`Router`]).
+#[derive(Clone, Debug, Default)]
+pub struct PublisherRouteConfig {
+    /// A stream of the mountpoint without a port.
+    pub index: u32,
+    pub ssrc: Option<u32>,
+    pub mid: Option<String>,
+    pub rid: Option<String>,
+    pub payload_types: Vec<u8>,
+}
+
+/// A publisher link's keys, routes and header extension ids.
+#[derive(Clone, Debug)]
+pub struct PublisherConfig {
+    pub profile: Profile,
+    /// Protects the SRTCP the engine sends the publisher.
+    pub local_master_key: Vec<u8>,
+    /// Unprotects the publisher's SRTP and SRTCP.
+    pub remote_master_key: Vec<u8>,
+    pub routes: Vec<PublisherRouteConfig>,
+    pub mid_extension_id: Option<u8>,
+    pub rid_extension_id: Option<u8>,
 }
 
 /// What a viewer receives of one source stream.
@@ -132,7 +160,10 @@ pub struct ViewerStreamConfig {
 
 struct StreamRecord {
     index: u32,
+    /// 0 for a stream fed by the publisher link.
     port: u16,
+    /// Fed by the mountpoint's publisher link (it has no port).
+    linked: bool,
     kind: MediaKind,
     codec: Codec,
     clock_rate: u32,
@@ -164,6 +195,14 @@ struct MountpointRecord {
     per_worker: Vec<usize>,
     /// One per worker.
     sent: Vec<Arc<SendCounters>>,
+    /// The attached publisher link.
+    publisher: Option<PublisherRecord>,
+}
+
+/// What the engine handle keeps of an attached publisher link: the receiver
+/// reads it, the streams' [`SourceRtcp`]s send over it.
+struct PublisherRecord {
+    counters: Arc<PublisherCounters>,
 }
 
 impl MountpointRecord {
@@ -311,6 +350,36 @@ fn duplicate_udp_socket(fd: RawFd) -> Result<(OwnedFd, libc::c_int), EngineError
         return Err(invalid("the WebRTC socket must be an IPv4 or IPv6 socket"));
     }
     Ok((duplicate, family))
+}
+
+/// Duplicates a connected UDP socket (a publisher link's).
+fn duplicate_connected_udp_socket(fd: RawFd) -> Result<OwnedFd, EngineError> {
+    let (duplicate, _) = duplicate_udp_socket(fd).map_err(|error| match error {
+        EngineError::Invalid(_) => invalid("socket_fd must be a UDP socket (IPv4 or IPv6)"),
+        other => other,
+    })?;
+    // SAFETY: sockaddr_storage is plain old data and large enough for any address.
+    let mut address: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `address` and `len` are live and describe the storage's size.
+    let connected = unsafe {
+        libc::getpeername(duplicate.as_raw_fd(), (&mut address as *mut libc::sockaddr_storage).cast(), &mut len)
+    };
+    if connected < 0 {
+        return Err(invalid("socket_fd must be a connected UDP socket (connect() it to the publisher)"));
+    }
+    Ok(duplicate)
+}
+
+/// A route's mid or rid: 1 to MAX_ID_LEN bytes.
+fn checked_id(value: &Option<String>, what: &str) -> Result<Option<Vec<u8>>, EngineError> {
+    match value {
+        None => Ok(None),
+        Some(value) if value.is_empty() || value.len() > MAX_ID_LEN => {
+            Err(invalid(format!("a route's {what} must be 1 to {MAX_ID_LEN} bytes, got {value:?}")))
+        }
+        Some(value) => Ok(Some(value.as_bytes().to_vec())),
+    }
 }
 
 /// The longest silence threshold: an hour.
@@ -465,6 +534,18 @@ impl Engine {
                 return Err(invalid(format!("stream index {index} appears twice")));
             }
             let clock_rate = check_range(stream.clock_rate, "clock rate", 1, u32::MAX)?;
+            if stream.port.is_none() {
+                let refused = [
+                    ("rtcp_port", stream.rtcp_port.is_some()),
+                    ("interface", stream.interface.is_some()),
+                    ("srtp_profile", stream.ingest.srtp.is_some()),
+                ];
+                if let Some((option, _)) = refused.iter().find(|(_, given)| *given) {
+                    return Err(invalid(format!(
+                        "stream {index} has no port (the publisher link feeds it): {option} is not allowed"
+                    )));
+                }
+            }
             checked.push((index, stream.kind, stream.codec, clock_rate, stream.port, stream.rtcp_port));
         }
         // Bind every port first: on any failure the sockets bound so far close on return.
@@ -472,7 +553,8 @@ impl Engine {
         for (stream, (_, _, _, _, port, rtcp_port)) in streams.iter().zip(&checked) {
             let interface = stream.interface.as_deref();
             let rtcp = rtcp_port.map(|rtcp_port| bind_source_on(&stream.host, rtcp_port, interface)).transpose()?;
-            sockets.push((bind_source_on(&stream.host, *port, interface)?, rtcp));
+            let socket = port.map(|port| bind_source_on(&stream.host, port, interface)).transpose()?;
+            sockets.push((socket, rtcp));
         }
         let mut records = Vec::with_capacity(streams.len());
         let mut sources = Vec::with_capacity(streams.len());
@@ -487,15 +569,21 @@ impl Engine {
             source
                 .set_ingest(&stream.ingest, clock_rate)
                 .map_err(|message| invalid(format!("stream {index}: {message}")))?;
-            let port = source.local_addr()?.port();
+            let port = source.local_port()?;
+            let linked = source.fd().is_none();
             let starts_at_keyframes = kind == MediaKind::Video && codec.finds_keyframes();
             let cached = starts_at_keyframes && !keyframe_cache_disabled();
             source.cache = cached.then(|| Arc::new(Mutex::new(GopCache::new())));
-            source.rtcp = rtcp.map(|socket| Arc::new(SourceRtcp::new(socket)));
+            source.rtcp = match rtcp {
+                Some(socket) => Some(Arc::new(SourceRtcp::new(socket))),
+                None if linked => Some(Arc::new(SourceRtcp::for_link())),
+                None => None,
+            };
             let (cache, rtcp) = (source.cache.clone(), source.rtcp.clone());
             records.push(StreamRecord {
                 index,
                 port,
+                linked,
                 kind,
                 codec,
                 clock_rate,
@@ -511,10 +599,12 @@ impl Engine {
         let mut rtcp_keys = Vec::new();
         let mut key = first_key;
         for (position, source) in sources.iter().enumerate() {
-            register(self.epoll.as_raw_fd(), source.fd(), key)?;
+            if let Some(fd) = source.fd() {
+                register(self.epoll.as_raw_fd(), fd, key)?;
+            }
             key += 1;
-            if let Some(rtcp) = &source.rtcp {
-                register(self.epoll.as_raw_fd(), rtcp.fd(), key)?;
+            if let Some(fd) = source.rtcp.as_ref().and_then(|rtcp| rtcp.fd()) {
+                register(self.epoll.as_raw_fd(), fd, key)?;
                 rtcp_keys.push((key, position));
                 key += 1;
             }
@@ -530,6 +620,7 @@ impl Engine {
             viewers: HashSet::new(),
             per_worker: vec![0; workers],
             sent: (0..workers).map(|_| Arc::default()).collect(),
+            publisher: None,
         };
         running.mountpoints.insert(id, record);
         Ok(ports)
@@ -998,6 +1089,153 @@ impl Engine {
         Ok(rtcp.send_remb(bitrate))
     }
 
+    // --- the publisher link (see crate::ingest::publisher) ---
+
+    /// Attaches a publisher link to the mountpoint: the engine reads a
+    /// duplicate of the connected UDP socket `socket_fd`, unprotects its SRTP
+    /// and routes it to the mountpoint's streams without a port; keyframe
+    /// requests, REMB, NACKs and receiver reports go back over it. Attaching
+    /// again replaces the link (the streams go on: a source restart).
+    pub fn attach_publisher(
+        &self,
+        mountpoint_id: u64,
+        socket_fd: RawFd,
+        config: &PublisherConfig,
+    ) -> Result<(), EngineError> {
+        let mut state = self.running()?;
+        let running = state.as_mut().expect("checked by running()");
+        let record = running.mountpoints.get(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
+        if config.profile == Profile::AesCm128HmacSha1_32 {
+            return Err(invalid("AES_CM_128_HMAC_SHA1_32 is for sources only"));
+        }
+        let mid_extension = config.mid_extension_id.map(|id| check_range(id, "mid_extension_id", 1, 14)).transpose()?;
+        let rid_extension = config.rid_extension_id.map(|id| check_range(id, "rid_extension_id", 1, 14)).transpose()?;
+        if config.routes.is_empty() {
+            return Err(invalid("routes must list at least one route"));
+        }
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let index = route.index;
+            let position = record
+                .streams
+                .iter()
+                .position(|stream| stream.index == index)
+                .ok_or_else(|| invalid(format!("mountpoint {mountpoint_id} has no stream {index}")))?;
+            if !record.streams[position].linked {
+                return Err(invalid(format!(
+                    "stream {index} has a port: only streams without one take a publisher's packets"
+                )));
+            }
+            let (mid, rid) = (checked_id(&route.mid, "mid")?, checked_id(&route.rid, "rid")?);
+            if rid.is_some() && rid_extension.is_none() {
+                return Err(invalid(format!("the route of stream {index} has a rid: rid_extension_id is needed")));
+            }
+            if let Some(&payload_type) = route.payload_types.iter().find(|&&payload_type| payload_type > 127) {
+                return Err(invalid(format!("payload type must be in 0..=127, got {payload_type}")));
+            }
+            let decides = route.ssrc.is_some()
+                || rid.is_some()
+                || (mid.is_some() && mid_extension.is_some())
+                || !route.payload_types.is_empty();
+            if !decides {
+                return Err(invalid(format!(
+                    "the route of stream {index} matches nothing: give an ssrc, payload_types, a rid, or a mid with mid_extension_id"
+                )));
+            }
+            if route.ssrc.is_some() && config.routes.iter().filter(|other| other.ssrc == route.ssrc).count() > 1 {
+                return Err(invalid(format!("ssrc {} appears in two routes", route.ssrc.unwrap_or_default())));
+            }
+            routes.push(Route { position, ssrc: route.ssrc, mid, rid, payload_types: route.payload_types.clone() });
+        }
+        let session = |key: &[u8], what: &str| {
+            SrtpSession::new(config.profile, key).map_err(|error| invalid(format!("{what} key: {error}")))
+        };
+        let outbound = session(&config.local_master_key, "local")?;
+        let (srtp, srtcp) =
+            (session(&config.remote_master_key, "remote")?, session(&config.remote_master_key, "remote")?);
+        let socket = duplicate_connected_udp_socket(socket_fd)?;
+        let sender = Arc::new(LinkSender::new(socket, outbound));
+        let counters = Arc::new(PublisherCounters::default());
+        let router = Router::new(routes, mid_extension, rid_extension);
+        let link = PublisherLink::new(
+            sender.clone(),
+            SrtpInbound::new(srtp),
+            SrtcpInbound::new(srtcp),
+            router,
+            counters.clone(),
+        );
+        let key = running.next_source_key;
+        running.next_source_key += 1;
+        register(self.epoll.as_raw_fd(), sender.fd(), key)?;
+        let (done, attached) = mpsc::sync_channel(1);
+        let command = ReceiverCommand::AttachPublisher { mountpoint: mountpoint_id, key, link: Box::new(link), done };
+        self.to_receiver(running, command)?;
+        let _ = attached.recv();
+        let record = running.mountpoints.get_mut(&mountpoint_id).expect("looked up above");
+        for stream in record.streams.iter().filter(|stream| stream.linked) {
+            if let Some(rtcp) = &stream.rtcp {
+                rtcp.set_link(Some(sender.clone()));
+            }
+        }
+        record.publisher = Some(PublisherRecord { counters });
+        if !record.viewers.is_empty() {
+            for stream in record.streams.iter().filter(|stream| stream.linked) {
+                stream.request_keyframe_if_uncached();
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches the mountpoint's publisher link and closes the engine's
+    /// duplicate of its socket before returning. Unknown ids, or no link: nothing.
+    pub fn detach_publisher(&self, mountpoint_id: u64) -> Result<(), EngineError> {
+        let mut state = self.running()?;
+        let running = state.as_mut().expect("checked by running()");
+        let Some(record) = running.mountpoints.get_mut(&mountpoint_id) else {
+            return Ok(());
+        };
+        let Some(publisher) = record.publisher.take() else {
+            return Ok(());
+        };
+        for stream in &record.streams {
+            if let Some(rtcp) = &stream.rtcp {
+                rtcp.set_link(None);
+            }
+        }
+        let (done, detached) = mpsc::sync_channel(1);
+        self.to_receiver(running, ReceiverCommand::DetachPublisher { mountpoint: mountpoint_id, done })?;
+        let _ = detached.recv();
+        drop(publisher);
+        Ok(())
+    }
+
+    /// What the mountpoint's publisher link did; None without one.
+    pub fn publisher_stats(&self, mountpoint_id: u64) -> Result<Option<PublisherStats>, EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        let record = running.mountpoints.get(&mountpoint_id).ok_or(EngineError::UnknownMountpoint(mountpoint_id))?;
+        Ok(record.publisher.as_ref().map(|publisher| {
+            let counters = &publisher.counters;
+            let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+            PublisherStats {
+                packets: load(&counters.packets),
+                bytes: load(&counters.bytes),
+                rtcp_packets: load(&counters.rtcp_packets),
+                undecryptable: load(&counters.undecryptable),
+                unroutable: load(&counters.unroutable),
+                malformed: load(&counters.malformed),
+                control_datagrams: load(&counters.control_datagrams),
+                lost: load(&counters.lost),
+                nacks_sent: load(&counters.nacks_sent),
+                recovered: load(&counters.recovered),
+                receiver_reports_sent: load(&counters.receiver_reports_sent),
+                ssrcs: counters.ssrcs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone(),
+            }
+        }))
+    }
+
+    // --- end of the publisher link ---
+
     pub fn peer_stats(&self, peer_id: u64) -> Result<PeerStats, EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
@@ -1041,7 +1279,7 @@ impl Engine {
                 });
                 let now_instant = Instant::now();
                 StreamStats {
-                    rtcp_port: rtcp.and_then(|rtcp| rtcp.local_port().ok()),
+                    rtcp_port: rtcp.and_then(|rtcp| rtcp.local_port()),
                     rtcp_packets: load(rtcp.map(|rtcp| &rtcp.packets)),
                     plis_forwarded: load(rtcp.map(|rtcp| &rtcp.plis_forwarded)),
                     keyframe_requests: load(rtcp.map(|rtcp| &rtcp.keyframe_requests)),

@@ -61,6 +61,8 @@ pub enum Event {
     SendQueueOverflow { peer_id: u64, dropped: u64 },
     /// A viewer's video stream started with the `packets` of the source stream's keyframe cache.
     KeyframeFromCache { peer_id: u64, mountpoint_id: u64, position: usize, packets: usize },
+    /// A datagram on the mountpoint's publisher link that is STUN or DTLS: the control plane answers it.
+    PublisherDatagram { mountpoint_id: u64, data: Vec<u8> },
 }
 
 /// An [`Event`] as the control plane sees it: source streams known by their
@@ -91,6 +93,10 @@ pub enum EngineEvent {
         index: u32,
         packets: usize,
     },
+    PublisherDatagram {
+        mountpoint_id: u64,
+        data: Vec<u8>,
+    },
 }
 
 impl Event {
@@ -113,6 +119,7 @@ impl Event {
             Self::KeyframeFromCache { peer_id, mountpoint_id, position, packets } => {
                 EngineEvent::KeyframeFromCache { peer_id, index: index_of(mountpoint_id, position)?, packets }
             }
+            Self::PublisherDatagram { mountpoint_id, data } => EngineEvent::PublisherDatagram { mountpoint_id, data },
         })
     }
 }

@@ -46,6 +46,7 @@ fn _engine(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<stats::KeyframeCacheStats>()?;
     module.add_class::<stats::SenderReportStats>()?;
     module.add_class::<stats::WorkerStats>()?;
+    module.add_class::<stats::PublisherStats>()?;
     module.add_class::<stats::RtcpReport>()?;
     module.add_class::<wire::rtcp::ReceptionReport>()?;
     module.add_class::<wire::rtcp::Remb>()?;

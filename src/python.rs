@@ -7,11 +7,13 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::RawFd;
 
 use crate::egress::batch::SendMode;
-use crate::engine::{self, EngineError, EngineOptions, SourceConfig, ViewerStreamConfig};
+use crate::engine::{
+    self, EngineError, EngineOptions, PublisherConfig, PublisherRouteConfig, SourceConfig, ViewerStreamConfig,
+};
 use crate::events::EngineEvent;
 use crate::ingest::IngestOptions;
 use crate::media::MediaKind;
-use crate::stats::{MountpointStats, PeerStats, RtcpReport, WorkerStats};
+use crate::stats::{MountpointStats, PeerStats, PublisherStats, RtcpReport, WorkerStats};
 use crate::wire::codec::Codec;
 use crate::wire::srtp::Profile;
 
@@ -98,8 +100,10 @@ struct SourceStream {
     kind: String,
     codec: String,
     clock_rate: i64,
-    host: String,
-    port: i64,
+    #[pyo3(default)]
+    host: Option<String>,
+    #[pyo3(default)]
+    port: Option<i64>,
     #[pyo3(default)]
     rtcp_port: Option<i64>,
     #[pyo3(default)]
@@ -125,6 +129,11 @@ impl SourceStream {
             (Some(name), Some(key)) => Some((parse_profile(name)?, key)),
             _ => return Err(PyValueError::new_err("srtp_profile and srtp_master_key go together")),
         };
+        let host = match (self.host, self.port) {
+            (Some(host), _) => host,
+            (None, None) => String::new(),
+            (None, Some(_)) => return Err(PyValueError::new_err("a stream with a port needs a host to bind")),
+        };
         let collision_ms = u32::try_from(self.collision_ms)
             .map_err(|_| PyValueError::new_err(format!("collision_ms out of range: {}", self.collision_ms)))?;
         Ok(SourceConfig {
@@ -132,8 +141,8 @@ impl SourceStream {
             kind: parse_kind(&self.kind)?,
             codec: Codec::from_name(&self.codec.to_ascii_lowercase()),
             clock_rate: int(self.clock_rate, "clock rate")?,
-            host: self.host,
-            port: int(self.port, "port")?,
+            host,
+            port: self.port.map(|port| int(port, "port")).transpose()?,
             rtcp_port: self.rtcp_port.map(|port| int(port, "rtcp_port")).transpose()?,
             interface: self.interface,
             silence_ms: self.silence_ms.map(silence_ms).transpose()?,
@@ -167,6 +176,33 @@ fn viewer_stream_configs(streams: Vec<ViewerStream>) -> PyResult<Vec<ViewerStrea
             })
         })
         .collect()
+}
+
+/// The PublisherRoute TypedDict.
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+struct PublisherRoute {
+    index: i64,
+    #[pyo3(default)]
+    ssrc: Option<i64>,
+    #[pyo3(default)]
+    mid: Option<String>,
+    #[pyo3(default)]
+    rid: Option<String>,
+    #[pyo3(default)]
+    payload_types: Vec<i64>,
+}
+
+impl PublisherRoute {
+    fn config(self) -> PyResult<PublisherRouteConfig> {
+        Ok(PublisherRouteConfig {
+            index: int(self.index, "stream index")?,
+            ssrc: self.ssrc.map(|ssrc| int(ssrc, "ssrc")).transpose()?,
+            mid: self.mid,
+            rid: self.rid,
+            payload_types: self.payload_types.into_iter().map(|pt| int(pt, "payload type")).collect::<PyResult<_>>()?,
+        })
+    }
 }
 
 /// The data plane. One per server process.
@@ -275,6 +311,42 @@ impl Engine {
         Ok(self.inner.send_source_remb(mountpoint_id, int(index, "stream index")?, bitrate)?)
     }
 
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (
+        mountpoint_id, socket_fd, srtp_profile, local_master_key, remote_master_key, routes,
+        mid_extension_id=None, rid_extension_id=None
+    ))]
+    fn attach_publisher(
+        &self,
+        py: Python<'_>,
+        mountpoint_id: u64,
+        socket_fd: i32,
+        srtp_profile: &str,
+        local_master_key: Vec<u8>,
+        remote_master_key: Vec<u8>,
+        routes: Vec<PublisherRoute>,
+        mid_extension_id: Option<i64>,
+        rid_extension_id: Option<i64>,
+    ) -> PyResult<()> {
+        let config = PublisherConfig {
+            profile: parse_peer_profile(srtp_profile)?,
+            local_master_key,
+            remote_master_key,
+            routes: routes.into_iter().map(PublisherRoute::config).collect::<PyResult<_>>()?,
+            mid_extension_id: mid_extension_id.map(|id| int(id, "mid_extension_id")).transpose()?,
+            rid_extension_id: rid_extension_id.map(|id| int(id, "rid_extension_id")).transpose()?,
+        };
+        Ok(py.detach(|| self.inner.attach_publisher(mountpoint_id, socket_fd, &config))?)
+    }
+
+    fn detach_publisher(&self, py: Python<'_>, mountpoint_id: u64) -> PyResult<()> {
+        Ok(py.detach(|| self.inner.detach_publisher(mountpoint_id))?)
+    }
+
+    fn publisher_stats(&self, mountpoint_id: u64) -> PyResult<Option<PublisherStats>> {
+        Ok(self.inner.publisher_stats(mountpoint_id)?)
+    }
+
     fn peer_stats(&self, peer_id: u64) -> PyResult<PeerStats> {
         Ok(self.inner.peer_stats(peer_id)?)
     }
@@ -355,6 +427,37 @@ pub struct KeyframeFromCache {
     packets: usize,
 }
 
+/// A datagram on a mountpoint's publisher link that is STUN or DTLS, for the control plane to answer.
+#[pyclass(frozen, eq, module = "fanout._engine")]
+#[derive(Debug, PartialEq, Eq)]
+pub struct PublisherDatagram {
+    mountpoint_id: u64,
+    data: Vec<u8>,
+}
+
+#[pymethods]
+impl PublisherDatagram {
+    /// Made by the engine; made in Python for tests of what handles them.
+    #[new]
+    fn new(mountpoint_id: u64, data: Vec<u8>) -> Self {
+        Self { mountpoint_id, data }
+    }
+
+    #[getter]
+    fn mountpoint_id(&self) -> u64 {
+        self.mountpoint_id
+    }
+
+    #[getter]
+    fn data<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
+        pyo3::types::PyBytes::new(py, &self.data)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("PublisherDatagram(mountpoint_id={}, data=<{} bytes>)", self.mountpoint_id, self.data.len())
+    }
+}
+
 macro_rules! event_methods {
     ($($class:ident($($field:ident: $type:ty),*)),*) => {$(
         #[pymethods]
@@ -396,6 +499,9 @@ fn event_object(py: Python<'_>, event: EngineEvent) -> PyResult<Py<PyAny>> {
         EngineEvent::KeyframeFromCache { peer_id, index, packets } => {
             Py::new(py, KeyframeFromCache { peer_id, index, packets })?.into_any()
         }
+        EngineEvent::PublisherDatagram { mountpoint_id, data } => {
+            Py::new(py, PublisherDatagram { mountpoint_id, data })?.into_any()
+        }
     })
 }
 
@@ -406,6 +512,7 @@ pub fn add_event_classes(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<SourceResumed>()?;
     module.add_class::<SendQueueOverflow>()?;
     module.add_class::<KeyframeFromCache>()?;
+    module.add_class::<PublisherDatagram>()?;
     Ok(())
 }
 

@@ -116,6 +116,35 @@ pub struct MountpointStats {
     pub send_errors: u64,
 }
 
+/// A mountpoint's publisher link ([`crate::engine::Engine::publisher_stats`]); counters only grow.
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublisherStats {
+    /// SRTP packets decrypted and routed to a stream.
+    pub packets: u64,
+    /// Their RTP bytes.
+    pub bytes: u64,
+    /// SRTCP packets from the publisher.
+    pub rtcp_packets: u64,
+    /// Failed SRTP/SRTCP authentication or replay: dropped.
+    pub undecryptable: u64,
+    /// Decrypted RTP that no route matched: dropped.
+    pub unroutable: u64,
+    /// Not RTP, RTCP, STUN or DTLS, too short, or control datagrams past the rate limit: dropped.
+    pub malformed: u64,
+    /// STUN and DTLS handed to the control plane (PublisherDatagram events).
+    pub control_datagrams: u64,
+    /// Sequence numbers found missing (video streams).
+    pub lost: u64,
+    /// Sequence numbers NACKed (Generic NACK, RFC 4585), retries included.
+    pub nacks_sent: u64,
+    /// Missing packets that came later (retransmissions).
+    pub recovered: u64,
+    pub receiver_reports_sent: u64,
+    /// The SSRCs routed so far.
+    pub ssrcs: Vec<u32>,
+}
+
 /// One worker's load; counters only grow.
 #[pyclass(frozen, get_all, eq, module = "fanout._engine")]
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -165,6 +165,13 @@ pub fn register(epoll: RawFd, fd: RawFd, key: u64) -> io::Result<()> {
     cvt(unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) }).map(|_| ())
 }
 
+/// Takes `fd` out of `epoll`.
+pub fn unregister(epoll: RawFd, fd: RawFd) -> io::Result<()> {
+    let mut event = libc::epoll_event { events: 0, u64: 0 };
+    // SAFETY: `event` is live for the call (ignored by EPOLL_CTL_DEL since Linux 2.6.9).
+    cvt(unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_DEL, fd, &mut event) }).map(|_| ())
+}
+
 /// A system call's result: negative is the error in errno.
 pub fn cvt(result: libc::c_int) -> io::Result<libc::c_int> {
     if result < 0 {

@@ -22,14 +22,18 @@ MediaKind: TypeAlias = Literal["audio", "video", "data"]
 
 @type_check_only
 class SourceStream(TypedDict):
-    """One RTP input of a mountpoint: a UDP port the engine binds and reads."""
+    """One RTP input of a mountpoint: a UDP port the engine binds and reads, or,
+    without ``port``, a stream fed by the mountpoint's publisher link
+    (Engine.attach_publisher). Such a stream takes no ``rtcp_port``,
+    ``interface`` or ``srtp_*`` (ValueError): the link brings its SRTP and
+    carries its RTCP; its StreamStats.port is 0."""
 
     index: int  # the stream's position in the mountpoint (its mindex)
     kind: MediaKind
     codec: str  # lower case: "vp8", "vp9", "h264", "opus", ...; the engine finds keyframes of vp8 and h264
     clock_rate: int  # RTP clock rate, e.g. 90000 for video, 48000 for opus
-    host: str  # the address to bind, e.g. "0.0.0.0" or "127.0.0.1"
-    port: int  # 0 lets the kernel pick
+    host: NotRequired[str]  # the address to bind, e.g. "0.0.0.0" or "127.0.0.1"; needed with port
+    port: NotRequired[int]  # 0 lets the kernel pick; absent: fed by the publisher link
     # The stream's RTCP port (Janus's rtcpport), bound on ``host``: None or absent
     # for none, 0 lets the kernel pick (see MountpointStats' rtcp_port). The engine
     # reads the source's RTCP there (sender reports) and sends keyframe requests
@@ -71,6 +75,20 @@ class ViewerStream(TypedDict):
     index: int  # the SourceStream.index it takes its packets from
     ssrc: int  # the SSRC this viewer sees (announced in its SDP)
     payload_type: int  # the payload type this viewer sees
+
+@type_check_only
+class PublisherRoute(TypedDict):
+    """Which packets of the publisher link feed one stream of the mountpoint.
+    A packet goes to the stream of its SSRC if one was routed (or configured)
+    already; else of its rid (and mid, if the route has one) header extensions;
+    else of its mid, among routes without a rid; else of its payload type, among
+    routes without a rid; else nowhere (unroutable). A match teaches the SSRC."""
+
+    index: int  # the mountpoint's stream (one without a port)
+    ssrc: NotRequired[int | None]  # packets with this SSRC (a relay knows them up front)
+    mid: NotRequired[str | None]  # packets whose mid header extension is this
+    rid: NotRequired[str | None]  # ... and whose rid (rtp-stream-id) extension is this: a simulcast layer
+    payload_types: NotRequired[list[int]]  # packets with one of these PTs, when no SSRC/extension decided
 
 # The stats classes: frozen, built by the engine, every field a read-only attribute.
 
@@ -192,6 +210,35 @@ class PeerStats:
     def source_switches(self) -> int: ...  # streams moved to another source stream (set_stream_source), once moved
 
 @final
+class PublisherStats:
+    """A mountpoint's publisher link (Engine.publisher_stats); counters only grow."""
+
+    @property
+    def packets(self) -> int: ...  # SRTP packets decrypted and routed
+    @property
+    def bytes(self) -> int: ...  # their RTP bytes
+    @property
+    def rtcp_packets(self) -> int: ...  # SRTCP packets from the publisher
+    @property
+    def undecryptable(self) -> int: ...  # failed SRTP/SRTCP authentication or replay: dropped
+    @property
+    def unroutable(self) -> int: ...  # decrypted RTP that no route matched: dropped
+    @property
+    def malformed(self) -> int: ...  # not RTP/RTCP/STUN/DTLS, too short, or STUN/DTLS past 64 a second: dropped
+    @property
+    def control_datagrams(self) -> int: ...  # STUN/DTLS handed to Python (PublisherDatagram events)
+    @property
+    def lost(self) -> int: ...  # sequence numbers found missing (video streams)
+    @property
+    def nacks_sent(self) -> int: ...  # sequence numbers NACKed (Generic NACK, RFC 4585), retries included
+    @property
+    def recovered(self) -> int: ...  # missing packets that came later (retransmissions)
+    @property
+    def receiver_reports_sent(self) -> int: ...
+    @property
+    def ssrcs(self) -> list[int]: ...  # the SSRCs routed so far, in the order of their first packet
+
+@final
 class WorkerStats:
     """One worker's load; counters only grow."""
 
@@ -305,7 +352,8 @@ class Engine:
         core listed twice or (when pinning) one the process may not run on, and
         for an unknown ``send_mode``."""
     def add_mountpoint(self, mountpoint_id: int, streams: list[SourceStream]) -> list[int]:
-        """Bind the source ports and start receiving; returns the bound port of each stream.
+        """Bind the source ports and start receiving; returns the bound port of each
+        stream (0 for a stream without ``port``: the publisher link feeds it).
 
         Raises OSError (with errno) if a port cannot be bound, ValueError on a bad
         argument (duplicate id, unknown kind, duplicate stream index, clock_rate
@@ -451,9 +499,53 @@ class Engine:
         """Send a bitrate estimate (RR + REMB, ``bitrate`` in bits per second)
         about the source's SSRC to stream ``index``'s source through its RTCP
         port, where keyframe requests go. False if the source has not shown
-        where to send yet (no RTP or RTCP from it). KeyError for an unknown
+        where to send yet (no RTP or RTCP from it). A stream fed by the publisher
+        link sends it over the link (False while none is attached). KeyError for an unknown
         mountpoint, ValueError for a stream it lacks or one without an RTCP port,
         OverflowError for a negative bitrate."""
+    # The publisher link: a WebRTC publisher (WHIP) or a relay from an origin node.
+    def attach_publisher(
+        self,
+        mountpoint_id: int,
+        socket_fd: int,
+        srtp_profile: SrtpProfile,
+        local_master_key: bytes,
+        remote_master_key: bytes,
+        routes: list[PublisherRoute],
+        mid_extension_id: int | None = None,
+        rid_extension_id: int | None = None,
+    ) -> None:
+        """Feed the mountpoint's streams without a port from a publisher link:
+        ``socket_fd`` is a CONNECTED UDP socket, which the engine duplicates (the
+        caller closes its own when it likes). The engine reads every datagram on
+        it: SRTP (unprotected with ``remote_master_key``) is routed by ``routes``
+        (see PublisherRoute; ``mid_extension_id`` and ``rid_extension_id`` are
+        the publisher's extmap ids, 1..14, one-byte and two-byte header forms
+        both read) and takes the same way as a port's packets (SSRC lock, keyframe
+        cache, viewers, silence events); SRTCP's sender reports are kept for the
+        stream of their SSRC; STUN and DTLS become PublisherDatagram events (at
+        most 64 a second) for the control plane to answer from its own socket.
+        Back over the link, SRTCP-protected with ``local_master_key``: keyframe
+        requests (every path that asks a port-fed source's RTCP port), REMB
+        (send_source_remb), Generic NACKs for the gaps in video streams and a
+        receiver report per SSRC once a second.
+
+        Attaching again replaces the link (a publisher that came back): the
+        streams go on, and viewers see continuous numbering (the next packet of
+        each stream is a source restart). KeyError for an unknown mountpoint;
+        ValueError for a socket that is not a connected UDP socket, an unknown
+        profile, a key of the wrong length, no routes, a route to a stream the
+        mountpoint lacks or one with a port, a route that can match nothing (no
+        ssrc, payload_types, rid, or mid with mid_extension_id), a rid without
+        ``rid_extension_id``, a mid or rid of 0 or more than 255 bytes, an
+        extension id outside 1..14, a payload type outside 0..127, or an SSRC in
+        two routes."""
+    def detach_publisher(self, mountpoint_id: int) -> None:
+        """Stop reading the mountpoint's link; the engine's duplicate of the
+        socket is closed when this returns. Its streams fall silent as any source
+        does. Unknown mountpoint, or no link: ignored."""
+    def publisher_stats(self, mountpoint_id: int) -> PublisherStats | None:
+        """None while no link is attached. KeyError for an unknown mountpoint."""
     def peer_stats(self, peer_id: int) -> PeerStats:
         """KeyError for an unknown peer."""
     def mountpoint_stats(self, mountpoint_id: int) -> MountpointStats:
@@ -469,7 +561,9 @@ class Engine:
         Valid until the Engine is garbage collected (close() does not close it)."""
     def drain_events(
         self,
-    ) -> list[SubstreamMoved | SourceSilent | SourceResumed | SendQueueOverflow | KeyframeFromCache]:
+    ) -> list[
+        SubstreamMoved | SourceSilent | SourceResumed | SendQueueOverflow | KeyframeFromCache | PublisherDatagram
+    ]:
         """Every event since the last call, oldest first (the fd is no longer readable
         until the next). Events about a mountpoint removed meanwhile are left out;
         nothing once the engine is closed."""
@@ -546,6 +640,17 @@ class KeyframeFromCache:
     @property
     def packets(self) -> int: ...
 
+@final
+class PublisherDatagram:
+    """A datagram on the mountpoint's publisher link that is not SRTP/SRTCP: STUN
+    (first byte 0..3) or DTLS (20..63), for the control plane's ICE-lite and DTLS,
+    which answer it from the shared WebRTC socket (the same local port)."""
+
+    def __new__(cls, mountpoint_id: int, data: bytes) -> Self: ...
+    @property
+    def mountpoint_id(self) -> int: ...
+    @property
+    def data(self) -> bytes: ...
 
 # bench_protect and bench_send exist only in an engine built with the cargo feature "bench"
 # (scripts/setup's development install; src/python_bench.rs), for `fanout bench engine`.

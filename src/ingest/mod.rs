@@ -22,6 +22,7 @@
 //! timestamp are moved by the stream's running shifts. Sans-IO: each method
 //! takes the time it runs at.
 
+pub mod publisher;
 pub mod receiver;
 pub mod source_rtcp;
 

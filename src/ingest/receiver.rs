@@ -9,6 +9,11 @@
 //! fall silent or send again ([`crate::events`]): its wait ends at the
 //! earliest silence deadline of the streams that send, so it notices silence
 //! without a packet.
+//!
+//! A mountpoint may also have a publisher link ([`crate::ingest::publisher`]):
+//! one connected socket whose SRTP feeds its streams without a port of their
+//! own. The receiver reads it like a source socket, routes each packet to its
+//! stream, and from there the packet takes the same way as a port-fed one.
 
 use std::collections::HashMap;
 use std::io;
@@ -21,12 +26,13 @@ use std::time::{Duration, Instant};
 
 use crate::egress::worker::{Delivery, WorkerLoad};
 use crate::events::{epoll_timeout, Event, EventQueue, SilenceCheck, SilenceWatch};
-use crate::ingest::source_rtcp::SourceRtcp;
+use crate::ingest::publisher::{classify, LinkDatagram, PublisherLink};
+use crate::ingest::source_rtcp::{parse_sender_report, SourceRtcp};
 use crate::ingest::{Ingest, IngestOptions, Verdict};
-use crate::media::packet::{GopCache, PacketPool, ReceivedPacket, MAX_RTP_LEN, SLOT_SIZE};
+use crate::media::packet::{GopCache, Packet, PacketPool, ReceivedPacket, MAX_RTP_LEN, SLOT_SIZE};
 use crate::media::MediaKind;
 use crate::ring::Producer;
-use crate::sys::{monotonic_ns, socket_addr};
+use crate::sys::{monotonic_ns, socket_addr, unregister};
 use crate::wire::codec::Codec;
 use crate::wire::rtp::RtpHeader;
 
@@ -61,10 +67,13 @@ pub struct StreamCounters {
 pub struct SourceStream {
     pub kind: MediaKind,
     pub codec: Codec,
-    socket: UdpSocket,
+    /// The stream's port; None for a stream fed by the mountpoint's publisher link.
+    socket: Option<UdpSocket>,
     pub counters: Arc<StreamCounters>,
     last: Option<(u32, u16)>,
     epoch: u32,
+    /// The next packet starts a new epoch whatever it carries (a publisher came back).
+    restart_pending: bool,
     /// Video whose keyframes the engine finds: the packets since the latest one.
     pub cache: Option<Arc<Mutex<GopCache>>>,
     /// The stream's RTCP port, if it has one.
@@ -79,7 +88,7 @@ pub struct SourceStream {
 }
 
 impl SourceStream {
-    pub fn new(kind: MediaKind, codec: Codec, socket: UdpSocket, counters: Arc<StreamCounters>) -> Self {
+    pub fn new(kind: MediaKind, codec: Codec, socket: Option<UdpSocket>, counters: Arc<StreamCounters>) -> Self {
         let ingest = Ingest::new(&IngestOptions::default(), kind, 1).expect("the default options are valid");
         Self {
             kind,
@@ -88,6 +97,7 @@ impl SourceStream {
             counters,
             last: None,
             epoch: 0,
+            restart_pending: false,
             cache: None,
             rtcp: None,
             ingest,
@@ -104,12 +114,20 @@ impl SourceStream {
         Ok(())
     }
 
-    pub fn fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+    /// The port's socket; None for a link-fed stream.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.socket.as_ref().map(AsRawFd::as_raw_fd)
     }
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
+    /// The bound port; 0 for a link-fed stream.
+    pub fn local_port(&self) -> io::Result<u16> {
+        self.socket.as_ref().map_or(Ok(0), |socket| Ok(socket.local_addr()?.port()))
+    }
+
+    /// The next packet is a source restart (a new epoch), whatever its SSRC
+    /// and sequence number: a publisher link was attached again.
+    pub fn restart(&mut self) {
+        self.restart_pending = self.last.is_some();
     }
 
     /// Validates the `count` datagrams of `batch` (decrypting and renumbering
@@ -131,49 +149,47 @@ impl SourceStream {
             *slot = None;
             self.parameter_sets_first[i] = false;
             let (received_len, truncated) = batch.received_len(i);
-            if self.kind == MediaKind::Data {
-                good += 1;
-                bytes += received_len as u64;
-                continue;
-            }
-            if truncated || received_len > MAX_RTP_LEN {
-                malformed += 1;
-                continue;
-            }
-            let Ok(len) = self.ingest.decrypt(batch.buffer_mut(i), received_len) else {
-                self.counters.undecryptable.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            batch.set_len(i, len);
-            let datagram = batch.buffer_mut(i);
-            let Some(mut header) = RtpHeader::parse(&datagram[..len]) else {
-                malformed += 1;
-                continue;
-            };
-            good += 1;
-            bytes += len as u64;
-            let payload = &datagram[header.payload_start..header.payload_end];
-            let keyframe_start = self.kind == MediaKind::Video && self.codec.is_keyframe_start(payload);
-            let restarted = self.restarted(&header);
-            match self.ingest.admit(&header, payload, keyframe_start, restarted, now_ns) {
-                Verdict::Collision => {
-                    self.counters.collisions.fetch_add(1, Ordering::Relaxed);
-                    continue;
+            match self.accept_datagram(batch.buffer_mut(i), received_len, truncated, now_ns) {
+                Accepted::Forward { packet, len, parameter_sets_first } => {
+                    batch.set_len(i, len);
+                    good += 1;
+                    bytes += len as u64;
+                    self.parameter_sets_first[i] = parameter_sets_first;
+                    *slot = Some(packet);
                 }
-                Verdict::SkewDropped => {
-                    self.counters.skew_dropped.fetch_add(1, Ordering::Relaxed);
-                    self.last = Some((header.ssrc, header.sequence));
-                    continue;
+                Accepted::Counted { len } => {
+                    good += 1;
+                    bytes += len as u64;
                 }
-                Verdict::Forward { parameter_sets_first } => self.parameter_sets_first[i] = parameter_sets_first,
+                Accepted::Malformed => malformed += 1,
+                Accepted::Undecryptable => {}
             }
-            if restarted {
-                self.epoch = self.epoch.wrapping_add(1);
-            }
-            self.last = Some((header.ssrc, header.sequence));
-            self.ingest.renumber(&mut datagram[..len], &mut header);
-            *slot = Some(ReceivedPacket { header, keyframe_start, epoch: self.epoch });
         }
+        self.count_accepted(good, bytes, malformed, now_ns);
+    }
+
+    /// [`SourceStream::accept`] for one datagram of a publisher link, already
+    /// unprotected: `buffer[..len]` is RTP. The packet to forward, if any, and
+    /// whether H.264 parameter sets go before it.
+    pub fn accept_one(&mut self, buffer: &mut [u8], len: usize, now_ns: u64) -> Option<(ReceivedPacket, bool)> {
+        match self.accept_datagram(buffer, len, false, now_ns) {
+            Accepted::Forward { packet, len, parameter_sets_first } => {
+                self.count_accepted(1, len as u64, 0, now_ns);
+                Some((packet, parameter_sets_first))
+            }
+            Accepted::Counted { len } => {
+                self.count_accepted(1, len as u64, 0, now_ns);
+                None
+            }
+            Accepted::Malformed => {
+                self.count_accepted(0, 0, 1, now_ns);
+                None
+            }
+            Accepted::Undecryptable => None,
+        }
+    }
+
+    fn count_accepted(&self, good: u64, bytes: u64, malformed: u64, now_ns: u64) {
         let counters = &self.counters;
         counters.packets.fetch_add(good, Ordering::Relaxed);
         counters.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -185,12 +201,61 @@ impl SourceStream {
         counters.skew_ms.store(skew_ms, Ordering::Relaxed);
     }
 
+    /// One datagram through the stream's ingest: decrypted (a source with
+    /// SRTP keys), validated, admitted and renumbered in place.
+    #[inline]
+    fn accept_datagram(&mut self, buffer: &mut [u8], received_len: usize, truncated: bool, now_ns: u64) -> Accepted {
+        if self.kind == MediaKind::Data {
+            return Accepted::Counted { len: received_len };
+        }
+        if truncated || received_len > MAX_RTP_LEN {
+            return Accepted::Malformed;
+        }
+        let Ok(len) = self.ingest.decrypt(buffer, received_len) else {
+            self.counters.undecryptable.fetch_add(1, Ordering::Relaxed);
+            return Accepted::Undecryptable;
+        };
+        let datagram = &mut buffer[..len];
+        let Some(mut header) = RtpHeader::parse(datagram) else {
+            return Accepted::Malformed;
+        };
+        let payload = &datagram[header.payload_start..header.payload_end];
+        let keyframe_start = self.kind == MediaKind::Video && self.codec.is_keyframe_start(payload);
+        let restarted = self.restarted(&header);
+        let parameter_sets_first = match self.ingest.admit(&header, payload, keyframe_start, restarted, now_ns) {
+            Verdict::Collision => {
+                self.counters.collisions.fetch_add(1, Ordering::Relaxed);
+                return Accepted::Counted { len };
+            }
+            Verdict::SkewDropped => {
+                self.counters.skew_dropped.fetch_add(1, Ordering::Relaxed);
+                self.last = Some((header.ssrc, header.sequence));
+                return Accepted::Counted { len };
+            }
+            Verdict::Forward { parameter_sets_first } => parameter_sets_first,
+        };
+        if restarted {
+            self.epoch = self.epoch.wrapping_add(1);
+            self.restart_pending = false;
+        }
+        self.last = Some((header.ssrc, header.sequence));
+        self.ingest.renumber(datagram, &mut header);
+        Accepted::Forward {
+            packet: ReceivedPacket { header, keyframe_start, epoch: self.epoch },
+            len,
+            parameter_sets_first,
+        }
+    }
+
     /// Whether H.264 parameter sets go before datagram `i` of the last batch.
     pub fn parameter_sets_first(&self, i: usize) -> bool {
         self.parameter_sets_first[i]
     }
 
     fn restarted(&self, header: &RtpHeader) -> bool {
+        if self.restart_pending {
+            return true;
+        }
         match self.last {
             None => false,
             Some((ssrc, _)) if ssrc != header.ssrc => true,
@@ -200,6 +265,24 @@ impl SourceStream {
             }
         }
     }
+}
+
+/// What became of one datagram in [`SourceStream::accept_datagram`].
+enum Accepted {
+    /// Forward it: `len` bytes of RTP (decrypted); H.264 parameter sets first if asked.
+    Forward {
+        packet: ReceivedPacket,
+        len: usize,
+        parameter_sets_first: bool,
+    },
+    /// Received and counted, not forwarded: a data stream's, or dropped by
+    /// the SSRC lock or skew compensation (counted there too).
+    Counted {
+        len: usize,
+    },
+    Malformed,
+    /// Failed SRTP authentication or replay (counted).
+    Undecryptable,
 }
 
 /// Buffers and headers for one recvmmsg call, allocated once.
@@ -323,6 +406,19 @@ pub enum ReceiverCommand {
     },
     /// A stream's silence threshold changed: look again at every stream's.
     SilenceChanged,
+    /// The mountpoint's publisher link, read with epoll key `key` (registered
+    /// already); it replaces the one before, whose streams restart.
+    AttachPublisher {
+        mountpoint: u64,
+        key: u64,
+        link: Box<PublisherLink>,
+        done: SyncSender<()>,
+    },
+    /// Stops reading the mountpoint's link and lets it go, then answers.
+    DetachPublisher {
+        mountpoint: u64,
+        done: SyncSender<()>,
+    },
     Stop,
 }
 
@@ -339,6 +435,8 @@ struct ReceiverMountpoint {
     keys: Vec<u64>,
     rtcp_keys: Vec<u64>,
     subscribers: Vec<usize>,
+    /// The publisher link and its epoll key.
+    publisher: Option<(u64, Box<PublisherLink>)>,
 }
 
 pub struct Receiver {
@@ -350,6 +448,8 @@ pub struct Receiver {
     mountpoints: HashMap<u64, ReceiverMountpoint>,
     sources: HashMap<u64, (u64, usize)>,
     rtcp_sources: HashMap<u64, (u64, usize)>,
+    /// Epoll key of a publisher link -> its mountpoint.
+    publishers: HashMap<u64, u64>,
     receive: ReceiveBatch,
     received: Vec<Option<ReceivedPacket>>,
     /// Where a packet of H.264 parameter sets is written before it is handed out.
@@ -378,6 +478,7 @@ impl Receiver {
             mountpoints: HashMap::new(),
             sources: HashMap::new(),
             rtcp_sources: HashMap::new(),
+            publishers: HashMap::new(),
             receive: ReceiveBatch::default(),
             received: vec![None; RECEIVE_BATCH],
             parameter_sets: Box::new([0; MAX_RTP_LEN]),
@@ -409,6 +510,8 @@ impl Receiver {
                     if let Some(rtcp) = self.mountpoints.get(&id).and_then(|m| m.streams[position].rtcp.as_ref()) {
                         rtcp.receive(Instant::now());
                     }
+                } else if let Some(&id) = self.publishers.get(&key) {
+                    self.receive_link(id);
                 } else {
                     self.receive_from(key);
                 }
@@ -473,7 +576,8 @@ impl Receiver {
                 }
                 let rtcp_keys = rtcp_keys.into_iter().map(|(key, _)| key).collect();
                 let pools = streams.iter().map(|_| PacketPool::new(POOL_PACKETS)).collect();
-                let mountpoint = ReceiverMountpoint { streams, pools, keys, rtcp_keys, subscribers: Vec::new() };
+                let mountpoint =
+                    ReceiverMountpoint { streams, pools, keys, rtcp_keys, subscribers: Vec::new(), publisher: None };
                 self.mountpoints.insert(id, mountpoint);
             }
             ReceiverCommand::SilenceChanged => self.check_silence_by(Instant::now()),
@@ -484,6 +588,9 @@ impl Receiver {
                     }
                     for key in &mountpoint.rtcp_keys {
                         self.rtcp_sources.remove(key);
+                    }
+                    if let Some((key, link)) = mountpoint.publisher {
+                        self.let_link_go(key, &link);
                     }
                 }
                 // The mountpoint and its sockets are closed by now.
@@ -504,8 +611,42 @@ impl Receiver {
                     mountpoint.subscribers.retain(|&subscriber| subscriber != worker);
                 }
             }
+            ReceiverCommand::AttachPublisher { mountpoint, key, link, done } => {
+                match self.mountpoints.get_mut(&mountpoint) {
+                    Some(record) => {
+                        let old = record.publisher.replace((key, link));
+                        if old.is_some() {
+                            for stream in record.streams.iter_mut().filter(|stream| stream.fd().is_none()) {
+                                stream.restart();
+                            }
+                        }
+                        self.publishers.insert(key, mountpoint);
+                        if let Some((old_key, old_link)) = old {
+                            self.let_link_go(old_key, &old_link);
+                        }
+                    }
+                    None => {
+                        let _ = unregister(self.epoll.as_raw_fd(), link.fd());
+                    }
+                }
+                let _ = done.send(());
+            }
+            ReceiverCommand::DetachPublisher { mountpoint, done } => {
+                let link = self.mountpoints.get_mut(&mountpoint).and_then(|record| record.publisher.take());
+                if let Some((key, link)) = link {
+                    self.let_link_go(key, &link);
+                }
+                let _ = done.send(());
+            }
             ReceiverCommand::Stop => {}
         }
+    }
+
+    /// Stops reading a link: out of epoll (the control plane may still hold
+    /// the socket, so closing the engine's duplicate would not do it).
+    fn let_link_go(&mut self, key: u64, link: &PublisherLink) {
+        self.publishers.remove(&key);
+        let _ = unregister(self.epoll.as_raw_fd(), link.fd());
     }
 
     /// Reads a few batches from one source socket and hands every RTP packet to the subscribed workers.
@@ -516,23 +657,19 @@ impl Receiver {
         let Some(mountpoint) = self.mountpoints.get_mut(&id) else {
             return;
         };
+        let Some(fd) = mountpoint.streams[position].fd() else {
+            return;
+        };
         let stream = &mut mountpoint.streams[position];
         let pool = &mut mountpoint.pools[position];
         for _ in 0..BATCHES_PER_WAKE {
-            let count = match self.receive.receive(stream.fd()) {
+            let count = match self.receive.receive(fd) {
                 Ok(count) if count > 0 => count,
                 _ => break,
             };
             let now = Instant::now();
             stream.accept(&mut self.receive, count, now, &mut self.received);
-            if stream.silence.is_silent() && stream.counters.last_packet_ns.load(Ordering::Relaxed) == monotonic_ns(now)
-            {
-                stream.silence.packet();
-                self.events.push(Event::SourceResumed { mountpoint_id: id, position });
-                let threshold = Duration::from_millis(stream.silence.threshold_ms.load(Ordering::Relaxed));
-                let at = now + threshold;
-                self.next_silence_check = Some(self.next_silence_check.map_or(at, |next| next.min(at)));
-            }
+            note_resumed(stream, id, position, now, &self.events, &mut self.next_silence_check);
             if let Some(rtcp) = &stream.rtcp {
                 if let Some(last) = self.received[..count].iter().rposition(Option::is_some) {
                     let ssrc = self.received[last].expect("found").header.ssrc;
@@ -541,35 +678,87 @@ impl Receiver {
             }
             if !mountpoint.subscribers.is_empty() || stream.cache.is_some() {
                 let now_ns = monotonic_ns(now);
-                let mut hand_out = |datagram: &[u8], meta: ReceivedPacket| {
-                    let mut packet = pool.take();
-                    Arc::get_mut(&mut packet).expect("a pool packet is held by nobody else").fill(datagram, meta);
-                    // Cached before any worker sees it: a worker that copies the
-                    // cache then finds every later packet in its ring.
-                    if let Some(cache) = &stream.cache {
-                        cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).offer(&packet, now_ns);
-                    }
-                    for &worker in &mountpoint.subscribers {
-                        let door = &mut self.workers[worker];
-                        let delivery = Delivery { mountpoint: id, stream: position, packet: packet.clone() };
-                        if door.deliveries.push(delivery).is_ok() {
-                            self.woken[worker] = true;
-                        } else {
-                            door.load.overruns.fetch_add(1, Ordering::Relaxed);
-                            stream.counters.overruns.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    pool.recycle(packet);
+                let mut outlets = Outlets {
+                    id,
+                    position,
+                    subscribers: &mountpoint.subscribers,
+                    workers: &mut self.workers,
+                    woken: &mut self.woken,
+                    parameter_sets: &mut self.parameter_sets[..],
                 };
                 for (i, received) in self.received[..count].iter().enumerate() {
                     let Some(meta) = received else { continue };
-                    if stream.parameter_sets_first(i) {
-                        let len = stream.ingest.write_parameter_sets(&meta.header, &mut self.parameter_sets[..]);
-                        let header = RtpHeader::parse(&self.parameter_sets[..len]).expect("a valid RTP packet");
-                        hand_out(&self.parameter_sets[..len], ReceivedPacket { header, ..*meta });
-                        stream.counters.parameter_sets_inserted.fetch_add(1, Ordering::Relaxed);
+                    let parameter_sets_first = stream.parameter_sets_first(i);
+                    outlets.forward(stream, pool, self.receive.datagram(i).0, *meta, parameter_sets_first, now_ns);
+                }
+            }
+            if count < RECEIVE_BATCH {
+                break;
+            }
+        }
+    }
+
+    /// Reads a few batches from a mountpoint's publisher link: RTP is
+    /// unprotected, routed and handed out like a port's; RTCP is kept;
+    /// STUN and DTLS go to the control plane.
+    fn receive_link(&mut self, id: u64) {
+        let Some(mountpoint) = self.mountpoints.get_mut(&id) else {
+            return;
+        };
+        let ReceiverMountpoint { streams, pools, subscribers, publisher, .. } = mountpoint;
+        let Some((_, link)) = publisher.as_mut() else {
+            return;
+        };
+        for _ in 0..BATCHES_PER_WAKE {
+            let count = match self.receive.receive(link.fd()) {
+                Ok(count) if count > 0 => count,
+                _ => break,
+            };
+            let now = Instant::now();
+            let now_ns = monotonic_ns(now);
+            for i in 0..count {
+                let (received_len, truncated) = self.receive.received_len(i);
+                let kind = if truncated { LinkDatagram::Malformed } else { classify(self.receive.datagram(i).0) };
+                match kind {
+                    LinkDatagram::Rtp => {
+                        let Some((position, len)) = link.receive_rtp(self.receive.buffer_mut(i), received_len) else {
+                            continue;
+                        };
+                        let stream = &mut streams[position];
+                        let accepted = stream.accept_one(self.receive.buffer_mut(i), len, now_ns);
+                        note_resumed(stream, id, position, now, &self.events, &mut self.next_silence_check);
+                        let Some((meta, parameter_sets_first)) = accepted else { continue };
+                        if let Some(rtcp) = &stream.rtcp {
+                            rtcp.rtp_seen(None, meta.header.ssrc);
+                        }
+                        if !subscribers.is_empty() || stream.cache.is_some() {
+                            let mut outlets = Outlets {
+                                id,
+                                position,
+                                subscribers,
+                                workers: &mut self.workers,
+                                woken: &mut self.woken,
+                                parameter_sets: &mut self.parameter_sets[..],
+                            };
+                            let datagram = &self.receive.buffer_mut(i)[..len];
+                            outlets.forward(stream, &mut pools[position], datagram, meta, parameter_sets_first, now_ns);
+                        }
                     }
-                    hand_out(self.receive.datagram(i).0, *meta);
+                    LinkDatagram::Rtcp => {
+                        let Some(plain) = link.receive_rtcp(self.receive.datagram(i).0) else { continue };
+                        let Some(report) = parse_sender_report(&plain, now) else { continue };
+                        let stream = link.router.position_of(report.ssrc).map(|position| &streams[position]);
+                        if let Some(rtcp) = stream.and_then(|stream| stream.rtcp.as_ref()) {
+                            rtcp.link_sender_report(report);
+                        }
+                    }
+                    LinkDatagram::Control => {
+                        if link.control_allowed(now_ns) {
+                            let data = self.receive.datagram(i).0.to_vec();
+                            self.events.push(Event::PublisherDatagram { mountpoint_id: id, data });
+                        }
+                    }
+                    LinkDatagram::Malformed => link.count_malformed(),
                 }
             }
             if count < RECEIVE_BATCH {
@@ -586,6 +775,85 @@ impl Receiver {
                 unsafe { libc::write(door.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
             }
         }
+    }
+}
+
+/// Reports a silent stream that has just sent (its latest packet came `now`)
+/// as resumed, and looks for its next silence in time.
+fn note_resumed(
+    stream: &mut SourceStream,
+    id: u64,
+    position: usize,
+    now: Instant,
+    events: &EventQueue,
+    next_silence_check: &mut Option<Instant>,
+) {
+    if stream.silence.is_silent() && stream.counters.last_packet_ns.load(Ordering::Relaxed) == monotonic_ns(now) {
+        stream.silence.packet();
+        events.push(Event::SourceResumed { mountpoint_id: id, position });
+        let threshold = Duration::from_millis(stream.silence.threshold_ms.load(Ordering::Relaxed));
+        let at = now + threshold;
+        *next_silence_check = Some(next_silence_check.map_or(at, |next| next.min(at)));
+    }
+}
+
+/// Where one stream's packets go: the workers with viewers of its mountpoint.
+struct Outlets<'a> {
+    id: u64,
+    position: usize,
+    subscribers: &'a [usize],
+    workers: &'a mut [WorkerDoor],
+    woken: &'a mut [bool],
+    /// Where a packet of H.264 parameter sets is written before it is handed out.
+    parameter_sets: &'a mut [u8],
+}
+
+impl Outlets<'_> {
+    /// Hands out a forwarded packet, after the packet of H.264 parameter sets
+    /// the ingest puts before it if asked.
+    #[inline]
+    fn forward(
+        &mut self,
+        stream: &SourceStream,
+        pool: &mut PacketPool,
+        datagram: &[u8],
+        meta: ReceivedPacket,
+        parameter_sets_first: bool,
+        now_ns: u64,
+    ) {
+        if parameter_sets_first {
+            let len = stream.ingest.write_parameter_sets(&meta.header, self.parameter_sets);
+            let header = RtpHeader::parse(&self.parameter_sets[..len]).expect("a valid RTP packet");
+            let mut packet = pool.take();
+            Arc::get_mut(&mut packet)
+                .expect("a pool packet is held by nobody else")
+                .fill(&self.parameter_sets[..len], ReceivedPacket { header, ..meta });
+            self.hand_out(stream, pool, packet, now_ns);
+            stream.counters.parameter_sets_inserted.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut packet = pool.take();
+        Arc::get_mut(&mut packet).expect("a pool packet is held by nobody else").fill(datagram, meta);
+        self.hand_out(stream, pool, packet, now_ns);
+    }
+
+    #[inline]
+    fn hand_out(&mut self, stream: &SourceStream, pool: &mut PacketPool, packet: Arc<Packet>, now_ns: u64) {
+        // Cached before any worker sees it: a worker that copies the
+        // cache then finds every later packet in its ring.
+        if let Some(cache) = &stream.cache {
+            cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).offer(&packet, now_ns);
+        }
+        for &worker in self.subscribers {
+            let door = &mut self.workers[worker];
+            let delivery = Delivery { mountpoint: self.id, stream: self.position, packet: packet.clone() };
+            if door.deliveries.push(delivery).is_ok() {
+                self.woken[worker] = true;
+            } else {
+                door.load.overruns.fetch_add(1, Ordering::Relaxed);
+                stream.counters.overruns.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        pool.recycle(packet);
     }
 }
 
@@ -606,7 +874,7 @@ mod tests {
     fn receive_all(stream: &mut SourceStream, batch: &mut ReceiveBatch) -> Vec<Option<ReceivedPacket>> {
         let mut count = 0;
         for _ in 0..100 {
-            count = batch.receive(stream.fd()).unwrap_or(0);
+            count = batch.receive(stream.fd().unwrap()).unwrap_or(0);
             if count > 0 {
                 break;
             }
@@ -623,7 +891,7 @@ mod tests {
         let socket = bind_source("127.0.0.1", 0).unwrap();
         let port = socket.local_addr().unwrap().port();
         let counters = Arc::new(StreamCounters::default());
-        let mut stream = SourceStream::new(MediaKind::Video, Codec::Vp8, socket, counters.clone());
+        let mut stream = SourceStream::new(MediaKind::Video, Codec::Vp8, Some(socket), counters.clone());
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
         sender.send_to(&rtp(1, 7, &[0x10, 0x00]), ("127.0.0.1", port)).unwrap();
         sender.send_to(b"not rtp at all", ("127.0.0.1", port)).unwrap();
@@ -652,7 +920,7 @@ mod tests {
     fn a_new_ssrc_is_a_restart() {
         let socket = bind_source("127.0.0.1", 0).unwrap();
         let port = socket.local_addr().unwrap().port();
-        let mut stream = SourceStream::new(MediaKind::Audio, Codec::Other, socket, Arc::default());
+        let mut stream = SourceStream::new(MediaKind::Audio, Codec::Other, Some(socket), Arc::default());
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
         sender.send_to(&rtp(1, 7, b"a"), ("127.0.0.1", port)).unwrap();
         sender.send_to(&rtp(2, 8, b"b"), ("127.0.0.1", port)).unwrap();

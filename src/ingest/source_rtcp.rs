@@ -7,15 +7,19 @@
 //! Where a request goes: the address the source's RTCP came from on this
 //! port; before any came, the address its RTP came from with the port plus
 //! one (RFC 3550 section 11's convention); before either, nowhere.
+//!
+//! A stream fed by a publisher link (a WebRTC publisher, a relay; see
+//! [`crate::ingest::publisher`]) has no port: its requests go over the link,
+//! SRTCP-protected ([`LinkSender`]), while one is attached, and nowhere otherwise.
 
-use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::wire::rtcp::{for_each_psfb, PSFB_PLI};
+use crate::wire::srtp::SrtpSession;
 
 /// At most one keyframe request per stream this often.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
@@ -40,8 +44,49 @@ pub enum KeyframeReason {
     Start,
 }
 
+/// The sending half of a publisher link: plain RTCP in, SRTCP out on the
+/// link's connected socket (the engine's duplicate, closed with the last holder).
+pub struct LinkSender {
+    socket: OwnedFd,
+    session: SrtpSession,
+    next_index: AtomicU32,
+}
+
+/// The largest RTCP packet the engine sends over a link, before SRTCP.
+pub const MAX_LINK_RTCP_LEN: usize = 1200;
+
+impl LinkSender {
+    pub fn new(socket: OwnedFd, session: SrtpSession) -> Self {
+        Self { socket, session, next_index: AtomicU32::new(0) }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// Protects `packet` (plain compound RTCP, at most [`MAX_LINK_RTCP_LEN`]
+    /// bytes) and sends it without blocking; false if it could not go.
+    pub fn send_rtcp(&self, packet: &[u8]) -> bool {
+        let mut buffer = [0u8; MAX_LINK_RTCP_LEN + 64];
+        if packet.len() > MAX_LINK_RTCP_LEN {
+            return false;
+        }
+        buffer[..packet.len()].copy_from_slice(packet);
+        let index = self.next_index.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
+        let Ok(len) = self.session.protect_rtcp(&mut buffer, packet.len(), index) else {
+            return false;
+        };
+        // SAFETY: `buffer[..len]` is live for the call; the socket is connected.
+        let sent = unsafe { libc::send(self.socket.as_raw_fd(), buffer.as_ptr().cast(), len, libc::MSG_DONTWAIT) };
+        sent == len as isize
+    }
+}
+
 pub struct SourceRtcp {
-    socket: UdpSocket,
+    /// The RTCP port; None for a stream fed by a publisher link.
+    socket: Option<UdpSocket>,
+    /// The publisher link attached to the stream's mountpoint, for a stream without a port.
+    link: Mutex<Option<Arc<LinkSender>>>,
     rtcp_from: Mutex<Option<SocketAddr>>,
     rtp_from: Mutex<Option<SocketAddr>>,
     media_ssrc: AtomicU32,
@@ -58,8 +103,18 @@ pub struct SourceRtcp {
 
 impl SourceRtcp {
     pub fn new(socket: UdpSocket) -> Self {
+        Self::with_socket(Some(socket))
+    }
+
+    /// For a stream fed by a publisher link: its requests go over the link.
+    pub fn for_link() -> Self {
+        Self::with_socket(None)
+    }
+
+    fn with_socket(socket: Option<UdpSocket>) -> Self {
         Self {
             socket,
+            link: Mutex::new(None),
             rtcp_from: Mutex::new(None),
             rtp_from: Mutex::new(None),
             media_ssrc: AtomicU32::new(0),
@@ -73,12 +128,24 @@ impl SourceRtcp {
         }
     }
 
-    pub fn fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+    /// The RTCP port's socket, None for a link-fed stream.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.socket.as_ref().map(AsRawFd::as_raw_fd)
     }
 
-    pub fn local_port(&self) -> io::Result<u16> {
-        Ok(self.socket.local_addr()?.port())
+    pub fn local_port(&self) -> Option<u16> {
+        Some(self.socket.as_ref()?.local_addr().ok()?.port())
+    }
+
+    /// Requests go over `link` from now on (None: the link went, nowhere).
+    pub fn set_link(&self, link: Option<Arc<LinkSender>>) {
+        *lock(&self.link) = link;
+    }
+
+    /// A sender report the publisher link brought.
+    pub fn link_sender_report(&self, report: SourceSenderReport) {
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.sender_report) = Some(report);
     }
 
     /// The receiver saw RTP with `ssrc` from `from`.
@@ -94,8 +161,9 @@ impl SourceRtcp {
 
     /// Reads everything waiting on the port (the receiver calls it when readable).
     pub fn receive(&self, now: Instant) {
+        let Some(socket) = &self.socket else { return };
         let mut buf = [0u8; 1500];
-        while let Ok((len, from)) = self.socket.recv_from(&mut buf) {
+        while let Ok((len, from)) = socket.recv_from(&mut buf) {
             self.packets.fetch_add(1, Ordering::Relaxed);
             {
                 let mut rtcp_from = lock(&self.rtcp_from);
@@ -126,10 +194,10 @@ impl SourceRtcp {
     /// Sends RR + PLI to the source unless one went less than the interval
     /// ago; true if sent.
     pub fn request_keyframe(&self, reason: KeyframeReason, now: Instant) -> bool {
-        let Some(destination) = self.destination() else {
+        if !self.can_send() {
             self.requests_suppressed.fetch_add(1, Ordering::Relaxed);
             return false;
-        };
+        }
         {
             let mut last = lock(&self.last_request);
             if last.is_some_and(|last| now.saturating_duration_since(last) < KEYFRAME_REQUEST_INTERVAL) {
@@ -139,7 +207,7 @@ impl SourceRtcp {
             *last = Some(now);
         }
         let packet = keyframe_request(self.media_ssrc.load(Ordering::Relaxed));
-        if self.socket.send_to(&packet, destination).is_err() {
+        if !self.send(&packet) {
             return false;
         }
         let counter = match reason {
@@ -155,13 +223,30 @@ impl SourceRtcp {
     /// Sends RR + REMB (draft-alvestrand-rmcat-remb) with `bitrate` (bits per
     /// second) about the source's SSRC; false if there is nowhere to send it yet.
     pub fn send_remb(&self, bitrate: u64) -> bool {
-        let Some(destination) = self.destination() else { return false };
         let packet = remb(self.media_ssrc.load(Ordering::Relaxed), bitrate);
-        if self.socket.send_to(&packet, destination).is_err() {
+        if !self.send(&packet) {
             return false;
         }
         self.rembs_sent.fetch_add(1, Ordering::Relaxed);
         true
+    }
+}
+
+impl SourceRtcp {
+    /// Whether a request has somewhere to go now.
+    fn can_send(&self) -> bool {
+        match &self.socket {
+            Some(_) => self.destination().is_some(),
+            None => lock(&self.link).is_some(),
+        }
+    }
+
+    /// Sends plain RTCP to the source: from the RTCP port, or over the link.
+    fn send(&self, packet: &[u8]) -> bool {
+        match &self.socket {
+            Some(socket) => self.destination().is_some_and(|to| socket.send_to(packet, to).is_ok()),
+            None => lock(&self.link).as_ref().is_some_and(|link| link.send_rtcp(packet)),
+        }
     }
 }
 
@@ -200,7 +285,7 @@ pub fn keyframe_request(media_ssrc: u32) -> [u8; 20] {
 }
 
 /// The first sender report in a compound RTCP packet.
-fn parse_sender_report(packet: &[u8], now: Instant) -> Option<SourceSenderReport> {
+pub fn parse_sender_report(packet: &[u8], now: Instant) -> Option<SourceSenderReport> {
     let mut offset = 0;
     while let Some(header) = packet.get(offset..offset + 4) {
         let len = 4 * (usize::from(u16::from_be_bytes([header[2], header[3]])) + 1);

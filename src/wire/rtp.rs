@@ -123,6 +123,44 @@ impl PlayoutDelay {
     }
 }
 
+/// The value of header extension `id` (RFC 8285: the one-byte form, profile
+/// 0xBEDE, and the two-byte form, profile 0x100X) in a packet whose `header`
+/// parsed; None if the packet has no such element or its block is malformed.
+/// Borrowed from the packet: nothing is allocated.
+pub fn header_extension<'a>(packet: &'a [u8], header: &RtpHeader, id: u8) -> Option<&'a [u8]> {
+    if packet[0] & 0x10 == 0 || id == 0 {
+        return None;
+    }
+    let start = header.csrc_end;
+    let profile = read_u16(packet.get(start..start + 2)?);
+    let elements = packet.get(start + 4..header.payload_start)?;
+    let two_byte = profile & 0xfff0 == 0x1000;
+    if profile != 0xbede && !two_byte {
+        return None;
+    }
+    let mut at = 0;
+    while at < elements.len() {
+        let first = elements[at];
+        if first == 0 {
+            at += 1; // padding
+            continue;
+        }
+        let (element_id, len, value_at) = if two_byte {
+            (first, usize::from(*elements.get(at + 1)?), at + 2)
+        } else if first >> 4 == 15 {
+            return None; // the one-byte form's reserved id: stop here
+        } else {
+            (first >> 4, usize::from(first & 0x0f) + 1, at + 1)
+        };
+        let value = elements.get(value_at..value_at + len)?;
+        if element_id == id {
+            return Some(value);
+        }
+        at = value_at + len;
+    }
+    None
+}
+
 pub fn read_u16(bytes: &[u8]) -> u16 {
     u16::from_be_bytes([bytes[0], bytes[1]])
 }
@@ -213,5 +251,31 @@ mod tests {
         assert_eq!(PlayoutDelay::from_millis(3, 0, 40960), None, "past 12 bits");
         assert_eq!(PlayoutDelay::from_millis(3, 200, 100), None, "min above max");
         assert!(PlayoutDelay::from_millis(3, 105, 109).is_some(), "the same 10 ms unit");
+    }
+    #[test]
+    fn finds_header_extensions_in_both_forms() {
+        // One-byte form: id 3 = "a" (mid), padding, id 9 = "hi" (rid), then padding to a word.
+        let one_byte = [&[0xbe, 0xde, 0, 2][..], &[0x30, b'a', 0, 0x91, b'h', b'i', 0, 0], b"payload"].concat();
+        let p = packet(0x90, 96, &one_byte);
+        let header = RtpHeader::parse(&p).unwrap();
+        assert_eq!(header_extension(&p, &header, 3), Some(&b"a"[..]));
+        assert_eq!(header_extension(&p, &header, 9), Some(&b"hi"[..]));
+        assert_eq!(header_extension(&p, &header, 4), None);
+        assert_eq!(&p[header.payload_start..], b"payload");
+        // Two-byte form (0x1000): id 3 len 2 "q1", padding, id 200 len 0.
+        let two_byte = [&[0x10, 0x00, 0, 2][..], &[3, 2, b'q', b'1', 0, 200, 0, 0], b"x"].concat();
+        let p = packet(0x90, 96, &two_byte);
+        let header = RtpHeader::parse(&p).unwrap();
+        assert_eq!(header_extension(&p, &header, 3), Some(&b"q1"[..]));
+        assert_eq!(header_extension(&p, &header, 200), Some(&b""[..]));
+        // A length running past the block, another profile, no extension at all.
+        let overrun = [&[0xbe, 0xde, 0, 1][..], &[0x3f, b'a', b'b', b'c'], b"x"].concat();
+        let p = packet(0x90, 96, &overrun);
+        assert_eq!(header_extension(&p, &RtpHeader::parse(&p).unwrap(), 3), None);
+        let other = [&[0xab, 0xcd, 0, 1][..], &[0x30, b'a', 0, 0]].concat();
+        let p = packet(0x90, 96, &other);
+        assert_eq!(header_extension(&p, &RtpHeader::parse(&p).unwrap(), 3), None);
+        let plain = packet(0x80, 96, b"abc");
+        assert_eq!(header_extension(&plain, &RtpHeader::parse(&plain).unwrap(), 3), None);
     }
 }

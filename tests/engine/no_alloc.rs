@@ -111,7 +111,7 @@ fn assert_steady_state_allocates_nothing(source: Source) {
         codec: Codec::from_name(source.codec),
         clock_rate: 90_000,
         host: "127.0.0.1".into(),
-        port: 0,
+        port: Some(0),
         rtcp_port: Some(0),
         interface: None,
         silence_ms: None,
