@@ -38,6 +38,7 @@ from fanout.transports.listeners import limit_resource_error_logs
 from fanout.transports.websocket import WebSocketTransport
 from fanout.webrtc.endpoint import WebRtcEndpoint
 from fanout.whep.routes import WhepService
+from fanout.whip.routes import WhipService
 
 logger = logging.getLogger("fanout")
 
@@ -148,7 +149,9 @@ async def _running(
         if settings.http.enabled or settings.http.https:
             whep = WhepService(gateway, string_ids=streaming_settings.string_ids)
             stack.push_async_callback(whep.stop)
-            routes = demo_routes(settings.http.base_path, websocket_port) + whep.routes()
+            whip = WhipService(plugin, endpoint, engine, engine_events, gateway)
+            stack.push_async_callback(whip.stop)
+            routes = demo_routes(settings.http.base_path, websocket_port) + whep.routes() + whip.routes()
             http = HttpTransport(gateway, settings.http, routes)
             await _start_transport("HTTP", http.start, settings.http.host, settings.http.port)
             stack.push_async_callback(http.stop)
