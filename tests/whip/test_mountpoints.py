@@ -102,6 +102,11 @@ def test_info_and_list_show_whether_a_publisher_is_live() -> None:
     assert "t0k" not in str(info)  # the token is never shown
     assert mountpoint.list_entry(engine)["publisher_live"] is False
 
-    mountpoint.publisher_live = True
+    mountpoint.publisher_attached = True
+    assert mountpoint.info(engine, with_secret=False)["publisher_live"] is False  # attached, nothing sent yet
+    mountpoint.silence.resumed(1)
     assert mountpoint.info(engine, with_secret=False)["publisher_live"] is True
     assert mountpoint.list_entry(engine)["publisher_live"] is True
+    for index in mountpoint.silence.indexes:
+        mountpoint.silence.silent(index, 1000, time.monotonic())
+    assert mountpoint.list_entry(engine)["publisher_live"] is False  # attached, but every stream fell silent

@@ -283,7 +283,7 @@ async def test_dtls_up_hands_the_engine_a_link_connected_to_the_publisher(whip: 
             assert link.mid_extension_id is not None  # aiortc sends the mid extension
             resource = next(iter(whip.service.publishers.values()))
             assert link.link.getpeername() == resource.address
-            assert whip.mountpoints[1].publisher_live
+            assert whip.mountpoints[1].publisher_attached
 
             link.link.settimeout(10)
             datagram = link.link.recv(2048)  # the publisher's SRTP comes to the link, not the shared socket
@@ -299,4 +299,4 @@ async def test_dtls_up_hands_the_engine_a_link_connected_to_the_publisher(whip: 
             await publisher.close()
     await whip.service.stop()
     assert whip.engine.detached == [101]
-    assert not whip.mountpoints[1].publisher_live
+    assert not whip.mountpoints[1].publisher_attached

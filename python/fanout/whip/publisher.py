@@ -193,7 +193,7 @@ class WhipPublisher:
         if not self.attached:
             self.attached = True
             self.attached_at = self._loop.time()
-            self.mountpoint.publisher_live = True
+            self.mountpoint.publisher_attached = True
             self._remb = self._loop.create_task(self._send_rembs())
         logger.info(
             "WHIP publisher %s feeds mountpoint %s from %s (%s)", self.id, self.mountpoint.id, address, keys.srtp_profile
@@ -208,7 +208,7 @@ class WhipPublisher:
         if not self.attached:
             return
         self.attached = False
-        self.mountpoint.publisher_live = False
+        self.mountpoint.publisher_attached = False
         try:
             self.engine.detach_publisher(self.mountpoint.engine_id)
         except RuntimeError:  # the engine closed first (shutdown)

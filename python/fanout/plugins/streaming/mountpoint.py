@@ -59,7 +59,7 @@ class Mountpoint:
         self.simulcast_silence_ms = SIMULCAST_SILENCE_MS
         self.fallback_timer: asyncio.TimerHandle | None = None
         # A whip mountpoint: a WHIP publisher's link is attached (fanout.whip sets it).
-        self.publisher_live = False
+        self.publisher_attached = False
 
     @classmethod
     def open(
@@ -115,6 +115,11 @@ class Mountpoint:
         source = self.data_source
         last = source.last_message_at if source is not None and source.last_message_at is not None else self.created_at
         return int((time.monotonic() - last) * 1000)
+
+    @property
+    def publisher_live(self) -> bool:
+        """A whip mountpoint's publisher is attached and some stream of it sends."""
+        return self.publisher_attached and not self.silence.all_silent()
 
     @property
     def id(self) -> MountpointId:
