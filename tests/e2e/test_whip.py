@@ -241,12 +241,27 @@ async def test_bad_requests_get_their_status_and_garbage_is_dropped(server: Serv
                 assert preflight.status == 204 and preflight.headers["Accept-Post"] == "application/sdp"
                 assert preflight.headers["Access-Control-Allow-Origin"] == "*"
 
-            # Garbage from the publisher's own address and port, into its link.
-            pair = publisher.pc.getTransceivers()[0].sender.transport.transport.iceTransport._connection.nominated[1]
-            local = pair.protocol.transport.get_extra_info("socket")
+            # Garbage from the publisher's own address and port, into its link: RTP-looking
+            # bytes that fail authentication, and bytes that are nothing at all.
+            connection = publisher.pc.getTransceivers()[0].sender.transport.transport._connection
+            pair = connection._nominated[1]
+            before = (await mountpoint_info(janus, 24))["publisher"]
             for size in (1, 12, 200, 1200):
-                local.sendto(bytes([0x80, 96]) + bytes(size), (pair.remote_addr[0], pair.remote_addr[1]))
-                local.sendto(bytes([0x47]) * size, (pair.remote_addr[0], pair.remote_addr[1]))
+                pair.protocol.transport.sendto(bytes([0x80, 96]) + bytes(size), pair.remote_addr)
+                pair.protocol.transport.sendto(bytes([0x47]) * size, pair.remote_addr)
+
+            async def counted() -> dict[str, int]:
+                while True:
+                    stats: dict[str, int] = (await mountpoint_info(janus, 24))["publisher"]
+                    dropped = stats["malformed"] + stats["undecryptable"]
+                    if dropped >= before["malformed"] + before["undecryptable"] + 8 and stats["malformed"] >= 4:
+                        return stats
+                    await asyncio.sleep(0.1)
+
+            try:
+                await asyncio.wait_for(counted(), 10)
+            except TimeoutError:
+                raise AssertionError((before, (await mountpoint_info(janus, 24))["publisher"])) from None
             decoded = viewer.media.video_frames
             await viewer.wait_for_frames(video=decoded + 30, audio=0)
             assert (await mountpoint_info(janus, 24))["publisher_live"] is True

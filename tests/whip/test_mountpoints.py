@@ -87,6 +87,9 @@ class MountpointStats:
 
 
 class StatsEngine:
+    def publisher_stats(self, mountpoint_id: int) -> None:
+        return None
+
     def mountpoint_stats(self, mountpoint_id: int) -> MountpointStats:
         return MountpointStats([StreamStats(0, None), StreamStats(1, 20), StreamStats(1 + 65536, None), StreamStats(1 + 131072, 40)])
 

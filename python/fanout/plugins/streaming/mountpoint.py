@@ -184,6 +184,13 @@ class Mountpoint:
         if self.config.whip is not None:  # fanout: fed by a WHIP publisher, live or not
             info["whip"] = True
             info["publisher_live"] = self.publisher_live
+            link = engine.publisher_stats(self.engine_id) if with_secret else None
+            if link is not None:  # what the engine made of the publisher's datagrams
+                info["publisher"] = {
+                    name: getattr(link, name)
+                    for name in ("packets", "bytes", "rtcp_packets", "undecryptable", "unroutable", "malformed",
+                                 "control_datagrams", "lost", "nacks_sent", "recovered", "receiver_reports_sent")
+                }  # fmt: skip
         media = []
         for stream, port, age in zip(self.config.streams, self.ports, self.ages_ms(engine), strict=True):
             entry: dict[str, Any] = {
