@@ -32,7 +32,7 @@ use crate::egress::batch::SendMode;
 use crate::egress::viewer::{StreamStart, Viewer, ViewerCounters, ViewerStream};
 use crate::egress::worker::{Caches, Command, SendCounters, Worker, WorkerConfig, WorkerLoad};
 use crate::events::{EngineEvent, EventQueue, DEFAULT_SILENCE_MS};
-use crate::ingest::publisher::{PublisherCounters, PublisherLink, Route, Router, MAX_ID_LEN};
+use crate::ingest::publisher::{LinkStream, PublisherCounters, PublisherLink, Route, Router, MAX_ID_LEN};
 use crate::ingest::receiver::{Receiver, ReceiverCommand, SourceStream, StreamCounters, WorkerDoor, WAKE_KEY};
 use crate::ingest::source_rtcp::{for_each_keyframe_request, KeyframeReason, LinkSender, SourceRtcp};
 use crate::ingest::IngestOptions;
@@ -1157,13 +1157,13 @@ impl Engine {
         let sender = Arc::new(LinkSender::new(socket, outbound));
         let counters = Arc::new(PublisherCounters::default());
         let router = Router::new(routes, mid_extension, rid_extension);
-        let link = PublisherLink::new(
-            sender.clone(),
-            SrtpInbound::new(srtp),
-            SrtcpInbound::new(srtcp),
-            router,
-            counters.clone(),
-        );
+        let streams = record
+            .streams
+            .iter()
+            .map(|stream| LinkStream { video: stream.kind == MediaKind::Video, clock_rate: stream.clock_rate })
+            .collect();
+        let (srtp, srtcp) = (SrtpInbound::new(srtp), SrtcpInbound::new(srtcp));
+        let link = PublisherLink::new(sender.clone(), srtp, srtcp, router, counters.clone(), streams);
         let key = running.next_source_key;
         running.next_source_key += 1;
         register(self.epoll.as_raw_fd(), sender.fd(), key)?;

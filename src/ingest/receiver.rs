@@ -458,6 +458,8 @@ pub struct Receiver {
     events: Arc<EventQueue>,
     /// When to look for silent streams next (None: every stream is silent already).
     next_silence_check: Option<Instant>,
+    /// When a publisher link has NACKs to ask again or receiver reports to send.
+    next_link_check: Option<Instant>,
 }
 
 impl Receiver {
@@ -484,6 +486,7 @@ impl Receiver {
             parameter_sets: Box::new([0; MAX_RTP_LEN]),
             events,
             next_silence_check: None,
+            next_link_check: None,
         }
     }
 
@@ -491,7 +494,7 @@ impl Receiver {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; EPOLL_EVENTS];
         loop {
             // Wakes without a packet when a sending stream may have fallen silent.
-            let timeout = epoll_timeout(self.next_silence_check, Instant::now());
+            let timeout = epoll_timeout(earliest(self.next_silence_check, self.next_link_check), Instant::now());
             // SAFETY: `events` is a live array of EPOLL_EVENTS entries.
             let count = unsafe {
                 libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), EPOLL_EVENTS as libc::c_int, timeout)
@@ -520,6 +523,9 @@ impl Receiver {
             if self.next_silence_check.is_some_and(|at| Instant::now() >= at) {
                 self.check_silence(Instant::now());
             }
+            if self.next_link_check.is_some_and(|at| Instant::now() >= at) {
+                self.poll_links(Instant::now());
+            }
         }
     }
 
@@ -544,6 +550,19 @@ impl Receiver {
             }
         }
         self.next_silence_check = earliest.map(|deadline| now + Duration::from_nanos(deadline - now_ns));
+    }
+
+    /// Gives each publisher link its turn for what is due (NACKs asked again,
+    /// receiver reports); the next check is at the earliest thing due.
+    fn poll_links(&mut self, now: Instant) {
+        let now_ns = monotonic_ns(now);
+        let mut next = None;
+        for mountpoint in self.mountpoints.values_mut() {
+            if let Some((_, link)) = &mut mountpoint.publisher {
+                next = earliest(next, link.poll(now_ns).map(|due_ns| at_ns(now, now_ns, due_ns)));
+            }
+        }
+        self.next_link_check = next;
     }
 
     /// Looks for silent streams at `at` or sooner.
@@ -721,9 +740,8 @@ impl Receiver {
                 let kind = if truncated { LinkDatagram::Malformed } else { classify(self.receive.datagram(i).0) };
                 match kind {
                     LinkDatagram::Rtp => {
-                        let Some((position, len)) = link.receive_rtp(self.receive.buffer_mut(i), received_len) else {
-                            continue;
-                        };
+                        let routed = link.receive_rtp(self.receive.buffer_mut(i), received_len, now_ns);
+                        let Some((position, len)) = routed else { continue };
                         let stream = &mut streams[position];
                         let accepted = stream.accept_one(self.receive.buffer_mut(i), len, now_ns);
                         note_resumed(stream, id, position, now, &self.events, &mut self.next_silence_check);
@@ -747,6 +765,7 @@ impl Receiver {
                     LinkDatagram::Rtcp => {
                         let Some(plain) = link.receive_rtcp(self.receive.datagram(i).0) else { continue };
                         let Some(report) = parse_sender_report(&plain, now) else { continue };
+                        link.sender_report(report.ssrc, report.ntp_time, now_ns);
                         let stream = link.router.position_of(report.ssrc).map(|position| &streams[position]);
                         if let Some(rtcp) = stream.and_then(|stream| stream.rtcp.as_ref()) {
                             rtcp.link_sender_report(report);
@@ -765,6 +784,9 @@ impl Receiver {
                 break;
             }
         }
+        let now = Instant::now();
+        let due = link.next_due_ns().map(|due_ns| at_ns(now, monotonic_ns(now), due_ns));
+        self.next_link_check = earliest(self.next_link_check, due);
     }
 
     fn wake_workers(&mut self) {
@@ -776,6 +798,19 @@ impl Receiver {
             }
         }
     }
+}
+
+/// The earlier of two deadlines, if any.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The [`Instant`] of `due_ns` on the monotonic clock, `now` being `now_ns`.
+fn at_ns(now: Instant, now_ns: u64, due_ns: u64) -> Instant {
+    now + Duration::from_nanos(due_ns.saturating_sub(now_ns))
 }
 
 /// Reports a silent stream that has just sent (its latest packet came `now`)

@@ -8,14 +8,14 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pytest
 from pylibsrtp import Policy, Session
 
-from fanout._engine import Engine, PublisherDatagram
+from fanout._engine import Engine, PublisherDatagram, SourceResumed, SourceSilent
 from tests.engine.test_engine import GCM, VP8_CONTINUATION, VP8_DELTA, VP8_KEYFRAME, ViewerSocket, rtp, udp_socket, wait_until
 
 if TYPE_CHECKING:
@@ -38,6 +38,49 @@ def with_extensions(packet: bytes, extensions: dict[int, bytes]) -> bytes:
     elements = b"".join(bytes([(ident << 4) | (len(value) - 1)]) + value for ident, value in extensions.items())
     elements += bytes(-len(elements) % 4)
     return bytes([packet[0] | 0x10]) + packet[1:12] + struct.pack("!HH", 0xBEDE, len(elements) // 4) + elements + packet[12:]
+
+
+def rtcp_parts(compound: bytes) -> list[tuple[int, int, bytes]]:
+    """The packets of a compound RTCP packet: (packet type, count or format, whole packet)."""
+    parts = []
+    while len(compound) >= 4:
+        length = 4 * (struct.unpack("!H", compound[2:4])[0] + 1)
+        parts.append((compound[1], compound[0] & 0x1F, compound[:length]))
+        compound = compound[length:]
+    return parts
+
+
+def nacked(compound: bytes) -> list[tuple[int, int]]:
+    """(media SSRC, sequence number) of each packet the Generic NACKs in ``compound`` ask for."""
+    lost = []
+    for packet_type, fmt, packet in rtcp_parts(compound):
+        if (packet_type, fmt) == (205, 1):
+            media_ssrc = struct.unpack("!I", packet[8:12])[0]
+            for at in range(12, len(packet), 4):
+                first, bitmask = struct.unpack("!HH", packet[at:at + 4])
+                lost += [(media_ssrc, first)] + [(media_ssrc, (first + bit + 1) & 0xFFFF)
+                                                 for bit in range(16) if bitmask >> bit & 1]
+    return lost
+
+
+def feedback(compound: bytes, fmt: int) -> list[bytes]:
+    """The payload-specific feedback packets (PT 206) of format ``fmt`` (1: PLI, 15: REMB) in ``compound``."""
+    return [packet for packet_type, packet_fmt, packet in rtcp_parts(compound) if (packet_type, packet_fmt) == (206, fmt)]
+
+
+def report_blocks(compound: bytes) -> list[tuple[int, int, int, int, int, int]]:
+    """The receiver report blocks: (ssrc, fraction lost, cumulative lost, highest sequence, jitter, LSR)."""
+    blocks = []
+    for packet_type, count, packet in rtcp_parts(compound):
+        if packet_type == 201:
+            for at in range(8, 8 + 24 * count, 24):
+                ssrc, loss, highest, jitter, lsr, _ = struct.unpack("!IIIIII", packet[at:at + 24])
+                blocks.append((ssrc, loss >> 24, loss & 0xFFFFFF, highest, jitter, lsr))
+    return blocks
+
+
+def sender_report(ssrc: int, ntp_time: int, rtp_timestamp: int) -> bytes:
+    return struct.pack("!BBHIQIII", 0x80, 200, 6, ssrc, ntp_time, rtp_timestamp, 10, 1000)
 
 
 @dataclass
@@ -66,6 +109,14 @@ class Publisher:
             except BlockingIOError:
                 return self.rtcp
             self.rtcp.append(self.inbound.unprotect_rtcp(data))
+
+    def wait_rtcp(self, found: Callable[[bytes], bool]) -> bytes:
+        """The first RTCP packet from the engine (received so far or later) that ``found`` accepts."""
+        def any_found() -> bool:
+            return any(found(packet) for packet in self.drain())
+
+        wait_until(any_found)
+        return next(packet for packet in self.rtcp if found(packet))
 
 
 @dataclass
@@ -226,3 +277,183 @@ def test_link_fed_streams_refuse_port_options_and_bad_attachments(rig: Rig) -> N
     rig.engine.detach_publisher(1)  # no link: ignored
     rig.engine.detach_publisher(99)  # no mountpoint: ignored
     link.close()
+
+
+def test_a_gap_in_video_is_nacked_and_the_retransmission_recovered_and_forwarded(rig: Rig) -> None:
+    publisher, viewer = video_and_audio(rig)
+    publisher.send(rtp(1, 0, VP8_KEYFRAME, ssrc=VIDEO_SSRC), rtp(2, 0, VP8_CONTINUATION, ssrc=VIDEO_SSRC, marker=True),
+                   rtp(4, 3000, VP8_CONTINUATION + b"4", ssrc=VIDEO_SSRC, marker=True))
+
+    publisher.wait_rtcp(lambda packet: nacked(packet) == [(VIDEO_SSRC, 3)])
+    # Asked again (every 40 ms) while still missing.
+    wait_until(lambda: sum(nacked(packet) == [(VIDEO_SSRC, 3)] for packet in publisher.drain()) >= 2)
+    publisher.send(rtp(3, 3000, VP8_DELTA + b"3", ssrc=VIDEO_SSRC))
+
+    packets = viewer.wait_rtp(4)
+
+    assert [packet.payload for packet in packets] == [VP8_KEYFRAME, VP8_CONTINUATION, VP8_CONTINUATION + b"4",
+                                                      VP8_DELTA + b"3"]
+    assert packets[3].sequence == packets[0].sequence + 2 & 0xFFFF, "the retransmission keeps its place"
+    stats = rig.engine.publisher_stats(1)
+    assert stats is not None
+    assert (stats.lost, stats.recovered) == (1, 1)
+    assert 2 <= stats.nacks_sent <= 4
+
+
+def test_audio_gaps_are_not_nacked(rig: Rig) -> None:
+    publisher, viewer = video_and_audio(rig)
+    publisher.send(*(rtp(sequence, 960 * sequence, b"opus", ssrc=AUDIO_SSRC, payload_type=111) for sequence in (1, 3)))
+    viewer.wait_rtp(2)
+    publisher.send(rtp(1, 0, VP8_KEYFRAME, ssrc=VIDEO_SSRC), rtp(3, 0, VP8_CONTINUATION, ssrc=VIDEO_SSRC))
+    publisher.wait_rtcp(lambda packet: bool(nacked(packet)))
+    assert [nack for packet in publisher.drain() for nack in nacked(packet)][0] == (VIDEO_SSRC, 2), "video only"
+
+
+def test_a_viewer_starting_without_a_keyframe_makes_the_engine_ask_the_publisher(rig: Rig) -> None:
+    rig.engine.add_mountpoint(1, [linked(0)])
+    publisher = rig.attach(1, [{"index": 0, "ssrc": VIDEO_SSRC}])
+    publisher.send(rtp(1, 0, VP8_DELTA, ssrc=VIDEO_SSRC, marker=True))
+    wait_until(lambda: rig.engine.mountpoint_stats(1).streams[0].packets == 1)
+
+    viewer = rig.viewer(7, 1, [{"index": 0, "ssrc": 0xA, "payload_type": 96}])
+
+    pli = publisher.wait_rtcp(lambda packet: bool(feedback(packet, 1)))
+    assert struct.unpack("!I", feedback(pli, 1)[0][8:12])[0] == VIDEO_SSRC
+    assert rig.engine.mountpoint_stats(1).streams[0].keyframe_requests == 1
+    publisher.send(rtp(2, 3000, VP8_KEYFRAME, ssrc=VIDEO_SSRC, marker=True))
+    assert [packet.payload for packet in viewer.wait_rtp(1)] == [VP8_KEYFRAME]
+
+
+def test_bitrate_estimates_go_over_the_link_while_one_is_attached(rig: Rig) -> None:
+    rig.engine.add_mountpoint(1, [linked(0)])
+    assert rig.engine.send_source_remb(1, 0, 1_000_000) is False, "no link yet"
+    publisher = rig.attach(1, [{"index": 0, "ssrc": VIDEO_SSRC}])
+    publisher.send(rtp(1, 0, VP8_KEYFRAME, ssrc=VIDEO_SSRC, marker=True))
+    wait_until(lambda: rig.engine.mountpoint_stats(1).streams[0].packets == 1)
+
+    assert rig.engine.send_source_remb(1, 0, 1_000_000) is True
+
+    remb = feedback(publisher.wait_rtcp(lambda packet: bool(feedback(packet, 15))), 15)[0]
+    assert remb[12:16] == b"REMB"
+    exponent, mantissa = remb[17] >> 2, (remb[17] & 3) << 16 | remb[18] << 8 | remb[19]
+    assert (mantissa << exponent, remb[20:24]) == (1_000_000, struct.pack("!I", VIDEO_SSRC))
+    assert rig.engine.mountpoint_stats(1).streams[0].rembs_sent == 1
+    rig.engine.detach_publisher(1)
+    assert rig.engine.send_source_remb(1, 0, 1_000_000) is False, "the link went"
+
+
+def test_receiver_reports_go_once_a_second_with_the_publishers_sender_report(rig: Rig) -> None:
+    publisher, viewer = video_and_audio(rig)
+    publisher.send(rtp(1, 0, VP8_KEYFRAME, ssrc=VIDEO_SSRC), rtp(3, 3000, VP8_DELTA, ssrc=VIDEO_SSRC, marker=True))
+    ntp_time = 0xE000_0001_8000_0000
+    publisher.send_rtcp(sender_report(VIDEO_SSRC, ntp_time, 3000))
+    wait_until(lambda: rig.engine.mountpoint_stats(1).streams[0].sender_report is not None)
+
+    def a_report_after_the_sender_report(packet: bytes) -> bool:
+        return any(block[0] == VIDEO_SSRC and block[5] != 0 for block in report_blocks(packet))
+
+    report = publisher.wait_rtcp(a_report_after_the_sender_report)
+
+    [(ssrc, _, cumulative_lost, highest, _, lsr)] = [b for b in report_blocks(report) if b[0] == VIDEO_SSRC]
+    assert (cumulative_lost, highest, lsr) == (1, 3, ntp_time >> 16 & 0xFFFFFFFF)
+    stats = rig.engine.publisher_stats(1)
+    assert stats is not None and stats.receiver_reports_sent >= 1 and stats.rtcp_packets == 1
+    source_report = rig.engine.mountpoint_stats(1).streams[0].sender_report
+    assert source_report is not None and (source_report.ntp_time, source_report.rtp_timestamp) == (ntp_time, 3000)
+    assert viewer.wait_rtp(1)
+
+
+def test_garbage_wrong_keys_replays_and_unroutable_packets_are_counted_and_viewers_undisturbed(rig: Rig) -> None:
+    publisher, viewer = video_and_audio(rig)
+    intruder = Session(Policy(key=os.urandom(KEY_LENGTH), ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+                              srtp_profile=Policy.SRTP_PROFILE_AEAD_AES_128_GCM))
+    first = publisher.outbound.protect(rtp(1, 960, b"opus 1", ssrc=AUDIO_SSRC, payload_type=111))
+    publisher.sock.send(first)
+    for garbage in [b"", b"\x80", bytes([0x40]) + bytes(20), bytes([0xFF]) * 30, b"hello, not media at all"]:
+        publisher.sock.send(garbage)
+    publisher.sock.send(intruder.protect(rtp(2, 1920, b"forged", ssrc=AUDIO_SSRC, payload_type=111)))
+    publisher.sock.send(first)  # a replay
+    publisher.sock.send(bytes([0x80, 200]) + os.urandom(40))  # "SRTCP" that fails authentication
+    publisher.send(rtp(9, 0, b"no route", ssrc=0x3333, payload_type=100))
+    publisher.send(rtp(2, 1920, b"opus 2", ssrc=AUDIO_SSRC, payload_type=111))
+
+    packets = viewer.wait_rtp(2)
+
+    assert [packet.payload for packet in packets] == [b"opus 1", b"opus 2"]
+    wait_until(lambda: (stats := rig.engine.publisher_stats(1)) is not None and stats.unroutable == 1)
+    stats = rig.engine.publisher_stats(1)
+    assert stats is not None
+    assert (stats.packets, stats.malformed, stats.undecryptable, stats.unroutable) == (2, 5, 3, 1)
+    assert (stats.control_datagrams, stats.rtcp_packets) == (0, 0)
+
+
+def test_a_publisher_that_comes_back_gives_viewers_continuous_numbering(rig: Rig) -> None:
+    rig.engine.add_mountpoint(1, [linked(0, "audio", "opus", 48000)])
+    routes: list[PublisherRoute] = [{"index": 0, "payload_types": [111]}]
+    first = rig.attach(1, routes)
+    viewer = rig.viewer(7, 1, [{"index": 0, "ssrc": 0xA, "payload_type": 111}])
+    first.send(*(rtp(sequence, 960 * sequence, b"first", ssrc=AUDIO_SSRC, payload_type=111) for sequence in (1, 2)))
+    viewer.wait_rtp(2)
+
+    second = rig.attach(1, routes)  # the same SSRC, its numbering starting again: a restart all the same
+    second.send(*(rtp(sequence, 960 * sequence, b"second", ssrc=AUDIO_SSRC, payload_type=111) for sequence in (1, 2)))
+
+    packets = viewer.wait_rtp(4)
+
+    assert [packet.payload for packet in packets] == [b"first", b"first", b"second", b"second"]
+    assert [packet.sequence - packets[0].sequence & 0xFFFF for packet in packets] == [0, 1, 2, 3]
+    assert all(0 < later.timestamp - earlier.timestamp & 0xFFFFFFFF < 2**31
+               for earlier, later in zip(packets, packets[1:])), "timestamps go on forward"
+    stats = rig.engine.publisher_stats(1)
+    assert stats is not None and stats.packets == 2, "the new link's counters"
+    refused_by_the_closed_link(first)
+    rig.engine.detach_publisher(1)
+    assert rig.engine.publisher_stats(1) is None
+    refused_by_the_closed_link(second)
+
+
+def refused_by_the_closed_link(publisher: Publisher) -> None:
+    """The engine's duplicate of the link socket is closed: a datagram to it draws ICMP port unreachable."""
+    def refused() -> bool:
+        try:
+            publisher.sock.send(b"\x00\x01 anyone?")
+            publisher.sock.recv(2048, socket.MSG_DONTWAIT)
+        except ConnectionRefusedError:
+            return True
+        except BlockingIOError:
+            pass
+        return False
+
+    wait_until(refused)
+
+
+def test_link_fed_streams_report_silence_and_resumption(rig: Rig) -> None:
+    rig.engine.add_mountpoint(1, [{**linked(0, "audio", "opus", 48000), "silence_ms": 100}])
+    publisher = rig.attach(1, [{"index": 0, "payload_types": [111]}])
+    publisher.send(rtp(1, 0, b"opus", payload_type=111))
+    events: list[object] = []
+
+    def silent() -> bool:
+        events.extend(rig.engine.drain_events())
+        return any(isinstance(event, SourceSilent) for event in events)
+
+    wait_until(silent)
+    assert events[0] == SourceResumed(1, 0)
+    assert isinstance(events[1], SourceSilent) and events[1].index == 0 and events[1].silent_ms >= 100
+
+
+def test_stun_and_dtls_past_64_a_second_are_dropped(rig: Rig) -> None:
+    rig.engine.add_mountpoint(1, [linked(0)])
+    publisher = rig.attach(1, [{"index": 0, "payload_types": [96]}])
+    for _ in range(100):
+        publisher.sock.send(bytes([22, 254, 253]) + os.urandom(20))
+
+    def all_counted() -> bool:
+        stats = rig.engine.publisher_stats(1)
+        return stats is not None and stats.control_datagrams + stats.malformed == 100
+
+    wait_until(all_counted)
+    stats = rig.engine.publisher_stats(1)
+    assert stats is not None and stats.control_datagrams == 64
+    events = rig.engine.drain_events()
+    assert len(events) == 64 and all(isinstance(event, PublisherDatagram) for event in events)
