@@ -57,6 +57,15 @@ obs: {{
 		{{ type = "video", mid = "v", codec = "h264", pt = 96 }}
 	)
 }}
+lossy: {{
+	type = "whip"
+	id = 27
+	description = "aiortc VP8 through a lossy link"
+	media = (
+		{{ type = "audio", mid = "a", codec = "opus", pt = 111 }},
+		{{ type = "video", mid = "v", codec = "vp8", pt = 96 }}
+	)
+}}
 garbage: {{
 	type = "whip"
 	id = 24
@@ -265,6 +274,49 @@ async def test_bad_requests_get_their_status_and_garbage_is_dropped(server: Serv
             decoded = viewer.media.video_frames
             await viewer.wait_for_frames(video=decoded + 30, audio=0)
             assert (await mountpoint_info(janus, 24))["publisher_live"] is True
+    finally:
+        await publisher.close()
+        if viewer is not None:
+            await viewer.close()
+
+
+async def video_reception(viewer: AiortcViewer) -> tuple[int, int]:
+    """The viewer's video packets received and lost, as its receiver counts them."""
+    for entry in (await viewer.pc.getStats()).values():
+        if entry.type == "inbound-rtp" and entry.kind == "video":
+            return int(entry.packetsReceived), int(entry.packetsLost)
+    return 0, 0
+
+
+async def test_loss_on_the_publisher_link_is_recovered_by_nack(server: ServerAddresses, http: aiohttp.ClientSession) -> None:
+    """The kernel here has no netem qdisc: the publisher itself drops 5% of its RTP packets
+    (retransmissions included) before they reach its socket, as a lossy link would."""
+    publisher = AiortcPublisher(http, endpoint_url(server, 27), video_codec="VP8")
+    viewer: AiortcViewer | None = None
+    try:
+        assert (await publisher.publish()).status == 201
+        await publisher.connected()
+        async with janus_session(server.janus_url) as janus:
+            await wait_for_publisher(janus, 27, live=True)
+            viewer = await watching(janus, 27)
+            await viewer.wait_for_frames(video=30, audio=30)
+            publisher.lose(0.05)
+            await viewer.wait_for_frames(video=viewer.media.video_frames + 150, audio=0, timeout=40)
+            link = (await mountpoint_info(janus, 27))["publisher"]
+            assert publisher.dropped > 0
+            assert link["lost"] > 0 and link["nacks_sent"] >= link["lost"] and link["recovered"] > 0, link
+
+            async def repaired(watched: AiortcViewer) -> None:
+                while True:
+                    received, lost = await video_reception(watched)
+                    if received > 300 and lost == 0:
+                        return
+                    await asyncio.sleep(0.5)
+
+            try:
+                await asyncio.wait_for(repaired(viewer), 20)
+            except TimeoutError:
+                raise AssertionError((await video_reception(viewer), link, publisher.dropped)) from None
     finally:
         await publisher.close()
         if viewer is not None:

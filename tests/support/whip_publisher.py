@@ -4,6 +4,7 @@ WHIP endpoint, optionally with its offer reshaped before it is POSTed (as OBS wr
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 
 import aiohttp
@@ -55,6 +56,7 @@ class AiortcPublisher:
         self.location: str | None = None
         self.etag: str | None = None
         self.offer_sdp = ""
+        self.dropped = 0  # RTP packets lost on purpose (see lose)
 
     async def publish(self) -> aiohttp.ClientResponse:
         audio = self.pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
@@ -86,5 +88,22 @@ class AiortcPublisher:
 
         await asyncio.wait_for(up(), timeout)
 
+    def lose(self, fraction: float, seed: int = 11) -> None:
+        """From now on, drop this ``fraction`` of the RTP packets sent (retransmissions too), as a
+        lossy link would: after the SRTP-less hand-off from the sender, before encryption."""
+        transport = self.pc.getTransceivers()[0].sender.transport  # one, bundled
+        send = transport._send_rtp
+        chance = random.Random(seed)
+
+        async def lossy(data: bytes) -> None:
+            is_rtcp = len(data) > 1 and 192 <= data[1] <= 223
+            if not is_rtcp and chance.random() < fraction:
+                self.dropped += 1
+                return
+            await send(data)
+
+        transport._send_rtp = lossy
+
     async def close(self) -> None:
         await self.pc.close()
+
