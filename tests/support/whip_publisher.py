@@ -102,7 +102,7 @@ class AiortcPublisher:
                 return
             await send(data)
 
-        transport._send_rtp = lossy
+        transport._send_rtp = lossy  # type: ignore[method-assign]
 
     async def close(self) -> None:
         await self.pc.close()
