@@ -44,6 +44,7 @@ from fanout.transports.listeners import limit_resource_error_logs
 from fanout.transports.websocket import WebSocketTransport
 from fanout.webrtc.endpoint import WebRtcEndpoint
 from fanout.whep.routes import WhepService
+from fanout.whip.routes import WhipService
 
 logger = logging.getLogger("fanout")
 
@@ -167,7 +168,13 @@ async def _running(
             redirect = cluster_routes.whep_redirect if cluster_routes is not None else None
             whep = WhepService(gateway, string_ids=streaming_settings.string_ids, redirect=redirect)
             stack.push_async_callback(whep.stop)
-            routes = demo_routes(settings.http.base_path, websocket_port, clustered=cluster is not None) + whep.routes()
+            whip = WhipService(plugin, endpoint, engine, engine_events, gateway)
+            stack.push_async_callback(whip.stop)
+            routes = (
+                demo_routes(settings.http.base_path, websocket_port, clustered=cluster is not None)
+                + whep.routes()
+                + whip.routes()
+            )
             if cluster_routes is not None:
                 routes += cluster_routes.routes()
             if relay_origin is not None:

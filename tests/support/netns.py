@@ -53,3 +53,42 @@ def loopback_namespace(*, multicast: bool = False) -> Iterator[NetworkNamespace]
             except ProcessLookupError:
                 pass
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+CLONE_NEWNET = 0x40000000
+VETH_ADDRESS = "127.0.0.2"
+
+
+@contextmanager
+def entered_namespace_with_veth() -> Iterator[NetworkNamespace]:
+    """This thread (and the processes it starts) moved into a fresh namespace with ``lo`` and a
+    veth pair whose end carries 127.0.0.2: libnice (GStreamer's webrtcbin) skips loopback
+    interfaces, so a WebRTC client built on it needs an address on another one."""
+    import ctypes
+
+    require_root()
+    name = f"fanout-test-{os.getpid()}-{next(_counter)}"
+    veth = f"fv{os.getpid() % 100000}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    original = os.open("/proc/self/ns/net", os.O_RDONLY)
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        for argv in (
+            ["link", "set", "lo", "up"],
+            ["link", "add", veth, "type", "veth", "peer", "name", veth + "p"],
+            ["addr", "add", f"{VETH_ADDRESS}/32", "dev", veth],
+            ["link", "set", veth + "p", "up"],
+            ["link", "set", veth, "up"],
+        ):
+            subprocess.run(["ip", "-n", name, *argv], check=True)
+        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+        try:
+            if libc.setns(target, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns into the test namespace failed")
+        finally:
+            os.close(target)
+        yield NetworkNamespace(name)
+    finally:
+        libc.setns(original, CLONE_NEWNET)
+        os.close(original)
+        subprocess.run(["ip", "netns", "del", name], check=False)

@@ -361,3 +361,28 @@ async def test_chromium_connects(endpoint: WebRtcEndpoint, tmp_path: Path) -> No
             assert endpoint.peers == []
         finally:
             await browser.close()
+
+
+async def test_a_connected_socket_takes_its_peers_datagrams_and_the_port_stays_ours() -> None:
+    endpoint = await WebRtcEndpoint.open("127.0.0.1", 0, [])
+    publisher, other = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+    try:
+        for sock in (publisher, other):
+            sock.bind(("127.0.0.1", 0))
+        link = endpoint.connected_socket(publisher.getsockname())
+        link.settimeout(5)
+        publisher.sendto(b"\x80\x60from the publisher", ("127.0.0.1", endpoint.port))
+        other.sendto(b"\x80\x60from someone else", ("127.0.0.1", endpoint.port))
+        assert link.recv(100) == b"\x80\x60from the publisher"
+        for _ in range(100):  # the other datagram reached the endpoint, which knows no such peer
+            if endpoint.dropped_unknown:
+                break
+            await asyncio.sleep(0.01)
+        assert endpoint.dropped_unknown == 1
+        link.close()
+        with pytest.raises(OSError):  # SO_REUSEPORT never lets a second fanout share the port
+            await WebRtcEndpoint.open("127.0.0.1", endpoint.port, [])
+    finally:
+        publisher.close()
+        other.close()
+        endpoint.close()

@@ -5,6 +5,11 @@ A STUN binding request goes to the peer whose local ufrag starts its USERNAME
 owns its source address (an address that passed that peer's authenticated
 check). After each input the peer's datagrams are sent, its events delivered,
 and its timer re-armed with ``loop.call_at`` (peers run on ``loop.time()``).
+
+The socket has SO_REUSEPORT (after a check, without it, that nobody holds the
+port), so that :meth:`WebRtcEndpoint.connected_socket` can open a socket on the
+same address connected to one peer: Linux then delivers that peer's datagrams to
+it (a WHIP publisher's link, read by the engine), the rest still to this one.
 """
 
 from __future__ import annotations
@@ -31,6 +36,17 @@ def host_candidate(index: int, ip: str, port: int) -> Candidate:
     local_preference = 65535 - index
     priority = (HOST_TYPE_PREFERENCE << 24) + (local_preference << 8) + 256 - 1
     return Candidate(str(index + 1), 1, "udp", priority, ip, port, "host")
+
+
+def _free_port(family: socket.AddressFamily, host: str, port: int) -> int:
+    """``port`` (0: one the kernel picks) once bound without SO_REUSEPORT, so that a socket
+    with it never shares a port someone else holds; OSError if it is taken."""
+    probe = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        probe.bind((host, port))
+        return int(probe.getsockname()[1])
+    finally:
+        probe.close()
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -61,6 +77,7 @@ class WebRtcEndpoint:
         self.dropped_malformed = 0
         self._loop = loop
         self._socket = sock
+        self.bind_address: tuple[str, int] = sock.getsockname()[:2]
         self._transport: asyncio.DatagramTransport | None = None
         self._peers_by_ufrag: dict[str, WebRtcPeer] = {}
         self._peers_by_address: dict[tuple[str, int], WebRtcPeer] = {}
@@ -75,9 +92,11 @@ class WebRtcEndpoint:
             raise ValueError(f"bound to {bind_host}: name the addresses to advertise")
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+        port = _free_port(family, bind_host, port)
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((bind_host, port))
         except OSError:
             sock.close()
@@ -93,6 +112,21 @@ class WebRtcEndpoint:
 
     def fileno(self) -> int:
         return self._socket.fileno()
+
+    def connected_socket(self, remote: tuple[str, int]) -> socket.socket:
+        """A new UDP socket on this endpoint's address and port, connected to ``remote``: from
+        now on the kernel delivers ``remote``'s datagrams to it instead of to the endpoint.
+        The caller owns it (close it when done). Raises OSError."""
+        sock = socket.socket(self._socket.family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(self.bind_address)
+            sock.connect(remote)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     def candidates(self) -> list[Candidate]:
         return [host_candidate(index, ip, self.port) for index, ip in enumerate(self.advertised_ips)]

@@ -5,7 +5,9 @@ keys (``audioport``, ``videopt``, ...). A data stream is ``data = true`` with
 ``dataport``, ``dataiface``, ``datatype`` (text|binary) and ``databuffermsg``,
 or a ``media`` entry of type "data" with ``port``, ``iface``, ``datatype`` and
 ``buffermsg``; a mountpoint has at most one. Keys fanout does not support are
-returned by name so the caller can report them; bad values raise
+returned by name so the caller can report them. A ``whip`` mountpoint has the ``media``
+list without ports (a WebRTC publisher feeds it, see :mod:`fanout.whip`), ``whip_token``
+and ``whip_bitrate``. Bad values raise
 :class:`MountpointConfigError` naming the mountpoint and the key.
 
 Strings are bounded, because a ``create`` request may come from anyone who reaches
@@ -60,7 +62,8 @@ _TOKEN = r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]"
 _MID = re.compile(f"{_TOKEN}{{1,{MID_LIMIT}}}")
 _MSID = re.compile(f"{_TOKEN}{{1,64}}(?: {_TOKEN}{{1,64}})?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_SHORT_KEYS = {"id", "name", "label", "secret", "pin", "type", "datatype", "rtspiface", "rtsp_user", "rtsp_pwd"} | {
+_SHORT_KEYS = {"id", "name", "label", "secret", "pin", "type", "datatype", "rtspiface", "rtsp_user", "rtsp_pwd",
+               "whip_token"} | {
     prefix + key for prefix in ("", "audio", "video", "data") for key in ("iface", "codec", "mcast")
 }
 
@@ -183,11 +186,13 @@ class MountpointConfig:
     # over a relay pulled on the first viewer (fanout.cluster.relay); the streams' ports,
     # RTCP ports, SRTP keys and data stream are the origin's, not bound here.
     relay: RelaySource | None = None
+    # type "whip": a WebRTC publisher sends the streams (POST /whip/endpoint/<id>); they have no ports.
+    whip: WhipSettings | None = None
 
     @property
     def fed_by_publisher_link(self) -> bool:
         """The streams have no ports: their packets come over the engine's publisher link."""
-        return self.relay is not None
+        return self.relay is not None or self.whip is not None
 
 
 @dataclass(frozen=True)
@@ -198,6 +203,17 @@ class RelaySource:
     origin_url: str  # the origin's HTTP transport, e.g. "http://10.0.0.2:8088": POST /cluster/relay goes there
     origin_mountpoint: MountpointId | None = None  # the mountpoint's id on the origin; None: the same id as here
     origin_webrtc_address: str | None = None  # "ip:port" the registry advertises; the origin's reply decides
+
+
+DEFAULT_WHIP_BITRATE = 10_000_000  # bit/s: the REMB cap a WHIP publisher gets when the mountpoint names none
+
+
+@dataclass(frozen=True)
+class WhipSettings:
+    """A ``whip`` mountpoint's publisher side: who may publish and how fast."""
+
+    token: str | None = None  # whip_token: the Bearer token a publisher must send (token_auth: a stored one works too)
+    bitrate: int = DEFAULT_WHIP_BITRATE  # whip_bitrate: the REMB cap sent to the publisher's video, bit/s
 
 
 @dataclass(frozen=True)
@@ -311,8 +327,12 @@ def parse_mountpoint(
         return _parse_rtsp_mountpoint(name, group, reader, string_ids=string_ids)
     if kind == "relay":
         return _parse_relay_mountpoint(name, group, reader, string_ids=string_ids)
+    if kind == "whip":
+        return _parse_whip_mountpoint(name, group, reader, string_ids=string_ids)
     if kind != "rtp":
-        raise MountpointConfigError(f"{where}: type '{kind}' is not supported by fanout (only 'rtp', 'rtsp' and 'relay')")
+        raise MountpointConfigError(
+            f"{where}: type '{kind}' is not supported by fanout (only 'rtp', 'rtsp', 'relay' and 'whip')"
+        )
     mountpoint_id = _mountpoint_id(reader, string_ids=string_ids)
     unsupported: list[str] = []
     media = group.get("media")
@@ -505,6 +525,83 @@ def _parse_relay_mountpoint(
     return config, [f"{name}.{key}" for key in unsupported]
 
 
+WHIP_KEYS = {"type", "id", "name", "description", "metadata", "is_private", "secret", "pin", "media", "whip_token",
+             "whip_bitrate", "playoutdelay_ext"}  # fmt: skip
+WHIP_MEDIA_KEYS = {"type", "mid", "label", "msid", "pt", "codec", "rtpmap", "fmtp", "h264sps", "simulcast"}
+# What a whip stream cannot have: the publisher sends over the WebRTC port, with its own SRTP.
+WHIP_REFUSED_KEYS = {"port", "rtcpport", "iface", "mcast", "port2", "port3", "skew", "srtpsuite", "srtpcrypto",
+                     "testsource", "collision", "audio", "video", "data"}  # fmt: skip
+MIN_WHIP_BITRATE = 10_000
+
+
+def _parse_whip_mountpoint(
+    name: str, group: Mapping[str, Any], reader: _Reader, *, string_ids: bool
+) -> tuple[MountpointConfig, list[str]]:
+    """A ``type = "whip"`` mountpoint: the ``media`` list of an rtp mountpoint without ports
+    (a simulcast video stream takes the publisher's rid layers as its substreams), and
+    ``whip_token``, ``whip_bitrate``."""
+    where = reader.where
+    mountpoint_id = _mountpoint_id(reader, string_ids=string_ids)
+    refused = sorted(key for key in group if key in WHIP_REFUSED_KEYS)
+    if refused:
+        raise MountpointConfigError(
+            f"{where}: '{refused[0]}' has no meaning in a whip mountpoint: its publisher sends over WebRTC"
+        )
+    media = group.get("media")
+    if not isinstance(media, (list, tuple)) or not media:
+        raise MountpointConfigError(f"{where}: a whip mountpoint needs a 'media' list of the streams it takes")
+    if len(media) > MEDIA_LIMIT:
+        raise UnsafeValueError(f"{where}: 'media' has more than {MEDIA_LIMIT} streams")
+    unsupported: list[str] = []
+    streams = []
+    for index, entry in enumerate(media):
+        if not isinstance(entry, Mapping):
+            raise MountpointConfigError(f"{where}: media[{index}] must be a group of settings")
+        entry_refused = sorted(key for key in entry if key in WHIP_REFUSED_KEYS)
+        if entry_refused:
+            raise MountpointConfigError(
+                f"{where}: media[{index}]: '{entry_refused[0]}' has no meaning in a whip mountpoint: "
+                "its publisher sends over WebRTC"
+            )
+        entry_reader = _Reader(f"{where}: media[{index}]", entry)
+        kind = entry_reader.string("type")
+        if kind not in ("audio", "video"):
+            raise MountpointConfigError(
+                f"{where}: media[{index}]: type must be 'audio' or 'video'" + (f", not '{kind}'" if kind else "")
+            )
+        mid = _media_mid(entry_reader, index, entry, WHIP_MEDIA_KEYS, unsupported)
+        streams.append(
+            _stream(
+                entry_reader,
+                mindex=index,
+                kind=kind,
+                mid=mid,
+                label=entry_reader.string("label") or kind,
+                msid=_msid(entry_reader),
+                keys={key: key for key in STREAM_KEYS},
+                whip=True,
+            )
+        )
+    mids = [stream.mid for stream in streams]
+    duplicates = sorted({mid for mid in mids if mids.count(mid) > 1})
+    if duplicates:
+        raise MountpointConfigError(f"{where}: duplicate mid {duplicates[0]!r}")
+    bitrate = reader.integer("whip_bitrate")
+    if bitrate is not None and bitrate < MIN_WHIP_BITRATE:
+        raise MountpointConfigError(f"{where}: 'whip_bitrate' must be at least {MIN_WHIP_BITRATE} (bit/s)")
+    token = reader.string("whip_token")
+    if token == "":
+        raise MountpointConfigError(f"{where}: 'whip_token' must not be empty (leave it out to need none)")
+    config = MountpointConfig(
+        **_described(reader, name, mountpoint_id),
+        streams=tuple(streams),
+        playoutdelay_ext=reader.boolean("playoutdelay_ext", default=False),
+        whip=WhipSettings(token=token, bitrate=bitrate if bitrate is not None else DEFAULT_WHIP_BITRATE),
+    )
+    unsupported.extend(key for key in group if key not in WHIP_KEYS)
+    return config, [f"{name}.{key}" for key in unsupported]
+
+
 def _collision_ms(reader: _Reader) -> int:
     collision = reader.integer("collision")
     if collision is None:
@@ -649,10 +746,19 @@ def _named_codec(reader: _Reader, kind: str, codec_key: str, rtpmap_key: str) ->
 
 
 def _stream(
-    reader: _Reader, *, mindex: int, kind: str, mid: str, label: str, msid: str | None, keys: dict[str, str]
+    reader: _Reader,
+    *,
+    mindex: int,
+    kind: str,
+    mid: str,
+    label: str,
+    msid: str | None,
+    keys: dict[str, str],
+    whip: bool = False,
 ) -> StreamConfig:
+    """One RTP stream; ``whip``: one a WHIP publisher feeds (no port: 0, no RTCP port)."""
     where = reader.where
-    port = reader.required_port(keys["port"])
+    port = 0 if whip else reader.required_port(keys["port"])
     rtcp_port = reader.port(keys["rtcpport"])
     payload_type = reader.payload_type(keys["pt"])
     if payload_type is None:
@@ -666,6 +772,8 @@ def _stream(
     if group is not None and not (is_ip_address(group) and ipaddress.ip_address(group).is_multicast):
         raise MountpointConfigError(f"{where}: '{keys['mcast']}' must be a multicast address, not '{group}'")
     substream_ports = _substream_ports(reader, keys, kind, codec)
+    if whip and substream_ports:
+        substream_ports = (0,) * len(substream_ports)  # the publisher's rid layers, no ports
     h264sps = reader.string(keys["h264sps"]) if kind == "video" else None
     if h264sps is not None:
         if codec.name != "h264":

@@ -28,8 +28,8 @@ from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 
 Errors = StreamingErrorCode
 ID_LIMIT = 2**53  # ids stay exact as JavaScript numbers
-SUPPORTED_TYPES = ("rtp", "rtsp")
-KNOWN_TYPES = ("rtp", "live", "ondemand", "rtsp")
+SUPPORTED_TYPES = ("rtp", "rtsp", "whip")
+KNOWN_TYPES = ("rtp", "live", "ondemand", "rtsp", "whip")
 CREATE_ONLY_KEYS = {"request", "admin_key", "permanent"}
 STRING_FIELDS = ("name", "description", "metadata", "secret", "pin")
 EDIT_FIELDS = {
@@ -91,7 +91,7 @@ def mountpoint_from_create(
     if kind not in KNOWN_TYPES:
         raise StreamingError(Errors.INVALID_ELEMENT, f"Unknown stream type '{kind}'...\n")
     if kind not in SUPPORTED_TYPES:
-        raise StreamingError(Errors.CANT_CREATE, f"Can't add '{kind}' stream: fanout serves 'rtp' and 'rtsp' mountpoints only")
+        raise StreamingError(Errors.CANT_CREATE, f"Can't add '{kind}' stream: fanout serves 'rtp', 'rtsp' and 'whip' mountpoints only")
     mountpoint_id = body.get("id")
     if mountpoint_id is None:
         mountpoint_id = _free_id(taken_ids, string_ids=string_ids)
@@ -107,9 +107,14 @@ def mountpoint_from_create(
             raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({field} should be a boolean)")
     if kind == "rtsp":
         _check_rtsp_fields(body)
-    media = body.get("media") if kind == "rtp" else None
+    media = body.get("media") if kind in ("rtp", "whip") else None
     if media is not None and not isinstance(media, list):
         raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (media should be an array)")
+    if kind == "whip" and not media:
+        raise StreamingError(Errors.CANT_CREATE, "Can't add 'whip' stream, no media list of the streams it takes...")
+    for field in ("whip_token",):
+        if field in body and not isinstance(body[field], str):
+            raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({field} should be a string)")
     if kind == "rtsp" and not (body.get("audio") or body.get("video")):
         raise StreamingError(Errors.CANT_CREATE, "Can't add 'rtsp' stream, no audio or video have to be streamed...")
     if kind == "rtp" and media is None and not (body.get("audio") or body.get("video") or body.get("data")):
@@ -173,6 +178,8 @@ def created_reply(
     substream_ports = substream_ports or {}
     if config.rtsp is not None:
         pass  # as Janus: the ports are the server's business, not the creator's
+    elif config.whip is not None:
+        stream["whip"] = f"/whip/endpoint/{config.id}"  # fanout: where the publisher POSTs its offer
     elif legacy:
         for stream_config, port in zip(config.streams, ports, strict=True):
             stream[f"{stream_config.kind}_port"] = port

@@ -31,7 +31,8 @@ def source_index(stream: StreamConfig, substream: int | None) -> int:
 
 
 class Mountpoint:
-    """An ``rtp`` or ``rtsp`` mountpoint whose source ports the engine reads."""
+    """An ``rtp`` or ``rtsp`` mountpoint whose source ports the engine reads, or a ``whip``
+    one whose streams a WebRTC publisher's link feeds."""
 
     def __init__(
         self,
@@ -60,6 +61,8 @@ class Mountpoint:
         # Told the number of viewers each time it changes: a relay mountpoint pulls its
         # origin's media while it has viewers (fanout.cluster.relay).
         self.on_viewers_changed: Callable[[int], None] | None = None
+        # A whip mountpoint: a WHIP publisher's link is attached (fanout.whip sets it).
+        self.publisher_attached = False
 
     @classmethod
     def open(
@@ -131,6 +134,11 @@ class Mountpoint:
         return int((time.monotonic() - last) * 1000)
 
     @property
+    def publisher_live(self) -> bool:
+        """A whip mountpoint's publisher is attached and some stream of it sends."""
+        return self.publisher_attached and not self.silence.all_silent()
+
+    @property
     def id(self) -> MountpointId:
         return self.config.id
 
@@ -158,6 +166,8 @@ class Mountpoint:
         if self.config.metadata is not None:
             entry["metadata"] = self.config.metadata
         entry["enabled"] = self.enabled
+        if self.config.whip is not None:
+            entry["publisher_live"] = self.publisher_live
         media = [
             (stream.mindex, {"mid": stream.mid, "type": stream.kind, "label": stream.label, "age_ms": age}
              | ({"msid": stream.msid} if stream.msid else {}))
@@ -188,6 +198,16 @@ class Mountpoint:
         if with_secret:
             info["viewers"] = len(self.viewers)
         info["type"] = "live"
+        if self.config.whip is not None:  # fanout: fed by a WHIP publisher, live or not
+            info["whip"] = True
+            info["publisher_live"] = self.publisher_live
+            link = engine.publisher_stats(self.engine_id) if with_secret else None
+            if link is not None:  # what the engine made of the publisher's datagrams
+                info["publisher"] = {
+                    name: getattr(link, name)
+                    for name in ("packets", "bytes", "rtcp_packets", "undecryptable", "unroutable", "malformed",
+                                 "control_datagrams", "lost", "nacks_sent", "recovered", "receiver_reports_sent")
+                }  # fmt: skip
         media = []
         for stream, port, age in zip(self.config.streams, self.ports, self.ages_ms(engine), strict=True):
             entry: dict[str, Any] = {
@@ -203,7 +223,7 @@ class Mountpoint:
                 entry["fmtp"] = stream.fmtp
             if stream.simulcast:
                 entry["videosimulcast"] = True  # as Janus 1.1.2 names it in both forms
-            if with_secret:
+            if with_secret and self.config.whip is None:
                 entry["port"] = port
                 for number, substream_port in enumerate(self.substream_ports.get(stream.mid, [])[1:], start=2):
                     entry[f"port{number}"] = substream_port
@@ -239,9 +259,10 @@ def source_stream(stream: StreamConfig, mountpoint: MountpointConfig) -> SourceS
         "codec": stream.codec.name,
         "clock_rate": stream.codec.clock_rate,
         "collision_ms": mountpoint.collision_ms,
-        # An RTP source sends the payload type its mountpoint names; an RTSP server the one
-        # its DESCRIBE named, which the mountpoint may show its viewers as another.
-        "payload_types": [stream.payload_type] if mountpoint.rtsp is None else [],
+        # An RTP source (and a relay's origin) sends the payload type its mountpoint names; an
+        # RTSP server the one its DESCRIBE named, which the mountpoint may show its viewers as
+        # another; a WHIP publisher the one its offer named (its link's routes check it).
+        "payload_types": [stream.payload_type] if mountpoint.rtsp is None and mountpoint.whip is None else [],
         "h264_parameter_sets": h264_parameter_sets(stream.mid, stream.h264sps) if stream.h264sps else [],
         "skew_compensation": stream.skew,
     }

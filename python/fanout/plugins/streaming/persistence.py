@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from fanout.config.jcfg import ConfigError, Group, dumps, is_setting_name, load
-from fanout.plugins.streaming.config import DEFAULT_COLLISION_MS, MountpointConfig, MountpointId, RtspSettings
+from fanout.plugins.streaming.config import (
+    DEFAULT_COLLISION_MS,
+    DEFAULT_WHIP_BITRATE,
+    MountpointConfig,
+    MountpointId,
+    RtspSettings,
+)
 
 HEADER = "# Written by fanout when a mountpoint was created, edited or destroyed with \"permanent\": true.\n\n"
 
@@ -28,7 +34,7 @@ class PersistenceError(Exception):
 def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
     """The mountpoint as its .jcfg group (the multistream ``media`` form; an rtsp
     mountpoint in Janus's legacy keys, the only ones it has)."""
-    kind = "rtsp" if config.rtsp else "relay" if config.relay else "rtp"
+    kind = "rtsp" if config.rtsp else "relay" if config.relay else "whip" if config.whip else "rtp"
     settings: dict[str, Any] = {"type": kind, "id": config.id, "description": config.description}
     for key in ("metadata", "secret", "pin"):
         value = getattr(config, key)
@@ -40,6 +46,11 @@ def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
         return settings | rtsp_settings(config.rtsp)
     if config.relay is not None:
         return settings | relay_settings(config)
+    if config.whip is not None:
+        if config.whip.token is not None:
+            settings["whip_token"] = config.whip.token
+        if config.whip.bitrate != DEFAULT_WHIP_BITRATE:
+            settings["whip_bitrate"] = config.whip.bitrate
     if config.testsource:
         settings["testsource"] = True
     if config.collision_ms != DEFAULT_COLLISION_MS:
@@ -53,7 +64,8 @@ def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
         entry: dict[str, Any] = {"type": stream.kind, "mid": stream.mid, "label": stream.label}
         if stream.msid:
             entry["msid"] = stream.msid
-        entry["port"] = stream.port
+        if config.whip is None:
+            entry["port"] = stream.port
         if stream.rtcp_port is not None:
             entry["rtcpport"] = stream.rtcp_port
         entry |= {"pt": stream.payload_type, "codec": stream.codec.name}
@@ -71,7 +83,8 @@ def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
             entry["h264sps"] = stream.h264sps
         if stream.simulcast:
             entry["simulcast"] = True
-            entry |= {f"port{number}": port for number, port in enumerate(stream.substream_ports, start=2)}
+            if config.whip is None:
+                entry |= {f"port{number}": port for number, port in enumerate(stream.substream_ports, start=2)}
         media.append(entry)
     data = config.data
     if data is not None:

@@ -228,6 +228,8 @@ class StreamingPlugin(Plugin):
                         config.relay.origin_node, config.relay.origin_mountpoint or config.id)  # fmt: skip
             return mountpoint
         inputs = [f"{s.kind} {s.codec.name} port {p}" for s, p in zip(config.streams, mountpoint.ports)]
+        if config.whip is not None:
+            inputs = [f"{s.kind} {s.codec.name}" for s in config.streams] + [f"WHIP at /whip/endpoint/{config.id}"]
         if config.data is not None:
             inputs.append(f"data ({config.data.datatype}) port {mountpoint.data_port}")
         logger.info("mountpoint %s (%s) listening on %s", config.id, config.name, ", ".join(inputs))
