@@ -146,9 +146,11 @@ async def _running(
             websocket_port = websocket.port
         page = "no demo page (the HTTP transport is off)"
         if settings.http.enabled or settings.http.https:
-            whep = WhepService(gateway, string_ids=streaming_settings.string_ids)
+            whep = WhepService(
+                gateway, string_ids=streaming_settings.string_ids, ice_server_settings=settings.ice_servers
+            )
             stack.push_async_callback(whep.stop)
-            routes = demo_routes(settings.http.base_path, websocket_port) + whep.routes()
+            routes = demo_routes(settings.http.base_path, websocket_port, settings.ice_servers) + whep.routes()
             http = HttpTransport(gateway, settings.http, routes)
             await _start_transport("HTTP", http.start, settings.http.host, settings.http.port)
             stack.push_async_callback(http.stop)

@@ -125,6 +125,33 @@ class WebSocketSettings:
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
+TURN_TYPES = ("udp", "tcp", "tls")
+DEFAULT_STUN_PORT = 3478
+DEFAULT_TURN_PORT = 3478
+DEFAULT_TURN_TTL = 24 * 3600
+
+
+@dataclass(frozen=True)
+class IceServerSettings:
+    """janus.jcfg's ``nat`` group's STUN and TURN servers. fanout is ICE-lite and relays nothing
+    itself: it hands these servers to viewers (the demo page, WHEP's ``Link`` headers).
+
+    Janus's keys (``stun_server``, ``stun_port``, ``turn_server``, ``turn_port``, ``turn_type``,
+    ``turn_user``, ``turn_pwd``) plus fanout's ``turn_secret`` (coturn's ``static-auth-secret``:
+    each viewer gets credentials valid for ``turn_ttl`` seconds, minted as coturn's
+    ``use-auth-secret`` checks them). ``turn_type`` may list several, "udp,tcp,tls"."""
+
+    stun_server: str | None = None
+    stun_port: int = DEFAULT_STUN_PORT
+    turn_server: str | None = None
+    turn_port: int = DEFAULT_TURN_PORT
+    turn_types: tuple[str, ...] = ("udp",)
+    turn_user: str | None = None
+    turn_pwd: str | None = None
+    turn_secret: str | None = None
+    turn_ttl: int = DEFAULT_TURN_TTL
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything fanout's core and transports take from the configuration."""
@@ -148,6 +175,7 @@ class Settings:
     metrics_port: int | None = None  # fanout.metrics_port: the Prometheus endpoint, None = off
     interface: str | None = None  # general.interface: the address for SDP
     nat_1_1_mapping: tuple[str, ...] = ()
+    ice_servers: IceServerSettings = field(default_factory=IceServerSettings)  # nat.stun_*/turn_*: handed to viewers
     rtp_port_range: tuple[int, int] | None = None
     webrtc_port: int = DEFAULT_WEBRTC_PORT
     webrtc_interface: str = "0.0.0.0"
@@ -249,6 +277,7 @@ def read_settings(
         metrics_port=_port(own, "metrics_port", 0, allow_zero=True) if own.get_int("metrics_port") is not None else None,
         interface=interface,
         nat_1_1_mapping=nat_mapping,
+        ice_servers=_ice_server_settings(nat),
         rtp_port_range=rtp_port_range,
         webrtc_port=_port(own, "webrtc_port", DEFAULT_WEBRTC_PORT, allow_zero=True),
         webrtc_interface=_bind_host(own, "webrtc_interface", None, interface_ip or "0.0.0.0"),
@@ -307,6 +336,37 @@ def _cluster_settings(group: Group, advertised: tuple[str, ...], http: Group | N
         heartbeat_interval=heartbeat_interval,
         node_ttl=node_ttl,
         relay_linger=_positive_seconds(group, "relay_linger", DEFAULT_RELAY_LINGER),
+    )
+
+
+def _ice_server_settings(nat: Group) -> IceServerSettings:
+    turn_server = _get_str(nat, "turn_server") or None
+    turn_user = _get_str(nat, "turn_user") or None
+    turn_pwd = _get_str(nat, "turn_pwd") or None
+    turn_secret = _get_str(nat, "turn_secret") or None
+    turn_types = _list(nat, "turn_type") or ("udp",)
+    for turn_type in turn_types:
+        if turn_type not in TURN_TYPES:
+            raise _error(nat, "turn_type", f"must be one or more of {', '.join(TURN_TYPES)}, not \"{turn_type}\"")
+    if turn_secret is not None and turn_pwd is not None:
+        raise _error(nat, "turn_secret", "and nat.turn_pwd exclude each other: credentials are minted from the secret")
+    if turn_server is not None and turn_secret is None and (turn_user is None or turn_pwd is None):
+        raise _error(nat, "turn_server", "needs nat.turn_user and nat.turn_pwd, or nat.turn_secret")
+    if turn_server is None:
+        _moot(nat, ("turn_port", "turn_type", "turn_user", "turn_pwd", "turn_secret", "turn_ttl"))
+    stun_server = _get_str(nat, "stun_server") or None
+    if stun_server is None:
+        _moot(nat, ("stun_port",))
+    return IceServerSettings(
+        stun_server=stun_server,
+        stun_port=_port(nat, "stun_port", DEFAULT_STUN_PORT),
+        turn_server=turn_server,
+        turn_port=_port(nat, "turn_port", DEFAULT_TURN_PORT),
+        turn_types=turn_types,
+        turn_user=turn_user,
+        turn_pwd=turn_pwd,
+        turn_secret=turn_secret,
+        turn_ttl=_positive(nat, "turn_ttl", DEFAULT_TURN_TTL),
     )
 
 

@@ -2,7 +2,9 @@
 //
 // Query parameters: mountpoint=<id> watches at once; transport=http|ws picks the
 // Janus API transport; ws_port=<port> overrides the WebSocket port; janus=<url> (for
-// transport=http) talks to another Janus HTTP API, e.g. janus=http://127.0.0.1:8088/janus.
+// transport=http) talks to another Janus HTTP API, e.g. janus=http://127.0.0.1:8088/janus;
+// ice_transport_policy=relay makes the browser reach the server only through the TURN
+// servers the server hands out (config.js's iceServers).
 // window.fanoutDemo exposes the state to people and to tests: state ("connecting",
 // "ready", "watching", "playing", "stopped", "error"), firstFrameMs (from the watch
 // request to the first decoded frame), stats() (figures from getStats), hangup(), and the
@@ -11,7 +13,7 @@
 "use strict";
 
 const params = new URLSearchParams(location.search);
-const config = window.fanoutDemoConfig || { janusPath: "/janus", websocketPort: null };
+const config = window.fanoutDemoConfig || { janusPath: "/janus", websocketPort: null, iceServers: [] };
 const elements = {
   mountpoints: document.getElementById("mountpoints"),
   transport: document.getElementById("transport"),
@@ -72,7 +74,8 @@ function connect(transport) {
     callback: () => {
       janus = new Janus({
         server: serverUrl(transport),
-        iceServers: [],
+        iceServers: config.iceServers || [],
+        iceTransportPolicy: params.get("ice_transport_policy") || undefined,
         success: attachStreaming,
         error: fail,
         destroyed: () => setState("stopped", "session destroyed"),
@@ -235,7 +238,8 @@ async function readStats() {
   return figures;
 }
 
-// The selected ICE candidate pair as getStats reports it (id, state, requests and responses).
+// The selected ICE candidate pair as getStats reports it (id, state, requests and responses,
+// and each end's candidate: type, protocol, address, port; relayProtocol for a relay candidate).
 async function readSelectedPair() {
   const pc = streaming && streaming.webrtcStuff && streaming.webrtcStuff.pc;
   if (!pc) return null;
@@ -244,9 +248,17 @@ async function readSelectedPair() {
   report.forEach((entry) => {
     if (entry.type === "transport" && entry.selectedCandidatePairId) {
       const pair = report.get(entry.selectedCandidatePairId);
+      const candidate = (id) => {
+        const found = report.get(id);
+        return found ? {
+          candidateType: found.candidateType, protocol: found.protocol, address: found.address,
+          port: found.port, relayProtocol: found.relayProtocol || null,
+        } : null;
+      };
       selected = {
         id: pair.id, state: pair.state, requestsSent: pair.requestsSent,
         responsesReceived: pair.responsesReceived, iceState: entry.iceState,
+        local: candidate(pair.localCandidateId), remote: candidate(pair.remoteCandidateId),
       };
     }
   });
