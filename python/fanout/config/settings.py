@@ -24,9 +24,10 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from fanout.config.jcfg import ConfigError, Group, Location
-from fanout.config.network import address_of_interface, detect_advertised_ips, is_ip_address
+from fanout.config.network import address_of_interface, detect_advertised_ips, detect_advertised_ipv6_ips, is_ip_address
 
 DEFAULT_SESSION_TIMEOUT = 60
 DEFAULT_RECLAIM_SESSION_TIMEOUT = 0
@@ -179,6 +180,7 @@ class Settings:
     rtp_port_range: tuple[int, int] | None = None
     webrtc_port: int = DEFAULT_WEBRTC_PORT
     webrtc_interface: str = "0.0.0.0"
+    ipv6: bool = False  # media.ipv6: dual-stack sockets ("::" takes IPv4 too) and IPv6 host candidates
     engine_cores: tuple[int, ...] | None = None  # None: one engine worker per core
     engine_pin: bool = True
     advertised_ips: tuple[str, ...] = ("127.0.0.1",)  # the addresses in our ICE candidates
@@ -221,6 +223,7 @@ def read_settings(
     websockets: Group | None,
     *,
     detect_ips: Callable[[], list[str]] = detect_advertised_ips,
+    detect_ipv6_ips: Callable[[], list[str]] = detect_advertised_ipv6_ips,
 ) -> tuple[Settings, list[str]]:
     """Settings from the parsed files; also the settings that ask for features fanout lacks,
     as ``"<file>: <key> = <value> is not supported by fanout"`` lines."""
@@ -248,6 +251,11 @@ def read_settings(
         advertised = (interface_ip,)
     else:
         advertised = tuple(detect_ips())
+    ipv6 = _get_bool(media, "ipv6", False)
+    _moot(media, ("ipv6_linklocal",))  # fanout never advertises link-local addresses
+    if ipv6 and not nat_mapping and not interface_ip:
+        advertised += _ipv6_to_advertise(advertised, detect_ipv6_ips())
+    any_host = "::" if ipv6 else "0.0.0.0"
     limits = _connection_limits(own)
 
     rtp_port_range = _port_range(media, "rtp_port_range")
@@ -280,12 +288,13 @@ def read_settings(
         ice_servers=_ice_server_settings(nat),
         rtp_port_range=rtp_port_range,
         webrtc_port=_port(own, "webrtc_port", DEFAULT_WEBRTC_PORT, allow_zero=True),
-        webrtc_interface=_bind_host(own, "webrtc_interface", None, interface_ip or "0.0.0.0"),
+        webrtc_interface=_bind_host(own, "webrtc_interface", None, interface_ip or any_host),
+        ipv6=ipv6,
         engine_cores=_cores(own, "engine_cores"),
         engine_pin=_get_bool(own, "engine_pin", True),
         advertised_ips=advertised,
-        http=dataclasses.replace(_http_settings(http, refused), limits=limits),
-        websocket=dataclasses.replace(_websocket_settings(websockets, refused), limits=limits),
+        http=_dual_stack(dataclasses.replace(_http_settings(http, refused), limits=limits), ipv6),
+        websocket=_dual_stack(dataclasses.replace(_websocket_settings(websockets, refused), limits=limits), ipv6),
         cluster=_cluster_settings(_group(janus, "cluster"), advertised, http),
     )
     return settings, refused
@@ -337,6 +346,28 @@ def _cluster_settings(group: Group, advertised: tuple[str, ...], http: Group | N
         node_ttl=node_ttl,
         relay_linger=_positive_seconds(group, "relay_linger", DEFAULT_RELAY_LINGER),
     )
+
+
+def _ipv6_to_advertise(ipv4: tuple[str, ...], ipv6: list[str]) -> tuple[str, ...]:
+    """The IPv6 addresses to add to the IPv4 ones: ``::1`` only beside 127.0.0.1 (a host with only ``lo``)."""
+    ipv4_is_loopback = all(address.startswith("127.") for address in ipv4)
+    return tuple(address for address in ipv6 if address != "::1" or ipv4_is_loopback)
+
+
+_Listeners = TypeVar("_Listeners", HttpSettings, WebSocketSettings)
+
+
+def _dual_stack(listeners: _Listeners, ipv6: bool) -> _Listeners:
+    """With ``media.ipv6``, listeners left on every IPv4 address ("0.0.0.0") take every IPv6 one
+    too ("::", a dual-stack socket)."""
+    if not ipv6:
+        return listeners
+    hosts: dict[str, Any] = {
+        item.name: "::"
+        for item in dataclasses.fields(listeners)
+        if item.name.endswith("host") and getattr(listeners, item.name) == "0.0.0.0"
+    }
+    return dataclasses.replace(listeners, **hosts)
 
 
 def _ice_server_settings(nat: Group) -> IceServerSettings:

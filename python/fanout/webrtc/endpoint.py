@@ -5,6 +5,10 @@ A STUN binding request goes to the peer whose local ufrag starts its USERNAME
 owns its source address (an address that passed that peer's authenticated
 check). After each input the peer's datagrams are sent, its events delivered,
 and its timer re-armed with ``loop.call_at`` (peers run on ``loop.time()``).
+
+Bound to ``::``, the socket is dual-stack (IPV6_V6ONLY off): IPv4 peers arrive as
+v4-mapped addresses, which the endpoint hands to peers in their IPv4 form and maps
+back when it sends.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import socket
 from collections.abc import Callable
 
+from fanout.config.network import unmapped
 from fanout.webrtc.dtls import DtlsCertificate
 from fanout.webrtc.peer import PeerClosed, PeerEvent, WebRtcPeer
 from fanout.webrtc.sdp import Candidate
@@ -38,7 +43,7 @@ class _Protocol(asyncio.DatagramProtocol):
         self.endpoint = endpoint
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.endpoint.datagram_received(data, (addr[0], addr[1]))
+        self.endpoint.datagram_received(data, (unmapped(addr[0]), addr[1]))
 
     def error_received(self, exc: Exception) -> None:
         logger.debug("WebRTC socket error: %s", exc)
@@ -61,6 +66,7 @@ class WebRtcEndpoint:
         self.dropped_malformed = 0
         self._loop = loop
         self._socket = sock
+        self._ipv6_socket = sock.family == socket.AF_INET6
         self._transport: asyncio.DatagramTransport | None = None
         self._peers_by_ufrag: dict[str, WebRtcPeer] = {}
         self._peers_by_address: dict[tuple[str, int], WebRtcPeer] = {}
@@ -76,6 +82,8 @@ class WebRtcEndpoint:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind((bind_host, port))
         except OSError:
             sock.close()
@@ -161,6 +169,8 @@ class WebRtcEndpoint:
     def _send(self, peer: WebRtcPeer) -> None:
         assert self._transport is not None
         for data, address in peer.drain_transmits():
+            if self._ipv6_socket and ":" not in address[0]:
+                address = ("::ffff:" + address[0], address[1])
             self._transport.sendto(data, address)
 
     def _process(self, peer: WebRtcPeer) -> None:
