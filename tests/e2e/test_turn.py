@@ -9,8 +9,11 @@ fanout itself stays ICE-lite: the relay's address is just the viewer's remote ca
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -19,7 +22,7 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from tests.support.aiortc_viewer import DecodedMedia
 from tests.support.browser import chromium_in
-from tests.support.netns import loopback_namespace
+from tests.support.netns import NetworkNamespace, loopback_namespace
 from tests.support.ports import free_ports
 from tests.support.server import DEMO_MOUNTPOINT, FanoutProcess, ServerAddresses, write_config
 from tests.support.turn_server import TurnServer, coturn
@@ -39,6 +42,36 @@ def with_turn(folder: Path, turn: TurnServer, turn_type: str, *, advertise: str 
     return addresses
 
 
+def with_admin(folder: Path) -> int:
+    """The Admin API on a free port (secret "overlord"): its port."""
+    (admin_port,) = free_ports(1)
+    janus = folder / "janus.jcfg"
+    janus.write_text(janus.read_text().replace("general: {\n", 'general: {\n\tadmin_secret = "overlord"\n', 1))
+    with (folder / "janus.transport.http.jcfg").open("a") as http:
+        http.write(f"admin: {{\n\tadmin_http = true\n\tadmin_port = {admin_port}\n}}\n")
+    return admin_port
+
+
+def admin_in(namespace: NetworkNamespace, admin_port: int, janus: str, path: str = "") -> Any:
+    """An Admin API request made from inside ``namespace`` (where the server is)."""
+    body = json.dumps({"janus": janus, "transaction": "t", "admin_secret": "overlord"})
+    script = (
+        "import sys, urllib.request; request = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode()); "
+        "print(urllib.request.urlopen(request, timeout=10).read().decode())"
+    )
+    url = f"http://127.0.0.1:{admin_port}/admin{path}"
+    reply = subprocess.run(namespace.command("python3", "-c", script, url, body), capture_output=True, text=True, check=True)
+    return json.loads(reply.stdout)
+
+
+def viewer_ice_info(namespace: NetworkNamespace, admin_port: int) -> dict[str, Any]:
+    """handle_info's ice section of the one handle on the server."""
+    (session,) = admin_in(namespace, admin_port, "list_sessions")["sessions"]
+    (handle,) = admin_in(namespace, admin_port, "list_handles", f"/{session}")["handles"]
+    ice: dict[str, Any] = admin_in(namespace, admin_port, "handle_info", f"/{session}/{handle}")["info"]["webrtc"]["ice"]
+    return ice
+
+
 @pytest.mark.parametrize("turn_type", ["udp", "tcp", "tls"])
 def test_janus_js_watches_through_coturn(tmp_path: Path, turn_type: str) -> None:
     with (
@@ -46,6 +79,7 @@ def test_janus_js_watches_through_coturn(tmp_path: Path, turn_type: str) -> None
         coturn(namespace, tmp_path) as turn,
     ):
         addresses = with_turn(tmp_path / "config", turn, turn_type)
+        admin_port = with_admin(tmp_path / "config")
         with (
             FanoutProcess(tmp_path / "config", namespace),
             chromium_in(namespace, tmp_path, ("--ignore-certificate-errors",)) as browser,
@@ -67,6 +101,11 @@ def test_janus_js_watches_through_coturn(tmp_path: Path, turn_type: str) -> None
             assert pair["local"]["relayProtocol"] == turn_type, pair
             assert pair["remote"]["address"] == "127.0.0.1", pair
             assert turn.allocations() >= 1
+            ice = viewer_ice_info(namespace, admin_port)
+            # the relay's side is always UDP (TURN relays over UDP): what fanout sees is the relay's address
+            relay = f"{pair['remote']['address']}:{pair['remote']['port']} [host,udp] <-> 127.0.0.1:{pair['local']['port']}"
+            assert ice["selected-pair"] == relay + " [relay,udp]", (ice, pair)
+            assert (ice["selected-transport"], ice["selected-family"]) == ("udp", "ipv4")
 
 
 def test_the_demo_page_gets_fresh_turn_credentials_coturn_accepts(tmp_path: Path) -> None:
