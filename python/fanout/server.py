@@ -166,12 +166,17 @@ async def _running(
         if settings.http.enabled or settings.http.https:
             cluster_routes = ClusterRoutes(cluster) if cluster is not None else None
             redirect = cluster_routes.whep_redirect if cluster_routes is not None else None
-            whep = WhepService(gateway, string_ids=streaming_settings.string_ids, redirect=redirect)
+            whep = WhepService(
+                gateway,
+                string_ids=streaming_settings.string_ids,
+                redirect=redirect,
+                ice_server_settings=settings.ice_servers,
+            )
             stack.push_async_callback(whep.stop)
             whip = WhipService(plugin, endpoint, engine, engine_events, gateway)
             stack.push_async_callback(whip.stop)
             routes = (
-                demo_routes(settings.http.base_path, websocket_port, clustered=cluster is not None)
+                demo_routes(settings.http.base_path, websocket_port, settings.ice_servers, clustered=cluster is not None)
                 + whep.routes()
                 + whip.routes()
             )

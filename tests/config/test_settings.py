@@ -331,3 +331,51 @@ def test_bad_cluster_settings_are_refused_with_the_key_named(key: str, value: st
 def test_a_cluster_secret_too_short_is_refused() -> None:
     with pytest.raises(ConfigError, match="at least 16 characters"):
         settings_of('cluster: { secret = "short" }')
+
+
+def test_ipv6_makes_the_sockets_dual_stack_and_adds_ipv6_candidates() -> None:
+    """Janus's media.ipv6: "::" for every socket left on every address; IPv6 addresses advertised."""
+    janus = parse("media: { ipv6 = true; ipv6_linklocal = true }", "janus.jcfg")
+    http = parse('general: { http = true; ip = "127.0.0.1" }', "janus.transport.http.jcfg")
+    settings, _ = read_settings(janus, http, None, detect_ips=lambda: ["192.0.2.7"], detect_ipv6_ips=lambda: ["2001:db8::7"])
+    assert settings.ipv6
+    assert settings.webrtc_interface == "::"
+    assert settings.advertised_ips == ("192.0.2.7", "2001:db8::7")
+    assert settings.http.host == "127.0.0.1" and settings.http.admin_host == "::"
+    assert settings.websocket.host == "::" and settings.websocket.wss_host == "::"
+    assert janus.unread() == []
+
+
+def test_ipv6_loopback_is_advertised_only_beside_ipv4_loopback() -> None:
+    janus = parse("media: { ipv6 = true }", "janus.jcfg")
+    alone, _ = read_settings(janus, None, None, detect_ips=lambda: ["127.0.0.1"], detect_ipv6_ips=lambda: ["::1"])
+    assert alone.advertised_ips == ("127.0.0.1", "::1")
+    beside, _ = read_settings(janus, None, None, detect_ips=lambda: ["192.0.2.7"], detect_ipv6_ips=lambda: ["::1"])
+    assert beside.advertised_ips == ("192.0.2.7",)
+    mapped, _ = settings_of('media: { ipv6 = true }\nnat: { nat_1_1_mapping = "198.51.100.1,2001:db8::1" }')
+    assert mapped.advertised_ips == ("198.51.100.1", "2001:db8::1")
+
+
+def test_without_ipv6_nothing_listens_on_ipv6() -> None:
+    settings, _ = settings_of("")
+    assert not settings.ipv6 and settings.webrtc_interface == "0.0.0.0" and settings.http.host == "0.0.0.0"
+
+
+def test_ipv6_addresses_of_the_host(tmp_path: Path) -> None:
+    """/proc/net/if_inet6: global and unique local addresses; link-local, loopback, tentative ones left out."""
+    table = tmp_path / "if_inet6"
+    table.write_text(
+        "fe8000000000000000fc00fffe000001 04 40 20 80     eth0\n"
+        "fd000000000000000000000000000002 04 40 00 80     eth0\n"
+        "20010db8000000000000000000000009 04 40 00 40     eth0\n"
+        "00000000000000000000000000000001 01 80 10 80       lo\n"
+    )
+    assert network.detect_advertised_ipv6_ips(str(table)) == ["fd00::2"]
+    table.write_text("00000000000000000000000000000001 01 80 10 80       lo\n")
+    assert network.detect_advertised_ipv6_ips(str(table)) == ["::1"]
+    assert network.detect_advertised_ipv6_ips(str(tmp_path / "missing")) == []
+
+
+def test_v4_mapped_addresses_are_written_as_ipv4() -> None:
+    assert network.unmapped("::ffff:192.0.2.1") == "192.0.2.1"
+    assert network.unmapped("::1") == "::1" and network.unmapped("192.0.2.1") == "192.0.2.1"

@@ -15,7 +15,7 @@ from tests.support.netns import NetworkNamespace
 
 
 @contextmanager
-def chromium_in(namespace: NetworkNamespace, workdir: Path) -> Iterator[Browser]:
+def chromium_in(namespace: NetworkNamespace, workdir: Path, extra_flags: tuple[str, ...] = ()) -> Iterator[Browser]:
     """A headless Chromium whose network is ``namespace``'s (Playwright talks to it over a pipe)."""
     launcher = workdir / "chromium-in-namespace"
     launcher.write_text(f'#!/bin/sh\nexec {" ".join(namespace.command(CHROMIUM))} "$@"\n')
@@ -24,7 +24,7 @@ def chromium_in(namespace: NetworkNamespace, workdir: Path) -> Iterator[Browser]
         browser = playwright.chromium.launch(
             executable_path=str(launcher),
             headless=True,
-            args=CHROMIUM_FLAGS,
+            args=[*CHROMIUM_FLAGS, *extra_flags],
             env={**os.environ, "HOME": str(workdir)},
         )
         try:

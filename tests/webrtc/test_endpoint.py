@@ -386,3 +386,19 @@ async def test_a_connected_socket_takes_its_peers_datagrams_and_the_port_stays_o
         publisher.close()
         other.close()
         endpoint.close()
+
+
+@pytest.mark.parametrize("client_address", ["127.0.0.1", "::1"])
+async def test_a_dual_stack_endpoint_connects_ipv4_and_ipv6_peers(monkeypatch: pytest.MonkeyPatch, client_address: str) -> None:
+    """Bound to "::", one socket serves both families; an IPv4 peer's address is its IPv4 form, not ::ffff:."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: [client_address])
+    endpoint = await WebRtcEndpoint.open("::", 0, [client_address])
+    try:
+        peer, _, client, connected = await connect(endpoint)
+        try:
+            assert connected.address[0] == client_address
+            assert peer.address is not None and peer.address[0] == client_address
+        finally:
+            await client.close()
+    finally:
+        endpoint.close()

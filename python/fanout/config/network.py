@@ -1,4 +1,5 @@
-"""The host's IPv4 interfaces, for binding by interface name and for the ICE candidates."""
+"""The host's IPv4 interfaces, for binding by interface name and for the ICE candidates; the
+host's IPv6 addresses (``media.ipv6``); the IPv4 form of a v4-mapped address a dual-stack socket reports."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
 IFREQ_SIZE = 40  # struct ifreq on 64-bit Linux
 MAX_INTERFACES = 128
+IF_INET6 = "/proc/net/if_inet6"
+IPV6_SCOPE_GLOBAL = 0x00  # /proc/net/if_inet6's scope column (RFC 4291 global and ULA addresses)
+IFA_F_TENTATIVE_OR_DEPRECATED = 0x40 | 0x20
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,31 @@ def detect_advertised_ips() -> list[str]:
     """The addresses of the host's up, non-loopback interfaces; ``127.0.0.1`` if there are none."""
     addresses = [entry.address for entry in interface_addresses() if entry.up and not entry.loopback]
     return addresses or ["127.0.0.1"]
+
+
+def detect_advertised_ipv6_ips(path: str = IF_INET6) -> list[str]:
+    """The host's global (and unique local) IPv6 addresses; ``::1`` if there are none."""
+    found: list[str] = []
+    try:
+        with open(path) as lines:
+            for line in lines:
+                fields = line.split()
+                if len(fields) < 6 or int(fields[3], 16) != IPV6_SCOPE_GLOBAL:
+                    continue
+                if int(fields[4], 16) & IFA_F_TENTATIVE_OR_DEPRECATED:
+                    continue
+                found.append(str(ipaddress.IPv6Address(bytes.fromhex(fields[0]))))
+    except FileNotFoundError:  # no IPv6 in this kernel
+        return []
+    return found or ["::1"]
+
+
+def unmapped(ip: str) -> str:
+    """``ip`` with a v4-mapped IPv6 address (``::ffff:192.0.2.1``, as a dual-stack socket reports
+    IPv4 peers) written as the IPv4 address it maps; any other address as it is."""
+    if ip.startswith("::ffff:") and "." in ip:
+        return ip[len("::ffff:") :]
+    return ip
 
 
 def is_ip_address(text: str) -> bool:

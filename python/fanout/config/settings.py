@@ -24,9 +24,10 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from fanout.config.jcfg import ConfigError, Group, Location
-from fanout.config.network import address_of_interface, detect_advertised_ips, is_ip_address
+from fanout.config.network import address_of_interface, detect_advertised_ips, detect_advertised_ipv6_ips, is_ip_address
 
 DEFAULT_SESSION_TIMEOUT = 60
 DEFAULT_RECLAIM_SESSION_TIMEOUT = 0
@@ -125,6 +126,33 @@ class WebSocketSettings:
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
+TURN_TYPES = ("udp", "tcp", "tls")
+DEFAULT_STUN_PORT = 3478
+DEFAULT_TURN_PORT = 3478
+DEFAULT_TURN_TTL = 24 * 3600
+
+
+@dataclass(frozen=True)
+class IceServerSettings:
+    """janus.jcfg's ``nat`` group's STUN and TURN servers. fanout is ICE-lite and relays nothing
+    itself: it hands these servers to viewers (the demo page, WHEP's ``Link`` headers).
+
+    Janus's keys (``stun_server``, ``stun_port``, ``turn_server``, ``turn_port``, ``turn_type``,
+    ``turn_user``, ``turn_pwd``) plus fanout's ``turn_secret`` (coturn's ``static-auth-secret``:
+    each viewer gets credentials valid for ``turn_ttl`` seconds, minted as coturn's
+    ``use-auth-secret`` checks them). ``turn_type`` may list several, "udp,tcp,tls"."""
+
+    stun_server: str | None = None
+    stun_port: int = DEFAULT_STUN_PORT
+    turn_server: str | None = None
+    turn_port: int = DEFAULT_TURN_PORT
+    turn_types: tuple[str, ...] = ("udp",)
+    turn_user: str | None = None
+    turn_pwd: str | None = None
+    turn_secret: str | None = None
+    turn_ttl: int = DEFAULT_TURN_TTL
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything fanout's core and transports take from the configuration."""
@@ -148,9 +176,11 @@ class Settings:
     metrics_port: int | None = None  # fanout.metrics_port: the Prometheus endpoint, None = off
     interface: str | None = None  # general.interface: the address for SDP
     nat_1_1_mapping: tuple[str, ...] = ()
+    ice_servers: IceServerSettings = field(default_factory=IceServerSettings)  # nat.stun_*/turn_*: handed to viewers
     rtp_port_range: tuple[int, int] | None = None
     webrtc_port: int = DEFAULT_WEBRTC_PORT
     webrtc_interface: str = "0.0.0.0"
+    ipv6: bool = False  # media.ipv6: dual-stack sockets ("::" takes IPv4 too) and IPv6 host candidates
     engine_cores: tuple[int, ...] | None = None  # None: one engine worker per core
     engine_pin: bool = True
     advertised_ips: tuple[str, ...] = ("127.0.0.1",)  # the addresses in our ICE candidates
@@ -193,6 +223,7 @@ def read_settings(
     websockets: Group | None,
     *,
     detect_ips: Callable[[], list[str]] = detect_advertised_ips,
+    detect_ipv6_ips: Callable[[], list[str]] = detect_advertised_ipv6_ips,
 ) -> tuple[Settings, list[str]]:
     """Settings from the parsed files; also the settings that ask for features fanout lacks,
     as ``"<file>: <key> = <value> is not supported by fanout"`` lines."""
@@ -220,6 +251,11 @@ def read_settings(
         advertised = (interface_ip,)
     else:
         advertised = tuple(detect_ips())
+    ipv6 = _get_bool(media, "ipv6", False)
+    _moot(media, ("ipv6_linklocal",))  # fanout never advertises link-local addresses
+    if ipv6 and not nat_mapping and not interface_ip:
+        advertised += _ipv6_to_advertise(advertised, detect_ipv6_ips())
+    any_host = "::" if ipv6 else "0.0.0.0"
     limits = _connection_limits(own)
 
     rtp_port_range = _port_range(media, "rtp_port_range")
@@ -249,14 +285,16 @@ def read_settings(
         metrics_port=_port(own, "metrics_port", 0, allow_zero=True) if own.get_int("metrics_port") is not None else None,
         interface=interface,
         nat_1_1_mapping=nat_mapping,
+        ice_servers=_ice_server_settings(nat),
         rtp_port_range=rtp_port_range,
         webrtc_port=_port(own, "webrtc_port", DEFAULT_WEBRTC_PORT, allow_zero=True),
-        webrtc_interface=_bind_host(own, "webrtc_interface", None, interface_ip or "0.0.0.0"),
+        webrtc_interface=_bind_host(own, "webrtc_interface", None, interface_ip or any_host),
+        ipv6=ipv6,
         engine_cores=_cores(own, "engine_cores"),
         engine_pin=_get_bool(own, "engine_pin", True),
         advertised_ips=advertised,
-        http=dataclasses.replace(_http_settings(http, refused), limits=limits),
-        websocket=dataclasses.replace(_websocket_settings(websockets, refused), limits=limits),
+        http=_dual_stack(dataclasses.replace(_http_settings(http, refused), limits=limits), ipv6),
+        websocket=_dual_stack(dataclasses.replace(_websocket_settings(websockets, refused), limits=limits), ipv6),
         cluster=_cluster_settings(_group(janus, "cluster"), advertised, http),
     )
     return settings, refused
@@ -307,6 +345,59 @@ def _cluster_settings(group: Group, advertised: tuple[str, ...], http: Group | N
         heartbeat_interval=heartbeat_interval,
         node_ttl=node_ttl,
         relay_linger=_positive_seconds(group, "relay_linger", DEFAULT_RELAY_LINGER),
+    )
+
+
+def _ipv6_to_advertise(ipv4: tuple[str, ...], ipv6: list[str]) -> tuple[str, ...]:
+    """The IPv6 addresses to add to the IPv4 ones: ``::1`` only beside 127.0.0.1 (a host with only ``lo``)."""
+    ipv4_is_loopback = all(address.startswith("127.") for address in ipv4)
+    return tuple(address for address in ipv6 if address != "::1" or ipv4_is_loopback)
+
+
+_Listeners = TypeVar("_Listeners", HttpSettings, WebSocketSettings)
+
+
+def _dual_stack(listeners: _Listeners, ipv6: bool) -> _Listeners:
+    """With ``media.ipv6``, listeners left on every IPv4 address ("0.0.0.0") take every IPv6 one
+    too ("::", a dual-stack socket)."""
+    if not ipv6:
+        return listeners
+    hosts: dict[str, Any] = {
+        item.name: "::"
+        for item in dataclasses.fields(listeners)
+        if item.name.endswith("host") and getattr(listeners, item.name) == "0.0.0.0"
+    }
+    return dataclasses.replace(listeners, **hosts)
+
+
+def _ice_server_settings(nat: Group) -> IceServerSettings:
+    turn_server = _get_str(nat, "turn_server") or None
+    turn_user = _get_str(nat, "turn_user") or None
+    turn_pwd = _get_str(nat, "turn_pwd") or None
+    turn_secret = _get_str(nat, "turn_secret") or None
+    turn_types = _list(nat, "turn_type") or ("udp",)
+    for turn_type in turn_types:
+        if turn_type not in TURN_TYPES:
+            raise _error(nat, "turn_type", f"must be one or more of {', '.join(TURN_TYPES)}, not \"{turn_type}\"")
+    if turn_secret is not None and turn_pwd is not None:
+        raise _error(nat, "turn_secret", "and nat.turn_pwd exclude each other: credentials are minted from the secret")
+    if turn_server is not None and turn_secret is None and (turn_user is None or turn_pwd is None):
+        raise _error(nat, "turn_server", "needs nat.turn_user and nat.turn_pwd, or nat.turn_secret")
+    if turn_server is None:
+        _moot(nat, ("turn_port", "turn_type", "turn_user", "turn_pwd", "turn_secret", "turn_ttl"))
+    stun_server = _get_str(nat, "stun_server") or None
+    if stun_server is None:
+        _moot(nat, ("stun_port",))
+    return IceServerSettings(
+        stun_server=stun_server,
+        stun_port=_port(nat, "stun_port", DEFAULT_STUN_PORT),
+        turn_server=turn_server,
+        turn_port=_port(nat, "turn_port", DEFAULT_TURN_PORT),
+        turn_types=turn_types,
+        turn_user=turn_user,
+        turn_pwd=turn_pwd,
+        turn_secret=turn_secret,
+        turn_ttl=_positive(nat, "turn_ttl", DEFAULT_TURN_TTL),
     )
 
 

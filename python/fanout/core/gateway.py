@@ -524,10 +524,18 @@ class Gateway:
         }
 
 
-def selected_pair(endpoint: WebRtcEndpoint, remote: tuple[str, int]) -> str:
-    """Janus's text for an ICE pair: ``local:port [host,udp] <-> remote:port [prflx,udp]``."""
-    local = endpoint.advertised_ips[0] if endpoint.advertised_ips else "0.0.0.0"
-    return f"{local}:{endpoint.port} [host,udp] <-> {remote[0]}:{remote[1]} [prflx,udp]"
+def selected_pair(endpoint: WebRtcEndpoint, remote: tuple[str, int], remote_type: str = "prflx") -> str:
+    """Janus's text for an ICE pair: ``local:port [host,udp] <-> remote:port [prflx,udp]``; the local
+    address is the advertised one of the remote's family."""
+    family = address_family(remote[0])
+    same_family = [ip for ip in endpoint.advertised_ips if address_family(ip) == family]
+    local = (same_family or endpoint.advertised_ips or ["0.0.0.0"])[0]
+    return f"{local}:{endpoint.port} [host,udp] <-> {remote[0]}:{remote[1]} [{remote_type},udp]"
+
+
+def address_family(ip: str) -> str:
+    """"ipv6" or "ipv4", as handle_info and /metrics name a viewer's family."""
+    return "ipv6" if ":" in ip else "ipv4"
 
 
 def _mandatory(request: dict[str, Any], key: str, kind: type, described: str, *, anonymous: bool = False) -> Any:

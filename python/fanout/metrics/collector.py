@@ -99,11 +99,29 @@ class StateCollector(Collector):
         yield _gauge("fanout_handles", "plugin handles", len(gateway.handles))
         peers = sum(1 for handle in gateway.handles.values() if handle.media_keys is not None)
         yield _gauge("fanout_peerconnections", "handles whose PeerConnection is up", peers)
+        yield self._peerconnections_by_route()
         yield _gauge("fanout_accepting_new_sessions", "1 if new sessions are accepted", int(gateway.accepting_new_sessions))
         yield from self._mountpoints()
         yield from self._workers()
         yield from self._event_handlers()
         yield _connections_closed_by_limits()
+
+    def _peerconnections_by_route(self) -> Metric:
+        from fanout.core.gateway import address_family
+
+        counts = {(transport, family): 0 for transport in ("udp",) for family in ("ipv4", "ipv6")}
+        for handle in self.gateway.handles.values():
+            peer = handle.peer
+            if handle.media_keys is not None and peer is not None and peer.address is not None:
+                counts["udp", address_family(peer.address[0])] += 1
+        family = GaugeMetricFamily(
+            "fanout_peerconnections_by_route",
+            "PeerConnections that are up, by the viewer's transport and address family",
+            labels=["transport", "family"],
+        )
+        for (transport, address_family_name), count in counts.items():
+            family.add_metric([transport, address_family_name], count)
+        return family
 
     def _mountpoints(self) -> Iterable[Metric]:
         viewers = GaugeMetricFamily("fanout_viewers", "viewers the engine serves, per mountpoint", labels=["mountpoint"])

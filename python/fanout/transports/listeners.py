@@ -23,6 +23,7 @@ import asyncio
 import collections
 import errno
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from fanout.config.network import unmapped
 from fanout.config.settings import ConnectionLimits, TlsFiles
 
 logger = logging.getLogger(__name__)
@@ -189,7 +191,7 @@ class _GuardedProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         peer = transport.get_extra_info("peername")
-        self.address = str(peer[0]) if peer else ""
+        self.address = unmapped(str(peer[0])) if peer else ""
         if not self.guard.admit(self):
             transport.abort()
             return
@@ -272,15 +274,27 @@ class _GuardedSite(web.BaseSite):
         await super().start()
         make_protocol = self._runner.server
         assert make_protocol is not None
-        server = await asyncio.get_running_loop().create_server(
-            self.guard.protocol_factory(make_protocol),
-            self.listener.host,
-            self.listener.port,
-            ssl=self._ssl_context,
-            ssl_handshake_timeout=self.guard.limits.header_timeout if self._ssl_context is not None else None,
-            backlog=self._backlog,
-            reuse_address=True,
-        )
+        loop = asyncio.get_running_loop()
+        protocol_factory = self.guard.protocol_factory(make_protocol)
+        handshake_timeout = self.guard.limits.header_timeout if self._ssl_context is not None else None
+        if self.listener.host == "::":  # asyncio makes "::" IPv6-only; a dual-stack socket takes IPv4 clients too
+            server = await loop.create_server(
+                protocol_factory,
+                sock=dual_stack_listener(self.listener.port),
+                ssl=self._ssl_context,
+                ssl_handshake_timeout=handshake_timeout,
+                backlog=self._backlog,
+            )
+        else:
+            server = await loop.create_server(
+                protocol_factory,
+                self.listener.host,
+                self.listener.port,
+                ssl=self._ssl_context,
+                ssl_handshake_timeout=handshake_timeout,
+                backlog=self._backlog,
+                reuse_address=True,
+            )
         self._server = server
         self.port = server.sockets[0].getsockname()[1]
 
@@ -303,10 +317,25 @@ def limit_resource_error_logs(loop: asyncio.AbstractEventLoop, log: RateLimitedL
     loop.set_exception_handler(handle)
 
 
+def dual_stack_listener(port: int) -> socket.socket:
+    """A TCP socket bound to every IPv6 and IPv4 address (``::`` with IPV6_V6ONLY off)."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 def acl_allows(acl: tuple[str, ...], address: str | None) -> bool:
     """Janus's ACL: the client's address must start with one of the prefixes (empty: anyone)."""
     if not acl:
         return True
     if address is None:
         return False
+    address = unmapped(address)  # an IPv4 client of a dual-stack ("::") listener
     return any(address.startswith(prefix) for prefix in acl)

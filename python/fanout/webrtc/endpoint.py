@@ -10,6 +10,10 @@ The socket has SO_REUSEPORT (after a check, without it, that nobody holds the
 port), so that :meth:`WebRtcEndpoint.connected_socket` can open a socket on the
 same address connected to one peer: Linux then delivers that peer's datagrams to
 it (a WHIP publisher's link, read by the engine), the rest still to this one.
+
+Bound to ``::``, the socket is dual-stack (IPV6_V6ONLY off): IPv4 peers arrive as
+v4-mapped addresses, which the endpoint hands to peers in their IPv4 form and maps
+back when it sends.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import logging
 import socket
 from collections.abc import Callable
 
+from fanout.config.network import unmapped
 from fanout.webrtc.dtls import DtlsCertificate
 from fanout.webrtc.peer import PeerClosed, PeerEvent, WebRtcPeer
 from fanout.webrtc.sdp import Candidate
@@ -54,7 +59,7 @@ class _Protocol(asyncio.DatagramProtocol):
         self.endpoint = endpoint
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.endpoint.datagram_received(data, (addr[0], addr[1]))
+        self.endpoint.datagram_received(data, (unmapped(addr[0]), addr[1]))
 
     def error_received(self, exc: Exception) -> None:
         logger.debug("WebRTC socket error: %s", exc)
@@ -78,6 +83,7 @@ class WebRtcEndpoint:
         self._loop = loop
         self._socket = sock
         self.bind_address: tuple[str, int] = sock.getsockname()[:2]
+        self._ipv6_socket = sock.family == socket.AF_INET6
         self._transport: asyncio.DatagramTransport | None = None
         self._peers_by_ufrag: dict[str, WebRtcPeer] = {}
         self._peers_by_address: dict[tuple[str, int], WebRtcPeer] = {}
@@ -97,6 +103,8 @@ class WebRtcEndpoint:
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind((bind_host, port))
         except OSError:
             sock.close()
@@ -121,6 +129,10 @@ class WebRtcEndpoint:
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if self._ipv6_socket:  # dual-stack as the endpoint's, so an IPv4 publisher's 4-tuple matches
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                if ":" not in remote[0]:
+                    remote = ("::ffff:" + remote[0], remote[1])
             sock.bind(self.bind_address)
             sock.connect(remote)
         except OSError:
@@ -209,6 +221,8 @@ class WebRtcEndpoint:
     def _send(self, peer: WebRtcPeer) -> None:
         assert self._transport is not None
         for data, address in peer.drain_transmits():
+            if self._ipv6_socket and ":" not in address[0]:
+                address = ("::ffff:" + address[0], address[1])
             self._transport.sendto(data, address)
 
     def _process(self, peer: WebRtcPeer) -> None:

@@ -3,16 +3,22 @@
 ``POST /whep/endpoint/<mountpoint id>`` (application/sdp offer) -> 201, the
 answer and ``Location: /whep/resource/<id>``; ``PATCH`` the resource with
 application/trickle-ice-sdpfrag -> 204; ``DELETE`` it -> 200. A Bearer token is
-passed to the Janus core as ``apisecret`` and ``token``.
+passed to the Janus core as ``apisecret`` and ``token``. The 201 carries the
+configured STUN/TURN servers as ``Link: <url>; rel="ice-server"`` headers (RFC 9725).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from multidict import CIMultiDict
+
+from fanout.config.settings import IceServerSettings
+from fanout.webrtc.ice_servers import ice_servers
 
 from fanout.whep.resource import WhepError, WhepResource
 from fanout.whep.sdpfrag import SdpFragError, parse_sdpfrag
@@ -26,7 +32,7 @@ SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
 ENDPOINT_PATH = "/whep/endpoint/{mountpoint}"
 RESOURCE_PATH = "/whep/resource/{resource}"
-EXPOSED_HEADERS = "Location, ETag, Accept-Patch"
+EXPOSED_HEADERS = "Location, ETag, Accept-Patch, Link"
 # In a cluster: the answer sending a POST to another node (307), or None to serve it here.
 Redirect = Callable[[web.Request, str], "web.Response | None"]
 
@@ -34,10 +40,18 @@ Redirect = Callable[[web.Request, str], "web.Response | None"]
 class WhepService:
     """The WHEP endpoints of one server and the resources (viewers) they made."""
 
-    def __init__(self, gateway: Gateway, *, string_ids: bool = False, redirect: Redirect | None = None) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        string_ids: bool = False,
+        redirect: Redirect | None = None,
+        ice_server_settings: IceServerSettings | None = None,
+    ) -> None:
         self.gateway = gateway
         self.string_ids = string_ids
         self.redirect = redirect
+        self.ice_server_settings = ice_server_settings or IceServerSettings()
         self.resources: dict[str, WhepResource] = {}
 
     def routes(self) -> list[web.RouteDef]:
@@ -70,17 +84,19 @@ class WhepService:
         self.resources[resource.id] = resource
         location = RESOURCE_PATH.format(resource=resource.id)
         logger.info("WHEP resource %s watches mountpoint %s", resource.id, mountpoint_id)
-        return web.Response(
-            status=201,
-            body=answer.encode(),
-            headers={
+        headers = CIMultiDict(
+            {
                 "Content-Type": SDP,
                 "Location": location,
                 "ETag": resource.etag,
                 "Accept-Patch": SDPFRAG,
                 "Access-Control-Expose-Headers": EXPOSED_HEADERS,
-            },
+            }
         )
+        for server in ice_servers(self.ice_server_settings, time.time()):
+            for link in server.link_headers():
+                headers.add("Link", link)
+        return web.Response(status=201, body=answer.encode(), headers=headers)
 
     async def _patch(self, request: web.Request) -> web.Response:
         resource = self.resources.get(request.match_info["resource"])

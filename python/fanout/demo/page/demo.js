@@ -2,9 +2,11 @@
 //
 // Query parameters: mountpoint=<id> watches at once; transport=http|ws picks the
 // Janus API transport; ws_port=<port> overrides the WebSocket port; janus=<url> (for
-// transport=http) talks to another Janus HTTP API, e.g. janus=http://127.0.0.1:8088/janus. In a
-// cluster, mountpoint=<id> first asks /cluster/placement which node to talk to (demo.placement), and asks
-// again when that node fails (demo.reconnects).
+// transport=http) talks to another Janus HTTP API, e.g. janus=http://127.0.0.1:8088/janus;
+// ice_transport_policy=relay makes the browser reach the server only through the TURN
+// servers the server hands out (config.js's iceServers). In a cluster, mountpoint=<id> first
+// asks /cluster/placement which node to talk to (demo.placement), and asks again when that
+// node fails (demo.reconnects).
 // window.fanoutDemo exposes the state to people and to tests: state ("connecting",
 // "ready", "watching", "playing", "stopped", "error"), firstFrameMs (from the watch
 // request to the first decoded frame), stats() (figures from getStats), hangup(), and the
@@ -13,7 +15,7 @@
 "use strict";
 
 const params = new URLSearchParams(location.search);
-const config = window.fanoutDemoConfig || { janusPath: "/janus", websocketPort: null };
+const config = window.fanoutDemoConfig || { janusPath: "/janus", websocketPort: null, iceServers: [] };
 const elements = {
   mountpoints: document.getElementById("mountpoints"),
   transport: document.getElementById("transport"),
@@ -116,7 +118,8 @@ function connect(transport) {
       placedServerUrl(transport).then((server) => {
         janus = new Janus({
           server: server,
-          iceServers: [],
+          iceServers: config.iceServers || [],
+          iceTransportPolicy: params.get("ice_transport_policy") || undefined,
           success: attachStreaming,
           error: fail,
           destroyed: () => setState("stopped", "session destroyed"),
@@ -281,7 +284,8 @@ async function readStats() {
   return figures;
 }
 
-// The selected ICE candidate pair as getStats reports it (id, state, requests and responses).
+// The selected ICE candidate pair as getStats reports it (id, state, requests and responses,
+// and each end's candidate: type, protocol, address, port; relayProtocol for a relay candidate).
 async function readSelectedPair() {
   const pc = streaming && streaming.webrtcStuff && streaming.webrtcStuff.pc;
   if (!pc) return null;
@@ -290,9 +294,17 @@ async function readSelectedPair() {
   report.forEach((entry) => {
     if (entry.type === "transport" && entry.selectedCandidatePairId) {
       const pair = report.get(entry.selectedCandidatePairId);
+      const candidate = (id) => {
+        const found = report.get(id);
+        return found ? {
+          candidateType: found.candidateType, protocol: found.protocol, address: found.address,
+          port: found.port, relayProtocol: found.relayProtocol || null,
+        } : null;
+      };
       selected = {
         id: pair.id, state: pair.state, requestsSent: pair.requestsSent,
         responsesReceived: pair.responsesReceived, iceState: entry.iceState,
+        local: candidate(pair.localCandidateId), remote: candidate(pair.remoteCandidateId),
       };
     }
   });
