@@ -179,6 +179,21 @@ class MountpointConfig:
     # type "rtsp": fanout pulls the stream from an RTSP server. ``streams`` is empty until
     # the server's DESCRIBE says what its tracks are (see rtsp_source.streams_from_tracks).
     rtsp: RtspSettings | None = None
+    # type "live" or "ondemand": fanout plays a media file (sources/filesource.py).
+    file: FileSettings | None = None
+
+
+@dataclass(frozen=True)
+class FileSettings:
+    """A ``live`` or ``ondemand`` mountpoint's file. ``live``: one player, every viewer sees
+    the same moment; ``ondemand``: a player per viewer, from the start of the file."""
+
+    filename: str
+    ondemand: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "ondemand" if self.ondemand else "live"
 
 
 @dataclass(frozen=True)
@@ -290,8 +305,12 @@ def parse_mountpoint(
         raise MountpointConfigError(f"{where}: missing 'type'")
     if kind == "rtsp":
         return _parse_rtsp_mountpoint(name, group, reader, string_ids=string_ids)
+    if kind in ("live", "ondemand"):
+        return _parse_file_mountpoint(name, group, reader, kind, string_ids=string_ids)
     if kind != "rtp":
-        raise MountpointConfigError(f"{where}: type '{kind}' is not supported by fanout (only 'rtp' and 'rtsp')")
+        raise MountpointConfigError(
+            f"{where}: type '{kind}' is not supported by fanout (only 'rtp', 'rtsp', 'live' and 'ondemand')"
+        )
     mountpoint_id = _mountpoint_id(reader, string_ids=string_ids)
     unsupported: list[str] = []
     media = group.get("media")
@@ -428,6 +447,63 @@ def _parse_rtsp_mountpoint(
         rtsp=settings,
     )
     return config, [f"{name}.{key}" for key in group if key not in RTSP_KEYS]
+
+
+FILE_KEYS = {
+    "type", "id", "name", "description", "metadata", "is_private", "secret", "pin", "filename", "audio", "video",
+    "audiopt", "audiocodec", "videopt", "videocodec",
+}  # fmt: skip
+FILE_AUDIO_CODECS = ("opus",)
+FILE_VIDEO_CODECS = ("h264", "vp8")
+FILE_SOURCE_HOST = "127.0.0.1"  # the file source process sends to the mountpoint's ports here
+
+
+def _parse_file_mountpoint(
+    name: str, group: Mapping[str, Any], reader: _Reader, kind: str, *, string_ids: bool
+) -> tuple[MountpointConfig, list[str]]:
+    """A ``type = "live"`` or ``"ondemand"`` mountpoint: Janus's ``filename``, ``audio`` and
+    ``video``, and (fanout) the codecs and payload types its viewers get: Opus (111) and
+    H.264 (96) unless ``audiocodec``/``videocodec``/``audiopt``/``videopt`` say otherwise."""
+    where = reader.where
+    mountpoint_id = _mountpoint_id(reader, string_ids=string_ids)
+    filename = reader.string("filename")
+    if not filename:
+        raise MountpointConfigError(f"{where}: missing 'filename'")
+    streams: list[StreamConfig] = []
+    for stream_kind, codecs, default_pt in (("audio", FILE_AUDIO_CODECS, 111), ("video", FILE_VIDEO_CODECS, 96)):
+        if not reader.boolean(stream_kind, default=False):
+            continue
+        codec = _named_codec(reader, stream_kind, f"{stream_kind}codec", f"{stream_kind}codec")
+        codec = codec or KNOWN_CODECS[codecs[0]]
+        if codec.name not in codecs:
+            raise MountpointConfigError(
+                f"{where}: '{stream_kind}codec' of a file mountpoint must be {' or '.join(codecs)}, not {codec.name}"
+            )
+        payload_type = reader.payload_type(f"{stream_kind}pt")
+        streams.append(
+            StreamConfig(
+                mindex=len(streams),
+                kind=stream_kind,
+                mid=DEFAULT_MIDS[stream_kind],
+                label=stream_kind,
+                msid=None,
+                host=FILE_SOURCE_HOST,
+                port=0,
+                rtcp_port=None,
+                multicast_interface=None,
+                payload_type=default_pt if payload_type is None else payload_type,
+                codec=codec,
+                fmtp=codec.default_fmtp,
+            )
+        )
+    if not streams:
+        raise MountpointConfigError(f"{where}: no audio or video have to be streamed (set audio and/or video = true)")
+    config = MountpointConfig(
+        **_described(reader, name, mountpoint_id),
+        streams=tuple(streams),
+        file=FileSettings(filename, ondemand=kind == "ondemand"),
+    )
+    return config, [f"{name}.{key}" for key in group if key not in FILE_KEYS]
 
 
 def _collision_ms(reader: _Reader) -> int:

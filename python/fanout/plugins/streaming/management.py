@@ -28,7 +28,7 @@ from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 
 Errors = StreamingErrorCode
 ID_LIMIT = 2**53  # ids stay exact as JavaScript numbers
-SUPPORTED_TYPES = ("rtp", "rtsp")
+SUPPORTED_TYPES = ("rtp", "rtsp", "live", "ondemand")
 KNOWN_TYPES = ("rtp", "live", "ondemand", "rtsp")
 CREATE_ONLY_KEYS = {"request", "admin_key", "permanent"}
 STRING_FIELDS = ("name", "description", "metadata", "secret", "pin")
@@ -107,11 +107,13 @@ def mountpoint_from_create(
             raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({field} should be a boolean)")
     if kind == "rtsp":
         _check_rtsp_fields(body)
+    if kind in ("live", "ondemand"):
+        _check_file_fields(body)
     media = body.get("media") if kind == "rtp" else None
     if media is not None and not isinstance(media, list):
         raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (media should be an array)")
-    if kind == "rtsp" and not (body.get("audio") or body.get("video")):
-        raise StreamingError(Errors.CANT_CREATE, "Can't add 'rtsp' stream, no audio or video have to be streamed...")
+    if kind in ("rtsp", "live", "ondemand") and not (body.get("audio") or body.get("video")):
+        raise StreamingError(Errors.CANT_CREATE, f"Can't add '{kind}' stream, no audio or video have to be streamed...")
     if kind == "rtp" and media is None and not (body.get("audio") or body.get("video") or body.get("data")):
         raise StreamingError(Errors.CANT_CREATE, "Can't add 'rtp' stream, no audio or video have to be streamed...")
     definition = {key: value for key, value in body.items() if key not in CREATE_ONLY_KEYS} | {"id": mountpoint_id}
@@ -153,6 +155,23 @@ def _check_rtsp_fields(body: dict[str, Any]) -> None:
             raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({field} should be {name})")
 
 
+FILE_FIELD_TYPES: dict[str, tuple[type, str]] = {
+    **{key: (str, "a string") for key in ("filename", "audiocodec", "videocodec")},
+    **{key: (bool, "a boolean") for key in ("audio", "video")},
+    **{key: (int, "an integer") for key in ("audiopt", "videopt")},
+}
+
+
+def _check_file_fields(body: dict[str, Any]) -> None:
+    """A live or ondemand ``create``'s own fields, checked as Janus checks them: ``filename`` is mandatory."""
+    if "filename" not in body:
+        raise StreamingError(Errors.MISSING_ELEMENT, "Missing mandatory element (filename)")
+    for field, (kind, name) in FILE_FIELD_TYPES.items():
+        value = body.get(field)
+        if value is not None and (isinstance(value, bool) != (kind is bool) or not isinstance(value, kind)):
+            raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({field} should be {name})")
+
+
 def created_reply(
     config: MountpointConfig,
     ports: list[int],
@@ -166,13 +185,13 @@ def created_reply(
     ``substream_ports``: the bound ports of each simulcast stream's substreams, by mid."""
     stream: dict[str, Any] = {
         "id": config.id,
-        "type": "live",
+        "type": "on demand" if config.file is not None and config.file.ondemand else "live",
         "description": config.description,
         "is_private": config.is_private,
     }
     substream_ports = substream_ports or {}
-    if config.rtsp is not None:
-        pass  # as Janus: the ports are the server's business, not the creator's
+    if config.rtsp is not None or config.file is not None:
+        pass  # as Janus: the ports are the server's business (or fanout's own), not the creator's
     elif legacy:
         for stream_config, port in zip(config.streams, ports, strict=True):
             stream[f"{stream_config.kind}_port"] = port

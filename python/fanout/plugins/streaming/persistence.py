@@ -28,7 +28,8 @@ class PersistenceError(Exception):
 def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
     """The mountpoint as its .jcfg group (the multistream ``media`` form; an rtsp
     mountpoint in Janus's legacy keys, the only ones it has)."""
-    settings: dict[str, Any] = {"type": "rtsp" if config.rtsp else "rtp", "id": config.id, "description": config.description}
+    kind = "rtsp" if config.rtsp else config.file.kind if config.file else "rtp"
+    settings: dict[str, Any] = {"type": kind, "id": config.id, "description": config.description}
     for key in ("metadata", "secret", "pin"):
         value = getattr(config, key)
         if value is not None:
@@ -37,6 +38,8 @@ def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
         settings["is_private"] = True
     if config.rtsp is not None:
         return settings | rtsp_settings(config.rtsp)
+    if config.file is not None:
+        return settings | file_settings(config)
     if config.testsource:
         settings["testsource"] = True
     if config.collision_ms != DEFAULT_COLLISION_MS:
@@ -80,6 +83,19 @@ def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
             data_entry["buffermsg"] = True
         media.insert(min(data.mindex, len(media)), data_entry)
     settings["media"] = media
+    return settings
+
+
+def file_settings(config: MountpointConfig) -> dict[str, Any]:
+    """A live or ondemand mountpoint's file and streams as its keys; defaults left out."""
+    assert config.file is not None
+    settings: dict[str, Any] = {"filename": config.file.filename}
+    for stream in config.streams:
+        settings[stream.kind] = True
+        if stream.payload_type != (111 if stream.kind == "audio" else 96):
+            settings[f"{stream.kind}pt"] = stream.payload_type
+        if stream.codec.name not in ("opus", "h264"):
+            settings[f"{stream.kind}codec"] = stream.codec.name
     return settings
 
 
