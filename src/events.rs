@@ -61,6 +61,8 @@ pub enum Event {
     SendQueueOverflow { peer_id: u64, dropped: u64 },
     /// A viewer's video stream started with the `packets` of the source stream's keyframe cache.
     KeyframeFromCache { peer_id: u64, mountpoint_id: u64, position: usize, packets: usize },
+    /// A recording of source stream `index` ended on its own: its file could not be written.
+    RecordingStopped { mountpoint_id: u64, index: u32, reason: String },
 }
 
 /// An [`Event`] as the control plane sees it: source streams known by their
@@ -91,6 +93,11 @@ pub enum EngineEvent {
         index: u32,
         packets: usize,
     },
+    RecordingStopped {
+        mountpoint_id: u64,
+        index: u32,
+        reason: String,
+    },
 }
 
 impl Event {
@@ -112,6 +119,9 @@ impl Event {
             Self::SendQueueOverflow { peer_id, dropped } => EngineEvent::SendQueueOverflow { peer_id, dropped },
             Self::KeyframeFromCache { peer_id, mountpoint_id, position, packets } => {
                 EngineEvent::KeyframeFromCache { peer_id, index: index_of(mountpoint_id, position)?, packets }
+            }
+            Self::RecordingStopped { mountpoint_id, index, reason } => {
+                EngineEvent::RecordingStopped { mountpoint_id, index, reason }
             }
         })
     }

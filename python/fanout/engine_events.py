@@ -15,7 +15,14 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
 
-from fanout._engine import KeyframeFromCache, SendQueueOverflow, SourceResumed, SourceSilent, SubstreamMoved
+from fanout._engine import (
+    KeyframeFromCache,
+    RecordingStopped,
+    SendQueueOverflow,
+    SourceResumed,
+    SourceSilent,
+    SubstreamMoved,
+)
 
 if TYPE_CHECKING:
     from fanout._engine import Engine
@@ -23,7 +30,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # What Engine.drain_events() gives: one class per kind of event.
-EngineEvent: TypeAlias = SubstreamMoved | SourceSilent | SourceResumed | SendQueueOverflow | KeyframeFromCache
+EngineEvent: TypeAlias = (
+    SubstreamMoved | SourceSilent | SourceResumed | SendQueueOverflow | KeyframeFromCache | RecordingStopped
+)
 Event = TypeVar("Event", bound=EngineEvent)
 Handler = Callable[[EngineEvent], None]
 

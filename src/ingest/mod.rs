@@ -26,6 +26,7 @@
 //! takes the time it runs at.
 
 pub mod receiver;
+pub mod recorder;
 pub mod source_rtcp;
 
 use crate::media::MediaKind;

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::egress::worker::{Delivery, WorkerLoad};
 use crate::events::{epoll_timeout, Event, EventQueue, SilenceCheck, SilenceWatch};
+use crate::ingest::recorder::RecordingSlot;
 use crate::ingest::source_rtcp::SourceRtcp;
 use crate::ingest::{Ingest, IngestOptions, Verdict};
 use crate::media::packet::{GopCache, PacketPool, ReceivedPacket, MAX_RTP_LEN, SLOT_SIZE};
@@ -78,6 +79,8 @@ pub struct SourceStream {
     parameter_sets_first: [bool; RECEIVE_BATCH],
     /// Whether the stream is silent, and after how long (see [`crate::events`]).
     pub silence: SilenceWatch,
+    /// The stream's recording to a .mjr file, when one runs.
+    pub recording: Arc<RecordingSlot>,
 }
 
 impl SourceStream {
@@ -96,6 +99,7 @@ impl SourceStream {
             clock_rate: 1,
             parameter_sets_first: [false; RECEIVE_BATCH],
             silence: SilenceWatch::default(),
+            recording: Arc::default(),
         }
     }
 
@@ -545,7 +549,7 @@ impl Receiver {
                     rtcp.rtp_seen(self.receive.source(last), ssrc);
                 }
             }
-            if !mountpoint.subscribers.is_empty() || stream.cache.is_some() {
+            if !mountpoint.subscribers.is_empty() || stream.cache.is_some() || stream.recording.is_active() {
                 let now_ns = monotonic_ns(now);
                 let mut hand_out = |datagram: &[u8], meta: ReceivedPacket| {
                     let mut packet = pool.take();
@@ -555,6 +559,7 @@ impl Receiver {
                     if let Some(cache) = &stream.cache {
                         cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).offer(&packet, now_ns);
                     }
+                    stream.recording.offer(&packet);
                     for &worker in &mountpoint.subscribers {
                         let door = &mut self.workers[worker];
                         let delivery = Delivery { mountpoint: id, stream: position, packet: packet.clone() };

@@ -57,6 +57,7 @@ class Mountpoint:
         # silent substream when some viewer's fallback will have passed.
         self.simulcast_silence_ms = SIMULCAST_SILENCE_MS
         self.fallback_timer: asyncio.TimerHandle | None = None
+        self.recordings: dict[int, str] = {}  # the .mjr file each recorded stream (by mindex) goes to
 
     @classmethod
     def open(
@@ -116,6 +117,9 @@ class Mountpoint:
     @property
     def id(self) -> MountpointId:
         return self.config.id
+
+    def first_stream(self, kind: str) -> StreamConfig | None:
+        return next((stream for stream in self.config.streams if stream.kind == kind), None)
 
     def stream(self, mid: str) -> StreamConfig | None:
         return next((stream for stream in self.config.streams if stream.mid == mid), None)

@@ -15,12 +15,13 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fanout._engine import SourceResumed, SourceSilent, SubstreamMoved
+from fanout._engine import RecordingStopped, SourceResumed, SourceSilent, SubstreamMoved
 from fanout.core.plugin import (
     Jsep,
     LocalAnswer,
@@ -138,6 +139,7 @@ class StreamingPlugin(Plugin):
             "enable": self._enable,
             "disable": self._disable,
             "kick_all": self._kick_all,
+            "recording": self._recording,
         }
         self._async_requests: dict[str, AsyncRequest] = {
             "watch": self._watch,
@@ -174,6 +176,7 @@ class StreamingPlugin(Plugin):
         events.subscribe(SourceSilent, self._source_silent)
         events.subscribe(SourceResumed, self._source_resumed)
         events.subscribe(SubstreamMoved, self._substream_moved)
+        events.subscribe(RecordingStopped, self._recording_stopped)
 
     async def _forward_bitrate_estimates(self) -> None:
         """Once a second: each video source with an RTCP port gets its viewers' lowest estimate."""
@@ -605,6 +608,57 @@ class StreamingPlugin(Plugin):
             if watcher is not None and watcher.in_engine:
                 self.engine.set_paused(handle_id, not enabled or watcher.state is ViewerState.PAUSED)
         return {"streaming": "ok"}
+
+    def _recording(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        """Janus's ``recording``: ``action`` start (``audio``/``video``: the .mjr file name of
+        the mountpoint's first stream of that kind) or stop (``audio``/``video``: true). The
+        engine writes the files, off the viewers' path."""
+        mountpoint = self._mountpoint_from(body)
+        management.check_secret(body, mountpoint.config)
+        action = body.get("action")
+        if action is None:
+            raise StreamingError(Errors.MISSING_ELEMENT, "Missing mandatory element (action)")
+        if action not in ("start", "stop"):
+            raise StreamingError(Errors.INVALID_ELEMENT, "Invalid action (should be start|stop)")
+        if mountpoint.config.file is not None and mountpoint.config.file.ondemand:
+            raise StreamingError(Errors.INVALID_REQUEST, "Recording is not supported on ondemand mountpoints")
+        if "data" in body:
+            raise StreamingError(Errors.CANT_RECORD, "fanout does not record data streams")
+        streams = {kind: mountpoint.first_stream(kind) for kind in ("audio", "video") if kind in body}
+        for kind, stream in streams.items():
+            value = body[kind]
+            if action == "start" and not isinstance(value, str):
+                raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({kind} should be a string)")
+            if action == "stop" and not isinstance(value, bool):
+                raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({kind} should be a boolean)")
+            if stream is None:
+                raise StreamingError(Errors.CANT_RECORD, f"Can't record {kind}: the mountpoint has no {kind} stream")
+            if action == "start" and stream.mindex in mountpoint.recordings:
+                raise StreamingError(Errors.CANT_RECORD, f"Recording for {kind} already started for this stream")
+        for kind, stream in streams.items():
+            if stream is None:
+                continue
+            if action == "stop":
+                if body[kind] and mountpoint.recordings.pop(stream.mindex, None) is not None:
+                    self.engine.stop_recording(mountpoint.engine_id, stream.mindex)
+                    logger.info("mountpoint %s: %s recording stopped", mountpoint.id, kind)
+                continue
+            path = body[kind] if body[kind].endswith(".mjr") else body[kind] + ".mjr"
+            try:
+                self.engine.start_recording(mountpoint.engine_id, stream.mindex, path, stream.codec.name)
+            except OSError as error:
+                reason = os.strerror(error.errno) if error.errno else str(error)
+                raise StreamingError(Errors.CANT_RECORD, f"Error starting recorder for {kind}: {reason}") from None
+            mountpoint.recordings[stream.mindex] = path
+            logger.info("mountpoint %s: recording %s to %s", mountpoint.id, kind, path)
+        return {"streaming": "ok"}
+
+    def _recording_stopped(self, event: RecordingStopped) -> None:
+        mountpoint = self._mountpoint_of_engine_id(event.mountpoint_id)
+        if mountpoint is None:
+            return
+        path = mountpoint.recordings.pop(event.index, None)
+        logger.error("mountpoint %s: recording to %s stopped: %s", mountpoint.id, path, event.reason)
 
     def _kick_all(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
         mountpoint = self._mountpoint_from(body)
