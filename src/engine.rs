@@ -34,6 +34,7 @@ use crate::egress::worker::{Caches, Command, SendCounters, Worker, WorkerConfig,
 use crate::events::{EngineEvent, EventQueue, DEFAULT_SILENCE_MS};
 use crate::ingest::publisher::{LinkStream, PublisherCounters, PublisherLink, Route, Router, MAX_ID_LEN};
 use crate::ingest::receiver::{Receiver, ReceiverCommand, SourceStream, StreamCounters, WorkerDoor, WAKE_KEY};
+use crate::ingest::recorder::{RecordingSlot, RecordingTarget};
 use crate::ingest::source_rtcp::{for_each_keyframe_request, KeyframeReason, LinkSender, SourceRtcp};
 use crate::ingest::IngestOptions;
 use crate::media::packet::{GopCache, SLOT_SIZE};
@@ -173,6 +174,8 @@ struct StreamRecord {
     rtcp: Option<Arc<SourceRtcp>>,
     /// The stream's silence threshold in milliseconds, shared with the receiver.
     silence_ms: Arc<AtomicU64>,
+    /// Its recording to a .mjr file, shared with the receiver.
+    recording: Arc<RecordingSlot>,
 }
 
 impl StreamRecord {
@@ -499,6 +502,36 @@ impl Engine {
 
     // --- end of events ---
 
+    /// Records source stream `index` to a Janus .mjr file at `path` (created
+    /// or truncated now; an error such as a missing directory is returned) in
+    /// `codec` (Janus's name: "opus", "vp8", "h264"...), from its next packet,
+    /// until [`Engine::stop_recording`]. A recording running on the stream ends first.
+    pub fn start_recording(&self, mountpoint_id: u64, index: u32, path: &str, codec: &str) -> Result<(), EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        let stream = running.source_stream(mountpoint_id, index)?;
+        if stream.kind == MediaKind::Data {
+            return Err(invalid(format!("stream {index} is a data stream")));
+        }
+        let target = RecordingTarget { mountpoint_id, index, kind: stream.kind, codec: codec.to_owned() };
+        stream.recording.start(path, target, self.events.clone())?;
+        Ok(())
+    }
+
+    /// Ends the recording of source stream `index`: its file is complete when
+    /// this returns. Returns whether one was running (it may have stopped on a
+    /// write error already, with a RecordingStopped event).
+    pub fn stop_recording(&self, mountpoint_id: u64, index: u32) -> Result<bool, EngineError> {
+        let recording = {
+            let state = self.running()?;
+            let running = state.as_ref().expect("checked by running()");
+            running.source_stream(mountpoint_id, index)?.recording.clone()
+        };
+        let was_active = recording.is_active();
+        recording.stop();
+        Ok(was_active)
+    }
+
     fn running(&self) -> Result<MutexGuard<'_, Option<Running>>, EngineError> {
         let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if state.is_none() {
@@ -579,7 +612,7 @@ impl Engine {
                 None if linked => Some(Arc::new(SourceRtcp::for_link())),
                 None => None,
             };
-            let (cache, rtcp) = (source.cache.clone(), source.rtcp.clone());
+            let (cache, rtcp, recording) = (source.cache.clone(), source.rtcp.clone(), source.recording.clone());
             records.push(StreamRecord {
                 index,
                 port,
@@ -592,6 +625,7 @@ impl Engine {
                 cache,
                 rtcp,
                 silence_ms,
+                recording,
             });
             sources.push(source);
         }
@@ -634,6 +668,9 @@ impl Engine {
         let Some(record) = running.mountpoints.remove(&id) else {
             return Ok(());
         };
+        for stream in &record.streams {
+            stream.recording.stop();
+        }
         for peer_id in &record.viewers {
             let subscription = running.peers.get_mut(peer_id).and_then(|peer| peer.subscription.take());
             if let Some(subscription) = subscription {

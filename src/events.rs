@@ -63,6 +63,8 @@ pub enum Event {
     KeyframeFromCache { peer_id: u64, mountpoint_id: u64, position: usize, packets: usize },
     /// A datagram on the mountpoint's publisher link that is STUN or DTLS: the control plane answers it.
     PublisherDatagram { mountpoint_id: u64, data: Vec<u8> },
+    /// A recording of source stream `index` ended on its own: its file could not be written.
+    RecordingStopped { mountpoint_id: u64, index: u32, reason: String },
 }
 
 /// An [`Event`] as the control plane sees it: source streams known by their
@@ -97,6 +99,11 @@ pub enum EngineEvent {
         mountpoint_id: u64,
         data: Vec<u8>,
     },
+    RecordingStopped {
+        mountpoint_id: u64,
+        index: u32,
+        reason: String,
+    },
 }
 
 impl Event {
@@ -120,6 +127,9 @@ impl Event {
                 EngineEvent::KeyframeFromCache { peer_id, index: index_of(mountpoint_id, position)?, packets }
             }
             Self::PublisherDatagram { mountpoint_id, data } => EngineEvent::PublisherDatagram { mountpoint_id, data },
+            Self::RecordingStopped { mountpoint_id, index, reason } => {
+                EngineEvent::RecordingStopped { mountpoint_id, index, reason }
+            }
         })
     }
 }

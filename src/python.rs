@@ -392,6 +392,15 @@ impl Engine {
     fn set_source_silence(&self, mountpoint_id: u64, index: i64, silence_ms: i64) -> PyResult<()> {
         Ok(self.inner.set_source_silence(mountpoint_id, int(index, "stream index")?, self::silence_ms(silence_ms)?)?)
     }
+
+    fn start_recording(&self, mountpoint_id: u64, index: i64, path: &str, codec: &str) -> PyResult<()> {
+        Ok(self.inner.start_recording(mountpoint_id, int(index, "stream index")?, path, codec)?)
+    }
+
+    fn stop_recording(&self, py: Python<'_>, mountpoint_id: u64, index: i64) -> PyResult<bool> {
+        let index = int(index, "stream index")?;
+        Ok(py.detach(|| self.inner.stop_recording(mountpoint_id, index))?)
+    }
 }
 
 // --- events: one frozen class per kind of EngineEvent ---
@@ -470,6 +479,15 @@ impl PublisherDatagram {
     }
 }
 
+/// A recording ended on its own: its file could not be written (a full disk...).
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Debug, PartialEq, Eq)]
+pub struct RecordingStopped {
+    mountpoint_id: u64,
+    index: u32,
+    reason: String,
+}
+
 macro_rules! event_methods {
     ($($class:ident($($field:ident: $type:ty),*)),*) => {$(
         #[pymethods]
@@ -491,7 +509,8 @@ event_methods!(
     SourceSilent(mountpoint_id: u64, index: u32, silent_ms: u64),
     SourceResumed(mountpoint_id: u64, index: u32),
     SendQueueOverflow(peer_id: u64, dropped: u64),
-    KeyframeFromCache(peer_id: u64, index: u32, packets: usize)
+    KeyframeFromCache(peer_id: u64, index: u32, packets: usize),
+    RecordingStopped(mountpoint_id: u64, index: u32, reason: String)
 );
 
 fn event_object(py: Python<'_>, event: EngineEvent) -> PyResult<Py<PyAny>> {
@@ -514,6 +533,9 @@ fn event_object(py: Python<'_>, event: EngineEvent) -> PyResult<Py<PyAny>> {
         EngineEvent::PublisherDatagram { mountpoint_id, data } => {
             Py::new(py, PublisherDatagram { mountpoint_id, data })?.into_any()
         }
+        EngineEvent::RecordingStopped { mountpoint_id, index, reason } => {
+            Py::new(py, RecordingStopped { mountpoint_id, index, reason })?.into_any()
+        }
     })
 }
 
@@ -525,6 +547,7 @@ pub fn add_event_classes(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<SendQueueOverflow>()?;
     module.add_class::<KeyframeFromCache>()?;
     module.add_class::<PublisherDatagram>()?;
+    module.add_class::<RecordingStopped>()?;
     Ok(())
 }
 

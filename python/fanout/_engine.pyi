@@ -572,7 +572,13 @@ class Engine:
     def drain_events(
         self,
     ) -> list[
-        SubstreamMoved | SourceSilent | SourceResumed | SendQueueOverflow | KeyframeFromCache | PublisherDatagram
+        SubstreamMoved
+        | SourceSilent
+        | SourceResumed
+        | SendQueueOverflow
+        | KeyframeFromCache
+        | PublisherDatagram
+        | RecordingStopped
     ]:
         """Every event since the last call, oldest first (the fd is no longer readable
         until the next). Events about a mountpoint removed meanwhile are left out;
@@ -583,6 +589,18 @@ class Engine:
         """The stream is reported silent after ``silence_ms`` (1..3600000) without a
         packet, from now on. KeyError for an unknown mountpoint, ValueError for a
         stream it lacks or a threshold out of range."""
+
+    # --- recordings: a writer thread per recording, fed by the receiver ---
+    def start_recording(self, mountpoint_id: int, index: int, path: str, codec: str) -> None:
+        """Record source stream ``index`` to a Janus .mjr file at ``path`` (created or
+        truncated now: OSError if it cannot be, e.g. a missing directory), ``codec``
+        being Janus's name for it ("opus", "vp8", "h264"...), from its next packet.
+        A recording running on the stream ends first. A write error later ends it
+        with a RecordingStopped event. KeyError for an unknown mountpoint,
+        ValueError for a stream it lacks."""
+    def stop_recording(self, mountpoint_id: int, index: int) -> bool:
+        """End the stream's recording; its file is complete when this returns.
+        Whether one was running."""
 
 # --- events: one frozen class per kind, from Engine.drain_events() ---
 
@@ -661,6 +679,20 @@ class PublisherDatagram:
     def mountpoint_id(self) -> int: ...
     @property
     def data(self) -> bytes: ...
+
+@final
+class RecordingStopped:
+    """The recording of source stream ``index`` ended on its own: its file could not be
+    written (``reason``: a full disk...). Viewers are not affected."""
+
+    def __new__(cls, mountpoint_id: int, index: int, reason: str) -> Self: ...
+    @property
+    def mountpoint_id(self) -> int: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+
 
 # bench_protect and bench_send exist only in an engine built with the cargo feature "bench"
 # (scripts/setup's development install; src/python_bench.rs), for `fanout bench engine`.

@@ -27,6 +27,7 @@
 
 pub mod publisher;
 pub mod receiver;
+pub mod recorder;
 pub mod source_rtcp;
 
 use crate::media::MediaKind;

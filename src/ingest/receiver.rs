@@ -28,6 +28,7 @@ use crate::egress::worker::{Delivery, WorkerLoad};
 use crate::events::{epoll_timeout, Event, EventQueue, SilenceCheck, SilenceWatch};
 use crate::ingest::publisher::{classify, LinkDatagram, PublisherLink};
 use crate::ingest::source_rtcp::{for_each_sender_report, SourceRtcp};
+use crate::ingest::recorder::RecordingSlot;
 use crate::ingest::{Ingest, IngestOptions, Verdict};
 use crate::media::packet::{GopCache, Packet, PacketPool, ReceivedPacket, MAX_RTP_LEN, SLOT_SIZE};
 use crate::media::MediaKind;
@@ -87,6 +88,8 @@ pub struct SourceStream {
     parameter_sets_first: [bool; RECEIVE_BATCH],
     /// Whether the stream is silent, and after how long (see [`crate::events`]).
     pub silence: SilenceWatch,
+    /// The stream's recording to a .mjr file, when one runs.
+    pub recording: Arc<RecordingSlot>,
 }
 
 impl SourceStream {
@@ -106,6 +109,7 @@ impl SourceStream {
             clock_rate: 1,
             parameter_sets_first: [false; RECEIVE_BATCH],
             silence: SilenceWatch::default(),
+            recording: Arc::default(),
         }
     }
 
@@ -701,7 +705,7 @@ impl Receiver {
                     rtcp.rtp_seen(self.receive.source(last), ssrc);
                 }
             }
-            if !mountpoint.subscribers.is_empty() || stream.cache.is_some() {
+            if !mountpoint.subscribers.is_empty() || stream.cache.is_some() || stream.recording.is_active() {
                 let now_ns = monotonic_ns(now);
                 let mut outlets = Outlets {
                     id,
@@ -885,6 +889,7 @@ impl Outlets<'_> {
         if let Some(cache) = &stream.cache {
             cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).offer(&packet, now_ns);
         }
+        stream.recording.offer(&packet);
         for &worker in self.subscribers {
             let door = &mut self.workers[worker];
             let delivery = Delivery { mountpoint: self.id, stream: self.position, packet: packet.clone() };

@@ -33,7 +33,7 @@ pub struct Packet {
 }
 
 impl Packet {
-    fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         let header = RtpHeader {
             marker: false,
             payload_type: 0,

@@ -19,6 +19,7 @@ class DecodedMedia:
     video_sizes: set[tuple[int, int]] = field(default_factory=set)
     audio_frames: int = 0
     audio_sample_rates: set[int] = field(default_factory=set)
+    video_brightness: float | None = None  # the mean luma (0-255) of the latest picture
 
 
 class AiortcViewer:
@@ -115,6 +116,7 @@ class AiortcViewer:
                 if track.kind == "video":
                     self.media.video_frames += 1
                     self.media.video_sizes.add((frame.width, frame.height))
+                    self.media.video_brightness = float(frame.to_ndarray(format="gray").mean())
                 else:
                     self.media.audio_frames += 1
                     self.media.audio_sample_rates.add(frame.sample_rate)

@@ -73,8 +73,8 @@ def test_unsupported_keys_are_reported_by_name() -> None:
     ("overrides", "message"),
     [
         ({"type": None}, "mountpoint 'm': missing 'type'"),
-        ({"type": "ondemand"},
-         "mountpoint 'm': type 'ondemand' is not supported by fanout (only 'rtp', 'rtsp', 'relay' and 'whip')"),
+        ({"type": "passive"},
+         "mountpoint 'm': type 'passive' is not supported by fanout (only 'rtp', 'rtsp', 'live', 'ondemand', 'relay' and 'whip')"),
         ({"id": None}, "mountpoint 'm': missing 'id'"),
         ({"id": -3}, "mountpoint 'm': 'id' must be a positive integer"),
         ({"id": "one"}, "mountpoint 'm': 'id' must be an integer"),

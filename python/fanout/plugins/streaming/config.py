@@ -188,6 +188,8 @@ class MountpointConfig:
     relay: RelaySource | None = None
     # type "whip": a WebRTC publisher sends the streams (POST /whip/endpoint/<id>); they have no ports.
     whip: WhipSettings | None = None
+    # type "live" or "ondemand": fanout plays a media file (sources/filesource.py).
+    file: FileSettings | None = None
 
     @property
     def fed_by_publisher_link(self) -> bool:
@@ -214,6 +216,19 @@ class WhipSettings:
 
     token: str | None = None  # whip_token: the Bearer token a publisher must send (token_auth: a stored one works too)
     bitrate: int = DEFAULT_WHIP_BITRATE  # whip_bitrate: the REMB cap sent to the publisher's video, bit/s
+
+
+@dataclass(frozen=True)
+class FileSettings:
+    """A ``live`` or ``ondemand`` mountpoint's file. ``live``: one player, every viewer sees
+    the same moment; ``ondemand``: a player per viewer, from the start of the file."""
+
+    filename: str
+    ondemand: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "ondemand" if self.ondemand else "live"
 
 
 @dataclass(frozen=True)
@@ -329,9 +344,12 @@ def parse_mountpoint(
         return _parse_relay_mountpoint(name, group, reader, string_ids=string_ids)
     if kind == "whip":
         return _parse_whip_mountpoint(name, group, reader, string_ids=string_ids)
+    if kind in ("live", "ondemand"):
+        return _parse_file_mountpoint(name, group, reader, kind, string_ids=string_ids)
     if kind != "rtp":
         raise MountpointConfigError(
-            f"{where}: type '{kind}' is not supported by fanout (only 'rtp', 'rtsp', 'relay' and 'whip')"
+            f"{where}: type '{kind}' is not supported by fanout "
+            "(only 'rtp', 'rtsp', 'live', 'ondemand', 'relay' and 'whip')"
         )
     mountpoint_id = _mountpoint_id(reader, string_ids=string_ids)
     unsupported: list[str] = []
@@ -600,6 +618,63 @@ def _parse_whip_mountpoint(
     )
     unsupported.extend(key for key in group if key not in WHIP_KEYS)
     return config, [f"{name}.{key}" for key in unsupported]
+
+
+FILE_KEYS = {
+    "type", "id", "name", "description", "metadata", "is_private", "secret", "pin", "filename", "audio", "video",
+    "audiopt", "audiocodec", "videopt", "videocodec",
+}  # fmt: skip
+FILE_AUDIO_CODECS = ("opus",)
+FILE_VIDEO_CODECS = ("h264", "vp8")
+FILE_SOURCE_HOST = "127.0.0.1"  # the file source process sends to the mountpoint's ports here
+
+
+def _parse_file_mountpoint(
+    name: str, group: Mapping[str, Any], reader: _Reader, kind: str, *, string_ids: bool
+) -> tuple[MountpointConfig, list[str]]:
+    """A ``type = "live"`` or ``"ondemand"`` mountpoint: Janus's ``filename``, ``audio`` and
+    ``video``, and (fanout) the codecs and payload types its viewers get: Opus (111) and
+    H.264 (96) unless ``audiocodec``/``videocodec``/``audiopt``/``videopt`` say otherwise."""
+    where = reader.where
+    mountpoint_id = _mountpoint_id(reader, string_ids=string_ids)
+    filename = reader.string("filename")
+    if not filename:
+        raise MountpointConfigError(f"{where}: missing 'filename'")
+    streams: list[StreamConfig] = []
+    for stream_kind, codecs, default_pt in (("audio", FILE_AUDIO_CODECS, 111), ("video", FILE_VIDEO_CODECS, 96)):
+        if not reader.boolean(stream_kind, default=False):
+            continue
+        codec = _named_codec(reader, stream_kind, f"{stream_kind}codec", f"{stream_kind}codec")
+        codec = codec or KNOWN_CODECS[codecs[0]]
+        if codec.name not in codecs:
+            raise MountpointConfigError(
+                f"{where}: '{stream_kind}codec' of a file mountpoint must be {' or '.join(codecs)}, not {codec.name}"
+            )
+        payload_type = reader.payload_type(f"{stream_kind}pt")
+        streams.append(
+            StreamConfig(
+                mindex=len(streams),
+                kind=stream_kind,
+                mid=DEFAULT_MIDS[stream_kind],
+                label=stream_kind,
+                msid=None,
+                host=FILE_SOURCE_HOST,
+                port=0,
+                rtcp_port=None,
+                multicast_interface=None,
+                payload_type=default_pt if payload_type is None else payload_type,
+                codec=codec,
+                fmtp=codec.default_fmtp,
+            )
+        )
+    if not streams:
+        raise MountpointConfigError(f"{where}: no audio or video have to be streamed (set audio and/or video = true)")
+    config = MountpointConfig(
+        **_described(reader, name, mountpoint_id),
+        streams=tuple(streams),
+        file=FileSettings(filename, ondemand=kind == "ondemand"),
+    )
+    return config, [f"{name}.{key}" for key in group if key not in FILE_KEYS]
 
 
 def _collision_ms(reader: _Reader) -> int:

@@ -28,7 +28,7 @@ from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 
 Errors = StreamingErrorCode
 ID_LIMIT = 2**53  # ids stay exact as JavaScript numbers
-SUPPORTED_TYPES = ("rtp", "rtsp", "whip")
+SUPPORTED_TYPES = ("rtp", "rtsp", "live", "ondemand", "whip")
 KNOWN_TYPES = ("rtp", "live", "ondemand", "rtsp", "whip")
 CREATE_ONLY_KEYS = {"request", "admin_key", "permanent"}
 STRING_FIELDS = ("name", "description", "metadata", "secret", "pin")
@@ -107,6 +107,8 @@ def mountpoint_from_create(
             raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({field} should be a boolean)")
     if kind == "rtsp":
         _check_rtsp_fields(body)
+    if kind in ("live", "ondemand"):
+        _check_file_fields(body)
     media = body.get("media") if kind in ("rtp", "whip") else None
     if media is not None and not isinstance(media, list):
         raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (media should be an array)")
@@ -115,8 +117,8 @@ def mountpoint_from_create(
     for field in ("whip_token",):
         if field in body and not isinstance(body[field], str):
             raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({field} should be a string)")
-    if kind == "rtsp" and not (body.get("audio") or body.get("video")):
-        raise StreamingError(Errors.CANT_CREATE, "Can't add 'rtsp' stream, no audio or video have to be streamed...")
+    if kind in ("rtsp", "live", "ondemand") and not (body.get("audio") or body.get("video")):
+        raise StreamingError(Errors.CANT_CREATE, f"Can't add '{kind}' stream, no audio or video have to be streamed...")
     if kind == "rtp" and media is None and not (body.get("audio") or body.get("video") or body.get("data")):
         raise StreamingError(Errors.CANT_CREATE, "Can't add 'rtp' stream, no audio or video have to be streamed...")
     definition = {key: value for key, value in body.items() if key not in CREATE_ONLY_KEYS} | {"id": mountpoint_id}
@@ -158,6 +160,23 @@ def _check_rtsp_fields(body: dict[str, Any]) -> None:
             raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({field} should be {name})")
 
 
+FILE_FIELD_TYPES: dict[str, tuple[type, str]] = {
+    **{key: (str, "a string") for key in ("filename", "audiocodec", "videocodec")},
+    **{key: (bool, "a boolean") for key in ("audio", "video")},
+    **{key: (int, "an integer") for key in ("audiopt", "videopt")},
+}
+
+
+def _check_file_fields(body: dict[str, Any]) -> None:
+    """A live or ondemand ``create``'s own fields, checked as Janus checks them: ``filename`` is mandatory."""
+    if "filename" not in body:
+        raise StreamingError(Errors.MISSING_ELEMENT, "Missing mandatory element (filename)")
+    for field, (kind, name) in FILE_FIELD_TYPES.items():
+        value = body.get(field)
+        if value is not None and (isinstance(value, bool) != (kind is bool) or not isinstance(value, kind)):
+            raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({field} should be {name})")
+
+
 def created_reply(
     config: MountpointConfig,
     ports: list[int],
@@ -171,13 +190,13 @@ def created_reply(
     ``substream_ports``: the bound ports of each simulcast stream's substreams, by mid."""
     stream: dict[str, Any] = {
         "id": config.id,
-        "type": "live",
+        "type": "on demand" if config.file is not None and config.file.ondemand else "live",
         "description": config.description,
         "is_private": config.is_private,
     }
     substream_ports = substream_ports or {}
-    if config.rtsp is not None:
-        pass  # as Janus: the ports are the server's business, not the creator's
+    if config.rtsp is not None or config.file is not None:
+        pass  # as Janus: the ports are the server's business (or fanout's own), not the creator's
     elif config.whip is not None:
         stream["whip"] = f"/whip/endpoint/{config.id}"  # fanout: where the publisher POSTs its offer
     elif legacy:

@@ -63,6 +63,7 @@ class Mountpoint:
         self.on_viewers_changed: Callable[[int], None] | None = None
         # A whip mountpoint: a WHIP publisher's link is attached (fanout.whip sets it).
         self.publisher_attached = False
+        self.recordings: dict[int, str] = {}  # the .mjr file each recorded stream (by mindex) goes to
 
     @classmethod
     def open(
@@ -142,6 +143,9 @@ class Mountpoint:
     def id(self) -> MountpointId:
         return self.config.id
 
+    def first_stream(self, kind: str) -> StreamConfig | None:
+        return next((stream for stream in self.config.streams if stream.kind == kind), None)
+
     def stream(self, mid: str) -> StreamConfig | None:
         return next((stream for stream in self.config.streams if stream.mid == mid), None)
 
@@ -155,6 +159,12 @@ class Mountpoint:
             ages[mindex] = min(age, ages.get(mindex, age))
         return [ages[stream.mindex] for stream in self.config.streams]
 
+    @property
+    def janus_type(self) -> str:
+        """What ``list`` and ``info`` call it: "on demand" for a file played per viewer, as Janus."""
+        file = self.config.file
+        return "on demand" if file is not None and file.ondemand else "live"
+
     def close_timers(self) -> None:
         if self.fallback_timer is not None:
             self.fallback_timer.cancel()
@@ -162,7 +172,7 @@ class Mountpoint:
 
     def list_entry(self, engine: Engine) -> dict[str, Any]:
         """The mountpoint as the ``list`` request shows it."""
-        entry: dict[str, Any] = {"id": self.id, "type": "live", "description": self.config.description}
+        entry: dict[str, Any] = {"id": self.id, "type": self.janus_type, "description": self.config.description}
         if self.config.metadata is not None:
             entry["metadata"] = self.config.metadata
         entry["enabled"] = self.enabled
@@ -197,7 +207,7 @@ class Mountpoint:
         info["enabled"] = self.enabled
         if with_secret:
             info["viewers"] = len(self.viewers)
-        info["type"] = "live"
+        info["type"] = self.janus_type
         if self.config.whip is not None:  # fanout: fed by a WHIP publisher, live or not
             info["whip"] = True
             info["publisher_live"] = self.publisher_live
@@ -237,6 +247,8 @@ class Mountpoint:
             data_entry["age_ms"] = self.data_age_ms()
             media.append(data_entry)
         info["media"] = sorted(media, key=lambda entry: entry["mindex"])
+        if self.config.file is not None and with_secret:
+            info["filename"] = self.config.file.filename
         rtsp = self.config.rtsp
         if rtsp is not None:  # as Janus: the source's URL and credentials only with the secret
             info["rtsp"] = True

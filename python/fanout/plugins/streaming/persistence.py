@@ -34,7 +34,15 @@ class PersistenceError(Exception):
 def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
     """The mountpoint as its .jcfg group (the multistream ``media`` form; an rtsp
     mountpoint in Janus's legacy keys, the only ones it has)."""
-    kind = "rtsp" if config.rtsp else "relay" if config.relay else "whip" if config.whip else "rtp"
+    kind = "rtp"
+    if config.rtsp is not None:
+        kind = "rtsp"
+    elif config.file is not None:
+        kind = config.file.kind
+    elif config.relay is not None:
+        kind = "relay"
+    elif config.whip is not None:
+        kind = "whip"
     settings: dict[str, Any] = {"type": kind, "id": config.id, "description": config.description}
     for key in ("metadata", "secret", "pin"):
         value = getattr(config, key)
@@ -44,6 +52,8 @@ def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
         settings["is_private"] = True
     if config.rtsp is not None:
         return settings | rtsp_settings(config.rtsp)
+    if config.file is not None:
+        return settings | file_settings(config)
     if config.relay is not None:
         return settings | relay_settings(config)
     if config.whip is not None:
@@ -124,6 +134,19 @@ def relay_settings(config: MountpointConfig) -> dict[str, Any]:
             entry["simulcast"] = True
         media.append(entry)
     return settings | {"media": media}
+
+
+def file_settings(config: MountpointConfig) -> dict[str, Any]:
+    """A live or ondemand mountpoint's file and streams as its keys; defaults left out."""
+    assert config.file is not None
+    settings: dict[str, Any] = {"filename": config.file.filename}
+    for stream in config.streams:
+        settings[stream.kind] = True
+        if stream.payload_type != (111 if stream.kind == "audio" else 96):
+            settings[f"{stream.kind}pt"] = stream.payload_type
+        if stream.codec.name not in ("opus", "h264"):
+            settings[f"{stream.kind}codec"] = stream.codec.name
+    return settings
 
 
 def rtsp_settings(rtsp: RtspSettings) -> dict[str, Any]:

@@ -15,12 +15,13 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fanout._engine import SourceResumed, SourceSilent, SubstreamMoved
+from fanout._engine import RecordingStopped, SourceResumed, SourceSilent, SubstreamMoved
 from fanout.cluster.remote import remote_info, remote_list_entry
 from fanout.core.plugin import (
     Jsep,
@@ -37,6 +38,7 @@ from fanout.plugins.streaming import management, persistence, rtsp_source, subsc
 from fanout.plugins.streaming.bitrate_feedback import FORWARD_INTERVAL_SECONDS, lowest_fresh_estimate
 from fanout.plugins.streaming.config import MountpointConfig, MountpointConfigError, MountpointId, StreamingSettings
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
+from fanout.plugins.streaming.file_source import FilePlayer, FileSourceError, checked_file
 from fanout.plugins.streaming.mountpoint import Mountpoint, source_index
 from fanout.plugins.streaming.offer_matching import data_mline, match_offer
 from fanout.plugins.streaming.port_range import PortRange
@@ -139,6 +141,9 @@ class StreamingPlugin(Plugin):
         # id -> (description, origin node), which list and info show after the local ones.
         self.remote_mountpoints: Callable[[], Mapping[MountpointId, tuple[MountpointConfig, str]]] = dict
         self.relay_feeder: RelayFeeder | None = None  # relay mountpoints' sources; None: none can open
+        self._file_players: dict[MountpointId, FilePlayer] = {}  # live mountpoints' sources
+        # ondemand mountpoints: each viewer's own engine mountpoint and player, by handle id
+        self._viewer_feeds: dict[int, tuple[Mountpoint, FilePlayer]] = {}
         self._sync_requests: dict[str, Callable[[Viewer, dict[str, Any]], dict[str, Any]]] = {
             "list": self._list,
             "info": self._info,
@@ -148,6 +153,7 @@ class StreamingPlugin(Plugin):
             "enable": self._enable,
             "disable": self._disable,
             "kick_all": self._kick_all,
+            "recording": self._recording,
         }
         self._async_requests: dict[str, AsyncRequest] = {
             "watch": self._watch,
@@ -161,6 +167,12 @@ class StreamingPlugin(Plugin):
     async def start(self) -> None:
         self._follow_engine_events()
         for config in self.mountpoint_configs:
+            if config.file is not None:
+                try:
+                    await self.open_file_mountpoint(config)
+                except FileSourceError as error:
+                    logger.error("mountpoint %s (%s): cannot play its file: %s", config.id, config.name, error)
+                continue
             if config.rtsp is None:
                 self.add_mountpoint(config)
                 continue
@@ -178,6 +190,7 @@ class StreamingPlugin(Plugin):
         events.subscribe(SourceSilent, self._source_silent)
         events.subscribe(SourceResumed, self._source_resumed)
         events.subscribe(SubstreamMoved, self._substream_moved)
+        events.subscribe(RecordingStopped, self._recording_stopped)
 
     async def _forward_bitrate_estimates(self) -> None:
         """Once a second: each video source with an RTCP port gets its viewers' lowest estimate."""
@@ -202,10 +215,13 @@ class StreamingPlugin(Plugin):
         for task in list(self._tasks):
             task.cancel()
         pulls = list(self._rtsp_pulls.values())
+        players = list(self._file_players.values()) + [player for _, player in self._viewer_feeds.values()]
         for mountpoint in list(self.mountpoints.values()):
             self.remove_mountpoint(mountpoint.id)
         if pulls:  # their TEARDOWNs
             await asyncio.wait(pulls, timeout=2)
+        for player in players:
+            await player.stopped()
         if self._own_events is not None:
             self._own_events.stop()
             self._own_events = None
@@ -268,10 +284,51 @@ class StreamingPlugin(Plugin):
         self._rtsp_pulls[config.id] = asyncio.get_running_loop().create_task(pull.run())
         return mountpoint
 
+    async def open_file_mountpoint(self, config: MountpointConfig) -> Mountpoint:
+        """A live or ondemand mountpoint: its file checked (FileSourceError if it cannot be
+        played), its streams bound, and for ``live`` the player started."""
+        assert config.file is not None
+        await checked_file(config)
+        if config.id in self.mountpoints:  # created by another request while this one waited
+            raise StreamingError(Errors.CANT_CREATE, "A stream with the provided ID already exists")
+        mountpoint = self.add_mountpoint(config)
+        if not config.file.ondemand:
+            player = FilePlayer(config, mountpoint.ports, lambda reason: self._file_failed(mountpoint, reason))
+            self._file_players[config.id] = player
+            player.start()
+        return mountpoint
+
+    def _file_failed(self, mountpoint: Mountpoint, reason: str, handle_id: int | None = None) -> None:
+        """A file player stopped with an error (it is started again): the viewers it fed are told."""
+        event = {"streaming": "event", "result": {"status": "source_error", "id": mountpoint.id, "reason": reason}}
+        for viewer_id in [handle_id] if handle_id is not None else list(mountpoint.viewers):
+            viewer = self.viewers.get(viewer_id)
+            if viewer is not None:
+                viewer.handle.push_event(None, event)
+
+    def _open_viewer_feed(self, viewer: Viewer, mountpoint: Mountpoint) -> int:
+        """An ondemand viewer's own engine mountpoint, fed from the start of the file; its engine id."""
+        handle_id = viewer.handle.id
+        feed = Mountpoint.open(self.engine, mountpoint.config, next(self._engine_ids), lambda _: None, self.port_range)
+        player = FilePlayer(mountpoint.config, feed.ports, lambda reason: self._file_failed(mountpoint, reason, handle_id))
+        self._viewer_feeds[handle_id] = (feed, player)
+        player.start()
+        return feed.engine_id
+
+    def _close_viewer_feed(self, handle_id: int) -> None:
+        feed = self._viewer_feeds.pop(handle_id, None)
+        if feed is not None:
+            mountpoint, player = feed
+            player.stop()
+            mountpoint.close(self.engine)
+
     def remove_mountpoint(self, mountpoint_id: MountpointId) -> None:
         pull = self._rtsp_pulls.pop(mountpoint_id, None)
         if pull is not None:
             pull.cancel()  # it tears the RTSP session down
+        player = self._file_players.pop(mountpoint_id, None)
+        if player is not None:
+            player.stop()
         mountpoint = self.mountpoints.pop(mountpoint_id)
         if mountpoint.config.relay is not None and self.relay_feeder is not None:
             self.relay_feeder.closed(mountpoint)
@@ -306,6 +363,8 @@ class StreamingPlugin(Plugin):
             request = request.lower()
             if request == "create" and body.get("type") == "rtsp":
                 return PluginSuccess(await self._create_rtsp(body))
+            if request == "create" and body.get("type") in ("live", "ondemand"):
+                return PluginSuccess(await self._create_file(body))
             if request in self._sync_requests:
                 return PluginSuccess(self._sync_requests[request](viewer, body))
             if request not in self._async_requests:
@@ -320,8 +379,12 @@ class StreamingPlugin(Plugin):
         if viewer is None or viewer.mountpoint is None or viewer.in_engine:
             return
         tracks = [track for track in viewer.tracks if track.send]
+        file = viewer.mountpoint.config.file
+        engine_id = viewer.mountpoint.engine_id
+        if file is not None and file.ondemand:
+            engine_id = self._open_viewer_feed(viewer, viewer.mountpoint)
         # The core made the engine peer (keys, address) when DTLS came up; it gets the streams now.
-        self.engine.subscribe(handle.id, viewer.mountpoint.engine_id, [track.engine_stream() for track in tracks])
+        self.engine.subscribe(handle.id, engine_id, [track.engine_stream() for track in tracks])
         viewer.in_engine = True
         viewer.watching_since = time.monotonic()
         for track in tracks:
@@ -519,6 +582,25 @@ class StreamingPlugin(Plugin):
                 raise StreamingError(Errors.CANT_CREATE, f"Can't save the stream: {error}") from None
         return management.created_reply(mountpoint.config, mountpoint.ports, permanent=permanent, legacy=False)
 
+    async def _create_file(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``create`` with ``type: "live"`` or ``"ondemand"``: answered once the file was checked."""
+        management.check_admin_key(body, self.settings.admin_key)
+        permanent = management.permanent_flag(body)
+        config = management.mountpoint_from_create(body, self.mountpoints.keys(), string_ids=self.settings.string_ids)
+        assert config.file is not None
+        try:
+            mountpoint = await self.open_file_mountpoint(config)
+        except (FileSourceError, OSError) as error:
+            logger.warning("cannot create %s mountpoint %s: %s", config.file.kind, config.id, error)
+            raise StreamingError(Errors.CANT_CREATE, f"Error creating '{config.file.kind}' stream: {error}") from None
+        if permanent:
+            try:
+                persistence.save_mountpoint(self._config_file(), config)
+            except persistence.PersistenceError as error:
+                self.remove_mountpoint(config.id)
+                raise StreamingError(Errors.CANT_CREATE, f"Can't save the stream: {error}") from None
+        return management.created_reply(config, mountpoint.ports, permanent=permanent, legacy=False)
+
     def _edit(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
         mountpoint = self._mountpoint_from(body, missing_reason="No such mountpoint ({id})")
         management.check_secret(body, mountpoint.config)
@@ -566,6 +648,57 @@ class StreamingPlugin(Plugin):
             if watcher is not None and watcher.in_engine:
                 self.engine.set_paused(handle_id, not enabled or watcher.state is ViewerState.PAUSED)
         return {"streaming": "ok"}
+
+    def _recording(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
+        """Janus's ``recording``: ``action`` start (``audio``/``video``: the .mjr file name of
+        the mountpoint's first stream of that kind) or stop (``audio``/``video``: true). The
+        engine writes the files, off the viewers' path."""
+        mountpoint = self._mountpoint_from(body)
+        management.check_secret(body, mountpoint.config)
+        action = body.get("action")
+        if action is None:
+            raise StreamingError(Errors.MISSING_ELEMENT, "Missing mandatory element (action)")
+        if action not in ("start", "stop"):
+            raise StreamingError(Errors.INVALID_ELEMENT, "Invalid action (should be start|stop)")
+        if mountpoint.config.file is not None and mountpoint.config.file.ondemand:
+            raise StreamingError(Errors.INVALID_REQUEST, "Recording is not supported on ondemand mountpoints")
+        if "data" in body:
+            raise StreamingError(Errors.CANT_RECORD, "fanout does not record data streams")
+        streams = {kind: mountpoint.first_stream(kind) for kind in ("audio", "video") if kind in body}
+        for kind, stream in streams.items():
+            value = body[kind]
+            if action == "start" and not isinstance(value, str):
+                raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({kind} should be a string)")
+            if action == "stop" and not isinstance(value, bool):
+                raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({kind} should be a boolean)")
+            if stream is None:
+                raise StreamingError(Errors.CANT_RECORD, f"Can't record {kind}: the mountpoint has no {kind} stream")
+            if action == "start" and stream.mindex in mountpoint.recordings:
+                raise StreamingError(Errors.CANT_RECORD, f"Recording for {kind} already started for this stream")
+        for kind, stream in streams.items():
+            if stream is None:
+                continue
+            if action == "stop":
+                if body[kind] and mountpoint.recordings.pop(stream.mindex, None) is not None:
+                    self.engine.stop_recording(mountpoint.engine_id, stream.mindex)
+                    logger.info("mountpoint %s: %s recording stopped", mountpoint.id, kind)
+                continue
+            path = body[kind] if body[kind].endswith(".mjr") else body[kind] + ".mjr"
+            try:
+                self.engine.start_recording(mountpoint.engine_id, stream.mindex, path, stream.codec.name)
+            except OSError as error:
+                reason = os.strerror(error.errno) if error.errno else str(error)
+                raise StreamingError(Errors.CANT_RECORD, f"Error starting recorder for {kind}: {reason}") from None
+            mountpoint.recordings[stream.mindex] = path
+            logger.info("mountpoint %s: recording %s to %s", mountpoint.id, kind, path)
+        return {"streaming": "ok"}
+
+    def _recording_stopped(self, event: RecordingStopped) -> None:
+        mountpoint = self._mountpoint_of_engine_id(event.mountpoint_id)
+        if mountpoint is None:
+            return
+        path = mountpoint.recordings.pop(event.index, None)
+        logger.error("mountpoint %s: recording to %s stopped: %s", mountpoint.id, path, event.reason)
 
     def _kick_all(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
         mountpoint = self._mountpoint_from(body)
@@ -846,6 +979,8 @@ class StreamingPlugin(Plugin):
         if target is viewer.mountpoint:
             viewer.handle.push_event(transaction, {"streaming": "event", "result": {"switched": "ok", "id": target.id}})
             return
+        if any(m.config.file is not None and m.config.file.ondemand for m in (target, viewer.mountpoint)):
+            raise StreamingError(Errors.CANT_SWITCH, "Can't switch to or from an ondemand mountpoint")
         tracks = subscription.switched_tracks(viewer.tracks, target)
         if viewer.in_engine:
             self.engine.subscribe(
@@ -896,6 +1031,7 @@ class StreamingPlugin(Plugin):
         if viewer.in_engine:
             self.engine.unsubscribe(viewer.handle.id)
             viewer.in_engine = False
+        self._close_viewer_feed(viewer.handle.id)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
