@@ -63,6 +63,9 @@ pub enum Event {
     KeyframeFromCache { peer_id: u64, mountpoint_id: u64, position: usize, packets: usize },
     /// A datagram on the mountpoint's publisher link that is STUN or DTLS: the control plane answers it.
     PublisherDatagram { mountpoint_id: u64, data: Vec<u8> },
+    /// A viewer's bandwidth estimate (bits per second), after a feedback: at
+    /// most once a second per viewer, or at once when it fell by 15%.
+    BandwidthEstimate { peer_id: u64, mountpoint_id: u64, bitrate: u64 },
 }
 
 /// An [`Event`] as the control plane sees it: source streams known by their
@@ -97,6 +100,10 @@ pub enum EngineEvent {
         mountpoint_id: u64,
         data: Vec<u8>,
     },
+    BandwidthEstimate {
+        peer_id: u64,
+        bitrate: u64,
+    },
 }
 
 impl Event {
@@ -120,6 +127,7 @@ impl Event {
                 EngineEvent::KeyframeFromCache { peer_id, index: index_of(mountpoint_id, position)?, packets }
             }
             Self::PublisherDatagram { mountpoint_id, data } => EngineEvent::PublisherDatagram { mountpoint_id, data },
+            Self::BandwidthEstimate { peer_id, bitrate, .. } => EngineEvent::BandwidthEstimate { peer_id, bitrate },
         })
     }
 }

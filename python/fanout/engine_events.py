@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
 
 from fanout._engine import (
+    BandwidthEstimate,
     KeyframeFromCache,
     PublisherDatagram,
     SendQueueOverflow,
@@ -31,7 +32,13 @@ logger = logging.getLogger(__name__)
 
 # What Engine.drain_events() gives: one class per kind of event.
 EngineEvent: TypeAlias = (
-    SubstreamMoved | SourceSilent | SourceResumed | SendQueueOverflow | KeyframeFromCache | PublisherDatagram
+    SubstreamMoved
+    | SourceSilent
+    | SourceResumed
+    | SendQueueOverflow
+    | KeyframeFromCache
+    | PublisherDatagram
+    | BandwidthEstimate
 )
 Event = TypeVar("Event", bound=EngineEvent)
 Handler = Callable[[EngineEvent], None]
