@@ -258,7 +258,8 @@ pub struct Estimator {
     detector: DelayDetector,
     acked: AckedRate,
     delay_based: f64,
-    loss_based: f64,
+    /// None until a feedback or report told about loss.
+    loss_based: Option<f64>,
     remb: Option<u64>,
     /// The last feedback's time on the worker's clock (microseconds).
     last_update: Option<i64>,
@@ -275,7 +276,7 @@ impl Default for Estimator {
             detector: DelayDetector::default(),
             acked: AckedRate::default(),
             delay_based: START_BITRATE as f64,
-            loss_based: START_BITRATE as f64,
+            loss_based: None,
             remb: None,
             last_update: None,
             feedbacks: 0,
@@ -287,9 +288,18 @@ impl Default for Estimator {
 
 impl Estimator {
     /// The estimate, bits per second.
+    /// With transport feedback: the smaller of the delay- and loss-based
+    /// estimates, capped by the REMB if any. Without (a viewer that only sends
+    /// REMB and reports): its REMB (a receiver-side delay-based estimate),
+    /// capped by the loss-based one.
     pub fn bitrate(&self) -> u64 {
-        let estimate = self.delay_based.min(self.loss_based) as u64;
-        self.remb.map_or(estimate, |cap| estimate.min(cap)).clamp(MIN_BITRATE, MAX_BITRATE)
+        let delay_based = match (self.feedbacks, self.remb) {
+            (0, Some(remb)) => remb as f64,
+            (_, Some(remb)) => self.delay_based.min(remb as f64),
+            (_, None) => self.delay_based,
+        };
+        let estimate = self.loss_based.map_or(delay_based, |loss_based| delay_based.min(loss_based));
+        (estimate as u64).clamp(MIN_BITRATE, MAX_BITRATE)
     }
 
     pub fn usage(&self) -> Usage {
@@ -352,13 +362,18 @@ impl Estimator {
 
     /// gcc-02 section 6.
     fn update_loss_based(&mut self, loss: f64) {
+        let mut loss_based = self.loss_based.unwrap_or(self.bitrate() as f64);
         if loss > 0.1 {
-            self.loss_based *= 1.0 - 0.5 * loss;
+            loss_based *= 1.0 - 0.5 * loss;
         } else if loss < 0.02 {
-            self.loss_based *= 1.05;
+            loss_based *= 1.05;
         }
-        // Between 2 and 10%: held. The loss-based estimate never runs far ahead of the delay-based one.
-        self.loss_based = self.loss_based.clamp(MIN_BITRATE as f64, (self.delay_based * 1.5).max(MIN_BITRATE as f64));
+        // Between 2 and 10%: held. It never runs far ahead of the delay-based (or REMB) estimate.
+        let ceiling = match (self.feedbacks, self.remb) {
+            (0, Some(remb)) => remb as f64,
+            _ => self.delay_based,
+        };
+        self.loss_based = Some(loss_based.clamp(MIN_BITRATE as f64, (ceiling * 1.5).max(MIN_BITRATE as f64)));
     }
 }
 

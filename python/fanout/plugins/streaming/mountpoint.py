@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from fanout.plugins.streaming.adaptation import LayerRates
 from fanout.plugins.streaming.config import MountpointConfig, MountpointId, StreamConfig, h264_parameter_sets
 from fanout.plugins.streaming.data_source import DataSource
 from fanout.plugins.streaming.port_range import PortRange
@@ -57,6 +58,9 @@ class Mountpoint:
         # silent substream when some viewer's fallback will have passed.
         self.simulcast_silence_ms = SIMULCAST_SILENCE_MS
         self.fallback_timer: asyncio.TimerHandle | None = None
+        # Simulcast: each substream's bitrate, for the viewers' automatic layer choice.
+        self.layer_rates = LayerRates()
+        self.layer_rates_sampled_at: float | None = None
 
     @classmethod
     def open(
