@@ -302,6 +302,13 @@ impl Estimator {
         (estimate as u64).clamp(MIN_BITRATE, MAX_BITRATE)
     }
 
+    /// Whether the estimate rests on something measured: a REMB, an
+    /// acknowledged rate (half a second of transport feedback), or for a
+    /// viewer without transport feedback, a receiver report.
+    pub fn is_measured(&self) -> bool {
+        self.remb.is_some() || self.acked.bitrate.is_some() || (self.feedbacks == 0 && self.loss_based.is_some())
+    }
+
     pub fn usage(&self) -> Usage {
         self.detector.usage
     }
@@ -356,6 +363,13 @@ impl Estimator {
             }
             Usage::Under => {}
             Usage::Normal => self.delay_based *= INCREASE_PER_SECOND.powf(elapsed),
+        }
+        if self.detector.usage != Usage::Over {
+            // Without over-use the link carries what was acknowledged: the estimate starts
+            // there rather than at a guess (the viewer's layer, not the estimate, sets the rate).
+            if let Some(acked) = acked {
+                self.delay_based = self.delay_based.max(acked);
+            }
         }
         self.delay_based = self.delay_based.clamp(MIN_BITRATE as f64, MAX_BITRATE as f64);
     }
@@ -499,6 +513,15 @@ mod tests {
         let mut link = Link::new();
         let estimate = link.run(800_000, 5_000_000, 10.0, 0.0, true);
         assert!(estimate >= 1_000_000, "{estimate}");
+    }
+
+    #[test]
+    fn the_estimate_is_measured_after_half_a_second_of_feedback() {
+        let mut link = Link::new();
+        link.run(800_000, 5_000_000, 0.3, 0.0, false);
+        assert!(!link.estimator.is_measured());
+        link.run(800_000, 5_000_000, 0.5, 0.0, false);
+        assert!(link.estimator.is_measured());
     }
 
     #[test]

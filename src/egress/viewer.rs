@@ -954,7 +954,7 @@ impl Viewer {
         }
         let bitrate = cc.estimator.bitrate();
         let report = match cc.reported {
-            None => true,
+            None => cc.estimator.is_measured(),
             Some((last, when)) => {
                 now.saturating_duration_since(when) >= ESTIMATE_REPORT_INTERVAL
                     || (bitrate as f64) < (last as f64) * (1.0 - ESTIMATE_FALL_REPORTED)

@@ -39,7 +39,8 @@ def receive_transport_sequences(viewer: ViewerSocket, count: int) -> list[int]:
 
 
 def transport_feedback(base: int, arrivals_ms: list[int]) -> bytes:
-    """RTPFB FMT 15: every packet from ``base`` received, at these milliseconds (reference time 0)."""
+    """RTPFB FMT 15: every packet from ``base`` received, at these milliseconds (reference time 0;
+    at most 63 ms apart: one-byte deltas)."""
     chunks = b""
     for start in range(0, len(arrivals_ms), 7):
         group = arrivals_ms[start : start + 7]
@@ -65,7 +66,7 @@ def test_packets_carry_transport_sequence_numbers_and_feedback_gives_an_estimate
     numbers = receive_transport_sequences(viewer, 10)
     assert numbers == list(range(numbers[0], numbers[0] + 10))
 
-    rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(transport_feedback(numbers[0], [20 * i for i in range(10)])))
+    rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(transport_feedback(numbers[0], [60 * i for i in range(10)])))
 
     wait_until(lambda: rig.engine.peer_stats(7).transport_feedbacks == 1)
     estimate = rig.engine.peer_stats(7).estimate
