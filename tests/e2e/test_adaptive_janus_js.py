@@ -3,9 +3,9 @@ link whose rate tc changes (3 Mbit/s, then 600 kbit/s, then 5 Mbit/s): with no c
 fanout's estimate of the viewer's bandwidth (transport-wide feedback, which Chromium sends
 because fanout's offer asks for it) moves it to the layer that fits, and back up.
 
-Browser, server and encoder share a loopback-only network namespace (as the other janus.js
-tests); only what leaves fanout's WebRTC port goes through the shaped queue (a tbf under a
-prio qdisc, chosen by a u32 filter on the source port), so the encoder's RTP is not shaped.
+Browser and server share a network namespace (as the other janus.js tests) whose ``lo``
+tc shapes with a token bucket (tbf: the only qdisc this kernel has); the encoder runs in a
+namespace of its own behind a veth pair, so its RTP reaches fanout unshaped.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from playwright.sync_api import Page
 
 from tests.support.browser import chromium_in
 from tests.support.encoders import running
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from tests.support.netns import NetworkNamespace, loopback_namespace
 from tests.support.server import FanoutProcess, write_config
 
@@ -51,26 +54,39 @@ def encoder() -> list[str]:
         command += [
             "-map", f"[out{i}]", "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8",
             "-b:v", f"{kbps}k", "-minrate", f"{kbps}k", "-maxrate", f"{kbps}k", "-g", str(FPS),
-            "-f", "rtp", "-payload_type", "96", f"rtp://127.0.0.1:{port}?pkt_size=1200",
+            "-f", "rtp", "-payload_type", "96", f"rtp://{SERVER_ADDRESS}:{port}?pkt_size=1200",
         ]  # fmt: skip
     return command
 
 
-def shape(namespace: NetworkNamespace, webrtc_port: int, rate: str, *, first: bool = False) -> None:
-    """What leaves fanout's WebRTC port goes at ``rate`` (a 200 ms queue, then drops)."""
+SERVER_ADDRESS, ENCODER_ADDRESS = "10.213.0.1", "10.213.0.2"
 
-    def tc(*argv: str) -> None:
-        subprocess.run(namespace.command("tc", *argv), check=True)
 
+@contextmanager
+def encoder_namespace(server: NetworkNamespace) -> Iterator[NetworkNamespace]:
+    """A namespace joined to ``server``'s by a veth pair: SERVER_ADDRESS there, ENCODER_ADDRESS here."""
+    name = f"{server.name}-enc"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "link", "add", "fanout-enc0", "netns", server.name, "type", "veth",
+                        "peer", "name", "fanout-enc1", "netns", name], check=True)  # fmt: skip
+        for namespace, device, address in ((server.name, "fanout-enc0", SERVER_ADDRESS),
+                                           (name, "fanout-enc1", ENCODER_ADDRESS)):  # fmt: skip
+            subprocess.run(["ip", "-n", namespace, "addr", "add", f"{address}/30", "dev", device], check=True)
+            subprocess.run(["ip", "-n", namespace, "link", "set", device, "up"], check=True)
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield NetworkNamespace(name)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def shape(namespace: NetworkNamespace, rate: str, *, first: bool = False) -> None:
+    """Everything on the namespace's ``lo`` (fanout to Chromium) goes at ``rate`` (a 200 ms queue, then drops)."""
     if first:
-        tc("qdisc", "add", "dev", "lo", "root", "handle", "1:", "prio")
-        tc("qdisc", "add", "dev", "lo", "parent", "1:3", "handle", "30:", "tbf", "rate", rate,
-           "burst", "32kb", "latency", "200ms")  # fmt: skip
-        tc("filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
-           "match", "ip", "sport", str(webrtc_port), "0xffff", "flowid", "1:3")  # fmt: skip
-    else:
-        tc("qdisc", "change", "dev", "lo", "parent", "1:3", "handle", "30:", "tbf", "rate", rate,
-           "burst", "32kb", "latency", "200ms")  # fmt: skip
+        subprocess.run(namespace.command("ip", "link", "set", "lo", "mtu", "1500"), check=True)
+    verb = "add" if first else "change"
+    subprocess.run(namespace.command("tc", "qdisc", verb, "dev", "lo", "root", "tbf", "rate", rate,
+                                     "burst", "32kb", "latency", "200ms"), check=True)  # fmt: skip
 
 
 def video_stats(page: Page) -> dict[str, Any]:
@@ -109,23 +125,27 @@ def test_the_layer_follows_the_shaped_link(tmp_path: Path) -> None:
     timeline: list[Any] = []
     with (
         loopback_namespace() as namespace,
-        FanoutProcess(config, namespace) as server,
-        running(encoder(), namespace),
+        FanoutProcess(config, namespace) as server,  # before the veth: it advertises loopback only
+        encoder_namespace(namespace) as encoding,
+        running(encoder(), encoding),
         chromium_in(namespace, tmp_path) as browser,
     ):
-        shape(namespace, addresses.webrtc_port, "3mbit", first=True)
         errors: list[str] = []
         page = browser.new_page()
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(f"{addresses.page_url}?mountpoint=4&transport=http")
-        page.wait_for_function("window.fanoutDemo && window.fanoutDemo.state === 'playing'", timeout=30_000)
+        try:
+            page.wait_for_function("window.fanoutDemo && window.fanoutDemo.state === 'playing'", timeout=30_000)
+        except Exception as error:
+            raise AssertionError(f"not playing: {server.output}") from error
+        shape(namespace, "3mbit", first=True)
         wait_for(page, "the top layer at 3 Mbit/s", lambda s: s.get("frameWidth") == 1280, 30, timeline)
 
-        shape(namespace, addresses.webrtc_port, "600kbit")
+        shape(namespace, "600kbit")
         down = wait_for(page, "a lower layer at 600 kbit/s", lambda s: 0 < s.get("frameWidth", 0) < 1280, 30, timeline)
         settled = video_stats(page)
 
-        shape(namespace, addresses.webrtc_port, "5mbit")
+        shape(namespace, "5mbit")
         up = wait_for(page, "the top layer again at 5 Mbit/s", lambda s: s.get("frameWidth") == 1280, 60, timeline)
         after = video_stats(page)
 
