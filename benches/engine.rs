@@ -61,11 +61,14 @@ fn protect(profile: Profile) {
     });
 }
 
-fn rewrite_and_protect(profile: Profile) {
+fn rewrite_and_protect(profile: Profile, transport_cc: bool) {
     let session = SrtpSession::new(profile, &vec![7u8; profile.master_len()]).unwrap();
     let address = RawAddress::from_socket_addr("127.0.0.1:9".parse().unwrap(), libc::AF_INET).unwrap();
     let stream = ViewerStream::new(0, 1, 100, 90_000, false, StreamStart { sequence: 1, timestamp: 1 });
     let mut viewer = Viewer::new(1, address, vec![stream], session, Instant::now());
+    if transport_cc {
+        viewer.set_transport_cc(Some(3));
+    }
     let packets: Vec<Vec<u8>> = (0..1024).map(|i| rtp_packet(i as u16)).collect();
     let received: Vec<ReceivedPacket> = packets
         .iter()
@@ -73,7 +76,8 @@ fn rewrite_and_protect(profile: Profile) {
         .collect();
     let mut buf = [0u8; SLOT_SIZE];
     let now = Instant::now();
-    time(&format!("Viewer::write_rtp (rewrite + protect) {profile:?}"), 400_000, |i| {
+    let with = if transport_cc { " + transport-cc" } else { "" };
+    time(&format!("Viewer::write_rtp (rewrite + protect{with}) {profile:?}"), 400_000, |i| {
         let k = (i % 1024) as usize;
         black_box(viewer.write_rtp(0, &packets[k], &received[k], now, &mut buf).unwrap());
     });
@@ -189,8 +193,10 @@ fn main() {
     println!("RTP packets of {PACKET} bytes ({PAYLOAD} bytes of payload)");
     protect(Profile::AeadAes128Gcm);
     protect(Profile::AesCm128HmacSha1_80);
-    rewrite_and_protect(Profile::AeadAes128Gcm);
-    rewrite_and_protect(Profile::AesCm128HmacSha1_80);
+    for transport_cc in [false, true] {
+        rewrite_and_protect(Profile::AeadAes128Gcm, transport_cc);
+        rewrite_and_protect(Profile::AesCm128HmacSha1_80, transport_cc);
+    }
     kernel_send();
     for viewers in [10, 100] {
         whole_engine(Profile::AeadAes128Gcm, viewers);

@@ -55,6 +55,14 @@ def ingest_input(flags: int, datagrams: list[tuple[int, bytes]]) -> bytes:
     return bytes([flags]) + b"".join(bytes([len(d), step]) + d for step, d in datagrams)
 
 
+def transport_feedback(base: int, count: int, chunks: list[int], deltas: bytes) -> bytes:
+    """RTPFB FMT 15 (draft-holmer-rmcat-transport-wide-cc-extensions-01 section 3.1), reference time 1."""
+    body = struct.pack("!IIHH", 1, 2, base, count) + bytes([0, 0, 1, 0])
+    body += b"".join(struct.pack("!H", chunk) for chunk in chunks) + deltas
+    body += bytes(-len(body) % 4)
+    return struct.pack("!BBH", 0x80 | 15, 205, len(body) // 4) + body
+
+
 def seeds() -> dict[str, dict[str, bytes]]:
     vp8_frames = [(6, rtp(VP8_KEYFRAME, seq=1, marker=True)), (6, rtp(VP8_DELTA, seq=2, ts=6000, marker=True))]
     h264 = [(6, rtp(H264_STAP_A_SPS_PPS, seq=1)), (0, rtp(H264_IDR_START, seq=2, marker=True))]
@@ -79,6 +87,12 @@ def seeds() -> dict[str, dict[str, bytes]]:
             "rr_nack": RECEIVER_REPORT + NACK,
             "rr_remb": RECEIVER_REPORT + REMB,
             "rr_fir": RECEIVER_REPORT + FIR,
+        },
+        "transport_feedback": {
+            "run_length": transport_feedback(10, 3, [0x2003], bytes([4, 4, 4])),
+            "one_bit_vector": transport_feedback(65530, 14, [0xAAAA], bytes([8] * 7)),
+            "two_bit_vector_large_delta": transport_feedback(7, 7, [0xD640], bytes([1, 0xFF, 0x38, 2, 3])),
+            "with_receiver_report": RECEIVER_REPORT + transport_feedback(1, 2, [0x2002], bytes([1, 1])),
         },
         "srtcp_unprotect": {
             "rr_pli": srtcp(RECEIVER_REPORT + PLI),

@@ -52,6 +52,7 @@ use crate::wire::codec::Codec;
 use crate::wire::rtcp::{for_each_nack, is_rtcp, summarize};
 use crate::wire::rtp::PlayoutDelay;
 use crate::wire::srtp::{Profile, SrtcpInbound, SrtpInbound, SrtpSession};
+use crate::wire::twcc::has_transport_feedback;
 
 /// Source packets waiting for one worker; past this the worker is overloaded and loses packets.
 const RING_PACKETS: usize = 8192;
@@ -914,6 +915,22 @@ impl Engine {
         Self::to_worker(running, subscription.worker, Command::SetPlayoutDelay { id: peer_id, stream, delay })
     }
 
+    /// Transport-wide congestion control for the subscribed peer: every packet
+    /// it is sent carries a transport-wide sequence number with extension id
+    /// `extension_id` (1..=14, one-byte header; None: no more), and its
+    /// transport feedback (through receive_rtcp) drives its bandwidth estimate.
+    pub fn set_transport_cc(&self, peer_id: u64, extension_id: Option<u8>) -> Result<(), EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        let subscription = peer.subscription(peer_id)?;
+        let extension_id = match extension_id {
+            None => None,
+            Some(id) => Some(check_range(id, "transport-cc extension id", 1, 14)?),
+        };
+        Self::to_worker(running, subscription.worker, Command::SetTransportCc { id: peer_id, extension_id })
+    }
+
     /// Simulcast: moves the peer's stream that takes source stream `index`
     /// to source stream `source_index` of the same mountpoint (another
     /// encoding of the same video), at that source's next keyframe; the
@@ -1022,6 +1039,23 @@ impl Engine {
             return Err(invalid(format!("SRTCP from peer {peer_id}: not an RTCP (compound) packet once unprotected")));
         }
         let summary = summarize(&plain);
+        let feedback = has_transport_feedback(&plain);
+        let fraction_lost = summary
+            .receiver_reports
+            .iter()
+            .filter(|block| ssrcs.contains(&block.ssrc))
+            .map(|block| block.fraction_lost)
+            .max();
+        let remb = summary.remb.as_ref().map(|remb| remb.bitrate);
+        if feedback || remb.is_some() || fraction_lost.is_some() {
+            let state = self.running()?;
+            let running = state.as_ref().expect("checked by running()");
+            if let Some(subscription) = running.peers.get(&peer_id).and_then(|peer| peer.subscription.as_ref()) {
+                let packet = if feedback { plain.to_vec() } else { Vec::new() };
+                let command = Command::CongestionFeedback { id: peer_id, packet, remb, fraction_lost };
+                Self::to_worker(running, subscription.worker, command)?;
+            }
+        }
         let mut report = RtcpReport {
             nacks: summary.nacks,
             retransmitted: 0,
@@ -1299,6 +1333,8 @@ impl Engine {
             paused: counters.paused.load(Ordering::Relaxed),
             worker: peer.subscription.as_ref().map(|subscription| subscription.worker),
             source_switches: counters.source_switches.load(Ordering::Relaxed),
+            estimate: Some(counters.estimate.load(Ordering::Relaxed)).filter(|&bitrate| bitrate > 0),
+            transport_feedbacks: counters.transport_feedbacks.load(Ordering::Relaxed),
         })
     }
 

@@ -65,6 +65,9 @@ pub enum Event {
     PublisherDatagram { mountpoint_id: u64, data: Vec<u8> },
     /// A recording of source stream `index` ended on its own: its file could not be written.
     RecordingStopped { mountpoint_id: u64, index: u32, reason: String },
+    /// A viewer's bandwidth estimate (bits per second), after a feedback: at
+    /// most once a second per viewer, or at once when it fell by 15%.
+    BandwidthEstimate { peer_id: u64, mountpoint_id: u64, bitrate: u64 },
 }
 
 /// An [`Event`] as the control plane sees it: source streams known by their
@@ -104,6 +107,10 @@ pub enum EngineEvent {
         index: u32,
         reason: String,
     },
+    BandwidthEstimate {
+        peer_id: u64,
+        bitrate: u64,
+    },
 }
 
 impl Event {
@@ -130,6 +137,7 @@ impl Event {
             Self::RecordingStopped { mountpoint_id, index, reason } => {
                 EngineEvent::RecordingStopped { mountpoint_id, index, reason }
             }
+            Self::BandwidthEstimate { peer_id, bitrate, .. } => EngineEvent::BandwidthEstimate { peer_id, bitrate },
         })
     }
 }

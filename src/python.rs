@@ -280,6 +280,12 @@ impl Engine {
         Ok(self.inner.set_stream_paused(peer_id, int(index, "stream index")?, paused)?)
     }
 
+    #[pyo3(signature = (peer_id, extension_id))]
+    fn set_transport_cc(&self, peer_id: u64, extension_id: Option<i64>) -> PyResult<()> {
+        let extension_id = extension_id.map(|id| int(id, "transport-cc extension id")).transpose()?;
+        Ok(self.inner.set_transport_cc(peer_id, extension_id)?)
+    }
+
     #[pyo3(signature = (peer_id, index, extension_id, min_ms, max_ms))]
     fn set_stream_playout_delay(
         &self,
@@ -488,6 +494,14 @@ pub struct RecordingStopped {
     reason: String,
 }
 
+/// A viewer's bandwidth estimate (bits per second), from its transport feedback, REMB and reports.
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Debug, PartialEq, Eq)]
+pub struct BandwidthEstimate {
+    peer_id: u64,
+    bitrate: u64,
+}
+
 macro_rules! event_methods {
     ($($class:ident($($field:ident: $type:ty),*)),*) => {$(
         #[pymethods]
@@ -510,7 +524,8 @@ event_methods!(
     SourceResumed(mountpoint_id: u64, index: u32),
     SendQueueOverflow(peer_id: u64, dropped: u64),
     KeyframeFromCache(peer_id: u64, index: u32, packets: usize),
-    RecordingStopped(mountpoint_id: u64, index: u32, reason: String)
+    RecordingStopped(mountpoint_id: u64, index: u32, reason: String),
+    BandwidthEstimate(peer_id: u64, bitrate: u64)
 );
 
 fn event_object(py: Python<'_>, event: EngineEvent) -> PyResult<Py<PyAny>> {
@@ -536,6 +551,9 @@ fn event_object(py: Python<'_>, event: EngineEvent) -> PyResult<Py<PyAny>> {
         EngineEvent::RecordingStopped { mountpoint_id, index, reason } => {
             Py::new(py, RecordingStopped { mountpoint_id, index, reason })?.into_any()
         }
+        EngineEvent::BandwidthEstimate { peer_id, bitrate } => {
+            Py::new(py, BandwidthEstimate { peer_id, bitrate })?.into_any()
+        }
     })
 }
 
@@ -548,6 +566,7 @@ pub fn add_event_classes(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<KeyframeFromCache>()?;
     module.add_class::<PublisherDatagram>()?;
     module.add_class::<RecordingStopped>()?;
+    module.add_class::<BandwidthEstimate>()?;
     Ok(())
 }
 

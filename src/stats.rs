@@ -31,6 +31,10 @@ pub struct PeerStats {
     pub worker: Option<usize>,
     /// Streams moved to another source stream (set_stream_source), once moved.
     pub source_switches: u64,
+    /// The peer's bandwidth estimate, bits per second (None: no feedback yet).
+    pub estimate: Option<u64>,
+    /// Transport feedback messages (transport-wide congestion control) read.
+    pub transport_feedbacks: u64,
 }
 
 /// The latest sender report from a source.

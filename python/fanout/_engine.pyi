@@ -218,6 +218,10 @@ class PeerStats:
     def worker(self) -> int | None: ...  # the index of the worker that sends it media, None while not subscribed
     @property
     def source_switches(self) -> int: ...  # streams moved to another source stream (set_stream_source), once moved
+    @property
+    def estimate(self) -> int | None: ...  # bandwidth estimate, bits/s (None: no feedback yet)
+    @property
+    def transport_feedbacks(self) -> int: ...  # transport-wide feedback messages read
 
 @final
 class PublisherStats:
@@ -460,6 +464,14 @@ class Engine:
         ValueError if the peer is not subscribed or has no stream ``index``, for an
         id outside 1..14, a delay outside 0..40950 ms, ``min_ms`` above ``max_ms``,
         or only one of them None."""
+    def set_transport_cc(self, peer_id: int, extension_id: int | None) -> None:
+        """Transport-wide congestion control (draft-holmer-rmcat-transport-wide-cc-extensions-01)
+        for the subscribed peer: every packet it is sent (retransmissions and bursts too)
+        carries a transport-wide sequence number, header extension id ``extension_id``
+        (1..14, as its SDP negotiated it; None: no more); its transport feedback
+        (receive_rtcp) drives its bandwidth estimate (PeerStats.estimate, BandwidthEstimate
+        events). Kept across a switch. KeyError for an unknown peer; ValueError if not
+        subscribed or for an id outside 1..14."""
     def set_stream_source(self, peer_id: int, index: int, source_index: int) -> None:
         """Simulcast (``configure`` with ``substream``): move the peer's stream
         that takes SourceStream ``index`` to SourceStream ``source_index`` of the
@@ -579,6 +591,7 @@ class Engine:
         | KeyframeFromCache
         | PublisherDatagram
         | RecordingStopped
+        | BandwidthEstimate
     ]:
         """Every event since the last call, oldest first (the fd is no longer readable
         until the next). Events about a mountpoint removed meanwhile are left out;
@@ -693,6 +706,17 @@ class RecordingStopped:
     @property
     def reason(self) -> str: ...
 
+@final
+class BandwidthEstimate:
+    """A viewer's bandwidth estimate, ``bitrate`` bits per second, from its transport-wide
+    feedback (GCC, delay- and loss-based), REMB (a cap) and receiver reports: at most
+    once a second per viewer, or at once when it fell by 15% since the last one."""
+
+    def __new__(cls, peer_id: int, bitrate: int) -> Self: ...
+    @property
+    def peer_id(self) -> int: ...
+    @property
+    def bitrate(self) -> int: ...
 
 # bench_protect and bench_send exist only in an engine built with the cargo feature "bench"
 # (scripts/setup's development install; src/python_bench.rs), for `fanout bench engine`.

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
 
 from fanout._engine import (
+    BandwidthEstimate,
     KeyframeFromCache,
     PublisherDatagram,
     RecordingStopped,
@@ -39,6 +40,7 @@ EngineEvent: TypeAlias = (
     | KeyframeFromCache
     | PublisherDatagram
     | RecordingStopped
+    | BandwidthEstimate
 )
 Event = TypeVar("Event", bound=EngineEvent)
 Handler = Callable[[EngineEvent], None]

@@ -3,5 +3,6 @@
 //! their batched sends ([`batch`]).
 
 pub mod batch;
+pub mod congestion;
 pub mod viewer;
 pub mod worker;

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::egress::congestion::Estimator;
 use crate::events::{Event, EventQueue};
 use crate::media::packet::{GopCache, History, Packet, ReceivedPacket};
 use crate::sys::RawAddress;
@@ -12,6 +13,7 @@ use crate::wire::codec::Vp8Descriptor;
 use crate::wire::rtcp::SenderInfo;
 use crate::wire::rtp::{PlayoutDelay, RtpHeader};
 use crate::wire::srtp::{SrtpError, SrtpSession};
+use crate::wire::twcc::{for_each_transport_feedback, write_element};
 
 /// What Python reads about a viewer while the engine runs.
 #[derive(Default)]
@@ -30,6 +32,10 @@ pub struct ViewerCounters {
     pub paused: AtomicBool,
     /// Streams moved to another source stream (at its keyframe) as asked.
     pub source_switches: AtomicU64,
+    /// The bandwidth estimate (bits per second; 0: none yet), after each feedback.
+    pub estimate: AtomicU64,
+    /// Transport feedback messages read.
+    pub transport_feedbacks: AtomicU64,
     /// The next SRTCP index of what is sent to the peer: its worker numbers
     /// its RTCP while it is subscribed, the engine handle while it is not.
     pub srtcp_index: AtomicU32,
@@ -209,8 +215,11 @@ pub struct ViewerStream {
     skip_before: Option<(u32, u16)>,
     /// Held until the worker starts it from the cache (the mountpoint's packets flow to it by then).
     held: bool,
-    /// When set, every packet sent carries it as its only header extension.
+    /// When set, every packet sent carries it as a header extension.
     playout_delay: Option<PlayoutDelay>,
+    /// When set, every packet sent carries a transport-wide sequence number
+    /// with this extension id (the viewer fills in the number).
+    transport_cc_id: Option<u8>,
 }
 
 /// Where a rewritten packet stands in the viewer's SRTP stream.
@@ -218,6 +227,8 @@ pub struct ViewerStream {
 pub struct Rewritten {
     pub len: usize,
     pub rollover_counter: u32,
+    /// Where the transport-wide sequence number goes (two bytes), if the packet carries one.
+    pub transport_sequence_at: Option<usize>,
 }
 
 impl ViewerStream {
@@ -257,6 +268,7 @@ impl ViewerStream {
             skip_before: None,
             held: false,
             playout_delay: None,
+            transport_cc_id: None,
         }
     }
 
@@ -359,6 +371,7 @@ impl ViewerStream {
         self.octets = old.octets;
         self.paused = old.paused;
         self.playout_delay = old.playout_delay;
+        self.transport_cc_id = old.transport_cc_id;
         self.restart();
     }
 
@@ -385,6 +398,12 @@ impl ViewerStream {
     /// packet carries `delay` as its header extension; None: none.
     pub fn set_playout_delay(&mut self, delay: Option<PlayoutDelay>) {
         self.playout_delay = delay;
+    }
+
+    /// From the next packet on, every packet carries a transport-wide sequence
+    /// number with extension id `id` (None: none).
+    pub fn set_transport_cc(&mut self, id: Option<u8>) {
+        self.transport_cc_id = id;
     }
 
     /// Starts video from the keyframe cache: returns false (the stream waits
@@ -582,10 +601,10 @@ impl ViewerStream {
         if self.vp8.is_some() {
             self.follow_pictures(&packet[header.payload_start..header.payload_end]);
         }
-        let len = self.write(packet, header, sequence, timestamp, out);
+        let (len, transport_sequence_at) = self.write(packet, header, sequence, timestamp, out);
         self.packets = self.packets.wrapping_add(1);
         self.octets = self.octets.wrapping_add((header.payload_end - header.payload_start) as u32);
-        Some(Rewritten { len, rollover_counter: (extended >> 16) as u32 })
+        Some(Rewritten { len, rollover_counter: (extended >> 16) as u32, transport_sequence_at })
     }
 
     /// The viewer's timestamp for a source timestamp sent as `extended`.
@@ -613,10 +632,19 @@ impl ViewerStream {
     }
 
     /// The viewer's packet: the source's fixed header rewritten, its CSRCs,
-    /// the playout-delay extension if set, then the payload with any padding
-    /// (the padding bit kept). The source's own header extension is dropped:
-    /// its ids were negotiated with the source, not with this viewer.
-    fn write(&self, packet: &[u8], header: &RtpHeader, sequence: u16, timestamp: u32, out: &mut [u8]) -> usize {
+    /// the playout-delay and transport-wide sequence extensions if set, then
+    /// the payload with any padding (the padding bit kept). The source's own
+    /// header extension is dropped: its ids were negotiated with the source,
+    /// not with this viewer. Returns the length and where the transport-wide
+    /// sequence number goes.
+    fn write(
+        &self,
+        packet: &[u8],
+        header: &RtpHeader,
+        sequence: u16,
+        timestamp: u32,
+        out: &mut [u8],
+    ) -> (usize, Option<usize>) {
         let csrcs = &packet[12..header.csrc_end];
         let payload = &packet[header.payload_start..];
         out[0] = packet[0] & !0x10;
@@ -626,10 +654,26 @@ impl ViewerStream {
         out[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
         out[12..header.csrc_end].copy_from_slice(csrcs);
         let mut payload_start = header.csrc_end;
+        let mut transport_sequence_at = None;
         if let Some(delay) = &self.playout_delay {
             out[0] |= 0x10;
             delay.write_header_extension(&mut out[payload_start..]);
             payload_start += PlayoutDelay::HEADER_EXTENSION_LEN;
+        }
+        if let Some(id) = self.transport_cc_id {
+            // One more word: the element (three bytes) and a padding byte (RFC 8285).
+            let block = header.csrc_end;
+            if self.playout_delay.is_some() {
+                out[block + 3] = 2;
+            } else {
+                out[0] |= 0x10;
+                out[block..block + 4].copy_from_slice(&[0xbe, 0xde, 0, 1]);
+                payload_start += 4;
+            }
+            write_element(&mut out[payload_start..], id, 0);
+            out[payload_start + 3] = 0;
+            transport_sequence_at = Some(payload_start + 1);
+            payload_start += 4;
         }
         let len = payload_start + payload.len();
         out[payload_start..len].copy_from_slice(payload);
@@ -638,7 +682,7 @@ impl ViewerStream {
                 renumber_pictures(vp8, &mut out[payload_start..len]);
             }
         }
-        len
+        (len, transport_sequence_at)
     }
 
     /// After a move, sets the picture offsets so the new source's pictures
@@ -701,8 +745,8 @@ impl ViewerStream {
         }
         let extended = self.extend(sequence)?;
         let timestamp = self.viewer_timestamp(header.timestamp, extended);
-        let len = self.write(packet, header, sequence, timestamp, out);
-        Some(Rewritten { len, rollover_counter: (extended >> 16) as u32 })
+        let (len, transport_sequence_at) = self.write(packet, header, sequence, timestamp, out);
+        Some(Rewritten { len, rollover_counter: (extended >> 16) as u32, transport_sequence_at })
     }
 
     pub fn ssrc(&self) -> u32 {
@@ -783,6 +827,23 @@ pub struct Viewer {
     events: Option<Arc<EventQueue>>,
     /// The mountpoint the viewer takes its streams from (its worker keeps it current).
     pub mountpoint_id: u64,
+    /// Transport-wide congestion control, once negotiated (see [`TransportCc`]).
+    transport_cc: Option<Box<TransportCc>>,
+    created: Instant,
+}
+
+/// How often at most a viewer's estimate is reported, unless it fell.
+const ESTIMATE_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// A fall of the estimate by this fraction of the last reported one is reported at once.
+const ESTIMATE_FALL_REPORTED: f64 = 0.15;
+
+/// A viewer's transport-wide numbering and its bandwidth estimate.
+pub struct TransportCc {
+    extension_id: u8,
+    next_sequence: u16,
+    pub estimator: Estimator,
+    /// The last estimate reported as an event, and when.
+    reported: Option<(u64, Instant)>,
 }
 
 /// Counts and reports a viewer's stream moving from source stream `from` to `to` (positions).
@@ -815,6 +876,97 @@ impl Viewer {
             counters: Arc::default(),
             events: None,
             mountpoint_id: 0,
+            transport_cc: None,
+            created: Instant::now(),
+        }
+    }
+
+    /// Numbers every packet (of every stream) with the transport-wide sequence
+    /// extension `id` from now on (None: stops; the estimate goes on from REMB and reports).
+    pub fn set_transport_cc(&mut self, id: Option<u8>) {
+        for stream in self.streams.iter_mut() {
+            stream.set_transport_cc(id);
+        }
+        if let Some(id) = id {
+            let cc = self.congestion();
+            cc.extension_id = id;
+        }
+    }
+
+    /// The extension id every stream gets (a switch brings new streams).
+    pub fn transport_cc_id(&self) -> Option<u8> {
+        self.streams.iter().find_map(|stream| stream.transport_cc_id)
+    }
+
+    fn congestion(&mut self) -> &mut TransportCc {
+        self.transport_cc.get_or_insert_with(|| {
+            Box::new(TransportCc { extension_id: 0, next_sequence: 0, estimator: Estimator::default(), reported: None })
+        })
+    }
+
+    pub fn transport_cc(&self) -> Option<&TransportCc> {
+        self.transport_cc.as_deref()
+    }
+
+    fn micros(&self, now: Instant) -> i64 {
+        now.saturating_duration_since(self.created).as_micros() as i64
+    }
+
+    /// Fills in the transport-wide sequence number of a rewritten packet
+    /// (before SRTP) and returns it.
+    fn number(&mut self, rewritten: &Rewritten, out: &mut [u8]) -> Option<u16> {
+        let at = rewritten.transport_sequence_at?;
+        let cc = self.transport_cc.as_mut()?;
+        let sequence = cc.next_sequence;
+        cc.next_sequence = sequence.wrapping_add(1);
+        out[at..at + 2].copy_from_slice(&sequence.to_be_bytes());
+        Some(sequence)
+    }
+
+    /// Notes a numbered packet as sent (`len` bytes on the wire) at `now`.
+    fn sent(&mut self, sequence: Option<u16>, len: usize, now: Instant) {
+        if let Some(sequence) = sequence {
+            let at = self.micros(now);
+            if let Some(cc) = self.transport_cc.as_mut() {
+                cc.estimator.history.record(sequence, at, len);
+            }
+        }
+    }
+
+    /// What the viewer's RTCP says about its link: the transport feedback in
+    /// `packet` (compound RTCP), a REMB, the loss fraction of a receiver report.
+    /// Updates the estimate and reports it (see [`Event::BandwidthEstimate`]).
+    pub fn on_feedback(&mut self, packet: &[u8], remb: Option<u64>, fraction_lost: Option<u8>, now: Instant) {
+        let at = self.micros(now);
+        let cc = self.congestion();
+        let mut read = 0u64;
+        for_each_transport_feedback(packet, |feedback| {
+            read += 1;
+            cc.estimator.on_feedback(at, |packet| {
+                let _ = feedback.for_each_packet(|sequence, arrival| packet(sequence, arrival));
+            });
+        });
+        if let Some(remb) = remb {
+            cc.estimator.remb(remb);
+        }
+        if let (Some(fraction), 0) = (fraction_lost, cc.estimator.feedbacks) {
+            cc.estimator.on_receiver_report(fraction);
+        }
+        let bitrate = cc.estimator.bitrate();
+        let report = match cc.reported {
+            None => cc.estimator.is_measured(),
+            Some((last, when)) => {
+                now.saturating_duration_since(when) >= ESTIMATE_REPORT_INTERVAL
+                    || (bitrate as f64) < (last as f64) * (1.0 - ESTIMATE_FALL_REPORTED)
+            }
+        };
+        if report {
+            cc.reported = Some((bitrate, now));
+        }
+        self.counters.estimate.store(bitrate, Ordering::Relaxed);
+        ViewerCounters::add(&self.counters.transport_feedbacks, read);
+        if let (true, Some(events)) = (report, &self.events) {
+            events.push(Event::BandwidthEstimate { peer_id: self.id, mountpoint_id: self.mountpoint_id, bitrate });
         }
     }
 
@@ -887,7 +1039,9 @@ impl Viewer {
     /// Rewrites and protects a burst packet for stream `stream`, spending credit.
     pub fn write_burst(&mut self, stream: usize, packet: &Packet, now: Instant, out: &mut [u8]) -> Option<usize> {
         let rewritten = self.streams[stream].rewrite_burst(packet.bytes(), &packet.meta, now, out)?;
+        let sequence = self.number(&rewritten, out);
         let len = self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()?;
+        self.sent(sequence, len, now);
         self.burst_credit -= len as i64;
         Some(len)
     }
@@ -933,21 +1087,28 @@ impl Viewer {
             }
         }
         let rewritten = stream.rewrite(packet, received, now, out)?;
-        self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()
+        let sequence = self.number(&rewritten, out);
+        let len = self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()?;
+        self.sent(sequence, len, now);
+        Some(len)
     }
 
     /// Writes the source packet `packet` again, protected, as this viewer's
     /// stream `stream` first received it; the SRTP length, or None.
     pub fn write_retransmission(
-        &self,
+        &mut self,
         stream: usize,
         sequence: u16,
         packet: &[u8],
         received: &ReceivedPacket,
+        now: Instant,
         out: &mut [u8],
     ) -> Option<usize> {
         let rewritten = self.streams[stream].rewrite_again(sequence, packet, received, out)?;
-        self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()
+        let transport_sequence = self.number(&rewritten, out);
+        let len = self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()?;
+        self.sent(transport_sequence, len, now);
+        Some(len)
     }
 
     /// Protects RTCP with the peer's next SRTCP index.
@@ -1147,6 +1308,71 @@ mod tests {
         new.continue_from(&old);
         let out = rewrite(&mut new, &source_packet(1, 2, 3, b"x"));
         assert_eq!(&out[12..20], &DELAY_EXTENSION);
+    }
+
+    #[test]
+    fn numbers_every_packet_of_every_stream_with_the_transport_wide_sequence() {
+        let now = Instant::now();
+        let mut audio = stream(false, 7);
+        audio.source = 1;
+        let mut viewer = viewer_of(stream(false, 1));
+        viewer.streams.push(audio);
+        viewer.set_transport_cc(Some(3));
+        let mut numbers = Vec::new();
+        for (source, sequence) in [(0, 1), (1, 1), (0, 2)] {
+            let packet = source_packet(sequence, 0, 1, b"payload");
+            let mut out = [0u8; 256];
+            let stream = viewer.streams.iter_mut().find(|s| s.source == source).unwrap();
+            let rewritten = stream.rewrite(&packet, &received(&packet, false, 0), now, &mut out).unwrap();
+            let transport = viewer.number(&rewritten, &mut out).unwrap();
+            assert_eq!(&out[12..20], &[0xbe, 0xde, 0, 1, 0x31, 0, transport as u8, 0]);
+            let header = RtpHeader::parse(&out[..rewritten.len]).unwrap();
+            assert_eq!(crate::wire::rtp::header_extension(&out, &header, 3), Some(&[0, transport as u8][..]));
+            assert_eq!(&out[20..rewritten.len], b"payload");
+            numbers.push(transport);
+        }
+        assert_eq!(numbers, [0, 1, 2]);
+    }
+
+    #[test]
+    fn the_transport_wide_sequence_follows_the_playout_delay() {
+        let mut viewer = viewer_of(stream(false, 1));
+        viewer.streams[0].set_playout_delay(Some(DELAY));
+        viewer.set_transport_cc(Some(3));
+        let packet = source_packet(1, 0, 1, b"payload");
+        let mut out = [0u8; 256];
+        let rewritten =
+            viewer.streams[0].rewrite(&packet, &received(&packet, false, 0), Instant::now(), &mut out).unwrap();
+        viewer.number(&rewritten, &mut out);
+        assert_eq!(&out[12..24], &[0xbe, 0xde, 0, 2, 0x52, 0x06, 0x40, 0xc8, 0x31, 0, 0, 0]);
+        let header = RtpHeader::parse(&out[..rewritten.len]).unwrap();
+        assert_eq!(crate::wire::rtp::header_extension(&out, &header, 5), Some(&[0x06, 0x40, 0xc8][..]));
+        assert_eq!(&out[24..rewritten.len], b"payload");
+    }
+
+    #[test]
+    fn transport_feedback_updates_the_estimate_and_reports_it() {
+        let now = Instant::now();
+        let events = Arc::new(EventQueue::new().unwrap());
+        let mut viewer = viewer_of(stream(false, 1));
+        viewer.set_events(events.clone());
+        viewer.mountpoint_id = 4;
+        viewer.set_transport_cc(Some(3));
+        let mut out = [0u8; 1500];
+        for sequence in 1..=10 {
+            let packet = source_packet(sequence, 0, 1, b"payload");
+            viewer.write_rtp(0, &packet, &received(&packet, false, 0), now, &mut out).unwrap();
+        }
+        let arrivals: Vec<Option<i64>> = (0..10).map(|i| (i != 4).then_some(64_000 + i * 1000)).collect();
+        let feedback = crate::wire::twcc::build_feedback(0, 64_000, &arrivals, 0);
+        viewer.on_feedback(&feedback, Some(400_000), None, now);
+        let estimator = &viewer.transport_cc().unwrap().estimator;
+        assert_eq!((estimator.received, estimator.lost), (9, 1));
+        assert_eq!(events.drain(), [Event::BandwidthEstimate { peer_id: 1, mountpoint_id: 4, bitrate: 400_000 }]);
+        viewer.on_feedback(&feedback, None, None, now + Duration::from_millis(100));
+        assert!(events.drain().is_empty(), "at most once a second unless it fell");
+        viewer.on_feedback(&[], Some(100_000), None, now + Duration::from_millis(200));
+        assert_eq!(events.drain(), [Event::BandwidthEstimate { peer_id: 1, mountpoint_id: 4, bitrate: 100_000 }]);
     }
 
     #[test]

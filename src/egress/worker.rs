@@ -119,6 +119,20 @@ pub enum Command {
         id: u64,
         packet: Vec<u8>,
     },
+    /// Numbers every packet to the viewer with the transport-wide sequence
+    /// extension `extension_id` (None: no more).
+    SetTransportCc {
+        id: u64,
+        extension_id: Option<u8>,
+    },
+    /// What the viewer's RTCP says about its link: `packet` is its plain
+    /// compound RTCP when it holds transport feedback (else empty).
+    CongestionFeedback {
+        id: u64,
+        packet: Vec<u8>,
+        remb: Option<u64>,
+        fraction_lost: Option<u8>,
+    },
     /// Resend what the viewer reported lost: (media SSRC, sequence number) pairs.
     Retransmit {
         id: u64,
@@ -478,6 +492,16 @@ impl Worker {
             }
             Command::SendRtcp { id, packet } => self.send_rtcp(id, &packet),
             Command::Retransmit { id, lost } => self.retransmit(id, &lost),
+            Command::SetTransportCc { id, extension_id } => {
+                if let Some(viewer) = self.viewer(id) {
+                    viewer.set_transport_cc(extension_id);
+                }
+            }
+            Command::CongestionFeedback { id, packet, remb, fraction_lost } => {
+                if let Some(viewer) = self.viewer(id) {
+                    viewer.on_feedback(&packet, remb, fraction_lost, Instant::now());
+                }
+            }
             Command::Stop => {}
         }
     }
@@ -521,7 +545,11 @@ impl Worker {
                 stream.continue_from(old);
             }
         }
+        let transport_cc = viewer.transport_cc_id();
         viewer.streams = viewer_streams;
+        if transport_cc.is_some() {
+            viewer.set_transport_cc(transport_cc);
+        }
         if let Some(slot) = self.slots[viewer.slot as usize].as_mut() {
             slot.totals = totals;
         }
@@ -660,12 +688,13 @@ impl Worker {
         let Some(mountpoint) = mountpoints.iter_mut().find(|m| m.id == mountpoint_id) else {
             return;
         };
-        let Some(viewer) = mountpoint.viewers.iter().find(|viewer| viewer.id == id) else {
+        let Some(viewer) = mountpoint.viewers.iter_mut().find(|viewer| viewer.id == id) else {
             return;
         };
         if viewer.is_paused() {
             return;
         }
+        let now = Instant::now();
         let merge = slots[viewer.slot as usize].as_ref().is_some_and(|slot| slot.gso);
         for &(ssrc, sequence) in lost {
             let Some(stream) = viewer.streams.iter().position(|stream| stream.ssrc() == ssrc) else {
@@ -682,7 +711,7 @@ impl Worker {
                 flush(send, fd, slots, load);
             }
             if let Some(len) =
-                viewer.write_retransmission(stream, sequence, packet.bytes(), &packet.meta, send.next_buffer())
+                viewer.write_retransmission(stream, sequence, packet.bytes(), &packet.meta, now, send.next_buffer())
             {
                 let tag = SlotTag { viewer: viewer.slot, kind: DatagramKind::Retransmission };
                 send.commit(len, &viewer.address, tag, merge);

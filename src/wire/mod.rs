@@ -6,3 +6,4 @@ pub mod codec;
 pub mod rtcp;
 pub mod rtp;
 pub mod srtp;
+pub mod twcc;

@@ -144,6 +144,10 @@ fn assert_steady_state_allocates_nothing(source: Source) {
         if i % 3 == 0 {
             engine.set_stream_playout_delay(i as u64, 0, 3, Some((100, 1000))).unwrap();
         }
+        if i % 2 == 0 {
+            // Transport-wide sequence numbers and their send history: nothing allocated per packet either.
+            engine.set_transport_cc(i as u64, Some(4)).unwrap();
+        }
     }
     // Let the worker take its viewers before the first packet, so they start
     // live (not with a paced burst from the keyframe cache).

@@ -28,6 +28,7 @@ _FINGERPRINT = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})+$")
 # The playout-delay RTP header extension: the sender tells the receiver's jitter buffer
 # which delay to target (a minimum and a maximum, in 10 ms units).
 PLAYOUT_DELAY_URI = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
+TRANSPORT_CC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
 
 class SdpError(ValueError):

@@ -188,3 +188,90 @@ async def test_an_rtsp_source_whose_media_stops_is_pulled_again(
             finally:
                 camera.process.send_signal(signal.SIGCONT)
         await until(lambda: not mountpoint.silence.all_silent(), "no media after the new PLAY")
+
+
+def remb(bitrate: int, ssrc: int) -> bytes:
+    """A REMB (draft-alvestrand-rmcat-remb) about ``ssrc``: 18-bit mantissa, 6-bit exponent."""
+    exponent = max(0, bitrate.bit_length() - 18)
+    mantissa = bitrate >> exponent
+    return struct.pack("!BBHII4sBBH", 0x8F, 206, 5, 1, 0, b"REMB", 1, (exponent << 2) | (mantissa >> 16),
+                       mantissa & 0xFFFF) + struct.pack("!I", ssrc)  # fmt: skip
+
+
+async def test_the_substream_follows_the_estimate_down_at_once_up_slowly_and_configure_pins_it(
+    running: Running,
+) -> None:
+    from pylibsrtp import Policy, Session
+
+    plugin = running.plugin
+    mountpoint = simulcast_mountpoint(plugin)
+    (stream,) = mountpoint.config.streams
+    ports = mountpoint.substream_ports[stream.mid]
+    # About 60, 200 and 500 kbit/s: payloads of 150, 500 and 1250 bytes at 50 frames a second.
+    sizes = [150, 500, 1250]
+
+    async def encode() -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for frame in range(1_000_000):
+                for substream, port in enumerate(ports):
+                    packet = vp8_packet(frame, keyframe=frame % KEYFRAME_EVERY == 0, ssrc=substream + 1)
+                    sock.sendto(packet + bytes(sizes[substream]), ("127.0.0.1", port))
+                await asyncio.sleep(FRAME_SECONDS)
+        finally:
+            sock.close()
+
+    sending = asyncio.get_running_loop().create_task(encode())
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    viewer_key = os.urandom(28)
+    outbound = Session(Policy(key=viewer_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+                              srtp_profile=Policy.SRTP_PROFILE_AEAD_AES_128_GCM))  # fmt: skip
+    bitrate = {"now": 10_000_000}
+
+    async def report() -> None:
+        while True:  # as Chromium: a REMB about every 200 ms
+            plugin.engine.receive_rtcp(handle.id, outbound.protect_rtcp(remb(bitrate["now"], track.ssrc)))
+            await asyncio.sleep(0.2)
+
+    try:
+        await until(lambda: not any(mountpoint.silence.is_silent(i) for i in mountpoint.silence.indexes), "no media")
+        handle = RecordingHandle(13)
+        plugin.engine.add_peer(handle.id, sink.getsockname(), "AEAD_AES_128_GCM", os.urandom(28), viewer_key)
+        plugin.create_session(handle)
+        plugin.viewers[handle.id].watch(mountpoint, None)
+        plugin.setup_media(handle)
+        (track,) = plugin.viewers[handle.id].tracks
+        assert track.adaptive, "on by default for simulcast"
+        reporting = asyncio.get_running_loop().create_task(report())
+        try:
+            await until(lambda: plugin.viewers[handle.id].estimate == 10_000_000, "no estimate")
+            assert track.substream == 2
+
+            told = len(handle.events)
+            bitrate["now"] = 100_000  # fits only substream 0
+            await handle.wait_for({"mid": stream.mid, "substream": 0}, after=told)
+
+            told = len(handle.events)
+            bitrate["now"] = 300_000  # substream 1 with its headroom, not 2
+            await handle.wait_for({"mid": stream.mid, "substream": 1}, after=told)
+            raised_at = time.monotonic()
+            bitrate["now"] = 10_000_000
+            await handle.wait_for({"mid": stream.mid, "substream": 2}, after=told)
+            assert time.monotonic() - raised_at >= 2.0, "up only once the estimate held"
+
+            told = len(handle.events)
+            await plugin.handle_message(handle, "t", {"request": "configure", "substream": 1}, None)  # type: ignore[arg-type]
+            await handle.wait_for({"mid": stream.mid, "substream": 1}, after=told)
+            assert not track.adaptive, "configure with a substream pins it"
+            bitrate["now"] = 100_000
+            await until(lambda: plugin.viewers[handle.id].estimate == 100_000, "no new estimate")
+            assert track.requested_substream == 1, "pinned: the estimate does not move it"
+            info = plugin.query_session(handle)  # type: ignore[arg-type]
+            assert info["estimate"] == 100_000
+            assert info["layers"] == {stream.mid: {"substream": 1, "temporal": None, "adaptive": False}}
+        finally:
+            reporting.cancel()
+    finally:
+        sending.cancel()
+        sink.close()

@@ -49,7 +49,18 @@ def test_streams_entries_choose_per_mid() -> None:
     assert chosen(body) == [("v1", {"substream": 0}), ("v2", {"temporal": 1, "fallback": 500})]
 
 
-@pytest.mark.parametrize("body", [{"substream": "1"}, {"temporal": -1}, {"substream": True}, {"mid": 3, "substream": 0}])
+def test_adaptive_turns_automatic_choice_on_or_off_and_is_on_by_default_for_simulcast() -> None:
+    audio, first, _, plain = tracks()
+    assert (audio.adaptive, first.adaptive, plain.adaptive) == (False, True, False)
+    assert chosen({"adaptive": False}) == [("v1", {"adaptive": 0}), ("v2", {"adaptive": 0})]
+    assert chosen({"streams": [{"mid": "v2", "adaptive": True}]}) == [("v2", {"adaptive": 1})]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"substream": "1"}, {"temporal": -1}, {"substream": True}, {"mid": 3, "substream": 0}, {"adaptive": 1},
+     {"streams": [{"mid": "v1", "adaptive": "yes"}]}],
+)  # fmt: skip
 def test_bad_values_are_refused(body: dict[str, Any]) -> None:
     with pytest.raises(StreamingError) as error:
         layer_choices(body, tracks())

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from fanout.plugins.streaming.adaptation import LayerRates
 from fanout.plugins.streaming.config import MountpointConfig, MountpointId, StreamConfig, h264_parameter_sets
 from fanout.plugins.streaming.data_source import DataSource
 from fanout.plugins.streaming.port_range import PortRange
@@ -64,6 +65,9 @@ class Mountpoint:
         # A whip mountpoint: a WHIP publisher's link is attached (fanout.whip sets it).
         self.publisher_attached = False
         self.recordings: dict[int, str] = {}  # the .mjr file each recorded stream (by mindex) goes to
+        # Simulcast: each substream's bitrate, for the viewers' automatic layer choice.
+        self.layer_rates = LayerRates()
+        self.layer_rates_sampled_at: float | None = None
 
     @classmethod
     def open(

@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fanout._engine import RecordingStopped, SourceResumed, SourceSilent, SubstreamMoved
+from fanout._engine import BandwidthEstimate, RecordingStopped, SourceResumed, SourceSilent, SubstreamMoved
 from fanout.cluster.remote import remote_info, remote_list_entry
 from fanout.core.plugin import (
     Jsep,
@@ -35,6 +35,7 @@ from fanout.core.plugin import (
 )
 from fanout.engine_events import EngineEvents
 from fanout.plugins.streaming import management, persistence, rtsp_source, subscription
+from fanout.plugins.streaming.adaptation import LayerChoice
 from fanout.plugins.streaming.bitrate_feedback import FORWARD_INTERVAL_SECONDS, lowest_fresh_estimate
 from fanout.plugins.streaming.config import MountpointConfig, MountpointConfigError, MountpointId, StreamingSettings
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
@@ -46,7 +47,7 @@ from fanout.plugins.streaming.rtsp_source import RtspPull
 from fanout.plugins.streaming.silence import MIN_SILENCE_MS
 from fanout.plugins.streaming.viewer import ONE_BYTE_EXTENSION_IDS, Viewer, ViewerState, ViewerTrack
 from fanout.sources.rtsp.connection import RtspConnection
-from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, OfferMedia
+from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, TRANSPORT_CC_URI, MediaDescription, OfferMedia
 
 if TYPE_CHECKING:
     from fanout._engine import Engine, PeerStats, RtcpReport
@@ -92,6 +93,8 @@ def _peer_stats_json(stats: PeerStats) -> dict[str, Any]:
         "paused": stats.paused,
         "worker": stats.worker,
         "source_switches": stats.source_switches,
+        "estimate": stats.estimate,
+        "transport_feedbacks": stats.transport_feedbacks,
     }
 
 
@@ -102,6 +105,20 @@ class RelayFeeder(Protocol):
     def opened(self, mountpoint: Mountpoint) -> None: ...
 
     def closed(self, mountpoint: Mountpoint) -> None: ...
+
+
+def _transport_cc_id(viewer: Viewer, accepted: dict[str | None, MediaDescription]) -> int | None:
+    """The transport-wide sequence extension id the answer kept on every m-line fanout sends
+    media on (one id for the whole BUNDLE); None if one of them lacks it or the ids differ."""
+    ids = {
+        accepted[track.mid].header_extension_id(TRANSPORT_CC_URI)
+        for track in viewer.tracks
+        if track.send and track.transport_cc_extension_id is not None
+    }
+    if not ids or len(ids) != 1 or any(not track.transport_cc_extension_id for track in viewer.tracks if track.send):
+        return None
+    (extension_id,) = ids
+    return extension_id if extension_id in ONE_BYTE_EXTENSION_IDS else None
 
 
 # A fallback timer fires this much after the fallback has passed, so that the age it
@@ -191,6 +208,7 @@ class StreamingPlugin(Plugin):
         events.subscribe(SourceResumed, self._source_resumed)
         events.subscribe(SubstreamMoved, self._substream_moved)
         events.subscribe(RecordingStopped, self._recording_stopped)
+        events.subscribe(BandwidthEstimate, self._bandwidth_estimate)
 
     async def _forward_bitrate_estimates(self) -> None:
         """Once a second: each video source with an RTCP port gets its viewers' lowest estimate."""
@@ -393,6 +411,8 @@ class StreamingPlugin(Plugin):
             if track.temporal is not None and track.stream.codec.name == "vp8":
                 self.engine.set_stream_temporal_layer(handle.id, track.source_index, track.temporal)
             self._send_playout_delay(viewer, track)
+        if viewer.transport_cc_id is not None:
+            self.engine.set_transport_cc(handle.id, viewer.transport_cc_id)
         if viewer.state is not ViewerState.PAUSED:
             viewer.state = ViewerState.STARTED
         if viewer.state is ViewerState.PAUSED or not viewer.mountpoint.enabled:
@@ -492,6 +512,13 @@ class StreamingPlugin(Plugin):
         if viewer.mountpoint is not None:
             info["mountpoint"] = viewer.mountpoint.id
             info["mids"] = [track.mid for track in viewer.tracks]
+            info["estimate"] = viewer.estimate
+            info["transport_cc"] = viewer.transport_cc_id is not None
+            info["layers"] = {
+                track.mid: {"substream": track.substream, "temporal": track.temporal, "adaptive": track.adaptive}
+                for track in viewer.tracks
+                if track.stream.simulcast
+            }
         if viewer.in_engine:
             info["engine"] = _peer_stats_json(self.engine.peer_stats(handle.id))
         info["rtcp_received"] = dict(viewer.rtcp_counts)
@@ -802,6 +829,7 @@ class StreamingPlugin(Plugin):
                     # Sent only if the answer kept it, with the answer's id.
                     extension_id = accepted[track.mid].header_extension_id(PLAYOUT_DELAY_URI)
                     track.playout_delay_extension_id = extension_id if extension_id in ONE_BYTE_EXTENSION_IDS else None
+            viewer.transport_cc_id = _transport_cc_id(viewer, accepted)
             viewer.data_accepted = viewer.data is not None and viewer.data.mid in accepted
             if not any(track.send for track in viewer.tracks) and not viewer.data_accepted:
                 raise StreamingError(Errors.INVALID_SDP, "The answer rejected every stream")
@@ -844,6 +872,10 @@ class StreamingPlugin(Plugin):
                 self._send_playout_delay(viewer, track)
         viewer.handle.push_event(transaction, {"streaming": "event", "result": {"event": "configured"}})
         for track, layer in layers:
+            if "substream" in layer or "adaptive" in layer:
+                # A substream pins the track (Janus's behaviour), unless the request turns adaptive on itself.
+                track.adaptive = bool(layer.get("adaptive", 0))
+                track.layer_choice = LayerChoice()
             if "fallback" in layer:
                 track.fallback_us = layer["fallback"]
             if "temporal" in layer:
@@ -884,6 +916,43 @@ class StreamingPlugin(Plugin):
         for track in viewer.tracks:
             if track.stream.simulcast and track.source_index == event.source_index and track.substream is not None:
                 viewer.handle.push_event(None, layer_event(track.mid, substream=track.substream))
+
+    def _bandwidth_estimate(self, event: BandwidthEstimate) -> None:
+        """The engine's estimate of a viewer's bandwidth: each of its adaptive simulcast tracks
+        takes the substream that fits (down at once, up after the estimate held above the next
+        layer with headroom; see adaptation.py), through the same path as configure."""
+        viewer = self.viewers.get(event.peer_id)
+        if viewer is None or viewer.mountpoint is None or not viewer.in_engine:
+            return
+        viewer.estimate = event.bitrate
+        mountpoint = viewer.mountpoint
+        tracks = [track for track in viewer.tracks if track.stream.simulcast and track.adaptive and track.send]
+        if not tracks:
+            return
+        now = time.monotonic()
+        self._sample_layer_rates(mountpoint, now)
+        ages: dict[int, int | None] | None = None
+        for track in tracks:
+            indexes = [source_index(track.stream, substream) for substream in range(track.stream.substreams)]
+            bitrates = mountpoint.layer_rates.layer_bitrates(indexes)
+            current = track.requested_substream if track.requested_substream is not None else 0
+            chosen = track.layer_choice.choose(event.bitrate, bitrates, current, now)
+            if chosen == current:
+                continue
+            logger.debug("viewer %d, mid %s: estimate %d bit/s, substream %d -> %d",
+                         event.peer_id, track.mid, event.bitrate, current, chosen)
+            track.requested_substream = chosen
+            if ages is None:
+                ages = self._source_ages_ms(mountpoint, viewer, now)
+            self._set_substream(viewer, track, track.substream_to_take(ages))
+
+    def _sample_layer_rates(self, mountpoint: Mountpoint, now: float) -> None:
+        """At most once a second per mountpoint: each source stream's byte count, for its bitrate."""
+        if mountpoint.layer_rates_sampled_at is not None and now - mountpoint.layer_rates_sampled_at < 1.0:
+            return
+        mountpoint.layer_rates_sampled_at = now
+        for stream in self.engine.mountpoint_stats(mountpoint.engine_id).streams:
+            mountpoint.layer_rates.sample(stream.index, stream.bytes, now)
 
     def _hear_silence_within(self, mountpoint: Mountpoint, fallback_ms: int) -> None:
         """A viewer's fallback: the engine reports the mountpoint's simulcast substreams

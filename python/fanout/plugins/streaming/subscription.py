@@ -150,6 +150,11 @@ def layer_choices(body: dict[str, Any], tracks: list[ViewerTrack]) -> list[tuple
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({key} should be a positive integer)")
             layers[key] = value
+        adaptive = request.get("adaptive")
+        if adaptive is not None:
+            if not isinstance(adaptive, bool):
+                raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (adaptive should be a boolean)")
+            layers["adaptive"] = int(adaptive)
         if layers:
             choices += [(track, layers) for track in chosen if track.stream.simulcast]
     return choices

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fanout.core.plugin import PluginHandle
+from fanout.plugins.streaming.adaptation import LayerChoice
 from fanout.plugins.streaming.bitrate_feedback import BitrateEstimate
 from fanout.plugins.streaming.codecs import VIDEO_RTCP_FEEDBACK
 from fanout.plugins.streaming.config import DataStreamConfig, StreamConfig
 from fanout.plugins.streaming.mountpoint import Mountpoint, source_index
 from fanout.plugins.streaming.reception import Reception
-from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, Codec, OfferMedia
+from fanout.webrtc.sdp import PLAYOUT_DELAY_URI, TRANSPORT_CC_URI, Codec, OfferMedia
 
 DEFAULT_FALLBACK_US = 250_000  # as Janus: a substream silent this long is left for the one below
 
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
 # can send it with: the engine writes RFC 8285 one-byte headers.
 PLAYOUT_DELAY_EXTENSION_ID = 12
 ONE_BYTE_EXTENSION_IDS = range(1, 15)
+# The a=extmap id of the transport-wide sequence number (offered on every audio and video
+# m-line of a mountpoint with simulcast, with a=rtcp-fb transport-cc, so Chromium sends
+# transport feedback; the engine numbers every packet to the viewer).
+TRANSPORT_CC_EXTENSION_ID = 3
 # The most the extension carries: 12 bits of 10 ms units.
 MAX_PLAYOUT_DELAY = 4095
 
@@ -64,12 +69,20 @@ class ViewerTrack:
     # comes back to it when it sends again.
     requested_substream: int | None = None
     fallback_us: int = DEFAULT_FALLBACK_US
+    # The transport-wide sequence extension's id on this m-line; None when not negotiated.
+    transport_cc_extension_id: int | None = None
+    # Simulcast: the substream follows the viewer's bandwidth estimate (configure "adaptive";
+    # on by default, off once configure pins a substream). None: the default for the stream.
+    adaptive: bool | None = None
+    layer_choice: LayerChoice = field(default_factory=LayerChoice)
 
     def __post_init__(self) -> None:
         if self.substream is None and self.stream.simulcast:
             self.substream = self.stream.substreams - 1
         if self.requested_substream is None:
             self.requested_substream = self.substream
+        if self.adaptive is None:
+            self.adaptive = self.stream.simulcast
 
     def substream_to_take(self, ages_ms: dict[int, int | None]) -> int | None:
         """The substream this track should get now: the requested one or, while it is
@@ -89,15 +102,17 @@ class ViewerTrack:
         return source_index(self.stream, self.substream)
 
     @classmethod
-    def offered(cls, stream: StreamConfig, *, playoutdelay_ext: bool = False) -> ViewerTrack:
+    def offered(cls, stream: StreamConfig, *, playoutdelay_ext: bool = False, transport_cc: bool = False) -> ViewerTrack:
         feedback = VIDEO_RTCP_FEEDBACK if stream.kind == "video" else ()
         extension_id = PLAYOUT_DELAY_EXTENSION_ID if playoutdelay_ext and stream.kind == "video" else None
+        transport_cc = transport_cc and stream.kind in ("audio", "video")
         return cls(
             stream,
             mid=stream.mid,
             payload_type=stream.payload_type,
-            rtcp_feedback=feedback,
+            rtcp_feedback=(*feedback, "transport-cc") if transport_cc else feedback,
             playout_delay_extension_id=extension_id,
+            transport_cc_extension_id=TRANSPORT_CC_EXTENSION_ID if transport_cc else None,
         )
 
     def offer_media(self) -> OfferMedia:
@@ -121,6 +136,11 @@ class ViewerTrack:
             header_extensions=(
                 ((self.playout_delay_extension_id, PLAYOUT_DELAY_URI),)
                 if self.playout_delay_extension_id is not None
+                else ()
+            )
+            + (
+                ((self.transport_cc_extension_id, TRANSPORT_CC_URI),)
+                if self.transport_cc_extension_id is not None
                 else ()
             ),
         )
@@ -151,7 +171,15 @@ class ViewerTrack:
 
     def switched_to(self, stream: StreamConfig) -> ViewerTrack:
         """This track fed by another mountpoint's ``stream``: same m-line, SSRC and payload type."""
-        return dataclasses.replace(self, stream=stream, substream=None, temporal=None, requested_substream=None)
+        return dataclasses.replace(
+            self,
+            stream=stream,
+            substream=None,
+            temporal=None,
+            requested_substream=None,
+            adaptive=None,
+            layer_choice=LayerChoice(),
+        )
 
     def engine_stream(self) -> ViewerStream:
         return {"index": self.source_index, "ssrc": self.ssrc, "payload_type": self.payload_type}
@@ -174,6 +202,10 @@ class Viewer:
     data_paused: bool = False  # the client asked not to get data for now (configure)
     data_sent: int = 0
     data_dropped: int = 0  # no data channel yet, or the viewer read too slowly
+    # Transport-wide congestion control: the extension id every m-line it gets media on
+    # negotiated (None: not negotiated on all of them, so the engine does not number packets).
+    transport_cc_id: int | None = None
+    estimate: int | None = None  # the engine's latest bandwidth estimate of it, bits per second
 
     def take_bitrate_estimate(self, ssrcs: list[int], bitrate: int, now: float) -> None:
         """A REMB about some of this viewer's tracks."""
@@ -209,8 +241,9 @@ class Viewer:
         self.mountpoint = mountpoint
         streams = mountpoint.config.streams
         playoutdelay_ext = mountpoint.config.playoutdelay_ext
+        transport_cc = any(stream.simulcast for stream in streams)
         self.tracks = [
-            ViewerTrack.offered(stream, playoutdelay_ext=playoutdelay_ext)
+            ViewerTrack.offered(stream, playoutdelay_ext=playoutdelay_ext, transport_cc=transport_cc)
             for stream in streams
             if (not mids or stream.mid in mids) and stream.kind not in left_out
         ]
@@ -246,4 +279,6 @@ class Viewer:
         self.data_mid = None
         self.data_accepted = False
         self.data_paused = False
+        self.transport_cc_id = None
+        self.estimate = None
         self.state = ViewerState.IDLE

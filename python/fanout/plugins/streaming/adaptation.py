@@ -1,0 +1,75 @@
+"""Each viewer's simulcast layer from its bandwidth estimate (issue 12).
+
+The engine estimates each viewer's bandwidth (transport-wide feedback, GCC) and
+reports it as BandwidthEstimate events, at most once a second per viewer or at
+once when it falls. The plugin picks, per simulcast track, the highest substream
+that fits: down at once when the estimate falls under the current layer's
+bitrate, up only when the estimate has held above the next layer's bitrate with
+20% headroom for a few seconds. The layers' bitrates are measured from the
+engine's per-stream byte counters. Sans-IO: times are passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+UP_HEADROOM = 1.2
+UP_HOLD_SECONDS = 3.0
+# A layer's bitrate is measured over at least this long.
+RATE_WINDOW_SECONDS = 1.0
+# Until measured: what a three-layer simulcast encoder (Chromium's 1/4, 1/2, full) sends, roughly.
+DEFAULT_LAYER_BITRATES = (150_000, 500_000, 1_500_000)
+
+
+@dataclass
+class LayerRates:
+    """The bitrates of a mountpoint's source streams, from successive byte counts."""
+
+    bitrates: dict[int, int] = field(default_factory=dict)  # by source index, bits per second
+    _samples: dict[int, tuple[int, float]] = field(default_factory=dict)
+
+    def sample(self, index: int, total_bytes: int, now: float) -> None:
+        previous = self._samples.get(index)
+        if previous is None:
+            self._samples[index] = (total_bytes, now)
+            return
+        then_bytes, then = previous
+        if now - then < RATE_WINDOW_SECONDS:
+            return
+        self.bitrates[index] = max(0, int((total_bytes - then_bytes) * 8 / (now - then)))
+        self._samples[index] = (total_bytes, now)
+
+    def layer_bitrates(self, indexes: list[int]) -> list[int]:
+        """Each layer's bitrate (the source indexes of substreams 0, 1, ...); a layer not
+        yet measured (or silent) counts as the default for its position."""
+        rates = []
+        for position, index in enumerate(indexes):
+            default = DEFAULT_LAYER_BITRATES[min(position, len(DEFAULT_LAYER_BITRATES) - 1)]
+            measured = self.bitrates.get(index)
+            rates.append(measured if measured else default)
+        return rates
+
+
+@dataclass
+class LayerChoice:
+    """One track's automatic choice: down fast, up slowly, with hysteresis."""
+
+    above_since: float | None = None  # the estimate has held above the next layer's bitrate since
+
+    def choose(self, estimate: int, bitrates: list[int], current: int, now: float) -> int:
+        """The substream to take, given the estimate (bits/s), each substream's bitrate and
+        the current substream."""
+        fits = max((layer for layer, bitrate in enumerate(bitrates) if bitrate <= estimate), default=0)
+        if fits < current:
+            self.above_since = None
+            return fits
+        following = current + 1
+        if following < len(bitrates) and estimate >= bitrates[following] * UP_HEADROOM:
+            if self.above_since is None:
+                self.above_since = now
+            if now - self.above_since >= UP_HOLD_SECONDS:
+                self.above_since = None
+                return following
+        else:
+            self.above_since = None
+        return current

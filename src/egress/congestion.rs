@@ -1,0 +1,549 @@
+//! One viewer's bandwidth estimate, in the manner of Google Congestion
+//! Control (draft-ietf-rmcat-gcc-02) as Chromium runs it on the sender side:
+//!
+//! - the packets the viewer was sent are remembered (send time, size) in a
+//!   fixed ring by transport-wide sequence number ([`SendHistory`]);
+//! - each transport feedback (draft-holmer-rmcat-transport-wide-cc-extensions-01)
+//!   matches arrivals to sends; packets sent within 5 ms form a group
+//!   (gcc-02 section 5.2, pre-filtering) and each group's one-way delay
+//!   gradient goes through a trendline filter (Chromium's replacement of the
+//!   section 5.3 Kalman filter: a least-squares slope over the last 20
+//!   smoothed accumulated delays) into the over-use detector with its
+//!   adaptive threshold (section 5.4);
+//! - the delay-based rate control (section 5.5) decreases to 0.85 of the
+//!   acknowledged rate on over-use, holds on under-use and increases by 8% a
+//!   second otherwise;
+//! - the loss-based controller (section 6) takes the loss fraction of each
+//!   feedback (or of a receiver report, for viewers without transport-cc):
+//!   above 10% it cuts by half the loss, below 2% it grows by 5%;
+//! - the estimate is the smaller of the two (section 6), capped by the REMB a
+//!   viewer sends, if any.
+//!
+//! Updated once per feedback message, never per packet sent; nothing allocated
+//! after construction.
+
+/// Sent packets remembered: about two seconds at 1000 packets a second.
+const HISTORY: usize = 2048;
+/// Packets sent within this of the group's first form one group (gcc-02 5.2).
+const GROUP_MICROS: i64 = 5_000;
+/// Trendline filter (Chromium's defaults).
+const WINDOW: usize = 20;
+const SMOOTHING: f64 = 0.9;
+const THRESHOLD_GAIN: f64 = 4.0;
+/// Adaptive threshold (gcc-02 5.4): gamma's bounds, its gains up and down.
+const THRESHOLD_INITIAL: f64 = 12.5;
+const THRESHOLD_MIN: f64 = 6.0;
+const THRESHOLD_MAX: f64 = 600.0;
+const K_UP: f64 = 0.0087;
+const K_DOWN: f64 = 0.039;
+/// Over-use must last this long (gcc-02 5.4: 10 ms).
+const OVERUSE_MICROS: i64 = 10_000;
+/// Rate control (gcc-02 5.5).
+const BETA: f64 = 0.85;
+const INCREASE_PER_SECOND: f64 = 1.08;
+/// The acknowledged rate is measured over windows of this much arrival time.
+const RATE_WINDOW_MICROS: i64 = 500_000;
+pub const START_BITRATE: u64 = 1_000_000;
+pub const MIN_BITRATE: u64 = 50_000;
+pub const MAX_BITRATE: u64 = 50_000_000;
+
+#[derive(Clone, Copy, Default)]
+struct Sent {
+    /// Microseconds on the worker's clock; 0: empty.
+    at: i64,
+    size: u32,
+    sequence: u16,
+}
+
+/// The packets sent to one viewer, by transport-wide sequence number.
+pub struct SendHistory {
+    entries: Box<[Sent; HISTORY]>,
+}
+
+impl Default for SendHistory {
+    fn default() -> Self {
+        Self { entries: Box::new([Sent::default(); HISTORY]) }
+    }
+}
+
+impl SendHistory {
+    pub fn record(&mut self, sequence: u16, at_micros: i64, size: usize) {
+        self.entries[usize::from(sequence) % HISTORY] = Sent { at: at_micros.max(1), size: size as u32, sequence };
+    }
+
+    fn find(&self, sequence: u16) -> Option<Sent> {
+        let sent = self.entries[usize::from(sequence) % HISTORY];
+        (sent.at != 0 && sent.sequence == sequence).then_some(sent)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Usage {
+    Normal,
+    Over,
+    Under,
+}
+
+/// A group of packets sent close together (gcc-02 5.2).
+#[derive(Clone, Copy)]
+struct Group {
+    first_sent: i64,
+    last_sent: i64,
+    last_arrival: i64,
+}
+
+/// The delay-based part: trendline filter and over-use detector.
+struct DelayDetector {
+    current: Option<Group>,
+    previous: Option<Group>,
+    first_arrival: Option<i64>,
+    accumulated: f64,
+    smoothed: f64,
+    /// (arrival ms since the first, smoothed accumulated delay ms).
+    points: [(f64, f64); WINDOW],
+    point_count: usize,
+    deltas: u32,
+    threshold: f64,
+    last_threshold_update: Option<i64>,
+    overuse_since: Option<i64>,
+    overuse_count: u32,
+    previous_trend: f64,
+    usage: Usage,
+}
+
+impl Default for DelayDetector {
+    fn default() -> Self {
+        Self {
+            current: None,
+            previous: None,
+            first_arrival: None,
+            accumulated: 0.0,
+            smoothed: 0.0,
+            points: [(0.0, 0.0); WINDOW],
+            point_count: 0,
+            deltas: 0,
+            threshold: THRESHOLD_INITIAL,
+            last_threshold_update: None,
+            overuse_since: None,
+            overuse_count: 0,
+            previous_trend: 0.0,
+            usage: Usage::Normal,
+        }
+    }
+}
+
+impl DelayDetector {
+    /// One packet's send and arrival times (microseconds), in send order.
+    fn packet(&mut self, sent: i64, arrival: i64) {
+        let Some(mut current) = self.current else {
+            self.current = Some(Group { first_sent: sent, last_sent: sent, last_arrival: arrival });
+            return;
+        };
+        if sent < current.first_sent {
+            return; // reordered into an older group: ignored
+        }
+        if sent - current.first_sent <= GROUP_MICROS {
+            current.last_sent = current.last_sent.max(sent);
+            current.last_arrival = current.last_arrival.max(arrival);
+            self.current = Some(current);
+            return;
+        }
+        if let Some(previous) = self.previous {
+            let send_delta = (current.last_sent - previous.last_sent) as f64 / 1000.0;
+            let arrival_delta = (current.last_arrival - previous.last_arrival) as f64 / 1000.0;
+            self.update(arrival_delta - send_delta, current.last_arrival);
+        }
+        self.previous = Some(current);
+        self.current = Some(Group { first_sent: sent, last_sent: sent, last_arrival: arrival });
+    }
+
+    /// gcc-02 5.3/5.4 with Chromium's trendline estimator: `gradient` ms of delay variation.
+    fn update(&mut self, gradient: f64, arrival: i64) {
+        let first = *self.first_arrival.get_or_insert(arrival);
+        self.deltas = (self.deltas + 1).min(1000);
+        self.accumulated += gradient;
+        self.smoothed = SMOOTHING * self.smoothed + (1.0 - SMOOTHING) * self.accumulated;
+        let point = ((arrival - first) as f64 / 1000.0, self.smoothed);
+        if self.point_count < WINDOW {
+            self.points[self.point_count] = point;
+            self.point_count += 1;
+        } else {
+            self.points.copy_within(1.., 0);
+            self.points[WINDOW - 1] = point;
+        }
+        let mut trend = self.previous_trend;
+        if self.point_count == WINDOW {
+            if let Some(slope) = slope(&self.points) {
+                trend = slope;
+            }
+        }
+        self.detect(trend, arrival);
+        self.previous_trend = trend;
+    }
+
+    fn detect(&mut self, trend: f64, now: i64) {
+        let modified = f64::from(self.deltas.min(60)) * trend * THRESHOLD_GAIN;
+        if modified > self.threshold {
+            let since = *self.overuse_since.get_or_insert(now);
+            self.overuse_count += 1;
+            if now - since >= OVERUSE_MICROS && self.overuse_count > 1 && trend >= self.previous_trend {
+                self.usage = Usage::Over;
+                self.overuse_since = None;
+                self.overuse_count = 0;
+            }
+        } else if modified < -self.threshold {
+            self.overuse_since = None;
+            self.overuse_count = 0;
+            self.usage = Usage::Under;
+        } else {
+            self.overuse_since = None;
+            self.overuse_count = 0;
+            self.usage = Usage::Normal;
+        }
+        self.adapt_threshold(modified, now);
+    }
+
+    /// gcc-02 5.4: gamma follows |m| up slowly and down fast; spikes far above it are ignored.
+    fn adapt_threshold(&mut self, modified: f64, now: i64) {
+        let last = self.last_threshold_update.replace(now).unwrap_or(now);
+        if modified.abs() > self.threshold + 15.0 {
+            return;
+        }
+        let gain = if modified.abs() < self.threshold { K_DOWN } else { K_UP };
+        let elapsed_ms = ((now - last) as f64 / 1000.0).min(100.0);
+        self.threshold += gain * (modified.abs() - self.threshold) * elapsed_ms;
+        self.threshold = self.threshold.clamp(THRESHOLD_MIN, THRESHOLD_MAX);
+    }
+}
+
+/// The least-squares slope of the points.
+fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    let n = points.len() as f64;
+    let (mean_x, mean_y) = points.iter().fold((0.0, 0.0), |(x, y), p| (x + p.0 / n, y + p.1 / n));
+    let (mut numerator, mut denominator) = (0.0, 0.0);
+    for &(x, y) in points {
+        numerator += (x - mean_x) * (y - mean_y);
+        denominator += (x - mean_x) * (x - mean_x);
+    }
+    (denominator != 0.0).then(|| numerator / denominator)
+}
+
+/// The acknowledged (received) rate over windows of arrival time.
+#[derive(Default)]
+struct AckedRate {
+    window_start: Option<i64>,
+    bytes: u64,
+    bitrate: Option<f64>,
+}
+
+impl AckedRate {
+    fn packet(&mut self, arrival: i64, size: u32) {
+        let start = *self.window_start.get_or_insert(arrival);
+        if arrival - start >= RATE_WINDOW_MICROS {
+            let measured = self.bytes as f64 * 8.0 * 1e6 / (arrival - start) as f64;
+            self.bitrate = Some(match self.bitrate {
+                Some(previous) => 0.5 * previous + 0.5 * measured,
+                None => measured,
+            });
+            self.window_start = Some(arrival);
+            self.bytes = 0;
+        }
+        self.bytes += u64::from(size);
+    }
+}
+
+/// One viewer's estimate.
+pub struct Estimator {
+    pub history: SendHistory,
+    detector: DelayDetector,
+    acked: AckedRate,
+    delay_based: f64,
+    /// None until a feedback or report told about loss.
+    loss_based: Option<f64>,
+    remb: Option<u64>,
+    /// The last feedback's time on the worker's clock (microseconds).
+    last_update: Option<i64>,
+    /// Feedback messages read, packets they reported lost and received.
+    pub feedbacks: u64,
+    pub lost: u64,
+    pub received: u64,
+}
+
+impl Default for Estimator {
+    fn default() -> Self {
+        Self {
+            history: SendHistory::default(),
+            detector: DelayDetector::default(),
+            acked: AckedRate::default(),
+            delay_based: START_BITRATE as f64,
+            loss_based: None,
+            remb: None,
+            last_update: None,
+            feedbacks: 0,
+            lost: 0,
+            received: 0,
+        }
+    }
+}
+
+impl Estimator {
+    /// The estimate, bits per second.
+    /// With transport feedback: the smaller of the delay- and loss-based
+    /// estimates, capped by the REMB if any. Without (a viewer that only sends
+    /// REMB and reports): its REMB (a receiver-side delay-based estimate),
+    /// capped by the loss-based one.
+    pub fn bitrate(&self) -> u64 {
+        let delay_based = match (self.feedbacks, self.remb) {
+            (0, Some(remb)) => remb as f64,
+            (_, Some(remb)) => self.delay_based.min(remb as f64),
+            (_, None) => self.delay_based,
+        };
+        let estimate = self.loss_based.map_or(delay_based, |loss_based| delay_based.min(loss_based));
+        (estimate as u64).clamp(MIN_BITRATE, MAX_BITRATE)
+    }
+
+    /// Whether the estimate rests on something measured: a REMB, an
+    /// acknowledged rate (half a second of transport feedback), or for a
+    /// viewer without transport feedback, a receiver report.
+    pub fn is_measured(&self) -> bool {
+        self.remb.is_some() || self.acked.bitrate.is_some() || (self.feedbacks == 0 && self.loss_based.is_some())
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.detector.usage
+    }
+
+    /// A REMB from the viewer: from now on the estimate's cap.
+    pub fn remb(&mut self, bitrate: u64) {
+        self.remb = Some(bitrate);
+    }
+
+    /// Reads one feedback message's packets (`for_each` calls its closure with
+    /// (sequence, arrival micros) in order) and updates the estimate at `now`
+    /// (microseconds on the clock the sends were recorded with).
+    pub fn on_feedback(&mut self, now: i64, for_each: impl FnOnce(&mut dyn FnMut(u16, Option<i64>))) {
+        let (mut lost, mut received) = (0u64, 0u64);
+        let Self { history, detector, acked, .. } = self;
+        for_each(&mut |sequence, arrival| {
+            let Some(sent) = history.find(sequence) else {
+                return;
+            };
+            match arrival {
+                None => lost += 1,
+                Some(arrival) => {
+                    received += 1;
+                    detector.packet(sent.at, arrival);
+                    acked.packet(arrival, sent.size);
+                }
+            }
+        });
+        self.feedbacks += 1;
+        self.lost += lost;
+        self.received += received;
+        self.update_delay_based(now);
+        if lost + received > 0 {
+            self.update_loss_based(lost as f64 / (lost + received) as f64);
+        }
+        self.last_update = Some(now);
+    }
+
+    /// A receiver report's fraction lost (in 256ths), for viewers without transport-cc.
+    pub fn on_receiver_report(&mut self, fraction_lost: u8) {
+        self.update_loss_based(f64::from(fraction_lost) / 256.0);
+    }
+
+    /// gcc-02 5.5.
+    fn update_delay_based(&mut self, now: i64) {
+        let elapsed = self.last_update.map_or(0.0, |last| ((now - last) as f64 / 1e6).clamp(0.0, 1.0));
+        let acked = self.acked.bitrate;
+        match self.detector.usage {
+            Usage::Over => {
+                let base = acked.unwrap_or(self.delay_based).min(self.delay_based);
+                self.delay_based = BETA * base;
+            }
+            Usage::Under => {}
+            Usage::Normal => self.delay_based *= INCREASE_PER_SECOND.powf(elapsed),
+        }
+        if self.detector.usage != Usage::Over {
+            // Without over-use the link carries what was acknowledged: the estimate starts
+            // there rather than at a guess (the viewer's layer, not the estimate, sets the rate).
+            if let Some(acked) = acked {
+                self.delay_based = self.delay_based.max(acked);
+            }
+        }
+        self.delay_based = self.delay_based.clamp(MIN_BITRATE as f64, MAX_BITRATE as f64);
+    }
+
+    /// gcc-02 section 6.
+    fn update_loss_based(&mut self, loss: f64) {
+        let mut loss_based = self.loss_based.unwrap_or(self.bitrate() as f64);
+        if loss > 0.1 {
+            loss_based *= 1.0 - 0.5 * loss;
+        } else if loss < 0.02 {
+            loss_based *= 1.05;
+        }
+        // Between 2 and 10%: held. It never runs far ahead of the delay-based (or REMB) estimate.
+        let ceiling = match (self.feedbacks, self.remb) {
+            (0, Some(remb)) => remb as f64,
+            _ => self.delay_based,
+        };
+        self.loss_based = Some(loss_based.clamp(MIN_BITRATE as f64, (ceiling * 1.5).max(MIN_BITRATE as f64)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A synthetic link: packets of `size` bytes sent every `interval` µs,
+    /// through a bottleneck of `capacity` bits/s with a queue, fed back every
+    /// 100 ms. Returns the estimate after `seconds`.
+    struct Link {
+        estimator: Estimator,
+        sequence: u16,
+        now: i64,
+        queue_free_at: i64,
+        pending: Vec<(u16, Option<i64>)>,
+        next_feedback: i64,
+        random: u64,
+    }
+
+    impl Link {
+        fn new() -> Self {
+            Self {
+                estimator: Estimator::default(),
+                sequence: 0,
+                now: 1,
+                queue_free_at: 0,
+                pending: Vec::new(),
+                next_feedback: 100_000,
+                random: 0x1234_5678,
+            }
+        }
+
+        fn next_random(&mut self) -> f64 {
+            self.random ^= self.random << 13;
+            self.random ^= self.random >> 7;
+            self.random ^= self.random << 17;
+            (self.random % 10_000) as f64 / 10_000.0
+        }
+
+        /// Sends at up to `rate` bits/s (less when the estimate is lower) through `capacity` for `seconds`, losing `loss` of the packets
+        /// at random, reordering each feedback's reports if `reorder`.
+        fn run(&mut self, rate: u64, capacity: u64, seconds: f64, loss: f64, reorder: bool) -> u64 {
+            let size = 1200u32;
+            let end = self.now + (seconds * 1e6) as i64;
+            while self.now < end {
+                let sequence = self.sequence;
+                self.sequence = self.sequence.wrapping_add(1);
+                self.estimator.history.record(sequence, self.now, size as usize);
+                let transmit = (f64::from(size) * 8.0 * 1e6 / capacity as f64) as i64;
+                let start = self.queue_free_at.max(self.now);
+                let lost = self.next_random() < loss || start - self.now > 300_000; // a 300 ms queue overflows
+                let arrival = if lost {
+                    None
+                } else {
+                    self.queue_free_at = start + transmit;
+                    Some(self.queue_free_at + 20_000)
+                };
+                self.pending.push((sequence, arrival.map(|at| at / 250 * 250)));
+                // The sender follows the estimate (as the layer choice does), up to `rate`.
+                let sending = rate.min(self.estimator.bitrate());
+                self.now += (f64::from(size) * 8.0 * 1e6 / sending as f64) as i64;
+                if self.now >= self.next_feedback {
+                    self.next_feedback += 100_000;
+                    let mut reports = std::mem::take(&mut self.pending);
+                    if reorder {
+                        for pair in reports.chunks_mut(2) {
+                            pair.reverse();
+                        }
+                    }
+                    let now = self.now;
+                    self.estimator.on_feedback(now, |packet| {
+                        for &(sequence, arrival) in &reports {
+                            packet(sequence, arrival);
+                        }
+                    });
+                }
+            }
+            self.estimator.bitrate()
+        }
+    }
+
+    #[test]
+    fn a_steady_link_with_room_is_not_cut() {
+        let mut link = Link::new();
+        let estimate = link.run(800_000, 5_000_000, 10.0, 0.0, false);
+        assert!(estimate >= 1_000_000, "{estimate}");
+        assert_eq!(link.estimator.lost, 0);
+    }
+
+    #[test]
+    fn a_step_down_brings_the_estimate_under_the_capacity() {
+        let mut link = Link::new();
+        link.run(2_000_000, 5_000_000, 5.0, 0.0, false);
+        let estimate = link.run(2_000_000, 600_000, 5.0, 0.0, false);
+        assert!(estimate < 700_000, "{estimate}");
+        assert!(estimate > 200_000, "{estimate}");
+    }
+
+    #[test]
+    fn a_step_up_lets_the_estimate_grow_again() {
+        let mut link = Link::new();
+        link.run(2_000_000, 600_000, 5.0, 0.0, false);
+        let low = link.estimator.bitrate();
+        assert!(low < 700_000, "{low}");
+        // The sender follows the estimate down to what fits, then the link opens.
+        let estimate = link.run(500_000, 5_000_000, 15.0, 0.0, false);
+        assert!(estimate > 2 * low, "{low} -> {estimate}");
+    }
+
+    #[test]
+    fn random_loss_above_ten_percent_cuts_below_two_does_not() {
+        let mut heavy = Link::new();
+        let cut = heavy.run(800_000, 5_000_000, 5.0, 0.2, false);
+        assert!(cut < 500_000, "{cut}");
+        let mut light = Link::new();
+        let kept = light.run(800_000, 5_000_000, 5.0, 0.01, false);
+        assert!(kept >= 1_000_000, "{kept}");
+    }
+
+    #[test]
+    fn reordered_feedback_does_not_look_like_congestion() {
+        let mut link = Link::new();
+        let estimate = link.run(800_000, 5_000_000, 10.0, 0.0, true);
+        assert!(estimate >= 1_000_000, "{estimate}");
+    }
+
+    #[test]
+    fn the_estimate_is_measured_after_half_a_second_of_feedback() {
+        let mut link = Link::new();
+        link.run(800_000, 5_000_000, 0.3, 0.0, false);
+        assert!(!link.estimator.is_measured());
+        link.run(800_000, 5_000_000, 0.5, 0.0, false);
+        assert!(link.estimator.is_measured());
+    }
+
+    #[test]
+    fn remb_caps_the_estimate() {
+        let mut estimator = Estimator::default();
+        estimator.remb(300_000);
+        assert_eq!(estimator.bitrate(), 300_000);
+    }
+
+    #[test]
+    fn receiver_reports_drive_the_loss_based_part() {
+        let mut estimator = Estimator::default();
+        for _ in 0..5 {
+            estimator.on_receiver_report(77); // 30%
+        }
+        assert!(estimator.bitrate() < 500_000, "{}", estimator.bitrate());
+    }
+
+    #[test]
+    fn feedback_about_unknown_packets_changes_nothing() {
+        let mut estimator = Estimator::default();
+        estimator.on_feedback(1000, |packet| packet(7, None));
+        assert_eq!((estimator.lost, estimator.bitrate()), (0, START_BITRATE));
+    }
+}

@@ -1,0 +1,154 @@
+"""The real janus.js in a real Chromium watches a three-layer simulcast mountpoint over a
+link whose rate tc changes (3 Mbit/s, then 600 kbit/s, then 5 Mbit/s): with no client code,
+fanout's estimate of the viewer's bandwidth (transport-wide feedback, which Chromium sends
+because fanout's offer asks for it) moves it to the layer that fits, and back up.
+
+Browser and server share a network namespace (as the other janus.js tests) whose ``lo``
+tc shapes with a token bucket (tbf: the only qdisc this kernel has); the encoder runs in a
+namespace of its own behind a veth pair, so its RTP reaches fanout unshaped.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import Page
+
+from tests.support.browser import chromium_in
+from tests.support.encoders import running
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tests.support.netns import NetworkNamespace, loopback_namespace
+from tests.support.server import FanoutProcess, write_config
+
+PORTS = [5004, 5006, 5008]
+# Width and bitrate of each layer: the top one fits 3 Mbit/s, not 600 kbit/s.
+LAYERS = [(320, 180, 150), (640, 360, 400), (1280, 720, 1500)]
+MOUNTPOINT = f"""
+simulcast: {{
+	type = "rtp"
+	id = 4
+	description = "three encodings"
+	media = (
+		{{ type = "video" mid = "v" port = {PORTS[0]} port2 = {PORTS[1]} port3 = {PORTS[2]} simulcast = true pt = 96 codec = "vp8" }}
+	)
+}}
+"""
+FPS = 30
+
+
+def encoder() -> list[str]:
+    width, height, _ = LAYERS[-1]
+    scales = ";".join(f"[in{i}]scale={w}:{h}[out{i}]" for i, (w, h, _) in enumerate(LAYERS))
+    splits = "".join(f"[in{i}]" for i in range(len(LAYERS)))
+    command = [
+        "ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
+        "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={FPS}",
+        "-filter_complex", f"[0:v]split={len(LAYERS)}{splits};{scales}",
+    ]  # fmt: skip
+    for i, ((_, _, kbps), port) in enumerate(zip(LAYERS, PORTS, strict=True)):
+        command += [
+            "-map", f"[out{i}]", "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8",
+            "-b:v", f"{kbps}k", "-minrate", f"{kbps}k", "-maxrate", f"{kbps}k", "-g", str(FPS),
+            "-f", "rtp", "-payload_type", "96", f"rtp://{SERVER_ADDRESS}:{port}?pkt_size=1200",
+        ]  # fmt: skip
+    return command
+
+
+SERVER_ADDRESS, ENCODER_ADDRESS = "10.213.0.1", "10.213.0.2"
+
+
+@contextmanager
+def encoder_namespace(server: NetworkNamespace) -> Iterator[NetworkNamespace]:
+    """A namespace joined to ``server``'s by a veth pair: SERVER_ADDRESS there, ENCODER_ADDRESS here."""
+    name = f"{server.name}-enc"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "link", "add", "fanout-enc0", "netns", server.name, "type", "veth",
+                        "peer", "name", "fanout-enc1", "netns", name], check=True)  # fmt: skip
+        for namespace, device, address in ((server.name, "fanout-enc0", SERVER_ADDRESS),
+                                           (name, "fanout-enc1", ENCODER_ADDRESS)):  # fmt: skip
+            subprocess.run(["ip", "-n", namespace, "addr", "add", f"{address}/30", "dev", device], check=True)
+            subprocess.run(["ip", "-n", namespace, "link", "set", device, "up"], check=True)
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield NetworkNamespace(name)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def shape(namespace: NetworkNamespace, rate: str, *, first: bool = False) -> None:
+    """Everything on the namespace's ``lo`` (fanout to Chromium) goes at ``rate`` (a 200 ms queue, then drops)."""
+    if first:
+        subprocess.run(namespace.command("ip", "link", "set", "lo", "mtu", "1500"), check=True)
+    verb = "add" if first else "change"
+    subprocess.run(namespace.command("tc", "qdisc", verb, "dev", "lo", "root", "tbf", "rate", rate,
+                                     "burst", "32kb", "latency", "200ms"), check=True)  # fmt: skip
+
+
+def video_stats(page: Page) -> dict[str, Any]:
+    return page.evaluate(  # type: ignore[no-any-return]
+        """async () => {
+            const pc = streaming.webrtcStuff.pc;
+            const figures = {};
+            (await pc.getStats()).forEach((entry) => {
+                if (entry.type === "inbound-rtp" && entry.kind === "video") {
+                    for (const key of ["frameWidth", "framesDecoded", "packetsLost", "freezeCount",
+                                       "totalFreezesDuration"]) {
+                        figures[key] = entry[key] || 0;
+                    }
+                }
+            });
+            return figures;
+        }"""
+    )
+
+
+def wait_for(page: Page, condition: str, predicate: Any, seconds: float, timeline: list[Any]) -> float:
+    """Until ``predicate(stats)``: the seconds it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        figures = video_stats(page)
+        timeline.append((round(time.monotonic(), 1), figures.get("frameWidth")))
+        if predicate(figures):
+            return time.monotonic() - start
+        page.wait_for_timeout(500)
+    raise AssertionError(f"{condition} not within {seconds} s: {timeline[-20:]}")
+
+
+def test_the_layer_follows_the_shaped_link(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    addresses = write_config(config, MOUNTPOINT, nat_1_1_mapping=None)
+    timeline: list[Any] = []
+    with (
+        loopback_namespace() as namespace,
+        FanoutProcess(config, namespace) as server,  # before the veth: it advertises loopback only
+        encoder_namespace(namespace) as encoding,
+        running(encoder(), encoding),
+        chromium_in(namespace, tmp_path) as browser,
+    ):
+        errors: list[str] = []
+        page = browser.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{addresses.page_url}?mountpoint=4&transport=http")
+        try:
+            page.wait_for_function("window.fanoutDemo && window.fanoutDemo.state === 'playing'", timeout=30_000)
+        except Exception as error:
+            raise AssertionError(f"not playing: {server.output}") from error
+        shape(namespace, "3mbit", first=True)
+        wait_for(page, "the top layer at 3 Mbit/s", lambda s: s.get("frameWidth") == 1280, 30, timeline)
+
+        shape(namespace, "600kbit")
+        down = wait_for(page, "a lower layer at 600 kbit/s", lambda s: 0 < s.get("frameWidth", 0) < 1280, 30, timeline)
+        settled = video_stats(page)
+
+        shape(namespace, "5mbit")
+        up = wait_for(page, "the top layer again at 5 Mbit/s", lambda s: s.get("frameWidth") == 1280, 60, timeline)
+        after = video_stats(page)
+
+        assert errors == [], errors
+        assert after["framesDecoded"] > settled["framesDecoded"], (settled, after, server.output)
+        print(f"down in {down:.1f} s, up in {up:.1f} s; figures at the end: {after}")

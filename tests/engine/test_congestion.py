@@ -1,0 +1,98 @@
+"""Transport-wide congestion control through a real engine: the viewer's packets carry
+a transport-wide sequence number, its transport feedback (RTPFB FMT 15) gives it a
+bandwidth estimate, reported in PeerStats and as a BandwidthEstimate event."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+
+from fanout._engine import BandwidthEstimate
+from tests.engine.test_engine import Rig, ViewerSocket, rtp, wait_until
+
+EXTENSION_ID = 3
+
+
+def receive_transport_sequences(viewer: ViewerSocket, count: int) -> list[int]:
+    """The transport-wide sequence numbers of the next ``count`` RTP packets the viewer gets."""
+    numbers: list[int] = []
+
+    def enough() -> bool:
+        while True:
+            try:
+                data = viewer.sock.recv(4096, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return len(numbers) >= count
+            if 192 <= data[1] <= 223:
+                continue
+            plain = viewer.inbound.unprotect(data)
+            assert plain[0] & 0x10, "a header extension"
+            profile, words = struct.unpack("!HH", plain[12:16])
+            assert (profile, words) == (0xBEDE, 1)
+            assert plain[16] == (EXTENSION_ID << 4) | 1, "the transport-wide sequence element, two bytes"
+            numbers.append(struct.unpack("!H", plain[17:19])[0])
+
+    wait_until(enough)
+    return numbers
+
+
+def transport_feedback(base: int, arrivals_ms: list[int]) -> bytes:
+    """RTPFB FMT 15: every packet from ``base`` received, at these milliseconds (reference time 0;
+    at most 63 ms apart: one-byte deltas)."""
+    chunks = b""
+    for start in range(0, len(arrivals_ms), 7):
+        group = arrivals_ms[start : start + 7]
+        chunk = 0xC000
+        for position in range(len(group)):
+            chunk |= 1 << (12 - 2 * position)  # received, one-byte delta
+        chunks += struct.pack("!H", chunk)
+    deltas, last = b"", 0
+    for at in arrivals_ms:
+        deltas += bytes([(at - last) * 4])
+        last = at
+    body = struct.pack("!IIHH", 0x0BADCAFE, 0x11223344, base, len(arrivals_ms)) + bytes([0, 0, 0, 0]) + chunks + deltas
+    body += bytes(-len(body) % 4)
+    return struct.pack("!BBH", 0x80 | 15, 205, len(body) // 4) + body
+
+
+def test_packets_carry_transport_sequence_numbers_and_feedback_gives_an_estimate(rig: Rig) -> None:
+    port = rig.mountpoint(1)
+    viewer = rig.viewer(7, 1)
+    rig.engine.set_transport_cc(7, EXTENSION_ID)
+    assert rig.engine.peer_stats(7).estimate is None, "no feedback yet"
+    rig.send(port, *(rtp(100 + i, 960 * i, b"opus" * 20) for i in range(10)))
+    numbers = receive_transport_sequences(viewer, 10)
+    assert numbers == list(range(numbers[0], numbers[0] + 10))
+
+    rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(transport_feedback(numbers[0], [60 * i for i in range(10)])))
+
+    wait_until(lambda: rig.engine.peer_stats(7).transport_feedbacks == 1)
+    estimate = rig.engine.peer_stats(7).estimate
+    assert estimate is not None and estimate > 0
+    events = rig.engine.drain_events()
+    assert BandwidthEstimate(peer_id=7, bitrate=estimate) in events
+
+
+def test_remb_caps_the_estimate_of_a_viewer_without_transport_feedback(rig: Rig) -> None:
+    rig.mountpoint(1)
+    viewer = rig.viewer(7, 1)
+    remb = struct.pack("!BBHII4sBBH", 0x8F, 206, 5, 0x0BADCAFE, 0, b"REMB", 1, (0 << 2) | 0x3, 0x0D40) + struct.pack(
+        "!I", 0x11223344)  # 0x30D40 = 200 000 bit/s
+    rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(remb))
+    wait_until(lambda: rig.engine.peer_stats(7).estimate == 200_000)
+
+
+def test_set_transport_cc_refuses_bad_ids_and_unsubscribed_peers(rig: Rig) -> None:
+    rig.mountpoint(1)
+    rig.viewer(7, 1)
+    for bad in (0, 15, -1):
+        with pytest.raises(ValueError, match="transport-cc extension id"):
+            rig.engine.set_transport_cc(7, bad)
+    with pytest.raises(KeyError):
+        rig.engine.set_transport_cc(8, EXTENSION_ID)
+    ViewerSocket(rig.engine, 9, None, "AEAD_AES_128_GCM", [])
+    with pytest.raises(ValueError):
+        rig.engine.set_transport_cc(9, EXTENSION_ID)
+    rig.engine.set_transport_cc(7, None)

@@ -1,0 +1,57 @@
+"""The automatic layer choice from a viewer's bandwidth estimate (sans-IO)."""
+
+from __future__ import annotations
+
+from fanout.plugins.streaming.adaptation import DEFAULT_LAYER_BITRATES, UP_HOLD_SECONDS, LayerChoice, LayerRates
+from fanout.plugins.streaming.config import parse_mountpoint
+from fanout.plugins.streaming.viewer import TRANSPORT_CC_EXTENSION_ID, ViewerTrack
+from fanout.webrtc.sdp import TRANSPORT_CC_URI
+
+RATES = [100_000, 400_000, 1_200_000]
+
+
+def test_goes_down_at_once_to_the_highest_layer_that_fits() -> None:
+    choice = LayerChoice()
+    assert choice.choose(500_000, RATES, 2, now=0.0) == 1
+    assert choice.choose(50_000, RATES, 1, now=0.1) == 0, "nothing fits: the lowest"
+
+
+def test_goes_up_one_layer_only_after_the_estimate_held_above_it_with_headroom() -> None:
+    choice = LayerChoice()
+    assert choice.choose(470_000, RATES, 0, now=0.0) == 0, "above 400k but without 20% headroom"
+    assert choice.choose(480_000, RATES, 0, now=1.0) == 0, "held since now"
+    assert choice.choose(480_000, RATES, 0, now=1.0 + UP_HOLD_SECONDS - 0.1) == 0
+    assert choice.choose(10_000_000, RATES, 0, now=1.0 + UP_HOLD_SECONDS) == 1, "one layer at a time"
+    assert choice.choose(10_000_000, RATES, 1, now=1.0 + UP_HOLD_SECONDS + 1) == 1, "held anew for the next"
+
+
+def test_a_dip_restarts_the_wait_to_go_up() -> None:
+    choice = LayerChoice()
+    choice.choose(500_000, RATES, 0, now=0.0)
+    choice.choose(300_000, RATES, 0, now=2.0)
+    assert choice.choose(500_000, RATES, 0, now=UP_HOLD_SECONDS + 0.5) == 0
+    assert choice.choose(500_000, RATES, 0, now=2.0 + 2 * UP_HOLD_SECONDS) == 1
+
+
+def test_layer_rates_are_measured_from_byte_counts_and_default_until_then() -> None:
+    rates = LayerRates()
+    assert rates.layer_bitrates([1, 2, 3]) == list(DEFAULT_LAYER_BITRATES)
+    rates.sample(1, 0, now=10.0)
+    rates.sample(1, 5_000, now=10.5)  # too soon: not a measurement
+    rates.sample(1, 25_000, now=12.0)
+    assert rates.layer_bitrates([1, 2, 3]) == [100_000, *DEFAULT_LAYER_BITRATES[1:]]
+
+
+def test_simulcast_mountpoints_offer_transport_cc_on_their_m_lines() -> None:
+    group = {"type": "rtp", "id": 1, "media": [
+        {"type": "audio", "mid": "a", "port": 0, "pt": 111, "codec": "opus"},
+        {"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "vp8", "simulcast": True},
+    ]}  # fmt: skip
+    config, _ = parse_mountpoint("m", group)
+    for stream in config.streams:
+        media = ViewerTrack.offered(stream, transport_cc=True).offer_media()
+        assert (TRANSPORT_CC_EXTENSION_ID, TRANSPORT_CC_URI) in media.header_extensions
+        assert media.codec is not None and "transport-cc" in media.codec.rtcp_feedback
+        plain = ViewerTrack.offered(stream).offer_media()
+        assert plain.header_extensions == () and plain.codec is not None
+        assert "transport-cc" not in plain.codec.rtcp_feedback
