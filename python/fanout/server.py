@@ -25,6 +25,7 @@ from fanout.config.loader import Config, load_config
 from fanout.core.gateway import Gateway
 from fanout.demo.routes import demo_routes
 from fanout.engine_events import EngineEvents, log_peer_events
+from fanout.plugins.streaming.admission import AdmissionLimits
 from fanout.plugins.streaming.config import (
     MountpointConfig,
     StreamingSettings,
@@ -119,7 +120,8 @@ async def _running(
         engine_events.start()
         stack.callback(engine_events.stop)  # before the engine closes
 
-        plugin = StreamingPlugin(engine, mountpoints, streaming_settings, events=engine_events)
+        admission = AdmissionLimits(max_viewers=settings.max_viewers, max_worker_load=settings.max_worker_load)
+        plugin = StreamingPlugin(engine, mountpoints, streaming_settings, events=engine_events, admission=admission)
         try:
             event_bus = event_bus_for(config)
         except ConfigError as error:
