@@ -9,6 +9,7 @@ BENCHMARKS = {
     "engine": ("fanout_bench.engine", "the data plane's throughput on this machine"),
     "load": ("fanout_bench.load", "ramp real WebRTC viewers against fanout and/or Janus"),
     "first-frame": ("fanout_bench.first_frame", "time to first frame in Chromium with janus.js"),
+    "soak": ("fanout_bench.soak", "hours of churning viewers and restarting sources: RSS, fds, leaks, loss"),
 }
 
 
