@@ -180,12 +180,12 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 viewer = Viewer(http, ports, "janus" if index % 2 else "whep")
                 await viewer.join()
                 viewers.append(viewer)
-            next_minute = next_restart = next_sample = 0.0
+            next_minute, next_restart, next_sample = 60.0, args.source_restart_minutes * 60, 0.0
             while (elapsed := time.monotonic() - start) < args.minutes * 60:
                 if elapsed >= next_sample:
                     samples.append({"t": elapsed, **sample_process(server.pid), "viewers": len(viewers)})
                     next_sample += SAMPLE_SECONDS
-                if elapsed >= next_minute and elapsed > 0:
+                if elapsed >= next_minute:
                     churn = max(1, len(viewers) // 10)
                     for viewer in random.sample(viewers, churn):
                         viewers.remove(viewer)
@@ -200,13 +200,12 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(2)
                     await vanishing.leave(hang_up=False)
                     events.append({"t": elapsed, "event": f"churned {churn}, one client vanished"})
-                if elapsed >= next_minute:
                     next_minute += 60
-                if elapsed >= next_restart + args.source_restart_minutes * 60:
+                if elapsed >= next_restart:
                     source.terminate()
                     source.wait(5)
                     source = start_source(ports)
-                    next_restart = elapsed
+                    next_restart += args.source_restart_minutes * 60
                     events.append({"t": elapsed, "event": "source restarted"})
                 await asyncio.sleep(1)
             for viewer in viewers:
