@@ -31,6 +31,7 @@ from fanout.config.settings import Settings
 from fanout.core.gateway import Gateway
 from fanout.demo.routes import demo_routes
 from fanout.engine_events import EngineEvents, log_peer_events
+from fanout.plugins.streaming.admission import AdmissionLimits
 from fanout.plugins.streaming.config import (
     MountpointConfig,
     StreamingSettings,
@@ -126,7 +127,8 @@ async def _running(
         engine_events.start()
         stack.callback(engine_events.stop)  # before the engine closes
 
-        plugin = StreamingPlugin(engine, mountpoints, streaming_settings, events=engine_events)
+        admission = AdmissionLimits(max_viewers=settings.max_viewers, max_worker_load=settings.max_worker_load)
+        plugin = StreamingPlugin(engine, mountpoints, streaming_settings, events=engine_events, admission=admission)
         relays = _cluster_relays(settings, mountpoints, plugin, endpoint)
         relay_origin = relays[0] if relays is not None else None
         if relays is not None:

@@ -7,7 +7,9 @@ has the feature). fanout's own keys live in a ``fanout`` group of janus.jcfg:
 ``metrics_interface`` (the Prometheus endpoint, off unless a port is set),
 ``log_format`` ("text" or "json"), ``engine_cores`` (the cores the engine's
 workers run on, e.g. "0,1"; default: one worker per core) and ``engine_pin``
-(pin each worker to its core, default true). The limits every HTTP and
+(pin each worker to its core, default true), ``max_viewers`` and ``max_worker_load``
+(admission control: past either, a new viewer is refused; both off unless set, see
+fanout.plugins.streaming.admission). The limits every HTTP and
 WebSocket listener puts on its clients (:class:`ConnectionLimits`) are
 fanout keys too. ``webrtc_interface`` defaults to ``general.interface``'s
 address when that is set, else to every address.
@@ -183,6 +185,8 @@ class Settings:
     ipv6: bool = False  # media.ipv6: dual-stack sockets ("::" takes IPv4 too) and IPv6 host candidates
     engine_cores: tuple[int, ...] | None = None  # None: one engine worker per core
     engine_pin: bool = True
+    max_viewers: int = 0  # fanout.max_viewers: a new viewer is refused past this many; 0 = no limit
+    max_worker_load: float = 0.0  # fanout.max_worker_load: ... while the workers' mean busy fraction is above; 0 = no limit
     advertised_ips: tuple[str, ...] = ("127.0.0.1",)  # the addresses in our ICE candidates
     http: HttpSettings = field(default_factory=HttpSettings)
     websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
@@ -292,6 +296,8 @@ def read_settings(
         ipv6=ipv6,
         engine_cores=_cores(own, "engine_cores"),
         engine_pin=_get_bool(own, "engine_pin", True),
+        max_viewers=_non_negative(own, "max_viewers", 0),
+        max_worker_load=_fraction(own, "max_worker_load"),
         advertised_ips=advertised,
         http=_dual_stack(dataclasses.replace(_http_settings(http, refused), limits=limits), ipv6),
         websocket=_dual_stack(dataclasses.replace(_websocket_settings(websockets, refused), limits=limits), ipv6),
@@ -560,6 +566,15 @@ def _positive_seconds(group: Group, key: str, default: float) -> float:
     assert value is not None
     if not 0 < value < float("inf"):
         raise _error(group, key, f"must be a positive number of seconds, not {value}")
+    return value
+
+
+def _fraction(group: Group, key: str) -> float:
+    """A load between 0 (exclusive) and 1 (inclusive); 0 (the default) = no limit."""
+    value = group.get_float(key, 0.0)
+    assert value is not None
+    if not 0 <= value <= 1:
+        raise _error(group, key, f"must be a fraction of the workers' time between 0 and 1 (e.g. 0.85), not {value}")
     return value
 
 

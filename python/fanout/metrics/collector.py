@@ -8,7 +8,8 @@ packets, overruns. The core: sessions, handles, PeerConnections that came up
 (the join latency histogram: from the request that began a PeerConnection to
 WebRTC up), hangups by reason, DTLS handshake failures. The event handlers:
 events sent, dropped (queue full) and failed (retries exhausted). The Janus and
-Admin APIs' connections closed for a limit (label ``limit``). Engine keys
+Admin APIs' connections closed for a limit (label ``limit``). New viewers refused
+by admission control (label ``limit``). Engine keys
 are read defensively: a key the engine does not report is left out. In a
 cluster, the cluster's own metrics (registry, placements) are added and every
 sample carries the node's name (label ``node``).
@@ -105,6 +106,20 @@ class StateCollector(Collector):
         yield from self._workers()
         yield from self._event_handlers()
         yield _connections_closed_by_limits()
+        yield from self._admission()
+
+    def _admission(self) -> Iterable[Metric]:
+        """New viewers refused by admission control, per limit (``max_viewers``, ``max_worker_load``)."""
+        refused = CounterMetricFamily(
+            "fanout_viewers_refused", "new viewers refused because the node was past a configured load", labels=["limit"]
+        )
+        for plugin in self.gateway.plugins.values():
+            admission = getattr(plugin, "admission", None)
+            if admission is not None:
+                for limit, count in admission.refused.items():
+                    refused.add_metric([limit], count)
+                yield _gauge("fanout_worker_load", "the engine workers' mean busy fraction (sampled with max_worker_load)", admission.worker_load)
+        yield refused
 
     def _peerconnections_by_route(self) -> Metric:
         from fanout.core.gateway import address_family

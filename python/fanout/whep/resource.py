@@ -25,10 +25,11 @@ KEEPALIVE_INTERVAL = 15.0  # at most; a third of the session timeout if that is 
 class WhepError(Exception):
     """A WHEP request refused: ``status`` is the HTTP status to answer with."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, retry_after: int | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after  # seconds, for a 503: the node is past its admission limit
 
 
 # Streaming plugin and core error codes, as WHEP answers them.
@@ -124,6 +125,8 @@ class WhepResource:
             while True:
                 event = await self._events.get()
                 data = event.get("plugindata", {}).get("data", {})
+                if "retry_after" in data:  # refused by admission control: the node is overloaded
+                    raise WhepError(503, data["error"], retry_after=int(data["retry_after"]))
                 if "error_code" in data:
                     raise WhepError(_STATUS_OF_ERROR.get(data["error_code"], 500), data["error"])
                 jsep = event.get("jsep")

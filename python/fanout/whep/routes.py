@@ -80,7 +80,7 @@ class WhepService:
         try:
             answer = await resource.start(mountpoint_id, offer)
         except WhepError as error:
-            return _error(error.status, error.reason)
+            return _error(error.status, error.reason, error.retry_after)
         self.resources[resource.id] = resource
         location = RESOURCE_PATH.format(resource=resource.id)
         logger.info("WHEP resource %s watches mountpoint %s", resource.id, mountpoint_id)
@@ -135,5 +135,9 @@ def _credentials(request: web.Request) -> dict[str, str]:
     return {"apisecret": token.strip(), "token": token.strip()}
 
 
-def _error(status: int, reason: str) -> web.Response:
-    return web.Response(status=status, text=reason + "\n", headers={"Access-Control-Expose-Headers": EXPOSED_HEADERS})
+def _error(status: int, reason: str, retry_after: int | None = None) -> web.Response:
+    headers = {"Access-Control-Expose-Headers": EXPOSED_HEADERS}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+        headers["Access-Control-Expose-Headers"] += ", Retry-After"
+    return web.Response(status=status, text=reason + "\n", headers=headers)

@@ -36,6 +36,7 @@ from fanout.core.plugin import (
 from fanout.engine_events import EngineEvents
 from fanout.plugins.streaming import management, persistence, rtsp_source, subscription
 from fanout.plugins.streaming.adaptation import LayerChoice
+from fanout.plugins.streaming.admission import Admission, AdmissionLimits
 from fanout.plugins.streaming.bitrate_feedback import FORWARD_INTERVAL_SECONDS, lowest_fresh_estimate
 from fanout.plugins.streaming.config import MountpointConfig, MountpointConfigError, MountpointId, StreamingSettings
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
@@ -140,8 +141,10 @@ class StreamingPlugin(Plugin):
         mountpoints: list[MountpointConfig],
         settings: StreamingSettings | None = None,
         events: EngineEvents | None = None,
+        admission: AdmissionLimits | None = None,
     ) -> None:
         self.engine = engine
+        self.admission = Admission(admission or AdmissionLimits(), engine)  # new viewers past a load are refused
         # The engine's events (sources silent or resumed, substream moves): the server's
         # dispatcher, or one of the plugin's own, started with it.
         self._events = events
@@ -198,6 +201,7 @@ class StreamingPlugin(Plugin):
             except (*rtsp_source.PULL_ERRORS, MountpointConfigError) as error:
                 logger.error("mountpoint %s (%s): cannot describe %s: %s", config.id, config.name, config.rtsp.url, error)
         self._spawn(self._forward_bitrate_estimates())
+        self._spawn(self.admission.follow_worker_load())
 
     def _follow_engine_events(self) -> None:
         events = self._events
@@ -760,6 +764,7 @@ class StreamingPlugin(Plugin):
             return
         left_out = _kinds_left_out(body)
         mountpoint = self._watchable_mountpoint(viewer, body)
+        self._admit()
         mids = body.get("media")
         if mids is not None and (not isinstance(mids, list) or not all(isinstance(m, str) for m in mids)):
             raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (media should be an array)")
@@ -781,6 +786,7 @@ class StreamingPlugin(Plugin):
         mountpoint = self._watchable_mountpoint(viewer, body)
         if jsep.type != "offer":
             raise StreamingError(Errors.INVALID_SDP, "watch takes an SDP offer (or none, and fanout offers)")
+        self._admit()
         tracks = match_offer(
             jsep.description, mountpoint.config.streams, playoutdelay_ext=mountpoint.config.playoutdelay_ext
         )
@@ -794,6 +800,10 @@ class StreamingPlugin(Plugin):
             answer_media[data_index] = OfferMedia(mid=data_mid, kind="application", codec=None, ssrc=0)
         answer = LocalAnswer(answer_media)
         viewer.handle.push_event(transaction, status_event("preparing"), answer)
+
+    def _admit(self) -> None:
+        """Refuse a new viewer (OverloadedError) when the node is past a configured load."""
+        self.admission.check(sum(1 for viewer in self.viewers.values() if viewer.mountpoint is not None))
 
     def _restart_ice(self, viewer: Viewer, transaction: str) -> None:
         """``watch`` with ``restart``: a new offer with new ICE credentials, same DTLS and media."""

@@ -1,0 +1,216 @@
+"""Faults, each with real processes: a source that stops and resumes, changes its SSRC, jumps its
+sequence numbers and timestamps, sends out of order and twice (the viewer keeps decoding); a viewer
+that vanishes without a hangup (freed at consent expiry, its session at session timeout); SIGKILL
+then restart (no ``permanent`` mountpoint lost)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from fanout.sources.tracks import AudioTrack, VideoTrack
+
+from tests.e2e.test_consent import go_silent
+from tests.support.aiortc_viewer import AiortcViewer
+from tests.support.janus_client import JanusHttpClient, janus_session
+from tests.support.ports import free_ports
+from tests.support.server import DEMO_MOUNTPOINT, FanoutProcess, ServerAddresses, rtp_mountpoint, write_config
+
+pytestmark = pytest.mark.usefixtures("loopback_only_ice")
+
+Mangle = Callable[[list[bytes]], list[bytes]]
+
+
+def unchanged(packets: list[bytes]) -> list[bytes]:
+    return packets
+
+
+def with_ssrc(ssrc: int) -> Mangle:
+    return lambda packets: [packet[:8] + struct.pack("!I", ssrc) + packet[12:] for packet in packets]
+
+
+def jumped(sequence_step: int, timestamp_step: int) -> Mangle:
+    def mangle(packets: list[bytes]) -> list[bytes]:
+        out = []
+        for packet in packets:
+            sequence, timestamp = struct.unpack("!HI", packet[2:8])
+            shifted = struct.pack("!HI", (sequence + sequence_step) % 65536, (timestamp + timestamp_step) % 2**32)
+            out.append(packet[:2] + shifted + packet[8:])
+        return out
+
+    return mangle
+
+
+def reordered_and_doubled(packets: list[bytes]) -> list[bytes]:
+    """Each pair of packets swapped, every packet sent twice."""
+    swapped = [packet for pair in zip(packets[1::2], packets[0::2], strict=False) for packet in pair]
+    if len(packets) % 2:
+        swapped.append(packets[-1])
+    return [packet for packet in swapped for _ in range(2)]
+
+
+class FaultySource:
+    """A VP8 + Opus RTP source (30 fps, a keyframe each second) whose video packets go through
+    ``mangle`` on their way out, and which sends nothing while ``stopped``."""
+
+    def __init__(self, audio_port: int, video_port: int) -> None:
+        self.targets = {"audio": ("127.0.0.1", audio_port), "video": ("127.0.0.1", video_port)}
+        self.video = VideoTrack(96, width=320, height=240, fps=30, bitrate=300_000, keyframe_interval=1.0)
+        self.audio = AudioTrack(111)
+        self.mangle: Mangle = unchanged
+        self.stopped = False
+
+    async def run(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            start = time.monotonic()
+            frame = audio_frame = 0
+            while True:
+                now = time.monotonic() - start
+                video_packets = self.video.packets(frame, now)
+                audio_packets: list[bytes] = []
+                while audio_frame * self.audio.frame_period <= now:
+                    audio_packets += self.audio.packets(audio_frame, now)
+                    audio_frame += 1
+                if not self.stopped:
+                    for packet in self.mangle(video_packets):
+                        sender.sendto(packet, self.targets["video"])
+                    for packet in audio_packets:
+                        sender.sendto(packet, self.targets["audio"])
+                frame += 1
+                await asyncio.sleep(max(0.0, frame * self.video.frame_period - (time.monotonic() - start)))
+
+
+@pytest.fixture
+def rtp_server(tmp_path: Path) -> Iterator[tuple[ServerAddresses, int, int]]:
+    audio_port, video_port = free_ports(2)
+    addresses = write_config(tmp_path, rtp_mountpoint(2, audio_port, video_port))
+    with FanoutProcess(tmp_path):
+        yield addresses, audio_port, video_port
+
+
+@pytest.fixture
+async def faulty_source(rtp_server: tuple[ServerAddresses, int, int]) -> AsyncIterator[FaultySource]:
+    _, audio_port, video_port = rtp_server
+    source = FaultySource(audio_port, video_port)
+    task = asyncio.get_running_loop().create_task(source.run())
+    yield source
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def decodes_on(viewer: AiortcViewer, frames: int = 45) -> None:
+    await viewer.wait_for_frames(video=viewer.media.video_frames + frames, audio=0, timeout=30)
+
+
+async def test_the_viewer_keeps_decoding_through_a_misbehaving_source(
+    rtp_server: tuple[ServerAddresses, int, int], faulty_source: FaultySource
+) -> None:
+    addresses, _, _ = rtp_server
+    async with janus_session(addresses.janus_url) as janus:
+        viewer = AiortcViewer(janus)
+        try:
+            await viewer.watch(2)
+            await decodes_on(viewer)
+
+            faulty_source.stopped = True  # the fault itself: two seconds without a packet
+            await asyncio.sleep(2)
+            faulty_source.stopped = False
+            await decodes_on(viewer)
+
+            faulty_source.stopped = True  # past the 500 ms SSRC lock, another SSRC takes over
+            await asyncio.sleep(1)
+            faulty_source.mangle = with_ssrc(0x5EED5EED)
+            faulty_source.stopped = False
+            await decodes_on(viewer)
+
+            jump = jumped(sequence_step=20_000, timestamp_step=90_000 * 3600)
+            faulty_source.mangle = lambda packets: jump(with_ssrc(0x5EED5EED)(packets))
+            await decodes_on(viewer)
+
+            faulty_source.mangle = lambda packets: reordered_and_doubled(jump(with_ssrc(0x5EED5EED)(packets)))
+            await decodes_on(viewer)
+            assert viewer.media.video_sizes == {(320, 240)}
+        finally:
+            await viewer.close()
+
+
+async def metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
+    async with http.get(url) as reply:
+        for line in (await reply.text()).splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.split()[-1])
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+async def wait_until(condition: Callable[[], object], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():  # type: ignore[misc]
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.5)
+
+
+async def test_a_viewer_that_vanishes_is_freed_at_consent_expiry_and_its_session_at_timeout(tmp_path: Path) -> None:
+    addresses = write_config(tmp_path, DEMO_MOUNTPOINT, session_timeout=40)
+    (metrics_port,) = free_ports(1)
+    path = tmp_path / "janus.jcfg"
+    path.write_text(path.read_text().replace("fanout: {\n", f"fanout: {{\n\tmetrics_port = {metrics_port}\n", 1))
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with FanoutProcess(tmp_path):
+        async with aiohttp.ClientSession() as http:
+            janus = JanusHttpClient(http, addresses.janus_url)
+            await janus.create()
+            viewer = AiortcViewer(janus)
+            await viewer.watch(1)
+            await viewer.wait_for_frames(video=10, audio=10)
+            assert await metric(http, url, "fanout_peerconnections") == 1
+            go_silent(viewer)
+            assert janus._poller is not None
+            janus._poller.cancel()  # and no more long polls nor keepalives: the client is gone
+
+            async def engine_freed() -> bool:
+                return await metric(http, url, "fanout_peerconnections") == 0 and await metric(
+                    http, url, 'fanout_viewers{mountpoint="1"}'
+                ) == 0
+
+            async def session_freed() -> bool:
+                return await metric(http, url, "fanout_sessions") == 0 and await metric(http, url, "fanout_handles") == 0
+
+            await wait_until(engine_freed, timeout=45)  # consent expires 30 s after the last check
+            await wait_until(session_freed, timeout=60)  # session_timeout = 40 s after the last request
+            await viewer.close()
+
+
+CREATE = {
+    "request": "create",
+    "type": "rtp",
+    "id": 77,
+    "name": "kept",
+    "permanent": True,
+    "media": [{"type": "audio", "mid": "a", "port": 0, "pt": 111, "codec": "opus"}],
+}
+
+
+async def test_sigkill_then_restart_loses_no_permanent_mountpoint(tmp_path: Path) -> None:
+    addresses = write_config(tmp_path, rtp_mountpoint(1, 0, 0))  # no test source: nothing orphaned by the kill
+    with FanoutProcess(tmp_path) as server:
+        async with janus_session(addresses.janus_url) as janus:
+            handle = await janus.attach()
+            created = (await janus.message(handle, CREATE))["plugindata"]["data"]
+            assert created["permanent"] is True
+        assert server.process is not None
+        server.process.send_signal(signal.SIGKILL)
+        assert server.process.wait(10) == -signal.SIGKILL
+    with FanoutProcess(tmp_path):
+        async with janus_session(addresses.janus_url) as janus:
+            handle = await janus.attach()
+            listed = (await janus.message(handle, {"request": "list"}))["plugindata"]["data"]["list"]
+            assert sorted(entry["id"] for entry in listed) == [1, 77]
