@@ -175,7 +175,7 @@ async def _running(
                 ice_server_settings=settings.ice_servers,
             )
             stack.push_async_callback(whep.stop)
-            whip = WhipService(plugin, endpoint, engine, engine_events, gateway)
+            whip = WhipService(plugin, endpoint, engine, engine_events, gateway, settings.ice_servers)
             stack.push_async_callback(whip.stop)
             routes = (
                 demo_routes(settings.http.base_path, websocket_port, settings.ice_servers, clustered=cluster is not None)

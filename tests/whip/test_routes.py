@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from fanout.config.settings import IceServerSettings
 from fanout.plugins.streaming.config import StreamingSettings, parse_mountpoint
 from fanout.plugins.streaming.mountpoint import Mountpoint
 from fanout.webrtc.endpoint import WebRtcEndpoint
@@ -135,10 +136,29 @@ async def test_an_obs_offer_gets_201_with_location_etag_and_the_answer(whip: Whi
     assert reply.headers["ETag"].startswith('"') and reply.headers["ETag"].endswith('"')
     assert reply.headers["Accept-Patch"] == "application/trickle-ice-sdpfrag"
     assert "Location" in reply.headers["Access-Control-Expose-Headers"]
-    assert "Link" not in reply.headers  # fanout has no STUN/TURN servers to tell of
+    assert "Link" not in reply.headers  # no STUN/TURN servers configured: none to tell of
     answer = await reply.text()
     assert "a=ice-lite\r\n" in answer and "a=setup:passive\r\n" in answer and "a=end-of-candidates\r\n" in answer
     assert "m=audio" in answer and "a=rtpmap:111 opus/48000/2\r\n" in answer and "a=rtpmap:96 H264/90000\r\n" in answer
+
+
+async def test_the_201_names_the_configured_stun_and_turn_servers_in_link_headers(whip: Whip) -> None:
+    """RFC 9725 section 4.6: OBS and browsers take their ICE servers from these headers; TURN
+    credentials are minted from nat.turn_secret as coturn's use-auth-secret checks them."""
+    whip.service.ice_server_settings = IceServerSettings(
+        stun_server="stun.example", turn_server="turn.example", turn_types=("udp", "tls"), turn_secret="s3cret"
+    )
+    reply = await post_offer(whip)
+
+    assert reply.status == 201
+    links = reply.headers.getall("Link")
+    assert links[0] == '<stun:stun.example:3478>; rel="ice-server"'
+    assert [link.split(">")[0] for link in links[1:]] == [
+        "<turn:turn.example:3478?transport=udp",
+        "<turns:turn.example:3478?transport=tcp",
+    ]
+    assert all('credential-type="password"' in link and 'username="' in link for link in links[1:])
+    assert "Link" in reply.headers["Access-Control-Expose-Headers"]
 
 
 async def test_options_answers_the_preflight_with_accept_post(whip: Whip) -> None:

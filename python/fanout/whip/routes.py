@@ -13,20 +13,24 @@ Errors: ``415`` a body of another type, ``401`` a missing or wrong token (the
 mountpoint's ``whip_token``; with ``token_auth``, a stored token also does), ``404``
 no such mountpoint (or one that is not ``whip``), ``409`` the mountpoint has a live
 publisher, ``400`` SDP fanout cannot read, ``422`` no offered codec fits the
-mountpoint's streams, ``503`` fanout could not make the link. fanout has no STUN or
-TURN settings (it is ICE-lite with host candidates), so it sends no
-``Link: rel="ice-server"`` header.
+mountpoint's streams, ``503`` fanout could not make the link. The ``201`` carries the
+configured STUN/TURN servers (janus.jcfg's ``nat`` group) as ``Link: <url>;
+rel="ice-server"`` headers, TURN credentials minted afresh for each publisher.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from fanout._engine import PublisherDatagram
+from fanout.config.settings import IceServerSettings
+from fanout.webrtc.ice_servers import ice_servers
 from fanout.whep.sdpfrag import SdpFragError, parse_sdpfrag
 from fanout.whip.offer import WhipOfferError, read_offer
 from fanout.whip.publisher import WhipPublisher
@@ -60,8 +64,10 @@ class WhipService:
         engine: Engine,
         events: EngineEvents,
         gateway: Gateway | None = None,
+        ice_server_settings: IceServerSettings | None = None,
     ) -> None:
         self.plugin = plugin
+        self.ice_server_settings = ice_server_settings or IceServerSettings()
         self.endpoint = endpoint
         self.engine = engine
         self.gateway = gateway  # its stored tokens, with token_auth
@@ -127,17 +133,19 @@ class WhipService:
             return _error(400, f"unusable offer: {error}")
         self.publishers[publisher.id] = publisher
         logger.info("WHIP resource %s publishes to mountpoint %s", publisher.id, mountpoint.id)
-        return web.Response(
-            status=201,
-            body=answer.encode(),
-            headers={
+        headers = CIMultiDict(
+            {
                 "Content-Type": SDP,
                 "Location": RESOURCE_PATH.format(resource=publisher.id),
                 "ETag": publisher.etag,
                 "Accept-Patch": SDPFRAG,
                 "Access-Control-Expose-Headers": EXPOSED_HEADERS,
-            },
+            }
         )
+        for server in ice_servers(self.ice_server_settings, time.time()):
+            for link in server.link_headers():
+                headers.add("Link", link)
+        return web.Response(status=201, body=answer.encode(), headers=headers)
 
     async def _patch(self, request: web.Request) -> web.Response:
         publisher = self.publishers.get(request.match_info["resource"])
