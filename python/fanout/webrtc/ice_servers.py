@@ -90,3 +90,9 @@ def _url_host(host: str) -> str:
 
 def _quoted(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def link_header_values(settings: IceServerSettings, now: float) -> list[str]:
+    """Every ``Link: <url>; rel="ice-server"`` value (RFC 9725 section 4.6) a WHEP player or a
+    WHIP publisher is handed at ``now``, TURN credentials minted afresh."""
+    return [link for server in ice_servers(settings, now) for link in server.link_headers()]

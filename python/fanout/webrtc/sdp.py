@@ -135,7 +135,7 @@ def build_offer(
     """The unified-plan offer for ``media`` over one BUNDLE transport."""
     if not media:
         raise ValueError("an offer needs at least one m-line")
-    lines = _session_lines([m.mid for m in media], transport, session_id, session_version)
+    lines = session_lines([m.mid for m in media], transport, session_id, session_version)
     for item in media:
         lines += _offer_media_lines(item, transport)
     return "\r\n".join(lines) + "\r\n"
@@ -156,13 +156,14 @@ def build_answer(
     accepted = [item for item in media if item is not None]
     if not accepted:
         raise ValueError("an answer that rejects every m-line")
-    lines = _session_lines([item.mid for item in accepted], transport, session_id, session_version)
+    lines = session_lines([item.mid for item in accepted], transport, session_id, session_version)
     for offered, item in zip(offer.media, media, strict=True):
-        lines += _offer_media_lines(item, transport) if item is not None else _rejected_media_lines(offered)
+        lines += _offer_media_lines(item, transport) if item is not None else rejected_media_lines(offered)
     return "\r\n".join(lines) + "\r\n"
 
 
-def _session_lines(bundled_mids: list[str], transport: TransportDescription, session_id: int, version: int) -> list[str]:
+def session_lines(bundled_mids: list[str], transport: TransportDescription, session_id: int, version: int) -> list[str]:
+    """An answer's or offer's session part: one BUNDLE group of ``bundled_mids``, ICE-lite if the transport is."""
     lines = [
         "v=0",
         f"o=- {session_id} {version} IN IP4 0.0.0.0",
@@ -176,7 +177,8 @@ def _session_lines(bundled_mids: list[str], transport: TransportDescription, ses
     return lines
 
 
-def _rejected_media_lines(offered: MediaDescription) -> list[str]:
+def rejected_media_lines(offered: MediaDescription) -> list[str]:
+    """An answer's m-line refusing ``offered``: port 0, inactive."""
     if offered.kind == "application":
         lines = ["m=application 0 UDP/DTLS/SCTP webrtc-datachannel"]
     else:

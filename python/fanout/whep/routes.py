@@ -18,7 +18,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from fanout.config.settings import IceServerSettings
-from fanout.webrtc.ice_servers import ice_servers
+from fanout.webrtc.ice_servers import link_header_values
 
 from fanout.whep.resource import WhepError, WhepResource
 from fanout.whep.sdpfrag import SdpFragError, parse_sdpfrag
@@ -93,9 +93,8 @@ class WhepService:
                 "Access-Control-Expose-Headers": EXPOSED_HEADERS,
             }
         )
-        for server in ice_servers(self.ice_server_settings, time.time()):
-            for link in server.link_headers():
-                headers.add("Link", link)
+        for link in link_header_values(self.ice_server_settings, time.time()):
+            headers.add("Link", link)
         return web.Response(status=201, body=answer.encode(), headers=headers)
 
     async def _patch(self, request: web.Request) -> web.Response:

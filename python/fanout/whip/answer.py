@@ -11,24 +11,14 @@ port 0.
 
 from __future__ import annotations
 
-from fanout.webrtc.sdp import MediaDescription, TransportDescription
+from fanout.webrtc.sdp import TransportDescription, rejected_media_lines, session_lines
 from fanout.whip.offer import AcceptedMedia, PublisherOffer
 
 
 def build_answer(offer: PublisherOffer, transport: TransportDescription, *, session_id: int, session_version: int) -> str:
-    bundled = [item.mid for item in offer.accepted]
-    lines = [
-        "v=0",
-        f"o=- {session_id} {session_version} IN IP4 0.0.0.0",
-        "s=fanout",
-        "t=0 0",
-        f"a=group:BUNDLE {' '.join(bundled)}",
-    ]
-    if transport.ice_lite:
-        lines.append("a=ice-lite")
-    lines.append("a=msid-semantic: WMS *")
+    lines = session_lines([item.mid for item in offer.accepted], transport, session_id, session_version)
     for offered, item in zip(offer.offered, offer.media, strict=True):
-        lines += _accepted_lines(item, transport) if item is not None else _rejected_lines(offered)
+        lines += _accepted_lines(item, transport) if item is not None else rejected_media_lines(offered)
     return "\r\n".join(lines) + "\r\n"
 
 
@@ -79,15 +69,3 @@ def _accepted_lines(item: AcceptedMedia, transport: TransportDescription) -> lis
     lines.append("a=end-of-candidates")
     return lines
 
-
-def _rejected_lines(offered: MediaDescription) -> list[str]:
-    if offered.kind == "application":
-        lines = ["m=application 0 UDP/DTLS/SCTP webrtc-datachannel"]
-    else:
-        format_ = str(offered.codecs[0].payload_type) if offered.codecs else "0"
-        lines = [f"m={offered.kind} 0 UDP/TLS/RTP/SAVPF {format_}"]
-    lines.append("c=IN IP4 0.0.0.0")
-    if offered.mid is not None:
-        lines.append(f"a=mid:{offered.mid}")
-    lines.append("a=inactive")
-    return lines

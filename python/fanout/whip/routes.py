@@ -30,7 +30,7 @@ from multidict import CIMultiDict
 
 from fanout._engine import PublisherDatagram
 from fanout.config.settings import IceServerSettings
-from fanout.webrtc.ice_servers import ice_servers
+from fanout.webrtc.ice_servers import link_header_values
 from fanout.whep.sdpfrag import SdpFragError, parse_sdpfrag
 from fanout.whip.offer import WhipOfferError, read_offer
 from fanout.whip.publisher import WhipPublisher
@@ -142,9 +142,8 @@ class WhipService:
                 "Access-Control-Expose-Headers": EXPOSED_HEADERS,
             }
         )
-        for server in ice_servers(self.ice_server_settings, time.time()):
-            for link in server.link_headers():
-                headers.add("Link", link)
+        for link in link_header_values(self.ice_server_settings, time.time()):
+            headers.add("Link", link)
         return web.Response(status=201, body=answer.encode(), headers=headers)
 
     async def _patch(self, request: web.Request) -> web.Response:
