@@ -303,9 +303,9 @@ def run_scale(*, edge_counts: list[int], edge_cpu: float, rate: float, start: in
         await run.start()
         if results.origin_idle_cpu is None:  # no viewer yet: no edge pulls a relay
             await asyncio.sleep(settle)
-            origin0, start = origin.cpu_seconds(), time.monotonic()
+            origin0, began = origin.cpu_seconds(), time.monotonic()
             await asyncio.sleep(window)
-            results.origin_idle_cpu = round((origin.cpu_seconds() - origin0) / (time.monotonic() - start), 4)
+            results.origin_idle_cpu = round((origin.cpu_seconds() - origin0) / (time.monotonic() - began), 4)
         try:
             if one_edge is None:
                 return await ramp_edges(run, results, start=start, factor=factor, fine_factor=fine_factor, coarse=True, ceiling=ceiling)
