@@ -349,12 +349,13 @@ def plot_scale(results: ScaleResults, path: Path) -> None:
 
     figure, (loss, bars) = plt.subplots(1, 2, figsize=(12, 4.4))
     for count in sorted({step.edges for step in results.steps}):
-        steps = [step for step in results.steps if step.edges == count]
+        steps = sorted((step for step in results.steps if step.edges == count), key=lambda step: step.viewers_per_edge)
         xs = [step.viewers_per_edge for step in steps]
         worst = [100 * max(edge.loss for edge in step.per_edge) for step in steps]
         loss.plot(xs, worst, "o-", label=f"{count} edge(s): the worst edge's loss")
     loss.axhline(100 * LOSS_THRESHOLD, color="grey", linestyle=":", label="1 %")
     loss.set_yscale("symlog", linthresh=0.1)
+    loss.set_ylim(bottom=0)
     loss.set_xlabel(f"viewers per edge ({results.rate_mbps:g} Mbit/s each)")
     loss.set_ylabel("RTP loss (%)")
     loss.set_title(f"each edge held to {results.edge_cpu:g} core ({results.cpu_share})", fontsize=9)
@@ -362,7 +363,7 @@ def plot_scale(results: ScaleResults, path: Path) -> None:
     counts = sorted(results.capacity)
     one = results.capacity.get(1, 0)
     bars.bar([str(n) for n in counts], [results.capacity[n] for n in counts], label="viewers held at <= 1 % loss")
-    bars.plot([str(n) for n in counts], [n * one for n in counts], "k_", markersize=40, label="N x one edge")
+    bars.scatter([str(n) for n in counts], [n * one for n in counts], marker="_", s=2000, color="black", label="N x one edge", zorder=3)
     for index, n in enumerate(counts):
         if n in results.efficiency:
             bars.annotate(f"{results.efficiency[n]:.2f}", (index, results.capacity[n]), ha="center", va="bottom")
