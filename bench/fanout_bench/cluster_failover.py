@@ -301,7 +301,8 @@ def plot_failover(results: FailoverResults, axes: Any) -> None:
     axes.set_ylabel("viewers")
     how = {"kill": "SIGKILL", "freeze": "SIGSTOP (hung)", "freeze-no-avoid": "SIGSTOP, placement without avoid"}[results.mode]
     axes.set_title(f"{results.killed} lost by {how}: {len(failovers)} viewers, {results.edges} edges", fontsize=9)
-    axes.legend(loc="lower right", fontsize=8)
+    axes.set_xlim(left=0)
+    axes.legend(loc="center", fontsize=8)
 
 
 def run_failover(*, viewers: int, edges: int, heartbeat_interval: float | None, node_ttl: float | None,
@@ -322,6 +323,12 @@ def run_failover(*, viewers: int, edges: int, heartbeat_interval: float | None, 
                 "runs": [asdict(results) | {"summary": results.summary()} for results in runs]}  # fmt: skip
     out.write_text(json.dumps(document, indent=1) + "\n")
 
+    plot_runs(runs, machine, png)
+    print(f"wrote {out} and {png}")
+    return runs
+
+
+def plot_runs(runs: list[FailoverResults], machine: str, png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -333,5 +340,3 @@ def run_failover(*, viewers: int, edges: int, heartbeat_interval: float | None, 
     figure.suptitle(f"fanout bench cluster --failover ({machine})", fontsize=10)
     figure.tight_layout()
     figure.savefig(png, dpi=110)
-    print(f"wrote {out} and {png}")
-    return runs
