@@ -397,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edges", type=int, default=3, choices=(2, 3), help="failover: edges")
     parser.add_argument("--heartbeat-interval", type=float, help="failover: the nodes' cluster.heartbeat_interval (default: fanout's)")
     parser.add_argument("--node-ttl", type=float, help="failover: the nodes' cluster.node_ttl (default: fanout's)")
+    parser.add_argument("--modes", default="kill,freeze,freeze-no-avoid",
+                        help="failover: how the edge is lost (kill: SIGKILL; freeze: SIGSTOP; freeze-no-avoid: SIGSTOP, "
+                             "viewers asking placement without avoid)")  # fmt: skip
     parser.add_argument("--scale", action="store_true", help="run the scale measurement (edges at equal CPU shares) instead")
     parser.add_argument("--edge-counts", default="1,2,3", help="scale: numbers of edges, in order (the first must be 1)")
     parser.add_argument("--edge-cpu", type=float, default=0.25, help="scale: cores each edge process may use")
@@ -411,10 +414,14 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(value) for value in args.relays.split(",")]
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     if args.failover:
-        from fanout_bench.cluster_failover import run_failover
+        from fanout_bench.cluster_failover import MODES, run_failover
+
+        modes = tuple(args.modes.split(","))
+        if not modes or not set(modes) <= set(MODES):
+            parser.error(f"--modes: some of {','.join(MODES)}")
 
         failover = run_failover(viewers=args.viewers, edges=args.edges, heartbeat_interval=args.heartbeat_interval,
-                                node_ttl=args.node_ttl, machine=machine, out=args.out, png=args.png)  # fmt: skip
+                                node_ttl=args.node_ttl, machine=machine, out=args.out, png=args.png, modes=modes)  # fmt: skip
         return 0 if all(run.failovers and not run.failed for run in failover) else 1
     if args.scale:
         from fanout_bench.cluster_scale import run_scale

@@ -306,13 +306,13 @@ def plot_failover(results: FailoverResults, axes: Any) -> None:
 
 
 def run_failover(*, viewers: int, edges: int, heartbeat_interval: float | None, node_ttl: float | None,
-                 machine: str, out: Path, png: Path) -> list[FailoverResults]:  # fmt: skip
+                 machine: str, out: Path, png: Path, modes: tuple[str, ...] = MODES) -> list[FailoverResults]:  # fmt: skip
     """Both ways of losing the edge, each on a fresh cluster; JSON and PNG written."""
     options = "".join(
         f" {name} = {value}\n" for name, value in (("heartbeat_interval", heartbeat_interval), ("node_ttl", node_ttl)) if value is not None
     )
     runs = []
-    for mode in MODES:
+    for mode in modes:
         results = FailoverResults(mode, viewers, edges, heartbeat_interval, node_ttl)
         with tempfile.TemporaryDirectory(prefix="fanout-bench-failover-") as workdir, \
                 redis_cluster(Path(workdir), edges, options) as (origin, edge_nodes):  # fmt: skip
@@ -334,8 +334,8 @@ def plot_runs(runs: list[FailoverResults], machine: str, png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 4.2))
-    for results, each in zip(runs, axes, strict=True):
+    figure, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 4.2), squeeze=False)
+    for results, each in zip(runs, axes[0], strict=True):
         plot_failover(results, each)
     figure.suptitle(f"fanout bench cluster --failover ({machine})", fontsize=10)
     figure.tight_layout()
