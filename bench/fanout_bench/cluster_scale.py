@@ -52,6 +52,13 @@ class CpuShare:
     """A CPU cgroup holding its processes to ``cores`` of a core."""
 
     def __init__(self, name: str, cores: float) -> None:
+        try:
+            self._make(name, cores)
+        except OSError as error:
+            raise SystemExit(f"--scale needs a CPU cgroup it can write (root; cgroup v2 with the cpu controller, "
+                             f"or v1's /sys/fs/cgroup/cpu): {error}") from None  # fmt: skip
+
+    def _make(self, name: str, cores: float) -> None:
         quota = max(1000, round(cores * CGROUP_PERIOD_US))
         unified = Path("/sys/fs/cgroup/cpu.max").parent
         if (unified / "cgroup.controllers").exists() and "cpu" in (unified / "cgroup.controllers").read_text().split():

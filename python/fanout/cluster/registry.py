@@ -36,7 +36,6 @@ from fanout.cluster.records import (
 logger = logging.getLogger(__name__)
 
 
-
 class UnexpectedReply(RedisError):
     """The registry answered with well-formed RESP of the wrong kind (an integer where a list or a
     string belongs): a broken peer, not a Redis."""
@@ -156,6 +155,8 @@ class Registry:
             node_keys = await self._keys(f"{self.prefix}:node:*")
             mountpoint_keys = await self._keys(f"{self.prefix}:mountpoint:*")
             values = await self.redis.mget(node_keys + mountpoint_keys) if node_keys or mountpoint_keys else []
+        if not isinstance(values, list):
+            raise UnexpectedReply(f"MGET answered {type(values).__name__}, not a list")
         for key, value in zip(node_keys, values[: len(node_keys)], strict=True):
             if value is None:  # expired between SCAN and MGET
                 continue
