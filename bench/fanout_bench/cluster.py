@@ -1,6 +1,8 @@
 """fanout bench cluster: joins through an edge, cold and warm, and the origin's CPU per relay.
 
     fanout bench cluster --joins 12 --relays 0,1,2,4,8,16 --seconds 10
+    fanout bench cluster --failover --viewers 30 --edges 3   (see fanout_bench.cluster_failover)
+    fanout bench cluster --scale --edge-cpu 0.25             (see fanout_bench.cluster_scale; root)
 
 On this machine's loopback, without Redis (relay mountpoints configured by hand): an
 origin ``fanout serve`` on 127.0.0.2 with one mountpoint fed by the built-in test
