@@ -1,8 +1,9 @@
 """A registry that is not a working Redis: a peer that answers garbage, well-formed replies of the wrong
 kind, an error, half a reply, nothing, or that drops the connection mid-call. Each time the node logs one
 clear line, counts the failure by kind (``fanout_cluster_registry_failures``), keeps its mountpoints and
-the viewers on them, and places new viewers on itself. In-process: a fake RESP peer on loopback and the
-stand-in plugin and engine of test_node."""
+the viewers on them, and places new viewers on itself. Records that a real Redis holds but that are
+forged or malformed are ignored, logged once per key and counted by reason. In-process: a fake RESP peer on
+loopback (or a real redis-server) and the stand-in plugin and engine of test_node."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from fanout.cluster.node import ClusterNode
 from fanout.cluster.placement import REGISTRY_DOWN
+from fanout.cluster.records import registry_key, sign
 
 from tests.cluster.test_node import FakePlugin, node, town_hall
 from tests.support.cluster import RedisServer
@@ -127,3 +129,36 @@ async def test_a_broken_registry_is_logged_once_counted_and_the_node_serves_alon
 
 def peer_port(cluster_node: ClusterNode) -> str:
     return cluster_node.settings.redis_url.rsplit(":", 1)[1].split("/")[0]
+
+
+async def test_forged_and_malformed_records_are_ignored_logged_once_each_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    redis = RedisServer().start()
+    try:
+        intruder = sign(registry_key("another secret, not the cluster's"), {"kind": "node", "name": "intruder"})
+        redis.set("fanout:fanout:node:intruder", intruder.decode())
+        redis.set("fanout:fanout:node:garbage", "{not json")
+        redis.set("fanout:fanout:mountpoint:origin:9", '{"body": "{}", "mac": "00"}')
+        plugin = FakePlugin([town_hall()])
+        cluster_node = node(redis, "edge", plugin)
+        caplog.set_level(logging.INFO, logger="fanout.cluster")
+        try:
+            await cluster_node.start()
+            await wait_for(lambda: refused(cluster_node)["forged"] >= 4 and refused(cluster_node)["malformed"] >= 2,
+                           "several heartbeats' refusals counted")  # fmt: skip
+            assert sorted(cluster_node.view.nodes) == ["edge"] and "9" not in cluster_node.view.mountpoints
+            lines = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+            assert sorted(lines) == [  # once per key, however many heartbeats saw it
+                "cluster: ignoring fanout:fanout:mountpoint:origin:9 in the registry: its signature does not match this node's cluster secret",
+                "cluster: ignoring fanout:fanout:node:garbage in the registry: not JSON",
+                "cluster: ignoring fanout:fanout:node:intruder in the registry: its signature does not match this node's cluster secret",
+            ]
+            assert plugin.removed == [] and cluster_node.health.up
+        finally:
+            await cluster_node.stop()
+    finally:
+        redis.stop()
+
+
+def refused(cluster_node: ClusterNode) -> dict[str, float]:
+    family = next(metric for metric in cluster_node.collect() if metric.name == "fanout_cluster_records_refused")
+    return {sample.labels["reason"]: sample.value for sample in family.samples if sample.name.endswith("_total")}
