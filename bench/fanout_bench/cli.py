@@ -9,7 +9,7 @@ BENCHMARKS = {
     "engine": ("fanout_bench.engine", "the data plane's throughput on this machine"),
     "load": ("fanout_bench.load", "ramp real WebRTC viewers against fanout and/or Janus"),
     "first-frame": ("fanout_bench.first_frame", "time to first frame in Chromium with janus.js"),
-    "cluster": ("fanout_bench.cluster", "joins through an edge (cold and warm relay), the origin's CPU per relay"),
+    "cluster": ("fanout_bench.cluster", "joins through an edge, the origin's CPU per relay; --failover; --scale over 1-3 edges"),
     "soak": ("fanout_bench.soak", "hours of churning viewers and restarting sources: RSS, fds, leaks, loss"),
 }
 

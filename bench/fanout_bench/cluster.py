@@ -1,6 +1,8 @@
 """fanout bench cluster: joins through an edge, cold and warm, and the origin's CPU per relay.
 
     fanout bench cluster --joins 12 --relays 0,1,2,4,8,16 --seconds 10
+    fanout bench cluster --failover --viewers 30 --edges 3   (see fanout_bench.cluster_failover)
+    fanout bench cluster --scale --edge-cpu 0.25             (see fanout_bench.cluster_scale; root)
 
 On this machine's loopback, without Redis (relay mountpoints configured by hand): an
 origin ``fanout serve`` on 127.0.0.2 with one mountpoint fed by the built-in test
@@ -35,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -67,6 +69,7 @@ class NodePorts:
     http: int
     webrtc: int
     metrics: int
+    ws: int = 0  # 0: no WebSocket transport
 
 
 @dataclass
@@ -104,19 +107,24 @@ def free_port() -> int:
         return int(tcp.getsockname()[1])
 
 
-def write_node(folder: Path, name: str, ip: str, mountpoints: str) -> NodePorts:
-    ports = NodePorts(free_port(), free_port(), free_port())
+def write_node(folder: Path, name: str, ip: str, mountpoints: str, *, redis_url: str = "", cluster: str = "") -> NodePorts:
+    """A node's configuration; with ``redis_url``, a WebSocket transport too and the cluster's
+    registry (``cluster``: more lines for the cluster group)."""
+    ports = NodePorts(free_port(), free_port(), free_port(), free_port() if redis_url else 0)
     folder.mkdir(parents=True, exist_ok=True)
+    registry = f' redis_url = "{redis_url}"\n websocket_url = "ws://{ip}:{ports.ws}"\n' if redis_url else ""
     (folder / "janus.jcfg").write_text(
         f'general: {{ session_timeout = 60 }}\nnat: {{ nat_1_1_mapping = "{ip}" }}\n'
         f'fanout: {{ webrtc_port = {ports.webrtc}\n webrtc_interface = "{ip}"\n'
         f' metrics_port = {ports.metrics}\n metrics_interface = "{ip}" }}\n'
-        f'cluster: {{ secret = "{SECRET}"\n node_name = "{name}"\n relay_address = "{ip}"\n relay_linger = 0.5 }}\n'
+        f'cluster: {{ secret = "{SECRET}"\n node_name = "{name}"\n relay_address = "{ip}"\n relay_linger = 0.5\n'
+        f'{registry}{cluster} }}\n'
     )
     (folder / "janus.transport.http.jcfg").write_text(
         f'general: {{ http = true\n ip = "{ip}"\n port = {ports.http}\n base_path = "/janus" }}\n'
     )
-    (folder / "janus.transport.websockets.jcfg").write_text("general: { ws = false }\n")
+    websocket = f'general: {{ ws = true\n ws_ip = "{ip}"\n ws_port = {ports.ws} }}\n' if ports.ws else "general: { ws = false }\n"
+    (folder / "janus.transport.websockets.jcfg").write_text(websocket)
     (folder / "janus.plugin.streaming.jcfg").write_text("general: {\n}\n" + mountpoints)
     return ports
 
@@ -181,7 +189,18 @@ class Node:
                     return float(line.split()[-1])
         return 0.0
 
+    @property
+    def websocket_url(self) -> str:
+        return f"ws://{self.ip}:{self.ports.ws}"
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to Redis nor to anyone."""
+        self.process.kill()
+        self.process.wait()
+
     def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
         self.process.terminate()
         try:
             self.process.wait(10)
@@ -216,6 +235,14 @@ async def join_once(http: aiohttp.ClientSession, node: Node, certificate: DtlsCe
 async def leave(viewer: Viewer, api: HttpJanus) -> None:
     viewer.close()
     await api.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not start")
+        time.sleep(0.05)
 
 
 async def wait_until(probe: object, timeout: float = 30.0) -> None:
@@ -367,9 +394,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="CPU measurement window per number of relays")
     parser.add_argument("--out", type=Path, default=Path("fanout-bench-cluster.json"))
     parser.add_argument("--png", type=Path, default=Path("fanout-bench-cluster.png"))
+    parser.add_argument("--failover", action="store_true", help="run the failover measurement (Redis, an origin, --edges edges) instead")
+    parser.add_argument("--viewers", type=int, default=20, help="failover: viewers on the edge that is killed")
+    parser.add_argument("--edges", type=int, default=3, choices=(2, 3), help="failover: edges")
+    parser.add_argument("--heartbeat-interval", type=float, help="failover: the nodes' cluster.heartbeat_interval (default: fanout's)")
+    parser.add_argument("--node-ttl", type=float, help="failover: the nodes' cluster.node_ttl (default: fanout's)")
+    parser.add_argument("--modes", default="kill,freeze,freeze-no-avoid",
+                        help="failover: how the edge is lost (kill: SIGKILL; freeze: SIGSTOP; freeze-no-avoid: SIGSTOP, "
+                             "viewers asking placement without avoid)")  # fmt: skip
+    parser.add_argument("--scale", action="store_true", help="run the scale measurement (edges at equal CPU shares) instead")
+    parser.add_argument("--edge-counts", default="1,2,3", help="scale: numbers of edges, in order (the first must be 1)")
+    parser.add_argument("--edge-cpu", type=float, default=0.25, help="scale: cores each edge process may use")
+    parser.add_argument("--rate", type=float, default=9.6, help="scale: the stream's video Mbit/s")
+    parser.add_argument("--start", type=int, default=40, help="scale: viewers per edge at the first step of one edge")
+    parser.add_argument("--factor", type=float, default=1.3, help="scale: one edge's coarse steps")
+    parser.add_argument("--fine-factor", type=float, default=1.05, help="scale: the fine steps")
+    parser.add_argument("--join-rate", type=float, default=20.0, help="scale: joins per second per edge")
+    parser.add_argument("--window", type=float, default=5.0, help="scale: seconds each step is measured")
+    parser.add_argument("--ceiling", type=int, default=1500, help="scale: at most this many viewers per edge")
     args = parser.parse_args(argv)
     levels = [int(value) for value in args.relays.split(",")]
-    results = Results(machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    if args.failover:
+        from fanout_bench.cluster_failover import MODES, run_failover
+
+        modes = tuple(args.modes.split(","))
+        if not modes or not set(modes) <= set(MODES):
+            parser.error(f"--modes: some of {','.join(MODES)}")
+
+        failover = run_failover(viewers=args.viewers, edges=args.edges, heartbeat_interval=args.heartbeat_interval,
+                                node_ttl=args.node_ttl, machine=machine, out=args.out, png=args.png, modes=modes)  # fmt: skip
+        return 0 if all(run.failovers and not run.failed for run in failover) else 1
+    if args.scale:
+        from fanout_bench.cluster_scale import run_scale
+
+        counts = [int(value) for value in args.edge_counts.split(",")]
+        if counts[0] != 1 or not all(1 <= count <= 3 for count in counts):
+            parser.error("--edge-counts: 1 first, then 2 and/or 3")
+        run_scale(edge_counts=counts, edge_cpu=args.edge_cpu, rate=args.rate * 1e6, start=args.start, factor=args.factor,
+                  fine_factor=args.fine_factor, join_rate=args.join_rate, settle=3.0, window=args.window,
+                  ceiling=args.ceiling, machine=machine, out=args.out, png=args.png)  # fmt: skip
+        return 0
+    results = Results(machine=machine)
 
     async def run(origin: Node, edge: Node) -> None:
         try:

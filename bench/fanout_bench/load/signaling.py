@@ -212,6 +212,11 @@ class WebSocketJanus(JanusApi):
         self._keep_events = False
         self._events.clear()
 
+    @property
+    def closed(self) -> bool:
+        """Whether the server closed the WebSocket (a janus.js client notices at once: the node is lost)."""
+        return self._ws is not None and self._ws.closed
+
     async def close(self) -> None:
         if self.session_id is not None and self._ws is not None and not self._ws.closed:
             with contextlib.suppress(asyncio.TimeoutError, JanusError, ConnectionError):

@@ -67,8 +67,8 @@ class ClusterNode:
         host = f"[{settings.relay_address}]" if ":" in settings.relay_address else settings.relay_address
         self.webrtc_address = f"{host}:{webrtc_port}"
         timeout = max(0.2, settings.heartbeat_interval)
-        self.redis = redis or Redis.from_url(
-            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
+        self.redis = redis or Redis.from_url(  # RESP2: every Redis speaks it, no HELLO round trip (nor a warning) per connection
+            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False, protocol=2
         )
         self.health = RegistryHealth(redacted(settings.redis_url))
         self.registry = Registry(self.redis, settings.cluster_name, registry_key(settings.secret), settings.node_ttl)

@@ -64,6 +64,8 @@ def sign(key: bytes, body: dict[str, Any]) -> bytes:
 
 def verified_body(key: bytes, data: bytes | str) -> dict[str, Any]:
     """The body of a signed record; MalformedRecord or ForgedRecord if it cannot be trusted."""
+    if not isinstance(data, bytes | str):  # a broken registry's reply of another kind
+        raise MalformedRecord(f"not a string but {type(data).__name__}")
     if len(data) > RECORD_LIMIT:
         raise MalformedRecord(f"longer than {RECORD_LIMIT} bytes")
     try:

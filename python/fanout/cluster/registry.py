@@ -15,8 +15,10 @@ succeeds heals everything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -33,8 +35,24 @@ from fanout.cluster.records import (
 
 logger = logging.getLogger(__name__)
 
+
+class UnexpectedReply(RedisError):
+    """The registry answered with well-formed RESP of the wrong kind (an integer where a list or a
+    string belongs): a broken peer, not a Redis."""
+
+
+@contextlib.contextmanager
+def expected_replies() -> Iterator[None]:
+    """Around calls to the registry: a reply of the wrong kind fails redis-py's handling of it (and
+    ours) with a TypeError or an AttributeError; it becomes an :class:`UnexpectedReply`."""
+    try:
+        yield
+    except (TypeError, AttributeError, IndexError, KeyError) as error:
+        raise UnexpectedReply(f"a reply of the wrong kind ({type(error).__name__}: {error})") from error
+
+
 # What a failed call to Redis raises: its own errors (connection, timeout, a reply that is not
-# RESP, an error reply) and the socket's.
+# RESP, an error reply, a reply of the wrong kind) and the socket's.
 REGISTRY_ERRORS = (RedisError, OSError, asyncio.TimeoutError, ValueError)
 SCAN_BATCH = 1000
 
@@ -114,23 +132,31 @@ class Registry:
         gone = self._published_mountpoint_keys - keys.keys()
         if gone:
             pipeline.delete(*gone)
-        replies = await pipeline.execute()
+        with expected_replies():
+            replies = await pipeline.execute()
+            replaced = replies[0]
         self._published_mountpoint_keys = set(keys)
+        if not isinstance(replaced, bytes | str):
+            return None
         try:
-            return NodeRecord.from_body(verified_body(self.signing_key, replies[0])).instance if replies[0] else None
+            return NodeRecord.from_body(verified_body(self.signing_key, replaced)).instance
         except RecordError:
             return None
 
     async def withdraw(self, name: str) -> None:
         """A node that stops leaves at once rather than after its TTL."""
-        await self.redis.delete(self.node_key(name), *self._published_mountpoint_keys)
+        with expected_replies():
+            await self.redis.delete(self.node_key(name), *self._published_mountpoint_keys)
         self._published_mountpoint_keys = set()
 
     async def read(self) -> ClusterView:
         view = ClusterView()
-        node_keys = await self._keys(f"{self.prefix}:node:*")
-        mountpoint_keys = await self._keys(f"{self.prefix}:mountpoint:*")
-        values = await self.redis.mget(node_keys + mountpoint_keys) if node_keys or mountpoint_keys else []
+        with expected_replies():
+            node_keys = await self._keys(f"{self.prefix}:node:*")
+            mountpoint_keys = await self._keys(f"{self.prefix}:mountpoint:*")
+            values = await self.redis.mget(node_keys + mountpoint_keys) if node_keys or mountpoint_keys else []
+        if not isinstance(values, list):
+            raise UnexpectedReply(f"MGET answered {type(values).__name__}, not a list")
         for key, value in zip(node_keys, values[: len(node_keys)], strict=True):
             if value is None:  # expired between SCAN and MGET
                 continue
