@@ -223,15 +223,20 @@ class StreamingPlugin(Plugin):
                 for stream in mountpoint.config.streams:
                     if stream.kind != "video" or stream.rtcp_port is None:
                         continue
-                    viewers = [self.viewers.get(handle_id) for handle_id in mountpoint.viewers]
-                    estimates = (viewer.bitrate_estimate(mountpoint, stream.mindex) for viewer in viewers if viewer)
-                    lowest = lowest_fresh_estimate(estimates, now)
+                    lowest = self.lowest_viewer_estimate(mountpoint, stream.mindex, now)
                     if lowest is None:
                         continue
                     try:
                         self.engine.send_source_remb(mountpoint.engine_id, stream.mindex, lowest)
                     except (KeyError, ValueError, RuntimeError) as error:  # gone meanwhile, or the engine closed
                         logger.debug("no REMB to mountpoint %s's source: %s", mountpoint.id, error)
+
+    def lowest_viewer_estimate(self, mountpoint: Mountpoint, mindex: int, now: float | None = None) -> int | None:
+        """The lowest bandwidth estimate (REMB) the viewers of ``mountpoint`` sent lately about
+        its stream ``mindex``; None if none did."""
+        viewers = [self.viewers.get(handle_id) for handle_id in mountpoint.viewers]
+        estimates = (viewer.bitrate_estimate(mountpoint, mindex) for viewer in viewers if viewer)
+        return lowest_fresh_estimate(estimates, time.monotonic() if now is None else now)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
