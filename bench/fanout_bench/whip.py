@@ -409,7 +409,6 @@ async def run_one(server: FanoutServer, ingest: str, viewers: int, args: argpars
         await cheap.start()
         samples = SamplePool(replace(config, sample=True))
         try:
-            await asyncio.sleep(1.0)  # a keyframe in the mountpoint's cache before the first viewer
             report = await samples.add(sample_count, args.join_rate)
             if report.joined < sample_count:
                 raise RuntimeError(f"[{label}] sample viewers could not join: {report.errors}")
