@@ -180,7 +180,8 @@ def wait_for_width(page: Page, width: int, seconds: float = 40) -> dict[str, Any
             return figures
         page.wait_for_timeout(250)
         figures = stats_of(page)
-    raise AssertionError(f"no {width} wide frames decoded in {seconds} s: {figures}")
+    messages = page.evaluate("window.fanoutDemo.messages")
+    raise AssertionError(f"no {width} wide frames decoded in {seconds} s: {figures}; the plugin's messages: {messages}")
 
 
 def layer_events(page: Page, since: int) -> list[dict[str, Any]]:
