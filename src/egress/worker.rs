@@ -244,7 +244,13 @@ fn hold_video(viewer: &mut Viewer, caches: &Caches) {
 
 /// Starts the viewer's video streams (all, or the one at `only`) from their
 /// keyframe caches; a stream whose cache holds no keyframe waits for the next one.
-fn start_from_caches(viewer: &mut Viewer, caches: &Caches, only: Option<usize>, now: Instant) -> bool {
+fn start_from_caches(
+    viewer: &mut Viewer,
+    caches: &Caches,
+    histories: &mut [History],
+    only: Option<usize>,
+    now: Instant,
+) -> bool {
     if viewer.is_paused() {
         // Started when resumed.
         viewer.streams.iter_mut().filter(|stream| stream.is_held()).for_each(ViewerStream::restart);
@@ -261,6 +267,10 @@ fn start_from_caches(viewer: &mut Viewer, caches: &Caches, only: Option<usize>, 
             let cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if stream.start_from(&cache, now) {
                 started = true;
+                // The burst's packets may predate this worker's subscription: NACKs must find them.
+                if let Some(history) = histories.get_mut(stream.source) {
+                    cache.packets().iter().for_each(|packet| history.backfill(packet));
+                }
                 from_cache.push((position, cache.packets().len()));
             }
         }
@@ -407,7 +417,8 @@ impl Worker {
                 let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else { return };
                 let Some(mountpoint) = self.mountpoints.iter_mut().find(|m| m.id == mountpoint_id) else { return };
                 let Some(viewer) = mountpoint.viewers.iter_mut().find(|viewer| viewer.id == id) else { return };
-                self.bursts_pending |= start_from_caches(viewer, &mountpoint.caches, None, Instant::now());
+                self.bursts_pending |=
+                    start_from_caches(viewer, &mountpoint.caches, &mut mountpoint.histories, None, Instant::now());
             }
             Command::SetStreamPaused { id, stream, paused } => {
                 let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else {
@@ -425,7 +436,13 @@ impl Worker {
                 let resumed = viewer_stream.is_paused() && !paused;
                 viewer_stream.set_paused(paused);
                 if resumed {
-                    self.bursts_pending |= start_from_caches(viewer, &mountpoint.caches, Some(stream), Instant::now());
+                    self.bursts_pending |= start_from_caches(
+                        viewer,
+                        &mountpoint.caches,
+                        &mut mountpoint.histories,
+                        Some(stream),
+                        Instant::now(),
+                    );
                 }
             }
             Command::SetPlayoutDelay { id, stream, delay } => {
@@ -446,8 +463,13 @@ impl Worker {
                 if moved {
                     viewer.count_source_switch(from, source);
                     if !held {
-                        self.bursts_pending |=
-                            start_from_caches(viewer, &mountpoint.caches, Some(stream), Instant::now());
+                        self.bursts_pending |= start_from_caches(
+                            viewer,
+                            &mountpoint.caches,
+                            &mut mountpoint.histories,
+                            Some(stream),
+                            Instant::now(),
+                        );
                     }
                 }
             }
@@ -487,7 +509,8 @@ impl Worker {
                 let resumed = viewer.is_paused() && !paused;
                 viewer.set_paused(paused);
                 if resumed {
-                    self.bursts_pending |= start_from_caches(viewer, &mountpoint.caches, None, Instant::now());
+                    self.bursts_pending |=
+                        start_from_caches(viewer, &mountpoint.caches, &mut mountpoint.histories, None, Instant::now());
                 }
             }
             Command::SendRtcp { id, packet } => self.send_rtcp(id, &packet),

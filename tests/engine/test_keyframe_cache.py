@@ -26,6 +26,7 @@ from .test_engine import (
     udp_socket,
     wait_until,
 )
+from .test_workers import nack, receive_raw
 
 if TYPE_CHECKING:
     from fanout._engine import SourceStream, ViewerStream
@@ -136,6 +137,23 @@ def test_a_viewer_added_mid_gop_gets_the_cached_pictures_then_live(rig: Rig) -> 
     assert cache is not None
     assert (cache.keyframe, cache.packets, cache.overflows) == (True, 6, 0)
     assert cache.bytes == sum(len(p) for p in gop(2, 3000, 3)) + 2 * (12 + len(VP8_DELTA))
+
+
+def test_a_nack_for_a_cached_picture_is_answered_though_this_worker_never_got_it_live(rig: Rig) -> None:
+    """The viewer's worker subscribed when the viewer came: the cached GOP reached it only through
+    the cache, and a packet of the burst lost on the way must still be sent again."""
+    port = rig.engine.add_mountpoint(1, [video()])[0]
+    rig.send(port, *gop(2, 3000, 3))
+    rig.cached(1, 4)
+    viewer = rig.viewer(7, 1, streams())
+    burst = receive_raw(viewer, 4)
+    second = RtpPacket.parse(viewer.inbound.unprotect(burst[1]))  # the keyframe's first packet "lost"
+
+    seen = rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(nack(0xABC, VIDEO_SSRC, [second.sequence - 1])))
+
+    assert (seen.nacks, seen.retransmitted) == (1, 1)
+    (resent,) = (RtpPacket.parse(viewer.inbound.unprotect(data)) for data in receive_raw(viewer, 1))
+    assert (resent.sequence, resent.timestamp, resent.payload) == (second.sequence - 1, second.timestamp, VP8_KEYFRAME)
 
 
 def test_late_copies_of_cached_packets_are_not_sent_twice(rig: Rig) -> None:

@@ -422,6 +422,25 @@ def test_a_publisher_that_comes_back_gives_viewers_continuous_numbering(rig: Rig
     refused_by_the_closed_link(third)
 
 
+def test_a_link_attached_after_a_detach_is_a_new_source_even_when_its_numbers_look_near(rig: Rig) -> None:
+    """A relay whose origin restarted: the edge detached the old link, then attaches a new one whose
+    source has the same SSRC and, by chance, a sequence number not far from the last one."""
+    rig.engine.add_mountpoint(1, [linked(0, "audio", "opus", 48000)])
+    routes: list[PublisherRoute] = [{"index": 0, "payload_types": [111]}]
+    first = rig.attach(1, routes)
+    viewer = rig.viewer(7, 1, [{"index": 0, "ssrc": 0xA, "payload_type": 111}])
+    first.send(*(rtp(sequence, 960 * sequence, b"first", ssrc=AUDIO_SSRC, payload_type=111) for sequence in (1, 2)))
+    viewer.wait_rtp(2)
+    rig.engine.detach_publisher(1)
+
+    second = rig.attach(1, routes)
+    second.send(*(rtp(sequence, 960 * sequence, b"second", ssrc=AUDIO_SSRC, payload_type=111)
+                  for sequence in (2002, 2003)))  # fmt: skip
+
+    packets = viewer.wait_rtp(4)
+    assert [packet.sequence - packets[0].sequence & 0xFFFF for packet in packets] == [0, 1, 2, 3]
+
+
 def refused_by_the_closed_link(publisher: Publisher) -> None:
     """The engine's duplicate of the link socket is closed: a datagram to it draws ICMP port unreachable."""
     def refused() -> bool:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from fanout_bench.chromium import CHROMIUM, CHROMIUM_FLAGS
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.support.netns import NetworkNamespace
 
@@ -31,3 +33,42 @@ def chromium_in(namespace: NetworkNamespace, workdir: Path, extra_flags: tuple[s
             yield browser
         finally:
             browser.close()
+
+
+
+def wait_for_figures(
+    page: Page, expression: str, ready: Callable[[Any], bool], *, timeout: float = 60.0, what: str = "figures"
+) -> Any:
+    """``expression`` evaluated in the page (a promise is awaited) every 250 ms until ``ready``
+    accepts its value, which is returned; a timeout fails with the last value.
+
+    Playwright's ``wait_for_function`` does not await a promise: ``getStats()`` must be polled from here.
+    """
+    deadline = time.monotonic() + timeout
+    value: Any = None
+    while time.monotonic() < deadline:
+        value = page.evaluate(expression)
+        if ready(value):
+            return value
+        page.wait_for_timeout(250)
+    raise AssertionError(f"{what} not ready in {timeout:.0f} s: {value}")
+
+
+def wait_for_playback(page: Page, *, frames: int, timeout: float = 60.0) -> dict[str, Any]:
+    """The demo page's figures (``window.fanoutDemo.stats()``) once it has decoded ``frames`` video
+    frames in all and misses no video packet.
+
+    Chromium asks again (NACK) for a video packet that did not come and counts it lost until the
+    server resends it, so a loaded machine may show a loss for a moment: the wait lets it heal.
+    Opus has no retransmission: at most 1% of audio packets may stay lost (concealed by the decoder);
+    more is a failure.
+    """
+    figures: dict[str, Any] = wait_for_figures(
+        page,
+        "window.fanoutDemo.stats()",
+        lambda figures: figures["framesDecoded"] >= frames and figures["videoPacketsLost"] == 0,
+        timeout=timeout,
+        what=f"clean playback of {frames} frames",
+    )
+    assert figures["audioPacketsLost"] * 100 <= figures["audioPacketsReceived"], figures
+    return figures

@@ -14,7 +14,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from tests.support.aiortc_viewer import DecodedMedia
-from tests.support.browser import chromium_in
+from tests.support.browser import chromium_in, wait_for_figures
 from tests.support.janus_client import JanusHttpClient
 from tests.support.netns import loopback_namespace
 from tests.support.server import DEMO_MOUNTPOINT, FanoutProcess, ServerAddresses, write_config
@@ -209,10 +209,7 @@ def test_a_plain_browser_player_watches_over_whep(tmp_path: Path) -> None:
         page.goto(addresses.page_url)
         posted = page.evaluate(PLAYER_SCRIPT, f"{addresses.page_url}whep/endpoint/1")
         assert posted["status"] == 201 and posted["location"].startswith("/whep/resource/")
-        page.wait_for_function(
-            "window.whepPc && window.whepPc.getStats().then(() => true)", timeout=10_000
+        figures = wait_for_figures(
+            page, STATS_SCRIPT, lambda figures: figures["framesDecoded"] >= 45 and figures["packetsLost"] == 0
         )
-        page.wait_for_timeout(3000)
-        figures = page.evaluate(STATS_SCRIPT)
-        assert figures["frameWidth"] == 640 and figures["framesDecoded"] >= 45, figures
-        assert figures["packetsLost"] == 0, figures
+        assert figures["frameWidth"] == 640, figures

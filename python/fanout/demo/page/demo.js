@@ -265,7 +265,8 @@ function waitForFirstFrame() {
 async function readStats() {
   const figures = {
     framesDecoded: 0, frameWidth: 0, frameHeight: 0, framesPerSecond: 0,
-    videoPacketsReceived: 0, audioPacketsReceived: 0, packetsLost: 0, jitterMs: 0,
+    videoPacketsReceived: 0, audioPacketsReceived: 0, packetsLost: 0, videoPacketsLost: 0, audioPacketsLost: 0,
+    jitterMs: 0,
   };
   const pc = streaming && streaming.webrtcStuff && streaming.webrtcStuff.pc;
   if (!pc) return figures;
@@ -280,8 +281,10 @@ async function readStats() {
       figures.framesPerSecond = entry.framesPerSecond || 0;
       figures.videoPacketsReceived = entry.packetsReceived || 0;
       figures.jitterMs = Math.round((entry.jitter || 0) * 1000);
+      figures.videoPacketsLost = entry.packetsLost || 0;
     } else if (entry.kind === "audio") {
       figures.audioPacketsReceived = entry.packetsReceived || 0;
+      figures.audioPacketsLost = entry.packetsLost || 0;
     }
   });
   return figures;
