@@ -11,6 +11,7 @@ BENCHMARKS = {
     "first-frame": ("fanout_bench.first_frame", "time to first frame in Chromium with janus.js"),
     "cluster": ("fanout_bench.cluster", "joins through an edge, the origin's CPU per relay; --failover; --scale over 1-3 edges"),
     "soak": ("fanout_bench.soak", "hours of churning viewers and restarting sources: RSS, fds, leaks, loss"),
+    "whip": ("fanout_bench.whip", "WHIP ingest vs plain RTP of the same stream: CPU per Gbit/s, latency to viewers"),
 }
 
 

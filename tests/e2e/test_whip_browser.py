@@ -2,20 +2,25 @@
 moves and an oscillator), and the real janus.js in the same Chromium watches the
 mountpoint on the demo page: it decodes the picture at the size the browser sends, with
 no loss. With three simulcast rid layers offered, the answer accepts all three and the
-viewer decodes the mountpoint's highest substream.
+viewer decodes the mountpoint's highest substream; janus.js moves between the layers with
+``configure`` ``substream``, the decoded size follows each move, and the Streaming events
+come as Janus sends them.
 
-Browser and server share a network namespace whose only interface is loopback."""
+Browser and server share a network namespace whose only interface is loopback; one server
+and one Chromium serve the module."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from playwright.sync_api import Page
+import pytest
+from playwright.sync_api import Browser, Page
 
 from tests.support.browser import chromium_in, wait_for_playback
 from tests.support.netns import loopback_namespace
-from tests.support.server import FanoutProcess, write_config
+from tests.support.server import FanoutProcess, ServerAddresses, write_config
 
 TOKEN = "browser-token"
 MOUNTPOINTS = f"""
@@ -38,8 +43,21 @@ layers: {{
 		{{ type = "video", mid = "v", codec = "vp8", pt = 96, simulcast = true }}
 	)
 }}
+switched: {{
+	type = "whip"
+	id = 28
+	description = "a browser's canvas in three layers, switched by configure"
+	whip_token = "{TOKEN}"
+	media = (
+		{{ type = "video", mid = "v", codec = "vp8", pt = 96, simulcast = true }}
+	)
+}}
 """
 FRAMES = 100  # over 3 s of the 30 fps canvas
+# Chromium sends no more simulcast layers than its table allows for the size (two at
+# 640x360) unless this trial is off; the canvas stays small for a busy machine.
+ALL_LAYERS = "--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/"
+LAYER_WIDTHS = {0: 160, 1: 320, 2: 640}  # rid q, h, f of a 640x360 canvas
 
 PUBLISHER_SCRIPT = """
 async ([endpoint, token, layers]) => {
@@ -55,6 +73,7 @@ async ([endpoint, token, layers]) => {
     context.fillRect((frame * 8) % 600, 100, 40, 160);
   }, 33);
   const stream = canvas.captureStream(30);
+  stream.getVideoTracks()[0].contentHint = "detail";  // keep each layer's size on a busy CPU
   const pc = new RTCPeerConnection();
   if (!layers) {
     const audio = new AudioContext();
@@ -92,38 +111,109 @@ def publish(page: Page, url: str, *, layers: bool) -> dict[str, Any]:
     return result
 
 
-def test_a_browser_publishes_and_janus_js_watches(tmp_path: Path) -> None:
-    config = tmp_path / "config"
+@dataclass
+class Rig:
+    addresses: ServerAddresses
+    server: FanoutProcess
+    browser: Browser
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    folder = tmp_path_factory.mktemp("whip-browser")
+    config = folder / "config"
     addresses = write_config(config, MOUNTPOINTS, nat_1_1_mapping=None)
     with (
         loopback_namespace() as namespace,
         FanoutProcess(config, namespace) as server,
-        chromium_in(namespace, tmp_path) as browser,
+        chromium_in(namespace, folder, (ALL_LAYERS,)) as browser,
     ):
-        errors: list[str] = []
-        publisher = browser.new_page()
-        publisher.goto(addresses.page_url)  # an origin for fetch; the publisher needs none of the page
-        posted = publish(publisher, f"{addresses.page_url}whip/endpoint/25", layers=False)
-        assert posted["status"] == 201, posted
-        assert posted["location"].startswith("/whip/resource/")
+        yield Rig(addresses, server, browser)
 
-        layered = browser.new_page()
-        layered.goto(addresses.page_url)
-        posted_layers = publish(layered, f"{addresses.page_url}whip/endpoint/26", layers=True)
-        assert posted_layers["status"] == 201, posted_layers
-        assert "a=simulcast:recv q;h;f\r\n" in posted_layers["answer"]
 
-        viewers = {}
-        for mountpoint in (25, 26):
-            page = browser.new_page()
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(f"{addresses.page_url}?mountpoint={mountpoint}")
-            viewers[mountpoint] = page
-        for page in viewers.values():
-            page.wait_for_function("window.fanoutDemo && window.fanoutDemo.state === 'playing'", timeout=30_000)
-        stats = {mountpoint: wait_for_playback(page, frames=FRAMES) for mountpoint, page in viewers.items()}
-        assert errors == [], errors
-        plain, layers = stats[25], stats[26]
-        assert (plain["frameWidth"], plain["frameHeight"]) == (640, 360), (plain, server.output[-3000:])
-        assert plain["audioPacketsReceived"] > 0, plain
-        assert layers["frameWidth"] in (160, 320, 640), layers  # the highest layer the browser sends yet
+def test_a_browser_publishes_and_janus_js_watches(rig: Rig) -> None:
+    addresses, server, browser = rig.addresses, rig.server, rig.browser
+    errors: list[str] = []
+    publisher = browser.new_page()
+    publisher.goto(addresses.page_url)  # an origin for fetch; the publisher needs none of the page
+    posted = publish(publisher, f"{addresses.page_url}whip/endpoint/25", layers=False)
+    assert posted["status"] == 201, posted
+    assert posted["location"].startswith("/whip/resource/")
+
+    layered = browser.new_page()
+    layered.goto(addresses.page_url)
+    posted_layers = publish(layered, f"{addresses.page_url}whip/endpoint/26", layers=True)
+    assert posted_layers["status"] == 201, posted_layers
+    assert "a=simulcast:recv q;h;f\r\n" in posted_layers["answer"]
+
+    viewers = {}
+    for mountpoint in (25, 26):
+        page = browser.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{addresses.page_url}?mountpoint={mountpoint}")
+        viewers[mountpoint] = page
+    for page in viewers.values():
+        page.wait_for_function("window.fanoutDemo && window.fanoutDemo.state === 'playing'", timeout=30_000)
+    stats = {mountpoint: wait_for_playback(page, frames=FRAMES) for mountpoint, page in viewers.items()}
+    assert errors == [], errors
+    plain, layers = stats[25], stats[26]
+    assert (plain["frameWidth"], plain["frameHeight"]) == (640, 360), (plain, server.output[-3000:])
+    assert plain["audioPacketsReceived"] > 0, plain
+    assert layers["frameWidth"] in (160, 320, 640), layers  # the highest layer the browser sends yet
+    for page in (publisher, layered, *viewers.values()):
+        page.close()  # the next test's browser encodes and decodes alone
+
+
+def stats_of(page: Page) -> dict[str, Any]:
+    return page.evaluate("window.fanoutDemo.stats()")  # type: ignore[no-any-return]
+
+
+def wait_for_width(page: Page, width: int, seconds: float = 40) -> dict[str, Any]:
+    figures = stats_of(page)
+    for _ in range(int(seconds * 4)):
+        if figures["frameWidth"] == width:
+            return figures
+        page.wait_for_timeout(250)
+        figures = stats_of(page)
+    messages = page.evaluate("window.fanoutDemo.messages")
+    raise AssertionError(f"no {width} wide frames decoded in {seconds} s: {figures}; the plugin's messages: {messages}")
+
+
+def layer_events(page: Page, since: int) -> list[dict[str, Any]]:
+    """The Streaming plugin's messages janus.js delivered after the first ``since``."""
+    return page.evaluate(f"window.fanoutDemo.messages.slice({since})")  # type: ignore[no-any-return]
+
+
+def test_janus_js_switches_the_browsers_rid_layers_with_configure(rig: Rig) -> None:
+    publisher = rig.browser.new_page()
+    publisher.goto(rig.addresses.page_url)
+    posted = publish(publisher, f"{rig.addresses.page_url}whip/endpoint/28", layers=True)
+    assert posted["status"] == 201, posted
+    assert "a=simulcast:recv q;h;f\r\n" in posted["answer"]
+    viewer = rig.browser.new_page()
+    errors: list[str] = []
+    viewer.on("pageerror", lambda error: errors.append(str(error)))
+    viewer.goto(f"{rig.addresses.page_url}?mountpoint=28&transport=http")
+    viewer.wait_for_function("window.fanoutDemo && window.fanoutDemo.state === 'playing'", timeout=30_000)
+    # The highest layer, as Janus starts a simulcast viewer, once the browser's estimate has
+    # switched it on (fanout's REMB says 10 Mbit/s once a second).
+    wait_for_width(viewer, LAYER_WIDTHS[2])
+
+    for substream in (0, 2, 1):
+        seen = len(layer_events(viewer, 0))
+        # As Janus's streaming demo sends it, through janus.js's own handle.
+        viewer.evaluate(f"streaming.send({{ message: {{ request: 'configure', mid: 'v', substream: {substream} }} }})")
+        figures = wait_for_width(viewer, LAYER_WIDTHS[substream])
+        assert figures["frameHeight"] == LAYER_WIDTHS[substream] * 9 // 16, figures
+        viewer.wait_for_function(
+            f"window.fanoutDemo.messages.slice({seen}).some((m) => m.result && m.result.substream === {substream})",
+            timeout=20_000,
+        )
+        events = layer_events(viewer, seen)
+        assert events[0] == {"streaming": "event", "result": {"event": "configured"}}, events
+        moves = [event for event in events if "substream" in (event.get("result") or {})]
+        assert moves[0] == {"streaming": "event", "result": {"mid": "v", "substream": substream}}, events
+
+    after = wait_for_playback(viewer, frames=figures["framesDecoded"] + 30)
+    assert errors == [], errors
+    assert after["frameWidth"] == LAYER_WIDTHS[1], (after, rig.server.output[-3000:])

@@ -79,6 +79,10 @@ class FakeEvents:
 class FakePlugin:
     mountpoints: dict[int, Mountpoint]
     settings: StreamingSettings = field(default_factory=StreamingSettings)
+    viewer_estimates: dict[tuple[int | str, int], int] = field(default_factory=dict)  # (mountpoint id, mindex) -> bit/s
+
+    def lowest_viewer_estimate(self, mountpoint: Mountpoint, mindex: int) -> int | None:
+        return self.viewer_estimates.get((mountpoint.id, mindex))
 
 
 def mountpoint(mountpoint_id: int, definition: dict[str, Any]) -> Mountpoint:
@@ -95,6 +99,7 @@ class Whip:
     engine: FakeEngine
     service: WhipService
     mountpoints: dict[int, Mountpoint]
+    plugin: FakePlugin
 
 
 @pytest.fixture
@@ -107,11 +112,12 @@ async def whip(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Whip]:
         2: mountpoint(2, {"type": "whip", "media": [{"type": "video", "mid": "v", "codec": "vp8", "pt": 96}]}),
         3: mountpoint(3, {"type": "rtp", "media": [{"type": "video", "mid": "v", "codec": "vp8", "pt": 96, "port": 0}]}),
     }
-    service = WhipService(FakePlugin(mountpoints), endpoint, engine, FakeEvents())  # type: ignore[arg-type]
+    plugin = FakePlugin(mountpoints)
+    service = WhipService(plugin, endpoint, engine, FakeEvents())  # type: ignore[arg-type]
     app = web.Application()
     app.add_routes(service.routes())
     async with TestClient(TestServer(app)) as client:
-        yield Whip(client, engine, service, mountpoints)
+        yield Whip(client, engine, service, mountpoints, plugin)
     await service.stop()
     endpoint.close()
     for attached in engine.attached:
@@ -320,3 +326,25 @@ async def test_dtls_up_hands_the_engine_a_link_connected_to_the_publisher(whip: 
     await whip.service.stop()
     assert whip.engine.detached == [101]
     assert not whip.mountpoints[1].publisher_attached
+
+
+async def test_the_publishers_remb_is_the_lower_of_the_cap_and_its_viewers_estimate(whip: Whip) -> None:
+    async with aiohttp.ClientSession() as http:
+        publisher = AiortcPublisher(http, str(whip.client.make_url("/whip/endpoint/1")), token=TOKEN, video_codec="H264")
+        try:
+            assert (await publisher.publish()).status == 201
+            await publisher.connected()
+
+            async def remb_of(bitrate: int) -> None:
+                while (101, 1, bitrate) not in whip.engine.rembs:
+                    await asyncio.sleep(0.02)
+
+            await asyncio.wait_for(remb_of(2_500_000), 10)  # no viewer estimate: the cap
+            whip.plugin.viewer_estimates[(1, 1)] = 800_000  # a viewer on a slow link
+            await asyncio.wait_for(remb_of(800_000), 5)
+            whip.plugin.viewer_estimates[(1, 1)] = 40_000_000  # viewers who could take more than the cap
+            whip.engine.rembs.clear()
+            await asyncio.wait_for(remb_of(2_500_000), 5)
+            assert {index for _, index, _ in whip.engine.rembs} == {1}, "video only"
+        finally:
+            await publisher.close()

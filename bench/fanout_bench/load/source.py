@@ -152,6 +152,16 @@ class RtpSource:
             self._process.kill()
             self._process.join()
 
+    def _open_socket(self) -> socket.socket:
+        """The socket the child sends from (a subclass may hand over one it holds)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 21)
+        return sock
+
+    def _send(self, sock: socket.socket, packet: bytes, address: tuple[str, int]) -> None:
+        """One RTP packet out, in the child, right after its stamp was written."""
+        sock.sendto(packet, address)
+
     def _run(self) -> None:
         if self.cpu is not None:
             os.sched_setaffinity(0, {self.cpu})
@@ -159,8 +169,7 @@ class RtpSource:
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
         except (PermissionError, OSError):
             os.nice(-5) if os.geteuid() == 0 else None
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 21)
+        sock = self._open_socket()
         counters = self._counters
         frame_packets = self.shape.frame_packets()
         packet_size = self.shape.packet_size
@@ -202,7 +211,7 @@ class RtpSource:
                     audio_ts0 + audio_count * 960,
                     audio_ssrc,
                 )
-                sock.sendto(header + payload, self.audio)
+                self._send(sock, header + payload, self.audio)
                 audio_seq += 1
                 audio_count += 1
                 counters[AUDIO_PACKETS] += 1
@@ -225,7 +234,7 @@ class RtpSource:
                 )
                 header = rtp_header(VIDEO_PT, index == count - 1, video_seq, timestamp, video_ssrc)
                 try:
-                    sock.sendto(header + payload, self.video)
+                    self._send(sock, header + payload, self.video)
                 except OSError:
                     pass  # counted as sent: the server's side of loopback dropped it
                 video_seq += 1

@@ -11,7 +11,9 @@ checks and DTLS the publisher keeps sending arrive as the engine's
 ``PublisherDatagram`` events and go back into the endpoint as if read from its
 socket (:meth:`WhipPublisher.datagram_received`), so its answers leave from the
 same port. Once a second, the publisher's video gets a REMB with the mountpoint's
-cap (``whip_bitrate``), so that a browser ramps up to it.
+cap (``whip_bitrate``), so that a browser ramps up to it, or with the lowest estimate
+its viewers sent lately when that is lower (a stream that is not simulcast: a simulcast
+publisher keeps its cap, viewers take the layer that fits them).
 
 When the publisher goes (DELETE, ICE consent lost, DTLS closed) its link is
 detached; the mountpoint and its viewers stay, and the next publisher's link
@@ -28,6 +30,8 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from fanout.plugins.streaming.bitrate_feedback import publisher_bitrate
+from fanout.plugins.streaming.mountpoint import SUBSTREAM_INDEX_STRIDE
 from fanout.webrtc.peer import AddressChanged, DtlsConnected, IceConnected, PeerClosed, PeerEvent, RtcpReceived, WebRtcPeer
 from fanout.webrtc.sdp import Candidate, TransportDescription
 from fanout.whip.answer import build_answer, ice_restart_fragment
@@ -65,6 +69,7 @@ class WhipPublisher:
         endpoint: WebRtcEndpoint,
         engine: Engine,
         on_gone: Callable[[WhipPublisher], None],
+        viewer_estimate: Callable[[Mountpoint, int], int | None] | None = None,
     ) -> None:
         self.id = secrets.token_urlsafe(16)
         self.etag = new_etag()
@@ -81,6 +86,7 @@ class WhipPublisher:
         self.stray_rtcp = 0  # RTCP that reached the shared socket instead of the link
         self._keys: DtlsConnected | None = None
         self._on_gone = on_gone
+        self._viewer_estimate = viewer_estimate  # (mountpoint, mindex) -> its viewers' lowest estimate
         self._remb: asyncio.Task[None] | None = None
         self._stopped = False
         self._sdp_session_id = secrets.randbelow(SDP_SESSION_ID_LIMIT) + 1
@@ -215,13 +221,19 @@ class WhipPublisher:
             pass
 
     async def _send_rembs(self) -> None:
-        """The mountpoint's bitrate cap to the publisher's video, once a second."""
+        """Once a second, to the publisher's video: the mountpoint's bitrate cap, or its
+        viewers' lowest estimate when lower (not for simulcast, whose layers serve them)."""
         cap = self.mountpoint.config.whip.bitrate if self.mountpoint.config.whip is not None else 0
+        streams = {stream.mindex: stream for stream in self.mountpoint.config.streams}
         indexes = self.offer.video_indexes()
         while True:
             for index in indexes:
+                stream = streams[index % SUBSTREAM_INDEX_STRIDE]
+                lowest = None
+                if self._viewer_estimate is not None and not stream.simulcast:
+                    lowest = self._viewer_estimate(self.mountpoint, stream.mindex)
                 try:
-                    self.engine.send_source_remb(self.mountpoint.engine_id, index, cap)
+                    self.engine.send_source_remb(self.mountpoint.engine_id, index, publisher_bitrate(cap, lowest))
                 except KeyError:  # the mountpoint was destroyed
                     self._fail("the mountpoint was destroyed")
                     return

@@ -125,7 +125,9 @@ class WhipService:
             offer = read_offer(text, mountpoint.config.streams)
         except WhipOfferError as error:
             return _error(error.status, str(error))
-        publisher = WhipPublisher(mountpoint, offer, self.endpoint, self.engine, self._forget)
+        publisher = WhipPublisher(
+            mountpoint, offer, self.endpoint, self.engine, self._forget, self.plugin.lowest_viewer_estimate
+        )
         try:
             answer = publisher.start()
         except ValueError as error:

@@ -73,6 +73,7 @@ class Encoders:
 
     ports: list[int]
     sending: list[bool] = field(default_factory=lambda: [True, True, True])
+    keyframes: list[bool] = field(default_factory=lambda: [True, True, True])  # False: that encoding makes none
 
     async def run(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -80,7 +81,8 @@ class Encoders:
             for frame in range(1_000_000):
                 for substream, port in enumerate(self.ports):
                     if self.sending[substream]:
-                        packet = vp8_packet(frame, keyframe=frame % KEYFRAME_EVERY == 0, ssrc=substream + 1)
+                        keyframe = self.keyframes[substream] and frame % KEYFRAME_EVERY == 0
+                        packet = vp8_packet(frame, keyframe=keyframe, ssrc=substream + 1)
                         sock.sendto(packet, ("127.0.0.1", port))
                 await asyncio.sleep(FRAME_SECONDS)  # the source's frame rate
         finally:
@@ -141,6 +143,59 @@ async def test_a_silent_substream_falls_back_and_each_move_is_announced_once_mad
         await handle.wait_for({"mid": stream.mid, "substream": 2}, after=told)
         moves = [event["result"] for event in handle.events if "substream" in event.get("result", {})]
         assert moves == [{"mid": stream.mid, "substream": substream} for substream in (2, 1, 2)], "each move once"
+    finally:
+        sending.cancel()
+        sink.close()
+
+
+class SourceMovesRecorded:
+    """The engine, with the plugin's set_stream_source calls recorded."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.moves: list[tuple[int, int, int]] = []
+
+    def set_stream_source(self, peer_id: int, index: int, source: int) -> None:
+        self.moves.append((peer_id, index, source))
+        self.engine.set_stream_source(peer_id, index, source)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+
+async def test_a_move_asks_for_the_keyframe_again_each_second_until_it_is_made(running: Running) -> None:
+    """A browser publishing over WHIP makes a keyframe only when asked, and may pass over a
+    request that came too soon after another: the move asks again until it is made."""
+    plugin = running.plugin
+    recorded = SourceMovesRecorded(running.engine)
+    plugin.engine = recorded  # type: ignore[assignment]
+    mountpoint = simulcast_mountpoint(plugin)
+    (stream,) = mountpoint.config.streams
+    encoders = Encoders(mountpoint.substream_ports[stream.mid])
+    sending = asyncio.get_running_loop().create_task(encoders.run())
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    try:
+        await until(lambda: not any(mountpoint.silence.is_silent(i) for i in mountpoint.silence.indexes), "no media")
+        handle = RecordingHandle(14)
+        running.engine.add_peer(handle.id, sink.getsockname(), "AEAD_AES_128_GCM", os.urandom(28), os.urandom(28))
+        plugin.create_session(handle)
+        viewer = plugin.viewers[handle.id]
+        viewer.watch(mountpoint, None)
+        plugin.setup_media(handle)
+        await until(lambda: running.engine.peer_stats(handle.id).packets > 0, "the viewer got nothing")
+        lowest = source_index(stream, 0)
+        encoders.keyframes[0] = False  # as a publisher that passed over the request
+
+        told = len(handle.events)
+        plugin._configure(viewer, "configure", {"request": "configure", "mid": stream.mid, "substream": 0}, None)
+
+        asked_again = (handle.id, lowest, lowest)
+        await until(lambda: recorded.moves.count(asked_again) >= 2, "the keyframe was not asked for again")
+        assert not any("substream" in event.get("result", {}) for event in handle.events[told:]), "not moved yet"
+        encoders.keyframes[0] = True
+        await handle.wait_for({"mid": stream.mid, "substream": 0}, after=told)
+        assert plugin._moves_pending == {}, "no more requests once moved"
     finally:
         sending.cancel()
         sink.close()

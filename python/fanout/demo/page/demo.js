@@ -11,7 +11,8 @@
 // "ready", "watching", "playing", "stopped", "error"), firstFrameMs (from the watch
 // request to the first decoded frame), stats() (figures from getStats), hangup(), and the
 // data channel: dataChannels (labels of open channels) and dataMessages (what janus.js's
-// ondata delivered, in order; binary messages as "hex:<bytes in hex>").
+// ondata delivered, in order; binary messages as "hex:<bytes in hex>"); messages: every plugin
+// message janus.js's onmessage delivered (the Streaming plugin's events), in order.
 "use strict";
 
 const params = new URLSearchParams(location.search);
@@ -36,6 +37,7 @@ const demo = {
   offeredIceUfrags: [],
   dataChannels: [],
   dataMessages: [],
+  messages: [],
   stats: readStats,
   selectedPair: readSelectedPair,
   hangup: hangup,
@@ -191,6 +193,7 @@ function watch(mountpointId) {
 }
 
 function onMessage(message, jsep) {
+  demo.messages.push(message);
   if (message.error) {
     fail(`${message.error_code}: ${message.error}`);
     return;

@@ -125,6 +125,12 @@ def _transport_cc_id(viewer: Viewer, accepted: dict[str | None, MediaDescription
 # A fallback timer fires this much after the fallback has passed, so that the age it
 # reads (whole milliseconds) is past it too.
 FALLBACK_TIMER_MARGIN_SECONDS = 0.002
+# A move waits for the new encoding's keyframe. A publisher that makes one only when asked
+# (a browser over WHIP) may pass over a request too soon after another (Chromium: one per
+# 300 ms for all its layers), so the request goes again each second (the engine's own rate
+# limit) until the move is made, this many times at most.
+MOVE_KEYFRAME_RETRY_SECONDS = 1.0
+MOVE_KEYFRAME_RETRIES = 10
 
 
 class StreamingPlugin(Plugin):
@@ -156,6 +162,7 @@ class StreamingPlugin(Plugin):
         self._engine_ids = itertools.count(1)
         self.viewers: dict[int, Viewer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._moves_pending: dict[tuple[int, str], int] = {}  # (handle id, mid) -> the source index a move waits for
         self._rtsp_pulls: dict[MountpointId, asyncio.Task[None]] = {}  # rtsp mountpoints' sources
         # In a cluster (fanout.cluster sets it): the mountpoints ingested on other nodes,
         # id -> (description, origin node), which list and info show after the local ones.
@@ -223,15 +230,20 @@ class StreamingPlugin(Plugin):
                 for stream in mountpoint.config.streams:
                     if stream.kind != "video" or stream.rtcp_port is None:
                         continue
-                    viewers = [self.viewers.get(handle_id) for handle_id in mountpoint.viewers]
-                    estimates = (viewer.bitrate_estimate(mountpoint, stream.mindex) for viewer in viewers if viewer)
-                    lowest = lowest_fresh_estimate(estimates, now)
+                    lowest = self.lowest_viewer_estimate(mountpoint, stream.mindex, now)
                     if lowest is None:
                         continue
                     try:
                         self.engine.send_source_remb(mountpoint.engine_id, stream.mindex, lowest)
                     except (KeyError, ValueError, RuntimeError) as error:  # gone meanwhile, or the engine closed
                         logger.debug("no REMB to mountpoint %s's source: %s", mountpoint.id, error)
+
+    def lowest_viewer_estimate(self, mountpoint: Mountpoint, mindex: int, now: float | None = None) -> int | None:
+        """The lowest bandwidth estimate (REMB) the viewers of ``mountpoint`` sent lately about
+        its stream ``mindex``; None if none did."""
+        viewers = [self.viewers.get(handle_id) for handle_id in mountpoint.viewers]
+        estimates = (viewer.bitrate_estimate(mountpoint, mindex) for viewer in viewers if viewer)
+        return lowest_fresh_estimate(estimates, time.monotonic() if now is None else now)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -925,6 +937,7 @@ class StreamingPlugin(Plugin):
             return
         for track in viewer.tracks:
             if track.stream.simulcast and track.source_index == event.source_index and track.substream is not None:
+                self._moves_pending.pop((viewer.handle.id, track.mid), None)
                 viewer.handle.push_event(None, layer_event(track.mid, substream=track.substream))
 
     def _bandwidth_estimate(self, event: BandwidthEstimate) -> None:
@@ -1037,6 +1050,24 @@ class StreamingPlugin(Plugin):
         if track.temporal is not None and track.stream.codec.name == "vp8":
             self.engine.set_stream_temporal_layer(viewer.handle.id, track.source_index, track.temporal)
         # The substream event follows the engine's SubstreamMoved (_substream_moved).
+        self._moves_pending[(viewer.handle.id, track.mid)] = track.source_index
+        self._spawn(self._ask_keyframe_until_moved(viewer, track, track.source_index))
+
+    async def _ask_keyframe_until_moved(self, viewer: Viewer, track: ViewerTrack, source_index: int) -> None:
+        """The new encoding's keyframe asked for again each second while the move waits for
+        it (set_stream_source to the stream already chosen: the engine asks the source again,
+        the viewer's stream is left as it is)."""
+        key = (viewer.handle.id, track.mid)
+        for _ in range(MOVE_KEYFRAME_RETRIES):
+            await asyncio.sleep(MOVE_KEYFRAME_RETRY_SECONDS)
+            if self._moves_pending.get(key) != source_index or not viewer.in_engine:
+                return
+            try:
+                self.engine.set_stream_source(viewer.handle.id, source_index, source_index)
+            except (KeyError, ValueError, RuntimeError):  # the viewer or its subscription went meanwhile
+                break
+        if self._moves_pending.get(key) == source_index:
+            del self._moves_pending[key]
 
     def _set_temporal_layer(self, viewer: Viewer, track: ViewerTrack, temporal: int) -> None:
         """VP8: the highest temporal layer the track gets (2, the top Janus knows: all)."""
