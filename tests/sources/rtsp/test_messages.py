@@ -5,6 +5,9 @@ from pathlib import Path
 import pytest
 from fanout.sources.rtsp.messages import (
     MAX_HEADER_BYTES,
+    MAX_INTERLEAVED_BYTES,
+    InterleavedFrame,
+    InterleavedFrameError,
     ResponseParser,
     RtspProtocolError,
     RtspRequest,
@@ -52,6 +55,22 @@ def test_interleaved_binary_frames_between_responses_are_skipped() -> None:
     options = (DATA / "gstreamer_options.txt").read_bytes()
     responses = ResponseParser().feed(b"$\x01\x00\x03abc" + options)
     assert [response.status for response in responses] == [200]
+
+
+def test_interleaved_frames_and_responses_come_out_in_order_whatever_the_chunks() -> None:
+    options = RtspResponse.parse((DATA / "gstreamer_options.txt").read_bytes())
+    stream = b"$\x00\x00\x02ab" + (DATA / "gstreamer_options.txt").read_bytes() + b"$\x01\x00\x00"
+    parser = ResponseParser()
+    messages = [message for byte in stream for message in parser.feed_all(bytes([byte]))]
+    assert messages == [InterleavedFrame(0, b"ab"), options, InterleavedFrame(1, b"")]
+    assert bytes(InterleavedFrame(0, b"ab")) == stream[:6]
+
+
+def test_an_interleaved_frame_longer_than_any_rtp_packet_is_refused() -> None:
+    parser = ResponseParser()
+    assert parser.feed_all(b"$\x00" + MAX_INTERLEAVED_BYTES.to_bytes(2, "big")) == []
+    with pytest.raises(InterleavedFrameError, match=f"{MAX_INTERLEAVED_BYTES + 1} bytes on channel 2"):
+        ResponseParser().feed_all(b"$\x02" + (MAX_INTERLEAVED_BYTES + 1).to_bytes(2, "big"))
 
 
 @pytest.mark.parametrize(
