@@ -17,6 +17,7 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from fanout.sources.rtsp.client import Channel
 from fanout.sources.rtsp.messages import InterleavedFrame
@@ -49,8 +50,7 @@ class _TrackSocket(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)  # a datagram endpoint's
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
         self.on_rtcp(data)
