@@ -294,6 +294,8 @@ class StreamingSettings:
     rtp_port_range: tuple[int, int] = DEFAULT_RTP_PORT_RANGE  # where a port 0 is taken
     # fanout: ``create`` may bind source ports below 1024 (the file's own mountpoints always may).
     allow_privileged_ports: bool = False
+    # fanout: where a ``recording`` request's relative file names go (Janus: its working folder).
+    rec_dir: Path | None = None
 
 
 PRIVILEGED_PORTS = range(1, 1024)
@@ -1024,12 +1026,16 @@ def streaming_settings_from_file(root: Mapping[str, Any], config_file: Path | No
     allow_privileged_ports = general.get("allow_privileged_ports", False)
     if not isinstance(allow_privileged_ports, bool):
         raise ConfigError(f"{where('allow_privileged_ports')}: 'allow_privileged_ports' must be true or false")
+    rec_dir = general.get("rec_dir")
+    if rec_dir is not None and (not isinstance(rec_dir, str) or not rec_dir):
+        raise ConfigError(f"{where('rec_dir')}: 'rec_dir' must be a folder's path")
     return StreamingSettings(
         admin_key=admin_key,
         string_ids=string_ids,
         config_file=config_file,
         rtp_port_range=port_range,
         allow_privileged_ports=allow_privileged_ports,
+        rec_dir=Path(rec_dir) if rec_dir else None,
     )
 
 
