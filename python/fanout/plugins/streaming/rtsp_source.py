@@ -238,7 +238,8 @@ class RtspPull:
             try:
                 await connection.play(transports, relay)
             except RtspRequestError as error:
-                if error.status == UNSUPPORTED_TRANSPORT and self.settings.transport == "auto":
+                secure = self.settings.url.lower().startswith("rtsps://")  # its media stays in TLS
+                if error.status == UNSUPPORTED_TRANSPORT and self.settings.transport == "auto" and not secure:
                     self._change_transport(f"the server refused RTP over {self.transport.upper()} (461)")
                 raise
             packets_at_play = self._packets_received()
