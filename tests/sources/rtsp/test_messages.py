@@ -101,3 +101,33 @@ def test_an_endless_head_is_refused() -> None:
 def test_header_parameters() -> None:
     assert header_parameters("hsTM-YOhsA3Cqg9+;timeout=30") == ("hsTM-YOhsA3Cqg9+", {"timeout": "30"})
     assert header_parameters("12345678") == ("12345678", {})
+
+
+def test_runs_of_frames_go_to_the_frame_relay_and_responses_come_out() -> None:
+    options = (DATA / "gstreamer_options.txt").read_bytes()
+    runs: list[bytes] = []
+
+    def relay(buffer: bytearray, start: int) -> int:  # takes whole frames, as the engine's relay does
+        end = start
+        while buffer[end : end + 1] == b"$" and len(buffer) >= end + 4 + int.from_bytes(buffer[end + 2 : end + 4], "big"):
+            end += 4 + int.from_bytes(buffer[end + 2 : end + 4], "big")
+        runs.append(bytes(buffer[start:end]))
+        return end
+
+    parser = ResponseParser()
+    parser.frame_relay = relay
+    frames = bytes(InterleavedFrame(0, b"ab")) + bytes(InterleavedFrame(1, b"c"))
+    assert parser.feed_all(frames + options[:10]) == []
+    assert [response.status for response in parser.feed_all(options[10:] + b"$\x00\x00\x05ab")] == [200]
+    assert parser.feed_all(b"cde") == []
+    assert runs[0] == frames and runs[-1] == bytes(InterleavedFrame(0, b"abcde")) and parser.pending == 0
+
+
+def test_an_oversized_frame_the_relay_refuses_is_an_interleaved_frame_error() -> None:
+    def refuse(buffer: bytearray, start: int) -> int:
+        raise ValueError("an interleaved frame of 65535 bytes on channel 0 (at most 1984 are taken)")
+
+    parser = ResponseParser()
+    parser.frame_relay = refuse
+    with pytest.raises(InterleavedFrameError, match="65535 bytes on channel 0"):
+        parser.feed_all(b"$\x00\xff\xff")

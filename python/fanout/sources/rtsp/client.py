@@ -11,7 +11,8 @@ SETUP asks for RTP over UDP to the engine's ports (``client_port``), or, with
 ``interleaved``, for RTP/AVP/TCP on the control connection (``interleaved=<n>-<n+1>``,
 RFC 2326 section 10.12): the server's frames then come out of
 :meth:`RtspClient.receive_data` as :class:`~fanout.sources.rtsp.messages.InterleavedFrame`
-events, :attr:`RtspClient.channels` says whose they are, and
+events (or go to the relay given to :meth:`RtspClient.relay_frames_to`),
+:attr:`RtspClient.channels` says whose they are, and
 :meth:`RtspClient.send_frame` sends RTCP back the same way. A server that takes only
 the other lower transport answers SETUP 461 Unsupported Transport
 (:class:`RtspRequestError`, ``status`` 461).
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from fanout.sources.rtsp.auth import Challenge, Credentials, RtspAuthError, authorization
 from fanout.sources.rtsp.description import Track, base_url, parse_tracks, path_only
 from fanout.sources.rtsp.messages import (
+    FrameRelay,
     InterleavedFrame,
     ResponseParser,
     RtspError,
@@ -172,6 +174,11 @@ class RtspClient:
     def keepalive_interval(self) -> float:
         """Seconds between keep-alives: half the session timeout, as most clients do."""
         return max(1.0, self.session_timeout / 2)
+
+    def relay_frames_to(self, relay: FrameRelay | None) -> None:
+        """Runs of interleaved frames go to ``relay`` (which sends their packets on) rather
+        than out of :meth:`receive_data` as events."""
+        self._parser.frame_relay = relay
 
     def send_frame(self, frame: InterleavedFrame) -> None:
         """Queue an interleaved frame (the engine's RTCP for the server)."""

@@ -83,6 +83,7 @@ class RtspConnection:
         if relay is not None:
             relay.send_frame = self._send_frame
             relay.channels = self.client.channels  # filled in as each SETUP is answered
+            self.client.relay_frames_to(relay.relay_frames)
         self.client.setup(transports, interleaved=relay is not None)
         playing = await self._until(Playing)
         assert isinstance(playing, Playing)
@@ -167,13 +168,7 @@ class RtspConnection:
                 await self._flush()
                 return found
 
-    def _relay_frames(self, events: list[Event]) -> list[Event]:
-        """Hands the interleaved frames among ``events`` to the relay; the other events."""
-        others: list[Event] = []
-        for event in events:
-            if isinstance(event, InterleavedFrame):
-                if self.relay is not None:
-                    self.relay.deliver(event)
-            else:
-                others.append(event)
-        return others
+    @staticmethod
+    def _relay_frames(events: list[Event]) -> list[Event]:
+        """The events but interleaved frames (which a relay, if set up, has taken already)."""
+        return [event for event in events if not isinstance(event, InterleavedFrame)]

@@ -6,7 +6,7 @@ Responses are parsed strictly: a status line ``RTSP/1.0 <3 digits> <reason>``,
 misbehaving server is named rather than guessed at. Interleaved binary frames
 (RFC 2326 section 10.12: ``$``, a channel byte, a 16-bit length, that many bytes
 of RTP or RTCP) come out of :meth:`ResponseParser.feed_all` as
-:class:`InterleavedFrame`; one longer than :data:`MAX_INTERLEAVED_BYTES` raises
+:class:`InterleavedFrame`, or go to its ``frame_relay``; one longer than :data:`MAX_INTERLEAVED_BYTES` raises
 :class:`InterleavedFrameError` (nothing fanout relays is that long, and a
 server that sends it is not one to trust with the rest of the stream).
 """
@@ -14,6 +14,7 @@ server that sends it is not one to trust with the rest of the stream).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -99,11 +100,20 @@ class RtspResponse:
         return responses[0]
 
 
+# Sends on the whole frames from an offset of the buffer; returns where the first thing that
+# is not a whole frame starts (fanout._engine.InterleavedRelay.relay).
+FrameRelay = Callable[[bytearray, int], int]
+
+
 class ResponseParser:
-    """Bytes from the control connection in, complete responses out (incremental)."""
+    """Bytes from the control connection in, complete responses out (incremental).
+
+    With a ``frame_relay``, runs of interleaved frames go to it (the engine's relay, which
+    sends their packets on) rather than out of :meth:`feed_all`."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self.frame_relay: FrameRelay | None = None
 
     @property
     def pending(self) -> int:
@@ -122,6 +132,15 @@ class ResponseParser:
         start = 0  # consumed bytes are cut once, at the end
         try:
             while start < len(buffer):
+                if buffer[start] == 0x24 and self.frame_relay is not None:
+                    try:
+                        end = self.frame_relay(buffer, start)
+                    except ValueError as error:  # a frame longer than the engine takes
+                        raise InterleavedFrameError(str(error)) from None
+                    if end == start:  # a frame still coming
+                        break
+                    start = end
+                    continue
                 if buffer[start] == 0x24:  # "$": an interleaved frame, 4-byte header
                     if len(buffer) - start < 4:
                         break

@@ -1,13 +1,15 @@
 """RTP and RTCP interleaved on the RTSP connection, handed to the engine's ports.
 
 With RTSP over TCP (RFC 2326 section 10.12) the server's media comes on the control
-connection. :class:`MediaRelay` sends each frame's packet, as is, in one UDP datagram
-over loopback to the engine's port for it (a track's RTP port or its RTCP port), from
-one socket per track; what the engine sends back to that socket (its keyframe
-requests and bitrate estimates, which it addresses to where the track's RTCP came
-from) goes to the server in the track's RTCP channel. The engine then receives,
-caches, records and fans out the stream exactly as if the server had sent it over
-UDP: Python touches each packet of the one ingest stream once, never per viewer.
+connection. The connection's reader hands each chunk it reads to the parser, which
+gives each run of whole frames to :meth:`MediaRelay.relay_frames`: the engine's
+:class:`~fanout._engine.InterleavedRelay` sends every frame's packet, as is, in one
+UDP datagram over loopback to the engine's port for it (a track's RTP port or its
+RTCP port), from one socket per track, with no Python per packet. What the engine
+sends back to that socket (its keyframe requests and bitrate estimates, which it
+addresses to where the track's RTCP came from) goes to the server in the track's
+RTCP channel. The engine then receives, caches, records and fans out the stream
+exactly as if the server had sent it over UDP.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
+from fanout._engine import InterleavedRelay
 from fanout.sources.rtsp.client import Channel
 from fanout.sources.rtsp.messages import InterleavedFrame
 
@@ -43,7 +46,7 @@ class EnginePorts:
 
 
 class _TrackSocket(asyncio.DatagramProtocol):
-    """One track's socket: sends to the engine, takes its RTCP back."""
+    """One track's socket: the engine's relay sends from it; the engine's RTCP comes back to it."""
 
     def __init__(self, on_rtcp: Callable[[bytes], None]) -> None:
         self.on_rtcp = on_rtcp
@@ -62,17 +65,16 @@ class _TrackSocket(asyncio.DatagramProtocol):
 class MediaRelay:
     """Interleaved frames to the engine's ports; the engine's RTCP back as frames.
 
-    :meth:`open` binds a socket per track; :meth:`deliver` takes each frame (those on a
-    channel the server was not given are dropped and counted in ``unknown_frames``);
-    ``send_frame`` is how frames for the server leave (the connection's writer)."""
+    :meth:`open` binds a socket per track; ``channels`` (the RTSP client's, filled in as
+    each SETUP is answered) says whose each channel is; :meth:`relay_frames` is the
+    parser's frame relay; ``send_frame`` is how frames for the server leave."""
 
     def __init__(self, tracks: list[EnginePorts]) -> None:
         self.tracks = tracks
         self.channels: dict[int, Channel] = {}
         self.send_frame: Callable[[InterleavedFrame], None] = lambda frame: None
-        self.unknown_frames = 0
-        self.relayed_packets = 0
         self._sockets: list[_TrackSocket] = []
+        self._engine_relay: InterleavedRelay | None = None  # made at the first frame: all SETUPs answered
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -83,17 +85,32 @@ class MediaRelay:
             )
             self._sockets.append(protocol)
 
-    def deliver(self, frame: InterleavedFrame) -> None:
-        channel = self.channels.get(frame.channel)
-        if channel is None or channel.track >= len(self._sockets):
-            self.unknown_frames += 1
-            return
-        transport = self._sockets[channel.track].transport
-        if transport is None or transport.is_closing():
-            return
-        ports = self.tracks[channel.track]
-        transport.sendto(frame.payload, (ports.address, ports.rtcp_port if channel.rtcp else ports.rtp_port))
-        self.relayed_packets += 1
+    def relay_frames(self, buffer: bytearray, start: int) -> int:
+        """Sends on the whole frames from ``start`` of ``buffer`` (ValueError for one longer
+        than the engine takes); where the first thing that is not a whole frame starts."""
+        if self._engine_relay is None:
+            self._engine_relay = InterleavedRelay(self._routes())
+        return self._engine_relay.relay(buffer, start)
+
+    @property
+    def relayed_packets(self) -> int:
+        return self._engine_relay.relayed if self._engine_relay is not None else 0
+
+    @property
+    def unknown_frames(self) -> int:
+        """Frames on a channel the server was not given: dropped."""
+        return self._engine_relay.unknown if self._engine_relay is not None else 0
+
+    def _routes(self) -> list[tuple[int, int, tuple[str, int]]]:
+        routes = []
+        for number, channel in self.channels.items():
+            transport = self._sockets[channel.track].transport if channel.track < len(self._sockets) else None
+            if transport is None:
+                continue
+            ports = self.tracks[channel.track]
+            fd = transport.get_extra_info("socket").fileno()
+            routes.append((number, fd, (ports.address, ports.rtcp_port if channel.rtcp else ports.rtp_port)))
+        return routes
 
     def _engine_rtcp(self, track: int, data: bytes) -> None:
         channel = next((number for number, owner in self.channels.items() if owner == Channel(track, rtcp=True)), None)
