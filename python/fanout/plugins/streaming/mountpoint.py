@@ -66,7 +66,7 @@ class Mountpoint:
         self.publisher_attached = False
         self.recordings: dict[int, str] = {}  # the .mjr file each recorded stream (by mindex) goes to
         self.rtsp_transport: str | None = None  # an rtsp mountpoint's lower transport now: "udp" | "tcp"
-        self.rtsp_dropped_frames = 0  # oversized or malformed interleaved frames (each ended a session)
+        self.rtsp_dropped_frames = 0  # interleaved frames oversized, malformed, or on a channel not set up
         # Simulcast: each substream's bitrate, for the viewers' automatic layer choice.
         self.layer_rates = LayerRates()
         self.layer_rates_sampled_at: float | None = None

@@ -228,12 +228,13 @@ class RtspPull:
         if connection is None:
             connection = connect(self.settings)
         self._connection = connection
+        relay: MediaRelay | None = None
         try:
             if connection.client.state is State.IDLE:
                 await connection.describe()
             transports = self._transports(connection)
-            relay = self._relay(transports) if self.transport == "tcp" else None
-            if relay is not None:
+            if self.transport == "tcp":
+                relay = self._relay(transports)
                 await relay.open()
             try:
                 await connection.play(transports, relay)
@@ -272,8 +273,9 @@ class RtspPull:
                 silence.listeners.remove(check)
         finally:
             self._connection = None
-            if connection.relay is not None:
-                connection.relay.close()
+            if relay is not None:
+                self.mountpoint.rtsp_dropped_frames += relay.unknown_frames  # on channels the server was not given
+                relay.close()
             await connection.close()
 
     def _change_transport(self, reason: str) -> None:
