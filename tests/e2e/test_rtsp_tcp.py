@@ -105,6 +105,11 @@ async def test_a_server_refusing_udp_is_pulled_over_tcp(
             assert media.video_sizes == {(320, 240)}
             assert (await info(janus, 52))["rtsp_transport"] == "tcp"
             await logged(fanout[1], r"mountpoint 52: the server refused RTP over UDP \(461\); pulling .* over TCP")
+            # Told to take UDP only, a mountpoint keeps asking for UDP, and says why it gets nothing.
+            udp_only = await create_rtsp(janus, {"id": 57, "url": camera.url, "rtsp_transport": "udp", "rtsp_reconnect_delay": 1})
+            assert udp_only["streaming"] == "created", udp_only
+            await logged(fanout[1], r"mountpoint 57: RTSP source .*: SETUP .* answered 461")
+            assert (await info(janus, 57))["rtsp_transport"] == "udp"
         finally:
             await viewer.close()
 
