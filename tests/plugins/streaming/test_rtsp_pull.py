@@ -123,9 +123,10 @@ async def test_a_bad_interleaved_frame_is_dropped_and_counted_and_only_its_pull_
     await camera.start()
     try:
         mountpoints = {}
-        for mountpoint_id, path in ((8, "/bad"), (9, "/good")):
+        # /good: 10 s without a packet before its pull would start again (not under load).
+        for mountpoint_id, path, delay in ((8, "/bad", 1), (9, "/good", 10)):
             group = {"type": "rtsp", "id": mountpoint_id, "video": True, "url": camera.url(path),
-                     "rtsp_transport": "tcp", "rtsp_reconnect_delay": 1}  # fmt: skip
+                     "rtsp_transport": "tcp", "rtsp_reconnect_delay": delay}  # fmt: skip
             config, _ = parse_mountpoint(path, group)
             mountpoints[path] = await plugin.open_rtsp_mountpoint(config)
 
