@@ -13,8 +13,9 @@ across the restart.
 
 RTSP over TCP (``rtsp_transport``, past Janus): ``tcp`` SETUPs each track
 interleaved on the RTSP connection (``RTP/AVP/TCP;interleaved=``) and a
-:class:`~fanout.sources.rtsp.relay.MediaRelay` hands each packet to the engine's
-ports over loopback, so that the engine fans out as it does for UDP; ``udp`` is
+:class:`~fanout.sources.rtsp.relay.MediaRelay` has the engine send each packet on to
+the stream's ports over loopback (no Python per packet), so that the engine fans out
+as it does for UDP; ``udp`` is
 Janus's way; ``auto`` (the default) starts with UDP and changes to TCP for the
 mountpoint's life when a SETUP answers 461 Unsupported Transport or when not one
 packet came over UDP within ``rtsp_reconnect_delay`` of PLAY (a firewall or NAT

@@ -54,7 +54,6 @@ class RtspConnection:
         # the control connection comes from, so it must be the one the media ports are bound on.
         self.local_address = local_address
         self.tls = tls  # an rtsps:// URL's: how the server's certificate is checked
-        self.relay: MediaRelay | None = None  # set up interleaved: where the media goes
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -79,7 +78,6 @@ class RtspConnection:
     async def play(self, transports: list[TransportRequest], relay: MediaRelay | None = None) -> Playing:
         """SETUP and PLAY: RTP over UDP to the transports' ports, or, given a ``relay``,
         interleaved on this connection and handed to the relay."""
-        self.relay = relay
         if relay is not None:
             relay.send_frame = self._send_frame
             relay.channels = self.client.channels  # filled in as each SETUP is answered
@@ -115,7 +113,7 @@ class RtspConnection:
                     data, read = read.result(), None
                     if data == b"":
                         raise RtspError("the server closed the RTSP connection")
-                    self._relay_frames(self.client.receive_data(data))
+                    self._without_frames(self.client.receive_data(data))
                 if stall.done():
                     raise MediaStalled("no media from the RTSP server")
                 if loop.time() >= next_keepalive:
@@ -161,7 +159,7 @@ class RtspConnection:
             if not data:
                 raise RtspError(f"the server closed the RTSP connection ({self.client.state.value})")
             found: Event | None = None
-            for event in self._relay_frames(self.client.receive_data(data)):
+            for event in self._without_frames(self.client.receive_data(data)):
                 if isinstance(event, wanted) and found is None:
                     found = event
             if found is not None:
@@ -169,6 +167,6 @@ class RtspConnection:
                 return found
 
     @staticmethod
-    def _relay_frames(events: list[Event]) -> list[Event]:
+    def _without_frames(events: list[Event]) -> list[Event]:
         """The events but interleaved frames (which a relay, if set up, has taken already)."""
         return [event for event in events if not isinstance(event, InterleavedFrame)]
