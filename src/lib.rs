@@ -51,6 +51,7 @@ fn _engine(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<wire::rtcp::ReceptionReport>()?;
     module.add_class::<wire::rtcp::Remb>()?;
     python::add_event_classes(module)?;
+    module.add_class::<python::InterleavedRelay>()?;
     #[cfg(feature = "bench")]
     python_bench::register(module)?;
     Ok(())

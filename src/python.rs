@@ -577,3 +577,57 @@ fn parse_send_mode(name: &str) -> PyResult<SendMode> {
         PyValueError::new_err(format!("send_mode must be \"gso\", \"sendmmsg\" or \"sendto\", got {name:?}"))
     })
 }
+
+// --- RTSP over TCP ---
+
+/// The RTP and RTCP an RTSP server interleaves on its connection, sent on to
+/// the engine's ports without Python per packet ([`crate::ingest::interleaved`]).
+#[pyclass(module = "fanout._engine")]
+pub struct InterleavedRelay {
+    inner: crate::ingest::interleaved::InterleavedRelay,
+}
+
+#[pymethods]
+impl InterleavedRelay {
+    #[new]
+    fn new(routes: Vec<(i64, RawFd, (String, i64))>) -> PyResult<Self> {
+        let mut parsed = Vec::with_capacity(routes.len());
+        for (channel, fd, (host, port)) in routes {
+            let ip: IpAddr = host.parse().map_err(|_| PyValueError::new_err(format!("invalid address {host:?}")))?;
+            let to = SocketAddr::new(ip, int(port, "port")?);
+            let route = crate::ingest::interleaved::Route::new(int(channel, "channel")?, fd, to)
+                .map_err(|error| PyOSError::new_err(error.to_string()))?;
+            parsed.push(route);
+        }
+        let max_len = crate::media::packet::MAX_RTP_LEN;
+        Ok(Self { inner: crate::ingest::interleaved::InterleavedRelay::new(parsed, max_len) })
+    }
+
+    fn relay(&mut self, buffer: &Bound<'_, pyo3::types::PyByteArray>, start: usize) -> PyResult<usize> {
+        // SAFETY: no Python code runs while the bytes are borrowed, so the bytearray cannot be resized.
+        let data = unsafe { buffer.as_bytes() };
+        self.inner.relay(data, start).map_err(|oversized| {
+            PyValueError::new_err(format!(
+                "an interleaved frame of {} bytes on channel {} (at most {} are taken)",
+                oversized.len,
+                oversized.channel,
+                crate::media::packet::MAX_RTP_LEN
+            ))
+        })
+    }
+
+    #[getter]
+    fn relayed(&self) -> u64 {
+        self.inner.relayed
+    }
+
+    #[getter]
+    fn unknown(&self) -> u64 {
+        self.inner.unknown
+    }
+
+    #[getter]
+    fn dropped(&self) -> u64 {
+        self.inner.dropped
+    }
+}

@@ -718,6 +718,31 @@ class BandwidthEstimate:
     @property
     def bitrate(self) -> int: ...
 
+# --- RTSP over TCP ---
+
+@final
+class InterleavedRelay:
+    """The RTP and RTCP an RTSP server interleaves on its connection (RFC 2326 section
+    10.12), sent on without Python per packet: each ``(channel, socket_fd, (host, port))``
+    route sends its channel's packets from a duplicate of ``socket_fd`` (a non-blocking UDP
+    socket) to that address (the engine's port for the track). ValueError for a bad
+    address, OSError if the socket cannot be duplicated."""
+
+    def __new__(cls, routes: list[tuple[int, int, tuple[str, int]]]) -> Self: ...
+    def relay(self, buffer: bytearray, start: int) -> int:
+        """Sends on every whole frame from ``start`` of ``buffer``; where the first thing
+        that is not a whole frame starts (an RTSP response, a frame still coming). ValueError
+        for a frame longer than the engine takes (1984 bytes)."""
+    @property
+    def relayed(self) -> int:
+        """Packets sent on."""
+    @property
+    def unknown(self) -> int:
+        """Frames on a channel with no route, dropped."""
+    @property
+    def dropped(self) -> int:
+        """Packets the socket would not take (its buffer full), dropped."""
+
 # bench_protect and bench_send exist only in an engine built with the cargo feature "bench"
 # (scripts/setup's development install; src/python_bench.rs), for `fanout bench engine`.
 def bench_protect(srtp_profile: SrtpProfile, rtp_size: int, count: int) -> float:

@@ -25,6 +25,7 @@
 //! timestamp are moved by the stream's running shifts. Sans-IO: each method
 //! takes the time it runs at.
 
+pub mod interleaved;
 pub mod publisher;
 pub mod receiver;
 pub mod recorder;

@@ -15,10 +15,13 @@
 //!
 //! A write that fails (a full disk, a file that can no longer be written) ends
 //! the recording: the slot is emptied, and an [`Event::RecordingStopped`] tells
-//! the control plane why. Viewers never wait on the disk.
+//! the control plane why. So does a file that is no longer in any directory
+//! (its directory removed: Linux takes the writes, which would be lost), seen
+//! at each flush. Viewers never wait on the disk.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -106,8 +109,10 @@ impl RecordingSlot {
     }
 
     fn write(&self, file: File, packets: Receiver<Arc<Packet>>, target: RecordingTarget, events: Arc<EventQueue>) {
+        let watched = file.try_clone();
         let mut writer = MjrWriter::new(BufWriter::with_capacity(64 * 1024, file), &target);
         let result = (|| -> io::Result<()> {
+            let watched = watched?;
             let mut flushed = Instant::now();
             loop {
                 match packets.recv_timeout(FLUSH_INTERVAL) {
@@ -120,6 +125,12 @@ impl RecordingSlot {
                 }
                 if flushed.elapsed() >= FLUSH_INTERVAL {
                     writer.flush()?;
+                    if watched.metadata()?.nlink() == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::NotFound,
+                            "the file was removed (its directory vanished)",
+                        ));
+                    }
                     flushed = Instant::now();
                 }
             }
@@ -226,6 +237,28 @@ mod tests {
         writer.packet(&[0x80, 111, 0, 1]).unwrap();
         let bytes = writer.into_inner();
         assert!(bytes[10..].starts_with(b"{\"t\":\"a\",\"c\":\"opus\","));
+    }
+
+    #[test]
+    fn a_vanished_directory_stops_the_recording_with_an_event() {
+        let events = Arc::new(EventQueue::new().unwrap());
+        let slot = Arc::new(RecordingSlot::default());
+        let directory = std::env::temp_dir().join(format!("fanout-recorder-test-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("video.mjr");
+        slot.start(path.to_str().unwrap(), target(MediaKind::Video, "vp8"), events.clone()).unwrap();
+        std::fs::remove_dir_all(&directory).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while slot.is_active() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!slot.is_active());
+        slot.stop();
+        let drained = events.drain();
+        assert!(
+            matches!(&drained[..], [Event::RecordingStopped { reason, .. }] if reason.contains("directory vanished")),
+            "{drained:?}"
+        );
     }
 
     #[test]

@@ -25,9 +25,16 @@ class RtspServerProcess:
         user: str | None = None,
         password: str | None = None,
         digest: bool = False,
+        transport: str = "udp",
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
+        """``transport``: the lower transports it takes ("udp", "tcp", "both"); ``tls``: a
+        certificate and key to serve rtsps:// with."""
         (self.port,) = free_ports(1)
-        self.command = [SYSTEM_PYTHON, str(SCRIPT), "--port", str(self.port), "--codec", codec]
+        self.scheme = "rtsps" if tls else "rtsp"
+        self.command = [SYSTEM_PYTHON, str(SCRIPT), "--port", str(self.port), "--codec", codec, "--transport", transport]
+        if tls is not None:
+            self.command += ["--tls", str(tls[0]), str(tls[1])]
         if audio:
             self.command.append("--audio")
         if user is not None:
@@ -36,7 +43,7 @@ class RtspServerProcess:
 
     @property
     def url(self) -> str:
-        return f"rtsp://127.0.0.1:{self.port}/stream"
+        return f"{self.scheme}://127.0.0.1:{self.port}/stream"
 
     def start(self, timeout: float = 20.0) -> RtspServerProcess:
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)

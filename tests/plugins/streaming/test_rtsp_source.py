@@ -34,6 +34,7 @@ def test_janus_sample_rtsp_mountpoint_with_its_defaults() -> None:
         "rtsp://127.0.0.1:8554/unicast", True, 5, 0, 10, 5,
     )  # fmt: skip
     assert [choice.kind for choice in rtsp.tracks] == ["video"]
+    assert (rtsp.transport, rtsp.tls_cafile, rtsp.tls_verify) == ("auto", None, True)  # fanout's own keys
 
 
 def test_the_legacy_rtsp_check_spelling_is_taken_as_rtsp_failcheck() -> None:
@@ -45,7 +46,9 @@ def test_the_legacy_rtsp_check_spelling_is_taken_as_rtsp_failcheck() -> None:
     ("overrides", "message"),
     [
         ({"url": None}, "missing 'url'"),
-        ({"url": "http://cam/"}, "'url' must be an rtsp:// URL"),
+        ({"url": "http://cam/"}, "'url' must be an rtsp:// or rtsps:// URL"),
+        ({"rtsp_transport": "sctp"}, "'rtsp_transport' must be auto, udp or tcp, not 'sctp'"),
+        ({"url": "rtsps://cam/", "rtsp_transport": "udp"}, "'rtsp_transport' cannot be udp for an rtsps:// URL"),
         ({"video": False}, "no audio or video have to be streamed"),
         ({"rtsp_reconnect_delay": -1}, "'rtsp_reconnect_delay' can't be smaller than zero"),
         ({"videocodec": "opus"}, "codec 'opus' is not a video codec"),
@@ -123,6 +126,7 @@ def test_rtsp_mountpoints_are_saved_with_janus_keys(tmp_path: Path) -> None:
         'type = "rtsp"\nid = 99\ndescription = "RTSP Test"\naudio = true\nvideo = true\nvideocodec = "h264"\n'
         'url = "rtsp://127.0.0.1:8554/unicast"\nrtsp_user = "username"\nrtsp_pwd = "password"\n'
         "rtsp_reconnect_delay = 2\nrtsp_failcheck = false\nrtsp_quirk = true\n"
+        'rtsp_transport = "tcp"\nrtsp_cafile = "/etc/cameras.pem"\nrtsp_tls_verify = false\n'
     )
     config, unsupported = parse_mountpoint("rtsp-test", group)
     assert unsupported == []
@@ -130,6 +134,7 @@ def test_rtsp_mountpoints_are_saved_with_janus_keys(tmp_path: Path) -> None:
     save_mountpoint(path, config)
     text = path.read_text()
     assert 'type = "rtsp"' in text and 'url = "rtsp://127.0.0.1:8554/unicast"' in text and "rtsp_pwd" in text
+    assert 'rtsp_transport = "tcp"' in text and "rtsp_tls_verify = false" in text
     assert mountpoints_from_file(load(path)) == [config]
 
 
@@ -139,6 +144,7 @@ def test_rtsp_mountpoints_are_saved_with_janus_keys(tmp_path: Path) -> None:
         ({}, 453, "Missing mandatory element (url)"),
         ({"url": 5}, 454, "Invalid element type (url should be a string)"),
         ({"url": "rtsp://cam/", "rtsp_failcheck": "no"}, 454, "Invalid element type (rtsp_failcheck should be a boolean)"),
+        ({"url": "rtsp://cam/", "rtsp_transport": 1}, 454, "Invalid element type (rtsp_transport should be a string)"),
         ({"url": "rtsp://cam/", "video": False}, 456, "Can't add 'rtsp' stream, no audio or video have to be streamed..."),
     ],
 )

@@ -6,8 +6,16 @@ from pathlib import Path
 
 import pytest
 from fanout.sources.rtsp.auth import Credentials, RtspAuthError
-from fanout.sources.rtsp.client import Described, Playing, RtspClient, RtspRequestError, State, TransportRequest
-from fanout.sources.rtsp.messages import RtspProtocolError, RtspRequest, RtspResponse
+from fanout.sources.rtsp.client import (
+    Channel,
+    Described,
+    Playing,
+    RtspClient,
+    RtspRequestError,
+    State,
+    TransportRequest,
+)
+from fanout.sources.rtsp.messages import InterleavedFrame, InterleavedFrameError, RtspProtocolError, RtspRequest, RtspResponse
 
 DATA = Path(__file__).parent / "data"
 URL = "rtsp://127.0.0.1:18555/stream"
@@ -173,7 +181,7 @@ def test_the_quirk_tries_the_path_only_after_a_404() -> None:
         (answer(200, 4, "Transport: RTP/AVP;unicast"), "without a Session"),
         (answer(200, 4, "Session: abc"), "without a Transport"),
         (answer(200, 4, "Session: abc;timeout=soon", "Transport: RTP/AVP"), "invalid session timeout"),
-        (answer(200, 4, "Session: abc", "Transport: RTP/AVP/TCP;interleaved=0-1"), "TCP transport"),
+        (answer(200, 4, "Session: abc", "Transport: RTP/AVP/TCP;interleaved=0-1"), "not the RTP over UDP asked for"),
         (answer(200, 9, "Session: abc", "Transport: RTP/AVP"), "CSeq 9 to no request"),
     ],
 )
@@ -198,3 +206,53 @@ def test_requests_out_of_order_are_programming_errors() -> None:
         client.setup([])
     assert RtspRequest("OPTIONS", URL, 1).method == "OPTIONS"
     assert RtspResponse.parse(captured("options")).status == 200
+
+
+def test_interleaved_setup_asks_for_channels_and_frames_come_out_as_events() -> None:
+    client, described = described_client()
+    client.setup([TransportRequest(described.tracks[0], 40000, 40001)], interleaved=True)
+    method, _, headers = sent(client)
+    assert (method, headers["Transport"]) == ("SETUP", "RTP/AVP/TCP;unicast;interleaved=0-1")
+    client.receive_data(answer(200, 4, "Session: abc", "Transport: RTP/AVP/TCP;unicast;interleaved=4-5"))
+    assert client.channels == {4: Channel(0, rtcp=False), 5: Channel(0, rtcp=True)}
+    assert sent(client)[0] == "PLAY"
+    rtp, sender_report = InterleavedFrame(4, b"\x80" * 12), InterleavedFrame(5, b"\x81\xc8" + bytes(26))
+    events = client.receive_data(answer(200, 5, "Session: abc") + bytes(rtp) + bytes(sender_report)[:3])
+    assert events == [Playing("abc", 60), rtp]
+    assert client.receive_data(bytes(sender_report)[3:]) == [sender_report]
+    client.send_frame(InterleavedFrame(5, b"pli"))
+    assert client.data_to_send() == b"$\x05\x00\x03pli"
+
+
+def test_a_server_refusing_the_lower_transport_answers_461() -> None:
+    client, described = described_client()
+    client.setup([TransportRequest(described.tracks[0], 40000, 40001)])
+    sent(client)
+    with pytest.raises(RtspRequestError, match="461") as refused:
+        client.receive_data(answer(461, 4))
+    assert refused.value.status == 461
+
+
+@pytest.mark.parametrize(
+    ("transport", "reason"),
+    [
+        ("RTP/AVP;unicast;client_port=1-2", "not the RTP/AVP/TCP interleaved asked for"),
+        ("RTP/AVP/TCP;interleaved=x-1", "invalid interleaved channels"),
+        ("RTP/AVP/TCP;interleaved=300-301", "invalid interleaved channels"),
+        ("RTP/AVP/TCP;interleaved=3-3", "invalid interleaved channels"),
+    ],
+)
+def test_bad_interleaved_setup_answers_are_refused(transport: str, reason: str) -> None:
+    client, described = described_client()
+    client.setup([TransportRequest(described.tracks[0], 40000, 40001)], interleaved=True)
+    sent(client)
+    with pytest.raises(RtspProtocolError, match=reason):
+        client.receive_data(answer(200, 4, "Session: abc", f"Transport: {transport}"))
+
+
+def test_an_oversized_interleaved_frame_is_refused_with_its_size() -> None:
+    client, described = described_client()
+    client.setup([TransportRequest(described.tracks[0], 40000, 40001)], interleaved=True)
+    sent(client)
+    with pytest.raises(InterleavedFrameError, match="frame of 3000 bytes on channel 0"):
+        client.receive_data(b"$\x00" + (3000).to_bytes(2, "big"))

@@ -5,6 +5,9 @@ from pathlib import Path
 import pytest
 from fanout.sources.rtsp.messages import (
     MAX_HEADER_BYTES,
+    MAX_INTERLEAVED_BYTES,
+    InterleavedFrame,
+    InterleavedFrameError,
     ResponseParser,
     RtspProtocolError,
     RtspRequest,
@@ -54,6 +57,22 @@ def test_interleaved_binary_frames_between_responses_are_skipped() -> None:
     assert [response.status for response in responses] == [200]
 
 
+def test_interleaved_frames_and_responses_come_out_in_order_whatever_the_chunks() -> None:
+    options = RtspResponse.parse((DATA / "gstreamer_options.txt").read_bytes())
+    stream = b"$\x00\x00\x02ab" + (DATA / "gstreamer_options.txt").read_bytes() + b"$\x01\x00\x00"
+    parser = ResponseParser()
+    messages = [message for byte in stream for message in parser.feed_all(bytes([byte]))]
+    assert messages == [InterleavedFrame(0, b"ab"), options, InterleavedFrame(1, b"")]
+    assert bytes(InterleavedFrame(0, b"ab")) == stream[:6]
+
+
+def test_an_interleaved_frame_longer_than_any_rtp_packet_is_refused() -> None:
+    parser = ResponseParser()
+    assert parser.feed_all(b"$\x00" + MAX_INTERLEAVED_BYTES.to_bytes(2, "big")) == []
+    with pytest.raises(InterleavedFrameError, match=f"{MAX_INTERLEAVED_BYTES + 1} bytes on channel 2"):
+        ResponseParser().feed_all(b"$\x02" + (MAX_INTERLEAVED_BYTES + 1).to_bytes(2, "big"))
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
@@ -82,3 +101,33 @@ def test_an_endless_head_is_refused() -> None:
 def test_header_parameters() -> None:
     assert header_parameters("hsTM-YOhsA3Cqg9+;timeout=30") == ("hsTM-YOhsA3Cqg9+", {"timeout": "30"})
     assert header_parameters("12345678") == ("12345678", {})
+
+
+def test_runs_of_frames_go_to_the_frame_relay_and_responses_come_out() -> None:
+    options = (DATA / "gstreamer_options.txt").read_bytes()
+    runs: list[bytes] = []
+
+    def relay(buffer: bytearray, start: int) -> int:  # takes whole frames, as the engine's relay does
+        end = start
+        while buffer[end : end + 1] == b"$" and len(buffer) >= end + 4 + int.from_bytes(buffer[end + 2 : end + 4], "big"):
+            end += 4 + int.from_bytes(buffer[end + 2 : end + 4], "big")
+        runs.append(bytes(buffer[start:end]))
+        return end
+
+    parser = ResponseParser()
+    parser.frame_relay = relay
+    frames = bytes(InterleavedFrame(0, b"ab")) + bytes(InterleavedFrame(1, b"c"))
+    assert parser.feed_all(frames + options[:10]) == []
+    assert [response.status for response in parser.feed_all(options[10:] + b"$\x00\x00\x05ab")] == [200]
+    assert parser.feed_all(b"cde") == []
+    assert runs[0] == frames and runs[-1] == bytes(InterleavedFrame(0, b"abcde")) and parser.pending == 0
+
+
+def test_an_oversized_frame_the_relay_refuses_is_an_interleaved_frame_error() -> None:
+    def refuse(buffer: bytearray, start: int) -> int:
+        raise ValueError("an interleaved frame of 65535 bytes on channel 0 (at most 1984 are taken)")
+
+    parser = ResponseParser()
+    parser.frame_relay = refuse
+    with pytest.raises(InterleavedFrameError, match="65535 bytes on channel 0"):
+        parser.feed_all(b"$\x00\xff\xff")

@@ -258,6 +258,11 @@ class RtspSettings:
     connect_timeout: int = 5  # rtsp_conn_timeout: the TCP connection
     tracks: tuple[RtspTrackChoice, ...] = ()  # audio first, then video, as Janus
     interface_name: str | None = None  # rtspiface as written (saved back as such)
+    # Past Janus (which pulls over UDP only): "udp", "tcp" (interleaved on the RTSP
+    # connection), or "auto": UDP, then TCP if SETUP answers 461 or no media comes.
+    transport: str = "auto"  # rtsp_transport
+    tls_cafile: str | None = None  # rtsp_cafile: the CAs an rtsps:// server's certificate is checked against
+    tls_verify: bool = True  # rtsp_tls_verify: false takes any certificate (a camera's self-signed one)
 
 
 SRTP_SUITES: dict[int, SourceSrtpProfile] = {32: "AES_CM_128_HMAC_SHA1_32", 80: "AES_CM_128_HMAC_SHA1_80"}
@@ -289,6 +294,8 @@ class StreamingSettings:
     rtp_port_range: tuple[int, int] = DEFAULT_RTP_PORT_RANGE  # where a port 0 is taken
     # fanout: ``create`` may bind source ports below 1024 (the file's own mountpoints always may).
     allow_privileged_ports: bool = False
+    # fanout: where a ``recording`` request's relative file names go (Janus: its working folder).
+    rec_dir: Path | None = None
 
 
 PRIVILEGED_PORTS = range(1, 1024)
@@ -431,8 +438,10 @@ RTSP_KEYS = {
     "type", "id", "name", "description", "metadata", "is_private", "secret", "pin", "url", "rtsp_user", "rtsp_pwd",
     "rtsp_quirk", "rtspiface", "rtsp_failcheck", "rtsp_check", "rtsp_reconnect_delay", "rtsp_session_timeout",
     "rtsp_timeout", "rtsp_conn_timeout", "audio", "video", "audiopt", "audiocodec", "audiortpmap", "audiofmtp",
-    "videopt", "videocodec", "videortpmap", "videofmtp", "videobufferkf",
+    "videopt", "videocodec", "videortpmap", "videofmtp", "videobufferkf", "rtsp_transport", "rtsp_cafile",
+    "rtsp_tls_verify",
 }  # fmt: skip
+RTSP_TRANSPORTS = ("auto", "udp", "tcp")
 
 
 def _parse_rtsp_mountpoint(
@@ -445,8 +454,8 @@ def _parse_rtsp_mountpoint(
     url = reader.string("url")
     if not url:
         raise MountpointConfigError(f"{where}: missing 'url'")
-    if not url.lower().startswith("rtsp://"):
-        raise MountpointConfigError(f"{where}: 'url' must be an rtsp:// URL, not {_shown(url)}")
+    if not url.lower().startswith(("rtsp://", "rtsps://")):
+        raise MountpointConfigError(f"{where}: 'url' must be an rtsp:// or rtsps:// URL, not {_shown(url)}")
     if any(char.isspace() for char in url) or _CONTROL.search(unquote(url)):
         raise UnsafeValueError(f"{where}: 'url' must not contain spaces or (even %-encoded) control characters")
     tracks = []
@@ -467,6 +476,13 @@ def _parse_rtsp_mountpoint(
         if value is not None and value < 0:
             raise MountpointConfigError(f"{where}: '{key}' can't be smaller than zero")
         seconds[key] = default if value is None else value
+    transport = reader.string("rtsp_transport") or "auto"
+    if transport not in RTSP_TRANSPORTS:
+        raise MountpointConfigError(f"{where}: 'rtsp_transport' must be auto, udp or tcp, not {_shown(transport)}")
+    if transport == "udp" and url.lower().startswith("rtsps://"):
+        raise MountpointConfigError(
+            f"{where}: 'rtsp_transport' cannot be udp for an rtsps:// URL (its media travels in the TLS connection)"
+        )
     settings = RtspSettings(
         url=url,
         username=reader.string("rtsp_user"),
@@ -480,6 +496,9 @@ def _parse_rtsp_mountpoint(
         connect_timeout=seconds["rtsp_conn_timeout"],
         tracks=tuple(tracks),
         interface_name=interface_name,
+        transport=transport,
+        tls_cafile=reader.string("rtsp_cafile"),
+        tls_verify=reader.boolean("rtsp_tls_verify", default=True),
     )
     config = MountpointConfig(
         **_described(reader, name, mountpoint_id),
@@ -1007,12 +1026,16 @@ def streaming_settings_from_file(root: Mapping[str, Any], config_file: Path | No
     allow_privileged_ports = general.get("allow_privileged_ports", False)
     if not isinstance(allow_privileged_ports, bool):
         raise ConfigError(f"{where('allow_privileged_ports')}: 'allow_privileged_ports' must be true or false")
+    rec_dir = general.get("rec_dir")
+    if rec_dir is not None and (not isinstance(rec_dir, str) or not rec_dir):
+        raise ConfigError(f"{where('rec_dir')}: 'rec_dir' must be a folder's path")
     return StreamingSettings(
         admin_key=admin_key,
         string_ids=string_ids,
         config_file=config_file,
         rtp_port_range=port_range,
         allow_privileged_ports=allow_privileged_ports,
+        rec_dir=Path(rec_dir) if rec_dir else None,
     )
 
 

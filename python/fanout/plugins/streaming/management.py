@@ -139,9 +139,10 @@ def mountpoint_from_create(
 
 RTSP_FIELD_TYPES: dict[str, tuple[type, str]] = {
     **{key: (str, "a string") for key in ("url", "rtsp_user", "rtsp_pwd", "rtspiface", "audiocodec", "audiortpmap",
-                                          "audiofmtp", "videocodec", "videortpmap", "videofmtp")},
+                                          "audiofmtp", "videocodec", "videortpmap", "videofmtp", "rtsp_transport",
+                                          "rtsp_cafile")},
     **{key: (bool, "a boolean") for key in ("audio", "video", "rtsp_quirk", "rtsp_failcheck", "rtsp_check",
-                                            "videobufferkf")},
+                                            "videobufferkf", "rtsp_tls_verify")},
     **{key: (int, "an integer") for key in ("audiopt", "videopt", "rtsp_reconnect_delay", "rtsp_session_timeout",
                                             "rtsp_timeout", "rtsp_conn_timeout")},
 }  # fmt: skip

@@ -65,6 +65,8 @@ class Mountpoint:
         # A whip mountpoint: a WHIP publisher's link is attached (fanout.whip sets it).
         self.publisher_attached = False
         self.recordings: dict[int, str] = {}  # the .mjr file each recorded stream (by mindex) goes to
+        self.rtsp_transport: str | None = None  # an rtsp mountpoint's lower transport now: "udp" | "tcp"
+        self.rtsp_dropped_frames = 0  # interleaved frames oversized, malformed, or on a channel not set up
         # Simulcast: each substream's bitrate, for the viewers' automatic layer choice.
         self.layer_rates = LayerRates()
         self.layer_rates_sampled_at: float | None = None
@@ -264,6 +266,8 @@ class Mountpoint:
                     info["rtsp_pwd"] = rtsp.password
                 if rtsp.quirk:
                     info["rtsp_quirk"] = True
+                info["rtsp_transport"] = self.rtsp_transport
+                info["rtsp_dropped_frames"] = self.rtsp_dropped_frames
         return info
 
 

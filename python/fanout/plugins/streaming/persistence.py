@@ -162,6 +162,12 @@ def rtsp_settings(rtsp: RtspSettings) -> dict[str, Any]:
         settings["rtspiface"] = rtsp.interface_name
     if not rtsp.failcheck:
         settings["rtsp_failcheck"] = False
+    if rtsp.transport != "auto":
+        settings["rtsp_transport"] = rtsp.transport
+    if rtsp.tls_cafile is not None:
+        settings["rtsp_cafile"] = rtsp.tls_cafile
+    if not rtsp.tls_verify:
+        settings["rtsp_tls_verify"] = False
     for key, value, default in (
         ("rtsp_reconnect_delay", rtsp.reconnect_delay, 5),
         ("rtsp_session_timeout", rtsp.session_timeout, 0),

@@ -38,7 +38,13 @@ from fanout.plugins.streaming import management, persistence, rtsp_source, subsc
 from fanout.plugins.streaming.adaptation import LayerChoice
 from fanout.plugins.streaming.admission import Admission, AdmissionLimits
 from fanout.plugins.streaming.bitrate_feedback import FORWARD_INTERVAL_SECONDS, lowest_fresh_estimate
-from fanout.plugins.streaming.config import MountpointConfig, MountpointConfigError, MountpointId, StreamingSettings
+from fanout.plugins.streaming.config import (
+    MountpointConfig,
+    MountpointConfigError,
+    MountpointId,
+    StreamConfig,
+    StreamingSettings,
+)
 from fanout.plugins.streaming.errors import StreamingError, StreamingErrorCode
 from fanout.plugins.streaming.file_source import FilePlayer, FileSourceError, checked_file
 from fanout.plugins.streaming.mountpoint import Mountpoint, source_index
@@ -682,9 +688,15 @@ class StreamingPlugin(Plugin):
         return self._set_enabled(body, enabled=False)
 
     def _set_enabled(self, body: dict[str, Any], *, enabled: bool) -> dict[str, Any]:
-        """A disabled mountpoint keeps its viewers but sends them nothing, and takes no new ones."""
+        """A disabled mountpoint keeps its viewers but sends them nothing, and takes no new ones;
+        its recordings stop unless ``stop_recording`` is false (as Janus)."""
         mountpoint = self._mountpoint_from(body)
         management.check_secret(body, mountpoint.config)
+        stop_recording = body.get("stop_recording", True)
+        if not enabled and not isinstance(stop_recording, bool):
+            raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (stop_recording should be a boolean)")
+        if not enabled and stop_recording:
+            self._stop_recordings(mountpoint, [s for s in mountpoint.config.streams if s.mindex in mountpoint.recordings])
         mountpoint.enabled = enabled
         for handle_id in mountpoint.viewers:
             watcher = self.viewers.get(handle_id)
@@ -693,48 +705,100 @@ class StreamingPlugin(Plugin):
         return {"streaming": "ok"}
 
     def _recording(self, viewer: Viewer, body: dict[str, Any]) -> dict[str, Any]:
-        """Janus's ``recording``: ``action`` start (``audio``/``video``: the .mjr file name of
-        the mountpoint's first stream of that kind) or stop (``audio``/``video``: true). The
-        engine writes the files, off the viewers' path."""
-        mountpoint = self._mountpoint_from(body)
-        management.check_secret(body, mountpoint.config)
+        """Janus's ``recording``, answered as Janus 1.1.2 answers it: ``action`` start or stop,
+        the streams either as ``media`` (``mid`` and, to start, ``filename``) or, as before
+        multistream, ``audio``/``video``/``data`` (a file name to start, true to stop: the
+        mountpoint's first stream of that kind). Janus's checks come in its order; the engine
+        writes the .mjr files, off the viewers' path. A relative file name is taken under
+        ``rec_dir`` (general), missing folders are made (as Janus does)."""
         action = body.get("action")
         if action is None:
             raise StreamingError(Errors.MISSING_ELEMENT, "Missing mandatory element (action)")
+        if not isinstance(action, str):
+            raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (action should be a string)")
         if action not in ("start", "stop"):
             raise StreamingError(Errors.INVALID_ELEMENT, "Invalid action (should be start|stop)")
-        if mountpoint.config.file is not None and mountpoint.config.file.ondemand:
-            raise StreamingError(Errors.INVALID_REQUEST, "Recording is not supported on ondemand mountpoints")
-        if "data" in body:
-            raise StreamingError(Errors.CANT_RECORD, "fanout does not record data streams")
-        streams = {kind: mountpoint.first_stream(kind) for kind in ("audio", "video") if kind in body}
-        for kind, stream in streams.items():
-            value = body[kind]
-            if action == "start" and not isinstance(value, str):
-                raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({kind} should be a string)")
-            if action == "stop" and not isinstance(value, bool):
-                raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({kind} should be a boolean)")
-            if stream is None:
-                raise StreamingError(Errors.CANT_RECORD, f"Can't record {kind}: the mountpoint has no {kind} stream")
-            if action == "start" and stream.mindex in mountpoint.recordings:
-                raise StreamingError(Errors.CANT_RECORD, f"Recording for {kind} already started for this stream")
-        for kind, stream in streams.items():
-            if stream is None:
-                continue
-            if action == "stop":
-                if body[kind] and mountpoint.recordings.pop(stream.mindex, None) is not None:
-                    self.engine.stop_recording(mountpoint.engine_id, stream.mindex)
-                    logger.info("mountpoint %s: %s recording stopped", mountpoint.id, kind)
-                continue
-            path = body[kind] if body[kind].endswith(".mjr") else body[kind] + ".mjr"
-            try:
-                self.engine.start_recording(mountpoint.engine_id, stream.mindex, path, stream.codec.name)
-            except OSError as error:
-                reason = os.strerror(error.errno) if error.errno else str(error)
-                raise StreamingError(Errors.CANT_RECORD, f"Error starting recorder for {kind}: {reason}") from None
-            mountpoint.recordings[stream.mindex] = path
-            logger.info("mountpoint %s: recording %s to %s", mountpoint.id, kind, path)
+        mountpoint = self._mountpoint_from(body)
+        if mountpoint.config.file is not None:
+            raise StreamingError(Errors.INVALID_REQUEST, "Recording is only available on RTP-based live streams")
+        management.check_secret(body, mountpoint.config)
+        if "media" in body:
+            return self._recording_media(mountpoint, action, body["media"])
+        return self._recording_legacy(mountpoint, action, body)
+
+    def _recording_media(self, mountpoint: Mountpoint, action: str, media: Any) -> dict[str, Any]:
+        """``media``: entries naming a stream the mountpoint has (and a file name, to start)
+        count; the others are passed over, as Janus does."""
+        if not isinstance(media, list):
+            raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (media should be an array)")
+        targets: list[tuple[StreamConfig, str]] = []
+        for entry in media:
+            mid = entry.get("mid") if isinstance(entry, dict) else None
+            stream = mountpoint.stream(mid) if isinstance(mid, str) else None
+            filename = entry.get("filename") if isinstance(entry, dict) else None
+            if stream is not None and (action == "stop" or isinstance(filename, str)):
+                targets.append((stream, filename if isinstance(filename, str) else ""))
+        if action == "stop":
+            self._stop_recordings(mountpoint, [stream for stream, _ in targets])
+            return {"streaming": "ok"}
+        if any(stream.mindex in mountpoint.recordings for stream, _ in targets):
+            raise StreamingError(
+                Errors.INVALID_REQUEST, "Recording for audio, video and/or data already started for this stream"
+            )
+        self._start_recordings(mountpoint, targets, lambda kind: f"Error starting recorder for {kind}")
         return {"streaming": "ok"}
+
+    def _recording_legacy(self, mountpoint: Mountpoint, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        kinds = [kind for kind in ("audio", "video", "data") if body.get(kind) is not None]
+        wanted, name = (str, "a string") if action == "start" else (bool, "a boolean")
+        for kind in kinds:
+            if not isinstance(body[kind], wanted):
+                raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({kind} should be {name})")
+        if not kinds:
+            missing = "Missing audio, video and/or data" if action == "start" else "Missing audio, video and or data"
+            raise StreamingError(Errors.INVALID_REQUEST, missing)
+        if action == "start" and "data" in kinds and mountpoint.data_port is not None:
+            raise StreamingError(Errors.CANT_RECORD, "Error starting recorder: fanout does not record data streams")
+        streams = [(stream, body[kind]) for kind in kinds if (stream := mountpoint.first_stream(kind)) is not None]
+        if action == "stop":
+            self._stop_recordings(mountpoint, [stream for stream, stop in streams if stop])
+            return {"streaming": "ok"}
+        if any(stream.mindex in mountpoint.recordings for stream, _ in streams):
+            raise StreamingError(Errors.INVALID_REQUEST, "Recording started for this stream")
+        self._start_recordings(mountpoint, streams, lambda kind: "Error starting recorder")
+        return {"streaming": "ok"}
+
+    def _start_recordings(
+        self, mountpoint: Mountpoint, targets: list[tuple[StreamConfig, str]], error: Callable[[str], str]
+    ) -> None:
+        """Each stream to its file, all or none: a file that cannot be made stops those started."""
+        started: list[StreamConfig] = []
+        for stream, filename in targets:
+            path = self._recording_path(filename)
+            try:
+                path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                self.engine.start_recording(mountpoint.engine_id, stream.mindex, str(path), stream.codec.name)
+            except OSError as failure:
+                reason = os.strerror(failure.errno) if failure.errno else str(failure)
+                logger.warning("mountpoint %s: cannot record %s to %s: %s", mountpoint.id, stream.kind, path, reason)
+                self._stop_recordings(mountpoint, started)
+                raise StreamingError(Errors.CANT_RECORD, error(stream.kind)) from None
+            mountpoint.recordings[stream.mindex] = str(path)
+            started.append(stream)
+            logger.info("mountpoint %s: recording %s to %s", mountpoint.id, stream.kind, path)
+
+    def _stop_recordings(self, mountpoint: Mountpoint, streams: list[StreamConfig]) -> None:
+        for stream in streams:
+            if mountpoint.recordings.pop(stream.mindex, None) is not None:
+                self.engine.stop_recording(mountpoint.engine_id, stream.mindex)
+                logger.info("mountpoint %s: %s recording stopped", mountpoint.id, stream.kind)
+
+    def _recording_path(self, filename: str) -> Path:
+        """``filename`` with Janus's .mjr extension, under rec_dir if relative."""
+        path = Path(filename if filename.endswith(".mjr") else filename + ".mjr")
+        if self.settings.rec_dir is not None and not path.is_absolute():
+            path = self.settings.rec_dir / path
+        return path
 
     def _recording_stopped(self, event: RecordingStopped) -> None:
         mountpoint = self._mountpoint_of_engine_id(event.mountpoint_id)

@@ -10,6 +10,17 @@ and starts again after ``rtsp_reconnect_delay`` when the server goes away or its
 media stops: every stream silent for ``rtsp_reconnect_delay``, as the engine's
 events say (each stream's silence threshold is that delay). Viewers stay connected meanwhile: the engine's numbering goes on
 across the restart.
+
+RTSP over TCP (``rtsp_transport``, past Janus): ``tcp`` SETUPs each track
+interleaved on the RTSP connection (``RTP/AVP/TCP;interleaved=``) and a
+:class:`~fanout.sources.rtsp.relay.MediaRelay` has the engine send each packet on to
+the stream's ports over loopback (no Python per packet), so that the engine fans out
+as it does for UDP; ``udp`` is
+Janus's way; ``auto`` (the default) starts with UDP and changes to TCP for the
+mountpoint's life when a SETUP answers 461 Unsupported Transport or when not one
+packet came over UDP within ``rtsp_reconnect_delay`` of PLAY (a firewall or NAT
+in the way), and back to UDP if a TCP SETUP answers 461. ``rtsps://`` (RTSP over
+TLS) is always interleaved: its media stays inside the TLS connection.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import ssl
 import time
 from typing import TYPE_CHECKING
 
@@ -32,10 +44,11 @@ from fanout.plugins.streaming.config import (
     h264_parameter_sets,
 )
 from fanout.sources.rtsp.auth import Credentials
-from fanout.sources.rtsp.client import State, TransportRequest
-from fanout.sources.rtsp.connection import RtspConnection
+from fanout.sources.rtsp.client import UNSUPPORTED_TRANSPORT, RtspRequestError, State, TransportRequest
+from fanout.sources.rtsp.connection import MediaStalled, RtspConnection
 from fanout.sources.rtsp.description import Track, split_credentials
-from fanout.sources.rtsp.messages import RtspError
+from fanout.sources.rtsp.messages import RtspError, RtspProtocolError
+from fanout.sources.rtsp.relay import EnginePorts, MediaRelay
 
 if TYPE_CHECKING:
     from fanout._engine import Engine
@@ -62,7 +75,26 @@ def connect(settings: RtspSettings) -> RtspConnection:
         connect_timeout=settings.connect_timeout or 5,
         session_timeout=settings.session_timeout,
         local_address=settings.interface,
+        tls=tls_context(settings) if url.lower().startswith("rtsps://") else None,
     )
+
+
+def tls_context(settings: RtspSettings) -> ssl.SSLContext:
+    """How an rtsps:// server's certificate is checked: against ``rtsp_cafile`` (the
+    system's CAs without it), its name against the URL's host; not at all when
+    ``rtsp_tls_verify`` is false. OSError or ssl.SSLError for an unreadable CA file."""
+    context = ssl.create_default_context(cafile=settings.tls_cafile)
+    if not settings.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def first_transport(settings: RtspSettings) -> str:
+    """The lower transport a pull starts with: "udp" or "tcp"."""
+    if settings.transport == "tcp" or settings.url.lower().startswith("rtsps://"):
+        return "tcp"
+    return "udp"
 
 
 # Payload types offered to viewers for a stream whose server could not be described yet.
@@ -166,6 +198,9 @@ class RtspPull:
         self.settings = settings
         self._connection = connection  # already described (create), or None: connect first
         self._playing_since = 0.0
+        self.transport = first_transport(settings)  # "udp" | "tcp": the next session's
+        mountpoint.rtsp_transport = self.transport
+        self._retry_now = False  # the lower transport just changed: no delay before the next try
 
     async def run(self) -> None:
         delay = max(self.settings.reconnect_delay, 1)
@@ -181,6 +216,9 @@ class RtspPull:
                     )
                 except Exception:  # a bug: say so, and keep the mountpoint fed all the same
                     logger.exception("mountpoint %s: RTSP source %s failed", self.mountpoint.id, self.settings.url)
+                if self._retry_now:
+                    self._retry_now = False
+                    continue
                 await asyncio.sleep(delay)
         finally:
             connection = self._connection
@@ -191,12 +229,24 @@ class RtspPull:
         if connection is None:
             connection = connect(self.settings)
         self._connection = connection
+        relay: MediaRelay | None = None
         try:
             if connection.client.state is State.IDLE:
                 await connection.describe()
-            await connection.play(self._transports(connection))
+            transports = self._transports(connection)
+            if self.transport == "tcp":
+                relay = self._relay(transports)
+                await relay.open()
+            try:
+                await connection.play(transports, relay)
+            except RtspRequestError as error:
+                secure = self.settings.url.lower().startswith("rtsps://")  # its media stays in TLS
+                if error.status == UNSUPPORTED_TRANSPORT and self.settings.transport == "auto" and not secure:
+                    self._change_transport(f"the server refused RTP over {self.transport.upper()} (461)")
+                raise
+            packets_at_play = self._packets_received()
             self._playing_since = time.monotonic()
-            logger.info("mountpoint %s: playing %s", self.mountpoint.id, self.settings.url)
+            logger.info("mountpoint %s: playing %s over %s", self.mountpoint.id, self.settings.url, self.transport.upper())
             stalled = asyncio.Event()
 
             def check() -> None:
@@ -209,12 +259,44 @@ class RtspPull:
             timer = asyncio.get_running_loop().call_later(self._stall_limit_s() + STALL_TIMER_MARGIN_SECONDS, check)
             try:
                 await connection.maintain(stalled)
+            except MediaStalled:
+                nothing_came = self._packets_received() == packets_at_play
+                if nothing_came and self.transport == "udp" and self.settings.transport == "auto":
+                    self._change_transport("no RTP came over UDP")
+                raise
+            except RtspProtocolError as error:
+                if relay is not None:  # an oversized frame, or bytes that are no frame: framing lost
+                    self.mountpoint.rtsp_dropped_frames += 1
+                    logger.warning("mountpoint %s: interleaved frame dropped: %s", self.mountpoint.id, error)
+                raise
             finally:
                 timer.cancel()
                 silence.listeners.remove(check)
         finally:
             self._connection = None
+            if relay is not None:
+                self.mountpoint.rtsp_dropped_frames += relay.unknown_frames  # on channels the server was not given
+                relay.close()
             await connection.close()
+
+    def _change_transport(self, reason: str) -> None:
+        self.transport = "tcp" if self.transport == "udp" else "udp"
+        self.mountpoint.rtsp_transport = self.transport
+        self._retry_now = True
+        logger.warning(
+            "mountpoint %s: %s; pulling %s over %s from now on",
+            self.mountpoint.id, reason, self.settings.url, self.transport.upper(),
+        )  # fmt: skip
+
+    def _relay(self, transports: list[TransportRequest]) -> MediaRelay:
+        """Where the interleaved packets of each track go: its stream's engine ports."""
+        hosts = [stream.host for stream in self.mountpoint.config.streams]
+        return MediaRelay(
+            [EnginePorts(host, transport.rtp_port, transport.rtcp_port) for host, transport in zip(hosts, transports, strict=True)]
+        )
+
+    def _packets_received(self) -> int:
+        return sum(stream.packets for stream in self.engine.mountpoint_stats(self.mountpoint.engine_id).streams)
 
     def _transports(self, connection: RtspConnection) -> list[TransportRequest]:
         """Each stream's track (a server that came back must still offer it in the stream's

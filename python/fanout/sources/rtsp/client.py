@@ -7,6 +7,16 @@ next request, which :meth:`RtspClient.data_to_send` hands out:
     OPTIONS -> DESCRIBE -> (Described event; the caller binds ports and calls
     setup()) -> SETUP per track -> PLAY -> (Playing event) -> PLAYING
 
+SETUP asks for RTP over UDP to the engine's ports (``client_port``), or, with
+``interleaved``, for RTP/AVP/TCP on the control connection (``interleaved=<n>-<n+1>``,
+RFC 2326 section 10.12): the server's frames then come out of
+:meth:`RtspClient.receive_data` as :class:`~fanout.sources.rtsp.messages.InterleavedFrame`
+events (or go to the relay given to :meth:`RtspClient.relay_frames_to`),
+:attr:`RtspClient.channels` says whose they are, and
+:meth:`RtspClient.send_frame` sends RTCP back the same way. A server that takes only
+the other lower transport answers SETUP 461 Unsupported Transport
+(:class:`RtspRequestError`, ``status`` 461).
+
 In PLAYING, :meth:`RtspClient.keepalive` sends GET_PARAMETER (or OPTIONS, if the
 server did not list GET_PARAMETER) within the session timeout, and
 :meth:`RtspClient.teardown` ends the session. A 401 is answered once with the
@@ -23,6 +33,8 @@ from dataclasses import dataclass
 from fanout.sources.rtsp.auth import Challenge, Credentials, RtspAuthError, authorization
 from fanout.sources.rtsp.description import Track, base_url, parse_tracks, path_only
 from fanout.sources.rtsp.messages import (
+    FrameRelay,
+    InterleavedFrame,
     ResponseParser,
     RtspError,
     RtspProtocolError,
@@ -37,6 +49,7 @@ DEFAULT_SESSION_TIMEOUT = 60  # seconds, RFC 2326 section 12.37
 # Answers to a keep-alive that mean "not this method", not "no session": 405 Method Not
 # Allowed, 451 Parameter Not Understood, 501 Not Implemented.
 KEEPALIVE_REFUSALS = (405, 451, 501)
+UNSUPPORTED_TRANSPORT = 461  # RFC 2326 section 7.1.1
 
 
 class RtspRequestError(RtspError):
@@ -85,7 +98,15 @@ class TransportRequest:
     rtcp_port: int
 
 
-Event = Described | Playing
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """Whose an interleaved channel is: the ``track``-th track set up, RTP or RTCP."""
+
+    track: int
+    rtcp: bool
+
+
+Event = Described | Playing | InterleavedFrame
 
 
 class RtspClient:
@@ -111,6 +132,8 @@ class RtspClient:
         self._setup_index = 0
         self._presentation_url = url
         self._tried_path_only = False
+        self.interleaved = False  # RTP/AVP/TCP on this connection rather than RTP over UDP
+        self.channels: dict[int, Channel] = {}  # once set up interleaved
 
     # --- the caller's side ---------------------------------------------------
 
@@ -119,11 +142,13 @@ class RtspClient:
         self._send("OPTIONS", self.url)
         self.state = State.OPTIONS
 
-    def setup(self, transports: list[TransportRequest]) -> None:
-        """SETUP each track (in order) with its ports, then PLAY."""
+    def setup(self, transports: list[TransportRequest], *, interleaved: bool = False) -> None:
+        """SETUP each track (in order) with its ports, or ``interleaved`` on this
+        connection (channels 2i and 2i+1 asked for the i-th), then PLAY."""
         self._expect(State.DESCRIBED)
         if not transports:
             raise ValueError("setup() needs at least one track")
+        self.interleaved = interleaved
         self._setups = list(transports)
         self._setup_index = 0
         self._send_setup()
@@ -150,6 +175,15 @@ class RtspClient:
         """Seconds between keep-alives: half the session timeout, as most clients do."""
         return max(1.0, self.session_timeout / 2)
 
+    def relay_frames_to(self, relay: FrameRelay | None) -> None:
+        """Runs of interleaved frames go to ``relay`` (which sends their packets on) rather
+        than out of :meth:`receive_data` as events."""
+        self._parser.frame_relay = relay
+
+    def send_frame(self, frame: InterleavedFrame) -> None:
+        """Queue an interleaved frame (the engine's RTCP for the server)."""
+        self._outgoing += bytes(frame)
+
     def data_to_send(self) -> bytes:
         data = bytes(self._outgoing)
         self._outgoing.clear()
@@ -157,8 +191,11 @@ class RtspClient:
 
     def receive_data(self, data: bytes) -> list[Event]:
         events: list[Event] = []
-        for response in self._parser.feed(data):
-            event = self._handle(response)
+        for message in self._parser.feed_all(data):
+            if isinstance(message, InterleavedFrame):
+                events.append(message)
+                continue
+            event = self._handle(message)
             if event is not None:
                 events.append(event)
         return events
@@ -250,8 +287,31 @@ class RtspClient:
         transport = response.header("Transport")
         if transport is None:
             raise RtspProtocolError("SETUP answered without a Transport header")
-        if "tcp" in transport.split(";")[0].lower():
-            raise RtspProtocolError(f"the server chose a TCP transport ({transport!r}); fanout takes RTP over UDP")
+        over_tcp = "tcp" in transport.split(";")[0].lower()
+        if over_tcp != self.interleaved:
+            asked = "RTP/AVP/TCP interleaved" if self.interleaved else "RTP over UDP"
+            raise RtspProtocolError(f"the server chose the transport {transport!r}, not the {asked} asked for")
+        if self.interleaved:
+            self._take_channels(transport)
+
+    def _take_channels(self, transport: str) -> None:
+        """The channels the server gave the track just set up (those asked for if it did not say)."""
+        rtp_channel = 2 * self._setup_index
+        rtcp_channel = rtp_channel + 1
+        _, parameters = header_parameters(transport)
+        value = parameters.get("interleaved")
+        if value is not None:
+            first, _, second = value.partition("-")
+            if not is_number(first) or (second and not is_number(second)):
+                raise RtspProtocolError(f"invalid interleaved channels in {transport!r}")
+            rtp_channel = int(first)
+            rtcp_channel = int(second) if second else rtp_channel + 1
+        if max(rtp_channel, rtcp_channel) > 255 or rtp_channel == rtcp_channel:
+            raise RtspProtocolError(f"invalid interleaved channels in {transport!r}")
+        if rtp_channel in self.channels or rtcp_channel in self.channels:
+            raise RtspProtocolError(f"the server gave channels already in use ({transport!r})")
+        self.channels[rtp_channel] = Channel(self._setup_index, rtcp=False)
+        self.channels[rtcp_channel] = Channel(self._setup_index, rtcp=True)
 
     def _answer_challenge(self, request: RtspRequest, response: RtspResponse) -> None:
         if self.credentials is None:
@@ -270,11 +330,12 @@ class RtspClient:
 
     def _send_setup(self) -> None:
         transport = self._setups[self._setup_index]
-        self._send(
-            "SETUP",
-            transport.track.control_url,
-            ("Transport", f"RTP/AVP;unicast;client_port={transport.rtp_port}-{transport.rtcp_port}"),
-        )
+        if self.interleaved:
+            channel = 2 * self._setup_index
+            header = f"RTP/AVP/TCP;unicast;interleaved={channel}-{channel + 1}"
+        else:
+            header = f"RTP/AVP;unicast;client_port={transport.rtp_port}-{transport.rtcp_port}"
+        self._send("SETUP", transport.track.control_url, ("Transport", header))
 
     def _send(self, method: str, url: str, *headers: tuple[str, str]) -> None:
         self._cseq += 1

@@ -1,19 +1,24 @@
-"""The asyncio side of the RTSP client: one TCP control connection carrying an
-:class:`~fanout.sources.rtsp.client.RtspClient`'s bytes, with Janus's timeouts."""
+"""The asyncio side of the RTSP client: one TCP control connection (TLS for
+``rtsps://``) carrying an :class:`~fanout.sources.rtsp.client.RtspClient`'s bytes,
+with Janus's timeouts; with RTSP over TCP, the interleaved media handed to a
+:class:`~fanout.sources.rtsp.relay.MediaRelay`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
 from fanout.sources.rtsp.auth import Credentials
 from fanout.sources.rtsp.client import Described, Event, Playing, RtspClient, TransportRequest
 from fanout.sources.rtsp.description import Track
-from fanout.sources.rtsp.messages import RtspError
+from fanout.sources.rtsp.messages import InterleavedFrame, RtspError
+from fanout.sources.rtsp.relay import MediaRelay
 
 DEFAULT_PORT = 554
+DEFAULT_TLS_PORT = 322  # rtsps (IANA)
 TEARDOWN_TIMEOUT = 1.0  # seconds a TEARDOWN may take when the mountpoint goes
 
 
@@ -38,6 +43,7 @@ class RtspConnection:
         connect_timeout: float = 5.0,
         session_timeout: float = 0.0,
         local_address: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.client = RtspClient(url, credentials=credentials, quirk=quirk)
         self.url = url
@@ -47,26 +53,43 @@ class RtspConnection:
         # The address to connect from (rtspiface): a server sends the media to the address
         # the control connection comes from, so it must be the one the media ports are bound on.
         self.local_address = local_address
+        self.tls = tls  # an rtsps:// URL's: how the server's certificate is checked
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
     async def describe(self) -> tuple[Track, ...]:
         parts = urlsplit(self.url)
-        host, port = parts.hostname or "", parts.port or DEFAULT_PORT
+        secure = parts.scheme.lower() == "rtsps"
+        if secure and self.tls is None:
+            raise RtspError("an rtsps:// URL needs a TLS context")
+        host, port = parts.hostname or "", parts.port or (DEFAULT_TLS_PORT if secure else DEFAULT_PORT)
         self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, local_addr=(self.local_address, 0) if self.local_address else None),
+            asyncio.open_connection(
+                host, port, local_addr=(self.local_address, 0) if self.local_address else None,
+                ssl=self.tls if secure else None, server_hostname=host if secure else None,
+            ),
             self.connect_timeout,
-        )
+        )  # fmt: skip
         self.client.start()
         described = await self._until(Described)
         assert isinstance(described, Described)
         return described.tracks
 
-    async def play(self, transports: list[TransportRequest]) -> Playing:
-        self.client.setup(transports)
+    async def play(self, transports: list[TransportRequest], relay: MediaRelay | None = None) -> Playing:
+        """SETUP and PLAY: RTP over UDP to the transports' ports, or, given a ``relay``,
+        interleaved on this connection and handed to the relay."""
+        if relay is not None:
+            relay.send_frame = self._send_frame
+            relay.channels = self.client.channels  # filled in as each SETUP is answered
+            self.client.relay_frames_to(relay.relay_frames)
+        self.client.setup(transports, interleaved=relay is not None)
         playing = await self._until(Playing)
         assert isinstance(playing, Playing)
         return playing
+
+    def _send_frame(self, frame: InterleavedFrame) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(bytes(frame))
 
     async def maintain(self, stalled: asyncio.Event) -> None:
         """Keep-alives within the session timeout until the server closes the connection
@@ -90,7 +113,7 @@ class RtspConnection:
                     data, read = read.result(), None
                     if data == b"":
                         raise RtspError("the server closed the RTSP connection")
-                    self.client.receive_data(data)
+                    self._without_frames(self.client.receive_data(data))
                 if stall.done():
                     raise MediaStalled("no media from the RTSP server")
                 if loop.time() >= next_keepalive:
@@ -135,7 +158,15 @@ class RtspConnection:
             data = await asyncio.wait_for(self._reader.read(65536), self.timeout)
             if not data:
                 raise RtspError(f"the server closed the RTSP connection ({self.client.state.value})")
-            for event in self.client.receive_data(data):
-                if isinstance(event, wanted):
-                    await self._flush()
-                    return event
+            found: Event | None = None
+            for event in self._without_frames(self.client.receive_data(data)):
+                if isinstance(event, wanted) and found is None:
+                    found = event
+            if found is not None:
+                await self._flush()
+                return found
+
+    @staticmethod
+    def _without_frames(events: list[Event]) -> list[Event]:
+        """The events but interleaved frames (which a relay, if set up, has taken already)."""
+        return [event for event in events if not isinstance(event, InterleavedFrame)]
