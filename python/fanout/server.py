@@ -52,6 +52,7 @@ logger = logging.getLogger("fanout")
 READY_LINE = "fanout: ready"
 STREAMING_PACKAGE = "janus.plugin.streaming"
 TEST_SOURCE_STOP_TIMEOUT = 5.0
+HANGUP_DELIVERY_TIMEOUT = 2.0  # stopping: how long the clients get to take their hangup before the transports close
 
 
 class StartupError(Exception):
@@ -158,11 +159,13 @@ async def _running(
             await cluster.start()  # Redis down: the node starts alone and joins when it answers
             stack.push_async_callback(cluster.stop)
 
+        client_transports: list[HttpTransport | WebSocketTransport] = []
         websocket_port: int | None = None
         if settings.websocket.enabled or settings.websocket.wss:
             websocket = WebSocketTransport(gateway, settings.websocket)
             await _start_transport("WebSocket", websocket.start, settings.websocket.host, settings.websocket.port)
             stack.push_async_callback(websocket.stop)
+            client_transports.append(websocket)
             websocket_port = websocket.port
         page = "no demo page (the HTTP transport is off)"
         if settings.http.enabled or settings.http.https:
@@ -190,11 +193,13 @@ async def _running(
             http = HttpTransport(gateway, settings.http, routes)
             await _start_transport("HTTP", http.start, settings.http.host, settings.http.port)
             stack.push_async_callback(http.stop)
+            client_transports.append(http)
             page = f"demo page at http://{_browsable(settings.http.host)}:{http.port}/"
         try:
             operations = await start_operations(stack, config, gateway, cluster)
         except OSError as error:
             raise StartupError(f"an Admin API or metrics port cannot be bound ({error})") from None
+        stack.push_async_callback(_hang_up_everyone, gateway, client_transports)  # the first thing undone
         clustered = [f"node {cluster.name} of cluster {settings.cluster.cluster_name}"] if cluster and settings.cluster else []
         yield ", ".join([f"{page}, WebRTC on UDP {endpoint.port}, {len(mountpoints)} mountpoint(s)", *operations, *clustered])
 
@@ -222,6 +227,16 @@ def _cluster_relays(
     if ipaddress.ip_address(webrtc_host).is_unspecified:
         webrtc_host = cluster.relay_address
     return RelayOrigin(plugin, endpoint, sealer, (webrtc_host, endpoint.port)), edge
+
+
+async def _hang_up_everyone(gateway: Gateway, transports: list[HttpTransport | WebSocketTransport]) -> None:
+    """Stopping: every viewer's PeerConnection hangs up (a DTLS close_notify, which ends a WHEP
+    player too) and the Janus API clients get their ``hangup`` before the transports close.
+    WHIP publishers are closed the same way when the WHIP service stops."""
+    hung_up = gateway.hang_up_everyone()
+    if hung_up:
+        logger.info("stopping: %d PeerConnection(s) hung up", hung_up)
+    await asyncio.gather(*(transport.deliver_queued_events(HANGUP_DELIVERY_TIMEOUT) for transport in transports))
 
 
 async def _start_transport(name: str, start: Callable[[], Awaitable[None]], host: str, port: int) -> None:

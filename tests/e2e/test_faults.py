@@ -1,12 +1,14 @@
 """Faults, each with real processes: a source that stops and resumes, changes its SSRC, jumps its
 sequence numbers and timestamps, sends out of order and twice (the viewer keeps decoding); a viewer
-that vanishes without a hangup (freed at consent expiry, its session at session timeout); SIGKILL
-then restart (no ``permanent`` mountpoint lost)."""
+that vanishes without a hangup (freed at consent expiry, its session at session timeout); SIGTERM
+(every viewer hears its hangup, recordings are complete, permanent mountpoints stay); SIGKILL then
+restart (no ``permanent`` mountpoint lost)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import socket
 import struct
@@ -19,6 +21,7 @@ import pytest
 from fanout.sources.tracks import AudioTrack, VideoTrack
 
 from tests.e2e.test_consent import go_silent
+from tests.whep.test_whep import WhepPlayer
 from tests.support.aiortc_viewer import AiortcViewer
 from tests.support.janus_client import JanusHttpClient, janus_session
 from tests.support.ports import free_ports
@@ -213,4 +216,66 @@ async def test_sigkill_then_restart_loses_no_permanent_mountpoint(tmp_path: Path
         async with janus_session(addresses.janus_url) as janus:
             handle = await janus.attach()
             listed = (await janus.message(handle, {"request": "list"}))["plugindata"]["data"]["list"]
+            assert sorted(entry["id"] for entry in listed) == [1, 77]
+
+
+def mjr_packets(data: bytes) -> int:
+    """How many RTP packets a Janus .mjr recording holds; AssertionError unless it ends on a whole packet."""
+    assert data[:8] == b"MJR00002", data[:8]
+    (info_length,) = struct.unpack("!H", data[8:10])
+    assert json.loads(data[10 : 10 + info_length])["t"] == "v"
+    offset, packets = 10 + info_length, 0
+    while offset < len(data):
+        assert data[offset : offset + 4] == b"MEET", f"no packet header at byte {offset}"
+        (length,) = struct.unpack("!H", data[offset + 8 : offset + 10])
+        offset += 10 + length
+        packets += 1
+    assert offset == len(data), f"the last packet is cut short ({offset - len(data)} bytes missing)"
+    return packets
+
+
+async def test_sigterm_hangs_up_every_viewer_completes_recordings_and_keeps_permanent_mountpoints(tmp_path: Path) -> None:
+    addresses = write_config(tmp_path, DEMO_MOUNTPOINT)
+    recording = tmp_path / "demo-video.mjr"
+    with FanoutProcess(tmp_path) as server:
+        assert server.process is not None
+        async with aiohttp.ClientSession() as http, janus_session(addresses.janus_url) as janus:
+            created = (await janus.message(await janus.attach(), CREATE))["plugindata"]["data"]
+            assert created["permanent"] is True
+            viewer = AiortcViewer(janus)
+            player = WhepPlayer(http, f"http://127.0.0.1:{addresses.http_port}/whep/endpoint/1")
+            try:
+                await viewer.watch(1)
+                assert (await player.play()).status == 201
+                await viewer.wait_for_frames(video=10, audio=10)
+                await player.frames(video=10, audio=10)
+                start = {"request": "recording", "action": "start", "id": 1, "video": str(recording)}
+                assert (await janus.message(await janus.attach(), start))["plugindata"]["data"] == {"streaming": "ok"}
+
+                async def some_recorded() -> bool:
+                    return recording.exists() and recording.stat().st_size > 10_000
+
+                await wait_until(some_recorded, timeout=30)
+                size_before = recording.stat().st_size
+
+                server.process.send_signal(signal.SIGTERM)
+                hangup = await janus.event(
+                    lambda e: e.get("janus") == "hangup" and e.get("sender") == viewer.handle_id, timeout=30
+                )
+                assert hangup["reason"] == "Shutdown"
+
+                async def player_closed() -> bool:
+                    return player.pc.connectionState == "closed"
+
+                await wait_until(player_closed, timeout=30)
+                assert await asyncio.to_thread(server.process.wait, 30) == 0
+            finally:
+                await viewer.close()
+                await player.pc.close()
+    data = recording.read_bytes()
+    assert mjr_packets(data) > 0 and len(data) > size_before  # what was buffered at SIGTERM was written too
+
+    with FanoutProcess(tmp_path):
+        async with janus_session(addresses.janus_url) as janus:
+            listed = (await janus.message(await janus.attach(), {"request": "list"}))["plugindata"]["data"]["list"]
             assert sorted(entry["id"] for entry in listed) == [1, 77]
