@@ -109,7 +109,10 @@ async def _running(
     async with contextlib.AsyncExitStack() as stack:
         try:
             endpoint = await WebRtcEndpoint.open(
-                settings.webrtc_interface, settings.webrtc_port, list(settings.advertised_ips)
+                settings.webrtc_interface,
+                settings.webrtc_port,
+                list(settings.advertised_ips),
+                receive_buffer=settings.webrtc_receive_buffer,
             )
         except OSError as error:
             raise StartupError(
