@@ -11,6 +11,7 @@ BENCHMARKS = {
     "first-frame": ("fanout_bench.first_frame", "time to first frame in Chromium with janus.js"),
     "cluster": ("fanout_bench.cluster", "joins through an edge (cold and warm relay), the origin's CPU per relay"),
     "soak": ("fanout_bench.soak", "hours of churning viewers and restarting sources: RSS, fds, leaks, loss"),
+    "control": ("fanout_bench.control", "the control plane's STUN/RTCP/DTLS budget, consent bursts at load"),
 }
 
 

@@ -40,6 +40,7 @@ from fanout.webrtc.stun import StunError, StunMessage
 logger = logging.getLogger(__name__)
 
 HOST_TYPE_PREFERENCE = 126
+SOCKET_LISTING_ATTEMPTS = 3
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux: past net.core.rmem_max, with CAP_NET_ADMIN
 EventHandler = Callable[[WebRtcPeer, PeerEvent], None]
 
@@ -77,15 +78,16 @@ def socket_drops(sock: socket.socket) -> int | None:
     """How many datagrams the kernel dropped at ``sock`` (its receive buffer full), from
     /proc/net/udp and udp6 (the ``drops`` column of the line with its inode); None if unknown."""
     inode = str(os.fstat(sock.fileno()).st_ino)
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 12 and fields[9] == inode:
-                return int(fields[-1])
+    for _ in range(SOCKET_LISTING_ATTEMPTS):  # a read may skip sockets opened and closed meanwhile
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            try:
+                lines = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if len(fields) > 12 and fields[9] == inode:
+                    return int(fields[-1])
     return None
 
 
