@@ -31,6 +31,7 @@ from fanout.config.settings import Settings
 from fanout.core.gateway import Gateway
 from fanout.demo.routes import demo_routes
 from fanout.engine_events import EngineEvents, log_peer_events
+from fanout.memory import trim_periodically
 from fanout.plugins.streaming.admission import AdmissionLimits
 from fanout.plugins.streaming.config import (
     MountpointConfig,
@@ -120,6 +121,8 @@ async def _running(
                 "change fanout.webrtc_port in janus.jcfg"
             ) from None
         stack.callback(endpoint.close)
+        trimmer = asyncio.get_running_loop().create_task(trim_periodically())
+        stack.callback(trimmer.cancel)
         engine = Engine(
             endpoint.fileno(),
             cores=list(settings.engine_cores) if settings.engine_cores is not None else None,
