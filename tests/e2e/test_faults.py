@@ -1,6 +1,7 @@
 """Faults, each with real processes: a source that stops and resumes, changes its SSRC, jumps its
 sequence numbers and timestamps, sends out of order and twice (the viewer keeps decoding); a viewer
-that vanishes without a hangup (freed at consent expiry, its session at session timeout); SIGTERM
+that vanishes without a hangup (freed at consent expiry, its session at session timeout); one that
+keeps sending consent checks but never reads (kept, and holds up no one); SIGTERM
 (every viewer hears its hangup, recordings are complete, permanent mountpoints stay); SIGKILL then
 restart (no ``permanent`` mountpoint lost)."""
 
@@ -9,18 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from fanout.sources.tracks import AudioTrack, VideoTrack
 
-from tests.e2e.test_consent import go_silent
+from fanout.webrtc.stun import BINDING_REQUEST, ICE_CONTROLLING, PRIORITY, USERNAME, StunMessage
+
+from tests.e2e.test_consent import CONSENT_TIMEOUT, go_silent, viewers_of
 from tests.whep.test_whep import WhepPlayer
 from tests.support.aiortc_viewer import AiortcViewer
 from tests.support.janus_client import JanusHttpClient, janus_session
@@ -144,6 +149,81 @@ async def test_the_viewer_keeps_decoding_through_a_misbehaving_source(
             assert viewer.media.video_sizes == {(320, 240)}
         finally:
             await viewer.close()
+
+
+class StalledReader:
+    """An aiortc viewer that stops reading its socket (the kernel drops what fanout sends it) but
+    keeps sending a consent check every 2 s on its nominated pair, as a client whose network
+    stack answers while its application hangs; aioice's own checks, whose answers it no longer
+    reads, are stopped (they would give up after 30 s)."""
+
+    def __init__(self, viewer: AiortcViewer) -> None:
+        [transceiver, *_] = viewer.pc.getTransceivers()
+        self.connection = transceiver.receiver.transport.transport._connection
+        self.pair = self.connection._nominated[1]
+        self.transport: Any = self.pair.protocol.transport  # asyncio's selector transport: it pauses reading
+        self.sender: asyncio.Task[None] | None = None
+
+    def check(self) -> bytes:
+        assert self.connection.remote_password is not None
+        message = (
+            StunMessage(BINDING_REQUEST, os.urandom(12))
+            .with_attribute(USERNAME, f"{self.connection.remote_username}:{self.connection.local_username}".encode())
+            .with_attribute(PRIORITY, self.pair.local_candidate.priority.to_bytes(4, "big"))
+            .with_attribute(ICE_CONTROLLING, os.urandom(8))
+        )
+        return bytes(message.with_integrity(self.connection.remote_password.encode()).with_fingerprint())
+
+    async def _send_checks(self) -> None:
+        while True:
+            self.pair.protocol.transport.sendto(self.check(), self.pair.remote_addr)
+            await asyncio.sleep(2)
+
+    def stop_reading(self) -> None:
+        if self.connection._query_consent_task is not None:
+            self.connection._query_consent_task.cancel()
+        self.transport.pause_reading()
+        self.sender = asyncio.get_running_loop().create_task(self._send_checks())
+
+    def read_again(self) -> None:
+        self.transport.resume_reading()
+
+
+async def test_a_viewer_that_keeps_consent_but_never_reads_is_kept_and_holds_up_no_one(
+    rtp_server: tuple[ServerAddresses, int, int], faulty_source: FaultySource
+) -> None:
+    addresses, _, _ = rtp_server
+    async with janus_session(addresses.janus_url) as janus:
+        steady, stalled = AiortcViewer(janus), AiortcViewer(janus)
+        reader: StalledReader | None = None
+        try:
+            await steady.watch(2)
+            await stalled.watch(2)
+            await steady.wait_for_frames(video=10, audio=10)
+            await stalled.wait_for_frames(video=10, audio=10)
+            reader = StalledReader(stalled)
+            reader.stop_reading()
+            stalled_since = time.monotonic()
+            # Past the consent timeout: fanout keeps sending to it (the kernel drops it), keeps
+            # it as a viewer, and the other viewer decodes on.
+            while time.monotonic() - stalled_since < CONSENT_TIMEOUT + 5:
+                await decodes_on(steady, frames=30)
+                assert await viewers_of(janus, steady.handle_id, 2) == 2
+            assert not [e for e in drained_events(janus) if e.get("janus") == "hangup"]
+            reader.read_again()
+            await decodes_on(stalled)  # from the next keyframe on
+        finally:
+            if reader is not None and reader.sender is not None:
+                reader.sender.cancel()
+            await steady.close()
+            await stalled.close()
+
+
+def drained_events(janus: JanusHttpClient) -> list[dict[str, object]]:
+    events = []
+    while not janus.events.empty():
+        events.append(janus.events.get_nowait())
+    return events
 
 
 async def metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
