@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 import pylibsrtp
 
-from fanout.webrtc.dtls import SRTP_PROFILES, DtlsCertificate, DtlsTransport
+from fanout.webrtc.dtls import DtlsCertificate, DtlsTransport
 from fanout.webrtc.stun import BINDING_SUCCESS, StunError, StunMessage
 from fanout_bench.load.kernel import CLOCK_TICKS, core_times, process_cpu_seconds
 from fanout_bench.load.netns import bench_namespace
@@ -206,7 +206,9 @@ async def rtcp_flood(viewers: list[Viewer], pid: int, rate: float, http: aiohttp
     sessions = []
     for index, viewer in enumerate(viewers):
         assert viewer.keys is not None and viewer.remote is not None
-        policy = pylibsrtp.Policy(key=viewer.keys.local_master_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=GCM)
+        policy = pylibsrtp.Policy(
+            key=viewer.keys.local_master_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=GCM
+        )
         sessions.append((viewer, pylibsrtp.Session(policy), (0x10000 + index).to_bytes(4, "big")))
     drops_before = (await metrics(http)).get("fanout_webrtc_socket_drops_total", 0.0)
     cpu_before, start = main_thread_cpu(pid), time.monotonic()
@@ -232,8 +234,12 @@ def dtls_handshakes(count: int) -> Budget:
     server_certificate, client_certificate = DtlsCertificate.generate(), DtlsCertificate.generate()
     server_time, start = 0.0, time.monotonic()
     for _ in range(count):
-        server = DtlsTransport(server_certificate, is_server=True, remote_fingerprints=[("sha-256", client_certificate.fingerprint())], profiles=SRTP_PROFILES)
-        client = DtlsTransport(client_certificate, is_server=False, remote_fingerprints=[("sha-256", server_certificate.fingerprint())], profiles=SRTP_PROFILES)
+        server = DtlsTransport(
+            server_certificate, is_server=True, remote_fingerprints=[("sha-256", client_certificate.fingerprint())]
+        )
+        client = DtlsTransport(
+            client_certificate, is_server=False, remote_fingerprints=[("sha-256", server_certificate.fingerprint())]
+        )
         client.start(0.0)
         before = time.thread_time()
         server.start(0.0)
@@ -266,8 +272,9 @@ async def run_one(args: argparse.Namespace, receive_buffer: int, folder: Path) -
             run.receive_buffer_granted = int((await metrics(http)).get("fanout_webrtc_receive_buffer_bytes", 0))
             cpu_before, start = main_thread_cpu(server.pid), time.monotonic()
             report = await pool.add(args.viewers, args.join_rate)
+            join_cpu = main_thread_cpu(server.pid) - cpu_before
             run.budgets.append(
-                Budget("joins (Janus API + ICE + DTLS)", report.joined, args.viewers, time.monotonic() - start, main_thread_cpu(server.pid) - cpu_before)
+                Budget("joins (Janus API + ICE + DTLS)", report.joined, args.viewers, time.monotonic() - start, join_cpu)
             )
             viewers = pool.viewers
             run.viewers = len(viewers)
@@ -300,7 +307,11 @@ async def run_one(args: argparse.Namespace, receive_buffer: int, folder: Path) -
                 run.budgets.append(budget)
             for budget in run.budgets:
                 rate = f"{budget.per_core_second:,.0f}" if budget.per_core_second else "-"
-                print(f"{label} {budget.what}: {budget.count:,} of {budget.offered:,} in {budget.wall_s:.1f} s, {budget.control_cpu_s:.2f} s of the control plane's CPU: {rate} per core-second", flush=True)
+                print(
+                    f"{label} {budget.what}: {budget.count:,} of {budget.offered:,} in {budget.wall_s:.1f} s, "
+                    f"{budget.control_cpu_s:.2f} s of the control plane's CPU: {rate} per core-second",
+                    flush=True,
+                )
     finally:
         await pool.close(graceful=False)
         source.stop()
@@ -336,7 +347,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="fanout bench control", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="fanout bench control", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--viewers", type=int, default=500, help="viewers watching, each sending the bursts' checks (default 500)")
     parser.add_argument("--bitrate", type=float, default=2e6, help="the source's video bit/s: the worker's load (default 2e6)")
     parser.add_argument("--rounds", type=int, default=8, help="consent bursts, 5 s apart (default 8: past the 30 s consent timeout)")
