@@ -1,11 +1,11 @@
 """Giving freed memory back to the system.
 
 fanout's threads (the control plane, the engine's receiver and workers, OpenSSL in the DTLS
-handshakes) allocate from glibc's per-thread arenas. What a departed viewer held is freed, but
-glibc keeps the free pages of an arena whose top is still in use: measured over 350 joins and
-leaves, the RSS grew ~10 KiB a viewer with the Python heap flat, and ``malloc_trim(0)`` gave all
-of it back. :func:`trim_periodically` calls it every minute (glibc only; elsewhere nothing), so
-that RSS tracks what is in use and a week of churn does not look like a leak.
+handshakes) allocate from glibc's per-thread arenas, and glibc keeps the free pages of an
+arena whose top is still in use. Over 300 joins and leaves, the Python heap flat, a server's
+RSS grew ~4 MiB, of which ``malloc_trim(0)`` gave back a third (the rest grows more slowly
+with time: see the soak in bench/results/README.md). :func:`trim_periodically` calls it every
+minute (glibc only; elsewhere nothing), so that free pages do not count as a leak.
 """
 
 from __future__ import annotations
