@@ -294,7 +294,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     rss.plot(minutes, [s["rss_mib"] for s in samples])
     warm_up = result["rss"]["warm_up_seconds"] / 60
     rss.axvspan(warm_up, warm_up + 1, color="green", alpha=0.15, label="after warm-up")
-    rss.axhline(result["rss"]["after_warm_up_mib"] * (1 + RSS_GROWTH_ALLOWED), color="red", linestyle="--", label="+5%")
+    limit = result["rss"]["after_warm_up_mib"] * (1 + RSS_GROWTH_ALLOWED)
+    rss.axhline(limit, color="red", linestyle="--", label="+5%")
+    rss.set_ylim(top=max(limit, *(s["rss_mib"] for s in samples)) + 1)
     rss.legend(loc="lower right")
     rss.set_ylabel("fanout RSS (MiB)")
     fds.plot(minutes, [s["fds"] for s in samples])
