@@ -12,6 +12,7 @@ BENCHMARKS = {
     "cluster": ("fanout_bench.cluster", "joins through an edge, the origin's CPU per relay; --failover; --scale over 1-3 edges"),
     "soak": ("fanout_bench.soak", "hours of churning viewers and restarting sources: RSS, fds, leaks, loss"),
     "whip": ("fanout_bench.whip", "WHIP ingest vs plain RTP of the same stream: CPU per Gbit/s, latency to viewers"),
+    "control": ("fanout_bench.control", "the control plane's STUN/RTCP/DTLS budget, consent bursts at load"),
 }
 
 

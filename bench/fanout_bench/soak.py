@@ -2,7 +2,8 @@
 over WHEP), the source restarts every few minutes, one client a minute vanishes without a hangup; RSS
 and open file descriptors are sampled every few seconds; at the end every viewer leaves and the
 sessions, handles, PeerConnections and engine viewers left (all must be 0) and each viewer's loss are
-reported. JSON and a plot in --out."""
+reported, with fanout's RSS at the end of the churn against its level after the warm-up (must be
+within 5%). JSON and a plot in --out."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 SAMPLE_SECONDS = 5.0
+RSS_GROWTH_ALLOWED = 0.05
 STREAMING_JCFG = """general: {{
 }}
 soak: {{
@@ -124,6 +126,12 @@ class Viewer:
                 lost += max(0, stat.packetsLost)
         return {"received": received, "lost": lost}
 
+    def go_silent(self) -> None:
+        """Close the viewer's UDP sockets without a word: no STUN, DTLS close or RTCP from it again."""
+        for transceiver in self.pc.getTransceivers():
+            for protocol in transceiver.receiver.transport.transport._connection._protocols:
+                protocol.transport.close()
+
     async def leave(self, *, hang_up: bool = True) -> None:
         if hang_up:
             with contextlib.suppress(Exception):
@@ -132,8 +140,10 @@ class Viewer:
                 elif self.session is not None:
                     self.keepalive.cancel()
                     await self._post(f"/{self.session}", {"janus": "destroy"})
-        elif self.kind == "janus":
-            self.keepalive.cancel()
+        else:
+            self.go_silent()
+            if self.kind == "janus":
+                self.keepalive.cancel()
         await self.pc.close()
 
 
@@ -150,17 +160,35 @@ async def metrics(http: aiohttp.ClientSession, port: int) -> dict[str, float]:
     return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.split(" ")[0] in wanted}
 
 
-def start_source(ports: dict[str, int]) -> subprocess.Popen[bytes]:
+def start_source(ports: dict[str, int], args: argparse.Namespace) -> subprocess.Popen[bytes]:
     from fanout.sources.testsource import testsource_command
 
-    return subprocess.Popen(testsource_command("127.0.0.1", video_port=ports["video"], audio_port=ports["audio"]))
+    width, height = args.video_size
+    command = testsource_command(
+        "127.0.0.1", video_port=ports["video"], audio_port=ports["audio"], width=width, height=height, bitrate=args.video_bitrate
+    )
+    return subprocess.Popen(command)
+
+
+def rss_levels(samples: list[dict[str, float]], warm_up_seconds: float, churn_end: float) -> dict[str, float]:
+    """fanout's median RSS over the minute after the warm-up and over the last minute of the churn."""
+
+    def median_rss(start: float, end: float) -> float:
+        window = sorted(s["rss_mib"] for s in samples if start <= s["t"] < end)
+        if not window:
+            raise RuntimeError(f"no RSS sample between {start:.0f} s and {end:.0f} s")
+        return window[len(window) // 2]
+
+    after_warm_up = median_rss(warm_up_seconds, warm_up_seconds + 60)
+    at_end = median_rss(churn_end - 60, churn_end)
+    return {"after_warm_up_mib": after_warm_up, "at_end_mib": at_end, "growth": at_end / after_warm_up - 1}
 
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="fanout-soak-"))
     ports = write_config(folder)
     server = subprocess.Popen([sys.executable, "-m", "fanout", "serve", "--config", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    source = start_source(ports)
+    source = start_source(ports, args)
     samples: list[dict[str, float]] = []
     events: list[dict[str, Any]] = []
     finished: list[dict[str, Any]] = []
@@ -200,14 +228,17 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(2)
                     await vanishing.leave(hang_up=False)
                     events.append({"t": elapsed, "event": f"churned {churn}, one client vanished"})
+                    latest = samples[-1]
+                    print(f"{elapsed / 60:5.1f} min: RSS {latest['rss_mib']:.1f} MiB, {latest['fds']:.0f} fds, {len(viewers)} viewers", flush=True)
                     next_minute += 60
                 if elapsed >= next_restart:
                     source.terminate()
                     source.wait(5)
-                    source = start_source(ports)
+                    source = start_source(ports, args)
                     next_restart += args.source_restart_minutes * 60
                     events.append({"t": elapsed, "event": "source restarted"})
                 await asyncio.sleep(1)
+            churn_end = time.monotonic() - start
             for viewer in viewers:
                 finished.append({"kind": viewer.kind, **await viewer.loss()})
                 await viewer.leave()
@@ -222,10 +253,13 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         server.send_signal(signal.SIGTERM)
         server.wait(15)
     losses = sorted(v["lost"] / max(1, v["received"] + v["lost"]) for v in finished)
+    rss = rss_levels(samples, warm_up_seconds(args.minutes), churn_end)
     return {
         "minutes": args.minutes,
         "viewers": args.viewers,
         "source_restart_minutes": args.source_restart_minutes,
+        "video": {"width": args.video_size[0], "height": args.video_size[1], "bitrate": args.video_bitrate},
+        "rss": {**rss, "warm_up_seconds": warm_up_seconds(args.minutes), "within_5_percent": abs(rss["growth"]) <= RSS_GROWTH_ALLOWED},
         "samples": samples,
         "events": events,
         "left_after_all_left": left,
@@ -233,6 +267,19 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         "loss_fraction_worst": losses[-1] if losses else None,
         "loss_fraction_median": losses[len(losses) // 2] if losses else None,
     }
+
+
+def warm_up_seconds(minutes: float) -> float:
+    """A sixth of the run, at most 10 minutes: long enough for the allocator's pools and aiortc's
+    buffers to fill, short enough to leave most of the run to measure."""
+    return min(600.0, minutes * 60 / 6)
+
+
+def video_size(text: str) -> tuple[int, int]:
+    width, _, height = text.partition("x")
+    if not (width.isdigit() and height.isdigit() and int(width) >= 16 and int(height) >= 16):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 320x180, not {text!r}")
+    return int(width), int(height)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -245,6 +292,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
     minutes = [s["t"] / 60 for s in samples]
     figure, (rss, fds) = plt.subplots(2, 1, sharex=True, figsize=(8, 6))
     rss.plot(minutes, [s["rss_mib"] for s in samples])
+    warm_up = result["rss"]["warm_up_seconds"] / 60
+    rss.axvspan(warm_up, warm_up + 1, color="green", alpha=0.15, label="after warm-up")
+    limit = result["rss"]["after_warm_up_mib"] * (1 + RSS_GROWTH_ALLOWED)
+    rss.axhline(limit, color="red", linestyle="--", label="+5%")
+    rss.set_ylim(top=max(limit, *(s["rss_mib"] for s in samples)) + 1)
+    rss.legend(loc="lower right")
     rss.set_ylabel("fanout RSS (MiB)")
     fds.plot(minutes, [s["fds"] for s in samples])
     fds.set_ylabel("open fds")
@@ -261,13 +314,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--minutes", type=float, default=60.0, help="how long (default 60)")
     parser.add_argument("--viewers", type=int, default=20, help="viewers kept watching (default 20)")
     parser.add_argument("--source-restart-minutes", type=float, default=3.0, help="the source restarts this often (default 3)")
+    parser.add_argument("--video-size", type=video_size, default=(320, 180), help="the source's video, WIDTHxHEIGHT (default 320x180)")
+    parser.add_argument("--video-bitrate", type=int, default=300_000, help="the source's video bitrate in bit/s (default 300000)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="where the JSON and PNG go")
     args = parser.parse_args(argv)
-    if args.minutes <= 0 or args.viewers < 1:
-        parser.error("--minutes must be positive and --viewers at least 1")
+    if args.minutes < 2 or args.viewers < 1:
+        parser.error("--minutes must be at least 2 (a warm-up, then a minute to compare) and --viewers at least 1")
     result = asyncio.run(soak(args))
     stem = args.out / f"soak-{time.strftime('%Y-%m-%d')}-{args.minutes:g}min"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     plot(result, stem.with_suffix(".png"))
-    print(json.dumps({key: result[key] for key in ("left_after_all_left", "loss_fraction_worst", "loss_fraction_median")}))
-    return 0 if not any(result["left_after_all_left"].values()) else 1
+    print(json.dumps({key: result[key] for key in ("left_after_all_left", "rss", "loss_fraction_worst", "loss_fraction_median")}))
+    return 0 if not any(result["left_after_all_left"].values()) and result["rss"]["within_5_percent"] else 1

@@ -31,6 +31,7 @@ from fanout.config.settings import Settings
 from fanout.core.gateway import Gateway
 from fanout.demo.routes import demo_routes
 from fanout.engine_events import EngineEvents, log_peer_events
+from fanout.memory import trim_periodically
 from fanout.plugins.streaming.admission import AdmissionLimits
 from fanout.plugins.streaming.config import (
     MountpointConfig,
@@ -52,6 +53,7 @@ logger = logging.getLogger("fanout")
 READY_LINE = "fanout: ready"
 STREAMING_PACKAGE = "janus.plugin.streaming"
 TEST_SOURCE_STOP_TIMEOUT = 5.0
+HANGUP_DELIVERY_TIMEOUT = 2.0  # stopping: how long the clients get to take their hangup before the transports close
 
 
 class StartupError(Exception):
@@ -108,7 +110,10 @@ async def _running(
     async with contextlib.AsyncExitStack() as stack:
         try:
             endpoint = await WebRtcEndpoint.open(
-                settings.webrtc_interface, settings.webrtc_port, list(settings.advertised_ips)
+                settings.webrtc_interface,
+                settings.webrtc_port,
+                list(settings.advertised_ips),
+                receive_buffer=settings.webrtc_receive_buffer,
             )
         except OSError as error:
             raise StartupError(
@@ -116,6 +121,8 @@ async def _running(
                 "change fanout.webrtc_port in janus.jcfg"
             ) from None
         stack.callback(endpoint.close)
+        trimmer = asyncio.get_running_loop().create_task(trim_periodically())
+        stack.callback(trimmer.cancel)
         engine = Engine(
             endpoint.fileno(),
             cores=list(settings.engine_cores) if settings.engine_cores is not None else None,
@@ -158,11 +165,13 @@ async def _running(
             await cluster.start()  # Redis down: the node starts alone and joins when it answers
             stack.push_async_callback(cluster.stop)
 
+        client_transports: list[HttpTransport | WebSocketTransport] = []
         websocket_port: int | None = None
         if settings.websocket.enabled or settings.websocket.wss:
             websocket = WebSocketTransport(gateway, settings.websocket)
             await _start_transport("WebSocket", websocket.start, settings.websocket.host, settings.websocket.port)
             stack.push_async_callback(websocket.stop)
+            client_transports.append(websocket)
             websocket_port = websocket.port
         page = "no demo page (the HTTP transport is off)"
         if settings.http.enabled or settings.http.https:
@@ -190,11 +199,13 @@ async def _running(
             http = HttpTransport(gateway, settings.http, routes)
             await _start_transport("HTTP", http.start, settings.http.host, settings.http.port)
             stack.push_async_callback(http.stop)
+            client_transports.append(http)
             page = f"demo page at http://{_browsable(settings.http.host)}:{http.port}/"
         try:
             operations = await start_operations(stack, config, gateway, cluster)
         except OSError as error:
             raise StartupError(f"an Admin API or metrics port cannot be bound ({error})") from None
+        stack.push_async_callback(_hang_up_everyone, gateway, client_transports)  # the first thing undone
         clustered = [f"node {cluster.name} of cluster {settings.cluster.cluster_name}"] if cluster and settings.cluster else []
         yield ", ".join([f"{page}, WebRTC on UDP {endpoint.port}, {len(mountpoints)} mountpoint(s)", *operations, *clustered])
 
@@ -222,6 +233,16 @@ def _cluster_relays(
     if ipaddress.ip_address(webrtc_host).is_unspecified:
         webrtc_host = cluster.relay_address
     return RelayOrigin(plugin, endpoint, sealer, (webrtc_host, endpoint.port)), edge
+
+
+async def _hang_up_everyone(gateway: Gateway, transports: list[HttpTransport | WebSocketTransport]) -> None:
+    """Stopping: every viewer's PeerConnection hangs up (a DTLS close_notify, which ends a WHEP
+    player too) and the Janus API clients get their ``hangup`` before the transports close.
+    WHIP publishers are closed the same way when the WHIP service stops."""
+    hung_up = gateway.hang_up_everyone()
+    if hung_up:
+        logger.info("stopping: %d PeerConnection(s) hung up", hung_up)
+    await asyncio.gather(*(transport.deliver_queued_events(HANGUP_DELIVERY_TIMEOUT) for transport in transports))
 
 
 async def _start_transport(name: str, start: Callable[[], Awaitable[None]], host: str, port: int) -> None:

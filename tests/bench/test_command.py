@@ -54,3 +54,19 @@ def test_an_engine_built_without_the_bench_feature_is_named_as_the_cause(
     assert _exit_code(["bench", "engine", "--viewers", "10"]) == 2
     error = capsys.readouterr().err
     assert 'cargo feature "bench"' in error and "./scripts/setup" in error
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bench", "soak", "--minutes", "1"], "--minutes must be at least 2"),
+        (["bench", "soak", "--video-size", "320x"], "expected WIDTHxHEIGHT"),
+        (["bench", "control", "--viewers", "0"], "--viewers and --rounds must be at least 1"),
+        (["bench", "control", "--receive-buffers", "-1"], "--receive-buffers not negative"),
+    ],
+)
+def test_the_soak_and_control_benchmarks_refuse_bad_options_before_starting_anything(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _exit_code(argv) == 2
+    assert message in capsys.readouterr().err

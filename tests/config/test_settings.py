@@ -235,6 +235,13 @@ def test_the_embedded_default_files_have_no_unread_keys() -> None:
     assert janus.unread() == http.unread() == websockets.unread() == []
 
 
+def test_the_webrtc_receive_buffer() -> None:
+    assert settings_of("")[0].webrtc_receive_buffer == 8 << 20
+    assert settings_of("fanout: { webrtc_receive_buffer = 0 }")[0].webrtc_receive_buffer == 0
+    with pytest.raises(ConfigError, match="webrtc_receive_buffer must not be negative"):
+        settings_of("fanout: { webrtc_receive_buffer = -1 }")
+
+
 def test_engine_cores_and_pinning() -> None:
     settings = settings_of('fanout: { engine_cores = "0"; engine_pin = false }')[0]
     assert (settings.engine_cores, settings.engine_pin) == ((0,), False)

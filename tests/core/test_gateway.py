@@ -330,6 +330,25 @@ async def test_webrtc_up_and_down() -> None:
     assert [call for call, _ in core.plugin.calls] == ["create_session", "setup_media", "hangup_media", "hangup_media"]
 
 
+async def test_stopping_hangs_up_every_peerconnection_and_tells_its_client_at_once() -> None:
+    """fanout is stopping (SIGTERM): every handle with a PeerConnection hangs up with reason
+    "Shutdown" and its client's event is handed to the transport now, not on the next turn of
+    the loop (the transports close soon after); a handle without one gets nothing."""
+    core = Core()
+    sink = EventSink()
+    session_id = await core.session(sink)
+    watching, idle = await core.handle(session_id, sink), await core.handle(session_id, sink)
+    await core.request(sink, janus="message", transaction="w", session_id=session_id, handle_id=watching.id, body={"request": "watch"})
+    assert watching.peer is not None
+    watching.on_peer_event(watching.peer, DtlsConnected("AEAD_AES_128_GCM", b"l" * 28, b"r" * 28, ("192.0.2.9", 5000)))
+    await asyncio.sleep(0)
+    sink.drain()
+    assert core.gateway.hang_up_everyone() == 1
+    assert sink.drain() == [events.hangup(session_id, watching.id, "Shutdown")]
+    assert watching.peer is None and idle.peer is None
+    assert session_id in core.gateway.sessions  # the sessions themselves end when the gateway stops
+
+
 async def test_destroy_detaches_silently() -> None:
     """As recorded (destroy_with_live_handles): no hangup, no detached; the plugin frees its handles."""
     core = Core()

@@ -1,24 +1,32 @@
 """Faults, each with real processes: a source that stops and resumes, changes its SSRC, jumps its
 sequence numbers and timestamps, sends out of order and twice (the viewer keeps decoding); a viewer
-that vanishes without a hangup (freed at consent expiry, its session at session timeout); SIGKILL
-then restart (no ``permanent`` mountpoint lost)."""
+that vanishes without a hangup (freed at consent expiry, its session at session timeout); one that
+keeps sending consent checks but never reads (kept, and holds up no one); SIGTERM
+(every viewer hears its hangup, recordings are complete, permanent mountpoints stay); SIGKILL then
+restart (no ``permanent`` mountpoint lost)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import signal
 import socket
 import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from fanout.sources.tracks import AudioTrack, VideoTrack
 
-from tests.e2e.test_consent import go_silent
+from fanout.webrtc.stun import BINDING_REQUEST, ICE_CONTROLLING, PRIORITY, USERNAME, StunMessage
+
+from tests.e2e.test_consent import CONSENT_TIMEOUT, go_silent, viewers_of
+from tests.whep.test_whep import WhepPlayer
 from tests.support.aiortc_viewer import AiortcViewer
 from tests.support.janus_client import JanusHttpClient, janus_session
 from tests.support.ports import free_ports
@@ -143,6 +151,81 @@ async def test_the_viewer_keeps_decoding_through_a_misbehaving_source(
             await viewer.close()
 
 
+class StalledReader:
+    """An aiortc viewer that stops reading its socket (the kernel drops what fanout sends it) but
+    keeps sending a consent check every 2 s on its nominated pair, as a client whose network
+    stack answers while its application hangs; aioice's own checks, whose answers it no longer
+    reads, are stopped (they would give up after 30 s)."""
+
+    def __init__(self, viewer: AiortcViewer) -> None:
+        [transceiver, *_] = viewer.pc.getTransceivers()
+        self.connection = transceiver.receiver.transport.transport._connection
+        self.pair = self.connection._nominated[1]
+        self.transport: Any = self.pair.protocol.transport  # asyncio's selector transport: it pauses reading
+        self.sender: asyncio.Task[None] | None = None
+
+    def check(self) -> bytes:
+        assert self.connection.remote_password is not None
+        message = (
+            StunMessage(BINDING_REQUEST, os.urandom(12))
+            .with_attribute(USERNAME, f"{self.connection.remote_username}:{self.connection.local_username}".encode())
+            .with_attribute(PRIORITY, self.pair.local_candidate.priority.to_bytes(4, "big"))
+            .with_attribute(ICE_CONTROLLING, os.urandom(8))
+        )
+        return bytes(message.with_integrity(self.connection.remote_password.encode()).with_fingerprint())
+
+    async def _send_checks(self) -> None:
+        while True:
+            self.pair.protocol.transport.sendto(self.check(), self.pair.remote_addr)
+            await asyncio.sleep(2)
+
+    def stop_reading(self) -> None:
+        if self.connection._query_consent_task is not None:
+            self.connection._query_consent_task.cancel()
+        self.transport.pause_reading()
+        self.sender = asyncio.get_running_loop().create_task(self._send_checks())
+
+    def read_again(self) -> None:
+        self.transport.resume_reading()
+
+
+async def test_a_viewer_that_keeps_consent_but_never_reads_is_kept_and_holds_up_no_one(
+    rtp_server: tuple[ServerAddresses, int, int], faulty_source: FaultySource
+) -> None:
+    addresses, _, _ = rtp_server
+    async with janus_session(addresses.janus_url) as janus:
+        steady, stalled = AiortcViewer(janus), AiortcViewer(janus)
+        reader: StalledReader | None = None
+        try:
+            await steady.watch(2)
+            await stalled.watch(2)
+            await steady.wait_for_frames(video=10, audio=10)
+            await stalled.wait_for_frames(video=10, audio=10)
+            reader = StalledReader(stalled)
+            reader.stop_reading()
+            stalled_since = time.monotonic()
+            # Past the consent timeout: fanout keeps sending to it (the kernel drops it), keeps
+            # it as a viewer, and the other viewer decodes on.
+            while time.monotonic() - stalled_since < CONSENT_TIMEOUT + 5:
+                await decodes_on(steady, frames=30)
+                assert await viewers_of(janus, steady.handle_id, 2) == 2
+            assert not [e for e in drained_events(janus) if e.get("janus") == "hangup"]
+            reader.read_again()
+            await decodes_on(stalled)  # from the next keyframe on
+        finally:
+            if reader is not None and reader.sender is not None:
+                reader.sender.cancel()
+            await steady.close()
+            await stalled.close()
+
+
+def drained_events(janus: JanusHttpClient) -> list[dict[str, object]]:
+    events = []
+    while not janus.events.empty():
+        events.append(janus.events.get_nowait())
+    return events
+
+
 async def metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
     async with http.get(url) as reply:
         for line in (await reply.text()).splitlines():
@@ -213,4 +296,66 @@ async def test_sigkill_then_restart_loses_no_permanent_mountpoint(tmp_path: Path
         async with janus_session(addresses.janus_url) as janus:
             handle = await janus.attach()
             listed = (await janus.message(handle, {"request": "list"}))["plugindata"]["data"]["list"]
+            assert sorted(entry["id"] for entry in listed) == [1, 77]
+
+
+def mjr_packets(data: bytes) -> int:
+    """How many RTP packets a Janus .mjr recording holds; AssertionError unless it ends on a whole packet."""
+    assert data[:8] == b"MJR00002", data[:8]
+    (info_length,) = struct.unpack("!H", data[8:10])
+    assert json.loads(data[10 : 10 + info_length])["t"] == "v"
+    offset, packets = 10 + info_length, 0
+    while offset < len(data):
+        assert data[offset : offset + 4] == b"MEET", f"no packet header at byte {offset}"
+        (length,) = struct.unpack("!H", data[offset + 8 : offset + 10])
+        offset += 10 + length
+        packets += 1
+    assert offset == len(data), f"the last packet is cut short ({offset - len(data)} bytes missing)"
+    return packets
+
+
+async def test_sigterm_hangs_up_every_viewer_completes_recordings_and_keeps_permanent_mountpoints(tmp_path: Path) -> None:
+    addresses = write_config(tmp_path, DEMO_MOUNTPOINT)
+    recording = tmp_path / "demo-video.mjr"
+    with FanoutProcess(tmp_path) as server:
+        assert server.process is not None
+        async with aiohttp.ClientSession() as http, janus_session(addresses.janus_url) as janus:
+            created = (await janus.message(await janus.attach(), CREATE))["plugindata"]["data"]
+            assert created["permanent"] is True
+            viewer = AiortcViewer(janus)
+            player = WhepPlayer(http, f"http://127.0.0.1:{addresses.http_port}/whep/endpoint/1")
+            try:
+                await viewer.watch(1)
+                assert (await player.play()).status == 201
+                await viewer.wait_for_frames(video=10, audio=10)
+                await player.frames(video=10, audio=10)
+                start = {"request": "recording", "action": "start", "id": 1, "video": str(recording)}
+                assert (await janus.message(await janus.attach(), start))["plugindata"]["data"] == {"streaming": "ok"}
+
+                async def some_recorded() -> bool:
+                    return recording.exists() and recording.stat().st_size > 10_000
+
+                await wait_until(some_recorded, timeout=30)
+                size_before = recording.stat().st_size
+
+                server.process.send_signal(signal.SIGTERM)
+                hangup = await janus.event(
+                    lambda e: e.get("janus") == "hangup" and e.get("sender") == viewer.handle_id, timeout=30
+                )
+                assert hangup["reason"] == "Shutdown"
+
+                async def player_closed() -> bool:
+                    return player.pc.connectionState == "closed"
+
+                await wait_until(player_closed, timeout=30)
+                assert await asyncio.to_thread(server.process.wait, 30) == 0
+            finally:
+                await viewer.close()
+                await player.pc.close()
+    data = recording.read_bytes()
+    assert mjr_packets(data) > 0 and len(data) > size_before  # what was buffered at SIGTERM was written too
+
+    with FanoutProcess(tmp_path):
+        async with janus_session(addresses.janus_url) as janus:
+            listed = (await janus.message(await janus.attach(), {"request": "list"}))["plugindata"]["data"]["list"]
             assert sorted(entry["id"] for entry in listed) == [1, 77]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -36,7 +37,7 @@ from fanout.webrtc.sdp import (
     build_offer,
     parse_description,
 )
-from fanout.webrtc.stun import StunMessage
+from fanout.webrtc.stun import BINDING_REQUEST, BINDING_SUCCESS, ICE_CONTROLLING, PRIORITY, USERNAME, StunMessage
 from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS
 
 DATA = Path(__file__).parent / "data"
@@ -402,3 +403,77 @@ async def test_a_dual_stack_endpoint_connects_ipv4_and_ipv6_peers(monkeypatch: p
             await client.close()
     finally:
         endpoint.close()
+
+
+def rmem_max() -> int:
+    return int(Path("/proc/sys/net/core/rmem_max").read_text())
+
+
+async def test_the_socket_gets_the_receive_buffer_asked_or_the_most_the_kernel_allows() -> None:
+    asked = 4 << 20
+    endpoint = await WebRtcEndpoint.open("127.0.0.1", 0, ["127.0.0.1"], receive_buffer=asked)
+    try:
+        # As root (CAP_NET_ADMIN) past net.core.rmem_max; else up to it. Linux reports twice the size.
+        assert endpoint.receive_buffer >= min(asked, rmem_max())
+        assert endpoint.socket_drops() == 0
+    finally:
+        endpoint.close()
+
+
+def consent_check(peer: WebRtcPeer, client_ufrag: str) -> bytes:
+    """A consent check (a binding request) as a viewer sends it to ``peer``, an ICE-lite agent."""
+    message = (
+        StunMessage(BINDING_REQUEST, os.urandom(12))
+        .with_attribute(USERNAME, f"{peer.local_ufrag}:{client_ufrag}".encode())
+        .with_attribute(PRIORITY, (0x6E0001FF).to_bytes(4, "big"))
+        .with_attribute(ICE_CONTROLLING, os.urandom(8))
+    )
+    return bytes(message.with_integrity(peer.local_pwd.encode()).with_fingerprint())
+
+
+async def answered_burst(receive_buffer: int, checks: int) -> tuple[int, int, int]:
+    """``checks`` consent checks from 1 viewer socket per 100 checks, sent while the control plane
+    is busy (the test holds the event loop), then read: how many were answered, and how many the
+    kernel dropped at the endpoint's socket, and the receive buffer the kernel granted."""
+    endpoint = await WebRtcEndpoint.open("127.0.0.1", 0, ["127.0.0.1"], receive_buffer=receive_buffer)
+    peer = WebRtcPeer(endpoint.certificate, asyncio.get_running_loop().time())
+    endpoint.add_peer(peer, Recorder())
+    description = SessionDescription(
+        ice_ufrag="viewer", ice_pwd="viewer-password-of-22+chars", fingerprints=[("sha-256", "00" * 32)],
+        setup="active", media=[], candidates=[], end_of_candidates=True, ice_lite=False,
+    )  # fmt: skip
+    peer.set_remote_description(description)
+    viewers = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(checks // 100)]
+    try:
+        for viewer in viewers:
+            viewer.bind(("127.0.0.1", 0))
+            viewer.setblocking(False)
+        for index in range(checks):  # all at once: the endpoint cannot read until the loop turns
+            viewers[index % len(viewers)].sendto(consent_check(peer, "viewer"), ("127.0.0.1", endpoint.port))
+        answered = 0
+        deadline = asyncio.get_running_loop().time() + 30
+        while answered < checks and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+            for viewer in viewers:
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        if StunMessage.parse(viewer.recv(2048)).message_type == BINDING_SUCCESS:
+                            answered += 1
+            if answered + (endpoint.socket_drops() or 0) >= checks:
+                break
+        return answered, endpoint.socket_drops() or 0, endpoint.receive_buffer
+    finally:
+        for viewer in viewers:
+            viewer.close()
+        endpoint.close()
+
+
+async def test_a_burst_of_consent_checks_waits_in_the_sized_receive_buffer_and_every_check_is_answered() -> None:
+    checks = 2000
+    answered, dropped, granted = await answered_burst(8 << 20, checks)
+    if granted < checks * 2048:  # a datagram takes ~1 KiB of it, and Linux reports twice the size
+        pytest.skip(f"the kernel granted {granted} bytes: raise net.core.rmem_max or run with CAP_NET_ADMIN")
+    assert (answered, dropped) == (checks, 0)
+    # The kernel's smallest buffer holds a few dozen: the rest of the burst is dropped, and counted.
+    answered, dropped, _ = await answered_burst(1, checks)
+    assert dropped > 0 and answered + dropped == checks

@@ -9,7 +9,9 @@ has the feature). fanout's own keys live in a ``fanout`` group of janus.jcfg:
 workers run on, e.g. "0,1"; default: one worker per core) and ``engine_pin``
 (pin each worker to its core, default true), ``max_viewers`` and ``max_worker_load``
 (admission control: past either, a new viewer is refused; both off unless set, see
-fanout.plugins.streaming.admission). The limits every HTTP and
+fanout.plugins.streaming.admission), ``webrtc_receive_buffer`` (bytes asked for the WebRTC
+socket's receive buffer, default 8 MiB, 0 = the kernel's default: a burst of consent checks
+from every viewer waits there for the control plane). The limits every HTTP and
 WebSocket listener puts on its clients (:class:`ConnectionLimits`) are
 fanout keys too. ``webrtc_interface`` defaults to ``general.interface``'s
 address when that is set, else to every address.
@@ -36,6 +38,7 @@ DEFAULT_RECLAIM_SESSION_TIMEOUT = 0
 DEFAULT_CANDIDATES_TIMEOUT = 45
 DEFAULT_SERVER_NAME = "fanout"
 DEFAULT_WEBRTC_PORT = 10000
+DEFAULT_WEBRTC_RECEIVE_BUFFER = 8 << 20  # ~8,000 consent checks of a synchronized burst (a datagram takes ~1 KiB)
 DEFAULT_HTTP_PORT = 8088
 DEFAULT_WS_PORT = 8188
 DEFAULT_HTTPS_PORT = 8089
@@ -182,6 +185,7 @@ class Settings:
     rtp_port_range: tuple[int, int] | None = None
     webrtc_port: int = DEFAULT_WEBRTC_PORT
     webrtc_interface: str = "0.0.0.0"
+    webrtc_receive_buffer: int = DEFAULT_WEBRTC_RECEIVE_BUFFER  # fanout.webrtc_receive_buffer, bytes; 0 = the kernel's default
     ipv6: bool = False  # media.ipv6: dual-stack sockets ("::" takes IPv4 too) and IPv6 host candidates
     engine_cores: tuple[int, ...] | None = None  # None: one engine worker per core
     engine_pin: bool = True
@@ -293,6 +297,7 @@ def read_settings(
         rtp_port_range=rtp_port_range,
         webrtc_port=_port(own, "webrtc_port", DEFAULT_WEBRTC_PORT, allow_zero=True),
         webrtc_interface=_bind_host(own, "webrtc_interface", None, interface_ip or any_host),
+        webrtc_receive_buffer=_non_negative(own, "webrtc_receive_buffer", DEFAULT_WEBRTC_RECEIVE_BUFFER),
         ipv6=ipv6,
         engine_cores=_cores(own, "engine_cores"),
         engine_pin=_get_bool(own, "engine_pin", True),

@@ -33,7 +33,7 @@ from fanout.admin.tokens import TokenStore
 from fanout.config.settings import Settings
 from fanout.core import events
 from fanout.core.errors import JanusError, JanusErrorCode
-from fanout.core.handle import HANGUP_JANUS_API, Handle
+from fanout.core.handle import HANGUP_JANUS_API, HANGUP_SHUTDOWN, Handle
 from fanout.core.notifications import HungUp, JsepReceived, JsepSent, Notification, PluginEventSent, WebRtcUp
 from fanout.core.plugin import Plugin, PluginAck, PluginError, PluginSuccess
 from fanout.core.session import Connection, Session, transport_of
@@ -143,6 +143,17 @@ class Gateway:
                 await plugin.stop()
             except Exception:
                 logger.exception("stopping %s failed", plugin.package)
+
+    def hang_up_everyone(self) -> int:
+        """fanout is stopping: every PeerConnection hangs up (a DTLS close_notify goes out) and
+        its client gets a ``hangup`` event (reason "Shutdown"), handed to its transport now.
+        The sessions stay until :meth:`stop`. Returns how many hung up."""
+        hung_up = 0
+        for session in list(self.sessions.values()):
+            for handle in list(session.handles.values()):
+                hung_up += handle.hangup(HANGUP_SHUTDOWN, notify=True)
+            session.flush()
+        return hung_up
 
     # -- requests
     async def handle_request(self, message: Any, connection: Connection | None) -> Message:

@@ -48,6 +48,7 @@ Errors = JanusErrorCode
 HANGUP_JANUS_API = "Janus API"
 HANGUP_CLOSE_PC = "Close PC"
 HANGUP_DETACH = "Detach"
+HANGUP_SHUTDOWN = "Shutdown"  # fanout stops (SIGTERM, SIGINT): every viewer is told
 SDP_SESSION_ID_LIMIT = 2**62
 SDP_PROCESSING_ERROR = "Error processing SDP"
 

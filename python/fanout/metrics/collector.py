@@ -26,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from fanout.transports.listeners import CONNECTION_COUNTERS
+from fanout.webrtc.endpoint import WebRtcEndpoint
 
 if TYPE_CHECKING:
     from fanout.cluster.node import ClusterNode
@@ -107,6 +108,20 @@ class StateCollector(Collector):
         yield from self._event_handlers()
         yield _connections_closed_by_limits()
         yield from self._admission()
+        yield from self._webrtc_socket()
+
+    def _webrtc_socket(self) -> Iterable[Metric]:
+        endpoint = self.gateway.endpoint
+        if not isinstance(endpoint, WebRtcEndpoint):  # a test's stand-in has no socket
+            return
+        yield _gauge(
+            "fanout_webrtc_receive_buffer_bytes", "the WebRTC socket's receive buffer, as the kernel granted it", endpoint.receive_buffer
+        )
+        drops = endpoint.socket_drops()
+        if drops is not None:
+            yield CounterMetricFamily(
+                "fanout_webrtc_socket_drops", "datagrams the kernel dropped at the WebRTC socket: its receive buffer was full", value=drops
+            )
 
     def _admission(self) -> Iterable[Metric]:
         """New viewers refused by admission control, per limit (``max_viewers``, ``max_worker_load``)."""

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 LONG_POLL_TIMEOUT = 30.0
+QUEUE_CHECK_INTERVAL = 0.02  # while stopping: how often the long polls' queues are checked
 CORS_MAX_AGE = "86400"
 UINT64 = 2**64
 INFO = TransportInfo(
@@ -129,6 +130,14 @@ class HttpTransport:
         self._runner, self.port, self.secure_port = serving.runner, serving.port, serving.secure_port
         for listener, port in zip(self.listeners, serving.ports):
             logger.info("%s on %s://%s:%d%s", type(self).__name__, listener.scheme, listener.host, port, self.base or "/")
+
+    async def deliver_queued_events(self, timeout: float) -> None:
+        """Give the clients' long polls up to ``timeout`` seconds to take the events queued for
+        them (fanout is stopping: their ``hangup``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(queue.queue for queue in self.connection.sessions.values()) and loop.time() < deadline:
+            await asyncio.sleep(QUEUE_CHECK_INTERVAL)
 
     async def stop(self) -> None:
         for queue in self.connection.sessions.values():

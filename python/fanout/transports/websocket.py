@@ -155,6 +155,13 @@ class WebSocketTransport:
             scheme = "wss" if listener.tls is not None else "ws"
             logger.info("%s on %s://%s:%d/", type(self).__name__, scheme, listener.host, port)
 
+    async def deliver_queued_events(self, timeout: float) -> None:
+        """Write what is queued for each client, for up to ``timeout`` seconds (fanout is
+        stopping: their ``hangup``); the connections write nothing after."""
+        writers = [asyncio.ensure_future(connection.close()) for connection in self.connections]
+        if writers:
+            await asyncio.wait(writers, timeout=timeout)
+
     async def stop(self) -> None:
         for connection in list(self.connections):
             await connection.socket.close()

@@ -11,6 +11,11 @@ port), so that :meth:`WebRtcEndpoint.connected_socket` can open a socket on the
 same address connected to one peer: Linux then delivers that peer's datagrams to
 it (a WHIP publisher's link, read by the engine), the rest still to this one.
 
+The socket's receive buffer is sized (``receive_buffer`` bytes, SO_RCVBUFFORCE where the
+process may, else SO_RCVBUF up to net.core.rmem_max): after a network blip or a join storm
+every viewer's consent check, DTLS flight and RTCP arrive together and wait there for the
+one control-plane thread; what does not fit, the kernel drops (:meth:`WebRtcEndpoint.socket_drops`).
+
 Bound to ``::``, the socket is dual-stack (IPV6_V6ONLY off): IPv4 peers arrive as
 v4-mapped addresses, which the endpoint hands to peers in their IPv4 form and maps
 back when it sends.
@@ -21,8 +26,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 from fanout.config.network import unmapped
 from fanout.webrtc.dtls import DtlsCertificate
@@ -33,6 +40,8 @@ from fanout.webrtc.stun import StunError, StunMessage
 logger = logging.getLogger(__name__)
 
 HOST_TYPE_PREFERENCE = 126
+SOCKET_LISTING_ATTEMPTS = 3
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux: past net.core.rmem_max, with CAP_NET_ADMIN
 EventHandler = Callable[[WebRtcPeer, PeerEvent], None]
 
 
@@ -52,6 +61,34 @@ def _free_port(family: socket.AddressFamily, host: str, port: int) -> int:
         return int(probe.getsockname()[1])
     finally:
         probe.close()
+
+
+def size_receive_buffer(sock: socket.socket, wanted: int) -> int:
+    """Ask for a ``wanted``-byte receive buffer (0: keep the kernel's default); returns what the
+    kernel granted, as getsockopt reports it (Linux doubles the request for its bookkeeping)."""
+    if wanted > 0:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, wanted)
+        except OSError:  # no CAP_NET_ADMIN: capped at net.core.rmem_max
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted)
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
+def socket_drops(sock: socket.socket) -> int | None:
+    """How many datagrams the kernel dropped at ``sock`` (its receive buffer full), from
+    /proc/net/udp and udp6 (the ``drops`` column of the line with its inode); None if unknown."""
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    for _ in range(SOCKET_LISTING_ATTEMPTS):  # a read may skip sockets opened and closed meanwhile
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            try:
+                lines = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if len(fields) > 12 and fields[9] == inode:
+                    return int(fields[-1])
+    return None
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -80,6 +117,7 @@ class WebRtcEndpoint:
         self.advertised_ips = advertised_ips
         self.dropped_unknown = 0
         self.dropped_malformed = 0
+        self.receive_buffer = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))  # bytes, as granted
         self._loop = loop
         self._socket = sock
         self.bind_address: tuple[str, int] = sock.getsockname()[:2]
@@ -93,7 +131,11 @@ class WebRtcEndpoint:
         self._address_routes: dict[tuple[str, int], Callable[[bytes], None]] = {}
 
     @classmethod
-    async def open(cls, bind_host: str, port: int, advertised_ips: list[str]) -> WebRtcEndpoint:
+    async def open(
+        cls, bind_host: str, port: int, advertised_ips: list[str], *, receive_buffer: int = 0
+    ) -> WebRtcEndpoint:
+        """Bind the socket (``receive_buffer``: the bytes to ask for its receive buffer, 0 = the
+        kernel's default). Raises OSError, or ValueError if bound to every address with none to advertise."""
         if not advertised_ips and ipaddress.ip_address(bind_host).is_unspecified:
             raise ValueError(f"bound to {bind_host}: name the addresses to advertise")
         loop = asyncio.get_running_loop()
@@ -106,12 +148,23 @@ class WebRtcEndpoint:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind((bind_host, port))
+            granted = size_receive_buffer(sock, receive_buffer)
         except OSError:
             sock.close()
             raise
+        if granted < receive_buffer:
+            logger.warning(
+                "the WebRTC socket's receive buffer is %d KiB, not the %d KiB asked (fanout.webrtc_receive_buffer): "
+                "a burst of consent checks from many viewers may be dropped; raise net.core.rmem_max "
+                "(sysctl -w net.core.rmem_max=%d) or give fanout CAP_NET_ADMIN",
+                granted >> 10, receive_buffer >> 10, receive_buffer,
+            )  # fmt: skip
         endpoint = cls(loop, sock, DtlsCertificate.generate(), advertised_ips or [bind_host])
         endpoint._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(endpoint), sock=sock)
-        logger.info("WebRTC endpoint on %s:%d, advertising %s", bind_host, endpoint.port, endpoint.advertised_ips)
+        logger.info(
+            "WebRTC endpoint on %s:%d, advertising %s, receive buffer %d KiB",
+            bind_host, endpoint.port, endpoint.advertised_ips, endpoint.receive_buffer >> 10,
+        )  # fmt: skip
         return endpoint
 
     @property
@@ -120,6 +173,10 @@ class WebRtcEndpoint:
 
     def fileno(self) -> int:
         return self._socket.fileno()
+
+    def socket_drops(self) -> int | None:
+        """Datagrams the kernel dropped because the receive buffer was full (None: unknown)."""
+        return socket_drops(self._socket)
 
     def connected_socket(self, remote: tuple[str, int]) -> socket.socket:
         """A new UDP socket on this endpoint's address and port, connected to ``remote``: from

@@ -204,3 +204,28 @@ def test_simulcast_is_saved(tmp_path: Path) -> None:
     config, _ = parse_mountpoint("simulcast", group)
     save_mountpoint(path, config)
     assert mountpoints_from_file(load(path)) == [config]
+
+
+async def test_a_full_disk_refuses_the_permanent_mountpoint_and_keeps_the_file_whole(tmp_path: Path) -> None:
+    folder = tmp_path / "config"
+    addresses = write_config(folder, rtp_mountpoint(2, 0, 0))
+    streaming_file = folder / "janus.plugin.streaming.jcfg"
+    before = streaming_file.read_text()
+    with FanoutProcess(folder):
+        async with aiohttp.ClientSession() as http:
+            janus = JanusHttpClient(http, addresses.janus_url)
+            await janus.create()
+            try:
+                handle = await janus.attach()
+                (folder / ".janus.plugin.streaming.jcfg.saving").symlink_to("/dev/full")  # every write: ENOSPC
+                refused = (await janus.message(handle, CREATE))["plugindata"]["data"]
+                assert refused["error_code"] == 456 and "No space left on device" in refused["error"], refused
+                assert streaming_file.read_text() == before
+                listed = (await janus.message(handle, {"request": "list"}))["plugindata"]["data"]["list"]
+                assert [entry["id"] for entry in listed] == [2]  # not half made: nothing runs that the file lacks
+                # Room again (fanout removed what it could not write): the same request is saved.
+                created = (await janus.message(handle, CREATE))["plugindata"]["data"]
+                assert created["created"] == "saved" and created["permanent"] is True
+            finally:
+                await janus.close()
+    assert "saved: {" in streaming_file.read_text() and "rtp-2: {" in streaming_file.read_text()
