@@ -10,6 +10,7 @@ BENCHMARKS = {
     "load": ("fanout_bench.load", "ramp real WebRTC viewers against fanout and/or Janus"),
     "first-frame": ("fanout_bench.first_frame", "time to first frame in Chromium with janus.js"),
     "cluster": ("fanout_bench.cluster", "joins through an edge (cold and warm relay), the origin's CPU per relay"),
+    "adaptive": ("fanout_bench.adaptive", "janus.js in Chromium on a tc-shaped link: layer, freezes (fanout vs Janus)"),
     "soak": ("fanout_bench.soak", "hours of churning viewers and restarting sources: RSS, fds, leaks, loss"),
 }
 
