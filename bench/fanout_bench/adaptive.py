@@ -98,8 +98,9 @@ class PhaseSummary:
     rate_kbps: int
     fitting_width: int
     settle_seconds: float | None  # None: never settled on the fitting layer in the phase
-    freezes_seconds: float
+    freezes_seconds: float  # Chromium's totalFreezesDuration: a freeze counts once a frame ends it
     freeze_count: int
+    stalled_seconds: float  # between samples with no frame decoded, whether or not a frame ended it
     packets_lost: int
     frames_decoded: int
     received_kbps: float
@@ -135,6 +136,8 @@ def summarize(samples: list[Sample], phases: list[Phase], starts: list[float]) -
             if sample.frame_width and sample.frame_width not in widths:
                 widths.append(sample.frame_width)
         elapsed = last.seconds - base.seconds if own else 0.0
+        stalled = sum(after.seconds - before.seconds for before, after in zip([base, *own], own, strict=False)
+                      if before.phase >= 0 and after.frames_decoded == before.frames_decoded)  # fmt: skip
         summaries.append(
             PhaseSummary(
                 rate_kbps=phase.rate_kbps,
@@ -142,6 +145,7 @@ def summarize(samples: list[Sample], phases: list[Phase], starts: list[float]) -
                 settle_seconds=None if settled_at is None else round(max(0.0, settled_at - starts[index]), 2),
                 freezes_seconds=round(last.freezes_seconds - base.freezes_seconds, 3),
                 freeze_count=last.freeze_count - base.freeze_count,
+                stalled_seconds=round(stalled, 2),
                 packets_lost=last.packets_lost - base.packets_lost,
                 frames_decoded=last.frames_decoded - base.frames_decoded,
                 received_kbps=round((last.bytes_received - base.bytes_received) * 8 / 1000 / elapsed, 1)
@@ -445,9 +449,9 @@ def _seconds(value: float | None) -> str:
 
 def table(runs: list[Run]) -> str:
     lines = [
-        "| server | link | fitting layer | settled after (s) | freezes (s) | freezes | packets lost "
+        "| server | link | fitting layer | settled after (s) | freezes (s) | freezes | stalled (s) | packets lost "
         "| frames decoded | received kbit/s | widths seen |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for result in runs:
         for summary in result.phases:
@@ -455,6 +459,7 @@ def table(runs: list[Run]) -> str:
             lines.append(
                 f"| {result.server} | {summary.rate_kbps} kbit/s | {summary.fitting_width} "
                 f"| {_seconds(summary.settle_seconds)} | {summary.freezes_seconds:.2f} | {summary.freeze_count} "
+                f"| {summary.stalled_seconds:.1f} "
                 f"| {summary.packets_lost} | {summary.frames_decoded} | {summary.received_kbps:.0f} | {widths} |"
             )
     return "\n".join(lines)
