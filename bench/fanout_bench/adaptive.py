@@ -471,22 +471,23 @@ def plot(runs: list[Run], phases: list[Phase], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (widths, rates, freezes) = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    figure, (widths, rates, decoded) = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
     colours = {"fanout": "tab:blue", "janus": "tab:red"}
     for result in runs:
         times = [sample.seconds for sample in result.samples]
         colour = colours.get(result.server, "tab:grey")
         widths.step(times, [sample.frame_width for sample in result.samples], where="post", color=colour,
                     label=result.server)  # fmt: skip
-        received = [0.0]
+        received, fps = [0.0], [0.0]
         for before, after in zip(result.samples, result.samples[1:], strict=False):
             elapsed = after.seconds - before.seconds
             received.append((after.bytes_received - before.bytes_received) * 8 / 1000 / elapsed if elapsed else 0.0)
+            fps.append((after.frames_decoded - before.frames_decoded) / elapsed if elapsed else 0.0)
         rates.plot(times, received, color=colour, linewidth=0.8, label=f"{result.server} received")
         if result.estimates:
             rates.step([at for at, _ in result.estimates], [bits / 1000 for _, bits in result.estimates], where="post",
                        color=colour, linestyle=":", label=f"{result.server}'s estimate")  # fmt: skip
-        freezes.plot(times, [sample.freezes_seconds for sample in result.samples], color=colour, label=result.server)
+        decoded.plot(times, fps, color=colour, linewidth=0.8, label=result.server)
     # The link's rate from the first run's phase starts (the runs' phases start within a second of each other).
     link_times: list[float] = []
     link_rates: list[float] = []
@@ -501,9 +502,9 @@ def plot(runs: list[Run], phases: list[Phase], path: Path) -> None:
     rates.set_ylim(0, max(phase.rate_kbps for phase in phases) * 1.6)
     rates.set_ylabel("kbit/s")
     rates.legend(loc="upper left", fontsize="small")
-    freezes.set_ylabel("total freezes (s)")
-    freezes.set_xlabel("seconds since the watch request")
-    freezes.legend(loc="upper left")
+    decoded.set_ylabel("frames decoded per s")
+    decoded.set_xlabel("seconds since the watch request")
+    decoded.legend(loc="lower left")
     figure.tight_layout()
     figure.savefig(path)
 
