@@ -541,6 +541,17 @@ mod tests {
     }
 
     #[test]
+    fn over_use_in_many_feedbacks_in_a_row_does_not_compound() {
+        let mut estimator = Estimator::default();
+        estimator.acked.bitrate = Some(1_000_000.0);
+        estimator.detector.usage = Usage::Over;
+        for feedback in 0..10 {
+            estimator.update_delay_based(feedback * 100_000);
+        }
+        assert_eq!(estimator.bitrate(), (BETA * 1_000_000.0) as u64);
+    }
+
+    #[test]
     fn random_loss_above_ten_percent_cuts_below_two_does_not() {
         let mut heavy = Link::new();
         let cut = heavy.run(800_000, 5_000_000, 5.0, 0.2, false);
