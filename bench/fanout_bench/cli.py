@@ -10,6 +10,7 @@ BENCHMARKS = {
     "load": ("fanout_bench.load", "ramp real WebRTC viewers against fanout and/or Janus"),
     "first-frame": ("fanout_bench.first_frame", "time to first frame in Chromium with janus.js"),
     "cluster": ("fanout_bench.cluster", "joins through an edge, the origin's CPU per relay; --failover; --scale over 1-3 edges"),
+    "adaptive": ("fanout_bench.adaptive", "janus.js in Chromium on a tc-shaped link: layer, freezes (fanout vs Janus)"),
     "soak": ("fanout_bench.soak", "hours of churning viewers and restarting sources: RSS, fds, leaks, loss"),
     "whip": ("fanout_bench.whip", "WHIP ingest vs plain RTP of the same stream: CPU per Gbit/s, latency to viewers"),
     "control": ("fanout_bench.control", "the control plane's STUN/RTCP/DTLS budget, consent bursts at load"),

@@ -177,7 +177,9 @@ def progress(message: str) -> None:
 
 
 def measure_engine(rig: Rig, name: str, profile: SrtpProfile, send_mode: SendMode, cores: list[int],
-                   args: argparse.Namespace) -> Result:
+                   args: argparse.Namespace, transport_cc: bool = False) -> Result:
+    """With ``transport_cc`` every viewer's packets carry a transport-wide sequence number and
+    are kept in its send history, as for a viewer whose SDP negotiated transport-cc."""
     packets_per_frame = max(1, round(args.video_mbps * 1e6 / 8 / FPS / PAYLOAD))
     engine = Engine(rig.webrtc.fileno(), cores=cores, pin=not args.no_pin, send_mode=send_mode)
     try:
@@ -192,6 +194,8 @@ def measure_engine(rig: Rig, name: str, profile: SrtpProfile, send_mode: SendMod
                 {"index": 0, "ssrc": 0x1000 + viewer_id, "payload_type": 96},
                 {"index": 1, "ssrc": 0x2000 + viewer_id, "payload_type": 111},
             ])
+            if transport_cc:
+                engine.set_transport_cc(viewer_id, 3)
         source = Source(video_port, audio_port, packets_per_frame)
         source.start()
         try:
@@ -324,7 +328,7 @@ def plot(results: list[Result], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
-SCENARIOS = ("kernel", "crypto", "sendto", "sendmmsg", "gso", "cm", "workers")
+SCENARIOS = ("kernel", "crypto", "sendto", "sendmmsg", "gso", "cm", "workers", "twcc")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -354,6 +358,13 @@ def run(args: argparse.Namespace) -> int:
     for name, profile, mode, worker_cores in engine_runs:
         plan.append((name, lambda n=name, p=profile, m=mode, c=worker_cores: measure_engine(  # type: ignore[misc]
             rig, n, p, m, c, args)))
+    if "twcc" in chosen:
+        # Transport-wide numbering off and on, alternating, so that both see the same machine.
+        for repeat in range(2):
+            for on in (False, True):
+                name = f"engine GCM, gso, 1 worker, transport-cc {'on' if on else 'off'} ({repeat + 1})"
+                plan.append((name, lambda n=name, o=on: measure_engine(  # type: ignore[misc]
+                    rig, n, GCM, "gso", one, args, transport_cc=o)))
     try:
         for index, (name, measure) in enumerate(plan, 1):
             progress(f"[{index}/{len(plan)}] {name}")

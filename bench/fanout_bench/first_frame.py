@@ -158,7 +158,7 @@ class _Server:
 class _PageServer:
     """The demo page (as fanout serves it) from a small aiohttp server in a thread, for Janus runs."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         import asyncio
 
         from aiohttp import web
@@ -170,7 +170,7 @@ class _PageServer:
         app.add_routes(demo_routes("/janus", None))
         self.runner = web.AppRunner(app)
         self.loop.run_until_complete(self.runner.setup())
-        self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", port).start())
+        self.loop.run_until_complete(web.TCPSite(self.runner, host, port).start())
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
 

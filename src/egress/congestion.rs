@@ -13,9 +13,14 @@
 //! - the delay-based rate control (section 5.5) decreases to 0.85 of the
 //!   acknowledged rate on over-use, holds on under-use and increases by 8% a
 //!   second otherwise;
-//! - the loss-based controller (section 6) takes the loss fraction of each
-//!   feedback (or of a receiver report, for viewers without transport-cc):
-//!   above 10% it cuts by half the loss, below 2% it grows by 5%;
+//! - the loss-based controller (section 6) takes the loss fraction of the
+//!   feedback of the last 300 ms at least (or of a receiver report, for
+//!   viewers without transport-cc): above 10% it cuts by half the loss (not
+//!   under the acknowledged rate cut likewise), below 2% it grows by 8% a second. Chromium's SendSideBandwidthEstimation
+//!   likewise decreases at most once per 300 ms (kBweDecreaseInterval) and
+//!   grows 8% a second: cutting on every feedback (ten a second) would take
+//!   a link that lost 60% for a second down to the floor, far under its
+//!   capacity;
 //! - the estimate is the smaller of the two (section 6), capped by the REMB a
 //!   viewer sends, if any.
 //!
@@ -41,6 +46,8 @@ const OVERUSE_MICROS: i64 = 10_000;
 /// Rate control (gcc-02 5.5).
 const BETA: f64 = 0.85;
 const INCREASE_PER_SECOND: f64 = 1.08;
+/// The loss-based controller takes the loss of at least this much feedback at a time.
+const LOSS_INTERVAL_MICROS: i64 = 300_000;
 /// The acknowledged rate is measured over windows of this much arrival time.
 const RATE_WINDOW_MICROS: i64 = 500_000;
 pub const START_BITRATE: u64 = 1_000_000;
@@ -263,6 +270,9 @@ pub struct Estimator {
     remb: Option<u64>,
     /// The last feedback's time on the worker's clock (microseconds).
     last_update: Option<i64>,
+    /// Packets reported lost and received since the loss-based estimate was last updated, and when that was.
+    loss_window: (u64, u64),
+    last_loss_update: Option<i64>,
     /// Feedback messages read, packets they reported lost and received.
     pub feedbacks: u64,
     pub lost: u64,
@@ -279,6 +289,8 @@ impl Default for Estimator {
             loss_based: None,
             remb: None,
             last_update: None,
+            loss_window: (0, 0),
+            last_loss_update: None,
             feedbacks: 0,
             lost: 0,
             received: 0,
@@ -341,15 +353,22 @@ impl Estimator {
         self.lost += lost;
         self.received += received;
         self.update_delay_based(now);
-        if lost + received > 0 {
-            self.update_loss_based(lost as f64 / (lost + received) as f64);
+        self.loss_window = (self.loss_window.0 + lost, self.loss_window.1 + received);
+        let since = self.last_loss_update.map_or(LOSS_INTERVAL_MICROS, |last| now - last);
+        let (window_lost, window_received) = self.loss_window;
+        if since >= LOSS_INTERVAL_MICROS && window_lost + window_received > 0 {
+            let elapsed = (since as f64 / 1e6).min(1.0);
+            self.update_loss_based(window_lost as f64 / (window_lost + window_received) as f64, elapsed);
+            self.loss_window = (0, 0);
+            self.last_loss_update = Some(now);
         }
         self.last_update = Some(now);
     }
 
     /// A receiver report's fraction lost (in 256ths), for viewers without transport-cc.
     pub fn on_receiver_report(&mut self, fraction_lost: u8) {
-        self.update_loss_based(f64::from(fraction_lost) / 256.0);
+        // Receivers report about once a second.
+        self.update_loss_based(f64::from(fraction_lost) / 256.0, 1.0);
     }
 
     /// gcc-02 5.5.
@@ -357,10 +376,10 @@ impl Estimator {
         let elapsed = self.last_update.map_or(0.0, |last| ((now - last) as f64 / 1e6).clamp(0.0, 1.0));
         let acked = self.acked.bitrate;
         match self.detector.usage {
-            Usage::Over => {
-                let base = acked.unwrap_or(self.delay_based).min(self.delay_based);
-                self.delay_based = BETA * base;
-            }
+            // To BETA of what the link was measured to carry, not of the estimate: over-use
+            // reported by several feedbacks in a row (the queue drains for a while) must not
+            // compound (Chromium's AimdRateControl: beta * estimated throughput).
+            Usage::Over => self.delay_based = self.delay_based.min(BETA * acked.unwrap_or(self.delay_based)),
             Usage::Under => {}
             Usage::Normal => self.delay_based *= INCREASE_PER_SECOND.powf(elapsed),
         }
@@ -375,12 +394,18 @@ impl Estimator {
     }
 
     /// gcc-02 section 6.
-    fn update_loss_based(&mut self, loss: f64) {
+    /// `loss`: the fraction lost over the last `elapsed` seconds.
+    fn update_loss_based(&mut self, loss: f64, elapsed: f64) {
         let mut loss_based = self.loss_based.unwrap_or(self.bitrate() as f64);
         if loss > 0.1 {
-            loss_based *= 1.0 - 0.5 * loss;
+            let cut = loss_based * (1.0 - 0.5 * loss);
+            // Not under what the viewer acknowledged meanwhile, cut likewise: the link carried
+            // that much. While a layer change waits for its keyframe the sender cannot slow
+            // down at once, and cuts compounding every interval would go far under the link.
+            let floor = self.acked.bitrate.map_or(0.0, |acked| acked * (1.0 - 0.5 * loss));
+            loss_based = cut.max(floor.min(loss_based));
         } else if loss < 0.02 {
-            loss_based *= 1.05;
+            loss_based *= INCREASE_PER_SECOND.powf(elapsed);
         }
         // Between 2 and 10%: held. It never runs far ahead of the delay-based (or REMB) estimate.
         let ceiling = match (self.feedbacks, self.remb) {
@@ -406,6 +431,8 @@ mod tests {
         pending: Vec<(u16, Option<i64>)>,
         next_feedback: i64,
         random: u64,
+        /// Whether the sender follows the estimate at once (else it sends at `rate` regardless).
+        follows: bool,
     }
 
     impl Link {
@@ -418,6 +445,7 @@ mod tests {
                 pending: Vec::new(),
                 next_feedback: 100_000,
                 random: 0x1234_5678,
+                follows: true,
             }
         }
 
@@ -448,7 +476,7 @@ mod tests {
                 };
                 self.pending.push((sequence, arrival.map(|at| at / 250 * 250)));
                 // The sender follows the estimate (as the layer choice does), up to `rate`.
-                let sending = rate.min(self.estimator.bitrate());
+                let sending = if self.follows { rate.min(self.estimator.bitrate()) } else { rate };
                 self.now += (f64::from(size) * 8.0 * 1e6 / sending as f64) as i64;
                 if self.now >= self.next_feedback {
                     self.next_feedback += 100_000;
@@ -496,6 +524,31 @@ mod tests {
         // The sender follows the estimate down to what fits, then the link opens.
         let estimate = link.run(500_000, 5_000_000, 15.0, 0.0, false);
         assert!(estimate > 2 * low, "{low} -> {estimate}");
+    }
+
+    #[test]
+    fn heavy_loss_at_a_step_down_cuts_to_near_the_capacity_not_to_the_floor() {
+        let mut link = Link::new();
+        link.run(2_000_000, 5_000_000, 5.0, 0.0, false);
+        // 2 Mbit/s into 600 kbit/s for two seconds (a layer moves at a keyframe): most packets are lost.
+        link.follows = false;
+        let mut lowest = u64::MAX;
+        for _ in 0..20 {
+            lowest = lowest.min(link.run(2_000_000, 600_000, 0.1, 0.0, false));
+        }
+        assert!(lowest > 300_000, "{lowest}");
+        assert!(link.estimator.bitrate() < 1_000_000, "{}", link.estimator.bitrate());
+    }
+
+    #[test]
+    fn over_use_in_many_feedbacks_in_a_row_does_not_compound() {
+        let mut estimator = Estimator::default();
+        estimator.acked.bitrate = Some(1_000_000.0);
+        estimator.detector.usage = Usage::Over;
+        for feedback in 0..10 {
+            estimator.update_delay_based(feedback * 100_000);
+        }
+        assert_eq!(estimator.bitrate(), (BETA * 1_000_000.0) as u64);
     }
 
     #[test]

@@ -9,7 +9,9 @@ packets, overruns. The core: sessions, handles, PeerConnections that came up
 WebRTC up), hangups by reason, DTLS handshake failures. The event handlers:
 events sent, dropped (queue full) and failed (retries exhausted). The Janus and
 Admin APIs' connections closed for a limit (label ``limit``). New viewers refused
-by admission control (label ``limit``). Engine keys
+by admission control (label ``limit``). The viewers' bandwidth estimates and simulcast
+substreams as gauge histograms (buckets, not a series per viewer) and the layer moves
+the estimates made (label ``direction``). Engine keys
 are read defensively: a key the engine does not report is left out. In a
 cluster, the cluster's own metrics (registry, placements) are added and every
 sample carries the node's name (label ``node``).
@@ -22,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from fanout.transports.listeners import CONNECTION_COUNTERS
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from fanout.core.handle import Handle
 
 JOIN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+# The viewers' bandwidth estimates, bits per second (one series per bucket, never one per viewer).
+ESTIMATE_BUCKETS = (150e3, 300e3, 600e3, 1e6, 2e6, 3e6, 5e6, 10e6, 20e6)
 DTLS_FAILURES = ("DTLS handshake failed", "DTLS alert")
 
 MOUNTPOINT_COUNTERS = (
@@ -109,6 +113,7 @@ class StateCollector(Collector):
         yield _connections_closed_by_limits()
         yield from self._admission()
         yield from self._webrtc_socket()
+        yield from self._adaptation()
 
     def _webrtc_socket(self) -> Iterable[Metric]:
         endpoint = self.gateway.endpoint
@@ -122,6 +127,30 @@ class StateCollector(Collector):
             yield CounterMetricFamily(
                 "fanout_webrtc_socket_drops", "datagrams the kernel dropped at the WebRTC socket: its receive buffer was full", value=drops
             )
+
+    def _adaptation(self) -> Iterable[Metric]:
+        """The viewers' bandwidth estimates and simulcast layers now, as gauge histograms, and the
+        layer moves their estimates made."""
+        estimates: list[int] = []
+        substreams: list[int] = []
+        moves = CounterMetricFamily(
+            "fanout_layer_moves", "simulcast layers viewers were moved to by their bandwidth estimate",
+            labels=["direction"],
+        )  # fmt: skip
+        for plugin in self.gateway.plugins.values():
+            for viewer in getattr(plugin, "viewers", {}).values():
+                if viewer.mountpoint is None:
+                    continue
+                if viewer.estimate is not None:
+                    estimates.append(viewer.estimate)
+                substreams += [t.substream for t in viewer.tracks if t.stream.simulcast and t.substream is not None]
+            for direction, count in getattr(plugin, "layer_moves", {}).items():
+                moves.add_metric([direction], count)
+        yield _gauge_histogram("fanout_viewer_estimate_bits", "the viewers' bandwidth estimates (bits per second)",
+                               estimates, ESTIMATE_BUCKETS)  # fmt: skip
+        yield _gauge_histogram("fanout_viewer_substream", "the simulcast substream each viewer's video track takes",
+                               substreams, (0, 1, 2))  # fmt: skip
+        yield moves
 
     def _admission(self) -> Iterable[Metric]:
         """New viewers refused by admission control, per limit (``max_viewers``, ``max_worker_load``)."""
@@ -229,6 +258,12 @@ def _connections_closed_by_limits() -> CounterMetricFamily:
     for limit, count in dataclasses.asdict(CONNECTION_COUNTERS).items():
         closed.add_metric([limit], count)
     return closed
+
+
+def _gauge_histogram(name: str, text: str, values: list[int], bounds: tuple[float, ...]) -> GaugeHistogramMetricFamily:
+    """``values`` now, counted in cumulative buckets (``le``) with their sum."""
+    buckets = [(f"{bound:.0f}", sum(1 for value in values if value <= bound)) for bound in bounds]
+    return GaugeHistogramMetricFamily(name, text, buckets=[*buckets, ("+Inf", len(values))], gsum_value=sum(values))
 
 
 def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:

@@ -16,6 +16,12 @@ def test_goes_down_at_once_to_the_highest_layer_that_fits() -> None:
     assert choice.choose(50_000, RATES, 1, now=0.1) == 0, "nothing fits: the lowest"
 
 
+def test_an_estimate_within_a_tenth_under_the_current_layer_keeps_it() -> None:
+    choice = LayerChoice()
+    assert choice.choose(1_150_000, RATES, 2, now=0.0) == 2, "the layer's own acknowledged rate, measured a bit low"
+    assert choice.choose(1_050_000, RATES, 2, now=0.1) == 1
+
+
 def test_goes_up_one_layer_only_after_the_estimate_held_above_it_with_headroom() -> None:
     choice = LayerChoice()
     assert choice.choose(470_000, RATES, 0, now=0.0) == 0, "above 400k but without 20% headroom"

@@ -14,17 +14,22 @@ import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
 from fanout._engine import Engine
 from fanout.core.plugin import LocalDescription
+from fanout.metrics.collector import StateCollector
 from fanout.plugins.streaming.config import parse_mountpoint
 from fanout.plugins.streaming.mountpoint import Mountpoint, source_index
 from fanout.plugins.streaming.plugin import StreamingPlugin
 from fanout.webrtc.sdp import SessionDescription
 from tests.support.rtsp_server import RtspServerProcess
+
+if TYPE_CHECKING:
+    from fanout.core.gateway import Gateway
 
 WAIT_SECONDS = 10.0
 FRAME_SECONDS = 0.02
@@ -325,6 +330,18 @@ async def test_the_substream_follows_the_estimate_down_at_once_up_slowly_and_con
             info = plugin.query_session(handle)  # type: ignore[arg-type]
             assert info["estimate"] == 100_000
             assert info["layers"] == {stream.mid: {"substream": 1, "temporal": None, "adaptive": False}}
+            assert info["layer_moves"] == {"up": 2, "down": 1}, "the estimate's moves; configure's are not"
+            metrics = {
+                metric.name: {(sample.name, tuple(sample.labels.items())): sample.value for sample in metric.samples}
+                for metric in StateCollector(cast("Gateway", SimpleNamespace(plugins={"s": plugin})))._adaptation()
+            }
+            estimates = metrics["fanout_viewer_estimate_bits"]
+            assert estimates[("fanout_viewer_estimate_bits_bucket", (("le", "150000"),))] == 1
+            assert estimates[("fanout_viewer_estimate_bits_gcount", ())] == 1
+            substreams = metrics["fanout_viewer_substream"]
+            assert substreams[("fanout_viewer_substream_bucket", (("le", "0"),))] == 0
+            assert substreams[("fanout_viewer_substream_bucket", (("le", "1"),))] == 1
+            assert metrics["fanout_layer_moves"][("fanout_layer_moves_total", (("direction", "up"),))] == 2
         finally:
             reporting.cancel()
     finally:

@@ -4,7 +4,7 @@ The engine estimates each viewer's bandwidth (transport-wide feedback, GCC) and
 reports it as BandwidthEstimate events, at most once a second per viewer or at
 once when it falls. The plugin picks, per simulcast track, the highest substream
 that fits: down at once when the estimate falls under the current layer's
-bitrate, up only when the estimate has held above the next layer's bitrate with
+bitrate (by more than measurement noise), up only when the estimate has held above the next layer's bitrate with
 20% headroom for a few seconds. The layers' bitrates are measured from the
 engine's per-stream byte counters. Sans-IO: times are passed in.
 """
@@ -14,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 UP_HEADROOM = 1.2
+# Down only when the estimate falls under this share of the current layer's bitrate: the first
+# estimates are the acknowledged rate of that very layer, a few percent either side of it.
+DOWN_SHARE = 0.9
 UP_HOLD_SECONDS = 3.0
 # A layer's bitrate is measured over at least this long.
 RATE_WINDOW_SECONDS = 1.0
@@ -62,7 +65,7 @@ class LayerChoice:
         fits = max((layer for layer, bitrate in enumerate(bitrates) if bitrate <= estimate), default=0)
         if fits < current:
             self.above_since = None
-            return fits
+            return fits if estimate < bitrates[current] * DOWN_SHARE else current
         following = current + 1
         if following < len(bitrates) and estimate >= bitrates[following] * UP_HEADROOM:
             if self.above_since is None:

@@ -167,6 +167,8 @@ class StreamingPlugin(Plugin):
         self.mountpoints: dict[MountpointId, Mountpoint] = {}
         self._engine_ids = itertools.count(1)
         self.viewers: dict[int, Viewer] = {}
+        # Simulcast layers the viewers' estimates moved them to, by direction, since start (for /metrics).
+        self.layer_moves: dict[str, int] = {"up": 0, "down": 0}
         self._tasks: set[asyncio.Task[None]] = set()
         self._moves_pending: dict[tuple[int, str], int] = {}  # (handle id, mid) -> the source index a move waits for
         self._rtsp_pulls: dict[MountpointId, asyncio.Task[None]] = {}  # rtsp mountpoints' sources
@@ -535,6 +537,7 @@ class StreamingPlugin(Plugin):
             info["mountpoint"] = viewer.mountpoint.id
             info["mids"] = [track.mid for track in viewer.tracks]
             info["estimate"] = viewer.estimate
+            info["layer_moves"] = dict(viewer.layer_moves)
             info["transport_cc"] = viewer.transport_cc_id is not None
             info["layers"] = {
                 track.mid: {"substream": track.substream, "temporal": track.temporal, "adaptive": track.adaptive}
@@ -1012,6 +1015,7 @@ class StreamingPlugin(Plugin):
         if viewer is None or viewer.mountpoint is None or not viewer.in_engine:
             return
         viewer.estimate = event.bitrate
+        logger.debug("viewer %d: estimate %d bit/s", event.peer_id, event.bitrate)
         mountpoint = viewer.mountpoint
         tracks = [track for track in viewer.tracks if track.stream.simulcast and track.adaptive and track.send]
         if not tracks:
@@ -1029,6 +1033,9 @@ class StreamingPlugin(Plugin):
             logger.debug("viewer %d, mid %s: estimate %d bit/s, substream %d -> %d",
                          event.peer_id, track.mid, event.bitrate, current, chosen)
             track.requested_substream = chosen
+            direction = "up" if chosen > current else "down"
+            viewer.layer_moves[direction] += 1
+            self.layer_moves[direction] += 1
             if ages is None:
                 ages = self._source_ages_ms(mountpoint, viewer, now)
             self._set_substream(viewer, track, track.substream_to_take(ages))

@@ -206,6 +206,7 @@ class Viewer:
     # negotiated (None: not negotiated on all of them, so the engine does not number packets).
     transport_cc_id: int | None = None
     estimate: int | None = None  # the engine's latest bandwidth estimate of it, bits per second
+    layer_moves: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0})  # automatic ones, by direction
 
     def take_bitrate_estimate(self, ssrcs: list[int], bitrate: int, now: float) -> None:
         """A REMB about some of this viewer's tracks."""
