@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use crate::egress::worker::{Delivery, WorkerLoad};
 use crate::events::{epoll_timeout, Event, EventQueue, SilenceCheck, SilenceWatch};
 use crate::ingest::publisher::{classify, LinkDatagram, PublisherLink};
-use crate::ingest::source_rtcp::{for_each_sender_report, SourceRtcp};
 use crate::ingest::recorder::RecordingSlot;
+use crate::ingest::source_rtcp::{for_each_sender_report, SourceRtcp};
 use crate::ingest::{Ingest, IngestOptions, Verdict};
 use crate::media::packet::{GopCache, Packet, PacketPool, ReceivedPacket, MAX_RTP_LEN, SLOT_SIZE};
 use crate::media::MediaKind;
@@ -227,6 +227,7 @@ impl SourceStream {
         };
         let payload = &datagram[header.payload_start..header.payload_end];
         let keyframe_start = self.kind == MediaKind::Video && self.codec.is_keyframe_start(payload);
+        let droppable = self.kind == MediaKind::Video && self.codec.is_droppable(payload);
         let restarted = self.restarted(&header);
         let parameter_sets_first = match self.ingest.admit(&header, payload, keyframe_start, restarted, now_ns) {
             Verdict::Collision => {
@@ -251,7 +252,7 @@ impl SourceStream {
         self.last = Some((header.ssrc, header.sequence));
         self.ingest.renumber(datagram, &mut header);
         Accepted::Forward {
-            packet: ReceivedPacket { header, keyframe_start, epoch: self.epoch },
+            packet: ReceivedPacket { header, keyframe_start, epoch: self.epoch, arrival_ns: now_ns, droppable },
             len,
             parameter_sets_first,
         }

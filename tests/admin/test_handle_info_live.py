@@ -53,6 +53,7 @@ async def test_handle_info_of_a_watching_viewer_and_log_level(tmp_path: Path) ->
                 assert webrtc["dtls"]["valid"] is True
                 assert sorted(webrtc["media"]) == ["a", "v"]
                 assert webrtc["stats"]["out"]["packets"] > 0 and webrtc["stats"]["out"]["bytes_lastsec"] > 0
+                assert webrtc["stats"]["out"]["dropped_late"] >= 0
                 assert info["flags"]["ready"] is True and info["flags"]["got-answer"] is True
                 assert 0 < info["agent-created"] <= info["current_time"]
                 assert (info["flags"]["ice-restart"], info["flags"]["data-channels"]) == (False, False)
