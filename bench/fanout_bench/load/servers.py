@@ -186,6 +186,12 @@ fanout: {{
         )
         (self.folder / "janus.plugin.streaming.jcfg").write_text("general: {\n}\n" + MOUNTPOINT_CONFIG)
 
+    def version(self) -> str:
+        """The package's version; the commit and engine binary are in the results' meta."""
+        from importlib.metadata import version
+
+        return f"fanout {version('fanout')}"
+
     def _ready(self) -> bool:
         try:
             return "fanout: ready" in self.log_path.read_text(errors="replace")
@@ -283,5 +289,9 @@ admin: {{
         (self.folder / "janus.plugin.streaming.jcfg").write_text("general: {\n}\n" + MOUNTPOINT_CONFIG)
 
     def version(self) -> str:
-        result = subprocess.run(["janus", "--version"], capture_output=True, text=True, check=False)
-        return (result.stdout or result.stderr).strip().splitlines()[-1] if (result.stdout or result.stderr) else ""
+        """e.g. "Janus version: 1102 (1.1.2); Debian package janus 1.1.2-1" (``--help`` prints the version)."""
+        result = subprocess.run(["janus", "--help"], capture_output=True, text=True, check=False)
+        lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Janus version")]
+        package = subprocess.run(["dpkg-query", "-W", "janus"], capture_output=True, text=True, check=False)
+        found = package.stdout.split()
+        return "; ".join(lines[:1] + ([f"Debian package {' '.join(found)}"] if found else []))
