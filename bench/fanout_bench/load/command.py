@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -80,6 +81,13 @@ def build_parser(
         help="Janus API transport of the viewers",
     )
     parser.add_argument("--start", type=int, default=20, help="viewers in the first step")
+    parser.add_argument(
+        "--start-for",
+        type=_capacities,
+        default={},
+        metavar="SERVER=VIEWERS,...",
+        help="the first step of one server's ramp (e.g. janus=20), instead of --start",
+    )
     parser.add_argument(
         "--factor",
         type=float,
@@ -309,7 +317,8 @@ def run(args: argparse.Namespace) -> int:
                     ramp.server_version = server.version()
                     if name == "fanout":  # the binary at this server's start: others may rebuild it between ramps
                         ramp.engine = _engine_build()
-                    _run_one(server, ramp, plan, RATES[rate], PROFILES[srtp], args.load_cpu)
+                    server_plan = dataclasses.replace(plan, start=args.start_for.get(name, plan.start))
+                    _run_one(server, ramp, server_plan, RATES[rate], PROFILES[srtp], args.load_cpu)
                     results["ramps"].append(ramp.to_json())
                     write_json(results, output.with_suffix(".json"))
     results["ratios"] = ratios(results)
@@ -353,8 +362,11 @@ def _run_overload(
             run = OverloadRun(server=name, rate=rate, srtp=srtp, server_version=server.version())
             source = RtpSource(SourceShape(RATES[rate]), ("127.0.0.1", VIDEO_PORT), ("127.0.0.1", AUDIO_PORT), cpu=args.load_cpu)
             source.start()
+            server_plan = dataclasses.replace(plan, start=args.start_for.get(name, plan.start))
             try:
-                run_overload(server, run, plan, RATES[rate], PROFILES[srtp], args.load_cpu, args.capacity.get(name), source)
+                run_overload(
+                    server, run, server_plan, RATES[rate], PROFILES[srtp], args.load_cpu, args.capacity.get(name), source
+                )
             except Exception as error:  # noqa: BLE001 - reported; the other server still runs
                 print(f"[{name} overload] failed: {type(error).__name__}: {error}\n{server.log_tail(20)}", file=sys.stderr)
                 run.error = f"{type(error).__name__}: {error}"
