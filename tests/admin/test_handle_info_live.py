@@ -59,6 +59,7 @@ async def test_handle_info_of_a_watching_viewer_and_log_level(tmp_path: Path) ->
                 assert (info["flags"]["ice-restart"], info["flags"]["data-channels"]) == (False, False)
                 assert webrtc["dtls"]["sctp-association"] is False and webrtc["dtls"]["retransmissions"] >= 0
                 assert info["plugin_specific"]["mountpoint"] == 1
+                assert info["plugin_specific"]["engine"]["dropped_late"] >= 0
                 assert info["sdps"]["local"].startswith("v=0") and info["sdps"]["remote"].startswith("v=0")
 
                 for _ in range(50):  # the viewer's receiver reports answer our sender reports
