@@ -72,7 +72,13 @@ fn rewrite_and_protect(profile: Profile, transport_cc: bool) {
     let packets: Vec<Vec<u8>> = (0..1024).map(|i| rtp_packet(i as u16)).collect();
     let received: Vec<ReceivedPacket> = packets
         .iter()
-        .map(|p| ReceivedPacket { header: RtpHeader::parse(p).unwrap(), keyframe_start: false, epoch: 0 })
+        .map(|p| ReceivedPacket {
+            header: RtpHeader::parse(p).unwrap(),
+            keyframe_start: false,
+            epoch: 0,
+            arrival_ns: 0,
+            droppable: false,
+        })
         .collect();
     let mut buf = [0u8; SLOT_SIZE];
     let now = Instant::now();

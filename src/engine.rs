@@ -65,11 +65,17 @@ pub struct EngineOptions {
     /// Pin each worker to its core.
     pub pin: bool,
     pub send_mode: SendMode,
+    /// A packet that cannot be sent within this long of its arrival is dropped
+    /// and counted (`dropped_late`), never sent late.
+    pub max_send_delay: Duration,
 }
+
+/// How late a packet may leave by default.
+pub const DEFAULT_MAX_SEND_DELAY: Duration = Duration::from_millis(100);
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { cores: None, pin: true, send_mode: SendMode::Gso }
+        Self { cores: None, pin: true, send_mode: SendMode::Gso, max_send_delay: DEFAULT_MAX_SEND_DELAY }
     }
 }
 
@@ -429,7 +435,7 @@ impl Engine {
             let worker_wake = Arc::new(new_eventfd()?);
             let load = Arc::new(WorkerLoad::default());
             let core = options.pin.then_some(core);
-            let config = WorkerConfig { index, core, mode: options.send_mode };
+            let config = WorkerConfig { index, core, mode: options.send_mode, max_send_delay: options.max_send_delay };
             let worker = Worker::new(
                 config,
                 worker_wake.clone(),
@@ -1329,6 +1335,7 @@ impl Engine {
             nacked: counters.nacked.load(Ordering::Relaxed),
             gso_refused: counters.gso_refused.load(Ordering::Relaxed),
             dropped: counters.dropped.load(Ordering::Relaxed),
+            dropped_late: counters.dropped_late.load(Ordering::Relaxed),
             send_errors: counters.send_errors.load(Ordering::Relaxed),
             paused: counters.paused.load(Ordering::Relaxed),
             worker: peer.subscription.as_ref().map(|subscription| subscription.worker),
@@ -1401,6 +1408,7 @@ impl Engine {
             sent_bytes: sent(|sent| &sent.bytes),
             retransmissions: sent(|sent| &sent.retransmissions),
             dropped: sent(|sent| &sent.dropped),
+            dropped_late: sent(|sent| &sent.dropped_late),
             send_errors: sent(|sent| &sent.send_errors),
         })
     }
@@ -1424,6 +1432,7 @@ impl Engine {
                     messages: load.messages.load(Ordering::Relaxed),
                     flushes: load.flushes.load(Ordering::Relaxed),
                     overruns: load.overruns.load(Ordering::Relaxed),
+                    dropped_late: load.dropped_late.load(Ordering::Relaxed),
                 }
             })
             .collect())

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::RawFd;
+use std::time::Duration;
 
 use crate::egress::batch::SendMode;
 use crate::engine::{
@@ -226,10 +227,24 @@ pub struct Engine {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (webrtc_socket_fd, *, cores=None, pin=true, send_mode="gso"))]
-    fn new(webrtc_socket_fd: i32, cores: Option<Vec<usize>>, pin: bool, send_mode: &str) -> PyResult<Self> {
+    #[pyo3(signature = (webrtc_socket_fd, *, cores=None, pin=true, send_mode="gso", max_send_delay_ms=None))]
+    fn new(
+        webrtc_socket_fd: i32,
+        cores: Option<Vec<usize>>,
+        pin: bool,
+        send_mode: &str,
+        max_send_delay_ms: Option<u64>,
+    ) -> PyResult<Self> {
         let send_mode = parse_send_mode(send_mode)?;
-        Ok(Self { inner: engine::Engine::new(webrtc_socket_fd, EngineOptions { cores, pin, send_mode })? })
+        let max_send_delay = match max_send_delay_ms {
+            None => engine::DEFAULT_MAX_SEND_DELAY,
+            Some(ms @ 1..=10_000) => Duration::from_millis(ms),
+            Some(ms) => {
+                return Err(PyValueError::new_err(format!("max_send_delay_ms must be between 1 and 10000, got {ms}")))
+            }
+        };
+        let options = EngineOptions { cores, pin, send_mode, max_send_delay };
+        Ok(Self { inner: engine::Engine::new(webrtc_socket_fd, options)? })
     }
 
     fn add_mountpoint(&self, mountpoint_id: u64, streams: Vec<SourceStream>) -> PyResult<Vec<u16>> {

@@ -25,6 +25,9 @@ pub struct PeerStats {
     pub gso_refused: u64,
     /// Packets not sent (socket buffer full, send error).
     pub dropped: u64,
+    /// Packets not sent because they could not leave within `max_send_delay`
+    /// of their arrival (the worker was behind), retransmissions included.
+    pub dropped_late: u64,
     pub send_errors: u64,
     pub paused: bool,
     /// The index of the worker that sends it media, None while not subscribed.
@@ -119,6 +122,8 @@ pub struct MountpointStats {
     pub sent_bytes: u64,
     pub retransmissions: u64,
     pub dropped: u64,
+    /// Packets not sent within `max_send_delay` of their arrival (summed over peers).
+    pub dropped_late: u64,
     pub send_errors: u64,
 }
 
@@ -171,6 +176,8 @@ pub struct WorkerStats {
     pub flushes: u64,
     /// Source packets lost because its ring was full.
     pub overruns: u64,
+    /// Packets to its viewers not sent within `max_send_delay` of their arrival.
+    pub dropped_late: u64,
 }
 
 /// What the engine saw in a peer's RTCP packet and did about it

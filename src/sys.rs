@@ -119,7 +119,27 @@ pub fn bind_source_on(host: &str, port: u16, interface: Option<&str>) -> io::Res
     }
     socket.set_nonblocking(true)?;
     set_receive_buffer(socket.as_raw_fd(), RECEIVE_BUFFER_BYTES);
+    stamp_arrivals(socket.as_raw_fd());
     Ok(socket)
+}
+
+/// Asks the kernel to stamp each datagram with its arrival time
+/// (SO_TIMESTAMPNS, read by recvmmsg), so that the time a packet waits in the
+/// socket counts against its send deadline. Best effort: without it, the
+/// time it is read counts.
+pub fn stamp_arrivals(fd: RawFd) {
+    let on: libc::c_int = 1;
+    let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `on` is a live c_int and `size` its size.
+    unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, (&on as *const libc::c_int).cast(), size) };
+}
+
+/// Nanoseconds since the Unix epoch on the realtime clock (the kernel's receive stamps).
+pub fn realtime_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// Asks for `bytes` of receive buffer: past the kernel's rmem_max when

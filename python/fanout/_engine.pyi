@@ -190,6 +190,8 @@ class MountpointStats:
     @property
     def dropped(self) -> int: ...
     @property
+    def dropped_late(self) -> int: ...  # not sent within max_send_delay_ms of arrival (summed over viewers)
+    @property
     def send_errors(self) -> int: ...
 
 @final
@@ -210,6 +212,8 @@ class PeerStats:
     def gso_refused(self) -> int: ...  # GSO sends the kernel refused (the viewer then gets single datagrams)
     @property
     def dropped(self) -> int: ...  # packets not sent (socket buffer full, send error)
+    @property
+    def dropped_late(self) -> int: ...  # not sent within max_send_delay_ms of arrival (retransmissions included)
     @property
     def send_errors(self) -> int: ...
     @property
@@ -274,6 +278,8 @@ class WorkerStats:
     def flushes(self) -> int: ...  # sendmmsg calls (sendto mode: batches of single sends)
     @property
     def overruns(self) -> int: ...  # source packets lost because its ring was full
+    @property
+    def dropped_late(self) -> int: ...  # packets to its viewers not sent within max_send_delay_ms of arrival
 
 @final
 class ReceptionReport:
@@ -350,6 +356,12 @@ class Engine:
     single datagrams where the kernel refuses GSO), "sendmmsg" (one datagram
     per message) or "sendto" (one system call per datagram).
 
+    ``max_send_delay_ms`` (default 100): a packet that cannot be sent to a
+    viewer within this long of its arrival is dropped and counted
+    (``dropped_late``), never sent late; frames nothing refers to (VP8 N bit or
+    temporal layers above the base, H.264 nal_ref_idc 0) go at half of it, and
+    retransmissions while a worker is that far behind.
+
     After close() every method but close() raises RuntimeError.
     """
 
@@ -360,11 +372,12 @@ class Engine:
         cores: list[int] | None = None,
         pin: bool = True,
         send_mode: SendMode = "gso",
+        max_send_delay_ms: int | None = None,
     ) -> Engine:
         """Raises OSError (EBADF) for a descriptor that is not open, ValueError
         for one that is not an IPv4/IPv6 UDP socket, for an empty ``cores``, a
-        core listed twice or (when pinning) one the process may not run on, and
-        for an unknown ``send_mode``."""
+        core listed twice or (when pinning) one the process may not run on, for
+        an unknown ``send_mode`` and for a ``max_send_delay_ms`` outside 1..10000."""
     def add_mountpoint(self, mountpoint_id: int, streams: list[SourceStream]) -> list[int]:
         """Bind the source ports and start receiving; returns the bound port of each
         stream (0 for a stream without ``port``: the publisher link feeds it).

@@ -127,6 +127,7 @@ async def _running(
             endpoint.fileno(),
             cores=list(settings.engine_cores) if settings.engine_cores is not None else None,
             pin=settings.engine_pin,
+            max_send_delay_ms=settings.max_send_delay_ms,
         )
         stack.callback(engine.close)
         engine_events = EngineEvents(engine)

@@ -28,6 +28,9 @@ pub struct ViewerCounters {
     /// Times the kernel refused a GSO send to this viewer (it then gets single datagrams).
     pub gso_refused: AtomicU64,
     pub dropped: AtomicU64,
+    /// Packets not sent because they could not leave within the worker's
+    /// `max_send_delay` of their arrival (retransmissions included).
+    pub dropped_late: AtomicU64,
     pub send_errors: AtomicU64,
     pub paused: AtomicBool,
     /// Streams moved to another source stream (at its keyframe) as asked.
@@ -1050,6 +1053,14 @@ impl Viewer {
         self.paused
     }
 
+    /// Whether a live packet of source stream `source` would be sent (a stream
+    /// of the viewer takes it and is not paused, held or bursting).
+    pub fn takes(&self, source: usize) -> bool {
+        self.streams
+            .iter()
+            .any(|stream| stream.source == source && !stream.paused && !stream.held && stream.burst.is_none())
+    }
+
     /// A resumed viewer starts again at keyframes: a stream whose move to
     /// another source waited (the viewer was paused meanwhile) moves now.
     pub fn set_paused(&mut self, paused: bool) {
@@ -1131,7 +1142,13 @@ mod tests {
     }
 
     fn received(packet: &[u8], keyframe_start: bool, epoch: u32) -> ReceivedPacket {
-        ReceivedPacket { header: RtpHeader::parse(packet).unwrap(), keyframe_start, epoch }
+        ReceivedPacket {
+            header: RtpHeader::parse(packet).unwrap(),
+            keyframe_start,
+            epoch,
+            arrival_ns: 0,
+            droppable: false,
+        }
     }
 
     struct Sent {

@@ -9,6 +9,15 @@
 //! [`MAX_PASS_PACKETS`]), so under load the batches grow and when idle a
 //! packet goes out at once; no timer waits for more.
 //!
+//! Time-aware dropping: every source packet carries its arrival time. A
+//! packet that cannot leave within `max_send_delay` of it is dropped for the
+//! viewers still waiting for it and counted (`dropped_late`), never sent late,
+//! so a worker past its capacity sheds load instead of queueing seconds of
+//! delay. Packets of frames nothing refers to (`droppable`) go first, at half
+//! the bound, and so do retransmissions while the worker is behind (its last
+//! pass found packets waiting longer than that). Which viewers lose is fair:
+//! each pass starts with the next viewer.
+//!
 //! Invariant: the send batch is empty between passes and commands (every
 //! step that fills it flushes it before returning), so a tag's viewer slot
 //! always refers to a live viewer.
@@ -23,9 +32,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::egress::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag};
 use crate::egress::viewer::{Viewer, ViewerCounters, ViewerStream};
 use crate::events::{Event, EventQueue, OVERFLOW_REPORT_INTERVAL};
-use crate::media::packet::{GopCache, History, Packet};
+use crate::media::packet::{GopCache, History, Packet, ReceivedPacket};
 use crate::ring::Consumer;
-use crate::sys::{pin_to_core, RawAddress};
+use crate::sys::{monotonic_ns, pin_to_core, RawAddress};
 use crate::wire::rtcp::{ntp_time, write_sender_report};
 use crate::wire::rtp::PlayoutDelay;
 
@@ -148,6 +157,8 @@ pub struct SendCounters {
     pub bytes: AtomicU64,
     pub retransmissions: AtomicU64,
     pub dropped: AtomicU64,
+    /// Not sent within `max_send_delay` of arrival.
+    pub dropped_late: AtomicU64,
     pub send_errors: AtomicU64,
 }
 
@@ -164,6 +175,37 @@ pub struct WorkerLoad {
     pub flushes: AtomicU64,
     /// Source packets lost because this worker's ring was full.
     pub overruns: AtomicU64,
+    /// Packets to its viewers not sent within `max_send_delay` of their arrival.
+    pub dropped_late: AtomicU64,
+}
+
+/// When a packet is too late to send: past `max_delay_ns` since its arrival,
+/// or past half of that for a droppable packet (a frame nothing refers to).
+#[derive(Clone, Copy, Debug)]
+pub struct SendDeadline {
+    pub max_delay_ns: u64,
+}
+
+impl SendDeadline {
+    pub fn new(max_delay: Duration) -> Self {
+        Self { max_delay_ns: max_delay.as_nanos() as u64 }
+    }
+
+    /// Whether `packet`, sent at `now_ns` ([`monotonic_ns`]), would leave too late.
+    #[inline]
+    pub fn is_late(self, packet: &ReceivedPacket, now_ns: u64) -> bool {
+        if packet.arrival_ns == 0 {
+            return false;
+        }
+        let waited = now_ns.saturating_sub(packet.arrival_ns);
+        waited > if packet.droppable { self.max_delay_ns / 2 } else { self.max_delay_ns }
+    }
+
+    /// Whether a worker whose oldest packet waited `waited_ns` is behind: it
+    /// sheds retransmissions (and droppable frames) from then on.
+    fn is_behind(self, waited_ns: u64) -> bool {
+        waited_ns > self.max_delay_ns / 2
+    }
 }
 
 fn add(counter: &AtomicU64, amount: u64) {
@@ -288,6 +330,8 @@ pub struct WorkerConfig {
     pub index: usize,
     pub core: Option<usize>,
     pub mode: SendMode,
+    /// See [`SendDeadline`].
+    pub max_send_delay: Duration,
 }
 
 pub struct Worker {
@@ -306,6 +350,11 @@ pub struct Worker {
     next_reports_at: Instant,
     /// Some viewer is receiving a burst from a keyframe cache.
     bursts_pending: bool,
+    deadline: SendDeadline,
+    /// The last pass found packets that had waited past half the bound: retransmissions are dropped.
+    behind: bool,
+    /// The time packets are sent at, as [`monotonic_ns`] (tests hold the worker up by moving it on).
+    clock: fn() -> u64,
     /// Where the worker reports what its viewers' streams do (see [`crate::events`]).
     events: Arc<EventQueue>,
 }
@@ -321,6 +370,7 @@ impl Worker {
         events: Arc<EventQueue>,
     ) -> Self {
         let send = SendBatch::new(config.mode);
+        let deadline = SendDeadline::new(config.max_send_delay);
         Self {
             config,
             wake,
@@ -336,6 +386,9 @@ impl Worker {
             load,
             next_reports_at: Instant::now() + REPORT_TICK,
             bursts_pending: false,
+            deadline,
+            behind: false,
+            clock: engine_clock,
             events,
         }
     }
@@ -618,10 +671,12 @@ impl Worker {
             }
         }
         if self.pass.is_empty() {
+            self.behind = false;
             return;
         }
         add(&self.load.passes, 1);
         add(&self.load.source_packets, self.pass.len() as u64);
+        let (deadline, clock) = (self.deadline, self.clock);
         let Self { pass, mountpoints, send, slots, socket, load, .. } = self;
         let fd = socket.as_raw_fd();
         let mut start = 0;
@@ -642,12 +697,14 @@ impl Worker {
                         }
                     }
                 }
-                fan_out(mountpoint, &pass[start..end], send, slots, load, fd, now);
+                fan_out(mountpoint, &pass[start..end], send, slots, load, fd, now, deadline, clock);
             }
             start = end;
         }
         flush(send, fd, slots, load);
-        pass.clear();
+        let oldest = pass[0].packet.meta.arrival_ns;
+        self.behind = oldest != 0 && deadline.is_behind(clock().saturating_sub(oldest));
+        self.pass.clear();
     }
 
     /// Sends each bursting viewer as much of its burst as its credit allows.
@@ -707,7 +764,8 @@ impl Worker {
         let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else {
             return;
         };
-        let Self { mountpoints, send, slots, load, .. } = self;
+        let Self { mountpoints, send, slots, load, behind, .. } = self;
+        let behind = *behind;
         let Some(mountpoint) = mountpoints.iter_mut().find(|m| m.id == mountpoint_id) else {
             return;
         };
@@ -730,6 +788,11 @@ impl Worker {
             let Some(packet) = mountpoint.histories.get(source).and_then(|h| h.find(source_sequence, epoch)) else {
                 continue;
             };
+            if behind {
+                // Live packets first: a worker past its bound sheds retransmissions before them.
+                count_late(slots, viewer.slot, load, 1);
+                continue;
+            }
             if !send.has_room() {
                 flush(send, fd, slots, load);
             }
@@ -778,6 +841,10 @@ impl Worker {
 /// mountpoint that takes its stream, viewer by viewer, into the send batch,
 /// so each viewer's packets lie together (runs for GSO) and in order. Each
 /// pass starts with the next viewer (see `Mountpoint::viewers_in_turn`).
+/// A packet that would leave past its deadline is left out for the viewers
+/// still waiting for it and counted; `clock` ([`monotonic_ns`]) is read before
+/// each viewer (a viewer's share of a pass takes well under a millisecond).
+#[allow(clippy::too_many_arguments)]
 fn fan_out(
     mountpoint: &mut Mountpoint,
     deliveries: &[Delivery],
@@ -786,23 +853,46 @@ fn fan_out(
     load: &WorkerLoad,
     fd: RawFd,
     now: Instant,
+    deadline: SendDeadline,
+    mut clock: impl FnMut() -> u64,
 ) {
     for viewer in mountpoint.viewers_in_turn() {
         if viewer.is_paused() {
             continue;
         }
+        let now_ns = clock();
         let merge = slots[viewer.slot as usize].as_ref().is_some_and(|slot| slot.gso);
         let tag = SlotTag { viewer: viewer.slot, kind: DatagramKind::Rtp };
+        let mut late = 0;
         for delivery in deliveries {
+            let packet = &delivery.packet;
+            if deadline.is_late(&packet.meta, now_ns) {
+                late += u64::from(viewer.takes(delivery.stream));
+                continue;
+            }
             if !send.has_room() {
                 flush(send, fd, slots, load);
             }
-            let packet = &delivery.packet;
             if let Some(len) = viewer.write_rtp(delivery.stream, packet.bytes(), &packet.meta, now, send.next_buffer())
             {
                 send.commit(len, &viewer.address, tag, merge);
             }
         }
+        if late > 0 {
+            count_late(slots, viewer.slot, load, late);
+        }
+    }
+}
+
+fn engine_clock() -> u64 {
+    monotonic_ns(Instant::now())
+}
+
+fn count_late(slots: &[Option<ViewerSlot>], slot: u32, load: &WorkerLoad, packets: u64) {
+    add(&load.dropped_late, packets);
+    if let Some(slot) = slots[slot as usize].as_ref() {
+        add(&slot.counters.dropped_late, packets);
+        add(&slot.totals.dropped_late, packets);
     }
 }
 
@@ -853,6 +943,220 @@ fn flush(send: &mut SendBatch, fd: RawFd, slots: &mut [Option<ViewerSlot>], load
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::egress::viewer::StreamStart;
+    use crate::media::packet::Packet;
+    use crate::ring::{self, Producer};
+    use crate::sys::new_eventfd;
+    use crate::wire::rtp::RtpHeader;
+    use crate::wire::srtp::{Profile, SrtpSession};
+    use std::net::UdpSocket;
+    use std::os::fd::FromRawFd;
+    use std::sync::mpsc;
+
+    const MS: u64 = 1_000_000;
+
+    thread_local! {
+        /// The test's clock (each test runs on a thread of its own).
+        static NOW_NS: std::cell::Cell<u64> = const { std::cell::Cell::new(1_000 * MS) };
+    }
+
+    fn test_clock() -> u64 {
+        NOW_NS.with(std::cell::Cell::get)
+    }
+
+    fn set_clock(now_ns: u64) {
+        NOW_NS.with(|now| now.set(now_ns));
+    }
+
+    /// A source packet of stream 0 that arrived at `arrival_ns`.
+    fn delivery(sequence: u16, arrival_ns: u64, droppable: bool) -> Delivery {
+        let mut datagram = vec![0x80, 96];
+        datagram.extend_from_slice(&sequence.to_be_bytes());
+        datagram.extend_from_slice(&(u32::from(sequence) * 3000).to_be_bytes());
+        datagram.extend_from_slice(&0x1234_5678_u32.to_be_bytes());
+        datagram.extend_from_slice(&[0x5a; 100]);
+        let header = RtpHeader::parse(&datagram).unwrap();
+        let mut packet = Arc::new(Packet::empty());
+        let meta = ReceivedPacket { header, keyframe_start: false, epoch: 0, arrival_ns, droppable };
+        Arc::get_mut(&mut packet).unwrap().fill(&datagram, meta);
+        Delivery { mountpoint: 1, stream: 0, packet }
+    }
+
+    /// A viewer of stream 0 on `sink`, with the counters its worker slot shares.
+    fn viewer(id: u64, sink: &UdpSocket) -> (Box<Viewer>, Arc<ViewerCounters>) {
+        let address = RawAddress::from_socket_addr(sink.local_addr().unwrap(), libc::AF_INET).unwrap();
+        let stream =
+            ViewerStream::new(0, 1000 + id as u32, 96, 90_000, false, StreamStart { sequence: 0, timestamp: 0 });
+        let session = SrtpSession::new(Profile::AeadAes128Gcm, &[id as u8; 28]).unwrap();
+        let mut viewer = Box::new(Viewer::new(id, address, vec![stream], session, Instant::now() + REPORT_INTERVAL));
+        let counters = Arc::new(ViewerCounters::default());
+        viewer.set_counters(counters.clone());
+        (viewer, counters)
+    }
+
+    struct TestWorker {
+        worker: Worker,
+        ring: Producer<Delivery>,
+        sink: UdpSocket,
+        counters: Vec<Arc<ViewerCounters>>,
+        totals: Arc<SendCounters>,
+    }
+
+    /// A worker (not running: the test calls its passes) with `viewers` viewers of mountpoint 1.
+    fn test_worker(viewers: u64, max_send_delay: Duration) -> TestWorker {
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // SAFETY: the worker owns the descriptor from here on.
+        let socket = Arc::new(unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(sender)) });
+        let (ring, consumer) = ring::channel(1024);
+        let (_commands, receiver) = mpsc::channel();
+        let config = WorkerConfig { index: 0, core: None, mode: SendMode::Sendmmsg, max_send_delay };
+        let events = Arc::new(EventQueue::new().unwrap());
+        let load = Arc::new(WorkerLoad::default());
+        let mut worker =
+            Worker::new(config, Arc::new(new_eventfd().unwrap()), receiver, consumer, socket, load, events);
+        worker.clock = test_clock;
+        let totals = Arc::new(SendCounters::default());
+        let mut counters = Vec::new();
+        for id in 0..viewers {
+            let (viewer, viewer_counters) = viewer(id, &sink);
+            counters.push(viewer_counters.clone());
+            worker.run_command(Command::AddViewer {
+                mountpoint_id: 1,
+                streams: 1,
+                caches: vec![None],
+                viewer,
+                counters: viewer_counters,
+                totals: totals.clone(),
+            });
+        }
+        TestWorker { worker, ring, sink, counters, totals }
+    }
+
+    fn sent_and_late(counters: &[Arc<ViewerCounters>]) -> Vec<(u64, u64)> {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        counters.iter().map(|c| (load(&c.packets), load(&c.dropped_late))).collect()
+    }
+
+    #[test]
+    fn packets_older_than_the_bound_are_dropped_and_counted_never_sent() {
+        let mut test = test_worker(3, Duration::from_millis(50));
+        let now = Instant::now();
+        let now_ns = test_clock();
+        // The worker was held busy: two packets waited 80 ms (a source's
+        // clock may lie: their order does not matter), two arrived just now.
+        for (sequence, arrival) in [(1, now_ns), (2, now_ns - 80 * MS), (3, now_ns - 80 * MS), (4, now_ns)] {
+            assert!(test.ring.push(delivery(sequence, arrival, false)).is_ok());
+        }
+        test.worker.run_pass(now);
+        assert_eq!(
+            sent_and_late(&test.counters),
+            [(2, 2); 3],
+            "each viewer: the 2 fresh packets sent, 2 late ones dropped"
+        );
+        assert_eq!(test.totals.dropped_late.load(Ordering::Relaxed), 6);
+        assert_eq!(test.worker.load.dropped_late.load(Ordering::Relaxed), 6);
+        assert_eq!(test.totals.dropped.load(Ordering::Relaxed), 0, "late drops are not socket drops");
+        // What reached the sink is the fresh packets alone.
+        test.sink.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buffer = [0u8; 2048];
+        let sequences: Vec<u16> = (0..6)
+            .map(|_| {
+                let len = test.sink.recv(&mut buffer).unwrap();
+                let header = RtpHeader::parse(&buffer[..len]).unwrap();
+                header.sequence
+            })
+            .collect();
+        // Each viewer numbers from its own start (0): the late packets left a gap of two.
+        assert_eq!(sequences, [0, 3, 0, 3, 0, 3]);
+        test.sink.set_nonblocking(true).unwrap();
+        assert!(test.sink.recv(&mut buffer).is_err(), "nothing else was sent");
+    }
+
+    #[test]
+    fn a_late_worker_drops_retransmissions_until_it_has_caught_up() {
+        let mut test = test_worker(1, Duration::from_millis(50));
+        let now = Instant::now();
+        let now_ns = test_clock();
+        // Fresh packets: sent, and kept for retransmission.
+        for sequence in 1..=3 {
+            assert!(test.ring.push(delivery(sequence, now_ns, false)).is_ok());
+        }
+        test.worker.run_pass(now);
+        assert!(!test.worker.behind);
+        // Then packets that waited 30 ms (past half the bound): sent, but the worker is behind.
+        for sequence in 4..=5 {
+            assert!(test.ring.push(delivery(sequence, now_ns - 30 * MS, false)).is_ok());
+        }
+        test.worker.run_pass(now);
+        assert!(test.worker.behind);
+        assert_eq!(sent_and_late(&test.counters), [(5, 0)]);
+        test.worker.retransmit(0, &[(1000, 1), (1000, 2)]);
+        let retransmissions = |test: &TestWorker| test.counters[0].retransmissions.load(Ordering::Relaxed);
+        assert_eq!(retransmissions(&test), 0);
+        assert_eq!(sent_and_late(&test.counters), [(5, 2)], "both retransmissions shed");
+        // Caught up: retransmissions go again.
+        set_clock(now_ns + 100 * MS);
+        assert!(test.ring.push(delivery(6, now_ns + 100 * MS, false)).is_ok());
+        test.worker.run_pass(now);
+        assert!(!test.worker.behind);
+        test.worker.retransmit(0, &[(1000, 1)]);
+        assert_eq!(retransmissions(&test), 1);
+    }
+
+    #[test]
+    fn droppable_frames_go_at_half_the_bound_reference_frames_at_the_bound() {
+        let deadline = SendDeadline::new(Duration::from_millis(100));
+        let packet = |arrival_ns, droppable| delivery(1, arrival_ns, droppable).packet.meta;
+        let now = 1_000 * MS;
+        assert!(!deadline.is_late(&packet(now - 60 * MS, false), now));
+        assert!(deadline.is_late(&packet(now - 60 * MS, true), now));
+        assert!(!deadline.is_late(&packet(now - 40 * MS, true), now));
+        assert!(deadline.is_late(&packet(now - 101 * MS, false), now));
+        assert!(!deadline.is_late(&packet(0, true), now), "no arrival time: never late");
+    }
+
+    #[test]
+    fn when_a_slow_worker_sheds_the_loss_rotates_over_its_viewers() {
+        // Each viewer's share takes 10 ms of a 25 ms bound: in every pass the
+        // last of four viewers is too late. Over four passes each loses once.
+        let mut test = test_worker(4, Duration::from_millis(25));
+        let fd = test.worker.socket.as_raw_fd();
+        let deadline = test.worker.deadline;
+        let start = test_clock();
+        for pass in 0..4u64 {
+            let arrival = start + pass * 100 * MS;
+            let deliveries: Vec<Delivery> = (0..5).map(|i| delivery((pass * 5 + i) as u16, arrival, false)).collect();
+            let mut viewer_turn = 0;
+            let clock = || {
+                viewer_turn += 1;
+                arrival + (viewer_turn - 1) * 10 * MS
+            };
+            let Worker { mountpoints, send, slots, load, .. } = &mut test.worker;
+            fan_out(&mut mountpoints[0], &deliveries, send, slots, load, fd, Instant::now(), deadline, clock);
+            flush(send, fd, slots, load);
+        }
+        assert_eq!(sent_and_late(&test.counters), [(15, 5); 4], "every viewer lost one pass of five packets");
+    }
+
+    #[test]
+    fn droppable_packets_are_shed_before_reference_packets() {
+        // The third viewer's turn comes 30 ms after arrival: past half of the 50 ms bound.
+        let mut test = test_worker(3, Duration::from_millis(50));
+        let fd = test.worker.socket.as_raw_fd();
+        let deadline = test.worker.deadline;
+        let arrival = test_clock();
+        let deliveries: Vec<Delivery> = (0..4).map(|i| delivery(i, arrival, i % 2 == 1)).collect();
+        let mut viewer_turn = 0;
+        let clock = || {
+            viewer_turn += 1;
+            arrival + viewer_turn * 15 * MS
+        };
+        let Worker { mountpoints, send, slots, load, .. } = &mut test.worker;
+        fan_out(&mut mountpoints[0], &deliveries, send, slots, load, fd, Instant::now(), deadline, clock);
+        flush(send, fd, slots, load);
+        assert_eq!(sent_and_late(&test.counters), [(4, 0), (2, 2), (2, 2)], "15 ms: all; 30 and 45 ms: reference only");
+    }
 
     #[test]
     fn drops_are_reported_at_once_then_at_most_once_an_interval() {

@@ -27,13 +27,13 @@ use std::time::{Duration, Instant};
 use crate::egress::worker::{Delivery, WorkerLoad};
 use crate::events::{epoll_timeout, Event, EventQueue, SilenceCheck, SilenceWatch};
 use crate::ingest::publisher::{classify, LinkDatagram, PublisherLink};
-use crate::ingest::source_rtcp::{for_each_sender_report, SourceRtcp};
 use crate::ingest::recorder::RecordingSlot;
+use crate::ingest::source_rtcp::{for_each_sender_report, SourceRtcp};
 use crate::ingest::{Ingest, IngestOptions, Verdict};
 use crate::media::packet::{GopCache, Packet, PacketPool, ReceivedPacket, MAX_RTP_LEN, SLOT_SIZE};
 use crate::media::MediaKind;
 use crate::ring::Producer;
-use crate::sys::{monotonic_ns, socket_addr, unregister};
+use crate::sys::{monotonic_ns, realtime_ns, socket_addr, unregister};
 use crate::wire::codec::Codec;
 use crate::wire::rtp::RtpHeader;
 
@@ -148,6 +148,7 @@ impl SourceStream {
         packets: &mut [Option<ReceivedPacket>],
     ) {
         let now_ns = monotonic_ns(now);
+        let now_realtime_ns = realtime_ns();
         let mut good = 0;
         let mut bytes = 0;
         let mut malformed = 0;
@@ -155,7 +156,8 @@ impl SourceStream {
             *slot = None;
             self.parameter_sets_first[i] = false;
             let (received_len, truncated) = batch.received_len(i);
-            match self.accept_datagram(batch.buffer_mut(i), received_len, truncated, now_ns) {
+            let arrival_ns = batch.arrival_ns(i, now_ns, now_realtime_ns);
+            match self.accept_datagram(batch.buffer_mut(i), received_len, truncated, now_ns, arrival_ns) {
                 Accepted::Forward { packet, len, parameter_sets_first } => {
                     batch.set_len(i, len);
                     good += 1;
@@ -178,7 +180,7 @@ impl SourceStream {
     /// unprotected: `buffer[..len]` is RTP. The packet to forward, if any, and
     /// whether H.264 parameter sets go before it.
     pub fn accept_one(&mut self, buffer: &mut [u8], len: usize, now_ns: u64) -> Option<(ReceivedPacket, bool)> {
-        match self.accept_datagram(buffer, len, false, now_ns) {
+        match self.accept_datagram(buffer, len, false, now_ns, now_ns) {
             Accepted::Forward { packet, len, parameter_sets_first } => {
                 self.count_accepted(1, len as u64, 0, now_ns);
                 Some((packet, parameter_sets_first))
@@ -208,9 +210,17 @@ impl SourceStream {
     }
 
     /// One datagram through the stream's ingest: decrypted (a source with
-    /// SRTP keys), validated, admitted and renumbered in place.
+    /// SRTP keys), validated, admitted and renumbered in place; it reached the
+    /// socket at `arrival_ns` (its send deadline counts from there).
     #[inline]
-    fn accept_datagram(&mut self, buffer: &mut [u8], received_len: usize, truncated: bool, now_ns: u64) -> Accepted {
+    fn accept_datagram(
+        &mut self,
+        buffer: &mut [u8],
+        received_len: usize,
+        truncated: bool,
+        now_ns: u64,
+        arrival_ns: u64,
+    ) -> Accepted {
         if self.kind == MediaKind::Data {
             return Accepted::Counted { len: received_len };
         }
@@ -227,6 +237,7 @@ impl SourceStream {
         };
         let payload = &datagram[header.payload_start..header.payload_end];
         let keyframe_start = self.kind == MediaKind::Video && self.codec.is_keyframe_start(payload);
+        let droppable = self.kind == MediaKind::Video && self.codec.is_droppable(payload);
         let restarted = self.restarted(&header);
         let parameter_sets_first = match self.ingest.admit(&header, payload, keyframe_start, restarted, now_ns) {
             Verdict::Collision => {
@@ -251,7 +262,7 @@ impl SourceStream {
         self.last = Some((header.ssrc, header.sequence));
         self.ingest.renumber(datagram, &mut header);
         Accepted::Forward {
-            packet: ReceivedPacket { header, keyframe_start, epoch: self.epoch },
+            packet: ReceivedPacket { header, keyframe_start, epoch: self.epoch, arrival_ns, droppable },
             len,
             parameter_sets_first,
         }
@@ -301,7 +312,12 @@ pub struct ReceiveBatch {
     iovecs: Box<[libc::iovec]>,
     headers: Box<[libc::mmsghdr]>,
     names: Box<[libc::sockaddr_storage]>,
+    /// Each datagram's control messages (its kernel arrival stamp), 8-byte aligned.
+    controls: Box<[[u64; CONTROL_WORDS]]>,
 }
+
+/// Room for one SCM_TIMESTAMPNS control message (a cmsghdr and a timespec: 32 bytes).
+const CONTROL_WORDS: usize = 8;
 
 // SAFETY: the raw pointers in iovecs and headers point into the batch's own
 // boxes and are rewritten before every use.
@@ -318,6 +334,7 @@ impl Default for ReceiveBatch {
             headers: vec![empty_header; RECEIVE_BATCH].into_boxed_slice(),
             // SAFETY: sockaddr_storage is plain old data; all zeros is AF_UNSPEC.
             names: vec![unsafe { std::mem::zeroed() }; RECEIVE_BATCH].into_boxed_slice(),
+            controls: vec![[0u64; CONTROL_WORDS]; RECEIVE_BATCH].into_boxed_slice(),
         }
     }
 }
@@ -332,13 +349,13 @@ impl ReceiveBatch {
             header.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             header.msg_hdr.msg_iov = &mut self.iovecs[i];
             header.msg_hdr.msg_iovlen = 1;
-            header.msg_hdr.msg_control = std::ptr::null_mut();
-            header.msg_hdr.msg_controllen = 0;
+            header.msg_hdr.msg_control = self.controls[i].as_mut_ptr().cast();
+            header.msg_hdr.msg_controllen = std::mem::size_of::<[u64; CONTROL_WORDS]>();
             header.msg_hdr.msg_flags = 0;
             header.msg_len = 0;
         }
-        // SAFETY: every header points at this batch's own iovec and buffer of
-        // SLOT_SIZE bytes, which live and stay in place until the call returns.
+        // SAFETY: every header points at this batch's own iovec, buffer of
+        // SLOT_SIZE bytes and control buffer, which live and stay in place until the call returns.
         let result = unsafe {
             libc::recvmmsg(
                 fd,
@@ -352,6 +369,32 @@ impl ReceiveBatch {
             return Err(io::Error::last_os_error());
         }
         Ok(result as usize)
+    }
+
+    /// When datagram `i` of the last receive reached the socket, on the engine's
+    /// monotonic clock ([`monotonic_ns`]): its kernel stamp taken back from
+    /// `realtime_ns` to `now_ns` (the same moment on both clocks), at most
+    /// `now_ns`; `now_ns` when the kernel gave no stamp.
+    pub fn arrival_ns(&self, i: usize, now_ns: u64, realtime_ns: u64) -> u64 {
+        let header = &self.headers[i].msg_hdr;
+        if header.msg_controllen == 0 {
+            return now_ns;
+        }
+        // SAFETY: the kernel wrote msg_controllen bytes of control messages into
+        // this datagram's control buffer; CMSG_FIRSTHDR/NXTHDR stay within them.
+        unsafe {
+            let mut message = libc::CMSG_FIRSTHDR(header);
+            while !message.is_null() {
+                if (*message).cmsg_level == libc::SOL_SOCKET && (*message).cmsg_type == libc::SO_TIMESTAMPNS {
+                    let stamp = std::ptr::read_unaligned(libc::CMSG_DATA(message).cast::<libc::timespec>());
+                    let stamped = stamp.tv_sec as u64 * 1_000_000_000 + stamp.tv_nsec as u64;
+                    let waited = realtime_ns.saturating_sub(stamped);
+                    return now_ns.saturating_sub(waited).max(1);
+                }
+                message = libc::CMSG_NXTHDR(header, message);
+            }
+        }
+        now_ns
     }
 
     /// Where datagram `i` of the last receive came from.
@@ -931,6 +974,22 @@ mod tests {
         stream.accept(batch, count, Instant::now(), &mut packets);
         packets.truncate(count);
         packets
+    }
+
+    #[test]
+    fn a_packet_s_arrival_is_when_it_reached_the_socket_not_when_it_was_read() {
+        let socket = bind_source("127.0.0.1", 0).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let mut stream = SourceStream::new(MediaKind::Video, Codec::Vp8, Some(socket), Arc::default());
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        monotonic_ns(Instant::now()); // the engine's clock starts before the packet comes
+        sender.send_to(&rtp(1, 7, &[0x10, 0x00]), ("127.0.0.1", port)).unwrap();
+        // The receiver is busy elsewhere while the packet waits in the socket.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let read_at = monotonic_ns(Instant::now());
+        let packets = receive_all(&mut stream, &mut ReceiveBatch::default());
+        let arrival_ns = packets[0].expect("forwarded").arrival_ns;
+        assert!(read_at.saturating_sub(arrival_ns) >= 50_000_000, "waited {} ns", read_at.saturating_sub(arrival_ns));
     }
 
     #[test]

@@ -23,6 +23,11 @@ pub struct ReceivedPacket {
     pub keyframe_start: bool,
     /// Changes when the source restarts (new SSRC or a jump in sequence numbers).
     pub epoch: u32,
+    /// When the receiver read it ([`crate::sys::monotonic_ns`]); 0: unknown, never late.
+    pub arrival_ns: u64,
+    /// Part of a frame no other frame refers to (VP8 N bit or a temporal layer
+    /// above the base, H.264 nal_ref_idc 0): the first to go when a worker is late.
+    pub droppable: bool,
 }
 
 /// A source RTP packet and what the receiver found in it.
@@ -44,7 +49,11 @@ impl Packet {
             payload_start: 0,
             payload_end: 0,
         };
-        Self { data: [0; MAX_RTP_LEN], len: 0, meta: ReceivedPacket { header, keyframe_start: false, epoch: 0 } }
+        Self {
+            data: [0; MAX_RTP_LEN],
+            len: 0,
+            meta: ReceivedPacket { header, keyframe_start: false, epoch: 0, arrival_ns: 0, droppable: false },
+        }
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -229,9 +238,10 @@ mod tests {
         let mut datagram = vec![0x80, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xaa];
         datagram[2..4].copy_from_slice(&sequence.to_be_bytes());
         let header = RtpHeader::parse(&datagram).unwrap();
-        Arc::get_mut(&mut packet)
-            .expect("nobody else holds a packet from the pool")
-            .fill(&datagram, ReceivedPacket { header, keyframe_start: false, epoch: 3 });
+        Arc::get_mut(&mut packet).expect("nobody else holds a packet from the pool").fill(
+            &datagram,
+            ReceivedPacket { header, keyframe_start: false, epoch: 3, arrival_ns: 0, droppable: false },
+        );
         packet
     }
 
@@ -284,7 +294,9 @@ mod tests {
         datagram[4..8].copy_from_slice(&timestamp.to_be_bytes());
         datagram.resize(size, 0xaa);
         let header = RtpHeader::parse(&datagram).unwrap();
-        Arc::get_mut(&mut packet).unwrap().fill(&datagram, ReceivedPacket { header, keyframe_start, epoch });
+        Arc::get_mut(&mut packet)
+            .unwrap()
+            .fill(&datagram, ReceivedPacket { header, keyframe_start, epoch, arrival_ns: 0, droppable: false });
         packet
     }
 

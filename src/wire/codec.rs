@@ -33,6 +33,21 @@ impl Codec {
             Self::Other => false,
         }
     }
+
+    /// Whether `payload` belongs to a frame no other frame refers to, which a
+    /// late worker drops before any other: VP8's non-reference bit (N) or a
+    /// temporal layer above the base, H.264's nal_ref_idc 0. False when unsure.
+    pub fn is_droppable(self, payload: &[u8]) -> bool {
+        match self {
+            Self::Vp8 => {
+                payload.first().is_some_and(|first| first & 0x20 != 0)
+                    || Vp8Descriptor::parse(payload).is_some_and(|descriptor| descriptor.temporal_layer > 0)
+            }
+            // Single NAL units, STAP-A (the highest of its units) and FU-A (the indicator) carry NRI here.
+            Self::H264 => payload.first().is_some_and(|header| header & 0x60 == 0 && header & 0x1f != 0),
+            Self::Vp9 | Self::Other => false,
+        }
+    }
 }
 
 /// RFC 7741 section 4.2: the payload descriptor's S bit and partition index 0
@@ -222,6 +237,24 @@ fn h264_starts_nal_unit(payload: &[u8], wanted: impl Fn(u8) -> bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn droppable_frames() {
+        let vp8 = Codec::Vp8;
+        assert!(!vp8.is_droppable(&[0x10, 0x9c]), "a keyframe");
+        assert!(!vp8.is_droppable(&[0x10, 0x9d]), "a reference interframe");
+        assert!(vp8.is_droppable(&[0x30, 0x9d]), "N: a non-reference frame");
+        // X, I (15 bits), L, T: TID 1 and TID 0 of the temporal layer byte.
+        assert!(vp8.is_droppable(&[0x90, 0xe0, 0x81, 0x23, 0x05, 0x40, 0x51]));
+        assert!(!vp8.is_droppable(&[0x90, 0xe0, 0x81, 0x23, 0x05, 0x00, 0x51]));
+        assert!(!vp8.is_droppable(&[]));
+        let h264 = Codec::H264;
+        assert!(!h264.is_droppable(&[0x65]), "IDR slice, NRI 3");
+        assert!(!h264.is_droppable(&[0x7c, 0x85]), "FU-A of an IDR slice");
+        assert!(h264.is_droppable(&[0x01]), "a non-reference slice");
+        assert!(h264.is_droppable(&[0x1c, 0x81]), "FU-A, NRI 0");
+        assert!(!Codec::Vp9.is_droppable(&[0xff]) && !Codec::Other.is_droppable(&[0x30]));
+    }
 
     #[test]
     fn vp8_keyframes() {

@@ -53,11 +53,13 @@ async def test_handle_info_of_a_watching_viewer_and_log_level(tmp_path: Path) ->
                 assert webrtc["dtls"]["valid"] is True
                 assert sorted(webrtc["media"]) == ["a", "v"]
                 assert webrtc["stats"]["out"]["packets"] > 0 and webrtc["stats"]["out"]["bytes_lastsec"] > 0
+                assert webrtc["stats"]["out"]["dropped_late"] >= 0
                 assert info["flags"]["ready"] is True and info["flags"]["got-answer"] is True
                 assert 0 < info["agent-created"] <= info["current_time"]
                 assert (info["flags"]["ice-restart"], info["flags"]["data-channels"]) == (False, False)
                 assert webrtc["dtls"]["sctp-association"] is False and webrtc["dtls"]["retransmissions"] >= 0
                 assert info["plugin_specific"]["mountpoint"] == 1
+                assert info["plugin_specific"]["engine"]["dropped_late"] >= 0
                 assert info["sdps"]["local"].startswith("v=0") and info["sdps"]["remote"].startswith("v=0")
 
                 for _ in range(50):  # the viewer's receiver reports answer our sender reports

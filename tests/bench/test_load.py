@@ -122,3 +122,48 @@ def test_the_command_ramps_against_fanout_and_writes_results_and_plot(
     output.with_suffix(".png").unlink()
     assert load_main(["--replot", str(output.with_suffix(".json"))]) == 0
     assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_overload_measures_each_level_with_loss_latency_and_control_plane_times(tmp_path: Path) -> None:
+    _require_root()
+    cpus = sorted(os.sched_getaffinity(0))
+    output = tmp_path / "overload"
+    command = [
+        sys.executable, "-m", "fanout", "bench", "load", "--overload", "--capacity", "fanout=6",
+        "--server", "fanout", "--rate", "2M", "--srtp", "gcm", "--transport", "http", "--samples", "2",
+        "--settle", "1", "--window", "2", "--join-rate", "20",
+        "--server-cpu", str(cpus[0]), "--load-cpu", str(cpus[-1]), "--output", str(output),
+    ]  # fmt: skip
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = json.loads(output.with_suffix(".json").read_text())
+    assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (run,) = results["overload"]
+    assert (run["server"], run["capacity"], run["capacity_source"], run["error"]) == ("fanout", 6, "given", "")
+    assert "max_connections_per_address" in run["settings"]["janus.jcfg"]
+    levels = run["levels"]
+    # 80/100/120/150% of 6 viewers, never fewer than the sample viewers plus one.
+    assert [(level["percent"], level["step"]["viewers"]) for level in levels] == [(80, 5), (100, 6), (120, 7), (150, 9)]
+    for level in levels:
+        assert len(level["viewer_losses"]) == level["step"]["viewers"]
+        assert len(level["sample_p99_ms"]) == 2 and level["step"]["latency_ms"]["p99"] is not None
+        for request in ("ping", "info", "get_status"):
+            times = level["control_ms"][request]
+            assert times["answered"] > 0 and times["p99"] is not None, (request, times)
+    assert results["summary"]["fanout"]["capacity"] == 6
+    assert "get_status p50/p99" in result.stdout
+
+
+def test_loss_distribution_and_capacity_arguments() -> None:
+    from fanout_bench.load.command import build_parser
+    from fanout_bench.load.ramp import loss_distribution
+
+    losses = [0.0] * 95 + [0.02] * 4 + [0.5]
+    assert loss_distribution(losses) == pytest.approx(
+        {"p50": 0.0, "p95": 0.0, "p99": 0.02, "max": 0.5, "worst_5pct_mean": (4 * 0.02 + 0.5) / 5}
+    )
+    assert loss_distribution([]) == {}
+    assert build_parser().parse_args(["--capacity", "fanout=800,janus=90"]).capacity == {"fanout": 800, "janus": 90}
+    for bad in ("fanout", "nginx=3", "janus=0", "fanout=many"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--capacity", bad])

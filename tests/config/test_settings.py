@@ -252,6 +252,14 @@ def test_engine_cores_and_pinning() -> None:
         settings_of('fanout: { engine_cores = "0,4096" }')
 
 
+def test_max_send_delay() -> None:
+    assert settings_of("")[0].max_send_delay_ms == 100
+    assert settings_of("fanout: { max_send_delay_ms = 50 }")[0].max_send_delay_ms == 50
+    for bad in ("0", "-5", "10001"):
+        with pytest.raises(ConfigError, match="max_send_delay_ms must be between 1 and 10000 milliseconds"):
+            settings_of(f"fanout: {{ max_send_delay_ms = {bad} }}")
+
+
 SECRET = "sixteen-chars-ok"
 
 

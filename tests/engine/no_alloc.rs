@@ -111,7 +111,13 @@ fn feed(engine: &Engine, sender: &UdpSocket, to: SocketAddr, source: &Source, fi
 fn assert_steady_state_allocates_nothing(source: Source) {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let webrtc = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let options = EngineOptions { cores: Some(vec![0]), pin: false, send_mode: SendMode::Gso };
+    let options = EngineOptions {
+        cores: Some(vec![0]),
+        pin: false,
+        send_mode: SendMode::Gso,
+        // Every packet is counted: a worker that falls behind on a loaded machine must not drop any.
+        max_send_delay: Duration::from_secs(10),
+    };
     let engine = Engine::new(webrtc.as_raw_fd(), options).unwrap();
     let config = SourceConfig {
         index: 0,

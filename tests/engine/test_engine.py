@@ -184,6 +184,7 @@ def test_a_viewer_receives_rewritten_srtp(rig: Rig, profile: SrtpProfile) -> Non
     overhead = 16 if profile == GCM else 10
     assert (stats.packets, stats.bytes) == (5, sum(12 + len(p) + overhead for p in payloads))
     assert (stats.retransmissions, stats.nacked, stats.gso_refused, stats.dropped, stats.send_errors) == (0, 0, 0, 0, 0)
+    assert stats.dropped_late == 0
     assert (stats.paused, stats.source_switches) == (False, 0)
 
 
@@ -196,7 +197,7 @@ def test_mountpoint_stats_count_packets_and_garbage(rig: Rig) -> None:
                      "keyframe_requests": 0, "rembs_sent": 0, "sender_report": None, "keyframe_cache": None, "undecryptable": 0,
                      "collisions": 0, "wrong_payload_type": 0, "parameter_sets_inserted": 0, "skew_dropped": 0,
                      "skew_ms": 0}],
-        "sent_packets": 0, "sent_bytes": 0, "retransmissions": 0, "dropped": 0, "send_errors": 0,
+        "sent_packets": 0, "sent_bytes": 0, "retransmissions": 0, "dropped": 0, "dropped_late": 0, "send_errors": 0,
     }
     viewer = rig.viewer(7, 1)
     good = [rtp(10, 0, b"first"), rtp(11, 960, b"second")]

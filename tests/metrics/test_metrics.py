@@ -69,6 +69,8 @@ async def test_metrics_show_a_watching_viewer(tmp_path: Path) -> None:
     assert during[("fanout_delivered_bits_total", mountpoint)] > 8 * 1000
     assert during[("fanout_source_packets_total", mountpoint)] > 0
     assert during[("fanout_dropped_packets_total", mountpoint)] == 0
+    assert ("fanout_dropped_late_packets_total", mountpoint) in during
+    assert ("fanout_worker_dropped_late_total", (("worker", "0"),)) in during
     assert ("fanout_retransmissions_total", mountpoint) in during
     assert ("fanout_send_errors_total", mountpoint) in during
     for ingest_counter in ("source_undecryptable", "source_collisions", "h264_parameter_sets_inserted",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fanout_bench.load.netns import bench_namespace
+from fanout_bench.load.overload import OverloadRun, overload_plot, overload_table, run_overload, summary
 from fanout_bench.load.ramp import Ramp, RampPlan, RampRunner, cpu_per_gbps
 from fanout_bench.load.report import capacity_table, plot, ratios, write_json
 from fanout_bench.load.servers import (
@@ -79,6 +81,13 @@ def build_parser(
         help="Janus API transport of the viewers",
     )
     parser.add_argument("--start", type=int, default=20, help="viewers in the first step")
+    parser.add_argument(
+        "--start-for",
+        type=_capacities,
+        default={},
+        metavar="SERVER=VIEWERS,...",
+        help="the first step of one server's ramp (e.g. janus=20), instead of --start",
+    )
     parser.add_argument(
         "--factor",
         type=float,
@@ -150,8 +159,38 @@ def build_parser(
         metavar="JSON",
         help="run nothing: recompute the derived figures of a results file, rewrite it and its plot, print the table",
     )
+    parser.add_argument(
+        "--latency-bound",
+        type=float,
+        default=50.0,
+        metavar="MS",
+        help="a step holds only if the sample viewers' p99 added latency is at most this",
+    )
+    parser.add_argument(
+        "--overload",
+        action="store_true",
+        help="measure each server at 80/100/120/150%% of its capacity (per-viewer loss, latency, "
+        "throughput, control-plane response times); the first --rate and --srtp only",
+    )
+    parser.add_argument(
+        "--capacity",
+        type=_capacities,
+        default={},
+        metavar="SERVER=VIEWERS,...",
+        help="with --overload: the capacity of a server (e.g. fanout=800,janus=90) instead of ramping to find it",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' folders and logs")
     return parser
+
+
+def _capacities(text: str) -> dict[str, int]:
+    capacities: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        if name not in ("fanout", "janus") or not value.strip().isdigit() or int(value) <= 0:
+            raise argparse.ArgumentTypeError(f"{item!r}: write SERVER=VIEWERS, e.g. fanout=800,janus=90")
+        capacities[name] = int(value)
+    return capacities
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
         settle=args.settle,
         window=args.window,
         loss_threshold=args.loss,
+        latency_bound_ms=args.latency_bound,
         transport=args.transport,
         keepalive=args.keepalive,
     )
@@ -255,6 +295,8 @@ def run(args: argparse.Namespace) -> int:
         "plan": asdict(plan),
         "ramps": [],
     }
+    if args.overload:
+        return _run_overload(args, servers, plan, results, output)
     work = Path(tempfile.mkdtemp(prefix="fanout-bench-load-"))
     with bench_namespace():
         raise_own_nofile()
@@ -275,13 +317,68 @@ def run(args: argparse.Namespace) -> int:
                     ramp.server_version = server.version()
                     if name == "fanout":  # the binary at this server's start: others may rebuild it between ramps
                         ramp.engine = _engine_build()
-                    _run_one(server, ramp, plan, RATES[rate], PROFILES[srtp], args.load_cpu)
+                    server_plan = dataclasses.replace(plan, start=args.start_for.get(name, plan.start))
+                    _run_one(server, ramp, server_plan, RATES[rate], PROFILES[srtp], args.load_cpu)
                     results["ramps"].append(ramp.to_json())
                     write_json(results, output.with_suffix(".json"))
     results["ratios"] = ratios(results)
     write_json(results, output.with_suffix(".json"))
     plot(results, output.with_suffix(".png"))
     print(capacity_table(results))
+    print(f"\nresults: {output.with_suffix('.json')}  plot: {output.with_suffix('.png')}")
+    if not args.keep_logs:
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+    else:
+        print(f"server folders and logs: {work}")
+    return 0
+
+
+def _run_overload(
+    args: argparse.Namespace, servers: list[str], plan: RampPlan, results: dict[str, Any], output: Path
+) -> int:
+    from fanout.config.settings import DEFAULT_MAX_SEND_DELAY_MS
+
+    rate, srtp = args.rate[0], args.srtp[0]
+    results["meta"]["fanout_default_max_send_delay_ms"] = DEFAULT_MAX_SEND_DELAY_MS  # unless --fanout-option sets it
+    results["meta"]["capacity_rule"] = (
+        f"per-viewer loss p95 <= {100 * plan.loss_threshold:g}% and sample viewers' p99 added latency <= "
+        f"{plan.latency_bound_ms:g} ms (and <= {100 * plan.loss_threshold:g}% failed joins)"
+    )
+    results["overload"] = []
+    work = Path(tempfile.mkdtemp(prefix="fanout-bench-overload-"))
+    with bench_namespace():
+        raise_own_nofile()
+        os.sched_setaffinity(0, {args.load_cpu})
+        with contextlib.suppress(OSError):
+            os.nice(-5)
+        for name in servers:
+            folder = work / name
+            server: Server
+            if name == "fanout":
+                server = FanoutServer(folder, args.server_cpu, args.fanout_option)
+            else:
+                server = JanusServer(folder, args.server_cpu, args.janus_event_loops)
+            server.nice = args.server_nice
+            run = OverloadRun(server=name, rate=rate, srtp=srtp, server_version=server.version())
+            source = RtpSource(SourceShape(RATES[rate]), ("127.0.0.1", VIDEO_PORT), ("127.0.0.1", AUDIO_PORT), cpu=args.load_cpu)
+            source.start()
+            server_plan = dataclasses.replace(plan, start=args.start_for.get(name, plan.start))
+            try:
+                run_overload(
+                    server, run, server_plan, RATES[rate], PROFILES[srtp], args.load_cpu, args.capacity.get(name), source
+                )
+            except Exception as error:  # noqa: BLE001 - reported; the other server still runs
+                print(f"[{name} overload] failed: {type(error).__name__}: {error}\n{server.log_tail(20)}", file=sys.stderr)
+                run.error = f"{type(error).__name__}: {error}"
+            finally:
+                source.stop()
+            results["overload"].append(run.to_json())
+            write_json(results, output.with_suffix(".json"))
+    results["summary"] = summary(results["overload"])
+    write_json(results, output.with_suffix(".json"))
+    overload_plot(results, output.with_suffix(".png"))
+    print(overload_table(results["overload"]))
+    print(json.dumps(results["summary"], indent=1))
     print(f"\nresults: {output.with_suffix('.json')}  plot: {output.with_suffix('.png')}")
     if not args.keep_logs:
         subprocess.run(["rm", "-rf", str(work)], check=False)

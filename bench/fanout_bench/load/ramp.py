@@ -3,9 +3,10 @@
 Each step joins viewers at a steady rate, lets the server settle, then
 measures a window: what the source sent, what each cheap viewer's socket was
 delivered (kernel counters), what the sample viewers decrypted, and the
-server's CPU time. A step *holds* when the aggregate RTP loss over every
-viewer is at most the threshold and at most that share of the step's joins
-failed; a step that fails is measured once more before the ramp stops (a
+server's CPU time. A step *holds* when the worst 5% of viewers lose at most
+the threshold (the 95th percentile of per-viewer loss), the sample viewers'
+p99 added latency (source send stamp to read) is at most the latency bound,
+and at most the loss threshold's share of the step's joins failed; a step that fails is measured once more before the ramp stops (a
 neighbour's burst on a shared core should not end a run). The capacity is
 the largest step held.
 
@@ -52,6 +53,7 @@ class RampPlan:
     settle: float = 3.0
     window: float = 5.0
     loss_threshold: float = 0.01
+    latency_bound_ms: float = 50.0
     transport: str = "http"
     keepalive: float = 25.0
 
@@ -76,6 +78,8 @@ class Step:
     loss: float = 0.0
     sample_loss: float = 0.0
     worst_viewer_loss: float = 0.0
+    # Per-viewer loss (cheap and sample viewers): p50, p95 (the capacity rule's), p99, max, mean of the worst 5%.
+    viewer_loss: dict[str, float] = field(default_factory=dict)
     server_cpu: float = 0.0  # cores, the server process (all its threads), with the softirq work done in its context
     core_softirq: float = 0.0  # cores, irq + softirq on the server's core (tick-sampled: overlaps server_cpu)
     core_busy: float = 0.0  # cores, everything on the server's core
@@ -101,7 +105,7 @@ class Ramp:
     transport: str
     steps: list[Step] = field(default_factory=list)
     capacity: int = 0
-    capacity_limited_by: str = ""  # "loss", "max_viewers", "joins"
+    capacity_limited_by: str = ""  # "loss", "latency", "max_viewers", "joins"
     server_version: str = ""
     engine: dict[str, str] = field(default_factory=dict)  # fanout: the engine binary this ramp ran
 
@@ -118,6 +122,19 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
         "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
         "max": ordered[-1],
     }
+
+
+def loss_distribution(losses: list[float]) -> dict[str, float]:
+    """Per-viewer loss: percentiles (nearest rank) and the mean of the worst 5% of viewers."""
+    if not losses:
+        return {}
+    ordered = sorted(losses)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+    worst = ordered[-max(1, math.ceil(0.05 * len(ordered))) :]
+    return {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": ordered[-1], "worst_5pct_mean": statistics.fmean(worst)}
 
 
 def cpu_per_gbps(server_cpu: float, gbps: float) -> float | None:
@@ -148,6 +165,7 @@ class RampRunner:
         self.source = source
         self.plan = plan
         self.label = label
+        self.last_viewer_losses: list[float] = []  # each viewer's loss in the last window measured
         url = server.url(plan.transport)
         self.config = PoolConfig(
             url=url,
@@ -192,7 +210,7 @@ class RampRunner:
                     ramp.capacity = step.viewers
                     ramp.capacity_limited_by = "max_viewers"
                 else:
-                    ramp.capacity_limited_by = "loss" if step.loss > self.plan.loss_threshold else "joins"
+                    ramp.capacity_limited_by = self._failed_by(step)
                     break
         finally:
             await samples.close()
@@ -200,10 +218,21 @@ class RampRunner:
         return ramp
 
     def _holds(self, step: Step) -> bool:
-        failed_joins = step.join_failures > self.plan.loss_threshold * max(1, step.joined + step.join_failures)
-        return step.loss <= self.plan.loss_threshold and not failed_joins
+        return self._failed_by(step) == ""
 
-    async def _measure(self, step: Step, cheap: ViewerPool, samples: SamplePool) -> None:
+    def _failed_by(self, step: Step) -> str:
+        """What the capacity rule finds wrong with a step ("" if it holds)."""
+        if step.viewer_loss.get("p95", 1.0) > self.plan.loss_threshold:
+            return "loss"
+        p99 = step.latency_ms.get("p99")
+        if p99 is None or p99 > self.plan.latency_bound_ms:
+            return "latency"
+        if step.join_failures > self.plan.loss_threshold * max(1, step.joined + step.join_failures):
+            return "joins"
+        return ""
+
+    async def _measure(self, step: Step, cheap: ViewerPool, samples: SamplePool) -> list[dict[str, Any]]:
+        """Fills ``step`` from one window; returns the sample viewers' windows (their latencies)."""
         pid, cpu = self.server.pid, self.server.cpu
         await samples.windows()
         sent0 = self.source.sent()
@@ -245,6 +274,9 @@ class RampRunner:
         step.loss = (cheap_lost + lost) / total_expected if total_expected else 1.0
         step.sample_loss = lost / expected if expected else 1.0
         step.worst_viewer_loss = max((max(0.0, 1 - count / sent) for count in rtp_cheap), default=0.0) if sent else 1.0
+        per_viewer = [max(0.0, 1 - count / sent) if sent else 1.0 for count in rtp_cheap]
+        per_viewer += [w["lost"] / w["expected"] if w["expected"] else 1.0 for w in windows]
+        step.viewer_loss = loss_distribution(per_viewer)
         step.viewers_counted = len(rtp_cheap) + len(windows)
         step.server_cpu = (cpu1 - cpu0) / elapsed
         step.core_softirq = (core1.softirq - core0.softirq) / elapsed
@@ -255,6 +287,8 @@ class RampRunner:
         step.jitter_ms = statistics.fmean(w["jitter_ms"] for w in windows) if windows else None
         step.other_per_viewer = other
         step.softnet_drops = softnet1 - softnet0
+        self.last_viewer_losses = sorted(per_viewer)
+        return windows
 
     def _report(self, step: Step) -> None:
         latency = step.latency_ms
@@ -263,6 +297,7 @@ class RampRunner:
             f"{step.viewers:5d} viewers (+{step.joined}, {step.join_failures} failed) "
             f"{step.delivered_gbps:6.2f} Gbit/s {step.delivered_pps / 1e3:7.1f} kpkt/s "
             f"cpu {step.server_cpu:4.2f} (softirq {step.core_softirq:4.2f}, load core {step.load_core_busy:4.2f}) "
-            f"loss {100 * step.loss:6.2f}% (sample {100 * step.sample_loss:.2f}%) p99 {p99} ms "
+            f"loss {100 * step.loss:6.2f}% (worst 5% {100 * step.viewer_loss.get('p95', 1.0):.2f}%, "
+            f"sample {100 * step.sample_loss:.2f}%) p99 {p99} ms "
             f"{'holds' if step.held else 'FAILS'}{' (measured twice)' if step.remeasured else ''}"
         )

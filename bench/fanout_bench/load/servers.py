@@ -26,6 +26,8 @@ from fanout_bench.load.netns import DUMMY_INTERFACE, JANUS_ADDRESS
 HTTP_PORT = 8088
 WS_PORT = 8188
 WEBRTC_PORT = 10000
+ADMIN_PORT = 7088
+ADMIN_SECRET = "bench-admin"  # the Admin API (get_status) answers the overload bench's probes
 AUDIO_PORT = 5002
 VIDEO_PORT = 5004
 MOUNTPOINT = 1
@@ -121,6 +123,12 @@ class Server:
     def version(self) -> str:
         return ""
 
+    WRITTEN = ("janus.jcfg", "janus.transport.http.jcfg", "janus.transport.websockets.jcfg", "janus.plugin.streaming.jcfg")
+
+    def settings(self) -> dict[str, str]:
+        """The configuration files the bench wrote for this server (the rest are the package's defaults)."""
+        return {name: (self.folder / name).read_text() for name in self.WRITTEN if (self.folder / name).exists()}
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -156,6 +164,7 @@ class FanoutServer(Server):
         (self.folder / "janus.jcfg").write_text(
             f"""general: {{
 	session_timeout = 60
+	admin_secret = "{ADMIN_SECRET}"
 }}
 nat: {{
 	nat_1_1_mapping = "127.0.0.1"
@@ -170,11 +179,18 @@ fanout: {{
         )
         (self.folder / "janus.transport.http.jcfg").write_text(
             f'general: {{\n\thttp = true\n\tport = {HTTP_PORT}\n\tbase_path = "/janus"\n}}\n'
+            f'admin: {{\n\tadmin_http = true\n\tadmin_port = {ADMIN_PORT}\n\tadmin_base_path = "/admin"\n}}\n'
         )
         (self.folder / "janus.transport.websockets.jcfg").write_text(
             f"general: {{\n\tws = true\n\tws_port = {WS_PORT}\n}}\n"
         )
         (self.folder / "janus.plugin.streaming.jcfg").write_text("general: {\n}\n" + MOUNTPOINT_CONFIG)
+
+    def version(self) -> str:
+        """The package's version; the commit and engine binary are in the results' meta."""
+        from importlib.metadata import version
+
+        return f"fanout {version('fanout')}"
 
     def _ready(self) -> bool:
         try:
@@ -214,6 +230,7 @@ class JanusServer(Server):
 	loggers_folder = "{self.LIB}/loggers"
 	debug_level = 3
 	session_timeout = 60
+	admin_secret = "{ADMIN_SECRET}"
 {loops}}}
 certificates: {{
 }}
@@ -248,7 +265,11 @@ events: {{
 	https = false
 }}
 admin: {{
-	admin_http = false
+	admin_base_path = "/admin"
+	admin_http = true
+	admin_port = {ADMIN_PORT}
+	admin_ip = "127.0.0.1"
+	admin_https = false
 }}
 """
         )
@@ -268,5 +289,9 @@ admin: {{
         (self.folder / "janus.plugin.streaming.jcfg").write_text("general: {\n}\n" + MOUNTPOINT_CONFIG)
 
     def version(self) -> str:
-        result = subprocess.run(["janus", "--version"], capture_output=True, text=True, check=False)
-        return (result.stdout or result.stderr).strip().splitlines()[-1] if (result.stdout or result.stderr) else ""
+        """e.g. "Janus version: 1102 (1.1.2); Debian package janus 1.1.2-1" (``--help`` prints the version)."""
+        result = subprocess.run(["janus", "--help"], capture_output=True, text=True, check=False)
+        lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Janus version")]
+        package = subprocess.run(["dpkg-query", "-W", "janus"], capture_output=True, text=True, check=False)
+        found = package.stdout.split()
+        return "; ".join(lines[:1] + ([f"Debian package {' '.join(found)}"] if found else []))

@@ -153,6 +153,7 @@ def _webrtc(gateway: Gateway, handle: Handle, bytes_lastsec: int) -> dict[str, A
         "nacks": 0,
         "retransmissions": engine_stats.retransmissions if engine_stats is not None else 0,
         "dropped": engine_stats.dropped if engine_stats is not None else 0,
+        "dropped_late": engine_stats.dropped_late if engine_stats is not None else 0,
     }
     stats_in = {"packets": 0, "bytes": 0, "nacks": rtcp_in.get("nack", 0), "plis": rtcp_in.get("pli", 0), "receiver_reports": rtcp_in.get("rr", 0)}
     return {

@@ -11,7 +11,9 @@ workers run on, e.g. "0,1"; default: one worker per core) and ``engine_pin``
 (admission control: past either, a new viewer is refused; both off unless set, see
 fanout.plugins.streaming.admission), ``webrtc_receive_buffer`` (bytes asked for the WebRTC
 socket's receive buffer, default 8 MiB, 0 = the kernel's default: a burst of consent checks
-from every viewer waits there for the control plane). The limits every HTTP and
+from every viewer waits there for the control plane), ``max_send_delay_ms`` (a media packet
+that cannot reach a viewer within this long of its arrival is dropped and counted, never
+sent late). The limits every HTTP and
 WebSocket listener puts on its clients (:class:`ConnectionLimits`) are
 fanout keys too. ``webrtc_interface`` defaults to ``general.interface``'s
 address when that is set, else to every address.
@@ -158,6 +160,10 @@ class IceServerSettings:
     turn_ttl: int = DEFAULT_TURN_TTL
 
 
+DEFAULT_MAX_SEND_DELAY_MS = 100
+MAX_SEND_DELAY_MS = 10_000  # the engine's own limit
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything fanout's core and transports take from the configuration."""
@@ -191,6 +197,7 @@ class Settings:
     engine_pin: bool = True
     max_viewers: int = 0  # fanout.max_viewers: a new viewer is refused past this many; 0 = no limit
     max_worker_load: float = 0.0  # fanout.max_worker_load: ... while the workers' mean busy fraction is above; 0 = no limit
+    max_send_delay_ms: int = DEFAULT_MAX_SEND_DELAY_MS  # fanout.max_send_delay_ms: later than this, a packet is dropped
     advertised_ips: tuple[str, ...] = ("127.0.0.1",)  # the addresses in our ICE candidates
     http: HttpSettings = field(default_factory=HttpSettings)
     websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
@@ -303,6 +310,7 @@ def read_settings(
         engine_pin=_get_bool(own, "engine_pin", True),
         max_viewers=_non_negative(own, "max_viewers", 0),
         max_worker_load=_fraction(own, "max_worker_load"),
+        max_send_delay_ms=_send_delay(own, "max_send_delay_ms"),
         advertised_ips=advertised,
         http=_dual_stack(dataclasses.replace(_http_settings(http, refused), limits=limits), ipv6),
         websocket=_dual_stack(dataclasses.replace(_websocket_settings(websockets, refused), limits=limits), ipv6),
@@ -571,6 +579,14 @@ def _positive_seconds(group: Group, key: str, default: float) -> float:
     assert value is not None
     if not 0 < value < float("inf"):
         raise _error(group, key, f"must be a positive number of seconds, not {value}")
+    return value
+
+
+def _send_delay(group: Group, key: str) -> int:
+    value = group.get_int(key, DEFAULT_MAX_SEND_DELAY_MS)
+    assert value is not None
+    if not 1 <= value <= MAX_SEND_DELAY_MS:
+        raise _error(group, key, f"must be between 1 and {MAX_SEND_DELAY_MS} milliseconds, not {value}")
     return value
 
 

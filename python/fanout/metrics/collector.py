@@ -47,6 +47,7 @@ MOUNTPOINT_COUNTERS = (
     ("packets", "fanout_source_packets", "RTP packets received from the mountpoint's sources", 1),
     ("malformed", "fanout_source_malformed", "datagrams from the sources that were not RTP", 1),
     ("dropped", "fanout_dropped_packets", "packets not sent to viewers (socket buffer full, send error)", 1),
+    ("dropped_late", "fanout_dropped_late_packets", "packets not sent to viewers because they could not leave within max_send_delay_ms of arrival", 1),
     ("retransmissions", "fanout_retransmissions", "packets sent again after a NACK", 1),
     ("send_errors", "fanout_send_errors", "send system calls that failed", 1),
 )
@@ -63,6 +64,7 @@ WORKER_COUNTERS = (
     ("source_packets", "fanout_worker_source_packets", "source packets the worker fanned out", 1),
     ("messages", "fanout_worker_messages", "messages the worker handed to the kernel", 1),
     ("overruns", "fanout_worker_overruns", "source packets lost because the worker's ring was full", 1),
+    ("dropped_late", "fanout_worker_dropped_late", "packets to the worker's viewers not sent within max_send_delay_ms of arrival", 1),
 )
 
 

@@ -96,6 +96,7 @@ def _peer_stats_json(stats: PeerStats) -> dict[str, Any]:
         "nacked": stats.nacked,
         "gso_refused": stats.gso_refused,
         "dropped": stats.dropped,
+        "dropped_late": stats.dropped_late,
         "send_errors": stats.send_errors,
         "paused": stats.paused,
         "worker": stats.worker,

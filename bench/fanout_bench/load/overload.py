@@ -1,0 +1,269 @@
+"""``fanout bench load --overload``: each server at 80, 100, 120 and 150% of its capacity.
+
+A server's capacity is given (``--capacity fanout=N,janus=M``) or found by
+the ordinary ramp, with the capacity rule: a step holds only if the worst 5%
+of viewers lose at most 1% (the 95th percentile of per-viewer loss) and the
+sample viewers' p99 added latency is at most 50 ms. Then the server starts
+afresh and viewers join level by level (never leaving: each level adds to the
+last). At each level the bench measures one window, as a ramp step does, and
+also: each viewer's loss (the whole distribution is kept), the sample
+viewers' added latency from the source's send stamp to the read (p50/p99,
+and each sample viewer's own p99), the delivered throughput, and the control
+plane's response times (``ping``, Streaming ``info``, Admin ``get_status``,
+see :mod:`fanout_bench.load.control`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fanout_bench.load.control import ControlProbe
+from fanout_bench.load.pool import JoinReport, PoolConfig, SamplePool, ViewerPool
+from fanout_bench.load.ramp import Ramp, RampPlan, RampRunner, Step
+from fanout_bench.load.servers import ADMIN_PORT, ADMIN_SECRET, HTTP_PORT, MOUNTPOINT, Server
+from fanout_bench.load.source import RtpSource
+
+LEVELS = (80, 100, 120, 150)
+
+
+@dataclass
+class Level:
+    percent: int
+    step: Step
+    # Each viewer's loss in the window, sorted (cheap and sample viewers).
+    viewer_losses: list[float] = field(default_factory=list)
+    # Each sample viewer's own p99 added latency, ms.
+    sample_p99_ms: list[float] = field(default_factory=list)
+    # ping / info / get_status: p50, p99, max (ms), answered, failed, every time.
+    control_ms: dict[str, Any] = field(default_factory=dict)
+    holds: bool = False
+    failed_by: str = ""
+
+
+@dataclass
+class OverloadRun:
+    server: str
+    rate: str
+    srtp: str
+    server_version: str = ""
+    settings: dict[str, str] = field(default_factory=dict)  # the configuration files the bench wrote
+    capacity: int = 0
+    capacity_source: str = ""  # "given" or "ramp"
+    capacity_ramp: Ramp | None = None
+    levels: list[Level] = field(default_factory=list)
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+class OverloadRunner(RampRunner):
+    """The levels against one running server (its capacity already known)."""
+
+    async def run_levels(self, run: OverloadRun) -> None:
+        probe = ControlProbe(HTTP_PORT, ADMIN_PORT, ADMIN_SECRET, MOUNTPOINT)
+        cheap = ViewerPool(self.config)
+        await cheap.start()
+        samples = SamplePool(PoolConfig(**{**asdict(self.config), "sample": True}))
+        try:
+            report = await samples.add(self.plan.samples, self.plan.join_rate)
+            if report.joined < self.plan.samples:
+                raise RuntimeError(f"sample viewers could not join: {report.errors}")
+            for percent in LEVELS:
+                target = max(self.plan.samples + 1, round(run.capacity * percent / 100))
+                current = self.plan.samples + len(cheap.viewers)
+                join = await cheap.add(target - current, self.plan.join_rate) if target > current else JoinReport()
+                step = Step(viewers=self.plan.samples + len(cheap.viewers))
+                step.joined, step.join_failures, step.join_errors = join.joined, join.failed, join.errors
+                await asyncio.sleep(self.plan.settle)
+                probe.start()
+                windows = await self._measure(step, cheap, samples)
+                control = probe.stop()
+                level = Level(percent=percent, step=step, control_ms=control)
+                level.viewer_losses = [round(loss, 5) for loss in self.last_viewer_losses]
+                level.sample_p99_ms = [round(_p99(w["latency_ms"]), 2) for w in windows if w["latency_ms"]]
+                level.failed_by = self._failed_by(step)
+                level.holds = step.held = level.failed_by == ""
+                run.levels.append(level)
+                self._report_level(level)
+        finally:
+            probe.close()
+            await samples.close()
+            await cheap.close(graceful=False)
+
+    def _report_level(self, level: Level) -> None:
+        step = level.step
+
+        def ms(value: float | None) -> str:
+            return f"{value:.1f}" if value is not None else "-"
+
+        control = " ".join(
+            f"{name} {ms(times['p50'])}/{ms(times['p99'])}" + (f" ({times['failed']} failed)" if times["failed"] else "")
+            for name, times in level.control_ms.items()
+        )
+        worst = max(level.sample_p99_ms, default=None)
+        self.progress(
+            f"{level.percent:3d}%: {step.viewers} viewers (+{step.joined}, {step.join_failures} failed) "
+            f"{step.delivered_gbps:.2f} Gbit/s, viewer loss p50 {100 * step.viewer_loss.get('p50', 1):.2f}% "
+            f"p95 {100 * step.viewer_loss.get('p95', 1):.2f}% max {100 * step.viewer_loss.get('max', 1):.2f}%, "
+            f"latency p50/p99 {ms(step.latency_ms.get('p50'))}/{ms(step.latency_ms.get('p99'))} ms "
+            f"(worst sample viewer's p99 {ms(worst)}), control p50/p99 ms: {control} "
+            f"-> {'holds' if level.holds else 'FAILS (' + level.failed_by + ')'}"
+        )
+
+
+def run_overload(
+    server: Server,
+    run: OverloadRun,
+    plan: RampPlan,
+    bitrate: float,
+    profile: str,
+    load_cpu: int,
+    capacity: int | None,
+    source: RtpSource,
+) -> None:
+    """Finds (or takes) the capacity, then measures the levels on a fresh start of the server."""
+    label = f"{run.server} {run.rate} {run.srtp} overload"
+    if capacity is None:
+        ramp = Ramp(server=run.server, rate=run.rate, srtp=run.srtp, transport=plan.transport)
+        server.start()
+        try:
+            runner = RampRunner(server, source, plan, srtp_profile=profile, label=label, load_cpu=load_cpu)
+            asyncio.run(runner.run(ramp))
+        finally:
+            server.stop()
+        run.capacity_ramp = ramp
+        run.capacity, run.capacity_source = ramp.capacity, "ramp"
+        if ramp.capacity == 0:
+            raise RuntimeError(f"{run.server} held no step: {ramp.capacity_limited_by}")
+    else:
+        run.capacity, run.capacity_source = capacity, "given"
+    print(f"[{label}] capacity {run.capacity} ({run.capacity_source}); levels {LEVELS} %", file=sys.stderr, flush=True)
+    server.start()
+    run.settings = server.settings()
+    try:
+        runner = OverloadRunner(server, source, plan, srtp_profile=profile, label=label, load_cpu=load_cpu)
+        asyncio.run(runner.run_levels(run))
+    finally:
+        server.stop()
+
+
+def overload_table(runs: list[dict[str, Any]]) -> str:
+    rows = [
+        "server  level viewers  Gbit/s  loss p50/p95/max %      latency p50/p99 ms  "
+        "ping p50/p99  info p50/p99  get_status p50/p99  holds"
+    ]
+
+    def ms(value: float | None) -> str:
+        return f"{value:.1f}" if value is not None else "-"
+
+    for run in runs:
+        for level in run["levels"]:
+            step, control = level["step"], level["control_ms"]
+            loss = step["viewer_loss"]
+            latency = step["latency_ms"]
+            rows.append(
+                f"{run['server']:7s} {level['percent']:4d}% {step['viewers']:7d}  {step['delivered_gbps']:6.2f}  "
+                f"{100 * loss.get('p50', 1):5.2f}/{100 * loss.get('p95', 1):5.2f}/{100 * loss.get('max', 1):6.2f}  "
+                f"{ms(latency.get('p50')):>8s}/{ms(latency.get('p99')):<8s}  "
+                + "  ".join(f"{ms(control[n]['p50']):>6s}/{ms(control[n]['p99']):<6s}" for n in control)
+                + f"  {'yes' if level['holds'] else 'no (' + level['failed_by'] + ')'}"
+            )
+    return "\n".join(rows)
+
+
+def overload_plot(results: dict[str, Any], path: Any) -> None:
+    """Four panels against the load level: throughput, per-viewer loss, added latency, control-plane p99."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 4, figsize=(20, 5))
+    colors = {"fanout": "tab:blue", "janus": "tab:red"}
+    for run in results["overload"]:
+        levels = run["levels"]
+        if not levels:
+            continue
+        x = [level["percent"] for level in levels]
+        color = colors.get(run["server"], "black")
+        name = f"{run['server']} (100% = {run['capacity']} viewers)"
+        axes[0].plot(x, [level["step"]["delivered_gbps"] for level in levels], "-o", color=color, label=name)
+        for key, style in (("p50", ":"), ("p95", "-"), ("max", "--")):
+            axes[1].plot(
+                x,
+                [100 * level["step"]["viewer_loss"].get(key, 1) for level in levels],
+                style,
+                marker="o",
+                color=color,
+                label=f"{run['server']} viewer loss {key}",
+            )
+        for key, style in (("p50", ":"), ("p99", "-")):
+            axes[2].plot(
+                x,
+                [level["step"]["latency_ms"].get(key) or float("nan") for level in levels],
+                style,
+                marker="o",
+                color=color,
+                label=f"{run['server']} {key}",
+            )
+        for request, style in (("ping", "-"), ("info", "--"), ("get_status", ":")):
+            axes[3].plot(
+                x,
+                [level["control_ms"][request]["p99"] or float("nan") for level in levels],
+                style,
+                marker="o",
+                color=color,
+                label=f"{run['server']} {request}",
+            )
+    axes[0].set_title("delivered Gbit/s (SRTP)")
+    axes[1].set_title("per-viewer RTP loss % (p50, p95, max)")
+    axes[1].set_yscale("symlog", linthresh=0.1)
+    axes[2].set_title("added latency ms, sample viewers (p50, p99)")
+    axes[2].set_yscale("log")
+    axes[3].set_title("control plane p99 ms (ping, info, get_status)")
+    axes[3].set_yscale("log")
+    for axis in axes:
+        axis.set_xlabel("load, % of the server's own capacity")
+        axis.set_xticks(list(LEVELS))
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=7)
+    axes[1].axhline(1.0, color="gray", linewidth=0.8)
+    axes[2].axhline(50.0, color="gray", linewidth=0.8)
+    figure.suptitle(results["meta"]["command"], fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per server: throughput at 150% over 100%, and the worst p99 latency and control-plane p99 at 120 and 150%."""
+    out: dict[str, Any] = {}
+    for run in runs:
+        by_level = {level["percent"]: level for level in run["levels"]}
+        if 100 not in by_level:
+            continue
+        entry: dict[str, Any] = {"capacity": run["capacity"]}
+        base = by_level[100]["step"]["delivered_gbps"]
+        if 150 in by_level and base:
+            entry["throughput_150_over_100"] = by_level[150]["step"]["delivered_gbps"] / base
+        for percent in (120, 150):
+            if percent in by_level:
+                level = by_level[percent]
+                entry[f"control_p99_ms_{percent}"] = max(
+                    (v["p99"] for v in level["control_ms"].values() if v["p99"] is not None), default=None
+                )
+                entry[f"worst_sample_p99_ms_{percent}"] = max(level["sample_p99_ms"], default=None)
+        mean_losses = [statistics.fmean(level["viewer_losses"]) for level in run["levels"] if level["viewer_losses"]]
+        entry["mean_loss_by_level"] = mean_losses
+        out[run["server"]] = entry
+    return out
