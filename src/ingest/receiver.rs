@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use crate::egress::worker::{Delivery, WorkerLoad};
 use crate::events::{epoll_timeout, Event, EventQueue, SilenceCheck, SilenceWatch};
 use crate::ingest::publisher::{classify, LinkDatagram, PublisherLink};
-use crate::ingest::recorder::RecordingSlot;
 use crate::ingest::source_rtcp::{for_each_sender_report, SourceRtcp};
+use crate::ingest::recorder::RecordingSlot;
 use crate::ingest::{Ingest, IngestOptions, Verdict};
 use crate::media::packet::{GopCache, Packet, PacketPool, ReceivedPacket, MAX_RTP_LEN, SLOT_SIZE};
 use crate::media::MediaKind;
@@ -643,11 +643,11 @@ impl Receiver {
             ReceiverCommand::AttachPublisher { mountpoint, key, link, done } => {
                 match self.mountpoints.get_mut(&mountpoint) {
                     Some(record) => {
+                        // A link attached again, or after a detach (a relay whose origin
+                        // restarted), is a new source: its numbering owes nothing to the last.
                         let old = record.publisher.replace((key, link));
-                        if old.is_some() {
-                            for stream in record.streams.iter_mut().filter(|stream| stream.fd().is_none()) {
-                                stream.restart();
-                            }
+                        for stream in record.streams.iter_mut().filter(|stream| stream.fd().is_none()) {
+                            stream.restart();
                         }
                         self.publishers.insert(key, mountpoint);
                         if let Some((old_key, old_link)) = old {

@@ -136,7 +136,8 @@ pub fn for_each_transport_feedback(packet: &[u8], mut feedback: impl FnMut(Trans
         let Some(body) = packet.get(offset..offset + len) else {
             return;
         };
-        if header[0] >> 6 == 2 && header[1] == TRANSPORT_FEEDBACK && header[0] & 0x1f == FMT_TRANSPORT_CC && len >= 20 {
+        if header[0] >> 6 == 2 && header[1] == TRANSPORT_FEEDBACK && header[0] & 0x1f == FMT_TRANSPORT_CC && len >= 20
+        {
             let media_ssrc = u32::from_be_bytes([body[8], body[9], body[10], body[11]]);
             if let Some(message) = TransportFeedback::parse(media_ssrc, &body[12..]) {
                 feedback(message);
