@@ -183,6 +183,7 @@ class Settings:
     webrtc_port: int = DEFAULT_WEBRTC_PORT
     webrtc_interface: str = "0.0.0.0"
     ipv6: bool = False  # media.ipv6: dual-stack sockets ("::" takes IPv4 too) and IPv6 host candidates
+    ice_tcp: bool = False  # nat.ice_tcp: ICE-TCP (RFC 6544, passive candidates) on the WebRTC port's TCP twin
     engine_cores: tuple[int, ...] | None = None  # None: one engine worker per core
     engine_pin: bool = True
     max_viewers: int = 0  # fanout.max_viewers: a new viewer is refused past this many; 0 = no limit
@@ -294,6 +295,7 @@ def read_settings(
         webrtc_port=_port(own, "webrtc_port", DEFAULT_WEBRTC_PORT, allow_zero=True),
         webrtc_interface=_bind_host(own, "webrtc_interface", None, interface_ip or any_host),
         ipv6=ipv6,
+        ice_tcp=_ice_tcp(nat),
         engine_cores=_cores(own, "engine_cores"),
         engine_pin=_get_bool(own, "engine_pin", True),
         max_viewers=_non_negative(own, "max_viewers", 0),
@@ -374,6 +376,13 @@ def _dual_stack(listeners: _Listeners, ipv6: bool) -> _Listeners:
         if item.name.endswith("host") and getattr(listeners, item.name) == "0.0.0.0"
     }
     return dataclasses.replace(listeners, **hosts)
+
+
+def _ice_tcp(nat: Group) -> bool:
+    """nat.ice_tcp. Janus takes it only with nat.ice_lite; fanout is always an ICE-lite agent, so
+    ice_lite is read and needs no value."""
+    _moot(nat, ("ice_lite",))
+    return _get_bool(nat, "ice_tcp", False)
 
 
 def _ice_server_settings(nat: Group) -> IceServerSettings:
