@@ -56,6 +56,9 @@ MAX_SETUP_FRAME = 1500  # the largest frame before that (a binding request is a 
 MAX_UNPROVEN_CONNECTIONS = 256  # TCP connections without a passed check; past this the oldest is closed
 TCP_BACKLOG = 1024
 TCP_READ_BYTES = 65536
+# Each connection's kernel send buffer: the engine's own queue (512 KiB) holds the rest, so a viewer that
+# stops reading is found stalled after about a second of media, not after the kernel's autotuned megabytes.
+TCP_SEND_BUFFER = 128 * 1024
 
 
 def host_candidate(index: int, ip: str, port: int) -> Candidate:
@@ -397,6 +400,7 @@ class WebRtcEndpoint:
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TCP_SEND_BUFFER)
             address = (unmapped(remote[0]), remote[1])
             old = self._tcp_connections.get(address)
             if old is not None:  # the same 4-tuple again: the old one is gone

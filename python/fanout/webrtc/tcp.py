@@ -49,6 +49,12 @@ class FrameReader:
         """Bytes held: the start of a frame not yet complete."""
         return len(self._buffer)
 
+    def take_pending(self) -> bytes:
+        """The start of a frame not yet complete, which the reader forgets (another reader goes on)."""
+        pending = bytes(self._buffer)
+        self._buffer.clear()
+        return pending
+
     def feed(self, data: bytes) -> list[bytes]:
         """The frames ``data`` completes, in order; raises FrameError on a length of 0 or over ``max_frame``."""
         self._buffer += data
