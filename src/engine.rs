@@ -29,6 +29,7 @@ const FIRST_REPORT_DELAY: Duration = Duration::from_secs(1);
 const SEND_BUFFER_BYTES: libc::c_int = 4 << 20;
 
 use crate::egress::batch::SendMode;
+use crate::egress::tcp::{SharedTcpOutput, TcpOutput, MAX_FRAME};
 use crate::egress::viewer::{StreamStart, Viewer, ViewerCounters, ViewerStream};
 use crate::egress::worker::{Caches, Command, SendCounters, Worker, WorkerConfig, WorkerLoad};
 use crate::events::{EngineEvent, EventQueue, DEFAULT_SILENCE_MS};
@@ -238,6 +239,9 @@ impl Running {
 /// media only while subscribed to a mountpoint.
 struct PeerRecord {
     address: RawAddress,
+    /// Its ICE-TCP connection, when the nominated address is one (see [`crate::egress::tcp`]).
+    tcp: Option<SharedTcpOutput>,
+    tcp_stall_timeout: Duration,
     profile: Profile,
     /// Protects what is sent to it (each subscription's worker derives its own session from it).
     local_master_key: Vec<u8>,
@@ -377,6 +381,42 @@ fn duplicate_connected_udp_socket(fd: RawFd) -> Result<OwnedFd, EngineError> {
     };
     if connected < 0 {
         return Err(invalid("socket_fd must be a connected UDP socket (connect() it to the publisher)"));
+    }
+    Ok(duplicate)
+}
+
+/// Duplicates a viewer's connected TCP socket (its ICE-TCP connection), non-blocking.
+fn duplicate_tcp_connection(fd: RawFd) -> Result<OwnedFd, EngineError> {
+    // SAFETY: fcntl on any integer is defined; it fails with EBADF if `fd` is not open.
+    let duplicate = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: `duplicate` is a new descriptor that nothing else owns.
+    let duplicate = unsafe { OwnedFd::from_raw_fd(duplicate) };
+    let mut socket_type: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `socket_type` and `len` are live and sized for SO_TYPE.
+    let typed = unsafe {
+        libc::getsockopt(
+            duplicate.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut socket_type as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    // SAFETY: sockaddr_storage is plain old data and large enough for any address.
+    let mut address: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `address` and `len` are live and describe the storage's size.
+    let connected = unsafe {
+        libc::getpeername(duplicate.as_raw_fd(), (&mut address as *mut libc::sockaddr_storage).cast(), &mut len)
+    };
+    if typed < 0 || socket_type != libc::SOCK_STREAM || connected < 0 {
+        return Err(invalid("tcp_socket_fd must be a connected TCP socket"));
+    }
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+    unsafe {
+        let flags = cvt(libc::fcntl(duplicate.as_raw_fd(), libc::F_GETFL))?;
+        cvt(libc::fcntl(duplicate.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK))?;
     }
     Ok(duplicate)
 }
@@ -697,7 +737,10 @@ impl Engine {
 
     /// A peer whose DTLS-SRTP is up: `local_master_key` protects what the
     /// engine sends it, `remote_master_key` unprotects the SRTCP it sends.
-    /// It gets no media until subscribed.
+    /// It gets no media until subscribed. With `tcp_socket_fd` (its ICE-TCP
+    /// connection, which the engine duplicates) everything sent to it goes
+    /// there, RFC 4571-framed; a connection stuck for `tcp_stall_timeout` is lost.
+    #[allow(clippy::too_many_arguments)]
     pub fn add_peer(
         &self,
         peer_id: u64,
@@ -705,6 +748,8 @@ impl Engine {
         profile: Profile,
         local_master_key: &[u8],
         remote_master_key: &[u8],
+        tcp_socket_fd: Option<RawFd>,
+        tcp_stall_timeout: Duration,
     ) -> Result<(), EngineError> {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
@@ -717,8 +762,17 @@ impl Engine {
         let outbound = SrtpSession::new(profile, local_master_key).map_err(|e| invalid(format!("local key: {e}")))?;
         let remote = SrtpSession::new(profile, remote_master_key).map_err(|e| invalid(format!("remote key: {e}")))?;
         let address = peer_address(address, self.socket_family)?;
+        if tcp_stall_timeout.is_zero() {
+            return Err(invalid("tcp_stall_ms must be at least 1"));
+        }
+        let tcp = match tcp_socket_fd {
+            Some(fd) => Some(TcpOutput::new(duplicate_tcp_connection(fd)?, tcp_stall_timeout).shared()),
+            None => None,
+        };
         let record = PeerRecord {
             address,
+            tcp,
+            tcp_stall_timeout,
             profile,
             local_master_key: local_master_key.to_vec(),
             outbound,
@@ -777,6 +831,7 @@ impl Engine {
                     .map_err(|e| invalid(format!("local key: {e}")))?;
                 let first_report_at = Instant::now() + FIRST_REPORT_DELAY;
                 let mut viewer = Box::new(Viewer::new(peer_id, peer.address, viewer_streams, local, first_report_at));
+                viewer.tcp = peer.tcp.clone();
                 viewer.set_counters(peer.counters.clone());
                 if peer.counters.paused.load(Ordering::Relaxed) {
                     viewer.set_paused(true);
@@ -990,17 +1045,53 @@ impl Engine {
         Self::to_worker(running, subscription.worker, Command::SetStreamTemporalCap { id: peer_id, stream, cap })
     }
 
-    /// The peer's ICE-nominated address changed.
-    pub fn set_peer_address(&self, peer_id: u64, address: SocketAddr) -> Result<(), EngineError> {
+    /// The peer's ICE-nominated address changed: a UDP address, or with
+    /// `tcp_socket_fd` an ICE-TCP connection (see [`Engine::add_peer`]).
+    pub fn set_peer_address(
+        &self,
+        peer_id: u64,
+        address: SocketAddr,
+        tcp_socket_fd: Option<RawFd>,
+    ) -> Result<(), EngineError> {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
         let address = peer_address(address, self.socket_family)?;
         let peer = running.peers.get_mut(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        let tcp = match tcp_socket_fd {
+            Some(fd) => Some(TcpOutput::new(duplicate_tcp_connection(fd)?, peer.tcp_stall_timeout).shared()),
+            None => None,
+        };
         peer.address = address;
+        peer.tcp = tcp.clone();
         match peer.subscription.as_ref().map(|subscription| subscription.worker) {
-            Some(worker) => Self::to_worker(running, worker, Command::SetViewerAddress { id: peer_id, address }),
+            Some(worker) => Self::to_worker(running, worker, Command::SetViewerAddress { id: peer_id, address, tcp }),
             None => Ok(()),
         }
+    }
+
+    /// Sends `packet` as it is (STUN, DTLS: the control plane's own) as one
+    /// frame on the peer's ICE-TCP connection, in order with the media the
+    /// engine sends there. False if it was dropped (the connection's queue is
+    /// full, or the connection is lost); ValueError for a peer without one.
+    pub fn send_tcp_frame(&self, peer_id: u64, packet: &[u8]) -> Result<bool, EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        let tcp = peer.tcp.as_ref().ok_or_else(|| invalid(format!("peer {peer_id} has no TCP connection")))?;
+        if packet.is_empty() || packet.len() > MAX_FRAME {
+            return Err(invalid(format!("a frame holds 1..={MAX_FRAME} bytes, got {}", packet.len())));
+        }
+        Ok(self.write_tcp_frame(peer_id, tcp, packet))
+    }
+
+    /// Queues and writes one frame; reports the connection's loss once.
+    fn write_tcp_frame(&self, peer_id: u64, tcp: &SharedTcpOutput, packet: &[u8]) -> bool {
+        let mut output = tcp.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let queued = output.push_frame(packet);
+        if let Some(loss) = output.write(Instant::now()) {
+            self.events.push(crate::events::Event::TcpConnectionLost { peer_id, reason: loss.reason() });
+        }
+        queued
     }
 
     /// Pauses or resumes sending media to the peer (kept across subscriptions).
@@ -1138,6 +1229,15 @@ impl Engine {
             .outbound
             .protect_rtcp(&mut buffer, packet.len(), peer.counters.next_srtcp_index())
             .map_err(|error| invalid(format!("SRTCP to peer {peer_id}: {error}")))?;
+        if let Some(tcp) = &peer.tcp {
+            let counter = if self.write_tcp_frame(peer_id, tcp, &buffer[..len]) {
+                &peer.counters.rtcp_packets
+            } else {
+                &peer.counters.dropped
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         let mut address = peer.address;
         // SAFETY: `buffer[..len]` and `address` are live for the call.
         let sent = unsafe {

@@ -68,6 +68,9 @@ pub enum Event {
     /// A viewer's bandwidth estimate (bits per second), after a feedback: at
     /// most once a second per viewer, or at once when it fell by 15%.
     BandwidthEstimate { peer_id: u64, mountpoint_id: u64, bitrate: u64 },
+    /// A viewer's ICE-TCP connection is lost: its queue made no progress for the
+    /// stall timeout ("stalled"), or the kernel refused a write ("broken").
+    TcpConnectionLost { peer_id: u64, reason: &'static str },
 }
 
 /// An [`Event`] as the control plane sees it: source streams known by their
@@ -111,6 +114,10 @@ pub enum EngineEvent {
         peer_id: u64,
         bitrate: u64,
     },
+    TcpConnectionLost {
+        peer_id: u64,
+        reason: String,
+    },
 }
 
 impl Event {
@@ -138,6 +145,9 @@ impl Event {
                 EngineEvent::RecordingStopped { mountpoint_id, index, reason }
             }
             Self::BandwidthEstimate { peer_id, bitrate, .. } => EngineEvent::BandwidthEstimate { peer_id, bitrate },
+            Self::TcpConnectionLost { peer_id, reason } => {
+                EngineEvent::TcpConnectionLost { peer_id, reason: reason.to_string() }
+            }
         })
     }
 }

@@ -256,6 +256,8 @@ impl Engine {
         Ok(py.detach(|| self.inner.remove_mountpoint(mountpoint_id))?)
     }
 
+    #[pyo3(signature = (peer_id, address, srtp_profile, local_master_key, remote_master_key, *, tcp_socket_fd=None, tcp_stall_ms=5000))]
+    #[allow(clippy::too_many_arguments)]
     fn add_peer(
         &self,
         peer_id: u64,
@@ -263,19 +265,28 @@ impl Engine {
         srtp_profile: &str,
         local_master_key: &[u8],
         remote_master_key: &[u8],
+        tcp_socket_fd: Option<RawFd>,
+        tcp_stall_ms: i64,
     ) -> PyResult<()> {
         let profile = parse_peer_profile(srtp_profile)?;
         let address = parse_address(&self.inner, address)?;
-        Ok(self.inner.add_peer(peer_id, address, profile, local_master_key, remote_master_key)?)
+        let stall: u32 = int(tcp_stall_ms, "tcp_stall_ms")?;
+        let stall = std::time::Duration::from_millis(u64::from(stall));
+        Ok(self.inner.add_peer(peer_id, address, profile, local_master_key, remote_master_key, tcp_socket_fd, stall)?)
     }
 
     fn remove_peer(&self, peer_id: u64) -> PyResult<()> {
         Ok(self.inner.remove_peer(peer_id)?)
     }
 
-    fn set_peer_address(&self, peer_id: u64, address: (String, i64)) -> PyResult<()> {
+    #[pyo3(signature = (peer_id, address, *, tcp_socket_fd=None))]
+    fn set_peer_address(&self, peer_id: u64, address: (String, i64), tcp_socket_fd: Option<RawFd>) -> PyResult<()> {
         let address = parse_address(&self.inner, address)?;
-        Ok(self.inner.set_peer_address(peer_id, address)?)
+        Ok(self.inner.set_peer_address(peer_id, address, tcp_socket_fd)?)
+    }
+
+    fn send_tcp_frame(&self, peer_id: u64, packet: &[u8]) -> PyResult<bool> {
+        Ok(self.inner.send_tcp_frame(peer_id, packet)?)
     }
 
     fn subscribe(&self, py: Python<'_>, peer_id: u64, mountpoint_id: u64, streams: Vec<ViewerStream>) -> PyResult<()> {
@@ -509,6 +520,14 @@ pub struct RecordingStopped {
     reason: String,
 }
 
+/// A viewer's ICE-TCP connection is lost: "stalled" (its queue made no progress) or "broken".
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Debug, PartialEq, Eq)]
+pub struct TcpConnectionLost {
+    peer_id: u64,
+    reason: String,
+}
+
 /// A viewer's bandwidth estimate (bits per second), from its transport feedback, REMB and reports.
 #[pyclass(frozen, get_all, eq, module = "fanout._engine")]
 #[derive(Debug, PartialEq, Eq)]
@@ -540,7 +559,8 @@ event_methods!(
     SendQueueOverflow(peer_id: u64, dropped: u64),
     KeyframeFromCache(peer_id: u64, index: u32, packets: usize),
     RecordingStopped(mountpoint_id: u64, index: u32, reason: String),
-    BandwidthEstimate(peer_id: u64, bitrate: u64)
+    BandwidthEstimate(peer_id: u64, bitrate: u64),
+    TcpConnectionLost(peer_id: u64, reason: String)
 );
 
 fn event_object(py: Python<'_>, event: EngineEvent) -> PyResult<Py<PyAny>> {
@@ -569,6 +589,9 @@ fn event_object(py: Python<'_>, event: EngineEvent) -> PyResult<Py<PyAny>> {
         EngineEvent::BandwidthEstimate { peer_id, bitrate } => {
             Py::new(py, BandwidthEstimate { peer_id, bitrate })?.into_any()
         }
+        EngineEvent::TcpConnectionLost { peer_id, reason } => {
+            Py::new(py, TcpConnectionLost { peer_id, reason })?.into_any()
+        }
     })
 }
 
@@ -582,6 +605,7 @@ pub fn add_event_classes(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<PublisherDatagram>()?;
     module.add_class::<RecordingStopped>()?;
     module.add_class::<BandwidthEstimate>()?;
+    module.add_class::<TcpConnectionLost>()?;
     Ok(())
 }
 

@@ -402,15 +402,32 @@ class Engine:
         srtp_profile: SrtpProfile,
         local_master_key: bytes,
         remote_master_key: bytes,
+        *,
+        tcp_socket_fd: int | None = None,
+        tcp_stall_ms: int = 5000,
     ) -> None:
         """A peer whose DTLS-SRTP is up: ``local_master_key`` protects what the
         engine sends it, ``remote_master_key`` unprotects the SRTCP it sends.
-        ValueError for a duplicate peer id, a bad key length, an unknown profile,
-        or an address the WebRTC socket cannot send to (or port 0)."""
+        With ``tcp_socket_fd`` (its ICE-TCP connection, RFC 6544; the engine keeps a
+        duplicate) everything sent to it goes there, framed with a 2-byte length
+        (RFC 4571), through a bounded queue (512 KiB; past it packets are dropped
+        and counted in PeerStats.dropped); a connection whose queue makes no
+        progress for ``tcp_stall_ms`` (or that breaks) is reported once as
+        TcpConnectionLost. From then on the caller writes to the connection only
+        with send_tcp_frame. ValueError for a duplicate peer id, a bad key length,
+        an unknown profile, an address the WebRTC socket cannot send to (or port
+        0), or a tcp_socket_fd that is not a connected TCP socket."""
     def remove_peer(self, peer_id: int) -> None:
         """The peer goes, its subscription too. Unknown ids are ignored."""
-    def set_peer_address(self, peer_id: int, address: tuple[str, int]) -> None:
-        """The peer's ICE-nominated address changed. KeyError for an unknown peer."""
+    def set_peer_address(self, peer_id: int, address: tuple[str, int], *, tcp_socket_fd: int | None = None) -> None:
+        """The peer's ICE-nominated address changed: a UDP address, or with
+        ``tcp_socket_fd`` an ICE-TCP connection (as add_peer). KeyError for an unknown peer."""
+    def send_tcp_frame(self, peer_id: int, packet: bytes) -> bool:
+        """Send ``packet`` as it is (the control plane's STUN and DTLS) as one frame on
+        the peer's ICE-TCP connection, in order with the engine's media. False if it was
+        dropped (the queue is full or the connection lost). KeyError for an unknown
+        peer, ValueError for a peer without a TCP connection or an empty or too
+        large (over 65535 bytes) packet."""
     # Subscriptions: owned by the plugin; they need a peer.
     def subscribe(self, peer_id: int, mountpoint_id: int, streams: list[ViewerStream]) -> None:
         """Start sending the mountpoint's ``streams`` to the peer, or, if it is
@@ -605,6 +622,7 @@ class Engine:
         | PublisherDatagram
         | RecordingStopped
         | BandwidthEstimate
+        | TcpConnectionLost
     ]:
         """Every event since the last call, oldest first (the fd is no longer readable
         until the next). Events about a mountpoint removed meanwhile are left out;
@@ -755,6 +773,18 @@ class InterleavedRelay:
     @property
     def dropped(self) -> int:
         """Packets the socket would not take (its buffer full), dropped."""
+
+@final
+class TcpConnectionLost:
+    """A viewer's ICE-TCP connection is lost: ``reason`` "stalled" (its queue made no
+    progress for the stall timeout: the viewer stopped reading) or "broken" (the kernel
+    refused a write). Reported once; the control plane hangs the viewer up."""
+
+    def __new__(cls, peer_id: int, reason: str) -> Self: ...
+    @property
+    def peer_id(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
 
 # bench_protect and bench_send exist only in an engine built with the cargo feature "bench"
 # (scripts/setup's development install; src/python_bench.rs), for `fanout bench engine`.

@@ -24,6 +24,7 @@ from fanout._engine import (
     SourceResumed,
     SourceSilent,
     SubstreamMoved,
+    TcpConnectionLost,
 )
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ EngineEvent: TypeAlias = (
     | PublisherDatagram
     | RecordingStopped
     | BandwidthEstimate
+    | TcpConnectionLost
 )
 Event = TypeVar("Event", bound=EngineEvent)
 Handler = Callable[[EngineEvent], None]

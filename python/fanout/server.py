@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import signal
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
-from fanout._engine import Engine
+from fanout._engine import Engine, TcpConnectionLost
 from fanout.admin.serving import configure_logs, event_bus_for, start_operations
 from fanout.cluster.node import ClusterNode
 from fanout.cluster.relay import RelayEdge, RelayOrigin
@@ -102,6 +103,14 @@ def _streaming_configuration(config: Config) -> tuple[StreamingSettings, list[Mo
     return settings, [] if root is None else mountpoints_from_file(root, string_ids=settings.string_ids)
 
 
+def _tcp_connection_lost(gateway: Gateway, event: TcpConnectionLost) -> None:
+    """The engine gave up on a viewer's ICE-TCP connection (it stopped reading, or it broke): hang up."""
+    handle = gateway.handles.get(event.peer_id)
+    if handle is not None and handle.peer is not None:
+        logger.warning("handle %d: ICE-TCP connection %s, hanging up", event.peer_id, event.reason)
+        gateway.endpoint.close_tcp_peer(handle.peer, f"TCP connection {event.reason}")
+
+
 @contextlib.asynccontextmanager
 async def _running(
     config: Config, mountpoints: list[MountpointConfig], streaming_settings: StreamingSettings
@@ -114,6 +123,7 @@ async def _running(
                 settings.webrtc_port,
                 list(settings.advertised_ips),
                 receive_buffer=settings.webrtc_receive_buffer,
+                ice_tcp=settings.ice_tcp,
             )
         except OSError as error:
             raise StartupError(
@@ -146,6 +156,7 @@ async def _running(
         except ConfigError as error:
             raise StartupError(f"configuration error: {error}") from None
         gateway = Gateway(settings, engine, endpoint, [plugin], event_bus=event_bus)
+        engine_events.subscribe(TcpConnectionLost, functools.partial(_tcp_connection_lost, gateway))
         stack.push_async_callback(event_bus.stop)
         try:
             await gateway.start()
@@ -208,7 +219,7 @@ async def _running(
             raise StartupError(f"an Admin API or metrics port cannot be bound ({error})") from None
         stack.push_async_callback(_hang_up_everyone, gateway, client_transports)  # the first thing undone
         clustered = [f"node {cluster.name} of cluster {settings.cluster.cluster_name}"] if cluster and settings.cluster else []
-        yield ", ".join([f"{page}, WebRTC on UDP {endpoint.port}, {len(mountpoints)} mountpoint(s)", *operations, *clustered])
+        yield ", ".join([f"{page}, WebRTC on {'UDP and TCP' if endpoint.ice_tcp else 'UDP'} {endpoint.port}, {len(mountpoints)} mountpoint(s)", *operations, *clustered])
 
 
 def _cluster_relays(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::egress::congestion::Estimator;
+use crate::egress::tcp::SharedTcpOutput;
 use crate::events::{Event, EventQueue};
 use crate::media::packet::{GopCache, History, Packet, ReceivedPacket};
 use crate::sys::RawAddress;
@@ -817,6 +818,8 @@ pub struct Viewer {
     /// The worker's index of this viewer's counters, for the send batch's tags.
     pub slot: u32,
     pub address: RawAddress,
+    /// Its ICE-TCP connection, when it has one: its packets go there, not to `address` over UDP.
+    pub tcp: Option<SharedTcpOutput>,
     paused: bool,
     pub streams: Vec<ViewerStream>,
     srtp: SrtpSession,
@@ -870,6 +873,7 @@ impl Viewer {
             id,
             slot: 0,
             address,
+            tcp: None,
             paused: false,
             streams,
             srtp,
@@ -983,6 +987,16 @@ impl Viewer {
         if let Some(events) = &self.events {
             let (peer_id, mountpoint_id) = (self.id, self.mountpoint_id);
             events.push(Event::KeyframeFromCache { peer_id, mountpoint_id, position, packets });
+        }
+    }
+
+    /// Writes what its ICE-TCP connection's queue holds, if it has one; reports
+    /// the connection's loss (stalled, broken) once.
+    pub fn write_tcp(&self, now: Instant) {
+        let Some(tcp) = &self.tcp else { return };
+        let loss = tcp.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).write(now);
+        if let (Some(loss), Some(events)) = (loss, &self.events) {
+            events.push(Event::TcpConnectionLost { peer_id: self.id, reason: loss.reason() });
         }
     }
 

@@ -18,6 +18,10 @@
 //! pass found packets waiting longer than that). Which viewers lose is fair:
 //! each pass starts with the next viewer.
 //!
+//! A viewer on ICE-TCP takes the same rewrite and SRTP; its packets go to
+//! its connection's bounded queue instead of the batch, written (non-blocking)
+//! after its share of each pass, so a slow reader drops its own packets only.
+//!
 //! Invariant: the send batch is empty between passes and commands (every
 //! step that fills it flushes it before returning), so a tag's viewer slot
 //! always refers to a live viewer.
@@ -30,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::egress::batch::{DatagramKind, Outcome, SendBatch, SendMode, SlotTag};
+use crate::egress::tcp::SharedTcpOutput;
 use crate::egress::viewer::{Viewer, ViewerCounters, ViewerStream};
 use crate::events::{Event, EventQueue, OVERFLOW_REPORT_INTERVAL};
 use crate::media::packet::{GopCache, History, Packet, ReceivedPacket};
@@ -116,9 +121,11 @@ pub enum Command {
     RemoveMountpoint {
         id: u64,
     },
+    /// The viewer's nominated address, and its ICE-TCP connection if it is one.
     SetViewerAddress {
         id: u64,
         address: RawAddress,
+        tcp: Option<SharedTcpOutput>,
     },
     SetViewerPaused {
         id: u64,
@@ -544,9 +551,10 @@ impl Worker {
                     self.remove_viewer(viewer);
                 }
             }
-            Command::SetViewerAddress { id, address } => {
+            Command::SetViewerAddress { id, address, tcp } => {
                 if let Some(viewer) = self.viewer(id) {
                     viewer.address = address;
+                    viewer.tcp = tcp;
                 }
             }
             Command::SetViewerPaused { id, paused } => {
@@ -728,9 +736,10 @@ impl Worker {
                         flush(send, fd, slots, load);
                     }
                     if let Some(len) = viewer.write_burst(stream, &packet, now, send.next_buffer()) {
-                        send.commit(len, &viewer.address, tag, merge);
+                        commit(send, slots, viewer, len, tag, merge);
                     }
                 }
+                viewer.write_tcp(now);
                 pending |= viewer.is_bursting();
             }
         }
@@ -753,8 +762,9 @@ impl Worker {
         let buffer = send.next_buffer();
         buffer[..packet.len()].copy_from_slice(packet);
         if let Ok(len) = viewer.protect_rtcp(buffer, packet.len()) {
-            send.commit(len, &viewer.address, SlotTag { viewer: viewer.slot, kind: DatagramKind::Rtcp }, false);
+            commit(send, slots, viewer, len, SlotTag { viewer: viewer.slot, kind: DatagramKind::Rtcp }, false);
         }
+        viewer.write_tcp(Instant::now());
         flush(send, fd, slots, load);
     }
 
@@ -800,19 +810,22 @@ impl Worker {
                 viewer.write_retransmission(stream, sequence, packet.bytes(), &packet.meta, now, send.next_buffer())
             {
                 let tag = SlotTag { viewer: viewer.slot, kind: DatagramKind::Retransmission };
-                send.commit(len, &viewer.address, tag, merge);
+                commit(send, slots, viewer, len, tag, merge);
             }
         }
+        viewer.write_tcp(now);
         flush(send, fd, slots, load);
     }
 
-    /// Sends a sender report for each stream of each viewer whose report is due.
+    /// Sends a sender report for each stream of each viewer whose report is due;
+    /// writes what ICE-TCP viewers' queues hold and finds those that stalled.
     fn send_reports(&mut self, now: Instant) {
         let fd = self.socket.as_raw_fd();
         let ntp = ntp_time(SystemTime::now());
         let Self { mountpoints, send, slots, load, .. } = self;
         for mountpoint in mountpoints.iter_mut() {
             for viewer in mountpoint.viewers.iter_mut() {
+                viewer.write_tcp(now);
                 if viewer.is_paused() || now < viewer.next_report_at {
                     continue;
                 }
@@ -828,9 +841,10 @@ impl Worker {
                     let len = write_sender_report(buffer, &info);
                     if let Ok(len) = viewer.protect_rtcp(buffer, len) {
                         let tag = SlotTag { viewer: viewer.slot, kind: DatagramKind::Rtcp };
-                        send.commit(len, &viewer.address, tag, false);
+                        commit(send, slots, viewer, len, tag, false);
                     }
                 }
+                viewer.write_tcp(now);
             }
         }
         flush(send, fd, slots, load);
@@ -875,9 +889,10 @@ fn fan_out(
             }
             if let Some(len) = viewer.write_rtp(delivery.stream, packet.bytes(), &packet.meta, now, send.next_buffer())
             {
-                send.commit(len, &viewer.address, tag, merge);
+                commit(send, slots, viewer, len, tag, merge);
             }
         }
+        viewer.write_tcp(now);
         if late > 0 {
             count_late(slots, viewer.slot, load, late);
         }
@@ -903,41 +918,67 @@ fn flush(send: &mut SendBatch, fd: RawFd, slots: &mut [Option<ViewerSlot>], load
     add(&load.flushes, 1);
     add(&load.messages, send.len() as u64);
     send.flush(fd, |tag, outcome| {
-        let Some(slot) = slots[tag.viewer as usize].as_mut() else {
-            return;
-        };
-        let (counters, totals) = (&slot.counters, &slot.totals);
-        match (outcome, tag.kind) {
-            (Outcome::Sent { packets, bytes }, DatagramKind::Rtp) => {
-                add(&counters.packets, u64::from(packets));
-                add(&counters.bytes, bytes as u64);
-                add(&totals.packets, u64::from(packets));
-                add(&totals.bytes, bytes as u64);
-            }
-            (Outcome::Sent { packets, bytes }, DatagramKind::Retransmission) => {
-                add(&counters.retransmissions, u64::from(packets));
-                add(&counters.bytes, bytes as u64);
-                add(&totals.retransmissions, u64::from(packets));
-                add(&totals.bytes, bytes as u64);
-            }
-            (Outcome::Sent { packets, .. }, DatagramKind::Rtcp) => add(&counters.rtcp_packets, u64::from(packets)),
-            (Outcome::Dropped { packets }, _) => {
-                add(&counters.dropped, u64::from(packets));
-                add(&totals.dropped, u64::from(packets));
-                slot.overflow.dropped(u64::from(packets), Instant::now());
-            }
-            (Outcome::Failed { packets }, _) => {
-                add(&counters.dropped, u64::from(packets));
-                add(&counters.send_errors, u64::from(packets));
-                add(&totals.dropped, u64::from(packets));
-                add(&totals.send_errors, u64::from(packets));
-            }
-            (Outcome::GsoRefused, _) => {
-                slot.gso = false;
-                add(&counters.gso_refused, 1);
-            }
+        if let Some(slot) = slots[tag.viewer as usize].as_mut() {
+            count_outcome(slot, tag.kind, outcome);
         }
     });
+}
+
+/// Counts what became of a viewer's datagrams (or, on ICE-TCP, frames).
+fn count_outcome(slot: &mut ViewerSlot, kind: DatagramKind, outcome: Outcome) {
+    let (counters, totals) = (&slot.counters, &slot.totals);
+    match (outcome, kind) {
+        (Outcome::Sent { packets, bytes }, DatagramKind::Rtp) => {
+            add(&counters.packets, u64::from(packets));
+            add(&counters.bytes, bytes as u64);
+            add(&totals.packets, u64::from(packets));
+            add(&totals.bytes, bytes as u64);
+        }
+        (Outcome::Sent { packets, bytes }, DatagramKind::Retransmission) => {
+            add(&counters.retransmissions, u64::from(packets));
+            add(&counters.bytes, bytes as u64);
+            add(&totals.retransmissions, u64::from(packets));
+            add(&totals.bytes, bytes as u64);
+        }
+        (Outcome::Sent { packets, .. }, DatagramKind::Rtcp) => add(&counters.rtcp_packets, u64::from(packets)),
+        (Outcome::Dropped { packets }, _) => {
+            add(&counters.dropped, u64::from(packets));
+            add(&totals.dropped, u64::from(packets));
+            slot.overflow.dropped(u64::from(packets), Instant::now());
+        }
+        (Outcome::Failed { packets }, _) => {
+            add(&counters.dropped, u64::from(packets));
+            add(&counters.send_errors, u64::from(packets));
+            add(&totals.dropped, u64::from(packets));
+            add(&totals.send_errors, u64::from(packets));
+        }
+        (Outcome::GsoRefused, _) => {
+            slot.gso = false;
+            add(&counters.gso_refused, 1);
+        }
+    }
+}
+
+/// Hands the `len` bytes written at the batch's next buffer to the viewer's
+/// transport: the send batch (UDP), or the queue of its ICE-TCP connection
+/// (counted at once: queued is sent, a full queue drops).
+fn commit(
+    send: &mut SendBatch,
+    slots: &mut [Option<ViewerSlot>],
+    viewer: &Viewer,
+    len: usize,
+    tag: SlotTag,
+    merge: bool,
+) {
+    let Some(tcp) = &viewer.tcp else {
+        send.commit(len, &viewer.address, tag, merge);
+        return;
+    };
+    let queued = tcp.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push_frame(&send.next_buffer()[..len]);
+    let outcome = if queued { Outcome::Sent { packets: 1, bytes: len } } else { Outcome::Dropped { packets: 1 } };
+    if let Some(slot) = slots[tag.viewer as usize].as_mut() {
+        count_outcome(slot, tag.kind, outcome);
+    }
 }
 
 #[cfg(test)]

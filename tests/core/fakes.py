@@ -126,8 +126,16 @@ class FakeEndpoint:
     removed: list[WebRtcPeer] = field(default_factory=list)
     restarted: list[WebRtcPeer] = field(default_factory=list)
 
-    def candidates(self) -> list[Candidate]:
+    ice_tcp: bool = False
+
+    def candidates(self, *, tcp: bool = True) -> list[Candidate]:
         return [host_candidate(index, ip, self.port) for index, ip in enumerate(self.advertised_ips)]
+
+    def tcp_connection(self, address: tuple[str, int]) -> None:
+        return None
+
+    def transport_of(self, address: tuple[str, int]) -> str:
+        return "udp"
 
     def add_peer(self, peer: WebRtcPeer, on_event: EventHandler) -> None:
         self.peers[peer] = on_event
@@ -163,7 +171,7 @@ class FakeEngine:
         self.bad_rtcp: set[bytes] = set()
 
     def add_peer(self, peer_id: int, address: tuple[str, int], srtp_profile: str, local_master_key: bytes,
-                 remote_master_key: bytes) -> None:
+                 remote_master_key: bytes, *, tcp_socket_fd: int | None = None) -> None:
         self.addresses.append((peer_id, address))
         if peer_id in self.peers:
             raise ValueError(f"peer {peer_id} already exists")
@@ -176,7 +184,7 @@ class FakeEngine:
         if self.peers.pop(peer_id, None) is not None:
             self.removed_peers.append(peer_id)
 
-    def set_peer_address(self, peer_id: int, address: tuple[str, int]) -> None:
+    def set_peer_address(self, peer_id: int, address: tuple[str, int], *, tcp_socket_fd: int | None = None) -> None:
         if peer_id not in self.peers:
             raise KeyError(peer_id)
         self.addresses.append((peer_id, address))

@@ -16,12 +16,20 @@ def build_answer(
     fingerprint: str,
     host: str,
     port: int,
+    transport: str = "udp",
 ) -> str:
-    """Accept every audio and video m-line with its first codec; reject the rest (port 0)."""
+    """Accept every audio and video m-line with its first codec; reject the rest (port 0).
+    ``transport`` "tcp": the viewer's candidate is an active TCP one (RFC 6544, port 9)."""
+    family = "IP6" if ":" in host else "IP4"
+    candidate = (
+        f"a=candidate:1 1 tcp {HOST_PRIORITY} {host} 9 typ host tcptype active"
+        if transport == "tcp"
+        else f"a=candidate:1 1 udp {HOST_PRIORITY} {host} {port} typ host"
+    )
     accepted = [m for m in offer.media if m.kind in ("audio", "video") and m.codecs and m.port != 0]
     lines = [
         "v=0",
-        f"o=- {secrets.randbits(62)} 2 IN IP4 {host}",
+        f"o=- {secrets.randbits(62)} 2 IN {family} {host}",
         "s=-",
         "t=0 0",
         "a=group:BUNDLE " + " ".join(m.mid or "" for m in accepted),
@@ -31,7 +39,7 @@ def build_answer(
         if media not in accepted:
             lines += [
                 f"m={media.kind} 0 UDP/TLS/RTP/SAVPF 0",
-                f"c=IN IP4 {host}",
+                f"c=IN {family} {host}",
                 "a=inactive",
             ]
             if media.mid is not None:
@@ -40,7 +48,7 @@ def build_answer(
         codec = media.codecs[0]
         lines += [
             f"m={media.kind} {port} UDP/TLS/RTP/SAVPF {codec.payload_type}",
-            f"c=IN IP4 {host}",
+            f"c=IN {family} {host}",
             f"a=ice-ufrag:{ice_ufrag}",
             f"a=ice-pwd:{ice_pwd}",
             f"a=fingerprint:sha-256 {fingerprint}",
@@ -56,7 +64,7 @@ def build_answer(
         if codec.fmtp:
             lines.append(f"a=fmtp:{codec.payload_type} {codec.fmtp}")
         lines += [
-            f"a=candidate:1 1 udp {HOST_PRIORITY} {host} {port} typ host",
+            candidate,
             "a=end-of-candidates",
         ]
     return "\r\n".join(lines) + "\r\n"

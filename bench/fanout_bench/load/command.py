@@ -53,6 +53,31 @@ def _choices(allowed: dict[str, Any]) -> Any:
     return parse
 
 
+API_TRANSPORTS = ("http", "ws")
+MEDIA_TRANSPORTS = ("udp", "tcp")
+
+
+def _transports(text: str) -> list[str]:
+    values = [value.strip() for value in text.split(",") if value.strip()]
+    for value in values:
+        if value not in API_TRANSPORTS + MEDIA_TRANSPORTS:
+            raise argparse.ArgumentTypeError(f"{value!r}: choose from {', '.join(API_TRANSPORTS + MEDIA_TRANSPORTS)}")
+    if sum(value in API_TRANSPORTS for value in values) > 1:
+        raise argparse.ArgumentTypeError("one Janus API transport: http or ws")
+    return values
+
+
+def routes(args: argparse.Namespace, server: str) -> list[tuple[str, str]]:
+    """The (ICE transport, family) each ramp of ``server`` takes: UDP/IPv4 first, then what was asked (fanout only)."""
+    chosen = [("udp", "ipv4")]
+    if server == "fanout":
+        if "tcp" in args.transport:
+            chosen.append(("tcp", "ipv4"))
+        if args.ipv6:
+            chosen.append(("udp", "ipv6"))
+    return chosen
+
+
 def build_parser(
     parser: argparse.ArgumentParser | None = None,
 ) -> argparse.ArgumentParser:
@@ -76,9 +101,15 @@ def build_parser(
     )
     parser.add_argument(
         "--transport",
-        choices=["http", "ws"],
-        default="ws",
-        help="Janus API transport of the viewers",
+        type=_transports,
+        default=["ws"],
+        help="the viewers' Janus API transport (http or ws) and/or, for fanout, a media transport ramped "
+        "beside UDP in the same run: tcp (ICE-TCP), e.g. ws,tcp",
+    )
+    parser.add_argument(
+        "--ipv6",
+        action="store_true",
+        help="fanout: a ramp of UDP viewers over IPv6 (::1, media.ipv6) beside the IPv4 one",
     )
     parser.add_argument("--start", type=int, default=20, help="viewers in the first step")
     parser.add_argument(
@@ -260,6 +291,7 @@ def run(args: argparse.Namespace) -> int:
     servers = ["fanout", "janus"] if args.server == "both" else [args.server]
     now = datetime.datetime.now(datetime.UTC)
     output: Path = args.output or Path("bench/results") / f"load-{now:%Y-%m-%d-%H%M}"
+    api_transport = next((value for value in args.transport if value in API_TRANSPORTS), "ws")
     plan = RampPlan(
         start=args.start,
         factor=args.factor,
@@ -271,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
         window=args.window,
         loss_threshold=args.loss,
         latency_bound_ms=args.latency_bound,
-        transport=args.transport,
+        transport=api_transport,
         keepalive=args.keepalive,
     )
     results: dict[str, Any] = {
@@ -290,7 +322,8 @@ def run(args: argparse.Namespace) -> int:
             "fanout_options": args.fanout_option,
             "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
             "accounting": "cheap viewers: RTP dropped by their socket filter, counted by the kernel "
-            "(/proc/net/udp drops); sample viewers: decrypted RTP",
+            "(/proc/net/udp, udp6 drops); ICE-TCP cheap viewers read every frame and count them by their "
+            "headers; sample viewers: decrypted RTP",
         },
         "plan": asdict(plan),
         "ramps": [],
@@ -306,21 +339,29 @@ def run(args: argparse.Namespace) -> int:
         for rate in args.rate:
             for srtp in args.srtp:
                 for name in servers:
-                    server: Server
-                    folder = work / f"{name}-{rate}-{srtp}"
-                    if name == "fanout":
-                        server = FanoutServer(folder, args.server_cpu, args.fanout_option)
-                    else:
-                        server = JanusServer(folder, args.server_cpu, args.janus_event_loops)
-                    server.nice = args.server_nice
-                    ramp = Ramp(server=name, rate=rate, srtp=srtp, transport=args.transport)
-                    ramp.server_version = server.version()
-                    if name == "fanout":  # the binary at this server's start: others may rebuild it between ramps
-                        ramp.engine = _engine_build()
-                    server_plan = dataclasses.replace(plan, start=args.start_for.get(name, plan.start))
-                    _run_one(server, ramp, server_plan, RATES[rate], PROFILES[srtp], args.load_cpu)
-                    results["ramps"].append(ramp.to_json())
-                    write_json(results, output.with_suffix(".json"))
+                    for ice_transport, family in routes(args, name):
+                        server: Server
+                        folder = work / f"{name}-{rate}-{srtp}-{ice_transport}-{family}"
+                        if name == "fanout":
+                            server = FanoutServer(
+                                folder,
+                                args.server_cpu,
+                                args.fanout_option,
+                                ice_tcp=ice_transport == "tcp",
+                                ipv6=family == "ipv6",
+                            )
+                        else:
+                            server = JanusServer(folder, args.server_cpu, args.janus_event_loops)
+                        server.nice = args.server_nice
+                        route = f"{ice_transport}/{family}"
+                        ramp = Ramp(server=name, rate=rate, srtp=srtp, transport=api_transport, route=route)
+                        ramp.server_version = server.version()
+                        if name == "fanout":  # the binary at this server's start: others may rebuild it between ramps
+                            ramp.engine = _engine_build()
+                        server_plan = dataclasses.replace(plan, start=args.start_for.get(name, plan.start))
+                        _run_one(server, ramp, server_plan, RATES[rate], PROFILES[srtp], args.load_cpu, ice_transport)
+                        results["ramps"].append(ramp.to_json())
+                        write_json(results, output.with_suffix(".json"))
     results["ratios"] = ratios(results)
     write_json(results, output.with_suffix(".json"))
     plot(results, output.with_suffix(".png"))
@@ -394,8 +435,9 @@ def _run_one(
     bitrate: float,
     profile: str,
     load_cpu: int,
+    ice_transport: str = "udp",
 ) -> None:
-    label = f"{ramp.server} {ramp.rate} {ramp.srtp}"
+    label = f"{ramp.server} {ramp.rate} {ramp.srtp} {ramp.route}"
     print(
         f"[{label}] starting {ramp.server} on cpu {server.cpu}",
         file=sys.stderr,
@@ -410,7 +452,9 @@ def _run_one(
     )
     source.start()
     try:
-        runner = RampRunner(server, source, plan, srtp_profile=profile, label=label, load_cpu=load_cpu)
+        runner = RampRunner(
+            server, source, plan, srtp_profile=profile, label=label, load_cpu=load_cpu, ice_transport=ice_transport
+        )
         asyncio.run(runner.run(ramp))
     except Exception as error:  # noqa: BLE001 - a ramp that breaks is reported; the others still run
         print(

@@ -15,16 +15,20 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def udp_sockets() -> dict[int, tuple[int, int]]:
-    """inode -> (rx_queue bytes, drops) of every IPv4 UDP socket."""
+    """inode -> (rx_queue bytes, drops) of every UDP socket (IPv4, then IPv6)."""
     sockets: dict[int, tuple[int, int]] = {}
-    with open("/proc/net/udp") as lines:
-        next(lines)
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 13:
-                continue
-            rx_queue = int(fields[4].split(":")[1], 16)
-            sockets[int(fields[9])] = (rx_queue, int(fields[12]))
+    for path in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(path) as lines:
+                next(lines)
+                for line in lines:
+                    fields = line.split()
+                    if len(fields) < 13:
+                        continue
+                    rx_queue = int(fields[4].split(":")[1], 16)
+                    sockets[int(fields[9])] = (rx_queue, int(fields[12]))
+        except FileNotFoundError:  # a kernel without IPv6
+            pass
     return sockets
 
 

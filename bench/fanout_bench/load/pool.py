@@ -43,6 +43,7 @@ class PoolConfig:
     sample: bool = False
     concurrency: int = 16
     keepalive: float = KEEPALIVE_INTERVAL
+    ice_transport: str = "udp"  # the viewers' media: "udp", or "tcp" (ICE-TCP, RFC 4571 frames)
 
 
 @dataclass
@@ -92,6 +93,7 @@ class ViewerPool:
                     certificate=self.certificate,
                     srtp_profile=self.config.srtp_profile,
                     sample=self.config.sample,
+                    transport=self.config.ice_transport,
                 )
                 try:
                     times = await viewer.join()
@@ -163,9 +165,12 @@ class ViewerPool:
         RTP is the socket's drop count (its filter drops every RTP datagram);
         the others (RTCP, STUN) are read and counted here. A viewer whose socket
         the kernel's listing skipped is left out."""
-        drops = udp_drops({viewer.inode for viewer in self.viewers})
+        drops = udp_drops({viewer.inode for viewer in self.viewers if viewer.counter is None})
         counts: dict[int, tuple[int, int]] = {}
         for index, viewer in enumerate(self.viewers):
+            if viewer.counter is not None:  # ICE-TCP: the viewer reads and counts every frame
+                counts[index] = (viewer.counter.rtp, viewer.counter.other)
+                continue
             drained = viewer.drain()
             if viewer.inode in drops:
                 counts[index] = (drops[viewer.inode], drained)

@@ -103,6 +103,7 @@ class Ramp:
     rate: str
     srtp: str
     transport: str
+    route: str = "udp/ipv4"  # the viewers' media path: ICE transport and address family
     steps: list[Step] = field(default_factory=list)
     capacity: int = 0
     capacity_limited_by: str = ""  # "loss", "latency", "max_viewers", "joins"
@@ -159,6 +160,7 @@ class RampRunner:
         srtp_profile: str,
         label: str,
         load_cpu: int,
+        ice_transport: str = "udp",
     ) -> None:
         self.load_cpu = load_cpu
         self.server = server
@@ -173,6 +175,7 @@ class RampRunner:
             host=server.viewer_host,
             srtp_profile=srtp_profile,
             keepalive=plan.keepalive,
+            ice_transport=ice_transport,
         )
 
     def progress(self, text: str) -> None:

@@ -9,8 +9,9 @@ from typing import Any
 
 def capacity_table(results: dict[str, Any]) -> str:
     """Capacity per server and stream, with fanout's ratio to Janus where both ran."""
-    rows = ["server  rate   srtp  transport  viewers held  Gbit/s  kpkt/s  cpu/Gbit/s  p99 ms  limited by"]
+    rows = ["server  rate   srtp  transport  route     viewers held  Gbit/s  kpkt/s  cpu/Gbit/s  p99 ms  limited by"]
     capacities: dict[tuple[str, str], dict[str, int]] = {}
+    routed: list[tuple[str, str, str, int]] = []
     for ramp in results["ramps"]:
         held = [s for s in ramp["steps"] if s["held"]]
         best = held[-1] if held else None
@@ -20,11 +21,20 @@ def capacity_table(results: dict[str, Any]) -> str:
         p99 = f"{best['latency_ms']['p99']:.1f}" if best and best["latency_ms"].get("p99") is not None else "-"
         held_text = f"{ramp['capacity']}" + ("+" if ramp["capacity_limited_by"] == "max_viewers" else "")
         rows.append(
-            f"{ramp['server']:7s} {ramp['rate']:6s} {ramp['srtp']:5s} {ramp['transport']:10s} {held_text:>12s}"
+            f"{ramp['server']:7s} {ramp['rate']:6s} {ramp['srtp']:5s} {ramp['transport']:10s} "
+            f"{ramp.get('route', 'udp/ipv4'):9s} {held_text:>12s}"
             f"  {gbps:>6s}  {kpps:>6s}  {per:>10s}  {p99:>6s}  {ramp['capacity_limited_by']}"
         )
-        capacities.setdefault((ramp["rate"], ramp["srtp"]), {})[ramp["server"]] = ramp["capacity"]
+        route = ramp.get("route", "udp/ipv4")
+        if route == "udp/ipv4":
+            capacities.setdefault((ramp["rate"], ramp["srtp"]), {})[ramp["server"]] = ramp["capacity"]
+        else:
+            routed.append((ramp["rate"], ramp["srtp"], route, ramp["capacity"]))
     ratios = []
+    for rate, srtp, route, capacity in routed:
+        udp = capacities.get((rate, srtp), {}).get("fanout")
+        if udp:
+            ratios.append(f"{rate} {srtp}: fanout over {route} holds {capacity / udp:.2f}x its UDP/IPv4 viewers")
     for (rate, srtp), by_server in capacities.items():
         if "fanout" in by_server and by_server.get("janus"):
             ratio = by_server["fanout"] / by_server["janus"]
@@ -35,7 +45,8 @@ def capacity_table(results: dict[str, Any]) -> str:
 def ratios(results: dict[str, Any]) -> dict[str, float]:
     capacities: dict[str, dict[str, int]] = {}
     for ramp in results["ramps"]:
-        capacities.setdefault(f"{ramp['rate']} {ramp['srtp']}", {})[ramp["server"]] = ramp["capacity"]
+        if ramp.get("route", "udp/ipv4") == "udp/ipv4":
+            capacities.setdefault(f"{ramp['rate']} {ramp['srtp']}", {})[ramp["server"]] = ramp["capacity"]
     return {
         key: by_server["fanout"] / by_server["janus"]
         for key, by_server in capacities.items()
@@ -69,7 +80,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         steps = ramp["steps"]
         if not steps:
             continue
-        label = f"{ramp['server']} {ramp['rate']} {ramp['srtp']}"
+        label = f"{ramp['server']} {ramp['rate']} {ramp['srtp']} {ramp.get('route', 'udp/ipv4')}"
         style = "-" if ramp["server"] == "fanout" else "--"
         x = [s["viewers"] for s in steps]
         (line,) = panels[0].plot(

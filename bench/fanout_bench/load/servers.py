@@ -143,9 +143,15 @@ class Server:
 class FanoutServer(Server):
     name = "fanout"
 
-    def __init__(self, folder: Path, cpu: int, extra: list[str] | None = None) -> None:
+    def __init__(
+        self, folder: Path, cpu: int, extra: list[str] | None = None, *, ice_tcp: bool = False, ipv6: bool = False
+    ) -> None:
         super().__init__(folder, cpu)
         self.extra = extra or []
+        self.ice_tcp = ice_tcp  # nat.ice_tcp: viewers may come over ICE-TCP
+        self.ipv6 = ipv6  # media.ipv6 and ::1 advertised: the viewers come over IPv6
+        if ipv6:
+            self.viewer_host = "::1"
 
     def command(self) -> list[str]:
         return [
@@ -167,11 +173,15 @@ class FanoutServer(Server):
 	admin_secret = "{ADMIN_SECRET}"
 }}
 nat: {{
-	nat_1_1_mapping = "127.0.0.1"
+	nat_1_1_mapping = "{'127.0.0.1,::1' if self.ipv6 else '127.0.0.1'}"
+	ice_tcp = {'true' if self.ice_tcp else 'false'}
+}}
+media: {{
+	ipv6 = {'true' if self.ipv6 else 'false'}
 }}
 fanout: {{
 	webrtc_port = {WEBRTC_PORT}
-	webrtc_interface = "127.0.0.1"
+	webrtc_interface = "{'::' if self.ipv6 else '127.0.0.1'}"
 	max_connections_per_address = 0	# every load client connects from 127.0.0.1
 {own}
 }}

@@ -13,6 +13,13 @@ Then:
   keeps sending;
 - a *sample* viewer reads and decrypts everything (:class:`MediaMeter`).
 
+Over ICE-TCP (``transport="tcp"``, RFC 6544) the viewer connects to the
+server's passive TCP candidate and speaks RFC 4571 frames; a cheap TCP viewer
+cannot leave its RTP to a socket filter (a connection nobody reads stalls the
+server's sends), so it reads everything and counts the frames by their headers
+(:class:`FrameCounter`). The host's family (IPv4 or IPv6) picks the server's
+candidates of that family.
+
 Both keep the Janus session alive (see :mod:`fanout_bench.load.pool`).
 """
 
@@ -36,6 +43,7 @@ from fanout.webrtc.dtls import (
     SrtpKeys,
 )
 from fanout.webrtc.sdp import SdpError, parse_description
+from fanout.webrtc.tcp import FrameError, FrameReader, frame
 from fanout_bench.load.answer import build_answer
 from fanout_bench.load.ice import Address, IceClient
 from fanout_bench.load.media import MediaMeter
@@ -85,6 +93,39 @@ class RtpDropFilter:
 RTP_DROP_FILTER = RtpDropFilter()
 
 
+class FrameCounter:
+    """Counts RFC 4571 frames in a TCP byte stream without keeping them: RTP, and the rest."""
+
+    def __init__(self) -> None:
+        self.rtp = 0
+        self.other = 0
+        self._skip = 0  # bytes of the current frame still to come
+        self._head = b""  # a cut length or first byte
+
+    def feed(self, data: memoryview) -> None:
+        position = 0
+        if self._head:
+            data = memoryview(self._head + bytes(data))
+            self._head = b""
+        end = len(data)
+        position = min(self._skip, end)
+        self._skip -= position
+        while position < end:
+            if end - position < 4:
+                self._head = bytes(data[position:end])
+                return
+            length = (data[position] << 8) | data[position + 1]
+            first, second = data[position + 2], data[position + 3]
+            if 128 <= first <= 191 and not 192 <= second <= 223:
+                self.rtp += 1
+            else:
+                self.other += 1
+            position += 2 + length
+            if position > end:
+                self._skip = position - end
+                return
+
+
 class JoinError(RuntimeError):
     """A viewer could not get to media; the message says at which step."""
 
@@ -110,6 +151,7 @@ class Viewer:
         certificate: DtlsCertificate,
         srtp_profile: str,
         sample: bool,
+        transport: str = "udp",
     ) -> None:
         self.api = api
         self.mountpoint = mountpoint
@@ -117,7 +159,10 @@ class Viewer:
         self.certificate = certificate
         self.profile = SRTP_CHOICES[srtp_profile]
         self.sample = sample
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.transport = transport
+        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
+        self.sock = socket.socket(self.family, kind)
         self.sock.setblocking(False)
         if sample:  # room for a second of 9.6 Mbit/s should the load core stall the reader
             try:
@@ -144,6 +189,9 @@ class Viewer:
         self._first_packet: asyncio.Future[None] = self._loop.create_future()
         self._dtls_timer: asyncio.TimerHandle | None = None
         self._watch_ns = 0
+        self._frames = FrameReader()
+        self.counter: FrameCounter | None = None  # a cheap TCP viewer's, once up
+        self._discard = bytearray(1 << 18)
 
     # Joining.
 
@@ -184,13 +232,19 @@ class Viewer:
         offer = parse_description(offer_text)
         self.ice = ice = IceClient(controlling=offer.ice_lite)
         ice.set_remote(offer.ice_ufrag, offer.ice_pwd)
+        ipv6 = self.family == socket.AF_INET6
         candidates = [
             (c.ip, c.port)
             for c in offer.candidates
-            if c.transport.lower() == "udp" and c.component == 1 and ":" not in c.ip
+            if c.transport.lower() == self.transport and c.component == 1 and (":" in c.ip) == ipv6
+            and (self.transport == "udp" or c.tcptype == "passive")
         ]
         if not candidates:
-            raise JoinError("offer: no IPv4 UDP candidate")
+            raise JoinError(f"offer: no {'IPv6' if ipv6 else 'IPv4'} {self.transport.upper()} candidate")
+        if self.transport == "tcp":
+            self.state_step = "connect"
+            await asyncio.wait_for(self._loop.sock_connect(self.sock, candidates[0]), STEP_TIMEOUT)
+            candidates = candidates[:1]
         self.dtls = DtlsTransport(
             self.certificate,
             is_server=False,
@@ -205,6 +259,7 @@ class Viewer:
             fingerprint=self.certificate.fingerprint("sha-256"),
             host=self.host,
             port=self.port,
+            transport=self.transport,
         )
         self.state_step = "start"
         await self.api.message(handle, {"request": "start"}, {"type": "answer", "sdp": answer})
@@ -225,7 +280,13 @@ class Viewer:
         await asyncio.wait_for(asyncio.shield(self._first_packet), STEP_TIMEOUT)
         self.times.first_packet = time.monotonic() - start
         self.api.stop_events()
-        if not self.sample:
+        if not self.sample and self.transport == "tcp":
+            self.counter = FrameCounter()
+            self.counter.feed(memoryview(self._frames.take_pending()))  # where the frame reader stopped
+            self._stop_reading()
+            self._loop.add_reader(self.sock.fileno(), self._count_frames)
+            self._reading = True
+        elif not self.sample:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CHEAP_RCVBUF)
             self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, RTP_DROP_FILTER.program)
             self._stop_reading()
@@ -243,7 +304,10 @@ class Viewer:
 
     def _send(self, data: bytes, address: Address) -> None:
         try:
-            self.sock.sendto(data, address)
+            if self.transport == "tcp":
+                self.sock.send(frame(data))  # a few small frames: the socket's buffer takes them whole
+            else:
+                self.sock.sendto(data, address)
         except (BlockingIOError, OSError):
             pass
 
@@ -258,6 +322,9 @@ class Viewer:
             self._reading = False
 
     def _readable(self) -> None:
+        if self.transport == "tcp":
+            self._read_frames()
+            return
         for _ in range(256):
             try:
                 data, address = self.sock.recvfrom(2048)
@@ -266,6 +333,39 @@ class Viewer:
             except OSError:
                 return
             self._datagram(data, address, time.monotonic_ns())
+
+    def _read_frames(self) -> None:
+        try:
+            data = self.sock.recv(1 << 18)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._stop_reading()
+            return
+        now_ns = time.monotonic_ns()
+        try:
+            frames = self._frames.feed(data)
+        except FrameError:
+            self._stop_reading()
+            return
+        remote = self.sock.getpeername()[:2]
+        for packet in frames:
+            self._datagram(packet, remote, now_ns)
+
+    def _count_frames(self) -> None:
+        assert self.counter is not None
+        try:
+            size = self.sock.recv_into(self._discard)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            size = 0
+        if size == 0:
+            self._stop_reading()
+            return
+        self.counter.feed(memoryview(self._discard)[:size])
 
     def _datagram(self, data: bytes, address: Address, now_ns: int) -> None:
         if not data:
@@ -322,12 +422,18 @@ class Viewer:
 
     # Once up.
 
+    def pause_reading(self) -> None:
+        """Read nothing more (a viewer whose window closes: over TCP the server's queue fills)."""
+        self._stop_reading()
+
     def send_consent(self) -> None:
         if self.ice is not None and self.remote is not None:
             self._send(self.ice.consent_request(), self.remote)
 
     def drain(self) -> int:
         """Read what the kernel queued (a cheap viewer's RTCP and STUN); returns how many so far."""
+        if self.counter is not None:
+            return self.counter.other
         while True:
             try:
                 self.sock.recv(2048)

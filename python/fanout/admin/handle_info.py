@@ -105,12 +105,13 @@ def _webrtc(gateway: Gateway, handle: Handle, bytes_lastsec: int) -> dict[str, A
     if peer.remote_candidates:  # as Janus: only when there are some
         ice["remote-candidates"] = [_janus_candidate(candidate) for candidate in peer.remote_candidates]
     if peer.address is not None:
+        transport = endpoint.transport_of(peer.address)
         remote_type = next(
-            (c.type for c in peer.remote_candidates if (c.ip, c.port) == peer.address and c.transport.lower() == "udp"),
+            (c.type for c in peer.remote_candidates if (c.ip, c.port) == peer.address and c.transport.lower() == transport),
             "prflx",
         )  # a TURN relay's address the viewer trickled shows as "relay"
         ice["selected-pair"] = selected_pair(endpoint, peer.address, remote_type)
-        ice["selected-transport"] = "udp"  # fanout's: the viewer's transport and address family
+        ice["selected-transport"] = transport  # fanout's: the viewer's transport ("udp", "tcp") and address family
         ice["selected-family"] = address_family(peer.address[0])
     ice["ready"] = 1 if peer.address is not None else -1
     remote = peer.remote_description

@@ -193,6 +193,7 @@ class Settings:
     webrtc_interface: str = "0.0.0.0"
     webrtc_receive_buffer: int = DEFAULT_WEBRTC_RECEIVE_BUFFER  # fanout.webrtc_receive_buffer, bytes; 0 = the kernel's default
     ipv6: bool = False  # media.ipv6: dual-stack sockets ("::" takes IPv4 too) and IPv6 host candidates
+    ice_tcp: bool = False  # nat.ice_tcp: ICE-TCP (RFC 6544, passive candidates) on the WebRTC port's TCP twin
     engine_cores: tuple[int, ...] | None = None  # None: one engine worker per core
     engine_pin: bool = True
     max_viewers: int = 0  # fanout.max_viewers: a new viewer is refused past this many; 0 = no limit
@@ -306,6 +307,7 @@ def read_settings(
         webrtc_interface=_bind_host(own, "webrtc_interface", None, interface_ip or any_host),
         webrtc_receive_buffer=_non_negative(own, "webrtc_receive_buffer", DEFAULT_WEBRTC_RECEIVE_BUFFER),
         ipv6=ipv6,
+        ice_tcp=_ice_tcp(nat),
         engine_cores=_cores(own, "engine_cores"),
         engine_pin=_get_bool(own, "engine_pin", True),
         max_viewers=_non_negative(own, "max_viewers", 0),
@@ -387,6 +389,13 @@ def _dual_stack(listeners: _Listeners, ipv6: bool) -> _Listeners:
         if item.name.endswith("host") and getattr(listeners, item.name) == "0.0.0.0"
     }
     return dataclasses.replace(listeners, **hosts)
+
+
+def _ice_tcp(nat: Group) -> bool:
+    """nat.ice_tcp. Janus takes it only with nat.ice_lite; fanout is always an ICE-lite agent, so
+    ice_lite is read and needs no value."""
+    _moot(nat, ("ice_lite",))
+    return _get_bool(nat, "ice_tcp", False)
 
 
 def _ice_server_settings(nat: Group) -> IceServerSettings:

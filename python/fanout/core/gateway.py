@@ -536,12 +536,13 @@ class Gateway:
 
 
 def selected_pair(endpoint: WebRtcEndpoint, remote: tuple[str, int], remote_type: str = "prflx") -> str:
-    """Janus's text for an ICE pair: ``local:port [host,udp] <-> remote:port [prflx,udp]``; the local
-    address is the advertised one of the remote's family."""
+    """Janus's text for an ICE pair: ``local:port [host,udp] <-> remote:port [prflx,udp]`` (``tcp`` for an
+    ICE-TCP connection); the local address is the advertised one of the remote's family."""
     family = address_family(remote[0])
     same_family = [ip for ip in endpoint.advertised_ips if address_family(ip) == family]
     local = (same_family or endpoint.advertised_ips or ["0.0.0.0"])[0]
-    return f"{local}:{endpoint.port} [host,udp] <-> {remote[0]}:{remote[1]} [{remote_type},udp]"
+    transport = endpoint.transport_of(remote)
+    return f"{local}:{endpoint.port} [host,{transport}] <-> {remote[0]}:{remote[1]} [{remote_type},{transport}]"
 
 
 def address_family(ip: str) -> str:

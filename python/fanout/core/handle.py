@@ -40,7 +40,7 @@ from fanout.webrtc.peer import (
 if TYPE_CHECKING:
     from fanout._engine import Engine
     from fanout.core.session import Session
-    from fanout.webrtc.endpoint import WebRtcEndpoint
+    from fanout.webrtc.endpoint import TcpConnection, WebRtcEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -349,10 +349,17 @@ class Handle:
         elif isinstance(event, AddressChanged):
             if self._media_keys is not None:
                 self._media_keys = dataclasses.replace(self._media_keys, address=event.address)
+            connection = self.endpoint.tcp_connection(event.address)
             try:
-                self.engine.set_peer_address(self.id, event.address)
+                self.engine.set_peer_address(
+                    self.id, event.address, tcp_socket_fd=connection.fileno() if connection is not None else None
+                )
             except KeyError:
-                pass
+                return
+            except ValueError as error:
+                logger.error("handle %d: the engine refused the new address: %s", self.id, error)
+                return
+            self._hand_over(connection)
         elif isinstance(event, PeerClosed):
             logger.info("handle %d: PeerConnection closed: %s", self.id, event.reason)
             self.hangup(event.reason, notify=True)
@@ -365,12 +372,20 @@ class Handle:
     def _add_engine_peer(self, keys: DtlsConnected) -> None:
         """The engine learns the peer's keys and address: it can take its RTCP, and the plugin
         can subscribe it to media."""
+        connection = self.endpoint.tcp_connection(keys.address)  # ICE-TCP: the engine writes to it from now on
         try:
             self.engine.add_peer(
-                self.id, keys.address, keys.srtp_profile, keys.local_master_key, keys.remote_master_key  # type: ignore[arg-type]
-            )
+                self.id, keys.address, keys.srtp_profile, keys.local_master_key, keys.remote_master_key,  # type: ignore[arg-type]
+                tcp_socket_fd=connection.fileno() if connection is not None else None,
+            )  # fmt: skip
         except (ValueError, RuntimeError) as error:
             logger.error("handle %d: the engine refused the peer: %s", self.id, error)
+            return
+        self._hand_over(connection)
+
+    def _hand_over(self, connection: TcpConnection | None) -> None:
+        if connection is not None:
+            connection.hand_over(lambda packet: self.engine.send_tcp_frame(self.id, packet))
 
     def _receive_rtcp(self, packet: bytes) -> None:
         try:

@@ -108,6 +108,7 @@ class StateCollector(Collector):
         peers = sum(1 for handle in gateway.handles.values() if handle.media_keys is not None)
         yield _gauge("fanout_peerconnections", "handles whose PeerConnection is up", peers)
         yield self._peerconnections_by_route()
+        yield from self._ice_tcp()
         yield _gauge("fanout_accepting_new_sessions", "1 if new sessions are accepted", int(gateway.accepting_new_sessions))
         yield from self._mountpoints()
         yield from self._workers()
@@ -167,14 +168,37 @@ class StateCollector(Collector):
                 yield _gauge("fanout_worker_load", "the engine workers' mean busy fraction (sampled with max_worker_load)", admission.worker_load)
         yield refused
 
+    def _ice_tcp(self) -> Iterable[Metric]:
+        """The ICE-TCP port: connections open, and those closed before or instead of carrying a viewer."""
+        endpoint = self.gateway.endpoint
+        if not endpoint.ice_tcp:
+            return
+        yield _gauge("fanout_ice_tcp_connections", "ICE-TCP connections open", endpoint.tcp_connections)
+        yield CounterMetricFamily("fanout_ice_tcp_accepted", "ICE-TCP connections accepted", value=endpoint.tcp_accepted)
+        refused = CounterMetricFamily(
+            "fanout_ice_tcp_refused",
+            "ICE-TCP connections closed by fanout for what they sent or failed to send, by reason",
+            labels=["reason"],
+        )
+        for reason, count in (
+            ("not_stun", endpoint.tcp_rejected),
+            ("bad_framing", endpoint.tcp_malformed),
+            ("setup_timeout", endpoint.tcp_setup_timeouts),
+            ("evicted", endpoint.tcp_evicted),
+            ("write_failed", endpoint.tcp_write_failures),
+        ):
+            refused.add_metric([reason], count)
+        yield refused
+
     def _peerconnections_by_route(self) -> Metric:
         from fanout.core.gateway import address_family
 
-        counts = {(transport, family): 0 for transport in ("udp",) for family in ("ipv4", "ipv6")}
+        counts = {(transport, family): 0 for transport in ("udp", "tcp") for family in ("ipv4", "ipv6")}
+        endpoint = self.gateway.endpoint
         for handle in self.gateway.handles.values():
             peer = handle.peer
             if handle.media_keys is not None and peer is not None and peer.address is not None:
-                counts["udp", address_family(peer.address[0])] += 1
+                counts[endpoint.transport_of(peer.address), address_family(peer.address[0])] += 1
         family = GaugeMetricFamily(
             "fanout_peerconnections_by_route",
             "PeerConnections that are up, by the viewer's transport and address family",

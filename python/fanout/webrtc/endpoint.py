@@ -19,6 +19,20 @@ one control-plane thread; what does not fit, the kernel drops (:meth:`WebRtcEndp
 Bound to ``::``, the socket is dual-stack (IPV6_V6ONLY off): IPv4 peers arrive as
 v4-mapped addresses, which the endpoint hands to peers in their IPv4 form and maps
 back when it sends.
+
+ICE-TCP (``ice_tcp``, RFC 6544): a TCP listener on the same port takes viewers
+that cannot use UDP; the endpoint advertises a passive TCP candidate beside each
+UDP one (ranked below them). Each connection is known by its remote address, so
+peers see its frames (:mod:`fanout.webrtc.tcp`) as datagrams from that address
+and their answers go back on it. A connection's first frame must be a STUN
+check naming a peer's ufrag, and a connection that has not passed an
+authenticated check within ``TCP_SETUP_TIMEOUT`` is closed; until then its frames
+are at most ``MAX_SETUP_FRAME`` bytes, and past ``MAX_UNPROVEN_CONNECTIONS`` the
+oldest such connection is closed for a new one: bounded memory whatever arrives.
+Once the peer's DTLS is up the handle gives the engine the connection
+(:meth:`TcpConnection.hand_over`): the engine sends the media and everything else
+the peer sends from then on (one writer, so frames never interleave); the
+endpoint goes on reading it (STUN consent, DTLS, SRTCP).
 """
 
 from __future__ import annotations
@@ -28,6 +42,7 @@ import ipaddress
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +51,7 @@ from fanout.webrtc.dtls import DtlsCertificate
 from fanout.webrtc.peer import PeerClosed, PeerEvent, WebRtcPeer
 from fanout.webrtc.sdp import Candidate
 from fanout.webrtc.stun import StunError, StunMessage
+from fanout.webrtc.tcp import FrameError, FrameReader, frame, passive_candidate
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +59,15 @@ HOST_TYPE_PREFERENCE = 126
 SOCKET_LISTING_ATTEMPTS = 3
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux: past net.core.rmem_max, with CAP_NET_ADMIN
 EventHandler = Callable[[WebRtcPeer, PeerEvent], None]
+
+TCP_SETUP_TIMEOUT = 10.0  # seconds a TCP connection may take to pass an authenticated STUN check
+MAX_SETUP_FRAME = 1500  # the largest frame before that (a binding request is a few hundred bytes)
+MAX_UNPROVEN_CONNECTIONS = 256  # TCP connections without a passed check; past this the oldest is closed
+TCP_BACKLOG = 1024
+TCP_READ_BYTES = 65536
+# Each connection's kernel send buffer: the engine's own queue (512 KiB) holds the rest, so a viewer that
+# stops reading is found stalled after about a second of media, not after the kernel's autotuned megabytes.
+TCP_SEND_BUFFER = 128 * 1024
 
 
 def host_candidate(index: int, ip: str, port: int) -> Candidate:
@@ -102,8 +127,46 @@ class _Protocol(asyncio.DatagramProtocol):
         logger.debug("WebRTC socket error: %s", exc)
 
 
+class TcpConnection:
+    """One viewer's ICE-TCP connection, known by its remote address."""
+
+    def __init__(self, sock: socket.socket, address: tuple[str, int], accepted_at: float) -> None:
+        self.socket = sock
+        self.address = address
+        self.accepted_at = accepted_at
+        self.reader = FrameReader(MAX_SETUP_FRAME)
+        self.peer: WebRtcPeer | None = None  # set once an authenticated check came on it
+        self._engine_send: Callable[[bytes], bool] | None = None
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    @property
+    def handed_over(self) -> bool:
+        return self._engine_send is not None
+
+    def hand_over(self, engine_send: Callable[[bytes], bool]) -> None:
+        """From now on the engine writes to the connection: what the endpoint sends on it
+        goes through ``engine_send`` (the engine's ``send_tcp_frame`` for this peer)."""
+        self._engine_send = engine_send
+
+    def send(self, packet: bytes) -> bool:
+        """Send ``packet`` as one frame; False if it was not sent whole (the caller closes a
+        connection not handed over yet: a frame cut short would break the stream)."""
+        if self._engine_send is not None:
+            try:
+                return self._engine_send(packet)
+            except (KeyError, ValueError, RuntimeError):  # the engine's peer is gone meanwhile
+                return False
+        data = frame(packet)
+        try:
+            return self.socket.send(data) == len(data)
+        except OSError:
+            return False
+
+
 class WebRtcEndpoint:
-    """A UDP socket, its certificate and the peers it serves."""
+    """A UDP socket (and with ICE-TCP a TCP listener on its port), its certificate and the peers it serves."""
 
     def __init__(
         self,
@@ -129,13 +192,26 @@ class WebRtcEndpoint:
         self._timers: dict[WebRtcPeer, asyncio.TimerHandle] = {}
         # Datagrams from these addresses go to their receiver, not to a peer (a cluster relay's SRTCP).
         self._address_routes: dict[tuple[str, int], Callable[[bytes], None]] = {}
+        self._tcp_listener: socket.socket | None = None
+        self._tcp_connections: dict[tuple[str, int], TcpConnection] = {}
+        self._unproven: dict[tuple[str, int], TcpConnection] = {}  # insertion order: oldest first
+        self._tcp_sweep: asyncio.TimerHandle | None = None
+        self.tcp_accepted = 0
+        self.tcp_rejected = 0  # closed before their first check: not STUN, or no such peer
+        self.tcp_malformed = 0  # closed for breaking the framing (or a frame too large before a check)
+        self.tcp_setup_timeouts = 0  # closed for passing no check within TCP_SETUP_TIMEOUT
+        self.tcp_evicted = 0  # closed for a newer one past MAX_UNPROVEN_CONNECTIONS
+        self.tcp_write_failures = 0  # closed because a frame could not be written whole before the hand-over
+        self.tcp_frames_dropped = 0  # frames the engine's queue did not take after the hand-over
 
     @classmethod
     async def open(
-        cls, bind_host: str, port: int, advertised_ips: list[str], *, receive_buffer: int = 0
+        cls, bind_host: str, port: int, advertised_ips: list[str], *, receive_buffer: int = 0, ice_tcp: bool = False
     ) -> WebRtcEndpoint:
-        """Bind the socket (``receive_buffer``: the bytes to ask for its receive buffer, 0 = the
-        kernel's default). Raises OSError, or ValueError if bound to every address with none to advertise."""
+        """The UDP socket on ``bind_host:port`` (0: a free port; ``receive_buffer``: the bytes to ask
+        for its receive buffer, 0 = the kernel's default), with ``ice_tcp`` a TCP listener on the same
+        port too. Raises OSError if either cannot be bound, or ValueError if bound to every address
+        with none to advertise."""
         if not advertised_ips and ipaddress.ip_address(bind_host).is_unspecified:
             raise ValueError(f"bound to {bind_host}: name the addresses to advertise")
         loop = asyncio.get_running_loop()
@@ -160,12 +236,37 @@ class WebRtcEndpoint:
                 granted >> 10, receive_buffer >> 10, receive_buffer,
             )  # fmt: skip
         endpoint = cls(loop, sock, DtlsCertificate.generate(), advertised_ips or [bind_host])
+        if ice_tcp:
+            try:
+                endpoint._listen_tcp(family, bind_host, port)
+            except OSError:
+                sock.close()
+                raise
         endpoint._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(endpoint), sock=sock)
         logger.info(
-            "WebRTC endpoint on %s:%d, advertising %s, receive buffer %d KiB",
-            bind_host, endpoint.port, endpoint.advertised_ips, endpoint.receive_buffer >> 10,
+            "WebRTC endpoint on %s:%d (UDP%s), advertising %s, receive buffer %d KiB",
+            bind_host, endpoint.port, " and TCP" if ice_tcp else "", endpoint.advertised_ips, endpoint.receive_buffer >> 10,
         )  # fmt: skip
         return endpoint
+
+    def _listen_tcp(self, family: socket.AddressFamily, bind_host: str, port: int) -> None:
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setblocking(False)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            listener.bind((bind_host, port))
+            listener.listen(TCP_BACKLOG)
+        except OSError:
+            listener.close()
+            raise
+        self._tcp_listener = listener
+        self._loop.add_reader(listener.fileno(), self._accept)
+
+    @property
+    def ice_tcp(self) -> bool:
+        return self._tcp_listener is not None
 
     @property
     def peers(self) -> list[WebRtcPeer]:
@@ -197,8 +298,26 @@ class WebRtcEndpoint:
             raise
         return sock
 
-    def candidates(self) -> list[Candidate]:
-        return [host_candidate(index, ip, self.port) for index, ip in enumerate(self.advertised_ips)]
+    def candidates(self, *, tcp: bool = True) -> list[Candidate]:
+        """The host candidates: one UDP per advertised address, then (ICE-TCP, unless ``tcp`` is
+        false) one passive TCP per address."""
+        count = len(self.advertised_ips)
+        udp = [host_candidate(index, ip, self.port) for index, ip in enumerate(self.advertised_ips)]
+        if not (tcp and self.ice_tcp):
+            return udp
+        return udp + [passive_candidate(index, count, ip, self.port) for index, ip in enumerate(self.advertised_ips)]
+
+    def tcp_connection(self, address: tuple[str, int]) -> TcpConnection | None:
+        """The ICE-TCP connection from ``address``, if that is one."""
+        return self._tcp_connections.get(address)
+
+    def transport_of(self, address: tuple[str, int]) -> str:
+        """"tcp" for an ICE-TCP connection's address, else "udp"."""
+        return "tcp" if address in self._tcp_connections else "udp"
+
+    @property
+    def tcp_connections(self) -> int:
+        return len(self._tcp_connections)
 
     def add_peer(self, peer: WebRtcPeer, on_event: EventHandler) -> None:
         self._peers_by_ufrag[peer.local_ufrag] = peer
@@ -221,6 +340,8 @@ class WebRtcEndpoint:
         self._peers_by_ufrag.pop(peer.local_ufrag, None)
         for address in [a for a, p in self._peers_by_address.items() if p is peer]:
             del self._peers_by_address[address]
+        for connection in [c for c in self._tcp_connections.values() if c.peer is peer]:
+            self._close_tcp(connection)
         timer = self._timers.pop(peer, None)
         if timer is not None:
             timer.cancel()
@@ -244,6 +365,15 @@ class WebRtcEndpoint:
             self.remove_peer(peer)
         if self._transport is not None:
             self._transport.close()
+        for connection in list(self._tcp_connections.values()):
+            self._close_tcp(connection)
+        if self._tcp_listener is not None:
+            self._loop.remove_reader(self._tcp_listener.fileno())
+            self._tcp_listener.close()
+            self._tcp_listener = None
+        if self._tcp_sweep is not None:
+            self._tcp_sweep.cancel()
+            self._tcp_sweep = None
 
     def datagram_received(self, data: bytes, address: tuple[str, int]) -> None:
         receiver = self._address_routes.get(address)
@@ -278,6 +408,10 @@ class WebRtcEndpoint:
     def _send(self, peer: WebRtcPeer) -> None:
         assert self._transport is not None
         for data, address in peer.drain_transmits():
+            connection = self._tcp_connections.get(address)
+            if connection is not None:
+                self._send_tcp(connection, data)
+                continue
             if self._ipv6_socket and ":" not in address[0]:
                 address = ("::ffff:" + address[0], address[1])
             self._transport.sendto(data, address)
@@ -303,3 +437,127 @@ class WebRtcEndpoint:
         deadline = peer.next_timeout()
         if deadline is not None:
             self._timers[peer] = self._loop.call_at(deadline, self._on_timer, peer)
+
+    # -- ICE-TCP
+
+    def _accept(self) -> None:
+        assert self._tcp_listener is not None
+        for _ in range(64):  # a burst of connections does not hold the loop for long
+            try:
+                sock, remote = self._tcp_listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # out of descriptors, ...: the listener's backlog waits
+                logger.warning("ICE-TCP accept failed: %s", error)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TCP_SEND_BUFFER)
+            address = (unmapped(remote[0]), remote[1])
+            old = self._tcp_connections.get(address)
+            if old is not None:  # the same 4-tuple again: the old one is gone
+                self._close_tcp(old)
+            if len(self._unproven) >= MAX_UNPROVEN_CONNECTIONS:
+                self.tcp_evicted += 1
+                self._close_tcp(next(iter(self._unproven.values())))
+            connection = TcpConnection(sock, address, time.monotonic())
+            self._tcp_connections[address] = connection
+            self._unproven[address] = connection
+            self.tcp_accepted += 1
+            self._loop.add_reader(sock.fileno(), self._tcp_readable, connection)
+            if self._tcp_sweep is None:
+                self._tcp_sweep = self._loop.call_later(1.0, self._sweep_unproven)
+
+    def _sweep_unproven(self) -> None:
+        """Closes the connections that passed no check within TCP_SETUP_TIMEOUT."""
+        self._tcp_sweep = None
+        deadline = time.monotonic() - TCP_SETUP_TIMEOUT
+        for connection in [c for c in self._unproven.values() if c.accepted_at <= deadline]:
+            self.tcp_setup_timeouts += 1
+            self._close_tcp(connection)
+        if self._unproven:
+            self._tcp_sweep = self._loop.call_later(1.0, self._sweep_unproven)
+
+    def _tcp_readable(self, connection: TcpConnection) -> None:
+        try:
+            data = connection.socket.recv(TCP_READ_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._tcp_closed_by_viewer(connection)
+            return
+        try:
+            frames = connection.reader.feed(data)
+        except FrameError as error:
+            logger.debug("ICE-TCP %s: %s", connection.address, error)
+            self.tcp_malformed += 1
+            self._tcp_closed_by_viewer(connection)
+            return
+        for packet in frames:
+            if connection.address not in self._tcp_connections:
+                return  # closed by an earlier frame
+            self._tcp_frame_received(connection, packet)
+
+    def _tcp_frame_received(self, connection: TcpConnection, data: bytes) -> None:
+        peer = connection.peer
+        if peer is None:
+            username = None
+            if data[0] < 4:
+                try:
+                    username = StunMessage.parse(data).username
+                except StunError:
+                    pass
+            peer = self._peers_by_ufrag.get(username.split(":", 1)[0]) if username is not None else None
+            if peer is None:
+                self.tcp_rejected += 1
+                self._close_tcp(connection)
+                return
+        peer.receive(data, connection.address, self._loop.time())
+        if connection.peer is None and connection.address in peer.valid_addresses:
+            connection.peer = peer
+            connection.reader.max_frame = 65535  # DTLS records and SCTP may be large now
+            del self._unproven[connection.address]
+        self._process(peer)
+
+    def _send_tcp(self, connection: TcpConnection, data: bytes) -> None:
+        if connection.send(data):
+            return
+        if connection.handed_over:
+            self.tcp_frames_dropped += 1
+            return
+        self.tcp_write_failures += 1
+        self._tcp_closed_by_viewer(connection)
+
+    def _tcp_closed_by_viewer(self, connection: TcpConnection) -> None:
+        """The connection ended (or broke): closed; its peer too if media went over it."""
+        peer = connection.peer
+        self._close_tcp(connection)
+        if peer is not None and peer in self._handlers and peer.address == connection.address:
+            self._loop.call_soon(self._close_peer, peer, "TCP connection closed")
+
+    def _close_peer(self, peer: WebRtcPeer, reason: str) -> None:
+        handler = self._handlers.get(peer)
+        if handler is None:
+            return
+        try:
+            handler(peer, PeerClosed(reason))
+        except Exception:
+            logger.exception("WebRTC event handler failed on PeerClosed")
+        self.remove_peer(peer)
+
+    def close_tcp_peer(self, peer: WebRtcPeer, reason: str) -> None:
+        """The engine lost ``peer``'s ICE-TCP connection (stalled, broken): the peer closes."""
+        for connection in [c for c in self._tcp_connections.values() if c.peer is peer]:
+            self._close_tcp(connection)
+        self._close_peer(peer, reason)
+
+    def _close_tcp(self, connection: TcpConnection) -> None:
+        if self._tcp_connections.get(connection.address) is not connection:
+            return
+        del self._tcp_connections[connection.address]
+        self._unproven.pop(connection.address, None)
+        self._peers_by_address.pop(connection.address, None)
+        self._loop.remove_reader(connection.socket.fileno())
+        connection.socket.close()

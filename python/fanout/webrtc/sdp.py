@@ -60,6 +60,7 @@ class Candidate:
     type: str
     related_address: str | None = None
     related_port: int | None = None
+    tcptype: str | None = None  # a TCP candidate's "active", "passive" or "so" (RFC 6544 section 4.5)
 
     @classmethod
     def parse(cls, text: str) -> Candidate:
@@ -89,6 +90,7 @@ class Candidate:
             type=fields[7],
             related_address=extensions.get("raddr"),
             related_port=int(related_port) if related_port is not None and related_port.isdigit() else None,
+            tcptype=extensions.get("tcptype"),
         )
 
     def __str__(self) -> str:
@@ -98,6 +100,8 @@ class Candidate:
         )
         if self.related_address is not None and self.related_port is not None:
             text += f" raddr {self.related_address} rport {self.related_port}"
+        if self.tcptype is not None:
+            text += f" tcptype {self.tcptype}"
         return text
 
 

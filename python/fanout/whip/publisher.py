@@ -247,5 +247,5 @@ class WhipPublisher:
             ice_pwd=self.peer.local_pwd,
             fingerprint=("sha-256", self.endpoint.certificate.fingerprint()),
             setup="passive",
-            candidates=self.endpoint.candidates(),
+            candidates=self.endpoint.candidates(tcp=False),  # the publisher link is a UDP socket
         )
