@@ -950,7 +950,7 @@ impl Viewer {
         for_each_transport_feedback(packet, |feedback| {
             read += 1;
             cc.estimator.on_feedback(at, |packet| {
-                let _ = feedback.for_each_packet(|sequence, arrival| packet(sequence, arrival));
+                let _ = feedback.for_each_packet(packet);
             });
         });
         if let Some(remb) = remb {
