@@ -30,7 +30,7 @@ class SourceStream(TypedDict):
 
     index: int  # the stream's position in the mountpoint (its mindex)
     kind: MediaKind
-    codec: str  # lower case: "vp8", "vp9", "h264", "opus", ...; the engine finds keyframes of vp8 and h264
+    codec: str  # lower case: "vp8", "vp9", "h264", "opus", ...; the engine finds keyframes of vp8, vp9, h264, h265 and av1
     clock_rate: int  # RTP clock rate, e.g. 90000 for video, 48000 for opus
     host: NotRequired[str]  # the address to bind, e.g. "0.0.0.0" or "127.0.0.1"; needed with port
     port: NotRequired[int]  # 0 lets the kernel pick; absent: fed by the publisher link

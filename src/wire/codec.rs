@@ -6,6 +6,8 @@ pub enum Codec {
     Vp8,
     Vp9,
     H264,
+    H265,
+    Av1,
     /// Audio, or video whose keyframes the engine cannot see: starts at once.
     Other,
 }
@@ -16,6 +18,8 @@ impl Codec {
             "vp8" => Self::Vp8,
             "vp9" => Self::Vp9,
             "h264" => Self::H264,
+            "h265" | "hevc" => Self::H265,
+            "av1" => Self::Av1,
             _ => Self::Other,
         }
     }
@@ -30,6 +34,8 @@ impl Codec {
             Self::Vp8 => vp8_keyframe_start(payload),
             Self::Vp9 => vp9_keyframe_start(payload),
             Self::H264 => h264_keyframe_start(payload),
+            Self::H265 => h265_keyframe_start(payload),
+            Self::Av1 => av1_keyframe_start(payload),
             Self::Other => false,
         }
     }
@@ -45,7 +51,7 @@ impl Codec {
             }
             // Single NAL units, STAP-A (the highest of its units) and FU-A (the indicator) carry NRI here.
             Self::H264 => payload.first().is_some_and(|header| header & 0x60 == 0 && header & 0x1f != 0),
-            Self::Vp9 | Self::Other => false,
+            Self::Vp9 | Self::H265 | Self::Av1 | Self::Other => false,
         }
     }
 }
@@ -234,6 +240,53 @@ fn h264_starts_nal_unit(payload: &[u8], wanted: impl Fn(u8) -> bool) -> bool {
     }
 }
 
+const H265_IRAP_TYPES: std::ops::RangeInclusive<u8> = 16..=21; // BLA, IDR, CRA
+const H265_VPS: u8 = 32;
+const H265_SPS: u8 = 33;
+const H265_AGGREGATION_PACKET: u8 = 48;
+const H265_FRAGMENTATION_UNIT: u8 = 49;
+
+/// RFC 7798 (no DONL, as WebRTC sends it): a single NAL unit that is an IRAP
+/// picture's slice (BLA, IDR, CRA), a VPS or an SPS; an aggregation packet
+/// holding one; or the first fragment (S set) of an IRAP slice.
+fn h265_keyframe_start(payload: &[u8]) -> bool {
+    let starts_keyframe = |nal_type: u8| H265_IRAP_TYPES.contains(&nal_type) || matches!(nal_type, H265_VPS | H265_SPS);
+    let nal_type = |header: u8| (header >> 1) & 0x3f;
+    let (Some(&first), Some(_)) = (payload.first(), payload.get(1)) else {
+        return false;
+    };
+    match nal_type(first) {
+        H265_AGGREGATION_PACKET => {
+            let mut offset = 2;
+            while let Some(size) = payload.get(offset..offset + 2) {
+                let size = usize::from(u16::from_be_bytes([size[0], size[1]]));
+                let Some(&header) = payload.get(offset + 2) else {
+                    return false;
+                };
+                if size < 2 {
+                    return false;
+                }
+                if starts_keyframe(nal_type(header)) {
+                    return true;
+                }
+                offset += 2 + size;
+            }
+            false
+        }
+        H265_FRAGMENTATION_UNIT => {
+            payload.get(2).is_some_and(|fu_header| fu_header & 0x80 != 0 && starts_keyframe(fu_header & 0x3f))
+        }
+        single => starts_keyframe(single),
+    }
+}
+
+/// The AV1 RTP payload's aggregation header (AV1 RTP specification section
+/// 4.4): N set (the first packet of a coded video sequence, which starts with
+/// a keyframe) and Z clear (its first OBU is not the continuation of one).
+fn av1_keyframe_start(payload: &[u8]) -> bool {
+    payload.first().is_some_and(|header| header & 0x08 != 0 && header & 0x80 == 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,9 +379,41 @@ mod tests {
     }
 
     #[test]
+    fn h265_keyframes() {
+        let h265 = Codec::H265;
+        // Two-byte NAL unit headers: type in bits 1-6 of the first byte.
+        assert!(h265.is_keyframe_start(&[19 << 1, 0x01, 0xaf]), "IDR_W_RADL");
+        assert!(h265.is_keyframe_start(&[21 << 1, 0x01]), "CRA");
+        assert!(h265.is_keyframe_start(&[32 << 1, 0x01, 0x0c]), "VPS");
+        assert!(!h265.is_keyframe_start(&[1 << 1, 0x01, 0xd0]), "TRAIL_R, not a keyframe");
+        assert!(!h265.is_keyframe_start(&[34 << 1, 0x01]), "PPS alone");
+        assert!(!h265.is_keyframe_start(&[19 << 1]), "cut inside the header");
+        // Aggregation packet: VPS (3 bytes), then PPS; PPS then a TRAIL_R slice.
+        assert!(h265.is_keyframe_start(&[48 << 1, 0x01, 0, 3, 32 << 1, 0x01, 0x0c, 0, 2, 34 << 1, 0x01]));
+        assert!(!h265.is_keyframe_start(&[48 << 1, 0x01, 0, 2, 34 << 1, 0x01, 0, 2, 1 << 1, 0x01]));
+        assert!(!h265.is_keyframe_start(&[48 << 1, 0x01, 0, 0, 19 << 1]), "an empty unit");
+        // Fragmentation unit: start of an IDR slice, its middle, start of a TRAIL_R slice.
+        assert!(h265.is_keyframe_start(&[49 << 1, 0x01, 0x80 | 19, 0xaf]));
+        assert!(!h265.is_keyframe_start(&[49 << 1, 0x01, 19, 0xaf]));
+        assert!(!h265.is_keyframe_start(&[49 << 1, 0x01, 0x80 | 1, 0xaf]));
+        assert!(!h265.is_keyframe_start(&[49 << 1, 0x01]));
+    }
+
+    #[test]
+    fn av1_keyframes() {
+        let av1 = Codec::Av1;
+        assert!(av1.is_keyframe_start(&[0x18, 0x0a]), "N, W = 1: a new coded video sequence");
+        assert!(!av1.is_keyframe_start(&[0x10, 0x32]), "no N: an inter frame");
+        assert!(!av1.is_keyframe_start(&[0x88, 0x00]), "Z: continues an OBU");
+        assert!(!av1.is_keyframe_start(&[]));
+    }
+
+    #[test]
     fn other_codecs_never_wait() {
         assert!(!Codec::from_name("opus").finds_keyframes());
-        assert!(!Codec::from_name("av1").finds_keyframes());
-        assert!(Codec::from_name("h264").finds_keyframes());
+        assert!(!Codec::from_name("pcmu").finds_keyframes());
+        for video in ["vp8", "vp9", "h264", "h265", "hevc", "av1"] {
+            assert!(Codec::from_name(video).finds_keyframes(), "{video}");
+        }
     }
 }
