@@ -14,6 +14,7 @@ from typing import TypeVar
 import aiohttp
 
 from tests.support.ports import free_ports
+from tests.support.server import TEST_MAX_SEND_DELAY_MS
 
 SECRET = "the cluster secret of these tests"
 ORIGIN_IP = "127.0.0.2"
@@ -90,6 +91,7 @@ fanout: {{
 	metrics_interface = "{ip}"
 	engine_cores = "0"
 	engine_pin = false
+	max_send_delay_ms = {TEST_MAX_SEND_DELAY_MS}
 }}
 cluster: {{
 	secret = "{secret}"

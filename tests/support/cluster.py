@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from tests.support.netns import NetworkNamespace
 from tests.support.ports import free_ports
-from tests.support.server import FanoutProcess
+from tests.support.server import TEST_MAX_SEND_DELAY_MS, FanoutProcess
 
 SECRET = "a-cluster-secret-for-tests"
 ADMIN_SECRET = "admin-for-tests"
@@ -121,6 +121,7 @@ fanout: {{
 	webrtc_interface = "{address}"
 	metrics_port = {metrics}
 	metrics_interface = "{address}"
+	max_send_delay_ms = {TEST_MAX_SEND_DELAY_MS}
 }}
 cluster: {{
 	redis_url = "{redis_url}"
