@@ -232,7 +232,7 @@ def overload_plot(results: dict[str, Any], path: Any) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 4, figsize=(20, 5))
+    figure, axes = plt.subplots(1, 5, figsize=(25, 5))
     colors = {"fanout": "tab:blue", "janus": "tab:red"}
     for run in results["overload"]:
         levels = run["levels"]
@@ -277,6 +277,21 @@ def overload_plot(results: dict[str, Any], path: Any) -> None:
                 color=color,
                 label=f"{run['server']} {request}",
             )
+        for role, style in (("workers", "-"), ("receiver", "--"), ("rest", ":")):
+            if run["server"] != "fanout" and role != "rest":
+                continue
+            axes[4].plot(
+                x,
+                [_thread_groups(level["step"].get("server_threads_cpu", {})).get(role, 0.0) for level in levels],
+                style,
+                marker="o",
+                color=color,
+                label=f"{run['server']} {'all threads' if run['server'] != 'fanout' else role}",
+            )
+        axes[4].plot(
+            x, [level["step"]["load_core_busy"] for level in levels], "-.", marker="s", color=color,
+            label=f"load core ({run['server']} run)",
+        )  # fmt: skip
     axes[0].set_title("delivered Gbit/s (SRTP)")
     axes[1].set_title("per-viewer RTP loss % (p50, p95, max)")
     axes[1].set_yscale("symlog", linthresh=0.1)
@@ -284,6 +299,8 @@ def overload_plot(results: dict[str, Any], path: Any) -> None:
     axes[2].set_yscale("log")
     axes[3].set_title("control plane p99 ms (ping, info, get_status)")
     axes[3].set_yscale("log")
+    axes[4].set_title("cores: server threads (fanout rest: control plane), load core")
+    axes[4].set_ylim(0, 1.1)
     for axis in axes:
         axis.set_xlabel("load, % of the server's own capacity")
         axis.set_xticks(list(LEVELS))
