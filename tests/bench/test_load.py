@@ -271,3 +271,32 @@ def test_both_ends_of_a_window_are_read_while_the_source_is_held() -> None:
     asyncio.run(runner._measure(step, _CountingViewers(source), _NoSamples()))  # type: ignore[arg-type]
     assert not source.held
     assert step.source_pps > 0 and step.viewer_loss["max"] == 0.0
+
+
+def test_a_sample_viewer_times_each_packet_to_its_arrival_and_keeps_its_own_read_delay_apart() -> None:
+    import pylibsrtp
+    from fanout_bench.load.media import MediaMeter
+    from fanout_bench.load.source import _STAMP, STAMP_MAGIC, rtp_header, vp8_payload
+
+    key = bytes(range(28))
+    sender = pylibsrtp.Session(
+        pylibsrtp.Policy(
+            key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+            srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
+        )
+    )  # fmt: skip
+    meter = MediaMeter("AEAD_AES_128_GCM", key)
+    sent_ns = 1_000_000_000
+    # Frame 30 is a keyframe (the first of a second), frame 31 an interframe; 2 ms to the socket, then 5 ms to the read.
+    for sequence, frame in enumerate((30, 30, 31)):
+        payload = vp8_payload(1188, sequence == 0, frame == 30)
+        _STAMP.pack_into(payload, STAMP_OFFSET, STAMP_MAGIC, sent_ns, frame, sequence % 2, 2)
+        packet = sender.protect(rtp_header(96, False, sequence, 0, 1234) + bytes(payload))
+        meter.rtp(packet, received_ns=sent_ns + 7_000_000, arrived_ns=sent_ns + 2_000_000)
+    meter.rtp(packet, received_ns=sent_ns + 7_000_000)  # a replay: refused, and not timed
+    window = meter.window()
+    assert window.latencies_ms == pytest.approx([2.0, 2.0, 2.0])
+    assert window.keyframe_latencies_ms == pytest.approx([2.0, 2.0])
+    assert window.other_latencies_ms == pytest.approx([2.0])
+    assert window.read_delays_ms == pytest.approx([5.0, 5.0, 5.0])
+    assert (window.rtp_packets, window.undecryptable) == (3, 1)
