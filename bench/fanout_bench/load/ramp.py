@@ -80,7 +80,8 @@ class Step:
     joined: int = 0
     join_failures: int = 0
     join_errors: list[str] = field(default_factory=list)
-    window_s: float = 0.0
+    window_s: float = 0.0  # the time the source sent: rates are per second of it
+    cpu_wall_s: float = 0.0  # the sending and the drain after it: CPU and core figures are per second of it
     source_pps: float = 0.0
     delivered_pps: float = 0.0
     delivered_gbps: float = 0.0
@@ -274,10 +275,10 @@ class RampRunner:
         try:
             sent0 = self.source.sent()
             delivered0 = cheap.delivered()
-            cpu0, core0, softnet0 = process_cpu_seconds(pid), core_times(cpu), softnet_dropped()
-            threads0, engine0 = thread_cpu_seconds(pid), self.server.engine_counters()
-            load0 = core_times(self.load_cpu)
             input0, webrtc0 = udp_port_drops({AUDIO_PORT, VIDEO_PORT}), udp_port_drops({WEBRTC_PORT})
+            threads0, engine0 = thread_cpu_seconds(pid), self.server.engine_counters()
+            cpu0, core0, softnet0 = process_cpu_seconds(pid), core_times(cpu), softnet_dropped()
+            load0 = core_times(self.load_cpu)
         finally:
             self.source.release()
         start = time.monotonic()
@@ -286,24 +287,27 @@ class RampRunner:
         elapsed = time.monotonic() - start
         try:
             await asyncio.sleep(BOUNDARY_DRAIN)
+            cpu1, core1, softnet1 = process_cpu_seconds(pid), core_times(cpu), softnet_dropped()
+            load1 = core_times(self.load_cpu)
+            # CPU is over the sending and the drain (the work the window's packets took), per second of that.
+            cpu_wall = time.monotonic() - start
+            threads1, engine1 = thread_cpu_seconds(pid), self.server.engine_counters()
+            input1, webrtc1 = udp_port_drops({AUDIO_PORT, VIDEO_PORT}), udp_port_drops({WEBRTC_PORT})
             windows = await samples.windows()
             sent1 = self.source.sent()
             delivered1 = cheap.delivered()
-            cpu1, core1, softnet1 = process_cpu_seconds(pid), core_times(cpu), softnet_dropped()
-            threads1, engine1 = thread_cpu_seconds(pid), self.server.engine_counters()
-            load1 = core_times(self.load_cpu)
-            input1, webrtc1 = udp_port_drops({AUDIO_PORT, VIDEO_PORT}), udp_port_drops({WEBRTC_PORT})
         finally:
             self.source.release()
-        step.load_core_busy = (load1.busy - load0.busy) / elapsed
+        step.load_core_busy = (load1.busy - load0.busy) / cpu_wall
         step.server_input_drops = input1 - input0
         step.server_webrtc_drops = webrtc1 - webrtc0
         step.server_threads_cpu = {
-            name: round((seconds - threads0.get(name, 0.0)) / elapsed, 4) for name, seconds in sorted(threads1.items())
+            name: round((seconds - threads0.get(name, 0.0)) / cpu_wall, 4) for name, seconds in sorted(threads1.items())
         }
         step.engine = {key: value - engine0.get(key, 0.0) for key, value in engine1.items()}
         if "worker_busy_s" in step.engine:
-            step.engine["worker_busy"] = step.engine.pop("worker_busy_s") / elapsed  # cores, summed over workers
+            step.engine["worker_busy"] = step.engine.pop("worker_busy_s") / cpu_wall  # cores, summed over workers
+        step.cpu_wall_s = cpu_wall
 
         sent = (sent1["video_packets"] - sent0["video_packets"]) + (sent1["audio_packets"] - sent0["audio_packets"])
         counted = [i for i in delivered0 if i in delivered1]
@@ -334,10 +338,10 @@ class RampRunner:
         per_viewer += [w["lost"] / w["expected"] if w["expected"] else 1.0 for w in windows]
         step.viewer_loss = loss_distribution(per_viewer)
         step.viewers_counted = len(rtp_cheap) + len(windows)
-        step.server_cpu = (cpu1 - cpu0) / elapsed
-        step.core_softirq = (core1.softirq - core0.softirq) / elapsed
-        step.core_busy = (core1.busy - core0.busy) / elapsed
-        step.cpu_per_gbps = cpu_per_gbps(step.server_cpu, step.delivered_gbps)
+        step.server_cpu = (cpu1 - cpu0) / cpu_wall
+        step.core_softirq = (core1.softirq - core0.softirq) / cpu_wall
+        step.core_busy = (core1.busy - core0.busy) / cpu_wall
+        step.cpu_per_gbps = cpu_per_gbps((cpu1 - cpu0) / elapsed, step.delivered_gbps)
         latencies = [value for w in windows for value in w["latency_ms"]]
         step.latency_ms = summarize_latency(latencies)
         step.latency_keyframes_ms = summarize_latency([v for w in windows for v in w.get("keyframe_latencies_ms", [])])
