@@ -276,10 +276,11 @@ impl Mountpoint {
 
 /// `items` from `*first` round to the one before it; `*first` moves on by
 /// [`turn_stride`]: over `items.len()` passes each item starts one, and a few
-/// passes in a row start far apart in the list. (Moving on by one, an
-/// overloaded worker with 3000 viewers took 20 s to bring a viewer from the
-/// end of its passes to the front: over a few seconds the late drops fell
-/// from 0% on some viewers to 50% on others, by their place in the list.)
+/// passes in a row start far apart in the list. (Moving on by one, with a
+/// pass per source frame or audio packet at most, an overloaded worker with
+/// 3000 viewers took most of a minute to bring a viewer from the end of its
+/// passes to the front: over a few seconds the late drops fell from 0% on
+/// some viewers to 50% on others, by their place in the list.)
 fn in_turn<'a, T>(items: &'a mut [T], first: &mut usize) -> impl Iterator<Item = &'a mut T> {
     let start = if items.is_empty() { 0 } else { *first % items.len() };
     *first = start + turn_stride(items.len());
