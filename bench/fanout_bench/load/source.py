@@ -154,7 +154,7 @@ class RtpSource:
             "keyframes": counters[KEYFRAMES],
         }
 
-    async def hold(self, timeout: float = 2.0) -> None:
+    async def hold(self, timeout: float = 10.0) -> None:
         """Stops sending between two packets; returns once nothing more will be sent."""
         self._hold.set()
         deadline = time.monotonic() + timeout
