@@ -256,8 +256,9 @@ struct Mountpoint {
     latest: Vec<Option<(u32, u16)>>,
     caches: Caches,
     viewers: Vec<Viewer>,
-    /// Which viewer the next fan-out starts with: it moves on every pass, so that
-    /// when the socket cannot take a whole batch the drops fall on different viewers.
+    /// Which viewer the next fan-out starts with: it moves on every pass (see
+    /// [`in_turn`]), so that when a pass cannot reach every viewer in time the
+    /// drops and the delay fall on different viewers.
     first_viewer: usize,
 }
 
@@ -267,18 +268,46 @@ impl Mountpoint {
         Self { id, histories, latest: vec![None; streams], caches, viewers: Vec::new(), first_viewer: 0 }
     }
 
-    /// The viewers in this pass's order: a rotation of the list, one further each pass.
+    /// The viewers in this pass's order: a rotation of the list (see [`in_turn`]).
     fn viewers_in_turn(&mut self) -> impl Iterator<Item = &mut Viewer> {
         in_turn(&mut self.viewers, &mut self.first_viewer)
     }
 }
 
-/// `items` from `*first` round to the one before it; `*first` moves on by one.
+/// `items` from `*first` round to the one before it; `*first` moves on by
+/// [`turn_stride`]: over `items.len()` passes each item starts one, and a few
+/// passes in a row start far apart in the list. (Moving on by one, with a
+/// pass per source frame or audio packet at most, an overloaded worker with
+/// 3000 viewers took most of a minute to bring a viewer from the end of its
+/// passes to the front: over a few seconds the late drops fell from 0% on
+/// some viewers to 50% on others, by their place in the list.)
 fn in_turn<'a, T>(items: &'a mut [T], first: &mut usize) -> impl Iterator<Item = &'a mut T> {
     let start = if items.is_empty() { 0 } else { *first % items.len() };
-    *first = start + 1;
+    *first = start + turn_stride(items.len());
     let (before, from_start) = items.split_at_mut(start);
     from_start.iter_mut().chain(before.iter_mut())
+}
+
+/// The step between two passes' first viewers among `len`: the integer
+/// nearest `len / φ` (the golden ratio) that has no common divisor with `len`,
+/// so the starts go round every position (a full cycle) and any run of
+/// consecutive passes spreads its starts evenly (Weyl's golden sequence).
+fn turn_stride(len: usize) -> usize {
+    if len < 3 {
+        return 1;
+    }
+    let nearest = (len as f64 / 1.618_033_988_749_895).round() as usize;
+    (0..len)
+        .flat_map(|distance| [nearest.saturating_sub(distance), nearest + distance])
+        .find(|&stride| stride > 0 && stride < len && gcd(stride, len) == 1)
+        .unwrap_or(1)
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 /// Holds the viewer's video streams that have a keyframe cache until StartViewer.
@@ -854,7 +883,7 @@ impl Worker {
 /// Rewrites and protects each delivered packet for each viewer of the
 /// mountpoint that takes its stream, viewer by viewer, into the send batch,
 /// so each viewer's packets lie together (runs for GSO) and in order. Each
-/// pass starts with the next viewer (see `Mountpoint::viewers_in_turn`).
+/// pass starts with another viewer (see `Mountpoint::viewers_in_turn`).
 /// A packet that would leave past its deadline is left out for the viewers
 /// still waiting for it and counted; `clock` ([`monotonic_ns`]) is read before
 /// each viewer (a viewer's share of a pass takes well under a millisecond).
@@ -1214,12 +1243,38 @@ mod tests {
     }
 
     #[test]
-    fn each_pass_starts_with_the_next_viewer() {
+    fn each_pass_starts_with_another_viewer_and_each_viewer_starts_one_pass_in_turn() {
         let mut viewers = [1, 2, 3];
         let mut first = 0;
         let orders: Vec<Vec<i32>> =
             (0..4).map(|_| super::in_turn(&mut viewers, &mut first).map(|v| *v).collect()).collect();
-        assert_eq!(orders, [[1, 2, 3], [2, 3, 1], [3, 1, 2], [1, 2, 3]]);
+        assert_eq!(orders, [[1, 2, 3], [3, 1, 2], [2, 3, 1], [1, 2, 3]]);
         assert_eq!(super::in_turn(&mut [0u8; 0], &mut first).count(), 0);
+        let mut one = [7];
+        assert_eq!(super::in_turn(&mut one, &mut first).map(|v| *v).collect::<Vec<_>>(), [7]);
+    }
+
+    #[test]
+    fn a_few_passes_in_a_row_spread_their_first_viewers_over_the_whole_list() {
+        for len in [2, 4, 10, 64, 1000, 3021] {
+            let mut items: Vec<usize> = (0..len).collect();
+            let mut first = 0;
+            let starts: Vec<usize> =
+                (0..len).map(|_| *super::in_turn(&mut items, &mut first).next().unwrap()).collect();
+            let mut seen = starts.clone();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..len).collect::<Vec<_>>(), "{len} viewers: each starts one pass of {len}");
+            // Any 20 passes in a row leave no stretch of the list longer than a quarter of it without a start
+            // (moving on by one, 20 passes covered 20 neighbours).
+            if len >= 64 {
+                for window in starts.windows(20) {
+                    let mut sorted = window.to_vec();
+                    sorted.sort_unstable();
+                    let wrap = sorted[0] + len - sorted[sorted.len() - 1];
+                    let widest = sorted.windows(2).map(|pair| pair[1] - pair[0]).max().unwrap().max(wrap);
+                    assert!(widest <= len / 4, "{len} viewers: a gap of {widest} among the starts of {window:?}");
+                }
+            }
+        }
     }
 }

@@ -8,16 +8,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fanout_bench.load import main as load_main
 from fanout_bench.load.netns import bench_namespace
 from fanout_bench.load.pool import PoolConfig, SamplePool, ViewerPool
+from fanout_bench.load.ramp import RampPlan, RampRunner, Step
 from fanout_bench.load.servers import AUDIO_PORT, MOUNTPOINT, VIDEO_PORT, FanoutServer
-from fanout_bench.load.source import RtpSource, SourceShape
+from fanout_bench.load.source import STAMP_OFFSET, RtpSource, SourceShape, Stamp
 
 CHEAP, SAMPLES = 16, 4
 
@@ -144,9 +148,15 @@ def test_overload_measures_each_level_with_loss_latency_and_control_plane_times(
     levels = run["levels"]
     # 80/100/120/150% of 6 viewers, never fewer than the sample viewers plus one.
     assert [(level["percent"], level["step"]["viewers"]) for level in levels] == [(80, 5), (100, 6), (120, 7), (150, 9)]
+    assert run["sample_positions"] == [0, 2]  # spread over the first level's joins, cheap viewers between
     for level in levels:
         assert len(level["viewer_losses"]) == level["step"]["viewers"]
         assert len(level["sample_p99_ms"]) == 2 and level["step"]["latency_ms"]["p99"] is not None
+        # Where the time goes: kernel-stamped arrivals, the engine's own counters, the server's threads.
+        step = level["step"]
+        assert step["read_delay_ms"]["p99"] is not None and step["latency_rest_ms"]["p99"] is not None
+        assert step["engine"]["source_packets"] > 0 and step["engine"]["dropped_late"] >= 0
+        assert step["server_threads_cpu"].keys() >= {"fanout-worker-0", "fanout-receiver"}
         for request in ("ping", "info", "get_status"):
             times = level["control_ms"][request]
             assert times["answered"] > 0 and times["p99"] is not None, (request, times)
@@ -167,3 +177,126 @@ def test_loss_distribution_and_capacity_arguments() -> None:
     for bad in ("fanout", "nginx=3", "janus=0", "fanout=many"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["--capacity", bad])
+
+
+def _wait_for(condition: Any, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.01)
+
+
+def test_a_held_source_sends_nothing_until_released_and_then_goes_on() -> None:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.setblocking(False)
+    address = receiver.getsockname()
+    source = RtpSource(SourceShape(2e6), address, address).start()
+
+    def read_all() -> list[bytes]:
+        datagrams = []
+        while True:
+            try:
+                datagrams.append(receiver.recv(2048))
+            except BlockingIOError:
+                return datagrams
+
+    try:
+        _wait_for(lambda: source.sent()["video_packets"] > 0, "packet sent")
+        asyncio.run(source.hold())
+        sent = source.sent()
+        read_all()
+        time.sleep(0.3)  # longer than a frame and an audio packet apart
+        assert read_all() == [] and source.sent() == sent
+
+        released_ns = time.monotonic_ns()
+        source.release()
+        _wait_for(lambda: source.sent()["frames"] > sent["frames"], "frame after the release")
+        later = read_all()
+        stamps = [Stamp.find(datagram[12:]) for datagram in later]
+        assert later and all(stamp is not None and stamp.sent_ns >= released_ns for stamp in stamps)
+        assert all(datagram[12 + STAMP_OFFSET : 12 + STAMP_OFFSET + 4] == b"FoLd" for datagram in later)
+    finally:
+        source.stop()
+        receiver.close()
+
+
+class _HeldSource:
+    """A stand-in source that says whether it was held when the bench read its count."""
+
+    def __init__(self) -> None:
+        self.held = False
+        self.packets = 0
+
+    async def hold(self) -> None:
+        self.held = True
+
+    def release(self) -> None:
+        self.held = False
+        self.packets += 100  # what it sends until held again
+
+    def sent(self) -> dict[str, int]:
+        assert self.held, "the source's count was read while it was sending"
+        return {"video_packets": self.packets, "audio_packets": 0}
+
+
+class _CountingViewers:
+    def __init__(self, source: _HeldSource) -> None:
+        self.source = source
+
+    def delivered(self) -> dict[int, tuple[int, int]]:
+        assert self.source.held, "the viewers' counts were read while the source was sending"
+        return {0: (self.source.packets, 0), 1: (self.source.packets, 0)}
+
+
+class _NoSamples:
+    async def windows(self) -> list[dict[str, Any]]:
+        return []
+
+
+class _ThisProcess:
+    pid, cpu = os.getpid(), 0
+
+    def engine_counters(self) -> dict[str, float]:
+        return {}
+
+
+def test_both_ends_of_a_window_are_read_while_the_source_is_held() -> None:
+    """A packet on its way when the counts are read would count as lost at one end of the window."""
+    source = _HeldSource()
+    runner = RampRunner.__new__(RampRunner)
+    runner.server, runner.source, runner.load_cpu = _ThisProcess(), source, 0  # type: ignore[assignment]
+    runner.plan = RampPlan(window=0.05)
+    step = Step(viewers=2)
+    asyncio.run(runner._measure(step, _CountingViewers(source), _NoSamples()))  # type: ignore[arg-type]
+    assert not source.held
+    assert step.source_pps > 0 and step.viewer_loss["max"] == 0.0
+
+
+def test_a_sample_viewer_times_each_packet_to_its_arrival_and_keeps_its_own_read_delay_apart() -> None:
+    import pylibsrtp
+    from fanout_bench.load.media import MediaMeter
+    from fanout_bench.load.source import _STAMP, STAMP_MAGIC, rtp_header, vp8_payload
+
+    key = bytes(range(28))
+    sender = pylibsrtp.Session(
+        pylibsrtp.Policy(
+            key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+            srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
+        )
+    )  # fmt: skip
+    meter = MediaMeter("AEAD_AES_128_GCM", key)
+    sent_ns = 1_000_000_000
+    # Frame 30 is a keyframe (the first of a second), frame 31 an interframe; 2 ms to the socket, then 5 ms to the read.
+    for sequence, frame in enumerate((30, 30, 31)):
+        payload = vp8_payload(1188, sequence == 0, frame == 30)
+        _STAMP.pack_into(payload, STAMP_OFFSET, STAMP_MAGIC, sent_ns, frame, sequence % 2, 2)
+        packet = sender.protect(rtp_header(96, False, sequence, 0, 1234) + bytes(payload))
+        meter.rtp(packet, received_ns=sent_ns + 7_000_000, arrived_ns=sent_ns + 2_000_000)
+    meter.rtp(packet, received_ns=sent_ns + 7_000_000)  # a replay: refused, and not timed
+    window = meter.window()
+    assert window.latencies_ms == pytest.approx([2.0, 2.0, 2.0])
+    assert window.keyframe_latencies_ms == pytest.approx([2.0, 2.0])
+    assert window.other_latencies_ms == pytest.approx([2.0])
+    assert window.read_delays_ms == pytest.approx([5.0, 5.0, 5.0])
+    assert (window.rtp_packets, window.undecryptable) == (3, 1)

@@ -235,7 +235,8 @@ def replot(path: Path) -> int:
     results = json.loads(path.read_text())
     for ramp in results["ramps"]:
         for step in ramp["steps"]:
-            step["cpu_per_gbps"] = cpu_per_gbps(step["server_cpu"], step["delivered_gbps"])
+            cpu_seconds = step["server_cpu"] * step.get("cpu_wall_s", step["window_s"])  # older runs: one interval
+            step["cpu_per_gbps"] = cpu_per_gbps(cpu_seconds / step["window_s"], step["delivered_gbps"])
     results["ratios"] = ratios(results)
     write_json(results, path)
     plot(results, path.with_suffix(".png"))

@@ -105,3 +105,22 @@ def softnet_dropped() -> int:
         for line in lines:
             total += int(line.split()[1], 16)
     return total
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system time so far of each of ``pid``'s threads, summed by thread name (a thread gone is left out)."""
+    times: dict[str, float] = {}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return times
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                text = stat.read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        times[name] = times.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return times

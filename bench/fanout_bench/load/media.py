@@ -4,8 +4,14 @@
 unprotected with pylibsrtp (the sample pays for decryption; the cheap viewers
 do not read at all). Loss is counted per SSRC from sequence numbers (RFC 3550
 A.3: expected from the extended highest sequence number), latency from the
-source's send stamp to the moment the datagram was read, jitter as RFC 3550's
-smoothed transit difference with the stamp in place of the RTP timestamp.
+source's send stamp to the datagram's arrival at the viewer's socket (the
+kernel's receive stamp when the viewer has one, else the moment it was read),
+jitter as RFC 3550's smoothed transit difference with the stamp in place of
+the RTP timestamp. Beside it: how long the datagram then waited for the
+viewer to read it (the load side's own delay, not the server's), and the
+latencies of keyframe packets apart from the rest (a keyframe is
+``keyframe_factor`` interframes sent back to back: its fan-out to every
+viewer is the longest burst of work a server gets).
 :meth:`MediaMeter.window` returns what happened since the last call.
 """
 
@@ -16,7 +22,7 @@ from dataclasses import dataclass, field
 
 import pylibsrtp
 
-from fanout_bench.load.source import AUDIO_PT, Stamp
+from fanout_bench.load.source import AUDIO_PT, FPS, Stamp
 
 _PROFILES = {
     "AEAD_AES_128_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
@@ -66,6 +72,9 @@ class MeterWindow:
     lost: int = 0
     undecryptable: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    keyframe_latencies_ms: list[float] = field(default_factory=list)  # the packets of keyframes
+    other_latencies_ms: list[float] = field(default_factory=list)  # interframes and audio
+    read_delays_ms: list[float] = field(default_factory=list)  # kernel arrival to the read (kernel-stamped only)
     jitter_ms: float = 0.0
 
 
@@ -87,7 +96,8 @@ class MediaMeter:
         self._frames: dict[int, set[int]] = {}
         self._keyframes: set[int] = set()
 
-    def rtp(self, datagram: bytes, received_ns: int) -> None:
+    def rtp(self, datagram: bytes, received_ns: int, arrived_ns: int | None = None) -> None:
+        """One SRTP datagram read at ``received_ns``; ``arrived_ns``: the kernel's arrival stamp, if any."""
         window = self._current
         try:
             packet = self._session.unprotect(datagram)
@@ -115,8 +125,14 @@ class MediaMeter:
             window.video_packets += 1
         if stamp is None:
             return
-        transit_ms = (received_ns - stamp.sent_ns) / 1e6
+        transit_ms = ((arrived_ns or received_ns) - stamp.sent_ns) / 1e6
         window.latencies_ms.append(transit_ms)
+        if not audio and stamp.frame % FPS == 0:  # the source's first frame of each second is its keyframe
+            window.keyframe_latencies_ms.append(transit_ms)
+        else:
+            window.other_latencies_ms.append(transit_ms)
+        if arrived_ns is not None:
+            window.read_delays_ms.append((received_ns - arrived_ns) / 1e6)
         if self._transit is not None:
             self._jitter += (abs(transit_ms - self._transit) - self._jitter) / 16
         self._transit = transit_ms

@@ -54,6 +54,8 @@ class OverloadRun:
     capacity: int = 0
     capacity_source: str = ""  # "given" or "ramp"
     capacity_ramp: Ramp | None = None
+    # Each sample viewer's place in the join order (0: the first viewer).
+    sample_positions: list[int] = field(default_factory=list)
     levels: list[Level] = field(default_factory=list)
     error: str = ""
 
@@ -75,9 +77,7 @@ class OverloadRunner(RampRunner):
         await cheap.start()
         samples = SamplePool(PoolConfig(**{**asdict(self.config), "sample": True}))
         try:
-            report = await samples.add(self.plan.samples, self.plan.join_rate)
-            if report.joined < self.plan.samples:
-                raise RuntimeError(f"sample viewers could not join: {report.errors}")
+            await self._join_spread(run, cheap, samples)
             for percent in LEVELS:
                 target = max(self.plan.samples + 1, round(run.capacity * percent / 100))
                 current = self.plan.samples + len(cheap.viewers)
@@ -100,6 +100,24 @@ class OverloadRunner(RampRunner):
             await samples.close()
             await cheap.close(graceful=False)
 
+    async def _join_spread(self, run: OverloadRun, cheap: ViewerPool, samples: SamplePool) -> None:
+        """Joins the sample viewers spread over the first level's join order, cheap viewers between them.
+
+        A server that serves its viewers in join order (and not in turn, as
+        fanout's workers do) gives the first ones the shortest delays; sample
+        viewers at the front alone would see only those."""
+        first_level = max(self.plan.samples + 1, round(run.capacity * LEVELS[0] / 100))
+        between = (first_level - self.plan.samples) // self.plan.samples
+        for index in range(self.plan.samples):
+            if index > 0 and between > 0:
+                join = await cheap.add(between, self.plan.join_rate)
+                if join.failed:
+                    raise RuntimeError(f"viewers could not join: {join.errors}")
+            run.sample_positions.append(index + len(cheap.viewers))
+            report = await samples.add(1, self.plan.join_rate)
+            if report.joined < 1:
+                raise RuntimeError(f"sample viewers could not join: {report.errors}")
+
     def _report_level(self, level: Level) -> None:
         step = level.step
 
@@ -111,6 +129,18 @@ class OverloadRunner(RampRunner):
             for name, times in level.control_ms.items()
         )
         worst = max(level.sample_p99_ms, default=None)
+        threads = _thread_groups(step.server_threads_cpu)
+        engine = step.engine
+        self.progress(
+            f"{level.percent:3d}%: where the time goes: latency p99 keyframe packets "
+            f"{ms(step.latency_keyframes_ms.get('p99'))} ms, other packets {ms(step.latency_rest_ms.get('p99'))} ms, "
+            f"sample viewers' read delay p99 {ms(step.read_delay_ms.get('p99'))} ms; server cores "
+            + " ".join(f"{name} {cores:.2f}" for name, cores in threads.items())
+            + f", load core {step.load_core_busy:.2f}; drops: late {engine.get('dropped_late', '-')}, "
+            f"ring {engine.get('worker_overruns', '-')}, send {engine.get('dropped', '-')}, "
+            f"source sockets {step.server_input_drops}, WebRTC socket {step.server_webrtc_drops}, "
+            f"softnet {step.softnet_drops}, sample sockets {step.sample_socket_drops}"
+        )
         self.progress(
             f"{level.percent:3d}%: {step.viewers} viewers (+{step.joined}, {step.join_failures} failed) "
             f"{step.delivered_gbps:.2f} Gbit/s, viewer loss p50 {100 * step.viewer_loss.get('p50', 1):.2f}% "
@@ -119,6 +149,15 @@ class OverloadRunner(RampRunner):
             f"(worst sample viewer's p99 {ms(worst)}), control p50/p99 ms: {control} "
             f"-> {'holds' if level.holds else 'FAILS (' + level.failed_by + ')'}"
         )
+
+
+def _thread_groups(threads: dict[str, float]) -> dict[str, float]:
+    """A server's cores by role: fanout's engine workers and receiver, and the rest (its Python control plane)."""
+    groups: dict[str, float] = {}
+    for name, cores in threads.items():
+        role = "workers" if name.startswith("fanout-worker") else "receiver" if name == "fanout-receiver" else "rest"
+        groups[role] = groups.get(role, 0.0) + cores
+    return groups
 
 
 def run_overload(
@@ -159,8 +198,8 @@ def run_overload(
 
 def overload_table(runs: list[dict[str, Any]]) -> str:
     rows = [
-        "server  level viewers  Gbit/s  loss p50/p95/max %      latency p50/p99 ms  "
-        "ping p50/p99  info p50/p99  get_status p50/p99  holds"
+        "server  level viewers  Gbit/s   cpu  loss p50/p95/max %      latency p50/p99 ms  p99 key/other ms  "
+        "read p99  late drops  ping p50/p99  info p50/p99  get_status p50/p99  holds"
     ]
 
     def ms(value: float | None) -> str:
@@ -171,10 +210,15 @@ def overload_table(runs: list[dict[str, Any]]) -> str:
             step, control = level["step"], level["control_ms"]
             loss = step["viewer_loss"]
             latency = step["latency_ms"]
+            late = step.get("engine", {}).get("dropped_late")
             rows.append(
                 f"{run['server']:7s} {level['percent']:4d}% {step['viewers']:7d}  {step['delivered_gbps']:6.2f}  "
+                f"{step['server_cpu']:4.2f}  "
                 f"{100 * loss.get('p50', 1):5.2f}/{100 * loss.get('p95', 1):5.2f}/{100 * loss.get('max', 1):6.2f}  "
                 f"{ms(latency.get('p50')):>8s}/{ms(latency.get('p99')):<8s}  "
+                f"{ms(step.get('latency_keyframes_ms', {}).get('p99')):>7s}/"
+                f"{ms(step.get('latency_rest_ms', {}).get('p99')):<8s}  "
+                f"{ms(step.get('read_delay_ms', {}).get('p99')):>8s}  {'-' if late is None else f'{late:.0f}':>10s}  "
                 + "  ".join(f"{ms(control[n]['p50']):>6s}/{ms(control[n]['p99']):<6s}" for n in control)
                 + f"  {'yes' if level['holds'] else 'no (' + level['failed_by'] + ')'}"
             )
@@ -188,7 +232,7 @@ def overload_plot(results: dict[str, Any], path: Any) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 4, figsize=(20, 5))
+    figure, axes = plt.subplots(1, 5, figsize=(25, 5))
     colors = {"fanout": "tab:blue", "janus": "tab:red"}
     for run in results["overload"]:
         levels = run["levels"]
@@ -216,6 +260,14 @@ def overload_plot(results: dict[str, Any], path: Any) -> None:
                 color=color,
                 label=f"{run['server']} {key}",
             )
+        axes[2].plot(
+            x,
+            [level["step"].get("latency_rest_ms", {}).get("p99") or float("nan") for level in levels],
+            "--",
+            marker="x",
+            color=color,
+            label=f"{run['server']} p99 without keyframe packets",
+        )
         for request, style in (("ping", "-"), ("info", "--"), ("get_status", ":")):
             axes[3].plot(
                 x,
@@ -225,13 +277,30 @@ def overload_plot(results: dict[str, Any], path: Any) -> None:
                 color=color,
                 label=f"{run['server']} {request}",
             )
+        for role, style in (("workers", "-"), ("receiver", "--"), ("rest", ":")):
+            if run["server"] != "fanout" and role != "rest":
+                continue
+            axes[4].plot(
+                x,
+                [_thread_groups(level["step"].get("server_threads_cpu", {})).get(role, 0.0) for level in levels],
+                style,
+                marker="o",
+                color=color,
+                label=f"{run['server']} {'all threads' if run['server'] != 'fanout' else role}",
+            )
+        axes[4].plot(
+            x, [level["step"]["load_core_busy"] for level in levels], "-.", marker="s", color=color,
+            label=f"load core ({run['server']} run)",
+        )  # fmt: skip
     axes[0].set_title("delivered Gbit/s (SRTP)")
     axes[1].set_title("per-viewer RTP loss % (p50, p95, max)")
     axes[1].set_yscale("symlog", linthresh=0.1)
-    axes[2].set_title("added latency ms, sample viewers (p50, p99)")
+    axes[2].set_title("added latency ms, sample viewers (send to socket arrival)")
     axes[2].set_yscale("log")
     axes[3].set_title("control plane p99 ms (ping, info, get_status)")
     axes[3].set_yscale("log")
+    axes[4].set_title("cores: server threads (fanout rest: control plane), load core")
+    axes[4].set_ylim(0, 1.1)
     for axis in axes:
         axis.set_xlabel("load, % of the server's own capacity")
         axis.set_xticks(list(LEVELS))

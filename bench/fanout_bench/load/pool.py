@@ -177,6 +177,8 @@ class ViewerPool:
         return counts
 
     def meter_windows(self) -> list[dict[str, Any]]:
+        """Each sample viewer's window, with what its socket dropped meanwhile (the reader fell behind)."""
+        drops = udp_drops({viewer.inode for viewer in self.viewers if viewer.meter is not None})
         windows = []
         for viewer in self.viewers:
             if viewer.meter is None:
@@ -185,6 +187,9 @@ class ViewerPool:
             item = asdict(window)
             latencies = item.pop("latencies_ms")
             item["latency_ms"] = latencies
+            dropped = drops.get(viewer.inode, viewer.socket_drops)
+            item["socket_drops"] = dropped - viewer.socket_drops
+            viewer.socket_drops = dropped
             windows.append(item)
         return windows
 

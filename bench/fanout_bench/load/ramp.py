@@ -5,14 +5,17 @@ measures a window: what the source sent, what each cheap viewer's socket was
 delivered (kernel counters), what the sample viewers decrypted, and the
 server's CPU time. A step *holds* when the worst 5% of viewers lose at most
 the threshold (the 95th percentile of per-viewer loss), the sample viewers'
-p99 added latency (source send stamp to read) is at most the latency bound,
-and at most the loss threshold's share of the step's joins failed; a step that fails is measured once more before the ramp stops (a
-neighbour's burst on a shared core should not end a run). The capacity is
-the largest step held.
+p99 added latency (source send stamp to the datagram's arrival at the
+viewer's socket, stamped by the kernel) is at most the latency bound, and at
+most the loss threshold's share of the step's joins failed; a step that fails
+is measured once more before the ramp stops (a neighbour's burst on a shared
+core should not end a run). The capacity is the largest step held.
 
 A cheap viewer's RTP is counted by the kernel alone (its socket filter drops
 every RTP datagram and the socket's drop counter counts them); the sample
-viewers count what they decrypt.
+viewers count what they decrypt. Both ends of a window are read while the
+source is held (:data:`BOUNDARY_DRAIN`), so a packet still on its way is
+never counted as lost.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from fanout_bench.load.kernel import (
     core_times,
     process_cpu_seconds,
     softnet_dropped,
+    thread_cpu_seconds,
     udp_port_drops,
 )
 from fanout_bench.load.pool import (
@@ -38,8 +42,13 @@ from fanout_bench.load.pool import (
     ViewerPool,
     summarize_latency,
 )
-from fanout_bench.load.servers import AUDIO_PORT, MOUNTPOINT, VIDEO_PORT, Server
+from fanout_bench.load.servers import AUDIO_PORT, MOUNTPOINT, VIDEO_PORT, WEBRTC_PORT, Server
 from fanout_bench.load.source import RtpSource
+
+
+# At each end of a window the source is held this long before the counts are read: a packet not at its
+# viewer by then counts as lost (fanout drops what cannot leave within max_send_delay_ms, 100 by default).
+BOUNDARY_DRAIN = 0.15
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,8 @@ class Step:
     joined: int = 0
     join_failures: int = 0
     join_errors: list[str] = field(default_factory=list)
-    window_s: float = 0.0
+    window_s: float = 0.0  # the time the source sent: rates are per second of it
+    cpu_wall_s: float = 0.0  # the sending and the drain after it: CPU and core figures are per second of it
     source_pps: float = 0.0
     delivered_pps: float = 0.0
     delivered_gbps: float = 0.0
@@ -93,6 +103,14 @@ class Step:
     softnet_drops: int = 0
     viewers_counted: int = 0  # viewers whose counters were read at both ends of the window
     server_input_drops: int = 0  # source RTP the server's input sockets dropped (receive buffer full)
+    server_webrtc_drops: int = 0  # what fanout's WebRTC socket dropped (STUN, RTCP in; Janus binds other ports)
+    sample_socket_drops: int = 0  # what the sample viewers' sockets dropped (their reader fell behind: the load side)
+    # The sample viewers' latency split: keyframe packets (the longest burst to fan out), and the rest.
+    latency_keyframes_ms: dict[str, float | None] = field(default_factory=dict)
+    latency_rest_ms: dict[str, float | None] = field(default_factory=dict)
+    read_delay_ms: dict[str, float | None] = field(default_factory=dict)  # kernel arrival to the sample viewer's read
+    server_threads_cpu: dict[str, float] = field(default_factory=dict)  # cores, by thread name
+    engine: dict[str, float] = field(default_factory=dict)  # fanout's own counters over the window (see servers)
     held: bool = False
     remeasured: bool = False
 
@@ -123,6 +141,10 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
         "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
         "max": ordered[-1],
     }
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:.1f}" if value is not None else "-"
 
 
 def loss_distribution(losses: list[float]) -> dict[str, float]:
@@ -234,24 +256,58 @@ class RampRunner:
             return "joins"
         return ""
 
+    async def _quiet(self) -> None:
+        """Holds the source and waits :data:`BOUNDARY_DRAIN`: what it sent has reached the viewers or is lost."""
+        await self.source.hold()
+        await asyncio.sleep(BOUNDARY_DRAIN)
+
     async def _measure(self, step: Step, cheap: ViewerPool, samples: SamplePool) -> list[dict[str, Any]]:
-        """Fills ``step`` from one window; returns the sample viewers' windows (their latencies)."""
+        """Fills ``step`` from one window; returns the sample viewers' windows (their latencies).
+
+        The window's two ends are read while the source is held (see
+        :meth:`_quiet`), so that no packet is on its way between the source's
+        count and the viewers' (read at one end and not the other, it would
+        count as lost or twice). Rates are over the time the source sent.
+        """
         pid, cpu = self.server.pid, self.server.cpu
         await samples.windows()
-        sent0 = self.source.sent()
-        delivered0 = cheap.delivered()
+        await self._quiet()
+        try:
+            sent0 = self.source.sent()
+            delivered0 = cheap.delivered()
+            input0, webrtc0 = udp_port_drops({AUDIO_PORT, VIDEO_PORT}), udp_port_drops({WEBRTC_PORT})
+            threads0, engine0 = thread_cpu_seconds(pid), self.server.engine_counters()
+            cpu0, core0, softnet0 = process_cpu_seconds(pid), core_times(cpu), softnet_dropped()
+            load0 = core_times(self.load_cpu)
+        finally:
+            self.source.release()
         start = time.monotonic()
-        cpu0, core0, softnet0 = process_cpu_seconds(pid), core_times(cpu), softnet_dropped()
-        load0 = core_times(self.load_cpu)
-        input0 = udp_port_drops({AUDIO_PORT, VIDEO_PORT})
         await asyncio.sleep(self.plan.window)
-        windows = await samples.windows()
-        sent1 = self.source.sent()
-        delivered1 = cheap.delivered()
+        await self.source.hold()
         elapsed = time.monotonic() - start
-        cpu1, core1, softnet1 = process_cpu_seconds(pid), core_times(cpu), softnet_dropped()
-        step.load_core_busy = (core_times(self.load_cpu).busy - load0.busy) / elapsed
-        step.server_input_drops = udp_port_drops({AUDIO_PORT, VIDEO_PORT}) - input0
+        try:
+            await asyncio.sleep(BOUNDARY_DRAIN)
+            cpu1, core1, softnet1 = process_cpu_seconds(pid), core_times(cpu), softnet_dropped()
+            load1 = core_times(self.load_cpu)
+            # CPU is over the sending and the drain (the work the window's packets took), per second of that.
+            cpu_wall = time.monotonic() - start
+            threads1, engine1 = thread_cpu_seconds(pid), self.server.engine_counters()
+            input1, webrtc1 = udp_port_drops({AUDIO_PORT, VIDEO_PORT}), udp_port_drops({WEBRTC_PORT})
+            windows = await samples.windows()
+            sent1 = self.source.sent()
+            delivered1 = cheap.delivered()
+        finally:
+            self.source.release()
+        step.load_core_busy = (load1.busy - load0.busy) / cpu_wall
+        step.server_input_drops = input1 - input0
+        step.server_webrtc_drops = webrtc1 - webrtc0
+        step.server_threads_cpu = {
+            name: round((seconds - threads0.get(name, 0.0)) / cpu_wall, 4) for name, seconds in sorted(threads1.items())
+        }
+        step.engine = {key: value - engine0.get(key, 0.0) for key, value in engine1.items()}
+        if "worker_busy_s" in step.engine:
+            step.engine["worker_busy"] = step.engine.pop("worker_busy_s") / cpu_wall  # cores, summed over workers
+        step.cpu_wall_s = cpu_wall
 
         sent = (sent1["video_packets"] - sent0["video_packets"]) + (sent1["audio_packets"] - sent0["audio_packets"])
         counted = [i for i in delivered0 if i in delivered1]
@@ -276,17 +332,21 @@ class RampRunner:
         total_expected = len(rtp_cheap) * sent + expected
         step.loss = (cheap_lost + lost) / total_expected if total_expected else 1.0
         step.sample_loss = lost / expected if expected else 1.0
+        step.sample_socket_drops = sum(w.get("socket_drops", 0) for w in windows)
         step.worst_viewer_loss = max((max(0.0, 1 - count / sent) for count in rtp_cheap), default=0.0) if sent else 1.0
         per_viewer = [max(0.0, 1 - count / sent) if sent else 1.0 for count in rtp_cheap]
         per_viewer += [w["lost"] / w["expected"] if w["expected"] else 1.0 for w in windows]
         step.viewer_loss = loss_distribution(per_viewer)
         step.viewers_counted = len(rtp_cheap) + len(windows)
-        step.server_cpu = (cpu1 - cpu0) / elapsed
-        step.core_softirq = (core1.softirq - core0.softirq) / elapsed
-        step.core_busy = (core1.busy - core0.busy) / elapsed
-        step.cpu_per_gbps = cpu_per_gbps(step.server_cpu, step.delivered_gbps)
+        step.server_cpu = (cpu1 - cpu0) / cpu_wall
+        step.core_softirq = (core1.softirq - core0.softirq) / cpu_wall
+        step.core_busy = (core1.busy - core0.busy) / cpu_wall
+        step.cpu_per_gbps = cpu_per_gbps((cpu1 - cpu0) / elapsed, step.delivered_gbps)
         latencies = [value for w in windows for value in w["latency_ms"]]
         step.latency_ms = summarize_latency(latencies)
+        step.latency_keyframes_ms = summarize_latency([v for w in windows for v in w.get("keyframe_latencies_ms", [])])
+        step.latency_rest_ms = summarize_latency([v for w in windows for v in w.get("other_latencies_ms", [])])
+        step.read_delay_ms = summarize_latency([v for w in windows for v in w.get("read_delays_ms", [])])
         step.jitter_ms = statistics.fmean(w["jitter_ms"] for w in windows) if windows else None
         step.other_per_viewer = other
         step.softnet_drops = softnet1 - softnet0
@@ -302,5 +362,7 @@ class RampRunner:
             f"cpu {step.server_cpu:4.2f} (softirq {step.core_softirq:4.2f}, load core {step.load_core_busy:4.2f}) "
             f"loss {100 * step.loss:6.2f}% (worst 5% {100 * step.viewer_loss.get('p95', 1.0):.2f}%, "
             f"sample {100 * step.sample_loss:.2f}%) p99 {p99} ms "
+            f"(keyframe packets {_ms(step.latency_keyframes_ms.get('p99'))}, others {_ms(step.latency_rest_ms.get('p99'))}, "
+            f"read delay {_ms(step.read_delay_ms.get('p99'))}; late drops {step.engine.get('dropped_late', '-')}) "
             f"{'holds' if step.held else 'FAILS'}{' (measured twice)' if step.remeasured else ''}"
         )

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Self
 
@@ -27,6 +28,7 @@ HTTP_PORT = 8088
 WS_PORT = 8188
 WEBRTC_PORT = 10000
 ADMIN_PORT = 7088
+METRICS_PORT = 9100  # fanout's Prometheus endpoint: the engine's counters at each window's ends
 ADMIN_SECRET = "bench-admin"  # the Admin API (get_status) answers the overload bench's probes
 AUDIO_PORT = 5002
 VIDEO_PORT = 5004
@@ -123,6 +125,10 @@ class Server:
     def version(self) -> str:
         return ""
 
+    def engine_counters(self) -> dict[str, float]:
+        """The server's own counters of its media path so far ({} if it exposes none)."""
+        return {}
+
     WRITTEN = ("janus.jcfg", "janus.transport.http.jcfg", "janus.transport.websockets.jcfg", "janus.plugin.streaming.jcfg")
 
     def settings(self) -> dict[str, str]:
@@ -183,6 +189,7 @@ fanout: {{
 	webrtc_port = {WEBRTC_PORT}
 	webrtc_interface = "{'::' if self.ipv6 else '127.0.0.1'}"
 	max_connections_per_address = 0	# every load client connects from 127.0.0.1
+	metrics_port = {METRICS_PORT}
 {own}
 }}
 """
@@ -195,6 +202,37 @@ fanout: {{
             f"general: {{\n\tws = true\n\tws_port = {WS_PORT}\n}}\n"
         )
         (self.folder / "janus.plugin.streaming.jcfg").write_text("general: {\n}\n" + MOUNTPOINT_CONFIG)
+
+    # Prometheus metric -> the bench's name, summed over labels (workers, mountpoints).
+    ENGINE_METRICS = {
+        "fanout_worker_busy_seconds_total": "worker_busy_s",
+        "fanout_worker_source_packets_total": "worker_source_packets",
+        "fanout_worker_messages_total": "worker_messages",
+        "fanout_worker_overruns_total": "worker_overruns",
+        "fanout_dropped_late_packets_total": "dropped_late",
+        "fanout_dropped_packets_total": "dropped",
+        "fanout_send_errors_total": "send_errors",
+        "fanout_delivered_packets_total": "delivered_packets",
+        "fanout_source_packets_total": "source_packets",
+    }
+
+    def engine_counters(self) -> dict[str, float]:
+        """The engine's counters from fanout's /metrics: worker busy time, late drops, ring overruns, sends."""
+        try:
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, whatever the environment says
+            with opener.open(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return {}
+        counters: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("#"):
+                continue
+            name, _, rest = line.partition("{") if "{" in line.split(" ", 1)[0] else line.partition(" ")
+            key = self.ENGINE_METRICS.get(name)
+            if key is not None:
+                counters[key] = counters.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+        return counters
 
     def version(self) -> str:
         """The package's version; the commit and engine binary are in the results' meta."""

@@ -14,10 +14,17 @@ Every payload carries a :class:`Stamp` at :data:`STAMP_OFFSET`: the send time
 and the packet's place in its frame, so a viewer measures latency and knows a
 whole frame from a partial one. The source runs in its own process and counts
 what it sent in shared memory, read by :meth:`RtpSource.sent` at any moment.
+
+A measurement can :meth:`~RtpSource.hold` the source between two packets:
+nothing is sent until :meth:`~RtpSource.release`, and the schedule then goes
+on shifted by the pause (no catch-up burst; the RTP timestamps go on as if the
+encoder had paused). While it is held, what the source sent and what each
+viewer got can be read without packets in flight between them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -128,6 +135,8 @@ class RtpSource:
         context = multiprocessing.get_context("fork")
         self._counters = context.Array("q", 6, lock=False)
         self._stop = context.Event()
+        self._hold = context.Event()  # asked by the bench: send nothing more
+        self._held = context.Event()  # the child's answer: nothing more is sent until released
         self._process = context.Process(target=self._run, name="fanout-bench-source", daemon=True)
 
     def start(self) -> RtpSource:
@@ -145,6 +154,19 @@ class RtpSource:
             "keyframes": counters[KEYFRAMES],
         }
 
+    async def hold(self, timeout: float = 10.0) -> None:
+        """Stops sending between two packets; returns once nothing more will be sent."""
+        self._hold.set()
+        deadline = time.monotonic() + timeout
+        while not self._held.is_set():
+            if time.monotonic() > deadline or not self._process.is_alive():
+                raise RuntimeError("the RTP source did not pause")
+            await asyncio.sleep(0.001)
+
+    def release(self) -> None:
+        """Sending goes on, the schedule shifted by the pause."""
+        self._hold.clear()
+
     def stop(self) -> None:
         self._stop.set()
         self._process.join(5)
@@ -161,6 +183,15 @@ class RtpSource:
     def _send(self, sock: socket.socket, packet: bytes, address: tuple[str, int]) -> None:
         """One RTP packet out, in the child, right after its stamp was written."""
         sock.sendto(packet, address)
+
+    def _paused(self) -> float:
+        """In the child: sends nothing until released (or stopped); returns how long that was."""
+        began = time.monotonic()
+        self._held.set()
+        while self._hold.is_set() and not self._stop.is_set():
+            time.sleep(0.0005)
+        self._held.clear()
+        return time.monotonic() - began
 
     def _run(self) -> None:
         if self.cpu is not None:
@@ -187,12 +218,15 @@ class RtpSource:
         audio_count = 0
         frame_interval = 1 / self.shape.fps
         while not self._stop.is_set():
+            if self._hold.is_set():
+                start += self._paused()
+                continue
             next_video = start + frame * frame_interval
             next_audio = start + audio_count * AUDIO_INTERVAL
             now = time.monotonic()
             wake = min(next_video, next_audio)
-            if wake > now:
-                time.sleep(wake - now)
+            if wake > now and self._hold.wait(wake - now):
+                continue  # held before this packet
             if next_audio <= next_video:
                 payload = audio_payload
                 _STAMP.pack_into(

@@ -59,6 +59,10 @@ SO_RCVBUFFORCE = 33
 SAMPLE_RCVBUF = 4 << 20
 STEP_TIMEOUT = 20.0
 VIDEO_SIZE = 600  # an SRTP datagram this large is video (audio packets are ~150 bytes)
+SO_TIMESTAMPNS = 35  # Linux (asm-generic); the control message's type has the option's number
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+TIMESPEC = struct.Struct("@qq")  # struct timespec: seconds, nanoseconds (CLOCK_REALTIME)
+TIMESTAMP_SPACE = socket.CMSG_SPACE(TIMESPEC.size)
 
 
 class RtpDropFilter:
@@ -169,6 +173,8 @@ class Viewer:
                 self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, SAMPLE_RCVBUF)
             except OSError:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SAMPLE_RCVBUF)
+            if transport == "udp":  # each datagram's arrival, stamped by the kernel: the reader's delay is told apart
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.sock.bind((host, 0))
         self.port = self.sock.getsockname()[1]
         self.inode = os.fstat(self.sock.fileno()).st_ino
@@ -180,6 +186,7 @@ class Viewer:
         self.times = JoinTimes()
         self.state = "new"
         self.drained = 0
+        self.socket_drops = 0  # a sample viewer's: what its socket dropped, as last read
         self.next_consent = 0.0
         self.next_keepalive = 0.0
         self._loop = asyncio.get_running_loop()
@@ -325,6 +332,9 @@ class Viewer:
         if self.transport == "tcp":
             self._read_frames()
             return
+        if self.sample:
+            self._read_stamped()
+            return
         for _ in range(256):
             try:
                 data, address = self.sock.recvfrom(2048)
@@ -333,6 +343,24 @@ class Viewer:
             except OSError:
                 return
             self._datagram(data, address, time.monotonic_ns())
+
+    def _read_stamped(self) -> None:
+        """A sample viewer's reads: each datagram with the kernel's arrival stamp, as CLOCK_MONOTONIC."""
+        realtime_offset = time.time_ns() - time.monotonic_ns()
+        for _ in range(256):
+            try:
+                data, ancillary, _flags, address = self.sock.recvmsg(2048, TIMESTAMP_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            now_ns = time.monotonic_ns()
+            arrived_ns = None
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(value) >= TIMESPEC.size:
+                    seconds, nanoseconds = TIMESPEC.unpack_from(value)
+                    arrived_ns = seconds * 1_000_000_000 + nanoseconds - realtime_offset
+            self._datagram(data, address, now_ns, arrived_ns)
 
     def _read_frames(self) -> None:
         try:
@@ -367,7 +395,7 @@ class Viewer:
             return
         self.counter.feed(memoryview(self._discard)[:size])
 
-    def _datagram(self, data: bytes, address: Address, now_ns: int) -> None:
+    def _datagram(self, data: bytes, address: Address, now_ns: int, arrived_ns: int | None = None) -> None:
         if not data:
             return
         first = data[0]
@@ -379,7 +407,7 @@ class Viewer:
             if len(data) >= VIDEO_SIZE and not self._first_packet.done():
                 self._first_packet.set_result(None)
             if self.meter is not None:
-                self.meter.rtp(data, now_ns)
+                self.meter.rtp(data, now_ns, arrived_ns)
                 if self.times.first_frame is None and self.meter.first_frame_ns is not None:
                     self.times.first_frame = (self.meter.first_frame_ns - self._watch_ns) / 1e9
             return
