@@ -32,7 +32,7 @@ from fanout.config.settings import Settings
 from fanout.core.gateway import Gateway
 from fanout.demo.routes import demo_routes
 from fanout.engine_events import EngineEvents, log_peer_events
-from fanout.memory import trim_periodically
+from fanout.memory import freeze_startup_objects, trim_periodically
 from fanout.plugins.streaming.admission import AdmissionLimits
 from fanout.plugins.streaming.config import (
     MountpointConfig,
@@ -80,6 +80,8 @@ async def serve(config_folder: Path | None) -> None:
     try:
         async with _running(config, mountpoints, streaming_settings) as ready_message:
             config.report_unsupported(logger)
+            frozen = freeze_startup_objects()
+            logger.debug("%d objects of the start kept out of garbage collections", frozen)
             print(f"{READY_LINE}: {ready_message}", flush=True)
             await stop.wait()
             logger.info("stopping")
