@@ -22,6 +22,7 @@ import pytest
 from fanout._engine import Engine
 from fanout.core.plugin import LocalDescription
 from fanout.metrics.collector import StateCollector
+from fanout.plugins.streaming.adaptation import BEHIND_HOLD_SECONDS, BEHIND_SHARE
 from fanout.plugins.streaming.config import parse_mountpoint
 from fanout.plugins.streaming.mountpoint import Mountpoint, source_index
 from fanout.plugins.streaming.plugin import StreamingPlugin
@@ -342,6 +343,93 @@ async def test_the_substream_follows_the_estimate_down_at_once_up_slowly_and_con
             assert substreams[("fanout_viewer_substream_bucket", (("le", "0"),))] == 0
             assert substreams[("fanout_viewer_substream_bucket", (("le", "1"),))] == 1
             assert metrics["fanout_layer_moves"][("fanout_layer_moves_total", (("direction", "up"),))] == 2
+        finally:
+            reporting.cancel()
+    finally:
+        sending.cancel()
+        sink.close()
+
+
+async def test_a_viewer_whose_estimate_stays_under_the_only_layer_is_reported_until_it_recovers(
+    running: Running,
+) -> None:
+    from pylibsrtp import Policy, Session
+
+    plugin = running.plugin
+    group = {"type": "rtp", "id": 5, "video": True, "videoport": 0, "videopt": 96, "videocodec": "vp8"}
+    config, _ = parse_mountpoint("single", group)
+    mountpoint = plugin.add_mountpoint(config)
+    (stream,) = mountpoint.config.streams
+    (port,) = mountpoint.ports
+
+    async def encode() -> None:  # about 400 kbit/s: 1000-byte payloads at 50 frames a second
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for frame in range(1_000_000):
+                packet = vp8_packet(frame, keyframe=frame % KEYFRAME_EVERY == 0, ssrc=1)
+                sock.sendto(packet + bytes(1000), ("127.0.0.1", port))
+                await asyncio.sleep(FRAME_SECONDS)
+        finally:
+            sock.close()
+
+    sending = asyncio.get_running_loop().create_task(encode())
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    viewer_key = os.urandom(28)
+    outbound = Session(Policy(key=viewer_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+                              srtp_profile=Policy.SRTP_PROFILE_AEAD_AES_128_GCM))  # fmt: skip
+    bitrate = {"now": 10_000_000}
+    handle = RecordingHandle(17)
+
+    async def report() -> None:
+        while True:  # as Chromium without transport-cc: a REMB about every 200 ms, through the core
+            packet = outbound.protect_rtcp(remb(bitrate["now"], track.ssrc))
+            plugin.incoming_rtcp(handle, plugin.engine.receive_rtcp(handle.id, packet))  # type: ignore[arg-type]
+            await asyncio.sleep(0.2)
+
+    def keeping_up_events() -> list[dict[str, Any]]:
+        return [event["result"] for event in handle.events if "keeping_up" in event.get("result", {})]
+
+    def viewers_behind() -> float:
+        collector = StateCollector(cast("Gateway", SimpleNamespace(plugins={"s": plugin})))
+        (gauge,) = [metric for metric in collector._adaptation() if metric.name == "fanout_viewers_behind"]
+        return gauge.samples[0].value
+
+    async def until_late(condition: Callable[[], bool], failure: str) -> None:
+        deadline = time.monotonic() + 4 * WAIT_SECONDS  # the bitrate is measured, then the estimate must hold
+        while not condition():
+            assert time.monotonic() < deadline, failure
+            await asyncio.sleep(0.05)
+
+    try:
+        await until(lambda: not mountpoint.silence.all_silent(), "no media")
+        plugin.engine.add_peer(handle.id, sink.getsockname(), "AEAD_AES_128_GCM", os.urandom(28), viewer_key)
+        plugin.create_session(handle)
+        plugin.viewers[handle.id].watch(mountpoint, None)
+        plugin.setup_media(handle)
+        (track,) = plugin.viewers[handle.id].tracks
+        assert plugin.query_session(handle)["keeping_up"] is None, "nothing measures its rate yet"  # type: ignore[arg-type]
+        reporting = asyncio.get_running_loop().create_task(report())
+        try:
+            await until(lambda: plugin.viewers[handle.id].estimate == 10_000_000, "no estimate")
+            await until_late(lambda: mountpoint.layer_rates.bitrates.get(track.source_index) is not None, "no bitrate")
+            assert plugin.query_session(handle)["keeping_up"] is True  # type: ignore[arg-type]
+
+            bitrate["now"] = 100_000
+            lowered_at = time.monotonic()
+            await until_late(lambda: len(keeping_up_events()) == 1, "not reported behind")
+            assert time.monotonic() - lowered_at >= BEHIND_HOLD_SECONDS, "only once the estimate held under"
+            (behind,) = keeping_up_events()
+            assert behind["keeping_up"] is False and behind["estimate"] == 100_000
+            assert behind["bitrate"] * BEHIND_SHARE > 100_000, "the source's measured bitrate"
+            assert plugin.query_session(handle)["keeping_up"] is False  # type: ignore[arg-type]
+            assert viewers_behind() == 1
+
+            bitrate["now"] = 10_000_000
+            await until_late(lambda: len(keeping_up_events()) == 2, "not reported keeping up again")
+            assert keeping_up_events()[1]["keeping_up"] is True
+            assert plugin.query_session(handle)["keeping_up"] is True  # type: ignore[arg-type]
+            assert viewers_behind() == 0
         finally:
             reporting.cancel()
     finally:

@@ -6,7 +6,10 @@ once when it falls. The plugin picks, per simulcast track, the highest substream
 that fits: down at once when the estimate falls under the current layer's
 bitrate (by more than measurement noise), up only when the estimate has held above the next layer's bitrate with
 20% headroom for a few seconds. The layers' bitrates are measured from the
-engine's per-stream byte counters. Sans-IO: times are passed in.
+engine's per-stream byte counters. A viewer whose estimate stays under the
+bitrate of what it gets (the only layer of a single-layer mountpoint, or the
+lowest it could move to) cannot keep up: KeepingUp says so, with hysteresis.
+Sans-IO: times are passed in.
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ UP_HEADROOM = 1.2
 # estimates are the acknowledged rate of that very layer, a few percent either side of it.
 DOWN_SHARE = 0.9
 UP_HOLD_SECONDS = 3.0
+# A viewer cannot keep up once its estimate has stayed under this share of the bitrate of what it
+# gets for this long (a dip, or a second of keyframes, does not count); it keeps up again once the
+# estimate has stayed at or above that bitrate for as long.
+BEHIND_SHARE = DOWN_SHARE
+BEHIND_HOLD_SECONDS = 3.0
 # A layer's bitrate is measured over at least this long.
 RATE_WINDOW_SECONDS = 1.0
 # Until measured: what a three-layer simulcast encoder (Chromium's 1/4, 1/2, full) sends, roughly.
@@ -76,3 +84,28 @@ class LayerChoice:
         else:
             self.above_since = None
         return current
+
+
+@dataclass
+class KeepingUp:
+    """Whether a viewer's link carries what it gets: its estimate against the bitrate of its
+    streams, with hysteresis. ``behind`` flips only once the estimate has said otherwise for
+    BEHIND_HOLD_SECONDS."""
+
+    behind: bool = False
+    contrary_since: float | None = None  # the estimate has said otherwise than ``behind`` since
+
+    def update(self, estimate: int, bitrate: int, now: float) -> bool:
+        """Takes an estimate and the bitrate of what the viewer gets now (bits/s); True when
+        ``behind`` changed."""
+        contrary = estimate >= bitrate if self.behind else estimate < bitrate * BEHIND_SHARE
+        if not contrary:
+            self.contrary_since = None
+            return False
+        if self.contrary_since is None:
+            self.contrary_since = now
+        if now - self.contrary_since < BEHIND_HOLD_SECONDS:
+            return False
+        self.behind = not self.behind
+        self.contrary_since = None
+        return True

@@ -86,6 +86,12 @@ def layer_event(mid: str, **layer: int) -> dict[str, Any]:
     return {"streaming": "event", "result": {"mid": mid, **layer}}
 
 
+def keeping_up_event(keeping_up: bool, estimate: int, bitrate: int) -> dict[str, Any]:
+    """The viewer's link no longer carries what it gets (its bandwidth estimate stayed under the
+    bitrate of its streams), or carries it again; both in bits per second."""
+    return {"streaming": "event", "result": {"keeping_up": keeping_up, "estimate": estimate, "bitrate": bitrate}}
+
+
 def _peer_stats_json(stats: PeerStats) -> dict[str, Any]:
     """The engine's counters of a viewer, as query_session (handle_info's plugin_specific) shows them."""
     return {
@@ -539,6 +545,8 @@ class StreamingPlugin(Plugin):
             info["mids"] = [track.mid for track in viewer.tracks]
             info["estimate"] = viewer.estimate
             info["layer_moves"] = dict(viewer.layer_moves)
+            # None: fanout cannot tell (no transport feedback or REMB measures the viewer's rate).
+            info["keeping_up"] = not viewer.keeping_up.behind if viewer.estimate_measures_rate else None
             info["transport_cc"] = viewer.transport_cc_id is not None
             info["layers"] = {
                 track.mid: {"substream": track.substream, "temporal": track.temporal, "adaptive": track.adaptive}
@@ -1011,28 +1019,31 @@ class StreamingPlugin(Plugin):
     def _bandwidth_estimate(self, event: BandwidthEstimate) -> None:
         """The engine's estimate of a viewer's bandwidth: each of its adaptive simulcast tracks
         takes the substream that fits (down at once, up after the estimate held above the next
-        layer with headroom; see adaptation.py), through the same path as configure."""
+        layer with headroom; see adaptation.py), through the same path as configure; then whether
+        the viewer keeps up with what it gets."""
         viewer = self.viewers.get(event.peer_id)
         if viewer is None or viewer.mountpoint is None or not viewer.in_engine:
             return
         viewer.estimate = event.bitrate
         logger.debug("viewer %d: estimate %d bit/s", event.peer_id, event.bitrate)
         mountpoint = viewer.mountpoint
-        tracks = [track for track in viewer.tracks if track.stream.simulcast and track.adaptive and track.send]
-        if not tracks:
-            return
         now = time.monotonic()
         self._sample_layer_rates(mountpoint, now)
+        self._adapt_substreams(viewer, mountpoint, event.bitrate, now)
+        self._judge_keeping_up(viewer, mountpoint, event.bitrate, now)
+
+    def _adapt_substreams(self, viewer: Viewer, mountpoint: Mountpoint, estimate: int, now: float) -> None:
+        tracks = [track for track in viewer.tracks if track.stream.simulcast and track.adaptive and track.send]
         ages: dict[int, int | None] | None = None
         for track in tracks:
             indexes = [source_index(track.stream, substream) for substream in range(track.stream.substreams)]
             bitrates = mountpoint.layer_rates.layer_bitrates(indexes)
             current = track.requested_substream if track.requested_substream is not None else 0
-            chosen = track.layer_choice.choose(event.bitrate, bitrates, current, now)
+            chosen = track.layer_choice.choose(estimate, bitrates, current, now)
             if chosen == current:
                 continue
             logger.debug("viewer %d, mid %s: estimate %d bit/s, substream %d -> %d",
-                         event.peer_id, track.mid, event.bitrate, current, chosen)
+                         viewer.handle.id, track.mid, estimate, current, chosen)
             track.requested_substream = chosen
             direction = "up" if chosen > current else "down"
             viewer.layer_moves[direction] += 1
@@ -1040,6 +1051,36 @@ class StreamingPlugin(Plugin):
             if ages is None:
                 ages = self._source_ages_ms(mountpoint, viewer, now)
             self._set_substream(viewer, track, track.substream_to_take(ages))
+
+    def _judge_keeping_up(self, viewer: Viewer, mountpoint: Mountpoint, estimate: int, now: float) -> None:
+        """Whether the viewer's link carries what it gets (once its estimate measures a rate, while
+        media flows): a change is told to its client (``keeping_up``), handle_info and /metrics
+        show it. A simulcast viewer is judged on the substream its estimate moved it to."""
+        if not viewer.estimate_measures_rate or viewer.state is not ViewerState.STARTED or not mountpoint.enabled:
+            return
+        bitrate = self._received_bitrate(viewer, mountpoint)
+        if bitrate is None or not viewer.keeping_up.update(estimate, bitrate, now):
+            return
+        if viewer.keeping_up.behind:
+            logger.info("viewer %d cannot keep up: estimate %d bit/s under the %d bit/s it gets",
+                        viewer.handle.id, estimate, bitrate)  # fmt: skip
+        else:
+            logger.info("viewer %d keeps up again: estimate %d bit/s", viewer.handle.id, estimate)
+        viewer.handle.push_event(None, keeping_up_event(not viewer.keeping_up.behind, estimate, bitrate))
+
+    @staticmethod
+    def _received_bitrate(viewer: Viewer, mountpoint: Mountpoint) -> int | None:
+        """The bitrate of the source streams the viewer gets now, bits per second; None until
+        each is measured, or while none sends."""
+        total = 0
+        for track in viewer.tracks:
+            if not track.send or track.paused:
+                continue
+            measured = mountpoint.layer_rates.bitrates.get(track.source_index)
+            if measured is None:
+                return None
+            total += measured
+        return total or None
 
     def _sample_layer_rates(self, mountpoint: Mountpoint, now: float) -> None:
         """At most once a second per mountpoint: each source stream's byte count, for its bitrate."""

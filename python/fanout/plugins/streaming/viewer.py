@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fanout.core.plugin import PluginHandle
-from fanout.plugins.streaming.adaptation import LayerChoice
+from fanout.plugins.streaming.adaptation import KeepingUp, LayerChoice
 from fanout.plugins.streaming.bitrate_feedback import BitrateEstimate
 from fanout.plugins.streaming.codecs import VIDEO_RTCP_FEEDBACK
 from fanout.plugins.streaming.config import DataStreamConfig, StreamConfig
@@ -207,6 +207,14 @@ class Viewer:
     transport_cc_id: int | None = None
     estimate: int | None = None  # the engine's latest bandwidth estimate of it, bits per second
     layer_moves: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0})  # automatic ones, by direction
+    # Whether its link carries what it gets, judged from its estimates once they measure a rate.
+    keeping_up: KeepingUp = field(default_factory=KeepingUp)
+
+    @property
+    def estimate_measures_rate(self) -> bool:
+        """Whether the engine's estimate of it rests on a measured rate: transport feedback or a
+        REMB. A receiver report's loss alone cannot tell that a link would carry more."""
+        return self.transport_cc_id is not None or bool(self.bitrate_estimates)
 
     def take_bitrate_estimate(self, ssrcs: list[int], bitrate: int, now: float) -> None:
         """A REMB about some of this viewer's tracks."""
@@ -282,4 +290,5 @@ class Viewer:
         self.data_paused = False
         self.transport_cc_id = None
         self.estimate = None
+        self.keeping_up = KeepingUp()
         self.state = ViewerState.IDLE
