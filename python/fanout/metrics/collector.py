@@ -138,7 +138,8 @@ class StateCollector(Collector):
         substreams: list[int] = []
         behind = 0
         moves = CounterMetricFamily(
-            "fanout_layer_moves", "simulcast layers viewers were moved to by their bandwidth estimate",
+            "fanout_layer_moves",
+            "simulcast substreams and temporal layers viewers were moved to by their bandwidth estimate",
             labels=["direction"],
         )  # fmt: skip
         for plugin in self.gateway.plugins.values():

@@ -55,6 +55,26 @@ def test_layer_rates_are_measured_from_byte_counts_and_default_until_then() -> N
     assert rates.layer_bitrates([1, 2, 3]) == [100_000, *DEFAULT_LAYER_BITRATES[1:]]
 
 
+def test_temporal_layers_are_measured_each_and_summed_up_to_each_cap() -> None:
+    rates = LayerRates()
+    assert rates.temporal_bitrates(1) == [], "not measured yet"
+    rates.sample(1, 0, now=0.0, temporal_layer_bytes=[0, 0, 0, 0])
+    rates.sample(1, 70_000, now=2.0, temporal_layer_bytes=[25_000, 20_000, 25_000, 0])
+    assert rates.temporal_bitrates(1) == [100_000, 180_000, 280_000], "a viewer capped at 0, 1, 2 gets"
+    rates.sample(2, 0, now=0.0, temporal_layer_bytes=[0, 0, 0, 0])
+    rates.sample(2, 50_000, now=2.0, temporal_layer_bytes=[50_000, 0, 0, 0])
+    assert rates.temporal_bitrates(2) == [200_000], "no temporal layers"
+
+
+def test_temporal_layers_are_left_out_at_once_and_come_back_one_at_a_time() -> None:
+    choice = LayerChoice()
+    capped = [100_000, 180_000, 280_000]
+    assert choice.choose(150_000, capped, 2, now=0.0) == 0, "only the base layer fits"
+    assert choice.choose(250_000, capped, 0, now=1.0) == 0
+    assert choice.choose(250_000, capped, 0, now=1.0 + UP_HOLD_SECONDS) == 1
+    assert choice.choose(250_000, capped, 1, now=2.0 + 2 * UP_HOLD_SECONDS) == 1, "2 needs 336 kbit/s"
+
+
 def test_a_viewer_falls_behind_once_its_estimate_stayed_under_the_bitrate_it_gets() -> None:
     keeping_up = KeepingUp()
     assert not keeping_up.update(800_000, 1_000_000, now=0.0)

@@ -5,7 +5,8 @@ reports it as BandwidthEstimate events, at most once a second per viewer or at
 once when it falls. The plugin picks, per simulcast track, the highest substream
 that fits: down at once when the estimate falls under the current layer's
 bitrate (by more than measurement noise), up only when the estimate has held above the next layer's bitrate with
-20% headroom for a few seconds. The layers' bitrates are measured from the
+20% headroom for a few seconds. Below the lowest substream (or a single-layer
+stream), VP8 temporal layers are left out the same way. The layers' bitrates are measured from the
 engine's per-stream byte counters. A viewer whose estimate stays under the
 bitrate of what it gets (the only layer of a single-layer mountpoint, or the
 lowest it could move to) cannot keep up: KeepingUp says so, with hysteresis.
@@ -14,6 +15,8 @@ Sans-IO: times are passed in.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 UP_HEADROOM = 1.2
@@ -37,18 +40,32 @@ class LayerRates:
     """The bitrates of a mountpoint's source streams, from successive byte counts."""
 
     bitrates: dict[int, int] = field(default_factory=dict)  # by source index, bits per second
-    _samples: dict[int, tuple[int, float]] = field(default_factory=dict)
+    # VP8: each temporal layer's own bitrate (TID 0, 1, ...), by source index.
+    layer_bitrates_by_tid: dict[int, list[int]] = field(default_factory=dict)
+    _samples: dict[int, tuple[int, tuple[int, ...], float]] = field(default_factory=dict)
 
-    def sample(self, index: int, total_bytes: int, now: float) -> None:
+    def sample(self, index: int, total_bytes: int, now: float, temporal_layer_bytes: Sequence[int] = ()) -> None:
         previous = self._samples.get(index)
         if previous is None:
-            self._samples[index] = (total_bytes, now)
+            self._samples[index] = (total_bytes, tuple(temporal_layer_bytes), now)
             return
-        then_bytes, then = previous
+        then_bytes, then_layer_bytes, then = previous
         if now - then < RATE_WINDOW_SECONDS:
             return
-        self.bitrates[index] = max(0, int((total_bytes - then_bytes) * 8 / (now - then)))
-        self._samples[index] = (total_bytes, now)
+        seconds = now - then
+        self.bitrates[index] = max(0, int((total_bytes - then_bytes) * 8 / seconds))
+        self.layer_bitrates_by_tid[index] = [
+            max(0, int((count - then_count) * 8 / seconds)) for then_count, count in zip(then_layer_bytes, temporal_layer_bytes)
+        ]
+        self._samples[index] = (total_bytes, tuple(temporal_layer_bytes), now)
+
+    def temporal_bitrates(self, index: int) -> list[int]:
+        """What a viewer of source stream ``index`` capped at each temporal layer gets (0, 1,
+        ... up to the highest that sent lately), bits per second: one entry for a stream
+        without temporal layers, none until measured."""
+        rates = self.layer_bitrates_by_tid.get(index, [])
+        layers = max((tid + 1 for tid, rate in enumerate(rates) if rate > 0), default=0)
+        return list(itertools.accumulate(rates[:layers]))
 
     def layer_bitrates(self, indexes: list[int]) -> list[int]:
         """Each layer's bitrate (the source indexes of substreams 0, 1, ...); a layer not
@@ -63,7 +80,9 @@ class LayerRates:
 
 @dataclass
 class LayerChoice:
-    """One track's automatic choice: down fast, up slowly, with hysteresis."""
+    """One track's automatic choice among layers, each carrying more than the one below
+    (substreams, or temporal layers with their bitrates summed): down fast, up slowly, with
+    hysteresis."""
 
     above_since: float | None = None  # the estimate has held above the next layer's bitrate since
 

@@ -174,7 +174,7 @@ class StreamingPlugin(Plugin):
         self.mountpoints: dict[MountpointId, Mountpoint] = {}
         self._engine_ids = itertools.count(1)
         self.viewers: dict[int, Viewer] = {}
-        # Simulcast layers the viewers' estimates moved them to, by direction, since start (for /metrics).
+        # Substreams and temporal layers the viewers' estimates moved them to, by direction, since start (for /metrics).
         self.layer_moves: dict[str, int] = {"up": 0, "down": 0}
         self._tasks: set[asyncio.Task[None]] = set()
         self._moves_pending: dict[tuple[int, str], int] = {}  # (handle id, mid) -> the source index a move waits for
@@ -551,7 +551,7 @@ class StreamingPlugin(Plugin):
             info["layers"] = {
                 track.mid: {"substream": track.substream, "temporal": track.temporal, "adaptive": track.adaptive}
                 for track in viewer.tracks
-                if track.stream.simulcast
+                if track.stream.simulcast or track.temporal is not None
             }
         if viewer.in_engine:
             info["engine"] = _peer_stats_json(self.engine.peer_stats(handle.id))
@@ -974,6 +974,10 @@ class StreamingPlugin(Plugin):
                 # A substream pins the track (Janus's behaviour), unless the request turns adaptive on itself.
                 track.adaptive = bool(layer.get("adaptive", 0))
                 track.layer_choice = LayerChoice()
+            if "temporal" in layer or "adaptive" in layer:
+                # A temporal layer pins it too, unless the request turns adaptive on itself.
+                track.temporal_pinned = "temporal" in layer and not layer.get("adaptive", 0)
+                track.temporal_choice = LayerChoice()
             if "fallback" in layer:
                 track.fallback_us = layer["fallback"]
             if "temporal" in layer:
@@ -1030,6 +1034,7 @@ class StreamingPlugin(Plugin):
         now = time.monotonic()
         self._sample_layer_rates(mountpoint, now)
         self._adapt_substreams(viewer, mountpoint, event.bitrate, now)
+        self._adapt_temporal_layers(viewer, mountpoint, event.bitrate, now)
         self._judge_keeping_up(viewer, mountpoint, event.bitrate, now)
 
     def _adapt_substreams(self, viewer: Viewer, mountpoint: Mountpoint, estimate: int, now: float) -> None:
@@ -1051,6 +1056,43 @@ class StreamingPlugin(Plugin):
             if ages is None:
                 ages = self._source_ages_ms(mountpoint, viewer, now)
             self._set_substream(viewer, track, track.substream_to_take(ages))
+
+    def _adapt_temporal_layers(self, viewer: Viewer, mountpoint: Mountpoint, estimate: int, now: float) -> None:
+        """VP8 with temporal layers, at the lowest substream of an adaptive simulcast track or on
+        a single-layer stream: the highest temporal layer the estimate fits (down at once, up one
+        layer after the estimate held above it with headroom), unless configure pinned one. A
+        simulcast track moved above its lowest substream gets every layer again."""
+        for track in viewer.tracks:
+            if not track.send or track.stream.codec.name != "vp8" or track.temporal_pinned:
+                continue
+            if track.stream.simulcast and not track.adaptive:
+                continue
+            rates = mountpoint.layer_rates.temporal_bitrates(track.source_index)
+            top = max(len(rates) - 1, 0)
+            if track.stream.simulcast and track.requested_substream != 0:
+                if track.temporal is not None:
+                    track.temporal_choice = LayerChoice()
+                    self._take_temporal_layer(viewer, track, None, shown=top)
+                continue
+            if len(rates) < 2:  # no temporal layers, or not measured yet
+                continue
+            current = top if track.temporal is None else min(track.temporal, top)
+            chosen = track.temporal_choice.choose(estimate, rates, current, now)
+            if chosen == current:
+                continue
+            logger.debug("viewer %d, mid %s: estimate %d bit/s, temporal layer %d -> %d",
+                         viewer.handle.id, track.mid, estimate, current, chosen)  # fmt: skip
+            direction = "up" if chosen > current else "down"
+            viewer.layer_moves[direction] += 1
+            self.layer_moves[direction] += 1
+            self._take_temporal_layer(viewer, track, None if chosen == top else chosen, shown=chosen)
+
+    def _take_temporal_layer(self, viewer: Viewer, track: ViewerTrack, temporal: int | None, *, shown: int) -> None:
+        """The estimate's temporal layer for the track (None: all); the client is told ``shown``."""
+        track.temporal = temporal
+        if viewer.in_engine:
+            self.engine.set_stream_temporal_layer(viewer.handle.id, track.source_index, temporal)
+        viewer.handle.push_event(None, layer_event(track.mid, temporal=shown))
 
     def _judge_keeping_up(self, viewer: Viewer, mountpoint: Mountpoint, estimate: int, now: float) -> None:
         """Whether the viewer's link carries what it gets (once its estimate measures a rate, while
@@ -1079,6 +1121,9 @@ class StreamingPlugin(Plugin):
             measured = mountpoint.layer_rates.bitrates.get(track.source_index)
             if measured is None:
                 return None
+            capped = mountpoint.layer_rates.temporal_bitrates(track.source_index)
+            if track.temporal is not None and track.temporal < len(capped):
+                measured = capped[track.temporal]  # the layers above the cap are left out
             total += measured
         return total or None
 
@@ -1088,7 +1133,7 @@ class StreamingPlugin(Plugin):
             return
         mountpoint.layer_rates_sampled_at = now
         for stream in self.engine.mountpoint_stats(mountpoint.engine_id).streams:
-            mountpoint.layer_rates.sample(stream.index, stream.bytes, now)
+            mountpoint.layer_rates.sample(stream.index, stream.bytes, now, stream.temporal_layer_bytes)
 
     def _hear_silence_within(self, mountpoint: Mountpoint, fallback_ms: int) -> None:
         """A viewer's fallback: the engine reports the mountpoint's simulcast substreams

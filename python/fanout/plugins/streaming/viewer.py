@@ -63,7 +63,7 @@ class ViewerTrack:
     # Simulcast streams: the substream (encoding) the viewer gets or is moving to, the
     # highest by default, as Janus; None for other streams.
     substream: int | None = None
-    temporal: int | None = None  # VP8: the highest temporal layer it gets (configure "temporal"); None: all
+    temporal: int | None = None  # VP8: the highest temporal layer it gets (configure "temporal", or the estimate); None: all
     # The substream configure asked for: ``substream`` falls back below it while it has
     # been silent for longer than ``fallback_us`` (Janus's configure "fallback"), and
     # comes back to it when it sends again.
@@ -75,6 +75,10 @@ class ViewerTrack:
     # on by default, off once configure pins a substream). None: the default for the stream.
     adaptive: bool | None = None
     layer_choice: LayerChoice = field(default_factory=LayerChoice)
+    # VP8: below the lowest substream (or a single-layer stream's bitrate) the estimate also
+    # leaves temporal layers out, unless configure pinned one ("temporal").
+    temporal_pinned: bool = False
+    temporal_choice: LayerChoice = field(default_factory=LayerChoice)
 
     def __post_init__(self) -> None:
         if self.substream is None and self.stream.simulcast:
@@ -179,6 +183,8 @@ class ViewerTrack:
             requested_substream=None,
             adaptive=None,
             layer_choice=LayerChoice(),
+            temporal_pinned=False,
+            temporal_choice=LayerChoice(),
         )
 
     def engine_stream(self) -> ViewerStream:
