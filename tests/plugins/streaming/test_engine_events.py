@@ -511,8 +511,9 @@ async def test_below_the_lowest_substream_temporal_layers_are_left_out_and_come_
         return set(received_layers[-8:]) if len(received_layers) >= 8 else set()
 
     async def report() -> None:
-        while True:
-            plugin.engine.receive_rtcp(handle.id, outbound.protect_rtcp(remb(bitrate["now"], track.ssrc)))
+        while True:  # REMB through the core, as for the viewer that cannot keep up
+            packet = outbound.protect_rtcp(remb(bitrate["now"], track.ssrc))
+            plugin.incoming_rtcp(handle, plugin.engine.receive_rtcp(handle.id, packet))  # type: ignore[arg-type]
             await asyncio.sleep(0.2)
 
     async def until_late(condition: Callable[[], bool], failure: str) -> None:

@@ -1061,7 +1061,11 @@ class StreamingPlugin(Plugin):
         """VP8 with temporal layers, at the lowest substream of an adaptive simulcast track or on
         a single-layer stream: the highest temporal layer the estimate fits (down at once, up one
         layer after the estimate held above it with headroom), unless configure pinned one. A
-        simulcast track moved above its lowest substream gets every layer again."""
+        simulcast track moved above its lowest substream gets every layer again. Only once the
+        estimate measures a rate: a viewer that sends neither transport feedback nor REMB has
+        one that never grows past the engine's start (1 Mbit/s)."""
+        if not viewer.estimate_measures_rate:
+            return
         for track in viewer.tracks:
             if not track.send or track.stream.codec.name != "vp8" or track.temporal_pinned:
                 continue
