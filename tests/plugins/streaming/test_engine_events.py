@@ -555,6 +555,15 @@ async def test_below_the_lowest_substream_temporal_layers_are_left_out_and_come_
             assert plugin.query_session(handle)["layers"][stream.mid]["temporal"] == 1  # type: ignore[arg-type]
 
             before = len(handle.events)
+            await plugin.handle_message(handle, "t", {"request": "configure", "substream": 0}, None)  # type: ignore[arg-type]
+            await until(lambda: told({"mid": stream.mid, "temporal": 2}, before), "automatic choice off: layers not back")
+            assert track.temporal is None and not track.adaptive
+
+            before = len(handle.events)
+            await plugin.handle_message(handle, "t", {"request": "configure", "adaptive": True}, None)  # type: ignore[arg-type]
+            await until_late(lambda: told({"mid": stream.mid, "temporal": 1}, before), "automatic choice not on again")
+
+            before = len(handle.events)
             await plugin.handle_message(handle, "t", {"request": "configure", "temporal": 0}, None)  # type: ignore[arg-type]
             await until(lambda: told({"mid": stream.mid, "temporal": 0}, before), "configure's layer not taken")
             pinned_at = time.monotonic()

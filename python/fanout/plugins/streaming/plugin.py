@@ -978,6 +978,11 @@ class StreamingPlugin(Plugin):
                 # A temporal layer pins it too, unless the request turns adaptive on itself.
                 track.temporal_pinned = "temporal" in layer and not layer.get("adaptive", 0)
                 track.temporal_choice = LayerChoice()
+            automatic_cap = not track.temporal_pinned and track.temporal is not None
+            if not track.adaptive and automatic_cap and "temporal" not in layer:
+                # Automatic choice off: the temporal layers the estimate left out come back.
+                top = max(len(viewer.mountpoint.layer_rates.temporal_bitrates(track.source_index)) - 1, 0)
+                self._take_temporal_layer(viewer, track, None, shown=top or 2)
             if "fallback" in layer:
                 track.fallback_us = layer["fallback"]
             if "temporal" in layer:
