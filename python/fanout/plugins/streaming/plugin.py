@@ -92,6 +92,12 @@ def keeping_up_event(keeping_up: bool, estimate: int, bitrate: int) -> dict[str,
     return {"streaming": "event", "result": {"keeping_up": keeping_up, "estimate": estimate, "bitrate": bitrate}}
 
 
+def _top_temporal_layer(capped_bitrates: list[int]) -> int:
+    """The highest temporal layer of a stream (``LayerRates.temporal_bitrates``); until
+    measured, 2: the highest Janus knows, which means all."""
+    return len(capped_bitrates) - 1 if capped_bitrates else 2
+
+
 def _peer_stats_json(stats: PeerStats) -> dict[str, Any]:
     """The engine's counters of a viewer, as query_session (handle_info's plugin_specific) shows them."""
     return {
@@ -981,8 +987,8 @@ class StreamingPlugin(Plugin):
             automatic_cap = not track.temporal_pinned and track.temporal is not None
             if not track.adaptive and automatic_cap and "temporal" not in layer:
                 # Automatic choice off: the temporal layers the estimate left out come back.
-                top = max(len(viewer.mountpoint.layer_rates.temporal_bitrates(track.source_index)) - 1, 0)
-                self._take_temporal_layer(viewer, track, None, shown=top or 2)
+                rates = viewer.mountpoint.layer_rates.temporal_bitrates(track.source_index)
+                self._take_temporal_layer(viewer, track, None, shown=_top_temporal_layer(rates))
             if "fallback" in layer:
                 track.fallback_us = layer["fallback"]
             if "temporal" in layer:
@@ -1077,7 +1083,7 @@ class StreamingPlugin(Plugin):
             if track.stream.simulcast and not track.adaptive:
                 continue
             rates = mountpoint.layer_rates.temporal_bitrates(track.source_index)
-            top = max(len(rates) - 1, 0)
+            top = _top_temporal_layer(rates)
             if track.stream.simulcast and track.requested_substream != 0:
                 if track.temporal is not None:
                     track.temporal_choice = LayerChoice()
@@ -1099,7 +1105,7 @@ class StreamingPlugin(Plugin):
     def _take_temporal_layer(self, viewer: Viewer, track: ViewerTrack, temporal: int | None, *, shown: int) -> None:
         """The estimate's temporal layer for the track (None: all); the client is told ``shown``."""
         track.temporal = temporal
-        if viewer.in_engine:
+        if viewer.in_engine and track.send:
             self.engine.set_stream_temporal_layer(viewer.handle.id, track.source_index, temporal)
         viewer.handle.push_event(None, layer_event(track.mid, temporal=shown))
 

@@ -63,7 +63,8 @@ class ViewerTrack:
     # Simulcast streams: the substream (encoding) the viewer gets or is moving to, the
     # highest by default, as Janus; None for other streams.
     substream: int | None = None
-    temporal: int | None = None  # VP8: the highest temporal layer it gets (configure "temporal", or the estimate); None: all
+    # VP8: the highest temporal layer it gets (configure "temporal", or the estimate); None: all.
+    temporal: int | None = None
     # The substream configure asked for: ``substream`` falls back below it while it has
     # been silent for longer than ``fallback_us`` (Janus's configure "fallback"), and
     # comes back to it when it sends again.
