@@ -1485,6 +1485,12 @@ impl Engine {
                     parameter_sets_inserted: stream.counters.parameter_sets_inserted.load(Ordering::Relaxed),
                     skew_dropped: stream.counters.skew_dropped.load(Ordering::Relaxed),
                     skew_ms: stream.counters.skew_ms.load(Ordering::Relaxed),
+                    temporal_layer_bytes: stream
+                        .counters
+                        .temporal_layer_bytes
+                        .iter()
+                        .map(|bytes| bytes.load(Ordering::Relaxed))
+                        .collect(),
                     index: stream.index,
                     port: stream.port,
                     packets: stream.counters.packets.load(Ordering::Relaxed),

@@ -168,6 +168,8 @@ class StreamStats:
     def skew_dropped(self) -> int: ...  # audio packets dropped to pull a fast source clock back
     @property
     def skew_ms(self) -> int: ...  # how far skew compensation has moved the timestamps (negative: back)
+    @property
+    def temporal_layer_bytes(self) -> list[int]: ...  # VP8: bytes of each temporal layer (TID 0-3); zeros otherwise
 
 @final
 class MountpointStats:

@@ -85,6 +85,7 @@ async def test_a_viewers_whole_life_reaches_the_collector(tmp_path: Path, collec
     remote = next(e for e in mine if e["type"] == EventType.JSEP and e["event"]["owner"] == "remote")
     assert remote["event"]["jsep"]["type"] == "answer" and remote["event"]["jsep"]["sdp"].startswith("v=0")
     assert stats["handle_id"] == handle_id and stats["event"]["media"][0]["packets-sent"] > 0
+    assert "bandwidth-estimate" in stats["event"]["media"][0], "the viewer's estimate, null before its first feedback"
     core = [e for e in collector.events if e["type"] == EventType.CORE]
     assert core[0]["event"]["status"] == "started" and core[-1]["event"]["status"] == "shutdown"
     assert collector.refused == 0

@@ -90,6 +90,7 @@ class MediaStats:
             "nacks-sent": 0,
             "retransmissions-sent": stats.retransmissions,
             "dropped": stats.dropped,
+            "bandwidth-estimate": stats.estimate,  # fanout's: the engine's estimate, bits/s (None: no feedback yet)
         }
         self.gateway.event_bus.emit(
             EventType.MEDIA,

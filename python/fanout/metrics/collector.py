@@ -132,12 +132,14 @@ class StateCollector(Collector):
             )
 
     def _adaptation(self) -> Iterable[Metric]:
-        """The viewers' bandwidth estimates and simulcast layers now, as gauge histograms, and the
-        layer moves their estimates made."""
+        """The viewers' bandwidth estimates and simulcast layers now, as gauge histograms, the
+        layer moves their estimates made, and how many cannot keep up with what they get."""
         estimates: list[int] = []
         substreams: list[int] = []
+        behind = 0
         moves = CounterMetricFamily(
-            "fanout_layer_moves", "simulcast layers viewers were moved to by their bandwidth estimate",
+            "fanout_layer_moves",
+            "simulcast substreams and temporal layers viewers were moved to by their bandwidth estimate",
             labels=["direction"],
         )  # fmt: skip
         for plugin in self.gateway.plugins.values():
@@ -146,6 +148,7 @@ class StateCollector(Collector):
                     continue
                 if viewer.estimate is not None:
                     estimates.append(viewer.estimate)
+                behind += viewer.keeping_up.behind
                 substreams += [t.substream for t in viewer.tracks if t.stream.simulcast and t.substream is not None]
             for direction, count in getattr(plugin, "layer_moves", {}).items():
                 moves.add_metric([direction], count)
@@ -154,6 +157,9 @@ class StateCollector(Collector):
         yield _gauge_histogram("fanout_viewer_substream", "the simulcast substream each viewer's video track takes",
                                substreams, (0, 1, 2))  # fmt: skip
         yield moves
+        yield _gauge("fanout_viewers_behind",
+                     "viewers whose bandwidth estimate stays under the bitrate of what they get: they cannot keep up",
+                     behind)  # fmt: skip
 
     def _admission(self) -> Iterable[Metric]:
         """New viewers refused by admission control, per limit (``max_viewers``, ``max_worker_load``)."""

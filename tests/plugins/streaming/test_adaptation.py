@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from fanout.plugins.streaming.adaptation import DEFAULT_LAYER_BITRATES, UP_HOLD_SECONDS, LayerChoice, LayerRates
+from fanout.plugins.streaming.adaptation import (
+    BEHIND_HOLD_SECONDS,
+    DEFAULT_LAYER_BITRATES,
+    UP_HOLD_SECONDS,
+    KeepingUp,
+    LayerChoice,
+    LayerRates,
+)
 from fanout.plugins.streaming.config import parse_mountpoint
 from fanout.plugins.streaming.viewer import TRANSPORT_CC_EXTENSION_ID, ViewerTrack
 from fanout.webrtc.sdp import TRANSPORT_CC_URI
@@ -46,6 +53,70 @@ def test_layer_rates_are_measured_from_byte_counts_and_default_until_then() -> N
     rates.sample(1, 5_000, now=10.5)  # too soon: not a measurement
     rates.sample(1, 25_000, now=12.0)
     assert rates.layer_bitrates([1, 2, 3]) == [100_000, *DEFAULT_LAYER_BITRATES[1:]]
+
+
+def test_temporal_layers_are_measured_each_and_summed_up_to_each_cap() -> None:
+    rates = LayerRates()
+    assert rates.temporal_bitrates(1) == [], "not measured yet"
+    rates.sample(1, 0, now=0.0, temporal_layer_bytes=[0, 0, 0, 0])
+    rates.sample(1, 70_000, now=2.0, temporal_layer_bytes=[25_000, 20_000, 25_000, 0])
+    assert rates.temporal_bitrates(1) == [100_000, 180_000, 280_000], "a viewer capped at 0, 1, 2 gets"
+    rates.sample(2, 0, now=0.0, temporal_layer_bytes=[0, 0, 0, 0])
+    rates.sample(2, 50_000, now=2.0, temporal_layer_bytes=[50_000, 0, 0, 0])
+    assert rates.temporal_bitrates(2) == [200_000], "no temporal layers"
+
+
+def test_temporal_layers_are_left_out_at_once_and_come_back_one_at_a_time() -> None:
+    choice = LayerChoice()
+    capped = [100_000, 180_000, 280_000]
+    assert choice.choose(150_000, capped, 2, now=0.0) == 0, "only the base layer fits"
+    assert choice.choose(250_000, capped, 0, now=1.0) == 0
+    assert choice.choose(250_000, capped, 0, now=1.0 + UP_HOLD_SECONDS) == 1
+    assert choice.choose(250_000, capped, 1, now=2.0 + 2 * UP_HOLD_SECONDS) == 1, "2 needs 336 kbit/s"
+
+
+def test_a_viewer_falls_behind_once_its_estimate_stayed_under_the_bitrate_it_gets() -> None:
+    keeping_up = KeepingUp()
+    assert not keeping_up.update(800_000, 1_000_000, now=0.0)
+    assert not keeping_up.update(800_000, 1_000_000, now=BEHIND_HOLD_SECONDS - 0.1)
+    assert not keeping_up.behind
+    assert keeping_up.update(800_000, 1_000_000, now=BEHIND_HOLD_SECONDS), "held under for long enough"
+    assert keeping_up.behind
+    assert not keeping_up.update(500_000, 1_000_000, now=BEHIND_HOLD_SECONDS + 1), "told once"
+
+
+def test_an_estimate_about_the_bitrate_it_gets_keeps_up() -> None:
+    keeping_up = KeepingUp()
+    for second in range(10):  # its own acknowledged rate, measured a bit low
+        assert not keeping_up.update(950_000, 1_000_000, now=float(second))
+    assert not keeping_up.behind
+
+
+def test_a_second_above_restarts_the_wait_to_fall_behind() -> None:
+    keeping_up = KeepingUp()
+    keeping_up.update(500_000, 1_000_000, now=0.0)
+    keeping_up.update(1_200_000, 1_000_000, now=2.0)
+    assert not keeping_up.update(500_000, 1_000_000, now=3.0)
+    assert not keeping_up.update(500_000, 1_000_000, now=3.0 + BEHIND_HOLD_SECONDS - 0.1)
+    assert keeping_up.update(500_000, 1_000_000, now=3.0 + BEHIND_HOLD_SECONDS)
+
+
+def test_a_viewer_behind_keeps_up_again_once_its_estimate_held_at_the_bitrate() -> None:
+    keeping_up = KeepingUp(behind=True)
+    assert not keeping_up.update(950_000, 1_000_000, now=0.0), "under the bitrate: still behind"
+    assert not keeping_up.update(950_000, 1_000_000, now=10.0)
+    assert not keeping_up.update(1_000_000, 1_000_000, now=11.0)
+    assert not keeping_up.update(1_500_000, 1_000_000, now=11.0 + BEHIND_HOLD_SECONDS - 0.1)
+    assert keeping_up.update(1_500_000, 1_000_000, now=11.0 + BEHIND_HOLD_SECONDS)
+    assert not keeping_up.behind
+
+
+def test_a_viewer_behind_stays_behind_through_a_short_recovery() -> None:
+    keeping_up = KeepingUp(behind=True)
+    keeping_up.update(2_000_000, 1_000_000, now=0.0)
+    keeping_up.update(600_000, 1_000_000, now=1.0)
+    assert not keeping_up.update(2_000_000, 1_000_000, now=BEHIND_HOLD_SECONDS + 0.5)
+    assert keeping_up.behind
 
 
 def test_simulcast_mountpoints_offer_transport_cc_on_their_m_lines() -> None:

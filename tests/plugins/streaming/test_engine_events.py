@@ -22,6 +22,7 @@ import pytest
 from fanout._engine import Engine
 from fanout.core.plugin import LocalDescription
 from fanout.metrics.collector import StateCollector
+from fanout.plugins.streaming.adaptation import BEHIND_HOLD_SECONDS, BEHIND_SHARE, UP_HOLD_SECONDS
 from fanout.plugins.streaming.config import parse_mountpoint
 from fanout.plugins.streaming.mountpoint import Mountpoint, source_index
 from fanout.plugins.streaming.plugin import StreamingPlugin
@@ -342,6 +343,233 @@ async def test_the_substream_follows_the_estimate_down_at_once_up_slowly_and_con
             assert substreams[("fanout_viewer_substream_bucket", (("le", "0"),))] == 0
             assert substreams[("fanout_viewer_substream_bucket", (("le", "1"),))] == 1
             assert metrics["fanout_layer_moves"][("fanout_layer_moves_total", (("direction", "up"),))] == 2
+        finally:
+            reporting.cancel()
+    finally:
+        sending.cancel()
+        sink.close()
+
+
+async def test_a_viewer_whose_estimate_stays_under_the_only_layer_is_reported_until_it_recovers(
+    running: Running,
+) -> None:
+    from pylibsrtp import Policy, Session
+
+    plugin = running.plugin
+    group = {"type": "rtp", "id": 5, "video": True, "videoport": 0, "videopt": 96, "videocodec": "vp8"}
+    config, _ = parse_mountpoint("single", group)
+    mountpoint = plugin.add_mountpoint(config)
+    (stream,) = mountpoint.config.streams
+    (port,) = mountpoint.ports
+
+    async def encode() -> None:  # about 400 kbit/s: 1000-byte payloads at 50 frames a second
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for frame in range(1_000_000):
+                packet = vp8_packet(frame, keyframe=frame % KEYFRAME_EVERY == 0, ssrc=1)
+                sock.sendto(packet + bytes(1000), ("127.0.0.1", port))
+                await asyncio.sleep(FRAME_SECONDS)
+        finally:
+            sock.close()
+
+    sending = asyncio.get_running_loop().create_task(encode())
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    viewer_key = os.urandom(28)
+    outbound = Session(Policy(key=viewer_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+                              srtp_profile=Policy.SRTP_PROFILE_AEAD_AES_128_GCM))  # fmt: skip
+    bitrate = {"now": 10_000_000}
+    handle = RecordingHandle(17)
+
+    async def report() -> None:
+        while True:  # as Chromium without transport-cc: a REMB about every 200 ms, through the core
+            packet = outbound.protect_rtcp(remb(bitrate["now"], track.ssrc))
+            plugin.incoming_rtcp(handle, plugin.engine.receive_rtcp(handle.id, packet))  # type: ignore[arg-type]
+            await asyncio.sleep(0.2)
+
+    def keeping_up_events() -> list[dict[str, Any]]:
+        return [event["result"] for event in handle.events if "keeping_up" in event.get("result", {})]
+
+    def viewers_behind() -> float:
+        collector = StateCollector(cast("Gateway", SimpleNamespace(plugins={"s": plugin})))
+        (gauge,) = [metric for metric in collector._adaptation() if metric.name == "fanout_viewers_behind"]
+        return gauge.samples[0].value
+
+    async def until_late(condition: Callable[[], bool], failure: str) -> None:
+        deadline = time.monotonic() + 4 * WAIT_SECONDS  # the bitrate is measured, then the estimate must hold
+        while not condition():
+            assert time.monotonic() < deadline, failure
+            await asyncio.sleep(0.05)
+
+    try:
+        await until(lambda: not mountpoint.silence.all_silent(), "no media")
+        plugin.engine.add_peer(handle.id, sink.getsockname(), "AEAD_AES_128_GCM", os.urandom(28), viewer_key)
+        plugin.create_session(handle)
+        plugin.viewers[handle.id].watch(mountpoint, None)
+        plugin.setup_media(handle)
+        (track,) = plugin.viewers[handle.id].tracks
+        assert plugin.query_session(handle)["keeping_up"] is None, "nothing measures its rate yet"  # type: ignore[arg-type]
+        reporting = asyncio.get_running_loop().create_task(report())
+        try:
+            await until(lambda: plugin.viewers[handle.id].estimate == 10_000_000, "no estimate")
+            await until_late(lambda: mountpoint.layer_rates.bitrates.get(track.source_index) is not None, "no bitrate")
+            assert plugin.query_session(handle)["keeping_up"] is True  # type: ignore[arg-type]
+
+            bitrate["now"] = 100_000
+            lowered_at = time.monotonic()
+            await until_late(lambda: len(keeping_up_events()) == 1, "not reported behind")
+            assert time.monotonic() - lowered_at >= BEHIND_HOLD_SECONDS, "only once the estimate held under"
+            (behind,) = keeping_up_events()
+            assert behind["keeping_up"] is False and behind["estimate"] == 100_000
+            assert behind["bitrate"] * BEHIND_SHARE > 100_000, "the source's measured bitrate"
+            assert plugin.query_session(handle)["keeping_up"] is False  # type: ignore[arg-type]
+            assert viewers_behind() == 1
+
+            bitrate["now"] = 10_000_000
+            await until_late(lambda: len(keeping_up_events()) == 2, "not reported keeping up again")
+            assert keeping_up_events()[1]["keeping_up"] is True
+            assert plugin.query_session(handle)["keeping_up"] is True  # type: ignore[arg-type]
+            assert viewers_behind() == 0
+        finally:
+            reporting.cancel()
+    finally:
+        sending.cancel()
+        sink.close()
+
+
+TEMPORAL_PATTERN = (0, 2, 1, 2)  # each frame's temporal layer, repeating (libvpx's three-layer mode)
+
+
+def layered_vp8_packet(frame: int, *, ssrc: int, size: int) -> bytes:
+    """One frame of a VP8 stream in three temporal layers, a keyframe every 8 frames (on layer
+    0): the payload descriptor has X, then T with the frame's TID."""
+    header = struct.pack("!BBHII", 0x80, 0x80 | 96, frame & 0xFFFF, frame * 3000, ssrc)
+    descriptor = bytes([0x90, 0x20, TEMPORAL_PATTERN[frame % 4] << 6])
+    return header + descriptor + bytes([0x00 if frame % 8 == 0 else 0x01]) + bytes(size)
+
+
+def temporal_layer_of(rtp: bytes) -> int:
+    """The TID of a packet ``layered_vp8_packet`` made, as a viewer got it (after the header
+    and any extensions fanout added)."""
+    offset = 12 + 4 * (rtp[0] & 0x0F)
+    if rtp[0] & 0x10:
+        offset += 4 + 4 * struct.unpack_from("!H", rtp, offset + 2)[0]
+    return rtp[offset + 2] >> 6
+
+
+async def test_below_the_lowest_substream_temporal_layers_are_left_out_and_come_back_one_at_a_time(
+    running: Running,
+) -> None:
+    from pylibsrtp import Error as SrtpError
+    from pylibsrtp import Policy, Session
+
+    plugin = running.plugin
+    mountpoint = simulcast_mountpoint(plugin)
+    (stream,) = mountpoint.config.streams
+    ports = mountpoint.substream_ports[stream.mid]
+    # About 400, 450 and 490 kbit/s; substream 0's base layer alone about 100 kbit/s, with layer 1 200.
+    sizes = [1000, 1100, 1200]
+
+    async def encode() -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for frame in range(1_000_000):
+                for substream, port in enumerate(ports):
+                    sock.sendto(layered_vp8_packet(frame, ssrc=substream + 1, size=sizes[substream]), ("127.0.0.1", port))
+                await asyncio.sleep(FRAME_SECONDS)
+        finally:
+            sock.close()
+
+    sending = asyncio.get_running_loop().create_task(encode())
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.setblocking(False)
+    fanout_key, viewer_key = os.urandom(28), os.urandom(28)
+    gcm = Policy.SRTP_PROFILE_AEAD_AES_128_GCM
+    outbound = Session(Policy(key=viewer_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=gcm))
+    inbound = Session(Policy(key=fanout_key, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=gcm))
+    received_layers: list[int] = []
+    bitrate = {"now": 10_000_000}
+    handle = RecordingHandle(19)
+
+    def read_sink() -> None:
+        while True:
+            try:
+                datagram = sink.recv(2048)
+            except BlockingIOError:
+                return
+            if datagram[1] & 0x7F != 96:  # sender reports
+                continue
+            try:
+                received_layers.append(temporal_layer_of(inbound.unprotect(datagram)))
+            except SrtpError:
+                continue
+
+    def layers_lately() -> set[int]:
+        """The temporal layers of the last 8 video packets the viewer got."""
+        read_sink()
+        return set(received_layers[-8:]) if len(received_layers) >= 8 else set()
+
+    async def report() -> None:
+        while True:  # REMB through the core, as for the viewer that cannot keep up
+            packet = outbound.protect_rtcp(remb(bitrate["now"], track.ssrc))
+            plugin.incoming_rtcp(handle, plugin.engine.receive_rtcp(handle.id, packet))  # type: ignore[arg-type]
+            await asyncio.sleep(0.2)
+
+    async def until_late(condition: Callable[[], bool], failure: str) -> None:
+        deadline = time.monotonic() + 4 * WAIT_SECONDS
+        while not condition():
+            assert time.monotonic() < deadline, failure
+            await asyncio.sleep(0.05)
+
+    def told(result: dict[str, Any], after: int) -> bool:
+        return any(event.get("result") == result for event in handle.events[after:])
+
+    try:
+        await until(lambda: not any(mountpoint.silence.is_silent(i) for i in mountpoint.silence.indexes), "no media")
+        plugin.engine.add_peer(handle.id, sink.getsockname(), "AEAD_AES_128_GCM", fanout_key, viewer_key)
+        plugin.create_session(handle)
+        plugin.viewers[handle.id].watch(mountpoint, None)
+        plugin.setup_media(handle)
+        (track,) = plugin.viewers[handle.id].tracks
+        reporting = asyncio.get_running_loop().create_task(report())
+        lowest = source_index(stream, 0)
+        try:
+            await until(lambda: plugin.viewers[handle.id].estimate == 10_000_000, "no estimate")
+            await until_late(lambda: len(mountpoint.layer_rates.temporal_bitrates(lowest)) == 3, "layers not measured")
+            assert track.substream == 2 and track.temporal is None
+
+            before = len(handle.events)
+            bitrate["now"] = 150_000  # under substream 0 whole; its base layer fits
+            await until_late(lambda: told({"mid": stream.mid, "substream": 0}, before), "not moved to substream 0")
+            await until_late(lambda: told({"mid": stream.mid, "temporal": 0}, before), "temporal layers kept")
+            await until_late(lambda: layers_lately() == {0}, "the viewer still gets layers above 0")
+
+            before = len(handle.events)
+            bitrate["now"] = 300_000  # layers 0 and 1 with headroom, not 2
+            raised_at = time.monotonic()
+            await until_late(lambda: told({"mid": stream.mid, "temporal": 1}, before), "layer 1 did not come back")
+            assert time.monotonic() - raised_at >= UP_HOLD_SECONDS, "up only once the estimate held"
+            await until_late(lambda: layers_lately() == {0, 1}, "the viewer does not get layers 0 and 1")
+            assert track.substream == 0
+            assert plugin.query_session(handle)["layers"][stream.mid]["temporal"] == 1  # type: ignore[arg-type]
+
+            before = len(handle.events)
+            await plugin.handle_message(handle, "t", {"request": "configure", "substream": 0}, None)  # type: ignore[arg-type]
+            await until(lambda: told({"mid": stream.mid, "temporal": 2}, before), "automatic choice off: layers not back")
+            assert track.temporal is None and not track.adaptive
+
+            before = len(handle.events)
+            await plugin.handle_message(handle, "t", {"request": "configure", "adaptive": True}, None)  # type: ignore[arg-type]
+            await until_late(lambda: told({"mid": stream.mid, "temporal": 1}, before), "automatic choice not on again")
+
+            before = len(handle.events)
+            await plugin.handle_message(handle, "t", {"request": "configure", "temporal": 0}, None)  # type: ignore[arg-type]
+            await until(lambda: told({"mid": stream.mid, "temporal": 0}, before), "configure's layer not taken")
+            pinned_at = time.monotonic()
+            await until_late(lambda: time.monotonic() - pinned_at > UP_HOLD_SECONDS + 1, "")
+            assert plugin.viewers[handle.id].estimate == 300_000
+            assert track.temporal == 0, "pinned: the estimate does not move it"
         finally:
             reporting.cancel()
     finally:

@@ -5,12 +5,18 @@ reports it as BandwidthEstimate events, at most once a second per viewer or at
 once when it falls. The plugin picks, per simulcast track, the highest substream
 that fits: down at once when the estimate falls under the current layer's
 bitrate (by more than measurement noise), up only when the estimate has held above the next layer's bitrate with
-20% headroom for a few seconds. The layers' bitrates are measured from the
-engine's per-stream byte counters. Sans-IO: times are passed in.
+20% headroom for a few seconds. Below the lowest substream (or a single-layer
+stream), VP8 temporal layers are left out the same way. The layers' bitrates are measured from the
+engine's per-stream byte counters. A viewer whose estimate stays under the
+bitrate of what it gets (the only layer of a single-layer mountpoint, or the
+lowest it could move to) cannot keep up: KeepingUp says so, with hysteresis.
+Sans-IO: times are passed in.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 UP_HEADROOM = 1.2
@@ -18,6 +24,11 @@ UP_HEADROOM = 1.2
 # estimates are the acknowledged rate of that very layer, a few percent either side of it.
 DOWN_SHARE = 0.9
 UP_HOLD_SECONDS = 3.0
+# A viewer cannot keep up once its estimate has stayed under this share of the bitrate of what it
+# gets for this long (a dip, or a second of keyframes, does not count); it keeps up again once the
+# estimate has stayed at or above that bitrate for as long.
+BEHIND_SHARE = DOWN_SHARE
+BEHIND_HOLD_SECONDS = 3.0
 # A layer's bitrate is measured over at least this long.
 RATE_WINDOW_SECONDS = 1.0
 # Until measured: what a three-layer simulcast encoder (Chromium's 1/4, 1/2, full) sends, roughly.
@@ -29,18 +40,32 @@ class LayerRates:
     """The bitrates of a mountpoint's source streams, from successive byte counts."""
 
     bitrates: dict[int, int] = field(default_factory=dict)  # by source index, bits per second
-    _samples: dict[int, tuple[int, float]] = field(default_factory=dict)
+    # VP8: each temporal layer's own bitrate (TID 0, 1, ...), by source index.
+    layer_bitrates_by_tid: dict[int, list[int]] = field(default_factory=dict)
+    _samples: dict[int, tuple[int, tuple[int, ...], float]] = field(default_factory=dict)
 
-    def sample(self, index: int, total_bytes: int, now: float) -> None:
+    def sample(self, index: int, total_bytes: int, now: float, temporal_layer_bytes: Sequence[int] = ()) -> None:
         previous = self._samples.get(index)
         if previous is None:
-            self._samples[index] = (total_bytes, now)
+            self._samples[index] = (total_bytes, tuple(temporal_layer_bytes), now)
             return
-        then_bytes, then = previous
+        then_bytes, then_layer_bytes, then = previous
         if now - then < RATE_WINDOW_SECONDS:
             return
-        self.bitrates[index] = max(0, int((total_bytes - then_bytes) * 8 / (now - then)))
-        self._samples[index] = (total_bytes, now)
+        seconds = now - then
+        self.bitrates[index] = max(0, int((total_bytes - then_bytes) * 8 / seconds))
+        self.layer_bitrates_by_tid[index] = [
+            max(0, int((count - then_count) * 8 / seconds)) for then_count, count in zip(then_layer_bytes, temporal_layer_bytes)
+        ]
+        self._samples[index] = (total_bytes, tuple(temporal_layer_bytes), now)
+
+    def temporal_bitrates(self, index: int) -> list[int]:
+        """What a viewer of source stream ``index`` capped at each temporal layer gets (0, 1,
+        ... up to the highest that sent lately), bits per second: one entry for a stream
+        without temporal layers, none until measured."""
+        rates = self.layer_bitrates_by_tid.get(index, [])
+        layers = max((tid + 1 for tid, rate in enumerate(rates) if rate > 0), default=0)
+        return list(itertools.accumulate(rates[:layers]))
 
     def layer_bitrates(self, indexes: list[int]) -> list[int]:
         """Each layer's bitrate (the source indexes of substreams 0, 1, ...); a layer not
@@ -55,7 +80,9 @@ class LayerRates:
 
 @dataclass
 class LayerChoice:
-    """One track's automatic choice: down fast, up slowly, with hysteresis."""
+    """One track's automatic choice among layers, each carrying more than the one below
+    (substreams, or temporal layers with their bitrates summed): down fast, up slowly, with
+    hysteresis."""
 
     above_since: float | None = None  # the estimate has held above the next layer's bitrate since
 
@@ -76,3 +103,28 @@ class LayerChoice:
         else:
             self.above_since = None
         return current
+
+
+@dataclass
+class KeepingUp:
+    """Whether a viewer's link carries what it gets: its estimate against the bitrate of its
+    streams, with hysteresis. ``behind`` flips only once the estimate has said otherwise for
+    BEHIND_HOLD_SECONDS."""
+
+    behind: bool = False
+    contrary_since: float | None = None  # the estimate has said otherwise than ``behind`` since
+
+    def update(self, estimate: int, bitrate: int, now: float) -> bool:
+        """Takes an estimate and the bitrate of what the viewer gets now (bits/s); True when
+        ``behind`` changed."""
+        contrary = estimate >= bitrate if self.behind else estimate < bitrate * BEHIND_SHARE
+        if not contrary:
+            self.contrary_since = None
+            return False
+        if self.contrary_since is None:
+            self.contrary_since = now
+        if now - self.contrary_since < BEHIND_HOLD_SECONDS:
+            return False
+        self.behind = not self.behind
+        self.contrary_since = None
+        return True

@@ -86,6 +86,18 @@ def layer_event(mid: str, **layer: int) -> dict[str, Any]:
     return {"streaming": "event", "result": {"mid": mid, **layer}}
 
 
+def keeping_up_event(keeping_up: bool, estimate: int, bitrate: int) -> dict[str, Any]:
+    """The viewer's link no longer carries what it gets (its bandwidth estimate stayed under the
+    bitrate of its streams), or carries it again; both in bits per second."""
+    return {"streaming": "event", "result": {"keeping_up": keeping_up, "estimate": estimate, "bitrate": bitrate}}
+
+
+def _top_temporal_layer(capped_bitrates: list[int]) -> int:
+    """The highest temporal layer of a stream (``LayerRates.temporal_bitrates``); until
+    measured, 2: the highest Janus knows, which means all."""
+    return len(capped_bitrates) - 1 if capped_bitrates else 2
+
+
 def _peer_stats_json(stats: PeerStats) -> dict[str, Any]:
     """The engine's counters of a viewer, as query_session (handle_info's plugin_specific) shows them."""
     return {
@@ -168,7 +180,7 @@ class StreamingPlugin(Plugin):
         self.mountpoints: dict[MountpointId, Mountpoint] = {}
         self._engine_ids = itertools.count(1)
         self.viewers: dict[int, Viewer] = {}
-        # Simulcast layers the viewers' estimates moved them to, by direction, since start (for /metrics).
+        # Substreams and temporal layers the viewers' estimates moved them to, by direction, since start (for /metrics).
         self.layer_moves: dict[str, int] = {"up": 0, "down": 0}
         self._tasks: set[asyncio.Task[None]] = set()
         self._moves_pending: dict[tuple[int, str], int] = {}  # (handle id, mid) -> the source index a move waits for
@@ -539,11 +551,13 @@ class StreamingPlugin(Plugin):
             info["mids"] = [track.mid for track in viewer.tracks]
             info["estimate"] = viewer.estimate
             info["layer_moves"] = dict(viewer.layer_moves)
+            # None: fanout cannot tell (no transport feedback or REMB measures the viewer's rate).
+            info["keeping_up"] = not viewer.keeping_up.behind if viewer.estimate_measures_rate else None
             info["transport_cc"] = viewer.transport_cc_id is not None
             info["layers"] = {
                 track.mid: {"substream": track.substream, "temporal": track.temporal, "adaptive": track.adaptive}
                 for track in viewer.tracks
-                if track.stream.simulcast
+                if track.stream.simulcast or track.temporal is not None
             }
         if viewer.in_engine:
             info["engine"] = _peer_stats_json(self.engine.peer_stats(handle.id))
@@ -966,6 +980,15 @@ class StreamingPlugin(Plugin):
                 # A substream pins the track (Janus's behaviour), unless the request turns adaptive on itself.
                 track.adaptive = bool(layer.get("adaptive", 0))
                 track.layer_choice = LayerChoice()
+            if "temporal" in layer or "adaptive" in layer:
+                # A temporal layer pins it too, unless the request turns adaptive on itself.
+                track.temporal_pinned = "temporal" in layer and not layer.get("adaptive", 0)
+                track.temporal_choice = LayerChoice()
+            automatic_cap = not track.temporal_pinned and track.temporal is not None
+            if not track.adaptive and automatic_cap and "temporal" not in layer:
+                # Automatic choice off: the temporal layers the estimate left out come back.
+                rates = viewer.mountpoint.layer_rates.temporal_bitrates(track.source_index)
+                self._take_temporal_layer(viewer, track, None, shown=_top_temporal_layer(rates))
             if "fallback" in layer:
                 track.fallback_us = layer["fallback"]
             if "temporal" in layer:
@@ -1011,28 +1034,32 @@ class StreamingPlugin(Plugin):
     def _bandwidth_estimate(self, event: BandwidthEstimate) -> None:
         """The engine's estimate of a viewer's bandwidth: each of its adaptive simulcast tracks
         takes the substream that fits (down at once, up after the estimate held above the next
-        layer with headroom; see adaptation.py), through the same path as configure."""
+        layer with headroom; see adaptation.py), through the same path as configure; then whether
+        the viewer keeps up with what it gets."""
         viewer = self.viewers.get(event.peer_id)
         if viewer is None or viewer.mountpoint is None or not viewer.in_engine:
             return
         viewer.estimate = event.bitrate
         logger.debug("viewer %d: estimate %d bit/s", event.peer_id, event.bitrate)
         mountpoint = viewer.mountpoint
-        tracks = [track for track in viewer.tracks if track.stream.simulcast and track.adaptive and track.send]
-        if not tracks:
-            return
         now = time.monotonic()
         self._sample_layer_rates(mountpoint, now)
+        self._adapt_substreams(viewer, mountpoint, event.bitrate, now)
+        self._adapt_temporal_layers(viewer, mountpoint, event.bitrate, now)
+        self._judge_keeping_up(viewer, mountpoint, event.bitrate, now)
+
+    def _adapt_substreams(self, viewer: Viewer, mountpoint: Mountpoint, estimate: int, now: float) -> None:
+        tracks = [track for track in viewer.tracks if track.stream.simulcast and track.adaptive and track.send]
         ages: dict[int, int | None] | None = None
         for track in tracks:
             indexes = [source_index(track.stream, substream) for substream in range(track.stream.substreams)]
             bitrates = mountpoint.layer_rates.layer_bitrates(indexes)
             current = track.requested_substream if track.requested_substream is not None else 0
-            chosen = track.layer_choice.choose(event.bitrate, bitrates, current, now)
+            chosen = track.layer_choice.choose(estimate, bitrates, current, now)
             if chosen == current:
                 continue
             logger.debug("viewer %d, mid %s: estimate %d bit/s, substream %d -> %d",
-                         event.peer_id, track.mid, event.bitrate, current, chosen)
+                         viewer.handle.id, track.mid, estimate, current, chosen)
             track.requested_substream = chosen
             direction = "up" if chosen > current else "down"
             viewer.layer_moves[direction] += 1
@@ -1041,13 +1068,87 @@ class StreamingPlugin(Plugin):
                 ages = self._source_ages_ms(mountpoint, viewer, now)
             self._set_substream(viewer, track, track.substream_to_take(ages))
 
+    def _adapt_temporal_layers(self, viewer: Viewer, mountpoint: Mountpoint, estimate: int, now: float) -> None:
+        """VP8 with temporal layers, at the lowest substream of an adaptive simulcast track or on
+        a single-layer stream: the highest temporal layer the estimate fits (down at once, up one
+        layer after the estimate held above it with headroom), unless configure pinned one. A
+        simulcast track moved above its lowest substream gets every layer again. Only once the
+        estimate measures a rate: a viewer that sends neither transport feedback nor REMB has
+        one that never grows past the engine's start (1 Mbit/s)."""
+        if not viewer.estimate_measures_rate:
+            return
+        for track in viewer.tracks:
+            if not track.send or track.stream.codec.name != "vp8" or track.temporal_pinned:
+                continue
+            if track.stream.simulcast and not track.adaptive:
+                continue
+            rates = mountpoint.layer_rates.temporal_bitrates(track.source_index)
+            top = _top_temporal_layer(rates)
+            if track.stream.simulcast and track.requested_substream != 0:
+                if track.temporal is not None:
+                    track.temporal_choice = LayerChoice()
+                    self._take_temporal_layer(viewer, track, None, shown=top)
+                continue
+            if len(rates) < 2:  # no temporal layers, or not measured yet
+                continue
+            current = top if track.temporal is None else min(track.temporal, top)
+            chosen = track.temporal_choice.choose(estimate, rates, current, now)
+            if chosen == current:
+                continue
+            logger.debug("viewer %d, mid %s: estimate %d bit/s, temporal layer %d -> %d",
+                         viewer.handle.id, track.mid, estimate, current, chosen)  # fmt: skip
+            direction = "up" if chosen > current else "down"
+            viewer.layer_moves[direction] += 1
+            self.layer_moves[direction] += 1
+            self._take_temporal_layer(viewer, track, None if chosen == top else chosen, shown=chosen)
+
+    def _take_temporal_layer(self, viewer: Viewer, track: ViewerTrack, temporal: int | None, *, shown: int) -> None:
+        """The estimate's temporal layer for the track (None: all); the client is told ``shown``."""
+        track.temporal = temporal
+        if viewer.in_engine and track.send:
+            self.engine.set_stream_temporal_layer(viewer.handle.id, track.source_index, temporal)
+        viewer.handle.push_event(None, layer_event(track.mid, temporal=shown))
+
+    def _judge_keeping_up(self, viewer: Viewer, mountpoint: Mountpoint, estimate: int, now: float) -> None:
+        """Whether the viewer's link carries what it gets (once its estimate measures a rate, while
+        media flows): a change is told to its client (``keeping_up``), handle_info and /metrics
+        show it. A simulcast viewer is judged on the substream its estimate moved it to."""
+        if not viewer.estimate_measures_rate or viewer.state is not ViewerState.STARTED or not mountpoint.enabled:
+            return
+        bitrate = self._received_bitrate(viewer, mountpoint)
+        if bitrate is None or not viewer.keeping_up.update(estimate, bitrate, now):
+            return
+        if viewer.keeping_up.behind:
+            logger.info("viewer %d cannot keep up: estimate %d bit/s under the %d bit/s it gets",
+                        viewer.handle.id, estimate, bitrate)  # fmt: skip
+        else:
+            logger.info("viewer %d keeps up again: estimate %d bit/s", viewer.handle.id, estimate)
+        viewer.handle.push_event(None, keeping_up_event(not viewer.keeping_up.behind, estimate, bitrate))
+
+    @staticmethod
+    def _received_bitrate(viewer: Viewer, mountpoint: Mountpoint) -> int | None:
+        """The bitrate of the source streams the viewer gets now, bits per second; None until
+        each is measured, or while none sends."""
+        total = 0
+        for track in viewer.tracks:
+            if not track.send or track.paused:
+                continue
+            measured = mountpoint.layer_rates.bitrates.get(track.source_index)
+            if measured is None:
+                return None
+            capped = mountpoint.layer_rates.temporal_bitrates(track.source_index)
+            if track.temporal is not None and track.temporal < len(capped):
+                measured = capped[track.temporal]  # the layers above the cap are left out
+            total += measured
+        return total or None
+
     def _sample_layer_rates(self, mountpoint: Mountpoint, now: float) -> None:
         """At most once a second per mountpoint: each source stream's byte count, for its bitrate."""
         if mountpoint.layer_rates_sampled_at is not None and now - mountpoint.layer_rates_sampled_at < 1.0:
             return
         mountpoint.layer_rates_sampled_at = now
         for stream in self.engine.mountpoint_stats(mountpoint.engine_id).streams:
-            mountpoint.layer_rates.sample(stream.index, stream.bytes, now)
+            mountpoint.layer_rates.sample(stream.index, stream.bytes, now, stream.temporal_layer_bytes)
 
     def _hear_silence_within(self, mountpoint: Mountpoint, fallback_ms: int) -> None:
         """A viewer's fallback: the engine reports the mountpoint's simulcast substreams

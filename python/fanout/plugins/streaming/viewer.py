@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fanout.core.plugin import PluginHandle
-from fanout.plugins.streaming.adaptation import LayerChoice
+from fanout.plugins.streaming.adaptation import KeepingUp, LayerChoice
 from fanout.plugins.streaming.bitrate_feedback import BitrateEstimate
 from fanout.plugins.streaming.codecs import VIDEO_RTCP_FEEDBACK
 from fanout.plugins.streaming.config import DataStreamConfig, StreamConfig
@@ -63,7 +63,8 @@ class ViewerTrack:
     # Simulcast streams: the substream (encoding) the viewer gets or is moving to, the
     # highest by default, as Janus; None for other streams.
     substream: int | None = None
-    temporal: int | None = None  # VP8: the highest temporal layer it gets (configure "temporal"); None: all
+    # VP8: the highest temporal layer it gets (configure "temporal", or the estimate); None: all.
+    temporal: int | None = None
     # The substream configure asked for: ``substream`` falls back below it while it has
     # been silent for longer than ``fallback_us`` (Janus's configure "fallback"), and
     # comes back to it when it sends again.
@@ -75,6 +76,10 @@ class ViewerTrack:
     # on by default, off once configure pins a substream). None: the default for the stream.
     adaptive: bool | None = None
     layer_choice: LayerChoice = field(default_factory=LayerChoice)
+    # VP8: below the lowest substream (or a single-layer stream's bitrate) the estimate also
+    # leaves temporal layers out, unless configure pinned one ("temporal").
+    temporal_pinned: bool = False
+    temporal_choice: LayerChoice = field(default_factory=LayerChoice)
 
     def __post_init__(self) -> None:
         if self.substream is None and self.stream.simulcast:
@@ -179,6 +184,8 @@ class ViewerTrack:
             requested_substream=None,
             adaptive=None,
             layer_choice=LayerChoice(),
+            temporal_pinned=False,
+            temporal_choice=LayerChoice(),
         )
 
     def engine_stream(self) -> ViewerStream:
@@ -207,6 +214,14 @@ class Viewer:
     transport_cc_id: int | None = None
     estimate: int | None = None  # the engine's latest bandwidth estimate of it, bits per second
     layer_moves: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0})  # automatic ones, by direction
+    # Whether its link carries what it gets, judged from its estimates once they measure a rate.
+    keeping_up: KeepingUp = field(default_factory=KeepingUp)
+
+    @property
+    def estimate_measures_rate(self) -> bool:
+        """Whether the engine's estimate of it rests on a measured rate: transport feedback or a
+        REMB. A receiver report's loss alone cannot tell that a link would carry more."""
+        return self.transport_cc_id is not None or bool(self.bitrate_estimates)
 
     def take_bitrate_estimate(self, ssrcs: list[int], bitrate: int, now: float) -> None:
         """A REMB about some of this viewer's tracks."""
@@ -282,4 +297,5 @@ class Viewer:
         self.data_paused = False
         self.transport_cc_id = None
         self.estimate = None
+        self.keeping_up = KeepingUp()
         self.state = ViewerState.IDLE
