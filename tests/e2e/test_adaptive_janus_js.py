@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +22,6 @@ from playwright.sync_api import Page
 
 from tests.support.browser import chromium_in
 from tests.support.encoders import running
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from tests.support.netns import NetworkNamespace, loopback_namespace
 from tests.support.server import FanoutProcess, write_config
@@ -119,25 +120,46 @@ def wait_for(page: Page, condition: str, predicate: Any, seconds: float, timelin
     raise AssertionError(f"{condition} not within {seconds} s: {timeline[-20:]}")
 
 
-def test_the_layer_follows_the_shaped_link(tmp_path: Path) -> None:
+@dataclass
+class ShapedViewer:
+    """The demo page playing in Chromium in ``namespace``, whose loopback ``shape`` limits."""
+
+    namespace: NetworkNamespace
+    server: FanoutProcess
+    page: Page
+    errors: list[str]  # the page's uncaught errors
+
+
+@contextmanager
+def playing_over_a_shapeable_link(
+    tmp_path: Path, mountpoint: str, mountpoint_id: int, encoder_command: list[str]
+) -> Iterator[ShapedViewer]:
+    """fanout and the browser in one namespace, the encoder in another behind a veth pair; the
+    demo page watches ``mountpoint_id`` over the Janus HTTP API until it plays."""
     config = tmp_path / "config"
-    addresses = write_config(config, MOUNTPOINT, nat_1_1_mapping=None)
-    timeline: list[Any] = []
+    addresses = write_config(config, mountpoint, nat_1_1_mapping=None)
     with (
         loopback_namespace() as namespace,
         FanoutProcess(config, namespace) as server,  # before the veth: it advertises loopback only
         encoder_namespace(namespace) as encoding,
-        running(encoder(), encoding),
+        running(encoder_command, encoding),
         chromium_in(namespace, tmp_path) as browser,
     ):
         errors: list[str] = []
         page = browser.new_page()
         page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(f"{addresses.page_url}?mountpoint=4&transport=http")
+        page.goto(f"{addresses.page_url}?mountpoint={mountpoint_id}&transport=http")
         try:
             page.wait_for_function("window.fanoutDemo && window.fanoutDemo.state === 'playing'", timeout=30_000)
         except Exception as error:
             raise AssertionError(f"not playing: {server.output}") from error
+        yield ShapedViewer(namespace, server, page, errors)
+
+
+def test_the_layer_follows_the_shaped_link(tmp_path: Path) -> None:
+    timeline: list[Any] = []
+    with playing_over_a_shapeable_link(tmp_path, MOUNTPOINT, 4, encoder()) as viewer:
+        namespace, server, page, errors = viewer.namespace, viewer.server, viewer.page, viewer.errors
         shape(namespace, "3mbit", first=True)
         wait_for(page, "the top layer at 3 Mbit/s", lambda s: s.get("frameWidth") == 1280, 30, timeline)
 

@@ -6,6 +6,7 @@ pull whose media stops starts again."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import signal
@@ -93,6 +94,18 @@ class Encoders:
                 await asyncio.sleep(FRAME_SECONDS)  # the source's frame rate
         finally:
             sock.close()
+
+
+async def send_frames(ports: list[int], packet: Callable[[int, int], bytes]) -> None:
+    """Until cancelled, ``packet(frame, index)`` to each of ``ports`` (its index) once per frame."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for frame in itertools.count():
+            for index, port in enumerate(ports):
+                sock.sendto(packet(frame, index), ("127.0.0.1", port))
+            await asyncio.sleep(FRAME_SECONDS)
+    finally:
+        sock.close()
 
 
 @dataclass
@@ -271,18 +284,10 @@ async def test_the_substream_follows_the_estimate_down_at_once_up_slowly_and_con
     # About 60, 200 and 500 kbit/s: payloads of 150, 500 and 1250 bytes at 50 frames a second.
     sizes = [150, 500, 1250]
 
-    async def encode() -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            for frame in range(1_000_000):
-                for substream, port in enumerate(ports):
-                    packet = vp8_packet(frame, keyframe=frame % KEYFRAME_EVERY == 0, ssrc=substream + 1)
-                    sock.sendto(packet + bytes(sizes[substream]), ("127.0.0.1", port))
-                await asyncio.sleep(FRAME_SECONDS)
-        finally:
-            sock.close()
+    def packet(frame: int, substream: int) -> bytes:
+        return vp8_packet(frame, keyframe=frame % KEYFRAME_EVERY == 0, ssrc=substream + 1) + bytes(sizes[substream])
 
-    sending = asyncio.get_running_loop().create_task(encode())
+    sending = asyncio.get_running_loop().create_task(send_frames(ports, packet))
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     viewer_key = os.urandom(28)
@@ -362,17 +367,10 @@ async def test_a_viewer_whose_estimate_stays_under_the_only_layer_is_reported_un
     (stream,) = mountpoint.config.streams
     (port,) = mountpoint.ports
 
-    async def encode() -> None:  # about 400 kbit/s: 1000-byte payloads at 50 frames a second
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            for frame in range(1_000_000):
-                packet = vp8_packet(frame, keyframe=frame % KEYFRAME_EVERY == 0, ssrc=1)
-                sock.sendto(packet + bytes(1000), ("127.0.0.1", port))
-                await asyncio.sleep(FRAME_SECONDS)
-        finally:
-            sock.close()
+    def packet(frame: int, _: int) -> bytes:  # about 400 kbit/s: 1000-byte payloads at 50 frames a second
+        return vp8_packet(frame, keyframe=frame % KEYFRAME_EVERY == 0, ssrc=1) + bytes(1000)
 
-    sending = asyncio.get_running_loop().create_task(encode())
+    sending = asyncio.get_running_loop().create_task(send_frames([port], packet))
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     viewer_key = os.urandom(28)
@@ -470,17 +468,10 @@ async def test_below_the_lowest_substream_temporal_layers_are_left_out_and_come_
     # About 400, 450 and 490 kbit/s; substream 0's base layer alone about 100 kbit/s, with layer 1 200.
     sizes = [1000, 1100, 1200]
 
-    async def encode() -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            for frame in range(1_000_000):
-                for substream, port in enumerate(ports):
-                    sock.sendto(layered_vp8_packet(frame, ssrc=substream + 1, size=sizes[substream]), ("127.0.0.1", port))
-                await asyncio.sleep(FRAME_SECONDS)
-        finally:
-            sock.close()
+    def packet(frame: int, substream: int) -> bytes:
+        return layered_vp8_packet(frame, ssrc=substream + 1, size=sizes[substream])
 
-    sending = asyncio.get_running_loop().create_task(encode())
+    sending = asyncio.get_running_loop().create_task(send_frames(ports, packet))
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     sink.setblocking(False)
