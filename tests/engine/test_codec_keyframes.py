@@ -9,14 +9,12 @@ import shutil
 import socket
 import struct
 import subprocess
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from fanout._engine import Engine
 
 from .test_engine import GCM, ViewerSocket, udp_socket, wait_until
-from .test_keyframe_cache import Rig
+from .test_keyframe_cache import Rig, rig  # noqa: F401 (the fixture)
 
 if TYPE_CHECKING:
     from fanout._engine import SourceStream, ViewerStream
@@ -67,17 +65,6 @@ def payload(datagram: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def encoded() -> list[list[bytes]]:
     return h265_rtp_from_gstreamer()
-
-
-@pytest.fixture
-def rig() -> Iterator[Rig]:
-    webrtc = udp_socket()
-    source = udp_socket()
-    engine = Engine(webrtc.fileno())
-    yield Rig(engine, webrtc, source)
-    engine.close()
-    webrtc.close()
-    source.close()
 
 
 def test_an_h265_viewer_joining_mid_gop_starts_at_the_next_idr_then_at_the_cached_one(
