@@ -210,7 +210,8 @@ def test_janus_js_switches_the_browsers_rid_layers_with_configure(rig: Rig) -> N
             timeout=20_000,
         )
         events = layer_events(viewer, seen)
-        assert events[0] == {"streaming": "event", "result": {"event": "configured"}}, events
+        # A status event (e.g. "started") may still come in before the configure's answer.
+        assert {"streaming": "event", "result": {"event": "configured"}} in events, events
         moves = [event for event in events if "substream" in (event.get("result") or {})]
         assert moves[0] == {"streaming": "event", "result": {"mid": "v", "substream": substream}}, events
 
