@@ -26,12 +26,13 @@ with-rtcp: {{
 }}
 """
 # The encoder's RTCP side: makes itself known with an empty receiver report,
-# then prints the bitrate of each REMB that arrives, for 20 seconds at most.
+# then prints the bitrate of each REMB that arrives; gives up after 90 silent seconds
+# (Chromium may take tens of seconds to start and play on a loaded machine).
 RTCP_LISTENER = f"""
 import socket, sys
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.bind(("127.0.0.1", 0))
-sock.settimeout(20)
+sock.settimeout(90)
 sock.sendto(bytes([0x80, 201, 0, 1, 0, 0, 0, 7]), ("127.0.0.1", {VIDEO_RTCP_PORT}))
 for _ in range(200):
     packet = sock.recv(1500)
