@@ -3,7 +3,6 @@ with a real aiortc viewer: what it decodes changes, and nothing is renegotiated.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,12 +53,6 @@ async def request(viewer: AiortcViewer, body: dict[str, Any]) -> dict[str, Any]:
     return event["plugindata"]["data"]  # type: ignore[no-any-return]
 
 
-async def frames_during(viewer: AiortcViewer, seconds: float) -> tuple[int, int]:
-    video, audio = viewer.media.video_frames, viewer.media.audio_frames
-    await asyncio.sleep(seconds)
-    return viewer.media.video_frames - video, viewer.media.audio_frames - audio
-
-
 async def test_configure_stops_and_restarts_video_while_audio_goes_on(janus: JanusHttpClient) -> None:
     viewer = AiortcViewer(janus)
     try:
@@ -68,9 +61,10 @@ async def test_configure_stops_and_restarts_video_while_audio_goes_on(janus: Jan
 
         configured = await request(viewer, {"request": "configure", "streams": [{"mid": "v", "send": False}]})
         assert configured == {"streaming": "event", "result": {"event": "configured"}}
-        await asyncio.sleep(0.5)  # what was in flight
-        video, audio = await frames_during(viewer, 1.5)
-        assert video == 0 and audio > 40
+        await viewer.wait_until_video_stops()
+        video = viewer.media.video_frames
+        await viewer.wait_for_frames(video=0, audio=viewer.media.audio_frames + 40)
+        assert viewer.media.video_frames == video, "video came back while audio went on"
 
         assert (await request(viewer, {"request": "configure", "video": True}))["result"] == {"event": "configured"}
         await viewer.wait_for_frames(video=viewer.media.video_frames + 30, audio=0, timeout=10)

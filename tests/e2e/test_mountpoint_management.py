@@ -32,8 +32,8 @@ async def test_disable_stops_the_media_and_enable_brings_it_back(janus_http: Jan
         admin = await janus_http.attach()
 
         assert await manage(janus_http, admin, {"request": "disable", "id": 1}) == {"streaming": "ok"}
-        await asyncio.sleep(0.5)  # frames already in flight or in the jitter buffer
-        assert await frames_in(viewer, 1.5) == 0
+        await viewer.wait_until_video_stops()
+        assert await frames_in(viewer, 1.5) == 0, "a disabled mountpoint sends again"
         info = await manage(janus_http, admin, {"request": "info", "id": 1})
         assert info["info"]["enabled"] is False  # type: ignore[index]
 

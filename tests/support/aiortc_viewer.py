@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,13 +88,26 @@ class AiortcViewer:
         self.events.append(event)
         return event
 
-    async def wait_for_frames(self, video: int, audio: int, timeout: float = 20.0) -> DecodedMedia:
+    async def wait_for_frames(self, video: int, audio: int, timeout: float = 60.0) -> DecodedMedia:
         async def enough() -> None:
             while self.media.video_frames < video or self.media.audio_frames < audio:
                 await asyncio.sleep(0.05)
 
         await asyncio.wait_for(enough(), timeout)
         return self.media
+
+    async def wait_until_video_stops(self, quiet: float = 1.0, timeout: float = 60.0) -> None:
+        """Until no video frame has been decoded for ``quiet`` seconds (what was in flight or in
+        the jitter buffer is out)."""
+
+        async def stopped() -> None:
+            frames, since = self.media.video_frames, time.monotonic()
+            while time.monotonic() - since < quiet:
+                await asyncio.sleep(0.05)
+                if self.media.video_frames != frames:
+                    frames, since = self.media.video_frames, time.monotonic()
+
+        await asyncio.wait_for(stopped(), timeout)
 
     async def wait_for_data(self, count: int, timeout: float = 20.0) -> list[str | bytes]:
         async def enough() -> None:
