@@ -35,6 +35,12 @@ VP8_DELTA = bytes([0x90, 0xE0, 0x81, 0x24, 0x05, 0x40]) + bytes([0x31, 0x02, 0x0
 H264_IDR_START = bytes([0x7C, 0x85, 0x88, 0x84])
 H264_STAP_A_SPS_PPS = bytes([0x78, 0x00, 0x04, 0x67, 0x42, 0xC0, 0x1F, 0x00, 0x04, 0x68, 0xCE, 0x3C, 0x80])
 VP9_KEYFRAME = bytes([0x8A, 0x00, 0x82, 0x49, 0x83, 0x42, 0x00])
+# I (15-bit picture ID), L, B, E: TID 0 and TL0PICIDX, then a keyframe's first bytes (non-flexible mode).
+VP9_LAYERED_KEYFRAME = bytes([0xAC, 0x81, 0x23, 0x00, 0x07, 0x82, 0x49, 0x83, 0x42, 0x00])
+# I (7-bit), P, L, B, E: TID 2 with U, SID 1; TL0PICIDX.
+VP9_UPPER_LAYER = bytes([0xEC, 0x05, 0x52, 0x07, 0x86, 0x00])
+# I, P, L, F, B: TID 1, then two reference indices (P_DIFF 1 with N, P_DIFF 2).
+VP9_FLEXIBLE = bytes([0xF8, 0x80, 0x09, 0x20, 0x03, 0x04, 0x86])
 OPUS = bytes([0xFC, 0xFF, 0xFE])
 
 RECEIVER_REPORT = struct.pack("!BBHI", 0x81, 201, 7, 0x66616E6F) + struct.pack("!IIIIII", 0x1234, 0x01000010, 0x1000, 20, 0, 0)
@@ -81,6 +87,9 @@ def seeds() -> dict[str, dict[str, bytes]]:
             "h264_idr_start": H264_IDR_START,
             "h264_stap_a": H264_STAP_A_SPS_PPS,
             "vp9_keyframe": VP9_KEYFRAME,
+            "vp9_layered_keyframe": VP9_LAYERED_KEYFRAME,
+            "vp9_upper_layer": VP9_UPPER_LAYER,
+            "vp9_flexible": VP9_FLEXIBLE,
         },
         "rtcp_feedback": {
             "rr_pli": RECEIVER_REPORT + PLI,
