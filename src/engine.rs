@@ -1042,7 +1042,9 @@ impl Engine {
         let mountpoint = running.mountpoints.get(&subscription.mountpoint_id).ok_or(EngineError::Closed)?;
         let codec = mountpoint.streams.iter().find(|source| source.index == index).map(|source| source.codec);
         let Some(codec @ (Codec::Vp8 | Codec::Vp9)) = codec else {
-            return Err(invalid(format!("stream {index} is not VP8 or VP9: temporal layers are for VP8 and VP9 streams")));
+            return Err(invalid(format!(
+                "stream {index} is not VP8 or VP9: temporal layers are for VP8 and VP9 streams"
+            )));
         };
         Self::to_worker(running, subscription.worker, Command::SetStreamTemporalCap { id: peer_id, stream, codec, cap })
     }

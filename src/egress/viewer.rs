@@ -808,14 +808,16 @@ impl ViewerStream {
         if pictures.follow_on {
             pictures.follow_on = false;
             if let (Some(last), Some(picture_id)) = (pictures.last_picture_id, picture_id) {
-                pictures.picture_id_offset = last.wrapping_add(1).wrapping_sub(picture_id) & descriptor.picture_id_mask();
+                pictures.picture_id_offset =
+                    last.wrapping_add(1).wrapping_sub(picture_id) & descriptor.picture_id_mask();
             }
             if let (Some(last), Some(tl0)) = (pictures.last_tl0, tl0) {
                 pictures.tl0_offset = last.wrapping_add(1).wrapping_sub(tl0);
             }
         }
         if let Some(picture_id) = picture_id {
-            pictures.last_picture_id = Some(picture_id.wrapping_add(pictures.picture_id_offset) & descriptor.picture_id_mask());
+            pictures.last_picture_id =
+                Some(picture_id.wrapping_add(pictures.picture_id_offset) & descriptor.picture_id_mask());
         }
         if let Some(tl0) = tl0 {
             pictures.last_tl0 = Some(tl0.wrapping_add(pictures.tl0_offset));
@@ -1726,12 +1728,10 @@ mod tests {
         // picture with U.
         viewer.streams[0].set_temporal_cap(None);
         let raised = send_pictures(&mut viewer, &[(0, false), (2, true), (1, true), (0, true), (2, false), (1, false)]);
-        assert_eq!(raised.iter().map(|&(sequence, layer, ..)| (sequence, layer)).collect::<Vec<_>>(), [
-            (53, 0),
-            (54, 0),
-            (55, 2),
-            (56, 1)
-        ]);
+        assert_eq!(
+            raised.iter().map(|&(sequence, layer, ..)| (sequence, layer)).collect::<Vec<_>>(),
+            [(53, 0), (54, 0), (55, 2), (56, 1)]
+        );
         // NACKs find the source packets across the renumberings.
         let sources: Vec<Option<u16>> =
             (50..=56).map(|sequence| viewer.streams[0].source_of(sequence).map(|(source, _)| source)).collect();

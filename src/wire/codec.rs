@@ -476,7 +476,9 @@ mod tests {
         assert_eq!(descriptor.read_picture_id(&payload), Some(0x0123));
         assert_eq!((descriptor.temporal_layer, descriptor.switching_up, descriptor.spatial_layer), (2, true, 0));
         assert_eq!(descriptor.tl0_picture_index, Some(4));
-        assert!(descriptor.begins_frame && descriptor.ends_frame && !descriptor.inter_predicted && !descriptor.flexible);
+        assert!(
+            descriptor.begins_frame && descriptor.ends_frame && !descriptor.inter_predicted && !descriptor.flexible
+        );
         assert!(descriptor.starts_picture() && descriptor.starts_keyframe());
         let mut written = payload;
         descriptor.write_picture_id(&mut written, 0x8000 | 0x7abc);
