@@ -40,12 +40,12 @@ def encode() -> list[bytes]:
     codec = av.CodecContext.create("libvpx-vp9", "w")
     codec.width, codec.height, codec.pix_fmt = 320, 180, "yuv420p"
     codec.time_base = fractions.Fraction(1, 30)
-    codec.framerate = 30
+    codec.framerate = fractions.Fraction(30)
     codec.bit_rate = 300_000
     codec.options = {"deadline": "realtime", "cpu-used": "8", "g": "1000", "lag-in-frames": "0",
                      "error-resilient": "1", "ts-parameters": TS_PARAMETERS}
     gradient = np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (180, 1))
-    frames = []
+    frames: list[bytes] = []
     for index in range(FRAMES):
         picture = np.stack([gradient, gradient.T[:180, :180].repeat(2, axis=1)[:, :320], gradient[::-1]], axis=2)
         picture[:, (index * 6) % 300 : (index * 6) % 300 + 20] = 255
@@ -78,7 +78,7 @@ def vp9_rtp(frame: bytes, index: int, sequence: int) -> list[bytes]:
 
 def decode(frames: list[bytes]) -> list[np.ndarray]:
     decoder = av.CodecContext.create("libvpx-vp9", "r")
-    pictures = []
+    pictures: list[np.ndarray] = []
     for frame in frames:
         pictures.extend(picture.to_ndarray(format="yuv420p") for picture in decoder.decode(av.Packet(frame)))
     return pictures
@@ -149,9 +149,9 @@ def test_a_capped_viewer_gets_whole_lower_layers_that_decode_to_the_streams_own_
         )
         tl0s = [d[4] for d, i in zip(descriptors, expected, strict=True) if i % every == 0]
         assert tl0s == list(range(tl0s[0], tl0s[0] + len(tl0s))), "TL0PICIDX goes on by one"
-        for _, packets in pictures:
-            assert packets[0].payload[0] & 0x08 and packets[-1].payload[0] & 0x04, "whole frames: B first, E last"
-            assert packets[-1].marker
+        for _, picture_packets in pictures:
+            assert picture_packets[0].payload[0] & 0x08 and picture_packets[-1].payload[0] & 0x04, "whole frames: B first, E last"
+            assert picture_packets[-1].marker
         frames = [b"".join(p.payload[DESCRIPTOR_LEN:] for p in packets) for _, packets in pictures]
         decoded = decode(frames)
         assert len(decoded) == len(expected), f"layer {layer}: every picture received decodes"
