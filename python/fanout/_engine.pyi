@@ -360,8 +360,8 @@ class Engine:
 
     ``max_send_delay_ms`` (default 100): a packet that cannot be sent to a
     viewer within this long of its arrival is dropped and counted
-    (``dropped_late``), never sent late; frames nothing refers to (VP8 N bit or
-    temporal layers above the base, H.264 nal_ref_idc 0) go at half of it, and
+    (``dropped_late``), never sent late; frames nothing refers to (VP8 N bit,
+    VP8 or VP9 temporal layers above the base, H.264 nal_ref_idc 0) go at half of it, and
     retransmissions while a worker is that far behind.
 
     After close() every method but close() raises RuntimeError.
