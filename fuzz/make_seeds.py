@@ -69,11 +69,46 @@ def transport_feedback(base: int, count: int, chunks: list[int], deltas: bytes) 
     return struct.pack("!BBH", 0x80 | 15, 205, len(body) // 4) + body
 
 
+def temporal_layers_input(vp9: bool, steps: list[int | bytes], keyframe_first: bool = True) -> bytes:
+    """The temporal_layers target's input: a flags byte (1: VP9), then per step a cap (an int,
+    7 for none) or a packet's payload (bytes; the first marked a keyframe start)."""
+    data = bytearray([1 if vp9 else 0])
+    first = True
+    for step in steps:
+        if isinstance(step, int):
+            data.append(0x80 | step)
+        else:
+            data.append((0x40 if first and keyframe_first else 0) | len(step))
+            data += step
+            first = False
+    return bytes(data)
+
+
+def vp8_layered(picture_id: int, layer: int, keyframe: bool = False) -> bytes:
+    """X, I (15 bits), L, T; S; then the frame header's P bit."""
+    return bytes([0x90, 0xE0, 0x80 | picture_id >> 8, picture_id & 0xFF, picture_id // 4 & 0xFF, layer << 6,
+                  0x00 if keyframe else 0x01])  # fmt: skip
+
+
+def vp9_layered(picture_id: int, layer: int, keyframe: bool = False) -> bytes:
+    """I (15 bits), P unless a keyframe, L, B, E; TID, U on the base layer; TL0PICIDX."""
+    return bytes([0xAC | (0 if keyframe else 0x40), 0x80 | picture_id >> 8, picture_id & 0xFF,
+                  layer << 5 | (0x10 if layer == 0 else 0), picture_id // 4 & 0xFF, 0x82])  # fmt: skip
+
+
 def seeds() -> dict[str, dict[str, bytes]]:
     vp8_frames = [(6, rtp(VP8_KEYFRAME, seq=1, marker=True)), (6, rtp(VP8_DELTA, seq=2, ts=6000, marker=True))]
     h264 = [(6, rtp(H264_STAP_A_SPS_PPS, seq=1)), (0, rtp(H264_IDR_START, seq=2, marker=True))]
     other_ssrc = [(1, rtp(VP8_KEYFRAME, seq=9000, ssrc=0x9999, marker=True))]
+    pattern = (0, 2, 1, 2)
     return {
+        "temporal_layers": {
+            "vp9_capped_then_raised": temporal_layers_input(
+                True, [0, *(vp9_layered(i, pattern[i % 4], i == 0) for i in range(10)), 7,
+                       *(vp9_layered(i, pattern[i % 4]) for i in range(10, 20))]),  # fmt: skip
+            "vp8_capped_at_1": temporal_layers_input(
+                False, [1, *(vp8_layered(i, pattern[i % 4], i == 0) for i in range(12))]),  # fmt: skip
+        },
         "rtp_header": {
             "plain": rtp(OPUS, pt=111),
             "csrcs": rtp(OPUS, csrcs=(1, 2, 3)),
