@@ -1049,6 +1049,33 @@ impl Engine {
         Self::to_worker(running, subscription.worker, Command::SetStreamTemporalCap { id: peer_id, stream, codec, cap })
     }
 
+    /// VP9: the peer's stream that takes source stream `index` gets only
+    /// spatial layers up to `layer` (None: all): lower from the next picture
+    /// on, higher a layer at a time from a frame of the next layer up that no
+    /// earlier picture predicts (a keyframe's; the source is asked for one if
+    /// it has an RTCP port and `layer` is not 0). The last packet of the top
+    /// layer sent in each picture carries the marker bit; the packets sent are
+    /// renumbered so the peer sees no gap.
+    pub fn set_stream_spatial_layer(&self, peer_id: u64, index: u32, layer: Option<u8>) -> Result<(), EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        let subscription = peer.subscription(peer_id)?;
+        let cap = layer.map(|layer| check_range(layer, "spatial layer", 0, 7)).transpose()?;
+        let (index, stream) = subscription.stream_taking(peer_id, index)?;
+        let mountpoint = running.mountpoints.get(&subscription.mountpoint_id).ok_or(EngineError::Closed)?;
+        let source = mountpoint.streams.iter().find(|source| source.index == index);
+        let Some(source) = source.filter(|source| source.codec == Codec::Vp9) else {
+            return Err(invalid(format!("stream {index} is not VP9: spatial layers are for VP9 streams")));
+        };
+        if cap != Some(0) {
+            if let Some(rtcp) = &source.rtcp {
+                rtcp.request_keyframe(KeyframeReason::Start, Instant::now());
+            }
+        }
+        Self::to_worker(running, subscription.worker, Command::SetStreamSpatialCap { id: peer_id, stream, cap })
+    }
+
     /// The peer's ICE-nominated address changed: a UDP address, or with
     /// `tcp_socket_fd` an ICE-TCP connection (see [`Engine::add_peer`]).
     pub fn set_peer_address(

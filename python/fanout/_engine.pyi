@@ -535,6 +535,18 @@ class Engine:
         layer 0. The cap stays across set_stream_source. KeyError for an
         unknown peer, ValueError if the peer has no stream ``index``, it is
         neither VP8 nor VP9, or ``layer`` is outside 0..=3."""
+    def set_stream_spatial_layer(self, peer_id: int, index: int, layer: int | None) -> None:
+        """VP9 spatial layers (``configure`` with ``spatial_layer``): the peer's
+        stream that takes SourceStream ``index`` gets only the packets whose
+        payload descriptor's SID (RFC 9628) is at most ``layer`` (None: every
+        layer); lower from the next picture on, higher a layer at a time from
+        a frame of the next layer up that no earlier picture predicts (a
+        keyframe's: the source is asked for one if it has an RTCP port and
+        ``layer`` is not 0). The last packet of the top layer sent in each
+        picture carries the marker bit; the packets sent are renumbered as
+        for temporal layers. KeyError for an unknown peer, ValueError if the
+        peer has no stream ``index``, it is not VP9, or ``layer`` is outside
+        0..=7."""
     def receive_rtcp(self, peer_id: int, packet: bytes) -> RtcpReport:
         """Take SRTCP from a peer (subscribed or not): unprotect it, act on it and
         report what it carried. Raises ValueError if it fails authentication, is a

@@ -120,6 +120,12 @@ struct PictureRewrite {
     temporal_cap: Option<u8>,
     /// A new cap, taken at the next picture that may change it (see [`PictureFields`]).
     next_temporal_cap: Option<Option<u8>>,
+    /// VP9: the highest spatial layer sent; None: all. The last packet of its
+    /// frame in each picture is marked as the end of the picture.
+    spatial_cap: Option<u8>,
+    /// A new spatial cap: lower from the next picture on, higher one layer at
+    /// a time, at a frame of the next layer up that no earlier picture predicts.
+    next_spatial_cap: Option<Option<u8>>,
     picture_id_offset: u16,
     tl0_offset: u8,
     /// The last picture ID and TL0PICIDX the viewer got (rewritten).
@@ -137,6 +143,8 @@ impl PictureRewrite {
             renumberings: Renumberings::default(),
             temporal_cap: None,
             next_temporal_cap: None,
+            spatial_cap: None,
+            next_spatial_cap: None,
             picture_id_offset: 0,
             tl0_offset: 0,
             last_picture_id: None,
@@ -170,6 +178,39 @@ impl PictureRewrite {
             self.next_temporal_cap = None;
         }
     }
+
+    /// Takes the new spatial cap (VP9) if this packet allows it: a lower one
+    /// at the start of a picture; a higher one a layer at a time, at the
+    /// beginning of a frame of the layer above the cap that is not predicted
+    /// from earlier pictures (a keyframe's upper layers, or a switching point
+    /// of a stream that predicts them from the layer below only).
+    fn take_next_spatial_cap(&mut self, fields: &PictureFields) {
+        let Some(next) = self.next_spatial_cap else {
+            return;
+        };
+        let lower = match (self.spatial_cap, next) {
+            (None, Some(_)) => true,
+            (Some(cap), Some(next)) => next <= cap,
+            (_, None) => false,
+        };
+        if lower {
+            if fields.starts_picture {
+                self.spatial_cap = next;
+                self.next_spatial_cap = None;
+            }
+            return;
+        }
+        let Some(cap) = self.spatial_cap else {
+            self.next_spatial_cap = None; // every layer already
+            return;
+        };
+        if fields.begins_frame && !fields.inter_predicted && fields.spatial_layer == cap + 1 {
+            self.spatial_cap = Some(cap + 1);
+            if next == Some(cap + 1) {
+                self.next_spatial_cap = None;
+            }
+        }
+    }
 }
 
 /// The fields of a VP8 or VP9 payload descriptor a viewer stream reads.
@@ -182,6 +223,11 @@ struct PictureFields {
     /// VP9's U bit.
     switching_up: bool,
     temporal_layer: u8,
+    /// VP9: B (the packet begins a spatial layer's frame), E (it ends one), P, SID.
+    begins_frame: bool,
+    ends_frame: bool,
+    inter_predicted: bool,
+    spatial_layer: u8,
     picture_id: Option<(usize, bool)>,
     tl0_picture_index: Option<usize>,
 }
@@ -195,6 +241,10 @@ impl PictureFields {
                 keyframe: false,
                 switching_up: false,
                 temporal_layer: descriptor.temporal_layer,
+                begins_frame: descriptor.starts_frame,
+                ends_frame: false,
+                inter_predicted: true,
+                spatial_layer: 0,
                 picture_id: descriptor.picture_id,
                 tl0_picture_index: descriptor.tl0_picture_index,
             }),
@@ -203,6 +253,10 @@ impl PictureFields {
                 keyframe: descriptor.starts_keyframe(),
                 switching_up: descriptor.switching_up,
                 temporal_layer: descriptor.temporal_layer,
+                begins_frame: descriptor.begins_frame,
+                ends_frame: descriptor.ends_frame,
+                inter_predicted: descriptor.inter_predicted,
+                spatial_layer: descriptor.spatial_layer,
                 picture_id: descriptor.picture_id,
                 tl0_picture_index: descriptor.tl0_picture_index,
             }),
@@ -400,6 +454,16 @@ impl ViewerStream {
         if let Some(pictures) = self.pictures.as_mut() {
             pictures.anchor_offset = self.sequence_offset;
             pictures.renumberings.clear();
+        }
+    }
+
+    /// VP9: sends only spatial layers up to `cap` (None: all): lower from the
+    /// next picture on, higher a layer at a time, from a frame of the layer
+    /// above that no earlier picture predicts (a keyframe's). Needs
+    /// [`ViewerStream::rewrite_pictures`] first.
+    pub fn set_spatial_cap(&mut self, cap: Option<u8>) {
+        if let Some(pictures) = self.pictures.as_mut() {
+            pictures.next_spatial_cap = Some(cap);
         }
     }
 
@@ -653,16 +717,17 @@ impl ViewerStream {
             let sequence = header.sequence.wrapping_add(self.sequence_offset);
             self.anchored_from = self.extend(sequence)?;
         }
-        if self.pictures.is_some() && self.above_temporal_cap(packet, header) {
+        if self.pictures.is_some() && self.above_layer_caps(packet, header) {
             return None;
         }
         self.emit(packet, received, now, out)
     }
 
-    /// Whether a VP8 or VP9 packet belongs to a temporal layer above the cap;
-    /// if so the packets after it are renumbered one lower, so the viewer's
-    /// sequence has no gap (packets arriving out of order are not renumbered).
-    fn above_temporal_cap(&mut self, packet: &[u8], header: &RtpHeader) -> bool {
+    /// Whether a VP8 or VP9 packet belongs to a temporal (or VP9 spatial)
+    /// layer above the cap; if so the packets after it are renumbered one
+    /// lower, so the viewer's sequence has no gap (packets arriving out of
+    /// order are not renumbered).
+    fn above_layer_caps(&mut self, packet: &[u8], header: &RtpHeader) -> bool {
         let Some(pictures) = self.pictures.as_mut() else {
             return false;
         };
@@ -671,7 +736,10 @@ impl ViewerStream {
             return false;
         };
         pictures.take_next_temporal_cap(&fields);
-        if pictures.temporal_cap.is_none_or(|cap| fields.temporal_layer <= cap) {
+        pictures.take_next_spatial_cap(&fields);
+        if pictures.temporal_cap.is_none_or(|cap| fields.temporal_layer <= cap)
+            && pictures.spatial_cap.is_none_or(|cap| fields.spatial_layer <= cap)
+        {
             return false;
         }
         let sequence = header.sequence.wrapping_add(self.sequence_offset);
@@ -789,6 +857,13 @@ impl ViewerStream {
         if let Some(pictures) = &self.pictures {
             if pictures.picture_id_offset != 0 || pictures.tl0_offset != 0 {
                 renumber_pictures(pictures, &mut out[payload_start..len]);
+            }
+            if let Some(cap) = pictures.spatial_cap {
+                // The top spatial layer sent ends the viewer's picture.
+                let fields = PictureFields::parse(pictures.codec, &out[payload_start..len]);
+                if fields.is_some_and(|fields| fields.ends_frame && fields.spatial_layer == cap) {
+                    out[1] |= 0x80;
+                }
             }
         }
         (len, transport_sequence_at)
@@ -1761,5 +1836,46 @@ mod tests {
         let (_, _, payload) = through(&mut viewer, 1, &moved, true, now).unwrap();
         assert_eq!(u16::from_be_bytes([payload[1] & 0x7f, payload[2]]), 1001, "the picture ID follows on");
         assert_eq!(payload[4], 21, "TL0PICIDX follows on");
+    }
+
+    #[test]
+    fn vp9_spatial_layers_above_the_cap_are_left_out_and_the_top_one_sent_ends_the_picture() {
+        let now = Instant::now();
+        let mut stream = stream(false, 10);
+        stream.rewrite_pictures(Codec::Vp9);
+        stream.set_spatial_cap(Some(0));
+        let mut sequence = 500u16;
+        // Each picture: SID 0, then SID 1 (the source's marker), one packet each, B and E; a
+        // keyframe's SID 1 frame is predicted from SID 0 only (P clear).
+        let mut picture = |stream: &mut ViewerStream, number: u16, keyframe: bool| -> Vec<(u16, u8, bool)> {
+            let mut sent = Vec::new();
+            for spatial_layer in 0..2u8 {
+                let first = 0xac | if keyframe { 0 } else { 0x40 };
+                let [high, low] = (1000 + number).to_be_bytes();
+                let payload = [first, 0x80 | high, low, spatial_layer << 1, number as u8, 0x82];
+                let mut packet = source_packet(sequence, 3000 * u32::from(number), 1, &payload);
+                if spatial_layer == 0 {
+                    packet[1] &= 0x7f;
+                }
+                sequence += 1;
+                let mut out = [0u8; 256];
+                if let Some(rewritten) = stream.rewrite(&packet, &received(&packet, keyframe, 0), now, &mut out) {
+                    let header = RtpHeader::parse(&out[..rewritten.len]).unwrap();
+                    sent.push((header.sequence, (out[header.payload_start + 3] >> 1) & 0x07, header.marker));
+                }
+            }
+            sent
+        };
+        assert_eq!(picture(&mut stream, 0, true), [(10, 0, true)], "SID 1 left out, SID 0 ends the picture");
+        assert_eq!(picture(&mut stream, 1, false), [(11, 0, true)]);
+        stream.set_spatial_cap(None);
+        assert_eq!(picture(&mut stream, 2, false), [(12, 0, true)], "SID 1 is predicted from a frame not sent");
+        assert_eq!(picture(&mut stream, 3, true), [(13, 0, true), (14, 1, true)], "raised at a keyframe's SID 1");
+        assert_eq!(picture(&mut stream, 4, false), [(15, 0, false), (16, 1, true)], "every layer, the source's marker");
+        stream.set_spatial_cap(Some(0));
+        assert_eq!(picture(&mut stream, 5, false), [(17, 0, true)], "lower from the next picture on");
+        let sources: Vec<Option<u16>> =
+            (10..=17).map(|sequence| stream.source_of(sequence).map(|(source, _)| source)).collect();
+        assert_eq!(sources, [500, 502, 504, 506, 507, 508, 509, 510].map(Some), "NACKs find their packets");
     }
 }

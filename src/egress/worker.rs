@@ -117,6 +117,12 @@ pub enum Command {
         codec: Codec,
         cap: Option<u8>,
     },
+    /// VP9: the highest spatial layer the viewer's stream at `stream` gets (None: all).
+    SetStreamSpatialCap {
+        id: u64,
+        stream: usize,
+        cap: Option<u8>,
+    },
     RemoveViewer {
         id: u64,
     },
@@ -566,6 +572,12 @@ impl Worker {
                 if let Some(viewer_stream) = self.viewer(id).and_then(|viewer| viewer.streams.get_mut(stream)) {
                     viewer_stream.rewrite_pictures(codec);
                     viewer_stream.set_temporal_cap(cap);
+                }
+            }
+            Command::SetStreamSpatialCap { id, stream, cap } => {
+                if let Some(viewer_stream) = self.viewer(id).and_then(|viewer| viewer.streams.get_mut(stream)) {
+                    viewer_stream.rewrite_pictures(Codec::Vp9);
+                    viewer_stream.set_spatial_cap(cap);
                 }
             }
             Command::RemoveViewer { id } => self.remove_viewer(id),
