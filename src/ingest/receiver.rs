@@ -999,9 +999,9 @@ mod tests {
         let mut stream = SourceStream::new(MediaKind::Video, Codec::Vp8, Some(socket), Arc::default());
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
         monotonic_ns(Instant::now()); // the engine's clock starts before the packet comes
-                                      // The kernel turns receive stamps on a moment after a socket asks (a work item flips a
-                                      // static key; other tests' sockets closing can turn them off and on again), and stamps
-                                      // a packet that came before then when it is read: try a few packets.
+        // The kernel turns receive stamps on a moment after a socket asks (a work item flips a
+        // static key; other tests' sockets closing can turn them off and on again), and stamps
+        // a packet that came before then when it is read: try a few packets.
         let mut waits = Vec::new();
         for sequence in 1..=20 {
             sender.send_to(&rtp(sequence, 7, &[0x10, 0x00]), ("127.0.0.1", port)).unwrap();
