@@ -180,10 +180,11 @@ impl PictureRewrite {
     }
 
     /// Takes the new spatial cap (VP9) if this packet allows it: a lower one
-    /// at the start of a picture; a higher one a layer at a time, at the
-    /// beginning of a frame of the layer above the cap that is not predicted
-    /// from earlier pictures (a keyframe's upper layers, or a switching point
-    /// of a stream that predicts them from the layer below only).
+    /// at the start of a picture; a higher one at the start of a keyframe
+    /// (whose upper layers no earlier picture predicts), or a layer at a time
+    /// at the beginning of a frame of the layer above the cap that is not
+    /// predicted from earlier pictures (a stream that predicts upper layers
+    /// from the layer below only).
     fn take_next_spatial_cap(&mut self, fields: &PictureFields) {
         let Some(next) = self.next_spatial_cap else {
             return;
@@ -204,7 +205,10 @@ impl PictureRewrite {
             self.next_spatial_cap = None; // every layer already
             return;
         };
-        if fields.begins_frame && !fields.inter_predicted && fields.spatial_layer == cap + 1 {
+        if fields.keyframe {
+            self.spatial_cap = next;
+            self.next_spatial_cap = None;
+        } else if fields.begins_frame && !fields.inter_predicted && fields.spatial_layer == cap + 1 {
             self.spatial_cap = Some(cap + 1);
             if next == Some(cap + 1) {
                 self.next_spatial_cap = None;
@@ -1870,12 +1874,23 @@ mod tests {
         assert_eq!(picture(&mut stream, 1, false), [(11, 0, true)]);
         stream.set_spatial_cap(None);
         assert_eq!(picture(&mut stream, 2, false), [(12, 0, true)], "SID 1 is predicted from a frame not sent");
-        assert_eq!(picture(&mut stream, 3, true), [(13, 0, true), (14, 1, true)], "raised at a keyframe's SID 1");
+        assert_eq!(picture(&mut stream, 3, true), [(13, 0, false), (14, 1, true)], "raised at a keyframe");
         assert_eq!(picture(&mut stream, 4, false), [(15, 0, false), (16, 1, true)], "every layer, the source's marker");
         stream.set_spatial_cap(Some(0));
         assert_eq!(picture(&mut stream, 5, false), [(17, 0, true)], "lower from the next picture on");
         let sources: Vec<Option<u16>> =
             (10..=17).map(|sequence| stream.source_of(sequence).map(|(source, _)| source)).collect();
         assert_eq!(sources, [500, 502, 504, 506, 507, 508, 509, 510].map(Some), "NACKs find their packets");
+        // Raised again in a delta picture whose SID 1 frame is predicted from SID 0 only (P clear).
+        stream.set_spatial_cap(Some(1));
+        let mut out = [0u8; 256];
+        for (sequence, payload, sent) in [
+            (512, [0xec, 0x83, 0xee, 0x00, 6, 0x82], Some(true)), // SID 0 of picture 1006: the cap is 0 still
+            (513, [0xac, 0x83, 0xee, 0x02, 6, 0x82], Some(true)), // SID 1, not predicted from earlier pictures
+        ] {
+            let packet = source_packet(sequence, 18_000, 1, &payload);
+            let rewritten = stream.rewrite(&packet, &received(&packet, false, 0), now, &mut out);
+            assert_eq!(rewritten.map(|rewritten| RtpHeader::parse(&out[..rewritten.len]).unwrap().marker), sent);
+        }
     }
 }

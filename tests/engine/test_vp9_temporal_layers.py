@@ -5,7 +5,8 @@ ID. (GStreamer 1.22's rtpvp9pay writes no layer indices, and its vp9enc's layer 
 cannot be set from gst-launch, so the packets are made here.) A viewer capped at layer 0 gets
 every fourth picture, one capped at 1 every second, and what each gets decodes to the very
 pictures the whole stream decodes to: the encoder's base layers refer to no frame left out.
-(Encoded without temporal layers, the same check fails from the second picture on.)"""
+(Encoded without temporal layers, the same check fails from the second picture on.)
+Spatial layers are checked with synthetic pictures: no encoder here makes them."""
 
 from __future__ import annotations
 
@@ -194,3 +195,55 @@ def test_a_viewer_raised_mid_stream_gets_every_layer_from_a_switching_point_on(
     assert len(decoded) == len(expected)
     for index, picture in zip(expected, decoded, strict=True):
         assert np.array_equal(picture, encoded.pictures[index]), f"picture {index} as in the stream"
+
+
+def svc_picture(number: int, sequence: int, *, keyframe: bool) -> list[bytes]:
+    """A synthetic VP9 picture in two spatial layers, two packets each (no encoder at hand
+    makes spatial layers): I, L, B on each layer's first packet, E on its last; P on every
+    frame of a delta picture (the upper layer predicted from its own earlier frame), on
+    neither of a keyframe's; SID in the layer indices. The source marks the picture's end on
+    the upper layer's last packet."""
+    packets: list[bytes] = []
+    for spatial_layer in (0, 1):
+        for part in (0, 1):
+            first = 0xA0 | (0 if keyframe else 0x40) | (0x08 if part == 0 else 0) | (0x04 if part == 1 else 0)
+            descriptor = bytes([first, 0x80 | number >> 8 & 0x7F, number & 0xFF, 0x10 | spatial_layer << 1 | spatial_layer,
+                                number & 0xFF])  # fmt: skip
+            marker = 0x80 if (spatial_layer, part) == (1, 1) else 0
+            header = struct.pack("!BBHII", 0x80, marker | 96, sequence + len(packets), 3000 * number, SOURCE_SSRC)
+            packets.append(header + descriptor + bytes([spatial_layer, part]) * 50)
+    return packets
+
+
+def test_spatial_layers_above_the_cap_are_left_out_and_come_back_at_a_keyframe(rig: Rig) -> None:
+    port = rig.engine.add_mountpoint(1, [source_stream("video", "vp9", 90000)])[0]
+    viewer = ViewerSocket(rig.engine, 30, 1, GCM, [{"index": 0, "ssrc": VIDEO_SSRC, "payload_type": 96}])
+    rig.engine.set_stream_spatial_layer(30, 0, 0)
+    rig.engine.send_rtcp(30, BARRIER_RTCP)
+    viewer.wait_rtcp(1)
+    for number in range(4):
+        rig.send(port, *svc_picture(number, 100 + 4 * number, keyframe=number == 0))
+    capped = viewer.wait_rtp(8)[:]
+    assert [(p.payload[3] >> 1) & 0x07 for p in capped] == [0] * 8, "the base spatial layer alone"
+    assert [p.marker for p in capped] == [False, True] * 4, "its last packet ends each picture"
+    assert [p.sequence - capped[0].sequence & 0xFFFF for p in capped] == list(range(8))
+
+    rig.engine.set_stream_spatial_layer(30, 0, None)
+    rig.engine.send_rtcp(30, BARRIER_RTCP)
+    viewer.wait_rtcp(2)
+    for number in range(4, 7):
+        rig.send(port, *svc_picture(number, 100 + 4 * number, keyframe=number == 6))
+    received = viewer.wait_rtp(8 + 2 + 2 + 4)
+    later = [((p.timestamp - capped[0].timestamp & 0xFFFFFFFF) // 3000, (p.payload[3] >> 1) & 0x07, p.marker)
+             for p in received[8:]]  # fmt: skip
+    assert later == [(4, 0, False), (4, 0, True), (5, 0, False), (5, 0, True),
+                     (6, 0, False), (6, 0, False), (6, 1, False), (6, 1, True)], (
+        "the upper layer only from the keyframe on, which it ends as the source marked it"
+    )  # fmt: skip
+    assert [p.sequence - capped[0].sequence & 0xFFFF for p in received] == list(range(16))
+    rig.engine.add_mountpoint(2, [source_stream("video", "vp8", 90000)])
+    ViewerSocket(rig.engine, 31, 2, GCM, [{"index": 0, "ssrc": VIDEO_SSRC, "payload_type": 96}])
+    with pytest.raises(ValueError, match="not VP9"):
+        rig.engine.set_stream_spatial_layer(31, 0, 0)
+    with pytest.raises(ValueError, match="spatial layer"):
+        rig.engine.set_stream_spatial_layer(30, 0, 8)

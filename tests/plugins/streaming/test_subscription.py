@@ -72,7 +72,7 @@ def test_a_vp9_track_takes_janus_vp9_svc_temporal_layer_and_adaptive() -> None:
         return [(track.mid, layers) for track, layers in layer_choices(body, vp9_tracks)]
 
     assert vp9_chosen({"temporal_layer": 0}) == [("v", {"temporal": 0})], "Janus's VP9-SVC key; not for VP8"
-    assert vp9_chosen({"temporal": 1, "spatial_layer": 2}) == [("v", {"temporal": 1})], "spatial layers are not filtered"
+    assert vp9_chosen({"temporal": 1, "spatial_layer": 2}) == [("v", {"temporal": 1, "spatial": 2})]
     assert vp9_chosen({"temporal": 1, "temporal_layer": 0}) == [("v", {"temporal": 0})], "Janus's key first"
     assert vp9_chosen({"streams": [{"mid": "v", "adaptive": False}]}) == [("v", {"adaptive": 0})]
     assert vp9_chosen({"substream": 1}) == [], "no substreams"

@@ -868,8 +868,7 @@ def _stream(
     substream_ports = _substream_ports(reader, keys, kind, codec)
     if whip and substream_ports:
         substream_ports = (0,) * len(substream_ports)  # the publisher's rid layers, no ports
-    # Janus's VP9-SVC switch: fanout leaves out the temporal layers of any VP9 stream (spatial
-    # layers are not filtered), so it only checks the value.
+    # Janus's VP9-SVC switch: fanout reads the layers of any VP9 stream, so it only checks the value.
     if reader.boolean(keys["svc"], default=False) and (kind, codec.name) != ("video", "vp9"):
         raise MountpointConfigError(f"{where}: '{keys['svc']}' is for VP9 video streams, not {codec.name}")
     h264sps = reader.string(keys["h264sps"]) if kind == "video" else None

@@ -458,6 +458,8 @@ class StreamingPlugin(Plugin):
                 self.engine.set_stream_paused(handle.id, track.source_index, True)
             if track.temporal is not None and track.stream.codec.name in TEMPORAL_LAYER_CODECS:
                 self.engine.set_stream_temporal_layer(handle.id, track.source_index, track.temporal)
+            if track.spatial is not None:
+                self.engine.set_stream_spatial_layer(handle.id, track.source_index, track.spatial)
             self._send_playout_delay(viewer, track)
         if viewer.transport_cc_id is not None:
             self.engine.set_transport_cc(handle.id, viewer.transport_cc_id)
@@ -1006,6 +1008,8 @@ class StreamingPlugin(Plugin):
                 track.fallback_us = layer["fallback"]
             if "temporal" in layer:
                 self._set_temporal_layer(viewer, track, layer["temporal"])
+            if "spatial" in layer:
+                self._set_spatial_layer(viewer, track, layer["spatial"])
             if "substream" in layer:
                 track.requested_substream = min(layer["substream"], track.stream.substreams - 1)
                 ages = self._source_ages_ms(viewer.mountpoint, viewer, time.monotonic())
@@ -1264,6 +1268,17 @@ class StreamingPlugin(Plugin):
         if viewer.in_engine and track.send:
             self.engine.set_stream_temporal_layer(viewer.handle.id, track.source_index, temporal)
         viewer.handle.push_event(None, temporal_layer_event(track, temporal))
+
+    def _set_spatial_layer(self, viewer: Viewer, track: ViewerTrack, spatial: int) -> None:
+        """VP9: the highest spatial layer the track gets (2, the top Janus knows: all), told as
+        Janus tells a VP9-SVC viewer (``spatial_layer``)."""
+        spatial = min(spatial, 2)
+        if track.stream.codec.name != "vp9" or spatial == track.spatial:
+            return
+        track.spatial = spatial
+        if viewer.in_engine and track.send:
+            self.engine.set_stream_spatial_layer(viewer.handle.id, track.source_index, spatial)
+        viewer.handle.push_event(None, layer_event(track.mid, spatial_layer=spatial))
 
     def _switch(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
         """Move the viewer to another mountpoint on the same PeerConnection: each of its tracks

@@ -122,9 +122,8 @@ def switched_tracks(tracks: list[ViewerTrack], target: Mountpoint) -> list[Viewe
 
 
 LAYER_KEYS = ("substream", "temporal", "fallback")
-# VP9 (one stream, temporal layers told by its payload descriptor): Janus's VP9-SVC keys;
-# ``temporal`` is taken too. Spatial layers are not filtered: ``spatial_layer`` is checked
-# and otherwise ignored.
+# VP9 (one stream, its layers told by its payload descriptor): Janus's VP9-SVC keys;
+# ``temporal`` is taken too.
 VP9_LAYER_KEYS = ("temporal_layer", "spatial_layer")
 
 
@@ -133,7 +132,8 @@ def layer_choices(body: dict[str, Any], tracks: list[ViewerTrack]) -> list[tuple
     track: ``substream``/``temporal``/``fallback`` at the top level (for ``mid``, or every
     simulcast track without one) or in ``streams: [{"mid", ...}]`` entries. Tracks that are
     not simulcast are left out, as Janus ignores the keys for them, but for VP9 tracks,
-    which take ``temporal_layer`` (Janus's VP9-SVC key, or ``temporal``) and ``adaptive``."""
+    which take ``temporal_layer`` (Janus's VP9-SVC key, or ``temporal``), ``spatial_layer``
+    (as ``spatial``) and ``adaptive``."""
     requests: list[tuple[list[ViewerTrack], dict[str, Any]]] = []
     mid = body.get("mid")
     if mid is not None and not isinstance(mid, str):
@@ -162,6 +162,8 @@ def layer_choices(body: dict[str, Any], tracks: list[ViewerTrack]) -> list[tuple
         vp9_temporal = given.get("temporal_layer", given.get("temporal"))
         if vp9_temporal is not None:
             vp9_layers["temporal"] = vp9_temporal
+        if "spatial_layer" in given:
+            vp9_layers["spatial"] = given["spatial_layer"]
         adaptive = request.get("adaptive")
         if adaptive is not None:
             if not isinstance(adaptive, bool):

@@ -66,6 +66,8 @@ class ViewerTrack:
     # VP8 or VP9: the highest temporal layer it gets (configure "temporal", VP9's "temporal_layer",
     # or the estimate); None: all.
     temporal: int | None = None
+    # VP9: the highest spatial layer it gets (configure "spatial_layer"); None: all.
+    spatial: int | None = None
     # The substream configure asked for: ``substream`` falls back below it while it has
     # been silent for longer than ``fallback_us`` (Janus's configure "fallback"), and
     # comes back to it when it sends again.
