@@ -580,7 +580,7 @@ def layered_vp9_packet(frame: int, *, size: int) -> bytes:
     return header + descriptor + bytes(size)
 
 
-async def test_vp9_temporal_layers_follow_the_estimate_and_configure_temporal_layer_pins_one(
+async def test_vp9_temporal_layers_follow_the_estimate_and_configure_pins_a_temporal_and_a_spatial_layer(
     running: Running,
 ) -> None:
     from pylibsrtp import Error as SrtpError
@@ -664,6 +664,13 @@ async def test_vp9_temporal_layers_follow_the_estimate_and_configure_temporal_la
             received_layers.clear()
             await until_late(lambda: layers_lately() == {0, 1}, "the viewer does not get layers 0 and 1")
             assert track.temporal == 1 and track.temporal_pinned
+
+            before = len(handle.events)
+            await plugin.handle_message(handle, "t", {"request": "configure", "spatial_layer": 0}, None)  # type: ignore[arg-type]
+            await until(lambda: told({"mid": stream.mid, "spatial_layer": 0}, before), "configure's spatial layer")
+            received_layers.clear()
+            await until_late(lambda: layers_lately() == {0, 1}, "the base spatial layer (the only one) still comes")
+            assert track.spatial == 0
         finally:
             reporting.cancel()
     finally:
