@@ -71,7 +71,8 @@ def transport_feedback(base: int, count: int, chunks: list[int], deltas: bytes) 
 
 def temporal_layers_input(vp9: bool, steps: list[int | bytes], keyframe_first: bool = True) -> bytes:
     """The temporal_layers target's input: a flags byte (1: VP9), then per step a cap (an int,
-    7 for none) or a packet's payload (bytes; the first marked a keyframe start)."""
+    7 for none, | 0x08 for a spatial one) or a packet's payload (bytes; the first marked a
+    keyframe start)."""
     data = bytearray([1 if vp9 else 0])
     first = True
     for step in steps:
@@ -106,6 +107,10 @@ def seeds() -> dict[str, dict[str, bytes]]:
             "vp9_capped_then_raised": temporal_layers_input(
                 True, [0, *(vp9_layered(i, pattern[i % 4], i == 0) for i in range(10)), 7,
                        *(vp9_layered(i, pattern[i % 4]) for i in range(10, 20))]),  # fmt: skip
+            "vp9_spatial_capped_then_raised": temporal_layers_input(
+                True, [0x08, *(vp9_layered(i // 2, 0, i < 2) if i % 2 == 0 else vp9_layered(i // 2, 0, i < 2)[:3]
+                               + bytes([0x12]) + vp9_layered(i // 2, 0)[4:] for i in range(8)), 0x0F,
+                       *(vp9_layered(i, 0, i == 6) for i in range(4, 8))]),  # fmt: skip
             "vp8_capped_at_1": temporal_layers_input(
                 False, [1, *(vp8_layered(i, pattern[i % 4], i == 0) for i in range(12))]),  # fmt: skip
         },

@@ -1,5 +1,5 @@
 //! Any sequence of VP8 or VP9 packets, in order, through a viewer stream whose
-//! temporal layer cap changes now and then: the rewrite never panics, the
+//! temporal (or spatial) layer cap changes now and then: the rewrite never panics, the
 //! packets it sends are numbered without gaps, each keeps its temporal layer,
 //! and a NACK for one finds the source packet it came from (or nothing, past
 //! the renumberings remembered).
@@ -32,13 +32,18 @@ fuzz_target!(|data: &[u8]| {
     let mut sent_from: HashMap<u16, u16> = HashMap::new();
     let mut packet = [0u8; 1600];
     let mut out = [0u8; 1700];
-    // Each step: a control byte (high bit: a new cap, 7 for none; else a packet
-    // of the low six bits' length, bit 6 marking a keyframe start).
+    // Each step: a control byte (high bit: a new cap in the low three bits, 7
+    // for none, spatial if bit 3 is set, else temporal; without the high bit a
+    // packet of the low six bits' length, bit 6 marking a keyframe start).
     while let [control, tail @ ..] = rest {
         rest = tail;
         if control & 0x80 != 0 {
             let cap = control & 0x07;
-            stream.set_temporal_cap((cap != 7).then_some(cap.min(3)));
+            if control & 0x08 != 0 {
+                stream.set_spatial_cap((cap != 7).then_some(cap));
+            } else {
+                stream.set_temporal_cap((cap != 7).then_some(cap.min(3)));
+            }
             continue;
         }
         let len = usize::from(control & 0x3f).min(rest.len());
