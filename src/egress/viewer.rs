@@ -100,11 +100,11 @@ struct Burst {
 }
 
 /// What a VP8 or VP9 viewer stream does to each packet's payload descriptor
-/// once it was moved between simulcast encodings or given a temporal layer
-/// cap: the encodings number their pictures independently, so after a move
-/// the picture IDs and TL0PICIDX go on from the last ones the viewer got; and
-/// frames of temporal layers above the cap are left out, the packets after
-/// them renumbered so the viewer sees no gap. Picture IDs are not renumbered
+/// once it was moved between simulcast encodings or given a temporal (or VP9
+/// spatial) layer cap: the encodings number their pictures independently, so
+/// after a move the picture IDs and TL0PICIDX go on from the last ones the
+/// viewer got; and frames of layers above the caps are left out, the packets
+/// after them renumbered so the viewer sees no gap. Picture IDs are not renumbered
 /// for the frames left out: decoders read a picture's place in its group of
 /// pictures from them (VP9's non-flexible mode), and TL0PICIDX stays
 /// continuous as the base layer is never left out.
@@ -118,7 +118,8 @@ struct PictureRewrite {
     renumberings: Renumberings,
     /// The highest temporal layer sent; None: all.
     temporal_cap: Option<u8>,
-    /// A new cap, taken at the next picture that may change it (see [`PictureFields`]).
+    /// A new cap, taken at the next picture that may change it (see
+    /// [`PictureRewrite::take_next_temporal_cap`]).
     next_temporal_cap: Option<Option<u8>>,
     /// VP9: the highest spatial layer sent; None: all. The last packet of its
     /// frame in each picture is marked as the end of the picture.
@@ -981,7 +982,7 @@ impl ViewerStream {
     }
 }
 
-/// Adds the offsets to the picture ID and TL0PICIDX of a VP8 payload (in place).
+/// Adds the offsets to the picture ID and TL0PICIDX of a VP8 or VP9 payload (in place).
 fn renumber_pictures(pictures: &PictureRewrite, payload: &mut [u8]) {
     let Some(descriptor) = PictureFields::parse(pictures.codec, payload) else {
         return;
