@@ -659,6 +659,13 @@ async def test_vp9_temporal_layers_follow_the_estimate_and_configure_pins_a_temp
             await until_late(lambda: layers_lately() == {0}, "the viewer still gets layers above 0")
 
             before = len(handle.events)
+            await plugin.handle_message(handle, "t", {"request": "configure", "adaptive": False}, None)  # type: ignore[arg-type]
+            await until(lambda: told({"mid": stream.mid, "temporal_layer": 2}, before), "automatic choice off: layers not back")
+            received_layers.clear()
+            await until_late(lambda: layers_lately() == {0, 1, 2}, "the viewer does not get every layer again")
+            assert track.temporal is None and track.temporal_pinned
+
+            before = len(handle.events)
             await plugin.handle_message(handle, "t", {"request": "configure", "temporal_layer": 1}, None)  # type: ignore[arg-type]
             await until(lambda: told({"mid": stream.mid, "temporal_layer": 1}, before), "configure's layer not taken")
             received_layers.clear()

@@ -995,9 +995,14 @@ class StreamingPlugin(Plugin):
                 track.layer_choice = LayerChoice()
             if "temporal" in layer or "adaptive" in layer:
                 # A temporal layer pins it too, unless the request turns adaptive on itself.
+                automatic_cap = not track.temporal_pinned and track.temporal is not None
                 track.temporal_pinned = "temporal" in layer and not layer.get("adaptive", 0)
                 if not track.stream.simulcast and not layer.get("adaptive", 1):
-                    track.temporal_pinned = True  # VP9 without simulcast: automatic choice off, every layer
+                    # VP9 without simulcast: automatic choice off, the layers it left out back.
+                    track.temporal_pinned = True
+                    if automatic_cap and "temporal" not in layer:
+                        rates = viewer.mountpoint.layer_rates.temporal_bitrates(track.source_index)
+                        self._take_temporal_layer(viewer, track, None, shown=_top_temporal_layer(rates))
                 track.temporal_choice = LayerChoice()
             automatic_cap = not track.temporal_pinned and track.temporal is not None
             if not track.adaptive and automatic_cap and "temporal" not in layer:
