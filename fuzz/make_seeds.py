@@ -35,6 +35,12 @@ VP8_DELTA = bytes([0x90, 0xE0, 0x81, 0x24, 0x05, 0x40]) + bytes([0x31, 0x02, 0x0
 H264_IDR_START = bytes([0x7C, 0x85, 0x88, 0x84])
 H264_STAP_A_SPS_PPS = bytes([0x78, 0x00, 0x04, 0x67, 0x42, 0xC0, 0x1F, 0x00, 0x04, 0x68, 0xCE, 0x3C, 0x80])
 VP9_KEYFRAME = bytes([0x8A, 0x00, 0x82, 0x49, 0x83, 0x42, 0x00])
+# I (15-bit picture ID), L, B, E: TID 0 and TL0PICIDX, then a keyframe's first bytes (non-flexible mode).
+VP9_LAYERED_KEYFRAME = bytes([0xAC, 0x81, 0x23, 0x00, 0x07, 0x82, 0x49, 0x83, 0x42, 0x00])
+# I (7-bit), P, L, B, E: TID 2 with U, SID 1; TL0PICIDX.
+VP9_UPPER_LAYER = bytes([0xEC, 0x05, 0x52, 0x07, 0x86, 0x00])
+# I, P, L, F, B: TID 1, then two reference indices (P_DIFF 1 with N, P_DIFF 2).
+VP9_FLEXIBLE = bytes([0xF8, 0x80, 0x09, 0x20, 0x03, 0x04, 0x86])
 OPUS = bytes([0xFC, 0xFF, 0xFE])
 
 RECEIVER_REPORT = struct.pack("!BBHI", 0x81, 201, 7, 0x66616E6F) + struct.pack("!IIIIII", 0x1234, 0x01000010, 0x1000, 20, 0, 0)
@@ -63,11 +69,51 @@ def transport_feedback(base: int, count: int, chunks: list[int], deltas: bytes) 
     return struct.pack("!BBH", 0x80 | 15, 205, len(body) // 4) + body
 
 
+def temporal_layers_input(vp9: bool, steps: list[int | bytes], keyframe_first: bool = True) -> bytes:
+    """The temporal_layers target's input: a flags byte (1: VP9), then per step a cap (an int,
+    7 for none, | 0x08 for a spatial one) or a packet's payload (bytes; the first marked a
+    keyframe start)."""
+    data = bytearray([1 if vp9 else 0])
+    first = True
+    for step in steps:
+        if isinstance(step, int):
+            data.append(0x80 | step)
+        else:
+            data.append((0x40 if first and keyframe_first else 0) | len(step))
+            data += step
+            first = False
+    return bytes(data)
+
+
+def vp8_layered(picture_id: int, layer: int, keyframe: bool = False) -> bytes:
+    """X, I (15 bits), L, T; S; then the frame header's P bit."""
+    return bytes([0x90, 0xE0, 0x80 | picture_id >> 8, picture_id & 0xFF, picture_id // 4 & 0xFF, layer << 6,
+                  0x00 if keyframe else 0x01])  # fmt: skip
+
+
+def vp9_layered(picture_id: int, layer: int, keyframe: bool = False) -> bytes:
+    """I (15 bits), P unless a keyframe, L, B, E; TID, U on the base layer; TL0PICIDX."""
+    return bytes([0xAC | (0 if keyframe else 0x40), 0x80 | picture_id >> 8, picture_id & 0xFF,
+                  layer << 5 | (0x10 if layer == 0 else 0), picture_id // 4 & 0xFF, 0x82])  # fmt: skip
+
+
 def seeds() -> dict[str, dict[str, bytes]]:
     vp8_frames = [(6, rtp(VP8_KEYFRAME, seq=1, marker=True)), (6, rtp(VP8_DELTA, seq=2, ts=6000, marker=True))]
     h264 = [(6, rtp(H264_STAP_A_SPS_PPS, seq=1)), (0, rtp(H264_IDR_START, seq=2, marker=True))]
     other_ssrc = [(1, rtp(VP8_KEYFRAME, seq=9000, ssrc=0x9999, marker=True))]
+    pattern = (0, 2, 1, 2)
     return {
+        "temporal_layers": {
+            "vp9_capped_then_raised": temporal_layers_input(
+                True, [0, *(vp9_layered(i, pattern[i % 4], i == 0) for i in range(10)), 7,
+                       *(vp9_layered(i, pattern[i % 4]) for i in range(10, 20))]),  # fmt: skip
+            "vp9_spatial_capped_then_raised": temporal_layers_input(
+                True, [0x08, *(vp9_layered(i // 2, 0, i < 2) if i % 2 == 0 else vp9_layered(i // 2, 0, i < 2)[:3]
+                               + bytes([0x12]) + vp9_layered(i // 2, 0)[4:] for i in range(8)), 0x0F,
+                       *(vp9_layered(i, 0, i == 6) for i in range(4, 8))]),  # fmt: skip
+            "vp8_capped_at_1": temporal_layers_input(
+                False, [1, *(vp8_layered(i, pattern[i % 4], i == 0) for i in range(12))]),  # fmt: skip
+        },
         "rtp_header": {
             "plain": rtp(OPUS, pt=111),
             "csrcs": rtp(OPUS, csrcs=(1, 2, 3)),
@@ -81,6 +127,9 @@ def seeds() -> dict[str, dict[str, bytes]]:
             "h264_idr_start": H264_IDR_START,
             "h264_stap_a": H264_STAP_A_SPS_PPS,
             "vp9_keyframe": VP9_KEYFRAME,
+            "vp9_layered_keyframe": VP9_LAYERED_KEYFRAME,
+            "vp9_upper_layer": VP9_UPPER_LAYER,
+            "vp9_flexible": VP9_FLEXIBLE,
         },
         "rtcp_feedback": {
             "rr_pli": RECEIVER_REPORT + PLI,

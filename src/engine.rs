@@ -996,8 +996,8 @@ impl Engine {
     /// to source stream `source_index` of the same mountpoint (another
     /// encoding of the same video), at that source's next keyframe; the
     /// stream is known by `source_index` from now on. The source is asked for
-    /// a keyframe if it has an RTCP port. Numbering stays continuous (VP8
-    /// picture IDs too).
+    /// a keyframe if it has an RTCP port. Numbering stays continuous (VP8 and
+    /// VP9 picture IDs too).
     pub fn set_stream_source(&self, peer_id: u64, index: u32, source_index: u32) -> Result<(), EngineError> {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
@@ -1017,8 +1017,8 @@ impl Engine {
         if from.kind != to.kind || from.codec != to.codec || from.clock_rate != to.clock_rate {
             return Err(invalid(format!("stream {source_index} is not the same kind and codec as stream {index}")));
         }
-        let vp8 = to.codec == Codec::Vp8;
-        Self::to_worker(running, subscription.worker, Command::SetStreamSource { id: peer_id, stream, source, vp8 })?;
+        let codec = to.codec;
+        Self::to_worker(running, subscription.worker, Command::SetStreamSource { id: peer_id, stream, source, codec })?;
         if let Some(rtcp) = &to.rtcp {
             rtcp.request_keyframe(KeyframeReason::Start, Instant::now());
         }
@@ -1027,9 +1027,11 @@ impl Engine {
         Ok(())
     }
 
-    /// VP8: the peer's stream that takes source stream `index` gets only
-    /// temporal layers up to `layer` (None: all), from the next frame of the
-    /// base layer; the packets sent are renumbered so the peer sees no gap.
+    /// VP8 or VP9: the peer's stream that takes source stream `index` gets
+    /// only temporal layers up to `layer` (None: all), from the next picture
+    /// that allows the change (VP8: a base-layer frame; VP9: any picture to go
+    /// lower, a keyframe or a switching up point to go higher); the packets
+    /// sent are renumbered so the peer sees no gap.
     pub fn set_stream_temporal_layer(&self, peer_id: u64, index: u32, layer: Option<u8>) -> Result<(), EngineError> {
         let state = self.running()?;
         let running = state.as_ref().expect("checked by running()");
@@ -1039,10 +1041,39 @@ impl Engine {
         let (index, stream) = subscription.stream_taking(peer_id, index)?;
         let mountpoint = running.mountpoints.get(&subscription.mountpoint_id).ok_or(EngineError::Closed)?;
         let codec = mountpoint.streams.iter().find(|source| source.index == index).map(|source| source.codec);
-        if codec != Some(Codec::Vp8) {
-            return Err(invalid(format!("stream {index} is not VP8: temporal layers are for VP8 streams")));
+        let Some(codec @ (Codec::Vp8 | Codec::Vp9)) = codec else {
+            return Err(invalid(format!(
+                "stream {index} is not VP8 or VP9: temporal layers are for VP8 and VP9 streams"
+            )));
+        };
+        Self::to_worker(running, subscription.worker, Command::SetStreamTemporalCap { id: peer_id, stream, codec, cap })
+    }
+
+    /// VP9: the peer's stream that takes source stream `index` gets only
+    /// spatial layers up to `layer` (None: all): lower from the next picture
+    /// on, higher a layer at a time from a frame of the next layer up that no
+    /// earlier picture predicts (a keyframe's; the source is asked for one if
+    /// it has an RTCP port and `layer` is not 0). The last packet of the top
+    /// layer sent in each picture carries the marker bit; the packets sent are
+    /// renumbered so the peer sees no gap.
+    pub fn set_stream_spatial_layer(&self, peer_id: u64, index: u32, layer: Option<u8>) -> Result<(), EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        let subscription = peer.subscription(peer_id)?;
+        let cap = layer.map(|layer| check_range(layer, "spatial layer", 0, 7)).transpose()?;
+        let (index, stream) = subscription.stream_taking(peer_id, index)?;
+        let mountpoint = running.mountpoints.get(&subscription.mountpoint_id).ok_or(EngineError::Closed)?;
+        let source = mountpoint.streams.iter().find(|source| source.index == index);
+        let Some(source) = source.filter(|source| source.codec == Codec::Vp9) else {
+            return Err(invalid(format!("stream {index} is not VP9: spatial layers are for VP9 streams")));
+        };
+        if cap != Some(0) {
+            if let Some(rtcp) = &source.rtcp {
+                rtcp.request_keyframe(KeyframeReason::Start, Instant::now());
+            }
         }
-        Self::to_worker(running, subscription.worker, Command::SetStreamTemporalCap { id: peer_id, stream, cap })
+        Self::to_worker(running, subscription.worker, Command::SetStreamSpatialCap { id: peer_id, stream, cap })
     }
 
     /// The peer's ICE-nominated address changed: a UDP address, or with

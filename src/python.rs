@@ -343,6 +343,12 @@ impl Engine {
         Ok(self.inner.set_stream_temporal_layer(peer_id, int(index, "stream index")?, layer)?)
     }
 
+    #[pyo3(signature = (peer_id, index, layer))]
+    fn set_stream_spatial_layer(&self, peer_id: u64, index: i64, layer: Option<i64>) -> PyResult<()> {
+        let layer = layer.map(|layer| int(layer, "spatial layer")).transpose()?;
+        Ok(self.inner.set_stream_spatial_layer(peer_id, int(index, "stream index")?, layer)?)
+    }
+
     fn receive_rtcp(&self, peer_id: u64, packet: &[u8]) -> PyResult<RtcpReport> {
         Ok(self.inner.receive_rtcp(peer_id, packet)?)
     }

@@ -1,14 +1,15 @@
 //! Any RTP payload: keyframe detection for every codec, H.264 SPS detection
-//! and the VP8 payload descriptor (temporal layer, picture ID rewrite) never
-//! panic, and a picture ID written is the one read back.
+//! and the VP8 and VP9 payload descriptors (temporal layer, picture ID
+//! rewrite) never panic, and a picture ID written is the one read back.
 #![no_main]
 
-use _engine::wire::codec::{h264_carries_sps, Codec, Vp8Descriptor};
+use _engine::wire::codec::{h264_carries_sps, Codec, Vp8Descriptor, Vp9Descriptor};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     for name in ["vp8", "vp9", "h264", "opus"] {
         let _ = Codec::from_name(name).is_keyframe_start(data);
+        let _ = Codec::from_name(name).is_droppable(data);
     }
     let _ = h264_carries_sps(data);
     if let Some(descriptor) = Vp8Descriptor::parse(data) {
@@ -18,6 +19,19 @@ fuzz_target!(|data: &[u8]| {
         descriptor.write_picture_id(&mut payload, picture_id);
         if descriptor.picture_id.is_some() {
             assert_eq!(descriptor.read_picture_id(&payload), Some(picture_id));
+        }
+    }
+    if let Some(descriptor) = Vp9Descriptor::parse(data) {
+        assert!(descriptor.temporal_layer < 8 && descriptor.spatial_layer < 8);
+        if let Some(offset) = descriptor.tl0_picture_index {
+            assert!(offset < data.len());
+        }
+        let mut payload = data.to_vec();
+        let picture_id = 0x1234 & descriptor.picture_id_mask();
+        descriptor.write_picture_id(&mut payload, picture_id);
+        if descriptor.picture_id.is_some() {
+            assert_eq!(descriptor.read_picture_id(&payload), Some(picture_id));
+            assert_eq!(Vp9Descriptor::parse(&payload), Some(descriptor), "the rewrite moves no field");
         }
     }
 });

@@ -169,7 +169,7 @@ class StreamStats:
     @property
     def skew_ms(self) -> int: ...  # how far skew compensation has moved the timestamps (negative: back)
     @property
-    def temporal_layer_bytes(self) -> list[int]: ...  # VP8: bytes of each temporal layer (TID 0-3); zeros otherwise
+    def temporal_layer_bytes(self) -> list[int]: ...  # VP8, VP9: bytes of each temporal layer (TID 0-3; VP9's higher as 3); zeros otherwise
 
 @final
 class MountpointStats:
@@ -360,8 +360,8 @@ class Engine:
 
     ``max_send_delay_ms`` (default 100): a packet that cannot be sent to a
     viewer within this long of its arrival is dropped and counted
-    (``dropped_late``), never sent late; frames nothing refers to (VP8 N bit or
-    temporal layers above the base, H.264 nal_ref_idc 0) go at half of it, and
+    (``dropped_late``), never sent late; frames nothing refers to (VP8 N bit,
+    VP8 or VP9 temporal layers above the base, H.264 nal_ref_idc 0) go at half of it, and
     retransmissions while a worker is that far behind.
 
     After close() every method but close() raises RuntimeError.
@@ -516,23 +516,37 @@ class Engine:
         starts from the new source's keyframe cache, as subscribe); a peer
         paused with set_paused takes a waiting move when resumed. Sequence
         numbers and timestamps stay continuous (the timestamp advanced by the
-        time since the last packet); for VP8 the picture IDs and TL0PICIDX of
+        time since the last packet); for VP8 and VP9 the picture IDs and TL0PICIDX of
         the new source are renumbered to follow the last ones sent. Moving
         back to the current source before the move happened cancels it.
         KeyError for an unknown peer, ValueError if the peer has no stream
         ``index``, already takes ``source_index`` with another stream, or the
         mountpoint has no such stream of the same kind and codec."""
     def set_stream_temporal_layer(self, peer_id: int, index: int, layer: int | None) -> None:
-        """VP8 temporal layers (``configure`` with ``temporal``): the peer's
+        """VP8 and VP9 temporal layers (``configure`` with ``temporal``, VP9's
+        ``temporal_layer``): the peer's stream that takes SourceStream ``index``
+        gets only the packets whose payload descriptor's TID (RFC 7741, RFC
+        9628) is at most ``layer`` (None: every layer); VP8 from the next frame
+        of the base layer on, VP9 lower from the next picture, higher from the
+        next keyframe or switching up point (U) of a layer sent. The packets
+        sent are renumbered so the peer sees no gap (packets that arrive out of
+        order are not); NACKs find their packets across the last 32
+        renumberings; picture IDs are kept. Packets without a TID count as
+        layer 0. The cap stays across set_stream_source. KeyError for an
+        unknown peer, ValueError if the peer has no stream ``index``, it is
+        neither VP8 nor VP9, or ``layer`` is outside 0..=3."""
+    def set_stream_spatial_layer(self, peer_id: int, index: int, layer: int | None) -> None:
+        """VP9 spatial layers (``configure`` with ``spatial_layer``): the peer's
         stream that takes SourceStream ``index`` gets only the packets whose
-        payload descriptor's TID (RFC 7741) is at most ``layer`` (None: every
-        layer), from the next frame of the base layer on; the packets sent are
-        renumbered so the peer sees no gap (packets that arrive out of order
-        are not); NACKs find their packets across the last 32 renumberings.
-        Packets without a TID count as layer 0. The cap stays across
-        set_stream_source. KeyError for an unknown peer,
-        ValueError if the peer has no stream ``index``, it is not VP8, or
-        ``layer`` is outside 0..=3."""
+        payload descriptor's SID (RFC 9628) is at most ``layer`` (None: every
+        layer); lower from the next picture on, higher a layer at a time from
+        a frame of the next layer up that no earlier picture predicts (a
+        keyframe's: the source is asked for one if it has an RTCP port and
+        ``layer`` is not 0). The last packet of the top layer sent in each
+        picture carries the marker bit; the packets sent are renumbered as
+        for temporal layers. KeyError for an unknown peer, ValueError if the
+        peer has no stream ``index``, it is not VP9, or ``layer`` is outside
+        0..=7."""
     def receive_rtcp(self, peer_id: int, packet: bytes) -> RtcpReport:
         """Take SRTCP from a peer (subscribed or not): unprotect it, act on it and
         report what it carried. Raises ValueError if it fails authentication, is a

@@ -10,7 +10,7 @@ use crate::egress::tcp::SharedTcpOutput;
 use crate::events::{Event, EventQueue};
 use crate::media::packet::{GopCache, History, Packet, ReceivedPacket};
 use crate::sys::RawAddress;
-use crate::wire::codec::Vp8Descriptor;
+use crate::wire::codec::{picture_id_mask, read_picture_id, write_picture_id, Codec, Vp8Descriptor, Vp9Descriptor};
 use crate::wire::rtcp::SenderInfo;
 use crate::wire::rtp::{PlayoutDelay, RtpHeader};
 use crate::wire::srtp::{SrtpError, SrtpSession};
@@ -99,22 +99,34 @@ struct Burst {
     catch_up: u16,
 }
 
-/// What a VP8 viewer stream does to each packet's payload descriptor once it
-/// was moved between simulcast encodings or given a temporal layer cap: the
-/// encodings number their pictures independently, so after a move the
-/// picture IDs and TL0PICIDX go on from the last ones the viewer got; and
-/// frames of temporal layers above the cap are left out, the packets after
-/// them renumbered so the viewer sees no gap.
-#[derive(Clone, Copy, Debug, Default)]
-struct Vp8Rewrite {
+/// What a VP8 or VP9 viewer stream does to each packet's payload descriptor
+/// once it was moved between simulcast encodings or given a temporal (or VP9
+/// spatial) layer cap: the encodings number their pictures independently, so
+/// after a move the picture IDs and TL0PICIDX go on from the last ones the
+/// viewer got; and frames of layers above the caps are left out, the packets
+/// after them renumbered so the viewer sees no gap. Picture IDs are not renumbered
+/// for the frames left out: decoders read a picture's place in its group of
+/// pictures from them (VP9's non-flexible mode), and TL0PICIDX stays
+/// continuous as the base layer is never left out.
+#[derive(Clone, Copy, Debug)]
+struct PictureRewrite {
+    /// VP8 or VP9: whose payload descriptor the packets carry.
+    codec: Codec,
     /// The sequence offset when the stream was last anchored, and the ones
     /// temporal layer drops brought since, so NACKs find their source packets.
     anchor_offset: u16,
     renumberings: Renumberings,
     /// The highest temporal layer sent; None: all.
     temporal_cap: Option<u8>,
-    /// A new cap, taken at the next frame of the base layer (which every layer may follow).
+    /// A new cap, taken at the next picture that may change it (see
+    /// [`PictureRewrite::take_next_temporal_cap`]).
     next_temporal_cap: Option<Option<u8>>,
+    /// VP9: the highest spatial layer sent; None: all. The last packet of its
+    /// frame in each picture is marked as the end of the picture.
+    spatial_cap: Option<u8>,
+    /// A new spatial cap: lower from the next picture on, higher one layer at
+    /// a time, at a frame of the next layer up that no earlier picture predicts.
+    next_spatial_cap: Option<Option<u8>>,
     picture_id_offset: u16,
     tl0_offset: u8,
     /// The last picture ID and TL0PICIDX the viewer got (rewritten).
@@ -122,6 +134,154 @@ struct Vp8Rewrite {
     last_tl0: Option<u8>,
     /// After a move: the next picture follows the last one sent.
     follow_on: bool,
+}
+
+impl PictureRewrite {
+    fn new(codec: Codec, anchor_offset: u16) -> Self {
+        Self {
+            codec,
+            anchor_offset,
+            renumberings: Renumberings::default(),
+            temporal_cap: None,
+            next_temporal_cap: None,
+            spatial_cap: None,
+            next_spatial_cap: None,
+            picture_id_offset: 0,
+            tl0_offset: 0,
+            last_picture_id: None,
+            last_tl0: None,
+            follow_on: false,
+        }
+    }
+
+    /// Takes the new cap if this packet's picture allows it: VP8 at the start
+    /// of a base-layer frame (which every layer may follow); VP9 lower at the
+    /// start of any picture, higher at a keyframe or at a switching up point
+    /// (U) of a layer the viewer already gets.
+    fn take_next_temporal_cap(&mut self, fields: &PictureFields) {
+        let Some(next) = self.next_temporal_cap else {
+            return;
+        };
+        let takes = match self.codec {
+            Codec::Vp9 => {
+                let raises = match (self.temporal_cap, next) {
+                    (Some(cap), Some(next)) => next > cap,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                let sent = self.temporal_cap.is_none_or(|cap| fields.temporal_layer <= cap);
+                fields.starts_picture && (!raises || fields.keyframe || (fields.switching_up && sent))
+            }
+            _ => fields.starts_picture && fields.temporal_layer == 0,
+        };
+        if takes {
+            self.temporal_cap = next;
+            self.next_temporal_cap = None;
+        }
+    }
+
+    /// Takes the new spatial cap (VP9) if this packet allows it: a lower one
+    /// at the start of a picture; a higher one at the start of a keyframe
+    /// (whose upper layers no earlier picture predicts), or a layer at a time
+    /// at the beginning of a frame of the layer above the cap that is not
+    /// predicted from earlier pictures (a stream that predicts upper layers
+    /// from the layer below only).
+    fn take_next_spatial_cap(&mut self, fields: &PictureFields) {
+        let Some(next) = self.next_spatial_cap else {
+            return;
+        };
+        let lower = match (self.spatial_cap, next) {
+            (None, Some(_)) => true,
+            (Some(cap), Some(next)) => next <= cap,
+            (_, None) => false,
+        };
+        if lower {
+            if fields.starts_picture {
+                self.spatial_cap = next;
+                self.next_spatial_cap = None;
+            }
+            return;
+        }
+        let Some(cap) = self.spatial_cap else {
+            self.next_spatial_cap = None; // every layer already
+            return;
+        };
+        if fields.keyframe {
+            self.spatial_cap = next;
+            self.next_spatial_cap = None;
+        } else if fields.begins_frame && !fields.inter_predicted && fields.spatial_layer == cap + 1 {
+            self.spatial_cap = Some(cap + 1);
+            if next == Some(cap + 1) {
+                self.next_spatial_cap = None;
+            }
+        }
+    }
+}
+
+/// The fields of a VP8 or VP9 payload descriptor a viewer stream reads.
+#[derive(Clone, Copy, Debug)]
+struct PictureFields {
+    /// The first packet of a picture (VP8: S and partition 0; VP9: B in the base spatial layer).
+    starts_picture: bool,
+    /// VP9: the first packet of a picture predicted from no earlier one.
+    keyframe: bool,
+    /// VP9's U bit.
+    switching_up: bool,
+    temporal_layer: u8,
+    /// VP9: B (the packet begins a spatial layer's frame), E (it ends one), P, SID.
+    begins_frame: bool,
+    ends_frame: bool,
+    inter_predicted: bool,
+    spatial_layer: u8,
+    picture_id: Option<(usize, bool)>,
+    tl0_picture_index: Option<usize>,
+}
+
+impl PictureFields {
+    /// None for other codecs, or a payload too short for its descriptor.
+    fn parse(codec: Codec, payload: &[u8]) -> Option<Self> {
+        match codec {
+            Codec::Vp8 => Vp8Descriptor::parse(payload).map(|descriptor| Self {
+                starts_picture: descriptor.starts_frame,
+                keyframe: false,
+                switching_up: false,
+                temporal_layer: descriptor.temporal_layer,
+                begins_frame: descriptor.starts_frame,
+                ends_frame: false,
+                inter_predicted: true,
+                spatial_layer: 0,
+                picture_id: descriptor.picture_id,
+                tl0_picture_index: descriptor.tl0_picture_index,
+            }),
+            Codec::Vp9 => Vp9Descriptor::parse(payload).map(|descriptor| Self {
+                starts_picture: descriptor.starts_picture(),
+                keyframe: descriptor.starts_keyframe(),
+                switching_up: descriptor.switching_up,
+                temporal_layer: descriptor.temporal_layer,
+                begins_frame: descriptor.begins_frame,
+                ends_frame: descriptor.ends_frame,
+                inter_predicted: descriptor.inter_predicted,
+                spatial_layer: descriptor.spatial_layer,
+                picture_id: descriptor.picture_id,
+                tl0_picture_index: descriptor.tl0_picture_index,
+            }),
+            _ => None,
+        }
+    }
+
+    fn picture_id_mask(&self) -> u16 {
+        picture_id_mask(self.picture_id)
+    }
+
+    fn read_picture_id(&self, payload: &[u8]) -> Option<u16> {
+        read_picture_id(payload, self.picture_id?)
+    }
+
+    fn write_picture_id(&self, payload: &mut [u8], picture_id: u16) {
+        if let Some(field) = self.picture_id {
+            write_picture_id(payload, field, picture_id);
+        }
+    }
 }
 
 /// How many renumberings by temporal layer drops NACKs can see past: with
@@ -185,8 +345,8 @@ pub struct ViewerStream {
     pub source: usize,
     /// Simulcast: the source stream this one moves to at that stream's next keyframe.
     next_source: Option<usize>,
-    /// VP8 streams that were moved or capped (see [`Vp8Rewrite`]); None: payloads untouched.
-    vp8: Option<Box<Vp8Rewrite>>,
+    /// VP8 and VP9 streams that were moved or capped (see [`PictureRewrite`]); None: payloads untouched.
+    pictures: Option<Box<PictureRewrite>>,
     /// Temporal layer drops renumbered the stream: the next packet sent
     /// notes the new offset (see [`Renumberings`]).
     renumbered: bool,
@@ -247,7 +407,7 @@ impl ViewerStream {
         Self {
             source,
             next_source: None,
-            vp8: None,
+            pictures: None,
             renumbered: false,
             ssrc,
             payload_type,
@@ -285,25 +445,40 @@ impl ViewerStream {
         self.held
     }
 
-    /// Reads and rewrites the VP8 payload descriptor from now on (see [`Vp8Rewrite`]).
-    pub fn rewrite_vp8(&mut self) {
-        let anchor_offset = self.sequence_offset;
-        self.vp8.get_or_insert_with(|| Box::new(Vp8Rewrite { anchor_offset, ..Vp8Rewrite::default() }));
+    /// Reads and rewrites the payload descriptor of `codec` (VP8 or VP9;
+    /// others are left alone) from now on (see [`PictureRewrite`]).
+    pub fn rewrite_pictures(&mut self, codec: Codec) {
+        if matches!(codec, Codec::Vp8 | Codec::Vp9) {
+            let anchor_offset = self.sequence_offset;
+            self.pictures.get_or_insert_with(|| Box::new(PictureRewrite::new(codec, anchor_offset)));
+        }
     }
 
     /// The stream's numbering was chosen again: no renumbering applies to it yet.
     fn anchored(&mut self) {
-        if let Some(vp8) = self.vp8.as_mut() {
-            vp8.anchor_offset = self.sequence_offset;
-            vp8.renumberings.clear();
+        if let Some(pictures) = self.pictures.as_mut() {
+            pictures.anchor_offset = self.sequence_offset;
+            pictures.renumberings.clear();
         }
     }
 
-    /// Sends only VP8 temporal layers up to `cap` (None: all), from the next
-    /// frame of the base layer on. Needs [`ViewerStream::rewrite_vp8`] first.
+    /// VP9: sends only spatial layers up to `cap` (None: all): lower from the
+    /// next picture on, higher a layer at a time, from a frame of the layer
+    /// above that no earlier picture predicts (a keyframe's). Needs
+    /// [`ViewerStream::rewrite_pictures`] first.
+    pub fn set_spatial_cap(&mut self, cap: Option<u8>) {
+        if let Some(pictures) = self.pictures.as_mut() {
+            pictures.next_spatial_cap = Some(cap);
+        }
+    }
+
+    /// Sends only temporal layers up to `cap` (None: all), from the next
+    /// picture that allows the change on (VP8: a base-layer frame; VP9: any
+    /// picture to go lower, a keyframe or a switching up point to go higher).
+    /// Needs [`ViewerStream::rewrite_pictures`] first.
     pub fn set_temporal_cap(&mut self, cap: Option<u8>) {
-        if let Some(vp8) = self.vp8.as_mut() {
-            vp8.next_temporal_cap = Some(cap);
+        if let Some(pictures) = self.pictures.as_mut() {
+            pictures.next_temporal_cap = Some(cap);
         }
     }
 
@@ -350,8 +525,8 @@ impl ViewerStream {
     }
 
     fn follow_on(&mut self) {
-        if let Some(vp8) = self.vp8.as_mut() {
-            vp8.follow_on = true;
+        if let Some(pictures) = self.pictures.as_mut() {
+            pictures.follow_on = true;
         }
     }
 
@@ -547,28 +722,29 @@ impl ViewerStream {
             let sequence = header.sequence.wrapping_add(self.sequence_offset);
             self.anchored_from = self.extend(sequence)?;
         }
-        if self.vp8.is_some() && self.above_temporal_cap(packet, header) {
+        if self.pictures.is_some() && self.above_layer_caps(packet, header) {
             return None;
         }
         self.emit(packet, received, now, out)
     }
 
-    /// Whether a VP8 packet belongs to a temporal layer above the cap; if so
-    /// the packets after it are renumbered one lower, so the viewer's
-    /// sequence has no gap (packets arriving out of order are not renumbered).
-    fn above_temporal_cap(&mut self, packet: &[u8], header: &RtpHeader) -> bool {
-        let Some(vp8) = self.vp8.as_mut() else {
+    /// Whether a VP8 or VP9 packet belongs to a temporal (or VP9 spatial)
+    /// layer above the cap; if so the packets after it are renumbered one
+    /// lower, so the viewer's sequence has no gap (packets arriving out of
+    /// order are not renumbered).
+    fn above_layer_caps(&mut self, packet: &[u8], header: &RtpHeader) -> bool {
+        let Some(pictures) = self.pictures.as_mut() else {
             return false;
         };
-        let Some(descriptor) = Vp8Descriptor::parse(&packet[header.payload_start..header.payload_end]) else {
+        let payload = &packet[header.payload_start..header.payload_end];
+        let Some(fields) = PictureFields::parse(pictures.codec, payload) else {
             return false;
         };
-        if descriptor.starts_frame && descriptor.temporal_layer == 0 {
-            if let Some(cap) = vp8.next_temporal_cap.take() {
-                vp8.temporal_cap = cap;
-            }
-        }
-        if vp8.temporal_cap.is_none_or(|cap| descriptor.temporal_layer <= cap) {
+        pictures.take_next_temporal_cap(&fields);
+        pictures.take_next_spatial_cap(&fields);
+        if pictures.temporal_cap.is_none_or(|cap| fields.temporal_layer <= cap)
+            && pictures.spatial_cap.is_none_or(|cap| fields.spatial_layer <= cap)
+        {
             return false;
         }
         let sequence = header.sequence.wrapping_add(self.sequence_offset);
@@ -592,7 +768,9 @@ impl ViewerStream {
         if self.renumbered {
             self.renumbered = false;
             let offset = self.sequence_offset;
-            if let Some(forgotten) = self.vp8.as_mut().and_then(|vp8| vp8.renumberings.push(extended, offset)) {
+            if let Some(forgotten) =
+                self.pictures.as_mut().and_then(|pictures| pictures.renumberings.push(extended, offset))
+            {
                 // NACKs from before the oldest renumbering noted go unanswered.
                 self.anchored_from = self.anchored_from.max(forgotten);
             }
@@ -602,7 +780,7 @@ impl ViewerStream {
             self.highest_timestamp = timestamp;
             self.last_sent_at = now;
         }
-        if self.vp8.is_some() {
+        if self.pictures.is_some() {
             self.follow_pictures(&packet[header.payload_start..header.payload_end]);
         }
         let (len, transport_sequence_at) = self.write(packet, header, sequence, timestamp, out);
@@ -681,9 +859,16 @@ impl ViewerStream {
         }
         let len = payload_start + payload.len();
         out[payload_start..len].copy_from_slice(payload);
-        if let Some(vp8) = &self.vp8 {
-            if vp8.picture_id_offset != 0 || vp8.tl0_offset != 0 {
-                renumber_pictures(vp8, &mut out[payload_start..len]);
+        if let Some(pictures) = &self.pictures {
+            if pictures.picture_id_offset != 0 || pictures.tl0_offset != 0 {
+                renumber_pictures(pictures, &mut out[payload_start..len]);
+            }
+            if let Some(cap) = pictures.spatial_cap {
+                // The top spatial layer sent ends the viewer's picture.
+                let fields = PictureFields::parse(pictures.codec, &out[payload_start..len]);
+                if fields.is_some_and(|fields| fields.ends_frame && fields.spatial_layer == cap) {
+                    out[1] |= 0x80;
+                }
             }
         }
         (len, transport_sequence_at)
@@ -692,28 +877,30 @@ impl ViewerStream {
     /// After a move, sets the picture offsets so the new source's pictures
     /// follow the last one sent; notes the last picture sent.
     fn follow_pictures(&mut self, payload: &[u8]) {
-        let Some(vp8) = self.vp8.as_mut() else {
+        let Some(pictures) = self.pictures.as_mut() else {
             return;
         };
-        let Some(descriptor) = Vp8Descriptor::parse(payload) else {
+        let Some(descriptor) = PictureFields::parse(pictures.codec, payload) else {
             return;
         };
         let picture_id = descriptor.read_picture_id(payload);
         let tl0 = descriptor.tl0_picture_index.map(|offset| payload[offset]);
-        if vp8.follow_on {
-            vp8.follow_on = false;
-            if let (Some(last), Some(picture_id)) = (vp8.last_picture_id, picture_id) {
-                vp8.picture_id_offset = last.wrapping_add(1).wrapping_sub(picture_id) & descriptor.picture_id_mask();
+        if pictures.follow_on {
+            pictures.follow_on = false;
+            if let (Some(last), Some(picture_id)) = (pictures.last_picture_id, picture_id) {
+                pictures.picture_id_offset =
+                    last.wrapping_add(1).wrapping_sub(picture_id) & descriptor.picture_id_mask();
             }
-            if let (Some(last), Some(tl0)) = (vp8.last_tl0, tl0) {
-                vp8.tl0_offset = last.wrapping_add(1).wrapping_sub(tl0);
+            if let (Some(last), Some(tl0)) = (pictures.last_tl0, tl0) {
+                pictures.tl0_offset = last.wrapping_add(1).wrapping_sub(tl0);
             }
         }
         if let Some(picture_id) = picture_id {
-            vp8.last_picture_id = Some(picture_id.wrapping_add(vp8.picture_id_offset) & descriptor.picture_id_mask());
+            pictures.last_picture_id =
+                Some(picture_id.wrapping_add(pictures.picture_id_offset) & descriptor.picture_id_mask());
         }
         if let Some(tl0) = tl0 {
-            vp8.last_tl0 = Some(tl0.wrapping_add(vp8.tl0_offset));
+            pictures.last_tl0 = Some(tl0.wrapping_add(pictures.tl0_offset));
         }
     }
 
@@ -725,8 +912,8 @@ impl ViewerStream {
         }
         let extended = self.extend(sequence)?;
         let sent = self.highest.is_some_and(|highest| extended <= highest) && extended >= self.anchored_from;
-        let offset = match &self.vp8 {
-            Some(vp8) => vp8.renumberings.offset_at(extended).unwrap_or(vp8.anchor_offset),
+        let offset = match &self.pictures {
+            Some(pictures) => pictures.renumberings.offset_at(extended).unwrap_or(pictures.anchor_offset),
             None => self.sequence_offset,
         };
         sent.then(|| (sequence.wrapping_sub(offset), self.source_epoch))
@@ -795,16 +982,16 @@ impl ViewerStream {
     }
 }
 
-/// Adds the offsets to the picture ID and TL0PICIDX of a VP8 payload (in place).
-fn renumber_pictures(vp8: &Vp8Rewrite, payload: &mut [u8]) {
-    let Some(descriptor) = Vp8Descriptor::parse(payload) else {
+/// Adds the offsets to the picture ID and TL0PICIDX of a VP8 or VP9 payload (in place).
+fn renumber_pictures(pictures: &PictureRewrite, payload: &mut [u8]) {
+    let Some(descriptor) = PictureFields::parse(pictures.codec, payload) else {
         return;
     };
     if let Some(picture_id) = descriptor.read_picture_id(payload) {
-        descriptor.write_picture_id(payload, picture_id.wrapping_add(vp8.picture_id_offset));
+        descriptor.write_picture_id(payload, picture_id.wrapping_add(pictures.picture_id_offset));
     }
     if let Some(offset) = descriptor.tl0_picture_index {
-        payload[offset] = payload[offset].wrapping_add(vp8.tl0_offset);
+        payload[offset] = payload[offset].wrapping_add(pictures.tl0_offset);
     }
 }
 
@@ -1472,7 +1659,7 @@ mod tests {
         assert_eq!(through(&mut viewer, 0, &low(11, 501, false), false, now).unwrap().0, 101);
         assert!(!viewer.streams[0].move_to(1), "a started stream waits for the keyframe");
         assert_eq!(viewer.streams[0].next_source(), Some(1));
-        viewer.streams[0].rewrite_vp8();
+        viewer.streams[0].rewrite_pictures(Codec::Vp8);
         // The new encoding's delta frames are not taken; the old one goes on.
         assert!(through(&mut viewer, 1, &high(5000, 20, false), false, now).is_none());
         let (sequence, _, payload) = through(&mut viewer, 0, &low(12, 502, false), false, now).unwrap();
@@ -1548,7 +1735,7 @@ mod tests {
     fn leaves_out_temporal_layers_above_the_cap_without_gaps() {
         let now = Instant::now();
         let mut viewer = viewer_of(stream(false, 50));
-        viewer.streams[0].rewrite_vp8();
+        viewer.streams[0].rewrite_pictures(Codec::Vp8);
         viewer.streams[0].set_temporal_cap(Some(0));
         // Layers 0, 2, 1, 2 repeating, one packet per frame; the cap takes effect at the first base-layer frame.
         let layers = [2u8, 0, 2, 1, 2, 0, 2, 1, 2, 0];
@@ -1579,5 +1766,132 @@ mod tests {
             (50..=56).map(|sequence| viewer.streams[0].source_of(sequence).map(|(source, _)| source)).collect();
         assert_eq!(sources, [Some(200), Some(201), Some(205), Some(209), Some(211), Some(212), Some(213)]);
         assert_eq!(viewer.streams[0].source_of(57), None, "not sent yet");
+    }
+
+    /// A one-packet VP9 picture: I (15-bit picture ID), L, B, E, P unless a
+    /// keyframe; TID, U, SID 0; TL0PICIDX (non-flexible mode).
+    fn vp9_payload(picture_id: u16, tl0: u8, temporal_layer: u8, switching_up: bool, keyframe: bool) -> Vec<u8> {
+        let [high, low] = picture_id.to_be_bytes();
+        let first = 0xac | if keyframe { 0 } else { 0x40 };
+        vec![first, 0x80 | high, low, temporal_layer << 5 | if switching_up { 0x10 } else { 0 }, tl0, 0x82]
+    }
+
+    #[test]
+    fn vp9_temporal_layers_go_down_at_any_picture_and_up_only_at_a_switching_point() {
+        let now = Instant::now();
+        let mut viewer = viewer_of(stream(false, 50));
+        viewer.streams[0].rewrite_pictures(Codec::Vp9);
+        let mut next = 0u16;
+        let mut send_pictures = |viewer: &mut Viewer, pictures: &[(u8, bool)]| -> Vec<(u16, u8, u16, u8)> {
+            pictures
+                .iter()
+                .filter_map(|&(layer, switching_up)| {
+                    let i = next;
+                    next += 1;
+                    let payload = vp9_payload(300 + i, (i / 4) as u8, layer, switching_up, i == 0);
+                    let packet = source_packet(200 + i, 3000 * u32::from(i), 1, &payload);
+                    through(viewer, 0, &packet, false, now).map(|(sequence, _, payload)| {
+                        let picture_id = u16::from_be_bytes([payload[1] & 0x7f, payload[2]]);
+                        (sequence, payload[3] >> 5, picture_id, payload[4])
+                    })
+                })
+                .collect()
+        };
+        // Every layer, then capped at 0 from the next picture (a layer-2 one, left out).
+        let all = send_pictures(&mut viewer, &[(0, false), (2, true)]);
+        assert_eq!(all, [(50, 0, 300, 0), (51, 2, 301, 0)]);
+        viewer.streams[0].set_temporal_cap(Some(0));
+        let base = send_pictures(&mut viewer, &[(1, true), (2, true), (0, false), (2, true), (1, true), (2, false)]);
+        assert_eq!(base, [(52, 0, 304, 1)], "picture IDs keep their place in the group, TL0PICIDX follows on");
+        // Raised to every layer: not at a picture without U, nor at one of a
+        // layer left out (its references were not sent), but at the next base
+        // picture with U.
+        viewer.streams[0].set_temporal_cap(None);
+        let raised = send_pictures(&mut viewer, &[(0, false), (2, true), (1, true), (0, true), (2, false), (1, false)]);
+        assert_eq!(
+            raised.iter().map(|&(sequence, layer, ..)| (sequence, layer)).collect::<Vec<_>>(),
+            [(53, 0), (54, 0), (55, 2), (56, 1)]
+        );
+        // NACKs find the source packets across the renumberings.
+        let sources: Vec<Option<u16>> =
+            (50..=56).map(|sequence| viewer.streams[0].source_of(sequence).map(|(source, _)| source)).collect();
+        assert_eq!(sources, [Some(200), Some(201), Some(204), Some(208), Some(211), Some(212), Some(213)]);
+        // Down to 1 and up to 2 again at a keyframe, U or not.
+        viewer.streams[0].set_temporal_cap(Some(1));
+        let capped = send_pictures(&mut viewer, &[(2, false), (0, false)]);
+        assert_eq!(capped.iter().map(|&(_, layer, ..)| layer).collect::<Vec<_>>(), [0]);
+        viewer.streams[0].set_temporal_cap(Some(2));
+        let payload = vp9_payload(400, 9, 0, false, true);
+        let keyframe = source_packet(300, 0, 1, &payload);
+        assert!(through(&mut viewer, 0, &keyframe, true, now).is_some());
+        let payload = vp9_payload(401, 9, 2, false, false);
+        let upper = source_packet(301, 0, 1, &payload);
+        assert!(through(&mut viewer, 0, &upper, false, now).is_some(), "layer 2 after the keyframe");
+    }
+
+    #[test]
+    fn vp9_pictures_follow_on_after_a_move() {
+        let now = Instant::now();
+        let mut viewer = viewer_of(stream(true, 100));
+        viewer.streams[0].rewrite_pictures(Codec::Vp9);
+        let first = source_packet(10, 0, 1, &vp9_payload(1000, 20, 0, false, true));
+        assert!(through(&mut viewer, 0, &first, true, now).is_some());
+        assert!(viewer.streams[0].move_to(1) || viewer.streams[0].next_source() == Some(1));
+        let moved = source_packet(500, 90_000, 2, &vp9_payload(7000, 200, 0, false, true));
+        let (_, _, payload) = through(&mut viewer, 1, &moved, true, now).unwrap();
+        assert_eq!(u16::from_be_bytes([payload[1] & 0x7f, payload[2]]), 1001, "the picture ID follows on");
+        assert_eq!(payload[4], 21, "TL0PICIDX follows on");
+    }
+
+    #[test]
+    fn vp9_spatial_layers_above_the_cap_are_left_out_and_the_top_one_sent_ends_the_picture() {
+        let now = Instant::now();
+        let mut stream = stream(false, 10);
+        stream.rewrite_pictures(Codec::Vp9);
+        stream.set_spatial_cap(Some(0));
+        let mut sequence = 500u16;
+        // Each picture: SID 0, then SID 1 (the source's marker), one packet each, B and E; a
+        // keyframe's SID 1 frame is predicted from SID 0 only (P clear).
+        let mut picture = |stream: &mut ViewerStream, number: u16, keyframe: bool| -> Vec<(u16, u8, bool)> {
+            let mut sent = Vec::new();
+            for spatial_layer in 0..2u8 {
+                let first = 0xac | if keyframe { 0 } else { 0x40 };
+                let [high, low] = (1000 + number).to_be_bytes();
+                let payload = [first, 0x80 | high, low, spatial_layer << 1, number as u8, 0x82];
+                let mut packet = source_packet(sequence, 3000 * u32::from(number), 1, &payload);
+                if spatial_layer == 0 {
+                    packet[1] &= 0x7f;
+                }
+                sequence += 1;
+                let mut out = [0u8; 256];
+                if let Some(rewritten) = stream.rewrite(&packet, &received(&packet, keyframe, 0), now, &mut out) {
+                    let header = RtpHeader::parse(&out[..rewritten.len]).unwrap();
+                    sent.push((header.sequence, (out[header.payload_start + 3] >> 1) & 0x07, header.marker));
+                }
+            }
+            sent
+        };
+        assert_eq!(picture(&mut stream, 0, true), [(10, 0, true)], "SID 1 left out, SID 0 ends the picture");
+        assert_eq!(picture(&mut stream, 1, false), [(11, 0, true)]);
+        stream.set_spatial_cap(None);
+        assert_eq!(picture(&mut stream, 2, false), [(12, 0, true)], "SID 1 is predicted from a frame not sent");
+        assert_eq!(picture(&mut stream, 3, true), [(13, 0, false), (14, 1, true)], "raised at a keyframe");
+        assert_eq!(picture(&mut stream, 4, false), [(15, 0, false), (16, 1, true)], "every layer, the source's marker");
+        stream.set_spatial_cap(Some(0));
+        assert_eq!(picture(&mut stream, 5, false), [(17, 0, true)], "lower from the next picture on");
+        let sources: Vec<Option<u16>> =
+            (10..=17).map(|sequence| stream.source_of(sequence).map(|(source, _)| source)).collect();
+        assert_eq!(sources, [500, 502, 504, 506, 507, 508, 509, 510].map(Some), "NACKs find their packets");
+        // Raised again in a delta picture whose SID 1 frame is predicted from SID 0 only (P clear).
+        stream.set_spatial_cap(Some(1));
+        let mut out = [0u8; 256];
+        for (sequence, payload, sent) in [
+            (512, [0xec, 0x83, 0xee, 0x00, 6, 0x82], Some(true)), // SID 0 of picture 1006: the cap is 0 still
+            (513, [0xac, 0x83, 0xee, 0x02, 6, 0x82], Some(true)), // SID 1, not predicted from earlier pictures
+        ] {
+            let packet = source_packet(sequence, 18_000, 1, &payload);
+            let rewritten = stream.rewrite(&packet, &received(&packet, false, 0), now, &mut out);
+            assert_eq!(rewritten.map(|rewritten| RtpHeader::parse(&out[..rewritten.len]).unwrap().marker), sent);
+        }
     }
 }

@@ -40,6 +40,7 @@ use crate::events::{Event, EventQueue, OVERFLOW_REPORT_INTERVAL};
 use crate::media::packet::{GopCache, History, Packet, ReceivedPacket};
 use crate::ring::Consumer;
 use crate::sys::{monotonic_ns, pin_to_core, RawAddress};
+use crate::wire::codec::Codec;
 use crate::wire::rtcp::{ntp_time, write_sender_report};
 use crate::wire::rtp::PlayoutDelay;
 
@@ -101,16 +102,23 @@ pub enum Command {
         delay: Option<PlayoutDelay>,
     },
     /// Simulcast: moves the viewer's stream at `stream` to the source stream at
-    /// `source` (positions), at that source's next keyframe; `vp8`: its
-    /// pictures are renumbered to follow on.
+    /// `source` (positions), at that source's next keyframe; VP8's and
+    /// VP9's pictures (by `codec`) are renumbered to follow on.
     SetStreamSource {
         id: u64,
         stream: usize,
         source: usize,
-        vp8: bool,
+        codec: Codec,
     },
-    /// VP8: the highest temporal layer the viewer's stream at `stream` gets (None: all).
+    /// VP8 or VP9 (`codec`): the highest temporal layer the viewer's stream at `stream` gets (None: all).
     SetStreamTemporalCap {
+        id: u64,
+        stream: usize,
+        codec: Codec,
+        cap: Option<u8>,
+    },
+    /// VP9: the highest spatial layer the viewer's stream at `stream` gets (None: all).
+    SetStreamSpatialCap {
         id: u64,
         stream: usize,
         cap: Option<u8>,
@@ -539,14 +547,12 @@ impl Worker {
                     viewer_stream.set_playout_delay(delay);
                 }
             }
-            Command::SetStreamSource { id, stream, source, vp8 } => {
+            Command::SetStreamSource { id, stream, source, codec } => {
                 let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else { return };
                 let Some(mountpoint) = self.mountpoints.iter_mut().find(|m| m.id == mountpoint_id) else { return };
                 let Some(viewer) = mountpoint.viewers.iter_mut().find(|viewer| viewer.id == id) else { return };
                 let Some(viewer_stream) = viewer.streams.get_mut(stream) else { return };
-                if vp8 {
-                    viewer_stream.rewrite_vp8();
-                }
+                viewer_stream.rewrite_pictures(codec);
                 let from = viewer_stream.source;
                 let (moved, held) = (viewer_stream.move_to(source), viewer_stream.is_held());
                 if moved {
@@ -562,10 +568,16 @@ impl Worker {
                     }
                 }
             }
-            Command::SetStreamTemporalCap { id, stream, cap } => {
+            Command::SetStreamTemporalCap { id, stream, codec, cap } => {
                 if let Some(viewer_stream) = self.viewer(id).and_then(|viewer| viewer.streams.get_mut(stream)) {
-                    viewer_stream.rewrite_vp8();
+                    viewer_stream.rewrite_pictures(codec);
                     viewer_stream.set_temporal_cap(cap);
+                }
+            }
+            Command::SetStreamSpatialCap { id, stream, cap } => {
+                if let Some(viewer_stream) = self.viewer(id).and_then(|viewer| viewer.streams.get_mut(stream)) {
+                    viewer_stream.rewrite_pictures(Codec::Vp9);
+                    viewer_stream.set_spatial_cap(cap);
                 }
             }
             Command::RemoveViewer { id } => self.remove_viewer(id),

@@ -34,7 +34,7 @@ use crate::media::packet::{GopCache, Packet, PacketPool, ReceivedPacket, MAX_RTP
 use crate::media::MediaKind;
 use crate::ring::Producer;
 use crate::sys::{monotonic_ns, realtime_ns, socket_addr, unregister};
-use crate::wire::codec::{Codec, Vp8Descriptor};
+use crate::wire::codec::{Codec, Vp8Descriptor, Vp9Descriptor};
 use crate::wire::rtp::RtpHeader;
 
 /// Datagrams read per recvmmsg call.
@@ -64,12 +64,13 @@ pub struct StreamCounters {
     pub skew_dropped: AtomicU64,
     /// How far skew compensation has moved the timestamps, in milliseconds (negative: back).
     pub skew_ms: AtomicI64,
-    /// VP8: the bytes forwarded of each temporal layer (TID 0 to 3; 0 without one), from
-    /// which the plugin measures what a viewer capped at a layer gets.
+    /// VP8 and VP9: the bytes forwarded of each temporal layer (TID 0 to 3, VP9's
+    /// higher TIDs counted as 3; 0 without one), from which the plugin measures
+    /// what a viewer capped at a layer gets.
     pub temporal_layer_bytes: [AtomicU64; TEMPORAL_LAYERS],
 }
 
-/// VP8's temporal layers: TID has two bits.
+/// The temporal layers counted and capped: VP8's TID has two bits (VP9's three).
 pub const TEMPORAL_LAYERS: usize = 4;
 
 /// One RTP input of a mountpoint.
@@ -266,9 +267,14 @@ impl SourceStream {
             self.restart_pending = false;
         }
         self.last = Some((header.ssrc, header.sequence));
-        if self.codec == Codec::Vp8 {
-            let layer = Vp8Descriptor::parse(payload).map_or(0, |descriptor| descriptor.temporal_layer);
-            self.counters.temporal_layer_bytes[usize::from(layer)].fetch_add(len as u64, Ordering::Relaxed);
+        let layer = match self.codec {
+            Codec::Vp8 => Some(Vp8Descriptor::parse(payload).map_or(0, |descriptor| descriptor.temporal_layer)),
+            Codec::Vp9 => Some(Vp9Descriptor::parse(payload).map_or(0, |descriptor| descriptor.temporal_layer)),
+            _ => None,
+        };
+        if let Some(layer) = layer {
+            let slot = usize::from(layer).min(TEMPORAL_LAYERS - 1);
+            self.counters.temporal_layer_bytes[slot].fetch_add(len as u64, Ordering::Relaxed);
         }
         self.ingest.renumber(datagram, &mut header);
         Accepted::Forward {
@@ -1067,6 +1073,33 @@ mod tests {
         assert_eq!(received, 5, "loopback lost a datagram");
         let bytes: Vec<u64> = counters.temporal_layer_bytes.iter().map(|bytes| bytes.load(Ordering::Relaxed)).collect();
         assert_eq!(bytes, vec![(12 + 4 + 100) + (12 + 2), 12 + 4 + 50, 2 * (12 + 4 + 10), 0]);
+    }
+
+    #[test]
+    fn counts_the_bytes_of_each_vp9_temporal_layer() {
+        let socket = bind_source("127.0.0.1", 0).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let counters = Arc::new(StreamCounters::default());
+        let mut stream = SourceStream::new(MediaKind::Video, Codec::Vp9, Some(socket), counters.clone());
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // L, B, E: the layer indices' top three bits are the TID, then TL0PICIDX; TID 5 counts as 3.
+        for (sequence, temporal_layer, padding) in [(1, 0u8, 100), (2, 2, 10), (3, 1, 50), (4, 5, 10)] {
+            let mut payload = vec![0x2c, temporal_layer << 5, 0x01];
+            payload.resize(payload.len() + padding, 0);
+            sender.send_to(&rtp(sequence, 7, &payload), ("127.0.0.1", port)).unwrap();
+        }
+        sender.send_to(&rtp(5, 7, &[0x0c, 0x01]), ("127.0.0.1", port)).unwrap(); // no layer indices: layer 0
+        let mut batch = ReceiveBatch::default();
+        let mut received = 0;
+        for _ in 0..20 {
+            received += receive_all(&mut stream, &mut batch).len();
+            if received == 5 {
+                break;
+            }
+        }
+        assert_eq!(received, 5, "loopback lost a datagram");
+        let bytes: Vec<u64> = counters.temporal_layer_bytes.iter().map(|bytes| bytes.load(Ordering::Relaxed)).collect();
+        assert_eq!(bytes, vec![(12 + 3 + 100) + (12 + 2), 12 + 3 + 50, 12 + 3 + 10, 12 + 3 + 10]);
     }
 
     #[test]

@@ -42,16 +42,17 @@ impl Codec {
 
     /// Whether `payload` belongs to a frame no other frame refers to, which a
     /// late worker drops before any other: VP8's non-reference bit (N) or a
-    /// temporal layer above the base, H.264's nal_ref_idc 0. False when unsure.
+    /// VP8's or VP9's temporal layer above the base, H.264's nal_ref_idc 0. False when unsure.
     pub fn is_droppable(self, payload: &[u8]) -> bool {
         match self {
             Self::Vp8 => {
                 payload.first().is_some_and(|first| first & 0x20 != 0)
                     || Vp8Descriptor::parse(payload).is_some_and(|descriptor| descriptor.temporal_layer > 0)
             }
+            Self::Vp9 => Vp9Descriptor::parse(payload).is_some_and(|descriptor| descriptor.temporal_layer > 0),
             // Single NAL units, STAP-A (the highest of its units) and FU-A (the indicator) carry NRI here.
             Self::H264 => payload.first().is_some_and(|header| header & 0x60 == 0 && header & 0x1f != 0),
-            Self::Vp9 | Self::H265 | Self::Av1 | Self::Other => false,
+            Self::H265 | Self::Av1 | Self::Other => false,
         }
     }
 }
@@ -116,12 +117,9 @@ impl Vp8Descriptor {
         let extension = *payload.get(1)?;
         let mut offset = 2;
         if extension & 0x80 != 0 {
-            let long = *payload.get(offset)? & 0x80 != 0;
-            if long {
-                payload.get(offset + 1)?;
-            }
-            descriptor.picture_id = Some((offset, long));
-            offset += if long { 2 } else { 1 };
+            let field = parse_picture_id(payload, offset)?;
+            descriptor.picture_id = Some(field);
+            offset += if field.1 { 2 } else { 1 };
         }
         if extension & 0x40 != 0 {
             payload.get(offset)?;
@@ -136,33 +134,144 @@ impl Vp8Descriptor {
 
     /// The picture ID (7 or 15 bits) at `payload`, as parsed.
     pub fn read_picture_id(&self, payload: &[u8]) -> Option<u16> {
-        let (offset, long) = self.picture_id?;
-        Some(if long {
-            u16::from_be_bytes([payload[offset] & 0x7f, payload[offset + 1]])
-        } else {
-            u16::from(payload[offset] & 0x7f)
-        })
+        read_picture_id(payload, self.picture_id?)
     }
 
     /// Writes `picture_id` (masked to the field's width) into `payload`, as parsed.
     pub fn write_picture_id(&self, payload: &mut [u8], picture_id: u16) {
-        if let Some((offset, long)) = self.picture_id {
-            if long {
-                let [high, low] = (picture_id & 0x7fff).to_be_bytes();
-                payload[offset] = 0x80 | high;
-                payload[offset + 1] = low;
-            } else {
-                payload[offset] = (picture_id & 0x7f) as u8;
-            }
+        if let Some(field) = self.picture_id {
+            write_picture_id(payload, field, picture_id);
         }
     }
 
     /// The mask of the picture ID's width: 0x7fff or 0x7f.
     pub fn picture_id_mask(&self) -> u16 {
-        match self.picture_id {
-            Some((_, false)) => 0x7f,
-            _ => 0x7fff,
+        picture_id_mask(self.picture_id)
+    }
+}
+
+/// VP8's and VP9's picture IDs are alike: M set, 15 bits; else 7.
+fn parse_picture_id(payload: &[u8], offset: usize) -> Option<(usize, bool)> {
+    let long = *payload.get(offset)? & 0x80 != 0;
+    if long {
+        payload.get(offset + 1)?;
+    }
+    Some((offset, long))
+}
+
+/// The picture ID (7 or 15 bits) in the field at (offset, 15 bits) of `payload`.
+pub fn read_picture_id(payload: &[u8], (offset, long): (usize, bool)) -> Option<u16> {
+    Some(if long {
+        u16::from_be_bytes([*payload.get(offset)? & 0x7f, *payload.get(offset + 1)?])
+    } else {
+        u16::from(*payload.get(offset)? & 0x7f)
+    })
+}
+
+/// Writes `picture_id` (masked to the field's width) into the field at (offset, 15 bits) of `payload`.
+pub fn write_picture_id(payload: &mut [u8], (offset, long): (usize, bool), picture_id: u16) {
+    if long {
+        let [high, low] = (picture_id & 0x7fff).to_be_bytes();
+        payload[offset] = 0x80 | high;
+        payload[offset + 1] = low;
+    } else {
+        payload[offset] = (picture_id & 0x7f) as u8;
+    }
+}
+
+/// The mask of a picture ID field's width: 0x7fff or 0x7f.
+pub fn picture_id_mask(picture_id: Option<(usize, bool)>) -> u16 {
+    match picture_id {
+        Some((_, false)) => 0x7f,
+        _ => 0x7fff,
+    }
+}
+
+/// Where the fields of a VP9 payload descriptor (RFC 9628 section 4.2) lie,
+/// and what its layer indices say, for a viewer that leaves out temporal
+/// layers (or renumbers pictures after a move between encodings).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Vp9Descriptor {
+    /// P: the frame is predicted from earlier pictures (clear in a keyframe's base spatial layer).
+    pub inter_predicted: bool,
+    /// F: flexible mode (references by picture ID difference, no TL0PICIDX).
+    pub flexible: bool,
+    /// B: the packet starts a frame (of one spatial layer).
+    pub begins_frame: bool,
+    /// E: the packet ends a frame.
+    pub ends_frame: bool,
+    /// The picture ID's offset in the payload, and whether it has 15 bits (M set) rather than 7.
+    pub picture_id: Option<(usize, bool)>,
+    /// TL0PICIDX's offset in the payload (non-flexible mode with layer indices).
+    pub tl0_picture_index: Option<usize>,
+    /// TID; 0 when the descriptor has no layer indices (L clear).
+    pub temporal_layer: u8,
+    /// U: a switching up point: later pictures of higher temporal layers refer
+    /// to no picture before this one whose layer is above this one's.
+    pub switching_up: bool,
+    /// SID; 0 without layer indices.
+    pub spatial_layer: u8,
+}
+
+impl Vp9Descriptor {
+    /// The descriptor's fixed fields up to the layer indices and TL0PICIDX;
+    /// None if the payload is too short for the fields it announces. The
+    /// reference indices (flexible mode) and scalability structure that may
+    /// follow are neither read nor checked.
+    pub fn parse(payload: &[u8]) -> Option<Self> {
+        let first = *payload.first()?;
+        let mut descriptor = Self {
+            inter_predicted: first & 0x40 != 0,
+            flexible: first & 0x10 != 0,
+            begins_frame: first & 0x08 != 0,
+            ends_frame: first & 0x04 != 0,
+            ..Self::default()
+        };
+        let mut offset = 1;
+        if first & 0x80 != 0 {
+            let field = parse_picture_id(payload, offset)?;
+            descriptor.picture_id = Some(field);
+            offset += if field.1 { 2 } else { 1 };
         }
+        if first & 0x20 != 0 {
+            let layers = *payload.get(offset)?;
+            descriptor.temporal_layer = layers >> 5;
+            descriptor.switching_up = layers & 0x10 != 0;
+            descriptor.spatial_layer = (layers >> 1) & 0x07;
+            offset += 1;
+            if !descriptor.flexible {
+                payload.get(offset)?;
+                descriptor.tl0_picture_index = Some(offset);
+            }
+        }
+        Some(descriptor)
+    }
+
+    /// Whether the packet starts a picture: the beginning of its base spatial layer's frame.
+    pub fn starts_picture(&self) -> bool {
+        self.begins_frame && self.spatial_layer == 0
+    }
+
+    /// Whether the packet starts a keyframe (a picture not predicted from earlier ones).
+    pub fn starts_keyframe(&self) -> bool {
+        self.starts_picture() && !self.inter_predicted
+    }
+
+    /// The picture ID (7 or 15 bits) at `payload`, as parsed.
+    pub fn read_picture_id(&self, payload: &[u8]) -> Option<u16> {
+        read_picture_id(payload, self.picture_id?)
+    }
+
+    /// Writes `picture_id` (masked to the field's width) into `payload`, as parsed.
+    pub fn write_picture_id(&self, payload: &mut [u8], picture_id: u16) {
+        if let Some(field) = self.picture_id {
+            write_picture_id(payload, field, picture_id);
+        }
+    }
+
+    /// The mask of the picture ID's width: 0x7fff or 0x7f.
+    pub fn picture_id_mask(&self) -> u16 {
+        picture_id_mask(self.picture_id)
     }
 }
 
@@ -356,6 +465,44 @@ mod tests {
         assert!(!vp9.is_keyframe_start(&[0x00]), "not the beginning of a frame");
         assert!(vp9.is_keyframe_start(&[0xa8, 0x81, 0x02, 0x00, 0x00]), "I (15 bit), L, SID 0");
         assert!(!vp9.is_keyframe_start(&[0xa8, 0x81, 0x02, 0x02, 0x00]), "SID 1");
+    }
+
+    #[test]
+    fn vp9_descriptor_fields() {
+        // I (15-bit picture ID 0x0123), L, B, E; TID 2, U, SID 0, D clear; TL0PICIDX 7.
+        let payload = [0xac, 0x81, 0x23, 0x50, 0x07, 0xaa];
+        let descriptor = Vp9Descriptor::parse(&payload).unwrap();
+        assert_eq!(descriptor.picture_id, Some((1, true)));
+        assert_eq!(descriptor.read_picture_id(&payload), Some(0x0123));
+        assert_eq!((descriptor.temporal_layer, descriptor.switching_up, descriptor.spatial_layer), (2, true, 0));
+        assert_eq!(descriptor.tl0_picture_index, Some(4));
+        assert!(
+            descriptor.begins_frame && descriptor.ends_frame && !descriptor.inter_predicted && !descriptor.flexible
+        );
+        assert!(descriptor.starts_picture() && descriptor.starts_keyframe());
+        let mut written = payload;
+        descriptor.write_picture_id(&mut written, 0x8000 | 0x7abc);
+        assert_eq!(descriptor.read_picture_id(&written), Some(0x7abc));
+        assert_eq!(&written[3..], &payload[3..], "the fields after the picture ID untouched");
+        // I (7-bit), P, L, B; TID 1, SID 1: a frame of the second spatial layer, not a picture's start.
+        let upper = Vp9Descriptor::parse(&[0xe8, 0x05, 0x22, 0x03]).unwrap();
+        assert_eq!((upper.picture_id, upper.picture_id_mask(), upper.temporal_layer), (Some((1, false)), 0x7f, 1));
+        assert_eq!((upper.spatial_layer, upper.switching_up, upper.tl0_picture_index), (1, false, Some(3)));
+        assert!(upper.inter_predicted && !upper.starts_picture() && !upper.starts_keyframe());
+        // Flexible mode (F): layer indices without TL0PICIDX; P_DIFF follows, unread.
+        let flexible = Vp9Descriptor::parse(&[0xf8, 0x80, 0x09, 0x60, 0x02]).unwrap();
+        assert!(flexible.flexible);
+        assert_eq!((flexible.temporal_layer, flexible.tl0_picture_index), (3, None));
+        // No picture ID, no layer indices: layer 0.
+        let plain = Vp9Descriptor::parse(&[0x4c]).unwrap();
+        assert_eq!((plain.picture_id, plain.temporal_layer, plain.tl0_picture_index), (None, 0, None));
+        assert!(Vp9Descriptor::parse(&[0xa8, 0x81]).is_none(), "cut inside the picture ID");
+        assert!(Vp9Descriptor::parse(&[0xa8, 0x81, 0x23]).is_none(), "cut before the layer indices");
+        assert!(Vp9Descriptor::parse(&[0xa8, 0x81, 0x23, 0x40]).is_none(), "cut before TL0PICIDX");
+        assert!(Vp9Descriptor::parse(&[]).is_none());
+        // A base-layer frame is kept before any other; an upper layer's is droppable.
+        assert!(Codec::Vp9.is_droppable(&[0xe8, 0x05, 0x22, 0x03]));
+        assert!(!Codec::Vp9.is_droppable(&[0xe8, 0x05, 0x02, 0x03]));
     }
 
     #[test]

@@ -284,6 +284,18 @@ def test_simulcast_in_the_legacy_form() -> None:
     assert (video.simulcast, video.port, video.substream_ports, video.substreams) == (True, 5004, (5006, 5008), 3)
 
 
+def test_janus_vp9_svc_switch_is_taken_for_vp9_and_refused_for_other_codecs() -> None:
+    config, unsupported = parse_mountpoint("svc", legacy(videocodec="vp9", videosvc=True))
+    assert unsupported == []
+    assert config.streams[1].codec.name == "vp9"
+    with pytest.raises(MountpointConfigError) as error:
+        parse_mountpoint("svc", legacy(videosvc=True))
+    assert str(error.value) == "mountpoint 'svc': 'videosvc' is for VP9 video streams, not vp8"
+    group = {"type": "rtp", "id": 5, "media": [{"type": "video", "mid": "v", "port": 5104, "pt": 100, "codec": "vp9",
+                                                "svc": True}]}  # fmt: skip
+    assert parse_mountpoint("svc", group)[1] == []
+
+
 def test_simulcast_in_media_entries() -> None:
     group = {
         "type": "rtp",

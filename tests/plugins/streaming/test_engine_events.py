@@ -566,3 +566,120 @@ async def test_below_the_lowest_substream_temporal_layers_are_left_out_and_come_
     finally:
         sending.cancel()
         sink.close()
+
+
+def layered_vp9_packet(frame: int, *, size: int) -> bytes:
+    """One frame of a VP9 stream in three temporal layers, a keyframe every 8 frames: the
+    payload descriptor (RFC 9628) has I (15 bits), P but on keyframes, L, B, E; TID, U on
+    base-layer pictures; TL0PICIDX."""
+    layer = TEMPORAL_PATTERN[frame % 4]
+    header = struct.pack("!BBHII", 0x80, 0x80 | 96, frame & 0xFFFF, frame * 3000, 0x99)
+    first = 0xAC | (0 if frame % 8 == 0 else 0x40)
+    descriptor = bytes([first, 0x80 | (frame >> 8) & 0x7F, frame & 0xFF, layer << 5 | (0x10 if layer == 0 else 0),
+                        (frame // 4) & 0xFF])  # fmt: skip
+    return header + descriptor + bytes(size)
+
+
+async def test_vp9_temporal_layers_follow_the_estimate_and_configure_pins_a_temporal_and_a_spatial_layer(
+    running: Running,
+) -> None:
+    from pylibsrtp import Error as SrtpError
+    from pylibsrtp import Policy, Session
+
+    plugin = running.plugin
+    group = {"type": "rtp", "id": 6, "video": True, "videoport": 0, "videopt": 96, "videocodec": "vp9"}
+    config, _ = parse_mountpoint("vp9", group)
+    mountpoint = plugin.add_mountpoint(config)
+    (stream,) = mountpoint.config.streams
+    # About 400 kbit/s whole at 50 frames a second: layer 0 alone about 100 kbit/s, with layer 1 200.
+    sending = asyncio.get_running_loop().create_task(
+        send_frames(mountpoint.ports[:1], lambda frame, _: layered_vp9_packet(frame, size=1000))
+    )
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.setblocking(False)
+    fanout_key, viewer_key = os.urandom(28), os.urandom(28)
+    gcm = Policy.SRTP_PROFILE_AEAD_AES_128_GCM
+    outbound = Session(Policy(key=viewer_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=gcm))
+    inbound = Session(Policy(key=fanout_key, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=gcm))
+    received_layers: list[int] = []
+    bitrate = {"now": 10_000_000}
+    handle = RecordingHandle(21)
+
+    def layers_lately() -> set[int]:
+        """The temporal layers of the last 8 video packets the viewer got."""
+        while True:
+            try:
+                datagram = sink.recv(2048)
+            except BlockingIOError:
+                break
+            if datagram[1] & 0x7F != 96:  # sender reports
+                continue
+            try:
+                rtp = inbound.unprotect(datagram)
+            except SrtpError:
+                continue
+            offset = 12 + (4 + 4 * struct.unpack_from("!H", rtp, 14)[0] if rtp[0] & 0x10 else 0)
+            received_layers.append(rtp[offset + 3] >> 5)
+        return set(received_layers[-8:]) if len(received_layers) >= 8 else set()
+
+    async def report() -> None:
+        while True:
+            packet = outbound.protect_rtcp(remb(bitrate["now"], track.ssrc))
+            plugin.incoming_rtcp(handle, plugin.engine.receive_rtcp(handle.id, packet))  # type: ignore[arg-type]
+            await asyncio.sleep(0.2)
+
+    async def until_late(condition: Callable[[], bool], failure: str) -> None:
+        deadline = time.monotonic() + 4 * WAIT_SECONDS
+        while not condition():
+            assert time.monotonic() < deadline, failure
+            await asyncio.sleep(0.05)
+
+    def told(result: dict[str, Any], after: int) -> bool:
+        return any(event.get("result") == result for event in handle.events[after:])
+
+    try:
+        await until(lambda: not any(mountpoint.silence.is_silent(i) for i in mountpoint.silence.indexes), "no media")
+        plugin.engine.add_peer(handle.id, sink.getsockname(), "AEAD_AES_128_GCM", fanout_key, viewer_key)
+        plugin.create_session(handle)
+        plugin.viewers[handle.id].watch(mountpoint, None)
+        plugin.setup_media(handle)
+        (track,) = plugin.viewers[handle.id].tracks
+        reporting = asyncio.get_running_loop().create_task(report())
+        try:
+            await until(lambda: plugin.viewers[handle.id].estimate == 10_000_000, "no estimate")
+            rates = mountpoint.layer_rates
+            await until_late(lambda: len(rates.temporal_bitrates(track.source_index)) == 3, "layers not measured")
+            await until_late(lambda: layers_lately() == {0, 1, 2}, "the viewer does not get every layer")
+
+            before = len(handle.events)
+            bitrate["now"] = 150_000  # layer 0 fits, not layer 1
+            await until_late(lambda: told({"mid": stream.mid, "temporal_layer": 0}, before), "temporal layers kept")
+            received_layers.clear()
+            await until_late(lambda: layers_lately() == {0}, "the viewer still gets layers above 0")
+
+            before = len(handle.events)
+            await plugin.handle_message(handle, "t", {"request": "configure", "adaptive": False}, None)  # type: ignore[arg-type]
+            await until(lambda: told({"mid": stream.mid, "temporal_layer": 2}, before), "automatic choice off: layers not back")
+            received_layers.clear()
+            await until_late(lambda: layers_lately() == {0, 1, 2}, "the viewer does not get every layer again")
+            assert track.temporal is None and track.temporal_pinned
+
+            before = len(handle.events)
+            await plugin.handle_message(handle, "t", {"request": "configure", "temporal_layer": 1}, None)  # type: ignore[arg-type]
+            await until(lambda: told({"mid": stream.mid, "temporal_layer": 1}, before), "configure's layer not taken")
+            received_layers.clear()
+            await until_late(lambda: layers_lately() == {0, 1}, "the viewer does not get layers 0 and 1")
+            assert track.temporal == 1 and track.temporal_pinned
+
+            before = len(handle.events)
+            await plugin.handle_message(handle, "t", {"request": "configure", "spatial_layer": 0}, None)  # type: ignore[arg-type]
+            await until(lambda: told({"mid": stream.mid, "spatial_layer": 0}, before), "configure's spatial layer")
+            received_layers.clear()
+            await until_late(lambda: layers_lately() == {0, 1}, "the base spatial layer (the only one) still comes")
+            assert track.spatial == 0
+        finally:
+            reporting.cancel()
+    finally:
+        sending.cancel()
+        sink.close()

@@ -319,9 +319,9 @@ MOUNTPOINT_KEYS = {
 }  # fmt: skip
 STREAM_KEYS = (
     "port", "rtcpport", "pt", "codec", "rtpmap", "fmtp", "iface", "mcast", "skew", "h264sps", "simulcast", "port2",
-    "port3",
+    "port3", "svc",
 )  # fmt: skip
-VIDEO_ONLY_KEYS = {"h264sps", "simulcast", "port2", "port3"}
+VIDEO_ONLY_KEYS = {"h264sps", "simulcast", "port2", "port3", "svc"}
 LEGACY_STREAM_KEYS = {
     # The legacy form has no per-stream h264sps: a top-level "h264sps" is the video stream's.
     kind: {kind, *(f"{kind}{key}" for key in STREAM_KEYS if key != "h264sps" and (kind == "video" or key not in VIDEO_ONLY_KEYS))}
@@ -868,6 +868,9 @@ def _stream(
     substream_ports = _substream_ports(reader, keys, kind, codec)
     if whip and substream_ports:
         substream_ports = (0,) * len(substream_ports)  # the publisher's rid layers, no ports
+    # Janus's VP9-SVC switch: fanout reads the layers of any VP9 stream, so it only checks the value.
+    if reader.boolean(keys["svc"], default=False) and (kind, codec.name) != ("video", "vp9"):
+        raise MountpointConfigError(f"{where}: '{keys['svc']}' is for VP9 video streams, not {codec.name}")
     h264sps = reader.string(keys["h264sps"]) if kind == "video" else None
     if h264sps is not None:
         if codec.name != "h264":

@@ -92,6 +92,17 @@ def keeping_up_event(keeping_up: bool, estimate: int, bitrate: int) -> dict[str,
     return {"streaming": "event", "result": {"keeping_up": keeping_up, "estimate": estimate, "bitrate": bitrate}}
 
 
+# The codecs whose temporal layers the engine leaves out (it reads their payload descriptors).
+TEMPORAL_LAYER_CODECS = ("vp8", "vp9")
+
+
+def temporal_layer_event(track: ViewerTrack, layer: int) -> dict[str, Any]:
+    """The track now gets temporal layers up to ``layer``: ``temporal`` as Janus tells a
+    simulcast viewer, ``temporal_layer`` for VP9 as Janus tells a VP9-SVC one."""
+    key = "temporal_layer" if track.stream.codec.name == "vp9" else "temporal"
+    return layer_event(track.mid, **{key: layer})
+
+
 def _top_temporal_layer(capped_bitrates: list[int]) -> int:
     """The highest temporal layer of a stream (``LayerRates.temporal_bitrates``); until
     measured, 2: the highest Janus knows, which means all."""
@@ -445,8 +456,10 @@ class StreamingPlugin(Plugin):
         for track in tracks:
             if track.paused:
                 self.engine.set_stream_paused(handle.id, track.source_index, True)
-            if track.temporal is not None and track.stream.codec.name == "vp8":
+            if track.temporal is not None and track.stream.codec.name in TEMPORAL_LAYER_CODECS:
                 self.engine.set_stream_temporal_layer(handle.id, track.source_index, track.temporal)
+            if track.spatial is not None:
+                self.engine.set_stream_spatial_layer(handle.id, track.source_index, track.spatial)
             self._send_playout_delay(viewer, track)
         if viewer.transport_cc_id is not None:
             self.engine.set_transport_cc(handle.id, viewer.transport_cc_id)
@@ -982,7 +995,14 @@ class StreamingPlugin(Plugin):
                 track.layer_choice = LayerChoice()
             if "temporal" in layer or "adaptive" in layer:
                 # A temporal layer pins it too, unless the request turns adaptive on itself.
+                automatic_cap = not track.temporal_pinned and track.temporal is not None
                 track.temporal_pinned = "temporal" in layer and not layer.get("adaptive", 0)
+                if not track.stream.simulcast and not layer.get("adaptive", 1):
+                    # VP9 without simulcast: automatic choice off, the layers it left out back.
+                    track.temporal_pinned = True
+                    if automatic_cap and "temporal" not in layer:
+                        rates = viewer.mountpoint.layer_rates.temporal_bitrates(track.source_index)
+                        self._take_temporal_layer(viewer, track, None, shown=_top_temporal_layer(rates))
                 track.temporal_choice = LayerChoice()
             automatic_cap = not track.temporal_pinned and track.temporal is not None
             if not track.adaptive and automatic_cap and "temporal" not in layer:
@@ -993,6 +1013,8 @@ class StreamingPlugin(Plugin):
                 track.fallback_us = layer["fallback"]
             if "temporal" in layer:
                 self._set_temporal_layer(viewer, track, layer["temporal"])
+            if "spatial" in layer:
+                self._set_spatial_layer(viewer, track, layer["spatial"])
             if "substream" in layer:
                 track.requested_substream = min(layer["substream"], track.stream.substreams - 1)
                 ages = self._source_ages_ms(viewer.mountpoint, viewer, time.monotonic())
@@ -1069,7 +1091,7 @@ class StreamingPlugin(Plugin):
             self._set_substream(viewer, track, track.substream_to_take(ages))
 
     def _adapt_temporal_layers(self, viewer: Viewer, mountpoint: Mountpoint, estimate: int, now: float) -> None:
-        """VP8 with temporal layers, at the lowest substream of an adaptive simulcast track or on
+        """VP8 or VP9 with temporal layers, at the lowest substream of an adaptive simulcast track or on
         a single-layer stream: the highest temporal layer the estimate fits (down at once, up one
         layer after the estimate held above it with headroom), unless configure pinned one. A
         simulcast track moved above its lowest substream gets every layer again. Only once the
@@ -1078,7 +1100,7 @@ class StreamingPlugin(Plugin):
         if not viewer.estimate_measures_rate:
             return
         for track in viewer.tracks:
-            if not track.send or track.stream.codec.name != "vp8" or track.temporal_pinned:
+            if not track.send or track.stream.codec.name not in TEMPORAL_LAYER_CODECS or track.temporal_pinned:
                 continue
             if track.stream.simulcast and not track.adaptive:
                 continue
@@ -1107,7 +1129,7 @@ class StreamingPlugin(Plugin):
         track.temporal = temporal
         if viewer.in_engine and track.send:
             self.engine.set_stream_temporal_layer(viewer.handle.id, track.source_index, temporal)
-        viewer.handle.push_event(None, layer_event(track.mid, temporal=shown))
+        viewer.handle.push_event(None, temporal_layer_event(track, shown))
 
     def _judge_keeping_up(self, viewer: Viewer, mountpoint: Mountpoint, estimate: int, now: float) -> None:
         """Whether the viewer's link carries what it gets (once its estimate measures a rate, while
@@ -1220,7 +1242,7 @@ class StreamingPlugin(Plugin):
         if not (viewer.in_engine and track.send):
             return
         self.engine.set_stream_source(viewer.handle.id, previous, track.source_index)
-        if track.temporal is not None and track.stream.codec.name == "vp8":
+        if track.temporal is not None and track.stream.codec.name in TEMPORAL_LAYER_CODECS:
             self.engine.set_stream_temporal_layer(viewer.handle.id, track.source_index, track.temporal)
         # The substream event follows the engine's SubstreamMoved (_substream_moved).
         self._moves_pending[(viewer.handle.id, track.mid)] = track.source_index
@@ -1243,14 +1265,25 @@ class StreamingPlugin(Plugin):
             del self._moves_pending[key]
 
     def _set_temporal_layer(self, viewer: Viewer, track: ViewerTrack, temporal: int) -> None:
-        """VP8: the highest temporal layer the track gets (2, the top Janus knows: all)."""
+        """VP8 or VP9: the highest temporal layer the track gets (2, the top Janus knows: all)."""
         temporal = min(temporal, 2)
-        if track.stream.codec.name != "vp8" or temporal == track.temporal:
+        if track.stream.codec.name not in TEMPORAL_LAYER_CODECS or temporal == track.temporal:
             return
         track.temporal = temporal
         if viewer.in_engine and track.send:
             self.engine.set_stream_temporal_layer(viewer.handle.id, track.source_index, temporal)
-        viewer.handle.push_event(None, layer_event(track.mid, temporal=temporal))
+        viewer.handle.push_event(None, temporal_layer_event(track, temporal))
+
+    def _set_spatial_layer(self, viewer: Viewer, track: ViewerTrack, spatial: int) -> None:
+        """VP9: the highest spatial layer the track gets (2, the top Janus knows: all), told as
+        Janus tells a VP9-SVC viewer (``spatial_layer``)."""
+        spatial = min(spatial, 2)
+        if track.stream.codec.name != "vp9" or spatial == track.spatial:
+            return
+        track.spatial = spatial
+        if viewer.in_engine and track.send:
+            self.engine.set_stream_spatial_layer(viewer.handle.id, track.source_index, spatial)
+        viewer.handle.push_event(None, layer_event(track.mid, spatial_layer=spatial))
 
     def _switch(self, viewer: Viewer, transaction: str, body: dict[str, Any], jsep: Jsep | None) -> None:
         """Move the viewer to another mountpoint on the same PeerConnection: each of its tracks

@@ -122,13 +122,18 @@ def switched_tracks(tracks: list[ViewerTrack], target: Mountpoint) -> list[Viewe
 
 
 LAYER_KEYS = ("substream", "temporal", "fallback")
+# VP9 (one stream, its layers told by its payload descriptor): Janus's VP9-SVC keys;
+# ``temporal`` is taken too.
+VP9_LAYER_KEYS = ("temporal_layer", "spatial_layer")
 
 
 def layer_choices(body: dict[str, Any], tracks: list[ViewerTrack]) -> list[tuple[ViewerTrack, dict[str, int]]]:
     """Which simulcast substream and temporal layer a ``configure`` request asks for, per
     track: ``substream``/``temporal``/``fallback`` at the top level (for ``mid``, or every
     simulcast track without one) or in ``streams: [{"mid", ...}]`` entries. Tracks that are
-    not simulcast are left out, as Janus ignores the keys for them."""
+    not simulcast are left out, as Janus ignores the keys for them, but for VP9 tracks,
+    which take ``temporal_layer`` (Janus's VP9-SVC key, or ``temporal``), ``spatial_layer``
+    (as ``spatial``) and ``adaptive``."""
     requests: list[tuple[list[ViewerTrack], dict[str, Any]]] = []
     mid = body.get("mid")
     if mid is not None and not isinstance(mid, str):
@@ -143,18 +148,30 @@ def layer_choices(body: dict[str, Any], tracks: list[ViewerTrack]) -> list[tuple
     choices: list[tuple[ViewerTrack, dict[str, int]]] = []
     for chosen, request in requests:
         layers: dict[str, int] = {}
-        for key in LAYER_KEYS:
+        given: dict[str, int] = {}
+        for key in (*LAYER_KEYS, *VP9_LAYER_KEYS):
             value = request.get(key)
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise StreamingError(Errors.INVALID_ELEMENT, f"Invalid element type ({key} should be a positive integer)")
-            layers[key] = value
+            given[key] = value
+            if key in LAYER_KEYS:
+                layers[key] = value
+        vp9_layers: dict[str, int] = {}
+        vp9_temporal = given.get("temporal_layer", given.get("temporal"))
+        if vp9_temporal is not None:
+            vp9_layers["temporal"] = vp9_temporal
+        if "spatial_layer" in given:
+            vp9_layers["spatial"] = given["spatial_layer"]
         adaptive = request.get("adaptive")
         if adaptive is not None:
             if not isinstance(adaptive, bool):
                 raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (adaptive should be a boolean)")
-            layers["adaptive"] = int(adaptive)
-        if layers:
-            choices += [(track, layers) for track in chosen if track.stream.simulcast]
+            layers["adaptive"] = vp9_layers["adaptive"] = int(adaptive)
+        for track in chosen:
+            if track.stream.simulcast and layers:
+                choices.append((track, layers))
+            elif track.stream.codec.name == "vp9" and vp9_layers:
+                choices.append((track, vp9_layers))
     return choices
