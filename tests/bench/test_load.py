@@ -276,6 +276,9 @@ class _CountingViewers:
         assert self.source.held, "the viewers' counts were read while the source was sending"
         return {0: (self.source.packets, 0), 1: (self.source.packets, 0)}
 
+    def feedback_counts(self) -> tuple[int, int]:
+        return 0, 0
+
 
 class _NoSamples:
     async def windows(self) -> list[dict[str, Any]]:
@@ -295,6 +298,7 @@ def test_both_ends_of_a_window_are_read_while_the_source_is_held() -> None:
     runner = RampRunner.__new__(RampRunner)
     runner.server, runner.source, runner.load_cpu = _ThisProcess(), source, 0  # type: ignore[assignment]
     runner.plan = RampPlan(window=0.05)
+    runner.config = PoolConfig(url="", mountpoint=MOUNTPOINT, host="127.0.0.1", srtp_profile="AEAD_AES_128_GCM")
     step = Step(viewers=2)
     asyncio.run(runner._measure(step, _CountingViewers(source), _NoSamples()))  # type: ignore[arg-type]
     assert not source.held
