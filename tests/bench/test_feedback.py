@@ -71,6 +71,18 @@ def test_the_writer_reports_every_packet_between_samples_interpolated() -> None:
     assert writer.messages == 2 and writer.packets_reported == 33 + 32
 
 
+def test_after_a_jump_the_writer_reports_the_latest_packets_it_can() -> None:
+    writer = FeedbackWriter(sender_ssrc=1, media_ssrc=2)
+    writer.received(100, 0)
+    writer.message()
+    for sequence in (20_000, 39_000, 40_000):  # more than a message holds since the last one reported
+        writer.received(sequence, sequence * 1_000)
+    seen = read(writer.message() or b"")
+    assert len(seen) == 1_001 and seen[0] == (39_000, 39_000_000) and seen[-1] == (40_000, 40_000_000)
+    writer.received(40_032, 41_000_000)
+    assert [sequence for sequence, _ in read(writer.message() or b"")] == list(range(40_001, 40_033))
+
+
 def test_transport_sequence_finds_its_element_among_others() -> None:
     header = struct.pack("!BBHII", 0x91, 96, 1, 2, 3) + struct.pack("!I", 0xAABBCCDD)  # one CSRC
     elements = bytes([0x52, 0x06, 0x40, 0xC8]) + bytes([0, EXTENSION_ID << 4 | 1, 0x12, 0x34])  # playout delay, padding

@@ -164,7 +164,8 @@ class FeedbackWriter:
         anchor = self._anchor or seen[0]
         base = anchor[0] + 1 if self._anchor is not None else anchor[0]
         top = seen[-1][0]
-        if top - base + 1 > MAX_STATUS_COUNT:  # a long silence of this viewer's: start afresh
+        if top - base + 1 > MAX_STATUS_COUNT:  # a long silence, or a jump: the latest packets only
+            seen = [item for item in seen if item[0] > top - MAX_STATUS_COUNT]
             base, anchor = seen[0][0], seen[0]
         arrivals: list[int | None] = []
         previous_sequence, previous_at = anchor

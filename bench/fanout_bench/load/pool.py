@@ -159,7 +159,11 @@ class ViewerPool:
         while True:
             await asyncio.sleep(FEEDBACK_INTERVAL / FEEDBACK_GROUPS)
             for viewer in self.viewers[group::FEEDBACK_GROUPS]:
-                viewer.send_feedback()
+                try:
+                    viewer.send_feedback()
+                except Exception:  # noqa: BLE001 - a bug of one viewer's is reported and stops its feedback only
+                    logger.exception("viewer %s: transport feedback failed; it sends no more", viewer.handle_id)
+                    viewer.stop_feedback()
             group = (group + 1) % FEEDBACK_GROUPS
 
     def feedback_counts(self) -> tuple[int, int]:

@@ -554,14 +554,17 @@ class Viewer:
     def send_feedback(self) -> None:
         """Transport feedback about the packets since the last one, if any came (a cheap
         viewer reads its samples first)."""
-        if self._sampling:
-            self._read_samples()
         if self.feedback_writer is None or self._srtcp is None or self.remote is None:
             return
+        if self._sampling:
+            self._read_samples()
         message = self.feedback_writer.message()
         if message is not None:
             self._send(self._srtcp.protect_rtcp(message), self.remote)
             self.feedback_sent += 1
+
+    def stop_feedback(self) -> None:
+        self.feedback_writer = None
 
     def _read_samples(self) -> None:
         """A sampling cheap viewer's queue: its sampled RTP (with the kernel's arrival stamps)
@@ -591,7 +594,7 @@ class Viewer:
         """Read what the kernel queued (a cheap viewer's RTCP and STUN); returns how many so far."""
         if self.counter is not None:
             return self.counter.other
-        if self._sampling:
+        if self._sampling and self.feedback_writer is not None:
             self._read_samples()
             return self.drained
         while True:
