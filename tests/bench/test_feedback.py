@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from fanout_bench.load.feedback import (
     MAX_STATUS_COUNT,
+    MESSAGE_PACKETS,
     SAMPLE_EVERY,
     FeedbackWriter,
     build_transport_feedback,
@@ -28,6 +29,10 @@ def read(packet: bytes) -> list[tuple[int, int | None]]:
     """Each packet's (sequence number, arrival) as the engine reads the one message in ``packet``."""
     (message,) = bench_read_transport_feedback(packet)
     return message[2]
+
+
+def read_all(messages: list[bytes]) -> list[tuple[int, int | None]]:
+    return [packet for message in messages for packet in read(message)]
 
 
 def test_the_engine_reads_every_packet_as_written() -> None:
@@ -55,32 +60,44 @@ def test_a_message_reports_at_most_a_run_length_chunk() -> None:
 
 def test_the_writer_reports_every_packet_between_samples_interpolated() -> None:
     writer = FeedbackWriter(sender_ssrc=1, media_ssrc=2)
-    assert writer.message() is None, "nothing seen yet"
+    assert writer.messages() == [], "nothing seen yet"
     writer.received(65_504, 10_000)
     writer.received(0, 42_000)  # 32 packets on, past the wrap
-    first = read(writer.message() or b"")
+    first = read_all(writer.messages())
     assert [sequence for sequence, _ in first] == [(65_504 + i) % 65_536 for i in range(33)]
     assert first[0][1] == 10_000 and first[-1][1] == 42_000
     assert first[16][1] == 26_000, "halfway between the samples"
     writer.received(32, 74_000)
     writer.received(16, 60_000)  # sampled out of order: sorted
     writer.received(0, 42_000)  # reported already
-    second = read(writer.message() or b"")
+    second = read_all(writer.messages())
     assert [sequence for sequence, _ in second] == list(range(1, 33)), "from the packet after the last reported"
     assert second[15][1] == 60_000 and second[-1][1] == 74_000
-    assert writer.messages == 2 and writer.packets_reported == 33 + 32
+    assert writer.written == 2 and writer.packets_reported == 33 + 32
 
 
 def test_after_a_jump_the_writer_reports_the_latest_packets_it_can() -> None:
     writer = FeedbackWriter(sender_ssrc=1, media_ssrc=2)
     writer.received(100, 0)
-    writer.message()
+    writer.messages()
     for sequence in (20_000, 39_000, 40_000):  # more than a message holds since the last one reported
         writer.received(sequence, sequence * 1_000)
-    seen = read(writer.message() or b"")
+    seen = read_all(writer.messages())
     assert len(seen) == 1_001 and seen[0] == (39_000, 39_000_000) and seen[-1] == (40_000, 40_000_000)
     writer.received(40_032, 41_000_000)
-    assert [sequence for sequence, _ in read(writer.message() or b"")] == list(range(40_001, 40_033))
+    assert [sequence for sequence, _ in read_all(writer.messages())] == list(range(40_001, 40_033))
+
+
+def test_a_long_gap_is_reported_in_messages_that_fit_a_datagram() -> None:
+    writer = FeedbackWriter(sender_ssrc=1, media_ssrc=2)
+    writer.received(0, 0)
+    writer.received(2_500, 2_500_000)
+    messages = writer.messages()
+    assert len(messages) == 3 and max(len(message) for message in messages) < 1_200
+    assert [len(read(message)) for message in messages] == [MESSAGE_PACKETS, MESSAGE_PACKETS, 501]
+    assert [sequence for sequence, _ in read_all(messages)] == list(range(2_501))
+    counts = [bench_read_transport_feedback(message)[0][1] for message in messages]
+    assert counts == [0, 1, 2], "each message numbered"
 
 
 def test_transport_sequence_finds_its_element_among_others() -> None:
@@ -134,8 +151,8 @@ def test_a_cheap_viewers_samples_of_the_engines_packets_give_it_an_estimate(rig:
     assert all(sequence % SAMPLE_EVERY == 0 for sequence, _ in samples), samples
     assert [b[0] - a[0] for a, b in zip(samples, samples[1:])] == [SAMPLE_EVERY] * 2, "the ones between dropped"
 
-    message = writer.message()
-    assert message is not None and len(read(message)) == 2 * SAMPLE_EVERY + 1
+    (message,) = writer.messages()
+    assert len(read(message)) == 2 * SAMPLE_EVERY + 1
     rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(message))
     wait_until(lambda: rig.engine.peer_stats(7).transport_feedbacks == 1)
     estimate = rig.engine.peer_stats(7).estimate

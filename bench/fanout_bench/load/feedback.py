@@ -33,7 +33,10 @@ DELTA_MICROS = 250
 REFERENCE_MICROS = 64_000
 FEEDBACK_INTERVAL = 0.1  # seconds between a viewer's feedback messages (Chromium's default)
 SAMPLE_EVERY = 32  # a cheap viewer's filter keeps the packets numbered a multiple of this
-MAX_STATUS_COUNT = 0x1FFF  # the most packets one message reports (a run length chunk's count)
+MAX_STATUS_COUNT = 0x1FFF  # the most packets one message can report (a run length chunk's count)
+# The most packets one of the writer's messages reports: about 1 KB, under any MTU (as a browser, it
+# sends several after a long gap; libsrtp takes no packet above 1500 bytes either).
+MESSAGE_PACKETS = 1000
 SEQUENCE_SPAN = 1 << 16
 
 
@@ -129,7 +132,7 @@ def build_transport_feedback(
 
 class FeedbackWriter:
     """One viewer's transport feedback: takes the packets it saw (all, or a sample), and writes
-    a message about every packet since the last message up to the last one seen.
+    messages about every packet since the last ones up to the last one seen.
 
     Sequence numbers are extended past their 16-bit wrap; arrival times are
     microseconds on any clock that starts near zero for this viewer.
@@ -138,7 +141,7 @@ class FeedbackWriter:
     def __init__(self, sender_ssrc: int, media_ssrc: int) -> None:
         self.sender_ssrc = sender_ssrc
         self.media_ssrc = media_ssrc
-        self.messages = 0
+        self.written = 0  # messages
         self.packets_reported = 0
         self._highest: int | None = None  # extended, the highest seen
         self._seen: list[tuple[int, int]] = []  # (extended sequence, arrival) since the last message
@@ -155,10 +158,11 @@ class FeedbackWriter:
             self._highest = extended
         self._seen.append((extended, arrival_micros))
 
-    def message(self) -> bytes | None:
-        """Transport feedback about the packets since the last message, or None if none was seen."""
+    def messages(self) -> list[bytes]:
+        """Transport feedback about the packets since the last messages (none if none was seen):
+        one message, or several of :data:`MESSAGE_PACKETS` after a long gap."""
         if not self._seen:
-            return None
+            return []
         seen = sorted(self._seen)
         self._seen.clear()
         anchor = self._anchor or seen[0]
@@ -181,13 +185,18 @@ class FeedbackWriter:
                 arrivals += [previous_at + step * index // gap for index in range(1, gap + 1)]
             previous_sequence, previous_at = sequence, at
         self._anchor = (previous_sequence, previous_at)
-        message = build_transport_feedback(
-            sender_ssrc=self.sender_ssrc,
-            media_ssrc=self.media_ssrc,
-            base_sequence=base,
-            arrivals_micros=arrivals,
-            feedback_count=self.messages,
-        )
-        self.messages += 1
+        messages = []
+        for start in range(0, len(arrivals), MESSAGE_PACKETS):
+            part = arrivals[start : start + MESSAGE_PACKETS]
+            messages.append(
+                build_transport_feedback(
+                    sender_ssrc=self.sender_ssrc,
+                    media_ssrc=self.media_ssrc,
+                    base_sequence=base + start,
+                    arrivals_micros=part,
+                    feedback_count=self.written,
+                )
+            )
+            self.written += 1
         self.packets_reported += len(arrivals)
-        return message
+        return messages

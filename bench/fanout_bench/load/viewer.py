@@ -558,8 +558,7 @@ class Viewer:
             return
         if self._sampling:
             self._read_samples()
-        message = self.feedback_writer.message()
-        if message is not None:
+        for message in self.feedback_writer.messages():
             self._send(self._srtcp.protect_rtcp(message), self.remote)
             self.feedback_sent += 1
 
