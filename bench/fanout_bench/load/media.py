@@ -24,7 +24,7 @@ import pylibsrtp
 
 from fanout_bench.load.source import AUDIO_PT, FPS, Stamp
 
-SRTP_POLICIES = {  # the SRTP profile names the DTLS handshake gives, as libsrtp's
+_PROFILES = {
     "AEAD_AES_128_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
     "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
 }
@@ -83,7 +83,7 @@ class MediaMeter:
         policy = pylibsrtp.Policy(
             key=remote_master_key,
             ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
-            srtp_profile=SRTP_POLICIES[profile],
+            srtp_profile=_PROFILES[profile],
         )
         self._session = pylibsrtp.Session(policy)
         self._streams: dict[int, _Stream] = {}

@@ -56,7 +56,8 @@ from fanout.webrtc.tcp import FrameError, FrameReader, frame
 from fanout_bench.load.answer import build_answer
 from fanout_bench.load.feedback import SAMPLE_EVERY, FeedbackWriter, transport_sequence
 from fanout_bench.load.ice import Address, IceClient
-from fanout_bench.load.media import SRTP_POLICIES, MediaMeter
+from fanout_bench.load.media import _PROFILES as SRTP_POLICIES
+from fanout_bench.load.media import MediaMeter
 from fanout_bench.load.signaling import JanusApi, JanusError
 
 logger = logging.getLogger(__name__)
