@@ -1,6 +1,8 @@
 //! The benchmarks' Python door (cargo feature `bench`): `fanout._engine.bench_protect`
 //! and `bench_send`, which `fanout bench engine` (bench/fanout_bench/engine.py)
-//! calls to measure the machine's own limits. A production build has neither.
+//! calls to measure the machine's own limits, and `bench_read_transport_feedback`,
+//! the engine's own reading of the transport feedback `fanout bench load`'s viewers
+//! write (its tests check the two agree). A production build has none of them.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -18,7 +20,29 @@ use crate::wire::srtp::Profile;
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(bench_protect, module)?)?;
     module.add_function(wrap_pyfunction!(bench_send, module)?)?;
+    module.add_function(wrap_pyfunction!(bench_read_transport_feedback, module)?)?;
     Ok(())
+}
+
+/// One transport feedback message as the engine reads it: media SSRC, feedback count, and
+/// each packet's (sequence number, arrival in microseconds or None).
+type FeedbackRead = (u32, u8, Vec<(u16, Option<i64>)>);
+
+/// The transport feedback messages in a compound RTCP packet (plain, not SRTCP), read by
+/// the engine's parser (wire/twcc.rs); ValueError if one runs past its end.
+#[pyfunction]
+fn bench_read_transport_feedback(packet: &[u8]) -> PyResult<Vec<FeedbackRead>> {
+    let mut messages = Vec::new();
+    let mut malformed = false;
+    crate::wire::twcc::for_each_transport_feedback(packet, |feedback| {
+        let mut packets = Vec::new();
+        malformed |= feedback.for_each_packet(|sequence, at| packets.push((sequence, at))).is_err();
+        messages.push((feedback.media_ssrc, feedback.feedback_count, packets));
+    });
+    if malformed {
+        return Err(PyValueError::new_err("transport feedback cut short: its chunks or deltas run past its end"));
+    }
+    Ok(messages)
 }
 
 /// Crypto only: copy + SRTP-protect `count` RTP packets of `rtp_size` bytes; ns per packet.

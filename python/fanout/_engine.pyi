@@ -802,8 +802,9 @@ class TcpConnectionLost:
     @property
     def reason(self) -> str: ...
 
-# bench_protect and bench_send exist only in an engine built with the cargo feature "bench"
-# (scripts/setup's development install; src/python_bench.rs), for `fanout bench engine`.
+# bench_protect, bench_send and bench_read_transport_feedback exist only in an engine built with
+# the cargo feature "bench" (scripts/setup's development install; src/python_bench.rs), for
+# `fanout bench engine` and `fanout bench load`.
 def bench_protect(srtp_profile: SrtpProfile, rtp_size: int, count: int) -> float:
     """Benchmarks only, "crypto only": copy and SRTP-protect ``count`` RTP packets
     of ``rtp_size`` bytes as a worker does; CPU nanoseconds per packet."""
@@ -821,3 +822,8 @@ def bench_send(
     """Benchmarks only, "kernel only": for ``seconds``, send ready-made datagrams
     from ``socket_fd`` through the engine's send batch, to each IPv4 address in
     turn a run of ``run_length``, on a thread pinned to ``core`` if given."""
+
+def bench_read_transport_feedback(packet: bytes) -> list[tuple[int, int, list[tuple[int, int | None]]]]:
+    """Benchmarks only: the transport feedback messages (RTPFB FMT 15) in a plain compound
+    RTCP packet as the engine reads them: (media SSRC, feedback count, each packet's
+    (sequence number, arrival in microseconds or None)). ValueError if one is cut short."""

@@ -35,17 +35,22 @@ def _source(cpu: int) -> RtpSource:
     return RtpSource(SourceShape(2e6), ("127.0.0.1", VIDEO_PORT), ("127.0.0.1", AUDIO_PORT), cpu=cpu).start()
 
 
-async def _count_one_burst(server: FanoutServer, cpu: int) -> tuple[int, list[int], list[dict[str, float]]]:
+async def _count_one_burst(
+    server: FanoutServer, cpu: int, feedback: bool = False
+) -> tuple[int, list[int], list[dict[str, float]]]:
     """Viewers join a running stream; then, between two quiet moments, the source sends one burst.
 
     Returns what the source sent in the burst, each cheap viewer's kernel-counted
-    RTP and each sample viewer's decrypted window.
+    RTP (with ``feedback``, plus the samples its filter kept) and each sample
+    viewer's decrypted window. With ``feedback``, it waits until the server's
+    engine has read the first cheap viewer's feedback and estimated it.
     """
     config = PoolConfig(
         url=server.url("ws"),
         mountpoint=MOUNTPOINT,
         host=server.viewer_host,
         srtp_profile="AEAD_AES_128_GCM",
+        feedback=feedback,
     )
     cheap = ViewerPool(config)
     await cheap.start()
@@ -67,21 +72,34 @@ async def _count_one_burst(server: FanoutServer, cpu: int) -> tuple[int, list[in
         windows = await samples.windows()
         sent = burst.sent()
         kernel_rtp = [after[i][0] - before[i][0] for i in before]
+        if feedback:
+            viewer = cheap.viewers[0]
+            assert viewer.api.session_id is not None and viewer.handle_id is not None
+            deadline = time.monotonic() + 20
+            while True:
+                info = server.handle_info(viewer.api.session_id, viewer.handle_id).get("plugin_specific", {})
+                assert isinstance(info, dict)
+                if info.get("estimate") and info.get("engine", {}).get("transport_feedbacks", 0) > 0:
+                    break
+                assert time.monotonic() < deadline, f"the server read no feedback: {info}"
+                await asyncio.sleep(0.2)
+            assert info["transport_cc"] is True
+            assert viewer.sampled_rtp > 0 and viewer.feedback_sent > 0
         return sent["video_packets"] + sent["audio_packets"], kernel_rtp, windows
     finally:
         await samples.close()
         await cheap.close()
 
 
-def test_kernel_counted_delivery_agrees_with_what_sample_viewers_decrypt(
-    tmp_path: Path,
-) -> None:
+@pytest.mark.parametrize("feedback", [False, True], ids=["no feedback", "transport feedback"])
+def test_kernel_counted_delivery_agrees_with_what_sample_viewers_decrypt(tmp_path: Path, feedback: bool) -> None:
+    """With transport feedback, the same from viewers whose filter keeps some RTP, and the server reads it."""
     _require_root()
     cpus = sorted(os.sched_getaffinity(0))
     with bench_namespace():
-        server = FanoutServer(tmp_path / "fanout", cpus[0]).start()
+        server = FanoutServer(tmp_path / "fanout", cpus[0], transport_cc_everywhere=feedback).start()
         try:
-            sent, kernel_rtp, windows = asyncio.run(_count_one_burst(server, cpus[-1]))
+            sent, kernel_rtp, windows = asyncio.run(_count_one_burst(server, cpus[-1], feedback))
         finally:
             server.stop()
     decrypted = [w["rtp_packets"] for w in windows]
@@ -103,24 +121,34 @@ def test_the_command_ramps_against_fanout_and_writes_results_and_plot(
         sys.executable, "-m", "fanout", "bench", "load",
         "--server", "fanout", "--rate", "2M", "--srtp", "cm", "--transport", "http",
         "--start", "6", "--min-step", "4", "--max-viewers", "10", "--samples", "2",
-        "--settle", "1", "--window", "1.5", "--join-rate", "20",
+        "--settle", "1", "--window", "1.5", "--join-rate", "20", "--feedback", "off,twcc",
         "--server-cpu", str(cpus[0]), "--load-cpu", str(cpus[-1]),
         "--output", str(output),
     ]  # fmt: skip
-    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     results = json.loads(output.with_suffix(".json").read_text())
     assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    (ramp,) = results["ramps"]
-    assert (ramp["server"], ramp["rate"], ramp["srtp"], ramp["transport"]) == (
-        "fanout",
-        "2M",
-        "cm",
-        "http",
-    )
-    assert [step["viewers"] for step in ramp["steps"]][:1] == [6]  # a busy machine may end the ramp there
-    assert all(step["delivered_pps"] > 0 and step["server_cpu"] >= 0 for step in ramp["steps"])
+    off, on = results["ramps"]
+    for ramp, feedback in ((off, "off"), (on, "twcc")):
+        assert (ramp["server"], ramp["rate"], ramp["srtp"], ramp["transport"], ramp["feedback"]) == (
+            "fanout",
+            "2M",
+            "cm",
+            "http",
+            feedback,
+        )
+        assert [step["viewers"] for step in ramp["steps"]][:1] == [6]  # a busy machine may end the ramp there
+        assert all(step["delivered_pps"] > 0 and step["server_cpu"] >= 0 for step in ramp["steps"])
     assert "viewers held" in result.stdout
+    # With feedback every viewer sends some each 100 ms, and the server's engine reads it.
+    first = on["steps"][0]
+    assert first["feedback_per_viewer_s"] > 1 and first["feedback_packets_per_message"] > 1, first
+    assert first["feedback_probe"]["transport_cc"] is True and first["feedback_probe"]["transport_feedbacks"] > 0
+    assert off["steps"][0]["feedback_probe"] == {}
+    (comparison,) = results["feedback"]
+    assert comparison["capacity"] == [off["capacity"], on["capacity"]] and comparison["steps"][0]["viewers"] == [6, 6]
+    assert "with feedback" in result.stdout
 
     # --replot recomputes the derived figures and draws the plot again, running nothing.
     output.with_suffix(".png").unlink()
@@ -248,6 +276,9 @@ class _CountingViewers:
         assert self.source.held, "the viewers' counts were read while the source was sending"
         return {0: (self.source.packets, 0), 1: (self.source.packets, 0)}
 
+    def feedback_counts(self) -> tuple[int, int]:
+        return 0, 0
+
 
 class _NoSamples:
     async def windows(self) -> list[dict[str, Any]]:
@@ -267,6 +298,7 @@ def test_both_ends_of_a_window_are_read_while_the_source_is_held() -> None:
     runner = RampRunner.__new__(RampRunner)
     runner.server, runner.source, runner.load_cpu = _ThisProcess(), source, 0  # type: ignore[assignment]
     runner.plan = RampPlan(window=0.05)
+    runner.config = PoolConfig(url="", mountpoint=MOUNTPOINT, host="127.0.0.1", srtp_profile="AEAD_AES_128_GCM")
     step = Step(viewers=2)
     asyncio.run(runner._measure(step, _CountingViewers(source), _NoSamples()))  # type: ignore[arg-type]
     assert not source.held

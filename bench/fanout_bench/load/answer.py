@@ -1,10 +1,11 @@
-"""The viewer's SDP answer to a Streaming offer: recvonly, BUNDLE, rtcp-mux, setup:active."""
+"""The viewer's SDP answer to a Streaming offer: recvonly, BUNDLE, rtcp-mux, setup:active
+(and, if asked and offered, transport-wide congestion control)."""
 
 from __future__ import annotations
 
 import secrets
 
-from fanout.webrtc.sdp import SessionDescription
+from fanout.webrtc.sdp import TRANSPORT_CC_URI, SessionDescription
 from fanout_bench.load.ice import HOST_PRIORITY
 
 
@@ -17,9 +18,12 @@ def build_answer(
     host: str,
     port: int,
     transport: str = "udp",
+    transport_cc: bool = False,
 ) -> str:
     """Accept every audio and video m-line with its first codec; reject the rest (port 0).
-    ``transport`` "tcp": the viewer's candidate is an active TCP one (RFC 6544, port 9)."""
+    ``transport`` "tcp": the viewer's candidate is an active TCP one (RFC 6544, port 9).
+    ``transport_cc``: keep the transport-wide sequence extension and ``transport-cc``
+    feedback on each m-line that offers them (as Chromium does); else leave them out."""
     family = "IP6" if ":" in host else "IP4"
     candidate = (
         f"a=candidate:1 1 tcp {HOST_PRIORITY} {host} 9 typ host tcptype active"
@@ -63,6 +67,11 @@ def build_answer(
         lines.append(rtpmap)
         if codec.fmtp:
             lines.append(f"a=fmtp:{codec.payload_type} {codec.fmtp}")
+        extension_id = media.header_extension_id(TRANSPORT_CC_URI)
+        if transport_cc and extension_id is not None:
+            lines.append(f"a=extmap:{extension_id} {TRANSPORT_CC_URI}")
+            if "transport-cc" in codec.rtcp_feedback:
+                lines.append(f"a=rtcp-fb:{codec.payload_type} transport-cc")
         lines += [
             candidate,
             "a=end-of-candidates",

@@ -27,7 +27,7 @@ from typing import Any
 from fanout_bench.load.netns import bench_namespace
 from fanout_bench.load.overload import OverloadRun, overload_plot, overload_table, run_overload, summary
 from fanout_bench.load.ramp import Ramp, RampPlan, RampRunner, cpu_per_gbps
-from fanout_bench.load.report import capacity_table, plot, ratios, write_json
+from fanout_bench.load.report import capacity_table, feedback_comparison, plot, ratios, write_json
 from fanout_bench.load.servers import (
     AUDIO_PORT,
     VIDEO_PORT,
@@ -40,6 +40,8 @@ from fanout_bench.load.source import RtpSource, SourceShape
 
 RATES = {"2M": 2.0e6, "9.6M": 9.6e6}
 PROFILES = {"gcm": "AEAD_AES_128_GCM", "cm": "AES_CM_128_HMAC_SHA1_80"}
+# The viewers' feedback: none (as the bench always ran), or transport-wide feedback every 100 ms from every viewer.
+FEEDBACK = {"off": False, "twcc": True}
 
 
 def _choices(allowed: dict[str, Any]) -> Any:
@@ -78,6 +80,13 @@ def routes(args: argparse.Namespace, server: str) -> list[tuple[str, str]]:
     return chosen
 
 
+def feedback_modes(args: argparse.Namespace, server: str, route: tuple[str, str]) -> list[str]:
+    """The feedback of each ramp of ``server`` on ``route``: what was asked for fanout's UDP/IPv4 ramps, else off."""
+    if server == "fanout" and route == ("udp", "ipv4"):
+        return list(args.feedback)
+    return ["off"]
+
+
 def build_parser(
     parser: argparse.ArgumentParser | None = None,
 ) -> argparse.ArgumentParser:
@@ -110,6 +119,13 @@ def build_parser(
         "--ipv6",
         action="store_true",
         help="fanout: a ramp of UDP viewers over IPv6 (::1, media.ipv6) beside the IPv4 one",
+    )
+    parser.add_argument(
+        "--feedback",
+        type=_choices(FEEDBACK),
+        default=["off"],
+        help="fanout's UDP/IPv4 viewers: off (no RTCP) and/or twcc (every viewer sends transport-wide feedback every "
+        "100 ms; the mountpoint offers transport-cc), one ramp each in the order given, e.g. off,twcc",
     )
     parser.add_argument("--start", type=int, default=20, help="viewers in the first step")
     parser.add_argument(
@@ -225,7 +241,10 @@ def _capacities(text: str) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.overload and args.feedback != ["off"]:
+        parser.error("--feedback is for ramps; --overload runs without it")
     if args.replot is not None:
         return replot(args.replot)
     return run(args)
@@ -238,6 +257,8 @@ def replot(path: Path) -> int:
             cpu_seconds = step["server_cpu"] * step.get("cpu_wall_s", step["window_s"])  # older runs: one interval
             step["cpu_per_gbps"] = cpu_per_gbps(cpu_seconds / step["window_s"], step["delivered_gbps"])
     results["ratios"] = ratios(results)
+    if any(ramp.get("feedback", "off") != "off" for ramp in results["ramps"]):
+        results["feedback"] = feedback_comparison(results)
     write_json(results, path)
     plot(results, path.with_suffix(".png"))
     print(capacity_table(results))
@@ -321,6 +342,7 @@ def run(args: argparse.Namespace) -> int:
             "load_cpu": args.load_cpu,
             "janus_event_loops": args.janus_event_loops,
             "fanout_options": args.fanout_option,
+            "feedback": args.feedback,
             "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
             "accounting": "cheap viewers: RTP dropped by their socket filter, counted by the kernel "
             "(/proc/net/udp, udp6 drops); ICE-TCP cheap viewers read every frame and count them by their "
@@ -341,29 +363,44 @@ def run(args: argparse.Namespace) -> int:
             for srtp in args.srtp:
                 for name in servers:
                     for ice_transport, family in routes(args, name):
-                        server: Server
-                        folder = work / f"{name}-{rate}-{srtp}-{ice_transport}-{family}"
-                        if name == "fanout":
-                            server = FanoutServer(
-                                folder,
-                                args.server_cpu,
-                                args.fanout_option,
-                                ice_tcp=ice_transport == "tcp",
-                                ipv6=family == "ipv6",
+                        for feedback in feedback_modes(args, name, (ice_transport, family)):
+                            server: Server
+                            folder = work / f"{name}-{rate}-{srtp}-{ice_transport}-{family}-{feedback}"
+                            if name == "fanout":
+                                server = FanoutServer(
+                                    folder,
+                                    args.server_cpu,
+                                    args.fanout_option,
+                                    ice_tcp=ice_transport == "tcp",
+                                    ipv6=family == "ipv6",
+                                    transport_cc_everywhere="twcc" in args.feedback,
+                                )
+                            else:
+                                server = JanusServer(folder, args.server_cpu, args.janus_event_loops)
+                            server.nice = args.server_nice
+                            route = f"{ice_transport}/{family}"
+                            ramp = Ramp(
+                                server=name, rate=rate, srtp=srtp, transport=api_transport, route=route, feedback=feedback
                             )
-                        else:
-                            server = JanusServer(folder, args.server_cpu, args.janus_event_loops)
-                        server.nice = args.server_nice
-                        route = f"{ice_transport}/{family}"
-                        ramp = Ramp(server=name, rate=rate, srtp=srtp, transport=api_transport, route=route)
-                        ramp.server_version = server.version()
-                        if name == "fanout":  # the binary at this server's start: others may rebuild it between ramps
-                            ramp.engine = _engine_build()
-                        server_plan = dataclasses.replace(plan, start=args.start_for.get(name, plan.start))
-                        _run_one(server, ramp, server_plan, RATES[rate], PROFILES[srtp], args.load_cpu, ice_transport)
-                        results["ramps"].append(ramp.to_json())
-                        write_json(results, output.with_suffix(".json"))
+                            ramp.server_version = server.version()
+                            if name == "fanout":  # the binary at this server's start: others may rebuild it between ramps
+                                ramp.engine = _engine_build()
+                            server_plan = dataclasses.replace(plan, start=args.start_for.get(name, plan.start))
+                            _run_one(
+                                server,
+                                ramp,
+                                server_plan,
+                                RATES[rate],
+                                PROFILES[srtp],
+                                args.load_cpu,
+                                ice_transport,
+                                FEEDBACK[feedback],
+                            )
+                            results["ramps"].append(ramp.to_json())
+                            write_json(results, output.with_suffix(".json"))
     results["ratios"] = ratios(results)
+    if "twcc" in args.feedback:
+        results["feedback"] = feedback_comparison(results)
     write_json(results, output.with_suffix(".json"))
     plot(results, output.with_suffix(".png"))
     print(capacity_table(results))
@@ -437,8 +474,9 @@ def _run_one(
     profile: str,
     load_cpu: int,
     ice_transport: str = "udp",
+    feedback: bool = False,
 ) -> None:
-    label = f"{ramp.server} {ramp.rate} {ramp.srtp} {ramp.route}"
+    label = f"{ramp.server} {ramp.rate} {ramp.srtp} {ramp.route}" + (" feedback" if feedback else "")
     print(
         f"[{label}] starting {ramp.server} on cpu {server.cpu}",
         file=sys.stderr,
@@ -454,7 +492,14 @@ def _run_one(
     source.start()
     try:
         runner = RampRunner(
-            server, source, plan, srtp_profile=profile, label=label, load_cpu=load_cpu, ice_transport=ice_transport
+            server,
+            source,
+            plan,
+            srtp_profile=profile,
+            label=label,
+            load_cpu=load_cpu,
+            ice_transport=ice_transport,
+            feedback=feedback,
         )
         asyncio.run(runner.run(ramp))
     except Exception as error:  # noqa: BLE001 - a ramp that breaks is reported; the others still run

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from fanout.webrtc.dtls import DtlsCertificate
+from fanout_bench.load.feedback import FEEDBACK_INTERVAL
 from fanout_bench.load.kernel import udp_drops
 from fanout_bench.load.signaling import HttpJanus, JanusApi, WebSocketJanus
 from fanout_bench.load.viewer import JoinError, Viewer
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 CONSENT_INTERVAL = 5.0
 KEEPALIVE_INTERVAL = 25.0
 TICK = 0.1
+FEEDBACK_GROUPS = 10  # viewers send their feedback in this many groups spread over the interval
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class PoolConfig:
     concurrency: int = 16
     keepalive: float = KEEPALIVE_INTERVAL
     ice_transport: str = "udp"  # the viewers' media: "udp", or "tcp" (ICE-TCP, RFC 4571 frames)
+    feedback: bool = False  # every viewer sends transport-wide feedback (transport-cc) every 100 ms
 
 
 @dataclass
@@ -72,6 +75,8 @@ class ViewerPool:
             loop.create_task(self._consent()),
             loop.create_task(self._keepalive()),
         ]
+        if self.config.feedback:
+            self._tasks.append(loop.create_task(self._feedback()))
 
     def _api(self) -> JanusApi:
         assert self._http is not None
@@ -94,6 +99,7 @@ class ViewerPool:
                     srtp_profile=self.config.srtp_profile,
                     sample=self.config.sample,
                     transport=self.config.ice_transport,
+                    feedback=self.config.feedback,
                 )
                 try:
                     times = await viewer.join()
@@ -146,6 +152,26 @@ class ViewerPool:
                     viewer.send_consent()
                     viewer.next_consent = now + CONSENT_INTERVAL
 
+    async def _feedback(self) -> None:
+        """Each viewer's transport feedback every :data:`FEEDBACK_INTERVAL`: a tenth of them
+        each tenth of it, so that the server gets them spread out, as from browsers."""
+        group = 0
+        while True:
+            await asyncio.sleep(FEEDBACK_INTERVAL / FEEDBACK_GROUPS)
+            for viewer in self.viewers[group::FEEDBACK_GROUPS]:
+                try:
+                    viewer.send_feedback()
+                except Exception:  # noqa: BLE001 - a bug of one viewer's is reported and stops its feedback only
+                    logger.exception("viewer %s: transport feedback failed; it sends no more", viewer.handle_id)
+                    viewer.stop_feedback()
+            group = (group + 1) % FEEDBACK_GROUPS
+
+    def feedback_counts(self) -> tuple[int, int]:
+        """Transport feedback messages sent so far by this pool's viewers, and the packets they reported."""
+        messages = sum(viewer.feedback_sent for viewer in self.viewers)
+        packets = sum(viewer.feedback_writer.packets_reported for viewer in self.viewers if viewer.feedback_writer)
+        return messages, packets
+
     async def _keepalive(self) -> None:
         while True:
             await asyncio.sleep(1.0)
@@ -163,8 +189,9 @@ class ViewerPool:
         """Per cheap viewer (by index): (RTP, other datagrams) the kernel delivered to its socket so far.
 
         RTP is the socket's drop count (its filter drops every RTP datagram);
-        the others (RTCP, STUN) are read and counted here. A viewer whose socket
-        the kernel's listing skipped is left out."""
+        the others (RTCP, STUN) are read and counted here; a viewer that sends
+        transport feedback adds the RTP samples its filter kept. A viewer whose
+        socket the kernel's listing skipped is left out."""
         drops = udp_drops({viewer.inode for viewer in self.viewers if viewer.counter is None})
         counts: dict[int, tuple[int, int]] = {}
         for index, viewer in enumerate(self.viewers):
@@ -173,7 +200,7 @@ class ViewerPool:
                 continue
             drained = viewer.drain()
             if viewer.inode in drops:
-                counts[index] = (drops[viewer.inode], drained)
+                counts[index] = (drops[viewer.inode] + viewer.sampled_rtp, drained)
         return counts
 
     def meter_windows(self) -> list[dict[str, Any]]:

@@ -16,6 +16,11 @@ every RTP datagram and the socket's drop counter counts them); the sample
 viewers count what they decrypt. Both ends of a window are read while the
 source is held (:data:`BOUNDARY_DRAIN`), so a packet still on its way is
 never counted as lost.
+
+With transport feedback (``feedback``) every viewer sends it every 100 ms
+(:mod:`fanout_bench.load.feedback`); each step records how many messages the
+cheap viewers sent and, from the Admin API's ``handle_info`` of one of them,
+what the server made of them (the messages its engine read, its estimate).
 """
 
 from __future__ import annotations
@@ -111,6 +116,11 @@ class Step:
     read_delay_ms: dict[str, float | None] = field(default_factory=dict)  # kernel arrival to the sample viewer's read
     server_threads_cpu: dict[str, float] = field(default_factory=dict)  # cores, by thread name
     engine: dict[str, float] = field(default_factory=dict)  # fanout's own counters over the window (see servers)
+    # Transport feedback: messages each cheap viewer sent per second of the window, packets per message, and
+    # one viewer's handle_info once measured: the messages the server's engine read of it, its estimate (bit/s).
+    feedback_per_viewer_s: float = 0.0
+    feedback_packets_per_message: float = 0.0
+    feedback_probe: dict[str, Any] = field(default_factory=dict)
     held: bool = False
     remeasured: bool = False
 
@@ -122,6 +132,7 @@ class Ramp:
     srtp: str
     transport: str
     route: str = "udp/ipv4"  # the viewers' media path: ICE transport and address family
+    feedback: str = "off"  # "twcc": every viewer sends transport-wide feedback
     steps: list[Step] = field(default_factory=list)
     capacity: int = 0
     capacity_limited_by: str = ""  # "loss", "latency", "max_viewers", "joins"
@@ -183,6 +194,7 @@ class RampRunner:
         label: str,
         load_cpu: int,
         ice_transport: str = "udp",
+        feedback: bool = False,
     ) -> None:
         self.load_cpu = load_cpu
         self.server = server
@@ -198,6 +210,7 @@ class RampRunner:
             srtp_profile=srtp_profile,
             keepalive=plan.keepalive,
             ice_transport=ice_transport,
+            feedback=feedback,
         )
 
     def progress(self, text: str) -> None:
@@ -275,6 +288,7 @@ class RampRunner:
         try:
             sent0 = self.source.sent()
             delivered0 = cheap.delivered()
+            feedback0 = cheap.feedback_counts()
             input0, webrtc0 = udp_port_drops({AUDIO_PORT, VIDEO_PORT}), udp_port_drops({WEBRTC_PORT})
             threads0, engine0 = thread_cpu_seconds(pid), self.server.engine_counters()
             cpu0, core0, softnet0 = process_cpu_seconds(pid), core_times(cpu), softnet_dropped()
@@ -296,8 +310,14 @@ class RampRunner:
             windows = await samples.windows()
             sent1 = self.source.sent()
             delivered1 = cheap.delivered()
+            feedback1 = cheap.feedback_counts()
         finally:
             self.source.release()
+        if self.config.feedback and cheap.viewers:
+            messages, packets = feedback1[0] - feedback0[0], feedback1[1] - feedback0[1]
+            step.feedback_per_viewer_s = messages / len(cheap.viewers) / elapsed
+            step.feedback_packets_per_message = packets / messages if messages else 0.0
+            step.feedback_probe = await self._probe(cheap)
         step.load_core_busy = (load1.busy - load0.busy) / cpu_wall
         step.server_input_drops = input1 - input0
         step.server_webrtc_drops = webrtc1 - webrtc0
@@ -353,6 +373,25 @@ class RampRunner:
         self.last_viewer_losses = sorted(per_viewer)
         return windows
 
+    async def _probe(self, cheap: ViewerPool) -> dict[str, Any]:
+        """What the server made of one cheap viewer's feedback (Admin API handle_info)."""
+        viewer = cheap.viewers[0]
+        if viewer.api.session_id is None or viewer.handle_id is None:
+            return {}
+        loop = asyncio.get_running_loop()
+        info = await loop.run_in_executor(None, self.server.handle_info, viewer.api.session_id, viewer.handle_id)
+        plugin = info.get("plugin_specific")
+        if not isinstance(plugin, dict):
+            return {}
+        engine = plugin.get("engine")
+        engine = engine if isinstance(engine, dict) else {}
+        return {
+            "transport_cc": plugin.get("transport_cc"),
+            "estimate": plugin.get("estimate"),
+            "transport_feedbacks": engine.get("transport_feedbacks"),
+            "feedback_sent": viewer.feedback_sent,
+        }
+
     def _report(self, step: Step) -> None:
         latency = step.latency_ms
         p99 = f"{latency['p99']:.1f}" if latency.get("p99") is not None else "-"
@@ -366,3 +405,13 @@ class RampRunner:
             f"read delay {_ms(step.read_delay_ms.get('p99'))}; late drops {step.engine.get('dropped_late', '-')}) "
             f"{'holds' if step.held else 'FAILS'}{' (measured twice)' if step.remeasured else ''}"
         )
+        if self.config.feedback:
+            probe = step.feedback_probe
+            estimate = probe.get("estimate")
+            estimate_text = f"{estimate / 1e6:.2f}" if isinstance(estimate, int) else "-"
+            self.progress(
+                f"      feedback: {step.feedback_per_viewer_s:.1f}/s per viewer, "
+                f"{step.feedback_packets_per_message:.0f} packets each; one viewer: "
+                f"{probe.get('feedback_sent', '-')} sent, {probe.get('transport_feedbacks', '-')} read by the server's "
+                f"engine, estimate {estimate_text} Mbit/s"
+            )

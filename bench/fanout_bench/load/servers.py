@@ -12,6 +12,8 @@ too) with a file-descriptor limit large enough for thousands of viewers.
 
 from __future__ import annotations
 
+import json
+import random
 import resource
 import shutil
 import socket
@@ -129,6 +131,23 @@ class Server:
         """The server's own counters of its media path so far ({} if it exposes none)."""
         return {}
 
+    def handle_info(self, session_id: int, handle_id: int) -> dict[str, object]:
+        """The Admin API's ``handle_info`` about one viewer's handle: its ``info`` ({} if it failed)."""
+        body = {"janus": "handle_info", "admin_secret": ADMIN_SECRET, "transaction": f"{random.getrandbits(48):x}"}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{ADMIN_PORT}/admin/{session_id}/{handle_id}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(request, timeout=5) as response:
+                reply = json.loads(response.read())
+        except (OSError, ValueError):
+            return {}
+        info = reply.get("info") if isinstance(reply, dict) else None
+        return info if isinstance(info, dict) else {}
+
     WRITTEN = ("janus.jcfg", "janus.transport.http.jcfg", "janus.transport.websockets.jcfg", "janus.plugin.streaming.jcfg")
 
     def settings(self) -> dict[str, str]:
@@ -150,10 +169,20 @@ class FanoutServer(Server):
     name = "fanout"
 
     def __init__(
-        self, folder: Path, cpu: int, extra: list[str] | None = None, *, ice_tcp: bool = False, ipv6: bool = False
+        self,
+        folder: Path,
+        cpu: int,
+        extra: list[str] | None = None,
+        *,
+        ice_tcp: bool = False,
+        ipv6: bool = False,
+        transport_cc_everywhere: bool = False,
     ) -> None:
         super().__init__(folder, cpu)
         self.extra = extra or []
+        # The streaming plugin's transport_cc = "all": its single-layer mountpoint offers transport-cc, which
+        # viewers sending feedback accept and the others decline (so both kinds meet the same configuration).
+        self.transport_cc_everywhere = transport_cc_everywhere
         self.ice_tcp = ice_tcp  # nat.ice_tcp: viewers may come over ICE-TCP
         self.ipv6 = ipv6  # media.ipv6 and ::1 advertised: the viewers come over IPv6
         if ipv6:
@@ -201,7 +230,8 @@ fanout: {{
         (self.folder / "janus.transport.websockets.jcfg").write_text(
             f"general: {{\n\tws = true\n\tws_port = {WS_PORT}\n}}\n"
         )
-        (self.folder / "janus.plugin.streaming.jcfg").write_text("general: {\n}\n" + MOUNTPOINT_CONFIG)
+        general = '\ttransport_cc = "all"\n' if self.transport_cc_everywhere else ""
+        (self.folder / "janus.plugin.streaming.jcfg").write_text("general: {\n" + general + "}\n" + MOUNTPOINT_CONFIG)
 
     # Prometheus metric -> the bench's name, summed over labels (workers, mountpoints).
     ENGINE_METRICS = {

@@ -13,6 +13,13 @@ Then:
   keeps sending;
 - a *sample* viewer reads and decrypts everything (:class:`MediaMeter`).
 
+With ``feedback`` a viewer accepts the transport-wide sequence extension in
+its answer and sends transport feedback (:mod:`fanout_bench.load.feedback`)
+when its pool asks, every 100 ms: a cheap one's filter
+(:class:`SampledRtpFilter`) then keeps one RTP packet in
+:data:`~fanout_bench.load.feedback.SAMPLE_EVERY`, cut to its header, which it
+reads with the kernel's arrival stamp and counts beside the kernel's drops.
+
 Over ICE-TCP (``transport="tcp"``, RFC 6544) the viewer connects to the
 server's passive TCP candidate and speaks RFC 4571 frames; a cheap TCP viewer
 cannot leave its RTP to a socket filter (a connection nobody reads stalls the
@@ -34,6 +41,8 @@ import struct
 import time
 from dataclasses import dataclass
 
+import pylibsrtp
+
 from fanout.webrtc.dtls import (
     SRTP_PROFILES,
     DtlsCertificate,
@@ -42,10 +51,12 @@ from fanout.webrtc.dtls import (
     DtlsTransport,
     SrtpKeys,
 )
-from fanout.webrtc.sdp import SdpError, parse_description
+from fanout.webrtc.sdp import TRANSPORT_CC_URI, SdpError, parse_description
 from fanout.webrtc.tcp import FrameError, FrameReader, frame
 from fanout_bench.load.answer import build_answer
+from fanout_bench.load.feedback import SAMPLE_EVERY, FeedbackWriter, transport_sequence
 from fanout_bench.load.ice import Address, IceClient
+from fanout_bench.load.media import _PROFILES as SRTP_POLICIES
 from fanout_bench.load.media import MediaMeter
 from fanout_bench.load.signaling import JanusApi, JanusError
 
@@ -95,6 +106,47 @@ class RtpDropFilter:
 
 
 RTP_DROP_FILTER = RtpDropFilter()
+
+
+class SampledRtpFilter:
+    """A classic BPF socket filter for a cheap viewer that sends transport feedback: of RTP, it
+    keeps only the packets whose transport-wide sequence number is a multiple of
+    :data:`SAMPLE_EVERY`, cut to :data:`SAMPLE_BYTES`, and drops the rest (counted in the
+    socket's drops); it keeps everything else, as :class:`RtpDropFilter`.
+
+    The number is where fanout writes it when it is the packet's only header extension and
+    the source sent no CSRCs (the bench's does not): a one-word RFC 8285 block right after
+    the fixed header, its element's id byte, then the number. A dropped packet costs three
+    one-byte loads (the committed run of 2026-12-04 took five: loopback runs the filter in
+    the sender's context, so its cost showed in fanout's CPU); only the samples are checked
+    for the element's id.
+    """
+
+    LDB_ABS, JEQ_K, JGE_K, JSET_K, RET_K = 0x30, 0x15, 0x35, 0x45, 0x06
+    UDP = 8  # the payload's offset in what a socket filter sees
+    ELEMENT = UDP + 12 + 4  # the element's id byte, after the fixed header and the 0xBEDE word
+    SAMPLE_BYTES = 40  # RTP header, the extension block, a little payload
+
+    def __init__(self, extension_id: int) -> None:
+        keep, drop = 11, 12
+        instructions = (
+            (self.LDB_ABS, 0, 0, self.UDP),  # 0: A = payload[0]
+            (self.JGE_K, 0, keep - 2, 128),  # 1: A >= 128 ? 2 : keep
+            (self.JGE_K, keep - 3, 0, 192),  # 2: A >= 192 ? keep : 3
+            (self.LDB_ABS, 0, 0, self.UDP + 1),  # 3: A = payload[1]
+            (self.JGE_K, 0, 1, 192),  # 4: A >= 192 ? 5 : RTP
+            (self.JGE_K, 0, keep - 6, 224),  # 5: A >= 224 ? RTP : keep (RTCP)
+            (self.LDB_ABS, 0, 0, self.ELEMENT + 2),  # 6 (RTP): A = the number's low byte
+            (self.JSET_K, drop - 8, 0, SAMPLE_EVERY - 1),  # 7: not a multiple ? drop : 8
+            (self.LDB_ABS, 0, 0, self.ELEMENT),  # 8: A = the element's id and length
+            (self.JEQ_K, 0, drop - 10, (extension_id << 4) | 1),  # 9: the transport-wide number ? sample : drop
+            (self.RET_K, 0, 0, self.UDP + self.SAMPLE_BYTES),  # 10: sample, cut short
+            (self.RET_K, 0, 0, 0xFFFFFFFF),  # 11: keep
+            (self.RET_K, 0, 0, 0),  # 12: drop
+        )
+        code = b"".join(struct.pack("=HBBI", *instruction) for instruction in instructions)
+        self._buffer = ctypes.create_string_buffer(code)
+        self.program = struct.pack("HxxxxxxQ", len(instructions), ctypes.addressof(self._buffer))
 
 
 class FrameCounter:
@@ -156,6 +208,7 @@ class Viewer:
         srtp_profile: str,
         sample: bool,
         transport: str = "udp",
+        feedback: bool = False,
     ) -> None:
         self.api = api
         self.mountpoint = mountpoint
@@ -164,6 +217,7 @@ class Viewer:
         self.profile = SRTP_CHOICES[srtp_profile]
         self.sample = sample
         self.transport = transport
+        self.feedback = feedback
         self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
         kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
         self.sock = socket.socket(self.family, kind)
@@ -199,6 +253,17 @@ class Viewer:
         self._frames = FrameReader()
         self.counter: FrameCounter | None = None  # a cheap TCP viewer's, once up
         self._discard = bytearray(1 << 18)
+        self.handle_id: int | None = None
+        # Transport feedback (``feedback``): the extension's id in the offer, what writes the
+        # messages, the SRTCP session that protects them; a cheap viewer's sampled RTP read.
+        self.transport_cc_id: int | None = None
+        self.feedback_writer: FeedbackWriter | None = None
+        self._srtcp: pylibsrtp.Session | None = None
+        self._media_ssrc = 0
+        self._sampling = False
+        self.sampled_rtp = 0
+        self.feedback_sent = 0
+        self._sampling_filter: SampledRtpFilter | None = None
 
     # Joining.
 
@@ -223,7 +288,7 @@ class Viewer:
     async def _join(self) -> JoinTimes:
         self.state_step = "session"
         await self.api.create()
-        handle = await self.api.attach()
+        handle = self.handle_id = await self.api.attach()
         self.state_step = "watch"
         start = time.monotonic()
         self._watch_ns = time.monotonic_ns()
@@ -237,6 +302,16 @@ class Viewer:
             offer_text = (event.get("jsep") or {}).get("sdp")
         self.times.offer = time.monotonic() - start
         offer = parse_description(offer_text)
+        if self.feedback:
+            self.transport_cc_id = next(
+                (m.header_extension_id(TRANSPORT_CC_URI) for m in offer.media if m.header_extension_id(TRANSPORT_CC_URI)),
+                None,
+            )
+            if self.transport_cc_id is None:
+                raise JoinError("offer: no transport-wide sequence extension (fanout: transport_cc = \"all\")")
+            if self.transport == "tcp":
+                raise JoinError("transport feedback: UDP viewers only")
+            self._media_ssrc = next((m.ssrcs[0] for m in offer.media if m.kind == "video" and m.ssrcs), 0)
         self.ice = ice = IceClient(controlling=offer.ice_lite)
         ice.set_remote(offer.ice_ufrag, offer.ice_pwd)
         ipv6 = self.family == socket.AF_INET6
@@ -267,6 +342,7 @@ class Viewer:
             host=self.host,
             port=self.port,
             transport=self.transport,
+            transport_cc=self.feedback,
         )
         self.state_step = "start"
         await self.api.message(handle, {"request": "start"}, {"type": "answer", "sdp": answer})
@@ -293,6 +369,13 @@ class Viewer:
             self._stop_reading()
             self._loop.add_reader(self.sock.fileno(), self._count_frames)
             self._reading = True
+        elif not self.sample and self.transport_cc_id is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CHEAP_RCVBUF)
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            self._sampling_filter = SampledRtpFilter(self.transport_cc_id)
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, self._sampling_filter.program)
+            self._stop_reading()
+            self._sampling = True
         elif not self.sample:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CHEAP_RCVBUF)
             self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, RTP_DROP_FILTER.program)
@@ -406,6 +489,10 @@ class Viewer:
                 return
             if len(data) >= VIDEO_SIZE and not self._first_packet.done():
                 self._first_packet.set_result(None)
+            if self.feedback_writer is not None and self.transport_cc_id is not None:
+                sequence = transport_sequence(data, self.transport_cc_id)
+                if sequence is not None:
+                    self.feedback_writer.received(sequence, ((arrived_ns or now_ns) - self._watch_ns) // 1000)
             if self.meter is not None:
                 self.meter.rtp(data, now_ns, arrived_ns)
                 if self.times.first_frame is None and self.meter.first_frame_ns is not None:
@@ -430,6 +517,15 @@ class Viewer:
         for event in self.dtls.drain_events():
             if isinstance(event, DtlsConnectedEvent) and not self._connected.done():
                 self.keys = event.keys
+                if self.transport_cc_id is not None:
+                    self.feedback_writer = FeedbackWriter(int.from_bytes(os.urandom(4)) or 1, self._media_ssrc)
+                    self._srtcp = pylibsrtp.Session(
+                        pylibsrtp.Policy(
+                            key=event.keys.local_master_key,
+                            ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+                            srtp_profile=SRTP_POLICIES[event.keys.profile],
+                        )
+                    )
                 if self.sample:
                     self.meter = MediaMeter(event.keys.profile, event.keys.remote_master_key)
                 self._connected.set_result(None)
@@ -458,10 +554,51 @@ class Viewer:
         if self.ice is not None and self.remote is not None:
             self._send(self.ice.consent_request(), self.remote)
 
+    def send_feedback(self) -> None:
+        """Transport feedback about the packets since the last one, if any came (a cheap
+        viewer reads its samples first)."""
+        if self.feedback_writer is None or self._srtcp is None or self.remote is None:
+            return
+        if self._sampling:
+            self._read_samples()
+        for message in self.feedback_writer.messages():
+            self._send(self._srtcp.protect_rtcp(message), self.remote)
+            self.feedback_sent += 1
+
+    def stop_feedback(self) -> None:
+        self.feedback_writer = None
+
+    def _read_samples(self) -> None:
+        """A sampling cheap viewer's queue: its sampled RTP (with the kernel's arrival stamps)
+        to its feedback, the rest counted as :meth:`drain` does."""
+        assert self.feedback_writer is not None and self.transport_cc_id is not None
+        realtime_offset = time.time_ns() - time.monotonic_ns()
+        while True:
+            try:
+                data, ancillary, _flags, _address = self.sock.recvmsg(SampledRtpFilter.SAMPLE_BYTES, TIMESTAMP_SPACE)
+            except (BlockingIOError, InterruptedError, OSError):
+                return
+            if len(data) < 2 or not 128 <= data[0] <= 191 or 192 <= data[1] <= 223:
+                self.drained += 1
+                continue
+            self.sampled_rtp += 1
+            sequence = transport_sequence(data, self.transport_cc_id)
+            if sequence is None:
+                continue
+            arrived_ns = time.monotonic_ns()
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(value) >= TIMESPEC.size:
+                    seconds, nanoseconds = TIMESPEC.unpack_from(value)
+                    arrived_ns = seconds * 1_000_000_000 + nanoseconds - realtime_offset
+            self.feedback_writer.received(sequence, (arrived_ns - self._watch_ns) // 1000)
+
     def drain(self) -> int:
         """Read what the kernel queued (a cheap viewer's RTCP and STUN); returns how many so far."""
         if self.counter is not None:
             return self.counter.other
+        if self._sampling and self.feedback_writer is not None:
+            self._read_samples()
+            return self.drained
         while True:
             try:
                 self.sock.recv(2048)

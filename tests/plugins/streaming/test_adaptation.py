@@ -10,8 +10,13 @@ from fanout.plugins.streaming.adaptation import (
     LayerChoice,
     LayerRates,
 )
-from fanout.plugins.streaming.config import parse_mountpoint
-from fanout.plugins.streaming.viewer import TRANSPORT_CC_EXTENSION_ID, ViewerTrack
+from typing import Any
+
+import pytest
+from fanout.config.jcfg import ConfigError, parse
+from fanout.plugins.streaming.config import parse_mountpoint, streaming_settings_from_file
+from fanout.plugins.streaming.mountpoint import Mountpoint
+from fanout.plugins.streaming.viewer import TRANSPORT_CC_EXTENSION_ID, Viewer, ViewerTrack
 from fanout.webrtc.sdp import TRANSPORT_CC_URI
 
 RATES = [100_000, 400_000, 1_200_000]
@@ -132,3 +137,25 @@ def test_simulcast_mountpoints_offer_transport_cc_on_their_m_lines() -> None:
         plain = ViewerTrack.offered(stream).offer_media()
         assert plain.header_extensions == () and plain.codec is not None
         assert "transport-cc" not in plain.codec.rtcp_feedback
+
+
+@pytest.mark.parametrize(("everywhere", "offered"), [(False, False), (True, True)])
+def test_a_single_layer_mountpoint_offers_transport_cc_only_when_told_to(everywhere: bool, offered: bool) -> None:
+    group = {"type": "rtp", "id": 1, "media": [
+        {"type": "audio", "mid": "a", "port": 0, "pt": 111, "codec": "opus"},
+        {"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "vp8"},
+    ]}  # fmt: skip
+    config, _ = parse_mountpoint("m", group)
+    handle: Any = type("Handle", (), {"id": 1})()
+    viewer = Viewer(handle)
+    viewer.watch(Mountpoint(config, 1, [0, 0], 0.0), None, transport_cc_everywhere=everywhere)
+    for media in viewer.offer_media():
+        assert ((TRANSPORT_CC_EXTENSION_ID, TRANSPORT_CC_URI) in media.header_extensions) is offered
+        assert media.codec is not None and ("transport-cc" in media.codec.rtcp_feedback) is offered
+
+
+def test_transport_cc_everywhere_is_a_setting_of_the_general_group() -> None:
+    assert streaming_settings_from_file(parse("general: {}", "s.jcfg")).transport_cc == "simulcast"
+    assert streaming_settings_from_file(parse('general: { transport_cc = "all" }', "s.jcfg")).transport_cc == "all"
+    with pytest.raises(ConfigError, match="""s.jcfg:1: 'transport_cc' must be "simulcast" or "all", not 'yes'"""):
+        streaming_settings_from_file(parse('general: { transport_cc = "yes" }', "s.jcfg"))

@@ -296,6 +296,13 @@ class StreamingSettings:
     allow_privileged_ports: bool = False
     # fanout: where a ``recording`` request's relative file names go (Janus: its working folder).
     rec_dir: Path | None = None
+    # fanout: which mountpoints' offers carry transport-wide congestion control (the extension
+    # and rtcp-fb transport-cc): "simulcast" (where the estimate picks a layer), or "all" (a
+    # single layer's viewers too: their estimate then comes from transport feedback, not REMB).
+    transport_cc: str = "simulcast"
+
+
+TRANSPORT_CC_CHOICES = ("simulcast", "all")
 
 
 PRIVILEGED_PORTS = range(1, 1024)
@@ -1032,6 +1039,10 @@ def streaming_settings_from_file(root: Mapping[str, Any], config_file: Path | No
     rec_dir = general.get("rec_dir")
     if rec_dir is not None and (not isinstance(rec_dir, str) or not rec_dir):
         raise ConfigError(f"{where('rec_dir')}: 'rec_dir' must be a folder's path")
+    transport_cc = general.get("transport_cc", "simulcast")
+    if transport_cc not in TRANSPORT_CC_CHOICES:
+        choices = " or ".join(f'"{choice}"' for choice in TRANSPORT_CC_CHOICES)
+        raise ConfigError(f"{where('transport_cc')}: 'transport_cc' must be {choices}, not {transport_cc!r}")
     return StreamingSettings(
         admin_key=admin_key,
         string_ids=string_ids,
@@ -1039,6 +1050,7 @@ def streaming_settings_from_file(root: Mapping[str, Any], config_file: Path | No
         rtp_port_range=port_range,
         allow_privileged_ports=allow_privileged_ports,
         rec_dir=Path(rec_dir) if rec_dir else None,
+        transport_cc=transport_cc,
     )
 
 

@@ -880,7 +880,7 @@ class StreamingPlugin(Plugin):
             unknown = [mid for mid in mids if mountpoint.stream(mid) is None and mid != data_mid]
             if len(unknown) == len(mids):
                 raise StreamingError(Errors.INVALID_ELEMENT, "No valid mid in the media list")
-        viewer.watch(mountpoint, mids, left_out)
+        viewer.watch(mountpoint, mids, left_out, transport_cc_everywhere=self.settings.transport_cc == "all")
         if not viewer.tracks and viewer.data is None:
             viewer.leave()
             raise StreamingError(Errors.INVALID_REQUEST, "Can't offer an SDP with no audio, video or data for this mountpoint")
