@@ -12,7 +12,6 @@ too) with a file-descriptor limit large enough for thousands of viewers.
 
 from __future__ import annotations
 
-import os
 import resource
 import shutil
 import socket
@@ -58,9 +57,7 @@ class Server:
     name = "server"
     viewer_host = "127.0.0.1"
 
-    # Set by the bench: a share of a core used by others too, as close to the whole as it gets. The server's own
-    # nice value, whatever the bench's (which nice(1) would add it to: the bench runs at -5, its servers ran at -15).
-    nice = 0
+    nice = 0  # set by the bench: a share of a core used by others too, as close to the whole as it gets
 
     def __init__(self, folder: Path, cpu: int) -> None:
         self.folder = folder
@@ -95,7 +92,7 @@ class Server:
                 f"--nofile={nofile}",
                 "nice",
                 "-n",
-                str(self.nice - os.getpriority(os.PRIO_PROCESS, 0)),
+                str(self.nice),
                 "taskset",
                 "-c",
                 str(self.cpu),
