@@ -27,6 +27,7 @@ from typing import Any
 
 from fanout._engine import Engine
 from fanout_bench.engine import FPS, GCM, KEY_LENGTH, PAYLOAD, Rig, progress
+from fanout_bench.load.command import _engine_build, _git_commit
 
 SOURCE = """
 import sys, time
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         "meta": {
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "command": "fanout bench stall " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "stall"] else []),
+            "commit": _git_commit(),
+            "engine": _engine_build(),
             "kernel": platform.release(),
             "cpus": os.cpu_count(),
             "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
