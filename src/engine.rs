@@ -47,7 +47,7 @@ use crate::stats::{
 };
 use crate::sys::{
     allowed_cores, bind_source_on, cvt, monotonic_ns, new_eventfd, random_bytes, register, set_receive_buffer,
-    set_send_buffer, wake, RawAddress, RECEIVE_BUFFER_BYTES,
+    set_send_buffer, set_thread_nice, thread_nice, wake, RawAddress, RECEIVE_BUFFER_BYTES,
 };
 use crate::wire::codec::Codec;
 use crate::wire::rtcp::{for_each_nack, is_rtcp, summarize};
@@ -69,6 +69,50 @@ pub struct EngineOptions {
     /// A packet that cannot be sent within this long of its arrival is dropped
     /// and counted (`dropped_late`), never sent late.
     pub max_send_delay: Duration,
+    /// The nice value (-20..=19) the receiver and the workers set themselves
+    /// to as they start; None: they keep the one they inherit from the thread
+    /// that makes the engine (the control plane's). See [`DataPlanePriority`].
+    /// A recording's writer keeps the control plane's: it buffers 4096
+    /// packets, seconds of media, so a stall costs it nothing.
+    pub data_plane_nice: Option<i32>,
+}
+
+/// The nice value the data plane's threads run at, against the one asked for.
+///
+/// Why a nice value: on the core they share, the control plane's stalls (a
+/// full garbage collection of its heap after a surge of joins: ~30 ms + 0.2 ms
+/// per viewer, 60-370 ms measured) took the core from a worker that needed
+/// 0.73 of it, and at equal weights the scheduler gave the worker half: its
+/// packets waited past `max_send_delay` and were dropped (0.68% loss for the
+/// median viewer at 80% of capacity, bench/results/overload-2026-12-04-knee-given).
+/// The fair scheduler shares a core by weight, 1024 at nice 0 and x1.25 per
+/// step down: a data plane 10 steps below the control plane (weight 9548 to
+/// 1024) gets up to 90.3% of the core while both want it, and the control
+/// plane always gets what the data plane leaves, never less than 9.7%. So
+/// below 90% load a stall delays only the control plane, and past it (the
+/// workers shedding late packets) the control plane still answers consent
+/// checks and requests, slower: it took 0.05 core at 120% and 0.14 at 150%.
+/// (EEVDF also gives a woken thread of 9.3 times the weight an earlier
+/// virtual deadline, so a worker woken by a packet usually preempts the
+/// control plane rather than wait out its slice.)
+///
+/// Why not SCHED_FIFO or SCHED_RR: a real-time worker runs until it sleeps.
+/// Past capacity it never sleeps (it sheds instead), so the control plane
+/// would get only the kernel's real-time throttling slack (sched_rt_runtime_us:
+/// 50 ms of every second, in one piece): consent checks, ICE and requests
+/// answered up to ~950 ms late, viewers lost to consent expiry with a burst of
+/// them. Below capacity a real-time worker fans a keyframe out to 2000
+/// viewers in one unbroken ~64 ms, where the fair scheduler lets the control
+/// plane in every few milliseconds of slice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataPlanePriority {
+    /// What the options asked for (None: nothing asked).
+    pub requested: Option<i32>,
+    /// What the data plane's threads run at.
+    pub nice: i32,
+    /// Why the threads could not take `requested`, e.g. "Permission denied
+    /// (os error 13)" without CAP_SYS_NICE or an RLIMIT_NICE that allows it.
+    pub refused: Option<String>,
 }
 
 /// How late a packet may leave by default.
@@ -76,7 +120,13 @@ pub const DEFAULT_MAX_SEND_DELAY: Duration = Duration::from_millis(100);
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { cores: None, pin: true, send_mode: SendMode::Gso, max_send_delay: DEFAULT_MAX_SEND_DELAY }
+        Self {
+            cores: None,
+            pin: true,
+            send_mode: SendMode::Gso,
+            max_send_delay: DEFAULT_MAX_SEND_DELAY,
+            data_plane_nice: None,
+        }
     }
 }
 
@@ -308,6 +358,33 @@ pub struct Engine {
     /// The engine's duplicate of the WebRTC socket (the workers send from it too).
     socket: Arc<OwnedFd>,
     socket_family: libc::c_int,
+    priority: DataPlanePriority,
+}
+
+/// The lowest and highest nice values.
+const NICE_RANGE: (i32, i32) = (-20, 19);
+
+/// What a data-plane thread does first: takes the nice value `nice` if one
+/// is asked for. Returns the thread's nice value then and the refusal, if any.
+fn enter_data_plane(nice: Option<i32>) -> (i32, Option<io::Error>) {
+    let refused = nice.and_then(|nice| set_thread_nice(nice).err());
+    (thread_nice(), refused)
+}
+
+/// The data plane's priority from what each of its threads reported as it started.
+fn data_plane_priority(
+    requested: Option<i32>,
+    started: &mpsc::Receiver<(i32, Option<io::Error>)>,
+    threads: usize,
+) -> DataPlanePriority {
+    let mut priority = DataPlanePriority { requested, nice: thread_nice(), refused: None };
+    for (nice, refused) in started.iter().take(threads) {
+        priority.nice = nice;
+        if let Some(error) = refused {
+            priority.refused.get_or_insert_with(|| error.to_string());
+        }
+    }
+    priority
 }
 
 /// The cores to run workers on, checked.
@@ -459,6 +536,11 @@ impl Engine {
     pub fn new(webrtc_socket_fd: RawFd, options: EngineOptions) -> Result<Self, EngineError> {
         let (socket, socket_family) = duplicate_udp_socket(webrtc_socket_fd)?;
         let cores = choose_cores(&options)?;
+        let nice = options
+            .data_plane_nice
+            .map(|nice| check_range(nice, "data_plane_nice", NICE_RANGE.0, NICE_RANGE.1))
+            .transpose()?;
+        let (started, started_threads) = mpsc::channel();
         set_send_buffer(socket.as_raw_fd(), SEND_BUFFER_BYTES);
         let socket = Arc::new(socket);
         // SAFETY: a plain system call; the result is checked and owned at once.
@@ -485,14 +567,21 @@ impl Engine {
                 load.clone(),
                 events.clone(),
             );
-            let thread =
-                std::thread::Builder::new().name(format!("fanout-worker-{index}")).spawn(move || worker.run())?;
+            let started = started.clone();
+            let thread = std::thread::Builder::new().name(format!("fanout-worker-{index}")).spawn(move || {
+                let _ = started.send(enter_data_plane(nice));
+                worker.run()
+            })?;
             doors.push(WorkerDoor { deliveries: producer, wake: worker_wake.clone(), load: load.clone() });
             workers.push(WorkerHandle { commands, wake: worker_wake, thread, load, core, viewers: 0 });
         }
         let (receiver_commands, commands) = mpsc::channel();
         let receiver = Receiver::new(epoll.clone(), wake_fd.clone(), commands, doors, events.clone());
-        let receiver = std::thread::Builder::new().name("fanout-receiver".into()).spawn(move || receiver.run())?;
+        let receiver = std::thread::Builder::new().name("fanout-receiver".into()).spawn(move || {
+            let _ = started.send(enter_data_plane(nice));
+            receiver.run()
+        })?;
+        let priority = data_plane_priority(nice, &started_threads, workers.len() + 1);
         let running = Running {
             receiver_commands,
             receiver,
@@ -501,7 +590,12 @@ impl Engine {
             peers: HashMap::new(),
             next_source_key: 0,
         };
-        Ok(Self { state: Mutex::new(Some(running)), events, epoll, wake: wake_fd, socket, socket_family })
+        Ok(Self { state: Mutex::new(Some(running)), events, epoll, wake: wake_fd, socket, socket_family, priority })
+    }
+
+    /// The nice value the data plane's threads run at, against the one asked for.
+    pub fn data_plane_priority(&self) -> &DataPlanePriority {
+        &self.priority
     }
 
     /// Whether the WebRTC socket (IPv4 or IPv6) can send to `address`.

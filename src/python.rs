@@ -227,13 +227,14 @@ pub struct Engine {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (webrtc_socket_fd, *, cores=None, pin=true, send_mode="gso", max_send_delay_ms=None))]
+    #[pyo3(signature = (webrtc_socket_fd, *, cores=None, pin=true, send_mode="gso", max_send_delay_ms=None, data_plane_nice=None))]
     fn new(
         webrtc_socket_fd: i32,
         cores: Option<Vec<usize>>,
         pin: bool,
         send_mode: &str,
         max_send_delay_ms: Option<u64>,
+        data_plane_nice: Option<i32>,
     ) -> PyResult<Self> {
         let send_mode = parse_send_mode(send_mode)?;
         let max_send_delay = match max_send_delay_ms {
@@ -243,7 +244,7 @@ impl Engine {
                 return Err(PyValueError::new_err(format!("max_send_delay_ms must be between 1 and 10000, got {ms}")))
             }
         };
-        let options = EngineOptions { cores, pin, send_mode, max_send_delay };
+        let options = EngineOptions { cores, pin, send_mode, max_send_delay, data_plane_nice };
         Ok(Self { inner: engine::Engine::new(webrtc_socket_fd, options)? })
     }
 
@@ -407,6 +408,16 @@ impl Engine {
 
     fn worker_stats(&self) -> PyResult<Vec<WorkerStats>> {
         Ok(self.inner.worker_stats()?)
+    }
+
+    #[getter]
+    fn data_plane_nice(&self) -> i32 {
+        self.inner.data_plane_priority().nice
+    }
+
+    #[getter]
+    fn data_plane_nice_refused(&self) -> Option<String> {
+        self.inner.data_plane_priority().refused.clone()
     }
 
     fn close(&self, py: Python<'_>) {

@@ -1,6 +1,6 @@
 //! The operating system, thinly wrapped: socket addresses in the kernel's
-//! form, source sockets and their buffers, eventfds and epoll, CPU affinity,
-//! the engine's monotonic clock and random bytes.
+//! form, source sockets and their buffers, eventfds and epoll, CPU affinity
+//! and thread priority, the engine's monotonic clock and random bytes.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
@@ -216,6 +216,23 @@ pub fn pin_to_core(core: usize) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sets the calling thread's nice value (-20..=19; Linux keeps one per
+/// thread). Lowering it below the thread's current value needs CAP_SYS_NICE
+/// or an RLIMIT_NICE that allows it: without them, EPERM (or EACCES).
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: plain system calls on this thread's own id.
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+    cvt(result).map(|_| ())
+}
+
+/// The calling thread's nice value.
+pub fn thread_nice() -> i32 {
+    // getpriority returns the nice value itself, so -1 is a value; errno tells
+    // an error, which cannot happen for the caller's own thread.
+    // SAFETY: plain system calls on this thread's own id.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
 }
 
 /// The cores this process may run on.

@@ -14,6 +14,7 @@ BENCHMARKS = {
     "soak": ("fanout_bench.soak", "hours of churning viewers and restarting sources: RSS, fds, leaks, loss"),
     "whip": ("fanout_bench.whip", "WHIP ingest vs plain RTP of the same stream: CPU per Gbit/s, latency to viewers"),
     "control": ("fanout_bench.control", "the control plane's STUN/RTCP/DTLS budget, consent bursts at load"),
+    "stall": ("fanout_bench.stall", "a control-plane stall on the worker's core, engine threads ahead of it vs level"),
 }
 
 

@@ -364,6 +364,14 @@ class Engine:
     VP8 or VP9 temporal layers above the base, H.264 nal_ref_idc 0) go at half of it, and
     retransmissions while a worker is that far behind.
 
+    ``data_plane_nice`` (-20..19; default None: the threads keep the nice value
+    of the thread that makes the engine): the nice value the receiver and the
+    workers set themselves to as they start, so that below it the control
+    plane's stalls (a full garbage collection) on a core they share delay the
+    control plane, not the media. Lowering it needs root, CAP_SYS_NICE or an
+    RLIMIT_NICE that allows it; refused, the threads keep the one they
+    inherited and ``data_plane_nice_refused`` says why.
+
     After close() every method but close() raises RuntimeError.
     """
 
@@ -375,11 +383,20 @@ class Engine:
         pin: bool = True,
         send_mode: SendMode = "gso",
         max_send_delay_ms: int | None = None,
+        data_plane_nice: int | None = None,
     ) -> Engine:
         """Raises OSError (EBADF) for a descriptor that is not open, ValueError
         for one that is not an IPv4/IPv6 UDP socket, for an empty ``cores``, a
         core listed twice or (when pinning) one the process may not run on, for
-        an unknown ``send_mode`` and for a ``max_send_delay_ms`` outside 1..10000."""
+        an unknown ``send_mode``, for a ``max_send_delay_ms`` outside 1..10000
+        and a ``data_plane_nice`` outside -20..19."""
+    @property
+    def data_plane_nice(self) -> int:
+        """The nice value the receiver and the workers run at."""
+    @property
+    def data_plane_nice_refused(self) -> str | None:
+        """Why they could not take ``data_plane_nice`` (e.g. "Permission denied
+        (os error 13)"), None if they did or none was asked for."""
     def add_mountpoint(self, mountpoint_id: int, streams: list[SourceStream]) -> list[int]:
         """Bind the source ports and start receiving; returns the bound port of each
         stream (0 for a stream without ``port``: the publisher link feeds it).

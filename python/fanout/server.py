@@ -13,6 +13,7 @@ import contextlib
 import functools
 import ipaddress
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -105,6 +106,31 @@ def _streaming_configuration(config: Config) -> tuple[StreamingSettings, list[Mo
     return settings, [] if root is None else mountpoints_from_file(root, string_ids=settings.string_ids)
 
 
+def control_plane_nice() -> int:
+    """The nice value of the calling thread (Linux keeps one per thread): the control plane's, on its own."""
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def data_plane_priority_report(wanted: int, nice: int, refused: str | None, control_plane: int) -> tuple[int, str]:
+    """The log level and line that say whether the engine's threads run ahead of the control plane."""
+    if refused is not None:
+        return logging.WARNING, (
+            f"the engine's threads could not take fanout.data_plane_nice = {wanted} ({refused}): they run at nice "
+            f"{nice}, level with the control plane, so a stall of the control plane (a full garbage collection, a surge "
+            "of joins) on a core they share makes them drop packets late. Allow it: run fanout as root, give it "
+            "CAP_SYS_NICE (systemd: AmbientCapabilities=CAP_SYS_NICE; docker: --cap-add=SYS_NICE) or an RLIMIT_NICE "
+            f"that allows {wanted} (systemd: LimitNICE={wanted}; limits.conf: nice {wanted}), or start it with "
+            f"Nice= or nice(1) and set fanout.data_plane_nice 10 below that"
+        )
+    if nice >= control_plane:
+        return logging.WARNING, (
+            f"the engine's threads run at nice {nice}, not below the control plane's {control_plane}: a stall of the "
+            "control plane on a core they share can make them drop packets late; set fanout.data_plane_nice "
+            f"below {control_plane} (e.g. {max(-20, control_plane - 10)})"
+        )
+    return logging.INFO, f"the engine's threads run at nice {nice}, ahead of the control plane's {control_plane}"
+
+
 def _tcp_connection_lost(gateway: Gateway, event: TcpConnectionLost) -> None:
     """The engine gave up on a viewer's ICE-TCP connection (it stopped reading, or it broke): hang up."""
     handle = gateway.handles.get(event.peer_id)
@@ -140,8 +166,13 @@ async def _running(
             cores=list(settings.engine_cores) if settings.engine_cores is not None else None,
             pin=settings.engine_pin,
             max_send_delay_ms=settings.max_send_delay_ms,
+            data_plane_nice=settings.data_plane_nice,
         )
         stack.callback(engine.close)
+        level, message = data_plane_priority_report(
+            settings.data_plane_nice, engine.data_plane_nice, engine.data_plane_nice_refused, control_plane_nice()
+        )
+        logger.log(level, "%s", message)
         engine_events = EngineEvents(engine)
         log_peer_events(engine_events)
         engine_events.start()

@@ -5,6 +5,7 @@ secrets, tokens and their error codes, sessions and handles, timeouts, log level
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from tests.admin.admin_scenarios import (
     run_admin_scenario,
 )
 from tests.admin.conftest import AdminAddresses, admin_config
+from tests.engine.test_priority import may_lower_nice
 from tests.support.server import FanoutProcess
 
 DATA = Path(__file__).parent / "data"
@@ -29,8 +31,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "open": {},
     "log_file": {"log_file": True},
 }
-# get_status: Janus's own logging switches; fanout's log lines carry timestamps and no colours
-FANOUT_STATUS = {"log_timestamps": True, "log_colors": False}
+# get_status: Janus's own logging switches; fanout's log lines carry timestamps and no colours; and
+# fanout's own: the engine's threads at fanout.data_plane_nice (-10) when the server may lower a nice value
+# (tests/admin/test_data_plane_priority.py), the control plane's thread at the one it inherits from this test
+CONTROL_PLANE_NICE = os.getpriority(os.PRIO_PROCESS, 0)
+FANOUT_STATUS = {
+    "log_timestamps": True,
+    "log_colors": False,
+    "data_plane_nice": -10 if may_lower_nice() else CONTROL_PLANE_NICE,
+    "control_plane_nice": CONTROL_PLANE_NICE,
+    "data_plane_nice_refused": None if may_lower_nice() else "Permission denied (os error 13)",
+}
 
 
 def recording(name: str) -> dict[str, Any]:

@@ -171,7 +171,7 @@ def test_overload_measures_each_level_with_loss_latency_and_control_plane_times(
     command = [
         sys.executable, "-m", "fanout", "bench", "load", "--overload", "--capacity", "fanout=6",
         "--server", "fanout", "--rate", "2M", "--srtp", "gcm", "--transport", "http", "--samples", "2",
-        "--settle", "1", "--window", "2", "--join-rate", "20",
+        "--settle", "1", "--window", "2", "--join-rate", "20", "--fanout-option", "data_plane_nice = -20",
         "--server-cpu", str(cpus[0]), "--load-cpu", str(cpus[-1]), "--output", str(output),
     ]  # fmt: skip
     result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=180)
@@ -185,6 +185,12 @@ def test_overload_measures_each_level_with_loss_latency_and_control_plane_times(
     # 80/100/120/150% of 6 viewers, never fewer than the sample viewers plus one.
     assert [(level["percent"], level["step"]["viewers"]) for level in levels] == [(80, 5), (100, 6), (120, 7), (150, 9)]
     assert run["sample_positions"] == [0, 2]  # spread over the first level's joins, cheap viewers between
+    # The server runs at --server-nice (-10) on top of the bench's own -5, its engine's threads at
+    # fanout.data_plane_nice.
+    engine_threads = {name: nice for name, nice in run["thread_nice"].items() if name.startswith("fanout-")}
+    assert engine_threads == {"fanout-worker-0": -20, "fanout-receiver": -20}
+    control_plane = max(-20, os.getpriority(os.PRIO_PROCESS, 0) - 5 - 10)
+    assert {nice for name, nice in run["thread_nice"].items() if not name.startswith("fanout-")} == {control_plane}
     for level in levels:
         assert len(level["viewer_losses"]) == level["step"]["viewers"]
         assert len(level["sample_p99_ms"]) == 2 and level["step"]["latency_ms"]["p99"] is not None
@@ -213,6 +219,28 @@ def test_loss_distribution_and_capacity_arguments() -> None:
     for bad in ("fanout", "nginx=3", "janus=0", "fanout=many"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["--capacity", bad])
+
+
+def test_overload_levels_variants_and_rounds() -> None:
+    from fanout_bench.load.command import _overload_runs, build_parser
+
+    args = build_parser().parse_args(
+        ["--overload", "--levels", "80,100", "--rounds", "2", "--server", "both",
+         "--fanout-variant", "priority: data_plane_nice = -20", "--fanout-variant", "level:data_plane_nice = -10"]
+    )  # fmt: skip
+    assert args.levels == (80, 100)
+    assert _overload_runs(args, ["fanout", "janus"]) == [
+        (1, "fanout", ("priority", "data_plane_nice = -20")),
+        (1, "fanout", ("level", "data_plane_nice = -10")),
+        (1, "janus", ("", "")),
+        (2, "fanout", ("priority", "data_plane_nice = -20")),
+        (2, "fanout", ("level", "data_plane_nice = -10")),
+        (2, "janus", ("", "")),
+    ]
+    assert build_parser().parse_args([]).levels == (80, 100, 120, 150)
+    for bad in (["--levels", "80,x"], ["--levels", ""], ["--fanout-variant", "no line"], ["--fanout-variant", ": a = 1"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(bad)
 
 
 def _wait_for(condition: Any, what: str, timeout: float = 10.0) -> None:

@@ -260,6 +260,15 @@ def test_max_send_delay() -> None:
             settings_of(f"fanout: {{ max_send_delay_ms = {bad} }}")
 
 
+def test_data_plane_nice() -> None:
+    assert settings_of("")[0].data_plane_nice == -10
+    assert settings_of("fanout: { data_plane_nice = -20 }")[0].data_plane_nice == -20
+    assert settings_of("fanout: { data_plane_nice = 0 }")[0].data_plane_nice == 0
+    for bad in ("-21", "20"):
+        with pytest.raises(ConfigError, match="data_plane_nice must be a nice value between -20 and 19"):
+            settings_of(f"fanout: {{ data_plane_nice = {bad} }}")
+
+
 SECRET = "sixteen-chars-ok"
 
 

@@ -169,6 +169,8 @@ class FakeEngine:
         self.peers: dict[int, str] = {}  # peer id: SRTP profile
         self.removed_peers: list[int] = []
         self.bad_rtcp: set[bytes] = set()
+        self.data_plane_nice = 0  # Admin get_status reports it
+        self.data_plane_nice_refused: str | None = None
 
     def add_peer(self, peer_id: int, address: tuple[str, int], srtp_profile: str, local_master_key: bytes,
                  remote_master_key: bytes, *, tcp_socket_fd: int | None = None) -> None:

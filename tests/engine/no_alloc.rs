@@ -117,6 +117,7 @@ fn assert_steady_state_allocates_nothing(source: Source) {
         send_mode: SendMode::Gso,
         // Every packet is counted: a worker that falls behind on a loaded machine must not drop any.
         max_send_delay: Duration::from_secs(10),
+        ..EngineOptions::default()
     };
     let engine = Engine::new(webrtc.as_raw_fd(), options).unwrap();
     let config = SourceConfig {

@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from fanout_bench.load.netns import bench_namespace
-from fanout_bench.load.overload import OverloadRun, overload_plot, overload_table, run_overload, summary
+from fanout_bench.load.overload import (
+    LEVELS,
+    OverloadRun,
+    overload_plot,
+    overload_table,
+    run_name,
+    run_overload,
+    summary,
+)
 from fanout_bench.load.ramp import Ramp, RampPlan, RampRunner, cpu_per_gbps
 from fanout_bench.load.report import capacity_table, feedback_comparison, plot, ratios, write_json
 from fanout_bench.load.servers import (
@@ -226,8 +234,44 @@ def build_parser(
         metavar="SERVER=VIEWERS,...",
         help="with --overload: the capacity of a server (e.g. fanout=800,janus=90) instead of ramping to find it",
     )
+    parser.add_argument(
+        "--levels",
+        type=_levels,
+        default=LEVELS,
+        metavar="PERCENT,...",
+        help="with --overload: the levels to measure, in %% of the capacity (default 80,100,120,150)",
+    )
+    parser.add_argument(
+        "--fanout-variant",
+        type=_variant,
+        action="append",
+        default=[],
+        metavar="'LABEL: KEY = VALUE'",
+        help="with --overload: run fanout once per variant, with its line added to the `fanout` group "
+        "(e.g. 'priority: data_plane_nice = -20' and 'level: data_plane_nice = -10'), all in the same run",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with --overload: run the variants (or fanout) this many times, alternating",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' folders and logs")
     return parser
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    values = [value.strip() for value in text.split(",") if value.strip()]
+    if not values or not all(value.isdigit() and int(value) > 0 for value in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: write percents of the capacity, e.g. 80,100")
+    return tuple(int(value) for value in values)
+
+
+def _variant(text: str) -> tuple[str, str]:
+    label, _, line = text.partition(":")
+    if not label.strip() or " " in label.strip() or "=" not in line:
+        raise argparse.ArgumentTypeError(f"{text!r}: write 'LABEL: KEY = VALUE', e.g. 'priority: data_plane_nice = -20'")
+    return label.strip(), line.strip()
 
 
 def _capacities(text: str) -> dict[str, int]:
@@ -430,24 +474,40 @@ def _run_overload(
         os.sched_setaffinity(0, {args.load_cpu})
         with contextlib.suppress(OSError):
             os.nice(-5)
-        for name in servers:
-            folder = work / name
+        for round_number, name, (variant, variant_option) in _overload_runs(args, servers):
+            folder = work / f"{name}-{variant or 'default'}-{round_number}"
             server: Server
             if name == "fanout":
-                server = FanoutServer(folder, args.server_cpu, args.fanout_option)
+                server = FanoutServer(folder, args.server_cpu, [*args.fanout_option, *filter(None, [variant_option])])
             else:
                 server = JanusServer(folder, args.server_cpu, args.janus_event_loops)
             server.nice = args.server_nice
-            run = OverloadRun(server=name, rate=rate, srtp=srtp, server_version=server.version())
+            run = OverloadRun(
+                server=name,
+                rate=rate,
+                srtp=srtp,
+                variant=variant,
+                variant_option=variant_option,
+                round=round_number,
+                server_version=server.version(),
+            )
             source = RtpSource(SourceShape(RATES[rate]), ("127.0.0.1", VIDEO_PORT), ("127.0.0.1", AUDIO_PORT), cpu=args.load_cpu)
             source.start()
             server_plan = dataclasses.replace(plan, start=args.start_for.get(name, plan.start))
             try:
                 run_overload(
-                    server, run, server_plan, RATES[rate], PROFILES[srtp], args.load_cpu, args.capacity.get(name), source
+                    server,
+                    run,
+                    server_plan,
+                    RATES[rate],
+                    PROFILES[srtp],
+                    args.load_cpu,
+                    args.capacity.get(name),
+                    source,
+                    args.levels,
                 )
             except Exception as error:  # noqa: BLE001 - reported; the other server still runs
-                print(f"[{name} overload] failed: {type(error).__name__}: {error}\n{server.log_tail(20)}", file=sys.stderr)
+                print(f"[{run_name(run)} overload] failed: {type(error).__name__}: {error}\n{server.log_tail(20)}", file=sys.stderr)
                 run.error = f"{type(error).__name__}: {error}"
             finally:
                 source.stop()
@@ -464,6 +524,16 @@ def _run_overload(
     else:
         print(f"server folders and logs: {work}")
     return 0
+
+
+def _overload_runs(args: argparse.Namespace, servers: list[str]) -> list[tuple[int, str, tuple[str, str]]]:
+    """(round, server, (variant label, its line)) for each overload run, the variants alternating within a round."""
+    runs: list[tuple[int, str, tuple[str, str]]] = []
+    for round_number in range(1, args.rounds + 1):
+        for name in servers:
+            variants = args.fanout_variant if name == "fanout" and args.fanout_variant else [("", "")]
+            runs.extend((round_number, name, variant) for variant in variants)
+    return runs
 
 
 def _run_one(

@@ -124,3 +124,22 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
         fields = text[text.rindex(")") + 2 :].split()
         times[name] = times.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
     return times
+
+
+def thread_nice_values(pid: int) -> dict[str, int]:
+    """The nice value of each of ``pid``'s threads by name (the lowest among threads of one name)."""
+    values: dict[str, int] = {}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return values
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                text = stat.read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        nice = int(text[text.rindex(")") + 2 :].split()[19 - 3])  # field 19; the list starts at field 3
+        values[name] = min(nice, values.get(name, nice))
+    return values

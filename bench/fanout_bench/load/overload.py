@@ -22,12 +22,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fanout_bench.load.control import ControlProbe
+from fanout_bench.load.kernel import thread_nice_values
 from fanout_bench.load.pool import JoinReport, PoolConfig, SamplePool, ViewerPool
 from fanout_bench.load.ramp import Ramp, RampPlan, RampRunner, Step
 from fanout_bench.load.servers import ADMIN_PORT, ADMIN_SECRET, HTTP_PORT, MOUNTPOINT, Server
 from fanout_bench.load.source import RtpSource
 
-LEVELS = (80, 100, 120, 150)
+LEVELS = (80, 100, 120, 150)  # the default; --levels picks some
 
 
 @dataclass
@@ -49,6 +50,10 @@ class OverloadRun:
     server: str
     rate: str
     srtp: str
+    # fanout: the --fanout-variant this run had (its label and its line in the `fanout` group), "" for none
+    variant: str = ""
+    variant_option: str = ""
+    round: int = 1  # with --rounds: which round of the variants
     server_version: str = ""
     settings: dict[str, str] = field(default_factory=dict)  # the configuration files the bench wrote
     capacity: int = 0
@@ -56,6 +61,8 @@ class OverloadRun:
     capacity_ramp: Ramp | None = None
     # Each sample viewer's place in the join order (0: the first viewer).
     sample_positions: list[int] = field(default_factory=list)
+    # The server's threads' nice values by name at the first level (fanout: engine threads and control plane).
+    thread_nice: dict[str, int] = field(default_factory=dict)
     levels: list[Level] = field(default_factory=list)
     error: str = ""
 
@@ -71,14 +78,15 @@ def _p99(values: list[float]) -> float:
 class OverloadRunner(RampRunner):
     """The levels against one running server (its capacity already known)."""
 
-    async def run_levels(self, run: OverloadRun) -> None:
+    async def run_levels(self, run: OverloadRun, levels: tuple[int, ...] = LEVELS) -> None:
+        run.thread_nice = thread_nice_values(self.server.pid)
         probe = ControlProbe(HTTP_PORT, ADMIN_PORT, ADMIN_SECRET, MOUNTPOINT)
         cheap = ViewerPool(self.config)
         await cheap.start()
         samples = SamplePool(PoolConfig(**{**asdict(self.config), "sample": True}))
         try:
-            await self._join_spread(run, cheap, samples)
-            for percent in LEVELS:
+            await self._join_spread(run, cheap, samples, levels[0])
+            for percent in levels:
                 target = max(self.plan.samples + 1, round(run.capacity * percent / 100))
                 current = self.plan.samples + len(cheap.viewers)
                 join = await cheap.add(target - current, self.plan.join_rate) if target > current else JoinReport()
@@ -100,13 +108,13 @@ class OverloadRunner(RampRunner):
             await samples.close()
             await cheap.close(graceful=False)
 
-    async def _join_spread(self, run: OverloadRun, cheap: ViewerPool, samples: SamplePool) -> None:
+    async def _join_spread(self, run: OverloadRun, cheap: ViewerPool, samples: SamplePool, first_percent: int) -> None:
         """Joins the sample viewers spread over the first level's join order, cheap viewers between them.
 
         A server that serves its viewers in join order (and not in turn, as
         fanout's workers do) gives the first ones the shortest delays; sample
         viewers at the front alone would see only those."""
-        first_level = max(self.plan.samples + 1, round(run.capacity * LEVELS[0] / 100))
+        first_level = max(self.plan.samples + 1, round(run.capacity * first_percent / 100))
         between = (first_level - self.plan.samples) // self.plan.samples
         for index in range(self.plan.samples):
             if index > 0 and between > 0:
@@ -169,9 +177,10 @@ def run_overload(
     load_cpu: int,
     capacity: int | None,
     source: RtpSource,
+    levels: tuple[int, ...] = LEVELS,
 ) -> None:
     """Finds (or takes) the capacity, then measures the levels on a fresh start of the server."""
-    label = f"{run.server} {run.rate} {run.srtp} overload"
+    label = f"{run_name(run)} {run.rate} {run.srtp} overload"
     if capacity is None:
         ramp = Ramp(server=run.server, rate=run.rate, srtp=run.srtp, transport=plan.transport)
         server.start()
@@ -186,19 +195,30 @@ def run_overload(
             raise RuntimeError(f"{run.server} held no step: {ramp.capacity_limited_by}")
     else:
         run.capacity, run.capacity_source = capacity, "given"
-    print(f"[{label}] capacity {run.capacity} ({run.capacity_source}); levels {LEVELS} %", file=sys.stderr, flush=True)
+    print(f"[{label}] capacity {run.capacity} ({run.capacity_source}); levels {levels} %", file=sys.stderr, flush=True)
     server.start()
     run.settings = server.settings()
     try:
         runner = OverloadRunner(server, source, plan, srtp_profile=profile, label=label, load_cpu=load_cpu)
-        asyncio.run(runner.run_levels(run))
+        asyncio.run(runner.run_levels(run, levels))
     finally:
         server.stop()
 
 
+def run_name(run: OverloadRun | dict[str, Any]) -> str:
+    """The server, and its variant and round if it has them: "fanout", "fanout priority #2"."""
+    if isinstance(run, OverloadRun):
+        server, variant, round_number = run.server, run.variant, run.round
+    else:
+        server, variant, round_number = run["server"], run.get("variant", ""), int(run.get("round", 1))
+    name = f"{server} {variant}" if variant else str(server)
+    return f"{name} #{round_number}" if variant or round_number > 1 else name
+
+
 def overload_table(runs: list[dict[str, Any]]) -> str:
+    width = max((len(run_name(run)) for run in runs), default=7)
     rows = [
-        "server  level viewers  Gbit/s   cpu  loss p50/p95/max %      latency p50/p99 ms  p99 key/other ms  "
+        f"{'server':{width}s} level viewers  Gbit/s   cpu  loss p50/p95/max %      latency p50/p99 ms  p99 key/other ms  "
         "read p99  late drops  ping p50/p99  info p50/p99  get_status p50/p99  holds"
     ]
 
@@ -212,7 +232,7 @@ def overload_table(runs: list[dict[str, Any]]) -> str:
             latency = step["latency_ms"]
             late = step.get("engine", {}).get("dropped_late")
             rows.append(
-                f"{run['server']:7s} {level['percent']:4d}% {step['viewers']:7d}  {step['delivered_gbps']:6.2f}  "
+                f"{run_name(run):{width}s} {level['percent']:4d}% {step['viewers']:7d}  {step['delivered_gbps']:6.2f}  "
                 f"{step['server_cpu']:4.2f}  "
                 f"{100 * loss.get('p50', 1):5.2f}/{100 * loss.get('p95', 1):5.2f}/{100 * loss.get('max', 1):6.2f}  "
                 f"{ms(latency.get('p50')):>8s}/{ms(latency.get('p99')):<8s}  "
@@ -234,13 +254,17 @@ def overload_plot(results: dict[str, Any], path: Any) -> None:
 
     figure, axes = plt.subplots(1, 5, figsize=(25, 5))
     colors = {"fanout": "tab:blue", "janus": "tab:red"}
+    variant_colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"])
+    for run in results["overload"]:
+        if run.get("variant") and run["variant"] not in colors:
+            colors[run["variant"]] = next(variant_colors, "black")
     for run in results["overload"]:
         levels = run["levels"]
         if not levels:
             continue
         x = [level["percent"] for level in levels]
-        color = colors.get(run["server"], "black")
-        name = f"{run['server']} (100% = {run['capacity']} viewers)"
+        color = colors.get(run.get("variant") or run["server"], "black")
+        name = f"{run_name(run)} (100% = {run['capacity']} viewers)"
         axes[0].plot(x, [level["step"]["delivered_gbps"] for level in levels], "-o", color=color, label=name)
         for key, style in (("p50", ":"), ("p95", "-"), ("max", "--")):
             axes[1].plot(
@@ -249,7 +273,7 @@ def overload_plot(results: dict[str, Any], path: Any) -> None:
                 style,
                 marker="o",
                 color=color,
-                label=f"{run['server']} viewer loss {key}",
+                label=f"{run_name(run)} viewer loss {key}",
             )
         for key, style in (("p50", ":"), ("p99", "-")):
             axes[2].plot(
@@ -258,7 +282,7 @@ def overload_plot(results: dict[str, Any], path: Any) -> None:
                 style,
                 marker="o",
                 color=color,
-                label=f"{run['server']} {key}",
+                label=f"{run_name(run)} {key}",
             )
         axes[2].plot(
             x,
@@ -266,7 +290,7 @@ def overload_plot(results: dict[str, Any], path: Any) -> None:
             "--",
             marker="x",
             color=color,
-            label=f"{run['server']} p99 without keyframe packets",
+            label=f"{run_name(run)} p99 without keyframe packets",
         )
         for request, style in (("ping", "-"), ("info", "--"), ("get_status", ":")):
             axes[3].plot(
@@ -275,7 +299,7 @@ def overload_plot(results: dict[str, Any], path: Any) -> None:
                 style,
                 marker="o",
                 color=color,
-                label=f"{run['server']} {request}",
+                label=f"{run_name(run)} {request}",
             )
         for role, style in (("workers", "-"), ("receiver", "--"), ("rest", ":")):
             if run["server"] != "fanout" and role != "rest":
@@ -286,11 +310,11 @@ def overload_plot(results: dict[str, Any], path: Any) -> None:
                 style,
                 marker="o",
                 color=color,
-                label=f"{run['server']} {'all threads' if run['server'] != 'fanout' else role}",
+                label=f"{run_name(run)} {'all threads' if run['server'] != 'fanout' else role}",
             )
         axes[4].plot(
             x, [level["step"]["load_core_busy"] for level in levels], "-.", marker="s", color=color,
-            label=f"load core ({run['server']} run)",
+            label=f"load core ({run_name(run)} run)",
         )  # fmt: skip
     axes[0].set_title("delivered Gbit/s (SRTP)")
     axes[1].set_title("per-viewer RTP loss % (p50, p95, max)")
@@ -301,9 +325,10 @@ def overload_plot(results: dict[str, Any], path: Any) -> None:
     axes[3].set_yscale("log")
     axes[4].set_title("cores: server threads (fanout rest: control plane), load core")
     axes[4].set_ylim(0, 1.1)
+    percents = sorted({level["percent"] for run in results["overload"] for level in run["levels"]})
     for axis in axes:
         axis.set_xlabel("load, % of the server's own capacity")
-        axis.set_xticks(list(LEVELS))
+        axis.set_xticks(percents or list(LEVELS))
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=7)
     axes[1].axhline(1.0, color="gray", linewidth=0.8)
@@ -334,5 +359,5 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 entry[f"worst_sample_p99_ms_{percent}"] = max(level["sample_p99_ms"], default=None)
         mean_losses = [statistics.fmean(level["viewer_losses"]) for level in run["levels"] if level["viewer_losses"]]
         entry["mean_loss_by_level"] = mean_losses
-        out[run["server"]] = entry
+        out[run_name(run)] = entry
     return out

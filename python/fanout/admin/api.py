@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -163,6 +164,11 @@ class AdminApi:
             "nack-optimizations": False,
             "no_media_timer": 1,
             "slowlink_threshold": 0,
+            # fanout's: the nice value of the engine's threads (fanout.data_plane_nice), of the control plane's
+            # thread (this one), and why the engine could not take the one configured
+            "data_plane_nice": self.gateway.engine.data_plane_nice,
+            "control_plane_nice": os.getpriority(os.PRIO_PROCESS, 0),
+            "data_plane_nice_refused": self.gateway.engine.data_plane_nice_refused,
         }
         return {"janus": "success", "transaction": transaction, "status": status}
 

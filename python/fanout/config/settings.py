@@ -13,7 +13,9 @@ fanout.plugins.streaming.admission), ``webrtc_receive_buffer`` (bytes asked for 
 socket's receive buffer, default 8 MiB, 0 = the kernel's default: a burst of consent checks
 from every viewer waits there for the control plane), ``max_send_delay_ms`` (a media packet
 that cannot reach a viewer within this long of its arrival is dropped and counted, never
-sent late). The limits every HTTP and
+sent late), ``data_plane_nice`` (the nice value the engine's receiver and workers take,
+default -10: on a core they share with the control plane, a stall of the control plane
+delays it, not the media). The limits every HTTP and
 WebSocket listener puts on its clients (:class:`ConnectionLimits`) are
 fanout keys too. ``webrtc_interface`` defaults to ``general.interface``'s
 address when that is set, else to every address.
@@ -162,6 +164,7 @@ class IceServerSettings:
 
 DEFAULT_MAX_SEND_DELAY_MS = 100
 MAX_SEND_DELAY_MS = 10_000  # the engine's own limit
+DEFAULT_DATA_PLANE_NICE = -10  # the engine's threads weigh 9548 to the control plane's 1024 at nice 0
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,7 @@ class Settings:
     max_viewers: int = 0  # fanout.max_viewers: a new viewer is refused past this many; 0 = no limit
     max_worker_load: float = 0.0  # fanout.max_worker_load: ... while the workers' mean busy fraction is above; 0 = no limit
     max_send_delay_ms: int = DEFAULT_MAX_SEND_DELAY_MS  # fanout.max_send_delay_ms: later than this, a packet is dropped
+    data_plane_nice: int = DEFAULT_DATA_PLANE_NICE  # fanout.data_plane_nice: the engine receiver's and workers' nice value
     advertised_ips: tuple[str, ...] = ("127.0.0.1",)  # the addresses in our ICE candidates
     http: HttpSettings = field(default_factory=HttpSettings)
     websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
@@ -313,6 +317,7 @@ def read_settings(
         max_viewers=_non_negative(own, "max_viewers", 0),
         max_worker_load=_fraction(own, "max_worker_load"),
         max_send_delay_ms=_send_delay(own, "max_send_delay_ms"),
+        data_plane_nice=_nice(own, "data_plane_nice", DEFAULT_DATA_PLANE_NICE),
         advertised_ips=advertised,
         http=_dual_stack(dataclasses.replace(_http_settings(http, refused), limits=limits), ipv6),
         websocket=_dual_stack(dataclasses.replace(_websocket_settings(websockets, refused), limits=limits), ipv6),
@@ -596,6 +601,14 @@ def _send_delay(group: Group, key: str) -> int:
     assert value is not None
     if not 1 <= value <= MAX_SEND_DELAY_MS:
         raise _error(group, key, f"must be between 1 and {MAX_SEND_DELAY_MS} milliseconds, not {value}")
+    return value
+
+
+def _nice(group: Group, key: str, default: int) -> int:
+    value = group.get_int(key, default)
+    assert value is not None
+    if not -20 <= value <= 19:
+        raise _error(group, key, f"must be a nice value between -20 and 19, not {value}")
     return value
 
 
