@@ -1567,6 +1567,7 @@ impl Engine {
             source_switches: counters.source_switches.load(Ordering::Relaxed),
             estimate: Some(counters.estimate.load(Ordering::Relaxed)).filter(|&bitrate| bitrate > 0),
             transport_feedbacks: counters.transport_feedbacks.load(Ordering::Relaxed),
+            retransmissions_over_budget: counters.retransmissions_over_budget.load(Ordering::Relaxed),
         })
     }
 

@@ -38,6 +38,9 @@ pub struct PeerStats {
     pub estimate: Option<u64>,
     /// Transport feedback messages (transport-wide congestion control) read.
     pub transport_feedbacks: u64,
+    /// Retransmissions not sent: over the budget the peer's estimate paces
+    /// its retransmissions and keyframe-cache bursts to.
+    pub retransmissions_over_budget: u64,
 }
 
 /// The latest sender report from a source.

@@ -228,6 +228,8 @@ class PeerStats:
     def estimate(self) -> int | None: ...  # bandwidth estimate, bits/s (None: no feedback yet)
     @property
     def transport_feedbacks(self) -> int: ...  # transport-wide feedback messages read
+    @property
+    def retransmissions_over_budget(self) -> int: ...  # not sent: over the pacing budget of the viewer's estimate
 
 @final
 class PublisherStats:

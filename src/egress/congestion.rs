@@ -321,6 +321,15 @@ impl Estimator {
         self.remb.is_some() || self.acked.bitrate.is_some() || (self.feedbacks == 0 && self.loss_based.is_some())
     }
 
+    /// Whether the estimate rests on the rate the viewer's transport feedback
+    /// acknowledged (a REMB is the receiver's guess, which Chromium starts
+    /// low and raises slowly; a receiver report measures loss, not a rate):
+    /// what pacing to the estimate needs, lest a burst go slower than the
+    /// stream it catches up with.
+    pub fn is_measured_by_feedback(&self) -> bool {
+        self.acked.bitrate.is_some()
+    }
+
     pub fn usage(&self) -> Usage {
         self.detector.usage
     }

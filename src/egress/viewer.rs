@@ -40,6 +40,8 @@ pub struct ViewerCounters {
     pub estimate: AtomicU64,
     /// Transport feedback messages read.
     pub transport_feedbacks: AtomicU64,
+    /// Retransmissions not sent: over the viewer's pacing budget (see [`SendBudget`]).
+    pub retransmissions_over_budget: AtomicU64,
     /// The next SRTCP index of what is sent to the peer: its worker numbers
     /// its RTCP while it is subscribed, the engine handle while it is not.
     pub srtcp_index: AtomicU32,
@@ -69,9 +71,112 @@ pub struct StreamStart {
 /// its WebRTC socket continuously; its buffer is about 200 KB here).
 pub const BURST_BYTES_PER_SECOND: u64 = 8_000_000;
 pub const BURST_CREDIT_BYTES: i64 = 64 * 1024;
+/// Once the viewer's link is measured, bursts and retransmissions go at this
+/// multiple of its estimate instead: GCC sends through a pacer
+/// (draft-ietf-rmcat-gcc-02 section 4), and Chromium's paces at 2.5 times
+/// its target rate, so that a short burst above the rate drains soon without
+/// overflowing a thin link's queue at line rate.
+pub const PACING_FACTOR: f64 = 2.5;
+/// The slowest pacing (bits per second): a cached second of the lowest
+/// simulcast layer (150 kbit/s) still goes in under half a second.
+pub const PACING_FLOOR_BITRATE: u64 = 400_000;
+/// Paced, the credit spent at once is this much of the pacing rate (40 ms:
+/// a 5 ms pacing interval's packets, and a few more for a NACK's list), at
+/// least two full-size packets, at most [`BURST_CREDIT_BYTES`].
+const PACED_CREDIT_MICROS: u64 = 40_000;
+const PACED_CREDIT_MIN_BYTES: i64 = 3_000;
 /// The most the cached pictures' timestamps are compressed: 100 keeps frames
 /// at up to 100 fps at distinct timestamps.
 const MAX_COMPRESSION: u32 = 100;
+
+/// What a viewer may be sent beyond its live packets, as a token bucket of
+/// bytes: its keyframe-cache bursts, which wait for credit, and its
+/// retransmissions, which are dropped (and counted) without it.
+///
+/// Until the viewer's link is measured (transport feedback, about half a
+/// second after it starts: none at its join) bursts go at
+/// [`BURST_BYTES_PER_SECOND`] after [`BURST_CREDIT_BYTES`] and
+/// retransmissions are not limited. Once it is, the bucket fills at
+/// [`PACING_FACTOR`] times the estimate (not under [`PACING_FLOOR_BITRATE`])
+/// and every packet the viewer is sent counts, live ones too (they never
+/// wait; the debt they leave is bounded by the bucket's size): so a burst
+/// after a move or a resume, or a NACK's retransmissions while the viewer
+/// still gets a layer above its estimate, do not flood a thin link, as
+/// GCC's pacer sends everything of a sender's at its pacing rate.
+/// Retransmissions over the budget are dropped, not delayed: the receiver
+/// asks again a round trip later if the packet is still of use, and one sent
+/// late would add to the queue that lost it.
+#[derive(Clone, Copy, Debug)]
+pub struct SendBudget {
+    credit: i64,
+    at: Instant,
+    /// Bytes per second, once measured.
+    paced: Option<u64>,
+}
+
+impl SendBudget {
+    fn new(now: Instant) -> Self {
+        Self { credit: BURST_CREDIT_BYTES, at: now, paced: None }
+    }
+
+    /// The viewer's estimate (bits per second), None until it rests on a measured rate.
+    fn set_estimate(&mut self, estimate: Option<u64>, now: Instant) {
+        self.refill(now);
+        self.paced = estimate.map(|bitrate| ((bitrate as f64 * PACING_FACTOR) as u64).max(PACING_FLOOR_BITRATE) / 8);
+        self.credit = self.credit.min(self.capacity());
+    }
+
+    pub fn bytes_per_second(&self) -> u64 {
+        self.paced.unwrap_or(BURST_BYTES_PER_SECOND)
+    }
+
+    pub fn is_paced(&self) -> bool {
+        self.paced.is_some()
+    }
+
+    /// The most credit held, spent at once.
+    pub fn capacity(&self) -> i64 {
+        match self.paced {
+            None => BURST_CREDIT_BYTES,
+            Some(rate) => {
+                ((rate * PACED_CREDIT_MICROS / 1_000_000) as i64).clamp(PACED_CREDIT_MIN_BYTES, BURST_CREDIT_BYTES)
+            }
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at);
+        let earned = (elapsed.as_nanos() * u128::from(self.bytes_per_second()) / 1_000_000_000) as i64;
+        if earned > 0 {
+            self.credit = (self.credit + earned).min(self.capacity());
+            self.at = now;
+        }
+    }
+
+    /// Full credit (a burst starts).
+    fn reset(&mut self, now: Instant) {
+        self.credit = self.capacity();
+        self.at = now;
+    }
+
+    /// Refills; whether any credit is left.
+    fn has_credit(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.credit > 0
+    }
+
+    fn spend(&mut self, bytes: usize) {
+        self.credit -= bytes as i64;
+    }
+
+    /// A live packet: counted once paced, its debt bounded by the bucket's size.
+    fn spend_live(&mut self, bytes: usize, now: Instant) {
+        if self.paced.is_some() {
+            self.refill(now);
+            self.credit = (self.credit - bytes as i64).max(-self.capacity());
+        }
+    }
+}
 
 /// How a burst's cached packets map onto the viewer's timeline: the latest
 /// cached picture is "now" (the timeline goes on from it at the source's
@@ -589,7 +694,9 @@ impl ViewerStream {
     /// for the next live keyframe) if the cache holds none. Called by the
     /// worker that owns the viewer, between passes, so that every packet
     /// newer than the cache's reaches it later through its ring.
-    pub fn start_from(&mut self, cache: &GopCache, now: Instant) -> bool {
+    /// `budget`: the viewer's, which the burst spends (its rate and first
+    /// credit set how far the cached pictures' timestamps are compressed).
+    pub fn start_from(&mut self, cache: &GopCache, budget: &SendBudget, now: Instant) -> bool {
         let packets = cache.packets();
         let (Some(first), Some(last)) = (packets.first(), packets.last()) else {
             self.restart();
@@ -597,9 +704,9 @@ impl ViewerStream {
         };
         let (first, last) = (first.meta, last.meta);
         let span = (last.header.timestamp.wrapping_sub(first.header.timestamp) as i32).max(0) as u32;
-        let credit = BURST_CREDIT_BYTES as u64;
+        let credit = budget.capacity() as u64;
         let burst_ticks =
-            (cache.bytes() as u64).saturating_sub(credit) * u64::from(self.clock_rate) / BURST_BYTES_PER_SECOND;
+            (cache.bytes() as u64).saturating_sub(credit) * u64::from(self.clock_rate) / budget.bytes_per_second();
         let factor = (u64::from(span) / burst_ticks.max(1)).clamp(1, u64::from(MAX_COMPRESSION)) as u32;
         let (sequence, mut timestamp) = self.next_position(now);
         if self.highest.is_some() {
@@ -1011,9 +1118,8 @@ pub struct Viewer {
     pub streams: Vec<ViewerStream>,
     srtp: SrtpSession,
     pub next_report_at: Instant,
-    /// Bytes of bursts this viewer may be sent now (a token bucket).
-    burst_credit: i64,
-    credit_at: Instant,
+    /// What bursts and retransmissions may spend (see [`SendBudget`]).
+    budget: SendBudget,
     /// Shared with the engine handle (source switches are counted here).
     counters: Arc<ViewerCounters>,
     /// Where moves and starts from the keyframe cache are reported (None: nowhere).
@@ -1065,8 +1171,7 @@ impl Viewer {
             streams,
             srtp,
             next_report_at: first_report_at,
-            burst_credit: BURST_CREDIT_BYTES,
-            credit_at: Instant::now(),
+            budget: SendBudget::new(Instant::now()),
             counters: Arc::default(),
             events: None,
             mountpoint_id: 0,
@@ -1157,6 +1262,8 @@ impl Viewer {
         if report {
             cc.reported = Some((bitrate, now));
         }
+        let paced = cc.estimator.is_measured_by_feedback().then_some(bitrate);
+        self.budget.set_estimate(paced, now);
         self.counters.estimate.store(bitrate, Ordering::Relaxed);
         ViewerCounters::add(&self.counters.transport_feedbacks, read);
         if let (true, Some(events)) = (report, &self.events) {
@@ -1204,19 +1311,32 @@ impl Viewer {
 
     /// A burst starts with the full credit.
     pub fn reset_burst_credit(&mut self, now: Instant) {
-        self.burst_credit = BURST_CREDIT_BYTES;
-        self.credit_at = now;
+        self.budget.reset(now);
     }
 
     /// Adds the credit earned since the last call; whether any is left to spend.
     pub fn refill_burst_credit(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.credit_at);
-        let earned = (elapsed.as_nanos() * u128::from(BURST_BYTES_PER_SECOND) / 1_000_000_000) as i64;
-        if earned > 0 {
-            self.burst_credit = (self.burst_credit + earned).min(BURST_CREDIT_BYTES);
-            self.credit_at = now;
+        self.budget.has_credit(now)
+    }
+
+    /// What bursts and retransmissions spend (see [`SendBudget`]).
+    pub fn budget(&self) -> &SendBudget {
+        &self.budget
+    }
+
+    /// Paces bursts and retransmissions to `estimate` (bits per second; None: not measured).
+    pub fn pace_to(&mut self, estimate: Option<u64>, now: Instant) {
+        self.budget.set_estimate(estimate, now);
+    }
+
+    /// Whether a retransmission may go now (see [`SendBudget`]); one that
+    /// may not is counted as refused.
+    pub fn may_retransmit(&mut self, now: Instant) -> bool {
+        if !self.budget.is_paced() || self.budget.has_credit(now) {
+            return true;
         }
-        self.burst_credit > 0
+        ViewerCounters::add(&self.counters.retransmissions_over_budget, 1);
+        false
     }
 
     /// The next packet of any stream's burst: (stream position, packet).
@@ -1246,7 +1366,7 @@ impl Viewer {
         let sequence = self.number(&rewritten, out);
         let len = self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()?;
         self.sent(sequence, len, now);
-        self.burst_credit -= len as i64;
+        self.budget.spend(len);
         Some(len)
     }
 
@@ -1302,6 +1422,7 @@ impl Viewer {
         let sequence = self.number(&rewritten, out);
         let len = self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()?;
         self.sent(sequence, len, now);
+        self.budget.spend_live(len, now);
         Some(len)
     }
 
@@ -1320,6 +1441,9 @@ impl Viewer {
         let transport_sequence = self.number(&rewritten, out);
         let len = self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()?;
         self.sent(transport_sequence, len, now);
+        if self.budget.is_paced() {
+            self.budget.spend(len);
+        }
         Some(len)
     }
 
@@ -1893,5 +2017,68 @@ mod tests {
             let rewritten = stream.rewrite(&packet, &received(&packet, false, 0), now, &mut out);
             assert_eq!(rewritten.map(|rewritten| RtpHeader::parse(&out[..rewritten.len]).unwrap().marker), sent);
         }
+    }
+
+    /// A cached group of pictures: `count` packets of `payload` bytes, a keyframe first, 1500 ticks apart.
+    fn cached_group(count: u16, payload: usize) -> GopCache {
+        let mut cache = GopCache::new();
+        for i in 0..count {
+            let datagram = source_packet(100 + i, u32::from(i) * 1500, 1, &vec![0x5a; payload]);
+            let mut packet = Arc::new(Packet::empty());
+            Arc::get_mut(&mut packet).unwrap().fill(&datagram, received(&datagram, i == 0, 0));
+            cache.offer(&packet, 0);
+        }
+        cache
+    }
+
+    /// The span of the viewer's timestamps over a burst of `cache` (ticks).
+    fn burst_span(cache: &GopCache, budget: &SendBudget) -> u32 {
+        let now = Instant::now();
+        let mut stream = stream(true, 1);
+        assert!(stream.start_from(cache, budget, now));
+        let mut out = [0u8; 1500];
+        let timestamps: Vec<u32> = cache
+            .packets()
+            .iter()
+            .map(|packet| {
+                let len = stream.rewrite_burst(packet.bytes(), &packet.meta, now, &mut out).unwrap().len;
+                RtpHeader::parse(&out[..len]).unwrap().timestamp
+            })
+            .collect();
+        timestamps[timestamps.len() - 1].wrapping_sub(timestamps[0])
+    }
+
+    #[test]
+    fn a_measured_estimate_paces_the_budget_and_none_leaves_it_as_before() {
+        let now = Instant::now();
+        let mut budget = SendBudget::new(now);
+        assert_eq!((budget.bytes_per_second(), budget.capacity()), (BURST_BYTES_PER_SECOND, BURST_CREDIT_BYTES));
+        budget.spend_live(100_000, now);
+        assert!(budget.has_credit(now), "live packets count only once paced");
+        budget.set_estimate(Some(600_000), now);
+        // 2.5 x 600 kbit/s = 187.5 kB/s; 40 ms of it at once.
+        assert_eq!((budget.bytes_per_second(), budget.capacity()), (187_500, 7_500));
+        budget.spend_live(100_000, now);
+        assert_eq!(budget.credit, -7_500, "a live packet's debt is bounded by the bucket");
+        assert!(!budget.has_credit(now + Duration::from_millis(40)));
+        assert!(budget.has_credit(now + Duration::from_millis(41)));
+        budget.set_estimate(Some(50_000), now);
+        assert_eq!(budget.bytes_per_second(), PACING_FLOOR_BITRATE / 8, "not under the floor");
+        budget.set_estimate(None, now);
+        assert_eq!((budget.bytes_per_second(), budget.capacity()), (BURST_BYTES_PER_SECOND, BURST_CREDIT_BYTES));
+    }
+
+    #[test]
+    fn a_paced_burst_compresses_its_timestamps_to_the_time_it_takes() {
+        // 60 packets of 1012 bytes over 88 500 ticks (almost a second).
+        let cache = cached_group(60, 1000);
+        let now = Instant::now();
+        let unpaced = SendBudget::new(now);
+        assert!(burst_span(&cache, &unpaced) <= 88_500 / MAX_COMPRESSION + 1, "at line rate: compressed the most");
+        let mut paced = SendBudget::new(now);
+        paced.set_estimate(Some(600_000), now);
+        let seconds = (cache.bytes() as i64 - paced.capacity()) as f64 / paced.bytes_per_second() as f64;
+        let span = f64::from(burst_span(&cache, &paced)) / 90_000.0;
+        assert!(span >= seconds * 0.8 && span <= seconds * 1.5, "{span} s of timestamps for a {seconds} s burst");
     }
 }

@@ -345,13 +345,14 @@ fn start_from_caches(
     let mut started = false;
     // A viewer has a few streams: no allocation until one starts from a cache.
     let mut from_cache = Vec::new();
+    let budget = *viewer.budget();
     for (position, stream) in viewer.streams.iter_mut().enumerate() {
         if only.is_some_and(|only| only != position) || !stream.starts_at_keyframes() || stream.is_paused() {
             continue;
         }
         if let Some(Some(cache)) = caches.get(stream.source) {
             let cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if stream.start_from(&cache, now) {
+            if stream.start_from(&cache, &budget, now) {
                 started = true;
                 // The burst's packets may predate this worker's subscription: NACKs must find them.
                 if let Some(history) = histories.get_mut(stream.source) {
@@ -616,7 +617,7 @@ impl Worker {
                 }
             }
             Command::SendRtcp { id, packet } => self.send_rtcp(id, &packet),
-            Command::Retransmit { id, lost } => self.retransmit(id, &lost),
+            Command::Retransmit { id, lost } => self.retransmit(id, &lost, Instant::now()),
             Command::SetTransportCc { id, extension_id } => {
                 if let Some(viewer) = self.viewer(id) {
                     viewer.set_transport_cc(extension_id);
@@ -756,7 +757,8 @@ impl Worker {
         self.pass.clear();
     }
 
-    /// Sends each bursting viewer as much of its burst as its credit allows.
+    /// Sends each bursting viewer as much of its burst as its credit allows
+    /// (paced to its estimate once measured: see [`crate::egress::viewer::SendBudget`]).
     fn run_bursts(&mut self, now: Instant) {
         let fd = self.socket.as_raw_fd();
         let Self { mountpoints, send, slots, load, .. } = self;
@@ -809,8 +811,9 @@ impl Worker {
         flush(send, fd, slots, load);
     }
 
-    /// Resends each reported packet still in the history, as the viewer first got it.
-    fn retransmit(&mut self, id: u64, lost: &[(u32, u16)]) {
+    /// Resends each reported packet still in the history, as the viewer first
+    /// got it, within the viewer's pacing budget once its estimate is measured.
+    fn retransmit(&mut self, id: u64, lost: &[(u32, u16)], now: Instant) {
         let fd = self.socket.as_raw_fd();
         let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else {
             return;
@@ -826,7 +829,6 @@ impl Worker {
         if viewer.is_paused() {
             return;
         }
-        let now = Instant::now();
         let merge = slots[viewer.slot as usize].as_ref().is_some_and(|slot| slot.gso);
         for &(ssrc, sequence) in lost {
             let Some(stream) = viewer.streams.iter().position(|stream| stream.ssrc() == ssrc) else {
@@ -843,6 +845,9 @@ impl Worker {
                 // Live packets first: a worker past its bound sheds retransmissions before them.
                 count_late(slots, viewer.slot, load, 1);
                 continue;
+            }
+            if !viewer.may_retransmit(now) {
+                continue; // over the viewer's pacing budget: dropped and counted (see SendBudget)
             }
             if !send.has_room() {
                 flush(send, fd, slots, load);
@@ -1052,14 +1057,18 @@ mod tests {
 
     /// A source packet of stream 0 that arrived at `arrival_ns`.
     fn delivery(sequence: u16, arrival_ns: u64, droppable: bool) -> Delivery {
+        sized_delivery(sequence, arrival_ns, droppable, 100, false)
+    }
+
+    fn sized_delivery(sequence: u16, arrival_ns: u64, droppable: bool, payload: usize, keyframe: bool) -> Delivery {
         let mut datagram = vec![0x80, 96];
         datagram.extend_from_slice(&sequence.to_be_bytes());
         datagram.extend_from_slice(&(u32::from(sequence) * 3000).to_be_bytes());
         datagram.extend_from_slice(&0x1234_5678_u32.to_be_bytes());
-        datagram.extend_from_slice(&[0x5a; 100]);
+        datagram.extend_from_slice(&vec![0x5a; payload]);
         let header = RtpHeader::parse(&datagram).unwrap();
         let mut packet = Arc::new(Packet::empty());
-        let meta = ReceivedPacket { header, keyframe_start: false, epoch: 0, arrival_ns, droppable };
+        let meta = ReceivedPacket { header, keyframe_start: keyframe, epoch: 0, arrival_ns, droppable };
         Arc::get_mut(&mut packet).unwrap().fill(&datagram, meta);
         Delivery { mountpoint: 1, stream: 0, packet }
     }
@@ -1173,7 +1182,7 @@ mod tests {
         test.worker.run_pass(now);
         assert!(test.worker.behind);
         assert_eq!(sent_and_late(&test.counters), [(5, 0)]);
-        test.worker.retransmit(0, &[(1000, 1), (1000, 2)]);
+        test.worker.retransmit(0, &[(1000, 1), (1000, 2)], now);
         let retransmissions = |test: &TestWorker| test.counters[0].retransmissions.load(Ordering::Relaxed);
         assert_eq!(retransmissions(&test), 0);
         assert_eq!(sent_and_late(&test.counters), [(5, 2)], "both retransmissions shed");
@@ -1182,7 +1191,7 @@ mod tests {
         assert!(test.ring.push(delivery(6, now_ns + 100 * MS, false)).is_ok());
         test.worker.run_pass(now);
         assert!(!test.worker.behind);
-        test.worker.retransmit(0, &[(1000, 1)]);
+        test.worker.retransmit(0, &[(1000, 1)], now);
         assert_eq!(retransmissions(&test), 1);
     }
 
@@ -1288,5 +1297,106 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Each packet 12 + 1000 bytes of RTP and SRTP's 16-byte tag.
+    const PACKET_ON_THE_WIRE: i64 = 1028;
+
+    /// A worker whose one viewer (`estimate`: its measured estimate) has a video
+    /// stream started from a keyframe cache of `packets` packets; the time it started.
+    fn bursting_viewer(packets: u16, estimate: Option<u64>) -> (TestWorker, Instant) {
+        let mut test = test_worker(0, Duration::from_secs(5));
+        let mut cache = GopCache::new();
+        for sequence in 0..packets {
+            cache.offer(&sized_delivery(sequence, 0, false, 1000, sequence == 0).packet, 0);
+        }
+        let (mut viewer, counters) = viewer(0, &test.sink);
+        viewer.streams[0] = ViewerStream::new(0, 1000, 96, 90_000, true, StreamStart { sequence: 0, timestamp: 0 });
+        viewer.pace_to(estimate, Instant::now());
+        test.counters.push(counters.clone());
+        let caches = vec![Some(Arc::new(Mutex::new(cache)))];
+        let totals = test.totals.clone();
+        test.worker.run_command(Command::AddViewer { mountpoint_id: 1, streams: 1, caches, viewer, counters, totals });
+        test.worker.run_command(Command::StartViewer { id: 0 });
+        assert!(test.worker.bursts_pending);
+        (test, Instant::now())
+    }
+
+    /// The packets the viewer was sent after each step of `step` from `start` until `until`.
+    fn burst_progress(test: &mut TestWorker, start: Instant, step: Duration, until: Duration) -> Vec<u64> {
+        let steps = (until.as_micros() / step.as_micros()) as u32;
+        (0..=steps)
+            .map(|n| {
+                test.worker.run_bursts(start + step * n);
+                test.counters[0].packets.load(Ordering::Relaxed)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_burst_goes_at_line_rate_while_the_viewer_has_no_measured_estimate() {
+        let (mut test, start) = bursting_viewer(60, None);
+        let sent = burst_progress(&mut test, start, Duration::from_millis(1), Duration::ZERO);
+        assert_eq!(sent, [60], "60 kB within the first 64 KiB of credit: at once");
+        assert!(!test.worker.bursts_pending);
+    }
+
+    #[test]
+    fn a_burst_is_paced_to_the_viewers_estimate() {
+        // 600 kbit/s: 187.5 kB/s (2.5 times), 7.5 kB at once; 60 packets (61.7 kB) take about 290 ms.
+        let (mut test, start) = bursting_viewer(60, Some(600_000));
+        let sent = burst_progress(&mut test, start, Duration::from_millis(10), Duration::from_millis(500));
+        let expected = |ms: i64| (7_500 + 187_500 * ms / 1000) / PACKET_ON_THE_WIRE + 1;
+        for (step, &packets) in sent.iter().enumerate() {
+            let ms = step as i64 * 10;
+            let due = expected(ms).min(60) as u64;
+            // Real time passes between the start and the first step: a packet or two ahead at most.
+            assert!(packets >= due && packets <= due + 2, "{packets} packets sent after {ms} ms, {due} due");
+        }
+        let done = sent.iter().position(|&packets| packets == 60).unwrap() as i64 * 10;
+        assert!((250..=330).contains(&done), "the burst took {done} ms");
+        assert!(!test.worker.bursts_pending);
+    }
+
+    /// A worker whose one viewer got `packets` live packets of 1000 bytes; the time they were sent.
+    fn viewer_with_live_packets(packets: u16, estimate: Option<u64>) -> (TestWorker, Instant) {
+        let mut test = test_worker(1, Duration::from_secs(5));
+        let now = Instant::now();
+        if let Some(viewer) = test.worker.viewer(0) {
+            viewer.pace_to(estimate, now);
+        }
+        for sequence in 1..=packets {
+            assert!(test.ring.push(sized_delivery(sequence, test_clock(), false, 1000, false)).is_ok());
+        }
+        test.worker.run_pass(now);
+        (test, now)
+    }
+
+    fn retransmitted(test: &TestWorker) -> (u64, u64) {
+        let counters = &test.counters[0];
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        (load(&counters.retransmissions), load(&counters.retransmissions_over_budget))
+    }
+
+    #[test]
+    fn retransmissions_over_the_budget_of_the_estimate_are_dropped_and_counted() {
+        let (mut test, now) = viewer_with_live_packets(20, Some(600_000));
+        // 20 live packets (20.6 kB) spent the 7.5 kB bucket and left the most debt it allows.
+        let all: Vec<(u32, u16)> = (0..20).map(|sequence| (1000, sequence)).collect();
+        test.worker.retransmit(0, &all, now);
+        assert_eq!(retransmitted(&test), (0, 20), "nothing left for retransmissions");
+        // 80 ms later the debt is paid and the bucket full again (187.5 kB/s): 7.5 kB of them go.
+        test.worker.retransmit(0, &all, now + Duration::from_millis(80));
+        let sent = 7_500 / PACKET_ON_THE_WIRE as u64 + 1;
+        assert_eq!(retransmitted(&test), (sent, 40 - sent));
+        assert_eq!(test.counters[0].dropped_late.load(Ordering::Relaxed), 0, "not counted as late");
+    }
+
+    #[test]
+    fn retransmissions_are_not_limited_without_a_measured_estimate() {
+        let (mut test, now) = viewer_with_live_packets(20, None);
+        let all: Vec<(u32, u16)> = (0..20).map(|sequence| (1000, sequence)).collect();
+        test.worker.retransmit(0, &all, now);
+        assert_eq!(retransmitted(&test), (20, 0));
     }
 }

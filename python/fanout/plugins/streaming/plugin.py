@@ -126,6 +126,7 @@ def _peer_stats_json(stats: PeerStats) -> dict[str, Any]:
         "source_switches": stats.source_switches,
         "estimate": stats.estimate,
         "transport_feedbacks": stats.transport_feedbacks,
+        "retransmissions_over_budget": stats.retransmissions_over_budget,
     }
 
 
