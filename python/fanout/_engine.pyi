@@ -462,7 +462,10 @@ class Engine:
         Instant start: video (vp8, vp9, h264; other video codecs start at once)
         starts with a burst of the stream's keyframe cache (every packet since the
         latest keyframe, in order, sequence numbers contiguous with what follows),
-        paced at 8 MB/s after a first 64 KiB, then the packets that arrived
+        paced at 8 MB/s after a first 64 KiB (once transport feedback has measured the
+        viewer's link: at 2.5 times its estimate, not under 400 kbit/s, 40 ms of it at once;
+        its retransmissions likewise, those over the budget dropped and counted in
+        PeerStats.retransmissions_over_budget), then the packets that arrived
         meanwhile, then live. The cached pictures' timestamps are moved closer to
         the newest one (which maps to "now" on the viewer's timeline) so that they
         span about the burst's duration and a jitter buffer renders them at once
