@@ -9,6 +9,7 @@ is still counted exactly.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -107,21 +108,25 @@ def softnet_dropped() -> int:
     return total
 
 
-def thread_cpu_seconds(pid: int) -> dict[str, float]:
-    """User + system time so far of each of ``pid``'s threads, summed by thread name (a thread gone is left out)."""
-    times: dict[str, float] = {}
+def _thread_stats(pid: int) -> Iterator[tuple[str, list[str]]]:
+    """Each of ``pid``'s threads: its name and its /proc stat fields from field 3 on (a thread gone is left out)."""
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return times
+        return
     for task in tasks:
         try:
             with open(f"/proc/{pid}/task/{task}/stat") as stat:
                 text = stat.read()
         except OSError:
             continue
-        name = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text[text.rindex(")") + 2 :].split()
+        yield text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system time so far of each of ``pid``'s threads, summed by thread name (a thread gone is left out)."""
+    times: dict[str, float] = {}
+    for name, fields in _thread_stats(pid):
         times[name] = times.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
     return times
 
@@ -129,17 +134,7 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
 def thread_nice_values(pid: int) -> dict[str, int]:
     """The nice value of each of ``pid``'s threads by name (the lowest among threads of one name)."""
     values: dict[str, int] = {}
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return values
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/stat") as stat:
-                text = stat.read()
-        except OSError:
-            continue
-        name = text[text.index("(") + 1 : text.rindex(")")]
-        nice = int(text[text.rindex(")") + 2 :].split()[19 - 3])  # field 19; the list starts at field 3
+    for name, fields in _thread_stats(pid):
+        nice = int(fields[19 - 3])  # field 19; the list starts at field 3
         values[name] = min(nice, values.get(name, nice))
     return values
