@@ -210,9 +210,12 @@ def test_janus_js_switches_the_browsers_rid_layers_with_configure(rig: Rig) -> N
             timeout=20_000,
         )
         events = layer_events(viewer, seen)
-        # A status event (e.g. "started") may still come in before the configure's answer.
-        assert {"streaming": "event", "result": {"event": "configured"}} in events, events
-        moves = [event for event in events if "substream" in (event.get("result") or {})]
+        # Events of the start (a "started" status, the first move to the top layer) may still
+        # come in before the configure's answer: the move it asked for comes after it.
+        configured = {"streaming": "event", "result": {"event": "configured"}}
+        assert configured in events, events
+        after_answer = events[events.index(configured) + 1 :]
+        moves = [event for event in after_answer if "substream" in (event.get("result") or {})]
         assert moves[0] == {"streaming": "event", "result": {"mid": "v", "substream": substream}}, events
 
     after = wait_for_playback(viewer, frames=figures["framesDecoded"] + 30)

@@ -29,7 +29,10 @@ LIBSRTP_PROFILES = {
     CM: (Policy.SRTP_PROFILE_AES128_CM_SHA1_80, 30),
 }
 SOURCE_SSRC = 0xDEADBEEF
-WAIT_SECONDS = 5.0
+WAIT_SECONDS = 20.0  # generous: a loaded two-core machine is slow, and a wait ends as soon as its condition holds
+# Engines of tests that count every packet: a worker on a loaded machine may fall behind by more than the
+# default bound (100 ms), whose drops (dropped_late) have tests of their own.
+COUNTED_SEND_DELAY_MS = 10_000
 
 VP8_KEYFRAME = bytes([0x10, 0x50, 0x01, 0x02])  # S=1, partition 0, P=0
 VP8_DELTA = bytes([0x10, 0x51, 0x03, 0x04])  # S=1, partition 0, P=1

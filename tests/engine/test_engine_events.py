@@ -13,7 +13,7 @@ import pytest
 
 from fanout._engine import Engine, SourceResumed, SourceSilent
 from fanout.engine_events import EngineEvents
-from tests.engine.test_engine import WAIT_SECONDS, rtp, source_stream
+from tests.engine.test_engine import COUNTED_SEND_DELAY_MS, WAIT_SECONDS, rtp, source_stream
 
 
 @dataclass
@@ -32,7 +32,7 @@ async def watched() -> AsyncIterator[Watched]:
     webrtc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     webrtc.bind(("127.0.0.1", 0))
     source = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    engine = Engine(webrtc.fileno(), cores=[0], pin=False)
+    engine = Engine(webrtc.fileno(), cores=[0], pin=False, max_send_delay_ms=COUNTED_SEND_DELAY_MS)
     (port,) = engine.add_mountpoint(1, [source_stream()])
     events = EngineEvents(engine)
     events.start()

@@ -24,7 +24,7 @@ from fanout._engine import (
     SubstreamMoved,
 )
 from fanout.engine_events import EngineEvent
-from tests.engine.test_engine import VP8_DELTA, VP8_KEYFRAME, WAIT_SECONDS, Rig, ViewerSocket, rtp, source_stream
+from tests.engine.test_engine import COUNTED_SEND_DELAY_MS, VP8_DELTA, VP8_KEYFRAME, WAIT_SECONDS, Rig, ViewerSocket, rtp, source_stream
 from tests.engine.test_simulcast import HIGH, LOW, simulcast, vp8
 from tests.support.netns import NetworkNamespace, loopback_namespace
 
@@ -149,7 +149,7 @@ def test_a_viewer_joining_mid_gop_is_reported_starting_from_the_cache(rig: Rig) 
 def test_draining_after_close_gives_nothing() -> None:
     webrtc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     webrtc.bind(("127.0.0.1", 0))
-    engine = Engine(webrtc.fileno(), cores=[0], pin=False)
+    engine = Engine(webrtc.fileno(), cores=[0], pin=False, max_send_delay_ms=COUNTED_SEND_DELAY_MS)
     (port,) = engine.add_mountpoint(1, [source_stream()])
     webrtc.sendto(rtp(1, 0, b"audio"), ("127.0.0.1", port))
     select.select([engine.event_fd()], [], [], WAIT_SECONDS)
@@ -200,7 +200,7 @@ def test_a_viewer_whose_packets_cannot_be_sent_is_reported(slow_loopback: Networ
     webrtc = socket_in(slow_loopback)
     sink = socket_in(slow_loopback)
     source = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    engine = Engine(webrtc.fileno(), cores=[0], pin=False)
+    engine = Engine(webrtc.fileno(), cores=[0], pin=False, max_send_delay_ms=COUNTED_SEND_DELAY_MS)
     try:
         # The engine asked for a large send buffer; the smallest there is fills in two packets.
         webrtc.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)

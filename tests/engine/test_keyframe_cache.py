@@ -16,6 +16,7 @@ import pytest
 from fanout._engine import Engine
 
 from .test_engine import (
+    COUNTED_SEND_DELAY_MS,
     GCM,
     VP8_CONTINUATION,
     VP8_DELTA,
@@ -92,7 +93,7 @@ class Rig:
 def rig() -> Iterator[Rig]:
     webrtc = udp_socket()
     source = udp_socket()
-    engine = Engine(webrtc.fileno())
+    engine = Engine(webrtc.fileno(), max_send_delay_ms=COUNTED_SEND_DELAY_MS)
     yield Rig(engine, webrtc, source)
     engine.close()
     webrtc.close()

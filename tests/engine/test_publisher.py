@@ -16,7 +16,7 @@ import pytest
 from pylibsrtp import Policy, Session
 
 from fanout._engine import Engine, PublisherDatagram, SourceResumed, SourceSilent
-from tests.engine.test_engine import GCM, VP8_CONTINUATION, VP8_DELTA, VP8_KEYFRAME, ViewerSocket, rtp, udp_socket, wait_until
+from tests.engine.test_engine import COUNTED_SEND_DELAY_MS, GCM, VP8_CONTINUATION, VP8_DELTA, VP8_KEYFRAME, ViewerSocket, rtp, udp_socket, wait_until
 
 if TYPE_CHECKING:
     from fanout._engine import MediaKind, PublisherRoute, SourceStream, ViewerStream
@@ -151,7 +151,7 @@ class Rig:
 @pytest.fixture
 def rig() -> Iterator[Rig]:
     webrtc = udp_socket()
-    engine = Engine(webrtc.fileno())
+    engine = Engine(webrtc.fileno(), max_send_delay_ms=COUNTED_SEND_DELAY_MS)
     rig = Rig(engine, webrtc)
     yield rig
     engine.close()

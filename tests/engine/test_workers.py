@@ -15,6 +15,7 @@ import pytest
 from fanout._engine import Engine
 
 from .test_engine import (
+    COUNTED_SEND_DELAY_MS,
     CM,
     GCM,
     RtpPacket,
@@ -37,7 +38,7 @@ class Fanout:
     def __init__(self, **options: object) -> None:
         self.webrtc = udp_socket()
         self.source = udp_socket()
-        options.setdefault("max_send_delay_ms", 10_000)  # every packet is counted, however loaded the machine
+        options.setdefault("max_send_delay_ms", COUNTED_SEND_DELAY_MS)  # every packet is counted, however loaded the machine
         self.engine = Engine(self.webrtc.fileno(), **options)  # type: ignore[arg-type]
         self.port = self.engine.add_mountpoint(1, [source_stream()])[0]
 
