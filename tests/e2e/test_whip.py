@@ -142,7 +142,10 @@ async def test_simple_whip_client_publishes_and_a_viewer_decodes_across_a_restar
             await wait_for_publisher(janus, mountpoint_id, live=False)
             decoded = media.video_frames
             client = WhipClient(endpoint_url(server, mountpoint_id), video, shim, token).start()
-            await wait_for_publisher(janus, mountpoint_id, live=True)
+            try:
+                await wait_for_publisher(janus, mountpoint_id, live=True)
+            except TimeoutError:
+                raise AssertionError(f"the restarted publisher is not live; it printed: {client.kill()}") from None
             await viewer.wait_for_frames(video=decoded + 60, audio=0, timeout=30)
             assert viewer.pc.connectionState == "connected"
             assert all(e["plugindata"]["data"].get("result", {}).get("status") != "stopped" for e in viewer.events)
