@@ -88,6 +88,26 @@ async def event_data(viewer: AiortcViewer) -> dict[str, Any]:
     return (await viewer.plugin_event())["plugindata"]["data"]  # type: ignore[no-any-return]
 
 
+def is_layer_event(data: dict[str, Any]) -> bool:
+    return set(data.get("result", {})) == {"mid", "substream"}
+
+
+async def configured_after_moves(viewer: AiortcViewer, substream: int) -> int:
+    """Waits for ``configure``'s event past the moves the server made by itself before it
+    (its estimate of the viewer's link: a busy machine starves aiortc's) and returns the
+    substream the viewer was on then (``substream`` if no move came)."""
+    while is_layer_event(data := await event_data(viewer)):
+        substream = data["result"]["substream"]
+    assert data == {"streaming": "event", "result": {"event": "configured"}}, data
+    return substream
+
+
+async def moved_to(viewer: AiortcViewer, substream: int) -> None:
+    """Events until the one that moves the viewer to ``substream``; only moves come before it."""
+    while (data := await event_data(viewer)) != {"streaming": "event", "result": {"mid": "v", "substream": substream}}:
+        assert is_layer_event(data), data
+
+
 async def packets_lost(viewer: AiortcViewer) -> int:
     stats = await viewer.pc.getReceivers()[0].getStats()
     inbound = [report for report in stats.values() if report.type == "inbound-rtp"]
@@ -111,19 +131,21 @@ async def test_a_viewer_gets_the_substream_it_configures(janus: JanusHttpClient)
     try:
         await viewer.watch(4)
         assert await event_data(viewer) == {"streaming": "event", "result": {"mid": "v", "substream": 2}}
-        assert await sizes_after(viewer, 10) == {SIZES[2]}, "the highest substream by default, as Janus"
+        assert SIZES[2] in await sizes_after(viewer, 10), "the highest substream by default, as Janus"
 
-        ack = await viewer.client.message(viewer.handle_id, {"request": "configure", "mid": "v", "substream": 0})
+        # A pin holds even if an encoder stalls on a busy machine: fallback after 5 s, not 250 ms.
+        body = {"request": "configure", "mid": "v", "substream": 0, "fallback": 5_000_000}
+        ack = await viewer.client.message(viewer.handle_id, body)
         assert ack["janus"] == "ack", ack
-        assert await event_data(viewer) == {"streaming": "event", "result": {"event": "configured"}}
-        assert await event_data(viewer) == {"streaming": "event", "result": {"mid": "v", "substream": 0}}
+        if await configured_after_moves(viewer, substream=2) != 0:
+            await moved_to(viewer, 0)
         await viewer.wait_for_frames(video=viewer.media.video_frames + 5, audio=0, timeout=10)
         assert await sizes_after(viewer, 15) == {SIZES[0]}
 
-        body = {"request": "configure", "streams": [{"mid": "v", "substream": 1}]}
+        body = {"request": "configure", "streams": [{"mid": "v", "substream": 1, "fallback": 5_000_000}]}
         assert (await viewer.client.message(viewer.handle_id, body))["janus"] == "ack"
         assert (await event_data(viewer))["result"] == {"event": "configured"}
-        assert (await event_data(viewer))["result"] == {"mid": "v", "substream": 1}
+        await moved_to(viewer, 1)
         await viewer.wait_for_frames(video=viewer.media.video_frames + 5, audio=0, timeout=10)
         assert await sizes_after(viewer, 15) == {SIZES[1]}
 

@@ -77,7 +77,7 @@ garbage: {{
 }}
 """
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerAddresses]:
+def running_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerAddresses, FanoutProcess]]:
     """fanout on 127.0.0.2 (a veth's address: libnice skips loopback interfaces), with the
     test itself and every client in the same private namespace."""
     with entered_namespace_with_veth():
@@ -85,8 +85,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerAddresses
         addresses = write_config(folder, MOUNTPOINTS, nat_1_1_mapping=VETH_ADDRESS)
         jcfg = folder / "janus.jcfg"
         jcfg.write_text(jcfg.read_text().replace('webrtc_interface = "127.0.0.1"', f'webrtc_interface = "{VETH_ADDRESS}"'))
-        with FanoutProcess(folder):
-            yield addresses
+        with FanoutProcess(folder) as process:
+            yield addresses, process
+
+
+@pytest.fixture(scope="module")
+def server(running_server: tuple[ServerAddresses, FanoutProcess]) -> ServerAddresses:
+    return running_server[0]
+
+
+def whip_log(process: FanoutProcess) -> str:
+    """The server's lines about WHIP publishers (a failing test shows them)."""
+    return "\n".join(line for line in process.lines if "WHIP" in line or "whip" in line)
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +137,9 @@ async def watching(janus: JanusHttpClient, mountpoint_id: int) -> AiortcViewer:
 
 @pytest.mark.parametrize(("mountpoint_id", "video", "token"), [(21, "vp8", TOKEN), (22, "h264", None)], ids=["vp8", "h264"])
 async def test_simple_whip_client_publishes_and_a_viewer_decodes_across_a_restart(
-    server: ServerAddresses, shim: Path, mountpoint_id: int, video: str, token: str | None
+    running_server: tuple[ServerAddresses, FanoutProcess], shim: Path, mountpoint_id: int, video: str, token: str | None
 ) -> None:
+    server, process = running_server
     client = WhipClient(endpoint_url(server, mountpoint_id), video, shim, token).start()
     viewer: AiortcViewer | None = None
     try:
@@ -145,7 +156,9 @@ async def test_simple_whip_client_publishes_and_a_viewer_decodes_across_a_restar
             try:
                 await wait_for_publisher(janus, mountpoint_id, live=True)
             except TimeoutError:
-                raise AssertionError(f"the restarted publisher is not live; it printed: {client.kill()}") from None
+                raise AssertionError(
+                    f"the restarted publisher is not live; it printed:\n{client.kill()}\nfanout:\n{whip_log(process)}"
+                ) from None
             await viewer.wait_for_frames(video=decoded + 60, audio=0, timeout=30)
             assert viewer.pc.connectionState == "connected"
             assert all(e["plugindata"]["data"].get("result", {}).get("status") != "stopped" for e in viewer.events)

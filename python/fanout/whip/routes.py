@@ -229,6 +229,7 @@ class WhipService:
 
 
 def _error(status: int, reason: str, *, unauthorized: bool = False) -> web.Response:
+    logger.info("WHIP request refused: %d %s", status, reason)
     headers = {"Access-Control-Expose-Headers": EXPOSED_HEADERS}
     if unauthorized:
         headers["WWW-Authenticate"] = 'Bearer realm="fanout WHIP"'
