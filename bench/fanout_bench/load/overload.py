@@ -293,7 +293,7 @@ def overload_table(runs: list[dict[str, Any]]) -> str:
                 f"{ms(step.get('read_delay_ms', {}).get('p99')):>8s}  {'-' if late is None else f'{late:.0f}':>10s}  "
                 + "  ".join(
                     f"{ms(control[n]['p50']):>6s}/{ms(control[n]['p99']):>6s}/{ms(control[n]['max']):>6s} "
-                    f"({control[n].get('answered', '-')}{', ' + str(control[n]['failed']) + ' failed' if control[n].get('failed') else ''})"
+                    f"({control[n].get('answered', '-')}" + (f", {control[n]['failed']} failed)" if control[n].get("failed") else ")")
                     for n in control
                 )
                 + f"  {'yes' if level['holds'] else 'no (' + level['failed_by'] + ')'}"
