@@ -24,8 +24,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from fanout_bench.load.control import INTERVAL as CONTROL_INTERVAL
 from fanout_bench.load.netns import bench_namespace
 from fanout_bench.load.overload import (
+    CONTROL_SAMPLES,
     LEVELS,
     OverloadRun,
     overload_plot,
@@ -242,6 +244,14 @@ def build_parser(
         help="with --overload: the levels to measure, in %% of the capacity (default 80,100,120,150)",
     )
     parser.add_argument(
+        "--control-samples",
+        type=_control_samples,
+        default=CONTROL_SAMPLES,
+        metavar="N",
+        help="with --overload: keep each level's load on and its control-plane probe asking until ping, info and "
+        f"get_status have each answered N times (default {CONTROL_SAMPLES}; 0: the measurement window only)",
+    )
+    parser.add_argument(
         "--fanout-variant",
         type=_variant,
         action="append",
@@ -265,6 +275,12 @@ def _levels(text: str) -> tuple[int, ...]:
     if not values or not all(value.isdigit() and int(value) > 0 for value in values):
         raise argparse.ArgumentTypeError(f"{text!r}: write percents of the capacity, e.g. 80,100")
     return tuple(int(value) for value in values)
+
+
+def _control_samples(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: write how many answers each request needs, e.g. 100 (0: no wait)")
+    return int(text)
 
 
 def _variant(text: str) -> tuple[str, str]:
@@ -467,6 +483,8 @@ def _run_overload(
         f"per-viewer loss p95 <= {100 * plan.loss_threshold:g}% and sample viewers' p99 added latency <= "
         f"{plan.latency_bound_ms:g} ms (and <= {100 * plan.loss_threshold:g}% failed joins)"
     )
+    results["meta"]["control_samples"] = args.control_samples  # answers wanted per request per level
+    results["meta"]["control_interval_s"] = CONTROL_INTERVAL  # the probe's one request at a time, at most this often
     results["overload"] = []
     work = Path(tempfile.mkdtemp(prefix="fanout-bench-overload-"))
     with bench_namespace():
@@ -505,6 +523,7 @@ def _run_overload(
                     args.capacity.get(name),
                     source,
                     args.levels,
+                    args.control_samples,
                 )
             except Exception as error:  # noqa: BLE001 - reported; the other server still runs
                 print(f"[{run_name(run)} overload] failed: {type(error).__name__}: {error}\n{server.log_tail(20)}", file=sys.stderr)

@@ -1,20 +1,25 @@
 """How fast the control plane answers while the media path is loaded: a probe in a process of its own.
 
-The overload bench runs a :class:`ControlProbe` through each measurement
-window. It asks the server, in turn, a Janus ``ping``, a Streaming ``info`` on
-the bench's mountpoint (over a session and handle of its own) and an Admin
-API ``get_status``, each over a kept-alive HTTP connection, one request at a
-time, five requests a second, and times each from the request's first byte to
-the answer's last. It runs in a child process so that the bench's own event
-loop (hundreds of viewers' consent checks and keepalives) adds nothing to the
-times; a request that fails or takes over :data:`TIMEOUT` seconds is counted
-as failed and its time left out.
+The overload bench runs a :class:`ControlProbe` through each level's
+measurement window, and on under the level's load until each request has
+answered the number asked for (``--control-samples``: a p99 of a few answers
+would be their maximum). It asks the server, in turn, a Janus ``ping``, a
+Streaming ``info`` on the bench's mountpoint (over a session and handle of its
+own) and an Admin API ``get_status``, each over a kept-alive HTTP connection,
+one request at a time (the next one :data:`INTERVAL` after the last one
+started, or when the last one answered if it took longer: the probe never
+queues behind itself nor catches up after a slow answer), and times each
+from the request's first byte to the answer's last. It runs in a child
+process so that the bench's own event loop (hundreds of viewers' consent
+checks and keepalives) adds nothing to the times; a request that fails or
+takes over :data:`TIMEOUT` seconds is counted as failed and its time left out.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -23,7 +28,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 REQUESTS = ("ping", "info", "get_status")
-INTERVAL = 0.2  # seconds between two requests
+INTERVAL = 0.05  # seconds from one request's start to the next one's (at the earliest)
 TIMEOUT = 5.0
 KEEPALIVE_INTERVAL = 15.0  # between windows, the probe's session is kept alive
 
@@ -101,6 +106,8 @@ def _probe_main(connection: Connection, port: int, admin_port: int, admin_secret
             elif command == "stop":
                 running = False
                 connection.send({"times_ms": times, "failed": failed})
+            elif command == "count":
+                connection.send({name: (len(times[name]), failed[name]) for name in REQUESTS})
             elif command == "quit":
                 return
             continue
@@ -112,14 +119,15 @@ def _probe_main(connection: Connection, port: int, admin_port: int, admin_secret
             continue
         request = REQUESTS[turn % len(REQUESTS)]
         turn += 1
-        next_at += INTERVAL
         start = time.perf_counter()
         try:
             client.ask(request)
         except Exception:  # noqa: BLE001 - a failed request is what the probe counts
             failed[request] += 1
-            continue
-        times[request].append(1000 * (time.perf_counter() - start))
+        else:
+            times[request].append(1000 * (time.perf_counter() - start))
+        # After a slow answer the next request goes at once, not a burst to catch up the missed turns.
+        next_at = max(next_at + INTERVAL, time.monotonic())
 
 
 class ControlProbe:
@@ -138,6 +146,14 @@ class ControlProbe:
 
     def start(self) -> None:
         self._connection.send("start")
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Each request's (answered, failed) since :meth:`start`; blocks while a request is in flight."""
+        self._connection.send("count")
+        if not self._connection.poll(TIMEOUT + 10):
+            raise RuntimeError("the control-plane probe did not answer")
+        counts: dict[str, tuple[int, int]] = self._connection.recv()
+        return counts
 
     def stop(self) -> dict[str, Any]:
         """The window's response times (ms) and failures per request, with p50/p99."""
@@ -165,12 +181,18 @@ class ControlProbe:
             self._process.kill()
 
 
+def answers_missing(answered: dict[str, int], wanted: int) -> dict[str, int]:
+    """How many more answers each request needs to have ``wanted`` (only the requests short of it)."""
+    return {name: wanted - answered.get(name, 0) for name in REQUESTS if answered.get(name, 0) < wanted}
+
+
 def percentiles(values: list[float]) -> dict[str, float | None]:
+    """p50, p99 (nearest rank: of 100 answers the 99th, of fewer than 100 the largest) and max."""
     if not values:
         return {"p50": None, "p99": None, "max": None}
     ordered = sorted(values)
 
     def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
     return {"p50": at(0.5), "p99": at(0.99), "max": ordered[-1]}
