@@ -431,10 +431,13 @@ class WebRtcEndpoint:
             return
         if peer not in self._handlers:
             return
-        timer = self._timers.pop(peer, None)
-        if timer is not None:
-            timer.cancel()
         deadline = peer.next_timeout()
+        timer = self._timers.get(peer)
+        if timer is not None and timer.when() == deadline:
+            return  # most inputs (a viewer's RTCP) leave the deadline as it was: the timer stands
+        if timer is not None:
+            del self._timers[peer]
+            timer.cancel()
         if deadline is not None:
             self._timers[peer] = self._loop.call_at(deadline, self._on_timer, peer)
 
