@@ -541,7 +541,9 @@ impl Worker {
             Command::StartViewer { id } => {
                 let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else { return };
                 let Some(mountpoint) = self.mountpoints.iter_mut().find(|m| m.id == mountpoint_id) else { return };
-                let Some(viewer) = mountpoint.viewer_index(id).map(|index| &mut mountpoint.viewers[index]) else { return };
+                let Some(viewer) = mountpoint.viewer_index(id).map(|index| &mut mountpoint.viewers[index]) else {
+                    return;
+                };
                 self.bursts_pending |=
                     start_from_caches(viewer, &mountpoint.caches, &mut mountpoint.histories, None, Instant::now());
             }
@@ -578,7 +580,9 @@ impl Worker {
             Command::SetStreamSource { id, stream, source, codec } => {
                 let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else { return };
                 let Some(mountpoint) = self.mountpoints.iter_mut().find(|m| m.id == mountpoint_id) else { return };
-                let Some(viewer) = mountpoint.viewer_index(id).map(|index| &mut mountpoint.viewers[index]) else { return };
+                let Some(viewer) = mountpoint.viewer_index(id).map(|index| &mut mountpoint.viewers[index]) else {
+                    return;
+                };
                 let Some(viewer_stream) = viewer.streams.get_mut(stream) else { return };
                 viewer_stream.rewrite_pictures(codec);
                 let from = viewer_stream.source;
@@ -1219,6 +1223,23 @@ mod tests {
         assert!(!test.worker.behind);
         test.worker.retransmit(0, &[(1000, 1)], now);
         assert_eq!(retransmissions(&test), 1);
+    }
+
+    #[test]
+    fn a_viewer_is_found_by_its_id_after_others_leave() {
+        let mut test = test_worker(4, Duration::from_millis(50));
+        test.worker.remove_viewer(0); // the last viewer (3) takes its place
+        let taken = test.worker.take_viewer(2).map(|viewer| viewer.id);
+        assert_eq!(taken, Some(2));
+        for id in [1, 3] {
+            assert_eq!(test.worker.viewer(id).map(|viewer| viewer.id), Some(id));
+        }
+        for id in [0, 2] {
+            assert!(test.worker.viewer(id).is_none(), "viewer {id} left");
+        }
+        let mountpoint = &test.worker.mountpoints[0];
+        let ids: Vec<u64> = mountpoint.viewers.iter().map(|viewer| viewer.id).collect();
+        assert_eq!(mountpoint.viewer_ids, ids);
     }
 
     #[test]
