@@ -171,6 +171,23 @@ def main() -> None:
     engine_us.sort()
     print(f"back to back: control plane {path_us[0]:.1f} us/message (median {path_us[3]:.1f}), of which "
           f"receive_rtcp {engine_us[0]:.1f} (median {engine_us[3]:.1f})")
+    # The read before all that: asyncio's default buffer (256 KiB) against the endpoint's.
+    from fanout.webrtc import endpoint as endpoint_module
+
+    reader, writer = udp_socket(), udp_socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
+    read_us: dict[int, list[float]] = {}
+    for _ in range(7):
+        for size in (256 * 1024, getattr(endpoint_module, "UDP_READ_BYTES", 256 * 1024)):
+            for srtcp in messages:
+                writer.sendto(srtcp, reader.getsockname())
+            started = time.thread_time_ns()
+            for _ in messages:
+                reader.recvfrom(size)
+            read_us.setdefault(size, []).append((time.thread_time_ns() - started) / len(messages) / 1000)
+    for size, times in read_us.items():
+        times.sort()
+        print(f"recvfrom({size}): {times[0]:.1f} us/message (median {times[3]:.1f})")
     assert handle.rtcp_dropped == 0
     stats = engine.peer_stats(VIEWER_ID)
     print(f"{args.messages} messages of {PACKETS_PER_MESSAGE} packets, {args.viewers} viewers: "
