@@ -17,6 +17,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -88,6 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=400)
     parser.add_argument("--viewers", type=int, default=440)
+    parser.add_argument("--interval", type=float, default=1.0, help="ms between paced messages")
     parser.add_argument("--profile", action="store_true", help="cProfile the back-to-back control-plane loop")
     args = parser.parse_args()
 
@@ -188,6 +190,52 @@ def main() -> None:
     for size, times in read_us.items():
         times.sort()
         print(f"recvfrom({size}): {times[0]:.1f} us/message (median {times[3]:.1f})")
+    # Paced as viewers send them (one every `--interval` ms) through a real socket and a running
+    # asyncio loop: the loop thread's CPU per message with the endpoint's read alone (a route to
+    # a receiver that does nothing), then with the whole path above.
+    def read_only(data: bytes) -> None:
+        pass
+
+    def whole_path(data: bytes) -> None:
+        endpoint.datagram_received(data, BROWSER)
+
+    async def paced(receiver: Callable[[bytes], None], messages: list[bytes]) -> float:
+        reading = await WebRtcEndpoint.open("127.0.0.1", 0, ["127.0.0.1"])
+        sender = udp_socket()
+        received = 0
+
+        def count(data: bytes) -> None:
+            nonlocal received
+            received += 1
+            receiver(data)
+
+        reading.route_address(sender.getsockname(), count)
+
+        def send() -> None:
+            next_at = time.monotonic()
+            for srtcp in messages:
+                sender.sendto(srtcp, ("127.0.0.1", reading.port))
+                next_at += args.interval / 1000
+                time.sleep(max(0.0, next_at - time.monotonic()))
+
+        started = time.thread_time_ns()
+        thread = threading.Thread(target=send)
+        thread.start()
+        while received < len(messages) and thread.is_alive():
+            await asyncio.sleep(0.05)
+        thread.join()
+        used = time.thread_time_ns() - started
+        reading.close()
+        sender.close()
+        return used / max(received, 1) / 1000
+
+    paced_us: dict[str, list[float]] = {}
+    for _ in range(3):
+        for label, receiver in (("read only", read_only), ("whole path", whole_path)):
+            paced_us.setdefault(label, []).append(asyncio.run(paced(receiver, batch()[:500])))
+    for label, times in paced_us.items():
+        times.sort()
+        print(f"paced ({args.interval} ms apart), loop thread: {label} {times[0]:.1f} us/message (median {times[1]:.1f})")
     assert handle.rtcp_dropped == 0
     stats = engine.peer_stats(VIEWER_ID)
     print(f"{args.messages} messages of {PACKETS_PER_MESSAGE} packets, {args.viewers} viewers: "

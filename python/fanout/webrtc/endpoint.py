@@ -66,8 +66,9 @@ MAX_UNPROVEN_CONNECTIONS = 256  # TCP connections without a passed check; past t
 TCP_BACKLOG = 1024
 TCP_READ_BYTES = 65536
 # The buffer each UDP read gets: any UDP datagram fits (IPv4 65507, IPv6 65527 bytes of payload).
-# asyncio's default (256 KiB, past where malloc maps memory) cost about 12 us a read: more than
-# the rest of a viewer's RTCP message's way through the control plane.
+# asyncio's default, 256 KiB, is past where a fresh process's malloc maps memory: each read then
+# mapped and unmapped its buffer, about 12 us (a process that has freed a large block reads as
+# fast either way, as fanout's server did in bench/results/load-feedback-2026-12-04-cost).
 UDP_READ_BYTES = 65536
 # Each connection's kernel send buffer: the engine's own queue (512 KiB) holds the rest, so a viewer that
 # stops reading is found stalled after about a second of media, not after the kernel's autotuned megabytes.
