@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 if len(sys.argv) > 2 and sys.argv[1] == "--root":  # another checkout's fanout (with its built engine): before/after
@@ -34,6 +35,9 @@ from fanout.plugins.streaming.plugin import StreamingPlugin  # noqa: E402
 from fanout.webrtc.endpoint import WebRtcEndpoint  # noqa: E402
 from tests.engine.test_engine import rtp, source_stream, udp_socket, wait_until  # noqa: E402
 from tests.webrtc.test_peer import BROWSER, SERVER_CERTIFICATE, connected_peer  # noqa: E402
+
+if TYPE_CHECKING:
+    from fanout._engine import ViewerStream
 
 PACKETS_PER_MESSAGE = 125
 EXTENSION_ID = 3
@@ -102,15 +106,15 @@ def main() -> None:
         sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
     measured = udp_socket()
     measured.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-    stream = [{"index": 0, "ssrc": SSRC, "payload_type": 111}]
+    stream: list[ViewerStream] = [{"index": 0, "ssrc": SSRC, "payload_type": 111}]
     for index in range(args.viewers):
         if index == args.viewers // 2:
-            engine.add_peer(VIEWER_ID, measured.getsockname(), keys.srtp_profile, keys.local_master_key,
-                            keys.remote_master_key)
-            engine.subscribe(VIEWER_ID, 1, stream)  # type: ignore[list-item]
+            engine.add_peer(VIEWER_ID, measured.getsockname(), keys.srtp_profile,  # type: ignore[arg-type]
+                            keys.local_master_key, keys.remote_master_key)
+            engine.subscribe(VIEWER_ID, 1, stream)
             engine.set_transport_cc(VIEWER_ID, EXTENSION_ID)
         engine.add_peer(index + 1, sinks[index % len(sinks)].getsockname(), "AEAD_AES_128_GCM", bytes(28), bytes(28))
-        engine.subscribe(index + 1, 1, stream)  # type: ignore[list-item]
+        engine.subscribe(index + 1, 1, stream)
         engine.set_paused(index + 1, True)  # only the measured viewer is sent media: the others are looked past
     browser_srtcp = Session(Policy(key=keys.remote_master_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND,
                                    srtp_profile=Policy.SRTP_PROFILE_AEAD_AES_128_GCM))
@@ -119,7 +123,7 @@ def main() -> None:
     loop = asyncio.new_event_loop()
     endpoint = WebRtcEndpoint(loop, udp_socket(), SERVER_CERTIFICATE, ["127.0.0.1"])
     plugin = object.__new__(StreamingPlugin)
-    plugin.viewers = {VIEWER_ID: SimpleNamespace(rtcp_counts={})}  # type: ignore[assignment]
+    plugin.viewers = {VIEWER_ID: SimpleNamespace(rtcp_counts={})}  # type: ignore[dict-item]
     handle = object.__new__(Handle)
     handle._id, handle.plugin, handle.engine, handle.peer, handle.rtcp_dropped = (
         VIEWER_ID, plugin, engine, peer, 0)
