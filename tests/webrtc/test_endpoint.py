@@ -389,6 +389,25 @@ async def test_a_connected_socket_takes_its_peers_datagrams_and_the_port_stays_o
         endpoint.close()
 
 
+async def test_the_largest_udp_datagram_arrives_whole(endpoint: WebRtcEndpoint) -> None:
+    """The endpoint reads datagrams into a buffer smaller than asyncio's default (cheaper to
+    allocate): still one any UDP datagram fits in."""
+    received: list[bytes] = []
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sender.bind(("127.0.0.1", 0))
+        endpoint.route_address(sender.getsockname(), received.append)
+        largest = b"\x80\xc9" + os.urandom(65507 - 2)  # IPv4's largest UDP payload
+        sender.sendto(largest, ("127.0.0.1", endpoint.port))
+        for _ in range(2000):
+            if received:
+                break
+            await asyncio.sleep(0.01)
+        assert received == [largest]
+    finally:
+        sender.close()
+
+
 @pytest.mark.parametrize("client_address", ["127.0.0.1", "::1"])
 async def test_a_dual_stack_endpoint_connects_ipv4_and_ipv6_peers(monkeypatch: pytest.MonkeyPatch, client_address: str) -> None:
     """Bound to "::", one socket serves both families; an IPv4 peer's address is its IPv4 form, not ::ffff:."""

@@ -65,6 +65,11 @@ MAX_SETUP_FRAME = 1500  # the largest frame before that (a binding request is a 
 MAX_UNPROVEN_CONNECTIONS = 256  # TCP connections without a passed check; past this the oldest is closed
 TCP_BACKLOG = 1024
 TCP_READ_BYTES = 65536
+# The buffer each UDP read gets: any UDP datagram fits (IPv4 65507, IPv6 65527 bytes of payload).
+# asyncio's default, 256 KiB, is past where a fresh process's malloc maps memory: each read then
+# mapped and unmapped its buffer, about 12 us (a process that has freed a large block reads as
+# fast either way, as fanout's server did in bench/results/load-feedback-2026-12-04-cost).
+UDP_READ_BYTES = 65536
 # Each connection's kernel send buffer: the engine's own queue (512 KiB) holds the rest, so a viewer that
 # stops reading is found stalled after about a second of media, not after the kernel's autotuned megabytes.
 TCP_SEND_BUFFER = 128 * 1024
@@ -243,6 +248,8 @@ class WebRtcEndpoint:
                 sock.close()
                 raise
         endpoint._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(endpoint), sock=sock)
+        if hasattr(endpoint._transport, "max_size"):  # the selector loop's transport: its read buffer
+            endpoint._transport.max_size = UDP_READ_BYTES
         logger.info(
             "WebRTC endpoint on %s:%d (UDP%s), advertising %s, receive buffer %d KiB",
             bind_host, endpoint.port, " and TCP" if ice_tcp else "", endpoint.advertised_ips, endpoint.receive_buffer >> 10,
@@ -431,10 +438,13 @@ class WebRtcEndpoint:
             return
         if peer not in self._handlers:
             return
-        timer = self._timers.pop(peer, None)
-        if timer is not None:
-            timer.cancel()
         deadline = peer.next_timeout()
+        timer = self._timers.get(peer)
+        if timer is not None and timer.when() == deadline:
+            return  # most inputs (a viewer's RTCP) leave the deadline as it was: the timer stands
+        if timer is not None:
+            del self._timers[peer]
+            timer.cancel()
         if deadline is not None:
             self._timers[peer] = self._loop.call_at(deadline, self._on_timer, peer)
 
