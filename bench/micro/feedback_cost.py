@@ -4,7 +4,7 @@ the handle's receive_rtcp, the plugin's incoming_rtcp; Python's thread) and in t
 threads (its worker's work, its wake). A real Engine, a real DTLS-connected WebRtcPeer and real SRTCP; the
 measured viewer sits in the middle of `--viewers` (paused) viewers of one mountpoint.
 
-    .venv/bin/python scripts/feedback-cost.py [--root CHECKOUT] [--messages 400] [--viewers 440]
+    .venv/bin/python bench/micro/feedback_cost.py [--root CHECKOUT] [--messages 400] [--viewers 440]
 
 Run from the repository's root (it borrows the tests' helpers)."""
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 if len(sys.argv) > 2 and sys.argv[1] == "--root":  # another checkout's fanout (with its built engine): before/after
     sys.path.insert(0, str(Path(sys.argv[2]) / "python"))
     del sys.argv[1:3]
