@@ -1,5 +1,6 @@
 """``fanout bench stall``: a stall of the control plane on the worker's core, with the engine's
-threads ahead of it (``data_plane_nice`` 10 below) and level with it, alternating.
+threads ahead of it (``data_plane_nice`` ``--ahead`` steps below, 10 by default) and level with it,
+alternating.
 
 One process pinned to one core holds the engine (one worker on that core, N viewers on
 loopback that never read, fed by the engine bench's video + Opus source running in another
@@ -143,6 +144,10 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run, a collection in each")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=2, help="each round runs priority, then level")
+    parser.add_argument(
+        "--ahead", type=int, default=10, choices=range(1, 21), metavar="1..20",
+        help="nice steps the engine's threads are ahead of the control plane in the priority runs (default 10)",
+    )
     parser.add_argument("--core", type=int, default=0, help="the core of the worker and the control plane")
     parser.add_argument("--source-cpu", type=int, default=1)
     parser.add_argument("--output", type=Path, default=Path("bench/results/stall"), help="path without extension")
@@ -173,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     rig = Rig(args.viewers)
     try:
         for round_number in range(1, args.rounds + 1):
-            for variant, nice in (("priority", base - 10), ("level", base)):
+            for variant, nice in (("priority", base - args.ahead), ("level", base)):
                 run = {"variant": variant, "round": round_number, **measure(rig, heap, nice, args)}
                 results["runs"].append(run)
                 progress(
