@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,13 @@ from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS
 
 DATA = Path(__file__).parent / "data"
 GCM_128 = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM
+
+
+async def until(condition: Callable[[], object], timeout: float = 20.0) -> None:
+    """Waits for ``condition`` to hold (a loaded machine is slow: generous by default)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -201,10 +208,7 @@ async def test_aiortc_connects_and_srtp_keys_match(loopback_only_ice: None, endp
             sender.sendto(srtcp_session(connected.local_master_key, inbound=False).protect_rtcp(pli), connected.address)
         finally:
             sender.detach()
-        for _ in range(100):
-            if unprotected:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: unprotected)
         assert unprotected == [pli]
     finally:
         await client.close()
@@ -244,11 +248,7 @@ async def test_remove_peer_sends_close_notify(loopback_only_ice: None, endpoint:
     try:
         endpoint.remove_peer(peer)
         endpoint.remove_peer(peer)
-        for _ in range(100):
-            if client.dtls.state == "closed":
-                break
-            await asyncio.sleep(0.02)
-        assert client.dtls.state == "closed"
+        await until(lambda: client.dtls.state == "closed")
         assert peer.closed and endpoint.peers == []
         assert [type(e) for e in recorder.events] == [IceConnected, DtlsConnected]
     finally:
@@ -375,10 +375,8 @@ async def test_a_connected_socket_takes_its_peers_datagrams_and_the_port_stays_o
         publisher.sendto(b"\x80\x60from the publisher", ("127.0.0.1", endpoint.port))
         other.sendto(b"\x80\x60from someone else", ("127.0.0.1", endpoint.port))
         assert link.recv(100) == b"\x80\x60from the publisher"
-        for _ in range(100):  # the other datagram reached the endpoint, which knows no such peer
-            if endpoint.dropped_unknown:
-                break
-            await asyncio.sleep(0.01)
+        # The other datagram reached the endpoint, which knows no such peer.
+        await until(lambda: endpoint.dropped_unknown)
         assert endpoint.dropped_unknown == 1
         link.close()
         with pytest.raises(OSError):  # SO_REUSEPORT never lets a second fanout share the port
@@ -399,10 +397,7 @@ async def test_the_largest_udp_datagram_arrives_whole(endpoint: WebRtcEndpoint) 
         endpoint.route_address(sender.getsockname(), received.append)
         largest = b"\x80\xc9" + os.urandom(65507 - 2)  # IPv4's largest UDP payload
         sender.sendto(largest, ("127.0.0.1", endpoint.port))
-        for _ in range(2000):
-            if received:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: received)
         assert received == [largest]
     finally:
         sender.close()
