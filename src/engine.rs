@@ -29,10 +29,11 @@ const FIRST_REPORT_DELAY: Duration = Duration::from_secs(1);
 const SEND_BUFFER_BYTES: libc::c_int = 4 << 20;
 
 use crate::egress::batch::SendMode;
+use crate::egress::socket_reader::{canonical, Datagram, RtcpTaken, SocketReader, ViewerRtcp};
 use crate::egress::tcp::{SharedTcpOutput, TcpOutput, MAX_FRAME};
 use crate::egress::viewer::{StreamStart, Viewer, ViewerCounters, ViewerStream};
 use crate::egress::worker::{Caches, Command, SendCounters, Worker, WorkerConfig, WorkerLoad};
-use crate::events::{EngineEvent, EventQueue, DEFAULT_SILENCE_MS};
+use crate::events::{EngineEvent, Event, EventQueue, DEFAULT_SILENCE_MS};
 use crate::ingest::publisher::{LinkStream, PublisherCounters, PublisherLink, Route, Router, MAX_ID_LEN};
 use crate::ingest::receiver::{Receiver, ReceiverCommand, SourceStream, StreamCounters, WorkerDoor, WAKE_KEY};
 use crate::ingest::recorder::{RecordingSlot, RecordingTarget};
@@ -43,7 +44,7 @@ use crate::media::MediaKind;
 use crate::ring;
 use crate::stats::{
     KeyframeCacheStats, MountpointStats, PeerStats, PublisherStats, RtcpReport, SenderReportStats, StreamStats,
-    WorkerStats,
+    WebRtcSocketStats, WorkerStats,
 };
 use crate::sys::{
     allowed_cores, bind_source_on, cvt, monotonic_ns, new_eventfd, random_bytes, register, set_receive_buffer,
@@ -289,6 +290,8 @@ impl Running {
 /// media only while subscribed to a mountpoint.
 struct PeerRecord {
     address: RawAddress,
+    /// Its address while it is on UDP (the socket reader takes its RTCP by it).
+    udp_address: Option<SocketAddr>,
     /// Its ICE-TCP connection, when the nominated address is one (see [`crate::egress::tcp`]).
     tcp: Option<SharedTcpOutput>,
     tcp_stall_timeout: Duration,
@@ -346,11 +349,31 @@ struct Running {
     workers: Vec<WorkerHandle>,
     mountpoints: HashMap<u64, MountpointRecord>,
     peers: HashMap<u64, PeerRecord>,
+    /// The peers on UDP by their address (see [`canonical`]), for the socket reader.
+    udp_peers: HashMap<SocketAddr, u64>,
     next_source_key: u64,
 }
 
+impl Running {
+    /// The peer's UDP address is `address` now (None: it has none, it is on ICE-TCP or gone).
+    fn set_udp_address(&mut self, peer_id: u64, old: Option<SocketAddr>, address: Option<SocketAddr>) {
+        if let Some(old) = old {
+            if self.udp_peers.get(&old) == Some(&peer_id) {
+                self.udp_peers.remove(&old);
+            }
+        }
+        if let Some(address) = address {
+            self.udp_peers.insert(address, peer_id);
+        }
+    }
+}
+
 pub struct Engine {
-    state: Mutex<Option<Running>>,
+    state: Arc<Mutex<Option<Running>>>,
+    /// The thread that reads the WebRTC socket, once the control plane hands it over.
+    socket_reader: Mutex<Option<SocketReader>>,
+    /// The nice value the data plane's threads were asked to run at.
+    nice: Option<i32>,
     /// What the receiver and the workers report (see [`crate::events`]).
     events: Arc<EventQueue>,
     epoll: Arc<OwnedFd>,
@@ -588,9 +611,20 @@ impl Engine {
             workers,
             mountpoints: HashMap::new(),
             peers: HashMap::new(),
+            udp_peers: HashMap::new(),
             next_source_key: 0,
         };
-        Ok(Self { state: Mutex::new(Some(running)), events, epoll, wake: wake_fd, socket, socket_family, priority })
+        Ok(Self {
+            state: Arc::new(Mutex::new(Some(running))),
+            socket_reader: Mutex::new(None),
+            nice,
+            events,
+            epoll,
+            wake: wake_fd,
+            socket,
+            socket_family,
+            priority,
+        })
     }
 
     /// The nice value the data plane's threads run at, against the one asked for.
@@ -601,6 +635,54 @@ impl Engine {
     /// Whether the WebRTC socket (IPv4 or IPv6) can send to `address`.
     pub fn can_send_to(&self, address: SocketAddr) -> bool {
         RawAddress::from_socket_addr(address, self.socket_family).is_some()
+    }
+
+    // --- the WebRTC socket's reader (see crate::egress::socket_reader) ---
+
+    /// From now on the engine reads the WebRTC socket (the control plane
+    /// stops reading it): its viewers' RTCP stays in the data plane, the rest
+    /// waits for [`Engine::take_webrtc_datagrams`]. Returns the eventfd that
+    /// is readable while datagrams wait. Calling it again returns the same fd.
+    pub fn read_webrtc_socket(&self) -> Result<RawFd, EngineError> {
+        drop(self.running()?);
+        let mut reader = self.socket_reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(reader) = reader.as_ref() {
+            return Ok(reader.forwarded.fd());
+        }
+        let viewers =
+            ViewersOnUdp { state: self.state.clone(), events: self.events.clone(), unreported_feedback: HashMap::new() };
+        let nice = self.nice;
+        let started = SocketReader::spawn(self.socket.clone(), viewers, move || {
+            let _ = enter_data_plane(nice);
+        })?;
+        let fd = started.forwarded.fd();
+        *reader = Some(started);
+        Ok(fd)
+    }
+
+    /// The datagrams the engine read on the WebRTC socket that are not its
+    /// viewers' RTCP (STUN, DTLS...), oldest first, with their sources.
+    pub fn take_webrtc_datagrams(&self) -> Vec<Datagram> {
+        let reader = self.socket_reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        reader.as_ref().map(|reader| reader.forwarded.drain()).unwrap_or_default()
+    }
+
+    /// What the WebRTC socket's reader has done: datagrams read, viewers' RTCP
+    /// read and refused, datagrams handed to the control plane, and dropped
+    /// (cut to fit, or past the control plane's queue). Zeros until it reads.
+    pub fn webrtc_socket_stats(&self) -> WebRtcSocketStats {
+        let reader = self.socket_reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(reader) = reader.as_ref() else {
+            return WebRtcSocketStats::default();
+        };
+        let counters = &reader.counters;
+        WebRtcSocketStats {
+            datagrams: counters.datagrams.load(Ordering::Relaxed),
+            rtcp_read: counters.rtcp_read.load(Ordering::Relaxed),
+            rtcp_refused: counters.rtcp_refused.load(Ordering::Relaxed),
+            forwarded: counters.forwarded.load(Ordering::Relaxed),
+            dropped: counters.truncated.load(Ordering::Relaxed) + reader.forwarded.dropped(),
+        }
     }
 
     // --- events (see crate::events) ---
@@ -674,11 +756,7 @@ impl Engine {
     }
 
     fn running(&self) -> Result<MutexGuard<'_, Option<Running>>, EngineError> {
-        let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if state.is_none() {
-            return Err(EngineError::Closed);
-        }
-        Ok(state)
+        running(&self.state)
     }
 
     fn to_receiver(&self, running: &Running, command: ReceiverCommand) -> Result<(), EngineError> {
@@ -855,6 +933,7 @@ impl Engine {
         }
         let outbound = SrtpSession::new(profile, local_master_key).map_err(|e| invalid(format!("local key: {e}")))?;
         let remote = SrtpSession::new(profile, remote_master_key).map_err(|e| invalid(format!("remote key: {e}")))?;
+        let udp_address = tcp_socket_fd.is_none().then_some(canonical(address));
         let address = peer_address(address, self.socket_family)?;
         if tcp_stall_timeout.is_zero() {
             return Err(invalid("tcp_stall_ms must be at least 1"));
@@ -865,6 +944,7 @@ impl Engine {
         };
         let record = PeerRecord {
             address,
+            udp_address,
             tcp,
             tcp_stall_timeout,
             profile,
@@ -875,6 +955,7 @@ impl Engine {
             subscription: None,
         };
         running.peers.insert(peer_id, record);
+        running.set_udp_address(peer_id, None, udp_address);
         Ok(())
     }
 
@@ -883,7 +964,9 @@ impl Engine {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
         self.end_subscription(running, peer_id)?;
-        running.peers.remove(&peer_id);
+        if let Some(peer) = running.peers.remove(&peer_id) {
+            running.set_udp_address(peer_id, peer.udp_address, None);
+        }
         Ok(())
     }
 
@@ -1180,6 +1263,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
+        let udp_address = tcp_socket_fd.is_none().then_some(canonical(address));
         let address = peer_address(address, self.socket_family)?;
         let peer = running.peers.get_mut(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
         let tcp = match tcp_socket_fd {
@@ -1188,7 +1272,9 @@ impl Engine {
         };
         peer.address = address;
         peer.tcp = tcp.clone();
-        match peer.subscription.as_ref().map(|subscription| subscription.worker) {
+        let (old, worker) = (std::mem::replace(&mut peer.udp_address, udp_address), peer.subscription.as_ref().map(|s| s.worker));
+        running.set_udp_address(peer_id, old, udp_address);
+        match worker {
             Some(worker) => Self::to_worker(running, worker, Command::SetViewerAddress { id: peer_id, address, tcp }),
             None => Ok(()),
         }
@@ -1246,87 +1332,7 @@ impl Engine {
     /// one (at most one per stream per second). The report says what it
     /// carried (receiver reports, REMB) and what was done.
     pub fn receive_rtcp(&self, peer_id: u64, packet: &[u8]) -> Result<RtcpReport, EngineError> {
-        let (srtcp, ssrcs) = {
-            let state = self.running()?;
-            let running = state.as_ref().expect("checked by running()");
-            let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
-            let ssrcs = peer.subscription.as_ref().map(|subscription| subscription.ssrcs.clone()).unwrap_or_default();
-            (peer.srtcp.clone(), ssrcs)
-        };
-        let plain = {
-            let mut srtcp = srtcp.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            srtcp.unprotect(packet).map_err(|error| invalid(format!("SRTCP from peer {peer_id}: {error}")))?
-        };
-        if !is_rtcp(&plain) {
-            return Err(invalid(format!("SRTCP from peer {peer_id}: not an RTCP (compound) packet once unprotected")));
-        }
-        let summary = summarize(&plain);
-        let feedback = has_transport_feedback(&plain);
-        let fraction_lost = summary
-            .receiver_reports
-            .iter()
-            .filter(|block| ssrcs.contains(&block.ssrc))
-            .map(|block| block.fraction_lost)
-            .max();
-        let remb = summary.remb.as_ref().map(|remb| remb.bitrate);
-        if feedback || remb.is_some() || fraction_lost.is_some() {
-            let state = self.running()?;
-            let running = state.as_ref().expect("checked by running()");
-            if let Some(subscription) = running.peers.get(&peer_id).and_then(|peer| peer.subscription.as_ref()) {
-                let packet = if feedback { plain.to_vec() } else { Vec::new() };
-                let command = Command::CongestionFeedback { id: peer_id, packet, remb, fraction_lost };
-                Self::to_worker(running, subscription.worker, command)?;
-            }
-        }
-        let mut report = RtcpReport {
-            nacks: summary.nacks,
-            retransmitted: 0,
-            plis_forwarded: 0,
-            keyframe_requests: summary.keyframe_requests,
-            receiver_reports: summary.receiver_reports,
-            remb: summary.remb,
-            other: summary.other,
-        };
-        let mut asked = Vec::new();
-        for_each_keyframe_request(&plain, |ssrc| {
-            if let Some(stream) = ssrcs.iter().position(|&own| own == ssrc) {
-                asked.push(stream);
-            }
-        });
-        if !asked.is_empty() {
-            let state = self.running()?;
-            let running = state.as_ref().expect("checked by running()");
-            if let Some(subscription) = running.peers.get(&peer_id).and_then(|peer| peer.subscription.as_ref()) {
-                let mountpoint = running.mountpoints.get(&subscription.mountpoint_id);
-                for stream in asked {
-                    let index = subscription.indexes.get(stream);
-                    let source = mountpoint.and_then(|m| m.streams.iter().find(|s| Some(&s.index) == index));
-                    if let Some(rtcp) = source.and_then(|source| source.rtcp.as_ref()) {
-                        if rtcp.request_keyframe(KeyframeReason::Viewer, Instant::now()) {
-                            report.plis_forwarded += 1;
-                        }
-                    }
-                }
-            }
-        }
-        let mut lost = Vec::new();
-        for_each_nack(&plain, |ssrc, sequence| {
-            if ssrcs.contains(&ssrc) {
-                lost.push((ssrc, sequence));
-            }
-        });
-        if !lost.is_empty() {
-            let state = self.running()?;
-            let running = state.as_ref().expect("checked by running()");
-            if let Some(peer) = running.peers.get(&peer_id) {
-                if let Some(subscription) = &peer.subscription {
-                    report.retransmitted = lost.len() as u64;
-                    peer.counters.nacked.fetch_add(lost.len() as u64, Ordering::Relaxed);
-                    Self::to_worker(running, subscription.worker, Command::Retransmit { id: peer_id, lost })?;
-                }
-            }
-        }
-        Ok(report)
+        receive_rtcp(&self.state, peer_id, packet)
     }
 
     /// Protects plain (compound) RTCP with the peer's SRTCP context and sends it:
@@ -1672,6 +1678,9 @@ impl Engine {
 
     /// Stops the receiver and the workers and closes every socket the engine opened. Idempotent.
     pub fn close(&self) {
+        if let Some(reader) = self.socket_reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_mut() {
+            reader.stop(); // its eventfd stays open (the control plane may still watch it) until the engine is dropped
+        }
         let running = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         if let Some(running) = running {
             let _ = self.to_receiver(&running, ReceiverCommand::Stop);
@@ -1689,6 +1698,144 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// [`Engine::receive_rtcp`], for the engine handle and the socket reader: takes SRTCP from a peer: unprotects it and acts on it. Generic NACKs
+/// about the peer's streams are answered at once: its worker resends
+/// each packet still in its history, as the peer first received it. PLIs
+/// and FIRs about its streams go on to the source's RTCP port, if it has
+/// one (at most one per stream per second). The report says what it
+/// carried (receiver reports, REMB) and what was done.
+fn receive_rtcp(state: &Mutex<Option<Running>>, peer_id: u64, packet: &[u8]) -> Result<RtcpReport, EngineError> {
+    let (srtcp, ssrcs) = {
+        let state = running(state)?;
+        let running = state.as_ref().expect("checked by running()");
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        let ssrcs = peer.subscription.as_ref().map(|subscription| subscription.ssrcs.clone()).unwrap_or_default();
+        (peer.srtcp.clone(), ssrcs)
+    };
+    let plain = {
+        let mut srtcp = srtcp.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        srtcp.unprotect(packet).map_err(|error| invalid(format!("SRTCP from peer {peer_id}: {error}")))?
+    };
+    if !is_rtcp(&plain) {
+        return Err(invalid(format!("SRTCP from peer {peer_id}: not an RTCP (compound) packet once unprotected")));
+    }
+    let summary = summarize(&plain);
+    let feedback = has_transport_feedback(&plain);
+    let fraction_lost = summary
+        .receiver_reports
+        .iter()
+        .filter(|block| ssrcs.contains(&block.ssrc))
+        .map(|block| block.fraction_lost)
+        .max();
+    let remb = summary.remb.as_ref().map(|remb| remb.bitrate);
+    if feedback || remb.is_some() || fraction_lost.is_some() {
+        let state = running(state)?;
+        let running = state.as_ref().expect("checked by running()");
+        if let Some(subscription) = running.peers.get(&peer_id).and_then(|peer| peer.subscription.as_ref()) {
+            let packet = if feedback { plain.to_vec() } else { Vec::new() };
+            let command = Command::CongestionFeedback { id: peer_id, packet, remb, fraction_lost };
+            Engine::to_worker(running, subscription.worker, command)?;
+        }
+    }
+    let mut report = RtcpReport {
+        nacks: summary.nacks,
+        retransmitted: 0,
+        plis_forwarded: 0,
+        keyframe_requests: summary.keyframe_requests,
+        receiver_reports: summary.receiver_reports,
+        remb: summary.remb,
+        other: summary.other,
+    };
+    let mut asked = Vec::new();
+    for_each_keyframe_request(&plain, |ssrc| {
+        if let Some(stream) = ssrcs.iter().position(|&own| own == ssrc) {
+            asked.push(stream);
+        }
+    });
+    if !asked.is_empty() {
+        let state = running(state)?;
+        let running = state.as_ref().expect("checked by running()");
+        if let Some(subscription) = running.peers.get(&peer_id).and_then(|peer| peer.subscription.as_ref()) {
+            let mountpoint = running.mountpoints.get(&subscription.mountpoint_id);
+            for stream in asked {
+                let index = subscription.indexes.get(stream);
+                let source = mountpoint.and_then(|m| m.streams.iter().find(|s| Some(&s.index) == index));
+                if let Some(rtcp) = source.and_then(|source| source.rtcp.as_ref()) {
+                    if rtcp.request_keyframe(KeyframeReason::Viewer, Instant::now()) {
+                        report.plis_forwarded += 1;
+                    }
+                }
+            }
+        }
+    }
+    let mut lost = Vec::new();
+    for_each_nack(&plain, |ssrc, sequence| {
+        if ssrcs.contains(&ssrc) {
+            lost.push((ssrc, sequence));
+        }
+    });
+    if !lost.is_empty() {
+        let state = running(state)?;
+        let running = state.as_ref().expect("checked by running()");
+        if let Some(peer) = running.peers.get(&peer_id) {
+            if let Some(subscription) = &peer.subscription {
+                report.retransmitted = lost.len() as u64;
+                peer.counters.nacked.fetch_add(lost.len() as u64, Ordering::Relaxed);
+                Engine::to_worker(running, subscription.worker, Command::Retransmit { id: peer_id, lost })?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The engine's state, locked, or Closed.
+fn running(state: &Mutex<Option<Running>>) -> Result<MutexGuard<'_, Option<Running>>, EngineError> {
+    let state = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if state.is_none() {
+        return Err(EngineError::Closed);
+    }
+    Ok(state)
+}
+
+/// Keeps at most this many viewers' transport feedback counts waiting for their next event.
+const UNREPORTED_FEEDBACK_PEERS: usize = 65536;
+
+/// The engine's viewers as the socket reader sees them: it takes the RTCP of
+/// each peer on UDP (by its address) and tells the control plane what it
+/// carried, except for packets of transport feedback alone (counted into
+/// the next report's `other`, so that they never wake the control plane).
+struct ViewersOnUdp {
+    state: Arc<Mutex<Option<Running>>>,
+    events: Arc<EventQueue>,
+    unreported_feedback: HashMap<u64, u64>,
+}
+
+impl ViewerRtcp for ViewersOnUdp {
+    fn take(&mut self, source: SocketAddr, packet: &[u8]) -> RtcpTaken {
+        let peer_id = {
+            let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match state.as_ref().and_then(|running| running.udp_peers.get(&source)) {
+                Some(&peer_id) => peer_id,
+                None => return RtcpTaken::NotAViewers,
+            }
+        };
+        match receive_rtcp(&self.state, peer_id, packet) {
+            Ok(report) if report.receiver_reports.is_empty() && report.remb.is_none() && report.nacks == 0 && report.keyframe_requests == 0 => {
+                if self.unreported_feedback.len() >= UNREPORTED_FEEDBACK_PEERS {
+                    self.unreported_feedback.clear();
+                }
+                *self.unreported_feedback.entry(peer_id).or_default() += report.other;
+            }
+            Ok(mut report) => {
+                report.other += self.unreported_feedback.remove(&peer_id).unwrap_or(0);
+                self.events.push(Event::ViewerRtcp { peer_id, report });
+            }
+            Err(_) => return RtcpTaken::Refused,
+        }
+        RtcpTaken::Read
     }
 }
 

@@ -29,10 +29,13 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::stats::RtcpReport;
+use crate::sys::{new_eventfd, wake};
 
 /// Events waiting past this are dropped (and counted): the control plane stopped reading.
 pub const MAX_EVENTS: usize = 65536;
@@ -71,6 +74,11 @@ pub enum Event {
     /// A viewer's ICE-TCP connection is lost: its queue made no progress for the
     /// stall timeout ("stalled"), or the kernel refused a write ("broken").
     TcpConnectionLost { peer_id: u64, reason: &'static str },
+    /// What the engine read in a viewer's RTCP on the WebRTC socket (see
+    /// [`crate::egress::socket_reader`]): a packet with report blocks, a
+    /// REMB, NACKs, PLIs/FIRs or other packets. Packets of transport feedback
+    /// alone make no event; they are counted in the next one's `other`.
+    ViewerRtcp { peer_id: u64, report: RtcpReport },
 }
 
 /// An [`Event`] as the control plane sees it: source streams known by their
@@ -118,6 +126,10 @@ pub enum EngineEvent {
         peer_id: u64,
         reason: String,
     },
+    ViewerRtcp {
+        peer_id: u64,
+        report: RtcpReport,
+    },
 }
 
 impl Event {
@@ -148,70 +160,77 @@ impl Event {
             Self::TcpConnectionLost { peer_id, reason } => {
                 EngineEvent::TcpConnectionLost { peer_id, reason: reason.to_string() }
             }
+            Self::ViewerRtcp { peer_id, report } => EngineEvent::ViewerRtcp { peer_id, report },
         })
     }
 }
 
-/// The queue shared by the engine's threads and the control plane, with its eventfd.
-pub struct EventQueue {
-    events: Mutex<VecDeque<Event>>,
+/// A queue shared by the engine's threads and the control plane, with its
+/// eventfd: the first item into an empty queue makes the eventfd readable;
+/// past its limit items are dropped and counted.
+pub struct SignalledQueue<T> {
+    items: Mutex<VecDeque<T>>,
     ready: OwnedFd,
     dropped: AtomicU64,
+    limit: usize,
 }
+
+/// The engine's events for the control plane.
+pub type EventQueue = SignalledQueue<Event>;
 
 impl EventQueue {
     pub fn new() -> io::Result<Self> {
-        // SAFETY: a plain system call; the result is checked and owned at once.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        Self::with_limit(MAX_EVENTS, PREALLOCATED_EVENTS)
+    }
+}
+
+impl<T> SignalledQueue<T> {
+    /// At most `limit` items wait; room for `preallocated` is taken at once.
+    pub fn with_limit(limit: usize, preallocated: usize) -> io::Result<Self> {
         Ok(Self {
-            events: Mutex::new(VecDeque::with_capacity(PREALLOCATED_EVENTS)),
-            // SAFETY: `fd` is a new descriptor that nothing else owns.
-            ready: unsafe { OwnedFd::from_raw_fd(fd) },
+            items: Mutex::new(VecDeque::with_capacity(preallocated)),
+            ready: new_eventfd()?,
             dropped: AtomicU64::new(0),
+            limit,
         })
     }
 
-    /// The eventfd: readable while events wait.
+    /// The eventfd: readable while items wait.
     pub fn fd(&self) -> RawFd {
         self.ready.as_raw_fd()
     }
 
-    /// Events lost because [`MAX_EVENTS`] were waiting.
+    /// Items lost because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Queues `event`; the first into an empty queue makes the eventfd readable.
-    pub fn push(&self, event: Event) {
+    /// Queues `item`; the first into an empty queue makes the eventfd readable.
+    pub fn push(&self, item: T) {
         let was_empty = {
-            let mut events = self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if events.len() >= MAX_EVENTS {
+            let mut items = self.items.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if items.len() >= self.limit {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            let was_empty = events.is_empty();
-            events.push_back(event);
+            let was_empty = items.is_empty();
+            items.push_back(item);
             was_empty
         };
         if was_empty {
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: writes 8 bytes from `one` to the eventfd.
-            unsafe { libc::write(self.ready.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+            wake(&self.ready);
         }
     }
 
-    /// Every waiting event, oldest first; the eventfd is no longer readable
-    /// (until the next push). Resetting the eventfd before taking the events
-    /// means an event pushed meanwhile is either taken now or signals again.
-    pub fn drain(&self) -> Vec<Event> {
+    /// Every waiting item, oldest first; the eventfd is no longer readable
+    /// (until the next push). Resetting the eventfd before taking the items
+    /// means an item pushed meanwhile is either taken now or signals again.
+    pub fn drain(&self) -> Vec<T> {
         let mut counter = [0u8; 8];
         // SAFETY: reads at most 8 bytes into `counter`; the eventfd is non-blocking.
         unsafe { libc::read(self.ready.as_raw_fd(), counter.as_mut_ptr().cast(), counter.len()) };
-        let mut events = self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        events.drain(..).collect()
+        let mut items = self.items.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        items.drain(..).collect()
     }
 }
 

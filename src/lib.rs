@@ -48,6 +48,7 @@ fn _engine(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<stats::WorkerStats>()?;
     module.add_class::<stats::PublisherStats>()?;
     module.add_class::<stats::RtcpReport>()?;
+    module.add_class::<stats::WebRtcSocketStats>()?;
     module.add_class::<wire::rtcp::ReceptionReport>()?;
     module.add_class::<wire::rtcp::Remb>()?;
     python::add_event_classes(module)?;

@@ -14,7 +14,7 @@ use crate::engine::{
 use crate::events::EngineEvent;
 use crate::ingest::IngestOptions;
 use crate::media::MediaKind;
-use crate::stats::{MountpointStats, PeerStats, PublisherStats, RtcpReport, WorkerStats};
+use crate::stats::{MountpointStats, PeerStats, PublisherStats, RtcpReport, WebRtcSocketStats, WorkerStats};
 use crate::wire::codec::Codec;
 use crate::wire::srtp::Profile;
 
@@ -438,6 +438,27 @@ impl Engine {
         self.inner.events_dropped()
     }
 
+    // --- the WebRTC socket's reader (see crate::egress::socket_reader) ---
+
+    fn read_webrtc_socket(&self) -> PyResult<RawFd> {
+        Ok(self.inner.read_webrtc_socket()?)
+    }
+
+    fn take_webrtc_datagrams<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> Vec<(Bound<'py, pyo3::types::PyBytes>, (String, u16))> {
+        self.inner
+            .take_webrtc_datagrams()
+            .into_iter()
+            .map(|(data, source)| (pyo3::types::PyBytes::new(py, &data), (source.ip().to_string(), source.port())))
+            .collect()
+    }
+
+    fn webrtc_socket_stats(&self) -> WebRtcSocketStats {
+        self.inner.webrtc_socket_stats()
+    }
+
     fn set_source_silence(&self, mountpoint_id: u64, index: i64, silence_ms: i64) -> PyResult<()> {
         Ok(self.inner.set_source_silence(mountpoint_id, int(index, "stream index")?, self::silence_ms(silence_ms)?)?)
     }
@@ -545,6 +566,14 @@ pub struct TcpConnectionLost {
     reason: String,
 }
 
+/// What the engine read in a viewer's RTCP on the WebRTC socket (and did about it).
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Debug, PartialEq, Eq)]
+pub struct ViewerRtcp {
+    peer_id: u64,
+    report: RtcpReport,
+}
+
 /// A viewer's bandwidth estimate (bits per second), from its transport feedback, REMB and reports.
 #[pyclass(frozen, get_all, eq, module = "fanout._engine")]
 #[derive(Debug, PartialEq, Eq)]
@@ -580,6 +609,19 @@ event_methods!(
     TcpConnectionLost(peer_id: u64, reason: String)
 );
 
+#[pymethods]
+impl ViewerRtcp {
+    /// Made by the engine; made in Python for tests of what handles them.
+    #[new]
+    fn new(peer_id: u64, report: PyRef<'_, RtcpReport>) -> Self {
+        Self { peer_id, report: report.clone() }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("ViewerRtcp(peer_id={}, report={:?})", self.peer_id, self.report)
+    }
+}
+
 fn event_object(py: Python<'_>, event: EngineEvent) -> PyResult<Py<PyAny>> {
     Ok(match event {
         EngineEvent::SubstreamMoved { peer_id, index, source_index } => {
@@ -609,6 +651,7 @@ fn event_object(py: Python<'_>, event: EngineEvent) -> PyResult<Py<PyAny>> {
         EngineEvent::TcpConnectionLost { peer_id, reason } => {
             Py::new(py, TcpConnectionLost { peer_id, reason })?.into_any()
         }
+        EngineEvent::ViewerRtcp { peer_id, report } => Py::new(py, ViewerRtcp { peer_id, report })?.into_any(),
     })
 }
 
@@ -623,6 +666,7 @@ pub fn add_event_classes(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<RecordingStopped>()?;
     module.add_class::<BandwidthEstimate>()?;
     module.add_class::<TcpConnectionLost>()?;
+    module.add_class::<ViewerRtcp>()?;
     Ok(())
 }
 

@@ -185,6 +185,22 @@ pub struct WorkerStats {
     pub dropped_late: u64,
 }
 
+/// What the WebRTC socket's reader has done ([`crate::engine::Engine::webrtc_socket_stats`]).
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebRtcSocketStats {
+    /// Datagrams read.
+    pub datagrams: u64,
+    /// Viewers' RTCP read and acted on in the engine.
+    pub rtcp_read: u64,
+    /// Viewers' RTCP that did not unprotect or parse (dropped).
+    pub rtcp_refused: u64,
+    /// Handed to the control plane (STUN, DTLS, RTCP of a peer not yet in the engine...).
+    pub forwarded: u64,
+    /// Dropped: larger than a receive buffer, or past the control plane's queue.
+    pub dropped: u64,
+}
+
 /// What the engine saw in a peer's RTCP packet and did about it
 /// ([`crate::engine::Engine::receive_rtcp`]).
 #[pyclass(frozen, get_all, eq, module = "fanout._engine")]

@@ -261,6 +261,21 @@ class PublisherStats:
     def ssrcs(self) -> list[int]: ...  # the SSRCs routed so far, in the order of their first packet
 
 @final
+class WebRtcSocketStats:
+    """What the WebRTC socket's reader has done (Engine.read_webrtc_socket); the counters only grow."""
+
+    @property
+    def datagrams(self) -> int: ...  # read
+    @property
+    def rtcp_read(self) -> int: ...  # peers' RTCP read and acted on in the engine
+    @property
+    def rtcp_refused(self) -> int: ...  # peers' RTCP that did not unprotect or parse: dropped
+    @property
+    def forwarded(self) -> int: ...  # handed to the control plane (STUN, DTLS, RTCP of a peer not yet added)
+    @property
+    def dropped(self) -> int: ...  # larger than a receive buffer (2048 bytes), or past the control plane's queue
+
+@final
 class WorkerStats:
     """One worker's load; counters only grow."""
 
@@ -661,12 +676,26 @@ class Engine:
         | RecordingStopped
         | BandwidthEstimate
         | TcpConnectionLost
+        | ViewerRtcp
     ]:
         """Every event since the last call, oldest first (the fd is no longer readable
         until the next). Events about a mountpoint removed meanwhile are left out;
         nothing once the engine is closed."""
     def events_dropped(self) -> int:
         """Events lost because 65536 were left waiting (nobody drained them)."""
+
+    # --- the WebRTC socket's reader: viewers' RTCP stays in the engine ---
+    def read_webrtc_socket(self) -> int:
+        """From now on a thread of the engine reads the WebRTC socket (the control plane must
+        stop reading it): the RTCP of each peer on UDP it reads and acts on (a ViewerRtcp event
+        when it carried more than transport feedback); everything else waits for
+        take_webrtc_datagrams(). Returns an fd readable while datagrams wait, valid until the
+        Engine is garbage collected. Calling it again returns the same fd."""
+    def take_webrtc_datagrams(self) -> list[tuple[bytes, tuple[str, int]]]:
+        """The datagrams read that are not peers' RTCP (STUN, DTLS...), oldest first, each with
+        its source address (IPv4 in its own form, not v4-mapped)."""
+    def webrtc_socket_stats(self) -> WebRtcSocketStats:
+        """What the WebRTC socket's reader has done (zeros before read_webrtc_socket)."""
     def set_source_silence(self, mountpoint_id: int, index: int, silence_ms: int) -> None:
         """The stream is reported silent after ``silence_ms`` (1..3600000) without a
         packet, from now on. KeyError for an unknown mountpoint, ValueError for a
@@ -823,6 +852,18 @@ class TcpConnectionLost:
     def peer_id(self) -> int: ...
     @property
     def reason(self) -> str: ...
+
+@final
+class ViewerRtcp:
+    """What the engine read in a peer's RTCP on the WebRTC socket (read_webrtc_socket) and did
+    about it: a packet with report blocks, a REMB, NACKs, PLIs/FIRs or other packets. Packets of
+    transport feedback alone make no event: they are counted in the next one's ``other``."""
+
+    def __new__(cls, peer_id: int, report: RtcpReport) -> Self: ...
+    @property
+    def peer_id(self) -> int: ...
+    @property
+    def report(self) -> RtcpReport: ...
 
 # bench_protect, bench_send and bench_read_transport_feedback exist only in an engine built with
 # the cargo feature "bench" (scripts/setup's development install; src/python_bench.rs), for

@@ -25,6 +25,7 @@ from fanout._engine import (
     SourceSilent,
     SubstreamMoved,
     TcpConnectionLost,
+    ViewerRtcp,
 )
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ EngineEvent: TypeAlias = (
     | RecordingStopped
     | BandwidthEstimate
     | TcpConnectionLost
+    | ViewerRtcp
 )
 Event = TypeVar("Event", bound=EngineEvent)
 Handler = Callable[[EngineEvent], None]

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
-from fanout._engine import Engine, TcpConnectionLost
+from fanout._engine import Engine, TcpConnectionLost, ViewerRtcp
 from fanout.admin.serving import configure_logs, event_bus_for, start_operations
 from fanout.cluster.node import ClusterNode
 from fanout.cluster.relay import RelayEdge, RelayOrigin
@@ -131,6 +131,13 @@ def data_plane_priority_report(wanted: int, nice: int, refused: str | None, cont
     return logging.INFO, f"the engine's threads run at nice {nice}, ahead of the control plane's {control_plane}"
 
 
+def _viewer_rtcp(gateway: Gateway, event: ViewerRtcp) -> None:
+    """What the engine read in a viewer's RTCP: its handle's plugin hears of it."""
+    handle = gateway.handles.get(event.peer_id)
+    if handle is not None:
+        handle.rtcp_read(event.report)
+
+
 def _tcp_connection_lost(gateway: Gateway, event: TcpConnectionLost) -> None:
     """The engine gave up on a viewer's ICE-TCP connection (it stopped reading, or it broke): hang up."""
     handle = gateway.handles.get(event.peer_id)
@@ -190,6 +197,8 @@ async def _running(
             raise StartupError(f"configuration error: {error}") from None
         gateway = Gateway(settings, engine, endpoint, [plugin], event_bus=event_bus)
         engine_events.subscribe(TcpConnectionLost, functools.partial(_tcp_connection_lost, gateway))
+        engine_events.subscribe(ViewerRtcp, functools.partial(_viewer_rtcp, gateway))
+        endpoint.read_through(engine.read_webrtc_socket(), engine.take_webrtc_datagrams)
         stack.push_async_callback(event_bus.stop)
         try:
             await gateway.start()

@@ -3,6 +3,7 @@ parsed with prometheus-client's own text-format parser."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -38,6 +39,20 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+async def until_sampled(
+    http: aiohttp.ClientSession, url: str, key: tuple[str, tuple[tuple[str, str], ...]], timeout: float = 20.0
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples once ``key`` is above zero (within ``timeout`` seconds)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        async with http.get(url) as response:
+            sampled = samples(await response.text())
+        if sampled.get(key, 0) > 0:
+            return sampled
+        assert asyncio.get_running_loop().time() < deadline, f"{key} still 0 after {timeout} s"
+        await asyncio.sleep(0.2)
+
+
 @pytest.mark.usefixtures("loopback_only_ice")
 async def test_metrics_show_a_watching_viewer(tmp_path: Path) -> None:
     folder = tmp_path / "config"
@@ -57,8 +72,7 @@ async def test_metrics_show_a_watching_viewer(tmp_path: Path) -> None:
             try:
                 await viewer.watch(1)
                 await viewer.wait_for_frames(video=30, audio=30)
-                async with http.get(url) as response:
-                    during = samples(await response.text())
+                during = await until_sampled(http, url, ("fanout_webrtc_socket_datagrams_total", (("fate", "rtcp_read"),)))
             finally:
                 await viewer.close()
                 await client.close()
@@ -83,6 +97,10 @@ async def test_metrics_show_a_watching_viewer(tmp_path: Path) -> None:
     assert during[("fanout_dtls_handshake_failures_total", ())] == 0
     assert sum(value for (name, _), value in during.items() if name == "fanout_worker_viewers") == 1
     assert any(name == "fanout_worker_busy_seconds_total" for name, _ in during)
+    # The viewer's consent checks and DTLS went to the control plane; its RTCP stayed in the engine.
+    assert during[("fanout_webrtc_socket_datagrams_total", (("fate", "forwarded"),))] > 0
+    assert during[("fanout_webrtc_socket_datagrams_total", (("fate", "rtcp_refused"),))] == 0
+    assert during[("fanout_webrtc_socket_datagrams_total", (("fate", "dropped"),))] == 0
 
 
 async def test_dtls_failures_and_hangups_are_counted_by_reason() -> None:

@@ -38,7 +38,7 @@ from fanout.webrtc.peer import (
 )
 
 if TYPE_CHECKING:
-    from fanout._engine import Engine
+    from fanout._engine import Engine, RtcpReport
     from fanout.core.session import Session
     from fanout.webrtc.endpoint import TcpConnection, WebRtcEndpoint
 
@@ -388,12 +388,17 @@ class Handle:
             connection.hand_over(lambda packet: self.engine.send_tcp_frame(self.id, packet))
 
     def _receive_rtcp(self, packet: bytes) -> None:
+        """SRTCP the endpoint read (before the engine reads the socket, or over ICE-TCP)."""
         try:
             report = self.engine.receive_rtcp(self.id, packet)  # the engine reads and acts on it
         except (KeyError, ValueError) as error:
             self.rtcp_dropped += 1
             logger.debug("handle %d: RTCP dropped: %s", self.id, error)
             return
+        self.rtcp_read(report)
+
+    def rtcp_read(self, report: RtcpReport) -> None:
+        """The engine read the peer's RTCP (and answered its NACKs, forwarded its PLIs): the plugin hears."""
         self._call_plugin("incoming_rtcp", self.plugin.incoming_rtcp, self, report)
 
     # -- ending

@@ -130,6 +130,16 @@ class StateCollector(Collector):
             yield CounterMetricFamily(
                 "fanout_webrtc_socket_drops", "datagrams the kernel dropped at the WebRTC socket: its receive buffer was full", value=drops
             )
+        read = self.gateway.engine.webrtc_socket_stats()
+        datagrams = CounterMetricFamily(
+            "fanout_webrtc_socket_datagrams",
+            "datagrams the engine read on the WebRTC socket, by fate: viewers' RTCP read (or refused) in the engine, "
+            "forwarded to the control plane (STUN, DTLS), dropped (too large, or the control plane's queue full)",
+            labels=["fate"],
+        )
+        for fate in ("rtcp_read", "rtcp_refused", "forwarded", "dropped"):
+            datagrams.add_metric([fate], getattr(read, fate))
+        yield datagrams
 
     def _adaptation(self) -> Iterable[Metric]:
         """The viewers' bandwidth estimates and simulcast layers now, as gauge histograms, the

@@ -11,6 +11,10 @@ port), so that :meth:`WebRtcEndpoint.connected_socket` can open a socket on the
 same address connected to one peer: Linux then delivers that peer's datagrams to
 it (a WHIP publisher's link, read by the engine), the rest still to this one.
 
+Once the engine runs, its own thread reads the socket (:meth:`WebRtcEndpoint.read_through`):
+it keeps the viewers' RTCP (their transport feedback alone is tens of packets a second
+each) and hands the endpoint the rest, so that the Python loop wakes for STUN and DTLS only.
+
 The socket's receive buffer is sized (``receive_buffer`` bytes, SO_RCVBUFFORCE where the
 process may, else SO_RCVBUF up to net.core.rmem_max): after a network blip or a join storm
 every viewer's consent check, DTLS flight and RTCP arrive together and wait there for the
@@ -191,6 +195,7 @@ class WebRtcEndpoint:
         self.bind_address: tuple[str, int] = sock.getsockname()[:2]
         self._ipv6_socket = sock.family == socket.AF_INET6
         self._transport: asyncio.DatagramTransport | None = None
+        self._reading_through: int | None = None  # the fd of the queue the engine hands datagrams through
         self._peers_by_ufrag: dict[str, WebRtcPeer] = {}
         self._peers_by_address: dict[tuple[str, int], WebRtcPeer] = {}
         self._handlers: dict[WebRtcPeer, EventHandler] = {}
@@ -286,6 +291,23 @@ class WebRtcEndpoint:
         """Datagrams the kernel dropped because the receive buffer was full (None: unknown)."""
         return socket_drops(self._socket)
 
+    def read_through(self, ready_fd: int, take: Callable[[], list[tuple[bytes, tuple[str, int]]]]) -> None:
+        """Another reader (the engine's thread) reads the socket from now on and keeps what is
+        its own (viewers' RTCP); ``take()`` gives the rest, with unmapped source addresses,
+        whenever ``ready_fd`` is readable."""
+        assert self._transport is not None and self._reading_through is None
+        self._transport.pause_reading()  # type: ignore[attr-defined]  # the selector loop's transport has it
+        self._reading_through = ready_fd
+
+        def read_ready() -> None:
+            for data, address in take():
+                try:
+                    self.datagram_received(data, address)
+                except Exception:
+                    logger.exception("datagram from %s failed", address)
+
+        self._loop.add_reader(ready_fd, read_ready)
+
     def connected_socket(self, remote: tuple[str, int]) -> socket.socket:
         """A new UDP socket on this endpoint's address and port, connected to ``remote``: from
         now on the kernel delivers ``remote``'s datagrams to it instead of to the endpoint.
@@ -370,6 +392,9 @@ class WebRtcEndpoint:
     def close(self) -> None:
         for peer in self.peers:
             self.remove_peer(peer)
+        if self._reading_through is not None:
+            self._loop.remove_reader(self._reading_through)
+            self._reading_through = None
         if self._transport is not None:
             self._transport.close()
         for connection in list(self._tcp_connections.values()):
