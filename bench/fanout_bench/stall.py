@@ -145,8 +145,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=2, help="each round runs priority, then level")
     parser.add_argument(
-        "--ahead", type=int, default=10, choices=range(1, 21), metavar="1..20",
-        help="nice steps the engine's threads are ahead of the control plane in the priority runs (default 10)",
+        "--ahead", type=int, default=5, choices=range(1, 21), metavar="1..20",
+        help="nice steps the engine's threads are ahead of the control plane in the priority runs (default 5, as fanout's data_plane_nice)",
     )
     parser.add_argument("--core", type=int, default=0, help="the core of the worker and the control plane")
     parser.add_argument("--source-cpu", type=int, default=1)

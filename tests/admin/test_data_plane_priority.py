@@ -65,15 +65,15 @@ async def test_the_engines_threads_run_ahead_of_the_control_plane(privileged: tu
     control_plane = os.getpriority(os.PRIO_PROCESS, 0)  # the server's main thread inherits this test's
     threads = thread_nice_values(process.process.pid)
     engine = {name: nice for name, nice in threads.items() if name.startswith("fanout-")}
-    assert engine == {"fanout-worker-0": -10, "fanout-receiver": -10}, threads
+    assert engine == {"fanout-worker-0": -5, "fanout-receiver": -5, "fanout-socket": -5}, threads
     assert threads[f"python/{process.process.pid}"] == control_plane, "the control plane's thread keeps its nice value"
     status = await get_status(addresses)
     assert (status["data_plane_nice"], status["control_plane_nice"], status["data_plane_nice_refused"]) == (
-        -10,
+        -5,
         control_plane,
         None,
     )
-    assert f"the engine's threads run at nice -10, ahead of the control plane's {control_plane}" in process.output
+    assert f"the engine's threads run at nice -5, ahead of the control plane's {control_plane}" in process.output
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None or os.geteuid() != 0, reason="needs setpriv and root")
@@ -86,15 +86,16 @@ async def test_without_the_right_the_server_runs_level_and_says_how_to_allow_it(
         assert {name: nice for name, nice in threads.items() if name.startswith("fanout-")} == {
             "fanout-worker-0": control_plane,
             "fanout-receiver": control_plane,
+            "fanout-socket": control_plane,
         }
         status = await get_status(addresses)
         assert (status["data_plane_nice"], status["control_plane_nice"]) == (control_plane, control_plane)
         assert status["data_plane_nice_refused"] == "Permission denied (os error 13)"
         assert (
-            "the engine's threads could not take fanout.data_plane_nice = -10 (Permission denied (os error 13)): "
+            "the engine's threads could not take fanout.data_plane_nice = -5 (Permission denied (os error 13)): "
             f"they run at nice {control_plane}, level with the control plane"
         ) in process.output
-        assert "CAP_SYS_NICE" in process.output and "LimitNICE=-10" in process.output
+        assert "CAP_SYS_NICE" in process.output and "LimitNICE=-5" in process.output
 
 
 def test_a_data_plane_not_below_the_control_plane_is_reported() -> None:

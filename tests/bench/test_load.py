@@ -188,7 +188,7 @@ def test_overload_measures_each_level_with_loss_latency_and_control_plane_times(
     # The server runs at --server-nice (-10) on top of the bench's own -5, its engine's threads at
     # fanout.data_plane_nice.
     engine_threads = {name: nice for name, nice in run["thread_nice"].items() if name.startswith("fanout-")}
-    assert engine_threads == {"fanout-worker-0": -20, "fanout-receiver": -20}
+    assert engine_threads == {"fanout-worker-0": -20, "fanout-receiver": -20, "fanout-socket": -20}
     control_plane = max(-20, os.getpriority(os.PRIO_PROCESS, 0) - 5 - 10)
     assert {nice for name, nice in run["thread_nice"].items() if not name.startswith("fanout-")} == {control_plane}
     for level in levels:

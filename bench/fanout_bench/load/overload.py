@@ -211,10 +211,12 @@ def _answer_counts(counts: dict[str, tuple[int, int]], wanted: int) -> str:
 
 
 def _thread_groups(threads: dict[str, float]) -> dict[str, float]:
-    """A server's cores by role: fanout's engine workers and receiver, and the rest (its Python control plane)."""
+    """A server's cores by role: fanout's engine workers, receiver and WebRTC socket reader (its viewers'
+    RTCP), and the rest (its Python control plane)."""
+    engine_roles = {"fanout-receiver": "receiver", "fanout-socket": "socket"}
     groups: dict[str, float] = {}
     for name, cores in threads.items():
-        role = "workers" if name.startswith("fanout-worker") else "receiver" if name == "fanout-receiver" else "rest"
+        role = "workers" if name.startswith("fanout-worker") else engine_roles.get(name, "rest")
         groups[role] = groups.get(role, 0.0) + cores
     return groups
 
@@ -357,7 +359,7 @@ def overload_plot(results: dict[str, Any], path: Any) -> None:
                 color=color,
                 label=f"{run_name(run)} {request}",
             )
-        for role, style in (("workers", "-"), ("receiver", "--"), ("rest", ":")):
+        for role, style in (("workers", "-"), ("receiver", "--"), ("socket", "-."), ("rest", ":")):
             if run["server"] != "fanout" and role != "rest":
                 continue
             axes[4].plot(

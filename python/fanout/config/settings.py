@@ -14,7 +14,7 @@ socket's receive buffer, default 8 MiB, 0 = the kernel's default: a burst of con
 from every viewer waits there for the control plane), ``max_send_delay_ms`` (a media packet
 that cannot reach a viewer within this long of its arrival is dropped and counted, never
 sent late), ``data_plane_nice`` (the nice value the engine's receiver and workers take,
-default -10: on a core they share with the control plane, a stall of the control plane
+default -5: on a core they share with the control plane, a stall of the control plane
 delays it, not the media). The limits every HTTP and
 WebSocket listener puts on its clients (:class:`ConnectionLimits`) are
 fanout keys too. ``webrtc_interface`` defaults to ``general.interface``'s
@@ -164,7 +164,7 @@ class IceServerSettings:
 
 DEFAULT_MAX_SEND_DELAY_MS = 100
 MAX_SEND_DELAY_MS = 10_000  # the engine's own limit
-DEFAULT_DATA_PLANE_NICE = -10  # the engine's threads weigh 9548 to the control plane's 1024 at nice 0
+DEFAULT_DATA_PLANE_NICE = -5  # the engine's threads weigh 3121 to the control plane's 1024 at nice 0
 
 
 @dataclass(frozen=True)
