@@ -32,13 +32,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "log_file": {"log_file": True},
 }
 # get_status: Janus's own logging switches; fanout's log lines carry timestamps and no colours; and
-# fanout's own: the engine's threads at fanout.data_plane_nice (-10) when the server may lower a nice value
+# fanout's own: the engine's threads at fanout.data_plane_nice (-5) when the server may lower a nice value
 # (tests/admin/test_data_plane_priority.py), the control plane's thread at the one it inherits from this test
 CONTROL_PLANE_NICE = os.getpriority(os.PRIO_PROCESS, 0)
 FANOUT_STATUS = {
     "log_timestamps": True,
     "log_colors": False,
-    "data_plane_nice": -10 if may_lower_nice() else CONTROL_PLANE_NICE,
+    "data_plane_nice": -5 if may_lower_nice() else CONTROL_PLANE_NICE,
     "control_plane_nice": CONTROL_PLANE_NICE,
     "data_plane_nice_refused": None if may_lower_nice() else "Permission denied (os error 13)",
 }

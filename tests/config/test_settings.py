@@ -261,7 +261,7 @@ def test_max_send_delay() -> None:
 
 
 def test_data_plane_nice() -> None:
-    assert settings_of("")[0].data_plane_nice == -10
+    assert settings_of("")[0].data_plane_nice == -5
     assert settings_of("fanout: { data_plane_nice = -20 }")[0].data_plane_nice == -20
     assert settings_of("fanout: { data_plane_nice = 0 }")[0].data_plane_nice == 0
     for bad in ("-21", "20"):

@@ -12,7 +12,9 @@ The exchange, on the origin's HTTP transport (bodies sealed, ``application/x-fan
 
     edge                                            origin
      | POST /cluster/relay         RelayRequest ->    | add_peer + subscribe; SRTCP from the
-     |                                               | edge's address -> engine.receive_rtcp
+     |                                               | edge's address: the engine's socket
+     |                                               | reader takes it (or, without one, the
+     |                                               | endpoint routes it to engine.receive_rtcp)
      | <- 200 RelayGranted (sealed: the origin's WebRTC address)
      | connect the socket there; attach_publisher
      | POST /cluster/relay/refresh  (every second)->  | 204; 404 when it does not know the
