@@ -29,7 +29,6 @@ const FIRST_REPORT_DELAY: Duration = Duration::from_secs(1);
 const SEND_BUFFER_BYTES: libc::c_int = 4 << 20;
 
 use crate::egress::batch::SendMode;
-use crate::egress::socket_reader::{canonical, Datagram, RtcpTaken, SocketReader, ViewerRtcp};
 use crate::egress::tcp::{SharedTcpOutput, TcpOutput, MAX_FRAME};
 use crate::egress::viewer::{StreamStart, Viewer, ViewerCounters, ViewerStream};
 use crate::egress::worker::{Caches, Command, SendCounters, Worker, WorkerConfig, WorkerLoad};
@@ -37,21 +36,22 @@ use crate::events::{EngineEvent, Event, EventQueue, DEFAULT_SILENCE_MS};
 use crate::ingest::publisher::{LinkStream, PublisherCounters, PublisherLink, Route, Router, MAX_ID_LEN};
 use crate::ingest::receiver::{Receiver, ReceiverCommand, SourceStream, StreamCounters, WorkerDoor, WAKE_KEY};
 use crate::ingest::recorder::{RecordingSlot, RecordingTarget};
+use crate::ingest::socket_reader::{canonical, Datagram, RtcpTaken, SocketReader, ViewerRtcp};
 use crate::ingest::source_rtcp::{for_each_keyframe_request, KeyframeReason, LinkSender, SourceRtcp};
 use crate::ingest::IngestOptions;
 use crate::media::packet::{GopCache, SLOT_SIZE};
 use crate::media::MediaKind;
 use crate::ring;
 use crate::stats::{
-    KeyframeCacheStats, MountpointStats, PeerStats, PublisherStats, RtcpReport, SenderReportStats, StreamStats,
-    WebRtcSocketStats, WorkerStats,
+    KeyframeCacheStats, MountpointStats, PeerStats, PublisherStats, SenderReportStats, StreamStats, WebRtcSocketStats,
+    WorkerStats,
 };
 use crate::sys::{
     allowed_cores, bind_source_on, cvt, monotonic_ns, new_eventfd, random_bytes, register, set_receive_buffer,
     set_send_buffer, set_thread_nice, thread_nice, wake, RawAddress, RECEIVE_BUFFER_BYTES,
 };
 use crate::wire::codec::Codec;
-use crate::wire::rtcp::{for_each_nack, is_rtcp, summarize};
+use crate::wire::rtcp::{for_each_nack, is_rtcp, summarize, RtcpReport};
 use crate::wire::rtp::PlayoutDelay;
 use crate::wire::srtp::{Profile, SrtcpInbound, SrtpInbound, SrtpSession};
 use crate::wire::twcc::has_transport_feedback;
@@ -637,20 +637,31 @@ impl Engine {
         RawAddress::from_socket_addr(address, self.socket_family).is_some()
     }
 
-    // --- the WebRTC socket's reader (see crate::egress::socket_reader) ---
+    // --- the WebRTC socket's reader (see crate::ingest::socket_reader) ---
 
     /// From now on the engine reads the WebRTC socket (the control plane
     /// stops reading it): its viewers' RTCP stays in the data plane, the rest
     /// waits for [`Engine::take_webrtc_datagrams`]. Returns the eventfd that
     /// is readable while datagrams wait. Calling it again returns the same fd.
     pub fn read_webrtc_socket(&self) -> Result<RawFd, EngineError> {
-        drop(self.running()?);
         let mut reader = self.socket_reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(reader) = reader.as_ref() {
             return Ok(reader.forwarded.fd());
         }
-        let viewers =
-            ViewersOnUdp { state: self.state.clone(), events: self.events.clone(), unreported_feedback: HashMap::new() };
+        let worker_wakes = running(&self.state)?
+            .as_ref()
+            .expect("checked by running()")
+            .workers
+            .iter()
+            .map(|worker| worker.wake.clone())
+            .collect();
+        let viewers = ViewersOnUdp {
+            state: self.state.clone(),
+            events: self.events.clone(),
+            unreported_feedback: HashMap::new(),
+            worker_wakes,
+            pending_wakes: Vec::new(),
+        };
         let nice = self.nice;
         let started = SocketReader::spawn(self.socket.clone(), viewers, move || {
             let _ = enter_data_plane(nice);
@@ -1272,7 +1283,8 @@ impl Engine {
         };
         peer.address = address;
         peer.tcp = tcp.clone();
-        let (old, worker) = (std::mem::replace(&mut peer.udp_address, udp_address), peer.subscription.as_ref().map(|s| s.worker));
+        let (old, worker) =
+            (std::mem::replace(&mut peer.udp_address, udp_address), peer.subscription.as_ref().map(|s| s.worker));
         running.set_udp_address(peer_id, old, udp_address);
         match worker {
             Some(worker) => Self::to_worker(running, worker, Command::SetViewerAddress { id: peer_id, address, tcp }),
@@ -1332,7 +1344,7 @@ impl Engine {
     /// one (at most one per stream per second). The report says what it
     /// carried (receiver reports, REMB) and what was done.
     pub fn receive_rtcp(&self, peer_id: u64, packet: &[u8]) -> Result<RtcpReport, EngineError> {
-        receive_rtcp(&self.state, peer_id, packet)
+        receive_rtcp(&self.state, peer_id, packet, WorkerWakes::Now)
     }
 
     /// Protects plain (compound) RTCP with the peer's SRTCP context and sends it:
@@ -1707,7 +1719,12 @@ impl Drop for Engine {
 /// and FIRs about its streams go on to the source's RTCP port, if it has
 /// one (at most one per stream per second). The report says what it
 /// carried (receiver reports, REMB) and what was done.
-fn receive_rtcp(state: &Mutex<Option<Running>>, peer_id: u64, packet: &[u8]) -> Result<RtcpReport, EngineError> {
+fn receive_rtcp(
+    state: &Mutex<Option<Running>>,
+    peer_id: u64,
+    packet: &[u8],
+    mut wakes: WorkerWakes<'_>,
+) -> Result<RtcpReport, EngineError> {
     let (srtcp, ssrcs) = {
         let state = running(state)?;
         let running = state.as_ref().expect("checked by running()");
@@ -1737,7 +1754,7 @@ fn receive_rtcp(state: &Mutex<Option<Running>>, peer_id: u64, packet: &[u8]) -> 
         if let Some(subscription) = running.peers.get(&peer_id).and_then(|peer| peer.subscription.as_ref()) {
             let packet = if feedback { plain.to_vec() } else { Vec::new() };
             let command = Command::CongestionFeedback { id: peer_id, packet, remb, fraction_lost };
-            Engine::to_worker(running, subscription.worker, command)?;
+            wakes.send(running, subscription.worker, command)?;
         }
     }
     let mut report = RtcpReport {
@@ -1784,11 +1801,33 @@ fn receive_rtcp(state: &Mutex<Option<Running>>, peer_id: u64, packet: &[u8]) -> 
             if let Some(subscription) = &peer.subscription {
                 report.retransmitted = lost.len() as u64;
                 peer.counters.nacked.fetch_add(lost.len() as u64, Ordering::Relaxed);
-                Engine::to_worker(running, subscription.worker, Command::Retransmit { id: peer_id, lost })?;
+                wakes.send(running, subscription.worker, Command::Retransmit { id: peer_id, lost })?;
             }
         }
     }
     Ok(report)
+}
+
+/// When a command's worker is woken: at once, or once the caller has sent
+/// all it has (the socket reader, after each batch of datagrams).
+enum WorkerWakes<'a> {
+    Now,
+    Later(&'a mut Vec<usize>),
+}
+
+impl WorkerWakes<'_> {
+    fn send(&mut self, running: &Running, worker: usize, command: Command) -> Result<(), EngineError> {
+        match self {
+            Self::Now => Engine::to_worker(running, worker, command),
+            Self::Later(pending) => {
+                running.workers[worker].commands.send(command).map_err(|_| EngineError::Closed)?;
+                if !pending.contains(&worker) {
+                    pending.push(worker);
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The engine's state, locked, or Closed.
@@ -1811,6 +1850,9 @@ struct ViewersOnUdp {
     state: Arc<Mutex<Option<Running>>>,
     events: Arc<EventQueue>,
     unreported_feedback: HashMap<u64, u64>,
+    /// Each worker's eventfd, and the workers that got commands since the last batch.
+    worker_wakes: Vec<Arc<OwnedFd>>,
+    pending_wakes: Vec<usize>,
 }
 
 impl ViewerRtcp for ViewersOnUdp {
@@ -1822,8 +1864,8 @@ impl ViewerRtcp for ViewersOnUdp {
                 None => return RtcpTaken::NotAViewers,
             }
         };
-        match receive_rtcp(&self.state, peer_id, packet) {
-            Ok(report) if report.receiver_reports.is_empty() && report.remb.is_none() && report.nacks == 0 && report.keyframe_requests == 0 => {
+        match receive_rtcp(&self.state, peer_id, packet, WorkerWakes::Later(&mut self.pending_wakes)) {
+            Ok(report) if !report.matters_to_the_control_plane() => {
                 if self.unreported_feedback.len() >= UNREPORTED_FEEDBACK_PEERS {
                     self.unreported_feedback.clear();
                 }
@@ -1836,6 +1878,12 @@ impl ViewerRtcp for ViewersOnUdp {
             Err(_) => return RtcpTaken::Refused,
         }
         RtcpTaken::Read
+    }
+
+    fn batch_done(&mut self) {
+        for worker in self.pending_wakes.drain(..) {
+            wake(&self.worker_wakes[worker]);
+        }
     }
 }
 

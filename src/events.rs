@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::stats::RtcpReport;
+use crate::wire::rtcp::RtcpReport;
 use crate::sys::{new_eventfd, wake};
 
 /// Events waiting past this are dropped (and counted): the control plane stopped reading.
@@ -75,7 +75,7 @@ pub enum Event {
     /// stall timeout ("stalled"), or the kernel refused a write ("broken").
     TcpConnectionLost { peer_id: u64, reason: &'static str },
     /// What the engine read in a viewer's RTCP on the WebRTC socket (see
-    /// [`crate::egress::socket_reader`]): a packet with report blocks, a
+    /// [`crate::ingest::socket_reader`]): a packet with report blocks, a
     /// REMB, NACKs, PLIs/FIRs or other packets. Packets of transport feedback
     /// alone make no event; they are counted in the next one's `other`.
     ViewerRtcp { peer_id: u64, report: RtcpReport },

@@ -10,11 +10,11 @@
 //! |---|---|---|---|
 //! | 6 | `python`, `python_bench` | the PyO3 door: conversions from Python, the `Engine` class; the benchmarks' functions (feature `bench`) | 0–5 |
 //! | 5 | `engine`, `stats`, `bench` | the engine handle that owns the threads; the counters it reports (Python classes); the machine's limits for `fanout bench` | 0–4 |
-//! | 4 | `ingest` | source sockets and the receiver thread, each stream's ingest stage, source RTCP, the publisher link | 0–3 |
+//! | 4 | `ingest` | source sockets and the receiver thread, each stream's ingest stage, source RTCP, the publisher link; the WebRTC socket's reader (viewers' RTCP) | 0–3 |
 //! | 3 | `egress` | each viewer's rewrite and SRTP, the worker threads, batched sends | 0–2 |
-//! | 2 | `media` | shared source packets, their pool, histories, keyframe caches; `MediaKind` | 0–1 |
+//! | 2 | `media`, `events` | shared source packets, their pool, histories, keyframe caches; `MediaKind`; the engine's event queue and its eventfd | 0–1 |
 //! | 1 | `wire` | byte formats and crypto: RTP, RTCP, SRTP, codec payloads | 0 |
-//! | 0 | `sys`, `ring`, `events` | OS helpers (sockets, eventfd, epoll, affinity, clock); the lock-free ring; the engine's event queue and its eventfd | std, libc |
+//! | 0 | `sys`, `ring` | OS helpers (sockets, eventfd, epoll, affinity, clock); the lock-free ring | std, libc |
 //!
 //! Ingest sits above egress because the receiver hands packets to the
 //! workers' rings (`egress::worker::Delivery`) and counts their overruns.
@@ -47,7 +47,7 @@ fn _engine(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<stats::SenderReportStats>()?;
     module.add_class::<stats::WorkerStats>()?;
     module.add_class::<stats::PublisherStats>()?;
-    module.add_class::<stats::RtcpReport>()?;
+    module.add_class::<wire::rtcp::RtcpReport>()?;
     module.add_class::<stats::WebRtcSocketStats>()?;
     module.add_class::<wire::rtcp::ReceptionReport>()?;
     module.add_class::<wire::rtcp::Remb>()?;

@@ -14,8 +14,9 @@ use crate::engine::{
 use crate::events::EngineEvent;
 use crate::ingest::IngestOptions;
 use crate::media::MediaKind;
-use crate::stats::{MountpointStats, PeerStats, PublisherStats, RtcpReport, WebRtcSocketStats, WorkerStats};
+use crate::stats::{MountpointStats, PeerStats, PublisherStats, WebRtcSocketStats, WorkerStats};
 use crate::wire::codec::Codec;
+use crate::wire::rtcp::RtcpReport;
 use crate::wire::srtp::Profile;
 
 impl From<EngineError> for PyErr {
@@ -438,16 +439,13 @@ impl Engine {
         self.inner.events_dropped()
     }
 
-    // --- the WebRTC socket's reader (see crate::egress::socket_reader) ---
+    // --- the WebRTC socket's reader (see crate::ingest::socket_reader) ---
 
     fn read_webrtc_socket(&self) -> PyResult<RawFd> {
         Ok(self.inner.read_webrtc_socket()?)
     }
 
-    fn take_webrtc_datagrams<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> Vec<(Bound<'py, pyo3::types::PyBytes>, (String, u16))> {
+    fn take_webrtc_datagrams<'py>(&self, py: Python<'py>) -> Vec<(Bound<'py, pyo3::types::PyBytes>, (String, u16))> {
         self.inner
             .take_webrtc_datagrams()
             .into_iter()

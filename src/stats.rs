@@ -5,7 +5,6 @@
 
 use pyo3::pyclass;
 
-use crate::wire::rtcp::{ReceptionReport, Remb};
 
 /// One peer's sends (the counters only grow).
 #[pyclass(frozen, get_all, eq, module = "fanout._engine")]
@@ -201,24 +200,3 @@ pub struct WebRtcSocketStats {
     pub dropped: u64,
 }
 
-/// What the engine saw in a peer's RTCP packet and did about it
-/// ([`crate::engine::Engine::receive_rtcp`]).
-#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RtcpReport {
-    /// Sequence numbers its Generic NACKs asked for (about any SSRC).
-    pub nacks: u64,
-    /// Of those, the ones about the peer's streams, handed to its worker to
-    /// resend (it resends those still in its history: PeerStats.retransmissions).
-    pub retransmitted: u64,
-    /// PLIs/FIRs about its streams sent on to a source (at most one per stream per second).
-    pub plis_forwarded: u64,
-    /// PLIs and FIRs in it.
-    pub keyframe_requests: u64,
-    /// The report blocks of its receiver (and sender) reports.
-    pub receiver_reports: Vec<ReceptionReport>,
-    /// Its bitrate estimate, if it carried one.
-    pub remb: Option<Remb>,
-    /// Packets of other types (SDES, BYE, XR, other feedback...).
-    pub other: u64,
-}

@@ -1,12 +1,10 @@
 //! From shared packets to viewers: each viewer's rewrite and SRTP
 //! ([`viewer`]), the worker threads that own the viewers ([`worker`]) and
 //! their batched sends ([`batch`]); a viewer on ICE-TCP gets its packets
-//! framed on its connection instead ([`tcp`]). Their RTCP comes back on the
-//! WebRTC socket, which a thread of the engine reads ([`socket_reader`]).
+//! framed on its connection instead ([`tcp`]).
 
 pub mod batch;
 pub mod congestion;
-pub mod socket_reader;
 pub mod tcp;
 pub mod viewer;
 pub mod worker;

@@ -1,6 +1,7 @@
 //! From a source's socket to shared packets: the receiver thread that reads
 //! every source socket and hands packets to the workers ([`receiver`]), each
-//! source stream's RTCP port ([`source_rtcp`]) and, here, the ingest stage.
+//! source stream's RTCP port ([`source_rtcp`]), the viewers' RTCP read from the
+//! WebRTC socket ([`socket_reader`]) and, here, the ingest stage.
 //!
 //! What a source stream does to each datagram before it becomes a shared
 //! packet, as the mountpoint's options ask (Janus's names in brackets):
@@ -28,6 +29,7 @@
 pub mod interleaved;
 pub mod publisher;
 pub mod receiver;
+pub mod socket_reader;
 pub mod recorder;
 pub mod source_rtcp;
 

@@ -123,6 +123,38 @@ pub fn for_each_psfb(packet: &[u8], mut feedback: impl FnMut(u8, u32, &[u8])) {
     }
 }
 
+/// What the engine saw in a peer's RTCP packet and did about it
+/// (`Engine::receive_rtcp`): the packet's
+/// [`RtcpSummary`] as the control plane reads it, and the engine's actions.
+#[pyclass(frozen, get_all, eq, module = "fanout._engine")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RtcpReport {
+    /// Sequence numbers its Generic NACKs asked for (about any SSRC).
+    pub nacks: u64,
+    /// Of those, the ones about the peer's streams, handed to its worker to
+    /// resend (it resends those still in its history: PeerStats.retransmissions).
+    pub retransmitted: u64,
+    /// PLIs/FIRs about its streams sent on to a source (at most one per stream per second).
+    pub plis_forwarded: u64,
+    /// PLIs and FIRs in it.
+    pub keyframe_requests: u64,
+    /// The report blocks of its receiver (and sender) reports.
+    pub receiver_reports: Vec<ReceptionReport>,
+    /// Its bitrate estimate, if it carried one.
+    pub remb: Option<Remb>,
+    /// Packets of other types (SDES, BYE, XR, other feedback...).
+    pub other: u64,
+}
+
+impl RtcpReport {
+    /// Whether it carried something the control plane acts on: report blocks
+    /// (loss, jitter, round trip), a REMB, NACKs or keyframe requests (counted).
+    /// Transport feedback, SDES and the like matter to the engine alone.
+    pub fn matters_to_the_control_plane(&self) -> bool {
+        !self.receiver_reports.is_empty() || self.remb.is_some() || self.nacks > 0 || self.keyframe_requests > 0
+    }
+}
+
 const RECEIVER_REPORT: u8 = 201;
 const PSFB_APPLICATION: u8 = 15;
 const REPORT_BLOCK_LEN: usize = 24;

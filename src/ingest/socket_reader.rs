@@ -4,7 +4,9 @@
 //! wakes the control plane's Python loop.
 //!
 //! The thread waits in `poll` on the socket (the engine's duplicate of the
-//! control plane's) and a stop eventfd, then reads in batches with recvmmsg.
+//! control plane's) and a stop eventfd, then reads in batches with recvmmsg;
+//! after each wake-up it sleeps [`COALESCE`], so that under load a wake reads
+//! many datagrams and wakes each worker they concern once.
 //! A datagram that looks like RTCP (RFC 7983's first byte, an RTCP packet
 //! type as RFC 5761 demultiplexes) is offered to the engine
 //! ([`ViewerRtcp::take`]), which takes it when it comes from a viewer's UDP
@@ -20,15 +22,23 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::events::SignalledQueue;
 use crate::ingest::receiver::{ReceiveBatch, RECEIVE_BATCH};
 use crate::sys::{new_eventfd, wake};
 
 /// Datagrams waiting for the control plane past which the rest are dropped.
-pub const FORWARD_LIMIT: usize = 16384;
+pub const FORWARD_LIMIT: usize = 65536;
 /// Receive batches read per wake-up before the thread polls again (and sees a stop).
 const BATCHES_PER_WAKE: usize = 8;
+/// After each wake-up the thread sleeps this long before it waits again, so that under
+/// load one wake reads what a few milliseconds brought (viewers' feedback comes every
+/// 50-100 ms each, spread out: one wake per datagram would cost a wake each, here and in
+/// the worker the feedback goes to). What waits is late by at most this much: nothing
+/// to a bandwidth estimate (it works from the viewer's own arrival times), a
+/// retransmission or a consent check.
+pub const COALESCE: Duration = Duration::from_millis(5);
 
 /// A datagram for the control plane, with the address it came from.
 pub type Datagram = (Vec<u8>, SocketAddr);
@@ -47,6 +57,8 @@ pub enum RtcpTaken {
 /// The engine's side: takes the RTCP of its viewers.
 pub trait ViewerRtcp: Send + 'static {
     fn take(&mut self, source: SocketAddr, packet: &[u8]) -> RtcpTaken;
+    /// The datagrams of one wake-up are all offered (the workers they concern may be woken now).
+    fn batch_done(&mut self);
 }
 
 /// What the reader has done so far.
@@ -99,6 +111,8 @@ impl SocketReader {
                             break;
                         }
                     }
+                    viewers.batch_done();
+                    std::thread::sleep(COALESCE);
                 }
             })?
         };
@@ -201,7 +215,7 @@ mod tests {
     use super::*;
     use std::net::UdpSocket;
     use std::os::fd::{FromRawFd, IntoRawFd};
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     /// Takes RTCP from one address only, and remembers what it took.
     struct OneViewer {
@@ -217,6 +231,8 @@ mod tests {
             self.taken.lock().unwrap().push(packet.to_vec());
             RtcpTaken::Read
         }
+
+        fn batch_done(&mut self) {}
     }
 
     fn until(mut condition: impl FnMut() -> bool) {
