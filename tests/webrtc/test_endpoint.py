@@ -25,6 +25,7 @@ from aiortc import (
 from aiortc.sdp import candidate_from_sdp
 from playwright.async_api import async_playwright
 
+from fanout._engine import Engine
 from fanout.webrtc.endpoint import WebRtcEndpoint, host_candidate
 from fanout.webrtc.peer import DtlsConnected, IceConnected, PeerClosed, PeerEvent, RtcpReceived, WebRtcPeer
 from fanout.webrtc.rtcp import GenericNack, PictureLossIndication, ReceiverReport, parse_compound
@@ -445,11 +446,15 @@ def consent_check(peer: WebRtcPeer, client_ufrag: str) -> bytes:
     return bytes(message.with_integrity(peer.local_pwd.encode()).with_fingerprint())
 
 
-async def answered_burst(receive_buffer: int, checks: int) -> tuple[int, int, int]:
+async def answered_burst(receive_buffer: int, checks: int, *, engine: bool = False) -> tuple[int, int, int]:
     """``checks`` consent checks from 1 viewer socket per 100 checks, sent while the control plane
     is busy (the test holds the event loop), then read: how many were answered, and how many the
-    kernel dropped at the endpoint's socket, and the receive buffer the kernel granted."""
+    kernel dropped at the endpoint's socket, and the receive buffer the kernel granted. With
+    ``engine``, an engine's thread reads the socket and hands the endpoint the checks, as in a server."""
     endpoint = await WebRtcEndpoint.open("127.0.0.1", 0, ["127.0.0.1"], receive_buffer=receive_buffer)
+    reader = Engine(endpoint.fileno()) if engine else None
+    if reader is not None:
+        endpoint.read_through(reader.read_webrtc_socket(), reader.take_webrtc_datagrams)
     peer = WebRtcPeer(endpoint.certificate, asyncio.get_running_loop().time())
     endpoint.add_peer(peer, Recorder())
     description = SessionDescription(
@@ -480,6 +485,15 @@ async def answered_burst(receive_buffer: int, checks: int) -> tuple[int, int, in
         for viewer in viewers:
             viewer.close()
         endpoint.close()
+        if reader is not None:
+            assert reader.webrtc_socket_stats().dropped == 0
+            reader.close()
+
+
+async def test_a_burst_of_consent_checks_read_by_the_engine_is_answered_whole() -> None:
+    checks = 2000
+    answered, dropped, _ = await answered_burst(8 << 20, checks, engine=True)
+    assert (answered, dropped) == (checks, 0)
 
 
 async def test_a_burst_of_consent_checks_waits_in_the_sized_receive_buffer_and_every_check_is_answered() -> None:
