@@ -144,7 +144,12 @@ async def test_simple_whip_client_publishes_and_a_viewer_decodes_across_a_restar
     viewer: AiortcViewer | None = None
     try:
         async with janus_session(server.janus_url) as janus:
-            await wait_for_publisher(janus, mountpoint_id, live=True)
+            try:
+                await wait_for_publisher(janus, mountpoint_id, live=True)
+            except TimeoutError:
+                raise AssertionError(
+                    f"the publisher is not live; it printed:\n{client.kill()}\nfanout:\n{whip_log(process)}"
+                ) from None
             viewer = await watching(janus, mountpoint_id)
             media = await viewer.wait_for_frames(video=60, audio=50)
             assert media.video_sizes == {(320, 240)}

@@ -13,7 +13,7 @@ fanout.plugins.streaming.admission), ``webrtc_receive_buffer`` (bytes asked for 
 socket's receive buffer, default 8 MiB, 0 = the kernel's default: a burst of consent checks
 from every viewer waits there for the control plane), ``max_send_delay_ms`` (a media packet
 that cannot reach a viewer within this long of its arrival is dropped and counted, never
-sent late), ``data_plane_nice`` (the nice value the engine's receiver and workers take,
+sent late), ``data_plane_nice`` (the nice value the engine's threads take,
 default -5: on a core they share with the control plane, a stall of the control plane
 delays it, not the media). The limits every HTTP and
 WebSocket listener puts on its clients (:class:`ConnectionLimits`) are

@@ -17,8 +17,9 @@ each) and hands the endpoint the rest, so that the Python loop wakes for STUN an
 
 The socket's receive buffer is sized (``receive_buffer`` bytes, SO_RCVBUFFORCE where the
 process may, else SO_RCVBUF up to net.core.rmem_max): after a network blip or a join storm
-every viewer's consent check, DTLS flight and RTCP arrive together and wait there for the
-one control-plane thread; what does not fit, the kernel drops (:meth:`WebRtcEndpoint.socket_drops`).
+every viewer's consent check, DTLS flight and RTCP arrive together and wait there for their
+reader (the engine's thread, which queues what is the control plane's, or this endpoint);
+what does not fit, the kernel drops (:meth:`WebRtcEndpoint.socket_drops`).
 
 Bound to ``::``, the socket is dual-stack (IPV6_V6ONLY off): IPv4 peers arrive as
 v4-mapped addresses, which the endpoint hands to peers in their IPv4 form and maps
