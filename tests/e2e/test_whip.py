@@ -121,9 +121,16 @@ async def mountpoint_info(janus: JanusHttpClient, mountpoint_id: int) -> dict[st
     return reply["plugindata"]["data"]["info"]  # type: ignore[no-any-return]
 
 
-async def wait_for_publisher(janus: JanusHttpClient, mountpoint_id: int, live: bool, timeout: float = 30) -> None:
+async def wait_for_publisher(
+    janus: JanusHttpClient, mountpoint_id: int, live: bool, timeout: float = 30, client: WhipClient | None = None
+) -> None:
+    """Until the mountpoint's publisher is live (or not); ``client``, the one expected to go live,
+    is started again if it aborted before it could (see ``WhipClient.restart_if_aborted``)."""
+
     async def check() -> None:
         while (await mountpoint_info(janus, mountpoint_id))["publisher_live"] is not live:
+            if client is not None:
+                client.restart_if_aborted()
             await asyncio.sleep(0.1)
 
     await asyncio.wait_for(check(), timeout)
@@ -145,7 +152,7 @@ async def test_simple_whip_client_publishes_and_a_viewer_decodes_across_a_restar
     try:
         async with janus_session(server.janus_url) as janus:
             try:
-                await wait_for_publisher(janus, mountpoint_id, live=True)
+                await wait_for_publisher(janus, mountpoint_id, live=True, client=client)
             except TimeoutError:
                 raise AssertionError(
                     f"the publisher is not live; it printed:\n{client.kill()}\nfanout:\n{whip_log(process)}"
@@ -159,7 +166,7 @@ async def test_simple_whip_client_publishes_and_a_viewer_decodes_across_a_restar
             decoded = media.video_frames
             client = WhipClient(endpoint_url(server, mountpoint_id), video, shim, token).start()
             try:
-                await wait_for_publisher(janus, mountpoint_id, live=True)
+                await wait_for_publisher(janus, mountpoint_id, live=True, client=client)
             except TimeoutError:
                 raise AssertionError(
                     f"the restarted publisher is not live; it printed:\n{client.kill()}\nfanout:\n{whip_log(process)}"
