@@ -136,6 +136,17 @@ async def wait_for_publisher(
     await asyncio.wait_for(check(), timeout)
 
 
+async def goes_live(
+    janus: JanusHttpClient, mountpoint_id: int, client: WhipClient, process: FanoutProcess, which: str
+) -> None:
+    """Until ``client`` is the mountpoint's live publisher; if it is not within the deadline, the
+    failure shows what the client and fanout's WHIP service printed."""
+    try:
+        await wait_for_publisher(janus, mountpoint_id, live=True, client=client)
+    except TimeoutError:
+        raise AssertionError(f"{which} is not live; it printed:\n{client.kill()}\nfanout:\n{whip_log(process)}") from None
+
+
 async def watching(janus: JanusHttpClient, mountpoint_id: int) -> AiortcViewer:
     viewer = AiortcViewer(janus)
     await viewer.watch(mountpoint_id)
@@ -151,12 +162,7 @@ async def test_simple_whip_client_publishes_and_a_viewer_decodes_across_a_restar
     viewer: AiortcViewer | None = None
     try:
         async with janus_session(server.janus_url) as janus:
-            try:
-                await wait_for_publisher(janus, mountpoint_id, live=True, client=client)
-            except TimeoutError:
-                raise AssertionError(
-                    f"the publisher is not live; it printed:\n{client.kill()}\nfanout:\n{whip_log(process)}"
-                ) from None
+            await goes_live(janus, mountpoint_id, client, process, "the publisher")
             viewer = await watching(janus, mountpoint_id)
             media = await viewer.wait_for_frames(video=60, audio=50)
             assert media.video_sizes == {(320, 240)}
@@ -165,12 +171,7 @@ async def test_simple_whip_client_publishes_and_a_viewer_decodes_across_a_restar
             await wait_for_publisher(janus, mountpoint_id, live=False)
             decoded = media.video_frames
             client = WhipClient(endpoint_url(server, mountpoint_id), video, shim, token).start()
-            try:
-                await wait_for_publisher(janus, mountpoint_id, live=True, client=client)
-            except TimeoutError:
-                raise AssertionError(
-                    f"the restarted publisher is not live; it printed:\n{client.kill()}\nfanout:\n{whip_log(process)}"
-                ) from None
+            await goes_live(janus, mountpoint_id, client, process, "the restarted publisher")
             await viewer.wait_for_frames(video=decoded + 60, audio=0, timeout=30)
             assert viewer.pc.connectionState == "connected"
             assert all(e["plugindata"]["data"].get("result", {}).get("status") != "stopped" for e in viewer.events)
