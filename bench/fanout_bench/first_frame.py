@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fanout.sources.testsource import testsource_command
 from fanout_bench.chromium import CHROMIUM, CHROMIUM_FLAGS
@@ -48,6 +49,10 @@ from fanout_bench.load.netns import bench_namespace
 HTTP_PORT, WS_PORT, WEBRTC_PORT, AUDIO_PORT, VIDEO_PORT = 18088, 18188, 18300, 15002, 15004
 READY_LINE = "fanout: ready"
 FIRST_FRAME_TIMEOUT_MS = 20_000
+# The last viewer goes on watching until it has decoded 3 s of video with no video packet missing
+# (Chromium counts a packet lost until the server's resend of it comes).
+PLAYBACK_FRAMES = 90
+PLAYBACK_TIMEOUT_S = 60.0
 PHASES = ("offer", "answered", "ice", "webrtcup", "track", "frame")
 _namespaces = itertools.count()
 
@@ -57,7 +62,8 @@ class Joins:
     keyframe_interval: float
     cache: bool
     first_frame_ms: list[float]
-    # The last viewer's getStats() 3 s after its first frame (framesDecoded, packetsLost, ...).
+    # The last viewer's getStats() once it has decoded PLAYBACK_FRAMES frames and misses no video
+    # packet, or at PLAYBACK_TIMEOUT_S if it never does (framesDecoded, videoPacketsLost, ...).
     playback: dict[str, float]
     # Per join, when each phase ended (ms from the watch request): offer, answered, ice, webrtcup, track, frame.
     phases: list[dict[str, float]]
@@ -264,8 +270,7 @@ def run_joins(
                         times.append(float(page.evaluate("window.fanoutDemo.firstFrameMs")))
                         phases_of_joins.append(dict(page.evaluate("window.fanoutDemo.timings")))
                         if join == joins - 1:
-                            page.wait_for_timeout(3000)
-                            playback = dict(page.evaluate("window.fanoutDemo.stats()"))
+                            playback = _playback_of(page)
                         page.close()
                         time.sleep(phases.uniform(0.2, 0.2 + keyframe_interval))
                 finally:
@@ -277,6 +282,16 @@ def run_joins(
             except subprocess.TimeoutExpired:
                 source.kill()
     return Joins(keyframe_interval, cache, times, playback, phases_of_joins, server)
+
+
+def _playback_of(page: Any) -> dict[str, float]:
+    deadline = time.monotonic() + PLAYBACK_TIMEOUT_S
+    while True:
+        figures = dict(page.evaluate("window.fanoutDemo.stats()"))
+        healed = figures["framesDecoded"] >= PLAYBACK_FRAMES and figures["videoPacketsLost"] == 0
+        if healed or time.monotonic() > deadline:
+            return figures
+        page.wait_for_timeout(250)
 
 
 def plot(results: list[Joins], path: Path) -> None:

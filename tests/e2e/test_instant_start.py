@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from fanout_bench.first_frame import run_joins
+from fanout_bench.first_frame import PLAYBACK_FRAMES, run_joins
 
 from tests.support.netns import require_root
 
@@ -23,8 +23,10 @@ def test_a_viewer_sees_video_long_before_the_next_keyframe(tmp_path: Path) -> No
 
     assert len(joins.first_frame_ms) == JOINS
     assert statistics.median(joins.first_frame_ms) < 1000, joins.first_frame_ms
-    # The burst of the cached pictures decodes and the stream goes on live:
-    # 3 s after its first frame the last viewer has decoded most of 90 frames.
-    assert joins.playback["framesDecoded"] >= 60, joins.playback
-    assert joins.playback["packetsLost"] == 0, joins.playback
+    # The burst of the cached pictures decodes and the stream goes on live: the last viewer decodes
+    # 3 s of video with every video packet there in the end (a loss on a busy machine is resent on
+    # Chromium's NACK); Opus is not resent, its decoder hides the odd lost packet.
+    assert joins.playback["framesDecoded"] >= PLAYBACK_FRAMES, joins.playback
+    assert joins.playback["videoPacketsLost"] == 0, joins.playback
+    assert joins.playback["audioPacketsLost"] * 100 <= joins.playback["audioPacketsReceived"], joins.playback
     assert (joins.playback["frameWidth"], joins.playback["frameHeight"]) == (640, 360), joins.playback
