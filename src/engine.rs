@@ -1182,11 +1182,19 @@ impl Engine {
 
     /// Simulcast: moves the peer's stream that takes source stream `index`
     /// to source stream `source_index` of the same mountpoint (another
-    /// encoding of the same video), at that source's next keyframe; the
-    /// stream is known by `source_index` from now on. The source is asked for
-    /// a keyframe if it has an RTCP port. Numbering stays continuous (VP8 and
-    /// VP9 picture IDs too).
-    pub fn set_stream_source(&self, peer_id: u64, index: u32, source_index: u32) -> Result<(), EngineError> {
+    /// encoding of the same video), at that source's next keyframe, or if
+    /// `at_once` and its keyframe cache holds one, now: the current source
+    /// stops at once and the new one starts from its cache (paced to the
+    /// viewer's estimate, as a join). The stream is known by `source_index`
+    /// from now on. The source is asked for a keyframe if it has an RTCP
+    /// port. Numbering stays continuous (VP8 and VP9 picture IDs too).
+    pub fn set_stream_source(
+        &self,
+        peer_id: u64,
+        index: u32,
+        source_index: u32,
+        at_once: bool,
+    ) -> Result<(), EngineError> {
         let mut state = self.running()?;
         let running = state.as_mut().expect("checked by running()");
         let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
@@ -1206,7 +1214,11 @@ impl Engine {
             return Err(invalid(format!("stream {source_index} is not the same kind and codec as stream {index}")));
         }
         let codec = to.codec;
-        Self::to_worker(running, subscription.worker, Command::SetStreamSource { id: peer_id, stream, source, codec })?;
+        Self::to_worker(
+            running,
+            subscription.worker,
+            Command::SetStreamSource { id: peer_id, stream, source, codec, at_once },
+        )?;
         if let Some(rtcp) = &to.rtcp {
             rtcp.request_keyframe(KeyframeReason::Start, Instant::now());
         }

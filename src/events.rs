@@ -34,8 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::wire::rtcp::RtcpReport;
 use crate::sys::{new_eventfd, wake};
+use crate::wire::rtcp::RtcpReport;
 
 /// Events waiting past this are dropped (and counted): the control plane stopped reading.
 pub const MAX_EVENTS: usize = 65536;
@@ -70,7 +70,9 @@ pub enum Event {
     RecordingStopped { mountpoint_id: u64, index: u32, reason: String },
     /// A viewer's bandwidth estimate (bits per second), after a feedback: at
     /// most once a second per viewer, or at once when it fell by 15%.
-    BandwidthEstimate { peer_id: u64, mountpoint_id: u64, bitrate: u64 },
+    /// `link_limited`: over-use or loss has told that the link limits the
+    /// rate (before, the estimate only says the link carries at least that).
+    BandwidthEstimate { peer_id: u64, mountpoint_id: u64, bitrate: u64, link_limited: bool },
     /// A viewer's ICE-TCP connection is lost: its queue made no progress for the
     /// stall timeout ("stalled"), or the kernel refused a write ("broken").
     TcpConnectionLost { peer_id: u64, reason: &'static str },
@@ -121,6 +123,7 @@ pub enum EngineEvent {
     BandwidthEstimate {
         peer_id: u64,
         bitrate: u64,
+        link_limited: bool,
     },
     TcpConnectionLost {
         peer_id: u64,
@@ -156,7 +159,9 @@ impl Event {
             Self::RecordingStopped { mountpoint_id, index, reason } => {
                 EngineEvent::RecordingStopped { mountpoint_id, index, reason }
             }
-            Self::BandwidthEstimate { peer_id, bitrate, .. } => EngineEvent::BandwidthEstimate { peer_id, bitrate },
+            Self::BandwidthEstimate { peer_id, bitrate, link_limited, .. } => {
+                EngineEvent::BandwidthEstimate { peer_id, bitrate, link_limited }
+            }
             Self::TcpConnectionLost { peer_id, reason } => {
                 EngineEvent::TcpConnectionLost { peer_id, reason: reason.to_string() }
             }

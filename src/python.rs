@@ -334,9 +334,10 @@ impl Engine {
         Ok(self.inner.set_stream_playout_delay(peer_id, index, extension_id, delay_ms)?)
     }
 
-    fn set_stream_source(&self, peer_id: u64, index: i64, source_index: i64) -> PyResult<()> {
+    #[pyo3(signature = (peer_id, index, source_index, *, at_once = false))]
+    fn set_stream_source(&self, peer_id: u64, index: i64, source_index: i64, at_once: bool) -> PyResult<()> {
         let (index, source_index) = (int(index, "stream index")?, int(source_index, "source index")?);
-        Ok(self.inner.set_stream_source(peer_id, index, source_index)?)
+        Ok(self.inner.set_stream_source(peer_id, index, source_index, at_once)?)
     }
 
     #[pyo3(signature = (peer_id, index, layer))]
@@ -578,6 +579,7 @@ pub struct ViewerRtcp {
 pub struct BandwidthEstimate {
     peer_id: u64,
     bitrate: u64,
+    link_limited: bool,
 }
 
 macro_rules! event_methods {
@@ -603,7 +605,7 @@ event_methods!(
     SendQueueOverflow(peer_id: u64, dropped: u64),
     KeyframeFromCache(peer_id: u64, index: u32, packets: usize),
     RecordingStopped(mountpoint_id: u64, index: u32, reason: String),
-    BandwidthEstimate(peer_id: u64, bitrate: u64),
+    BandwidthEstimate(peer_id: u64, bitrate: u64, link_limited: bool),
     TcpConnectionLost(peer_id: u64, reason: String)
 );
 
@@ -643,8 +645,8 @@ fn event_object(py: Python<'_>, event: EngineEvent) -> PyResult<Py<PyAny>> {
         EngineEvent::RecordingStopped { mountpoint_id, index, reason } => {
             Py::new(py, RecordingStopped { mountpoint_id, index, reason })?.into_any()
         }
-        EngineEvent::BandwidthEstimate { peer_id, bitrate } => {
-            Py::new(py, BandwidthEstimate { peer_id, bitrate })?.into_any()
+        EngineEvent::BandwidthEstimate { peer_id, bitrate, link_limited } => {
+            Py::new(py, BandwidthEstimate { peer_id, bitrate, link_limited })?.into_any()
         }
         EngineEvent::TcpConnectionLost { peer_id, reason } => {
             Py::new(py, TcpConnectionLost { peer_id, reason })?.into_any()

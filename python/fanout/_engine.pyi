@@ -541,14 +541,18 @@ class Engine:
         (receive_rtcp) drives its bandwidth estimate (PeerStats.estimate, BandwidthEstimate
         events). Kept across a switch. KeyError for an unknown peer; ValueError if not
         subscribed or for an id outside 1..14."""
-    def set_stream_source(self, peer_id: int, index: int, source_index: int) -> None:
+    def set_stream_source(self, peer_id: int, index: int, source_index: int, *, at_once: bool = False) -> None:
         """Simulcast (``configure`` with ``substream``): move the peer's stream
         that takes SourceStream ``index`` to SourceStream ``source_index`` of the
         same mountpoint (another encoding of the same video: same kind, codec
         and clock rate); from now on the stream is known by ``source_index``.
         The move happens at the new source's next keyframe (its RTCP port, if
         it has one, is asked for one); the old source goes on until then, and
-        PeerStats' source_switches counts the move when it happens. A stream
+        PeerStats' source_switches counts the move when it happens. With
+        ``at_once`` and a keyframe in the new source's cache, it happens now:
+        the old source stops and the new one starts from its cache, paced to
+        the peer's estimate (a move down for a link that no longer carries the
+        old source: no wait for a keyframe behind a full queue). A stream
         that sent nothing yet, or is paused, moves at once (started video then
         starts from the new source's keyframe cache, as subscribe); a peer
         paused with set_paused takes a waiting move when resumed. Sequence
@@ -808,13 +812,17 @@ class RecordingStopped:
 class BandwidthEstimate:
     """A viewer's bandwidth estimate, ``bitrate`` bits per second, from its transport-wide
     feedback (GCC, delay- and loss-based), REMB (a cap) and receiver reports: at most
-    once a second per viewer, or at once when it fell by 15% since the last one."""
+    once a second per viewer, or at once when it fell by 15% since the last one.
+    ``link_limited``: over-use or loss has told that the link limits the rate; until
+    then the estimate is at least the rate sent, and says only that the link carries that."""
 
-    def __new__(cls, peer_id: int, bitrate: int) -> Self: ...
+    def __new__(cls, peer_id: int, bitrate: int, link_limited: bool) -> Self: ...
     @property
     def peer_id(self) -> int: ...
     @property
     def bitrate(self) -> int: ...
+    @property
+    def link_limited(self) -> bool: ...
 
 # --- RTSP over TCP ---
 

@@ -12,17 +12,28 @@
 //!   adaptive threshold (section 5.4);
 //! - the delay-based rate control (section 5.5) decreases to 0.85 of the
 //!   acknowledged rate on over-use, holds on under-use and increases by 8% a
-//!   second otherwise;
+//!   second otherwise, or, once an over-use told what the link carries (and
+//!   nothing acknowledged since went past that), by about a packet per
+//!   response time a second (Chromium's AimdRateControl and
+//!   LinkCapacityEstimator);
 //! - the loss-based controller (section 6) takes the loss fraction of the
 //!   feedback of the last 300 ms at least (or of a receiver report, for
 //!   viewers without transport-cc): above 10% it cuts by half the loss (not
-//!   under the acknowledged rate cut likewise), below 2% it grows by 8% a second. Chromium's SendSideBandwidthEstimation
-//!   likewise decreases at most once per 300 ms (kBweDecreaseInterval) and
-//!   grows 8% a second: cutting on every feedback (ten a second) would take
-//!   a link that lost 60% for a second down to the floor, far under its
-//!   capacity;
+//!   under the acknowledged rate cut likewise), below 2% it grows by 8% a
+//!   second. Chromium's SendSideBandwidthEstimation likewise decreases at
+//!   most once per 300 ms (kBweDecreaseInterval): cutting on every feedback
+//!   (ten a second) would take a link that lost 60% for a second down to the floor, far under its
+//!   capacity; and a cut counts only the packets sent after the previous
+//!   one (a loss reported late, of a packet sent before that cut, was
+//!   answered already: the layer it belonged to may be gone);
 //! - the estimate is the smaller of the two (section 6), capped by the REMB a
-//!   viewer sends, if any.
+//!   viewer sends, if any; until over-use or a loss cut first tells that the
+//!   link limits the rate, the delay-based one is at least the rate sent (the
+//!   start value is a guess, and a viewer is not moved down on a guess).
+//!
+//! Without probing (padding sent above the layer's rate to test the link)
+//! the estimate grows untested between a viewer's moves up: a move up is the
+//! test, and a link that cannot carry it costs the viewer a freeze.
 //!
 //! Updated once per feedback message, never per packet sent; nothing allocated
 //! after construction.
@@ -235,35 +246,111 @@ fn slope(points: &[(f64, f64)]) -> Option<f64> {
     (denominator != 0.0).then(|| numerator / denominator)
 }
 
-/// The acknowledged (received) rate over windows of arrival time.
+/// A rate over windows of time: the acknowledged (received) rate over
+/// windows of arrival time, the sent rate over windows of send time.
 #[derive(Default)]
-struct AckedRate {
+struct RateMeter {
     window_start: Option<i64>,
     bytes: u64,
     bitrate: Option<f64>,
 }
 
-impl AckedRate {
-    fn packet(&mut self, arrival: i64, size: u32) {
-        let start = *self.window_start.get_or_insert(arrival);
-        if arrival - start >= RATE_WINDOW_MICROS {
-            let measured = self.bytes as f64 * 8.0 * 1e6 / (arrival - start) as f64;
+impl RateMeter {
+    fn packet(&mut self, at: i64, size: u32) {
+        let start = *self.window_start.get_or_insert(at);
+        if at - start >= RATE_WINDOW_MICROS {
+            let measured = self.bytes as f64 * 8.0 * 1e6 / (at - start) as f64;
             self.bitrate = Some(match self.bitrate {
                 Some(previous) => 0.5 * previous + 0.5 * measured,
                 None => measured,
             });
-            self.window_start = Some(arrival);
+            self.window_start = Some(at);
             self.bytes = 0;
         }
         self.bytes += u64::from(size);
     }
 }
 
+/// What the link carried when the delay-based control last saw over-use
+/// (Chromium's LinkCapacityEstimator, in kbit/s as there): an average of the
+/// acknowledged rates then and their normalised variance. While it is
+/// known the estimate grows by a packet per response time, not by 8% a
+/// second; a rate acknowledged above its upper bound or over-use below its
+/// lower bound means the link changed, and it is forgotten.
+#[derive(Default)]
+struct LinkCapacity {
+    /// kbit/s; None: not known.
+    estimate: Option<f64>,
+    deviation: f64,
+}
+
+impl LinkCapacity {
+    const SMOOTHING: f64 = 0.05;
+    const DEVIATION_INITIAL: f64 = 0.4;
+    const DEVIATION_MAX: f64 = 2.5;
+
+    fn upper_bound(&self) -> Option<f64> {
+        self.estimate.map(|estimate| (estimate + 3.0 * (self.deviation * estimate).sqrt()) * 1000.0)
+    }
+
+    fn lower_bound(&self) -> Option<f64> {
+        self.estimate.map(|estimate| (estimate - 3.0 * (self.deviation * estimate).sqrt()).max(0.0) * 1000.0)
+    }
+
+    /// Over-use while `acked` (bits/s) was acknowledged.
+    fn over_use(&mut self, acked: f64) {
+        if self.lower_bound().is_some_and(|lower| acked < lower) {
+            self.estimate = None;
+        }
+        let sample = acked / 1000.0;
+        match self.estimate {
+            None => {
+                self.estimate = Some(sample);
+                self.deviation = Self::DEVIATION_INITIAL;
+            }
+            Some(estimate) => {
+                let estimate = (1.0 - Self::SMOOTHING) * estimate + Self::SMOOTHING * sample;
+                let error = estimate - sample;
+                let deviation =
+                    (1.0 - Self::SMOOTHING) * self.deviation + Self::SMOOTHING * error * error / estimate.max(1.0);
+                self.estimate = Some(estimate);
+                self.deviation = deviation.clamp(Self::DEVIATION_INITIAL, Self::DEVIATION_MAX);
+            }
+        }
+    }
+
+    /// `acked` (bits/s) was acknowledged without over-use.
+    fn carried(&mut self, acked: f64) {
+        if self.upper_bound().is_some_and(|upper| acked > upper) {
+            self.estimate = None;
+        }
+    }
+}
+
+/// Near the link's capacity the estimate grows by about one packet per
+/// response time a second (Chromium's AimdRateControl, near max): a frame
+/// rate of 30, packets of at most 1200 bytes, and a response time of 100 ms
+/// plus a round trip, taken as 100 ms here (the estimator does not measure it).
+fn near_capacity_increase(bitrate: f64) -> f64 {
+    const FRAMES_PER_SECOND: f64 = 30.0;
+    const PACKET_BITS: f64 = 1200.0 * 8.0;
+    const RESPONSE_SECONDS: f64 = 0.2;
+    const MIN_INCREASE: f64 = 4_000.0;
+    let bits_per_frame = bitrate / FRAMES_PER_SECOND;
+    let packets_per_frame = (bits_per_frame / PACKET_BITS).ceil().max(1.0);
+    (bits_per_frame / packets_per_frame / RESPONSE_SECONDS).max(MIN_INCREASE)
+}
+
 /// One viewer's estimate.
 pub struct Estimator {
     pub history: SendHistory,
     detector: DelayDetector,
-    acked: AckedRate,
+    acked: RateMeter,
+    /// The rate of the packets the feedback told about, by their send times.
+    sent: RateMeter,
+    /// Whether over-use or a loss cut ever told that the link limits what is sent.
+    limited: bool,
+    capacity: LinkCapacity,
     delay_based: f64,
     /// None until a feedback or report told about loss.
     loss_based: Option<f64>,
@@ -273,6 +360,9 @@ pub struct Estimator {
     /// Packets reported lost and received since the loss-based estimate was last updated, and when that was.
     loss_window: (u64, u64),
     last_loss_update: Option<i64>,
+    /// When the loss-based estimate was last cut: only packets sent since count towards the next
+    /// cut (a loss reported later of a packet sent before it was already answered).
+    last_loss_cut: i64,
     /// Feedback messages read, packets they reported lost and received.
     pub feedbacks: u64,
     pub lost: u64,
@@ -284,13 +374,17 @@ impl Default for Estimator {
         Self {
             history: SendHistory::default(),
             detector: DelayDetector::default(),
-            acked: AckedRate::default(),
+            acked: RateMeter::default(),
+            sent: RateMeter::default(),
+            limited: false,
+            capacity: LinkCapacity::default(),
             delay_based: START_BITRATE as f64,
             loss_based: None,
             remb: None,
             last_update: None,
             loss_window: (0, 0),
             last_loss_update: None,
+            last_loss_cut: i64::MIN,
             feedbacks: 0,
             lost: 0,
             received: 0,
@@ -304,11 +398,18 @@ impl Estimator {
     /// estimates, capped by the REMB if any. Without (a viewer that only sends
     /// REMB and reports): its REMB (a receiver-side delay-based estimate),
     /// capped by the loss-based one.
+    /// Until over-use or loss first tells that the link limits the rate, the
+    /// delay-based estimate is at least the rate sent: its start is a guess,
+    /// and nothing says the link does not carry what it gets.
     pub fn bitrate(&self) -> u64 {
+        let delay_based = match (self.limited, self.sent.bitrate) {
+            (false, Some(sent)) => self.delay_based.max(sent),
+            _ => self.delay_based,
+        };
         let delay_based = match (self.feedbacks, self.remb) {
             (0, Some(remb)) => remb as f64,
-            (_, Some(remb)) => self.delay_based.min(remb as f64),
-            (_, None) => self.delay_based,
+            (_, Some(remb)) => delay_based.min(remb as f64),
+            (_, None) => delay_based,
         };
         let estimate = self.loss_based.map_or(delay_based, |loss_based| delay_based.min(loss_based));
         (estimate as u64).clamp(MIN_BITRATE, MAX_BITRATE)
@@ -330,6 +431,12 @@ impl Estimator {
         self.acked.bitrate.is_some()
     }
 
+    /// Whether over-use or a loss cut ever told that the link limits the
+    /// rate, or the viewer sends REMB (its own estimate of what the link carries).
+    pub fn is_link_limited(&self) -> bool {
+        self.limited || self.remb.is_some()
+    }
+
     pub fn usage(&self) -> Usage {
         self.detector.usage
     }
@@ -344,15 +451,22 @@ impl Estimator {
     /// (microseconds on the clock the sends were recorded with).
     pub fn on_feedback(&mut self, now: i64, for_each: impl FnOnce(&mut dyn FnMut(u16, Option<i64>))) {
         let (mut lost, mut received) = (0u64, 0u64);
-        let Self { history, detector, acked, .. } = self;
+        let (mut lost_since_cut, mut received_since_cut) = (0u64, 0u64);
+        let Self { history, detector, acked, sent: sent_rate, last_loss_cut, .. } = self;
         for_each(&mut |sequence, arrival| {
             let Some(sent) = history.find(sequence) else {
                 return;
             };
+            sent_rate.packet(sent.at, sent.size);
+            let since_cut = u64::from(sent.at >= *last_loss_cut);
             match arrival {
-                None => lost += 1,
+                None => {
+                    lost += 1;
+                    lost_since_cut += since_cut;
+                }
                 Some(arrival) => {
                     received += 1;
+                    received_since_cut += since_cut;
                     detector.packet(sent.at, arrival);
                     acked.packet(arrival, sent.size);
                 }
@@ -362,12 +476,12 @@ impl Estimator {
         self.lost += lost;
         self.received += received;
         self.update_delay_based(now);
-        self.loss_window = (self.loss_window.0 + lost, self.loss_window.1 + received);
+        self.loss_window = (self.loss_window.0 + lost_since_cut, self.loss_window.1 + received_since_cut);
         let since = self.last_loss_update.map_or(LOSS_INTERVAL_MICROS, |last| now - last);
         let (window_lost, window_received) = self.loss_window;
         if since >= LOSS_INTERVAL_MICROS && window_lost + window_received > 0 {
             let elapsed = (since as f64 / 1e6).min(1.0);
-            self.update_loss_based(window_lost as f64 / (window_lost + window_received) as f64, elapsed);
+            self.update_loss_based(window_lost as f64 / (window_lost + window_received) as f64, elapsed, Some(now));
             self.loss_window = (0, 0);
             self.last_loss_update = Some(now);
         }
@@ -377,7 +491,7 @@ impl Estimator {
     /// A receiver report's fraction lost (in 256ths), for viewers without transport-cc.
     pub fn on_receiver_report(&mut self, fraction_lost: u8) {
         // Receivers report about once a second.
-        self.update_loss_based(f64::from(fraction_lost) / 256.0, 1.0);
+        self.update_loss_based(f64::from(fraction_lost) / 256.0, 1.0, None);
     }
 
     /// gcc-02 5.5.
@@ -388,13 +502,25 @@ impl Estimator {
             // To BETA of what the link was measured to carry, not of the estimate: over-use
             // reported by several feedbacks in a row (the queue drains for a while) must not
             // compound (Chromium's AimdRateControl: beta * estimated throughput).
-            Usage::Over => self.delay_based = self.delay_based.min(BETA * acked.unwrap_or(self.delay_based)),
+            Usage::Over => {
+                self.limited = true;
+                if let Some(acked) = acked {
+                    self.capacity.over_use(acked);
+                }
+                self.delay_based = self.delay_based.min(BETA * acked.unwrap_or(self.delay_based));
+            }
             Usage::Under => {}
-            Usage::Normal => self.delay_based *= INCREASE_PER_SECOND.powf(elapsed),
+            Usage::Normal => {
+                if let Some(acked) = acked {
+                    self.capacity.carried(acked);
+                }
+                self.delay_based = self.grown(self.delay_based, elapsed);
+            }
         }
-        if self.detector.usage != Usage::Over {
-            // Without over-use the link carries what was acknowledged: the estimate starts
-            // there rather than at a guess (the viewer's layer, not the estimate, sets the rate).
+        if self.detector.usage != Usage::Over && !self.limited {
+            // Until the link is seen to limit the rate it carries what was acknowledged: the
+            // estimate starts there rather than at a guess (the viewer's layer, not the
+            // estimate, sets the rate). Not after: the acknowledged rate lags a fall.
             if let Some(acked) = acked {
                 self.delay_based = self.delay_based.max(acked);
             }
@@ -402,9 +528,24 @@ impl Estimator {
         self.delay_based = self.delay_based.clamp(MIN_BITRATE as f64, MAX_BITRATE as f64);
     }
 
+    /// The delay-based `bitrate` grown over `elapsed` seconds without
+    /// over-use: while the link's capacity is known (no rate acknowledged
+    /// above it since), by about a packet per response time a second, else
+    /// by 8% a second. The estimate, not the rate sent, grows (the viewer's
+    /// layer sets that), so nothing tests it before a move up, which the link
+    /// may not carry.
+    fn grown(&self, bitrate: f64, elapsed: f64) -> f64 {
+        if self.capacity.estimate.is_some() {
+            bitrate + near_capacity_increase(bitrate) * elapsed
+        } else {
+            bitrate * INCREASE_PER_SECOND.powf(elapsed)
+        }
+    }
+
     /// gcc-02 section 6.
-    /// `loss`: the fraction lost over the last `elapsed` seconds.
-    fn update_loss_based(&mut self, loss: f64, elapsed: f64) {
+    /// `loss`: the fraction lost over the last `elapsed` seconds, as feedback
+    /// read at `now` (on the send clock) or a receiver report (None) told it.
+    fn update_loss_based(&mut self, loss: f64, elapsed: f64, now: Option<i64>) {
         let mut loss_based = self.loss_based.unwrap_or(self.bitrate() as f64);
         if loss > 0.1 {
             let cut = loss_based * (1.0 - 0.5 * loss);
@@ -413,6 +554,10 @@ impl Estimator {
             // down at once, and cuts compounding every interval would go far under the link.
             let floor = self.acked.bitrate.map_or(0.0, |acked| acked * (1.0 - 0.5 * loss));
             loss_based = cut.max(floor.min(loss_based));
+            if let Some(now) = now {
+                self.last_loss_cut = now;
+            }
+            self.limited = true;
         } else if loss < 0.02 {
             loss_based *= INCREASE_PER_SECOND.powf(elapsed);
         }
@@ -530,9 +675,28 @@ mod tests {
         link.run(2_000_000, 600_000, 5.0, 0.0, false);
         let low = link.estimator.bitrate();
         assert!(low < 700_000, "{low}");
-        // The sender follows the estimate down to what fits, then the link opens.
+        // The sender follows the estimate down to what fits, then the link opens: nothing sent
+        // tells so, and the estimate grows by a packet per response time a second, near the
+        // link's capacity as last measured (see the next test for what tells it more).
         let estimate = link.run(500_000, 5_000_000, 15.0, 0.0, false);
-        assert!(estimate > 2 * low, "{low} -> {estimate}");
+        assert!(estimate > low * 3 / 2, "{low} -> {estimate}");
+    }
+
+    #[test]
+    fn after_a_step_down_the_estimate_grows_slowly_until_more_is_carried() {
+        let mut link = Link::new();
+        link.run(2_000_000, 5_000_000, 5.0, 0.0, false);
+        let low = link.run(2_000_000, 600_000, 5.0, 0.0, false);
+        // A layer of 400 kbit/s for 20 s: 8% a second would make 4.7 times the estimate.
+        let grown = link.run(400_000, 600_000, 20.0, 0.0, false);
+        assert!(grown < 3 * low, "{low} -> {grown}");
+        assert!(grown > low, "{low} -> {grown}");
+        // The link opens and a layer above what it carried before goes through: 8% a second again.
+        link.follows = false;
+        link.run(1_500_000, 5_000_000, 2.0, 0.0, false);
+        let forgotten = link.estimator.bitrate();
+        let estimate = link.run(1_500_000, 5_000_000, 5.0, 0.0, false);
+        assert!(estimate as f64 > forgotten as f64 * 1.3, "{forgotten} -> {estimate}");
     }
 
     #[test]
@@ -547,6 +711,33 @@ mod tests {
         }
         assert!(lowest > 300_000, "{lowest}");
         assert!(link.estimator.bitrate() < 1_000_000, "{}", link.estimator.bitrate());
+    }
+
+    #[test]
+    fn a_loss_reported_late_of_packets_sent_before_a_cut_does_not_cut_again() {
+        let mut estimator = Estimator::default();
+        // 100 packets sent over the first 300 ms, 60 of them lost: a cut at 300 ms.
+        for sequence in 0..100u16 {
+            estimator.history.record(sequence, i64::from(sequence) * 3_000, 1200);
+        }
+        estimator.on_feedback(300_000, |packet| {
+            for sequence in 0..100u16 {
+                packet(sequence, (sequence % 5 >= 3).then(|| i64::from(sequence) * 3_000 + 20_000));
+            }
+        });
+        let cut = estimator.bitrate();
+        assert!(cut < START_BITRATE, "{cut}");
+        // 300 ms later: the loss of 50 more packets sent before the cut, reported late, and 50
+        // packets sent after it, all received.
+        for sequence in 100..200u16 {
+            let sent = if sequence < 150 { 290_000 } else { 310_000 + i64::from(sequence) * 1_000 };
+            estimator.history.record(sequence, sent, 1200);
+        }
+        estimator.on_feedback(600_000, |packet| {
+            (100..150u16).for_each(|sequence| packet(sequence, None));
+            (150..200u16).for_each(|sequence| packet(sequence, Some(560_000)));
+        });
+        assert!(estimator.bitrate() >= cut, "cut again: {cut} -> {}", estimator.bitrate());
     }
 
     #[test]

@@ -77,6 +77,13 @@ pub const BURST_CREDIT_BYTES: i64 = 64 * 1024;
 /// its target rate, so that a short burst above the rate drains soon without
 /// overflowing a thin link's queue at line rate.
 pub const PACING_FACTOR: f64 = 2.5;
+/// Once over-use or loss told that the link limits the rate, at the estimate
+/// itself: it is what the link was measured to carry (0.85 of it at
+/// over-use), and a burst beside the live packets is all above what they
+/// need, so faster would only fill the queue that lost packets (a move down
+/// from a layer the link no longer carries starts from the lower layer's
+/// keyframe cache while the old layer's packets still drain).
+pub const LINK_LIMITED_PACING_FACTOR: f64 = 1.0;
 /// The slowest pacing (bits per second): a cached second of the lowest
 /// simulcast layer (150 kbit/s) still goes in under half a second.
 pub const PACING_FLOOR_BITRATE: u64 = 400_000;
@@ -97,7 +104,8 @@ const MAX_COMPRESSION: u32 = 100;
 /// second after it starts: none at its join) bursts go at
 /// [`BURST_BYTES_PER_SECOND`] after [`BURST_CREDIT_BYTES`] and
 /// retransmissions are not limited. Once it is, the bucket fills at
-/// [`PACING_FACTOR`] times the estimate (not under [`PACING_FLOOR_BITRATE`])
+/// [`PACING_FACTOR`] times the estimate ([`LINK_LIMITED_PACING_FACTOR`]
+/// once the link was seen to limit it; not under [`PACING_FLOOR_BITRATE`])
 /// and every packet the viewer is sent counts, live ones too (they never
 /// wait; the debt they leave is bounded by the bucket's size): so a burst
 /// after a move or a resume, or a NACK's retransmissions while the viewer
@@ -119,10 +127,12 @@ impl SendBudget {
         Self { credit: BURST_CREDIT_BYTES, at: now, paced: None }
     }
 
-    /// The viewer's estimate (bits per second), None until it rests on a measured rate.
-    fn set_estimate(&mut self, estimate: Option<u64>, now: Instant) {
+    /// The viewer's estimate (bits per second), None until it rests on a
+    /// measured rate, and whether the link was seen to limit it.
+    fn set_estimate(&mut self, estimate: Option<u64>, link_limited: bool, now: Instant) {
         self.refill(now);
-        self.paced = estimate.map(|bitrate| ((bitrate as f64 * PACING_FACTOR) as u64).max(PACING_FLOOR_BITRATE) / 8);
+        let factor = if link_limited { LINK_LIMITED_PACING_FACTOR } else { PACING_FACTOR };
+        self.paced = estimate.map(|bitrate| ((bitrate as f64 * factor) as u64).max(PACING_FLOOR_BITRATE) / 8);
         self.credit = self.credit.min(self.capacity());
     }
 
@@ -604,6 +614,21 @@ impl ViewerStream {
         }
         if self.highest.is_some() && !self.paused {
             self.next_source = Some(source);
+            return false;
+        }
+        self.move_now(source)
+    }
+
+    /// Moves the stream to the source stream at `source` at once, the current
+    /// source stopping now (true; false if it is the current source): video
+    /// then waits for a keyframe, which the caller gives from that source's
+    /// keyframe cache ([`ViewerStream::start_from`]) when it holds one. VP8's
+    /// and VP9's pictures follow on if the stream followed them already (a
+    /// first move or temporal cap); else the new source's own numbering
+    /// starts at its keyframe, which a decoder takes.
+    pub fn move_now(&mut self, source: usize) -> bool {
+        if source == self.source {
+            self.next_source = None;
             return false;
         }
         self.source = source;
@@ -1262,12 +1287,14 @@ impl Viewer {
         if report {
             cc.reported = Some((bitrate, now));
         }
+        let link_limited = cc.estimator.is_link_limited();
         let paced = cc.estimator.is_measured_by_feedback().then_some(bitrate);
-        self.budget.set_estimate(paced, now);
+        self.budget.set_estimate(paced, link_limited, now);
         self.counters.estimate.store(bitrate, Ordering::Relaxed);
         ViewerCounters::add(&self.counters.transport_feedbacks, read);
         if let (true, Some(events)) = (report, &self.events) {
-            events.push(Event::BandwidthEstimate { peer_id: self.id, mountpoint_id: self.mountpoint_id, bitrate });
+            let (peer_id, mountpoint_id) = (self.id, self.mountpoint_id);
+            events.push(Event::BandwidthEstimate { peer_id, mountpoint_id, bitrate, link_limited });
         }
     }
 
@@ -1326,7 +1353,7 @@ impl Viewer {
 
     /// Paces bursts and retransmissions to `estimate` (bits per second; None: not measured).
     pub fn pace_to(&mut self, estimate: Option<u64>, now: Instant) {
-        self.budget.set_estimate(estimate, now);
+        self.budget.set_estimate(estimate, false, now);
     }
 
     /// Whether a retransmission may go now (see [`SendBudget`]); one that
@@ -1710,11 +1737,11 @@ mod tests {
         viewer.on_feedback(&feedback, Some(400_000), None, now);
         let estimator = &viewer.transport_cc().unwrap().estimator;
         assert_eq!((estimator.received, estimator.lost), (9, 1));
-        assert_eq!(events.drain(), [Event::BandwidthEstimate { peer_id: 1, mountpoint_id: 4, bitrate: 400_000 }]);
+        assert_eq!(events.drain(), [Event::BandwidthEstimate { peer_id: 1, mountpoint_id: 4, bitrate: 400_000, link_limited: true }]);
         viewer.on_feedback(&feedback, None, None, now + Duration::from_millis(100));
         assert!(events.drain().is_empty(), "at most once a second unless it fell");
         viewer.on_feedback(&[], Some(100_000), None, now + Duration::from_millis(200));
-        assert_eq!(events.drain(), [Event::BandwidthEstimate { peer_id: 1, mountpoint_id: 4, bitrate: 100_000 }]);
+        assert_eq!(events.drain(), [Event::BandwidthEstimate { peer_id: 1, mountpoint_id: 4, bitrate: 100_000, link_limited: true }]);
     }
 
     #[test]
@@ -1800,6 +1827,26 @@ mod tests {
         let (sequence, timestamp, payload) = through(&mut viewer, 1, &high(5002, 22, false), false, later).unwrap();
         assert_eq!((sequence, timestamp), (104, 5_000 + 2 * 3000 + 3600 + 3000));
         assert_eq!(Vp8Descriptor::parse(&payload).unwrap().read_picture_id(&payload), Some(504));
+    }
+
+    #[test]
+    fn a_move_now_stops_the_old_encoding_at_once_and_follows_on_at_the_new_keyframe() {
+        let now = Instant::now();
+        let mut viewer = viewer_of(stream(true, 100));
+        let low = |sequence, keyframe| {
+            source_packet(sequence, u32::from(sequence) * 3000, 1, &vp8_payload(true, 500, 9, 0, keyframe))
+        };
+        let high = |sequence: u16, keyframe| source_packet(sequence, 777, 2, &vp8_payload(true, 20, 200, 0, keyframe));
+        viewer.streams[0].rewrite_pictures(Codec::Vp8);
+        assert_eq!(through(&mut viewer, 0, &low(10, true), true, now).unwrap().0, 100);
+        assert!(viewer.streams[0].move_now(1), "moved now");
+        assert_eq!((viewer.streams[0].source, viewer.streams[0].next_source()), (1, None));
+        assert!(through(&mut viewer, 0, &low(11, false), false, now).is_none(), "the old encoding stopped");
+        assert!(through(&mut viewer, 1, &high(5000, false), false, now).is_none(), "the new one waits for a keyframe");
+        let (sequence, _, payload) = through(&mut viewer, 1, &high(5001, true), true, now).unwrap();
+        assert_eq!(sequence, 101, "the keyframe of the new encoding follows on");
+        assert_eq!(Vp8Descriptor::parse(&payload).unwrap().read_picture_id(&payload), Some(501));
+        assert!(!viewer.streams[0].move_now(1), "already there");
     }
 
     #[test]
@@ -2055,16 +2102,16 @@ mod tests {
         assert_eq!((budget.bytes_per_second(), budget.capacity()), (BURST_BYTES_PER_SECOND, BURST_CREDIT_BYTES));
         budget.spend_live(100_000, now);
         assert!(budget.has_credit(now), "live packets count only once paced");
-        budget.set_estimate(Some(600_000), now);
+        budget.set_estimate(Some(600_000), false, now);
         // 2.5 x 600 kbit/s = 187.5 kB/s; 40 ms of it at once.
         assert_eq!((budget.bytes_per_second(), budget.capacity()), (187_500, 7_500));
         budget.spend_live(100_000, now);
         assert_eq!(budget.credit, -7_500, "a live packet's debt is bounded by the bucket");
         assert!(!budget.has_credit(now + Duration::from_millis(40)));
         assert!(budget.has_credit(now + Duration::from_millis(41)));
-        budget.set_estimate(Some(50_000), now);
+        budget.set_estimate(Some(50_000), false, now);
         assert_eq!(budget.bytes_per_second(), PACING_FLOOR_BITRATE / 8, "not under the floor");
-        budget.set_estimate(None, now);
+        budget.set_estimate(None, false, now);
         assert_eq!((budget.bytes_per_second(), budget.capacity()), (BURST_BYTES_PER_SECOND, BURST_CREDIT_BYTES));
     }
 
@@ -2076,7 +2123,7 @@ mod tests {
         let unpaced = SendBudget::new(now);
         assert!(burst_span(&cache, &unpaced) <= 88_500 / MAX_COMPRESSION + 1, "at line rate: compressed the most");
         let mut paced = SendBudget::new(now);
-        paced.set_estimate(Some(600_000), now);
+        paced.set_estimate(Some(600_000), false, now);
         let seconds = (cache.bytes() as i64 - paced.capacity()) as f64 / paced.bytes_per_second() as f64;
         let span = f64::from(burst_span(&cache, &paced)) / 90_000.0;
         assert!(span >= seconds * 0.8 && span <= seconds * 1.5, "{span} s of timestamps for a {seconds} s burst");

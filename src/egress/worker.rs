@@ -102,13 +102,16 @@ pub enum Command {
         delay: Option<PlayoutDelay>,
     },
     /// Simulcast: moves the viewer's stream at `stream` to the source stream at
-    /// `source` (positions), at that source's next keyframe; VP8's and
-    /// VP9's pictures (by `codec`) are renumbered to follow on.
+    /// `source` (positions), at that source's next keyframe, or if `at_once`
+    /// and its keyframe cache holds one, now from the cache (the current
+    /// source stops at once); VP8's and VP9's pictures (by `codec`) are
+    /// renumbered to follow on.
     SetStreamSource {
         id: u64,
         stream: usize,
         source: usize,
         codec: Codec,
+        at_once: bool,
     },
     /// VP8 or VP9 (`codec`): the highest temporal layer the viewer's stream at `stream` gets (None: all).
     SetStreamTemporalCap {
@@ -577,7 +580,7 @@ impl Worker {
                     viewer_stream.set_playout_delay(delay);
                 }
             }
-            Command::SetStreamSource { id, stream, source, codec } => {
+            Command::SetStreamSource { id, stream, source, codec, at_once } => {
                 let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else { return };
                 let Some(mountpoint) = self.mountpoints.iter_mut().find(|m| m.id == mountpoint_id) else { return };
                 let Some(viewer) = mountpoint.viewer_index(id).map(|index| &mut mountpoint.viewers[index]) else {
@@ -586,7 +589,18 @@ impl Worker {
                 let Some(viewer_stream) = viewer.streams.get_mut(stream) else { return };
                 viewer_stream.rewrite_pictures(codec);
                 let from = viewer_stream.source;
-                let (moved, held) = (viewer_stream.move_to(source), viewer_stream.is_held());
+                let cached = |source: usize| {
+                    let cache = mountpoint.caches.get(source).and_then(Option::as_ref);
+                    cache.is_some_and(|cache| {
+                        !cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).packets().is_empty()
+                    })
+                };
+                let moved = if at_once && cached(source) {
+                    viewer_stream.move_now(source)
+                } else {
+                    viewer_stream.move_to(source)
+                };
+                let held = viewer_stream.is_held();
                 if moved {
                     viewer.count_source_switch(from, source);
                     if !held {

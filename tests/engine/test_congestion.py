@@ -72,7 +72,8 @@ def test_packets_carry_transport_sequence_numbers_and_feedback_gives_an_estimate
     estimate = rig.engine.peer_stats(7).estimate
     assert estimate is not None and estimate > 0
     events = rig.engine.drain_events()
-    assert BandwidthEstimate(peer_id=7, bitrate=estimate) in events
+    # Neither over-use nor loss: the link was not seen to limit the rate.
+    assert BandwidthEstimate(peer_id=7, bitrate=estimate, link_limited=False) in events
 
 
 def test_remb_caps_the_estimate_of_a_viewer_without_transport_feedback(rig: Rig) -> None:
@@ -82,6 +83,8 @@ def test_remb_caps_the_estimate_of_a_viewer_without_transport_feedback(rig: Rig)
         "!I", 0x11223344)  # 0x30D40 = 200 000 bit/s
     rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(remb))
     wait_until(lambda: rig.engine.peer_stats(7).estimate == 200_000)
+    # A REMB is the viewer's own estimate of what its link carries.
+    assert BandwidthEstimate(peer_id=7, bitrate=200_000, link_limited=True) in rig.engine.drain_events()
 
 
 def test_set_transport_cc_refuses_bad_ids_and_unsubscribed_peers(rig: Rig) -> None:

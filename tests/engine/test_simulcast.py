@@ -75,6 +75,51 @@ def test_a_viewer_moves_to_another_encoding_at_its_next_keyframe(rig: Rig) -> No
     assert len(viewer.rtp) == 5, "nothing more of the old encoding"
 
 
+def test_a_move_at_once_stops_the_old_encoding_and_starts_the_new_from_its_keyframe_cache(rig: Rig) -> None:
+    low_port, high_port, viewer = simulcast(rig)
+    rig.send(high_port, rtp(500, 77000, vp8(9000, keyframe=True, tl0=40), ssrc=2, marker=True),
+             rtp(501, 80000, vp8(9001, keyframe=False, tl0=40), ssrc=2, marker=True))  # fmt: skip
+    rig.send(low_port, rtp(10, 1000, vp8(100, keyframe=True), ssrc=1, marker=True))
+    viewer.wait_rtp(1)
+    # From a first move or temporal cap on, the stream follows its pictures (to renumber the next move's).
+    set_temporal_layer(rig, 2)
+    rig.send(low_port, rtp(11, 4000, vp8(101, keyframe=False), ssrc=1, marker=True))
+    viewer.wait_rtp(2)
+    wait_until(lambda: getattr(rig.engine.mountpoint_stats(1).streams[1].keyframe_cache, "packets", 0) == 2)
+
+    rig.engine.set_stream_source(7, LOW, HIGH, at_once=True)
+    wait_until(lambda: rig.engine.peer_stats(7).source_switches == 1)
+    viewer.wait_rtp(4)  # the new encoding's cached keyframe and delta, before it sends anything more
+    rig.send(low_port, rtp(12, 7000, vp8(102, keyframe=False), ssrc=1, marker=True))
+    rig.send(high_port, rtp(502, 83000, vp8(9002, keyframe=False, tl0=40), ssrc=2, marker=True))
+    packets = viewer.wait_rtp(5)
+
+    first = packets[0].sequence
+    assert [p.sequence for p in packets] == [(first + i) & 0xFFFF for i in range(5)]
+    assert [p.ssrc for p in packets] == [0x1234] * 5
+    picture_ids = [int.from_bytes(p.payload[2:4], "big") & 0x7FFF for p in packets]
+    assert picture_ids == [100, 101, 102, 103, 104], "the old encoding stopped; the new one's pictures follow on"
+    assert packets[2].payload[6] == 0x00, "the new encoding starts at its cached keyframe"
+    time.sleep(0.05)
+    viewer.drain()
+    assert len(viewer.rtp) == 5, "nothing more of the old encoding"
+
+
+def test_a_move_at_once_without_a_cached_keyframe_waits_for_the_next(rig: Rig) -> None:
+    low_port, high_port, viewer = simulcast(rig)
+    rig.send(low_port, rtp(10, 1000, vp8(100, keyframe=True), ssrc=1, marker=True))
+    viewer.wait_rtp(1)
+
+    rig.engine.set_stream_source(7, LOW, HIGH, at_once=True)
+    rig.send(low_port, rtp(11, 4000, vp8(101, keyframe=False), ssrc=1, marker=True))
+    viewer.wait_rtp(2)
+    assert rig.engine.peer_stats(7).source_switches == 0, "the old encoding goes on until the new one's keyframe"
+    rig.send(high_port, rtp(500, 77000, vp8(9000, keyframe=True, tl0=40), ssrc=2, marker=True))
+    packets = viewer.wait_rtp(3)
+    wait_until(lambda: rig.engine.peer_stats(7).source_switches == 1)
+    assert [int.from_bytes(p.payload[2:4], "big") & 0x7FFF for p in packets] == [100, 101, 102]
+
+
 def test_a_stream_not_started_moves_at_once(rig: Rig) -> None:
     low_port, high_port, viewer = simulcast(rig)
     rig.engine.set_stream_source(7, LOW, HIGH)

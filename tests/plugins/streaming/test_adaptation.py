@@ -28,6 +28,12 @@ def test_goes_down_at_once_to_the_highest_layer_that_fits() -> None:
     assert choice.choose(50_000, RATES, 1, now=0.1) == 0, "nothing fits: the lowest"
 
 
+def test_no_move_down_before_the_link_was_seen_to_limit_the_rate() -> None:
+    choice = LayerChoice()
+    assert choice.choose(1_000_000, RATES, 2, now=0.0, link_limited=False) == 2, "the start's guess, no over-use"
+    assert choice.choose(1_000_000, RATES, 2, now=0.1, link_limited=True) == 1
+
+
 def test_an_estimate_within_a_tenth_under_the_current_layer_keeps_it() -> None:
     choice = LayerChoice()
     assert choice.choose(1_150_000, RATES, 2, now=0.0) == 2, "the layer's own acknowledged rate, measured a bit low"
@@ -88,6 +94,13 @@ def test_a_viewer_falls_behind_once_its_estimate_stayed_under_the_bitrate_it_get
     assert keeping_up.update(800_000, 1_000_000, now=BEHIND_HOLD_SECONDS), "held under for long enough"
     assert keeping_up.behind
     assert not keeping_up.update(500_000, 1_000_000, now=BEHIND_HOLD_SECONDS + 1), "told once"
+
+
+def test_a_viewer_is_not_behind_before_its_link_was_seen_to_limit_the_rate() -> None:
+    keeping_up = KeepingUp()
+    for second in range(10):
+        assert not keeping_up.update(500_000, 1_000_000, now=float(second), link_limited=False)
+    assert not keeping_up.behind
 
 
 def test_an_estimate_about_the_bitrate_it_gets_keeps_up() -> None:

@@ -173,10 +173,12 @@ class SourceMovesRecorded:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.moves: list[tuple[int, int, int]] = []
+        self.at_once: list[bool] = []
 
-    def set_stream_source(self, peer_id: int, index: int, source: int) -> None:
+    def set_stream_source(self, peer_id: int, index: int, source: int, *, at_once: bool = False) -> None:
         self.moves.append((peer_id, index, source))
-        self.engine.set_stream_source(peer_id, index, source)
+        self.at_once.append(at_once)
+        self.engine.set_stream_source(peer_id, index, source, at_once=at_once)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
@@ -278,6 +280,8 @@ async def test_the_substream_follows_the_estimate_down_at_once_up_slowly_and_con
     from pylibsrtp import Policy, Session
 
     plugin = running.plugin
+    recorded = SourceMovesRecorded(running.engine)
+    plugin.engine = recorded  # type: ignore[assignment]
     mountpoint = simulcast_mountpoint(plugin)
     (stream,) = mountpoint.config.streams
     ports = mountpoint.substream_ports[stream.mid]
@@ -317,6 +321,7 @@ async def test_the_substream_follows_the_estimate_down_at_once_up_slowly_and_con
             told = len(handle.events)
             bitrate["now"] = 100_000  # fits only substream 0
             await handle.wait_for({"mid": stream.mid, "substream": 0}, after=told)
+            assert recorded.at_once[-1], "down: at once, from the keyframe cache"
 
             told = len(handle.events)
             bitrate["now"] = 300_000  # substream 1 with its headroom, not 2
@@ -325,6 +330,7 @@ async def test_the_substream_follows_the_estimate_down_at_once_up_slowly_and_con
             bitrate["now"] = 10_000_000
             await handle.wait_for({"mid": stream.mid, "substream": 2}, after=told)
             assert time.monotonic() - raised_at >= 2.0, "up only once the estimate held"
+            assert not recorded.at_once[-1], "up: at the higher substream's keyframe"
 
             told = len(handle.events)
             await plugin.handle_message(handle, "t", {"request": "configure", "substream": 1}, None)  # type: ignore[arg-type]

@@ -86,13 +86,15 @@ class LayerChoice:
 
     above_since: float | None = None  # the estimate has held above the next layer's bitrate since
 
-    def choose(self, estimate: int, bitrates: list[int], current: int, now: float) -> int:
+    def choose(self, estimate: int, bitrates: list[int], current: int, now: float, *, link_limited: bool = True) -> int:
         """The substream to take, given the estimate (bits/s), each substream's bitrate and
-        the current substream."""
+        the current substream. Down only once the link was seen to limit the rate
+        (``link_limited``): before, the estimate is the start's guess or what was sent,
+        and says only that the link carries at least that much."""
         fits = max((layer for layer, bitrate in enumerate(bitrates) if bitrate <= estimate), default=0)
         if fits < current:
             self.above_since = None
-            return fits if estimate < bitrates[current] * DOWN_SHARE else current
+            return fits if link_limited and estimate < bitrates[current] * DOWN_SHARE else current
         following = current + 1
         if following < len(bitrates) and estimate >= bitrates[following] * UP_HEADROOM:
             if self.above_since is None:
@@ -114,10 +116,10 @@ class KeepingUp:
     behind: bool = False
     contrary_since: float | None = None  # the estimate has said otherwise than ``behind`` since
 
-    def update(self, estimate: int, bitrate: int, now: float) -> bool:
+    def update(self, estimate: int, bitrate: int, now: float, *, link_limited: bool = True) -> bool:
         """Takes an estimate and the bitrate of what the viewer gets now (bits/s); True when
-        ``behind`` changed."""
-        contrary = estimate >= bitrate if self.behind else estimate < bitrate * BEHIND_SHARE
+        ``behind`` changed. Never behind before the link was seen to limit the rate."""
+        contrary = estimate >= bitrate if self.behind else link_limited and estimate < bitrate * BEHIND_SHARE
         if not contrary:
             self.contrary_since = None
             return False

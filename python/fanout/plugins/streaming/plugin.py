@@ -1067,31 +1067,33 @@ class StreamingPlugin(Plugin):
         mountpoint = viewer.mountpoint
         now = time.monotonic()
         self._sample_layer_rates(mountpoint, now)
-        self._adapt_substreams(viewer, mountpoint, event.bitrate, now)
-        self._adapt_temporal_layers(viewer, mountpoint, event.bitrate, now)
-        self._judge_keeping_up(viewer, mountpoint, event.bitrate, now)
+        self._adapt_substreams(viewer, mountpoint, event, now)
+        self._adapt_temporal_layers(viewer, mountpoint, event, now)
+        self._judge_keeping_up(viewer, mountpoint, event, now)
 
-    def _adapt_substreams(self, viewer: Viewer, mountpoint: Mountpoint, estimate: int, now: float) -> None:
+    def _adapt_substreams(self, viewer: Viewer, mountpoint: Mountpoint, event: BandwidthEstimate, now: float) -> None:
         tracks = [track for track in viewer.tracks if track.stream.simulcast and track.adaptive and track.send]
         ages: dict[int, int | None] | None = None
         for track in tracks:
             indexes = [source_index(track.stream, substream) for substream in range(track.stream.substreams)]
             bitrates = mountpoint.layer_rates.layer_bitrates(indexes)
             current = track.requested_substream if track.requested_substream is not None else 0
-            chosen = track.layer_choice.choose(estimate, bitrates, current, now)
+            chosen = track.layer_choice.choose(event.bitrate, bitrates, current, now, link_limited=event.link_limited)
             if chosen == current:
                 continue
             logger.debug("viewer %d, mid %s: estimate %d bit/s, substream %d -> %d",
-                         viewer.handle.id, track.mid, estimate, current, chosen)
+                         viewer.handle.id, track.mid, event.bitrate, current, chosen)
             track.requested_substream = chosen
             direction = "up" if chosen > current else "down"
             viewer.layer_moves[direction] += 1
             self.layer_moves[direction] += 1
             if ages is None:
                 ages = self._source_ages_ms(mountpoint, viewer, now)
-            self._set_substream(viewer, track, track.substream_to_take(ages))
+            # Down: the link no longer carries the current substream, so the move does not wait
+            # for the lower one's next keyframe behind a full queue; its keyframe cache gives it now.
+            self._set_substream(viewer, track, track.substream_to_take(ages), at_once=chosen < current)
 
-    def _adapt_temporal_layers(self, viewer: Viewer, mountpoint: Mountpoint, estimate: int, now: float) -> None:
+    def _adapt_temporal_layers(self, viewer: Viewer, mountpoint: Mountpoint, event: BandwidthEstimate, now: float) -> None:
         """VP8 or VP9 with temporal layers, at the lowest substream of an adaptive simulcast track or on
         a single-layer stream: the highest temporal layer the estimate fits (down at once, up one
         layer after the estimate held above it with headroom), unless configure pinned one. A
@@ -1115,11 +1117,11 @@ class StreamingPlugin(Plugin):
             if len(rates) < 2:  # no temporal layers, or not measured yet
                 continue
             current = top if track.temporal is None else min(track.temporal, top)
-            chosen = track.temporal_choice.choose(estimate, rates, current, now)
+            chosen = track.temporal_choice.choose(event.bitrate, rates, current, now, link_limited=event.link_limited)
             if chosen == current:
                 continue
             logger.debug("viewer %d, mid %s: estimate %d bit/s, temporal layer %d -> %d",
-                         viewer.handle.id, track.mid, estimate, current, chosen)  # fmt: skip
+                         viewer.handle.id, track.mid, event.bitrate, current, chosen)  # fmt: skip
             direction = "up" if chosen > current else "down"
             viewer.layer_moves[direction] += 1
             self.layer_moves[direction] += 1
@@ -1132,21 +1134,21 @@ class StreamingPlugin(Plugin):
             self.engine.set_stream_temporal_layer(viewer.handle.id, track.source_index, temporal)
         viewer.handle.push_event(None, temporal_layer_event(track, shown))
 
-    def _judge_keeping_up(self, viewer: Viewer, mountpoint: Mountpoint, estimate: int, now: float) -> None:
+    def _judge_keeping_up(self, viewer: Viewer, mountpoint: Mountpoint, event: BandwidthEstimate, now: float) -> None:
         """Whether the viewer's link carries what it gets (once its estimate measures a rate, while
         media flows): a change is told to its client (``keeping_up``), handle_info and /metrics
         show it. A simulcast viewer is judged on the substream its estimate moved it to."""
         if not viewer.estimate_measures_rate or viewer.state is not ViewerState.STARTED or not mountpoint.enabled:
             return
         bitrate = self._received_bitrate(viewer, mountpoint)
-        if bitrate is None or not viewer.keeping_up.update(estimate, bitrate, now):
+        if bitrate is None or not viewer.keeping_up.update(event.bitrate, bitrate, now, link_limited=event.link_limited):
             return
         if viewer.keeping_up.behind:
             logger.info("viewer %d cannot keep up: estimate %d bit/s under the %d bit/s it gets",
-                        viewer.handle.id, estimate, bitrate)  # fmt: skip
+                        viewer.handle.id, event.bitrate, bitrate)  # fmt: skip
         else:
-            logger.info("viewer %d keeps up again: estimate %d bit/s", viewer.handle.id, estimate)
-        viewer.handle.push_event(None, keeping_up_event(not viewer.keeping_up.behind, estimate, bitrate))
+            logger.info("viewer %d keeps up again: estimate %d bit/s", viewer.handle.id, event.bitrate)
+        viewer.handle.push_event(None, keeping_up_event(not viewer.keeping_up.behind, event.bitrate, bitrate))
 
     @staticmethod
     def _received_bitrate(viewer: Viewer, mountpoint: Mountpoint) -> int | None:
@@ -1230,9 +1232,10 @@ class StreamingPlugin(Plugin):
         watching_ms = int((now - viewer.watching_since) * 1000)
         return {index: watching_ms if age is None else age for index, age in ages.items()}
 
-    def _set_substream(self, viewer: Viewer, track: ViewerTrack, substream: int | None) -> None:
+    def _set_substream(self, viewer: Viewer, track: ViewerTrack, substream: int | None, *, at_once: bool = False) -> None:
         """Move a simulcast track to another encoding; the ``substream`` event follows when
-        the engine made the move (at that encoding's next keyframe)."""
+        the engine made the move (at that encoding's next keyframe, or with ``at_once`` now
+        from its keyframe cache if that holds one)."""
         if substream is None:
             return
         substream = min(substream, track.stream.substreams - 1)
@@ -1242,7 +1245,7 @@ class StreamingPlugin(Plugin):
         track.substream = substream
         if not (viewer.in_engine and track.send):
             return
-        self.engine.set_stream_source(viewer.handle.id, previous, track.source_index)
+        self.engine.set_stream_source(viewer.handle.id, previous, track.source_index, at_once=at_once)
         if track.temporal is not None and track.stream.codec.name in TEMPORAL_LAYER_CODECS:
             self.engine.set_stream_temporal_layer(viewer.handle.id, track.source_index, track.temporal)
         # The substream event follows the engine's SubstreamMoved (_substream_moved).
