@@ -551,8 +551,10 @@ class Engine:
         PeerStats' source_switches counts the move when it happens. With
         ``at_once`` and a keyframe in the new source's cache, it happens now:
         the old source stops and the new one starts from its cache, paced to
-        the peer's estimate (a move down for a link that no longer carries the
-        old source: no wait for a keyframe behind a full queue). A stream
+        the peer's estimate, or from its next live keyframe if sending the
+        cache would take over 0.25 s at that pace (a move down for a link that
+        no longer carries the old source: its packets stop filling the
+        queue). A stream
         that sent nothing yet, or is paused, moves at once (started video then
         starts from the new source's keyframe cache, as subscribe); a peer
         paused with set_paused takes a waiting move when resumed. Sequence

@@ -56,6 +56,14 @@ const BURST_TICK: Duration = Duration::from_millis(1);
 /// A mountpoint's keyframe caches, by source stream (None: no cache).
 pub type Caches = Vec<Option<Arc<Mutex<GopCache>>>>;
 
+/// A move at once starts from the new source's keyframe cache only if the
+/// cache goes out at the viewer's pace within this long; else the stream
+/// waits for the next live keyframe. Live packets queue behind the cached
+/// ones, and on a link that barely carries the new layer (a move down) the
+/// viewer falls behind by about the cache's sending time (and freezes while
+/// it catches up), where the wait for a live keyframe is at most a GOP.
+pub const MOVE_AT_ONCE_CATCH_UP_SECONDS: f64 = 0.25;
+
 /// A source packet for a worker's viewers of one mountpoint.
 pub struct Delivery {
     pub mountpoint: u64,
@@ -103,9 +111,10 @@ pub enum Command {
     },
     /// Simulcast: moves the viewer's stream at `stream` to the source stream at
     /// `source` (positions), at that source's next keyframe, or if `at_once`
-    /// and its keyframe cache holds one, now from the cache (the current
-    /// source stops at once); VP8's and VP9's pictures (by `codec`) are
-    /// renumbered to follow on.
+    /// and its keyframe cache holds one, now (the current source stops at
+    /// once): from the cache if it is sent in [`MOVE_AT_ONCE_CATCH_UP_SECONDS`]
+    /// at the viewer's pace, else from the next live keyframe; VP8's and
+    /// VP9's pictures (by `codec`) are renumbered to follow on.
     SetStreamSource {
         id: u64,
         stream: usize,
@@ -586,24 +595,27 @@ impl Worker {
                 let Some(viewer) = mountpoint.viewer_index(id).map(|index| &mut mountpoint.viewers[index]) else {
                     return;
                 };
+                let paced_bytes_per_second = viewer.budget().bytes_per_second();
                 let Some(viewer_stream) = viewer.streams.get_mut(stream) else { return };
                 viewer_stream.rewrite_pictures(codec);
                 let from = viewer_stream.source;
-                let cached = |source: usize| {
-                    let cache = mountpoint.caches.get(source).and_then(Option::as_ref);
-                    cache.is_some_and(|cache| {
-                        !cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).packets().is_empty()
-                    })
-                };
-                let moved = if at_once && cached(source) {
-                    viewer_stream.move_now(source)
-                } else {
-                    viewer_stream.move_to(source)
+                let cached_bytes = mountpoint.caches.get(source).and_then(Option::as_ref).and_then(|cache| {
+                    let cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    (!cache.packets().is_empty()).then(|| cache.bytes())
+                });
+                let (moved, from_cache) = match cached_bytes.filter(|_| at_once) {
+                    Some(bytes) => {
+                        // The cached pictures go at the viewer's pace and the live ones wait behind
+                        // them: a long catch-up freezes it longer than the next keyframe would.
+                        let catch_up = bytes as f64 / paced_bytes_per_second.max(1) as f64;
+                        (viewer_stream.move_now(source), catch_up <= MOVE_AT_ONCE_CATCH_UP_SECONDS)
+                    }
+                    None => (viewer_stream.move_to(source), true),
                 };
                 let held = viewer_stream.is_held();
                 if moved {
                     viewer.count_source_switch(from, source);
-                    if !held {
+                    if !held && from_cache {
                         self.bursts_pending |= start_from_caches(
                             viewer,
                             &mountpoint.caches,
