@@ -1737,11 +1737,17 @@ mod tests {
         viewer.on_feedback(&feedback, Some(400_000), None, now);
         let estimator = &viewer.transport_cc().unwrap().estimator;
         assert_eq!((estimator.received, estimator.lost), (9, 1));
-        assert_eq!(events.drain(), [Event::BandwidthEstimate { peer_id: 1, mountpoint_id: 4, bitrate: 400_000, link_limited: true }]);
+        assert_eq!(
+            events.drain(),
+            [Event::BandwidthEstimate { peer_id: 1, mountpoint_id: 4, bitrate: 400_000, link_limited: true }]
+        );
         viewer.on_feedback(&feedback, None, None, now + Duration::from_millis(100));
         assert!(events.drain().is_empty(), "at most once a second unless it fell");
         viewer.on_feedback(&[], Some(100_000), None, now + Duration::from_millis(200));
-        assert_eq!(events.drain(), [Event::BandwidthEstimate { peer_id: 1, mountpoint_id: 4, bitrate: 100_000, link_limited: true }]);
+        assert_eq!(
+            events.drain(),
+            [Event::BandwidthEstimate { peer_id: 1, mountpoint_id: 4, bitrate: 100_000, link_limited: true }]
+        );
     }
 
     #[test]

@@ -1089,8 +1089,8 @@ class StreamingPlugin(Plugin):
             self.layer_moves[direction] += 1
             if ages is None:
                 ages = self._source_ages_ms(mountpoint, viewer, now)
-            # Down: the link no longer carries the current substream, so the move does not wait
-            # for the lower one's next keyframe behind a full queue; its keyframe cache gives it now.
+            # Down: the link no longer carries the current substream, so it stops now instead of
+            # filling the queue until the lower one's next keyframe (see set_stream_source).
             self._set_substream(viewer, track, track.substream_to_take(ages), at_once=chosen < current)
 
     def _adapt_temporal_layers(self, viewer: Viewer, mountpoint: Mountpoint, event: BandwidthEstimate, now: float) -> None:
@@ -1234,8 +1234,8 @@ class StreamingPlugin(Plugin):
 
     def _set_substream(self, viewer: Viewer, track: ViewerTrack, substream: int | None, *, at_once: bool = False) -> None:
         """Move a simulcast track to another encoding; the ``substream`` event follows when
-        the engine made the move (at that encoding's next keyframe, or with ``at_once`` now
-        from its keyframe cache if that holds one)."""
+        the engine made the move (at that encoding's next keyframe, or with ``at_once`` now:
+        the old encoding stops, the new one starts from its keyframe cache or next keyframe)."""
         if substream is None:
             return
         substream = min(substream, track.stream.substreams - 1)
