@@ -4,6 +4,8 @@ them at a keyframe, and what the viewer decrypts is continuous."""
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
 
 import pytest
@@ -18,6 +20,7 @@ from tests.engine.test_engine import (
     source_stream,
     wait_until,
 )
+from tests.engine.test_congestion import EXTENSION_ID, receive_transport_sequences, transport_feedback
 from tests.engine.test_workers import nack, receive_raw
 
 LOW, HIGH = 0, 1 << 16  # the source indexes of substream 0 and 1, as the Streaming plugin numbers them
@@ -103,6 +106,62 @@ def test_a_move_at_once_stops_the_old_encoding_and_starts_the_new_from_its_keyfr
     time.sleep(0.05)
     viewer.drain()
     assert len(viewer.rtp) == 5, "nothing more of the old encoding"
+
+
+def payloads_with_transport_sequences(viewer: ViewerSocket, count: int) -> list[bytes]:
+    """The payloads of the RTP packets the viewer got, once it got ``count`` (each packet has one
+    header extension word: the transport-wide sequence number)."""
+    payloads: list[bytes] = []
+
+    def enough() -> bool:
+        while True:
+            try:
+                data = viewer.sock.recv(4096, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return len(payloads) >= count
+            if not 192 <= data[1] <= 223:
+                payloads.append(viewer.inbound.unprotect(data)[20:])
+
+    wait_until(enough)
+    return payloads
+
+
+def remb(bitrate: int, ssrc: int) -> bytes:
+    """A REMB (draft-alvestrand-rmcat-remb) about ``ssrc``: 18-bit mantissa, 6-bit exponent."""
+    exponent = max(0, bitrate.bit_length() - 18)
+    mantissa = bitrate >> exponent
+    return struct.pack("!BBHII4sBBH", 0x8F, 206, 5, 1, 0, b"REMB", 1, (exponent << 2) | (mantissa >> 16),
+                       mantissa & 0xFFFF) + struct.pack("!I", ssrc)  # fmt: skip
+
+
+def test_a_move_at_once_waits_for_the_next_keyframe_if_the_cache_would_take_long_at_the_viewers_pace(
+    rig: Rig,
+) -> None:
+    low_port, high_port, viewer = simulcast(rig)
+    rig.engine.set_transport_cc(7, EXTENSION_ID)
+    rig.send(low_port, rtp(10, 1000, vp8(100, keyframe=True), ssrc=1, marker=True),
+             *(rtp(10 + i, 1000 + 3000 * i, vp8(100 + i, keyframe=False), ssrc=1, marker=True) for i in range(1, 10)))  # fmt: skip
+    numbers = receive_transport_sequences(viewer, 10)
+    # Half a second of transport feedback measures the viewer's link and a REMB of 200 kbit/s
+    # limits it: bursts go at the pacing floor, 400 kbit/s (50 KB a second).
+    rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(transport_feedback(numbers[0], [60 * i for i in range(10)])))
+    rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(remb(200_000, 0x1234)))
+    wait_until(lambda: rig.engine.peer_stats(7).estimate == 200_000)
+    # The new encoding's cache: a keyframe and 19 deltas of 1 KB, 20 KB: 0.4 s at that pace.
+    rig.send(high_port, rtp(500, 77000, vp8(9000, keyframe=True) + bytes(1000), ssrc=2, marker=True),
+             *(rtp(500 + i, 77000 + 3000 * i, vp8(9000 + i, keyframe=False) + bytes(1000), ssrc=2, marker=True)
+               for i in range(1, 20)))  # fmt: skip
+    wait_until(lambda: getattr(rig.engine.mountpoint_stats(1).streams[1].keyframe_cache, "packets", 0) == 20)
+
+    rig.engine.set_stream_source(7, LOW, HIGH, at_once=True)
+    wait_until(lambda: rig.engine.peer_stats(7).source_switches == 1)
+    rig.send(low_port, rtp(20, 31000, vp8(110, keyframe=False), ssrc=1, marker=True))
+    rig.send(high_port, rtp(520, 137000, vp8(9020, keyframe=False), ssrc=2, marker=True))
+    rig.send(high_port, rtp(521, 140000, vp8(9021, keyframe=True) + b"live", ssrc=2, marker=True))
+    (payload,) = payloads_with_transport_sequences(viewer, 1)
+    assert payload[6] == 0x00 and payload.endswith(b"live"), "the next live keyframe, not the cache"
+    time.sleep(0.05)
+    assert payloads_with_transport_sequences(viewer, 0) == [], "nothing of the old encoding, nothing of the cache"
 
 
 def test_a_move_at_once_without_a_cached_keyframe_waits_for_the_next(rig: Rig) -> None:
