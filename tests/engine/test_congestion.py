@@ -57,6 +57,14 @@ def transport_feedback(base: int, arrivals_ms: list[int]) -> bytes:
     return struct.pack("!BBH", 0x80 | 15, 205, len(body) // 4) + body
 
 
+def remb(bitrate: int, ssrc: int) -> bytes:
+    """A REMB (draft-alvestrand-rmcat-remb) about ``ssrc``: 18-bit mantissa, 6-bit exponent."""
+    exponent = max(0, bitrate.bit_length() - 18)
+    mantissa = bitrate >> exponent
+    return struct.pack("!BBHII4sBBH", 0x8F, 206, 5, 1, 0, b"REMB", 1, (exponent << 2) | (mantissa >> 16),
+                       mantissa & 0xFFFF) + struct.pack("!I", ssrc)  # fmt: skip
+
+
 def test_packets_carry_transport_sequence_numbers_and_feedback_gives_an_estimate(rig: Rig) -> None:
     port = rig.mountpoint(1)
     viewer = rig.viewer(7, 1)
@@ -79,9 +87,7 @@ def test_packets_carry_transport_sequence_numbers_and_feedback_gives_an_estimate
 def test_remb_caps_the_estimate_of_a_viewer_without_transport_feedback(rig: Rig) -> None:
     rig.mountpoint(1)
     viewer = rig.viewer(7, 1)
-    remb = struct.pack("!BBHII4sBBH", 0x8F, 206, 5, 0x0BADCAFE, 0, b"REMB", 1, (0 << 2) | 0x3, 0x0D40) + struct.pack(
-        "!I", 0x11223344)  # 0x30D40 = 200 000 bit/s
-    rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(remb))
+    rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(remb(200_000, 0x11223344)))
     wait_until(lambda: rig.engine.peer_stats(7).estimate == 200_000)
     # A REMB is the viewer's own estimate of what its link carries.
     assert BandwidthEstimate(peer_id=7, bitrate=200_000, link_limited=True) in rig.engine.drain_events()

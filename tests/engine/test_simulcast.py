@@ -5,7 +5,6 @@ them at a keyframe, and what the viewer decrypts is continuous."""
 from __future__ import annotations
 
 import socket
-import struct
 import time
 
 import pytest
@@ -20,7 +19,7 @@ from tests.engine.test_engine import (
     source_stream,
     wait_until,
 )
-from tests.engine.test_congestion import EXTENSION_ID, receive_transport_sequences, transport_feedback
+from tests.engine.test_congestion import EXTENSION_ID, receive_transport_sequences, remb, transport_feedback
 from tests.engine.test_workers import nack, receive_raw
 
 LOW, HIGH = 0, 1 << 16  # the source indexes of substream 0 and 1, as the Streaming plugin numbers them
@@ -124,14 +123,6 @@ def payloads_with_transport_sequences(viewer: ViewerSocket, count: int) -> list[
 
     wait_until(enough)
     return payloads
-
-
-def remb(bitrate: int, ssrc: int) -> bytes:
-    """A REMB (draft-alvestrand-rmcat-remb) about ``ssrc``: 18-bit mantissa, 6-bit exponent."""
-    exponent = max(0, bitrate.bit_length() - 18)
-    mantissa = bitrate >> exponent
-    return struct.pack("!BBHII4sBBH", 0x8F, 206, 5, 1, 0, b"REMB", 1, (exponent << 2) | (mantissa >> 16),
-                       mantissa & 0xFFFF) + struct.pack("!I", ssrc)  # fmt: skip
 
 
 def test_a_move_at_once_waits_for_the_next_keyframe_if_the_cache_would_take_long_at_the_viewers_pace(

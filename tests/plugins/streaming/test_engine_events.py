@@ -28,6 +28,7 @@ from fanout.plugins.streaming.config import parse_mountpoint
 from fanout.plugins.streaming.mountpoint import Mountpoint, source_index
 from fanout.plugins.streaming.plugin import StreamingPlugin
 from fanout.webrtc.sdp import SessionDescription
+from tests.engine.test_congestion import remb
 from tests.support.rtsp_server import RtspServerProcess
 
 if TYPE_CHECKING:
@@ -264,14 +265,6 @@ async def test_an_rtsp_source_whose_media_stops_is_pulled_again(
             finally:
                 camera.process.send_signal(signal.SIGCONT)
         await until(lambda: not mountpoint.silence.all_silent(), "no media after the new PLAY")
-
-
-def remb(bitrate: int, ssrc: int) -> bytes:
-    """A REMB (draft-alvestrand-rmcat-remb) about ``ssrc``: 18-bit mantissa, 6-bit exponent."""
-    exponent = max(0, bitrate.bit_length() - 18)
-    mantissa = bitrate >> exponent
-    return struct.pack("!BBHII4sBBH", 0x8F, 206, 5, 1, 0, b"REMB", 1, (exponent << 2) | (mantissa >> 16),
-                       mantissa & 0xFFFF) + struct.pack("!I", ssrc)  # fmt: skip
 
 
 async def test_the_substream_follows_the_estimate_down_at_once_up_slowly_and_configure_pins_it(
