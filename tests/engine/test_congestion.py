@@ -15,16 +15,17 @@ from tests.engine.test_engine import Rig, ViewerSocket, rtp, wait_until
 EXTENSION_ID = 3
 
 
-def receive_transport_sequences(viewer: ViewerSocket, count: int) -> list[int]:
-    """The transport-wide sequence numbers of the next ``count`` RTP packets the viewer gets."""
-    numbers: list[int] = []
+def receive_with_transport_sequences(viewer: ViewerSocket, count: int) -> list[tuple[int, bytes]]:
+    """The RTP packets the viewer got, as (transport-wide sequence number, payload), once it got
+    ``count`` (all that came by then: 0 reads what is there)."""
+    packets: list[tuple[int, bytes]] = []
 
     def enough() -> bool:
         while True:
             try:
                 data = viewer.sock.recv(4096, socket.MSG_DONTWAIT)
             except BlockingIOError:
-                return len(numbers) >= count
+                return len(packets) >= count
             if 192 <= data[1] <= 223:
                 continue
             plain = viewer.inbound.unprotect(data)
@@ -32,10 +33,15 @@ def receive_transport_sequences(viewer: ViewerSocket, count: int) -> list[int]:
             profile, words = struct.unpack("!HH", plain[12:16])
             assert (profile, words) == (0xBEDE, 1)
             assert plain[16] == (EXTENSION_ID << 4) | 1, "the transport-wide sequence element, two bytes"
-            numbers.append(struct.unpack("!H", plain[17:19])[0])
+            packets.append((struct.unpack("!H", plain[17:19])[0], plain[20:]))
 
     wait_until(enough)
-    return numbers
+    return packets
+
+
+def receive_transport_sequences(viewer: ViewerSocket, count: int) -> list[int]:
+    """The transport-wide sequence numbers of the next ``count`` RTP packets the viewer gets."""
+    return [number for number, _ in receive_with_transport_sequences(viewer, count)]
 
 
 def transport_feedback(base: int, arrivals_ms: list[int]) -> bytes:

@@ -4,7 +4,6 @@ them at a keyframe, and what the viewer decrypts is continuous."""
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -19,7 +18,13 @@ from tests.engine.test_engine import (
     source_stream,
     wait_until,
 )
-from tests.engine.test_congestion import EXTENSION_ID, receive_transport_sequences, remb, transport_feedback
+from tests.engine.test_congestion import (
+    EXTENSION_ID,
+    receive_transport_sequences,
+    receive_with_transport_sequences,
+    remb,
+    transport_feedback,
+)
 from tests.engine.test_workers import nack, receive_raw
 
 LOW, HIGH = 0, 1 << 16  # the source indexes of substream 0 and 1, as the Streaming plugin numbers them
@@ -45,6 +50,15 @@ def simulcast(rig: Rig) -> tuple[int, int, ViewerSocket]:
     return low, high, viewer
 
 
+def assert_follows_on(packets: list[RtpPacket], *, first_picture_id: int) -> None:
+    """One SSRC, consecutive sequence numbers and picture IDs across a move (VP8 from ``vp8``)."""
+    first = packets[0].sequence
+    assert [p.sequence for p in packets] == [(first + i) & 0xFFFF for i in range(len(packets))]
+    assert {p.ssrc for p in packets} == {0x1234}
+    picture_ids = [int.from_bytes(p.payload[2:4], "big") & 0x7FFF for p in packets]
+    assert picture_ids == list(range(first_picture_id, first_picture_id + len(packets))), "pictures follow on"
+
+
 def test_a_viewer_moves_to_another_encoding_at_its_next_keyframe(rig: Rig) -> None:
     low_port, high_port, viewer = simulcast(rig)
     rig.send(low_port, rtp(10, 1000, vp8(100, keyframe=True), ssrc=1, marker=True))
@@ -63,11 +77,7 @@ def test_a_viewer_moves_to_another_encoding_at_its_next_keyframe(rig: Rig) -> No
     packets = viewer.wait_rtp(5)
     wait_until(lambda: rig.engine.peer_stats(7).source_switches == 1)
 
-    first = packets[0].sequence
-    assert [p.sequence for p in packets] == [(first + i) & 0xFFFF for i in range(5)]
-    assert [p.ssrc for p in packets] == [0x1234] * 5
-    picture_ids = [int.from_bytes(p.payload[2:4], "big") & 0x7FFF for p in packets]
-    assert picture_ids == [100, 101, 102, 103, 104], "the new encoding's pictures follow on"
+    assert_follows_on(packets, first_picture_id=100)
     assert packets[3].payload[6] == 0x00, "the move happens at the keyframe"
     gap = (packets[3].timestamp - packets[2].timestamp) & 0xFFFFFFFF
     assert 3000 < gap < 90000, "the timestamp advances by the time that passed"
@@ -96,33 +106,11 @@ def test_a_move_at_once_stops_the_old_encoding_and_starts_the_new_from_its_keyfr
     rig.send(high_port, rtp(502, 83000, vp8(9002, keyframe=False, tl0=40), ssrc=2, marker=True))
     packets = viewer.wait_rtp(5)
 
-    first = packets[0].sequence
-    assert [p.sequence for p in packets] == [(first + i) & 0xFFFF for i in range(5)]
-    assert [p.ssrc for p in packets] == [0x1234] * 5
-    picture_ids = [int.from_bytes(p.payload[2:4], "big") & 0x7FFF for p in packets]
-    assert picture_ids == [100, 101, 102, 103, 104], "the old encoding stopped; the new one's pictures follow on"
+    assert_follows_on(packets, first_picture_id=100)
     assert packets[2].payload[6] == 0x00, "the new encoding starts at its cached keyframe"
     time.sleep(0.05)
     viewer.drain()
     assert len(viewer.rtp) == 5, "nothing more of the old encoding"
-
-
-def payloads_with_transport_sequences(viewer: ViewerSocket, count: int) -> list[bytes]:
-    """The payloads of the RTP packets the viewer got, once it got ``count`` (each packet has one
-    header extension word: the transport-wide sequence number)."""
-    payloads: list[bytes] = []
-
-    def enough() -> bool:
-        while True:
-            try:
-                data = viewer.sock.recv(4096, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return len(payloads) >= count
-            if not 192 <= data[1] <= 223:
-                payloads.append(viewer.inbound.unprotect(data)[20:])
-
-    wait_until(enough)
-    return payloads
 
 
 def test_a_move_at_once_waits_for_the_next_keyframe_if_the_cache_would_take_long_at_the_viewers_pace(
@@ -149,10 +137,10 @@ def test_a_move_at_once_waits_for_the_next_keyframe_if_the_cache_would_take_long
     rig.send(low_port, rtp(20, 31000, vp8(110, keyframe=False), ssrc=1, marker=True))
     rig.send(high_port, rtp(520, 137000, vp8(9020, keyframe=False), ssrc=2, marker=True))
     rig.send(high_port, rtp(521, 140000, vp8(9021, keyframe=True) + b"live", ssrc=2, marker=True))
-    (payload,) = payloads_with_transport_sequences(viewer, 1)
+    ((_, payload),) = receive_with_transport_sequences(viewer, 1)
     assert payload[6] == 0x00 and payload.endswith(b"live"), "the next live keyframe, not the cache"
     time.sleep(0.05)
-    assert payloads_with_transport_sequences(viewer, 0) == [], "nothing of the old encoding, nothing of the cache"
+    assert receive_with_transport_sequences(viewer, 0) == [], "nothing of the old encoding, nothing of the cache"
 
 
 def test_a_move_at_once_without_a_cached_keyframe_waits_for_the_next(rig: Rig) -> None:
