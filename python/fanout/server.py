@@ -159,6 +159,7 @@ async def _running(
                 list(settings.advertised_ips),
                 receive_buffer=settings.webrtc_receive_buffer,
                 ice_tcp=settings.ice_tcp,
+                consent_timeout=settings.ice_consent_timeout,
             )
         except OSError as error:
             raise StartupError(

@@ -14,6 +14,7 @@ from fanout.config.settings import (
     WebSocketSettings,
     read_settings,
 )
+from fanout.webrtc.ice import CONSENT_TIMEOUT
 
 
 def settings_of(janus: str, http: str | None = None, websockets: str | None = None) -> tuple[Settings, list[str]]:
@@ -209,6 +210,7 @@ def test_https_needs_its_certificate_files() -> None:
         ("general: {\n session_timeout = -1\n}", "", "janus.jcfg:2: general.session_timeout must not be negative"),
         ('general: { session_timeout = "soon" }', "", 'janus.jcfg:1: general.session_timeout must be an integer, not "soon"'),
         ("fanout: { webrtc_port = 70000 }", "", "janus.jcfg:1: fanout.webrtc_port must be a port number, not 70000"),
+        ("fanout: {\n ice_consent_timeout = 0\n}", "", "janus.jcfg:2: fanout.ice_consent_timeout must be a positive number of seconds, not 0.0"),
         ('media: { rtp_port_range = "20000" }', "", 'janus.jcfg:1: media.rtp_port_range must be a range like "20000-40000", not "20000"'),
         ('media: { rtp_port_range = "0-10" }', "", 'janus.jcfg:1: media.rtp_port_range must be a range of port numbers, not "0-10"'),
         ('nat: { nat_1_1_mapping = "my.host" }', "", "janus.jcfg:1: nat.nat_1_1_mapping 'my.host' is not an IP address"),
@@ -240,6 +242,22 @@ def test_the_webrtc_receive_buffer() -> None:
     assert settings_of("fanout: { webrtc_receive_buffer = 0 }")[0].webrtc_receive_buffer == 0
     with pytest.raises(ConfigError, match="webrtc_receive_buffer must not be negative"):
         settings_of("fanout: { webrtc_receive_buffer = -1 }")
+
+
+def test_the_ice_consent_timeout() -> None:
+    """fanout.ice_consent_timeout: RFC 7675's 30 s unless set, any positive number of seconds."""
+    assert CONSENT_TIMEOUT == 30.0
+    assert settings_of("")[0].ice_consent_timeout == CONSENT_TIMEOUT
+    janus = parse("fanout: { ice_consent_timeout = 7.5 }", "janus.jcfg")
+    settings, refused = read_settings(janus, None, None, detect_ips=lambda: ["192.0.2.7"])
+    assert settings.ice_consent_timeout == 7.5
+    assert refused == [] and janus.unread() == []
+    assert settings_of("fanout: { ice_consent_timeout = 12 }")[0].ice_consent_timeout == 12.0
+    for bad in ("0", "-1", "1e999"):
+        with pytest.raises(ConfigError, match="fanout.ice_consent_timeout must be a positive number of seconds"):
+            settings_of(f"fanout: {{ ice_consent_timeout = {bad} }}")
+    with pytest.raises(ConfigError, match='fanout.ice_consent_timeout must be a number, not "soon"'):
+        settings_of('fanout: { ice_consent_timeout = "soon" }')
 
 
 def test_engine_cores_and_pinning() -> None:

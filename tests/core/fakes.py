@@ -17,6 +17,7 @@ from fanout.core.plugin import (
 )
 from fanout.webrtc.dtls import DtlsCertificate
 from fanout.webrtc.endpoint import EventHandler, host_candidate
+from fanout.webrtc.ice import CONSENT_TIMEOUT
 from fanout.webrtc.peer import WebRtcPeer
 from fanout.webrtc.rtcp import RtcpPacket, parse_compound
 from fanout.webrtc.sdp import Candidate, Codec, OfferMedia
@@ -125,6 +126,7 @@ class FakeEndpoint:
     peers: dict[WebRtcPeer, EventHandler] = field(default_factory=dict)
     removed: list[WebRtcPeer] = field(default_factory=list)
     restarted: list[WebRtcPeer] = field(default_factory=list)
+    consent_timeout: float = CONSENT_TIMEOUT  # the peers' ICE consent expiry (fanout.ice_consent_timeout)
 
     ice_tcp: bool = False
 

@@ -13,7 +13,7 @@ from fanout.core.plugin import LocalOffer
 from fanout.webrtc.peer import AddressChanged, DtlsConnected, RtcpReceived
 from fanout.webrtc.rtcp import ReceiverReport
 
-from tests.core.fakes import OFFER, FakeRtcpReport, status
+from tests.core.fakes import OFFER, FakeEndpoint, FakeRtcpReport, status
 from tests.core.harness import Core, EventSink
 from tests.core.janus_scenarios import answer_from_offer
 
@@ -70,6 +70,12 @@ def origin(offer: str) -> tuple[int, int]:
     """The o= line's session id and version."""
     fields = next(line for line in offer.split("\r\n") if line.startswith("o=")).split()
     return int(fields[1]), int(fields[2])
+
+
+async def test_the_peer_expires_consent_at_the_endpoints_consent_timeout() -> None:
+    core = Core(endpoint=FakeEndpoint(consent_timeout=7.5))
+    handle, _ = await offered(core)
+    assert handle.peer is not None and handle.peer.consent_timeout == 7.5
 
 
 async def test_offer_again_keeps_the_peer() -> None:

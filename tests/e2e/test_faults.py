@@ -1,7 +1,8 @@
 """Faults, each with real processes: a source that stops and resumes, changes its SSRC, jumps its
 sequence numbers and timestamps, sends out of order and twice (the viewer keeps decoding); a viewer
-that vanishes without a hangup (freed at consent expiry, its session at session timeout); one that
-keeps sending consent checks but never reads (kept, and holds up no one); SIGTERM
+that vanishes without a hangup (freed at consent expiry, its session at session timeout, each
+shortened and neither early); one that keeps sending consent checks but never reads (kept past
+the consent timeout, and holds up no one); SIGTERM
 (every viewer hears its hangup, recordings are complete, permanent mountpoints stay); SIGKILL then
 restart (no ``permanent`` mountpoint lost)."""
 
@@ -20,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aioice.ice
 import pytest
 from fanout.sources.tracks import AudioTrack, VideoTrack
 
 from fanout.webrtc.stun import BINDING_REQUEST, ICE_CONTROLLING, PRIORITY, USERNAME, StunMessage
 
-from tests.e2e.test_consent import CONSENT_TIMEOUT, go_silent, viewers_of
+from tests.e2e.test_consent import CONSENT_TIMEOUT, EXPIRY_SLACK, go_silent, last_check_sent, viewers_of
 from tests.whep.test_whep import WhepPlayer
 from tests.support.aiortc_viewer import AiortcViewer
 from tests.support.janus_client import JanusHttpClient, janus_session
@@ -97,9 +99,11 @@ class FaultySource:
 
 
 @pytest.fixture
-def rtp_server(tmp_path: Path) -> Iterator[tuple[ServerAddresses, int, int]]:
+def rtp_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[ServerAddresses, int, int]]:
+    """fanout with mountpoint 2 fed from outside; parametrized indirectly, its fanout.ice_consent_timeout."""
     audio_port, video_port = free_ports(2)
-    addresses = write_config(tmp_path, rtp_mountpoint(2, audio_port, video_port))
+    consent_timeout: float | None = getattr(request, "param", None)
+    addresses = write_config(tmp_path, rtp_mountpoint(2, audio_port, video_port), ice_consent_timeout=consent_timeout)
     with FanoutProcess(tmp_path):
         yield addresses, audio_port, video_port
 
@@ -189,6 +193,7 @@ class StalledReader:
         self.transport.resume_reading()
 
 
+@pytest.mark.parametrize("rtp_server", [CONSENT_TIMEOUT], indirect=True, ids=[f"ice_consent_timeout={CONSENT_TIMEOUT:g}"])
 async def test_a_viewer_that_keeps_consent_but_never_reads_is_kept_and_holds_up_no_one(
     rtp_server: tuple[ServerAddresses, int, int], faulty_source: FaultySource
 ) -> None:
@@ -204,8 +209,9 @@ async def test_a_viewer_that_keeps_consent_but_never_reads_is_kept_and_holds_up_
             reader = StalledReader(stalled)
             reader.stop_reading()
             stalled_since = time.monotonic()
-            # Past the consent timeout: fanout keeps sending to it (the kernel drops it), keeps
-            # it as a viewer, and the other viewer decodes on.
+            # Past the consent timeout (the checks it still sends every 2 s keep its consent):
+            # fanout keeps sending to it (the kernel drops it), keeps it as a viewer, and the
+            # other viewer decodes on.
             while time.monotonic() - stalled_since < CONSENT_TIMEOUT + 5:
                 await decodes_on(steady, frames=30)
                 assert await viewers_of(janus, steady.handle_id, 2) == 2
@@ -241,8 +247,15 @@ async def wait_until(condition: Callable[[], object], timeout: float) -> None:
         await asyncio.sleep(0.5)
 
 
-async def test_a_viewer_that_vanishes_is_freed_at_consent_expiry_and_its_session_at_timeout(tmp_path: Path) -> None:
-    addresses = write_config(tmp_path, DEMO_MOUNTPOINT, session_timeout=40)
+SESSION_TIMEOUT = 20  # well past CONSENT_TIMEOUT: consent expiry frees the viewer first, the session later
+
+
+async def test_a_viewer_that_vanishes_is_freed_at_consent_expiry_and_its_session_at_timeout(
+    tmp_path: Path, checks_sent: dict[aioice.ice.StunProtocol, float]
+) -> None:
+    addresses = write_config(
+        tmp_path, DEMO_MOUNTPOINT, session_timeout=SESSION_TIMEOUT, ice_consent_timeout=CONSENT_TIMEOUT
+    )
     (metrics_port,) = free_ports(1)
     path = tmp_path / "janus.jcfg"
     path.write_text(path.read_text().replace("fanout: {\n", f"fanout: {{\n\tmetrics_port = {metrics_port}\n", 1))
@@ -255,9 +268,14 @@ async def test_a_viewer_that_vanishes_is_freed_at_consent_expiry_and_its_session
             await viewer.watch(1)
             await viewer.wait_for_frames(video=10, audio=10)
             assert await metric(http, url, "fanout_peerconnections") == 1
-            go_silent(viewer)
             assert janus._poller is not None
-            janus._poller.cancel()  # and no more long polls nor keepalives: the client is gone
+            janus._poller.cancel()  # no more long polls nor keepalives: the client is gone
+            with contextlib.suppress(asyncio.CancelledError):
+                await janus._poller
+            last_request = time.monotonic()
+            assert (await janus.post(f"/{janus.session_id}", {"janus": "keepalive"}))["janus"] == "ack"  # its last
+            last_check = last_check_sent(viewer, checks_sent)
+            go_silent(viewer)
 
             async def engine_freed() -> bool:
                 return await metric(http, url, "fanout_peerconnections") == 0 and await metric(
@@ -267,8 +285,12 @@ async def test_a_viewer_that_vanishes_is_freed_at_consent_expiry_and_its_session
             async def session_freed() -> bool:
                 return await metric(http, url, "fanout_sessions") == 0 and await metric(http, url, "fanout_handles") == 0
 
-            await wait_until(engine_freed, timeout=45)  # consent expires 30 s after the last check
-            await wait_until(session_freed, timeout=60)  # session_timeout = 40 s after the last request
+            await wait_until(engine_freed, timeout=CONSENT_TIMEOUT + EXPIRY_SLACK)
+            assert time.monotonic() - last_check >= CONSENT_TIMEOUT  # not before its consent expired
+            # Freed by its consent's expiry, not with its session: that (and its handle) is still there.
+            assert await metric(http, url, "fanout_sessions") == 1 and await metric(http, url, "fanout_handles") == 1
+            await wait_until(session_freed, timeout=SESSION_TIMEOUT + EXPIRY_SLACK)
+            assert time.monotonic() - last_request >= SESSION_TIMEOUT  # not before the session timed out
             await viewer.close()
 
 

@@ -72,14 +72,21 @@ class ServerAddresses:
 
 
 def write_config(
-    folder: Path, mountpoints: str, *, session_timeout: int = 60, nat_1_1_mapping: str | None = "127.0.0.1"
+    folder: Path,
+    mountpoints: str,
+    *,
+    session_timeout: int = 60,
+    nat_1_1_mapping: str | None = "127.0.0.1",
+    ice_consent_timeout: float | None = None,
 ) -> ServerAddresses:
     """A Janus-style configuration folder for a fanout on loopback, on free ports.
 
-    ``nat_1_1_mapping`` None leaves fanout to detect the addresses to advertise."""
+    ``nat_1_1_mapping`` None leaves fanout to detect the addresses to advertise;
+    ``ice_consent_timeout`` None leaves fanout.ice_consent_timeout at its default (30 s)."""
     http_port, ws_port, webrtc_port = free_ports(3)
     folder.mkdir(parents=True, exist_ok=True)
     nat = f'nat: {{\n\tnat_1_1_mapping = "{nat_1_1_mapping}"\n}}\n' if nat_1_1_mapping else ""
+    consent = f"\tice_consent_timeout = {ice_consent_timeout}\n" if ice_consent_timeout is not None else ""
     (folder / "janus.jcfg").write_text(
         f"""general: {{
 	session_timeout = {session_timeout}
@@ -88,7 +95,7 @@ def write_config(
 	webrtc_port = {webrtc_port}
 	webrtc_interface = "127.0.0.1"
 	max_send_delay_ms = {TEST_MAX_SEND_DELAY_MS}
-}}
+{consent}}}
 """
     )
     (folder / "janus.transport.http.jcfg").write_text(

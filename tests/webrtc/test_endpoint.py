@@ -27,6 +27,7 @@ from playwright.async_api import async_playwright
 
 from fanout._engine import Engine
 from fanout.webrtc.endpoint import WebRtcEndpoint, host_candidate
+from fanout.webrtc.ice import CONSENT_TIMEOUT
 from fanout.webrtc.peer import DtlsConnected, IceConnected, PeerClosed, PeerEvent, RtcpReceived, WebRtcPeer
 from fanout.webrtc.rtcp import GenericNack, PictureLossIndication, ReceiverReport, parse_compound
 from fanout.webrtc.sdp import (
@@ -163,6 +164,15 @@ async def test_candidates_and_port(endpoint: WebRtcEndpoint) -> None:
     assert endpoint.port != 0
     assert endpoint.candidates() == [Candidate("1", 1, "udp", 2130706431, "127.0.0.1", endpoint.port, "host")]
     assert socket.socket(fileno=os.dup(endpoint.fileno())).getsockname() == ("127.0.0.1", endpoint.port)
+
+
+async def test_the_endpoint_keeps_the_consent_timeout_its_peers_are_made_with(endpoint: WebRtcEndpoint) -> None:
+    assert endpoint.consent_timeout == CONSENT_TIMEOUT
+    configured = await WebRtcEndpoint.open("127.0.0.1", 0, ["127.0.0.1"], consent_timeout=7.5)
+    try:
+        assert configured.consent_timeout == 7.5
+    finally:
+        configured.close()
 
 
 async def test_unspecified_bind_address_needs_advertised_addresses() -> None:

@@ -129,6 +129,20 @@ def test_consent_is_refreshed_by_checks_from_the_nominated_address_only() -> Non
     assert ice.state == "failed"
 
 
+def test_consent_expires_after_the_agents_own_consent_timeout() -> None:
+    """fanout.ice_consent_timeout reaches the agent: RFC 7675's 30 s by default, else its own."""
+    assert agent().consent_timeout == CONSENT_TIMEOUT == 30.0
+    ice = IceLiteAgent(now=100.0, ufrag="srvU", pwd="server-password-0123456789", consent_timeout=7.5)
+    assert ice.next_timeout() == 100.0 + CONNECT_TIMEOUT  # not nominated yet: the connect timeout
+    ice.receive(check(nominate=True), BROWSER, now=110.0)
+    assert ice.next_timeout() == 117.5
+    ice.receive(check(), BROWSER, now=115.0)
+    assert ice.next_timeout() == 122.5
+    assert ice.handle_timeout(122.4) == []
+    assert ice.handle_timeout(122.5) == [IceFailed("consent expired")]
+    assert ice.state == "failed"
+
+
 def test_random_credentials() -> None:
     first, second = IceLiteAgent(now=0.0), IceLiteAgent(now=0.0)
     assert len(first.local_ufrag) >= 4 and len(first.local_pwd) >= 22

@@ -4,6 +4,7 @@ import pytest
 
 from fanout.webrtc.datachannel import ChannelMessage, ChannelOpened, DataChannels
 from fanout.webrtc.dtls import DtlsCertificate, DtlsClosedEvent, DtlsDataEvent, DtlsTransport
+from fanout.webrtc.ice import CONSENT_TIMEOUT
 from fanout.webrtc.peer import (
     DATA_SEND_BUFFER_LIMIT,
     AddressChanged,
@@ -86,8 +87,8 @@ class Browser:
                 return
 
 
-def connected_peer() -> tuple[WebRtcPeer, Browser, DtlsConnected]:
-    peer = WebRtcPeer(SERVER_CERTIFICATE, now=0.0)
+def connected_peer(consent_timeout: float = CONSENT_TIMEOUT) -> tuple[WebRtcPeer, Browser, DtlsConnected]:
+    peer = WebRtcPeer(SERVER_CERTIFICATE, now=0.0, consent_timeout=consent_timeout)
     peer.receive(check(peer), BROWSER, now=1.0)
     peer.set_remote_description(description())
     browser = Browser(peer)
@@ -259,6 +260,19 @@ def test_consent_expiry() -> None:
     browser.dtls.drain_events()
     browser.dtls.receive(close_notify, 50.0)
     assert browser.dtls.drain_events() == [DtlsClosedEvent("DTLS closed")]
+
+
+def test_consent_expires_after_the_peers_own_consent_timeout() -> None:
+    assert WebRtcPeer(SERVER_CERTIFICATE, now=0.0).consent_timeout == CONSENT_TIMEOUT
+    peer, _, _ = connected_peer(consent_timeout=5.0)
+    assert peer.consent_timeout == 5.0
+    assert peer.next_timeout() == 1.0 + 5.0
+    peer.receive(check(peer, nominate=False, transaction=2), BROWSER, now=4.0)
+    peer.handle_timeout(8.9)
+    assert peer.drain_events() == []
+    assert peer.next_timeout() == 9.0
+    peer.handle_timeout(9.0)
+    assert peer.drain_events() == [PeerClosed("consent expired")]
 
 
 def test_dtls_handshake_timeout() -> None:

@@ -102,10 +102,13 @@ class Whip:
     plugin: FakePlugin
 
 
+PUBLISHER_CONSENT_TIMEOUT = 12.5  # the endpoint's (fanout.ice_consent_timeout), not the default 30 s
+
+
 @pytest.fixture
 async def whip(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Whip]:
     monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
-    endpoint = await WebRtcEndpoint.open("127.0.0.1", 0, [])
+    endpoint = await WebRtcEndpoint.open("127.0.0.1", 0, [], consent_timeout=PUBLISHER_CONSENT_TIMEOUT)
     engine = FakeEngine()
     mountpoints = {
         1: mountpoint(1, {"type": "whip", "whip_token": TOKEN, "whip_bitrate": 2_500_000, "media": OBS_MEDIA}),
@@ -234,6 +237,12 @@ async def test_a_publisher_that_never_connected_gives_way_after_the_grace(whip: 
 
     assert (await post_offer(whip)).status == 201
     assert len(whip.service.publishers) == 1
+
+
+async def test_the_publishers_peer_expires_consent_at_the_endpoints_consent_timeout(whip: Whip) -> None:
+    assert (await post_offer(whip)).status == 201
+    [publisher] = whip.service.publishers.values()
+    assert publisher.peer.consent_timeout == PUBLISHER_CONSENT_TIMEOUT
 
 
 async def test_trickle_gets_204_and_a_stale_if_match_412(whip: Whip) -> None:

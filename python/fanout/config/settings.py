@@ -11,7 +11,9 @@ workers run on, e.g. "0,1"; default: one worker per core) and ``engine_pin``
 (admission control: past either, a new viewer is refused; both off unless set, see
 fanout.plugins.streaming.admission), ``webrtc_receive_buffer`` (bytes asked for the WebRTC
 socket's receive buffer, default 8 MiB, 0 = the kernel's default: a burst of consent checks
-from every viewer waits there for the control plane), ``max_send_delay_ms`` (a media packet
+from every viewer waits there for the control plane), ``ice_consent_timeout`` (seconds a
+viewer's or WHIP publisher's ICE consent lasts without a valid check from its address before it
+is hung up, default RFC 7675's 30), ``max_send_delay_ms`` (a media packet
 that cannot reach a viewer within this long of its arrival is dropped and counted, never
 sent late), ``data_plane_nice`` (the nice value the engine's threads take,
 default -5: on a core they share with the control plane, a stall of the control plane
@@ -36,6 +38,7 @@ from typing import Any, TypeVar
 
 from fanout.config.jcfg import ConfigError, Group, Location
 from fanout.config.network import address_of_interface, detect_advertised_ips, detect_advertised_ipv6_ips, is_ip_address
+from fanout.webrtc.ice import CONSENT_TIMEOUT
 
 DEFAULT_SESSION_TIMEOUT = 60
 DEFAULT_RECLAIM_SESSION_TIMEOUT = 0
@@ -197,6 +200,7 @@ class Settings:
     webrtc_receive_buffer: int = DEFAULT_WEBRTC_RECEIVE_BUFFER  # fanout.webrtc_receive_buffer, bytes; 0 = the kernel's default
     ipv6: bool = False  # media.ipv6: dual-stack sockets ("::" takes IPv4 too) and IPv6 host candidates
     ice_tcp: bool = False  # nat.ice_tcp: ICE-TCP (RFC 6544, passive candidates) on the WebRTC port's TCP twin
+    ice_consent_timeout: float = CONSENT_TIMEOUT  # fanout.ice_consent_timeout: seconds without a valid check, then hung up
     engine_cores: tuple[int, ...] | None = None  # None: one engine worker per core
     engine_pin: bool = True
     max_viewers: int = 0  # fanout.max_viewers: a new viewer is refused past this many; 0 = no limit
@@ -312,6 +316,7 @@ def read_settings(
         webrtc_receive_buffer=_non_negative(own, "webrtc_receive_buffer", DEFAULT_WEBRTC_RECEIVE_BUFFER),
         ipv6=ipv6,
         ice_tcp=_ice_tcp(nat),
+        ice_consent_timeout=_positive_seconds(own, "ice_consent_timeout", CONSENT_TIMEOUT),
         engine_cores=_cores(own, "engine_cores"),
         engine_pin=_get_bool(own, "engine_pin", True),
         max_viewers=_non_negative(own, "max_viewers", 0),

@@ -180,7 +180,7 @@ class Handle:
 
     def _ensure_peer(self) -> WebRtcPeer:
         if self.peer is None:
-            self.peer = WebRtcPeer(self.endpoint.certificate, self.clock())
+            self.peer = WebRtcPeer(self.endpoint.certificate, self.clock(), consent_timeout=self.endpoint.consent_timeout)
             self.endpoint.add_peer(self.peer, self.on_peer_event)
             self._sdp_session_id = secrets.randbelow(SDP_SESSION_ID_LIMIT) + 1
             self._sdp_version = 0

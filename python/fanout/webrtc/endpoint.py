@@ -53,6 +53,7 @@ from pathlib import Path
 
 from fanout.config.network import unmapped
 from fanout.webrtc.dtls import DtlsCertificate
+from fanout.webrtc.ice import CONSENT_TIMEOUT
 from fanout.webrtc.peer import PeerClosed, PeerEvent, WebRtcPeer
 from fanout.webrtc.sdp import Candidate
 from fanout.webrtc.stun import StunError, StunMessage
@@ -184,8 +185,11 @@ class WebRtcEndpoint:
         sock: socket.socket,
         certificate: DtlsCertificate,
         advertised_ips: list[str],
+        *,
+        consent_timeout: float = CONSENT_TIMEOUT,
     ) -> None:
         self.certificate = certificate
+        self.consent_timeout = consent_timeout  # seconds: its peers' ICE consent expiry (fanout.ice_consent_timeout)
         self.port: int = sock.getsockname()[1]
         self.advertised_ips = advertised_ips
         self.dropped_unknown = 0
@@ -217,11 +221,19 @@ class WebRtcEndpoint:
 
     @classmethod
     async def open(
-        cls, bind_host: str, port: int, advertised_ips: list[str], *, receive_buffer: int = 0, ice_tcp: bool = False
+        cls,
+        bind_host: str,
+        port: int,
+        advertised_ips: list[str],
+        *,
+        receive_buffer: int = 0,
+        ice_tcp: bool = False,
+        consent_timeout: float = CONSENT_TIMEOUT,
     ) -> WebRtcEndpoint:
         """The UDP socket on ``bind_host:port`` (0: a free port; ``receive_buffer``: the bytes to ask
         for its receive buffer, 0 = the kernel's default), with ``ice_tcp`` a TCP listener on the same
-        port too. Raises OSError if either cannot be bound, or ValueError if bound to every address
+        port too. Its peers' ICE consent expires ``consent_timeout`` seconds after their last valid
+        check. Raises OSError if either cannot be bound, or ValueError if bound to every address
         with none to advertise."""
         if not advertised_ips and ipaddress.ip_address(bind_host).is_unspecified:
             raise ValueError(f"bound to {bind_host}: name the addresses to advertise")
@@ -246,7 +258,7 @@ class WebRtcEndpoint:
                 "(sysctl -w net.core.rmem_max=%d) or give fanout CAP_NET_ADMIN",
                 granted >> 10, receive_buffer >> 10, receive_buffer,
             )  # fmt: skip
-        endpoint = cls(loop, sock, DtlsCertificate.generate(), advertised_ips or [bind_host])
+        endpoint = cls(loop, sock, DtlsCertificate.generate(), advertised_ips or [bind_host], consent_timeout=consent_timeout)
         if ice_tcp:
             try:
                 endpoint._listen_tcp(family, bind_host, port)
@@ -257,8 +269,9 @@ class WebRtcEndpoint:
         if hasattr(endpoint._transport, "max_size"):  # the selector loop's transport: its read buffer
             endpoint._transport.max_size = UDP_READ_BYTES
         logger.info(
-            "WebRTC endpoint on %s:%d (UDP%s), advertising %s, receive buffer %d KiB",
+            "WebRTC endpoint on %s:%d (UDP%s), advertising %s, receive buffer %d KiB, ICE consent timeout %g s",
             bind_host, endpoint.port, " and TCP" if ice_tcp else "", endpoint.advertised_ips, endpoint.receive_buffer >> 10,
+            consent_timeout,
         )  # fmt: skip
         return endpoint
 

@@ -3,6 +3,8 @@
 A lite agent never sends checks: it answers the peer's binding requests and is
 always controlled. A request carrying USE-CANDIDATE nominates the address it
 came from; valid requests from the nominated address keep consent alive.
+Consent expires ``consent_timeout`` seconds after the last of them (RFC 7675's
+30 s, :data:`CONSENT_TIMEOUT`, unless ``fanout.ice_consent_timeout`` says otherwise).
 Sans-IO: every input carries ``now`` and the caller asks :meth:`next_timeout`.
 """
 
@@ -30,7 +32,7 @@ from fanout.webrtc.stun import (
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 30.0
-CONSENT_TIMEOUT = 30.0
+CONSENT_TIMEOUT = 30.0  # RFC 7675 section 5.1; the default of fanout.ice_consent_timeout
 
 Address = tuple[str, int]
 
@@ -60,7 +62,10 @@ IceEvent = Nominated | IceFailed
 class IceLiteAgent:
     """Answers one peer's connectivity checks and tracks nomination and consent."""
 
-    def __init__(self, now: float, ufrag: str | None = None, pwd: str | None = None) -> None:
+    def __init__(
+        self, now: float, ufrag: str | None = None, pwd: str | None = None, *, consent_timeout: float = CONSENT_TIMEOUT
+    ) -> None:
+        self.consent_timeout = consent_timeout  # seconds without a valid check from the nominated address
         self.local_ufrag = ufrag or random_ice_string(8)
         self.local_pwd = pwd or random_ice_string(24)
         self.remote_ufrag: str | None = None
@@ -162,7 +167,7 @@ class IceLiteAgent:
             return None
         if self.nominated is None:
             return self._created + CONNECT_TIMEOUT
-        return self._last_consent + CONSENT_TIMEOUT
+        return self._last_consent + self.consent_timeout
 
     def close(self) -> None:
         self.state = "closed"

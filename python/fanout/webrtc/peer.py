@@ -41,7 +41,7 @@ from fanout.webrtc.dtls import (
     DtlsTransport,
 )
 from fanout.webrtc.sctp import AssociationClosed, AssociationEstablished, SctpAssociation, SctpError
-from fanout.webrtc.ice import Address, IceFailed, IceLiteAgent, Nominated
+from fanout.webrtc.ice import CONSENT_TIMEOUT, Address, IceFailed, IceLiteAgent, Nominated
 from fanout.webrtc.sdp import Candidate, SessionDescription
 from fanout.webrtc.stun import StunError, StunMessage
 
@@ -120,11 +120,13 @@ def is_rtcp(data: bytes) -> bool:
 class WebRtcPeer:
     """One viewer's ICE-lite + DTLS-SRTP transport."""
 
-    def __init__(self, certificate: DtlsCertificate, now: float) -> None:
+    def __init__(self, certificate: DtlsCertificate, now: float, *, consent_timeout: float = CONSENT_TIMEOUT) -> None:
+        """``consent_timeout``: seconds without a valid consent check from the peer's address
+        before it is closed ("consent expired"; fanout.ice_consent_timeout)."""
         self.certificate = certificate
         self.created = now
         self.ice_restarting = False  # new local credentials went out; the peer's answer has not come
-        self._ice = IceLiteAgent(now)
+        self._ice = IceLiteAgent(now, consent_timeout=consent_timeout)
         self.local_ufrag = self._ice.local_ufrag
         self.local_pwd = self._ice.local_pwd
         self.remote_description: SessionDescription | None = None
@@ -157,6 +159,11 @@ class WebRtcPeer:
     @property
     def address(self) -> tuple[str, int] | None:
         return self._ice.nominated
+
+    @property
+    def consent_timeout(self) -> float:
+        """Seconds without a valid consent check before the peer is closed."""
+        return self._ice.consent_timeout
 
     @property
     def valid_addresses(self) -> frozenset[tuple[str, int]]:

@@ -79,7 +79,7 @@ class WhipPublisher:
         self.engine = engine
         self._loop = asyncio.get_running_loop()
         self.created = self._loop.time()
-        self.peer = WebRtcPeer(endpoint.certificate, self.created)
+        self.peer = WebRtcPeer(endpoint.certificate, self.created, consent_timeout=endpoint.consent_timeout)
         self.address: tuple[str, int] | None = None  # where the link is connected
         self.attached = False
         self.attached_at: float | None = None
