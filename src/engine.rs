@@ -29,6 +29,7 @@ const FIRST_REPORT_DELAY: Duration = Duration::from_secs(1);
 const SEND_BUFFER_BYTES: libc::c_int = 4 << 20;
 
 use crate::egress::batch::SendMode;
+use crate::egress::congestion::{MAX_BITRATE, MIN_BITRATE};
 use crate::egress::tcp::{SharedTcpOutput, TcpOutput, MAX_FRAME};
 use crate::egress::viewer::{StreamStart, Viewer, ViewerCounters, ViewerStream};
 use crate::egress::worker::{Caches, Command, SendCounters, Worker, WorkerConfig, WorkerLoad};
@@ -1180,6 +1181,20 @@ impl Engine {
         Self::to_worker(running, subscription.worker, Command::SetTransportCc { id: peer_id, extension_id })
     }
 
+    /// The bitrate (bits/s) worth probing the subscribed peer's link for:
+    /// while its estimate is under it, padding goes to it now and then so that
+    /// all it gets goes at that rate for a moment, and the estimate rises to
+    /// what the link carried (see `egress::probe`). None: no probing. Needs
+    /// transport-wide congestion control (set_transport_cc) and a video stream.
+    pub fn set_probe_goal(&self, peer_id: u64, bitrate: Option<u64>) -> Result<(), EngineError> {
+        let state = self.running()?;
+        let running = state.as_ref().expect("checked by running()");
+        let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
+        let subscription = peer.subscription(peer_id)?;
+        let bitrate = bitrate.map(|bitrate| bitrate.clamp(MIN_BITRATE, MAX_BITRATE));
+        Self::to_worker(running, subscription.worker, Command::SetProbeGoal { id: peer_id, bitrate })
+    }
+
     /// Simulcast: moves the peer's stream that takes source stream `index`
     /// to source stream `source_index` of the same mountpoint (another
     /// encoding of the same video), at that source's next keyframe, or if
@@ -1600,6 +1615,8 @@ impl Engine {
             estimate: Some(counters.estimate.load(Ordering::Relaxed)).filter(|&bitrate| bitrate > 0),
             transport_feedbacks: counters.transport_feedbacks.load(Ordering::Relaxed),
             retransmissions_over_budget: counters.retransmissions_over_budget.load(Ordering::Relaxed),
+            probes: counters.probes.load(Ordering::Relaxed),
+            probes_carried: counters.probes_carried.load(Ordering::Relaxed),
         })
     }
 

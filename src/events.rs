@@ -72,7 +72,8 @@ pub enum Event {
     /// most once a second per viewer, or at once when it fell by 15%.
     /// `link_limited`: over-use or loss has told that the link limits the
     /// rate (before, the estimate only says the link carries at least that).
-    BandwidthEstimate { peer_id: u64, mountpoint_id: u64, bitrate: u64, link_limited: bool },
+    /// `probed`: a probe just measured that the link carries it (reported at once).
+    BandwidthEstimate { peer_id: u64, mountpoint_id: u64, bitrate: u64, link_limited: bool, probed: bool },
     /// A viewer's ICE-TCP connection is lost: its queue made no progress for the
     /// stall timeout ("stalled"), or the kernel refused a write ("broken").
     TcpConnectionLost { peer_id: u64, reason: &'static str },
@@ -124,6 +125,7 @@ pub enum EngineEvent {
         peer_id: u64,
         bitrate: u64,
         link_limited: bool,
+        probed: bool,
     },
     TcpConnectionLost {
         peer_id: u64,
@@ -159,8 +161,8 @@ impl Event {
             Self::RecordingStopped { mountpoint_id, index, reason } => {
                 EngineEvent::RecordingStopped { mountpoint_id, index, reason }
             }
-            Self::BandwidthEstimate { peer_id, bitrate, link_limited, .. } => {
-                EngineEvent::BandwidthEstimate { peer_id, bitrate, link_limited }
+            Self::BandwidthEstimate { peer_id, bitrate, link_limited, probed, .. } => {
+                EngineEvent::BandwidthEstimate { peer_id, bitrate, link_limited, probed }
             }
             Self::TcpConnectionLost { peer_id, reason } => {
                 EngineEvent::TcpConnectionLost { peer_id, reason: reason.to_string() }

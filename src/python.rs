@@ -314,6 +314,11 @@ impl Engine {
         Ok(self.inner.set_transport_cc(peer_id, extension_id)?)
     }
 
+    #[pyo3(signature = (peer_id, bitrate))]
+    fn set_probe_goal(&self, peer_id: u64, bitrate: Option<u64>) -> PyResult<()> {
+        Ok(self.inner.set_probe_goal(peer_id, bitrate)?)
+    }
+
     #[pyo3(signature = (peer_id, index, extension_id, min_ms, max_ms))]
     fn set_stream_playout_delay(
         &self,
@@ -580,6 +585,7 @@ pub struct BandwidthEstimate {
     peer_id: u64,
     bitrate: u64,
     link_limited: bool,
+    probed: bool,
 }
 
 macro_rules! event_methods {
@@ -605,7 +611,7 @@ event_methods!(
     SendQueueOverflow(peer_id: u64, dropped: u64),
     KeyframeFromCache(peer_id: u64, index: u32, packets: usize),
     RecordingStopped(mountpoint_id: u64, index: u32, reason: String),
-    BandwidthEstimate(peer_id: u64, bitrate: u64, link_limited: bool),
+    BandwidthEstimate(peer_id: u64, bitrate: u64, link_limited: bool, probed: bool),
     TcpConnectionLost(peer_id: u64, reason: String)
 );
 
@@ -645,8 +651,8 @@ fn event_object(py: Python<'_>, event: EngineEvent) -> PyResult<Py<PyAny>> {
         EngineEvent::RecordingStopped { mountpoint_id, index, reason } => {
             Py::new(py, RecordingStopped { mountpoint_id, index, reason })?.into_any()
         }
-        EngineEvent::BandwidthEstimate { peer_id, bitrate, link_limited } => {
-            Py::new(py, BandwidthEstimate { peer_id, bitrate, link_limited })?.into_any()
+        EngineEvent::BandwidthEstimate { peer_id, bitrate, link_limited, probed } => {
+            Py::new(py, BandwidthEstimate { peer_id, bitrate, link_limited, probed })?.into_any()
         }
         EngineEvent::TcpConnectionLost { peer_id, reason } => {
             Py::new(py, TcpConnectionLost { peer_id, reason })?.into_any()

@@ -5,7 +5,6 @@
 
 use pyo3::pyclass;
 
-
 /// One peer's sends (the counters only grow).
 #[pyclass(frozen, get_all, eq, module = "fanout._engine")]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +39,10 @@ pub struct PeerStats {
     /// Retransmissions not sent: over the budget the peer's estimate paces
     /// its retransmissions and keyframe-cache bursts to.
     pub retransmissions_over_budget: u64,
+    /// Probes of the peer's link (padding up to its probe goal) started, and
+    /// those that found the link carried the goal.
+    pub probes: u64,
+    pub probes_carried: u64,
 }
 
 /// The latest sender report from a source.
@@ -199,4 +202,3 @@ pub struct WebRtcSocketStats {
     /// Dropped: larger than a receive buffer, or past the control plane's queue.
     pub dropped: u64,
 }
-

@@ -230,6 +230,10 @@ class PeerStats:
     def transport_feedbacks(self) -> int: ...  # transport-wide feedback messages read
     @property
     def retransmissions_over_budget(self) -> int: ...  # not sent: over the pacing budget of the viewer's estimate
+    @property
+    def probes(self) -> int: ...  # probes of its link (padding up to its probe goal) started
+    @property
+    def probes_carried(self) -> int: ...  # probes that found the link carried the goal
 
 @final
 class PublisherStats:
@@ -541,6 +545,16 @@ class Engine:
         (receive_rtcp) drives its bandwidth estimate (PeerStats.estimate, BandwidthEstimate
         events). Kept across a switch. KeyError for an unknown peer; ValueError if not
         subscribed or for an id outside 1..14."""
+    def set_probe_goal(self, peer_id: int, bitrate: int | None) -> None:
+        """The bitrate (bits/s) worth probing the subscribed peer's link for, as the next layer
+        up with headroom (None: none). While its estimate is under it, now and then (2 s after
+        a goal follows none and after the estimate last fell, then twice as long after each
+        probe that failed, up to 8 s) the
+        engine sends padding-only packets on its video stream so that all it gets goes at that
+        rate for half a second; a probe the link carried without over-use or loss raises the
+        estimate to the rate measured at once (a BandwidthEstimate with ``probed``). Needs
+        set_transport_cc and a video stream. KeyError for an unknown peer; ValueError if not
+        subscribed."""
     def set_stream_source(self, peer_id: int, index: int, source_index: int, *, at_once: bool = False) -> None:
         """Simulcast (``configure`` with ``substream``): move the peer's stream
         that takes SourceStream ``index`` to SourceStream ``source_index`` of the
@@ -816,15 +830,19 @@ class BandwidthEstimate:
     feedback (GCC, delay- and loss-based), REMB (a cap) and receiver reports: at most
     once a second per viewer, or at once when it fell by 15% since the last one.
     ``link_limited``: over-use or loss has told that the link limits the rate; until
-    then the estimate is at least the rate sent, and says only that the link carries that."""
+    then the estimate is at least the rate sent, and says only that the link carries that.
+    ``probed``: a probe (padding sent up to the goal of ``Engine.set_probe_goal``) has just
+    measured that the link carries ``bitrate``; reported at once."""
 
-    def __new__(cls, peer_id: int, bitrate: int, link_limited: bool) -> Self: ...
+    def __new__(cls, peer_id: int, bitrate: int, link_limited: bool, probed: bool) -> Self: ...
     @property
     def peer_id(self) -> int: ...
     @property
     def bitrate(self) -> int: ...
     @property
     def link_limited(self) -> bool: ...
+    @property
+    def probed(self) -> bool: ...
 
 # --- RTSP over TCP ---
 

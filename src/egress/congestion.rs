@@ -29,14 +29,14 @@
 //! - the estimate is the smaller of the two (section 6), capped by the REMB a
 //!   viewer sends, if any; until over-use or a loss cut first tells that the
 //!   link limits the rate, the delay-based one is at least the rate sent (the
-//!   start value is a guess, and a viewer is not moved down on a guess).
-//!
-//! Without probing (padding sent above the layer's rate to test the link)
-//! the estimate grows untested between a viewer's moves up: a move up is the
-//! test, and a link that cannot carry it costs the viewer a freeze.
+//!   start value is a guess, and a viewer is not moved down on a guess);
+//! - a probe (padding sent above the layer's rate: [`crate::egress::probe`])
+//!   that the link carried raises the estimate to the rate measured at once.
 //!
 //! Updated once per feedback message, never per packet sent; nothing allocated
 //! after construction.
+
+use crate::egress::probe::ClusterMeasure;
 
 /// Sent packets remembered: about two seconds at 1000 packets a second.
 const HISTORY: usize = 2048;
@@ -71,6 +71,8 @@ struct Sent {
     at: i64,
     size: u32,
     sequence: u16,
+    /// The probe cluster it belongs to (see [`crate::egress::probe`]); 0: none.
+    cluster: u8,
 }
 
 /// The packets sent to one viewer, by transport-wide sequence number.
@@ -85,8 +87,9 @@ impl Default for SendHistory {
 }
 
 impl SendHistory {
-    pub fn record(&mut self, sequence: u16, at_micros: i64, size: usize) {
-        self.entries[usize::from(sequence) % HISTORY] = Sent { at: at_micros.max(1), size: size as u32, sequence };
+    pub fn record(&mut self, sequence: u16, at_micros: i64, size: usize, cluster: u8) {
+        self.entries[usize::from(sequence) % HISTORY] =
+            Sent { at: at_micros.max(1), size: size as u32, sequence, cluster };
     }
 
     fn find(&self, sequence: u16) -> Option<Sent> {
@@ -363,6 +366,15 @@ pub struct Estimator {
     /// When the loss-based estimate was last cut: only packets sent since count towards the next
     /// cut (a loss reported later of a packet sent before it was already answered).
     last_loss_cut: i64,
+    /// The probe cluster whose packets the feedback is measuring (0: none), and what it told.
+    measured_cluster: u8,
+    pub cluster: ClusterMeasure,
+    /// The delay- and loss-based estimates when the probe in progress started.
+    before_probe: Option<(f64, Option<f64>)>,
+    /// The newest send time the feedback told about (microseconds).
+    pub reported_sent: i64,
+    /// When the estimate last decreased: over-use or a loss cut (microseconds; i64::MIN: never).
+    pub last_decrease: i64,
     /// Feedback messages read, packets they reported lost and received.
     pub feedbacks: u64,
     pub lost: u64,
@@ -385,6 +397,11 @@ impl Default for Estimator {
             loss_window: (0, 0),
             last_loss_update: None,
             last_loss_cut: i64::MIN,
+            measured_cluster: 0,
+            cluster: ClusterMeasure::default(),
+            before_probe: None,
+            reported_sent: 0,
+            last_decrease: i64::MIN,
             feedbacks: 0,
             lost: 0,
             received: 0,
@@ -452,11 +469,25 @@ impl Estimator {
     pub fn on_feedback(&mut self, now: i64, for_each: impl FnOnce(&mut dyn FnMut(u16, Option<i64>))) {
         let (mut lost, mut received) = (0u64, 0u64);
         let (mut lost_since_cut, mut received_since_cut) = (0u64, 0u64);
-        let Self { history, detector, acked, sent: sent_rate, last_loss_cut, .. } = self;
+        let Self {
+            history,
+            detector,
+            acked,
+            sent: sent_rate,
+            last_loss_cut,
+            measured_cluster,
+            cluster,
+            reported_sent,
+            ..
+        } = self;
         for_each(&mut |sequence, arrival| {
             let Some(sent) = history.find(sequence) else {
                 return;
             };
+            *reported_sent = (*reported_sent).max(sent.at);
+            if sent.cluster != 0 && sent.cluster == *measured_cluster {
+                cluster.packet(sent.at, sent.size, arrival);
+            }
             sent_rate.packet(sent.at, sent.size);
             let since_cut = u64::from(sent.at >= *last_loss_cut);
             match arrival {
@@ -488,6 +519,43 @@ impl Estimator {
         self.last_update = Some(now);
     }
 
+    /// A probe starts, its packets of cluster `id`: the feedback about them is
+    /// gathered in [`Estimator::cluster`], and the estimate now is remembered.
+    pub fn probe_started(&mut self, id: u8) {
+        self.measured_cluster = id;
+        self.cluster = ClusterMeasure::default();
+        self.before_probe = Some((self.delay_based, self.loss_based));
+    }
+
+    /// The probe failed at `now` (over-use or loss while it sent, its queue
+    /// since drained): what it cut was its own doing, so the estimate goes back
+    /// to at least what it was before it, and losses of packets sent until now
+    /// no longer count.
+    pub fn probe_failed(&mut self, now: i64) {
+        let Some((delay_based, loss_based)) = self.before_probe.take() else {
+            return;
+        };
+        self.delay_based = self.delay_based.max(delay_based);
+        if let (Some(current), Some(before)) = (self.loss_based.as_mut(), loss_based) {
+            *current = current.max(before);
+        }
+        self.last_loss_cut = now;
+        self.loss_window = (0, 0);
+    }
+
+    /// A probe measured that the link carries `bitrate` (bits/s) without
+    /// over-use or loss: the estimate goes up to it at once, and a capacity
+    /// learned at an earlier over-use under it is forgotten (the link changed).
+    pub fn probe_carried(&mut self, bitrate: u64) {
+        self.before_probe = None;
+        let bitrate = (bitrate as f64).min(MAX_BITRATE as f64);
+        self.capacity.carried(bitrate);
+        self.delay_based = self.delay_based.max(bitrate);
+        if let Some(loss_based) = self.loss_based.as_mut() {
+            *loss_based = loss_based.max(bitrate);
+        }
+    }
+
     /// A receiver report's fraction lost (in 256ths), for viewers without transport-cc.
     pub fn on_receiver_report(&mut self, fraction_lost: u8) {
         // Receivers report about once a second.
@@ -504,6 +572,7 @@ impl Estimator {
             // compound (Chromium's AimdRateControl: beta * estimated throughput).
             Usage::Over => {
                 self.limited = true;
+                self.last_decrease = now;
                 if let Some(acked) = acked {
                     self.capacity.over_use(acked);
                 }
@@ -556,6 +625,7 @@ impl Estimator {
             loss_based = cut.max(floor.min(loss_based));
             if let Some(now) = now {
                 self.last_loss_cut = now;
+                self.last_decrease = now;
             }
             self.limited = true;
         } else if loss < 0.02 {
@@ -618,7 +688,7 @@ mod tests {
             while self.now < end {
                 let sequence = self.sequence;
                 self.sequence = self.sequence.wrapping_add(1);
-                self.estimator.history.record(sequence, self.now, size as usize);
+                self.estimator.history.record(sequence, self.now, size as usize, 0);
                 let transmit = (f64::from(size) * 8.0 * 1e6 / capacity as f64) as i64;
                 let start = self.queue_free_at.max(self.now);
                 let lost = self.next_random() < loss || start - self.now > 300_000; // a 300 ms queue overflows
@@ -718,7 +788,7 @@ mod tests {
         let mut estimator = Estimator::default();
         // 100 packets sent over the first 300 ms, 60 of them lost: a cut at 300 ms.
         for sequence in 0..100u16 {
-            estimator.history.record(sequence, i64::from(sequence) * 3_000, 1200);
+            estimator.history.record(sequence, i64::from(sequence) * 3_000, 1200, 0);
         }
         estimator.on_feedback(300_000, |packet| {
             for sequence in 0..100u16 {
@@ -731,7 +801,7 @@ mod tests {
         // packets sent after it, all received.
         for sequence in 100..200u16 {
             let sent = if sequence < 150 { 290_000 } else { 310_000 + i64::from(sequence) * 1_000 };
-            estimator.history.record(sequence, sent, 1200);
+            estimator.history.record(sequence, sent, 1200, 0);
         }
         estimator.on_feedback(600_000, |packet| {
             (100..150u16).for_each(|sequence| packet(sequence, None));

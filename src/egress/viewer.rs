@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::egress::congestion::Estimator;
+use crate::egress::congestion::{Estimator, Usage};
+use crate::egress::probe::{ProbeOutcome, Prober, MAX_PADDING};
 use crate::egress::tcp::SharedTcpOutput;
 use crate::events::{Event, EventQueue};
 use crate::media::packet::{GopCache, History, Packet, ReceivedPacket};
@@ -42,6 +43,9 @@ pub struct ViewerCounters {
     pub transport_feedbacks: AtomicU64,
     /// Retransmissions not sent: over the viewer's pacing budget (see [`SendBudget`]).
     pub retransmissions_over_budget: AtomicU64,
+    /// Probes of the viewer's link started, and those that carried their goal (see [`crate::egress::probe`]).
+    pub probes: AtomicU64,
+    pub probes_carried: AtomicU64,
     /// The next SRTCP index of what is sent to the peer: its worker numbers
     /// its RTCP while it is subscribed, the engine handle while it is not.
     pub srtcp_index: AtomicU32,
@@ -227,10 +231,6 @@ struct Burst {
 struct PictureRewrite {
     /// VP8 or VP9: whose payload descriptor the packets carry.
     codec: Codec,
-    /// The sequence offset when the stream was last anchored, and the ones
-    /// temporal layer drops brought since, so NACKs find their source packets.
-    anchor_offset: u16,
-    renumberings: Renumberings,
     /// The highest temporal layer sent; None: all.
     temporal_cap: Option<u8>,
     /// A new cap, taken at the next picture that may change it (see
@@ -252,11 +252,9 @@ struct PictureRewrite {
 }
 
 impl PictureRewrite {
-    fn new(codec: Codec, anchor_offset: u16) -> Self {
+    fn new(codec: Codec) -> Self {
         Self {
             codec,
-            anchor_offset,
-            renumberings: Renumberings::default(),
             temporal_cap: None,
             next_temporal_cap: None,
             spatial_cap: None,
@@ -399,22 +397,42 @@ impl PictureFields {
     }
 }
 
-/// How many renumberings by temporal layer drops NACKs can see past: with
-/// the base layer alone out of three at 30 fps, about four seconds.
+/// How many renumberings (by temporal layer drops or padding) NACKs can see
+/// past: with the base layer alone out of three at 30 fps, about four seconds.
 const RENUMBERINGS: usize = 32;
 
-/// The sequence offsets temporal layer drops brought, each with the viewer's
-/// extended sequence number from which it applied: a ring, newest last.
+/// From the viewer's extended sequence number `from` on: `padding` padding-only
+/// packets (of timestamp `timestamp`), then the source's packets with sequence offset `offset`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Renumbering {
+    from: u64,
+    padding: u16,
+    offset: u16,
+    timestamp: u32,
+}
+
+/// What a viewer's sequence number was sent as, since the stream was anchored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SentAs {
+    /// A source packet, numbered with this offset.
+    Source(u16),
+    /// A padding-only packet of this timestamp.
+    Padding(u32),
+}
+
+/// The sequence offsets that temporal layer drops and padding (a probe's)
+/// brought, each from the viewer's extended sequence number where it applied:
+/// a ring, newest last, so NACKs find what they ask for.
 #[derive(Clone, Copy, Debug)]
 struct Renumberings {
-    entries: [(u64, u16); RENUMBERINGS],
+    entries: [Renumbering; RENUMBERINGS],
     next: usize,
     len: usize,
 }
 
 impl Default for Renumberings {
     fn default() -> Self {
-        Self { entries: [(0, 0); RENUMBERINGS], next: 0, len: 0 }
+        Self { entries: [Renumbering::default(); RENUMBERINGS], next: 0, len: 0 }
     }
 }
 
@@ -426,21 +444,46 @@ impl Renumberings {
     /// Notes `offset` from `from` on; once full, forgets the oldest and
     /// returns where the mapping now starts.
     fn push(&mut self, from: u64, offset: u16) -> Option<u64> {
-        self.entries[self.next] = (from, offset);
+        self.push_entry(Renumbering { from, padding: 0, offset, timestamp: 0 })
+    }
+
+    /// Notes a padding packet sent as `extended`, the source's packets after
+    /// it numbered with `offset`: the newest entry grows if it ends at `extended`.
+    fn pad(&mut self, extended: u64, offset: u16, timestamp: u32) -> Option<u64> {
+        if let Some(newest) = self.newest_mut() {
+            if newest.from + u64::from(newest.padding) == extended && newest.padding < u16::MAX {
+                newest.padding += 1;
+                newest.offset = offset;
+                return None;
+            }
+        }
+        self.push_entry(Renumbering { from: extended, padding: 1, offset, timestamp })
+    }
+
+    fn newest_mut(&mut self) -> Option<&mut Renumbering> {
+        (self.len > 0).then(|| &mut self.entries[(self.next + RENUMBERINGS - 1) % RENUMBERINGS])
+    }
+
+    fn push_entry(&mut self, entry: Renumbering) -> Option<u64> {
+        self.entries[self.next] = entry;
         self.next = (self.next + 1) % RENUMBERINGS;
         if self.len < RENUMBERINGS {
             self.len += 1;
             return None;
         }
-        Some(self.entries[self.next].0)
+        Some(self.entries[self.next].from)
     }
 
-    /// The offset in force at `extended`; None before every renumbering.
-    fn offset_at(&self, extended: u64) -> Option<u16> {
-        (1..=self.len)
+    /// What `extended` was sent as; None before every renumbering.
+    fn sent_as(&self, extended: u64) -> Option<SentAs> {
+        let entry = (1..=self.len)
             .map(|back| self.entries[(self.next + RENUMBERINGS - back) % RENUMBERINGS])
-            .find(|&(from, _)| from <= extended)
-            .map(|(_, offset)| offset)
+            .find(|entry| entry.from <= extended)?;
+        Some(if extended < entry.from + u64::from(entry.padding) {
+            SentAs::Padding(entry.timestamp)
+        } else {
+            SentAs::Source(entry.offset)
+        })
     }
 }
 
@@ -462,9 +505,16 @@ pub struct ViewerStream {
     next_source: Option<usize>,
     /// VP8 and VP9 streams that were moved or capped (see [`PictureRewrite`]); None: payloads untouched.
     pictures: Option<Box<PictureRewrite>>,
+    /// The sequence offset when the stream was last anchored, and the ones
+    /// temporal layer drops and padding brought since (allocated at the first).
+    anchor_offset: u16,
+    renumberings: Option<Box<Renumberings>>,
     /// Temporal layer drops renumbered the stream: the next packet sent
     /// notes the new offset (see [`Renumberings`]).
     renumbered: bool,
+    /// The last packet sent (highest sequence number) ended a frame (its
+    /// marker bit): padding may follow without splitting a frame.
+    ends_frame: bool,
     ssrc: u32,
     payload_type: u8,
     clock_rate: u32,
@@ -523,7 +573,10 @@ impl ViewerStream {
             source,
             next_source: None,
             pictures: None,
+            anchor_offset: 0,
+            renumberings: None,
             renumbered: false,
+            ends_frame: false,
             ssrc,
             payload_type,
             clock_rate,
@@ -564,16 +617,15 @@ impl ViewerStream {
     /// others are left alone) from now on (see [`PictureRewrite`]).
     pub fn rewrite_pictures(&mut self, codec: Codec) {
         if matches!(codec, Codec::Vp8 | Codec::Vp9) {
-            let anchor_offset = self.sequence_offset;
-            self.pictures.get_or_insert_with(|| Box::new(PictureRewrite::new(codec, anchor_offset)));
+            self.pictures.get_or_insert_with(|| Box::new(PictureRewrite::new(codec)));
         }
     }
 
     /// The stream's numbering was chosen again: no renumbering applies to it yet.
     fn anchored(&mut self) {
-        if let Some(pictures) = self.pictures.as_mut() {
-            pictures.anchor_offset = self.sequence_offset;
-            pictures.renumberings.clear();
+        self.anchor_offset = self.sequence_offset;
+        if let Some(renumberings) = self.renumberings.as_mut() {
+            renumberings.clear();
         }
     }
 
@@ -896,26 +948,36 @@ impl ViewerStream {
         let header = &received.header;
         let sequence = header.sequence.wrapping_add(self.sequence_offset);
         let extended = self.extend(sequence)?;
+        let newest = self.highest.is_none_or(|highest| extended > highest);
+        if !newest {
+            // Late: sent only if the number it gets is one the current offset gave (padding or a
+            // temporal layer drop since may have given it to another packet; a NACK still finds it).
+            let in_force = match self.sent_as(extended) {
+                Some(SentAs::Source(offset)) => Some(offset),
+                Some(SentAs::Padding(_)) => None,
+                None => Some(self.anchor_offset),
+            };
+            if in_force != Some(self.sequence_offset) {
+                return None;
+            }
+        }
         let timestamp = self.viewer_timestamp(header.timestamp, extended);
         if self.renumbered {
             self.renumbered = false;
             let offset = self.sequence_offset;
-            if let Some(forgotten) =
-                self.pictures.as_mut().and_then(|pictures| pictures.renumberings.push(extended, offset))
-            {
-                // NACKs from before the oldest renumbering noted go unanswered.
-                self.anchored_from = self.anchored_from.max(forgotten);
-            }
-        }
-        if self.highest.is_none_or(|highest| extended > highest) {
-            self.highest = Some(extended);
-            self.highest_timestamp = timestamp;
-            self.last_sent_at = now;
+            let forgotten = self.renumberings.get_or_insert_default().push(extended, offset);
+            self.forget_before(forgotten);
         }
         if self.pictures.is_some() {
             self.follow_pictures(&packet[header.payload_start..header.payload_end]);
         }
         let (len, transport_sequence_at) = self.write(packet, header, sequence, timestamp, out);
+        if newest {
+            self.highest = Some(extended);
+            self.highest_timestamp = timestamp;
+            self.last_sent_at = now;
+            self.ends_frame = out[1] & 0x80 != 0;
+        }
         self.packets = self.packets.wrapping_add(1);
         self.octets = self.octets.wrapping_add((header.payload_end - header.payload_start) as u32);
         Some(Rewritten { len, rollover_counter: (extended >> 16) as u32, transport_sequence_at })
@@ -967,28 +1029,7 @@ impl ViewerStream {
         out[4..8].copy_from_slice(&timestamp.to_be_bytes());
         out[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
         out[12..header.csrc_end].copy_from_slice(csrcs);
-        let mut payload_start = header.csrc_end;
-        let mut transport_sequence_at = None;
-        if let Some(delay) = &self.playout_delay {
-            out[0] |= 0x10;
-            delay.write_header_extension(&mut out[payload_start..]);
-            payload_start += PlayoutDelay::HEADER_EXTENSION_LEN;
-        }
-        if let Some(id) = self.transport_cc_id {
-            // One more word: the element (three bytes) and a padding byte (RFC 8285).
-            let block = header.csrc_end;
-            if self.playout_delay.is_some() {
-                out[block + 3] = 2;
-            } else {
-                out[0] |= 0x10;
-                out[block..block + 4].copy_from_slice(&[0xbe, 0xde, 0, 1]);
-                payload_start += 4;
-            }
-            write_element(&mut out[payload_start..], id, 0);
-            out[payload_start + 3] = 0;
-            transport_sequence_at = Some(payload_start + 1);
-            payload_start += 4;
-        }
+        let (payload_start, transport_sequence_at) = self.write_header_extensions(out, header.csrc_end);
         let len = payload_start + payload.len();
         out[payload_start..len].copy_from_slice(payload);
         if let Some(pictures) = &self.pictures {
@@ -1004,6 +1045,106 @@ impl ViewerStream {
             }
         }
         (len, transport_sequence_at)
+    }
+
+    /// Writes the header extensions set (playout delay, transport-wide
+    /// sequence) at `at` (the end of the CSRCs), setting the X bit if any;
+    /// returns where the payload starts and where the transport-wide sequence number goes.
+    fn write_header_extensions(&self, out: &mut [u8], at: usize) -> (usize, Option<usize>) {
+        let mut payload_start = at;
+        let mut transport_sequence_at = None;
+        if let Some(delay) = &self.playout_delay {
+            out[0] |= 0x10;
+            delay.write_header_extension(&mut out[payload_start..]);
+            payload_start += PlayoutDelay::HEADER_EXTENSION_LEN;
+        }
+        if let Some(id) = self.transport_cc_id {
+            // One more word: the element (three bytes) and a padding byte (RFC 8285).
+            if self.playout_delay.is_some() {
+                out[at + 3] = 2;
+            } else {
+                out[0] |= 0x10;
+                out[at..at + 4].copy_from_slice(&[0xbe, 0xde, 0, 1]);
+                payload_start += 4;
+            }
+            write_element(&mut out[payload_start..], id, 0);
+            out[payload_start + 3] = 0;
+            transport_sequence_at = Some(payload_start + 1);
+            payload_start += 4;
+        }
+        (payload_start, transport_sequence_at)
+    }
+
+    /// Whether a padding-only packet may go now: the stream numbers its
+    /// packets transport-wide, sends (not paused, held, bursting or waiting for
+    /// a keyframe) and its last packet ended a frame.
+    pub fn can_pad(&self) -> bool {
+        self.transport_cc_id.is_some()
+            && self.starts_at_keyframes
+            && self.ends_frame
+            && self.highest.is_some()
+            && !(self.paused || self.held || self.burst.is_some() || self.waiting_for_keyframe || self.anchor_needed)
+    }
+
+    /// Writes a padding-only packet of `padding` bytes (1 to [`MAX_PADDING`])
+    /// into `out` as the viewer's next packet: the payload type and the last
+    /// timestamp sent, the padding bit, the header extensions; the source's
+    /// packets after it are numbered one higher. None unless [`ViewerStream::can_pad`].
+    pub fn write_padding(&mut self, padding: usize, out: &mut [u8]) -> Option<Rewritten> {
+        if !self.can_pad() {
+            return None;
+        }
+        let extended = self.highest? + 1;
+        let timestamp = self.highest_timestamp;
+        self.sequence_offset = self.sequence_offset.wrapping_add(1);
+        self.renumbered = false;
+        let forgotten = self.renumberings.get_or_insert_default().pad(extended, self.sequence_offset, timestamp);
+        self.forget_before(forgotten);
+        self.highest = Some(extended);
+        self.packets = self.packets.wrapping_add(1);
+        Some(self.write_padding_packet(extended, timestamp, padding, out))
+    }
+
+    /// Writes the padding-only packet the viewer received as `sequence` again
+    /// (one byte of padding: what matters is that the number arrives), if it was one.
+    pub fn write_padding_again(&self, sequence: u16, out: &mut [u8]) -> Option<Rewritten> {
+        if self.anchor_needed || self.paused {
+            return None;
+        }
+        let extended = self.extend(sequence)?;
+        if extended < self.anchored_from || self.highest.is_none_or(|highest| extended > highest) {
+            return None;
+        }
+        let Some(SentAs::Padding(timestamp)) = self.sent_as(extended) else {
+            return None;
+        };
+        Some(self.write_padding_packet(extended, timestamp, 1, out))
+    }
+
+    fn write_padding_packet(&self, extended: u64, timestamp: u32, padding: usize, out: &mut [u8]) -> Rewritten {
+        let padding = padding.clamp(1, MAX_PADDING);
+        out[0] = 0x80 | 0x20;
+        out[1] = self.payload_type;
+        out[2..4].copy_from_slice(&(extended as u16).to_be_bytes());
+        out[4..8].copy_from_slice(&timestamp.to_be_bytes());
+        out[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        let (payload_start, transport_sequence_at) = self.write_header_extensions(out, 12);
+        let len = payload_start + padding;
+        out[payload_start..len - 1].fill(0);
+        out[len - 1] = padding as u8;
+        Rewritten { len, rollover_counter: (extended >> 16) as u32, transport_sequence_at }
+    }
+
+    /// What the viewer's `extended` sequence number was sent as, if a renumbering tells.
+    fn sent_as(&self, extended: u64) -> Option<SentAs> {
+        self.renumberings.as_ref()?.sent_as(extended)
+    }
+
+    /// NACKs from before the oldest renumbering noted (`forgotten`) go unanswered.
+    fn forget_before(&mut self, forgotten: Option<u64>) {
+        if let Some(forgotten) = forgotten {
+            self.anchored_from = self.anchored_from.max(forgotten);
+        }
     }
 
     /// After a move, sets the picture offsets so the new source's pictures
@@ -1044,9 +1185,10 @@ impl ViewerStream {
         }
         let extended = self.extend(sequence)?;
         let sent = self.highest.is_some_and(|highest| extended <= highest) && extended >= self.anchored_from;
-        let offset = match &self.pictures {
-            Some(pictures) => pictures.renumberings.offset_at(extended).unwrap_or(pictures.anchor_offset),
-            None => self.sequence_offset,
+        let offset = match self.sent_as(extended) {
+            Some(SentAs::Padding(_)) => return None,
+            Some(SentAs::Source(offset)) => offset,
+            None => self.anchor_offset,
         };
         sent.then(|| (sequence.wrapping_sub(offset), self.source_epoch))
     }
@@ -1158,14 +1300,17 @@ pub struct Viewer {
 
 /// How often at most a viewer's estimate is reported, unless it fell.
 const ESTIMATE_REPORT_INTERVAL: Duration = Duration::from_secs(1);
-/// A fall of the estimate by this fraction of the last reported one is reported at once.
+/// A fall of the estimate by this fraction of the last reported one is reported at once (and a probe's result).
 const ESTIMATE_FALL_REPORTED: f64 = 0.15;
+/// Padding owed to a probe waits until it makes a packet of at least this many bytes.
+const MIN_PADDING_DUE: usize = 64;
 
-/// A viewer's transport-wide numbering and its bandwidth estimate.
+/// A viewer's transport-wide numbering, its bandwidth estimate and the probes of its link.
 pub struct TransportCc {
     extension_id: u8,
     next_sequence: u16,
     pub estimator: Estimator,
+    pub prober: Prober,
     /// The last estimate reported as an event, and when.
     reported: Option<(u64, Instant)>,
 }
@@ -1224,7 +1369,13 @@ impl Viewer {
 
     fn congestion(&mut self) -> &mut TransportCc {
         self.transport_cc.get_or_insert_with(|| {
-            Box::new(TransportCc { extension_id: 0, next_sequence: 0, estimator: Estimator::default(), reported: None })
+            Box::new(TransportCc {
+                extension_id: 0,
+                next_sequence: 0,
+                estimator: Estimator::default(),
+                prober: Prober::default(),
+                reported: None,
+            })
         })
     }
 
@@ -1247,14 +1398,54 @@ impl Viewer {
         Some(sequence)
     }
 
-    /// Notes a numbered packet as sent (`len` bytes on the wire) at `now`.
+    /// Notes a numbered packet as sent (`len` bytes on the wire) at `now`,
+    /// in the probe's cluster while one sends.
     fn sent(&mut self, sequence: Option<u16>, len: usize, now: Instant) {
         if let Some(sequence) = sequence {
             let at = self.micros(now);
             if let Some(cc) = self.transport_cc.as_mut() {
-                cc.estimator.history.record(sequence, at, len);
+                cc.estimator.history.record(sequence, at, len, cc.prober.cluster());
+                cc.prober.sent(len);
             }
         }
+    }
+
+    /// The bitrate (bits/s) worth probing the link for (the next layer up
+    /// with headroom; None: none), see [`crate::egress::probe`].
+    pub fn set_probe_goal(&mut self, goal: Option<u64>, now: Instant) {
+        let at = self.micros(now);
+        self.congestion().prober.set_goal(goal, at);
+    }
+
+    /// Whether a probe of the viewer's link is sending padding.
+    pub fn is_probing(&self) -> bool {
+        self.transport_cc.as_ref().is_some_and(|cc| cc.prober.is_sending())
+    }
+
+    /// Writes a padding-only packet into `out` if the probe in progress is
+    /// owed one (and a video stream can carry it now); its SRTP length.
+    pub fn write_padding(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
+        let at = self.micros(now);
+        let due = self.transport_cc.as_mut()?.prober.padding_due(at);
+        if due < MIN_PADDING_DUE || self.paused {
+            return None;
+        }
+        let rewritten =
+            self.streams.iter_mut().find(|stream| stream.can_pad())?.write_padding(due.min(MAX_PADDING), out)?;
+        let sequence = self.number(&rewritten, out);
+        let len = self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()?;
+        self.sent(sequence, len, now);
+        Some(len)
+    }
+
+    /// Writes the padding-only packet that stream `stream` sent as `sequence`
+    /// again, if it was one (a NACK asked for it); its SRTP length.
+    pub fn write_padding_again(&mut self, stream: usize, sequence: u16, now: Instant, out: &mut [u8]) -> Option<usize> {
+        let rewritten = self.streams[stream].write_padding_again(sequence, out)?;
+        let transport_sequence = self.number(&rewritten, out);
+        let len = self.srtp.protect_rtp(out, rewritten.len, rewritten.rollover_counter).ok()?;
+        self.sent(transport_sequence, len, now);
+        Some(len)
     }
 
     /// What the viewer's RTCP says about its link: the transport feedback in
@@ -1276,14 +1467,40 @@ impl Viewer {
         if let (Some(fraction), 0) = (fraction_lost, cc.estimator.feedbacks) {
             cc.estimator.on_receiver_report(fraction);
         }
-        let bitrate = cc.estimator.bitrate();
-        let report = match cc.reported {
-            None => cc.estimator.is_measured(),
-            Some((last, when)) => {
-                now.saturating_duration_since(when) >= ESTIMATE_REPORT_INTERVAL
-                    || (bitrate as f64) < (last as f64) * (1.0 - ESTIMATE_FALL_REPORTED)
+        let over_use = cc.estimator.usage() == Usage::Over;
+        let (estimator, prober) = (&mut cc.estimator, &mut cc.prober);
+        let (probed, carried_goal) = match prober.on_feedback(&estimator.cluster, over_use, estimator.reported_sent, at)
+        {
+            Some(ProbeOutcome::Carried { bitrate, reached_goal }) => {
+                estimator.probe_carried(bitrate);
+                (true, reached_goal)
             }
+            Some(ProbeOutcome::Failed) => {
+                estimator.probe_failed(at);
+                (false, false)
+            }
+            None => (false, false),
         };
+        let bitrate = cc.estimator.bitrate();
+        let can_carry_padding =
+            self.streams.iter().any(|stream| stream.transport_cc_id.is_some() && stream.starts_at_keyframes);
+        let cc = self.transport_cc.as_mut().expect("made above");
+        let measured = cc.estimator.is_measured_by_feedback();
+        if can_carry_padding && cc.prober.start_if_due(bitrate, measured, cc.estimator.last_decrease, at) {
+            cc.estimator.probe_started(cc.prober.measured_cluster());
+            ViewerCounters::add(&self.counters.probes, 1);
+        }
+        ViewerCounters::add(&self.counters.probes_carried, u64::from(carried_goal));
+        // A probe's own over-use and loss are not news of the link (see egress::probe).
+        let report = probed
+            || !cc.prober.is_active()
+                && match cc.reported {
+                    None => cc.estimator.is_measured(),
+                    Some((last, when)) => {
+                        now.saturating_duration_since(when) >= ESTIMATE_REPORT_INTERVAL
+                            || (bitrate as f64) < (last as f64) * (1.0 - ESTIMATE_FALL_REPORTED)
+                    }
+                };
         if report {
             cc.reported = Some((bitrate, now));
         }
@@ -1294,7 +1511,7 @@ impl Viewer {
         ViewerCounters::add(&self.counters.transport_feedbacks, read);
         if let (true, Some(events)) = (report, &self.events) {
             let (peer_id, mountpoint_id) = (self.id, self.mountpoint_id);
-            events.push(Event::BandwidthEstimate { peer_id, mountpoint_id, bitrate, link_limited });
+            events.push(Event::BandwidthEstimate { peer_id, mountpoint_id, bitrate, link_limited, probed });
         }
     }
 
@@ -1739,14 +1956,26 @@ mod tests {
         assert_eq!((estimator.received, estimator.lost), (9, 1));
         assert_eq!(
             events.drain(),
-            [Event::BandwidthEstimate { peer_id: 1, mountpoint_id: 4, bitrate: 400_000, link_limited: true }]
+            [Event::BandwidthEstimate {
+                peer_id: 1,
+                mountpoint_id: 4,
+                bitrate: 400_000,
+                link_limited: true,
+                probed: false
+            }]
         );
         viewer.on_feedback(&feedback, None, None, now + Duration::from_millis(100));
         assert!(events.drain().is_empty(), "at most once a second unless it fell");
         viewer.on_feedback(&[], Some(100_000), None, now + Duration::from_millis(200));
         assert_eq!(
             events.drain(),
-            [Event::BandwidthEstimate { peer_id: 1, mountpoint_id: 4, bitrate: 100_000, link_limited: true }]
+            [Event::BandwidthEstimate {
+                peer_id: 1,
+                mountpoint_id: 4,
+                bitrate: 100_000,
+                link_limited: true,
+                probed: false
+            }]
         );
     }
 
@@ -1795,6 +2024,77 @@ mod tests {
     fn viewer_of(stream: ViewerStream) -> Viewer {
         let session = SrtpSession::new(crate::wire::srtp::Profile::AeadAes128Gcm, &[7u8; 28]).unwrap();
         Viewer::new(1, RawAddress::UNSPECIFIED, vec![stream], session, Instant::now())
+    }
+
+    /// Sends `packet` (ending a frame unless `mid_frame`) on a stream that numbers its packets
+    /// transport-wide: the viewer's (sequence, timestamp), None if not sent.
+    fn send_numbered(video: &mut ViewerStream, packet: &[u8], keyframe: bool, mid_frame: bool) -> Option<(u16, u32)> {
+        let mut packet = packet.to_vec();
+        if mid_frame {
+            packet[1] &= 0x7f;
+        }
+        let mut out = [0u8; 256];
+        let rewritten = video.rewrite(&packet, &received(&packet, keyframe, 0), Instant::now(), &mut out)?;
+        let header = RtpHeader::parse(&out[..rewritten.len]).unwrap();
+        Some((header.sequence, header.timestamp))
+    }
+
+    /// A video stream that numbers its packets transport-wide and sent the source's 40 (a keyframe) and 41.
+    fn padded_stream() -> ViewerStream {
+        let mut video = stream(true, 1000);
+        video.set_transport_cc(Some(3));
+        send_numbered(&mut video, &source_packet(40, 90_000, 1, b"key"), true, false).unwrap();
+        send_numbered(&mut video, &source_packet(41, 93_000, 1, b"next"), false, false).unwrap();
+        video
+    }
+
+    #[test]
+    fn padding_goes_between_frames_and_the_packets_after_it_follow_on() {
+        let mut video = padded_stream();
+        let mut out = [0u8; 512];
+        let padding = video.write_padding(255, &mut out).unwrap();
+        let header = RtpHeader::parse(&out[..padding.len]).unwrap();
+        assert_eq!((header.sequence, header.timestamp, header.payload_type), (1002, 8_000, 100));
+        assert!(!header.marker && out[0] & 0x20 != 0, "the padding bit, no marker");
+        assert_eq!(header.payload_start, header.payload_end, "no payload");
+        assert_eq!((padding.len - header.payload_start, out[padding.len - 1]), (255, 255));
+        assert!(padding.transport_sequence_at.is_some(), "numbered transport-wide");
+        video.write_padding(100, &mut out).unwrap();
+        let after = send_numbered(&mut video, &source_packet(42, 96_000, 1, b"after"), false, false);
+        assert_eq!(after, Some((1004, 11_000)), "no gap, no clash");
+
+        // NACKs: source packets map back across the padding; the padding is sent again.
+        assert_eq!(video.source_of(1001), Some((41, 0)));
+        assert_eq!(video.source_of(1004), Some((42, 0)));
+        assert_eq!((video.source_of(1002), video.source_of(1003)), (None, None));
+        let again = video.write_padding_again(1003, &mut out).unwrap();
+        let header = RtpHeader::parse(&out[..again.len]).unwrap();
+        assert_eq!((header.sequence, header.timestamp, out[again.len - 1]), (1003, 8_000, 1));
+        assert!(video.write_padding_again(1004, &mut out).is_none(), "a media packet is no padding");
+
+        // A late packet from before the padding would clash with a number sent: left out.
+        assert_eq!(send_numbered(&mut video, &source_packet(41, 93_000, 1, b"again"), false, false), None);
+        // One from after it takes its number.
+        send_numbered(&mut video, &source_packet(44, 102_000, 1, b"early"), false, false).unwrap();
+        let late = send_numbered(&mut video, &source_packet(43, 99_000, 1, b"late"), false, false);
+        assert_eq!(late, Some((1005, 14_000)));
+    }
+
+    #[test]
+    fn padding_waits_for_the_end_of_a_frame_and_a_started_video_stream() {
+        let mut out = [0u8; 512];
+        assert!(stream(true, 1000).write_padding(255, &mut out).is_none(), "nothing sent yet");
+        let mut audio = stream(false, 1000);
+        audio.set_transport_cc(Some(3));
+        send_numbered(&mut audio, &source_packet(40, 960, 1, b"opus"), false, false).unwrap();
+        assert!(audio.write_padding(255, &mut out).is_none(), "audio carries no padding");
+        let mut video = padded_stream();
+        send_numbered(&mut video, &source_packet(42, 96_000, 1, b"first half"), false, true).unwrap();
+        assert!(video.write_padding(255, &mut out).is_none(), "not inside a frame");
+        send_numbered(&mut video, &source_packet(43, 96_000, 1, b"second half"), false, false).unwrap();
+        assert!(video.write_padding(255, &mut out).is_some(), "after it");
+        video.set_paused(true);
+        assert!(video.write_padding(255, &mut out).is_none(), "not while paused");
     }
 
     #[test]

@@ -161,6 +161,11 @@ pub enum Command {
         id: u64,
         extension_id: Option<u8>,
     },
+    /// The bitrate worth probing the viewer's link for (see [`crate::egress::probe`]; None: none).
+    SetProbeGoal {
+        id: u64,
+        bitrate: Option<u64>,
+    },
     /// What the viewer's RTCP says about its link: `packet` is its plain
     /// compound RTCP when it holds transport feedback (else empty).
     CongestionFeedback {
@@ -434,6 +439,8 @@ pub struct Worker {
     next_reports_at: Instant,
     /// Some viewer is receiving a burst from a keyframe cache.
     bursts_pending: bool,
+    /// Some viewer's link is being probed (see [`crate::egress::probe`]).
+    probes_pending: bool,
     deadline: SendDeadline,
     /// The last pass found packets that had waited past half the bound: retransmissions are dropped.
     behind: bool,
@@ -470,6 +477,7 @@ impl Worker {
             load,
             next_reports_at: Instant::now() + REPORT_TICK,
             bursts_pending: false,
+            probes_pending: false,
             deadline,
             behind: false,
             clock: engine_clock,
@@ -485,7 +493,7 @@ impl Worker {
         loop {
             if self.deliveries.is_empty() {
                 let mut wait = self.next_reports_at.saturating_duration_since(Instant::now());
-                if self.bursts_pending {
+                if self.bursts_pending || self.probes_pending {
                     wait = wait.min(BURST_TICK);
                 }
                 let mut poll_fd = libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 };
@@ -504,6 +512,9 @@ impl Worker {
             self.run_pass(started);
             if self.bursts_pending {
                 self.run_bursts(Instant::now());
+            }
+            if self.probes_pending {
+                self.run_probes(Instant::now());
             }
             if started >= self.next_reports_at {
                 self.send_reports(started);
@@ -680,9 +691,15 @@ impl Worker {
                     viewer.set_transport_cc(extension_id);
                 }
             }
+            Command::SetProbeGoal { id, bitrate } => {
+                if let Some(viewer) = self.viewer(id) {
+                    viewer.set_probe_goal(bitrate, Instant::now());
+                }
+            }
             Command::CongestionFeedback { id, packet, remb, fraction_lost } => {
                 if let Some(viewer) = self.viewer(id) {
                     viewer.on_feedback(&packet, remb, fraction_lost, Instant::now());
+                    self.probes_pending |= viewer.is_probing();
                 }
             }
             Command::Stop => {}
@@ -846,6 +863,33 @@ impl Worker {
         self.bursts_pending = pending;
     }
 
+    /// Sends each probing viewer the padding its probe is owed (see [`crate::egress::probe`]).
+    fn run_probes(&mut self, now: Instant) {
+        let fd = self.socket.as_raw_fd();
+        let Self { mountpoints, send, slots, load, .. } = self;
+        let mut pending = false;
+        for viewer in mountpoints.iter_mut().flat_map(|mountpoint| mountpoint.viewers.iter_mut()) {
+            if !viewer.is_probing() {
+                continue;
+            }
+            let merge = slots[viewer.slot as usize].as_ref().is_some_and(|slot| slot.gso);
+            let tag = SlotTag { viewer: viewer.slot, kind: DatagramKind::Rtp };
+            loop {
+                if !send.has_room() {
+                    flush(send, fd, slots, load);
+                }
+                let Some(len) = viewer.write_padding(now, send.next_buffer()) else {
+                    break;
+                };
+                commit(send, slots, viewer, len, tag, merge);
+            }
+            viewer.write_tcp(now);
+            pending |= viewer.is_probing();
+        }
+        flush(send, fd, slots, load);
+        self.probes_pending = pending;
+    }
+
     fn send_rtcp(&mut self, id: u64, packet: &[u8]) {
         let fd = self.socket.as_raw_fd();
         let Some(mountpoint_id) = self.viewer_mountpoints.get(&id).copied() else {
@@ -891,6 +935,14 @@ impl Worker {
                 continue;
             };
             let Some((source_sequence, epoch)) = viewer.streams[stream].source_of(sequence) else {
+                // A probe's padding-only packet: sent again, so the viewer's sequence has no hole.
+                if !send.has_room() {
+                    flush(send, fd, slots, load);
+                }
+                if let Some(len) = viewer.write_padding_again(stream, sequence, now, send.next_buffer()) {
+                    let tag = SlotTag { viewer: viewer.slot, kind: DatagramKind::Retransmission };
+                    commit(send, slots, viewer, len, tag, merge);
+                }
                 continue;
             };
             let source = viewer.streams[stream].source;

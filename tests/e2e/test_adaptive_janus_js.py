@@ -179,11 +179,11 @@ def test_the_layer_follows_the_shaped_link(tmp_path: Path) -> None:
         down = wait_for(page, f"a lower layer at {narrow} kbit/s", lambda s: 0 < s.get("frameWidth", 0) < 1280, 30, timeline)
         settled = video_stats(page)
 
-        # Nothing tells the estimator the link opened (no probing): near the capacity it learned
-        # at the fall it grows by a packet per response time a second, some 40 kbit/s a second,
-        # to the top layer's rate with headroom (about 40 s here), then holds 3 s.
+        # A probe tells the link opened: padding up to the top layer's rate with headroom, 2 s
+        # after the move down and once the estimate stopped falling, then after each failed
+        # probe twice as long, up to 8 s (measured: up 2.5 s after the link opened).
         shape(namespace, "5mbit")
-        up = wait_for(page, "the top layer again at 5 Mbit/s", lambda s: s.get("frameWidth") == 1280, 120, timeline)
+        up = wait_for(page, "the top layer again at 5 Mbit/s", lambda s: s.get("frameWidth") == 1280, 60, timeline)
         after = video_stats(page)
 
         assert errors == [], errors

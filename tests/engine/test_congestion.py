@@ -44,21 +44,21 @@ def receive_transport_sequences(viewer: ViewerSocket, count: int) -> list[int]:
     return [number for number, _ in receive_with_transport_sequences(viewer, count)]
 
 
-def transport_feedback(base: int, arrivals_ms: list[int]) -> bytes:
-    """RTPFB FMT 15: every packet from ``base`` received, at these milliseconds (reference time 0;
-    at most 63 ms apart: one-byte deltas)."""
+def transport_feedback(base: int, arrivals_ms: list[float], reference_64ms: int = 0) -> bytes:
+    """RTPFB FMT 15: every packet from ``base`` received, at these milliseconds after the
+    reference time (in units of 64 ms): deltas of a quarter millisecond, in one byte up to
+    63.75 ms, else in two (signed)."""
+    quarters = [round(at * 4) for at in arrivals_ms]
+    deltas = [now - last for last, now in zip([0, *quarters], quarters)]
     chunks = b""
-    for start in range(0, len(arrivals_ms), 7):
-        group = arrivals_ms[start : start + 7]
+    for start in range(0, len(deltas), 7):
         chunk = 0xC000
-        for position in range(len(group)):
-            chunk |= 1 << (12 - 2 * position)  # received, one-byte delta
+        for position, delta in enumerate(deltas[start : start + 7]):
+            symbol = 1 if 0 <= delta <= 255 else 2  # received: small delta, or large or negative
+            chunk |= symbol << (12 - 2 * position)
         chunks += struct.pack("!H", chunk)
-    deltas, last = b"", 0
-    for at in arrivals_ms:
-        deltas += bytes([(at - last) * 4])
-        last = at
-    body = struct.pack("!IIHH", 0x0BADCAFE, 0x11223344, base, len(arrivals_ms)) + bytes([0, 0, 0, 0]) + chunks + deltas
+    encoded = b"".join(bytes([delta]) if 0 <= delta <= 255 else struct.pack("!h", delta) for delta in deltas)
+    body = struct.pack("!IIHHI", 0x0BADCAFE, 0x11223344, base, len(deltas), reference_64ms << 8) + chunks + encoded
     body += bytes(-len(body) % 4)
     return struct.pack("!BBH", 0x80 | 15, 205, len(body) // 4) + body
 
@@ -87,7 +87,7 @@ def test_packets_carry_transport_sequence_numbers_and_feedback_gives_an_estimate
     assert estimate is not None and estimate > 0
     events = rig.engine.drain_events()
     # Neither over-use nor loss: the link was not seen to limit the rate.
-    assert BandwidthEstimate(peer_id=7, bitrate=estimate, link_limited=False) in events
+    assert BandwidthEstimate(peer_id=7, bitrate=estimate, link_limited=False, probed=False) in events
 
 
 def test_remb_caps_the_estimate_of_a_viewer_without_transport_feedback(rig: Rig) -> None:
@@ -96,7 +96,7 @@ def test_remb_caps_the_estimate_of_a_viewer_without_transport_feedback(rig: Rig)
     rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(remb(200_000, 0x11223344)))
     wait_until(lambda: rig.engine.peer_stats(7).estimate == 200_000)
     # A REMB is the viewer's own estimate of what its link carries.
-    assert BandwidthEstimate(peer_id=7, bitrate=200_000, link_limited=True) in rig.engine.drain_events()
+    assert BandwidthEstimate(peer_id=7, bitrate=200_000, link_limited=True, probed=False) in rig.engine.drain_events()
 
 
 def test_set_transport_cc_refuses_bad_ids_and_unsubscribed_peers(rig: Rig) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from fanout.plugins.streaming.adaptation import (
     BEHIND_HOLD_SECONDS,
     DEFAULT_LAYER_BITRATES,
+    UP_HEADROOM,
     UP_HOLD_SECONDS,
     KeepingUp,
     LayerChoice,
     LayerRates,
+    probe_goal,
 )
 from typing import Any
 
@@ -47,6 +49,18 @@ def test_goes_up_one_layer_only_after_the_estimate_held_above_it_with_headroom()
     assert choice.choose(480_000, RATES, 0, now=1.0 + UP_HOLD_SECONDS - 0.1) == 0
     assert choice.choose(10_000_000, RATES, 0, now=1.0 + UP_HOLD_SECONDS) == 1, "one layer at a time"
     assert choice.choose(10_000_000, RATES, 1, now=1.0 + UP_HOLD_SECONDS + 1) == 1, "held anew for the next"
+
+
+def test_a_probed_estimate_goes_up_at_once() -> None:
+    choice = LayerChoice()
+    assert choice.choose(470_000, RATES, 0, now=0.0, probed=True) == 0, "a probe short of the headroom"
+    assert choice.choose(480_000, RATES, 0, now=0.1, probed=True) == 1, "the link carried it: no hold"
+
+
+def test_the_probe_goal_is_the_next_layer_with_more_than_the_headroom_a_move_up_needs() -> None:
+    goal = probe_goal(RATES, 0)
+    assert goal is not None and goal * 0.9 >= RATES[1] * UP_HEADROOM, "a probe that reached 90% of it moves up"
+    assert probe_goal(RATES, 2) is None, "nothing above the top"
 
 
 def test_a_dip_restarts_the_wait_to_go_up() -> None:

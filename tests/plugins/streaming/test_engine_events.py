@@ -175,11 +175,16 @@ class SourceMovesRecorded:
         self.engine = engine
         self.moves: list[tuple[int, int, int]] = []
         self.at_once: list[bool] = []
+        self.probe_goals: list[int | None] = []
 
     def set_stream_source(self, peer_id: int, index: int, source: int, *, at_once: bool = False) -> None:
         self.moves.append((peer_id, index, source))
         self.at_once.append(at_once)
         self.engine.set_stream_source(peer_id, index, source, at_once=at_once)
+
+    def set_probe_goal(self, peer_id: int, bitrate: int | None) -> None:
+        self.probe_goals.append(bitrate)
+        self.engine.set_probe_goal(peer_id, bitrate)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
@@ -306,6 +311,7 @@ async def test_the_substream_follows_the_estimate_down_at_once_up_slowly_and_con
         plugin.setup_media(handle)
         (track,) = plugin.viewers[handle.id].tracks
         assert track.adaptive, "on by default for simulcast"
+        plugin.viewers[handle.id].transport_cc_id = 3  # as if negotiated: the plugin sets probe goals
         reporting = asyncio.get_running_loop().create_task(report())
         try:
             await until(lambda: plugin.viewers[handle.id].estimate == 10_000_000, "no estimate")
@@ -315,6 +321,9 @@ async def test_the_substream_follows_the_estimate_down_at_once_up_slowly_and_con
             bitrate["now"] = 100_000  # fits only substream 0
             await handle.wait_for({"mid": stream.mid, "substream": 0}, after=told)
             assert recorded.at_once[-1], "down: at once, from the keyframe cache"
+            goal = recorded.probe_goals[-1]
+            rates = mountpoint.layer_rates.layer_bitrates([source_index(stream, substream) for substream in range(3)])
+            assert goal is not None and rates[1] < goal < rates[2], "probe for substream 1, with headroom"
 
             told = len(handle.events)
             bitrate["now"] = 300_000  # substream 1 with its headroom, not 2
@@ -324,6 +333,7 @@ async def test_the_substream_follows_the_estimate_down_at_once_up_slowly_and_con
             await handle.wait_for({"mid": stream.mid, "substream": 2}, after=told)
             assert time.monotonic() - raised_at >= 2.0, "up only once the estimate held"
             assert not recorded.at_once[-1], "up: at the higher substream's keyframe"
+            assert recorded.probe_goals[-1] is None, "nothing to probe for at the top"
 
             told = len(handle.events)
             await plugin.handle_message(handle, "t", {"request": "configure", "substream": 1}, None)  # type: ignore[arg-type]

@@ -5,7 +5,9 @@ reports it as BandwidthEstimate events, at most once a second per viewer or at
 once when it falls. The plugin picks, per simulcast track, the highest substream
 that fits: down at once when the estimate falls under the current layer's
 bitrate (by more than measurement noise), up only when the estimate has held above the next layer's bitrate with
-20% headroom for a few seconds. Below the lowest substream (or a single-layer
+20% headroom for a few seconds, or at once when a probe measured that the link carries it: the
+plugin gives the engine a probe goal (the next layer's bitrate with headroom) and the engine
+sends padding up to it now and then. Below the lowest substream (or a single-layer
 stream), VP8 temporal layers are left out the same way. The layers' bitrates are measured from the
 engine's per-stream byte counters. A viewer whose estimate stays under the
 bitrate of what it gets (the only layer of a single-layer mountpoint, or the
@@ -24,6 +26,9 @@ UP_HEADROOM = 1.2
 # estimates are the acknowledged rate of that very layer, a few percent either side of it.
 DOWN_SHARE = 0.9
 UP_HOLD_SECONDS = 3.0
+# A probe succeeds when the link carried 90% of its goal (the engine's egress::probe), so a goal
+# this far above the next layer's bitrate measures at least UP_HEADROOM times it.
+PROBE_HEADROOM = UP_HEADROOM / 0.9 * 1.05
 # A viewer cannot keep up once its estimate has stayed under this share of the bitrate of what it
 # gets for this long (a dip, or a second of keyframes, does not count); it keeps up again once the
 # estimate has stayed at or above that bitrate for as long.
@@ -86,17 +91,23 @@ class LayerChoice:
 
     above_since: float | None = None  # the estimate has held above the next layer's bitrate since
 
-    def choose(self, estimate: int, bitrates: list[int], current: int, now: float, *, link_limited: bool = True) -> int:
+    def choose(
+        self, estimate: int, bitrates: list[int], current: int, now: float, *, link_limited: bool = True, probed: bool = False
+    ) -> int:
         """The substream to take, given the estimate (bits/s), each substream's bitrate and
         the current substream. Down only once the link was seen to limit the rate
         (``link_limited``): before, the estimate is the start's guess or what was sent,
-        and says only that the link carries at least that much."""
+        and says only that the link carries at least that much. Up at once when a probe just
+        measured the estimate (``probed``): the link carried it, so no hold is needed."""
         fits = max((layer for layer, bitrate in enumerate(bitrates) if bitrate <= estimate), default=0)
         if fits < current:
             self.above_since = None
             return fits if link_limited and estimate < bitrates[current] * DOWN_SHARE else current
         following = current + 1
         if following < len(bitrates) and estimate >= bitrates[following] * UP_HEADROOM:
+            if probed:
+                self.above_since = None
+                return following
             if self.above_since is None:
                 self.above_since = now
             if now - self.above_since >= UP_HOLD_SECONDS:
@@ -105,6 +116,13 @@ class LayerChoice:
         else:
             self.above_since = None
         return current
+
+
+def probe_goal(bitrates: list[int], current: int) -> int | None:
+    """What to probe the link for from layer ``current`` (bits/s): the next layer's bitrate
+    with headroom; None at the top."""
+    following = current + 1
+    return int(bitrates[following] * PROBE_HEADROOM) if following < len(bitrates) else None
 
 
 @dataclass

@@ -35,7 +35,7 @@ from fanout.core.plugin import (
 )
 from fanout.engine_events import EngineEvents
 from fanout.plugins.streaming import management, persistence, rtsp_source, subscription
-from fanout.plugins.streaming.adaptation import LayerChoice
+from fanout.plugins.streaming.adaptation import LayerChoice, probe_goal
 from fanout.plugins.streaming.admission import Admission, AdmissionLimits
 from fanout.plugins.streaming.bitrate_feedback import FORWARD_INTERVAL_SECONDS, lowest_fresh_estimate
 from fanout.plugins.streaming.config import (
@@ -127,6 +127,8 @@ def _peer_stats_json(stats: PeerStats) -> dict[str, Any]:
         "estimate": stats.estimate,
         "transport_feedbacks": stats.transport_feedbacks,
         "retransmissions_over_budget": stats.retransmissions_over_budget,
+        "probes": stats.probes,
+        "probes_carried": stats.probes_carried,
     }
 
 
@@ -1067,18 +1069,38 @@ class StreamingPlugin(Plugin):
         mountpoint = viewer.mountpoint
         now = time.monotonic()
         self._sample_layer_rates(mountpoint, now)
-        self._adapt_substreams(viewer, mountpoint, event, now)
-        self._adapt_temporal_layers(viewer, mountpoint, event, now)
+        goals = self._adapt_substreams(viewer, mountpoint, event, now)
+        goals += self._adapt_temporal_layers(viewer, mountpoint, event, now)
+        self._set_probe_goal(viewer, min(goals, default=None))
         self._judge_keeping_up(viewer, mountpoint, event, now)
 
-    def _adapt_substreams(self, viewer: Viewer, mountpoint: Mountpoint, event: BandwidthEstimate, now: float) -> None:
+    def _set_probe_goal(self, viewer: Viewer, goal: int | None) -> None:
+        """What the engine probes the viewer's link for (the next layer up with headroom): sent
+        when it appears, goes, or moves by more than a tenth (the layers' rates vary)."""
+        if viewer.transport_cc_id is None:
+            goal = None
+        previous = viewer.probe_goal
+        if goal == previous or (goal is not None and previous is not None and abs(goal - previous) <= previous / 10):
+            return
+        viewer.probe_goal = goal
+        self.engine.set_probe_goal(viewer.handle.id, goal)
+
+    def _adapt_substreams(self, viewer: Viewer, mountpoint: Mountpoint, event: BandwidthEstimate, now: float) -> list[int]:
+        """Moves each adaptive simulcast track to the substream its estimate fits; returns the
+        probe goals of those below their top."""
         tracks = [track for track in viewer.tracks if track.stream.simulcast and track.adaptive and track.send]
         ages: dict[int, int | None] | None = None
+        goals = []
         for track in tracks:
             indexes = [source_index(track.stream, substream) for substream in range(track.stream.substreams)]
             bitrates = mountpoint.layer_rates.layer_bitrates(indexes)
             current = track.requested_substream if track.requested_substream is not None else 0
-            chosen = track.layer_choice.choose(event.bitrate, bitrates, current, now, link_limited=event.link_limited)
+            chosen = track.layer_choice.choose(
+                event.bitrate, bitrates, current, now, link_limited=event.link_limited, probed=event.probed
+            )
+            goal = probe_goal(bitrates, chosen)
+            if goal is not None:
+                goals.append(goal)
             if chosen == current:
                 continue
             logger.debug("viewer %d, mid %s: estimate %d bit/s, substream %d -> %d",
@@ -1092,16 +1114,19 @@ class StreamingPlugin(Plugin):
             # Down: the link no longer carries the current substream, so it stops now instead of
             # filling the queue until the lower one's next keyframe (see set_stream_source).
             self._set_substream(viewer, track, track.substream_to_take(ages), at_once=chosen < current)
+        return goals
 
-    def _adapt_temporal_layers(self, viewer: Viewer, mountpoint: Mountpoint, event: BandwidthEstimate, now: float) -> None:
+    def _adapt_temporal_layers(self, viewer: Viewer, mountpoint: Mountpoint, event: BandwidthEstimate, now: float) -> list[int]:
         """VP8 or VP9 with temporal layers, at the lowest substream of an adaptive simulcast track or on
         a single-layer stream: the highest temporal layer the estimate fits (down at once, up one
         layer after the estimate held above it with headroom), unless configure pinned one. A
         simulcast track moved above its lowest substream gets every layer again. Only once the
         estimate measures a rate: a viewer that sends neither transport feedback nor REMB has
-        one that never grows past the engine's start (1 Mbit/s)."""
+        one that never grows past the engine's start (1 Mbit/s). Returns the probe goals of
+        the tracks below their top temporal layer."""
+        goals: list[int] = []
         if not viewer.estimate_measures_rate:
-            return
+            return goals
         for track in viewer.tracks:
             if not track.send or track.stream.codec.name not in TEMPORAL_LAYER_CODECS or track.temporal_pinned:
                 continue
@@ -1117,7 +1142,12 @@ class StreamingPlugin(Plugin):
             if len(rates) < 2:  # no temporal layers, or not measured yet
                 continue
             current = top if track.temporal is None else min(track.temporal, top)
-            chosen = track.temporal_choice.choose(event.bitrate, rates, current, now, link_limited=event.link_limited)
+            chosen = track.temporal_choice.choose(
+                event.bitrate, rates, current, now, link_limited=event.link_limited, probed=event.probed
+            )
+            goal = probe_goal(rates, chosen)
+            if goal is not None:
+                goals.append(goal)
             if chosen == current:
                 continue
             logger.debug("viewer %d, mid %s: estimate %d bit/s, temporal layer %d -> %d",
@@ -1126,6 +1156,7 @@ class StreamingPlugin(Plugin):
             viewer.layer_moves[direction] += 1
             self.layer_moves[direction] += 1
             self._take_temporal_layer(viewer, track, None if chosen == top else chosen, shown=chosen)
+        return goals
 
     def _take_temporal_layer(self, viewer: Viewer, track: ViewerTrack, temporal: int | None, *, shown: int) -> None:
         """The estimate's temporal layer for the track (None: all); the client is told ``shown``."""

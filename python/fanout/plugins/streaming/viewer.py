@@ -217,6 +217,7 @@ class Viewer:
     # negotiated (None: not negotiated on all of them, so the engine does not number packets).
     transport_cc_id: int | None = None
     estimate: int | None = None  # the engine's latest bandwidth estimate of it, bits per second
+    probe_goal: int | None = None  # what the engine probes its link for (Engine.set_probe_goal)
     layer_moves: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0})  # automatic ones, by direction
     # Whether its link carries what it gets, judged from its estimates once they measure a rate.
     keeping_up: KeepingUp = field(default_factory=KeepingUp)
@@ -309,5 +310,6 @@ class Viewer:
         self.data_paused = False
         self.transport_cc_id = None
         self.estimate = None
+        self.probe_goal = None
         self.keeping_up = KeepingUp()
         self.state = ViewerState.IDLE

@@ -1,0 +1,440 @@
+//! Probing a viewer's link: padding sent on top of the layer it gets, to learn
+//! whether the link carries the next layer up before moving it there.
+//!
+//! A viewer on a layer below its link's capacity sends only that layer's rate,
+//! so the bandwidth estimate (see [`crate::egress::congestion`]) can only grow
+//! untested: a move up is then the test, and a link that cannot carry it costs
+//! the viewer a freeze. A probe instead sends, for [`PROBE_SEND_MICROS`],
+//! padding-only RTP packets on the viewer's video stream so that all the viewer
+//! gets goes at the probe's goal (the next layer's bitrate with headroom, set
+//! by the plugin: [`Prober::set_goal`]). Every packet sent meanwhile, media
+//! too, belongs to the probe's cluster; the transport feedback about them
+//! gives the rate the link carried, measured as Chromium's
+//! ProbeBitrateEstimator does: the smaller of the cluster's send and receive
+//! rates, and 95% of the receive rate when that fell short of the send rate (a
+//! saturated link). A probe is cut short, and failed, as soon as the delay-based
+//! detector sees over-use or the feedback shows loss: the queue it built is then
+//! a few feedback intervals long, not half a second. The over-use and loss a
+//! failed probe caused are its own, not the link's news: the estimate is not
+//! reported while a probe runs and until the feedback tells about packets
+//! sent [`DRAIN_MICROS`] after it stopped (its queue drained), then it goes
+//! back to at least what it was before the probe.
+//!
+//! When to probe follows Chromium's ProbeController (probing while the sender
+//! is application-limited) and LiveKit's stream allocator (probe for the next
+//! layer, back off after a failure): the first probe [`FIRST_WAIT_MICROS`]
+//! after a goal is set, then after each failure twice the wait, up to
+//! [`MAX_WAIT_MICROS`]; a success, or a goal after none, starts again from
+//! the first wait. Half a second of sending at the goal is long enough to drain a token
+//! bucket's burst on a link that cannot carry it (a short probe would pass
+//! through the bucket untouched and claim a rate the link does not have).
+
+/// A probe sends at its goal for this long.
+pub const PROBE_SEND_MICROS: i64 = 500_000;
+/// Feedback about the whole cluster must come within this after its last packet, or the probe failed.
+const RESULT_WAIT_MICROS: i64 = 1_000_000;
+/// A failed probe ends once the feedback tells about packets sent this long after it stopped.
+pub const DRAIN_MICROS: i64 = 300_000;
+/// A probe whose measured rate reaches this share of its goal succeeded.
+const SUCCESS_SHARE: f64 = 0.9;
+/// Chromium's ProbeBitrateEstimator: a receive rate under this share of the send rate means the
+/// link saturated, and the result is [`SATURATED_SHARE`] of the receive rate.
+const UNSATURATED_SHARE: f64 = 0.9;
+const SATURATED_SHARE: f64 = 0.95;
+/// At least this many packets of a cluster must be acknowledged to measure it.
+const MIN_PACKETS: u32 = 5;
+/// Loss in a probe's feedback above this share fails it.
+const MAX_LOSS: f64 = 0.1;
+pub const FIRST_WAIT_MICROS: i64 = 2_000_000;
+pub const MAX_WAIT_MICROS: i64 = 8_000_000;
+/// No probe starts until the estimate went this long without a decrease
+/// (over-use or a loss cut): a link still draining a queue would fail it.
+pub const QUIET_MICROS: i64 = 2_000_000;
+/// Padding not sent when due (the stream was mid-frame) is not made up beyond this much of the goal's time.
+const MAX_PADDING_DEBT_MICROS: i64 = 5_000;
+/// A padding-only RTP packet carries at most this much padding (RFC 3550 5.1: its count is one byte).
+pub const MAX_PADDING: usize = 255;
+
+/// What the feedback told about one cluster's packets (times in microseconds).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClusterMeasure {
+    first_sent: i64,
+    last_sent: i64,
+    last_sent_size: u32,
+    first_arrival: i64,
+    first_arrival_size: u32,
+    last_arrival: i64,
+    bytes: u64,
+    received: u32,
+    lost: u32,
+}
+
+impl ClusterMeasure {
+    /// One packet of the cluster that the feedback told about: sent at `sent`, `size` bytes, arrived at `arrival` (None: lost).
+    pub fn packet(&mut self, sent: i64, size: u32, arrival: Option<i64>) {
+        let Some(arrival) = arrival else {
+            self.lost += 1;
+            return;
+        };
+        if self.received == 0 {
+            (self.first_sent, self.last_sent, self.last_sent_size) = (sent, sent, size);
+            (self.first_arrival, self.first_arrival_size, self.last_arrival) = (arrival, size, arrival);
+        } else {
+            if sent < self.first_sent {
+                self.first_sent = sent;
+            }
+            if sent >= self.last_sent {
+                (self.last_sent, self.last_sent_size) = (sent, size);
+            }
+            if arrival < self.first_arrival {
+                (self.first_arrival, self.first_arrival_size) = (arrival, size);
+            }
+            self.last_arrival = self.last_arrival.max(arrival);
+        }
+        self.received += 1;
+        self.bytes += u64::from(size);
+    }
+
+    pub fn loss(&self) -> f64 {
+        f64::from(self.lost) / f64::from((self.lost + self.received).max(1))
+    }
+
+    /// The rate the link carried (bits/s), once enough packets were acknowledged over some time.
+    pub fn bitrate(&self) -> Option<f64> {
+        let send_interval = self.last_sent - self.first_sent;
+        let receive_interval = self.last_arrival - self.first_arrival;
+        if self.received < MIN_PACKETS || send_interval <= 0 || receive_interval <= 0 {
+            return None;
+        }
+        let send_rate = (self.bytes - u64::from(self.last_sent_size)) as f64 * 8e6 / send_interval as f64;
+        let receive_rate = (self.bytes - u64::from(self.first_arrival_size)) as f64 * 8e6 / receive_interval as f64;
+        if receive_rate < UNSATURATED_SHARE * send_rate {
+            return Some(SATURATED_SHARE * receive_rate);
+        }
+        Some(send_rate.min(receive_rate))
+    }
+
+    /// The span of send times acknowledged so far.
+    fn sent_span(&self) -> i64 {
+        self.last_sent - self.first_sent
+    }
+}
+
+/// How a probe ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ProbeOutcome {
+    /// The link carried this many bits per second without over-use or loss.
+    Carried { bitrate: u64, reached_goal: bool },
+    /// Over-use, loss, or no feedback in time.
+    Failed,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    cluster: u8,
+    goal: u64,
+    started: i64,
+    /// Bytes the viewer was sent since the probe started, padding and media.
+    sent_bytes: u64,
+    /// Sending stopped (its time is up, or it failed early).
+    sending: bool,
+    /// It failed at this time: it ends once its queue drained.
+    failed_at: Option<i64>,
+}
+
+/// When a viewer's link is probed, and the probe in progress.
+#[derive(Debug)]
+pub struct Prober {
+    goal: Option<u64>,
+    wait: i64,
+    next_at: Option<i64>,
+    probe: Option<Probe>,
+    last_cluster: u8,
+    pub probes: u64,
+    pub carried: u64,
+}
+
+impl Default for Prober {
+    fn default() -> Self {
+        Self { goal: None, wait: FIRST_WAIT_MICROS, next_at: None, probe: None, last_cluster: 0, probes: 0, carried: 0 }
+    }
+}
+
+impl Prober {
+    /// The bitrate (bits/s) the viewer's next layer up needs, with headroom;
+    /// None: nothing to probe for. The first goal after none starts the waits
+    /// from the first; a goal that changes (the layers' rates vary) keeps them.
+    pub fn set_goal(&mut self, goal: Option<u64>, now: i64) {
+        if self.goal.is_none() && goal.is_some() {
+            self.wait = FIRST_WAIT_MICROS;
+            self.next_at = Some(now + self.wait);
+        }
+        if goal.is_none() {
+            self.next_at = None;
+        }
+        self.goal = goal;
+    }
+
+    pub fn goal(&self) -> Option<u64> {
+        self.goal
+    }
+
+    /// Starts a probe if one is due: a goal above `estimate`, which rests on
+    /// transport feedback (`measured`) and did not decrease since [`QUIET_MICROS`]
+    /// before `now` (`last_decrease`). Returns whether it started.
+    pub fn start_if_due(&mut self, estimate: u64, measured: bool, last_decrease: i64, now: i64) -> bool {
+        let (Some(goal), Some(next_at)) = (self.goal, self.next_at) else {
+            return false;
+        };
+        let quiet = now.saturating_sub(last_decrease) >= QUIET_MICROS;
+        if self.probe.is_some() || now < next_at || !measured || !quiet || estimate >= goal {
+            return false;
+        }
+        self.last_cluster = self.last_cluster.wrapping_add(1).max(1);
+        self.probe = Some(Probe {
+            cluster: self.last_cluster,
+            goal,
+            started: now,
+            sent_bytes: 0,
+            sending: true,
+            failed_at: None,
+        });
+        self.probes += 1;
+        true
+    }
+
+    /// The cluster every packet sent now belongs to (0: none).
+    pub fn cluster(&self) -> u8 {
+        self.probe.filter(|probe| probe.sending).map_or(0, |probe| probe.cluster)
+    }
+
+    /// The cluster being measured (0: none).
+    pub fn measured_cluster(&self) -> u8 {
+        self.probe.map_or(0, |probe| probe.cluster)
+    }
+
+    pub fn is_sending(&self) -> bool {
+        self.cluster() != 0
+    }
+
+    /// Whether a probe is sending, waiting for its feedback or draining its queue.
+    pub fn is_active(&self) -> bool {
+        self.probe.is_some()
+    }
+
+    /// A packet of `bytes` was sent to the viewer (media or padding).
+    pub fn sent(&mut self, bytes: usize) {
+        if let Some(probe) = self.probe.as_mut().filter(|probe| probe.sending) {
+            probe.sent_bytes += bytes as u64;
+        }
+    }
+
+    /// The padding due at `now` (bytes) to keep what the viewer gets at the
+    /// goal; stops sending once the probe's time is up.
+    pub fn padding_due(&mut self, now: i64) -> usize {
+        let Some(probe) = self.probe.as_mut().filter(|probe| probe.sending) else {
+            return 0;
+        };
+        let elapsed = now - probe.started;
+        if elapsed >= PROBE_SEND_MICROS {
+            probe.sending = false;
+            return 0;
+        }
+        let bytes_per_second = probe.goal as i64 / 8;
+        let due = bytes_per_second * elapsed / 1_000_000;
+        let floor = due - bytes_per_second * MAX_PADDING_DEBT_MICROS / 1_000_000;
+        probe.sent_bytes = probe.sent_bytes.max(floor.max(0) as u64);
+        (due - probe.sent_bytes as i64).max(0) as usize
+    }
+
+    /// Judges the probe in progress from what feedback told about its cluster
+    /// (`measure`), whether the estimator saw over-use and the newest send time
+    /// the feedback told about (`reported_sent`); the outcome once known.
+    pub fn on_feedback(
+        &mut self,
+        measure: &ClusterMeasure,
+        over_use: bool,
+        reported_sent: i64,
+        now: i64,
+    ) -> Option<ProbeOutcome> {
+        let probe = self.probe.as_mut()?;
+        if let Some(failed_at) = probe.failed_at {
+            if reported_sent < failed_at + DRAIN_MICROS && now < failed_at + DRAIN_MICROS + RESULT_WAIT_MICROS {
+                return None;
+            }
+            return Some(self.end(ProbeOutcome::Failed, now));
+        }
+        let sent_long_enough = measure.sent_span() >= PROBE_SEND_MICROS * 4 / 5;
+        let failed = over_use || (measure.lost + measure.received >= MIN_PACKETS && measure.loss() > MAX_LOSS);
+        let outcome = if failed {
+            probe.sending = false;
+            probe.failed_at = Some(now);
+            return None;
+        } else if !probe.sending && sent_long_enough {
+            match measure.bitrate() {
+                Some(bitrate) => {
+                    let reached_goal = bitrate >= probe.goal as f64 * SUCCESS_SHARE;
+                    ProbeOutcome::Carried { bitrate: bitrate as u64, reached_goal }
+                }
+                None => ProbeOutcome::Failed,
+            }
+        } else if now - probe.started > PROBE_SEND_MICROS + RESULT_WAIT_MICROS {
+            ProbeOutcome::Failed
+        } else {
+            return None;
+        };
+        Some(self.end(outcome, now))
+    }
+
+    fn end(&mut self, outcome: ProbeOutcome, now: i64) -> ProbeOutcome {
+        self.probe = None;
+        let reached = matches!(outcome, ProbeOutcome::Carried { reached_goal: true, .. });
+        if reached {
+            self.carried += 1;
+            self.wait = FIRST_WAIT_MICROS;
+        } else {
+            self.wait = (self.wait * 2).min(MAX_WAIT_MICROS);
+        }
+        self.next_at = self.goal.map(|_| now + self.wait);
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A probe's cluster through a link of `capacity` bits/s: packets of
+    /// 300 bytes sent at `rate` for the probe's time, arriving spaced by the bottleneck.
+    fn measured(rate: f64, capacity: f64) -> ClusterMeasure {
+        let mut measure = ClusterMeasure::default();
+        let size = 300u32;
+        let (mut sent, mut free_at) = (0.0f64, 0.0f64);
+        while sent < PROBE_SEND_MICROS as f64 {
+            let arrival = sent.max(free_at) + f64::from(size) * 8e6 / capacity;
+            free_at = arrival;
+            measure.packet(sent as i64, size, Some(arrival as i64 + 20_000));
+            sent += f64::from(size) * 8e6 / rate;
+        }
+        measure
+    }
+
+    #[test]
+    fn an_unsaturated_link_measures_the_send_rate() {
+        let bitrate = measured(1_800_000.0, 5_000_000.0).bitrate().unwrap();
+        assert!((1_750_000.0..1_850_000.0).contains(&bitrate), "{bitrate}");
+    }
+
+    #[test]
+    fn a_saturated_link_measures_under_its_capacity() {
+        let bitrate = measured(1_800_000.0, 600_000.0).bitrate().unwrap();
+        assert!((500_000.0..600_000.0).contains(&bitrate), "{bitrate}");
+    }
+
+    #[test]
+    fn a_probe_starts_after_the_first_wait_and_pads_up_to_its_goal() {
+        let mut prober = Prober::default();
+        prober.set_goal(Some(1_600_000), 0);
+        assert!(!prober.start_if_due(500_000, true, i64::MIN, FIRST_WAIT_MICROS - 1));
+        assert!(
+            !prober.start_if_due(500_000, false, i64::MIN, FIRST_WAIT_MICROS),
+            "not before the estimate is measured"
+        );
+        assert!(
+            !prober.start_if_due(1_600_000, true, i64::MIN, FIRST_WAIT_MICROS),
+            "not when the estimate reaches the goal"
+        );
+        let start = FIRST_WAIT_MICROS;
+        assert!(!prober.start_if_due(500_000, true, start - QUIET_MICROS + 1, start), "not soon after a decrease");
+        assert!(prober.start_if_due(500_000, true, start - QUIET_MICROS, start));
+        assert_ne!(prober.cluster(), 0);
+        // 4 ms at 1.6 Mbit/s: 800 bytes, less the media sent meanwhile.
+        prober.sent(300);
+        assert_eq!(prober.padding_due(start + 4_000), 500);
+        prober.sent(500);
+        assert_eq!(prober.padding_due(start + 4_000), 0);
+        // Padding that could not go is made up for 5 ms of the goal at most.
+        assert_eq!(prober.padding_due(start + 104_000), 1000);
+        assert_eq!(prober.padding_due(start + PROBE_SEND_MICROS), 0);
+        assert!(!prober.is_sending());
+        assert_ne!(prober.measured_cluster(), 0, "measured after its sending ends");
+    }
+
+    #[test]
+    fn a_carried_probe_reports_its_rate_and_a_failed_one_doubles_the_wait() {
+        let mut prober = Prober::default();
+        prober.set_goal(Some(1_800_000), 0);
+        let mut now = FIRST_WAIT_MICROS;
+        assert!(prober.start_if_due(500_000, true, i64::MIN, now));
+        now += PROBE_SEND_MICROS;
+        prober.padding_due(now);
+        let outcome = prober.on_feedback(&measured(1_800_000.0, 5_000_000.0), false, now, now + 100_000);
+        assert!(
+            matches!(outcome, Some(ProbeOutcome::Carried { reached_goal: true, bitrate }) if bitrate > 1_700_000),
+            "{outcome:?}"
+        );
+        assert_eq!(prober.carried, 1);
+
+        now += 100_000 + FIRST_WAIT_MICROS;
+        assert!(prober.start_if_due(500_000, true, i64::MIN, now));
+        let failed_at = now + 200_000;
+        let outcome = prober.on_feedback(&ClusterMeasure::default(), true, now + 100_000, failed_at);
+        assert_eq!(outcome, None, "over-use stops it at once; it ends once its queue drained");
+        assert!(!prober.is_sending() && prober.is_active());
+        let drained = failed_at + DRAIN_MICROS;
+        assert_eq!(prober.on_feedback(&ClusterMeasure::default(), true, drained - 1, drained + 50_000), None);
+        assert_eq!(
+            prober.on_feedback(&ClusterMeasure::default(), false, drained, drained + 100_000),
+            Some(ProbeOutcome::Failed)
+        );
+        assert!(!prober.is_active());
+        now = drained + 100_000;
+        assert!(!prober.start_if_due(500_000, true, i64::MIN, now + 2 * FIRST_WAIT_MICROS - 1));
+        assert!(prober.start_if_due(500_000, true, i64::MIN, now + 2 * FIRST_WAIT_MICROS));
+    }
+
+    #[test]
+    fn a_saturated_probe_carries_less_than_its_goal_and_backs_off() {
+        let mut prober = Prober::default();
+        prober.set_goal(Some(1_800_000), 0);
+        let now = FIRST_WAIT_MICROS;
+        assert!(prober.start_if_due(500_000, true, i64::MIN, now));
+        prober.padding_due(now + PROBE_SEND_MICROS);
+        let end = now + PROBE_SEND_MICROS;
+        let outcome = prober.on_feedback(&measured(1_800_000.0, 600_000.0), false, end, end);
+        assert!(matches!(outcome, Some(ProbeOutcome::Carried { reached_goal: false, .. })), "{outcome:?}");
+        assert_eq!(prober.carried, 0);
+    }
+
+    #[test]
+    fn waits_grow_to_the_most_and_a_first_goal_starts_them_again() {
+        let mut prober = Prober::default();
+        prober.set_goal(Some(1_000_000), 0);
+        let mut now = 0;
+        for _ in 0..10 {
+            now += MAX_WAIT_MICROS;
+            assert!(prober.start_if_due(100_000, true, i64::MIN, now));
+            prober.on_feedback(&ClusterMeasure::default(), true, now, now);
+            prober.on_feedback(&ClusterMeasure::default(), false, now + DRAIN_MICROS, now);
+        }
+        assert_eq!(prober.wait, MAX_WAIT_MICROS);
+        prober.set_goal(Some(1_100_000), now);
+        assert!(
+            !prober.start_if_due(100_000, true, i64::MIN, now + FIRST_WAIT_MICROS),
+            "a goal that changes keeps the wait"
+        );
+        prober.set_goal(None, now);
+        prober.set_goal(Some(2_000_000), now);
+        assert!(prober.start_if_due(100_000, true, i64::MIN, now + FIRST_WAIT_MICROS));
+    }
+
+    #[test]
+    fn no_feedback_in_time_fails_the_probe() {
+        let mut prober = Prober::default();
+        prober.set_goal(Some(1_000_000), 0);
+        assert!(prober.start_if_due(100_000, true, i64::MIN, FIRST_WAIT_MICROS));
+        let end = FIRST_WAIT_MICROS + PROBE_SEND_MICROS + RESULT_WAIT_MICROS;
+        assert_eq!(prober.on_feedback(&ClusterMeasure::default(), false, 0, end), None);
+        assert_eq!(prober.on_feedback(&ClusterMeasure::default(), false, 0, end + 1), Some(ProbeOutcome::Failed));
+    }
+}
