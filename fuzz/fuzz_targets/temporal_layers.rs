@@ -1,8 +1,9 @@
 //! Any sequence of VP8 or VP9 packets, in order, through a viewer stream whose
-//! temporal (or spatial) layer cap changes now and then: the rewrite never panics, the
+//! temporal (or spatial) layer cap changes now and then, and which a probe's
+//! padding-only packets go between now and then: the rewrite never panics, the
 //! packets it sends are numbered without gaps, each keeps its temporal layer,
-//! and a NACK for one finds the source packet it came from (or nothing, past
-//! the renumberings remembered).
+//! a NACK for one finds the source packet it came from (or nothing, past
+//! the renumberings remembered), and one for padding finds no source packet.
 #![no_main]
 
 use std::collections::HashMap;
@@ -24,19 +25,40 @@ fn temporal_layer(codec: Codec, payload: &[u8]) -> Option<u8> {
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, mut rest)) = data.split_first() else { return };
     let codec = if flags & 1 != 0 { Codec::Vp9 } else { Codec::Vp8 };
-    let mut stream = ViewerStream::new(0, 0xabcd, 100, 90_000, false, StreamStart { sequence: 65_500, timestamp: 7 });
+    // Bit 1: a stream that starts at keyframes and numbers its packets transport-wide, so it takes padding.
+    let padded = flags & 2 != 0;
+    let mut stream = ViewerStream::new(0, 0xabcd, 100, 90_000, padded, StreamStart { sequence: 65_500, timestamp: 7 });
+    if padded {
+        stream.set_transport_cc(Some(3));
+    }
     stream.rewrite_pictures(codec);
+    let mut padding_sent: Vec<u16> = Vec::new();
     let now = Instant::now();
     let mut source_sequence = u16::from(flags).wrapping_mul(257);
     let mut last_sent: Option<u16> = None;
     let mut sent_from: HashMap<u16, u16> = HashMap::new();
     let mut packet = [0u8; 1600];
     let mut out = [0u8; 1700];
-    // Each step: a control byte (high bit: a new cap in the low three bits, 7
-    // for none, spatial if bit 3 is set, else temporal; without the high bit a
-    // packet of the low six bits' length, bit 6 marking a keyframe start).
+    // Each step: a control byte (0xf0 and above: a padding-only packet of the
+    // low four bits' length times 16; else, high bit: a new cap in the low
+    // three bits, 7 for none, spatial if bit 3 is set, else temporal; without
+    // the high bit a packet of the low six bits' length, bit 6 marking a
+    // keyframe start).
     while let [control, tail @ ..] = rest {
         rest = tail;
+        if *control >= 0xf0 {
+            if let Some(rewritten) = stream.write_padding(usize::from(control & 0x0f) * 16 + 1, &mut out) {
+                let sent = RtpHeader::parse(&out[..rewritten.len]).expect("valid RTP");
+                assert_eq!(sent.payload_start, sent.payload_end, "padding only");
+                if let Some(last) = last_sent {
+                    assert_eq!(sent.sequence, last.wrapping_add(1), "no gap");
+                }
+                last_sent = Some(sent.sequence);
+                sent_from.remove(&sent.sequence);
+                padding_sent.push(sent.sequence);
+            }
+            continue;
+        }
         if control & 0x80 != 0 {
             let cap = control & 0x07;
             if control & 0x08 != 0 {
@@ -64,6 +86,7 @@ fuzz_target!(|data: &[u8]| {
             }
             last_sent = Some(sent.sequence);
             sent_from.insert(sent.sequence, source_sequence);
+            padding_sent.retain(|&padding| padding != sent.sequence);
             let sent_payload = &out[sent.payload_start..sent.payload_end];
             assert_eq!(temporal_layer(codec, sent_payload), temporal_layer(codec, payload));
         }
@@ -73,5 +96,9 @@ fuzz_target!(|data: &[u8]| {
         if let Some((found, _)) = stream.source_of(sent) {
             assert_eq!(found, source, "a NACK for {sent} finds its source packet");
         }
+        assert!(stream.write_padding_again(sent, &mut out).is_none(), "{sent} was no padding");
+    }
+    for &padding in &padding_sent {
+        assert_eq!(stream.source_of(padding), None, "a NACK for padding {padding} finds no source packet");
     }
 });
