@@ -1666,6 +1666,12 @@ impl Engine {
                         .iter()
                         .map(|bytes| bytes.load(Ordering::Relaxed))
                         .collect(),
+                    spatial_layer_bytes: stream
+                        .counters
+                        .spatial_layer_bytes
+                        .iter()
+                        .map(|bytes| bytes.load(Ordering::Relaxed))
+                        .collect(),
                     index: stream.index,
                     port: stream.port,
                     packets: stream.counters.packets.load(Ordering::Relaxed),

@@ -110,6 +110,8 @@ pub struct StreamStats {
     pub skew_ms: i64,
     /// VP8 and VP9: the bytes of each temporal layer (TID 0 to 3); zeros for other codecs.
     pub temporal_layer_bytes: Vec<u64>,
+    /// VP9: the bytes of each spatial layer (SID 0 to 3); zeros for other codecs.
+    pub spatial_layer_bytes: Vec<u64>,
 }
 
 /// A mountpoint: what its sources sent, and what the workers sent its peers.

@@ -170,6 +170,8 @@ class StreamStats:
     def skew_ms(self) -> int: ...  # how far skew compensation has moved the timestamps (negative: back)
     @property
     def temporal_layer_bytes(self) -> list[int]: ...  # VP8, VP9: bytes of each temporal layer (TID 0-3; VP9's higher as 3); zeros otherwise
+    @property
+    def spatial_layer_bytes(self) -> list[int]: ...  # VP9: bytes of each spatial layer (SID 0-3; higher as 3); zeros otherwise
 
 @final
 class MountpointStats:

@@ -68,10 +68,16 @@ pub struct StreamCounters {
     /// higher TIDs counted as 3; 0 without one), from which the plugin measures
     /// what a viewer capped at a layer gets.
     pub temporal_layer_bytes: [AtomicU64; TEMPORAL_LAYERS],
+    /// VP9: the bytes forwarded of each spatial layer (SID 0 to 3, higher SIDs
+    /// counted as 3; 0 without one), from which the plugin measures what a
+    /// viewer capped at a spatial layer gets.
+    pub spatial_layer_bytes: [AtomicU64; SPATIAL_LAYERS],
 }
 
 /// The temporal layers counted and capped: VP8's TID has two bits (VP9's three).
 pub const TEMPORAL_LAYERS: usize = 4;
+/// The VP9 spatial layers counted.
+pub const SPATIAL_LAYERS: usize = 4;
 
 /// One RTP input of a mountpoint.
 pub struct SourceStream {
@@ -267,14 +273,21 @@ impl SourceStream {
             self.restart_pending = false;
         }
         self.last = Some((header.ssrc, header.sequence));
-        let layer = match self.codec {
-            Codec::Vp8 => Some(Vp8Descriptor::parse(payload).map_or(0, |descriptor| descriptor.temporal_layer)),
-            Codec::Vp9 => Some(Vp9Descriptor::parse(payload).map_or(0, |descriptor| descriptor.temporal_layer)),
+        let layers = match self.codec {
+            Codec::Vp8 => Some((Vp8Descriptor::parse(payload).map_or(0, |descriptor| descriptor.temporal_layer), None)),
+            Codec::Vp9 => Some(
+                Vp9Descriptor::parse(payload)
+                    .map_or((0, Some(0)), |descriptor| (descriptor.temporal_layer, Some(descriptor.spatial_layer))),
+            ),
             _ => None,
         };
-        if let Some(layer) = layer {
-            let slot = usize::from(layer).min(TEMPORAL_LAYERS - 1);
+        if let Some((temporal_layer, spatial_layer)) = layers {
+            let slot = usize::from(temporal_layer).min(TEMPORAL_LAYERS - 1);
             self.counters.temporal_layer_bytes[slot].fetch_add(len as u64, Ordering::Relaxed);
+            if let Some(spatial_layer) = spatial_layer {
+                let slot = usize::from(spatial_layer).min(SPATIAL_LAYERS - 1);
+                self.counters.spatial_layer_bytes[slot].fetch_add(len as u64, Ordering::Relaxed);
+            }
         }
         self.ingest.renumber(datagram, &mut header);
         Accepted::Forward {
@@ -999,9 +1012,9 @@ mod tests {
         let mut stream = SourceStream::new(MediaKind::Video, Codec::Vp8, Some(socket), Arc::default());
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
         monotonic_ns(Instant::now()); // the engine's clock starts before the packet comes
-        // The kernel turns receive stamps on a moment after a socket asks (a work item flips a
-        // static key; other tests' sockets closing can turn them off and on again), and stamps
-        // a packet that came before then when it is read: try a few packets.
+                                      // The kernel turns receive stamps on a moment after a socket asks (a work item flips a
+                                      // static key; other tests' sockets closing can turn them off and on again), and stamps
+                                      // a packet that came before then when it is read: try a few packets.
         let mut waits = Vec::new();
         for sequence in 1..=20 {
             sender.send_to(&rtp(sequence, 7, &[0x10, 0x00]), ("127.0.0.1", port)).unwrap();
@@ -1073,6 +1086,32 @@ mod tests {
         assert_eq!(received, 5, "loopback lost a datagram");
         let bytes: Vec<u64> = counters.temporal_layer_bytes.iter().map(|bytes| bytes.load(Ordering::Relaxed)).collect();
         assert_eq!(bytes, vec![(12 + 4 + 100) + (12 + 2), 12 + 4 + 50, 2 * (12 + 4 + 10), 0]);
+    }
+
+    #[test]
+    fn counts_the_bytes_of_each_vp9_spatial_layer() {
+        let socket = bind_source("127.0.0.1", 0).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let counters = Arc::new(StreamCounters::default());
+        let mut stream = SourceStream::new(MediaKind::Video, Codec::Vp9, Some(socket), counters.clone());
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // L, B, E: the layer indices' bits 1 to 3 are the SID; SID 6 counts as 3.
+        for (sequence, spatial_layer, padding) in [(1, 0u8, 100), (2, 1, 50), (3, 2, 10), (4, 6, 10)] {
+            let mut payload = vec![0x2c, spatial_layer << 1, 0x01];
+            payload.resize(payload.len() + padding, 0);
+            sender.send_to(&rtp(sequence, 7, &payload), ("127.0.0.1", port)).unwrap();
+        }
+        let mut batch = ReceiveBatch::default();
+        let mut received = 0;
+        for _ in 0..20 {
+            received += receive_all(&mut stream, &mut batch).len();
+            if received == 4 {
+                break;
+            }
+        }
+        assert_eq!(received, 4, "loopback lost a datagram");
+        let bytes: Vec<u64> = counters.spatial_layer_bytes.iter().map(|bytes| bytes.load(Ordering::Relaxed)).collect();
+        assert_eq!(bytes, vec![12 + 3 + 100, 12 + 3 + 50, 12 + 3 + 10, 12 + 3 + 10]);
     }
 
     #[test]

@@ -91,6 +91,15 @@ def test_temporal_layers_are_measured_each_and_summed_up_to_each_cap() -> None:
     assert rates.temporal_bitrates(2) == [200_000], "no temporal layers"
 
 
+def test_vp9_spatial_layers_are_measured_each_and_summed_up_to_each_cap() -> None:
+    rates = LayerRates()
+    assert rates.spatial_bitrates(1) == [], "not measured yet"
+    rates.sample(1, 0, now=0.0, spatial_layer_bytes=[0, 0, 0, 0])
+    rates.sample(1, 75_000, now=2.0, spatial_layer_bytes=[25_000, 50_000, 0, 0])
+    assert rates.spatial_bitrates(1) == [100_000, 300_000], "a viewer capped at 0, 1 gets"
+    assert rates.temporal_bitrates(1) == [], "no temporal layers counted"
+
+
 def test_temporal_layers_are_left_out_at_once_and_come_back_one_at_a_time() -> None:
     choice = LayerChoice()
     capped = [100_000, 180_000, 280_000]

@@ -692,3 +692,117 @@ async def test_vp9_temporal_layers_follow_the_estimate_and_configure_pins_a_temp
     finally:
         sending.cancel()
         sink.close()
+
+
+def spatial_vp9_packet(frame: int, spatial_layer: int, *, sizes: tuple[int, int]) -> bytes:
+    """Spatial layer 0 or 1 of one picture of a VP9 stream in two spatial layers (the upper one
+    predicted from the lower and its own earlier frames; a keyframe every 8 pictures): I (15
+    bits), P but in keyframes, L, B, E; SID, D on the upper layer; TL0PICIDX. The upper layer
+    ends the picture (marker)."""
+    keyframe = frame % 8 == 0
+    marker = 0x80 if spatial_layer == 1 else 0
+    header = struct.pack("!BBHII", 0x80, marker | 96, (2 * frame + spatial_layer) & 0xFFFF, frame * 3000, 0x98)
+    first = 0xAC | (0 if keyframe else 0x40)
+    indices = spatial_layer << 1 | spatial_layer  # SID; D: the upper layer depends on the lower
+    descriptor = bytes([first, 0x80 | (frame >> 8) & 0x7F, frame & 0xFF, indices, frame & 0xFF])
+    return header + descriptor + bytes(sizes[spatial_layer])
+
+
+async def test_vp9_spatial_layers_follow_the_estimate_and_configure_pins_one(running: Running) -> None:
+    from pylibsrtp import Error as SrtpError
+    from pylibsrtp import Policy, Session
+
+    plugin = running.plugin
+    group = {"type": "rtp", "id": 7, "video": True, "videoport": 0, "videopt": 96, "videocodec": "vp9"}
+    config, _ = parse_mountpoint("vp9-svc", group)
+    mountpoint = plugin.add_mountpoint(config)
+    (stream,) = mountpoint.config.streams
+    # At 50 pictures a second: the base layer about 130 kbit/s, with the upper one about 620.
+    port = mountpoint.ports[0]
+    sending = asyncio.get_running_loop().create_task(
+        send_frames([port, port], lambda frame, layer: spatial_vp9_packet(frame, layer, sizes=(300, 1200)))
+    )
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.setblocking(False)
+    fanout_key, viewer_key = os.urandom(28), os.urandom(28)
+    gcm = Policy.SRTP_PROFILE_AEAD_AES_128_GCM
+    outbound = Session(Policy(key=viewer_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=gcm))
+    inbound = Session(Policy(key=fanout_key, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=gcm))
+    received_layers: list[int] = []
+    bitrate = {"now": 10_000_000}
+    handle = RecordingHandle(22)
+
+    def layers_lately() -> set[int]:
+        """The spatial layers of the last 8 video packets the viewer got."""
+        while True:
+            try:
+                datagram = sink.recv(2048)
+            except BlockingIOError:
+                break
+            if datagram[1] & 0x7F != 96:  # sender reports
+                continue
+            try:
+                rtp = inbound.unprotect(datagram)
+            except SrtpError:
+                continue
+            offset = 12 + (4 + 4 * struct.unpack_from("!H", rtp, 14)[0] if rtp[0] & 0x10 else 0)
+            received_layers.append(rtp[offset + 3] >> 1 & 0x07)
+        return set(received_layers[-8:]) if len(received_layers) >= 8 else set()
+
+    async def report() -> None:
+        while True:
+            packet = outbound.protect_rtcp(remb(bitrate["now"], track.ssrc))
+            plugin.incoming_rtcp(handle, plugin.engine.receive_rtcp(handle.id, packet))  # type: ignore[arg-type]
+            await asyncio.sleep(0.2)
+
+    async def until_late(condition: Callable[[], bool], failure: str) -> None:
+        deadline = time.monotonic() + 4 * WAIT_SECONDS
+        while not condition():
+            assert time.monotonic() < deadline, failure
+            await asyncio.sleep(0.05)
+
+    def told(result: dict[str, Any], after: int) -> bool:
+        return any(event.get("result") == result for event in handle.events[after:])
+
+    try:
+        await until(lambda: not any(mountpoint.silence.is_silent(i) for i in mountpoint.silence.indexes), "no media")
+        plugin.engine.add_peer(handle.id, sink.getsockname(), "AEAD_AES_128_GCM", fanout_key, viewer_key)
+        plugin.create_session(handle)
+        plugin.viewers[handle.id].watch(mountpoint, None)
+        plugin.setup_media(handle)
+        (track,) = plugin.viewers[handle.id].tracks
+        reporting = asyncio.get_running_loop().create_task(report())
+        try:
+            rates = mountpoint.layer_rates
+            await until_late(lambda: len(rates.spatial_bitrates(track.source_index)) == 2, "layers not measured")
+            await until_late(lambda: layers_lately() == {0, 1}, "the viewer does not get both layers")
+
+            before = len(handle.events)
+            bitrate["now"] = 300_000  # the base layer fits, not both
+            await until_late(lambda: told({"mid": stream.mid, "spatial_layer": 0}, before), "spatial layers kept")
+            received_layers.clear()
+            await until_late(lambda: layers_lately() == {0}, "the viewer still gets the upper layer")
+            assert track.spatial == 0 and not track.spatial_pinned
+
+            before = len(handle.events)
+            bitrate["now"] = 10_000_000
+            await until_late(lambda: told({"mid": stream.mid, "spatial_layer": 1}, before), "not back up")
+            received_layers.clear()
+            await until_late(lambda: layers_lately() == {0, 1}, "the upper layer does not come back")
+            assert track.spatial is None
+
+            before = len(handle.events)
+            await plugin.handle_message(handle, "t", {"request": "configure", "spatial_layer": 0}, None)  # type: ignore[arg-type]
+            await until(lambda: told({"mid": stream.mid, "spatial_layer": 0}, before), "configure's spatial layer")
+            assert track.spatial == 0 and track.spatial_pinned
+            bitrate["now"] = 20_000_000
+            await until_late(lambda: plugin.viewers[handle.id].estimate == 20_000_000, "no new estimate")
+            pinned_at = time.monotonic()
+            await until_late(lambda: time.monotonic() - pinned_at > UP_HOLD_SECONDS + 1, "")
+            assert track.spatial == 0, "pinned: the estimate does not move it"
+        finally:
+            reporting.cancel()
+    finally:
+        sending.cancel()
+        sink.close()

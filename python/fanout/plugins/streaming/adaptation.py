@@ -7,9 +7,10 @@ that fits: down at once when the estimate falls under the current layer's
 bitrate (by more than measurement noise), up only when the estimate has held above the next layer's bitrate with
 20% headroom for a few seconds, or at once when a probe measured that the link carries it: the
 plugin gives the engine a probe goal (the next layer's bitrate with headroom) and the engine
-sends padding up to it now and then. Below the lowest substream (or a single-layer
-stream), VP8 temporal layers are left out the same way. The layers' bitrates are measured from the
-engine's per-stream byte counters. A viewer whose estimate stays under the
+sends padding up to it now and then. A single-layer VP9 stream's spatial layers are chosen the
+same way; below the lowest substream or spatial layer (or on a single-layer stream), VP8 and VP9
+temporal layers are left out likewise. The layers' bitrates are measured from the engine's
+per-stream byte counters (per TID and per SID). A viewer whose estimate stays under the
 bitrate of what it gets (the only layer of a single-layer mountpoint, or the
 lowest it could move to) cannot keep up: KeepingUp says so, with hysteresis.
 Sans-IO: times are passed in.
@@ -45,32 +46,49 @@ class LayerRates:
     """The bitrates of a mountpoint's source streams, from successive byte counts."""
 
     bitrates: dict[int, int] = field(default_factory=dict)  # by source index, bits per second
-    # VP8: each temporal layer's own bitrate (TID 0, 1, ...), by source index.
+    # VP8 and VP9: each temporal layer's own bitrate (TID 0, 1, ...), by source index.
     layer_bitrates_by_tid: dict[int, list[int]] = field(default_factory=dict)
-    _samples: dict[int, tuple[int, tuple[int, ...], float]] = field(default_factory=dict)
+    # VP9: each spatial layer's own bitrate (SID 0, 1, ...), by source index.
+    layer_bitrates_by_sid: dict[int, list[int]] = field(default_factory=dict)
+    _samples: dict[int, tuple[int, tuple[int, ...], tuple[int, ...], float]] = field(default_factory=dict)
 
-    def sample(self, index: int, total_bytes: int, now: float, temporal_layer_bytes: Sequence[int] = ()) -> None:
+    def sample(
+        self,
+        index: int,
+        total_bytes: int,
+        now: float,
+        temporal_layer_bytes: Sequence[int] = (),
+        spatial_layer_bytes: Sequence[int] = (),
+    ) -> None:
         previous = self._samples.get(index)
+        sample = (total_bytes, tuple(temporal_layer_bytes), tuple(spatial_layer_bytes), now)
         if previous is None:
-            self._samples[index] = (total_bytes, tuple(temporal_layer_bytes), now)
+            self._samples[index] = sample
             return
-        then_bytes, then_layer_bytes, then = previous
+        then_bytes, then_temporal_bytes, then_spatial_bytes, then = previous
         if now - then < RATE_WINDOW_SECONDS:
             return
         seconds = now - then
+
+        def rates(then_counts: Sequence[int], counts: Sequence[int]) -> list[int]:
+            return [max(0, int((count - then_count) * 8 / seconds)) for then_count, count in zip(then_counts, counts)]
+
         self.bitrates[index] = max(0, int((total_bytes - then_bytes) * 8 / seconds))
-        self.layer_bitrates_by_tid[index] = [
-            max(0, int((count - then_count) * 8 / seconds)) for then_count, count in zip(then_layer_bytes, temporal_layer_bytes)
-        ]
-        self._samples[index] = (total_bytes, tuple(temporal_layer_bytes), now)
+        self.layer_bitrates_by_tid[index] = rates(then_temporal_bytes, temporal_layer_bytes)
+        self.layer_bitrates_by_sid[index] = rates(then_spatial_bytes, spatial_layer_bytes)
+        self._samples[index] = sample
 
     def temporal_bitrates(self, index: int) -> list[int]:
         """What a viewer of source stream ``index`` capped at each temporal layer gets (0, 1,
         ... up to the highest that sent lately), bits per second: one entry for a stream
         without temporal layers, none until measured."""
-        rates = self.layer_bitrates_by_tid.get(index, [])
-        layers = max((tid + 1 for tid, rate in enumerate(rates) if rate > 0), default=0)
-        return list(itertools.accumulate(rates[:layers]))
+        return _capped(self.layer_bitrates_by_tid.get(index, []))
+
+    def spatial_bitrates(self, index: int) -> list[int]:
+        """VP9: what a viewer of source stream ``index`` capped at each spatial layer gets (0,
+        1, ... up to the highest that sent lately), bits per second: one entry for a stream
+        without spatial layers, none until measured."""
+        return _capped(self.layer_bitrates_by_sid.get(index, []))
 
     def layer_bitrates(self, indexes: list[int]) -> list[int]:
         """Each layer's bitrate (the source indexes of substreams 0, 1, ...); a layer not
@@ -81,6 +99,12 @@ class LayerRates:
             measured = self.bitrates.get(index)
             rates.append(measured if measured else default)
         return rates
+
+
+def _capped(own_rates: list[int]) -> list[int]:
+    """From each layer's own bitrate, what a cap at each layer up to the highest that sent gets."""
+    layers = max((layer + 1 for layer, rate in enumerate(own_rates) if rate > 0), default=0)
+    return list(itertools.accumulate(own_rates[:layers]))
 
 
 @dataclass

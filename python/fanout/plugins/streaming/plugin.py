@@ -103,9 +103,9 @@ def temporal_layer_event(track: ViewerTrack, layer: int) -> dict[str, Any]:
     return layer_event(track.mid, **{key: layer})
 
 
-def _top_temporal_layer(capped_bitrates: list[int]) -> int:
-    """The highest temporal layer of a stream (``LayerRates.temporal_bitrates``); until
-    measured, 2: the highest Janus knows, which means all."""
+def _top_layer(capped_bitrates: list[int]) -> int:
+    """The highest temporal or spatial layer of a stream (``LayerRates.temporal_bitrates``,
+    ``spatial_bitrates``); until measured, 2: the highest Janus knows, which means all."""
     return len(capped_bitrates) - 1 if capped_bitrates else 2
 
 
@@ -1005,13 +1005,22 @@ class StreamingPlugin(Plugin):
                     track.temporal_pinned = True
                     if automatic_cap and "temporal" not in layer:
                         rates = viewer.mountpoint.layer_rates.temporal_bitrates(track.source_index)
-                        self._take_temporal_layer(viewer, track, None, shown=_top_temporal_layer(rates))
+                        self._take_temporal_layer(viewer, track, None, shown=_top_layer(rates))
                 track.temporal_choice = LayerChoice()
+            if track.stream.codec.name == "vp9" and not track.stream.simulcast and ("spatial" in layer or "adaptive" in layer):
+                # A spatial layer pins the track's spatial layers likewise; automatic choice off brings
+                # back those the estimate left out.
+                automatic_spatial = not track.spatial_pinned and track.spatial is not None
+                track.spatial_pinned = ("spatial" in layer and not layer.get("adaptive", 0)) or not layer.get("adaptive", 1)
+                if track.spatial_pinned and automatic_spatial and "spatial" not in layer:
+                    top = _top_layer(viewer.mountpoint.layer_rates.spatial_bitrates(track.source_index))
+                    self._take_spatial_layer(viewer, track, None, shown=top)
+                track.spatial_choice = LayerChoice()
             automatic_cap = not track.temporal_pinned and track.temporal is not None
             if not track.adaptive and automatic_cap and "temporal" not in layer:
                 # Automatic choice off: the temporal layers the estimate left out come back.
                 rates = viewer.mountpoint.layer_rates.temporal_bitrates(track.source_index)
-                self._take_temporal_layer(viewer, track, None, shown=_top_temporal_layer(rates))
+                self._take_temporal_layer(viewer, track, None, shown=_top_layer(rates))
             if "fallback" in layer:
                 track.fallback_us = layer["fallback"]
             if "temporal" in layer:
@@ -1070,6 +1079,7 @@ class StreamingPlugin(Plugin):
         now = time.monotonic()
         self._sample_layer_rates(mountpoint, now)
         goals = self._adapt_substreams(viewer, mountpoint, event, now)
+        goals += self._adapt_spatial_layers(viewer, mountpoint, event, now)
         goals += self._adapt_temporal_layers(viewer, mountpoint, event, now)
         self._set_probe_goal(viewer, min(goals, default=None))
         self._judge_keeping_up(viewer, mountpoint, event, now)
@@ -1116,6 +1126,45 @@ class StreamingPlugin(Plugin):
             self._set_substream(viewer, track, track.substream_to_take(ages), at_once=chosen < current)
         return goals
 
+    def _adapt_spatial_layers(self, viewer: Viewer, mountpoint: Mountpoint, event: BandwidthEstimate, now: float) -> list[int]:
+        """VP9 with spatial layers on a single-layer stream: the highest spatial layer the estimate
+        fits (down at once, up one layer after the estimate held above it with headroom, or at once
+        when a probe measured it), unless configure pinned one or turned automatic choice off.
+        Returns the probe goals of the tracks below their top spatial layer."""
+        goals: list[int] = []
+        if not viewer.estimate_measures_rate:
+            return goals
+        for track in viewer.tracks:
+            if not track.send or track.stream.codec.name != "vp9" or track.stream.simulcast or track.spatial_pinned:
+                continue
+            rates = mountpoint.layer_rates.spatial_bitrates(track.source_index)
+            if len(rates) < 2:  # no spatial layers, or not measured yet
+                continue
+            top = len(rates) - 1
+            current = top if track.spatial is None else min(track.spatial, top)
+            chosen = track.spatial_choice.choose(
+                event.bitrate, rates, current, now, link_limited=event.link_limited, probed=event.probed
+            )
+            goal = probe_goal(rates, chosen)
+            if goal is not None:
+                goals.append(goal)
+            if chosen == current:
+                continue
+            logger.debug("viewer %d, mid %s: estimate %d bit/s, spatial layer %d -> %d",
+                         viewer.handle.id, track.mid, event.bitrate, current, chosen)  # fmt: skip
+            direction = "up" if chosen > current else "down"
+            viewer.layer_moves[direction] += 1
+            self.layer_moves[direction] += 1
+            self._take_spatial_layer(viewer, track, None if chosen == top else chosen, shown=chosen)
+        return goals
+
+    def _take_spatial_layer(self, viewer: Viewer, track: ViewerTrack, spatial: int | None, *, shown: int) -> None:
+        """The estimate's spatial layer for the track (None: all); the client is told ``shown``."""
+        track.spatial = spatial
+        if viewer.in_engine and track.send:
+            self.engine.set_stream_spatial_layer(viewer.handle.id, track.source_index, spatial)
+        viewer.handle.push_event(None, layer_event(track.mid, spatial_layer=shown))
+
     def _adapt_temporal_layers(self, viewer: Viewer, mountpoint: Mountpoint, event: BandwidthEstimate, now: float) -> list[int]:
         """VP8 or VP9 with temporal layers, at the lowest substream of an adaptive simulcast track or on
         a single-layer stream: the highest temporal layer the estimate fits (down at once, up one
@@ -1133,12 +1182,21 @@ class StreamingPlugin(Plugin):
             if track.stream.simulcast and not track.adaptive:
                 continue
             rates = mountpoint.layer_rates.temporal_bitrates(track.source_index)
-            top = _top_temporal_layer(rates)
-            if track.stream.simulcast and track.requested_substream != 0:
+            top = _top_layer(rates)
+            spatial_rates = mountpoint.layer_rates.spatial_bitrates(track.source_index)
+            spatial_layered = track.stream.codec.name == "vp9" and not track.stream.simulcast and len(spatial_rates) > 1
+            above_lowest = (track.stream.simulcast and track.requested_substream != 0) or (
+                spatial_layered and (track.spatial is None or track.spatial > 0)
+            )
+            if above_lowest:
+                # Temporal layers are left out only at the lowest substream or spatial layer.
                 if track.temporal is not None:
                     track.temporal_choice = LayerChoice()
                     self._take_temporal_layer(viewer, track, None, shown=top)
                 continue
+            if spatial_layered:
+                # Each temporal layer's bytes span every spatial layer: the base spatial layer's share of them.
+                rates = [rate * spatial_rates[0] // spatial_rates[-1] for rate in rates]
             if len(rates) < 2:  # no temporal layers, or not measured yet
                 continue
             current = top if track.temporal is None else min(track.temporal, top)
@@ -1204,7 +1262,9 @@ class StreamingPlugin(Plugin):
             return
         mountpoint.layer_rates_sampled_at = now
         for stream in self.engine.mountpoint_stats(mountpoint.engine_id).streams:
-            mountpoint.layer_rates.sample(stream.index, stream.bytes, now, stream.temporal_layer_bytes)
+            mountpoint.layer_rates.sample(
+                stream.index, stream.bytes, now, stream.temporal_layer_bytes, stream.spatial_layer_bytes
+            )
 
     def _hear_silence_within(self, mountpoint: Mountpoint, fallback_ms: int) -> None:
         """A viewer's fallback: the engine reports the mountpoint's simulcast substreams

@@ -66,7 +66,7 @@ class ViewerTrack:
     # VP8 or VP9: the highest temporal layer it gets (configure "temporal", VP9's "temporal_layer",
     # or the estimate); None: all.
     temporal: int | None = None
-    # VP9: the highest spatial layer it gets (configure "spatial_layer"); None: all.
+    # VP9: the highest spatial layer it gets (configure "spatial_layer", or the estimate); None: all.
     spatial: int | None = None
     # The substream configure asked for: ``substream`` falls back below it while it has
     # been silent for longer than ``fallback_us`` (Janus's configure "fallback"), and
@@ -84,6 +84,10 @@ class ViewerTrack:
     # or turned automatic choice off.
     temporal_pinned: bool = False
     temporal_choice: LayerChoice = field(default_factory=LayerChoice)
+    # VP9 (not simulcast): the estimate leaves spatial layers out too, unless configure pinned one
+    # ("spatial_layer") or turned automatic choice off.
+    spatial_pinned: bool = False
+    spatial_choice: LayerChoice = field(default_factory=LayerChoice)
 
     def __post_init__(self) -> None:
         if self.substream is None and self.stream.simulcast:
@@ -190,6 +194,8 @@ class ViewerTrack:
             layer_choice=LayerChoice(),
             temporal_pinned=False,
             temporal_choice=LayerChoice(),
+            spatial=self.spatial if self.spatial_pinned else None,
+            spatial_choice=LayerChoice(),
         )
 
     def engine_stream(self) -> ViewerStream:
