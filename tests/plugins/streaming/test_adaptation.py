@@ -190,6 +190,18 @@ def test_a_single_layer_mountpoint_offers_transport_cc_only_when_told_to(everywh
         assert media.codec is not None and ("transport-cc" in media.codec.rtcp_feedback) is offered
 
 
+def test_a_vp9_svc_mountpoint_offers_transport_cc_as_a_simulcast_one() -> None:
+    group = {"type": "rtp", "id": 1, "media": [
+        {"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "vp9", "svc": True},
+    ]}  # fmt: skip
+    config, _ = parse_mountpoint("m", group)
+    handle: Any = type("Handle", (), {"id": 1})()
+    viewer = Viewer(handle)
+    viewer.watch(Mountpoint(config, 1, [0, 0], 0.0), None)
+    (media,) = viewer.offer_media()
+    assert (TRANSPORT_CC_EXTENSION_ID, TRANSPORT_CC_URI) in media.header_extensions
+
+
 def test_transport_cc_everywhere_is_a_setting_of_the_general_group() -> None:
     assert streaming_settings_from_file(parse("general: {}", "s.jcfg")).transport_cc == "simulcast"
     assert streaming_settings_from_file(parse('general: { transport_cc = "all" }', "s.jcfg")).transport_cc == "all"

@@ -287,7 +287,8 @@ def test_simulcast_in_the_legacy_form() -> None:
 def test_janus_vp9_svc_switch_is_taken_for_vp9_and_refused_for_other_codecs() -> None:
     config, unsupported = parse_mountpoint("svc", legacy(videocodec="vp9", videosvc=True))
     assert unsupported == []
-    assert config.streams[1].codec.name == "vp9"
+    assert config.streams[1].codec.name == "vp9" and config.streams[1].svc
+    assert not parse_mountpoint("plain", legacy(videocodec="vp9"))[0].streams[1].svc
     with pytest.raises(MountpointConfigError) as error:
         parse_mountpoint("svc", legacy(videosvc=True))
     assert str(error.value) == "mountpoint 'svc': 'videosvc' is for VP9 video streams, not vp8"

@@ -206,6 +206,14 @@ def test_simulcast_is_saved(tmp_path: Path) -> None:
     assert mountpoints_from_file(load(path)) == [config]
 
 
+def test_vp9_svc_is_saved(tmp_path: Path) -> None:
+    path = tmp_path / "janus.plugin.streaming.jcfg"
+    group = parse('type = "rtp"\nid = 4\nvideo = true\nvideoport = 5004\nvideopt = 96\nvideocodec = "vp9"\nvideosvc = true\n')
+    config, _ = parse_mountpoint("svc", group)
+    save_mountpoint(path, config)
+    assert mountpoints_from_file(load(path)) == [config] and config.streams[0].svc
+
+
 async def test_a_full_disk_refuses_the_permanent_mountpoint_and_keeps_the_file_whole(tmp_path: Path) -> None:
     folder = tmp_path / "config"
     addresses = write_config(folder, rtp_mountpoint(2, 0, 0))

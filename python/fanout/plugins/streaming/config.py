@@ -119,6 +119,10 @@ class StreamConfig:
     # (port2, port3; 0 or left out picks a free one). Substream 0, the lowest quality,
     # comes in on ``port``. Empty: not simulcast.
     substream_ports: tuple[int, ...] = ()
+    # VP9 SVC (Janus's svc/videosvc): the source sends spatial layers, which the viewers'
+    # estimates choose among (fanout reads the layers of any VP9 stream; this only offers
+    # transport-wide congestion control as a simulcast stream does).
+    svc: bool = False
 
     @property
     def rtpmap(self) -> str:
@@ -297,7 +301,8 @@ class StreamingSettings:
     # fanout: where a ``recording`` request's relative file names go (Janus: its working folder).
     rec_dir: Path | None = None
     # fanout: which mountpoints' offers carry transport-wide congestion control (the extension
-    # and rtcp-fb transport-cc): "simulcast" (where the estimate picks a layer), or "all" (a
+    # and rtcp-fb transport-cc): "simulcast" (simulcast and VP9-SVC mountpoints, where the estimate
+    # picks a layer and probes for the next one), or "all" (a
     # single layer's viewers too: their estimate then comes from transport feedback, not REMB).
     transport_cc: str = "simulcast"
 
@@ -875,8 +880,10 @@ def _stream(
     substream_ports = _substream_ports(reader, keys, kind, codec)
     if whip and substream_ports:
         substream_ports = (0,) * len(substream_ports)  # the publisher's rid layers, no ports
-    # Janus's VP9-SVC switch: fanout reads the layers of any VP9 stream, so it only checks the value.
-    if reader.boolean(keys["svc"], default=False) and (kind, codec.name) != ("video", "vp9"):
+    # Janus's VP9-SVC switch: fanout reads the layers of any VP9 stream; with it, viewers are offered
+    # transport-wide congestion control (their estimates choose the spatial layer).
+    svc = reader.boolean(keys["svc"], default=False)
+    if svc and (kind, codec.name) != ("video", "vp9"):
         raise MountpointConfigError(f"{where}: '{keys['svc']}' is for VP9 video streams, not {codec.name}")
     h264sps = reader.string(keys["h264sps"]) if kind == "video" else None
     if h264sps is not None:
@@ -898,6 +905,7 @@ def _stream(
         fmtp=fmtp if fmtp is not None else codec.default_fmtp,
         skew=reader.boolean(keys["skew"], default=False),
         h264sps=h264sps,
+        svc=svc,
         substream_ports=substream_ports,
     )
 

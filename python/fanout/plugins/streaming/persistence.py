@@ -91,6 +91,8 @@ def mountpoint_settings(config: MountpointConfig) -> dict[str, Any]:
             entry["skew"] = True
         if stream.h264sps is not None:
             entry["h264sps"] = stream.h264sps
+        if stream.svc:
+            entry["svc"] = True
         if stream.simulcast:
             entry["simulcast"] = True
             if config.whip is None:

@@ -271,12 +271,12 @@ class Viewer:
         transport_cc_everywhere: bool = False,
     ) -> None:
         """Offered ``mountpoint``'s streams (those ``mids`` names, if any), but none of the kinds
-        (``audio``, ``video``, ``data``) in ``left_out``; transport-cc on a simulcast mountpoint,
-        or on any with ``transport_cc_everywhere``."""
+        (``audio``, ``video``, ``data``) in ``left_out``; transport-cc on a simulcast or VP9-SVC
+        mountpoint, or on any with ``transport_cc_everywhere``."""
         self.mountpoint = mountpoint
         streams = mountpoint.config.streams
         playoutdelay_ext = mountpoint.config.playoutdelay_ext
-        transport_cc = transport_cc_everywhere or any(stream.simulcast for stream in streams)
+        transport_cc = transport_cc_everywhere or any(stream.simulcast or stream.svc for stream in streams)
         self.tracks = [
             ViewerTrack.offered(stream, playoutdelay_ext=playoutdelay_ext, transport_cc=transport_cc)
             for stream in streams
