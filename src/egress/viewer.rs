@@ -1438,6 +1438,15 @@ impl Viewer {
         Some(len)
     }
 
+    /// Sends none of the padding a probe is owed now (the worker is behind).
+    pub fn forgo_padding(&mut self, now: Instant) {
+        let at = self.micros(now);
+        if let Some(cc) = self.transport_cc.as_mut() {
+            let due = cc.prober.padding_due(at);
+            cc.prober.sent(due);
+        }
+    }
+
     /// Writes the padding-only packet that stream `stream` sent as `sequence`
     /// again, if it was one (a NACK asked for it); its SRTP length.
     pub fn write_padding_again(&mut self, stream: usize, sequence: u16, now: Instant, out: &mut [u8]) -> Option<usize> {
@@ -2078,6 +2087,29 @@ mod tests {
         send_numbered(&mut video, &source_packet(44, 102_000, 1, b"early"), false, false).unwrap();
         let late = send_numbered(&mut video, &source_packet(43, 99_000, 1, b"late"), false, false);
         assert_eq!(late, Some((1005, 14_000)));
+    }
+
+    #[test]
+    fn a_probing_viewer_is_sent_the_padding_it_is_owed_unless_it_is_forgone() {
+        let start = Instant::now();
+        let mut video = padded_stream();
+        video.set_transport_cc(None);
+        let mut viewer = viewer_of(video);
+        viewer.set_transport_cc(Some(3));
+        let at = viewer.micros(start);
+        let cc = viewer.transport_cc.as_mut().unwrap();
+        cc.prober.set_goal(Some(2_000_000), at - 10_000_000);
+        assert!(cc.prober.start_if_due(500_000, true, i64::MIN, at));
+        let mut out = [0u8; 512];
+        let later = start + Duration::from_millis(4); // 1,000 bytes owed at 2 Mbit/s
+        let mut padded = 0;
+        while let Some(len) = viewer.write_padding(later, &mut out) {
+            padded += len;
+        }
+        assert!((1_000..1_300).contains(&padded), "{padded} bytes of padding");
+        viewer.forgo_padding(start + Duration::from_millis(8));
+        assert_eq!(viewer.write_padding(start + Duration::from_millis(8), &mut out), None, "forgone, not owed");
+        assert!(viewer.write_padding(start + Duration::from_millis(10), &mut out).is_some());
     }
 
     #[test]

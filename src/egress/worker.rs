@@ -863,13 +863,20 @@ impl Worker {
         self.bursts_pending = pending;
     }
 
-    /// Sends each probing viewer the padding its probe is owed (see [`crate::egress::probe`]).
+    /// Sends each probing viewer the padding its probe is owed (see
+    /// [`crate::egress::probe`]); none while the worker is behind (live packets
+    /// first: the probes then carry less than their goals and fail).
     fn run_probes(&mut self, now: Instant) {
         let fd = self.socket.as_raw_fd();
-        let Self { mountpoints, send, slots, load, .. } = self;
+        let Self { mountpoints, send, slots, load, behind, .. } = self;
         let mut pending = false;
         for viewer in mountpoints.iter_mut().flat_map(|mountpoint| mountpoint.viewers.iter_mut()) {
             if !viewer.is_probing() {
+                continue;
+            }
+            if *behind {
+                viewer.forgo_padding(now);
+                pending |= viewer.is_probing();
                 continue;
             }
             let merge = slots[viewer.slot as usize].as_ref().is_some_and(|slot| slot.gso);
