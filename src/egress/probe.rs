@@ -14,7 +14,8 @@
 //! rates, and 95% of the receive rate when that fell short of the send rate (a
 //! saturated link). A probe is cut short, and failed, as soon as the delay-based
 //! detector sees over-use or the feedback shows loss: the queue it built is then
-//! a few feedback intervals long, not half a second. The over-use and loss a
+//! a few feedback intervals long, not half a second. One that carried less
+//! than [`SUCCESS_SHARE`] of its goal fails too. The over-use and loss a
 //! failed probe caused are its own, not the link's news: the estimate is not
 //! reported while a probe runs and until the feedback tells about packets
 //! sent [`DRAIN_MICROS`] after it stopped (its queue drained), then it goes
@@ -123,9 +124,10 @@ impl ClusterMeasure {
 /// How a probe ended.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ProbeOutcome {
-    /// The link carried this many bits per second without over-use or loss.
-    Carried { bitrate: u64, reached_goal: bool },
-    /// Over-use, loss, or no feedback in time.
+    /// The link carried this many bits per second, at least the goal's
+    /// [`SUCCESS_SHARE`], without over-use or loss.
+    Carried { bitrate: u64 },
+    /// Over-use, loss, less than the goal carried, or no feedback in time.
     Failed,
 }
 
@@ -266,18 +268,16 @@ impl Prober {
         }
         let sent_long_enough = measure.sent_span() >= PROBE_SEND_MICROS * 4 / 5;
         let failed = over_use || (measure.lost + measure.received >= MIN_PACKETS && measure.loss() > MAX_LOSS);
-        let outcome = if failed {
+        let carried = measure.bitrate().filter(|_| !probe.sending && sent_long_enough);
+        let outcome = if failed || carried.is_some_and(|bitrate| bitrate < probe.goal as f64 * SUCCESS_SHARE) {
+            // Short of its goal the link queued what the probe sent: its over-use and loss may yet show.
             probe.sending = false;
             probe.failed_at = Some(now);
             return None;
-        } else if !probe.sending && sent_long_enough {
-            match measure.bitrate() {
-                Some(bitrate) => {
-                    let reached_goal = bitrate >= probe.goal as f64 * SUCCESS_SHARE;
-                    ProbeOutcome::Carried { bitrate: bitrate as u64, reached_goal }
-                }
-                None => ProbeOutcome::Failed,
-            }
+        } else if let Some(bitrate) = carried {
+            ProbeOutcome::Carried { bitrate: bitrate as u64 }
+        } else if !probe.sending && sent_long_enough && measure.bitrate().is_none() {
+            ProbeOutcome::Failed
         } else if now - probe.started > PROBE_SEND_MICROS + RESULT_WAIT_MICROS {
             ProbeOutcome::Failed
         } else {
@@ -288,8 +288,7 @@ impl Prober {
 
     fn end(&mut self, outcome: ProbeOutcome, now: i64) -> ProbeOutcome {
         self.probe = None;
-        let reached = matches!(outcome, ProbeOutcome::Carried { reached_goal: true, .. });
-        if reached {
+        if matches!(outcome, ProbeOutcome::Carried { .. }) {
             self.carried += 1;
             self.wait = FIRST_WAIT_MICROS;
         } else {
@@ -369,10 +368,7 @@ mod tests {
         now += PROBE_SEND_MICROS;
         prober.padding_due(now);
         let outcome = prober.on_feedback(&measured(1_800_000.0, 5_000_000.0), false, now, now + 100_000);
-        assert!(
-            matches!(outcome, Some(ProbeOutcome::Carried { reached_goal: true, bitrate }) if bitrate > 1_700_000),
-            "{outcome:?}"
-        );
+        assert!(matches!(outcome, Some(ProbeOutcome::Carried { bitrate }) if bitrate > 1_700_000), "{outcome:?}");
         assert_eq!(prober.carried, 1);
 
         now += 100_000 + FIRST_WAIT_MICROS;
@@ -394,16 +390,19 @@ mod tests {
     }
 
     #[test]
-    fn a_saturated_probe_carries_less_than_its_goal_and_backs_off() {
+    fn a_saturated_probe_fails_once_its_queue_drained_and_backs_off() {
         let mut prober = Prober::default();
         prober.set_goal(Some(1_800_000), 0);
         let now = FIRST_WAIT_MICROS;
         assert!(prober.start_if_due(500_000, true, i64::MIN, now));
         prober.padding_due(now + PROBE_SEND_MICROS);
         let end = now + PROBE_SEND_MICROS;
-        let outcome = prober.on_feedback(&measured(1_800_000.0, 600_000.0), false, end, end);
-        assert!(matches!(outcome, Some(ProbeOutcome::Carried { reached_goal: false, .. })), "{outcome:?}");
+        let saturated = measured(1_800_000.0, 600_000.0);
+        assert_eq!(prober.on_feedback(&saturated, false, end, end), None, "its queue drains first");
+        let drained = end + DRAIN_MICROS;
+        assert_eq!(prober.on_feedback(&saturated, false, drained, drained), Some(ProbeOutcome::Failed));
         assert_eq!(prober.carried, 0);
+        assert!(!prober.start_if_due(500_000, true, i64::MIN, drained + FIRST_WAIT_MICROS), "backed off");
     }
 
     #[test]

@@ -1478,17 +1478,16 @@ impl Viewer {
         }
         let over_use = cc.estimator.usage() == Usage::Over;
         let (estimator, prober) = (&mut cc.estimator, &mut cc.prober);
-        let (probed, carried_goal) = match prober.on_feedback(&estimator.cluster, over_use, estimator.reported_sent, at)
-        {
-            Some(ProbeOutcome::Carried { bitrate, reached_goal }) => {
+        let probed = match prober.on_feedback(&estimator.cluster, over_use, estimator.reported_sent, at) {
+            Some(ProbeOutcome::Carried { bitrate }) => {
                 estimator.probe_carried(bitrate);
-                (true, reached_goal)
+                true
             }
             Some(ProbeOutcome::Failed) => {
                 estimator.probe_failed(at);
-                (false, false)
+                false
             }
-            None => (false, false),
+            None => false,
         };
         let bitrate = cc.estimator.bitrate();
         let can_carry_padding =
@@ -1499,7 +1498,7 @@ impl Viewer {
             cc.estimator.probe_started(cc.prober.measured_cluster());
             ViewerCounters::add(&self.counters.probes, 1);
         }
-        ViewerCounters::add(&self.counters.probes_carried, u64::from(carried_goal));
+        ViewerCounters::add(&self.counters.probes_carried, u64::from(probed));
         // A probe's own over-use and loss are not news of the link (see egress::probe).
         let report = probed
             || !cc.prober.is_active()
