@@ -553,7 +553,7 @@ class Engine:
         a goal follows none and after the estimate last fell, then twice as long after each
         probe that failed, up to 8 s) the
         engine sends padding-only packets on its video stream so that all it gets goes at that
-        rate for half a second; a probe the link carried without over-use or loss raises the
+        rate for 0.3 s; a probe the link carried without over-use or loss raises the
         estimate to the rate measured at once (a BandwidthEstimate with ``probed``). Needs
         set_transport_cc and a video stream. KeyError for an unknown peer; ValueError if not
         subscribed."""

@@ -26,12 +26,17 @@
 //! layer, back off after a failure): the first probe [`FIRST_WAIT_MICROS`]
 //! after a goal is set, then after each failure twice the wait, up to
 //! [`MAX_WAIT_MICROS`]; a success, or a goal after none, starts again from
-//! the first wait. Half a second of sending at the goal is long enough to drain a token
-//! bucket's burst on a link that cannot carry it (a short probe would pass
-//! through the bucket untouched and claim a rate the link does not have).
+//! the first wait. A probe must outlast a token bucket's burst on a link that
+//! cannot carry it: a short one passes through the bucket untouched and
+//! claims a rate the link does not have (15 ms at 1.8 Mbit/s, as Chromium's
+//! first probes, through tc's 32 KB bucket on a 600 kbit/s link). What it
+//! sends past the bucket queues, and the viewer's frames wait behind it: 0.3 s
+//! at the goal outlasts that bucket (its last packets arrive late, so the
+//! receive rate falls short) and queues about 0.2 s; 0.5 s queued past the
+//! link's 0.2 s limit and cost the viewer a freeze at each failed probe.
 
 /// A probe sends at its goal for this long.
-pub const PROBE_SEND_MICROS: i64 = 500_000;
+pub const PROBE_SEND_MICROS: i64 = 300_000;
 /// Feedback about the whole cluster must come within this after its last packet, or the probe failed.
 const RESULT_WAIT_MICROS: i64 = 1_000_000;
 /// A failed probe ends once the feedback tells about packets sent this long after it stopped.
