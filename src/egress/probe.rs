@@ -14,7 +14,7 @@
 //! rates, and 95% of the receive rate when that fell short of the send rate (a
 //! saturated link). A probe is cut short, and failed, as soon as the delay-based
 //! detector sees over-use or the feedback shows loss: the queue it built is then
-//! a few feedback intervals long, not half a second. One that carried less
+//! a few feedback intervals long, not the whole probe's. One that carried less
 //! than [`SUCCESS_SHARE`] of its goal fails too. The over-use and loss a
 //! failed probe caused are its own, not the link's news: the estimate is not
 //! reported while a probe runs and until the feedback tells about packets
