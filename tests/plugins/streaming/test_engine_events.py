@@ -33,6 +33,7 @@ from tests.support.rtsp_server import RtspServerProcess
 
 if TYPE_CHECKING:
     from fanout.core.gateway import Gateway
+    from fanout.plugins.streaming.viewer import ViewerTrack
 
 WAIT_SECONDS = 10.0
 FRAME_SECONDS = 0.02
@@ -589,12 +590,84 @@ def layered_vp9_packet(frame: int, *, size: int) -> bytes:
     return header + descriptor + bytes(size)
 
 
+class LayeredViewer:
+    """A viewer of a VP9 mountpoint for the layer tests: its socket and SRTP sessions; it reads the
+    layer indices byte (RFC 9628: TID, U, SID, D) of each video packet it gets and sends a REMB of
+    ``bitrate`` every 200 ms, as Chromium does."""
+
+    def __init__(self, plugin: StreamingPlugin, handle: RecordingHandle) -> None:
+        from pylibsrtp import Policy, Session
+
+        self.plugin, self.handle = plugin, handle
+        self.sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sink.bind(("127.0.0.1", 0))
+        self.sink.setblocking(False)
+        self.fanout_key, self.viewer_key = os.urandom(28), os.urandom(28)
+        gcm = Policy.SRTP_PROFILE_AEAD_AES_128_GCM
+        self.outbound = Session(Policy(key=self.viewer_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=gcm))
+        self.inbound = Session(Policy(key=self.fanout_key, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=gcm))
+        self.layer_indices: list[int] = []
+        self.bitrate = 10_000_000
+
+    def watch(self, mountpoint: Mountpoint) -> ViewerTrack:
+        """What the core and the plugin do when the viewer's DTLS is up; its one track."""
+        self.plugin.engine.add_peer(self.handle.id, self.sink.getsockname(), "AEAD_AES_128_GCM", self.fanout_key,
+                                    self.viewer_key)  # fmt: skip
+        self.plugin.create_session(self.handle)  # type: ignore[arg-type]
+        self.plugin.viewers[self.handle.id].watch(mountpoint, None)
+        self.plugin.setup_media(self.handle)  # type: ignore[arg-type]
+        (track,) = self.plugin.viewers[self.handle.id].tracks
+        return track
+
+    def layers_lately(self, layer: Callable[[int], int]) -> set[int]:
+        """``layer`` of the layer indices of the last 8 video packets the viewer got."""
+        from pylibsrtp import Error as SrtpError
+
+        while True:
+            try:
+                datagram = self.sink.recv(2048)
+            except BlockingIOError:
+                break
+            if datagram[1] & 0x7F != 96:  # sender reports
+                continue
+            try:
+                rtp = self.inbound.unprotect(datagram)
+            except SrtpError:
+                continue
+            offset = 12 + (4 + 4 * struct.unpack_from("!H", rtp, 14)[0] if rtp[0] & 0x10 else 0)
+            self.layer_indices.append(rtp[offset + 3])
+        lately = self.layer_indices[-8:]
+        return {layer(indices) for indices in lately} if len(lately) == 8 else set()
+
+    async def report(self, ssrc: int) -> None:
+        while True:
+            packet = self.outbound.protect_rtcp(remb(self.bitrate, ssrc))
+            self.plugin.incoming_rtcp(self.handle, self.plugin.engine.receive_rtcp(self.handle.id, packet))  # type: ignore[arg-type]
+            await asyncio.sleep(0.2)
+
+    def told(self, result: dict[str, Any], after: int) -> bool:
+        return any(event.get("result") == result for event in self.handle.events[after:])
+
+
+def vp9_temporal_layer(indices: int) -> int:
+    return indices >> 5
+
+
+def vp9_spatial_layer(indices: int) -> int:
+    return indices >> 1 & 0x07
+
+
+async def until_late(condition: Callable[[], bool], failure: str) -> None:
+    """As ``until``, for what waits on layer rates measured over seconds and a hold of seconds."""
+    deadline = time.monotonic() + 4 * WAIT_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        await asyncio.sleep(0.05)
+
+
 async def test_vp9_temporal_layers_follow_the_estimate_and_configure_pins_a_temporal_and_a_spatial_layer(
     running: Running,
 ) -> None:
-    from pylibsrtp import Error as SrtpError
-    from pylibsrtp import Policy, Session
-
     plugin = running.plugin
     group = {"type": "rtp", "id": 6, "video": True, "videoport": 0, "videopt": 96, "videocodec": "vp9"}
     config, _ = parse_mountpoint("vp9", group)
@@ -604,57 +677,16 @@ async def test_vp9_temporal_layers_follow_the_estimate_and_configure_pins_a_temp
     sending = asyncio.get_running_loop().create_task(
         send_frames(mountpoint.ports[:1], lambda frame, _: layered_vp9_packet(frame, size=1000))
     )
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
-    sink.setblocking(False)
-    fanout_key, viewer_key = os.urandom(28), os.urandom(28)
-    gcm = Policy.SRTP_PROFILE_AEAD_AES_128_GCM
-    outbound = Session(Policy(key=viewer_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=gcm))
-    inbound = Session(Policy(key=fanout_key, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=gcm))
-    received_layers: list[int] = []
-    bitrate = {"now": 10_000_000}
     handle = RecordingHandle(21)
+    viewer = LayeredViewer(plugin, handle)
 
     def layers_lately() -> set[int]:
-        """The temporal layers of the last 8 video packets the viewer got."""
-        while True:
-            try:
-                datagram = sink.recv(2048)
-            except BlockingIOError:
-                break
-            if datagram[1] & 0x7F != 96:  # sender reports
-                continue
-            try:
-                rtp = inbound.unprotect(datagram)
-            except SrtpError:
-                continue
-            offset = 12 + (4 + 4 * struct.unpack_from("!H", rtp, 14)[0] if rtp[0] & 0x10 else 0)
-            received_layers.append(rtp[offset + 3] >> 5)
-        return set(received_layers[-8:]) if len(received_layers) >= 8 else set()
-
-    async def report() -> None:
-        while True:
-            packet = outbound.protect_rtcp(remb(bitrate["now"], track.ssrc))
-            plugin.incoming_rtcp(handle, plugin.engine.receive_rtcp(handle.id, packet))  # type: ignore[arg-type]
-            await asyncio.sleep(0.2)
-
-    async def until_late(condition: Callable[[], bool], failure: str) -> None:
-        deadline = time.monotonic() + 4 * WAIT_SECONDS
-        while not condition():
-            assert time.monotonic() < deadline, failure
-            await asyncio.sleep(0.05)
-
-    def told(result: dict[str, Any], after: int) -> bool:
-        return any(event.get("result") == result for event in handle.events[after:])
+        return viewer.layers_lately(vp9_temporal_layer)
 
     try:
         await until(lambda: not any(mountpoint.silence.is_silent(i) for i in mountpoint.silence.indexes), "no media")
-        plugin.engine.add_peer(handle.id, sink.getsockname(), "AEAD_AES_128_GCM", fanout_key, viewer_key)
-        plugin.create_session(handle)
-        plugin.viewers[handle.id].watch(mountpoint, None)
-        plugin.setup_media(handle)
-        (track,) = plugin.viewers[handle.id].tracks
-        reporting = asyncio.get_running_loop().create_task(report())
+        track = viewer.watch(mountpoint)
+        reporting = asyncio.get_running_loop().create_task(viewer.report(track.ssrc))
         try:
             await until(lambda: plugin.viewers[handle.id].estimate == 10_000_000, "no estimate")
             rates = mountpoint.layer_rates
@@ -662,36 +694,36 @@ async def test_vp9_temporal_layers_follow_the_estimate_and_configure_pins_a_temp
             await until_late(lambda: layers_lately() == {0, 1, 2}, "the viewer does not get every layer")
 
             before = len(handle.events)
-            bitrate["now"] = 150_000  # layer 0 fits, not layer 1
-            await until_late(lambda: told({"mid": stream.mid, "temporal_layer": 0}, before), "temporal layers kept")
-            received_layers.clear()
+            viewer.bitrate = 150_000  # layer 0 fits, not layer 1
+            await until_late(lambda: viewer.told({"mid": stream.mid, "temporal_layer": 0}, before), "temporal layers kept")
+            viewer.layer_indices.clear()
             await until_late(lambda: layers_lately() == {0}, "the viewer still gets layers above 0")
 
             before = len(handle.events)
             await plugin.handle_message(handle, "t", {"request": "configure", "adaptive": False}, None)  # type: ignore[arg-type]
-            await until(lambda: told({"mid": stream.mid, "temporal_layer": 2}, before), "automatic choice off: layers not back")
-            received_layers.clear()
+            await until(lambda: viewer.told({"mid": stream.mid, "temporal_layer": 2}, before), "automatic choice off: layers not back")
+            viewer.layer_indices.clear()
             await until_late(lambda: layers_lately() == {0, 1, 2}, "the viewer does not get every layer again")
             assert track.temporal is None and track.temporal_pinned
 
             before = len(handle.events)
             await plugin.handle_message(handle, "t", {"request": "configure", "temporal_layer": 1}, None)  # type: ignore[arg-type]
-            await until(lambda: told({"mid": stream.mid, "temporal_layer": 1}, before), "configure's layer not taken")
-            received_layers.clear()
+            await until(lambda: viewer.told({"mid": stream.mid, "temporal_layer": 1}, before), "configure's layer not taken")
+            viewer.layer_indices.clear()
             await until_late(lambda: layers_lately() == {0, 1}, "the viewer does not get layers 0 and 1")
             assert track.temporal == 1 and track.temporal_pinned
 
             before = len(handle.events)
             await plugin.handle_message(handle, "t", {"request": "configure", "spatial_layer": 0}, None)  # type: ignore[arg-type]
-            await until(lambda: told({"mid": stream.mid, "spatial_layer": 0}, before), "configure's spatial layer")
-            received_layers.clear()
+            await until(lambda: viewer.told({"mid": stream.mid, "spatial_layer": 0}, before), "configure's spatial layer")
+            viewer.layer_indices.clear()
             await until_late(lambda: layers_lately() == {0, 1}, "the base spatial layer (the only one) still comes")
             assert track.spatial == 0
         finally:
             reporting.cancel()
     finally:
         sending.cancel()
-        sink.close()
+        viewer.sink.close()
 
 
 def spatial_vp9_packet(frame: int, spatial_layer: int, *, sizes: tuple[int, int]) -> bytes:
@@ -709,9 +741,6 @@ def spatial_vp9_packet(frame: int, spatial_layer: int, *, sizes: tuple[int, int]
 
 
 async def test_vp9_spatial_layers_follow_the_estimate_and_configure_pins_one(running: Running) -> None:
-    from pylibsrtp import Error as SrtpError
-    from pylibsrtp import Policy, Session
-
     plugin = running.plugin
     group = {"type": "rtp", "id": 7, "video": True, "videoport": 0, "videopt": 96, "videocodec": "vp9"}
     config, _ = parse_mountpoint("vp9-svc", group)
@@ -722,81 +751,40 @@ async def test_vp9_spatial_layers_follow_the_estimate_and_configure_pins_one(run
     sending = asyncio.get_running_loop().create_task(
         send_frames([port, port], lambda frame, layer: spatial_vp9_packet(frame, layer, sizes=(300, 1200)))
     )
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
-    sink.setblocking(False)
-    fanout_key, viewer_key = os.urandom(28), os.urandom(28)
-    gcm = Policy.SRTP_PROFILE_AEAD_AES_128_GCM
-    outbound = Session(Policy(key=viewer_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=gcm))
-    inbound = Session(Policy(key=fanout_key, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=gcm))
-    received_layers: list[int] = []
-    bitrate = {"now": 10_000_000}
     handle = RecordingHandle(22)
+    viewer = LayeredViewer(plugin, handle)
 
     def layers_lately() -> set[int]:
-        """The spatial layers of the last 8 video packets the viewer got."""
-        while True:
-            try:
-                datagram = sink.recv(2048)
-            except BlockingIOError:
-                break
-            if datagram[1] & 0x7F != 96:  # sender reports
-                continue
-            try:
-                rtp = inbound.unprotect(datagram)
-            except SrtpError:
-                continue
-            offset = 12 + (4 + 4 * struct.unpack_from("!H", rtp, 14)[0] if rtp[0] & 0x10 else 0)
-            received_layers.append(rtp[offset + 3] >> 1 & 0x07)
-        return set(received_layers[-8:]) if len(received_layers) >= 8 else set()
-
-    async def report() -> None:
-        while True:
-            packet = outbound.protect_rtcp(remb(bitrate["now"], track.ssrc))
-            plugin.incoming_rtcp(handle, plugin.engine.receive_rtcp(handle.id, packet))  # type: ignore[arg-type]
-            await asyncio.sleep(0.2)
-
-    async def until_late(condition: Callable[[], bool], failure: str) -> None:
-        deadline = time.monotonic() + 4 * WAIT_SECONDS
-        while not condition():
-            assert time.monotonic() < deadline, failure
-            await asyncio.sleep(0.05)
-
-    def told(result: dict[str, Any], after: int) -> bool:
-        return any(event.get("result") == result for event in handle.events[after:])
+        return viewer.layers_lately(vp9_spatial_layer)
 
     try:
         await until(lambda: not any(mountpoint.silence.is_silent(i) for i in mountpoint.silence.indexes), "no media")
-        plugin.engine.add_peer(handle.id, sink.getsockname(), "AEAD_AES_128_GCM", fanout_key, viewer_key)
-        plugin.create_session(handle)
-        plugin.viewers[handle.id].watch(mountpoint, None)
-        plugin.setup_media(handle)
-        (track,) = plugin.viewers[handle.id].tracks
-        reporting = asyncio.get_running_loop().create_task(report())
+        track = viewer.watch(mountpoint)
+        reporting = asyncio.get_running_loop().create_task(viewer.report(track.ssrc))
         try:
             rates = mountpoint.layer_rates
             await until_late(lambda: len(rates.spatial_bitrates(track.source_index)) == 2, "layers not measured")
             await until_late(lambda: layers_lately() == {0, 1}, "the viewer does not get both layers")
 
             before = len(handle.events)
-            bitrate["now"] = 300_000  # the base layer fits, not both
-            await until_late(lambda: told({"mid": stream.mid, "spatial_layer": 0}, before), "spatial layers kept")
-            received_layers.clear()
+            viewer.bitrate = 300_000  # the base layer fits, not both
+            await until_late(lambda: viewer.told({"mid": stream.mid, "spatial_layer": 0}, before), "spatial layers kept")
+            viewer.layer_indices.clear()
             await until_late(lambda: layers_lately() == {0}, "the viewer still gets the upper layer")
             assert track.spatial == 0 and not track.spatial_pinned
 
             before = len(handle.events)
-            bitrate["now"] = 10_000_000
-            await until_late(lambda: told({"mid": stream.mid, "spatial_layer": 1}, before), "not back up")
-            received_layers.clear()
+            viewer.bitrate = 10_000_000
+            await until_late(lambda: viewer.told({"mid": stream.mid, "spatial_layer": 1}, before), "not back up")
+            viewer.layer_indices.clear()
             await until_late(lambda: layers_lately() == {0, 1}, "the upper layer does not come back")
             assert track.spatial is None
 
             before = len(handle.events)
             await plugin.handle_message(handle, "t", {"request": "configure", "spatial_layer": 0}, None)  # type: ignore[arg-type]
-            await until(lambda: told({"mid": stream.mid, "spatial_layer": 0}, before), "configure's spatial layer")
+            await until(lambda: viewer.told({"mid": stream.mid, "spatial_layer": 0}, before), "configure's spatial layer")
             assert track.spatial == 0 and track.spatial_pinned
-            bitrate["now"] = 20_000_000
+            viewer.bitrate = 20_000_000
             await until_late(lambda: plugin.viewers[handle.id].estimate == 20_000_000, "no new estimate")
             pinned_at = time.monotonic()
             await until_late(lambda: time.monotonic() - pinned_at > UP_HOLD_SECONDS + 1, "")
@@ -805,4 +793,4 @@ async def test_vp9_spatial_layers_follow_the_estimate_and_configure_pins_one(run
             reporting.cancel()
     finally:
         sending.cancel()
-        sink.close()
+        viewer.sink.close()

@@ -1142,21 +1142,37 @@ class StreamingPlugin(Plugin):
                 continue
             top = len(rates) - 1
             current = top if track.spatial is None else min(track.spatial, top)
-            chosen = track.spatial_choice.choose(
-                event.bitrate, rates, current, now, link_limited=event.link_limited, probed=event.probed
-            )
-            goal = probe_goal(rates, chosen)
-            if goal is not None:
-                goals.append(goal)
-            if chosen == current:
-                continue
-            logger.debug("viewer %d, mid %s: estimate %d bit/s, spatial layer %d -> %d",
-                         viewer.handle.id, track.mid, event.bitrate, current, chosen)  # fmt: skip
+            chosen = self._choose_layer(viewer, track, track.spatial_choice, rates, current, event, now, goals, "spatial")
+            if chosen != current:
+                self._take_spatial_layer(viewer, track, None if chosen == top else chosen, shown=chosen)
+        return goals
+
+    def _choose_layer(
+        self,
+        viewer: Viewer,
+        track: ViewerTrack,
+        choice: LayerChoice,
+        rates: list[int],
+        current: int,
+        event: BandwidthEstimate,
+        now: float,
+        goals: list[int],
+        kind: str,
+    ) -> int:
+        """The ``kind`` (spatial or temporal) layer ``choice`` takes from the estimate among
+        layers of these bitrates, counted as a move if it is not ``current``; the probe goal
+        from it (if below the top) goes into ``goals``."""
+        chosen = choice.choose(event.bitrate, rates, current, now, link_limited=event.link_limited, probed=event.probed)
+        goal = probe_goal(rates, chosen)
+        if goal is not None:
+            goals.append(goal)
+        if chosen != current:
+            logger.debug("viewer %d, mid %s: estimate %d bit/s, %s layer %d -> %d",
+                         viewer.handle.id, track.mid, event.bitrate, kind, current, chosen)  # fmt: skip
             direction = "up" if chosen > current else "down"
             viewer.layer_moves[direction] += 1
             self.layer_moves[direction] += 1
-            self._take_spatial_layer(viewer, track, None if chosen == top else chosen, shown=chosen)
-        return goals
+        return chosen
 
     def _take_spatial_layer(self, viewer: Viewer, track: ViewerTrack, spatial: int | None, *, shown: int) -> None:
         """The estimate's spatial layer for the track (None: all); the client is told ``shown``."""
@@ -1200,20 +1216,9 @@ class StreamingPlugin(Plugin):
             if len(rates) < 2:  # no temporal layers, or not measured yet
                 continue
             current = top if track.temporal is None else min(track.temporal, top)
-            chosen = track.temporal_choice.choose(
-                event.bitrate, rates, current, now, link_limited=event.link_limited, probed=event.probed
-            )
-            goal = probe_goal(rates, chosen)
-            if goal is not None:
-                goals.append(goal)
-            if chosen == current:
-                continue
-            logger.debug("viewer %d, mid %s: estimate %d bit/s, temporal layer %d -> %d",
-                         viewer.handle.id, track.mid, event.bitrate, current, chosen)  # fmt: skip
-            direction = "up" if chosen > current else "down"
-            viewer.layer_moves[direction] += 1
-            self.layer_moves[direction] += 1
-            self._take_temporal_layer(viewer, track, None if chosen == top else chosen, shown=chosen)
+            chosen = self._choose_layer(viewer, track, track.temporal_choice, rates, current, event, now, goals, "temporal")
+            if chosen != current:
+                self._take_temporal_layer(viewer, track, None if chosen == top else chosen, shown=chosen)
         return goals
 
     def _take_temporal_layer(self, viewer: Viewer, track: ViewerTrack, temporal: int | None, *, shown: int) -> None:
