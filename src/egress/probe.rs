@@ -157,13 +157,11 @@ pub struct Prober {
     next_at: Option<i64>,
     probe: Option<Probe>,
     last_cluster: u8,
-    pub probes: u64,
-    pub carried: u64,
 }
 
 impl Default for Prober {
     fn default() -> Self {
-        Self { goal: None, wait: FIRST_WAIT_MICROS, next_at: None, probe: None, last_cluster: 0, probes: 0, carried: 0 }
+        Self { goal: None, wait: FIRST_WAIT_MICROS, next_at: None, probe: None, last_cluster: 0 }
     }
 }
 
@@ -180,10 +178,6 @@ impl Prober {
             self.next_at = None;
         }
         self.goal = goal;
-    }
-
-    pub fn goal(&self) -> Option<u64> {
-        self.goal
     }
 
     /// Starts a probe if one is due: a goal above `estimate`, which rests on
@@ -206,7 +200,6 @@ impl Prober {
             sending: true,
             failed_at: None,
         });
-        self.probes += 1;
         true
     }
 
@@ -273,20 +266,19 @@ impl Prober {
         }
         let sent_long_enough = measure.sent_span() >= PROBE_SEND_MICROS * 4 / 5;
         let failed = over_use || (measure.lost + measure.received >= MIN_PACKETS && measure.loss() > MAX_LOSS);
-        let carried = measure.bitrate().filter(|_| !probe.sending && sent_long_enough);
-        let outcome = if failed || carried.is_some_and(|bitrate| bitrate < probe.goal as f64 * SUCCESS_SHARE) {
+        let measurable = !probe.sending && sent_long_enough;
+        let carried = measure.bitrate().filter(|_| measurable);
+        if failed || carried.is_some_and(|bitrate| bitrate < probe.goal as f64 * SUCCESS_SHARE) {
             // Short of its goal the link queued what the probe sent: its over-use and loss may yet show.
             probe.sending = false;
             probe.failed_at = Some(now);
             return None;
-        } else if let Some(bitrate) = carried {
-            ProbeOutcome::Carried { bitrate: bitrate as u64 }
-        } else if !probe.sending && sent_long_enough && measure.bitrate().is_none() {
-            ProbeOutcome::Failed
-        } else if now - probe.started > PROBE_SEND_MICROS + RESULT_WAIT_MICROS {
-            ProbeOutcome::Failed
-        } else {
-            return None;
+        }
+        let outcome = match carried {
+            Some(bitrate) => ProbeOutcome::Carried { bitrate: bitrate as u64 },
+            // Too few packets acknowledged to measure, or no feedback in time.
+            None if measurable || now - probe.started > PROBE_SEND_MICROS + RESULT_WAIT_MICROS => ProbeOutcome::Failed,
+            None => return None,
         };
         Some(self.end(outcome, now))
     }
@@ -294,7 +286,6 @@ impl Prober {
     fn end(&mut self, outcome: ProbeOutcome, now: i64) -> ProbeOutcome {
         self.probe = None;
         if matches!(outcome, ProbeOutcome::Carried { .. }) {
-            self.carried += 1;
             self.wait = FIRST_WAIT_MICROS;
         } else {
             self.wait = (self.wait * 2).min(MAX_WAIT_MICROS);
@@ -374,7 +365,6 @@ mod tests {
         prober.padding_due(now);
         let outcome = prober.on_feedback(&measured(1_800_000.0, 5_000_000.0), false, now, now + 100_000);
         assert!(matches!(outcome, Some(ProbeOutcome::Carried { bitrate }) if bitrate > 1_700_000), "{outcome:?}");
-        assert_eq!(prober.carried, 1);
 
         now += 100_000 + FIRST_WAIT_MICROS;
         assert!(prober.start_if_due(500_000, true, i64::MIN, now));
@@ -406,7 +396,6 @@ mod tests {
         assert_eq!(prober.on_feedback(&saturated, false, end, end), None, "its queue drains first");
         let drained = end + DRAIN_MICROS;
         assert_eq!(prober.on_feedback(&saturated, false, drained, drained), Some(ProbeOutcome::Failed));
-        assert_eq!(prober.carried, 0);
         assert!(!prober.start_if_due(500_000, true, i64::MIN, drained + FIRST_WAIT_MICROS), "backed off");
     }
 

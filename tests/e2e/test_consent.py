@@ -20,9 +20,9 @@ pytestmark = pytest.mark.usefixtures("loopback_only_ice")
 # The tests' fanout.ice_consent_timeout. aioice checks consent every 4 to 6 s (RFC 7675's 5 s
 # +-20%): 10 s keeps a viewer that still checks through a late check on a loaded machine.
 CONSENT_TIMEOUT = 10.0
-# How late past its deadline a timeout may be seen (timers, events, polls on a loaded machine).
-# Below 30 - CONSENT_TIMEOUT: a fanout that kept RFC 7675's 30 s would fail these tests.
-EXPIRY_SLACK = 10.0
+# How late past its deadline a timeout may be seen (timers, events, polls on a loaded machine):
+# generous, yet under 30 - CONSENT_TIMEOUT, so a fanout that kept RFC 7675's 30 s fails these tests.
+EXPIRY_SLACK = 18.0
 
 
 @pytest.fixture

@@ -10,6 +10,9 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+import pytest
+
+from fanout._engine import BandwidthEstimate
 from tests.engine.test_congestion import EXTENSION_ID, transport_feedback
 from tests.engine.test_engine import Rig, ViewerSocket, rtp, source_stream, wait_until
 from tests.engine.test_simulcast import vp8
@@ -70,7 +73,7 @@ def test_a_probe_pads_up_to_its_goal_and_the_estimate_rises_to_what_the_link_car
     rig.engine.set_transport_cc(7, EXTENSION_ID)
     rig.engine.set_probe_goal(7, GOAL)
     received = Received()
-    probed = []
+    probed: list[BandwidthEstimate] = []
     picture = 0
 
     def frame_then_feedback() -> bool:
@@ -83,7 +86,7 @@ def test_a_probe_pads_up_to_its_goal_and_the_estimate_rises_to_what_the_link_car
         received.read(viewer)
         if received.first is not None:
             received.feedback(viewer, rig)
-        probed.extend(event for event in rig.engine.drain_events() if getattr(event, "probed", False))
+        probed.extend(event for event in rig.engine.drain_events() if isinstance(event, BandwidthEstimate) and event.probed)
         return bool(probed)
 
     wait_until(frame_then_feedback)
@@ -95,3 +98,17 @@ def test_a_probe_pads_up_to_its_goal_and_the_estimate_rises_to_what_the_link_car
     stats = rig.engine.peer_stats(7)
     assert stats.estimate is not None and stats.estimate >= GOAL * 0.9
     assert (stats.probes, stats.probes_carried) == (1, 1)
+
+
+def test_set_probe_goal_refuses_unknown_and_unsubscribed_peers_and_negative_rates(rig: Rig) -> None:
+    rig.engine.add_mountpoint(1, [source_stream("video", "vp8", 90000)])
+    ViewerSocket(rig.engine, 7, 1, "AEAD_AES_128_GCM", [{"index": 0, "ssrc": 0x1234, "payload_type": 96}])
+    with pytest.raises(KeyError):
+        rig.engine.set_probe_goal(8, GOAL)
+    ViewerSocket(rig.engine, 9, None, "AEAD_AES_128_GCM", [])
+    with pytest.raises(ValueError):
+        rig.engine.set_probe_goal(9, GOAL)
+    with pytest.raises(OverflowError):
+        rig.engine.set_probe_goal(7, -1)
+    rig.engine.set_probe_goal(7, GOAL)
+    rig.engine.set_probe_goal(7, None)
