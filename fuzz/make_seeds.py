@@ -69,11 +69,11 @@ def transport_feedback(base: int, count: int, chunks: list[int], deltas: bytes) 
     return struct.pack("!BBH", 0x80 | 15, 205, len(body) // 4) + body
 
 
-def temporal_layers_input(vp9: bool, steps: list[int | bytes], keyframe_first: bool = True) -> bytes:
-    """The temporal_layers target's input: a flags byte (1: VP9), then per step a cap (an int,
-    7 for none, | 0x08 for a spatial one) or a packet's payload (bytes; the first marked a
-    keyframe start)."""
-    data = bytearray([1 if vp9 else 0])
+def temporal_layers_input(codec: str, steps: list[int | bytes], keyframe_first: bool = True) -> bytes:
+    """The temporal_layers target's input: a flags byte (1: VP9, 4: AV1, else VP8), then per step
+    a cap (an int, 7 for none, | 0x08 for a spatial one) or a packet's payload (bytes; the first
+    marked a keyframe start)."""
+    data = bytearray([{"vp8": 0, "vp9": 1, "av1": 4}[codec]])
     first = True
     for step in steps:
         if isinstance(step, int):
@@ -97,6 +97,12 @@ def vp9_layered(picture_id: int, layer: int, keyframe: bool = False) -> bytes:
                   layer << 5 | (0x10 if layer == 0 else 0), picture_id // 4 & 0xFF, 0x82])  # fmt: skip
 
 
+def av1_layered(layer: int, keyframe: bool = False) -> list[bytes]:
+    """One AV1 frame in two packets: W = 1, N on a keyframe, a frame OBU with an extension header
+    (temporal_id); then the rest of it (Z, W = 1)."""
+    return [bytes([0x18 if keyframe else 0x10, 6 << 3 | 0x04, layer << 5, 0x10, 0x20]), bytes([0x90, 0x30, 0x40])]
+
+
 def seeds() -> dict[str, dict[str, bytes]]:
     vp8_frames = [(6, rtp(VP8_KEYFRAME, seq=1, marker=True)), (6, rtp(VP8_DELTA, seq=2, ts=6000, marker=True))]
     h264 = [(6, rtp(H264_STAP_A_SPS_PPS, seq=1)), (0, rtp(H264_IDR_START, seq=2, marker=True))]
@@ -105,14 +111,17 @@ def seeds() -> dict[str, dict[str, bytes]]:
     return {
         "temporal_layers": {
             "vp9_capped_then_raised": temporal_layers_input(
-                True, [0, *(vp9_layered(i, pattern[i % 4], i == 0) for i in range(10)), 7,
+                "vp9", [0, *(vp9_layered(i, pattern[i % 4], i == 0) for i in range(10)), 7,
                        *(vp9_layered(i, pattern[i % 4]) for i in range(10, 20))]),  # fmt: skip
             "vp9_spatial_capped_then_raised": temporal_layers_input(
-                True, [0x08, *(vp9_layered(i // 2, 0, i < 2) if i % 2 == 0 else vp9_layered(i // 2, 0, i < 2)[:3]
+                "vp9", [0x08, *(vp9_layered(i // 2, 0, i < 2) if i % 2 == 0 else vp9_layered(i // 2, 0, i < 2)[:3]
                                + bytes([0x12]) + vp9_layered(i // 2, 0)[4:] for i in range(8)), 0x0F,
                        *(vp9_layered(i, 0, i == 6) for i in range(4, 8))]),  # fmt: skip
             "vp8_capped_at_1": temporal_layers_input(
-                False, [1, *(vp8_layered(i, pattern[i % 4], i == 0) for i in range(12))]),  # fmt: skip
+                "vp8", [1, *(vp8_layered(i, pattern[i % 4], i == 0) for i in range(12))]),  # fmt: skip
+            "av1_capped_then_raised": temporal_layers_input(
+                "av1", [0, *(packet for i in range(8) for packet in av1_layered(pattern[i % 4], i == 0)), 7,
+                       *(packet for i in range(8, 12) for packet in av1_layered(pattern[i % 4]))]),  # fmt: skip
         },
         "rtp_header": {
             "plain": rtp(OPUS, pt=111),
@@ -130,6 +139,8 @@ def seeds() -> dict[str, dict[str, bytes]]:
             "vp9_layered_keyframe": VP9_LAYERED_KEYFRAME,
             "vp9_upper_layer": VP9_UPPER_LAYER,
             "vp9_flexible": VP9_FLEXIBLE,
+            "av1_layered_frame": av1_layered(2)[0],
+            "av1_continued": av1_layered(2)[1],
         },
         "rtcp_feedback": {
             "rr_pli": RECEIVER_REPORT + PLI,

@@ -1244,9 +1244,9 @@ impl Engine {
         Ok(())
     }
 
-    /// VP8 or VP9: the peer's stream that takes source stream `index` gets
+    /// VP8, VP9 or AV1: the peer's stream that takes source stream `index` gets
     /// only temporal layers up to `layer` (None: all), from the next picture
-    /// that allows the change (VP8: a base-layer frame; VP9: any picture to go
+    /// that allows the change (VP8 and AV1: a base-layer frame; VP9: any picture to go
     /// lower, a keyframe or a switching up point to go higher); the packets
     /// sent are renumbered so the peer sees no gap.
     pub fn set_stream_temporal_layer(&self, peer_id: u64, index: u32, layer: Option<u8>) -> Result<(), EngineError> {
@@ -1258,9 +1258,9 @@ impl Engine {
         let (index, stream) = subscription.stream_taking(peer_id, index)?;
         let mountpoint = running.mountpoints.get(&subscription.mountpoint_id).ok_or(EngineError::Closed)?;
         let codec = mountpoint.streams.iter().find(|source| source.index == index).map(|source| source.codec);
-        let Some(codec @ (Codec::Vp8 | Codec::Vp9)) = codec else {
+        let Some(codec @ (Codec::Vp8 | Codec::Vp9 | Codec::Av1)) = codec else {
             return Err(invalid(format!(
-                "stream {index} is not VP8 or VP9: temporal layers are for VP8 and VP9 streams"
+                "stream {index} is not VP8, VP9 or AV1: temporal layers are for VP8, VP9 and AV1 streams"
             )));
         };
         Self::to_worker(running, subscription.worker, Command::SetStreamTemporalCap { id: peer_id, stream, codec, cap })

@@ -16,15 +16,24 @@ writes a PNG. ``--no-cache`` runs the server with FANOUT_KEYFRAME_CACHE=0
 ``--server janus`` (or ``both``) runs the same joins against Janus (Debian's
 janus, started as ``fanout bench load`` starts it: :class:`JanusServer` in a
 namespace whose veth interface carries 127.0.0.2, since Janus skips loopback
-for ICE). The same demo page, served by a small aiohttp server in the bench,
-talks to Janus's HTTP API through its ``janus=`` query parameter.
+for ICE), twice: with its defaults and with its keyframe buffer on
+(``videobufferkf``: the latest keyframe sent to a new viewer at once). The
+same demo page, served by a small aiohttp server in the bench, talks to
+Janus's HTTP API through its ``janus=`` query parameter.
+
+``--json`` keeps every join: its time to first frame, when each phase ended,
+the last viewer's playback figures, with the versions of both servers and of
+Chromium.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import itertools
+import json
 import os
+import platform
 import random
 import signal
 import stat
@@ -36,13 +45,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fanout.sources.testsource import testsource_command
 from fanout_bench.chromium import CHROMIUM, CHROMIUM_FLAGS
 from fanout_bench.load import servers as janus_servers
+from fanout_bench.load.command import _engine_build, _git_commit
 from fanout_bench.load.netns import bench_namespace
 
 # Inside a private namespace every port is free.
@@ -53,6 +63,11 @@ FIRST_FRAME_TIMEOUT_MS = 20_000
 # (Chromium counts a packet lost until the server's resend of it comes).
 PLAYBACK_FRAMES = 90
 PLAYBACK_TIMEOUT_S = 60.0
+# Each viewer plays on this long after its first frame: the frames it decoded then (a viewer shown
+# a keyframe alone waits for the next one before it decodes more) and Chromium's freezes (counted
+# once the next frame came).
+PLAYING_ON_S = 3.0
+SOURCE_FPS = 30  # the built-in test source's
 PHASES = ("offer", "answered", "ice", "webrtcup", "track", "frame")
 _namespaces = itertools.count()
 
@@ -60,7 +75,7 @@ _namespaces = itertools.count()
 @dataclass(frozen=True)
 class Joins:
     keyframe_interval: float
-    cache: bool
+    cache: bool  # fanout: its keyframe cache on; Janus: its keyframe buffer (videobufferkf) on
     first_frame_ms: list[float]
     # The last viewer's getStats() once it has decoded PLAYBACK_FRAMES frames and misses no video
     # packet, or at PLAYBACK_TIMEOUT_S if it never does (framesDecoded, videoPacketsLost, ...).
@@ -68,12 +83,29 @@ class Joins:
     # Per join, when each phase ended (ms from the watch request): offer, answered, ice, webrtcup, track, frame.
     phases: list[dict[str, float]]
     server: str = "fanout"
+    # Per join, PLAYING_ON_S after its first frame: framesDecoded, freezeCount, totalFreezesDurationMs, ...
+    playing_on: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def label(self) -> str:
         if self.server == "janus":
-            return "janus"
+            return f"janus, videobufferkf {'on' if self.cache else 'off'}"
         return f"fanout, cache {'on' if self.cache else 'off'}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "server": self.server,
+            "keyframe_interval_s": self.keyframe_interval,
+            "keyframe_cache" if self.server == "fanout" else "videobufferkf": self.cache,
+            "p50_ms": self.p50,
+            "p95_ms": self.p95,
+            "max_ms": max(self.first_frame_ms),
+            "first_frame_ms": self.first_frame_ms,
+            "phases_ms": self.phases,
+            "playing_on_s": PLAYING_ON_S if self.playing_on else 0,
+            "playing_on": self.playing_on,
+            "playback": self.playback,
+        }
 
     @property
     def p50(self) -> float:
@@ -203,13 +235,13 @@ def _fanout_setup(workdir: Path, cache: bool) -> Iterator[tuple[str, str, int, i
 
 
 @contextmanager
-def _janus_setup(workdir: Path) -> Iterator[tuple[str, str, int, int]]:
+def _janus_setup(workdir: Path, keyframe_buffer: bool) -> Iterator[tuple[str, str, int, int]]:
     """Janus in the load bench's namespace (veth with 127.0.0.2): (namespace, page URL, video port, audio port)."""
     if os.geteuid() != 0:
         raise SystemExit("fanout bench first-frame makes a network namespace: run it as root")
     with bench_namespace() as namespace:  # this thread (and what it starts) is inside from here
         cpu = max(os.sched_getaffinity(0))
-        server = janus_servers.JanusServer(workdir / "janus", cpu).start()
+        server = janus_servers.JanusServer(workdir / "janus", cpu, keyframe_buffer=keyframe_buffer).start()
         pages = _PageServer(HTTP_PORT)
         try:
             api = server.url("http")
@@ -233,17 +265,27 @@ def _janus_setup(workdir: Path) -> Iterator[tuple[str, str, int, int]]:
 
 
 def run_joins(
-    keyframe_interval: float, joins: int, workdir: Path, *, cache: bool = True, seed: int = 1, server: str = "fanout"
+    keyframe_interval: float,
+    joins: int,
+    workdir: Path,
+    *,
+    cache: bool = True,
+    seed: int = 1,
+    server: str = "fanout",
+    playing_on_s: float = PLAYING_ON_S,
 ) -> Joins:
-    """``joins`` viewers, one after another, each a fresh page; their times to first frame in ms."""
+    """``joins`` viewers, one after another, each a fresh page; their times to first frame in ms.
+    ``cache``: fanout's keyframe cache, or Janus's keyframe buffer (videobufferkf), on. Each
+    viewer plays on ``playing_on_s`` after its first frame (0: none), its figures then kept."""
     from playwright.sync_api import sync_playwright
 
     workdir.mkdir(parents=True, exist_ok=True)
     phases = random.Random(seed)
     times: list[float] = []
     phases_of_joins: list[dict[str, float]] = []
+    playing_on: list[dict[str, float]] = []
     playback: dict[str, float] = {}
-    setup = _janus_setup(workdir) if server == "janus" else _fanout_setup(workdir, cache)
+    setup = _janus_setup(workdir, cache) if server == "janus" else _fanout_setup(workdir, cache)
     with setup as (namespace, page_url, video_port, audio_port):
         source_command = testsource_command(
             "127.0.0.1", video_port, audio_port, keyframe_interval=keyframe_interval, exit_with_parent=False
@@ -269,6 +311,9 @@ def run_joins(
                         )
                         times.append(float(page.evaluate("window.fanoutDemo.firstFrameMs")))
                         phases_of_joins.append(dict(page.evaluate("window.fanoutDemo.timings")))
+                        if playing_on_s:
+                            page.wait_for_timeout(playing_on_s * 1000)
+                            playing_on.append(dict(page.evaluate("window.fanoutDemo.stats()")))
                         if join == joins - 1:
                             playback = _playback_of(page)
                         page.close()
@@ -281,7 +326,7 @@ def run_joins(
                 source.wait(10)
             except subprocess.TimeoutExpired:
                 source.kill()
-    return Joins(keyframe_interval, cache, times, playback, phases_of_joins, server)
+    return Joins(keyframe_interval, cache, times, playback, phases_of_joins, server, playing_on)
 
 
 def _playback_of(page: Any) -> dict[str, float]:
@@ -300,8 +345,14 @@ def plot(results: list[Joins], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 4.5))
-    labels = [f"{r.keyframe_interval:g} s GOP\n{r.label}" for r in results]
+    with_playing_on = [r for r in results if r.playing_on]
+    figure, all_axes = plt.subplots(1 + bool(with_playing_on), 1, figsize=(10, 5 + 4 * bool(with_playing_on)),
+                                    squeeze=False)  # fmt: skip
+    axes = all_axes[0][0]
+    def tick(result: Joins) -> str:
+        return f"{result.keyframe_interval:g} s GOP\n" + result.label.replace(", ", "\n")
+
+    labels = [tick(r) for r in results]
     axes.boxplot([r.first_frame_ms for r in results], tick_labels=labels, whis=(5, 95))
     for position, result in enumerate(results, start=1):
         axes.scatter([position] * len(result.first_frame_ms), result.first_frame_ms, s=10, alpha=0.5)
@@ -309,8 +360,29 @@ def plot(results: list[Joins], path: Path) -> None:
     axes.set_ylabel("watch -> first frame (ms)")
     axes.set_title("time to first frame, Chromium + janus.js (whiskers p5-p95)")
     axes.legend()
+    if with_playing_on:
+        axes = all_axes[1][0]
+        decoded = [[join.get("framesDecoded", 0) for join in r.playing_on] for r in with_playing_on]
+        axes.boxplot(decoded, tick_labels=[tick(r) for r in with_playing_on],
+                     whis=(5, 95))  # fmt: skip
+        for position, values in enumerate(decoded, start=1):
+            axes.scatter([position] * len(values), values, s=10, alpha=0.5)
+        axes.axhline(PLAYING_ON_S * SOURCE_FPS, linestyle="--", color="grey", label="the source's frames in that time")
+        axes.set_ylabel("frames decoded")
+        axes.set_title(f"frames each viewer decoded by {PLAYING_ON_S:g} s after its first frame")
+        axes.legend()
     figure.tight_layout()
     figure.savefig(path)
+
+
+def joins_from_json(path: Path) -> list[Joins]:
+    """The runs of a ``--json`` file, to plot again."""
+    runs = json.loads(path.read_text())["runs"]
+    return [
+        Joins(run["keyframe_interval_s"], run.get("keyframe_cache", run.get("videobufferkf", True)), run["first_frame_ms"],
+              run["playback"], run["phases_ms"], run["server"], run.get("playing_on", []))
+        for run in runs
+    ]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,7 +394,16 @@ def main(argv: list[str] | None = None) -> int:
         "--server", choices=("fanout", "janus", "both"), default="fanout", help="server(s) to measure (default fanout)"
     )
     parser.add_argument("--png", type=Path, default=Path("fanout-bench-first-frame.png"))
+    parser.add_argument(
+        "--json", type=Path, default=Path("fanout-bench-first-frame.json"), help="every join's figures, with versions"
+    )
+    parser.add_argument("--replot", type=Path, metavar="JSON", help="only draw the plot of an earlier --json (to --png)")
     args = parser.parse_args(argv)
+    if args.replot:
+        plot(joins_from_json(args.replot), args.png)
+        print(f"wrote {args.png}")
+        return 0
+    started = datetime.datetime.now(datetime.UTC)
     intervals = [float(value) for value in args.intervals.split(",")]
     results: list[Joins] = []
     with tempfile.TemporaryDirectory(prefix="fanout-first-frame-") as workdir:
@@ -331,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.server in ("fanout", "both"):
                 runs += [("fanout", cache) for cache in ([True, False] if args.no_cache else [True])]
             if args.server in ("janus", "both"):
-                runs.append(("janus", True))
+                runs += [("janus", False), ("janus", True)]
             for server, cache in runs:
                 folder = Path(workdir) / f"{server}-{interval:g}-{cache}"
                 result = run_joins(interval, args.joins, folder, cache=cache, server=server)
@@ -339,12 +420,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"keyframe interval {interval:g} s, {result.label}: "
                       f"p50 {result.p50:.0f} ms, p95 {result.p95:.0f} ms", flush=True)
     print()
-    print("| server | keyframe interval | keyframe cache | joins | p50 ms | p95 ms | max ms |")
+    print("| server | keyframe interval | keyframe cache (fanout) / videobufferkf (Janus) | joins | p50 ms | p95 ms | max ms |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for result in results:
-        cache_label = "n/a" if result.server == "janus" else ("on" if result.cache else "off")
-        print(f"| {result.server} | {result.keyframe_interval:g} s | {cache_label} | {len(result.first_frame_ms)} "
-              f"| {result.p50:.0f} | {result.p95:.0f} | {max(result.first_frame_ms):.0f} |")
+        print(f"| {result.server} | {result.keyframe_interval:g} s | {'on' if result.cache else 'off'} "
+              f"| {len(result.first_frame_ms)} | {result.p50:.0f} | {result.p95:.0f} | {max(result.first_frame_ms):.0f} |")
     print(f"\nmean of all joins: {statistics.fmean(t for r in results for t in r.first_frame_ms):.0f} ms")
     print("\nwhere the time goes (ms from the watch request, p50 / p95 over the joins):")
     for result in results:
@@ -354,6 +434,41 @@ def main(argv: list[str] | None = None) -> int:
             if ends:
                 columns.append(f"{phase} {percentile(ends, 50):.0f}/{percentile(ends, 95):.0f}")
         print(f"  {result.keyframe_interval:g} s, {result.label}: " + ", ".join(columns))
+    print(f"\nthe first {PLAYING_ON_S:g} s after the first frame (frames decoded p50 / min; joins with a freeze; "
+          "frozen p50 / p95 / max ms):")
+    for result in results:
+        if not result.playing_on:
+            continue
+        decoded = [join.get("framesDecoded", 0) for join in result.playing_on]
+        frozen = [join.get("totalFreezesDurationMs", 0) for join in result.playing_on]
+        froze = sum(1 for join in result.playing_on if join.get("freezeCount", 0) > 0)
+        print(f"  {result.keyframe_interval:g} s, {result.label}: decoded {percentile(decoded, 50):.0f} / "
+              f"{min(decoded):.0f}; {froze} of {len(decoded)} froze; frozen {percentile(frozen, 50):.0f} / "
+              f"{percentile(frozen, 95):.0f} / {max(frozen):.0f} ms")
     plot(results, args.png)
-    print(f"wrote {args.png}")
+    write_results(results, args, started, args.json)
+    print(f"wrote {args.png} and {args.json}")
     return 0
+
+
+def write_results(results: list[Joins], args: argparse.Namespace, started: datetime.datetime, path: Path) -> None:
+    from importlib.metadata import version
+
+    chromium = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    meta = {
+        "date": started.isoformat(timespec="seconds"),
+        "command": "fanout bench first-frame "
+        + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "first-frame"] else []),
+        "commit": _git_commit(),
+        "engine": _engine_build(),
+        "fanout_version": version("fanout"),
+        "janus_version": janus_servers.janus_version() if args.server != "fanout" else None,
+        "chromium_version": chromium,
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "joins": args.joins,
+        "intervals_s": args.intervals,
+        "first_frame": "from the watch request to the first frame presented (requestVideoFrameCallback)",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "runs": [result.as_json() for result in results]}, indent=1) + "\n")

@@ -1,4 +1,4 @@
-//! Any sequence of VP8 or VP9 packets, in order, through a viewer stream whose
+//! Any sequence of VP8, VP9 or AV1 packets, in order, through a viewer stream whose
 //! temporal (or spatial) layer cap changes now and then, and which a probe's
 //! padding-only packets go between now and then: the rewrite never panics, the
 //! packets it sends are numbered without gaps, each keeps its temporal layer,
@@ -11,20 +11,25 @@ use std::time::Instant;
 
 use _engine::egress::viewer::{StreamStart, ViewerStream};
 use _engine::media::packet::ReceivedPacket;
-use _engine::wire::codec::{Codec, Vp8Descriptor, Vp9Descriptor};
+use _engine::wire::codec::{Av1Payload, Codec, Vp8Descriptor, Vp9Descriptor};
 use _engine::wire::rtp::RtpHeader;
 use libfuzzer_sys::fuzz_target;
 
 fn temporal_layer(codec: Codec, payload: &[u8]) -> Option<u8> {
     match codec {
         Codec::Vp8 => Vp8Descriptor::parse(payload).map(|descriptor| descriptor.temporal_layer),
+        Codec::Av1 => Av1Payload::parse(payload).and_then(|av1| av1.layers).map(|(temporal, _)| temporal),
         _ => Vp9Descriptor::parse(payload).map(|descriptor| descriptor.temporal_layer),
     }
 }
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, mut rest)) = data.split_first() else { return };
-    let codec = if flags & 1 != 0 { Codec::Vp9 } else { Codec::Vp8 };
+    let codec = match flags & 5 {
+        0 => Codec::Vp8,
+        1 => Codec::Vp9,
+        _ => Codec::Av1, // bit 2
+    };
     // Bit 1: a stream that starts at keyframes and numbers its packets transport-wide, so it takes padding.
     let padded = flags & 2 != 0;
     let mut stream = ViewerStream::new(0, 0xabcd, 100, 90_000, padded, StreamStart { sequence: 65_500, timestamp: 7 });

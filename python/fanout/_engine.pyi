@@ -169,7 +169,7 @@ class StreamStats:
     @property
     def skew_ms(self) -> int: ...  # how far skew compensation has moved the timestamps (negative: back)
     @property
-    def temporal_layer_bytes(self) -> list[int]: ...  # VP8, VP9: bytes of each temporal layer (TID 0-3; VP9's higher as 3); zeros otherwise
+    def temporal_layer_bytes(self) -> list[int]: ...  # VP8, VP9, AV1: bytes of each temporal layer (TID 0-3; higher as 3); zeros otherwise
     @property
     def spatial_layer_bytes(self) -> list[int]: ...  # VP9: bytes of each spatial layer (SID 0-3; higher as 3); zeros otherwise
 
@@ -384,7 +384,7 @@ class Engine:
     ``max_send_delay_ms`` (default 100): a packet that cannot be sent to a
     viewer within this long of its arrival is dropped and counted
     (``dropped_late``), never sent late; frames nothing refers to (VP8 N bit,
-    VP8 or VP9 temporal layers above the base, H.264 nal_ref_idc 0) go at half of it, and
+    VP8, VP9 or AV1 temporal layers above the base, H.264 nal_ref_idc 0) go at half of it, and
     retransmissions while a worker is that far behind.
 
     ``data_plane_nice`` (-20..19; default None: the threads keep the nice value
@@ -582,18 +582,21 @@ class Engine:
         ``index``, already takes ``source_index`` with another stream, or the
         mountpoint has no such stream of the same kind and codec."""
     def set_stream_temporal_layer(self, peer_id: int, index: int, layer: int | None) -> None:
-        """VP8 and VP9 temporal layers (``configure`` with ``temporal``, VP9's
-        ``temporal_layer``): the peer's stream that takes SourceStream ``index``
-        gets only the packets whose payload descriptor's TID (RFC 7741, RFC
-        9628) is at most ``layer`` (None: every layer); VP8 from the next frame
-        of the base layer on, VP9 lower from the next picture, higher from the
-        next keyframe or switching up point (U) of a layer sent. The packets
+        """VP8, VP9 and AV1 temporal layers (``configure`` with ``temporal``, VP9's
+        ``temporal_layer``; the plugin's choice from the estimate): the peer's
+        stream that takes SourceStream ``index`` gets only the packets whose
+        payload descriptor's TID (RFC 7741, RFC 9628), or AV1 OBU extension
+        header's temporal_id (the AV1 RTP specification: a packet that only
+        continues an OBU is of its frame's layer), is at most ``layer`` (None:
+        every layer); VP8 and AV1 from the next frame of the base layer on, VP9
+        lower from the next picture, higher from the next keyframe or switching
+        up point (U) of a layer sent. The packets
         sent are renumbered so the peer sees no gap (packets that arrive out of
         order are not); NACKs find their packets across the last 32
         renumberings; picture IDs are kept. Packets without a TID count as
         layer 0. The cap stays across set_stream_source. KeyError for an
         unknown peer, ValueError if the peer has no stream ``index``, it is
-        neither VP8 nor VP9, or ``layer`` is outside 0..=3."""
+        not VP8, VP9 or AV1, or ``layer`` is outside 0..=3."""
     def set_stream_spatial_layer(self, peer_id: int, index: int, layer: int | None) -> None:
         """VP9 spatial layers (``configure`` with ``spatial_layer``): the peer's
         stream that takes SourceStream ``index`` gets only the packets whose

@@ -11,7 +11,9 @@ use crate::egress::tcp::SharedTcpOutput;
 use crate::events::{Event, EventQueue};
 use crate::media::packet::{GopCache, History, Packet, ReceivedPacket};
 use crate::sys::RawAddress;
-use crate::wire::codec::{picture_id_mask, read_picture_id, write_picture_id, Codec, Vp8Descriptor, Vp9Descriptor};
+use crate::wire::codec::{
+    picture_id_mask, read_picture_id, write_picture_id, Av1Payload, Codec, Vp8Descriptor, Vp9Descriptor,
+};
 use crate::wire::rtcp::SenderInfo;
 use crate::wire::rtp::{PlayoutDelay, RtpHeader};
 use crate::wire::srtp::{SrtpError, SrtpSession};
@@ -218,7 +220,7 @@ struct Burst {
     catch_up: u16,
 }
 
-/// What a VP8 or VP9 viewer stream does to each packet's payload descriptor
+/// What a VP8, VP9 or AV1 viewer stream does to each packet's payload descriptor
 /// once it was moved between simulcast encodings or given a temporal (or VP9
 /// spatial) layer cap: the encodings number their pictures independently, so
 /// after a move the picture IDs and TL0PICIDX go on from the last ones the
@@ -249,6 +251,9 @@ struct PictureRewrite {
     last_tl0: Option<u8>,
     /// After a move: the next picture follows the last one sent.
     follow_on: bool,
+    /// The temporal layer of the last packet that named one (AV1: a packet
+    /// that only continues an OBU is of the same frame's layer).
+    last_temporal_layer: u8,
 }
 
 impl PictureRewrite {
@@ -264,11 +269,23 @@ impl PictureRewrite {
             last_picture_id: None,
             last_tl0: None,
             follow_on: false,
+            last_temporal_layer: 0,
         }
     }
 
-    /// Takes the new cap if this packet's picture allows it: VP8 at the start
-    /// of a base-layer frame (which every layer may follow); VP9 lower at the
+    /// The fields of `payload`, an AV1 packet that names no layer taking the last one named.
+    fn fields(&mut self, payload: &[u8]) -> Option<PictureFields> {
+        let mut fields = PictureFields::parse(self.codec, payload)?;
+        if fields.names_layer {
+            self.last_temporal_layer = fields.temporal_layer;
+        } else {
+            fields.temporal_layer = self.last_temporal_layer;
+        }
+        Some(fields)
+    }
+
+    /// Takes the new cap if this packet's picture allows it: VP8 and AV1 at the
+    /// start of a base-layer frame (which every layer may follow); VP9 lower at the
     /// start of any picture, higher at a keyframe or at a switching up point
     /// (U) of a layer the viewer already gets.
     fn take_next_temporal_cap(&mut self, fields: &PictureFields) {
@@ -331,16 +348,21 @@ impl PictureRewrite {
     }
 }
 
-/// The fields of a VP8 or VP9 payload descriptor a viewer stream reads.
+/// The fields of a VP8 or VP9 payload descriptor (or an AV1 payload's
+/// headers) a viewer stream reads.
 #[derive(Clone, Copy, Debug)]
 struct PictureFields {
-    /// The first packet of a picture (VP8: S and partition 0; VP9: B in the base spatial layer).
+    /// The first packet of a picture (VP8: S and partition 0; VP9: B in the
+    /// base spatial layer; AV1: a frame's first OBU begins in it).
     starts_picture: bool,
     /// VP9: the first packet of a picture predicted from no earlier one.
     keyframe: bool,
     /// VP9's U bit.
     switching_up: bool,
     temporal_layer: u8,
+    /// False for an AV1 packet that only continues an OBU: its frame's layer is
+    /// that of the packet before.
+    names_layer: bool,
     /// VP9: B (the packet begins a spatial layer's frame), E (it ends one), P, SID.
     begins_frame: bool,
     ends_frame: bool,
@@ -359,6 +381,7 @@ impl PictureFields {
                 keyframe: false,
                 switching_up: false,
                 temporal_layer: descriptor.temporal_layer,
+                names_layer: true,
                 begins_frame: descriptor.starts_frame,
                 ends_frame: false,
                 inter_predicted: true,
@@ -371,12 +394,27 @@ impl PictureFields {
                 keyframe: descriptor.starts_keyframe(),
                 switching_up: descriptor.switching_up,
                 temporal_layer: descriptor.temporal_layer,
+                names_layer: true,
                 begins_frame: descriptor.begins_frame,
                 ends_frame: descriptor.ends_frame,
                 inter_predicted: descriptor.inter_predicted,
                 spatial_layer: descriptor.spatial_layer,
                 picture_id: descriptor.picture_id,
                 tl0_picture_index: descriptor.tl0_picture_index,
+            }),
+            // Spatial layers of AV1 are not left out: its spatial ID stays 0 here.
+            Codec::Av1 => Av1Payload::parse(payload).map(|av1| Self {
+                starts_picture: av1.begins_frame,
+                keyframe: av1.new_sequence && !av1.continues,
+                switching_up: false,
+                temporal_layer: av1.layers.map_or(0, |(temporal, _)| temporal),
+                names_layer: av1.layers.is_some() || !av1.continues,
+                begins_frame: av1.begins_frame,
+                ends_frame: false,
+                inter_predicted: true,
+                spatial_layer: 0,
+                picture_id: None,
+                tl0_picture_index: None,
             }),
             _ => None,
         }
@@ -613,10 +651,10 @@ impl ViewerStream {
         self.held
     }
 
-    /// Reads and rewrites the payload descriptor of `codec` (VP8 or VP9;
+    /// Reads and rewrites the payload descriptor of `codec` (VP8, VP9 or AV1;
     /// others are left alone) from now on (see [`PictureRewrite`]).
     pub fn rewrite_pictures(&mut self, codec: Codec) {
-        if matches!(codec, Codec::Vp8 | Codec::Vp9) {
+        if matches!(codec, Codec::Vp8 | Codec::Vp9 | Codec::Av1) {
             self.pictures.get_or_insert_with(|| Box::new(PictureRewrite::new(codec)));
         }
     }
@@ -921,7 +959,7 @@ impl ViewerStream {
             return false;
         };
         let payload = &packet[header.payload_start..header.payload_end];
-        let Some(fields) = PictureFields::parse(pictures.codec, payload) else {
+        let Some(fields) = pictures.fields(payload) else {
             return false;
         };
         pictures.take_next_temporal_cap(&fields);
@@ -2274,6 +2312,30 @@ mod tests {
             (50..=56).map(|sequence| viewer.streams[0].source_of(sequence).map(|(source, _)| source)).collect();
         assert_eq!(sources, [Some(200), Some(201), Some(205), Some(209), Some(211), Some(212), Some(213)]);
         assert_eq!(viewer.streams[0].source_of(57), None, "not sent yet");
+    }
+
+    #[test]
+    fn av1_temporal_layers_above_the_cap_are_left_out_with_the_packets_that_continue_their_frames() {
+        let now = Instant::now();
+        let mut viewer = viewer_of(stream(false, 50));
+        viewer.streams[0].rewrite_pictures(Codec::Av1);
+        viewer.streams[0].set_temporal_cap(Some(0));
+        // Each frame in two packets: a frame OBU with an extension header (TID), then the rest of
+        // it (Z, no header of its own). Layers 2, 0, 1, 0: the cap takes effect at the base frame.
+        let begin = |layer: u8| vec![0x10, 0x6 << 3 | 0x04, layer << 5, 0xaa];
+        let rest = [0x90u8, 0xbb, 0xbb];
+        let mut sequence = 300u16;
+        let mut sent = Vec::new();
+        for layer in [2u8, 0, 1, 0] {
+            for payload in [begin(layer), rest.to_vec()] {
+                let packet = source_packet(sequence, 3000 * u32::from(sequence), 1, &payload);
+                if let Some((viewer_sequence, _, _)) = through(&mut viewer, 0, &packet, false, now) {
+                    sent.push((viewer_sequence, sequence, layer));
+                }
+                sequence += 1;
+            }
+        }
+        assert_eq!(sent, [(50, 300, 2), (51, 301, 2), (52, 302, 0), (53, 303, 0), (54, 306, 0), (55, 307, 0)]);
     }
 
     /// A one-packet VP9 picture: I (15-bit picture ID), L, B, E, P unless a

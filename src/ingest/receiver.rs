@@ -34,7 +34,7 @@ use crate::media::packet::{GopCache, Packet, PacketPool, ReceivedPacket, MAX_RTP
 use crate::media::MediaKind;
 use crate::ring::Producer;
 use crate::sys::{monotonic_ns, realtime_ns, socket_addr, unregister};
-use crate::wire::codec::{Codec, Vp8Descriptor, Vp9Descriptor};
+use crate::wire::codec::{Av1Payload, Codec, Vp8Descriptor, Vp9Descriptor};
 use crate::wire::rtp::RtpHeader;
 
 /// Datagrams read per recvmmsg call.
@@ -103,6 +103,9 @@ pub struct SourceStream {
     pub silence: SilenceWatch,
     /// The stream's recording to a .mjr file, when one runs.
     pub recording: Arc<RecordingSlot>,
+    /// AV1: the temporal layer the last packet that names one named (a packet
+    /// that only continues an OBU is of the same frame).
+    av1_temporal_layer: u8,
 }
 
 impl SourceStream {
@@ -123,7 +126,18 @@ impl SourceStream {
             parameter_sets_first: [false; RECEIVE_BATCH],
             silence: SilenceWatch::default(),
             recording: Arc::default(),
+            av1_temporal_layer: 0,
         }
+    }
+
+    /// The temporal layer of an AV1 packet, or of the frame it continues.
+    fn av1_temporal_layer(&mut self, payload: &[u8]) -> u8 {
+        match Av1Payload::parse(payload) {
+            Some(Av1Payload { layers: Some((temporal, _)), .. }) => self.av1_temporal_layer = temporal,
+            Some(Av1Payload { continues: false, .. }) => self.av1_temporal_layer = 0,
+            _ => {}
+        }
+        self.av1_temporal_layer
     }
 
     /// Sets what the stream does to each datagram before forwarding it.
@@ -250,7 +264,12 @@ impl SourceStream {
         };
         let payload = &datagram[header.payload_start..header.payload_end];
         let keyframe_start = self.kind == MediaKind::Video && self.codec.is_keyframe_start(payload);
-        let droppable = self.kind == MediaKind::Video && self.codec.is_droppable(payload);
+        let av1_temporal_layer = (self.codec == Codec::Av1).then(|| self.av1_temporal_layer(payload));
+        let droppable = self.kind == MediaKind::Video
+            && match av1_temporal_layer {
+                Some(layer) => layer > 0,
+                None => self.codec.is_droppable(payload),
+            };
         let restarted = self.restarted(&header);
         let parameter_sets_first = match self.ingest.admit(&header, payload, keyframe_start, restarted, now_ns) {
             Verdict::Collision => {
@@ -279,6 +298,7 @@ impl SourceStream {
                 Vp9Descriptor::parse(payload)
                     .map_or((0, Some(0)), |descriptor| (descriptor.temporal_layer, Some(descriptor.spatial_layer))),
             ),
+            Codec::Av1 => av1_temporal_layer.map(|layer| (layer, None)),
             _ => None,
         };
         if let Some((temporal_layer, spatial_layer)) = layers {

@@ -42,7 +42,8 @@ impl Codec {
 
     /// Whether `payload` belongs to a frame no other frame refers to, which a
     /// late worker drops before any other: VP8's non-reference bit (N) or a
-    /// VP8's or VP9's temporal layer above the base, H.264's nal_ref_idc 0. False when unsure.
+    /// VP8's, VP9's or AV1's temporal layer above the base, H.264's nal_ref_idc 0.
+    /// False when unsure (an AV1 packet that only continues an OBU names no layer).
     pub fn is_droppable(self, payload: &[u8]) -> bool {
         match self {
             Self::Vp8 => {
@@ -50,9 +51,12 @@ impl Codec {
                     || Vp8Descriptor::parse(payload).is_some_and(|descriptor| descriptor.temporal_layer > 0)
             }
             Self::Vp9 => Vp9Descriptor::parse(payload).is_some_and(|descriptor| descriptor.temporal_layer > 0),
+            Self::Av1 => {
+                Av1Payload::parse(payload).and_then(|av1| av1.layers).is_some_and(|(temporal, _)| temporal > 0)
+            }
             // Single NAL units, STAP-A (the highest of its units) and FU-A (the indicator) carry NRI here.
             Self::H264 => payload.first().is_some_and(|header| header & 0x60 == 0 && header & 0x1f != 0),
-            Self::H265 | Self::Av1 | Self::Other => false,
+            Self::H265 | Self::Other => false,
         }
     }
 }
@@ -389,6 +393,88 @@ fn h265_keyframe_start(payload: &[u8]) -> bool {
     }
 }
 
+/// What an AV1 RTP payload (AV1 RTP specification, section 4) tells a viewer
+/// stream that leaves out temporal layers: its aggregation header, and the
+/// headers of the OBUs that begin in the packet (AV1 specification, section
+/// 5.3). With temporal scalability every OBU of a frame carries an extension
+/// header with its temporal and spatial layer, and all those in one packet
+/// name the same layers (RTP specification, section 5); a packet that only
+/// continues an OBU begun in an earlier one names none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Av1Payload {
+    /// Z: the first OBU element continues an OBU begun in the previous packet.
+    pub continues: bool,
+    /// N: the first packet of a coded video sequence (a keyframe's).
+    pub new_sequence: bool,
+    /// An OBU that begins a frame (a sequence header, a frame header or a
+    /// frame) begins in the packet.
+    pub begins_frame: bool,
+    /// (temporal ID, spatial ID) of the first OBU with an extension header.
+    pub layers: Option<(u8, u8)>,
+}
+
+const AV1_OBU_SEQUENCE_HEADER: u8 = 1;
+const AV1_OBU_TEMPORAL_DELIMITER: u8 = 2;
+const AV1_OBU_FRAME_HEADER: u8 = 3;
+const AV1_OBU_FRAME: u8 = 6;
+
+impl Av1Payload {
+    /// None if the aggregation header is missing or an OBU element's length
+    /// runs past the payload.
+    pub fn parse(payload: &[u8]) -> Option<Self> {
+        let aggregation = *payload.first()?;
+        let mut parsed =
+            Self { continues: aggregation & 0x80 != 0, new_sequence: aggregation & 0x08 != 0, ..Self::default() };
+        // W: how many OBU elements (the last one without a length field); 0: each has one.
+        let elements = usize::from((aggregation >> 4) & 0x03);
+        let mut offset = 1;
+        let mut element = 0;
+        while offset < payload.len() {
+            let last = elements != 0 && element + 1 == elements;
+            let length = if last {
+                payload.len() - offset
+            } else {
+                let (length, used) = read_leb128(&payload[offset..])?;
+                offset += used;
+                usize::try_from(length).ok().filter(|length| *length <= payload.len() - offset)?
+            };
+            let obu = &payload[offset..offset + length];
+            if !(element == 0 && parsed.continues) {
+                if let Some(&header) = obu.first() {
+                    let kind = (header >> 3) & 0x0f;
+                    parsed.begins_frame |= matches!(
+                        kind,
+                        AV1_OBU_SEQUENCE_HEADER | AV1_OBU_TEMPORAL_DELIMITER | AV1_OBU_FRAME_HEADER | AV1_OBU_FRAME
+                    );
+                    if header & 0x04 != 0 && parsed.layers.is_none() {
+                        let extension = *obu.get(1)?;
+                        parsed.layers = Some((extension >> 5, (extension >> 3) & 0x03));
+                    }
+                }
+            }
+            offset += length;
+            element += 1;
+            if last {
+                break;
+            }
+        }
+        Some(parsed)
+    }
+}
+
+/// An unsigned LEB128 number (AV1 specification, section 4.10.5: at most 8
+/// bytes) and the bytes it took; None if cut short.
+fn read_leb128(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (index, byte) in bytes.iter().take(8).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Some((value, index + 1));
+        }
+    }
+    None
+}
+
 /// The AV1 RTP payload's aggregation header (AV1 RTP specification section
 /// 4.4): N set (the first packet of a coded video sequence, which starts with
 /// a keyframe) and Z clear (its first OBU is not the continuation of one).
@@ -553,6 +639,39 @@ mod tests {
         assert!(!av1.is_keyframe_start(&[0x10, 0x32]), "no N: an inter frame");
         assert!(!av1.is_keyframe_start(&[0x88, 0x00]), "Z: continues an OBU");
         assert!(!av1.is_keyframe_start(&[]));
+    }
+
+    /// An OBU header of `kind` with an extension header naming temporal layer `temporal`.
+    fn av1_obu(kind: u8, temporal: u8, body: &[u8]) -> Vec<u8> {
+        [&[kind << 3 | 0x04, temporal << 5][..], body].concat()
+    }
+
+    #[test]
+    fn av1_payload_layers() {
+        // W = 1: one element, no length field: a frame OBU of temporal layer 2.
+        let frame = [&[0x10][..], &av1_obu(AV1_OBU_FRAME, 2, &[0xaa; 20])].concat();
+        let parsed = Av1Payload::parse(&frame).unwrap();
+        assert_eq!((parsed.continues, parsed.begins_frame, parsed.layers), (false, true, Some((2, 0))));
+        assert!(Codec::Av1.is_droppable(&frame));
+        // N, W = 2: a sequence header without extension (length 3), then a keyframe's frame OBU of layer 0.
+        let keyframe =
+            [&[0x28, 0x03, AV1_OBU_SEQUENCE_HEADER << 3, 0x00, 0x00][..], &av1_obu(AV1_OBU_FRAME, 0, &[0; 8])].concat();
+        let parsed = Av1Payload::parse(&keyframe).unwrap();
+        assert_eq!((parsed.new_sequence, parsed.begins_frame, parsed.layers), (true, true, Some((0, 0))));
+        assert!(!Codec::Av1.is_droppable(&keyframe) && Codec::Av1.is_keyframe_start(&keyframe));
+        // Z, W = 1: the rest of a fragmented OBU: no header of its own, no layers.
+        let rest = [0x90, 0x12, 0x34, 0x56];
+        assert_eq!(Av1Payload::parse(&rest).unwrap(), Av1Payload { continues: true, ..Av1Payload::default() });
+        assert!(!Codec::Av1.is_droppable(&rest), "unsure: not droppable");
+        // Z, W = 0: a continued fragment with a length field (2), then a tile group OBU of layer 1.
+        let tail = [&[0x80, 0x02, 0xff, 0xff, 0x05][..], &av1_obu(4, 1, &[0; 3])].concat();
+        let parsed = Av1Payload::parse(&tail).unwrap();
+        assert_eq!((parsed.continues, parsed.begins_frame, parsed.layers), (true, false, Some((1, 0))));
+        // Lengths past the payload, cut LEB128: refused.
+        assert_eq!(Av1Payload::parse(&[0x00, 0x09, 0x30, 0x00]), None);
+        assert_eq!(Av1Payload::parse(&[0x00, 0x80]), None);
+        assert_eq!(Av1Payload::parse(&[]), None);
+        assert_eq!(read_leb128(&[0xe5, 0x8e, 0x26]), Some((624_485, 3)));
     }
 
     #[test]

@@ -49,6 +49,9 @@ class Level:
     control_ms: dict[str, Any] = field(default_factory=dict)
     control_wanted: int = 0  # the answers asked for per request (--control-samples)
     control_s: float = 0.0  # how long the probe ran: the window, and on until the answers were there
+    # fanout: how long its workers take to give one keyframe to all their viewers at the cost per packet
+    # sent measured in the window (see keyframe_fanout_ms); None for Janus (no such counters).
+    keyframe_fanout_ms: float | None = None
     holds: bool = False
     failed_by: str = ""
 
@@ -112,6 +115,7 @@ class OverloadRunner(RampRunner):
                 level.control_s = round(time.monotonic() - probe_started, 2)
                 level.viewer_losses = [round(loss, 5) for loss in self.last_viewer_losses]
                 level.sample_p99_ms = [round(_p99(w["latency_ms"]), 2) for w in windows if w["latency_ms"]]
+                level.keyframe_fanout_ms = keyframe_fanout_ms(step, self.source.shape.frame_packets()[0])
                 level.failed_by = self._failed_by(step)
                 level.holds = step.held = level.failed_by == ""
                 run.levels.append(level)
@@ -184,7 +188,8 @@ class OverloadRunner(RampRunner):
         engine = step.engine
         self.progress(
             f"{level.percent:3d}%: where the time goes: latency p99 keyframe packets "
-            f"{ms(step.latency_keyframes_ms.get('p99'))} ms, other packets {ms(step.latency_rest_ms.get('p99'))} ms, "
+            f"{ms(step.latency_keyframes_ms.get('p99'))} ms (one keyframe to every viewer takes the worker "
+            f"{ms(level.keyframe_fanout_ms)} ms), other packets {ms(step.latency_rest_ms.get('p99'))} ms, "
             f"sample viewers' read delay p99 {ms(step.read_delay_ms.get('p99'))} ms; server cores "
             + " ".join(f"{name} {cores:.2f}" for name, cores in threads.items())
             + f", load core {step.load_core_busy:.2f}; drops: late {engine.get('dropped_late', '-')}, "
@@ -200,6 +205,22 @@ class OverloadRunner(RampRunner):
             f"(worst sample viewer's p99 {ms(worst)}), control p50/p99/max ms over {level.control_s:.0f} s: {control} "
             f"-> {'holds' if level.holds else 'FAILS (' + level.failed_by + ')'}"
         )
+
+
+def keyframe_fanout_ms(step: Step, keyframe_packets: int) -> float | None:
+    """The time a worker takes to give one keyframe's packets to each of its viewers in turn, at the
+    worker time per packet sent measured in the window: when the last viewer in its list gets the
+    keyframe's last packet if nothing else were waiting. The source sends a keyframe's packets back to
+    back, so this is the floor of a keyframe packet's added latency for a viewer at the end of the list,
+    and the sample viewers (spread over the list) see about their place in it times this. None
+    without the engine's counters (Janus) or packets sent."""
+    engine = step.engine
+    workers = sum(1 for name in step.server_threads_cpu if name.startswith("fanout-worker-"))
+    delivered, busy = engine.get("delivered_packets"), engine.get("worker_busy")
+    if not workers or not delivered or busy is None:
+        return None
+    seconds_per_packet = busy * step.cpu_wall_s / delivered
+    return round(1000 * keyframe_packets * step.viewers / workers * seconds_per_packet, 2)
 
 
 def _answer_counts(counts: dict[str, tuple[int, int]], wanted: int) -> str:
@@ -273,6 +294,7 @@ def overload_table(runs: list[dict[str, Any]]) -> str:
     width = max((len(run_name(run)) for run in runs), default=7)
     rows = [
         f"{'server':{width}s} level viewers  Gbit/s   cpu  loss p50/p95/max %      latency p50/p99 ms  p99 key/other ms  "
+        "keyframe fan-out ms  "
         "read p99  late drops  ping p50/p99/max (n)     info p50/p99/max (n)     get_status p50/p99/max (n)  holds"
     ]
 
@@ -292,6 +314,7 @@ def overload_table(runs: list[dict[str, Any]]) -> str:
                 f"{ms(latency.get('p50')):>8s}/{ms(latency.get('p99')):<8s}  "
                 f"{ms(step.get('latency_keyframes_ms', {}).get('p99')):>7s}/"
                 f"{ms(step.get('latency_rest_ms', {}).get('p99')):<8s}  "
+                f"{ms(level.get('keyframe_fanout_ms')):>19s}  "
                 f"{ms(step.get('read_delay_ms', {}).get('p99')):>8s}  {'-' if late is None else f'{late:.0f}':>10s}  "
                 + "  ".join(
                     f"{ms(control[n]['p50']):>6s}/{ms(control[n]['p99']):>6s}/{ms(control[n]['max']):>6s} "

@@ -48,6 +48,25 @@ bench: {{
 }}
 """
 
+# The same mountpoint with Janus's keyframe buffer on (new viewers get the latest keyframe at once), in
+# the legacy keys of Janus 1.1.2's sample janus.plugin.streaming.jcfg, which names `videobufferkf`.
+KEYFRAME_BUFFER_MOUNTPOINT_CONFIG = f"""
+bench: {{
+	type = "rtp"
+	id = {MOUNTPOINT}
+	description = "fanout bench load, keyframe buffer on"
+	audio = true
+	audioport = {AUDIO_PORT}
+	audiopt = 111
+	audiocodec = "opus"
+	video = true
+	videoport = {VIDEO_PORT}
+	videopt = 96
+	videocodec = "vp8"
+	videobufferkf = true
+}}
+"""
+
 
 def raise_own_nofile() -> None:
     """Room for a socket and a connection per viewer in the bench process."""
@@ -284,9 +303,10 @@ class JanusServer(Server):
     TRANSPORTS_KEPT = ("libjanus_http.so", "libjanus_websockets.so")
     LIB = Path("/usr/lib/x86_64-linux-gnu/janus")
 
-    def __init__(self, folder: Path, cpu: int, event_loops: int = 1) -> None:
+    def __init__(self, folder: Path, cpu: int, event_loops: int = 1, keyframe_buffer: bool = False) -> None:
         super().__init__(folder, cpu)
         self.event_loops = event_loops
+        self.keyframe_buffer = keyframe_buffer
 
     def command(self) -> list[str]:
         return ["janus", "-F", str(self.folder), "-C", str(self.folder / "janus.jcfg")]
@@ -364,12 +384,17 @@ admin: {{
 }}
 """
         )
-        (self.folder / "janus.plugin.streaming.jcfg").write_text("general: {\n}\n" + MOUNTPOINT_CONFIG)
+        mountpoint = KEYFRAME_BUFFER_MOUNTPOINT_CONFIG if self.keyframe_buffer else MOUNTPOINT_CONFIG
+        (self.folder / "janus.plugin.streaming.jcfg").write_text("general: {\n}\n" + mountpoint)
 
     def version(self) -> str:
-        """e.g. "Janus version: 1102 (1.1.2); Debian package janus 1.1.2-1" (``--help`` prints the version)."""
-        result = subprocess.run(["janus", "--help"], capture_output=True, text=True, check=False)
-        lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Janus version")]
-        package = subprocess.run(["dpkg-query", "-W", "janus"], capture_output=True, text=True, check=False)
-        found = package.stdout.split()
-        return "; ".join(lines[:1] + ([f"Debian package {' '.join(found)}"] if found else []))
+        return janus_version()
+
+
+def janus_version() -> str:
+    """e.g. "Janus version: 1102 (1.1.2); Debian package janus 1.1.2-1" (``--help`` prints the version)."""
+    result = subprocess.run(["janus", "--help"], capture_output=True, text=True, check=False)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Janus version")]
+    package = subprocess.run(["dpkg-query", "-W", "janus"], capture_output=True, text=True, check=False)
+    found = package.stdout.split()
+    return "; ".join(lines[:1] + ([f"Debian package {' '.join(found)}"] if found else []))

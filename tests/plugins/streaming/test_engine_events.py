@@ -591,14 +591,16 @@ def layered_vp9_packet(frame: int, *, size: int) -> bytes:
 
 
 class LayeredViewer:
-    """A viewer of a VP9 mountpoint for the layer tests: its socket and SRTP sessions; it reads the
-    layer indices byte (RFC 9628: TID, U, SID, D) of each video packet it gets and sends a REMB of
-    ``bitrate`` every 200 ms, as Chromium does."""
+    """A viewer of a layered (VP9 or AV1) mountpoint for the layer tests: its socket and SRTP
+    sessions; it reads the byte that names the layers of each video packet it gets (at
+    ``layer_byte`` in the payload: VP9's layer indices, RFC 9628: TID, U, SID, D; AV1's OBU
+    extension header: temporal_id, spatial_id) and sends a REMB of ``bitrate`` every 200 ms, as
+    Chromium does."""
 
-    def __init__(self, plugin: StreamingPlugin, handle: RecordingHandle) -> None:
+    def __init__(self, plugin: StreamingPlugin, handle: RecordingHandle, layer_byte: int = 3) -> None:
         from pylibsrtp import Policy, Session
 
-        self.plugin, self.handle = plugin, handle
+        self.plugin, self.handle, self.layer_byte = plugin, handle, layer_byte
         self.sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sink.bind(("127.0.0.1", 0))
         self.sink.setblocking(False)
@@ -606,7 +608,7 @@ class LayeredViewer:
         gcm = Policy.SRTP_PROFILE_AEAD_AES_128_GCM
         self.outbound = Session(Policy(key=self.viewer_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=gcm))
         self.inbound = Session(Policy(key=self.fanout_key, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=gcm))
-        self.layer_indices: list[int] = []
+        self.layer_bytes: list[int] = []
         self.bitrate = 10_000_000
 
     def watch(self, mountpoint: Mountpoint) -> ViewerTrack:
@@ -620,7 +622,7 @@ class LayeredViewer:
         return track
 
     def layers_lately(self, layer: Callable[[int], int]) -> set[int]:
-        """``layer`` of the layer indices of the last 8 video packets the viewer got."""
+        """``layer`` of the layer bytes of the last 8 video packets the viewer got."""
         from pylibsrtp import Error as SrtpError
 
         while True:
@@ -635,8 +637,8 @@ class LayeredViewer:
             except SrtpError:
                 continue
             offset = 12 + (4 + 4 * struct.unpack_from("!H", rtp, 14)[0] if rtp[0] & 0x10 else 0)
-            self.layer_indices.append(rtp[offset + 3])
-        lately = self.layer_indices[-8:]
+            self.layer_bytes.append(rtp[offset + self.layer_byte])
+        lately = self.layer_bytes[-8:]
         return {layer(indices) for indices in lately} if len(lately) == 8 else set()
 
     async def report(self, ssrc: int) -> None:
@@ -655,6 +657,10 @@ def vp9_temporal_layer(indices: int) -> int:
 
 def vp9_spatial_layer(indices: int) -> int:
     return indices >> 1 & 0x07
+
+
+def av1_temporal_layer(extension: int) -> int:
+    return extension >> 5
 
 
 async def until_late(condition: Callable[[], bool], failure: str) -> None:
@@ -696,29 +702,83 @@ async def test_vp9_temporal_layers_follow_the_estimate_and_configure_pins_a_temp
             before = len(handle.events)
             viewer.bitrate = 150_000  # layer 0 fits, not layer 1
             await until_late(lambda: viewer.told({"mid": stream.mid, "temporal_layer": 0}, before), "temporal layers kept")
-            viewer.layer_indices.clear()
+            viewer.layer_bytes.clear()
             await until_late(lambda: layers_lately() == {0}, "the viewer still gets layers above 0")
 
             before = len(handle.events)
             await plugin.handle_message(handle, "t", {"request": "configure", "adaptive": False}, None)  # type: ignore[arg-type]
             await until(lambda: viewer.told({"mid": stream.mid, "temporal_layer": 2}, before), "automatic choice off: layers not back")
-            viewer.layer_indices.clear()
+            viewer.layer_bytes.clear()
             await until_late(lambda: layers_lately() == {0, 1, 2}, "the viewer does not get every layer again")
             assert track.temporal is None and track.temporal_pinned
 
             before = len(handle.events)
             await plugin.handle_message(handle, "t", {"request": "configure", "temporal_layer": 1}, None)  # type: ignore[arg-type]
             await until(lambda: viewer.told({"mid": stream.mid, "temporal_layer": 1}, before), "configure's layer not taken")
-            viewer.layer_indices.clear()
+            viewer.layer_bytes.clear()
             await until_late(lambda: layers_lately() == {0, 1}, "the viewer does not get layers 0 and 1")
             assert track.temporal == 1 and track.temporal_pinned
 
             before = len(handle.events)
             await plugin.handle_message(handle, "t", {"request": "configure", "spatial_layer": 0}, None)  # type: ignore[arg-type]
             await until(lambda: viewer.told({"mid": stream.mid, "spatial_layer": 0}, before), "configure's spatial layer")
-            viewer.layer_indices.clear()
+            viewer.layer_bytes.clear()
             await until_late(lambda: layers_lately() == {0, 1}, "the base spatial layer (the only one) still comes")
             assert track.spatial == 0
+        finally:
+            reporting.cancel()
+    finally:
+        sending.cancel()
+        viewer.sink.close()
+
+
+def layered_av1_packet(frame: int, *, size: int) -> bytes:
+    """One frame of an AV1 stream in three temporal layers, in one packet, a keyframe every 8
+    frames (the AV1 RTP specification: the aggregation header's W = 1 and N on a keyframe; a
+    frame OBU whose extension header names its temporal layer)."""
+    layer = TEMPORAL_PATTERN[frame % 4]
+    header = struct.pack("!BBHII", 0x80, 0x80 | 96, frame & 0xFFFF, frame * 3000, 0x98)
+    return header + bytes([0x18 if frame % 8 == 0 else 0x10, 6 << 3 | 0x04, layer << 5]) + bytes(size)
+
+
+async def test_av1_temporal_layers_follow_the_estimate_down_and_back_up(running: Running) -> None:
+    plugin = running.plugin
+    group = {"type": "rtp", "id": 8, "video": True, "videoport": 0, "videopt": 96, "videocodec": "av1"}
+    config, _ = parse_mountpoint("av1", group)
+    mountpoint = plugin.add_mountpoint(config)
+    (stream,) = mountpoint.config.streams
+    # About 400 kbit/s whole at 50 frames a second: layer 0 alone about 100 kbit/s, with layer 1 200.
+    sending = asyncio.get_running_loop().create_task(
+        send_frames(mountpoint.ports[:1], lambda frame, _: layered_av1_packet(frame, size=1000))
+    )
+    handle = RecordingHandle(23)
+    viewer = LayeredViewer(plugin, handle, layer_byte=2)
+
+    def layers_lately() -> set[int]:
+        return viewer.layers_lately(av1_temporal_layer)
+
+    try:
+        await until(lambda: not any(mountpoint.silence.is_silent(i) for i in mountpoint.silence.indexes), "no media")
+        track = viewer.watch(mountpoint)
+        reporting = asyncio.get_running_loop().create_task(viewer.report(track.ssrc))
+        try:
+            await until(lambda: plugin.viewers[handle.id].estimate == 10_000_000, "no estimate")
+            rates = mountpoint.layer_rates
+            await until_late(lambda: len(rates.temporal_bitrates(track.source_index)) == 3, "layers not measured")
+            await until_late(lambda: layers_lately() == {0, 1, 2}, "the viewer does not get every layer")
+
+            before = len(handle.events)
+            viewer.bitrate = 150_000  # layer 0 fits, not layer 1
+            await until_late(lambda: viewer.told({"mid": stream.mid, "temporal": 0}, before), "temporal layers kept")
+            viewer.layer_bytes.clear()
+            await until_late(lambda: layers_lately() == {0}, "the viewer still gets layers above 0")
+
+            before = len(handle.events)
+            viewer.bitrate = 10_000_000
+            await until_late(lambda: viewer.told({"mid": stream.mid, "temporal": 2}, before), "layers not back")
+            viewer.layer_bytes.clear()
+            await until_late(lambda: layers_lately() == {0, 1, 2}, "the viewer does not get every layer again")
+            assert track.temporal is None
         finally:
             reporting.cancel()
     finally:
@@ -769,14 +829,14 @@ async def test_vp9_spatial_layers_follow_the_estimate_and_configure_pins_one(run
             before = len(handle.events)
             viewer.bitrate = 300_000  # the base layer fits, not both
             await until_late(lambda: viewer.told({"mid": stream.mid, "spatial_layer": 0}, before), "spatial layers kept")
-            viewer.layer_indices.clear()
+            viewer.layer_bytes.clear()
             await until_late(lambda: layers_lately() == {0}, "the viewer still gets the upper layer")
             assert track.spatial == 0 and not track.spatial_pinned
 
             before = len(handle.events)
             viewer.bitrate = 10_000_000
             await until_late(lambda: viewer.told({"mid": stream.mid, "spatial_layer": 1}, before), "not back up")
-            viewer.layer_indices.clear()
+            viewer.layer_bytes.clear()
             await until_late(lambda: layers_lately() == {0, 1}, "the upper layer does not come back")
             assert track.spatial is None
 

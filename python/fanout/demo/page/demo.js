@@ -266,7 +266,7 @@ async function readStats() {
   const figures = {
     framesDecoded: 0, frameWidth: 0, frameHeight: 0, framesPerSecond: 0,
     videoPacketsReceived: 0, audioPacketsReceived: 0, packetsLost: 0, videoPacketsLost: 0, audioPacketsLost: 0,
-    jitterMs: 0,
+    jitterMs: 0, freezeCount: 0, totalFreezesDurationMs: 0,
   };
   const pc = streaming && streaming.webrtcStuff && streaming.webrtcStuff.pc;
   if (!pc) return figures;
@@ -282,6 +282,8 @@ async function readStats() {
       figures.videoPacketsReceived = entry.packetsReceived || 0;
       figures.jitterMs = Math.round((entry.jitter || 0) * 1000);
       figures.videoPacketsLost = entry.packetsLost || 0;
+      figures.freezeCount = entry.freezeCount || 0;
+      figures.totalFreezesDurationMs = Math.round((entry.totalFreezesDuration || 0) * 1000);
     } else if (entry.kind === "audio") {
       figures.audioPacketsReceived = entry.packetsReceived || 0;
       figures.audioPacketsLost = entry.packetsLost || 0;

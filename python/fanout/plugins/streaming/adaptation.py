@@ -8,7 +8,7 @@ bitrate (by more than measurement noise), up only when the estimate has held abo
 20% headroom for a few seconds, or at once when a probe measured that the link carries it: the
 plugin gives the engine a probe goal (the next layer's bitrate with headroom) and the engine
 sends padding up to it now and then. A single-layer VP9 stream's spatial layers are chosen the
-same way; below the lowest substream or spatial layer (or on a single-layer stream), VP8 and VP9
+same way; below the lowest substream or spatial layer (or on a single-layer stream), VP8, VP9 and AV1
 temporal layers are left out likewise. The layers' bitrates are measured from the engine's
 per-stream byte counters (per TID and per SID). A viewer whose estimate stays under the
 bitrate of what it gets (the only layer of a single-layer mountpoint, or the
@@ -46,7 +46,7 @@ class LayerRates:
     """The bitrates of a mountpoint's source streams, from successive byte counts."""
 
     bitrates: dict[int, int] = field(default_factory=dict)  # by source index, bits per second
-    # VP8 and VP9: each temporal layer's own bitrate (TID 0, 1, ...), by source index.
+    # VP8, VP9 and AV1: each temporal layer's own bitrate (TID 0, 1, ...), by source index.
     layer_bitrates_by_tid: dict[int, list[int]] = field(default_factory=dict)
     # VP9: each spatial layer's own bitrate (SID 0, 1, ...), by source index.
     layer_bitrates_by_sid: dict[int, list[int]] = field(default_factory=dict)

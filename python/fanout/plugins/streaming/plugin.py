@@ -92,8 +92,9 @@ def keeping_up_event(keeping_up: bool, estimate: int, bitrate: int) -> dict[str,
     return {"streaming": "event", "result": {"keeping_up": keeping_up, "estimate": estimate, "bitrate": bitrate}}
 
 
-# The codecs whose temporal layers the engine leaves out (it reads their payload descriptors).
-TEMPORAL_LAYER_CODECS = ("vp8", "vp9")
+# The codecs whose temporal layers the engine leaves out (it reads their payload descriptors,
+# AV1's OBU extension headers).
+TEMPORAL_LAYER_CODECS = ("vp8", "vp9", "av1")
 
 
 def temporal_layer_event(track: ViewerTrack, layer: int) -> dict[str, Any]:
@@ -1182,7 +1183,7 @@ class StreamingPlugin(Plugin):
         viewer.handle.push_event(None, layer_event(track.mid, spatial_layer=shown))
 
     def _adapt_temporal_layers(self, viewer: Viewer, mountpoint: Mountpoint, event: BandwidthEstimate, now: float) -> list[int]:
-        """VP8 or VP9 with temporal layers, at the lowest substream of an adaptive simulcast track or on
+        """VP8, VP9 or AV1 with temporal layers, at the lowest substream of an adaptive simulcast track or on
         a single-layer stream: the highest temporal layer the estimate fits (down at once, up one
         layer after the estimate held above it with headroom), unless configure pinned one. A
         simulcast track moved above its lowest substream gets every layer again. Only once the
@@ -1365,7 +1366,7 @@ class StreamingPlugin(Plugin):
             del self._moves_pending[key]
 
     def _set_temporal_layer(self, viewer: Viewer, track: ViewerTrack, temporal: int) -> None:
-        """VP8 or VP9: the highest temporal layer the track gets (2, the top Janus knows: all)."""
+        """VP8, VP9 or AV1: the highest temporal layer the track gets (2, the top Janus knows: all)."""
         temporal = min(temporal, 2)
         if track.stream.codec.name not in TEMPORAL_LAYER_CODECS or temporal == track.temporal:
             return

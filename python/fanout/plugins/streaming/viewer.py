@@ -63,7 +63,7 @@ class ViewerTrack:
     # Simulcast streams: the substream (encoding) the viewer gets or is moving to, the
     # highest by default, as Janus; None for other streams.
     substream: int | None = None
-    # VP8 or VP9: the highest temporal layer it gets (configure "temporal", VP9's "temporal_layer",
+    # VP8, VP9 or AV1: the highest temporal layer it gets (configure "temporal", VP9's "temporal_layer",
     # or the estimate); None: all.
     temporal: int | None = None
     # VP9: the highest spatial layer it gets (configure "spatial_layer", or the estimate); None: all.
@@ -79,7 +79,7 @@ class ViewerTrack:
     # on by default, off once configure pins a substream). None: the default for the stream.
     adaptive: bool | None = None
     layer_choice: LayerChoice = field(default_factory=LayerChoice)
-    # VP8 or VP9: below the lowest substream (or a single-layer stream's bitrate) the estimate
+    # VP8, VP9 or AV1: below the lowest substream (or a single-layer stream's bitrate) the estimate
     # also leaves temporal layers out, unless configure pinned one ("temporal", "temporal_layer")
     # or turned automatic choice off.
     temporal_pinned: bool = False
