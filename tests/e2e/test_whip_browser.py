@@ -4,7 +4,9 @@ mountpoint on the demo page: it decodes the picture at the size the browser send
 no loss. With three simulcast rid layers offered, the answer accepts all three and the
 viewer decodes the mountpoint's highest substream; janus.js moves between the layers with
 ``configure`` ``substream``, the decoded size follows each move, and the Streaming events
-come as Janus sends them.
+come as Janus sends them. A browser that sends AV1 in three temporal layers (L1T3) is
+watched at every fourth picture once janus.js asks for ``temporal_layer`` 0, and at every
+picture again with 2.
 
 Browser and server share a network namespace whose only interface is loopback; one server
 and one Chromium serve the module."""
@@ -52,6 +54,15 @@ switched: {{
 		{{ type = "video", mid = "v", codec = "vp8", pt = 96, simulcast = true }}
 	)
 }}
+av1: {{
+	type = "whip"
+	id = 29
+	description = "a browser's canvas in AV1, three temporal layers"
+	whip_token = "{TOKEN}"
+	media = (
+		{{ type = "video", mid = "v", codec = "av1", pt = 45 }}
+	)
+}}
 """
 FRAMES = 100  # over 3 s of the 30 fps canvas
 # Chromium sends no more simulcast layers than its table allows for the size (two at
@@ -60,7 +71,7 @@ ALL_LAYERS = "--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/"
 LAYER_WIDTHS = {0: 160, 1: 320, 2: 640}  # rid q, h, f of a 640x360 canvas
 
 PUBLISHER_SCRIPT = """
-async ([endpoint, token, layers]) => {
+async ([endpoint, token, layers, temporalLayers]) => {
   const canvas = document.createElement("canvas");
   canvas.width = 640; canvas.height = 360;
   const context = canvas.getContext("2d");
@@ -82,10 +93,15 @@ async ([endpoint, token, layers]) => {
     oscillator.connect(destination); oscillator.start();
     pc.addTransceiver(destination.stream.getAudioTracks()[0], {direction: "sendonly"});
   }
-  const encodings = layers
+  let encodings = layers
     ? [{rid: "q", scaleResolutionDownBy: 4}, {rid: "h", scaleResolutionDownBy: 2}, {rid: "f"}]
     : undefined;
-  pc.addTransceiver(stream.getVideoTracks()[0], {direction: "sendonly", sendEncodings: encodings});
+  if (temporalLayers) encodings = [{scalabilityMode: "L1T3"}];
+  const video = pc.addTransceiver(stream.getVideoTracks()[0], {direction: "sendonly", sendEncodings: encodings});
+  if (temporalLayers) {
+    const av1 = RTCRtpSender.getCapabilities("video").codecs.filter((codec) => codec.mimeType === "video/AV1");
+    video.setCodecPreferences(av1);
+  }
   await pc.setLocalDescription(await pc.createOffer());
   await new Promise((resolve) => {
     if (pc.iceGatheringState === "complete") resolve();
@@ -105,8 +121,10 @@ async ([endpoint, token, layers]) => {
 """
 
 
-def publish(page: Page, url: str, *, layers: bool) -> dict[str, Any]:
-    result: dict[str, Any] = page.evaluate(PUBLISHER_SCRIPT, [url, TOKEN, layers])
+def publish(page: Page, url: str, *, layers: bool, av1_temporal_layers: bool = False) -> dict[str, Any]:
+    """The browser's offer posted to the WHIP endpoint at ``url``: a canvas and a tone, or the
+    canvas alone in three simulcast ``layers``, or in AV1 with three temporal layers."""
+    result: dict[str, Any] = page.evaluate(PUBLISHER_SCRIPT, [url, TOKEN, layers, av1_temporal_layers])
     page.wait_for_function("window.whipPc && window.whipPc.connectionState === 'connected'", timeout=20_000)
     return result
 
@@ -221,3 +239,63 @@ def test_janus_js_switches_the_browsers_rid_layers_with_configure(rig: Rig) -> N
     after = wait_for_playback(viewer, frames=figures["framesDecoded"] + 30)
     assert errors == [], errors
     assert after["frameWidth"] == LAYER_WIDTHS[1], (after, rig.server.output[-3000:])
+
+
+# Each frame Chromium presents: its RTP timestamp (requestVideoFrameCallback's metadata).
+PRESENTED_SCRIPT = """
+() => {
+  window.presented = [];
+  const video = document.querySelector("video");
+  const note = (now, metadata) => { window.presented.push(metadata.rtpTimestamp); video.requestVideoFrameCallback(note); };
+  video.requestVideoFrameCallback(note);
+}
+"""
+FRAME_TICKS = 3000  # a 30 fps frame at 90 kHz
+
+
+def presented_steps(page: Page, since: int) -> list[int]:
+    """The RTP timestamp steps between the frames presented after the first ``since``."""
+    stamps: list[int] = page.evaluate(f"window.presented.slice({since})")
+    return [(later - earlier) % (1 << 32) for earlier, later in zip(stamps, stamps[1:])]
+
+
+def wait_for_steps(page: Page, condition: str, predicate: Any, seconds: float = 40) -> list[int]:
+    """Until the median of the last 9 steps between presented frames satisfies ``predicate``."""
+    since = page.evaluate("window.presented.length")
+    for _ in range(int(seconds * 4)):
+        steps = presented_steps(page, since)[-9:]
+        if len(steps) == 9 and predicate(sorted(steps)[4]):
+            return steps
+        page.wait_for_timeout(250)
+    messages = page.evaluate("window.fanoutDemo.messages")
+    raise AssertionError(f"{condition} not within {seconds} s: steps {presented_steps(page, since)[-20:]}; {messages}")
+
+
+def test_janus_js_takes_the_base_temporal_layer_of_a_browsers_av1(rig: Rig) -> None:
+    publisher = rig.browser.new_page()
+    publisher.goto(rig.addresses.page_url)
+    posted = publish(publisher, f"{rig.addresses.page_url}whip/endpoint/29", layers=False, av1_temporal_layers=True)
+    assert posted["status"] == 201, posted
+    assert "AV1/90000" in posted["answer"], posted["answer"]
+    viewer = rig.browser.new_page()
+    errors: list[str] = []
+    viewer.on("pageerror", lambda error: errors.append(str(error)))
+    viewer.goto(f"{rig.addresses.page_url}?mountpoint=29&transport=http")
+    viewer.wait_for_function("window.fanoutDemo && window.fanoutDemo.state === 'playing'", timeout=30_000)
+    viewer.evaluate(PRESENTED_SCRIPT)
+    wait_for_steps(viewer, "every picture", lambda step: step <= 1.5 * FRAME_TICKS)
+
+    for layer, condition, predicate in (
+        (0, "every fourth picture", lambda step: step >= 3 * FRAME_TICKS),
+        (2, "every picture again", lambda step: step <= 1.5 * FRAME_TICKS),
+    ):
+        seen = len(layer_events(viewer, 0))
+        viewer.evaluate(f"streaming.send({{ message: {{ request: 'configure', mid: 'v', temporal_layer: {layer} }} }})")
+        viewer.wait_for_function(
+            f"window.fanoutDemo.messages.slice({seen}).some((m) => m.result && m.result.temporal_layer === {layer})",
+            timeout=20_000,
+        )
+        wait_for_steps(viewer, condition, predicate)
+    after = wait_for_playback(viewer, frames=stats_of(viewer)["framesDecoded"] + 30)
+    assert errors == [], errors
+    assert (after["frameWidth"], after["frameHeight"]) == (640, 360), after

@@ -741,7 +741,7 @@ def layered_av1_packet(frame: int, *, size: int) -> bytes:
     return header + bytes([0x18 if frame % 8 == 0 else 0x10, 6 << 3 | 0x04, layer << 5]) + bytes(size)
 
 
-async def test_av1_temporal_layers_follow_the_estimate_down_and_back_up(running: Running) -> None:
+async def test_av1_temporal_layers_follow_the_estimate_down_and_back_up_and_configure_pins_one(running: Running) -> None:
     plugin = running.plugin
     group = {"type": "rtp", "id": 8, "video": True, "videoport": 0, "videopt": 96, "videocodec": "av1"}
     config, _ = parse_mountpoint("av1", group)
@@ -769,16 +769,24 @@ async def test_av1_temporal_layers_follow_the_estimate_down_and_back_up(running:
 
             before = len(handle.events)
             viewer.bitrate = 150_000  # layer 0 fits, not layer 1
-            await until_late(lambda: viewer.told({"mid": stream.mid, "temporal": 0}, before), "temporal layers kept")
+            await until_late(lambda: viewer.told({"mid": stream.mid, "temporal_layer": 0}, before), "temporal layers kept")
             viewer.layer_bytes.clear()
             await until_late(lambda: layers_lately() == {0}, "the viewer still gets layers above 0")
 
             before = len(handle.events)
             viewer.bitrate = 10_000_000
-            await until_late(lambda: viewer.told({"mid": stream.mid, "temporal": 2}, before), "layers not back")
+            await until_late(lambda: viewer.told({"mid": stream.mid, "temporal_layer": 2}, before), "layers not back")
             viewer.layer_bytes.clear()
             await until_late(lambda: layers_lately() == {0, 1, 2}, "the viewer does not get every layer again")
             assert track.temporal is None
+
+            # configure pins one, as for VP9 (Janus's key for AV1-SVC in its VideoRoom).
+            before = len(handle.events)
+            await plugin.handle_message(handle, "t", {"request": "configure", "temporal_layer": 1}, None)  # type: ignore[arg-type]
+            await until(lambda: viewer.told({"mid": stream.mid, "temporal_layer": 1}, before), "configure's layer not taken")
+            viewer.layer_bytes.clear()
+            await until_late(lambda: layers_lately() == {0, 1}, "the viewer does not get layers 0 and 1")
+            assert track.temporal == 1 and track.temporal_pinned
         finally:
             reporting.cancel()
     finally:

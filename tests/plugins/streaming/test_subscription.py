@@ -56,13 +56,14 @@ def test_adaptive_turns_automatic_choice_on_or_off_and_is_on_by_default_for_simu
     assert chosen({"streams": [{"mid": "v2", "adaptive": True}]}) == [("v2", {"adaptive": 1})]
 
 
-def test_a_vp9_track_takes_janus_vp9_svc_temporal_layer_and_adaptive() -> None:
+def test_a_vp9_or_av1_track_takes_janus_svc_temporal_layer_and_adaptive() -> None:
     group = {
         "type": "rtp",
         "id": 2,
         "media": [
             {"type": "video", "mid": "v", "port": 0, "pt": 96, "codec": "vp9"},
             {"type": "video", "mid": "w", "port": 0, "pt": 97, "codec": "vp8"},
+            {"type": "video", "mid": "x", "port": 0, "pt": 98, "codec": "av1"},
         ],
     }
     config, _ = parse_mountpoint("m", group)
@@ -71,10 +72,13 @@ def test_a_vp9_track_takes_janus_vp9_svc_temporal_layer_and_adaptive() -> None:
     def vp9_chosen(body: dict[str, Any]) -> list[tuple[str, dict[str, int]]]:
         return [(track.mid, layers) for track, layers in layer_choices(body, vp9_tracks)]
 
-    assert vp9_chosen({"temporal_layer": 0}) == [("v", {"temporal": 0})], "Janus's VP9-SVC key; not for VP8"
-    assert vp9_chosen({"temporal": 1, "spatial_layer": 2}) == [("v", {"temporal": 1, "spatial": 2})]
-    assert vp9_chosen({"temporal": 1, "temporal_layer": 0}) == [("v", {"temporal": 0})], "Janus's key first"
+    assert vp9_chosen({"temporal_layer": 0}) == [("v", {"temporal": 0}), ("x", {"temporal": 0})], "not for VP8"
+    assert vp9_chosen({"mid": "v", "temporal": 1, "spatial_layer": 2}) == [("v", {"temporal": 1, "spatial": 2})]
+    assert vp9_chosen({"mid": "x", "temporal": 1, "spatial_layer": 2}) == [("x", {"temporal": 1})], "no AV1 spatial"
+    assert vp9_chosen({"mid": "x", "spatial_layer": 2}) == [], "nothing for AV1"
+    assert vp9_chosen({"mid": "v", "temporal": 1, "temporal_layer": 0}) == [("v", {"temporal": 0})], "Janus's key first"
     assert vp9_chosen({"streams": [{"mid": "v", "adaptive": False}]}) == [("v", {"adaptive": 0})]
+    assert vp9_chosen({"streams": [{"mid": "x", "adaptive": True}]}) == [("x", {"adaptive": 1})]
     assert vp9_chosen({"substream": 1}) == [], "no substreams"
     with pytest.raises(StreamingError):
         vp9_chosen({"spatial_layer": -1})

@@ -99,8 +99,8 @@ TEMPORAL_LAYER_CODECS = ("vp8", "vp9", "av1")
 
 def temporal_layer_event(track: ViewerTrack, layer: int) -> dict[str, Any]:
     """The track now gets temporal layers up to ``layer``: ``temporal`` as Janus tells a
-    simulcast viewer, ``temporal_layer`` for VP9 as Janus tells a VP9-SVC one."""
-    key = "temporal_layer" if track.stream.codec.name == "vp9" else "temporal"
+    simulcast viewer, ``temporal_layer`` for VP9 and AV1 as Janus tells a VP9-SVC or AV1-SVC one."""
+    key = "temporal_layer" if track.stream.codec.name in ("vp9", "av1") else "temporal"
     return layer_event(track.mid, **{key: layer})
 
 

@@ -124,7 +124,7 @@ def switched_tracks(tracks: list[ViewerTrack], target: Mountpoint) -> list[Viewe
 LAYER_KEYS = ("substream", "temporal", "fallback")
 # VP9 (one stream, its layers told by its payload descriptor): Janus's VP9-SVC keys;
 # ``temporal`` is taken too.
-VP9_LAYER_KEYS = ("temporal_layer", "spatial_layer")
+SVC_LAYER_KEYS = ("temporal_layer", "spatial_layer")
 
 
 def layer_choices(body: dict[str, Any], tracks: list[ViewerTrack]) -> list[tuple[ViewerTrack, dict[str, int]]]:
@@ -133,7 +133,8 @@ def layer_choices(body: dict[str, Any], tracks: list[ViewerTrack]) -> list[tuple
     simulcast track without one) or in ``streams: [{"mid", ...}]`` entries. Tracks that are
     not simulcast are left out, as Janus ignores the keys for them, but for VP9 tracks,
     which take ``temporal_layer`` (Janus's VP9-SVC key, or ``temporal``), ``spatial_layer``
-    (as ``spatial``) and ``adaptive``."""
+    (as ``spatial``) and ``adaptive``, and AV1 tracks, which take ``temporal_layer`` (Janus's
+    key for AV1-SVC in its VideoRoom, or ``temporal``) and ``adaptive``."""
     requests: list[tuple[list[ViewerTrack], dict[str, Any]]] = []
     mid = body.get("mid")
     if mid is not None and not isinstance(mid, str):
@@ -149,7 +150,7 @@ def layer_choices(body: dict[str, Any], tracks: list[ViewerTrack]) -> list[tuple
     for chosen, request in requests:
         layers: dict[str, int] = {}
         given: dict[str, int] = {}
-        for key in (*LAYER_KEYS, *VP9_LAYER_KEYS):
+        for key in (*LAYER_KEYS, *SVC_LAYER_KEYS):
             value = request.get(key)
             if value is None:
                 continue
@@ -158,20 +159,22 @@ def layer_choices(body: dict[str, Any], tracks: list[ViewerTrack]) -> list[tuple
             given[key] = value
             if key in LAYER_KEYS:
                 layers[key] = value
-        vp9_layers: dict[str, int] = {}
+        svc_layers: dict[str, int] = {}
         vp9_temporal = given.get("temporal_layer", given.get("temporal"))
         if vp9_temporal is not None:
-            vp9_layers["temporal"] = vp9_temporal
+            svc_layers["temporal"] = vp9_temporal
         if "spatial_layer" in given:
-            vp9_layers["spatial"] = given["spatial_layer"]
+            svc_layers["spatial"] = given["spatial_layer"]
         adaptive = request.get("adaptive")
         if adaptive is not None:
             if not isinstance(adaptive, bool):
                 raise StreamingError(Errors.INVALID_ELEMENT, "Invalid element type (adaptive should be a boolean)")
-            layers["adaptive"] = vp9_layers["adaptive"] = int(adaptive)
+            layers["adaptive"] = svc_layers["adaptive"] = int(adaptive)
         for track in chosen:
             if track.stream.simulcast and layers:
                 choices.append((track, layers))
-            elif track.stream.codec.name == "vp9" and vp9_layers:
-                choices.append((track, vp9_layers))
+            elif track.stream.codec.name == "vp9" and svc_layers:
+                choices.append((track, svc_layers))
+            elif track.stream.codec.name == "av1" and svc_layers.keys() - {"spatial"}:
+                choices.append((track, {key: value for key, value in svc_layers.items() if key != "spatial"}))
     return choices
