@@ -108,7 +108,7 @@ pub struct StreamStats {
     pub skew_dropped: u64,
     /// How far skew compensation has moved the timestamps (negative: back).
     pub skew_ms: i64,
-    /// VP8 and VP9: the bytes of each temporal layer (TID 0 to 3); zeros for other codecs.
+    /// VP8, VP9 and AV1: the bytes of each temporal layer (TID 0 to 3); zeros for other codecs.
     pub temporal_layer_bytes: Vec<u64>,
     /// VP9: the bytes of each spatial layer (SID 0 to 3); zeros for other codecs.
     pub spatial_layer_bytes: Vec<u64>,

@@ -349,6 +349,7 @@ def plot(results: list[Joins], path: Path) -> None:
     figure, all_axes = plt.subplots(1 + bool(with_playing_on), 1, figsize=(10, 5 + 4 * bool(with_playing_on)),
                                     squeeze=False)  # fmt: skip
     axes = all_axes[0][0]
+
     def tick(result: Joins) -> str:
         return f"{result.keyframe_interval:g} s GOP\n" + result.label.replace(", ", "\n")
 
@@ -363,8 +364,7 @@ def plot(results: list[Joins], path: Path) -> None:
     if with_playing_on:
         axes = all_axes[1][0]
         decoded = [[join.get("framesDecoded", 0) for join in r.playing_on] for r in with_playing_on]
-        axes.boxplot(decoded, tick_labels=[tick(r) for r in with_playing_on],
-                     whis=(5, 95))  # fmt: skip
+        axes.boxplot(decoded, tick_labels=[tick(r) for r in with_playing_on], whis=(5, 95))
         for position, values in enumerate(decoded, start=1):
             axes.scatter([position] * len(values), values, s=10, alpha=0.5)
         axes.axhline(PLAYING_ON_S * SOURCE_FPS, linestyle="--", color="grey", label="the source's frames in that time")

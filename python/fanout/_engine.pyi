@@ -582,7 +582,7 @@ class Engine:
         ``index``, already takes ``source_index`` with another stream, or the
         mountpoint has no such stream of the same kind and codec."""
     def set_stream_temporal_layer(self, peer_id: int, index: int, layer: int | None) -> None:
-        """VP8, VP9 and AV1 temporal layers (``configure`` with ``temporal``, VP9's
+        """VP8, VP9 and AV1 temporal layers (``configure`` with ``temporal``, VP9's and AV1's
         ``temporal_layer``; the plugin's choice from the estimate): the peer's
         stream that takes SourceStream ``index`` gets only the packets whose
         payload descriptor's TID (RFC 7741, RFC 9628), or AV1 OBU extension

@@ -231,7 +231,7 @@ struct Burst {
 /// continuous as the base layer is never left out.
 #[derive(Clone, Copy, Debug)]
 struct PictureRewrite {
-    /// VP8 or VP9: whose payload descriptor the packets carry.
+    /// VP8, VP9 or AV1: whose payload descriptor the packets carry.
     codec: Codec,
     /// The highest temporal layer sent; None: all.
     temporal_cap: Option<u8>,
@@ -541,7 +541,7 @@ pub struct ViewerStream {
     pub source: usize,
     /// Simulcast: the source stream this one moves to at that stream's next keyframe.
     next_source: Option<usize>,
-    /// VP8 and VP9 streams that were moved or capped (see [`PictureRewrite`]); None: payloads untouched.
+    /// VP8, VP9 and AV1 streams that were moved or capped (see [`PictureRewrite`]); None: payloads untouched.
     pictures: Option<Box<PictureRewrite>>,
     /// The sequence offset when the stream was last anchored, and the ones
     /// temporal layer drops and padding brought since (allocated at the first).
@@ -950,7 +950,7 @@ impl ViewerStream {
         self.emit(packet, received, now, out)
     }
 
-    /// Whether a VP8 or VP9 packet belongs to a temporal (or VP9 spatial)
+    /// Whether a VP8, VP9 or AV1 packet belongs to a temporal (or VP9 spatial)
     /// layer above the cap; if so the packets after it are renumbered one
     /// lower, so the viewer's sequence has no gap (packets arriving out of
     /// order are not renumbered).

@@ -122,7 +122,7 @@ pub enum Command {
         codec: Codec,
         at_once: bool,
     },
-    /// VP8 or VP9 (`codec`): the highest temporal layer the viewer's stream at `stream` gets (None: all).
+    /// VP8, VP9 or AV1 (`codec`): the highest temporal layer the viewer's stream at `stream` gets (None: all).
     SetStreamTemporalCap {
         id: u64,
         stream: usize,

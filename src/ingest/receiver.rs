@@ -64,9 +64,10 @@ pub struct StreamCounters {
     pub skew_dropped: AtomicU64,
     /// How far skew compensation has moved the timestamps, in milliseconds (negative: back).
     pub skew_ms: AtomicI64,
-    /// VP8 and VP9: the bytes forwarded of each temporal layer (TID 0 to 3, VP9's
-    /// higher TIDs counted as 3; 0 without one), from which the plugin measures
-    /// what a viewer capped at a layer gets.
+    /// VP8, VP9 and AV1: the bytes forwarded of each temporal layer (TID 0 to
+    /// 3, higher TIDs counted as 3; 0 without one; an AV1 packet that continues
+    /// an OBU counted in its frame's layer), from which the plugin measures what
+    /// a viewer capped at a layer gets.
     pub temporal_layer_bytes: [AtomicU64; TEMPORAL_LAYERS],
     /// VP9: the bytes forwarded of each spatial layer (SID 0 to 3, higher SIDs
     /// counted as 3; 0 without one), from which the plugin measures what a
