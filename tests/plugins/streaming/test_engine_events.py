@@ -808,7 +808,9 @@ def spatial_vp9_packet(frame: int, spatial_layer: int, *, sizes: tuple[int, int]
     return header + descriptor + bytes(sizes[spatial_layer])
 
 
-async def test_vp9_spatial_layers_follow_the_estimate_and_configure_pins_one(running: Running) -> None:
+async def test_vp9_spatial_layers_follow_the_estimate_configure_pins_one_and_the_pin_stays_across_a_switch(
+    running: Running,
+) -> None:
     plugin = running.plugin
     group = {"type": "rtp", "id": 7, "video": True, "videoport": 0, "videopt": 96, "videocodec": "vp9"}
     config, _ = parse_mountpoint("vp9-svc", group)
@@ -857,6 +859,24 @@ async def test_vp9_spatial_layers_follow_the_estimate_and_configure_pins_one(run
             pinned_at = time.monotonic()
             await until_late(lambda: time.monotonic() - pinned_at > UP_HOLD_SECONDS + 1, "")
             assert track.spatial == 0, "pinned: the estimate does not move it"
+
+            # Switched to another VP9 mountpoint, the viewer keeps its pinned layer there.
+            other_group = {"type": "rtp", "id": 9, "video": True, "videoport": 0, "videopt": 96, "videocodec": "vp9"}
+            other = plugin.add_mountpoint(parse_mountpoint("vp9-svc-2", other_group)[0])
+            sending.cancel()
+            other_port = other.ports[0]
+            sending = asyncio.get_running_loop().create_task(
+                send_frames([other_port, other_port], lambda frame, layer: spatial_vp9_packet(frame, layer, sizes=(300, 1200)))
+            )
+            await until(lambda: not any(other.silence.is_silent(i) for i in other.silence.indexes), "no media")
+            before = len(handle.events)
+            await plugin.handle_message(handle, "t", {"request": "switch", "id": 9}, None)  # type: ignore[arg-type]
+            await until(lambda: viewer.told({"switched": "ok", "id": 9}, before), "not switched")
+            (switched,) = plugin.viewers[handle.id].tracks
+            assert switched.spatial == 0 and switched.spatial_pinned
+            viewer.layer_bytes.clear()
+            await until_late(lambda: bool(layers_lately()) and len(viewer.layer_bytes) >= 40, "no media after the switch")
+            assert set(map(vp9_spatial_layer, viewer.layer_bytes)) == {0}, "the pinned layer left behind at the switch"
         finally:
             reporting.cancel()
     finally:

@@ -1403,6 +1403,11 @@ class StreamingPlugin(Plugin):
             self.engine.subscribe(
                 viewer.handle.id, target.engine_id, [track.engine_stream() for track in tracks if track.send]
             )
+            # The engine keeps each stream's pause and playout delay across the move, not its layer
+            # caps: a pinned spatial layer (kept by switched_to) is set again.
+            for track in tracks:
+                if track.send and track.spatial is not None:
+                    self.engine.set_stream_spatial_layer(viewer.handle.id, track.source_index, track.spatial)
         viewer.mountpoint.remove_viewer(viewer.handle.id)
         viewer.mountpoint = target
         viewer.tracks = tracks  # a data m-line stays, and carries the new mountpoint's data, if it has any
