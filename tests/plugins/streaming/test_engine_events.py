@@ -590,6 +590,15 @@ def layered_vp9_packet(frame: int, *, size: int) -> bytes:
     return header + descriptor + bytes(size)
 
 
+def layered_av1_packet(frame: int, *, size: int) -> bytes:
+    """One frame of an AV1 stream in three temporal layers, in one packet, a keyframe every 8
+    frames (the AV1 RTP specification: the aggregation header's W = 1 and N on a keyframe; a
+    frame OBU whose extension header names its temporal layer)."""
+    layer = TEMPORAL_PATTERN[frame % 4]
+    header = struct.pack("!BBHII", 0x80, 0x80 | 96, frame & 0xFFFF, frame * 3000, 0x98)
+    return header + bytes([0x18 if frame % 8 == 0 else 0x10, 6 << 3 | 0x04, layer << 5]) + bytes(size)
+
+
 class LayeredViewer:
     """A viewer of a layered (VP9 or AV1) mountpoint for the layer tests: its socket and SRTP
     sessions; it reads the byte that names the layers of each video packet it gets (at
@@ -651,16 +660,13 @@ class LayeredViewer:
         return any(event.get("result") == result for event in self.handle.events[after:])
 
 
-def vp9_temporal_layer(indices: int) -> int:
-    return indices >> 5
+def temporal_layer_in(layer_byte: int) -> int:
+    """VP9's TID in its layer indices, AV1's temporal_id in an OBU extension header: the top 3 bits."""
+    return layer_byte >> 5
 
 
 def vp9_spatial_layer(indices: int) -> int:
     return indices >> 1 & 0x07
-
-
-def av1_temporal_layer(extension: int) -> int:
-    return extension >> 5
 
 
 async def until_late(condition: Callable[[], bool], failure: str) -> None:
@@ -671,23 +677,26 @@ async def until_late(condition: Callable[[], bool], failure: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_vp9_temporal_layers_follow_the_estimate_and_configure_pins_a_temporal_and_a_spatial_layer(
-    running: Running,
+@pytest.mark.parametrize("codec", ["vp9", "av1"])
+async def test_vp9_and_av1_temporal_layers_follow_the_estimate_and_configure_pins_one(
+    running: Running, codec: str
 ) -> None:
     plugin = running.plugin
-    group = {"type": "rtp", "id": 6, "video": True, "videoport": 0, "videopt": 96, "videocodec": "vp9"}
-    config, _ = parse_mountpoint("vp9", group)
+    group = {"type": "rtp", "id": 6, "video": True, "videoport": 0, "videopt": 96, "videocodec": codec}
+    config, _ = parse_mountpoint(codec, group)
     mountpoint = plugin.add_mountpoint(config)
     (stream,) = mountpoint.config.streams
     # About 400 kbit/s whole at 50 frames a second: layer 0 alone about 100 kbit/s, with layer 1 200.
+    packet = layered_vp9_packet if codec == "vp9" else layered_av1_packet
     sending = asyncio.get_running_loop().create_task(
-        send_frames(mountpoint.ports[:1], lambda frame, _: layered_vp9_packet(frame, size=1000))
+        send_frames(mountpoint.ports[:1], lambda frame, _: packet(frame, size=1000))
     )
     handle = RecordingHandle(21)
-    viewer = LayeredViewer(plugin, handle)
+    # The byte that names the layers: VP9's layer indices, AV1's OBU extension header (both: TID << 5).
+    viewer = LayeredViewer(plugin, handle, layer_byte=3 if codec == "vp9" else 2)
 
     def layers_lately() -> set[int]:
-        return viewer.layers_lately(vp9_temporal_layer)
+        return viewer.layers_lately(temporal_layer_in)
 
     try:
         await until(lambda: not any(mountpoint.silence.is_silent(i) for i in mountpoint.silence.indexes), "no media")
@@ -719,74 +728,13 @@ async def test_vp9_temporal_layers_follow_the_estimate_and_configure_pins_a_temp
             await until_late(lambda: layers_lately() == {0, 1}, "the viewer does not get layers 0 and 1")
             assert track.temporal == 1 and track.temporal_pinned
 
-            before = len(handle.events)
-            await plugin.handle_message(handle, "t", {"request": "configure", "spatial_layer": 0}, None)  # type: ignore[arg-type]
-            await until(lambda: viewer.told({"mid": stream.mid, "spatial_layer": 0}, before), "configure's spatial layer")
-            viewer.layer_bytes.clear()
-            await until_late(lambda: layers_lately() == {0, 1}, "the base spatial layer (the only one) still comes")
-            assert track.spatial == 0
-        finally:
-            reporting.cancel()
-    finally:
-        sending.cancel()
-        viewer.sink.close()
-
-
-def layered_av1_packet(frame: int, *, size: int) -> bytes:
-    """One frame of an AV1 stream in three temporal layers, in one packet, a keyframe every 8
-    frames (the AV1 RTP specification: the aggregation header's W = 1 and N on a keyframe; a
-    frame OBU whose extension header names its temporal layer)."""
-    layer = TEMPORAL_PATTERN[frame % 4]
-    header = struct.pack("!BBHII", 0x80, 0x80 | 96, frame & 0xFFFF, frame * 3000, 0x98)
-    return header + bytes([0x18 if frame % 8 == 0 else 0x10, 6 << 3 | 0x04, layer << 5]) + bytes(size)
-
-
-async def test_av1_temporal_layers_follow_the_estimate_down_and_back_up_and_configure_pins_one(running: Running) -> None:
-    plugin = running.plugin
-    group = {"type": "rtp", "id": 8, "video": True, "videoport": 0, "videopt": 96, "videocodec": "av1"}
-    config, _ = parse_mountpoint("av1", group)
-    mountpoint = plugin.add_mountpoint(config)
-    (stream,) = mountpoint.config.streams
-    # About 400 kbit/s whole at 50 frames a second: layer 0 alone about 100 kbit/s, with layer 1 200.
-    sending = asyncio.get_running_loop().create_task(
-        send_frames(mountpoint.ports[:1], lambda frame, _: layered_av1_packet(frame, size=1000))
-    )
-    handle = RecordingHandle(23)
-    viewer = LayeredViewer(plugin, handle, layer_byte=2)
-
-    def layers_lately() -> set[int]:
-        return viewer.layers_lately(av1_temporal_layer)
-
-    try:
-        await until(lambda: not any(mountpoint.silence.is_silent(i) for i in mountpoint.silence.indexes), "no media")
-        track = viewer.watch(mountpoint)
-        reporting = asyncio.get_running_loop().create_task(viewer.report(track.ssrc))
-        try:
-            await until(lambda: plugin.viewers[handle.id].estimate == 10_000_000, "no estimate")
-            rates = mountpoint.layer_rates
-            await until_late(lambda: len(rates.temporal_bitrates(track.source_index)) == 3, "layers not measured")
-            await until_late(lambda: layers_lately() == {0, 1, 2}, "the viewer does not get every layer")
-
-            before = len(handle.events)
-            viewer.bitrate = 150_000  # layer 0 fits, not layer 1
-            await until_late(lambda: viewer.told({"mid": stream.mid, "temporal_layer": 0}, before), "temporal layers kept")
-            viewer.layer_bytes.clear()
-            await until_late(lambda: layers_lately() == {0}, "the viewer still gets layers above 0")
-
-            before = len(handle.events)
-            viewer.bitrate = 10_000_000
-            await until_late(lambda: viewer.told({"mid": stream.mid, "temporal_layer": 2}, before), "layers not back")
-            viewer.layer_bytes.clear()
-            await until_late(lambda: layers_lately() == {0, 1, 2}, "the viewer does not get every layer again")
-            assert track.temporal is None
-
-            # configure pins one, as for VP9 (Janus's key for AV1-SVC in its VideoRoom).
-            before = len(handle.events)
-            await plugin.handle_message(handle, "t", {"request": "configure", "temporal_layer": 1}, None)  # type: ignore[arg-type]
-            await until(lambda: viewer.told({"mid": stream.mid, "temporal_layer": 1}, before), "configure's layer not taken")
-            viewer.layer_bytes.clear()
-            await until_late(lambda: layers_lately() == {0, 1}, "the viewer does not get layers 0 and 1")
-            assert track.temporal == 1 and track.temporal_pinned
+            if codec == "vp9":
+                before = len(handle.events)
+                await plugin.handle_message(handle, "t", {"request": "configure", "spatial_layer": 0}, None)  # type: ignore[arg-type]
+                await until(lambda: viewer.told({"mid": stream.mid, "spatial_layer": 0}, before), "configure's spatial layer")
+                viewer.layer_bytes.clear()
+                await until_late(lambda: layers_lately() == {0, 1}, "the base spatial layer (the only one) still comes")
+                assert track.spatial == 0
         finally:
             reporting.cancel()
     finally:
