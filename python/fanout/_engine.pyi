@@ -480,7 +480,7 @@ class Engine:
         random values and stay continuous across pauses, moves and source
         restarts; sender reports go out about once a second.
 
-        Instant start: video (vp8, vp9, h264; other video codecs start at once)
+        Instant start: video (vp8, vp9, h264, h265, av1; other video codecs start at once)
         starts with a burst of the stream's keyframe cache (every packet since the
         latest keyframe, in order, sequence numbers contiguous with what follows),
         paced at 8 MB/s after a first 64 KiB (once transport feedback has measured the
@@ -594,7 +594,8 @@ class Engine:
         sent are renumbered so the peer sees no gap (packets that arrive out of
         order are not); NACKs find their packets across the last 32
         renumberings; picture IDs are kept. Packets without a TID count as
-        layer 0. The cap stays across set_stream_source. KeyError for an
+        layer 0. A burst from the keyframe cache leaves the same layers out.
+        The cap stays across set_stream_source. KeyError for an
         unknown peer, ValueError if the peer has no stream ``index``, it is
         not VP8, VP9 or AV1, or ``layer`` is outside 0..=3."""
     def set_stream_spatial_layer(self, peer_id: int, index: int, layer: int | None) -> None:

@@ -899,7 +899,9 @@ impl ViewerStream {
         }
     }
 
-    /// Writes a packet of the burst as this viewer receives it.
+    /// Writes a packet of the burst as this viewer receives it, or returns
+    /// None for one of a layer above the stream's caps (left out as live ones
+    /// are, the packets after it renumbered).
     pub fn rewrite_burst(
         &mut self,
         packet: &[u8],
@@ -907,6 +909,9 @@ impl ViewerStream {
         now: Instant,
         out: &mut [u8],
     ) -> Option<Rewritten> {
+        if self.pictures.is_some() && self.above_layer_caps(packet, &received.header) {
+            return None;
+        }
         self.emit(packet, received, now, out)
     }
 
@@ -2512,6 +2517,41 @@ mod tests {
         assert_eq!(budget.bytes_per_second(), PACING_FLOOR_BITRATE / 8, "not under the floor");
         budget.set_estimate(None, false, now);
         assert_eq!((budget.bytes_per_second(), budget.capacity()), (BURST_BYTES_PER_SECOND, BURST_CREDIT_BYTES));
+    }
+
+    #[test]
+    fn a_burst_leaves_out_the_layers_above_the_stream_caps() {
+        // A cached group of VP8 pictures in layers 0, 2, 1, 2, 0, ..., a keyframe first.
+        let layers = [0u8, 2, 1, 2, 0, 2, 1, 2];
+        let mut cache = GopCache::new();
+        for (i, &layer) in layers.iter().enumerate() {
+            let i = i as u16;
+            let datagram = source_packet(100 + i, u32::from(i) * 3000, 1, &vp8_payload(true, 10 + i, 0, layer, i == 0));
+            let mut packet = Arc::new(Packet::empty());
+            Arc::get_mut(&mut packet).unwrap().fill(&datagram, received(&datagram, i == 0, 0));
+            cache.offer(&packet, 0);
+        }
+        let now = Instant::now();
+        let mut stream = stream(true, 1);
+        stream.rewrite_pictures(Codec::Vp8);
+        stream.set_temporal_cap(Some(0));
+        assert!(stream.start_from(&cache, &SendBudget::new(now), now));
+        let mut out = [0u8; 1500];
+        let sent: Vec<(u16, u8)> = cache
+            .packets()
+            .iter()
+            .filter_map(|packet| {
+                let len = stream.rewrite_burst(packet.bytes(), &packet.meta, now, &mut out)?.len;
+                let header = RtpHeader::parse(&out[..len]).unwrap();
+                Some((header.sequence, out[header.payload_start + 5] >> 6))
+            })
+            .collect();
+        let first = sent[0].0;
+        assert_eq!(sent, [(first, 0), (first.wrapping_add(1), 0)], "the base layer only, without gaps");
+        // The packets the worker got since (the burst goes on from its history) follow on.
+        let live = source_packet(108, 8 * 3000, 1, &vp8_payload(true, 18, 0, 0, false));
+        let len = stream.rewrite_burst(&live, &received(&live, false, 0), now, &mut out).unwrap().len;
+        assert_eq!(RtpHeader::parse(&out[..len]).unwrap().sequence, first.wrapping_add(2));
     }
 
     #[test]
