@@ -283,11 +283,12 @@ def test_janus_js_takes_the_base_temporal_layer_of_a_browsers_av1(rig: Rig) -> N
     viewer.goto(f"{rig.addresses.page_url}?mountpoint=29&transport=http")
     viewer.wait_for_function("window.fanoutDemo && window.fanoutDemo.state === 'playing'", timeout=30_000)
     viewer.evaluate(PRESENTED_SCRIPT)
-    wait_for_steps(viewer, "every picture", lambda step: step <= 1.5 * FRAME_TICKS)
+    # Every picture: steps of one frame (two, should a busy machine's encoder halve its frame rate).
+    wait_for_steps(viewer, "every picture", lambda step: step <= 2 * FRAME_TICKS)
 
     for layer, condition, predicate in (
         (0, "every fourth picture", lambda step: step >= 3 * FRAME_TICKS),
-        (2, "every picture again", lambda step: step <= 1.5 * FRAME_TICKS),
+        (2, "every picture again", lambda step: step <= 2 * FRAME_TICKS),
     ):
         seen = len(layer_events(viewer, 0))
         viewer.evaluate(f"streaming.send({{ message: {{ request: 'configure', mid: 'v', temporal_layer: {layer} }} }})")
