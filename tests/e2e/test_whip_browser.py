@@ -283,10 +283,11 @@ def test_janus_js_takes_the_base_temporal_layer_of_a_browsers_av1(rig: Rig) -> N
     viewer.goto(f"{rig.addresses.page_url}?mountpoint=29&transport=http")
     viewer.wait_for_function("window.fanoutDemo && window.fanoutDemo.state === 'playing'", timeout=30_000)
     viewer.evaluate(PRESENTED_SCRIPT)
-    # Every picture: steps of one frame (two, should a busy machine's encoder halve its frame rate).
-    wait_for_steps(viewer, "every picture", lambda step: step <= 2 * FRAME_TICKS)
-
+    # Pinned first at the top layer (the estimate, low while Chromium's REMB climbs, might have
+    # left layers out). Every picture: steps of one frame (two, should a busy machine's encoder
+    # halve its frame rate); the base layer alone: four frames apart or more.
     for layer, condition, predicate in (
+        (2, "every picture", lambda step: step <= 2 * FRAME_TICKS),
         (0, "every fourth picture", lambda step: step >= 3 * FRAME_TICKS),
         (2, "every picture again", lambda step: step <= 2 * FRAME_TICKS),
     ):
