@@ -1615,6 +1615,7 @@ impl Engine {
             estimate: Some(counters.estimate.load(Ordering::Relaxed)).filter(|&bitrate| bitrate > 0),
             transport_feedbacks: counters.transport_feedbacks.load(Ordering::Relaxed),
             retransmissions_over_budget: counters.retransmissions_over_budget.load(Ordering::Relaxed),
+            nacks_unanswered: counters.nacks_unanswered.load(Ordering::Relaxed),
             probes: counters.probes.load(Ordering::Relaxed),
             probes_carried: counters.probes_carried.load(Ordering::Relaxed),
         })
@@ -1659,6 +1660,7 @@ impl Engine {
                     wrong_payload_type: stream.counters.wrong_payload_type.load(Ordering::Relaxed),
                     parameter_sets_inserted: stream.counters.parameter_sets_inserted.load(Ordering::Relaxed),
                     skew_dropped: stream.counters.skew_dropped.load(Ordering::Relaxed),
+                    lost: stream.counters.lost.load(Ordering::Relaxed),
                     skew_ms: stream.counters.skew_ms.load(Ordering::Relaxed),
                     temporal_layer_bytes: stream
                         .counters

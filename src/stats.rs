@@ -39,6 +39,9 @@ pub struct PeerStats {
     /// Retransmissions not sent: over the budget the peer's estimate paces
     /// its retransmissions and keyframe-cache bursts to.
     pub retransmissions_over_budget: u64,
+    /// Sequence numbers the peer NACKed that were not kept to send again
+    /// (past the history, or never sent to it).
+    pub nacks_unanswered: u64,
     /// Probes of the peer's link (padding up to its probe goal) started, and
     /// those that found the link carried the goal.
     pub probes: u64,
@@ -106,6 +109,8 @@ pub struct StreamStats {
     pub parameter_sets_inserted: u64,
     /// Audio packets dropped to pull a fast source clock back.
     pub skew_dropped: u64,
+    /// Packets the source sent that never arrived (from its sequence numbers).
+    pub lost: u64,
     /// How far skew compensation has moved the timestamps (negative: back).
     pub skew_ms: i64,
     /// VP8, VP9 and AV1: the bytes of each temporal layer (TID 0 to 3); zeros for other codecs.

@@ -56,7 +56,17 @@ from fanout_bench.load.command import _engine_build, _git_commit
 from fanout_bench.load.netns import bench_namespace
 
 # Inside a private namespace every port is free.
-HTTP_PORT, WS_PORT, WEBRTC_PORT, AUDIO_PORT, VIDEO_PORT = 18088, 18188, 18300, 15002, 15004
+HTTP_PORT, WS_PORT, WEBRTC_PORT, AUDIO_PORT, VIDEO_PORT, METRICS_PORT = 18088, 18188, 18300, 15002, 15004, 19090
+# What fanout counted of the mountpoint by the end (its /metrics): where a packet the last viewer
+# misses was lost (on the way in, in the send queue) and what the viewers' NACKs brought.
+SERVER_COUNTERS = (
+    "fanout_source_packets_total",
+    "fanout_source_lost_packets_total",
+    "fanout_delivered_packets_total",
+    "fanout_retransmissions_total",
+    "fanout_dropped_packets_total",
+    "fanout_dropped_late_packets_total",
+)
 READY_LINE = "fanout: ready"
 FIRST_FRAME_TIMEOUT_MS = 20_000
 # The last viewer goes on watching until it has decoded 3 s of video with no video packet missing
@@ -85,6 +95,8 @@ class Joins:
     server: str = "fanout"
     # Per join, PLAYING_ON_S after its first frame: framesDecoded, freezeCount, totalFreezesDurationMs, ...
     playing_on: list[dict[str, float]] = field(default_factory=list)
+    # fanout: SERVER_COUNTERS of the mountpoint once the last viewer's playback figures were kept.
+    server_counters: dict[str, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -105,6 +117,7 @@ class Joins:
             "playing_on_s": PLAYING_ON_S if self.playing_on else 0,
             "playing_on": self.playing_on,
             "playback": self.playback,
+            "server_counters": self.server_counters,
         }
 
     @property
@@ -146,7 +159,7 @@ def _write_config(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "janus.jcfg").write_text(
         'general: {\n\tsession_timeout = 60\n}\nnat: {\n\tnat_1_1_mapping = "127.0.0.1"\n}\n'
-        f'fanout: {{\n\twebrtc_port = {WEBRTC_PORT}\n\twebrtc_interface = "127.0.0.1"\n}}\n'
+        f'fanout: {{\n\twebrtc_port = {WEBRTC_PORT}\n\twebrtc_interface = "127.0.0.1"\n\tmetrics_port = {METRICS_PORT}\n}}\n'
     )
     (folder / "janus.transport.http.jcfg").write_text(
         f'general: {{\n\thttp = true\n\tport = {HTTP_PORT}\n\tbase_path = "/janus"\n}}\n'
@@ -285,6 +298,7 @@ def run_joins(
     phases_of_joins: list[dict[str, float]] = []
     playing_on: list[dict[str, float]] = []
     playback: dict[str, float] = {}
+    server_counters: dict[str, float] = {}
     setup = _janus_setup(workdir, cache) if server == "janus" else _fanout_setup(workdir, cache)
     with setup as (namespace, page_url, video_port, audio_port):
         source_command = testsource_command(
@@ -316,6 +330,8 @@ def run_joins(
                             playing_on.append(dict(page.evaluate("window.fanoutDemo.stats()")))
                         if join == joins - 1:
                             playback = _playback_of(page)
+                            if server == "fanout":
+                                server_counters = _server_counters(namespace)
                         page.close()
                         time.sleep(phases.uniform(0.2, 0.2 + keyframe_interval))
                 finally:
@@ -326,7 +342,24 @@ def run_joins(
                 source.wait(10)
             except subprocess.TimeoutExpired:
                 source.kill()
-    return Joins(keyframe_interval, cache, times, playback, phases_of_joins, server, playing_on)
+    return Joins(keyframe_interval, cache, times, playback, phases_of_joins, server, playing_on, server_counters)
+
+
+def _server_counters(namespace: str) -> dict[str, float]:
+    """SERVER_COUNTERS of mountpoint 1 from the /metrics of the fanout in ``namespace``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    read = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())"
+    url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+    text = subprocess.run(
+        ["ip", "netns", "exec", namespace, sys.executable, "-c", read, url], capture_output=True, text=True, check=True
+    ).stdout
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in SERVER_COUNTERS and sample.labels.get("mountpoint") == "1"
+    }
 
 
 def _playback_of(page: Any) -> dict[str, float]:

@@ -167,6 +167,8 @@ class StreamStats:
     @property
     def skew_dropped(self) -> int: ...  # audio packets dropped to pull a fast source clock back
     @property
+    def lost(self) -> int: ...  # packets the source sent that never arrived (its sequence gaps, less late ones)
+    @property
     def skew_ms(self) -> int: ...  # how far skew compensation has moved the timestamps (negative: back)
     @property
     def temporal_layer_bytes(self) -> list[int]: ...  # VP8, VP9, AV1: bytes of each temporal layer (TID 0-3; higher as 3); zeros otherwise
@@ -232,6 +234,8 @@ class PeerStats:
     def transport_feedbacks(self) -> int: ...  # transport-wide feedback messages read
     @property
     def retransmissions_over_budget(self) -> int: ...  # not sent: over the pacing budget of the viewer's estimate
+    @property
+    def nacks_unanswered(self) -> int: ...  # NACKed sequence numbers no longer kept (past the history) or never sent
     @property
     def probes(self) -> int: ...  # probes of its link (padding up to its probe goal) started
     @property

@@ -45,6 +45,9 @@ pub struct ViewerCounters {
     pub transport_feedbacks: AtomicU64,
     /// Retransmissions not sent: over the viewer's pacing budget (see [`SendBudget`]).
     pub retransmissions_over_budget: AtomicU64,
+    /// Sequence numbers NACKed that could not be sent again: no longer kept
+    /// (past the history, or sent before the oldest renumbering noted) or never sent.
+    pub nacks_unanswered: AtomicU64,
     /// Probes of the viewer's link started, and those that carried their goal (see [`crate::egress::probe`]).
     pub probes: AtomicU64,
     pub probes_carried: AtomicU64,
@@ -1632,6 +1635,11 @@ impl Viewer {
         }
         ViewerCounters::add(&self.counters.retransmissions_over_budget, 1);
         false
+    }
+
+    /// Counts a NACKed sequence number that could not be sent again.
+    pub fn count_unanswered_nack(&self) {
+        ViewerCounters::add(&self.counters.nacks_unanswered, 1);
     }
 
     /// The next packet of any stream's burst: (stream position, packet).

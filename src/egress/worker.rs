@@ -949,11 +949,14 @@ impl Worker {
                 if let Some(len) = viewer.write_padding_again(stream, sequence, now, send.next_buffer()) {
                     let tag = SlotTag { viewer: viewer.slot, kind: DatagramKind::Retransmission };
                     commit(send, slots, viewer, len, tag, merge);
+                } else {
+                    viewer.count_unanswered_nack();
                 }
                 continue;
             };
             let source = viewer.streams[stream].source;
             let Some(packet) = mountpoint.histories.get(source).and_then(|h| h.find(source_sequence, epoch)) else {
+                viewer.count_unanswered_nack();
                 continue;
             };
             if behind {
@@ -972,6 +975,8 @@ impl Worker {
             {
                 let tag = SlotTag { viewer: viewer.slot, kind: DatagramKind::Retransmission };
                 commit(send, slots, viewer, len, tag, merge);
+            } else {
+                viewer.count_unanswered_nack();
             }
         }
         viewer.write_tcp(now);

@@ -62,6 +62,10 @@ pub struct StreamCounters {
     pub parameter_sets_inserted: AtomicU64,
     /// Audio packets dropped to bring a fast source clock back in line.
     pub skew_dropped: AtomicU64,
+    /// Packets the source sent that never arrived, from its sequence numbers
+    /// (RFC 3550's cumulative loss: gaps, less the late packets that filled
+    /// them); lost before fanout, so no viewer's NACK can bring them back.
+    pub lost: AtomicU64,
     /// How far skew compensation has moved the timestamps, in milliseconds (negative: back).
     pub skew_ms: AtomicI64,
     /// VP8, VP9 and AV1: the bytes forwarded of each temporal layer (TID 0 to
@@ -88,6 +92,8 @@ pub struct SourceStream {
     socket: Option<UdpSocket>,
     pub counters: Arc<StreamCounters>,
     last: Option<(u32, u16)>,
+    /// The highest sequence number of the epoch so far (the loss count's reference).
+    highest_sequence: Option<u16>,
     epoch: u32,
     /// The next packet starts a new epoch whatever it carries (a publisher came back).
     restart_pending: bool,
@@ -118,6 +124,7 @@ impl SourceStream {
             socket,
             counters,
             last: None,
+            highest_sequence: None,
             epoch: 0,
             restart_pending: false,
             cache: None,
@@ -291,7 +298,9 @@ impl SourceStream {
         if restarted {
             self.epoch = self.epoch.wrapping_add(1);
             self.restart_pending = false;
+            self.highest_sequence = None;
         }
+        self.count_loss(header.sequence);
         self.last = Some((header.ssrc, header.sequence));
         let layers = match self.codec {
             Codec::Vp8 => Some((Vp8Descriptor::parse(payload).map_or(0, |descriptor| descriptor.temporal_layer), None)),
@@ -315,6 +324,25 @@ impl SourceStream {
             packet: ReceivedPacket { header, keyframe_start, epoch: self.epoch, arrival_ns, droppable },
             len,
             parameter_sets_first,
+        }
+    }
+
+    /// Counts the sequence numbers a forwarded packet skips past the highest so
+    /// far as lost, and one late packet (reordered) as one found again.
+    fn count_loss(&mut self, sequence: u16) {
+        let Some(highest) = self.highest_sequence else {
+            self.highest_sequence = Some(sequence);
+            return;
+        };
+        let ahead = sequence.wrapping_sub(highest) as i16;
+        if ahead > 0 {
+            self.highest_sequence = Some(sequence);
+            if ahead > 1 {
+                self.counters.lost.fetch_add(ahead as u64 - 1, Ordering::Relaxed);
+            }
+        } else if ahead < 0 {
+            let lost = &self.counters.lost;
+            let _ = lost.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| count.checked_sub(1));
         }
     }
 
@@ -1050,6 +1078,22 @@ mod tests {
             waits.push(waited);
         }
         panic!("no packet's arrival was when it reached the socket: waited {waits:?} ns");
+    }
+
+    #[test]
+    fn a_source_s_lost_packets_are_its_sequence_gaps_less_the_late_ones() {
+        let counters = Arc::new(StreamCounters::default());
+        let mut stream = SourceStream::new(MediaKind::Audio, Codec::Other, None, counters.clone());
+        let mut lost_after = Vec::new();
+        for sequence in [1, 2, 4, 3, 7, 7, 6, 9000, 9002] {
+            let mut datagram = rtp(sequence, 7, &[0xf8]);
+            let len = datagram.len();
+            stream.accept_one(&mut datagram, len, 1).expect("forwarded");
+            lost_after.push(counters.lost.load(Ordering::Relaxed));
+        }
+        // 3 missing, found late; 5 and 6 missing, 6 found late; a duplicate is not a loss; a
+        // restart (a jump of 8993) begins again, and 9001 is missing.
+        assert_eq!(lost_after, [0, 0, 1, 0, 2, 2, 1, 1, 2]);
     }
 
     #[test]

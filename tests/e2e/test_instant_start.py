@@ -24,9 +24,12 @@ def test_a_viewer_sees_video_long_before_the_next_keyframe(tmp_path: Path) -> No
     assert len(joins.first_frame_ms) == JOINS
     assert statistics.median(joins.first_frame_ms) < 1000, joins.first_frame_ms
     # The burst of the cached pictures decodes and the stream goes on live: the last viewer decodes
-    # 3 s of video with every video packet there in the end (a loss on a busy machine is resent on
-    # Chromium's NACK); Opus is not resent, its decoder hides the odd lost packet.
+    # 3 s of video with every video packet that reached fanout there in the end (a loss on a busy
+    # machine is resent on Chromium's NACK; one lost on its way in, which fanout counts from the
+    # source's sequence numbers, cannot be); Opus is not resent, its decoder hides the odd lost packet.
+    server = joins.server_counters
     assert joins.playback["framesDecoded"] >= PLAYBACK_FRAMES, joins.playback
-    assert joins.playback["videoPacketsLost"] == 0, joins.playback
+    assert joins.playback["videoPacketsLost"] <= server["fanout_source_lost_packets_total"], (joins.playback, server)
     assert joins.playback["audioPacketsLost"] * 100 <= joins.playback["audioPacketsReceived"], joins.playback
     assert (joins.playback["frameWidth"], joins.playback["frameHeight"]) == (640, 360), joins.playback
+    assert server["fanout_source_packets_total"] > 0, server

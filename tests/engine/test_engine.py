@@ -199,7 +199,7 @@ def test_mountpoint_stats_count_packets_and_garbage(rig: Rig) -> None:
                      "last_packet_age_ms": None, "rtcp_port": None, "rtcp_packets": 0, "plis_forwarded": 0,
                      "keyframe_requests": 0, "rembs_sent": 0, "sender_report": None, "keyframe_cache": None, "undecryptable": 0,
                      "collisions": 0, "wrong_payload_type": 0, "parameter_sets_inserted": 0, "skew_dropped": 0,
-                     "skew_ms": 0, "temporal_layer_bytes": [0, 0, 0, 0],
+                     "lost": 0, "skew_ms": 0, "temporal_layer_bytes": [0, 0, 0, 0],
                      "spatial_layer_bytes": [0, 0, 0, 0]}],
         "sent_packets": 0, "sent_bytes": 0, "retransmissions": 0, "dropped": 0, "dropped_late": 0, "send_errors": 0,
     }

@@ -88,7 +88,7 @@ async def test_metrics_show_a_watching_viewer(tmp_path: Path) -> None:
     assert ("fanout_retransmissions_total", mountpoint) in during
     assert ("fanout_send_errors_total", mountpoint) in during
     for ingest_counter in ("source_undecryptable", "source_collisions", "h264_parameter_sets_inserted",
-                           "skew_dropped_packets"):  # fmt: skip
+                           "skew_dropped_packets", "source_lost_packets"):  # fmt: skip
         assert during[(f"fanout_{ingest_counter}_total", mountpoint)] == 0
     assert during[("fanout_sessions", ())] == 1
     assert during[("fanout_peerconnections", ())] == 1

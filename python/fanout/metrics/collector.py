@@ -3,7 +3,7 @@
 Per mountpoint (label ``mountpoint``, the mountpoint's id as text): viewers,
 delivered packets and bits, source packets, drops, retransmissions, send
 errors, and what the sources' ingest dropped or added (undecryptable SRTP,
-SSRC collisions, H.264 parameter sets, skew drops). Per engine worker (label ``worker``): viewers, busy seconds, source
+SSRC collisions, H.264 parameter sets, skew drops, packets lost on the way in). Per engine worker (label ``worker``): viewers, busy seconds, source
 packets, overruns. The core: sessions, handles, PeerConnections that came up
 (the join latency histogram: from the request that began a PeerConnection to
 WebRTC up), hangups by reason, DTLS handshake failures. The event handlers:
@@ -58,6 +58,7 @@ SOURCE_STREAM_COUNTERS = (
     ("wrong_payload_type", "fanout_source_wrong_payload_type", "source packets dropped for a payload type the stream does not take"),
     ("parameter_sets_inserted", "fanout_h264_parameter_sets_inserted", "H.264 SPS/PPS packets put before keyframes that lacked them"),
     ("skew_dropped", "fanout_skew_dropped_packets", "audio packets dropped to pull a fast source clock back in line"),
+    ("lost", "fanout_source_lost_packets", "packets the sources sent that never reached fanout (their sequence gaps)"),
 )
 WORKER_COUNTERS = (
     ("busy_ns", "fanout_worker_busy_seconds", "time the worker spent working rather than waiting", 1e-9),

@@ -128,6 +128,7 @@ def _peer_stats_json(stats: PeerStats) -> dict[str, Any]:
         "estimate": stats.estimate,
         "transport_feedbacks": stats.transport_feedbacks,
         "retransmissions_over_budget": stats.retransmissions_over_budget,
+        "nacks_unanswered": stats.nacks_unanswered,
         "probes": stats.probes,
         "probes_carried": stats.probes_carried,
     }
