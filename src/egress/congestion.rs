@@ -10,16 +10,8 @@
 //!   section 5.3 Kalman filter: a least-squares slope over the last 20
 //!   smoothed accumulated delays) into the over-use detector with its
 //!   adaptive threshold (section 5.4);
-//! - a queue that stands 60 ms above the lowest one-way delay of the last 5 to
-//!   10 s and grows over two groups in a row is over-use at once: a server
-//!   that forwards each frame in one burst makes one group a frame, so the
-//!   trendline's 20 groups span two thirds of a second, and on a link that
-//!   fell under the stream (a token bucket of 600 kbit/s under 1.5 Mbit/s)
-//!   it sees the queue 0.15 s later, when it is 0.2 s longer: the layer the
-//!   viewer moves to waits behind all of it;
 //! - the delay-based rate control (section 5.5) decreases to 0.85 of the
-//!   acknowledged rate on over-use (of the last 100 ms alone when that is
-//!   lower: the half-second average lags a fall), holds on under-use and increases by 8% a
+//!   acknowledged rate on over-use, holds on under-use and increases by 8% a
 //!   second otherwise, or, once an over-use told what the link carries (and
 //!   nothing acknowledged since went past that), by about a packet per
 //!   response time a second (Chromium's AimdRateControl and
@@ -62,13 +54,6 @@ const K_UP: f64 = 0.0087;
 const K_DOWN: f64 = 0.039;
 /// Over-use must last this long (gcc-02 5.4: 10 ms).
 const OVERUSE_MICROS: i64 = 10_000;
-/// A queue this far above the lowest one-way delay of the last two windows,
-/// growing over [`STANDING_QUEUE_GROUPS`] groups in a row, is over-use at once.
-const STANDING_QUEUE_MICROS: i64 = 60_000;
-const STANDING_QUEUE_GROUPS: u32 = 2;
-const BASE_DELAY_WINDOW_MICROS: i64 = 5_000_000;
-/// The recent acknowledged rate is measured over windows of this much arrival time, unaveraged.
-const RECENT_RATE_WINDOW_MICROS: i64 = 100_000;
 /// Rate control (gcc-02 5.5).
 const BETA: f64 = 0.85;
 const INCREASE_PER_SECOND: f64 = 1.08;
@@ -145,10 +130,6 @@ struct DelayDetector {
     overuse_count: u32,
     previous_trend: f64,
     usage: Usage,
-    base_delay: BaseDelay,
-    /// Groups in a row whose one-way delay stood STANDING_QUEUE_MICROS above the
-    /// base and exceeded the previous group's.
-    rising_queue_groups: u32,
 }
 
 impl Default for DelayDetector {
@@ -168,8 +149,6 @@ impl Default for DelayDetector {
             overuse_count: 0,
             previous_trend: 0.0,
             usage: Usage::Normal,
-            base_delay: BaseDelay::default(),
-            rising_queue_groups: 0,
         }
     }
 }
@@ -193,23 +172,10 @@ impl DelayDetector {
         if let Some(previous) = self.previous {
             let send_delta = (current.last_sent - previous.last_sent) as f64 / 1000.0;
             let arrival_delta = (current.last_arrival - previous.last_arrival) as f64 / 1000.0;
-            self.follow_queue(current, previous);
             self.update(arrival_delta - send_delta, current.last_arrival);
         }
         self.previous = Some(current);
         self.current = Some(Group { first_sent: sent, last_sent: sent, last_arrival: arrival });
-    }
-
-    /// Counts the groups in a row that stood in a growing queue: one-way delay
-    /// (arrival less send time: the clocks' offset cancels against the base's)
-    /// at least [`STANDING_QUEUE_MICROS`] above the base and above the
-    /// previous group's. A receiver that read late (a busy CPU) is not one:
-    /// the groups it read at once come out less and less delayed.
-    fn follow_queue(&mut self, group: Group, previous: Group) {
-        let delay = group.last_arrival - group.last_sent;
-        let base = self.base_delay.sample(delay, group.last_arrival);
-        let rising = delay - base >= STANDING_QUEUE_MICROS && delay > previous.last_arrival - previous.last_sent;
-        self.rising_queue_groups = if rising { self.rising_queue_groups + 1 } else { 0 };
     }
 
     /// gcc-02 5.3/5.4 with Chromium's trendline estimator: `gradient` ms of delay variation.
@@ -234,12 +200,6 @@ impl DelayDetector {
         }
         self.detect(trend, arrival);
         self.previous_trend = trend;
-        if self.rising_queue_groups >= STANDING_QUEUE_GROUPS {
-            // The trendline, smoothed over 20 groups (two thirds of a second at a frame a
-            // group, as a server that forwards frames in bursts makes them), sees a queue
-            // that grows on a link gone thin only once it holds most of a second.
-            self.usage = Usage::Over;
-        }
     }
 
     fn detect(&mut self, trend: f64, now: i64) {
@@ -277,34 +237,6 @@ impl DelayDetector {
     }
 }
 
-/// The lowest one-way delay (microseconds, on the two clocks' offset) of the
-/// current and the previous window of [`BASE_DELAY_WINDOW_MICROS`]: the
-/// delay of an empty queue, followed when the path changes.
-#[derive(Default)]
-struct BaseDelay {
-    window_start: Option<i64>,
-    current: i64,
-    previous: i64,
-}
-
-impl BaseDelay {
-    /// Takes one delay, measured at `at`; the base now.
-    fn sample(&mut self, delay: i64, at: i64) -> i64 {
-        match self.window_start {
-            None => {
-                self.window_start = Some(at);
-                (self.current, self.previous) = (delay, delay);
-            }
-            Some(start) if at - start >= BASE_DELAY_WINDOW_MICROS => {
-                self.window_start = Some(at);
-                (self.previous, self.current) = (self.current, delay);
-            }
-            Some(_) => self.current = self.current.min(delay),
-        }
-        self.current.min(self.previous)
-    }
-}
-
 /// The least-squares slope of the points.
 fn slope(points: &[(f64, f64)]) -> Option<f64> {
     let n = points.len() as f64;
@@ -318,27 +250,21 @@ fn slope(points: &[(f64, f64)]) -> Option<f64> {
 }
 
 /// A rate over windows of time: the acknowledged (received) rate over
-/// windows of arrival time, the sent rate over windows of send time. Each
-/// window's rate is averaged with the previous figure by `previous_weight`.
+/// windows of arrival time, the sent rate over windows of send time.
+#[derive(Default)]
 struct RateMeter {
-    window: i64,
-    previous_weight: f64,
     window_start: Option<i64>,
     bytes: u64,
     bitrate: Option<f64>,
 }
 
 impl RateMeter {
-    fn new(window: i64, previous_weight: f64) -> Self {
-        Self { window, previous_weight, window_start: None, bytes: 0, bitrate: None }
-    }
-
     fn packet(&mut self, at: i64, size: u32) {
         let start = *self.window_start.get_or_insert(at);
-        if at - start >= self.window {
+        if at - start >= RATE_WINDOW_MICROS {
             let measured = self.bytes as f64 * 8.0 * 1e6 / (at - start) as f64;
             self.bitrate = Some(match self.bitrate {
-                Some(previous) => self.previous_weight * previous + (1.0 - self.previous_weight) * measured,
+                Some(previous) => 0.5 * previous + 0.5 * measured,
                 None => measured,
             });
             self.window_start = Some(at);
@@ -423,10 +349,6 @@ pub struct Estimator {
     pub history: SendHistory,
     detector: DelayDetector,
     acked: RateMeter,
-    /// The acknowledged rate of the last tenth of a second alone: what the link
-    /// carries while a queue stands (`acked` averages half-second windows, and
-    /// lags a fall by as much).
-    recent_acked: RateMeter,
     /// The rate of the packets the feedback told about, by their send times.
     sent: RateMeter,
     /// Whether over-use or a loss cut ever told that the link limits what is sent.
@@ -464,9 +386,8 @@ impl Default for Estimator {
         Self {
             history: SendHistory::default(),
             detector: DelayDetector::default(),
-            acked: RateMeter::new(RATE_WINDOW_MICROS, 0.5),
-            recent_acked: RateMeter::new(RECENT_RATE_WINDOW_MICROS, 0.0),
-            sent: RateMeter::new(RATE_WINDOW_MICROS, 0.5),
+            acked: RateMeter::default(),
+            sent: RateMeter::default(),
             limited: false,
             capacity: LinkCapacity::default(),
             delay_based: START_BITRATE as f64,
@@ -552,7 +473,6 @@ impl Estimator {
             history,
             detector,
             acked,
-            recent_acked,
             sent: sent_rate,
             last_loss_cut,
             measured_cluster,
@@ -580,7 +500,6 @@ impl Estimator {
                     received_since_cut += since_cut;
                     detector.packet(sent.at, arrival);
                     acked.packet(arrival, sent.size);
-                    recent_acked.packet(arrival, sent.size);
                 }
             }
         });
@@ -654,16 +573,10 @@ impl Estimator {
             Usage::Over => {
                 self.limited = true;
                 self.last_decrease = now;
-                // What the link carries now: the last tenth of a second's rate when it is
-                // under the averaged one (a link that just fell).
-                let carried = match (acked, self.recent_acked.bitrate) {
-                    (Some(acked), Some(recent)) => Some(acked.min(recent)),
-                    (acked, recent) => acked.or(recent),
-                };
-                if let Some(carried) = carried {
-                    self.capacity.over_use(carried);
+                if let Some(acked) = acked {
+                    self.capacity.over_use(acked);
                 }
-                self.delay_based = self.delay_based.min(BETA * carried.unwrap_or(self.delay_based));
+                self.delay_based = self.delay_based.min(BETA * acked.unwrap_or(self.delay_based));
             }
             Usage::Under => {}
             Usage::Normal => {
@@ -807,155 +720,6 @@ mod tests {
             }
             self.estimator.bitrate()
         }
-    }
-
-    /// A link as `tc tbf` shapes it (a token bucket: `rate`, a 32 KB burst, a queue of
-    /// `rate` * 200 ms + the burst), fed as a forwarding server feeds it: 30 frames a second,
-    /// each sent at once; 20 ms one way; transport feedback every 50 ms (Chromium's at
-    /// these rates). `reader_stalls`: the receiver stamps arrivals when it reads them, and
-    /// stops reading for 150 ms every second (a busy CPU).
-    struct BucketLink {
-        estimator: Estimator,
-        rate: f64,
-        tokens: f64,
-        queue: std::collections::VecDeque<(u16, f64)>,
-        queued: f64,
-        in_flight: Vec<(i64, u16)>,
-        pending: Vec<(u16, Option<i64>)>,
-        sequence: u16,
-        now: i64,
-        next_frame: i64,
-        next_feedback: i64,
-        reader_stalls: bool,
-        /// When the estimator first saw over-use (microseconds).
-        first_over_use: Option<i64>,
-        /// Whether the standing-queue rule ever fired.
-        standing_queue_seen: bool,
-    }
-
-    impl BucketLink {
-        const BURST: f64 = 32_000.0;
-        const STEP: i64 = 1_000;
-
-        fn new(rate: u64) -> Self {
-            Self {
-                estimator: Estimator::default(),
-                rate: rate as f64,
-                tokens: Self::BURST,
-                queue: Default::default(),
-                queued: 0.0,
-                in_flight: Vec::new(),
-                pending: Vec::new(),
-                sequence: 0,
-                now: 0,
-                next_frame: 0,
-                next_feedback: 50_000,
-                reader_stalls: false,
-                first_over_use: None,
-                standing_queue_seen: false,
-            }
-        }
-
-        /// Sends frames of `bitrate` (bits/s) for `seconds`.
-        fn run(&mut self, bitrate: u64, seconds: f64) {
-            const PACKETS_PER_FRAME: usize = 6;
-            let size = bitrate as f64 / 8.0 / 30.0 / PACKETS_PER_FRAME as f64;
-            let end = self.now + (seconds * 1e6) as i64;
-            while self.now < end {
-                self.tokens = (self.tokens + self.rate / 8.0 * Self::STEP as f64 / 1e6).min(Self::BURST);
-                while let Some(&(sequence, size)) = self.queue.front() {
-                    if self.tokens < size {
-                        break;
-                    }
-                    self.tokens -= size;
-                    self.queued -= size;
-                    self.queue.pop_front();
-                    self.in_flight.push((self.now + 20_000, sequence));
-                }
-                if self.now >= self.next_frame {
-                    self.next_frame += 33_333;
-                    for _ in 0..PACKETS_PER_FRAME {
-                        self.estimator.history.record(self.sequence, self.now, size as usize, 0);
-                        if self.queued + size > self.rate / 8.0 * 0.2 + Self::BURST {
-                            self.pending.push((self.sequence, None));
-                        } else {
-                            self.queue.push_back((self.sequence, size));
-                            self.queued += size;
-                        }
-                        self.sequence = self.sequence.wrapping_add(1);
-                    }
-                }
-                let reading = !self.reader_stalls || self.now % 1_000_000 >= 150_000;
-                let now = self.now;
-                if reading {
-                    let pending = &mut self.pending;
-                    self.in_flight.retain(|&(at, sequence)| {
-                        let arrived = at <= now;
-                        if arrived {
-                            pending.push((sequence, Some(now)));
-                        }
-                        !arrived
-                    });
-                }
-                if self.now >= self.next_feedback {
-                    self.next_feedback += 50_000;
-                    self.feed_back();
-                }
-                self.now += Self::STEP;
-            }
-        }
-
-        /// Feedback about the packets up to the newest that arrived (a gap before it is a loss).
-        fn feed_back(&mut self) {
-            self.pending.sort_by_key(|&(sequence, _)| sequence);
-            let arrived = self.pending.iter().filter(|(_, arrival)| arrival.is_some());
-            let Some(newest) = arrived.map(|&(sequence, _)| sequence).max() else {
-                return;
-            };
-            let (told, later): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|&(sequence, _)| sequence <= newest);
-            self.pending = later;
-            self.estimator.on_feedback(self.now + 20_000, |packet| {
-                for &(sequence, arrival) in &told {
-                    packet(sequence, arrival);
-                }
-            });
-            if self.estimator.usage() == Usage::Over && self.first_over_use.is_none() {
-                self.first_over_use = Some(self.now);
-            }
-            self.standing_queue_seen |= self.estimator.detector.rising_queue_groups >= STANDING_QUEUE_GROUPS;
-        }
-    }
-
-    #[test]
-    fn a_queue_standing_behind_a_token_bucket_is_over_use_soon_and_cut_to_what_the_link_carries() {
-        let mut link = BucketLink::new(3_000_000);
-        link.run(1_500_000, 20.0);
-        assert_eq!(link.first_over_use, None);
-        let fell_at = link.now;
-        link.rate = 600_000.0;
-        link.run(1_500_000, 1.5);
-        // The bucket's 32 KB go at 1.5 Mbit/s for 0.28 s, then the queue grows 50 ms a frame,
-        // and the feedback about a packet comes after the queue delayed it. The trendline alone
-        // (20 groups of a frame each) sees it 0.7 s after the fall, when the queue holds 0.63 s
-        // (full): the layer a viewer then moves to waits that long behind it. The standing
-        // queue is seen at 0.55 s, the queue 0.4 s long.
-        let seen = link.first_over_use.expect("over-use") - fell_at;
-        assert!(seen <= 600_000, "over-use seen {seen} us after the fall");
-        // The first cut goes under the link's rate, not to 0.85 of the half-second average
-        // (1.1 Mbit/s here), so what the viewer is sent next (its new layer's keyframe-cache
-        // burst, paced to the estimate) does not add to the queue.
-        let estimate = link.estimator.bitrate();
-        assert!(estimate < 600_000, "{estimate}");
-        assert!(estimate > 400_000, "{estimate}");
-    }
-
-    #[test]
-    fn a_receiver_that_reads_late_is_not_a_standing_queue() {
-        let mut link = BucketLink::new(5_000_000);
-        link.reader_stalls = true;
-        link.run(1_500_000, 20.0);
-        // (The trendline takes stalls of 150 ms for over-use now and then, as Chromium's would.)
-        assert!(!link.standing_queue_seen);
     }
 
     #[test]
