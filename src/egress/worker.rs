@@ -61,8 +61,12 @@ pub type Caches = Vec<Option<Arc<Mutex<GopCache>>>>;
 /// waits for the next live keyframe. Live packets queue behind the cached
 /// ones, and on a link that barely carries the new layer (a move down) the
 /// viewer falls behind by about the cache's sending time (and freezes while
-/// it catches up), where the wait for a live keyframe is at most a GOP.
-pub const MOVE_AT_ONCE_CATCH_UP_SECONDS: f64 = 0.25;
+/// it catches up), where the wait for a live keyframe is at most a GOP. A
+/// move down comes right after a fall, when the estimate is still above the
+/// link and the link still holds the old layer's queue: `fanout bench
+/// adaptive` froze 1.03 s at the fall three times in three with 0.1 s, and
+/// 3.72, 2.12 and 1.03 s with 0.25 (the cache sent into that queue).
+pub const MOVE_AT_ONCE_CATCH_UP_SECONDS: f64 = 0.1;
 
 /// A source packet for a worker's viewers of one mountpoint.
 pub struct Delivery {
