@@ -16,8 +16,8 @@
 //!   rate (packet-train dispersion: packets sent together leave the narrowest
 //!   link back to back). A keyframe of 40 KB takes half a second through a
 //!   link gone down to 600 kbit/s, and the trendline hears of its group only
-//!   when its last packet arrived: `fanout bench adaptive` saw the fall 0.5-0.6 s
-//!   after it with this rule, 1.0-1.1 s without;
+//!   when its last packet arrived: `fanout bench adaptive` saw the fall
+//!   0.47-0.61 s after it with this rule, 0.8-1.2 s without;
 //! - the delay-based rate control (section 5.5) decreases to 0.85 of the
 //!   acknowledged rate on over-use, holds on under-use and increases by 8% a
 //!   second otherwise, or, once an over-use told what the link carries (and
