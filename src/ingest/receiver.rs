@@ -290,6 +290,7 @@ impl SourceStream {
             }
             Verdict::SkewDropped => {
                 self.counters.skew_dropped.fetch_add(1, Ordering::Relaxed);
+                self.count_loss(header.sequence); // it arrived: fanout dropped it, not the network
                 self.last = Some((header.ssrc, header.sequence));
                 return Accepted::Counted { len };
             }
