@@ -160,7 +160,7 @@ fn whole_engine(profile: Profile, viewers: usize) {
     let key = vec![1u8; profile.master_len()];
     for (i, sink) in sinks.iter().enumerate() {
         let address = sink.local_addr().unwrap();
-        let stream = ViewerStreamConfig { index: 0, ssrc: i as u32 + 1, payload_type: 111 };
+        let stream = ViewerStreamConfig { index: 0, ssrc: i as u32 + 1, payload_type: 111, ..Default::default() };
         engine.add_peer(i as u64, address, profile, &key, &key, None, Duration::from_secs(5)).unwrap();
         engine.subscribe(i as u64, 1, &[stream]).unwrap();
     }

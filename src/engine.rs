@@ -212,11 +212,17 @@ pub struct PublisherConfig {
 }
 
 /// What a viewer receives of one source stream.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ViewerStreamConfig {
     pub index: u32,
     pub ssrc: u32,
     pub payload_type: u8,
+    /// VP8, VP9, AV1: only temporal layers up to this one from the first
+    /// packet on (see [`Engine::set_stream_temporal_layer`]); None: all.
+    pub temporal_layer: Option<u8>,
+    /// VP9: only spatial layers up to this one from the first packet on (see
+    /// [`Engine::set_stream_spatial_layer`]); None: all.
+    pub spatial_layer: Option<u8>,
 }
 
 struct StreamRecord {
@@ -541,6 +547,28 @@ fn checked_silence_ms(silence_ms: u32) -> Result<u64, EngineError> {
 }
 
 /// `value` itself if it lies in `low..=high`.
+/// A temporal layer cap for `source`: VP8, VP9 or AV1 only, 0..=3.
+fn checked_temporal_layer(source: &StreamRecord, layer: Option<u8>) -> Result<Option<u8>, EngineError> {
+    let Some(layer) = layer else { return Ok(None) };
+    if !matches!(source.codec, Codec::Vp8 | Codec::Vp9 | Codec::Av1) {
+        let index = source.index;
+        return Err(invalid(format!(
+            "stream {index} is not VP8, VP9 or AV1: temporal layers are for VP8, VP9 and AV1 streams"
+        )));
+    }
+    check_range(layer, "temporal layer", 0, 3).map(Some)
+}
+
+/// A spatial layer cap for `source`: VP9 only, 0..=7.
+fn checked_spatial_layer(source: &StreamRecord, layer: Option<u8>) -> Result<Option<u8>, EngineError> {
+    let Some(layer) = layer else { return Ok(None) };
+    if source.codec != Codec::Vp9 {
+        let index = source.index;
+        return Err(invalid(format!("stream {index} is not VP9: spatial layers are for VP9 streams")));
+    }
+    check_range(layer, "spatial layer", 0, 7).map(Some)
+}
+
 fn check_range<T: Copy + PartialOrd + fmt::Display>(value: T, what: &str, low: T, high: T) -> Result<T, EngineError> {
     if value < low || value > high {
         return Err(invalid(format!("{what} must be in {low}..={high}, got {value}")));
@@ -1254,15 +1282,11 @@ impl Engine {
         let running = state.as_ref().expect("checked by running()");
         let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
         let subscription = peer.subscription(peer_id)?;
-        let cap = layer.map(|layer| check_range(layer, "temporal layer", 0, 3)).transpose()?;
         let (index, stream) = subscription.stream_taking(peer_id, index)?;
         let mountpoint = running.mountpoints.get(&subscription.mountpoint_id).ok_or(EngineError::Closed)?;
-        let codec = mountpoint.streams.iter().find(|source| source.index == index).map(|source| source.codec);
-        let Some(codec @ (Codec::Vp8 | Codec::Vp9 | Codec::Av1)) = codec else {
-            return Err(invalid(format!(
-                "stream {index} is not VP8, VP9 or AV1: temporal layers are for VP8, VP9 and AV1 streams"
-            )));
-        };
+        let source = mountpoint.streams.iter().find(|source| source.index == index).ok_or(EngineError::Closed)?;
+        let codec = source.codec;
+        let cap = checked_temporal_layer(source, layer)?;
         Self::to_worker(running, subscription.worker, Command::SetStreamTemporalCap { id: peer_id, stream, codec, cap })
     }
 
@@ -1278,13 +1302,10 @@ impl Engine {
         let running = state.as_ref().expect("checked by running()");
         let peer = running.peers.get(&peer_id).ok_or(EngineError::UnknownPeer(peer_id))?;
         let subscription = peer.subscription(peer_id)?;
-        let cap = layer.map(|layer| check_range(layer, "spatial layer", 0, 7)).transpose()?;
         let (index, stream) = subscription.stream_taking(peer_id, index)?;
         let mountpoint = running.mountpoints.get(&subscription.mountpoint_id).ok_or(EngineError::Closed)?;
-        let source = mountpoint.streams.iter().find(|source| source.index == index);
-        let Some(source) = source.filter(|source| source.codec == Codec::Vp9) else {
-            return Err(invalid(format!("stream {index} is not VP9: spatial layers are for VP9 streams")));
-        };
+        let source = mountpoint.streams.iter().find(|source| source.index == index).ok_or(EngineError::Closed)?;
+        let cap = checked_spatial_layer(source, layer)?;
         if cap != Some(0) {
             if let Some(rtcp) = &source.rtcp {
                 rtcp.request_keyframe(KeyframeReason::Start, Instant::now());
@@ -1956,14 +1977,12 @@ fn viewer_streams(
         let record = &mountpoint.streams[position];
         let [a, b, c, d, e, f] = random_bytes::<6>();
         let start = StreamStart { sequence: u16::from_be_bytes([a, b]), timestamp: u32::from_be_bytes([c, d, e, f]) };
-        viewer_streams.push(ViewerStream::new(
-            position,
-            ssrc,
-            payload_type,
-            record.clock_rate,
-            record.starts_at_keyframes,
-            start,
-        ));
+        let temporal_layer = checked_temporal_layer(record, stream.temporal_layer)?;
+        let spatial_layer = checked_spatial_layer(record, stream.spatial_layer)?;
+        let mut viewer_stream =
+            ViewerStream::new(position, ssrc, payload_type, record.clock_rate, record.starts_at_keyframes, start);
+        viewer_stream.start_with_layer_caps(record.codec, temporal_layer, spatial_layer);
+        viewer_streams.push(viewer_stream);
         ssrcs.push(ssrc);
         indexes.push(index);
     }

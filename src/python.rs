@@ -177,6 +177,10 @@ struct ViewerStream {
     index: i64,
     ssrc: i64,
     payload_type: i64,
+    #[pyo3(default)]
+    temporal_layer: Option<i64>,
+    #[pyo3(default)]
+    spatial_layer: Option<i64>,
 }
 
 fn viewer_stream_configs(streams: Vec<ViewerStream>) -> PyResult<Vec<ViewerStreamConfig>> {
@@ -187,6 +191,8 @@ fn viewer_stream_configs(streams: Vec<ViewerStream>) -> PyResult<Vec<ViewerStrea
                 index: int(s.index, "stream index")?,
                 ssrc: int(s.ssrc, "ssrc")?,
                 payload_type: int(s.payload_type, "payload type")?,
+                temporal_layer: s.temporal_layer.map(|layer| int(layer, "temporal layer")).transpose()?,
+                spatial_layer: s.spatial_layer.map(|layer| int(layer, "spatial layer")).transpose()?,
             })
         })
         .collect()

@@ -80,6 +80,12 @@ class ViewerStream(TypedDict):
     index: int  # the SourceStream.index it takes its packets from
     ssrc: int  # the SSRC this viewer sees (announced in its SDP)
     payload_type: int  # the payload type this viewer sees
+    # VP8, VP9, AV1: only temporal layers up to this one (0..3) from the first
+    # packet on, as if set_stream_temporal_layer came first; absent or None: all.
+    temporal_layer: NotRequired[int | None]
+    # VP9: only spatial layers up to this one (0..7) from the first packet on,
+    # as if set_stream_spatial_layer came first; absent or None: all.
+    spatial_layer: NotRequired[int | None]
 
 @type_check_only
 class PublisherRoute(TypedDict):
@@ -506,12 +512,15 @@ class Engine:
         ``ssrc`` the peer had goes on with that stream's numbering: same SSRC, the
         next sequence number, the timestamp advanced by the wall-clock time since
         its last packet (as across a source restart); its send switch carries
-        over. Video starts from the new mountpoint's keyframe cache. Keys,
-        address, worker and peer counters stay; the mountpoints' counters move.
+        over, its layer caps do not (a stream's temporal_layer and spatial_layer
+        give them, in place before the first packet). Video starts from the new
+        mountpoint's keyframe cache. Keys, address, worker and peer counters
+        stay; the mountpoints' counters move.
 
         KeyError for an unknown peer or mountpoint, ValueError for a stream index
         the mountpoint lacks (or listed twice), an ssrc or payload type out of
-        range or listed twice; on error nothing changes."""
+        range or listed twice, a layer out of range or for a codec without such
+        layers; on error nothing changes."""
     def unsubscribe(self, peer_id: int) -> None:
         """Stop sending media to the peer; the peer stays (its RTCP goes on, and it
         may subscribe again). Unknown or unsubscribed peers are ignored."""

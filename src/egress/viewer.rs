@@ -670,6 +670,20 @@ impl ViewerStream {
         }
     }
 
+    /// A new stream (nothing sent yet) that sends only temporal layers up to
+    /// `temporal` and (VP9) spatial layers up to `spatial` (None: all) from its
+    /// first packet on.
+    pub fn start_with_layer_caps(&mut self, codec: Codec, temporal: Option<u8>, spatial: Option<u8>) {
+        if temporal.is_none() && spatial.is_none() {
+            return;
+        }
+        self.rewrite_pictures(codec);
+        if let Some(pictures) = self.pictures.as_mut() {
+            pictures.temporal_cap = temporal;
+            pictures.spatial_cap = spatial;
+        }
+    }
+
     /// VP9: sends only spatial layers up to `cap` (None: all): lower from the
     /// next picture on, higher a layer at a time, from a frame of the layer
     /// above that no earlier picture predicts (a keyframe's). Needs

@@ -145,7 +145,7 @@ fn assert_steady_state_allocates_nothing(source: Source) {
         let address = sink.local_addr().unwrap();
         let profile = if i % 2 == 0 { Profile::AeadAes128Gcm } else { Profile::AesCm128HmacSha1_80 };
         let key = vec![i as u8; if i % 2 == 0 { 28 } else { 30 }];
-        let stream = ViewerStreamConfig { index: 0, ssrc: i as u32 + 1, payload_type: 111 };
+        let stream = ViewerStreamConfig { index: 0, ssrc: i as u32 + 1, payload_type: 111, ..Default::default() };
         engine.add_peer(i as u64, address, profile, &key, &key, None, Duration::from_secs(5)).unwrap();
         engine.subscribe(i as u64, 1, &[stream]).unwrap();
         if i % 3 == 0 {

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fractions
 import struct
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
@@ -20,6 +21,9 @@ import pytest
 
 from .test_engine import GCM, RtpPacket, ViewerSocket, source_stream, wait_until
 from .test_keyframe_cache import Rig, rig  # noqa: F401 (the fixture)
+
+if TYPE_CHECKING:
+    from fanout._engine import ViewerStream
 
 FRAMES = 48
 LAYERS = (0, 2, 1, 2)  # the layer of each frame, repeating (libvpx's three-layer mode 3)
@@ -247,3 +251,38 @@ def test_spatial_layers_above_the_cap_are_left_out_and_come_back_at_a_keyframe(r
         rig.engine.set_stream_spatial_layer(31, 0, 0)
     with pytest.raises(ValueError, match="spatial layer"):
         rig.engine.set_stream_spatial_layer(30, 0, 8)
+
+
+def test_layer_caps_given_with_the_subscription_hold_from_the_first_packet_of_the_keyframe_cache(rig: Rig) -> None:
+    """A viewer moved to a mountpoint with its spatial layer pinned gets the cached keyframe's base
+    layer alone: a cap set after the subscription could come after the burst's first packets."""
+    rig.engine.add_mountpoint(1, [source_stream("video", "vp9", 90000)])
+    port = rig.engine.add_mountpoint(2, [source_stream("video", "vp9", 90000)])[0]
+    rig.send(port, *svc_picture(0, 100, keyframe=True), *svc_picture(1, 104, keyframe=False))
+    rig.cached(2, 8)
+    viewer = ViewerSocket(rig.engine, 32, 1, GCM, [{"index": 0, "ssrc": VIDEO_SSRC, "payload_type": 96}])
+
+    rig.engine.subscribe(32, 2, [{"index": 0, "ssrc": VIDEO_SSRC, "payload_type": 96, "spatial_layer": 0}])
+    rig.send(port, *svc_picture(2, 108, keyframe=False))
+
+    received = viewer.wait_rtp(6)
+    assert [(p.payload[3] >> 1) & 0x07 for p in received] == [0] * 6, "the base spatial layer alone"
+    assert [p.marker for p in received] == [False, True] * 3, "its last packet ends each picture"
+    assert [p.sequence - received[0].sequence & 0xFFFF for p in received] == list(range(6))
+
+
+def test_a_subscription_with_layers_its_codec_lacks_is_refused_and_changes_nothing(rig: Rig) -> None:
+    rig.engine.add_mountpoint(1, [source_stream("video", "vp8", 90000)])
+    rig.engine.add_mountpoint(2, [source_stream("video", "h264", 90000)])
+    rig.engine.add_peer(33, ("127.0.0.1", 9), GCM, bytes(28), bytes(28))
+    taking: list[ViewerStream] = [{"index": 0, "ssrc": VIDEO_SSRC, "payload_type": 96}]
+
+    with pytest.raises(ValueError, match="not VP9"):
+        rig.engine.subscribe(33, 1, [{**taking[0], "spatial_layer": 0}])
+    with pytest.raises(ValueError, match="temporal layer must be in 0..=3, got 4"):
+        rig.engine.subscribe(33, 1, [{**taking[0], "temporal_layer": 4}])
+    with pytest.raises(ValueError, match="not VP8, VP9 or AV1"):
+        rig.engine.subscribe(33, 2, [{**taking[0], "temporal_layer": 0}])
+    assert rig.engine.peer_stats(33).worker is None
+    rig.engine.subscribe(33, 1, [{**taking[0], "temporal_layer": 1}])
+    assert rig.engine.peer_stats(33).worker is not None

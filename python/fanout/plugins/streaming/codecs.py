@@ -44,6 +44,10 @@ KNOWN_CODECS: dict[str, CodecInfo] = {
 
 VIDEO_RTCP_FEEDBACK = ("ccm fir", "nack", "nack pli", "goog-remb")
 
+# The codecs whose temporal layers the engine leaves out (it reads their payload descriptors,
+# AV1's OBU extension headers).
+TEMPORAL_LAYER_CODECS = ("vp8", "vp9", "av1")
+
 
 def codec_from_rtpmap(rtpmap: str) -> CodecInfo | None:
     """The codec an ``rtpmap`` value such as ``"VP8/90000"`` or ``"opus/48000/2"`` names."""

@@ -38,6 +38,7 @@ from fanout.plugins.streaming import management, persistence, rtsp_source, subsc
 from fanout.plugins.streaming.adaptation import LayerChoice, probe_goal
 from fanout.plugins.streaming.admission import Admission, AdmissionLimits
 from fanout.plugins.streaming.bitrate_feedback import FORWARD_INTERVAL_SECONDS, lowest_fresh_estimate
+from fanout.plugins.streaming.codecs import TEMPORAL_LAYER_CODECS
 from fanout.plugins.streaming.config import (
     MountpointConfig,
     MountpointConfigError,
@@ -90,11 +91,6 @@ def keeping_up_event(keeping_up: bool, estimate: int, bitrate: int) -> dict[str,
     """The viewer's link no longer carries what it gets (its bandwidth estimate stayed under the
     bitrate of its streams), or carries it again; both in bits per second."""
     return {"streaming": "event", "result": {"keeping_up": keeping_up, "estimate": estimate, "bitrate": bitrate}}
-
-
-# The codecs whose temporal layers the engine leaves out (it reads their payload descriptors,
-# AV1's OBU extension headers).
-TEMPORAL_LAYER_CODECS = ("vp8", "vp9", "av1")
 
 
 def temporal_layer_event(track: ViewerTrack, layer: int) -> dict[str, Any]:
@@ -461,10 +457,6 @@ class StreamingPlugin(Plugin):
         for track in tracks:
             if track.paused:
                 self.engine.set_stream_paused(handle.id, track.source_index, True)
-            if track.temporal is not None and track.stream.codec.name in TEMPORAL_LAYER_CODECS:
-                self.engine.set_stream_temporal_layer(handle.id, track.source_index, track.temporal)
-            if track.spatial is not None:
-                self.engine.set_stream_spatial_layer(handle.id, track.source_index, track.spatial)
             self._send_playout_delay(viewer, track)
         if viewer.transport_cc_id is not None:
             self.engine.set_transport_cc(handle.id, viewer.transport_cc_id)
@@ -1401,14 +1393,12 @@ class StreamingPlugin(Plugin):
             raise StreamingError(Errors.CANT_SWITCH, "Can't switch to or from an ondemand mountpoint")
         tracks = subscription.switched_tracks(viewer.tracks, target)
         if viewer.in_engine:
+            # The engine keeps each stream's pause and playout delay across the move; a pinned
+            # spatial layer (kept by switched_to) goes with the subscription, in place from the
+            # first packet of the new mountpoint.
             self.engine.subscribe(
                 viewer.handle.id, target.engine_id, [track.engine_stream() for track in tracks if track.send]
             )
-            # The engine keeps each stream's pause and playout delay across the move, not its layer
-            # caps: a pinned spatial layer (kept by switched_to) is set again.
-            for track in tracks:
-                if track.send and track.spatial is not None:
-                    self.engine.set_stream_spatial_layer(viewer.handle.id, track.source_index, track.spatial)
         viewer.mountpoint.remove_viewer(viewer.handle.id)
         viewer.mountpoint = target
         viewer.tracks = tracks  # a data m-line stays, and carries the new mountpoint's data, if it has any

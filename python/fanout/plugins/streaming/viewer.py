@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from fanout.core.plugin import PluginHandle
 from fanout.plugins.streaming.adaptation import KeepingUp, LayerChoice
 from fanout.plugins.streaming.bitrate_feedback import BitrateEstimate
-from fanout.plugins.streaming.codecs import VIDEO_RTCP_FEEDBACK
+from fanout.plugins.streaming.codecs import TEMPORAL_LAYER_CODECS, VIDEO_RTCP_FEEDBACK
 from fanout.plugins.streaming.config import DataStreamConfig, StreamConfig
 from fanout.plugins.streaming.mountpoint import Mountpoint, source_index
 from fanout.plugins.streaming.reception import Reception
@@ -199,7 +199,13 @@ class ViewerTrack:
         )
 
     def engine_stream(self) -> ViewerStream:
-        return {"index": self.source_index, "ssrc": self.ssrc, "payload_type": self.payload_type}
+        """What the engine sends this track, its layer caps in place from the first packet."""
+        stream: ViewerStream = {"index": self.source_index, "ssrc": self.ssrc, "payload_type": self.payload_type}
+        if self.temporal is not None and self.stream.codec.name in TEMPORAL_LAYER_CODECS:
+            stream["temporal_layer"] = self.temporal
+        if self.spatial is not None:
+            stream["spatial_layer"] = self.spatial
+        return stream
 
 
 @dataclass
