@@ -138,6 +138,18 @@ class ViewerSocket:
         wait_until(enough)
         return self.rtcp
 
+    def took_commands(self, engine: Engine) -> None:
+        """Returns once the viewer's worker has run every command sent to it before: a receiver
+        report of an SSRC of its own, sent to the viewer through the same queue, has arrived."""
+        barrier = struct.pack("!BBHI", 0x80, 201, 1, int.from_bytes(os.urandom(4), "big"))
+        engine.send_rtcp(self.viewer_id, barrier)
+
+        def arrived() -> bool:
+            self.drain()
+            return barrier in self.rtcp
+
+        wait_until(arrived)
+
     def pending(self) -> bool:
         try:
             self.sock.recv(4096, socket.MSG_DONTWAIT | socket.MSG_PEEK)

@@ -36,11 +36,11 @@ def vp8(picture_id: int, *, keyframe: bool, tl0: int = 0, temporal_layer: int = 
                   0x00 if keyframe else 0x01])
 
 
-def set_temporal_layer(rig: Rig, layer: int) -> None:
-    """Caps viewer 7's stream 0 and gives its worker time to take the command (it goes
+def set_temporal_layer(rig: Rig, viewer: ViewerSocket, layer: int) -> None:
+    """Caps the viewer's stream 0 and waits until its worker took the command (it goes
     through a channel, and packets sent at once could overtake it)."""
-    rig.engine.set_stream_temporal_layer(7, 0, layer)
-    time.sleep(0.05)
+    rig.engine.set_stream_temporal_layer(viewer.viewer_id, 0, layer)
+    viewer.took_commands(rig.engine)
 
 
 def simulcast(rig: Rig) -> tuple[int, int, ViewerSocket]:
@@ -94,7 +94,7 @@ def test_a_move_at_once_stops_the_old_encoding_and_starts_the_new_from_its_keyfr
     rig.send(low_port, rtp(10, 1000, vp8(100, keyframe=True), ssrc=1, marker=True))
     viewer.wait_rtp(1)
     # From a first move or temporal cap on, the stream follows its pictures (to renumber the next move's).
-    set_temporal_layer(rig, 2)
+    set_temporal_layer(rig, viewer, 2)
     rig.send(low_port, rtp(11, 4000, vp8(101, keyframe=False), ssrc=1, marker=True))
     viewer.wait_rtp(2)
     wait_until(lambda: getattr(rig.engine.mountpoint_stats(1).streams[1].keyframe_cache, "packets", 0) == 2)
@@ -191,7 +191,7 @@ def test_bad_moves_are_refused(rig: Rig) -> None:
 def test_temporal_layers_above_the_cap_are_left_out_without_gaps(rig: Rig) -> None:
     port = rig.engine.add_mountpoint(1, [source_stream("video", "vp8", 90000)])[0]
     viewer = ViewerSocket(rig.engine, 7, 1, "AEAD_AES_128_GCM", [{"index": 0, "ssrc": 0x1234, "payload_type": 96}])
-    set_temporal_layer(rig, 0)
+    set_temporal_layer(rig, viewer, 0)
     layers = [0, 2, 1, 2, 0, 2, 1, 2, 0]
     for i, layer in enumerate(layers):
         payload = vp8(300 + i, keyframe=i == 0, tl0=i // 4, temporal_layer=layer)
@@ -209,7 +209,7 @@ def test_temporal_layers_above_the_cap_are_left_out_without_gaps(rig: Rig) -> No
 def test_nacks_are_answered_across_temporal_layer_drops(rig: Rig) -> None:
     port = rig.engine.add_mountpoint(1, [source_stream("video", "vp8", 90000)])[0]
     viewer = ViewerSocket(rig.engine, 7, 1, "AEAD_AES_128_GCM", [{"index": 0, "ssrc": 0x1234, "payload_type": 96}])
-    set_temporal_layer(rig, 1)
+    set_temporal_layer(rig, viewer, 1)
     layers = [0, 2, 1, 2, 0, 2, 1, 2, 0]  # layers 0 and 1 are sent: source packets 0, 2, 4, 6, 8
     for i, layer in enumerate(layers):
         payload = vp8(300 + i, keyframe=i == 0, tl0=i // 4, temporal_layer=layer)

@@ -36,9 +36,6 @@ DESCRIPTOR_LEN = 5  # the first byte, a 15-bit picture ID, the layer indices, TL
 VIDEO_SSRC = 0x0A0A0A0A
 SOURCE_SSRC = 0x5EED
 FIRST_PICTURE_ID = 0x7FF0  # wraps within the stream
-# An empty receiver report: sent to a viewer through its worker's command queue after a
-# temporal layer command, its arrival shows that the command was taken.
-BARRIER_RTCP = struct.pack("!BBHI", 0x80, 201, 1, 0x1234)
 
 
 def encode() -> list[bytes]:
@@ -110,8 +107,7 @@ def capped_viewer(rig: Rig, viewer_id: int, layer: int | None) -> ViewerSocket:
     viewer = ViewerSocket(rig.engine, viewer_id, 1, GCM, [{"index": 0, "ssrc": VIDEO_SSRC, "payload_type": 96}])
     if layer is not None:
         rig.engine.set_stream_temporal_layer(viewer_id, 0, layer)
-    rig.engine.send_rtcp(viewer_id, BARRIER_RTCP)
-    viewer.wait_rtcp(1)
+    viewer.took_commands(rig.engine)
     return viewer
 
 
@@ -185,8 +181,7 @@ def test_a_viewer_raised_mid_stream_gets_every_layer_from_a_switching_point_on(
     before = sum(len(encoded.packets[i]) for i in range(0, half, len(LAYERS)))
     viewer.wait_rtp(before)
     rig.engine.set_stream_temporal_layer(20, 0, None)
-    rig.engine.send_rtcp(20, BARRIER_RTCP)
-    viewer.wait_rtcp(2)
+    viewer.took_commands(rig.engine)
     for packets in encoded.packets[half:]:
         rig.send(port, *packets)
 
@@ -223,8 +218,7 @@ def test_spatial_layers_above_the_cap_are_left_out_and_come_back_at_a_keyframe(r
     port = rig.engine.add_mountpoint(1, [source_stream("video", "vp9", 90000)])[0]
     viewer = ViewerSocket(rig.engine, 30, 1, GCM, [{"index": 0, "ssrc": VIDEO_SSRC, "payload_type": 96}])
     rig.engine.set_stream_spatial_layer(30, 0, 0)
-    rig.engine.send_rtcp(30, BARRIER_RTCP)
-    viewer.wait_rtcp(1)
+    viewer.took_commands(rig.engine)
     for number in range(4):
         rig.send(port, *svc_picture(number, 100 + 4 * number, keyframe=number == 0))
     capped = viewer.wait_rtp(8)[:]
@@ -233,8 +227,7 @@ def test_spatial_layers_above_the_cap_are_left_out_and_come_back_at_a_keyframe(r
     assert [p.sequence - capped[0].sequence & 0xFFFF for p in capped] == list(range(8))
 
     rig.engine.set_stream_spatial_layer(30, 0, None)
-    rig.engine.send_rtcp(30, BARRIER_RTCP)
-    viewer.wait_rtcp(2)
+    viewer.took_commands(rig.engine)
     for number in range(4, 7):
         rig.send(port, *svc_picture(number, 100 + 4 * number, keyframe=number == 6))
     received = viewer.wait_rtp(8 + 2 + 2 + 4)
