@@ -4,10 +4,12 @@ A port is chosen below the kernel's ephemeral range: a port the kernel hands out
 ``bind(0)`` can be taken by any client socket (a browser's, aiortc's, a cluster node's
 outgoing connection) between the moment a test picks it and the moment its server binds
 it, and the server then fails with "address already in use". Below the ephemeral range
-only an explicit bind takes a port, and this module never hands out one port twice."""
+only an explicit bind takes a port, and this module never hands out one port twice (nor one
+that another pytest-xdist worker may hand out)."""
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from pathlib import Path
@@ -16,6 +18,14 @@ LOWEST_TEST_PORT = 20000  # above the streaming plugin's first ports for port = 
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 _handed_out: set[int] = set()
+
+
+def _this_process_share() -> tuple[int, int]:
+    """(k, n): under pytest-xdist, worker k of n takes only ports p with p % n == k, so two
+    processes never hand out the same port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return int(worker.removeprefix("gw")) % count, count
 
 
 def _first_ephemeral_port() -> int:
@@ -42,12 +52,13 @@ def free_ports(count: int) -> list[int]:
     highest = _first_ephemeral_port() - 1
     if highest - LOWEST_TEST_PORT < 1000:
         highest = LOWEST_TEST_PORT + 10000
+    mine, share = _this_process_share()
     ports: list[int] = []
     for _attempt in range(10 * (highest - LOWEST_TEST_PORT)):
         if len(ports) == count:
             return ports
         port = random.randint(LOWEST_TEST_PORT, highest)
-        if port in _handed_out or not _bindable(port):
+        if port % share != mine or port in _handed_out or not _bindable(port):
             continue
         _handed_out.add(port)
         ports.append(port)

@@ -11,8 +11,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from fanout._engine import Engine
 from fanout.config.jcfg import ConfigError, parse
-from fanout.plugins.streaming.config import streaming_settings_from_file
+from fanout.plugins.streaming.config import parse_mountpoint, streaming_settings_from_file
+from fanout.plugins.streaming.mountpoint import Mountpoint
 from fanout.plugins.streaming.port_range import PortRange
 
 from tests.support.server import FanoutProcess, ServerAddresses, write_config
@@ -94,3 +96,36 @@ async def test_created_mountpoints_take_ports_of_the_range(server_and_range: tup
         refused = await create(8)
         assert refused["error_code"] == 456
         assert f"no free port in rtp_port_range {low}-{low + 1}" in refused["error"]
+
+
+class RacedPortRange(PortRange):
+    """Another process binds the first port this range hands out, after the pick and before the
+    engine binds it (as another server picking from the same range would)."""
+
+    def __init__(self, low: int, high: int) -> None:
+        super().__init__(low, high)
+        self.rival: socket.socket | None = None
+
+    def pick(self, host: str) -> int:
+        port = super().pick(host)
+        if self.rival is None:
+            self.rival = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.rival.bind((host, port))
+        return port
+
+
+def test_a_picked_port_another_process_binds_first_is_picked_again() -> None:
+    low = two_free_ports()
+    ports = RacedPortRange(low, low + 1)
+    config, _ = parse_mountpoint("raced", {"type": "rtp", "id": 1, "video": True, "videoport": 0, "videopt": 96,
+                                           "videocodec": "vp8"})  # fmt: skip
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as webrtc:
+        webrtc.bind(("127.0.0.1", 0))
+        engine = Engine(webrtc.fileno(), cores=[0], pin=False)
+        try:
+            mountpoint = Mountpoint.open(engine, config, 1, lambda _: None, ports)
+            assert mountpoint.ports == [low + 1]
+        finally:
+            engine.close()
+            assert ports.rival is not None
+            ports.rival.close()

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fanout.plugins.streaming.adaptation import LayerRates
-from fanout.plugins.streaming.config import MountpointConfig, MountpointId, StreamConfig, h264_parameter_sets
+from fanout.plugins.streaming.config import (
+    DataStreamConfig,
+    MountpointConfig,
+    MountpointId,
+    StreamConfig,
+    h264_parameter_sets,
+)
 from fanout.plugins.streaming.data_source import DataSource
 from fanout.plugins.streaming.port_range import PortRange
 from fanout.plugins.streaming.silence import SourceSilence
@@ -24,6 +31,9 @@ if TYPE_CHECKING:
 SUBSTREAM_INDEX_STRIDE = 1 << 16
 # The silence threshold of simulcast streams at first: Janus's default fallback (250 ms).
 SIMULCAST_SILENCE_MS = 250
+# A port picked from rtp_port_range is free when picked, but another process (another server's
+# pick) may bind it before the engine does: the mountpoint picks again, this many times in all.
+PICK_ATTEMPTS = 8
 
 
 def source_index(stream: StreamConfig, substream: int | None) -> int:
@@ -88,15 +98,16 @@ class Mountpoint:
         extra = [(stream, substream) for stream in config.streams for substream in range(1, stream.substreams)]
         sources += [substream_source(stream, config, substream) for stream, substream in extra]
         data = None if config.fed_by_publisher_link else config.data
-        if port_range is not None:
-            for source in sources:
-                if source.get("port") == 0:
-                    source["port"] = port_range.pick(source["host"])
-                if source.get("rtcp_port") == 0:
-                    source["rtcp_port"] = port_range.pick(source["host"])
-            if data is not None and data.port == 0:
-                data = dataclasses.replace(data, port=port_range.pick(data.host))
-        bound = engine.add_mountpoint(engine_id, sources)
+        for attempt in range(1, PICK_ATTEMPTS + 1):
+            picked_sources, picked_data = _picked_ports(sources, data, port_range)
+            try:
+                bound = engine.add_mountpoint(engine_id, picked_sources)
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE or picked_sources == sources or attempt == PICK_ATTEMPTS:
+                    raise
+                continue
+            data = picked_data
+            break
         ports = bound[: len(config.streams)]
         substream_ports = {stream.mid: [port] for stream, port in zip(config.streams, ports) if stream.simulcast}
         for (stream, _), port in zip(extra, bound[len(config.streams) :]):
@@ -324,3 +335,23 @@ def substream_source(stream: StreamConfig, mountpoint: MountpointConfig, substre
         source["port"] = stream.substream_ports[substream - 1]
         source["rtcp_port"] = None
     return source
+
+
+def _picked_ports(
+    sources: list[SourceStream], data: DataStreamConfig | None, port_range: PortRange | None
+) -> tuple[list[SourceStream], DataStreamConfig | None]:
+    """``sources`` and ``data`` with each port 0 (and RTCP port 0) a free port of ``port_range``
+    (left 0 without one: the kernel picks)."""
+    if port_range is None:
+        return sources, data
+    picked: list[SourceStream] = []
+    for source in sources:
+        source = source.copy()
+        if source.get("port") == 0:
+            source["port"] = port_range.pick(source["host"])
+        if source.get("rtcp_port") == 0:
+            source["rtcp_port"] = port_range.pick(source["host"])
+        picked.append(source)
+    if data is not None and data.port == 0:
+        data = dataclasses.replace(data, port=port_range.pick(data.host))
+    return picked, data
