@@ -240,8 +240,9 @@ def test_spatial_layers_above_the_cap_are_left_out_and_come_back_at_a_keyframe(r
     assert [p.sequence - capped[0].sequence & 0xFFFF for p in received] == list(range(16))
     rig.engine.add_mountpoint(2, [source_stream("video", "vp8", 90000)])
     ViewerSocket(rig.engine, 31, 2, GCM, [{"index": 0, "ssrc": VIDEO_SSRC, "payload_type": 96}])
-    with pytest.raises(ValueError, match="not VP9"):
-        rig.engine.set_stream_spatial_layer(31, 0, 0)
+    for layer in (0, None):
+        with pytest.raises(ValueError, match="not VP9"):
+            rig.engine.set_stream_spatial_layer(31, 0, layer)
     with pytest.raises(ValueError, match="spatial layer"):
         rig.engine.set_stream_spatial_layer(30, 0, 8)
 
