@@ -68,16 +68,6 @@ const TRAIN_MICROS: i64 = 100_000;
 const TRAIN_PACKETS: u32 = 8;
 /// A train that arrived under this share of the rate sent is over-use at once.
 const TRAIN_SHORT_SHARE: f64 = 0.85;
-/// The acknowledged packets sent over this long at least, this many at least,
-/// compare how long they took to send with how long they took to arrive (over
-/// several groups: a link gone thin between keyframes has no long group).
-const DELIVERY_MICROS: i64 = 150_000;
-const DELIVERY_PACKETS: usize = 16;
-/// Packets that took more than this many times as long to arrive as to send
-/// tell over-use at once: the link carries less than half of what is sent. (A
-/// receiver that stalls less long than the packets took to send cannot pass
-/// for it.)
-const DELIVERY_STRETCH: f64 = 200.0;
 /// Rate control (gcc-02 5.5).
 const BETA: f64 = 0.85;
 const INCREASE_PER_SECOND: f64 = 1.08;
@@ -297,50 +287,6 @@ impl Train {
     }
 }
 
-/// The newest acknowledged packets, as sent and as they arrived (a ring).
-struct Deliveries {
-    packets: [(i64, i64, u32); Deliveries::LEN],
-    newest: usize,
-    count: usize,
-}
-
-impl Default for Deliveries {
-    fn default() -> Self {
-        Self { packets: [(0, 0, 0); Self::LEN], newest: 0, count: 0 }
-    }
-}
-
-impl Deliveries {
-    /// About half a second of a 1.5 Mbit/s stream; at higher rates the window is shorter.
-    const LEN: usize = 64;
-
-    fn packet(&mut self, sent: i64, arrival: i64, size: u32) {
-        self.newest = (self.newest + 1) % Self::LEN;
-        self.packets[self.newest] = (sent, arrival, size);
-        self.count = (self.count + 1).min(Self::LEN);
-    }
-
-    /// The rate (bits/s) the packets sent over the last [`DELIVERY_MICROS`]
-    /// arrived at, if they took over [`DELIVERY_STRETCH`] times as long to
-    /// arrive as to send.
-    fn stretched(&self) -> Option<f64> {
-        let (newest_sent, newest_arrival, _) = self.packets[self.newest];
-        let mut bytes = 0u64;
-        for back in 1..self.count {
-            let (sent, arrival, size) = self.packets[(self.newest + Self::LEN - back) % Self::LEN];
-            bytes += u64::from(size);
-            let sent_span = newest_sent - sent;
-            if sent_span < DELIVERY_MICROS || back + 1 < DELIVERY_PACKETS {
-                continue;
-            }
-            let arrival_span = newest_arrival - arrival;
-            let stretched = arrival_span as f64 > DELIVERY_STRETCH * sent_span as f64;
-            return stretched.then(|| bytes as f64 * 8e6 / arrival_span as f64);
-        }
-        None
-    }
-}
-
 /// The least-squares slope of the points.
 fn slope(points: &[(f64, f64)]) -> Option<f64> {
     let n = points.len() as f64;
@@ -455,7 +401,6 @@ pub struct Estimator {
     acked: RateMeter,
     /// The group of packets arriving now.
     train: Train,
-    deliveries: Deliveries,
     /// The rate of the packets the feedback told about, by their send times.
     sent: RateMeter,
     /// Whether over-use or a loss cut ever told that the link limits what is sent.
@@ -495,7 +440,6 @@ impl Default for Estimator {
             detector: DelayDetector::default(),
             acked: RateMeter::default(),
             train: Train::default(),
-            deliveries: Deliveries::default(),
             sent: RateMeter::default(),
             limited: false,
             capacity: LinkCapacity::default(),
@@ -583,7 +527,6 @@ impl Estimator {
             detector,
             acked,
             train,
-            deliveries,
             sent: sent_rate,
             last_loss_cut,
             measured_cluster,
@@ -612,7 +555,6 @@ impl Estimator {
                     detector.packet(sent.at, arrival);
                     acked.packet(arrival, sent.size);
                     train.packet(sent.at, arrival, sent.size);
-                    deliveries.packet(sent.at, arrival, sent.size);
                 }
             }
         });
@@ -625,13 +567,6 @@ impl Estimator {
                 // over-use, before the group completes. (Not once the estimate is under it:
                 // after a move down the acknowledged rate becomes the lower layer's, and cuts
                 // from it while the old layer's queue drains would go under that layer.)
-                self.detector.usage = Usage::Over;
-            }
-        }
-        if let Some(delivered) = self.deliveries.stretched() {
-            if self.bitrate() as f64 > delivered {
-                // The same over several groups: what was sent over the last 150 ms took over
-                // twice as long to arrive (a link gone thin between keyframes).
                 self.detector.usage = Usage::Over;
             }
         }
@@ -973,18 +908,6 @@ mod tests {
         assert!(seen <= 250_000, "over-use seen {seen} us after the fall");
         // Under 0.9 of the stream's rate: the plugin moves the viewer down at once.
         assert!(link.estimator.bitrate() < 1_350_000, "{}", link.estimator.bitrate());
-    }
-
-    #[test]
-    fn a_link_gone_thin_between_keyframes_is_over_use_well_before_the_next_one() {
-        let mut link = BucketLink::new(3_000_000);
-        link.run(1_500_000, 20.0, 1);
-        link.tokens = 0.0;
-        link.rate = 600_000.0;
-        let fell_at = link.now;
-        link.run(1_500_000, 0.8, 1);
-        let seen = link.first_over_use.expect("over-use within 0.8 s") - fell_at;
-        assert!(seen <= 350_000, "over-use seen {seen} us after the fall");
     }
 
     #[test]
