@@ -18,6 +18,10 @@ from tests.support.encoders import running
 from tests.support.janus_client import JanusHttpClient, janus_session
 from tests.support.server import FanoutProcess
 
+# fanout's default ports and the README's mountpoint ports: run alone (scripts/test runs these
+# after the others), not beside servers that take ports from the default rtp_port_range.
+pytestmark = pytest.mark.default_ports
+
 README = Path(__file__).parents[2] / "README.md"
 DEFAULT_PAGE = "http://localhost:8088/"
 MOUNTPOINT_OF_VIDEO_PORT = {5004: 2, 5008: 3}

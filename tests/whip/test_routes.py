@@ -320,8 +320,10 @@ async def test_dtls_up_hands_the_engine_a_link_connected_to_the_publisher(whip: 
             assert link.link.getpeername() == resource.address
             assert whip.mountpoints[1].publisher_attached
 
-            link.link.settimeout(10)
-            datagram = link.link.recv(2048)  # the publisher's SRTP comes to the link, not the shared socket
+            # The publisher's SRTP comes to the link, not the shared socket. (Read without blocking
+            # the loop: the publisher runs on it, and may not have sent its first packet yet.)
+            link.link.setblocking(False)
+            datagram = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(link.link, 2048), 10)
             assert 128 <= datagram[0] <= 191
 
             async def remb() -> None:
