@@ -546,22 +546,25 @@ fn checked_silence_ms(silence_ms: u32) -> Result<u64, EngineError> {
     Ok(u64::from(check_range(silence_ms, "silence_ms", 1, MAX_SILENCE_MS)?))
 }
 
-/// Whether `source` has temporal layers the engine can leave out (VP8, VP9, AV1).
-fn check_temporal_layers(source: &StreamRecord) -> Result<(), EngineError> {
-    if matches!(source.codec, Codec::Vp8 | Codec::Vp9 | Codec::Av1) {
-        return Ok(());
+/// A temporal layer cap for `source` (None: all layers), refused for a codec
+/// whose temporal layers the engine cannot leave out (VP8, VP9, AV1 only).
+fn checked_temporal_cap(source: &StreamRecord, layer: Option<u8>) -> Result<Option<u8>, EngineError> {
+    if !matches!(source.codec, Codec::Vp8 | Codec::Vp9 | Codec::Av1) {
+        let index = source.index;
+        return Err(invalid(format!(
+            "stream {index} is not VP8, VP9 or AV1: temporal layers are for VP8, VP9 and AV1 streams"
+        )));
     }
-    let index = source.index;
-    Err(invalid(format!("stream {index} is not VP8, VP9 or AV1: temporal layers are for VP8, VP9 and AV1 streams")))
+    layer.map(|layer| check_range(layer, "temporal layer", 0, 3)).transpose()
 }
 
-/// Whether `source` has spatial layers the engine can leave out (VP9).
-fn check_spatial_layers(source: &StreamRecord) -> Result<(), EngineError> {
-    if source.codec == Codec::Vp9 {
-        return Ok(());
+/// A spatial layer cap for `source` (None: all layers), refused unless it is VP9.
+fn checked_spatial_cap(source: &StreamRecord, layer: Option<u8>) -> Result<Option<u8>, EngineError> {
+    if source.codec != Codec::Vp9 {
+        let index = source.index;
+        return Err(invalid(format!("stream {index} is not VP9: spatial layers are for VP9 streams")));
     }
-    let index = source.index;
-    Err(invalid(format!("stream {index} is not VP9: spatial layers are for VP9 streams")))
+    layer.map(|layer| check_range(layer, "spatial layer", 0, 7)).transpose()
 }
 
 /// `value` itself if it lies in `low..=high`.
@@ -1281,9 +1284,8 @@ impl Engine {
         let (index, stream) = subscription.stream_taking(peer_id, index)?;
         let mountpoint = running.mountpoints.get(&subscription.mountpoint_id).ok_or(EngineError::Closed)?;
         let source = mountpoint.streams.iter().find(|source| source.index == index).ok_or(EngineError::Closed)?;
-        check_temporal_layers(source)?;
+        let cap = checked_temporal_cap(source, layer)?;
         let codec = source.codec;
-        let cap = layer.map(|layer| check_range(layer, "temporal layer", 0, 3)).transpose()?;
         Self::to_worker(running, subscription.worker, Command::SetStreamTemporalCap { id: peer_id, stream, codec, cap })
     }
 
@@ -1302,8 +1304,7 @@ impl Engine {
         let (index, stream) = subscription.stream_taking(peer_id, index)?;
         let mountpoint = running.mountpoints.get(&subscription.mountpoint_id).ok_or(EngineError::Closed)?;
         let source = mountpoint.streams.iter().find(|source| source.index == index).ok_or(EngineError::Closed)?;
-        check_spatial_layers(source)?;
-        let cap = layer.map(|layer| check_range(layer, "spatial layer", 0, 7)).transpose()?;
+        let cap = checked_spatial_cap(source, layer)?;
         if cap != Some(0) {
             if let Some(rtcp) = &source.rtcp {
                 rtcp.request_keyframe(KeyframeReason::Start, Instant::now());
@@ -1975,14 +1976,15 @@ fn viewer_streams(
         let record = &mountpoint.streams[position];
         let [a, b, c, d, e, f] = random_bytes::<6>();
         let start = StreamStart { sequence: u16::from_be_bytes([a, b]), timestamp: u32::from_be_bytes([c, d, e, f]) };
-        let temporal_layer = stream
-            .temporal_layer
-            .map(|layer| check_temporal_layers(record).and_then(|()| check_range(layer, "temporal layer", 0, 3)))
-            .transpose()?;
-        let spatial_layer = stream
-            .spatial_layer
-            .map(|layer| check_spatial_layers(record).and_then(|()| check_range(layer, "spatial layer", 0, 7)))
-            .transpose()?;
+        // Only a cap given is checked: a stream without one may be of any codec.
+        let temporal_layer = match stream.temporal_layer {
+            Some(_) => checked_temporal_cap(record, stream.temporal_layer)?,
+            None => None,
+        };
+        let spatial_layer = match stream.spatial_layer {
+            Some(_) => checked_spatial_cap(record, stream.spatial_layer)?,
+            None => None,
+        };
         let mut viewer_stream =
             ViewerStream::new(position, ssrc, payload_type, record.clock_rate, record.starts_at_keyframes, start);
         viewer_stream.start_with_layer_caps(record.codec, temporal_layer, spatial_layer);
