@@ -1227,8 +1227,9 @@ impl Engine {
     /// encoding of the same video), at that source's next keyframe, or if
     /// `at_once` and its keyframe cache holds one, now: the current source
     /// stops at once and the new one starts from its cache (paced to the
-    /// viewer's estimate, as a join) or, if that would take long, from its
-    /// next live keyframe (see `egress::worker::MOVE_AT_ONCE_CATCH_UP_SECONDS`).
+    /// viewer's estimate, as a join) or, if that would take long or the
+    /// viewer's link still holds a queue, from its next live keyframe (see
+    /// `egress::worker::MOVE_AT_ONCE_CATCH_UP_SECONDS`).
     /// The stream is known by `source_index`
     /// from now on. The source is asked for a keyframe if it has an RTCP
     /// port. Numbering stays continuous (VP8 and VP9 picture IDs too).

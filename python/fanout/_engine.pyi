@@ -581,9 +581,11 @@ class Engine:
         ``at_once`` and a keyframe in the new source's cache, it happens now:
         the old source stops and the new one starts from its cache, paced to
         the peer's estimate, or from its next live keyframe if sending the
-        cache would take over 0.25 s at that pace (a move down for a link that
-        no longer carries the old source: its packets stop filling the
-        queue). A stream
+        cache would take over 0.1 s at that pace or the peer's link still
+        holds a queue (transport feedback tells of less than was sent, by
+        over 0.1 s of the estimate: the cached keyframe would lose packets
+        from the queue's tail). A move down for a link that no longer
+        carries the old source stops its packets filling the queue. A stream
         that sent nothing yet, or is paused, moves at once (started video then
         starts from the new source's keyframe cache, as subscribe); a peer
         paused with set_paused takes a waiting move when resumed. Sequence

@@ -92,11 +92,13 @@ struct Sent {
 /// The packets sent to one viewer, by transport-wide sequence number.
 pub struct SendHistory {
     entries: Box<[Sent; HISTORY]>,
+    /// The newest sequence number recorded.
+    newest: Option<u16>,
 }
 
 impl Default for SendHistory {
     fn default() -> Self {
-        Self { entries: Box::new([Sent::default(); HISTORY]) }
+        Self { entries: Box::new([Sent::default(); HISTORY]), newest: None }
     }
 }
 
@@ -104,6 +106,17 @@ impl SendHistory {
     pub fn record(&mut self, sequence: u16, at_micros: i64, size: usize, cluster: u8) {
         self.entries[usize::from(sequence) % HISTORY] =
             Sent { at: at_micros.max(1), size: size as u32, sequence, cluster };
+        self.newest = Some(sequence);
+    }
+
+    /// The bytes of the packets sent after `sequence`.
+    fn bytes_after(&self, sequence: u16) -> u64 {
+        let Some(newest) = self.newest else { return 0 };
+        let count = newest.wrapping_sub(sequence) as i16;
+        (1..=count.clamp(0, HISTORY as i16))
+            .filter_map(|step| self.find(sequence.wrapping_add(step as u16)))
+            .map(|sent| u64::from(sent.size))
+            .sum()
     }
 
     fn find(&self, sequence: u16) -> Option<Sent> {
@@ -425,6 +438,8 @@ pub struct Estimator {
     before_probe: Option<(f64, Option<f64>)>,
     /// The newest send time the feedback told about (microseconds).
     pub reported_sent: i64,
+    /// The newest sequence number the feedback told about (received or lost).
+    newest_reported: Option<u16>,
     /// When the estimate last decreased: over-use or a loss cut (microseconds; i64::MIN: never).
     pub last_decrease: i64,
     /// Feedback messages read, packets they reported lost and received.
@@ -454,6 +469,7 @@ impl Default for Estimator {
             cluster: ClusterMeasure::default(),
             before_probe: None,
             reported_sent: 0,
+            newest_reported: None,
             last_decrease: i64::MIN,
             feedbacks: 0,
             lost: 0,
@@ -507,6 +523,13 @@ impl Estimator {
         self.limited || self.remb.is_some()
     }
 
+    /// The bytes sent that no feedback told about yet, received or lost:
+    /// what the link's queue still holds, and what crossed it since the last
+    /// feedback (None before the first feedback).
+    pub fn bytes_in_flight(&self) -> Option<u64> {
+        self.newest_reported.map(|newest| self.history.bytes_after(newest))
+    }
+
     pub fn usage(&self) -> Usage {
         self.detector.usage
     }
@@ -532,6 +555,7 @@ impl Estimator {
             measured_cluster,
             cluster,
             reported_sent,
+            newest_reported,
             ..
         } = self;
         for_each(&mut |sequence, arrival| {
@@ -539,6 +563,9 @@ impl Estimator {
                 return;
             };
             *reported_sent = (*reported_sent).max(sent.at);
+            if newest_reported.is_none_or(|newest| sequence.wrapping_sub(newest) as i16 > 0) {
+                *newest_reported = Some(sequence);
+            }
             if sent.cluster != 0 && sent.cluster == *measured_cluster {
                 cluster.packet(sent.at, sent.size, arrival);
             }
@@ -891,6 +918,25 @@ mod tests {
                 self.first_over_use = Some(self.now);
             }
         }
+    }
+
+    #[test]
+    fn the_bytes_in_flight_are_the_queue_of_a_link_gone_thin_until_it_drains() {
+        let mut link = BucketLink::new(3_000_000);
+        assert_eq!(link.estimator.bytes_in_flight(), None, "unknown before any feedback");
+        link.run(1_500_000, 5.0, 1);
+        let carried = link.estimator.bytes_in_flight().expect("feedback came");
+        assert!(carried < 20_000, "a link with room holds {carried} bytes");
+        link.rate = 600_000.0;
+        link.run(1_500_000, 1.0, 1);
+        // tbf's queue: 200 ms at 600 kbit/s and its 32 KB burst, full.
+        let queued = link.estimator.bytes_in_flight().unwrap();
+        assert!(queued > 40_000, "the full queue: {queued} bytes in flight");
+        link.run(0, 0.3, 1);
+        let draining = link.estimator.bytes_in_flight().unwrap();
+        assert!(draining > 10_000 && draining < queued - 15_000, "draining: {draining} bytes in flight");
+        link.run(0, 0.6, 1);
+        assert_eq!(link.estimator.bytes_in_flight(), Some(0), "drained");
     }
 
     #[test]

@@ -1358,6 +1358,11 @@ pub struct Viewer {
     created: Instant,
 }
 
+/// The viewer's link holds a queue while more is in flight (sent, and not
+/// yet told of by its transport feedback) than its estimate carries in this
+/// long: about a round trip and a feedback interval's worth when it holds none.
+pub const LINK_QUEUE_SECONDS: f64 = 0.1;
+
 /// How often at most a viewer's estimate is reported, unless it fell.
 const ESTIMATE_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// A fall of the estimate by this fraction of the last reported one is reported at once (and a probe's result).
@@ -1581,6 +1586,16 @@ impl Viewer {
             let (peer_id, mountpoint_id) = (self.id, self.mountpoint_id);
             events.push(Event::BandwidthEstimate { peer_id, mountpoint_id, bitrate, link_limited, probed });
         }
+    }
+
+    /// Whether the viewer's link holds a queue (see [`LINK_QUEUE_SECONDS`]);
+    /// false until transport feedback measured it.
+    pub fn link_holds_a_queue(&self) -> bool {
+        let Some(cc) = self.transport_cc.as_ref().filter(|cc| cc.estimator.is_measured_by_feedback()) else {
+            return false;
+        };
+        let in_flight = cc.estimator.bytes_in_flight().unwrap_or(0);
+        in_flight as f64 > cc.estimator.bitrate() as f64 / 8.0 * LINK_QUEUE_SECONDS
     }
 
     /// Reports this viewer's moves and starts from the keyframe cache to `events`.
@@ -2092,6 +2107,28 @@ mod tests {
         let len = stream.rewrite(packet, &received(packet, keyframe, 0), now, &mut out)?.len;
         let header = RtpHeader::parse(&out[..len]).unwrap();
         Some((header.sequence, header.timestamp, out[12..len].to_vec()))
+    }
+
+    #[test]
+    fn a_link_holds_a_queue_while_more_is_in_flight_than_a_tenth_of_a_second_of_its_estimate() {
+        let mut viewer = viewer_of(stream(false, 1));
+        viewer.set_transport_cc(Some(3));
+        let now = Instant::now();
+        let mut out = [0u8; 1500];
+        for sequence in 1..=40 {
+            let packet = source_packet(sequence, 0, 1, &[0u8; 1000]);
+            viewer.write_rtp(0, &packet, &received(&packet, false, 0), now, &mut out).unwrap();
+        }
+        assert!(!viewer.link_holds_a_queue(), "not measured yet");
+        // The first 20 arrived over 0.6 s (the link is measured); a REMB caps the estimate at
+        // 200 kbit/s, 2.5 KB in 0.1 s: the other 20 KB in flight are a queue.
+        let arrivals: Vec<Option<i64>> = (0..20).map(|i| Some(64_000 + i * 30_000)).collect();
+        viewer.on_feedback(&crate::wire::twcc::build_feedback(0, 64_000, &arrivals, 0), Some(200_000), None, now);
+        assert!(viewer.link_holds_a_queue());
+        // Ten more arrived, seven lost: two packets' worth in flight.
+        let arrivals: Vec<Option<i64>> = (0..18).map(|i| (i < 10 || i == 17).then_some(664_000 + i * 30_000)).collect();
+        viewer.on_feedback(&crate::wire::twcc::build_feedback(20, 64_000, &arrivals, 1), None, None, now);
+        assert!(!viewer.link_holds_a_queue());
     }
 
     fn viewer_of(stream: ViewerStream) -> Viewer {

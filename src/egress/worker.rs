@@ -65,7 +65,11 @@ pub type Caches = Vec<Option<Arc<Mutex<GopCache>>>>;
 /// move down comes right after a fall, when the estimate is still above the
 /// link and the link still holds the old layer's queue: `fanout bench
 /// adaptive` froze 1.03 s at the fall three times in three with 0.1 s, and
-/// 3.72, 2.12 and 1.03 s with 0.25 (the cache sent into that queue).
+/// 3.72, 2.12 and 1.03 s with 0.25 (the cache sent into that queue). Nor does
+/// a cache that goes out at once start while the link holds a queue
+/// ([`Viewer::link_holds_a_queue`]): its keyframe's last packets would be
+/// lost from the queue's tail (1.7-2.1 s of freezes where the next live
+/// keyframe, a GOP later at most, came after the queue drained).
 pub const MOVE_AT_ONCE_CATCH_UP_SECONDS: f64 = 0.1;
 
 /// A source packet for a worker's viewers of one mountpoint.
@@ -117,7 +121,8 @@ pub enum Command {
     /// `source` (positions), at that source's next keyframe, or if `at_once`
     /// and its keyframe cache holds one, now (the current source stops at
     /// once): from the cache if it is sent in [`MOVE_AT_ONCE_CATCH_UP_SECONDS`]
-    /// at the viewer's pace, else from the next live keyframe; VP8's and
+    /// at the viewer's pace and the viewer's link holds no queue, else from
+    /// the next live keyframe; VP8's and
     /// VP9's pictures (by `codec`) are renumbered to follow on.
     SetStreamSource {
         id: u64,
@@ -611,6 +616,7 @@ impl Worker {
                     return;
                 };
                 let paced_bytes_per_second = viewer.budget().bytes_per_second();
+                let link_holds_a_queue = viewer.link_holds_a_queue();
                 let Some(viewer_stream) = viewer.streams.get_mut(stream) else { return };
                 viewer_stream.rewrite_pictures(codec);
                 let from = viewer_stream.source;
@@ -621,9 +627,12 @@ impl Worker {
                 let (moved, from_cache) = match cached_bytes.filter(|_| at_once) {
                     Some(bytes) => {
                         // The cached pictures go at the viewer's pace and the live ones wait behind
-                        // them: a long catch-up freezes it longer than the next keyframe would.
+                        // them: a long catch-up freezes it longer than the next keyframe would. Into
+                        // a queue the link still holds of the old source, the cached keyframe would
+                        // lose packets from its tail; the next one comes once it drained.
                         let catch_up = bytes as f64 / paced_bytes_per_second.max(1) as f64;
-                        (viewer_stream.move_now(source), catch_up <= MOVE_AT_ONCE_CATCH_UP_SECONDS)
+                        let from_cache = catch_up <= MOVE_AT_ONCE_CATCH_UP_SECONDS && !link_holds_a_queue;
+                        (viewer_stream.move_now(source), from_cache)
                     }
                     None => (viewer_stream.move_to(source), true),
                 };

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from fanout._engine import KeyframeFromCache
+
 from tests.engine.test_engine import (
     VP8_DELTA,
     VP8_KEYFRAME,
@@ -141,6 +143,38 @@ def test_a_move_at_once_waits_for_the_next_keyframe_if_the_cache_would_take_long
     assert payload[6] == 0x00 and payload.endswith(b"live"), "the next live keyframe, not the cache"
     time.sleep(0.05)
     assert receive_with_transport_sequences(viewer, 0) == [], "nothing of the old encoding, nothing of the cache"
+
+
+def measured_link_holding_a_queue(rig: Rig, viewer: ViewerSocket, low_port: int) -> None:
+    """Sends the viewer 20 packets of 1 KB of the low encoding; transport feedback tells of the
+    first 10 only (half a second of arrivals: the link is measured) and a REMB limits the
+    estimate to 200 kbit/s: 10 KB in flight, 0.4 s at that rate, is a queue."""
+    rig.engine.set_transport_cc(7, EXTENSION_ID)
+    rig.send(low_port, rtp(10, 1000, vp8(100, keyframe=True) + bytes(1000), ssrc=1, marker=True),
+             *(rtp(10 + i, 1000 + 3000 * i, vp8(100 + i, keyframe=False) + bytes(1000), ssrc=1, marker=True)
+               for i in range(1, 20)))  # fmt: skip
+    numbers = receive_transport_sequences(viewer, 20)
+    rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(transport_feedback(numbers[0], [60 * i for i in range(10)])))
+    rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(remb(200_000, 0x1234)))
+    wait_until(lambda: rig.engine.peer_stats(7).estimate == 200_000)
+
+
+def test_a_move_at_once_into_a_link_holding_a_queue_waits_for_the_next_keyframe(rig: Rig) -> None:
+    """The cached keyframe would go in behind the old encoding's queue and lose packets from its
+    tail; by the next live one the queue has drained."""
+    low_port, high_port, viewer = simulcast(rig)
+    measured_link_holding_a_queue(rig, viewer, low_port)
+    rig.send(high_port, rtp(500, 77000, vp8(9000, keyframe=True, tl0=40), ssrc=2, marker=True))
+    wait_until(lambda: getattr(rig.engine.mountpoint_stats(1).streams[1].keyframe_cache, "packets", 0) == 1)
+
+    rig.engine.set_stream_source(7, LOW, HIGH, at_once=True)
+    wait_until(lambda: rig.engine.peer_stats(7).source_switches == 1)
+    rig.send(low_port, rtp(30, 91000, vp8(120, keyframe=False), ssrc=1, marker=True))
+    rig.send(high_port, rtp(501, 80000, vp8(9001, keyframe=False, tl0=40), ssrc=2, marker=True))
+    rig.send(high_port, rtp(502, 83000, vp8(9002, keyframe=True, tl0=41) + b"live", ssrc=2, marker=True))
+    ((_, payload),) = receive_with_transport_sequences(viewer, 1)
+    assert payload == vp8(9002, keyframe=True, tl0=41) + b"live", "the next live keyframe, not the cache"
+    assert rig.engine.drain_events().count(KeyframeFromCache(peer_id=7, index=LOW, packets=1)) == 0
 
 
 def test_a_move_at_once_without_a_cached_keyframe_waits_for_the_next(rig: Rig) -> None:
