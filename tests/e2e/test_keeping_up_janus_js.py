@@ -17,9 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.sync_api import Page
 
 from tests.e2e.test_adaptive_janus_js import FPS, SERVER_ADDRESS, playing_over_a_shapeable_link, shape, video_stats
+
+# A live encoder through a shaped link, as test_adaptive_janus_js: scripts/test runs this alone.
+pytestmark = pytest.mark.alone
 
 PORT = 5010
 KBPS = 300

@@ -20,7 +20,7 @@ from tests.support.server import FanoutProcess
 
 # fanout's default ports and the README's mountpoint ports: run alone (scripts/test runs these
 # after the others), not beside servers that take ports from the default rtp_port_range.
-pytestmark = pytest.mark.default_ports
+pytestmark = pytest.mark.alone
 
 README = Path(__file__).parents[2] / "README.md"
 DEFAULT_PAGE = "http://localhost:8088/"
