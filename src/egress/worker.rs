@@ -67,9 +67,9 @@ pub type Caches = Vec<Option<Arc<Mutex<GopCache>>>>;
 /// adaptive` froze 1.03 s at the fall three times in three with 0.1 s, and
 /// 3.72, 2.12 and 1.03 s with 0.25 (the cache sent into that queue). Nor does
 /// a cache that goes out at once start while the link holds a queue
-/// ([`Viewer::link_holds_a_queue`]): its keyframe's last packets would be
-/// lost from the queue's tail (1.7-2.1 s of freezes where the next live
-/// keyframe, a GOP later at most, came after the queue drained).
+/// ([`Viewer::link_holds_a_queue`]): its keyframe's last packets are lost
+/// from the queue's tail (1.69-2.17 s of freezes in 5 runs of 5 of that
+/// bench); the next live keyframe, a GOP later at most, finds it drained.
 pub const MOVE_AT_ONCE_CATCH_UP_SECONDS: f64 = 0.1;
 
 /// A source packet for a worker's viewers of one mountpoint.
