@@ -802,6 +802,9 @@ async def test_vp9_spatial_layers_follow_the_estimate_configure_pins_one_and_the
             await plugin.handle_message(handle, "t", {"request": "configure", "spatial_layer": 0}, None)  # type: ignore[arg-type]
             await until(lambda: viewer.told({"mid": stream.mid, "spatial_layer": 0}, before), "configure's spatial layer")
             assert track.spatial == 0 and track.spatial_pinned
+            # Read what came before the pin, so that what is read after the switch came after it.
+            viewer.layer_bytes.clear()
+            await until_late(lambda: layers_lately() == {0}, "the pin does not leave the upper layer out")
             viewer.bitrate = 20_000_000
             await until_late(lambda: plugin.viewers[handle.id].estimate == 20_000_000, "no new estimate")
             pinned_at = time.monotonic()
