@@ -1635,6 +1635,8 @@ impl Engine {
             source_switches: counters.source_switches.load(Ordering::Relaxed),
             estimate: Some(counters.estimate.load(Ordering::Relaxed)).filter(|&bitrate| bitrate > 0),
             transport_feedbacks: counters.transport_feedbacks.load(Ordering::Relaxed),
+            bytes_in_flight: (counters.transport_feedbacks.load(Ordering::Relaxed) > 0)
+                .then(|| counters.bytes_in_flight.load(Ordering::Relaxed)),
             retransmissions_over_budget: counters.retransmissions_over_budget.load(Ordering::Relaxed),
             nacks_unanswered: counters.nacks_unanswered.load(Ordering::Relaxed),
             probes: counters.probes.load(Ordering::Relaxed),

@@ -36,6 +36,10 @@ pub struct PeerStats {
     pub estimate: Option<u64>,
     /// Transport feedback messages (transport-wide congestion control) read.
     pub transport_feedbacks: u64,
+    /// The bytes sent to the peer that its transport feedback has not told
+    /// of yet, received or lost: what its link holds (None: no transport
+    /// feedback yet).
+    pub bytes_in_flight: Option<u64>,
     /// Retransmissions not sent: over the budget the peer's estimate paces
     /// its retransmissions and keyframe-cache bursts to.
     pub retransmissions_over_budget: u64,

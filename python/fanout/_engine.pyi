@@ -239,6 +239,8 @@ class PeerStats:
     @property
     def transport_feedbacks(self) -> int: ...  # transport-wide feedback messages read
     @property
+    def bytes_in_flight(self) -> int | None: ...  # sent, not yet told of by its transport feedback: what its link holds (None: no feedback yet)
+    @property
     def retransmissions_over_budget(self) -> int: ...  # not sent: over the pacing budget of the viewer's estimate
     @property
     def nacks_unanswered(self) -> int: ...  # NACKed sequence numbers no longer kept (past the history) or never sent

@@ -41,6 +41,8 @@ pub struct ViewerCounters {
     pub source_switches: AtomicU64,
     /// The bandwidth estimate (bits per second; 0: none yet), after each feedback.
     pub estimate: AtomicU64,
+    /// The bytes sent that the transport feedback has not told of yet, after each.
+    pub bytes_in_flight: AtomicU64,
     /// Transport feedback messages read.
     pub transport_feedbacks: AtomicU64,
     /// Retransmissions not sent: over the viewer's pacing budget (see [`SendBudget`]).
@@ -1581,6 +1583,9 @@ impl Viewer {
         let paced = cc.estimator.is_measured_by_feedback().then_some(bitrate);
         self.budget.set_estimate(paced, link_limited, now);
         self.counters.estimate.store(bitrate, Ordering::Relaxed);
+        if let Some(in_flight) = cc.estimator.bytes_in_flight() {
+            self.counters.bytes_in_flight.store(in_flight, Ordering::Relaxed);
+        }
         ViewerCounters::add(&self.counters.transport_feedbacks, read);
         if let (true, Some(events)) = (report, &self.events) {
             let (peer_id, mountpoint_id) = (self.id, self.mountpoint_id);

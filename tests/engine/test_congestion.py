@@ -90,6 +90,22 @@ def test_packets_carry_transport_sequence_numbers_and_feedback_gives_an_estimate
     assert BandwidthEstimate(peer_id=7, bitrate=estimate, link_limited=False, probed=False) in events
 
 
+def test_the_bytes_in_flight_are_those_the_feedback_has_not_told_of(rig: Rig) -> None:
+    port = rig.mountpoint(1)
+    viewer = rig.viewer(7, 1)
+    rig.engine.set_transport_cc(7, EXTENSION_ID)
+    rig.send(port, *(rtp(100 + i, 960 * i, b"opus" * 20) for i in range(10)))
+    numbers = receive_transport_sequences(viewer, 10)
+    assert rig.engine.peer_stats(7).bytes_in_flight is None, "no feedback yet"
+
+    rig.engine.receive_rtcp(7, viewer.outbound.protect_rtcp(transport_feedback(numbers[0], [20 * i for i in range(6)])))
+
+    wait_until(lambda: rig.engine.peer_stats(7).transport_feedbacks == 1)
+    # The last 4 packets: 12 bytes of header, 8 of the transport-wide sequence extension, 80 of
+    # payload and GCM's 16-byte tag each.
+    assert rig.engine.peer_stats(7).bytes_in_flight == 4 * (12 + 8 + 80 + 16)
+
+
 def test_remb_caps_the_estimate_of_a_viewer_without_transport_feedback(rig: Rig) -> None:
     rig.mountpoint(1)
     viewer = rig.viewer(7, 1)

@@ -123,6 +123,7 @@ def _peer_stats_json(stats: PeerStats) -> dict[str, Any]:
         "source_switches": stats.source_switches,
         "estimate": stats.estimate,
         "transport_feedbacks": stats.transport_feedbacks,
+        "bytes_in_flight": stats.bytes_in_flight,
         "retransmissions_over_budget": stats.retransmissions_over_budget,
         "nacks_unanswered": stats.nacks_unanswered,
         "probes": stats.probes,
