@@ -145,6 +145,7 @@ fn whole_engine(profile: Profile, viewers: usize) {
         Engine::new(webrtc.as_raw_fd(), EngineOptions { cores: Some(vec![0]), ..EngineOptions::default() }).unwrap();
     let source = SourceConfig {
         rtcp_port: None,
+        shares_rtcp_port_of: None,
         interface: None,
         silence_ms: None,
         ingest: IngestOptions::default(),

@@ -178,6 +178,10 @@ pub struct SourceConfig {
     pub port: Option<u16>,
     /// The stream's RTCP port: None for none, 0 lets the kernel pick.
     pub rtcp_port: Option<u16>,
+    /// Without an RTCP port of its own: the index of the stream whose port this
+    /// one shares (a simulcast substream: its stream's), so that keyframe
+    /// requests for it go to its source too.
+    pub shares_rtcp_port_of: Option<u32>,
     /// When `host` is a multicast group: the address of the interface to join it on.
     pub interface: Option<String>,
     /// What the receiver does to each datagram: SRTP, SSRC lock, parameter sets, skew.
@@ -839,6 +843,17 @@ impl Engine {
             }
             checked.push((index, stream.kind, stream.codec, clock_rate, stream.port, stream.rtcp_port));
         }
+        for stream in streams {
+            let Some(shared) = stream.shares_rtcp_port_of else { continue };
+            let has_port = streams.iter().any(|other| other.index == shared && other.rtcp_port.is_some());
+            if stream.port.is_none() || stream.rtcp_port.is_some() || shared == stream.index || !has_port {
+                return Err(invalid(format!(
+                    "stream {} cannot share stream {shared}'s RTCP port: it needs a port and no RTCP port of its \
+                     own, and stream {shared} an RTCP port",
+                    stream.index
+                )));
+            }
+        }
         // Bind every port first: on any failure the sockets bound so far close on return.
         let mut sockets = Vec::with_capacity(streams.len());
         for (stream, (_, _, _, _, port, rtcp_port)) in streams.iter().zip(&checked) {
@@ -846,6 +861,16 @@ impl Engine {
             let rtcp = rtcp_port.map(|rtcp_port| bind_source_on(&stream.host, rtcp_port, interface)).transpose()?;
             let socket = port.map(|port| bind_source_on(&stream.host, port, interface)).transpose()?;
             sockets.push((socket, rtcp));
+        }
+        let mut sockets: Vec<_> = sockets
+            .into_iter()
+            .map(|(socket, rtcp)| (socket, rtcp.map(|rtcp| Arc::new(SourceRtcp::new(rtcp)))))
+            .collect();
+        for (position, stream) in streams.iter().enumerate() {
+            let Some(shared) = stream.shares_rtcp_port_of else { continue };
+            let owner = streams.iter().position(|other| other.index == shared).expect("checked above");
+            let port = sockets[owner].1.as_ref().expect("checked above");
+            sockets[position].1 = Some(Arc::new(SourceRtcp::sharing(port)));
         }
         let mut records = Vec::with_capacity(streams.len());
         let mut sources = Vec::with_capacity(streams.len());
@@ -866,7 +891,7 @@ impl Engine {
             let cached = starts_at_keyframes && !keyframe_cache_disabled();
             source.cache = cached.then(|| Arc::new(Mutex::new(GopCache::new())));
             source.rtcp = match rtcp {
-                Some(socket) => Some(Arc::new(SourceRtcp::new(socket))),
+                Some(rtcp) => Some(rtcp),
                 None if linked => Some(Arc::new(SourceRtcp::for_link())),
                 None => None,
             };

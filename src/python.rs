@@ -109,6 +109,8 @@ struct SourceStream {
     #[pyo3(default)]
     rtcp_port: Option<i64>,
     #[pyo3(default)]
+    shares_rtcp_port_of: Option<i64>,
+    #[pyo3(default)]
     interface: Option<String>,
     #[pyo3(default)]
     srtp_profile: Option<String>,
@@ -157,6 +159,7 @@ impl SourceStream {
             host,
             port: self.port.map(|port| int(port, "port")).transpose()?,
             rtcp_port: self.rtcp_port.map(|port| int(port, "rtcp_port")).transpose()?,
+            shares_rtcp_port_of: self.shares_rtcp_port_of.map(|index| int(index, "shares_rtcp_port_of")).transpose()?,
             interface: self.interface,
             silence_ms: self.silence_ms.map(silence_ms).transpose()?,
             ingest: IngestOptions {

@@ -3,8 +3,10 @@
     fanout bench adaptive --server both
 
 Two private network namespaces joined by a veth pair: the server's (fanout, or
-Debian's Janus with its defaults; ffmpeg sending three VP8 simulcast layers,
-encoded beforehand, on its loopback, unshaped) and the viewer's (headless Chromium opening the demo
+Debian's Janus with its defaults; three VP8 simulcast layers on its loopback,
+unshaped: ffmpeg sending them encoded beforehand, or with ``--source live``
+GStreamer encoding them live, which makes a keyframe when the server asks for
+one) and the viewer's (headless Chromium opening the demo
 page, which watches the mountpoint with the real janus.js). tc's token bucket
 (tbf: this kernel has no netem) on the server's end of the veth limits what
 reaches the viewer: 3 Mbit/s (the join), then 600 kbit/s, then 5 Mbit/s. Every
@@ -49,6 +51,10 @@ SERVER_ADDRESS, VIEWER_ADDRESS = "10.213.7.1", "10.213.7.2"
 SERVER_LINK, VIEWER_LINK = "fanout-ad0", "fanout-ad1"
 PAGE_PORT = 18090  # the demo page for Janus runs (fanout serves its own)
 PORTS = (5004, 5006, 5008)
+# The live source's: the server's RTCP port for the stream (keyframe requests leave from it),
+# and the encoder's own ports, each layer's RTP leaving from one and its RTCP heard at the next.
+SOURCE_RTCP_PORT = 5010
+ENCODER_PORTS = (5104, 5106, 5108)
 FPS = 30
 MOUNTPOINT = 1
 
@@ -115,6 +121,7 @@ class Run:
     phase_starts: list[float]  # seconds since the watch began
     phases: list[PhaseSummary]
     estimates: list[tuple[float, int]]  # fanout's: (seconds since the watch began, bits/s)
+    source: str = "files"  # "files": encoded beforehand (ffmpeg); "live": encoded live (GStreamer), keyframes on request
 
 
 def summarize(samples: list[Sample], phases: list[Phase], starts: list[float]) -> list[PhaseSummary]:
@@ -269,19 +276,46 @@ def source_command(files: list[Path]) -> list[str]:
     return command
 
 
-FANOUT_MOUNTPOINT = f"""
+def live_source_command() -> list[str]:
+    """GStreamer encoding a moving test pattern live at each layer's size and bitrate (VP8, a
+    keyframe a second unless asked for one sooner), one rtpbin session per layer, as a
+    GStreamer sender usually is: each layer's RTP leaves from a port of its own, and its
+    session hears RTCP at the port plus one and makes a keyframe on a PLI naming its SSRC."""
+    top = LAYERS[-1]
+    pipeline = (
+        f"rtpbin name=rtp videotestsrc is-live=true pattern=smpte horizontal-speed=2 "
+        f"! video/x-raw,width={top.width},height={top.height},framerate={FPS}/1 ! tee name=frames"
+    )
+    for index, (layer, port, own_port) in enumerate(zip(LAYERS, PORTS, ENCODER_PORTS, strict=True)):
+        pipeline += (
+            f" frames. ! queue ! videoscale ! video/x-raw,width={layer.width},height={layer.height}"
+            f" ! vp8enc deadline=1 cpu-used=8 end-usage=cbr target-bitrate={layer.kbps * 1000} keyframe-max-dist={FPS}"
+            f" ! rtpvp8pay pt=96 mtu=1200 ssrc={0x5100 + index} ! rtp.send_rtp_sink_{index}"
+            f" rtp.send_rtp_src_{index} ! udpsink host=127.0.0.1 port={port} bind-port={own_port}"
+            f" udpsrc port={own_port + 1} ! rtp.recv_rtcp_sink_{index}"
+        )
+    return ["gst-launch-1.0", "-q", *pipeline.split()]
+
+
+def fanout_mountpoint(*, rtcp: bool) -> str:
+    rtcp_port = f" rtcpport = {SOURCE_RTCP_PORT}" if rtcp else ""
+    return f"""
 simulcast: {{
 	type = "rtp"
 	id = {MOUNTPOINT}
 	description = "fanout bench adaptive"
 	media = (
-		{{ type = "video" mid = "v" port = {PORTS[0]} port2 = {PORTS[1]} port3 = {PORTS[2]} simulcast = true pt = 96 codec = "vp8" }}
+		{{ type = "video" mid = "v" port = {PORTS[0]} port2 = {PORTS[1]} port3 = {PORTS[2]}{rtcp_port} simulcast = true pt = 96 codec = "vp8" }}
 	)
 }}
 """
 
-# Janus's own (legacy, single-stream) keys for the same mountpoint, as its sample configuration documents them.
-JANUS_MOUNTPOINT = f"""
+
+def janus_mountpoint(*, rtcp: bool) -> str:
+    """Janus's own (legacy, single-stream) keys for the same mountpoint, as its sample
+    configuration documents them."""
+    rtcp_port = f"\n\tvideortcpport = {SOURCE_RTCP_PORT}" if rtcp else ""
+    return f"""
 simulcast: {{
 	type = "rtp"
 	id = {MOUNTPOINT}
@@ -289,7 +323,7 @@ simulcast: {{
 	video = true
 	videoport = {PORTS[0]}
 	videoport2 = {PORTS[1]}
-	videoport3 = {PORTS[2]}
+	videoport3 = {PORTS[2]}{rtcp_port}
 	videosimulcast = true
 	videopt = 96
 	videocodec = "vp8"
@@ -300,11 +334,16 @@ simulcast: {{
 class AdaptiveFanout(servers.FanoutServer):
     """fanout with its defaults, advertising the veth's address; its HTTP port serves the demo page."""
 
+    def __init__(self, folder: Path, cpu: int, *, source_rtcp: bool) -> None:
+        super().__init__(folder, cpu)
+        self.source_rtcp = source_rtcp
+
     def write_config(self) -> None:
         super().write_config()
         jcfg = self.folder / "janus.jcfg"
         jcfg.write_text(jcfg.read_text().replace('"127.0.0.1"', f'"{SERVER_ADDRESS}"'))
-        (self.folder / "janus.plugin.streaming.jcfg").write_text("general: {\n}\n" + FANOUT_MOUNTPOINT)
+        mountpoint = fanout_mountpoint(rtcp=self.source_rtcp)
+        (self.folder / "janus.plugin.streaming.jcfg").write_text("general: {\n}\n" + mountpoint)
 
     def command(self) -> list[str]:
         return [*super().command()[:-1], "debug"]  # its estimates of the viewer, for the plot
@@ -317,13 +356,18 @@ class AdaptiveJanus(servers.JanusServer):
     """Debian's Janus with its defaults (the load bench's configuration), ICE on the veth, the
     HTTP API on every address; the demo page comes from a page server of the bench's."""
 
+    def __init__(self, folder: Path, cpu: int, *, source_rtcp: bool) -> None:
+        super().__init__(folder, cpu)
+        self.source_rtcp = source_rtcp
+
     def write_config(self) -> None:
         super().write_config()
         jcfg = self.folder / "janus.jcfg"
         jcfg.write_text(jcfg.read_text().replace(f'"{servers.DUMMY_INTERFACE}"', f'"{SERVER_LINK}"'))
         http = self.folder / "janus.transport.http.jcfg"
         http.write_text(http.read_text().replace('\tip = "127.0.0.1"\n', ""))
-        (self.folder / "janus.plugin.streaming.jcfg").write_text("general: {\n}\n" + JANUS_MOUNTPOINT)
+        mountpoint = janus_mountpoint(rtcp=self.source_rtcp)
+        (self.folder / "janus.plugin.streaming.jcfg").write_text("general: {\n}\n" + mountpoint)
 
     def page_url(self) -> str:
         api = f"http://{SERVER_ADDRESS}:{servers.HTTP_PORT}/janus"
@@ -398,17 +442,17 @@ def watch(
     return samples, starts, began_wall
 
 
-def run(server_name: str, phases: list[Phase], sample_seconds: float, workdir: Path) -> Run:
+def run(server_name: str, phases: list[Phase], sample_seconds: float, workdir: Path, *, live: bool) -> Run:
     folder = workdir / server_name
     folder.mkdir(parents=True, exist_ok=True)
     cpu = max(os.sched_getaffinity(0))
     with shaped_link(server_name) as viewer:
-        server: AdaptiveFanout | AdaptiveJanus = (
-            AdaptiveFanout(folder, cpu) if server_name == "fanout" else AdaptiveJanus(folder, cpu)
-        )
+        server_type = AdaptiveFanout if server_name == "fanout" else AdaptiveJanus
+        server: AdaptiveFanout | AdaptiveJanus = server_type(folder, cpu, source_rtcp=live)
         server.start()
         pages = _PageServer(PAGE_PORT, host=SERVER_ADDRESS) if server_name == "janus" else None
-        source = subprocess.Popen(source_command(layer_files()), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        command = live_source_command() if live else source_command(layer_files())
+        source = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         try:
             time.sleep(2.0)  # a keyframe of each layer has reached the server
             samples, starts, began = watch(server, viewer, phases, sample_seconds, folder)
@@ -424,7 +468,7 @@ def run(server_name: str, phases: list[Phase], sample_seconds: float, workdir: P
             server.stop()
     estimates = estimates_logged(server.log_path, began) if isinstance(server, AdaptiveFanout) else []
     return Run(server_name, server.version() or server_name, samples, starts, summarize(samples, phases, starts),
-               estimates)  # fmt: skip
+               estimates, "live" if live else "files")  # fmt: skip
 
 
 ESTIMATE_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*viewer \d+: estimate (\d+) bit/s")
@@ -514,6 +558,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", choices=("fanout", "janus", "both"), default="both")
     parser.add_argument("--phases", default="3000:25,600:25,5000:30",
                         help="link rate in kbit/s and seconds, per phase (default 3000:25,600:25,5000:30)")  # fmt: skip
+    parser.add_argument("--source", choices=("files", "live"), default="files",
+                        help="files: layers encoded beforehand, sent by ffmpeg (no keyframe on request); "
+                             "live: GStreamer encoding them live, a keyframe on request (default files)")  # fmt: skip
     parser.add_argument("--sample-ms", type=int, default=300, help="getStats() every this many ms (default 300)")
     parser.add_argument("--json", type=Path, default=Path("fanout-bench-adaptive.json"))
     parser.add_argument("--png", type=Path, default=Path("fanout-bench-adaptive.png"))
@@ -522,7 +569,8 @@ def main(argv: list[str] | None = None) -> int:
         phases = [Phase(int(rate), float(seconds)) for rate, seconds in (part.split(":") for part in args.phases.split(","))]
     except ValueError:
         parser.error(f"--phases: expected rate_kbps:seconds,..., got {args.phases!r}")
-    for tool in ("ffmpeg", "tc", CHROMIUM) + (("janus",) if args.server != "fanout" else ()):
+    encoder = "gst-launch-1.0" if args.source == "live" else "ffmpeg"
+    for tool in (encoder, "tc", CHROMIUM) + (("janus",) if args.server != "fanout" else ()):
         if shutil.which(tool) is None:
             raise SystemExit(f"fanout bench adaptive needs {tool}")
     names = ["fanout", "janus"] if args.server == "both" else [args.server]
@@ -530,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fanout-adaptive-") as workdir:
         for name in names:
             print(f"{name}: watching through {', '.join(phase.tc_rate for phase in phases)}", flush=True)
-            runs.append(run(name, phases, args.sample_ms / 1000, Path(workdir)))
+            runs.append(run(name, phases, args.sample_ms / 1000, Path(workdir), live=args.source == "live"))
     print()
     print(table(runs))
     args.json.write_text(
@@ -539,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
                 "date": time.strftime("%Y-%m-%d"),
                 "machine": platform.processor() or platform.machine(),
                 "python": sys.version.split()[0],
+                "source": args.source,
                 "layers": [asdict(layer) for layer in LAYERS],
                 "fits_share": FITS_SHARE,
                 "phases": [asdict(phase) for phase in phases],

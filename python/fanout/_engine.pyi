@@ -37,9 +37,18 @@ class SourceStream(TypedDict):
     # The stream's RTCP port (Janus's rtcpport), bound on ``host``: None or absent
     # for none, 0 lets the kernel pick (see MountpointStats' rtcp_port). The engine
     # reads the source's RTCP there (sender reports) and sends keyframe requests
-    # (RR + PLI) from it: to the address the source's RTCP came from, else to the
-    # source's RTP address with its port + 1, else nowhere; at most one per second.
+    # (RR + PLI) from it: to the address the source's RTCP came from (a port
+    # shared with other streams: where a sender report naming the stream's SSRC
+    # came from), else to the source's RTP address with its port + 1, else
+    # nowhere; at most one per second per stream.
     rtcp_port: NotRequired[int | None]
+    # Without an RTCP port of its own: the index of the stream (in the same
+    # mountpoint) whose RTCP port this one shares, e.g. a simulcast substream
+    # its stream's. An encoder sends each layer from a port of its own: the
+    # requests for this stream name its SSRC and go to where its sender reports
+    # came from, else to its RTP address with the port + 1. ValueError without
+    # ``port``, with ``rtcp_port``, or when that stream has no RTCP port.
+    shares_rtcp_port_of: NotRequired[int]
     # When host is a multicast group: the IPv4 address of the interface to join
     # it on (None: the one the routes choose). Both ports join the group.
     interface: NotRequired[str | None]

@@ -4,9 +4,15 @@
 //! it to the source, at most one per [`KEYFRAME_REQUEST_INTERVAL`]; so do the
 //! bitrate estimates (REMB) the control plane aggregates from the viewers.
 //!
-//! Where a request goes: the address the source's RTCP came from on this
-//! port; before any came, the address its RTP came from with the port plus
-//! one (RFC 3550 section 11's convention); before either, nowhere.
+//! Where a stream's request goes: the address its source's RTCP came from on
+//! this port (a sender report naming the stream's SSRC; or, on a port no other
+//! stream shares, any RTCP); before that, the address its RTP came from with
+//! the port plus one (RFC 3550 section 11's convention); before either, nowhere.
+//!
+//! A simulcast stream's substreams share its port ([`SourceRtcp::sharing`]):
+//! an encoder sends each layer, and hears requests for it, from a port of its
+//! own, so each substream's requests name its SSRC and go where that layer's
+//! RTCP or RTP came from.
 //!
 //! A stream fed by a publisher link (a WebRTC publisher, a relay; see
 //! [`crate::ingest::publisher`]) has no port: its requests go over the link,
@@ -14,7 +20,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,44 +88,80 @@ impl LinkSender {
     }
 }
 
+/// How a stream's RTCP leaves.
+enum Channel {
+    /// The stream's own RTCP port.
+    Port(UdpSocket),
+    /// Another stream's port: a simulcast substream's, its stream's.
+    SharedPort(Arc<SourceRtcp>),
+    /// The mountpoint's publisher link, while one is attached.
+    Link(Mutex<Option<Arc<LinkSender>>>),
+}
+
+/// The SSRCs a port heard sender reports from, at most this many (the newest kept).
+const HEARD_SENDERS: usize = 8;
+
+/// What came on a port: from where, and each sender's latest report.
+#[derive(Default)]
+struct Heard {
+    latest_from: Option<SocketAddr>,
+    senders: Vec<(SourceSenderReport, Option<SocketAddr>)>,
+}
+
+impl Heard {
+    fn sender(&self, ssrc: u32) -> Option<&(SourceSenderReport, Option<SocketAddr>)> {
+        self.senders.iter().find(|(report, _)| report.ssrc == ssrc)
+    }
+
+    fn note_report(&mut self, report: SourceSenderReport, from: Option<SocketAddr>) {
+        if let Some(known) = self.senders.iter().position(|(known, _)| known.ssrc == report.ssrc) {
+            self.senders.remove(known);
+        } else if self.senders.len() == HEARD_SENDERS {
+            self.senders.remove(0);
+        }
+        self.senders.push((report, from));
+    }
+}
+
 pub struct SourceRtcp {
-    /// The RTCP port; None for a stream fed by a publisher link.
-    socket: Option<UdpSocket>,
-    /// The publisher link attached to the stream's mountpoint, for a stream without a port.
-    link: Mutex<Option<Arc<LinkSender>>>,
-    rtcp_from: Mutex<Option<SocketAddr>>,
+    channel: Channel,
+    /// On a port of the stream's own: what came on it.
+    heard: Mutex<Heard>,
+    /// Set once a substream shares the port.
+    shared: AtomicBool,
     rtp_from: Mutex<Option<SocketAddr>>,
     media_ssrc: AtomicU32,
     last_request: Mutex<Option<Instant>>,
-    sender_report: Mutex<Option<SourceSenderReport>>,
-    /// RTCP packets received from the source.
     pub packets: AtomicU64,
     pub plis_forwarded: AtomicU64,
     pub keyframe_requests: AtomicU64,
     pub rembs_sent: AtomicU64,
-    /// Requests not sent: too soon after the last one, or nowhere to send.
     pub requests_suppressed: AtomicU64,
 }
 
 impl SourceRtcp {
     pub fn new(socket: UdpSocket) -> Self {
-        Self::with_socket(Some(socket))
+        Self::with_channel(Channel::Port(socket))
     }
 
-    /// For a stream fed by a publisher link: its requests go over the link.
     pub fn for_link() -> Self {
-        Self::with_socket(None)
+        Self::with_channel(Channel::Link(Mutex::new(None)))
     }
 
-    fn with_socket(socket: Option<UdpSocket>) -> Self {
+    /// A substream's: it sends from `stream`'s port and hears what that port hears.
+    pub fn sharing(stream: &Arc<SourceRtcp>) -> Self {
+        stream.shared.store(true, Ordering::Relaxed);
+        Self::with_channel(Channel::SharedPort(stream.clone()))
+    }
+
+    fn with_channel(channel: Channel) -> Self {
         Self {
-            socket,
-            link: Mutex::new(None),
-            rtcp_from: Mutex::new(None),
+            channel,
+            heard: Mutex::new(Heard::default()),
+            shared: AtomicBool::new(false),
             rtp_from: Mutex::new(None),
             media_ssrc: AtomicU32::new(0),
             last_request: Mutex::new(None),
-            sender_report: Mutex::new(None),
             packets: AtomicU64::new(0),
             plis_forwarded: AtomicU64::new(0),
             keyframe_requests: AtomicU64::new(0),
@@ -128,27 +170,33 @@ impl SourceRtcp {
         }
     }
 
-    /// The RTCP port's socket, None for a link-fed stream.
+    /// The socket the receiver reads: a port of the stream's own.
     pub fn fd(&self) -> Option<RawFd> {
-        self.socket.as_ref().map(AsRawFd::as_raw_fd)
+        match &self.channel {
+            Channel::Port(socket) => Some(socket.as_raw_fd()),
+            _ => None,
+        }
     }
 
     pub fn local_port(&self) -> Option<u16> {
-        Some(self.socket.as_ref()?.local_addr().ok()?.port())
+        match &self.channel {
+            Channel::Port(socket) => Some(socket.local_addr().ok()?.port()),
+            Channel::SharedPort(stream) => stream.local_port(),
+            Channel::Link(_) => None,
+        }
     }
 
-    /// Requests go over `link` from now on (None: the link went, nowhere).
     pub fn set_link(&self, link: Option<Arc<LinkSender>>) {
-        *lock(&self.link) = link;
+        if let Channel::Link(attached) = &self.channel {
+            *lock(attached) = link;
+        }
     }
 
-    /// A sender report the publisher link brought.
     pub fn link_sender_report(&self, report: SourceSenderReport) {
         self.packets.fetch_add(1, Ordering::Relaxed);
-        *lock(&self.sender_report) = Some(report);
+        lock(&self.heard).note_report(report, None);
     }
 
-    /// The receiver saw RTP with `ssrc` from `from`.
     pub fn rtp_seen(&self, from: Option<SocketAddr>, ssrc: u32) {
         self.media_ssrc.store(ssrc, Ordering::Relaxed);
         if let Some(from) = from {
@@ -159,40 +207,53 @@ impl SourceRtcp {
         }
     }
 
-    /// Reads everything waiting on the port (the receiver calls it when readable).
+    /// Reads what the source sent to the port (a port of the stream's own).
     pub fn receive(&self, now: Instant) {
-        let Some(socket) = &self.socket else { return };
+        let Channel::Port(socket) = &self.channel else { return };
         let mut buf = [0u8; 1500];
         while let Ok((len, from)) = socket.recv_from(&mut buf) {
             self.packets.fetch_add(1, Ordering::Relaxed);
-            {
-                let mut rtcp_from = lock(&self.rtcp_from);
-                if *rtcp_from != Some(from) {
-                    *rtcp_from = Some(from);
-                }
-            }
-            if let Some(report) = parse_sender_report(&buf[..len], now) {
-                *lock(&self.sender_report) = Some(report);
-            }
+            let mut heard = lock(&self.heard);
+            heard.latest_from = Some(from);
+            for_each_sender_report(&buf[..len], now, |report| heard.note_report(report, Some(from)));
         }
     }
 
-    pub fn sender_report(&self) -> Option<SourceSenderReport> {
-        *lock(&self.sender_report)
+    /// What the port heard: the stream's own, or the one it shares.
+    fn heard(&self) -> &Mutex<Heard> {
+        match &self.channel {
+            Channel::SharedPort(stream) => &stream.heard,
+            _ => &self.heard,
+        }
     }
 
-    /// Where requests go now.
+    /// The latest sender report naming the stream's SSRC; on a port no other
+    /// stream shares, before the first of those, the latest of any.
+    pub fn sender_report(&self) -> Option<SourceSenderReport> {
+        let heard = lock(self.heard());
+        let own = heard.sender(self.media_ssrc.load(Ordering::Relaxed)).map(|(report, _)| *report);
+        own.or_else(|| heard.senders.last().filter(|_| self.alone_on_port()).map(|(report, _)| *report))
+    }
+
+    fn alone_on_port(&self) -> bool {
+        matches!(self.channel, Channel::Port(_)) && !self.shared.load(Ordering::Relaxed)
+    }
+
     pub fn destination(&self) -> Option<SocketAddr> {
-        if let Some(from) = *lock(&self.rtcp_from) {
-            return Some(from);
+        {
+            let heard = lock(self.heard());
+            if let Some((_, Some(from))) = heard.sender(self.media_ssrc.load(Ordering::Relaxed)) {
+                return Some(*from);
+            }
+            if let Some(from) = heard.latest_from.filter(|_| self.alone_on_port()) {
+                return Some(from);
+            }
         }
         let mut rtp = (*lock(&self.rtp_from))?;
         rtp.set_port(rtp.port().checked_add(1)?);
         Some(rtp)
     }
 
-    /// Sends RR + PLI to the source unless one went less than the interval
-    /// ago; true if sent.
     pub fn request_keyframe(&self, reason: KeyframeReason, now: Instant) -> bool {
         if !self.can_send() {
             self.requests_suppressed.fetch_add(1, Ordering::Relaxed);
@@ -220,8 +281,6 @@ impl SourceRtcp {
 }
 
 impl SourceRtcp {
-    /// Sends RR + REMB (draft-alvestrand-rmcat-remb) with `bitrate` (bits per
-    /// second) about the source's SSRC; false if there is nowhere to send it yet.
     pub fn send_remb(&self, bitrate: u64) -> bool {
         let packet = remb(self.media_ssrc.load(Ordering::Relaxed), bitrate);
         if !self.send(&packet) {
@@ -233,25 +292,26 @@ impl SourceRtcp {
 }
 
 impl SourceRtcp {
-    /// Whether a request has somewhere to go now.
     fn can_send(&self) -> bool {
-        match &self.socket {
-            Some(_) => self.destination().is_some(),
-            None => lock(&self.link).is_some(),
+        match &self.channel {
+            Channel::Port(_) | Channel::SharedPort(_) => self.destination().is_some(),
+            Channel::Link(link) => lock(link).is_some(),
         }
     }
 
-    /// Sends plain RTCP to the source: from the RTCP port, or over the link.
     fn send(&self, packet: &[u8]) -> bool {
-        match &self.socket {
-            Some(socket) => self.destination().is_some_and(|to| socket.send_to(packet, to).is_ok()),
-            None => lock(&self.link).as_ref().is_some_and(|link| link.send_rtcp(packet)),
-        }
+        let socket = match &self.channel {
+            Channel::Port(socket) => socket,
+            Channel::SharedPort(stream) => match &stream.channel {
+                Channel::Port(socket) => socket,
+                _ => return false,
+            },
+            Channel::Link(link) => return lock(link).as_ref().is_some_and(|link| link.send_rtcp(packet)),
+        };
+        self.destination().is_some_and(|to| socket.send_to(packet, to).is_ok())
     }
 }
 
-/// An empty receiver report then a REMB about `media_ssrc`: the bitrate as an
-/// 18-bit mantissa and a 6-bit exponent, rounded down.
 pub fn remb(media_ssrc: u32, bitrate: u64) -> [u8; 32] {
     let exponent = (64 - bitrate.leading_zeros()).saturating_sub(18);
     let mantissa = (bitrate >> exponent) as u32;
@@ -285,14 +345,6 @@ pub fn keyframe_request(media_ssrc: u32) -> [u8; 20] {
 }
 
 /// The first sender report in a compound RTCP packet.
-fn parse_sender_report(packet: &[u8], now: Instant) -> Option<SourceSenderReport> {
-    let mut first = None;
-    for_each_sender_report(packet, now, |report| {
-        first.get_or_insert(report);
-    });
-    first
-}
-
 /// Each sender report in a compound RTCP packet (a publisher link's carries one per SSRC,
 /// or several in one); stops at the first malformed length.
 pub fn for_each_sender_report(packet: &[u8], now: Instant, mut report: impl FnMut(SourceSenderReport)) {
@@ -334,6 +386,35 @@ pub fn for_each_keyframe_request(packet: &[u8], mut asked: impl FnMut(u32)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_sender_report(packet: &[u8], now: Instant) -> Option<SourceSenderReport> {
+        let mut first = None;
+        for_each_sender_report(packet, now, |report| {
+            first.get_or_insert(report);
+        });
+        first
+    }
+
+    fn sender_report(ssrc: u32) -> Vec<u8> {
+        let mut sr = vec![0x80, 200, 0, 6];
+        sr.extend_from_slice(&ssrc.to_be_bytes());
+        sr.extend_from_slice(&[0; 20]);
+        sr
+    }
+
+    /// A port as the engine binds it: reads never block.
+    fn port() -> UdpSocket {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        socket
+    }
+
+    fn receive_request(socket: &UdpSocket) -> Vec<u8> {
+        socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        let len = socket.recv(&mut buf).unwrap();
+        buf[..len].to_vec()
+    }
 
     #[test]
     fn remb_carries_the_bitrate_in_mantissa_and_exponent() {
@@ -391,5 +472,60 @@ mod tests {
         assert_eq!(rtcp.plis_forwarded.load(Ordering::Relaxed), 2);
         assert_eq!(rtcp.requests_suppressed.load(Ordering::Relaxed), 2);
         drop(source);
+    }
+
+    /// A simulcast encoder sends each layer from a port of its own (RTP from
+    /// one, RTCP from the next): each substream's request names its SSRC and
+    /// goes to its layer's port, not to the last one heard on the shared port.
+    #[test]
+    fn substreams_sharing_a_port_send_each_layers_request_to_that_layer() {
+        let stream = Arc::new(SourceRtcp::new(port()));
+        let substream = SourceRtcp::sharing(&stream);
+        assert_eq!(substream.local_port(), stream.local_port());
+        assert_eq!(substream.fd(), None, "the stream's port is read once, by the stream's");
+        let (layer0, layer1) = (UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap());
+        let rtp_from = |rtcp: &UdpSocket| {
+            let mut address = rtcp.local_addr().unwrap();
+            address.set_port(address.port() - 1);
+            address
+        };
+        stream.rtp_seen(Some(rtp_from(&layer0)), 0x1000);
+        substream.rtp_seen(Some(rtp_from(&layer1)), 0x1001);
+        // The top layer's encoder reports from an address of its own; the
+        // other layers have sent no RTCP yet.
+        let port = stream.local_port().unwrap();
+        UdpSocket::bind("127.0.0.1:0").unwrap().send_to(&sender_report(0x1002), ("127.0.0.1", port)).unwrap();
+        while stream.packets.load(Ordering::Relaxed) == 0 {
+            stream.receive(Instant::now());
+        }
+        let now = Instant::now();
+        assert!(substream.request_keyframe(KeyframeReason::Start, now));
+        assert_eq!(receive_request(&layer1), keyframe_request(0x1001));
+        assert!(stream.request_keyframe(KeyframeReason::Start, now), "each stream's requests are limited apart");
+        assert_eq!(receive_request(&layer0), keyframe_request(0x1000));
+        assert_eq!(substream.sender_report(), None, "the top layer's report is not the substream's");
+
+        // Once the layer's own report names where its RTCP comes from, its requests go there.
+        layer1.send_to(&sender_report(0x1001), ("127.0.0.1", port)).unwrap();
+        while stream.packets.load(Ordering::Relaxed) == 1 {
+            stream.receive(Instant::now());
+        }
+        assert_eq!(substream.destination(), Some(layer1.local_addr().unwrap()));
+        assert_eq!(substream.sender_report().map(|report| report.ssrc), Some(0x1001));
+        assert_eq!(stream.destination().unwrap().port(), layer0.local_addr().unwrap().port());
+    }
+
+    #[test]
+    fn a_port_of_its_own_answers_the_latest_rtcp_from_any_address() {
+        let rtcp = SourceRtcp::new(port());
+        rtcp.rtp_seen(Some("127.0.0.1:9".parse().unwrap()), 0xabcd);
+        let source = UdpSocket::bind("127.0.0.1:0").unwrap();
+        source.send_to(&[0x80, 201, 0, 1, 0, 0, 0, 1], ("127.0.0.1", rtcp.local_port().unwrap())).unwrap();
+        while rtcp.packets.load(Ordering::Relaxed) == 0 {
+            rtcp.receive(Instant::now());
+        }
+        assert_eq!(rtcp.destination(), Some(source.local_addr().unwrap()));
+        assert!(rtcp.request_keyframe(KeyframeReason::Viewer, Instant::now()));
+        assert_eq!(receive_request(&source), keyframe_request(0xabcd));
     }
 }

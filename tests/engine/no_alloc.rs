@@ -128,6 +128,7 @@ fn assert_steady_state_allocates_nothing(source: Source) {
         host: "127.0.0.1".into(),
         port: source.link.is_none().then_some(0),
         rtcp_port: source.link.is_none().then_some(0),
+        shares_rtcp_port_of: None,
         interface: None,
         silence_ms: None,
         ingest: source.ingest.clone(),

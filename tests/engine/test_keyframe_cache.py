@@ -345,6 +345,36 @@ def test_plis_go_to_the_rtp_source_port_plus_one_then_to_where_rtcp_came_from(ri
     source.close()
 
 
+def test_each_simulcast_layer_hears_the_keyframe_requests_for_it_on_the_shared_port(rig: Rig) -> None:
+    """An encoder sends each layer from a port of its own and hears RTCP for it at the port
+    plus one (GStreamer's rtpbin, a session per layer): a move to the upper layer asks that
+    layer's session for a keyframe, naming its SSRC, from the stream's one RTCP port."""
+    lower, upper = source_pair(), source_pair()
+    high = 1 << 16  # substream 1's index, as the Streaming plugin numbers them
+    sharing: SourceStream = {**video(index=high), "rtcp_port": None, "shares_rtcp_port_of": 0}
+    low_port, high_port = rig.engine.add_mountpoint(1, [video(rtcp_port=0), sharing])
+    stats = rig.engine.mountpoint_stats(1).streams
+    assert stats[1].rtcp_port == stats[0].rtcp_port is not None
+    lower.rtp.sendto(rtp(1, 0, VP8_KEYFRAME, ssrc=0x1000, marker=True), ("127.0.0.1", low_port))
+    upper.rtp.sendto(rtp(1, 0, VP8_DELTA, ssrc=0x1001, marker=True), ("127.0.0.1", high_port))
+    wait_until(lambda: [stream.packets for stream in rig.engine.mountpoint_stats(1).streams] == [1, 1])
+    viewer = rig.viewer(7, 1, streams())
+    viewer.wait_rtp(1)
+
+    rig.engine.set_stream_source(7, 0, high)
+
+    upper.rtcp.setblocking(True)
+    lower.rtcp.setblocking(True)
+    request = upper.rtcp.recv(1500)
+    assert struct.unpack("!I", request[16:20])[0] == 0x1001, "about the upper layer's SSRC"
+    assert keyframe_requests(lower.rtcp) == [], "the lower layer's encoder is not asked"
+    assert [stream.keyframe_requests for stream in rig.engine.mountpoint_stats(1).streams] == [0, 1]
+    with pytest.raises(ValueError, match="cannot share stream 0's RTCP port"):
+        rig.engine.add_mountpoint(2, [video(), {**video(index=high), "shares_rtcp_port_of": 0}])
+    lower.close()
+    upper.close()
+
+
 def test_bitrate_estimates_go_to_the_source_like_keyframe_requests(rig: Rig) -> None:
     source = source_pair()
     port = rig.engine.add_mountpoint(1, [video(rtcp_port=0), audio()])[0]

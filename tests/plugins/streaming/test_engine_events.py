@@ -29,6 +29,7 @@ from fanout.plugins.streaming.mountpoint import Mountpoint, source_index
 from fanout.plugins.streaming.plugin import StreamingPlugin
 from fanout.webrtc.sdp import SessionDescription
 from tests.engine.test_congestion import remb
+from tests.engine.test_keyframe_cache import source_pair
 from tests.support.rtsp_server import RtspServerProcess
 
 if TYPE_CHECKING:
@@ -227,6 +228,56 @@ async def test_a_move_asks_for_the_keyframe_again_each_second_until_it_is_made(r
     finally:
         sending.cancel()
         sink.close()
+
+
+async def test_with_an_rtcp_port_each_substream_asks_its_own_encoder_for_keyframes(running: Running) -> None:
+    """Janus's videortcpport on a simulcast mountpoint: an encoder with an RTP session per
+    layer (GStreamer's rtpbin) hears RTCP for each layer at that layer's port plus one; a
+    move to a substream asks that layer's encoder for a keyframe, naming its SSRC."""
+    plugin = running.plugin
+    group = {"type": "rtp", "id": 6, "video": True, "videoport": 0, "videopt": 96, "videocodec": "vp8",
+             "videortcpport": 0, "videosimulcast": True, "videoport2": 0, "videoport3": 0}  # fmt: skip
+    mountpoint = plugin.add_mountpoint(parse_mountpoint("simulcast", group)[0])
+    (stream,) = mountpoint.config.streams
+    encoders = [source_pair() for _ in range(3)]  # each layer's RTP socket and, a port up, its RTCP socket
+
+    async def send() -> None:
+        for frame in itertools.count():
+            for substream, (encoder, port) in enumerate(zip(encoders, mountpoint.substream_ports[stream.mid])):
+                packet = vp8_packet(frame, keyframe=frame % KEYFRAME_EVERY == 0, ssrc=substream + 1)
+                encoder.rtp.sendto(packet, ("127.0.0.1", port))
+            await asyncio.sleep(FRAME_SECONDS)
+
+    sending = asyncio.get_running_loop().create_task(send())
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    try:
+        await until(lambda: not any(mountpoint.silence.is_silent(i) for i in mountpoint.silence.indexes), "no media")
+        handle = RecordingHandle(16)
+        running.engine.add_peer(handle.id, sink.getsockname(), "AEAD_AES_128_GCM", os.urandom(28), os.urandom(28))
+        plugin.create_session(handle)
+        viewer = plugin.viewers[handle.id]
+        viewer.watch(mountpoint, None)
+        plugin.setup_media(handle)
+        await until(lambda: running.engine.peer_stats(handle.id).packets > 0, "the viewer got nothing")
+
+        plugin._configure(viewer, "configure", {"request": "configure", "mid": stream.mid, "substream": 1}, None)
+
+        layer = encoders[1].rtcp
+        layer.setblocking(False)
+        loop = asyncio.get_running_loop()
+        request = await asyncio.wait_for(loop.sock_recv(layer, 1500), WAIT_SECONDS)
+        assert request[8:10] == bytes([0x81, 206]), "a PLI after the empty receiver report"
+        assert struct.unpack("!I", request[16:20])[0] == 2, "about the middle layer's SSRC"
+        for other in (encoders[0].rtcp, encoders[2].rtcp):
+            other.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                other.recv(1500)
+    finally:
+        sending.cancel()
+        sink.close()
+        for encoder in encoders:
+            encoder.close()
 
 
 async def test_a_substream_that_never_sent_is_left_once_the_fallback_passed_since_joining(running: Running) -> None:

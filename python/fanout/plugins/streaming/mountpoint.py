@@ -328,12 +328,15 @@ def silence_ms(stream: StreamConfig, mountpoint: MountpointConfig) -> int | None
 
 
 def substream_source(stream: StreamConfig, mountpoint: MountpointConfig, substream: int) -> SourceStream:
-    """Substream 1 or 2 of a simulcast stream: its own port (no RTCP port: Janus has one per stream)."""
+    """Substream 1 or 2 of a simulcast stream: its own port, and the stream's RTCP port shared
+    (Janus has one per stream), so that the source hears keyframe requests for each layer."""
     source = source_stream(stream, mountpoint)
     source["index"] = source_index(stream, substream)
     if not mountpoint.fed_by_publisher_link:
         source["port"] = stream.substream_ports[substream - 1]
         source["rtcp_port"] = None
+        if stream.rtcp_port is not None:
+            source["shares_rtcp_port_of"] = stream.mindex
     return source
 
 
