@@ -890,11 +890,7 @@ impl Engine {
             let starts_at_keyframes = kind == MediaKind::Video && codec.finds_keyframes();
             let cached = starts_at_keyframes && !keyframe_cache_disabled();
             source.cache = cached.then(|| Arc::new(Mutex::new(GopCache::new())));
-            source.rtcp = match rtcp {
-                Some(rtcp) => Some(rtcp),
-                None if linked => Some(Arc::new(SourceRtcp::for_link())),
-                None => None,
-            };
+            source.rtcp = rtcp.or_else(|| linked.then(|| Arc::new(SourceRtcp::for_link())));
             let (cache, rtcp, recording) = (source.cache.clone(), source.rtcp.clone(), source.recording.clone());
             records.push(StreamRecord {
                 index,

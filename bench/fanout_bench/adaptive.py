@@ -236,7 +236,7 @@ MEDIA_FOLDER = Path(tempfile.gettempdir()) / "fanout-bench-adaptive-media"
 def layer_files() -> list[Path]:
     """Each layer encoded once (kept for the next run): a noisy test pattern (so that the
     encoder reaches its bitrate) in VP8 at the layer's size and constant bitrate, a keyframe
-    a second. Encoding live would need more CPU than a loaded machine gives ffmpeg. The first
+    a second. (``--source live`` encodes with GStreamer instead, about half a core here.) The first
     second is cut: libvpx's first keyframe is some 25 times the others (330 KB at 1.5 Mbit/s),
     and the loop would send it every time round."""
     MEDIA_FOLDER.mkdir(exist_ok=True)

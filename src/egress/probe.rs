@@ -25,18 +25,38 @@
 //! is application-limited) and LiveKit's stream allocator (probe for the next
 //! layer, back off after a failure): the first probe [`FIRST_WAIT_MICROS`]
 //! after a goal is set, then after each failure twice the wait, up to
-//! [`MAX_WAIT_MICROS`]; a success, or a goal after none, starts again from
-//! the first wait. A probe must outlast a token bucket's burst on a link that
-//! cannot carry it: a short one passes through the bucket untouched and
-//! claims a rate the link does not have (15 ms at 1.8 Mbit/s, as Chromium's
-//! first probes, through tc's 32 KB bucket on a 600 kbit/s link). What it
-//! sends past the bucket queues, and the viewer's frames wait behind it: 0.3 s
-//! at the goal outlasts that bucket (its last packets arrive late, so the
-//! receive rate falls short) and queues about 0.2 s; 0.5 s queued past the
-//! link's 0.2 s limit and cost the viewer a freeze at each failed probe.
+//! [`MAX_WAIT_MICROS`]; a success at the goal, or a goal after none, starts
+//! again from the first wait (a success at a step short of it: the next step
+//! [`FIRST_WAIT_MICROS`] later, the wait kept). How high: the goal, but at most [`PROBE_STEP`] times the
+//! estimate, as Chromium's ProbeController probes an application-limited
+//! sender at twice its estimate and, after a success, at twice what was
+//! carried. A goal far above the link floods it: a 2.8 Mbit/s probe of a
+//! 600 kbit/s link (the next layer of a live 720p encoder from 360p) queued
+//! and dropped so much of the viewer's own media that it froze, and the loss
+//! pulled its estimate under its layer. In steps, a failed probe overshoots
+//! the link by at most twice, and a link that carries the next layer gets
+//! there in a probe or two more, [`FIRST_WAIT_MICROS`] apart.
+//!
+//! A probe must outlast a token bucket's burst on a link that cannot carry
+//! it: a short one passes through the bucket untouched and claims a rate the
+//! link does not have (15 ms at 1.8 Mbit/s, as Chromium's first probes, or
+//! 0.3 s at 1.2 Mbit/s, through tc's 32 KB bucket on a 600 kbit/s link). So a
+//! probe sends for [`PROBE_SEND_MICROS`], or longer, up to
+//! [`MAX_PROBE_SEND_MICROS`], until it sent [`PROBE_EXCESS_BYTES`] more than
+//! the estimate would: more than such a burst, so that its last packets
+//! arrive late and the receive rate falls short. What it sends past the
+//! bucket queues, and the viewer's frames wait behind it, at most as long as
+//! the excess takes at the link's rate (at twice the estimate: about as long
+//! as the probe lasted past the bucket).
 
-/// A probe sends at its goal for this long.
+/// A probe sends at its goal for at least this long ...
 pub const PROBE_SEND_MICROS: i64 = 300_000;
+/// ... and long enough to send this many bytes more than the estimate would
+/// (at most [`MAX_PROBE_SEND_MICROS`]): a token bucket's burst passes a probe
+/// that fits in it unchanged, and the probe would claim a rate the link does
+/// not have (tc's 32 KB bucket on a 600 kbit/s link passed 0.3 s at 1.2 Mbit/s).
+pub const PROBE_EXCESS_BYTES: i64 = 48_000;
+pub const MAX_PROBE_SEND_MICROS: i64 = 1_000_000;
 /// Feedback about the whole cluster must come within this after its last packet, or the probe failed.
 const RESULT_WAIT_MICROS: i64 = 1_000_000;
 /// A failed probe ends once the feedback tells about packets sent this long after it stopped.
@@ -52,6 +72,8 @@ const MIN_PACKETS: u32 = 5;
 /// Loss in a probe's feedback above this share fails it.
 const MAX_LOSS: f64 = 0.1;
 pub const FIRST_WAIT_MICROS: i64 = 2_000_000;
+/// A probe goes at most this many times the estimate.
+pub const PROBE_STEP: u64 = 2;
 pub const MAX_WAIT_MICROS: i64 = 8_000_000;
 /// No probe starts until the estimate went this long without a decrease
 /// (over-use or a loss cut): a link still draining a queue would fail it.
@@ -141,6 +163,8 @@ struct Probe {
     cluster: u8,
     goal: u64,
     started: i64,
+    /// How long it sends at its goal.
+    duration: i64,
     /// Bytes the viewer was sent since the probe started, padding and media.
     sent_bytes: u64,
     /// Sending stopped (its time is up, or it failed early).
@@ -182,25 +206,35 @@ impl Prober {
 
     /// Starts a probe if one is due: a goal above `estimate`, which rests on
     /// transport feedback (`measured`) and did not decrease since [`QUIET_MICROS`]
-    /// before `now` (`last_decrease`). Returns whether it started.
+    /// before `now` (`last_decrease`); it goes at the goal or [`PROBE_STEP`]
+    /// times the estimate, whichever is lower. Returns whether it started.
     pub fn start_if_due(&mut self, estimate: u64, measured: bool, last_decrease: i64, now: i64) -> bool {
         let (Some(goal), Some(next_at)) = (self.goal, self.next_at) else {
             return false;
         };
+        let step = goal.min(estimate.saturating_mul(PROBE_STEP));
         let quiet = now.saturating_sub(last_decrease) >= QUIET_MICROS;
         if self.probe.is_some() || now < next_at || !measured || !quiet || estimate >= goal {
             return false;
         }
         self.last_cluster = self.last_cluster.wrapping_add(1).max(1);
+        let excess = step.saturating_sub(estimate).max(1) as i64;
+        let duration = (PROBE_EXCESS_BYTES * 8 * 1_000_000 / excess).clamp(PROBE_SEND_MICROS, MAX_PROBE_SEND_MICROS);
         self.probe = Some(Probe {
             cluster: self.last_cluster,
-            goal,
+            goal: step,
             started: now,
+            duration,
             sent_bytes: 0,
             sending: true,
             failed_at: None,
         });
         true
+    }
+
+    /// How long the probe in progress sends at its goal.
+    pub fn duration(&self) -> Option<i64> {
+        self.probe.map(|probe| probe.duration)
     }
 
     /// The cluster every packet sent now belongs to (0: none).
@@ -236,7 +270,7 @@ impl Prober {
             return 0;
         };
         let elapsed = now - probe.started;
-        if elapsed >= PROBE_SEND_MICROS {
+        if elapsed >= probe.duration {
             probe.sending = false;
             return 0;
         }
@@ -264,7 +298,7 @@ impl Prober {
             }
             return Some(self.end(ProbeOutcome::Failed, now));
         }
-        let sent_long_enough = measure.sent_span() >= PROBE_SEND_MICROS * 4 / 5;
+        let sent_long_enough = measure.sent_span() >= probe.duration * 4 / 5;
         let failed = over_use || (measure.lost + measure.received >= MIN_PACKETS && measure.loss() > MAX_LOSS);
         let measurable = !probe.sending && sent_long_enough;
         let carried = measure.bitrate().filter(|_| measurable);
@@ -277,20 +311,29 @@ impl Prober {
         let outcome = match carried {
             Some(bitrate) => ProbeOutcome::Carried { bitrate: bitrate as u64 },
             // Too few packets acknowledged to measure, or no feedback in time.
-            None if measurable || now - probe.started > PROBE_SEND_MICROS + RESULT_WAIT_MICROS => ProbeOutcome::Failed,
+            None if measurable || now - probe.started > probe.duration + RESULT_WAIT_MICROS => ProbeOutcome::Failed,
             None => return None,
         };
         Some(self.end(outcome, now))
     }
 
     fn end(&mut self, outcome: ProbeOutcome, now: i64) -> ProbeOutcome {
-        self.probe = None;
-        if matches!(outcome, ProbeOutcome::Carried { .. }) {
-            self.wait = FIRST_WAIT_MICROS;
-        } else {
-            self.wait = (self.wait * 2).min(MAX_WAIT_MICROS);
-        }
-        self.next_at = self.goal.map(|_| now + self.wait);
+        let step = self.probe.take().map_or(0, |probe| probe.goal);
+        let next_wait = match outcome {
+            ProbeOutcome::Carried { .. } if self.goal.is_some_and(|goal| step >= goal) => {
+                self.wait = FIRST_WAIT_MICROS;
+                self.wait
+            }
+            // A step short of the goal: the next step soon, but the waits a failure
+            // doubled stay, or a bucket that lets each first step through would
+            // have the link flooded by the second every few seconds.
+            ProbeOutcome::Carried { .. } => FIRST_WAIT_MICROS,
+            ProbeOutcome::Failed => {
+                self.wait = (self.wait * 2).min(MAX_WAIT_MICROS);
+                self.wait
+            }
+        };
+        self.next_at = self.goal.map(|_| now + next_wait);
         outcome
     }
 }
@@ -302,10 +345,14 @@ mod tests {
     /// A probe's cluster through a link of `capacity` bits/s: packets of
     /// 300 bytes sent at `rate` for the probe's time, arriving spaced by the bottleneck.
     fn measured(rate: f64, capacity: f64) -> ClusterMeasure {
+        measured_for(PROBE_SEND_MICROS, rate, capacity)
+    }
+
+    fn measured_for(duration: i64, rate: f64, capacity: f64) -> ClusterMeasure {
         let mut measure = ClusterMeasure::default();
         let size = 300u32;
         let (mut sent, mut free_at) = (0.0f64, 0.0f64);
-        while sent < PROBE_SEND_MICROS as f64 {
+        while sent < duration as f64 {
             let arrival = sent.max(free_at) + f64::from(size) * 8e6 / capacity;
             free_at = arrival;
             measure.packet(sent as i64, size, Some(arrival as i64 + 20_000));
@@ -330,9 +377,9 @@ mod tests {
     fn a_probe_starts_after_the_first_wait_and_pads_up_to_its_goal() {
         let mut prober = Prober::default();
         prober.set_goal(Some(1_600_000), 0);
-        assert!(!prober.start_if_due(500_000, true, i64::MIN, FIRST_WAIT_MICROS - 1));
+        assert!(!prober.start_if_due(900_000, true, i64::MIN, FIRST_WAIT_MICROS - 1));
         assert!(
-            !prober.start_if_due(500_000, false, i64::MIN, FIRST_WAIT_MICROS),
+            !prober.start_if_due(900_000, false, i64::MIN, FIRST_WAIT_MICROS),
             "not before the estimate is measured"
         );
         assert!(
@@ -340,8 +387,11 @@ mod tests {
             "not when the estimate reaches the goal"
         );
         let start = FIRST_WAIT_MICROS;
-        assert!(!prober.start_if_due(500_000, true, start - QUIET_MICROS + 1, start), "not soon after a decrease");
-        assert!(prober.start_if_due(500_000, true, start - QUIET_MICROS, start));
+        assert!(!prober.start_if_due(900_000, true, start - QUIET_MICROS + 1, start), "not soon after a decrease");
+        assert!(prober.start_if_due(900_000, true, start - QUIET_MICROS, start));
+        // 48 KB more than 0.9 Mbit/s would send: 0.55 s at 1.6 Mbit/s.
+        let duration = prober.duration().unwrap();
+        assert_eq!(duration, 548_571);
         assert_ne!(prober.cluster(), 0);
         // 4 ms at 1.6 Mbit/s: 800 bytes, less the media sent meanwhile.
         prober.sent(300);
@@ -350,7 +400,8 @@ mod tests {
         assert_eq!(prober.padding_due(start + 4_000), 0);
         // Padding that could not go is made up for 5 ms of the goal at most.
         assert_eq!(prober.padding_due(start + 104_000), 1000);
-        assert_eq!(prober.padding_due(start + PROBE_SEND_MICROS), 0);
+        assert!(prober.padding_due(start + duration - 1) > 0);
+        assert_eq!(prober.padding_due(start + duration), 0);
         assert!(!prober.is_sending());
         assert_ne!(prober.measured_cluster(), 0, "measured after its sending ends");
     }
@@ -360,10 +411,11 @@ mod tests {
         let mut prober = Prober::default();
         prober.set_goal(Some(1_800_000), 0);
         let mut now = FIRST_WAIT_MICROS;
-        assert!(prober.start_if_due(500_000, true, i64::MIN, now));
-        now += PROBE_SEND_MICROS;
+        assert!(prober.start_if_due(900_000, true, i64::MIN, now));
+        let duration = prober.duration().unwrap();
+        now += duration;
         prober.padding_due(now);
-        let outcome = prober.on_feedback(&measured(1_800_000.0, 5_000_000.0), false, now, now + 100_000);
+        let outcome = prober.on_feedback(&measured_for(duration, 1_800_000.0, 5_000_000.0), false, now, now + 100_000);
         assert!(matches!(outcome, Some(ProbeOutcome::Carried { bitrate }) if bitrate > 1_700_000), "{outcome:?}");
 
         now += 100_000 + FIRST_WAIT_MICROS;
@@ -389,10 +441,11 @@ mod tests {
         let mut prober = Prober::default();
         prober.set_goal(Some(1_800_000), 0);
         let now = FIRST_WAIT_MICROS;
-        assert!(prober.start_if_due(500_000, true, i64::MIN, now));
-        prober.padding_due(now + PROBE_SEND_MICROS);
-        let end = now + PROBE_SEND_MICROS;
-        let saturated = measured(1_800_000.0, 600_000.0);
+        assert!(prober.start_if_due(900_000, true, i64::MIN, now));
+        let duration = prober.duration().unwrap();
+        prober.padding_due(now + duration);
+        let end = now + duration;
+        let saturated = measured_for(duration, 1_800_000.0, 600_000.0);
         assert_eq!(prober.on_feedback(&saturated, false, end, end), None, "its queue drains first");
         let drained = end + DRAIN_MICROS;
         assert_eq!(prober.on_feedback(&saturated, false, drained, drained), Some(ProbeOutcome::Failed));
@@ -426,8 +479,102 @@ mod tests {
         let mut prober = Prober::default();
         prober.set_goal(Some(1_000_000), 0);
         assert!(prober.start_if_due(100_000, true, i64::MIN, FIRST_WAIT_MICROS));
-        let end = FIRST_WAIT_MICROS + PROBE_SEND_MICROS + RESULT_WAIT_MICROS;
+        assert_eq!(prober.duration(), Some(MAX_PROBE_SEND_MICROS), "48 KB over 0.1 Mbit/s: more than the longest");
+        let end = FIRST_WAIT_MICROS + MAX_PROBE_SEND_MICROS + RESULT_WAIT_MICROS;
         assert_eq!(prober.on_feedback(&ClusterMeasure::default(), false, 0, end), None);
         assert_eq!(prober.on_feedback(&ClusterMeasure::default(), false, 0, end + 1), Some(ProbeOutcome::Failed));
+    }
+
+    /// A thin link's viewer probing for a layer far above it: the probe goes at
+    /// twice the estimate, not at the goal, and the next, after a success, twice
+    /// what was carried, until the goal.
+    #[test]
+    fn a_goal_far_above_the_estimate_is_probed_for_in_steps_of_twice_the_estimate() {
+        let mut prober = Prober::default();
+        prober.set_goal(Some(2_800_000), 0);
+        let mut now = FIRST_WAIT_MICROS;
+        assert!(prober.start_if_due(600_000, true, i64::MIN, now));
+        prober.sent(0);
+        // 4 ms at 1.2 Mbit/s: 600 bytes, not 1,400 at the goal's 2.8 Mbit/s.
+        assert_eq!(prober.padding_due(now + 4_000), 600);
+        let duration = prober.duration().unwrap();
+        assert_eq!(duration, 640_000, "48 KB more than 0.6 Mbit/s would send, at 1.2 Mbit/s");
+        now += duration;
+        prober.padding_due(now);
+        let outcome = prober.on_feedback(&measured_for(duration, 1_200_000.0, 5_000_000.0), false, now, now + 100_000);
+        assert!(matches!(outcome, Some(ProbeOutcome::Carried { bitrate }) if bitrate > 1_100_000), "{outcome:?}");
+
+        now += 100_000 + FIRST_WAIT_MICROS;
+        assert!(prober.start_if_due(1_200_000, true, i64::MIN, now));
+        assert_eq!(prober.padding_due(now + 4_000), 1_200, "2.4 Mbit/s");
+        let duration = prober.duration().unwrap();
+        now += duration;
+        prober.padding_due(now);
+        let outcome = prober.on_feedback(&measured_for(duration, 2_400_000.0, 5_000_000.0), false, now, now + 100_000);
+        now += 100_000 + FIRST_WAIT_MICROS;
+        assert!(matches!(outcome, Some(ProbeOutcome::Carried { .. })), "{outcome:?}");
+        assert!(prober.start_if_due(2_400_000, true, i64::MIN, now));
+        assert_eq!(prober.padding_due(now + 4_000), 1_400, "the goal's 2.8 Mbit/s");
+    }
+
+    /// A token bucket lets a first step through whatever the link's rate (its
+    /// burst outlasts a probe at twice a thin link's rate) and the second step
+    /// fails: the failures' waits must still grow.
+    #[test]
+    fn a_step_carried_short_of_the_goal_keeps_the_wait_a_failure_doubled() {
+        let mut prober = Prober::default();
+        prober.set_goal(Some(2_800_000), 0);
+        let mut now = 0;
+        let mut waits = Vec::new();
+        for _ in 0..4 {
+            let mut started = now;
+            while !prober.start_if_due(600_000, true, i64::MIN, started) {
+                started += 100_000;
+            }
+            waits.push((started - now) / 100_000);
+            let duration = prober.duration().unwrap();
+            now = started + duration;
+            prober.padding_due(now);
+            let outcome = prober.on_feedback(&measured_for(duration, 1_200_000.0, 5_000_000.0), false, now, now);
+            assert!(matches!(outcome, Some(ProbeOutcome::Carried { .. })), "{outcome:?}");
+            now += FIRST_WAIT_MICROS;
+            assert!(prober.start_if_due(1_200_000, true, i64::MIN, now), "the next step soon after");
+            prober.on_feedback(&ClusterMeasure::default(), true, now, now);
+            now += DRAIN_MICROS;
+            assert_eq!(prober.on_feedback(&ClusterMeasure::default(), false, now, now), Some(ProbeOutcome::Failed));
+        }
+        assert_eq!(waits, [20, 40, 80, 80], "tenths of a second from each failure to the next first step");
+    }
+
+    /// tc's token bucket (32 KB) on a 600 kbit/s link: a 0.3 s probe at twice
+    /// the link fits in its burst and passes unchanged; one that sends 48 KB
+    /// more than the link carries in its time outlasts it, and fails.
+    #[test]
+    fn a_probe_outlasts_a_token_buckets_burst() {
+        let through_bucket = |duration: i64| {
+            let (rate, link, burst) = (1_200_000.0f64, 600_000.0f64, 32_000.0f64);
+            let mut measure = ClusterMeasure::default();
+            let (size, mut sent, mut tokens, mut free_at, mut last) = (300.0f64, 0.0f64, burst, 0.0f64, 0.0f64);
+            while sent < duration as f64 {
+                tokens = (tokens + (sent - last) * link / 8e6).min(burst);
+                last = sent;
+                let arrival = if tokens >= size && free_at <= sent {
+                    tokens -= size;
+                    sent
+                } else {
+                    free_at = free_at.max(sent) + size * 8e6 / link;
+                    free_at
+                };
+                measure.packet(sent as i64, size as u32, Some(arrival as i64 + 20_000));
+                sent += size * 8e6 / rate;
+            }
+            measure.bitrate().unwrap()
+        };
+        assert!(through_bucket(PROBE_SEND_MICROS) > 1_100_000.0, "fooled by the burst");
+        let mut prober = Prober::default();
+        prober.set_goal(Some(2_800_000), 0);
+        assert!(prober.start_if_due(600_000, true, i64::MIN, FIRST_WAIT_MICROS));
+        let carried = through_bucket(prober.duration().unwrap());
+        assert!(carried < 1_200_000.0 * SUCCESS_SHARE, "{carried}");
     }
 }

@@ -2205,7 +2205,7 @@ mod tests {
         let at = viewer.micros(start);
         let cc = viewer.transport_cc.as_mut().unwrap();
         cc.prober.set_goal(Some(2_000_000), at - 10_000_000);
-        assert!(cc.prober.start_if_due(500_000, true, i64::MIN, at));
+        assert!(cc.prober.start_if_due(1_000_000, true, i64::MIN, at));
         let mut out = [0u8; 512];
         let later = start + Duration::from_millis(4); // 1,000 bytes owed at 2 Mbit/s
         let mut padded = 0;

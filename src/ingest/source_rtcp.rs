@@ -227,12 +227,14 @@ impl SourceRtcp {
         }
     }
 
-    /// The latest sender report naming the stream's SSRC; on a port no other
-    /// stream shares, before the first of those, the latest of any.
+    /// The latest sender report naming the stream's SSRC; where only the
+    /// stream's source reports (a port no other stream shares, a link's
+    /// routes), before the first of those, the latest of any.
     pub fn sender_report(&self) -> Option<SourceSenderReport> {
         let heard = lock(self.heard());
         let own = heard.sender(self.media_ssrc.load(Ordering::Relaxed)).map(|(report, _)| *report);
-        own.or_else(|| heard.senders.last().filter(|_| self.alone_on_port()).map(|(report, _)| *report))
+        let only_its_own = matches!(self.channel, Channel::Link(_)) || self.alone_on_port();
+        own.or_else(|| heard.senders.last().filter(|_| only_its_own).map(|(report, _)| *report))
     }
 
     fn alone_on_port(&self) -> bool {

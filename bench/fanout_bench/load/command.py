@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fanout_bench.load.control import INTERVAL as CONTROL_INTERVAL
-from fanout_bench.load.netns import bench_namespace
+from fanout_bench.load.netns import bench_namespace, steer_receiving_to
 from fanout_bench.load.overload import (
     CONTROL_SAMPLES,
     LEVELS,
@@ -267,6 +267,12 @@ def build_parser(
         help="with --overload: run the variants (or fanout) this many times, alternating",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' folders and logs")
+    parser.add_argument(
+        "--receive-on-load-cpu",
+        action="store_true",
+        help="loopback's receiving half (the viewers' kernels' work: socket filters, queueing, wake-ups) "
+        "runs on --load-cpu (RPS), not in the server's time on its core, as when viewers are other machines",
+    )
     return parser
 
 
@@ -400,6 +406,7 @@ def run(args: argparse.Namespace) -> int:
             "server_cpu": args.server_cpu,
             "server_nice": args.server_nice,
             "load_cpu": args.load_cpu,
+            "receive_on_load_cpu": args.receive_on_load_cpu,
             "janus_event_loops": args.janus_event_loops,
             "fanout_options": args.fanout_option,
             "feedback": args.feedback,
@@ -414,7 +421,9 @@ def run(args: argparse.Namespace) -> int:
     if args.overload:
         return _run_overload(args, servers, plan, results, output)
     work = Path(tempfile.mkdtemp(prefix="fanout-bench-load-"))
-    with bench_namespace():
+    with bench_namespace() as namespace:
+        if args.receive_on_load_cpu:
+            steer_receiving_to(namespace, args.load_cpu)
         raise_own_nofile()
         os.sched_setaffinity(0, {args.load_cpu})
         with contextlib.suppress(OSError):
@@ -487,7 +496,9 @@ def _run_overload(
     results["meta"]["control_interval_s"] = CONTROL_INTERVAL  # the probe's one request at a time, at most this often
     results["overload"] = []
     work = Path(tempfile.mkdtemp(prefix="fanout-bench-overload-"))
-    with bench_namespace():
+    with bench_namespace() as namespace:
+        if args.receive_on_load_cpu:
+            steer_receiving_to(namespace, args.load_cpu)
         raise_own_nofile()
         os.sched_setaffinity(0, {args.load_cpu})
         with contextlib.suppress(OSError):

@@ -67,6 +67,16 @@ def bench_namespace() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
 
 
+def steer_receiving_to(namespace: str, cpu: int) -> None:
+    """Loopback's receiving half runs on ``cpu`` (RPS on the namespace's lo): the kernel
+    work of delivering each datagram to its socket (socket filters, queueing, waking the
+    reader), which on loopback otherwise runs on the sender's core, in the sender's time.
+    With the viewers on ``cpu``, the server's core then does what a server sending to
+    other machines does: its packets' way down to the device, not the viewers' way up."""
+    mask = format(1 << cpu, "x")
+    _run("ip", "netns", "exec", namespace, "sh", "-c", f"echo {mask} > /sys/class/net/lo/queues/rx-0/rps_cpus")
+
+
 def _setns(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
