@@ -132,10 +132,12 @@ pub struct SourceRtcp {
     rtp_from: Mutex<Option<SocketAddr>>,
     media_ssrc: AtomicU32,
     last_request: Mutex<Option<Instant>>,
+    /// RTCP packets received from the source.
     pub packets: AtomicU64,
     pub plis_forwarded: AtomicU64,
     pub keyframe_requests: AtomicU64,
     pub rembs_sent: AtomicU64,
+    /// Requests not sent: too soon after the last one, or nowhere to send.
     pub requests_suppressed: AtomicU64,
 }
 
@@ -144,6 +146,7 @@ impl SourceRtcp {
         Self::with_channel(Channel::Port(socket))
     }
 
+    /// For a stream fed by a publisher link: its requests go over the link.
     pub fn for_link() -> Self {
         Self::with_channel(Channel::Link(Mutex::new(None)))
     }
@@ -186,17 +189,20 @@ impl SourceRtcp {
         }
     }
 
+    /// Requests go over `link` from now on (None: the link went, nowhere).
     pub fn set_link(&self, link: Option<Arc<LinkSender>>) {
         if let Channel::Link(attached) = &self.channel {
             *lock(attached) = link;
         }
     }
 
+    /// A sender report the publisher link brought.
     pub fn link_sender_report(&self, report: SourceSenderReport) {
         self.packets.fetch_add(1, Ordering::Relaxed);
         lock(&self.heard).note_report(report, None);
     }
 
+    /// The receiver saw RTP with `ssrc` from `from`.
     pub fn rtp_seen(&self, from: Option<SocketAddr>, ssrc: u32) {
         self.media_ssrc.store(ssrc, Ordering::Relaxed);
         if let Some(from) = from {
@@ -207,7 +213,8 @@ impl SourceRtcp {
         }
     }
 
-    /// Reads what the source sent to the port (a port of the stream's own).
+    /// Reads everything waiting on the port, a port of the stream's own (the
+    /// receiver calls it when readable).
     pub fn receive(&self, now: Instant) {
         let Channel::Port(socket) = &self.channel else { return };
         let mut buf = [0u8; 1500];
@@ -241,6 +248,7 @@ impl SourceRtcp {
         matches!(self.channel, Channel::Port(_)) && !self.shared.load(Ordering::Relaxed)
     }
 
+    /// Where requests go now.
     pub fn destination(&self) -> Option<SocketAddr> {
         {
             let heard = lock(self.heard());
@@ -256,6 +264,8 @@ impl SourceRtcp {
         Some(rtp)
     }
 
+    /// Sends RR + PLI to the source unless one went less than the interval
+    /// ago; true if sent.
     pub fn request_keyframe(&self, reason: KeyframeReason, now: Instant) -> bool {
         if !self.can_send() {
             self.requests_suppressed.fetch_add(1, Ordering::Relaxed);
@@ -283,6 +293,8 @@ impl SourceRtcp {
 }
 
 impl SourceRtcp {
+    /// Sends RR + REMB (draft-alvestrand-rmcat-remb) with `bitrate` (bits per
+    /// second) about the source's SSRC; false if there is nowhere to send it yet.
     pub fn send_remb(&self, bitrate: u64) -> bool {
         let packet = remb(self.media_ssrc.load(Ordering::Relaxed), bitrate);
         if !self.send(&packet) {
@@ -294,6 +306,7 @@ impl SourceRtcp {
 }
 
 impl SourceRtcp {
+    /// Whether a request has somewhere to go now.
     fn can_send(&self) -> bool {
         match &self.channel {
             Channel::Port(_) | Channel::SharedPort(_) => self.destination().is_some(),
@@ -301,6 +314,8 @@ impl SourceRtcp {
         }
     }
 
+    /// Sends plain RTCP to the source: from the RTCP port (its own or the one
+    /// it shares), or over the link.
     fn send(&self, packet: &[u8]) -> bool {
         let socket = match &self.channel {
             Channel::Port(socket) => socket,
@@ -314,6 +329,8 @@ impl SourceRtcp {
     }
 }
 
+/// An empty receiver report then a REMB about `media_ssrc`: the bitrate as an
+/// 18-bit mantissa and a 6-bit exponent, rounded down.
 pub fn remb(media_ssrc: u32, bitrate: u64) -> [u8; 32] {
     let exponent = (64 - bitrate.leading_zeros()).saturating_sub(18);
     let mantissa = (bitrate >> exponent) as u32;

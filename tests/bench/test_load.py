@@ -130,12 +130,13 @@ def test_the_command_ramps_against_fanout_and_writes_results_and_plot(
         "--server", "fanout", "--rate", "2M", "--srtp", "cm", "--transport", "http",
         "--start", "6", "--min-step", "4", "--max-viewers", "10", "--samples", "2",
         "--settle", "1", "--window", "1.5", "--join-rate", "20", "--feedback", "off,twcc",
-        "--server-cpu", str(cpus[0]), "--load-cpu", str(cpus[-1]),
+        "--server-cpu", str(cpus[0]), "--load-cpu", str(cpus[-1]), "--receive-on-load-cpu",
         "--output", str(output),
     ]  # fmt: skip
     result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     results = json.loads(output.with_suffix(".json").read_text())
+    assert results["meta"]["receive_on_load_cpu"] is True
     assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     off, on = results["ramps"]
     for ramp, feedback in ((off, "off"), (on, "twcc")):

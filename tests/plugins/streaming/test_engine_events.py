@@ -34,7 +34,7 @@ from tests.support.rtsp_server import RtspServerProcess
 
 if TYPE_CHECKING:
     from fanout.core.gateway import Gateway
-    from fanout.plugins.streaming.viewer import ViewerTrack
+    from fanout.plugins.streaming.viewer import Viewer, ViewerTrack
 
 WAIT_SECONDS = 10.0
 FRAME_SECONDS = 0.02
@@ -130,6 +130,18 @@ async def running() -> AsyncIterator[Running]:
     webrtc.close()
 
 
+async def watching(running: Running, handle: RecordingHandle, mountpoint: Mountpoint, sink: socket.socket) -> Viewer:
+    """What the core does once a viewer's DTLS is up, then its watch of ``mountpoint``, until
+    media reaches ``sink``."""
+    running.engine.add_peer(handle.id, sink.getsockname(), "AEAD_AES_128_GCM", os.urandom(28), os.urandom(28))
+    running.plugin.create_session(handle)
+    viewer = running.plugin.viewers[handle.id]
+    viewer.watch(mountpoint, None)
+    running.plugin.setup_media(handle)
+    await until(lambda: running.engine.peer_stats(handle.id).packets > 0, "the viewer got nothing")
+    return viewer
+
+
 def simulcast_mountpoint(plugin: StreamingPlugin) -> Mountpoint:
     group = {"type": "rtp", "id": 4, "video": True, "videoport": 0, "videopt": 96, "videocodec": "vp8",
              "videosimulcast": True, "videoport2": 0, "videoport3": 0}  # fmt: skip
@@ -207,12 +219,7 @@ async def test_a_move_asks_for_the_keyframe_again_each_second_until_it_is_made(r
     try:
         await until(lambda: not any(mountpoint.silence.is_silent(i) for i in mountpoint.silence.indexes), "no media")
         handle = RecordingHandle(14)
-        running.engine.add_peer(handle.id, sink.getsockname(), "AEAD_AES_128_GCM", os.urandom(28), os.urandom(28))
-        plugin.create_session(handle)
-        viewer = plugin.viewers[handle.id]
-        viewer.watch(mountpoint, None)
-        plugin.setup_media(handle)
-        await until(lambda: running.engine.peer_stats(handle.id).packets > 0, "the viewer got nothing")
+        viewer = await watching(running, handle, mountpoint, sink)
         lowest = source_index(stream, 0)
         encoders.keyframes[0] = False  # as a publisher that passed over the request
 
@@ -254,12 +261,7 @@ async def test_with_an_rtcp_port_each_substream_asks_its_own_encoder_for_keyfram
     try:
         await until(lambda: not any(mountpoint.silence.is_silent(i) for i in mountpoint.silence.indexes), "no media")
         handle = RecordingHandle(16)
-        running.engine.add_peer(handle.id, sink.getsockname(), "AEAD_AES_128_GCM", os.urandom(28), os.urandom(28))
-        plugin.create_session(handle)
-        viewer = plugin.viewers[handle.id]
-        viewer.watch(mountpoint, None)
-        plugin.setup_media(handle)
-        await until(lambda: running.engine.peer_stats(handle.id).packets > 0, "the viewer got nothing")
+        viewer = await watching(running, handle, mountpoint, sink)
 
         plugin._configure(viewer, "configure", {"request": "configure", "mid": stream.mid, "substream": 1}, None)
 
