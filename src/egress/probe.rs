@@ -49,7 +49,7 @@
 //! the excess takes at the link's rate (at twice the estimate: about as long
 //! as the probe lasted past the bucket).
 
-/// A probe sends at its goal for at least this long ...
+/// A probe sends at its rate for at least this long ...
 pub const PROBE_SEND_MICROS: i64 = 300_000;
 /// ... and long enough to send this many bytes more than the estimate would
 /// (at most [`MAX_PROBE_SEND_MICROS`]): a token bucket's burst passes a probe
@@ -61,7 +61,7 @@ pub const MAX_PROBE_SEND_MICROS: i64 = 1_000_000;
 const RESULT_WAIT_MICROS: i64 = 1_000_000;
 /// A failed probe ends once the feedback tells about packets sent this long after it stopped.
 pub const DRAIN_MICROS: i64 = 300_000;
-/// A probe whose measured rate reaches this share of its goal succeeded.
+/// A probe whose measured rate reaches this share of its rate succeeded.
 const SUCCESS_SHARE: f64 = 0.9;
 /// Chromium's ProbeBitrateEstimator: a receive rate under this share of the send rate means the
 /// link saturated, and the result is [`SATURATED_SHARE`] of the receive rate.
@@ -78,7 +78,7 @@ pub const MAX_WAIT_MICROS: i64 = 8_000_000;
 /// No probe starts until the estimate went this long without a decrease
 /// (over-use or a loss cut): a link still draining a queue would fail it.
 pub const QUIET_MICROS: i64 = 2_000_000;
-/// Padding not sent when due (the stream was mid-frame) is not made up beyond this much of the goal's time.
+/// Padding not sent when due (the stream was mid-frame) is not made up beyond this much of the probe's time.
 const MAX_PADDING_DEBT_MICROS: i64 = 5_000;
 /// A padding-only RTP packet carries at most this much padding (RFC 3550 5.1: its count is one byte).
 pub const MAX_PADDING: usize = 255;
@@ -151,19 +151,20 @@ impl ClusterMeasure {
 /// How a probe ended.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ProbeOutcome {
-    /// The link carried this many bits per second, at least the goal's
-    /// [`SUCCESS_SHARE`], without over-use or loss.
+    /// The link carried this many bits per second, at least
+    /// [`SUCCESS_SHARE`] of the probe's rate, without over-use or loss.
     Carried { bitrate: u64 },
-    /// Over-use, loss, less than the goal carried, or no feedback in time.
+    /// Over-use, loss, less than the probe's rate carried, or no feedback in time.
     Failed,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Probe {
     cluster: u8,
-    goal: u64,
+    /// What it sends at (bits/s): the goal, or a step short of it.
+    rate: u64,
     started: i64,
-    /// How long it sends at its goal.
+    /// How long it sends at its rate.
     duration: i64,
     /// Bytes the viewer was sent since the probe started, padding and media.
     sent_bytes: u64,
@@ -212,17 +213,17 @@ impl Prober {
         let (Some(goal), Some(next_at)) = (self.goal, self.next_at) else {
             return false;
         };
-        let step = goal.min(estimate.saturating_mul(PROBE_STEP));
         let quiet = now.saturating_sub(last_decrease) >= QUIET_MICROS;
         if self.probe.is_some() || now < next_at || !measured || !quiet || estimate >= goal {
             return false;
         }
+        let step = goal.min(estimate.saturating_mul(PROBE_STEP));
         self.last_cluster = self.last_cluster.wrapping_add(1).max(1);
         let excess = step.saturating_sub(estimate).max(1) as i64;
         let duration = (PROBE_EXCESS_BYTES * 8 * 1_000_000 / excess).clamp(PROBE_SEND_MICROS, MAX_PROBE_SEND_MICROS);
         self.probe = Some(Probe {
             cluster: self.last_cluster,
-            goal: step,
+            rate: step,
             started: now,
             duration,
             sent_bytes: 0,
@@ -232,7 +233,7 @@ impl Prober {
         true
     }
 
-    /// How long the probe in progress sends at its goal.
+    /// How long the probe in progress sends at its rate.
     pub fn duration(&self) -> Option<i64> {
         self.probe.map(|probe| probe.duration)
     }
@@ -264,7 +265,7 @@ impl Prober {
     }
 
     /// The padding due at `now` (bytes) to keep what the viewer gets at the
-    /// goal; stops sending once the probe's time is up.
+    /// probe's rate; stops sending once the probe's time is up.
     pub fn padding_due(&mut self, now: i64) -> usize {
         let Some(probe) = self.probe.as_mut().filter(|probe| probe.sending) else {
             return 0;
@@ -274,7 +275,7 @@ impl Prober {
             probe.sending = false;
             return 0;
         }
-        let bytes_per_second = probe.goal as i64 / 8;
+        let bytes_per_second = probe.rate as i64 / 8;
         let due = bytes_per_second * elapsed / 1_000_000;
         let floor = due - bytes_per_second * MAX_PADDING_DEBT_MICROS / 1_000_000;
         probe.sent_bytes = probe.sent_bytes.max(floor.max(0) as u64);
@@ -302,7 +303,7 @@ impl Prober {
         let failed = over_use || (measure.lost + measure.received >= MIN_PACKETS && measure.loss() > MAX_LOSS);
         let measurable = !probe.sending && sent_long_enough;
         let carried = measure.bitrate().filter(|_| measurable);
-        if failed || carried.is_some_and(|bitrate| bitrate < probe.goal as f64 * SUCCESS_SHARE) {
+        if failed || carried.is_some_and(|bitrate| bitrate < probe.rate as f64 * SUCCESS_SHARE) {
             // Short of its goal the link queued what the probe sent: its over-use and loss may yet show.
             probe.sending = false;
             probe.failed_at = Some(now);
@@ -318,7 +319,7 @@ impl Prober {
     }
 
     fn end(&mut self, outcome: ProbeOutcome, now: i64) -> ProbeOutcome {
-        let step = self.probe.take().map_or(0, |probe| probe.goal);
+        let step = self.probe.take().map_or(0, |probe| probe.rate);
         let next_wait = match outcome {
             ProbeOutcome::Carried { .. } if self.goal.is_some_and(|goal| step >= goal) => {
                 self.wait = FIRST_WAIT_MICROS;
@@ -346,6 +347,22 @@ mod tests {
     /// 300 bytes sent at `rate` for the probe's time, arriving spaced by the bottleneck.
     fn measured(rate: f64, capacity: f64) -> ClusterMeasure {
         measured_for(PROBE_SEND_MICROS, rate, capacity)
+    }
+
+    /// The probe in progress, started at `started`, sent to its end at `rate`
+    /// through a link of `capacity`; the feedback about all of it comes
+    /// `delay` later. Returns when that was, and the outcome.
+    fn run_probe(
+        prober: &mut Prober,
+        started: i64,
+        rate: f64,
+        capacity: f64,
+        delay: i64,
+    ) -> (i64, Option<ProbeOutcome>) {
+        let duration = prober.duration().expect("a probe in progress");
+        let end = started + duration;
+        prober.padding_due(end);
+        (end + delay, prober.on_feedback(&measured_for(duration, rate, capacity), false, end, end + delay))
     }
 
     fn measured_for(duration: i64, rate: f64, capacity: f64) -> ClusterMeasure {
@@ -412,13 +429,11 @@ mod tests {
         prober.set_goal(Some(1_800_000), 0);
         let mut now = FIRST_WAIT_MICROS;
         assert!(prober.start_if_due(900_000, true, i64::MIN, now));
-        let duration = prober.duration().unwrap();
-        now += duration;
-        prober.padding_due(now);
-        let outcome = prober.on_feedback(&measured_for(duration, 1_800_000.0, 5_000_000.0), false, now, now + 100_000);
+        let outcome;
+        (now, outcome) = run_probe(&mut prober, now, 1_800_000.0, 5_000_000.0, 100_000);
         assert!(matches!(outcome, Some(ProbeOutcome::Carried { bitrate }) if bitrate > 1_700_000), "{outcome:?}");
 
-        now += 100_000 + FIRST_WAIT_MICROS;
+        now += FIRST_WAIT_MICROS;
         assert!(prober.start_if_due(500_000, true, i64::MIN, now));
         let failed_at = now + 200_000;
         let outcome = prober.on_feedback(&ClusterMeasure::default(), true, now + 100_000, failed_at);
@@ -497,22 +512,18 @@ mod tests {
         prober.sent(0);
         // 4 ms at 1.2 Mbit/s: 600 bytes, not 1,400 at the goal's 2.8 Mbit/s.
         assert_eq!(prober.padding_due(now + 4_000), 600);
-        let duration = prober.duration().unwrap();
-        assert_eq!(duration, 640_000, "48 KB more than 0.6 Mbit/s would send, at 1.2 Mbit/s");
-        now += duration;
-        prober.padding_due(now);
-        let outcome = prober.on_feedback(&measured_for(duration, 1_200_000.0, 5_000_000.0), false, now, now + 100_000);
+        assert_eq!(prober.duration(), Some(640_000), "48 KB more than 0.6 Mbit/s would send, at 1.2 Mbit/s");
+        let outcome;
+        (now, outcome) = run_probe(&mut prober, now, 1_200_000.0, 5_000_000.0, 100_000);
         assert!(matches!(outcome, Some(ProbeOutcome::Carried { bitrate }) if bitrate > 1_100_000), "{outcome:?}");
 
-        now += 100_000 + FIRST_WAIT_MICROS;
+        now += FIRST_WAIT_MICROS;
         assert!(prober.start_if_due(1_200_000, true, i64::MIN, now));
         assert_eq!(prober.padding_due(now + 4_000), 1_200, "2.4 Mbit/s");
-        let duration = prober.duration().unwrap();
-        now += duration;
-        prober.padding_due(now);
-        let outcome = prober.on_feedback(&measured_for(duration, 2_400_000.0, 5_000_000.0), false, now, now + 100_000);
-        now += 100_000 + FIRST_WAIT_MICROS;
+        let outcome;
+        (now, outcome) = run_probe(&mut prober, now, 2_400_000.0, 5_000_000.0, 100_000);
         assert!(matches!(outcome, Some(ProbeOutcome::Carried { .. })), "{outcome:?}");
+        now += FIRST_WAIT_MICROS;
         assert!(prober.start_if_due(2_400_000, true, i64::MIN, now));
         assert_eq!(prober.padding_due(now + 4_000), 1_400, "the goal's 2.8 Mbit/s");
     }
@@ -532,10 +543,8 @@ mod tests {
                 started += 100_000;
             }
             waits.push((started - now) / 100_000);
-            let duration = prober.duration().unwrap();
-            now = started + duration;
-            prober.padding_due(now);
-            let outcome = prober.on_feedback(&measured_for(duration, 1_200_000.0, 5_000_000.0), false, now, now);
+            let outcome;
+            (now, outcome) = run_probe(&mut prober, started, 1_200_000.0, 5_000_000.0, 0);
             assert!(matches!(outcome, Some(ProbeOutcome::Carried { .. })), "{outcome:?}");
             now += FIRST_WAIT_MICROS;
             assert!(prober.start_if_due(1_200_000, true, i64::MIN, now), "the next step soon after");

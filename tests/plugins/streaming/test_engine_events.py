@@ -84,16 +84,19 @@ class Encoders:
     ports: list[int]
     sending: list[bool] = field(default_factory=lambda: [True, True, True])
     keyframes: list[bool] = field(default_factory=lambda: [True, True, True])  # False: that encoding makes none
+    # Each encoding's own socket (an RTP session per layer, as GStreamer's rtpbin); None: one for all.
+    senders: list[socket.socket] | None = None
 
     async def run(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        senders = self.senders or [sock] * len(self.ports)
         try:
             for frame in range(1_000_000):
-                for substream, port in enumerate(self.ports):
+                for substream, (port, sender) in enumerate(zip(self.ports, senders, strict=True)):
                     if self.sending[substream]:
                         keyframe = self.keyframes[substream] and frame % KEYFRAME_EVERY == 0
                         packet = vp8_packet(frame, keyframe=keyframe, ssrc=substream + 1)
-                        sock.sendto(packet, ("127.0.0.1", port))
+                        sender.sendto(packet, ("127.0.0.1", port))
                 await asyncio.sleep(FRAME_SECONDS)  # the source's frame rate
         finally:
             sock.close()
@@ -247,15 +250,8 @@ async def test_with_an_rtcp_port_each_substream_asks_its_own_encoder_for_keyfram
     mountpoint = plugin.add_mountpoint(parse_mountpoint("simulcast", group)[0])
     (stream,) = mountpoint.config.streams
     encoders = [source_pair() for _ in range(3)]  # each layer's RTP socket and, a port up, its RTCP socket
-
-    async def send() -> None:
-        for frame in itertools.count():
-            for substream, (encoder, port) in enumerate(zip(encoders, mountpoint.substream_ports[stream.mid])):
-                packet = vp8_packet(frame, keyframe=frame % KEYFRAME_EVERY == 0, ssrc=substream + 1)
-                encoder.rtp.sendto(packet, ("127.0.0.1", port))
-            await asyncio.sleep(FRAME_SECONDS)
-
-    sending = asyncio.get_running_loop().create_task(send())
+    layers = Encoders(mountpoint.substream_ports[stream.mid], senders=[encoder.rtp for encoder in encoders])
+    sending = asyncio.get_running_loop().create_task(layers.run())
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     try:
