@@ -363,9 +363,8 @@ def test_each_simulcast_layer_hears_the_keyframe_requests_for_it_on_the_shared_p
 
     rig.engine.set_stream_source(7, 0, high)
 
-    upper.rtcp.setblocking(True)
-    lower.rtcp.setblocking(True)
-    request = upper.rtcp.recv(1500)
+    request = upper.rtcp.recv(1500)  # within the source pair's timeout
+    lower.rtcp.setblocking(True)  # keyframe_requests reads without waiting
     assert struct.unpack("!I", request[16:20])[0] == 0x1001, "about the upper layer's SSRC"
     assert keyframe_requests(lower.rtcp) == [], "the lower layer's encoder is not asked"
     assert [stream.keyframe_requests for stream in rig.engine.mountpoint_stats(1).streams] == [0, 1]
